@@ -1,0 +1,57 @@
+"""Engine settings: which generator runs and how the stream is timed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from engine.procedural.config import ProceduralConfig
+
+
+class EngineConfig(BaseModel):
+    """How the engine streams: generator, sample rate, chunking, lead, transitions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    generator: Literal["procedural", "sine"] = "procedural"
+    sample_rate: int = Field(48000, description="Generator output rate in Hz.")
+    channels: Literal[1, 2] = 2
+    chunk_s: float = Field(0.5, gt=0.05, le=30.0, description="Length of one generated chunk.")
+    lead_s: float = Field(
+        1.5, gt=0.0, le=60.0, description="How far ahead of the playhead each room is kept."
+    )
+    transition_margin_s: float = Field(
+        0.3, ge=0.05, le=10.0,
+        description="New material after an artwork change starts this long after 'now'.",
+    )
+    transition_crossfade_s: float = Field(
+        1.0, ge=0.0, le=10.0, description="Equal-power crossfade into new material."
+    )
+    procedural: ProceduralConfig = ProceduralConfig()
+
+    @model_validator(mode="after")
+    def _lead_covers_margin(self) -> EngineConfig:
+        if self.sample_rate not in (16000, 22050, 24000, 32000, 44100, 48000):
+            raise ValueError(f"sample_rate must be a standard rate, got {self.sample_rate}")
+        return self
+
+    @property
+    def chunk_samples(self) -> int:
+        """Frames in one continuation chunk."""
+        return round(self.chunk_s * self.sample_rate)
+
+    @property
+    def lead_samples(self) -> int:
+        """Frames kept queued ahead of the playhead."""
+        return round(self.lead_s * self.sample_rate)
+
+    @property
+    def margin_samples(self) -> int:
+        """Frames between 'now' and the start of transition material."""
+        return round(self.transition_margin_s * self.sample_rate)
+
+    @property
+    def crossfade_samples(self) -> int:
+        """Frames of equal-power crossfade at a transition."""
+        return round(self.transition_crossfade_s * self.sample_rate)

@@ -1,0 +1,220 @@
+"""The installation config: one TOML file, validated before anything starts.
+
+Layout (see ``configs/*.toml`` for commented examples)::
+
+    [installation]   name, output folder
+    [network]        ZeroMQ endpoints, message size limit
+    [supervisor]     restart backoff
+    [engine]         generator and stream timing (+ [engine.procedural])
+    [capture]        defaults for every room's capture role
+    [audio_out]      defaults for every room's playback role
+    [[rooms]]        id, seed, and per-room [rooms.capture] / [rooms.audio_out]
+                     overrides, merged over the defaults above
+
+:func:`load_config` raises :class:`ConfigError` naming the file, the field
+and what was expected; the supervisor validates a config before it starts
+or restarts anything.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from audio_out.config import AudioOutConfig
+from capture.config import CaptureConfig
+from engine.config import EngineConfig
+from installation.errors import ConfigError
+from installation.protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+
+class InstallationSection(BaseModel):
+    """Name and output folder of the installation."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = "art2mus"
+    output_dir: str = Field("out", description="Where recordings, logs and timelines go.")
+
+
+class NetworkConfig(BaseModel):
+    """ZeroMQ endpoints. The engine binds views, chunks and clock; the supervisor binds control."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    views: str = Field("tcp://127.0.0.1:5701", description="capture -> engine (ArtworkView)")
+    chunks: str = Field("tcp://127.0.0.1:5702", description="engine -> audio_out (AudioChunk)")
+    clock: str = Field("tcp://127.0.0.1:5703", description="audio_out -> engine (PlaybackClock)")
+    control: str = Field("tcp://127.0.0.1:5704", description="supervisor -> roles (Control)")
+    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=1 << 30)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> NetworkConfig:
+        endpoints = [self.views, self.chunks, self.clock, self.control]
+        for endpoint in endpoints:
+            if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+                raise ValueError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError(f"endpoints must be distinct, got {endpoints}")
+        return self
+
+
+class SupervisorConfig(BaseModel):
+    """How crashed roles are restarted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    restart_backoff_s: float = Field(0.5, gt=0.0, description="First restart delay.")
+    restart_backoff_max_s: float = Field(10.0, gt=0.0, description="Longest restart delay.")
+    stable_after_s: float = Field(
+        30.0, gt=0.0, description="A role up this long has its backoff reset."
+    )
+    stop_timeout_s: float = Field(5.0, gt=0.0, description="SIGTERM, then SIGKILL after this.")
+
+
+class RoomConfig(BaseModel):
+    """One room: a camera, a playback chain, and its seed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    seed: int = 0
+    capture: CaptureConfig = CaptureConfig()
+    audio_out: AudioOutConfig = AudioOutConfig()
+
+
+class InstallationConfig(BaseModel):
+    """The whole installation, as loaded from one TOML file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    installation: InstallationSection = InstallationSection()
+    network: NetworkConfig = NetworkConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    engine: EngineConfig = EngineConfig()
+    rooms: tuple[RoomConfig, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_rooms(self) -> InstallationConfig:
+        ids = [room.id for room in self.rooms]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"room ids must be unique, got {ids}")
+        for room in self.rooms:
+            if room.audio_out.sample_rate != self.engine.sample_rate:
+                raise ValueError(
+                    f"rooms[{room.id}].audio_out.sample_rate ({room.audio_out.sample_rate}) must "
+                    f"equal engine.sample_rate ({self.engine.sample_rate}) in this version"
+                )
+        return self
+
+    def room(self, room_id: str) -> RoomConfig:
+        """The room called ``room_id``; ConfigError if there is none."""
+        for room in self.rooms:
+            if room.id == room_id:
+                return room
+        raise ConfigError(f"no room {room_id!r} in config: rooms are {[r.id for r in self.rooms]}")
+
+    @property
+    def output_dir(self) -> Path:
+        """The output folder as a path."""
+        return Path(self.installation.output_dir)
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """A plain dict that :func:`config_from_dict` turns back into this config."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> InstallationConfig:
+    """Validate a parsed TOML document; room sections are merged over the defaults.
+
+    Top-level ``[capture]`` and ``[audio_out]`` tables are defaults for every
+    room; a room's own tables override them key by key.
+    """
+    raw = dict(raw)
+    defaults = {key: raw.pop(key, {}) for key in ("capture", "audio_out")}
+    for key, value in defaults.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"invalid config in {source}: field `{key}`: expected a table")
+    rooms = raw.get("rooms")
+    if isinstance(rooms, list):
+        merged_rooms = []
+        for room in rooms:
+            if isinstance(room, dict):
+                room = dict(room)
+                for key, default in defaults.items():
+                    own = room.get(key, {})
+                    if isinstance(own, dict):
+                        room[key] = _deep_merge(default, own)
+            merged_rooms.append(room)
+        raw["rooms"] = merged_rooms
+    try:
+        return InstallationConfig.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        errors = exc.errors(include_url=False)
+        deep = {error["loc"][:1] for error in errors if len(error["loc"]) > 1}
+        for error in errors:
+            if error["type"] == "too_short" and error["loc"][:1] in deep:
+                continue  # pydantic also reports a list whose items failed as too short
+            where = _format_location(error["loc"]) or "(top level)"
+            got = error.get("input")
+            got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (check its spelling and section)"
+            lines.append(f"field `{where}`: {message}{got_text}")
+        raise ConfigError(f"invalid config in {source}:\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(path: str | Path) -> InstallationConfig:
+    """Read and validate a TOML (or frozen JSON) config; ConfigError names file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if path.suffix == ".json":  # the supervisor's frozen copy of a validated config
+        try:
+            return config_from_dict(json.loads(text), source=str(path))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid JSON in {path}: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML in {path}: {exc}") from None
+    return config_from_dict(raw, source=str(path))
+
+
+def freeze_config(config: InstallationConfig, path: str | Path) -> Path:
+    """Write ``config`` as JSON that :func:`load_config` reads back unchanged."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config.to_toml_dict(), indent=2), encoding="utf-8")
+    return path

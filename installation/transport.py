@@ -1,0 +1,87 @@
+"""ZeroMQ plumbing shared by the roles: sockets from config, safe receive.
+
+Topology (the engine is the hub and binds; rooms come and go)::
+
+    capture   PUB  --connect-->  SUB  bind  engine   (views)
+    engine    PUB  bind  <--connect--  SUB  audio_out (chunks, topic = room)
+    audio_out PUSH --connect-->  PULL bind  engine   (clock)
+    supervisor PUB bind  <--connect--  SUB  every role (control)
+
+:class:`Inbox` receives frames without blocking, decodes them, and counts and
+drops anything malformed so that no frame can crash a role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import zmq
+
+from installation.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DropCounter,
+    Message,
+    ProtocolError,
+    decode,
+    encode,
+)
+
+
+def make_socket(
+    context: zmq.Context, kind: int, endpoint: str, *, bind: bool,
+    subscribe: list[str] | None = None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    hwm: int = 1000,
+) -> zmq.Socket:
+    """A socket of ``kind`` bound or connected to ``endpoint``.
+
+    Receivers get ``MAXMSGSIZE`` so ZeroMQ itself refuses oversized frames;
+    ``linger`` is short so a role never hangs on exit with unsent messages.
+    """
+    socket = context.socket(kind)
+    socket.setsockopt(zmq.LINGER, 200)
+    socket.setsockopt(zmq.SNDHWM, hwm)
+    socket.setsockopt(zmq.RCVHWM, hwm)
+    if kind in (zmq.SUB, zmq.PULL):
+        socket.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    if kind == zmq.SUB:
+        for topic in subscribe if subscribe is not None else [""]:
+            socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+    if bind:
+        socket.bind(endpoint)
+    else:
+        socket.connect(endpoint)
+    return socket
+
+
+def send(socket: zmq.Socket, message: Message) -> bool:
+    """Send without blocking; False if the peer's queue is full (the message is dropped)."""
+    try:
+        socket.send_multipart(encode(message), flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return False
+    return True
+
+
+class Inbox:
+    """Non-blocking, counting receiver over one socket."""
+
+    def __init__(self, socket: zmq.Socket, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.socket = socket
+        self.max_bytes = max_bytes
+        self.dropped = DropCounter()
+        self.received = 0
+
+    def drain(self, limit: int = 1000) -> Iterator[Message]:
+        """Yield every valid message waiting now (at most ``limit`` frames read)."""
+        for _ in range(limit):
+            try:
+                frames = self.socket.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = decode(frames, self.max_bytes)
+            except ProtocolError as error:
+                self.dropped.add(error)
+                continue
+            self.received += 1
+            yield message

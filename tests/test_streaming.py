@@ -1,0 +1,157 @@
+"""Room sessions on the sample timeline: lead, continuity, transitions, caching."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.generators.sine import SineGenerator
+from engine.streaming import RoomSession, render_offline
+from installation.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
+
+RATE = 48000
+
+
+class CountingSine(SineGenerator):
+    """The sine fake, counting how often conditioning is computed."""
+
+    def __init__(self) -> None:
+        super().__init__(sample_rate=RATE)
+        self.prepared: list[str | None] = []
+
+    def prepare(self, view: ArtworkView) -> float:
+        self.prepared.append(view.artwork_id)
+        return super().prepare(view)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _view(artwork_id: str, brightness: float, seq: int = 0) -> ArtworkView:
+    return ArtworkView(v=PROTOCOL_VERSION, room="r", seq=seq, time=0.0, state="artwork",
+                       artwork_id=artwork_id, confidence=1.0, features={"brightness": brightness})
+
+
+def _clock(playhead: int, state: Any = "playing") -> PlaybackClock:
+    return PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE, playhead=playhead,
+                         buffered_until=playhead, wall_time=0.0, state=state)
+
+
+def _session(**engine: Any) -> tuple[RoomSession, CountingSine, FakeClock]:
+    config = EngineConfig(generator="sine", chunk_s=0.5, lead_s=1.5, transition_margin_s=0.3,
+                          transition_crossfade_s=0.2, **engine)
+    generator, clock = CountingSine(), FakeClock()
+    return RoomSession("r", 1, generator, config, clock=clock), generator, clock
+
+
+def _drain(session: RoomSession) -> list[Any]:
+    chunks = []
+    while (chunk := session.next_chunk()) is not None:
+        chunks.append(chunk)
+    return chunks
+
+
+def test_nothing_is_generated_before_audio_out_reports_a_clock() -> None:
+    session, _, _ = _session()
+    assert session.next_chunk() is None
+
+
+def test_start_then_contiguous_continuations_up_to_the_lead() -> None:
+    session, _, _ = _session()
+    session.on_clock(_clock(10_000))
+    chunks = _drain(session)
+    first, rest = chunks[0], chunks[1:]
+    assert first.reason == "start" and first.start_sample == 10_000 + 14_400
+    assert first.crossfade == 9_600
+    ends = first.start_sample + first.audio.shape[0]
+    for chunk in rest:
+        assert chunk.reason == "continue" and chunk.crossfade == 0
+        assert chunk.start_sample == ends  # sample-exact continuation
+        ends += chunk.audio.shape[0]
+    assert 10_000 + 72_000 <= ends < 10_000 + 72_000 + 24_000  # lead covered, not overshot
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+
+
+def test_continuations_are_phase_continuous() -> None:
+    session, _, _ = _session()
+    session.on_view(_view("a", 0.3))
+    session.on_clock(_clock(0))
+    session.on_clock(_clock(48_000))
+    chunks = _drain(session) + _drain(session)
+    session.on_clock(_clock(96_000))
+    chunks += _drain(session)
+    assert len(chunks) >= 3
+    audio = np.concatenate([c.audio.to_numpy() for c in chunks])
+    steps = np.abs(np.diff(audio[:, 0]))
+    joins = np.cumsum([c.audio.shape[0] for c in chunks])[:-1] - 1
+    inside = np.delete(steps, joins)
+    assert steps[joins].max() <= inside.max() + 1e-6
+
+
+def test_the_playhead_advances_and_more_is_generated() -> None:
+    session, _, clock = _session()
+    session.on_clock(_clock(0))
+    _drain(session)
+    assert session.next_chunk() is None
+    clock.now += 0.6  # extrapolated from the last report while playing
+    assert session.next_chunk() is not None
+
+
+def test_an_artwork_change_starts_new_material_at_now_plus_margin() -> None:
+    session, generator, _ = _session()
+    session.on_view(_view("a", 0.2))
+    session.on_clock(_clock(0))
+    queued = _drain(session)
+    queue_end = queued[-1].start_sample + queued[-1].audio.shape[0]
+    session.on_clock(_clock(24_000))
+    assert session.on_view(_view("b", 0.9, seq=1))
+    transition = session.next_chunk()
+    assert transition is not None and transition.reason == "transition"
+    assert transition.start_sample == 24_000 + 14_400 < queue_end
+    assert transition.crossfade == 9_600 and transition.artwork_id == "b"
+    high = transition.audio.to_numpy()[:, 0]
+    crossings = np.count_nonzero(np.diff(np.signbit(high)))
+    low = queued[0].audio.to_numpy()[: len(high), 0]
+    assert crossings > np.count_nonzero(np.diff(np.signbit(low)))  # the new, brighter pitch
+    assert generator.prepared == [None, "a", "b"]
+
+
+def test_conditioning_is_cached_per_artwork_and_heartbeats_change_nothing() -> None:
+    session, generator, _ = _session()
+    session.on_clock(_clock(0))
+    for seq, artwork in enumerate(["a", "a", "b", "a", "b", "b"]):
+        session.on_view(_view(artwork, 0.5 if artwork == "a" else 0.7, seq))
+    assert generator.prepared == [None, "a", "b"]
+    assert not session.on_view(_view("b", 0.7, 9))
+
+
+def test_an_audio_out_restart_resets_the_stream() -> None:
+    session, _, _ = _session()
+    session.on_clock(_clock(500_000))
+    _drain(session)
+    session.on_clock(_clock(100, state="starting"))
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "start" and chunk.start_sample == 100 + 14_400
+
+
+def test_falling_behind_the_playhead_resynchronises_with_a_crossfade() -> None:
+    session, _, _ = _session()
+    session.on_clock(_clock(0))
+    _drain(session)
+    session.on_clock(_clock(400_000))
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "start" and chunk.crossfade > 0
+
+
+def test_render_offline_is_deterministic_and_the_right_length() -> None:
+    a, notes, decisions = render_offline(SineGenerator(), _view("a", 0.5), 1.3, seed=2)
+    b, _, _ = render_offline(SineGenerator(), _view("a", 0.5), 1.3, seed=2)
+    assert a.shape == (round(1.3 * RATE), 2) and np.array_equal(a, b)
+    assert notes.shape == (0, 6) and decisions == {"frequency_hz": 440.0}
