@@ -3,33 +3,43 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+BASE := $(VENV)/.installed-base
+DEV := $(VENV)/.installed-dev
+# The CPU build of PyTorch for tests and the tiny diffusion model. On this
+# project's machines this exact version comes from local disk; a GPU machine
+# installs its CUDA build instead (see README, "GPU engine machine").
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint bench setup clean
 
-$(STAMP): pyproject.toml
+$(BASE): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# tinysoundfont declares PyAudio, which we never use and which needs the
 	# PortAudio headers to build; install it alone, without its dependencies.
 	$(BIN)/pip install -q --no-deps "tinysoundfont>=0.3.7"
-	$(BIN)/pip install -q -e ".[test,lint]"
-	touch $(STAMP)
+	$(BIN)/pip install -q -e .
+	touch $(BASE)
 
-setup: $(STAMP)
+$(DEV): $(BASE)
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test,lint,diffusion]"
+	touch $(DEV)
 
-demo: $(STAMP)
+setup: $(DEV)
+
+demo: $(BASE)
 	$(BIN)/art2mus demo
 
-test: $(STAMP)
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy installation engine capture audio_out
 
-bench: $(STAMP)
-	$(BIN)/art2mus bench engine --json
+bench: $(BASE)
+	$(BIN)/art2mus bench generator
 
 clean:
 	rm -rf $(VENV) out

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engine.diffusion.config import DiffusionConfig
 from engine.procedural.config import ProceduralConfig
 
 
@@ -14,7 +15,7 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    generator: Literal["procedural", "sine"] = "procedural"
+    generator: Literal["procedural", "diffusion", "sine"] = "procedural"
     sample_rate: int = Field(48000, description="Generator output rate in Hz.")
     channels: Literal[1, 2] = 2
     chunk_s: float = Field(0.5, gt=0.05, le=30.0, description="Length of one generated chunk.")
@@ -29,11 +30,15 @@ class EngineConfig(BaseModel):
         1.0, ge=0.0, le=10.0, description="Equal-power crossfade into new material."
     )
     procedural: ProceduralConfig = ProceduralConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
 
     @model_validator(mode="after")
-    def _lead_covers_margin(self) -> EngineConfig:
+    def _consistent(self) -> EngineConfig:
         if self.sample_rate not in (16000, 22050, 24000, 32000, 44100, 48000):
             raise ValueError(f"sample_rate must be a standard rate, got {self.sample_rate}")
+        if self.generator == "diffusion" and not self.diffusion.model:
+            raise ValueError("engine.diffusion.model must name a model folder "
+                             "when engine.generator = 'diffusion'")
         return self
 
     @property

@@ -61,7 +61,7 @@ class EngineServer:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set or a shutdown Control arrives."""
-        self.log_event("started", rooms=list(self.sessions),
+        self.log_event("serving", rooms=list(self.sessions),
                        generator=self.config.engine.generator)
         next_stats = time.monotonic() + STATS_EVERY_S
         try:

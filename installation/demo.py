@@ -109,7 +109,10 @@ def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -
         d = decisions.get(row["artwork_id"], {})
         instruments = d.get("instruments", {})
         if isinstance(instruments, dict):
-            instruments = ", ".join(str(v) for v in instruments.values())
+            instruments = ", ".join(
+                str(v.get("name", v)) if isinstance(v, dict) else str(v)
+                for v in instruments.values()
+            )
         delay = row["transition_delay_s"]
         table.add_row(
             str(row["artwork_id"]), str(row["style"] or "-"),

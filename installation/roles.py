@@ -8,6 +8,7 @@ role finishes its files and closes its sockets.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from pathlib import Path
@@ -43,6 +44,7 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
     stop = threading.Event()
     install_stop_handlers(stop)
     log = EventLog(events_path(config, role, None if role == "engine" else room), role, room)
+    log("started", pid=os.getpid())
     try:
         if role == "engine":
             from engine.server import EngineServer

@@ -73,6 +73,10 @@ def make_generator(config: EngineConfig) -> Generator:
         from engine.generators.sine import SineGenerator
 
         return SineGenerator(sample_rate=config.sample_rate, channels=config.channels)
+    if config.generator == "diffusion":
+        from engine.diffusion.generator import DiffusionGenerator
+
+        return DiffusionGenerator.from_config(config)
     from engine.procedural import ProceduralGenerator
 
     return ProceduralGenerator(config.procedural, config.sample_rate, config.channels)

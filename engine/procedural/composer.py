@@ -1,0 +1,657 @@
+"""The stateless-per-bar composer: musical decisions in, timed note events out.
+
+Where it sits: :mod:`mapping` decides *what kind* of music (key, mode, tempo,
+instruments...); this module writes the notes; :mod:`render` plays them.
+
+Design: the music is a pure function of ``(decisions, seed, grid, bar index)``.
+Every bar draws its random choices from RNGs keyed by ``(seed, bar, role)``
+and every phrase from ``(seed, phrase)``, so any timeline position can be
+composed without composing what came before (seekable, cheap), a note that
+spans a block boundary is just a note with an absolute start sample, and the
+same inputs always give the same notes whatever block sizes the caller uses.
+
+Musical structure:
+
+- **Harmony**: one chord per bar from a per-phrase template of the mode
+  (:data:`theory.PROGRESSIONS`), 4- or 8-bar phrases with a half cadence in
+  the middle and a full cadence at the end. The experimental amount adds 7ths
+  and 9ths, then clusters (b9, #11, split third) to the voicings.
+- **Melody**: a one-bar motif (rhythm + scale-step contour) per pair of
+  phrases, stated, sequenced, developed (inverted), then a long note on the
+  half cadence; the answer phrase repeats and closes on the tonic. Strong
+  beats land on chord tones. Experimental images bend weak notes
+  chromatically, turn runs into whole-tone fragments and spread notes in
+  tuplets across the bar.
+- **Bass** roots (whole notes, root-fifth, or a walking line with approach
+  notes by density); **pad** voicings near a fixed centre with common tones
+  tied across bars; **texture** arpeggios (or pointillistic whole-tone dots
+  when experimental); **counter** guide tones (3rds and 7ths); soft
+  **percussion** when the image is contrasted.
+- **Transitions**: given the previous stream's :class:`Context`, the new
+  material first plays a *bridge*: the new key's cadence chord (a pivot that
+  announces the new tonic) at the old tempo until the old grid's next bar
+  line, then the new grid starts on that bar line with the new tonic. Roles
+  enter over the first bars (pad/bass/melody, then texture/counter, then
+  percussion), so the character changes over a bar or two, not at once.
+- **Resynchronisation**: a restart with the *same* plan and seed (the
+  stream fell behind its playhead) keeps the old grid, so it plays the very
+  same bars; notes already sounding at the restart point are re-struck there
+  for their remaining length, so nothing drops out.
+
+Note rows are ``(start_sample, length, pitch, velocity, program, channel)``
+with ``start_sample`` absolute on the room timeline.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.procedural.config import ProceduralConfig
+from engine.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
+from engine.procedural.theory import (
+    CADENCE_DEGREE,
+    PROGRESSIONS,
+    chord_pitch_classes,
+    nearest_pitch,
+    scale_index_near,
+    scale_pitch,
+    scale_pitch_classes,
+)
+
+#: Quarter-note positions of the metric groups (where bass and counter move).
+METER_GROUPS: dict[tuple[int, int], tuple[float, ...]] = {
+    (4, 4): (0.0, 2.0),
+    (3, 4): (0.0, 2.0),
+    (6, 8): (0.0, 1.5),
+    (5, 4): (0.0, 3.0),
+}
+#: Quarter-note positions of the beats.
+METER_BEATS: dict[tuple[int, int], tuple[float, ...]] = {
+    (4, 4): (0.0, 1.0, 2.0, 3.0),
+    (3, 4): (0.0, 1.0, 2.0),
+    (6, 8): (0.0, 1.5),
+    (5, 4): (0.0, 1.0, 2.0, 3.0, 4.0),
+}
+#: Bar (from the start of the new grid) at which each role comes in.
+ROLE_ENTRY_BAR: dict[str, int] = {
+    "pad": 0,
+    "bass": 0,
+    "melody": 0,
+    "texture": 1,
+    "counter": 1,
+    "percussion": 2,
+}
+#: Melody bar functions inside a phrase.
+_PLAN: dict[int, tuple[str, ...]] = {
+    8: ("motif", "sequence", "develop", "half", "motif", "sequence", "approach", "final"),
+    4: ("motif", "sequence", "approach", "final"),
+}
+_NOTE_COLUMNS = 6
+_EMPTY = np.zeros((0, _NOTE_COLUMNS), np.int64)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Where bars fall on the timeline: bar ``k`` starts at ``anchor + k * bar_samples``."""
+
+    anchor: int
+    bar_samples: float
+    quarter_samples: float
+
+    def bar_start(self, bar: int) -> float:
+        """Timeline sample (fractional) where ``bar`` starts."""
+        return self.anchor + bar * self.bar_samples
+
+    def bar_at(self, sample: int) -> int:
+        """Index of the bar containing ``sample`` (negative before the anchor)."""
+        return math.floor((sample - self.anchor) / self.bar_samples)
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """Pivot material between a transition's start and the new grid's first bar line."""
+
+    start: int
+    end: int
+    chord: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a new stream keeps from the stream it replaces: its plan, seed, grid and bridge."""
+
+    decisions: MusicalDecisions
+    seed: int
+    grid: Grid
+    bridge: Bridge | None
+
+
+@dataclass(frozen=True)
+class _Motif:
+    onsets: tuple[float, ...]
+    contour: tuple[int, ...]
+    offset: int
+    direction: int
+
+
+def _rng(stream_key: str, *key: object) -> random.Random:
+    # String seeds hash with SHA-512 in Python's random (version 2): stable
+    # across processes and PYTHONHASHSEED, unlike hash().
+    return random.Random(":".join(str(k) for k in (stream_key, *key)))
+
+
+class Composer:
+    """Writes one stream's notes: a fixed plan (decisions, seed, grid), queried by time range."""
+
+    def __init__(
+        self,
+        decisions: MusicalDecisions,
+        config: ProceduralConfig,
+        seed: int,
+        start_sample: int,
+        sample_rate: int,
+        previous: Context | None = None,
+    ) -> None:
+        self.decisions = decisions
+        self.config = config
+        self.seed = int(seed)
+        # The painting salts the seed, so two artworks heard with the same
+        # room seed still get their own motifs and progressions.
+        self._key = (
+            f"{self.seed}:{zlib.crc32(repr((decisions.features, decisions.artwork_id)).encode())}"
+        )
+        self.sample_rate = sample_rate
+        quarter = 60.0 / decisions.tempo_bpm * sample_rate
+        bar = quarter * decisions.quarters_per_bar
+        self.start_sample = int(start_sample)
+        self.bridge: Bridge | None = None
+        anchor = int(start_sample)
+        if previous is not None and previous.decisions == decisions and previous.seed == self.seed:
+            # Same plan: continue the same grid (and bridge), so the same bars play.
+            anchor, self.bridge = previous.grid.anchor, previous.bridge
+        elif previous is not None:
+            line = self._next_bar_line(previous.grid, start_sample, sample_rate)
+            anchor = int(round(line))
+            if anchor > start_sample:
+                pivot = CADENCE_DEGREE[decisions.mode]
+                self.bridge = Bridge(
+                    start=int(start_sample),
+                    end=anchor,
+                    chord=chord_pitch_classes(decisions.key_root, decisions.mode, pivot, 4),
+                )
+        self.grid = Grid(anchor=anchor, bar_samples=bar, quarter_samples=quarter)
+        self._bars: dict[int, np.ndarray] = {}
+        self._voicings: dict[int, tuple[int, ...]] = {}
+        d = decisions
+        self._scale = scale_pitch_classes(d.key_root, d.mode)
+        self._centre_idx = scale_index_near(d.key_root, d.mode, d.register, d.register)
+        self._pad_centre = d.register - 10 if not d.ambience else d.register - 8
+        self._bass_centre = min(max(d.register - 26, 38), 50)
+        self._counter_centre = d.register - 5
+
+    @property
+    def context(self) -> Context:
+        """The context a later transition continues from."""
+        return Context(self.decisions, self.seed, self.grid, self.bridge)
+
+    @staticmethod
+    def _next_bar_line(old: Grid, start_sample: int, sample_rate: int) -> float:
+        """The old grid's line where the new grid begins, leaving room for a short pivot.
+
+        The next old bar line at least half a bar (at most 2 s) away keeps the
+        bar phase the listener already feels; if that is more than 6 s off (a
+        very slow old tempo), the next old beat line at least 1 s away is used.
+        """
+        min_gap = min(0.5 * old.bar_samples, 2.0 * sample_rate)
+        k = math.ceil((start_sample - old.anchor) / old.bar_samples)
+        line = old.anchor + k * old.bar_samples
+        while line - start_sample < min_gap:
+            line += old.bar_samples
+        if line - start_sample > 6.0 * sample_rate:
+            q = math.ceil((start_sample - old.anchor) / old.quarter_samples)
+            line = old.anchor + q * old.quarter_samples
+            while line - start_sample < min(old.quarter_samples, 1.0 * sample_rate):
+                line += old.quarter_samples
+        return line
+
+    # -- Queries -----------------------------------------------------------
+
+    def notes_between(self, t0: int, t1: int) -> np.ndarray:
+        """Notes (int64 rows, absolute start) whose start lies in ``[t0, t1)``, sorted by start.
+
+        Notes written before the stream's start are not played; those still
+        sounding at the start are re-struck there for what remains of them.
+        """
+        notes = self._written(max(t0, self.start_sample), t1)
+        if t0 <= self.start_sample < t1:
+            lookback = int(4 * self.grid.bar_samples)
+            earlier = self._written(self.start_sample - lookback, self.start_sample)
+            ends = earlier[:, 0] + earlier[:, 1]
+            # Re-strike what still has a quarter second to go; drums are not sustained.
+            keep = (ends - self.start_sample > self.sample_rate // 4) & (
+                earlier[:, 5] != ROLE_CHANNELS["percussion"]
+            )
+            carried = earlier[keep].copy()
+            carried[:, 1] = ends[keep] - self.start_sample
+            carried[:, 0] = self.start_sample
+            notes = np.concatenate([carried, notes])
+        return notes[np.argsort(notes[:, 0], kind="stable")]
+
+    def _written(self, t0: int, t1: int) -> np.ndarray:
+        """Notes of the bridge and the bars whose start lies in ``[t0, t1)``, in no order."""
+        if t1 <= t0:
+            return _EMPTY
+        parts = []
+        if self.bridge is not None and t0 < self.bridge.end and t1 > self.bridge.start:
+            parts.append(self._bridge_notes())
+        first = max(self.grid.bar_at(t0), 0)
+        last = self.grid.bar_at(t1 - 1)
+        for bar in range(first, last + 1):
+            parts.append(self._bar(bar))
+        if not parts:
+            return _EMPTY
+        notes = np.concatenate(parts)
+        return notes[(notes[:, 0] >= t0) & (notes[:, 0] < t1)]
+
+    # -- Harmony -------------------------------------------------------------
+
+    def degree(self, bar: int) -> int:
+        """Scale degree of the chord in ``bar``."""
+        d = self.decisions
+        if d.ambience:
+            return (0, 0, 1, 1)[bar % 4]  # the lydian I-II sway
+        phrase_bars = self.config.phrase_bars
+        phrase, j = divmod(bar, phrase_bars)
+        templates = PROGRESSIONS[d.mode]
+        template = templates[_rng(self._key, phrase, "progression").randrange(len(templates))]
+        return (template if phrase_bars == 8 else template[4:])[j]
+
+    def chord(self, bar: int) -> tuple[int, ...]:
+        """Pitch classes of the chord in ``bar`` (root first), with extensions and clusters."""
+        d, cfg = self.decisions, self.config
+        x = d.experimental
+        size = 3
+        if x >= cfg.extension_threshold or d.richness > 0.75:
+            size = 4
+        if x >= cfg.extension_threshold + 0.15:
+            size = 5
+        degree = self.degree(bar)
+        pcs = list(chord_pitch_classes(d.key_root, d.mode, degree, size))
+        if x >= cfg.cluster_threshold:
+            rng = _rng(self._key, bar, "cluster")
+            amount = (x - cfg.cluster_threshold) / max(1.0 - cfg.cluster_threshold, 1e-6)
+            if rng.random() < 0.35 + 0.65 * amount:
+                root, third = pcs[0], pcs[1]
+                options = [(root + 1) % 12, (root + 6) % 12, (third - 1) % 12, (third + 1) % 12]
+                outside = [pc for pc in options if pc not in self._scale and pc not in pcs]
+                if outside:
+                    pcs.append(rng.choice(outside))
+        return tuple(pcs)
+
+    def _pad_voicing(self, bar: int) -> tuple[int, ...]:
+        cached = self._voicings.get(bar)
+        if cached is None:
+            pitches = {nearest_pitch(pc, self._pad_centre) for pc in self.chord(bar)}
+            cached = tuple(sorted(pitches))
+            self._voicings[bar] = cached
+        return cached
+
+    # -- One bar -------------------------------------------------------------
+
+    def _bar(self, bar: int) -> np.ndarray:
+        cached = self._bars.get(bar)
+        if cached is not None:
+            return cached
+        d = self.decisions
+        events: list[tuple[float, float, int, int, str]] = []
+        for role in d.roles:
+            if bar < ROLE_ENTRY_BAR[role] and not d.ambience:
+                continue
+            events.extend(getattr(self, f"_{role}")(bar))
+        rows = self._to_rows(bar, events)
+        if len(self._bars) > 32:
+            self._bars.clear()
+            self._voicings.clear()
+        self._bars[bar] = rows
+        return rows
+
+    def _to_rows(self, bar: int, events: list[tuple[float, float, int, int, str]]) -> np.ndarray:
+        if not events:
+            return _EMPTY
+        start = self.grid.bar_start(bar)
+        q = self.grid.quarter_samples
+        d = self.decisions
+        rows = np.empty((len(events), _NOTE_COLUMNS), np.int64)
+        for i, (onset, length, pitch, velocity, role) in enumerate(events):
+            a = int(round(start + onset * q))
+            b = int(round(start + (onset + length) * q))
+            program = PERCUSSION_PROGRAM if role == "percussion" else d.program(role)
+            assert program is not None, f"role {role} plays but has no program"
+            rows[i] = (
+                a,
+                max(b - a, 1),
+                pitch,
+                min(max(velocity, 1), 127),
+                program,
+                ROLE_CHANNELS[role],
+            )
+        return rows
+
+    def _swell(self, bar: int) -> float:
+        """Phrase dynamics: a gentle arch peaking past the middle of the phrase."""
+        j = bar % self.config.phrase_bars
+        return 0.88 + 0.14 * math.sin(math.pi * (j + 0.5) / self.config.phrase_bars)
+
+    def _bridge_notes(self) -> np.ndarray:
+        assert self.bridge is not None
+        b = self.bridge
+        length = b.end - b.start
+        rows = []
+        pad = self.decisions.program("pad")
+        if pad is not None:
+            for pc in b.chord:
+                rows.append(
+                    (
+                        b.start,
+                        length,
+                        nearest_pitch(pc, self._pad_centre),
+                        58,
+                        pad,
+                        ROLE_CHANNELS["pad"],
+                    )
+                )
+        bass = self.decisions.program("bass")
+        if bass is not None:
+            rows.append(
+                (
+                    b.start,
+                    length,
+                    nearest_pitch(b.chord[0], self._bass_centre),
+                    70,
+                    bass,
+                    ROLE_CHANNELS["bass"],
+                )
+            )
+        return np.asarray(rows, np.int64).reshape(-1, _NOTE_COLUMNS)
+
+    # -- Roles (each returns (onset_q, length_q, pitch, velocity, role)) -----
+
+    def _pad(self, bar: int) -> list[tuple[float, float, int, int, str]]:
+        d = self.decisions
+        qpb = d.quarters_per_bar
+        voicing = self._pad_voicing(bar)
+        before = self._pad_voicing(bar - 1) if bar > 0 else ()
+        base = 40 if d.ambience else 52 + 12 * d.richness
+        velocity = int(base * self._swell(bar))
+        out = []
+        for pitch in voicing:
+            if pitch in before:
+                continue  # a common tone, tied from an earlier bar
+            bars = 1
+            while bars < 4 and pitch in self._pad_voicing(bar + bars):
+                bars += 1
+            out.append((0.0, bars * qpb, pitch, velocity, "pad"))
+        return out
+
+    def _bass(self, bar: int) -> list[tuple[float, float, int, int, str]]:
+        d = self.decisions
+        qpb = d.quarters_per_bar
+        pcs = self.chord(bar)
+        root = nearest_pitch(pcs[0], self._bass_centre)
+        fifth = nearest_pitch(pcs[2], root + 5)
+        velocity = int((70 + 16 * d.density) * self._swell(bar))
+        last = bar % self.config.phrase_bars == self.config.phrase_bars - 1
+        if d.density < 0.4 or last:
+            return [(0.0, qpb, root, velocity, "bass")]
+        groups = METER_GROUPS[d.meter]
+        if d.density < 0.68:
+            out = []
+            for i, g in enumerate(groups):
+                end = groups[i + 1] if i + 1 < len(groups) else qpb
+                out.append(
+                    (g, (end - g) * 0.95, root if i == 0 else fifth, velocity - 8 * i, "bass")
+                )
+            return out
+        # Walking: chord tones on the beats, then an approach to the next root.
+        rng = _rng(self._key, bar, "bass")
+        beats = METER_BEATS[d.meter]
+        step = beats[1] - beats[0]
+        next_root = nearest_pitch(self.chord(bar + 1)[0], self._bass_centre)
+        tones = [root] + [nearest_pitch(rng.choice(pcs[:3]), root + 4) for _ in beats[1:-1]]
+        if d.experimental >= self.config.cluster_threshold:
+            approach = next_root + rng.choice((-1, 1))  # chromatic approach
+        else:
+            below = [p for p in range(next_root - 3, next_root) if p % 12 in self._scale]
+            approach = below[-1] if below else next_root - 2
+        tones.append(approach)
+        return [
+            (b, step * 0.9, p, velocity - (0 if i == 0 else 10), "bass")
+            for i, (b, p) in enumerate(zip(beats, tones, strict=True))
+        ]
+
+    def _motif(self, index: int) -> _Motif:
+        d = self.decisions
+        rng = _rng(self._key, index, "motif")
+        eighths = int(round(d.quarters_per_bar * 2))
+        count = int(round(2 + (0.75 * eighths - 2) * d.density))
+        count = min(max(count, 2), eighths)
+        groups = {int(g * 2) for g in METER_GROUPS[d.meter]}
+        beats = {int(b * 2) for b in METER_BEATS[d.meter]}
+        weights = [
+            4.0 if e == 0 else 3.0 if e in groups else 2.0 if e in beats else 1.0
+            for e in range(eighths)
+        ]
+        chosen: set[int] = {0} if rng.random() < 0.85 else set()
+        while len(chosen) < count:
+            chosen.add(rng.choices(range(eighths), weights=weights)[0])
+        onsets = tuple(e / 2.0 for e in sorted(chosen))
+        # Mostly steps, some thirds, rare fourths: singable lines.
+        contour = tuple(rng.choice((-1, -1, -1, 1, 1, 1, -2, 2, 3, -3)) for _ in onsets[1:])
+        return _Motif(onsets, contour, rng.randint(-2, 2), rng.choice((-1, 1)))
+
+    def _chord_index(self, bar: int, target: int) -> int:
+        """The scale-step index of a chord tone of ``bar`` nearest ``target``."""
+        degree = self.degree(bar)
+        tones = {0, 2, 4}
+        for delta in (0, -1, 1, -2, 2, -3, 3):
+            if (target + delta - degree) % 7 in tones:
+                return target + delta
+        return target
+
+    def _melody(self, bar: int) -> list[tuple[float, float, int, int, str]]:
+        d, cfg = self.decisions, self.config
+        phrase, j = divmod(bar, cfg.phrase_bars)
+        function = _PLAN[cfg.phrase_bars][j]
+        qpb = d.quarters_per_bar
+        rng = _rng(self._key, bar, "melody")
+        velocity = int((72 + 18 * d.density) * self._swell(bar))
+        centre = self._centre_idx
+        if function in ("half", "final"):
+            if function == "final":
+                target = centre - (centre % 7) + (7 if centre % 7 > 3 else 0)  # the tonic
+            else:
+                target = self._chord_index(bar, centre + 1)
+            pitch = scale_pitch(d.key_root, d.mode, target, d.register)
+            return [(0.0, qpb * 0.9, pitch, velocity - 4, "melody")]
+        if d.density < 0.35 and rng.random() < 0.25 and j > 0:
+            return []  # a breath
+
+        motif = self._motif(phrase // 2)
+        contour = list(motif.contour)
+        onsets = list(motif.onsets)
+        shift = {
+            "motif": 0,
+            "sequence": motif.direction,
+            "develop": 2 * motif.direction,
+            "approach": -motif.direction,
+        }[function]
+        if function == "develop" or (
+            function == "motif" and phrase % 2 == 1 and rng.random() < 0.4
+        ):
+            contour = [-c for c in contour]  # inversion
+        if function == "approach":
+            contour = contour[::-1]
+        x = d.experimental
+        wild = (x - cfg.cluster_threshold) / max(1.0 - cfg.cluster_threshold, 1e-6)
+        if x >= cfg.cluster_threshold and rng.random() < 0.3 + 0.5 * wild:
+            # Even division of the bar: tuplets against the metre (5 over 4 ...).
+            onsets = [i * qpb / len(onsets) for i in range(len(onsets))]
+
+        start = self._chord_index(bar, centre + motif.offset + shift)
+        lo, hi = centre - 4, centre + 5  # about an octave and a half: a singable compass
+        indices = [start]
+        for step in contour:
+            nxt = indices[-1] + step
+            if nxt > hi or nxt < lo:
+                nxt = indices[-1] - step  # turn back at the edge of the register
+            indices.append(nxt)
+        strong = {g for g in METER_GROUPS[d.meter]} | {0.0}
+        pitches = []
+        for onset, idx in zip(onsets, indices, strict=True):
+            if onset in strong:
+                idx = self._chord_index(bar, idx)
+            pitches.append(scale_pitch(d.key_root, d.mode, idx, d.register))
+
+        if (
+            x >= cfg.cluster_threshold
+            and function in ("sequence", "develop")
+            and rng.random() < 0.3 + 0.6 * wild
+        ):
+            # Whole-tone fragment: same contour directions, whole steps only.
+            p = pitches[0]
+            whole = [p]
+            for step in contour:
+                p += 2 if step > 0 else -2
+                whole.append(p)
+            pitches = whole
+        chromatic = min(max((x - 0.3) * 1.2, 0.0), 0.6)
+        out = []
+        for i, (onset, pitch) in enumerate(zip(onsets, pitches, strict=True)):
+            end = onsets[i + 1] if i + 1 < len(onsets) else min(qpb, onset + 2.0)
+            if onset not in strong and rng.random() < chromatic:
+                bent = pitch + rng.choice((-1, 1))
+                if bent % 12 not in self._scale:
+                    pitch = bent
+            accent = 8 if onset in strong else 0
+            out.append(
+                (
+                    onset,
+                    (end - onset) * 0.92,
+                    pitch,
+                    velocity + accent + rng.randint(-5, 5),
+                    "melody",
+                )
+            )
+        return out
+
+    def _counter(self, bar: int) -> list[tuple[float, float, int, int, str]]:
+        d = self.decisions
+        qpb = d.quarters_per_bar
+        pcs = self.chord(bar)
+        guide = [pcs[1], pcs[3] if len(pcs) > 3 else pcs[2]]
+        velocity = int((50 + 14 * d.richness) * self._swell(bar))
+        if bar % self.config.phrase_bars == self.config.phrase_bars - 1:
+            return [(0.0, qpb, nearest_pitch(guide[0], self._counter_centre), velocity, "counter")]
+        groups = METER_GROUPS[d.meter]
+        out = []
+        for i, g in enumerate(groups):
+            end = groups[i + 1] if i + 1 < len(groups) else qpb
+            out.append(
+                (g, end - g, nearest_pitch(guide[i % 2], self._counter_centre), velocity, "counter")
+            )
+        return out
+
+    def _texture(self, bar: int) -> list[tuple[float, float, int, int, str]]:
+        d, cfg = self.decisions, self.config
+        qpb = d.quarters_per_bar
+        rng = _rng(self._key, bar, "texture")
+        pcs = self.chord(bar)
+        if d.ambience:
+            # Rare bells over the pad: one or two notes in some bars.
+            out = []
+            if rng.random() < 0.6:
+                for _ in range(rng.randint(1, 2)):
+                    onset = rng.randrange(int(qpb * 2)) / 2.0
+                    pitch = nearest_pitch(rng.choice(pcs[:3]), d.register + rng.randint(4, 14))
+                    out.append((onset, 2.0, pitch, rng.randint(30, 40), "texture"))
+            return out
+        velocity = int((42 + 18 * d.density) * self._swell(bar))
+        if d.experimental >= cfg.cluster_threshold:
+            # Pointillism: scattered dots from the chord and its whole-tone shadow.
+            whole_tone = [(pcs[0] + 2 * i) % 12 for i in range(6)]
+            pool = list(pcs) + whole_tone
+            count = rng.randint(3, 3 + int(6 * d.density))
+            out = []
+            for _ in range(count):
+                onset = rng.randrange(int(qpb * 5)) / 5.0  # quintuplet sixteenths
+                pitch = nearest_pitch(rng.choice(pool), d.register + rng.randint(-5, 14))
+                out.append(
+                    (
+                        onset,
+                        rng.choice((0.5, 1.0, 1.5)),
+                        pitch,
+                        velocity + rng.randint(-8, 8),
+                        "texture",
+                    )
+                )
+            return out
+        step = 1.0 if d.density < 0.4 else 0.5 if d.density < 0.75 else 0.25
+        if d.meter == (6, 8) and step == 1.0:
+            step = 1.5
+        # Arpeggios fill the space between pad and melody, so the tune stays on top.
+        tones = sorted(
+            {nearest_pitch(pc, d.register - 12) for pc in pcs[:4]}
+            | {nearest_pitch(pc, d.register - 2) for pc in pcs[:4]}
+        )
+        pattern = _rng(self._key, bar // self.config.phrase_bars, "arp").choice(
+            ("up", "updown", "down", "walk")
+        )
+        n = int(round(qpb / step))
+        if pattern == "up":
+            order = [tones[i % len(tones)] for i in range(n)]
+        elif pattern == "down":
+            order = [tones[-1 - i % len(tones)] for i in range(n)]
+        elif pattern == "updown":
+            cycle = tones + tones[-2:0:-1]
+            order = [cycle[i % len(cycle)] for i in range(n)]
+        else:
+            pos = rng.randrange(len(tones))
+            order = []
+            for _ in range(n):
+                order.append(tones[pos])
+                pos = min(max(pos + rng.choice((-1, 1, 2)), 0), len(tones) - 1)
+        return [
+            (i * step, step * 1.8, pitch, velocity - (0 if i % 2 == 0 else 6), "texture")
+            for i, pitch in enumerate(order)
+        ]
+
+    def _percussion(self, bar: int) -> list[tuple[float, float, int, int, str]]:
+        d, cfg = self.decisions, self.config
+        qpb = d.quarters_per_bar
+        rng = _rng(self._key, bar, "percussion")
+        groups = METER_GROUPS[d.meter]
+        out: list[tuple[float, float, int, int, str]] = [(0.0, 0.5, 36, 52, "percussion")]
+        if d.density > 0.5:
+            out.append((groups[1], 0.5, 36, 40, "percussion"))
+        step = 0.5 if d.density > 0.45 else 1.0
+        for i in range(int(round(qpb / step))):
+            on = i * step
+            accent = 10 if on in groups else 0
+            out.append((on, 0.25, 70, 30 + accent + rng.randint(-4, 4), "percussion"))
+        if d.experimental >= cfg.cluster_threshold:
+            for _ in range(rng.randint(1, 3)):
+                on = rng.randrange(int(qpb * 5)) / 5.0
+                out.append(
+                    (on, 0.25, rng.choice((76, 77, 45, 47)), rng.randint(30, 45), "percussion")
+                )
+        if bar % cfg.phrase_bars == 0:
+            out.append((0.0, 2.0, 81, 34, "percussion"))  # open triangle marks the phrase
+        return out
+
+
+__all__ = ["Bridge", "Composer", "Context", "Grid"]

@@ -1,0 +1,126 @@
+"""The procedural composer: notes, measured against the directions the mapping promises."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.procedural.composer import Composer
+from engine.procedural.config import ProceduralConfig
+from engine.procedural.mapping import ROLE_CHANNELS, decide
+from engine.procedural.theory import scale_pitch_classes
+
+RATE = 48000
+CONFIG = ProceduralConfig()
+SECONDS = 40  # a few phrases: enough to average over motifs and progressions
+
+
+def _notes(
+    features: dict[str, float], seed: int = 1, seconds: float = SECONDS
+) -> tuple[Composer, np.ndarray]:
+    composer = Composer(decide(features, CONFIG), CONFIG, seed, 0, RATE)
+    return composer, composer.notes_between(0, int(seconds * RATE))
+
+
+def _pitched(notes: np.ndarray) -> np.ndarray:
+    return notes[notes[:, 5] != ROLE_CHANNELS["percussion"]]
+
+
+def test_notes_are_seekable_and_independent_of_query_size() -> None:
+    composer, whole = _notes({"edge_density": 0.8}, seconds=30)
+    step = 17_761  # 0.37 s, coprime with the bar length
+    pieces = [
+        composer.notes_between(t, min(t + step, 30 * RATE)) for t in range(0, 30 * RATE, step)
+    ]
+    assert np.array_equal(np.concatenate(pieces), whole)
+    # A fresh composer asked only for bars 6-7 writes the same notes: no history needed.
+    fresh = Composer(composer.decisions, CONFIG, 1, 0, RATE)
+    t0, t1 = int(composer.grid.bar_start(6)), int(composer.grid.bar_start(8))
+    expected = whole[(whole[:, 0] >= t0) & (whole[:, 0] < t1)]
+    assert np.array_equal(fresh.notes_between(t0, t1), expected)
+
+
+def test_seed_varies_notes_but_not_the_plan() -> None:
+    a = _notes({}, seed=1)[1]
+    b = _notes({}, seed=2)[1]
+    assert not np.array_equal(a, b)
+    assert np.array_equal(a, _notes({}, seed=1)[1])
+
+
+def test_phrases_end_on_the_tonic() -> None:
+    composer = Composer(decide({"brightness": 0.7}, CONFIG), CONFIG, 1, 0, RATE)
+    d = composer.decisions
+    bars = CONFIG.phrase_bars
+    notes = composer.notes_between(0, int(composer.grid.bar_start(2 * bars)))
+    for phrase_end in (bars - 1, 2 * bars - 1):
+        assert composer.degree(phrase_end) == 0
+        start = int(round(composer.grid.bar_start(phrase_end)))
+        melody = notes[(notes[:, 0] == start) & (notes[:, 5] == ROLE_CHANNELS["melody"])]
+        assert len(melody) == 1 and melody[0, 2] % 12 == d.key_root
+
+
+def test_dark_images_are_lower_and_slower() -> None:
+    _, dark = _notes({"brightness": 0.1, "warmth": 0.3})
+    _, bright = _notes({"brightness": 0.9, "warmth": 0.3})
+    melody = ROLE_CHANNELS["melody"]
+    assert dark[dark[:, 5] == melody, 2].mean() < bright[bright[:, 5] == melody, 2].mean() - 5
+    assert _pitched(dark)[:, 2].mean() < _pitched(bright)[:, 2].mean() - 5
+    # Slower motion: fewer melody onsets per second.
+    assert (dark[:, 5] == melody).sum() < 0.75 * (bright[:, 5] == melody).sum()
+
+
+def _outside_scale(composer: Composer, notes: np.ndarray) -> float:
+    d = composer.decisions
+    scale = scale_pitch_classes(d.key_root, d.mode)
+    pitched = _pitched(notes)
+    return float(np.mean([p % 12 not in scale for p in pitched[:, 2]]))
+
+
+def test_abstract_images_are_more_experimental() -> None:
+    low = _notes({"texture_entropy": 0.05})
+    high = _notes({"texture_entropy": 0.95})
+    assert _outside_scale(*low) == 0.0
+    assert _outside_scale(*high) > 0.05
+
+    # Irregular rhythm: onsets off the eighth-note grid (tuplets) only when abstract.
+    def off_grid(composer: Composer, notes: np.ndarray) -> float:
+        eighth = composer.grid.quarter_samples / 2
+        phase = (notes[:, 0] - composer.grid.anchor) / eighth
+        return float(np.mean(np.abs(phase - np.round(phase)) > 0.05))
+
+    assert off_grid(*low) == 0.0 and off_grid(*high) > 0.05
+
+
+def test_saturated_images_are_richer() -> None:
+    _, plain = _notes({"saturation": 0.1, "colourfulness": 0.1})
+    _, rich = _notes({"saturation": 0.9, "colourfulness": 0.9})
+    assert len(np.unique(rich[:, 4])) >= len(np.unique(plain[:, 4])) + 2
+    assert len(np.unique(rich[:, 5])) > len(np.unique(plain[:, 5]))
+
+
+def test_transition_bridges_on_the_old_bar_line_into_the_new_key() -> None:
+    old = Composer(decide({"brightness": 0.2}, CONFIG), CONFIG, 1, 0, RATE)
+    new_plan = decide({"brightness": 0.9, "dominant_hue": 0.1}, CONFIG)
+    start = int(old.grid.bar_start(3) + 0.3 * old.grid.bar_samples)
+    new = Composer(new_plan, CONFIG, 1, start, RATE, old.context)
+    assert new.bridge is not None and new.bridge.start == start
+    # The new grid begins on one of the old bar lines: the pulse carries over.
+    assert new.grid.anchor in (round(old.grid.bar_start(4)), round(old.grid.bar_start(5)))
+    notes = new.notes_between(start, start + 10 * RATE)
+    assert notes[0, 0] == start  # something sounds at once
+    first_bar = notes[notes[:, 0] == new.grid.anchor]
+    assert new_plan.key_root in {int(p) % 12 for p in first_bar[:, 2]}
+    assert not np.any(notes[:, 0] < start)
+
+
+def test_restart_with_the_same_plan_continues_the_same_bars() -> None:
+    plan = decide({"edge_density": 0.7}, CONFIG)
+    first = Composer(plan, CONFIG, 5, 0, RATE)
+    restart = int(first.grid.bar_start(2) + 0.4 * first.grid.bar_samples)
+    again = Composer(plan, CONFIG, 5, restart, RATE, first.context)
+    assert again.bridge is None and again.grid == first.grid
+    later = int(first.grid.bar_start(3))
+    end = later + 5 * RATE
+    assert np.array_equal(again.notes_between(later, end), first.notes_between(later, end))
+    # Held notes (the pad at least) are re-struck at the restart point.
+    at_restart = again.notes_between(restart, restart + 1)
+    assert ROLE_CHANNELS["pad"] in set(at_restart[:, 5].tolist())
