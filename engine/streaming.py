@@ -76,7 +76,7 @@ class RoomSession:
         self.seed = seed
         self.generator = generator
         self.config = config
-        self.log_event = log_event
+        self._log = log_event
         self._now = clock
         self._conditions: dict[str, Any] = {}
         self.view = empty_view(room)
@@ -88,6 +88,11 @@ class RoomSession:
         self._clock: _Clock | None = None
         self.generated_frames = 0
         self.generation_s = 0.0
+        self._seconds_per_frame: float | None = None
+
+    def log_event(self, kind: str, **fields: Any) -> None:
+        """Record an event about this room."""
+        self._log(kind, room=self.room, **fields)
 
     # -- inputs -------------------------------------------------------------
 
@@ -153,9 +158,11 @@ class RoomSession:
             assert self.queue_end is not None
             start, crossfade = self.queue_end, 0
         else:
-            start = playhead + self.config.margin_samples
             crossfade = self.config.crossfade_samples
             frames += crossfade
+            # New material must reach audio_out before the playhead does: the
+            # margin covers transport and jitter, the estimate the generation.
+            start = playhead + self.config.margin_samples + self._expected_generation(frames)
             self.state = self.generator.start(self.condition, self.seed, start, self.state)
             self.pending_transition = False
         began = time.perf_counter()
@@ -169,6 +176,9 @@ class RoomSession:
         self.queue_end = start + frames
         self.generated_frames += frames
         self.generation_s += spent
+        per_frame = spent / frames
+        self._seconds_per_frame = (per_frame if self._seconds_per_frame is None
+                                   else 0.8 * self._seconds_per_frame + 0.2 * per_frame)
         chunk = AudioChunk(
             v=PROTOCOL_VERSION,
             room=self.room,
@@ -189,6 +199,12 @@ class RoomSession:
         )
         self.seq += 1
         return chunk
+
+    def _expected_generation(self, frames: int) -> int:
+        """Frames of timeline that pass while ``frames`` are generated (with 50 % slack)."""
+        if self._seconds_per_frame is None:
+            return 0
+        return int(1.5 * self._seconds_per_frame * frames * self.generator.sample_rate)
 
     @property
     def realtime_factor(self) -> float:
