@@ -44,7 +44,7 @@ def run_audio_out(
     config = resolve_outputs(config, room_id)
     room = config.room(room_id)
     net = config.network
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     chunks = Inbox(
         make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=[room.id],
                     max_bytes=net.max_message_bytes),
@@ -66,7 +66,7 @@ def run_audio_out(
     try:
         while not stop.is_set():
             timeout_ms = max(0.0, (next_clock - time.monotonic()) * 1000.0)
-            poller.poll(timeout=min(timeout_ms, 50.0))
+            poller.poll(timeout=int(min(timeout_ms, 50.0)))
             for message in chunks.drain():
                 if isinstance(message, AudioChunk) and message.room == room.id:
                     player.submit(message)

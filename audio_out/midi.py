@@ -1,0 +1,288 @@
+"""The notes that actually reached the speakers: a MIDI file and a live MIDI port.
+
+Chunks may carry their notes (int32 (N, 6): ``start_offset, length, pitch,
+velocity, program, channel``; program 128 = GM percussion). A note *counts*
+once the playhead has passed its start and it was not overwritten before:
+:class:`PlayedNotes` drops notes of a chunk's late part, drops queued notes
+that a later splice replaced, and shortens notes that a splice cut (to the
+end of its crossfade). It is used by the network thread (:meth:`add_chunk`)
+and the monitor thread (:meth:`advance`) under a plain lock; the audio
+callback never touches it.
+
+:func:`write_midi_file` writes notes with mido rather than pretty_midi's
+writer, because pretty_midi re-assigns channels on write and the notes'
+channels must survive (pretty_midi reads the files back fine).
+:class:`MidiPortOut` sends note on/off to a python-rtmidi port when each note
+reaches the speakers, from its own thread.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audio_out.timeline import SpliceResult
+from installation.errors import ConfigError, DependencyError
+
+DRUM_PROGRAM = 128
+DRUM_CHANNEL = 9
+_TICKS_PER_BEAT = 480
+_TEMPO_US = 500_000  # 120 bpm: 960 ticks per second
+
+
+@dataclass(slots=True)
+class Note:
+    """One note on the timeline (samples); ``out_start`` is its frame in the played stream."""
+
+    start: int
+    end: int
+    pitch: int
+    velocity: int
+    program: int
+    channel: int
+    seq: int = -1
+    out_start: int | None = None
+
+    @property
+    def out_end(self) -> int | None:
+        """End frame in the played stream (same offset as the start)."""
+        return None if self.out_start is None else self.out_start + (self.end - self.start)
+
+
+class PlayedNotes:
+    """Bookkeeping of queued, sounding and played notes for one room."""
+
+    def __init__(self, max_played: int = 1_000_000) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[Note] = []  # queued, not yet reached by the playhead
+        self._active: list[Note] = []  # started, may still be cut by a splice
+        self._played: list[Note] = []  # every committed note, in order, for the file
+        self._max_played = max_played
+        self.dropped_late = 0
+        self.dropped_replaced = 0
+
+    def add_chunk(self, seq: int, start_sample: int, notes: np.ndarray | None,
+                  splice: SpliceResult) -> None:
+        """Apply a splice to queued notes, then queue the chunk's notes that were kept."""
+        with self._lock:
+            if splice.accepted and splice.kind == "replace":
+                cut = splice.written_from
+                cut_end = cut + splice.crossfade_frames
+                kept = []
+                for note in self._pending:
+                    if note.start >= cut:
+                        self.dropped_replaced += 1
+                        continue
+                    kept.append(note)
+                self._pending = kept
+                for note in self._pending + self._active:
+                    if note.end > cut_end:
+                        note.end = max(note.start + 1, cut_end)
+            if notes is None or len(notes) == 0:
+                return
+            for row in np.asarray(notes, dtype=np.int64).reshape(-1, 6):
+                offset, length, pitch, velocity, program, channel = (int(v) for v in row)
+                start = start_sample + offset
+                if not (splice.written_from <= start < splice.written_to):
+                    self.dropped_late += 1
+                    continue
+                if program == DRUM_PROGRAM:
+                    channel = DRUM_CHANNEL
+                self._pending.append(Note(start, start + max(1, length), pitch, velocity,
+                                          program, channel, seq))
+            self._pending.sort(key=lambda n: n.start)
+
+    def advance(self, playhead: int, frames_out: int) -> list[Note]:
+        """Commit notes whose start the playhead has passed; return them (monitor thread).
+
+        ``frames_out`` is the number of frames output when the playhead was at
+        ``playhead`` (from the same snapshot), so played notes can be placed
+        in the recording's time base.
+        """
+        offset = frames_out - playhead
+        with self._lock:
+            split = 0
+            while split < len(self._pending) and self._pending[split].start < playhead:
+                split += 1
+            started, self._pending = self._pending[:split], self._pending[split:]
+            for note in started:
+                note.out_start = note.start + offset
+            self._active = [n for n in self._active if n.end > playhead] + started
+            room = self._max_played - len(self._played)
+            self._played.extend(started[: max(0, room)])
+        return started
+
+    @property
+    def pending(self) -> int:
+        """Notes queued but not yet played."""
+        with self._lock:
+            return len(self._pending)
+
+    def played(self) -> list[Note]:
+        """A copy of the notes played so far."""
+        with self._lock:
+            return [Note(n.start, n.end, n.pitch, n.velocity, n.program, n.channel, n.seq,
+                         n.out_start) for n in self._played]
+
+    def played_array(self) -> np.ndarray:
+        """Played notes as int32 (N, 6) with absolute start frames in the played stream."""
+        rows = [(n.out_start if n.out_start is not None else n.start, n.end - n.start, n.pitch,
+                 n.velocity, n.program, n.channel) for n in self.played()]
+        return np.asarray(rows, dtype=np.int32).reshape(-1, 6)
+
+    def write(self, path: str | Path, sample_rate: int) -> int:
+        """Write the played notes as a MIDI file; returns the note count."""
+        notes = self.played_array()
+        write_midi_file(path, notes, sample_rate)
+        return len(notes)
+
+
+def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int) -> None:
+    """Write int32 (N, 6) notes with absolute start frames to a type-1 MIDI file.
+
+    One track per (program, channel), each opening with its program change
+    (none for percussion, which GM plays on channel 10 = index 9).
+    """
+    import mido  # light, but only needed here
+
+    notes = np.asarray(notes, dtype=np.int64).reshape(-1, 6)
+    tracks: dict[tuple[int, int], list[tuple[int, int, mido.Message]]] = {}
+    ticks_per_frame = _TICKS_PER_BEAT * 1_000_000 / _TEMPO_US / sample_rate
+    for start, length, pitch, velocity, program, channel in notes.tolist():
+        if program == DRUM_PROGRAM:
+            channel = DRUM_CHANNEL
+        channel = int(np.clip(channel, 0, 15))
+        on = round(start * ticks_per_frame)
+        off = max(on + 1, round((start + max(length, 1)) * ticks_per_frame))
+        events = tracks.setdefault((program, channel), [])
+        pitch = int(np.clip(pitch, 0, 127))
+        velocity = int(np.clip(velocity, 1, 127))
+        # Sort key puts note-offs before note-ons at the same tick.
+        events.append((on, 1, mido.Message("note_on", note=pitch, velocity=velocity,
+                                           channel=channel)))
+        events.append((off, 0, mido.Message("note_off", note=pitch, velocity=0,
+                                            channel=channel)))
+    midi = mido.MidiFile(type=1, ticks_per_beat=_TICKS_PER_BEAT)
+    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=_TEMPO_US, time=0)])
+    midi.tracks.append(conductor)
+    for (program, channel), events in sorted(tracks.items()):
+        track = mido.MidiTrack()
+        track.append(mido.MetaMessage("track_name", name=f"program {program} channel {channel}"))
+        if program != DRUM_PROGRAM:
+            track.append(mido.Message("program_change", program=int(np.clip(program, 0, 127)),
+                                      channel=channel, time=0))
+        now = 0
+        for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+            track.append(message.copy(time=tick - now))
+            now = tick
+        midi.tracks.append(track)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    midi.save(str(path))
+
+
+def open_midi_port(name: str, rtmidi_module: Any = None) -> Any:
+    """Open the first rtmidi output port whose name contains ``name`` (case-insensitive).
+
+    Raises :class:`DependencyError` when no MIDI back end works here and
+    :class:`ConfigError` naming the port and listing the available ones when
+    none matches.
+    """
+    if rtmidi_module is None:
+        try:
+            rtmidi_module = importlib.import_module("rtmidi")
+        except ImportError:
+            raise DependencyError("audio_out.midi_port needs python-rtmidi "
+                                  "(pip install python-rtmidi)") from None
+    try:
+        midi_out = rtmidi_module.MidiOut()
+    except Exception as exc:  # rtmidi.SystemError / RuntimeError: no ALSA/CoreMIDI here
+        raise DependencyError(f"audio_out.midi_port {name!r}: no MIDI back end ({exc})") from None
+    ports = list(midi_out.get_ports())
+    for index, port in enumerate(ports):
+        if name.lower() in port.lower():
+            midi_out.open_port(index)
+            return midi_out
+    available = ", ".join(repr(p) for p in ports) or "none"
+    raise ConfigError(
+        f"audio_out.midi_port: no MIDI output port contains {name!r}; available: {available}"
+    )
+
+
+class MidiPortOut:
+    """Sends played notes to a MIDI port as they reach the speakers (own thread).
+
+    ``heard_position()`` returns the timeline sample at the speakers now (or
+    None before playback starts); notes come from :meth:`PlayedNotes.advance`
+    via :meth:`feed`. Each note's off is sent at its *current* end, so a
+    splice that cuts a sounding note also cuts it on the port.
+    """
+
+    def __init__(self, port: Any, heard_position: Callable[[], int | None],
+                 poll_s: float = 0.002) -> None:
+        self._port = port
+        self._heard = heard_position
+        self._poll_s = poll_s
+        self._lock = threading.Lock()
+        self._waiting: list[Note] = []
+        self._sounding: list[Note] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def feed(self, notes: Iterable[Note]) -> None:
+        """Queue committed notes for sending."""
+        with self._lock:
+            self._waiting.extend(notes)
+
+    def start(self) -> None:
+        """Start the sending thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="audio-midi-out", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._poll_s):
+            self.send_due()
+
+    def send_due(self) -> None:
+        """Send every note on/off that the speakers have reached."""
+        position = self._heard()
+        if position is None:
+            return
+        with self._lock:
+            due = [n for n in self._waiting if n.start <= position]
+            self._waiting = [n for n in self._waiting if n.start > position]
+            for note in due:
+                self._send(0x90, note, note.velocity)
+            self._sounding.extend(due)
+            ended = [n for n in self._sounding if n.end <= position]
+            self._sounding = [n for n in self._sounding if n.end > position]
+            for note in ended:
+                self._send(0x80, note, 0)
+
+    def _send(self, status: int, note: Note, velocity: int) -> None:
+        self._port.send_message([status | (note.channel & 0x0F), note.pitch & 0x7F,
+                                 max(0, min(127, velocity))])
+        self.sent += 1
+
+    def stop(self) -> None:
+        """Stop the thread, send note-offs for sounding notes and close the port."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        with self._lock:
+            for note in self._sounding:
+                self._send(0x80, note, 0)
+            self._sounding = []
+            self._waiting = []
+        close = getattr(self._port, "close_port", None)
+        if close is not None:
+            close()

@@ -1,0 +1,170 @@
+"""Output sinks and the choice between them."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from audio_out import outputs
+from audio_out.config import AudioOutConfig
+from audio_out.outputs import (
+    ArrayOutput,
+    NullOutput,
+    SoundDeviceOutput,
+    find_output_device,
+    load_sounddevice,
+    open_output,
+)
+from installation.errors import ConfigError, DependencyError
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        self.items.append((kind, fields))
+
+    def kinds(self) -> list[str]:
+        return [k for k, _ in self.items]
+
+
+def no_portaudio() -> Any:
+    raise OSError("PortAudio library not found")
+
+
+def test_null_output_runs_at_real_time_pace() -> None:
+    frames = []
+
+    def fill(out: np.ndarray) -> None:
+        out.fill(0.25)
+        frames.append(out.shape[0])
+
+    sink = NullOutput(16000, 2, 256, fill)
+    began = time.monotonic()
+    sink.start()
+    time.sleep(1.0)
+    sink.stop()
+    elapsed = time.monotonic() - began
+    played = sum(frames) / 16000
+    assert played == pytest.approx(elapsed, rel=0.10)
+    assert sink.stats.calls == len(frames) and sink.frames_played == sum(frames)
+
+
+def test_array_output_pulls_blocks_through_fill() -> None:
+    counter = iter(range(1000))
+
+    def fill(out: np.ndarray) -> None:
+        out[:] = next(counter)
+
+    sink = ArrayOutput(48000, 2, 4, fill)
+    audio = sink.pull(3)
+    np.testing.assert_array_equal(audio[:, 0], [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    assert sink.pull(2, block_size=1).shape == (2, 2)
+
+
+def test_auto_without_portaudio_falls_back_to_null_with_one_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(outputs, "_import_sounddevice", no_portaudio)
+    events = Events()
+    sink = open_output(AudioOutConfig(output="auto"), 48000, 2, lambda out: None, events)
+    assert isinstance(sink, NullOutput)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["audio_out: no sound device (PortAudio library not found); "
+                     "playing to the null sink, recording continues"]
+    assert events.kinds() == ["output_fallback"]
+
+
+def test_device_without_portaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outputs, "_import_sounddevice", no_portaudio)
+    with pytest.raises(DependencyError, match=r"no sound device.*PortAudio.*output = 'none'"):
+        open_output(AudioOutConfig(output="device"), 48000, 2, lambda out: None, Events())
+
+
+def test_none_is_the_null_sink_without_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    sink = open_output(AudioOutConfig(output="none"), 48000, 2, lambda out: None, Events())
+    assert isinstance(sink, NullOutput) and capsys.readouterr().err == ""
+
+
+def test_this_machine_without_portaudio_says_so() -> None:
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        with pytest.raises(DependencyError, match="PortAudio"):
+            load_sounddevice()
+    else:
+        pytest.skip("PortAudio is installed here; the no-device path is covered with a stand-in")
+
+
+class FakeSoundDevice:
+    """The parts of the sounddevice module that SoundDeviceOutput uses."""
+
+    def __init__(self, devices: list[dict[str, Any]]) -> None:
+        self.devices = devices
+        self.opened: dict[str, Any] = {}
+
+    def query_devices(self, index: int | None = None) -> Any:
+        return self.devices if index is None else self.devices[index]
+
+    def OutputStream(self, **kwargs: Any) -> Any:  # noqa: N802 - mirrors sounddevice
+        self.opened = kwargs
+        return SimpleNamespace(device=kwargs["device"] or 0, latency=0.02, closed=False,
+                               start=lambda: None, stop=lambda: None, close=lambda: None)
+
+
+DEVICES = [
+    {"name": "Built-in Microphone", "max_output_channels": 0},
+    {"name": "Built-in Output", "max_output_channels": 2},
+    {"name": "Focusrite USB", "max_output_channels": 8},
+]
+
+
+def test_device_is_chosen_by_name_substring() -> None:
+    sd = FakeSoundDevice(DEVICES)
+    assert find_output_device(sd, "focus") == 2
+    assert find_output_device(sd, "") is None
+    with pytest.raises(ConfigError, match=r"got 'Microphone'.*'Built-in Output', 'Focusrite USB'"):
+        find_output_device(sd, "Microphone")
+    with pytest.raises(ConfigError, match="no output devices"):
+        find_output_device(FakeSoundDevice(DEVICES[:1]), "")
+
+
+def test_sounddevice_output_fills_and_counts_underflows() -> None:
+    sd = FakeSoundDevice(DEVICES)
+    blocks = []
+    config = AudioOutConfig(output="device", device="Focusrite", block_size=128, latency=0.01)
+    sink = SoundDeviceOutput(config, 48000, 2, lambda out: blocks.append(out.shape), sd=sd)
+    assert sd.opened["device"] == 2 and sd.opened["blocksize"] == 128
+    assert sd.opened["dtype"] == "float32" and sd.opened["latency"] == 0.01
+    assert sink.name == "sounddevice:Focusrite USB" and sink.latency_s == 0.02
+    out = np.zeros((128, 2), np.float32)
+    sink._callback(out, 128, None, SimpleNamespace(output_underflow=True))
+    sink._callback(out, 128, None, SimpleNamespace(output_underflow=False))
+    assert blocks == [(128, 2), (128, 2)]
+    assert sink.stats.output_underflows == 1 and sink.stats.calls == 2
+    assert sink.stats.percentiles_us()["p99"] >= 0.0
+
+
+def test_real_portaudio_stream_where_the_machine_has_one() -> None:
+    try:
+        import sounddevice as sd
+    except OSError:
+        pytest.skip("no PortAudio library on this machine")
+    if not any(d["max_output_channels"] > 0 for d in sd.query_devices()):
+        pytest.skip("PortAudio has no output device here")
+    calls = []
+
+    def fill(out: np.ndarray) -> None:
+        out.fill(0.0)
+        calls.append(out.shape[0])
+
+    sink = open_output(AudioOutConfig(output="device", block_size=256), 48000, 2, fill, Events())
+    sink.start()
+    time.sleep(0.3)
+    sink.stop()
+    assert sum(calls) > 0.15 * 48000

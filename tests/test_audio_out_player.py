@@ -1,0 +1,170 @@
+"""The Player end to end on the array and null sinks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pretty_midi
+import pytest
+import soundfile
+
+from audio_out.config import AudioOutConfig
+from audio_out.crossfade import equal_power_gains
+from audio_out.outputs import ArrayOutput
+from audio_out.player import Player
+from installation.errors import ConfigError
+from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+
+SR = 16000
+
+
+class Events:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        self.items.append((kind, fields))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [f for k, f in self.items if k == kind]
+
+
+def array_sink(config: AudioOutConfig, sr: int, ch: int, fill: Any, log: Any) -> ArrayOutput:
+    return ArrayOutput(sr, ch, config.block_size, fill)
+
+
+def chunk(seq: int, start: int, audio: np.ndarray, crossfade: int = 0, reason: str = "continue",
+          notes: np.ndarray | None = None, sample_rate: int = SR) -> AudioChunk:
+    return AudioChunk(v=PROTOCOL_VERSION, room="r1", seq=seq, start_sample=start,
+                      sample_rate=sample_rate, audio=Array.from_numpy(audio), crossfade=crossfade,
+                      reason=reason, artwork_id="a1",  # type: ignore[arg-type]
+                      notes=Array.from_numpy(notes) if notes is not None else None)
+
+
+def tone(n: int, freq: float = 220.0, phase: float = 0.0) -> np.ndarray:
+    x = (0.3 * np.sin(2 * np.pi * freq * np.arange(n) / SR + phase)).astype(np.float32)
+    return np.stack([x, x], axis=1)
+
+
+def test_player_plays_records_and_reports(tmp_path: Path) -> None:
+    config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, hold_s=0.5, fade_s=0.2,
+                            record=str(tmp_path / "played.wav"),
+                            midi_file=str(tmp_path / "played.mid"), stop_after_s=1.0)
+    events = Events()
+    player = Player("r1", config, 2, events, output_factory=array_sink)
+    player.start()
+    sink = player.output
+    assert isinstance(sink, ArrayOutput)
+    idle = sink.pull(4)  # before any chunk: silence, not recorded
+    assert not idle.any() and player.clock().state == "starting"
+    a = tone(SR // 2)
+    player.submit(chunk(0, 0, a, reason="start",
+                        notes=np.array([[100, 800, 60, 90, 0, 0]], np.int32)))
+    player.submit(chunk(1, SR // 2, tone(SR // 2, phase=2 * np.pi * 220 * 0.5),
+                        notes=np.array([[4000, 100, 64, 90, 0, 0]], np.int32)))
+    played = [sink.pull(20)]  # 5120 frames
+    player.poll()
+    # A transition replaces the rest with a crossfade, dropping the note at 12000.
+    b = tone(SR, freq=330.0)
+    result = player.submit(chunk(2, 6000, b, crossfade=800, reason="transition"))
+    assert result.kind == "replace" and result.crossfade_frames == 800
+    clock = player.clock()
+    assert (clock.playhead, clock.buffered_until, clock.state) == (5120, 6000 + SR, "playing")
+    played.append(sink.pull(72))  # through the end of the queue and into the hold
+    player.poll()
+    assert player.done
+    player.stop()
+
+    out = np.concatenate(played)
+    np.testing.assert_array_equal(out[:6000], a[:6000])  # played as sent, up to the splice
+    fade_out, fade_in = equal_power_gains(800)
+    np.testing.assert_allclose(out[6000:6800], a[6000:6800] * fade_out[:, None]
+                               + b[:800] * fade_in[:, None], atol=1e-6)
+    np.testing.assert_array_equal(out[6800 : 6000 + SR], b[800:])
+    recorded, rate = soundfile.read(tmp_path / "played.wav", dtype="float32")
+    assert rate == SR
+    np.testing.assert_array_equal(recorded, out)  # exactly what played, hold included
+    # Holding; an equal-power loop seam over correlated material can peak at +3 dB.
+    assert 0.1 < np.abs(out[6000 + SR + 10 :]).max() < 0.3 * 1.5
+    received = events.of("chunk_received")
+    assert [e["seq"] for e in received] == [0, 1, 2]
+    assert received[2]["late_frames"] == 0 and received[2]["splice"] == "replace"
+    started = events.of("chunk_started")
+    assert [e["seq"] for e in started] == [0, 2]  # chunk 1 was replaced before it played
+    assert all(isinstance(e["wall_time"], float) for e in started)
+    assert started[1]["start_sample"] == 6000
+    assert len(events.of("underflow")) == 1 and len(events.of("hold")) == 1
+    midi = pretty_midi.PrettyMIDI(str(tmp_path / "played.mid"))
+    pitches = sorted(n.pitch for i in midi.instruments for n in i.notes)
+    assert pitches == [60]  # the note at 12000 was replaced before it played
+    assert events.of("player_stopped")[0]["underflows"] == 1
+
+
+def test_playback_matches_the_chunks_sample_for_sample() -> None:
+    config = AudioOutConfig(output="none", sample_rate=SR, block_size=128)
+    player = Player("r1", config, 2, Events(), output_factory=array_sink)
+    player.start()
+    a, b = tone(3000), tone(5000, freq=440.0)
+    player.submit(chunk(0, 0, a))
+    player.submit(chunk(1, 3000, b))
+    out = player.output.pull(62)  # type: ignore[union-attr]
+    player.stop()
+    np.testing.assert_array_equal(out[:7936], np.concatenate([a, b])[:7936])
+
+
+def test_volume_ramps_without_a_step() -> None:
+    config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, volume=1.0)
+    player = Player("r1", config, 2, Events(), output_factory=array_sink)
+    player.start()
+    flat = np.full((SR, 2), 0.5, np.float32)
+    player.submit(chunk(0, 0, flat))
+    player.set_volume(0.25)
+    out = player.output.pull(40)[:, 0]  # type: ignore[union-attr]
+    player.stop()
+    assert np.abs(np.diff(out)).max() <= 0.5 / (0.05 * SR) * 1.01  # full scale per 50 ms
+    np.testing.assert_allclose(out[-1000:], 0.125, atol=1e-6)
+    with pytest.raises(ConfigError, match="expected 0..4, got 5"):
+        player.set_volume(5)
+
+
+def test_chunks_at_another_rate_are_refused_clearly() -> None:
+    player = Player("r1", AudioOutConfig(sample_rate=SR), 2, Events(), output_factory=array_sink)
+    with pytest.raises(ConfigError, match=r"expected sample_rate 16000 Hz .* got 44100 Hz"):
+        player.submit(chunk(0, 0, tone(100), sample_rate=44100))
+    with pytest.raises(ConfigError, match=r"expected audio \(frames, 2\)"):
+        player.submit(chunk(0, 0, np.zeros((10, 1), np.float32)))
+
+
+def test_player_on_the_null_sink_in_real_time(tmp_path: Path) -> None:
+    config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, stop_after_s=0.5,
+                            record=str(tmp_path / "rt.flac"))
+    events = Events()
+    player = Player("r1", config, 2, events)
+    player.start()
+    time.sleep(0.05)
+    submitted = time.time()
+    player.submit(chunk(0, 0, tone(SR)))
+    began = time.monotonic()
+    while not player.done and time.monotonic() - began < 5:
+        time.sleep(0.01)
+    elapsed = time.monotonic() - began
+    player.stop()
+    assert player.done and 0.4 < elapsed < 1.0
+    clock = player.clock()
+    assert clock.playhead >= SR // 2 and clock.underflows == 0
+    assert soundfile.info(str(tmp_path / "rt.flac")).frames >= SR // 2
+    # The null sink has no latency: the first chunk is heard within a block or two.
+    (started,) = events.of("chunk_started")
+    assert 0.0 <= started["wall_time"] - submitted < 0.1
+
+
+def test_importing_audio_out_loads_no_device_or_model_libraries() -> None:
+    code = ("import sys, audio_out, audio_out.player, audio_out.outputs; "
+            "bad = {'torch', 'sounddevice', 'rtmidi'} & set(sys.modules); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,415 @@
+"""The timeline buffer: splicing, late frames, gaps, starvation, allocation, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audio_out.crossfade import equal_power_gains
+from audio_out.timeline import TimelineBuffer
+
+CH = 2
+
+
+def small_buffer(**kw: int) -> TimelineBuffer:
+    args = dict(capacity_frames=1024, channels=CH, block_frames=64, max_block_frames=256,
+                hold_frames=2000, fade_frames=1000, resume_frames=200, loop_frames=3000,
+                loop_crossfade_frames=300)
+    args.update(kw)
+    return TimelineBuffer(**args)  # type: ignore[arg-type]
+
+
+def ramp(start: int, n: int) -> np.ndarray:
+    """Content whose value is its own timeline position: skips and repeats show."""
+    t = np.arange(start, start + n, dtype=np.float32)
+    return np.stack([t, -t], axis=1)
+
+
+def sine(n: int, period: float = 37.3, phase: float = 0.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(n) * (2 * np.pi / period) + phase
+    x = (amp * np.sin(t)).astype(np.float32)
+    return np.stack([x, x], axis=1)
+
+
+def play(tb: TimelineBuffer, frames: int, block: int) -> np.ndarray:
+    out = np.zeros((frames, CH), np.float32)
+    for i in range(0, frames, block):
+        tb.read_into(out[i : i + block])
+    return out
+
+
+class ModelTimeline:
+    """A flat-array reference for splices without gaps (the rules of the module docstring)."""
+
+    def __init__(self, tb: TimelineBuffer, length: int) -> None:
+        self.tl = np.zeros((length, CH), np.float32)
+        self.p = 0
+        self.e = 0
+        self.guard = tb.guard_frames
+        self.cap = tb.capacity_frames
+        self.min_splice = tb.min_splice_frames
+        self.late = 0
+
+    def write(self, s: int, audio: np.ndarray, c: int) -> None:
+        b = self.p if self.e <= self.p else min(self.p + self.guard, self.e)
+        s1 = max(s, b)
+        end_w = min(s + len(audio), self.p + self.cap)
+        self.late += min(s1, s + len(audio)) - s
+        if s1 >= end_w:
+            return
+        xf = 0
+        if self.p <= s1 < self.e:
+            room = min(self.e, end_w) - s1
+            xf = max(0, min(s + c - s1, room))
+            if xf < self.min_splice:
+                xf = min(self.min_splice, room)
+        new = audio[s1 - s : end_w - s]
+        fo, fi = equal_power_gains(xf)
+        self.tl[s1 : s1 + xf] = self.tl[s1 : s1 + xf] * fo[:, None] + new[:xf] * fi[:, None]
+        self.tl[s1 + xf : end_w] = new[xf:]
+        self.e = end_w
+
+    def read(self, n: int) -> np.ndarray:
+        out = self.tl[self.p : self.p + n].copy()
+        self.p += n
+        return out
+
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("cont"), st.integers(1, 700), st.just(0), st.just(0)),
+        st.tuples(st.just("repl"), st.integers(1, 700), st.integers(-100, 400),
+                  st.integers(0, 300)),
+        st.tuples(st.just("read"), st.integers(1, 256), st.just(0), st.just(0)),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops, st.integers(0, 2**31))
+def test_random_splices_play_the_expected_timeline(sequence: list, seed: int) -> None:
+    tb = small_buffer()
+    model = ModelTimeline(tb, 60 * 1200)
+    rng = np.random.default_rng(seed)
+    played, expected = [], []
+    for op, a, b, c in sequence:
+        if op == "read":
+            n = min(a, tb.buffered_until - tb.playhead)
+            if n <= 0:
+                continue
+            out = np.zeros((n, CH), np.float32)
+            assert tb.read_into(out) == n
+            played.append(out)
+            expected.append(model.read(n))
+            continue
+        audio = rng.uniform(-1, 1, (a, CH)).astype(np.float32)
+        if op == "cont":
+            start, crossfade = tb.buffered_until, 0
+        else:  # a replacement somewhere from before the playhead up to the queue end
+            start = min(tb.playhead + b, tb.buffered_until)
+            crossfade = min(c, a)
+        tb.write_chunk(start, audio, crossfade)
+        model.write(start, audio, crossfade)
+        assert (tb.playhead, tb.buffered_until) == (model.p, model.e)
+    assert tb.late_frames == model.late
+    assert tb.underflows == 0
+    if played:
+        np.testing.assert_allclose(np.concatenate(played), np.concatenate(expected), atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 900), min_size=1, max_size=30),
+       st.lists(st.integers(1, 4096), min_size=1, max_size=40))
+def test_continuations_never_skip_or_repeat(chunks: list[int], blocks: list[int]) -> None:
+    tb = small_buffer(capacity_frames=4 * 4096 * 8, max_block_frames=4096)
+    position = 0
+    for n in chunks:
+        result = tb.write_chunk(position, ramp(position, n))
+        assert result.kind == "append" and result.late_frames == 0
+        position += n
+    out, i = [], 0
+    while tb.playhead < position:
+        n = min(blocks[i % len(blocks)], position - tb.playhead)
+        block = np.zeros((n, CH), np.float32)
+        assert tb.read_into(block) == n
+        out.append(block)
+        i += 1
+    np.testing.assert_array_equal(np.concatenate(out), ramp(0, position))
+
+
+def test_continuation_join_is_sample_exact() -> None:
+    tb = small_buffer()
+    a, b = sine(500, phase=0.3), sine(500, phase=0.3 + 500 * 2 * np.pi / 37.3)
+    tb.write_chunk(0, a)
+    tb.write_chunk(500, b)
+    out = play(tb, 1000, 100)
+    np.testing.assert_array_equal(out, np.concatenate([a, b]))
+
+
+def test_replacement_crossfades_equal_power_then_replaces_and_truncates() -> None:
+    tb = small_buffer()
+    old = ramp(0, 900)
+    tb.write_chunk(0, old)
+    play(tb, 128, 64)  # playhead 128; guard 128 -> safe from 256
+    new = sine(300, amp=3.0)
+    result = tb.write_chunk(300, new, crossfade=200)
+    assert (result.kind, result.late_frames, result.crossfade_frames) == ("replace", 0, 200)
+    assert result.replaced_frames == 600 and tb.buffered_until == 600
+    out = np.concatenate([old[:128], play(tb, 600 - 128, 64)])
+    fo, fi = equal_power_gains(200)
+    np.testing.assert_array_equal(out[:300], old[:300])
+    np.testing.assert_allclose(out[300:500], old[300:500] * fo[:, None] + new[:200] * fi[:, None],
+                               rtol=1e-6, atol=1e-5)
+    np.testing.assert_array_equal(out[500:600], new[200:300])
+    assert tb.state == "playing"
+
+
+def test_late_part_is_dropped_and_counted_and_the_rest_spliced() -> None:
+    tb = small_buffer()
+    tb.write_chunk(0, ramp(0, 1000))
+    play(tb, 320, 64)
+    new = sine(400, amp=2.0)
+    result = tb.write_chunk(300, new, crossfade=250)
+    # Safe from playhead + guard = 448: 148 late frames; 102 of the fade remain.
+    assert result.late_frames == 448 - 300 and tb.late_frames == 148
+    assert (result.written_from, result.crossfade_frames, result.written_to) == (448, 102, 700)
+    out = play(tb, 700 - 320, 20)
+    fo, fi = equal_power_gains(102)
+    np.testing.assert_array_equal(out[: 448 - 320], ramp(320, 128))
+    expect = ramp(448, 102) * fo[:, None] + new[148:250] * fi[:, None]
+    np.testing.assert_allclose(out[128:230], expect, rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(out[230:], new[250:])
+
+
+def test_entirely_late_chunk_leaves_the_queue_alone() -> None:
+    tb = small_buffer()
+    tb.write_chunk(0, ramp(0, 600))
+    play(tb, 200, 50)
+    result = tb.write_chunk(100, sine(150), crossfade=10)
+    assert result.kind == "late" and not result.accepted and result.late_frames == 150
+    assert tb.buffered_until == 600
+    np.testing.assert_array_equal(play(tb, 400, 50), ramp(200, 400))
+
+
+def test_capacity_overflow_is_counted() -> None:
+    tb = small_buffer()
+    result = tb.write_chunk(0, ramp(0, 1500))
+    assert result.overflow_frames == 1500 - 1024 and tb.buffered_until == 1024
+
+
+def test_malformed_chunks_are_refused_with_clear_errors() -> None:
+    tb = small_buffer()
+    with pytest.raises(ValueError, match=r"\(frames, 2\)"):
+        tb.write_chunk(0, np.zeros((10, 3), np.float32))
+    with pytest.raises(ValueError, match="crossfade must be in"):
+        tb.write_chunk(0, np.zeros((10, 2), np.float32), crossfade=11)
+
+
+def max_step(x: np.ndarray) -> float:
+    return float(np.abs(np.diff(x, axis=0)).max())
+
+
+def test_starvation_holds_then_fades_to_silence_without_a_cut() -> None:
+    tb = small_buffer(capacity_frames=16384)
+    content = sine(6000)
+    tb.write_chunk(0, content)
+    out = play(tb, 6000 + 2000 + 1000 + 500, 64)
+    assert tb.underflows == 1 and tb.playhead == 6000 and tb.buffered_until == 6000
+    # No discontinuity bigger than the content's own (the hold's seams mix two
+    # same-frequency segments, which can be up to sqrt(2) louder).
+    assert max_step(out) <= 1.5 * max_step(content)
+    np.testing.assert_array_equal(out[:6000], content)
+    hold = out[6000:8000]
+    assert np.abs(hold).max() > 0.2  # it is really holding, not silent
+    assert np.abs(out[9000:]).max() == 0.0  # silent after hold + fade
+    assert tb.state == "silent" and tb.held_frames == 3000 and tb.silent_frames == 500
+
+
+def test_resume_from_silence_fades_in_from_zero() -> None:
+    tb = small_buffer(capacity_frames=16384)
+    tb.write_chunk(0, sine(3000))
+    play(tb, 3000 + 3200, 64)
+    assert tb.state == "silent"
+    fresh = sine(2000, phase=1.1)
+    tb.write_chunk(tb.buffered_until, fresh)
+    out = play(tb, 2000, 64)
+    fo, fi = equal_power_gains(200)
+    np.testing.assert_allclose(out[:200], fresh[:200] * fi[:, None], atol=1e-6)
+    np.testing.assert_array_equal(out[200:], fresh[200:])
+    assert tb.state == "playing" and tb.playhead == 5000 and tb.resumes == 1
+
+
+def test_resume_from_holding_crossfades_without_a_cut() -> None:
+    tb = small_buffer(capacity_frames=16384)
+    content = sine(4000)
+    tb.write_chunk(0, content)
+    first = play(tb, 4500, 50)
+    assert tb.state == "holding"
+    fresh = sine(3000, phase=2.0)
+    tb.write_chunk(4000, fresh)
+    out = np.concatenate([first, play(tb, 3000, 50)])
+    assert max_step(out) <= 1.5 * max_step(content)
+    np.testing.assert_array_equal(out[4500 + 200 :], fresh[200:])
+    assert tb.underflows == 1 and tb.resumes == 1
+
+
+def test_first_chunk_after_the_origin_starts_as_is() -> None:
+    tb = small_buffer()
+    tb.write_chunk(5000, ramp(5000, 300))
+    assert tb.state == "starting"
+    out = play(tb, 300, 64)
+    np.testing.assert_array_equal(out, ramp(5000, 300))
+    assert tb.playhead == 5300 and tb.gaps == 0 and tb.underflows == 0
+
+
+def test_gap_in_the_queue_is_jumped_with_a_crossfade() -> None:
+    tb = small_buffer(capacity_frames=16384)
+    a, b = sine(2000), sine(2000, phase=2.5)
+    tb.write_chunk(0, a)
+    result = tb.write_chunk(3000, b)
+    assert result.kind == "gap"
+    out = play(tb, 4000, 64)
+    assert tb.playhead == 5000 and tb.gaps == 1 and tb.underflows == 0
+    np.testing.assert_array_equal(out[:2000], a)
+    np.testing.assert_array_equal(out[2200:], b[200:])
+    assert max_step(out) <= 1.5 * max_step(a)
+
+
+def test_replacement_inside_a_gap_shortens_it() -> None:
+    tb = small_buffer(capacity_frames=16384)
+    tb.write_chunk(0, ramp(0, 500))
+    tb.write_chunk(1000, ramp(1000, 500))  # hole 500..1000
+    result = tb.write_chunk(800, ramp(800, 300))  # lands in the hole, truncates the rest
+    assert result.kind == "replace" and tb.buffered_until == 1100
+    out = play(tb, 800, 50)
+    assert tb.playhead == 1100 and tb.gaps == 1
+    np.testing.assert_array_equal(out[:500], ramp(0, 500))
+    np.testing.assert_array_equal(out[500 + 200 :], ramp(800 + 200, 100))
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 17, 64, 511, 512, 1000, 4096])
+def test_any_block_size_up_to_the_maximum(block: int) -> None:
+    tb = TimelineBuffer(1 << 16, CH, 512, max_block_frames=4096)
+    tb.write_chunk(0, ramp(0, 12000))
+    out = play(tb, 12000 - 12000 % block, block)
+    np.testing.assert_array_equal(out, ramp(0, len(out)))
+    with pytest.raises(ValueError, match="max_block_frames"):
+        tb.read_into(np.zeros((4097, CH), np.float32))
+
+
+def test_read_into_does_not_allocate() -> None:
+    sr = 48000
+    tb = TimelineBuffer(sr * 30, CH, 512, hold_frames=sr // 2, fade_frames=sr // 4)
+    tb.write_chunk(0, sine(sr * 3, period=109.1))
+    out = np.zeros((4096, CH), np.float32)
+    sizes = [512, 256, 1024, 1, 4096, 333]
+    for i in range(50):  # warm up
+        tb.read_into(out[: sizes[i % 6]])
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        # ~2 s of playing, a starvation (hold entry, hold, fade, silence) and a resume.
+        for i in range(3000):
+            if i == 2000:
+                tracemalloc.stop()
+                tb.write_chunk(tb.buffered_until, sine(sr * 2, period=109.1))
+                tracemalloc.start()
+                before = tracemalloc.take_snapshot()
+            tb.read_into(out[: sizes[i % 6]])
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert tb.underflows >= 1 and tb.resumes == 1
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename")
+                if "tracemalloc" not in (s.traceback[0].filename if s.traceback else ""))
+    assert grown < 2048, f"read_into grew memory by {grown} bytes"
+
+
+def test_concurrent_writer_and_reader_never_tear() -> None:
+    """Writer replaces queued material (same content, no crossfade) while the reader plays.
+
+    A torn read or a wrong splice position shows as a wrong value; a skip or a
+    repeat as a wrong playhead. If the writer is preempted inside its fenced
+    window, the reader may stall at the fence (it holds, by design); the one
+    resume frame after such a stall is a mix and is not compared.
+    """
+    tb = TimelineBuffer(1 << 15, CH, 64, max_block_frames=256, min_splice_frames=0,
+                        resume_frames=1)
+    total = 200_000
+    tb.write_chunk(0, ramp(0, 4000))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        rng = np.random.default_rng(1)
+        try:
+            while not stop.is_set() and tb.buffered_until < total:
+                end = tb.buffered_until
+                if end - tb.playhead > 8000:
+                    start = max(tb.playhead, end - int(rng.integers(100, 4000)))
+                    tb.write_chunk(start, ramp(start, min(total, end + 500) - start))
+                    time.sleep(0)
+                else:
+                    n = min(int(rng.integers(200, 3000)), total - end)
+                    tb.write_chunk(end, ramp(end, n))
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    block = np.zeros((64, CH), np.float32)
+    deadline = time.monotonic() + 30
+    expected_p, compared, stalls, skip = 0, 0, 0, 0
+    try:
+        while tb.playhead < total - 64 and time.monotonic() < deadline:
+            if tb.buffered_until - tb.playhead < min(2000, total - tb.playhead):
+                time.sleep(0.0005)
+                continue
+            p = tb.playhead
+            assert p == expected_p, "the playhead skipped or repeated"
+            n = tb.read_into(block)
+            np.testing.assert_array_equal(block[skip:n], ramp(p + skip, n - skip))
+            compared += max(0, n - skip)
+            expected_p = p + n
+            skip = 1 if n < 64 else 0
+            stalls += n < 64
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    assert expected_p >= total - 64, "timed out"
+    assert compared > total * 0.9 and stalls < 200
+
+
+def test_reader_stops_at_the_writers_fence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callback runs while the writer is preempted halfway through a splice."""
+    tb = small_buffer(min_splice_frames=0)
+    tb.write_chunk(0, ramp(0, 1000))
+    real_write = tb._ring_write
+    seen: list[tuple[int, np.ndarray]] = []
+
+    def preempted_write(t: int, data: np.ndarray) -> None:
+        half = len(data) // 2
+        real_write(t, data[:half])
+        block = np.zeros((64, CH), np.float32)
+        for _ in range(5):  # the reader gets 320 frames of time; the splice is at 128
+            p = tb.playhead
+            n = tb.read_into(block)
+            seen.append((p, block[:n].copy()))
+        real_write(t + half, data[half:])
+
+    monkeypatch.setattr(tb, "_ring_write", preempted_write)
+    result = tb.write_chunk(0, np.full((600, CH), -1.0, np.float32))
+    assert result.written_from == 128
+    for p, real in seen:
+        assert p + len(real) <= 128, "the reader went past the fence"
+        np.testing.assert_array_equal(real, ramp(p, len(real)))
+    assert tb.playhead == 128 and tb.underflows == 1  # it held at the fence
