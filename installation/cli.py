@@ -271,3 +271,16 @@ def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> 
     click.echo(json.dumps({"generator": engine_config.generator,
                            "sample_rate": engine_config.sample_rate,
                            "chunk_s": engine_config.chunk_s, "runs": results}, indent=2))
+
+
+def _register_diffusion_commands() -> None:
+    """Add the diffusion model tools (torch is imported only when one runs)."""
+    from engine.diffusion.cli import bench_commands, commands
+
+    for command in commands:
+        cli.add_command(command)
+    for command in bench_commands:
+        bench.add_command(command)
+
+
+_register_diffusion_commands()

@@ -1,0 +1,82 @@
+"""Settings of the diffusion generator (model folder, sampler, backend, streaming).
+
+Importing this module must not import torch: configs are validated by every
+role, including those that never run a model. Sizes that depend on the model
+(latent frames per second, the UNet's downsampling factor) are checked when
+the model is loaded (:func:`engine.diffusion.model.load_model`), naming the
+parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backend = Literal["torch", "onnx"]
+SamplerName = Literal["auto", "dpm_solver", "consistency"]
+OnnxProvider = Literal["CPUExecutionProvider", "CUDAExecutionProvider",
+                       "TensorrtExecutionProvider"]
+
+
+class DiffusionConfig(BaseModel):
+    """The visual-conditioned latent diffusion generator."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field("", description="Model folder in the diffusers save_pretrained layout.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="'auto': cuda when available, else cpu.")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="'auto': float32 on cpu, float16 on cuda.")
+    backend: Backend = Field("torch", description="torch (eager / CUDA graphs) or onnx (ORT).")
+    onnx_dir: str = Field("", description="Folder written by `art2mus export-onnx` "
+                                          "(backend = 'onnx').")
+    onnx_providers: tuple[OnnxProvider, ...] = Field(
+        ("CPUExecutionProvider",), description="ONNX Runtime execution providers, in order.")
+    sampler: SamplerName = Field(
+        "auto", description="'auto': what the model folder declares (dpm_solver for an "
+                            "original model, consistency for a distilled student).")
+    steps: int = Field(4, ge=1, le=8, description="Denoising steps per chunk.")
+    guidance_scale: float = Field(
+        1.0, ge=1.0, le=20.0,
+        description="Classifier-free guidance. dpm_solver: > 1 runs a second (unconditional) "
+                    "pass per step; consistency: folded into the student (one pass).")
+    window_s: float = Field(2.56, gt=0.0, le=30.0,
+                            description="Length of one model window (latent chunk).")
+    overlap_s: float = Field(
+        0.64, gt=0.0, le=10.0,
+        description="Latent overlap between windows: kept as the known region while "
+                    "sampling the next window, and crossfaded in audio.")
+    overlap_crossfade: Literal["equal_power", "linear"] = Field(
+        "linear",
+        description="Shape of the audio crossfade over the overlap. Linear by default: "
+                    "with latent continuity the two decodes of an overlap correlate at "
+                    "about 0.99, where equal-power gains swell by up to +3 dB; equal-power "
+                    "suits uncorrelated material (audio_out uses it for transitions).")
+    transition: Literal["slerp", "cut"] = Field(
+        "slerp", description="On an artwork change: slerp the conditioning from the old "
+                             "artwork's over transition_s, or cut to the new one.")
+    transition_s: float = Field(4.0, ge=0.0, le=60.0,
+                                description="Duration of the conditioning slerp.")
+    threads: int = Field(0, ge=0, le=256,
+                         description="torch CPU threads for this process (0: torch's default).")
+    cuda_graphs: bool = Field(True, description="Capture the UNet per batch bucket (CUDA only).")
+    batch_buckets: tuple[int, ...] = Field(
+        (1, 4, 16), description="Static batch sizes rooms are padded to (CUDA graphs).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DiffusionConfig:
+        if 2 * self.overlap_s > self.window_s:
+            raise ValueError(f"engine.diffusion.overlap_s must be at most half of window_s "
+                             f"({self.window_s}), got {self.overlap_s}")
+        if self.backend == "onnx" and not self.onnx_dir:
+            raise ValueError("engine.diffusion.onnx_dir must name a folder written by "
+                             "`art2mus export-onnx` when backend = 'onnx'")
+        if not self.onnx_providers:
+            raise ValueError("engine.diffusion.onnx_providers must name at least one provider")
+        if not self.batch_buckets or sorted(set(self.batch_buckets)) != list(self.batch_buckets) \
+                or self.batch_buckets[0] < 1:
+            raise ValueError(f"engine.diffusion.batch_buckets must be increasing positive sizes, "
+                             f"got {list(self.batch_buckets)}")
+        return self

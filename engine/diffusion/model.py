@@ -1,0 +1,480 @@
+"""The model folder: what it contains, how a tiny one is made, how one is loaded.
+
+The layout is AudioLDM2's as diffusers and transformers write it with
+``save_pretrained`` (Art2Mus-compatible), plus three small files of ours::
+
+    MODEL_DIR/
+      unet/              AudioLDM2UNet2DConditionModel (self-attention + two
+                         cross-attention streams: GPT-2 width and support width)
+      vae/               AutoencoderKL over a log-mel spectrogram
+      vocoder/           transformers SpeechT5HifiGan (16 kHz)
+      language_model/    transformers GPT2Model
+      projection_model/  AudioLDM2ProjectionModel (kept for the layout; its
+                         learned SOS/EOS can wrap the image prefix)
+      scheduler/         the training noise schedule (scheduler_config.json)
+      image_projection.safetensors  the Art2Mus image projection
+                         (projection1.*, projection2.*)
+      support_prompt.safetensors    "support_prompt": (1, S, support width)
+      art2mus_model.json            ModelSpec below
+
+No code here downloads anything: ``from_pretrained`` is only ever given a
+local folder. :func:`load_model` checks every file before it loads anything,
+and raises :class:`installation.errors.InputError` naming what is missing.
+Flow: config -> load_model -> LoadedModel -> DiffusionGenerator.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from installation.errors import DependencyError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.diffusion.conditioner import VisualConditioner
+
+SPEC_FILE = "art2mus_model.json"
+IMAGE_PROJECTION_FILE = "image_projection.safetensors"
+SUPPORT_PROMPT_FILE = "support_prompt.safetensors"
+FORMAT = "art2mus-audioldm2"
+
+#: subfolder -> (config file, accepted weight files (any one))
+SUBFOLDERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "unet": ("config.json", ("diffusion_pytorch_model.safetensors",
+                             "diffusion_pytorch_model.bin")),
+    "vae": ("config.json", ("diffusion_pytorch_model.safetensors",
+                            "diffusion_pytorch_model.bin")),
+    "vocoder": ("config.json", ("model.safetensors", "pytorch_model.bin")),
+    "language_model": ("config.json", ("model.safetensors", "model.safetensors.index.json",
+                                       "pytorch_model.bin")),
+    "projection_model": ("config.json", ("diffusion_pytorch_model.safetensors",
+                                         "diffusion_pytorch_model.bin")),
+    "scheduler": ("scheduler_config.json", ()),
+}
+
+
+def require_torch() -> None:
+    """Raise DependencyError naming the extra when torch/diffusers/transformers are missing."""
+    missing = []
+    for name in ("torch", "diffusers", "transformers", "safetensors"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise DependencyError(
+            f"the diffusion generator needs {', '.join(missing)}: "
+            "pip install 'art2mus[diffusion]'")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What ``art2mus_model.json`` declares about a model folder."""
+
+    embedding_dim: int = 1024
+    prefix_tokens: int = 1
+    generated_tokens: int = 8
+    hidden_dim: int = 1536
+    latent_frames_per_second: float = 25.0
+    sample_rate: int = 16000
+    sampler: Literal["dpm_solver", "consistency"] = "dpm_solver"
+    guidance_embedding_dim: int = 0
+    prefix_special_tokens: bool = False
+    format: str = FORMAT
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.format != FORMAT:
+            raise ValueError(f"format must be {FORMAT!r}, got {self.format!r}")
+        for name in ("embedding_dim", "prefix_tokens", "generated_tokens", "hidden_dim",
+                     "sample_rate"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.sampler not in ("dpm_solver", "consistency"):
+            raise ValueError(f"sampler must be 'dpm_solver' or 'consistency', got "
+                             f"{self.sampler!r}")
+        if self.sampler == "consistency" and self.guidance_embedding_dim < 1:
+            raise ValueError("a consistency student needs guidance_embedding_dim >= 1")
+
+    def save(self, folder: Path) -> None:
+        """Write ``art2mus_model.json`` into ``folder``."""
+        (folder / SPEC_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> ModelSpec:
+        """Read ``art2mus_model.json``; InputError naming the file on anything wrong."""
+        path = folder / SPEC_FILE
+        try:
+            data = json.loads(path.read_text())
+            return cls(**data)
+        except (OSError, json.JSONDecodeError, TypeError, ValueError) as error:
+            raise InputError(f"invalid model description in {path}: {error}") from error
+
+
+@dataclass
+class LoadedModel:
+    """Every component of one model folder, on one device and dtype, in eval mode."""
+
+    folder: Path
+    spec: ModelSpec
+    unet: Any
+    vae: Any
+    vocoder: Any
+    language_model: Any
+    projection_model: Any
+    conditioner: VisualConditioner
+    support_prompt: torch.Tensor
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    unconditional_tokens: torch.Tensor = field(init=False)
+
+    # -- derived sizes -------------------------------------------------------
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.unet.config.in_channels)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Mel frames (and mel bins) per latent frame (bin)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def mel_bins(self) -> int:
+        return int(self.vocoder.config.model_in_dim)
+
+    @property
+    def latent_bins(self) -> int:
+        return self.mel_bins // self.vae_scale_factor
+
+    @property
+    def hop_samples(self) -> int:
+        """Vocoder samples per mel frame."""
+        return math.prod(self.vocoder.config.upsample_rates)
+
+    @property
+    def samples_per_latent_frame(self) -> int:
+        return self.hop_samples * self.vae_scale_factor
+
+    @property
+    def unet_downsample(self) -> int:
+        """Latent frames must be a multiple of this for the UNet's static shapes."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    @property
+    def lm_width(self) -> int:
+        return int(self.language_model.config.n_embd)
+
+    @property
+    def support_width(self) -> int:
+        return int(self.support_prompt.shape[-1])
+
+
+# ---------------------------------------------------------------------------
+# making a model folder
+
+
+def tiny_component_configs(embedding_dim: int = 1024, lm_width: int = 768,
+                           support_width: int = 1024, student: bool = False) -> dict[str, Any]:
+    """Configs of a tiny model in the real layout (random weights, fast on CPU)."""
+    cross = [[None, lm_width, support_width]] * 2
+    return {
+        "unet": dict(
+            sample_size=None, in_channels=8, out_channels=8,
+            # Attention only below full resolution: CPU attention overhead dominates otherwise.
+            down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+            mid_block_type="UNetMidBlock2DCrossAttn",
+            up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+            block_out_channels=[32, 64], layers_per_block=1, norm_num_groups=8,
+            cross_attention_dim=cross, attention_head_dim=4,
+            time_cond_proj_dim=32 if student else None,
+        ),
+        "vae": dict(
+            in_channels=1, out_channels=1, latent_channels=8,
+            down_block_types=["DownEncoderBlock2D"] * 3,
+            up_block_types=["UpDecoderBlock2D"] * 3,
+            block_out_channels=[16, 32, 32], layers_per_block=1, norm_num_groups=8,
+            sample_size=256, scaling_factor=0.4110,
+        ),
+        "vocoder": dict(
+            model_in_dim=64, sampling_rate=16000, upsample_initial_channel=32,
+            upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
+            normalize_before=False,
+            # transformers' default (0.01) makes a tiny random vocoder output ~1e-9.
+            initializer_range=0.15,
+        ),
+        "language_model": dict(n_embd=lm_width, n_layer=1, n_head=12, vocab_size=8,
+                               n_positions=64, bos_token_id=0, eos_token_id=0),
+        "projection_model": dict(text_encoder_dim=512, text_encoder_1_dim=support_width,
+                                 langauge_model_dim=lm_width),
+        "support_tokens": 8,
+        "spec": ModelSpec(embedding_dim=embedding_dim,
+                          sampler="consistency" if student else "dpm_solver",
+                          guidance_embedding_dim=32 if student else 0),
+    }
+
+
+def audioldm2_component_configs(embedding_dim: int = 1024) -> dict[str, Any]:
+    """Configs at published AudioLDM2 sizes for VAE, vocoder, GPT-2, projection.
+
+    The UNet is the ~350M-parameter music-sized one (block channels 128, 256,
+    384, 640) used by the GPU benchmark.
+    """
+    cross = [[None, 768, 1024]] * 4
+    return {
+        "unet": dict(
+            sample_size=None, in_channels=8, out_channels=8,
+            # Attention at all four levels: 354M parameters with these channels.
+            down_block_types=["CrossAttnDownBlock2D"] * 4,
+            mid_block_type="UNetMidBlock2DCrossAttn",
+            up_block_types=["CrossAttnUpBlock2D"] * 4,
+            block_out_channels=[128, 256, 384, 640], layers_per_block=2,
+            cross_attention_dim=cross, attention_head_dim=8,
+        ),
+        "vae": dict(
+            in_channels=1, out_channels=1, latent_channels=8,
+            down_block_types=["DownEncoderBlock2D"] * 3,
+            up_block_types=["UpDecoderBlock2D"] * 3,
+            block_out_channels=[128, 256, 512], layers_per_block=2, norm_num_groups=32,
+            sample_size=1024, scaling_factor=0.4110,
+        ),
+        "vocoder": dict(
+            model_in_dim=64, sampling_rate=16000, upsample_initial_channel=1024,
+            upsample_rates=[5, 4, 2, 2, 2], upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3, 7, 11],
+            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+            normalize_before=False,
+        ),
+        "language_model": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024),
+        "projection_model": dict(text_encoder_dim=512, text_encoder_1_dim=1024,
+                                 langauge_model_dim=768),
+        "support_tokens": 16,
+        "spec": ModelSpec(embedding_dim=embedding_dim),
+    }
+
+
+AUDIOLDM2_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195,
+    beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+    steps_offset=1, prediction_type="epsilon",
+)
+
+
+def write_model(out_dir: str | Path, configs: dict[str, Any], seed: int = 0) -> Path:
+    """Build every component from ``configs`` with seeded random weights and save the folder."""
+    require_torch()
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler
+    from diffusers.pipelines.audioldm2.modeling_audioldm2 import (
+        AudioLDM2ProjectionModel,
+        AudioLDM2UNet2DConditionModel,
+    )
+    from safetensors.torch import save_file
+    from transformers import GPT2Config, GPT2Model, SpeechT5HifiGan, SpeechT5HifiGanConfig
+    from transformers.utils import logging as transformers_logging
+
+    from engine.diffusion.conditioner import VisualConditioner
+
+    transformers_logging.disable_progress_bar()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec: ModelSpec = configs["spec"]
+    torch.manual_seed(seed)
+    AudioLDM2UNet2DConditionModel(**configs["unet"]).save_pretrained(out / "unet")
+    AutoencoderKL(**configs["vae"]).save_pretrained(out / "vae")  # type: ignore[attr-defined]
+    SpeechT5HifiGan(SpeechT5HifiGanConfig(**configs["vocoder"])).save_pretrained(out / "vocoder")
+    language_model = GPT2Model(GPT2Config(**configs["language_model"]))
+    language_model.save_pretrained(out / "language_model")
+    AudioLDM2ProjectionModel(**configs["projection_model"]).save_pretrained(
+        out / "projection_model")
+    DDIMScheduler(**AUDIOLDM2_SCHEDULER).save_pretrained(  # type: ignore[attr-defined]
+        out / "scheduler")
+    conditioner = VisualConditioner(spec.embedding_dim, language_model.config.n_embd,
+                                    spec.prefix_tokens, spec.hidden_dim)
+    save_file({k: v.contiguous() for k, v in conditioner.state_dict().items()},
+              str(out / IMAGE_PROJECTION_FILE))
+    support_width = configs["projection_model"]["text_encoder_1_dim"]
+    support = torch.randn(1, configs["support_tokens"], support_width) * 0.5
+    save_file({"support_prompt": support}, str(out / SUPPORT_PROMPT_FILE))
+    spec.save(out)
+    return out
+
+
+def make_tiny_model(out_dir: str | Path, embedding_dim: int = 1024, student: bool = False,
+                    seed: int = 0) -> Path:
+    """Write a tiny random-weight model folder in the real layout; returns its path."""
+    return write_model(out_dir, tiny_component_configs(embedding_dim, student=student), seed)
+
+
+# ---------------------------------------------------------------------------
+# loading
+
+
+def check_folder(folder: Path) -> None:
+    """Every file and subfolder a model needs, checked before anything loads."""
+    if not folder.is_dir():
+        raise InputError(f"model folder {folder} does not exist")
+    for name in (SPEC_FILE, IMAGE_PROJECTION_FILE, SUPPORT_PROMPT_FILE):
+        if not (folder / name).is_file():
+            raise InputError(f"model folder {folder} is incomplete: missing {folder / name}")
+    for sub, (config_name, weights) in SUBFOLDERS.items():
+        path = folder / sub
+        if not path.is_dir():
+            raise InputError(f"model folder {folder} is incomplete: missing subfolder {path}")
+        config_path = path / config_name
+        if not config_path.is_file():
+            raise InputError(f"model folder {folder} is incomplete: missing {config_path}")
+        try:
+            json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise InputError(f"unreadable config {config_path}: {error}") from error
+        if weights and not any((path / w).is_file() for w in weights):
+            raise InputError(f"model folder {folder} is incomplete: missing {path / weights[0]} "
+                             f"(the weights of {sub})")
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("engine.diffusion.device is 'cuda' but torch sees no CUDA device")
+    return name
+
+
+def resolve_dtype(name: str, device: str) -> torch.dtype:
+    """'auto' -> float32 on cpu, float16 on cuda."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return {"float32": torch.float32, "float16": torch.float16,
+            "bfloat16": torch.bfloat16}[name]
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types
+        raise InputError(f"unreadable tensor file {path}: {error}") from error
+
+
+def load_model(folder: str | Path, device: str = "cpu", dtype: str = "float32") -> LoadedModel:
+    """Load a model folder (checked up front) onto ``device`` in ``dtype``, eval mode."""
+    require_torch()
+    import torch
+    from diffusers import AutoencoderKL
+    from diffusers.pipelines.audioldm2.modeling_audioldm2 import (
+        AudioLDM2ProjectionModel,
+        AudioLDM2UNet2DConditionModel,
+    )
+    from transformers import GPT2Model, SpeechT5HifiGan
+    from transformers.utils import logging as transformers_logging
+
+    from engine.diffusion.conditioner import VisualConditioner
+
+    root = Path(folder)
+    check_folder(root)
+    spec = ModelSpec.load(root)
+    device_name = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device_name)
+
+    # Progress bars and "install accelerate" notices are noise in an engine log.
+    transformers_logging.disable_progress_bar()
+
+    def load(cls: Any, sub: str) -> Any:
+        # diffusers takes torch_dtype, transformers (>= 5) dtype; both only a local path.
+        if cls.__module__.startswith("diffusers"):
+            kwargs = {"torch_dtype": torch_dtype, "low_cpu_mem_usage": False}
+        else:
+            kwargs = {"dtype": torch_dtype}
+        try:
+            module = cls.from_pretrained(str(root / sub), local_files_only=True, **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as error:
+            raise InputError(f"cannot load {root / sub}: {error}") from error
+        return module.to(device=device_name).eval().requires_grad_(False)
+
+    unet = load(AudioLDM2UNet2DConditionModel, "unet")
+    vae = load(AutoencoderKL, "vae")
+    vocoder = load(SpeechT5HifiGan, "vocoder")
+    language_model = load(GPT2Model, "language_model")
+    projection_model = load(AudioLDM2ProjectionModel, "projection_model")
+    scheduler_config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+
+    projection_path = root / IMAGE_PROJECTION_FILE
+    conditioner = VisualConditioner.from_state_dict(
+        _load_tensors(projection_path), spec, int(language_model.config.n_embd),
+        source=str(projection_path))
+    conditioner = conditioner.to(device=device_name, dtype=torch_dtype).eval()
+    conditioner.requires_grad_(False)
+    support_path = root / SUPPORT_PROMPT_FILE
+    support_tensors = _load_tensors(support_path)
+    if "support_prompt" not in support_tensors:
+        raise InputError(f"{support_path} must hold a tensor named 'support_prompt', got "
+                         f"{sorted(support_tensors)}")
+    support = support_tensors["support_prompt"]
+    if support.ndim == 2:
+        support = support[None]
+    model = LoadedModel(
+        folder=root, spec=spec, unet=unet, vae=vae, vocoder=vocoder,
+        language_model=language_model, projection_model=projection_model,
+        conditioner=conditioner, support_prompt=support.to(device_name, torch_dtype),
+        scheduler_config=scheduler_config, device=torch.device(device_name), dtype=torch_dtype,
+    )
+    _check_shapes(model, support_path)
+    with torch.inference_mode():
+        zero = torch.zeros(1, spec.embedding_dim, device=device_name, dtype=torch_dtype)
+        model.unconditional_tokens = conditioner.tokens(zero, language_model, projection_model)
+    return model
+
+
+def _check_shapes(model: LoadedModel, support_path: Path) -> None:
+    """The components agree with each other; InputError naming the file that does not."""
+    root = model.folder
+    cross = model.unet.config.cross_attention_dim
+    widths = {w for block in cross for w in (block if isinstance(block, list | tuple)
+                                               else [block]) if w is not None}
+    expected = {model.lm_width, model.support_width}
+    if widths != expected:
+        raise InputError(
+            f"cross-attention widths in {root / 'unet' / 'config.json'}: expected "
+            f"{sorted(expected)} (language model {model.lm_width}, support prompt "
+            f"{model.support_width}), got {sorted(widths)}")
+    if model.support_prompt.ndim != 3 or model.support_prompt.shape[0] != 1:
+        raise InputError(f"support prompt in {support_path}: expected shape (1, tokens, width), "
+                         f"got {tuple(model.support_prompt.shape)}")
+    if int(model.vae.config.latent_channels) != model.latent_channels:
+        raise InputError(
+            f"latent channels: {root / 'vae' / 'config.json'} has "
+            f"{model.vae.config.latent_channels}, {root / 'unet' / 'config.json'} expects "
+            f"{model.latent_channels}")
+    if model.mel_bins % model.vae_scale_factor:
+        raise InputError(f"mel bins {model.mel_bins} in {root / 'vocoder' / 'config.json'} are "
+                         f"not a multiple of the VAE scale factor {model.vae_scale_factor}")
+    if int(model.vocoder.config.sampling_rate) != model.spec.sample_rate:
+        raise InputError(
+            f"sample rate: {root / 'vocoder' / 'config.json'} has "
+            f"{model.vocoder.config.sampling_rate}, {root / SPEC_FILE} says "
+            f"{model.spec.sample_rate}")
+    expected_fps = model.spec.sample_rate / model.samples_per_latent_frame
+    if abs(expected_fps - model.spec.latent_frames_per_second) > 1e-6:
+        raise InputError(
+            f"latent_frames_per_second in {root / SPEC_FILE}: the VAE and vocoder give "
+            f"{expected_fps}, the file says {model.spec.latent_frames_per_second}")
+    guidance = model.unet.config.time_cond_proj_dim or 0
+    if model.spec.sampler == "consistency" and guidance != model.spec.guidance_embedding_dim:
+        raise InputError(
+            f"guidance embedding: {root / SPEC_FILE} declares "
+            f"{model.spec.guidance_embedding_dim}, {root / 'unet' / 'config.json'} has "
+            f"time_cond_proj_dim {guidance}")

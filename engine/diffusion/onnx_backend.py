@@ -1,0 +1,195 @@
+"""ONNX export and the ONNX Runtime backend of the diffusion generator.
+
+``export_onnx`` writes three static-shape graphs from a model folder::
+
+    OUT_DIR/unet.onnx          sample, timestep, tokens, support[, timestep_cond] -> eps
+    OUT_DIR/vae_decoder.onnx   latents -> mel (scaled by 1/scaling_factor inside)
+    OUT_DIR/vocoder.onnx       mel -> waveform (16 kHz)
+    OUT_DIR/onnx_export.json   the shapes they were exported at
+
+:class:`OnnxBackend` runs them with the execution providers the config names
+(CPU, CUDA, TensorRT), through IO binding, and refuses at load any file whose
+input shapes do not match the model folder and window (naming the file). It
+plugs into :class:`engine.diffusion.generator.DiffusionGenerator` as its
+``Backend``; sampling stays in torch (the sampler is cheap next to the UNet).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.diffusion.model import LoadedModel, load_model
+from installation.errors import DependencyError, InputError
+
+MANIFEST = "onnx_export.json"
+FILES = ("unet.onnx", "vae_decoder.onnx", "vocoder.onnx")
+
+
+class _UNet(torch.nn.Module):
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__()
+        self.unet = model.unet
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor,
+                support: torch.Tensor, timestep_cond: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        return self.unet(sample, timestep, encoder_hidden_states=tokens,
+                         encoder_hidden_states_1=support, timestep_cond=timestep_cond,
+                         return_dict=False)[0]
+
+
+class _VaeDecoder(torch.nn.Module):
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__()
+        self.vae = model.vae
+        self.scale = float(model.vae.config.scaling_factor)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents / self.scale, return_dict=False)[0].squeeze(1)
+
+
+class _Vocoder(torch.nn.Module):
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__()
+        self.vocoder = model.vocoder
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.vocoder(mel)
+
+
+def expected_shapes(model: LoadedModel, window_frames: int, batch: int
+                    ) -> dict[str, dict[str, list[int]]]:
+    """Input shapes of each exported file, from the model config and window."""
+    unet = {
+        "sample": [batch, model.latent_channels, window_frames, model.latent_bins],
+        "timestep": [1],
+        "tokens": [batch, model.spec.generated_tokens, model.lm_width],
+        "support": [batch, int(model.support_prompt.shape[1]), model.support_width],
+    }
+    if model.spec.guidance_embedding_dim:
+        unet["timestep_cond"] = [batch, model.spec.guidance_embedding_dim]
+    return {
+        "unet.onnx": unet,
+        "vae_decoder.onnx": {"latents": [1, model.latent_channels, window_frames,
+                                         model.latent_bins]},
+        "vocoder.onnx": {"mel": [1, window_frames * model.vae_scale_factor, model.mel_bins]},
+    }
+
+
+def export_onnx(model_dir: str | Path, out_dir: str | Path, window_s: float = 2.56,
+                batch: int = 1, opset: int = 17) -> dict[str, Any]:
+    """Export the UNet (static ``batch``), VAE decoder and vocoder of ``model_dir``."""
+    import warnings
+
+    model = load_model(model_dir, "cpu", "float32")
+    frames = round(window_s * model.spec.latent_frames_per_second)
+    if frames % model.unet_downsample or frames < model.unet_downsample:
+        raise InputError(f"--window-s {window_s}: expected a multiple of "
+                         f"{model.unet_downsample / model.spec.latent_frames_per_second:g} s "
+                         f"for {model_dir}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shapes = expected_shapes(model, frames, batch)
+    modules = {"unet.onnx": _UNet(model), "vae_decoder.onnx": _VaeDecoder(model),
+               "vocoder.onnx": _Vocoder(model)}
+    outputs = {"unet.onnx": ["eps"], "vae_decoder.onnx": ["mel"], "vocoder.onnx": ["waveform"]}
+    for name, module in modules.items():
+        inputs = tuple(torch.zeros(shape, dtype=torch.long if key == "timestep"
+                                   else torch.float32) + (500 if key == "timestep" else 0)
+                       for key, shape in shapes[name].items())
+        with warnings.catch_warnings():
+            # The TorchScript exporter warns about tracing Python conditionals on shapes;
+            # shapes are static here by design.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), inputs, str(out / name),
+                              input_names=list(shapes[name]), output_names=outputs[name],
+                              opset_version=opset, dynamo=False)
+    manifest = {"model": str(model_dir), "window_frames": frames, "batch": batch,
+                "inputs": shapes}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+class OnnxBackend:
+    """UNet, VAE decoder and vocoder in ONNX Runtime sessions (static shapes, IO binding)."""
+
+    def __init__(self, onnx_dir: Path, model: LoadedModel, providers: tuple[str, ...] | list[str],
+                 window_frames: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise DependencyError("the ONNX backend needs onnxruntime: pip install "
+                                  "'art2mus[diffusion]' (or onnxruntime-gpu)") from error
+        self.model = model
+        available = set(ort.get_available_providers())
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise InputError(f"engine.diffusion.onnx_providers: {missing} not available in "
+                             f"this onnxruntime (has {sorted(available)})")
+        folder = Path(onnx_dir)
+        for name in FILES:
+            if not (folder / name).is_file():
+                raise InputError(f"ONNX folder {folder} is incomplete: missing {folder / name}")
+        self.sessions: dict[str, Any] = {}
+        batch = None
+        for name in FILES:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            session = ort.InferenceSession(str(folder / name), options,
+                                           providers=list(providers))
+            shapes = {i.name: list(i.shape) for i in session.get_inputs()}
+            if name == "unet.onnx":
+                batch = shapes.get("sample", [None])[0]
+            expected = expected_shapes(model, window_frames,
+                                       batch if isinstance(batch, int) else -1)[name]
+            if shapes != expected:
+                raise InputError(f"ONNX file {folder / name}: input shapes {shapes} do not match "
+                                 f"the model {model.folder} and window: expected {expected}")
+            self.sessions[name] = session
+        assert isinstance(batch, int)
+        self.batch = batch
+        self.device = "cuda" if providers[0] != "CPUExecutionProvider" else "cpu"
+
+    def _run(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        session = self.sessions[name]
+        binding = session.io_binding()
+        for key, value in feeds.items():
+            binding.bind_cpu_input(key, np.ascontiguousarray(value))
+        output = session.get_outputs()[0].name
+        binding.bind_output(output, "cpu")  # outputs come back to host: the sampler is torch
+        session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+             support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor:
+        batch = sample.shape[0]
+        outs = []
+        for begin in range(0, batch, self.batch):  # pad to the exported static batch
+            part = slice(begin, begin + self.batch)
+            count = len(range(*part.indices(batch)))
+
+            def pad(x: torch.Tensor) -> np.ndarray:
+                array = x[part].float().cpu().numpy()  # noqa: B023
+                if count < self.batch:  # noqa: B023
+                    array = np.concatenate([array, np.repeat(array[-1:], self.batch - count,  # noqa: B023
+                                                             axis=0)])
+                return array
+
+            feeds = {"sample": pad(sample), "timestep": np.array([int(t)], np.int64),
+                     "tokens": pad(tokens), "support": pad(support)}
+            if timestep_cond is not None:
+                feeds["timestep_cond"] = pad(timestep_cond)
+            outs.append(self._run("unet.onnx", feeds)[:count])
+        return torch.from_numpy(np.concatenate(outs)).to(sample.device, sample.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        waves = []
+        for item in latents.float().cpu().numpy():
+            mel = self._run("vae_decoder.onnx", {"latents": item[None]})
+            waves.append(self._run("vocoder.onnx", {"mel": mel}))
+        return torch.from_numpy(np.concatenate(waves))

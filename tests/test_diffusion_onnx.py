@@ -1,0 +1,94 @@
+"""ONNX export and ONNX Runtime: parity with torch on the tiny model, shape checks at load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from engine.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.diffusion.generator import DiffusionGenerator, TorchBackend  # noqa: E402
+from engine.diffusion.model import load_model  # noqa: E402
+from engine.diffusion.onnx_backend import OnnxBackend, export_onnx  # noqa: E402
+from engine.diffusion.testing import (  # noqa: E402
+    NUMPY_COPY_WARNING,
+    random_embedding,
+    tiny_model_dir,
+)
+from installation.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
+WINDOW_S = 1.28
+FRAMES = 32
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    folder = tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models")
+    out = tmp_path_factory.mktemp("onnx")
+    manifest = export_onnx(folder, out, window_s=WINDOW_S, batch=2)
+    assert manifest["window_frames"] == FRAMES
+    return load_model(folder), out
+
+
+def test_torch_and_onnxruntime_agree(exported: tuple[Any, Path]) -> None:
+    model, out = exported
+    ort_backend = OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES)
+    torch_backend = TorchBackend(model)
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(3, 8, FRAMES, 16, generator=g)  # 3 rooms: padded to the batch of 2
+    t = torch.tensor(421)
+    tokens = torch.randn(3, 8, 768, generator=g)
+    support = model.support_prompt.expand(3, -1, -1)
+    with torch.inference_mode():
+        expected = torch_backend.unet(sample, t, tokens, support, None)
+        latents = torch.randn(2, 8, FRAMES, 16, generator=g)
+        mel = model.vae.decode(latents / model.vae.config.scaling_factor).sample.squeeze(1)
+        expected_audio = torch_backend.decode(latents)
+    got = ort_backend.unet(sample, t, tokens, support, None)
+    torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-4)
+    ort_mel = ort_backend._run("vae_decoder.onnx", {"latents": latents[:1].numpy()})
+    np.testing.assert_allclose(ort_mel, mel[:1].numpy(), rtol=1e-3, atol=1e-4)
+    got_audio = ort_backend.decode(latents)
+    torch.testing.assert_close(got_audio, expected_audio, rtol=1e-3, atol=1e-5)
+
+
+def test_generator_runs_on_onnxruntime(exported: tuple[Any, Path]) -> None:
+    model, out = exported
+    config = DiffusionConfig(model=str(model.folder), window_s=WINDOW_S, overlap_s=0.32,
+                             steps=2, backend="onnx", onnx_dir=str(out))
+    on_ort = DiffusionGenerator(model, config, 16000, 1,
+                                OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES))
+    on_torch = DiffusionGenerator(model, config.model_copy(update={"backend": "torch"}),
+                                  16000, 1)
+    condition = on_torch.condition_from_embedding("a", random_embedding(1))
+    a, _ = on_ort.generate(on_ort.start(condition, 1, 0, None), condition, 20000)
+    b, _ = on_torch.generate(on_torch.start(condition, 1, 0, None), condition, 20000)
+    np.testing.assert_allclose(a.audio, b.audio, atol=1e-3 * max(1e-3, np.abs(b.audio).max()))
+
+
+def test_mismatched_onnx_file_is_refused(exported: tuple[Any, Path], tmp_path: Path) -> None:
+    model, out = exported
+    with pytest.raises(InputError) as error:
+        OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES * 2)  # another window
+    assert "unet.onnx" in str(error.value) and str(FRAMES) in str(error.value)
+    broken = tmp_path / "onnx"
+    shutil.copytree(out, broken)
+    (broken / "vocoder.onnx").unlink()
+    with pytest.raises(InputError, match="vocoder.onnx"):
+        OnnxBackend(broken, model, ["CPUExecutionProvider"], FRAMES)
+    assert json.loads((out / "onnx_export.json").read_text())["batch"] == 2
+
+
+def test_unavailable_provider_is_named(exported: tuple[Any, Path]) -> None:
+    model, out = exported
+    with pytest.raises(InputError, match="TensorrtExecutionProvider"):
+        OnnxBackend(out, model, ["TensorrtExecutionProvider"], FRAMES)
