@@ -45,5 +45,9 @@ class CaptureConfig(BaseModel):
     detect_width: int = Field(640, ge=160, le=1920, description="Detection runs at this width.")
     rectified_size: int = Field(256, ge=64, le=1024, description="Rectified artwork side, px.")
     heartbeat_s: float = Field(1.0, gt=0.0, le=60.0, description="Re-send the current view.")
+    image_dwell_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="images:DIR shows each image this long, cycling."
+    )
+    stats_every_s: float = Field(10.0, gt=0.0, description="How often a 'stats' event is logged.")
     stability: StabilityConfig = StabilityConfig()
     demo: DemoSourceConfig = DemoSourceConfig()

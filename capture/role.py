@@ -21,9 +21,14 @@ def run_capture(
     config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink
 ) -> None:
     """Run one room's capture until ``stop`` is set or a shutdown Control arrives."""
+    import cv2
+
+    # One core per room: OpenCV's own thread pool would compete with the
+    # engine and audio_out for the same cores.
+    cv2.setNumThreads(1)
     room = config.room(room_id)
     net = config.network
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     views = make_socket(context, zmq.PUB, net.views, bind=False)
     control = Inbox(
         make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes),

@@ -93,6 +93,10 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) 
         },
         "role_restarts": {r.name: r.restarts for r in roles},
     }
+    midi = room.audio_out.midi_file
+    if midi:
+        midi_path = Path(midi) if Path(midi).is_absolute() else out / midi
+        summary["midi_file"] = str(midi_path) if midi_path.exists() else None
     timeline["summary"] = summary
     (out / "timeline.json").write_text(json.dumps(timeline, indent=2), encoding="utf-8")
     _print_table(timeline, summary, out)
@@ -118,8 +122,8 @@ def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -
             str(row["artwork_id"]), str(row["style"] or "-"),
             f"{row['shown_at']:.1f} s" if row["shown_at"] is not None else "-",
             f"{delay:.2f} s" if delay is not None else "-",
-            f"{d.get('key', '?')} {d.get('mode', '')}".strip(),
-            str(d.get("tempo_bpm", "?")), str(instruments)[:60],
+            f"{d.get('key', '-')} {d.get('mode', '')}".strip(),
+            str(d.get("tempo_bpm", "-")), str(instruments or "-")[:60],
         )
     console.print(table)
     audio = summary["audio"]
@@ -131,4 +135,5 @@ def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -
         f"generator {summary['generator_realtime_factor']}x real time · "
         f"transition delay max {summary['transition_delay_s']['max']} s"
     )
-    console.print(f"files: {out}/demo.wav, {out}/demo.mid, {out}/timeline.json")
+    files = [audio.get("file"), summary.get("midi_file"), str(out / "timeline.json")]
+    console.print("files: " + ", ".join(f for f in files if f))

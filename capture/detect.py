@@ -1,0 +1,282 @@
+"""Artwork detection: find painting-like quadrilaterals in a camera frame and rectify them.
+
+Where it sits: for every frame, ``capture.loop`` calls :func:`detect_artworks`,
+picks the :func:`choose_primary` detection, and rectifies it (:func:`rectify`)
+for the stability tracker's glance and, on a change, for the descriptor.
+
+How: the frame is downscaled to ``detect_width`` (640 px; corners are then
+accurate to about 2 px at 1280), blurred to silence sensor noise and wall
+texture, and Canny edges are taken on luminance and on the yellow-blue
+opponent channel (a pale blue sky against a white mount has little luminance
+contrast but plenty of colour contrast). External and hole contours of the
+edge map are reduced to convex quadrilaterals; those too small, too skewed,
+or touching the frame border (a painting cut by the frame edge is not a view
+of the painting) are dropped.
+
+Framed works give nested quads: the moulding's outer edge, its inner edge
+(the mount's outer edge), and the picture. :func:`detect_artworks` walks each
+nest inwards and returns the picture: it steps into a nested quad while that
+quad covers at least ``_NEST_MIN_AREA_RATIO`` of the current one, the band
+between them has a roughly even width all round (a region of the painting,
+like the field below a horizon, shares sides with the picture or sits much
+deeper on one side), and that band is plain (few edges: a moulding or a
+mount, not painted content).
+That keeps, say, a big block of a Mondrian from being taken for the picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+_MIN_AREA_FRACTION = 0.01  # of the frame; smaller quads are too far away to describe
+_NEST_MIN_AREA_RATIO = 0.4  # a picture covers at least this much of its frame's outline
+_PLAIN_BAND_EDGE_DENSITY = 0.06  # a moulding or mount band has fewer edge pixels than this
+_BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
+#: B - (R + G) / 2 around mid-grey: the yellow-blue opponent axis as uint8.
+_YELLOW_BLUE = np.array([[1.0, -0.5, -0.5, 128.0]], np.float32)
+_BORDER_MARGIN = 2  # px at detection scale; quads closer to the frame edge are cut off
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One artwork candidate: its quad in full-resolution pixels (TL, TR, BR, BL), score, size."""
+
+    quad: np.ndarray  # float32 (4, 2)
+    score: float  # 0..1, how painting-like (rectangular, framed)
+    area_fraction: float  # quad area / frame area
+
+
+def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Detection]:
+    """Painting-like quadrilaterals in ``frame_bgr``, best first, pictures rather than frames."""
+    height, width = frame_bgr.shape[:2]
+    scale = min(1.0, detect_width / width)
+    if scale < 1.0:
+        small = cv2.resize(frame_bgr, (int(round(width * scale)), int(round(height * scale))),
+                           interpolation=cv2.INTER_AREA)
+    else:
+        small = frame_bgr
+    small_h, small_w = small.shape[:2]
+    # Edges on luminance, plus on the yellow-blue opponent channel: a pale blue
+    # sky against a white mount differs little in luminance but clearly in
+    # colour. (Canny on all three BGR channels finds the same, at 3x the cost.)
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    yellow_blue = cv2.transform(small, _YELLOW_BLUE)
+    edges = cv2.bitwise_or(
+        cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 0), 40, 100, L2gradient=True),
+        cv2.Canny(cv2.GaussianBlur(yellow_blue, (5, 5), 0), 30, 80, L2gradient=True),
+    )
+    # Close one-pixel gaps (a corner lost in the blur) before tracing contours.
+    closed = cv2.dilate(edges, np.ones((3, 3), np.uint8))
+    contours, _ = cv2.findContours(closed, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+
+    min_area = _MIN_AREA_FRACTION * small_w * small_h
+    candidates: list[tuple[np.ndarray, float, float]] = []  # (quad, area, fill)
+    for contour in contours:
+        if len(contour) < 4:
+            continue
+        x, y, w, h = cv2.boundingRect(contour)
+        if w * h < min_area:
+            continue
+        if x < _BORDER_MARGIN or y < _BORDER_MARGIN or x + w > small_w - _BORDER_MARGIN \
+                or y + h > small_h - _BORDER_MARGIN:
+            continue
+        hull = cv2.convexHull(contour)
+        hull_area = cv2.contourArea(hull)
+        if hull_area < min_area:
+            continue
+        quad = _approx_quad(hull)
+        if quad is None:
+            continue
+        quad_area = float(cv2.contourArea(quad))
+        if quad_area < min_area or not _plausible_angles(quad):
+            continue
+        # How well the quad explains the outline: ~1 for a rectangle's edge,
+        # lower for a blob whose hull happened to simplify to four points.
+        fill = min(hull_area, quad_area) / max(hull_area, quad_area)
+        if fill < 0.85:
+            continue
+        candidates.append((quad, quad_area, fill))
+
+    candidates = _deduplicate(candidates)
+    detections = _pick_pictures(candidates, edges)
+    result = []
+    for quad, area, score in detections:
+        full = (quad / scale).astype(np.float32)
+        result.append(Detection(quad=full, score=float(np.clip(score, 0.0, 1.0)),
+                                area_fraction=float(area / (small_w * small_h))))
+    result.sort(key=lambda d: d.score * d.area_fraction, reverse=True)
+    return result
+
+
+def choose_primary(detections: list[Detection], frame_shape: tuple[int, ...]) -> Detection | None:
+    """The detection the visitor is looking at: large, central and confident."""
+    if not detections:
+        return None
+    height, width = frame_shape[:2]
+    centre = np.array([width / 2, height / 2])
+    half_diagonal = float(np.hypot(width, height)) / 2
+
+    def weight(d: Detection) -> float:
+        offset = float(np.linalg.norm(d.quad.mean(axis=0) - centre)) / half_diagonal
+        return d.score * np.sqrt(d.area_fraction) * (1.0 - 0.8 * min(offset, 1.0))
+
+    return max(detections, key=weight)
+
+
+def rectify(frame_bgr: np.ndarray, quad: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Warp the quad (TL, TR, BR, BL, full-res px) of ``frame_bgr`` to a ``size`` image.
+
+    ``size`` is a side length or (width, height). Large downscales go through an
+    intermediate twice-size warp and an area resize, so fine texture averages
+    instead of aliasing.
+    """
+    out_w, out_h = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    quad = np.asarray(quad, np.float32).reshape(4, 2)
+    quad_w = max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3]))
+    quad_h = max(np.linalg.norm(quad[3] - quad[0]), np.linalg.norm(quad[2] - quad[1]))
+    factor = 2 if (quad_w > 3 * out_w or quad_h > 3 * out_h) else 1
+    work_w, work_h = out_w * factor, out_h * factor
+    target = np.array([[0, 0], [work_w, 0], [work_w, work_h], [0, work_h]], np.float32)
+    homography = cv2.getPerspectiveTransform(quad, target)
+    warped = cv2.warpPerspective(frame_bgr, homography, (work_w, work_h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+    if factor > 1:
+        warped = cv2.resize(warped, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    return warped
+
+
+def quad_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two convex quads."""
+    a = np.asarray(a, np.float32).reshape(4, 2)
+    b = np.asarray(b, np.float32).reshape(4, 2)
+    area_a = abs(float(cv2.contourArea(a)))
+    area_b = abs(float(cv2.contourArea(b)))
+    inter, _ = cv2.intersectConvexConvex(a, b)
+    union = area_a + area_b - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def order_corners(points: np.ndarray) -> np.ndarray:
+    """Four points as TL, TR, BR, BL (clockwise in image coordinates from the top-left)."""
+    points = np.asarray(points, np.float32).reshape(4, 2)
+    centre = points.mean(axis=0)
+    angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
+    points = points[np.argsort(angles)]  # clockwise on screen (y points down)
+    start = int(np.argmin(points.sum(axis=1)))  # top-left has the smallest x + y
+    return np.roll(points, -start, axis=0)
+
+
+# -- internals ---------------------------------------------------------------
+
+
+def _approx_quad(hull: np.ndarray) -> np.ndarray | None:
+    perimeter = cv2.arcLength(hull, True)
+    for eps in (0.02, 0.035, 0.05):
+        approx = cv2.approxPolyDP(hull, eps * perimeter, True)
+        if len(approx) == 4:
+            if not cv2.isContourConvex(approx):
+                return None
+            return order_corners(approx.reshape(4, 2).astype(np.float32))
+        if len(approx) < 4:
+            return None
+    return None
+
+
+def _plausible_angles(quad: np.ndarray) -> bool:
+    # A rectangle seen at up to ~35 degrees off-axis keeps its corners within
+    # about 90 +- 35 degrees; sharper corners are not a framed picture.
+    for i in range(4):
+        p, q, r = quad[i - 1], quad[i], quad[(i + 1) % 4]
+        u, v = p - q, r - q
+        cosine = float(np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v) + 1e-9))
+        if abs(cosine) > 0.57:  # cos(55 degrees)
+            return False
+    return True
+
+
+def _deduplicate(
+    candidates: list[tuple[np.ndarray, float, float]],
+) -> list[tuple[np.ndarray, float, float]]:
+    # Each edge band yields two contours (its outside and its hole) a couple of
+    # pixels apart; keep the inner one, which hugs the picture side of the edge.
+    candidates = sorted(candidates, key=lambda c: c[1])  # smallest first
+    kept: list[tuple[np.ndarray, float, float]] = []
+    for quad, area, fill in candidates:
+        side = np.sqrt(area)
+        if any(np.abs(quad - other).max() < max(4.0, 0.025 * side) for other, _, _ in kept):
+            continue
+        kept.append((quad, area, fill))
+    return kept
+
+
+def _inside(inner: np.ndarray, outer: np.ndarray) -> bool:
+    contour = outer.reshape(-1, 1, 2)
+    return all(cv2.pointPolygonTest(contour, (float(x), float(y)), True) >= -2.0
+               for x, y in inner)
+
+
+def _side_insets(inner: np.ndarray, outer: np.ndarray) -> list[float]:
+    """Distance from the midpoint of each side of ``inner`` to the outline of ``outer``.
+
+    A mount or moulding surrounds the picture with a band of roughly even width
+    on all four sides; a region of the painting (the field below a horizon)
+    shares sides with the picture, or sits much deeper on one side.
+    """
+    contour = outer.reshape(-1, 1, 2)
+    midpoints = (inner + np.roll(inner, -1, axis=0)) / 2
+    return [cv2.pointPolygonTest(contour, (float(x), float(y)), True) for x, y in midpoints]
+
+
+def _band_edge_density(edges: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> float:
+    """Edge pixels per pixel in the band between two nested quads, away from both outlines."""
+    x, y, w, h = cv2.boundingRect(outer.astype(np.int32))
+    x0, y0 = max(x - 1, 0), max(y - 1, 0)
+    crop = edges[y0:y + h + 1, x0:x + w + 1]
+    offset = np.array([x0, y0], np.float32)
+    mask = np.zeros(crop.shape, np.uint8)
+    cv2.fillConvexPoly(mask, np.round(outer - offset).astype(np.int32), 255)
+    cv2.fillConvexPoly(mask, np.round(inner - offset).astype(np.int32), 0)
+    # Stay clear of the two outlines themselves (they are edges by definition).
+    band = cv2.erode(mask, np.ones((7, 7), np.uint8))
+    total = int(np.count_nonzero(band))
+    if total < 20:
+        return 0.0  # a band too thin to hold content: nested outlines of one edge
+    return float(np.count_nonzero(crop[band > 0])) / total
+
+
+def _pick_pictures(
+    candidates: list[tuple[np.ndarray, float, float]], edges: np.ndarray,
+) -> list[tuple[np.ndarray, float, float]]:
+    """For each outermost quad, walk inwards to the picture; return (quad, area, score)."""
+    by_area = sorted(candidates, key=lambda c: c[1], reverse=True)
+    claimed = [False] * len(by_area)
+    pictures = []
+    for i, (quad, area, fill) in enumerate(by_area):
+        if claimed[i]:
+            continue
+        claimed[i] = True
+        current, current_area, current_fill = quad, area, fill
+        nested = False
+        for j in range(i + 1, len(by_area)):
+            inner, inner_area, inner_fill = by_area[j]
+            if claimed[j] or not _inside(inner, quad):
+                continue
+            claimed[j] = True  # everything inside this nest belongs to it
+            if not _inside(inner, current) or inner_area < _NEST_MIN_AREA_RATIO * current_area:
+                continue
+            insets = _side_insets(inner, current)
+            if min(insets) < max(4.0, 0.02 * np.sqrt(current_area)) \
+                    or min(insets) < _BAND_EVENNESS * max(insets):
+                continue  # not an even band all round: a region of the painting, not a mount
+            if _band_edge_density(edges, current, inner) > _PLAIN_BAND_EDGE_DENSITY:
+                continue
+            current, current_area, current_fill = inner, inner_area, inner_fill
+            nested = True
+        # Framed (nested) pictures are the most painting-like; a bare rectangle
+        # could also be a door or a window.
+        score = current_fill * (1.0 if nested else 0.8)
+        pictures.append((current, current_area, score))
+    return pictures

@@ -1,0 +1,141 @@
+"""The visual descriptor moves in the intended direction, stays in range, has a fixed shape."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from capture.descriptor import (
+    ENCODER_NAME,
+    FEATURE_NAMES,
+    VECTOR_LENGTH,
+    describe_image,
+    descriptor_distance,
+)
+
+
+def _solid(bgr: tuple[int, int, int], size: int = 256) -> np.ndarray:
+    return np.full((size, size, 3), bgr, np.uint8)
+
+
+def _noisy(base: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0, sigma, base.shape)
+    return np.clip(base.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def _feature(image: np.ndarray, name: str) -> float:
+    return describe_image(image).features[name]
+
+
+def test_feature_names_are_the_contract() -> None:
+    assert FEATURE_NAMES == ("brightness", "warmth", "saturation", "colourfulness", "contrast",
+                             "edge_density", "texture_entropy", "symmetry", "dominant_hue",
+                             "hue_spread")
+    assert ENCODER_NAME == "descriptor-v1"
+
+
+@pytest.mark.parametrize("image", [
+    _solid((0, 0, 0)), _solid((255, 255, 255)), _solid((0, 0, 255)),
+    _noisy(_solid((128, 128, 128)), 120.0), np.random.default_rng(1).integers(
+        0, 256, (300, 200, 3), dtype=np.uint8),
+    np.zeros((64, 512, 3), np.uint8),
+], ids=["black", "white", "red", "loud-noise", "random-nonsquare", "flat-wide"])
+def test_features_in_unit_range_and_vector_fixed(image: np.ndarray) -> None:
+    descriptor = describe_image(image)
+    assert tuple(descriptor.features) == FEATURE_NAMES
+    for name, value in descriptor.features.items():
+        assert 0.0 <= value <= 1.0, (name, value)
+    assert descriptor.vector.shape == (VECTOR_LENGTH,)
+    assert descriptor.vector.dtype == np.float32
+    assert np.isfinite(descriptor.vector).all()
+    assert len(descriptor.palette) == 5
+    assert abs(sum(c.weight for c in descriptor.palette) - 1.0) < 1e-6
+
+
+def test_warm_image_is_warmer_than_cool_one() -> None:
+    warm = _noisy(_solid((40, 120, 230)), 10)  # orange (BGR)
+    cool = _noisy(_solid((200, 120, 40)), 10)  # blue
+    grey = _noisy(_solid((128, 128, 128)), 10)
+    assert _feature(warm, "warmth") > 0.75
+    assert _feature(cool, "warmth") < 0.25
+    assert abs(_feature(grey, "warmth") - 0.5) < 0.05
+
+
+def test_bright_image_is_brighter_than_dark_one() -> None:
+    assert _feature(_solid((235, 235, 235)), "brightness") > 0.85
+    assert _feature(_solid((20, 20, 20)), "brightness") < 0.15
+
+
+def test_saturated_image_beats_grey_one() -> None:
+    rng = np.random.default_rng(3)
+    saturated = np.zeros((256, 256, 3), np.uint8)
+    for k, colour in enumerate([(0, 0, 255), (255, 0, 0), (0, 255, 255), (0, 255, 0)]):
+        saturated[k * 64:(k + 1) * 64] = colour
+    grey = cv2.cvtColor(cv2.cvtColor(saturated, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    saturated, grey = _noisy(saturated, 3, 1), _noisy(grey, 3, 1)
+    del rng
+    assert _feature(saturated, "saturation") > 0.8 > 0.1 > _feature(grey, "saturation")
+    assert _feature(saturated, "colourfulness") > 0.8 > 0.1 > _feature(grey, "colourfulness")
+    assert _feature(saturated, "hue_spread") > 0.5 > _feature(grey, "hue_spread")
+
+
+def test_noisy_texture_has_more_entropy_and_edges_than_flat() -> None:
+    flat = _solid((120, 130, 140))
+    gradient = np.repeat(np.linspace(0, 255, 256, dtype=np.uint8)[None, :, None], 256, 0)
+    gradient = np.repeat(gradient, 3, 2)
+    noisy = _noisy(flat, 50)
+    assert _feature(flat, "texture_entropy") < 0.05
+    assert _feature(gradient, "texture_entropy") < 0.2  # smooth, however wide the range
+    assert _feature(noisy, "texture_entropy") > 0.6
+    assert _feature(noisy, "edge_density") > 0.5 > _feature(flat, "edge_density")
+
+
+def test_mirrored_image_is_symmetric_and_random_halves_are_not() -> None:
+    rng = np.random.default_rng(5)
+    half = cv2.GaussianBlur(rng.integers(0, 256, (256, 128, 3), dtype=np.uint8), (0, 0), 6)
+    half = cv2.normalize(half, None, 0, 255, cv2.NORM_MINMAX)
+    mirrored = np.hstack([half, half[:, ::-1]])
+    other = cv2.GaussianBlur(rng.integers(0, 256, (256, 128, 3), dtype=np.uint8), (0, 0), 6)
+    other = cv2.normalize(other, None, 0, 255, cv2.NORM_MINMAX)
+    unrelated = np.hstack([half, other])
+    assert _feature(mirrored, "symmetry") > 0.95
+    assert _feature(unrelated, "symmetry") < 0.5
+
+
+def test_dominant_hue_follows_the_colour_circle() -> None:
+    assert _feature(_solid((0, 0, 255)), "dominant_hue") < 0.05  # red
+    assert abs(_feature(_solid((0, 255, 0)), "dominant_hue") - 1 / 3) < 0.05  # green
+    assert abs(_feature(_solid((255, 0, 0)), "dominant_hue") - 2 / 3) < 0.05  # blue
+    assert _feature(_solid((128, 128, 128)), "dominant_hue") == 0.0  # no colour
+
+
+def test_contrast_half_black_half_white_is_high() -> None:
+    image = np.zeros((256, 256, 3), np.uint8)
+    image[:, 128:] = 255
+    assert _feature(image, "contrast") > 0.95
+    assert _feature(_solid((128, 128, 128)), "contrast") < 0.01
+
+
+def test_descriptor_is_deterministic_and_size_independent() -> None:
+    rng = np.random.default_rng(9)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (512, 512, 3), dtype=np.uint8), (0, 0), 8)
+    first, second = describe_image(image), describe_image(image.copy())
+    assert first.features == second.features
+    assert np.array_equal(first.vector, second.vector)
+    half = describe_image(cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA))
+    assert descriptor_distance(first.vector, half.vector) < 0.02
+
+
+def test_vector_distance_is_bounded() -> None:
+    a = describe_image(_noisy(_solid((40, 120, 230)), 10)).vector
+    b = describe_image(_noisy(_solid((200, 120, 40)), 10)).vector
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-4
+    assert 0.5 < descriptor_distance(a, b) <= 2.0
+    assert descriptor_distance(a, a) == 0.0
+
+
+def test_wrong_input_is_refused_with_what_was_expected() -> None:
+    with pytest.raises(ValueError, match=r"BGR uint8 \(H, W, 3\).*float32"):
+        describe_image(np.zeros((10, 10, 3), np.float32))

@@ -1,0 +1,157 @@
+"""Detection finds the picture on demo-camera frames; rectify and the helpers behave."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from capture.artworks import make_artwork
+from capture.config import DemoSourceConfig, StabilityConfig
+from capture.descriptor import describe_image, descriptor_distance
+from capture.detect import (
+    Detection,
+    choose_primary,
+    detect_artworks,
+    order_corners,
+    quad_iou,
+    rectify,
+)
+from capture.sources import DemoCamera
+
+START = 1000.0
+
+
+def _camera(artworks: int = 8, dwell_s: float = 3.0, seed: int = 7) -> DemoCamera:
+    config = DemoSourceConfig(artworks=artworks, dwell_s=dwell_s, seed=seed)
+    return DemoCamera(config, clock=lambda: START, start=START)
+
+
+@pytest.fixture(scope="module")
+def demo_views() -> list[tuple[float, int, np.ndarray, np.ndarray, Detection | None]]:
+    """(t, truth index, truth quad, frame, primary detection) at many times, two cycles."""
+    camera = _camera()
+    views = []
+    for t in np.arange(START, START + 2 * 8 * 3.0, 0.41):
+        if not camera.fully_visible(float(t)):
+            continue  # mid-pan: the picture is (partly) out of frame
+        index, quad = camera.truth_at(float(t))
+        frame = camera.render(float(t))
+        primary = choose_primary(detect_artworks(frame), frame.shape)
+        views.append((float(t), index, quad, frame, primary))
+    return views
+
+
+def test_primary_quad_matches_ground_truth(demo_views: list) -> None:
+    assert len(demo_views) > 90
+    ious = [quad_iou(p.quad, quad) if p is not None else 0.0 for _, _, quad, _, p in demo_views]
+    good = np.mean(np.array(ious) >= 0.85)
+    assert good >= 0.95, f"{good:.1%} of frames at IoU >= 0.85; worst {sorted(ious)[:5]}"
+    assert {index for _, index, _, _, _ in demo_views} == set(range(8))
+
+
+def test_same_artwork_stays_close_and_different_artworks_stay_apart(demo_views: list) -> None:
+    threshold = StabilityConfig().same_artwork_distance
+    vectors: dict[int, list[np.ndarray]] = {}
+    for _, index, _, frame, primary in demo_views[::2]:
+        if primary is not None:
+            rectified = rectify(frame, primary.quad, 256)
+            vectors.setdefault(index, []).append(describe_image(rectified).vector)
+    same = max(descriptor_distance(a, b) for views in vectors.values()
+               for a, b in itertools.combinations(views, 2))
+    different = min(descriptor_distance(a, b) for i, j in itertools.combinations(vectors, 2)
+                    for a in vectors[i] for b in vectors[j])
+    assert same < threshold < different, (same, threshold, different)
+
+
+def test_detection_prefers_the_picture_over_its_frame(demo_views: list) -> None:
+    # The ground-truth quad is the picture inside the mount; the moulding's
+    # outer edge would give an IoU of ~0.5-0.7 with it.
+    for _, _, quad, _, primary in demo_views[:20]:
+        assert primary is not None and quad_iou(primary.quad, quad) > 0.85
+        assert primary.score > 0.5 and 0.02 < primary.area_fraction < 0.6
+
+
+def test_nothing_is_detected_on_a_bare_wall_or_noise() -> None:
+    rng = np.random.default_rng(0)
+    wall = np.full((720, 1280, 3), (150, 160, 168), np.uint8)
+    wall = cv2.add(wall, rng.integers(0, 6, wall.shape, dtype=np.uint8))
+    assert detect_artworks(wall) == []
+    noise = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    assert detect_artworks(noise) == []
+
+
+def test_a_painting_cut_by_the_frame_edge_is_not_a_view() -> None:
+    wall = np.full((720, 1280, 3), (150, 160, 168), np.uint8)
+    wall[100:500, 900:1280] = make_artwork(3, 7, (380, 400))  # runs off the right edge
+    assert detect_artworks(wall) == []
+    wall[100:500, 300:680] = make_artwork(2, 7, (380, 400))
+    found = detect_artworks(wall)
+    assert len(found) == 1
+    truth = np.array([[300, 100], [680, 100], [680, 500], [300, 500]], np.float32)
+    assert quad_iou(found[0].quad, truth) > 0.95
+
+
+def test_choose_primary_prefers_large_and_central() -> None:
+    def square(cx: float, cy: float, side: float) -> Detection:
+        h = side / 2
+        quad = np.array([[cx - h, cy - h], [cx + h, cy - h], [cx + h, cy + h], [cx - h, cy + h]],
+                        np.float32)
+        return Detection(quad, 0.9, side * side / (1280 * 720))
+
+    central = square(640, 360, 300)
+    corner = square(150, 150, 250)
+    small = square(660, 380, 60)
+    assert choose_primary([corner, central, small], (720, 1280, 3)) is central
+    assert choose_primary([], (720, 1280, 3)) is None
+
+
+def test_rectify_recovers_the_artwork() -> None:
+    artwork = make_artwork(4, 7, (400, 300))
+    frame = np.full((720, 1280, 3), 128, np.uint8)
+    quad = np.array([[500, 200], [905, 230], [890, 520], [480, 540]], np.float32)
+    source = np.array([[0, 0], [400, 0], [400, 300], [0, 300]], np.float32)
+    homography = cv2.getPerspectiveTransform(source, quad)
+    cv2.warpPerspective(artwork, homography, (1280, 720), dst=frame,
+                        borderMode=cv2.BORDER_TRANSPARENT)
+    rectified = rectify(frame, quad, (400, 300))
+    assert rectified.shape == (300, 400, 3) and rectified.dtype == np.uint8
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(image, (0, 0), 2).astype(np.float32)
+
+    assert np.abs(blur(rectified) - blur(artwork))[10:-10, 10:-10].mean() < 12
+    assert rectify(frame, quad, 256).shape == (256, 256, 3)
+    assert rectify(frame, quad, 32).shape == (32, 32, 3)
+
+
+def test_quad_helpers() -> None:
+    square = np.array([[0, 0], [10, 0], [10, 10], [0, 10]], np.float32)
+    assert quad_iou(square, square) == pytest.approx(1.0)
+    assert quad_iou(square, square + [5, 0]) == pytest.approx(50 / 150)
+    assert quad_iou(square, square + [20, 0]) == 0.0
+    shuffled = square[[2, 0, 3, 1]]
+    assert np.array_equal(order_corners(shuffled), square)
+
+
+def test_detect_rectify_describe_fit_a_real_time_budget() -> None:
+    # The brief is "well under 30 ms per 1280x720 frame on one core"; on a shared
+    # test machine we only guard against gross regressions (3x the budget).
+    camera = _camera()
+    frames = [camera.render(START + 1.0 + 0.5 * k) for k in range(8)]
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        spent = []
+        for frame in frames:
+            began = time.perf_counter()
+            primary = choose_primary(detect_artworks(frame), frame.shape)
+            assert primary is not None
+            describe_image(rectify(frame, primary.quad, 256))
+            spent.append(time.perf_counter() - began)
+    finally:
+        cv2.setNumThreads(threads)
+    assert float(np.median(spent)) < 0.09, spent

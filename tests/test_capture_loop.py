@@ -1,0 +1,221 @@
+"""The capture loop over the demo camera, driven by a fake clock, as the engine would see it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from capture.config import CaptureConfig, DemoSourceConfig, StabilityConfig
+from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
+from capture.detect import quad_iou
+from capture.loop import CaptureLoop
+from capture.sources import DemoCamera, Frame
+from installation.protocol import ArtworkView, decode, encode
+
+FPS = 15.0
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Recorder:
+    """Collects published views and logged events."""
+
+    def __init__(self) -> None:
+        self.views: list[ArtworkView] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def publish(self, view: ArtworkView) -> None:
+        self.views.append(view)
+
+    def log_event(self, kind: str, **fields: Any) -> None:
+        self.events.append((kind, fields))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [fields for k, fields in self.events if k == kind]
+
+
+def _drive(loop: CaptureLoop, clock: FakeClock, until: float) -> None:
+    while clock.t < until:
+        loop.step()
+        clock.t += 1.0 / FPS
+
+
+@pytest.fixture(scope="module")
+def demo_run() -> tuple[Recorder, DemoCamera, float]:
+    """Three artworks, 4 s each, and back to the first: 14 s of frames at 15 fps."""
+    clock = FakeClock()
+    config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=4.0), heartbeat_s=1.0,
+                           stats_every_s=5.0)
+    recorder = Recorder()
+    loop = CaptureLoop("room-a", config, recorder.publish, recorder.log_event, clock=clock)
+    assert isinstance(loop.source, DemoCamera)
+    start = clock.t
+    _drive(loop, clock, start + 14.0)
+    return recorder, loop.source, start
+
+
+def test_one_change_per_artwork_in_order_within_a_second(demo_run: tuple) -> None:
+    recorder, camera, start = demo_run
+    truths = recorder.of("source_change")
+    changes = recorder.of("artwork_change")
+    assert [t["artwork_index"] for t in truths] == [0, 1, 2, 0]
+    assert [t["time"] for t in truths] == camera.change_times(start + 14.0)
+    assert [c["state"] for c in changes] == ["artwork"] * 4
+    assert all(c["confidence"] > 0.3 for c in changes)
+    for truth, change in zip(truths, changes, strict=True):
+        delay = change["time"] - truth["time"]
+        assert 0.0 <= delay <= 1.0, (truth, change)
+    ids = [c["artwork_id"] for c in changes]
+    assert ids[:3] == ["art-001", "art-002", "art-003"]  # distinct, numbered in order
+    assert ids[3] == "art-001"  # coming back to the first painting: same id
+    assert tuple(changes[0]["features"]) == FEATURE_NAMES
+    assert changes[3]["features"] == changes[0]["features"]  # remembered, same music
+
+
+def test_views_carry_the_descriptor_and_a_quad_near_the_truth(demo_run: tuple) -> None:
+    recorder, camera, _ = demo_run
+    compared = 0
+    for view in recorder.views:
+        assert view.state == "artwork" and view.encoder == ENCODER_NAME
+        assert view.embedding is not None and view.embedding.to_numpy().shape == (VECTOR_LENGTH,)
+        assert set(view.features) == set(FEATURE_NAMES)
+        # Confidence falls to 0 while the camera pans away (held in the grace period).
+        assert 0.0 <= view.confidence <= 1.0
+        assert decode(encode(view)) == view  # valid on the wire
+        index, truth = camera.truth_at(view.time)
+        # Compare with the truth once the view has caught up with the camera
+        # (just after a pan, the previous painting is still held with its last quad).
+        if camera.fully_visible(view.time) and view.artwork_id == f"art-{index + 1:03d}":
+            compared += 1
+            assert quad_iou(np.array(view.quad, np.float32), truth) > 0.8
+    assert compared >= 10
+
+
+def test_heartbeats_repeat_the_current_view(demo_run: tuple) -> None:
+    recorder, _, _ = demo_run
+    views = recorder.views
+    assert [v.seq for v in views] == list(range(1, len(views) + 1))
+    changes = {c["time"] for c in recorder.of("artwork_change")}
+    heartbeats = [v for v in views if v.time not in changes]
+    assert len(heartbeats) >= 8  # about one a second for 14 s, besides the 4 changes
+    gaps = np.diff([v.time for v in views])
+    assert gaps.max() <= 1.0 + 1.0 / FPS + 1e-6
+    for previous, view in zip(views, views[1:], strict=False):
+        if view.time not in changes:
+            assert view.artwork_id == previous.artwork_id
+
+
+def test_stats_are_logged(demo_run: tuple) -> None:
+    recorder, _, _ = demo_run
+    stats = recorder.of("stats")
+    assert len(stats) == 2  # every 5 s over 14 s
+    assert stats[0]["fps"] == pytest.approx(FPS, rel=0.05)
+    assert 0.7 < stats[0]["detection_rate"] <= 1.0
+
+
+class ThenBareWall:
+    """The demo camera for ``switch_s`` seconds, then a bare wall (the painting taken down)."""
+
+    def __init__(self, clock: FakeClock, switch_s: float) -> None:
+        self.camera = DemoCamera(DemoSourceConfig(dwell_s=600.0), clock=clock)
+        self.clock = clock
+        self.switch_at = clock.t + switch_s
+        self.wall = np.full((720, 1280, 3), (150, 160, 168), np.uint8)
+
+    def read(self) -> Frame | None:
+        if self.clock.t < self.switch_at:
+            return self.camera.read()
+        if int(self.clock.t * FPS) % 7 == 0:
+            return None  # a dropped frame now and then must not matter
+        return Frame(self.wall.copy(), self.clock.t, 0)
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+def test_a_painting_taken_down_becomes_an_empty_wall_after_the_grace_period() -> None:
+    clock = FakeClock()
+    config = CaptureConfig(stability=StabilityConfig(lost_after_s=1.5), heartbeat_s=1.0)
+    recorder = Recorder()
+    source = ThenBareWall(clock, switch_s=2.0)
+    loop = CaptureLoop("room-b", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    start = clock.t
+    _drive(loop, clock, start + 6.0)
+    changes = recorder.of("artwork_change")
+    assert [c["state"] for c in changes] == ["artwork", "empty"]
+    empty_at = changes[1]["time"] - start
+    assert 2.0 + 1.5 - 0.2 <= empty_at <= 2.0 + 1.5 + 0.2
+    last = recorder.views[-1]
+    assert last.state == "empty" and last.artwork_id is None and last.embedding is None
+    assert last.quad is None and last.features == {}
+    assert recorder.of("source_change") == []  # only the demo camera itself reports truth
+
+
+class WithGap:
+    """The demo camera, with a bare wall in front of it from ``gap[0]`` to ``gap[1]`` (s)."""
+
+    def __init__(self, clock: FakeClock, gap: tuple[float, float]) -> None:
+        self.camera = DemoCamera(DemoSourceConfig(dwell_s=600.0), clock=clock)
+        self.clock = clock
+        self.gap = (clock.t + gap[0], clock.t + gap[1])
+        self.wall = np.full((720, 1280, 3), (150, 160, 168), np.uint8)
+
+    def read(self) -> Frame | None:
+        if self.gap[0] <= self.clock.t < self.gap[1]:
+            return Frame(self.wall.copy(), self.clock.t, 0)
+        return self.camera.read()
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+def test_looking_away_briefly_and_back_is_not_a_change() -> None:
+    clock = FakeClock()
+    recorder = Recorder()
+    loop = CaptureLoop("room-d", CaptureConfig(), recorder.publish, recorder.log_event,
+                       source=WithGap(clock, (1.5, 2.7)), clock=clock)
+    _drive(loop, clock, clock.t + 4.0)
+    changes = recorder.of("artwork_change")
+    assert [(c["state"], c["artwork_id"]) for c in changes] == [("artwork", "art-001")]
+    assert len(loop.memory) == 1
+
+
+def test_run_paces_frames_and_closes_the_source() -> None:
+    class CountingSource:
+        def __init__(self) -> None:
+            self.reads = 0
+            self.closed = False
+
+        def read(self) -> Frame | None:
+            self.reads += 1
+            return None
+
+        def close(self) -> None:
+            self.closed = True
+
+    source = CountingSource()
+    recorder = Recorder()
+    loop = CaptureLoop("room-c", CaptureConfig(fps=20.0), recorder.publish, recorder.log_event,
+                       source=source)
+    stop = threading.Event()
+    worker = threading.Thread(target=loop.run, args=(stop,))
+    worker.start()
+    time.sleep(0.5)
+    stop.set()
+    worker.join(timeout=2.0)
+    assert not worker.is_alive() and source.closed
+    assert 6 <= source.reads <= 14  # ~10 at 20 fps, paced rather than spinning
+    assert recorder.views == []  # nothing seen, nothing decided yet
