@@ -18,7 +18,13 @@ from rich.table import Table
 
 from installation.config import InstallationConfig
 from installation.errors import ConfigError
-from installation.report import analyse_audio, build_timeline, join_roughness, load_events
+from installation.report import (
+    analyse_audio,
+    build_timeline,
+    join_roughness,
+    load_events,
+    spectral_centroid,
+)
 
 
 def prepare_demo_config(
@@ -57,6 +63,27 @@ def _joins_in_recording(timeline: dict[str, Any], room: str) -> list[int]:
     return joins
 
 
+def _add_segment_spectra(
+    timeline: dict[str, Any], events: list[dict[str, Any]], audio: np.ndarray, rate: int
+) -> None:
+    """Give each transition row the spectral centroid of the music it led to.
+
+    The recording starts when the player starts; each segment runs from the
+    end of the transition crossfade to the next artwork's music.
+    """
+    started = next((e["time"] for e in events if e.get("kind") == "player_started"), None)
+    if started is None:
+        return
+    t0 = timeline["t0"]
+    rows = [r for r in timeline["transitions"] if r["heard_at"] is not None]
+    for row, following in zip(rows, rows[1:] + [None], strict=True):
+        begin = t0 + row["heard_at"] + 1.5 - started
+        end = (t0 + following["heard_at"] - started) if following else len(audio) / rate
+        segment = audio[max(0, int(begin * rate)): max(0, int(end * rate))]
+        if len(segment) > rate:
+            row["spectral_centroid_hz"] = round(spectral_centroid(segment.mean(axis=1), rate), 1)
+
+
 def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) -> dict[str, Any]:
     """Write ``timeline.json`` and print the summary table; return the summary."""
     out = config.output_dir
@@ -72,6 +99,7 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) 
 
             audio_stats = analyse_audio(path)
             audio, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
+            _add_segment_spectra(timeline, events, audio, audio_stats["sample_rate"])
             underflows = [e for e in events if e.get("kind") == "underflow"]
             if not underflows:
                 ratio = join_roughness(audio, _joins_in_recording(timeline, room.id))
@@ -104,17 +132,18 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) 
 
 
 def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -> None:
-    console = Console()
+    console = Console(width=max(Console().width, 120))
     decisions = {d["artwork_id"]: d["decisions"] or {} for d in timeline["decisions"]}
     table = Table(title="art2mus demo")
-    for column in ("artwork", "style", "shown", "heard after", "key", "tempo", "instruments"):
+    for column in ("artwork", "style", "shown", "heard after", "key", "tempo", "centroid",
+                   "instruments"):
         table.add_column(column)
     for row in timeline["transitions"]:
         d = decisions.get(row["artwork_id"], {})
         instruments = d.get("instruments", {})
         if isinstance(instruments, dict):
             instruments = ", ".join(
-                str(v.get("name", v)) if isinstance(v, dict) else str(v)
+                str(v.get("name", v)).split(" (")[0] if isinstance(v, dict) else str(v)
                 for v in instruments.values()
             )
         delay = row["transition_delay_s"]
@@ -123,7 +152,9 @@ def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -
             f"{row['shown_at']:.1f} s" if row["shown_at"] is not None else "-",
             f"{delay:.2f} s" if delay is not None else "-",
             f"{d.get('key', '-')} {d.get('mode', '')}".strip(),
-            str(d.get("tempo_bpm", "-")), str(instruments or "-")[:60],
+            str(d.get("tempo_bpm", "-")),
+            f"{row['spectral_centroid_hz']:.0f} Hz" if "spectral_centroid_hz" in row else "-",
+            str(instruments or "-"),
         )
     console.print(table)
     audio = summary["audio"]

@@ -1,0 +1,76 @@
+"""One real installation run: capture, engine and audio_out as processes over ZeroMQ.
+
+Runs ``art2mus demo`` (the command a user runs) with a short virtual-camera
+tour, then checks the files it promises and what they contain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pretty_midi
+import pytest
+import soundfile
+
+from installation.config import freeze_config, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.slow
+def test_demo_runs_three_processes_and_writes_music(tmp_path: Path) -> None:
+    demo = load_config(CONFIGS / "demo.toml")
+    raw = demo.to_toml_dict()
+    raw["network"] = {"views": "tcp://127.0.0.1:5891", "chunks": "tcp://127.0.0.1:5892",
+                      "clock": "tcp://127.0.0.1:5893", "control": "tcp://127.0.0.1:5894"}
+    room = raw["rooms"][0]
+    room["capture"]["demo"] |= {"artworks": 3, "dwell_s": 5.0}
+    room["audio_out"] |= {"output": "none", "stop_after_s": 14.0}  # ends before the tour repeats
+    from installation.config import config_from_dict
+
+    config_path = freeze_config(config_from_dict(raw), tmp_path / "short-demo.json")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "installation", "demo", "--config", str(config_path),
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    audio, rate = soundfile.read(str(out / "demo.wav"), dtype="float32", always_2d=True)
+    assert rate == 48000 and audio.shape[1] == 2
+    assert len(audio) >= 14 * rate
+    assert np.max(np.abs(audio)) < 1.0
+
+    timeline = json.loads((out / "timeline.json").read_text())
+    started = {e["role"] for e in _events(out) if e["kind"] == "started"}
+    assert {"engine", "capture", "audio_out"} <= started
+    assert not timeline["role_exits"], timeline["role_exits"]
+    artworks = [c["artwork_id"] for c in timeline["artwork_changes"] if c["state"] == "artwork"]
+    assert len(set(artworks)) == 3, timeline["artwork_changes"]
+    decisions = [json.dumps(d["decisions"], sort_keys=True) for d in timeline["decisions"]
+                 if d["state"] == "artwork"]
+    assert len(set(decisions)) == 3
+    delays = [t["transition_delay_s"] for t in timeline["transitions"]]
+    assert delays and all(d is not None and d < 1.5 for d in delays), timeline["transitions"]
+    # every chunk was heard, unless a later transition replaced it before it played
+    chunks = timeline["chunks"]
+    for chunk in chunks[:-4]:
+        replaced = any(t["seq"] > chunk["seq"] and t["reason"] != "continue"
+                       and t["start_sample"] <= chunk["start_sample"] for t in chunks)
+        assert chunk["heard_at"] is not None or replaced, chunk
+
+    midi = pretty_midi.PrettyMIDI(str(out / "demo.mid"))
+    assert sum(len(i.notes) for i in midi.instruments) > 20
+    assert "art2mus demo" in result.stdout
+
+
+def _events(out: Path) -> list[dict]:
+    events = []
+    for path in (out / "events").glob("*.jsonl"):
+        events += [json.loads(line) for line in path.read_text().splitlines() if line]
+    return events
