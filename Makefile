@@ -40,6 +40,7 @@ lint: $(DEV)
 
 bench: $(BASE)
 	$(BIN)/art2mus bench generator
+	$(BIN)/art2mus bench audio --hours 1
 
 clean:
 	rm -rf $(VENV) out

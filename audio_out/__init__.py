@@ -2,29 +2,40 @@
 
 Flow::
 
-    network thread --submit(AudioChunk)--> Player --write_chunk--> TimelineBuffer
-    audio callback --fill(out)--> TimelineBuffer.read_into --> volume --> speakers
-                                                            \\--> Recorder ring
+    network thread --submit(AudioChunk)--> Player --TimelineResampler (soxr)--> write_chunk
+                                                                          --> TimelineBuffer
+    audio callback --fill(out)--> TimelineBuffer.read_into --> volume x mute x master fade
+                    --> PeakLimiter --> ChannelMap --> speakers
+                                                  \\--> Recorder ring
     monitor thread --> PlaybackClock, events, PlayedNotes, MIDI port
     recorder thread --> WAV/FLAC file
 
 Who owns what (the real-time rules of STYLE.md):
 
 - **Network thread** (the role's receive loop) is the only *writer*: it calls
-  :meth:`Player.submit`, which splices audio into the timeline ring, updates
-  the note bookkeeping and logs ``chunk_received``. It may allocate, and it
-  may briefly *wait for the callback* (never the other way round).
+  :meth:`Player.submit`, which resamples the chunk to the device rate when
+  needed (:mod:`audio_out.resample`, never in the callback), splices it into
+  the timeline ring, plans the hold loop for the new queue end, updates the
+  note bookkeeping and logs ``chunk_received``. It may allocate, and it may
+  briefly *wait for the callback* (never the other way round).
+- **Control callers** (any thread: the role's control handler) call
+  :meth:`Player.set_volume`, :meth:`Player.set_mute` and
+  :meth:`Player.fade_to`; each publishes one immutable target tuple that the
+  callback picks up (:class:`~audio_out.mixer.SmoothGain`).
 - **Audio callback** (PortAudio's thread, or :class:`~audio_out.outputs.NullOutput`'s
   pacing thread) is the only *reader*: it copies from preallocated memory into
-  the output block, applies volume, copies the block into the recorder ring
-  and publishes a few integers. No allocation, no locks, no logging, no I/O.
+  the output block, ramps the gains per sample, limits peaks, routes channels,
+  copies the block into the recorder ring and publishes a few integers. No
+  array allocation, no locks, no logging, no I/O (:mod:`audio_out.mixer`).
 - **Monitor thread** (inside :class:`~audio_out.player.Player`) turns the
   published counters into events (``chunk_started``, ``underflow``, ``hold``,
   ``resume``), commits played notes and drives the MIDI port.
 - **Recorder thread** drains the recorder ring into a sound file.
 
 Nothing here imports sounddevice, torch or rtmidi at import time; the
-device back end is loaded when an output is opened.
+device back end is loaded when an output is opened, soxr when a chunk needs
+resampling. ``art2mus bench audio`` (:mod:`audio_out.bench`) soaks this
+path for simulated hours.
 """
 
 from __future__ import annotations

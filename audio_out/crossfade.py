@@ -9,6 +9,8 @@ middle of each frame so the curve is symmetric: ``fade_out[::-1] == fade_in``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -32,6 +34,43 @@ def fill_equal_power_gains(n: int, fade_out: np.ndarray, fade_in: np.ndarray,
     np.multiply(fade_in[:n], np.pi / 2.0 / max(n, 1), out=fade_in[:n])
     np.cos(fade_in[:n], out=fade_out[:n])
     np.sin(fade_in[:n], out=fade_in[:n])
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two equal-shape blocks, clamped to [-0.5, 1] (0 if one is silent).
+
+    Allocation-free apart from the Python floats: ``np.vdot`` of contiguous
+    views. The floor bounds the boost :func:`correct_for_correlation` may
+    give an anti-correlated mix (+3 dB at the middle at most): nearly
+    cancelling signals are not worth amplifying.
+    """
+    ab = float(np.vdot(a, b))
+    aa = float(np.vdot(a, a))
+    bb = float(np.vdot(b, b))
+    if aa <= 1e-20 or bb <= 1e-20:
+        return 0.0
+    return max(-0.5, min(1.0, ab / math.sqrt(aa * bb)))
+
+
+def correct_for_correlation(fade_out: np.ndarray, fade_in: np.ndarray, rho: float,
+                            scratch: np.ndarray) -> None:
+    """Rescale equal-power gains in place so a mix with correlation ``rho`` keeps its power.
+
+    The mix ``a*x + b*y`` of unit-power signals has power ``a^2 + b^2 + 2*rho*a*b``
+    = ``1 + 2*rho*a*b`` for equal-power gains; dividing both gains by its
+    square root holds it at 1 (``rho = 0``: unchanged; ``rho = 1``: the gains
+    sum to 1, an amplitude-preserving fade, so an in-phase seam does not swell
+    by 3 dB; ``rho < 0``: the gains grow so partly opposed phases do not dip).
+    All three arrays are float32 of one length; audio thread safe.
+    """
+    if rho == 0.0:
+        return
+    np.multiply(fade_out, fade_in, out=scratch)
+    np.multiply(scratch, 2.0 * rho, out=scratch)
+    np.add(scratch, 1.0, out=scratch)
+    np.sqrt(scratch, out=scratch)
+    np.divide(fade_out, scratch, out=fade_out)
+    np.divide(fade_in, scratch, out=fade_in)
 
 
 def crossfade_equal_power(old: np.ndarray, new: np.ndarray) -> np.ndarray:

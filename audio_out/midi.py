@@ -131,10 +131,13 @@ class PlayedNotes:
                          n.out_start) for n in self._played]
 
     def played_array(self) -> np.ndarray:
-        """Played notes as int32 (N, 6) with absolute start frames in the played stream."""
+        """Played notes as int64 (N, 6) with absolute start frames in the played stream.
+
+        int64 because a day's stream passes 2**31 frames (12.4 h at 48 kHz).
+        """
         rows = [(n.out_start if n.out_start is not None else n.start, n.end - n.start, n.pitch,
                  n.velocity, n.program, n.channel) for n in self.played()]
-        return np.asarray(rows, dtype=np.int32).reshape(-1, 6)
+        return np.asarray(rows, dtype=np.int64).reshape(-1, 6)
 
     def write(self, path: str | Path, sample_rate: int) -> int:
         """Write the played notes as a MIDI file; returns the note count."""
@@ -144,7 +147,7 @@ class PlayedNotes:
 
 
 def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int) -> None:
-    """Write int32 (N, 6) notes with absolute start frames to a type-1 MIDI file.
+    """Write integer (N, 6) notes with absolute start frames to a type-1 MIDI file.
 
     One track per (program, channel), each opening with its program change
     (none for percussion, which GM plays on channel 10 = index 9).

@@ -119,8 +119,21 @@ def find_output_device(sd: Any, name: str) -> int | None:
     )
 
 
+def _default_output_index(sd: Any) -> int | None:
+    """PortAudio's default output device index, or None where it cannot tell."""
+    try:
+        index = int(sd.default.device[1])
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    return index if index >= 0 else None
+
+
 class SoundDeviceOutput:
-    """A PortAudio output stream whose callback calls ``fill`` on the device's own thread."""
+    """A PortAudio output stream whose callback calls ``fill`` on the device's own thread.
+
+    ``channels`` is how many device channels the stream opens (the highest
+    channel ``channels_out`` names); ``fill`` routes the program into them.
+    """
 
     def __init__(self, config: AudioOutConfig, sample_rate: int, channels: int,
                  fill: FillCallback, sd: Any = None) -> None:
@@ -129,7 +142,17 @@ class SoundDeviceOutput:
         self.sample_rate = sample_rate
         self.channels = channels
         self.stats = CallbackStats()
+        self.frames_played = 0
         self._device = find_output_device(self._sd, config.device)
+        index = self._device if self._device is not None else _default_output_index(self._sd)
+        if index is not None:
+            info = self._sd.query_devices(index)
+            available = int(info["max_output_channels"])
+            if channels > available:
+                raise ConfigError(
+                    f"audio_out.channels_out: expected channels 1..{available} of output "
+                    f"{info['name']!r}, got channel {channels}"
+                )
         try:
             self._stream = self._sd.OutputStream(
                 samplerate=sample_rate,
@@ -150,11 +173,12 @@ class SoundDeviceOutput:
         self.latency_s = float(self._stream.latency)
 
     def _callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        # PortAudio thread: count, fill, time; nothing else.
+        # PortAudio thread: count, fill, time; nothing else (no logging, no I/O).
         began = time.perf_counter()
         if status.output_underflow:
             self.stats.output_underflows += 1
         self.fill(outdata)
+        self.frames_played += frames
         self.stats.add(time.perf_counter() - began)
 
     def start(self) -> None:

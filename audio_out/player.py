@@ -3,20 +3,25 @@
 :class:`Player` wires the pieces of this package together (see the package
 docstring for which thread owns what):
 
-- :meth:`Player.submit` (network thread) splices a chunk into the
-  :class:`~audio_out.timeline.TimelineBuffer` and logs ``chunk_received``;
-- the output's callback calls :meth:`Player.fill` (timeline read, volume
-  ramp, recorder copy, one published snapshot);
+- :meth:`Player.submit` (network thread) resamples a chunk to the device
+  rate when it comes at another (:mod:`audio_out.resample`), splices it into
+  the :class:`~audio_out.timeline.TimelineBuffer` and logs ``chunk_received``;
+- the output's callback calls :meth:`Player.fill`: timeline read, smoothed
+  volume x mute x master fade, peak limiter, channel routing, recorder copy,
+  one published snapshot;
 - a monitor thread (:meth:`Player.poll`) logs ``chunk_started`` with the
   wall time the chunk's first kept sample reached the speakers, ``underflow``,
   ``hold``, ``silent`` and ``resume``, commits played notes and sets
   :attr:`Player.done`;
 - :meth:`Player.clock` gives the :class:`PlaybackClock` the role sends back
-  to the engine.
+  to the engine, in the *generator's* samples and rate whatever the device
+  rate (the timeline buffer, the notes and the recording work in device
+  samples; positions convert exactly, see :mod:`audio_out.resample`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -26,24 +31,26 @@ import numpy as np
 
 from audio_out.config import AudioOutConfig
 from audio_out.midi import MidiPortOut, PlayedNotes, open_midi_port
+from audio_out.mixer import ChannelMap, PeakLimiter, SmoothGain, render_gain_product
 from audio_out.outputs import OutputStream, open_output
 from audio_out.recorder import Recorder
+from audio_out.resample import TimelineResampler
 from audio_out.timeline import SpliceResult, TimelineBuffer
 from installation.errors import ConfigError
 from installation.events import EventSink
 from installation.protocol import PROTOCOL_VERSION, AudioChunk, PlaybackClock
 
-#: Hold-loop and resume shapes (seconds); the config sets hold_s and fade_s.
-LOOP_S = 1.5
-LOOP_CROSSFADE_S = 0.1
-RESUME_S = 0.05
-#: Volume changes ramp at most this fast (full scale per VOLUME_RAMP_S), so knobs never click.
-VOLUME_RAMP_S = 0.05
+#: Largest callback block the preallocated buffers take (PortAudio may pass
+#: any size up to the configured block when blocksize is fixed; this is slack).
 MAX_BLOCK_FRAMES = 8192
 
 
 class Player:
-    """Plays one room's AudioChunks on its timeline."""
+    """Plays one room's AudioChunks on its timeline.
+
+    ``channels`` is the program's channel count (the engine's); the device
+    gets ``config.output_channels(channels)`` through a :class:`ChannelMap`.
+    """
 
     def __init__(self, room_id: str, config: AudioOutConfig, channels: int,
                  log_event: EventSink, output_factory: Any = open_output,
@@ -52,7 +59,12 @@ class Player:
         self.room_id = room_id
         self.config = config
         self.channels = channels
-        self.sample_rate = sr
+        self.sample_rate = sr  # the device's rate
+        try:
+            self.routing = ChannelMap(channels, config.output_channels(channels))
+        except ValueError as exc:
+            raise ConfigError(f"audio_out.{exc}") from None
+        self.device_channels = self.routing.device_channels
         self._log = log_event
         self._output_factory = output_factory
         self._poll_s = poll_s
@@ -64,24 +76,37 @@ class Player:
             max_block_frames=max_block,
             hold_frames=round(config.hold_s * sr),
             fade_frames=max(1, round(config.fade_s * sr)),
-            resume_frames=max(1, round(RESUME_S * sr)),
-            loop_frames=round(LOOP_S * sr),
-            loop_crossfade_frames=round(LOOP_CROSSFADE_S * sr),
+            resume_frames=max(1, round(config.resume_s * sr)),
+            loop_frames=round(config.hold_loop_s * sr),
+            loop_crossfade_frames=round(config.hold_loop_crossfade_s * sr),
+            hold_decay_db=config.hold_decay_db,
         )
+        self.resampler = TimelineResampler(sr, channels, config.resample_quality)
         self.notes = PlayedNotes() if (config.midi_file or config.midi_port) else None
         self.recorder: Recorder | None = None
         self.output: OutputStream | None = None
         self.midi_out: MidiPortOut | None = None
-        # Volume: the callback owns _gain; any thread may set _target.
-        self._gain = float(config.volume)
-        self._target = float(config.volume)
-        self._ramp = np.arange(1, max_block + 1, dtype=np.float32)
+        # Gains: any thread commands them, the callback renders them per sample.
+        self._volume = SmoothGain(config.volume, max_block)
+        self._mute = SmoothGain(1.0, max_block)
+        self._master = SmoothGain(0.0 if config.fade_in_s > 0 else 1.0, max_block)
+        self._gains = (self._volume, self._mute, self._master)
+        self._muted = False
+        self.limiter = PeakLimiter(sr, max_block, channels, config.limiter_threshold_db,
+                                   config.limiter_release_s, enabled=config.limiter)
+        # Callback scratch, made once: the program block (when the device
+        # block cannot hold it directly), the routed block, and gain envelopes.
+        self._program = np.zeros((max_block, channels), np.float32)
+        self._played = (self._program if self.routing.mode == "direct"
+                        else np.zeros((max_block, self.routing.played_channels), np.float32))
         self._env = np.zeros((max_block, 1), np.float32)
-        self._max_gain_step = 1.0 / max(1.0, VOLUME_RAMP_S * sr)
+        self._env1 = self._env[:, 0]
+        self._scratch = np.zeros(max_block, np.float32)
         # Published by fill as one tuple: (wall time of the fill, playhead after,
         # frames output after, block frames); 0.0 wall = never filled.
         self._snapshot: tuple[float, int, int, int] = (0.0, 0, 0, 0)
         self._starts_lock = threading.Lock()
+        # (seq, first device sample heard, artwork, reason)
         self._pending_starts: deque[tuple[int, int, str | None, str]] = deque()
         self._seen_state = "starting"
         self._seen_underflows = 0
@@ -98,6 +123,8 @@ class Player:
         if self._started:
             return
         self._started = True
+        if self.config.fade_in_s > 0:
+            self.fade_to(1.0, self.config.fade_in_s)
         try:
             self._open()
         except BaseException:
@@ -105,19 +132,20 @@ class Player:
             raise
         self._log("player_started", output=self.output.name if self.output else None,
                   sample_rate=self.sample_rate, channels=self.channels,
+                  channels_out=list(self.routing.outputs),
                   block_size=self.config.block_size,
                   latency_s=self.output.latency_s if self.output else None)
 
     def _open(self) -> None:
         if self.config.record:
-            self.recorder = Recorder(self.config.record, self.sample_rate, self.channels,
-                                     log_event=self._log)
+            self.recorder = Recorder(self.config.record, self.sample_rate,
+                                     self.routing.played_channels, log_event=self._log)
             self.recorder.start()
         if self.config.midi_port:
             port = open_midi_port(self.config.midi_port)
             self.midi_out = MidiPortOut(port, self.heard_position)
             self.midi_out.start()
-        self.output = self._output_factory(self.config, self.sample_rate, self.channels,
+        self.output = self._output_factory(self.config, self.sample_rate, self.device_channels,
                                            self.fill, self._log)
         self._monitor = threading.Thread(target=self._run_monitor, name="audio-monitor",
                                          daemon=True)
@@ -149,27 +177,63 @@ class Player:
                   held_frames=tl.held_frames, silent_frames=tl.silent_frames,
                   overflow_frames=tl.overflow_frames,
                   output_underflows=getattr(stats, "output_underflows", 0),
-                  callback_us=stats.percentiles_us() if stats is not None else None)
+                  callback_us=stats.percentiles_us() if stats is not None else None,
+                  limiter_min_gain=round(self.limiter.min_gain, 4),
+                  limiter_knee_blocks=self.limiter.knee_blocks)
 
     @property
     def done(self) -> bool:
         """True once ``stop_after_s`` of timeline material has played."""
         return self._done
 
+    # ------------------------------------------------------------- controls
     def set_volume(self, volume: float) -> None:
-        """Set the target volume (0..4); the callback ramps to it without clicks."""
+        """Set the volume (0..4); it glides there over ``volume_ramp_s`` without clicks."""
         if not 0.0 <= volume <= 4.0:
             raise ConfigError(f"audio_out.volume: expected 0..4, got {volume}")
-        self._target = float(volume)
+        self._volume.set(volume, round(self.config.volume_ramp_s * self.sample_rate))
+
+    def set_mute(self, muted: bool) -> None:
+        """Mute or unmute, gliding over ``mute_ramp_s``; the volume setting is kept."""
+        self._muted = bool(muted)
+        self._mute.set(0.0 if muted else 1.0, round(self.config.mute_ramp_s * self.sample_rate))
+
+    def fade_to(self, gain: float, seconds: float) -> None:
+        """Master fade to ``gain`` (0..1) over ``seconds`` (e.g. opening and closing hours).
+
+        Starts from wherever the master gain is now (a fade in progress is
+        taken over smoothly); the curve is a raised cosine.
+        """
+        if not 0.0 <= gain <= 1.0:
+            raise ConfigError(f"audio_out.fade_to: expected a gain in 0..1, got {gain}")
+        if not seconds >= 0.0:
+            raise ConfigError(f"audio_out.fade_to: expected seconds >= 0, got {seconds}")
+        self._master.set(gain, round(seconds * self.sample_rate))
+
+    @property
+    def volume(self) -> float:
+        """The volume last set (the target of any glide in progress)."""
+        return self._volume.target
+
+    @property
+    def muted(self) -> bool:
+        """Whether :meth:`set_mute` last muted."""
+        return self._muted
+
+    @property
+    def master_gain(self) -> float:
+        """The master fade's target gain."""
+        return self._master.target
 
     # -------------------------------------------------------------- network
     def submit(self, chunk: AudioChunk) -> SpliceResult:
-        """Splice one chunk into the timeline and log ``chunk_received`` (network thread)."""
-        if chunk.sample_rate != self.sample_rate:
+        """Resample if needed, splice one chunk into the timeline, log ``chunk_received``.
+
+        Network thread. The returned splice is in device samples.
+        """
+        if chunk.sample_rate <= 0:
             raise ConfigError(
-                f"AudioChunk seq {chunk.seq} of room {chunk.room!r}: expected sample_rate "
-                f"{self.sample_rate} Hz (audio_out.sample_rate), got {chunk.sample_rate} Hz; "
-                "resampling is not supported yet, make engine and audio_out rates equal"
+                f"AudioChunk seq {chunk.seq}: expected sample_rate > 0, got {chunk.sample_rate}"
             )
         audio = chunk.audio.to_numpy()
         if audio.ndim != 2 or audio.shape[1] != self.channels:
@@ -177,45 +241,94 @@ class Player:
                 f"AudioChunk seq {chunk.seq}: expected audio (frames, {self.channels}), "
                 f"got {audio.shape}"
             )
-        result = self.timeline.write_chunk(chunk.start_sample, audio, chunk.crossfade)
+        rs = self.resampler
+        if rs.set_source_rate(chunk.sample_rate):
+            self._log("source_rate", sample_rate=chunk.sample_rate, device_rate=self.sample_rate,
+                      resampling=not rs.passthrough)
+        result: SpliceResult | None = None
+        for write in rs.convert(chunk.start_sample, audio, chunk.crossfade):
+            if write.audio.shape[0] == 0:
+                continue
+            written = self.timeline.write_chunk(write.start, write.audio, write.crossfade)
+            if write.main:
+                result = written
+        dev_start = rs.to_device(chunk.start_sample)
+        dev_end = rs.to_device(chunk.start_sample + audio.shape[0])
+        if result is None:  # all of it still inside the resampler's delay
+            result = SpliceResult("append", dev_start, dev_start, dev_start, 0, 0, 0, 0)
+        first = max(result.written_from, dev_start)
         if self.notes is not None:
+            # Notes count over the chunk's own span; the part still in the
+            # resampler's delay is written with the next continuation.
+            window = result
+            if result.accepted:
+                window = dataclasses.replace(result, written_from=first,
+                                             written_to=max(result.written_to, dev_end))
             notes = chunk.notes.to_numpy() if chunk.notes is not None else None
-            self.notes.add_chunk(chunk.seq, chunk.start_sample, notes, result)
+            self.notes.add_chunk(chunk.seq, dev_start,
+                                 self._notes_to_device(notes, chunk.start_sample, dev_start),
+                                 window)
         if result.accepted:
             with self._starts_lock:
-                # Chunks queued at or after this splice point will never be heard.
-                while self._pending_starts and self._pending_starts[-1][1] >= result.written_from:
-                    self._pending_starts.pop()
-                self._pending_starts.append((chunk.seq, result.written_from, chunk.artwork_id,
-                                             chunk.reason))
+                if result.kind == "replace":
+                    # Chunks queued at or after this splice point will never be heard.
+                    while (self._pending_starts
+                           and self._pending_starts[-1][1] >= result.written_from):
+                        self._pending_starts.pop()
+                self._pending_starts.append((chunk.seq, first, chunk.artwork_id, chunk.reason))
         self._log("chunk_received", seq=chunk.seq, start_sample=chunk.start_sample,
                   frames=int(audio.shape[0]), crossfade=chunk.crossfade, reason=chunk.reason,
                   artwork_id=chunk.artwork_id, generation_s=chunk.generation_s,
                   late_frames=result.late_frames, splice=result.kind,
-                  written_from=result.written_from, crossfade_applied=result.crossfade_frames,
-                  playhead=self.timeline.playhead)
+                  written_from=rs.to_source(result.written_from),
+                  crossfade_applied=result.crossfade_frames,
+                  playhead=rs.to_source(self.timeline.playhead))
         return result
+
+    def _notes_to_device(self, notes: np.ndarray | None, start: int,
+                         dev_start: int) -> np.ndarray | None:
+        """Chunk-relative note rows (generator samples) -> relative to ``dev_start`` (device)."""
+        rs = self.resampler
+        if notes is None or len(notes) == 0 or rs.passthrough:
+            return notes
+        rows = np.asarray(notes, dtype=np.int64).reshape(-1, 6).copy()
+        src, dev = rs.source_rate, rs.device_rate
+        assert src is not None
+        begin = start + rows[:, 0]
+        end = begin + np.maximum(rows[:, 1], 1)
+        begin_dev = (begin * dev + src // 2) // src
+        rows[:, 0] = begin_dev - dev_start
+        rows[:, 1] = np.maximum((end * dev + src // 2) // src - begin_dev, 1)
+        return rows
 
     # ------------------------------------------------------------- callback
     def fill(self, out: np.ndarray) -> None:
-        """The output callback: timeline -> volume -> recorder. Never blocks or allocates."""
+        """The output callback: timeline -> gains -> limiter -> routing -> recorder.
+
+        ``out`` is float32 (frames, device channels). Never blocks; creates no
+        arrays (only views of buffers made in ``__init__``).
+        """
         tl = self.timeline
         n = out.shape[0]
-        tl.read_into(out)
-        g0 = self._gain
-        delta = self._target - g0
-        if delta != 0.0:
-            limit = self._max_gain_step * n
-            g1 = g0 + (delta if -limit <= delta <= limit else (limit if delta > 0 else -limit))
+        routing = self.routing
+        program = out if routing.identity else self._program[:n]
+        tl.read_into(program)
+        varying, constant = render_gain_product(self._gains, self._env1[:n], self._scratch[:n])
+        if varying:
             env = self._env[:n]
-            np.multiply(self._ramp[:n, None], (g1 - g0) / n, out=env)
-            np.add(env, g0, out=env)
-            np.multiply(out, env, out=out)
-            self._gain = g1
-        elif g0 != 1.0:
-            np.multiply(out, g0, out=out)
+            if constant != 1.0:
+                np.multiply(env, constant, out=env)
+            np.multiply(program, env, out=program)
+        elif constant != 1.0:
+            np.multiply(program, constant, out=program)
+        self.limiter.process(program)
+        if routing.identity:
+            played = out
+        else:
+            played = self._played[:n]
+            routing.route(program, played, out)
         if tl._state != "starting" and self.recorder is not None:
-            self.recorder.push(out)
+            self.recorder.push(played)
         self._snapshot = (time.time(), tl._playhead, tl.frames_out, n)
 
     # -------------------------------------------------------------- monitor
@@ -223,8 +336,13 @@ class Player:
         return self.output.latency_s if self.output is not None else 0.0
 
     def clock(self) -> PlaybackClock:
-        """Where playback is: ``wall_time`` is when ``playhead`` reaches the speakers."""
+        """Where playback is, in the generator's samples and rate.
+
+        ``wall_time`` is when ``playhead`` reaches the speakers. Cheap: a few
+        attribute loads and integer conversions.
+        """
         tl = self.timeline
+        rs = self.resampler
         wall, playhead, _, n = self._snapshot
         state = tl.state
         if wall == 0.0 or state != "playing":
@@ -233,12 +351,14 @@ class Player:
             playhead = tl.playhead
         else:
             wall_time = wall + self._latency() + n / self.sample_rate
-        return PlaybackClock(v=PROTOCOL_VERSION, room=self.room_id, sample_rate=self.sample_rate,
-                             playhead=playhead, buffered_until=tl.buffered_until,
+        return PlaybackClock(v=PROTOCOL_VERSION, room=self.room_id,
+                             sample_rate=rs.source_rate or self.sample_rate,
+                             playhead=rs.to_source(playhead),
+                             buffered_until=rs.to_source(tl.buffered_until),
                              wall_time=wall_time, underflows=tl.underflows, state=state)
 
     def heard_position(self) -> int | None:
-        """Timeline sample at the speakers now (estimated from the last fill), or None."""
+        """Device sample at the speakers now (estimated from the last fill), or None."""
         wall, playhead, _, n = self._snapshot
         if wall == 0.0 or self.timeline.state == "starting":
             return None
@@ -248,6 +368,7 @@ class Player:
     def poll(self) -> None:
         """One monitor step: events, note commits and ``done`` (monitor thread or tests)."""
         tl = self.timeline
+        rs = self.resampler
         wall, playhead, frames_out, n = self._snapshot
         if wall == 0.0:
             return
@@ -258,20 +379,22 @@ class Player:
                 if not self._pending_starts or self._pending_starts[0][1] >= playhead:
                     break
                 seq, sample, artwork_id, reason = self._pending_starts.popleft()
-            self._log("chunk_started", seq=seq, start_sample=sample, artwork_id=artwork_id,
-                      reason=reason, wall_time=heard_at + (sample - playhead) / sr)
+            self._log("chunk_started", seq=seq, start_sample=rs.to_source(sample),
+                      artwork_id=artwork_id, reason=reason,
+                      wall_time=heard_at + (sample - playhead) / sr)
         underflows, resumes, state = tl.underflows, tl.resumes, tl.state
         if underflows > self._seen_underflows:
-            self._log("underflow", count=underflows, playhead=playhead,
-                      buffered_until=tl.buffered_until)
+            self._log("underflow", count=underflows, playhead=rs.to_source(playhead),
+                      buffered_until=rs.to_source(tl.buffered_until))
             self._seen_underflows = underflows
         if state != self._seen_state:
             if state in ("holding", "silent"):
-                self._log("hold" if state == "holding" else "silent", playhead=playhead,
-                          held_frames=tl.held_frames)
+                self._log("hold" if state == "holding" else "silent",
+                          playhead=rs.to_source(playhead), held_frames=tl.held_frames,
+                          seam_correlation=round(tl.hold_seam_correlation, 3))
             self._seen_state = state
         if resumes > self._seen_resumes:
-            self._log("resume", playhead=playhead, count=resumes, gaps=tl.gaps)
+            self._log("resume", playhead=rs.to_source(playhead), count=resumes, gaps=tl.gaps)
             self._seen_resumes = resumes
         if self.notes is not None:
             started = self.notes.advance(playhead, frames_out)

@@ -23,9 +23,16 @@ blocks with :meth:`TimelineBuffer.read_into`. Between the two:
 - **Starvation**: when the queue runs dry the reader loops the last second or
   so of what it *played* (from a private history ring, so it is continuous
   with the output whatever that was), entering the loop through a short
-  time-mirrored crossfade and joining the loop's ends with equal-power
-  crossfades; the loop decays gently for ``hold_frames``, then fades to
-  silence over ``fade_frames``. When material returns, a ``resume_frames``
+  time-mirrored crossfade and joining the loop's ends with a crossfade; the
+  loop decays gently for ``hold_frames``, then fades to silence over
+  ``fade_frames``. Both crossfades are *correlation-aware*: equal-power for
+  unrelated material, sliding to equal-gain as the two sides correlate, so
+  tonal material neither swells (+3 dB) nor dips at the seam. The loop
+  length is chosen so the seam joins material of similar phase: after each
+  write the writer searches the queue's last ``loop_frames`` for the loop
+  period (within ``loop_search_frames`` of the longest) whose end best
+  correlates with its start, and publishes it for the queue's end; the
+  reader uses it when it starves exactly there. When material returns, a ``resume_frames``
   equal-power crossfade leads from the hold (or silence) into it. The playhead
   stays where the real material ended.
 
@@ -58,7 +65,12 @@ from typing import Literal
 
 import numpy as np
 
-from audio_out.crossfade import equal_power_gains, fill_equal_power_gains
+from audio_out.crossfade import (
+    correct_for_correlation,
+    correlation,
+    equal_power_gains,
+    fill_equal_power_gains,
+)
 
 State = Literal["starting", "playing", "holding", "silent"]
 SpliceKind = Literal["append", "replace", "gap", "late", "refused"]
@@ -113,6 +125,7 @@ class TimelineBuffer:
         loop_crossfade_frames: int = 4800,
         hold_decay_db: float = 6.0,
         min_splice_frames: int = 64,
+        loop_search_frames: int = 2400,
     ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -142,6 +155,7 @@ class TimelineBuffer:
         self.loop_frames = max(int(loop_frames), _MIN_LOOP_FRAMES)
         self.loop_crossfade_frames = max(1, min(int(loop_crossfade_frames), self.loop_frames // 4))
         self.min_splice_frames = int(min_splice_frames)
+        self.loop_search_frames = max(0, int(loop_search_frames))
         # exp(-decay * h) loses hold_decay_db over the hold (gentle, so the hold
         # does not sound like a fade-out until the real fade starts).
         self._decay = (math.log(10.0) / 20.0) * hold_decay_db / max(self.hold_frames, 1)
@@ -191,6 +205,7 @@ class TimelineBuffer:
         self._hold_len = 0  # S: frames of history in the hold source; 0 = silence
         self._hold_x = 0  # loop crossfade frames
         self._hold_m = 0  # loop period
+        self._hold_u0 = 0  # where in the loop the entry crossfade lands
         self._hold_h = 0  # frames of hold produced since entry
         self._hold_fade_at = 0
         self._starved = 0  # frames starved in this episode (survives an unfinished resume)
@@ -198,6 +213,13 @@ class TimelineBuffer:
         self._resuming = False
         self._holding = False  # a hold signal is live (holding, silent or resuming)
         self._hist_done = 0  # frames of the current block already in the history
+
+        self._xfs = np.zeros(self.loop_crossfade_frames, np.float32)
+        self.hold_seam_correlation = 0.0  # of the last hold (reports, tests)
+        self.hold_loop_period = 0
+        # --- published by the writer: (queue end it was planned for, loop period) ---
+        self._loop_hint: tuple[int, int, int] = (-1, 0, 0)  # (end, period, entry offset)
+        self._first_written = -1  # first timeline sample ever written (writer-owned)
 
         self._writer_lock = threading.Lock()  # serialises writers; never taken by the reader
 
@@ -240,7 +262,55 @@ class TimelineBuffer:
         if not 0 <= crossfade <= frames:
             raise ValueError(f"crossfade must be in [0, {frames}] frames, got {crossfade}")
         with self._writer_lock:
-            return self._write(int(start_sample), audio, int(crossfade))
+            result = self._write(int(start_sample), audio, int(crossfade))
+            if result.accepted:
+                if self._first_written < 0:
+                    self._first_written = result.written_from
+                self._plan_hold_loop()
+            return result
+
+    def _plan_hold_loop(self) -> None:
+        """Pick the hold loop's period for a starvation at the queue's end (writer thread).
+
+        Normalised cross-correlation (via FFT) of the loop's first
+        ``loop_crossfade_frames`` with every candidate tail position within
+        ``loop_search_frames``; the seam then joins like with like.
+        """
+        end, _, base, froms, tos = self._layout
+        size = self.loop_frames
+        x = self.loop_crossfade_frames
+        w = min(self.loop_search_frames, size - 3 * x)
+        if (w <= 0 or size > self.capacity_frames or self._first_written < 0
+                or end - size < self._first_written):
+            return
+        if any(t > end - size for t in tos[self._gap_head - base :]):
+            return  # a hole inside the window: the history will not match the ring
+        m_hi = size - x
+        # Only the loop's head and the candidate tail region matter; mono is enough.
+        head = self._ring_view_copy(end - size, x).sum(axis=1).astype(np.float64)
+        tail = self._ring_view_copy(end - size + m_hi - w, w + x).sum(axis=1).astype(np.float64)
+        # candidate seams: tail[j : j + x] for j = 0..w (loop period m_hi - w + j)
+        nfft = 1 << int(math.ceil(math.log2(tail.shape[0] + x)))
+        corr = np.fft.irfft(np.fft.rfft(tail, nfft) * np.conj(np.fft.rfft(head, nfft)), nfft)
+        corr = corr[: w + 1]
+        energy = np.concatenate([[0.0], np.cumsum(tail * tail)])
+        window_energy = energy[x : x + w + 1] - energy[: w + 1]
+        head_energy = float(head @ head)
+        if head_energy <= 1e-12:
+            return
+        rho = corr / np.sqrt(head_energy * np.maximum(window_energy, 1e-12))
+        best = int(np.argmax(rho))
+        # Entry point: where the loop, entered at u0, best matches the
+        # time-mirror of the last frames the hold will cross from.
+        mirror = self._ring_view_copy(end - x - 1, x).sum(axis=1).astype(np.float64)[::-1]
+        region = self._ring_view_copy(end - size + x, w + x).sum(axis=1).astype(np.float64)
+        corr = np.fft.irfft(np.fft.rfft(region, nfft) * np.conj(np.fft.rfft(mirror, nfft)),
+                            nfft)[: w + 1]
+        energy = np.concatenate([[0.0], np.cumsum(region * region)])
+        window_energy = energy[x : x + w + 1] - energy[: w + 1]
+        mirror_energy = max(float(mirror @ mirror), 1e-12)
+        entry = int(np.argmax(corr / np.sqrt(mirror_energy * np.maximum(window_energy, 1e-12))))
+        self._loop_hint = (end, m_hi - w + best, x + entry)
 
     def _safe_start(self, playhead: int, end: int) -> int:
         # Published material within the guard may be being read; frames past
@@ -472,20 +542,35 @@ class TimelineBuffer:
         if first < s_len:
             src[first:s_len] = self._hist[: s_len - first]
         m = s_len - x
-        fill_equal_power_gains(x, self._xfo, self._xfi, self._ramp)
+        u0 = 0
+        end_planned, period, offset = self._loop_hint
+        if (end_planned == self._playhead and s_len == size and x <= period <= m
+                and x <= offset <= period - x):
+            # The writer found a seam and an entry of similar phase for this very end.
+            m, u0 = period, offset
         fo, fi, mix = self._xfo2[:x], self._xfi2[:x], self._mix[:x]
         # Entry: the time-mirror of the last frames (continuous with the last
-        # sample played) fades out while the loop's start fades in.
+        # sample played) fades out while the loop's start fades in. The mirror
+        # is copied first so the correlation works on contiguous memory.
         entry = self._entry[:x]
-        np.multiply(src[s_len - 1 - x : s_len - 1][::-1], fo, out=entry)
-        np.multiply(src[:x], fi, out=mix)
+        entry[...] = src[s_len - 1 - x : s_len - 1][::-1]
+        fill_equal_power_gains(x, self._xfo, self._xfi, self._ramp)
+        correct_for_correlation(self._xfo[:x], self._xfi[:x],
+                                correlation(entry, src[u0 : u0 + x]), self._xfs[:x])
+        np.multiply(entry, fo, out=entry)
+        np.multiply(src[u0 : u0 + x], fi, out=mix)
         np.add(entry, mix, out=entry)
         # Loop seam: the loop's first x frames crossfade from its tail, so
         # src[m-1] -> src[0] is continuous when the loop wraps.
+        rho = correlation(src[m : m + x], src[:x])
+        fill_equal_power_gains(x, self._xfo, self._xfi, self._ramp)
+        correct_for_correlation(self._xfo[:x], self._xfi[:x], rho, self._xfs[:x])
         np.multiply(src[:x], fi, out=src[:x])
         np.multiply(src[m : m + x], fo, out=mix)
         np.add(src[:x], mix, out=src[:x])
-        self._hold_len, self._hold_x, self._hold_m = s_len, x, m
+        self.hold_seam_correlation = rho
+        self.hold_loop_period = m
+        self._hold_len, self._hold_x, self._hold_m, self._hold_u0 = s_len, x, m, u0
         self._state = "holding"
 
     def _hold_into(self, dst: np.ndarray) -> None:
@@ -509,7 +594,7 @@ class TimelineBuffer:
                 c = min(k - i, x - hh)
                 dst[i : i + c] = self._entry[hh : hh + c]
             else:
-                u = hh % m
+                u = (hh + self._hold_u0) % m
                 c = min(k - i, m - u)
                 dst[i : i + c] = self._hold_src[u : u + c]
             i += c

@@ -273,14 +273,18 @@ def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> 
                            "chunk_s": engine_config.chunk_s, "runs": results}, indent=2))
 
 
-def _register_diffusion_commands() -> None:
-    """Add the diffusion model tools (torch is imported only when one runs)."""
+def _register_commands() -> None:
+    """Add the commands other packages define (their heavy imports happen when one runs)."""
     from engine.diffusion.cli import bench_commands, commands
 
     for command in commands:
         cli.add_command(command)
     for command in bench_commands:
         bench.add_command(command)
+    from audio_out.bench import bench_commands as audio_bench_commands
+
+    for command in audio_bench_commands:
+        bench.add_command(command)
 
 
-_register_diffusion_commands()
+_register_commands()

@@ -413,3 +413,24 @@ def test_reader_stops_at_the_writers_fence(monkeypatch: pytest.MonkeyPatch) -> N
         assert p + len(real) <= 128, "the reader went past the fence"
         np.testing.assert_array_equal(real, ramp(p, len(real)))
     assert tb.playhead == 128 and tb.underflows == 1  # it held at the fence
+
+
+@pytest.mark.parametrize("period", [37.3, 111.7, 401.9])
+def test_hold_on_a_steady_tone_neither_swells_nor_dips(period: float) -> None:
+    """The loop seam joins like with like: level within 0.5 dB, no +3 dB swell, no cut."""
+    sr = 16000
+    tb = TimelineBuffer(sr * 8, CH, 256, max_block_frames=1024, hold_frames=sr * 4,
+                        fade_frames=sr, loop_frames=sr, loop_crossfade_frames=1600,
+                        hold_decay_db=0.0, loop_search_frames=800)
+    content = sine(sr * 3, period=period, amp=0.5)
+    tb.write_chunk(0, content)
+    out = play(tb, sr * 3 + sr * 3, 256)
+    assert tb.underflows == 1 and tb.state == "holding"
+    hold = out[sr * 3 : sr * 6, 0].astype(np.float64)
+    assert np.abs(hold).max() <= 0.5 * 1.03
+    assert max_step(out) <= 1.05 * max_step(content)
+    window = int(round(period * 8))
+    rms = np.sqrt(np.convolve(hold**2, np.ones(window) / window, mode="valid"))
+    level_db = 20 * np.log10(rms / (0.5 / np.sqrt(2)))
+    assert np.abs(level_db).max() < 0.5, f"hold level moved by {np.abs(level_db).max():.2f} dB"
+    assert tb.hold_seam_correlation > 0.95

@@ -1,0 +1,292 @@
+"""``art2mus bench audio``: an accelerated soak of the playback path on a simulated clock.
+
+No real-time waiting: the loop advances a simulated clock one callback block
+at a time and calls :meth:`Player.fill` exactly as the sound card would,
+timing each call with ``perf_counter`` (the real cost of the callback on this
+machine). Around it, a model of the engine keeps ``lead_s`` ahead of the
+playhead and sends chunks whose arrival is randomised: generation time,
+network jitter up to ``jitter_ms`` (in order, so late chunks bunch into
+bursts), short engine pauses, occasional long outages (the engine gone for
+seconds: the player must hold, fade and resume) and artwork transitions
+(replacements at "playhead + margin" with a crossfade). Chunk audio comes
+from a small pool of precomputed blocks, so generating it costs nothing.
+
+Prints JSON: underflows (all, and those not explained by a planned outage),
+longest hold, callback time p50/p99/max, resident memory over the run,
+simulated hours and the speed-up over real time.
+
+Heavy imports (numpy aside) happen inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _rss_mb() -> float:
+    """Resident set size in MiB (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _music_pool(rate: int, frames: int, channels: int, count: int, seed: int) -> list[Any]:
+    """A few blocks of tonal, slowly moving material (chords with vibrato and noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / rate
+    pool = []
+    for _ in range(count):
+        x = np.zeros(frames)
+        for f in rng.choice([110.0, 146.8, 196.0, 220.0, 261.6, 329.6, 392.0], 3, replace=False):
+            vib = 0.002 * np.sin(2 * np.pi * rng.uniform(3, 6) * t)
+            x += np.sin(2 * np.pi * f * t * (1 + vib) + rng.uniform(0, 2 * np.pi))
+        x = 0.2 * x + 0.01 * rng.standard_normal(frames)
+        pool.append(np.repeat(x[:, None], channels, axis=1).astype(np.float32))
+    return pool
+
+
+def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | None = None,
+             block: int = 512, chunk_s: float = 0.5, lead_s: float = 1.0,
+             jitter_ms: float = 300.0, generation_s: float = 0.05,
+             pauses_per_hour: float = 6.0, pause_max_s: float = 0.5,
+             outages_per_hour: float = 1.0, outage_s: tuple[float, float] = (2.0, 20.0),
+             transitions_per_hour: float = 30.0, seed: int = 0,
+             channels: int = 2) -> dict[str, Any]:
+    """Run the soak and return its report (see the module docstring)."""
+    import numpy as np
+
+    from audio_out.config import AudioOutConfig
+    from audio_out.outputs import ArrayOutput
+    from audio_out.player import Player
+    from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+
+    src_rate = source_rate or sample_rate
+    rng = np.random.default_rng(seed)
+    config = AudioOutConfig(output="none", sample_rate=sample_rate, block_size=block)
+    events: dict[str, int] = {}
+
+    def count_event(kind: str, **_: Any) -> None:
+        events[kind] = events.get(kind, 0) + 1
+
+    player = Player("bench", config, channels, count_event,
+                    output_factory=lambda c, sr, ch, fill, log: ArrayOutput(sr, ch, block, fill))
+    player.start()
+    tl = player.timeline
+    rs = player.resampler
+
+    chunk = round(chunk_s * src_rate)
+    xf = round(0.1 * src_rate)
+    margin = round(0.25 * src_rate)
+    lead = round(lead_s * src_rate)
+    pool = [Array.from_numpy(a) for a in _music_pool(src_rate, chunk, channels, 6, seed)]
+    pool_xf = [Array.from_numpy(a)
+               for a in _music_pool(src_rate, chunk + xf, channels, 2, seed + 1)]
+
+    block_s = block / sample_rate
+    n_blocks = int(hours * 3600 / block_s)
+    durations = np.empty(n_blocks, np.float32)
+    durations.fill(0.0)  # touch every page now, so the RSS growth below is the player's
+    out = np.zeros((block, player.device_channels), np.float32)
+
+    # Random schedules, in simulated seconds.
+    total_s = n_blocks * block_s
+
+    def times(rate_per_hour: float) -> deque[float]:
+        count = rng.poisson(rate_per_hour * total_s / 3600.0)
+        return deque(sorted(rng.uniform(5.0, max(5.0, total_s - 5.0), count).tolist()))
+
+    pauses, outages, transitions = (times(pauses_per_hour), times(outages_per_hour),
+                                    times(transitions_per_hour))
+    outage_windows: list[tuple[float, float]] = []
+
+    inbox: deque[tuple[float, AudioChunk]] = deque()
+    seq = 0
+    queue_end: int | None = None
+    engine_free = 0.0
+    last_arrival = 0.0
+    transition_due = False
+    transitions_sent = 0
+    bursts = 0
+    min_margin = math.inf
+    longest_hold = 0
+    hold_run = 0
+    min_queue = math.inf
+    underflows_seen = 0
+    unplanned = 0
+    rss: list[float] = []
+    rss_every = max(1, int(3600 / block_s))
+    warm_blocks = min(n_blocks, int(60 / block_s))
+    rss_start = 0.0
+    wall_began = time.perf_counter()
+    perf = time.perf_counter
+
+    for k in range(n_blocks):
+        now = k * block_s
+        # --- the engine: pauses, outages and transitions, then what is due ---
+        if pauses and now >= pauses[0]:
+            pauses.popleft()
+            engine_free = max(engine_free, now + rng.uniform(0.05, pause_max_s))
+        if outages and now >= outages[0]:
+            outages.popleft()
+            length = rng.uniform(*outage_s)
+            engine_free = max(engine_free, now + length)
+            outage_windows.append((now, now + length + lead_s + 1.0))
+        if transitions and now >= transitions[0]:
+            transitions.popleft()
+            transition_due = True
+        if now >= engine_free:
+            playhead = rs.to_source(tl.playhead)
+            start = frames = crossfade = None
+            reason = "continue"
+            if queue_end is None or queue_end < playhead + margin // 2 or transition_due:
+                start, crossfade, reason = playhead + margin, xf, "transition"
+                frames = chunk + xf
+                transition_due = False
+                transitions_sent += 1
+            elif queue_end < playhead + lead:
+                start, crossfade, frames = queue_end, 0, chunk
+            if start is not None and frames is not None and crossfade is not None:
+                audio = pool_xf[seq % 2] if crossfade else pool[seq % len(pool)]
+                engine_free = now + generation_s
+                arrival = max(engine_free + rng.uniform(0.0, jitter_ms / 1000.0), last_arrival)
+                last_arrival = arrival
+                inbox.append((arrival, AudioChunk(
+                    v=PROTOCOL_VERSION, room="bench", seq=seq, start_sample=start,
+                    sample_rate=src_rate, audio=audio, crossfade=crossfade,
+                    reason=reason)))  # type: ignore[arg-type]
+                seq += 1
+                queue_end = start + frames
+        # --- the network thread: deliver what has arrived ---
+        delivered = 0
+        while inbox and inbox[0][0] <= now:
+            arrival, message = inbox.popleft()
+            player.submit(message)
+            delivered += 1
+            in_outage = bool(outage_windows) and now <= outage_windows[-1][1]
+            if message.reason == "continue" and not in_outage:  # how long before it is due
+                # Timeline positions stand still during holds, so measure
+                # against the playhead rather than the simulated clock.
+                margin_s = (rs.to_device(message.start_sample) - tl.playhead) / sample_rate
+                min_margin = min(min_margin, margin_s)
+        if delivered >= 3:
+            bursts += 1
+        # --- the audio callback ---
+        began = perf()
+        player.fill(out)
+        durations[k] = perf() - began
+        # --- bookkeeping (what the monitor thread would see) ---
+        state = tl._state
+        if state == "holding" or state == "silent":
+            hold_run += block
+            if hold_run > longest_hold:
+                longest_hold = hold_run
+        else:
+            hold_run = 0
+        if tl.underflows != underflows_seen:
+            if not any(a <= now <= b for a, b in outage_windows):
+                unplanned += tl.underflows - underflows_seen
+            underflows_seen = tl.underflows
+        if state == "playing" and not (outage_windows and now <= outage_windows[-1][1]):
+            queued = tl._layout[0] - tl._playhead
+            if queued < min_queue:
+                min_queue = queued
+        if k % 4 == 0:
+            player.poll()
+        if k == warm_blocks:
+            rss_start = _rss_mb()
+        if k % rss_every == 0 and k:
+            rss.append(round(_rss_mb(), 1))
+    wall = time.perf_counter() - wall_began
+    rss_end = _rss_mb()
+    player.stop()
+
+    us = durations.astype(np.float64) * 1e6
+    p99 = float(np.percentile(us, 99))
+    report = {
+        "bench": "audio",
+        "simulated_hours": round(n_blocks * block_s / 3600.0, 3),
+        "wall_s": round(wall, 1),
+        "speedup": round(n_blocks * block_s / wall, 1),
+        "sample_rate": sample_rate,
+        "source_rate": src_rate,
+        "resampling": src_rate != sample_rate,
+        "block": block,
+        "chunk_s": chunk_s,
+        "lead_s": lead_s,
+        "jitter_ms": jitter_ms,
+        "chunks": seq,
+        "transitions": transitions_sent,
+        "bursts": bursts,
+        "pauses_per_hour": pauses_per_hour,
+        "outages": len(outage_windows),
+        "underflows": tl.underflows,
+        "underflows_unplanned": unplanned,
+        "gaps": tl.gaps,
+        "resumes": tl.resumes,
+        "late_frames": tl.late_frames,
+        "longest_hold_s": round(longest_hold / sample_rate, 3),
+        "held_s": round(tl.held_frames / sample_rate, 1),
+        "silent_s": round(tl.silent_frames / sample_rate, 1),
+        "min_queue_ms": round(min_queue * 1000.0 / sample_rate, 1) if min_queue < math.inf
+        else None,
+        "min_arrival_margin_s": round(min_margin, 3) if min_margin < math.inf else None,
+        "callback_us": {"p50": round(float(np.percentile(us, 50)), 1), "p99": round(p99, 1),
+                        "p999": round(float(np.percentile(us, 99.9)), 1),
+                        "max": round(float(us.max()), 1),
+                        "budget": round(block_s * 1e6, 1)},
+        "limiter_knee_blocks": player.limiter.knee_blocks,
+        "rss_mb": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1),
+                   "growth": round(rss_end - rss_start, 1), "hourly": rss},
+    }
+    report["ok"] = bool(unplanned == 0 and p99 < 500.0 and rss_end - rss_start < 16.0)
+    return report
+
+
+@click.command("audio")
+@click.option("--hours", type=float, default=10.0, show_default=True,
+              help="Simulated hours of playback.")
+@click.option("--sample-rate", type=int, default=48000, show_default=True, help="Device rate.")
+@click.option("--source-rate", type=int, default=None,
+              help="Generator rate (default: the device rate; another rate exercises soxr).")
+@click.option("--block", type=int, default=512, show_default=True, help="Frames per callback.")
+@click.option("--chunk-s", type=float, default=0.5, show_default=True)
+@click.option("--lead-s", type=float, default=1.0, show_default=True)
+@click.option("--jitter-ms", type=float, default=300.0, show_default=True)
+@click.option("--pauses-per-hour", type=float, default=6.0, show_default=True,
+              help="Short engine pauses (up to --pause-max-s), inside the lead's slack.")
+@click.option("--pause-max-s", type=float, default=0.5, show_default=True)
+@click.option("--outages-per-hour", type=float, default=1.0, show_default=True,
+              help="Engine gone for 2-20 s: exercises hold, fade and resume.")
+@click.option("--transitions-per-hour", type=float, default=30.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
+def bench_audio(hours: float, sample_rate: int, source_rate: int | None, block: int,
+                chunk_s: float, lead_s: float, jitter_ms: float, pauses_per_hour: float,
+                pause_max_s: float, outages_per_hour: float, transitions_per_hour: float,
+                seed: int, as_json: bool) -> None:
+    """Accelerated soak of audio_out's callback path: underflows, holds, callback time, memory."""
+    report = run_soak(hours=hours, sample_rate=sample_rate, source_rate=source_rate,
+                      block=block, chunk_s=chunk_s, lead_s=lead_s, jitter_ms=jitter_ms,
+                      pauses_per_hour=pauses_per_hour, pause_max_s=pause_max_s,
+                      outages_per_hour=outages_per_hour,
+                      transitions_per_hour=transitions_per_hour, seed=seed)
+    click.echo(json.dumps(report, indent=2))
+
+
+#: Registered under ``art2mus bench`` by the CLI.
+bench_commands: list[click.Command] = [bench_audio]
