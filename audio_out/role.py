@@ -3,22 +3,72 @@
 A SUB socket on the engine's chunks endpoint (topic = this room) feeds
 ``Player.submit``; a PUSH socket reports the PlaybackClock at
 ``clock_hz``. This thread owns both sockets; the player owns the audio
-callback and the file writers.
+callback and the file writers. Control ``set`` messages for this room carry
+``volume`` (ramped by the player, no clicks). Every ``heartbeat_s`` the
+supervisor gets the playback state, underflows, drops and the output level
+(measured by :class:`LevelMeter` around the player's callback).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import zmq
 
+from audio_out.outputs import open_output
 from audio_out.player import Player
 from installation.config import InstallationConfig
 from installation.events import EventSink
+from installation.health import Heartbeat
+from installation.metrics import Metrics
 from installation.protocol import AudioChunk, Control
+from installation.security import curve_keys
 from installation.transport import Inbox, make_socket, send
+
+
+class LevelMeter:
+    """Wraps the player's output callback to measure the level of what is played.
+
+    The callback side only accumulates two floats per block (no arrays
+    allocated); the role thread reads and resets them at each heartbeat.
+    A lost update between the two threads costs one block of one reading.
+    """
+
+    def __init__(self) -> None:
+        self._energy = 0.0
+        self._samples = 0
+
+    def wrap(self, fill: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
+        """The callback ``fill`` followed by the measurement."""
+        def metered(out: np.ndarray) -> None:
+            fill(out)
+            self._energy += float(np.vdot(out, out))  # contiguous block: no copy
+            self._samples += out.size
+
+        return metered
+
+    def factory(self, make_output: Callable[..., Any] = open_output) -> Callable[..., Any]:
+        """An output factory for :class:`Player` that meters its callback."""
+        def open_metered(config: Any, sample_rate: int, channels: int,
+                         fill: Callable[[np.ndarray], None], log_event: EventSink) -> Any:
+            return make_output(config, sample_rate, channels, self.wrap(fill), log_event)
+
+        return open_metered
+
+    def take_dbfs(self) -> float | None:
+        """RMS level since the last call in dBFS (None if nothing played)."""
+        energy, samples = self._energy, self._samples
+        self._energy, self._samples = 0.0, 0
+        if samples == 0:
+            return None
+        rms = math.sqrt(energy / samples)
+        return round(20.0 * math.log10(max(rms, 1e-6)), 1)
 
 
 def resolve_outputs(config: InstallationConfig, room_id: str) -> InstallationConfig:
@@ -38,27 +88,37 @@ def resolve_outputs(config: InstallationConfig, room_id: str) -> InstallationCon
 
 
 def run_audio_out(
-    config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink
+    config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink,
+    heartbeat: Heartbeat | None = None, metrics: Metrics | None = None,
 ) -> bool:
     """Play one room until stopped; True when it ended because ``stop_after_s`` was reached."""
     config = resolve_outputs(config, room_id)
     room = config.room(room_id)
     net = config.network
+    keys = curve_keys(config)
+    heartbeat = heartbeat or Heartbeat(fd=None)
+    metrics = metrics or Metrics(0)
     context: zmq.Context = zmq.Context.instance()
     chunks = Inbox(
         make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=[room.id],
-                    max_bytes=net.max_message_bytes),
+                    max_bytes=net.max_message_bytes, curve=keys),
         net.max_message_bytes,
     )
     control = Inbox(
-        make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes),
+        make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes,
+                    curve=keys),
         net.max_message_bytes,
     )
-    clock = make_socket(context, zmq.PUSH, net.clock, bind=False, hwm=10)
+    # IMMEDIATE: while the engine is down, clocks are not queued for its next
+    # incarnation, which would otherwise start the room from a stale playhead.
+    clock = make_socket(context, zmq.PUSH, net.clock, bind=False, hwm=10, curve=keys,
+                        immediate=True)
     poller = zmq.Poller()
     poller.register(chunks.socket, zmq.POLLIN)
     poller.register(control.socket, zmq.POLLIN)
-    player = Player(room.id, room.audio_out, config.engine.channels, log_event)
+    meter = LevelMeter()
+    player = Player(room.id, room.audio_out, config.engine.channels, log_event,
+                    output_factory=meter.factory())
     period = 1.0 / room.audio_out.clock_hz
     next_clock = time.monotonic()
     finished = False
@@ -71,9 +131,23 @@ def run_audio_out(
                 if isinstance(message, AudioChunk) and message.room == room.id:
                     player.submit(message)
             for message in control.drain():
-                if (isinstance(message, Control) and message.command == "shutdown"
-                        and message.target in ("*", "audio_out")):
+                if not isinstance(message, Control) or message.target not in ("*", "audio_out"):
+                    continue
+                if message.command == "shutdown":
                     stop.set()
+                elif message.command == "set" and message.room in ("*", room.id):
+                    apply_set(player, message.params, log_event)
+            if heartbeat.due():
+                tl = player.timeline
+                metrics.set_underflows(room.id, tl.underflows)
+                metrics.set_dropped("chunks", chunks.dropped.by_reason)
+                metrics.set_dropped("control", control.dropped.by_reason)
+                heartbeat.beat({
+                    "state": tl.state, "underflows": tl.underflows,
+                    "playhead_s": round(tl.playhead / player.sample_rate, 2),
+                    "level_dbfs": meter.take_dbfs(),
+                    "dropped": chunks.dropped.total + control.dropped.total,
+                })
             if time.monotonic() >= next_clock:
                 next_clock += period
                 if next_clock < time.monotonic():
@@ -86,7 +160,18 @@ def run_audio_out(
         player.stop()
         log_event("stats", dropped={"chunks": dict(chunks.dropped.by_reason),
                                     "control": dict(control.dropped.by_reason)},
+                  dropped_total={"chunks": chunks.dropped.total,
+                                 "control": control.dropped.total},
                   received=chunks.received)
         for socket in (chunks.socket, control.socket, clock):
             socket.close()
     return finished
+
+
+def apply_set(player: Player, params: dict[str, float | str], log_event: EventSink) -> None:
+    """Live parameters audio_out owns (``volume``); others are the engine's and ignored here."""
+    volume = params.get("volume")
+    if isinstance(volume, int | float) and not isinstance(volume, bool):
+        value = min(max(float(volume), 0.0), 4.0)
+        player.set_volume(value)  # the player ramps to it: no click
+        log_event("volume", value=value)

@@ -2,23 +2,75 @@
 
 It connects a PUB socket to the engine's views endpoint and a SUB socket to
 the supervisor's control endpoint, and runs the loop until told to stop.
+
+The frame source is wrapped in a :class:`FrameWatch`, which is how this role
+knows, from inside the loop's own thread, that the loop is alive (it sends
+the supervisor's heartbeat there) and whether the camera still delivers.
+While the camera delivers nothing (unplugged, network camera gone; the
+source keeps trying to reopen it) the loop's periodic re-sends of the last
+view are held back: capture no longer vouches for a painting it cannot see,
+so the engine moves the room to its empty-room ambience after
+``engine.view_timeout_s``; once frames return the views flow again.
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
 import zmq
 
 from capture.loop import CaptureLoop
+from capture.sources import Frame, FrameSource, open_source
 from installation.config import InstallationConfig
 from installation.events import EventSink
+from installation.health import Heartbeat
+from installation.metrics import Metrics
 from installation.protocol import ArtworkView, Control
+from installation.security import curve_keys
 from installation.transport import Inbox, make_socket, send
 
 
+class FrameWatch:
+    """Watches a frame source's reads: heartbeats from the loop thread, and when frames came.
+
+    :meth:`attach` wraps the source's ``read`` on that one object rather than
+    wrapping the object, so the loop still sees the source's own type (the
+    demo camera's ground-truth events depend on it).
+    """
+
+    def __init__(self, heartbeat: Heartbeat, status: Callable[[], dict[str, Any]]) -> None:
+        self.heartbeat = heartbeat
+        self.status = status  # called only when a beat is due, to build the health record
+        self.last_frame_at = time.monotonic()
+        self.frames = 0
+
+    def attach(self, source: FrameSource) -> FrameSource:
+        """Make ``source.read`` report to this watch; returns ``source``."""
+        read = source.read
+
+        def watched_read() -> Frame | None:
+            frame = read()
+            if frame is not None:
+                self.last_frame_at = time.monotonic()
+                self.frames += 1
+            if self.heartbeat.due():
+                self.heartbeat.beat(self.status())
+            return frame
+
+        source.read = watched_read  # type: ignore[method-assign]
+        return source
+
+    def no_frames_for(self) -> float:
+        """Seconds since the source last delivered a frame."""
+        return time.monotonic() - self.last_frame_at
+
+
 def run_capture(
-    config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink
+    config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink,
+    heartbeat: Heartbeat | None = None, metrics: Metrics | None = None,
 ) -> None:
     """Run one room's capture until ``stop`` is set or a shutdown Control arrives."""
     import cv2
@@ -28,14 +80,39 @@ def run_capture(
     cv2.setNumThreads(1)
     room = config.room(room_id)
     net = config.network
+    keys = curve_keys(config)
+    heartbeat = heartbeat or Heartbeat(fd=None)
+    metrics = metrics or Metrics(0)
+    # Views stop being re-sent this long after the camera's last frame.
+    stale_after_s = max(2.0, 2.0 * room.capture.heartbeat_s)
     context: zmq.Context = zmq.Context.instance()
-    views = make_socket(context, zmq.PUB, net.views, bind=False)
+    views = make_socket(context, zmq.PUB, net.views, bind=False, curve=keys)
     control = Inbox(
-        make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes),
+        make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes,
+                    curve=keys),
         net.max_message_bytes,
     )
+    last: dict[str, Any] = {"artwork_id": None, "confidence": 0.0, "state": "empty",
+                            "camera": "ok", "held_back": 0}
+
+    def status() -> dict[str, Any]:
+        metrics.set_confidence(room.id, float(last["confidence"]))
+        metrics.set_dropped("control", control.dropped.by_reason)
+        return dict(last, dropped=control.dropped.total, frames=watch.frames)
 
     def publish(view: ArtworkView) -> None:
+        if watch.no_frames_for() > stale_after_s:
+            if last["camera"] == "ok":
+                log_event("camera_lost", silent_s=round(watch.no_frames_for(), 2),
+                          artwork_id=last["artwork_id"])
+            last["camera"] = "lost"
+            last["held_back"] += 1
+            return
+        if last["camera"] != "ok":
+            log_event("camera_back", held_back=last["held_back"])
+            last["camera"] = "ok"
+        last.update(artwork_id=view.artwork_id, confidence=round(view.confidence, 3),
+                    state=view.state)
         if not send(views, view):
             log_event("view_dropped", seq=view.seq)
 
@@ -47,13 +124,17 @@ def run_capture(
                             and message.target in ("*", "capture")):
                         stop.set()
 
+    watch = FrameWatch(heartbeat, status)
+    source = watch.attach(open_source(room.capture))
     watcher = threading.Thread(target=watch_control, name="capture-control", daemon=True)
     watcher.start()
-    loop = CaptureLoop(room.id, room.capture, publish, log_event)
+    loop = CaptureLoop(room.id, room.capture, publish, log_event, source=source)
     try:
         loop.run(stop)
     finally:
         stop.set()
         watcher.join(timeout=1.0)
+        log_event("stats", dropped={"control": dict(control.dropped.by_reason)},
+                  dropped_total={"control": control.dropped.total})
         views.close()
         control.socket.close()

@@ -29,6 +29,11 @@ class EngineConfig(BaseModel):
     transition_crossfade_s: float = Field(
         1.0, ge=0.0, le=10.0, description="Equal-power crossfade into new material."
     )
+    view_timeout_s: float = Field(
+        20.0, ge=0.0,
+        description="No ArtworkView from a room's capture for this long (capture down, camera "
+        "gone): play the empty-room ambience. 0 = keep the last artwork forever.",
+    )
     procedural: ProceduralConfig = ProceduralConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
 

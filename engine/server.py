@@ -4,20 +4,36 @@ It binds the views (SUB), chunks (PUB) and clock (PULL) endpoints, keeps a
 :class:`~engine.streaming.RoomSession` per configured room, and on every turn
 of its loop drains its inboxes, then generates at most one due chunk per
 room, most urgent first, so that no room starves another.
+
+Around that loop: Control ``set`` messages reach the room sessions as live
+parameters; each turn ticks the sessions (view timeout, rate-limited
+re-planning); a heartbeat with every room's state goes to the supervisor;
+and each room's last view and controls are saved to ``state_path`` so that
+an engine restarted after a crash resumes the artwork each room was
+playing instead of starting from an empty wall.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
+import msgspec
 import zmq
 
 from engine.generators import Generator, make_generator
-from engine.streaming import RoomSession
+from engine.streaming import RoomControls, RoomSession
 from installation.config import InstallationConfig
 from installation.events import EventSink
+from installation.health import Heartbeat
+from installation.metrics import Metrics
 from installation.protocol import ArtworkView, Control, PlaybackClock
+from installation.security import curve_keys
 from installation.transport import Inbox, make_socket, send
 
 STATS_EVERY_S = 10.0
@@ -32,6 +48,9 @@ class EngineServer:
         log_event: EventSink,
         generator: Generator | None = None,
         context: zmq.Context | None = None,
+        heartbeat: Heartbeat | None = None,
+        metrics: Metrics | None = None,
+        state_path: Path | None = None,
     ) -> None:
         self.config = config
         self.log_event = log_event
@@ -40,15 +59,29 @@ class EngineServer:
             room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event)
             for room in config.rooms
         }
+        for room in config.rooms:
+            self.sessions[room.id].min_change_interval_s = config.control.min_change_interval_s
+            self.sessions[room.id].midi_channel_offset = room.midi_channel_offset
+        self.heartbeat = heartbeat or Heartbeat(fd=None)
+        self.metrics = metrics or Metrics(0)
+        self.state_path = state_path
+        self._state_dirty = False
+        self._state_saved_at = 0.0
+        self._restore()
         net = config.network
+        keys = curve_keys(config)
         self._context = context or zmq.Context.instance()
         self._views = make_socket(self._context, zmq.SUB, net.views, bind=True,
-                                  max_bytes=net.max_message_bytes)
-        self._chunks = make_socket(self._context, zmq.PUB, net.chunks, bind=True)
+                                  max_bytes=net.max_message_bytes, curve=keys)
+        # XPUB: the engine learns which rooms' audio_out are subscribed, and
+        # generates for a room only then (a PUB drops what it sends before the
+        # subscription arrives: the first chunk after a restart would be lost).
+        self._chunks = make_socket(self._context, zmq.XPUB, net.chunks, bind=True, curve=keys)
+        self.subscribed: set[str] = set()
         self._clock = make_socket(self._context, zmq.PULL, net.clock, bind=True,
-                                  max_bytes=net.max_message_bytes)
+                                  max_bytes=net.max_message_bytes, curve=keys)
         self._control = make_socket(self._context, zmq.SUB, net.control, bind=False,
-                                    max_bytes=net.max_message_bytes)
+                                    max_bytes=net.max_message_bytes, curve=keys)
         self.inboxes = {
             "views": Inbox(self._views, net.max_message_bytes),
             "clock": Inbox(self._clock, net.max_message_bytes),
@@ -57,6 +90,7 @@ class EngineServer:
         self._poller = zmq.Poller()
         for inbox in self.inboxes.values():
             self._poller.register(inbox.socket, zmq.POLLIN)
+        self._poller.register(self._chunks, zmq.POLLIN)
         self.unknown_room = 0
 
     def run(self, stop: threading.Event) -> None:
@@ -69,16 +103,25 @@ class EngineServer:
                 self._poller.poll(timeout=5)
                 if self._receive():
                     break
+                for session in self.sessions.values():
+                    session.tick()
                 self._generate_due()
+                if self.heartbeat.due():
+                    self.heartbeat.beat(self.status())
+                if self._state_dirty and time.monotonic() - self._state_saved_at > 0.5:
+                    self._save_state()
                 if time.monotonic() >= next_stats:
                     next_stats += STATS_EVERY_S
                     self._log_stats()
         finally:
+            if self._state_dirty:
+                self._save_state()
             self._log_stats()
             self.close()
 
     def _receive(self) -> bool:
         """Drain every inbox; True when told to shut down."""
+        self._track_subscriptions()
         for message in self.inboxes["views"].drain():
             session = self.sessions.get(message.room)
             if not isinstance(message, ArtworkView) or session is None:
@@ -87,6 +130,7 @@ class EngineServer:
             if session.on_view(message):
                 self.log_event("view", artwork_id=message.artwork_id, state=message.state,
                                confidence=message.confidence, seen_at=message.time)
+                self._state_dirty = True
         for message in self.inboxes["clock"].drain():
             session = self.sessions.get(message.room)
             if not isinstance(message, PlaybackClock) or session is None:
@@ -94,14 +138,53 @@ class EngineServer:
                 continue
             session.on_clock(message)
         for message in self.inboxes["control"].drain():
-            if (isinstance(message, Control) and message.command == "shutdown"
-                    and message.target in ("*", "engine")):
+            if not isinstance(message, Control) or message.target not in ("*", "engine"):
+                continue
+            if message.command == "shutdown":
                 return True
+            if message.command == "set":
+                self._apply_set(message)
         return False
+
+    def _apply_set(self, message: Control) -> None:
+        """Live parameters for one room or all ("*"); unknown rooms are counted, not fatal."""
+        if message.room == "*":
+            targets = list(self.sessions.values())
+        elif message.room in self.sessions:
+            targets = [self.sessions[message.room]]
+        else:
+            self.unknown_room += 1
+            return
+        for session in targets:
+            if session.set_controls(message.params):
+                self._state_dirty = True
+
+    def _track_subscriptions(self) -> None:
+        """Read XPUB (un)subscription frames: byte 1 or 0, then the topic (a room id)."""
+        for _ in range(100):
+            try:
+                frame = self._chunks.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not frame:
+                continue
+            topic = frame[1:].decode("utf-8", errors="replace")
+            if frame[0] == 1:
+                self.subscribed.add(topic)
+                self.log_event("subscribed", topic=topic)
+            elif frame[0] == 0:
+                self.subscribed.discard(topic)
+                self.log_event("unsubscribed", topic=topic)
+
+    def _listening(self, room: str) -> bool:
+        """True when some audio_out (or a tap on every room, topic "") receives ``room``."""
+        return room in self.subscribed or "" in self.subscribed
 
     def _generate_due(self) -> None:
         due = []
         for session in self.sessions.values():
+            if not self._listening(session.room):
+                continue
             reason = session.next_reason()
             if reason is not None:
                 playhead = session.playhead_estimate() or 0
@@ -109,9 +192,89 @@ class EngineServer:
                 # transitions and restarts first, then the room closest to running dry
                 due.append((reason == "continue", slack, session.room))
         for _, _, room in sorted(due):
-            chunk = self.sessions[room].next_chunk()
-            if chunk is not None and not send(self._chunks, chunk):
+            session = self.sessions[room]
+            chunk = session.next_chunk()
+            if chunk is None:
+                continue
+            if not send(self._chunks, chunk):
                 self.log_event("chunk_dropped", room=room, seq=chunk.seq)
+            if self.metrics.enabled:
+                heard = session.playhead_estimate()
+                lead = None if heard is None or session.queue_end is None else (
+                    (session.queue_end - heard) / self.generator.sample_rate)
+                self.metrics.chunk(room, chunk.generation_s, session.realtime_factor, lead)
+
+    def status(self) -> dict[str, Any]:
+        """Every room's state for the heartbeat (kept small: one pipe write)."""
+        rooms: dict[str, Any] = {}
+        for room, session in self.sessions.items():
+            playhead = session.playhead_estimate()
+            described = self.generator.describe(session.condition)
+            entry: dict[str, Any] = {
+                "artwork_id": session.view.artwork_id, "state": session.view.state,
+                "chunks": session.seq, "frozen": session.controls.freeze,
+                "lead_s": None if playhead is None or session.queue_end is None else round(
+                    (session.queue_end - playhead) / self.generator.sample_rate, 3),
+                "rtf": round(session.realtime_factor, 1) if session.generation_s else None,
+            }
+            for key in ("key", "mode", "tempo_bpm"):
+                if key in described:
+                    entry[key] = described[key]
+            rooms[room] = entry
+        dropped = {name: inbox.dropped.total for name, inbox in self.inboxes.items()}
+        for name, inbox in self.inboxes.items():
+            self.metrics.set_dropped(name, inbox.dropped.by_reason)
+        return {"rooms": rooms, "dropped": dropped}
+
+    # -- surviving a restart ---------------------------------------------------
+
+    def _save_state(self) -> None:
+        """Write each room's last view and controls (atomically) for a restarted engine."""
+        self._state_dirty = False
+        self._state_saved_at = time.monotonic()
+        if self.state_path is None:
+            return
+        now = time.time()
+        record = {}
+        for room, session in self.sessions.items():
+            if session.last_view_at is None:
+                continue
+            record[room] = {
+                "view": json.loads(msgspec.json.encode(session.latest_view)),
+                "shown": json.loads(msgspec.json.encode(session.view)),
+                "age_s": max(0.0, session._now() - session.last_view_at),
+                "saved_at": now,
+                "controls": dataclasses.asdict(session.controls),
+            }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(temporary, self.state_path)
+
+    def _restore(self) -> None:
+        """Resume rooms from a previous engine's state file, if it is recent enough."""
+        if self.state_path is None or not self.state_path.is_file():
+            return
+        try:
+            record = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            self.log_event("state_unreadable", path=str(self.state_path), error=str(exc))
+            return
+        timeout = self.config.engine.view_timeout_s
+        for room, saved in record.items():
+            session = self.sessions.get(room)
+            if session is None:
+                continue
+            try:
+                shown = msgspec.json.decode(json.dumps(saved["shown"]), type=ArtworkView)
+                controls = RoomControls(**saved["controls"])
+                age = float(saved["age_s"]) + max(0.0, time.time() - float(saved["saved_at"]))
+            except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
+                self.log_event("state_unreadable", room=room, error=str(exc))
+                continue
+            if timeout > 0 and age > timeout:
+                continue  # capture has been silent too long: the ambience is right
+            session.restore(shown, age, controls)
 
     def _log_stats(self) -> None:
         self.log_event(
@@ -121,6 +284,7 @@ class EngineServer:
             dropped={name: dict(inbox.dropped.by_reason) for name, inbox in self.inboxes.items()},
             received={name: inbox.received for name, inbox in self.inboxes.items()},
             unknown_room=self.unknown_room,
+            dropped_total={name: inbox.dropped.total for name, inbox in self.inboxes.items()},
         )
 
     def close(self) -> None:

@@ -15,15 +15,28 @@ latest :class:`PlaybackClock`, what to generate next:
   margin plus one generation, not the queue length.
 
 Conditioning is computed once per artwork and cached by artwork id.
+
+Live control (knobs, OSC, config reload; see :mod:`installation.params`)
+arrives as :meth:`RoomSession.set_controls`. Intensity, brightness, tempo
+bias and the variation change the room's condition: the plan the generator
+made for the artwork is adjusted (:func:`apply_controls`) and the change is
+played as a transition, at most once per ``min_change_interval_s`` so a
+sweeping knob does not restart the music on every tick. Freeze holds the
+current artwork whatever capture reports; transition time sets the
+crossfade. :meth:`RoomSession.tick` also moves a room whose capture has
+been silent for ``view_timeout_s`` (capture down, camera gone) to the
+empty-room ambience.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 import numpy as np
 
 from engine.config import EngineConfig
@@ -50,6 +63,97 @@ def view_key(view: ArtworkView) -> str:
     if view.state == "empty":
         return "<empty>"
     return view.artwork_id or f"<unnamed:{view.seq}>"
+
+
+@dataclass(frozen=True)
+class RoomControls:
+    """The live parameters of one room (neutral values change nothing)."""
+
+    intensity: float = 0.5
+    brightness: float = 0.5
+    tempo_bias: float = 0.0
+    transition_s: float | None = None  # None: the config's transition_crossfade_s
+    freeze: bool = False
+    variation: int = 0
+
+    @property
+    def shapes_condition(self) -> tuple[float, float, float]:
+        """The values that change the generator's condition (variation changes the seed)."""
+        return (round(self.intensity, 3), round(self.brightness, 3), round(self.tempo_bias, 3))
+
+    @property
+    def neutral(self) -> bool:
+        """True when the condition is the artwork's own."""
+        return self.shapes_condition == (0.5, 0.5, 0.0)
+
+
+#: Seed step between variations (a prime, so variations never alias another room's seed).
+VARIATION_SEED_STEP = 7919
+_CLAMP_TEMPO = (30.0, 240.0)
+
+
+def _clip01(x: float) -> float:
+    return min(max(float(x), 0.0), 1.0)
+
+
+def apply_controls(condition: Any, controls: RoomControls) -> Any | None:
+    """``condition`` adjusted by the controls, or None if this kind of condition has no knobs.
+
+    A plan with ``density``, ``brightness`` and ``tempo_bpm`` fields (the
+    procedural generator's MusicalDecisions) is adjusted directly:
+    intensity shifts density, brightness shifts timbre brightness (both
+    around 0.5 = the artwork's own) and tempo is multiplied by
+    ``2 ** (tempo_bias / 2)``. Other conditions return None and the session
+    adjusts the view's features instead (:func:`adjust_view`).
+    """
+    names = {f.name for f in dataclasses.fields(condition)} if dataclasses.is_dataclass(
+        condition) and not isinstance(condition, type) else set()
+    if not {"density", "brightness", "tempo_bpm"} <= names:
+        return None
+    tempo = condition.tempo_bpm * 2.0 ** (controls.tempo_bias / 2.0)
+    return dataclasses.replace(
+        condition,
+        density=round(_clip01(condition.density + (controls.intensity - 0.5)), 4),
+        brightness=round(_clip01(condition.brightness + (controls.brightness - 0.5)), 4),
+        tempo_bpm=round(min(max(tempo, _CLAMP_TEMPO[0]), _CLAMP_TEMPO[1]), 1),
+    )
+
+
+def adjust_view(view: ArtworkView, controls: RoomControls) -> ArtworkView:
+    """The view with its descriptor nudged by the controls (for generators without a plan).
+
+    Brightness shifts the ``brightness`` feature; intensity shifts
+    ``edge_density`` and ``contrast`` (the features density follows). An
+    empty wall has no features and stays as it is.
+    """
+    if view.state == "empty":
+        return view
+    features = dict(view.features)
+    shift = controls.brightness - 0.5
+    features["brightness"] = _clip01(features.get("brightness", 0.5) + shift)
+    for name in ("edge_density", "contrast"):
+        features[name] = _clip01(features.get(name, 0.5) + (controls.intensity - 0.5))
+    return msgspec.structs.replace(view, features=features)
+
+
+#: MIDI channels other than GM percussion (channel 10, index 9), in order.
+_MELODIC_CHANNELS = np.array([c for c in range(16) if c != 9], dtype=np.int32)
+_PERCUSSION_CHANNEL = 9
+
+
+def shift_channels(notes: np.ndarray, offset: int) -> np.ndarray:
+    """Notes with melodic channels moved ``offset`` places among the 15 non-percussion ones.
+
+    GM percussion stays on channel 10 (index 9), where every GM synth expects it.
+    """
+    if offset == 0 or len(notes) == 0:
+        return notes
+    shifted = notes.copy()
+    channels = shifted[:, 5]
+    melodic = channels != _PERCUSSION_CHANNEL
+    index = np.searchsorted(_MELODIC_CHANNELS, channels[melodic])
+    channels[melodic] = _MELODIC_CHANNELS[(index + offset) % len(_MELODIC_CHANNELS)]
+    return shifted
 
 
 @dataclass
@@ -89,6 +193,14 @@ class RoomSession:
         self.generated_frames = 0
         self.generation_s = 0.0
         self._seconds_per_frame: float | None = None
+        self.controls = RoomControls()
+        self.midi_channel_offset = 0  # rooms sharing one MIDI port use distinct channels
+        self.latest_view = self.view  # what capture reports, even while frozen
+        self.last_view_at: float | None = None  # our clock when capture last spoke
+        self.min_change_interval_s = 0.25
+        self._replan_pending = False
+        self._last_replan = -float("inf")
+        self._adjusted: dict[tuple[str, tuple[float, float, float]], Any] = {}
 
     def log_event(self, kind: str, **fields: Any) -> None:
         """Record an event about this room."""
@@ -97,13 +209,99 @@ class RoomSession:
     # -- inputs -------------------------------------------------------------
 
     def on_view(self, view: ArtworkView) -> bool:
-        """Take a capture report; True when it changes the artwork (a transition is due)."""
+        """Take a capture report; True when it changes the artwork (a transition is due).
+
+        While frozen the report is remembered (for when the freeze ends) but
+        the music stays on the current artwork.
+        """
+        self.last_view_at = self._now()
+        self.latest_view = view
+        if self.controls.freeze:
+            return False
+        return self._show(view)
+
+    def _show(self, view: ArtworkView) -> bool:
         changed = view_key(view) != view_key(self.view)
         self.view = view
         if changed:
-            self.condition = self._condition_for(view)
+            self.condition = self._controlled_condition(view)
             self.pending_transition = self.state is not None
         return changed
+
+    def restore(self, view: ArtworkView, age_s: float, controls: RoomControls) -> None:
+        """Resume a room a previous engine process was playing (its last view and controls)."""
+        self.controls = controls
+        self.latest_view = view
+        self.last_view_at = self._now() - max(0.0, age_s)
+        self._show(view)
+        self.log_event("room_restored", artwork_id=view.artwork_id, state=view.state,
+                       age_s=round(age_s, 3))
+
+    # -- live control ---------------------------------------------------------
+
+    def set_controls(self, params: Mapping[str, float | str]) -> list[str]:
+        """Apply live parameters (unknown names are ignored); the names that changed."""
+        updates: dict[str, Any] = {}
+        c = self.controls
+        for name, raw in params.items():
+            if isinstance(raw, str):
+                continue
+            value = float(raw)
+            if name in ("intensity", "brightness", "tempo_bias") and getattr(c, name) != value:
+                updates[name] = value
+            elif name == "transition_s" and c.transition_s != value:
+                updates[name] = value
+            elif name == "freeze" and c.freeze != (value >= 0.5):
+                updates[name] = value >= 0.5
+            elif name == "next_variation" and c.variation != int(value):
+                updates["variation"] = int(value)
+            elif name in ("lead_s", "transition_margin_s", "view_timeout_s") \
+                    and getattr(self.config, name) != value:
+                self.config = self.config.model_copy(update={name: value})
+                updates[name] = value
+        if not updates:
+            return []
+        config_names = {"lead_s", "transition_margin_s", "view_timeout_s"}
+        self.controls = dataclasses.replace(
+            c, **{k: v for k, v in updates.items() if k not in config_names})
+        if {"intensity", "brightness", "tempo_bias", "variation"} & set(updates):
+            self._replan_pending = True
+        if "freeze" in updates and not self.controls.freeze:
+            self._show(self.latest_view)  # catch up with what capture saw meanwhile
+        self.log_event("controls", **{k: v for k, v in updates.items()})
+        return sorted(updates)
+
+    @property
+    def effective_seed(self) -> int:
+        """The room's seed moved by the variation counter."""
+        return self.seed + VARIATION_SEED_STEP * self.controls.variation
+
+    @property
+    def crossfade_samples(self) -> int:
+        """Crossfade for transitions and restarts: the live transition time, else the config's."""
+        if self.controls.transition_s is None:
+            return self.config.crossfade_samples
+        return round(self.controls.transition_s * self.generator.sample_rate)
+
+    def tick(self) -> None:
+        """Time-based decisions: view timeout, and re-planning after knob moves (rate-limited)."""
+        now = self._now()
+        timeout = self.config.view_timeout_s
+        if (timeout > 0 and self.view.state == "artwork" and not self.controls.freeze
+                and self.last_view_at is not None and now - self.last_view_at > timeout):
+            self.log_event("view_timeout", artwork_id=self.view.artwork_id,
+                           silent_s=round(now - self.last_view_at, 3))
+            self.latest_view = empty_view(self.room)
+            self._show(self.latest_view)
+        if self._replan_pending and now - self._last_replan >= self.min_change_interval_s:
+            self._replan_pending = False
+            self._last_replan = now
+            # a knob or the variation moved: new plan (or seed), played as a transition
+            self.condition = self._controlled_condition(self.view)
+            self.pending_transition = self.state is not None
+            self.log_event("replanned", artwork_id=self.view.artwork_id,
+                           controls=dataclasses.asdict(self.controls),
+                           decisions=self.generator.describe(self.condition))
 
     def on_clock(self, clock: PlaybackClock) -> None:
         """Take audio_out's playback position; a playhead that went back means it restarted."""
@@ -158,12 +356,13 @@ class RoomSession:
             assert self.queue_end is not None
             start, crossfade = self.queue_end, 0
         else:
-            crossfade = self.config.crossfade_samples
+            crossfade = self.crossfade_samples
             frames += crossfade
             # New material must reach audio_out before the playhead does: the
             # margin covers transport and jitter, the estimate the generation.
             start = playhead + self.config.margin_samples + self._expected_generation(frames)
-            self.state = self.generator.start(self.condition, self.seed, start, self.state)
+            self.state = self.generator.start(self.condition, self.effective_seed, start,
+                                              self.state)
             self.pending_transition = False
         began = time.perf_counter()
         generated, self.state = self.generator.generate(self.state, self.condition, frames)
@@ -190,7 +389,8 @@ class RoomSession:
             artwork_id=self.view.artwork_id if self.view.state == "artwork" else None,
             generation_s=spent,
             reason=reason,
-            notes=Array.from_numpy(generated.notes) if len(generated.notes) else None,
+            notes=(Array.from_numpy(shift_channels(generated.notes, self.midi_channel_offset))
+                   if len(generated.notes) else None),
         )
         self.log_event(
             "chunk", seq=self.seq, start_sample=start, frames=frames, crossfade=crossfade,
@@ -214,6 +414,21 @@ class RoomSession:
         return self.generated_frames / self.generator.sample_rate / self.generation_s
 
     # -- conditioning -------------------------------------------------------
+
+    def _controlled_condition(self, view: ArtworkView) -> Any:
+        """The condition for ``view`` under the current controls (cached)."""
+        base = self._condition_for(view)
+        if self.controls.neutral:
+            return base
+        cache_key = (view_key(view), self.controls.shapes_condition)
+        if cache_key not in self._adjusted:
+            adjusted = apply_controls(base, self.controls)
+            if adjusted is None:
+                adjusted = self.generator.prepare(adjust_view(view, self.controls))
+            if len(self._adjusted) >= 64:  # a knob sweep must not grow the cache forever
+                self._adjusted.pop(next(iter(self._adjusted)))
+            self._adjusted[cache_key] = adjusted
+        return self._adjusted[cache_key]
 
     def _condition_for(self, view: ArtworkView) -> Any:
         key = view_key(view)

@@ -47,7 +47,9 @@ def main() -> None:
 # -- running ------------------------------------------------------------------
 
 
-def _supervise(config: InstallationConfig, config_label: str) -> tuple[float, list[Any]]:
+def _supervise(
+    config: InstallationConfig, config_label: str, source_path: Path | None = None
+) -> tuple[float, list[Any]]:
     """Freeze the config, run the supervised installation, return (wall time, roles)."""
     from installation.events import EventLog
     from installation.roles import events_path, install_stop_handlers
@@ -59,7 +61,7 @@ def _supervise(config: InstallationConfig, config_label: str) -> tuple[float, li
     stop = threading.Event()
     install_stop_handlers(stop)
     log = EventLog(events_path(config, "supervisor", None), "supervisor")
-    supervisor = Supervisor(config, frozen, log, log_dir=out / "logs")
+    supervisor = Supervisor(config, frozen, log, log_dir=out / "logs", source_path=source_path)
     click.echo(f"art2mus: running {config_label} ({len(config.rooms)} room(s)); "
                f"output in {out}/ — Ctrl-C stops")
     began = time.monotonic()
@@ -93,7 +95,7 @@ def demo(config_path: Path, out_dir: Path | None, seconds: float | None) -> None
 def run(config_path: Path) -> None:
     """Run an installation: every role of every room, supervised."""
     config = load_config(config_path)
-    wall, _ = _supervise(config, str(config_path))
+    wall, _ = _supervise(config, str(config_path), source_path=config_path)
     click.echo(f"art2mus: stopped after {wall:.1f} s")
 
 
@@ -285,6 +287,10 @@ def _register_commands() -> None:
 
     for command in audio_bench_commands:
         bench.add_command(command)
+    from installation.ops_cli import commands as ops_commands
+
+    for command in ops_commands:
+        cli.add_command(command)
 
 
 _register_commands()

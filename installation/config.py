@@ -4,12 +4,15 @@ Layout (see ``configs/*.toml`` for commented examples)::
 
     [installation]   name, output folder
     [network]        ZeroMQ endpoints, message size limit
-    [supervisor]     restart backoff
+    [supervisor]     restart backoff, hang detection, which roles and rooms run here
     [engine]         generator and stream timing (+ [engine.procedural])
     [capture]        defaults for every room's capture role
     [audio_out]      defaults for every room's playback role
     [[rooms]]        id, seed, and per-room [rooms.capture] / [rooms.audio_out]
                      overrides, merged over the defaults above
+    [control]        live parameters: MIDI in (+ mapping), OSC in/out, config reload
+    [metrics]        Prometheus endpoints (port 0 = off)
+    [security]       CurveZMQ authentication and encryption between machines
 
 :func:`load_config` raises :class:`ConfigError` naming the file, the field
 and what was expected; the supervisor validates a config before it starts
@@ -22,7 +25,7 @@ import copy
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -75,6 +78,124 @@ class SupervisorConfig(BaseModel):
         30.0, gt=0.0, description="A role up this long has its backoff reset."
     )
     stop_timeout_s: float = Field(5.0, gt=0.0, description="SIGTERM, then SIGKILL after this.")
+    heartbeat_s: float = Field(
+        0.5, gt=0.0, le=10.0, description="Roles report health to the supervisor this often."
+    )
+    hang_after_s: float = Field(
+        10.0, ge=0.0,
+        description="A role silent this long (no heartbeat) is killed and restarted; 0 = never.",
+    )
+    startup_grace_s: float = Field(
+        30.0, gt=0.0, description="Time a starting role has to send its first heartbeat."
+    )
+    status_every_s: float = Field(
+        1.0, gt=0.0, description="How often the supervisor rewrites OUTPUT/status.json."
+    )
+    roles: tuple[Literal["engine", "capture", "audio_out"], ...] = Field(
+        ("engine", "capture", "audio_out"),
+        description="Which roles this machine runs (a GPU engine machine: ['engine']).",
+    )
+    rooms: tuple[str, ...] = Field(
+        (), description="Which rooms' capture/audio_out this machine runs; empty = all."
+    )
+
+
+class MidiInConfig(BaseModel):
+    """MIDI in: which port, and which controls move which parameters.
+
+    ``cc`` and ``notes`` map a controller or note number (as a string key,
+    TOML keys are strings) to a parameter name from
+    :data:`installation.params.PARAMETERS`, optionally ``@room`` for one room
+    (``"intensity@room-1"``); ``art2mus midi-learn`` writes these tables.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: str = Field("", description="Substring of the input port name; '' = no MIDI in.")
+    virtual: bool = Field(False, description="Also open a virtual input port named 'art2mus'.")
+    channel: int = Field(0, ge=0, le=16, description="Listen on this channel (1-16); 0 = all.")
+    soft_takeover: bool = Field(
+        True, description="A knob moves a parameter only once it has passed the current value."
+    )
+    cc: dict[str, str] = Field(default_factory=dict, description="CC number -> parameter.")
+    notes: dict[str, str] = Field(default_factory=dict, description="Note number -> parameter.")
+
+    @model_validator(mode="after")
+    def _known(self) -> MidiInConfig:
+        from installation.params import parse_target
+
+        for table, mapping in (("cc", self.cc), ("notes", self.notes)):
+            for number, target in mapping.items():
+                if not number.isdigit() or not 0 <= int(number) <= 127:
+                    raise ValueError(f"control.midi.{table}: key must be 0..127, got {number!r}")
+                parse_target(target)  # raises ValueError naming the known parameters
+        return self
+
+
+class OscConfig(BaseModel):
+    """OSC in (parameters as addresses) and out (each room's state, one value per address)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    listen: str = Field("", description="'HOST:PORT' to receive OSC on (UDP); '' = off.")
+    send: tuple[str, ...] = Field((), description="'HOST:PORT' targets for room state.")
+    prefix: str = Field("/art2mus", pattern=r"^/[A-Za-z0-9_/-]*$")
+    send_hz: float = Field(4.0, gt=0.0, le=100.0, description="Room state updates per second.")
+
+    @model_validator(mode="after")
+    def _addresses(self) -> OscConfig:
+        for address in ((self.listen,) if self.listen else ()) + self.send:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ValueError(f"OSC address must be 'HOST:PORT', got {address!r}")
+        return self
+
+
+class ControlConfig(BaseModel):
+    """Live control: surfaces that set parameters, and config hot reload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reload: bool = Field(True, description="Watch the config file and apply edits live.")
+    reload_poll_s: float = Field(1.0, gt=0.0, le=60.0, description="How often it is checked.")
+    min_change_interval_s: float = Field(
+        0.25, ge=0.0, le=10.0,
+        description="The engine re-plans a room for knob moves at most this often.",
+    )
+    resend_every_s: float = Field(
+        5.0, gt=0.0, description="Re-send all parameters so a restarted role catches up."
+    )
+    midi: MidiInConfig = MidiInConfig()
+    osc: OscConfig = OscConfig()
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus endpoints: the supervisor on ``port``, then engine, then each room's roles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    port: int = Field(
+        0, ge=0, lt=65536,
+        description="Supervisor port; engine port+1, room i: audio_out port+2+2i, "
+        "capture port+3+2i. 0 = no metrics endpoints.",
+    )
+    host: str = Field("127.0.0.1", description="Interface the endpoints listen on.")
+
+
+class SecurityConfig(BaseModel):
+    """CurveZMQ between machines: ``art2mus keys DIR`` writes the key layout read here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    curve: bool = Field(False, description="Authenticate and encrypt every ZeroMQ link.")
+    keys_dir: str = Field(
+        "keys",
+        description="server.key(_secret), client.key(_secret), authorized/*.key "
+        "(client public keys the binding side accepts).",
+    )
+    include_loopback: bool = Field(
+        False, description="Also secure loopback links (normally only links between machines)."
+    )
 
 
 class RoomConfig(BaseModel):
@@ -86,6 +207,11 @@ class RoomConfig(BaseModel):
     seed: int = 0
     capture: CaptureConfig = CaptureConfig()
     audio_out: AudioOutConfig = AudioOutConfig()
+    midi_channel_offset: int = Field(
+        0, ge=0, le=15,
+        description="MIDI out: this room's melodic channels are shifted by this much "
+        "(GM percussion stays on channel 10), so rooms can share one port.",
+    )
 
 
 class InstallationConfig(BaseModel):
@@ -98,18 +224,18 @@ class InstallationConfig(BaseModel):
     supervisor: SupervisorConfig = SupervisorConfig()
     engine: EngineConfig = EngineConfig()
     rooms: tuple[RoomConfig, ...] = Field(min_length=1)
+    control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _unique_rooms(self) -> InstallationConfig:
         ids = [room.id for room in self.rooms]
         if len(set(ids)) != len(ids):
             raise ValueError(f"room ids must be unique, got {ids}")
-        for room in self.rooms:
-            if room.audio_out.sample_rate != self.engine.sample_rate:
-                raise ValueError(
-                    f"rooms[{room.id}].audio_out.sample_rate ({room.audio_out.sample_rate}) must "
-                    f"equal engine.sample_rate ({self.engine.sample_rate}) in this version"
-                )
+        for room_id in self.supervisor.rooms:
+            if room_id not in ids:
+                raise ValueError(f"supervisor.rooms names {room_id!r}, rooms are {ids}")
         return self
 
     def room(self, room_id: str) -> RoomConfig:

@@ -107,7 +107,8 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) 
     generation = [c["generation_s"] for c in timeline["chunks"] if c["generation_s"]]
     frames = sum(c["frames"] for c in timeline["chunks"] if c["generation_s"])
     delays = [t["transition_delay_s"] for t in timeline["transitions"]
-              if t["transition_delay_s"] is not None]
+              if t["transition_delay_s"] is not None and not t["startup"]]
+    startup = [t["transition_delay_s"] for t in timeline["transitions"] if t["startup"]]
     summary = {
         "wall_s": round(wall_s, 1),
         "audio": audio_stats,
@@ -119,6 +120,7 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) 
             "max": max(delays) if delays else None,
             "mean": round(float(np.mean(delays)), 3) if delays else None,
         },
+        "first_artwork_heard_after_s": startup[0] if startup else None,
         "role_restarts": {r.name: r.restarts for r in roles},
     }
     midi = room.audio_out.midi_file
@@ -164,7 +166,8 @@ def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -
         f"longest silence {audio.get('longest_silence_s', '?')} s · "
         f"join roughness {audio.get('join_roughness', '?')} · "
         f"generator {summary['generator_realtime_factor']}x real time · "
-        f"transition delay max {summary['transition_delay_s']['max']} s"
+        f"transition delay max {summary['transition_delay_s']['max']} s "
+        f"(first artwork, during start-up: {summary['first_artwork_heard_after_s']} s)"
     )
     files = [audio.get("file"), summary.get("midi_file"), str(out / "timeline.json")]
     console.print("files: " + ", ".join(f for f in files if f))

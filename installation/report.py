@@ -93,9 +93,14 @@ def transitions(
     began to play, i.e. the start of its crossfade.
     """
     rows = []
+    rooms_started: set[str] = set()
     for change in artwork_changes:
         if change["state"] != "artwork":
             continue
+        # The first artwork a room reports arrives while its roles are still
+        # starting up: measured, but not a change between two artworks.
+        startup = change["room"] not in rooms_started
+        rooms_started.add(change["room"])
         shown = [s for s in source_changes
                  if s["room"] == change["room"] and s["time"] <= change["time"]]
         first = next(
@@ -108,7 +113,7 @@ def transitions(
         shown_at = shown[-1]["time"] if shown else None
         heard_at = first["heard_at"] if first else None
         rows.append({
-            "room": change["room"], "artwork_id": change["artwork_id"],
+            "room": change["room"], "artwork_id": change["artwork_id"], "startup": startup,
             "style": shown[-1]["style"] if shown else None,
             "shown_at": shown_at, "detected_at": change["time"], "heard_at": heard_at,
             "detect_delay_s": _diff(change["time"], shown_at),

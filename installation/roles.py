@@ -4,10 +4,15 @@
 is what the supervisor runs; ``art2mus engine|capture|play`` run the same
 functions in the foreground. SIGTERM and SIGINT set a stop event so every
 role finishes its files and closes its sockets.
+
+Each role also gets: JSON-lines logging on stdout (:mod:`installation.jsonlog`),
+a :class:`~installation.health.Heartbeat` to its supervisor (a no-op when run
+by hand), and its Prometheus endpoint when ``[metrics] port`` is set.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -15,7 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 from installation.config import InstallationConfig
+from installation.errors import DependencyError
 from installation.events import EventLog
+from installation.health import Heartbeat
+from installation.jsonlog import setup_json_logging
+from installation.metrics import Metrics, role_metrics
 
 RoleName = Literal["engine", "capture", "audio_out"]
 
@@ -43,24 +52,43 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
         config.room(room)  # refuse an unknown room before anything starts
     stop = threading.Event()
     install_stop_handlers(stop)
+    setup_json_logging(role, None if role == "engine" else room)
     log = EventLog(events_path(config, role, None if role == "engine" else room), role, room)
     log("started", pid=os.getpid())
+    heartbeat = Heartbeat(config.supervisor.heartbeat_s)
+    try:
+        metrics = role_metrics(config, role, None if role == "engine" else room)
+    except DependencyError as error:
+        # The music must not stop for want of a metrics endpoint: said once, run without.
+        log("metrics_unavailable", error=str(error))
+        logging.getLogger(__name__).warning("running without metrics: %s", error)
+        metrics = Metrics(0)
     try:
         if role == "engine":
             from engine.server import EngineServer
 
-            EngineServer(config, log).run(stop)
+            EngineServer(config, log, heartbeat=heartbeat, metrics=metrics,
+                         state_path=engine_state_path(config)).run(stop)
         elif role == "capture":
             from capture.role import run_capture
 
             assert room is not None
-            run_capture(config, room, stop, log)
+            run_capture(config, room, stop, log, heartbeat=heartbeat, metrics=metrics)
         else:
             from audio_out.role import run_audio_out
 
             assert room is not None
-            run_audio_out(config, room, stop, log)
+            run_audio_out(config, room, stop, log, heartbeat=heartbeat, metrics=metrics)
     finally:
+        from installation.security import stop_authenticators
+
+        stop_authenticators()
+        metrics.close()
         log("stopped")
         log.close()
     return 0
+
+
+def engine_state_path(config: InstallationConfig) -> Path:
+    """Where the engine keeps each room's last view and controls across its own restarts."""
+    return config.output_dir / "run" / "engine-state.json"

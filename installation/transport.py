@@ -3,17 +3,21 @@
 Topology (the engine is the hub and binds; rooms come and go)::
 
     capture   PUB  --connect-->  SUB  bind  engine   (views)
-    engine    PUB  bind  <--connect--  SUB  audio_out (chunks, topic = room)
-    audio_out PUSH --connect-->  PULL bind  engine   (clock)
+    engine   XPUB  bind  <--connect--  SUB  audio_out (chunks, topic = room; the engine
+                                                    sees each room's subscription)
+    audio_out PUSH --connect-->  PULL bind  engine   (clock; IMMEDIATE, never stale)
     supervisor PUB bind  <--connect--  SUB  every role (control)
 
 :class:`Inbox` receives frames without blocking, decodes them, and counts and
-drops anything malformed so that no frame can crash a role.
+drops anything malformed so that no frame can crash a role. With CurveZMQ
+keys (:mod:`installation.security`), sockets on links that leave the machine
+are encrypted and authenticated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import zmq
 
@@ -26,30 +30,54 @@ from installation.protocol import (
     encode,
 )
 
+if TYPE_CHECKING:
+    from installation.security import CurveKeys
+
 
 def make_socket(
     context: zmq.Context, kind: int, endpoint: str, *, bind: bool,
     subscribe: list[str] | None = None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    hwm: int = 1000,
+    hwm: int = 1000, curve: CurveKeys | None = None, immediate: bool = False,
 ) -> zmq.Socket:
     """A socket of ``kind`` bound or connected to ``endpoint``.
 
     Receivers get ``MAXMSGSIZE`` so ZeroMQ itself refuses oversized frames;
     ``linger`` is short so a role never hangs on exit with unsent messages.
+    With ``curve`` keys and an endpoint that leaves the machine, a binding
+    socket is a Curve server (clients checked against the authorized keys)
+    and a connecting one a Curve client. ``immediate`` queues messages only
+    on completed connections: while the peer is down a send fails instead of
+    queueing stale messages for the peer's next incarnation.
     """
     socket = context.socket(kind)
-    socket.setsockopt(zmq.LINGER, 200)
-    socket.setsockopt(zmq.SNDHWM, hwm)
-    socket.setsockopt(zmq.RCVHWM, hwm)
-    if kind in (zmq.SUB, zmq.PULL):
-        socket.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-    if kind == zmq.SUB:
-        for topic in subscribe if subscribe is not None else [""]:
-            socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-    if bind:
-        socket.bind(endpoint)
-    else:
-        socket.connect(endpoint)
+    try:
+        if curve is not None:
+            from installation.security import ensure_authenticator
+
+            if curve.applies_to(endpoint):
+                if bind:
+                    # before bind: the ZAP handler must see the first handshake
+                    ensure_authenticator(context, curve)
+                    curve.make_server(socket)
+                else:
+                    curve.make_client(socket)
+        socket.setsockopt(zmq.LINGER, 200)
+        socket.setsockopt(zmq.SNDHWM, hwm)
+        socket.setsockopt(zmq.RCVHWM, hwm)
+        if immediate:
+            socket.setsockopt(zmq.IMMEDIATE, 1)
+        if kind in (zmq.SUB, zmq.PULL):
+            socket.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        if kind == zmq.SUB:
+            for topic in subscribe if subscribe is not None else [""]:
+                socket.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+        if bind:
+            socket.bind(endpoint)
+        else:
+            socket.connect(endpoint)
+    except BaseException:
+        socket.close(linger=0)  # a half-made socket would hang the context's term()
+        raise
     return socket
 
 

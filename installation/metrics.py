@@ -1,0 +1,145 @@
+"""Prometheus metrics, one endpoint per role process (off unless ``[metrics] port`` is set).
+
+Ports follow the role's place in the installation, so a scrape config can be
+written from the TOML file alone: the supervisor on ``port``, the engine on
+``port + 1``, room *i* (0-based, in config order) on ``port + 2 + 2i``
+(audio_out) and ``port + 3 + 2i`` (capture).
+
+Exported (labels in braces):
+
+- ``art2mus_chunk_generation_seconds{room}``: histogram of the time to generate one chunk
+- ``art2mus_realtime_factor{room}``: seconds of audio generated per second spent
+- ``art2mus_lead_seconds{room}``: how far the engine's queue runs ahead of the playhead
+- ``art2mus_underflows_total{room}``: audio_out starvations (hold/fade started)
+- ``art2mus_detection_confidence{room}``: capture's confidence in the current view
+- ``art2mus_messages_dropped_total{socket,reason}``: malformed/oversized/wrong-version frames
+- ``art2mus_role_restarts_total{role}``, ``art2mus_role_up{role}``,
+  ``art2mus_heartbeat_age_seconds{role}``: the supervisor's view of every role
+
+With the port at 0 nothing is imported or opened and every method is a no-op,
+so the roles call them unconditionally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from installation.config import InstallationConfig
+from installation.errors import DependencyError
+
+#: Histogram buckets for chunk generation time (seconds): 1 ms .. 4 s.
+GENERATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def metrics_port(config: InstallationConfig, role: str, room: str | None = None) -> int:
+    """The port of ``role`` (and ``room``) under the layout above; 0 when metrics are off."""
+    base = config.metrics.port
+    if base == 0:
+        return 0
+    if role == "supervisor":
+        return base
+    if role == "engine":
+        return base + 1
+    index = [r.id for r in config.rooms].index(room) if room is not None else 0
+    return base + 2 + 2 * index + (1 if role == "capture" else 0)
+
+
+class Metrics:
+    """The collectors of one role process and its HTTP endpoint."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.port = port
+        self.enabled = port > 0
+        self._seen: dict[tuple[Any, ...], float] = {}
+        self._server: Any = None
+        if not self.enabled:
+            return
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            raise DependencyError("[metrics] port needs prometheus-client "
+                                  "(pip install prometheus-client)") from None
+        self.registry = prom.CollectorRegistry()
+        r = self.registry
+        self.generation = prom.Histogram("art2mus_chunk_generation_seconds",
+                                         "Time to generate one chunk", ["room"], registry=r,
+                                         buckets=GENERATION_BUCKETS)
+        self.realtime_factor = prom.Gauge("art2mus_realtime_factor",
+                                          "Audio seconds generated per second spent", ["room"],
+                                          registry=r)
+        self.lead = prom.Gauge("art2mus_lead_seconds", "Queue end minus playhead", ["room"],
+                               registry=r)
+        self.underflows = prom.Counter("art2mus_underflows", "Playback starvations", ["room"],
+                                       registry=r)
+        self.confidence = prom.Gauge("art2mus_detection_confidence",
+                                     "Confidence in the current view", ["room"], registry=r)
+        self.dropped = prom.Counter("art2mus_messages_dropped", "Frames refused and dropped",
+                                    ["socket", "reason"], registry=r)
+        self.restarts = prom.Counter("art2mus_role_restarts", "Role restarts", ["role"],
+                                     registry=r)
+        self.up = prom.Gauge("art2mus_role_up", "1 while the role runs", ["role"], registry=r)
+        self.heartbeat_age = prom.Gauge("art2mus_heartbeat_age_seconds",
+                                        "Seconds since the role's last heartbeat", ["role"],
+                                        registry=r)
+        try:
+            self._server, _ = prom.start_http_server(port, addr=host, registry=r)
+        except OSError as exc:
+            raise DependencyError(
+                f"metrics endpoint {host}:{port}: cannot listen ({exc})") from None
+
+    def _advance(self, counter: Any, key: tuple[Any, ...], total: float) -> None:
+        # Our own counts are running totals; Prometheus counters only go up by deltas.
+        previous = self._seen.get(key, 0.0)
+        if total > previous:
+            counter.labels(*key[1:]).inc(total - previous)
+            self._seen[key] = total
+
+    def chunk(self, room: str, generation_s: float, realtime_factor: float | None,
+              lead_s: float | None) -> None:
+        """One chunk generated (engine)."""
+        if not self.enabled:
+            return
+        self.generation.labels(room).observe(generation_s)
+        if realtime_factor is not None:
+            self.realtime_factor.labels(room).set(realtime_factor)
+        if lead_s is not None:
+            self.lead.labels(room).set(lead_s)
+
+    def set_underflows(self, room: str, total: int) -> None:
+        """audio_out's running underflow count."""
+        if self.enabled:
+            self._advance(self.underflows, ("underflows", room), total)
+
+    def set_confidence(self, room: str, confidence: float) -> None:
+        """capture's confidence in the current view."""
+        if self.enabled:
+            self.confidence.labels(room).set(confidence)
+
+    def set_dropped(self, socket: str, by_reason: Mapping[str, int]) -> None:
+        """A socket's running drop counts by reason."""
+        if not self.enabled:
+            return
+        for reason, total in by_reason.items():
+            self._advance(self.dropped, ("dropped", socket, reason), total)
+
+    def set_role(self, role: str, up: bool, restarts: int, heartbeat_age_s: float | None) -> None:
+        """The supervisor's view of one role."""
+        if not self.enabled:
+            return
+        self.up.labels(role).set(1.0 if up else 0.0)
+        self._advance(self.restarts, ("restarts", role), restarts)
+        if heartbeat_age_s is not None:
+            self.heartbeat_age.labels(role).set(heartbeat_age_s)
+
+    def close(self) -> None:
+        """Stop the HTTP endpoint."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def role_metrics(config: InstallationConfig, role: str, room: str | None = None) -> Metrics:
+    """The metrics of ``role`` as the config lays them out (no-op when the port is 0)."""
+    return Metrics(metrics_port(config, role, room), config.metrics.host)

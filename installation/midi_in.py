@@ -1,0 +1,280 @@
+"""MIDI in (python-rtmidi): knobs, faders and pads move the live parameters.
+
+``[control.midi]`` names the input port by substring (``port = "nanoKONTROL"``)
+and/or opens a virtual port called ``art2mus`` that any program can connect
+to; ``cc`` and ``notes`` map controller and note numbers to parameters
+(``"intensity"``, or ``"intensity@room-1"`` for one room). ``art2mus
+midi-learn`` writes those tables by asking you to move each control.
+
+How a message moves a parameter:
+
+- **CC on a continuous parameter**: 0..127 spans the parameter's range. With
+  ``soft_takeover`` (the default) a knob does nothing until it reaches the
+  parameter's current value (within 2 steps, or crossing it), so a knob left
+  somewhere else, or a value changed by OSC or a reload meanwhile, never
+  makes the music jump;
+- **CC on freeze**: >= 64 freezes, < 64 releases (a latching button);
+- **CC on next_variation**: a rise through 64 steps once (a momentary pad);
+- **note on**: toggles freeze, steps next_variation, or sets a continuous
+  parameter to the velocity's position in its range.
+
+The rtmidi port is the hardware seam: :class:`MidiControlInput` takes any
+object with ``set_callback``/``close_port`` and :meth:`handle` takes a raw
+message, so tests drive it with a fake port.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from installation.config import MidiInConfig
+from installation.control import ControlHub
+from installation.errors import ConfigError, DependencyError
+from installation.events import EventSink, null_sink
+from installation.params import Parameter, parse_target
+
+VIRTUAL_PORT_NAME = "art2mus"
+#: Soft takeover picks a knob up within this many steps of the current value.
+PICKUP_STEPS = 2
+
+
+def _rtmidi(rtmidi_module: Any = None) -> Any:
+    if rtmidi_module is not None:
+        return rtmidi_module
+    try:
+        return importlib.import_module("rtmidi")
+    except ImportError:
+        raise DependencyError("MIDI in needs python-rtmidi (pip install python-rtmidi)") from None
+
+
+def new_midi_in(rtmidi_module: Any = None) -> Any:
+    """An rtmidi input, or a DependencyError in one line when this machine has no MIDI."""
+    module = _rtmidi(rtmidi_module)
+    try:
+        return module.MidiIn()
+    except Exception as exc:  # rtmidi.SystemError: no ALSA sequencer / CoreMIDI here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DependencyError(
+            f"MIDI in: no MIDI system on this machine ({first}); on Linux load the ALSA "
+            "sequencer (`modprobe snd-seq`) or remove [control.midi] port/virtual"
+        ) from None
+
+
+def open_input_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
+    """The first input port whose name contains ``name`` (case-insensitive), and its name."""
+    midi_in = new_midi_in(rtmidi_module)
+    ports = list(midi_in.get_ports())
+    for index, port in enumerate(ports):
+        if name.lower() in port.lower():
+            midi_in.open_port(index)
+            return midi_in, port
+    available = ", ".join(repr(p) for p in ports) or "none"
+    raise ConfigError(f"control.midi.port: no MIDI input port contains {name!r}; "
+                      f"available: {available}")
+
+
+def open_virtual_port(rtmidi_module: Any = None) -> Any:
+    """A virtual input port named :data:`VIRTUAL_PORT_NAME` (ALSA, CoreMIDI)."""
+    midi_in = new_midi_in(rtmidi_module)
+    midi_in.open_virtual_port(VIRTUAL_PORT_NAME)
+    return midi_in
+
+
+class MidiControlInput:
+    """Turns MIDI messages from one or more ports into hub parameter changes."""
+
+    def __init__(self, config: MidiInConfig, hub: ControlHub,
+                 log_event: EventSink = null_sink, ports: list[Any] | None = None) -> None:
+        self.config = config
+        self.hub = hub
+        self.log_event = log_event
+        self.ports = ports or []
+        self.cc = {int(k): parse_target(v) for k, v in config.cc.items()}
+        self.notes = {int(k): parse_target(v) for k, v in config.notes.items()}
+        self.handled = 0
+        self.ignored = 0
+        # soft takeover: per control, whether it has picked its parameter up, the
+        # value it last set, and where the knob last was (to see it cross the value)
+        self._picked: dict[int, bool] = {}
+        self._set_by_us: dict[int, float] = {}
+        self._last_unit: dict[int, float] = {}
+        self._cc_high: dict[int, bool] = {}
+        for port in self.ports:
+            port.set_callback(self._callback)
+
+    @classmethod
+    def open(cls, config: MidiInConfig, hub: ControlHub, log_event: EventSink = null_sink,
+             rtmidi_module: Any = None) -> MidiControlInput:
+        """Open the configured port and/or the virtual port and start listening."""
+        ports = []
+        if config.port:
+            port, name = open_input_port(config.port, rtmidi_module)
+            ports.append(port)
+            log_event("midi_in_opened", port=name)
+        if config.virtual:
+            ports.append(open_virtual_port(rtmidi_module))
+            log_event("midi_in_opened", port=VIRTUAL_PORT_NAME, virtual=True)
+        return cls(config, hub, log_event, ports)
+
+    def _callback(self, event: tuple[list[int], float], data: Any = None) -> None:
+        self.handle(event[0])
+
+    def handle(self, message: list[int]) -> bool:
+        """Apply one raw MIDI message; True if it moved a parameter."""
+        if len(message) < 3:
+            return self._ignore()
+        status, number, value = message[0] & 0xF0, message[1], message[2]
+        channel = (message[0] & 0x0F) + 1
+        if self.config.channel and channel != self.config.channel:
+            return self._ignore()
+        try:
+            if status == 0xB0 and number in self.cc:
+                param, room = self.cc[number]
+                return self._on_cc(number, param, room, value)
+            if status == 0x90 and value > 0 and number in self.notes:
+                param, room = self.notes[number]
+                return self._on_note(param, room, value)
+        except ValueError as error:  # an unknown room in the mapping: report, keep going
+            self.log_event("midi_refused", message=list(message), error=str(error))
+        return self._ignore()
+
+    def _ignore(self) -> bool:
+        self.ignored += 1
+        return False
+
+    def _on_cc(self, number: int, param: Parameter, room: str, value: int) -> bool:
+        if param.kind == "toggle":
+            self.hub.set(param.name, 1.0 if value >= 64 else 0.0, room, source="midi")
+            return self._done()
+        if param.kind == "trigger":
+            high = value >= 64
+            rising = high and not self._cc_high.get(number, False)
+            self._cc_high[number] = high
+            if rising:
+                self.hub.trigger(param.name, room, source="midi")
+                return self._done()
+            return self._ignore()
+        unit = value / 127.0
+        previous_unit = self._last_unit.get(number)
+        self._last_unit[number] = unit
+        if self.config.soft_takeover and not self._takes_over(number, param, room, unit,
+                                                             previous_unit):
+            return self._ignore()
+        applied = self.hub.set(param.name, param.from_unit(unit), room, source="midi")
+        self._set_by_us[number] = applied
+        return self._done()
+
+    def _takes_over(self, number: int, param: Parameter, room: str, unit: float,
+                    previous_unit: float | None) -> bool:
+        current = self.hub.current(param.name, room)
+        if self._picked.get(number) and self._set_by_us.get(number) != current:
+            self._picked[number] = False  # moved by someone else: pick it up again
+        if self._picked.get(number):
+            return True
+        target = param.to_unit(current)
+        near = abs(unit - target) <= PICKUP_STEPS / 127.0
+        crossed = previous_unit is not None and (previous_unit - target) * (unit - target) <= 0
+        if near or crossed:
+            self._picked[number] = True
+            return True
+        return False
+
+    def _on_note(self, param: Parameter, room: str, velocity: int) -> bool:
+        if param.kind == "toggle":
+            self.hub.toggle(param.name, room, source="midi")
+        elif param.kind == "trigger":
+            self.hub.trigger(param.name, room, source="midi")
+        else:
+            self.hub.set(param.name, param.from_unit(velocity / 127.0), room, source="midi")
+        return self._done()
+
+    def _done(self) -> bool:
+        self.handled += 1
+        return True
+
+    def close(self) -> None:
+        """Close every port."""
+        for port in self.ports:
+            if hasattr(port, "cancel_callback"):
+                port.cancel_callback()
+            port.close_port()
+        self.ports = []
+
+
+def learn_mapping(port: Any, targets: list[str], prompt: Callable[[str], None],
+                  timeout_s: float = 30.0, clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, str]]:
+    """Ask for each target in turn and map the first control that moves to it.
+
+    ``port.get_message()`` returns ``(message, delta)`` or None (rtmidi's
+    polling interface). A CC is mapped once it has moved by a few steps (so
+    a noisy fader at rest is not taken); a note on is mapped at once.
+    Returns ``{"cc": {...}, "notes": {...}}`` as ``[control.midi]`` wants it.
+    """
+    for target in targets:
+        parse_target(target)  # refuse a typo before the user starts turning knobs
+    mapping: dict[str, dict[str, str]] = {"cc": {}, "notes": {}}
+    used: set[tuple[str, int]] = set()
+    kept: list[list[int]] = []  # other controls' messages seen while one settled
+
+    def next_message() -> list[int] | None:
+        if kept:
+            return kept.pop(0)
+        event = port.get_message()
+        return None if event is None else list(event[0])
+
+    for target in targets:
+        prompt(f"move the control for {target} (or press a pad)...")
+        first_seen: dict[int, int] = {}
+        deadline = clock() + timeout_s
+        learned: tuple[str, int] | None = None
+        while learned is None:
+            if clock() > deadline:
+                raise ConfigError(f"midi-learn: no control moved for {target!r} within "
+                                  f"{timeout_s:.0f} s")
+            message = next_message()
+            if message is None:
+                sleep(0.005)
+                continue
+            if len(message) < 3:
+                continue
+            status, number, value = message[0] & 0xF0, message[1], message[2]
+            if status == 0x90 and value > 0 and ("notes", number) not in used:
+                learned = ("notes", number)
+            elif status == 0xB0 and ("cc", number) not in used:
+                start = first_seen.setdefault(number, value)
+                if abs(value - start) >= 3 or parse_target(target)[0].kind != "continuous":
+                    learned = ("cc", number)
+        table, number = learned
+        mapping[table][str(number)] = target
+        used.add(learned)
+        prompt(f"  {target} <- " + (f"CC {number}" if table == "cc" else f"note {number}"))
+        # Let the control settle: its trailing messages must not be taken for the
+        # next target, but other controls' messages are kept.
+        settle = clock() + 0.5
+        while clock() < settle:
+            event = port.get_message()
+            if event is None:
+                sleep(0.01)
+                continue
+            message = list(event[0])
+            same_cc = table == "cc" and len(message) >= 2 and message[0] & 0xF0 == 0xB0 \
+                and message[1] == number
+            same_note = table == "notes" and len(message) >= 2 \
+                and message[0] & 0xF0 in (0x80, 0x90) and message[1] == number
+            if not (same_cc or same_note):
+                kept.append(message)
+    return mapping
+
+
+def mapping_toml(mapping: dict[str, dict[str, str]]) -> str:
+    """The ``[control.midi]`` tables for a config file."""
+    lines = ["[control.midi.cc]"]
+    lines += [f'"{k}" = "{v}"' for k, v in sorted(mapping["cc"].items(), key=lambda kv: int(kv[0]))]
+    lines += ["", "[control.midi.notes]"]
+    lines += [f'"{k}" = "{v}"'
+              for k, v in sorted(mapping["notes"].items(), key=lambda kv: int(kv[0]))]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,196 @@
+"""Config hot reload: watch the TOML file, validate an edit, apply what can change live.
+
+The supervisor's :class:`ConfigWatcher` polls the file's modification time
+(every ``control.reload_poll_s``; polling needs no inotify and works on
+network shares). On a change:
+
+1. the new file is validated exactly as ``art2mus check-config`` does; an
+   invalid one is **refused** with the validator's message (file, field,
+   expected, got) and the running config stays;
+2. :func:`plan_reload` compares it field by field with the running one;
+3. live fields are applied: parameters go to the roles as Control ``set``
+   (through the hub, so restarted roles get them too), supervisor and
+   control settings are taken by the supervisor;
+4. every other changed field is **reported** as needing a restart (by its
+   path, e.g. ``rooms[0].capture.fps``); nothing is restarted behind the
+   technician's back.
+
+=====================================  ===================================
+field                                  applied live as
+=====================================  ===================================
+engine.transition_crossfade_s          ``transition_s`` to the engine
+engine.lead_s, transition_margin_s,    the same name to the engine
+view_timeout_s
+rooms[i].audio_out.volume              ``volume`` to that room's audio_out
+supervisor.* (not roles, rooms,        taken by the supervisor
+heartbeat_s)
+control.osc.*, control.midi.*          surfaces restarted with the new
+                                       settings
+control.resend_every_s,                taken by the supervisor
+control.reload_poll_s
+=====================================  ===================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from installation.config import InstallationConfig, load_config
+from installation.errors import ConfigError
+
+if TYPE_CHECKING:
+    from installation.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+_ENGINE_LIVE = {
+    "engine.transition_crossfade_s": "transition_s",
+    "engine.lead_s": "lead_s",
+    "engine.transition_margin_s": "transition_margin_s",
+    "engine.view_timeout_s": "view_timeout_s",
+}
+_SUPERVISOR_RESTART = ("supervisor.roles", "supervisor.rooms", "supervisor.heartbeat_s")
+_SUPERVISOR_LIVE = ("supervisor.", "control.resend_every_s", "control.reload_poll_s")
+_SURFACES = ("control.osc.", "control.midi.")
+
+
+@dataclass
+class ReloadPlan:
+    """What a new config changes: live sets, supervisor-side changes, fields needing a restart."""
+
+    sets: list[tuple[str, float, str]] = field(default_factory=list)  # (param, value, room)
+    supervisor: list[str] = field(default_factory=list)
+    surfaces: list[str] = field(default_factory=list)
+    restart_needed: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> list[str]:
+        """Human-readable list of what is applied live."""
+        return ([f"{name}={value}" + ("" if room == "*" else f"@{room}")
+                 for name, value, room in self.sets] + self.supervisor + self.surfaces)
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out |= _flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+        return out
+    if isinstance(value, list) and prefix == "rooms":
+        out = {}
+        for index, inner in enumerate(value):
+            out |= _flatten(inner, f"rooms[{index}]")
+        return out
+    return {prefix: value}
+
+
+def plan_reload(old: InstallationConfig, new: InstallationConfig) -> ReloadPlan:
+    """Sort every field that differs between ``old`` and ``new`` (see the module table)."""
+    plan = ReloadPlan()
+    if [r.id for r in old.rooms] != [r.id for r in new.rooms]:
+        plan.restart_needed.append("rooms (ids or order)")
+        old_flat = {k: v for k, v in _flatten(old.to_toml_dict()).items()
+                    if not k.startswith("rooms")}
+        new_flat = {k: v for k, v in _flatten(new.to_toml_dict()).items()
+                    if not k.startswith("rooms")}
+    else:
+        old_flat, new_flat = _flatten(old.to_toml_dict()), _flatten(new.to_toml_dict())
+    for path in sorted(set(old_flat) | set(new_flat)):
+        if old_flat.get(path) == new_flat.get(path):
+            continue
+        value = new_flat.get(path)
+        if path in _ENGINE_LIVE and isinstance(value, int | float):
+            plan.sets.append((_ENGINE_LIVE[path], float(value), "*"))
+        elif path.startswith("rooms[") and path.endswith("].audio_out.volume"):
+            index = int(path[len("rooms["):path.index("]")])
+            plan.sets.append(("volume", float(value), new.rooms[index].id))  # type: ignore[arg-type]
+        elif path.startswith(_SUPERVISOR_RESTART):
+            plan.restart_needed.append(path)
+        elif path.startswith(_SUPERVISOR_LIVE):
+            plan.supervisor.append(path)
+        elif path.startswith(_SURFACES):
+            plan.surfaces.append(path)
+        else:
+            plan.restart_needed.append(path)
+    return plan
+
+
+class ConfigWatcher:
+    """Polls one config file and applies valid edits to a running supervisor."""
+
+    def __init__(self, path: Path, supervisor: Supervisor, current: InstallationConfig) -> None:
+        self.path = Path(path)
+        self.supervisor = supervisor
+        self.current = current
+        self._mtime = self._stat()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refused = 0
+        self.reloads = 0
+
+    @classmethod
+    def start_for(cls, supervisor: Supervisor) -> ConfigWatcher:
+        """Watch ``supervisor.source_path`` from a thread of its own."""
+        assert supervisor.source_path is not None
+        watcher = cls(supervisor.source_path, supervisor, supervisor.config)
+        watcher._thread = threading.Thread(target=watcher._run, name="config-watch", daemon=True)
+        watcher._thread.start()
+        return watcher
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.current.control.reload_poll_s):
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - the watcher must outlive a bad edit
+                self.supervisor.log_event("config_reload_failed", error=repr(exc))
+
+    def check(self) -> ReloadPlan | None:
+        """One poll: None when the file did not change (or was refused), else what was done."""
+        stamp = self._stat()
+        if stamp is None or stamp == self._mtime:
+            return None
+        self._mtime = stamp
+        log_event = self.supervisor.log_event
+        try:
+            new = load_config(self.path)
+        except ConfigError as error:
+            self.refused += 1
+            log_event("config_refused", path=str(self.path), error=str(error))
+            log.error("config %s refused, the running config stays: %s", self.path, error)
+            return None
+        plan = plan_reload(self.current, new)
+        for name, value, room in plan.sets:
+            self.supervisor.hub.set(name, value, room, source="reload")
+        if plan.supervisor or plan.surfaces:
+            self.supervisor.apply_config(new)
+        if plan.surfaces:
+            self.supervisor.restart_surfaces()
+        self.current = new
+        self.reloads += 1
+        log_event("config_reloaded", path=str(self.path), applied=plan.applied,
+                  restart_needed=plan.restart_needed)
+        if plan.restart_needed:
+            log.warning("config %s: applied live: %s; needs a restart to take effect: %s",
+                        self.path, ", ".join(plan.applied) or "nothing",
+                        ", ".join(plan.restart_needed))
+        else:
+            log.warning("config %s: applied live: %s", self.path,
+                        ", ".join(plan.applied) or "nothing")
+        return plan
+
+    def close(self) -> None:
+        """Stop watching."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)

@@ -1,0 +1,149 @@
+"""CurveZMQ between machines: key pairs, socket options and client authentication.
+
+With ``[security] curve = true`` every ZeroMQ link whose endpoint leaves the
+machine (a ``tcp://`` host that is not loopback) is encrypted and
+authenticated (RFC 26, CurveZMQ):
+
+- the side that **binds** (the engine's views/chunks/clock) is the Curve
+  *server*: it holds ``server.key_secret`` and accepts only clients whose
+  public key is a file in ``authorized/`` (checked by a ZAP handler,
+  :class:`zmq.auth.thread.ThreadAuthenticator`);
+- the side that **connects** (capture, audio_out on a room machine) is a
+  *client*: it holds ``client.key_secret`` and ``server.key`` (the server's
+  public key, so it cannot be fooled by an impostor engine).
+
+Loopback and ``ipc://`` links (the supervisor's control socket, everything
+on a one-machine installation) stay in clear: nothing outside the machine
+can reach them, and each machine then needs only the keys of its side.
+
+``art2mus keys DIR`` writes the layout (:func:`create_keys`)::
+
+    DIR/server.key  DIR/server.key_secret      engine machine (server.key also to rooms)
+    DIR/client.key  DIR/client.key_secret      room machines
+    DIR/authorized/client.key                  engine machine: who may connect
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import zmq
+
+from installation.config import InstallationConfig
+from installation.errors import ConfigError
+
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def is_remote(endpoint: str) -> bool:
+    """True when ``endpoint`` can be reached from another machine (tcp, not loopback)."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = urlsplit(endpoint).hostname or endpoint[6:].rpartition(":")[0]
+    return not host.startswith(_LOOPBACK)
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The key files of one installation (see the module docstring for the layout)."""
+
+    folder: Path
+    include_loopback: bool = False
+
+    def applies_to(self, endpoint: str) -> bool:
+        """True when a socket on ``endpoint`` is secured (links off the machine, or all tcp)."""
+        if self.include_loopback:
+            return endpoint.startswith("tcp://")
+        return is_remote(endpoint)
+
+    @property
+    def authorized(self) -> Path:
+        """Folder of client public keys the server accepts."""
+        return self.folder / "authorized"
+
+    def _load(self, name: str, secret: bool) -> tuple[bytes, bytes | None]:
+        import zmq.auth
+
+        path = self.folder / (f"{name}.key_secret" if secret else f"{name}.key")
+        if not path.is_file():
+            raise ConfigError(f"security.keys_dir: expected {path} (create the keys with "
+                              f"`art2mus keys {self.folder}`), got no such file")
+        try:
+            public, secret_key = zmq.auth.load_certificate(str(path))
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"security.keys_dir: {path} is not a ZeroMQ certificate: "
+                              f"{exc}") from None
+        if secret and secret_key is None:
+            raise ConfigError(f"security.keys_dir: {path} holds no secret key")
+        return public, secret_key
+
+    def make_server(self, socket: zmq.Socket) -> None:
+        """Make a binding socket a Curve server."""
+        public, secret = self._load("server", secret=True)
+        socket.curve_secretkey = secret
+        socket.curve_publickey = public
+        socket.curve_server = True
+
+    def make_client(self, socket: zmq.Socket) -> None:
+        """Make a connecting socket a Curve client of the installation's server."""
+        public, secret = self._load("client", secret=True)
+        server_public, _ = self._load("server", secret=False)
+        socket.curve_secretkey = secret
+        socket.curve_publickey = public
+        socket.curve_serverkey = server_public
+
+
+_authenticators: dict[int, object] = {}
+_auth_lock = threading.Lock()
+
+
+def ensure_authenticator(context: zmq.Context, keys: CurveKeys) -> None:
+    """Start (once per context) the ZAP handler that accepts only authorized client keys."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    with _auth_lock:
+        if id(context) in _authenticators:
+            return
+        if not keys.authorized.is_dir():
+            raise ConfigError(f"security.keys_dir: expected a folder of authorized client keys "
+                              f"at {keys.authorized}, got none")
+        auth = ThreadAuthenticator(context)
+        auth.start()
+        auth.configure_curve(domain="*", location=str(keys.authorized))
+        _authenticators[id(context)] = auth
+
+
+def stop_authenticators() -> None:
+    """Stop every ZAP handler this process started (at role exit)."""
+    with _auth_lock:
+        for auth in _authenticators.values():
+            auth.stop()  # type: ignore[attr-defined]
+        _authenticators.clear()
+
+
+def curve_keys(config: InstallationConfig) -> CurveKeys | None:
+    """The installation's keys when ``security.curve`` is on, else None."""
+    if not config.security.curve:
+        return None
+    return CurveKeys(Path(config.security.keys_dir), config.security.include_loopback)
+
+
+def create_keys(folder: str | Path, clients: tuple[str, ...] = ("client",)) -> list[Path]:
+    """Write a server pair and one pair per client name, authorizing each client; the files."""
+    import zmq.auth
+
+    folder = Path(folder)
+    authorized = folder / "authorized"
+    authorized.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("server", *clients):
+        public, secret = zmq.auth.create_certificates(str(folder), name)
+        written += [Path(public), Path(secret)]
+        if name != "server":
+            shutil.copy(public, authorized / Path(public).name)
+            written.append(authorized / Path(public).name)
+    return written

@@ -1,0 +1,126 @@
+"""The installation's status file and the ``art2mus status`` table.
+
+The supervisor rewrites ``OUTPUT/status.json`` every ``status_every_s`` (an
+atomic rename, so a reader never sees half a file) from the heartbeats of
+its roles. Why a file rather than scraping every role's metrics endpoint:
+it works with metrics off (the default), it lists the roles that are *down*
+(restarting, hung), which no endpoint of theirs can report, and reading it
+needs nothing but the config. Metrics remain for time series.
+
+:func:`room_summary` turns the rows into what a room is doing (artwork,
+confidence, key, tempo, level, health); OSC out sends the same summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from installation.config import InstallationConfig
+from installation.errors import InputError
+
+
+def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, Any]],
+                 params: dict[str, dict[str, float]]) -> None:
+    """Atomically replace ``path`` with the current status of every role."""
+    record = {
+        "installation": config.installation.name,
+        "time": time.time(),
+        "supervisor_pid": os.getpid(),
+        "roles": roles,
+        "rooms": {room.id: room_summary(roles, room.id) for room in config.rooms},
+        "params": params,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """The status file; InputError when there is none (the installation is not running)."""
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise InputError(f"no status file at {path}: is the installation running "
+                         "(`art2mus run --config FILE`)?") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read status file {path}: {exc}") from None
+
+
+def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
+    """What ``room`` sees and plays and how healthy it is, from the role rows.
+
+    ``health`` is 1.0 when every role serving the room runs and the music
+    plays, 0.5 when one is restarting, silent or audio_out is holding, and
+    0.0 when audio_out is down or has faded to silence.
+    """
+    def row(kind: str) -> dict[str, Any] | None:
+        for r in roles:
+            if r.get("kind") == kind and (kind == "engine" or r.get("room") == room):
+                return r
+        return None
+
+    engine, capture, audio = row("engine"), row("capture"), row("audio_out")
+    engine_room = ((engine or {}).get("status", {}).get("rooms") or {}).get(room, {})
+    seen = (capture or {}).get("status", {})
+    heard = (audio or {}).get("status", {})
+    summary = {
+        "artwork_id": seen.get("artwork_id", engine_room.get("artwork_id")) or "",
+        "confidence": float(seen.get("confidence", 0.0) or 0.0),
+        "key": " ".join(str(engine_room.get(k, "")) for k in ("key", "mode")).strip(),
+        "tempo": float(engine_room.get("tempo_bpm", 0.0) or 0.0),
+        "level": float(heard.get("level_dbfs", -120.0) if heard.get("level_dbfs") is not None
+                       else -120.0),
+        "playback": heard.get("state", ""),
+    }
+    present = [r for r in (engine, capture, audio) if r is not None]
+    if audio is not None and (audio["state"] != "running" or heard.get("state") == "silent"):
+        health = 0.0
+    elif any(r["state"] != "running" for r in present) or heard.get("state") == "holding":
+        health = 0.5
+    else:
+        health = 1.0
+    summary["health"] = health
+    return summary
+
+
+def print_status(record: dict[str, Any], stale_after_s: float) -> None:
+    """Print the roles table and the rooms table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    age = time.time() - float(record.get("time", 0.0))
+    title = f"{record.get('installation', '?')} — status {age:.1f} s old"
+    if age > stale_after_s:
+        title += " (STALE: the supervisor is not running or is stuck)"
+    roles = Table(title=title)
+    for column in ("role", "state", "pid", "up", "restarts", "hangs", "beat", "detail"):
+        roles.add_column(column)
+    for r in record.get("roles", []):
+        status = r.get("status") or {}
+        detail = ", ".join(f"{k}={v}" for k, v in status.items()
+                           if not isinstance(v, dict | list))[:60]
+        roles.add_row(
+            r["name"], r["state"], str(r.get("pid") or "-"),
+            f"{r['uptime_s']:.0f} s" if r.get("uptime_s") is not None else "-",
+            str(r.get("restarts", 0)), str(r.get("hangs", 0)),
+            f"{r['heartbeat_age_s']:.1f} s" if r.get("heartbeat_age_s") is not None else "-",
+            detail or "-",
+        )
+    console.print(roles)
+    rooms = Table(title="rooms")
+    for column in ("room", "artwork", "confidence", "key", "tempo", "level", "playback",
+                   "health"):
+        rooms.add_column(column)
+    for room, s in record.get("rooms", {}).items():
+        rooms.add_row(room, s["artwork_id"] or "(empty)", f"{s['confidence']:.2f}",
+                      s["key"] or "-", f"{s['tempo']:.0f}" if s["tempo"] else "-",
+                      f"{s['level']:.0f} dBFS", s["playback"] or "-", f"{s['health']:.1f}")
+    console.print(rooms)
+    if record.get("params"):
+        console.print("live parameters: " + json.dumps(record["params"]))

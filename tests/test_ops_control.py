@@ -1,0 +1,209 @@
+"""Live parameters: the hub, and how the engine's room sessions and audio_out apply them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from audio_out.role import LevelMeter, apply_set
+from engine.config import EngineConfig
+from engine.generators.sine import SineGenerator
+from engine.procedural.config import ProceduralConfig
+from engine.procedural.mapping import decide
+from engine.streaming import (
+    RoomControls,
+    RoomSession,
+    adjust_view,
+    apply_controls,
+    shift_channels,
+)
+from installation.config import config_from_dict
+from installation.control import ControlHub
+from installation.events import null_sink
+from installation.params import PARAMETERS, parameter, parse_target
+from installation.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
+
+RATE = 48000
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _view(artwork_id: str, brightness: float = 0.5, seq: int = 0) -> ArtworkView:
+    return ArtworkView(v=PROTOCOL_VERSION, room="r", seq=seq, time=0.0, state="artwork",
+                       artwork_id=artwork_id, confidence=1.0, features={"brightness": brightness})
+
+
+def _clock(playhead: int) -> PlaybackClock:
+    return PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE, playhead=playhead,
+                         buffered_until=playhead, wall_time=0.0)
+
+
+def _session(**engine: Any) -> tuple[RoomSession, FakeClock]:
+    config = EngineConfig(generator="sine", chunk_s=0.5, lead_s=1.0, transition_margin_s=0.3,
+                          transition_crossfade_s=0.2, **engine)
+    clock = FakeClock()
+    session = RoomSession("r", 1, SineGenerator(RATE), config, clock=clock)
+    session.min_change_interval_s = 0.25
+    session.on_view(_view("a", 0.3))
+    session.on_clock(_clock(0))
+    while session.next_chunk() is not None:
+        pass
+    return session, clock
+
+
+# -- parameters and the hub -----------------------------------------------------
+
+
+def test_parameters_clamp_scale_and_name_their_targets() -> None:
+    assert parameter("density") is PARAMETERS["intensity"]
+    assert parameter("tempo_bias").from_unit(1.0) == 1.0
+    assert parameter("tempo_bias").to_unit(0.0) == 0.5
+    assert parameter("volume").clamp(9.0) == 2.0
+    assert parameter("freeze").clamp(0.7) == 1.0
+    assert parse_target("brightness@room-1") == (PARAMETERS["brightness"], "room-1")
+    with pytest.raises(ValueError, match="unknown parameter 'bogus'; expected one of"):
+        parse_target("bogus")
+
+
+def test_the_hub_remembers_values_per_room_and_replays_them_in_order() -> None:
+    config = config_from_dict({"rooms": [{"id": "a", "audio_out": {"volume": 0.8}}, {"id": "b"}]})
+    hub = ControlHub(config)
+    assert hub.current("volume", "a") == 0.8 and hub.current("transition_s") == 1.0
+    hub.set("intensity", 0.9, "a")
+    hub.set("volume", 5.0)  # clamped to the range
+    first = hub.pending()
+    assert [(m.target, m.room, m.params) for m in first] == [
+        ("engine", "a", {"intensity": 0.9}), ("audio_out", "*", {"volume": 2.0})]
+    assert hub.current("intensity", "a") == 0.9 and hub.current("intensity", "b") == 0.5
+    hub.set("brightness", 0.2)
+    hub.pending()
+    assert hub.replay("engine") == 2
+    replayed = hub.pending()
+    assert [m.room for m in replayed] == ["*", "a"]  # the global first, the room's own wins
+    assert hub.trigger("next_variation", "b") == 1.0 and hub.trigger("next_variation", "b") == 2.0
+    assert hub.toggle("freeze") == 1.0 and hub.toggle("freeze") == 0.0
+    with pytest.raises(ValueError, match="unknown room 'zz'"):
+        hub.set("intensity", 0.1, "zz")
+
+
+# -- the engine applies them ------------------------------------------------------
+
+
+def test_controls_adjust_the_procedural_plan_in_the_intended_direction() -> None:
+    plan = decide({"brightness": 0.5, "contrast": 0.5, "edge_density": 0.4}, ProceduralConfig())
+    louder = apply_controls(plan, RoomControls(intensity=0.9, brightness=0.8, tempo_bias=1.0))
+    calmer = apply_controls(plan, RoomControls(intensity=0.1, brightness=0.2, tempo_bias=-1.0))
+    assert louder.density > plan.density > calmer.density
+    assert louder.brightness > plan.brightness > calmer.brightness
+    assert louder.tempo_bpm == pytest.approx(plan.tempo_bpm * 2 ** 0.5, abs=0.1)
+    assert calmer.tempo_bpm == pytest.approx(plan.tempo_bpm * 2 ** -0.5, abs=0.1)
+    assert louder.key_root == plan.key_root and louder.programs == plan.programs
+    assert apply_controls(440.0, RoomControls(intensity=1.0)) is None  # the sine has no plan
+    nudged = adjust_view(_view("a", 0.5), RoomControls(brightness=0.9))
+    assert nudged.features["brightness"] == pytest.approx(0.9)
+
+
+def test_a_knob_move_replans_the_room_as_a_transition_at_most_every_interval() -> None:
+    session, clock = _session()
+    low = session.condition
+    assert session.set_controls({"brightness": 0.9}) == ["brightness"]
+    assert session.set_controls({"brightness": 0.9}) == []  # a replay changes nothing
+    session.tick()
+    assert session.next_reason() == "transition" and session.condition > low
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "transition"
+    session.set_controls({"brightness": 1.0})
+    session.tick()
+    assert not session.pending_transition  # too soon after the last re-plan
+    clock.now += 0.3
+    session.tick()
+    assert session.pending_transition
+
+
+def test_freeze_holds_the_artwork_and_catches_up_when_released() -> None:
+    session, _ = _session()
+    session.set_controls({"freeze": 1.0})
+    assert not session.on_view(_view("b", 0.9, seq=1))
+    assert session.view.artwork_id == "a" and not session.pending_transition
+    session.set_controls({"freeze": 0.0})
+    assert session.view.artwork_id == "b" and session.pending_transition
+
+
+def test_next_variation_reseeds_and_transition_time_sets_the_crossfade() -> None:
+    session, clock = _session()
+    seed = session.effective_seed
+    session.set_controls({"next_variation": 1, "transition_s": 0.05})
+    session.tick()
+    assert session.effective_seed != seed and session.pending_transition
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.crossfade == round(0.05 * RATE)
+
+
+def test_engine_settings_change_live() -> None:
+    session, _ = _session()
+    assert session.set_controls({"lead_s": 3.0, "unknown": 1.0, "note": "x"}) == ["lead_s"]
+    assert session.config.lead_samples == 3 * RATE
+
+
+def test_a_room_without_views_for_the_timeout_becomes_the_empty_room() -> None:
+    session, clock = _session(view_timeout_s=5.0)
+    clock.now += 4.0
+    session.tick()
+    assert session.view.state == "artwork"
+    clock.now += 1.5
+    session.tick()
+    assert session.view.state == "empty" and session.pending_transition
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.artwork_id is None
+    assert session.on_view(_view("a", 0.3, seq=5))  # capture back: the artwork again
+
+
+def test_frozen_rooms_do_not_time_out() -> None:
+    session, clock = _session(view_timeout_s=1.0)
+    session.set_controls({"freeze": 1.0})
+    clock.now += 10
+    session.tick()
+    assert session.view.state == "artwork"
+
+
+def test_melodic_channels_shift_per_room_and_drums_stay_on_ten() -> None:
+    notes = np.array([[0, 10, 60, 90, 0, 0], [0, 10, 36, 90, 128, 9], [0, 10, 62, 90, 1, 8]],
+                     np.int32)
+    shifted = shift_channels(notes, 1)
+    assert shifted[:, 5].tolist() == [1, 9, 10]  # 8 skips over the percussion channel
+    assert shift_channels(notes, 0) is notes
+
+
+# -- audio_out applies volume -------------------------------------------------------
+
+
+class FakePlayer:
+    def __init__(self) -> None:
+        self.volumes: list[float] = []
+
+    def set_volume(self, volume: float) -> None:
+        self.volumes.append(volume)
+
+
+def test_audio_out_takes_volume_and_ignores_engine_parameters() -> None:
+    player = FakePlayer()
+    apply_set(player, {"volume": 0.25, "intensity": 0.9}, null_sink)  # type: ignore[arg-type]
+    apply_set(player, {"brightness": 0.1}, null_sink)  # type: ignore[arg-type]
+    assert player.volumes == [0.25]
+
+
+def test_the_level_meter_measures_what_the_callback_played() -> None:
+    meter = LevelMeter()
+    fill = meter.wrap(lambda out: out.fill(0.5))
+    block = np.zeros((256, 2), np.float32)
+    fill(block)
+    assert meter.take_dbfs() == pytest.approx(-6.0, abs=0.1)
+    assert meter.take_dbfs() is None

@@ -1,0 +1,109 @@
+"""OSC in and out over real UDP on loopback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_server import ThreadingOSCUDPServer
+from pythonosc.udp_client import SimpleUDPClient
+
+from installation.config import OscConfig, config_from_dict
+from installation.control import ControlHub
+from installation.osc import STATE_FIELDS, OscControlServer, OscStateSender
+
+CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
+
+
+def _wait(check: Any, timeout_s: float = 3.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_osc_messages_set_parameters_for_all_rooms_or_one() -> None:
+    hub = ControlHub(CONFIG)
+    events: list[tuple[str, dict[str, Any]]] = []
+    server = OscControlServer.start(OscConfig(listen="127.0.0.1:0"), hub,
+                                    lambda kind, **f: events.append((kind, f)))
+    try:
+        client = SimpleUDPClient("127.0.0.1", server.port)
+        client.send_message("/art2mus/intensity", 0.8)
+        client.send_message("/art2mus/b/tempo_bias", -0.5)
+        client.send_message("/art2mus/freeze", [])  # no argument: toggle
+        client.send_message("/art2mus/a/next_variation", 1)
+        client.send_message("/art2mus/volume", 3)  # int, clamped
+        client.send_message("/art2mus/lead_s", 2.0)
+        client.send_message("/art2mus/nonsense", 1.0)
+        client.send_message("/elsewhere/intensity", 1.0)
+        client.send_message("/art2mus/intensity", "loud")
+        _wait(lambda: server.received >= 9)
+        client.close()
+    finally:
+        server.close()
+    assert hub.current("intensity", "a") == 0.8 and hub.current("intensity", "b") == 0.8
+    assert hub.current("tempo_bias", "b") == -0.5 and hub.current("tempo_bias", "a") == 0.0
+    assert hub.current("freeze") == 1.0
+    assert hub.current("next_variation", "a") == 1.0
+    assert hub.current("volume") == 2.0 and hub.current("lead_s") == 2.0
+    assert server.refused == 3
+    refused = [f["address"] for kind, f in events if kind == "osc_refused"]
+    assert refused == ["/art2mus/nonsense", "/elsewhere/intensity", "/art2mus/intensity"]
+
+
+class FakeSupervisor:
+    config = CONFIG
+
+    def role_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "engine", "kind": "engine", "room": None, "state": "running",
+             "status": {"rooms": {"a": {"artwork_id": "art-1", "key": "D", "mode": "lydian",
+                                        "tempo_bpm": 92.0}}}},
+            {"name": "capture:a", "kind": "capture", "room": "a", "state": "running",
+             "status": {"artwork_id": "art-1", "confidence": 0.75}},
+            {"name": "audio_out:a", "kind": "audio_out", "room": "a", "state": "running",
+             "status": {"state": "playing", "level_dbfs": -18.5}},
+            {"name": "audio_out:b", "kind": "audio_out", "room": "b", "state": "restarting",
+             "status": {}},
+        ]
+
+    def log_event(self, kind: str, **fields: Any) -> None:
+        pass
+
+
+def test_each_rooms_state_goes_out_one_value_per_address() -> None:
+    received: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def record(address: str, *args: Any) -> None:
+        with lock:
+            received[address] = args[0] if len(args) == 1 else args
+
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(record)
+    listener = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = listener.server_address[1]
+        sender = OscStateSender(OscConfig(send=(f"127.0.0.1:{port}",)),
+                                FakeSupervisor())  # type: ignore[arg-type]
+        sender.send_once()
+        _wait(lambda: len(received) >= 2 * len(STATE_FIELDS))
+        sender.close()
+    finally:
+        listener.shutdown()
+        listener.server_close()
+    assert received["/art2mus/a/artwork_id"] == "art-1"
+    assert abs(received["/art2mus/a/confidence"] - 0.75) < 1e-6
+    assert received["/art2mus/a/key"] == "D lydian"
+    assert received["/art2mus/a/tempo"] == 92.0
+    assert abs(received["/art2mus/a/level"] + 18.5) < 1e-4
+    assert received["/art2mus/a/health"] == 1.0
+    assert received["/art2mus/b/health"] == 0.0  # its audio_out is down
+    assert received["/art2mus/b/artwork_id"] == ""
