@@ -23,7 +23,7 @@ $(BASE): pyproject.toml
 
 $(DEV): $(BASE)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,lint,diffusion]"
+	$(BIN)/pip install -q -e ".[test,lint,diffusion,encoders]"
 	touch $(DEV)
 
 setup: $(DEV)

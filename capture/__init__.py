@@ -4,11 +4,19 @@ Modules, in the order a frame meets them:
 
 - ``sources``: where frames come from (the built-in demo camera, a camera, a
   video file, a folder of images).
-- ``detect``: finding the painting's quadrilateral and rectifying it.
-- ``stability``: N-of-M confirmation of the view and artwork identity by memory.
+- ``detect``: finding the painting's quadrilateral (picture, not frame), rectifying
+  it, and choosing the primary one with hysteresis.
+- ``catalogue``: recognising a view against a folder of known works (ORB + RANSAC,
+  cached index), or locating a known work in a frame by homography.
+- ``stability``: N-of-M confirmation of the view, One Euro corner smoothing, and
+  artwork identity by memory for uncatalogued works.
 - ``descriptor``: the interpretable visual descriptor (named features + vector).
+- ``encoders``: the embedding: the descriptor, or an ONNX image tower (CLIP).
 - ``loop``: the per-room loop that ties them together and publishes.
-- ``artworks``: procedurally painted artworks for the demo and the tests.
+- ``recognise``: detection + recognition of every artwork in a still image.
+- ``artworks``, ``scenes``: procedural paintings and synthetic gallery scenes with
+  ground truth, for the demo, the tests and ``bench``.
+- ``bench``, ``cli``: ``art2mus bench capture``, ``art2mus detect``, ``export-encoder``.
 - ``role``: the ZeroMQ wiring that runs the loop as a process.
 
 Importing this package is cheap: no OpenCV, no torch.

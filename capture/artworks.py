@@ -226,15 +226,20 @@ def _mandala(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     ]
     palette = palettes[rng.integers(len(palettes))]
     folds = int(rng.choice([8, 10, 12, 16]))
-    for ring in range(6, 0, -1):
-        r = radius * ring / 6
+    # Ring count, petal placement and shape, and a rotation per ring are drawn
+    # too, so that many mandalas (a catalogue of fifty works has six) differ.
+    rings = int(rng.integers(4, 8))
+    reach, fatness = rng.uniform(0.55, 0.85), rng.uniform(0.08, 0.2)
+    for ring in range(rings, 0, -1):
+        r = radius * ring / rings
         colour = palette[rng.integers(len(palette))]
         cv2.circle(image, centre, int(r), colour, max(2, int(4 * s)), cv2.LINE_AA)
-        petal = (int(r * 0.32), int(r * 0.12))
+        petal = (int(r * 0.32), int(r * fatness))
+        turn = 180.0 / folds * float(rng.integers(2))
         for k in range(folds):
-            angle = 360.0 * k / folds
-            px = centre[0] + 0.7 * r * np.cos(np.radians(angle))
-            py = centre[1] + 0.7 * r * np.sin(np.radians(angle))
+            angle = 360.0 * k / folds + turn
+            px = centre[0] + reach * r * np.cos(np.radians(angle))
+            py = centre[1] + reach * r * np.sin(np.radians(angle))
             cv2.ellipse(image, (int(px), int(py)), petal, angle, 0, 360,
                         palette[(ring + k % 2) % len(palette)], -1, cv2.LINE_AA)
     half = image[:, : width // 2]

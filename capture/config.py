@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class DemoSourceConfig(BaseModel):
@@ -29,6 +31,58 @@ class StabilityConfig(BaseModel):
         0.12, gt=0.0, le=2.0,
         description="Descriptor distance under which two views are the same artwork.",
     )
+    # Corner smoothing: a One Euro filter (Casiez et al., CHI 2012) per corner
+    # coordinate. Still: cut-off min_cutoff_hz (jitter removed); moving: the
+    # cut-off rises with speed (beta), so the quad follows without lag.
+    smoothing_min_cutoff_hz: float = Field(0.3, gt=0.0, le=100.0,
+                                           description="One Euro cut-off at rest, Hz.")
+    smoothing_beta: float = Field(0.02, ge=0.0, le=10.0,
+                                  description="One Euro speed coefficient, per px/s.")
+    smoothing_d_cutoff_hz: float = Field(0.5, gt=0.0, le=100.0,
+                                         description="One Euro cut-off of the speed estimate.")
+    primary_switch_ratio: float = Field(
+        1.3, ge=1.0, le=10.0,
+        description="Another painting becomes primary only when this much more central/large.",
+    )
+    primary_switch_frames: int = Field(
+        3, ge=1, le=100, description="...for this many consecutive frames.")
+
+
+class EncoderConfig(BaseModel):
+    """Which image encoder makes ``ArtworkView.embedding``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["descriptor", "onnx"] = Field(
+        "descriptor", description="'descriptor' (handcrafted, default) or 'onnx' (a model file).")
+    model: str | None = Field(None, description="kind = 'onnx': path to the exported .onnx.")
+    preprocessor: str | None = Field(
+        None, description="Image-processor JSON (default: MODEL with .preprocessor.json).")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime intra-op threads.")
+
+    @model_validator(mode="after")
+    def _model_for_onnx(self) -> EncoderConfig:
+        if self.kind == "onnx" and not self.model:
+            raise ValueError("kind = 'onnx' needs model = 'path/encoder.onnx'")
+        return self
+
+
+class RecognitionConfig(BaseModel):
+    """Recognition against a catalogue folder of reference images (optional)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    catalogue: str | None = Field(
+        None, description="Folder of reference images (+ optional catalogue.toml); none: off.")
+    cache_dir: str | None = Field(
+        None, description="Where the index is cached (default: inside the catalogue folder).")
+    min_inliers: int = Field(12, ge=6, le=500,
+                             description="RANSAC inliers a feature match needs.")
+    locate_every_frames: int = Field(
+        3, ge=0, le=1000,
+        description="While the quad finder misses the current catalogued painting, locate it "
+                    "by homography every this many frames (0: never).",
+    )
 
 
 class CaptureConfig(BaseModel):
@@ -38,7 +92,8 @@ class CaptureConfig(BaseModel):
 
     source: str = Field(
         "demo",
-        description="'demo', 'camera:INDEX', 'video:PATH' or 'images:DIR'.",
+        description="'demo', 'camera:INDEX' or 'camera:NAME', 'video:PATH' or "
+                    "'video:rtsp://...', 'images:DIR'.",
         pattern=r"^(demo|camera:.+|video:.+|images:.+)$",
     )
     fps: float = Field(15.0, gt=0.0, le=120.0, description="Frames processed per second.")
@@ -51,3 +106,5 @@ class CaptureConfig(BaseModel):
     stats_every_s: float = Field(10.0, gt=0.0, description="How often a 'stats' event is logged.")
     stability: StabilityConfig = StabilityConfig()
     demo: DemoSourceConfig = DemoSourceConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    recognition: RecognitionConfig = RecognitionConfig()

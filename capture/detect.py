@@ -33,11 +33,19 @@ import numpy as np
 
 _MIN_AREA_FRACTION = 0.01  # of the frame; smaller quads are too far away to describe
 _NEST_MIN_AREA_RATIO = 0.4  # a picture covers at least this much of its frame's outline
-_PLAIN_BAND_EDGE_DENSITY = 0.06  # a moulding or mount band has fewer edge pixels than this
+_BAND_RECTIFIED_SIDE = 160  # px: the band test looks at the outer quad rectified to this size
+_ALONG_BAND_STEP = 6.0  # grey levels per px along a side: more is painted content, not moulding
+_BUSY_BAND_FRACTION = 0.03  # a band with more such pixels than this is painted content
+_PEEL_STEP = 8.0  # along-side change (contrast-normalised levels/px) that marks painted content
+_PEEL_BUSY = 0.15  # fraction of a line that must change along it to be painted content
+_PEEL_EDGE = 8.0  # across-side step (levels/px) of a moulding step or the picture's edge
+_PEEL_CONTINUOUS = 0.75  # fraction of the side's length such an edge must run
+_PEEL_MIN_BAND = 0.03  # of the quad's side: thinner bands are not peeled
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
 #: B - (R + G) / 2 around mid-grey: the yellow-blue opponent axis as uint8.
 _YELLOW_BLUE = np.array([[1.0, -0.5, -0.5, 128.0]], np.float32)
 _BORDER_MARGIN = 2  # px at detection scale; quads closer to the frame edge are cut off
+_STRETCH_BELOW = 100.0  # grey levels: a frame whose 1-99 % range is narrower is stretched
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,13 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
     # colour. (Canny on all three BGR channels finds the same, at 3x the cost.)
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     yellow_blue = cv2.transform(small, _YELLOW_BLUE)
+    # Low light: stretch the levels so the fixed Canny thresholds still see the
+    # edges of a dim room (a gain of 0.25 would otherwise put most below them).
+    low, high = np.percentile(grey[::4, ::4], (1, 99))
+    if high - low < _STRETCH_BELOW:
+        gain = _STRETCH_BELOW / max(float(high - low), 16.0)
+        grey = cv2.convertScaleAbs(grey, alpha=gain, beta=-gain * float(low))
+        yellow_blue = cv2.convertScaleAbs(yellow_blue, alpha=gain, beta=128.0 * (1 - gain))
     edges = cv2.bitwise_or(
         cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 0), 40, 100, L2gradient=True),
         cv2.Canny(cv2.GaussianBlur(yellow_blue, (5, 5), 0), 30, 80, L2gradient=True),
@@ -101,7 +116,8 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
         candidates.append((quad, quad_area, fill))
 
     candidates = _deduplicate(candidates)
-    detections = _pick_pictures(candidates, edges)
+    detections = [(_peel_to_picture(grey, quad), area, score)
+                  for quad, area, score in _pick_pictures(candidates, grey)]
     result = []
     for quad, area, score in detections:
         full = (quad / scale).astype(np.float32)
@@ -111,19 +127,73 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
     return result
 
 
-def choose_primary(detections: list[Detection], frame_shape: tuple[int, ...]) -> Detection | None:
-    """The detection the visitor is looking at: large, central and confident."""
-    if not detections:
-        return None
+def primary_weight(detection: Detection, frame_shape: tuple[int, ...]) -> float:
+    """How much a detection looks like what the visitor is looking at: large, central, confident."""
     height, width = frame_shape[:2]
     centre = np.array([width / 2, height / 2])
     half_diagonal = float(np.hypot(width, height)) / 2
+    offset = float(np.linalg.norm(detection.quad.mean(axis=0) - centre)) / half_diagonal
+    return detection.score * float(np.sqrt(detection.area_fraction)) \
+        * (1.0 - 0.8 * min(offset, 1.0))
 
-    def weight(d: Detection) -> float:
-        offset = float(np.linalg.norm(d.quad.mean(axis=0) - centre)) / half_diagonal
-        return d.score * np.sqrt(d.area_fraction) * (1.0 - 0.8 * min(offset, 1.0))
 
-    return max(detections, key=weight)
+def choose_primary(detections: list[Detection], frame_shape: tuple[int, ...]) -> Detection | None:
+    """The detection the visitor is looking at (one frame, no memory): the highest weight."""
+    if not detections:
+        return None
+    return max(detections, key=lambda d: primary_weight(d, frame_shape))
+
+
+class PrimarySelector:
+    """:func:`choose_primary` with hysteresis, so two similar paintings do not flicker.
+
+    The current primary is followed from frame to frame by overlap. Another
+    painting takes over only when its :func:`primary_weight` beats the current
+    one's by ``switch_ratio`` for ``switch_frames`` frames in a row; if the
+    current one is not seen, nothing is primary for up to ``switch_frames``
+    frames (a missed detection, a visitor passing) before the best other one
+    takes over.
+    """
+
+    def __init__(self, switch_ratio: float = 1.3, switch_frames: int = 3) -> None:
+        self.switch_ratio = switch_ratio
+        self.switch_frames = switch_frames
+        self._current: np.ndarray | None = None  # quad of the current primary
+        self._challenger_frames = 0
+        self._missing_frames = 0
+
+    def select(self, detections: list[Detection],
+               frame_shape: tuple[int, ...]) -> Detection | None:
+        """This frame's primary detection (or None)."""
+        best = choose_primary(detections, frame_shape)
+        if self._current is None:
+            return self._take(best)
+        current = self._current
+        followed = max(detections, key=lambda d: quad_iou(d.quad, current), default=None)
+        if followed is not None and quad_iou(followed.quad, current) < 0.5:
+            followed = None
+        if followed is None:
+            self._missing_frames += 1
+            if self._missing_frames > self.switch_frames:
+                return self._take(best)
+            return None
+        self._missing_frames = 0
+        assert best is not None  # followed exists, so detections is not empty
+        if best is not followed and primary_weight(best, frame_shape) \
+                > self.switch_ratio * primary_weight(followed, frame_shape):
+            self._challenger_frames += 1
+            if self._challenger_frames >= self.switch_frames:
+                return self._take(best)
+        else:
+            self._challenger_frames = 0
+        self._current = followed.quad
+        return followed
+
+    def _take(self, detection: Detection | None) -> Detection | None:
+        self._current = detection.quad if detection is not None else None
+        self._challenger_frames = 0
+        self._missing_frames = 0
+        return detection
 
 
 def rectify(frame_bgr: np.ndarray, quad: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -248,7 +318,7 @@ def _band_edge_density(edges: np.ndarray, outer: np.ndarray, inner: np.ndarray) 
 
 
 def _pick_pictures(
-    candidates: list[tuple[np.ndarray, float, float]], edges: np.ndarray,
+    candidates: list[tuple[np.ndarray, float, float]], grey: np.ndarray,
 ) -> list[tuple[np.ndarray, float, float]]:
     """For each outermost quad, walk inwards to the picture; return (quad, area, score)."""
     by_area = sorted(candidates, key=lambda c: c[1], reverse=True)
@@ -268,10 +338,9 @@ def _pick_pictures(
             if not _inside(inner, current) or inner_area < _NEST_MIN_AREA_RATIO * current_area:
                 continue
             insets = _side_insets(inner, current)
-            if min(insets) < max(4.0, 0.02 * np.sqrt(current_area)) \
-                    or min(insets) < _BAND_EVENNESS * max(insets):
+            if min(insets) < 1.5 or min(insets) < _BAND_EVENNESS * max(insets):
                 continue  # not an even band all round: a region of the painting, not a mount
-            if _band_edge_density(edges, current, inner) > _PLAIN_BAND_EDGE_DENSITY:
+            if not _band_is_mounting(grey, current, inner):
                 continue
             current, current_area, current_fill = inner, inner_area, inner_fill
             nested = True
@@ -280,3 +349,103 @@ def _pick_pictures(
         score = current_fill * (1.0 if nested else 0.8)
         pictures.append((current, current_area, score))
     return pictures
+
+
+def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether the band between two nested quads looks like a moulding, mount or margin.
+
+    A moulding is extruded along its length and a mount or paper margin is
+    plain, so along each side of the band the brightness hardly changes
+    (bevels, steps and the mitred corners change it *across* the band or at
+    the corners, which are left out); painted content changes along it too.
+    The band is looked at in the outer quad's rectified frame, so perspective
+    does not tilt "along" and "across".
+    """
+    side_w = float(max(np.linalg.norm(outer[1] - outer[0]), np.linalg.norm(outer[2] - outer[3])))
+    side_h = float(max(np.linalg.norm(outer[3] - outer[0]), np.linalg.norm(outer[2] - outer[1])))
+    factor = min(1.0, _BAND_RECTIFIED_SIDE / max(side_w, side_h))
+    width, height = max(8, int(side_w * factor)), max(8, int(side_h * factor))
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    homography = cv2.getPerspectiveTransform(outer.astype(np.float32), target)
+    flat = np.asarray(cv2.GaussianBlur(
+        cv2.warpPerspective(grey, homography, (width, height), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32), (0, 0), 1.0),
+        np.float32)
+    along_x = np.abs(np.diff(flat, axis=1))  # change along a horizontal side
+    along_y = np.abs(np.diff(flat, axis=0))  # change along a vertical side
+    corners = cv2.perspectiveTransform(inner.astype(np.float32)[None], homography)[0]
+    top = int(min(corners[0, 1], corners[1, 1])) - 1
+    bottom = int(np.ceil(max(corners[2, 1], corners[3, 1]))) + 1
+    left = int(min(corners[0, 0], corners[3, 0])) - 1
+    right = int(np.ceil(max(corners[1, 0], corners[2, 0]))) + 1
+    x0, x1 = max(left, 0) + 2, min(right, width - 1) - 2  # corners (mitres) left out
+    y0, y1 = max(top, 0) + 2, min(bottom, height - 1) - 2
+    strips = [along_x[1:max(top, 1), x0:x1], along_x[min(bottom, height - 1):height - 1, x0:x1],
+              along_y[y0:y1, 1:max(left, 1)], along_y[y0:y1, min(right, width - 1):width - 1]]
+    total = sum(s.size for s in strips)
+    if total < 20:
+        return True  # a band too thin to hold content: nested outlines of one edge
+    busy = sum(int(np.count_nonzero(s > _ALONG_BAND_STEP)) for s in strips)
+    return busy / total < _BUSY_BAND_FRACTION
+
+
+def _rectified_patch(grey: np.ndarray, quad: np.ndarray,
+                     max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """``quad`` of ``grey`` warped to a rectangle (at most ``max_side`` px); and the homography."""
+    side_w = float(max(np.linalg.norm(quad[1] - quad[0]), np.linalg.norm(quad[2] - quad[3])))
+    side_h = float(max(np.linalg.norm(quad[3] - quad[0]), np.linalg.norm(quad[2] - quad[1])))
+    factor = min(1.0, max_side / max(side_w, side_h))
+    width, height = max(8, int(side_w * factor)), max(8, int(side_h * factor))
+    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    homography = cv2.getPerspectiveTransform(quad.astype(np.float32), target)
+    flat = cv2.warpPerspective(grey, homography, (width, height), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+    return flat, homography
+
+
+def _peel_to_picture(grey: np.ndarray, quad: np.ndarray, steps: int = 3) -> np.ndarray:
+    """Step from a frame's outline in to the picture where contours could not.
+
+    A busy painting touching its frame merges the picture's edge with its own
+    strokes, so no contour traces the picture. Seen in the quad's rectified
+    frame, though, a moulding or mount is a band whose brightness does not
+    change along the side, ended on the inside by a straight edge parallel to
+    the side and running its whole length: the picture's edge. Per side, find
+    where painted content begins (brightness changing along the side) and the
+    innermost continuous parallel edge before it; step in when all four sides
+    have one. Repeated, this peels stepped mouldings one band at a time.
+    """
+    for _ in range(steps):
+        flat, homography = _rectified_patch(grey, quad, _BAND_RECTIFIED_SIDE * 2)
+        height, width = flat.shape
+        patch = flat.astype(np.float32)
+        low, high = np.percentile(patch, (2, 98))
+        patch = cv2.GaussianBlur((patch - low) * (200.0 / max(high - low, 10.0)), (0, 0), 1.0)
+        depths = []
+        # Each side as (rows = depth into the quad, columns = along the side).
+        for band in (patch, patch[::-1], patch.T, patch.T[::-1]):
+            along_len = band.shape[1]
+            max_depth = int(0.22 * band.shape[0])
+            if max_depth < 4:
+                return quad
+            lo, hi = int(0.12 * along_len), int(0.88 * along_len)  # leave the corners out
+            region = band[:max_depth + 2, lo:hi]
+            across = np.abs(np.diff(region, axis=0))  # [d]: between depth d and d + 1
+            along = np.abs(np.diff(region, axis=1))
+            busy = (along > _PEEL_STEP).mean(axis=1)
+            continuous = (across > _PEEL_EDGE).mean(axis=1)
+            content = next((d for d in range(1, max_depth) if busy[d] > _PEEL_BUSY), max_depth)
+            edges = [d for d in range(1, min(content + 1, len(continuous)))
+                     if continuous[d] >= _PEEL_CONTINUOUS]
+            if not edges or edges[-1] + 1 < _PEEL_MIN_BAND * band.shape[0]:
+                # No band, or one too thin to be a mounting: a line painted
+                # along the picture's edge (a Mondrian's bars) is not a frame.
+                return quad
+            depths.append(edges[-1] + 1.0)
+        top, bottom, left, right = depths
+        inner = np.array([[left, top], [width - right, top], [width - right, height - bottom],
+                          [left, height - bottom]], np.float32)
+        if min(depths[:2]) < 0.25 * max(depths[:2]) or min(depths[2:]) < 0.25 * max(depths[2:]):
+            return quad  # a band deep on one side only is part of the painting
+        quad = cv2.perspectiveTransform(inner[None], np.linalg.inv(homography))[0]
+    return quad

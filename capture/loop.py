@@ -7,14 +7,18 @@ Tests call :meth:`CaptureLoop.step` directly with a fake clock.
 Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
 1280x720, most of it detection)::
 
-    source.read() -> detect_artworks -> choose_primary -> glance (32 px rectify)
-        -> StabilityTracker.update
-        -> on a new confirmed view: rectify (rectified_size) -> describe_image
-           -> ArtworkMemory.identify -> publish + "artwork_change" event
+    source.read() -> detect_artworks -> PrimarySelector (hysteresis)
+        [-> nothing found while following a catalogued painting: Catalogue.locate
+            it by homography, every recognition.locate_every_frames frames]
+        -> glance (32 px rectify) -> StabilityTracker.update (N of M, One Euro corners)
+        -> on a new confirmed view: rectify -> Catalogue.recognise (when configured;
+           the id is the catalogue's) or ArtworkMemory.identify ("art-NNN")
+           -> describe_image + encoder.embed -> publish + "artwork_change" event
         -> otherwise every heartbeat_s: publish the current view again
 
-The descriptor is computed only when the confirmed view changes, and
-remembered per artwork id, so a painting always carries the same features.
+Descriptor and embedding are computed only when the confirmed view changes,
+and remembered per artwork id, so a painting always carries the same
+features and embedding (and so the same music).
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ import threading
 import time
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 from capture.artworks import artwork_style
+from capture.catalogue import SQUARE, Catalogue
 from capture.config import CaptureConfig
-from capture.descriptor import ENCODER_NAME, Descriptor, describe_image
-from capture.detect import choose_primary, detect_artworks, rectify
+from capture.descriptor import Descriptor, describe_image
+from capture.detect import Detection, PrimarySelector, detect_artworks, rectify
+from capture.encoders import ImageEncoder, make_encoder
 from capture.sources import Clock, DemoCamera, FrameSource, open_source
 from capture.stability import (
     ArtworkMemory,
@@ -57,6 +64,8 @@ class CaptureLoop:
         log_event: EventSink,
         source: FrameSource | None = None,
         clock: Clock = time.time,
+        catalogue: Catalogue | None = None,
+        encoder: ImageEncoder | None = None,
     ) -> None:
         self.room_id = room_id
         self.config = config
@@ -66,6 +75,18 @@ class CaptureLoop:
         self.source = source if source is not None else open_source(config, clock)
         self.tracker = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
+        self.selector = PrimarySelector(config.stability.primary_switch_ratio,
+                                        config.stability.primary_switch_frames)
+        recognition = config.recognition
+        if catalogue is None and recognition.catalogue:
+            catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
+                                       recognition.min_inliers)
+        self.catalogue = catalogue
+        self.encoder = encoder if encoder is not None else make_encoder(config.encoder)
+        # Per artwork id: its descriptor and embedding, computed once.
+        self._described: dict[str, tuple[Descriptor, np.ndarray]] = {}
+        self._embedding: np.ndarray | None = None
+        self._frames_unseen = 0
         self._seq = 0
         self._view: ArtworkView | None = None  # the current view, re-sent as heartbeat
         self._descriptor: Descriptor | None = None
@@ -105,7 +126,11 @@ class CaptureLoop:
         self._note_ground_truth(now)
 
         detections = detect_artworks(frame.image, self.config.detect_width)
-        primary = choose_primary(detections, frame.image.shape)
+        primary = self.selector.select(detections, frame.image.shape)
+        if primary is None:
+            primary = self._relocate(frame.image)
+        else:
+            self._frames_unseen = 0
         sighting = None
         if primary is not None:
             glance = glance_signature(rectify(frame.image, primary.quad, _GLANCE_RECTIFY))
@@ -129,25 +154,76 @@ class CaptureLoop:
 
     # -- decisions --
 
+    def _relocate(self, image: np.ndarray) -> Detection | None:
+        """Re-find the catalogued painting being followed when the quad finder lost it.
+
+        A visitor in front of it, or glare across its edge, breaks its outline
+        but leaves most of its features: the homography of its reference into
+        the frame gives the quad back. Rate-limited (it costs ~20-40 ms).
+        """
+        self._frames_unseen += 1
+        every = self.config.recognition.locate_every_frames
+        if (self.catalogue is None or every == 0 or self._artwork_id is None
+                or self.catalogue.entry(self._artwork_id) is None
+                or self._frames_unseen % every != 0):
+            return None
+        found = self.catalogue.locate(image, max_results=1, only=[self._artwork_id])
+        if not found:
+            return None
+        height, width = image.shape[:2]
+        quad = found[0].quad
+        area = abs(float(cv2.contourArea(quad.astype(np.float32))))
+        return Detection(quad, found[0].score, area / (width * height))
+
+    def _identify(self, image: np.ndarray, quad: np.ndarray) -> tuple[str, Descriptor, bool]:
+        """(artwork id, descriptor, whether recognised in the catalogue) for a new view."""
+        rectified = rectify(image, quad, self.config.rectified_size)
+        if self.catalogue is not None:
+            match = self.catalogue.recognise(
+                rectified if self.config.rectified_size == SQUARE else rectify(image, quad, SQUARE))
+            if match is not None:
+                known = self._described.get(match.artwork_id)
+                descriptor = known[0] if known is not None else describe_image(rectified)
+                self._remember(match.artwork_id, descriptor, rectified)
+                return match.artwork_id, descriptor, True
+        artwork_id, descriptor, _ = self.memory.identify(describe_image(rectified))
+        self._remember(artwork_id, descriptor, rectified)
+        return artwork_id, descriptor, False
+
+    def _remember(self, artwork_id: str, descriptor: Descriptor, rectified: np.ndarray) -> None:
+        # The embedding is computed once per artwork id (an ONNX encoder can
+        # cost tens of milliseconds) and then reused, like the descriptor.
+        if artwork_id not in self._described:
+            self._described[artwork_id] = (descriptor, self.encoder.embed(rectified))
+            while len(self._described) > 512:  # months unattended: stay bounded
+                del self._described[next(iter(self._described))]
+
     def _on_new_view(self, image: np.ndarray, quad: np.ndarray, now: float,
                      decision: TrackState) -> ArtworkView | None:
-        rectified = rectify(image, quad, self.config.rectified_size)
-        artwork_id, descriptor, _ = self.memory.identify(describe_image(rectified))
+        artwork_id, descriptor, catalogued = self._identify(image, quad)
         if artwork_id == self._artwork_id and self._view is not None \
                 and self._view.state == "artwork":
             return None  # the same painting re-acquired (after a glance away): no change
         return self._change(now, "artwork", artwork_id, descriptor, decision.confidence,
-                            decision.quad if decision.quad is not None else quad)
+                            decision.quad if decision.quad is not None else quad,
+                            catalogued)
 
     def _change(self, now: float, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,
-                quad: np.ndarray | None) -> ArtworkView:
+                quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView:
         self._artwork_id = artwork_id
         self._descriptor = descriptor
+        self._embedding = self._described[artwork_id][1] \
+            if artwork_id is not None and artwork_id in self._described else None
         view = self._make_view(now, state, confidence, quad)
+        extra = {}
+        if catalogued and self.catalogue is not None and artwork_id is not None:
+            entry = self.catalogue.entry(artwork_id)
+            if entry is not None:
+                extra = {"title": entry.title, "artist": entry.artist}
         self._log_event("artwork_change", time=now, artwork_id=artwork_id,
                         confidence=round(confidence, 3), state=state,
-                        features=dict(view.features))
+                        features=dict(view.features), catalogued=catalogued, **extra)
         log.info("room %s: %s %s (confidence %.2f)", self.room_id, state, artwork_id or "",
                  confidence)
         return self._send(view)
@@ -176,8 +252,10 @@ class CaptureLoop:
             confidence=float(np.clip(confidence, 0.0, 1.0)),
             quad=([(float(x), float(y)) for x, y in quad]
                   if quad is not None and state == "artwork" else None),
-            encoder=ENCODER_NAME if descriptor is not None else "",
-            embedding=Array.from_numpy(descriptor.vector) if descriptor is not None else None,
+            encoder=self.encoder.name if descriptor is not None else "",
+            embedding=(Array.from_numpy(self._embedding if self._embedding is not None
+                                        else descriptor.vector)
+                       if descriptor is not None else None),
             features=dict(descriptor.features) if descriptor is not None else {},
         )
 

@@ -10,10 +10,12 @@ turns ``CaptureConfig.source`` into one of:
   swaying camera, with lighting, sensor noise and the odd blurred frame. It
   knows the ground truth (which artwork, where its picture is) for tests and
   for the demo's transition-delay report.
-- ``camera:INDEX`` (or ``camera:/dev/video2``, an RTSP URL...) and
-  ``video:PATH``: :class:`VideoSource` over ``cv2.VideoCapture``. A camera
-  that disappears is reopened with exponential backoff; a video file is played
-  in real time and loops.
+- ``camera:INDEX``, ``camera:NAME`` (matched against the V4L2 device names
+  in /sys/class/video4linux/*/name, :func:`find_camera`), ``camera:/dev/video2``,
+  ``video:PATH`` and ``video:rtsp://...`` (any URL): :class:`VideoSource` over
+  ``cv2.VideoCapture``. A camera or network stream that disappears is
+  reopened with exponential backoff; a video file is played in real time and
+  loops.
 - ``images:DIR``: :class:`ImageFolderSource`, the images of a folder shown in
   turn, each for ``CaptureConfig.image_dwell_s`` seconds, cycling.
 
@@ -482,6 +484,36 @@ class VideoSource:
             self._capture = None
 
 
+def camera_names(sysfs: Path = Path("/sys/class/video4linux")) -> dict[int, str]:
+    """Linux V4L2 devices: index N of /dev/videoN -> the device's name (empty elsewhere)."""
+    names: dict[int, str] = {}
+    if not sysfs.is_dir():
+        return names
+    for device in sorted(sysfs.glob("video*")):
+        index = device.name.removeprefix("video")
+        name_file = device / "name"
+        if index.isdigit() and name_file.is_file():
+            names[int(index)] = name_file.read_text(errors="replace").strip()
+    return names
+
+
+def find_camera(name: str, sysfs: Path = Path("/sys/class/video4linux")) -> int:
+    """The index of the camera whose name contains ``name`` (case-insensitive).
+
+    On Linux the names come from /sys/class/video4linux/*/name; a camera
+    exposes several nodes (capture, metadata), so the lowest index is taken.
+    :class:`InputError` lists the cameras there are when none matches.
+    """
+    names = camera_names(sysfs)
+    wanted = name.casefold()
+    matches = sorted(i for i, n in names.items() if wanted in n.casefold())
+    if matches:
+        return matches[0]
+    there = ", ".join(f"{i}: {n}" for i, n in sorted(names.items())) or "none found"
+    raise InputError(f"capture source 'camera:{name}': expected a camera index or the name of "
+                     f"a connected camera, got no camera named like that (cameras: {there})")
+
+
 def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
     """Open the frame source ``config.source`` names; :class:`InputError` names it on failure."""
     source = config.source
@@ -490,7 +522,13 @@ def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
         return DemoCamera(config.demo, clock)
     if kind == "camera" and argument:
         target: str | int = int(argument) if argument.isdigit() else argument
+        if isinstance(target, str) and not target.startswith("/") and "://" not in target:
+            target = find_camera(target)
         return VideoSource(target, is_camera=True, name=source, clock=clock)
+    if kind == "video" and "://" in argument:
+        # A network stream (rtsp://, http://): live like a camera, so it is read
+        # as it comes and reopened with backoff when it drops.
+        return VideoSource(argument, is_camera=True, name=source, clock=clock)
     if kind == "video" and argument:
         path = Path(argument)
         if not path.is_file():
@@ -505,5 +543,5 @@ def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
 
 __all__ = [
     "Clock", "DemoCamera", "Frame", "FrameSource", "ImageFolderSource", "VideoSource",
-    "open_source",
+    "camera_names", "find_camera", "open_source",
 ]

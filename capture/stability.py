@@ -42,8 +42,7 @@ GLANCE_SIZE = 8
 #: paintings mostly by 0.1 and more, but two of one style can come within 0.04,
 #: which is why a track is also bound to its place and to the vote window.
 GLANCE_THRESHOLD = 0.06
-_QUAD_SMOOTHING = 0.5  # EMA weight of the newest corners
-_QUAD_JUMP = 0.08  # a jump larger than this fraction of the quad's size resets the EMA
+_QUAD_JUMP = 0.12  # a jump larger than this fraction of the quad's size resets the smoothing
 _TRACK_MAX_MOVE = 0.25  # a sighting whose quad moved further than this is another view
 
 
@@ -85,10 +84,56 @@ class TrackState:
     confidence: float
 
 
+class OneEuroFilter:
+    """The One Euro filter (Casiez, Roussel & Vogel, CHI 2012) on an array of coordinates.
+
+    A first-order low-pass whose cut-off rises with the signal's speed:
+    ``cutoff = min_cutoff + beta * |dx/dt|`` (speed itself low-passed at
+    ``d_cutoff``), with ``alpha = 1 / (1 + 1 / (2 pi cutoff dt))``. At rest the
+    cut-off is low and jitter is removed; when the camera moves it rises and
+    the output follows with little lag. Time is in seconds, values in pixels.
+    """
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.02,
+                 d_cutoff: float = 1.0) -> None:
+        self.min_cutoff = min_cutoff
+        self.beta = beta
+        self.d_cutoff = d_cutoff
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: the next value passes through unchanged."""
+        self._t: float | None = None
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    @staticmethod
+    def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    def __call__(self, t: float, x: np.ndarray) -> np.ndarray:
+        """Filter the value ``x`` observed at time ``t``."""
+        x = np.asarray(x, np.float64)
+        if self._x is None or self._t is None or t <= self._t:
+            self._t, self._x, self._dx = t, x.copy(), np.zeros_like(x)
+            return x.copy()
+        dt = t - self._t
+        speed = (x - self._x) / dt
+        assert self._dx is not None
+        self._dx = self._dx + self._alpha(self.d_cutoff, dt) * (speed - self._dx)
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        self._x = self._x + self._alpha(cutoff, dt) * (x - self._x)
+        self._t = t
+        return self._x.copy()
+
+
 @dataclass
 class _Track:
     glance: np.ndarray
-    quad: np.ndarray
+    quad: np.ndarray  # the latest sighting's corners (for following the track)
+    smoothed: np.ndarray  # the One Euro filtered corners (what is published)
+    smoother: OneEuroFilter
     last_seen: float
     scores: deque[float]
 
@@ -157,17 +202,20 @@ class StabilityTracker:
         if best is None:
             best = self._next_track
             self._next_track += 1
-            self._tracks[best] = _Track(sighting.glance.copy(), sighting.quad.astype(np.float32),
+            smoother = OneEuroFilter(self.config.smoothing_min_cutoff_hz,
+                                     self.config.smoothing_beta,
+                                     self.config.smoothing_d_cutoff_hz)
+            quad = sighting.quad.astype(np.float32)
+            self._tracks[best] = _Track(sighting.glance.copy(), quad, quad.copy(), smoother,
                                         t, deque(maxlen=self.config.window_frames))
         track = self._tracks[best]
         # Let the glance follow slow changes (daylight, a drifting exposure).
         track.glance = 0.8 * track.glance + 0.2 * sighting.glance
         size = float(np.sqrt(abs(cv2.contourArea(track.quad)))) or 1.0
         if np.abs(sighting.quad - track.quad).max() > _QUAD_JUMP * size:
-            track.quad = sighting.quad.astype(np.float32)
-        else:
-            track.quad = ((1 - _QUAD_SMOOTHING) * track.quad
-                          + _QUAD_SMOOTHING * sighting.quad).astype(np.float32)
+            track.smoother.reset()  # re-framed: follow at once instead of gliding over
+        track.quad = sighting.quad.astype(np.float32)
+        track.smoothed = track.smoother(t, track.quad).astype(np.float32)
         track.last_seen = t
         track.scores.append(float(sighting.score))
         return best
@@ -190,7 +238,7 @@ class StabilityTracker:
     def _quad(self) -> np.ndarray | None:
         if self._confirmed is None:
             return None
-        return self._tracks[self._confirmed].quad.copy()
+        return self._tracks[self._confirmed].smoothed.copy()
 
     def _confidence(self, counts: dict[int, int]) -> float:
         m = self.config.window_frames

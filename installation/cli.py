@@ -287,6 +287,13 @@ def _register_commands() -> None:
 
     for command in audio_bench_commands:
         bench.add_command(command)
+    from capture.cli import bench_commands as capture_bench_commands
+    from capture.cli import commands as capture_commands
+
+    for command in capture_commands:
+        cli.add_command(command)
+    for command in capture_bench_commands:
+        bench.add_command(command)
     from installation.ops_cli import commands as ops_commands
 
     for command in ops_commands:

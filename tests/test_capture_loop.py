@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
-from capture.config import CaptureConfig, DemoSourceConfig, StabilityConfig
+from capture.artworks import ARTWORK_ASPECTS, make_artwork
+from capture.config import CaptureConfig, DemoSourceConfig, RecognitionConfig, StabilityConfig
 from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
 from capture.detect import quad_iou
 from capture.loop import CaptureLoop
@@ -219,3 +223,28 @@ def test_run_paces_frames_and_closes_the_source() -> None:
     assert not worker.is_alive() and source.closed
     assert 6 <= source.reads <= 14  # ~10 at 20 fps, paced rather than spinning
     assert recorder.views == []  # nothing seen, nothing decided yet
+
+
+def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
+    # The catalogue holds the demo camera's first two paintings (as it paints
+    # them), one with metadata; the third painting is not catalogued.
+    for index in (0, 1):
+        aspect = ARTWORK_ASPECTS[index]
+        size = (round(400 * math.sqrt(aspect)), round(400 / math.sqrt(aspect)))
+        cv2.imwrite(str(tmp_path / f"work-{index}.png"), make_artwork(index, 7, size))
+    (tmp_path / "catalogue.toml").write_text(
+        '[[artwork]]\nfile = "work-0.png"\nid = "NG-6"\ntitle = "Warm fields"\n')
+    clock = FakeClock()
+    config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
+                           recognition=RecognitionConfig(catalogue=str(tmp_path)))
+    recorder = Recorder()
+    loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
+    assert loop.catalogue is not None and len(loop.catalogue) == 2
+    _drive(loop, clock, clock.t + 9.5)
+    changes = recorder.of("artwork_change")
+    # ... and at 9 s the camera is back on the first painting.
+    assert [c["artwork_id"] for c in changes] == ["NG-6", "work-1", "art-001", "NG-6"]
+    assert [c["catalogued"] for c in changes] == [True, True, False, True]
+    assert changes[3]["features"] == changes[0]["features"]  # cached per catalogue id
+    assert changes[0]["title"] == "Warm fields"
+    assert {v.artwork_id for v in recorder.views} == {"NG-6", "work-1", "art-001"}

@@ -1,0 +1,86 @@
+"""``art2mus`` commands for capture (registered by installation/cli.py).
+
+- ``art2mus detect IMAGE... [--catalogue DIR] [--json]``: every artwork in each
+  image, its quad (TL, TR, BR, BL, original-image pixels), catalogue id and
+  score, and which one is primary.
+- ``art2mus export-encoder MODEL_DIR OUT.onnx``: a local CLIP vision model
+  (``save_pretrained`` folder) to ONNX, with its preprocessing beside it.
+- ``art2mus bench capture [--scenes 200] [--json]``: detection, corner error,
+  recognition and speed on the synthetic gallery scenes.
+
+Heavy imports (OpenCV, torch) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from installation.errors import InputError
+
+
+@click.command("detect")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--catalogue", "catalogue_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder of reference images (+ catalogue.toml) to recognise against.")
+@click.option("--detect-width", default=640, show_default=True,
+              help="Detection runs on the image downscaled to this width.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
+def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None, detect_width: int,
+                   as_json: bool) -> None:
+    """Find (and recognise) the artworks in still images."""
+    import cv2
+
+    from capture.catalogue import Catalogue
+    from capture.recognise import detect_and_recognise
+
+    catalogue = Catalogue.open(catalogue_dir) if catalogue_dir is not None else None
+    for path in images:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"detect IMAGE: cannot read {path}: missing or not an image file")
+        found = detect_and_recognise(image, catalogue, detect_width)
+        record = {"image": str(path), "artworks": [a.to_json() for a in found]}
+        if as_json:
+            click.echo(json.dumps(record))
+            continue
+        click.echo(f"{path}: {len(found)} artwork(s)")
+        for artwork in found:
+            corners = " ".join(f"({x:.0f},{y:.0f})" for x, y in artwork.quad)
+            label = artwork.artwork_id or "unknown"
+            click.echo(f"  {'*' if artwork.primary else ' '} {label:16s} score "
+                       f"{artwork.score:.2f}  {corners}")
+
+
+@click.command("export-encoder")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--opset", default=17, show_default=True)
+def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
+    """Export a local CLIPVisionModelWithProjection folder to ONNX for [capture.encoder]."""
+    from capture.encoders import export_clip_vision
+
+    click.echo(json.dumps(export_clip_vision(model_dir, out_path, opset), indent=2))
+
+
+@click.command("capture")
+@click.option("--scenes", default=200, show_default=True, help="Scenes in the seeded set.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--catalogue-size", default=50, show_default=True)
+@click.option("--detect-width", default=640, show_default=True)
+@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
+def bench_capture_command(scenes: int, seed: int, catalogue_size: int, detect_width: int,
+                          as_json: bool) -> None:
+    """Detection P/R, corner error, recognition top-1 and fps on synthetic gallery scenes."""
+    from capture.bench import run_capture_bench
+
+    if scenes < 1:
+        raise InputError(f"--scenes: expected at least 1, got {scenes}")
+    click.echo(json.dumps(run_capture_bench(scenes, seed, catalogue_size, detect_width),
+                          indent=2))
+
+
+commands: list[click.Command] = [detect_command, export_encoder_command]
+bench_commands: list[click.Command] = [bench_capture_command]
