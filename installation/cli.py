@@ -168,7 +168,7 @@ def embed(images: tuple[Path, ...], as_json: bool) -> None:
 
     for path in images:
         descriptor = describe_image(_read_image(path))
-        record = {
+        record: dict[str, Any] = {
             "image": str(path), "encoder": ENCODER_NAME,
             "features": {k: round(v, 4) for k, v in descriptor.features.items()},
             "vector": [round(float(x), 5) for x in descriptor.vector],

@@ -57,7 +57,9 @@ class Array(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
                 contiguous = np.ascontiguousarray(array, dtype=dtype)
                 return cls(name, tuple(int(n) for n in array.shape), contiguous.tobytes())
-        raise ProtocolError("bad-array", f"dtype {array.dtype} is not one of {sorted(ARRAY_DTYPES)}")
+        raise ProtocolError(
+            "bad-array", f"dtype {array.dtype} is not one of {sorted(ARRAY_DTYPES)}"
+        )
 
     def to_numpy(self) -> np.ndarray:
         """Return a read-only numpy view of the bytes, checked against dtype and shape."""
@@ -83,7 +85,7 @@ class _Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fie
     room: str
 
 
-class ArtworkView(_Message, tag="artwork_view"):
+class ArtworkView(_Message, tag="artwork_view", frozen=True):
     """What one room's camera sees: the primary artwork (or an empty wall).
 
     Sent by capture when the stable primary artwork changes, and again every
@@ -104,7 +106,7 @@ class ArtworkView(_Message, tag="artwork_view"):
     features: dict[str, float] = {}
 
 
-class AudioChunk(_Message, tag="audio_chunk"):
+class AudioChunk(_Message, tag="audio_chunk", frozen=True):
     """A block of generated audio placed on the room's sample timeline.
 
     ``audio`` is float32 (frames, channels) at ``sample_rate``. The first
@@ -126,7 +128,7 @@ class AudioChunk(_Message, tag="audio_chunk"):
     notes: Array | None = None
 
 
-class PlaybackClock(_Message, tag="playback_clock"):
+class PlaybackClock(_Message, tag="playback_clock", frozen=True):
     """audio_out's position on the room timeline, sent at a fixed rate.
 
     ``playhead`` is the timeline sample that plays next; ``buffered_until`` the
@@ -142,7 +144,7 @@ class PlaybackClock(_Message, tag="playback_clock"):
     state: Literal["starting", "playing", "holding", "silent"] = "playing"
 
 
-class Control(_Message, tag="control"):
+class Control(_Message, tag="control", frozen=True):
     """A command to the roles: ``shutdown``, or ``set`` named parameters.
 
     ``target`` is a role name or ``"*"``; ``room`` may be ``"*"`` for all.

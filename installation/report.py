@@ -48,7 +48,9 @@ def build_timeline(events: list[dict[str, Any]]) -> dict[str, Any]:
          "state": e.get("state"), "confidence": e.get("confidence")}
         for e in _of(events, "capture", "artwork_change")
     ]
-    received = {(e.get("room"), e.get("seq")): e for e in _of(events, "audio_out", "chunk_received")}
+    received = {
+        (e.get("room"), e.get("seq")): e for e in _of(events, "audio_out", "chunk_received")
+    }
     heard = {(e.get("room"), e.get("seq")): e for e in _of(events, "audio_out", "chunk_started")}
     chunks = []
     for e in _of(events, "engine", "chunk"):

@@ -58,7 +58,8 @@ def test_a_misspelt_field_is_refused(tmp_path: Path) -> None:
 def test_a_bad_source_and_duplicate_rooms_are_refused(tmp_path: Path) -> None:
     assert "`rooms[0].capture.source`" in _error(
         tmp_path, '[[rooms]]\nid = "a"\n[rooms.capture]\nsource = "webcam"\n')
-    assert "room ids must be unique" in _error(tmp_path, '[[rooms]]\nid = "a"\n[[rooms]]\nid = "a"\n')
+    duplicate = '[[rooms]]\nid = "a"\n[[rooms]]\nid = "a"\n'
+    assert "room ids must be unique" in _error(tmp_path, duplicate)
 
 
 def test_no_rooms_missing_file_and_bad_toml(tmp_path: Path) -> None:

@@ -18,8 +18,10 @@ SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 def _config(port: int) -> object:
     return config_from_dict({
-        "network": {"views": f"tcp://127.0.0.1:{port}", "chunks": f"tcp://127.0.0.1:{port + 1}",
-                    "clock": f"tcp://127.0.0.1:{port + 2}", "control": f"tcp://127.0.0.1:{port + 3}"},
+        "network": {
+            name: f"tcp://127.0.0.1:{port + offset}"
+            for offset, name in enumerate(["views", "chunks", "clock", "control"])
+        },
         "supervisor": {"restart_backoff_s": 0.2, "stop_timeout_s": 2.0},
         "rooms": [{"id": "a"}],
     })

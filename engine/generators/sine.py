@@ -42,11 +42,15 @@ class SineGenerator:
         """The one decision a sine makes."""
         return {"frequency_hz": round(float(condition), 2)}
 
-    def start(self, condition: Any, seed: int, start_sample: int, previous: Any | None) -> SineState:
+    def start(
+        self, condition: Any, seed: int, start_sample: int, previous: Any | None
+    ) -> SineState:
         """Start at ``start_sample`` with phase zero."""
         return SineState(position=start_sample, phase=0.0)
 
-    def generate(self, state: SineState, condition: Any, frames: int) -> tuple[Generated, SineState]:
+    def generate(
+        self, state: SineState, condition: Any, frames: int
+    ) -> tuple[Generated, SineState]:
         """The next ``frames`` of the sine, phase-continuous with ``state``."""
         step = 2.0 * np.pi * float(condition) / self.sample_rate
         phases = state.phase + step * np.arange(frames, dtype=np.float64)
