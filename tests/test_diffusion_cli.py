@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_commands_are_exposed() -> None:
-    assert [c.name for c in commands] == ["make-tiny-model", "export-onnx"]
+    assert [c.name for c in commands] == ["make-tiny-model", "export-onnx", "validate-data",
+                                          "make-tone-dataset", "train-projection", "distill"]
     assert [c.name for c in bench_commands] == ["engine"]
 
 

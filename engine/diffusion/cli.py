@@ -5,6 +5,12 @@
 - ``art2mus bench engine --model DIR --steps 4 --batch 1,4,16 --json``: per-window
   latency, real-time factor and memory, beside the stock loop (DDIM, eager UNet,
   CFG, 200 steps, timed on a few steps and scaled).
+- ``art2mus validate-data DATA_DIR``: check a paired image/audio dataset, naming
+  every missing, unreadable or too-short file.
+- ``art2mus train-projection --model DIR --data DIR --out DIR``: train the image
+  projection (the Art2Mus recipe); writes a model folder.
+- ``art2mus distill --teacher DIR --data DIR --out DIR --steps 4``: distil a
+  few-step consistency student; writes a model folder.
 
 torch is imported only inside the commands, so ``import installation.cli`` stays light.
 """
@@ -18,17 +24,27 @@ from typing import Any
 
 import click
 
+from installation.errors import InputError
+
 
 @click.command("make-tiny-model")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--embedding-dim", default=1024, show_default=True, help="Image embedding width.")
 @click.option("--student", is_flag=True, help="A consistency student (guidance embedding).")
 @click.option("--seed", default=0, show_default=True)
-def make_tiny_model_command(out_dir: Path, embedding_dim: int, student: bool, seed: int) -> None:
+@click.option("--lm-width", default=768, show_default=True,
+              help="GPT-2 width (a multiple of 12); 96 makes training on a CPU fast.")
+@click.option("--support-width", default=1024, show_default=True)
+@click.option("--prediction-type", default="epsilon", show_default=True,
+              type=click.Choice(["epsilon", "v_prediction", "sample"]))
+def make_tiny_model_command(out_dir: Path, embedding_dim: int, student: bool, seed: int,
+                            lm_width: int, support_width: int, prediction_type: str) -> None:
     """Write a tiny random-weight model folder (AudioLDM2 layout) to OUT_DIR."""
     from engine.diffusion.model import make_tiny_model
 
-    folder = make_tiny_model(out_dir, embedding_dim=embedding_dim, student=student, seed=seed)
+    folder = make_tiny_model(out_dir, embedding_dim=embedding_dim, student=student, seed=seed,
+                             lm_width=lm_width, support_width=support_width,
+                             prediction_type=prediction_type)
     click.echo(f"wrote {folder}")
 
 
@@ -187,5 +203,198 @@ def _stock_window_s(model: Any, batch: int, frames: int, stock_steps: int, sync:
         return unet_s + time.perf_counter() - began
 
 
-commands: list[click.Command] = [make_tiny_model_command, export_onnx_command]
+# ---------------------------------------------------------------------------
+# training
+
+
+@click.command("validate-data")
+@click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--clip-s", default=2.56, show_default=True,
+              help="Clip length: shorter audio files are refused.")
+@click.option("--val-fraction", default=0.1, show_default=True,
+              help="Share of rows without a split column that go to 'val'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def validate_data_command(data_dir: Path, clip_s: float, val_fraction: float,
+                          as_json: bool) -> None:
+    """Check DATA_DIR's manifest, images and audio; name every problem."""
+    from engine.diffusion.training.data import require_valid, validate_dataset
+
+    report = validate_dataset(data_dir, clip_s, val_fraction)
+    if as_json:
+        click.echo(json.dumps({"manifest": str(report.manifest), "items": len(report.items),
+                               "splits": report.counts(),
+                               "audio_hours": round(report.audio_seconds / 3600, 4),
+                               "problems": report.problems}, indent=2))
+    require_valid(report)
+    if not as_json:
+        counts = ", ".join(f"{n} {split}" for split, n in report.counts().items())
+        click.echo(f"{report.manifest}: {len(report.items)} pairs ({counts}), "
+                   f"{report.audio_seconds / 60:.1f} min of audio, no problems")
+
+
+@click.command("make-tone-dataset")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", default=400, show_default=True, help="Image/audio pairs.")
+@click.option("--seconds", default=0.32, show_default=True, help="Audio length per pair.")
+@click.option("--val", "val_count", default=16, show_default=True)
+@click.option("--test", "test_count", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def make_tone_dataset_command(out_dir: Path, count: int, seconds: float, val_count: int,
+                              test_count: int, seed: int) -> None:
+    """Write a paired dataset where lighter images go with higher tones (to try training)."""
+    from engine.diffusion.training.synthetic import write_tone_dataset
+
+    items = write_tone_dataset(out_dir, count, seconds, seed, val_count, test_count)
+    click.echo(f"wrote {len(items)} pairs and {out_dir / 'manifest.csv'}")
+
+
+def _run_options(function: Any) -> Any:
+    """Options both trainers share (see engine.diffusion.training.loop.RunConfig)."""
+    options = [
+        click.option("--data", "data_dir", required=True,
+                     type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     help="Paired dataset folder (see validate-data)."),
+        click.option("--out", "out_dir", required=True,
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Output model folder (training state in OUT/training/)."),
+        click.option("--encoder", default="descriptor", show_default=True,
+                     help="Image encoder: descriptor or onnx:PATH."),
+        click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path),
+                     default=None, help="Cache folder [default: DATA/.art2mus-cache]."),
+        click.option("--resume", is_flag=True,
+                     help="Continue from the latest checkpoint in OUT/training/checkpoints."),
+        click.option("--batch-size", default=8, show_default=True),
+        click.option("--accumulate", default=1, show_default=True,
+                     help="Micro-batches per optimizer step."),
+        click.option("--weight-decay", default=None, type=float),
+        click.option("--grad-clip", default=1.0, show_default=True),
+        click.option("--warmup-steps", default=0, show_default=True),
+        click.option("--precision", default="auto", show_default=True,
+                     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="auto: bf16 (or fp16 + GradScaler) autocast on CUDA, fp32 on CPU."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--clip-s", default=2.56, show_default=True,
+                     help="Training clip length (a multiple of the UNet's frame multiple)."),
+        click.option("--max-clips", default=0, show_default=True,
+                     help="Clips per audio file (0: all)."),
+        click.option("--val-fraction", default=0.1, show_default=True),
+        click.option("--latents", default="sample", show_default=True,
+                     type=click.Choice(["sample", "mean"]),
+                     help="Draw latents from the VAE posterior, or use its mean."),
+        click.option("--validate-every", default=100, show_default=True),
+        click.option("--checkpoint-every", default=100, show_default=True),
+        click.option("--keep-checkpoints", default=3, show_default=True),
+        click.option("--log-every", default=10, show_default=True),
+        click.option("--threads", default=0, show_default=True,
+                     help="torch CPU threads (0: torch's default; 1 is fastest on a busy CPU)."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+_NOT_CONFIG = {"data_dir", "out_dir", "encoder", "cache_dir", "resume", "threads", "quiet",
+               "model_dir", "teacher_dir", "init_projection"}
+
+
+def _config(cls: Any, options: dict[str, Any], renames: dict[str, str]) -> Any:
+    """A frozen run config from click options; InputError naming the option on a bad value."""
+    values = {renames.get(k, k): v for k, v in options.items()
+              if k not in _NOT_CONFIG and v is not None}
+    try:
+        return cls(**values)
+    except ValueError as error:
+        raise InputError(f"invalid option: {error}") from error
+
+
+def _report(result: Any) -> None:
+    first = result.train_loss[0][1] if result.train_loss else float("nan")
+    last = result.train_loss[-1][1] if result.train_loss else float("nan")
+    click.echo(json.dumps({"out": str(result.out), "step": result.step,
+                           "loss_first": first, "loss_last": last,
+                           "validation": result.val_loss[-1:] or None,
+                           "clips_per_s": round(result.clips_per_s, 2),
+                           "cache": result.cache, **result.extra}, indent=2))
+
+
+@click.command("train-projection")
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Source model folder (its frozen parts are linked into OUT).")
+@_run_options
+@click.option("--steps", default=1000, show_default=True, help="Optimizer steps.")
+@click.option("--lr", default=2e-5, show_default=True)
+@click.option("--min-snr", "min_snr_gamma", default=0.0, show_default=True,
+              help="Min-SNR-gamma loss weighting (5 is the paper's; 0: off).")
+@click.option("--cond-dropout", default=0.1, show_default=True,
+              help="Probability of a zero embedding (the CFG unconditional branch).")
+@click.option("--train-all", is_flag=True,
+              help="Also train the UNet and GPT-2 (tiny models trained from scratch).")
+@click.option("--rescale-latents", is_flag=True,
+              help="Set the VAE scaling_factor to 1/std of the data's latents (from-scratch "
+                   "UNets only).")
+@click.option("--init-projection", type=click.Path(exists=True, dir_okay=False,
+                                                   path_type=Path),
+              default=None, help="Start from a projection checkpoint (safetensors or .pt).")
+def train_projection_command(**options: Any) -> None:
+    """Train the image projection on paired data; write an engine-loadable model folder."""
+    from engine.diffusion.training.projection import ProjectionConfig, train_projection
+
+    _set_threads(options["threads"])
+    if options["weight_decay"] is None:
+        options["weight_decay"] = 1e-2
+    config = _config(ProjectionConfig, options, {})
+    result = train_projection(options["model_dir"], options["data_dir"], options["out_dir"],
+                              config, encoder=options["encoder"], cache_dir=options["cache_dir"],
+                              init_projection=options["init_projection"],
+                              resume=options["resume"], progress=not options["quiet"])
+    _report(result)
+
+
+@click.command("distill")
+@click.option("--teacher", "teacher_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Teacher model folder (an original model, e.g. train-projection's output).")
+@_run_options
+@click.option("--steps", "sample_steps", default=4, show_default=True,
+              help="Sampling steps the student is checked at against the teacher (1-8).")
+@click.option("--train-steps", "steps", default=2000, show_default=True,
+              help="Optimizer steps of the distillation.")
+@click.option("--lr", default=1e-5, show_default=True)
+@click.option("--teacher-steps", default=25, show_default=True,
+              help="DPM-Solver++ steps of the teacher reference used for validation.")
+@click.option("--guidance-min", default=1.0, show_default=True)
+@click.option("--guidance-max", default=4.0, show_default=True)
+@click.option("--guidance-dim", "guidance_embedding_dim", default=256, show_default=True,
+              help="Width of the student's guidance embedding (time_cond_proj_dim).")
+@click.option("--ddim-timesteps", default=0, show_default=True,
+              help="Points of the teacher ODE grid (0: the LCM sampler's, 50).")
+@click.option("--ema-decay", default=0.95, show_default=True)
+@click.option("--loss", default="l2", show_default=True, type=click.Choice(["l2", "huber"]))
+def distill_command(**options: Any) -> None:
+    """Distil a few-step consistency student of TEACHER; write an engine-loadable folder."""
+    from engine.diffusion.training.distill import DistillConfig, distill
+
+    _set_threads(options["threads"])
+    if options["weight_decay"] is None:
+        options["weight_decay"] = 0.0
+    config = _config(DistillConfig, options, {})
+    result = distill(options["teacher_dir"], options["data_dir"], options["out_dir"], config,
+                     encoder=options["encoder"], cache_dir=options["cache_dir"],
+                     resume=options["resume"], progress=not options["quiet"])
+    _report(result)
+
+
+def _set_threads(threads: int) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+commands: list[click.Command] = [make_tiny_model_command, export_onnx_command,
+                                 validate_data_command, make_tone_dataset_command,
+                                 train_projection_command, distill_command]
 bench_commands: list[click.Command] = [bench_engine_command]

@@ -294,8 +294,8 @@ def write_model(out_dir: str | Path, configs: dict[str, Any], seed: int = 0) -> 
     language_model.save_pretrained(out / "language_model")
     AudioLDM2ProjectionModel(**configs["projection_model"]).save_pretrained(
         out / "projection_model")
-    DDIMScheduler(**AUDIOLDM2_SCHEDULER).save_pretrained(  # type: ignore[attr-defined]
-        out / "scheduler")
+    DDIMScheduler(**{**AUDIOLDM2_SCHEDULER,  # type: ignore[attr-defined]
+                     **configs.get("scheduler", {})}).save_pretrained(out / "scheduler")
     conditioner = VisualConditioner(spec.embedding_dim, language_model.config.n_embd,
                                     spec.prefix_tokens, spec.hidden_dim)
     save_file({k: v.contiguous() for k, v in conditioner.state_dict().items()},
@@ -308,9 +308,20 @@ def write_model(out_dir: str | Path, configs: dict[str, Any], seed: int = 0) -> 
 
 
 def make_tiny_model(out_dir: str | Path, embedding_dim: int = 1024, student: bool = False,
-                    seed: int = 0) -> Path:
-    """Write a tiny random-weight model folder in the real layout; returns its path."""
-    return write_model(out_dir, tiny_component_configs(embedding_dim, student=student), seed)
+                    seed: int = 0, lm_width: int = 768, support_width: int = 1024,
+                    prediction_type: str = "epsilon") -> Path:
+    """Write a tiny random-weight model folder in the real layout; returns its path.
+
+    ``lm_width`` (a multiple of GPT-2's 12 heads) and ``support_width`` default
+    to the published widths; training tests shrink them, since GPT-2's token
+    generation dominates a tiny model's step time at 768. ``prediction_type``
+    is the scheduler's (AudioLDM2: epsilon); a tiny UNet trained from scratch
+    in a few hundred steps learns far faster with ``v_prediction``, whose loss
+    weights the clean signal at high noise levels (Salimans & Ho, 2022).
+    """
+    configs = tiny_component_configs(embedding_dim, lm_width, support_width, student=student)
+    configs["scheduler"] = {"prediction_type": prediction_type}
+    return write_model(out_dir, configs, seed)
 
 
 # ---------------------------------------------------------------------------

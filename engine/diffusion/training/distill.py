@@ -1,0 +1,399 @@
+"""``art2mus distill``: latent consistency distillation of a few-step student.
+
+Latent Consistency Distillation (Luo et al., 2023, after Song et al.'s
+consistency models), as diffusers' ``train_lcm_distill_sd_wds.py`` does it,
+under the visual conditioning:
+
+- the student is the teacher's UNet with a guidance-scale embedding added
+  (``time_cond_proj_dim``, its new projection zero-initialised so the student
+  starts as the teacher); the engine's consistency sampler feeds it
+  :func:`engine.diffusion.samplers.guidance_embedding`, so classifier-free
+  guidance is folded in: one UNet pass per step at any scale in
+  [guidance_min, guidance_max];
+- per micro-batch: a timestep ``t`` on the DDIM grid the LCM sampler walks
+  (``original_inference_steps`` points, skip ``k = T / points``), a guidance
+  scale ``w``; the frozen teacher (conditional and unconditional pass,
+  guided) takes one DDIM step of the probability-flow ODE from ``t`` to
+  ``t - k``; the EMA target network's consistency function at ``t - k`` is
+  the regression target of the student's at ``t`` (both with the
+  skip/out boundary scalings LCMScheduler uses), L2 or pseudo-Huber;
+- the target follows the student by EMA (decay ``ema_decay``).
+
+The caches are the teacher's (same VAE, same encoder), so a teacher trained
+by ``train-projection`` on the same data reuses them. Checkpoints hold the
+student, the target, the optimizer and the step; resume is exact as for
+projection training (:mod:`.loop`). The student is written as a model folder
+whose ``art2mus_model.json`` says ``sampler = "consistency"``, so the engine's
+``sampler = "auto"`` samples it in 1-8 LCM steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from engine.diffusion.training.loop import RunConfig
+from engine.diffusion.training.projection import TrainingResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.diffusion.model import LoadedModel, ModelSpec
+    from engine.diffusion.training.objectives import NoiseSchedule
+
+
+@dataclass(frozen=True)
+class DistillConfig(RunConfig):
+    """Distillation settings (LCM's defaults where they apply)."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    sample_steps: int = 4
+    teacher_steps: int = 25
+    guidance_min: float = 1.0
+    guidance_max: float = 4.0
+    guidance_embedding_dim: int = 256
+    ddim_timesteps: int = 0
+    ema_decay: float = 0.95
+    loss: Literal["l2", "huber"] = "l2"
+    huber_c: float = 0.001
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.sample_steps <= 8:
+            raise ValueError(f"sample_steps must be in 1..8, got {self.sample_steps}")
+        if self.teacher_steps < 1:
+            raise ValueError(f"teacher_steps must be >= 1, got {self.teacher_steps}")
+        if not 1.0 <= self.guidance_min <= self.guidance_max:
+            raise ValueError(f"expected 1 <= guidance_min <= guidance_max, got "
+                             f"{self.guidance_min}, {self.guidance_max}")
+        if self.guidance_embedding_dim < 2:
+            raise ValueError(f"guidance_embedding_dim must be >= 2, got "
+                             f"{self.guidance_embedding_dim}")
+        if self.ddim_timesteps < 0 or not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"expected ddim_timesteps >= 0 and ema_decay in [0, 1), got "
+                             f"{self.ddim_timesteps}, {self.ema_decay}")
+        if self.loss not in ("l2", "huber"):
+            raise ValueError(f"loss must be 'l2' or 'huber', got {self.loss!r}")
+
+    @property
+    def reference_guidance(self) -> float:
+        """The scale students are checked at against the teacher: mid-range."""
+        return 0.5 * (self.guidance_min + self.guidance_max)
+
+
+@dataclass(frozen=True)
+class LcmGrid:
+    """The DDIM timesteps LCM's sampler walks, and the skip between them."""
+
+    timesteps: torch.Tensor  # (K,) long, ascending: k - 1, 2k - 1, ..., T - 1
+    skip: int
+    timestep_scaling: float
+
+    @classmethod
+    def for_schedule(cls, scheduler_config: dict[str, Any], points: int = 0) -> LcmGrid:
+        """The grid LCMScheduler builds from this config (``points`` 0: its default)."""
+        import torch
+        from diffusers import LCMScheduler
+
+        config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+        lcm = LCMScheduler.from_config(config)
+        count = points or int(lcm.config.original_inference_steps)
+        total = int(lcm.config.num_train_timesteps)
+        skip = total // count
+        timesteps = torch.arange(1, count + 1) * skip - 1
+        return cls(timesteps, skip, float(lcm.config.timestep_scaling))
+
+
+def make_student_unet(teacher_unet: Any, guidance_dim: int) -> Any:
+    """The teacher's UNet with a zero-initialised guidance embedding (starts equal to it)."""
+    import torch
+    from diffusers.pipelines.audioldm2.modeling_audioldm2 import AudioLDM2UNet2DConditionModel
+
+    from installation.errors import InputError
+
+    if teacher_unet.config.time_cond_proj_dim:
+        raise InputError("--teacher: its UNet already has a guidance embedding "
+                         f"(time_cond_proj_dim {teacher_unet.config.time_cond_proj_dim}); "
+                         "distil from an original model, not a student")
+    config = {**dict(teacher_unet.config), "time_cond_proj_dim": guidance_dim}
+    student = AudioLDM2UNet2DConditionModel.from_config(config)
+    missing, unexpected = student.load_state_dict(teacher_unet.state_dict(), strict=False)
+    if unexpected or set(missing) != {"time_embedding.cond_proj.weight"}:
+        raise RuntimeError(f"student/teacher UNet mismatch: missing {missing}, "
+                           f"unexpected {unexpected}")
+    with torch.no_grad():
+        student.time_embedding.cond_proj.weight.zero_()
+    return student.to(teacher_unet.device)  # from_config builds float32 already
+
+
+def student_spec(teacher: ModelSpec, guidance_dim: int) -> ModelSpec:
+    """The teacher's spec, marked as a consistency student."""
+    return replace(teacher, sampler="consistency", guidance_embedding_dim=guidance_dim)
+
+
+def with_unet(model: LoadedModel, unet: Any, spec: ModelSpec) -> LoadedModel:
+    """A view of ``model`` with another UNet and spec (for sampling a student in training)."""
+    view = replace(model, unet=unet, spec=spec)
+    view.unconditional_tokens = model.unconditional_tokens
+    return view
+
+
+def consistency_loss(model: LoadedModel, student: Any, target: Any, schedule: NoiseSchedule,
+                     grid: LcmGrid, x0: torch.Tensor, embeddings: torch.Tensor,
+                     generator: torch.Generator, config: DistillConfig, cast: Any
+                     ) -> torch.Tensor:
+    """One micro-batch of latent consistency distillation (random draws from ``generator``)."""
+    import torch
+
+    from engine.diffusion.training.objectives import boundary_scalings, guidance_embeddings
+
+    batch, device = x0.shape[0], x0.device
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    index = torch.randint(0, len(grid.timesteps), (batch,), generator=generator)
+    scales = config.guidance_min + (config.guidance_max - config.guidance_min) * torch.rand(
+        batch, generator=generator)
+    start_t = grid.timesteps[index].to(device)
+    prev_t = (start_t - grid.skip).clamp_min(0)
+    w = (scales - 1.0).to(device)[:, None, None, None]
+    w_embedding = guidance_embeddings(scales, config.guidance_embedding_dim).to(device)
+    support = model.support_prompt.expand(batch, -1, -1)
+    with torch.no_grad():
+        tokens = model.conditioner.tokens(embeddings, model.language_model,
+                                          model.projection_model)
+        uncond = model.unconditional_tokens.expand(batch, -1, -1)
+    x_t = schedule.add_noise(x0, noise, start_t)
+    c_skip_start, c_out_start = (c[:, None, None, None] for c in
+                                 boundary_scalings(start_t, grid.timestep_scaling))
+    c_skip, c_out = (c[:, None, None, None] for c in
+                     boundary_scalings(prev_t, grid.timestep_scaling))
+    with cast:
+        output = student(x_t, start_t, encoder_hidden_states=tokens,
+                         encoder_hidden_states_1=support, timestep_cond=w_embedding,
+                         return_dict=False)[0]
+    pred_x0, _ = schedule.x0_and_eps(output.float(), x_t, start_t)
+    prediction = c_skip_start * x_t + c_out_start * pred_x0
+    with torch.no_grad():
+        with cast:
+            both = model.unet(torch.cat([x_t, x_t]), torch.cat([start_t, start_t]),
+                              encoder_hidden_states=torch.cat([tokens, uncond]),
+                              encoder_hidden_states_1=torch.cat([support, support]),
+                              return_dict=False)[0].float()
+        cond_out, uncond_out = both.chunk(2)
+        cond_x0, cond_eps = schedule.x0_and_eps(cond_out, x_t, start_t)
+        uncond_x0, uncond_eps = schedule.x0_and_eps(uncond_out, x_t, start_t)
+        guided_x0 = cond_x0 + w * (cond_x0 - uncond_x0)
+        guided_eps = cond_eps + w * (cond_eps - uncond_eps)
+        # One DDIM step of the teacher's probability-flow ODE from t to t - k (Song et al., 2021).
+        alpha_prev = schedule.alphas_cumprod[prev_t][:, None, None, None]
+        x_prev = alpha_prev.sqrt() * guided_x0 + (1.0 - alpha_prev).sqrt() * guided_eps
+        with cast:
+            target_out = target(x_prev, prev_t, encoder_hidden_states=tokens,
+                                encoder_hidden_states_1=support, timestep_cond=w_embedding,
+                                return_dict=False)[0].float()
+        target_x0, _ = schedule.x0_and_eps(target_out, x_prev, prev_t)
+        goal = c_skip * x_prev + c_out * target_x0
+    if config.loss == "huber":
+        c = config.huber_c
+        return (torch.sqrt((prediction - goal) ** 2 + c * c) - c).mean()
+    return ((prediction - goal) ** 2).mean()
+
+
+def ema_update(target: Any, student: Any, decay: float) -> None:
+    """target <- decay * target + (1 - decay) * student (parameters); buffers copied."""
+    import torch
+
+    with torch.no_grad():
+        target_params = list(target.parameters())
+        student_params = list(student.parameters())
+        torch._foreach_mul_(target_params, decay)
+        torch._foreach_add_(target_params, student_params, alpha=1.0 - decay)
+        for t_buffer, s_buffer in zip(target.buffers(), student.buffers(), strict=True):
+            t_buffer.copy_(s_buffer)
+
+
+def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillConfig | None = None,
+            *, encoder: str = "descriptor", cache_dir: Path | None = None, resume: bool = False,
+            progress: bool = True) -> TrainingResult:
+    """Distil ``teacher_dir`` into a consistency student written to ``out_dir``."""
+    import copy
+
+    import torch
+
+    from engine.diffusion.training.evaluate import relative_mse, sample_latents
+    from engine.diffusion.training.loop import (
+        Checkpoints,
+        Progress,
+        RunLog,
+        autocast,
+        batch_indices,
+        check_resume_config,
+        constant_with_warmup,
+        load_prefixed,
+        make_scaler,
+        optimizer_step,
+        prefixed_state,
+        resolve_precision,
+        seed_everything,
+        set_rng_state,
+        step_generator,
+        timed,
+    )
+    from engine.diffusion.training.objectives import NoiseSchedule
+    from engine.diffusion.training.projection import (
+        draw_latents,
+        load_training_model,
+        prepare_data,
+    )
+    from installation.errors import Art2MusError
+
+    config = config or DistillConfig()
+    model = load_training_model(teacher_dir, config.device)
+    train, val = prepare_data(model, data_dir, encoder, cache_dir, config, progress)
+    student = make_student_unet(model.unet, config.guidance_embedding_dim)
+    student.train().requires_grad_(True)
+    target = copy.deepcopy(student).eval().requires_grad_(False)
+    parameters = list(student.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    lr_schedule = constant_with_warmup(optimizer, config.warmup_steps)
+    cast_dtype = resolve_precision(config.precision, model.device)
+    scaler = make_scaler(cast_dtype)
+    schedule = NoiseSchedule(model.scheduler_config, model.device)
+    grid = LcmGrid.for_schedule(model.scheduler_config, config.ddim_timesteps)
+    checkpoints = Checkpoints(out_dir, config.keep_checkpoints)
+    spec = student_spec(model.spec, config.guidance_embedding_dim)
+
+    start = 0
+    seed_everything(config.seed)
+    if resume:
+        weights, state, meta = Checkpoints.load(checkpoints.latest())
+        check_resume_config(state["config"], config, (
+            "guidance_min", "guidance_max", "guidance_embedding_dim", "ddim_timesteps",
+            "ema_decay", "loss", "huber_c"))
+        load_prefixed("student", student, weights)
+        load_prefixed("target", target, weights)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        start = int(meta["step"])
+    (out_dir / "training").mkdir(parents=True, exist_ok=True)
+    (out_dir / "training" / "config.json").write_text(json.dumps(
+        {"command": "distill", "teacher": str(teacher_dir), "data": str(data_dir),
+         "encoder": encoder, **config.as_dict()}, indent=2) + "\n")
+
+    # The reference a student is held to during training: the teacher at many steps.
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None
+    frames = train.latent_mean.shape[2]
+    if val is not None and config.validate_every:
+        rows = sorted(set(val.rows))[:config.val_batches * config.batch_size]
+        embeddings = torch.stack([val.embeddings[val.rows.index(row)] for row in rows])
+        reference = (embeddings, sample_latents(
+            model, embeddings, frames, sampler="dpm_solver", steps=config.teacher_steps,
+            guidance_scale=config.reference_guidance, seed=config.seed))
+
+    log = RunLog(out_dir, resume)
+    result = TrainingResult(out=out_dir, step=start, train_clips=len(train),
+                            val_clips=len(val) if val is not None else 0,
+                            cache={"latent_hits": train.latent_stats.hits,
+                                   "latent_misses": train.latent_stats.misses,
+                                   "embedding_hits": train.embedding_stats.hits,
+                                   "embedding_misses": train.embedding_stats.misses})
+    scaling = float(model.vae.config.scaling_factor)
+    cast = autocast(model.device, cast_dtype)
+    bar = Progress(progress, "distill", config.steps, start)
+    clips_done, train_seconds = 0, 0.0
+    window_loss, window_count = 0.0, 0
+    try:
+        for step in range(start, config.steps):
+            with timed() as elapsed:
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for micro in range(config.accumulate):
+                    m = step * config.accumulate + micro
+                    index = batch_indices(len(train), config.batch_size, m, config.seed)
+                    generator = step_generator(config.seed, m, "distill")
+                    x0 = draw_latents(train, index, scaling, config.latents, generator,
+                                      model.device)
+                    loss = consistency_loss(model, student, target, schedule, grid, x0,
+                                            train.embeddings[index].to(model.device),
+                                            generator, config, cast)
+                    scaled = loss / config.accumulate
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    step_loss += float(loss.detach()) / config.accumulate
+                optimizer_step(optimizer, scaler, parameters, config.grad_clip)
+                lr_schedule.step()
+                ema_update(target, student, config.ema_decay)
+                if model.device.type == "cuda":
+                    torch.cuda.synchronize()
+                train_seconds += elapsed()
+            if not math.isfinite(step_loss):
+                raise Art2MusError(f"distill: loss is {step_loss} at step {step + 1}; lower "
+                                   f"--lr or use --precision fp32")
+            clips_done += config.batch_size * config.accumulate
+            window_loss += step_loss
+            window_count += 1
+            done = step + 1
+            rate = clips_done / max(train_seconds, 1e-9)
+            bar.update(done, step_loss, rate)
+            record: dict[str, Any] = {}
+            if done % config.log_every == 0 or done == config.steps:
+                record = {"step": done, "loss": window_loss / window_count,
+                          "lr": lr_schedule.get_last_lr()[0], "clips_per_s": rate}
+                result.train_loss.append((done, window_loss / window_count))
+                window_loss, window_count = 0.0, 0
+            if reference is not None and (done % config.validate_every == 0
+                                          or done == config.steps):
+                student.eval()
+                latents = sample_latents(with_unet(model, student, spec), reference[0], frames,
+                                         steps=config.sample_steps,
+                                         guidance_scale=config.reference_guidance,
+                                         seed=config.seed)
+                student.train()
+                value = relative_mse(latents, reference[1])
+                result.val_loss.append((done, value))
+                record = {**record, "step": done, "student_vs_teacher": value}
+            if record:
+                log.write(record)
+            if (config.checkpoint_every and done % config.checkpoint_every == 0) \
+                    or done == config.steps:
+                checkpoints.save(done, {**prefixed_state("student", student, False),
+                                        **prefixed_state("target", target, False)}, {
+                    "optimizer": optimizer.state_dict(),
+                    "lr_schedule": lr_schedule.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "config": config.as_dict()}, {"loss": step_loss})
+            result.step = done
+    finally:
+        bar.close()
+    result.clips_per_s = clips_done / train_seconds if train_seconds else 0.0
+    write_student_folder(teacher_dir, out_dir, student, spec, grid)
+    (out_dir / "training" / "summary.json").write_text(
+        json.dumps(result.summary(), indent=2) + "\n")
+    return result
+
+
+def write_student_folder(teacher_dir: Path, out_dir: Path, student: Any, spec: ModelSpec,
+                         grid: LcmGrid) -> None:
+    """The student model folder: the teacher's parts linked, the student UNet and spec written.
+
+    The scheduler config gains ``original_inference_steps`` and
+    ``timestep_scaling`` so the engine's LCM sampler walks the grid the student
+    was distilled on.
+    """
+    from engine.diffusion.model import SPEC_FILE
+    from engine.diffusion.training.loop import write_model_folder
+
+    write_model_folder(teacher_dir, out_dir, {"unet", "scheduler", SPEC_FILE})
+    student.save_pretrained(out_dir / "unet")
+    scheduler = json.loads((teacher_dir / "scheduler" / "scheduler_config.json").read_text())
+    scheduler.update(original_inference_steps=len(grid.timesteps),
+                     timestep_scaling=grid.timestep_scaling)
+    (out_dir / "scheduler").mkdir(parents=True, exist_ok=True)
+    (out_dir / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps(scheduler, indent=2) + "\n")
+    spec.save(out_dir)

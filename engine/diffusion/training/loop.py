@@ -1,0 +1,424 @@
+"""What the projection trainer and the distiller share: order, randomness, checkpoints, output.
+
+Exact resume is by construction rather than by bookkeeping: the clips of
+micro-batch ``m`` and every random draw it makes (noise, timesteps, dropout,
+posterior samples) are pure functions of ``(seed, m)`` (:func:`batch_indices`,
+:func:`step_generator`), so a run resumed at step ``k`` sees exactly what an
+uninterrupted run sees from step ``k``. Checkpoints still carry the global RNG
+states (torch, CUDA, numpy, random) for anything that draws from them
+(dropout inside a trainable network). With a learning-rate schedule that
+does not depend on the total step count (constant after warm-up), training
+N/2 steps, then resuming to N, gives the same weights as N steps straight.
+
+Layout of a run's output folder ``OUT``: the model folder itself (what the
+engine loads), plus ``OUT/training/`` with ``config.json``, ``log.jsonl``
+(one line per logged step) and ``checkpoints/step-XXXXXXXX/``
+(``weights.safetensors``, ``state.pt``, ``meta.json``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from installation.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+TRAINING_DIR = "training"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings shared by both trainers; validated on construction."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    accumulate: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    precision: Precision = "auto"
+    seed: int = 0
+    device: str = "auto"
+    clip_s: float = 2.56
+    max_clips: int = 0
+    val_fraction: float = 0.1
+    latents: Literal["sample", "mean"] = "sample"
+    validate_every: int = 100
+    val_batches: int = 4
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "accumulate", "val_batches", "keep_checkpoints",
+                     "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "validate_every", "checkpoint_every", "max_clips"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip <= 0:
+            raise ValueError(f"expected lr > 0, weight_decay >= 0, grad_clip > 0, got "
+                             f"{self.lr}, {self.weight_decay}, {self.grad_clip}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be auto, fp32, bf16 or fp16, got "
+                             f"{self.precision!r}")
+        if self.latents not in ("sample", "mean"):
+            raise ValueError(f"latents must be 'sample' or 'mean', got {self.latents!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    #: Fields a resumed run must share with the checkpoint for the result to be exact.
+    RESUME_FIELDS = ("batch_size", "accumulate", "lr", "weight_decay", "grad_clip",
+                     "warmup_steps", "seed", "clip_s", "max_clips", "latents", "precision")
+
+
+def check_resume_config(saved: dict[str, Any], current: RunConfig, extra: tuple[str, ...] = ()
+                        ) -> None:
+    """InputError naming the first field that differs from the checkpoint's run."""
+    names = {f.name for f in fields(current)}
+    for name in (*RunConfig.RESUME_FIELDS, *extra):
+        if name in names and name in saved and saved[name] != getattr(current, name):
+            raise InputError(f"--resume: --{name.replace('_', '-')} was {saved[name]!r} in the "
+                             f"checkpointed run, got {getattr(current, name)!r}; resume with "
+                             f"the same value (or start a new --out)")
+
+
+# ---------------------------------------------------------------------------
+# order and randomness
+
+
+def _mix(*parts: int | str) -> int:
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def batch_indices(count: int, batch: int, micro_step: int, seed: int) -> list[int]:
+    """Clips of micro-batch ``micro_step``: consecutive slices of per-epoch permutations."""
+    import torch
+
+    if count < 1:
+        raise ValueError("no clips to train on")
+    start = micro_step * batch
+    out: list[int] = []
+    epoch = start // count
+    offset = start % count
+    while len(out) < batch:
+        order = torch.randperm(count, generator=torch.Generator().manual_seed(
+            _mix(seed, "epoch", epoch))).tolist()
+        take = order[offset:offset + batch - len(out)]
+        out.extend(take)
+        epoch, offset = epoch + 1, 0
+    return out
+
+
+def step_generator(seed: int, micro_step: int, stream: str = "train") -> torch.Generator:
+    """A CPU generator for one micro-batch's random draws (same on every device and resume)."""
+    import torch
+
+    return torch.Generator().manual_seed(_mix(seed, stream, micro_step))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs a fresh run may draw from (dropout inside trainable networks)."""
+    import torch
+
+    value = _mix(seed, "global")
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states (torch, CUDA, numpy, random) as checkpointable values."""
+    import torch
+
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        "random": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    python = state["random"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------
+# devices and precision
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: fp32). 'auto': bf16 on a GPU that has it, else fp16; CPU fp32."""
+    import torch
+
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise InputError(f"--precision {precision}: mixed precision needs a CUDA device, "
+                             f"got {device}")
+        return None
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[
+        Any]:
+    """torch.autocast for mixed precision, a no-op context for fp32."""
+    import torch
+
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def make_scaler(dtype: torch.dtype | None) -> Any:
+    """A GradScaler for fp16 (bf16 has fp32's range and needs none); None otherwise."""
+    import torch
+
+    if dtype is torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
+def constant_with_warmup(optimizer: Any, warmup_steps: int) -> Any:
+    """Linear warm-up, then constant: independent of the total, so runs can be extended."""
+    import torch
+
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(optimizer: Any, scaler: Any, parameters: list[Any], grad_clip: float
+                   ) -> float:
+    """Unscale, clip to ``grad_clip`` (global norm), step; returns the pre-clip norm."""
+    import torch
+
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return float(norm)
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+class Checkpoints:
+    """``OUT/training/checkpoints/step-XXXXXXXX/``: weights, optimizer/scheduler/RNG, meta."""
+
+    def __init__(self, out_dir: Path, keep: int) -> None:
+        self.folder = out_dir / TRAINING_DIR / CHECKPOINTS_DIR
+        self.keep = keep
+
+    def save(self, step: int, weights: dict[str, torch.Tensor], state: dict[str, Any],
+             meta: dict[str, Any]) -> Path:
+        """Write one checkpoint atomically (temp folder, then rename); prune old ones."""
+        import torch
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        final = self.folder / f"step-{step:08d}"
+        temporary = self.folder / f".step-{step:08d}.tmp{os.getpid()}"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()},
+                  str(temporary / "weights.safetensors"))
+        torch.save({**state, "rng": rng_state()}, temporary / "state.pt")
+        (temporary / "meta.json").write_text(json.dumps({"step": step, **meta}, indent=2) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        for old in self.all()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def all(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.glob("step-*")
+                      if (p / "meta.json").is_file() and (p / "state.pt").is_file())
+
+    def latest(self) -> Path:
+        """The newest checkpoint; InputError naming the folder when there is none."""
+        found = self.all()
+        if not found:
+            raise InputError(f"--resume: no checkpoint in {self.folder}")
+        return found[-1]
+
+    @staticmethod
+    def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """(weights, state, meta) of one checkpoint; InputError naming a broken file."""
+        import torch
+        from safetensors.torch import load_file
+
+        try:
+            weights = load_file(str(path / "weights.safetensors"))
+            state: dict[str, Any] = torch.load(path / "state.pt", map_location="cpu",
+                                               weights_only=True)
+            meta = json.loads((path / "meta.json").read_text())
+        except Exception as error:  # torch, safetensors and json raise assorted types
+            raise InputError(f"unreadable checkpoint {path}: {error}") from error
+        return weights, state, meta
+
+
+def prefixed_state(prefix: str, module: Any, only_trainable: bool = True
+                   ) -> dict[str, torch.Tensor]:
+    """``prefix.name`` -> tensor for a module's (trainable) parameters and buffers."""
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    return {f"{prefix}.{name}": tensor for name, tensor in module.state_dict().items()
+            if not only_trainable or name in trainable}
+
+
+def load_prefixed(prefix: str, module: Any, weights: dict[str, torch.Tensor]) -> int:
+    """Load the ``prefix.*`` entries of ``weights`` into ``module``; how many were loaded."""
+    own = {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
+    if own:
+        module.load_state_dict(own, strict=False)
+    return len(own)
+
+
+# ---------------------------------------------------------------------------
+# logging and progress
+
+
+class RunLog:
+    """``OUT/training/log.jsonl``: one JSON line per logged step (appended on resume)."""
+
+    def __init__(self, out_dir: Path, resume: bool) -> None:
+        self.path = out_dir / TRAINING_DIR / "log.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume and self.path.exists():
+            self.path.unlink()
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class Progress:
+    """A rich progress bar with loss and throughput; silent when disabled."""
+
+    def __init__(self, enabled: bool, description: str, total: int, completed: int) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+        self._task: Any = None
+        if enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._progress = RichProgress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn())
+            self._progress.start()
+            self._task = self._progress.add_task(description, total=total, completed=completed,
+                                                 loss="-", rate="")
+
+    def update(self, completed: int, loss: float, samples_per_s: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=completed, loss=f"{loss:.4f}",
+                                  rate=f"{samples_per_s:.1f} clips/s")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[Callable[[], float]]:
+    """``with timed() as elapsed: ...; elapsed()`` seconds since entry."""
+    began = time.perf_counter()
+    yield lambda: time.perf_counter() - began
+
+
+# ---------------------------------------------------------------------------
+# the output model folder
+
+
+def link_or_copy(source: Path, destination: Path) -> None:
+    """Hard-link ``source`` to ``destination`` (copy across file systems); replaces it."""
+    if destination.exists() or destination.is_symlink():
+        destination.unlink()
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
+def write_model_folder(base: Path, out: Path, replaced: set[str]) -> None:
+    """Make ``out`` a model folder: ``base``'s parts linked, except the names in ``replaced``.
+
+    Replaced parts are removed first and written by the caller afterwards, so
+    writing them never goes through a hard link into ``base``.
+    """
+    from engine.diffusion.model import (
+        IMAGE_PROJECTION_FILE,
+        SPEC_FILE,
+        SUBFOLDERS,
+        SUPPORT_PROMPT_FILE,
+    )
+
+    if out.resolve() == base.resolve():
+        raise InputError(f"--out must differ from the source model folder {base}")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (*SUBFOLDERS, SPEC_FILE, IMAGE_PROJECTION_FILE, SUPPORT_PROMPT_FILE):
+        source, destination = base / name, out / name
+        if destination.is_dir() and not destination.is_symlink():
+            shutil.rmtree(destination)
+        elif destination.exists() or destination.is_symlink():
+            destination.unlink()
+        if name in replaced:
+            continue
+        if source.is_dir():
+            shutil.copytree(source, destination, copy_function=lambda s, d: link_or_copy(
+                Path(s), Path(d)))
+        else:
+            link_or_copy(source, destination)

@@ -1,0 +1,244 @@
+"""Training data: validation names files, log-mel fits the VAE, caches are reused and invalidated,
+and the shared pieces (batch order, schedule algebra, guidance embedding) hold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("diffusers")
+
+from click.testing import CliRunner  # noqa: E402
+
+from engine.diffusion.model import load_model  # noqa: E402
+from engine.diffusion.samplers import guidance_embedding  # noqa: E402
+from engine.diffusion.testing import (  # noqa: E402
+    NUMPY_COPY_WARNING,
+    tiny_training_model_dir,
+    tone_dataset_dir,
+)
+from engine.diffusion.training.cache import build_training_data  # noqa: E402
+from engine.diffusion.training.data import (  # noqa: E402
+    read_manifest,
+    require_valid,
+    validate_dataset,
+)
+from engine.diffusion.training.features import (  # noqa: E402
+    MelConfig,
+    log_mel,
+    make_encoder,
+)
+from engine.diffusion.training.loop import batch_indices  # noqa: E402
+from engine.diffusion.training.objectives import NoiseSchedule, guidance_embeddings  # noqa: E402
+from engine.diffusion.training.projection import ProjectionConfig  # noqa: E402
+from installation.cli import cli  # noqa: E402
+from installation.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_training_model_dir(tmp_path_factory.getbasetemp() / "training-models")
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path):  # type: ignore[no-untyped-def]
+    return load_model(model_dir)
+
+
+def small_dataset(tmp_path: Path, count: int = 6) -> Path:
+    """A fresh copy of a small tone dataset that a test may break."""
+    source = tone_dataset_dir(tmp_path.parent / "shared-datasets", count, 0.32)
+    target = tmp_path / "data"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".art2mus-cache"))
+    return target
+
+
+def test_validate_data_names_every_bad_file(tmp_path: Path, model_dir: Path) -> None:
+    data = small_dataset(tmp_path)
+    (data / "images" / "0000.png").unlink()                      # missing image
+    (data / "images" / "0001.png").write_bytes(b"not a png")     # unreadable image
+    (data / "audio" / "0002.wav").write_bytes(b"RIFF garbage")   # unreadable audio
+    import soundfile
+
+    soundfile.write(str(data / "audio" / "0003.wav"), np.zeros(1000, np.float32), 16000)
+    report = validate_dataset(data, min_seconds=0.32)
+    text = "\n".join(report.problems)
+    assert len(report.problems) == 4, text
+    assert "line 2: image" in text and "0000.png is missing" in text
+    assert "0001.png is unreadable" in text
+    assert "0002.wav is unreadable" in text
+    assert "0003.wav is too short: expected at least 0.32 s (one clip), got 0.062 s" in text
+    assert len(report.items) == 2
+    with pytest.raises(InputError, match="4 problem"):
+        require_valid(report)
+
+    result = CliRunner().invoke(cli, ["validate-data", str(data), "--clip-s", "0.32"])
+    assert result.exit_code == InputError.exit_code
+    for name in ("0000.png", "0001.png", "0002.wav", "0003.wav"):
+        assert name in result.output
+    # Training commands validate first and refuse before any training.
+    result = CliRunner().invoke(cli, [
+        "train-projection", "--model", str(model_dir), "--data", str(data),
+        "--out", str(tmp_path / "out"), "--clip-s", "0.32", "--quiet"])
+    assert result.exit_code == InputError.exit_code and "0003.wav" in result.output
+    assert not (tmp_path / "out" / "unet").exists()
+
+
+def test_validate_data_accepts_a_clean_dataset_and_jsonl(tmp_path: Path) -> None:
+    data = small_dataset(tmp_path)
+    result = CliRunner().invoke(cli, ["validate-data", str(data), "--clip-s", "0.32", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["items"] == 6
+    # The same pairs as JSONL, with caption lists and no split column (hashed to train/val).
+    (data / "manifest.csv").unlink()
+    lines = [json.dumps({"image": f"images/{i:04d}.png", "audio": f"audio/{i:04d}.wav",
+                         "captions": ["a tone", "a sine"]}) for i in range(6)]
+    (data / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    _, items, problems = read_manifest(data, val_fraction=0.5)
+    assert not problems and len(items) == 6
+    assert items[0].caption == "a tone | a sine"
+    assert {item.split for item in items} <= {"train", "val"}
+    assert [i.split for i in items] == [i.split for i in read_manifest(data, 0.5)[1]]
+
+
+def test_missing_manifest_and_bad_split_are_named(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no manifest: expected manifest.jsonl or manifest.csv"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.csv").write_text("image,audio,split\na.png,a.wav,training\n")
+    _, _, problems = read_manifest(tmp_path)
+    assert problems == ["manifest.csv line 2: split must be one of train, val, test, got "
+                        "'training'"]
+
+
+def test_log_mel_matches_the_vae_and_vocoder_geometry(model) -> None:  # type: ignore[no-untyped-def]
+    mel = MelConfig.for_model(model)
+    assert (mel.sample_rate, mel.hop, mel.n_mels) == (16000, 160, 64)
+    seconds = 0.32
+    t = np.arange(int(seconds * 16000)) / 16000
+    low, high = (np.sin(2 * np.pi * f * t).astype(np.float32) for f in (300.0, 3000.0))
+    frames = log_mel(torch.from_numpy(np.stack([low, high])), mel)
+    assert frames.shape == (2, len(t) // mel.hop, mel.n_mels)
+    peaks = frames.mean(dim=1).argmax(dim=1).tolist()
+    assert peaks[0] < peaks[1]  # the higher tone in a higher mel bin
+    with torch.no_grad():
+        latents = model.vae.encode(frames[:, None]).latent_dist.mean
+    # One latent frame per vae_scale_factor mel frames: ModelSpec's frames per second.
+    assert latents.shape[2] == frames.shape[1] // model.vae_scale_factor
+    assert latents.shape[2] / seconds == model.spec.latent_frames_per_second
+    assert latents.shape[3] == model.latent_bins
+
+
+def test_caches_are_reused_and_invalidated(tmp_path: Path, model_dir: Path,
+                                           model) -> None:  # type: ignore[no-untyped-def]
+    data = small_dataset(tmp_path)
+    items = validate_dataset(data, 0.32).items
+    encoder = make_encoder("descriptor")
+    cache = tmp_path / "cache"
+    first = build_training_data(model, items, encoder, cache, 0.32)
+    assert (first.latent_stats.misses, first.embedding_stats.misses) == (6, 6)
+    again = build_training_data(model, items, encoder, cache, 0.32)
+    assert (again.latent_stats.hits, again.embedding_stats.hits) == (6, 6)
+    assert again.latent_stats.misses == again.embedding_stats.misses == 0
+    assert torch.equal(first.latent_mean, again.latent_mean)
+    assert torch.equal(first.embeddings, again.embeddings)
+    assert first.embeddings.shape == (6, 130)
+
+    # An edited audio file is encoded again; the others are reused.
+    import soundfile
+
+    audio, rate = soundfile.read(str(items[0].audio), dtype="float32")
+    soundfile.write(str(items[0].audio), audio * 0.5, rate)
+    edited = build_training_data(model, items, encoder, cache, 0.32)
+    assert (edited.latent_stats.misses, edited.latent_stats.hits) == (1, 5)
+    assert edited.embedding_stats.hits == 6
+
+    # Another clip length is another cache.
+    shorter = build_training_data(model, items, encoder, cache, 0.16)
+    assert shorter.latent_stats.misses == 6 and shorter.latent_dir != first.latent_dir
+    assert shorter.latent_mean.shape[0] == 12  # two 0.16 s clips per 0.32 s file
+
+    # Another VAE (weights) is another cache; only its scaling_factor is not (the cache is
+    # stored before scaling).
+    copy = tmp_path / "model-copy"
+    shutil.copytree(model_dir, copy)
+    config_path = copy / "vae" / "config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "scaling_factor": 2.0}))
+    rescaled = build_training_data(load_model(copy), items, encoder, cache, 0.32)
+    assert rescaled.latent_dir == edited.latent_dir and rescaled.latent_stats.misses == 0
+    from safetensors.torch import load_file, save_file
+
+    weights_path = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    weights = load_file(str(weights_path))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 0.01
+    save_file(weights, str(weights_path))
+    changed = build_training_data(load_model(copy), items, encoder, cache, 0.32)
+    assert changed.latent_dir != edited.latent_dir and changed.latent_stats.misses == 6
+
+
+def test_encoder_width_must_match_the_model(tmp_path: Path) -> None:
+    from engine.diffusion.testing import tiny_model_dir
+
+    wide = load_model(tiny_model_dir(tmp_path.parent / "wide-model", embedding_dim=1024))
+    data = small_dataset(tmp_path)
+    with pytest.raises(InputError, match="embedding width 130.*embedding_dim 1024"):
+        build_training_data(wide, validate_dataset(data, 0.32).items, make_encoder("descriptor"),
+                            tmp_path / "cache", 0.32)
+    with pytest.raises(InputError, match="expected 'descriptor' or 'onnx:PATH', got 'clip'"):
+        make_encoder("clip")
+    with pytest.raises(InputError, match="does not exist"):
+        make_encoder(f"onnx:{tmp_path / 'missing.onnx'}")
+
+
+def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
+    count, batch = 10, 4
+    stream = [i for m in range(5) for i in batch_indices(count, batch, m, seed=3)]
+    assert sorted(stream[:10]) == list(range(10))     # epoch 0 is a permutation
+    assert sorted(stream[10:20]) == list(range(10))   # so is epoch 1
+    assert stream[:10] != stream[10:20]
+    assert batch_indices(count, batch, 3, seed=3) == stream[12:16]
+    assert batch_indices(count, batch, 3, seed=4) != stream[12:16]
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_schedule_targets_invert(prediction_type: str) -> None:
+    from engine.diffusion.model import AUDIOLDM2_SCHEDULER
+
+    schedule = NoiseSchedule({**AUDIOLDM2_SCHEDULER, "prediction_type": prediction_type}, "cpu")
+    generator = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 2, 4, 4, generator=generator)
+    noise = torch.randn(3, 2, 4, 4, generator=generator)
+    t = torch.tensor([10, 500, 990])
+    x_t = schedule.add_noise(x0, noise, t)
+    pred_x0, pred_eps = schedule.x0_and_eps(schedule.target(x0, noise, t), x_t, t)
+    torch.testing.assert_close(pred_x0, x0, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(pred_eps, noise, atol=1e-3, rtol=1e-4)
+    weights = schedule.min_snr_weights(t, 5.0)
+    assert weights.shape == (3,) and bool((weights > 0).all())
+
+
+def test_guidance_embeddings_match_the_sampler() -> None:
+    scales = torch.tensor([1.0, 2.5, 7.0])
+    batch = guidance_embeddings(scales, 32)
+    for i, scale in enumerate(scales.tolist()):
+        torch.testing.assert_close(batch[i:i + 1],
+                                   guidance_embedding(scale, 32, 1, torch.float32, "cpu"))
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        ProjectionConfig(batch_size=0)
+    with pytest.raises(ValueError, match="cond_dropout must be in"):
+        ProjectionConfig(cond_dropout=1.0)
+    result = CliRunner().invoke(cli, ["train-projection", "--model", ".", "--data", ".",
+                                      "--out", "x", "--accumulate", "0"])
+    assert result.exit_code == InputError.exit_code
+    assert "accumulate must be >= 1, got 0" in result.output
