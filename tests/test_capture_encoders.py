@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("onnxruntime")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+transformers = pytest.importorskip(
+    "transformers", reason="needs the diffusion extra, which make test installs"
+)
 
 from click.testing import CliRunner  # noqa: E402
 

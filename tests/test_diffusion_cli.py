@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
 from click.testing import CliRunner  # noqa: E402
 

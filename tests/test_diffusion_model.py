@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
 from engine.diffusion.conditioner import (  # noqa: E402
     VisualConditioner,

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
 pytest.importorskip("onnx")
 
 from engine.diffusion.config import DiffusionConfig  # noqa: E402

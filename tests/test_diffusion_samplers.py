@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
 from engine.diffusion.model import AUDIOLDM2_SCHEDULER  # noqa: E402
 from engine.diffusion.samplers import FewStepSampler, guidance_embedding, sample  # noqa: E402

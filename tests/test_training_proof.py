@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
 from click.testing import CliRunner  # noqa: E402
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("diffusers")
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
 from safetensors.torch import load_file  # noqa: E402
 
