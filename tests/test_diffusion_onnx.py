@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
-pytest.importorskip("onnx")
+pytest.importorskip("onnx", reason="needs the diffusion extra, which make test installs")
 
 from engine.diffusion.config import DiffusionConfig  # noqa: E402
 from engine.diffusion.generator import DiffusionGenerator, TorchBackend  # noqa: E402
