@@ -74,20 +74,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-ENCODER_NAME = "descriptor-v1"
+from installation.protocol import FEATURE_NAMES
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "brightness",
-    "warmth",
-    "saturation",
-    "colourfulness",
-    "contrast",
-    "edge_density",
-    "texture_entropy",
-    "symmetry",
-    "dominant_hue",
-    "hue_spread",
-)
+ENCODER_NAME = "descriptor-v1"
 
 HUE_BINS = 12
 LAYOUT_GRID = 6

@@ -27,6 +27,21 @@ import numpy as np
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
+#: The named visual features an :class:`ArtworkView` carries, each in [0, 1]:
+#: capture's descriptor computes them, the procedural mapping reads them.
+FEATURE_NAMES: tuple[str, ...] = (
+    "brightness",
+    "warmth",
+    "saturation",
+    "colourfulness",
+    "contrast",
+    "edge_density",
+    "texture_entropy",
+    "symmetry",
+    "dominant_hue",
+    "hue_spread",
+)
+
 #: dtypes an :class:`Array` may carry; little-endian, fixed width.
 ARRAY_DTYPES: dict[str, np.dtype] = {
     "float32": np.dtype("<f4"),
@@ -91,7 +106,7 @@ class ArtworkView(_Message, tag="artwork_view", frozen=True):
     Sent by capture when the stable primary artwork changes, and again every
     ``heartbeat_s`` so a restarted engine learns the current state.
     ``features`` are the interpretable descriptor values (names in
-    ``capture.descriptor.FEATURE_NAMES``, each in [0, 1]); ``embedding`` is the
+    ``FEATURE_NAMES`` above, each in [0, 1]); ``embedding`` is the
     encoder's fixed-length vector.
     """
 

@@ -48,20 +48,8 @@ from typing import Any
 
 from engine.procedural.config import MODES_DARK_TO_BRIGHT, ProceduralConfig
 from engine.procedural.theory import NOTE_NAMES, note_name
+from installation.protocol import FEATURE_NAMES
 
-#: Descriptor features the mapping reads (names from capture's descriptor).
-FEATURE_NAMES: tuple[str, ...] = (
-    "brightness",
-    "warmth",
-    "saturation",
-    "colourfulness",
-    "contrast",
-    "edge_density",
-    "texture_entropy",
-    "symmetry",
-    "dominant_hue",
-    "hue_spread",
-)
 #: Value assumed for a feature the view does not carry.
 FEATURE_DEFAULT = 0.5
 
