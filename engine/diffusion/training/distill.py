@@ -30,7 +30,6 @@ whose ``art2mus_model.json`` says ``sampler = "consistency"``, so the engine's
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -229,18 +228,15 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         Progress,
         RunLog,
         autocast,
-        batch_indices,
         check_resume_config,
         constant_with_warmup,
         load_prefixed,
         make_scaler,
-        optimizer_step,
         prefixed_state,
         resolve_precision,
+        run_steps,
         seed_everything,
         set_rng_state,
-        step_generator,
-        timed,
     )
     from engine.diffusion.training.objectives import NoiseSchedule
     from engine.diffusion.training.projection import (
@@ -248,7 +244,6 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         load_training_model,
         prepare_data,
     )
-    from installation.errors import Art2MusError
 
     config = config or DistillConfig()
     model = load_training_model(teacher_dir, config.device)
@@ -306,71 +301,35 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     scaling = float(model.vae.config.scaling_factor)
     cast = autocast(model.device, cast_dtype)
     bar = Progress(progress, "distill", config.steps, start)
-    clips_done, train_seconds = 0, 0.0
-    window_loss, window_count = 0.0, 0
-    try:
-        for step in range(start, config.steps):
-            with timed() as elapsed:
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = 0.0
-                for micro in range(config.accumulate):
-                    m = step * config.accumulate + micro
-                    index = batch_indices(len(train), config.batch_size, m, config.seed)
-                    generator = step_generator(config.seed, m, "distill")
-                    x0 = draw_latents(train, index, scaling, config.latents, generator,
-                                      model.device)
-                    loss = consistency_loss(model, student, target, schedule, grid, x0,
-                                            train.embeddings[index].to(model.device),
-                                            generator, config, cast)
-                    scaled = loss / config.accumulate
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    step_loss += float(loss.detach()) / config.accumulate
-                optimizer_step(optimizer, scaler, parameters, config.grad_clip)
-                lr_schedule.step()
-                ema_update(target, student, config.ema_decay)
-                if model.device.type == "cuda":
-                    torch.cuda.synchronize()
-                train_seconds += elapsed()
-            if not math.isfinite(step_loss):
-                raise Art2MusError(f"distill: loss is {step_loss} at step {step + 1}; lower "
-                                   f"--lr or use --precision fp32")
-            clips_done += config.batch_size * config.accumulate
-            window_loss += step_loss
-            window_count += 1
-            done = step + 1
-            rate = clips_done / max(train_seconds, 1e-9)
-            bar.update(done, step_loss, rate)
-            record: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == config.steps:
-                record = {"step": done, "loss": window_loss / window_count,
-                          "lr": lr_schedule.get_last_lr()[0], "clips_per_s": rate}
-                result.train_loss.append((done, window_loss / window_count))
-                window_loss, window_count = 0.0, 0
-            if reference is not None and (done % config.validate_every == 0
-                                          or done == config.steps):
-                student.eval()
-                latents = sample_latents(with_unet(model, student, spec), reference[0], frames,
-                                         steps=config.sample_steps,
-                                         guidance_scale=config.reference_guidance,
-                                         seed=config.seed)
-                student.train()
-                value = relative_mse(latents, reference[1])
-                result.val_loss.append((done, value))
-                record = {**record, "step": done, "student_vs_teacher": value}
-            if record:
-                log.write(record)
-            if (config.checkpoint_every and done % config.checkpoint_every == 0) \
-                    or done == config.steps:
-                checkpoints.save(done, {**prefixed_state("student", student, False),
-                                        **prefixed_state("target", target, False)}, {
-                    "optimizer": optimizer.state_dict(),
-                    "lr_schedule": lr_schedule.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None,
-                    "config": config.as_dict()}, {"loss": step_loss})
-            result.step = done
-    finally:
-        bar.close()
-    result.clips_per_s = clips_done / train_seconds if train_seconds else 0.0
+
+    def micro_loss(index: list[int], generator: torch.Generator) -> torch.Tensor:
+        x0 = draw_latents(train, index, scaling, config.latents, generator, model.device)
+        return consistency_loss(model, student, target, schedule, grid, x0,
+                                train.embeddings[index].to(model.device), generator, config,
+                                cast)
+
+    def validate(step: int) -> tuple[str, float] | None:
+        if reference is None:
+            return None
+        student.eval()
+        latents = sample_latents(with_unet(model, student, spec), reference[0], frames,
+                                 steps=config.sample_steps,
+                                 guidance_scale=config.reference_guidance, seed=config.seed)
+        student.train()
+        return "student_vs_teacher", relative_mse(latents, reference[1])
+
+    def save_checkpoint(step: int, loss: float) -> None:
+        checkpoints.save(step, {**prefixed_state("student", student, False),
+                                **prefixed_state("target", target, False)}, {
+            "optimizer": optimizer.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "config": config.as_dict()}, {"loss": loss})
+
+    result.clips_per_s = run_steps(
+        "distill", config, start, len(train), micro_loss, optimizer, scaler, parameters,
+        lr_schedule, model.device, result, log, bar, validate, save_checkpoint,
+        after_step=lambda: ema_update(target, student, config.ema_decay), stream="distill")
     write_student_folder(teacher_dir, out_dir, student, spec, grid)
     (out_dir / "training" / "summary.json").write_text(
         json.dumps(result.summary(), indent=2) + "\n")

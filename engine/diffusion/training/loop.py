@@ -379,6 +379,97 @@ def timed() -> Iterator[Callable[[], float]]:
     yield lambda: time.perf_counter() - began
 
 
+def run_steps(
+    command: str,
+    config: RunConfig,
+    start: int,
+    train_count: int,
+    micro_loss: Callable[[list[int], torch.Generator], torch.Tensor],
+    optimizer: Any,
+    scaler: Any,
+    parameters: list[Any],
+    lr_schedule: Any,
+    device: torch.device,
+    result: Any,
+    log: RunLog,
+    bar: Progress,
+    validate: Callable[[int], tuple[str, float] | None],
+    save: Callable[[int, float], None],
+    after_step: Callable[[], None] | None = None,
+    stream: str = "train",
+) -> float:
+    """The optimisation loop both trainers run, from ``start`` to ``config.steps``.
+
+    Each step accumulates ``config.accumulate`` micro-batches of
+    ``micro_loss(indices, generator)`` (indices and generator are pure
+    functions of the seed and the micro-step, for exact resume), steps the
+    optimizer and schedule, then ``after_step`` (an EMA update, say). It
+    logs every ``log_every`` steps, calls ``validate(step)`` every
+    ``validate_every`` (it returns ``(name, value)`` or None), and
+    ``save(step, loss)`` every ``checkpoint_every`` and at the end. Losses go
+    to ``result.train_loss``/``val_loss`` and ``result.step``; returns the
+    clips per second of training time.
+    """
+    import math
+
+    import torch
+
+    from installation.errors import Art2MusError
+
+    clips_done, train_seconds = 0, 0.0
+    window_loss, window_count = 0.0, 0
+    try:
+        for step in range(start, config.steps):
+            with timed() as elapsed:
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = 0.0
+                for micro in range(config.accumulate):
+                    m = step * config.accumulate + micro
+                    index = batch_indices(train_count, config.batch_size, m, config.seed)
+                    loss = micro_loss(index, step_generator(config.seed, m, stream))
+                    scaled = loss / config.accumulate
+                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                    step_loss += float(loss.detach()) / config.accumulate
+                optimizer_step(optimizer, scaler, parameters, config.grad_clip)
+                lr_schedule.step()
+                if after_step is not None:
+                    after_step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                train_seconds += elapsed()
+            if not math.isfinite(step_loss):
+                raise Art2MusError(f"{command}: loss is {step_loss} at step {step + 1}; lower "
+                                   f"--lr or use --precision fp32")
+            clips_done += config.batch_size * config.accumulate
+            window_loss += step_loss
+            window_count += 1
+            done = step + 1
+            rate = clips_done / max(train_seconds, 1e-9)
+            bar.update(done, step_loss, rate)
+            record: dict[str, Any] = {}
+            if done % config.log_every == 0 or done == config.steps:
+                record = {"step": done, "loss": window_loss / window_count,
+                          "lr": lr_schedule.get_last_lr()[0], "clips_per_s": rate}
+                result.train_loss.append((done, window_loss / window_count))
+                window_loss, window_count = 0.0, 0
+            if config.validate_every and (
+                    done % config.validate_every == 0 or done == config.steps):
+                outcome = validate(done)
+                if outcome is not None:
+                    name, value = outcome
+                    result.val_loss.append((done, value))
+                    record = {**record, "step": done, name: value}
+            if record:
+                log.write(record)
+            if (config.checkpoint_every and done % config.checkpoint_every == 0) \
+                    or done == config.steps:
+                save(done, step_loss)
+            result.step = done
+    finally:
+        bar.close()
+    return clips_done / train_seconds if train_seconds else 0.0
+
+
 # ---------------------------------------------------------------------------
 # the output model folder
 

@@ -27,7 +27,6 @@ Flow: validate the data -> caches (latents, embeddings) -> steps (each
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -196,18 +195,15 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
         Progress,
         RunLog,
         autocast,
-        batch_indices,
         check_resume_config,
         constant_with_warmup,
         load_prefixed,
         make_scaler,
-        optimizer_step,
         prefixed_state,
         resolve_precision,
+        run_steps,
         seed_everything,
         set_rng_state,
-        step_generator,
-        timed,
     )
     from engine.diffusion.training.objectives import NoiseSchedule
 
@@ -265,8 +261,22 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
         result.extra["scaling_factor"] = scaling
     cast = autocast(model.device, cast_dtype)
     bar = Progress(progress, "train-projection", config.steps, start)
-    clips_done, train_seconds = 0, 0.0
-    window_loss, window_count = 0.0, 0
+
+    def micro_loss(index: list[int], generator: torch.Generator) -> torch.Tensor:
+        x0 = draw_latents(train, index, scaling, config.latents, generator, model.device)
+        return denoising_loss(model, schedule, x0, train.embeddings[index].to(model.device),
+                              generator, config.cond_dropout, config.min_snr_gamma, cast)
+
+    def validate(step: int) -> tuple[str, float] | None:
+        if val is None:
+            return None
+        for module in modules.values():
+            module.eval()
+        value = validation_loss(model, schedule, val, config, cast, scaling,
+                                config.min_snr_gamma)
+        for module in modules.values():
+            module.train()
+        return "val_loss", value
 
     def save_checkpoint(step: int, loss: float) -> None:
         weights = {}
@@ -277,64 +287,9 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "config": config.as_dict()}, {"loss": loss})
 
-    try:
-        for step in range(start, config.steps):
-            with timed() as elapsed:
-                optimizer.zero_grad(set_to_none=True)
-                step_loss = 0.0
-                for micro in range(config.accumulate):
-                    m = step * config.accumulate + micro
-                    index = batch_indices(len(train), config.batch_size, m, config.seed)
-                    generator = step_generator(config.seed, m)
-                    x0 = draw_latents(train, index, scaling, config.latents, generator,
-                                      model.device)
-                    loss = denoising_loss(model, schedule, x0,
-                                          train.embeddings[index].to(model.device), generator,
-                                          config.cond_dropout, config.min_snr_gamma, cast)
-                    scaled = loss / config.accumulate
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                    step_loss += float(loss.detach()) / config.accumulate
-                optimizer_step(optimizer, scaler, parameters, config.grad_clip)
-                lr_schedule.step()
-                if model.device.type == "cuda":
-                    torch.cuda.synchronize()
-                train_seconds += elapsed()
-            if not math.isfinite(step_loss):
-                from installation.errors import Art2MusError
-
-                raise Art2MusError(f"train-projection: loss is {step_loss} at step {step + 1}; "
-                                   f"lower --lr or use --precision fp32")
-            clips_done += config.batch_size * config.accumulate
-            window_loss += step_loss
-            window_count += 1
-            done = step + 1
-            rate = clips_done / max(train_seconds, 1e-9)
-            bar.update(done, step_loss, rate)
-            record: dict[str, Any] = {}
-            if done % config.log_every == 0 or done == config.steps:
-                record = {"step": done, "loss": window_loss / window_count,
-                          "lr": lr_schedule.get_last_lr()[0], "clips_per_s": rate}
-                result.train_loss.append((done, window_loss / window_count))
-                window_loss, window_count = 0.0, 0
-            if val is not None and config.validate_every and (
-                    done % config.validate_every == 0 or done == config.steps):
-                for module in modules.values():
-                    module.eval()
-                value = validation_loss(model, schedule, val, config, cast, scaling,
-                                        config.min_snr_gamma)
-                for module in modules.values():
-                    module.train()
-                result.val_loss.append((done, value))
-                record = {**record, "step": done, "val_loss": value}
-            if record:
-                log.write(record)
-            if (config.checkpoint_every and done % config.checkpoint_every == 0) \
-                    or done == config.steps:
-                save_checkpoint(done, step_loss)
-            result.step = done
-    finally:
-        bar.close()
-    result.clips_per_s = clips_done / train_seconds if train_seconds else 0.0
+    result.clips_per_s = run_steps(
+        "train-projection", config, start, len(train), micro_loss, optimizer, scaler,
+        parameters, lr_schedule, model.device, result, log, bar, validate, save_checkpoint)
     write_trained_folder(model, model_dir, out_dir, modules,
                          scaling if config.rescale_latents else None)
     (out_dir / "training" / "summary.json").write_text(
