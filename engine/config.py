@@ -34,6 +34,12 @@ class EngineConfig(BaseModel):
         description="No ArtworkView from a room's capture for this long (capture down, camera "
         "gone): play the empty-room ambience. 0 = keep the last artwork forever.",
     )
+    batch_window_s: float = Field(
+        0.25, ge=0.0, le=10.0,
+        description="Rooms whose next chunk falls due within this long of another's are "
+        "generated with it in one batch (generators that batch: diffusion); they are served "
+        "early, never late. 0 = one room at a time.",
+    )
     procedural: ProceduralConfig = ProceduralConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
 

@@ -3,7 +3,10 @@
 It binds the views (SUB), chunks (PUB) and clock (PULL) endpoints, keeps a
 :class:`~engine.streaming.RoomSession` per configured room, and on every turn
 of its loop drains its inboxes, then generates at most one due chunk per
-room, most urgent first, so that no room starves another.
+room, most urgent first, so that no room starves another. Where the generator
+batches (the diffusion model), the rooms due now and those due within
+``engine.batch_window_s`` are generated in one call
+(:func:`engine.streaming.generate_due`), each with its own stream state.
 
 Around that loop: Control ``set`` messages reach the room sessions as live
 parameters; each turn ticks the sessions (view timeout, rate-limited
@@ -20,6 +23,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,7 @@ import msgspec
 import zmq
 
 from engine.generators import Generator, make_generator
-from engine.streaming import RoomControls, RoomSession
+from engine.streaming import RoomControls, RoomSession, generate_due
 from installation.config import InstallationConfig
 from installation.events import EventSink
 from installation.health import Heartbeat
@@ -51,12 +55,14 @@ class EngineServer:
         heartbeat: Heartbeat | None = None,
         metrics: Metrics | None = None,
         state_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.log_event = log_event
         self.generator = generator or make_generator(config.engine)
         self.sessions = {
-            room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event)
+            room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event,
+                                 clock=clock)
             for room in config.rooms
         }
         for room in config.rooms:
@@ -181,21 +187,11 @@ class EngineServer:
         return room in self.subscribed or "" in self.subscribed
 
     def _generate_due(self) -> None:
-        due = []
-        for session in self.sessions.values():
-            if not self._listening(session.room):
-                continue
-            reason = session.next_reason()
-            if reason is not None:
-                playhead = session.playhead_estimate() or 0
-                slack = (session.queue_end or 0) - playhead
-                # transitions and restarts first, then the room closest to running dry
-                due.append((reason == "continue", slack, session.room))
-        for _, _, room in sorted(due):
-            session = self.sessions[room]
-            chunk = session.next_chunk()
-            if chunk is None:
-                continue
+        """Generate what is due for every listened-to room (batched within the window)."""
+        listened = [s for s in self.sessions.values() if self._listening(s.room)]
+        for session, chunk in generate_due(listened, self.generator,
+                                           self.config.engine.batch_window_s):
+            room = session.room
             if not send(self._chunks, chunk):
                 self.log_event("chunk_dropped", room=room, seq=chunk.seq)
             if self.metrics.enabled:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,7 +40,7 @@ import msgspec
 import numpy as np
 
 from engine.config import EngineConfig
-from engine.generators import Generator
+from engine.generators import Generated, Generator, can_batch, generate_many
 from installation.events import EventSink, null_sink
 from installation.protocol import (
     PROTOCOL_VERSION,
@@ -154,6 +154,25 @@ def shift_channels(notes: np.ndarray, offset: int) -> np.ndarray:
     index = np.searchsorted(_MELODIC_CHANNELS, channels[melodic])
     channels[melodic] = _MELODIC_CHANNELS[(index + offset) % len(_MELODIC_CHANNELS)]
     return shifted
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """A chunk a room has due, before generation: where it goes and what it continues.
+
+    ``state`` is this room's own stream state (for a start or transition, the
+    new stream just opened); ``condition`` this room's condition. Plans of
+    several rooms can be handed to the generator together; nothing in one
+    refers to another.
+    """
+
+    reason: Reason
+    start: int
+    frames: int
+    crossfade: int
+    playhead: int
+    state: Any
+    condition: Any
 
 
 @dataclass
@@ -329,8 +348,13 @@ class RoomSession:
             playhead += int(elapsed * self.generator.sample_rate)
         return playhead
 
-    def next_reason(self) -> Reason | None:
-        """What the next chunk would be, or None if nothing is due yet."""
+    def next_reason(self, lookahead: int = 0) -> Reason | None:
+        """What the next chunk would be, or None if nothing is due yet.
+
+        ``lookahead`` (frames) counts a continuation as due that long before
+        it is: the engine uses it to serve a room together with others that
+        are due now (:func:`generate_due`). It never makes anything later.
+        """
         playhead = self.playhead_estimate()
         if playhead is None:
             return None
@@ -340,13 +364,33 @@ class RoomSession:
             return "start"  # fell behind the playhead: resynchronise, crossfading
         if self.pending_transition:
             return "transition"
-        if self.queue_end < playhead + self.config.lead_samples:
+        if self.queue_end < playhead + self.config.lead_samples + max(0, lookahead):
             return "continue"
         return None
 
+    def urgency(self) -> tuple[bool, int]:
+        """Sort key, most urgent first: transitions and restarts, then the room closest to
+        running dry."""
+        playhead = self.playhead_estimate() or 0
+        return (self.next_reason() in ("continue", None), (self.queue_end or 0) - playhead)
+
     def next_chunk(self) -> AudioChunk | None:
         """Generate the chunk that is due, if any, and advance the session."""
-        reason = self.next_reason()
+        plan = self.plan_chunk()
+        if plan is None:
+            return None
+        began = time.perf_counter()
+        generated, state = self.generator.generate(plan.state, plan.condition, plan.frames)
+        return self.finish_chunk(plan, generated, state, time.perf_counter() - began)
+
+    def plan_chunk(self, lookahead: int = 0) -> ChunkPlan | None:
+        """The chunk that is due (see :meth:`next_reason`), not yet generated.
+
+        For a start or a transition this opens the new stream (``generator.start``
+        from the current state). The session changes only in :meth:`finish_chunk`,
+        which must follow with what the generator made of this plan.
+        """
+        reason = self.next_reason(lookahead)
         if reason is None:
             return None
         playhead = self.playhead_estimate()
@@ -354,27 +398,38 @@ class RoomSession:
         frames = self.config.chunk_samples
         if reason == "continue":
             assert self.queue_end is not None
-            start, crossfade = self.queue_end, 0
+            start, crossfade, state = self.queue_end, 0, self.state
         else:
             crossfade = self.crossfade_samples
             frames += crossfade
             # New material must reach audio_out before the playhead does: the
             # margin covers transport and jitter, the estimate the generation.
             start = playhead + self.config.margin_samples + self._expected_generation(frames)
-            self.state = self.generator.start(self.condition, self.effective_seed, start,
-                                              self.state)
-            self.pending_transition = False
-        began = time.perf_counter()
-        generated, self.state = self.generator.generate(self.state, self.condition, frames)
-        spent = time.perf_counter() - began
+            state = self.generator.start(self.condition, self.effective_seed, start, self.state)
+        return ChunkPlan(reason=reason, start=start, frames=frames, crossfade=crossfade,
+                         playhead=playhead, state=state, condition=self.condition)
+
+    def finish_chunk(self, plan: ChunkPlan, generated: Generated, state: Any, spent: float,
+                     share: float = 1.0, batch: int = 1) -> AudioChunk:
+        """Take the generator's output for ``plan``: advance the session, build the chunk.
+
+        ``spent`` is the wall time of the call that made it (what this room
+        waited); ``share`` the part of it that was this room's work (its
+        frames' share of a batch), which the real-time factor counts.
+        """
+        frames = plan.frames
         if generated.audio.shape != (frames, self.generator.channels):
             raise RuntimeError(
                 f"generator returned audio of shape {generated.audio.shape}, "
                 f"expected {(frames, self.generator.channels)}"
             )
-        self.queue_end = start + frames
+        self.state = state
+        if plan.reason != "continue":
+            self.pending_transition = False
+        self.queue_end = plan.start + frames
         self.generated_frames += frames
-        self.generation_s += spent
+        self.generation_s += spent * share
+        # The wall time, not the share: it is how long new material takes to arrive.
         per_frame = spent / frames
         self._seconds_per_frame = (per_frame if self._seconds_per_frame is None
                                    else 0.8 * self._seconds_per_frame + 0.2 * per_frame)
@@ -382,20 +437,20 @@ class RoomSession:
             v=PROTOCOL_VERSION,
             room=self.room,
             seq=self.seq,
-            start_sample=start,
+            start_sample=plan.start,
             sample_rate=self.generator.sample_rate,
             audio=Array.from_numpy(generated.audio),
-            crossfade=crossfade,
+            crossfade=plan.crossfade,
             artwork_id=self.view.artwork_id if self.view.state == "artwork" else None,
             generation_s=spent,
-            reason=reason,
+            reason=plan.reason,
             notes=(Array.from_numpy(shift_channels(generated.notes, self.midi_channel_offset))
                    if len(generated.notes) else None),
         )
         self.log_event(
-            "chunk", seq=self.seq, start_sample=start, frames=frames, crossfade=crossfade,
-            reason=reason, artwork_id=chunk.artwork_id, generation_s=round(spent, 6),
-            playhead=playhead,
+            "chunk", seq=self.seq, start_sample=plan.start, frames=frames,
+            crossfade=plan.crossfade, reason=plan.reason, artwork_id=chunk.artwork_id,
+            generation_s=round(spent, 6), playhead=plan.playhead, batch=batch,
         )
         self.seq += 1
         return chunk
@@ -441,6 +496,42 @@ class RoomSession:
                 features={k: round(v, 4) for k, v in view.features.items()},
             )
         return self._conditions[key]
+
+
+def generate_due(sessions: Iterable[RoomSession], generator: Generator,
+                 batch_window_s: float = 0.0) -> Iterator[tuple[RoomSession, AudioChunk]]:
+    """Generate every room's due chunk (at most one each), most urgent first.
+
+    With ``batch_window_s`` > 0 and a generator that batches, the rooms due
+    now are served in one ``generate_batch`` call together with the rooms
+    whose next continuation falls due within the window: those are served
+    a little early (their lead grows by at most the window), and no room
+    ever waits for another. Each room's plan carries its own state, seed,
+    condition and transition, so batching does not change what a room
+    hears. Otherwise (window 0, or a generator that cannot batch) rooms are
+    generated one after the other, each chunk yielded as soon as it exists.
+    """
+    sessions = list(sessions)
+    due = sorted((s for s in sessions if s.next_reason() is not None),
+                 key=RoomSession.urgency)
+    if not due:
+        return
+    if batch_window_s <= 0.0 or not can_batch(generator):
+        for session in due:
+            chunk = session.next_chunk()
+            if chunk is not None:
+                yield session, chunk
+        return
+    lookahead = round(batch_window_s * generator.sample_rate)
+    ahead = [s for s in sessions if s not in due and s.next_reason(lookahead) is not None]
+    plans = [(s, plan) for s in due + ahead if (plan := s.plan_chunk(lookahead)) is not None]
+    began = time.perf_counter()
+    results = generate_many(generator, [(p.state, p.condition, p.frames) for _, p in plans])
+    spent = time.perf_counter() - began
+    total = sum(p.frames for _, p in plans)
+    for (session, plan), (generated, state) in zip(plans, results, strict=True):
+        yield session, session.finish_chunk(plan, generated, state, spent,
+                                            share=plan.frames / total, batch=len(plans))
 
 
 def render_offline(

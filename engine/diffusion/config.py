@@ -9,6 +9,7 @@ parameter.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -63,7 +64,11 @@ class DiffusionConfig(BaseModel):
                          description="torch CPU threads for this process (0: torch's default).")
     cuda_graphs: bool = Field(True, description="Capture the UNet per batch bucket (CUDA only).")
     batch_buckets: tuple[int, ...] = Field(
-        (1, 4, 16), description="Static batch sizes rooms are padded to (CUDA graphs).")
+        (1, 2, 4, 8, 16),
+        description="Static batch sizes: n rooms sampled together run at the smallest bucket "
+                    ">= n (padded; the padding is discarded), more than the largest in several "
+                    "batches. One CUDA graph per bucket. Padding is wasted work on a CPU: list "
+                    "every size you run there (e.g. [1, 2, 3]).")
 
     @model_validator(mode="after")
     def _consistent(self) -> DiffusionConfig:
@@ -75,8 +80,8 @@ class DiffusionConfig(BaseModel):
                              "`art2mus export-onnx` when backend = 'onnx'")
         if not self.onnx_providers:
             raise ValueError("engine.diffusion.onnx_providers must name at least one provider")
-        if not self.batch_buckets or sorted(set(self.batch_buckets)) != list(self.batch_buckets) \
-                or self.batch_buckets[0] < 1:
-            raise ValueError(f"engine.diffusion.batch_buckets must be increasing positive sizes, "
-                             f"got {list(self.batch_buckets)}")
+        buckets = list(self.batch_buckets)
+        if not buckets or min(buckets) < 1 or any(b <= a for a, b in pairwise(buckets)):
+            raise ValueError(f"engine.diffusion.batch_buckets must be positive, strictly "
+                             f"increasing batch sizes (e.g. [1, 2, 4, 8, 16]), got {buckets}")
         return self

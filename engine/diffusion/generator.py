@@ -14,15 +14,23 @@ Flow, per room (see ARCHITECTURE.md)::
 Model windows have static shapes (``window_frames`` latent frames); the
 stream state carries the known latents, the pending audio tail and the
 output buffer, so any ``frames`` request is served sample-continuously.
-Several rooms' windows run as one batch (:meth:`DiffusionGenerator.generate_batch`).
+Several rooms' windows run as one batch (:meth:`DiffusionGenerator.generate_batch`),
+padded to a static batch bucket (``engine.diffusion.batch_buckets``,
+:func:`batch_groups`): n rooms run at the smallest bucket >= n, more than
+the largest bucket in several batches; the padding rows repeat the last
+room's inputs and their outputs are discarded, so padding changes no room's
+audio. Streams that start (no known region yet) are sampled apart from
+those that continue.
 
 Backends: eager torch (fp32 on CPU; fp16/bf16 on CUDA with the UNet captured
-in CUDA graphs per batch bucket) or ONNX Runtime (:mod:`engine.diffusion.onnx_backend`).
+in CUDA graphs, one per batch bucket) or ONNX Runtime
+(:mod:`engine.diffusion.onnx_backend`).
 The CUDA-graph path is written but has not been run on a GPU yet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -166,7 +174,8 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """Eager torch; on CUDA with ``cuda_graphs`` the UNet replays a graph per batch size."""
+    """Eager torch; on CUDA with ``cuda_graphs`` the UNet replays a graph per input shape:
+    one per batch bucket (two with classifier-free guidance, which doubles the batch)."""
 
     def __init__(self, model: LoadedModel, cuda_graphs: bool = False) -> None:
         self.model = model
@@ -255,6 +264,24 @@ def overlap_gains(samples: int, shape: str) -> tuple[np.ndarray, np.ndarray]:
     if shape == "linear":
         return (1.0 - x).astype(np.float32), x.astype(np.float32)
     return np.cos(0.5 * np.pi * x).astype(np.float32), np.sin(0.5 * np.pi * x).astype(np.float32)
+
+
+def batch_groups(count: int, buckets: Sequence[int]) -> list[tuple[int, int]]:
+    """How ``count`` streams are sampled: (streams, padded batch size) for each model batch.
+
+    The smallest bucket >= ``count``; beyond the largest bucket, full batches
+    of the largest and the rest in the smallest bucket that holds it.
+    """
+    if count < 0 or not buckets:
+        raise ValueError(f"expected count >= 0 and buckets, got {count} and {list(buckets)}")
+    largest = buckets[-1]
+    groups = []
+    while count > largest:
+        groups.append((largest, largest))
+        count -= largest
+    if count:
+        groups.append((count, next(b for b in buckets if b >= count)))
+    return groups
 
 
 def window_seed(seed: int, start_sample: int, window: int) -> int:
@@ -352,9 +379,14 @@ class DiffusionGenerator:
         [(generated, new_state)] = self.generate_batch([(state, condition, frames)])
         return generated, new_state
 
-    def generate_batch(self, requests: list[tuple[DiffusionState, DiffusionCondition, int]]
+    def generate_batch(self, requests: Sequence[tuple[DiffusionState, DiffusionCondition, int]]
                        ) -> list[tuple[Generated, DiffusionState]]:
-        """Serve several rooms at once: their windows are sampled as one batch."""
+        """Serve several rooms at once: their windows are sampled in bucketed batches.
+
+        Each request is one room's (state, condition, frames); the results are
+        what :meth:`generate` would return for each alone (same seeds, same
+        continuity), in request order.
+        """
         states = [replace(state) for state, _, _ in requests]
         for _, _, frames in requests:
             if frames < 0:
@@ -377,7 +409,7 @@ class DiffusionGenerator:
             results.append((Generated(audio), state))
         return results
 
-    # -- one batch of windows ------------------------------------------------
+    # -- batches of windows --------------------------------------------------
 
     def _tokens_for(self, state: DiffusionState, condition: DiffusionCondition) -> torch.Tensor:
         if state.from_tokens is None:
@@ -386,14 +418,39 @@ class DiffusionGenerator:
         alpha = min(1.0, (state.windows + 1) * self.plan.hop_s / transition_s)
         return slerp_tokens(state.from_tokens, condition.tokens, alpha)
 
-    def _windows(self, states: list[DiffusionState], conditions: list[DiffusionCondition]
-                 ) -> list[DiffusionState]:
+    def _windows(self, states: Sequence[DiffusionState],
+                 conditions: Sequence[DiffusionCondition]) -> list[DiffusionState]:
+        """One more window for each stream, in bucketed batches of static shape.
+
+        Streams that start (no known region) and streams that continue go in
+        separate batches, so that every batch has a static known region.
+        """
+        done: dict[int, DiffusionState] = {}
+        for starting in (True, False):
+            index = [i for i, s in enumerate(states) if (s.known is None) == starting]
+            begin = 0
+            for rooms, bucket in batch_groups(len(index), self.config.batch_buckets):
+                part = index[begin:begin + rooms]
+                begin += rooms
+                new = self._window_batch([states[i] for i in part],
+                                         [conditions[i] for i in part], bucket)
+                done.update(zip(part, new, strict=True))
+        return [done[i] for i in range(len(states))]
+
+    def _window_batch(self, states: list[DiffusionState], conditions: list[DiffusionCondition],
+                      bucket: int) -> list[DiffusionState]:
+        """One window for each of ``states`` (all starting or all continuing), sampled as a
+        batch of ``bucket`` rows: the rows past the real streams repeat the last one's
+        inputs, with noise generators of their own, and are discarded."""
         model, plan = self.model, self.plan
-        batch = len(states)
+        count = len(states)
+        if not 1 <= count <= bucket:
+            raise ValueError(f"expected 1..{bucket} streams for a batch of {bucket}, got {count}")
+        pad = bucket - count
         device, dtype = model.device, model.dtype
-        tokens = torch.cat([self._tokens_for(s, c) for s, c in zip(states, conditions,
-                                                                    strict=True)])
-        support = model.support_prompt.expand(batch, -1, -1)
+        token_rows = [self._tokens_for(s, c) for s, c in zip(states, conditions, strict=True)]
+        tokens = torch.cat(token_rows + token_rows[-1:] * pad)
+        support = model.support_prompt.expand(bucket, -1, -1)
         generators, noises = [], []
         for state in states:
             generator = torch.Generator().manual_seed(
@@ -401,17 +458,14 @@ class DiffusionGenerator:
             noises.append(torch.randn((1, plan.latent_channels, plan.window_frames,
                                        plan.latent_bins), generator=generator))
             generators.append(generator)
-        noise = torch.cat(noises).to(device, dtype)
-        fresh = [s.known is None for s in states]
-        if any(fresh) and not all(fresh):
-            # A new stream beside continuing ones: two calls, so each has a static known region.
-            by_group: dict[int, DiffusionState] = {}
-            for group in (True, False):
-                index = [i for i, f in enumerate(fresh) if f == group]
-                done = self._windows([states[i] for i in index], [conditions[i] for i in index])
-                by_group.update(zip(index, done, strict=True))
-            return [by_group[i] for i in range(batch)]
-        known = None if fresh[0] else torch.cat([s.known for s in states])  # type: ignore[misc]
+        # Padding rows draw their sampler noise from their own generators: sharing a
+        # room's would advance it and change that room's next steps.
+        generators += [torch.Generator().manual_seed(0) for _ in range(pad)]
+        noise = torch.cat(noises + noises[-1:] * pad).to(device, dtype)
+        known = None
+        if states[0].known is not None:
+            known_rows = [s.known for s in states]
+            known = torch.cat(known_rows + known_rows[-1:] * pad)  # type: ignore[arg-type]
         latents, audio = self.sample_windows(tokens, support, noise, known, generators)
         new_states = []
         for i, state in enumerate(states):

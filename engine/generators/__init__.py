@@ -11,12 +11,20 @@ A generator is driven by :mod:`engine.streaming` in three calls:
 3. ``generate(state, condition, frames)`` returns the next ``frames`` of
    audio, sample-continuous with the previous call, and the new state. A
    state is consumed by the call that receives it (it may own a synthesiser).
+
+A generator that can serve several rooms in one call (the diffusion model,
+one UNet batch for every room due together) also has ``generate_batch``
+(:class:`BatchGenerator`); :func:`generate_many` uses it where it exists and
+otherwise calls ``generate`` room by room, so the procedural and sine
+generators need nothing new. Each request carries its own room's state and
+condition; the generator never mixes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -65,6 +73,37 @@ class Generator(Protocol):
     def generate(self, state: Any, condition: Any, frames: int) -> tuple[Generated, Any]:
         """The next ``frames`` of audio after ``state``, and the state after them."""
         ...
+
+
+#: One room's request in a batch: (its stream state, its condition, frames wanted).
+Request = tuple[Any, Any, int]
+
+
+@runtime_checkable
+class BatchGenerator(Generator, Protocol):
+    """A generator that serves several rooms' requests in one call."""
+
+    def generate_batch(self, requests: Sequence[Request]) -> list[tuple[Generated, Any]]:
+        """Each request's next frames and new state, in request order (as ``generate`` would)."""
+        ...
+
+
+def can_batch(generator: Generator) -> bool:
+    """True when ``generator`` serves several rooms in one call."""
+    return isinstance(generator, BatchGenerator)
+
+
+def generate_many(generator: Generator, requests: Sequence[Request]
+                  ) -> list[tuple[Generated, Any]]:
+    """Every request served: in one ``generate_batch`` call where the generator batches,
+    else by ``generate``, one request after the other."""
+    if isinstance(generator, BatchGenerator):
+        results = generator.generate_batch(requests)
+        if len(results) != len(requests):
+            raise RuntimeError(f"generate_batch returned {len(results)} results for "
+                               f"{len(requests)} requests")
+        return results
+    return [generator.generate(state, condition, frames) for state, condition, frames in requests]
 
 
 def make_generator(config: EngineConfig) -> Generator:

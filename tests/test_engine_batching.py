@@ -1,0 +1,383 @@
+"""Many rooms: rooms due together are generated in one bucketed batch, each with its own state.
+
+The diffusion checks use a tiny random-weight model written and loaded back
+through the same code a user's model folder goes through.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from engine.config import EngineConfig
+from engine.diffusion.config import DiffusionConfig
+from engine.generators import Generated, Generator, can_batch, generate_many, make_generator
+from engine.generators.sine import SineGenerator
+from engine.server import EngineServer
+from engine.streaming import RoomSession, generate_due
+from installation.config import config_from_dict
+from installation.errors import ConfigError
+from installation.protocol import PROTOCOL_VERSION, Array, ArtworkView, AudioChunk, PlaybackClock
+from installation.transport import decode, make_socket, send
+
+RATE = 16000
+WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=2)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _view(room: str, artwork: str, seed: int, seq: int = 0) -> ArtworkView:
+    from engine.diffusion.testing import random_embedding
+
+    return ArtworkView(v=PROTOCOL_VERSION, room=room, seq=seq, time=0.0, state="artwork",
+                       artwork_id=artwork, confidence=1.0,
+                       features={"brightness": 0.2 + 0.2 * seed},
+                       embedding=Array.from_numpy(random_embedding(seed)[0]))
+
+
+def _clock(room: str, playhead: int, rate: int = RATE) -> PlaybackClock:
+    return PlaybackClock(v=PROTOCOL_VERSION, room=room, sample_rate=rate, playhead=playhead,
+                         buffered_until=playhead, wall_time=0.0, state="playing")
+
+
+# -- configuration -----------------------------------------------------------
+
+
+def test_batch_settings_are_validated_naming_the_field(tmp_path: Path) -> None:
+    assert DiffusionConfig().batch_buckets == (1, 2, 4, 8, 16)
+    assert EngineConfig().batch_window_s == 0.25
+    for bad in ([4, 2], [1, 1, 2], [0, 4], []):
+        with pytest.raises(ConfigError) as error:
+            config_from_dict({"engine": {"diffusion": {"batch_buckets": bad}},
+                              "rooms": [{"id": "a"}]}, "bad.toml")
+        assert "engine.diffusion.batch_buckets" in str(error.value)
+        assert "strictly increasing" in str(error.value) and str(bad) in str(error.value)
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"engine": {"batch_window_s": -0.1}, "rooms": [{"id": "a"}]},
+                         "bad.toml")
+    assert "`engine.batch_window_s`" in str(error.value) and "-0.1" in str(error.value)
+
+
+def test_generators_that_cannot_batch_are_served_one_by_one() -> None:
+    sine = SineGenerator(sample_rate=RATE, channels=1)
+    assert not can_batch(sine)
+    states = [sine.start(0.0, 0, 0, None), sine.start(0.0, 0, 0, None)]
+    results = generate_many(sine, [(states[0], 300.0, 100), (states[1], 600.0, 50)])
+    assert [r[0].audio.shape for r in results] == [(100, 1), (50, 1)]
+    assert [r[1].position for r in results] == [100, 50]
+
+
+# -- sine and procedural rooms through the engine server -----------------------
+
+
+def _server_config(generator: str, rooms: int, port: int, **engine: Any) -> Any:
+    return config_from_dict({
+        "network": {name: f"inproc://batching-{port}-{name}"
+                    for name in ("views", "chunks", "clock", "control")},
+        "engine": {"generator": generator, "chunk_s": 0.25, "lead_s": 0.75,
+                   "batch_window_s": 0.25, "transition_crossfade_s": 0.2, **engine},
+        "rooms": [{"id": f"room{i}", "seed": i} for i in range(rooms)],
+    })
+
+
+def _serve(server: EngineServer, clock: FakeClock, rooms: list[str], turns: int,
+           context: zmq.Context) -> dict[str, list[AudioChunk]]:
+    """Drive the server's loop by hand on a fake clock; every chunk its chunk socket sends."""
+    net = server.config.network
+    listener = make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=rooms)
+    clocks = make_socket(context, zmq.PUSH, net.clock, bind=False)
+    rate = server.generator.sample_rate
+    for room in rooms:
+        send(clocks, _clock(room, 0, rate))
+    sessions = [server.sessions[room] for room in rooms]
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (
+            server.subscribed != set(rooms)
+            or any(s.playhead_estimate() is None for s in sessions)):
+        server._receive()  # subscriptions and clocks arrive
+        time.sleep(0.01)
+    assert server.subscribed == set(rooms)
+    received: dict[str, list[AudioChunk]] = {room: [] for room in rooms}
+    try:
+        for turn in range(turns):
+            server._receive()
+            server._generate_due()
+            while listener.poll(50):
+                chunk = decode(listener.recv_multipart())
+                assert isinstance(chunk, AudioChunk)
+                received[chunk.room].append(chunk)
+            clock.now += 0.05
+            if turn == 0:
+                assert all(received.values()), "every room starts on the first turn"
+    finally:
+        listener.close()
+        clocks.close()
+    return received
+
+
+def _assert_continuous(chunks: list[AudioChunk]) -> None:
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert chunks[0].reason == "start"
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert after.reason == "continue"
+        assert after.start_sample == before.start_sample + before.audio.shape[0]
+
+
+@pytest.mark.parametrize("kind", ["sine", "procedural"])
+def test_rooms_on_generators_that_cannot_batch_still_stream(kind: str) -> None:
+    config = _server_config(kind, rooms=3, port={"sine": 1, "procedural": 2}[kind])
+    assert config.engine.batch_window_s > 0
+    context = zmq.Context()
+    clock = FakeClock()
+    server = EngineServer(config, lambda *a, **k: None, context=context, clock=clock)
+    try:
+        rooms = list(server.sessions)
+        received = _serve(server, clock, rooms, turns=30, context=context)
+    finally:
+        server.close()
+        context.term()
+    for room in rooms:
+        chunks = received[room]
+        assert len(chunks) >= 5, room
+        _assert_continuous(chunks)
+
+
+# -- the diffusion generator: bucketed batches ---------------------------------
+
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
+
+from engine.diffusion.generator import DiffusionGenerator, batch_groups  # noqa: E402
+from engine.diffusion.model import load_model  # noqa: E402
+from engine.diffusion.testing import (  # noqa: E402
+    NUMPY_COPY_WARNING,
+    random_embedding,
+    tiny_model_dir,
+)
+
+diffusion = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models")
+
+
+@pytest.fixture(scope="module")
+def model(folder: Path) -> Any:
+    return load_model(folder)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return load_model(tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models",
+                                     student=True))
+
+
+class RecordingBackend:
+    """The generator's backend, recording the batch size of every UNet call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.unet_batches: list[int] = []
+
+    def unet(self, sample: Any, *args: Any) -> Any:
+        self.unet_batches.append(int(sample.shape[0]))
+        return self.inner.unet(sample, *args)
+
+    def decode(self, latents: Any) -> Any:
+        return self.inner.decode(latents)
+
+
+def make(model: Any, buckets: tuple[int, ...] = (1, 2, 4, 8, 16), **overrides: Any
+         ) -> DiffusionGenerator:
+    config = DiffusionConfig(model=str(model.folder), batch_buckets=buckets,
+                             **{**WINDOW, **overrides})
+    generator = DiffusionGenerator(model, config, RATE, 1)
+    generator.backend = RecordingBackend(generator.backend)
+    return generator
+
+
+def _unet_batches(generator: DiffusionGenerator) -> list[int]:
+    backend = generator.backend
+    assert isinstance(backend, RecordingBackend)
+    batches, backend.unet_batches = backend.unet_batches, []
+    return batches
+
+
+def test_batch_groups_pick_the_smallest_bucket_and_split_beyond_the_largest() -> None:
+    buckets = (1, 2, 4, 8, 16)
+    assert batch_groups(0, buckets) == []
+    assert batch_groups(1, buckets) == [(1, 1)]
+    assert batch_groups(3, buckets) == [(3, 4)]
+    assert batch_groups(9, buckets) == [(9, 16)]
+    assert batch_groups(20, buckets) == [(16, 16), (4, 4)]
+    assert batch_groups(35, buckets) == [(16, 16), (16, 16), (3, 4)]
+    assert batch_groups(5, (2, 4)) == [(4, 4), (1, 2)]
+
+
+@diffusion
+@pytest.mark.parametrize("which", ["model", "student"])
+def test_padding_changes_no_rooms_audio(which: str, request: pytest.FixtureRequest) -> None:
+    """A room's chunk is the same alone (batch 1) or with two others in a padded batch of 4,
+    over a starting window and a continuing one. The student's sampler draws noise at every
+    step: padding rows must not draw from a room's generator."""
+    generator = make(request.getfixturevalue(which))
+    conditions = [generator.condition_from_embedding(f"art{i}", random_embedding(i))
+                  for i in range(3)]
+    frames = generator.plan.hop_samples + 1000  # two windows: one starts, one continues
+
+    def alone(i: int) -> np.ndarray:
+        state = generator.start(conditions[i], 10 + i, 0, None)
+        [(out, _)] = generator.generate_batch([(state, conditions[i], frames)])
+        return out.audio
+
+    singles = [alone(0), alone(2)]
+    assert set(_unet_batches(generator)) == {1}
+    together = generator.generate_batch([(generator.start(c, 10 + i, 0, None), c, frames)
+                                         for i, c in enumerate(conditions)])
+    assert set(_unet_batches(generator)) == {4}  # 3 rooms padded to the bucket of 4
+    for single, (out, state) in zip(singles, [together[0], together[2]], strict=True):
+        np.testing.assert_allclose(out.audio, single, rtol=0, atol=1e-6)
+        assert state.windows == 2
+    assert not np.allclose(together[0][0].audio, together[1][0].audio, atol=1e-3)
+
+
+@diffusion
+def test_more_rooms_than_the_largest_bucket_run_in_several_batches(model: Any) -> None:
+    generator = make(model, buckets=(1, 2))
+    conditions = [generator.condition_from_embedding(f"art{i}", random_embedding(i))
+                  for i in range(3)]
+    state = generator.start(conditions[2], 7, 0, None)
+    [(single, _)] = generator.generate_batch([(state, conditions[2], 4000)])
+    _unet_batches(generator)
+    results = generator.generate_batch([(generator.start(c, 5 + i, 0, None), c, 4000)
+                                        for i, c in enumerate(conditions)])
+    steps = WINDOW["steps"]
+    assert _unet_batches(generator) == [2] * steps + [1] * steps  # a full bucket, then the rest
+    np.testing.assert_allclose(results[2][0].audio, single.audio, rtol=0, atol=1e-6)
+
+
+# -- the diffusion generator behind room sessions --------------------------------
+
+
+class CountingBatches:
+    """The diffusion generator, counting the calls the streaming loop makes."""
+
+    def __init__(self, inner: DiffusionGenerator) -> None:
+        self.inner = inner
+        self.sample_rate = inner.sample_rate
+        self.channels = inner.channels
+        self.batches: list[list[int]] = []  # the request sizes (frames) of each call
+        self.single_calls = 0
+
+    def prepare(self, view: ArtworkView) -> Any:
+        return self.inner.prepare(view)
+
+    def describe(self, condition: Any) -> dict[str, Any]:
+        return self.inner.describe(condition)
+
+    def start(self, condition: Any, seed: int, start_sample: int, previous: Any) -> Any:
+        return self.inner.start(condition, seed, start_sample, previous)
+
+    def generate(self, state: Any, condition: Any, frames: int) -> tuple[Generated, Any]:
+        self.single_calls += 1
+        return self.inner.generate(state, condition, frames)
+
+    def generate_batch(self, requests: Any) -> list[tuple[Generated, Any]]:
+        self.batches.append([frames for _, _, frames in requests])
+        return self.inner.generate_batch(requests)
+
+
+ROOMS = {"a": ("art-a", 1), "b": ("art-b", 2), "c": ("art-c", 3)}
+
+
+def _run_rooms(generator: Generator, rooms: list[str], steps: int, window_s: float = 0.25,
+               change: tuple[int, str] | None = None
+               ) -> tuple[dict[str, list[AudioChunk]], int]:
+    """Rooms on one fake clock: a and b report a clock at step 0, c at step 1 (out of phase);
+    every 0.1 s the engine generates what is due. ``change``: (step, room) whose artwork
+    changes then. The chunks of each room, and how many steps generated anything."""
+    config = EngineConfig(sample_rate=RATE, channels=1, chunk_s=0.5,
+                          lead_s=1.0, transition_margin_s=0.3, transition_crossfade_s=0.25,
+                          batch_window_s=window_s)
+    clock = FakeClock()
+    sessions = {room: RoomSession(room, ROOMS[room][1], generator, config, clock=clock)
+                for room in rooms}
+    for room, session in sessions.items():
+        session.on_view(_view(room, *ROOMS[room]))
+    chunks: dict[str, list[AudioChunk]] = {room: [] for room in rooms}
+    rounds = 0
+    for step in range(steps):
+        for room, session in sessions.items():
+            if step == (1 if room == "c" else 0):
+                session.on_clock(_clock(room, 0))
+        if change is not None and step == change[0] and change[1] in sessions:
+            sessions[change[1]].on_view(_view(change[1], "art-z", 9, seq=1))
+        made = list(generate_due(sessions.values(), generator, window_s))
+        for session, chunk in made:
+            chunks[session.room].append(chunk)
+        rounds += bool(made)
+        clock.now += 0.1
+    return chunks, rounds
+
+
+def _audio(chunks: list[AudioChunk]) -> np.ndarray:
+    return np.concatenate([c.audio.to_numpy() for c in chunks])
+
+
+@diffusion
+def test_rooms_due_together_are_one_call_each_with_its_own_stream(model: Any) -> None:
+    counting = CountingBatches(make(model))
+    together, rounds = _run_rooms(counting, ["a", "b", "c"], steps=16, change=(11, "b"))
+    assert counting.single_calls == 0
+    assert rounds == len(counting.batches)  # one generator call per round that had work
+    sizes = [len(call) for call in counting.batches]
+    assert sum(sizes) == sum(len(chunks) for chunks in together.values())
+    # c's start pulls a and b (due within the window) into its batch; then all three keep
+    # falling due together, and b's transition rides along with a's and c's continuations.
+    assert sizes[:2] == [2, 3] and max(sizes) == 3 and sizes.count(3) >= 3
+    reasons = [c.reason for c in together["b"]]
+    assert reasons.count("transition") == 1
+    for room in ("a", "c"):
+        _assert_continuous(together[room])
+    b_before = together["b"][:reasons.index("transition")]
+    _assert_continuous(b_before)
+
+    # Each room hears exactly what it hears when it is the only room.
+    for room in ("a", "b", "c"):
+        alone = _run_rooms(CountingBatches(make(model)), [room], steps=14)[0][room]
+        mine = together[room] if room != "b" else b_before
+        assert [c.start_sample for c in mine[:len(alone)]] == \
+            [c.start_sample for c in alone[:len(mine)]]
+        length = min(len(_audio(alone)), len(_audio(mine)))
+        assert length >= 1.5 * RATE
+        np.testing.assert_allclose(_audio(mine)[:length], _audio(alone)[:length],
+                                   rtol=0, atol=1e-6)
+    assert not np.allclose(_audio(together["a"])[:RATE], _audio(together["c"])[:RATE],
+                           atol=1e-3)
+
+
+@diffusion
+def test_window_zero_serves_rooms_one_by_one(model: Any) -> None:
+    counting = CountingBatches(make(model))
+    chunks, _ = _run_rooms(counting, ["a", "b"], steps=1, window_s=0.0)
+    assert counting.batches == [] and counting.single_calls == 2
+    assert [len(c) for c in chunks.values()] == [1, 1]
+
+
+def test_make_generator_gives_the_diffusion_generator_batching(folder: Path) -> None:
+    config = EngineConfig(generator="diffusion", sample_rate=RATE, channels=1,
+                          diffusion=DiffusionConfig(model=str(folder), **WINDOW))
+    assert can_batch(make_generator(config))
