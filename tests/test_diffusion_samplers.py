@@ -86,3 +86,50 @@ def test_scheduler_config_from_a_model_folder(tmp_path: Path) -> None:
     sampler = FewStepSampler("dpm_solver", config, 4)
     assert len(sampler.set_timesteps("cpu")) == 4
     assert sampler.scheduler.config.algorithm_type == "dpmsolver++"
+
+
+def _toy_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A denoiser that depends on its input and the timestep, so every step matters."""
+    return torch.tanh(x) * (0.5 + float(t) / 2000.0)
+
+
+def test_consistency_step_matches_diffusers_lcm_scheduler() -> None:
+    """Our LCM step (noise supplied, host scalars) walks as diffusers' LCMScheduler does."""
+    from diffusers import LCMScheduler
+
+    steps = 4
+    sampler = FewStepSampler("consistency", SCHEDULER, steps)
+    noise = torch.randn(2, 8, 16, 4, generator=torch.Generator().manual_seed(0))
+    ours = sample(sampler, _toy_model, noise,
+                  generator=[torch.Generator().manual_seed(2), torch.Generator().manual_seed(3)])
+
+    reference = LCMScheduler.from_config({k: v for k, v in SCHEDULER.items()
+                                          if not k.startswith("_")})
+    reference.set_timesteps(steps)
+    generators = [torch.Generator().manual_seed(2), torch.Generator().manual_seed(3)]
+    latents = noise * reference.init_noise_sigma
+    for t in reference.timesteps:
+        latents = reference.step(_toy_model(latents, t), t, latents, generator=generators,
+                                 return_dict=False)[0]
+    torch.testing.assert_close(ours, latents, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["dpm_solver", "consistency"])
+def test_pre_drawn_step_noise_is_the_generators_noise(kind: str) -> None:
+    """Drawing each row's step noise up front (as the CUDA-graph window does) gives exactly
+    what drawing it step by step from the same generators gives."""
+    sampler = FewStepSampler(kind, SCHEDULER, 4)  # type: ignore[arg-type]
+    noise = torch.randn(2, 8, 16, 4, generator=torch.Generator().manual_seed(0))
+    known = torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(1))
+    seeds = (5, 6)
+    drawn = sample(sampler, _toy_model, noise, known,
+                   generator=[torch.Generator().manual_seed(s) for s in seeds])
+    rows = [torch.Generator().manual_seed(s) for s in seeds]
+    step_noise = torch.stack([
+        torch.cat([torch.randn(1, 8, 16, 4, generator=g) for g in rows])
+        for _ in range(sampler.stochastic_steps)]) if sampler.stochastic_steps else \
+        torch.zeros(0, 2, 8, 16, 4)
+    given = sample(sampler, _toy_model, noise, known, step_noise=step_noise)
+    assert torch.equal(drawn, given)
+    with pytest.raises(ValueError, match="step_noise"):
+        sample(sampler, _toy_model, noise, known, step_noise=torch.zeros(7, 2, 8, 16, 4))

@@ -116,7 +116,7 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
         torch.set_num_threads(threads)
 
     from engine.diffusion.config import DiffusionConfig
-    from engine.diffusion.generator import DiffusionGenerator
+    from engine.diffusion.generator import DiffusionGenerator, batch_groups
     from engine.diffusion.model import load_model
     from engine.diffusion.testing import random_embedding
 
@@ -151,7 +151,10 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
         window = sorted(times)[len(times) // 2]
         stock = _stock_window_s(model, batch, plan.window_frames, stock_steps, sync)
         rows.append({
-            "batch": batch, "window_ms": window * 1e3,
+            "batch": batch,
+            "model_batches": [bucket for _, bucket in batch_groups(batch,
+                                                                    config.batch_buckets)],
+            "window_ms": window * 1e3,
             "audio_s_per_window": plan.hop_s,
             "realtime_factor": plan.hop_s / window,
             "rooms_realtime_factor": batch * plan.hop_s / window,
@@ -164,7 +167,7 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
         "dtype": str(model.dtype).removeprefix("torch."), "sampler": generator.sampler.kind,
         "steps": steps, "threads": torch.get_num_threads(), "window_s": window_s,
         "overlap_s": overlap_s,
-        "cuda_graphs": bool(getattr(generator.backend, "use_graphs", False)),
+        "cuda_graphs": generator.use_graphs,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "stock_loop": (f"diffusers DDIMScheduler, eager UNet with classifier-free guidance "
                        f"(2x batch), VAE + vocoder; timed over a few steps and the UNet part "

@@ -62,7 +62,8 @@ class DiffusionConfig(BaseModel):
                                 description="Duration of the conditioning slerp.")
     threads: int = Field(0, ge=0, le=256,
                          description="torch CPU threads for this process (0: torch's default).")
-    cuda_graphs: bool = Field(True, description="Capture the UNet per batch bucket (CUDA only).")
+    cuda_graphs: bool = Field(True, description="Capture each window (all steps, VAE, vocoder) "
+                              "as one CUDA graph per batch bucket (CUDA, torch backend).")
     batch_buckets: tuple[int, ...] = Field(
         (1, 2, 4, 8, 16),
         description="Static batch sizes: n rooms sampled together run at the smallest bucket "

@@ -22,15 +22,19 @@ room's inputs and their outputs are discarded, so padding changes no room's
 audio. Streams that start (no known region yet) are sampled apart from
 those that continue.
 
-Backends: eager torch (fp32 on CPU; fp16/bf16 on CUDA with the UNet captured
-in CUDA graphs, one per batch bucket) or ONNX Runtime
-(:mod:`engine.diffusion.onnx_backend`).
-The CUDA-graph path is written but has not been run on a GPU yet.
+Backends: eager torch (fp32 on CPU; fp16/bf16 on CUDA) or ONNX Runtime
+(:mod:`engine.diffusion.onnx_backend`). On CUDA with the torch backend the
+whole window (every sampling step, VAE decode and vocoder:
+:meth:`DiffusionGenerator.window_program`) is captured as one CUDA graph per
+batch bucket and replayed (:class:`CudaGraphProgram`); the per-step noise is
+drawn on the host beforehand, from each room's own generator, so the graph
+holds no randomness of its own. The graph path has not yet run on a GPU
+(tests/test_gpu.py checks it against eager where one exists).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -42,7 +46,7 @@ from engine.config import EngineConfig
 from engine.diffusion.conditioner import check_embedding
 from engine.diffusion.config import DiffusionConfig
 from engine.diffusion.model import LoadedModel, load_model
-from engine.diffusion.samplers import FewStepSampler, guidance_embedding, sample
+from engine.diffusion.samplers import FewStepSampler, draw_noise, guidance_embedding, sample
 from engine.generators import Generated
 from installation.errors import ConfigError, InputError
 from installation.protocol import ArtworkView
@@ -174,29 +178,17 @@ class Backend(Protocol):
 
 
 class TorchBackend:
-    """Eager torch; on CUDA with ``cuda_graphs`` the UNet replays a graph per input shape:
-    one per batch bucket (two with classifier-free guidance, which doubles the batch)."""
+    """Eager torch, on whatever device the model is loaded on. (On CUDA the generator
+    captures whole windows around it as graphs: :class:`CudaGraphProgram`.)"""
 
-    def __init__(self, model: LoadedModel, cuda_graphs: bool = False) -> None:
+    def __init__(self, model: LoadedModel) -> None:
         self.model = model
-        self.graphs: dict[tuple[int, ...], CudaGraphUNet] = {}
-        self.use_graphs = cuda_graphs and model.device.type == "cuda"
-
-    def _eager_unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-                    support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor:
-        return self.model.unet(sample, t, encoder_hidden_states=tokens,
-                               encoder_hidden_states_1=support, timestep_cond=timestep_cond,
-                               return_dict=False)[0]
 
     def unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
              support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor:
-        if not self.use_graphs:
-            return self._eager_unet(sample, t, tokens, support, timestep_cond)
-        key = tuple(sample.shape)
-        if key not in self.graphs:
-            self.graphs[key] = CudaGraphUNet(self._eager_unet, sample, t, tokens, support,
-                                             timestep_cond)
-        return self.graphs[key](sample, t, tokens, support, timestep_cond)
+        return self.model.unet(sample, t, encoder_hidden_states=tokens,
+                               encoder_hidden_states_1=support, timestep_cond=timestep_cond,
+                               return_dict=False)[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         model = self.model
@@ -204,34 +196,42 @@ class TorchBackend:
         return model.vocoder(mel.squeeze(1))
 
 
-class CudaGraphUNet:
-    """One captured UNet call with static input/output buffers (one batch bucket).
+class CudaGraphProgram:
+    """A tensor program captured once as a CUDA graph, replayed on new inputs.
 
-    Written to the torch CUDA-graph recipe (warm up on a side stream, capture,
-    then copy inputs in and replay). UNTESTED: no GPU was available when it was
-    written; the CPU path never constructs it.
+    ``program(*inputs)`` must be a pure function of its tensor inputs whose
+    work stays on the device (no host copies, no waits): the generator's window
+    program (every sampling step, the VAE decode and the vocoder) is written
+    so. The torch recipe: warm up on a side stream, capture into static
+    buffers; each call copies its inputs into those buffers, replays, and
+    returns copies of the outputs. One instance per input shape, i.e. per batch
+    bucket and known-region shape. Needs CUDA; tests/test_gpu.py checks replay
+    against eager on a GPU.
     """
 
-    def __init__(self, run: Any, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-                 support: torch.Tensor, timestep_cond: torch.Tensor | None) -> None:
-        self.static = [x.clone() if x is not None else None
-                       for x in (sample, t, tokens, support, timestep_cond)]
+    def __init__(self, program: Callable[..., tuple[torch.Tensor, ...]],
+                 inputs: Sequence[torch.Tensor | None], warmups: int = 2) -> None:
+        self.static = [None if x is None else x.clone() for x in inputs]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
-            for _ in range(2):
-                run(*self.static)
+            for _ in range(warmups):
+                program(*self.static)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.output = run(*self.static)
+            self.outputs = program(*self.static)
 
-    def __call__(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        if len(inputs) != len(self.static):
+            raise ValueError(f"expected {len(self.static)} inputs, got {len(inputs)}")
         for buffer, value in zip(self.static, inputs, strict=True):
+            if (buffer is None) != (value is None):
+                raise ValueError("an input that was None at capture must stay None")
             if buffer is not None and value is not None:
                 buffer.copy_(value)
         self.graph.replay()
-        return self.output.clone()
+        return tuple(output.clone() for output in self.outputs)
 
 
 # ---------------------------------------------------------------------------
@@ -306,7 +306,11 @@ class DiffusionGenerator:
                               f"student; {model.folder} is an original model (dpm_solver)")
         self.sampler = FewStepSampler(kind, model.scheduler_config, config.steps,
                                       config.guidance_scale)
-        self.backend: Backend = backend or TorchBackend(model, config.cuda_graphs)
+        self.backend: Backend = backend or TorchBackend(model)
+        # Whole windows as CUDA graphs: torch backend on CUDA only (ONNX Runtime has its own).
+        self.use_graphs = (config.cuda_graphs and model.device.type == "cuda"
+                           and isinstance(self.backend, TorchBackend))
+        self._graphs: dict[tuple[Any, ...], CudaGraphProgram] = {}
         self.fade_out, self.fade_in = overlap_gains(self.plan.overlap_samples,
                                                     config.overlap_crossfade)
 
@@ -488,14 +492,28 @@ class DiffusionGenerator:
     def sample_windows(self, tokens: torch.Tensor, support: torch.Tensor, noise: torch.Tensor,
                        known: torch.Tensor | None, generators: list[torch.Generator]
                        ) -> tuple[torch.Tensor, np.ndarray]:
-        """One batch of windows: latents (batch, C, frames, bins) and model-rate audio."""
-        plan = self.plan
+        """One batch of windows: latents (batch, C, frames, bins) and model-rate audio.
+
+        ``generators`` (one per row) feed the consistency sampler's per-step
+        noise, drawn here up front so that the window program is a pure
+        function of tensors (:meth:`window_program`), captured per input
+        shape as a CUDA graph where the config asks for graphs on CUDA.
+        """
+        plan, model = self.plan, self.model
         batch = tokens.shape[0]
-        denoise = self._denoiser(tokens, support)
+        steps = self.sampler.stochastic_steps
+        step_noise = torch.stack([draw_noise(noise.shape, generators) for _ in range(steps)]) \
+            if steps else torch.zeros((0, *noise.shape))
+        inputs = (tokens, support, noise, known,
+                  step_noise.to(model.device, model.dtype), self._timestep_cond(batch))
         with torch.inference_mode():
-            latents = sample(self.sampler, denoise, noise, known,
-                             generator=generators[0] if batch == 1 else generators)
-            waveform = self.backend.decode(latents)
+            if self.use_graphs:
+                key = tuple(None if x is None else tuple(x.shape) for x in inputs)
+                if key not in self._graphs:
+                    self._graphs[key] = CudaGraphProgram(self.window_program, inputs)
+                latents, waveform = self._graphs[key](*inputs)
+            else:
+                latents, waveform = self.window_program(*inputs)
         audio = waveform.float().cpu().numpy()
         if audio.shape[0] != batch or audio.shape[1] < plan.window_samples:
             raise RuntimeError(f"decoder returned {audio.shape}, expected at least "
@@ -503,7 +521,26 @@ class DiffusionGenerator:
         # HiFi-GAN's transposed convolutions add a few samples; trim as AudioLDM2Pipeline does.
         return latents, audio[:, :plan.window_samples]
 
-    def _denoiser(self, tokens: torch.Tensor, support: torch.Tensor) -> Any:
+    def window_program(self, tokens: torch.Tensor, support: torch.Tensor, noise: torch.Tensor,
+                       known: torch.Tensor | None, step_noise: torch.Tensor,
+                       timestep_cond: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every sampling step, the VAE decode and the vocoder for one batch of windows:
+        (latents, waveform). Device work only, so it can be captured as one CUDA graph."""
+        denoise = self._denoiser(tokens, support, timestep_cond)
+        latents = sample(self.sampler, denoise, noise, known, step_noise=step_noise)
+        return latents, self.backend.decode(latents)
+
+    def _timestep_cond(self, batch: int) -> torch.Tensor | None:
+        """The student's guidance-scale embedding for ``batch`` rows (made outside graphs)."""
+        if self.sampler.kind != "consistency":
+            return None
+        model = self.model
+        return guidance_embedding(self.sampler.guidance_scale, model.spec.guidance_embedding_dim,
+                                  batch, model.dtype, model.device)
+
+    def _denoiser(self, tokens: torch.Tensor, support: torch.Tensor,
+                  timestep_cond: torch.Tensor | None) -> Any:
         sampler, backend, model = self.sampler, self.backend, self.model
         batch = tokens.shape[0]
         if sampler.unconditional_pass:
@@ -518,11 +555,6 @@ class DiffusionGenerator:
                 return eps_uncond + scale * (eps_cond - eps_uncond)
 
             return guided
-        timestep_cond = None
-        if sampler.kind == "consistency":
-            timestep_cond = guidance_embedding(sampler.guidance_scale,
-                                               model.spec.guidance_embedding_dim, batch,
-                                               model.dtype, model.device)
 
         def single(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return backend.unet(x, t, tokens, support, timestep_cond)

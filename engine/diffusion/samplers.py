@@ -17,6 +17,14 @@ the previous window) while sampling, as diffusers' inpainting pipelines do
 for a non-inpainting UNet (RePaint-style replacement, Lugmayr et al., 2022):
 before every model call those frames are set to the known latents noised to
 the current level, and at the end to the known latents themselves.
+
+:func:`sample` is written so that a whole call can be captured as one CUDA
+graph (the engine does, per batch bucket): the scheduler walks host-side
+timesteps (its bookkeeping is then host arithmetic, baked into the graph as
+constants), the model sees a device copy of them made once per device, the
+known region is noised with host scalars, and the consistency sampler's
+per-step noise can be passed in (``step_noise``) instead of drawn inside.
+Nothing in the loop copies from host memory or waits for the device.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ class FewStepSampler:
         self.kind = kind
         self.steps = steps
         self.guidance_scale = guidance_scale
+        self._model_timesteps: dict[str, torch.Tensor] = {}
         config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
         if kind == "dpm_solver":
             self.scheduler = DPMSolverMultistepScheduler.from_config(
@@ -58,29 +67,86 @@ class FewStepSampler:
         """True when each step needs an unconditional model pass (CFG on the solver)."""
         return self.kind == "dpm_solver" and self.guidance_scale > 1.0
 
-    def set_timesteps(self, device: torch.device | str) -> torch.Tensor:
+    def set_timesteps(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """Reset the scheduler for a new sample; the timesteps it will visit."""
         self.scheduler.set_timesteps(self.steps, device=device)
         return self.scheduler.timesteps
+
+    def model_timesteps(self, device: torch.device | str) -> torch.Tensor:
+        """The timesteps as the model sees them, on ``device`` (copied once per device)."""
+        key = str(device)
+        if key not in self._model_timesteps:
+            self._model_timesteps[key] = self.set_timesteps("cpu").to(device)
+        return self._model_timesteps[key]
+
+    @property
+    def stochastic_steps(self) -> int:
+        """How many steps draw fresh noise (the consistency sampler's, all but the last)."""
+        return self.steps - 1 if self.kind == "consistency" else 0
+
+    def noise_level(self, t: torch.Tensor) -> tuple[float, float]:
+        """(alpha, sigma) of timestep ``t`` (host scalars): x_t = alpha x_0 + sigma eps."""
+        if self.kind == "dpm_solver":
+            scheduler = self.scheduler
+            index = scheduler.index_for_timestep(t)
+            alpha, sigma = scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[index])
+            return float(alpha), float(sigma)
+        alpha_bar = float(self.scheduler.alphas_cumprod[int(t)])
+        return alpha_bar ** 0.5, (1.0 - alpha_bar) ** 0.5
 
     def scale_model_input(self, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.scheduler.scale_model_input(latents, t)
 
     def step(self, model_output: torch.Tensor, t: torch.Tensor, latents: torch.Tensor,
-             generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
-        """One step from ``t`` to the next timestep (the clean sample after the last)."""
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One step from ``t`` to the next timestep (the clean sample after the last).
+
+        ``noise`` re-noises the consistency sampler's denoised sample to the
+        next level (ignored on its last step and by the deterministic solver).
+        """
         if self.kind == "consistency":
-            # LCM's prev_sample is the denoised sample re-noised to the next level (with
-            # ``generator``'s noise), and the denoised sample itself after the last step.
-            prev_sample, _ = self.scheduler.step(model_output, t, latents, generator=generator,
-                                                 return_dict=False)
-            return prev_sample
-        return self.scheduler.step(model_output, t, latents, generator=generator,
-                                   return_dict=False)[0]
+            return self._consistency_step(model_output, t, latents, noise)
+        return self.scheduler.step(model_output, t, latents, return_dict=False)[0]
+
+    def _consistency_step(self, model_output: torch.Tensor, t: torch.Tensor,
+                          latents: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        """diffusers' ``LCMScheduler.step`` with the noise supplied rather than drawn."""
+        scheduler = self.scheduler
+        if scheduler.step_index is None:
+            scheduler._init_step_index(t)
+        index = scheduler.step_index
+        alpha_bar = float(scheduler.alphas_cumprod[int(t)])
+        last = index == scheduler.num_inference_steps - 1
+        c_skip, c_out = (float(c) for c in
+                         scheduler.get_scalings_for_boundary_condition_discrete(t))
+        prediction = scheduler.config.prediction_type
+        if prediction == "epsilon":
+            x0 = (latents - (1.0 - alpha_bar) ** 0.5 * model_output) / alpha_bar ** 0.5
+        elif prediction == "v_prediction":
+            x0 = alpha_bar ** 0.5 * latents - (1.0 - alpha_bar) ** 0.5 * model_output
+        elif prediction == "sample":
+            x0 = model_output
+        else:
+            raise ValueError(f"prediction_type must be epsilon, v_prediction or sample, "
+                             f"got {prediction!r}")
+        if scheduler.config.clip_sample:
+            limit = scheduler.config.clip_sample_range
+            x0 = x0.clamp(-limit, limit)
+        denoised = c_out * x0 + c_skip * latents
+        scheduler._step_index = index + 1
+        if last:
+            return denoised
+        if noise is None:
+            raise ValueError("the consistency sampler needs noise for every step but the last")
+        next_t = int(scheduler.timesteps[index + 1])
+        alpha_next = float(scheduler.alphas_cumprod[next_t]) if next_t >= 0 \
+            else float(scheduler.final_alpha_cumprod)
+        return alpha_next ** 0.5 * denoised + (1.0 - alpha_next) ** 0.5 * noise.to(denoised.dtype)
 
     def add_noise(self, clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``clean`` noised to the level of timestep ``t``."""
-        return self.scheduler.add_noise(clean, noise, t.reshape(1))
+        alpha, sigma = self.noise_level(t)
+        return alpha * clean + sigma * noise
 
     @property
     def init_noise_sigma(self) -> float:
@@ -103,28 +169,50 @@ def guidance_embedding(scale: float, dim: int, batch: int, dtype: torch.dtype,
 
 def sample(sampler: FewStepSampler, denoise: Denoise, noise: torch.Tensor,
            known: torch.Tensor | None = None,
-           generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+           generator: torch.Generator | list[torch.Generator] | None = None,
+           step_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Denoise ``noise`` (batch, channels, frames, bins) with ``sampler``, keeping ``known``.
 
     ``known`` (batch, channels, k, bins), if given, fixes the first ``k`` latent
-    frames (the overlap with the previous window). ``generator`` (one, or one per
-    batch item) feeds the stochastic part of the consistency sampler.
+    frames (the overlap with the previous window). The consistency sampler's
+    per-step noise is ``step_noise`` (stochastic_steps, *noise.shape) where
+    given, else drawn from ``generator`` (one, or one per batch item) step by
+    step, in the same order as pre-drawing it row by row would.
     """
-    timesteps = sampler.set_timesteps(noise.device)
+    timesteps = sampler.set_timesteps("cpu")
+    model_timesteps = sampler.model_timesteps(noise.device)
     latents = noise * sampler.init_noise_sigma
     k = 0 if known is None else known.shape[2]
     if known is not None and (known.shape[:2] != noise.shape[:2]
                               or known.shape[3] != noise.shape[3] or k >= noise.shape[2]):
         raise ValueError(f"known region {tuple(known.shape)} does not fit latents "
                          f"{tuple(noise.shape)}")
-    for t in timesteps:
+    if step_noise is not None and tuple(step_noise.shape) != (sampler.stochastic_steps,
+                                                              *noise.shape):
+        raise ValueError(f"step_noise {tuple(step_noise.shape)} does not fit "
+                         f"{sampler.stochastic_steps} steps of {tuple(noise.shape)}")
+    for index, t in enumerate(timesteps):
         if known is not None:
             latents = latents.clone()
             latents[:, :, :k] = sampler.add_noise(known, noise[:, :, :k], t)
         model_input = sampler.scale_model_input(latents, t)
-        model_output = denoise(model_input, t)
-        latents = sampler.step(model_output, t, latents, generator)
+        model_output = denoise(model_input, model_timesteps[index])
+        fresh = None
+        if index < sampler.stochastic_steps:
+            fresh = step_noise[index] if step_noise is not None \
+                else draw_noise(noise.shape, generator).to(noise.device)
+        latents = sampler.step(model_output, t, latents, fresh)
     if known is not None:
         latents = latents.clone()
         latents[:, :, :k] = known
     return latents
+
+
+def draw_noise(shape: torch.Size | tuple[int, ...],
+               generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """Standard normal float32 noise on the host; with a list, row ``i`` from ``generator[i]``."""
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"expected {shape[0]} generators, got {len(generator)}")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g) for g in generator])
+    return torch.randn(tuple(shape), generator=generator)

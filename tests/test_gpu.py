@@ -1,0 +1,104 @@
+"""CUDA-only checks of the diffusion engine: whole-window CUDA graphs against eager, half
+precision, bucket reuse, and ONNX Runtime's CUDA provider against torch.
+
+Skipped where there is no CUDA device (CI, this project's CPU machines); run by
+``benchmarks/device/gpu-checks.sh`` on a lent GPU: ``pytest -m gpu tests/test_gpu.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
+pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
+
+from engine.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.diffusion.generator import DiffusionGenerator  # noqa: E402
+from engine.diffusion.model import load_model  # noqa: E402
+from engine.diffusion.testing import NUMPY_COPY_WARNING, random_embedding, tiny_model_dir  # noqa: E402
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.filterwarnings(NUMPY_COPY_WARNING),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=4)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.getbasetemp() / "gpu-models"
+    return {"solver": tiny_model_dir(root), "student": tiny_model_dir(root, student=True)}
+
+
+def _stream(generator: DiffusionGenerator, rooms: int, windows: int) -> list[np.ndarray]:
+    """``windows`` windows for each of ``rooms`` rooms, batched; each room's audio."""
+    conditions = [generator.condition_from_embedding(f"art-{i}", random_embedding(i))
+                  for i in range(rooms)]
+    states = [generator.start(c, 10 + i, 0, None) for i, c in enumerate(conditions)]
+    frames = windows * generator.plan.hop_samples * generator.sample_rate \
+        // generator.plan.model_rate
+    results = generator.generate_batch([(s, c, frames) for s, c in zip(states, conditions,
+                                                                        strict=True)])
+    return [generated.audio for generated, _ in results]
+
+
+@pytest.mark.parametrize("kind", ["solver", "student"])
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("float16", 2e-2),
+                                        ("bfloat16", 5e-2)])
+def test_window_graph_replays_what_eager_computes(models: dict[str, Path], kind: str,
+                                                  dtype: str, atol: float) -> None:
+    model = load_model(models[kind], "cuda", dtype)
+    guidance = 1.0 if kind == "student" else 2.0  # the solver with classifier-free guidance
+    config = DiffusionConfig(model=str(models[kind]), guidance_scale=guidance, **WINDOW)
+    eager = DiffusionGenerator(model, config.model_copy(update={"cuda_graphs": False}),
+                               16000, 1)
+    graphed = DiffusionGenerator(model, config, 16000, 1)
+    assert graphed.use_graphs and not eager.use_graphs
+    for rooms in (1, 3):  # buckets 1 and 4 (padded)
+        expected = _stream(eager, rooms, windows=3)
+        got = _stream(graphed, rooms, windows=3)
+        for room, (a, b) in enumerate(zip(expected, got, strict=True)):
+            assert np.isfinite(b).all(), f"room {room}: non-finite audio from the graph"
+            assert np.abs(b).max() > 0.0
+            np.testing.assert_allclose(b, a, rtol=0, atol=atol, err_msg=f"room {room}")
+    # One graph per input shape: (bucket 1, 4) x (starting, continuing).
+    assert len(graphed._graphs) == 4
+
+
+def test_replay_follows_new_inputs_not_the_captured_ones(models: dict[str, Path]) -> None:
+    """A graph captured on one artwork, replayed on another, gives the other's audio."""
+    model = load_model(models["solver"], "cuda", "float16")
+    config = DiffusionConfig(model=str(models["solver"]), **WINDOW)
+    generator = DiffusionGenerator(model, config, 16000, 1)
+    first = _stream(generator, 1, windows=2)[0]
+    conditions = generator.condition_from_embedding("other", random_embedding(99))
+    state = generator.start(conditions, 10, 0, None)
+    frames = len(first)
+    other, _ = generator.generate(state, conditions, frames)
+    assert not np.allclose(other.audio[:, 0], first[:, 0], atol=1e-3)
+
+
+def test_onnx_runtime_cuda_provider_agrees_with_torch(models: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="needs the diffusion extra")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
+    from engine.diffusion.onnx_backend import OnnxBackend, export_onnx
+
+    folder = models["solver"]
+    export_onnx(folder, tmp_path / "onnx", window_s=WINDOW["window_s"])
+    model = load_model(folder, "cuda", "float32")
+    config = DiffusionConfig(model=str(folder), cuda_graphs=False, **WINDOW)
+    reference = DiffusionGenerator(model, config, 16000, 1)
+    backend: Any = OnnxBackend(tmp_path / "onnx", model,
+                               ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                               reference.plan.window_frames)
+    onnx = DiffusionGenerator(model, config, 16000, 1, backend)
+    np.testing.assert_allclose(_stream(onnx, 1, 2)[0], _stream(reference, 1, 2)[0],
+                               rtol=0, atol=1e-3)
