@@ -8,10 +8,16 @@
     OUT_DIR/onnx_export.json   the shapes they were exported at
 
 :class:`OnnxBackend` runs them with the execution providers the config names
-(CPU, CUDA, TensorRT), through IO binding, and refuses at load any file whose
-input shapes do not match the model folder and window (naming the file). It
-plugs into :class:`engine.diffusion.generator.DiffusionGenerator` as its
-``Backend``; sampling stays in torch (the sampler is cheap next to the UNet).
+(CPU, CUDA, TensorRT), and refuses at load any file whose input shapes do
+not match the model folder and window (naming the file). It plugs into
+:class:`engine.diffusion.generator.DiffusionGenerator` as its ``Backend``;
+sampling stays in torch (the sampler is cheap next to the UNet).
+
+IO binding: inputs and outputs are torch tensors bound to the session by
+pointer, on the device the first provider runs on (CUDA memory for the CUDA
+and TensorRT providers, host memory for the CPU one), so a GPU engine's
+latents never round-trip through host memory between the sampler and the
+networks.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from installation.errors import DependencyError, InputError
 
 MANIFEST = "onnx_export.json"
 FILES = ("unet.onnx", "vae_decoder.onnx", "vocoder.onnx")
+#: Providers that run on (and are bound to) CUDA memory.
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 class _UNet(torch.nn.Module):
@@ -136,6 +144,7 @@ class OnnxBackend:
             if not (folder / name).is_file():
                 raise InputError(f"ONNX folder {folder} is incomplete: missing {folder / name}")
         self.sessions: dict[str, Any] = {}
+        self.output_shapes: dict[str, list[int]] = {}
         batch = None
         for name in FILES:
             options = ort.SessionOptions()
@@ -150,46 +159,65 @@ class OnnxBackend:
             if shapes != expected:
                 raise InputError(f"ONNX file {folder / name}: input shapes {shapes} do not match "
                                  f"the model {model.folder} and window: expected {expected}")
+            output_shape = session.get_outputs()[0].shape
+            if not all(isinstance(d, int) for d in output_shape):
+                raise InputError(f"ONNX file {folder / name}: output shape {output_shape} is "
+                                 f"not static; re-export it with art2mus export-onnx")
             self.sessions[name] = session
+            self.output_shapes[name] = list(output_shape)
         assert isinstance(batch, int)
         self.batch = batch
-        self.device = "cuda" if providers[0] != "CPUExecutionProvider" else "cpu"
+        on_gpu = providers[0] in GPU_PROVIDERS
+        self.device = model.device if on_gpu and model.device.type == "cuda" else \
+            torch.device("cuda" if on_gpu else "cpu")
 
-    def _run(self, name: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    def _run(self, name: str, feeds: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Run one session on ``feeds``, bound by pointer on this backend's device."""
         session = self.sessions[name]
         binding = session.io_binding()
+        kind, index = self.device.type, self.device.index or 0
+        bound = []  # keeps each input alive (and contiguous) until the run is done
         for key, value in feeds.items():
-            binding.bind_cpu_input(key, np.ascontiguousarray(value))
-        output = session.get_outputs()[0].name
-        binding.bind_output(output, "cpu")  # outputs come back to host: the sampler is torch
+            value = value.to(self.device, torch.int64 if key == "timestep" else torch.float32
+                             ).contiguous()
+            bound.append(value)
+            binding.bind_input(key, kind, index, np.int64 if key == "timestep" else np.float32,
+                               list(value.shape), value.data_ptr())
+        out = torch.empty(self.output_shapes[name], dtype=torch.float32, device=self.device)
+        binding.bind_output(session.get_outputs()[0].name, kind, index, np.float32,
+                            list(out.shape), out.data_ptr())
+        if kind == "cuda":
+            # ONNX Runtime reads on its own stream: torch's writes must have landed.
+            torch.cuda.current_stream(self.device).synchronize()
         session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+        if kind == "cuda":
+            binding.synchronize_outputs()
+        return out
 
     def unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
              support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor:
         batch = sample.shape[0]
+        timestep = t.reshape(1)
         outs = []
         for begin in range(0, batch, self.batch):  # pad to the exported static batch
-            part = slice(begin, begin + self.batch)
-            count = len(range(*part.indices(batch)))
+            count = min(self.batch, batch - begin)
 
-            def pad(x: torch.Tensor) -> np.ndarray:
-                array = x[part].float().cpu().numpy()  # noqa: B023
-                if count < self.batch:  # noqa: B023
-                    array = np.concatenate([array, np.repeat(array[-1:], self.batch - count,  # noqa: B023
-                                                             axis=0)])
-                return array
+            def rows(x: torch.Tensor, begin: int = begin, count: int = count) -> torch.Tensor:
+                part = x[begin:begin + count]
+                if count < self.batch:
+                    part = torch.cat([part, part[-1:].expand(self.batch - count,
+                                                             *part.shape[1:])])
+                return part
 
-            feeds = {"sample": pad(sample), "timestep": np.array([int(t)], np.int64),
-                     "tokens": pad(tokens), "support": pad(support)}
+            feeds = {"sample": rows(sample), "timestep": timestep, "tokens": rows(tokens),
+                     "support": rows(support)}
             if timestep_cond is not None:
-                feeds["timestep_cond"] = pad(timestep_cond)
+                feeds["timestep_cond"] = rows(timestep_cond)
             outs.append(self._run("unet.onnx", feeds)[:count])
-        return torch.from_numpy(np.concatenate(outs)).to(sample.device, sample.dtype)
+        return torch.cat(outs).to(sample.device, sample.dtype)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        waves = []
-        for item in latents.float().cpu().numpy():
-            mel = self._run("vae_decoder.onnx", {"latents": item[None]})
-            waves.append(self._run("vocoder.onnx", {"mel": mel}))
-        return torch.from_numpy(np.concatenate(waves))
+        waves = [self._run("vocoder.onnx", {"mel": self._run("vae_decoder.onnx",
+                                                              {"latents": item[None]})})
+                 for item in latents]
+        return torch.cat(waves).to(latents.device)
