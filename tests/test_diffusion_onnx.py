@@ -92,3 +92,26 @@ def test_unavailable_provider_is_named(exported: tuple[Any, Path]) -> None:
     model, out = exported
     with pytest.raises(InputError, match="TensorrtExecutionProvider"):
         OnnxBackend(out, model, ["TensorrtExecutionProvider"], FRAMES)
+
+
+def test_provider_options_must_name_a_listed_provider(exported: tuple[Any, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    model, out = exported
+    with pytest.raises(ValueError, match="onnx_provider_options.*TensorrtExecutionProvider"):
+        DiffusionConfig(model=str(model.folder), backend="onnx", onnx_dir=str(out),
+                        onnx_provider_options={"TensorrtExecutionProvider":
+                                               {"trt_fp16_enable": "True"}})
+    # Options for a listed provider reach every session, in provider order.
+    seen: list[Any] = []
+    real = onnxruntime.InferenceSession
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("provider_options"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    options = {"CPUExecutionProvider": {"arena_extend_strategy": "kSameAsRequested"}}
+    OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES, options)
+    assert seen == [[options["CPUExecutionProvider"]]] * 3

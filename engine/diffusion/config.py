@@ -35,6 +35,11 @@ class DiffusionConfig(BaseModel):
                                           "(backend = 'onnx').")
     onnx_providers: tuple[OnnxProvider, ...] = Field(
         ("CPUExecutionProvider",), description="ONNX Runtime execution providers, in order.")
+    onnx_provider_options: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Options per provider, e.g. {TensorrtExecutionProvider = "
+                    "{trt_fp16_enable = 'True', trt_engine_cache_enable = 'True', "
+                    "trt_engine_cache_path = '/var/cache/art2mus/trt'}}.")
     sampler: SamplerName = Field(
         "auto", description="'auto': what the model folder declares (dpm_solver for an "
                             "original model, consistency for a distilled student).")
@@ -81,6 +86,10 @@ class DiffusionConfig(BaseModel):
                              "`art2mus export-onnx` when backend = 'onnx'")
         if not self.onnx_providers:
             raise ValueError("engine.diffusion.onnx_providers must name at least one provider")
+        unknown = sorted(set(self.onnx_provider_options) - set(self.onnx_providers))
+        if unknown:
+            raise ValueError(f"engine.diffusion.onnx_provider_options: {unknown} not in "
+                             f"onnx_providers {list(self.onnx_providers)}")
         buckets = list(self.batch_buckets)
         if not buckets or min(buckets) < 1 or any(b <= a for a, b in pairwise(buckets)):
             raise ValueError(f"engine.diffusion.batch_buckets must be positive, strictly "

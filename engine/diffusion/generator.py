@@ -327,7 +327,7 @@ class DiffusionGenerator:
 
             plan = WindowPlan.for_model(model, diffusion)
             backend = OnnxBackend(Path(diffusion.onnx_dir), model, diffusion.onnx_providers,
-                                  plan.window_frames)
+                                  plan.window_frames, diffusion.onnx_provider_options)
         return cls(model, diffusion, config.sample_rate, config.channels, backend)
 
     # -- protocol ------------------------------------------------------------

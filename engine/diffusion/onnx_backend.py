@@ -127,7 +127,8 @@ class OnnxBackend:
     """UNet, VAE decoder and vocoder in ONNX Runtime sessions (static shapes, IO binding)."""
 
     def __init__(self, onnx_dir: Path, model: LoadedModel, providers: tuple[str, ...] | list[str],
-                 window_frames: int) -> None:
+                 window_frames: int,
+                 provider_options: dict[str, dict[str, str]] | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:
@@ -149,8 +150,9 @@ class OnnxBackend:
         for name in FILES:
             options = ort.SessionOptions()
             options.log_severity_level = 3
-            session = ort.InferenceSession(str(folder / name), options,
-                                           providers=list(providers))
+            session = ort.InferenceSession(
+                str(folder / name), options, providers=list(providers),
+                provider_options=[dict((provider_options or {}).get(p, {})) for p in providers])
             shapes = {i.name: list(i.shape) for i in session.get_inputs()}
             if name == "unet.onnx":
                 batch = shapes.get("sample", [None])[0]
