@@ -198,6 +198,92 @@ def test_encoder_width_must_match_the_model(tmp_path: Path) -> None:
         make_encoder(f"onnx:{tmp_path / 'missing.onnx'}")
 
 
+@pytest.fixture(scope="module")
+def onnx_encoder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CLIP vision tower (130-d, the tiny model's width) exported as a user would."""
+    pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
+    pytest.importorskip("transformers",
+                        reason="needs the diffusion extra, which make test installs")
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from capture.encoders import export_clip_vision
+
+    torch.manual_seed(0)
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                              num_attention_heads=4, image_size=40, patch_size=8,
+                              projection_dim=130)
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    CLIPVisionModelWithProjection(config).eval().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 46}, crop_size={"height": 40, "width": 40},
+                       image_mean=[0.4, 0.5, 0.6], image_std=[0.2, 0.25, 0.3]
+                       ).save_pretrained(folder)
+    out = tmp_path_factory.mktemp("tiny-clip-export") / "encoder.onnx"
+    export_clip_vision(folder, out)
+    return out
+
+
+def test_onnx_encoder_is_captures_and_keys_the_cache(tmp_path: Path, onnx_encoder_path: Path,
+                                                     model) -> None:  # type: ignore[no-untyped-def]
+    import onnx
+
+    from capture.encoders import OnnxImageEncoder as CaptureOnnx
+    from engine.diffusion.training.features import read_image
+
+    data = small_dataset(tmp_path)
+    items = validate_dataset(data, 0.32).items
+    encoder = make_encoder(f"onnx:{onnx_encoder_path}")
+    assert encoder.width == 130
+    capture = CaptureOnnx(onnx_encoder_path)  # what the capture loop publishes at run time
+    for item in items:
+        image = read_image(item.image)
+        ours = encoder(image)
+        assert ours.dtype == np.float32 and abs(float(np.linalg.norm(ours)) - 1.0) < 1e-5
+        assert np.array_equal(ours, capture.embed(image))
+
+    cache = tmp_path / "cache"
+    first = build_training_data(model, items, encoder, cache, 0.32)
+    assert first.embedding_stats.misses == 6
+    expected = torch.from_numpy(np.stack([capture.embed(read_image(i.image)) for i in items]))
+    assert torch.equal(first.embeddings, expected)
+    again = build_training_data(model, items, make_encoder(f"onnx:{onnx_encoder_path}"), cache,
+                                0.32)
+    assert again.embedding_stats.hits == 6 and again.embedding_dir == first.embedding_dir
+
+    # Other preprocessing (the processor config beside the model) is another cache.
+    other = tmp_path / "other-preprocessing"
+    other.mkdir()
+    shutil.copy(onnx_encoder_path, other / "encoder.onnx")
+    processor = json.loads(onnx_encoder_path.with_suffix(".preprocessor.json").read_text())
+    (other / "encoder.preprocessor.json").write_text(json.dumps(
+        {**processor, "image_mean": [0.5, 0.5, 0.5]}))
+    shifted = build_training_data(model, items, make_encoder(f"onnx:{other / 'encoder.onnx'}"),
+                                  cache, 0.32)
+    assert shifted.embedding_dir != first.embedding_dir
+    assert shifted.embedding_stats.misses == 6
+    assert not torch.equal(shifted.embeddings, first.embeddings)
+
+    # Other weights (same name, same preprocessing) are another cache too.
+    reweighted = tmp_path / "other-weights"
+    reweighted.mkdir()
+    graph = onnx.load(str(onnx_encoder_path))
+    tensor = next(t for t in graph.graph.initializer
+                  if t.data_type == onnx.TensorProto.FLOAT and np.prod(t.dims) > 100)
+    values = onnx.numpy_helper.to_array(tensor)
+    tensor.CopyFrom(onnx.numpy_helper.from_array(values * 1.5, tensor.name))
+    onnx.save(graph, str(reweighted / "encoder.onnx"))
+    shutil.copy(onnx_encoder_path.with_suffix(".preprocessor.json"),
+                reweighted / "encoder.preprocessor.json")
+    changed = build_training_data(model, items,
+                                  make_encoder(f"onnx:{reweighted / 'encoder.onnx'}"), cache, 0.32)
+    assert changed.embedding_dir not in (first.embedding_dir, shifted.embedding_dir)
+    assert changed.embedding_stats.misses == 6
+
+    # Training refuses an encoder without its preprocessing, naming the option.
+    (other / "encoder.preprocessor.json").unlink()
+    with pytest.raises(InputError, match="--encoder onnx:.*preprocessor_config.json"):
+        make_encoder(f"onnx:{other / 'encoder.onnx'}")
+
+
 def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
     count, batch = 10, 4
     stream = [i for m in range(5) for i in batch_indices(count, batch, m, seed=3)]

@@ -52,8 +52,14 @@ TRAIN = ["--steps", "300", "--batch-size", "16", "--lr", "2e-3", "--weight-decay
          "--min-snr", "5", "--train-all", "--rescale-latents", "--latents", "mean",
          "--clip-s", CLIP_S, "--validate-every", "50", "--checkpoint-every", "100",
          "--log-every", "25", "--device", "cpu", "--threads", "1", "--quiet"]
+# --ddim-timesteps 8: a teacher ODE grid of 8 points (skip 125) instead of LCM's 50 (skip 20).
+# Consistency propagates from t = 0 up the grid one link per target update, and each pair
+# carries only one link's worth of the teacher's guidance; 50 optimizer steps cannot carry it
+# up 50 links. With 8 points (which hold the 1/2/4/8-step sampling timesteps) the student
+# follows the image better at every step count (measured below; 50 points gave 0.58 / 0.71 /
+# 0.47 / 0.64 at 1 / 2 / 4 / 8 steps).
 DISTILL = ["--steps", "4", "--train-steps", "50", "--batch-size", "16", "--lr", "1e-3",
-           "--guidance-dim", "32", "--latents", "mean", "--clip-s", CLIP_S,
+           "--ddim-timesteps", "8", "--guidance-dim", "32", "--latents", "mean", "--clip-s", CLIP_S,
            "--validate-every", "25", "--val-fraction", "0", "--checkpoint-every", "25",
            "--log-every", "25", "--device", "cpu", "--threads", "1", "--quiet"]
 
@@ -99,6 +105,13 @@ def held_out(run: dict[str, Any]) -> tuple[torch.Tensor, np.ndarray, LatentProbe
     return embeddings, attributes, probe
 
 
+@pytest.fixture(scope="module")
+def reference(run: dict[str, Any], held_out: Any) -> torch.Tensor:
+    """The teacher's 25-step DPM-Solver++ samples of the held-out images (computed once)."""
+    return sample_latents(load_model(run["teacher"]), held_out[0], 8, sampler="dpm_solver",
+                          steps=25, guidance_scale=GUIDANCE, seed=5)
+
+
 def test_training_learns_and_caches_are_shared(run: dict[str, Any]) -> None:
     report = run["train_report"]
     assert report["step"] == 300
@@ -112,28 +125,24 @@ def test_training_learns_and_caches_are_shared(run: dict[str, Any]) -> None:
     assert run["distill_report"]["cache"]["embedding_misses"] == 0
 
 
-def test_teacher_follows_the_image(run: dict[str, Any], held_out: Any) -> None:
-    embeddings, attributes, probe = held_out
-    teacher = load_model(run["teacher"])
-    latents = sample_latents(teacher, embeddings, 8, sampler="dpm_solver", steps=25,
-                             guidance_scale=GUIDANCE, seed=5)
-    rho = spearman(probe(latents), attributes)
+def test_teacher_follows_the_image(held_out: Any, reference: torch.Tensor) -> None:
+    _, attributes, probe = held_out
+    rho = spearman(probe(reference), attributes)
     assert rho > 0.5, rho
 
 
-def test_student_follows_the_image_and_stays_close_to_the_teacher(run: dict[str, Any],
-                                                                    held_out: Any) -> None:
+def test_student_follows_the_image_and_stays_close_to_the_teacher(
+        run: dict[str, Any], held_out: Any, reference: torch.Tensor) -> None:
     embeddings, attributes, probe = held_out
-    teacher, student = load_model(run["teacher"]), load_model(run["student"])
+    student = load_model(run["student"])
     assert student.spec.sampler == "consistency"
-    reference = sample_latents(teacher, embeddings, 8, sampler="dpm_solver", steps=25,
-                               guidance_scale=GUIDANCE, seed=5)
     few = sample_latents(student, embeddings, 8, steps=4, guidance_scale=GUIDANCE, seed=5)
     two = sample_latents(student, embeddings, 8, steps=2, guidance_scale=GUIDANCE, seed=5)
-    # Measured on the dev machine: rho 0.71 (2 steps), 0.47 (4 steps), teacher 0.76;
-    # relative MSE to the 25-step teacher 0.12 (2 steps), 0.13 (4 steps).
+    # Measured on the dev machine: rho 0.74 (2 steps), 0.56 (4 steps), teacher 0.76 (with
+    # noise seed 6: 0.68, 0.74, 0.76); relative MSE to the 25-step teacher 0.12 (2 steps),
+    # 0.15 (4 steps).
     assert spearman(probe(two), attributes) > 0.5
-    assert spearman(probe(few), attributes) > 0.3
+    assert spearman(probe(few), attributes) > 0.4
     error = relative_mse(few, reference)
     assert error < 0.35, error
     assert relative_mse(two, reference) < 0.35

@@ -151,8 +151,12 @@ def encode_clips(model: LoadedModel, clips: np.ndarray, mel: MelConfig,
             audio = torch.from_numpy(clips[start:start + batch]).to(model.device)
             frames = log_mel(audio, mel, basis)[:, None]  # (b, 1, mel frames, n_mels)
             posterior = model.vae.encode(frames.to(model.dtype)).latent_dist
-            means.append(posterior.mean.float().cpu())
-            stds.append(posterior.std.float().cpu())
+            # Row-major, as a cache file reads back: the VAE's convolutions may return
+            # channels-last views, and a UNet fed channels-last batches picks other kernels
+            # (same values, other rounding), so a run that encoded its own caches would
+            # train differently in the last bits from one that read them (no exact resume).
+            means.append(posterior.mean.float().cpu().contiguous())
+            stds.append(posterior.std.float().cpu().contiguous())
     return torch.cat(means), torch.cat(stds)
 
 
@@ -217,7 +221,9 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
         splits.extend([item.split] * count)
     if progress is not None:
         progress("caching", len(items), len(items))
-    return TrainingData(torch.cat(means), torch.cat(stds), torch.cat(embeddings), rows, splits,
+    # One layout whichever way each entry came (computed now or read back): row-major.
+    return TrainingData(torch.cat(means).contiguous(), torch.cat(stds).contiguous(),
+                        torch.cat(embeddings).contiguous(), rows, splits,
                         latent_stats, embedding_stats, latent_dir, embedding_dir)
 
 

@@ -10,22 +10,26 @@ of ``n`` samples gives ``n / hop`` frames; the VAE maps ``scale`` mel frames
 to one latent frame (``LoadedModel.vae_scale_factor``), which is the relation
 ``generator.py`` relies on when it decodes.
 
-Image encoders turn a BGR image into the embedding the projection consumes:
-``descriptor`` (capture's interpretable 130-d vector, for tiny models) or
-``onnx:PATH`` (a vision tower exported to ONNX, e.g. CLIP/ImageBind, for
-real models). Each has an ``identity`` that keys the embedding cache.
+Image encoders turn a BGR image into the embedding the projection consumes,
+through capture's own encoders (:mod:`capture.encoders`), so training sees
+exactly the vectors the capture loop publishes: ``descriptor`` (capture's
+interpretable descriptor vector, for tiny models) or ``onnx:PATH`` (a CLIP
+vision tower exported by ``art2mus export-encoder``, with its
+``PATH.preprocessor.json`` beside it, for real models). Each has an
+``identity`` that keys the embedding cache.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from installation.errors import InputError
+from installation.errors import Art2MusError, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -130,62 +134,57 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> str:
 
 
 class DescriptorEncoder:
-    """capture's interpretable descriptor vector (``VECTOR_LENGTH`` wide, L2-normalised)."""
+    """capture's descriptor encoder (``VECTOR_LENGTH`` wide, L2-normalised), as capture runs it."""
 
     def __init__(self) -> None:
         import capture.descriptor as descriptor
+        from capture.encoders import DescriptorEncoder as CaptureDescriptor
 
-        self._describe = descriptor.describe_image
+        self._encoder = CaptureDescriptor()
         self.width = int(descriptor.VECTOR_LENGTH)
         # The source is the definition: an edit to the descriptor invalidates cached vectors.
         source = Path(descriptor.__file__).read_bytes()
         self.identity = f"descriptor:{descriptor.ENCODER_NAME}:{_digest(source)}"
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
-        return np.asarray(self._describe(bgr).vector, np.float32)
+        return np.asarray(self._encoder.embed(bgr), np.float32)
 
 
 class OnnxImageEncoder:
-    """An ONNX vision tower: (1, 3, S, S) RGB, CLIP normalisation -> pooled, L2-normalised.
+    """capture's ONNX image encoder (:class:`capture.encoders.OnnxImageEncoder`) for training.
 
-    CLIP and ImageBind vision towers both take this input; the side ``S`` is
-    read from the model's static input shape (224 when it is dynamic).
+    One implementation: the vectors a model is trained on are the ones the
+    capture loop publishes at run time (the model's own image-processor
+    preprocessing from ``PATH`` with suffix ``.preprocessor.json``, ONNX
+    Runtime on the CPU, L2-normalised). ``identity`` covers the ``.onnx``
+    file's bytes and every preprocessing setting that decides the pixels, so
+    a re-export or an edited preprocessor config fills a new cache.
     """
 
-    MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
-    STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        from capture.encoders import PREPROCESSOR_SUFFIX
+        from capture.encoders import OnnxImageEncoder as CaptureOnnx
 
-    def __init__(self, path: Path) -> None:
-        try:
-            import onnxruntime
-        except ImportError as error:
-            from installation.errors import DependencyError
-
-            raise DependencyError("the onnx image encoder needs onnxruntime: pip install "
-                                  "'art2mus[diffusion]'") from error
         if not path.is_file():
             raise InputError(f"--encoder onnx:{path}: file does not exist")
+        preprocessor = path.with_suffix(PREPROCESSOR_SUFFIX)
         try:
-            self.session = onnxruntime.InferenceSession(str(path),
-                                                        providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime raises its own types
+            # threads 0: ONNX Runtime's default (every core: encoding is a one-off here,
+            # unlike capture's one core per room).
+            self._encoder = CaptureOnnx(path, preprocessor, threads=threads)
+        except InputError as error:
+            raise InputError(f"--encoder onnx:{path}: {error}") from error
+        except Art2MusError:  # a missing dependency says what to install
+            raise
+        except Exception as error:  # onnxruntime raises its own types for a broken file
             raise InputError(f"--encoder onnx:{path}: cannot load ({error})") from error
-        self.input = self.session.get_inputs()[0]
-        shape = self.input.shape
-        self.side = shape[-1] if isinstance(shape[-1], int) else 224
-        probe = self(np.zeros((self.side, self.side, 3), np.uint8))
-        self.width = int(probe.shape[0])
-        self.identity = f"onnx:{path.name}:{file_digest(path)}"
+        self.width = int(self._encoder.dim)
+        self.preprocessing = self._encoder.preprocess
+        settings = _digest(json.dumps(asdict(self.preprocessing), sort_keys=True).encode())
+        self.identity = f"onnx:{path.name}:{file_digest(path)}:pre-{settings}"
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
-        import cv2
-
-        rgb = cv2.cvtColor(cv2.resize(bgr, (self.side, self.side),
-                                      interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-        x = (rgb.astype(np.float32) / 255.0 - self.MEAN) / self.STD
-        out = self.session.run(None, {self.input.name: x.transpose(2, 0, 1)[None]})[0]
-        vector = np.asarray(out, np.float32).reshape(-1)
-        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+        return np.asarray(self._encoder.embed(bgr), np.float32)
 
 
 def make_encoder(spec: str) -> ImageEncoder:
