@@ -27,7 +27,9 @@ whatever the painting's aspect, is squashed the same way, so the two match
 without anisotropic distortion), and at its own aspect (for locating it in a
 frame); plus a 16x16 thumbnail (grey and two opponent colours, each
 detrended and z-scored) as a global signature for views too blurred, too
-dim or too plain for local features. It is saved
+dim or too plain for local features, and a finer 64x64 appearance image
+(the same three channels, lightly blurred, each z-scored) to tell apart
+look-alikes the thumbnail cannot. It is saved
 as ``.art2mus-index.npz`` in the folder (or in ``cache_dir``) with a
 fingerprint of the folder (file names, sizes and modification times, the
 TOML included) and of the index parameters; opening a folder whose
@@ -49,9 +51,21 @@ Recognition (:meth:`Catalogue.recognise`), three stages, first that decides:
    candidate needs ``2/3 min_inliers`` inliers near the identity and at
    least twice the agreement of any other candidate, so a work outside the
    catalogue that shares a composition with catalogued ones gets no id.
-3. Otherwise (blur, low light, a plain painting) the signature correlation
-   decides, if the best reference reaches ``signature_threshold`` and beats
-   the runner-up by ``signature_margin``.
+3. Otherwise (blur, low light, a plain painting) global appearance decides,
+   two ways. The signature correlation names the best reference if it
+   reaches ``signature_threshold`` and beats the runner-up by
+   ``signature_margin``. And the ``_FINE_CANDIDATES`` references with the
+   best signatures are compared at 64x64 (normalised correlation, searched
+   over shifts of up to ``_FINE_SHIFT`` px, so a slightly-off quad still
+   lines up): the best names its reference if its correlation reaches
+   ``_FINE_THRESHOLD`` and its residual (1 - correlation) is at most
+   ``1 / _FINE_RATIO`` of the runner-up's. Per-channel z-scoring removes
+   the gain of low light, the blur and the coarse scale average the sensor
+   noise, and the residual ratio separates look-alikes (seascapes with a
+   different horizon or headland) that the thumbnail's margin cannot,
+   while a work outside the catalogue, about as far from two or three
+   references, gets no id. Should the two name different works, neither
+   counts.
 
 Otherwise: ``None``.
 """
@@ -75,7 +89,7 @@ from installation.errors import InputError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 2
+INDEX_VERSION = 3
 INDEX_FILE = ".art2mus-index.npz"
 METADATA_FILE = "catalogue.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -88,6 +102,12 @@ _REFERENCE_FEATURES = 500
 _QUERY_FEATURES = 500  # per rectified view
 _FRAME_FEATURES = 1500  # per whole frame, for locate()
 _THUMB = 16
+_FINE = 64  # side of the fine appearance image, px
+_FINE_SHIFT = 2  # px at _FINE: how far a view may sit from its reference (~3 % of the side)
+_FINE_CANDIDATES = 6  # references (best signatures first) compared finely
+_FINE_THRESHOLD = 0.9  # the fine correlation a match needs
+_FINE_RATIO = 2.0  # the runner-up's residual (1 - correlation) over the best's, at least
+_FINE_STRUCTURE = 0.5  # summed variance of the view's z-scored fine channels, at least
 _RATIO = 0.8  # Lowe's ratio test
 _CANDIDATES = 4  # references verified by RANSAC per query
 _ALIGNED_CANDIDATES = 6  # globally most similar references checked with the position prior
@@ -154,6 +174,7 @@ class Catalogue:
         self._native_owner = arrays["native_owner"]
         self._native_size = arrays["native_size"]  # (n, 2) width, height of the native reference
         self._thumbs = arrays["thumbs"]
+        self._fine = arrays["fine"].astype(np.float32)  # (n, _FINE, _FINE, 3)
         self._orb = _orb(_QUERY_FEATURES)
         self._frame_orb = _orb(_FRAME_FEATURES)
         # Locality-sensitive hashing (FLANN's LSH for binary descriptors): a
@@ -215,7 +236,7 @@ class Catalogue:
         similarity = self._thumbs @ signature / (signature.size / 3)
         match = self._recognise_features(square, similarity)
         if match is None:
-            match = self._recognise_signature(similarity)
+            match = self._recognise_signature(square, similarity)
         self._note("recognise_ms", began)
         return match
 
@@ -322,21 +343,62 @@ class Catalogue:
             return None
         return candidates[best[0]], best[1], best[2]
 
-    def _recognise_signature(self, similarity: np.ndarray) -> Match | None:
+    def _recognise_signature(self, square: np.ndarray,
+                             similarity: np.ndarray) -> Match | None:
         # For views without enough verified local features (blur, low light, a
-        # plain painting): the thumbnail correlation decides, but only when it
-        # clearly beats the runner-up. The margin matters more than the level:
-        # a dim or blurred view of a catalogued work may correlate only ~0.3
-        # with its reference, but the next reference trails far behind, while a
-        # painting outside the catalogue resembles a few references about
-        # equally (margins up to ~0.1 on the synthetic gallery).
+        # plain painting): global appearance decides, but only when one
+        # reference clearly beats the runner-up. The margin matters more than
+        # the level: a dim or blurred view of a catalogued work may correlate
+        # only ~0.3 with its reference's thumbnail, but the next reference
+        # trails far behind, while a painting outside the catalogue resembles
+        # a few references about equally (margins up to ~0.1 on the synthetic
+        # gallery).
         order = np.argsort(-similarity)
         best = float(similarity[order[0]])
         second = float(similarity[order[1]]) if len(order) > 1 else -1.0
-        if best < self.signature_threshold or best - second < self.signature_margin:
+        coarse = None
+        if best >= self.signature_threshold and best - second >= self.signature_margin:
+            coarse = (int(order[0]), best)
+        # Look-alikes (one composition, a different horizon) have thumbnails
+        # too close for the margin; the fine comparison separates them.
+        fine = self._fine_verification(square, [int(o) for o in order[:_FINE_CANDIDATES]])
+        if coarse is not None and fine is not None and coarse[0] != fine[0]:
+            return None  # the two disagree: no id rather than a guess
+        decided = coarse if coarse is not None else fine
+        if decided is None:
             return None
-        return Match(self.entries[int(order[0])].artwork_id, round(best * 0.6, 4), 0,
+        return Match(self.entries[decided[0]].artwork_id, round(decided[1] * 0.6, 4), 0,
                      "signature")
+
+    def _fine_verification(self, square: np.ndarray,
+                           candidates: list[int]) -> tuple[int, float] | None:
+        """The candidate whose 64x64 appearance clearly fits the view best, and its correlation.
+
+        Normalised correlation (:func:`_fine_image`'s channels, jointly), the
+        view's centre searched over shifts up to ``_FINE_SHIFT`` px against
+        each reference. The best needs ``_FINE_THRESHOLD`` and a residual
+        ``1 - correlation`` at most ``1 / _FINE_RATIO`` of the runner-up's:
+        the right reference of a dim or blurred view leaves ~0.01-0.1, a
+        look-alike two to ten times that.
+        """
+        if len(candidates) < 2:
+            return None
+        view = _fine_image(square)
+        inner = view[_FINE_SHIFT:_FINE - _FINE_SHIFT, _FINE_SHIFT:_FINE - _FINE_SHIFT]
+        # A plain view (a bare wall, sensor noise) has nothing to correlate
+        # (and a constant one would correlate 1 with anything): its channels,
+        # z-scored against the std floor, stay near zero (0.1-0.3 in all for
+        # noise of sigma 8-15; a painting, even dim, 0.9 or more).
+        if float((inner ** 2).mean(axis=(0, 1)).sum()) < _FINE_STRUCTURE:
+            return None
+        scores = np.array([float(cv2.matchTemplate(self._fine[o], inner,
+                                                   cv2.TM_CCOEFF_NORMED).max())
+                           for o in candidates])
+        order = np.argsort(-scores)
+        best, second = float(scores[order[0]]), float(scores[order[1]])
+        if best < _FINE_THRESHOLD or 1.0 - second < _FINE_RATIO * (1.0 - best):
+            return None
+        return candidates[int(order[0])], best
 
     # -- location in a whole frame --
 
@@ -416,7 +478,7 @@ class Catalogue:
 def folder_fingerprint(folder: Path) -> str:
     """SHA-256 over the folder's images and TOML (names, sizes, mtimes) and the index version."""
     digest = hashlib.sha256(f"art2mus-catalogue v{INDEX_VERSION} {SQUARE} {NATIVE_LONG_SIDE} "
-                            f"{_REFERENCE_FEATURES} {_THUMB}".encode())
+                            f"{_REFERENCE_FEATURES} {_THUMB} {_FINE}".encode())
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES or path.name == METADATA_FILE:
             stat = path.stat()
@@ -469,6 +531,7 @@ def _build_index(folder: Path, entries: list[CatalogueEntry]) -> dict[str, np.nd
     native_owner: list[np.ndarray] = []
     native_size: list[tuple[int, int]] = []
     thumbs: list[np.ndarray] = []
+    fine: list[np.ndarray] = []
     for owner, entry in enumerate(entries):
         image = cv2.imread(str(folder / entry.file), cv2.IMREAD_COLOR)
         if image is None:
@@ -489,6 +552,7 @@ def _build_index(folder: Path, entries: list[CatalogueEntry]) -> dict[str, np.nd
             owners.append(np.full(len(keypoints), owner, np.int32))
         native_size.append((native.shape[1], native.shape[0]))
         thumbs.append(_thumbnail(square))
+        fine.append(_fine_image(square))
 
     def stack(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(shape, dtype)
@@ -502,6 +566,7 @@ def _build_index(folder: Path, entries: list[CatalogueEntry]) -> dict[str, np.nd
         "native_owner": stack(native_owner, (0,), np.int32),
         "native_size": np.array(native_size, np.int32).reshape(-1, 2),
         "thumbs": np.array(thumbs, np.float32),
+        "fine": np.array(fine, np.float16).reshape(-1, _FINE, _FINE, 3),
         "entries": np.array(json.dumps([e.__dict__ for e in entries])),
     }
 
@@ -573,6 +638,23 @@ def _thumbnail(square_bgr: np.ndarray) -> np.ndarray:
     channels -= (_PLANE @ channels.T).T  # least-squares plane per channel
     channels /= channels.std(axis=1, keepdims=True) + np.array([[2.0], [2.0], [2.0]], np.float32)
     return (channels / np.sqrt(3.0)).ravel().astype(np.float32)
+
+
+def _fine_image(square_bgr: np.ndarray) -> np.ndarray:
+    """A 64x64 appearance image: grey and two opponent colours, lightly blurred, z-scored.
+
+    The same linear channels as :func:`_thumbnail` (a gain is removed by the
+    z-score); the area resize and the blur average the sensor noise of a dim
+    view and make a slightly blurred view look like its sharp reference.
+    """
+    small = cv2.resize(square_bgr, (_FINE, _FINE), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small.astype(np.float32), (0, 0), 1.0)
+    b, g, r = small[..., 0], small[..., 1], small[..., 2]
+    channels = []
+    for channel in ((r + g + b) / 3.0, r - g, (r + g) / 2.0 - b):
+        channel = channel - channel.mean()
+        channels.append(channel / (channel.std() + 2.0))
+    return np.dstack(channels).astype(np.float32)
 
 
 def _plane_projector(side: int) -> np.ndarray:
