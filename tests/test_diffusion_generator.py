@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ pytest.importorskip("diffusers", reason="needs the diffusion extra, which make t
 from engine.config import EngineConfig  # noqa: E402
 from engine.diffusion.config import DiffusionConfig  # noqa: E402
 from engine.diffusion.generator import DiffusionGenerator, slerp_tokens  # noqa: E402
-from engine.diffusion.model import load_model  # noqa: E402
+from engine.diffusion.model import ModelSpec, load_model  # noqa: E402
 from engine.diffusion.testing import (  # noqa: E402
     NUMPY_COPY_WARNING,
     random_embedding,
@@ -225,6 +226,47 @@ def test_guidance_and_student_paths(folder: Path, tmp_path_factory: pytest.TempP
         assert np.isfinite(stream(student, condition, [8000])).all()
     with pytest.raises(ConfigError, match="consistency"):
         make(model, sampler="consistency")
+
+
+def test_a_student_is_sampled_within_its_distilled_guidance(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    student_model = load_model(tiny_model_dir(tmp_path_factory.getbasetemp() /
+                                              "diffusion-models", student=True))
+    # A folder that records no range (older students): the config's scale, as before.
+    assert student_model.spec.guidance_range is None
+    assert make(student_model).sampler.guidance_scale == 1.0
+    baked = replace(student_model.spec, guidance_range=(2.5, 2.5))
+    baked.save(tmp_path)
+    student_model.spec = ModelSpec.load(tmp_path)  # through the JSON a folder holds
+    assert student_model.spec == baked
+    # Left unset: the scale it was distilled at, fed to its guidance embedding.
+    generator = make(student_model)
+    assert generator.sampler.guidance_scale == 2.5
+    assert np.isfinite(stream(generator, generator.prepare(view("a", 1)), [8000])).all()
+    assert make(student_model, guidance_scale=2.5).sampler.guidance_scale == 2.5
+    # "Unset" survives the frozen config the supervisor hands each role.
+    frozen = DiffusionConfig.model_validate_json(
+        DiffusionConfig(model=str(student_model.folder), **WINDOW).model_dump_json(
+            exclude_none=True))
+    assert frozen.guidance_scale is None
+    assert DiffusionGenerator(student_model, frozen, 16000, 1).sampler.guidance_scale == 2.5
+    with pytest.raises(ConfigError) as error:
+        make(student_model, guidance_scale=1.0)  # set explicitly, even to the default
+    message = str(error.value)
+    assert "engine.diffusion.guidance_scale" in message and "scale 2.5" in message
+    assert str(student_model.folder) in message
+    student_model.spec = replace(baked, guidance_range=(1.0, 4.0))
+    assert make(student_model).sampler.guidance_scale == 2.5  # the range's midpoint
+    assert make(student_model, guidance_scale=4.0).sampler.guidance_scale == 4.0
+    with pytest.raises(ConfigError, match=r"scales \[1, 4\]"):
+        make(student_model, guidance_scale=6.0)
+    # An original model records none and keeps the config's scale (its own CFG).
+    assert make(load_model(tiny_model_dir(tmp_path_factory.getbasetemp() /
+                                          "diffusion-models"))).sampler.guidance_scale == 1.0
+    (tmp_path / "art2mus_model.json").write_text(
+        (tmp_path / "art2mus_model.json").read_text().replace("2.5", "0.5"))
+    with pytest.raises(InputError, match="guidance_range"):
+        ModelSpec.load(tmp_path)
 
 
 class CountingGenerator:

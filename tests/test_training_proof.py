@@ -47,8 +47,12 @@ from installation.protocol import Array, ArtworkView  # noqa: E402
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
 CLIP_S = "0.32"
-GUIDANCE = 2.5
-TRAIN = ["--steps", "300", "--batch-size", "16", "--lr", "2e-3", "--weight-decay", "0",
+# The scale the student is distilled at (baked in) and both are checked at. Measured on the
+# dev machine, the 25-step teacher follows the image only when guided (rho 0.26 / 0.39 at
+# w = 1, 0.68 / 0.74 at 2.5, 0.78 / 0.84 at 4, noise seeds 5 / 6).
+GUIDANCE = 4.0
+# Batch 8: half the compute of batch 16 for the same 300 updates, and as good a teacher here.
+TRAIN = ["--steps", "300", "--batch-size", "8", "--lr", "2e-3", "--weight-decay", "0",
          "--min-snr", "5", "--train-all", "--rescale-latents", "--latents", "mean",
          "--clip-s", CLIP_S, "--validate-every", "50", "--checkpoint-every", "100",
          "--log-every", "25", "--device", "cpu", "--threads", "1", "--quiet"]
@@ -56,12 +60,20 @@ TRAIN = ["--steps", "300", "--batch-size", "16", "--lr", "2e-3", "--weight-decay
 # Consistency propagates from t = 0 up the grid one link per target update, and each pair
 # carries only one link's worth of the teacher's guidance; 50 optimizer steps cannot carry it
 # up 50 links. With 8 points (which hold the 1/2/4/8-step sampling timesteps) the student
-# follows the image better at every step count (measured below; 50 points gave 0.58 / 0.71 /
-# 0.47 / 0.64 at 1 / 2 / 4 / 8 steps).
+# follows the image better at every step count (50 points gave 0.58 / 0.71 / 0.47 / 0.64 at
+# 1 / 2 / 4 / 8 steps).
+# --guidance-min = --guidance-max: the scale is baked in (the recipe for short runs). A student
+# distilled over a range learns to ignore w in 50 steps (its w = 1 and w = 4 samples differ by
+# 0.001 relative MSE, the teacher's by 0.03), so a range only claims what it cannot deliver;
+# baked in (at 2.5 or 4) it followed the image as well or better at every step count.
+# --teacher-steps 10: the in-training validation reference only (the tests hold the student
+# to a 25-step teacher).
 DISTILL = ["--steps", "4", "--train-steps", "50", "--batch-size", "16", "--lr", "1e-3",
-           "--ddim-timesteps", "8", "--guidance-dim", "32", "--latents", "mean", "--clip-s", CLIP_S,
-           "--validate-every", "25", "--val-fraction", "0", "--checkpoint-every", "25",
-           "--log-every", "25", "--device", "cpu", "--threads", "1", "--quiet"]
+           "--ddim-timesteps", "8", "--guidance-min", str(GUIDANCE), "--guidance-max",
+           str(GUIDANCE), "--guidance-dim", "32", "--latents", "mean", "--clip-s", CLIP_S,
+           "--teacher-steps", "10", "--validate-every", "50", "--val-fraction", "0",
+           "--checkpoint-every", "50", "--log-every", "25", "--device", "cpu", "--threads",
+           "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +140,7 @@ def test_training_learns_and_caches_are_shared(run: dict[str, Any]) -> None:
 def test_teacher_follows_the_image(held_out: Any, reference: torch.Tensor) -> None:
     _, attributes, probe = held_out
     rho = spearman(probe(reference), attributes)
-    assert rho > 0.5, rho
+    assert rho > 0.6, rho  # 0.78 (noise seed 6: 0.84)
 
 
 def test_student_follows_the_image_and_stays_close_to_the_teacher(
@@ -136,16 +148,22 @@ def test_student_follows_the_image_and_stays_close_to_the_teacher(
     embeddings, attributes, probe = held_out
     student = load_model(run["student"])
     assert student.spec.sampler == "consistency"
-    few = sample_latents(student, embeddings, 8, steps=4, guidance_scale=GUIDANCE, seed=5)
+    assert student.spec.guidance_range == (GUIDANCE, GUIDANCE)  # baked in, recorded
+    one = sample_latents(student, embeddings, 8, steps=1, guidance_scale=GUIDANCE, seed=5)
     two = sample_latents(student, embeddings, 8, steps=2, guidance_scale=GUIDANCE, seed=5)
-    # Measured on the dev machine: rho 0.74 (2 steps), 0.56 (4 steps), teacher 0.76 (with
-    # noise seed 6: 0.68, 0.74, 0.76); relative MSE to the 25-step teacher 0.12 (2 steps),
-    # 0.15 (4 steps).
-    assert spearman(probe(two), attributes) > 0.5
-    assert spearman(probe(few), attributes) > 0.4
+    few = sample_latents(student, embeddings, 8, steps=4, guidance_scale=GUIDANCE, seed=5)
+    # Measured on the dev machine (noise seeds 5 / 6): rho 0.81 / 0.84 (1 step), 0.80 / 0.75
+    # (2), 0.77 / 0.81 (4), 0.81 / 0.77 (8), teacher 0.78 / 0.84; relative MSE to the 25-step
+    # teacher 0.16 (1 step), 0.14 (2), 0.17 (4), std ratio 0.97. Undistilled (the teacher's
+    # weights LCM-sampled; a batch-16 teacher at w = 2.5, 0.13 at 4 steps) 1 step gave 0.30:
+    # distillation is what makes one step work.
+    assert spearman(probe(one), attributes) > 0.6
+    assert spearman(probe(two), attributes) > 0.6
+    assert spearman(probe(few), attributes) > 0.6
+    assert relative_mse(one, reference) < 0.22
     error = relative_mse(few, reference)
-    assert error < 0.35, error
-    assert relative_mse(two, reference) < 0.35
+    assert error < 0.25, error
+    assert relative_mse(two, reference) < 0.25
     # Not a collapse to the mean: the student's samples spread like the teacher's.
     assert 0.7 < float(few.std() / reference.std()) < 1.3
 
@@ -159,6 +177,8 @@ def test_engine_streams_the_trained_folders(run: dict[str, Any], which: str,
                                                     overlap_s=0.16, steps=4))
     generator = DiffusionGenerator.from_config(config)
     assert generator.sampler.kind == sampler  # "auto" reads the folder's spec
+    # guidance_scale left unset: the student is sampled at the scale baked into it.
+    assert generator.sampler.guidance_scale == (GUIDANCE if which == "student" else 1.0)
     embedding = make_encoder("descriptor")(read_image(run["data"] / "images" / "0000.png"))
     view = ArtworkView(v=1, room="r", seq=0, time=0.0, state="artwork", artwork_id="a",
                        embedding=Array.from_numpy(embedding))

@@ -181,6 +181,7 @@ def test_distill_resume_is_exact(tmp_path: Path, model_dir: Path, data_dir: Path
     assert_same(optimizer_of(tmp_path / "straight"), optimizer_of(tmp_path / "resumed"))
     student = load_model(tmp_path / "resumed")
     assert student.spec.sampler == "consistency" and student.spec.guidance_embedding_dim == 32
+    assert student.spec.guidance_range == (DISTILL.guidance_min, DISTILL.guidance_max)
     assert student.unet.config.time_cond_proj_dim == 32
 
 

@@ -44,10 +44,12 @@ class DiffusionConfig(BaseModel):
         "auto", description="'auto': what the model folder declares (dpm_solver for an "
                             "original model, consistency for a distilled student).")
     steps: int = Field(4, ge=1, le=8, description="Denoising steps per chunk.")
-    guidance_scale: float = Field(
-        1.0, ge=1.0, le=20.0,
+    guidance_scale: float | None = Field(
+        None, ge=1.0, le=20.0,
         description="Classifier-free guidance. dpm_solver: > 1 runs a second (unconditional) "
-                    "pass per step; consistency: folded into the student (one pass).")
+                    "pass per step; consistency: folded into the student (one pass). "
+                    "Unset: 1.0 for an original model, the scale a student was distilled "
+                    "for (the middle of its recorded range).")
     window_s: float = Field(2.56, gt=0.0, le=30.0,
                             description="Length of one model window (latent chunk).")
     overlap_s: float = Field(

@@ -290,6 +290,28 @@ def window_seed(seed: int, start_sample: int, window: int) -> int:
     return mixed
 
 
+def student_guidance(model: LoadedModel, config: DiffusionConfig, kind: str) -> float:
+    """The guidance scale to sample with: a student's recorded range bounds it.
+
+    Left unset, it is 1.0 (no guidance) for an original model and, for a
+    student that records the range it was distilled for, the range's midpoint
+    (its one scale, if baked in); a scale set outside that range is refused.
+    """
+    scale = config.guidance_scale
+    bounds = model.spec.guidance_range if kind == "consistency" else None
+    if bounds is None:
+        return 1.0 if scale is None else scale
+    low, high = bounds
+    if scale is None:
+        return 0.5 * (low + high)
+    if not low - 1e-6 <= scale <= high + 1e-6:
+        scales = f"scale {low:g}" if low == high else f"scales [{low:g}, {high:g}]"
+        raise ConfigError(f"engine.diffusion.guidance_scale: {scale:g} is outside the "
+                          f"guidance {scales} the student {model.folder} was distilled "
+                          f"for; set one within it or leave it unset")
+    return scale
+
+
 class DiffusionGenerator:
     """Image-conditioned latent diffusion behind the Generator protocol."""
 
@@ -305,7 +327,7 @@ class DiffusionGenerator:
             raise ConfigError(f"engine.diffusion.sampler: 'consistency' needs a distilled "
                               f"student; {model.folder} is an original model (dpm_solver)")
         self.sampler = FewStepSampler(kind, model.scheduler_config, config.steps,
-                                      config.guidance_scale)
+                                      student_guidance(model, config, kind))
         self.backend: Backend = backend or TorchBackend(model)
         # Whole windows as CUDA graphs: torch backend on CUDA only (ONNX Runtime has its own).
         self.use_graphs = (config.cuda_graphs and model.device.type == "cuda"

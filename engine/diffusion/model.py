@@ -85,6 +85,9 @@ class ModelSpec:
     sampler: Literal["dpm_solver", "consistency"] = "dpm_solver"
     guidance_embedding_dim: int = 0
     prefix_special_tokens: bool = False
+    # A distilled student: the guidance scales it was distilled for, [min, max] (equal: one
+    # scale baked in). None (older folders, original models): not recorded.
+    guidance_range: tuple[float, float] | None = None
     format: str = FORMAT
     version: int = 1
 
@@ -100,6 +103,12 @@ class ModelSpec:
                              f"{self.sampler!r}")
         if self.sampler == "consistency" and self.guidance_embedding_dim < 1:
             raise ValueError("a consistency student needs guidance_embedding_dim >= 1")
+        if self.guidance_range is not None:
+            bounds = tuple(float(v) for v in self.guidance_range)
+            if len(bounds) != 2 or not 1.0 <= bounds[0] <= bounds[1]:
+                raise ValueError(f"guidance_range must be [min, max] with 1 <= min <= max, "
+                                 f"got {list(self.guidance_range)}")
+            object.__setattr__(self, "guidance_range", bounds)  # JSON gives a list
 
     def save(self, folder: Path) -> None:
         """Write ``art2mus_model.json`` into ``folder``."""
