@@ -368,8 +368,10 @@ def train_projection_command(**options: Any) -> None:
 @click.option("--lr", default=1e-5, show_default=True)
 @click.option("--teacher-steps", default=25, show_default=True,
               help="DPM-Solver++ steps of the teacher reference used for validation.")
-@click.option("--guidance-min", default=1.0, show_default=True)
-@click.option("--guidance-max", default=4.0, show_default=True)
+@click.option("--guidance-min", default=1.0, show_default=True,
+              help="Lowest guidance scale the student learns (recorded in its folder).")
+@click.option("--guidance-max", default=4.0, show_default=True,
+              help="Highest scale; set both equal to bake one scale in (best for short runs).")
 @click.option("--guidance-dim", "guidance_embedding_dim", default=256, show_default=True,
               help="Width of the student's guidance embedding (time_cond_proj_dim).")
 @click.option("--ddim-timesteps", default=0, show_default=True,
