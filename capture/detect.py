@@ -10,15 +10,19 @@ How, in four steps:
    then accurate to about 2 px at 1280) and Canny edges are taken, after a
    blur that silences sensor noise and wall texture, on luminance (levels
    stretched in low light), on the yellow-blue opponent channel (a pale blue
-   sky against a white mount differs in colour, not luminance) and on
-   locally equalised (CLAHE) luminance (a dark canvas on a dark wall).
+   sky against a white mount differs in colour, not luminance); the
+   luminance gradient is amplified where local contrast is low (a dark
+   canvas on a dark wall), see :func:`_luminance_edges`.
 2. Candidate quads, two ways. (a) Contours of the edge map whose convex hull
    simplifies to a plausible quad that fills it, with every side running
    along edges (a hull that bridges a painting and the caption card touching
    it has a side over bare wall). (b) :func:`capture.quads.line_quads`:
    quads assembled from straight edge lines, which still finds a picture
    whose outline no contour closes: a visitor standing in front of a corner
-   or a side, a faint stretch of edge, glare.
+   or a side, a faint stretch of edge, glare. It is given only the contours
+   that no contour quad explains: not a contour quad's own outline, nor
+   anything inside a contour quad that stands alone (no other one beside
+   it; side by side they may be pieces of one picture, a Mondrian's blocks).
 3. The picture in each nest. Framed works give nested quads: the moulding's
    outer edge, its steps, the mount, the picture (and, from the lines, mixes
    of their sides). For each outermost quad, the picture is the smallest
@@ -62,9 +66,14 @@ _PEEL_CONTINUOUS = 0.75  # fraction of the side's length such an edge must run
 _PEEL_MIN_BAND = 0.03  # of the quad's side: thinner bands are not peeled
 _MIN_INSET = 1.5  # px at detection scale: a thinner band is one edge traced twice
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
-#: B - (R + G) / 2 around mid-grey: the yellow-blue opponent axis as uint8.
-_YELLOW_BLUE = np.array([[1.0, -0.5, -0.5, 128.0]], np.float32)
-_CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))  # local contrast for faint outlines
+_NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
+_PREV = np.array([3, 0, 1, 2])
+_ADJACENT = 8.0  # px: a contour quad this close to another is one piece of a bigger outline
+_EXPLAINED_GROW = 3.0  # px: contours within a contour quad grown by this are explained by it
+_GAIN_CELL = 8  # px: local contrast is measured on the frame shrunk by this factor
+_GAIN_WINDOW = 3  # cells: over this neighbourhood (24 px at detection scale)
+_GAIN_CONTRAST = 25.0  # grey-level spread below which the gradient is amplified
+_GAIN_MAX = 3.0  # at most this much (noise grows with it)
 _BORDER_MARGIN = 2  # px at detection scale; quads closer to the frame edge are cut off
 _STRETCH_BELOW = 100.0  # grey levels: a frame whose 1-99 % range is narrower is stretched
 
@@ -91,23 +100,22 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
     # Edges on luminance, plus on the yellow-blue opponent channel: a pale blue
     # sky against a white mount differs little in luminance but clearly in
     # colour. (Canny on all three BGR channels finds the same, at 3x the cost.)
+    # The opponent channel is B - (R + G) / 2 around mid-grey, as uint8.
     grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-    yellow_blue = cv2.transform(small, _YELLOW_BLUE)
+    blue, green, red = cv2.split(small)
+    yellow_blue = cv2.addWeighted(blue, 1.0, cv2.addWeighted(green, 0.5, red, 0.5, 0.0), -1.0,
+                                  128.0)
     # Low light: stretch the levels so the fixed Canny thresholds still see the
     # edges of a dim room (a gain of 0.25 would otherwise put most below them).
-    low, high = np.percentile(grey[::4, ::4], (1, 99))
+    low, high = _percentiles(grey[::4, ::4], 1.0, 99.0)
     if high - low < _STRETCH_BELOW:
         gain = _STRETCH_BELOW / max(float(high - low), 16.0)
         grey = cv2.convertScaleAbs(grey, alpha=gain, beta=-gain * float(low))
         yellow_blue = cv2.convertScaleAbs(yellow_blue, alpha=gain, beta=128.0 * (1 - gain))
     edges = cv2.bitwise_or(
-        cv2.Canny(cv2.GaussianBlur(grey, (5, 5), 0), 40, 100, L2gradient=True),
+        _luminance_edges(cv2.GaussianBlur(grey, (5, 5), 0)),
         cv2.Canny(cv2.GaussianBlur(yellow_blue, (5, 5), 0), 30, 80, L2gradient=True),
     )
-    # And on locally equalised luminance: a dark canvas on a dark wall, or a pale one
-    # on a pale wall, has an outline well below the global thresholds.
-    equalised = cv2.GaussianBlur(_CLAHE.apply(grey), (5, 5), 0)
-    edges = cv2.bitwise_or(edges, cv2.Canny(equalised, 40, 100, L2gradient=True))
     # Close one-pixel gaps (a corner lost in the blur) before tracing contours.
     closed = cv2.dilate(edges, np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(closed, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -121,10 +129,12 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
         if len(contour) < 4:
             continue
         x, y, w, h = cv2.boundingRect(contour)
-        if max(w, h) >= min_piece:
-            line_contours.append(contour)
-        if w * h < min_area:
+        if max(w, h) < min_piece:
             continue
+        if w * h < min_area:
+            line_contours.append(contour)
+            continue
+        line_contours.append(contour)
         if x < _BORDER_MARGIN or y < _BORDER_MARGIN or x + w > small_w - _BORDER_MARGIN \
                 or y + h > small_h - _BORDER_MARGIN:
             continue
@@ -148,6 +158,11 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
         if _side_gaps(closed, quad).max() > _MAX_SIDE_GAP:
             continue
         candidates.append((quad, quad_area, fill))
+        line_contours.pop()  # its sides are found: the line finder need not trace them
+    # The line finder looks only where no contour quad already explains the outlines.
+    if candidates and line_contours:
+        line_contours = _unexplained(line_contours, _isolated([c[0] for c in candidates]),
+                                     (small_h, small_w))
     for quad, support in line_quads(line_contours, (small_h, small_w), min_area,
                                     _BORDER_MARGIN):
         candidates.append((quad, abs(float(cv2.contourArea(quad))), support))
@@ -273,10 +288,76 @@ def order_corners(points: np.ndarray) -> np.ndarray:
     angles = np.arctan2(points[:, 1] - centre[1], points[:, 0] - centre[0])
     points = points[np.argsort(angles)]  # clockwise on screen (y points down)
     start = int(np.argmin(points.sum(axis=1)))  # top-left has the smallest x + y
-    return np.roll(points, -start, axis=0)
+    return points[(np.arange(4) + start) % 4]
 
 
 # -- internals ---------------------------------------------------------------
+
+
+def _isolated(quads: list[np.ndarray]) -> list[np.ndarray]:
+    """The quads with no other quad beside them (within ``_ADJACENT`` px, by bounding boxes),
+    other than ones nested in them or around them."""
+    corners = np.array(quads, np.float32)
+    low, high = corners.min(axis=1), corners.max(axis=1)  # (n, 2) boxes
+    near = ((low[:, None] - _ADJACENT <= high[None])
+            & (low[None] <= high[:, None] + _ADJACENT)).all(axis=2)
+    within = ((low[:, None] >= low[None] - _ADJACENT)
+              & (high[:, None] <= high[None] + _ADJACENT)).all(axis=2)  # [i, j]: i in j
+    beside = near & ~within & ~within.T
+    return [q for q, b in zip(quads, beside.any(axis=1), strict=True) if not b]
+
+
+def _unexplained(contours: list[np.ndarray], quads: list[np.ndarray],
+                 shape: tuple[int, int]) -> list[np.ndarray]:
+    """The contours that do not lie wholly inside one of ``quads`` (grown by a few px)."""
+    mask = np.zeros(shape, np.uint8)
+    for quad in quads:
+        centre = quad.mean(axis=0)
+        away = quad - centre
+        grown = quad + _EXPLAINED_GROW * away / np.linalg.norm(away, axis=1, keepdims=True)
+        cv2.fillConvexPoly(mask, np.round(grown).astype(np.int32), 1)
+    points = np.concatenate(contours).reshape(-1, 2)
+    inside = mask[points[:, 1], points[:, 0]]
+    starts = np.cumsum([0] + [len(c) for c in contours[:-1]])
+    wholly = np.minimum.reduceat(inside, starts)
+    return [c for c, w in zip(contours, wholly, strict=True) if not w]
+
+
+def _luminance_edges(blurred: np.ndarray) -> np.ndarray:
+    """Canny edges of blurred luminance, with the gradient amplified where local contrast is low.
+
+    A dark canvas on a dark wall, or a pale one on a pale wall, has an outline
+    well below the global thresholds. Local equalisation would lift it, but
+    costs more than the edges themselves; the gradient is scaled instead by a
+    smooth gain, 1 where the neighbourhood has contrast and up to
+    ``_GAIN_MAX`` where it is flat, and one Canny runs on the result (it finds
+    everything the plain gradient would, since the gain is never below 1).
+    """
+    height, width = blurred.shape
+    coarse = cv2.resize(blurred, (max(1, width // _GAIN_CELL), max(1, height // _GAIN_CELL)),
+                        interpolation=cv2.INTER_AREA).astype(np.float32)
+    mean = cv2.blur(coarse, (_GAIN_WINDOW, _GAIN_WINDOW), borderType=cv2.BORDER_REFLECT)
+    square = cv2.blur(coarse * coarse, (_GAIN_WINDOW, _GAIN_WINDOW),
+                      borderType=cv2.BORDER_REFLECT)
+    spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
+    # In 1/32 steps, as int16 (the gradients' type: multiplying them stays integer).
+    gain = np.rint(32.0 * np.clip(_GAIN_CONTRAST / np.maximum(spread, 1.0), 1.0, _GAIN_MAX))
+    gain = cv2.resize(gain.astype(np.int16), (width, height), interpolation=cv2.INTER_LINEAR)
+    dx, dy = cv2.spatialGradient(blurred)  # 3x3 Sobel, as Canny takes it
+    return cv2.Canny(cv2.multiply(dx, gain, scale=1 / 32), cv2.multiply(dy, gain, scale=1 / 32),
+                     40, 100, L2gradient=True)
+
+
+def _percentiles(values: np.ndarray, low: float, high: float) -> tuple[float, float]:
+    """``np.percentile(values, (low, high))`` of a uint8 array, from its histogram (faster)."""
+    counts = np.cumsum(np.bincount(values.ravel(), minlength=256))
+    result = []
+    for q in (low, high):
+        rank = q / 100.0 * (counts[-1] - 1)
+        below = int(np.floor(rank))
+        lower, upper = np.searchsorted(counts, (below + 1, below + 2))  # values at both ranks
+        result.append(float(lower + (rank - below) * (upper - lower)))
+    return result[0], result[1]
 
 
 def _approx_quad(hull: np.ndarray) -> np.ndarray | None:
@@ -297,11 +378,12 @@ def _side_gaps(edges: np.ndarray, quad: np.ndarray) -> np.ndarray:
     the side."""
     height, width = edges.shape
     starts = quad.astype(np.float32)
-    ends = np.roll(starts, -1, axis=0)
+    ends = starts[_NEXT]
     points = starts[:, None] + _GAP_SAMPLES[None, :, None] * (ends - starts)[:, None]  # (4, n, 2)
-    xs = np.clip(np.rint(points[..., 0]).astype(np.intp), 0, width - 1)
-    ys = np.clip(np.rint(points[..., 1]).astype(np.intp), 0, height - 1)
-    on_edge = edges[ys, xs] > 0
+    # Inside the frame: contour quads keep _BORDER_MARGIN px clear of its edge.
+    points = np.rint(points).astype(np.intp)
+    np.minimum(points, (width - 1, height - 1), out=points)
+    on_edge = edges[points[..., 1], points[..., 0]] > 0
     # Distance from each sample back to the last one on an edge (or the side's start).
     index = np.arange(on_edge.shape[1])
     last_hit = np.maximum.accumulate(np.where(on_edge, index, -1), axis=1)
@@ -311,8 +393,8 @@ def _side_gaps(edges: np.ndarray, quad: np.ndarray) -> np.ndarray:
 def _plausible_angles(quad: np.ndarray) -> bool:
     # A rectangle seen at up to ~35 degrees off-axis keeps its corners within
     # about 90 +- 35 degrees; sharper corners are not a framed picture.
-    to_prev = np.roll(quad, 1, axis=0) - quad
-    to_next = np.roll(quad, -1, axis=0) - quad
+    to_prev = quad[_PREV] - quad
+    to_next = quad[_NEXT] - quad
     cosine = (to_prev * to_next).sum(1) / (np.hypot(*to_prev.T) * np.hypot(*to_next.T) + 1e-9)
     return bool(np.abs(cosine).max() <= 0.57)  # cos(55 degrees)
 
@@ -527,9 +609,9 @@ def _peel_to_picture(grey: np.ndarray, quad: np.ndarray, steps: int = 3) -> np.n
     for _ in range(steps):
         flat, homography = _rectified_patch(grey, quad, _BAND_RECTIFIED_SIDE * 2)
         height, width = flat.shape
-        patch = flat.astype(np.float32)
-        low, high = np.percentile(patch[::2, ::2], (2, 98))  # every 4th pixel is plenty
-        patch = cv2.GaussianBlur((patch - low) * (200.0 / max(high - low, 10.0)), (0, 0), 1.0)
+        low, high = _percentiles(flat[::2, ::2], 2.0, 98.0)  # every 4th pixel is plenty
+        patch = cv2.GaussianBlur((flat.astype(np.float32) - low) * (200.0 / max(high - low, 10.0)),
+                                 (0, 0), 1.0)
         depths = []
         # Each side as (rows = depth into the quad, columns = along the side).
         for band in (patch, patch[::-1], patch.T, patch.T[::-1]):

@@ -145,21 +145,28 @@ class _Lines:
         # Support: mark each segment's stretch [t1, t2) on its line, then accumulate.
         t1 = ((segments[:, :2] - point[group]) * direction[group]).sum(1)
         t2 = ((segments[:, 2:] - point[group]) * direction[group]).sum(1)
-        lo = np.clip(np.rint(np.minimum(t1, t2)).astype(np.intp) + span, 0, 2 * span)
-        hi = np.clip(np.rint(np.maximum(t1, t2)).astype(np.intp) + span, 0, 2 * span)
-        marks = np.zeros((count, 2 * span + 1), np.int32)
-        np.add.at(marks, (group, lo), 1)
-        np.add.at(marks, (group, hi), -1)
-        covered = (np.cumsum(marks, axis=1) > 0).astype(np.float32)
+        row = 2 * span + 1
+        lo = _bin(np.minimum(t1, t2), span) + group * row
+        hi = _bin(np.maximum(t1, t2), span) + group * row
+        marks = np.bincount(lo, minlength=count * row) - np.bincount(hi, minlength=count * row)
+        covered = (np.cumsum(marks.reshape(count, row), axis=1) > 0).astype(np.float32)
         self.cumulative = np.zeros((count, 2 * span + 1), np.float32)
         np.cumsum(covered[:, :-1], axis=1, out=self.cumulative[:, 1:])
         self.length = self.cumulative[:, -1].astype(np.float64)
 
     def cover(self, index: np.ndarray, t1: np.ndarray, t2: np.ndarray) -> np.ndarray:
         """Supported length of line ``index`` between parameters ``t1`` and ``t2`` (any order)."""
-        a = np.clip(np.rint(t1) + self.span, 0, 2 * self.span).astype(np.intp)
-        b = np.clip(np.rint(t2) + self.span, 0, 2 * self.span).astype(np.intp)
-        return np.abs(self.cumulative[index, b] - self.cumulative[index, a])
+        return np.abs(self.cumulative[index, _bin(t2, self.span)]
+                      - self.cumulative[index, _bin(t1, self.span)])
+
+
+def _bin(t: np.ndarray, span: int) -> np.ndarray:
+    """Index of parameter ``t`` in a row of support, clipped to [0, 2 * span]."""
+    index = np.rint(t).astype(np.intp)
+    index += span
+    np.minimum(index, 2 * span, out=index)
+    np.maximum(index, 0, out=index)
+    return index
 
 
 def _fit_lines(segments: np.ndarray, unit: np.ndarray, lengths: np.ndarray, group: np.ndarray,
