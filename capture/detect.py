@@ -30,7 +30,8 @@ How, in four steps:
    surrounds with a mounting: a band of roughly even width all round,
    measured with perspective taken out (one side may be shared where a mount
    edge is too faint to trace), that is plain along its sides (a moulding or
-   a mount, not painted content). A region of the painting, like the field
+   a mount, not painted content; one side may be busy where a visitor stands
+   in front of it). A region of the painting, like the field
    below a horizon or a block of a Mondrian, fails one or the other. Of
    several tracings of that outline, the best supported is kept.
    :func:`_peel_to_picture` then steps in further where the picture's own
@@ -51,6 +52,7 @@ _MIN_AREA_FRACTION = 0.01  # of the frame; smaller quads are too far away to des
 _MIN_FILL = 0.92  # a contour's quad covers at least this much of its hull (and vice versa)
 _MAX_SIDE_GAP = 0.25  # of a contour quad's side: a longer stretch off the edge map is a bridge
 _GAP_SAMPLES = np.linspace(0.05, 0.95, 48, dtype=np.float32)  # along a side; corners are round
+_SIDE_TOLERANCE = (0.0, 1.0, 2.0)  # px inward: a hull's side may pass this far off its edge
 _SAME_OUTLINE = 0.85  # IoU: two quads trace the same outline
 _CLEARER = 0.05  # support (fill) by which another tracing of an outline beats the first found
 _INSIDE_FRACTION = 0.95  # of a quad's area within another: it is nested in it
@@ -63,7 +65,7 @@ _PEEL_STEP = 8.0  # along-side change (contrast-normalised levels/px) that marks
 _PEEL_BUSY = 0.15  # fraction of a line that must change along it to be painted content
 _PEEL_EDGE = 8.0  # across-side step (levels/px) of a moulding step or the picture's edge
 _PEEL_CONTINUOUS = 0.75  # fraction of the side's length such an edge must run
-_PEEL_MIN_BAND = 0.03  # of the quad's side: thinner bands are not peeled
+_PEEL_MIN_BAND = 0.04  # of the quad's side: thinner bands are not peeled
 _MIN_INSET = 1.5  # px at detection scale: a thinner band is one edge traced twice
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
@@ -380,10 +382,17 @@ def _side_gaps(edges: np.ndarray, quad: np.ndarray) -> np.ndarray:
     starts = quad.astype(np.float32)
     ends = starts[_NEXT]
     points = starts[:, None] + _GAP_SAMPLES[None, :, None] * (ends - starts)[:, None]  # (4, n, 2)
-    # Inside the frame: contour quads keep _BORDER_MARGIN px clear of its edge.
-    points = np.rint(points).astype(np.intp)
-    np.minimum(points, (width - 1, height - 1), out=points)
-    on_edge = edges[points[..., 1], points[..., 0]] > 0
+    # A hull's side touches the outline's bumps and may pass a pixel or two outside
+    # the edge between them: look that far in as well.
+    inward = quad.mean(axis=0) - points  # towards the centre (past a corner, both sides)
+    inward /= np.maximum(np.linalg.norm(inward, axis=2, keepdims=True), 1e-6)
+    on_edge = np.zeros(points.shape[:2], bool)
+    for depth in _SIDE_TOLERANCE:
+        # Inside the frame: contour quads keep _BORDER_MARGIN px clear of its edge.
+        shifted = np.rint(points + depth * inward).astype(np.intp)
+        np.minimum(shifted, (width - 1, height - 1), out=shifted)
+        np.maximum(shifted, 0, out=shifted)
+        on_edge |= edges[shifted[..., 1], shifted[..., 0]] > 0
     # Distance from each sample back to the last one on an edge (or the side's start).
     index = np.arange(on_edge.shape[1])
     last_hit = np.maximum.accumulate(np.where(on_edge, index, -1), axis=1)
@@ -549,6 +558,8 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
     plain, so along each side of the band the brightness hardly changes
     (bevels, steps and the mitred corners change it *across* the band or at
     the corners, which are left out); painted content changes along it too.
+    One side may be busy where the other three are plain: a visitor standing
+    in front of it.
     The band is looked at in the outer quad's rectified frame, so perspective
     does not tilt "along" and "across".
     """
@@ -573,11 +584,17 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
     y0, y1 = max(top, 0) + 2, min(bottom, height - 1) - 2
     strips = [along_x[1:max(top, 1), x0:x1], along_x[min(bottom, height - 1):height - 1, x0:x1],
               along_y[y0:y1, 1:max(left, 1)], along_y[y0:y1, min(right, width - 1):width - 1]]
-    total = sum(s.size for s in strips)
-    if total < 20:
+    sizes = np.array([s.size for s in strips])
+    if sizes.sum() < 20:
         return True  # a band too thin to hold content: nested outlines of one edge
-    busy = sum(int(np.count_nonzero(s > _ALONG_BAND_STEP)) for s in strips)
-    return busy / total < _BUSY_BAND_FRACTION
+    busy = np.array([int(np.count_nonzero(s > _ALONG_BAND_STEP)) for s in strips])
+    if busy.sum() < _BUSY_BAND_FRACTION * sizes.sum():
+        return True
+    # A visitor in front of one side fills that stretch of the band with a body's edges;
+    # the other three sides still show the mounting.
+    worst = int(np.argmax(busy / np.maximum(sizes, 1)))
+    rest = np.arange(4) != worst
+    return bool(busy[rest].sum() < _BUSY_BAND_FRACTION * max(int(sizes[rest].sum()), 20))
 
 
 def _rectified_patch(grey: np.ndarray, quad: np.ndarray,

@@ -265,3 +265,32 @@ def test_the_line_finder_skips_what_a_lone_contour_quad_explains() -> None:
     in_block = box(210, 20, 250, 70).astype(np.int32).reshape(-1, 1, 2)
     left = _unexplained([inside, across, in_block], kept, (120, 400))
     assert [id(c) for c in left] == [id(across), id(in_block)]
+
+
+def test_a_hull_side_a_pixel_or_two_off_its_edge_still_runs_along_it() -> None:
+    # A bumpy outline's hull touches the bumps and passes just outside the edge between.
+    from capture.detect import _side_gaps
+
+    edges = np.zeros((200, 300), np.uint8)
+    cv2.rectangle(edges, (51, 51), (249, 149), 255, 1)
+    quad = np.array([[50, 50], [250, 50], [250, 150], [50, 150]], np.float32)
+    assert _side_gaps(edges, quad).max() <= 0.05
+    far = np.array([[44, 44], [256, 44], [256, 156], [44, 156]], np.float32)
+    assert _side_gaps(edges, far).max() > 0.5  # bare wall a few px further out
+
+
+def test_a_visitor_in_front_of_one_side_of_a_mount_keeps_it_a_mount() -> None:
+    from capture.detect import _band_is_mounting
+
+    rng = np.random.default_rng(3)
+    grey = np.full((240, 320), 200, np.uint8)
+    outer = np.array([[40, 40], [280, 40], [280, 200], [40, 200]], np.float32)
+    inner = np.array([[70, 70], [250, 70], [250, 170], [70, 170]], np.float32)
+    grey[70:170, 70:250] = rng.integers(0, 255, (100, 180), dtype=np.uint8)  # the picture
+    assert _band_is_mounting(grey, outer, inner)
+    visited = grey.copy()
+    visited[60:200, 250:280] = rng.integers(0, 255, (140, 30), dtype=np.uint8)  # one side
+    assert _band_is_mounting(visited, outer, inner)
+    painted = grey.copy()
+    painted[40:200, 40:280] = rng.integers(0, 255, (160, 240), dtype=np.uint8)
+    assert not _band_is_mounting(painted, outer, inner)
