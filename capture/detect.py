@@ -65,6 +65,7 @@ _PEEL_STEP = 8.0  # along-side change (contrast-normalised levels/px) that marks
 _PEEL_BUSY = 0.15  # fraction of a line that must change along it to be painted content
 _PEEL_EDGE = 8.0  # across-side step (levels/px) of a moulding step or the picture's edge
 _PEEL_CONTINUOUS = 0.75  # fraction of the side's length such an edge must run
+_PEEL_PARTLY_CONTINUOUS = 0.5  # on one side, where a visitor hides the rest of the edge
 _PEEL_MIN_BAND = 0.04  # of the quad's side: thinner bands are not peeled
 _MIN_INSET = 1.5  # px at detection scale: a thinner band is one edge traced twice
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
@@ -621,7 +622,8 @@ def _peel_to_picture(grey: np.ndarray, quad: np.ndarray, steps: int = 3) -> np.n
     the side and running its whole length: the picture's edge. Per side, find
     where painted content begins (brightness changing along the side) and the
     innermost continuous parallel edge before it; step in when all four sides
-    have one. Repeated, this peels stepped mouldings one band at a time.
+    have one (on one side it may run only half the length: a visitor standing
+    in front of it). Repeated, this peels stepped mouldings one band at a time.
     """
     for _ in range(steps):
         flat, homography = _rectified_patch(grey, quad, _BAND_RECTIFIED_SIDE * 2)
@@ -630,6 +632,7 @@ def _peel_to_picture(grey: np.ndarray, quad: np.ndarray, steps: int = 3) -> np.n
         patch = cv2.GaussianBlur((flat.astype(np.float32) - low) * (200.0 / max(high - low, 10.0)),
                                  (0, 0), 1.0)
         depths = []
+        occluded = False  # one side may show its edge only in part: a visitor in front of it
         # Each side as (rows = depth into the quad, columns = along the side).
         for band in (patch, patch[::-1], patch.T, patch.T[::-1]):
             along_len = band.shape[1]
@@ -645,6 +648,10 @@ def _peel_to_picture(grey: np.ndarray, quad: np.ndarray, steps: int = 3) -> np.n
             content = next((d for d in range(1, max_depth) if busy[d] > _PEEL_BUSY), max_depth)
             edges = [d for d in range(1, min(content + 1, len(continuous)))
                      if continuous[d] >= _PEEL_CONTINUOUS]
+            if not edges and not occluded:
+                edges = [d for d in range(1, min(content + 1, len(continuous)))
+                         if continuous[d] >= _PEEL_PARTLY_CONTINUOUS]
+                occluded = bool(edges)
             if not edges or edges[-1] + 1 < _PEEL_MIN_BAND * band.shape[0]:
                 # No band, or one too thin to be a mounting: a line painted
                 # along the picture's edge (a Mondrian's bars) is not a frame.

@@ -37,6 +37,8 @@ _H_TILT = np.deg2rad(40.0)  # a painting's top and bottom stay within this of ho
 _V_TILT = np.deg2rad(25.0)  # its sides within this of vertical (pitch, roll, perspective)
 _MAX_LINES = 16  # per family, longest support first: bounds the quad count (n^4 / 4)
 _MIN_SIDE_COVER = 0.35  # every side must be at least this much edge (visitors hide the rest)
+_MIN_HIDDEN_COVER = 0.2  # ...except one, a visitor hiding most of it, when the other three
+_WHOLE_COVER = 0.9  # are this whole (else partial quads of occluded works creep in)
 _MIN_MEAN_COVER = 0.75  # and the four together this much
 _CORNER_WINDOW = 8.0  # px: an L corner has some support this close to it on a side
 _CORNER_GAP = 3.0  # px past a corner before looking for a line running on through it
@@ -283,13 +285,18 @@ def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area:
     # four sides is long and supported enough (booleans, cheap), then the mean support.
     h1, h2 = np.triu_indices(len(horizontal), 1)
     v1, v2 = np.triu_indices(len(vertical), 1)
-    side_ok_h = ((cover_h >= _MIN_SIDE_COVER) & (side_h >= min_side))[:, v1, v2]  # (H, Q)
-    side_ok_v = ((cover_v >= _MIN_SIDE_COVER) & (side_v >= min_side))[:, h1, h2]  # (V, P)
+    side_ok_h = ((cover_h >= _MIN_HIDDEN_COVER) & (side_h >= min_side))[:, v1, v2]  # (H, Q)
+    side_ok_v = ((cover_v >= _MIN_HIDDEN_COVER) & (side_v >= min_side))[:, h1, h2]  # (V, P)
     good = (side_ok_h[h1] & side_ok_h[h2]) & (side_ok_v[v1] & side_ok_v[v2]).T  # (P, Q)
     i, j = np.nonzero(good)
     a, b, c, e = h1[i], h2[i], v1[j], v2[j]
-    score = (cover_h[a, c, e] + cover_v[e, a, b] + cover_h[b, c, e] + cover_v[c, a, b]) / 4
-    well_supported = score >= _MIN_MEAN_COVER
+    covers = np.stack([cover_h[a, c, e], cover_v[e, a, b], cover_h[b, c, e], cover_v[c, a, b]])
+    score = covers.mean(axis=0)
+    # A visitor may hide most of one side (down to _MIN_HIDDEN_COVER) of an otherwise
+    # whole outline; not of two sides, nor of an outline that is broken elsewhere too.
+    ranked = np.sort(covers, axis=0)
+    well_supported = (score >= _MIN_MEAN_COVER) & (ranked[1] >= _MIN_SIDE_COVER) \
+        & ((ranked[0] >= _MIN_SIDE_COVER) | (ranked[1] >= _WHOLE_COVER))
     if not well_supported.any():
         return []
     a, b, c, e = a[well_supported], b[well_supported], c[well_supported], e[well_supported]
