@@ -564,16 +564,9 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
     The band is looked at in the outer quad's rectified frame, so perspective
     does not tilt "along" and "across".
     """
-    side_w = float(max(np.linalg.norm(outer[1] - outer[0]), np.linalg.norm(outer[2] - outer[3])))
-    side_h = float(max(np.linalg.norm(outer[3] - outer[0]), np.linalg.norm(outer[2] - outer[1])))
-    factor = min(1.0, _BAND_RECTIFIED_SIDE / max(side_w, side_h))
-    width, height = max(8, int(side_w * factor)), max(8, int(side_h * factor))
-    target = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
-    homography = cv2.getPerspectiveTransform(outer.astype(np.float32), target)
-    flat = np.asarray(cv2.GaussianBlur(
-        cv2.warpPerspective(grey, homography, (width, height), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32), (0, 0), 1.0),
-        np.float32)
+    patch, homography = _rectified_patch(grey, outer, _BAND_RECTIFIED_SIDE)
+    height, width = patch.shape[:2]
+    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
     along_x = np.abs(np.diff(flat, axis=1))  # change along a horizontal side
     along_y = np.abs(np.diff(flat, axis=0))  # change along a vertical side
     corners = cv2.perspectiveTransform(inner.astype(np.float32)[None], homography)[0]
