@@ -16,7 +16,7 @@ pytest.importorskip("diffusers", reason="needs the diffusion extra, which make t
 from click.testing import CliRunner  # noqa: E402
 
 from engine.diffusion.model import load_model  # noqa: E402
-from engine.diffusion.samplers import guidance_embedding  # noqa: E402
+from engine.diffusion.samplers import guidance_embedding, guidance_embeddings  # noqa: E402
 from engine.diffusion.testing import (  # noqa: E402
     NUMPY_COPY_WARNING,
     tiny_training_model_dir,
@@ -34,7 +34,7 @@ from engine.diffusion.training.features import (  # noqa: E402
     make_encoder,
 )
 from engine.diffusion.training.loop import batch_indices  # noqa: E402
-from engine.diffusion.training.objectives import NoiseSchedule, guidance_embeddings  # noqa: E402
+from engine.diffusion.training.objectives import NoiseSchedule  # noqa: E402
 from engine.diffusion.training.projection import ProjectionConfig  # noqa: E402
 from installation.cli import cli  # noqa: E402
 from installation.errors import InputError  # noqa: E402

@@ -155,8 +155,14 @@ class FewStepSampler:
 
 def guidance_embedding(scale: float, dim: int, batch: int, dtype: torch.dtype,
                        device: torch.device | str) -> torch.Tensor:
-    """The LCM student's guidance-scale embedding (sinusoidal of w - 1; Luo et al., 2023)."""
-    w = torch.full((batch,), (scale - 1.0) * 1000.0)
+    """The LCM student's guidance-scale embedding for ``batch`` rows at one ``scale``."""
+    return guidance_embeddings(torch.full((batch,), scale), dim).to(device=device, dtype=dtype)
+
+
+def guidance_embeddings(scales: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per-row LCM guidance embedding (sinusoidal of w - 1; Luo et al., 2023), float32 on
+    the host: what the student's ``timestep_cond`` takes, in sampling and in distillation."""
+    w = (scales.float().cpu() - 1.0) * 1000.0
     half = dim // 2
     freqs = torch.exp(torch.arange(half, dtype=torch.float32)
                       * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
@@ -164,7 +170,7 @@ def guidance_embedding(scale: float, dim: int, batch: int, dtype: torch.dtype,
     emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
     if dim % 2:
         emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb.to(device=device, dtype=dtype)
+    return emb
 
 
 def sample(sampler: FewStepSampler, denoise: Denoise, noise: torch.Tensor,

@@ -159,7 +159,8 @@ def consistency_loss(model: LoadedModel, student: Any, target: Any, schedule: No
     """One micro-batch of latent consistency distillation (random draws from ``generator``)."""
     import torch
 
-    from engine.diffusion.training.objectives import boundary_scalings, guidance_embeddings
+    from engine.diffusion.samplers import guidance_embeddings
+    from engine.diffusion.training.objectives import boundary_scalings
 
     batch, device = x0.shape[0], x0.device
     noise = torch.randn(x0.shape, generator=generator).to(device)

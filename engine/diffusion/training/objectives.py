@@ -88,16 +88,3 @@ def boundary_scalings(t: torch.Tensor, timestep_scaling: float, sigma_data: floa
     c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
     c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
     return c_skip, c_out
-
-
-def guidance_embeddings(scales: torch.Tensor, dim: int) -> torch.Tensor:
-    """Per-sample LCM guidance embedding: row i is ``samplers.guidance_embedding(scales[i])``."""
-    w = (scales.float().cpu() - 1.0) * 1000.0
-    half = dim // 2
-    freqs = torch.exp(torch.arange(half, dtype=torch.float32)
-                      * -(torch.log(torch.tensor(10000.0)) / (half - 1)))
-    angles = w[:, None] * freqs[None, :]
-    emb = torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
-    if dim % 2:
-        emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb
