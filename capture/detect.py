@@ -50,6 +50,8 @@ from capture.quads import line_quads
 
 _MIN_AREA_FRACTION = 0.01  # of the frame; smaller quads are too far away to describe
 _MIN_FILL = 0.92  # a contour's quad covers at least this much of its hull (and vice versa)
+_LOOSE_FILL = 0.85  # ...or this much, when every side runs along the edge map:
+_WHOLE_SIDE_GAP = 0.1  # no stretch off it longer than this fraction of the side
 _MAX_SIDE_GAP = 0.25  # of a contour quad's side: a longer stretch off the edge map is a bridge
 _GAP_SAMPLES = np.linspace(0.05, 0.95, 48, dtype=np.float32)  # along a side; corners are round
 _SIDE_TOLERANCE = (0.0, 1.0, 2.0)  # px inward: a hull's side may pass this far off its edge
@@ -154,11 +156,15 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
         # How well the quad explains the outline: ~1 for a rectangle's edge,
         # lower for a blob whose hull happened to simplify to four points.
         fill = min(hull_area, quad_area) / max(hull_area, quad_area)
-        if fill < _MIN_FILL:
+        if fill < _LOOSE_FILL:
             continue
         # A hull bridges the gaps between things that touch (a caption card, the
         # painting beside): its sides must run along edges nearly all the way.
-        if _side_gaps(closed, quad).max() > _MAX_SIDE_GAP:
+        # Where they run along edges all the way, the outline is the quad's own
+        # and a lower fill is bumps on it (a drop shadow's edge, a card touching
+        # it, painted content reaching the edge), not a blob.
+        gap = _side_gaps(closed, quad).max()
+        if gap > _MAX_SIDE_GAP or (fill < _MIN_FILL and gap > _WHOLE_SIDE_GAP):
             continue
         candidates.append((quad, quad_area, fill))
         line_contours.pop()  # its sides are found: the line finder need not trace them
