@@ -16,7 +16,9 @@ How, in four steps:
 2. Candidate quads, two ways. (a) Contours of the edge map whose convex hull
    simplifies to a plausible quad that fills it, with every side running
    along edges (a hull that bridges a painting and the caption card touching
-   it has a side over bare wall). (b) :func:`capture.quads.line_quads`:
+   it has a side over bare wall); where every side runs along edges all the
+   way, the hull may bulge more (a drop shadow's edge, strokes touching the
+   outline). (b) :func:`capture.quads.line_quads`:
    quads assembled from straight edge lines, which still finds a picture
    whose outline no contour closes: a visitor standing in front of a corner
    or a side, a faint stretch of edge, glare. It is given only the contours
@@ -29,7 +31,8 @@ How, in four steps:
    nested quad (covering at least ``_NEST_MIN_AREA_RATIO`` of it) that it
    surrounds with a mounting: a band of roughly even width all round,
    measured with perspective taken out (one side may be shared where a mount
-   edge is too faint to trace), that is plain along its sides (a moulding or
+   edge is too faint to trace, or two that meet at a corner, the lit ones, if
+   the band is narrow), that is plain along its sides (a moulding or
    a mount, not painted content; one side may be busy where a visitor stands
    in front of it). A region of the painting, like the field
    below a horizon or a block of a Mondrian, fails one or the other. Of
@@ -71,6 +74,7 @@ _PEEL_PARTLY_CONTINUOUS = 0.5  # on one side, where a visitor hides the rest of 
 _PEEL_MIN_BAND = 0.04  # of the quad's side: thinner bands are not peeled
 _MIN_INSET = 1.5  # px at detection scale: a thinner band is one edge traced twice
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
+_NARROW_BAND = 0.15  # of the outer quad's short side: a band with two sides shared is this thin
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
 _PREV = np.array([3, 0, 1, 2])
 _ADJACENT = 8.0  # px: a contour quad this close to another is one piece of a bigger outline
@@ -476,17 +480,33 @@ def _side_insets(inner: np.ndarray, outer: np.ndarray) -> list[float]:
             height - float(flat[2, 1] + flat[3, 1]) / 2, float(flat[0, 0] + flat[3, 0]) / 2]
 
 
-def _even_band(insets: list[float]) -> bool:
-    """Whether insets (top, right, bottom, left) make a band of roughly even width all round.
+def _even_band(inner: np.ndarray, outer: np.ndarray) -> bool:
+    """Whether ``outer`` surrounds ``inner`` with a band of roughly even width all round.
 
     One side may be shared (inset about 0): where a mount's or a paper's edge is
     too faint to trace, the outline found runs along the picture's own edge there.
+    Two may, if they meet at a corner and the band is narrow (see below).
     """
+    insets = _side_insets(inner, outer)
     ordered = sorted(insets)
     if ordered[0] >= _MIN_INSET:
         return ordered[0] >= _BAND_EVENNESS * ordered[-1]
-    return abs(ordered[0]) < _MIN_INSET and ordered[1] >= 2 * _MIN_INSET \
-        and ordered[1] >= _BAND_EVENNESS * ordered[-1]
+    if abs(ordered[0]) >= _MIN_INSET:
+        return False
+    if ordered[1] >= 2 * _MIN_INSET:
+        return ordered[1] >= _BAND_EVENNESS * ordered[-1]
+    # Two sides shared: a paper's or a mount's edges on the lit side can be too faint
+    # to trace while the shadowed ones are plain; they meet at a corner (top or
+    # bottom with left or right), and the other two make an even band.
+    shared = [k for k, inset in enumerate(insets) if abs(inset) < _MIN_INSET]
+    # A block of a painting in its corner shares two such sides too, but is seldom
+    # this narrow a strip short of the whole.
+    outer = outer.astype(np.float32)
+    short = min(np.linalg.norm(outer[1] - outer[0]) + np.linalg.norm(outer[2] - outer[3]),
+                np.linalg.norm(outer[3] - outer[0]) + np.linalg.norm(outer[2] - outer[1])) / 2
+    return len(shared) == 2 and (shared[1] - shared[0]) % 2 == 1 \
+        and ordered[2] >= 2 * _MIN_INSET and ordered[2] >= _BAND_EVENNESS * ordered[3] \
+        and ordered[3] <= _NARROW_BAND * float(short)
 
 
 def _band_edge_density(edges: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> float:
@@ -536,7 +556,7 @@ def _pick_pictures(
         for inner, inner_area, inner_fill in reversed(nest):  # smallest first
             if inner_area < _NEST_MIN_AREA_RATIO * area:
                 continue
-            if not _even_band(_side_insets(inner, quad)):
+            if not _even_band(inner, quad):
                 continue  # not an even band all round: a region of the painting, not a mount
             if not _band_is_mounting(grey, quad, inner):
                 continue
@@ -549,7 +569,7 @@ def _pick_pictures(
             for inner, inner_area, inner_fill in nest:
                 if inner_fill > current_fill + _CLEARER \
                         and quad_iou(inner, current) >= _SAME_OUTLINE \
-                        and _even_band(_side_insets(inner, quad)):
+                        and _even_band(inner, quad):
                     current, current_area, current_fill = inner, inner_area, inner_fill
         # Framed (nested) pictures are the most painting-like; a bare rectangle
         # could also be a door or a window.

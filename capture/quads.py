@@ -15,8 +15,9 @@ Lines are split into near-horizontal and near-vertical families (a rectangle
 on a wall, seen with the camera's yaw, pitch and roll, keeps that split), and
 every choice of two of each is a candidate quad, its corners the four line
 crossings. All candidates are scored at once with numpy: the fraction of each
-side that is supported, whether the corners are Ls (support reaches them and
-no line runs on through them), whether two opposite sides break at the same
+side that is supported (a visitor may hide most of one side, or a corner: the
+stretches of its two sides next to it), whether the corners are Ls (support
+reaches them and no line runs on through them), whether two opposite sides break at the same
 place with an edge crossing the quad there (two paintings side by side, not
 one), and the quad's shape. Those that pass are returned best first,
 near-duplicates suppressed.
@@ -241,6 +242,41 @@ def _corner_tables(lines: _Lines, index: np.ndarray, t: np.ndarray,
     return reach, runs_on
 
 
+def _hidden_corner(lines: _Lines, covers: np.ndarray, horizontal: np.ndarray,
+                   vertical: np.ndarray, th: np.ndarray, tv: np.ndarray, a: np.ndarray,
+                   b: np.ndarray, c: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """For each candidate (horizontal lines a, b; vertical c, e; side covers (4, N) in the
+    order a, e, b, c), whether a visitor hides one of its corners.
+
+    Corner k + 1 is hidden when the sides k and k + 1 that meet there are each at least
+    _MIN_HIDDEN_COVER supported, with no support along the stretch next to that corner
+    (half of what each side misses), and the other two sides are whole.
+    """
+    # Side k runs from corner k to corner k + 1; corners (a, c), (a, e), (b, e), (b, c).
+    index = (horizontal[a], vertical[e], horizontal[b], vertical[c])
+    start = (th[a, c], tv[a, e], th[b, e], tv[b, c])
+    end = (th[a, e], tv[b, e], th[b, c], tv[a, c])
+    result = np.zeros(covers.shape[1], bool)
+    for k in range(4):
+        first, second = k, (k + 1) % 4
+        possible = (covers[first] >= _MIN_HIDDEN_COVER) & (covers[second] >= _MIN_HIDDEN_COVER) \
+            & (covers[(k + 2) % 4] >= _WHOLE_COVER) & (covers[(k + 3) % 4] >= _WHOLE_COVER) \
+            & ~result
+        if not possible.any():
+            continue
+        where = np.nonzero(possible)[0]
+        bare = np.ones(len(where), bool)
+        # The first side ends at the corner, the second starts there.
+        for side, corner_t, far_t in ((first, end[first], start[first]),
+                                      (second, start[second], end[second])):
+            t0, t1 = corner_t[where], far_t[where]
+            stretch = 0.5 * (1.0 - covers[side, where]) * (t1 - t0)
+            bare &= lines.cover(index[side][where], t0, t0 + stretch) \
+                <= _EMPTY_BIN * np.abs(stretch)
+        result[where[bare]] = True
+    return result
+
+
 def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area: float,
                border: float) -> list[tuple[np.ndarray, float]]:
     """Quads (TL, TR, BR, BL; float32) whose sides are well supported straight edges, with a
@@ -297,6 +333,9 @@ def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area:
     ranked = np.sort(covers, axis=0)
     well_supported = (score >= _MIN_MEAN_COVER) & (ranked[1] >= _MIN_SIDE_COVER) \
         & ((ranked[0] >= _MIN_SIDE_COVER) | (ranked[1] >= _WHOLE_COVER))
+    # ...or a corner: the two sides that meet there lose the stretches next to it,
+    # down to _MIN_HIDDEN_COVER each, while the other two stay whole.
+    well_supported |= _hidden_corner(lines, covers, horizontal, vertical, th, tv, a, b, c, e)
     if not well_supported.any():
         return []
     a, b, c, e = a[well_supported], b[well_supported], c[well_supported], e[well_supported]
