@@ -64,8 +64,11 @@ Recognition (:meth:`Catalogue.recognise`), three stages, first that decides:
    noise, and the residual ratio separates look-alikes (seascapes with a
    different horizon or headland) that the thumbnail's margin cannot,
    while a work outside the catalogue, about as far from two or three
-   references, gets no id. Should the two name different works, neither
-   counts.
+   references, gets no id. The signature's pick stands only where the fine
+   comparison does not contradict it (its residual at most
+   ``1 / _FINE_AGREE`` of the best other candidate's): a look-alike outside
+   the catalogue can win the thumbnails by the margin. Should the two name
+   different works, neither counts.
 
 Otherwise: ``None``.
 """
@@ -107,6 +110,7 @@ _FINE_SHIFT = 2  # px at _FINE: how far a view may sit from its reference (~3 % 
 _FINE_CANDIDATES = 6  # references (best signatures first) compared finely
 _FINE_THRESHOLD = 0.9  # the fine correlation a match needs
 _FINE_RATIO = 2.0  # the runner-up's residual (1 - correlation) over the best's, at least
+_FINE_AGREE = 1.5  # ...and over the thumbnails' pick's, for the pick to stand
 _FINE_STRUCTURE = 0.5  # summed variance of the view's z-scored fine channels, at least
 _RATIO = 0.8  # Lowe's ratio test
 _CANDIDATES = 4  # references verified by RANSAC per query
@@ -356,33 +360,43 @@ class Catalogue:
         order = np.argsort(-similarity)
         best = float(similarity[order[0]])
         second = float(similarity[order[1]]) if len(order) > 1 else -1.0
+        candidates = [int(o) for o in order[:_FINE_CANDIDATES]]
+        fine = self._fine_scores(square, candidates)
         coarse = None
         if best >= self.signature_threshold and best - second >= self.signature_margin:
-            coarse = (int(order[0]), best)
+            coarse = (candidates[0], best)
+            # The fine comparison must not contradict it: a look-alike outside the
+            # catalogue can win the thumbnails by the margin and still fit its
+            # reference's 64x64 appearance barely better than another's.
+            if fine is not None and len(fine) > 1 \
+                    and 1.0 - float(fine[1:].max()) < _FINE_AGREE * (1.0 - float(fine[0])):
+                coarse = None
         # Look-alikes (one composition, a different horizon) have thumbnails
         # too close for the margin; the fine comparison separates them.
-        fine = self._fine_verification(square, [int(o) for o in order[:_FINE_CANDIDATES]])
-        if coarse is not None and fine is not None and coarse[0] != fine[0]:
+        decided = None
+        if fine is not None and len(fine) > 1:
+            ranked = np.argsort(-fine)
+            top, runner_up = float(fine[ranked[0]]), float(fine[ranked[1]])
+            if top >= _FINE_THRESHOLD and 1.0 - runner_up >= _FINE_RATIO * (1.0 - top):
+                decided = (candidates[int(ranked[0])], top)
+        if coarse is not None and decided is not None and coarse[0] != decided[0]:
             return None  # the two disagree: no id rather than a guess
-        decided = coarse if coarse is not None else fine
+        decided = coarse if coarse is not None else decided
         if decided is None:
             return None
         return Match(self.entries[decided[0]].artwork_id, round(decided[1] * 0.6, 4), 0,
                      "signature")
 
-    def _fine_verification(self, square: np.ndarray,
-                           candidates: list[int]) -> tuple[int, float] | None:
-        """The candidate whose 64x64 appearance clearly fits the view best, and its correlation.
+    def _fine_scores(self, square: np.ndarray, candidates: list[int]) -> np.ndarray | None:
+        """How well each candidate's 64x64 appearance fits the view (``None``: a plain view).
 
         Normalised correlation (:func:`_fine_image`'s channels, jointly), the
         view's centre searched over shifts up to ``_FINE_SHIFT`` px against
-        each reference. The best needs ``_FINE_THRESHOLD`` and a residual
+        each reference. A match needs ``_FINE_THRESHOLD`` and a residual
         ``1 - correlation`` at most ``1 / _FINE_RATIO`` of the runner-up's:
         the right reference of a dim or blurred view leaves ~0.01-0.1, a
         look-alike two to ten times that.
         """
-        if len(candidates) < 2:
-            return None
         view = _fine_image(square)
         inner = view[_FINE_SHIFT:_FINE - _FINE_SHIFT, _FINE_SHIFT:_FINE - _FINE_SHIFT]
         # A plain view (a bare wall, sensor noise) has nothing to correlate
@@ -391,14 +405,9 @@ class Catalogue:
         # noise of sigma 8-15; a painting, even dim, 0.9 or more).
         if float((inner ** 2).mean(axis=(0, 1)).sum()) < _FINE_STRUCTURE:
             return None
-        scores = np.array([float(cv2.matchTemplate(self._fine[o], inner,
-                                                   cv2.TM_CCOEFF_NORMED).max())
-                           for o in candidates])
-        order = np.argsort(-scores)
-        best, second = float(scores[order[0]]), float(scores[order[1]])
-        if best < _FINE_THRESHOLD or 1.0 - second < _FINE_RATIO * (1.0 - best):
-            return None
-        return candidates[int(order[0])], best
+        return np.array([float(cv2.matchTemplate(self._fine[o], inner,
+                                                 cv2.TM_CCOEFF_NORMED).max())
+                         for o in candidates])
 
     # -- location in a whole frame --
 

@@ -184,3 +184,20 @@ def test_dim_seascape_is_told_from_its_look_alikes(tmp_path: Path) -> None:
         assert painting.artwork_id == expected and (expected or painting.artwork == 51)
         match = catalogue.recognise(rectify(scene.image, painting.quad, SQUARE))
         assert (match.artwork_id if match else None) == expected, seed
+
+
+def test_a_blurred_look_alike_that_wins_the_thumbnails_is_not_matched(tmp_path: Path) -> None:
+    # Seed 4086: the outsider seascape (index 51), small and blurred, as the quad
+    # finder traced it. Its thumbnail beats the runner-up's by the signature margin
+    # and names cat-035, but at 64 px it fits cat-035 barely better than others:
+    # the fine comparison does not bear the thumbnails out, so no id.
+    for index in (3, 6, 11, 19, 27, 35, 38, 43, 1, 9, 17, 22, 49):
+        cv2.imwrite(str(tmp_path / f"cat-{index:03d}.png"), catalogue_artwork(index))
+    catalogue = Catalogue.open(tmp_path)
+    scene = SceneGenerator(catalogue_size=50).render(4086)
+    painting = scene.paintings[1]
+    assert painting.artwork == 51
+    found = capture.recognise.detect_and_recognise(scene.image, catalogue)
+    best = max(found, key=lambda r: quad_iou(r.quad, painting.quad))
+    assert quad_iou(best.quad, painting.quad) > 0.85
+    assert best.artwork_id is None
