@@ -498,7 +498,7 @@ def _even_band(inner: np.ndarray, outer: np.ndarray) -> bool:
     # Two sides shared: a paper's or a mount's edges on the lit side can be too faint
     # to trace while the shadowed ones are plain; they meet at a corner (top or
     # bottom with left or right), and the other two make an even band.
-    shared = [k for k, inset in enumerate(insets) if abs(inset) < _MIN_INSET]
+    shared = [k for k, inset in enumerate(insets) if abs(inset) < 2 * _MIN_INSET]
     # A block of a painting in its corner shares two such sides too, but is seldom
     # this narrow a strip short of the whole.
     outer = outer.astype(np.float32)

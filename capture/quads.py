@@ -10,7 +10,9 @@ visible as straight edges. :func:`line_quads` finds those quads.
 How: every contour of the edge map is simplified to a polyline; its straight
 pieces are segments. Collinear segments (same direction, within a pixel or two
 of one line) are merged into lines, each remembering which stretches of it are
-edge (its *support*): a side partly hidden by a visitor is one line with a gap.
+edge (its *support*: every piece of the polylines lying along it, short or
+tilted ones too, as a bumpy outline gives): a side partly hidden by a visitor
+is one line with a gap.
 Lines are split into near-horizontal and near-vertical families (a rectangle
 on a wall, seen with the camera's yaw, pitch and roll, keeps that split), and
 every choice of two of each is a candidate quad, its corners the four line
@@ -82,7 +84,7 @@ class _Lines:
     ones pointing right, vertical ones down), and the cumulative support along it."""
 
     def __init__(self, segments: np.ndarray, span: int, min_length: float,
-                 per_family: int) -> None:
+                 per_family: int, pieces: np.ndarray) -> None:
         self.span = span  # the parameter t along a line runs over [-span, span)
         self.direction: np.ndarray  # (n, 2) unit vectors
         self.point: np.ndarray  # (n, 2) a point on each line, where t = 0
@@ -140,12 +142,19 @@ class _Lines:
         for family in (horizontal, vertical):
             members = np.nonzero(family)[0]
             keep[members[np.argsort(-weights[members], kind="stable")[:per_family]]] = True
-        renumber = np.cumsum(keep) - 1
-        used = keep[group]
-        segments, group = segments[used], renumber[group[used]]
         direction, point, count = direction[keep], point[keep], int(keep.sum())
         self.direction, self.point = direction, point
-        # Support: mark each segment's stretch [t1, t2) on its line, then accumulate.
+        # Support: every piece of edge along a line (both its ends near it), whatever
+        # its length or tilt, not only the segments that made the line: a bumpy
+        # outline (strokes touching it, a shadow's edge beside it) leaves short
+        # pieces zig-zagging about the side.
+        normal = np.stack([-direction[:, 1], direction[:, 0]], axis=1)
+        rho = (normal * point).sum(1)
+        near = (np.abs(pieces[:, :2] @ normal.T - rho) <= _MERGE_OFFSET) \
+            & (np.abs(pieces[:, 2:] @ normal.T - rho) <= _MERGE_OFFSET)
+        which, group = np.nonzero(near)
+        segments = pieces[which]
+        # Mark each piece's stretch [t1, t2) on its line, then accumulate.
         t1 = ((segments[:, :2] - point[group]) * direction[group]).sum(1)
         t2 = ((segments[:, 2:] - point[group]) * direction[group]).sum(1)
         row = 2 * span + 1
@@ -288,7 +297,7 @@ def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area:
     if len(segments) < 4:
         return []
     span = int(np.hypot(width, height)) + 1
-    lines = _Lines(segments, span, min_side, 2 * _MAX_LINES)
+    lines = _Lines(segments, span, min_side, 2 * _MAX_LINES, line_segments(contours, 0.0))
     direction = lines.direction
     is_horizontal = np.abs(direction[:, 0]) >= np.cos(_H_TILT)
     is_vertical = np.abs(direction[:, 1]) >= np.cos(_V_TILT)

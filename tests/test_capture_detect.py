@@ -367,3 +367,11 @@ def test_two_shared_sides_make_a_band_only_when_they_meet_and_it_is_narrow() -> 
     assert _even_band(box(0, 0, 190, 140), outer)  # top and left shared, a narrow margin
     assert not _even_band(box(0, 0, 150, 100), outer)  # a block in the painting's corner
     assert not _even_band(box(0, 10, 200, 140), outer)  # left and right: a strip across
+
+
+def test_a_busy_canvas_whose_outline_zig_zags_is_found() -> None:
+    # Seed 3022: strokes touch a busy canvas's outline all round, so the contour
+    # zig-zags a pixel or three about each side and no simplified piece of it is
+    # a whole side; the short pieces along each side still support its line.
+    frame, truth = _bench_painting(3022, 0)
+    assert _best_iou(frame, truth) > 0.95
