@@ -509,6 +509,16 @@ def _even_band(inner: np.ndarray, outer: np.ndarray) -> bool:
         and ordered[3] <= _NARROW_BAND * float(short)
 
 
+def _same_outline(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two quads trace one outline: they overlap by ``_SAME_OUTLINE`` (IoU) and
+    share a side (the others taken from lines of painted content a few px in), where
+    the steps of a moulding lie apart all round."""
+    if quad_iou(a, b) < _SAME_OUTLINE:
+        return False
+    outer, inner = (a, b) if cv2.contourArea(a) >= cv2.contourArea(b) else (b, a)
+    return any(abs(inset) < 2 * _MIN_INSET for inset in _side_insets(inner, outer))
+
+
 def _band_edge_density(edges: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> float:
     """Edge pixels per pixel in the band between two nested quads, away from both outlines."""
     x, y, w, h = cv2.boundingRect(outer.astype(np.int32))
@@ -536,7 +546,7 @@ def _pick_pictures(
     Each candidate is judged against the outer quad, not the previous step in,
     because line quads mix the sides of neighbouring moulding steps, and a
     step-by-step walk can wander into such a mix and find no way on. Of the
-    quads that trace the picture's outline (IoU >= ``_SAME_OUTLINE``), the
+    quads that trace the picture's outline (:func:`_same_outline`), the
     clearly best supported one is taken.
     """
     by_area = sorted(candidates, key=lambda c: c[1], reverse=True)
@@ -568,7 +578,7 @@ def _pick_pictures(
             # painted content a few pixels in); of those, the best supported.
             for inner, inner_area, inner_fill in nest:
                 if inner_fill > current_fill + _CLEARER \
-                        and quad_iou(inner, current) >= _SAME_OUTLINE \
+                        and _same_outline(inner, current) \
                         and _even_band(inner, quad):
                     current, current_area, current_fill = inner, inner_area, inner_fill
         # Framed (nested) pictures are the most painting-like; a bare rectangle
