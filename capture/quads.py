@@ -18,7 +18,7 @@ on a wall, seen with the camera's yaw, pitch and roll, keeps that split), and
 every choice of two of each is a candidate quad, its corners the four line
 crossings. All candidates are scored at once with numpy: the fraction of each
 side that is supported (a visitor may hide most of one side, or a corner: the
-stretches of its two sides next to it), whether the corners are Ls (support
+stretches of its two sides next to it, or visitors the lower part), whether the corners are Ls (support
 reaches them and no line runs on through them), whether two opposite sides break at the same
 place with an edge crossing the quad there (two paintings side by side, not
 one), and the quad's shape. Those that pass are returned best first,
@@ -286,6 +286,30 @@ def _hidden_corner(lines: _Lines, covers: np.ndarray, horizontal: np.ndarray,
     return result
 
 
+def _hidden_below(lines: _Lines, covers: np.ndarray, vertical: np.ndarray, tv: np.ndarray,
+                  corner: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray,
+                  e: np.ndarray) -> np.ndarray:
+    """For each candidate (as :func:`_hidden_corner`), whether visitors standing in front
+    hide its lower part: the upper side whole, the lower one at least
+    _MIN_SIDE_COVER supported, and each vertical side whole or supported from its
+    upper corner down (at least _MIN_HIDDEN_COVER) with no support next to its lower one.
+    """
+    a_upper = corner[a, c, 1] + corner[a, e, 1] < corner[b, c, 1] + corner[b, e, 1]
+    possible = (np.where(a_upper, covers[0], covers[2]) >= _WHOLE_COVER) \
+        & (np.where(a_upper, covers[2], covers[0]) >= _MIN_SIDE_COVER)
+    for side, v in ((1, e), (3, c)):
+        cover = covers[side]
+        upper_t = np.where(a_upper, tv[a, v], tv[b, v])
+        lower_t = np.where(a_upper, tv[b, v], tv[a, v])
+        reach = cover * (lower_t - upper_t)  # supported from the upper corner this far
+        attached = lines.cover(vertical[v], upper_t, upper_t + reach) >= 0.8 * np.abs(reach)
+        stretch = 0.5 * (1.0 - cover) * (upper_t - lower_t)
+        bare = lines.cover(vertical[v], lower_t, lower_t + stretch) \
+            <= _EMPTY_BIN * np.abs(stretch)
+        possible &= (cover >= _WHOLE_COVER) | ((cover >= _MIN_HIDDEN_COVER) & attached & bare)
+    return possible
+
+
 def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area: float,
                border: float) -> list[tuple[np.ndarray, float]]:
     """Quads (TL, TR, BR, BL; float32) whose sides are well supported straight edges, with a
@@ -345,10 +369,13 @@ def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area:
     # ...or a corner: the two sides that meet there lose the stretches next to it,
     # down to _MIN_HIDDEN_COVER each, while the other two stay whole.
     well_supported |= _hidden_corner(lines, covers, horizontal, vertical, th, tv, a, b, c, e)
+    # ...or its lower part, where visitors stand (then only its top corners show).
+    below = _hidden_below(lines, covers, vertical, tv, corner, a, b, c, e) & ~well_supported
+    well_supported |= below
     if not well_supported.any():
         return []
     a, b, c, e = a[well_supported], b[well_supported], c[well_supported], e[well_supported]
-    score = score[well_supported]
+    score, below = score[well_supported], below[well_supported]
 
     # Top line first, then left line first (lines are numbered by length, not position).
     swap = corner[a, c, 1] + corner[a, e, 1] > corner[b, c, 1] + corner[b, e, 1]
@@ -370,18 +397,21 @@ def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area:
         & (turn > 0).all(1) & (np.abs(cosine).max(1) <= _MAX_COS) & (area >= min_area)
 
     a, b, c, e, quads, score, area = a[ok], b[ok], c[ok], e[ok], quads[ok], score[ok], area[ok]
+    below = below[ok]
 
     # Corners: Ls, not crossings. Support reaches at least three corners along one of
-    # their sides (an occluder may hide a corner), and no line runs on past a corner.
+    # their sides (an occluder may hide a corner; visitors in front of the lower part,
+    # both lower ones), and no line runs on past a corner.
     reach_h, runs_h = _corner_tables(lines, horizontal, th)
     reach_v, runs_v = _corner_tables(lines, vertical, tvt)
-    reached = np.zeros(len(a), np.int32)
+    reached = np.zeros((4, len(a)), bool)
     ok = np.ones(len(a), bool)
-    for hor, ver, along_h, along_v in ((a, c, 0, 0), (a, e, 1, 0), (b, e, 1, 1), (b, c, 0, 1)):
+    for k, (hor, ver, along_h, along_v) in enumerate(((a, c, 0, 0), (a, e, 1, 0), (b, e, 1, 1),
+                                                      (b, c, 0, 1))):
         # along = 0: the quad lies in the +t direction from this corner on that line.
-        reached += reach_h[hor, ver, along_h] | reach_v[ver, hor, along_v]
+        reached[k] = reach_h[hor, ver, along_h] | reach_v[ver, hor, along_v]
         ok &= ~(runs_h[hor, ver, 1 - along_h] | runs_v[ver, hor, 1 - along_v])
-    ok &= reached >= 3
+    ok &= (reached.sum(axis=0) >= 3) | (below & reached[0] & reached[1])
     a, b, c, e, quads, score, area = a[ok], b[ok], c[ok], e[ok], quads[ok], score[ok], area[ok]
 
     # Two paintings side by side with aligned tops and bottoms make a quad whose top and

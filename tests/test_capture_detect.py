@@ -393,3 +393,10 @@ def test_a_moulding_step_is_not_another_tracing_of_the_picture() -> None:
     # bench's 0.85 IoU; two of its sides are traced a step out).
     frame, truth = _bench_painting(1079, 0)
     assert _best_iou(frame, truth) > 0.85
+
+
+def test_visitors_in_front_of_the_lower_part_leave_its_top_and_sides() -> None:
+    # Seed 2175: visitors hide both lower corners of a canvas; its top is whole, its
+    # sides run down from the top corners, and a stretch of its bottom shows.
+    frame, truth = _bench_painting(2175, 0)
+    assert _best_iou(frame, truth) > 0.95
