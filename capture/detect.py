@@ -74,6 +74,7 @@ _PEEL_PARTLY_CONTINUOUS = 0.5  # on one side, where a visitor hides the rest of 
 _PEEL_MIN_BAND = 0.04  # of the quad's side: thinner bands are not peeled
 _MIN_INSET = 1.5  # px at detection scale: a thinner band is one edge traced twice
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
+_EVENER = 0.2  # band evenness (narrowest / widest) by which a picture beats a region in it
 _NARROW_BAND = 0.15  # of the outer quad's short side: a band with two sides shared is this thin
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
 _PREV = np.array([3, 0, 1, 2])
@@ -519,6 +520,18 @@ def _same_outline(a: np.ndarray, b: np.ndarray) -> bool:
     return any(abs(inset) < 2 * _MIN_INSET for inset in _side_insets(inner, outer))
 
 
+def _one_side_apart(inner: np.ndarray, outer: np.ndarray) -> bool:
+    """Whether ``inner`` shares three sides with ``outer`` and lies well in from the fourth."""
+    insets = sorted(abs(inset) for inset in _side_insets(inner, outer))
+    return insets[2] < 2 * _MIN_INSET and insets[3] >= 4 * _MIN_INSET
+
+
+def _evenness(inner: np.ndarray, outer: np.ndarray) -> float:
+    """The narrowest side of the band between two nested quads over its widest (1: even)."""
+    insets = _side_insets(inner, outer)
+    return max(min(insets), 0.0) / max(max(insets), 1e-6)
+
+
 def _band_edge_density(edges: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> float:
     """Edge pixels per pixel in the band between two nested quads, away from both outlines."""
     x, y, w, h = cv2.boundingRect(outer.astype(np.int32))
@@ -542,7 +555,9 @@ def _pick_pictures(
     """For each outermost quad, find the picture in its nest; return (quad, area, score).
 
     The picture is the smallest nested quad that the outer one surrounds with a
-    mounting: a band of even width all round that is plain along its sides.
+    mounting: a band of even width all round that is plain along its sides,
+    unless a bigger such quad shares three of its sides in a clearly more even
+    band (then the smaller one is a region of the picture).
     Each candidate is judged against the outer quad, not the previous step in,
     because line quads mix the sides of neighbouring moulding steps, and a
     step-by-step walk can wander into such a mix and find no way on. Of the
@@ -566,13 +581,18 @@ def _pick_pictures(
         for inner, inner_area, inner_fill in reversed(nest):  # smallest first
             if inner_area < _NEST_MIN_AREA_RATIO * area:
                 continue
+            # Once found, a region of the picture (the sea below a plain sky) can pass
+            # for it with a band deep on one side: the picture round it shares its
+            # other three sides and sits in a band more even all round.
+            if nested and not (_one_side_apart(current, inner) and _evenness(inner, quad)
+                               > _evenness(current, quad) + _EVENER):
+                continue
             if not _even_band(inner, quad):
                 continue  # not an even band all round: a region of the painting, not a mount
             if not _band_is_mounting(grey, quad, inner):
                 continue
             current, current_area, current_fill = inner, inner_area, inner_fill
             nested = True
-            break
         if nested:
             # Line quads trace one outline several ways (a side taken from a line of
             # painted content a few pixels in); of those, the best supported.

@@ -18,11 +18,11 @@ on a wall, seen with the camera's yaw, pitch and roll, keeps that split), and
 every choice of two of each is a candidate quad, its corners the four line
 crossings. All candidates are scored at once with numpy: the fraction of each
 side that is supported (a visitor may hide most of one side, or a corner: the
-stretches of its two sides next to it, or visitors the lower part), whether the corners are Ls (support
-reaches them and no line runs on through them), whether two opposite sides break at the same
-place with an edge crossing the quad there (two paintings side by side, not
-one), and the quad's shape. Those that pass are returned best first,
-near-duplicates suppressed.
+stretches of its two sides next to it, or visitors the lower part), whether
+the corners are Ls (support reaches them and no line runs on through them),
+whether two opposite sides break at the same place with an edge crossing the
+quad there (two paintings side by side, not one), and the quad's shape. Those
+that pass are returned best first, near-duplicates suppressed.
 """
 
 from __future__ import annotations
