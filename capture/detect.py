@@ -615,8 +615,8 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
     plain, so along each side of the band the brightness hardly changes
     (bevels, steps and the mitred corners change it *across* the band or at
     the corners, which are left out); painted content changes along it too.
-    One side may be busy where the other three are plain: a visitor standing
-    in front of it.
+    One side may be busy where the other three are plain, or two that meet at
+    a corner: a visitor standing in front of them.
     The band is looked at in the outer quad's rectified frame, so perspective
     does not tilt "along" and "across".
     """
@@ -640,11 +640,17 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
     busy = np.array([int(np.count_nonzero(s > _ALONG_BAND_STEP)) for s in strips])
     if busy.sum() < _BUSY_BAND_FRACTION * sizes.sum():
         return True
-    # A visitor in front of one side fills that stretch of the band with a body's edges;
-    # the other three sides still show the mounting.
-    worst = int(np.argmax(busy / np.maximum(sizes, 1)))
-    rest = np.arange(4) != worst
-    return bool(busy[rest].sum() < _BUSY_BAND_FRACTION * max(int(sizes[rest].sum()), 20))
+    # A visitor in front of one side, or of two that meet at a corner, fills those
+    # stretches of the band with a body's edges; the other sides still show the
+    # mounting. Strips: top, bottom, left, right.
+    share = busy / np.maximum(sizes, 1)
+    for hidden in ([0], [1], [2], [3], [0, 2], [0, 3], [1, 2], [1, 3]):
+        rest = np.ones(4, bool)
+        rest[hidden] = False
+        if share[hidden].min() >= share[rest].max() \
+                and busy[rest].sum() < _BUSY_BAND_FRACTION * max(int(sizes[rest].sum()), 20):
+            return True
+    return False
 
 
 def _rectified_patch(grey: np.ndarray, quad: np.ndarray,

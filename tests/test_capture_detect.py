@@ -291,6 +291,12 @@ def test_a_visitor_in_front_of_one_side_of_a_mount_keeps_it_a_mount() -> None:
     visited = grey.copy()
     visited[60:200, 250:280] = rng.integers(0, 255, (140, 30), dtype=np.uint8)  # one side
     assert _band_is_mounting(visited, outer, inner)
+    cornered = visited.copy()
+    cornered[170:200, 150:280] = rng.integers(0, 255, (30, 130), dtype=np.uint8)  # and bottom
+    assert _band_is_mounting(cornered, outer, inner)  # a visitor at the corner: two sides
+    opposite = visited.copy()
+    opposite[60:200, 40:70] = rng.integers(0, 255, (140, 30), dtype=np.uint8)  # left, right
+    assert not _band_is_mounting(opposite, outer, inner)
     painted = grey.copy()
     painted[40:200, 40:280] = rng.integers(0, 255, (160, 240), dtype=np.uint8)
     assert not _band_is_mounting(painted, outer, inner)
