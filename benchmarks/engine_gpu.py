@@ -7,7 +7,7 @@ and runs ``art2mus bench engine`` on it, printing JSON. ``--tiny`` uses the
 tiny model instead, so the script itself can be checked on a CPU.
 
     python benchmarks/engine_gpu.py --out /tmp/a2m-bench [--tiny] [--steps 4]
-        [--batch 1,4,16] [--dtype float16]
+        [--batch 1,4,16] [--dtype float16] [--compile default]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--compile", default="off", help="engine.diffusion.compile for the UNet")
     args = parser.parse_args()
 
     folder = args.out / ("tiny" if args.tiny else "audioldm2-size")
@@ -53,7 +54,8 @@ def main() -> None:
     overlap = args.overlap_s or (0.32 if args.tiny else 1.28)
     batches = [int(b) for b in args.batch.split(",")]
     result = bench_engine(folder, args.steps, batches, window, overlap, args.device,
-                          args.dtype, args.repeats, threads=args.threads)
+                          args.dtype, args.repeats, threads=args.threads,
+                          compile_mode=args.compile)
     import torch
 
     from engine.diffusion.model import load_model

@@ -73,3 +73,9 @@ def test_derived_sizes_follow_the_config() -> None:
     engine = config_from_dict({"engine": {"chunk_s": 0.25, "lead_s": 1.0},
                                "rooms": [{"id": "a"}]}).engine
     assert (engine.chunk_samples, engine.lead_samples) == (12000, 48000)
+
+
+def test_an_unknown_compile_mode_is_refused_naming_the_field(tmp_path: Path) -> None:
+    message = _error(tmp_path, '[engine]\ngenerator = "diffusion"\n[engine.diffusion]\n'
+                               'model = "m"\ncompile = "fast"\n[[rooms]]\nid = "a"\n')
+    assert "`engine.diffusion.compile`" in message and "'fast'" in message

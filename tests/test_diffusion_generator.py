@@ -306,3 +306,14 @@ def test_room_session_prepares_once_per_artwork(model: Any) -> None:
         now[0] += 0.5
     assert generator.prepared == [None, "a", "b"]  # the empty wall, then each artwork once
     assert reasons[0] == "start" and "transition" in reasons
+
+
+def test_compiling_the_unet_is_for_cuda_only(model: Any) -> None:
+    # On a CPU the option changes nothing: the eager UNet, the same audio
+    # (tests/test_gpu.py checks the compiled UNet on CUDA).
+    generator = make(model)
+    condition = generator.condition_from_embedding("a", random_embedding(3))
+    expected = stream(generator, condition, [4000])
+    compiled = make(model, compile="default")
+    assert not hasattr(model.unet, "_art2mus_compiled")
+    np.testing.assert_array_equal(stream(compiled, condition, [4000]), expected)

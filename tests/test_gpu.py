@@ -102,3 +102,18 @@ def test_onnx_runtime_cuda_provider_agrees_with_torch(models: dict[str, Path],
     onnx = DiffusionGenerator(model, config, 16000, 1, backend)
     np.testing.assert_allclose(_stream(onnx, 1, 2)[0], _stream(reference, 1, 2)[0],
                                rtol=0, atol=1e-3)
+
+
+def test_compiled_unet_in_the_window_graph_matches_eager(models: dict[str, Path]) -> None:
+    """engine.diffusion.compile: inductor's kernels, captured in the window graph, give the
+    eager window's audio."""
+    eager_model = load_model(models["solver"], "cuda", "float32")
+    config = DiffusionConfig(model=str(models["solver"]), **WINDOW)
+    expected = _stream(DiffusionGenerator(eager_model, config.model_copy(
+        update={"cuda_graphs": False}), 16000, 1), 1, windows=2)[0]
+    model = load_model(models["solver"], "cuda", "float32")
+    compiled = DiffusionGenerator(model, config.model_copy(update={"compile": "default"}),
+                                  16000, 1)
+    assert compiled.use_graphs and model.unet._art2mus_compiled == "default"
+    got = _stream(compiled, 1, windows=2)[0]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)

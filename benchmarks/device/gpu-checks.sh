@@ -8,7 +8,7 @@
 # Each stage has its own time limit and the script goes on after a failure, so
 # one broken stage still leaves the others' figures. Everything lands in $OUT
 # (or out/gpu-checks when $OUT is unset): log.txt, env.json, gpu-tests.txt,
-# engine-fp16.json, engine-bf16.json, train.json.
+# engine-fp16.json, engine-bf16.json, train.json, engine-compiled.json.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-out/gpu-checks}"
@@ -54,5 +54,8 @@ stage engine-fp16 200 python3 benchmarks/engine_gpu.py $TINY --out "$MODEL" --st
 stage engine-bf16 90 python3 benchmarks/engine_gpu.py $TINY --out "$MODEL" --steps 4 \
     --batch 1,16 --dtype $BF16 > "$OUT/engine-bf16.json"
 stage train 120 python3 benchmarks/train_gpu.py $TINY --out "$MODEL" > "$OUT/train.json"
+# The UNet under torch.compile: each bucket compiles at first use (~2.5 min on an H200).
+stage engine-compiled 200 python3 benchmarks/engine_gpu.py $TINY --out "$MODEL" --steps 4 \
+    --batch 1 --dtype $HALF --compile default > "$OUT/engine-compiled.json"
 cat "$OUT"/engine-*.json "$OUT/train.json"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv || true

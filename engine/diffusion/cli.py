@@ -88,13 +88,17 @@ def _parse_batches(text: str) -> list[int]:
 @click.option("--stock-steps", default=200, show_default=True,
               help="Steps of the stock loop the measurement is scaled to.")
 @click.option("--threads", default=0, show_default=True, help="torch CPU threads (0: default).")
+@click.option("--compile", "compile_mode", default="off", show_default=True,
+              type=click.Choice(["off", "default", "max-autotune-no-cudagraphs"]),
+              help="torch.compile mode for the UNet on CUDA (engine.diffusion.compile).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
 def bench_engine_command(model_dir: Path, steps: int, batches: str, window_s: float,
                          overlap_s: float, device: str, dtype: str, repeats: int,
-                         stock_steps: int, threads: int, as_json: bool) -> None:
+                         stock_steps: int, threads: int, compile_mode: str,
+                         as_json: bool) -> None:
     """Per-window latency, real-time factor and memory of the diffusion engine."""
     result = bench_engine(model_dir, steps, _parse_batches(batches), window_s, overlap_s,
-                          device, dtype, repeats, stock_steps, threads)
+                          device, dtype, repeats, stock_steps, threads, compile_mode)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -106,7 +110,8 @@ def bench_engine_command(model_dir: Path, steps: int, batches: str, window_s: fl
 
 def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: float,
                  overlap_s: float, device: str = "auto", dtype: str = "auto", repeats: int = 3,
-                 stock_steps: int = 200, threads: int = 0) -> dict[str, Any]:
+                 stock_steps: int = 200, threads: int = 0,
+                 compile_mode: str = "off") -> dict[str, Any]:
     """The numbers behind ``art2mus bench engine`` (also used by benchmarks/engine_gpu.py)."""
     import resource
 
@@ -122,7 +127,7 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
 
     model = load_model(model_dir, device, dtype)
     config = DiffusionConfig(model=str(model_dir), steps=steps, window_s=window_s,
-                             overlap_s=overlap_s)
+                             overlap_s=overlap_s, compile=compile_mode)
     generator = DiffusionGenerator(model, config, model.spec.sample_rate, 1)
     plan = generator.plan
     cuda = model.device.type == "cuda"
@@ -168,6 +173,7 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
         "steps": steps, "threads": torch.get_num_threads(), "window_s": window_s,
         "overlap_s": overlap_s,
         "cuda_graphs": generator.use_graphs,
+        "compile": config.compile if cuda else "off",
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "stock_loop": (f"diffusers DDIMScheduler, eager UNet with classifier-free guidance "
                        f"(2x batch), VAE + vocoder; timed over a few steps and the UNet part "

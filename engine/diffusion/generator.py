@@ -238,6 +238,20 @@ class CudaGraphProgram:
 # the generator
 
 
+def compile_unet(model: LoadedModel, mode: str) -> None:
+    """Run ``model``'s UNet through ``torch.compile`` (inductor, static shapes), once.
+
+    The compiled function compiles per input shape at its first call; the
+    window program's warm-up before a CUDA graph capture is that call, so the
+    graph records inductor's fused kernels.
+    """
+    if getattr(model.unet, "_art2mus_compiled", None) == mode:
+        return
+    model.unet.forward = torch.compile(model.unet.__class__.forward.__get__(model.unet),
+                                       mode=mode, dynamic=False)
+    model.unet._art2mus_compiled = mode
+
+
 def slerp_tokens(start: torch.Tensor, end: torch.Tensor, alpha: float) -> torch.Tensor:
     """Per-token spherical interpolation of direction, linear of norm (Shoemake, 1985)."""
     if alpha <= 0.0:
@@ -332,6 +346,9 @@ class DiffusionGenerator:
         # Whole windows as CUDA graphs: torch backend on CUDA only (ONNX Runtime has its own).
         self.use_graphs = (config.cuda_graphs and model.device.type == "cuda"
                            and isinstance(self.backend, TorchBackend))
+        if config.compile != "off" and model.device.type == "cuda" \
+                and isinstance(self.backend, TorchBackend):
+            compile_unet(model, config.compile)
         self._graphs: dict[tuple[Any, ...], CudaGraphProgram] = {}
         self.fade_out, self.fade_in = overlap_gains(self.plan.overlap_samples,
                                                     config.overlap_crossfade)
