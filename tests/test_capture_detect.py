@@ -174,6 +174,10 @@ def _hang(frame: np.ndarray, picture: np.ndarray, quad: np.ndarray) -> None:
                         borderMode=cv2.BORDER_TRANSPARENT)
 
 
+def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+
 def _best_iou(frame: np.ndarray, truth: np.ndarray) -> float:
     return max((quad_iou(d.quad, truth) for d in detect_artworks(frame)), default=0.0)
 
@@ -252,9 +256,6 @@ def test_the_line_finder_skips_what_a_lone_contour_quad_explains() -> None:
     # Contours inside a lone contour quad are explained (its content); side by side,
     # quads may be the blocks of one picture, and explain nothing.
     from capture.detect import _isolated, _unexplained
-
-    def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
 
     lone, block_a, block_b = box(10, 10, 100, 80), box(200, 10, 260, 80), box(264, 10, 320, 80)
     nested = box(20, 20, 90, 70)  # a mount inside the lone frame does not make it a neighbour
@@ -364,9 +365,6 @@ def test_a_print_whose_lit_edges_are_faint_is_found_inside_its_paper() -> None:
 def test_two_shared_sides_make_a_band_only_when_they_meet_and_it_is_narrow() -> None:
     from capture.detect import _even_band
 
-    def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
-
     outer = box(0, 0, 200, 150)
     assert _even_band(box(10, 10, 190, 140), outer)  # a mount all round
     assert _even_band(box(0, 10, 190, 140), outer)  # one side shared
@@ -385,9 +383,6 @@ def test_a_busy_canvas_whose_outline_zig_zags_is_found() -> None:
 
 def test_a_moulding_step_is_not_another_tracing_of_the_picture() -> None:
     from capture.detect import _same_outline
-
-    def box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-        return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
 
     picture = box(40, 40, 240, 190)
     assert _same_outline(picture, box(40, 40, 240, 184))  # bottom from a line 6 px in

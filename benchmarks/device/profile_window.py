@@ -69,6 +69,27 @@ def main() -> None:
             return out
         return wrapper
 
+    def window_ms(generator: DiffusionGenerator, batch: int, eager_first: bool = False) -> float:
+        """Median of three windows for ``batch`` rooms, after two (or three) warm-ups."""
+        conditions = [generator.condition_from_embedding(
+            f"p{i}", random_embedding(i, model.spec.embedding_dim)) for i in range(batch)]
+        states = [generator.start(c, i, 0, None) for i, c in enumerate(conditions)]
+        if eager_first:  # a compiled UNet compiles outside any graph capture
+            graphs, generator.use_graphs = generator.use_graphs, False
+            states = generator._windows(states, conditions)
+            generator.use_graphs = graphs
+        for _ in range(2):
+            states = generator._windows(states, conditions)
+        spent.clear()
+        sync()
+        times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            states = generator._windows(states, conditions)
+            sync()
+            times.append(time.perf_counter() - began)
+        return round(1e3 * sorted(times)[1], 2)
+
     result: dict[str, object] = {
         "gpu": torch.cuda.get_device_name() if cuda else None, "dtype": str(model.dtype)}
     for graphs in (() if args.skip_base else (False, True)):
@@ -82,21 +103,8 @@ def main() -> None:
                 model.vae.decode = timed("vae_decode", model.vae.decode)
                 model.vocoder.forward = timed("vocoder", model.vocoder.forward)
             for batch in (int(b) for b in args.batch.split(",")):
-                conditions = [generator.condition_from_embedding(
-                    f"p{i}", random_embedding(i, model.spec.embedding_dim)) for i in range(batch)]
-                states = [generator.start(c, i, 0, None) for i, c in enumerate(conditions)]
-                states = generator._windows(states, conditions)
-                states = generator._windows(states, conditions)
-                spent.clear()
-                sync()
-                times = []
-                for _ in range(3):
-                    began = time.perf_counter()
-                    states = generator._windows(states, conditions)
-                    sync()
-                    times.append(time.perf_counter() - began)
                 key = f"{'graphs' if graphs else 'eager'}{'_autotune' if autotune else ''}_b{batch}"
-                result[key] = {"window_ms": round(1e3 * sorted(times)[1], 2),
+                result[key] = {"window_ms": window_ms(generator, batch),
                                **{k: round(v / 3, 2) for k, v in spent.items()}}
                 print(key, result[key], file=sys.stderr, flush=True)
             if not graphs:
@@ -111,24 +119,8 @@ def main() -> None:
                                  overlap_s=overlap_s, cuda_graphs=cuda)
         generator = DiffusionGenerator(model, config, model.spec.sample_rate, 1)
         for batch in (int(b) for b in args.batch.split(",")):
-            conditions = [generator.condition_from_embedding(
-                f"p{i}", random_embedding(i, model.spec.embedding_dim)) for i in range(batch)]
-            states = [generator.start(c, i, 0, None) for i, c in enumerate(conditions)]
-            # Compile outside the graph capture first (eager warm-up of the compiled UNet).
-            generator.use_graphs = False
-            states = generator._windows(states, conditions)
-            generator.use_graphs = cuda
-            states = generator._windows(states, conditions)
-            states = generator._windows(states, conditions)
-            sync()
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                states = generator._windows(states, conditions)
-                sync()
-                times.append(time.perf_counter() - t0)
             key = f"compiled_{args.compile}_b{batch}"
-            result[key] = {"window_ms": round(1e3 * sorted(times)[1], 2),
+            result[key] = {"window_ms": window_ms(generator, batch, eager_first=True),
                            "since_compile_s": round(time.perf_counter() - began, 1)}
             print(key, result[key], file=sys.stderr, flush=True)
     print(json.dumps(result, indent=2))
