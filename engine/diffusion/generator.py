@@ -247,6 +247,7 @@ def compile_unet(model: LoadedModel, mode: str) -> None:
     """
     if getattr(model.unet, "_art2mus_compiled", None) == mode:
         return
+    # The class's forward, bound: another mode replaces a compiled one instead of wrapping it.
     model.unet.forward = torch.compile(model.unet.__class__.forward.__get__(model.unet),
                                        mode=mode, dynamic=False)
     model.unet._art2mus_compiled = mode
