@@ -7,8 +7,8 @@ Flow::
     audio callback --fill(out)--> TimelineBuffer.read_into --> volume x mute x master fade
                     --> PeakLimiter --> ChannelMap --> speakers
                                                   \\--> Recorder ring
-    monitor thread --> PlaybackClock, events, PlayedNotes, MIDI port
-    recorder thread --> WAV/FLAC file
+    monitor thread --> PlaybackClock, events, PlayedNotes, MIDI port, MIDI segment
+    recorder thread --> WAV (RF64) / FLAC segment, one per start
 
 Who owns what (the real-time rules of STYLE.md):
 
@@ -30,7 +30,12 @@ Who owns what (the real-time rules of STYLE.md):
 - **Monitor thread** (inside :class:`~audio_out.player.Player`) turns the
   published counters into events (``chunk_started``, ``underflow``, ``hold``,
   ``resume``), commits played notes and drives the MIDI port.
-- **Recorder thread** drains the recorder ring into a sound file.
+- **Recorder thread** drains the recorder ring into this start's segment
+  file (:mod:`audio_out.recorder`: never overwritten, valid after SIGKILL; a
+  write error fails the recording, never the callback, which only counts
+  drops). The MIDI segment is written by the monitor thread.
+- **Stopping** (:meth:`Player.stop`) fades the master out over
+  ``stop_fade_s`` while the callback plays on, then stops the output.
 
 Nothing here imports sounddevice, torch or rtmidi at import time; the
 device back end is loaded when an output is opened, soxr when a chunk needs

@@ -29,6 +29,8 @@ from typing import Any
 
 import click
 
+from installation.cli_types import FiniteFloat
+
 
 def _rss_mb() -> float:
     """Resident set size in MiB (Linux /proc; elsewhere the peak from getrusage)."""
@@ -258,21 +260,24 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
 
 
 @click.command("audio")
-@click.option("--hours", type=float, default=10.0, show_default=True,
+@click.option("--hours", type=FiniteFloat(0.0, 1000.0, min_open=True), default=10.0,
+              show_default=True,
               help="Simulated hours of playback.")
 @click.option("--sample-rate", type=int, default=48000, show_default=True, help="Device rate.")
 @click.option("--source-rate", type=int, default=None,
               help="Generator rate (default: the device rate; another rate exercises soxr).")
 @click.option("--block", type=int, default=512, show_default=True, help="Frames per callback.")
-@click.option("--chunk-s", type=float, default=0.5, show_default=True)
-@click.option("--lead-s", type=float, default=1.0, show_default=True)
-@click.option("--jitter-ms", type=float, default=300.0, show_default=True)
-@click.option("--pauses-per-hour", type=float, default=6.0, show_default=True,
+@click.option("--chunk-s", type=FiniteFloat(0.0, 30.0, min_open=True), default=0.5,
+              show_default=True)
+@click.option("--lead-s", type=FiniteFloat(0.0, 60.0), default=1.0, show_default=True)
+@click.option("--jitter-ms", type=FiniteFloat(0.0, 60000.0), default=300.0, show_default=True)
+@click.option("--pauses-per-hour", type=FiniteFloat(0.0, 3600.0), default=6.0, show_default=True,
               help="Short engine pauses (up to --pause-max-s), inside the lead's slack.")
-@click.option("--pause-max-s", type=float, default=0.5, show_default=True)
-@click.option("--outages-per-hour", type=float, default=1.0, show_default=True,
+@click.option("--pause-max-s", type=FiniteFloat(0.0, 60.0), default=0.5, show_default=True)
+@click.option("--outages-per-hour", type=FiniteFloat(0.0, 3600.0), default=1.0, show_default=True,
               help="Engine gone for 2-20 s: exercises hold, fade and resume.")
-@click.option("--transitions-per-hour", type=float, default=30.0, show_default=True)
+@click.option("--transitions-per-hour", type=FiniteFloat(0.0, 36000.0), default=30.0,
+              show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
 def bench_audio(hours: float, sample_rate: int, source_rate: int | None, block: int,

@@ -1,10 +1,72 @@
-"""audio_out settings: device, channel routing, buffering, hold/fade, gain, limiter, recording."""
+"""audio_out settings: device, channel routing, buffering, hold/fade, gain, limiter, recording.
+
+Recordings are *segments*: ``record`` and ``midi_file`` are path templates
+(relative to the installation's output folder) in which ``{room}`` and
+``{start}`` may appear; every start of a room's audio_out opens a new file
+and never overwrites one (:func:`segment_template` says how a value becomes a
+file name; :mod:`audio_out.recorder` creates it).
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
+from pathlib import PurePath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+#: How ``{start}`` is written: local time of the role's start, to the second.
+START_FORMAT = "%Y%m%d-%H%M%S"
+#: File name suffixes each recording field accepts (lower case).
+RECORD_SUFFIXES = {"record": (".wav", ".flac"), "midi_file": (".mid", ".midi")}
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def check_template(field: str, value: str) -> str:
+    """Refuse a recording template with an unknown placeholder or suffix; returns ``value``.
+
+    Raises ValueError naming ``field``, what is expected and what was given.
+    """
+    names = _PLACEHOLDER.findall(value)
+    rest = _PLACEHOLDER.sub("", value)
+    unknown = [n for n in names if n not in ("room", "start")]
+    if unknown or "{" in rest or "}" in rest:
+        raise ValueError(
+            f"{field}: expected only the placeholders {{room}} and {{start}}, got {value!r}"
+        )
+    suffixes = RECORD_SUFFIXES[field]
+    if PurePath(value).suffix.lower() not in suffixes or not PurePath(value).stem:
+        raise ValueError(
+            f"{field}: expected a file name ending in {' or '.join(suffixes)}, got {value!r}"
+        )
+    return value
+
+
+def segment_template(value: str, room: str) -> str:
+    """``value`` with ``{room}`` filled in and ``{start}`` guaranteed (left as a placeholder).
+
+    Without ``{start}`` the file name becomes ``STEM-{room}-{start}SUFFIX``
+    (``take.wav`` -> ``take-room-1-{start}.wav``; ``-{room}`` is not added
+    twice when the stem already names the room).
+    """
+    if "{start}" not in value:
+        path = PurePath(value)
+        stem = path.stem if "{room}" in path.stem else f"{path.stem}-{{room}}"
+        value = str(path.with_name(f"{stem}-{{start}}{path.suffix}"))
+    return value.replace("{room}", room)
+
+
+def segment_name(value: str, room: str, start: datetime) -> str:
+    """The file name of the segment that starts at ``start`` (before any ``-N`` suffix)."""
+    return segment_template(value, room).replace("{start}", start.strftime(START_FORMAT))
 
 
 class AudioOutConfig(BaseModel):
@@ -15,7 +77,7 @@ class AudioOutConfig(BaseModel):
     the engine sees stays in the generator's own samples.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     output: Literal["auto", "device", "none"] = Field(
         "auto",
@@ -41,8 +103,9 @@ class AudioOutConfig(BaseModel):
         "HQ", description="soxr quality when chunks come at another rate than the device's."
     )
     clock_hz: float = Field(20.0, gt=0.0, le=200.0, description="PlaybackClock report rate.")
-    hold_s: float = Field(8.0, ge=0.0, description="Hold the music this long when starved.")
-    fade_s: float = Field(3.0, gt=0.0, description="Fade to silence after holding.")
+    hold_s: float = Field(
+        8.0, ge=0.0, le=3600.0, description="Hold the music this long when starved.")
+    fade_s: float = Field(3.0, gt=0.0, le=600.0, description="Fade to silence after holding.")
     hold_loop_s: float = Field(
         1.5, ge=0.1, le=10.0, description="Length of the last-played audio the hold loops."
     )
@@ -72,12 +135,31 @@ class AudioOutConfig(BaseModel):
     limiter_release_s: float = Field(
         0.25, gt=0.0, le=5.0, description="How fast the limiter's gain recovers."
     )
-    record: str | None = Field(None, description="WAV or FLAC path of exactly what played.")
-    midi_file: str | None = Field(None, description="MIDI file of the notes that played.")
+    record: str | None = Field(
+        None,
+        description="Exactly what played, as .wav (RF64-capable, readable after a crash) or "
+        ".flac: a path template under output_dir with {room} and {start}; each start of "
+        "the role writes a new segment (take.wav -> take-ROOM-YYYYmmdd-HHMMSS.wav).",
+    )
+    midi_file: str | None = Field(
+        None, description="The notes that played (.mid), segments named like `record`."
+    )
     midi_port: str | None = Field(None, description="Send played notes to this MIDI port.")
     stop_after_s: float | None = Field(
-        None, gt=0.0, description="Stop after playing this much (demos, tests)."
+        None, gt=0.0, le=366 * 86400.0, description="Stop after playing this much (demos, tests)."
     )
+    stop_fade_s: float = Field(
+        1.0, ge=0.0, le=10.0,
+        description="Stopping (SIGTERM, shutdown, stop_after_s) fades the output out over "
+        "this long, so the speakers and the recording end in silence; 0 = cut.",
+    )
+
+    @field_validator("latency")
+    @classmethod
+    def _latency_range(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.0 <= value <= 10.0:
+            raise ValueError(f"latency: expected 'low', 'high' or 0..10 seconds, got {value}")
+        return value
 
     @field_validator("channels_out")
     @classmethod
@@ -86,6 +168,13 @@ class AudioOutConfig(BaseModel):
             raise ValueError(
                 f"channels_out: expected distinct device channel numbers from 1, got {list(value)}"
             )
+        return value
+
+    @field_validator("record", "midi_file")
+    @classmethod
+    def _template_valid(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            check_template(str(info.field_name), value)
         return value
 
     @model_validator(mode="after")

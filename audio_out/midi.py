@@ -12,6 +12,10 @@ callback never touches it.
 :func:`write_midi_file` writes notes with mido rather than pretty_midi's
 writer, because pretty_midi re-assigns channels on write and the notes'
 channels must survive (pretty_midi reads the files back fine).
+:class:`MidiRecorder` is the player's MIDI file: a *segment* per start of the
+role, named and created like the audio segments (:mod:`audio_out.recorder`),
+streamed as a type-0 file while the notes are heard, so a killed role leaves
+a valid file up to its last poll and a full disk stops only the MIDI file.
 :class:`MidiPortOut` sends note on/off to a python-rtmidi port when each note
 reaches the speakers, from its own thread.
 """
@@ -19,16 +23,23 @@ reaches the speakers, from its own thread.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from audio_out.recorder import create_segment, describe_error
 from audio_out.timeline import SpliceResult
 from installation.errors import ConfigError, DependencyError
+from installation.events import EventSink, null_sink
+
+log = logging.getLogger(__name__)
 
 DRUM_PROGRAM = 128
 DRUM_CHANNEL = 9
@@ -188,6 +199,169 @@ def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int) -> No
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     midi.save(str(path))
+
+
+def _vlq(value: int) -> bytes:
+    """A MIDI variable-length quantity (delta times)."""
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+class MidiRecorder:
+    """The notes heard, streamed to a new type-0 MIDI segment file (monitor thread).
+
+    The file is valid at every moment: the header and a track whose length
+    field is rewritten after each batch of events, written through a file
+    descriptor (no user-space buffer), so SIGKILL loses at most the notes
+    since the last :meth:`advance`. A note-on is written when the note is
+    heard (:meth:`advance` with the notes :meth:`PlayedNotes.advance`
+    returned), its note-off once the playhead has passed its end (a splice
+    may still shorten a sounding note). Times are frames of the played
+    stream (``Note.out_start``), the same time base as the audio segment.
+    A write error stops this file only (``recording_failed``, state
+    ``failed``); ``write`` is the ``os.pwrite`` seam for tests.
+    """
+
+    _LENGTH_AT = 18  # byte offset of the track length: after MThd (14 bytes) and "MTrk"
+
+    def __init__(self, path: str | Path, sample_rate: int, log_event: EventSink = null_sink,
+                 *, room: str | None = None, start: datetime | None = None,
+                 write: Callable[[int, bytes, int], int] = os.pwrite) -> None:
+        self.sample_rate = sample_rate
+        self.path = Path(path)
+        self.error: str | None = None
+        self.notes_written = 0
+        self.announced = False
+        self._log = log_event
+        self._write = write
+        self._fd: int | None = None
+        self._failed = False
+        self._closed = False
+        self._ticks_per_frame = _TICKS_PER_BEAT * 1_000_000 / _TEMPO_US / sample_rate
+        self._track_bytes = 0
+        self._last_tick = 0
+        self._last_frame = 0
+        self._sounding: list[Note] = []
+        self._programs: dict[int, int] = {}
+        try:
+            self.path, self._fd = create_segment(path, room, start)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + \
+            (1).to_bytes(2, "big") + _TICKS_PER_BEAT.to_bytes(2, "big")
+        tempo = b"\x00\xff\x51\x03" + _TEMPO_US.to_bytes(3, "big")
+        self._put(header + b"MTrk" + (0).to_bytes(4, "big"), tempo, offset=0)
+
+    @property
+    def failed(self) -> bool:
+        """True once the file could not be created or written."""
+        return self._failed
+
+    def status(self) -> dict[str, Any]:
+        """``{"state": "ok"|"failed", "path", "error"}`` for the role's heartbeat."""
+        return {"state": "failed" if self._failed else "ok", "path": str(self.path),
+                "error": self.error}
+
+    def announce(self, playhead: int) -> None:
+        """Log ``recording_opened`` once playback began at timeline sample ``playhead``."""
+        if self.announced:
+            return
+        self.announced = True
+        self._log("recording_opened", path=str(self.path), media="midi",
+                  sample_rate=self.sample_rate, playhead=playhead)
+
+    def advance(self, started: Iterable[Note], playhead: int) -> None:
+        """Write the note-ons of ``started`` and the note-offs the playhead has passed."""
+        if self._failed or self._closed:
+            return
+        events: list[tuple[int, int, bytes]] = []
+        for note in started:
+            if note.out_start is None:
+                continue
+            self._sounding.append(note)
+            channel = DRUM_CHANNEL if note.program == DRUM_PROGRAM else note.channel & 0x0F
+            if note.program != DRUM_PROGRAM and self._programs.get(channel) != note.program:
+                self._programs[channel] = note.program
+                events.append((note.out_start, 1, bytes(
+                    (0xC0 | channel, int(np.clip(note.program, 0, 127))))))
+            events.append((note.out_start, 2, bytes(
+                (0x90 | channel, note.pitch & 0x7F, int(np.clip(note.velocity, 1, 127))))))
+        self._sounding, ended = ([n for n in self._sounding if n.end > playhead],
+                                 [n for n in self._sounding if n.end <= playhead])
+        events.extend(self._offs(ended, None))
+        self._emit(events)
+
+    def _offs(self, notes: list[Note], until: int | None) -> list[tuple[int, int, bytes]]:
+        offs = []
+        for note in notes:
+            end = note.out_end if note.out_end is not None else note.out_start or 0
+            if until is not None:
+                end = min(end, until)
+            channel = DRUM_CHANNEL if note.program == DRUM_PROGRAM else note.channel & 0x0F
+            offs.append((end, 0, bytes((0x80 | channel, note.pitch & 0x7F, 0))))
+        return offs
+
+    def _emit(self, events: list[tuple[int, int, bytes]], tail: bytes = b"") -> None:
+        if not events and not tail:
+            return
+        data = bytearray()
+        for frame, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+            tick = max(self._last_tick, round(frame * self._ticks_per_frame))
+            data += _vlq(tick - self._last_tick) + message
+            self._last_tick = tick
+            self._last_frame = max(self._last_frame, frame)
+            self.notes_written += int(message[0] & 0xF0 == 0x90)
+        self._put(bytes(data + tail))
+
+    def _put(self, *chunks: bytes, offset: int | None = None) -> None:
+        """Append to the track (or write at ``offset``), then rewrite the track length."""
+        if self._fd is None or self._failed:
+            return
+        try:
+            if offset is not None:
+                data = b"".join(chunks)
+                self._write(self._fd, data, offset)
+                self._track_bytes = len(chunks[-1])
+            else:
+                data = b"".join(chunks)
+                self._write(self._fd, data, self._LENGTH_AT + 4 + self._track_bytes)
+                self._track_bytes += len(data)
+            self._write(self._fd, self._track_bytes.to_bytes(4, "big"), self._LENGTH_AT)
+        except OSError as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failed:
+            return
+        self._failed = True
+        self.error = describe_error(exc)
+        self._log("recording_failed", path=str(self.path), media="midi", error=self.error)
+        log.error("MIDI recording failed, playback goes on without it: %s: %s",
+                  self.path, self.error)
+
+    def close(self, frames_out: int) -> None:
+        """Release sounding notes at ``frames_out``, end the track, close the file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._failed:
+            offs = self._offs(self._sounding, max(frames_out, self._last_frame))
+            self._sounding = []
+            self._emit(offs, tail=_vlq(0) + b"\xff\x2f\x00")  # end of track
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError as exc:
+                self._fail(exc)
+            self._fd = None
+        self._log("recording_closed", path=str(self.path), media="midi", frames=frames_out,
+                  seconds=frames_out / self.sample_rate, dropped_frames=0,
+                  notes=self.notes_written, error=self.error)
 
 
 def open_midi_port(name: str, rtmidi_module: Any = None) -> Any:

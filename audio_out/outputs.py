@@ -251,6 +251,7 @@ class ArrayOutput:
     """Test seam: :meth:`pull` calls ``fill`` for blocks on demand and returns the audio."""
 
     latency_s = 0.0
+    realtime = False  # nothing plays unless pulled: the player does not wait for its stop fade
 
     def __init__(self, sample_rate: int, channels: int, block_size: int,
                  fill: FillCallback) -> None:

@@ -17,6 +17,13 @@ docstring for which thread owns what):
   to the engine, in the *generator's* samples and rate whatever the device
   rate (the timeline buffer, the notes and the recording work in device
   samples; positions convert exactly, see :mod:`audio_out.resample`).
+
+Recordings (:class:`~audio_out.recorder.Recorder`,
+:class:`~audio_out.midi.MidiRecorder`) are new segments at every start; a
+failed one stops itself, never the player (:meth:`Player.recording_status`).
+:meth:`Player.stop` first fades the output out over ``stop_fade_s`` (the
+master fade, a raised cosine) and lets two silent blocks play, so the
+speakers and the recording end in silence rather than mid-signal.
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ import dataclasses
 import threading
 import time
 from collections import deque
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from audio_out.config import AudioOutConfig
-from audio_out.midi import MidiPortOut, PlayedNotes, open_midi_port
+from audio_out.midi import MidiPortOut, MidiRecorder, PlayedNotes, open_midi_port
 from audio_out.mixer import ChannelMap, PeakLimiter, SmoothGain, render_gain_product
 from audio_out.outputs import OutputStream, open_output
 from audio_out.recorder import Recorder
@@ -84,6 +92,7 @@ class Player:
         self.resampler = TimelineResampler(sr, channels, config.resample_quality)
         self.notes = PlayedNotes() if (config.midi_file or config.midi_port) else None
         self.recorder: Recorder | None = None
+        self.midi_recorder: MidiRecorder | None = None
         self.output: OutputStream | None = None
         self.midi_out: MidiPortOut | None = None
         # Gains: any thread commands them, the callback renders them per sample.
@@ -105,6 +114,8 @@ class Player:
         # Published by fill as one tuple: (wall time of the fill, playhead after,
         # frames output after, block frames); 0.0 wall = never filled.
         self._snapshot: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+        # Device timeline sample of the first real frame played (the recordings' origin).
+        self._origin: int | None = None
         self._starts_lock = threading.Lock()
         # (seq, first device sample heard, artwork, reason)
         self._pending_starts: deque[tuple[int, int, str | None, str]] = deque()
@@ -137,10 +148,16 @@ class Player:
                   latency_s=self.output.latency_s if self.output else None)
 
     def _open(self) -> None:
+        started = datetime.now()  # one {start} for this start's audio and MIDI segments
         if self.config.record:
             self.recorder = Recorder(self.config.record, self.sample_rate,
-                                     self.routing.played_channels, log_event=self._log)
+                                     self.routing.played_channels, log_event=self._log,
+                                     room=self.room_id, start=started,
+                                     to_timeline=self.resampler.to_source)
             self.recorder.start()
+        if self.config.midi_file:
+            self.midi_recorder = MidiRecorder(self.config.midi_file, self.sample_rate,
+                                              self._log, room=self.room_id, start=started)
         if self.config.midi_port:
             port = open_midi_port(self.config.midi_port)
             self.midi_out = MidiPortOut(port, self.heard_position)
@@ -153,11 +170,18 @@ class Player:
         self.output.start()
 
     def stop(self) -> None:
-        """Stop the output, then finalise the recording and the MIDI file; idempotent."""
+        """Fade out, stop the output, then finalise the recording and the MIDI file; idempotent.
+
+        The fade (``stop_fade_s``) plays in real time on an output that paces
+        itself (a sound card, the null sink); a pulled test output
+        (``realtime = False``) is faded by whoever pulls it (:meth:`fade_out`).
+        """
         if self._stopped:
             return
         self._stopped = True
         if self.output is not None:
+            if getattr(self.output, "realtime", True):
+                self._fade_out_and_wait()
             self.output.stop()
         self._stop.set()
         if self._monitor is not None:
@@ -167,9 +191,8 @@ class Player:
             self.recorder.close()
         if self.midi_out is not None:
             self.midi_out.stop()
-        if self.notes is not None and self.config.midi_file:
-            count = self.notes.write(self.config.midi_file, self.sample_rate)
-            self._log("midi_file_written", path=self.config.midi_file, notes=count)
+        if self.midi_recorder is not None:
+            self.midi_recorder.close(self.timeline.frames_out)
         tl = self.timeline
         stats = getattr(self.output, "stats", None)
         self._log("player_stopped", played_s=tl.played_frames / self.sample_rate,
@@ -180,6 +203,48 @@ class Player:
                   callback_us=stats.percentiles_us() if stats is not None else None,
                   limiter_min_gain=round(self.limiter.min_gain, 4),
                   limiter_knee_blocks=self.limiter.knee_blocks)
+
+    def fade_out(self, seconds: float | None = None) -> int:
+        """Start the stop fade (``stop_fade_s`` unless given); returns its length in frames."""
+        seconds = self.config.stop_fade_s if seconds is None else seconds
+        self.fade_to(0.0, seconds)
+        return round(seconds * self.sample_rate)
+
+    def _fade_out_and_wait(self) -> None:
+        """Fade out and wait until the callback has played it and two silent blocks after.
+
+        Skipped when nothing has played yet. Bounded by the fade plus 0.5 s,
+        so a stalled device cannot hold the stop up.
+        """
+        seconds = self.config.stop_fade_s
+        if seconds <= 0.0 or self._origin is None:
+            return
+        self.fade_out(seconds)
+        master = self._master
+        deadline = time.monotonic() + seconds + 0.5
+        silent_from: int | None = None
+        while time.monotonic() < deadline:
+            if master.value == 0.0 and not master.moving:
+                frames_out = self._snapshot[2]
+                if silent_from is None:
+                    silent_from = frames_out
+                elif frames_out >= silent_from + 2 * self.config.block_size:
+                    return
+            time.sleep(0.005)
+        self._log("stop_fade_unfinished", master_gain=round(master.value, 4))
+
+    def recording_status(self) -> dict[str, Any]:
+        """``{"state": "ok"|"failed"|"off", "path", "error"}`` of the audio and MIDI segments.
+
+        ``failed`` if either failed (its path and error); ``off`` if neither is configured.
+        """
+        parts = [r for r in (self.recorder, self.midi_recorder) if r is not None]
+        for part in parts:
+            if part.failed:
+                return part.status()
+        if not parts:
+            return {"state": "off", "path": None, "error": None}
+        return parts[0].status()
 
     @property
     def done(self) -> bool:
@@ -312,6 +377,7 @@ class Player:
         n = out.shape[0]
         routing = self.routing
         program = out if routing.identity else self._program[:n]
+        first = tl._playhead  # where this block starts on the timeline
         tl.read_into(program)
         varying, constant = render_gain_product(self._gains, self._env1[:n], self._scratch[:n])
         if varying:
@@ -327,8 +393,11 @@ class Player:
         else:
             played = self._played[:n]
             routing.route(program, played, out)
-        if tl._state != "starting" and self.recorder is not None:
-            self.recorder.push(played)
+        if tl._state != "starting":
+            if self._origin is None:
+                self._origin = first
+            if self.recorder is not None:
+                self.recorder.push(played, first)
         self._snapshot = (time.time(), tl._playhead, tl.frames_out, n)
 
     # -------------------------------------------------------------- monitor
@@ -400,6 +469,11 @@ class Player:
             started = self.notes.advance(playhead, frames_out)
             if self.midi_out is not None and started:
                 self.midi_out.feed(started)
+            midi_file = self.midi_recorder
+            if midi_file is not None:
+                if not midi_file.announced and self._origin is not None:
+                    midi_file.announce(rs.to_source(self._origin))
+                midi_file.advance(started, playhead)
         stop_after = self.config.stop_after_s
         if stop_after is not None and tl.played_frames >= stop_after * sr:
             self._done = True

@@ -5,8 +5,12 @@ A SUB socket on the engine's chunks endpoint (topic = this room) feeds
 ``clock_hz``. This thread owns both sockets; the player owns the audio
 callback and the file writers. Control ``set`` messages for this room carry
 ``volume`` (ramped by the player, no clicks). Every ``heartbeat_s`` the
-supervisor gets the playback state, underflows, drops and the output level
-(measured by :class:`LevelMeter` around the player's callback).
+supervisor gets the playback state, underflows, drops, the output level
+(measured by :class:`LevelMeter` around the player's callback) and the
+recording's state: a full or unwritable disk fails the recording
+(``"recording": {"state": "failed", ...}``, ``art2mus_recording_ok`` 0), never
+the role. Stopping (SIGTERM, a Control shutdown, ``stop_after_s``) fades out
+first (:meth:`Player.stop`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import zmq
 from audio_out.outputs import open_output
 from audio_out.player import Player
 from installation.config import InstallationConfig
+from installation.errors import ConfigError
 from installation.events import EventSink
 from installation.health import Heartbeat
 from installation.metrics import Metrics
-from installation.protocol import AudioChunk, Control
+from installation.protocol import AudioChunk, Control, DropCounter, ProtocolError
 from installation.security import curve_keys
 from installation.transport import Inbox, make_socket, send
 
@@ -72,7 +77,11 @@ class LevelMeter:
 
 
 def resolve_outputs(config: InstallationConfig, room_id: str) -> InstallationConfig:
-    """The config with this room's record/MIDI paths made relative to the output folder."""
+    """The config with this room's record/MIDI templates made relative to the output folder.
+
+    They stay templates: the player fills in ``{room}`` and ``{start}`` and
+    creates a new segment at every start (:mod:`audio_out.recorder`).
+    """
     room = config.room(room_id)
     updates = {}
     for field in ("record", "midi_file"):
@@ -122,6 +131,7 @@ def run_audio_out(
     period = 1.0 / room.audio_out.clock_hz
     next_clock = time.monotonic()
     finished = False
+    refused_controls: dict[str, int] = {}
     player.start()
     try:
         while not stop.is_set():
@@ -129,17 +139,19 @@ def run_audio_out(
             poller.poll(timeout=int(min(timeout_ms, 50.0)))
             for message in chunks.drain():
                 if isinstance(message, AudioChunk) and message.room == room.id:
-                    player.submit(message)
+                    submit_chunk(player, message, chunks.dropped, log_event)
             for message in control.drain():
                 if not isinstance(message, Control) or message.target not in ("*", "audio_out"):
                     continue
                 if message.command == "shutdown":
                     stop.set()
                 elif message.command == "set" and message.room in ("*", room.id):
-                    apply_set(player, message.params, log_event)
+                    apply_set(player, message.params, log_event, refused_controls)
             if heartbeat.due():
                 tl = player.timeline
+                recording = player.recording_status()
                 metrics.set_underflows(room.id, tl.underflows)
+                metrics.set_recording(room.id, recording["state"])
                 metrics.set_dropped("chunks", chunks.dropped.by_reason)
                 metrics.set_dropped("control", control.dropped.by_reason)
                 heartbeat.beat({
@@ -147,6 +159,7 @@ def run_audio_out(
                     "playhead_s": round(tl.playhead / player.sample_rate, 2),
                     "level_dbfs": meter.take_dbfs(),
                     "dropped": chunks.dropped.total + control.dropped.total,
+                    "recording": recording,
                 })
             if time.monotonic() >= next_clock:
                 next_clock += period
@@ -168,10 +181,44 @@ def run_audio_out(
     return finished
 
 
-def apply_set(player: Player, params: dict[str, float | str], log_event: EventSink) -> None:
-    """Live parameters audio_out owns (``volume``); others are the engine's and ignored here."""
-    volume = params.get("volume")
-    if isinstance(volume, int | float) and not isinstance(volume, bool):
-        value = min(max(float(volume), 0.0), 4.0)
-        player.set_volume(value)  # the player ramps to it: no click
-        log_event("volume", value=value)
+def submit_chunk(player: Player, chunk: AudioChunk, dropped: DropCounter,
+                 log_event: EventSink) -> None:
+    """Splice ``chunk``, or count and drop it when this player cannot play it.
+
+    A chunk can decode and still not fit this room (another channel count
+    after an engine restarted with another config): the player refuses it,
+    and the room keeps playing what it has instead of exiting into a restart
+    loop. The first such chunk of each run is logged with the reason.
+    """
+    try:
+        player.submit(chunk)
+    except ConfigError as error:
+        if dropped.by_reason["unplayable"] == 0:
+            log_event("chunk_refused", seq=chunk.seq, error=str(error))
+        dropped.add(ProtocolError("unplayable", str(error)))
+
+
+def apply_set(player: Player, params: dict[str, float | str], log_event: EventSink,
+              refused: dict[str, int] | None = None) -> None:
+    """Live parameters audio_out owns (``volume``); others are the engine's and ignored here.
+
+    A volume that is not a finite number is ignored (a Control from the
+    network may carry anything; the player would refuse it by raising) and
+    counted in ``refused`` by name, logged the first time; a finite one is
+    clamped to 0..4.
+    """
+    if "volume" not in params:
+        return
+    volume = params["volume"]
+    number = float(volume) if isinstance(volume, int | float) and not isinstance(
+        volume, bool) else math.nan
+    if not math.isfinite(number):
+        counts = refused if refused is not None else {}
+        if counts.get("volume", 0) == 0:
+            log_event("control_refused", name="volume", value=repr(volume)[:40],
+                      error=f"audio_out.volume: expected a finite number in 0..4, got {volume!r}")
+        counts["volume"] = counts.get("volume", 0) + 1
+        return
+    value = min(max(number, 0.0), 4.0)
+    player.set_volume(value)  # the player ramps to it: no click
+    log_event("volume", value=value)

@@ -10,23 +10,25 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class DemoSourceConfig(BaseModel):
     """The built-in virtual camera: artworks shown in turn on a wall."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     artworks: int = Field(4, ge=1, le=32, description="How many artworks the camera visits.")
     dwell_s: float = Field(15.0, ge=1.0, le=600.0, description="Seconds on each artwork.")
     width: int = Field(1280, ge=160, le=3840)
     height: int = Field(720, ge=120, le=2160)
-    seed: int = 7
+    seed: int = Field(7, ge=0, le=2**32 - 1)
 
 
 class StabilityConfig(BaseModel):
     """When a newly seen artwork counts, and when one is lost."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    hold_frames: int = Field(4, ge=1, description="N: frames of the last M that must agree.")
-    window_frames: int = Field(6, ge=1, description="M: the window N is counted in.")
-    lost_after_s: float = Field(2.0, ge=0.0, description="Grace period before 'empty wall'.")
+    hold_frames: int = Field(
+        4, ge=1, le=1000, description="N: frames of the last M that must agree.")
+    window_frames: int = Field(6, ge=1, le=1000, description="M: the window N is counted in.")
+    lost_after_s: float = Field(
+        2.0, ge=0.0, le=3600.0, description="Grace period before 'empty wall'.")
     same_artwork_distance: float = Field(
         0.12, gt=0.0, le=2.0,
         description="Descriptor distance under which two views are the same artwork.",
@@ -51,7 +53,7 @@ class StabilityConfig(BaseModel):
 class EncoderConfig(BaseModel):
     """Which image encoder makes ``ArtworkView.embedding``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["descriptor", "onnx"] = Field(
         "descriptor", description="'descriptor' (handcrafted, default) or 'onnx' (a model file).")
@@ -70,7 +72,7 @@ class EncoderConfig(BaseModel):
 class RecognitionConfig(BaseModel):
     """Recognition against a catalogue folder of reference images (optional)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     catalogue: str | None = Field(
         None, description="Folder of reference images (+ optional catalogue.toml); none: off.")
@@ -88,7 +90,7 @@ class RecognitionConfig(BaseModel):
 class CaptureConfig(BaseModel):
     """One room's capture role."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     source: str = Field(
         "demo",
@@ -97,13 +99,20 @@ class CaptureConfig(BaseModel):
         pattern=r"^(demo|camera:.+|video:.+|images:.+)$",
     )
     fps: float = Field(15.0, gt=0.0, le=120.0, description="Frames processed per second.")
+    min_fps: float = Field(
+        2.0, gt=0.0, le=120.0,
+        description="Under load (a frame takes longer than its share of the period, or the "
+        "loop falls behind) the rate drops toward this floor, and climbs back to fps when "
+        "there is headroom, so the camera never starves the music.",
+    )
     detect_width: int = Field(640, ge=160, le=1920, description="Detection runs at this width.")
     rectified_size: int = Field(256, ge=64, le=1024, description="Rectified artwork side, px.")
     heartbeat_s: float = Field(1.0, gt=0.0, le=60.0, description="Re-send the current view.")
     image_dwell_s: float = Field(
         10.0, gt=0.0, le=3600.0, description="images:DIR shows each image this long, cycling."
     )
-    stats_every_s: float = Field(10.0, gt=0.0, description="How often a 'stats' event is logged.")
+    stats_every_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="How often a 'stats' event is logged.")
     stability: StabilityConfig = StabilityConfig()
     demo: DemoSourceConfig = DemoSourceConfig()
     encoder: EncoderConfig = EncoderConfig()

@@ -19,6 +19,13 @@ Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
 Descriptor and embedding are computed only when the confirmed view changes,
 and remembered per artwork id, so a painting always carries the same
 features and embedding (and so the same music).
+
+Under load the loop sheds frames before the music suffers
+(:class:`AdaptiveFrameRate`): when frames take longer than their share of
+the period, or the loop falls behind, the effective rate drops toward
+``capture.min_fps``, and climbs back to ``capture.fps`` once there is
+headroom. Eight rooms at 15 fps on two cores starved audio_out; detection
+at a few frames per second still finds a painting within a second or two.
 """
 
 from __future__ import annotations
@@ -53,6 +60,61 @@ log = logging.getLogger(__name__)
 _GLANCE_RECTIFY = 32  # px; the glance only needs an 8x8 thumbnail
 
 
+class AdaptiveFrameRate:
+    """The capture's effective frame rate: lower under load, back up with headroom.
+
+    After each frame it is told the frame's wall time (so a CPU shared with
+    other processes shows, not only our own work) and whether the loop had
+    fallen behind its schedule. When the smoothed cost exceeds
+    ``SHED_ABOVE`` of the period, or the loop fell behind, the rate drops by
+    ``SHED_FACTOR`` (not below ``floor``); after about a second of frames
+    whose cost would fit in ``RAISE_BELOW`` of the next rate's period it
+    climbs by ``RAISE_FACTOR`` (not above ``target``). The gap between the
+    two thresholds keeps it from see-sawing under a steady load.
+    """
+
+    SHED_ABOVE = 0.8
+    RAISE_BELOW = 0.5
+    SHED_FACTOR = 0.75
+    RAISE_FACTOR = 1.25
+    SMOOTHING = 0.3  # weight of the newest frame in the running cost
+
+    def __init__(self, fps: float, min_fps: float) -> None:
+        self.target = fps
+        self.floor = min(min_fps, fps)
+        self.fps = fps
+        self.cost_s: float | None = None
+        self._calm_frames = 0
+
+    @property
+    def period_s(self) -> float:
+        """Seconds between frames at the effective rate."""
+        return 1.0 / self.fps
+
+    def frame_done(self, busy_s: float, behind: bool) -> bool:
+        """Account one frame that took ``busy_s``; True when the effective rate changed."""
+        if self.cost_s is None:
+            self.cost_s = busy_s
+        else:
+            self.cost_s += self.SMOOTHING * (busy_s - self.cost_s)
+        if behind or self.cost_s > self.SHED_ABOVE * self.period_s:
+            self._calm_frames = 0
+            lower = max(self.floor, self.fps * self.SHED_FACTOR)
+            changed = lower < self.fps
+            self.fps = lower
+            return changed
+        higher = min(self.target, self.fps * self.RAISE_FACTOR)
+        if higher <= self.fps or self.cost_s >= self.RAISE_BELOW / higher:
+            self._calm_frames = 0
+            return False
+        self._calm_frames += 1
+        if self._calm_frames < self.fps:  # about a second of frames with room to spare
+            return False
+        self._calm_frames = 0
+        self.fps = higher
+        return True
+
+
 class CaptureLoop:
     """One room's capture: reads frames, keeps the stable view, publishes ``ArtworkView``."""
 
@@ -66,12 +128,16 @@ class CaptureLoop:
         clock: Clock = time.time,
         catalogue: Catalogue | None = None,
         encoder: ImageEncoder | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.room_id = room_id
         self.config = config
         self._publish = publish
         self._log_event = log_event
         self._clock = clock
+        self._timer = timer  # measures frame costs and paces the loop (monotonic)
+        self.rate = AdaptiveFrameRate(config.fps, config.min_fps)
+        self._next_tick: float | None = None
         self.source = source if source is not None else open_source(config, clock)
         self.tracker = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
@@ -99,26 +165,39 @@ class CaptureLoop:
     # -- the loop --
 
     def run(self, stop: threading.Event) -> None:
-        """Process frames at ``config.fps`` until ``stop`` is set; closes the source."""
-        period = 1.0 / self.config.fps
-        next_tick = self._clock()
+        """Process frames at the effective rate until ``stop`` is set; closes the source."""
         try:
             while not stop.is_set():
-                self.step()
-                next_tick += period
-                delay = next_tick - self._clock()
+                delay = self.paced_step()
                 if delay > 0:
                     stop.wait(delay)
-                elif delay < -period:
-                    # Fell behind (a slow frame, a suspended laptop): drop the
-                    # backlog instead of racing through it.
-                    next_tick = self._clock()
         finally:
             self.source.close()
 
+    def paced_step(self) -> float:
+        """Process one frame and adapt the rate; the seconds to wait before the next one."""
+        began = self._timer()
+        if self._next_tick is None:
+            self._next_tick = began
+        self.step()
+        now = self._timer()
+        self._next_tick += self.rate.period_s
+        behind = now > self._next_tick
+        before = self.rate.fps
+        if self.rate.frame_done(now - began, behind):
+            self._log_event("capture_fps", fps=round(self.rate.fps, 2),
+                            previous_fps=round(before, 2),
+                            cost_ms=round(1000 * (self.rate.cost_s or 0.0), 1),
+                            reason="load" if self.rate.fps < before else "headroom")
+        if now - self._next_tick > self.rate.period_s:
+            # Far behind (a slow frame, a suspended laptop): drop the backlog
+            # instead of racing through it.
+            self._next_tick = now
+        return max(0.0, self._next_tick - now)
+
     def step(self) -> ArtworkView | None:
         """Process one frame; return the view published for it, if any."""
-        began = time.perf_counter()
+        began = self._timer()
         frame = self.source.read()
         if frame is None:
             return self._heartbeat(self._clock())
@@ -148,7 +227,7 @@ class CaptureLoop:
 
         self._stats["frames"] += 1
         self._stats["detected"] += primary is not None
-        self._stats["busy_s"] += time.perf_counter() - began
+        self._stats["busy_s"] += self._timer() - began
         self._maybe_log_stats(now)
         return published
 
@@ -289,6 +368,7 @@ class CaptureLoop:
             detection_rate=round(self._stats["detected"] / frames, 3) if frames else 0.0,
             busy_ms_per_frame=round(1000 * self._stats["busy_s"] / frames, 2) if frames else 0.0,
             published=self._stats["published"], artworks_known=len(self.memory),
+            effective_fps=round(self.rate.fps, 2),
         )
         self._stats_since = now
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0}

@@ -3,6 +3,9 @@
 It connects a PUB socket to the engine's views endpoint and a SUB socket to
 the supervisor's control endpoint, and runs the loop until told to stop.
 
+The heartbeat carries the loop's effective frame rate (``fps``, lower while
+it sheds load; also the ``art2mus_capture_fps`` metric).
+
 The frame source is wrapped in a :class:`FrameWatch`, which is how this role
 knows, from inside the loop's own thread, that the loop is alive (it sends
 the supervisor's heartbeat there) and whether the camera still delivers.
@@ -96,9 +99,11 @@ def run_capture(
                             "camera": "ok", "held_back": 0}
 
     def status() -> dict[str, Any]:
+        fps = round(loop.rate.fps, 2)  # effective: lower while capture sheds load
         metrics.set_confidence(room.id, float(last["confidence"]))
+        metrics.set_capture_fps(room.id, fps)
         metrics.set_dropped("control", control.dropped.by_reason)
-        return dict(last, dropped=control.dropped.total, frames=watch.frames)
+        return dict(last, dropped=control.dropped.total, frames=watch.frames, fps=fps)
 
     def publish(view: ArtworkView) -> None:
         if watch.no_frames_for() > stale_after_s:

@@ -13,7 +13,7 @@ from engine.procedural.config import ProceduralConfig
 class EngineConfig(BaseModel):
     """How the engine streams: generator, sample rate, chunking, lead, transitions."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     generator: Literal["procedural", "diffusion", "sine"] = "procedural"
     sample_rate: int = Field(48000, description="Generator output rate in Hz.")
@@ -30,7 +30,7 @@ class EngineConfig(BaseModel):
         1.0, ge=0.0, le=10.0, description="Equal-power crossfade into new material."
     )
     view_timeout_s: float = Field(
-        20.0, ge=0.0,
+        20.0, ge=0.0, le=86400.0,
         description="No ArtworkView from a room's capture for this long (capture down, camera "
         "gone): play the empty-room ambience. 0 = keep the last artwork forever.",
     )

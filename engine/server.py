@@ -11,15 +11,21 @@ batches (the diffusion model), the rooms due now and those due within
 Around that loop: Control ``set`` messages reach the room sessions as live
 parameters; each turn ticks the sessions (view timeout, rate-limited
 re-planning); a heartbeat with every room's state goes to the supervisor;
-and each room's last view and controls are saved to ``state_path`` so that
-an engine restarted after a crash resumes the artwork each room was
-playing instead of starting from an empty wall.
+and each room's last view, controls and the time capture last spoke are
+saved to ``state_path`` so that an engine restarted after a crash resumes the
+artwork each room was playing instead of starting from an empty wall.
+
+No peer can block the loop: each turn reads at most :data:`FRAMES_PER_TURN`
+frames per socket, and the chunks XPUB takes only subscriptions to a
+configured room (or ``""``, a tap on every room); anything else is counted
+as dropped (:class:`RoomSubscriptions`), so ``subscribed`` stays bounded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import threading
 import time
@@ -36,11 +42,58 @@ from installation.config import InstallationConfig
 from installation.events import EventSink
 from installation.health import Heartbeat
 from installation.metrics import Metrics
-from installation.protocol import ArtworkView, Control, PlaybackClock
+from installation.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
 from installation.security import curve_keys
 from installation.transport import Inbox, make_socket, send
 
 STATS_EVERY_S = 10.0
+#: Frames read from each socket per turn of the loop: a flood waits in
+#: ZeroMQ's queue (bounded by its high-water mark) instead of holding the loop.
+FRAMES_PER_TURN = 100
+#: Longest topic a subscription may carry: a room id (RoomConfig's pattern).
+MAX_TOPIC_BYTES = 64
+
+
+class RoomSubscriptions:
+    """Which rooms some audio_out listens to, from the chunks XPUB's subscription frames.
+
+    A frame is a flag byte (1 subscribe, 0 unsubscribe) and a topic. Only a
+    configured room id or ``""`` (a tap on every room) is taken; every other
+    frame is dropped and counted by reason, so ``topics`` never holds more
+    than the rooms plus one.
+    """
+
+    def __init__(self, rooms: list[str]) -> None:
+        self.rooms = frozenset(rooms)
+        self.topics: set[str] = set()
+        self.dropped = DropCounter()
+
+    def frame(self, frame: bytes) -> tuple[str, bool] | None:
+        """Apply one frame; ``(room, subscribed)`` when it changed ``topics``, else None."""
+        if not frame or frame[0] not in (0, 1):
+            self.dropped.add(ProtocolError("bad-subscription", "expected flag byte 0 or 1"))
+            return None
+        raw = frame[1:]
+        if len(raw) > MAX_TOPIC_BYTES:
+            self.dropped.add(ProtocolError(
+                "too-long", f"topic of {len(raw)} bytes, a room id has at most {MAX_TOPIC_BYTES}"))
+            return None
+        try:
+            topic = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            topic = None
+        if topic is None or (topic and topic not in self.rooms):
+            self.dropped.add(ProtocolError("unknown-room", f"topic {bytes(raw)!r}"))
+            return None
+        if frame[0] == 1:
+            if topic in self.topics:
+                return None
+            self.topics.add(topic)
+            return topic, True
+        if topic not in self.topics:
+            return None
+        self.topics.discard(topic)
+        return topic, False
 
 
 class EngineServer:
@@ -71,8 +124,10 @@ class EngineServer:
         self.heartbeat = heartbeat or Heartbeat(fd=None)
         self.metrics = metrics or Metrics(0)
         self.state_path = state_path
-        self._state_dirty = False
-        self._state_saved_at = 0.0
+        self._clock_now = clock
+        self._state_dirty = False  # an artwork or a control changed: save soon
+        self._views_unsaved = False  # capture spoke since the last save: save now and then
+        self._state_saved_at = -float("inf")
         self._restore()
         net = config.network
         keys = curve_keys(config)
@@ -83,7 +138,7 @@ class EngineServer:
         # generates for a room only then (a PUB drops what it sends before the
         # subscription arrives: the first chunk after a restart would be lost).
         self._chunks = make_socket(self._context, zmq.XPUB, net.chunks, bind=True, curve=keys)
-        self.subscribed: set[str] = set()
+        self.subscriptions = RoomSubscriptions(list(self.sessions))
         self._clock = make_socket(self._context, zmq.PULL, net.clock, bind=True,
                                   max_bytes=net.max_message_bytes, curve=keys)
         self._control = make_socket(self._context, zmq.SUB, net.control, bind=False,
@@ -98,52 +153,63 @@ class EngineServer:
             self._poller.register(inbox.socket, zmq.POLLIN)
         self._poller.register(self._chunks, zmq.POLLIN)
         self.unknown_room = 0
+        self._next_stats = time.monotonic() + STATS_EVERY_S
+
+    @property
+    def subscribed(self) -> set[str]:
+        """The rooms (and ``""``, a tap on all) some subscriber listens to now."""
+        return self.subscriptions.topics
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set or a shutdown Control arrives."""
         self.log_event("serving", rooms=list(self.sessions),
                        generator=self.config.engine.generator)
-        next_stats = time.monotonic() + STATS_EVERY_S
         try:
             while not stop.is_set():
-                self._poller.poll(timeout=5)
-                if self._receive():
+                if self.turn():
                     break
-                for session in self.sessions.values():
-                    session.tick()
-                self._generate_due()
-                if self.heartbeat.due():
-                    self.heartbeat.beat(self.status())
-                if self._state_dirty and time.monotonic() - self._state_saved_at > 0.5:
-                    self._save_state()
-                if time.monotonic() >= next_stats:
-                    next_stats += STATS_EVERY_S
-                    self._log_stats()
         finally:
-            if self._state_dirty:
+            if self._state_dirty or self._views_unsaved:
                 self._save_state()
             self._log_stats()
             self.close()
 
+    def turn(self, poll_ms: int = 5) -> bool:
+        """One turn of the loop (waits up to ``poll_ms`` for input); True on a shutdown Control."""
+        self._poller.poll(timeout=poll_ms)
+        if self._receive():
+            return True
+        for session in self.sessions.values():
+            session.tick()
+        self._generate_due()
+        if self.heartbeat.due():
+            self.heartbeat.beat(self.status())
+        self._maybe_save_state()
+        if time.monotonic() >= self._next_stats:
+            self._next_stats += STATS_EVERY_S
+            self._log_stats()
+        return False
+
     def _receive(self) -> bool:
-        """Drain every inbox; True when told to shut down."""
+        """Drain every inbox (a bounded number of frames each); True when told to shut down."""
         self._track_subscriptions()
-        for message in self.inboxes["views"].drain():
+        for message in self.inboxes["views"].drain(FRAMES_PER_TURN):
             session = self.sessions.get(message.room)
             if not isinstance(message, ArtworkView) or session is None:
                 self.unknown_room += 1
                 continue
+            self._views_unsaved = True  # even a re-send: the saved view time must follow it
             if session.on_view(message):
                 self.log_event("view", artwork_id=message.artwork_id, state=message.state,
                                confidence=message.confidence, seen_at=message.time)
                 self._state_dirty = True
-        for message in self.inboxes["clock"].drain():
+        for message in self.inboxes["clock"].drain(FRAMES_PER_TURN):
             session = self.sessions.get(message.room)
             if not isinstance(message, PlaybackClock) or session is None:
                 self.unknown_room += 1
                 continue
             session.on_clock(message)
-        for message in self.inboxes["control"].drain():
+        for message in self.inboxes["control"].drain(FRAMES_PER_TURN):
             if not isinstance(message, Control) or message.target not in ("*", "engine"):
                 continue
             if message.command == "shutdown":
@@ -166,21 +232,16 @@ class EngineServer:
                 self._state_dirty = True
 
     def _track_subscriptions(self) -> None:
-        """Read XPUB (un)subscription frames: byte 1 or 0, then the topic (a room id)."""
-        for _ in range(100):
+        """Read the XPUB's (un)subscription frames, at most FRAMES_PER_TURN of them."""
+        for _ in range(FRAMES_PER_TURN):
             try:
                 frame = self._chunks.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if not frame:
-                continue
-            topic = frame[1:].decode("utf-8", errors="replace")
-            if frame[0] == 1:
-                self.subscribed.add(topic)
-                self.log_event("subscribed", topic=topic)
-            elif frame[0] == 0:
-                self.subscribed.discard(topic)
-                self.log_event("unsubscribed", topic=topic)
+            change = self.subscriptions.frame(frame)
+            if change is not None:
+                topic, subscribed = change
+                self.log_event("subscribed" if subscribed else "unsubscribed", topic=topic)
 
     def _listening(self, room: str) -> bool:
         """True when some audio_out (or a tap on every room, topic "") receives ``room``."""
@@ -217,20 +278,45 @@ class EngineServer:
                 if key in described:
                     entry[key] = described[key]
             rooms[room] = entry
-        dropped = {name: inbox.dropped.total for name, inbox in self.inboxes.items()}
-        for name, inbox in self.inboxes.items():
-            self.metrics.set_dropped(name, inbox.dropped.by_reason)
-        return {"rooms": rooms, "dropped": dropped}
+        dropped = {name: counter.total for name, counter in self._drop_counters().items()}
+        for name, counter in self._drop_counters().items():
+            self.metrics.set_dropped(name, counter.by_reason)
+        return {"rooms": rooms, "dropped": dropped, "subscribed": sorted(self.subscribed)}
+
+    def _drop_counters(self) -> dict[str, DropCounter]:
+        counters = {name: inbox.dropped for name, inbox in self.inboxes.items()}
+        counters["subscriptions"] = self.subscriptions.dropped
+        return counters
 
     # -- surviving a restart ---------------------------------------------------
 
+    def _maybe_save_state(self) -> None:
+        """Save soon after a change, and every few seconds while capture keeps speaking.
+
+        The second keeps the saved time of the last view close to the truth:
+        a painting that has hung unchanged for an hour is still being seen.
+        """
+        since = self._clock_now() - self._state_saved_at
+        if since < 0:  # the wall clock was set back: save, and measure from now
+            since = float("inf")
+        if self._state_dirty and since > 0.5:
+            self._save_state()
+        elif self._views_unsaved and since > self._state_refresh_s():
+            self._save_state()
+
+    def _state_refresh_s(self) -> float:
+        """How stale the saved view time may get: a quarter of the view timeout, 1-10 s."""
+        timeout = self.config.engine.view_timeout_s
+        return 10.0 if timeout <= 0 else min(10.0, max(1.0, timeout / 4))
+
     def _save_state(self) -> None:
-        """Write each room's last view and controls (atomically) for a restarted engine."""
+        """Write each room's last view, controls and view time (atomically) for a restart."""
         self._state_dirty = False
-        self._state_saved_at = time.monotonic()
+        self._views_unsaved = False
+        now = self._clock_now()
+        self._state_saved_at = now
         if self.state_path is None:
             return
-        now = time.time()
         record = {}
         for room, session in self.sessions.items():
             if session.last_view_at is None:
@@ -238,7 +324,8 @@ class EngineServer:
             record[room] = {
                 "view": json.loads(msgspec.json.encode(session.latest_view)),
                 "shown": json.loads(msgspec.json.encode(session.view)),
-                "age_s": max(0.0, session._now() - session.last_view_at),
+                # when capture last spoke (any view, re-sends included), on the engine's clock
+                "last_view_at": session.last_view_at,
                 "saved_at": now,
                 "controls": dataclasses.asdict(session.controls),
             }
@@ -256,6 +343,10 @@ class EngineServer:
         except (OSError, ValueError) as exc:
             self.log_event("state_unreadable", path=str(self.state_path), error=str(exc))
             return
+        if not isinstance(record, dict):
+            self.log_event("state_unreadable", path=str(self.state_path),
+                           error=f"expected an object of rooms, got {type(record).__name__}")
+            return
         timeout = self.config.engine.view_timeout_s
         for room, saved in record.items():
             session = self.sessions.get(room)
@@ -264,12 +355,24 @@ class EngineServer:
             try:
                 shown = msgspec.json.decode(json.dumps(saved["shown"]), type=ArtworkView)
                 controls = RoomControls(**saved["controls"])
-                age = float(saved["age_s"]) + max(0.0, time.time() - float(saved["saved_at"]))
+                if not all(math.isfinite(v) for v in dataclasses.astuple(controls)
+                           if isinstance(v, float)):
+                    raise ValueError(f"non-finite controls {controls}")
+                if "last_view_at" in saved:
+                    age = self._clock_now() - float(saved["last_view_at"])
+                else:  # a file from an older engine: its age was counted from the save
+                    age = float(saved["age_s"]) + self._clock_now() - float(saved["saved_at"])
+                if not math.isfinite(age):
+                    raise ValueError(f"the time of the last view gives an age of {age}")
+                age = max(0.0, age)
             except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
                 self.log_event("state_unreadable", room=room, error=str(exc))
                 continue
             if timeout > 0 and age > timeout:
-                continue  # capture has been silent too long: the ambience is right
+                # capture has been silent too long: the ambience is right
+                self.log_event("state_too_old", room=room, age_s=round(age, 1),
+                               view_timeout_s=timeout)
+                continue
             session.restore(shown, age, controls)
 
     def _log_stats(self) -> None:
@@ -277,10 +380,11 @@ class EngineServer:
             "stats",
             realtime_factor={room: (round(s.realtime_factor, 2) if s.generation_s else None)
                              for room, s in self.sessions.items()},
-            dropped={name: dict(inbox.dropped.by_reason) for name, inbox in self.inboxes.items()},
+            dropped={name: dict(c.by_reason) for name, c in self._drop_counters().items()},
             received={name: inbox.received for name, inbox in self.inboxes.items()},
             unknown_room=self.unknown_room,
-            dropped_total={name: inbox.dropped.total for name, inbox in self.inboxes.items()},
+            dropped_total={name: c.total for name, c in self._drop_counters().items()},
+            subscribed=sorted(self.subscribed),
         )
 
     def close(self) -> None:

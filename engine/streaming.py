@@ -14,7 +14,10 @@ latest :class:`PlaybackClock`, what to generate next:
   crossfade of ``transition_crossfade_s``; transition latency is then the
   margin plus one generation, not the queue length.
 
-Conditioning is computed once per artwork and cached by artwork id.
+Conditioning is computed once per artwork and cached by artwork id, in a
+least-recently-used cache of :data:`CONDITION_CACHE_SIZE` artworks (artwork
+ids come from the network: a peer sending endless new ids must not grow the
+engine); the artwork playing is never evicted.
 
 Live control (knobs, OSC, config reload; see :mod:`installation.params`)
 arrives as :meth:`RoomSession.set_controls`. Intensity, brightness, tempo
@@ -25,13 +28,16 @@ sweeping knob does not restart the music on every tick. Freeze holds the
 current artwork whatever capture reports; transition time sets the
 crossfade. :meth:`RoomSession.tick` also moves a room whose capture has
 been silent for ``view_timeout_s`` (capture down, camera gone) to the
-empty-room ambience.
+empty-room ambience. A control value that is not a finite number is ignored
+and counted (:attr:`RoomSession.refused_controls`); a finite one is clamped to
+the parameter's range (:mod:`installation.params`), whatever the sender.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +48,7 @@ import numpy as np
 from engine.config import EngineConfig
 from engine.generators import Generated, Generator, can_batch, generate_many
 from installation.events import EventSink, null_sink
+from installation.params import SETTINGS, Parameter, live_value
 from installation.protocol import (
     PROTOCOL_VERSION,
     Array,
@@ -55,7 +62,7 @@ Reason = Literal["start", "continue", "transition"]
 
 def empty_view(room: str) -> ArtworkView:
     """The view of a room before capture has reported anything: an empty wall."""
-    return ArtworkView(v=PROTOCOL_VERSION, room=room, seq=-1, time=time.time(), state="empty")
+    return ArtworkView(v=PROTOCOL_VERSION, room=room, seq=0, time=time.time(), state="empty")
 
 
 def view_key(view: ArtworkView) -> str:
@@ -89,6 +96,10 @@ class RoomControls:
 
 #: Seed step between variations (a prime, so variations never alias another room's seed).
 VARIATION_SEED_STEP = 7919
+#: Artworks whose condition a room keeps (least recently used evicted first).
+CONDITION_CACHE_SIZE = 64
+#: Conditions adjusted by the knobs a room keeps (a knob sweep makes many).
+ADJUSTED_CACHE_SIZE = 64
 _CLAMP_TEMPO = (30.0, 240.0)
 
 
@@ -201,7 +212,7 @@ class RoomSession:
         self.config = config
         self._log = log_event
         self._now = clock
-        self._conditions: dict[str, Any] = {}
+        self._conditions: OrderedDict[str, Any] = OrderedDict()
         self.view = empty_view(room)
         self.condition = self._condition_for(self.view)
         self.state: Any | None = None
@@ -219,7 +230,8 @@ class RoomSession:
         self.min_change_interval_s = 0.25
         self._replan_pending = False
         self._last_replan = -float("inf")
-        self._adjusted: dict[tuple[str, tuple[float, float, float]], Any] = {}
+        self._adjusted: OrderedDict[tuple[str, tuple[float, float, float]], Any] = OrderedDict()
+        self.refused_controls: Counter[str] = Counter()  # by parameter name
 
     def log_event(self, kind: str, **fields: Any) -> None:
         """Record an event about this room."""
@@ -258,14 +270,28 @@ class RoomSession:
 
     # -- live control ---------------------------------------------------------
 
-    def set_controls(self, params: Mapping[str, float | str]) -> list[str]:
-        """Apply live parameters (unknown names are ignored); the names that changed."""
+    def set_controls(self, params: Mapping[str, object]) -> list[str]:
+        """Apply live parameters (unknown names are ignored); the names that changed.
+
+        A value that is not a finite number is ignored and counted in
+        :attr:`refused_controls` (logged the first time per name); a finite
+        one is clamped to its parameter's range.
+        """
         updates: dict[str, Any] = {}
         c = self.controls
         for name, raw in params.items():
-            if isinstance(raw, str):
+            param = _live_parameter(name)
+            if param is None:
                 continue
-            value = float(raw)
+            try:
+                value = param.clamp(raw)
+            except ValueError as error:
+                if self.refused_controls[param.name] == 0:
+                    self.log_event("control_refused", name=param.name, value=repr(raw)[:40],
+                                   error=str(error))
+                self.refused_controls[param.name] += 1
+                continue
+            name = param.name
             if name in ("intensity", "brightness", "tempo_bias") and getattr(c, name) != value:
                 updates[name] = value
             elif name == "transition_s" and c.transition_s != value:
@@ -274,15 +300,13 @@ class RoomSession:
                 updates[name] = value >= 0.5
             elif name == "next_variation" and c.variation != int(value):
                 updates["variation"] = int(value)
-            elif name in ("lead_s", "transition_margin_s", "view_timeout_s") \
-                    and getattr(self.config, name) != value:
+            elif name in SETTINGS and getattr(self.config, name) != value:
                 self.config = self.config.model_copy(update={name: value})
                 updates[name] = value
         if not updates:
             return []
-        config_names = {"lead_s", "transition_margin_s", "view_timeout_s"}
         self.controls = dataclasses.replace(
-            c, **{k: v for k, v in updates.items() if k not in config_names})
+            c, **{k: v for k, v in updates.items() if k not in SETTINGS})
         if {"intensity", "brightness", "tempo_bias", "variation"} & set(updates):
             self._replan_pending = True
         if "freeze" in updates and not self.controls.freeze:
@@ -476,26 +500,53 @@ class RoomSession:
         if self.controls.neutral:
             return base
         cache_key = (view_key(view), self.controls.shapes_condition)
-        if cache_key not in self._adjusted:
-            adjusted = apply_controls(base, self.controls)
-            if adjusted is None:
-                adjusted = self.generator.prepare(adjust_view(view, self.controls))
-            if len(self._adjusted) >= 64:  # a knob sweep must not grow the cache forever
-                self._adjusted.pop(next(iter(self._adjusted)))
-            self._adjusted[cache_key] = adjusted
-        return self._adjusted[cache_key]
+        if cache_key in self._adjusted:
+            self._adjusted.move_to_end(cache_key)
+            return self._adjusted[cache_key]
+        adjusted = apply_controls(base, self.controls)
+        if adjusted is None:
+            adjusted = self.generator.prepare(adjust_view(view, self.controls))
+        self._adjusted[cache_key] = adjusted
+        # a knob sweep must not grow the cache forever
+        _evict(self._adjusted, ADJUSTED_CACHE_SIZE, keep={cache_key})
+        return adjusted
 
     def _condition_for(self, view: ArtworkView) -> Any:
         key = view_key(view)
-        if key not in self._conditions:
-            condition = self.generator.prepare(view)
-            self._conditions[key] = condition
-            self.log_event(
-                "decisions", artwork_id=view.artwork_id, state=view.state,
-                decisions=self.generator.describe(condition),
-                features={k: round(v, 4) for k, v in view.features.items()},
-            )
-        return self._conditions[key]
+        if key in self._conditions:
+            self._conditions.move_to_end(key)
+            return self._conditions[key]
+        condition = self.generator.prepare(view)
+        self._conditions[key] = condition
+        # Artwork ids come from the network: endless new ids must not grow the engine.
+        # The artwork playing (and the one capture reports while frozen) stays.
+        playing = {view_key(v) for v in (getattr(self, "view", None),
+                                         getattr(self, "latest_view", None)) if v is not None}
+        _evict(self._conditions, CONDITION_CACHE_SIZE, keep=playing | {key})
+        self.log_event(
+            "decisions", artwork_id=view.artwork_id, state=view.state,
+            decisions=self.generator.describe(condition),
+            features={k: round(v, 4) for k, v in view.features.items()},
+        )
+        return condition
+
+
+
+def _evict(cache: OrderedDict[Any, Any], size: int, keep: set[Any]) -> None:
+    """Drop the least recently used entries of ``cache`` beyond ``size``, except ``keep``."""
+    for key in list(cache):
+        if len(cache) <= size:
+            return
+        if key not in keep:
+            del cache[key]
+
+
+def _live_parameter(name: str) -> Parameter | None:
+    """The live parameter or engine setting called ``name``, or None (ignored)."""
+    try:
+        return live_value(name)
+    except ValueError:
+        return None
 
 
 def generate_due(sessions: Iterable[RoomSession], generator: Generator,

@@ -16,8 +16,9 @@ from typing import Any
 
 import click
 
+from installation.cli_types import FiniteFloat
 from installation.config import InstallationConfig, freeze_config, load_config
-from installation.errors import Art2MusError, InputError
+from installation.errors import Art2MusError, ConfigError, InputError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -48,20 +49,29 @@ def main() -> None:
 
 
 def _supervise(
-    config: InstallationConfig, config_label: str, source_path: Path | None = None
-) -> tuple[float, list[Any]]:
-    """Freeze the config, run the supervised installation, return (wall time, roles)."""
+    config: InstallationConfig, config_label: str, source_path: Path | None = None,
+    joins_room: str | None = None,
+) -> tuple[float, Any]:
+    """Freeze the config, run the supervised installation, return (wall time, supervisor).
+
+    ``joins_room``: the run report also keeps that room's chunk joins (the demo).
+    """
     from installation.events import EventLog
+    from installation.jsonlog import WriteFailures
     from installation.roles import events_path, install_stop_handlers
-    from installation.supervisor import Supervisor
+    from installation.supervisor import Supervisor, console_line
 
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
     frozen = freeze_config(config, out / "run-config.json")
     stop = threading.Event()
     install_stop_handlers(stop)
-    log = EventLog(events_path(config, "supervisor", None), "supervisor")
-    supervisor = Supervisor(config, frozen, log, log_dir=out / "logs", source_path=source_path)
+    failures = WriteFailures(console_line)  # a failing disk is said once, never fatal
+    log = EventLog(events_path(config, "supervisor", None), "supervisor", failures=failures)
+    supervisor = Supervisor(config, frozen, log, log_dir=out / "logs", source_path=source_path,
+                            write_failures=failures)
+    if supervisor.report is not None:
+        supervisor.report.joins_room = joins_room
     click.echo(f"art2mus: running {config_label} ({len(config.rooms)} room(s)); "
                f"output in {out}/ — Ctrl-C stops")
     began = time.monotonic()
@@ -69,7 +79,17 @@ def _supervise(
         supervisor.run(stop)
     finally:
         log.close()
-    return time.monotonic() - began, supervisor.roles
+    return time.monotonic() - began, supervisor
+
+
+def _gave_up(supervisor: Any) -> None:
+    """RoleFailed when the supervisor stopped because every role left had failed."""
+    from installation.errors import RoleFailed
+
+    failed = supervisor.failed_roles()
+    if supervisor.ended_by == "failed" and failed:
+        raise RoleFailed("nothing left to run: " + "; ".join(
+            f"{role.name} {role.failed}" for role in failed))
 
 
 @cli.command()
@@ -77,7 +97,8 @@ def _supervise(
               default=REPO_CONFIGS / "demo.toml", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: the config's, 'out').")
-@click.option("--seconds", type=float, default=None, help="Stop after this much music.")
+@click.option("--seconds", type=FiniteFloat(0.0, min_open=True), default=None,
+              help="Stop after this much music.")
 def demo(config_path: Path, out_dir: Path | None, seconds: float | None) -> None:
     """The embedded default end to end: virtual camera, three processes, out/demo.wav."""
     from installation.demo import prepare_demo_config, summarise_demo
@@ -86,17 +107,32 @@ def demo(config_path: Path, out_dir: Path | None, seconds: float | None) -> None
     events_dir = config.output_dir / "events"
     if events_dir.exists():
         shutil.rmtree(events_dir)
-    wall, roles = _supervise(config, f"demo ({config_path.name})")
-    summarise_demo(config, wall, roles)
+    wall, supervisor = _supervise(config, f"demo ({config_path.name})",
+                                  joins_room=config.rooms[0].id)
+    summarise_demo(config, wall, supervisor.roles, supervisor.report)
+    _gave_up(supervisor)
 
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
 def run(config_path: Path) -> None:
-    """Run an installation: every role of every room, supervised."""
+    """Run an installation: every role of every room, supervised.
+
+    At the end (Ctrl-C, SIGTERM, or every finite role done) it writes
+    OUTPUT/timeline.json and prints each room's recording segments.
+    """
+    from installation.doctor import require_deep_checks
+    from installation.report import print_run_summary
+
     config = load_config(config_path)
-    wall, _ = _supervise(config, str(config_path), source_path=config_path)
+    require_deep_checks(config, str(config_path), echo=click.echo)  # before any role starts
+    wall, supervisor = _supervise(config, str(config_path), source_path=config_path)
+    report = supervisor.report  # always there for an installation from a config
+    if report is not None:
+        summary = report.summary(wall, config.engine.sample_rate, supervisor.roles)
+        print_run_summary(summary, report.write(summary))
     click.echo(f"art2mus: stopped after {wall:.1f} s")
+    _gave_up(supervisor)
 
 
 def _role_command(role: str) -> Any:
@@ -131,20 +167,57 @@ def role(name: str, config_path: Path, room: str | None) -> None:
 
 @cli.command("check-config")
 @click.argument("path", type=click.Path(path_type=Path))
-def check_config(path: Path) -> None:
+@click.option("--deep", is_flag=True,
+              help="Also check that it will run on this machine: sources open, files exist, "
+                   "devices match, ports are free, paths are writable (exit 2 on a failure).")
+def check_config(path: Path, deep: bool) -> None:
     """Validate a config file; errors name the file, the field and what was expected."""
     config = load_config(path)
     rooms = ", ".join(f"{r.id} ({r.capture.source})" for r in config.rooms)
     click.echo(f"{path}: OK — generator {config.engine.generator}, rooms: {rooms}")
+    if deep:
+        from installation.doctor import deep_check
+
+        report = deep_check(config)
+        for finding in report.findings:
+            click.echo(finding.line())
+        click.echo(report.summary())
+        if report.failures:
+            raise ConfigError(f"{path} will not run on this machine: "
+                              f"{len(report.failures)} deep check(s) failed (listed above)")
+
+
+#: Longest offline render or generator bench, seconds (an hour of music).
+MAX_RENDER_S = 3600.0
 
 
 def _read_image(path: Path) -> Any:
-    import cv2
+    """The image as BGR pixels; one-line InputError if missing, unreadable or truncated."""
+    from capture.cli import read_image
 
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read image {path}: missing or not an image file")
-    return image
+    return read_image(path)
+
+
+def _check_writable(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> None:
+    """InputError ``cannot write ...`` unless ``path`` can be written (checked before the
+    work, so a long render is not lost at the end); creates its folder."""
+    if path.is_dir():
+        raise InputError(f"cannot write {option} {path}: it is a folder")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError(f"cannot write {option} {path}: expected a file ending in "
+                         f"{' or '.join(suffixes)}, got {path.suffix or 'no extension'!r}")
+    blocking = next((p for p in path.parents if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise InputError(f"cannot write {option} {path}: {blocking} is a file, not a folder")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {option} {path}: {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink(missing_ok=True)  # the probe leaves nothing behind
 
 
 def _view_for_image(image: Any, room: str = "render") -> Any:
@@ -183,7 +256,8 @@ def embed(images: tuple[Path, ...], as_json: bool) -> None:
 
 @cli.command()
 @click.argument("image", type=click.Path(path_type=Path))
-@click.option("--seconds", type=float, default=20.0, show_default=True)
+@click.option("--seconds", type=FiniteFloat(0.0, MAX_RENDER_S, min_open=True), default=20.0,
+              show_default=True)
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
               help="WAV or FLAC file to write.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
@@ -200,15 +274,16 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
     from engine.generators import make_generator
     from engine.streaming import render_offline
 
-    if seconds <= 0:
-        raise InputError(f"--seconds must be positive, got {seconds}")
+    picture = _read_image(image)
+    _check_writable(out_path, "--out", (".wav", ".flac"))
+    if midi_path is not None:
+        _check_writable(midi_path, "--midi", (".mid", ".midi"))
     engine_config = load_config(config_path).engine if config_path else EngineConfig()
     generator = make_generator(engine_config)
-    view = _view_for_image(_read_image(image))
+    view = _view_for_image(picture)
     began = time.perf_counter()
     audio, notes, decisions = render_offline(generator, view, seconds, seed=seed)
     spent = time.perf_counter() - began
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         soundfile.write(str(out_path), audio, generator.sample_rate)
     except (soundfile.LibsndfileError, ValueError, TypeError) as exc:
@@ -250,7 +325,8 @@ def bench() -> None:
 
 
 @bench.command("generator")
-@click.option("--seconds", type=float, default=30.0, show_default=True)
+@click.option("--seconds", type=FiniteFloat(0.0, MAX_RENDER_S, min_open=True), default=30.0,
+              show_default=True)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
 @click.option("--json", "as_json", is_flag=True, default=True)
 def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> None:

@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from audio_out.config import AudioOutConfig
+from audio_out.config import AudioOutConfig, segment_template
 from capture.config import CaptureConfig
 from engine.config import EngineConfig
 from installation.errors import ConfigError
@@ -39,16 +47,37 @@ from installation.protocol import DEFAULT_MAX_MESSAGE_BYTES
 class InstallationSection(BaseModel):
     """Name and output folder of the installation."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = "art2mus"
     output_dir: str = Field("out", description="Where recordings, logs and timelines go.")
 
 
+def endpoint_problem(endpoint: str) -> str | None:
+    """What is wrong with a ZeroMQ endpoint string (without repeating it), or None.
+
+    ``tcp://HOST:PORT`` needs a host and a port 1..65535 (ZeroMQ would bind
+    ``:99999`` or ``:*`` to a random port no peer can find); ``ipc://PATH`` and
+    ``inproc://NAME`` need a path or name.
+    """
+    expected = "expected tcp://HOST:PORT (port 1..65535), ipc://PATH or inproc://NAME"
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc"):
+        return f"{expected}; the scheme is not one of these"
+    if scheme != "tcp":
+        return None if rest else f"{expected}; nothing follows {scheme}://"
+    host, colon, port = rest.rpartition(":")
+    if not colon or not host:
+        return f"{expected}; no HOST:PORT follows tcp://"
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return f"{expected}; the port is {port!r}"
+    return None
+
+
 class NetworkConfig(BaseModel):
     """ZeroMQ endpoints. The engine binds views, chunks and clock; the supervisor binds control."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     views: str = Field("tcp://127.0.0.1:5701", description="capture -> engine (ArtworkView)")
     chunks: str = Field("tcp://127.0.0.1:5702", description="engine -> audio_out (AudioChunk)")
@@ -56,40 +85,62 @@ class NetworkConfig(BaseModel):
     control: str = Field("tcp://127.0.0.1:5704", description="supervisor -> roles (Control)")
     max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=1 << 30)
 
+    @field_validator("views", "chunks", "clock", "control")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        problem = endpoint_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _distinct(self) -> NetworkConfig:
         endpoints = [self.views, self.chunks, self.clock, self.control]
-        for endpoint in endpoints:
-            if not endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-                raise ValueError(f"endpoint {endpoint!r} must start with tcp://, ipc:// or inproc://")
         if len(set(endpoints)) != len(endpoints):
             raise ValueError(f"endpoints must be distinct, got {endpoints}")
         return self
 
 
+_RoleKind = Literal["engine", "capture", "audio_out"]
+
+
+def _default_nice() -> dict[_RoleKind, int]:
+    return {"audio_out": -5, "engine": 0, "capture": 10}
+
+
+def _default_ionice() -> dict[_RoleKind, int]:
+    return {"capture": 7}
+
+
 class SupervisorConfig(BaseModel):
-    """How crashed roles are restarted."""
+    """How crashed roles are restarted, logged and prioritised."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    restart_backoff_s: float = Field(0.5, gt=0.0, description="First restart delay.")
-    restart_backoff_max_s: float = Field(10.0, gt=0.0, description="Longest restart delay.")
-    stable_after_s: float = Field(
-        30.0, gt=0.0, description="A role up this long has its backoff reset."
+    restart_backoff_s: float = Field(0.5, gt=0.0, le=600.0, description="First restart delay.")
+    restart_backoff_max_s: float = Field(
+        10.0, gt=0.0, le=3600.0, description="Longest restart delay."
     )
-    stop_timeout_s: float = Field(5.0, gt=0.0, description="SIGTERM, then SIGKILL after this.")
+    stable_after_s: float = Field(
+        30.0, gt=0.0, le=86400.0, description="A role up this long has its backoff reset."
+    )
+    stop_timeout_s: float = Field(
+        5.0, gt=0.0, le=600.0, description="SIGTERM, then SIGKILL after this."
+    )
     heartbeat_s: float = Field(
         0.5, gt=0.0, le=10.0, description="Roles report health to the supervisor this often."
     )
     hang_after_s: float = Field(
-        10.0, ge=0.0,
+        10.0, ge=0.0, le=3600.0,
         description="A role silent this long (no heartbeat) is killed and restarted; 0 = never.",
     )
     startup_grace_s: float = Field(
-        30.0, gt=0.0, description="Time a starting role has to send its first heartbeat."
+        30.0, gt=0.0, le=3600.0,
+        description="Time a starting role has to send its first heartbeat.",
     )
     status_every_s: float = Field(
-        1.0, gt=0.0, description="How often the supervisor rewrites OUTPUT/status.json."
+        1.0, gt=0.0, le=3600.0,
+        description="How often the supervisor rewrites OUTPUT/status.json.",
     )
     roles: tuple[Literal["engine", "capture", "audio_out"], ...] = Field(
         ("engine", "capture", "audio_out"),
@@ -98,6 +149,38 @@ class SupervisorConfig(BaseModel):
     rooms: tuple[str, ...] = Field(
         (), description="Which rooms' capture/audio_out this machine runs; empty = all."
     )
+    max_config_failures: int = Field(
+        3, ge=1, le=1000,
+        description="A role that exits this many times in a row with a config, input or "
+        "dependency error (exit code 2, 3, 4) is not restarted again; the others play on.",
+    )
+    log_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=4096, le=1 << 40,
+        description="OUTPUT/logs/ROLE.log rotates past this size (bytes).",
+    )
+    log_backups: int = Field(
+        5, ge=0, le=1000, description="Rotated logs kept per role (ROLE.log.1 .. ROLE.log.N)."
+    )
+    nice: dict[_RoleKind, int] = Field(
+        default_factory=_default_nice,
+        description="Process niceness per role (-20..19, lower runs first): the music ahead "
+        "of the camera. Raising a priority (below the supervisor's own) needs CAP_SYS_NICE "
+        "or root; without it the role keeps the supervisor's, said once.",
+    )
+    ionice: dict[_RoleKind, int] = Field(
+        default_factory=_default_ionice,
+        description="Best-effort I/O priority level per role (0 = first .. 7 = last), Linux.",
+    )
+
+    @model_validator(mode="after")
+    def _priorities(self) -> SupervisorConfig:
+        for role, value in self.nice.items():
+            if not -20 <= value <= 19:
+                raise ValueError(f"supervisor.nice.{role}: expected -20..19, got {value}")
+        for role, value in self.ionice.items():
+            if not 0 <= value <= 7:
+                raise ValueError(f"supervisor.ionice.{role}: expected 0..7, got {value}")
+        return self
 
 
 class MidiInConfig(BaseModel):
@@ -109,7 +192,7 @@ class MidiInConfig(BaseModel):
     (``"intensity@room-1"``); ``art2mus midi-learn`` writes these tables.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     port: str = Field("", description="Substring of the input port name; '' = no MIDI in.")
     virtual: bool = Field(False, description="Also open a virtual input port named 'art2mus'.")
@@ -135,7 +218,7 @@ class MidiInConfig(BaseModel):
 class OscConfig(BaseModel):
     """OSC in (parameters as addresses) and out (each room's state, one value per address)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     listen: str = Field("", description="'HOST:PORT' to receive OSC on (UDP); '' = off.")
     send: tuple[str, ...] = Field((), description="'HOST:PORT' targets for room state.")
@@ -146,7 +229,7 @@ class OscConfig(BaseModel):
     def _addresses(self) -> OscConfig:
         for address in ((self.listen,) if self.listen else ()) + self.send:
             host, _, port = address.rpartition(":")
-            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise ValueError(f"OSC address must be 'HOST:PORT', got {address!r}")
         return self
 
@@ -154,7 +237,7 @@ class OscConfig(BaseModel):
 class ControlConfig(BaseModel):
     """Live control: surfaces that set parameters, and config hot reload."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     reload: bool = Field(True, description="Watch the config file and apply edits live.")
     reload_poll_s: float = Field(1.0, gt=0.0, le=60.0, description="How often it is checked.")
@@ -163,7 +246,8 @@ class ControlConfig(BaseModel):
         description="The engine re-plans a room for knob moves at most this often.",
     )
     resend_every_s: float = Field(
-        5.0, gt=0.0, description="Re-send all parameters so a restarted role catches up."
+        5.0, gt=0.0, le=3600.0,
+        description="Re-send all parameters so a restarted role catches up.",
     )
     midi: MidiInConfig = MidiInConfig()
     osc: OscConfig = OscConfig()
@@ -172,7 +256,7 @@ class ControlConfig(BaseModel):
 class MetricsConfig(BaseModel):
     """Prometheus endpoints: the supervisor on ``port``, then engine, then each room's roles."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     port: int = Field(
         0, ge=0, lt=65536,
@@ -185,7 +269,7 @@ class MetricsConfig(BaseModel):
 class SecurityConfig(BaseModel):
     """CurveZMQ between machines: ``art2mus keys DIR`` writes the key layout read here."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     curve: bool = Field(False, description="Authenticate and encrypt every ZeroMQ link.")
     keys_dir: str = Field(
@@ -196,15 +280,20 @@ class SecurityConfig(BaseModel):
     include_loopback: bool = Field(
         False, description="Also secure loopback links (normally only links between machines)."
     )
+    client_key: str = Field(
+        "client", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="The key pair a connecting role (capture, audio_out) loads: "
+        "KEYS_DIR/NAME.key_secret, as `art2mus keys DIR --client NAME` wrote it.",
+    )
 
 
 class RoomConfig(BaseModel):
     """One room: a camera, a playback chain, and its seed."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     capture: CaptureConfig = CaptureConfig()
     audio_out: AudioOutConfig = AudioOutConfig()
     midi_channel_offset: int = Field(
@@ -217,7 +306,7 @@ class RoomConfig(BaseModel):
 class InstallationConfig(BaseModel):
     """The whole installation, as loaded from one TOML file."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     installation: InstallationSection = InstallationSection()
     network: NetworkConfig = NetworkConfig()
@@ -237,6 +326,44 @@ class InstallationConfig(BaseModel):
             if room_id not in ids:
                 raise ValueError(f"supervisor.rooms names {room_id!r}, rooms are {ids}")
         return self
+
+    @model_validator(mode="after")
+    def _recordings_apart(self) -> InstallationConfig:
+        # Every room's segments need names of their own: two rooms writing one
+        # pattern would interleave their takes (and did overwrite them).
+        seen: dict[str, str] = {}
+        for where, template in self.recording_templates():
+            if template in seen:
+                raise ValueError(
+                    f"{where}: expected a recording path of its own, got the same file as "
+                    f"{seen[template]} ({template!r}); put {{room}} in it or drop {{start}}"
+                )
+            seen[template] = where
+        limit = self.supervisor.stop_timeout_s / 2
+        for i, room in enumerate(self.rooms):
+            if room.audio_out.stop_fade_s > limit:
+                raise ValueError(
+                    f"rooms[{i}].audio_out.stop_fade_s: expected at most "
+                    f"supervisor.stop_timeout_s / 2 ({limit:g}), got {room.audio_out.stop_fade_s:g}"
+                )
+        return self
+
+    def recording_templates(self) -> list[tuple[str, str]]:
+        """``(field path, segment template)`` of every room's ``record`` and ``midi_file``.
+
+        The template is the path each start's segment is made from, under the
+        output folder, with ``{room}`` filled in and ``{start}`` left in
+        (:func:`audio_out.config.segment_template`), e.g.
+        ``("rooms[1].audio_out.record", "out/take-room-2-{start}.wav")``.
+        """
+        found = []
+        for i, room in enumerate(self.rooms):
+            for field in ("record", "midi_file"):
+                value = getattr(room.audio_out, field)
+                if value:
+                    path = Path(self.installation.output_dir) / segment_template(value, room.id)
+                    found.append((f"rooms[{i}].audio_out.{field}", os.path.normpath(path)))
+        return found
 
     def room(self, room_id: str) -> RoomConfig:
         """The room called ``room_id``; ConfigError if there is none."""

@@ -1,8 +1,11 @@
 """The control hub: live parameter values from every surface, sent to the roles as Control.
 
 MIDI in, OSC in and config reload call :meth:`ControlHub.set` (from their own
-threads); the hub clamps the value, remembers it per room and queues a
-``Control(command="set")`` for the role that applies it. The supervisor's
+threads); the hub refuses anything but a finite number (ValueError naming the
+parameter, its range and the value: the surface counts it as refused), clamps
+the value, remembers it per room and queues a ``Control(command="set")`` for
+the role that applies it. A refused value is never stored, so it is never
+replayed to a restarted role. The supervisor's
 loop (the only thread that touches the control PUB socket, ZeroMQ sockets
 not being thread-safe) sends what is queued.
 
@@ -10,21 +13,28 @@ Because a PUB socket forgets, a role that (re)starts would miss earlier
 settings: the supervisor calls :meth:`replay` when a role's first heartbeat
 arrives, and every ``resend_every_s``. Roles apply a set idempotently (a value
 equal to the current one changes nothing), so replays are harmless.
+
+:class:`RefusalLog` is how a surface (OSC in, MIDI in) counts junk by reason
+and says so in one summary line per interval, never one line per packet.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 from installation.config import InstallationConfig
 from installation.events import EventSink, null_sink
-from installation.params import PARAMETERS, parameter
+from installation.params import PARAMETERS, SETTINGS, live_value
 from installation.protocol import PROTOCOL_VERSION, Control
 
-#: Config-level settings the engine also applies live (hot reload), beyond PARAMETERS.
-ENGINE_SETTINGS = ("lead_s", "transition_margin_s", "view_timeout_s")
+#: Config-level settings the engine also applies live (hot reload), beyond PARAMETERS,
+#: with their ranges (see :data:`installation.params.SETTINGS`).
+ENGINE_SETTINGS = SETTINGS
 
 
 class ControlHub:
@@ -41,13 +51,14 @@ class ControlHub:
 
     # -- setting ------------------------------------------------------------
 
-    def set(self, name: str, value: float, room: str = "*", source: str = "api") -> float:
-        """Set a parameter (or an engine setting) for ``room`` ("*" = all); the value applied."""
-        if name in ENGINE_SETTINGS:
-            role, applied = "engine", float(value)
-        else:
-            param = parameter(name)
-            name, role, applied = param.name, param.role, param.clamp(value)
+    def set(self, name: str, value: object, room: str = "*", source: str = "api") -> float:
+        """Set a parameter (or an engine setting) for ``room`` ("*" = all); the value applied.
+
+        ValueError (nothing stored or sent) for an unknown name or room, and for
+        a value that is not a finite number; a finite one is clamped to the range.
+        """
+        param = live_value(name)
+        name, role, applied = param.name, param.role, param.clamp(value)
         rooms = [r.id for r in self.config.rooms]
         if room != "*" and room not in rooms:
             raise ValueError(f"unknown room {room!r}; rooms are {rooms}")
@@ -73,10 +84,10 @@ class ControlHub:
 
     def current(self, name: str, room: str = "*") -> float:
         """The value in force for ``room``: its own, else the global one, else the default."""
-        if name in ENGINE_SETTINGS:
+        param = live_value(name)
+        if name in SETTINGS:
             role, default = "engine", float(getattr(self.config.engine, name))
         else:
-            param = parameter(name)
             name, role, default = param.name, param.role, self._default(param.name, room)
         with self._lock:
             for key in ((role, room, name), (role, "*", name)):
@@ -135,3 +146,72 @@ class ControlHub:
     @staticmethod
     def _message(role: str, room: str, params: dict[str, Any]) -> Control:
         return Control(v=PROTOCOL_VERSION, room=room, target=role, command="set", params=params)
+
+
+#: Seconds between two summary lines of a :class:`RefusalLog`.
+SUMMARY_EVERY_S = 10.0
+
+
+class RefusalLog:
+    """Counts what a control surface received and refused, by reason; logs a summary.
+
+    Junk from the network (unparseable packets, unknown addresses, NaN...)
+    must not flood the logs: the first refusal of each reason is written as
+    an event with its details (so an operator sees an example), later ones
+    only counted, and at most one summary line per ``every_s`` goes to the
+    event log and the Python log ("osc: refused 9999 in 10 s (bad-value 3,
+    unparseable 9996)"). ``received``, ``refused`` and ``by_reason`` are
+    running totals a supervisor can export. Thread-safe.
+    """
+
+    def __init__(self, surface: str, log_event: EventSink = null_sink,
+                 every_s: float = SUMMARY_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.surface = surface
+        self.log_event = log_event
+        self.every_s = every_s
+        self.received = 0
+        self.refused = 0
+        self.by_reason: Counter[str] = Counter()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: Counter[str] = Counter()  # refused since the last summary
+        self._since = clock()
+
+    def accept(self) -> None:
+        """Count one message received (refused or not)."""
+        with self._lock:
+            self.received += 1
+
+    def refuse(self, reason: str, **details: Any) -> None:
+        """Count one refused message; an example of each reason is logged once."""
+        with self._lock:
+            self.refused += 1
+            first = self.by_reason[reason] == 0
+            self.by_reason[reason] += 1
+            self._pending[reason] += 1
+        if first:
+            self.log_event(f"{self.surface}_refused", reason=reason, first_of_reason=True,
+                           **details)
+        self.flush_due()
+
+    def flush_due(self) -> None:
+        """Write the summary if ``every_s`` has passed since the last one and any were refused."""
+        if self._clock() - self._since >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the summary of refusals since the last one now (nothing if none)."""
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+            began, self._since = self._since, self._clock()
+        if not pending:
+            return
+        count = sum(pending.values())
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(pending.items()))
+        self.log_event(f"{self.surface}_refused_summary", refused=count, by_reason=dict(pending),
+                       seconds=round(self._since - began, 3), total_refused=self.refused,
+                       total_received=self.received)
+        logging.getLogger(f"installation.{self.surface}").warning(
+            "%s: refused %d in %.0f s (%s); %d refused of %d received so far",
+            self.surface, count, self._since - began, reasons, self.refused, self.received)

@@ -1,30 +1,34 @@
-"""``art2mus demo``: the demo config's overrides, and the summary printed at the end.
+"""``art2mus demo``: the demo config's overrides, the take joined, and the summary at the end.
 
 The run itself is an ordinary supervised installation (three kinds of
 process over ZeroMQ); this module only adjusts the config for the command
-line and turns the event logs and the recording into ``timeline.json`` and a
-table.
+line and, at the end, keeps the README's promise of ``out/demo.wav`` and
+``out/demo.mid``: audio_out records each of its starts as a new segment
+(``demo-ROOM-START.wav``, announced by ``recording_opened`` events), so the
+room's audio segments are joined in order into ``demo.wav`` (streamed in
+blocks, never a whole take in memory) and its MIDI segments into
+``demo.mid`` (one: copied; several: merged, each at the time its audio
+segment starts in ``demo.wav``). The figures and ``timeline.json`` come from
+the supervisor's :class:`~installation.report.RunReport` and a block-wise
+read of the joined take.
 """
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from installation.config import InstallationConfig
 from installation.errors import ConfigError
-from installation.report import (
-    analyse_audio,
-    build_timeline,
-    join_roughness,
-    load_events,
-    spectral_centroid,
-)
+from installation.report import RunReport, analyse_audio
+
+_BLOCK_FRAMES = 1 << 16
 
 
 def prepare_demo_config(
@@ -49,98 +53,244 @@ def prepare_demo_config(
     return config
 
 
-def _joins_in_recording(timeline: dict[str, Any], room: str) -> list[int]:
-    """Chunk joins as frames of the recording, if the recording maps 1:1 onto the timeline."""
-    chunks = [c for c in timeline["chunks"] if c["room"] == room]
-    if not chunks:
-        return []
-    origin = chunks[0]["start_sample"]
-    joins = []
-    for chunk in chunks[1:]:
-        joins.append(chunk["start_sample"] - origin)
-        if chunk["crossfade"]:
-            joins.append(chunk["start_sample"] + chunk["crossfade"] - origin)
-    return joins
+def joined_path(config: InstallationConfig, template: str) -> Path:
+    """Where the demo puts a room's joined take: the configured name, placeholders dropped."""
+    path = Path(template)
+    stem = path.stem.replace("{room}", "").replace("{start}", "")
+    while "--" in stem:
+        stem = stem.replace("--", "-")
+    path = path.with_name((stem.strip("-_.") or "take") + path.suffix)
+    return path if path.is_absolute() else config.output_dir / path
 
 
-def _add_segment_spectra(
-    timeline: dict[str, Any], events: list[dict[str, Any]], audio: np.ndarray, rate: int
-) -> None:
-    """Give each transition row the spectral centroid of the music it led to.
+def join_audio(paths: Sequence[Path], target: Path,
+               block_frames: int = _BLOCK_FRAMES) -> tuple[Path | None, list[str]]:
+    """Join audio segments in order into ``target``, block by block; (path, notes).
 
-    The recording starts when the player starts; each segment runs from the
-    end of the transition crossfade to the next artwork's music.
+    A segment with another rate or channel count than the first, or one that
+    cannot be read to its end (a FLAC cut by a kill), is skipped or kept up
+    to where it reads, with a note. The file is written beside ``target``
+    and renamed over it, so ``target`` is never half a take.
     """
-    started = next((e["time"] for e in events if e.get("kind") == "player_started"), None)
-    if started is None:
-        return
-    t0 = timeline["t0"]
-    rows = [r for r in timeline["transitions"] if r["heard_at"] is not None]
-    for row, following in zip(rows, rows[1:] + [None], strict=True):
-        begin = t0 + row["heard_at"] + 1.5 - started
-        end = (t0 + following["heard_at"] - started) if following else len(audio) / rate
-        segment = audio[max(0, int(begin * rate)): max(0, int(end * rate))]
-        if len(segment) > rate:
-            row["spectral_centroid_hz"] = round(spectral_centroid(segment.mean(axis=1), rate), 1)
+    import soundfile
+
+    notes: list[str] = []
+    paths = [p for p in paths if p.exists()]
+    if not paths:
+        return None, notes
+    if len(paths) == 1 and paths[0].resolve() == target.resolve():
+        return target, notes  # a single take already where it belongs
+    first = soundfile.info(str(paths[0]))
+    rate, channels = int(first.samplerate), int(first.channels)
+    kind = target.suffix.lstrip(".").upper() or "WAV"
+    if kind not in soundfile.available_formats():
+        kind = "WAV"
+    total_bytes = sum(soundfile.info(str(p)).frames for p in paths) * channels * 4
+    if kind == "WAV" and total_bytes > 4_000_000_000:
+        kind = "RF64"  # a plain WAV cannot hold 4 GiB
+    subtype = first.subtype if soundfile.check_format(kind, first.subtype) else None
+    partial = target.with_name(target.name + ".partial")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with soundfile.SoundFile(str(partial), "w", samplerate=rate, channels=channels,
+                             format=kind, subtype=subtype) as out:
+        for path in paths:
+            try:
+                with soundfile.SoundFile(str(path)) as segment:
+                    if segment.samplerate != rate or segment.channels != channels:
+                        notes.append(f"{path.name}: {segment.samplerate} Hz x "
+                                     f"{segment.channels}, not {rate} Hz x {channels}: skipped")
+                        continue
+                    for block in segment.blocks(blocksize=block_frames, dtype="float32",
+                                                always_2d=True):
+                        out.write(block)
+            except (soundfile.LibsndfileError, RuntimeError) as error:
+                notes.append(f"{path.name}: read up to an error ({error})")
+    os.replace(partial, target)
+    return target, notes
 
 
-def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any]) -> dict[str, Any]:
-    """Write ``timeline.json`` and print the summary table; return the summary."""
-    out = config.output_dir
-    events = load_events(out / "events")
-    timeline = build_timeline(events)
+def _midi_tempo(midi: Any) -> int:
+    for track in midi.tracks:
+        for message in track:
+            if message.type == "set_tempo":
+                return int(message.tempo)
+    return 500_000  # the MIDI default, 120 bpm
+
+
+def join_midi(segments: Sequence[tuple[Path, float]], target: Path
+              ) -> tuple[Path | None, list[str]]:
+    """Join MIDI segments, each at its offset (seconds), into ``target``; (path, notes).
+
+    One segment is copied; several are merged as a type-1 file, every track
+    of each segment kept, its times rescaled to the first file's resolution
+    and tempo and shifted by the segment's offset.
+    """
+    import mido
+
+    notes: list[str] = []
+    segments = [(p, o) for p, o in segments if p.exists()]
+    if not segments:
+        return None, notes
+    partial = target.with_name(target.name + ".partial")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if len(segments) == 1:
+        if segments[0][0].resolve() == target.resolve():
+            return target, notes
+        shutil.copyfile(segments[0][0], partial)
+        os.replace(partial, target)
+        return target, notes
+    merged: Any = None
+    tempo = 500_000
+    for path, offset_s in segments:
+        try:
+            midi = mido.MidiFile(str(path))
+        except (OSError, EOFError, ValueError, KeyError, IndexError) as error:
+            notes.append(f"{path.name}: unreadable ({error}): skipped")
+            continue
+        if merged is None:
+            tempo = _midi_tempo(midi)
+            merged = mido.MidiFile(type=1, ticks_per_beat=midi.ticks_per_beat)
+            merged.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo)]))
+        scale = merged.ticks_per_beat / midi.ticks_per_beat * _midi_tempo(midi) / tempo
+        shift = round(max(0.0, offset_s) * 1e6 / tempo * merged.ticks_per_beat)
+        for track in midi.tracks:
+            absolute, timed = 0, []
+            for message in track:
+                absolute += message.time
+                if message.is_meta and message.type in ("set_tempo", "end_of_track"):
+                    continue
+                timed.append((shift + round(absolute * scale), message))
+            if not any(not message.is_meta for _, message in timed):
+                continue  # the conductor track: its tempo is the merged file's
+            out, now = mido.MidiTrack(), 0
+            for tick, message in timed:
+                out.append(message.copy(time=tick - now))
+                now = tick
+            merged.tracks.append(out)
+    if merged is None:
+        return None, notes
+    merged.save(str(partial))
+    os.replace(partial, target)
+    return target, notes
+
+
+def _segment_offsets(segments: list[dict[str, Any]], started: float | None
+                     ) -> list[tuple[float, float, float]]:
+    """(wall time the segment starts, its offset in the joined take, its seconds)."""
+    rows, offset = [], 0.0
+    for segment in segments:
+        begin = segment["_opened"]
+        if segment.get("sample_rate") is None and started is not None:
+            begin = started  # an old single recording (no recording_opened): it began with play
+        seconds = float(segment.get("seconds") or 0.0)
+        rows.append((begin, offset, seconds))
+        offset += seconds
+    return rows
+
+
+def _to_take(wall: float, offsets: list[tuple[float, float, float]]) -> float:
+    """Where wall-clock ``wall`` falls in the joined take (a gap maps to the next segment)."""
+    for begin, offset, seconds in offsets:
+        if wall < begin:
+            return offset
+        if wall < begin + seconds:
+            return offset + wall - begin
+    return offsets[-1][1] + offsets[-1][2] if offsets else 0.0
+
+
+def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any],
+                   report: RunReport) -> dict[str, Any]:
+    """Join the take, write ``timeline.json`` and print the summary table; return the summary."""
+    builder = report.builder
+    assert builder is not None, "the supervisor followed no events"
     room = config.rooms[0]
-    record = room.audio_out.record
+    notes: list[str] = []
+    audio_segments = builder.segments(room.id, "audio")
+    audio_path: Path | None = None
+    if room.audio_out.record:
+        target = joined_path(config, room.audio_out.record)
+        if audio_segments:
+            audio_path, more = join_audio([Path(s["path"]) for s in audio_segments], target)
+            notes += more
+        elif target.exists():
+            audio_path = target
+    offsets = _segment_offsets(audio_segments, builder.player_started.get(room.id))
+    transitions = list(builder.section("transitions"))
+    decisions = {d["artwork_id"]: d["decisions"] or {} for d in builder.section("decisions")}
     audio_stats: dict[str, Any] = {}
-    if record:
-        path = Path(record) if Path(record).is_absolute() else out / record
-        if path.exists():
-            import soundfile
+    centroids: dict[int, float] = {}
+    if audio_path is not None:
+        t0 = builder.t0 or 0.0
+        heard = [(i, t) for i, t in enumerate(transitions) if t["heard_at"] is not None]
+        ranges, indices = [], []
+        following_rows: list[tuple[int, dict[str, Any]] | None] = [*heard[1:], None]
+        for (index, row), following in zip(heard, following_rows[:len(heard)], strict=True):
+            begin = _to_take(t0 + row["heard_at"] + 1.5, offsets) if offsets else (
+                row["heard_at"] + 1.5)
+            end = (_to_take(t0 + following[1]["heard_at"], offsets) if offsets
+                   else following[1]["heard_at"]) if following else float("inf")
+            ranges.append((begin, end))
+            indices.append(index)
+        import soundfile
 
-            audio_stats = analyse_audio(path)
-            audio, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
-            _add_segment_spectra(timeline, events, audio, audio_stats["sample_rate"])
-            underflows = [e for e in events if e.get("kind") == "underflow"]
-            if not underflows:
-                ratio = join_roughness(audio, _joins_in_recording(timeline, room.id))
-                audio_stats["join_roughness"] = None if ratio is None else round(ratio, 3)
-    generation = [c["generation_s"] for c in timeline["chunks"] if c["generation_s"]]
-    frames = sum(c["frames"] for c in timeline["chunks"] if c["generation_s"])
-    delays = [t["transition_delay_s"] for t in timeline["transitions"]
-              if t["transition_delay_s"] is not None and not t["startup"]]
-    startup = [t["transition_delay_s"] for t in timeline["transitions"] if t["startup"]]
-    summary = {
-        "wall_s": round(wall_s, 1),
-        "audio": audio_stats,
-        "chunks": len(timeline["chunks"]),
-        "generator_realtime_factor": (
-            round(frames / config.engine.sample_rate / sum(generation), 1) if generation else None
-        ),
-        "transition_delay_s": {
-            "max": max(delays) if delays else None,
-            "mean": round(float(np.mean(delays)), 3) if delays else None,
-        },
-        "first_artwork_heard_after_s": startup[0] if startup else None,
-        "role_restarts": {r.name: r.restarts for r in roles},
-    }
-    midi = room.audio_out.midi_file
-    if midi:
-        midi_path = Path(midi) if Path(midi).is_absolute() else out / midi
-        summary["midi_file"] = str(midi_path) if midi_path.exists() else None
-    timeline["summary"] = summary
-    (out / "timeline.json").write_text(json.dumps(timeline, indent=2), encoding="utf-8")
-    _print_table(timeline, summary, out)
+        rate = soundfile.info(str(audio_path)).samplerate
+        frame_ranges = [(max(0, int(a * rate)), int(min(b * rate, 2**62))) for a, b in ranges]
+        one_take = len(audio_segments) <= 1 and not builder.underflows.get(room.id)
+        audio_stats, stats = analyse_audio(audio_path, frame_ranges,
+                                           builder.joins if one_take else None)
+        for index, centroid in zip(indices, stats.range_centroids(), strict=True):
+            if centroid is not None:
+                centroids[index] = centroid
+                transitions[index]["spectral_centroid_hz"] = centroid
+        if one_take:
+            ratio = stats.join_roughness()
+            audio_stats["join_roughness"] = None if ratio is None else round(ratio, 3)
+    summary: dict[str, Any] = report.summary(wall_s, config.engine.sample_rate, roles)
+    summary["audio"] = audio_stats
+    if room.audio_out.midi_file:
+        midi_target = joined_path(config, room.audio_out.midi_file)
+        midi_segments = builder.segments(room.id, "midi")
+        if midi_segments:
+            midi_path, more = join_midi(
+                [(Path(s["path"]), _midi_offset(s, audio_segments, offsets, midi_segments))
+                 for s in midi_segments], midi_target)
+            notes += more
+        else:
+            midi_path = midi_target if midi_target.exists() else None
+        summary["midi_file"] = str(midi_path) if midi_path is not None else None
+    if notes:
+        summary["notes"] = notes
+    timeline = report.write(summary, lambda index, row: (
+        {"spectral_centroid_hz": centroids[index]} if index in centroids else {}))
+    _print_table(transitions, decisions, summary, timeline)
     return summary
 
 
-def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -> None:
+def _midi_offset(midi: dict[str, Any], audio: list[dict[str, Any]],
+                 offsets: list[tuple[float, float, float]], midis: list[dict[str, Any]]) -> float:
+    """Where a MIDI segment starts in the joined take: with the audio segment of the same
+    start of audio_out (the one opened nearest in time), adjusted by their playheads."""
+    if not audio:
+        return midi["_opened"] - midis[0]["_opened"]
+    index = min(range(len(audio)), key=lambda i: abs(audio[i]["_opened"] - midi["_opened"]))
+    offset = offsets[index][1]
+    pair = audio[index]
+    if (isinstance(midi.get("playhead"), int) and isinstance(pair.get("playhead"), int)
+            and midi.get("sample_rate")):
+        delta = (midi["playhead"] - pair["playhead"]) / float(midi["sample_rate"])
+        if abs(delta) < 5.0:
+            offset += delta
+    return max(0.0, offset)
+
+
+def _print_table(transitions: list[dict[str, Any]], decisions: dict[str, Any],
+                 summary: dict[str, Any], timeline: Path | None) -> None:
     console = Console(width=max(Console().width, 120))
-    decisions = {d["artwork_id"]: d["decisions"] or {} for d in timeline["decisions"]}
     table = Table(title="art2mus demo")
     for column in ("artwork", "style", "shown", "heard after", "key", "tempo", "centroid",
                    "instruments"):
         table.add_column(column)
-    for row in timeline["transitions"]:
+    for row in transitions:
         d = decisions.get(row["artwork_id"], {})
         instruments = d.get("instruments", {})
         if isinstance(instruments, dict):
@@ -167,7 +317,10 @@ def _print_table(timeline: dict[str, Any], summary: dict[str, Any], out: Path) -
         f"join roughness {audio.get('join_roughness', '?')} · "
         f"generator {summary['generator_realtime_factor']}x real time · "
         f"transition delay max {summary['transition_delay_s']['max']} s "
-        f"(first artwork, during start-up: {summary['first_artwork_heard_after_s']} s)"
+        f"(first artwork, during start-up: {summary['first_artwork_heard_after_s']} s)",
+        markup=False, highlight=False,
     )
-    files = [audio.get("file"), summary.get("midi_file"), str(out / "timeline.json")]
-    console.print("files: " + ", ".join(f for f in files if f))
+    for note in summary.get("notes", []):
+        console.print(f"note: {note}", markup=False, highlight=False)
+    files = [audio.get("file"), summary.get("midi_file"), str(timeline) if timeline else None]
+    console.print("files: " + ", ".join(f for f in files if f), markup=False, highlight=False)

@@ -1,18 +1,30 @@
 """Structured event logs: one JSON object per line, one file per role and room.
 
 Roles record what happened (an artwork change, a chunk generated, a chunk
-first heard) with a wall-clock time; ``art2mus demo`` merges the files into
-``timeline.json``. Writing is line-buffered and thread-safe so a crash loses
+first heard) with a wall-clock time; the supervisor follows the files while
+the installation runs and merges them into ``timeline.json``
+(:mod:`installation.report`). Writing is line-buffered and thread-safe so a crash loses
 at most the line being written.
+
+A disk that fails (full, read-only, gone) must not stop a role: an event
+that cannot be written is dropped and counted (``EventLog.dropped``), the
+failure is logged once as an error (and once more when writing works again),
+and every later event is tried as usual.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
+
+from installation.jsonlog import WriteFailures
+
+_log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):
@@ -26,29 +38,87 @@ class EventSink(Protocol):
 class EventLog:
     """Appends events as JSON lines to ``path``; each gets ``time`` and ``kind``."""
 
-    def __init__(self, path: str | Path, role: str, room: str | None = None) -> None:
+    def __init__(self, path: str | Path, role: str, room: str | None = None,
+                 failures: WriteFailures | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8", buffering=1)
         self._lock = threading.Lock()
         self._base = {"role": role} | ({"room": room} if room is not None else {})
+        self._failures = failures or WriteFailures(_log.error)
+        self._file: IO[str] | None = None
+        self._closed = False
+        self.written = 0
+        self.dropped = 0
+        with self._lock:
+            self._open()
+
+    def _open(self) -> bool:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8", buffering=1)
+        except OSError as error:
+            self._failures.failed(f"event log {self.path}", error,
+                                  "events are counted and dropped until it works again")
+            return False
+        return True
 
     def __call__(self, kind: str, **fields: Any) -> None:
         """Write one event line, stamped with ``time.time()`` unless ``time`` is given."""
         record = {"time": time.time(), "kind": kind} | self._base | fields
         line = json.dumps(record, default=_jsonable, separators=(",", ":"))
         with self._lock:
-            if not self._file.closed:
+            if self._closed:
+                return
+            if self._file is None and not self._open():
+                self.dropped += 1
+                return
+            assert self._file is not None
+            try:
                 self._file.write(line + "\n")
+            except OSError as error:
+                self.dropped += 1
+                self._close_file()  # a fresh file object: no half-written buffer is retried
+                self._failures.failed(f"event log {self.path}", error,
+                                      "events are counted and dropped until it works again")
+                return
+            self.written += 1
+        self._failures.ok(f"event log {self.path}")
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the buffered tail is lost with the disk; nothing else to do
+            self._file = None
 
     def close(self) -> None:
         """Flush and close the file."""
         with self._lock:
-            self._file.close()
+            self._closed = True
+            self._close_file()
 
 
 def null_sink(kind: str, **fields: Any) -> None:
     """An event sink that records nothing (tests, offline rendering)."""
+
+
+class MemorySink:
+    """An event sink that keeps every event in memory: the test seam for anything that logs."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, kind: str, **fields: Any) -> None:
+        """Keep one event."""
+        self.items.append((kind, fields))
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        """The fields of every ``kind`` event, oldest first."""
+        return [fields for k, fields in self.items if k == kind]
+
+    def kinds(self) -> list[str]:
+        """Every event's kind, oldest first."""
+        return [k for k, _ in self.items]
 
 
 def _jsonable(value: Any) -> Any:
@@ -59,12 +129,18 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot log {type(value).__name__} as JSON")
 
 
+def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The complete events of a log file, one at a time (a bad or truncated line is skipped)."""
+    with Path(path).open("rb") as file:
+        for line in file:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
 def read_events(path: str | Path) -> list[dict[str, Any]]:
     """All complete events in a log file; a truncated last line is skipped."""
-    events = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+    return list(iter_events(path))

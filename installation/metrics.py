@@ -12,9 +12,14 @@ Exported (labels in braces):
 - ``art2mus_lead_seconds{room}``: how far the engine's queue runs ahead of the playhead
 - ``art2mus_underflows_total{room}``: audio_out starvations (hold/fade started)
 - ``art2mus_detection_confidence{room}``: capture's confidence in the current view
+- ``art2mus_capture_fps{room}``: capture's effective frame rate (lower while it sheds load)
 - ``art2mus_messages_dropped_total{socket,reason}``: malformed/oversized/wrong-version frames
+- ``art2mus_recording_ok{room}``: audio_out's recording, 1 while it writes, 0 once it failed
+  (a full or unwritable disk); absent when the room records nothing
 - ``art2mus_role_restarts_total{role}``, ``art2mus_role_up{role}``,
   ``art2mus_heartbeat_age_seconds{role}``: the supervisor's view of every role
+- ``art2mus_write_errors_total{target}``: the supervisor's failed writes (status file,
+  role logs, its event log, the run report): a full or failing disk
 
 With the port at 0 nothing is imported or opened and every method is a no-op,
 so the roles call them unconditionally.
@@ -74,14 +79,23 @@ class Metrics:
                                        registry=r)
         self.confidence = prom.Gauge("art2mus_detection_confidence",
                                      "Confidence in the current view", ["room"], registry=r)
+        self.capture_fps = prom.Gauge("art2mus_capture_fps",
+                                      "Capture's effective frames per second", ["room"],
+                                      registry=r)
         self.dropped = prom.Counter("art2mus_messages_dropped", "Frames refused and dropped",
                                     ["socket", "reason"], registry=r)
         self.restarts = prom.Counter("art2mus_role_restarts", "Role restarts", ["role"],
                                      registry=r)
+        self.recording_ok = prom.Gauge("art2mus_recording_ok",
+                                       "1 while the room's recording writes, 0 once it failed",
+                                       ["room"], registry=r)
         self.up = prom.Gauge("art2mus_role_up", "1 while the role runs", ["role"], registry=r)
         self.heartbeat_age = prom.Gauge("art2mus_heartbeat_age_seconds",
                                         "Seconds since the role's last heartbeat", ["role"],
                                         registry=r)
+        self.write_errors = prom.Counter("art2mus_write_errors",
+                                         "Writes the supervisor could not make", ["target"],
+                                         registry=r)
         try:
             self._server, _ = prom.start_http_server(port, addr=host, registry=r)
         except OSError as exc:
@@ -111,10 +125,20 @@ class Metrics:
         if self.enabled:
             self._advance(self.underflows, ("underflows", room), total)
 
+    def set_recording(self, room: str, state: str) -> None:
+        """audio_out's recording state: "ok" -> 1, "failed" -> 0, "off" -> no sample."""
+        if self.enabled and state != "off":
+            self.recording_ok.labels(room).set(1.0 if state == "ok" else 0.0)
+
     def set_confidence(self, room: str, confidence: float) -> None:
         """capture's confidence in the current view."""
         if self.enabled:
             self.confidence.labels(room).set(confidence)
+
+    def set_capture_fps(self, room: str, fps: float) -> None:
+        """capture's effective frame rate."""
+        if self.enabled:
+            self.capture_fps.labels(room).set(fps)
 
     def set_dropped(self, socket: str, by_reason: Mapping[str, int]) -> None:
         """A socket's running drop counts by reason."""
@@ -131,6 +155,13 @@ class Metrics:
         self._advance(self.restarts, ("restarts", role), restarts)
         if heartbeat_age_s is not None:
             self.heartbeat_age.labels(role).set(heartbeat_age_s)
+
+    def set_write_errors(self, by_target: Mapping[str, int]) -> None:
+        """The supervisor's running counts of failed writes, by target."""
+        if not self.enabled:
+            return
+        for target, total in by_target.items():
+            self._advance(self.write_errors, ("write_errors", target), total)
 
     def close(self) -> None:
         """Stop the HTTP endpoint."""

@@ -21,6 +21,13 @@ How a message moves a parameter:
 The rtmidi port is the hardware seam: :class:`MidiControlInput` takes any
 object with ``set_callback``/``close_port`` and :meth:`handle` takes a raw
 message, so tests drive it with a fake port.
+
+Junk (a message that is not bytes 0..255 with a status byte first, a value
+the hub refuses, a mapping to an unknown room) is counted by reason in
+:attr:`MidiControlInput.refusals` and summarised at most once per 10 s
+(:class:`~installation.control.RefusalLog`), never logged per message.
+Messages that are valid MIDI but not mapped (clock, other channels) are
+only counted as ``ignored``.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from installation.config import MidiInConfig
-from installation.control import ControlHub
+from installation.control import ControlHub, RefusalLog
 from installation.errors import ConfigError, DependencyError
 from installation.events import EventSink, null_sink
 from installation.params import Parameter, parse_target
@@ -87,10 +94,12 @@ class MidiControlInput:
     """Turns MIDI messages from one or more ports into hub parameter changes."""
 
     def __init__(self, config: MidiInConfig, hub: ControlHub,
-                 log_event: EventSink = null_sink, ports: list[Any] | None = None) -> None:
+                 log_event: EventSink = null_sink, ports: list[Any] | None = None,
+                 refusals: RefusalLog | None = None) -> None:
         self.config = config
         self.hub = hub
         self.log_event = log_event
+        self.refusals = refusals or RefusalLog("midi", log_event)
         self.ports = ports or []
         self.cc = {int(k): parse_target(v) for k, v in config.cc.items()}
         self.notes = {int(k): parse_target(v) for k, v in config.notes.items()}
@@ -120,10 +129,18 @@ class MidiControlInput:
         return cls(config, hub, log_event, ports)
 
     def _callback(self, event: tuple[list[int], float], data: Any = None) -> None:
-        self.handle(event[0])
+        try:
+            self.handle(event[0])
+        except Exception as error:  # noqa: BLE001 - rtmidi's thread must never see one
+            self.refusals.refuse("internal-error", error=repr(error)[:200])
 
-    def handle(self, message: list[int]) -> bool:
+    def handle(self, message: Any) -> bool:
         """Apply one raw MIDI message; True if it moved a parameter."""
+        self.refusals.accept()
+        self.refusals.flush_due()
+        if not _is_midi(message):
+            self.refusals.refuse("malformed", message=repr(message)[:100])
+            return self._ignore()
         if len(message) < 3:
             return self._ignore()
         status, number, value = message[0] & 0xF0, message[1], message[2]
@@ -137,8 +154,8 @@ class MidiControlInput:
             if status == 0x90 and value > 0 and number in self.notes:
                 param, room = self.notes[number]
                 return self._on_note(param, room, value)
-        except ValueError as error:  # an unknown room in the mapping: report, keep going
-            self.log_event("midi_refused", message=list(message), error=str(error))
+        except ValueError as error:  # an unknown room in the mapping: count, keep going
+            self.refusals.refuse("bad-value", message=list(message)[:3], error=str(error)[:300])
         return self._ignore()
 
     def _ignore(self) -> bool:
@@ -196,12 +213,24 @@ class MidiControlInput:
         return True
 
     def close(self) -> None:
-        """Close every port."""
+        """Close every port; the refusals not yet summarised are summarised now."""
         for port in self.ports:
             if hasattr(port, "cancel_callback"):
                 port.cancel_callback()
             port.close_port()
         self.ports = []
+        self.refusals.flush()
+
+
+def _is_midi(message: Any) -> bool:
+    """True for a non-empty sequence of ints 0..255: a status byte, then data bytes 0..127."""
+    if not isinstance(message, list | tuple) or not message:
+        return False
+    if not all(isinstance(b, int) and not isinstance(b, bool) for b in message):
+        return False
+    if message[0] == 0xF0:  # system exclusive: data bytes, then 0xF7
+        return all(0 <= b <= 0xFF for b in message)
+    return 0x80 <= message[0] <= 0xFF and all(0 <= b <= 0x7F for b in message[1:])
 
 
 def learn_mapping(port: Any, targets: list[str], prompt: Callable[[str], None],

@@ -20,18 +20,33 @@ CHOP/DAT and Max's ``udpreceive`` expect::
     /art2mus/ROOM/health       float: 1 ok, 0.5 degraded, 0 down
 
 The prefix (``/art2mus``) is ``[control.osc] prefix``.
+
+**Junk** never reaches the hub and never floods a log: an unparseable
+datagram, an unknown address or room, a value that is not a finite number
+(NaN, inf, a string such as ``"nan"``, a missing argument) is counted by
+reason in :attr:`OscControlServer.refusals` and summarised at most once per
+10 s (:class:`~installation.control.RefusalLog`). Bundle time tags are
+ignored (applied at once): python-osc's dispatcher would sleep the server
+thread until a tag in the future. python-osc's parser logs a warning on the
+root logger for each unknown type tag it skips; those records are dropped
+(:class:`_PythonOscWarnings`) and the datagram counted as unparseable.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import socketserver
+import sys
 import threading
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from installation.config import OscConfig
-from installation.control import ENGINE_SETTINGS, ControlHub
+from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
 from installation.errors import DependencyError
 from installation.events import EventSink
-from installation.params import ALIASES, PARAMETERS, parameter
+from installation.params import ALIASES, PARAMETERS, live_value
 from installation.status import room_summary
 
 if TYPE_CHECKING:
@@ -48,7 +63,7 @@ def _split(address: str) -> tuple[str, int]:
 
 def _import_osc() -> Any:
     try:
-        import pythonosc.dispatcher
+        import pythonosc.osc_packet
         import pythonosc.osc_server
         import pythonosc.udp_client
     except ImportError:
@@ -56,30 +71,88 @@ def _import_osc() -> Any:
     return pythonosc
 
 
+class _PythonOscWarnings(logging.Filter):
+    """Drops the warnings python-osc's parser logs per packet, noting that one was seen.
+
+    Installed on the root logger, where python-osc logs them (``logging.warning``);
+    the note is per thread, read by the OSC-in thread after each datagram.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for a record from python-osc's modules."""
+        if f"{os.sep}pythonosc{os.sep}" in record.pathname:
+            self._local.seen = True
+            return False
+        return True
+
+    def take(self) -> bool:
+        """Whether this thread's parsing logged a warning since the last call."""
+        seen = getattr(self._local, "seen", False)
+        self._local.seen = False
+        return seen
+
+
+_PYTHONOSC_WARNINGS = _PythonOscWarnings()
+
+
+@cache
+def _server_class(osc: Any) -> type:
+    """python-osc's blocking UDP server, made to hand every datagram to its owner."""
+
+    class Server(osc.osc_server.BlockingOSCUDPServer):  # type: ignore[misc,name-defined]
+        owner: OscControlServer
+
+        def verify_request(self, request: Any, client_address: Any) -> bool:
+            return True  # the owner parses, and counts what does not parse
+
+        def finish_request(self, request: Any, client_address: Any) -> None:
+            self.owner.datagram(request[0])
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # socketserver would print a traceback to stderr for each bad packet
+            self.owner.refusals.refuse("internal-error", error=repr(sys.exc_info()[1])[:200])
+
+        def service_actions(self) -> None:
+            self.owner.refusals.flush_due()  # the summary is written even when junk stops
+
+    return Server
+
+
 class OscControlServer:
     """Receives parameter messages on a UDP port and hands them to the hub."""
 
-    def __init__(self, config: OscConfig, hub: ControlHub, log_event: EventSink) -> None:
+    def __init__(self, config: OscConfig, hub: ControlHub, log_event: EventSink,
+                 refusals: RefusalLog | None = None) -> None:
         self.config = config
         self.hub = hub
         self.log_event = log_event
-        self.received = 0
-        self.refused = 0
-        self._server: Any = None
+        self.refusals = refusals or RefusalLog("osc", log_event)
+        self._server: socketserver.BaseServer | None = None
         self._thread: threading.Thread | None = None
+        self._parse_error: type[Exception] = Exception
+        self._packet: Any = None
 
     @classmethod
-    def start(cls, config: OscConfig, hub: ControlHub, log_event: EventSink) -> OscControlServer:
+    def start(cls, config: OscConfig, hub: ControlHub, log_event: EventSink,
+              refusals: RefusalLog | None = None) -> OscControlServer:
         """Listen on ``config.listen`` from a thread of its own."""
         osc = _import_osc()
-        self = cls(config, hub, log_event)
-        dispatcher = osc.dispatcher.Dispatcher()
-        dispatcher.set_default_handler(self.handle)
+        root = logging.getLogger()
+        if _PYTHONOSC_WARNINGS not in root.filters:
+            root.addFilter(_PYTHONOSC_WARNINGS)
+        self = cls(config, hub, log_event, refusals)
+        self._packet = osc.osc_packet.OscPacket
         # One thread, messages in arrival order: a threading server could apply
         # an older knob value after a newer one.
-        self._server = osc.osc_server.BlockingOSCUDPServer(_split(config.listen), dispatcher)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="osc-in",
-                                        daemon=True)
+        server = _server_class(osc)(_split(config.listen), None)
+        server.owner = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+                                        name="osc-in", daemon=True)
         self._thread.start()
         log_event("osc_listening", address=config.listen)
         return self
@@ -87,47 +160,85 @@ class OscControlServer:
     @property
     def port(self) -> int:
         """The UDP port actually bound (useful with port 0)."""
-        return int(self._server.server_address[1])
+        assert self._server is not None
+        return int(self._server.server_address[1])  # type: ignore[index]
+
+    @property
+    def received(self) -> int:
+        """Messages received so far (an unparseable datagram counts as one)."""
+        return self.refusals.received
+
+    @property
+    def refused(self) -> int:
+        """Messages refused so far (``refusals.by_reason`` says why)."""
+        return self.refusals.refused
+
+    def datagram(self, data: bytes) -> None:
+        """Parse one UDP datagram (a message or a bundle) and apply what it holds."""
+        _PYTHONOSC_WARNINGS.take()
+        try:
+            messages = [timed.message for timed in self._packet(data).messages]
+            if _PYTHONOSC_WARNINGS.take():
+                raise ValueError("an unknown type tag or bundle element")
+        except Exception as error:  # noqa: BLE001 - python-osc raises several types on junk
+            self.refusals.accept()
+            self.refusals.refuse("unparseable", size=len(data), error=repr(error)[:200])
+            return
+        for message in messages:
+            self.handle(message.address, *message.params)
 
     def handle(self, address: str, *args: Any) -> None:
-        """Apply one OSC message; anything unknown or malformed is counted and logged."""
-        self.received += 1
+        """Apply one OSC message; anything unknown or malformed is counted as refused."""
+        self.refusals.accept()
         try:
             name, room = self._parse(address)
-            if name in ENGINE_SETTINGS:
-                self.hub.set(name, float(args[0]), room, source="osc")
-                return
-            param = parameter(name)
+        except ValueError as error:
+            self.refusals.refuse("unknown-address", address=address[:200],
+                                 error=str(error)[:300])
+            return
+        rooms = [r.id for r in self.hub.config.rooms]
+        if room != "*" and room not in rooms:
+            self.refusals.refuse("unknown-room", address=address[:200],
+                                 error=f"unknown room {room!r}; rooms are {rooms}")
+            return
+        try:
+            param = live_value(name)
             if param.kind == "trigger":
                 self.hub.trigger(param.name, room, source="osc")
             elif param.kind == "toggle" and not args:
                 self.hub.toggle(param.name, room, source="osc")
+            elif not args:
+                raise ValueError(f"parameter {param.name}: expected {param.expected}, "
+                                 "got no argument")
             else:
-                self.hub.set(param.name, float(args[0]), room, source="osc")
-        except (ValueError, TypeError, IndexError) as error:
-            self.refused += 1
-            self.log_event("osc_refused", address=address, args=[repr(a) for a in args][:4],
-                           error=str(error))
+                self.hub.set(param.name, args[0], room, source="osc")
+        except ValueError as error:
+            self.refusals.refuse("bad-value", address=address[:200],
+                                 args=[repr(a)[:40] for a in args[:4]], error=str(error)[:300])
+        except Exception as error:  # noqa: BLE001 - one bad packet must not stop OSC in
+            self.refusals.refuse("internal-error", address=address[:200], error=repr(error)[:200])
 
     def _parse(self, address: str) -> tuple[str, str]:
         prefix = self.config.prefix.rstrip("/") + "/"
         if not address.startswith(prefix):
-            raise ValueError(f"OSC address {address!r}: expected it to start with {prefix!r}")
+            raise ValueError(f"OSC address {address[:100]!r}: expected it to start with "
+                             f"{prefix!r}")
         parts = address[len(prefix):].split("/")
         known = set(PARAMETERS) | set(ALIASES) | set(ENGINE_SETTINGS)
         if len(parts) == 1 and parts[0] in known:
             return parts[0], "*"
         if len(parts) == 2 and parts[1] in known:
             return parts[1], parts[0]
-        raise ValueError(f"OSC address {address!r}: expected {prefix}PARAM or "
+        raise ValueError(f"OSC address {address[:100]!r}: expected {prefix}PARAM or "
                          f"{prefix}ROOM/PARAM with PARAM in {sorted(known)}")
 
     def close(self) -> None:
-        """Stop listening."""
+        """Stop listening; the refusals not yet summarised are summarised now."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self.refusals.flush()
 
 
 class OscStateSender:

@@ -18,10 +18,21 @@ volume          audio_out  0 .. 2        output gain factor (ramped, no clicks)
 ==============  =========  ============  =========================================
 
 ``density`` is accepted as another name for ``intensity``.
+
+:data:`SETTINGS` are the engine config fields also applied live (hot reload,
+OSC): ``lead_s`` 0.01..60, ``transition_margin_s`` 0.05..10 and
+``view_timeout_s`` 0..86400 seconds, the bounds of their ``[engine]`` fields.
+
+Only finite numbers are values: :meth:`Parameter.check` refuses NaN, infinity,
+strings (``"nan"`` included) and anything else with a ValueError, so such a
+value is never stored, sent or replayed. A finite value outside the range is
+clamped to it.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,25 +52,75 @@ class Parameter:
     kind: Kind
     doc: str
 
-    def clamp(self, value: float) -> float:
-        """``value`` limited to the range (a trigger's counter is only kept >= 0)."""
-        if self.kind == "trigger":
-            return float(max(0, int(value)))
+    @property
+    def expected(self) -> str:
+        """The range in words, for messages."""
         if self.kind == "toggle":
-            return 1.0 if value >= 0.5 else 0.0
+            return "0 or 1"
+        return f"a finite number in {self.low:g}..{self.high:g}"
+
+    def check(self, value: object) -> float:
+        """``value`` as a finite float; ValueError naming the parameter for anything else.
+
+        Numbers only (a bool too, for a toggle): a string such as ``"nan"``
+        is refused, not parsed.
+        """
+        if isinstance(value, bool) and self.kind == "toggle":
+            return float(value)
+        number = _finite(value)
+        if number is None:
+            raise ValueError(f"parameter {self.name}: expected {self.expected}, "
+                             f"got {_shown(value)}")
+        return number
+
+    def clamp(self, value: object) -> float:
+        """``value`` checked (:meth:`check`) and limited to the range.
+
+        A trigger's counter is kept a whole number in range, a toggle is 0 or 1.
+        """
+        number = self.check(value)
+        if self.kind == "toggle":
+            return 1.0 if number >= 0.5 else 0.0
+        number = min(max(number, self.low), self.high)
+        if self.kind == "trigger":
+            return float(int(number))
         # 6 decimals: OSC sends float32, whose noise (0.800000011920929) means nothing here
-        return round(min(max(float(value), self.low), self.high), 6)
+        return round(number, 6)
 
-    def from_unit(self, unit: float) -> float:
+    def from_unit(self, unit: object) -> float:
         """A 0..1 control position (a knob) as a value of this parameter."""
-        unit = min(max(float(unit), 0.0), 1.0)
-        return self.low + unit * (self.high - self.low)
+        position = _finite(unit)
+        if position is None:
+            raise ValueError(f"parameter {self.name}: expected a control position in 0..1, "
+                             f"got {_shown(unit)}")
+        position = min(max(position, 0.0), 1.0)
+        return self.low + position * (self.high - self.low)
 
-    def to_unit(self, value: float) -> float:
+    def to_unit(self, value: object) -> float:
         """Where ``value`` sits on a 0..1 control (for soft takeover)."""
+        number = self.check(value)
         if self.high == self.low:
             return 0.0
-        return min(max((float(value) - self.low) / (self.high - self.low), 0.0), 1.0)
+        return min(max((number - self.low) / (self.high - self.low), 0.0), 1.0)
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut short: a message must not grow with what a peer sent."""
+    if isinstance(value, int) and value.bit_length() > 128:  # repr may refuse (4300 digits)
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _finite(value: object) -> float | None:
+    """``value`` as a float if it is a finite real number (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):  # an int beyond float range
+        return None
+    return number if math.isfinite(number) else None
 
 
 PARAMETERS: dict[str, Parameter] = {
@@ -82,6 +143,19 @@ PARAMETERS: dict[str, Parameter] = {
 }
 ALIASES = {"density": "intensity"}
 
+#: Engine config fields applied live, with the bounds of their ``[engine]`` fields
+#: (``lead_s`` must be > 0 there; ``view_timeout_s`` has no upper bound there, a day here).
+SETTINGS: dict[str, Parameter] = {
+    p.name: p for p in (
+        Parameter("lead_s", "engine", 0.01, 60.0, 1.5, "continuous",
+                  "how far ahead of the playhead each room is kept, seconds"),
+        Parameter("transition_margin_s", "engine", 0.05, 10.0, 0.3, "continuous",
+                  "new material after a change starts this long after now, seconds"),
+        Parameter("view_timeout_s", "engine", 0.0, 86400.0, 20.0, "continuous",
+                  "capture silent this long: empty-room ambience; 0 = never"),
+    )
+}
+
 
 def parameter(name: str) -> Parameter:
     """The parameter called ``name`` (or an alias); ValueError lists the known names."""
@@ -89,6 +163,15 @@ def parameter(name: str) -> Parameter:
     if found is None:
         raise ValueError(f"unknown parameter {name!r}; expected one of "
                          f"{sorted(PARAMETERS) + sorted(ALIASES)}")
+    return found
+
+
+def live_value(name: str) -> Parameter:
+    """The parameter or engine setting called ``name``; ValueError lists the known names."""
+    found = SETTINGS.get(name) or PARAMETERS.get(ALIASES.get(name, name))
+    if found is None:
+        raise ValueError(f"unknown parameter {name!r}; expected one of "
+                         f"{sorted(PARAMETERS) + sorted(ALIASES) + sorted(SETTINGS)}")
     return found
 
 

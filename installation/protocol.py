@@ -8,6 +8,12 @@ malformed, oversized, of an unknown type or of another protocol version by
 raising :class:`ProtocolError`; :class:`DropCounter` is how a role counts and
 drops such frames without ever crashing.
 
+Every number is bounded at decode to what its receiver can use (sample
+positions 0..2**53, sample rates 8 kHz..384 kHz, features and confidence
+0..1, times finite and >= 0), so NaN, infinity and integers that would
+overflow a receiver's arithmetic never get past :func:`decode`; strings,
+dicts and lists are bounded in length too, and float arrays must be finite.
+
 Flow (see ARCHITECTURE.md)::
 
     capture --ArtworkView--> engine --AudioChunk--> audio_out
@@ -17,9 +23,10 @@ Flow (see ARCHITECTURE.md)::
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 import numpy as np
@@ -49,6 +56,42 @@ ARRAY_DTYPES: dict[str, np.dtype] = {
 }
 
 
+# -- bounds every decoded number and string must respect --------------------------
+# Bounded floats also refuse NaN and +-inf: msgspec's comparisons fail for NaN.
+
+#: Largest sample position or count: exact in a float64, far from int64 overflow.
+MAX_SAMPLE = 2**53
+#: Sample rates a receiver accepts, Hz.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 384_000
+#: Longest room id or target (room ids are at most 64 characters by config).
+MAX_ROOM_CHARS = 64
+#: Longest artwork id, encoder name or string parameter value.
+MAX_TEXT_CHARS = 256
+#: Most features, quad corners and Control params one message may carry.
+MAX_FEATURES, MAX_QUAD_POINTS, MAX_PARAMS = 64, 16, 64
+#: Largest magnitude of a Control parameter value and of a quad coordinate (pixels).
+MAX_PARAM_VALUE, MAX_COORDINATE = 1e9, 1e7
+#: Latest wall-clock time a message may carry (``time.time()``; year ~5000).
+MAX_WALL_TIME = 1e11
+
+Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+SamplePosition = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAMPLE)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAMPLE)]
+SampleRate = Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)]
+Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+WallTime = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_WALL_TIME)]
+Duration = Annotated[float, msgspec.Meta(ge=0.0, le=1e6)]
+Coordinate = Annotated[float, msgspec.Meta(ge=-MAX_COORDINATE, le=MAX_COORDINATE)]
+RoomId = Annotated[str, msgspec.Meta(max_length=MAX_ROOM_CHARS)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
+ParamValue = (Annotated[float, msgspec.Meta(ge=-MAX_PARAM_VALUE, le=MAX_PARAM_VALUE)]
+              | Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)])
+Dimension = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+# msgspec words a broken bound "Expected `int` <= 9007199254740992" (or "... of length <= 64").
+_OUT_OF_RANGE = re.compile(r"Expected `[^`]+` (of length )?[<>]=?")
+
+
 class ProtocolError(ValueError):
     """A frame that is not a valid message of this protocol version."""
 
@@ -61,8 +104,8 @@ class ProtocolError(ValueError):
 class Array(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A dense array as raw little-endian bytes with its dtype and shape."""
 
-    dtype: str
-    shape: tuple[int, ...]
+    dtype: Annotated[str, msgspec.Meta(max_length=16)]
+    shape: Annotated[tuple[Dimension, ...], msgspec.Meta(max_length=4)]
     data: bytes
 
     @classmethod
@@ -90,14 +133,17 @@ class Array(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 f"shape {self.shape} of {self.dtype} needs {count * dtype.itemsize} bytes, "
                 f"got {len(self.data)}",
             )
-        return np.frombuffer(self.data, dtype=dtype).reshape(self.shape)
+        array = np.frombuffer(self.data, dtype=dtype).reshape(self.shape)
+        if dtype.kind == "f" and not np.isfinite(array).all():
+            raise ProtocolError("non-finite", f"{self.dtype} array {self.shape} holds NaN or inf")
+        return array
 
 
 class _Message(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=True):
     """Common header: protocol version and the room the message is about."""
 
-    v: int
-    room: str
+    v: Version
+    room: RoomId
 
 
 class ArtworkView(_Message, tag="artwork_view", frozen=True):
@@ -110,15 +156,17 @@ class ArtworkView(_Message, tag="artwork_view", frozen=True):
     encoder's fixed-length vector.
     """
 
-    seq: int
-    time: float
+    seq: Count
+    time: WallTime
     state: Literal["artwork", "empty"]
-    artwork_id: str | None = None
-    confidence: float = 0.0
-    quad: list[tuple[float, float]] | None = None
-    encoder: str = ""
+    artwork_id: Text | None = None
+    confidence: Unit = 0.0
+    quad: Annotated[list[tuple[Coordinate, Coordinate]],
+                    msgspec.Meta(max_length=MAX_QUAD_POINTS)] | None = None
+    encoder: Text = ""
     embedding: Array | None = None
-    features: dict[str, float] = {}
+    features: Annotated[dict[Annotated[str, msgspec.Meta(max_length=32)], Unit],
+                        msgspec.Meta(max_length=MAX_FEATURES)] = {}
 
 
 class AudioChunk(_Message, tag="audio_chunk", frozen=True):
@@ -132,13 +180,13 @@ class AudioChunk(_Message, tag="audio_chunk", frozen=True):
     relative to ``start_sample`` (program 128 means GM percussion).
     """
 
-    seq: int
-    start_sample: int
-    sample_rate: int
+    seq: Count
+    start_sample: SamplePosition
+    sample_rate: SampleRate
     audio: Array
-    crossfade: int = 0
-    artwork_id: str | None = None
-    generation_s: float = 0.0
+    crossfade: Count = 0
+    artwork_id: Text | None = None
+    generation_s: Duration = 0.0
     reason: Literal["continue", "transition", "start"] = "continue"
     notes: Array | None = None
 
@@ -151,11 +199,11 @@ class PlaybackClock(_Message, tag="playback_clock", frozen=True):
     ``playhead`` reaches the speakers (so all roles share one time base).
     """
 
-    sample_rate: int
-    playhead: int
-    buffered_until: int
-    wall_time: float
-    underflows: int = 0
+    sample_rate: SampleRate
+    playhead: SamplePosition
+    buffered_until: SamplePosition
+    wall_time: WallTime
+    underflows: Count = 0
     state: Literal["starting", "playing", "holding", "silent"] = "playing"
 
 
@@ -165,9 +213,10 @@ class Control(_Message, tag="control", frozen=True):
     ``target`` is a role name or ``"*"``; ``room`` may be ``"*"`` for all.
     """
 
-    target: str
+    target: RoomId
     command: Literal["shutdown", "set", "ping"]
-    params: dict[str, float | str] = {}
+    params: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], ParamValue],
+                      msgspec.Meta(max_length=MAX_PARAMS)] = {}
 
 
 Message = ArtworkView | AudioChunk | PlaybackClock | Control
@@ -187,7 +236,9 @@ def decode(
     """Decode ``[topic, payload]`` frames into a message or raise :class:`ProtocolError`.
 
     Checks, in order: frame count, size limit, MessagePack structure and
-    types, protocol version, topic matching the room, and array consistency.
+    types, the bounds of every field (reason ``out-of-range``), protocol
+    version, topic matching the room, array consistency and finiteness
+    (``non-finite``).
     """
     if len(frames) != 2:
         raise ProtocolError("bad-framing", f"expected 2 frames, got {len(frames)}")
@@ -197,6 +248,9 @@ def decode(
         raise ProtocolError("oversized", f"{size} bytes exceeds the limit of {max_bytes}")
     try:
         message = _decoder.decode(payload)
+    except msgspec.ValidationError as exc:
+        reason = "out-of-range" if _OUT_OF_RANGE.match(str(exc)) else "malformed"
+        raise ProtocolError(reason, str(exc)) from None
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         # DecodeError covers type validation; invalid UTF-8 inside a string
         # surfaces as UnicodeDecodeError (a ValueError), found by the fuzz test.
@@ -231,6 +285,9 @@ def _arrays(message: Message) -> list[Array]:
             len(message.notes.shape) != 2 or message.notes.shape[1] != 6
         ):
             raise ProtocolError("bad-array", f"notes must be (N, 6), got {message.notes.shape}")
+        if message.crossfade > audio.shape[0]:
+            raise ProtocolError("out-of-range", f"crossfade {message.crossfade} is longer than "
+                                f"the chunk's {audio.shape[0]} frames")
         return arrays
     return []
 

@@ -171,7 +171,10 @@ class ConfigWatcher:
             return None
         plan = plan_reload(self.current, new)
         for name, value, room in plan.sets:
-            self.supervisor.hub.set(name, value, room, source="reload")
+            try:
+                self.supervisor.hub.set(name, value, room, source="reload")
+            except ValueError as error:  # validation refuses NaN/inf first; never half-apply
+                log_event("config_value_refused", name=name, room=room, error=str(error))
         if plan.supervisor or plan.surfaces:
             self.supervisor.apply_config(new)
         if plan.surfaces:

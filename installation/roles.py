@@ -8,6 +8,11 @@ role finishes its files and closes its sockets.
 Each role also gets: JSON-lines logging on stdout (:mod:`installation.jsonlog`),
 a :class:`~installation.health.Heartbeat` to its supervisor (a no-op when run
 by hand), and its Prometheus endpoint when ``[metrics] port`` is set.
+
+A role that cannot run because of its config, its input or a missing
+dependency logs the error as one JSON line and exits with that error's code
+(:mod:`installation.errors`: 2, 3, 4), which tells the supervisor that a
+restart will not help; anything else is a crash (exit 1) and is restarted.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from installation.config import InstallationConfig
-from installation.errors import DependencyError
+from installation.errors import Art2MusError, DependencyError
 from installation.events import EventLog
 from installation.health import Heartbeat
 from installation.jsonlog import setup_json_logging
@@ -63,6 +68,7 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
         log("metrics_unavailable", error=str(error))
         logging.getLogger(__name__).warning("running without metrics: %s", error)
         metrics = Metrics(0)
+    code = 0
     try:
         if role == "engine":
             from engine.server import EngineServer
@@ -79,6 +85,12 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
 
             assert room is not None
             run_audio_out(config, room, stop, log, heartbeat=heartbeat, metrics=metrics)
+    except Art2MusError as error:
+        # A mistake in the config or input: one JSON error line (the supervisor's reason
+        # for the exit) and the error's exit code, never a traceback.
+        logging.getLogger(f"installation.roles.{role}").error("Error: %s", error)
+        log("failed", error=str(error), code=error.exit_code)
+        code = error.exit_code
     finally:
         from installation.security import stop_authenticators
 
@@ -86,7 +98,7 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
         metrics.close()
         log("stopped")
         log.close()
-    return 0
+    return code
 
 
 def engine_state_path(config: InstallationConfig) -> Path:

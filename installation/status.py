@@ -9,12 +9,17 @@ needs nothing but the config. Metrics remain for time series.
 
 :func:`room_summary` turns the rows into what a room is doing (artwork,
 confidence, key, tempo, level, health); OSC out sends the same summary.
+:func:`problems` says what is wrong, for ``art2mus status``'s exit code: a
+stale file (the supervisor is stuck or gone), a stopped installation, a role
+restarting, silent or failed, a recording that failed, a file the supervisor
+cannot write.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -24,15 +29,24 @@ from installation.errors import InputError
 
 
 def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, Any]],
-                 params: dict[str, dict[str, float]]) -> None:
-    """Atomically replace ``path`` with the current status of every role."""
+                 params: dict[str, dict[str, float]], state: str = "running",
+                 write_errors: dict[str, str] | None = None) -> None:
+    """Atomically replace ``path`` with the current status of every role.
+
+    ``state`` is the supervisor's ("running", or "stopped" after a shutdown);
+    ``write_errors`` the files it cannot write right now (target -> error).
+    """
     record = {
         "installation": config.installation.name,
         "time": time.time(),
+        "state": state,
         "supervisor_pid": os.getpid(),
+        "host": socket.gethostname(),
+        "status_every_s": config.supervisor.status_every_s,
         "roles": roles,
         "rooms": {room.id: room_summary(roles, room.id) for room in config.rooms},
         "params": params,
+        "write_errors": write_errors or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -78,9 +92,11 @@ def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
         "playback": heard.get("state", ""),
     }
     present = [r for r in (engine, capture, audio) if r is not None]
+    summary["recording"] = _recording(heard).get("state", "")
     if audio is not None and (audio["state"] != "running" or heard.get("state") == "silent"):
         health = 0.0
-    elif any(r["state"] != "running" for r in present) or heard.get("state") == "holding":
+    elif (any(r["state"] != "running" for r in present) or heard.get("state") == "holding"
+          or summary["recording"] == "failed"):
         health = 0.5
     else:
         health = 1.0
@@ -88,28 +104,81 @@ def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
     return summary
 
 
-def print_status(record: dict[str, Any], stale_after_s: float) -> None:
-    """Print the roles table and the rooms table (rich)."""
+def _recording(status: dict[str, Any]) -> dict[str, Any]:
+    """audio_out's ``recording`` record ({"state": "ok"|"failed"|"off", "path", "error"})."""
+    recording = status.get("recording")
+    return recording if isinstance(recording, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, but it exists
+    return True
+
+
+def problems(record: dict[str, Any], stale_after_s: float,
+             now: float | None = None) -> list[str]:
+    """What is wrong with the installation according to its status record ([] = healthy)."""
+    now = time.time() if now is None else now
+    found = []
+    age = now - float(record.get("time", 0.0))
+    pid = record.get("supervisor_pid")
+    if record.get("state") == "stopped":
+        found.append(f"the installation stopped {age:.0f} s ago")
+    elif age > stale_after_s:
+        found.append(f"STALE: the status is {age:.1f} s old (more than {stale_after_s:g} s): "
+                     "the supervisor is stuck or not running")
+    elif (isinstance(pid, int) and record.get("host") == socket.gethostname()
+          and not _pid_alive(pid)):
+        found.append(f"the supervisor (pid {pid}) is not running")
+    for row in record.get("roles", []):
+        state = row.get("state")
+        if state in ("restarting", "silent", "failed"):
+            why = f": {row['reason']}" if row.get("reason") else ""
+            found.append(f"{row.get('name')} is {state}{why}")
+        recording = _recording(row.get("status") or {})
+        if recording.get("state") == "failed":
+            found.append(f"{row.get('name')}: recording failed ({recording.get('path')}): "
+                         f"{recording.get('error')}")
+    for target, error in (record.get("write_errors") or {}).items():
+        found.append(f"the supervisor cannot write {target}: {error}")
+    return found
+
+
+def print_status(record: dict[str, Any], stale_after_s: float, console: Any = None) -> list[str]:
+    """Print the roles table and the rooms table (rich); return :func:`problems`."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = console or Console()
     age = time.time() - float(record.get("time", 0.0))
+    found = problems(record, stale_after_s)
     title = f"{record.get('installation', '?')} — status {age:.1f} s old"
-    if age > stale_after_s:
+    if record.get("state") == "stopped":
+        title += " (STOPPED)"
+    elif age > stale_after_s:
         title += " (STALE: the supervisor is not running or is stuck)"
     roles = Table(title=title)
-    for column in ("role", "state", "pid", "up", "restarts", "hangs", "beat", "detail"):
-        roles.add_column(column)
+    for column in ("role", "state", "pid", "up", "restarts", "hangs", "beat", "recording"):
+        roles.add_column(column, no_wrap=column in ("role", "state"))
+    roles.add_column("detail", overflow="fold")
     for r in record.get("roles", []):
         status = r.get("status") or {}
         detail = ", ".join(f"{k}={v}" for k, v in status.items()
                            if not isinstance(v, dict | list))[:60]
+        if r.get("state") in ("failed", "restarting", "stopped") and r.get("exit_code") is not None:
+            detail = f"exit {r['exit_code']}" + (f": {r['reason']}" if r.get("reason") else "")
+        recording = _recording(status)
         roles.add_row(
             r["name"], r["state"], str(r.get("pid") or "-"),
             f"{r['uptime_s']:.0f} s" if r.get("uptime_s") is not None else "-",
             str(r.get("restarts", 0)), str(r.get("hangs", 0)),
             f"{r['heartbeat_age_s']:.1f} s" if r.get("heartbeat_age_s") is not None else "-",
+            str(recording.get("state") or "-"),
             detail or "-",
         )
     console.print(roles)
@@ -124,3 +193,6 @@ def print_status(record: dict[str, Any], stale_after_s: float) -> None:
     console.print(rooms)
     if record.get("params"):
         console.print("live parameters: " + json.dumps(record["params"]))
+    for problem in found:
+        console.print(f"PROBLEM: {problem}", markup=False, highlight=False)
+    return found

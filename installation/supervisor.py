@@ -15,23 +15,47 @@
 - Live parameters (MIDI, OSC, config reload, see :mod:`installation.control`)
   leave through the control PUB socket, which only this loop touches; a role
   that (re)starts is sent every value again on its first heartbeat.
+- A role that exits with a configuration, input or dependency error (exit
+  code 2, 3 or 4, :mod:`installation.errors`) ``max_config_failures`` times in
+  a row is not restarted again: it is ``failed`` (with the reason) in the
+  status and the other roles keep playing. When nothing is left to run, the
+  supervisor stops.
+- Every exit, restart and hang is one human line on the console (stderr, so
+  the journal under systemd): role, exit code or signal, the last error of
+  its log, and what happens next.
+- Each role's stdout and stderr are drained by a thread into
+  ``OUTPUT/logs/ROLE.log`` as JSON lines, rotated by size
+  (:mod:`installation.jsonlog`).
+- Priorities: audio_out and the engine start first and run ahead of capture
+  (``[supervisor] nice`` and ``ionice``, set in the child before it runs;
+  a priority the system refuses is said once and the role runs anyway).
 - ``OUTPUT/status.json`` is rewritten every ``status_every_s`` with every
   role's state and health (``art2mus status`` prints it); a Prometheus
   endpoint mirrors it when ``[metrics] port`` is set.
+- A disk that fails (full, read-only) never stops the supervisor: a status
+  file, log line or event that cannot be written is dropped and counted, said
+  once on the console (and in the status and metrics when those can be
+  written), and tried again at the next turn.
+- The roles' event logs are followed while the installation runs
+  (:class:`~installation.report.RunReport`), so at the end ``timeline.json``
+  and the summary take no longer for a long run than for a short one.
 - Shutdown (Ctrl-C, SIGTERM, or done): a Control ``shutdown`` to every role,
   then SIGTERM, then SIGKILL after ``stop_timeout_s``. Children ask Linux to
-  SIGTERM them if the supervisor dies, so no orphan outlives it.
+  SIGTERM them if the supervisor dies, so no orphan outlives it. The status
+  then lists every role as ``stopped`` with its exit code.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,9 +64,10 @@ import zmq
 
 from installation.config import InstallationConfig
 from installation.control import ControlHub
-from installation.errors import DependencyError
+from installation.errors import ConfigError, DependencyError, InputError
 from installation.events import EventSink
 from installation.health import HEARTBEAT_FD_ENV, HeartbeatReader, open_pipe
+from installation.jsonlog import RoleOutputPump, RotatingLineFile, WriteFailures
 from installation.metrics import Metrics, role_metrics
 from installation.protocol import PROTOCOL_VERSION, Control
 from installation.security import curve_keys
@@ -50,14 +75,62 @@ from installation.status import write_status
 from installation.transport import make_socket, send
 
 _PR_SET_PDEATHSIG = 1
+#: Exit codes that mean "fix the config or the input": restarting will not help.
+GIVE_UP_CODES = {ConfigError.exit_code: "configuration error",
+                 InputError.exit_code: "input error",
+                 DependencyError.exit_code: "missing dependency"}
+#: ioprio_set/ioprio_get syscall numbers (not in Python's os module).
+_IOPRIO_SYSCALLS = {"x86_64": (251, 252), "aarch64": (30, 31), "arm64": (30, 31)}
+_IOPRIO_WHO_PROCESS, _IOPRIO_CLASS_BE, _IOPRIO_CLASS_SHIFT = 1, 2, 13
+
+try:  # loaded in the parent: the child only calls into it between fork and exec
+    _LIBC: Any = ctypes.CDLL("libc.so.6", use_errno=True)
+except OSError:  # pragma: no cover - not glibc Linux
+    _LIBC = None
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+def console_line(text: str) -> None:
+    """One human line on the supervisor's console (stderr: the journal under systemd)."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        print(f"art2mus: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass  # a closed or broken console must not stop the installation
+
+
+def io_priority(pid: int) -> tuple[int, int] | None:
+    """(class, level) of a process's I/O priority on Linux; None where it cannot be read."""
+    numbers = _IOPRIO_SYSCALLS.get(platform.machine())
+    if _LIBC is None or numbers is None:
+        return None
+    value = int(_LIBC.syscall(numbers[1], _IOPRIO_WHO_PROCESS, pid))
+    if value < 0:
+        return None
+    return value >> _IOPRIO_CLASS_SHIFT, value & ((1 << _IOPRIO_CLASS_SHIFT) - 1)
+
+
+def _child_setup(nice: int | None, ionice: int | None,
+                 ioprio_set: int | None) -> None:  # pragma: no cover - in the child, pre-exec
+    """Between fork and exec: die with the supervisor, then take the role's priorities."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass  # refused (a raise needs privileges): the parent sees it and says so
+    if ionice is not None and ioprio_set is not None and _LIBC is not None:
+        _LIBC.syscall(ioprio_set, _IOPRIO_WHO_PROCESS, 0,
+                      (_IOPRIO_CLASS_BE << _IOPRIO_CLASS_SHIFT) | ionice)
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    meaning = GIVE_UP_CODES.get(code)
+    return f"code {code}" + (f" ({meaning})" if meaning else "")
 
 
 @dataclass
@@ -79,6 +152,13 @@ class RoleProcess:
     heartbeat: HeartbeatReader | None = None
     hangs: int = 0
     reported: bool = False  # the first heartbeat of this run has been seen
+    config_failures: int = 0  # exits in a row with a config/input/dependency error
+    failed: str | None = None  # why the supervisor gave up on it
+    stopped: bool = False  # stopped by the supervisor's shutdown
+    stop_code: int | None = None  # its exit code then (not a crash: not in exit_codes)
+    last_reason: str | None = None  # the last error line of its previous run
+    last_status: dict[str, Any] = field(default_factory=dict)  # health when it last ran
+    pump: RoleOutputPump | None = None
 
     def heartbeat_age(self) -> float | None:
         """Seconds since the last heartbeat of the running process, if it has sent one."""
@@ -93,7 +173,8 @@ class RoleProcess:
 
 
 def role_processes(config: InstallationConfig, config_path: Path) -> list[RoleProcess]:
-    """The processes an installation runs: engine first, then each room's roles."""
+    """The processes an installation runs, in start order: the engine, every room's
+    audio_out, then every room's capture (the music is up before the cameras load the CPU)."""
     base = [sys.executable, "-m", "installation", "role"]
     wanted = set(config.supervisor.roles)
     roles = []
@@ -101,21 +182,19 @@ def role_processes(config: InstallationConfig, config_path: Path) -> list[RolePr
         roles.append(RoleProcess("engine", base + ["engine", "--config", str(config_path)],
                                  kind="engine"))
     rooms = set(config.supervisor.rooms) or {room.id for room in config.rooms}
-    for room in config.rooms:
-        if room.id not in rooms:
-            continue
-        if "audio_out" in wanted:
-            roles.append(RoleProcess(
-                f"audio_out:{room.id}",
-                base + ["audio_out", "--config", str(config_path), "--room", room.id],
-                finite=room.audio_out.stop_after_s is not None, kind="audio_out", room=room.id,
-            ))
-        if "capture" in wanted:
-            roles.append(RoleProcess(
-                f"capture:{room.id}",
-                base + ["capture", "--config", str(config_path), "--room", room.id],
-                kind="capture", room=room.id,
-            ))
+    served = [room for room in config.rooms if room.id in rooms]
+    if "audio_out" in wanted:
+        roles.extend(RoleProcess(
+            f"audio_out:{room.id}",
+            base + ["audio_out", "--config", str(config_path), "--room", room.id],
+            finite=room.audio_out.stop_after_s is not None, kind="audio_out", room=room.id,
+        ) for room in served)
+    if "capture" in wanted:
+        roles.extend(RoleProcess(
+            f"capture:{room.id}",
+            base + ["capture", "--config", str(config_path), "--room", room.id],
+            kind="capture", room=room.id,
+        ) for room in served)
     return roles
 
 
@@ -131,6 +210,9 @@ class Supervisor:
         log_dir: Path | None = None,
         source_path: Path | None = None,
         status_path: Path | None = None,
+        console: Callable[[str], None] = console_line,
+        write_failures: WriteFailures | None = None,
+        follow_events: bool | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -138,10 +220,21 @@ class Supervisor:
         self.log_event = log_event
         self.roles = roles if roles is not None else role_processes(config, config_path)
         self.log_dir = log_dir
+        self.say = console
+        self.write_failures = write_failures or WriteFailures(console)
+        self._logs: dict[str, RotatingLineFile] = {}
+        self._priority_said: set[str] = set()
+        self.ended_by = ""  # "stop", "done" or "failed" once run() returns
         # A real installation (roles from the config) reports status; tests that
         # hand in their own processes only when they ask for it.
         self.status_path = status_path if status_path is not None else (
             config.output_dir / "status.json" if roles is None else None)
+        from installation.report import RunReport
+
+        self.report: RunReport | None = None
+        if follow_events if follow_events is not None else roles is None:
+            self.report = RunReport(config.output_dir, self.write_failures, self.say)
+        self._next_report = 0.0
         self.hub = ControlHub(config, log_event)
         try:
             self.metrics = role_metrics(config, "supervisor")
@@ -164,72 +257,160 @@ class Supervisor:
             from installation.roles import engine_state_path
 
             stale = engine_state_path(self.config)
-            if stale.exists():
-                stale.unlink()
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as error:
+                self.write_failures.failed(str(stale), error, "a restarted engine may "
+                                           "restore the last run's rooms")
+        if self.report is not None:
+            self.report.start()
         for role in self.roles:
             self._spawn(role)
 
+    def _log_file(self, role: RoleProcess) -> RotatingLineFile | None:
+        if self.log_dir is None:
+            return None
+        log = self._logs.get(role.name)
+        if log is None:
+            sup = self.config.supervisor
+            log = RotatingLineFile(self.log_dir / f"{role.name.replace(':', '-')}.log",
+                                   sup.log_max_bytes, sup.log_backups, self.write_failures)
+            self._logs[role.name] = log
+        return log
+
     def _spawn(self, role: RoleProcess) -> None:
-        stdout = None
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            stdout = (self.log_dir / f"{role.name.replace(':', '-')}.log").open("ab")
+        log = self._log_file(role)
+        output = subprocess.PIPE if log is not None else None
         if role.heartbeat is not None:
             role.heartbeat.close()
+            role.heartbeat = None
+        sup = self.config.supervisor
+        nice = sup.nice.get(role.kind) if role.kind else None  # type: ignore[call-overload]
+        ionice = sup.ionice.get(role.kind) if role.kind else None  # type: ignore[call-overload]
+        ioprio_set = (_IOPRIO_SYSCALLS.get(platform.machine()) or (None,))[0]
         read_fd, write_fd = open_pipe()
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{HEARTBEAT_FD_ENV: str(write_fd)})
+        now = time.monotonic()
+        role.started_at = now
+        role.restart_at = None
         try:
             role.process = subprocess.Popen(
-                role.argv, stdout=stdout, stderr=None, env=env, preexec_fn=_die_with_parent,
-                pass_fds=(write_fd,),
+                role.argv, stdout=output, stderr=output, env=env, pass_fds=(write_fd,),
+                preexec_fn=lambda: _child_setup(nice, ionice, ioprio_set),
             )
+        except OSError as error:  # no memory, no file descriptors, a missing executable
+            os.close(read_fd)
+            role.process = None
+            role.backoff_s = min(max(role.backoff_s * 2.0, sup.restart_backoff_s),
+                                 sup.restart_backoff_max_s)
+            role.restart_at = now + role.backoff_s
+            self.log_event("role_start_failed", role=role.name, error=str(error))
+            self.say(f"{role.name} could not be started: {error}; "
+                     f"retrying in {role.backoff_s:.1f} s")
+            return
         finally:
             os.close(write_fd)  # the child holds it; EOF then means the child is gone
-            if stdout is not None:
-                stdout.close()
+        if log is not None:
+            assert role.process.stdout is not None and role.process.stderr is not None
+            role.pump = RoleOutputPump(role.process.stdout, role.process.stderr, log,
+                                       role.name, role.room)
         role.heartbeat = HeartbeatReader(read_fd)
         role.reported = False
-        role.started_at = time.monotonic()
-        role.restart_at = None
         self.log_event("role_started", role=role.name, pid=role.process.pid,
                        restarts=role.restarts)
+        if nice is not None and role.kind is not None:
+            self._check_priority(role, nice)
+
+    def _check_priority(self, role: RoleProcess, nice: int) -> None:
+        """Say once per kind of role when the system refused the niceness asked for."""
+        assert role.process is not None and role.kind is not None
+        try:
+            actual = os.getpriority(os.PRIO_PROCESS, role.process.pid)
+        except OSError:
+            return  # already gone: its exit is reported by poll()
+        if actual == nice or role.kind in self._priority_said:
+            return
+        self._priority_said.add(role.kind)
+        self.log_event("priority_refused", role=role.name, wanted=nice, actual=actual)
+        self.say(f"{role.kind} runs at nice {actual}, not {nice} as [supervisor] nice asks: "
+                 "raising a priority needs root or CAP_SYS_NICE (e.g. systemd "
+                 "AmbientCapabilities=CAP_SYS_NICE); it runs anyway")
 
     def poll(self) -> bool:
-        """Check every role once: restart what crashed; True when all finite roles are done."""
+        """Check every role once: restart what crashed; True when the installation is over
+        (every finite role done, or nothing left to run)."""
         now = time.monotonic()
         sup = self.config.supervisor
         for role in self.roles:
-            if role.done:
+            if role.done or role.failed:
                 continue
             if role.process is None:
                 if role.restart_at is not None and now >= role.restart_at:
                     role.restarts += 1
                     self._spawn(role)
+                    if role.process is not None:
+                        self.say(f"{role.name} restarted (pid {role.process.pid}, "
+                                 f"restart {role.restarts})")
                 continue
             code = role.process.poll()
             if code is None:
                 self._check_heartbeat(role, now)
                 continue
-            role.exit_codes.append(code)
-            role.process = None
-            if role.finite and code == 0:
-                role.done = True
-                self.log_event("role_done", role=role.name)
-                continue
-            uptime = now - role.started_at
-            if uptime >= sup.stable_after_s or role.backoff_s == 0.0:
-                role.backoff_s = sup.restart_backoff_s
-            else:
-                role.backoff_s = min(role.backoff_s * 2.0, sup.restart_backoff_max_s)
-            role.restart_at = now + role.backoff_s
-            self.log_event("role_exited", role=role.name, code=code, uptime_s=round(uptime, 3),
-                           restart_in_s=role.backoff_s)
+            self._exited(role, code, now)
         self._send_controls(now)
         if now >= self._next_status:
             self._next_status = now + sup.status_every_s
             self.write_status()
-        finite = [role for role in self.roles if role.finite]
-        return bool(finite) and all(role.done for role in finite)
+        if self.report is not None and now >= self._next_report:
+            self._next_report = now + 1.0
+            self.report.poll()
+        over = [role.done or role.failed is not None for role in self.roles]
+        finite = [role.done or role.failed is not None for role in self.roles if role.finite]
+        return (bool(finite) and all(finite)) or (bool(over) and all(over))
+
+    def _exited(self, role: RoleProcess, code: int, now: float,
+                hung_s: float | None = None) -> None:
+        """A role's process ended: restart it with backoff, finish it, or give up on it."""
+        sup = self.config.supervisor
+        pid = role.process.pid if role.process is not None else None
+        role.exit_codes.append(code)
+        role.process = None
+        if role.pump is not None:
+            role.pump.join(0.5)  # its last lines (the traceback) give the reason
+            role.last_reason = role.pump.last_error
+            role.pump = None
+        uptime = now - role.started_at
+        reason = f": {role.last_reason}" if role.last_reason and hung_s is None else ""
+        if hung_s is not None:
+            what = f"{role.name} (pid {pid}) hung: no heartbeat for {hung_s:.1f} s; killed"
+        else:
+            what = (f"{role.name} (pid {pid}) exited with {_exit_text(code)} "
+                    f"after {uptime:.1f} s{reason}")
+        if role.finite and code == 0:
+            role.done = True
+            self.log_event("role_done", role=role.name)
+            self.say(f"{role.name} (pid {pid}) finished (exit 0)")
+            return
+        if uptime >= sup.stable_after_s:
+            role.config_failures = 0
+        role.config_failures = role.config_failures + 1 if code in GIVE_UP_CODES else 0
+        if role.config_failures >= sup.max_config_failures:
+            role.failed = (f"exited {role.config_failures} times in a row with "
+                           f"{_exit_text(code)}{reason}")
+            self.log_event("role_failed", role=role.name, code=code,
+                           reason=role.last_reason, exits=role.config_failures)
+            self.say(f"{what}; giving up after {role.config_failures} such exits in a row "
+                     "(fix the config or input, then restart art2mus): the other roles "
+                     "keep playing")
+            return
+        if uptime >= sup.stable_after_s or role.backoff_s == 0.0:
+            role.backoff_s = sup.restart_backoff_s
+        else:
+            role.backoff_s = min(role.backoff_s * 2.0, sup.restart_backoff_max_s)
+        role.restart_at = now + role.backoff_s
+        self.log_event("role_exited", role=role.name, code=code, uptime_s=round(uptime, 3),
+                       restart_in_s=role.backoff_s, reason=role.last_reason)
+        self.say(f"{what}; restarting in {role.backoff_s:.1f} s")
 
     def _check_heartbeat(self, role: RoleProcess, now: float) -> None:
         """Read a running role's heartbeats; kill it if it has been silent too long."""
@@ -255,8 +436,8 @@ class Supervisor:
         self.log_event("role_hung", role=role.name, pid=role.process.pid,
                        silent_s=round(now - silent_since, 3), beats=beat.beats)
         role.process.kill()  # SIGKILL: a hung process may not handle SIGTERM
-        role.process.wait()
-        # the next poll sees the exit (code -9) and restarts it with backoff
+        code = role.process.wait()
+        self._exited(role, code, now, hung_s=now - silent_since)
 
     def _send_controls(self, now: float) -> None:
         if now >= self._next_resend:
@@ -274,6 +455,10 @@ class Supervisor:
             age = role.heartbeat_age() if role.process is not None else None
             if role.done:
                 state = "done"
+            elif role.failed:
+                state = "failed"
+            elif role.stopped:
+                state = "stopped"
             elif role.process is None:
                 state = "restarting"
             elif role.heartbeat is not None and role.heartbeat.last_beat is None:
@@ -288,31 +473,58 @@ class Supervisor:
                 if role.process is not None else None,
                 "restarts": role.restarts, "hangs": role.hangs,
                 "heartbeat_age_s": None if age is None else round(age, 2),
-                "status": role.heartbeat.status if role.heartbeat is not None else {},
+                "exit_code": role.stop_code if role.stop_code is not None else (
+                    role.exit_codes[-1] if role.exit_codes else None),
+                "reason": role.failed or role.last_reason,
+                "status": (role.heartbeat.status if role.heartbeat is not None
+                           else role.last_status),
             })
         return rows
 
-    def write_status(self) -> None:
-        """Rewrite the status file (and the metrics) from every role's last heartbeat."""
+    def write_status(self, state: str = "running") -> None:
+        """Rewrite the status file (and the metrics) from every role's last heartbeat.
+
+        A status file that cannot be written is said once and tried again next
+        time; the installation goes on.
+        """
         rows = self.role_rows()
         for role, row in zip(self.roles, rows, strict=True):
             self.metrics.set_role(role.name, role.process is not None, role.restarts,
                                   row["heartbeat_age_s"])
-        if self.status_path is not None:
-            write_status(self.status_path, self.config, rows, self.hub.snapshot())
+        self.metrics.set_write_errors(self.write_failures.failures)
+        if self.status_path is None:
+            return
+        target = str(self.status_path)
+        try:
+            write_status(self.status_path, self.config, rows, self.hub.snapshot(),
+                         state=state, write_errors=dict(self.write_failures.failing))
+        except OSError as error:
+            self.write_failures.failed(
+                target, error, f"the status is not updated; retrying every "
+                f"{self.config.supervisor.status_every_s:g} s, the installation goes on")
+        else:
+            self.write_failures.ok(target)
 
     def run(self, stop: threading.Event, poll_s: float = 0.1) -> None:
         """Start, supervise until ``stop`` is set or all finite roles are done, then shut down."""
         self.start()
+        self.ended_by = "stop"
         try:
             self._start_services()
             while not stop.is_set():
                 if self.poll():
+                    finished = all(r.done for r in self.roles if r.finite and not r.failed)
+                    self.ended_by = ("done" if any(r.done for r in self.roles) and finished
+                                     else "failed")
                     break
                 self.hub.wait(poll_s)  # wakes early when a knob moves
         finally:
             self._stop_services()
             self.shutdown()
+
+    def failed_roles(self) -> list[RoleProcess]:
+        """The roles the supervisor gave up on."""
+        return [role for role in self.roles if role.failed]
 
     def _start_services(self) -> None:
         """The control surfaces and the config watcher the config asks for."""
@@ -360,20 +572,43 @@ class Supervisor:
             if role.process is not None and role.process.poll() is None:
                 role.process.send_signal(signal.SIGTERM)
         self._wait(running, sup.stop_timeout_s / 2)
+        killed = set()
         for role in running:
             if role.process is not None and role.process.poll() is None:
                 role.process.kill()
+                killed.add(role.name)
                 self.log_event("role_killed", role=role.name)
+        stopped = []
         for role in running:
             if role.process is not None:
-                role.process.wait()
-                self.log_event("role_stopped", role=role.name, code=role.process.returncode)
+                code = role.process.wait()
+                self.log_event("role_stopped", role=role.name, code=code)
+                role.stop_code = code
                 role.process = None
+                stopped.append(f"{role.name} ({_exit_text(code)}"
+                               + (" after the stop timeout" if role.name in killed else "")
+                               + ")")
         for role in self.roles:
+            if role.pump is not None:
+                role.pump.join(1.0)
+                role.pump = None
             if role.heartbeat is not None:
+                role.last_status = role.heartbeat.status
                 role.heartbeat.close()
                 role.heartbeat = None
-        self.write_status()
+            role.restart_at = None
+            if not role.done and not role.failed:
+                role.stopped = True
+        if stopped:
+            self.say("stopped " + ", ".join(stopped))
+        for log in self._logs.values():
+            log.close()
+        if self.report is not None:
+            try:
+                self.report.finish()
+            except Exception as error:  # noqa: BLE001 - the report must not fail the stop
+                self.say(f"the run report could not be completed: {error!r}")
+        self.write_status(state="stopped")
         self.metrics.close()
         self._control.close()
 

@@ -9,9 +9,18 @@ Topology (the engine is the hub and binds; rooms come and go)::
     supervisor PUB bind  <--connect--  SUB  every role (control)
 
 :class:`Inbox` receives frames without blocking, decodes them, and counts and
-drops anything malformed so that no frame can crash a role. With CurveZMQ
-keys (:mod:`installation.security`), sockets on links that leave the machine
-are encrypted and authenticated.
+drops anything malformed so that no frame can crash a role.
+
+Every socket limits what it accepts from a peer (``ZMQ_MAXMSGSIZE``; a
+frame over it closes that peer's connection inside ZeroMQ): receivers at the
+message limit, publishers (PUB, XPUB) at :data:`MAX_SUBSCRIPTION_BYTES`,
+because what a publisher receives is subscriptions, and ZeroMQ files each one
+in a trie, a node per byte, in the thread that owns the socket (a 20 MB
+subscription held the engine's loop for seconds, and its peer re-sends it on
+every reconnect).
+
+With CurveZMQ keys (:mod:`installation.security`), sockets on links that
+leave the machine are encrypted and authenticated.
 """
 
 from __future__ import annotations
@@ -33,6 +42,11 @@ from installation.protocol import (
 if TYPE_CHECKING:
     from installation.security import CurveKeys
 
+#: What a publisher accepts from a peer, in bytes: a subscription is one flag
+#: byte and a topic (a room id, at most 64 characters), and the CurveZMQ
+#: handshake's INITIATE command (~270 bytes) passes the same limit.
+MAX_SUBSCRIPTION_BYTES = 1024
+
 
 def make_socket(
     context: zmq.Context, kind: int, endpoint: str, *, bind: bool,
@@ -41,7 +55,8 @@ def make_socket(
 ) -> zmq.Socket:
     """A socket of ``kind`` bound or connected to ``endpoint``.
 
-    Receivers get ``MAXMSGSIZE`` so ZeroMQ itself refuses oversized frames;
+    Every socket gets ``MAXMSGSIZE`` so ZeroMQ itself refuses oversized frames
+    (publishers: :data:`MAX_SUBSCRIPTION_BYTES`, see the module docstring);
     ``linger`` is short so a role never hangs on exit with unsent messages.
     With ``curve`` keys and an endpoint that leaves the machine, a binding
     socket is a Curve server (clients checked against the authorized keys)
@@ -66,7 +81,9 @@ def make_socket(
         socket.setsockopt(zmq.RCVHWM, hwm)
         if immediate:
             socket.setsockopt(zmq.IMMEDIATE, 1)
-        if kind in (zmq.SUB, zmq.PULL):
+        if kind in (zmq.PUB, zmq.XPUB):
+            socket.setsockopt(zmq.MAXMSGSIZE, min(max_bytes, MAX_SUBSCRIPTION_BYTES))
+        else:
             socket.setsockopt(zmq.MAXMSGSIZE, max_bytes)
         if kind == zmq.SUB:
             for topic in subscribe if subscribe is not None else [""]:

@@ -20,17 +20,7 @@ from audio_out.outputs import (
     open_output,
 )
 from installation.errors import ConfigError, DependencyError
-
-
-class Events:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, kind: str, **fields: Any) -> None:
-        self.items.append((kind, fields))
-
-    def kinds(self) -> list[str]:
-        return [k for k, _ in self.items]
+from installation.events import MemorySink
 
 
 def no_portaudio() -> Any:
@@ -71,7 +61,7 @@ def test_auto_without_portaudio_falls_back_to_null_with_one_message(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(outputs, "_import_sounddevice", no_portaudio)
-    events = Events()
+    events = MemorySink()
     sink = open_output(AudioOutConfig(output="auto"), 48000, 2, lambda out: None, events)
     assert isinstance(sink, NullOutput)
     lines = capsys.readouterr().err.strip().splitlines()
@@ -83,11 +73,11 @@ def test_auto_without_portaudio_falls_back_to_null_with_one_message(
 def test_device_without_portaudio_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outputs, "_import_sounddevice", no_portaudio)
     with pytest.raises(DependencyError, match=r"no sound device.*PortAudio.*output = 'none'"):
-        open_output(AudioOutConfig(output="device"), 48000, 2, lambda out: None, Events())
+        open_output(AudioOutConfig(output="device"), 48000, 2, lambda out: None, MemorySink())
 
 
 def test_none_is_the_null_sink_without_a_message(capsys: pytest.CaptureFixture[str]) -> None:
-    sink = open_output(AudioOutConfig(output="none"), 48000, 2, lambda out: None, Events())
+    sink = open_output(AudioOutConfig(output="none"), 48000, 2, lambda out: None, MemorySink())
     assert isinstance(sink, NullOutput) and capsys.readouterr().err == ""
 
 

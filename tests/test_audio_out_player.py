@@ -18,20 +18,12 @@ from audio_out.crossfade import equal_power_gains
 from audio_out.outputs import ArrayOutput
 from audio_out.player import Player
 from installation.errors import ConfigError
+from installation.events import MemorySink
 from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
 SR = 16000
 
 
-class Events:
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict[str, Any]]] = []
-
-    def __call__(self, kind: str, **fields: Any) -> None:
-        self.items.append((kind, fields))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [f for k, f in self.items if k == kind]
 
 
 def array_sink(config: AudioOutConfig, sr: int, ch: int, fill: Any, log: Any) -> ArrayOutput:
@@ -55,7 +47,7 @@ def test_player_plays_records_and_reports(tmp_path: Path) -> None:
     config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, hold_s=0.5, fade_s=0.2,
                             record=str(tmp_path / "played.wav"),
                             midi_file=str(tmp_path / "played.mid"), stop_after_s=1.0)
-    events = Events()
+    events = MemorySink()
     player = Player("r1", config, 2, events, output_factory=array_sink)
     player.start()
     sink = player.output
@@ -86,7 +78,8 @@ def test_player_plays_records_and_reports(tmp_path: Path) -> None:
     np.testing.assert_allclose(out[6000:6800], a[6000:6800] * fade_out[:, None]
                                + b[:800] * fade_in[:, None], atol=1e-6)
     np.testing.assert_array_equal(out[6800 : 6000 + SR], b[800:])
-    recorded, rate = soundfile.read(tmp_path / "played.wav", dtype="float32")
+    assert player.recorder is not None and player.midi_recorder is not None
+    recorded, rate = soundfile.read(player.recorder.path, dtype="float32")
     assert rate == SR
     np.testing.assert_array_equal(recorded, out)  # exactly what played, hold included
     # Holding. The loop holds both tones (220 Hz, then 330 Hz), so its seam
@@ -100,7 +93,7 @@ def test_player_plays_records_and_reports(tmp_path: Path) -> None:
     assert all(isinstance(e["wall_time"], float) for e in started)
     assert started[1]["start_sample"] == 6000
     assert len(events.of("underflow")) == 1 and len(events.of("hold")) == 1
-    midi = pretty_midi.PrettyMIDI(str(tmp_path / "played.mid"))
+    midi = pretty_midi.PrettyMIDI(str(player.midi_recorder.path))
     pitches = sorted(n.pitch for i in midi.instruments for n in i.notes)
     assert pitches == [60]  # the note at 12000 was replaced before it played
     assert events.of("player_stopped")[0]["underflows"] == 1
@@ -108,7 +101,7 @@ def test_player_plays_records_and_reports(tmp_path: Path) -> None:
 
 def test_playback_matches_the_chunks_sample_for_sample() -> None:
     config = AudioOutConfig(output="none", sample_rate=SR, block_size=128)
-    player = Player("r1", config, 2, Events(), output_factory=array_sink)
+    player = Player("r1", config, 2, MemorySink(), output_factory=array_sink)
     player.start()
     a, b = tone(3000), tone(5000, freq=440.0)
     player.submit(chunk(0, 0, a))
@@ -120,7 +113,7 @@ def test_playback_matches_the_chunks_sample_for_sample() -> None:
 
 def test_volume_ramps_without_a_step() -> None:
     config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, volume=1.0)
-    player = Player("r1", config, 2, Events(), output_factory=array_sink)
+    player = Player("r1", config, 2, MemorySink(), output_factory=array_sink)
     player.start()
     flat = np.full((SR, 2), 0.5, np.float32)
     player.submit(chunk(0, 0, flat))
@@ -137,7 +130,8 @@ def test_volume_ramps_without_a_step() -> None:
 
 
 def test_malformed_chunks_are_refused_clearly() -> None:
-    player = Player("r1", AudioOutConfig(sample_rate=SR), 2, Events(), output_factory=array_sink)
+    player = Player("r1", AudioOutConfig(sample_rate=SR), 2, MemorySink(),
+                    output_factory=array_sink)
     with pytest.raises(ConfigError, match=r"expected audio \(frames, 2\)"):
         player.submit(chunk(0, 0, np.zeros((10, 1), np.float32)))
     with pytest.raises(ConfigError, match=r"expected sample_rate > 0, got 0"):
@@ -147,12 +141,12 @@ def test_malformed_chunks_are_refused_clearly() -> None:
 def test_player_on_the_null_sink_in_real_time(tmp_path: Path) -> None:
     config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, stop_after_s=0.5,
                             record=str(tmp_path / "rt.flac"))
-    events = Events()
+    events = MemorySink()
     player = Player("r1", config, 2, events)
     player.start()
     time.sleep(0.05)
     submitted = time.time()
-    player.submit(chunk(0, 0, tone(SR)))
+    player.submit(chunk(0, 0, tone(2 * SR)))  # outlasts the stop fade (1 s) after 0.5 s
     began = time.monotonic()
     while not player.done and time.monotonic() - began < 5:
         time.sleep(0.01)
@@ -161,7 +155,8 @@ def test_player_on_the_null_sink_in_real_time(tmp_path: Path) -> None:
     assert player.done and 0.4 < elapsed < 1.0
     clock = player.clock()
     assert clock.playhead >= SR // 2 and clock.underflows == 0
-    assert soundfile.info(str(tmp_path / "rt.flac")).frames >= SR // 2
+    assert player.recorder is not None
+    assert soundfile.info(str(player.recorder.path)).frames >= SR // 2
     # The null sink has no latency: the first chunk is heard within a block or two.
     (started,) = events.of("chunk_started")
     assert 0.0 <= started["wall_time"] - submitted < 0.1

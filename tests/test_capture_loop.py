@@ -248,3 +248,75 @@ def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
     assert changes[3]["features"] == changes[0]["features"]  # cached per catalogue id
     assert changes[0]["title"] == "Warm fields"
     assert {v.artwork_id for v in recorder.views} == {"NG-6", "work-1", "art-001"}
+
+
+class StillWall:
+    """A small, constant frame at the clock's time (the detector is faked)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.image = np.full((90, 160, 3), 128, np.uint8)
+        self.reads = 0
+
+    def read(self) -> Frame | None:
+        self.reads += 1
+        return Frame(self.image, self.clock.t, self.reads)
+
+    def close(self) -> None:
+        pass
+
+
+def test_capture_sheds_frames_under_load_and_recovers_with_headroom(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    cost = {"s": 0.01}
+
+    def slow_detector(image: np.ndarray, width: int) -> list[Any]:
+        clock.t += cost["s"]  # the frame's processing takes this long on the (fake) clock
+        return []
+
+    monkeypatch.setattr("capture.loop.detect_artworks", slow_detector)
+    recorder = Recorder()
+    source = StillWall(clock)
+    config = CaptureConfig(fps=15.0, min_fps=2.0, stats_every_s=5.0)
+    loop = CaptureLoop("room-f", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock, timer=clock)
+
+    def frames_per_second(seconds: float) -> float:
+        reads, began = source.reads, clock.t
+        while clock.t < began + seconds:
+            clock.t += loop.paced_step()
+        return (source.reads - reads) / (clock.t - began)
+
+    assert frames_per_second(3.0) == pytest.approx(15.0, rel=0.05)  # 10 ms of a 66 ms period
+    assert recorder.of("capture_fps") == []
+    cost["s"] = 0.2  # a starved CPU: each frame now takes 200 ms
+    frames_per_second(3.0)
+    assert 2.0 <= loop.rate.fps <= 0.8 / 0.2  # shed until a frame fits in 80% of the period
+    assert frames_per_second(3.0) == pytest.approx(loop.rate.fps, rel=0.1)
+    assert all(e["reason"] == "load" for e in recorder.of("capture_fps"))
+    cost["s"] = 1.0  # worse than the floor allows: the floor holds
+    frames_per_second(5.0)
+    assert loop.rate.fps == 2.0
+    cost["s"] = 0.01  # headroom again: back up to the configured rate, step by step
+    frames_per_second(20.0)
+    assert loop.rate.fps == 15.0
+    assert frames_per_second(3.0) == pytest.approx(15.0, rel=0.05)
+    reasons = [e["reason"] for e in recorder.of("capture_fps")]
+    assert reasons[-1] == "headroom" and reasons.count("headroom") >= 5
+    assert [s["effective_fps"] for s in recorder.of("stats")][-1] == 15.0
+    assert min(s["effective_fps"] for s in recorder.of("stats")) == 2.0
+
+
+def test_a_steady_load_settles_on_one_rate() -> None:
+    from capture.loop import AdaptiveFrameRate
+
+    rate = AdaptiveFrameRate(fps=15.0, min_fps=2.0)
+    history = []
+    for _ in range(600):  # a frame always costs 90 ms: about 8 fps fits 80% of the period
+        behind = 0.09 > rate.period_s
+        rate.frame_done(0.09, behind)
+        history.append(rate.fps)
+    assert len(set(history[-300:])) == 1  # no see-saw
+    assert 0.09 <= 0.8 * rate.period_s and rate.fps >= 5.0

@@ -1,4 +1,4 @@
-"""Fuzz every inbound socket of every role process with 10,000 bad frames.
+"""Fuzz every inbound socket of every role process with 10,000 bad frames each.
 
 The three roles run as real processes (``python -m installation role ...``).
 The test plays everyone they talk to: it binds the control endpoint (as the
@@ -7,9 +7,13 @@ the engine's views and clock endpoints (as capture and audio_out). It sends
 malformed, truncated, oversized, wrong-version, badly framed, wrong-topic
 and inconsistent-array frames, each classified by the protocol's own
 decoder before sending, so the expected drop count per socket and reason is
-exact. Then it checks, through each role's Prometheus endpoint while they
-run and through their final ``stats`` events, that every frame was counted
-as dropped, and that no role crashed.
+exact. The engine's chunks XPUB gets 10,000 subscription frames of random
+sizes (topics that are no room, too long, not subscriptions at all), a
+subscription over the publishers' size limit that its sender re-sends on
+every reconnect, and one of 20 MB. Then it checks, through each role's
+Prometheus endpoint while they run and through their final ``stats``
+events, that every frame was counted as dropped, that the engine subscribed
+only the configured room and kept serving it, and that no role crashed.
 
 Senders never lose frames on the way: XPUB sockets with an unlimited send
 queue wait for each subscription first (ZeroMQ applies back-pressure
@@ -19,6 +23,7 @@ instead of dropping), so a missing count is a role's miss, not the wire's.
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -47,8 +52,9 @@ from installation.protocol import (
 
 pytestmark = pytest.mark.slow
 MAX_BYTES = 65536
-PORT = 5951
-METRICS = 9451
+PORT = 6450  # 6450-6455
+METRICS = 6460  # 6460-6463
+PER_SOCKET = 10_000
 
 
 def _valid(kind: str, room: str) -> Any:
@@ -104,6 +110,73 @@ def bad_frames(kind: str, room: str, count: int, rng: random.Random) -> list[lis
         except ProtocolError:
             frames.append(candidate)
     return frames
+
+
+def subscription_frames(count: int, rng: random.Random) -> tuple[list[bytes], Counter[str]]:
+    """``count`` frames for the chunks XPUB that the engine must refuse, and their reasons.
+
+    Sizes are random up to 900 bytes, under the publishers' limit, so each
+    reaches the engine. Every topic is distinct and is unsubscribed at most
+    once after its subscription: ZeroMQ passes a subscription up only when it
+    is the first to its topic, and an unsubscription only when it is the last.
+    """
+    frames: list[bytes] = []
+    reasons: Counter[str] = Counter()
+    seen: set[bytes] = {b"", b"a"}
+    unsubscribable: list[bytes] = []
+    while len(frames) < count:
+        flavour = len(frames) % 4
+        if flavour == 1 and unsubscribable:  # leave a topic that is no room
+            frames.append(b"\x00" + unsubscribable.pop())
+            reasons["unknown-room"] += 1
+        elif flavour in (0, 1):  # a topic that is no room (random bytes, often not UTF-8)
+            topic = rng.randbytes(rng.randint(1, 64))
+            if topic not in seen:
+                seen.add(topic)
+                unsubscribable.append(topic)
+                frames.append(b"\x01" + topic)
+                reasons["unknown-room"] += 1
+        elif flavour == 2:  # longer than a room id can be
+            topic = rng.randbytes(int(65 * (900 / 65) ** rng.random()))
+            if topic not in seen:
+                seen.add(topic)
+                frames.append(b"\x01" + topic)
+                reasons["too-long"] += 1
+        else:  # no subscription at all: another flag byte, or an empty frame
+            size = int(900 ** rng.random())
+            frames.append(bytes([rng.randint(2, 255)]) + rng.randbytes(size) if size else b"")
+            reasons["bad-subscription"] += 1
+    return frames, reasons
+
+
+def raw_subscription(port: int, size: int) -> bool:
+    """Send one ``size``-byte subscription as a SUB peer; True when the engine hung up.
+
+    pyzmq's own SUB or XSUB would first file the topic in a trie of its own
+    (a node per byte, 20 million of them), so this speaks ZMTP 3.0 (RFC 23)
+    over a plain TCP socket: greeting, READY as a SUB, then the frame.
+    """
+    greeting = (b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 0]) + b"NULL".ljust(20, b"\x00")
+                + b"\x00" * 32)
+    body = b"\x05READY" + bytes([11]) + b"Socket-Type" + (3).to_bytes(4, "big") + b"SUB"
+    ready = bytes([0x04, len(body)]) + body
+    frame_header = bytes([0x02]) + size.to_bytes(8, "big") + b"\x01"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        try:
+            conn.sendall(greeting + ready + frame_header)
+            chunk = b"z" * (1 << 20)
+            for _ in range(size // len(chunk)):
+                conn.sendall(chunk)
+        except OSError:
+            return True  # refused while sending: the size alone was enough
+        try:
+            while conn.recv(65536):  # the engine's greeting and READY, then end of stream
+                pass
+        except TimeoutError:
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def _fields(message: Any) -> dict[str, Any]:
@@ -172,13 +245,44 @@ def _wait_subscribers(socket: zmq.Socket, count: int, timeout_s: float = 30.0) -
                 seen += 1
 
 
-def test_ten_thousand_bad_frames_are_all_counted_and_crash_nothing(tmp_path: Path) -> None:
+def _clock_for(room: str, playhead: int) -> list[bytes]:
+    return encode(PlaybackClock(v=PROTOCOL_VERSION, room=room, sample_rate=48000,
+                                playhead=playhead, buffered_until=playhead,
+                                wall_time=time.time()))
+
+
+def _next_chunk(listener: zmq.Socket, after_seq: int, timeout_s: float = 20.0) -> AudioChunk:
+    """The first chunk with a seq above ``after_seq`` the engine sends (it keeps serving)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if listener.poll(200):
+            message = decode(listener.recv_multipart())
+            assert isinstance(message, AudioChunk) and message.room == "a"
+            if message.seq > after_seq:
+                return message
+    raise AssertionError(f"the engine sent no chunk after seq {after_seq}")
+
+
+def _wait_handshake(monitor: zmq.Socket, timeout_s: float = 30.0) -> None:
+    from zmq.utils.monitor import recv_monitor_message
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if monitor.poll(100) and (
+                recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED):
+            return
+    raise AssertionError("no handshake with the engine's chunks endpoint")
+
+
+def test_ten_thousand_bad_frames_per_socket_are_all_counted_and_crash_nothing(
+    tmp_path: Path,
+) -> None:
     engine_config, rooms_config = _configs(tmp_path)
     rng = random.Random(1234)
-    plan = {"views": 2500, "clock": 2500, "control": 2000, "chunks": 3000}
-    frames = {kind: bad_frames(kind, "a" if kind != "control" else "*", n, rng)
-              for kind, n in plan.items()}
-    assert sum(len(f) for f in frames.values()) == 10_000
+    frames = {kind: bad_frames(kind, "a" if kind != "control" else "*", PER_SOCKET, rng)
+              for kind in ("views", "clock", "control", "chunks")}
+    subscriptions, subscription_reasons = subscription_frames(PER_SOCKET, rng)
+    assert sum(len(f) for f in frames.values()) + len(subscriptions) == 5 * PER_SOCKET
 
     context = zmq.Context()
     control = context.socket(zmq.XPUB)
@@ -202,19 +306,32 @@ def test_ten_thousand_bad_frames_are_all_counted_and_crash_nothing(tmp_path: Pat
     clock = context.socket(zmq.PUSH)
     clock.setsockopt(zmq.SNDHWM, 0)
     clock.connect(f"tcp://127.0.0.1:{PORT + 2}")
+    listener = context.socket(zmq.SUB)  # audio_out of room "a", on the engine's chunks
+    listener.setsockopt(zmq.SUBSCRIBE, b"a")
+    listener.connect(f"tcp://127.0.0.1:{PORT + 1}")
+    subscriber = context.socket(zmq.XSUB)  # sends any subscription frame it is given
+    subscriber.setsockopt(zmq.SNDHWM, 0)
+    monitor = subscriber.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    subscriber.connect(f"tcp://127.0.0.1:{PORT + 1}")
+    resender = context.socket(zmq.XSUB)  # over the limit, re-sent on every reconnect
+    sockets = [control, chunks, views, clock, listener, subscriber, monitor, resender]
     try:
         _wait_subscribers(control, 3)
         _wait_subscribers(chunks, 1)
         _wait_subscribers(views, 1)
+        _wait_handshake(monitor)
         began = time.monotonic()
-        for kind, socket in (("views", views), ("clock", clock), ("control", control),
+        for kind, sender in (("views", views), ("clock", clock), ("control", control),
                              ("chunks", chunks)):
             for frame in frames[kind]:
-                socket.send_multipart(frame)
+                sender.send_multipart(frame)
+        for frame in subscriptions:
+            subscriber.send(frame)
         expected = {
-            METRICS + 1: {"views": 2500, "clock": 2500, "control": 2000},  # engine
-            METRICS + 2: {"chunks": 3000, "control": 2000},  # audio_out
-            METRICS + 3: {"control": 2000},  # capture
+            METRICS + 1: {"views": PER_SOCKET, "clock": PER_SOCKET, "control": PER_SOCKET,
+                          "subscriptions": PER_SOCKET},  # engine
+            METRICS + 2: {"chunks": PER_SOCKET, "control": PER_SOCKET},  # audio_out
+            METRICS + 3: {"control": PER_SOCKET},  # capture
         }
         deadline = time.monotonic() + 60
         counted: dict[int, dict[str, float]] = {}
@@ -227,11 +344,24 @@ def test_ten_thousand_bad_frames_are_all_counted_and_crash_nothing(tmp_path: Pat
         elapsed = time.monotonic() - began
         assert counted == {p: {k: float(v) for k, v in want.items()}
                            for p, want in expected.items()}, counted
+
+        # The engine still serves room "a": given a playback clock, its chunks come.
+        clock.send_multipart(_clock_for("a", 0))
+        first = _next_chunk(listener, 0)
         # A single frame beyond MAXMSGSIZE never reaches the role: ZeroMQ drops the
         # connection (and the sender reconnects). The role must simply survive it.
         views.send_multipart([b"a", b"\x00" * (MAX_BYTES + 1)])
         clock.send_multipart([b"a", b"\x00" * (MAX_BYTES + 1)])
-        time.sleep(0.5)
+        # A subscription over the publishers' limit, which an XSUB re-sends on every
+        # reconnect, and one of 20 MB (it stalled the engine and crashed it): ZeroMQ
+        # hangs up on the sender before the engine sees either.
+        resender.connect(f"tcp://127.0.0.1:{PORT + 1}")
+        resender.send(b"\x01" + b"r" * 5000)
+        assert raw_subscription(PORT + 1, 20 * 1024 * 1024)
+        clock.send_multipart(_clock_for("a", 5 * 48000))  # five seconds played: more is due
+        later = _next_chunk(listener, first.seq)
+        assert later.start_sample > first.start_sample
+        assert _dropped_by_socket(METRICS + 1)["subscriptions"] == PER_SOCKET
         assert all(p.poll() is None for p in processes.values()), {
             name: p.returncode for name, p in processes.items()}
         for _ in range(3):
@@ -244,8 +374,9 @@ def test_ten_thousand_bad_frames_are_all_counted_and_crash_nothing(tmp_path: Pat
             if p.poll() is None:
                 p.kill()
                 p.wait()
-        for socket in (control, chunks, views, clock):
-            socket.close(linger=0)
+        subscriber.disable_monitor()
+        for each in sockets:
+            each.close(linger=0)
         context.term()
     assert codes == {"engine": 0, "audio_out": 0, "capture": 0}
 
@@ -256,8 +387,13 @@ def test_ten_thousand_bad_frames_are_all_counted_and_crash_nothing(tmp_path: Pat
     assert final["engine"]["dropped"]["views"] == dict(_reasons(frames["views"]))
     assert final["engine"]["dropped"]["clock"] == dict(_reasons(frames["clock"]))
     assert final["engine"]["dropped"]["control"] == dict(_reasons(frames["control"]))
+    assert final["engine"]["dropped"]["subscriptions"] == dict(subscription_reasons)
     assert final["audio_out-a"]["dropped"]["chunks"] == dict(_reasons(frames["chunks"]))
-    assert final["capture-a"]["dropped_total"]["control"] == 2000
-    reasons = sum((_reasons(f) for f in frames.values()), Counter())
-    print(f"\nFUZZ FIGURES: 10000 frames sent, 14000 drops counted (control reaches 3 roles) "
-          f"in {elapsed:.2f} s; by reason {dict(reasons)}")
+    assert final["capture-a"]["dropped_total"]["control"] == PER_SOCKET
+    # What the engine accepted: the configured room, and nothing else ever.
+    assert final["engine"]["subscribed"] == ["a"]
+    engine_events = read_events(events / "engine.jsonl")
+    assert {e["topic"] for e in engine_events if e["kind"] == "subscribed"} == {"a"}
+    reasons = sum((_reasons(f) for f in frames.values()), Counter()) + subscription_reasons
+    print(f"\nFUZZ FIGURES: {5 * PER_SOCKET} frames sent, {7 * PER_SOCKET} drops counted "
+          f"(control reaches 3 roles) in {elapsed:.2f} s; by reason {dict(reasons)}")

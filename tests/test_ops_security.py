@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
 import zmq.auth
 from click.testing import CliRunner
 
+from installation.config import InstallationConfig, config_from_dict
 from installation.errors import ConfigError
 from installation.ops_cli import keys as keys_command
 from installation.protocol import PROTOCOL_VERSION, Control, decode
-from installation.security import CurveKeys, is_remote, stop_authenticators
+from installation.security import CurveKeys, curve_keys, is_remote, stop_authenticators
 from installation.transport import make_socket, send
 
 PORT = 5971
@@ -91,3 +94,88 @@ def test_missing_keys_are_a_config_error_naming_the_file(tmp_path: Path) -> None
                         curve=CurveKeys(tmp_path / "none"))
     finally:
         context.term()
+
+
+README_PORT = 6420  # 6420-6421
+
+
+def _config_for(keys_dir: Path, **security: Any) -> InstallationConfig:
+    return config_from_dict({
+        "network": {"views": f"tcp://127.0.0.1:{README_PORT}",
+                    "chunks": f"tcp://127.0.0.1:{README_PORT + 1}"},
+        "security": {"curve": True, "keys_dir": str(keys_dir), "include_loopback": True,
+                     **security},
+        "rooms": [{"id": "room-1"}],
+    })
+
+
+def test_the_readme_keys_commands_work_end_to_end(tmp_path: Path) -> None:
+    # `art2mus keys DIR --client room-1`; the room machine gets server.key and its own pair
+    result = CliRunner().invoke(keys_command, [str(tmp_path / "keys"), "--client", "room-1"])
+    assert result.exit_code == 0, result.output
+    assert 'client_key = "room-1"' in result.output
+    room_keys = tmp_path / "room-machine"
+    room_keys.mkdir()
+    for name in ("server.key", "room-1.key", "room-1.key_secret"):
+        shutil.copy(tmp_path / "keys" / name, room_keys / name)
+    engine = curve_keys(_config_for(tmp_path / "keys"))
+    room = curve_keys(_config_for(room_keys, client_key="room-1"))
+    assert engine is not None and room is not None
+    context = zmq.Context()
+    try:
+        # views: the room's PUSH-like link, forced through Curve on loopback
+        server = make_socket(context, zmq.PULL, f"tcp://127.0.0.1:{README_PORT}", bind=True,
+                             curve=engine)
+        client = make_socket(context, zmq.PUSH, f"tcp://127.0.0.1:{README_PORT}", bind=False,
+                             curve=room)
+        message = Control(v=PROTOCOL_VERSION, room="room-1", target="*", command="ping")
+        send(client, message)
+        assert _received(server, 5000) == [message]
+        # chunks: the engine's XPUB under the publishers' size limit still takes the Curve
+        # handshake and the room's subscription, and the room hears what it publishes
+        chunks = make_socket(context, zmq.XPUB, f"tcp://127.0.0.1:{README_PORT + 1}",
+                             bind=True, curve=engine)
+        listener = make_socket(context, zmq.SUB, f"tcp://127.0.0.1:{README_PORT + 1}",
+                               bind=False, subscribe=["room-1"], curve=room)
+        assert chunks.poll(5000) and chunks.recv() == b"\x01room-1"
+        send(chunks, message)
+        assert _received(listener, 5000) == [message]
+        for socket in (server, client, chunks, listener):
+            socket.close(linger=0)
+    finally:
+        stop_authenticators()
+        context.term()
+
+
+def test_a_room_machine_without_its_client_key_is_told_which_pairs_there_are(
+    tmp_path: Path,
+) -> None:
+    from installation.security import create_keys
+
+    create_keys(tmp_path / "keys", ("room-1", "room-2"))
+    keys = curve_keys(_config_for(tmp_path / "keys"))  # client_key left at "client"
+    context = zmq.Context()
+    try:
+        with pytest.raises(ConfigError, match=r"security.client_key: expected .*client.key_secret"
+                                              r".* pairs there are room-1, room-2"):
+            make_socket(context, zmq.PUSH, f"tcp://127.0.0.1:{README_PORT}", bind=False,
+                        curve=keys)
+    finally:
+        context.term()
+
+
+def test_adding_a_room_later_keeps_the_server_key(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(keys_command, [str(tmp_path), "--client", "room-1"]).exit_code == 0
+    server_secret = (tmp_path / "server.key_secret").read_bytes()
+    result = runner.invoke(keys_command, [str(tmp_path), "--client", "room-2"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "server.key_secret").read_bytes() == server_secret
+    assert sorted(p.name for p in (tmp_path / "authorized").iterdir()) == [
+        "room-1.key", "room-2.key"]
+    assert "wrote" in result.output and "server.key_secret" not in result.output.split(
+        "engine machine")[0]
+    from installation.cli import cli
+
+    bad = runner.invoke(cli, ["keys", str(tmp_path), "--client", "../evil"])
+    assert bad.exit_code == 3 and "Error: --client: expected a name" in bad.output

@@ -24,6 +24,7 @@ from typing import Any
 
 import click
 
+from installation.cli_types import FiniteFloat
 from installation.errors import InputError
 
 
@@ -51,7 +52,8 @@ def make_tiny_model_command(out_dir: Path, embedding_dim: int, student: bool, se
 @click.command("export-onnx")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--window-s", default=2.56, show_default=True, help="Model window (static).")
+@click.option("--window-s", type=FiniteFloat(), default=2.56, show_default=True,
+              help="Model window (static).")
 @click.option("--batch", default=1, show_default=True, help="Static batch size of the UNet.")
 @click.option("--guidance", is_flag=True, help="Export the UNet at 2x batch (CFG).")
 def export_onnx_command(model_dir: Path, out_dir: Path, window_s: float, batch: int,
@@ -80,8 +82,8 @@ def _parse_batches(text: str) -> list[int]:
 @click.option("--steps", default=4, show_default=True)
 @click.option("--batch", "batches", default="1,4,16", show_default=True,
               help="Comma-separated room counts sampled together.")
-@click.option("--window-s", default=2.56, show_default=True)
-@click.option("--overlap-s", default=0.64, show_default=True)
+@click.option("--window-s", type=FiniteFloat(), default=2.56, show_default=True)
+@click.option("--overlap-s", type=FiniteFloat(), default=0.64, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True)
 @click.option("--repeats", default=3, show_default=True)
@@ -218,9 +220,9 @@ def _stock_window_s(model: Any, batch: int, frames: int, stock_steps: int, sync:
 
 @click.command("validate-data")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--clip-s", default=2.56, show_default=True,
+@click.option("--clip-s", type=FiniteFloat(), default=2.56, show_default=True,
               help="Clip length: shorter audio files are refused.")
-@click.option("--val-fraction", default=0.1, show_default=True,
+@click.option("--val-fraction", type=FiniteFloat(), default=0.1, show_default=True,
               help="Share of rows without a split column that go to 'val'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate_data_command(data_dir: Path, clip_s: float, val_fraction: float,
@@ -244,7 +246,8 @@ def validate_data_command(data_dir: Path, clip_s: float, val_fraction: float,
 @click.command("make-tone-dataset")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--count", default=400, show_default=True, help="Image/audio pairs.")
-@click.option("--seconds", default=0.32, show_default=True, help="Audio length per pair.")
+@click.option("--seconds", type=FiniteFloat(), default=0.32, show_default=True,
+              help="Audio length per pair.")
 @click.option("--val", "val_count", default=16, show_default=True)
 @click.option("--test", "test_count", default=16, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -275,19 +278,19 @@ def _run_options(function: Any) -> Any:
         click.option("--batch-size", default=8, show_default=True),
         click.option("--accumulate", default=1, show_default=True,
                      help="Micro-batches per optimizer step."),
-        click.option("--weight-decay", default=None, type=float),
-        click.option("--grad-clip", default=1.0, show_default=True),
+        click.option("--weight-decay", default=None, type=FiniteFloat()),
+        click.option("--grad-clip", type=FiniteFloat(), default=1.0, show_default=True),
         click.option("--warmup-steps", default=0, show_default=True),
         click.option("--precision", default="auto", show_default=True,
                      type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
                      help="auto: bf16 (or fp16 + GradScaler) autocast on CUDA, fp32 on CPU."),
         click.option("--device", default="auto", show_default=True),
         click.option("--seed", default=0, show_default=True),
-        click.option("--clip-s", default=2.56, show_default=True,
+        click.option("--clip-s", type=FiniteFloat(), default=2.56, show_default=True,
                      help="Training clip length (a multiple of the UNet's frame multiple)."),
         click.option("--max-clips", default=0, show_default=True,
                      help="Clips per audio file (0: all)."),
-        click.option("--val-fraction", default=0.1, show_default=True),
+        click.option("--val-fraction", type=FiniteFloat(), default=0.1, show_default=True),
         click.option("--latents", default="sample", show_default=True,
                      type=click.Choice(["sample", "mean"]),
                      help="Draw latents from the VAE posterior, or use its mean."),
@@ -334,10 +337,10 @@ def _report(result: Any) -> None:
               help="Source model folder (its frozen parts are linked into OUT).")
 @_run_options
 @click.option("--steps", default=1000, show_default=True, help="Optimizer steps.")
-@click.option("--lr", default=2e-5, show_default=True)
-@click.option("--min-snr", "min_snr_gamma", default=0.0, show_default=True,
+@click.option("--lr", type=FiniteFloat(), default=2e-5, show_default=True)
+@click.option("--min-snr", "min_snr_gamma", type=FiniteFloat(), default=0.0, show_default=True,
               help="Min-SNR-gamma loss weighting (5 is the paper's; 0: off).")
-@click.option("--cond-dropout", default=0.1, show_default=True,
+@click.option("--cond-dropout", type=FiniteFloat(), default=0.1, show_default=True,
               help="Probability of a zero embedding (the CFG unconditional branch).")
 @click.option("--train-all", is_flag=True,
               help="Also train the UNet and GPT-2 (tiny models trained from scratch).")
@@ -371,18 +374,18 @@ def train_projection_command(**options: Any) -> None:
               help="Sampling steps the student is checked at against the teacher (1-8).")
 @click.option("--train-steps", "steps", default=2000, show_default=True,
               help="Optimizer steps of the distillation.")
-@click.option("--lr", default=1e-5, show_default=True)
+@click.option("--lr", type=FiniteFloat(), default=1e-5, show_default=True)
 @click.option("--teacher-steps", default=25, show_default=True,
               help="DPM-Solver++ steps of the teacher reference used for validation.")
-@click.option("--guidance-min", default=1.0, show_default=True,
+@click.option("--guidance-min", type=FiniteFloat(), default=1.0, show_default=True,
               help="Lowest guidance scale the student learns (recorded in its folder).")
-@click.option("--guidance-max", default=4.0, show_default=True,
+@click.option("--guidance-max", type=FiniteFloat(), default=4.0, show_default=True,
               help="Highest scale; set both equal to bake one scale in (best for short runs).")
 @click.option("--guidance-dim", "guidance_embedding_dim", default=256, show_default=True,
               help="Width of the student's guidance embedding (time_cond_proj_dim).")
 @click.option("--ddim-timesteps", default=0, show_default=True,
               help="Points of the teacher ODE grid (0: the LCM sampler's, 50).")
-@click.option("--ema-decay", default=0.95, show_default=True)
+@click.option("--ema-decay", type=FiniteFloat(), default=0.95, show_default=True)
 @click.option("--loss", default="l2", show_default=True, type=click.Choice(["l2", "huber"]))
 def distill_command(**options: Any) -> None:
     """Distil a few-step consistency student of TEACHER; write an engine-loadable folder."""

@@ -23,7 +23,7 @@ OnnxProvider = Literal["CPUExecutionProvider", "CUDAExecutionProvider",
 class DiffusionConfig(BaseModel):
     """The visual-conditioned latent diffusion generator."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = Field("", description="Model folder in the diffusers save_pretrained layout.")
     device: Literal["auto", "cpu", "cuda"] = Field(

@@ -58,7 +58,7 @@ _AMBIENCE_PROGRAMS: dict[str, int] = {"pad": 89, "texture": 8}
 class ProceduralConfig(BaseModel):
     """The embedded default generator: soundfont, mapping ranges, palettes, loudness."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     soundfont: str | None = Field(
         default=None, description="GM SoundFont (.sf2); default: the one pretty_midi ships."

@@ -1,0 +1,527 @@
+"""Deep checks: will this config run on *this* machine? (``art2mus check-config --deep``).
+
+The schema (:mod:`installation.config`) says a config is well formed; these
+checks say whether what it names is there, before any role starts:
+
+- sources open: a video file exists and OpenCV decodes a frame of it, an
+  image folder holds images, a camera index or name is connected (Linux);
+- files exist: the catalogue folder, the encoder model, the SoundFont, the
+  diffusion model folder, the CurveZMQ keys this machine's roles load;
+- devices match: each room's sound device (through PortAudio), MIDI ports;
+- ports are valid and free: the endpoints this machine binds, the metrics
+  ports (their range apart from the ZeroMQ ports), OSC in;
+- paths are writable: the output folder (a missing one is created only
+  inside an existing folder, never as a new tree from the root of the disk)
+  and the folders the recordings go to.
+
+Only what this machine runs is checked (``[supervisor] roles`` and
+``rooms``): a room machine is not asked for the engine's model. A check that
+cannot be made here (no PortAudio, no V4L2 list, a network stream) is said
+so and does not fail. ``art2mus run`` runs the checks at start-up and refuses
+to start on a failure (:func:`require_deep_checks`); the systemd units run
+``art2mus check-config --deep`` as ``ExecStartPre``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from installation.config import InstallationConfig, endpoint_problem
+from installation.errors import Art2MusError, ConfigError
+
+Status = Literal["failed", "unchecked", "warning"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check that did not simply pass: the field it is about and what was found."""
+
+    field: str
+    status: Status
+    message: str
+
+    def line(self) -> str:
+        """``rooms[0].capture.source: expected ..., got ...`` (one line)."""
+        return f"{self.field}: {self.message}"
+
+
+@dataclass
+class DeepReport:
+    """The outcome of :func:`deep_check`."""
+
+    findings: list[Finding] = field(default_factory=list)
+    passed: int = 0
+
+    @property
+    def failures(self) -> list[Finding]:
+        """The findings that stop the installation from running here."""
+        return [f for f in self.findings if f.status == "failed"]
+
+    def summary(self) -> str:
+        """``deep checks: 1 failed, 2 cannot be checked here, 14 passed``."""
+        unchecked = sum(f.status == "unchecked" for f in self.findings)
+        warnings = sum(f.status == "warning" for f in self.findings)
+        parts = [f"{len(self.failures)} failed"]
+        if warnings:
+            parts.append(f"{warnings} warning(s)")
+        if unchecked:
+            parts.append(f"{unchecked} cannot be checked here")
+        parts.append(f"{self.passed} passed")
+        return "deep checks: " + ", ".join(parts)
+
+
+#: The endpoints each role binds and connects (see installation.transport).
+_BINDS = {"engine": ("views", "chunks", "clock"), "supervisor": ("control",)}
+_CONNECTS = {"engine": ("control",), "capture": ("views", "control"),
+             "audio_out": ("chunks", "clock", "control")}
+
+
+class _Checks:
+    """Runs every check once and collects the findings."""
+
+    def __init__(self, config: InstallationConfig) -> None:
+        self.config = config
+        self.report = DeepReport()
+        self.roles = {"supervisor", *config.supervisor.roles}
+        wanted = set(config.supervisor.rooms)
+        self.rooms = [(i, room) for i, room in enumerate(config.rooms)
+                      if not wanted or room.id in wanted]
+        self._will_exist: set[Path] = set()  # folders a role creates (the output folder)
+        self._sounddevice: Any = None
+        self._sounddevice_error: str | None = None
+
+    # -- outcomes --
+
+    def ok(self) -> None:
+        self.report.passed += 1
+
+    def fail(self, where: str, expected: str, got: str) -> None:
+        self.report.findings.append(Finding(where, "failed", f"expected {expected}, got {got}"))
+
+    def cannot(self, where: str, why: str) -> None:
+        self.report.findings.append(Finding(where, "unchecked", f"cannot check: {why}"))
+
+    def warn(self, where: str, message: str) -> None:
+        self.report.findings.append(Finding(where, "warning", message))
+
+    def error(self, where: str, error: Art2MusError, expected: str) -> None:
+        """A failure as the code that will open the thing words it."""
+        text = str(error)
+        if "expected " in text:  # ours say "<field>: expected X, got Y": the field is ``where``
+            text = text[text.index("expected "):]
+        else:
+            text = f"expected {expected}, got: {text}"
+        self.report.findings.append(Finding(where, "failed", text))
+
+    # -- the checks --
+
+    def run(self) -> DeepReport:
+        self.output_folder()
+        self.recordings()
+        if "engine" in self.roles:
+            self.engine_files()
+        for index, room in self.rooms:
+            if "capture" in self.roles:
+                self.capture_source(index, room.capture)
+                self.capture_files(index, room.capture)
+            if "audio_out" in self.roles:
+                self.sound_device(index, room.audio_out)
+                if room.audio_out.midi_port:
+                    self.midi_port(f"rooms[{index}].audio_out.midi_port",
+                                   room.audio_out.midi_port, output=True)
+        if self.config.control.midi.port:
+            self.midi_port("control.midi.port", self.config.control.midi.port, output=False)
+        self.endpoints()
+        self.metrics_ports()
+        if self.config.control.osc.listen:
+            host, _, port = self.config.control.osc.listen.rpartition(":")
+            self.port_free("control.osc.listen", host, int(port), socket.SOCK_DGRAM)
+        self.keys()
+        return self.report
+
+    # paths
+
+    def writable_folder(self, where: str, folder: Path) -> None:
+        """An existing folder this user can write, or one creatable in an existing folder."""
+        folder = Path(os.path.abspath(folder))
+        if folder.is_dir():
+            try:
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as exc:
+                self.fail(where, "a folder this user can write",
+                          f"{folder} ({exc.strerror or exc})")
+                return
+            self.ok()
+        elif folder.exists():
+            self.fail(where, "a folder", f"{folder}, which is a file")
+        elif folder in self._will_exist:
+            self.ok()
+        elif folder.parent.is_dir() or folder.parent in self._will_exist:
+            if folder.parent.is_dir() and not os.access(folder.parent, os.W_OK | os.X_OK):
+                self.fail(where, f"a folder that can be created in {folder.parent}",
+                          "no permission to write there")
+                return
+            self._will_exist.add(folder)  # made at start-up, inside an existing folder
+            self.ok()
+        else:
+            self.fail(where, "an existing folder, or a new one inside an existing folder",
+                      f"{folder}, whose parent {folder.parent} does not exist either "
+                      f"(create it first: a whole tree is never made silently)")
+
+    def output_folder(self) -> None:
+        self.writable_folder("installation.output_dir", self.config.output_dir)
+
+    def recordings(self) -> None:
+        if "audio_out" not in self.roles:
+            return
+        here = {f"rooms[{index}]" for index, _ in self.rooms}
+        folders: dict[Path, str] = {}
+        for where, template in self.config.recording_templates():
+            if where.split(".")[0] in here:
+                folders.setdefault(Path(os.path.abspath(Path(template).parent)), where)
+        for folder, where in folders.items():
+            self.writable_folder(where, folder)
+
+    def existing_file(self, where: str, path: str, what: str) -> bool:
+        if Path(path).is_file():
+            self.ok()
+            return True
+        self.fail(where, what, f"no file at {path}")
+        return False
+
+    def image_folder(self, where: str, folder: str, what: str) -> list[Path]:
+        from capture.sources import IMAGE_SUFFIXES
+
+        path = Path(folder)
+        if not path.is_dir():
+            self.fail(where, what, f"no folder at {path}")
+            return []
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            self.fail(where, what, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+            return []
+        self.ok()
+        return images
+
+    # capture
+
+    def capture_source(self, index: int, capture: Any) -> None:
+        where = f"rooms[{index}].capture.source"
+        kind, _, argument = capture.source.partition(":")
+        if capture.source == "demo":
+            self.ok()
+        elif kind == "video" and "://" in argument:
+            self.cannot(where, f"{argument} is a network stream (opened when capture starts)")
+        elif kind == "video":
+            if self.existing_file(where, argument, "an existing video file"):
+                self.video_opens(where, argument)
+        elif kind == "images":
+            images = self.image_folder(where, argument, "a folder of images")
+            if images:
+                self.images_decode(where, images)
+        else:
+            self.camera(where, argument)
+
+    def video_opens(self, where: str, path: str) -> None:
+        import cv2
+
+        video = cv2.VideoCapture(path)
+        try:
+            ok = bool(video.isOpened()) and bool(video.read()[0])
+        finally:
+            video.release()
+        if ok:
+            self.ok()
+        else:
+            self.fail(where, "a video OpenCV can decode", f"no frame read from {path}")
+
+    def images_decode(self, where: str, images: list[Path]) -> None:
+        import cv2
+
+        unreadable = [p for p in images[:50]
+                      if cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None]
+        if len(unreadable) == len(images[:50]):
+            self.fail(where, "images OpenCV can decode", f"none of {len(unreadable)} decodes")
+        elif unreadable:
+            self.warn(where, f"{len(unreadable)} image(s) will be skipped, OpenCV cannot decode "
+                             f"them: {', '.join(p.name for p in unreadable[:5])}")
+        else:
+            self.ok()
+
+    def camera(self, where: str, argument: str) -> None:
+        from capture.sources import camera_names
+
+        if "://" in argument:
+            self.cannot(where, f"{argument} is a network camera (opened when capture starts)")
+            return
+        if argument.startswith("/"):
+            if Path(argument).exists():
+                self.ok()
+            else:
+                self.fail(where, "a camera device", f"no device at {argument}")
+            return
+        if sys.platform != "linux":
+            self.cannot(where, "cameras are listed only on Linux (V4L2)")
+            return
+        names = camera_names()
+        listing = ", ".join(f"{i}: {n}" for i, n in sorted(names.items())) or "none found"
+        if argument.isdigit():
+            if Path(f"/dev/video{argument}").exists():
+                self.ok()
+            else:
+                self.fail(where, "a connected camera", f"no /dev/video{argument} "
+                                                       f"(cameras: {listing})")
+            return
+        if any(argument.casefold() in name.casefold() for name in names.values()):
+            self.ok()
+        else:
+            self.fail(where, "the name of a connected camera",
+                      f"no camera named like {argument!r} (cameras: {listing})")
+
+    def capture_files(self, index: int, capture: Any) -> None:
+        recognition = capture.recognition
+        if recognition.catalogue:
+            self.image_folder(f"rooms[{index}].capture.recognition.catalogue",
+                              recognition.catalogue, "a folder of reference images")
+        if recognition.cache_dir:
+            self.writable_folder(f"rooms[{index}].capture.recognition.cache_dir",
+                                 Path(recognition.cache_dir))
+        encoder = capture.encoder
+        if encoder.kind == "onnx" and encoder.model:
+            from capture.encoders import PREPROCESSOR_SUFFIX
+
+            where = f"rooms[{index}].capture.encoder"
+            self.existing_file(f"{where}.model", encoder.model, "an exported .onnx file")
+            preprocessor = encoder.preprocessor or str(
+                Path(encoder.model).with_suffix(PREPROCESSOR_SUFFIX))
+            self.existing_file(f"{where}.preprocessor", preprocessor,
+                               "the image-processor JSON beside the model")
+
+    # engine
+
+    def engine_files(self) -> None:
+        engine = self.config.engine
+        if engine.generator == "procedural" and engine.procedural.soundfont:
+            self.existing_file("engine.procedural.soundfont", engine.procedural.soundfont,
+                               "a SoundFont (.sf2) file")
+        if engine.generator == "diffusion":
+            from engine.diffusion.model import check_folder
+
+            try:
+                check_folder(Path(engine.diffusion.model))
+            except Art2MusError as exc:
+                self.error("engine.diffusion.model", exc, "a complete model folder")
+            else:
+                self.ok()
+            if engine.diffusion.backend == "onnx":
+                onnx_dir = engine.diffusion.onnx_dir
+                if onnx_dir and not Path(onnx_dir).is_dir():
+                    self.fail("engine.diffusion.onnx_dir", "a folder written by "
+                              "`art2mus export-onnx`", f"no folder at {onnx_dir}")
+                else:
+                    self.ok()
+
+    # devices
+
+    def sound_device(self, index: int, audio_out: Any) -> None:
+        if audio_out.output == "none":
+            return
+        from audio_out.outputs import find_output_device, load_sounddevice
+
+        where = f"rooms[{index}].audio_out.device"
+        if self._sounddevice is None and self._sounddevice_error is None:
+            try:
+                self._sounddevice = load_sounddevice()
+            except Art2MusError as exc:
+                self._sounddevice_error = str(exc).split(";")[0]
+        if self._sounddevice is None:
+            error = self._sounddevice_error or ""
+            detail = error[error.find("(") + 1:error.rfind(")")] if "(" in error else error
+            self.cannot(where, f"no PortAudio ({detail})")
+            return
+        try:
+            find_output_device(self._sounddevice, audio_out.device)
+        except ConfigError as exc:
+            if audio_out.output == "auto" and not audio_out.device:
+                self.warn(f"rooms[{index}].audio_out.output",
+                          f"no sound output here: 'auto' will play to the null sink ({exc})")
+            else:
+                self.error(where, exc, "a sound output device")
+        except Exception as exc:  # noqa: BLE001 - PortAudio raises its own error types
+            self.cannot(where, f"PortAudio could not list devices ({exc})")
+        else:
+            self.ok()
+
+    def midi_port(self, where: str, name: str, output: bool) -> None:
+        try:
+            import rtmidi
+
+            midi = rtmidi.MidiOut() if output else rtmidi.MidiIn()
+            ports = list(midi.get_ports())
+        except Exception as exc:  # noqa: BLE001 - rtmidi raises its own types per platform
+            self.cannot(where, f"no MIDI system here ({exc})")
+            return
+        if any(name.lower() in port.lower() for port in ports):
+            self.ok()
+        else:
+            self.fail(where, f"a substring of a MIDI {'output' if output else 'input'} port",
+                      f"{name!r} (ports: {', '.join(map(repr, ports)) or 'none'})")
+
+    # network
+
+    def endpoints(self) -> None:
+        net = self.config.network
+        bound = {name for role in self.roles for name in _BINDS.get(role, ())}
+        for name in ("views", "chunks", "clock", "control"):
+            where = f"network.{name}"
+            endpoint = getattr(net, name)
+            problem = endpoint_problem(endpoint)
+            if problem:  # the schema refuses these; kept for configs built in code
+                self.fail(where, problem.removeprefix("expected "), repr(endpoint))
+                continue
+            scheme, _, rest = endpoint.partition("://")
+            if scheme == "inproc":
+                self.fail(where, "tcp:// or ipc:// (the roles are separate processes)",
+                          repr(endpoint))
+            elif name not in bound:
+                self.ok()  # another machine (or role) binds it
+            elif scheme == "ipc":
+                self.ipc_free(where, Path(rest))
+            else:
+                host, _, port = rest.rpartition(":")
+                self.port_free(where, host, int(port), socket.SOCK_STREAM)
+
+    def ipc_free(self, where: str, path: Path) -> None:
+        if path.exists():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(str(path))
+            except OSError:
+                pass  # a stale file: ZeroMQ replaces it
+            else:
+                self.fail(where, "an ipc:// path no running process listens on",
+                          f"{path}, in use")
+                return
+            finally:
+                probe.close()
+        self.writable_folder(where, path.parent)
+
+    def port_free(self, where: str, host: str, port: int, kind: int) -> None:
+        """Bind ``host:port`` as the role will (then let go); a failure says why."""
+        address = host.strip("[]")
+        address = "" if address in ("*", "0.0.0.0") else address
+        try:
+            family, _, _, _, sockaddr = socket.getaddrinfo(
+                address or None, port, type=kind, flags=socket.AI_PASSIVE)[0]
+        except (socket.gaierror, UnicodeError) as exc:
+            self.cannot(where, f"{host!r} does not resolve here ({exc}); an interface name?")
+            return
+        protocol = "UDP" if kind == socket.SOCK_DGRAM else "TCP"
+        with socket.socket(family, kind) as probe:
+            # as ZeroMQ does, so a port left in TIME_WAIT by the last run counts as free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    got = f"{protocol} port {port} in use (another art2mus still running?)"
+                    self.fail(where, f"a free {protocol} port on {host or '*'}", got)
+                elif exc.errno == errno.EADDRNOTAVAIL:
+                    self.fail(where, "an address of this machine", f"{host!r}")
+                elif exc.errno == errno.EACCES:
+                    self.fail(where, "a port this user may bind",
+                              f"{port} (permission denied; ports below 1024 need root)")
+                else:
+                    self.fail(where, f"{host}:{port} to bind", str(exc))
+                return
+        self.ok()
+
+    def metrics_ports(self) -> None:
+        from installation.metrics import metrics_port
+
+        metrics = self.config.metrics
+        if metrics.port == 0:
+            return
+        rooms = self.config.rooms
+        last = metrics.port + 1 + 2 * len(rooms)
+        if last > 65535:
+            self.fail("metrics.port", f"at most {65535 - 1 - 2 * len(rooms)} "
+                      f"(the ports run to port+{1 + 2 * len(rooms)} for {len(rooms)} room(s))",
+                      str(metrics.port))
+            return
+        net = self.config.network
+        for name in ("views", "chunks", "clock", "control"):
+            endpoint = getattr(net, name)
+            if endpoint.startswith("tcp://"):
+                port = int(endpoint.rpartition(":")[2])
+                if metrics.port <= port <= last:
+                    self.fail("metrics.port", f"ports {metrics.port}..{last} apart from the "
+                              f"ZeroMQ ports", f"network.{name}'s port {port} among them")
+                    return
+        ports = {"metrics.port": metrics_port(self.config, "supervisor")}
+        if "engine" in self.roles:
+            ports["metrics.port (engine)"] = metrics_port(self.config, "engine")
+        for _, room in self.rooms:
+            for role in ("audio_out", "capture"):
+                if role in self.roles:
+                    ports[f"metrics.port ({role} {room.id})"] = metrics_port(
+                        self.config, role, room.id)
+        for where, port in ports.items():
+            self.port_free(where, metrics.host, port, socket.SOCK_STREAM)
+
+    # keys
+
+    def keys(self) -> None:
+        from installation.security import curve_keys
+
+        keys = curve_keys(self.config)
+        if keys is None:
+            return
+        net = self.config.network
+        binds = {getattr(net, n) for role in self.roles for n in _BINDS.get(role, ())}
+        connects = {getattr(net, n) for role in self.roles for n in _CONNECTS.get(role, ())}
+        server = any(keys.applies_to(e) for e in binds)
+        client = any(keys.applies_to(e) for e in connects)
+        if not server and not client:
+            self.warn("security.curve", "no link of this machine is secured (only links "
+                      "between machines are, unless include_loopback = true)")
+            return
+        try:
+            keys.check(server=server, client=client)
+        except ConfigError as exc:
+            head, _, rest = str(exc).partition(": ")
+            self.report.findings.append(Finding(head, "failed", rest))
+        else:
+            self.ok()
+
+
+def deep_check(config: InstallationConfig) -> DeepReport:
+    """Every deep check of ``config`` for this machine (see the module docstring)."""
+    return _Checks(config).run()
+
+
+def require_deep_checks(config: InstallationConfig, label: str,
+                        echo: Callable[[str], Any] = print) -> DeepReport:
+    """Run the deep checks; :class:`ConfigError` listing every failure, else the report.
+
+    What cannot be checked here, and warnings, are passed to ``echo``.
+    """
+    report = deep_check(config)
+    for finding in report.findings:
+        if finding.status != "failed":
+            echo(f"art2mus: {finding.line()}")
+    failures = report.failures
+    if failures:
+        raise ConfigError(
+            f"{label} will not run on this machine ({len(failures)} deep check(s) failed; "
+            f"nothing was started):\n  " + "\n  ".join(f.line() for f in failures))
+    return report

@@ -1,0 +1,207 @@
+"""`art2mus check-config --deep` and `run`'s start-up checks: what the schema cannot see.
+
+Each broken thing a config can name (a missing video, an empty image folder,
+a missing catalogue or SoundFont, an output folder whose parent is missing,
+a port in use, a metrics range over a ZeroMQ port, missing keys, a sound
+device that is not there) fails with one line naming the field, what was
+expected and what was found; a check this machine cannot make (no
+PortAudio) is said so and does not fail.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from audio_out import outputs
+from installation.cli import cli
+from installation.config import config_from_dict
+from installation.doctor import deep_check
+
+PORT = 6430  # 6430-6449
+
+
+def write_config(path: Path, raw: dict[str, Any]) -> Path:
+    """The config as JSON, which ``load_config`` reads like TOML (same tables, same checks)."""
+    path.write_text(json.dumps(raw), encoding="utf-8")
+    return path
+
+
+def _network(base: int) -> dict[str, str]:
+    return {name: f"tcp://127.0.0.1:{base + i}"
+            for i, name in enumerate(("views", "chunks", "clock", "control"))}
+
+
+def _video(path: Path) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def _images(folder: Path) -> Path:
+    import cv2
+
+    folder.mkdir()
+    cv2.imwrite(str(folder / "wall.png"), np.full((48, 64, 3), 120, np.uint8))
+    return folder
+
+
+def test_a_config_that_will_run_here_passes(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "good.json", {
+        "installation": {"output_dir": str(tmp_path / "out")},  # missing, parent exists
+        "network": _network(PORT),
+        "audio_out": {"output": "none", "record": "take-{room}.wav"},
+        "metrics": {"port": PORT + 4},  # 6434..6441
+        "engine": {"generator": "sine"},
+        "rooms": [
+            {"id": "video", "capture": {"source": f"video:{_video(tmp_path / 'wall.avi')}"}},
+            {"id": "images", "capture": {"source": f"images:{_images(tmp_path / 'walls')}"}},
+            {"id": "demo"},
+        ],
+    })
+    result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "deep checks: 0 failed" in result.output
+    assert not (tmp_path / "out").exists()  # checking creates nothing
+
+
+def test_every_broken_thing_fails_with_one_line_naming_its_field(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no images here")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", PORT + 12))  # the views port is taken by another program
+    taken.listen()
+    try:
+        path = write_config(tmp_path / "bad.json", {
+            "installation": {"output_dir": str(tmp_path / "no" / "such" / "out")},
+            "network": _network(PORT + 12),
+            "engine": {"generator": "procedural",
+                       "procedural": {"soundfont": str(tmp_path / "missing.sf2")}},
+            "audio_out": {"output": "none"},
+            "metrics": {"port": PORT + 11},  # 6441..6448 covers the ZeroMQ ports 6442..
+            "security": {"curve": True, "keys_dir": str(tmp_path / "keys"),
+                         "include_loopback": True},
+            "rooms": [
+                {"id": "r0", "capture": {"source": f"video:{tmp_path / 'missing.mp4'}"}},
+                {"id": "r1", "capture": {"source": f"images:{empty}"}},
+                {"id": "r2", "capture": {"source": "camera:NoSuchCameraAnywhere",
+                                         "recognition": {"catalogue": str(tmp_path / "nocat")}}},
+            ],
+        })
+        result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+    finally:
+        taken.close()
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[-1] == (f"Error: {path} will not run on this machine: 9 deep check(s) "
+                         f"failed (listed above)")
+    failed = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in lines[1:-2]
+              if ": expected " in line}
+    assert set(failed) == {
+        "installation.output_dir", "engine.procedural.soundfont", "rooms[0].capture.source",
+        "rooms[1].capture.source", "rooms[2].capture.source",
+        "rooms[2].capture.recognition.catalogue", "network.views", "metrics.port",
+        "security.keys_dir",
+    }, result.output
+    assert failed["installation.output_dir"].startswith("expected an existing folder, or a new "
+                                                        "one inside an existing folder, got ")
+    assert "no file at" in failed["rooms[0].capture.source"]
+    assert failed["rooms[1].capture.source"].startswith("expected a folder of images, got no "
+                                                        "image files")
+    assert "no camera named like 'NoSuchCameraAnywhere'" in failed["rooms[2].capture.source"]
+    assert failed["network.views"] == (f"expected a free TCP port on 127.0.0.1, got TCP port "
+                                       f"{PORT + 12} in use (another art2mus still running?)")
+    assert failed["metrics.port"] == (f"expected ports {PORT + 11}..{PORT + 18} apart from the "
+                                      f"ZeroMQ ports, got network.views's port {PORT + 12} "
+                                      f"among them")
+    assert "server.key_secret" in failed["security.keys_dir"]
+    assert f"{tmp_path / 'missing.sf2'}" in failed["engine.procedural.soundfont"]
+    assert lines[-2].startswith("deep checks: 9 failed")
+
+
+def test_run_refuses_to_start_and_starts_nothing(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "bad.json", {
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT),
+        "audio_out": {"output": "none"},
+        "rooms": [{"id": "a", "capture": {"source": f"video:{tmp_path / 'gone.mp4'}"}}],
+    })
+    result = CliRunner().invoke(cli, ["run", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert f"{path} will not run on this machine (1 deep check(s) failed; nothing was " \
+           f"started):" in result.output
+    assert "rooms[0].capture.source: expected an existing video file, got no file at" \
+           in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_endpoints_and_ports_out_of_range_are_schema_errors(tmp_path: Path) -> None:
+    runner = CliRunner()
+    for endpoint, why in (("tcp://127.0.0.1:99999", "the port is '99999'"),
+                          ("tcp://", "no HOST:PORT follows tcp://"),
+                          ("tcp://127.0.0.1:*", "the port is '*'")):
+        path = tmp_path / "bad.toml"
+        path.write_text(f'[network]\nviews = "{endpoint}"\n[[rooms]]\nid = "a"\n')
+        result = runner.invoke(cli, ["check-config", str(path)])
+        assert result.exit_code == 2, result.output
+        assert "field `network.views`: Value error, expected tcp://HOST:PORT (port 1..65535), " \
+               f"ipc://PATH or inproc://NAME; {why} (got {endpoint!r})" in result.output
+    path = tmp_path / "osc.toml"
+    path.write_text('[control.osc]\nlisten = "127.0.0.1:0"\n[[rooms]]\nid = "a"\n')
+    assert runner.invoke(cli, ["check-config", str(path)]).exit_code == 2
+    path = tmp_path / "inf.toml"
+    path.write_text('[audio_out]\nstop_after_s = inf\n[[rooms]]\nid = "a"\n')
+    result = runner.invoke(cli, ["check-config", str(path)])
+    assert result.exit_code == 2 and "stop_after_s" in result.output
+
+
+def _device_config(tmp_path: Path, output: str, device: str) -> Any:
+    return config_from_dict({
+        "installation": {"output_dir": str(tmp_path)},
+        "network": _network(PORT),
+        "audio_out": {"output": output, "device": device},
+        "rooms": [{"id": "a"}],
+    })
+
+
+def test_sound_devices_are_matched_or_said_uncheckable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_portaudio() -> Any:
+        raise OSError("PortAudio library not found")
+
+    monkeypatch.setattr(outputs, "_import_sounddevice", no_portaudio)
+    report = deep_check(_device_config(tmp_path, "device", "USB"))
+    assert [(f.field, f.status, f.message) for f in report.findings] == [
+        ("rooms[0].audio_out.device", "unchecked",
+         "cannot check: no PortAudio (PortAudio library not found)")]
+
+    devices = [{"name": "Built-in Output", "max_output_channels": 2},
+               {"name": "Microphone", "max_output_channels": 0}]
+    fake = SimpleNamespace(query_devices=lambda index=None: devices)
+    monkeypatch.setattr(outputs, "_import_sounddevice", lambda: fake)
+    assert deep_check(_device_config(tmp_path, "device", "built-in")).findings == []
+    report = deep_check(_device_config(tmp_path, "device", "USB Audio"))
+    assert [f.line() for f in report.failures] == [
+        "rooms[0].audio_out.device: expected a substring of an output device name, got "
+        "'USB Audio'; outputs are: 'Built-in Output'"]
+    devices[0]["max_output_channels"] = 0  # no output at all
+    report = deep_check(_device_config(tmp_path, "device", ""))
+    assert [f.line() for f in report.failures] == [
+        "rooms[0].audio_out.device: expected a sound output device, got: no sound device: "
+        "PortAudio lists no output devices"]
+    report = deep_check(_device_config(tmp_path, "auto", ""))  # auto: the null sink, said
+    assert [f.status for f in report.findings] == ["warning"]

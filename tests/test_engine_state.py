@@ -1,0 +1,165 @@
+"""A restarted engine resumes each room's artwork: the saved state follows every view.
+
+The engine runs in-process on real ZeroMQ sockets (ipc://, one folder per
+engine: a closed engine's ports are freed asynchronously), driven turn by turn
+(:meth:`EngineServer.turn`) under a fake clock; the test plays capture,
+re-sending the same painting once a second as capture does. "Killing" the
+engine is closing its sockets without the final save a clean stop makes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import zmq
+
+from engine.server import EngineServer, RoomSubscriptions
+from installation.config import InstallationConfig, config_from_dict
+from installation.events import MemorySink
+from installation.protocol import PROTOCOL_VERSION, ArtworkView, encode
+
+VIEW_TIMEOUT_S = 30.0
+
+
+class FakeClock:
+    """A clock tests move by hand."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+
+
+def _config(folder: Path) -> InstallationConfig:
+    folder.mkdir(parents=True, exist_ok=True)
+    return config_from_dict({
+        "network": {name: f"ipc://{folder}/{name}" for name in ("views", "chunks", "clock",
+                                                                 "control")},
+        "engine": {"generator": "sine", "view_timeout_s": VIEW_TIMEOUT_S},
+        "rooms": [{"id": "a"}, {"id": "b"}],
+    })
+
+
+def _view(seq: int, at: float) -> ArtworkView:
+    return ArtworkView(v=PROTOCOL_VERSION, room="a", seq=seq, time=at, state="artwork",
+                       artwork_id="sunflowers", confidence=0.9, features={"brightness": 0.7})
+
+
+@pytest.fixture
+def context() -> Any:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)  # closes what a failed test left open, so term() cannot hang
+
+
+def _play_capture(context: zmq.Context, server: EngineServer, clock: FakeClock,
+                  seconds: int) -> None:
+    """Capture's view of room "a" once a (fake) second, each one taken by the engine."""
+    capture = context.socket(zmq.XPUB)  # like capture's PUB; it sees the engine subscribe
+    capture.setsockopt(zmq.SNDHWM, 0)
+    capture.connect(server.config.network.views)
+    try:
+        # the engine's SUB sends its subscription from its own thread: let it turn
+        for _ in range(1000):
+            if capture.poll(10):
+                break
+            server.turn(poll_ms=10)
+        assert capture.recv() == b"\x01", "the engine's views socket never subscribed"
+        began = clock.t
+        for second in range(seconds + 1):
+            clock.t = began + second
+            capture.send_multipart(encode(_view(second + 1, clock.t)))
+            for _ in range(100):
+                if server.sessions["a"].latest_view.seq == second + 1:
+                    break
+                server.turn(poll_ms=1000)
+            assert server.sessions["a"].latest_view.seq == second + 1
+    finally:
+        capture.close(linger=0)
+
+
+def test_a_painting_seen_unchanged_for_longer_than_the_view_timeout_is_restored(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    clock = FakeClock(1000.0)
+    state = tmp_path / "engine-state.json"
+    first = EngineServer(_config(tmp_path / "1"), MemorySink(), context=context, state_path=state,
+                         clock=clock)
+    # The same painting for 100 s, well past the 30 s view timeout, then kill -9.
+    _play_capture(context, first, clock, seconds=100)
+    first.close()  # no final save: a killed engine makes none
+    saved = json.loads(state.read_text())
+    assert set(saved) == {"a"}  # room "b" never had a view
+    assert 1100.0 - saved["a"]["last_view_at"] <= VIEW_TIMEOUT_S / 4 + 1
+
+    clock.t += 3.0  # the supervisor restarts it
+    events = MemorySink()
+    second = EngineServer(_config(tmp_path / "2"), events, context=context, state_path=state,
+                          clock=clock)
+    try:
+        assert second.sessions["a"].view.artwork_id == "sunflowers"
+        restored = events.of("room_restored")
+        assert [r["artwork_id"] for r in restored] == ["sunflowers"]
+        assert 3.0 <= restored[0]["age_s"] <= 3.0 + VIEW_TIMEOUT_S / 4 + 1
+        assert second.sessions["b"].view.state == "empty"
+    finally:
+        second.close()
+
+
+def test_a_room_whose_capture_fell_silent_is_not_restored(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    clock = FakeClock(5000.0)
+    state = tmp_path / "engine-state.json"
+    first = EngineServer(_config(tmp_path / "1"), MemorySink(), context=context, state_path=state,
+                         clock=clock)
+    _play_capture(context, first, clock, seconds=10)
+    first.close()
+    clock.t += VIEW_TIMEOUT_S + 1  # capture silent longer than the view timeout
+    events = MemorySink()
+    second = EngineServer(_config(tmp_path / "2"), events, context=context, state_path=state,
+                          clock=clock)
+    try:
+        assert second.sessions["a"].view.state == "empty"  # the ambience is right
+        assert events.of("room_restored") == []
+        assert [e["room"] for e in events.of("state_too_old")] == ["a"]
+    finally:
+        second.close()
+
+
+def test_a_corrupt_state_file_is_reported_and_ignored(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    state = tmp_path / "engine-state.json"
+    shown = msgspec.json.encode(_view(1, 1.0)).decode()
+    nan_time = ('{"a": {"shown": ' + shown
+                + ', "controls": {}, "last_view_at": NaN, "saved_at": 1}}')
+    nan_control = ('{"a": {"shown": ' + shown
+                   + ', "controls": {"intensity": NaN}, "last_view_at": 9, "saved_at": 9}}')
+    for index, text in enumerate(("[1, 2]", '{"a": {"shown": 3}}', nan_time, nan_control, "{")):
+        state.write_text(text)
+        events = MemorySink()
+        server = EngineServer(_config(tmp_path / str(index)), events, context=context,
+                              state_path=state, clock=FakeClock(10.0))
+        server.close()
+        assert len(events.of("state_unreadable")) == 1, text
+        assert events.of("room_restored") == []
+
+
+def test_subscriptions_take_only_configured_rooms_and_count_the_rest() -> None:
+    subscriptions = RoomSubscriptions(["a", "b"])
+    frames = [b"\x01a", b"\x01a", b"\x01zz", b"\x01" + b"a" * 65, b"\x02junk", b"",
+              b"\x01\xff\xfe", b"\x01", b"\x00a", b"\x00b", b"\x01b", b"\x00zz"]
+    changes = [subscriptions.frame(frame) for frame in frames]
+    assert changes == [("a", True), None, None, None, None, None, None, ("", True),
+                       ("a", False), None, ("b", True), None]
+    assert subscriptions.topics == {"", "b"}
+    assert dict(subscriptions.dropped.by_reason) == {
+        "unknown-room": 3, "too-long": 1, "bad-subscription": 2}
