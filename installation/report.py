@@ -153,12 +153,12 @@ class EventFollower:
             # the others and the heap holds a bounded stretch of time, however long the run.
             behind = min((tail for tail in tails if not tail.eof),
                          key=lambda tail: tail.last_time, default=None)
-            progressed = False
+            # Until every file has been read to its end, keep going: a file with nothing
+            # new must not stop the others being read (nor the heap being drained).
+            progressed = behind is not None
             if behind is not None:
                 for event in behind.read():
                     heapq.heappush(self._heap, (float(event["time"]), next(self._counter), event))
-                    progressed = True
-                progressed = progressed or not behind.eof
             reading = [tail.last_time for tail in tails if not tail.eof]
             mark = min(reading) - self.lag_s if reading else math.inf
             if now is not None:

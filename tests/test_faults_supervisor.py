@@ -155,6 +155,24 @@ def test_a_run_report_holds_only_the_lag_window_of_events_when_live(tmp_path: Pa
     assert report.builder.chunks == 2
 
 
+def test_the_report_drains_every_file_when_one_has_nothing_new(tmp_path: Path) -> None:
+    """A file read to its end (the supervisor's, quiet all run) must not stop the others."""
+    from installation.report import EventFollower
+
+    events = tmp_path / "events"
+    _write_events(events, "supervisor", [{"time": 1000.0, "kind": "role_started",
+                                          "role": "engine"}])
+    follower = EventFollower(events, lag_s=30.0)
+    assert [e["kind"] for e in follower.poll(now=1000.0)] == []  # inside the lag: kept
+    _write_events(events, "engine", [
+        {"time": 1000.0 + i, "kind": "chunk", "role": "engine", "room": "a", "seq": i}
+        for i in range(100)])
+    live = list(follower.poll(now=1080.0))  # handed out up to now - lag
+    assert [e["time"] for e in live] == [1000.0] + [1000.0 + i for i in range(51)]
+    rest = list(follower.poll(None))  # the run has ended: everything left, in order
+    assert [e["seq"] for e in rest] == list(range(51, 100))
+
+
 def _long_event_log(folder: Path, chunks: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "engine.jsonl").open("w") as engine, \
