@@ -36,7 +36,7 @@ test: $(DEV)
 
 lint: $(DEV)
 	$(BIN)/ruff check .
-	$(BIN)/mypy installation engine capture audio_out
+	$(BIN)/mypy ground installation engine capture audio_out
 
 bench: $(BASE)
 	$(BIN)/art2mus bench generator

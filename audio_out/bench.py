@@ -29,7 +29,7 @@ from typing import Any
 
 import click
 
-from installation.cli_types import FiniteFloat
+from ground.cli_types import FiniteFloat
 
 
 def _rss_mb() -> float:
@@ -75,7 +75,7 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
     from audio_out.config import AudioOutConfig
     from audio_out.outputs import ArrayOutput
     from audio_out.player import Player
-    from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+    from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
     src_rate = source_rate or sample_rate
     rng = np.random.default_rng(seed)

@@ -36,8 +36,8 @@ import numpy as np
 
 from audio_out.recorder import create_segment, describe_error
 from audio_out.timeline import SpliceResult
-from installation.errors import ConfigError, DependencyError
-from installation.events import EventSink, null_sink
+from ground.errors import ConfigError, DependencyError
+from ground.events import EventSink, null_sink
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from audio_out.config import AudioOutConfig
-from installation.errors import ConfigError, DependencyError
-from installation.events import EventSink
+from ground.errors import ConfigError, DependencyError
+from ground.events import EventSink
 
 FillCallback = Callable[[np.ndarray], None]
 

@@ -44,9 +44,9 @@ from audio_out.outputs import OutputStream, open_output
 from audio_out.recorder import Recorder
 from audio_out.resample import TimelineResampler
 from audio_out.timeline import SpliceResult, TimelineBuffer
-from installation.errors import ConfigError
-from installation.events import EventSink
-from installation.protocol import PROTOCOL_VERSION, AudioChunk, PlaybackClock
+from ground.errors import ConfigError
+from ground.events import EventSink
+from ground.protocol import PROTOCOL_VERSION, AudioChunk, PlaybackClock
 
 #: Largest callback block the preallocated buffers take (PortAudio may pass
 #: any size up to the configured block when blocksize is fixed; this is slack).

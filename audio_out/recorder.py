@@ -57,8 +57,8 @@ import numpy as np
 import soundfile
 
 from audio_out.config import segment_name
-from installation.errors import InputError
-from installation.events import EventSink, null_sink
+from ground.errors import InputError
+from ground.events import EventSink, null_sink
 
 log = logging.getLogger(__name__)
 

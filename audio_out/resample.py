@@ -4,7 +4,7 @@ The engine addresses everything in *generator* samples at its own rate; the
 device plays at ``AudioOutConfig.sample_rate``. :class:`TimelineResampler`
 turns each chunk ``(start, audio, crossfade)`` into the device-rate writes
 the :class:`~audio_out.timeline.TimelineBuffer` splices, and converts
-positions back for the :class:`~installation.protocol.PlaybackClock`.
+positions back for the :class:`~ground.protocol.PlaybackClock`.
 
 Positions map by the exact ratio ``device = generator * device_rate /
 source_rate``: a *segment* (a run of continuation chunks, each starting

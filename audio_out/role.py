@@ -27,14 +27,14 @@ import zmq
 
 from audio_out.outputs import open_output
 from audio_out.player import Player
+from ground.errors import ConfigError
+from ground.events import EventSink
+from ground.health import Heartbeat
+from ground.metrics import Metrics
+from ground.protocol import AudioChunk, Control, DropCounter, ProtocolError
+from ground.security import curve_keys
+from ground.transport import Inbox, make_socket, send
 from installation.config import InstallationConfig
-from installation.errors import ConfigError
-from installation.events import EventSink
-from installation.health import Heartbeat
-from installation.metrics import Metrics
-from installation.protocol import AudioChunk, Control, DropCounter, ProtocolError
-from installation.security import curve_keys
-from installation.transport import Inbox, make_socket, send
 
 
 class LevelMeter:
@@ -104,7 +104,7 @@ def run_audio_out(
     config = resolve_outputs(config, room_id)
     room = config.room(room_id)
     net = config.network
-    keys = curve_keys(config)
+    keys = curve_keys(config.security)
     heartbeat = heartbeat or Heartbeat(fd=None)
     metrics = metrics or Metrics(0)
     context: zmq.Context = zmq.Context.instance()

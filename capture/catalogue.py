@@ -88,7 +88,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from installation.errors import InputError
+from ground.errors import InputError
 
 log = logging.getLogger(__name__)
 

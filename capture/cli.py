@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from installation.errors import InputError
+from ground.errors import InputError
 
 _JPEG_START, _JPEG_END, _JPEG_SCAN = b"\xff\xd8", b"\xff\xd9", b"\xff\xda"
 _PNG_START = b"\x89PNG\r\n\x1a\n"

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from installation.protocol import FEATURE_NAMES
+from ground.protocol import FEATURE_NAMES
 
 ENCODER_NAME = "descriptor-v1"
 

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from capture.config import EncoderConfig
-from installation.errors import DependencyError, InputError
+from ground.errors import DependencyError, InputError
 
 PREPROCESSOR_SUFFIX = ".preprocessor.json"
 

@@ -52,8 +52,8 @@ from capture.stability import (
     TrackState,
     glance_signature,
 )
-from installation.events import EventSink
-from installation.protocol import PROTOCOL_VERSION, Array, ArtworkView
+from ground.events import EventSink
+from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
 
 log = logging.getLogger(__name__)
 

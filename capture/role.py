@@ -27,13 +27,13 @@ import zmq
 
 from capture.loop import CaptureLoop
 from capture.sources import Frame, FrameSource, open_source
+from ground.events import EventSink
+from ground.health import Heartbeat
+from ground.metrics import Metrics
+from ground.protocol import ArtworkView, Control
+from ground.security import curve_keys
+from ground.transport import Inbox, make_socket, send
 from installation.config import InstallationConfig
-from installation.events import EventSink
-from installation.health import Heartbeat
-from installation.metrics import Metrics
-from installation.protocol import ArtworkView, Control
-from installation.security import curve_keys
-from installation.transport import Inbox, make_socket, send
 
 
 class FrameWatch:
@@ -83,7 +83,7 @@ def run_capture(
     cv2.setNumThreads(1)
     room = config.room(room_id)
     net = config.network
-    keys = curve_keys(config)
+    keys = curve_keys(config.security)
     heartbeat = heartbeat or Heartbeat(fd=None)
     metrics = metrics or Metrics(0)
     # Views stop being re-sent this long after the camera's last frame.

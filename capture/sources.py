@@ -39,7 +39,7 @@ import numpy as np
 
 from capture.artworks import ARTWORK_ASPECTS, make_artwork
 from capture.config import CaptureConfig, DemoSourceConfig
-from installation.errors import InputError
+from ground.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ import zmq
 
 from engine.generators import Generator, make_generator
 from engine.streaming import RoomControls, RoomSession, generate_due
+from ground.events import EventSink
+from ground.health import Heartbeat
+from ground.metrics import Metrics
+from ground.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
+from ground.security import curve_keys
+from ground.transport import Inbox, make_socket, send
 from installation.config import InstallationConfig
-from installation.events import EventSink
-from installation.health import Heartbeat
-from installation.metrics import Metrics
-from installation.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
-from installation.security import curve_keys
-from installation.transport import Inbox, make_socket, send
 
 STATS_EVERY_S = 10.0
 #: Frames read from each socket per turn of the loop: a flood waits in
@@ -130,7 +130,7 @@ class EngineServer:
         self._state_saved_at = -float("inf")
         self._restore()
         net = config.network
-        keys = curve_keys(config)
+        keys = curve_keys(config.security)
         self._context = context or zmq.Context.instance()
         self._views = make_socket(self._context, zmq.SUB, net.views, bind=True,
                                   max_bytes=net.max_message_bytes, curve=keys)

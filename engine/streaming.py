@@ -19,7 +19,7 @@ least-recently-used cache of :data:`CONDITION_CACHE_SIZE` artworks (artwork
 ids come from the network: a peer sending endless new ids must not grow the
 engine); the artwork playing is never evicted.
 
-Live control (knobs, OSC, config reload; see :mod:`installation.params`)
+Live control (knobs, OSC, config reload; see :mod:`ground.params`)
 arrives as :meth:`RoomSession.set_controls`. Intensity, brightness, tempo
 bias and the variation change the room's condition: the plan the generator
 made for the artwork is adjusted (:func:`apply_controls`) and the change is
@@ -30,7 +30,7 @@ crossfade. :meth:`RoomSession.tick` also moves a room whose capture has
 been silent for ``view_timeout_s`` (capture down, camera gone) to the
 empty-room ambience. A control value that is not a finite number is ignored
 and counted (:attr:`RoomSession.refused_controls`); a finite one is clamped to
-the parameter's range (:mod:`installation.params`), whatever the sender.
+the parameter's range (:mod:`ground.params`), whatever the sender.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ import numpy as np
 
 from engine.config import EngineConfig
 from engine.generators import Generated, Generator, can_batch, generate_many
-from installation.events import EventSink, null_sink
-from installation.params import SETTINGS, Parameter, live_value
-from installation.protocol import (
+from ground.events import EventSink, null_sink
+from ground.params import SETTINGS, Parameter, live_value
+from ground.protocol import (
     PROTOCOL_VERSION,
     Array,
     ArtworkView,

@@ -1,6 +1,6 @@
 """The ``art2mus`` command: demo, run, the single roles, and the technicians' tools.
 
-Every user mistake surfaces as an :class:`~installation.errors.Art2MusError`,
+Every user mistake surfaces as an :class:`~ground.errors.Art2MusError`,
 caught here once and printed as ``Error: ...`` with the error's exit code.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import click
 
-from installation.cli_types import FiniteFloat
+from ground.cli_types import FiniteFloat
+from ground.errors import Art2MusError, ConfigError, InputError
 from installation.config import InstallationConfig, freeze_config, load_config
-from installation.errors import Art2MusError, ConfigError, InputError
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -56,8 +56,8 @@ def _supervise(
 
     ``joins_room``: the run report also keeps that room's chunk joins (the demo).
     """
-    from installation.events import EventLog
-    from installation.jsonlog import WriteFailures
+    from ground.events import EventLog
+    from ground.jsonlog import WriteFailures
     from installation.roles import events_path, install_stop_handlers
     from installation.supervisor import Supervisor, console_line
 
@@ -84,7 +84,7 @@ def _supervise(
 
 def _gave_up(supervisor: Any) -> None:
     """RoleFailed when the supervisor stopped because every role left had failed."""
-    from installation.errors import RoleFailed
+    from ground.errors import RoleFailed
 
     failed = supervisor.failed_roles()
     if supervisor.ended_by == "failed" and failed:
@@ -222,7 +222,7 @@ def _check_writable(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> 
 
 def _view_for_image(image: Any, room: str = "render") -> Any:
     from capture.descriptor import ENCODER_NAME, describe_image
-    from installation.protocol import PROTOCOL_VERSION, Array, ArtworkView
+    from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
 
     descriptor = describe_image(image)
     return ArtworkView(

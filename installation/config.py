@@ -33,15 +33,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from audio_out.config import AudioOutConfig, segment_template
 from capture.config import CaptureConfig
 from engine.config import EngineConfig
-from installation.errors import ConfigError
-from installation.protocol import DEFAULT_MAX_MESSAGE_BYTES
+from ground.config import MetricsConfig, NetworkConfig, SecurityConfig
+from ground.errors import ConfigError
 
 
 class InstallationSection(BaseModel):
@@ -51,54 +50,6 @@ class InstallationSection(BaseModel):
 
     name: str = "art2mus"
     output_dir: str = Field("out", description="Where recordings, logs and timelines go.")
-
-
-def endpoint_problem(endpoint: str) -> str | None:
-    """What is wrong with a ZeroMQ endpoint string (without repeating it), or None.
-
-    ``tcp://HOST:PORT`` needs a host and a port 1..65535 (ZeroMQ would bind
-    ``:99999`` or ``:*`` to a random port no peer can find); ``ipc://PATH`` and
-    ``inproc://NAME`` need a path or name.
-    """
-    expected = "expected tcp://HOST:PORT (port 1..65535), ipc://PATH or inproc://NAME"
-    scheme, sep, rest = endpoint.partition("://")
-    if not sep or scheme not in ("tcp", "ipc", "inproc"):
-        return f"{expected}; the scheme is not one of these"
-    if scheme != "tcp":
-        return None if rest else f"{expected}; nothing follows {scheme}://"
-    host, colon, port = rest.rpartition(":")
-    if not colon or not host:
-        return f"{expected}; no HOST:PORT follows tcp://"
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        return f"{expected}; the port is {port!r}"
-    return None
-
-
-class NetworkConfig(BaseModel):
-    """ZeroMQ endpoints. The engine binds views, chunks and clock; the supervisor binds control."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    views: str = Field("tcp://127.0.0.1:5701", description="capture -> engine (ArtworkView)")
-    chunks: str = Field("tcp://127.0.0.1:5702", description="engine -> audio_out (AudioChunk)")
-    clock: str = Field("tcp://127.0.0.1:5703", description="audio_out -> engine (PlaybackClock)")
-    control: str = Field("tcp://127.0.0.1:5704", description="supervisor -> roles (Control)")
-    max_message_bytes: int = Field(DEFAULT_MAX_MESSAGE_BYTES, ge=1024, le=1 << 30)
-
-    @field_validator("views", "chunks", "clock", "control")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        problem = endpoint_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @model_validator(mode="after")
-    def _distinct(self) -> NetworkConfig:
-        endpoints = [self.views, self.chunks, self.clock, self.control]
-        if len(set(endpoints)) != len(endpoints):
-            raise ValueError(f"endpoints must be distinct, got {endpoints}")
-        return self
 
 
 _RoleKind = Literal["engine", "capture", "audio_out"]
@@ -188,7 +139,7 @@ class MidiInConfig(BaseModel):
 
     ``cc`` and ``notes`` map a controller or note number (as a string key,
     TOML keys are strings) to a parameter name from
-    :data:`installation.params.PARAMETERS`, optionally ``@room`` for one room
+    :data:`ground.params.PARAMETERS`, optionally ``@room`` for one room
     (``"intensity@room-1"``); ``art2mus midi-learn`` writes these tables.
     """
 
@@ -205,7 +156,7 @@ class MidiInConfig(BaseModel):
 
     @model_validator(mode="after")
     def _known(self) -> MidiInConfig:
-        from installation.params import parse_target
+        from ground.params import parse_target
 
         for table, mapping in (("cc", self.cc), ("notes", self.notes)):
             for number, target in mapping.items():
@@ -251,40 +202,6 @@ class ControlConfig(BaseModel):
     )
     midi: MidiInConfig = MidiInConfig()
     osc: OscConfig = OscConfig()
-
-
-class MetricsConfig(BaseModel):
-    """Prometheus endpoints: the supervisor on ``port``, then engine, then each room's roles."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    port: int = Field(
-        0, ge=0, lt=65536,
-        description="Supervisor port; engine port+1, room i: audio_out port+2+2i, "
-        "capture port+3+2i. 0 = no metrics endpoints.",
-    )
-    host: str = Field("127.0.0.1", description="Interface the endpoints listen on.")
-
-
-class SecurityConfig(BaseModel):
-    """CurveZMQ between machines: ``art2mus keys DIR`` writes the key layout read here."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    curve: bool = Field(False, description="Authenticate and encrypt every ZeroMQ link.")
-    keys_dir: str = Field(
-        "keys",
-        description="server.key(_secret), client.key(_secret), authorized/*.key "
-        "(client public keys the binding side accepts).",
-    )
-    include_loopback: bool = Field(
-        False, description="Also secure loopback links (normally only links between machines)."
-    )
-    client_key: str = Field(
-        "client", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="The key pair a connecting role (capture, audio_out) loads: "
-        "KEYS_DIR/NAME.key_secret, as `art2mus keys DIR --client NAME` wrote it.",
-    )
 
 
 class RoomConfig(BaseModel):
@@ -371,6 +288,10 @@ class InstallationConfig(BaseModel):
             if room.id == room_id:
                 return room
         raise ConfigError(f"no room {room_id!r} in config: rooms are {[r.id for r in self.rooms]}")
+
+    def room_index(self, room_id: str) -> int:
+        """Where ``room_id`` stands among the rooms (its metrics ports follow from it)."""
+        return self.rooms.index(self.room(room_id))
 
     @property
     def output_dir(self) -> Path:

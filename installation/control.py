@@ -27,13 +27,13 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+from ground.events import EventSink, null_sink
+from ground.params import PARAMETERS, SETTINGS, live_value
+from ground.protocol import PROTOCOL_VERSION, Control
 from installation.config import InstallationConfig
-from installation.events import EventSink, null_sink
-from installation.params import PARAMETERS, SETTINGS, live_value
-from installation.protocol import PROTOCOL_VERSION, Control
 
 #: Config-level settings the engine also applies live (hot reload), beyond PARAMETERS,
-#: with their ranges (see :data:`installation.params.SETTINGS`).
+#: with their ranges (see :data:`ground.params.SETTINGS`).
 ENGINE_SETTINGS = SETTINGS
 
 

@@ -24,8 +24,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ground.errors import ConfigError
 from installation.config import InstallationConfig
-from installation.errors import ConfigError
 from installation.report import RunReport, analyse_audio
 
 _BLOCK_FRAMES = 1 << 16

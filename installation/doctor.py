@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from installation.config import InstallationConfig, endpoint_problem
-from installation.errors import Art2MusError, ConfigError
+from ground.config import endpoint_problem
+from ground.errors import Art2MusError, ConfigError
+from installation.config import InstallationConfig
 
 Status = Literal["failed", "unchecked", "warning"]
 
@@ -78,7 +79,7 @@ class DeepReport:
         return "deep checks: " + ", ".join(parts)
 
 
-#: The endpoints each role binds and connects (see installation.transport).
+#: The endpoints each role binds and connects (see ground.transport).
 _BINDS = {"engine": ("views", "chunks", "clock"), "supervisor": ("control",)}
 _CONNECTS = {"engine": ("control",), "capture": ("views", "control"),
              "audio_out": ("chunks", "clock", "control")}
@@ -446,7 +447,7 @@ class _Checks:
         self.ok()
 
     def metrics_ports(self) -> None:
-        from installation.metrics import metrics_port
+        from ground.metrics import metrics_port
 
         metrics = self.config.metrics
         if metrics.port == 0:
@@ -467,23 +468,23 @@ class _Checks:
                     self.fail("metrics.port", f"ports {metrics.port}..{last} apart from the "
                               f"ZeroMQ ports", f"network.{name}'s port {port} among them")
                     return
-        ports = {"metrics.port": metrics_port(self.config, "supervisor")}
+        ports = {"metrics.port": metrics_port(metrics, "supervisor")}
         if "engine" in self.roles:
-            ports["metrics.port (engine)"] = metrics_port(self.config, "engine")
+            ports["metrics.port (engine)"] = metrics_port(metrics, "engine")
         for _, room in self.rooms:
             for role in ("audio_out", "capture"):
                 if role in self.roles:
                     ports[f"metrics.port ({role} {room.id})"] = metrics_port(
-                        self.config, role, room.id)
+                        metrics, role, self.config.room_index(room.id))
         for where, port in ports.items():
             self.port_free(where, metrics.host, port, socket.SOCK_STREAM)
 
     # keys
 
     def keys(self) -> None:
-        from installation.security import curve_keys
+        from ground.security import curve_keys
 
-        keys = curve_keys(self.config)
+        keys = curve_keys(self.config.security)
         if keys is None:
             return
         net = self.config.network

@@ -37,11 +37,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ground.errors import ConfigError, DependencyError
+from ground.events import EventSink, null_sink
+from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig
 from installation.control import ControlHub, RefusalLog
-from installation.errors import ConfigError, DependencyError
-from installation.events import EventSink, null_sink
-from installation.params import Parameter, parse_target
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.

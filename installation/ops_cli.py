@@ -1,7 +1,7 @@
 """Operations commands: ``art2mus status``, ``art2mus keys``, ``art2mus midi-learn``.
 
 Registered on the main ``art2mus`` group by :mod:`installation.cli` (the
-``commands`` list). Errors are :class:`~installation.errors.Art2MusError`
+``commands`` list). Errors are :class:`~ground.errors.Art2MusError`
 subclasses, printed once by the group as ``Error: ...`` with their exit code.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from installation.cli_types import FiniteFloat
+from ground.cli_types import FiniteFloat
+from ground.errors import Art2MusError
+from ground.params import PARAMETERS
 from installation.config import load_config
-from installation.errors import Art2MusError
-from installation.params import PARAMETERS
 
 
 @click.command("status")
@@ -74,7 +74,7 @@ def keys(folder: Path, clients: tuple[str, ...]) -> None:
     Pairs already in FOLDER are kept, so a room can be added later without
     replacing the server key the other rooms trust.
     """
-    from installation.security import create_keys
+    from ground.security import create_keys
 
     written = create_keys(folder, clients)
     for path in written:

@@ -1,7 +1,7 @@
 """OSC in and out (python-osc, UDP), for TouchDesigner, Max/MSP, SuperCollider, phones.
 
 **In** (``[control.osc] listen = "HOST:PORT"``): the live parameters of
-:mod:`installation.params`, one address each, in the parameter's own unit::
+:mod:`ground.params`, one address each, in the parameter's own unit::
 
     /art2mus/intensity 0.8            every room
     /art2mus/room-1/tempo_bias -0.5   one room
@@ -42,11 +42,11 @@ import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from ground.errors import DependencyError
+from ground.events import EventSink
+from ground.params import ALIASES, PARAMETERS, live_value
 from installation.config import OscConfig
 from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
-from installation.errors import DependencyError
-from installation.events import EventSink
-from installation.params import ALIASES, PARAMETERS, live_value
 from installation.status import room_summary
 
 if TYPE_CHECKING:

@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ground.errors import ConfigError
 from installation.config import InstallationConfig, load_config
-from installation.errors import ConfigError
 
 if TYPE_CHECKING:
     from installation.supervisor import Supervisor

@@ -48,7 +48,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from installation.jsonlog import WriteFailures
+from ground.jsonlog import WriteFailures
 
 #: How far (event time, s) events may arrive out of order between and within files.
 DEFAULT_LAG_S = 30.0

@@ -5,13 +5,13 @@ is what the supervisor runs; ``art2mus engine|capture|play`` run the same
 functions in the foreground. SIGTERM and SIGINT set a stop event so every
 role finishes its files and closes its sockets.
 
-Each role also gets: JSON-lines logging on stdout (:mod:`installation.jsonlog`),
-a :class:`~installation.health.Heartbeat` to its supervisor (a no-op when run
+Each role also gets: JSON-lines logging on stdout (:mod:`ground.jsonlog`),
+a :class:`~ground.health.Heartbeat` to its supervisor (a no-op when run
 by hand), and its Prometheus endpoint when ``[metrics] port`` is set.
 
 A role that cannot run because of its config, its input or a missing
 dependency logs the error as one JSON line and exits with that error's code
-(:mod:`installation.errors`: 2, 3, 4), which tells the supervisor that a
+(:mod:`ground.errors`: 2, 3, 4), which tells the supervisor that a
 restart will not help; anything else is a crash (exit 1) and is restarted.
 """
 
@@ -24,12 +24,12 @@ import threading
 from pathlib import Path
 from typing import Literal
 
+from ground.errors import Art2MusError, DependencyError
+from ground.events import EventLog
+from ground.health import Heartbeat
+from ground.jsonlog import setup_json_logging
+from ground.metrics import Metrics, role_metrics
 from installation.config import InstallationConfig
-from installation.errors import Art2MusError, DependencyError
-from installation.events import EventLog
-from installation.health import Heartbeat
-from installation.jsonlog import setup_json_logging
-from installation.metrics import Metrics, role_metrics
 
 RoleName = Literal["engine", "capture", "audio_out"]
 
@@ -62,7 +62,8 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
     log("started", pid=os.getpid())
     heartbeat = Heartbeat(config.supervisor.heartbeat_s)
     try:
-        metrics = role_metrics(config, role, None if role == "engine" else room)
+        metrics = role_metrics(config.metrics, role,
+                               0 if room is None or role == "engine" else config.room_index(room))
     except DependencyError as error:
         # The music must not stop for want of a metrics endpoint: said once, run without.
         log("metrics_unavailable", error=str(error))
@@ -92,7 +93,7 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
         log("failed", error=str(error), code=error.exit_code)
         code = error.exit_code
     finally:
-        from installation.security import stop_authenticators
+        from ground.security import stop_authenticators
 
         stop_authenticators()
         metrics.close()

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ground.errors import InputError
 from installation.config import InstallationConfig
-from installation.errors import InputError
 
 
 def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, Any]],

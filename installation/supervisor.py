@@ -9,14 +9,14 @@
 - A *finite* role (an audio_out with ``stop_after_s``) exiting 0 means it is
   done; once all finite roles are done the installation shuts down.
 - Every role writes heartbeats (with a small health record) into its own
-  pipe (:mod:`installation.health`); a role silent for ``hang_after_s`` (after
+  pipe (:mod:`ground.health`); a role silent for ``hang_after_s`` (after
   ``startup_grace_s`` for its first beat) is hung: it is SIGKILLed and
   restarted like a crashed one.
 - Live parameters (MIDI, OSC, config reload, see :mod:`installation.control`)
   leave through the control PUB socket, which only this loop touches; a role
   that (re)starts is sent every value again on its first heartbeat.
 - A role that exits with a configuration, input or dependency error (exit
-  code 2, 3 or 4, :mod:`installation.errors`) ``max_config_failures`` times in
+  code 2, 3 or 4, :mod:`ground.errors`) ``max_config_failures`` times in
   a row is not restarted again: it is ``failed`` (with the reason) in the
   status and the other roles keep playing. When nothing is left to run, the
   supervisor stops.
@@ -25,7 +25,7 @@
   its log, and what happens next.
 - Each role's stdout and stderr are drained by a thread into
   ``OUTPUT/logs/ROLE.log`` as JSON lines, rotated by size
-  (:mod:`installation.jsonlog`).
+  (:mod:`ground.jsonlog`).
 - Priorities: audio_out and the engine start first and run ahead of capture
   (``[supervisor] nice`` and ``ionice``, set in the child before it runs;
   a priority the system refuses is said once and the role runs anyway).
@@ -62,17 +62,17 @@ from typing import Any
 
 import zmq
 
+from ground.errors import ConfigError, DependencyError, InputError
+from ground.events import EventSink
+from ground.health import HEARTBEAT_FD_ENV, HeartbeatReader, open_pipe
+from ground.jsonlog import RoleOutputPump, RotatingLineFile, WriteFailures
+from ground.metrics import Metrics, role_metrics
+from ground.protocol import PROTOCOL_VERSION, Control
+from ground.security import curve_keys
+from ground.transport import make_socket, send
 from installation.config import InstallationConfig
 from installation.control import ControlHub
-from installation.errors import ConfigError, DependencyError, InputError
-from installation.events import EventSink
-from installation.health import HEARTBEAT_FD_ENV, HeartbeatReader, open_pipe
-from installation.jsonlog import RoleOutputPump, RotatingLineFile, WriteFailures
-from installation.metrics import Metrics, role_metrics
-from installation.protocol import PROTOCOL_VERSION, Control
-from installation.security import curve_keys
 from installation.status import write_status
-from installation.transport import make_socket, send
 
 _PR_SET_PDEATHSIG = 1
 #: Exit codes that mean "fix the config or the input": restarting will not help.
@@ -237,13 +237,13 @@ class Supervisor:
         self._next_report = 0.0
         self.hub = ControlHub(config, log_event)
         try:
-            self.metrics = role_metrics(config, "supervisor")
+            self.metrics = role_metrics(config.metrics, "supervisor")
         except DependencyError as error:  # metrics are optional; the installation is not
             log_event("metrics_unavailable", error=str(error))
             self.metrics = Metrics(0)
         self._context: zmq.Context = zmq.Context.instance()
         self._control = make_socket(self._context, zmq.PUB, config.network.control, bind=True,
-                                    curve=curve_keys(config))
+                                    curve=curve_keys(config.security))
         self._services: list[Any] = []
         self._next_status = 0.0
         self._next_resend = time.monotonic() + config.control.resend_every_s

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from installation.errors import Art2MusError
+from ground.errors import Art2MusError
 
 if TYPE_CHECKING:
     from installation.supervisor import Supervisor

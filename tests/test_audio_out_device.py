@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     from audio_out.config import AudioOutConfig
     from audio_out.outputs import SoundDeviceOutput
     from audio_out.player import Player
-    from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+    from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
     record = sys.argv[1]
     events = []

@@ -14,8 +14,8 @@ from audio_out.config import AudioOutConfig
 from audio_out.mixer import ChannelMap, PeakLimiter, SmoothGain
 from audio_out.outputs import ArrayOutput
 from audio_out.player import Player
-from installation.errors import ConfigError
-from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+from ground.errors import ConfigError
+from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
 SR = 16000
 

@@ -19,8 +19,8 @@ from audio_out.outputs import (
     load_sounddevice,
     open_output,
 )
-from installation.errors import ConfigError, DependencyError
-from installation.events import MemorySink
+from ground.errors import ConfigError, DependencyError
+from ground.events import MemorySink
 
 
 def no_portaudio() -> Any:

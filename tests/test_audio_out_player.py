@@ -17,9 +17,9 @@ from audio_out.config import AudioOutConfig
 from audio_out.crossfade import equal_power_gains
 from audio_out.outputs import ArrayOutput
 from audio_out.player import Player
-from installation.errors import ConfigError
-from installation.events import MemorySink
-from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+from ground.errors import ConfigError
+from ground.events import MemorySink
+from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
 SR = 16000
 

@@ -37,11 +37,11 @@ from audio_out.outputs import ArrayOutput
 from audio_out.player import Player
 from audio_out.recorder import Recorder, create_segment
 from audio_out.timeline import SpliceResult
+from ground.errors import ConfigError, DependencyError, InputError
+from ground.events import MemorySink
+from ground.metrics import Metrics
+from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk
 from installation.config import config_from_dict
-from installation.errors import ConfigError, DependencyError, InputError
-from installation.events import MemorySink
-from installation.metrics import Metrics
-from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
 START = datetime(2026, 12, 2, 15, 30, 0)
 

@@ -14,7 +14,7 @@ from audio_out.config import AudioOutConfig
 from audio_out.outputs import ArrayOutput
 from audio_out.player import Player
 from audio_out.resample import TimelineResampler
-from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk
+from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk
 
 
 def sine(rate: int, seconds: float, freq: float, amp: float = 0.5) -> np.ndarray:

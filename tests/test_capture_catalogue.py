@@ -14,7 +14,7 @@ import capture.recognise
 from capture.catalogue import INDEX_FILE, SQUARE, Catalogue
 from capture.detect import quad_iou, rectify
 from capture.scenes import SceneGenerator, catalogue_artwork, write_catalogue
-from installation.errors import InputError
+from ground.errors import InputError
 
 SIZE = 12
 

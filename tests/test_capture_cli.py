@@ -14,7 +14,7 @@ from capture.bench import match_quads, run_capture_bench
 from capture.cli import bench_capture_command, bench_commands, commands, detect_command
 from capture.detect import detect_artworks
 from capture.scenes import SceneGenerator, write_catalogue
-from installation.errors import InputError
+from ground.errors import InputError
 
 SIZE = 12
 

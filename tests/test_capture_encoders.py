@@ -25,7 +25,7 @@ from capture.encoders import (  # noqa: E402
     OnnxImageEncoder,
     make_encoder,
 )
-from installation.errors import InputError  # noqa: E402
+from ground.errors import InputError  # noqa: E402
 
 PROJECTION = 16
 
@@ -112,7 +112,7 @@ def test_capture_config_selects_the_encoder(onnx_path: Path) -> None:
 
 def test_the_capture_loop_publishes_the_onnx_embedding(onnx_path: Path) -> None:
     from capture.loop import CaptureLoop
-    from installation.protocol import ArtworkView
+    from ground.protocol import ArtworkView
 
     now = [1000.0]
     published: list[ArtworkView] = []

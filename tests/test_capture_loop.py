@@ -18,7 +18,7 @@ from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
 from capture.detect import quad_iou
 from capture.loop import CaptureLoop
 from capture.sources import DemoCamera, Frame
-from installation.protocol import ArtworkView, decode, encode
+from ground.protocol import ArtworkView, decode, encode
 
 FPS = 15.0
 

@@ -10,7 +10,7 @@ import pytest
 
 from capture.config import CaptureConfig, DemoSourceConfig
 from capture.sources import DemoCamera, ImageFolderSource, VideoSource, open_source
-from installation.errors import InputError
+from ground.errors import InputError
 
 
 class FakeClock:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ground.errors import ConfigError
 from installation.config import config_from_dict, freeze_config, load_config
-from installation.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 

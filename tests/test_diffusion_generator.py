@@ -22,8 +22,8 @@ from engine.diffusion.testing import (  # noqa: E402
     tiny_model_dir,
 )
 from engine.streaming import RoomSession  # noqa: E402
-from installation.errors import ConfigError, InputError  # noqa: E402
-from installation.protocol import Array, ArtworkView, PlaybackClock  # noqa: E402
+from ground.errors import ConfigError, InputError  # noqa: E402
+from ground.protocol import Array, ArtworkView, PlaybackClock  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 

@@ -24,7 +24,7 @@ from engine.diffusion.testing import (  # noqa: E402
     random_embedding,
     tiny_model_dir,
 )
-from installation.errors import InputError  # noqa: E402
+from ground.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 

@@ -20,10 +20,10 @@ from engine.generators import Generated, Generator, can_batch, generate_many, ma
 from engine.generators.sine import SineGenerator
 from engine.server import EngineServer
 from engine.streaming import RoomSession, generate_due
+from ground.errors import ConfigError
+from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView, AudioChunk, PlaybackClock
+from ground.transport import decode, make_socket, send
 from installation.config import config_from_dict
-from installation.errors import ConfigError
-from installation.protocol import PROTOCOL_VERSION, Array, ArtworkView, AudioChunk, PlaybackClock
-from installation.transport import decode, make_socket, send
 
 RATE = 16000
 WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=2)

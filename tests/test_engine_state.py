@@ -18,9 +18,9 @@ import pytest
 import zmq
 
 from engine.server import EngineServer, RoomSubscriptions
+from ground.events import MemorySink
+from ground.protocol import PROTOCOL_VERSION, ArtworkView, encode
 from installation.config import InstallationConfig, config_from_dict
-from installation.events import MemorySink
-from installation.protocol import PROTOCOL_VERSION, ArtworkView, encode
 
 VIEW_TIMEOUT_S = 30.0
 

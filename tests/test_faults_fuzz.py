@@ -36,9 +36,8 @@ import numpy as np
 import pytest
 import zmq
 
-from installation.config import config_from_dict, freeze_config
-from installation.events import read_events
-from installation.protocol import (
+from ground.events import read_events
+from ground.protocol import (
     PROTOCOL_VERSION,
     Array,
     ArtworkView,
@@ -49,6 +48,7 @@ from installation.protocol import (
     decode,
     encode,
 )
+from installation.config import config_from_dict, freeze_config
 
 pytestmark = pytest.mark.slow
 MAX_BYTES = 65536

@@ -38,16 +38,11 @@ from engine.config import EngineConfig
 from engine.generators import make_generator
 from engine.server import EngineServer
 from engine.streaming import CONDITION_CACHE_SIZE, RoomSession
-from installation.cli import cli
-from installation.cli_types import FiniteFloat
-from installation.config import OscConfig, config_from_dict
-from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
-from installation.errors import ConfigError
-from installation.events import MemorySink, null_sink
-from installation.midi_in import MidiControlInput
-from installation.osc import OscControlServer
-from installation.params import PARAMETERS, SETTINGS, live_value, parameter
-from installation.protocol import (
+from ground.cli_types import FiniteFloat
+from ground.errors import ConfigError
+from ground.events import MemorySink, null_sink
+from ground.params import PARAMETERS, SETTINGS, live_value, parameter
+from ground.protocol import (
     PROTOCOL_VERSION,
     Array,
     ArtworkView,
@@ -59,7 +54,12 @@ from installation.protocol import (
     decode,
     encode,
 )
-from installation.transport import make_socket, send
+from ground.transport import make_socket, send
+from installation.cli import cli
+from installation.config import OscConfig, config_from_dict
+from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
+from installation.midi_in import MidiControlInput
+from installation.osc import OscControlServer
 
 CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
 NON_FINITE: list[object] = [math.nan, math.inf, -math.inf, "nan", "inf", "0.5", None, b"1",

@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from ground.events import EventLog, read_events
 from installation.config import InstallationConfig, config_from_dict, freeze_config
-from installation.events import EventLog, read_events
 from installation.supervisor import RoleProcess, Supervisor
 
 pytestmark = pytest.mark.slow

@@ -37,11 +37,11 @@ import soundfile
 import zmq
 
 from audio_out.recorder import read_segment
+from ground.events import read_events
+from ground.health import HEARTBEAT_FD_ENV, HeartbeatReader
+from ground.protocol import PROTOCOL_VERSION, Array, AudioChunk, PlaybackClock, decode
+from ground.transport import make_socket, send
 from installation.config import InstallationConfig, config_from_dict, freeze_config
-from installation.events import read_events
-from installation.health import HEARTBEAT_FD_ENV, HeartbeatReader
-from installation.protocol import PROTOCOL_VERSION, Array, AudioChunk, PlaybackClock, decode
-from installation.transport import make_socket, send
 
 pytestmark = pytest.mark.slow
 RATE = 16000

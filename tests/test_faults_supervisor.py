@@ -32,8 +32,8 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
+from ground.jsonlog import WriteFailures
 from installation.config import config_from_dict, freeze_config
-from installation.jsonlog import WriteFailures
 from installation.ops_cli import status as status_command
 from installation.report import RunReport, analyse_audio, join_roughness
 

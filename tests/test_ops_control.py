@@ -19,11 +19,11 @@ from engine.streaming import (
     apply_controls,
     shift_channels,
 )
+from ground.events import null_sink
+from ground.params import PARAMETERS, parameter, parse_target
+from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 from installation.config import config_from_dict
 from installation.control import ControlHub
-from installation.events import null_sink
-from installation.params import PARAMETERS, parameter, parse_target
-from installation.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 
 RATE = 48000
 

@@ -8,9 +8,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from ground.errors import ConfigError, DependencyError
 from installation.config import MidiInConfig, config_from_dict
 from installation.control import ControlHub
-from installation.errors import ConfigError, DependencyError
 from installation.midi_in import (
     MidiControlInput,
     learn_mapping,

@@ -11,12 +11,12 @@ import zmq
 import zmq.auth
 from click.testing import CliRunner
 
+from ground.errors import ConfigError
+from ground.protocol import PROTOCOL_VERSION, Control, decode
+from ground.security import CurveKeys, curve_keys, is_remote, stop_authenticators
+from ground.transport import make_socket, send
 from installation.config import InstallationConfig, config_from_dict
-from installation.errors import ConfigError
 from installation.ops_cli import keys as keys_command
-from installation.protocol import PROTOCOL_VERSION, Control, decode
-from installation.security import CurveKeys, curve_keys, is_remote, stop_authenticators
-from installation.transport import make_socket, send
 
 PORT = 5971
 
@@ -52,7 +52,7 @@ def _received(socket: zmq.Socket, timeout_ms: int) -> list[object]:
 def test_an_unauthenticated_client_is_refused_and_an_authenticated_one_works(
     tmp_path: Path,
 ) -> None:
-    from installation.security import create_keys
+    from ground.security import create_keys
 
     create_keys(tmp_path / "keys")
     strangers = tmp_path / "strangers"
@@ -118,8 +118,8 @@ def test_the_readme_keys_commands_work_end_to_end(tmp_path: Path) -> None:
     room_keys.mkdir()
     for name in ("server.key", "room-1.key", "room-1.key_secret"):
         shutil.copy(tmp_path / "keys" / name, room_keys / name)
-    engine = curve_keys(_config_for(tmp_path / "keys"))
-    room = curve_keys(_config_for(room_keys, client_key="room-1"))
+    engine = curve_keys(_config_for(tmp_path / "keys").security)
+    room = curve_keys(_config_for(room_keys, client_key="room-1").security)
     assert engine is not None and room is not None
     context = zmq.Context()
     try:
@@ -150,10 +150,10 @@ def test_the_readme_keys_commands_work_end_to_end(tmp_path: Path) -> None:
 def test_a_room_machine_without_its_client_key_is_told_which_pairs_there_are(
     tmp_path: Path,
 ) -> None:
-    from installation.security import create_keys
+    from ground.security import create_keys
 
     create_keys(tmp_path / "keys", ("room-1", "room-2"))
-    keys = curve_keys(_config_for(tmp_path / "keys"))  # client_key left at "client"
+    keys = curve_keys(_config_for(tmp_path / "keys").security)  # client_key left at "client"
     context = zmq.Context()
     try:
         with pytest.raises(ConfigError, match=r"security.client_key: expected .*client.key_secret"

@@ -15,8 +15,8 @@ import pytest
 
 from engine.generators import Generated
 from engine.procedural import ProceduralConfig, ProceduralGenerator, ProceduralState
-from installation.errors import InputError
-from installation.protocol import PROTOCOL_VERSION, ArtworkView
+from ground.errors import InputError
+from ground.protocol import PROTOCOL_VERSION, ArtworkView
 
 RATE = 48000
 HALF_SECOND = RATE // 2

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from installation.protocol import (
+from ground.protocol import (
     PROTOCOL_VERSION,
     Array,
     ArtworkView,

@@ -9,7 +9,7 @@ import numpy as np
 from engine.config import EngineConfig
 from engine.generators.sine import SineGenerator
 from engine.streaming import RoomSession, render_offline
-from installation.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
+from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 
 RATE = 48000
 

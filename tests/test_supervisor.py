@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from ground.events import EventLog, read_events
 from installation.config import config_from_dict
-from installation.events import EventLog, read_events
 from installation.supervisor import RoleProcess, Supervisor, io_priority, role_processes
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -360,6 +360,6 @@ def test_an_event_log_on_a_full_disk_drops_counts_and_says_once(
     log("chunk", seq=50)
     log.close()
     assert log.written == 1 and [e["seq"] for e in read_events(path)] == [50]
-    said = [r.getMessage() for r in caplog.records if r.name == "installation.events"]
+    said = [r.getMessage() for r in caplog.records if r.name == "ground.events"]
     assert len(said) == 2 and "No space left on device" in said[0], said
     assert "works again (50 write(s) lost so far)" in said[1]

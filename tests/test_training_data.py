@@ -36,8 +36,8 @@ from engine.diffusion.training.features import (  # noqa: E402
 from engine.diffusion.training.loop import batch_indices  # noqa: E402
 from engine.diffusion.training.objectives import NoiseSchedule  # noqa: E402
 from engine.diffusion.training.projection import ProjectionConfig  # noqa: E402
+from ground.errors import InputError  # noqa: E402
 from installation.cli import cli  # noqa: E402
-from installation.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 

@@ -41,8 +41,8 @@ from engine.diffusion.training.evaluate import (  # noqa: E402
     spearman,
 )
 from engine.diffusion.training.features import make_encoder, read_image  # noqa: E402
+from ground.protocol import Array, ArtworkView  # noqa: E402
 from installation.cli import cli  # noqa: E402
-from installation.protocol import Array, ArtworkView  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 

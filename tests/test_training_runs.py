@@ -30,7 +30,7 @@ from engine.diffusion.training.projection import (  # noqa: E402
     ProjectionConfig,
     train_projection,
 )
-from installation.errors import InputError  # noqa: E402
+from ground.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 ROOT = Path(__file__).resolve().parents[1]

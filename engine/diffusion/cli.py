@@ -24,8 +24,8 @@ from typing import Any
 
 import click
 
-from installation.cli_types import FiniteFloat
-from installation.errors import InputError
+from ground.cli_types import FiniteFloat
+from ground.errors import InputError
 
 
 @click.command("make-tiny-model")

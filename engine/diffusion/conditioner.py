@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from installation.errors import InputError
+from ground.errors import InputError
 
 if TYPE_CHECKING:
     from engine.diffusion.model import ModelSpec

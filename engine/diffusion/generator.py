@@ -48,8 +48,8 @@ from engine.diffusion.config import DiffusionConfig
 from engine.diffusion.model import LoadedModel, load_model
 from engine.diffusion.samplers import FewStepSampler, draw_noise, guidance_embedding, sample
 from engine.generators import Generated
-from installation.errors import ConfigError, InputError
-from installation.protocol import ArtworkView
+from ground.errors import ConfigError, InputError
+from ground.protocol import ArtworkView
 
 # ---------------------------------------------------------------------------
 # conditioning and state

@@ -19,7 +19,7 @@ The layout is AudioLDM2's as diffusers and transformers write it with
 
 No code here downloads anything: ``from_pretrained`` is only ever given a
 local folder. :func:`load_model` checks every file before it loads anything,
-and raises :class:`installation.errors.InputError` naming what is missing.
+and raises :class:`ground.errors.InputError` naming what is missing.
 Flow: config -> load_model -> LoadedModel -> DiffusionGenerator.
 """
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from installation.errors import DependencyError, InputError
+from ground.errors import DependencyError, InputError
 
 if TYPE_CHECKING:
     import torch

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from engine.diffusion.model import LoadedModel, load_model
-from installation.errors import DependencyError, InputError
+from ground.errors import DependencyError, InputError
 
 MANIFEST = "onnx_export.json"
 FILES = ("unet.onnx", "vae_decoder.onnx", "vocoder.onnx")

@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from engine.config import EngineConfig
-from installation.protocol import ArtworkView
+from ground.protocol import ArtworkView
 
 
 @dataclass(frozen=True)

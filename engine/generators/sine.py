@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from engine.generators import Generated
-from installation.protocol import ArtworkView
+from ground.protocol import ArtworkView
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from engine.procedural.mapping import (
     describe_decisions,
 )
 from engine.procedural.render import RenderState, SoundFontRenderer
-from installation.protocol import ArtworkView
+from ground.protocol import ArtworkView
 
 
 @dataclass(frozen=True)

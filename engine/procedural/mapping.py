@@ -48,7 +48,7 @@ from typing import Any
 
 from engine.procedural.config import MODES_DARK_TO_BRIGHT, ProceduralConfig
 from engine.procedural.theory import NOTE_NAMES, note_name
-from installation.protocol import FEATURE_NAMES
+from ground.protocol import FEATURE_NAMES
 
 #: Value assumed for a feature the view does not carry.
 FEATURE_DEFAULT = 0.5

@@ -37,7 +37,7 @@ import tinysoundfont
 
 from engine.procedural.config import ProceduralConfig
 from engine.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
-from installation.errors import DependencyError, InputError
+from ground.errors import DependencyError, InputError
 
 #: Level (dB, relative to the melody) and pan (CC10) per role: melody forward,
 #: pad and counter behind, texture to one side.

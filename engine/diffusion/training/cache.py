@@ -167,7 +167,7 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
     """Latents and embeddings of every item, from the caches where present (filled otherwise)."""
     import torch
 
-    from installation.errors import InputError
+    from ground.errors import InputError
 
     if encoder.width != model.spec.embedding_dim:
         raise InputError(f"image encoder {encoder.identity}: embedding width "
@@ -229,7 +229,7 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
 
 def clip_latent_frames(model: LoadedModel, clip_s: float) -> int:
     """Latent frames of a training clip; InputError unless it fits the UNet's static shapes."""
-    from installation.errors import InputError
+    from ground.errors import InputError
 
     fps = model.spec.latent_frames_per_second
     frames = round(clip_s * fps)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from installation.errors import InputError
+from ground.errors import InputError
 
 MANIFEST_NAMES = ("manifest.jsonl", "manifest.csv")
 SPLITS = ("train", "val", "test")

@@ -117,7 +117,7 @@ def make_student_unet(teacher_unet: Any, guidance_dim: int) -> Any:
     import torch
     from diffusers.pipelines.audioldm2.modeling_audioldm2 import AudioLDM2UNet2DConditionModel
 
-    from installation.errors import InputError
+    from ground.errors import InputError
 
     if teacher_unet.config.time_cond_proj_dim:
         raise InputError("--teacher: its UNet already has a guidance embedding "

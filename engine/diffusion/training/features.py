@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from installation.errors import Art2MusError, InputError
+from ground.errors import Art2MusError, InputError
 
 if TYPE_CHECKING:
     import torch

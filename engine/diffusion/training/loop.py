@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from installation.errors import InputError
+from ground.errors import InputError
 
 if TYPE_CHECKING:
     import torch
@@ -414,7 +414,7 @@ def run_steps(
 
     import torch
 
-    from installation.errors import Art2MusError
+    from ground.errors import Art2MusError
 
     clips_done, train_seconds = 0, 0.0
     window_loss, window_count = 0.0, 0

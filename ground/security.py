@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 
 import zmq
 
-from installation.config import InstallationConfig
-from installation.errors import ConfigError, InputError
+from ground.config import SecurityConfig
+from ground.errors import ConfigError, InputError
 
 _LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 _KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -160,12 +160,11 @@ def stop_authenticators() -> None:
         _authenticators.clear()
 
 
-def curve_keys(config: InstallationConfig) -> CurveKeys | None:
-    """The installation's keys when ``security.curve`` is on, else None."""
-    if not config.security.curve:
+def curve_keys(security: SecurityConfig) -> CurveKeys | None:
+    """The keys the ``[security]`` section names when ``curve`` is on, else None."""
+    if not security.curve:
         return None
-    return CurveKeys(Path(config.security.keys_dir), config.security.include_loopback,
-                     config.security.client_key)
+    return CurveKeys(Path(security.keys_dir), security.include_loopback, security.client_key)
 
 
 def create_keys(folder: str | Path, clients: tuple[str, ...] = ("client",)) -> list[Path]:

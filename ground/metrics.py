@@ -30,24 +30,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from installation.config import InstallationConfig
-from installation.errors import DependencyError
+from ground.config import MetricsConfig
+from ground.errors import DependencyError
 
 #: Histogram buckets for chunk generation time (seconds): 1 ms .. 4 s.
 GENERATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-def metrics_port(config: InstallationConfig, role: str, room: str | None = None) -> int:
-    """The port of ``role`` (and ``room``) under the layout above; 0 when metrics are off."""
-    base = config.metrics.port
+def metrics_port(metrics: MetricsConfig, role: str, room_index: int = 0) -> int:
+    """The port of ``role`` (of the room at ``room_index`` in the config) under the layout
+    above; 0 when metrics are off."""
+    base = metrics.port
     if base == 0:
         return 0
     if role == "supervisor":
         return base
     if role == "engine":
         return base + 1
-    index = [r.id for r in config.rooms].index(room) if room is not None else 0
-    return base + 2 + 2 * index + (1 if role == "capture" else 0)
+    return base + 2 + 2 * room_index + (1 if role == "capture" else 0)
 
 
 class Metrics:
@@ -171,6 +171,6 @@ class Metrics:
             self._server = None
 
 
-def role_metrics(config: InstallationConfig, role: str, room: str | None = None) -> Metrics:
+def role_metrics(metrics: MetricsConfig, role: str, room_index: int = 0) -> Metrics:
     """The metrics of ``role`` as the config lays them out (no-op when the port is 0)."""
-    return Metrics(metrics_port(config, role, room), config.metrics.host)
+    return Metrics(metrics_port(metrics, role, room_index), metrics.host)

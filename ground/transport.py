@@ -19,7 +19,7 @@ in a trie, a node per byte, in the thread that owns the socket (a 20 MB
 subscription held the engine's loop for seconds, and its peer re-sends it on
 every reconnect).
 
-With CurveZMQ keys (:mod:`installation.security`), sockets on links that
+With CurveZMQ keys (:mod:`ground.security`), sockets on links that
 leave the machine are encrypted and authenticated.
 """
 
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from installation.protocol import (
+from ground.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DropCounter,
     Message,
@@ -40,7 +40,7 @@ from installation.protocol import (
 )
 
 if TYPE_CHECKING:
-    from installation.security import CurveKeys
+    from ground.security import CurveKeys
 
 #: What a publisher accepts from a peer, in bytes: a subscription is one flag
 #: byte and a topic (a room id, at most 64 characters), and the CurveZMQ
@@ -67,7 +67,7 @@ def make_socket(
     socket = context.socket(kind)
     try:
         if curve is not None:
-            from installation.security import ensure_authenticator
+            from ground.security import ensure_authenticator
 
             if curve.applies_to(endpoint):
                 if bind:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from installation.jsonlog import WriteFailures
+from ground.jsonlog import WriteFailures
 
 _log = logging.getLogger(__name__)
 
