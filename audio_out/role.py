@@ -19,14 +19,16 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zmq
 
+from audio_out.config import AudioOutConfig
 from audio_out.outputs import open_output
 from audio_out.player import Player
+from ground.config import NetworkConfig, SecurityConfig
 from ground.errors import ConfigError
 from ground.events import EventSink
 from ground.health import Heartbeat
@@ -34,7 +36,6 @@ from ground.metrics import Metrics
 from ground.protocol import AudioChunk, Control, DropCounter, ProtocolError
 from ground.security import curve_keys
 from ground.transport import Inbox, make_socket, send
-from installation.config import InstallationConfig
 
 
 class LevelMeter:
@@ -76,40 +77,32 @@ class LevelMeter:
         return round(20.0 * math.log10(max(rms, 1e-6)), 1)
 
 
-def resolve_outputs(config: InstallationConfig, room_id: str) -> InstallationConfig:
-    """The config with this room's record/MIDI templates made relative to the output folder.
-
-    They stay templates: the player fills in ``{room}`` and ``{start}`` and
-    creates a new segment at every start (:mod:`audio_out.recorder`).
+@dataclass(frozen=True)
+class AudioOutRoleConfig:
+    """What one room's audio_out is handed: its section, the program's channel count, and
+    the ground-floor sections. The roof makes ``audio_out.record``/``midi_file`` absolute
+    (under the installation's output folder); they stay templates (``{room}``, ``{start}``).
     """
-    room = config.room(room_id)
-    updates = {}
-    for field in ("record", "midi_file"):
-        value = getattr(room.audio_out, field)
-        if value and not Path(value).is_absolute():
-            updates[field] = str(config.output_dir / value)
-    if not updates:
-        return config
-    audio = room.audio_out.model_copy(update=updates)
-    rooms = tuple(r.model_copy(update={"audio_out": audio}) if r.id == room_id else r
-                  for r in config.rooms)
-    return config.model_copy(update={"rooms": rooms})
+
+    room: str
+    audio_out: AudioOutConfig
+    channels: int = 2  # of the program the engine sends
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def run_audio_out(
-    config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink,
+    config: AudioOutRoleConfig, stop: threading.Event, log_event: EventSink,
     heartbeat: Heartbeat | None = None, metrics: Metrics | None = None,
 ) -> bool:
     """Play one room until stopped; True when it ended because ``stop_after_s`` was reached."""
-    config = resolve_outputs(config, room_id)
-    room = config.room(room_id)
     net = config.network
     keys = curve_keys(config.security)
     heartbeat = heartbeat or Heartbeat(fd=None)
     metrics = metrics or Metrics(0)
     context: zmq.Context = zmq.Context.instance()
     chunks = Inbox(
-        make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=[room.id],
+        make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=[config.room],
                     max_bytes=net.max_message_bytes, curve=keys),
         net.max_message_bytes,
     )
@@ -126,9 +119,9 @@ def run_audio_out(
     poller.register(chunks.socket, zmq.POLLIN)
     poller.register(control.socket, zmq.POLLIN)
     meter = LevelMeter()
-    player = Player(room.id, room.audio_out, config.engine.channels, log_event,
+    player = Player(config.room, config.audio_out, config.channels, log_event,
                     output_factory=meter.factory())
-    period = 1.0 / room.audio_out.clock_hz
+    period = 1.0 / config.audio_out.clock_hz
     next_clock = time.monotonic()
     finished = False
     refused_controls: dict[str, int] = {}
@@ -138,20 +131,20 @@ def run_audio_out(
             timeout_ms = max(0.0, (next_clock - time.monotonic()) * 1000.0)
             poller.poll(timeout=int(min(timeout_ms, 50.0)))
             for message in chunks.drain():
-                if isinstance(message, AudioChunk) and message.room == room.id:
+                if isinstance(message, AudioChunk) and message.room == config.room:
                     submit_chunk(player, message, chunks.dropped, log_event)
             for message in control.drain():
                 if not isinstance(message, Control) or message.target not in ("*", "audio_out"):
                     continue
                 if message.command == "shutdown":
                     stop.set()
-                elif message.command == "set" and message.room in ("*", room.id):
+                elif message.command == "set" and message.room in ("*", config.room):
                     apply_set(player, message.params, log_event, refused_controls)
             if heartbeat.due():
                 tl = player.timeline
                 recording = player.recording_status()
-                metrics.set_underflows(room.id, tl.underflows)
-                metrics.set_recording(room.id, recording["state"])
+                metrics.set_underflows(config.room, tl.underflows)
+                metrics.set_recording(config.room, recording["state"])
                 metrics.set_dropped("chunks", chunks.dropped.by_reason)
                 metrics.set_dropped("control", control.dropped.by_reason)
                 heartbeat.beat({

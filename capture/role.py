@@ -21,19 +21,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
+from capture.config import CaptureConfig
 from capture.loop import CaptureLoop
 from capture.sources import Frame, FrameSource, open_source
+from ground.config import NetworkConfig, SecurityConfig
 from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
 from ground.protocol import ArtworkView, Control
 from ground.security import curve_keys
 from ground.transport import Inbox, make_socket, send
-from installation.config import InstallationConfig
 
 
 class FrameWatch:
@@ -71,8 +73,18 @@ class FrameWatch:
         return time.monotonic() - self.last_frame_at
 
 
+@dataclass(frozen=True)
+class CaptureRoleConfig:
+    """What one room's capture is handed: its section and the ground-floor sections."""
+
+    room: str
+    capture: CaptureConfig
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+
+
 def run_capture(
-    config: InstallationConfig, room_id: str, stop: threading.Event, log_event: EventSink,
+    config: CaptureRoleConfig, stop: threading.Event, log_event: EventSink,
     heartbeat: Heartbeat | None = None, metrics: Metrics | None = None,
 ) -> None:
     """Run one room's capture until ``stop`` is set or a shutdown Control arrives."""
@@ -81,13 +93,13 @@ def run_capture(
     # One core per room: OpenCV's own thread pool would compete with the
     # engine and audio_out for the same cores.
     cv2.setNumThreads(1)
-    room = config.room(room_id)
+    room_id = config.room
     net = config.network
     keys = curve_keys(config.security)
     heartbeat = heartbeat or Heartbeat(fd=None)
     metrics = metrics or Metrics(0)
     # Views stop being re-sent this long after the camera's last frame.
-    stale_after_s = max(2.0, 2.0 * room.capture.heartbeat_s)
+    stale_after_s = max(2.0, 2.0 * config.capture.heartbeat_s)
     context: zmq.Context = zmq.Context.instance()
     views = make_socket(context, zmq.PUB, net.views, bind=False, curve=keys)
     control = Inbox(
@@ -100,8 +112,8 @@ def run_capture(
 
     def status() -> dict[str, Any]:
         fps = round(loop.rate.fps, 2)  # effective: lower while capture sheds load
-        metrics.set_confidence(room.id, float(last["confidence"]))
-        metrics.set_capture_fps(room.id, fps)
+        metrics.set_confidence(room_id, float(last["confidence"]))
+        metrics.set_capture_fps(room_id, fps)
         metrics.set_dropped("control", control.dropped.by_reason)
         return dict(last, dropped=control.dropped.total, frames=watch.frames, fps=fps)
 
@@ -130,10 +142,10 @@ def run_capture(
                         stop.set()
 
     watch = FrameWatch(heartbeat, status)
-    source = watch.attach(open_source(room.capture))
+    source = watch.attach(open_source(config.capture))
     watcher = threading.Thread(target=watch_control, name="capture-control", daemon=True)
     watcher.start()
-    loop = CaptureLoop(room.id, room.capture, publish, log_event, source=source)
+    loop = CaptureLoop(room_id, config.capture, publish, log_event, source=source)
     try:
         loop.run(stop)
     finally:

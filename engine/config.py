@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engine.diffusion.config import DiffusionConfig
 from engine.procedural.config import ProceduralConfig
+from ground.config import NetworkConfig, SecurityConfig
 
 
 class EngineConfig(BaseModel):
@@ -71,3 +73,27 @@ class EngineConfig(BaseModel):
     def crossfade_samples(self) -> int:
         """Frames of equal-power crossfade at a transition."""
         return round(self.transition_crossfade_s * self.sample_rate)
+
+
+@dataclass(frozen=True)
+class EngineRoom:
+    """What the engine knows of one room: its id, its seed, its MIDI channel offset."""
+
+    id: str
+    seed: int = 0
+    midi_channel_offset: int = 0
+
+
+@dataclass(frozen=True)
+class EngineRoleConfig:
+    """What the engine role is handed: its own section, its rooms, the ground-floor sections.
+
+    The roof (:mod:`installation.roles`) builds it from the installation's
+    file; the engine never sees the whole installation config.
+    """
+
+    engine: EngineConfig
+    rooms: tuple[EngineRoom, ...]
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    min_change_interval_s: float = 0.25  # re-plan a room for knob moves at most this often

@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 import zmq
 
+from engine.config import EngineRoleConfig
 from engine.generators import Generator, make_generator
 from engine.streaming import RoomControls, RoomSession, generate_due
 from ground.events import EventSink
@@ -44,7 +45,6 @@ from ground.metrics import Metrics
 from ground.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
 from ground.security import curve_keys
 from ground.transport import Inbox, make_socket, send
-from installation.config import InstallationConfig
 
 STATS_EVERY_S = 10.0
 #: Frames read from each socket per turn of the loop: a flood waits in
@@ -101,7 +101,7 @@ class EngineServer:
 
     def __init__(
         self,
-        config: InstallationConfig,
+        config: EngineRoleConfig,
         log_event: EventSink,
         generator: Generator | None = None,
         context: zmq.Context | None = None,
@@ -119,7 +119,7 @@ class EngineServer:
             for room in config.rooms
         }
         for room in config.rooms:
-            self.sessions[room.id].min_change_interval_s = config.control.min_change_interval_s
+            self.sessions[room.id].min_change_interval_s = config.min_change_interval_s
             self.sessions[room.id].midi_channel_offset = room.midi_channel_offset
         self.heartbeat = heartbeat or Heartbeat(fd=None)
         self.metrics = metrics or Metrics(0)

@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ground.errors import Art2MusError, DependencyError
 from ground.events import EventLog
@@ -30,6 +30,11 @@ from ground.health import Heartbeat
 from ground.jsonlog import setup_json_logging
 from ground.metrics import Metrics, role_metrics
 from installation.config import InstallationConfig
+
+if TYPE_CHECKING:
+    from audio_out.role import AudioOutRoleConfig
+    from capture.role import CaptureRoleConfig
+    from engine.config import EngineRoleConfig
 
 RoleName = Literal["engine", "capture", "audio_out"]
 
@@ -74,18 +79,20 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
         if role == "engine":
             from engine.server import EngineServer
 
-            EngineServer(config, log, heartbeat=heartbeat, metrics=metrics,
+            EngineServer(engine_role_config(config), log, heartbeat=heartbeat, metrics=metrics,
                          state_path=engine_state_path(config)).run(stop)
         elif role == "capture":
             from capture.role import run_capture
 
             assert room is not None
-            run_capture(config, room, stop, log, heartbeat=heartbeat, metrics=metrics)
+            run_capture(capture_role_config(config, room), stop, log, heartbeat=heartbeat,
+                        metrics=metrics)
         else:
             from audio_out.role import run_audio_out
 
             assert room is not None
-            run_audio_out(config, room, stop, log, heartbeat=heartbeat, metrics=metrics)
+            run_audio_out(audio_out_role_config(config, room), stop, log, heartbeat=heartbeat,
+                          metrics=metrics)
     except Art2MusError as error:
         # A mistake in the config or input: one JSON error line (the supervisor's reason
         # for the exit) and the error's exit code, never a traceback.
@@ -105,3 +112,37 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
 def engine_state_path(config: InstallationConfig) -> Path:
     """Where the engine keeps each room's last view and controls across its own restarts."""
     return config.output_dir / "run" / "engine-state.json"
+
+
+# -- what each role is handed: its own section and the ground floor's, never the whole file --
+
+
+def engine_role_config(config: InstallationConfig) -> EngineRoleConfig:
+    """The engine's section, its rooms and the ground-floor sections of ``config``."""
+    from engine.config import EngineRoleConfig, EngineRoom
+
+    return EngineRoleConfig(
+        engine=config.engine,
+        rooms=tuple(EngineRoom(r.id, r.seed, r.midi_channel_offset) for r in config.rooms),
+        network=config.network, security=config.security,
+        min_change_interval_s=config.control.min_change_interval_s)
+
+
+def capture_role_config(config: InstallationConfig, room: str) -> CaptureRoleConfig:
+    """Room ``room``'s capture section and the ground-floor sections of ``config``."""
+    from capture.role import CaptureRoleConfig
+
+    return CaptureRoleConfig(room, config.room(room).capture, config.network, config.security)
+
+
+def audio_out_role_config(config: InstallationConfig, room: str) -> AudioOutRoleConfig:
+    """Room ``room``'s audio_out section, with its record and MIDI templates under the
+    output folder, and the ground-floor sections of ``config``."""
+    from audio_out.role import AudioOutRoleConfig
+
+    audio = config.room(room).audio_out
+    updates = {name: str(config.output_dir / value)
+               for name in ("record", "midi_file")
+               if (value := getattr(audio, name)) and not Path(value).is_absolute()}
+    return AudioOutRoleConfig(room, audio.model_copy(update=updates) if updates else audio,
+                              config.engine.channels, config.network, config.security)

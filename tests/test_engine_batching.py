@@ -24,6 +24,7 @@ from ground.errors import ConfigError
 from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView, AudioChunk, PlaybackClock
 from ground.transport import decode, make_socket, send
 from installation.config import config_from_dict
+from installation.roles import engine_role_config
 
 RATE = 16000
 WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=2)
@@ -140,7 +141,8 @@ def test_rooms_on_generators_that_cannot_batch_still_stream(kind: str) -> None:
     assert config.engine.batch_window_s > 0
     context = zmq.Context()
     clock = FakeClock()
-    server = EngineServer(config, lambda *a, **k: None, context=context, clock=clock)
+    server = EngineServer(engine_role_config(config), lambda *a, **k: None, context=context,
+                          clock=clock)
     try:
         rooms = list(server.sessions)
         received = _serve(server, clock, rooms, turns=30, context=context)

@@ -17,10 +17,12 @@ import msgspec
 import pytest
 import zmq
 
+from engine.config import EngineRoleConfig
 from engine.server import EngineServer, RoomSubscriptions
 from ground.events import MemorySink
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, encode
-from installation.config import InstallationConfig, config_from_dict
+from installation.config import config_from_dict
+from installation.roles import engine_role_config
 
 VIEW_TIMEOUT_S = 30.0
 
@@ -37,14 +39,14 @@ class FakeClock:
 
 
 
-def _config(folder: Path) -> InstallationConfig:
+def _config(folder: Path) -> EngineRoleConfig:
     folder.mkdir(parents=True, exist_ok=True)
-    return config_from_dict({
+    return engine_role_config(config_from_dict({
         "network": {name: f"ipc://{folder}/{name}" for name in ("views", "chunks", "clock",
                                                                  "control")},
         "engine": {"generator": "sine", "view_timeout_s": VIEW_TIMEOUT_S},
         "rooms": [{"id": "a"}, {"id": "b"}],
-    })
+    }))
 
 
 def _view(seq: int, at: float) -> ArtworkView:

@@ -60,6 +60,7 @@ from installation.config import OscConfig, config_from_dict
 from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
 from installation.midi_in import MidiControlInput
 from installation.osc import OscControlServer
+from installation.roles import engine_role_config
 
 CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
 NON_FINITE: list[object] = [math.nan, math.inf, -math.inf, "nan", "inf", "0.5", None, b"1",
@@ -472,7 +473,7 @@ def test_the_engine_drops_an_overflowing_clock_and_plays_on() -> None:
         "rooms": [{"id": "a"}],
     })
     context = zmq.Context()
-    server = EngineServer(config, null_sink, context=context)
+    server = EngineServer(engine_role_config(config), null_sink, context=context)
     listener = make_socket(context, zmq.SUB, config.network.chunks, bind=False, subscribe=["a"])
     clocks = make_socket(context, zmq.PUSH, config.network.clock, bind=False)
     try:
