@@ -192,7 +192,7 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
         player.fill(out)
         durations[k] = perf() - began
         # --- bookkeeping (what the monitor thread would see) ---
-        state = tl._state
+        state = tl.state
         if state == "holding" or state == "silent":
             hold_run += block
             if hold_run > longest_hold:
@@ -204,7 +204,7 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
                 unplanned += tl.underflows - underflows_seen
             underflows_seen = tl.underflows
         if state == "playing" and not (outage_windows and now <= outage_windows[-1][1]):
-            queued = tl._layout[0] - tl._playhead
+            queued = tl.buffered_until - tl.playhead
             if queued < min_queue:
                 min_queue = queued
         if k % 4 == 0:

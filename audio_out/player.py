@@ -377,7 +377,7 @@ class Player:
         n = out.shape[0]
         routing = self.routing
         program = out if routing.identity else self._program[:n]
-        first = tl._playhead  # where this block starts on the timeline
+        first = tl.playhead  # where this block starts on the timeline
         tl.read_into(program)
         varying, constant = render_gain_product(self._gains, self._env1[:n], self._scratch[:n])
         if varying:
@@ -393,12 +393,12 @@ class Player:
         else:
             played = self._played[:n]
             routing.route(program, played, out)
-        if tl._state != "starting":
+        if tl.state != "starting":
             if self._origin is None:
                 self._origin = first
             if self.recorder is not None:
                 self.recorder.push(played, first)
-        self._snapshot = (time.time(), tl._playhead, tl.frames_out, n)
+        self._snapshot = (time.time(), tl.playhead, tl.frames_out, n)
 
     # -------------------------------------------------------------- monitor
     def _latency(self) -> float:

@@ -20,21 +20,13 @@ blocks with :meth:`TimelineBuffer.read_into`. Between the two:
 - **Gaps**: a chunk that starts after ``buffered_until`` leaves a hole. The
   reader plays to the hole, then jumps over it (the playhead only ever moves
   over real material) with the same hold-and-crossfade as a resume.
-- **Starvation**: when the queue runs dry the reader loops the last second or
-  so of what it *played* (from a private history ring, so it is continuous
-  with the output whatever that was), entering the loop through a short
-  time-mirrored crossfade and joining the loop's ends with a crossfade; the
-  loop decays gently for ``hold_frames``, then fades to silence over
-  ``fade_frames``. Both crossfades are *correlation-aware*: equal-power for
-  unrelated material, sliding to equal-gain as the two sides correlate, so
-  tonal material neither swells (+3 dB) nor dips at the seam. The loop
-  length is chosen so the seam joins material of similar phase: after each
-  write the writer searches the queue's last ``loop_frames`` for the loop
-  period (within ``loop_search_frames`` of the longest) whose end best
-  correlates with its start, and publishes it for the queue's end; the
-  reader uses it when it starves exactly there. When material returns, a ``resume_frames``
-  equal-power crossfade leads from the hold (or silence) into it. The playhead
-  stays where the real material ended.
+- **Starvation**: when the queue runs dry the reader plays the hold of its
+  :class:`~audio_out.hold.HoldSynth` (a loop of the last second or so it
+  played, decaying for ``hold_frames``, then fading to silence over
+  ``fade_frames``; see :mod:`audio_out.hold`). After each write the writer
+  lets the synth plan the loop for the new queue end. When material returns,
+  a ``resume_frames`` equal-power crossfade leads from the hold (or silence)
+  into it. The playhead stays where the real material ended.
 
 Concurrency: one writer thread, one reader (the audio callback), no lock. The
 writer publishes the queue layout (``buffered_until``, a *busy* fence and the
@@ -57,7 +49,6 @@ array temporaries, no logging, no I/O.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -65,12 +56,8 @@ from typing import Literal
 
 import numpy as np
 
-from audio_out.crossfade import (
-    correct_for_correlation,
-    correlation,
-    equal_power_gains,
-    fill_equal_power_gains,
-)
+from audio_out.crossfade import equal_power_gains
+from audio_out.hold import HoldSynth
 
 State = Literal["starting", "playing", "holding", "silent"]
 SpliceKind = Literal["append", "replace", "gap", "late", "refused"]
@@ -79,8 +66,6 @@ SpliceKind = Literal["append", "replace", "gap", "late", "refused"]
 _NO_FENCE = 1 << 62
 #: Pending gaps the layout can describe; a chunk that would open one more is refused.
 MAX_PENDING_GAPS = 16
-#: Smallest hold loop (in frames) worth playing; shorter history holds silence.
-_MIN_LOOP_FRAMES = 64
 
 
 @dataclass(frozen=True)
@@ -109,7 +94,11 @@ class SpliceResult:
 
 
 class TimelineBuffer:
-    """Timeline-addressed ring with splicing, hold on starvation and lock-free SPSC access."""
+    """Timeline-addressed ring with splicing and lock-free SPSC access.
+
+    When starved it plays :attr:`hold` (a :class:`~audio_out.hold.HoldSynth`)
+    and crossfades back into the material when it returns.
+    """
 
     def __init__(
         self,
@@ -149,16 +138,15 @@ class TimelineBuffer:
         self.block_frames = int(block_frames)
         self.max_block_frames = int(max_block_frames)
         self.guard_frames = 2 * self.block_frames
-        self.hold_frames = int(hold_frames)
-        self.fade_frames = int(fade_frames)
         self.resume_frames = int(resume_frames)
-        self.loop_frames = max(int(loop_frames), _MIN_LOOP_FRAMES)
-        self.loop_crossfade_frames = max(1, min(int(loop_crossfade_frames), self.loop_frames // 4))
         self.min_splice_frames = int(min_splice_frames)
-        self.loop_search_frames = max(0, int(loop_search_frames))
-        # exp(-decay * h) loses hold_decay_db over the hold (gentle, so the hold
-        # does not sound like a fade-out until the real fade starts).
-        self._decay = (math.log(10.0) / 20.0) * hold_decay_db / max(self.hold_frames, 1)
+        #: What plays while the queue is dry (reader), and its loop planning (writer).
+        self.hold = HoldSynth(
+            self.channels, self.max_block_frames, hold_frames=hold_frames,
+            fade_frames=fade_frames, loop_frames=loop_frames,
+            loop_crossfade_frames=loop_crossfade_frames, hold_decay_db=hold_decay_db,
+            loop_search_frames=loop_search_frames,
+        )
 
         ch = self.channels
         self._ring = np.zeros((self.capacity_frames, ch), np.float32)
@@ -184,43 +172,18 @@ class TimelineBuffer:
         self.frames_out = 0  # frames output since the first real frame (holds included)
         self.resumes = 0
 
-        # --- reader-private preallocated state ---
-        big = max(self.max_block_frames, self.loop_crossfade_frames, self.resume_frames)
-        self._ramp = np.arange(big, dtype=np.float32)
-        self._hist = np.zeros((self.loop_frames, ch), np.float32)
-        self._hist_written = 0
-        self._hist_valid = 0
-        self._hold_src = np.zeros((self.loop_frames, ch), np.float32)
-        self._entry = np.zeros((self.loop_crossfade_frames, ch), np.float32)
-        self._xfo = np.zeros(self.loop_crossfade_frames, np.float32)
-        self._xfi = np.zeros(self.loop_crossfade_frames, np.float32)
-        self._xfo2 = self._xfo[:, None]  # column views made once, sliced on the hot path
-        self._xfi2 = self._xfi[:, None]
+        # --- reader-private preallocated state: the resume crossfade ---
         rfo, rfi = equal_power_gains(self.resume_frames)
         self._rfo2 = rfo[:, None].copy()
         self._rfi2 = rfi[:, None].copy()
-        self._mix = np.zeros((big, ch), np.float32)
-        self._env = np.zeros((big, 1), np.float32)
-        self._env1 = self._env[:, 0]
-        self._hold_len = 0  # S: frames of history in the hold source; 0 = silence
-        self._hold_x = 0  # loop crossfade frames
-        self._hold_m = 0  # loop period
-        self._hold_u0 = 0  # where in the loop the entry crossfade lands
-        self._hold_h = 0  # frames of hold produced since entry
-        self._hold_fade_at = 0
-        self._starved = 0  # frames starved in this episode (survives an unfinished resume)
+        self._resume_mix = np.zeros((min(self.max_block_frames, self.resume_frames), ch),
+                                    np.float32)
         self._resume_pos = 0
         self._resuming = False
         self._holding = False  # a hold signal is live (holding, silent or resuming)
-        self._hist_done = 0  # frames of the current block already in the history
+        self._hist_done = 0  # frames of the current block already in the hold's history
 
-        self._xfs = np.zeros(self.loop_crossfade_frames, np.float32)
-        self.hold_seam_correlation = 0.0  # of the last hold (reports, tests)
-        self.hold_loop_period = 0
-        # --- published by the writer: (queue end it was planned for, loop period) ---
-        self._loop_hint: tuple[int, int, int] = (-1, 0, 0)  # (end, period, entry offset)
         self._first_written = -1  # first timeline sample ever written (writer-owned)
-
         self._writer_lock = threading.Lock()  # serialises writers; never taken by the reader
 
     # ------------------------------------------------------------------ views
@@ -240,9 +203,14 @@ class TimelineBuffer:
         return self._state
 
     @property
-    def queued_frames(self) -> int:
-        """Frames of material (holes included) between the playhead and the queue end."""
-        return max(0, self._layout[0] - self._playhead)
+    def hold_seam_correlation(self) -> float:
+        """Correlation across the loop seam of the last hold (reports, tests)."""
+        return self.hold.seam_correlation
+
+    @property
+    def hold_loop_period(self) -> int:
+        """Loop period of the last hold, in frames."""
+        return self.hold.loop_period
 
     # ----------------------------------------------------------------- writer
     def write_chunk(self, start_sample: int, audio: np.ndarray, crossfade: int = 0) -> SpliceResult:
@@ -270,47 +238,19 @@ class TimelineBuffer:
             return result
 
     def _plan_hold_loop(self) -> None:
-        """Pick the hold loop's period for a starvation at the queue's end (writer thread).
+        """Let the hold plan its loop for a starvation at the queue's end (writer thread).
 
-        Normalised cross-correlation (via FFT) of the loop's first
-        ``loop_crossfade_frames`` with every candidate tail position within
-        ``loop_search_frames``; the seam then joins like with like.
+        Only when the loop's window is real material the history will match:
+        written, inside the ring, and without a hole.
         """
-        end, _, base, froms, tos = self._layout
-        size = self.loop_frames
-        x = self.loop_crossfade_frames
-        w = min(self.loop_search_frames, size - 3 * x)
-        if (w <= 0 or size > self.capacity_frames or self._first_written < 0
+        end, _, base, _, tos = self._layout
+        size = self.hold.loop_frames
+        if (size > self.capacity_frames or self._first_written < 0
                 or end - size < self._first_written):
             return
         if any(t > end - size for t in tos[self._gap_head - base :]):
             return  # a hole inside the window: the history will not match the ring
-        m_hi = size - x
-        # Only the loop's head and the candidate tail region matter; mono is enough.
-        head = self._ring_view_copy(end - size, x).sum(axis=1).astype(np.float64)
-        tail = self._ring_view_copy(end - size + m_hi - w, w + x).sum(axis=1).astype(np.float64)
-        # candidate seams: tail[j : j + x] for j = 0..w (loop period m_hi - w + j)
-        nfft = 1 << int(math.ceil(math.log2(tail.shape[0] + x)))
-        corr = np.fft.irfft(np.fft.rfft(tail, nfft) * np.conj(np.fft.rfft(head, nfft)), nfft)
-        corr = corr[: w + 1]
-        energy = np.concatenate([[0.0], np.cumsum(tail * tail)])
-        window_energy = energy[x : x + w + 1] - energy[: w + 1]
-        head_energy = float(head @ head)
-        if head_energy <= 1e-12:
-            return
-        rho = corr / np.sqrt(head_energy * np.maximum(window_energy, 1e-12))
-        best = int(np.argmax(rho))
-        # Entry point: where the loop, entered at u0, best matches the
-        # time-mirror of the last frames the hold will cross from.
-        mirror = self._ring_view_copy(end - x - 1, x).sum(axis=1).astype(np.float64)[::-1]
-        region = self._ring_view_copy(end - size + x, w + x).sum(axis=1).astype(np.float64)
-        corr = np.fft.irfft(np.fft.rfft(region, nfft) * np.conj(np.fft.rfft(mirror, nfft)),
-                            nfft)[: w + 1]
-        energy = np.concatenate([[0.0], np.cumsum(region * region)])
-        window_energy = energy[x : x + w + 1] - energy[: w + 1]
-        mirror_energy = max(float(mirror @ mirror), 1e-12)
-        entry = int(np.argmax(corr / np.sqrt(mirror_energy * np.maximum(window_energy, 1e-12))))
-        self._loop_hint = (end, m_hi - w + best, x + entry)
+        self.hold.plan_loop(end, self._ring_view_copy)
 
     def _safe_start(self, playhead: int, end: int) -> int:
         # Published material within the guard may be being read; frames past
@@ -498,133 +438,28 @@ class TimelineBuffer:
         if self._state != "starting":
             self.played_frames += real
             self.frames_out += n
-            self._append_history(out[self._hist_done : n])
+            self.hold.record(out[self._hist_done : n])
         return real
 
     # ---------------------------------------------------- hold / resume (reader)
-    def _append_history(self, block: np.ndarray) -> None:
-        n = block.shape[0]
-        if n == 0:
-            return
-        size = self.loop_frames
-        if n >= size:
-            block = block[n - size :]
-            n = size
-        i = self._hist_written % size
-        first = min(n, size - i)
-        self._hist[i : i + first] = block[:first]
-        if first < n:
-            self._hist[: n - first] = block[first:]
-        self._hist_written += n
-        self._hist_valid = min(size, self._hist_valid + n)
-
     def _enter_hold(self, out: np.ndarray, pos: int) -> None:
-        """Build a hold loop from the last frames played (including out[:pos])."""
+        """Start holding from the last frames played (including out[:pos])."""
         if self._hist_done < pos:
-            self._append_history(out[self._hist_done : pos])
+            self.hold.record(out[self._hist_done : pos])
             self._hist_done = pos
-        if not self._holding:  # a new episode; an unfinished resume keeps counting
-            self._starved = 0
+        # An unfinished resume keeps counting the episode's hold budget.
+        looping = self.hold.enter(self._playhead, new_episode=not self._holding)
         self._holding = True
-        size = self.loop_frames
-        s_len = self._hist_valid
-        x = min(self.loop_crossfade_frames, s_len // 4)
-        self._hold_h = 0
-        self._hold_fade_at = max(0, self.hold_frames - self._starved)
-        if s_len < _MIN_LOOP_FRAMES or x < 2:
-            self._hold_len = 0
-            self._state = "silent"
-            return
-        src = self._hold_src
-        start = (self._hist_written - s_len) % size
-        first = min(s_len, size - start)
-        src[:first] = self._hist[start : start + first]
-        if first < s_len:
-            src[first:s_len] = self._hist[: s_len - first]
-        m = s_len - x
-        u0 = 0
-        end_planned, period, offset = self._loop_hint
-        if (end_planned == self._playhead and s_len == size and x <= period <= m
-                and x <= offset <= period - x):
-            # The writer found a seam and an entry of similar phase for this very end.
-            m, u0 = period, offset
-        fo, fi, mix = self._xfo2[:x], self._xfi2[:x], self._mix[:x]
-        # Entry: the time-mirror of the last frames (continuous with the last
-        # sample played) fades out while the loop's start fades in. The mirror
-        # is copied first so the correlation works on contiguous memory.
-        entry = self._entry[:x]
-        entry[...] = src[s_len - 1 - x : s_len - 1][::-1]
-        fill_equal_power_gains(x, self._xfo, self._xfi, self._ramp)
-        correct_for_correlation(self._xfo[:x], self._xfi[:x],
-                                correlation(entry, src[u0 : u0 + x]), self._xfs[:x])
-        np.multiply(entry, fo, out=entry)
-        np.multiply(src[u0 : u0 + x], fi, out=mix)
-        np.add(entry, mix, out=entry)
-        # Loop seam: the loop's first x frames crossfade from its tail, so
-        # src[m-1] -> src[0] is continuous when the loop wraps.
-        rho = correlation(src[m : m + x], src[:x])
-        fill_equal_power_gains(x, self._xfo, self._xfi, self._ramp)
-        correct_for_correlation(self._xfo[:x], self._xfi[:x], rho, self._xfs[:x])
-        np.multiply(src[:x], fi, out=src[:x])
-        np.multiply(src[m : m + x], fo, out=mix)
-        np.add(src[:x], mix, out=src[:x])
-        self.hold_seam_correlation = rho
-        self.hold_loop_period = m
-        self._hold_len, self._hold_x, self._hold_m, self._hold_u0 = s_len, x, m, u0
-        self._state = "holding"
+        self._state = "holding" if looping else "silent"
 
     def _hold_into(self, dst: np.ndarray) -> None:
-        """Write the next ``len(dst)`` frames of the hold signal into ``dst``."""
-        k = dst.shape[0]
-        h = self._hold_h
-        total = self._hold_fade_at + self.fade_frames
-        self._hold_h = h + k
-        self._starved += k
-        if self._hold_len == 0 or h >= total:
-            dst.fill(0.0)
-            if not self._resuming:
-                self._state = "silent"
-                self.silent_frames += k
-            return
-        x, m = self._hold_x, self._hold_m
-        i = 0
-        while i < k:
-            hh = h + i
-            if hh < x:
-                c = min(k - i, x - hh)
-                dst[i : i + c] = self._entry[hh : hh + c]
-            else:
-                u = (hh + self._hold_u0) % m
-                c = min(k - i, m - u)
-                dst[i : i + c] = self._hold_src[u : u + c]
-            i += c
-        self._envelope(h, k)
-        np.multiply(dst, self._env[:k], out=dst)
+        """Write the next ``len(dst)`` frames of the hold into ``dst``, counting them."""
+        audible = self.hold.render(dst)
         if not self._resuming:
-            audible = min(k, total - h)
+            k = dst.shape[0]
             self.held_frames += audible
             self.silent_frames += k - audible
-            self._state = "holding" if h + k < total else "silent"
-
-    def _envelope(self, h: int, k: int) -> None:
-        """env[:k] = gentle exponential decay, then an equal-power fade to zero."""
-        env, ramp = self._env1, self._ramp
-        fade_at, fade = self._hold_fade_at, self.fade_frames
-        a = min(k, max(0, fade_at - h))
-        if a:
-            np.add(ramp[:a], h, out=env[:a])
-            np.multiply(env[:a], -self._decay, out=env[:a])
-            np.exp(env[:a], out=env[:a])
-        b = min(k, max(a, fade_at + fade - h))
-        if b > a:
-            g0 = math.exp(-self._decay * fade_at)
-            seg = env[a:b]
-            np.add(ramp[: b - a], h + a - fade_at + 0.5, out=seg)
-            np.multiply(seg, math.pi / 2.0 / fade, out=seg)
-            np.cos(seg, out=seg)
-            np.multiply(seg, g0, out=seg)
-        if k > b:
-            env[b:k].fill(0.0)
+            self._state = "silent" if self.hold.finished else "holding"
 
     def _begin_resume(self) -> None:
         self._resuming = True
@@ -635,7 +470,7 @@ class TimelineBuffer:
         """Crossfade the hold (or silence) into the real frames out[pos:pos+k]."""
         r = self._resume_pos
         m = min(k, self.resume_frames - r)
-        mix = self._mix[:m]
+        mix = self._resume_mix[:m]
         self._hold_into(mix)
         real = out[pos : pos + m]
         np.multiply(real, self._rfi2[r : r + m], out=real)
@@ -646,7 +481,7 @@ class TimelineBuffer:
         if self._resume_pos >= self.resume_frames:
             self._resuming = False
             self._holding = False
-            self._starved = 0
+            self.hold.end_episode()
 
     def __repr__(self) -> str:
         return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import tracemalloc
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audio_out.crossfade import equal_power_gains
+from audio_out.hold import HoldSynth
 from audio_out.timeline import TimelineBuffer
 
 CH = 2
@@ -434,3 +436,73 @@ def test_hold_on_a_steady_tone_neither_swells_nor_dips(period: float) -> None:
     level_db = 20 * np.log10(rms / (0.5 / np.sqrt(2)))
     assert np.abs(level_db).max() < 0.5, f"hold level moved by {np.abs(level_db).max():.2f} dB"
     assert tb.hold_seam_correlation > 0.95
+
+
+def test_hold_synth_loops_the_history_then_fades_out() -> None:
+    hold = HoldSynth(CH, 256, hold_frames=1000, fade_frames=500, loop_frames=2000,
+                     loop_crossfade_frames=200, hold_decay_db=0.0, loop_search_frames=0)
+    assert not hold.enter(0, new_episode=True) and hold.finished  # nothing played: silence
+    hold.record(sine(3000))
+    assert hold.enter(3000, new_episode=True) and not hold.finished
+    out = np.zeros((1700, CH), np.float32)
+    audible = sum(hold.render(out[i : i + 100]) for i in range(0, 1700, 100))
+    assert audible == 1500 and hold.finished
+    assert hold.loop_period == 2000 - 200
+    assert np.abs(out[:1000]).max() > 0.4 and np.abs(out[1500:]).max() == 0.0
+
+
+def golden_render() -> tuple[np.ndarray, tuple[object, ...]]:
+    """A fixed run through every path: appends, replacements, a late part, a gap, holds
+    (one on the writer's planned loop), a resume mid-hold and from silence, odd block sizes."""
+    rng = np.random.default_rng(20261202)
+    tb = TimelineBuffer(16384, CH, 64, max_block_frames=256, hold_frames=2000, fade_frames=1000,
+                        resume_frames=200, loop_frames=3000, loop_crossfade_frames=300)
+
+    def content(start: int, n: int) -> np.ndarray:
+        t = np.arange(start, start + n, dtype=np.float64)
+        x = 0.4 * np.sin(t * (2 * np.pi / 53.7)) + 0.2 * np.sin(t * (2 * np.pi / 211.3))
+        x = x + 0.05 * rng.standard_normal(n)
+        return np.stack([x, 0.8 * x[::-1]], axis=1).astype(np.float32)
+
+    blocks = [64, 17, 256, 1, 100, 64, 33]
+    out: list[np.ndarray] = []
+    steps = [
+        ("at", 0, 1500, 0), ("end", 0, 2000, 0), ("play", 1800, 0, 0),
+        ("rel", 300, 900, 250), ("end", 0, 1200, 0), ("play", 3000, 0, 0),
+        ("play", 900, 0, 0),  # starved: hold
+        ("end", 0, 2500, 0), ("play", 1000, 0, 0),  # resume mid-hold
+        ("rel", -50, 400, 100), ("gap", 700, 1500, 0), ("play", 3500, 0, 0),
+        ("play", 4000, 0, 0),  # starved on the planned loop, through the fade into silence
+        ("end", 0, 1800, 0), ("play", 2200, 0, 0),  # resume from silence, starve again
+        ("rel", 10, 300, 5), ("play", 600, 0, 0),
+    ]
+    for op, a, n, c in steps:
+        if op == "play":
+            done = 0
+            while done < a:
+                k = min(blocks[len(out) % len(blocks)], a - done)
+                block = np.zeros((k, CH), np.float32)
+                tb.read_into(block)
+                out.append(block)
+                done += k
+            continue
+        start = {"at": a, "end": tb.buffered_until, "rel": tb.playhead + a,
+                 "gap": tb.buffered_until + a}[op]
+        tb.write_chunk(start, content(start, n), c)
+    stats = (tb.playhead, tb.buffered_until, tb.state, tb.underflows, tb.gaps, tb.resumes,
+             tb.held_frames, tb.silent_frames, tb.played_frames, tb.frames_out, tb.late_frames,
+             tb.hold_loop_period)
+    return np.concatenate(out), stats
+
+
+def test_golden_render_is_unchanged() -> None:
+    """Pins the output bytes (sha256 taken before the hold synthesis moved out of the buffer).
+
+    Any change to splicing, hold, loop search, fade or resume shows here; a
+    deliberate one must recompute the digest and say why.
+    """
+    audio, stats = golden_render()
+    assert stats == (9860, 9860, "holding", 4, 2, 4, 5200, 2650, 9150, 17000, 178, 2700)
+    assert hashlib.sha256(audio.tobytes()).hexdigest() == (
+        "1c3275df4afa32bec6a6d24662123f81278c9ce0df872ca0fbd26e41a5f8d3c4"
+    )
