@@ -60,18 +60,6 @@ from ground.protocol import (
 Reason = Literal["start", "continue", "transition"]
 
 
-def empty_view(room: str) -> ArtworkView:
-    """The view of a room before capture has reported anything: an empty wall."""
-    return ArtworkView(v=PROTOCOL_VERSION, room=room, seq=0, time=time.time(), state="empty")
-
-
-def view_key(view: ArtworkView) -> str:
-    """What identifies 'the same artwork' for caching and change detection."""
-    if view.state == "empty":
-        return "<empty>"
-    return view.artwork_id or f"<unnamed:{view.seq}>"
-
-
 @dataclass(frozen=True)
 class RoomControls:
     """The live parameters of one room (neutral values change nothing)."""
@@ -213,7 +201,7 @@ class RoomSession:
         self._log = log_event
         self._now = clock
         self._conditions: OrderedDict[str, Any] = OrderedDict()
-        self.view = empty_view(room)
+        self.view = ArtworkView.empty(room, time.time())
         self.condition = self._condition_for(self.view)
         self.state: Any | None = None
         self.queue_end: int | None = None
@@ -252,7 +240,7 @@ class RoomSession:
         return self._show(view)
 
     def _show(self, view: ArtworkView) -> bool:
-        changed = view_key(view) != view_key(self.view)
+        changed = view.key != self.view.key
         self.view = view
         if changed:
             self.condition = self._controlled_condition(view)
@@ -334,7 +322,7 @@ class RoomSession:
                 and self.last_view_at is not None and now - self.last_view_at > timeout):
             self.log_event("view_timeout", artwork_id=self.view.artwork_id,
                            silent_s=round(now - self.last_view_at, 3))
-            self.latest_view = empty_view(self.room)
+            self.latest_view = ArtworkView.empty(self.room, time.time())
             self._show(self.latest_view)
         if self._replan_pending and now - self._last_replan >= self.min_change_interval_s:
             self._replan_pending = False
@@ -499,7 +487,7 @@ class RoomSession:
         base = self._condition_for(view)
         if self.controls.neutral:
             return base
-        cache_key = (view_key(view), self.controls.shapes_condition)
+        cache_key = (view.key, self.controls.shapes_condition)
         if cache_key in self._adjusted:
             self._adjusted.move_to_end(cache_key)
             return self._adjusted[cache_key]
@@ -512,7 +500,7 @@ class RoomSession:
         return adjusted
 
     def _condition_for(self, view: ArtworkView) -> Any:
-        key = view_key(view)
+        key = view.key
         if key in self._conditions:
             self._conditions.move_to_end(key)
             return self._conditions[key]
@@ -520,8 +508,8 @@ class RoomSession:
         self._conditions[key] = condition
         # Artwork ids come from the network: endless new ids must not grow the engine.
         # The artwork playing (and the one capture reports while frozen) stays.
-        playing = {view_key(v) for v in (getattr(self, "view", None),
-                                         getattr(self, "latest_view", None)) if v is not None}
+        playing = {v.key for v in (getattr(self, "view", None), getattr(self, "latest_view", None))
+                   if v is not None}
         _evict(self._conditions, CONDITION_CACHE_SIZE, keep=playing | {key})
         self.log_event(
             "decisions", artwork_id=view.artwork_id, state=view.state,

@@ -168,6 +168,28 @@ class ArtworkView(_Message, tag="artwork_view", frozen=True):
     features: Annotated[dict[Annotated[str, msgspec.Meta(max_length=32)], Unit],
                         msgspec.Meta(max_length=MAX_FEATURES)] = {}
 
+    @classmethod
+    def empty(cls, room: str, time: float, seq: int = 0) -> ArtworkView:
+        """An empty wall: what a room sees before capture reports, or when no work is in view."""
+        return cls(v=PROTOCOL_VERSION, room=room, seq=seq, time=time, state="empty")
+
+    @classmethod
+    def of_artwork(cls, room: str, seq: int, time: float, artwork_id: str | None,
+                   confidence: float, encoder: str, embedding: np.ndarray,
+                   features: dict[str, float],
+                   quad: list[tuple[float, float]] | None = None) -> ArtworkView:
+        """A view of one artwork, its embedding wrapped for the wire."""
+        return cls(v=PROTOCOL_VERSION, room=room, seq=seq, time=time, state="artwork",
+                   artwork_id=artwork_id, confidence=confidence, quad=quad, encoder=encoder,
+                   embedding=Array.from_numpy(embedding), features=features)
+
+    @property
+    def key(self) -> str:
+        """What identifies "the same artwork" for caching and change detection."""
+        if self.state == "empty":
+            return "<empty>"
+        return self.artwork_id or f"<unnamed:{self.seq}>"
+
 
 class AudioChunk(_Message, tag="audio_chunk", frozen=True):
     """A block of generated audio placed on the room's sample timeline.

@@ -374,9 +374,7 @@ class DiffusionGenerator:
 
     def prepare(self, view: ArtworkView) -> DiffusionCondition:
         """Tokens for this view (GPT-2 generation): once per artwork, cached by the session."""
-        from engine.streaming import view_key
-
-        key = view_key(view)
+        key = view.key
         if view.state == "empty":
             return DiffusionCondition(key, self.model.unconditional_tokens, True, 0.0)
         if view.embedding is None:
