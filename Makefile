@@ -36,7 +36,7 @@ test: $(DEV)
 
 lint: $(DEV)
 	$(BIN)/ruff check .
-	$(BIN)/mypy ground installation engine capture audio_out
+	$(BIN)/mypy ground installation engine capture audio_out training
 
 bench: $(BASE)
 	$(BIN)/art2mus bench generator

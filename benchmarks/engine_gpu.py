@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.diffusion.cli import bench_engine  # noqa: E402
-from engine.diffusion.model import (  # noqa: E402
+from engine.generators.diffusion.cli import bench_engine  # noqa: E402
+from engine.generators.diffusion.model import (  # noqa: E402
     SPEC_FILE,
     audioldm2_component_configs,
     make_tiny_model,
@@ -58,7 +58,7 @@ def main() -> None:
                           compile_mode=args.compile)
     import torch
 
-    from engine.diffusion.model import load_model
+    from engine.generators.diffusion.model import load_model
 
     model = load_model(folder, "cpu", "float32") if args.tiny else None
     if model is not None:

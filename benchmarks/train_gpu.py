@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.diffusion.model import (  # noqa: E402
+from engine.generators.diffusion.model import (  # noqa: E402
     SPEC_FILE,
     audioldm2_component_configs,
     make_tiny_model,
     write_model,
 )
-from engine.diffusion.training.bench import bench_training  # noqa: E402
+from training.bench import bench_training  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:

@@ -2,8 +2,10 @@
 
 Modules, in the order a frame meets them:
 
-- ``sources``: where frames come from (the built-in demo camera, a camera, a
-  video file, a folder of images).
+- ``frames``: the frame and the frame-source protocol every source and the loop
+  share (a frame may carry its source's ground truth).
+- ``sources``: where frames come from (a camera, a video file, a folder of
+  images, or the demo camera from ``synthetic``).
 - ``detect``: finding the painting's quadrilateral (picture, not frame), rectifying
   it, and choosing the primary one with hysteresis.
 - ``catalogue``: recognising a view against a folder of known works (ORB + RANSAC,
@@ -13,9 +15,11 @@ Modules, in the order a frame meets them:
 - ``descriptor``: the interpretable visual descriptor (named features + vector).
 - ``encoders``: the embedding: the descriptor, or an ONNX image tower (CLIP).
 - ``loop``: the per-room loop that ties them together and publishes.
+- ``watch``: a source wrapper telling the role that the loop lives and the camera delivers.
 - ``recognise``: detection + recognition of every artwork in a still image.
-- ``artworks``, ``scenes``: procedural paintings and synthetic gallery scenes with
-  ground truth, for the demo, the tests and ``bench``.
+- ``synthetic``: worlds we built: procedural paintings (``artworks``), gallery
+  scenes with ground truth (``scenes``) for the tests and ``bench``, and the
+  demo's virtual camera (``camera``).
 - ``bench``, ``cli``: ``art2mus bench capture``, ``art2mus detect``, ``export-encoder``.
 - ``role``: the ZeroMQ wiring that runs the loop as a process.
 

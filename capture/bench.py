@@ -1,7 +1,7 @@
 """``art2mus bench capture``: detection, corner accuracy, recognition and speed on synthetic scenes.
 
 Where it sits: a technician's (and CI's) measure of the capture front end,
-on the fixed, seeded scene set of :mod:`capture.scenes` (200 scenes at
+on the fixed, seeded scene set of :mod:`capture.synthetic.scenes` (200 scenes at
 1280x720, a 50-artwork catalogue written to a temporary folder and indexed
 by :mod:`capture.catalogue`). Everything runs on one core
 (``cv2.setNumThreads(1)``), as the capture role does.
@@ -106,7 +106,7 @@ def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50
     from capture.catalogue import Catalogue
     from capture.detect import detect_artworks
     from capture.recognise import detect_and_recognise
-    from capture.scenes import SceneGenerator, write_catalogue
+    from capture.synthetic.scenes import SceneGenerator, write_catalogue
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)

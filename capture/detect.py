@@ -532,23 +532,6 @@ def _evenness(inner: np.ndarray, outer: np.ndarray) -> float:
     return max(min(insets), 0.0) / max(max(insets), 1e-6)
 
 
-def _band_edge_density(edges: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> float:
-    """Edge pixels per pixel in the band between two nested quads, away from both outlines."""
-    x, y, w, h = cv2.boundingRect(outer.astype(np.int32))
-    x0, y0 = max(x - 1, 0), max(y - 1, 0)
-    crop = edges[y0:y + h + 1, x0:x + w + 1]
-    offset = np.array([x0, y0], np.float32)
-    mask = np.zeros(crop.shape, np.uint8)
-    cv2.fillConvexPoly(mask, np.round(outer - offset).astype(np.int32), 255)
-    cv2.fillConvexPoly(mask, np.round(inner - offset).astype(np.int32), 0)
-    # Stay clear of the two outlines themselves (they are edges by definition).
-    band = cv2.erode(mask, np.ones((7, 7), np.uint8))
-    total = int(np.count_nonzero(band))
-    if total < 20:
-        return 0.0  # a band too thin to hold content: nested outlines of one edge
-    return float(np.count_nonzero(crop[band > 0])) / total
-
-
 def _pick_pictures(
     candidates: list[tuple[np.ndarray, float, float]], grey: np.ndarray,
 ) -> list[tuple[np.ndarray, float, float]]:

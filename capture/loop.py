@@ -38,13 +38,13 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from capture.artworks import artwork_style
 from capture.catalogue import SQUARE, Catalogue
 from capture.config import CaptureConfig
 from capture.descriptor import Descriptor, describe_image
 from capture.detect import Detection, PrimarySelector, detect_artworks, rectify
 from capture.encoders import ImageEncoder, make_encoder
-from capture.sources import Clock, DemoCamera, FrameSource, open_source
+from capture.frames import Clock, Frame, FrameSource
+from capture.sources import open_source
 from capture.stability import (
     ArtworkMemory,
     Sighting,
@@ -53,7 +53,7 @@ from capture.stability import (
     glance_signature,
 )
 from ground.events import EventSink
-from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
+from ground.protocol import ArtworkView
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class CaptureLoop:
         self._descriptor: Descriptor | None = None
         self._artwork_id: str | None = None
         self._last_publish = -float("inf")
-        self._truth_index: int | None = None  # demo ground truth, for "source_change"
+        self._truth_index: int | None = None  # a source's ground truth, for "source_change"
         self._stats_since = clock()
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0}
 
@@ -202,7 +202,7 @@ class CaptureLoop:
         if frame is None:
             return self._heartbeat(self._clock())
         now = frame.timestamp
-        self._note_ground_truth(now)
+        self._note_ground_truth(frame)
 
         detections = detect_artworks(frame.image, self.config.detect_width)
         primary = self.selector.select(detections, frame.image.shape)
@@ -320,23 +320,17 @@ class CaptureLoop:
     def _make_view(self, now: float, state: str, confidence: float,
                    quad: np.ndarray | None) -> ArtworkView:
         self._seq += 1
-        descriptor = self._descriptor if state == "artwork" else None
-        return ArtworkView(
-            v=PROTOCOL_VERSION,
-            room=self.room_id,
-            seq=self._seq,
-            time=now,
-            state="artwork" if state == "artwork" else "empty",
-            artwork_id=self._artwork_id if state == "artwork" else None,
-            confidence=float(np.clip(confidence, 0.0, 1.0)),
-            quad=([(float(x), float(y)) for x, y in quad]
-                  if quad is not None and state == "artwork" else None),
-            encoder=self.encoder.name if descriptor is not None else "",
-            embedding=(Array.from_numpy(self._embedding if self._embedding is not None
-                                        else descriptor.vector)
-                       if descriptor is not None else None),
-            features=dict(descriptor.features) if descriptor is not None else {},
-        )
+        confidence = float(np.clip(confidence, 0.0, 1.0))
+        if state != "artwork":
+            return ArtworkView.empty(self.room_id, now, self._seq, confidence)
+        descriptor = self._descriptor
+        embedding = None if descriptor is None else (
+            self._embedding if self._embedding is not None else descriptor.vector)
+        return ArtworkView.of_artwork(
+            self.room_id, self._seq, now, self._artwork_id, confidence,
+            self.encoder.name if descriptor is not None else "", embedding,
+            dict(descriptor.features) if descriptor is not None else {},
+            quad=[(float(x), float(y)) for x, y in quad] if quad is not None else None)
 
     def _send(self, view: ArtworkView) -> ArtworkView:
         self._view = view
@@ -347,16 +341,16 @@ class CaptureLoop:
 
     # -- instrumentation --
 
-    def _note_ground_truth(self, now: float) -> None:
-        # The demo camera knows when it turned to the next painting; logging that
-        # lets the demo report measure detection delay against the truth.
-        if not isinstance(self.source, DemoCamera):
+    def _note_ground_truth(self, frame: Frame) -> None:
+        # A synthetic source (the demo camera) knows when it turned to the next
+        # painting; logging that lets the demo report measure detection delay
+        # against the truth. Real cameras send no truth.
+        truth = frame.truth
+        if truth is None or truth.artwork_index == self._truth_index:
             return
-        index = self.source.artwork_index_at(now)
-        if index != self._truth_index:
-            self._truth_index = index
-            self._log_event("source_change", time=self.source.change_time(now),
-                            artwork_index=index, style=artwork_style(index))
+        self._truth_index = truth.artwork_index
+        self._log_event("source_change", time=truth.since, artwork_index=truth.artwork_index,
+                        style=truth.style)
 
     def _maybe_log_stats(self, now: float) -> None:
         elapsed = now - self._stats_since

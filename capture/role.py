@@ -19,8 +19,6 @@ so the engine moves the room to its empty-room ambience after
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +26,8 @@ import zmq
 
 from capture.config import CaptureConfig
 from capture.loop import CaptureLoop
-from capture.sources import Frame, FrameSource, open_source
+from capture.sources import open_source
+from capture.watch import FrameWatch
 from ground.config import NetworkConfig, SecurityConfig
 from ground.events import EventSink
 from ground.health import Heartbeat
@@ -36,41 +35,6 @@ from ground.metrics import Metrics
 from ground.protocol import ArtworkView, Control
 from ground.security import curve_keys
 from ground.transport import Inbox, make_socket, send
-
-
-class FrameWatch:
-    """Watches a frame source's reads: heartbeats from the loop thread, and when frames came.
-
-    :meth:`attach` wraps the source's ``read`` on that one object rather than
-    wrapping the object, so the loop still sees the source's own type (the
-    demo camera's ground-truth events depend on it).
-    """
-
-    def __init__(self, heartbeat: Heartbeat, status: Callable[[], dict[str, Any]]) -> None:
-        self.heartbeat = heartbeat
-        self.status = status  # called only when a beat is due, to build the health record
-        self.last_frame_at = time.monotonic()
-        self.frames = 0
-
-    def attach(self, source: FrameSource) -> FrameSource:
-        """Make ``source.read`` report to this watch; returns ``source``."""
-        read = source.read
-
-        def watched_read() -> Frame | None:
-            frame = read()
-            if frame is not None:
-                self.last_frame_at = time.monotonic()
-                self.frames += 1
-            if self.heartbeat.due():
-                self.heartbeat.beat(self.status())
-            return frame
-
-        source.read = watched_read  # type: ignore[method-assign]
-        return source
-
-    def no_frames_for(self) -> float:
-        """Seconds since the source last delivered a frame."""
-        return time.monotonic() - self.last_frame_at
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engine.diffusion.config import DiffusionConfig
-from engine.procedural.config import ProceduralConfig
+from engine.generators.diffusion.config import DiffusionConfig
+from engine.generators.procedural.config import ProceduralConfig
 from ground.config import NetworkConfig, SecurityConfig
 
 

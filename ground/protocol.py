@@ -169,19 +169,23 @@ class ArtworkView(_Message, tag="artwork_view", frozen=True):
                         msgspec.Meta(max_length=MAX_FEATURES)] = {}
 
     @classmethod
-    def empty(cls, room: str, time: float, seq: int = 0) -> ArtworkView:
-        """An empty wall: what a room sees before capture reports, or when no work is in view."""
-        return cls(v=PROTOCOL_VERSION, room=room, seq=seq, time=time, state="empty")
+    def empty(cls, room: str, time: float, seq: int = 0, confidence: float = 0.0
+              ) -> ArtworkView:
+        """An empty wall: what a room sees before capture reports, or when no work is in view
+        (``confidence``: how sure capture is that the wall is bare)."""
+        return cls(v=PROTOCOL_VERSION, room=room, seq=seq, time=time, state="empty",
+                   confidence=confidence)
 
     @classmethod
     def of_artwork(cls, room: str, seq: int, time: float, artwork_id: str | None,
-                   confidence: float, encoder: str, embedding: np.ndarray,
+                   confidence: float, encoder: str, embedding: np.ndarray | None,
                    features: dict[str, float],
                    quad: list[tuple[float, float]] | None = None) -> ArtworkView:
-        """A view of one artwork, its embedding wrapped for the wire."""
+        """A view of one artwork, its embedding (if described yet) wrapped for the wire."""
         return cls(v=PROTOCOL_VERSION, room=room, seq=seq, time=time, state="artwork",
                    artwork_id=artwork_id, confidence=confidence, quad=quad, encoder=encoder,
-                   embedding=Array.from_numpy(embedding), features=features)
+                   embedding=None if embedding is None else Array.from_numpy(embedding),
+                   features=features)
 
     @property
     def key(self) -> str:

@@ -222,14 +222,11 @@ def _check_writable(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> 
 
 def _view_for_image(image: Any, room: str = "render") -> Any:
     from capture.descriptor import ENCODER_NAME, describe_image
-    from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
+    from ground.protocol import ArtworkView
 
     descriptor = describe_image(image)
-    return ArtworkView(
-        v=PROTOCOL_VERSION, room=room, seq=0, time=time.time(), state="artwork",
-        artwork_id="render", confidence=1.0, encoder=ENCODER_NAME,
-        embedding=Array.from_numpy(descriptor.vector), features=descriptor.features,
-    )
+    return ArtworkView.of_artwork(room, 0, time.time(), "render", 1.0, ENCODER_NAME,
+                                  descriptor.vector, descriptor.features)
 
 
 @cli.command()
@@ -331,7 +328,7 @@ def bench() -> None:
 @click.option("--json", "as_json", is_flag=True, default=True)
 def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> None:
     """Real-time factor of the configured generator on this machine, one room, one core."""
-    from capture.artworks import ARTWORK_STYLES, make_artwork
+    from capture.synthetic.artworks import ARTWORK_STYLES, make_artwork
     from engine.config import EngineConfig
     from engine.generators import make_generator
     from engine.streaming import render_offline
@@ -353,12 +350,16 @@ def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> 
 
 def _register_commands() -> None:
     """Add the commands other packages define (their heavy imports happen when one runs)."""
-    from engine.diffusion.cli import bench_commands, commands
+    from engine.generators.diffusion.cli import bench_commands, commands
 
     for command in commands:
         cli.add_command(command)
     for command in bench_commands:
         bench.add_command(command)
+    from training.cli import commands as training_commands
+
+    for command in training_commands:
+        cli.add_command(command)
     from audio_out.bench import bench_commands as audio_bench_commands
 
     for command in audio_bench_commands:

@@ -315,7 +315,7 @@ class _Checks:
             self.existing_file("engine.procedural.soundfont", engine.procedural.soundfont,
                                "a SoundFont (.sf2) file")
         if engine.generator == "diffusion":
-            from engine.diffusion.model import check_folder
+            from engine.generators.diffusion.model import check_folder
 
             try:
                 check_folder(Path(engine.diffusion.model))

@@ -39,8 +39,9 @@ import os
 import socketserver
 import sys
 import threading
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ground.errors import DependencyError
 from ground.events import EventSink
@@ -48,9 +49,6 @@ from ground.params import ALIASES, PARAMETERS, live_value
 from installation.config import OscConfig
 from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
 from installation.status import room_summary
-
-if TYPE_CHECKING:
-    from installation.supervisor import Supervisor
 
 #: The room-state addresses OSC out sends, in order.
 STATE_FIELDS = ("artwork_id", "confidence", "key", "tempo", "level", "health")
@@ -242,21 +240,30 @@ class OscControlServer:
 
 
 class OscStateSender:
-    """Sends every room's state to each target, ``send_hz`` times a second."""
+    """Sends every room's state to each target, ``send_hz`` times a second.
 
-    def __init__(self, config: OscConfig, supervisor: Supervisor) -> None:
+    ``rows`` gives every role's state and last health record (the supervisor's
+    :meth:`~installation.supervisor.Supervisor.role_rows`); ``rooms`` are the
+    room ids to report, in order.
+    """
+
+    def __init__(self, config: OscConfig, rows: Callable[[], list[dict[str, Any]]],
+                 rooms: Sequence[str], log_event: EventSink) -> None:
         osc = _import_osc()
         self.config = config
-        self.supervisor = supervisor
+        self.rows = rows
+        self.rooms = tuple(rooms)
+        self.log_event = log_event
         self.clients = [osc.udp_client.SimpleUDPClient(*_split(a)) for a in config.send]
         self.sent = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def start(cls, config: OscConfig, supervisor: Supervisor) -> OscStateSender:
+    def start(cls, config: OscConfig, rows: Callable[[], list[dict[str, Any]]],
+              rooms: Sequence[str], log_event: EventSink) -> OscStateSender:
         """Send from a thread of its own."""
-        self = cls(config, supervisor)
+        self = cls(config, rows, rooms, log_event)
         self._thread = threading.Thread(target=self._run, name="osc-out", daemon=True)
         self._thread.start()
         return self
@@ -267,18 +274,18 @@ class OscStateSender:
             try:
                 self.send_once()
             except OSError as error:  # a target's network is down: try again next period
-                self.supervisor.log_event("osc_send_failed", error=str(error))
+                self.log_event("osc_send_failed", error=str(error))
 
     def send_once(self) -> None:
         """Send the current state of every room to every target."""
-        rows = self.supervisor.role_rows()
+        rows = self.rows()
         prefix = self.config.prefix.rstrip("/")
-        for room in self.supervisor.config.rooms:
-            summary = room_summary(rows, room.id)
+        for room in self.rooms:
+            summary = room_summary(rows, room)
             for name in STATE_FIELDS:
                 value = summary[name]
                 for client in self.clients:
-                    client.send_message(f"{prefix}/{room.id}/{name}", value)
+                    client.send_message(f"{prefix}/{room}/{name}", value)
                     self.sent += 1
 
     def close(self) -> None:

@@ -35,15 +35,15 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ground.errors import ConfigError
+from ground.events import EventSink
 from installation.config import InstallationConfig, load_config
-
-if TYPE_CHECKING:
-    from installation.supervisor import Supervisor
+from installation.control import ControlHub
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,23 @@ def plan_reload(old: InstallationConfig, new: InstallationConfig) -> ReloadPlan:
 
 
 class ConfigWatcher:
-    """Polls one config file and applies valid edits to a running supervisor."""
+    """Polls one config file and applies valid edits through the callables it was given.
 
-    def __init__(self, path: Path, supervisor: Supervisor, current: InstallationConfig) -> None:
+    It knows nothing of the supervisor: live parameters go to ``hub``, the
+    supervisor and control settings to ``apply``, a surface change to
+    ``restart_surfaces`` (after ``apply``, so the surfaces reopen with the new
+    settings), and what happened to ``log_event``.
+    """
+
+    def __init__(self, path: Path, current: InstallationConfig, *, hub: ControlHub,
+                 apply: Callable[[InstallationConfig], None],
+                 restart_surfaces: Callable[[], None], log_event: EventSink) -> None:
         self.path = Path(path)
-        self.supervisor = supervisor
         self.current = current
+        self.hub = hub
+        self.apply = apply
+        self.restart_surfaces = restart_surfaces
+        self.log_event = log_event
         self._mtime = self._stat()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -133,10 +144,12 @@ class ConfigWatcher:
         self.reloads = 0
 
     @classmethod
-    def start_for(cls, supervisor: Supervisor) -> ConfigWatcher:
-        """Watch ``supervisor.source_path`` from a thread of its own."""
-        assert supervisor.source_path is not None
-        watcher = cls(supervisor.source_path, supervisor, supervisor.config)
+    def start(cls, path: Path, current: InstallationConfig, *, hub: ControlHub,
+              apply: Callable[[InstallationConfig], None],
+              restart_surfaces: Callable[[], None], log_event: EventSink) -> ConfigWatcher:
+        """Watch ``path`` from a thread of its own."""
+        watcher = cls(path, current, hub=hub, apply=apply, restart_surfaces=restart_surfaces,
+                      log_event=log_event)
         watcher._thread = threading.Thread(target=watcher._run, name="config-watch", daemon=True)
         watcher._thread.start()
         return watcher
@@ -153,7 +166,7 @@ class ConfigWatcher:
             try:
                 self.check()
             except Exception as exc:  # noqa: BLE001 - the watcher must outlive a bad edit
-                self.supervisor.log_event("config_reload_failed", error=repr(exc))
+                self.log_event("config_reload_failed", error=repr(exc))
 
     def check(self) -> ReloadPlan | None:
         """One poll: None when the file did not change (or was refused), else what was done."""
@@ -161,7 +174,7 @@ class ConfigWatcher:
         if stamp is None or stamp == self._mtime:
             return None
         self._mtime = stamp
-        log_event = self.supervisor.log_event
+        log_event = self.log_event
         try:
             new = load_config(self.path)
         except ConfigError as error:
@@ -172,13 +185,13 @@ class ConfigWatcher:
         plan = plan_reload(self.current, new)
         for name, value, room in plan.sets:
             try:
-                self.supervisor.hub.set(name, value, room, source="reload")
+                self.hub.set(name, value, room, source="reload")
             except ValueError as error:  # validation refuses NaN/inf first; never half-apply
                 log_event("config_value_refused", name=name, room=room, error=str(error))
         if plan.supervisor or plan.surfaces:
-            self.supervisor.apply_config(new)
+            self.apply(new)
         if plan.surfaces:
-            self.supervisor.restart_surfaces()
+            self.restart_surfaces()
         self.current = new
         self.reloads += 1
         log_event("config_reloaded", path=str(self.path), applied=plan.applied,

@@ -73,6 +73,7 @@ from ground.transport import make_socket, send
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.status import write_status
+from installation.surfaces import Service, start_surfaces, start_watcher
 
 _PR_SET_PDEATHSIG = 1
 #: Exit codes that mean "fix the config or the input": restarting will not help.
@@ -244,7 +245,8 @@ class Supervisor:
         self._context: zmq.Context = zmq.Context.instance()
         self._control = make_socket(self._context, zmq.PUB, config.network.control, bind=True,
                                     curve=curve_keys(config.security))
-        self._services: list[Any] = []
+        self._watcher: Service | None = None
+        self._surfaces: list[Service] = []
         self._next_status = 0.0
         self._next_resend = time.monotonic() + config.control.resend_every_s
         self.sent_controls = 0
@@ -527,30 +529,40 @@ class Supervisor:
         return [role for role in self.roles if role.failed]
 
     def _start_services(self) -> None:
-        """The control surfaces and the config watcher the config asks for."""
-        from installation.surfaces import start_surfaces
+        """The config watcher and the control surfaces the config asks for."""
+        self._watcher = start_watcher(self.source_path, self.config, hub=self.hub,
+                                      apply=self.apply_config,
+                                      restart_surfaces=self.restart_surfaces,
+                                      log_event=self.log_event)
+        self._open_surfaces()
 
-        self._services = start_surfaces(self)
+    def _open_surfaces(self) -> None:
+        """Open MIDI and OSC with the current control settings."""
+        self._surfaces = start_surfaces(self.config.control, hub=self.hub,
+                                        log_event=self.log_event, rows=self.role_rows,
+                                        rooms=[room.id for room in self.config.rooms])
 
     def restart_surfaces(self) -> None:
         """Reopen MIDI and OSC with the current control settings (after a reload)."""
-        from installation.reload import ConfigWatcher
-        from installation.surfaces import start_surfaces
+        self._close_all(self._surfaces)
+        self._open_surfaces()
 
-        keep = [s for s in self._services if isinstance(s, ConfigWatcher)]
-        self._stop_services([s for s in self._services if not isinstance(s, ConfigWatcher)])
-        self._services = keep + start_surfaces(self, watch=False)
+    def _stop_services(self) -> None:
+        """Close the surfaces, then the watcher (the reverse of their start)."""
+        self._close_all(self._surfaces)
+        self._surfaces = []
+        if self._watcher is not None:
+            self._close_all([self._watcher])
+            self._watcher = None
 
-    def _stop_services(self, services: list[Any] | None = None) -> None:
-        services = self._services if services is None else services
+    def _close_all(self, services: list[Service]) -> None:
+        """Close ``services`` newest first; a failure is reported and the rest still close."""
         for service in reversed(services):
             try:
                 service.close()
             except Exception as exc:  # noqa: BLE001 - shutting down: report, keep going
                 self.log_event("service_close_failed", service=type(service).__name__,
                                error=str(exc))
-        if services is self._services:
-            self._services = []
 
     def apply_config(self, config: InstallationConfig) -> None:
         """Take a reloaded config's supervisor and control settings (live fields only)."""

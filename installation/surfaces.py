@@ -5,50 +5,79 @@ Each service runs in its own thread(s), feeds the supervisor's
 machine cannot provide (no MIDI back end, an OSC port in use) is reported
 once in the log and the installation runs without it: music must not stop
 because a knob is missing.
+
+The services are handed the narrow things they use (the hub, an event sink,
+callables for the role rows and for taking a reloaded config), never the
+supervisor itself.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from ground.errors import Art2MusError
-
-if TYPE_CHECKING:
-    from installation.supervisor import Supervisor
+from ground.events import EventSink
+from installation.config import ControlConfig, InstallationConfig
+from installation.control import ControlHub
+from installation.reload import ConfigWatcher
 
 log = logging.getLogger(__name__)
 
+_S = TypeVar("_S")
 
-def start_surfaces(supervisor: Supervisor, watch: bool = True) -> list[Any]:
-    """Start what ``supervisor.config`` asks for (``watch``: the config watcher too)."""
-    config = supervisor.config
-    services: list[Any] = []
 
-    def attempt(what: str, start: Any) -> None:
-        try:
-            services.append(start())
-        except (Art2MusError, OSError) as error:
-            supervisor.log_event("surface_unavailable", surface=what, error=str(error))
-            log.warning("%s unavailable: %s", what, error)
+class Service(Protocol):
+    """A running control service: it only needs to be closed."""
 
-    if watch and supervisor.source_path is not None and config.control.reload:
-        from installation.reload import ConfigWatcher
+    def close(self) -> None:
+        """Stop the service and release what it holds."""
 
-        attempt("config reload", lambda: ConfigWatcher.start_for(supervisor))
-    osc = config.control.osc
+
+def _attempt(what: str, start: Callable[[], _S], log_event: EventSink) -> _S | None:
+    """Start one service; one the machine cannot provide is reported and skipped (None)."""
+    try:
+        return start()
+    except (Art2MusError, OSError) as error:
+        log_event("surface_unavailable", surface=what, error=str(error))
+        log.warning("%s unavailable: %s", what, error)
+        return None
+
+
+def start_watcher(path: Path | None, current: InstallationConfig, *, hub: ControlHub,
+                  apply: Callable[[InstallationConfig], None],
+                  restart_surfaces: Callable[[], None],
+                  log_event: EventSink) -> ConfigWatcher | None:
+    """Watch ``path`` for edits when there is one and ``[control] reload`` asks for it."""
+    if path is None or not current.control.reload:
+        return None
+    return _attempt("config reload", lambda: ConfigWatcher.start(
+        path, current, hub=hub, apply=apply, restart_surfaces=restart_surfaces,
+        log_event=log_event), log_event)
+
+
+def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventSink,
+                   rows: Callable[[], list[dict[str, Any]]],
+                   rooms: Sequence[str]) -> list[Service]:
+    """Start the OSC and MIDI surfaces ``control`` asks for (``rows``, ``rooms``: OSC out)."""
+    started: list[Service | None] = []
+    osc = control.osc
     if osc.listen:
         from installation.osc import OscControlServer
 
-        attempt("OSC in", lambda: OscControlServer.start(osc, supervisor.hub, supervisor.log_event))
+        started.append(_attempt("OSC in", lambda: OscControlServer.start(osc, hub, log_event),
+                                log_event))
     if osc.send:
         from installation.osc import OscStateSender
 
-        attempt("OSC out", lambda: OscStateSender.start(osc, supervisor))
-    midi = config.control.midi
+        started.append(_attempt("OSC out", lambda: OscStateSender.start(osc, rows, rooms,
+                                                                         log_event), log_event))
+    midi = control.midi
     if midi.port or midi.virtual:
         from installation.midi_in import MidiControlInput
 
-        attempt("MIDI in", lambda: MidiControlInput.open(midi, supervisor.hub,
-                                                         supervisor.log_event))
-    return services
+        started.append(_attempt("MIDI in", lambda: MidiControlInput.open(midi, hub, log_event),
+                                log_event))
+    return [service for service in started if service is not None]

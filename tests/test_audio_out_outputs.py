@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,22 +27,96 @@ def no_portaudio() -> Any:
     raise OSError("PortAudio library not found")
 
 
-def test_null_output_runs_at_real_time_pace() -> None:
-    frames = []
+class VirtualTime:
+    """The null sink's clock, moved only by its waits and by the work ``fill`` pretends to do."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class VirtualEvent:
+    """The null sink's stop event on :class:`VirtualTime`: waiting moves the clock, not us."""
+
+    def __init__(self, clock: VirtualTime) -> None:
+        self.clock = clock
+        self.flag = False
+
+    def set(self) -> None:
+        self.flag = True
+
+    def clear(self) -> None:
+        self.flag = False
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def wait(self, timeout: float) -> bool:
+        self.clock.now += timeout
+        return self.flag
+
+
+def _virtual_null_output(monkeypatch: pytest.MonkeyPatch, fill: Any
+                         ) -> tuple[NullOutput, VirtualTime, VirtualEvent]:
+    """A 16 kHz null sink of 256-frame blocks whose pacing runs on a virtual clock."""
+    clock = VirtualTime()
+    stop = VirtualEvent(clock)
+    monkeypatch.setattr(outputs, "time", clock)
+    monkeypatch.setattr(outputs, "threading",
+                        SimpleNamespace(Event=lambda: stop, Thread=threading.Thread))
+    return NullOutput(16000, 2, 256, fill), clock, stop
+
+
+def test_null_output_runs_at_real_time_pace(monkeypatch: pytest.MonkeyPatch) -> None:
+    filled_at: list[float] = []
 
     def fill(out: np.ndarray) -> None:
         out.fill(0.25)
-        frames.append(out.shape[0])
+        filled_at.append(clock.now)
+        if len(filled_at) == 100:
+            stop.set()
+            done.set()
 
-    sink = NullOutput(16000, 2, 256, fill)
-    began = time.monotonic()
+    done = threading.Event()
+    sink, clock, stop = _virtual_null_output(monkeypatch, fill)
     sink.start()
-    time.sleep(1.0)
+    assert done.wait(10.0)
     sink.stop()
-    elapsed = time.monotonic() - began
-    played = sum(frames) / 16000
-    assert played == pytest.approx(elapsed, rel=0.10)
-    assert sink.stats.calls == len(frames) and sink.frames_played == sum(frames)
+    period = 256 / 16000
+    # block k is asked for when the clock reaches k blocks of audio: never ahead, never behind
+    assert filled_at == pytest.approx([k * period for k in range(100)], abs=1e-9)
+    assert clock.now == pytest.approx(100 * period, abs=1e-9)
+    assert sink.stats.calls == 100 and sink.frames_played == 100 * 256
+    assert sink.stats.output_underflows == 0
+
+
+def test_null_output_resynchronises_after_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    filled_at: list[float] = []
+
+    def fill(out: np.ndarray) -> None:
+        filled_at.append(clock.now)
+        if len(filled_at) == 3:
+            clock.now += 0.5  # one slow block: far more than max_behind_s
+        if len(filled_at) == 6:
+            stop.set()
+            done.set()
+
+    done = threading.Event()
+    sink, clock, stop = _virtual_null_output(monkeypatch, fill)
+    sink.start()
+    assert done.wait(10.0)
+    sink.stop()
+    period = 256 / 16000
+    stalled = 2 * period + 0.5
+    # no burst to catch up: pacing starts again from the end of the stall
+    assert filled_at == pytest.approx([0.0, period, 2 * period, stalled, stalled + period,
+                                       stalled + 2 * period], abs=1e-9)
+    assert sink.stats.output_underflows == 1
 
 
 def test_array_output_pulls_blocks_through_fill() -> None:

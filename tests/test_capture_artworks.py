@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from capture.artworks import ARTWORK_ASPECTS, ARTWORK_STYLES, artwork_style, make_artwork
 from capture.config import StabilityConfig
 from capture.descriptor import describe_image, descriptor_distance
+from capture.synthetic.artworks import ARTWORK_ASPECTS, ARTWORK_STYLES, artwork_style, make_artwork
 
 THRESHOLD = StabilityConfig().same_artwork_distance
 

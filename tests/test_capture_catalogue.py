@@ -13,7 +13,7 @@ import pytest
 import capture.recognise
 from capture.catalogue import INDEX_FILE, SQUARE, Catalogue
 from capture.detect import quad_iou, rectify
-from capture.scenes import SceneGenerator, catalogue_artwork, write_catalogue
+from capture.synthetic.scenes import SceneGenerator, catalogue_artwork, write_catalogue
 from ground.errors import InputError
 
 SIZE = 12

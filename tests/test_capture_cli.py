@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from capture.bench import match_quads, run_capture_bench
 from capture.cli import bench_capture_command, bench_commands, commands, detect_command
 from capture.detect import detect_artworks
-from capture.scenes import SceneGenerator, write_catalogue
+from capture.synthetic.scenes import SceneGenerator, write_catalogue
 from ground.errors import InputError
 
 SIZE = 12

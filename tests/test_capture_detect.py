@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from capture.artworks import make_artwork
 from capture.config import DemoSourceConfig, StabilityConfig
 from capture.descriptor import describe_image, descriptor_distance
 from capture.detect import (
@@ -20,7 +19,8 @@ from capture.detect import (
     quad_iou,
     rectify,
 )
-from capture.sources import DemoCamera
+from capture.synthetic.artworks import make_artwork
+from capture.synthetic.camera import DemoCamera
 
 START = 1000.0
 
@@ -235,7 +235,7 @@ def test_a_dark_canvas_on_a_dark_red_wall_is_found() -> None:
     # Seed 14 of the bench: the mandala's dark ground against a museum-red wall is
     # below the global Canny thresholds (the old finder saw nothing); the gradient,
     # amplified where local contrast is low, shows the outline.
-    from capture.scenes import SceneGenerator
+    from capture.synthetic.scenes import SceneGenerator
 
     scene = SceneGenerator().render(14)
     (painting,) = scene.paintings
@@ -325,14 +325,14 @@ def test_peeling_steps_in_past_a_visitor_hiding_part_of_one_side() -> None:
 def test_a_visitor_hiding_most_of_one_side_still_leaves_a_quad() -> None:
     # Seed 157 of the bench: a visitor in front of a canvas hides most of one side;
     # the other three and the stretch left are plainly its outline.
-    from capture.scenes import SceneGenerator
+    from capture.synthetic.scenes import SceneGenerator
 
     scene = SceneGenerator().render(157)
     assert _best_iou(scene.image, scene.paintings[0].quad) > 0.85
 
 
 def _bench_painting(seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-    from capture.scenes import SceneGenerator
+    from capture.synthetic.scenes import SceneGenerator
 
     scene = SceneGenerator().render(seed)
     return scene.image, scene.paintings[index].quad

@@ -15,7 +15,6 @@ transformers = pytest.importorskip(
 
 from click.testing import CliRunner  # noqa: E402
 
-from capture.artworks import make_artwork  # noqa: E402
 from capture.cli import export_encoder_command  # noqa: E402
 from capture.config import CaptureConfig, EncoderConfig  # noqa: E402
 from capture.descriptor import FEATURE_NAMES  # noqa: E402
@@ -25,6 +24,7 @@ from capture.encoders import (  # noqa: E402
     OnnxImageEncoder,
     make_encoder,
 )
+from capture.synthetic.artworks import make_artwork  # noqa: E402
 from ground.errors import InputError  # noqa: E402
 
 PROJECTION = 16

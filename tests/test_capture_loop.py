@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,15 @@ import cv2
 import numpy as np
 import pytest
 
-from capture.artworks import ARTWORK_ASPECTS, make_artwork
 from capture.config import CaptureConfig, DemoSourceConfig, RecognitionConfig, StabilityConfig
 from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
 from capture.detect import quad_iou
+from capture.frames import Frame
 from capture.loop import CaptureLoop
-from capture.sources import DemoCamera, Frame
+from capture.synthetic.artworks import ARTWORK_ASPECTS, make_artwork
+from capture.synthetic.camera import DemoCamera
+from capture.watch import FrameWatch
+from ground.health import Heartbeat
 from ground.protocol import ArtworkView, decode, encode
 
 FPS = 15.0
@@ -165,7 +167,8 @@ def test_a_painting_taken_down_becomes_an_empty_wall_after_the_grace_period() ->
     last = recorder.views[-1]
     assert last.state == "empty" and last.artwork_id is None and last.embedding is None
     assert last.quad is None and last.features == {}
-    assert recorder.of("source_change") == []  # only the demo camera itself reports truth
+    # The truth comes with the demo camera's frames, and stops with them.
+    assert [e["artwork_index"] for e in recorder.of("source_change")] == [0]
 
 
 class WithGap:
@@ -210,18 +213,34 @@ def test_run_paces_frames_and_closes_the_source() -> None:
         def close(self) -> None:
             self.closed = True
 
+    class StopAfter(threading.Event):
+        """The loop's stop event on the fake timer: waiting moves it; set after ``waits``."""
+
+        def __init__(self, timer: FakeClock, waits: int) -> None:
+            super().__init__()
+            self.timer, self.waits = timer, waits
+            self.waited: list[float] = []
+
+        def is_set(self) -> bool:
+            return len(self.waited) >= self.waits
+
+        def wait(self, timeout: float | None = None) -> bool:
+            assert timeout is not None
+            self.waited.append(timeout)
+            self.timer.t += timeout
+            return self.is_set()
+
     source = CountingSource()
     recorder = Recorder()
+    timer = FakeClock(0.0)
     loop = CaptureLoop("room-c", CaptureConfig(fps=20.0), recorder.publish, recorder.log_event,
-                       source=source)
-    stop = threading.Event()
-    worker = threading.Thread(target=loop.run, args=(stop,))
-    worker.start()
-    time.sleep(0.5)
-    stop.set()
-    worker.join(timeout=2.0)
-    assert not worker.is_alive() and source.closed
-    assert 6 <= source.reads <= 14  # ~10 at 20 fps, paced rather than spinning
+                       source=source, clock=FakeClock(), timer=timer)
+    stop = StopAfter(timer, waits=10)
+    loop.run(stop)
+    assert source.closed
+    # paced rather than spinning: one read per 1/20 s of the timer, each followed by a wait
+    assert source.reads == 10 and timer.t == pytest.approx(0.5)
+    assert stop.waited == pytest.approx([0.05] * 10)
     assert recorder.views == []  # nothing seen, nothing decided yet
 
 
@@ -320,3 +339,59 @@ def test_a_steady_load_settles_on_one_rate() -> None:
         history.append(rate.fps)
     assert len(set(history[-300:])) == 1  # no see-saw
     assert 0.09 <= 0.8 * rate.period_s and rate.fps >= 5.0
+
+
+class Blinking:
+    """A source that delivers a frame every other read."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.closed = False
+
+    def read(self) -> Frame | None:
+        self.reads += 1
+        if self.reads % 2:
+            return Frame(np.zeros((4, 4, 3), np.uint8), float(self.reads), self.reads)
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_watch_counts_frames_beats_and_closes_through_the_wrapper() -> None:
+    built: list[dict[str, Any]] = []
+
+    def status() -> dict[str, Any]:
+        built.append({"frames": watch.frames})
+        return built[-1]
+
+    watch = FrameWatch(Heartbeat(every_s=0.0, fd=None), status)
+    inner = Blinking()
+    source = watch.attach(inner)
+    assert type(inner).read is Blinking.read and "read" not in vars(inner)  # not patched
+    frames = [source.read() for _ in range(5)]
+    assert [f is not None for f in frames] == [True, False, True, False, True]
+    assert watch.frames == 3 and inner.reads == 5
+    assert [s["frames"] for s in built] == [1, 1, 2, 2, 3]  # a beat due on every read here
+    assert watch.no_frames_for() >= 0.0
+    source.close()
+    assert inner.closed
+
+
+def test_a_watched_demo_camera_still_reports_its_ground_truth() -> None:
+    # The frame watch wraps the source (it never patches it); the truth comes with the frames.
+    clock = FakeClock()
+    config = CaptureConfig(demo=DemoSourceConfig(artworks=2, dwell_s=2.0, width=320, height=180))
+    recorder = Recorder()
+    watch = FrameWatch(Heartbeat(fd=None), dict)
+    camera = DemoCamera(config.demo, clock)
+    loop = CaptureLoop("room-w", config, recorder.publish, recorder.log_event,
+                       source=watch.attach(camera), clock=clock)
+    while clock.t < 1005.0:
+        loop.step()
+        clock.t += 0.25
+    truths = recorder.of("source_change")
+    assert [t["artwork_index"] for t in truths] == [0, 1, 0]
+    assert [t["time"] for t in truths] == camera.change_times(1005.0)
+    assert list(truths[0]) == ["time", "artwork_index", "style"]
+    assert watch.frames == 20

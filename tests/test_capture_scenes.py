@@ -12,7 +12,7 @@ import pytest
 
 from capture.catalogue import _thumbnail
 from capture.detect import order_corners, rectify
-from capture.scenes import (
+from capture.synthetic.scenes import (
     CATALOGUE_SIZE,
     FRAME_KINDS,
     SceneGenerator,

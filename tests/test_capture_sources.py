@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from capture.config import CaptureConfig, DemoSourceConfig
-from capture.sources import DemoCamera, ImageFolderSource, VideoSource, open_source
+from capture.frames import FrameTruth
+from capture.sources import ImageFolderSource, VideoSource, open_source
+from capture.synthetic.artworks import artwork_style
+from capture.synthetic.camera import DemoCamera
 from ground.errors import InputError
 
 
@@ -31,8 +34,11 @@ def test_demo_camera_frames_and_ground_truth() -> None:
     assert frame is not None
     assert frame.image.shape == (720, 1280, 3) and frame.image.dtype == np.uint8
     assert frame.timestamp == 1000.0 and frame.index == 0
+    assert frame.truth == FrameTruth(0, artwork_style(0), 1000.0)
     clock.t = 1001.0
     assert camera.read().index == 1
+    clock.t = 1009.3  # the frame says what is in view, and since when
+    assert camera.read().truth == FrameTruth(2, artwork_style(2), 1008.0)
 
     assert [camera.artwork_index_at(1000.0 + t) for t in (0, 3.9, 4.0, 8.5, 12.1)] == \
         [0, 0, 1, 2, 0]
@@ -70,7 +76,7 @@ def test_image_folder_cycles_with_dwell(tmp_path: Path) -> None:
     for t in (0.0, 1.9, 2.0, 3.9, 4.0):
         clock.t = 1000.0 + t
         frame = source.read()
-        assert frame is not None and frame.timestamp == clock.t
+        assert frame is not None and frame.timestamp == clock.t and frame.truth is None
         values.append(int(frame.image[0, 0, 0]))
     assert values == [0, 0, 100, 100, 0]
     source.close()

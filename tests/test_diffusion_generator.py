@@ -13,14 +13,10 @@ torch = pytest.importorskip("torch", reason="needs the diffusion extra, which ma
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
 from engine.config import EngineConfig  # noqa: E402
-from engine.diffusion.config import DiffusionConfig  # noqa: E402
-from engine.diffusion.generator import DiffusionGenerator, slerp_tokens  # noqa: E402
-from engine.diffusion.model import ModelSpec, load_model  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    random_embedding,
-    tiny_model_dir,
-)
+from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.generators.diffusion.generator import DiffusionGenerator, slerp_tokens  # noqa: E402
+from engine.generators.diffusion.model import ModelSpec, load_model  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 from engine.streaming import RoomSession  # noqa: E402
 from ground.errors import ConfigError, InputError  # noqa: E402
 from ground.protocol import Array, ArtworkView, PlaybackClock  # noqa: E402
@@ -28,16 +24,6 @@ from ground.protocol import Array, ArtworkView, PlaybackClock  # noqa: E402
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
 WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=2)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models")
-
-
-@pytest.fixture(scope="module")
-def model(folder: Path) -> Any:
-    return load_model(folder)
 
 
 def make(model: Any, sample_rate: int = 16000, channels: int = 1, **overrides: Any
@@ -63,9 +49,9 @@ def stream(generator: DiffusionGenerator, condition: Any, sizes: list[int], seed
     return np.concatenate(parts)
 
 
-def test_from_config_loads_through_the_user_path(folder: Path) -> None:
+def test_from_config_loads_through_the_user_path(tiny_model_folder: Path) -> None:
     config = EngineConfig(generator="diffusion", sample_rate=48000, channels=2,
-                          diffusion=DiffusionConfig(model=str(folder), **WINDOW))
+                          diffusion=DiffusionConfig(model=str(tiny_model_folder), **WINDOW))
     generator = DiffusionGenerator.from_config(config)
     condition = generator.prepare(view("a", 1))
     out, _ = generator.generate(generator.start(condition, 0, 0, None), condition, 4800)
@@ -74,8 +60,8 @@ def test_from_config_loads_through_the_user_path(folder: Path) -> None:
     assert np.abs(out.audio).max() > 0.0
 
 
-def test_wrong_embedding_width_names_both_shapes(model: Any) -> None:
-    generator = make(model)
+def test_wrong_embedding_width_names_both_shapes(tiny_model: Any) -> None:
+    generator = make(tiny_model)
     with pytest.raises(InputError) as error:
         generator.prepare(view("a", 1, dim=512))
     assert "expected shape (1024,)" in str(error.value)
@@ -83,30 +69,30 @@ def test_wrong_embedding_width_names_both_shapes(model: Any) -> None:
     assert "room 'r'" in str(error.value)
 
 
-def test_window_not_fitting_the_unet_is_refused(model: Any) -> None:
+def test_window_not_fitting_the_unet_is_refused(tiny_model: Any) -> None:
     with pytest.raises(ConfigError, match="engine.diffusion.window_s"):
-        make(model, window_s=1.30)
+        make(tiny_model, window_s=1.30)
 
 
-def test_empty_wall_has_a_condition(model: Any) -> None:
-    generator = make(model)
+def test_empty_wall_has_a_condition(tiny_model: Any) -> None:
+    generator = make(tiny_model)
     empty = ArtworkView(v=1, room="r", seq=0, time=0.0, state="empty")
     condition = generator.prepare(empty)
     assert condition.empty and condition.tokens.shape == (1, 8, 768)
     assert generator.describe(condition)["empty"] is True
 
 
-def test_streamed_equals_one_shot(model: Any) -> None:
+def test_streamed_equals_one_shot(tiny_model: Any) -> None:
     """Sample-continuity across generate() calls: any split gives the same samples."""
-    generator = make(model, sample_rate=48000)
+    generator = make(tiny_model, sample_rate=48000)
     condition = generator.prepare(view("a", 1))
     one_shot = stream(generator, condition, [60000])
     pieces = stream(generator, condition, [7, 4793, 20000, 1, 35199])
     np.testing.assert_allclose(pieces, one_shot, rtol=0, atol=1e-6)
 
 
-def test_seed_and_artwork_change_the_audio(model: Any) -> None:
-    generator = make(model)
+def test_seed_and_artwork_change_the_audio(tiny_model: Any) -> None:
+    generator = make(tiny_model)
     a, b = generator.prepare(view("a", 1)), generator.prepare(view("b", 2))
     base = stream(generator, a, [16000], seed=1)
     assert np.array_equal(base, stream(generator, a, [16000], seed=1))
@@ -130,10 +116,10 @@ def _coherence(generator: DiffusionGenerator, keep_known: bool) -> float:
     return float(np.corrcoef(first.tail[middle], audio[0, :plan.overlap_samples][middle])[0, 1])
 
 
-def test_latent_continuity_makes_the_overlap_coherent(model: Any) -> None:
+def test_latent_continuity_makes_the_overlap_coherent(tiny_model: Any) -> None:
     """The known region carries the previous window into the next: the audio both decode
     for the overlap agrees; without it (the control) it does not."""
-    generator = make(model)
+    generator = make(tiny_model)
     with_known = _coherence(generator, keep_known=True)
     without = _coherence(generator, keep_known=False)
     assert with_known > 0.95
@@ -144,8 +130,8 @@ def _roughness(x: np.ndarray) -> np.ndarray:
     return np.abs(np.diff(x, 2))
 
 
-def test_joins_are_no_rougher_than_inside(model: Any) -> None:
-    generator = make(model)
+def test_joins_are_no_rougher_than_inside(tiny_model: Any) -> None:
+    generator = make(tiny_model)
     condition = generator.prepare(view("a", 1))
     sizes = [5000, 11111, 9000, 20000, 3000]
     audio = stream(generator, condition, sizes)[:, 0]
@@ -166,8 +152,8 @@ def test_joins_are_no_rougher_than_inside(model: Any) -> None:
     assert _roughness(cut)[20000 - 3:20000 + 2].max() > limit
 
 
-def test_transition_slerps_or_cuts(model: Any) -> None:
-    slerp = make(model, transition="slerp", transition_s=3.0)
+def test_transition_slerps_or_cuts(tiny_model: Any) -> None:
+    slerp = make(tiny_model, transition="slerp", transition_s=3.0)
     a, b = slerp.prepare(view("a", 1)), slerp.prepare(view("b", 2))
     old = slerp.start(a, 1, 0, None)
     _, old = slerp.generate(old, a, 16000)
@@ -184,7 +170,7 @@ def test_transition_slerps_or_cuts(model: Any) -> None:
     torch.testing.assert_close(new.tokens, b.tokens)  # arrived after transition_s
     assert (first - b.tokens).norm() > (new.tokens - b.tokens).norm()
 
-    cut = make(model, transition="cut")
+    cut = make(tiny_model, transition="cut")
     new = cut.start(b, 1, 30000, old)
     _, new = cut.generate(new, b, 1)
     torch.testing.assert_close(new.tokens, b.tokens)
@@ -198,8 +184,8 @@ def test_slerp_endpoints_and_norm() -> None:
     torch.testing.assert_close(middle.norm(dim=-1), (a.norm(dim=-1) + b.norm(dim=-1)) / 2)
 
 
-def test_batch_matches_single_rooms(model: Any) -> None:
-    generator = make(model)
+def test_batch_matches_single_rooms(tiny_model: Any) -> None:
+    generator = make(tiny_model)
     a, b = generator.prepare(view("a", 1)), generator.prepare(view("b", 2))
     singles = [stream(generator, c, [20000], seed=s) for c, s in ((a, 1), (b, 2))]
     results = generator.generate_batch([(generator.start(a, 1, 0, None), a, 20000),
@@ -208,17 +194,15 @@ def test_batch_matches_single_rooms(model: Any) -> None:
         np.testing.assert_allclose(out.audio, single, atol=1e-4)
 
 
-def test_guidance_and_student_paths(folder: Path, tmp_path_factory: pytest.TempPathFactory
+def test_guidance_and_student_paths(tiny_model_folder: Path, tiny_student_folder: Path
                                     ) -> None:
-    model = load_model(folder)
+    model = load_model(tiny_model_folder)
     guided = make(model, guidance_scale=3.0)
     condition = guided.prepare(view("a", 1))
     assert guided.sampler.unconditional_pass
     assert np.isfinite(stream(guided, condition, [8000])).all()
 
-    student_dir = tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models",
-                                 student=True)
-    student_model = load_model(student_dir)
+    student_model = load_model(tiny_student_folder)
     for steps in (1, 4):
         student = make(student_model, steps=steps, guidance_scale=4.0)
         assert student.sampler.kind == "consistency" and not student.sampler.unconditional_pass
@@ -229,9 +213,8 @@ def test_guidance_and_student_paths(folder: Path, tmp_path_factory: pytest.TempP
 
 
 def test_a_student_is_sampled_within_its_distilled_guidance(
-        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    student_model = load_model(tiny_model_dir(tmp_path_factory.getbasetemp() /
-                                              "diffusion-models", student=True))
+        tiny_model_folder: Path, tiny_student_folder: Path, tmp_path: Path) -> None:
+    student_model = load_model(tiny_student_folder)
     # A folder that records no range (older students): the config's scale, as before.
     assert student_model.spec.guidance_range is None
     assert make(student_model).sampler.guidance_scale == 1.0
@@ -261,8 +244,7 @@ def test_a_student_is_sampled_within_its_distilled_guidance(
     with pytest.raises(ConfigError, match=r"scales \[1, 4\]"):
         make(student_model, guidance_scale=6.0)
     # An original model records none and keeps the config's scale (its own CFG).
-    assert make(load_model(tiny_model_dir(tmp_path_factory.getbasetemp() /
-                                          "diffusion-models"))).sampler.guidance_scale == 1.0
+    assert make(load_model(tiny_model_folder)).sampler.guidance_scale == 1.0
     (tmp_path / "art2mus_model.json").write_text(
         (tmp_path / "art2mus_model.json").read_text().replace("2.5", "0.5"))
     with pytest.raises(InputError, match="guidance_range"):
@@ -286,10 +268,10 @@ class CountingGenerator:
         return getattr(self.inner, name)
 
 
-def test_room_session_prepares_once_per_artwork(model: Any) -> None:
-    generator = CountingGenerator(make(model, sample_rate=16000, channels=1))
+def test_room_session_prepares_once_per_artwork(tiny_model: Any) -> None:
+    generator = CountingGenerator(make(tiny_model, sample_rate=16000, channels=1))
     config = EngineConfig(generator="diffusion", sample_rate=16000, channels=1, chunk_s=0.25,
-                          lead_s=0.5, diffusion=DiffusionConfig(model=str(model.folder),
+                          lead_s=0.5, diffusion=DiffusionConfig(model=str(tiny_model.folder),
                                                                 **WINDOW))
     now = [1000.0]
     session = RoomSession("r", 1, generator, config, clock=lambda: now[0])  # type: ignore[arg-type]
@@ -308,12 +290,12 @@ def test_room_session_prepares_once_per_artwork(model: Any) -> None:
     assert reasons[0] == "start" and "transition" in reasons
 
 
-def test_compiling_the_unet_is_for_cuda_only(model: Any) -> None:
+def test_compiling_the_unet_is_for_cuda_only(tiny_model: Any) -> None:
     # On a CPU the option changes nothing: the eager UNet, the same audio
     # (tests/test_gpu.py checks the compiled UNet on CUDA).
-    generator = make(model)
+    generator = make(tiny_model)
     condition = generator.condition_from_embedding("a", random_embedding(3))
     expected = stream(generator, condition, [4000])
-    compiled = make(model, compile="default")
-    assert not hasattr(model.unet, "_art2mus_compiled")
+    compiled = make(tiny_model, compile="default")
+    assert not hasattr(tiny_model.unet, "_art2mus_compiled")
     np.testing.assert_array_equal(stream(compiled, condition, [4000]), expected)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,49 +13,36 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
-from engine.diffusion.conditioner import (  # noqa: E402
+from engine.generators.diffusion.conditioner import (  # noqa: E402
     VisualConditioner,
     generate_language_tokens,
     load_projection_checkpoint,
 )
-from engine.diffusion.config import DiffusionConfig  # noqa: E402
-from engine.diffusion.model import ModelSpec, check_folder, load_model  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    random_embedding,
-    tiny_model_dir,
-)
+from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.generators.diffusion.model import ModelSpec, check_folder, load_model  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 from ground.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models")
-
-
-@pytest.fixture(scope="module")
-def model(folder: Path):  # type: ignore[no-untyped-def]
-    return load_model(folder, "cpu", "float32")
-
-
-def test_tiny_model_has_the_real_layout(folder: Path) -> None:
+def test_tiny_model_has_the_real_layout(tiny_model_folder: Path) -> None:
     for sub in ("unet", "vae", "vocoder", "language_model", "projection_model", "scheduler"):
-        assert (folder / sub).is_dir(), sub
-    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+        assert (tiny_model_folder / sub).is_dir(), sub
+    unet_config = json.loads((tiny_model_folder / "unet" / "config.json").read_text())
     assert unet_config["_class_name"] == "AudioLDM2UNet2DConditionModel"
     assert unet_config["cross_attention_dim"][0] == [None, 768, 1024]
-    assert json.loads((folder / "vae" / "config.json").read_text())["latent_channels"] == 8
+    vae_config = json.loads((tiny_model_folder / "vae" / "config.json").read_text())
+    assert vae_config["latent_channels"] == 8
 
 
-def test_load_model_gives_consistent_sizes(model) -> None:  # type: ignore[no-untyped-def]
-    assert model.latent_channels == 8
-    assert model.mel_bins == 64 and model.latent_bins == 16
-    assert model.spec.sample_rate == 16000
-    assert model.samples_per_latent_frame == 640  # 25 latent frames per second
-    assert model.support_prompt.shape == (1, 8, 1024)
-    assert model.unconditional_tokens.shape == (1, 8, 768)
+def test_load_model_gives_consistent_sizes(tiny_model: Any) -> None:
+    assert tiny_model.latent_channels == 8
+    assert tiny_model.mel_bins == 64 and tiny_model.latent_bins == 16
+    assert tiny_model.spec.sample_rate == 16000
+    assert tiny_model.samples_per_latent_frame == 640  # 25 latent frames per second
+    assert tiny_model.support_prompt.shape == (1, 8, 1024)
+    assert tiny_model.unconditional_tokens.shape == (1, 8, 768)
 
 
 @pytest.mark.parametrize("missing", [
@@ -62,9 +50,9 @@ def test_load_model_gives_consistent_sizes(model) -> None:  # type: ignore[no-un
     "language_model/model.safetensors", "projection_model", "scheduler/scheduler_config.json",
     "image_projection.safetensors", "support_prompt.safetensors", "art2mus_model.json",
 ])
-def test_missing_part_is_named(folder: Path, tmp_path: Path, missing: str) -> None:
+def test_missing_part_is_named(tiny_model_folder: Path, tmp_path: Path, missing: str) -> None:
     broken = tmp_path / "model"
-    shutil.copytree(folder, broken)
+    shutil.copytree(tiny_model_folder, broken)
     target = broken / missing
     shutil.rmtree(target) if target.is_dir() else target.unlink()
     with pytest.raises(InputError) as error:
@@ -74,9 +62,9 @@ def test_missing_part_is_named(folder: Path, tmp_path: Path, missing: str) -> No
         load_model(broken)
 
 
-def test_unreadable_config_is_named(folder: Path, tmp_path: Path) -> None:
+def test_unreadable_config_is_named(tiny_model_folder: Path, tmp_path: Path) -> None:
     broken = tmp_path / "model"
-    shutil.copytree(folder, broken)
+    shutil.copytree(tiny_model_folder, broken)
     (broken / "vae" / "config.json").write_text("{ not json")
     with pytest.raises(InputError, match="vae/config.json"):
         check_folder(broken)
@@ -87,9 +75,9 @@ def test_missing_folder_is_named(tmp_path: Path) -> None:
         load_model(tmp_path / "nowhere")
 
 
-def test_mismatched_spec_is_refused(folder: Path, tmp_path: Path) -> None:
+def test_mismatched_spec_is_refused(tiny_model_folder: Path, tmp_path: Path) -> None:
     broken = tmp_path / "model"
-    shutil.copytree(folder, broken)
+    shutil.copytree(tiny_model_folder, broken)
     spec = json.loads((broken / "art2mus_model.json").read_text())
     spec["embedding_dim"] = 512  # the projection checkpoint expects 1024
     (broken / "art2mus_model.json").write_text(json.dumps(spec))
@@ -116,14 +104,14 @@ def test_config_refuses_overlap_longer_than_half_window() -> None:
 # -- conditioner ---------------------------------------------------------------
 
 
-def test_conditioner_shapes_and_sensitivity(model) -> None:  # type: ignore[no-untyped-def]
+def test_conditioner_shapes_and_sensitivity(tiny_model: Any) -> None:
     with torch.inference_mode():
         a = torch.from_numpy(random_embedding(1))
         b = torch.from_numpy(random_embedding(2))
-        prefix = model.conditioner(a)
-        tokens_a = model.conditioner.tokens(a, model.language_model)
-        tokens_a2 = model.conditioner.tokens(a, model.language_model)
-        tokens_b = model.conditioner.tokens(b, model.language_model)
+        prefix = tiny_model.conditioner(a)
+        tokens_a = tiny_model.conditioner.tokens(a, tiny_model.language_model)
+        tokens_a2 = tiny_model.conditioner.tokens(a, tiny_model.language_model)
+        tokens_b = tiny_model.conditioner.tokens(b, tiny_model.language_model)
     assert prefix.shape == (1, 1, 768)
     assert tokens_a.shape == (1, 8, 768)
     assert torch.equal(tokens_a, tokens_a2)
@@ -139,11 +127,11 @@ def test_k_prefix_tokens() -> None:
 
 # The KV-cached reference passes transformers' deprecated ``past_key_values`` argument.
 @pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
-def test_token_generation_matches_cached_recurrence(model) -> None:  # type: ignore[no-untyped-def]
+def test_token_generation_matches_cached_recurrence(tiny_model: Any) -> None:
     """The recurrence of AudioLDM2Pipeline.generate_language_model, which runs GPT-2 with a
     KV cache (that method itself fails with transformers 5: GPT2Model lost
     ``_update_model_kwargs_for_generation``), reproduced here as the reference."""
-    lm = model.language_model
+    lm = tiny_model.language_model
     prefix = torch.randn(1, 1, 768, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ours = generate_language_tokens(lm, prefix, 8)
@@ -156,16 +144,16 @@ def test_token_generation_matches_cached_recurrence(model) -> None:  # type: ign
     torch.testing.assert_close(ours, torch.cat(generated, dim=1), rtol=1e-4, atol=1e-4)
 
 
-def test_projection_checkpoint_formats(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    state = {k: v.clone() for k, v in model.conditioner.state_dict().items()}
+def test_projection_checkpoint_formats(tiny_model: Any, tmp_path: Path) -> None:
+    state = {k: v.clone() for k, v in tiny_model.conditioner.state_dict().items()}
     torch.save(state, tmp_path / "img_proj_layer.pt")  # the published format
     loaded = load_projection_checkpoint(tmp_path / "img_proj_layer.pt")
-    rebuilt = VisualConditioner.from_state_dict(loaded, model.spec, 768)
+    rebuilt = VisualConditioner.from_state_dict(loaded, tiny_model.spec, 768)
     x = torch.from_numpy(random_embedding(3))
-    torch.testing.assert_close(rebuilt(x), model.conditioner(x))
+    torch.testing.assert_close(rebuilt(x), tiny_model.conditioner(x))
     del loaded["projection2.bias"]
     with pytest.raises(InputError, match="projection2.bias"):
-        VisualConditioner.from_state_dict(loaded, model.spec, 768, source="ckpt.pt")
+        VisualConditioner.from_state_dict(loaded, tiny_model.spec, 768, source="ckpt.pt")
 
 
 def test_random_embedding_is_unit_norm() -> None:

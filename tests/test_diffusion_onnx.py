@@ -14,15 +14,11 @@ torch = pytest.importorskip("torch", reason="needs the diffusion extra, which ma
 pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
 pytest.importorskip("onnx", reason="needs the diffusion extra, which make test installs")
 
-from engine.diffusion.config import DiffusionConfig  # noqa: E402
-from engine.diffusion.generator import DiffusionGenerator, TorchBackend  # noqa: E402
-from engine.diffusion.model import load_model  # noqa: E402
-from engine.diffusion.onnx_backend import OnnxBackend, export_onnx  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    random_embedding,
-    tiny_model_dir,
-)
+from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.generators.diffusion.generator import DiffusionGenerator, TorchBackend  # noqa: E402
+from engine.generators.diffusion.model import load_model  # noqa: E402
+from engine.generators.diffusion.onnx_backend import OnnxBackend, export_onnx  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 from ground.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
@@ -31,12 +27,12 @@ FRAMES = 32
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
-    folder = tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models")
+def exported(tiny_model_folder: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> tuple[Any, Path]:
     out = tmp_path_factory.mktemp("onnx")
-    manifest = export_onnx(folder, out, window_s=WINDOW_S, batch=2)
+    manifest = export_onnx(tiny_model_folder, out, window_s=WINDOW_S, batch=2)
     assert manifest["window_frames"] == FRAMES
-    return load_model(folder), out
+    return load_model(tiny_model_folder), out
 
 
 def test_torch_and_onnxruntime_agree(exported: tuple[Any, Path]) -> None:

@@ -10,9 +10,9 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
-from engine.diffusion.model import AUDIOLDM2_SCHEDULER  # noqa: E402
-from engine.diffusion.samplers import FewStepSampler, guidance_embedding, sample  # noqa: E402
-from engine.diffusion.testing import NUMPY_COPY_WARNING  # noqa: E402
+from engine.generators.diffusion.model import AUDIOLDM2_SCHEDULER  # noqa: E402
+from engine.generators.diffusion.samplers import FewStepSampler, guidance_embedding, sample  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 

@@ -15,8 +15,8 @@ import pytest
 import zmq
 
 from engine.config import EngineConfig
-from engine.diffusion.config import DiffusionConfig
 from engine.generators import Generated, Generator, can_batch, generate_many, make_generator
+from engine.generators.diffusion.config import DiffusionConfig
 from engine.generators.sine import SineGenerator
 from engine.server import EngineServer
 from engine.streaming import RoomSession, generate_due
@@ -39,7 +39,7 @@ class FakeClock:
 
 
 def _view(room: str, artwork: str, seed: int, seq: int = 0) -> ArtworkView:
-    from engine.diffusion.testing import random_embedding
+    from engine.generators.diffusion.testing import random_embedding
 
     return ArtworkView(v=PROTOCOL_VERSION, room=room, seq=seq, time=0.0, state="artwork",
                        artwork_id=artwork, confidence=1.0,
@@ -160,31 +160,16 @@ def test_rooms_on_generators_that_cannot_batch_still_stream(kind: str) -> None:
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
-from engine.diffusion.generator import DiffusionGenerator, batch_groups  # noqa: E402
-from engine.diffusion.model import load_model  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    random_embedding,
-    tiny_model_dir,
-)
+from engine.generators.diffusion.generator import DiffusionGenerator, batch_groups  # noqa: E402
+from engine.generators.diffusion.model import load_model  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 
 diffusion = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models")
-
-
-@pytest.fixture(scope="module")
-def model(folder: Path) -> Any:
-    return load_model(folder)
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return load_model(tiny_model_dir(tmp_path_factory.getbasetemp() / "diffusion-models",
-                                     student=True))
+def student(tiny_student_folder: Path) -> Any:
+    return load_model(tiny_student_folder)
 
 
 class RecordingBackend:
@@ -230,7 +215,7 @@ def test_batch_groups_pick_the_smallest_bucket_and_split_beyond_the_largest() ->
 
 
 @diffusion
-@pytest.mark.parametrize("which", ["model", "student"])
+@pytest.mark.parametrize("which", ["tiny_model", "student"])
 def test_padding_changes_no_rooms_audio(which: str, request: pytest.FixtureRequest) -> None:
     """A room's chunk is the same alone (batch 1) or with two others in a padded batch of 4,
     over a starting window and a continuing one. The student's sampler draws noise at every
@@ -257,8 +242,8 @@ def test_padding_changes_no_rooms_audio(which: str, request: pytest.FixtureReque
 
 
 @diffusion
-def test_more_rooms_than_the_largest_bucket_run_in_several_batches(model: Any) -> None:
-    generator = make(model, buckets=(1, 2))
+def test_more_rooms_than_the_largest_bucket_run_in_several_batches(tiny_model: Any) -> None:
+    generator = make(tiny_model, buckets=(1, 2))
     conditions = [generator.condition_from_embedding(f"art{i}", random_embedding(i))
                   for i in range(3)]
     state = generator.start(conditions[2], 7, 0, None)
@@ -340,8 +325,8 @@ def _audio(chunks: list[AudioChunk]) -> np.ndarray:
 
 
 @diffusion
-def test_rooms_due_together_are_one_call_each_with_its_own_stream(model: Any) -> None:
-    counting = CountingBatches(make(model))
+def test_rooms_due_together_are_one_call_each_with_its_own_stream(tiny_model: Any) -> None:
+    counting = CountingBatches(make(tiny_model))
     together, rounds = _run_rooms(counting, ["a", "b", "c"], steps=16, change=(11, "b"))
     assert counting.single_calls == 0
     assert rounds == len(counting.batches)  # one generator call per round that had work
@@ -359,7 +344,7 @@ def test_rooms_due_together_are_one_call_each_with_its_own_stream(model: Any) ->
 
     # Each room hears exactly what it hears when it is the only room.
     for room in ("a", "b", "c"):
-        alone = _run_rooms(CountingBatches(make(model)), [room], steps=14)[0][room]
+        alone = _run_rooms(CountingBatches(make(tiny_model)), [room], steps=14)[0][room]
         mine = together[room] if room != "b" else b_before
         assert [c.start_sample for c in mine[:len(alone)]] == \
             [c.start_sample for c in alone[:len(mine)]]
@@ -372,14 +357,14 @@ def test_rooms_due_together_are_one_call_each_with_its_own_stream(model: Any) ->
 
 
 @diffusion
-def test_window_zero_serves_rooms_one_by_one(model: Any) -> None:
-    counting = CountingBatches(make(model))
+def test_window_zero_serves_rooms_one_by_one(tiny_model: Any) -> None:
+    counting = CountingBatches(make(tiny_model))
     chunks, _ = _run_rooms(counting, ["a", "b"], steps=1, window_s=0.0)
     assert counting.batches == [] and counting.single_calls == 2
     assert [len(c) for c in chunks.values()] == [1, 1]
 
 
-def test_make_generator_gives_the_diffusion_generator_batching(folder: Path) -> None:
+def test_make_generator_gives_the_diffusion_generator_batching(tiny_model_folder: Path) -> None:
     config = EngineConfig(generator="diffusion", sample_rate=RATE, channels=1,
-                          diffusion=DiffusionConfig(model=str(folder), **WINDOW))
+                          diffusion=DiffusionConfig(model=str(tiny_model_folder), **WINDOW))
     assert can_batch(make_generator(config))

@@ -197,7 +197,7 @@ def _configs(tmp_path: Path) -> tuple[Path, Path]:
     import cv2
 
     from capture.config import DemoSourceConfig
-    from capture.sources import DemoCamera
+    from capture.synthetic.camera import DemoCamera
 
     images = tmp_path / "images"
     images.mkdir()

@@ -43,7 +43,7 @@ def make_camera_video(path: Path, seconds: float = 4.0, fps: float = 6.0) -> Pat
     import cv2
 
     from capture.config import DemoSourceConfig
-    from capture.sources import DemoCamera
+    from capture.synthetic.camera import DemoCamera
 
     camera = DemoCamera(DemoSourceConfig(artworks=1, width=480, height=270, dwell_s=600.0),
                         clock=lambda: 0.0, start=0.0)
@@ -133,6 +133,13 @@ def _after(events: list[dict[str, Any]], kind: str, t: float) -> list[dict[str, 
     return [e for e in events if e["kind"] == kind and e["time"] >= t]
 
 
+def _heard_until(inst: Installation, sample: int, timeout_s: float = 15.0) -> None:
+    """Wait until room a has played up to ``sample`` of its timeline (its own record of it)."""
+    inst.wait_for(f"room a heard up to sample {sample}", lambda: [
+        e for e in inst.events("audio_out-a")
+        if e["kind"] == "chunk_started" and e["start_sample"] >= sample], timeout_s)
+
+
 def _quiet_stretches(audio: np.ndarray, threshold_db: float = -40.0,
                      window: int = 480) -> list[float]:
     """Lengths (s) of runs of 10 ms windows quieter than ``threshold_db`` dBFS."""
@@ -157,11 +164,15 @@ def test_engine_killed_mid_music_is_restarted_and_the_room_resumes_without_a_cut
     video = make_camera_video(tmp_path / "camera.avi")
     config = fault_config(tmp_path, 5931, video)
     figures: dict[str, Any] = {}
+    state_file = config.output_dir / "run" / "engine-state.json"
     with Installation(config, tmp_path) as inst:
-        inst.wait_for("music of an artwork", lambda: [
+        music = inst.wait_for("music of an artwork", lambda: [
             e for e in inst.events("audio_out-a")
-            if e["kind"] == "chunk_started" and e.get("artwork_id")], 40)
-        time.sleep(2.0)
+            if e["kind"] == "chunk_started" and e.get("artwork_id")], 40)[0]
+        # Kill it mid-music: two seconds of the artwork heard, and the room saved for a restart.
+        _heard_until(inst, music["start_sample"] + 2 * RATE)
+        inst.wait_for("the room saved", lambda: state_file.is_file()
+                      and music["artwork_id"] in state_file.read_text(encoding="utf-8"), 10)
         engine = inst.role("engine")
         old_pid = engine.pid
         assert old_pid is not None
@@ -176,7 +187,7 @@ def test_engine_killed_mid_music_is_restarted_and_the_room_resumes_without_a_cut
         heard = inst.wait_for("the new material heard", lambda: [
             e for e in _after(inst.events("audio_out-a"), "chunk_started", killed_at)
             if e["reason"] == "start"], 15)[0]
-        time.sleep(2.0)
+        _heard_until(inst, heard["start_sample"] + 2 * RATE)  # the recording runs on past it
     engine_events = inst.events("engine")
     audio_events = inst.events("audio_out-a")
     restored = _after(engine_events, "room_restored", killed_at)
@@ -188,10 +199,15 @@ def test_engine_killed_mid_music_is_restarted_and_the_room_resumes_without_a_cut
     figures["hold_s"] = (round(resumes[0]["time"] - holds[0]["time"], 3)
                          if holds and resumes else 0.0)
 
-    # The supervisor restarted the engine within 3 s, and the new engine picked the
-    # room up where audio_out was: a "start" at playhead + margin, crossfaded, on the
-    # artwork it was playing (restored from its state file, not an empty wall).
-    assert figures["restart_s"] < 3.0, figures
+    # The supervisor restarted the engine after its first backoff (0.3 s), and the new
+    # engine picked the room up where audio_out was: a "start" at playhead + margin,
+    # crossfaded, on the artwork it was playing (restored from its state file, not an
+    # empty wall). The wall-clock figures are reported, not asserted: a loaded machine
+    # stretches them, and the events above are what the supervisor decided.
+    exited = [e for e in _after(inst.events("supervisor"), "role_exited", killed_at)
+              if e["role"] == "engine"]
+    assert exited and exited[0]["code"] == -signal.SIGKILL, exited
+    assert exited[0]["restart_in_s"] == 0.3 and restarted["time"] >= exited[0]["time"]
     assert restored and restored[0]["artwork_id"], engine_events[-5:]
     assert first["reason"] == "start" and first["crossfade"] == round(0.2 * RATE)
     assert first["start_sample"] >= first["playhead"] + round(0.2 * RATE)

@@ -16,10 +16,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
-from engine.diffusion.config import DiffusionConfig  # noqa: E402
-from engine.diffusion.generator import DiffusionGenerator  # noqa: E402
-from engine.diffusion.model import load_model  # noqa: E402
-from engine.diffusion.testing import NUMPY_COPY_WARNING, random_embedding, tiny_model_dir  # noqa: E402
+from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.generators.diffusion.generator import DiffusionGenerator  # noqa: E402
+from engine.generators.diffusion.model import load_model  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -31,9 +31,8 @@ WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=4)
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.getbasetemp() / "gpu-models"
-    return {"solver": tiny_model_dir(root), "student": tiny_model_dir(root, student=True)}
+def models(tiny_model_folder: Path, tiny_student_folder: Path) -> dict[str, Path]:
+    return {"solver": tiny_model_folder, "student": tiny_student_folder}
 
 
 def _stream(generator: DiffusionGenerator, rooms: int, windows: int) -> list[np.ndarray]:
@@ -89,7 +88,7 @@ def test_onnx_runtime_cuda_provider_agrees_with_torch(models: dict[str, Path],
     ort = pytest.importorskip("onnxruntime", reason="needs the diffusion extra")
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
-    from engine.diffusion.onnx_backend import OnnxBackend, export_onnx
+    from engine.generators.diffusion.onnx_backend import OnnxBackend, export_onnx
 
     folder = models["solver"]
     export_onnx(folder, tmp_path / "onnx", window_s=WINDOW["window_s"])

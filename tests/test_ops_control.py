@@ -9,9 +9,9 @@ import pytest
 
 from audio_out.role import LevelMeter, apply_set
 from engine.config import EngineConfig
+from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.mapping import decide
 from engine.generators.sine import SineGenerator
-from engine.procedural.config import ProceduralConfig
-from engine.procedural.mapping import decide
 from engine.streaming import (
     RoomControls,
     RoomSession,

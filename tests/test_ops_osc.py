@@ -10,6 +10,7 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
+from ground.events import null_sink
 from installation.config import OscConfig, config_from_dict
 from installation.control import ControlHub
 from installation.osc import STATE_FIELDS, OscControlServer, OscStateSender
@@ -59,24 +60,19 @@ def test_osc_messages_set_parameters_for_all_rooms_or_one() -> None:
     assert refused == ["/art2mus/nonsense", "/art2mus/intensity"]
 
 
-class FakeSupervisor:
-    config = CONFIG
-
-    def role_rows(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "engine", "kind": "engine", "room": None, "state": "running",
-             "status": {"rooms": {"a": {"artwork_id": "art-1", "key": "D", "mode": "lydian",
-                                        "tempo_bpm": 92.0}}}},
-            {"name": "capture:a", "kind": "capture", "room": "a", "state": "running",
-             "status": {"artwork_id": "art-1", "confidence": 0.75}},
-            {"name": "audio_out:a", "kind": "audio_out", "room": "a", "state": "running",
-             "status": {"state": "playing", "level_dbfs": -18.5}},
-            {"name": "audio_out:b", "kind": "audio_out", "room": "b", "state": "restarting",
-             "status": {}},
-        ]
-
-    def log_event(self, kind: str, **fields: Any) -> None:
-        pass
+def _rows() -> list[dict[str, Any]]:
+    """Role rows as the supervisor reports them: room b's audio_out is down."""
+    return [
+        {"name": "engine", "kind": "engine", "room": None, "state": "running",
+         "status": {"rooms": {"a": {"artwork_id": "art-1", "key": "D", "mode": "lydian",
+                                    "tempo_bpm": 92.0}}}},
+        {"name": "capture:a", "kind": "capture", "room": "a", "state": "running",
+         "status": {"artwork_id": "art-1", "confidence": 0.75}},
+        {"name": "audio_out:a", "kind": "audio_out", "room": "a", "state": "running",
+         "status": {"state": "playing", "level_dbfs": -18.5}},
+        {"name": "audio_out:b", "kind": "audio_out", "room": "b", "state": "restarting",
+         "status": {}},
+    ]
 
 
 def test_each_rooms_state_goes_out_one_value_per_address() -> None:
@@ -94,8 +90,8 @@ def test_each_rooms_state_goes_out_one_value_per_address() -> None:
     thread.start()
     try:
         port = listener.server_address[1]
-        sender = OscStateSender(OscConfig(send=(f"127.0.0.1:{port}",)),
-                                FakeSupervisor())  # type: ignore[arg-type]
+        sender = OscStateSender(OscConfig(send=(f"127.0.0.1:{port}",)), _rows,
+                                [room.id for room in CONFIG.rooms], null_sink)
         sender.send_once()
         _wait(lambda: len(received) >= 2 * len(STATE_FIELDS))
         sender.close()

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from installation.config import InstallationConfig, load_config
+from installation.config import ControlConfig, InstallationConfig, load_config
 from installation.control import ControlHub
 from installation.reload import ConfigWatcher, plan_reload
+from installation.surfaces import start_watcher
 
 BASE = """
 [engine]
@@ -28,8 +29,8 @@ id = "b"
 """
 
 
-class FakeSupervisor:
-    """What the watcher needs from a supervisor: a hub, config taking, a log."""
+class Taker:
+    """What the watcher is handed: a hub, a config taker, a surface restarter, a log."""
 
     def __init__(self, config: InstallationConfig) -> None:
         self.config = config
@@ -45,6 +46,11 @@ class FakeSupervisor:
 
     def restart_surfaces(self) -> None:
         self.surfaces_restarted += 1
+
+    def watcher(self, path: Path) -> ConfigWatcher:
+        """A watcher of ``path`` (not started: the test calls ``check``)."""
+        return ConfigWatcher(path, self.config, hub=self.hub, apply=self.apply_config,
+                             restart_surfaces=self.restart_surfaces, log_event=self.log_event)
 
 
 def _write(path: Path, text: str) -> None:
@@ -72,26 +78,26 @@ def test_the_plan_sorts_live_fields_from_restart_fields(tmp_path: Path) -> None:
 def test_the_watcher_applies_a_valid_edit_and_refuses_an_invalid_one(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     _write(path, BASE)
-    supervisor = FakeSupervisor(load_config(path))
-    watcher = ConfigWatcher(path, supervisor, supervisor.config)  # type: ignore[arg-type]
+    taker = Taker(load_config(path))
+    watcher = taker.watcher(path)
     assert watcher.check() is None  # unchanged
 
     _write(path, BASE.replace("volume = 0.8", "volume = 0.5").replace("fps = 10", "fps = 11"))
     plan = watcher.check()
     assert plan is not None and plan.restart_needed == ["rooms[0].capture.fps",
                                                         "rooms[1].capture.fps"]
-    sent = supervisor.hub.pending()
+    sent = taker.hub.pending()
     assert [(m.target, m.room, m.params) for m in sent] == [("audio_out", "a", {"volume": 0.5})]
-    kind, fields = supervisor.events[-1]
+    kind, fields = taker.events[-1]
     assert kind == "config_reloaded" and fields["applied"] == ["volume=0.5@a"]
 
     _write(path, BASE.replace("volume = 0.8", "volume = 'loud'"))
     assert watcher.check() is None
-    kind, fields = supervisor.events[-1]
+    kind, fields = taker.events[-1]
     assert kind == "config_refused"
     assert "rooms[0].audio_out.volume" in fields["error"] and str(path) in fields["error"]
     assert watcher.current.rooms[0].audio_out.volume == 0.5  # the running config stays
-    assert supervisor.hub.pending() == []
+    assert taker.hub.pending() == []
 
     _write(path, BASE.replace("[[rooms]]\nid = \"b\"\n", "").replace("volume = 0.8",
                                                                     "volume = 0.5"))
@@ -102,10 +108,27 @@ def test_the_watcher_applies_a_valid_edit_and_refuses_an_invalid_one(tmp_path: P
 def test_surface_settings_restart_the_surfaces(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     _write(path, BASE)
-    supervisor = FakeSupervisor(load_config(path))
-    watcher = ConfigWatcher(path, supervisor, supervisor.config)  # type: ignore[arg-type]
+    taker = Taker(load_config(path))
+    watcher = taker.watcher(path)
     _write(path, BASE + "\n[control.midi]\nsoft_takeover = false\n")
     plan = watcher.check()
     assert plan is not None and plan.surfaces == ["control.midi.soft_takeover"]
-    assert supervisor.surfaces_restarted == 1
-    assert supervisor.config.control.midi.soft_takeover is False
+    assert taker.surfaces_restarted == 1
+    assert taker.config.control.midi.soft_takeover is False
+
+
+def test_the_watcher_starts_only_for_a_file_with_reload_on(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    _write(path, BASE)
+    taker = Taker(load_config(path))
+
+    def start(path: Path | None, config: InstallationConfig) -> ConfigWatcher | None:
+        return start_watcher(path, config, hub=taker.hub, apply=taker.apply_config,
+                             restart_surfaces=taker.restart_surfaces, log_event=taker.log_event)
+
+    assert start(None, taker.config) is None  # no file: nothing to watch
+    assert start(path, taker.config.model_copy(
+        update={"control": ControlConfig(reload=False)})) is None
+    watcher = start(path, taker.config)
+    assert isinstance(watcher, ConfigWatcher)
+    watcher.close()

@@ -14,7 +14,7 @@ import pyloudnorm
 import pytest
 
 from engine.generators import Generated
-from engine.procedural import ProceduralConfig, ProceduralGenerator, ProceduralState
+from engine.generators.procedural import ProceduralConfig, ProceduralGenerator, ProceduralState
 from ground.errors import InputError
 from ground.protocol import PROTOCOL_VERSION, ArtworkView
 
@@ -132,7 +132,7 @@ def test_dark_images_play_lower_and_slower(generator: ProceduralGenerator) -> No
 
 
 def test_abstract_images_play_more_notes_outside_the_mode(generator: ProceduralGenerator) -> None:
-    from engine.procedural.theory import scale_pitch_classes
+    from engine.generators.procedural.theory import scale_pitch_classes
 
     def outside(view: ArtworkView) -> float:
         decisions = generator.prepare(view)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.procedural.composer import Composer
-from engine.procedural.config import ProceduralConfig
-from engine.procedural.mapping import ROLE_CHANNELS, decide
-from engine.procedural.theory import scale_pitch_classes
+from engine.generators.procedural.composer import Composer
+from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.mapping import ROLE_CHANNELS, decide
+from engine.generators.procedural.theory import scale_pitch_classes
 
 RATE = 48000
 CONFIG = ProceduralConfig()

@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from engine.procedural.config import ProceduralConfig
-from engine.procedural.mapping import (
+from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.mapping import (
     FEATURE_NAMES,
     ambience_decisions,
     decide,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from ground.protocol import (
+    FEATURE_NAMES,
     PROTOCOL_VERSION,
     Array,
     ArtworkView,
@@ -86,13 +89,105 @@ def test_oversized_frames_are_refused_before_decoding() -> None:
     assert "1024" in str(info.value)
 
 
+_ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),
+                      st.floats(), st.text(max_size=80), st.binary(max_size=16))
+
+
+def _mostly(valid: st.SearchStrategy[Any],
+            invalid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``valid`` nine times in ten, else ``invalid`` (out of bounds or mistyped)."""
+    return st.integers(0, 9).flatmap(lambda pick: invalid if pick == 5 else valid)
+
+
+@st.composite
+def _wire_array(draw: st.DrawFn) -> dict[str, Any]:
+    """An Array as it travels: mostly consistent, sometimes not (dtype, shape, length, NaN)."""
+    rows, columns = draw(st.integers(0, 4)), draw(st.integers(1, 2))
+    integer = draw(st.integers(0, 9)) == 5
+    values = draw(st.lists(st.integers(-(2**31), 2**31 - 1) if integer
+                           else _mostly(st.floats(-1.0, 1.0, width=32), st.floats(width=32)),
+                           min_size=rows * columns, max_size=rows * columns))
+    data = np.array(values, "<i4" if integer else "<f4").tobytes()
+    if draw(st.integers(0, 9)) == 5:
+        data = data[:draw(st.integers(0, len(data)))]
+    dtype = draw(_mostly(st.just("int32" if integer else "float32"),
+                         st.sampled_from(["float64", "int32", "float32"])))
+    shape = draw(_mostly(st.just([rows, columns]), st.sampled_from([[rows], [], [-1, 2]])))
+    return {"dtype": dtype, "shape": shape, "data": data}
+
+
+_COUNT = _mostly(st.integers(0, 2**53), st.integers(-1, 2**64 - 1))
+_RATE = _mostly(st.sampled_from([16_000, 48_000]), st.integers(0, 400_000))
+_TIME = _mostly(st.floats(0.0, 1e10), st.floats())
+_UNIT = _mostly(st.floats(0.0, 1.0), st.floats())
+_SMALL = _mostly(st.floats(-100.0, 100.0), st.floats())
+_TEXT = _mostly(st.text(max_size=20), st.text(min_size=250, max_size=300))
+_ROOM = _mostly(st.text(max_size=8), st.text(min_size=60, max_size=70))
+
+#: Each message type's fields, each with values in and out of its bounds.
+_FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "artwork_view": {
+        "seq": _COUNT, "time": _TIME, "state": _mostly(st.just("artwork"), st.just("other")),
+        "artwork_id": st.none() | _TEXT, "confidence": _UNIT, "encoder": _TEXT,
+        "quad": st.none() | st.lists(st.tuples(_SMALL, _SMALL), max_size=4),
+        "embedding": st.none() | _wire_array(),
+        "features": st.dictionaries(st.sampled_from(FEATURE_NAMES) | st.text(max_size=40),
+                                    _UNIT, max_size=4),
+    },
+    "audio_chunk": {
+        "seq": _COUNT, "start_sample": _COUNT, "sample_rate": _RATE, "audio": _wire_array(),
+        "crossfade": _mostly(st.integers(0, 2), st.integers(-1, 10)),
+        "artwork_id": st.none() | _TEXT, "generation_s": _UNIT,
+        "reason": _mostly(st.just("start"), st.just("x")), "notes": st.none() | _wire_array(),
+    },
+    "playback_clock": {
+        "sample_rate": _RATE, "playhead": _COUNT, "buffered_until": _COUNT,
+        "wall_time": _TIME, "underflows": _COUNT,
+        "state": _mostly(st.just("holding"), st.just("x")),
+    },
+    "control": {
+        "target": _ROOM, "command": _mostly(st.just("set"), st.just("x")),
+        "params": st.dictionaries(st.text(max_size=8), _SMALL | _TEXT, max_size=4),
+    },
+}
+
+
+@st.composite
+def _message_like_frames(draw: st.DrawFn) -> list[bytes]:
+    """Two frames shaped like a message (a tag, a header, some fields), often out of bounds."""
+    tag = draw(st.sampled_from(sorted(_FIELDS)))
+    room = draw(_ROOM)
+    body: dict[str, Any] = {"type": tag, "room": room,
+                               "v": draw(_mostly(st.just(PROTOCOL_VERSION), st.integers(0, 2)))}
+    for name, values in _FIELDS[tag].items():
+        if draw(st.integers(0, 9)) != 5:  # mostly present: the required ones must be
+            body[name] = draw(values)
+    if draw(st.integers(0, 9)) == 5:
+        body[draw(st.text(max_size=8))] = draw(_ANY_VALUE)  # an unknown or mistyped field
+    topic = draw(_mostly(st.just(room.encode("utf-8")), st.binary(max_size=8)))
+    return [topic, msgspec.msgpack.encode(body)]
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.binary(max_size=512), min_size=0, max_size=3))
+@given(st.lists(st.binary(max_size=512), min_size=0, max_size=3) | _message_like_frames())
 def test_any_bytes_decode_or_are_refused(frames: list[bytes]) -> None:
     try:
-        decode(frames)
+        message = decode(frames)
     except ProtocolError:
-        pass
+        return
+    # Accepted: it re-encodes to the same message, which decode accepts again (so every
+    # bound holds), and the header and arrays keep the promises of the module docstring.
+    assert decode(encode(message)) == message
+    assert message.v == PROTOCOL_VERSION and frames[0].decode("utf-8") == message.room
+    event(f"accepted {type(message).__name__}")
+    arrays: list[Array | None] = []
+    if isinstance(message, ArtworkView):
+        arrays = [message.embedding]
+    elif isinstance(message, AudioChunk):
+        arrays = [message.audio, message.notes]
+    for array in arrays:
+        if array is not None and array.dtype == "float32":
+            assert np.isfinite(array.to_numpy()).all()
 
 
 @settings(max_examples=300, deadline=None)

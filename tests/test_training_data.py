@@ -15,41 +15,33 @@ pytest.importorskip("diffusers", reason="needs the diffusion extra, which make t
 
 from click.testing import CliRunner  # noqa: E402
 
-from engine.diffusion.model import load_model  # noqa: E402
-from engine.diffusion.samplers import guidance_embedding, guidance_embeddings  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    tiny_training_model_dir,
-    tone_dataset_dir,
-)
-from engine.diffusion.training.cache import build_training_data  # noqa: E402
-from engine.diffusion.training.data import (  # noqa: E402
+from engine.generators.diffusion.model import load_model  # noqa: E402
+from engine.generators.diffusion.samplers import guidance_embedding, guidance_embeddings  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING  # noqa: E402
+from ground.errors import InputError  # noqa: E402
+from installation.cli import cli  # noqa: E402
+from training.cache import build_training_data  # noqa: E402
+from training.data import (  # noqa: E402
     read_manifest,
     require_valid,
     validate_dataset,
 )
-from engine.diffusion.training.features import (  # noqa: E402
+from training.features import (  # noqa: E402
     MelConfig,
     log_mel,
     make_encoder,
 )
-from engine.diffusion.training.loop import batch_indices  # noqa: E402
-from engine.diffusion.training.objectives import NoiseSchedule  # noqa: E402
-from engine.diffusion.training.projection import ProjectionConfig  # noqa: E402
-from ground.errors import InputError  # noqa: E402
-from installation.cli import cli  # noqa: E402
+from training.loop import batch_indices  # noqa: E402
+from training.objectives import NoiseSchedule  # noqa: E402
+from training.projection import ProjectionConfig  # noqa: E402
+from training.testing import tone_dataset_dir  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_training_model_dir(tmp_path_factory.getbasetemp() / "training-models")
-
-
-@pytest.fixture(scope="module")
-def model(model_dir: Path):  # type: ignore[no-untyped-def]
-    return load_model(model_dir)
+def model(training_model_folder: Path):  # type: ignore[no-untyped-def]
+    return load_model(training_model_folder)
 
 
 def small_dataset(tmp_path: Path, count: int = 6) -> Path:
@@ -60,7 +52,7 @@ def small_dataset(tmp_path: Path, count: int = 6) -> Path:
     return target
 
 
-def test_validate_data_names_every_bad_file(tmp_path: Path, model_dir: Path) -> None:
+def test_validate_data_names_every_bad_file(tmp_path: Path, training_model_folder: Path) -> None:
     data = small_dataset(tmp_path)
     (data / "images" / "0000.png").unlink()                      # missing image
     (data / "images" / "0001.png").write_bytes(b"not a png")     # unreadable image
@@ -85,7 +77,7 @@ def test_validate_data_names_every_bad_file(tmp_path: Path, model_dir: Path) -> 
         assert name in result.output
     # Training commands validate first and refuse before any training.
     result = CliRunner().invoke(cli, [
-        "train-projection", "--model", str(model_dir), "--data", str(data),
+        "train-projection", "--model", str(training_model_folder), "--data", str(data),
         "--out", str(tmp_path / "out"), "--clip-s", "0.32", "--quiet"])
     assert result.exit_code == InputError.exit_code and "0003.wav" in result.output
     assert not (tmp_path / "out" / "unet").exists()
@@ -135,7 +127,7 @@ def test_log_mel_matches_the_vae_and_vocoder_geometry(model) -> None:  # type: i
     assert latents.shape[3] == model.latent_bins
 
 
-def test_caches_are_reused_and_invalidated(tmp_path: Path, model_dir: Path,
+def test_caches_are_reused_and_invalidated(tmp_path: Path, training_model_folder: Path,
                                            model) -> None:  # type: ignore[no-untyped-def]
     data = small_dataset(tmp_path)
     items = validate_dataset(data, 0.32).items
@@ -167,7 +159,7 @@ def test_caches_are_reused_and_invalidated(tmp_path: Path, model_dir: Path,
     # Another VAE (weights) is another cache; only its scaling_factor is not (the cache is
     # stored before scaling).
     copy = tmp_path / "model-copy"
-    shutil.copytree(model_dir, copy)
+    shutil.copytree(training_model_folder, copy)
     config_path = copy / "vae" / "config.json"
     config = json.loads(config_path.read_text())
     config_path.write_text(json.dumps({**config, "scaling_factor": 2.0}))
@@ -185,7 +177,7 @@ def test_caches_are_reused_and_invalidated(tmp_path: Path, model_dir: Path,
 
 
 def test_encoder_width_must_match_the_model(tmp_path: Path) -> None:
-    from engine.diffusion.testing import tiny_model_dir
+    from engine.generators.diffusion.testing import tiny_model_dir
 
     wide = load_model(tiny_model_dir(tmp_path.parent / "wide-model", embedding_dim=1024))
     data = small_dataset(tmp_path)
@@ -227,7 +219,7 @@ def test_onnx_encoder_is_captures_and_keys_the_cache(tmp_path: Path, onnx_encode
     import onnx
 
     from capture.encoders import OnnxImageEncoder as CaptureOnnx
-    from engine.diffusion.training.features import read_image
+    from training.features import read_image
 
     data = small_dataset(tmp_path)
     items = validate_dataset(data, 0.32).items
@@ -296,7 +288,7 @@ def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_schedule_targets_invert(prediction_type: str) -> None:
-    from engine.diffusion.model import AUDIOLDM2_SCHEDULER
+    from engine.generators.diffusion.model import AUDIOLDM2_SCHEDULER
 
     schedule = NoiseSchedule({**AUDIOLDM2_SCHEDULER, "prediction_type": prediction_type}, "cpu")
     generator = torch.Generator().manual_seed(0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,25 +25,22 @@ pytest.importorskip("diffusers", reason="needs the diffusion extra, which make t
 from click.testing import CliRunner  # noqa: E402
 
 from engine.config import EngineConfig  # noqa: E402
-from engine.diffusion.config import DiffusionConfig  # noqa: E402
-from engine.diffusion.generator import DiffusionGenerator  # noqa: E402
-from engine.diffusion.model import load_model  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    tiny_training_model_dir,
-    tone_dataset_dir,
-)
-from engine.diffusion.training.cache import build_training_data  # noqa: E402
-from engine.diffusion.training.data import validate_dataset  # noqa: E402
-from engine.diffusion.training.evaluate import (  # noqa: E402
+from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
+from engine.generators.diffusion.generator import DiffusionGenerator  # noqa: E402
+from engine.generators.diffusion.model import load_model  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING  # noqa: E402
+from ground.protocol import Array, ArtworkView  # noqa: E402
+from installation.cli import cli  # noqa: E402
+from training.cache import build_training_data  # noqa: E402
+from training.data import validate_dataset  # noqa: E402
+from training.evaluate import (  # noqa: E402
     LatentProbe,
     relative_mse,
     sample_latents,
     spearman,
 )
-from engine.diffusion.training.features import make_encoder, read_image  # noqa: E402
-from ground.protocol import Array, ArtworkView  # noqa: E402
-from installation.cli import cli  # noqa: E402
+from training.features import make_encoder, read_image  # noqa: E402
+from training.testing import tone_dataset_dir  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
@@ -77,11 +75,12 @@ DISTILL = ["--steps", "4", "--train-steps", "50", "--batch-size", "16", "--lr", 
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def run(training_model_folder: Path, tmp_path_factory: pytest.TempPathFactory
+        ) -> Iterator[dict[str, Any]]:
     """Dataset, tiny model, trained teacher and distilled student (once for the module)."""
     before = torch.get_num_threads()
     root = tmp_path_factory.getbasetemp()
-    model_dir = tiny_training_model_dir(root / "training-models")
+    model_dir = training_model_folder
     data = tone_dataset_dir(root / "proof-data", 400, 0.32, val_count=16, test_count=32)
     teacher, student = root / "proof-teacher", root / "proof-student"
     trained = CliRunner().invoke(cli, ["train-projection", "--model", str(model_dir), "--data",

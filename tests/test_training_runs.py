@@ -16,21 +16,18 @@ pytest.importorskip("diffusers", reason="needs the diffusion extra, which make t
 
 from safetensors.torch import load_file  # noqa: E402
 
-from engine.diffusion.model import IMAGE_PROJECTION_FILE, load_model  # noqa: E402
-from engine.diffusion.testing import (  # noqa: E402
-    NUMPY_COPY_WARNING,
-    tiny_training_model_dir,
-    tone_dataset_dir,
-)
-from engine.diffusion.training.cache import build_training_data  # noqa: E402
-from engine.diffusion.training.data import validate_dataset  # noqa: E402
-from engine.diffusion.training.distill import DistillConfig, distill  # noqa: E402
-from engine.diffusion.training.features import make_encoder  # noqa: E402
-from engine.diffusion.training.projection import (  # noqa: E402
+from engine.generators.diffusion.model import IMAGE_PROJECTION_FILE, load_model  # noqa: E402
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING  # noqa: E402
+from ground.errors import InputError  # noqa: E402
+from training.cache import build_training_data  # noqa: E402
+from training.data import validate_dataset  # noqa: E402
+from training.distill import DistillConfig, distill  # noqa: E402
+from training.features import make_encoder  # noqa: E402
+from training.projection import (  # noqa: E402
     ProjectionConfig,
     train_projection,
 )
-from ground.errors import InputError  # noqa: E402
+from training.testing import tone_dataset_dir  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,11 +47,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_training_model_dir(tmp_path_factory.getbasetemp() / "training-models")
 
 
 @pytest.fixture(scope="module")
@@ -88,18 +80,19 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
-def test_projection_resume_is_exact(tmp_path: Path, model_dir: Path, data_dir: Path) -> None:
+def test_projection_resume_is_exact(tmp_path: Path, training_model_folder: Path,
+                                    data_dir: Path) -> None:
     """N steps straight == K steps, stop, resume to N: bit for bit, parameters and AdamW state,
     with every run filling its own caches (cold) -- the first half of the resumed run encodes
     its data in the process that trains, its second half reads them back."""
     half = replace(PROJECTION, steps=2)
-    train_projection(model_dir, data_dir, tmp_path / "resumed", half,
+    train_projection(training_model_folder, data_dir, tmp_path / "resumed", half,
                      cache_dir=tmp_path / "cache-resumed", progress=False)
-    straight = train_projection(model_dir, data_dir, tmp_path / "straight", PROJECTION,
+    straight = train_projection(training_model_folder, data_dir, tmp_path / "straight", PROJECTION,
                                 cache_dir=tmp_path / "cache-straight", progress=False)
     assert straight.cache["latent_misses"] > 0 and straight.cache["latent_hits"] == 0
     assert straight.step == 4 and len(straight.train_loss) == 4 and len(straight.val_loss) == 2
-    resumed = train_projection(model_dir, data_dir, tmp_path / "resumed", PROJECTION,
+    resumed = train_projection(training_model_folder, data_dir, tmp_path / "resumed", PROJECTION,
                                cache_dir=tmp_path / "cache-resumed", resume=True,
                                progress=False)
     assert resumed.step == 4 and resumed.cache["latent_misses"] == 0
@@ -116,13 +109,13 @@ def test_projection_resume_is_exact(tmp_path: Path, model_dir: Path, data_dir: P
     assert len(list((tmp_path / "straight" / "training" / "checkpoints").glob("step-*"))) == 3
 
 
-def test_fresh_and_cached_data_are_the_same_tensors(tmp_path: Path, model_dir: Path,
+def test_fresh_and_cached_data_are_the_same_tensors(tmp_path: Path, training_model_folder: Path,
                                                     data_dir: Path) -> None:
     """What a run trains on does not depend on whether it encoded its caches: same values and
     same (row-major) layout, the layout deciding which kernels the UNet runs."""
-    from engine.diffusion.training.projection import load_training_model
+    from training.projection import load_training_model
 
-    model = load_training_model(model_dir, "cpu")
+    model = load_training_model(training_model_folder, "cpu")
     items = validate_dataset(data_dir, 0.32).items
     fresh = build_training_data(model, items, make_encoder("descriptor"), tmp_path, 0.32)
     cached = build_training_data(model, items, make_encoder("descriptor"), tmp_path, 0.32)
@@ -133,27 +126,27 @@ def test_fresh_and_cached_data_are_the_same_tensors(tmp_path: Path, model_dir: P
         assert a.is_contiguous() and b.is_contiguous() and a.stride() == b.stride(), name
 
 
-def test_resume_refuses_a_changed_recipe(tmp_path: Path, model_dir: Path,
+def test_resume_refuses_a_changed_recipe(tmp_path: Path, training_model_folder: Path,
                                          data_dir: Path) -> None:
-    train_projection(model_dir, data_dir, tmp_path / "run", replace(PROJECTION, steps=1),
-                     progress=False)
+    train_projection(training_model_folder, data_dir, tmp_path / "run",
+                     replace(PROJECTION, steps=1), progress=False)
     with pytest.raises(InputError, match="--batch-size was 4 in the checkpointed run, got 2"):
-        train_projection(model_dir, data_dir, tmp_path / "run",
+        train_projection(training_model_folder, data_dir, tmp_path / "run",
                          replace(PROJECTION, batch_size=2), resume=True, progress=False)
     with pytest.raises(InputError, match="--resume: no checkpoint in"):
-        train_projection(model_dir, data_dir, tmp_path / "fresh", PROJECTION, resume=True,
-                         progress=False)
+        train_projection(training_model_folder, data_dir, tmp_path / "fresh", PROJECTION,
+                         resume=True, progress=False)
 
 
-def test_published_projection_recipe_and_output_folder(tmp_path: Path, model_dir: Path,
+def test_published_projection_recipe_and_output_folder(tmp_path: Path, training_model_folder: Path,
                                                        data_dir: Path) -> None:
     """Only the projection trains, from a published-format (.pt state dict) checkpoint; the
     output links every frozen part and the engine loads it unchanged."""
-    source = load_model(model_dir)
+    source = load_model(training_model_folder)
     init = {k: v * 0.5 for k, v in source.conditioner.state_dict().items()}
     torch.save(init, tmp_path / "projection.pt")
     config = replace(PROJECTION, steps=1, train_all=False, lr=2e-5, validate_every=0)
-    train_projection(model_dir, data_dir, tmp_path / "out", config,
+    train_projection(training_model_folder, data_dir, tmp_path / "out", config,
                      init_projection=tmp_path / "projection.pt", progress=False)
     out = tmp_path / "out"
     trained = load_file(str(out / IMAGE_PROJECTION_FILE))
@@ -162,18 +155,20 @@ def test_published_projection_recipe_and_output_folder(tmp_path: Path, model_dir
         assert not torch.equal(trained[key], value)
     for frozen in ("unet/diffusion_pytorch_model.safetensors", "vae/config.json",
                    "language_model/model.safetensors", "support_prompt.safetensors"):
-        assert (out / frozen).stat().st_ino == (model_dir / frozen).stat().st_ino, frozen
+        source_inode = (training_model_folder / frozen).stat().st_ino
+        assert (out / frozen).stat().st_ino == source_inode, frozen
     loaded = load_model(out)
     assert loaded.spec == source.spec
 
 
-def test_distill_resume_is_exact(tmp_path: Path, model_dir: Path, data_dir: Path) -> None:
+def test_distill_resume_is_exact(tmp_path: Path, training_model_folder: Path,
+                                 data_dir: Path) -> None:
     """As for the projection: cold caches, student, EMA target and AdamW state bit for bit."""
-    distill(model_dir, data_dir, tmp_path / "resumed", replace(DISTILL, steps=2),
+    distill(training_model_folder, data_dir, tmp_path / "resumed", replace(DISTILL, steps=2),
             cache_dir=tmp_path / "cache-resumed", progress=False)
-    distill(model_dir, data_dir, tmp_path / "straight", DISTILL,
+    distill(training_model_folder, data_dir, tmp_path / "straight", DISTILL,
             cache_dir=tmp_path / "cache-straight", progress=False)
-    distill(model_dir, data_dir, tmp_path / "resumed", DISTILL,
+    distill(training_model_folder, data_dir, tmp_path / "resumed", DISTILL,
             cache_dir=tmp_path / "cache-resumed", resume=True, progress=False)
     straight, resumed = weights_of(tmp_path / "straight"), weights_of(tmp_path / "resumed")
     assert any(k.startswith("target.") for k in straight)
@@ -186,7 +181,7 @@ def test_distill_resume_is_exact(tmp_path: Path, model_dir: Path, data_dir: Path
 
 
 def test_distill_refuses_a_student_as_teacher(tmp_path: Path, data_dir: Path) -> None:
-    from engine.diffusion.model import make_tiny_model
+    from engine.generators.diffusion.model import make_tiny_model
 
     student = make_tiny_model(tmp_path / "student", embedding_dim=130, lm_width=96,
                               support_width=64, student=True)

@@ -33,16 +33,16 @@ def main() -> None:
 
     import torch
 
-    from engine.diffusion.config import DiffusionConfig
-    from engine.diffusion.generator import DiffusionGenerator
-    from engine.diffusion.model import (
+    from engine.generators.diffusion.config import DiffusionConfig
+    from engine.generators.diffusion.generator import DiffusionGenerator
+    from engine.generators.diffusion.model import (
         SPEC_FILE,
         audioldm2_component_configs,
         load_model,
         make_tiny_model,
         write_model,
     )
-    from engine.diffusion.testing import random_embedding
+    from engine.generators.diffusion.testing import random_embedding
 
     folder = args.out / ("tiny" if args.tiny else "audioldm2-size")
     if not (folder / SPEC_FILE).is_file():

@@ -1,109 +1,34 @@
-"""The Generator seam: anything that turns a conditioned state into audio.
+"""The generators that make the music, and the factory that picks one by config.
 
-A generator is driven by :mod:`engine.streaming` in three calls:
+- :mod:`engine.generators.procedural`: the embedded default (composer, GM
+  SoundFont, effects); runs anywhere, needs no weights.
+- :mod:`engine.generators.diffusion`: latent audio diffusion conditioned on the
+  image embedding (AudioLDM2 layout, few-step samplers, CUDA graphs, ONNX).
+- :mod:`engine.generators.sine`: a sine per artwork, the fake at the model seam.
 
-1. ``prepare(view)`` once per artwork change: the conditioning (for the
-   procedural generator, the musical decisions derived from the descriptor;
-   for a diffusion model, the cross-attention tokens). Cached by the session.
-2. ``start(condition, seed, start_sample, previous)`` opens a stream at a
-   timeline position; ``previous`` (the state being replaced, or None) lets
-   the generator keep musical context (key, bar phase) across a transition.
-3. ``generate(state, condition, frames)`` returns the next ``frames`` of
-   audio, sample-continuous with the previous call, and the new state. A
-   state is consumed by the call that receives it (it may own a synthesiser).
-
-A generator that can serve several rooms in one call (the diffusion model,
-one UNet batch for every room due together) also has ``generate_batch``
-(:class:`BatchGenerator`); :func:`generate_many` uses it where it exists and
-otherwise calls ``generate`` room by room, so the procedural and sine
-generators need nothing new. Each request carries its own room's state and
-condition; the generator never mixes them.
+What they all implement is in :mod:`engine.generators.base`; each imports it,
+never this factory. The factory imports an implementation only when it is
+chosen (the diffusion one brings torch).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
-import numpy as np
+from engine.generators.base import (
+    BatchGenerator,
+    Generated,
+    Generator,
+    Request,
+    can_batch,
+    generate_many,
+)
 
-from engine.config import EngineConfig
-from ground.protocol import ArtworkView
+if TYPE_CHECKING:
+    from engine.config import EngineConfig
 
-
-@dataclass(frozen=True)
-class Generated:
-    """One generated block: float32 audio (frames, channels) and its notes.
-
-    ``notes`` is int32 (N, 6): start offset in frames from the block start,
-    length in frames, MIDI pitch, velocity, GM program (128 = percussion),
-    MIDI channel. Generators without notes return an empty (0, 6) array.
-    """
-
-    audio: np.ndarray
-    notes: np.ndarray = field(default_factory=lambda: np.zeros((0, 6), np.int32))
-
-    def __post_init__(self) -> None:
-        if self.audio.ndim != 2 or self.audio.dtype != np.float32:
-            raise ValueError(f"audio must be float32 (frames, channels), got "
-                             f"{self.audio.dtype} {self.audio.shape}")
-        if self.notes.ndim != 2 or self.notes.shape[1] != 6:
-            raise ValueError(f"notes must be (N, 6), got {self.notes.shape}")
-
-
-class Generator(Protocol):
-    """What the streaming loop needs from a music generator."""
-
-    sample_rate: int
-    channels: int
-
-    def prepare(self, view: ArtworkView) -> Any:
-        """Conditioning for this view; computed once per artwork change."""
-        ...
-
-    def describe(self, condition: Any) -> dict[str, Any]:
-        """The musical decisions behind ``condition``, JSON-ready, for the timeline."""
-        ...
-
-    def start(self, condition: Any, seed: int, start_sample: int, previous: Any | None) -> Any:
-        """A new stream state positioned at ``start_sample`` on the room timeline."""
-        ...
-
-    def generate(self, state: Any, condition: Any, frames: int) -> tuple[Generated, Any]:
-        """The next ``frames`` of audio after ``state``, and the state after them."""
-        ...
-
-
-#: One room's request in a batch: (its stream state, its condition, frames wanted).
-Request = tuple[Any, Any, int]
-
-
-@runtime_checkable
-class BatchGenerator(Generator, Protocol):
-    """A generator that serves several rooms' requests in one call."""
-
-    def generate_batch(self, requests: Sequence[Request]) -> list[tuple[Generated, Any]]:
-        """Each request's next frames and new state, in request order (as ``generate`` would)."""
-        ...
-
-
-def can_batch(generator: Generator) -> bool:
-    """True when ``generator`` serves several rooms in one call."""
-    return isinstance(generator, BatchGenerator)
-
-
-def generate_many(generator: Generator, requests: Sequence[Request]
-                  ) -> list[tuple[Generated, Any]]:
-    """Every request served: in one ``generate_batch`` call where the generator batches,
-    else by ``generate``, one request after the other."""
-    if isinstance(generator, BatchGenerator):
-        results = generator.generate_batch(requests)
-        if len(results) != len(requests):
-            raise RuntimeError(f"generate_batch returned {len(results)} results for "
-                               f"{len(requests)} requests")
-        return results
-    return [generator.generate(state, condition, frames) for state, condition, frames in requests]
+__all__ = ["BatchGenerator", "Generated", "Generator", "Request", "can_batch", "generate_many",
+           "make_generator"]
 
 
 def make_generator(config: EngineConfig) -> Generator:
@@ -113,9 +38,9 @@ def make_generator(config: EngineConfig) -> Generator:
 
         return SineGenerator(sample_rate=config.sample_rate, channels=config.channels)
     if config.generator == "diffusion":
-        from engine.diffusion.generator import DiffusionGenerator
+        from engine.generators.diffusion.generator import DiffusionGenerator
 
         return DiffusionGenerator.from_config(config)
-    from engine.procedural import ProceduralGenerator
+    from engine.generators.procedural import ProceduralGenerator
 
     return ProceduralGenerator(config.procedural, config.sample_rate, config.channels)

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.generators import Generated
+from engine.generators.base import Generated
 from ground.protocol import ArtworkView
 
 

@@ -8,7 +8,7 @@ its ground truth: each painting's picture quad (TL, TR, BR, BL, frame
 pixels) and its catalogue id.
 
 The catalogue: :func:`catalogue_artwork` paints ``CATALOGUE_SIZE`` (50)
-distinct works, the eight procedural styles of :mod:`capture.artworks` with
+distinct works, the eight procedural styles of :mod:`capture.synthetic.artworks` with
 several compositions each (``make_artwork(k, CATALOGUE_SEED, ...)``), at a
 fixed reference resolution; :func:`write_catalogue` saves them as a folder
 with a ``catalogue.toml`` of metadata, the layout a gallery would supply.
@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from capture.artworks import ARTWORK_ASPECTS, ARTWORK_STYLES, artwork_style, make_artwork
+from capture.synthetic.artworks import ARTWORK_ASPECTS, ARTWORK_STYLES, artwork_style, make_artwork
 
 CATALOGUE_SEED = 2024
 CATALOGUE_SIZE = 50

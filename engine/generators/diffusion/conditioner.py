@@ -17,7 +17,7 @@ room session caches the result.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +25,18 @@ from torch import nn
 
 from ground.errors import InputError
 
-if TYPE_CHECKING:
-    from engine.diffusion.model import ModelSpec
+
+class ProjectionShape(Protocol):
+    """The sizes a projection checkpoint must have (a model's ``ModelSpec`` has them)."""
+
+    @property
+    def embedding_dim(self) -> int: ...  # read-only: ModelSpec is frozen
+    @property
+    def prefix_tokens(self) -> int: ...
+    @property
+    def generated_tokens(self) -> int: ...
+    @property
+    def prefix_special_tokens(self) -> bool: ...
 
 PROJECTION_KEYS = ("projection1.weight", "projection1.bias",
                    "projection2.weight", "projection2.bias")
@@ -68,7 +78,7 @@ class VisualConditioner(nn.Module):
         return generate_language_tokens(language_model, prefix, self.generated_tokens)
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor], spec: ModelSpec, lm_width: int,
+    def from_state_dict(cls, state: dict[str, torch.Tensor], spec: ProjectionShape, lm_width: int,
                         source: str = "<state dict>") -> VisualConditioner:
         """Build from the published checkpoint format, checking keys and shapes."""
         missing = [k for k in PROJECTION_KEYS if k not in state]

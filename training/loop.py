@@ -379,6 +379,77 @@ def timed() -> Iterator[Callable[[], float]]:
     yield lambda: time.perf_counter() - began
 
 
+@dataclass
+class Trainer:
+    """One run's optimiser side, the harness projection training and distillation share.
+
+    :meth:`open` builds AdamW, the warm-up schedule, the precision and its
+    scaler, and the checkpoint folder; seeds the run; on ``resume`` loads the
+    latest checkpoint into ``modules`` (by name), the optimiser, schedule,
+    scaler and RNG (refusing a checkpoint of a run with other settings); and
+    writes ``OUT/training/config.json``. Each trainer brings its own model,
+    loss and validation, and calls :meth:`save` from ``run_steps``.
+    """
+
+    command: str
+    config: RunConfig
+    out_dir: Path
+    modules: dict[str, Any]
+    only_trainable: bool
+    optimizer: Any
+    lr_schedule: Any
+    cast_dtype: Any
+    scaler: Any
+    checkpoints: Checkpoints
+    start: int = 0
+
+    @classmethod
+    def open(cls, command: str, config: RunConfig, out_dir: Path, modules: dict[str, Any],
+             parameters: list[Any], device: torch.device, *, resume: bool,
+             resume_fields: tuple[str, ...], record: dict[str, Any],
+             only_trainable: bool = True) -> Trainer:
+        """The harness of a new or resumed run (see the class docstring)."""
+        import torch
+
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+        cast_dtype = resolve_precision(config.precision, device)
+        trainer = cls(command, config, out_dir, modules, only_trainable, optimizer,
+                      constant_with_warmup(optimizer, config.warmup_steps), cast_dtype,
+                      make_scaler(cast_dtype), Checkpoints(out_dir, config.keep_checkpoints))
+        seed_everything(config.seed)
+        if resume:
+            weights, state, meta = Checkpoints.load(trainer.checkpoints.latest())
+            check_resume_config(state["config"], config, resume_fields)
+            for name, module in modules.items():
+                load_prefixed(name, module, weights)
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.lr_schedule.load_state_dict(state["lr_schedule"])
+            if trainer.scaler is not None and state.get("scaler"):
+                trainer.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            trainer.start = int(meta["step"])
+        (out_dir / "training").mkdir(parents=True, exist_ok=True)
+        (out_dir / "training" / "config.json").write_text(json.dumps(
+            {"command": command, **record, **config.as_dict()}, indent=2) + "\n")
+        return trainer
+
+    def save(self, step: int, loss: float) -> None:
+        """A checkpoint of every module's weights and the optimiser side at ``step``."""
+        weights: dict[str, Any] = {}
+        for name, module in self.modules.items():
+            weights.update(prefixed_state(name, module, self.only_trainable))
+        self.checkpoints.save(step, weights, {
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "config": self.config.as_dict()}, {"loss": loss})
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """``OUT/training/summary.json``: what the run did."""
+        (self.out_dir / "training" / "summary.json").write_text(
+            json.dumps(summary, indent=2) + "\n")
+
+
 def run_steps(
     command: str,
     config: RunConfig,
@@ -490,7 +561,7 @@ def write_model_folder(base: Path, out: Path, replaced: set[str]) -> None:
     Replaced parts are removed first and written by the caller afterwards, so
     writing them never goes through a hard link into ``base``.
     """
-    from engine.diffusion.model import (
+    from engine.generators.diffusion.model import (
         IMAGE_PROJECTION_FILE,
         SPEC_FILE,
         SUBFOLDERS,

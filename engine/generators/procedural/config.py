@@ -1,7 +1,7 @@
 """Settings of the procedural generator: soundfont and the descriptor-to-music mapping.
 
 Embedded in the installation TOML as ``[engine.procedural]``. Every number the
-mapping in :mod:`engine.procedural.mapping` uses to turn visual features into
+mapping in :mod:`engine.generators.procedural.mapping` uses to turn visual features into
 musical decisions lives here, so a technician can retune a room (slower, lower,
 other instruments) without touching code. Defaults are the tuning we listen to.
 """

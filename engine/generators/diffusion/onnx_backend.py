@@ -10,7 +10,7 @@
 :class:`OnnxBackend` runs them with the execution providers the config names
 (CPU, CUDA, TensorRT), and refuses at load any file whose input shapes do
 not match the model folder and window (naming the file). It plugs into
-:class:`engine.diffusion.generator.DiffusionGenerator` as its ``Backend``;
+:class:`engine.generators.diffusion.generator.DiffusionGenerator` as its ``Backend``;
 sampling stays in torch (the sampler is cheap next to the UNet).
 
 IO binding: inputs and outputs are torch tensors bound to the session by
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.diffusion.model import LoadedModel, load_model
+from engine.generators.diffusion.model import LoadedModel, load_model
 from ground.errors import DependencyError, InputError
 
 MANIFEST = "onnx_export.json"

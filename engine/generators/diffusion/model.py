@@ -36,7 +36,7 @@ from ground.errors import DependencyError, InputError
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion.conditioner import VisualConditioner
+    from engine.generators.diffusion.conditioner import VisualConditioner
 
 SPEC_FILE = "art2mus_model.json"
 IMAGE_PROJECTION_FILE = "image_projection.safetensors"
@@ -289,7 +289,7 @@ def write_model(out_dir: str | Path, configs: dict[str, Any], seed: int = 0) -> 
     from transformers import GPT2Config, GPT2Model, SpeechT5HifiGan, SpeechT5HifiGanConfig
     from transformers.utils import logging as transformers_logging
 
-    from engine.diffusion.conditioner import VisualConditioner
+    from engine.generators.diffusion.conditioner import VisualConditioner
 
     transformers_logging.disable_progress_bar()
     out = Path(out_dir)
@@ -402,7 +402,7 @@ def load_model(folder: str | Path, device: str = "cpu", dtype: str = "float32") 
     from transformers import GPT2Model, SpeechT5HifiGan
     from transformers.utils import logging as transformers_logging
 
-    from engine.diffusion.conditioner import VisualConditioner
+    from engine.generators.diffusion.conditioner import VisualConditioner
 
     root = Path(folder)
     check_folder(root)

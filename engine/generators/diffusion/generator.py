@@ -23,7 +23,7 @@ audio. Streams that start (no known region yet) are sampled apart from
 those that continue.
 
 Backends: eager torch (fp32 on CPU; fp16/bf16 on CUDA) or ONNX Runtime
-(:mod:`engine.diffusion.onnx_backend`). On CUDA with the torch backend the
+(:mod:`engine.generators.diffusion.onnx_backend`). On CUDA with the torch backend the
 whole window (every sampling step, VAE decode and vocoder:
 :meth:`DiffusionGenerator.window_program`) is captured as one CUDA graph per
 batch bucket and replayed (:class:`CudaGraphProgram`); the per-step noise is
@@ -43,11 +43,16 @@ import numpy as np
 import torch
 
 from engine.config import EngineConfig
-from engine.diffusion.conditioner import check_embedding
-from engine.diffusion.config import DiffusionConfig
-from engine.diffusion.model import LoadedModel, load_model
-from engine.diffusion.samplers import FewStepSampler, draw_noise, guidance_embedding, sample
-from engine.generators import Generated
+from engine.generators.base import Generated
+from engine.generators.diffusion.conditioner import check_embedding
+from engine.generators.diffusion.config import DiffusionConfig
+from engine.generators.diffusion.model import LoadedModel, load_model
+from engine.generators.diffusion.samplers import (
+    FewStepSampler,
+    draw_noise,
+    guidance_embedding,
+    sample,
+)
 from ground.errors import ConfigError, InputError
 from ground.protocol import ArtworkView
 
@@ -363,7 +368,7 @@ class DiffusionGenerator:
         model = load_model(Path(diffusion.model), diffusion.device, diffusion.dtype)
         backend: Backend | None = None
         if diffusion.backend == "onnx":
-            from engine.diffusion.onnx_backend import OnnxBackend
+            from engine.generators.diffusion.onnx_backend import OnnxBackend
 
             plan = WindowPlan.for_model(model, diffusion)
             backend = OnnxBackend(Path(diffusion.onnx_dir), model, diffusion.onnx_providers,

@@ -51,9 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.procedural.config import ProceduralConfig
-from engine.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
-from engine.procedural.theory import (
+from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
+from engine.generators.procedural.theory import (
     CADENCE_DEGREE,
     PROGRESSIONS,
     chord_pitch_classes,

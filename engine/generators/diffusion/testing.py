@@ -19,7 +19,7 @@ NUMPY_COPY_WARNING = (
 
 def tiny_model_dir(root: str | Path, student: bool = False, embedding_dim: int = 1024) -> Path:
     """A tiny model folder under ``root``, written once and reused (keyed by its options)."""
-    from engine.diffusion.model import SPEC_FILE, make_tiny_model
+    from engine.generators.diffusion.model import SPEC_FILE, make_tiny_model
 
     folder = Path(root) / f"tiny-{'student' if student else 'solver'}-{embedding_dim}"
     if not (folder / SPEC_FILE).is_file():
@@ -31,30 +31,3 @@ def random_embedding(seed: int, dim: int = 1024) -> np.ndarray:
     """A unit-norm (1, dim) float32 embedding, like an image encoder's output."""
     vector = np.random.default_rng(seed).standard_normal((1, dim)).astype(np.float32)
     return vector / np.linalg.norm(vector)
-
-
-#: The tiny model the training tests teach: descriptor-width embeddings, narrow
-#: GPT-2 and support streams (CPU speed), v-prediction (learns in a few hundred steps).
-TRAINING_MODEL = dict(embedding_dim=130, lm_width=96, support_width=64,
-                      prediction_type="v_prediction")
-
-
-def tiny_training_model_dir(root: str | Path) -> Path:
-    """A tiny model folder for training tests under ``root``, written once and reused."""
-    from engine.diffusion.model import SPEC_FILE, make_tiny_model
-
-    folder = Path(root) / "tiny-training-model"
-    if not (folder / SPEC_FILE).is_file():
-        make_tiny_model(folder, **TRAINING_MODEL)  # type: ignore[arg-type]
-    return folder
-
-
-def tone_dataset_dir(root: str | Path, count: int, seconds: float = 0.32, val_count: int = 0,
-                     test_count: int = 0, seed: int = 0) -> Path:
-    """A generated tone dataset under ``root`` (keyed by its options), written once."""
-    from engine.diffusion.training.synthetic import write_tone_dataset
-
-    folder = Path(root) / f"tones-{count}-{seconds}-{val_count}-{test_count}-{seed}"
-    if not (folder / "manifest.csv").is_file():
-        write_tone_dataset(folder, count, seconds, seed, val_count, test_count)
-    return folder

@@ -31,14 +31,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.diffusion.training.loop import RunConfig
+from training.loop import RunConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion.model import LoadedModel
-    from engine.diffusion.training.cache import TrainingData
-    from engine.diffusion.training.objectives import NoiseSchedule
+    from engine.generators.diffusion.model import LoadedModel
+    from training.cache import TrainingData
+    from training.objectives import NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,18 @@ class TrainingResult:
     cache: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def for_run(cls, out: Path, step: int, train: TrainingData,
+                val: TrainingData | None) -> TrainingResult:
+        """The result of a run starting at ``step`` on ``train`` (and ``val``), with the
+        cache hits its data preparation counted."""
+        return cls(out=out, step=step, train_clips=len(train),
+                   val_clips=len(val) if val is not None else 0,
+                   cache={"latent_hits": train.latent_stats.hits,
+                          "latent_misses": train.latent_stats.misses,
+                          "embedding_hits": train.embedding_stats.hits,
+                          "embedding_misses": train.embedding_stats.misses})
+
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (what ``training/summary.json`` holds)."""
         data = asdict(self)
@@ -81,7 +93,7 @@ class TrainingResult:
 
 def load_training_model(model_dir: Path, device: str) -> LoadedModel:
     """The model in float32 (master weights; mixed precision is autocast's job)."""
-    from engine.diffusion.model import load_model
+    from engine.generators.diffusion.model import load_model
 
     return load_model(model_dir, device, "float32")
 
@@ -90,9 +102,9 @@ def prepare_data(model: LoadedModel, data_dir: Path, encoder_spec: str, cache_di
                  config: RunConfig, progress: bool = False
                  ) -> tuple[TrainingData, TrainingData | None]:
     """Validate (refusing on any problem), then the cached train and val clips."""
-    from engine.diffusion.training.cache import build_training_data
-    from engine.diffusion.training.data import require_valid, validate_dataset
-    from engine.diffusion.training.features import make_encoder
+    from training.cache import build_training_data
+    from training.data import require_valid, validate_dataset
+    from training.features import make_encoder
 
     report = validate_dataset(data_dir, config.clip_s, config.val_fraction)
     require_valid(report)
@@ -165,7 +177,7 @@ def validation_loss(model: LoadedModel, schedule: NoiseSchedule, data: TrainingD
     """
     import torch
 
-    from engine.diffusion.training.loop import step_generator
+    from training.loop import step_generator
 
     losses = []
     with torch.no_grad():
@@ -187,25 +199,13 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
                      cache_dir: Path | None = None, init_projection: Path | None = None,
                      resume: bool = False, progress: bool = True) -> TrainingResult:
     """Train the image projection (or everything, ``train_all``) and write a model folder."""
-    import torch
 
-    from engine.diffusion.conditioner import VisualConditioner, load_projection_checkpoint
-    from engine.diffusion.training.loop import (
-        Checkpoints,
-        Progress,
-        RunLog,
-        autocast,
-        check_resume_config,
-        constant_with_warmup,
-        load_prefixed,
-        make_scaler,
-        prefixed_state,
-        resolve_precision,
-        run_steps,
-        seed_everything,
-        set_rng_state,
+    from engine.generators.diffusion.conditioner import (
+        VisualConditioner,
+        load_projection_checkpoint,
     )
-    from engine.diffusion.training.objectives import NoiseSchedule
+    from training.loop import Progress, RunLog, Trainer, autocast, run_steps
+    from training.objectives import NoiseSchedule
 
     config = config or ProjectionConfig()
     model = load_training_model(model_dir, config.device)
@@ -221,45 +221,21 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
     for module in modules.values():
         module.requires_grad_(True).train()
         parameters.extend(p for p in module.parameters() if p.requires_grad)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    lr_schedule = constant_with_warmup(optimizer, config.warmup_steps)
-    cast_dtype = resolve_precision(config.precision, model.device)
-    scaler = make_scaler(cast_dtype)
+    trainer = Trainer.open(
+        "train-projection", config, out_dir, modules, parameters, model.device, resume=resume,
+        resume_fields=("cond_dropout", "min_snr_gamma", "train_all"),
+        record={"model": str(model_dir), "data": str(data_dir), "encoder": encoder,
+                "init_projection": str(init_projection or "")})
     schedule = NoiseSchedule(model.scheduler_config, model.device)
-    checkpoints = Checkpoints(out_dir, config.keep_checkpoints)
-
-    start = 0
-    seed_everything(config.seed)
-    if resume:
-        weights, state, meta = Checkpoints.load(checkpoints.latest())
-        check_resume_config(state["config"], config, ("cond_dropout", "min_snr_gamma",
-                                                      "train_all"))
-        for name, module in modules.items():
-            load_prefixed(name, module, weights)
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start = int(meta["step"])
-    (out_dir / "training").mkdir(parents=True, exist_ok=True)
-    (out_dir / "training" / "config.json").write_text(json.dumps(
-        {"command": "train-projection", "model": str(model_dir), "data": str(data_dir),
-         "encoder": encoder, "init_projection": str(init_projection or ""),
-         **config.as_dict()}, indent=2) + "\n")
+    start = trainer.start
 
     log = RunLog(out_dir, resume)
-    result = TrainingResult(out=out_dir, step=start, train_clips=len(train),
-                            val_clips=len(val) if val is not None else 0,
-                            cache={"latent_hits": train.latent_stats.hits,
-                                   "latent_misses": train.latent_stats.misses,
-                                   "embedding_hits": train.embedding_stats.hits,
-                                   "embedding_misses": train.embedding_stats.misses})
+    result = TrainingResult.for_run(out_dir, start, train, val)
     scaling = float(model.vae.config.scaling_factor)
     if config.rescale_latents:
         scaling = unit_variance_scaling(train, config.latents)
         result.extra["scaling_factor"] = scaling
-    cast = autocast(model.device, cast_dtype)
+    cast = autocast(model.device, trainer.cast_dtype)
     bar = Progress(progress, "train-projection", config.steps, start)
 
     def micro_loss(index: list[int], generator: torch.Generator) -> torch.Tensor:
@@ -278,22 +254,13 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
             module.train()
         return "val_loss", value
 
-    def save_checkpoint(step: int, loss: float) -> None:
-        weights = {}
-        for name, module in modules.items():
-            weights.update(prefixed_state(name, module))
-        checkpoints.save(step, weights, {
-            "optimizer": optimizer.state_dict(), "lr_schedule": lr_schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "config": config.as_dict()}, {"loss": loss})
-
     result.clips_per_s = run_steps(
-        "train-projection", config, start, len(train), micro_loss, optimizer, scaler,
-        parameters, lr_schedule, model.device, result, log, bar, validate, save_checkpoint)
+        "train-projection", config, start, len(train), micro_loss, trainer.optimizer,
+        trainer.scaler, parameters, trainer.lr_schedule, model.device, result, log, bar,
+        validate, trainer.save)
     write_trained_folder(model, model_dir, out_dir, modules,
                          scaling if config.rescale_latents else None)
-    (out_dir / "training" / "summary.json").write_text(
-        json.dumps(result.summary(), indent=2) + "\n")
+    trainer.write_summary(result.summary())
     return result
 
 
@@ -314,8 +281,8 @@ def write_trained_folder(model: LoadedModel, model_dir: Path, out_dir: Path,
     """
     from safetensors.torch import save_file
 
-    from engine.diffusion.model import IMAGE_PROJECTION_FILE
-    from engine.diffusion.training.loop import write_model_folder
+    from engine.generators.diffusion.model import IMAGE_PROJECTION_FILE
+    from training.loop import write_model_folder
 
     replaced = {IMAGE_PROJECTION_FILE, *(name for name in modules if name != "conditioner")}
     write_model_folder(model_dir, out_dir, replaced)

@@ -1,6 +1,6 @@
 """SoundFont rendering and effects for the procedural generator: notes in, float32 audio out.
 
-Where it sits: :class:`~engine.procedural.composer.Composer` writes notes with
+Where it sits: :class:`~engine.generators.procedural.composer.Composer` writes notes with
 absolute timeline starts; :class:`SoundFontRenderer` plays them through
 TinySoundFont (a General MIDI ``.sf2``, by default the TimGM6mb that
 ``pretty_midi`` ships) and a streaming effect chain, one :class:`RenderState`
@@ -35,8 +35,8 @@ import numpy as np
 import pedalboard
 import tinysoundfont
 
-from engine.procedural.config import ProceduralConfig
-from engine.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
+from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
 from ground.errors import DependencyError, InputError
 
 #: Level (dB, relative to the melody) and pan (CC10) per role: melody forward,

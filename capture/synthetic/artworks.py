@@ -1,6 +1,6 @@
 """Procedural artworks: real, clearly different paintings for the demo and the tests.
 
-The built-in virtual camera (``capture.sources.DemoCamera``) hangs these on a
+The built-in virtual camera (``capture.synthetic.camera.DemoCamera``) hangs these on a
 wall; tests and ``art2mus bench`` use them as stand-ins for photographed works.
 Each style is chosen to sit at a different corner of the descriptor space
 (warm/cool, bright/dark, saturated/grey, calm/busy, symmetric or not), so the

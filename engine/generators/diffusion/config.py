@@ -3,7 +3,7 @@
 Importing this module must not import torch: configs are validated by every
 role, including those that never run a model. Sizes that depend on the model
 (latent frames per second, the UNet's downsampling factor) are checked when
-the model is loaded (:func:`engine.diffusion.model.load_model`), naming the
+the model is loaded (:func:`engine.generators.diffusion.model.load_model`), naming the
 parameter.
 """
 

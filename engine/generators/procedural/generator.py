@@ -13,16 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from engine.generators import Generated
-from engine.procedural.composer import Composer
-from engine.procedural.config import ProceduralConfig
-from engine.procedural.mapping import (
+from engine.generators.base import Generated
+from engine.generators.procedural.composer import Composer
+from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.mapping import (
     MusicalDecisions,
     ambience_decisions,
     decide,
     describe_decisions,
 )
-from engine.procedural.render import RenderState, SoundFontRenderer
+from engine.generators.procedural.render import RenderState, SoundFontRenderer
 from ground.protocol import ArtworkView
 
 

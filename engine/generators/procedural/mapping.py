@@ -46,8 +46,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.procedural.config import MODES_DARK_TO_BRIGHT, ProceduralConfig
-from engine.procedural.theory import NOTE_NAMES, note_name
+from engine.generators.procedural.config import MODES_DARK_TO_BRIGHT, ProceduralConfig
+from engine.generators.procedural.theory import NOTE_NAMES, note_name
 from ground.protocol import FEATURE_NAMES
 
 #: Value assumed for a feature the view does not carry.

@@ -21,23 +21,23 @@ def bench_training(model_dir: Path, batch: int, frames: int, steps: int = 5,
     """Seconds per optimizer step and clips per second for each mode."""
     import torch
 
-    from engine.diffusion.training.cache import TrainingData
-    from engine.diffusion.training.distill import (
+    from training.cache import TrainingData
+    from training.distill import (
         DistillConfig,
         LcmGrid,
         consistency_loss,
         ema_update,
         make_student_unet,
     )
-    from engine.diffusion.training.loop import (
+    from training.loop import (
         autocast,
         make_scaler,
         optimizer_step,
         resolve_precision,
         step_generator,
     )
-    from engine.diffusion.training.objectives import NoiseSchedule
-    from engine.diffusion.training.projection import (
+    from training.objectives import NoiseSchedule
+    from training.projection import (
         denoising_loss,
         draw_latents,
         load_training_model,

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.diffusion.training.data import PairedItem, cut_clips, load_audio
-from engine.diffusion.training.features import (
+from training.data import PairedItem, cut_clips, load_audio
+from training.features import (
     ImageEncoder,
     MelConfig,
     file_digest,
@@ -44,7 +44,7 @@ from engine.diffusion.training.features import (
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion.model import LoadedModel
+    from engine.generators.diffusion.model import LoadedModel
 
 CACHE_VERSION = 1
 

@@ -7,7 +7,7 @@ under the visual conditioning:
 - the student is the teacher's UNet with a guidance-scale embedding added
   (``time_cond_proj_dim``, its new projection zero-initialised so the student
   starts as the teacher); the engine's consistency sampler feeds it
-  :func:`engine.diffusion.samplers.guidance_embedding`, so classifier-free
+  :func:`engine.generators.diffusion.samplers.guidance_embedding`, so classifier-free
   guidance is folded in: one UNet pass per step at any scale in
   [guidance_min, guidance_max], a range the student's spec records (the
   engine samples at its midpoint unless told a scale, and refuses one
@@ -39,14 +39,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from engine.diffusion.training.loop import RunConfig
-from engine.diffusion.training.projection import TrainingResult
+from training.loop import RunConfig
+from training.projection import TrainingResult
 
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion.model import LoadedModel, ModelSpec
-    from engine.diffusion.training.objectives import NoiseSchedule
+    from engine.generators.diffusion.model import LoadedModel, ModelSpec
+    from training.objectives import NoiseSchedule
 
 
 @dataclass(frozen=True)
@@ -159,8 +159,8 @@ def consistency_loss(model: LoadedModel, student: Any, target: Any, schedule: No
     """One micro-batch of latent consistency distillation (random draws from ``generator``)."""
     import torch
 
-    from engine.diffusion.samplers import guidance_embeddings
-    from engine.diffusion.training.objectives import boundary_scalings
+    from engine.generators.diffusion.samplers import guidance_embeddings
+    from training.objectives import boundary_scalings
 
     batch, device = x0.shape[0], x0.device
     noise = torch.randn(x0.shape, generator=generator).to(device)
@@ -234,24 +234,10 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
 
     import torch
 
-    from engine.diffusion.training.evaluate import relative_mse, sample_latents
-    from engine.diffusion.training.loop import (
-        Checkpoints,
-        Progress,
-        RunLog,
-        autocast,
-        check_resume_config,
-        constant_with_warmup,
-        load_prefixed,
-        make_scaler,
-        prefixed_state,
-        resolve_precision,
-        run_steps,
-        seed_everything,
-        set_rng_state,
-    )
-    from engine.diffusion.training.objectives import NoiseSchedule
-    from engine.diffusion.training.projection import (
+    from training.evaluate import relative_mse, sample_latents
+    from training.loop import Progress, RunLog, Trainer, autocast, run_steps
+    from training.objectives import NoiseSchedule
+    from training.projection import (
         draw_latents,
         load_training_model,
         prepare_data,
@@ -264,35 +250,17 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     student.train().requires_grad_(True)
     target = copy.deepcopy(student).eval().requires_grad_(False)
     parameters = list(student.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    lr_schedule = constant_with_warmup(optimizer, config.warmup_steps)
-    cast_dtype = resolve_precision(config.precision, model.device)
-    scaler = make_scaler(cast_dtype)
+    trainer = Trainer.open(
+        "distill", config, out_dir, {"student": student, "target": target}, parameters,
+        model.device, resume=resume, only_trainable=False,
+        resume_fields=("guidance_min", "guidance_max", "guidance_embedding_dim",
+                       "ddim_timesteps", "ema_decay", "loss", "huber_c"),
+        record={"teacher": str(teacher_dir), "data": str(data_dir), "encoder": encoder})
     schedule = NoiseSchedule(model.scheduler_config, model.device)
     grid = LcmGrid.for_schedule(model.scheduler_config, config.ddim_timesteps)
-    checkpoints = Checkpoints(out_dir, config.keep_checkpoints)
     spec = student_spec(model.spec, config.guidance_embedding_dim,
                         (config.guidance_min, config.guidance_max))
-
-    start = 0
-    seed_everything(config.seed)
-    if resume:
-        weights, state, meta = Checkpoints.load(checkpoints.latest())
-        check_resume_config(state["config"], config, (
-            "guidance_min", "guidance_max", "guidance_embedding_dim", "ddim_timesteps",
-            "ema_decay", "loss", "huber_c"))
-        load_prefixed("student", student, weights)
-        load_prefixed("target", target, weights)
-        optimizer.load_state_dict(state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start = int(meta["step"])
-    (out_dir / "training").mkdir(parents=True, exist_ok=True)
-    (out_dir / "training" / "config.json").write_text(json.dumps(
-        {"command": "distill", "teacher": str(teacher_dir), "data": str(data_dir),
-         "encoder": encoder, **config.as_dict()}, indent=2) + "\n")
+    start = trainer.start
 
     # The reference a student is held to during training: the teacher at many steps.
     reference: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -305,14 +273,9 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
             guidance_scale=config.reference_guidance, seed=config.seed))
 
     log = RunLog(out_dir, resume)
-    result = TrainingResult(out=out_dir, step=start, train_clips=len(train),
-                            val_clips=len(val) if val is not None else 0,
-                            cache={"latent_hits": train.latent_stats.hits,
-                                   "latent_misses": train.latent_stats.misses,
-                                   "embedding_hits": train.embedding_stats.hits,
-                                   "embedding_misses": train.embedding_stats.misses})
+    result = TrainingResult.for_run(out_dir, start, train, val)
     scaling = float(model.vae.config.scaling_factor)
-    cast = autocast(model.device, cast_dtype)
+    cast = autocast(model.device, trainer.cast_dtype)
     bar = Progress(progress, "distill", config.steps, start)
 
     def micro_loss(index: list[int], generator: torch.Generator) -> torch.Tensor:
@@ -331,21 +294,12 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         student.train()
         return "student_vs_teacher", relative_mse(latents, reference[1])
 
-    def save_checkpoint(step: int, loss: float) -> None:
-        checkpoints.save(step, {**prefixed_state("student", student, False),
-                                **prefixed_state("target", target, False)}, {
-            "optimizer": optimizer.state_dict(),
-            "lr_schedule": lr_schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "config": config.as_dict()}, {"loss": loss})
-
     result.clips_per_s = run_steps(
-        "distill", config, start, len(train), micro_loss, optimizer, scaler, parameters,
-        lr_schedule, model.device, result, log, bar, validate, save_checkpoint,
+        "distill", config, start, len(train), micro_loss, trainer.optimizer, trainer.scaler,
+        parameters, trainer.lr_schedule, model.device, result, log, bar, validate, trainer.save,
         after_step=lambda: ema_update(target, student, config.ema_decay), stream="distill")
     write_student_folder(teacher_dir, out_dir, student, spec, grid)
-    (out_dir / "training" / "summary.json").write_text(
-        json.dumps(result.summary(), indent=2) + "\n")
+    trainer.write_summary(result.summary())
     return result
 
 
@@ -357,8 +311,8 @@ def write_student_folder(teacher_dir: Path, out_dir: Path, student: Any, spec: M
     ``timestep_scaling`` so the engine's LCM sampler walks the grid the student
     was distilled on.
     """
-    from engine.diffusion.model import SPEC_FILE
-    from engine.diffusion.training.loop import write_model_folder
+    from engine.generators.diffusion.model import SPEC_FILE
+    from training.loop import write_model_folder
 
     write_model_folder(teacher_dir, out_dir, {"unet", "scheduler", SPEC_FILE})
     student.save_pretrained(out_dir / "unet")

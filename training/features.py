@@ -34,7 +34,7 @@ from ground.errors import Art2MusError, InputError
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion.model import LoadedModel
+    from engine.generators.diffusion.model import LoadedModel
 
 
 @dataclass(frozen=True)

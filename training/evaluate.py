@@ -1,7 +1,7 @@
 """Measuring a trained model: sample latents for embeddings, and compare them.
 
 :func:`sample_latents` draws latents the way the engine does (the same
-samplers and :func:`engine.diffusion.samplers.sample`), but for a batch of
+samplers and :func:`engine.generators.diffusion.samplers.sample`), but for a batch of
 embeddings and any number of steps, so a teacher can be run at many steps as
 the reference a few-step student is held to. The noise of item ``i`` comes
 from ``seed + i``, so a teacher and a student can start from the same noise.
@@ -23,7 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-    from engine.diffusion.model import LoadedModel
+    from engine.generators.diffusion.model import LoadedModel
 
 
 def sample_latents(model: LoadedModel, embeddings: torch.Tensor, frames: int, *,
@@ -32,7 +32,7 @@ def sample_latents(model: LoadedModel, embeddings: torch.Tensor, frames: int, *,
     """Latents (N, C, frames, bins) for N embeddings, sampled like the engine samples."""
     import torch
 
-    from engine.diffusion.samplers import FewStepSampler, guidance_embedding, sample
+    from engine.generators.diffusion.samplers import FewStepSampler, guidance_embedding, sample
 
     kind = sampler or model.spec.sampler
     few_step = FewStepSampler(kind, model.scheduler_config, steps,  # type: ignore[arg-type]

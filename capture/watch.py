@@ -1,0 +1,66 @@
+"""Watching a frame source from inside the capture loop's thread.
+
+The capture role needs to know two things the loop does not report: that the
+loop is alive (the supervisor's heartbeat is sent from the loop's own thread,
+so a stuck loop stops it) and when the camera last delivered a frame (while
+it delivers nothing, the role holds back the loop's re-sends of the last
+view). :meth:`FrameWatch.attach` wraps a source in a :class:`WatchedSource`
+that tells the watch about every read. Frames pass through untouched, ground
+truth included, so the loop sees the same frames it would without the watch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from capture.frames import Frame, FrameSource
+from ground.health import Heartbeat
+
+
+class FrameWatch:
+    """Watches a frame source's reads: heartbeats from the loop thread, and when frames came."""
+
+    def __init__(self, heartbeat: Heartbeat, status: Callable[[], dict[str, Any]]) -> None:
+        self.heartbeat = heartbeat
+        self.status = status  # called only when a beat is due, to build the health record
+        self.last_frame_at = time.monotonic()
+        self.frames = 0
+
+    def attach(self, source: FrameSource) -> WatchedSource:
+        """``source``, wrapped so that its reads report to this watch."""
+        return WatchedSource(source, self)
+
+    def saw(self, frame: Frame | None) -> None:
+        """Account one read of the watched source (``None``: no new frame)."""
+        if frame is not None:
+            self.last_frame_at = time.monotonic()
+            self.frames += 1
+        if self.heartbeat.due():
+            self.heartbeat.beat(self.status())
+
+    def no_frames_for(self) -> float:
+        """Seconds since the source last delivered a frame."""
+        return time.monotonic() - self.last_frame_at
+
+
+class WatchedSource:
+    """A frame source whose reads are reported to a :class:`FrameWatch`."""
+
+    def __init__(self, source: FrameSource, watch: FrameWatch) -> None:
+        self.source = source
+        self.watch = watch
+
+    def read(self) -> Frame | None:
+        """The wrapped source's next frame, after telling the watch about it."""
+        frame = self.source.read()
+        self.watch.saw(frame)
+        return frame
+
+    def close(self) -> None:
+        """Close the wrapped source."""
+        self.source.close()
+
+
+__all__ = ["FrameWatch", "WatchedSource"]
