@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from ground.params import VOLUME_MAX
+
 #: How ``{start}`` is written: local time of the role's start, to the second.
 START_FORMAT = "%Y%m%d-%H%M%S"
 #: File name suffixes each recording field accepts (lower case).
@@ -118,7 +120,9 @@ class AudioOutConfig(BaseModel):
     resume_s: float = Field(
         0.05, gt=0.0, le=2.0, description="Crossfade from the hold (or silence) back to music."
     )
-    volume: float = Field(1.0, ge=0.0, le=4.0)
+    volume: float = Field(
+        1.0, ge=0.0, le=VOLUME_MAX, description="Output gain factor; the live `volume` range."
+    )
     volume_ramp_s: float = Field(
         0.05, gt=0.0, le=10.0, description="A volume change glides over this long (no zipper)."
     )

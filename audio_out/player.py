@@ -46,6 +46,7 @@ from audio_out.resample import TimelineResampler
 from audio_out.timeline import SpliceResult, TimelineBuffer
 from ground.errors import ConfigError
 from ground.events import EventSink
+from ground.params import VOLUME_MAX
 from ground.protocol import PROTOCOL_VERSION, AudioChunk, PlaybackClock
 
 #: Largest callback block the preallocated buffers take (PortAudio may pass
@@ -253,9 +254,9 @@ class Player:
 
     # ------------------------------------------------------------- controls
     def set_volume(self, volume: float) -> None:
-        """Set the volume (0..4); it glides there over ``volume_ramp_s`` without clicks."""
-        if not 0.0 <= volume <= 4.0:
-            raise ConfigError(f"audio_out.volume: expected 0..4, got {volume}")
+        """Set the volume (0..VOLUME_MAX); it glides there over ``volume_ramp_s``, no clicks."""
+        if not 0.0 <= volume <= VOLUME_MAX:
+            raise ConfigError(f"audio_out.volume: expected 0..{VOLUME_MAX:g}, got {volume}")
         self._volume.set(volume, round(self.config.volume_ramp_s * self.sample_rate))
 
     def set_mute(self, muted: bool) -> None:

@@ -33,9 +33,10 @@ from ground.errors import ConfigError
 from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
-from ground.protocol import AudioChunk, Control, DropCounter, ProtocolError
-from ground.security import curve_keys
-from ground.transport import Inbox, make_socket, send
+from ground.params import parameter
+from ground.protocol import AudioChunk, DropCounter, ProtocolError
+from ground.shell import RoleShell
+from ground.transport import send
 
 
 class LevelMeter:
@@ -97,27 +98,16 @@ def run_audio_out(
 ) -> bool:
     """Play one room until stopped; True when it ended because ``stop_after_s`` was reached."""
     net = config.network
-    keys = curve_keys(config.security)
-    heartbeat = heartbeat or Heartbeat(fd=None)
-    metrics = metrics or Metrics(0)
-    context: zmq.Context = zmq.Context.instance()
-    chunks = Inbox(
-        make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=[config.room],
-                    max_bytes=net.max_message_bytes, curve=keys),
-        net.max_message_bytes,
-    )
-    control = Inbox(
-        make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes,
-                    curve=keys),
-        net.max_message_bytes,
-    )
+    shell = RoleShell("audio_out", config.room, net, config.security, stop, heartbeat, metrics)
+    metrics = shell.metrics
+    chunks = shell.inbox("chunks", shell.socket(zmq.SUB, net.chunks, bind=False,
+                                                subscribe=[config.room]))
     # IMMEDIATE: while the engine is down, clocks are not queued for its next
     # incarnation, which would otherwise start the room from a stale playhead.
-    clock = make_socket(context, zmq.PUSH, net.clock, bind=False, hwm=10, curve=keys,
-                        immediate=True)
+    clock = shell.socket(zmq.PUSH, net.clock, bind=False, hwm=10, immediate=True)
     poller = zmq.Poller()
     poller.register(chunks.socket, zmq.POLLIN)
-    poller.register(control.socket, zmq.POLLIN)
+    poller.register(shell.control.socket, zmq.POLLIN)
     meter = LevelMeter()
     player = Player(config.room, config.audio_out, config.channels, log_event,
                     output_factory=meter.factory())
@@ -125,6 +115,16 @@ def run_audio_out(
     next_clock = time.monotonic()
     finished = False
     refused_controls: dict[str, int] = {}
+
+    def status() -> dict[str, Any]:
+        tl = player.timeline
+        recording = player.recording_status()
+        metrics.set_underflows(config.room, tl.underflows)
+        metrics.set_recording(config.room, recording["state"])
+        return {"state": tl.state, "underflows": tl.underflows,
+                "playhead_s": round(tl.playhead / player.sample_rate, 2),
+                "level_dbfs": meter.take_dbfs(), "recording": recording}
+
     player.start()
     try:
         while not stop.is_set():
@@ -133,27 +133,9 @@ def run_audio_out(
             for message in chunks.drain():
                 if isinstance(message, AudioChunk) and message.room == config.room:
                     submit_chunk(player, message, chunks.dropped, log_event)
-            for message in control.drain():
-                if not isinstance(message, Control) or message.target not in ("*", "audio_out"):
-                    continue
-                if message.command == "shutdown":
-                    stop.set()
-                elif message.command == "set" and message.room in ("*", config.room):
-                    apply_set(player, message.params, log_event, refused_controls)
-            if heartbeat.due():
-                tl = player.timeline
-                recording = player.recording_status()
-                metrics.set_underflows(config.room, tl.underflows)
-                metrics.set_recording(config.room, recording["state"])
-                metrics.set_dropped("chunks", chunks.dropped.by_reason)
-                metrics.set_dropped("control", control.dropped.by_reason)
-                heartbeat.beat({
-                    "state": tl.state, "underflows": tl.underflows,
-                    "playhead_s": round(tl.playhead / player.sample_rate, 2),
-                    "level_dbfs": meter.take_dbfs(),
-                    "dropped": chunks.dropped.total + control.dropped.total,
-                    "recording": recording,
-                })
+            for message in shell.controls():
+                apply_set(player, message.params, log_event, refused_controls)
+            shell.beat(status)
             if time.monotonic() >= next_clock:
                 next_clock += period
                 if next_clock < time.monotonic():
@@ -164,13 +146,8 @@ def run_audio_out(
                 break
     finally:
         player.stop()
-        log_event("stats", dropped={"chunks": dict(chunks.dropped.by_reason),
-                                    "control": dict(control.dropped.by_reason)},
-                  dropped_total={"chunks": chunks.dropped.total,
-                                 "control": control.dropped.total},
-                  received=chunks.received)
-        for socket in (chunks.socket, control.socket, clock):
-            socket.close()
+        log_event("stats", received=chunks.received, **shell.stats())
+        shell.close()
     return finished
 
 
@@ -195,23 +172,21 @@ def apply_set(player: Player, params: dict[str, float | str], log_event: EventSi
               refused: dict[str, int] | None = None) -> None:
     """Live parameters audio_out owns (``volume``); others are the engine's and ignored here.
 
-    A volume that is not a finite number is ignored (a Control from the
-    network may carry anything; the player would refuse it by raising) and
-    counted in ``refused`` by name, logged the first time; a finite one is
-    clamped to 0..4.
+    The range is the parameter table's (:mod:`ground.params`): a volume that
+    is not a finite number is ignored (a Control from the network may carry
+    anything) and counted in ``refused``, logged the first time; a finite one
+    is clamped to the range.
     """
     if "volume" not in params:
         return
-    volume = params["volume"]
-    number = float(volume) if isinstance(volume, int | float) and not isinstance(
-        volume, bool) else math.nan
-    if not math.isfinite(number):
+    try:
+        value = parameter("volume").clamp(params["volume"])
+    except ValueError as error:
         counts = refused if refused is not None else {}
         if counts.get("volume", 0) == 0:
-            log_event("control_refused", name="volume", value=repr(volume)[:40],
-                      error=f"audio_out.volume: expected a finite number in 0..4, got {volume!r}")
+            log_event("control_refused", name="volume", value=repr(params["volume"])[:40],
+                      error=str(error))
         counts["volume"] = counts.get("volume", 0) + 1
         return
-    value = min(max(number, 0.0), 4.0)
     player.set_volume(value)  # the player ramps to it: no click
     log_event("volume", value=value)

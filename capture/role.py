@@ -32,9 +32,9 @@ from ground.config import NetworkConfig, SecurityConfig
 from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
-from ground.protocol import ArtworkView, Control
-from ground.security import curve_keys
-from ground.transport import Inbox, make_socket, send
+from ground.protocol import ArtworkView
+from ground.shell import RoleShell
+from ground.transport import send
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,11 @@ def run_capture(
     cv2.setNumThreads(1)
     room_id = config.room
     net = config.network
-    keys = curve_keys(config.security)
-    heartbeat = heartbeat or Heartbeat(fd=None)
-    metrics = metrics or Metrics(0)
+    shell = RoleShell("capture", room_id, net, config.security, stop, heartbeat, metrics)
+    metrics = shell.metrics
     # Views stop being re-sent this long after the camera's last frame.
     stale_after_s = max(2.0, 2.0 * config.capture.heartbeat_s)
-    context: zmq.Context = zmq.Context.instance()
-    views = make_socket(context, zmq.PUB, net.views, bind=False, curve=keys)
-    control = Inbox(
-        make_socket(context, zmq.SUB, net.control, bind=False, max_bytes=net.max_message_bytes,
-                    curve=keys),
-        net.max_message_bytes,
-    )
+    views = shell.socket(zmq.PUB, net.views, bind=False)
     last: dict[str, Any] = {"artwork_id": None, "confidence": 0.0, "state": "empty",
                             "camera": "ok", "held_back": 0}
 
@@ -78,8 +71,7 @@ def run_capture(
         fps = round(loop.rate.fps, 2)  # effective: lower while capture sheds load
         metrics.set_confidence(room_id, float(last["confidence"]))
         metrics.set_capture_fps(room_id, fps)
-        metrics.set_dropped("control", control.dropped.by_reason)
-        return dict(last, dropped=control.dropped.total, frames=watch.frames, fps=fps)
+        return dict(last, frames=watch.frames, fps=fps)
 
     def publish(view: ArtworkView) -> None:
         if watch.no_frames_for() > stale_after_s:
@@ -98,14 +90,14 @@ def run_capture(
             log_event("view_dropped", seq=view.seq)
 
     def watch_control() -> None:
+        # The loop blocks in its frame reads: control is read here, and a shutdown
+        # sets the stop event the loop checks. Capture has no live parameters yet.
         while not stop.is_set():
-            if control.socket.poll(100):
-                for message in control.drain():
-                    if (isinstance(message, Control) and message.command == "shutdown"
-                            and message.target in ("*", "capture")):
-                        stop.set()
+            if shell.control.socket.poll(100):
+                for _ in shell.controls():
+                    pass
 
-    watch = FrameWatch(heartbeat, status)
+    watch = FrameWatch(lambda: shell.beat(status))
     source = watch.attach(open_source(config.capture))
     watcher = threading.Thread(target=watch_control, name="capture-control", daemon=True)
     watcher.start()
@@ -115,7 +107,5 @@ def run_capture(
     finally:
         stop.set()
         watcher.join(timeout=1.0)
-        log_event("stats", dropped={"control": dict(control.dropped.by_reason)},
-                  dropped_total={"control": control.dropped.total})
-        views.close()
-        control.socket.close()
+        log_event("stats", **shell.stats())
+        shell.close()

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from capture.frames import Frame, FrameSource
-from ground.health import Heartbeat
 
 
 class FrameWatch:
     """Watches a frame source's reads: heartbeats from the loop thread, and when frames came."""
 
-    def __init__(self, heartbeat: Heartbeat, status: Callable[[], dict[str, Any]]) -> None:
-        self.heartbeat = heartbeat
-        self.status = status  # called only when a beat is due, to build the health record
+    def __init__(self, beat: Callable[[], object]) -> None:
+        self.beat = beat  # sends a heartbeat when one is due (the role shell's beat)
         self.last_frame_at = time.monotonic()
         self.frames = 0
 
@@ -37,8 +34,7 @@ class FrameWatch:
         if frame is not None:
             self.last_frame_at = time.monotonic()
             self.frames += 1
-        if self.heartbeat.due():
-            self.heartbeat.beat(self.status())
+        self.beat()
 
     def no_frames_for(self) -> float:
         """Seconds since the source last delivered a frame."""

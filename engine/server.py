@@ -43,8 +43,8 @@ from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
 from ground.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
-from ground.security import curve_keys
-from ground.transport import Inbox, make_socket, send
+from ground.shell import RoleShell
+from ground.transport import send
 
 STATS_EVERY_S = 10.0
 #: Frames read from each socket per turn of the loop: a flood waits in
@@ -121,7 +121,6 @@ class EngineServer:
         for room in config.rooms:
             self.sessions[room.id].min_change_interval_s = config.min_change_interval_s
             self.sessions[room.id].midi_channel_offset = room.midi_channel_offset
-        self.heartbeat = heartbeat or Heartbeat(fd=None)
         self.metrics = metrics or Metrics(0)
         self.state_path = state_path
         self._clock_now = clock
@@ -130,24 +129,20 @@ class EngineServer:
         self._state_saved_at = -float("inf")
         self._restore()
         net = config.network
-        keys = curve_keys(config.security)
-        self._context = context or zmq.Context.instance()
-        self._views = make_socket(self._context, zmq.SUB, net.views, bind=True,
-                                  max_bytes=net.max_message_bytes, curve=keys)
+        # The shell: control, heartbeats, metrics and drop counters, as every role has them.
+        self.shell = RoleShell("engine", None, net, config.security, threading.Event(),
+                               heartbeat, self.metrics, context)
+        views = self.shell.socket(zmq.SUB, net.views, bind=True)
         # XPUB: the engine learns which rooms' audio_out are subscribed, and
         # generates for a room only then (a PUB drops what it sends before the
         # subscription arrives: the first chunk after a restart would be lost).
-        self._chunks = make_socket(self._context, zmq.XPUB, net.chunks, bind=True, curve=keys)
+        self._chunks = self.shell.socket(zmq.XPUB, net.chunks, bind=True)
         self.subscriptions = RoomSubscriptions(list(self.sessions))
-        self._clock = make_socket(self._context, zmq.PULL, net.clock, bind=True,
-                                  max_bytes=net.max_message_bytes, curve=keys)
-        self._control = make_socket(self._context, zmq.SUB, net.control, bind=False,
-                                    max_bytes=net.max_message_bytes, curve=keys)
-        self.inboxes = {
-            "views": Inbox(self._views, net.max_message_bytes),
-            "clock": Inbox(self._clock, net.max_message_bytes),
-            "control": Inbox(self._control, net.max_message_bytes),
-        }
+        clocks = self.shell.socket(zmq.PULL, net.clock, bind=True)
+        self.inboxes = {"views": self.shell.inbox("views", views),
+                        "clock": self.shell.inbox("clock", clocks),
+                        "control": self.shell.control}
+        self.shell.count("subscriptions", self.subscriptions.dropped)
         self._poller = zmq.Poller()
         for inbox in self.inboxes.values():
             self._poller.register(inbox.socket, zmq.POLLIN)
@@ -182,8 +177,7 @@ class EngineServer:
         for session in self.sessions.values():
             session.tick()
         self._generate_due()
-        if self.heartbeat.due():
-            self.heartbeat.beat(self.status())
+        self.shell.beat(self.status)
         self._maybe_save_state()
         if time.monotonic() >= self._next_stats:
             self._next_stats += STATS_EVERY_S
@@ -209,14 +203,9 @@ class EngineServer:
                 self.unknown_room += 1
                 continue
             session.on_clock(message)
-        for message in self.inboxes["control"].drain(FRAMES_PER_TURN):
-            if not isinstance(message, Control) or message.target not in ("*", "engine"):
-                continue
-            if message.command == "shutdown":
-                return True
-            if message.command == "set":
-                self._apply_set(message)
-        return False
+        for message in self.shell.controls(FRAMES_PER_TURN):
+            self._apply_set(message)
+        return self.shell.stop.is_set()  # a shutdown Control came
 
     def _apply_set(self, message: Control) -> None:
         """Live parameters for one room or all ("*"); unknown rooms are counted, not fatal."""
@@ -278,15 +267,8 @@ class EngineServer:
                 if key in described:
                     entry[key] = described[key]
             rooms[room] = entry
-        dropped = {name: counter.total for name, counter in self._drop_counters().items()}
-        for name, counter in self._drop_counters().items():
-            self.metrics.set_dropped(name, counter.by_reason)
-        return {"rooms": rooms, "dropped": dropped, "subscribed": sorted(self.subscribed)}
-
-    def _drop_counters(self) -> dict[str, DropCounter]:
-        counters = {name: inbox.dropped for name, inbox in self.inboxes.items()}
-        counters["subscriptions"] = self.subscriptions.dropped
-        return counters
+        # the shell adds what was dropped, by socket
+        return {"rooms": rooms, "subscribed": sorted(self.subscribed)}
 
     # -- surviving a restart ---------------------------------------------------
 
@@ -380,14 +362,12 @@ class EngineServer:
             "stats",
             realtime_factor={room: (round(s.realtime_factor, 2) if s.generation_s else None)
                              for room, s in self.sessions.items()},
-            dropped={name: dict(c.by_reason) for name, c in self._drop_counters().items()},
             received={name: inbox.received for name, inbox in self.inboxes.items()},
             unknown_room=self.unknown_room,
-            dropped_total={name: c.total for name, c in self._drop_counters().items()},
             subscribed=sorted(self.subscribed),
+            **self.shell.stats(),
         )
 
     def close(self) -> None:
         """Close the sockets (idempotent)."""
-        for socket in (self._views, self._chunks, self._clock, self._control):
-            socket.close()
+        self.shell.close()

@@ -20,9 +20,10 @@ ids come from the network: a peer sending endless new ids must not grow the
 engine); the artwork playing is never evicted.
 
 Live control (knobs, OSC, config reload; see :mod:`ground.params`)
-arrives as :meth:`RoomSession.set_controls`. Intensity, brightness, tempo
-bias and the variation change the room's condition: the plan the generator
-made for the artwork is adjusted (:func:`apply_controls`) and the change is
+arrives as :meth:`RoomSession.set_controls`, which sets the fields the
+parameter table names and knows no parameter by name. Intensity, brightness
+and tempo bias change the room's condition (what they mean is the
+generator's: its ``apply_controls``), the variation its seed; either change is
 played as a transition, at most once per ``min_change_interval_s`` so a
 sweeping knob does not restart the music on every tick. Freeze holds the
 current artwork whatever capture reports; transition time sets the
@@ -42,11 +43,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import msgspec
 import numpy as np
 
 from engine.config import EngineConfig
-from engine.generators import Generated, Generator, can_batch, generate_many
+from engine.generators import Generated, Generator, RoomControls, can_batch, generate_many
 from ground.events import EventSink, null_sink
 from ground.params import SETTINGS, Parameter, live_value
 from ground.protocol import (
@@ -60,79 +60,12 @@ from ground.protocol import (
 Reason = Literal["start", "continue", "transition"]
 
 
-@dataclass(frozen=True)
-class RoomControls:
-    """The live parameters of one room (neutral values change nothing)."""
-
-    intensity: float = 0.5
-    brightness: float = 0.5
-    tempo_bias: float = 0.0
-    transition_s: float | None = None  # None: the config's transition_crossfade_s
-    freeze: bool = False
-    variation: int = 0
-
-    @property
-    def shapes_condition(self) -> tuple[float, float, float]:
-        """The values that change the generator's condition (variation changes the seed)."""
-        return (round(self.intensity, 3), round(self.brightness, 3), round(self.tempo_bias, 3))
-
-    @property
-    def neutral(self) -> bool:
-        """True when the condition is the artwork's own."""
-        return self.shapes_condition == (0.5, 0.5, 0.0)
-
-
 #: Seed step between variations (a prime, so variations never alias another room's seed).
 VARIATION_SEED_STEP = 7919
 #: Artworks whose condition a room keeps (least recently used evicted first).
 CONDITION_CACHE_SIZE = 64
 #: Conditions adjusted by the knobs a room keeps (a knob sweep makes many).
 ADJUSTED_CACHE_SIZE = 64
-_CLAMP_TEMPO = (30.0, 240.0)
-
-
-def _clip01(x: float) -> float:
-    return min(max(float(x), 0.0), 1.0)
-
-
-def apply_controls(condition: Any, controls: RoomControls) -> Any | None:
-    """``condition`` adjusted by the controls, or None if this kind of condition has no knobs.
-
-    A plan with ``density``, ``brightness`` and ``tempo_bpm`` fields (the
-    procedural generator's MusicalDecisions) is adjusted directly:
-    intensity shifts density, brightness shifts timbre brightness (both
-    around 0.5 = the artwork's own) and tempo is multiplied by
-    ``2 ** (tempo_bias / 2)``. Other conditions return None and the session
-    adjusts the view's features instead (:func:`adjust_view`).
-    """
-    names = {f.name for f in dataclasses.fields(condition)} if dataclasses.is_dataclass(
-        condition) and not isinstance(condition, type) else set()
-    if not {"density", "brightness", "tempo_bpm"} <= names:
-        return None
-    tempo = condition.tempo_bpm * 2.0 ** (controls.tempo_bias / 2.0)
-    return dataclasses.replace(
-        condition,
-        density=round(_clip01(condition.density + (controls.intensity - 0.5)), 4),
-        brightness=round(_clip01(condition.brightness + (controls.brightness - 0.5)), 4),
-        tempo_bpm=round(min(max(tempo, _CLAMP_TEMPO[0]), _CLAMP_TEMPO[1]), 1),
-    )
-
-
-def adjust_view(view: ArtworkView, controls: RoomControls) -> ArtworkView:
-    """The view with its descriptor nudged by the controls (for generators without a plan).
-
-    Brightness shifts the ``brightness`` feature; intensity shifts
-    ``edge_density`` and ``contrast`` (the features density follows). An
-    empty wall has no features and stays as it is.
-    """
-    if view.state == "empty":
-        return view
-    features = dict(view.features)
-    shift = controls.brightness - 0.5
-    features["brightness"] = _clip01(features.get("brightness", 0.5) + shift)
-    for name in ("edge_density", "contrast"):
-        features[name] = _clip01(features.get(name, 0.5) + (controls.intensity - 0.5))
-    return msgspec.structs.replace(view, features=features)
 
 
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
@@ -218,7 +151,7 @@ class RoomSession:
         self.min_change_interval_s = 0.25
         self._replan_pending = False
         self._last_replan = -float("inf")
-        self._adjusted: OrderedDict[tuple[str, tuple[float, float, float]], Any] = OrderedDict()
+        self._adjusted: OrderedDict[tuple[str, tuple[float, ...]], Any] = OrderedDict()
         self.refused_controls: Counter[str] = Counter()  # by parameter name
 
     def log_event(self, kind: str, **fields: Any) -> None:
@@ -265,7 +198,9 @@ class RoomSession:
         :attr:`refused_controls` (logged the first time per name); a finite
         one is clamped to its parameter's range.
         """
-        updates: dict[str, Any] = {}
+        updates: dict[str, Any] = {}  # by field (control or setting), in arrival order
+        fields: dict[str, Any] = {}  # the RoomControls fields among them
+        replan = False
         c = self.controls
         for name, raw in params.items():
             param = _live_parameter(name)
@@ -279,27 +214,23 @@ class RoomSession:
                                    error=str(error))
                 self.refused_controls[param.name] += 1
                 continue
-            name = param.name
-            if name in ("intensity", "brightness", "tempo_bias") and getattr(c, name) != value:
-                updates[name] = value
-            elif name == "transition_s" and c.transition_s != value:
-                updates[name] = value
-            elif name == "freeze" and c.freeze != (value >= 0.5):
-                updates[name] = value >= 0.5
-            elif name == "next_variation" and c.variation != int(value):
-                updates["variation"] = int(value)
-            elif name in SETTINGS and getattr(self.config, name) != value:
-                self.config = self.config.model_copy(update={name: value})
-                updates[name] = value
+            if param.name in SETTINGS:
+                if getattr(self.config, param.name) != value:
+                    self.config = self.config.model_copy(update={param.name: value})
+                    updates[param.name] = value
+            elif param.field is not None:
+                typed = param.typed(value)
+                if getattr(c, param.field) != typed:
+                    updates[param.field] = fields[param.field] = typed
+                    replan = replan or bool(param.replans)
         if not updates:
             return []
-        self.controls = dataclasses.replace(
-            c, **{k: v for k, v in updates.items() if k not in SETTINGS})
-        if {"intensity", "brightness", "tempo_bias", "variation"} & set(updates):
+        self.controls = dataclasses.replace(c, **fields)
+        if replan:
             self._replan_pending = True
-        if "freeze" in updates and not self.controls.freeze:
+        if c.freeze and not self.controls.freeze:
             self._show(self.latest_view)  # catch up with what capture saw meanwhile
-        self.log_event("controls", **{k: v for k, v in updates.items()})
+        self.log_event("controls", **updates)
         return sorted(updates)
 
     @property
@@ -491,9 +422,7 @@ class RoomSession:
         if cache_key in self._adjusted:
             self._adjusted.move_to_end(cache_key)
             return self._adjusted[cache_key]
-        adjusted = apply_controls(base, self.controls)
-        if adjusted is None:
-            adjusted = self.generator.prepare(adjust_view(view, self.controls))
+        adjusted = self.generator.apply_controls(view, base, self.controls)
         self._adjusted[cache_key] = adjusted
         # a knob sweep must not grow the cache forever
         _evict(self._adjusted, ADJUSTED_CACHE_SIZE, keep={cache_key})

@@ -14,10 +14,21 @@ tempo_bias      engine     -1 .. 1       tempo x 2^(bias/2): -1 = x0.71, +1 = x1
 transition_s    engine     0 .. 10       crossfade into new material, seconds
 freeze          engine     0 | 1         1 = keep the current artwork's music
 next_variation  engine     counter       each step reseeds the composer
-volume          audio_out  0 .. 2        output gain factor (ramped, no clicks)
+volume          audio_out  0 .. 4        output gain factor (ramped, no clicks)
 ==============  =========  ============  =========================================
 
-``density`` is accepted as another name for ``intensity``.
+``density`` is accepted as another name for ``intensity``. The volume range
+(:data:`VOLUME_MAX`) is also the bound of the ``[audio_out] volume`` config
+field and of ``Player.set_volume``: one definition, here.
+
+An engine parameter names the field of the room's controls it sets
+(:attr:`Parameter.field`, ``engine.generators.base.RoomControls``) and what a
+change re-plans (:attr:`Parameter.replans`): ``"condition"`` when the
+generator's ``apply_controls`` reads it (intensity, brightness, tempo bias;
+what each means is the generator's own), ``"seed"`` when it moves the seed
+(next_variation). The engine's room session applies them from this table
+alone, so a new knob is a row here, a field there and what the generators do
+with it.
 
 :data:`SETTINGS` are the engine config fields also applied live (hot reload,
 OSC): ``lead_s`` 0.01..60, ``transition_margin_s`` 0.05..10 and
@@ -38,11 +49,21 @@ from typing import Literal
 
 RoleName = Literal["engine", "audio_out"]
 Kind = Literal["continuous", "toggle", "trigger"]
+#: What a change of an engine parameter re-plans: nothing, the generator's condition, the seed.
+Replans = Literal["", "condition", "seed"]
+
+#: The highest output gain factor (x4, +12 dB); the lowest is 0 (silence).
+VOLUME_MAX = 4.0
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """One live parameter: its role, range, neutral value and how a control moves it."""
+    """One live parameter: its role, range, neutral value and how a control moves it.
+
+    ``field`` is the engine room's control it sets (None: not a room control,
+    e.g. audio_out's volume or an engine setting); ``replans`` what a change
+    re-plans (see the module docstring).
+    """
 
     name: str
     role: RoleName
@@ -51,6 +72,8 @@ class Parameter:
     default: float
     kind: Kind
     doc: str
+    field: str | None = None
+    replans: Replans = ""
 
     @property
     def expected(self) -> str:
@@ -86,6 +109,14 @@ class Parameter:
             return float(int(number))
         # 6 decimals: OSC sends float32, whose noise (0.800000011920929) means nothing here
         return round(number, 6)
+
+    def typed(self, value: float) -> float | int | bool:
+        """A :meth:`clamp`-ed value as its field holds it: a bool (toggle), int (trigger), float."""
+        if self.kind == "toggle":
+            return value >= 0.5
+        if self.kind == "trigger":
+            return int(value)
+        return value
 
     def from_unit(self, unit: object) -> float:
         """A 0..1 control position (a knob) as a value of this parameter."""
@@ -126,18 +157,18 @@ def _finite(value: object) -> float | None:
 PARAMETERS: dict[str, Parameter] = {
     p.name: p for p in (
         Parameter("intensity", "engine", 0.0, 1.0, 0.5, "continuous",
-                  "note density; 0.5 = as the artwork asks"),
+                  "note density; 0.5 = as the artwork asks", "intensity", "condition"),
         Parameter("brightness", "engine", 0.0, 1.0, 0.5, "continuous",
-                  "timbre brightness; 0.5 = as the artwork asks"),
+                  "timbre brightness; 0.5 = as the artwork asks", "brightness", "condition"),
         Parameter("tempo_bias", "engine", -1.0, 1.0, 0.0, "continuous",
-                  "tempo x 2^(bias/2)"),
+                  "tempo x 2^(bias/2)", "tempo_bias", "condition"),
         Parameter("transition_s", "engine", 0.0, 10.0, 1.0, "continuous",
-                  "crossfade into new material, seconds"),
+                  "crossfade into new material, seconds", "transition_s"),
         Parameter("freeze", "engine", 0.0, 1.0, 0.0, "toggle",
-                  "1 = ignore artwork changes"),
+                  "1 = ignore artwork changes", "freeze"),
         Parameter("next_variation", "engine", 0.0, 1e9, 0.0, "trigger",
-                  "each step reseeds the composer"),
-        Parameter("volume", "audio_out", 0.0, 2.0, 1.0, "continuous",
+                  "each step reseeds the composer", "variation", "seed"),
+        Parameter("volume", "audio_out", 0.0, VOLUME_MAX, 1.0, "continuous",
                   "output gain factor"),
     )
 }

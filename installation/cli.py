@@ -11,6 +11,7 @@ import shutil
 import sys
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,20 @@ from ground.cli_types import FiniteFloat
 from ground.errors import Art2MusError, ConfigError, InputError
 from installation.config import InstallationConfig, freeze_config, load_config
 
-REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+def configs_dir() -> Path:
+    """The example configs and systemd units (``configs/``), wherever this copy runs from.
+
+    A wheel carries them as package data in ``installation/configs/`` (pyproject.toml maps
+    it to the top-level folder). An editable install or a bare checkout has no such folder
+    (setuptools' editable finder cannot import a data-only subpackage mapped elsewhere), so
+    there they are the source tree's own ``configs/``.
+    """
+    packaged = resources.files("installation") / "configs"
+    # a real folder: the roles are child processes that are handed the config's path
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "configs"
 
 
 class _Group(click.Group):
@@ -94,7 +108,7 @@ def _gave_up(supervisor: Any) -> None:
 
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
-              default=REPO_CONFIGS / "demo.toml", show_default=True)
+              default=configs_dir() / "demo.toml", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: the config's, 'out').")
 @click.option("--seconds", type=FiniteFloat(0.0, min_open=True), default=None,

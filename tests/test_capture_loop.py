@@ -365,7 +365,8 @@ def test_watch_counts_frames_beats_and_closes_through_the_wrapper() -> None:
         built.append({"frames": watch.frames})
         return built[-1]
 
-    watch = FrameWatch(Heartbeat(every_s=0.0, fd=None), status)
+    heartbeat = Heartbeat(every_s=0.0, fd=None)
+    watch = FrameWatch(lambda: heartbeat.due() and heartbeat.beat(status()))
     inner = Blinking()
     source = watch.attach(inner)
     assert type(inner).read is Blinking.read and "read" not in vars(inner)  # not patched
@@ -383,7 +384,7 @@ def test_a_watched_demo_camera_still_reports_its_ground_truth() -> None:
     clock = FakeClock()
     config = CaptureConfig(demo=DemoSourceConfig(artworks=2, dwell_s=2.0, width=320, height=180))
     recorder = Recorder()
-    watch = FrameWatch(Heartbeat(fd=None), dict)
+    watch = FrameWatch(lambda: None)
     camera = DemoCamera(config.demo, clock)
     loop = CaptureLoop("room-w", config, recorder.publish, recorder.log_event,
                        source=watch.attach(camera), clock=clock)

@@ -14,8 +14,9 @@ torch = pytest.importorskip("torch", reason="needs the diffusion extra, which ma
 pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
 pytest.importorskip("onnx", reason="needs the diffusion extra, which make test installs")
 
+from engine.generators.diffusion.backends import TorchBackend  # noqa: E402
 from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
-from engine.generators.diffusion.generator import DiffusionGenerator, TorchBackend  # noqa: E402
+from engine.generators.diffusion.generator import DiffusionGenerator  # noqa: E402
 from engine.generators.diffusion.model import load_model  # noqa: E402
 from engine.generators.diffusion.onnx_backend import OnnxBackend, export_onnx  # noqa: E402
 from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402

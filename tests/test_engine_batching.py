@@ -160,7 +160,8 @@ def test_rooms_on_generators_that_cannot_batch_still_stream(kind: str) -> None:
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
-from engine.generators.diffusion.generator import DiffusionGenerator, batch_groups  # noqa: E402
+from engine.generators.diffusion.batching import batch_groups  # noqa: E402
+from engine.generators.diffusion.generator import DiffusionGenerator  # noqa: E402
 from engine.generators.diffusion.model import load_model  # noqa: E402
 from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 
@@ -277,6 +278,9 @@ class CountingBatches:
 
     def start(self, condition: Any, seed: int, start_sample: int, previous: Any) -> Any:
         return self.inner.start(condition, seed, start_sample, previous)
+
+    def apply_controls(self, view: ArtworkView, condition: Any, controls: Any) -> Any:
+        return self.inner.apply_controls(view, condition, controls)
 
     def generate(self, state: Any, condition: Any, frames: int) -> tuple[Generated, Any]:
         self.single_calls += 1

@@ -10,13 +10,12 @@ import pytest
 from audio_out.role import LevelMeter, apply_set
 from engine.config import EngineConfig
 from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.controls import apply_controls
 from engine.generators.procedural.mapping import decide
 from engine.generators.sine import SineGenerator
 from engine.streaming import (
     RoomControls,
     RoomSession,
-    adjust_view,
-    apply_controls,
     shift_channels,
 )
 from ground.events import null_sink
@@ -66,7 +65,7 @@ def test_parameters_clamp_scale_and_name_their_targets() -> None:
     assert parameter("density") is PARAMETERS["intensity"]
     assert parameter("tempo_bias").from_unit(1.0) == 1.0
     assert parameter("tempo_bias").to_unit(0.0) == 0.5
-    assert parameter("volume").clamp(9.0) == 2.0
+    assert parameter("volume").clamp(9.0) == 4.0
     assert parameter("freeze").clamp(0.7) == 1.0
     assert parse_target("brightness@room-1") == (PARAMETERS["brightness"], "room-1")
     with pytest.raises(ValueError, match="unknown parameter 'bogus'; expected one of"):
@@ -81,7 +80,7 @@ def test_the_hub_remembers_values_per_room_and_replays_them_in_order() -> None:
     hub.set("volume", 5.0)  # clamped to the range
     first = hub.pending()
     assert [(m.target, m.room, m.params) for m in first] == [
-        ("engine", "a", {"intensity": 0.9}), ("audio_out", "*", {"volume": 2.0})]
+        ("engine", "a", {"intensity": 0.9}), ("audio_out", "*", {"volume": 4.0})]
     assert hub.current("intensity", "a") == 0.9 and hub.current("intensity", "b") == 0.5
     hub.set("brightness", 0.2)
     hub.pending()
@@ -106,9 +105,9 @@ def test_controls_adjust_the_procedural_plan_in_the_intended_direction() -> None
     assert louder.tempo_bpm == pytest.approx(plan.tempo_bpm * 2 ** 0.5, abs=0.1)
     assert calmer.tempo_bpm == pytest.approx(plan.tempo_bpm * 2 ** -0.5, abs=0.1)
     assert louder.key_root == plan.key_root and louder.programs == plan.programs
-    assert apply_controls(440.0, RoomControls(intensity=1.0)) is None  # the sine has no plan
-    nudged = adjust_view(_view("a", 0.5), RoomControls(brightness=0.9))
-    assert nudged.features["brightness"] == pytest.approx(0.9)
+    sine = SineGenerator(RATE)  # no plan: brightness moves its pitch as the artwork's would
+    nudged = sine.apply_controls(_view("a", 0.5), 440.0, RoomControls(brightness=0.9))
+    assert nudged == sine.prepare(_view("a", 0.9))
 
 
 def test_a_knob_move_replans_the_room_as_a_transition_at_most_every_interval() -> None:

@@ -39,7 +39,7 @@ def test_osc_messages_set_parameters_for_all_rooms_or_one() -> None:
         client.send_message("/art2mus/b/tempo_bias", -0.5)
         client.send_message("/art2mus/freeze", [])  # no argument: toggle
         client.send_message("/art2mus/a/next_variation", 1)
-        client.send_message("/art2mus/volume", 3)  # int, clamped
+        client.send_message("/art2mus/volume", 5)  # int, clamped to the range (0..4)
         client.send_message("/art2mus/lead_s", 2.0)
         client.send_message("/art2mus/nonsense", 1.0)
         client.send_message("/elsewhere/intensity", 1.0)
@@ -52,7 +52,7 @@ def test_osc_messages_set_parameters_for_all_rooms_or_one() -> None:
     assert hub.current("tempo_bias", "b") == -0.5 and hub.current("tempo_bias", "a") == 0.0
     assert hub.current("freeze") == 1.0
     assert hub.current("next_variation", "a") == 1.0
-    assert hub.current("volume") == 2.0 and hub.current("lead_s") == 2.0
+    assert hub.current("volume") == 4.0 and hub.current("lead_s") == 2.0
     assert server.refused == 3
     assert server.refusals.by_reason == {"unknown-address": 2, "bad-value": 1}
     # the first refusal of each reason is logged with its details, later ones only counted

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from engine.config import EngineConfig
+from engine.generators.base import RoomControls
 from engine.generators.sine import SineGenerator
 from engine.streaming import RoomSession, render_offline
+from ground.params import PARAMETERS
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 
 RATE = 48000
@@ -167,3 +170,46 @@ def test_render_offline_is_deterministic_and_the_right_length() -> None:
     b, _, _ = render_offline(SineGenerator(), _view("a", 0.5), 1.3, seed=2)
     assert a.shape == (round(1.3 * RATE), 2) and np.array_equal(a, b)
     assert notes.shape == (0, 6) and decisions == {"frequency_hz": 440.0}
+
+
+# -- live controls: the table drives the session, the generator gives them meaning ----------
+
+
+def test_every_engine_parameter_names_a_room_control_field() -> None:
+    fields = {f.name for f in dataclasses.fields(RoomControls)}
+    engine = [p for p in PARAMETERS.values() if p.role == "engine"]
+    assert {p.field for p in engine} == fields
+    assert all(p.field is None for p in PARAMETERS.values() if p.role != "engine")
+    assert RoomControls().neutral
+    assert len(RoomControls().shapes_condition) == sum(p.replans == "condition" for p in engine)
+
+
+class KnobSine(CountingSine):
+    """A sine whose condition the knobs move in its own way: by ``intensity`` hertz."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied: list[RoomControls] = []
+
+    def apply_controls(self, view: ArtworkView, condition: Any, controls: RoomControls) -> float:
+        self.applied.append(controls)
+        return float(condition) + controls.intensity
+
+
+def test_the_session_asks_the_generator_what_the_knobs_mean() -> None:
+    config = EngineConfig(generator="sine", chunk_s=0.5, lead_s=1.5, transition_margin_s=0.3,
+                          transition_crossfade_s=0.2)
+    generator, clock = KnobSine(), FakeClock()
+    session = RoomSession("r", 1, generator, config, clock=clock)
+    session.on_view(_view("a", 0.5))
+    base = session.condition
+    assert session.set_controls({"density": 0.75, "volume": 2.0}) == ["intensity"]
+    session.tick()
+    assert session.condition == base + 0.75 and generator.applied[-1].intensity == 0.75
+    assert session.set_controls({"next_variation": 3, "freeze": True}) == ["freeze", "variation"]
+    assert session.controls.variation == 3 and session.controls.freeze is True
+    assert session.set_controls({"intensity": 0.5}) == ["intensity"]
+    clock.now += 1.0
+    session.tick()  # neutral again: the artwork's own condition, the generator not asked
+    assert session.condition == base and len(generator.applied) == 1
+

@@ -20,6 +20,7 @@ from engine.generators.base import (
     Generated,
     Generator,
     Request,
+    RoomControls,
     can_batch,
     generate_many,
 )
@@ -27,8 +28,8 @@ from engine.generators.base import (
 if TYPE_CHECKING:
     from engine.config import EngineConfig
 
-__all__ = ["BatchGenerator", "Generated", "Generator", "Request", "can_batch", "generate_many",
-           "make_generator"]
+__all__ = ["BatchGenerator", "Generated", "Generator", "Request", "RoomControls", "can_batch",
+           "generate_many", "make_generator"]
 
 
 def make_generator(config: EngineConfig) -> Generator:

@@ -12,6 +12,11 @@ A generator is driven by :mod:`engine.streaming` in three calls:
    audio, sample-continuous with the previous call, and the new state. A
    state is consumed by the call that receives it (it may own a synthesiser).
 
+The live knobs (:class:`RoomControls`, from the table in :mod:`ground.params`)
+reach a generator through ``apply_controls(view, condition, controls)``: what
+intensity, brightness and tempo bias mean is each generator's own, and the
+session only caches the result and plays it as a transition.
+
 A generator that can serve several rooms in one call (the diffusion model,
 one UNet batch for every room due together) also has ``generate_batch``
 (:class:`BatchGenerator`); :func:`generate_many` uses it where it exists and
@@ -28,7 +33,37 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ground.params import PARAMETERS
 from ground.protocol import ArtworkView
+
+#: The parameters a generator's ``apply_controls`` reads, in table order.
+_CONDITION_PARAMETERS = tuple(p for p in PARAMETERS.values() if p.replans == "condition")
+
+
+@dataclass(frozen=True)
+class RoomControls:
+    """The live parameters of one room (neutral values change nothing).
+
+    One field per engine parameter of :data:`ground.params.PARAMETERS` (its
+    ``field``); a test keeps the two in step.
+    """
+
+    intensity: float = 0.5
+    brightness: float = 0.5
+    tempo_bias: float = 0.0
+    transition_s: float | None = None  # None: the config's transition_crossfade_s
+    freeze: bool = False
+    variation: int = 0
+
+    @property
+    def shapes_condition(self) -> tuple[float, ...]:
+        """The values that change the generator's condition (variation changes the seed)."""
+        return tuple(round(getattr(self, p.field or p.name), 3) for p in _CONDITION_PARAMETERS)
+
+    @property
+    def neutral(self) -> bool:
+        """True when the condition is the artwork's own."""
+        return self.shapes_condition == tuple(round(p.default, 3) for p in _CONDITION_PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -71,6 +106,15 @@ class Generator(Protocol):
 
     def generate(self, state: Any, condition: Any, frames: int) -> tuple[Generated, Any]:
         """The next ``frames`` of audio after ``state``, and the state after them."""
+        ...
+
+    def apply_controls(self, view: ArtworkView, condition: Any, controls: RoomControls) -> Any:
+        """``condition`` (``prepare(view)``) under non-neutral ``controls``.
+
+        Called only when ``controls.neutral`` is False; the result is cached by
+        the session per (view, ``controls.shapes_condition``). A generator
+        whose condition no knob can move returns ``condition``.
+        """
         ...
 
 

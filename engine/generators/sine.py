@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
 
-from engine.generators.base import Generated
+from engine.generators.base import Generated, RoomControls
 from ground.protocol import ArtworkView
 
 
@@ -41,6 +42,18 @@ class SineGenerator:
     def describe(self, condition: Any) -> dict[str, Any]:
         """The one decision a sine makes."""
         return {"frequency_hz": round(float(condition), 2)}
+
+    def apply_controls(self, view: ArtworkView, condition: Any, controls: RoomControls) -> float:
+        """The pitch of ``view`` as if it were ``controls.brightness - 0.5`` brighter.
+
+        A sine has no density or tempo: intensity and tempo bias change nothing,
+        and an empty wall stays silent.
+        """
+        if view.state == "empty":
+            return float(condition)
+        brightness = view.features.get("brightness", 0.5) + (controls.brightness - 0.5)
+        features = {**view.features, "brightness": min(max(float(brightness), 0.0), 1.0)}
+        return self.prepare(msgspec.structs.replace(view, features=features))
 
     def start(
         self, condition: Any, seed: int, start_sample: int, previous: Any | None

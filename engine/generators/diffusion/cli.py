@@ -118,8 +118,9 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
     if threads:
         torch.set_num_threads(threads)
 
+    from engine.generators.diffusion.batching import batch_groups
     from engine.generators.diffusion.config import DiffusionConfig
-    from engine.generators.diffusion.generator import DiffusionGenerator, batch_groups
+    from engine.generators.diffusion.generator import DiffusionGenerator
     from engine.generators.diffusion.model import load_model
     from engine.generators.diffusion.testing import random_embedding
 

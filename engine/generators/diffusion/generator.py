@@ -15,37 +15,44 @@ Model windows have static shapes (``window_frames`` latent frames); the
 stream state carries the known latents, the pending audio tail and the
 output buffer, so any ``frames`` request is served sample-continuously.
 Several rooms' windows run as one batch (:meth:`DiffusionGenerator.generate_batch`),
-padded to a static batch bucket (``engine.diffusion.batch_buckets``,
-:func:`batch_groups`): n rooms run at the smallest bucket >= n, more than
-the largest bucket in several batches; the padding rows repeat the last
-room's inputs and their outputs are discarded, so padding changes no room's
-audio. Streams that start (no known region yet) are sampled apart from
-those that continue.
+padded to a static batch bucket (``engine.diffusion.batch_buckets``): n rooms
+run at the smallest bucket >= n, more than the largest bucket in several
+batches; the padding rows repeat the last room's inputs and their outputs
+are discarded, so padding changes no room's audio. Streams that start (no
+known region yet) are sampled apart from those that continue.
 
 Backends: eager torch (fp32 on CPU; fp16/bf16 on CUDA) or ONNX Runtime
 (:mod:`engine.generators.diffusion.onnx_backend`). On CUDA with the torch backend the
 whole window (every sampling step, VAE decode and vocoder:
 :meth:`DiffusionGenerator.window_program`) is captured as one CUDA graph per
-batch bucket and replayed (:class:`CudaGraphProgram`); the per-step noise is
-drawn on the host beforehand, from each room's own generator, so the graph
-holds no randomness of its own. The graph path has not yet run on a GPU
-(tests/test_gpu.py checks it against eager where one exists).
+batch bucket and replayed; the per-step noise is drawn on the host
+beforehand, from each room's own generator, so the graph holds no
+randomness of its own. tests/test_gpu.py checks replay against eager on a GPU.
+
+This module is the pipeline that ties the parts together; each part has its own module:
+``state`` (conditions, window plan, stream state), ``batching`` (which rooms share a
+batch, padded inputs, per-window seeds), ``samplers`` (the noise schedule),
+``backends`` (the ``Backend`` protocol, eager torch, ``torch.compile``), ``onnx_backend``
+(ONNX Runtime) and ``graphs`` (the CUDA-graph runner).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from engine.config import EngineConfig
-from engine.generators.base import Generated
+from engine.generators.base import Generated, RoomControls
+from engine.generators.diffusion.backends import Backend, TorchBackend, compile_unet
+from engine.generators.diffusion.batching import assemble_batch, plan_batches
 from engine.generators.diffusion.conditioner import check_embedding
 from engine.generators.diffusion.config import DiffusionConfig
+from engine.generators.diffusion.graphs import CudaGraphProgram, replay_graph
 from engine.generators.diffusion.model import LoadedModel, load_model
 from engine.generators.diffusion.samplers import (
     FewStepSampler,
@@ -53,209 +60,9 @@ from engine.generators.diffusion.samplers import (
     guidance_embedding,
     sample,
 )
+from engine.generators.diffusion.state import DiffusionCondition, DiffusionState, WindowPlan
 from ground.errors import ConfigError, InputError
 from ground.protocol import ArtworkView
-
-# ---------------------------------------------------------------------------
-# conditioning and state
-
-
-@dataclass(frozen=True)
-class DiffusionCondition:
-    """Cross-attention tokens for one artwork (or the empty wall), computed once."""
-
-    key: str
-    tokens: torch.Tensor  # (1, generated_tokens, lm_width)
-    empty: bool
-    embedding_norm: float
-
-    def __post_init__(self) -> None:
-        if self.tokens.ndim != 3 or self.tokens.shape[0] != 1:
-            raise ValueError(f"tokens must be (1, tokens, width), got {tuple(self.tokens.shape)}")
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Sizes of one model window, in latent frames and in model-rate samples."""
-
-    window_frames: int
-    overlap_frames: int
-    latent_bins: int
-    latent_channels: int
-    samples_per_frame: int
-    model_rate: int
-
-    @property
-    def hop_frames(self) -> int:
-        return self.window_frames - self.overlap_frames
-
-    @property
-    def window_samples(self) -> int:
-        return self.window_frames * self.samples_per_frame
-
-    @property
-    def overlap_samples(self) -> int:
-        return self.overlap_frames * self.samples_per_frame
-
-    @property
-    def hop_samples(self) -> int:
-        return self.hop_frames * self.samples_per_frame
-
-    @property
-    def hop_s(self) -> float:
-        return self.hop_samples / self.model_rate
-
-    @classmethod
-    def for_model(cls, model: LoadedModel, config: DiffusionConfig) -> WindowPlan:
-        """The plan for ``config``'s window/overlap on ``model``; ConfigError naming the field."""
-        fps = model.spec.latent_frames_per_second
-        multiple = model.unet_downsample
-        window = round(config.window_s * fps)
-        if window < multiple or window % multiple or abs(window - config.window_s * fps) > 1e-6:
-            raise ConfigError(
-                f"engine.diffusion.window_s: expected a multiple of {multiple / fps:g} s "
-                f"({multiple} latent frames at {fps:g}/s) for {model.folder}, "
-                f"got {config.window_s}")
-        overlap = round(config.overlap_s * fps)
-        if overlap < 1 or abs(overlap - config.overlap_s * fps) > 1e-6 or 2 * overlap > window:
-            raise ConfigError(
-                f"engine.diffusion.overlap_s: expected a whole number of latent frames "
-                f"(1/{fps:g} s), at most half of window_s ({config.window_s}), "
-                f"got {config.overlap_s}")
-        return cls(window, overlap, model.latent_bins, model.latent_channels,
-                   model.samples_per_latent_frame, model.spec.sample_rate)
-
-
-@dataclass
-class DiffusionState:
-    """One room's stream: where it is, what it keeps for continuity, what is buffered.
-
-    ``known`` holds the last window's overlap latents (the next window's known
-    region); ``tail`` the audio of that overlap at the model rate, emitted
-    after it is crossfaded with the next window's start; ``buffer`` output-rate
-    frames generated but not yet returned.
-    """
-
-    seed: int
-    start_sample: int
-    position: int
-    windows: int
-    plan: WindowPlan
-    channels: int
-    known: torch.Tensor | None = None
-    tail: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    buffer: np.ndarray | None = None
-    resampler: Any | None = None
-    from_tokens: torch.Tensor | None = None
-    tokens: torch.Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.buffer is None:
-            self.buffer = np.zeros((0, self.channels), np.float32)
-        plan = self.plan
-        if self.known is not None and tuple(self.known.shape) != (
-                1, plan.latent_channels, plan.overlap_frames, plan.latent_bins):
-            raise ValueError(f"known latents must be (1, {plan.latent_channels}, "
-                             f"{plan.overlap_frames}, {plan.latent_bins}), got "
-                             f"{tuple(self.known.shape)}")
-        if self.tail.shape not in ((0,), (plan.overlap_samples,)):
-            raise ValueError(f"tail must be empty or ({plan.overlap_samples},), "
-                             f"got {self.tail.shape}")
-        if self.buffer.ndim != 2 or self.buffer.shape[1] != self.channels:
-            raise ValueError(f"buffer must be (frames, {self.channels}), got {self.buffer.shape}")
-        if (self.known is None) != (self.tail.size == 0):
-            raise ValueError("known latents and audio tail must be both set or both empty")
-
-
-# ---------------------------------------------------------------------------
-# backends: what runs the UNet and the decoder
-
-
-class Backend(Protocol):
-    """Runs the networks for a batch of windows (batch first, static shapes)."""
-
-    def unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-             support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor: ...
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (batch, C, frames, bins) -> waveform (batch, samples) at the model rate."""
-        ...
-
-
-class TorchBackend:
-    """Eager torch, on whatever device the model is loaded on. (On CUDA the generator
-    captures whole windows around it as graphs: :class:`CudaGraphProgram`.)"""
-
-    def __init__(self, model: LoadedModel) -> None:
-        self.model = model
-
-    def unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
-             support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor:
-        return self.model.unet(sample, t, encoder_hidden_states=tokens,
-                               encoder_hidden_states_1=support, timestep_cond=timestep_cond,
-                               return_dict=False)[0]
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        mel = model.vae.decode(latents / model.vae.config.scaling_factor, return_dict=False)[0]
-        return model.vocoder(mel.squeeze(1))
-
-
-class CudaGraphProgram:
-    """A tensor program captured once as a CUDA graph, replayed on new inputs.
-
-    ``program(*inputs)`` must be a pure function of its tensor inputs whose
-    work stays on the device (no host copies, no waits): the generator's window
-    program (every sampling step, the VAE decode and the vocoder) is written
-    so. The torch recipe: warm up on a side stream, capture into static
-    buffers; each call copies its inputs into those buffers, replays, and
-    returns copies of the outputs. One instance per input shape, i.e. per batch
-    bucket and known-region shape. Needs CUDA; tests/test_gpu.py checks replay
-    against eager on a GPU.
-    """
-
-    def __init__(self, program: Callable[..., tuple[torch.Tensor, ...]],
-                 inputs: Sequence[torch.Tensor | None], warmups: int = 2) -> None:
-        self.static = [None if x is None else x.clone() for x in inputs]
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmups):
-                program(*self.static)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = program(*self.static)
-
-    def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        if len(inputs) != len(self.static):
-            raise ValueError(f"expected {len(self.static)} inputs, got {len(inputs)}")
-        for buffer, value in zip(self.static, inputs, strict=True):
-            if (buffer is None) != (value is None):
-                raise ValueError("an input that was None at capture must stay None")
-            if buffer is not None and value is not None:
-                buffer.copy_(value)
-        self.graph.replay()
-        return tuple(output.clone() for output in self.outputs)
-
-
-# ---------------------------------------------------------------------------
-# the generator
-
-
-def compile_unet(model: LoadedModel, mode: str) -> None:
-    """Run ``model``'s UNet through ``torch.compile`` (inductor, static shapes), once.
-
-    The compiled function compiles per input shape at its first call; the
-    window program's warm-up before a CUDA graph capture is that call, so the
-    graph records inductor's fused kernels.
-    """
-    if getattr(model.unet, "_art2mus_compiled", None) == mode:
-        return
-    # The class's forward, bound: another mode replaces a compiled one instead of wrapping it.
-    model.unet.forward = torch.compile(model.unet.__class__.forward.__get__(model.unet),
-                                       mode=mode, dynamic=False)
-    model.unet._art2mus_compiled = mode
 
 
 def slerp_tokens(start: torch.Tensor, end: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -284,30 +91,6 @@ def overlap_gains(samples: int, shape: str) -> tuple[np.ndarray, np.ndarray]:
     if shape == "linear":
         return (1.0 - x).astype(np.float32), x.astype(np.float32)
     return np.cos(0.5 * np.pi * x).astype(np.float32), np.sin(0.5 * np.pi * x).astype(np.float32)
-
-
-def batch_groups(count: int, buckets: Sequence[int]) -> list[tuple[int, int]]:
-    """How ``count`` streams are sampled: (streams, padded batch size) for each model batch.
-
-    The smallest bucket >= ``count``; beyond the largest bucket, full batches
-    of the largest and the rest in the smallest bucket that holds it.
-    """
-    if count < 0 or not buckets:
-        raise ValueError(f"expected count >= 0 and buckets, got {count} and {list(buckets)}")
-    largest = buckets[-1]
-    groups = []
-    while count > largest:
-        groups.append((largest, largest))
-        count -= largest
-    if count:
-        groups.append((count, next(b for b in buckets if b >= count)))
-    return groups
-
-
-def window_seed(seed: int, start_sample: int, window: int) -> int:
-    """A per-room, per-stream, per-window noise seed (stable across runs)."""
-    mixed = (seed * 0x9E3779B97F4A7C15 + start_sample * 0xBF58476D1CE4E5B9 + window) & (2**63 - 1)
-    return mixed
 
 
 def student_guidance(model: LoadedModel, config: DiffusionConfig, kind: str) -> float:
@@ -409,6 +192,14 @@ class DiffusionGenerator:
             "model": str(self.model.folder),
         }
 
+    def apply_controls(self, view: ArtworkView, condition: DiffusionCondition,
+                       controls: RoomControls) -> DiffusionCondition:
+        """``condition`` unchanged: the tokens follow the image embedding, which no knob moves.
+
+        (The variation still reseeds the sampler; that is the session's.)
+        """
+        return condition
+
     def start(self, condition: DiffusionCondition, seed: int, start_sample: int,
               previous: DiffusionState | None) -> DiffusionState:
         """A new stream at ``start_sample``; from ``previous``, slerp or cut the conditioning."""
@@ -473,47 +264,25 @@ class DiffusionGenerator:
         separate batches, so that every batch has a static known region.
         """
         done: dict[int, DiffusionState] = {}
-        for starting in (True, False):
-            index = [i for i, s in enumerate(states) if (s.known is None) == starting]
-            begin = 0
-            for rooms, bucket in batch_groups(len(index), self.config.batch_buckets):
-                part = index[begin:begin + rooms]
-                begin += rooms
-                new = self._window_batch([states[i] for i in part],
-                                         [conditions[i] for i in part], bucket)
-                done.update(zip(part, new, strict=True))
+        for part, bucket in plan_batches(states, self.config.batch_buckets):
+            new = self._window_batch([states[i] for i in part],
+                                     [conditions[i] for i in part], bucket)
+            done.update(zip(part, new, strict=True))
         return [done[i] for i in range(len(states))]
 
     def _window_batch(self, states: list[DiffusionState], conditions: list[DiffusionCondition],
                       bucket: int) -> list[DiffusionState]:
         """One window for each of ``states`` (all starting or all continuing), sampled as a
-        batch of ``bucket`` rows: the rows past the real streams repeat the last one's
-        inputs, with noise generators of their own, and are discarded."""
+        batch of ``bucket`` rows (:func:`~engine.generators.diffusion.batching.assemble_batch`):
+        the padding rows' outputs are discarded; each real stream's window is crossfaded
+        with its tail and buffered."""
         model, plan = self.model, self.plan
-        count = len(states)
-        if not 1 <= count <= bucket:
-            raise ValueError(f"expected 1..{bucket} streams for a batch of {bucket}, got {count}")
-        pad = bucket - count
-        device, dtype = model.device, model.dtype
         token_rows = [self._tokens_for(s, c) for s, c in zip(states, conditions, strict=True)]
-        tokens = torch.cat(token_rows + token_rows[-1:] * pad)
-        support = model.support_prompt.expand(bucket, -1, -1)
-        generators, noises = [], []
-        for state in states:
-            generator = torch.Generator().manual_seed(
-                window_seed(state.seed, state.start_sample, state.windows))
-            noises.append(torch.randn((1, plan.latent_channels, plan.window_frames,
-                                       plan.latent_bins), generator=generator))
-            generators.append(generator)
-        # Padding rows draw their sampler noise from their own generators: sharing a
-        # room's would advance it and change that room's next steps.
-        generators += [torch.Generator().manual_seed(0) for _ in range(pad)]
-        noise = torch.cat(noises + noises[-1:] * pad).to(device, dtype)
-        known = None
-        if states[0].known is not None:
-            known_rows = [s.known for s in states]
-            known = torch.cat(known_rows + known_rows[-1:] * pad)  # type: ignore[arg-type]
-        latents, audio = self.sample_windows(tokens, support, noise, known, generators)
+        batch = assemble_batch(states, token_rows, model.support_prompt, plan, bucket,
+                               model.device, model.dtype)
+        tokens = batch.tokens
+        latents, audio = self.sample_windows(tokens, batch.support, batch.noise, batch.known,
+                                             batch.generators)
         new_states = []
         for i, state in enumerate(states):
             window = audio[i].copy()
@@ -551,10 +320,7 @@ class DiffusionGenerator:
                   step_noise.to(model.device, model.dtype), self._timestep_cond(batch))
         with torch.inference_mode():
             if self.use_graphs:
-                key = tuple(None if x is None else tuple(x.shape) for x in inputs)
-                if key not in self._graphs:
-                    self._graphs[key] = CudaGraphProgram(self.window_program, inputs)
-                latents, waveform = self._graphs[key](*inputs)
+                latents, waveform = replay_graph(self._graphs, self.window_program, inputs)
             else:
                 latents, waveform = self.window_program(*inputs)
         audio = waveform.float().cpu().numpy()

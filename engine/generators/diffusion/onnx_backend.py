@@ -10,7 +10,8 @@
 :class:`OnnxBackend` runs them with the execution providers the config names
 (CPU, CUDA, TensorRT), and refuses at load any file whose input shapes do
 not match the model folder and window (naming the file). It plugs into
-:class:`engine.generators.diffusion.generator.DiffusionGenerator` as its ``Backend``;
+:class:`engine.generators.diffusion.generator.DiffusionGenerator` as its ``Backend``
+(:class:`engine.generators.diffusion.backends.Backend`);
 sampling stays in torch (the sampler is cheap next to the UNet).
 
 IO binding: inputs and outputs are torch tensors bound to the session by

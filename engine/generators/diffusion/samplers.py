@@ -110,11 +110,16 @@ class FewStepSampler:
 
     def _consistency_step(self, model_output: torch.Tensor, t: torch.Tensor,
                           latents: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        """diffusers' ``LCMScheduler.step`` with the noise supplied rather than drawn."""
+        """diffusers' ``LCMScheduler.step`` with the noise supplied rather than drawn.
+
+        ``LCMScheduler.step`` draws its noise itself; the engine draws it on the host, per
+        room, so that a window is a pure function of tensors (one CUDA graph). This is that
+        step's arithmetic, and it leaves the scheduler's (private) step counter alone: the
+        step's place in the schedule comes from ``t`` through the public
+        ``index_for_timestep``, exact because LCM's timesteps are distinct.
+        """
         scheduler = self.scheduler
-        if scheduler.step_index is None:
-            scheduler._init_step_index(t)
-        index = scheduler.step_index
+        index = scheduler.index_for_timestep(t)
         alpha_bar = float(scheduler.alphas_cumprod[int(t)])
         last = index == scheduler.num_inference_steps - 1
         c_skip, c_out = (float(c) for c in
@@ -133,7 +138,6 @@ class FewStepSampler:
             limit = scheduler.config.clip_sample_range
             x0 = x0.clamp(-limit, limit)
         denoised = c_out * x0 + c_skip * latents
-        scheduler._step_index = index + 1
         if last:
             return denoised
         if noise is None:

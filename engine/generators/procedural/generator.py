@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.generators.base import Generated
+from engine.generators.base import Generated, RoomControls
 from engine.generators.procedural.composer import Composer
 from engine.generators.procedural.config import ProceduralConfig
+from engine.generators.procedural.controls import apply_controls
 from engine.generators.procedural.mapping import (
     MusicalDecisions,
     ambience_decisions,
@@ -71,6 +72,14 @@ class ProceduralGenerator:
         if not isinstance(condition, MusicalDecisions):
             raise TypeError(f"condition must be MusicalDecisions, got {type(condition).__name__}")
         return describe_decisions(condition)
+
+    def apply_controls(
+        self, view: ArtworkView, condition: Any, controls: RoomControls
+    ) -> MusicalDecisions:
+        """The plan moved by the knobs (:mod:`~engine.generators.procedural.controls`)."""
+        if not isinstance(condition, MusicalDecisions):
+            raise TypeError(f"condition must be MusicalDecisions, got {type(condition).__name__}")
+        return apply_controls(condition, controls)
 
     def start(
         self, condition: Any, seed: int, start_sample: int, previous: Any | None
