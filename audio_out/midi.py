@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from audio_out.recorder import create_segment, describe_error
+from audio_out.recorder import SegmentStatus, create_segment, describe_error
 from audio_out.timeline import SpliceResult
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink, null_sink
@@ -211,7 +211,7 @@ def _vlq(value: int) -> bytes:
     return bytes(reversed(out))
 
 
-class MidiRecorder:
+class MidiRecorder(SegmentStatus):
     """The notes heard, streamed to a new type-0 MIDI segment file (monitor thread).
 
     The file is valid at every moment: the header and a track whose length
@@ -256,16 +256,6 @@ class MidiRecorder:
             (1).to_bytes(2, "big") + _TICKS_PER_BEAT.to_bytes(2, "big")
         tempo = b"\x00\xff\x51\x03" + _TEMPO_US.to_bytes(3, "big")
         self._put(header + b"MTrk" + (0).to_bytes(4, "big"), tempo, offset=0)
-
-    @property
-    def failed(self) -> bool:
-        """True once the file could not be created or written."""
-        return self._failed
-
-    def status(self) -> dict[str, Any]:
-        """``{"state": "ok"|"failed", "path", "error"}`` for the role's heartbeat."""
-        return {"state": "failed" if self._failed else "ok", "path": str(self.path),
-                "error": self.error}
 
     def announce(self, playhead: int) -> None:
         """Log ``recording_opened`` once playback began at timeline sample ``playhead``."""

@@ -129,7 +129,26 @@ def describe_error(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class Recorder:
+class SegmentStatus:
+    """What a recording segment of either medium reports to the heartbeat: where it writes,
+    whether a write (or the file's creation) failed, and why."""
+
+    path: Path
+    error: str | None = None
+    _failed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """True once a write (or the file's creation) failed."""
+        return self._failed
+
+    def status(self) -> dict[str, Any]:
+        """``{"state": "ok"|"failed", "path", "error"}`` for the role's heartbeat."""
+        return {"state": "failed" if self._failed else "ok", "path": str(self.path),
+                "error": self.error}
+
+
+class Recorder(SegmentStatus):
     """Streams played blocks to a new segment file (``.wav`` float32 RF64 or ``.flac`` 24-bit).
 
     ``path`` is a segment template when ``room`` is given (what the player
@@ -222,16 +241,6 @@ class Recorder:
         self._written = w + n  # publish after the data is in place
 
     # -------------------------------------------------------- writer thread
-    @property
-    def failed(self) -> bool:
-        """True once a write (or the file's creation) failed."""
-        return self._failed
-
-    def status(self) -> dict[str, Any]:
-        """``{"state": "ok"|"failed", "path", "error"}`` for the role's heartbeat."""
-        return {"state": "failed" if self._failed else "ok", "path": str(self.path),
-                "error": self.error}
-
     def start(self) -> None:
         """Start the draining thread."""
         if self._thread is None and not self._failed:
