@@ -1,12 +1,14 @@
-"""``art2mus bench capture``: detection, corner accuracy, recognition and speed on synthetic scenes.
+"""``art2mus bench capture``: detection, corner accuracy, recognition and speed, on synthetic
+scenes (:func:`run_capture_bench`) or on real photos with ground truth (:func:`run_photo_bench`,
+``--photos DIR``: see its docstring and :func:`read_truth` for the ``truth.json`` format).
 
-Where it sits: a technician's (and CI's) measure of the capture front end,
-on the fixed, seeded scene set of :mod:`capture.synthetic.scenes` (200 scenes at
-1280x720, a 50-artwork catalogue written to a temporary folder and indexed
-by :mod:`capture.catalogue`). Everything runs on one core
-(``cv2.setNumThreads(1)``), as the capture role does.
+Where it sits: a technician's (and CI's) measure of the capture front end. The
+synthetic bench runs on the fixed, seeded scene set of :mod:`capture.synthetic.scenes`
+(200 scenes at 1280x720, ``classic`` style unless ``--style rooms``, a 50-artwork
+catalogue written to a temporary folder and indexed by :mod:`capture.catalogue`).
+Everything runs on one core (``cv2.setNumThreads(1)``), as the capture role does.
 
-Metrics (all over the whole scene set):
+Synthetic metrics (all over the whole scene set):
 
 - ``detection.precision`` / ``recall``: the quad finder alone
   (:func:`capture.detect.detect_artworks`); a detection is a true positive
@@ -32,13 +34,17 @@ Metrics (all over the whole scene set):
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ground.errors import InputError
 
 IOU_THRESHOLD = 0.85
 
@@ -99,14 +105,24 @@ def match_quads(found: list[np.ndarray], truths: list[np.ndarray],
 
 def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50,
                       detect_width: int = 640, catalogue_dir: Path | None = None,
-                      ) -> dict[str, Any]:
-    """Run the benchmark and return its JSON-ready result (see the module docstring)."""
+                      style: str = "classic") -> dict[str, Any]:
+    """Run the benchmark and return its JSON-ready result (see the module docstring).
+
+    ``style`` picks the scene generator's style (``classic``, the fixed set the
+    figures have always been on, or ``rooms``, scenes that look like real rooms).
+    """
     import cv2
 
     from capture.catalogue import Catalogue
     from capture.detect import detect_artworks
     from capture.recognise import detect_and_recognise
+    from capture.synthetic import scenes as scene_module
     from capture.synthetic.scenes import SceneGenerator, write_catalogue
+
+    styles = getattr(scene_module, "SCENE_STYLES", ("classic",))  # older generators: one
+    if style not in styles:
+        raise InputError(f"style: expected one of {', '.join(styles)}, got {style!r}")
+    style_arg: dict[str, Any] = {"style": style} if style != "classic" else {}
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -116,7 +132,7 @@ def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50
             began = time.perf_counter()
             catalogue = Catalogue.open(folder)
             index_s = time.perf_counter() - began
-            generator = SceneGenerator(catalogue_size=catalogue_size)
+            generator = SceneGenerator(catalogue_size=catalogue_size, **style_arg)
             detection, located = DetectionTally(), DetectionTally()
             recognised = right = 0
             all_catalogued = right_anywhere = 0
@@ -158,7 +174,7 @@ def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50
         cv2.setNumThreads(threads)
     return {
         "benchmark": "capture",
-        "scenes": scenes, "seed": seed, "frame_size": [1280, 720],
+        "scenes": scenes, "seed": seed, "style": style, "frame_size": [1280, 720],
         "catalogue_size": catalogue_size, "detect_width": detect_width,
         "iou_threshold": IOU_THRESHOLD, "threads": 1,
         "detection": detection.summary(),
@@ -183,3 +199,610 @@ def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50
             "scene_render_s": round(render_s, 1),
         },
     }
+
+
+# -- the real-photo bench -------------------------------------------------------
+
+#: IoU at which a truth painting counts as located (and a detection as true).
+PHOTO_IOU = 0.7
+#: The stricter IoU also reported (the issue's second target).
+PHOTO_IOU_STRICT = 0.85
+TRUTH_FILE = "truth.json"
+#: What a detection matched to no truth painting is: the first two are false
+#: positives for precision, the last two "don't care".
+EXTRA_KINDS = ("badly_located", "false_positive", "partial", "other_painting")
+_FALSE_POSITIVES = frozenset(EXTRA_KINDS[:2])
+PHOTO_SIZES: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080))
+
+
+@dataclass(frozen=True)
+class TruthWork:
+    """A catalogue work in a photo: its catalogue id (file stem) and 4 corners, TL, TR, BR, BL."""
+
+    artwork_id: str
+    quad: np.ndarray  # float32 (4, 2), photo px; a partial work's may lie outside the photo
+
+
+@dataclass(frozen=True)
+class PhotoTruth:
+    """One photo's ground truth (a ``galleries[]`` entry of ``truth.json``)."""
+
+    name: str
+    size: tuple[int, int] | None  # (width, height) the points refer to, when the file says
+    paintings: tuple[TruthWork, ...]
+    partial: tuple[TruthWork, ...]  # cut by the photo's border
+    others: tuple[np.ndarray, ...]  # outlines (N, 2) of paintings not matched to the catalogue
+
+    def scaled(self, fx: float, fy: float) -> PhotoTruth:
+        """The same truth for the photo resized by ``fx`` horizontally and ``fy`` vertically."""
+        factor = np.array([fx, fy], np.float32)
+
+        def works(items: tuple[TruthWork, ...]) -> tuple[TruthWork, ...]:
+            return tuple(TruthWork(w.artwork_id, w.quad * factor) for w in items)
+
+        size = None if self.size is None else (round(self.size[0] * fx),
+                                                round(self.size[1] * fy))
+        return PhotoTruth(self.name, size, works(self.paintings), works(self.partial),
+                          tuple(o * factor for o in self.others))
+
+
+def read_truth(path: Path) -> list[PhotoTruth]:
+    """The photos' ground truth in ``path`` (``truth.json``, the galleries-estense format).
+
+    ``{"galleries": [{"name": "x.jpg", "size": [w, h], "paintings": [{"name": "010.jpg",
+    "points": [[x, y] x 4]}], "partial": [same], "other_paintings": [{"outline": [[x, y]
+    x >= 3]}]}]}``; other keys are ignored. Catalogue ids are the work file names' stems
+    (``010.jpg`` -> ``010``), as :class:`capture.catalogue.Catalogue` names them. Any
+    deviation is an InputError naming the file and the field.
+    """
+    import json
+
+    where = path.name
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no ground truth here (expected {TRUTH_FILE})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the ground truth ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    galleries = document.get("galleries") if isinstance(document, dict) else None
+    if not isinstance(galleries, list):
+        raise InputError(f"{where}: galleries: expected a list of photos")
+    truths: list[PhotoTruth] = []
+    for g, gallery in enumerate(galleries):
+        field_ = f"{where}: galleries[{g}]"
+        if not isinstance(gallery, dict):
+            raise InputError(f"{field_}: expected an object, got {type(gallery).__name__}")
+        name = gallery.get("name")
+        if not isinstance(name, str) or not name or Path(name).name != name:
+            raise InputError(f"{field_}.name: expected a photo file name, got {name!r}")
+        if any(t.name == name for t in truths):
+            raise InputError(f"{field_}.name: {name!r} appears twice")
+        size = gallery.get("size")
+        if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise InputError(f"{field_}.size: expected [width, height] in px, got {size!r}")
+        truths.append(PhotoTruth(
+            name, None if size is None else (size[0], size[1]),
+            _truth_works(gallery, "paintings", field_), _truth_works(gallery, "partial", field_),
+            tuple(_truth_points(item.get("outline") if isinstance(item, dict) else None,
+                                f"{field_}.other_paintings[{k}].outline", None)
+                  for k, item in enumerate(_truth_list(gallery, "other_paintings", field_)))))
+    return truths
+
+
+def _truth_list(gallery: dict[str, Any], key: str, field_: str) -> list[Any]:
+    items = gallery.get(key, [])
+    if not isinstance(items, list):
+        raise InputError(f"{field_}.{key}: expected a list, got {type(items).__name__}")
+    return items
+
+
+def _truth_works(gallery: dict[str, Any], key: str, field_: str) -> tuple[TruthWork, ...]:
+    works = []
+    for k, item in enumerate(_truth_list(gallery, key, field_)):
+        where = f"{field_}.{key}[{k}]"
+        if not isinstance(item, dict):
+            raise InputError(f"{where}: expected an object with name and points")
+        name = item.get("name")
+        if not isinstance(name, str) or not Path(name).stem:
+            raise InputError(f"{where}.name: expected a catalogue file name, got {name!r}")
+        works.append(TruthWork(Path(name).stem, _truth_points(item.get("points"),
+                                                              f"{where}.points", 4)))
+    return tuple(works)
+
+
+def _truth_points(points: Any, where: str, count: int | None) -> np.ndarray:
+    """``points`` as float32 (N, 2); ``count`` exact, or None for an outline of >= 3."""
+    expected = f"expected {count} [x, y] pairs" if count else "expected >= 3 [x, y] pairs"
+    if not isinstance(points, list) or (len(points) != count if count else len(points) < 3):
+        raise InputError(f"{where}: {expected}")
+    for point in points:
+        if not (isinstance(point, list) and len(point) == 2 and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+                for v in point)):
+            raise InputError(f"{where}: {expected} of finite numbers, got {point!r}")
+    return np.asarray(points, np.float32)
+
+
+@dataclass
+class _PhotoTally:
+    """Running counts for one frame size over the photo set."""
+
+    truths: int = 0
+    located: int = 0
+    located_strict: int = 0
+    true: int = 0
+    false_positives: int = 0
+    dont_care: int = 0
+    right_id: int = 0  # located truths whose matched detection carries their id
+    recognised: int = 0  # truths with their id on a detection on them, located or not
+    false_ids: int = 0
+    corner_errors: list[float] = field(default_factory=list)
+    frame_ms: list[float] = field(default_factory=list)
+    detect_ms: list[float] = field(default_factory=list)  # the quad finder alone
+    locate_ms: list[float] = field(default_factory=list)  # catalogue location of the frame
+    arrival_ms: list[float] = field(default_factory=list)  # ...of one work, near its quad
+
+    def summary(self) -> dict[str, Any]:
+        """The size's figures as a JSON-ready dict."""
+        def ratio(part: int, whole: int) -> float | None:
+            return round(part / whole, 4) if whole else None
+
+        errors = self.corner_errors
+        return {
+            "truths": self.truths,
+            "located": self.located, "located_strict": self.located_strict,
+            "recall": ratio(self.located, self.truths),
+            "recall_strict": ratio(self.located_strict, self.truths),
+            "true_detections": self.true, "false_positives": self.false_positives,
+            "dont_care": self.dont_care,
+            "precision": ratio(self.true, self.true + self.false_positives),
+            "corner_error_pct": round(float(np.mean(errors)), 3) if errors else None,
+            "corner_error_p95_pct": round(float(np.percentile(errors, 95)), 3)
+            if errors else None,
+            "top1": ratio(self.right_id, self.located),
+            "recognised": self.recognised,
+            "recognised_rate": ratio(self.recognised, self.truths),
+            "false_ids": self.false_ids,
+            "frame_ms_median": round(float(np.median(self.frame_ms)), 1)
+            if self.frame_ms else None,
+            "frame_ms_p95": round(float(np.percentile(self.frame_ms, 95)), 1)
+            if self.frame_ms else None,
+            "detect_ms_median": round(float(np.median(self.detect_ms)), 1)
+            if self.detect_ms else None,
+            "locate_ms_median": round(float(np.median(self.locate_ms)), 1)
+            if self.locate_ms else None,
+            "arrival_ms_median": round(float(np.median(self.arrival_ms)), 1)
+            if self.arrival_ms else None,
+            "arrival_ms_p95": round(float(np.percentile(self.arrival_ms, 95)), 1)
+            if self.arrival_ms else None,
+        }
+
+
+@dataclass(frozen=True)
+class PhotoDetection:
+    """What the bench needs of a detection (a :class:`capture.recognise.RecognisedArtwork`)."""
+
+    quad: np.ndarray
+    artwork_id: str | None
+
+
+def score_photo(truth: PhotoTruth, detections: list[PhotoDetection],
+                frame_size: tuple[int, int]) -> dict[str, Any]:
+    """Score one photo's detections against its truth (see :func:`run_photo_bench`).
+
+    Returns a JSON-ready row: per truth painting its best IoU, whether it is
+    located (IoU >= 0.7, matched one-to-one greedily), located strictly (>= 0.85),
+    its id right on the matched detection, recognised (its id on any detection on
+    it), the corner error; per detection its kind ("located" or one of
+    :data:`EXTRA_KINDS`); the extra detections with the id each carries; the
+    false ids; the set of ids recognised.
+    """
+    from capture.detect import quad_iou
+
+    diagonal = float(np.hypot(*frame_size))
+    quads = [np.asarray(d.quad, np.float32).reshape(4, 2) for d in detections]
+    truth_quads = [w.quad for w in truth.paintings]
+    matches = match_quads(quads, truth_quads, PHOTO_IOU)
+    matched = {d: t for t, d in enumerate(matches) if d is not None}
+    rows: list[dict[str, Any]] = []
+    for t, work in enumerate(truth.paintings):
+        d = matches[t]
+        ious = [quad_iou(q, work.quad) for q in quads]
+        row: dict[str, Any] = {
+            "artwork_id": work.artwork_id,
+            "iou": round(max(ious), 3) if ious else 0.0,
+            "located": d is not None,
+            "located_strict": d is not None and ious[d] >= PHOTO_IOU_STRICT,
+            "right_id": d is not None and detections[d].artwork_id == work.artwork_id,
+            # right id on any detection on this work, however badly located
+            "recognised": any(det.artwork_id == work.artwork_id and _on(q, work.quad)
+                              for det, q in zip(detections, quads, strict=True)),
+            "corner_error_pct": None,
+        }
+        if d is not None:
+            row["corner_error_pct"] = round(_corner_error(quads[d], work.quad) / diagonal * 100, 3)
+        rows.append(row)
+    extras: list[dict[str, Any]] = []
+    false_ids: list[dict[str, Any]] = []
+    kinds: list[str] = []
+    for d, (det, q) in enumerate(zip(detections, quads, strict=True)):
+        if d in matched:
+            on: str | None = truth.paintings[matched[d]].artwork_id
+            kind = "located"
+        else:
+            kind, on = _unmatched_kind(truth, q, frame_size)
+            extras.append({"artwork_id": det.artwork_id, "kind": kind, "on": on,
+                           "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in q]})
+        kinds.append(kind)
+        if det.artwork_id is not None and kind != "other_painting" and det.artwork_id != on:
+            false_ids.append({"artwork_id": det.artwork_id, "on": on, "detection": d})
+    return {"name": truth.name, "truths": rows, "kinds": kinds, "extras": extras,
+            "false_ids": false_ids,
+            "recognised_ids": sorted({d.artwork_id for d in detections if d.artwork_id})}
+
+
+def _unmatched_kind(truth: PhotoTruth, quad: np.ndarray,
+                    frame_size: tuple[int, int]) -> tuple[str, str | None]:
+    """A detection matched to no truth: its kind (:data:`EXTRA_KINDS`), the id it is on.
+
+    By where the centre of its visible part lies (a work cut by the border is
+    located whole, its centre may be off the photo): in a truth painting's quad ("badly_located", a
+    false positive for precision, but its id is judged against that painting's),
+    a partial's ("partial", don't care for precision, its id judged against the
+    partial's), an ``other_paintings`` outline ("other_painting", don't care for
+    both), else "false_positive" (any id on it is a false id).
+    """
+    centre = _visible_centre(quad, frame_size)
+    for work in truth.paintings:
+        if _inside(centre, work.quad):
+            return "badly_located", work.artwork_id
+    for work in truth.partial:
+        if _inside(centre, work.quad):
+            return "partial", work.artwork_id
+    if any(_inside(centre, outline) for outline in truth.others):
+        return "other_painting", None
+    return "false_positive", None
+
+
+def _visible_centre(quad: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The centroid of the part of ``quad`` inside the frame (its clamped centre if none)."""
+    import cv2
+
+    width, height = frame_size
+    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    area, visible = cv2.intersectConvexConvex(np.asarray(quad, np.float32), frame)
+    if area <= 0 or visible is None:
+        return np.clip(quad.mean(axis=0), 0, [width, height])
+    moments = cv2.moments(visible.reshape(-1, 2))
+    return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]])
+
+
+def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:
+    import cv2
+
+    contour = np.asarray(polygon, np.float32).reshape(-1, 1, 2)
+    return cv2.pointPolygonTest(contour, (float(point[0]), float(point[1])), False) >= 0
+
+
+def _on(quad: np.ndarray, truth: np.ndarray) -> bool:
+    """Whether a detection is on a truth work: either's centre inside the other."""
+    return _inside(quad.mean(axis=0), truth) or _inside(truth.mean(axis=0), quad)
+
+
+def _corner_error(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean corner distance, px, at the best cyclic correspondence.
+
+    The truth's TL is the painting's own top-left (a photo taken sideways has it
+    elsewhere), a detection's is the image's; the corner sets, not their labels,
+    are compared.
+    """
+    return min(float(np.linalg.norm(np.roll(found, k, axis=0) - truth, axis=1).mean())
+               for k in range(4))
+
+
+def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: int = 640,
+                    sizes: Sequence[tuple[int, int]] = PHOTO_SIZES,
+                    overlays: Path | None = None, cache_dir: Path | None = None,
+                    ) -> dict[str, Any]:
+    """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
+
+    ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
+    ``catalogue`` (default ``photos/catalogue``) the reference images, indexed
+    into ``cache_dir`` (default: the catalogue folder, or a temporary folder
+    where that is read-only). Each photo is resized (``INTER_AREA``, the truth
+    with it) to each width of ``sizes``, keeping its aspect, and run once on
+    one core (after one warm-up call per size). Per size: located recall at
+    IoU 0.7 and 0.85, precision (detections in partial or ``other_paintings``
+    regions are don't care), corner error of located works (% of the
+    diagonal), recognition top-1 of located works, end-to-end recognised, false
+    ids; ms per frame for everything (what ``art2mus detect`` does), for the
+    quad finder alone (the live loop's per-frame cost before tracking), for
+    the catalogue location of the whole frame (a search with nothing in
+    view), and for locating one work near its quad (a new arrival). Per
+    photo: each truth's IoU and outcome, the extra detections, and whether
+    the recognised ids and number located agree across sizes. With ``overlays``, each photo and size
+    with a miss, a false positive or a false id is drawn there (``NAME_WxH.png``). """
+    import cv2
+
+    from capture.catalogue import Catalogue
+    from capture.detect import detect_artworks
+    from capture.images import read_image
+    from capture.overlay import check_folder_target, write_image_atomic
+    from capture.recognise import detect_and_recognise
+
+    if not photos.is_dir():
+        raise InputError(f"photos: expected a folder of photos with {TRUTH_FILE}, got {photos}")
+    if detect_width < 64:
+        raise InputError(f"detect_width: expected at least 64 px, got {detect_width}")
+    sizes = [(int(w), int(h)) for w, h in sizes]
+    if not sizes or any(w < 64 or h < 64 for w, h in sizes):
+        raise InputError(f"sizes: expected (width, height) pairs of at least 64 px, got {sizes}")
+    truths = read_truth(photos / TRUTH_FILE)
+    if not truths:
+        raise InputError(f"{TRUTH_FILE}: galleries: expected at least one photo, got none")
+    folder = catalogue if catalogue is not None else photos / "catalogue"
+    images = [read_image(photos / truth.name) for truth in truths]
+    for g, (truth, image) in enumerate(zip(truths, images, strict=True)):
+        if truth.size is not None and truth.size != (image.shape[1], image.shape[0]):
+            raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
+                             f"{truth.name} is {image.shape[1]}x{image.shape[0]}")
+    if overlays is not None:
+        check_folder_target(overlays, "overlays")
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="art2mus-photo-bench-") as tmp:
+            if cache_dir is None and folder.is_dir() and not os.access(folder, os.W_OK):
+                cache_dir = Path(tmp)  # a read-only data set is re-indexed per run
+            began = time.perf_counter()
+            index = Catalogue.open(folder, cache_dir=cache_dir)
+            index_s = time.perf_counter() - began
+            _check_truth_ids(truths, set(index.ids), folder)
+            titles = {e.artwork_id: e.title for e in index.entries if e.title}
+            tallies = {size: _PhotoTally() for size in sizes}
+            rows: list[dict[str, Any]] = [{"name": t.name, "sizes": {}} for t in truths]
+            for size in sizes:
+                label = f"{size[0]}x{size[1]}"
+                tally = tallies[size]
+                detect_and_recognise(_resized(images[0], size[0]), index, detect_width)  # warm
+                for truth, image, row in zip(truths, images, rows, strict=True):
+                    frame = _resized(image, size[0])
+                    height, width = frame.shape[:2]
+                    scaled = truth.scaled(width / image.shape[1], height / image.shape[0])
+                    t0 = time.perf_counter()
+                    detect_artworks(frame, detect_width)
+                    tally.detect_ms.append(1000 * (time.perf_counter() - t0))
+                    located_before = len(index.stats["locate_ms"])
+                    t0 = time.perf_counter()
+                    found = detect_and_recognise(frame, index, detect_width)
+                    tally.frame_ms.append(1000 * (time.perf_counter() - t0))
+                    tally.locate_ms.extend(index.stats["locate_ms"][located_before:])
+                    # A new arrival in the live loop: its quad (the quad finder's, often the
+                    # frame around the picture: here the truth grown 8 %) is located near it.
+                    for work in scaled.paintings:
+                        centre = work.quad.mean(axis=0)
+                        t0 = time.perf_counter()
+                        index.locate(frame, near=centre + 1.08 * (work.quad - centre))
+                        tally.arrival_ms.append(1000 * (time.perf_counter() - t0))
+                    detections = [PhotoDetection(a.quad, a.artwork_id) for a in found]
+                    scored = score_photo(scaled, detections, (width, height))
+                    _count(tally, scored)
+                    del scored["name"]
+                    scored["frame"] = [width, height]
+                    scored["overlay"] = None
+                    if overlays is not None and _has_failure(scored):
+                        path = overlays / f"{Path(truth.name).stem}_{label}.png"
+                        write_image_atomic(path, _draw_photo_overlay(frame, scaled, found,
+                                                                     scored, titles))
+                        scored["overlay"] = str(path)
+                    row["sizes"][label] = scored
+    finally:
+        cv2.setNumThreads(threads)
+    differing = [row["name"] for row in rows if len({
+        (tuple(s["recognised_ids"]), sum(t["located"] for t in s["truths"]))
+        for s in row["sizes"].values()}) > 1]
+    return {
+        "benchmark": "capture-photos",
+        "photos": str(photos), "catalogue": str(folder), "catalogue_size": len(index),
+        "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
+        "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
+        "catalogue_index_s": round(index_s, 2),
+        "sizes": {f"{w}x{h}": tallies[(w, h)].summary() for w, h in sizes},
+        "consistency": {"consistent": not differing, "differing": differing},
+        "per_photo": rows,
+    }
+
+
+def _check_truth_ids(truths: list[PhotoTruth], ids: set[str], folder: Path) -> None:
+    """A truth painting the catalogue lacks can never be recognised: the wrong catalogue."""
+    for g, truth in enumerate(truths):
+        for k, work in enumerate(truth.paintings):
+            if work.artwork_id not in ids:
+                raise InputError(f"{TRUTH_FILE}: galleries[{g}].paintings[{k}].name: "
+                                 f"{work.artwork_id!r} is not in the catalogue {folder}")
+
+
+def _resized(image: np.ndarray, width: int) -> np.ndarray:
+    """``image`` at ``width`` px wide, its aspect kept (``INTER_AREA``, as a camera scaler)."""
+    import cv2
+
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    if (width, height) == (image.shape[1], image.shape[0]):
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _count(tally: _PhotoTally, scored: dict[str, Any]) -> None:
+    for row in scored["truths"]:
+        tally.truths += 1
+        tally.located += row["located"]
+        tally.located_strict += row["located_strict"]
+        tally.right_id += row["right_id"]
+        tally.recognised += row["recognised"]
+        if row["corner_error_pct"] is not None:
+            tally.corner_errors.append(row["corner_error_pct"])
+    tally.true += sum(row["located"] for row in scored["truths"])
+    tally.false_positives += sum(e["kind"] in _FALSE_POSITIVES for e in scored["extras"])
+    tally.dont_care += sum(e["kind"] not in _FALSE_POSITIVES for e in scored["extras"])
+    tally.false_ids += len(scored["false_ids"])
+
+
+def _has_failure(scored: dict[str, Any]) -> bool:
+    """A miss, a false positive or a false id: worth an overlay."""
+    return (not all(t["located"] for t in scored["truths"]) or bool(scored["false_ids"])
+            or any(e["kind"] in _FALSE_POSITIVES for e in scored["extras"]))
+
+
+def _draw_photo_overlay(frame: np.ndarray, truth: PhotoTruth, found: Sequence[Any],
+                        scored: dict[str, Any], titles: dict[str, str]) -> np.ndarray:
+    """The detection overlay (:func:`capture.overlay.draw_overlay`) with the truth and the
+    bench's verdicts on top: truth paintings magenta (with their IoU, "MISSED" when not
+    located), partial and other paintings grey, and on each false positive or false id a
+    red note."""
+    import cv2
+
+    from capture.overlay import draw_overlay
+
+    canvas = draw_overlay(frame, found, titles)
+    unit = max(frame.shape[1], 320) / 640.0
+    line = max(1, round(unit))
+    size = frame.shape[1], frame.shape[0]
+
+    def poly(points: np.ndarray, colour: tuple[int, int, int], width: int) -> None:
+        cv2.polylines(canvas, [np.round(points).astype(np.int32).reshape(-1, 1, 2)], True,
+                      colour, width, cv2.LINE_AA)
+
+    def note(label: str, at: np.ndarray, colour: tuple[int, int, int]) -> None:
+        (w, _), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * unit, line)
+        x = int(np.clip(at[0] - w / 2, 0, max(0, size[0] - w)))  # centred, kept in frame
+        y = int(np.clip(at[1], 12 * unit, size[1] - 4))
+        for ink, width in (((20, 20, 20), 3 * line), (colour, line)):
+            cv2.putText(canvas, label, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * unit, ink,
+                        width, cv2.LINE_AA)
+
+    grey, magenta, red = (170, 170, 170), (255, 0, 255), (40, 40, 255)
+    for outline in truth.others:
+        poly(outline, grey, line)
+    for work in truth.partial:
+        poly(work.quad, grey, line)
+        note(f"partial {work.artwork_id}", _visible_centre(work.quad, size), grey)
+    for work, row in zip(truth.paintings, scored["truths"], strict=True):
+        poly(work.quad, magenta, line)
+        verdict = f"iou {row['iou']:.2f}" if row["located"] else f"MISSED (iou {row['iou']:.2f})"
+        note(f"truth {work.artwork_id} {verdict}", work.quad[2:].mean(axis=0) - (0, 6 * unit),
+             magenta)
+    for artwork, kind in zip(found, scored["kinds"], strict=True):
+        centre = _visible_centre(np.asarray(artwork.quad, np.float32).reshape(4, 2), size)
+        if kind in _FALSE_POSITIVES:
+            note(kind.replace("_", " ").upper(), centre, red)
+    for false_id in scored["false_ids"]:
+        quad = np.asarray(found[false_id["detection"]].quad, np.float32).reshape(4, 2)
+        note(f"FALSE ID {false_id['artwork_id']}",
+             _visible_centre(quad, size) + (0, 20 * unit), red)
+    return canvas
+
+
+# -- tables for people (``--json`` prints the dicts as they are) -----------------------
+
+
+def print_capture_bench(result: dict[str, Any], console: Any = None) -> None:
+    """The synthetic bench's result (:func:`run_capture_bench`) as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"art2mus bench capture: {result['scenes']} {result['style']} scenes "
+                        f"(seed {result['seed']}), {result['catalogue_size']} catalogued works, "
+                        f"1 core")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for block, label in (("detection", "quad finder"), ("located", "with catalogue location")):
+        figures = result[block]
+        table.add_row(f"{label}: precision / recall @ IoU {result['iou_threshold']}",
+                      f"{figures['precision']} / {figures['recall']}")
+        table.add_row(f"{label}: corner error % of diagonal (mean / p95)",
+                      f"{figures['corner_error_pct']} / {figures['corner_error_p95_pct']}")
+    recognition = result["recognition"]
+    table.add_row("recognition top-1 (found works)", _shown(recognition["top1"]))
+    table.add_row("recognition end to end (all catalogued works)",
+                  _shown(recognition["end_to_end_top1"]))
+    table.add_row("false matches (found works outside the catalogue)",
+                  _shown(recognition["false_match_rate"]))
+    speed = result["speed"]
+    table.add_row("detection alone, fps (p95 ms)",
+                  f"{speed['detect_fps']} ({speed['detect_ms_p95']})")
+    table.add_row("recognition of one view, ms", _shown(speed["recognise_ms_per_view"]))
+    table.add_row("catalogue location of one frame, ms", _shown(speed["locate_ms_per_frame"]))
+    table.add_row("detect and recognise everything, fps",
+                  _shown(speed["detect_and_recognise_all_fps"]))
+    console.print(table)
+
+
+def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
+    """The real-photo bench's result (:func:`run_photo_bench`) as tables: the figures per
+    frame size, then each photo and size with a failure (and its overlay)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    sizes: dict[str, dict[str, Any]] = result["sizes"]
+    table = Table(title=f"art2mus bench capture --photos {result['photos']}: "
+                        f"{result['photo_count']} photos, {result['catalogue_size']} catalogued "
+                        f"works, detect width {result['detect_width']}, 1 core")
+    table.add_column("measure")
+    for label in sizes:
+        table.add_column(label, justify="right")
+
+    def row(name: str, cell: Any) -> None:
+        table.add_row(name, *(cell(figures) for figures in sizes.values()))
+
+    row(f"located @ IoU {result['iou_threshold']}",
+        lambda f: f"{f['located']}/{f['truths']} ({_shown(f['recall'])})")
+    row(f"located @ IoU {result['iou_threshold_strict']}",
+        lambda f: f"{f['located_strict']}/{f['truths']} ({_shown(f['recall_strict'])})")
+    row("precision (don't care)",
+        lambda f: f"{_shown(f['precision'])} ({f['false_positives']} false, "
+                  f"{f['dont_care']} don't care)")
+    row("corner error % of diagonal (mean / p95)",
+        lambda f: f"{_shown(f['corner_error_pct'])} / {_shown(f['corner_error_p95_pct'])}")
+    row("recognition top-1 (located works)", lambda f: _shown(f["top1"]))
+    row("recognised end to end",
+        lambda f: f"{f['recognised']}/{f['truths']} ({_shown(f['recognised_rate'])})")
+    row("false ids", lambda f: str(f["false_ids"]))
+    row("ms per frame, everything (median / p95)",
+        lambda f: f"{_shown(f['frame_ms_median'])} / {_shown(f['frame_ms_p95'])}")
+    row("ms: quad finder alone / catalogue location of the frame (median)",
+        lambda f: f"{_shown(f['detect_ms_median'])} / {_shown(f['locate_ms_median'])}")
+    row("ms: a new arrival located near its quad (median / p95)",
+        lambda f: f"{_shown(f['arrival_ms_median'])} / {_shown(f['arrival_ms_p95'])}")
+    console.print(table)
+
+    failures = Table(title="failures")
+    for column in ("photo", "size", "what", "overlay"):
+        failures.add_column(column, overflow="fold")
+    for photo in result["per_photo"]:
+        for label, scored in photo["sizes"].items():
+            what = [f"missed {t['artwork_id']} (IoU {t['iou']:.2f})"
+                    for t in scored["truths"] if not t["located"]]
+            for kind in sorted(_FALSE_POSITIVES):
+                count = sum(e["kind"] == kind for e in scored["extras"])
+                what += [f"{kind.replace('_', ' ')} x{count}"] if count else []
+            what += [f"false id {f['artwork_id']} on {f['on'] or 'no painting'}"
+                     for f in scored["false_ids"]]
+            if what:
+                failures.add_row(photo["name"], label, "; ".join(what),
+                                 scored["overlay"] or "-")
+    if failures.row_count:
+        console.print(failures)
+    differing = result["consistency"]["differing"]
+    console.print("the same works at every size" if not differing else
+                  "different works or number located across sizes: " + ", ".join(differing),
+                  markup=False, highlight=False)
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)

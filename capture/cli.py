@@ -1,98 +1,38 @@
 """``art2mus`` commands for capture (registered by installation/cli.py).
 
-- ``art2mus detect IMAGE... [--catalogue DIR] [--json]``: every artwork in each
-  image, its quad (TL, TR, BR, BL, original-image pixels), catalogue id and
-  score, and which one is primary.
+- ``art2mus detect IMAGE... [--catalogue DIR] [--json] [--draw OUT]``: every
+  artwork in each image, its quad (TL, TR, BR, BL, original-image pixels),
+  catalogue id and score, and which one is primary; ``--draw`` also writes
+  each image with all that drawn on it (:mod:`capture.overlay`).
 - ``art2mus export-encoder MODEL_DIR OUT.onnx``: a local CLIP vision model
   (``save_pretrained`` folder) to ONNX, with its preprocessing beside it.
-- ``art2mus bench capture [--scenes 200] [--json]``: detection, corner error,
-  recognition and speed on the synthetic gallery scenes.
+- ``art2mus bench capture [--scenes 200] [--style classic|rooms] [--json]``:
+  detection, corner error, recognition and speed on the synthetic gallery
+  scenes; ``--photos DIR`` on real photos with a ``truth.json``
+  (:func:`capture.bench.run_photo_bench`).
+- ``art2mus index DIR`` (:mod:`capture.index_cli`), ``art2mus bench catalogue``
+  (:mod:`capture.bench_catalogue`) and ``art2mus bench tracking``
+  (:mod:`capture.bench_video`) live in their own modules and are listed here.
 
 Heavy imports (OpenCV, torch) happen inside the commands.
 
-:func:`read_image` is how every command that takes a still image (``detect``
-here, ``embed`` and ``render`` in installation/cli.py) reads it: a missing,
-unreadable, empty, truncated or undecodable file is one ``Error:`` line
-naming the file, and OpenCV's own warnings are not printed.
+Every command that takes a still image reads it with
+:func:`capture.images.read_image`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from capture.bench_catalogue import bench_catalogue_command
+from capture.bench_video import bench_tracking_command
+from capture.images import read_image
+from capture.index_cli import index_command
 from ground.errors import InputError
-
-_JPEG_START, _JPEG_END, _JPEG_SCAN = b"\xff\xd8", b"\xff\xd9", b"\xff\xda"
-_PNG_START = b"\x89PNG\r\n\x1a\n"
-
-
-def read_image(path: Path) -> Any:
-    """The image file at ``path`` as BGR pixels (numpy uint8); InputError naming the file
-    if it is missing, a folder, unreadable, empty, truncated or not an image."""
-    import cv2
-    import numpy as np
-
-    if not path.exists():
-        raise InputError(f"cannot read image {path}: it does not exist")
-    if path.is_dir():
-        raise InputError(f"cannot read image {path}: expected an image file, got a folder")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    if not data:
-        raise InputError(f"cannot read image {path}: expected an image file, got an empty file")
-    if (why := _truncated(data)) is not None:
-        raise InputError(f"cannot read image {path}: the file is truncated ({why})")
-    with _quiet_stderr():  # libjpeg/libpng print their complaints straight to fd 2
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"cannot read image {path}: expected an image file (JPEG, PNG, ...), "
-                         f"got {len(data)} bytes OpenCV cannot decode")
-    return image
-
-
-def _truncated(data: bytes) -> str | None:
-    """Why ``data`` looks like a JPEG or PNG cut short, or None.
-
-    A decoder fills the missing rows of a cut JPEG with grey and says so only
-    on stderr, so the end is checked here: a JPEG's last scan (FFDA) must be
-    followed by its end-of-image marker (FFD9; scan data cannot contain
-    either), a PNG must hold its IEND chunk. Bytes after the end (some phones
-    append a trailer) are allowed.
-    """
-    if data.startswith(_JPEG_START) and data.rfind(_JPEG_END) < data.rfind(_JPEG_SCAN):
-        return "JPEG without its end-of-image marker after the last scan"
-    if data.startswith(_PNG_START) and b"IEND" not in data:
-        return "PNG without its IEND chunk"
-    return None
-
-
-@contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null for the duration (C libraries' own messages)."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all: nothing to quieten
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    sys.stderr.flush()  # what Python has buffered still goes where it was meant to
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 @click.command("detect")
@@ -102,17 +42,29 @@ def _quiet_stderr() -> Iterator[None]:
 @click.option("--detect-width", default=640, show_default=True,
               help="Detection runs on the image downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
+@click.option("--draw", "draw_path", type=click.Path(path_type=Path), default=None,
+              help="Write the image with every quad, id, title and score drawn: to this .png "
+                   "or .jpg file for one image; into this folder as STEM-overlay.png for several.")
 def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None, detect_width: int,
-                   as_json: bool) -> None:
+                   as_json: bool, draw_path: Path | None) -> None:
     """Find (and recognise) the artworks in still images."""
     from capture.catalogue import Catalogue
     from capture.recognise import detect_and_recognise
 
+    overlays = _overlay_paths(images, draw_path) if draw_path is not None else {}
     catalogue = Catalogue.open(catalogue_dir) if catalogue_dir is not None else None
     for path in images:
         image = read_image(path)
         found = detect_and_recognise(image, catalogue, detect_width)
-        record = {"image": str(path), "artworks": [a.to_json() for a in found]}
+        record: dict[str, Any] = {"image": str(path), "artworks": [a.to_json() for a in found]}
+        if path in overlays:
+            from capture.overlay import draw_overlay, write_image_atomic
+
+            entries = [catalogue.entry(a.artwork_id) for a in found
+                       if catalogue is not None and a.artwork_id is not None]
+            titles = {e.artwork_id: e.title for e in entries if e is not None and e.title}
+            record["overlay"] = str(write_image_atomic(overlays[path],
+                                                       draw_overlay(image, found, titles)))
         if as_json:
             click.echo(json.dumps(record))
             continue
@@ -121,7 +73,33 @@ def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None, detect_
             corners = " ".join(f"({x:.0f},{y:.0f})" for x, y in artwork.quad)
             label = artwork.artwork_id or "unknown"
             click.echo(f"  {'*' if artwork.primary else ' '} {label:16s} score "
-                       f"{artwork.score:.2f}  {corners}")
+                       f"{artwork.score:.2f}  {corners}  ({artwork.found_by})")
+        if "overlay" in record:
+            click.echo(f"  overlay: {record['overlay']}")
+
+
+def _overlay_paths(images: tuple[Path, ...], draw: Path) -> dict[Path, Path]:
+    """Where ``detect --draw`` writes each image's overlay, checked writable before any work:
+    ``draw`` itself for one image, ``draw/STEM-overlay.png`` for several."""
+    from capture.overlay import check_folder_target, check_image_target
+
+    if len(images) == 1:
+        check_image_target(draw, "--draw")
+        return {images[0]: draw}
+    if draw.suffix.lower() in (".png", ".jpg", ".jpeg") and not draw.is_dir():
+        raise InputError(f"cannot write --draw {draw}: expected a folder for {len(images)} "
+                         f"images (each is written as STEM-overlay.png), got an image file name")
+    targets: dict[Path, Path] = {}
+    for path in images:
+        target = draw / f"{path.stem}-overlay.png"
+        clash = next((other for other, t in targets.items() if t == target and other != path),
+                     None)
+        if clash is not None:
+            raise InputError(f"cannot write --draw {target}: both {clash} and {path} would be "
+                             f"drawn there (same file name stem)")
+        targets[path] = target
+    check_folder_target(draw, "--draw")
+    return targets
 
 
 @click.command("export-encoder")
@@ -136,21 +114,71 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 
 
 @click.command("capture")
-@click.option("--scenes", default=200, show_default=True, help="Scenes in the seeded set.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--catalogue-size", default=50, show_default=True)
-@click.option("--detect-width", default=640, show_default=True)
-@click.option("--json", "as_json", is_flag=True, default=True, help="Print JSON (the default).")
-def bench_capture_command(scenes: int, seed: int, catalogue_size: int, detect_width: int,
-                          as_json: bool) -> None:
-    """Detection P/R, corner error, recognition top-1 and fps on synthetic gallery scenes."""
-    from capture.bench import run_capture_bench
+@click.option("--photos", type=click.Path(path_type=Path), default=None,
+              help="Real-photo bench: a folder of photos with truth.json (and catalogue/).")
+@click.option("--catalogue", "catalogue_dir", type=click.Path(path_type=Path), default=None,
+              help="With --photos: the reference images [default: PHOTOS/catalogue].")
+@click.option("--overlays", type=click.Path(path_type=Path), default=None,
+              help="With --photos: write each photo with a miss, false positive or false id "
+                   "here, truth and detections drawn.")
+@click.option("--scenes", default=200, show_default=True, help="Synthetic scenes in the set.")
+@click.option("--seed", default=0, show_default=True, help="Synthetic: the first scene's seed.")
+@click.option("--catalogue-size", default=50, show_default=True,
+              help="Synthetic: works in the generated catalogue.")
+@click.option("--style", type=click.Choice(["classic", "rooms"]), default="classic",
+              show_default=True, help="Synthetic: the scene generator's style.")
+@click.option("--detect-width", default=640, show_default=True,
+              help="Detection runs on the frame downscaled to this width.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
+def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
+                          overlays: Path | None, scenes: int, seed: int, catalogue_size: int,
+                          style: str, detect_width: int, as_json: bool) -> None:
+    """Detection, corner error, recognition and speed: on real photos with ground truth
+    (--photos DIR), else on the synthetic gallery scenes."""
+    from capture.bench import (
+        print_capture_bench,
+        print_photo_bench,
+        run_capture_bench,
+        run_photo_bench,
+    )
 
-    if scenes < 1:
-        raise InputError(f"--scenes: expected at least 1, got {scenes}")
-    click.echo(json.dumps(run_capture_bench(scenes, seed, catalogue_size, detect_width),
-                          indent=2))
+    context = click.get_current_context()
+    given = {name for name in ("photos", "catalogue_dir", "overlays", "scenes", "seed",
+                               "catalogue_size", "style")
+             if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    if detect_width < 64:
+        raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
+    if photos is None:
+        for name in sorted(given & {"catalogue_dir", "overlays"}):
+            option = "--catalogue" if name == "catalogue_dir" else f"--{name}"
+            raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
+        if scenes < 1:
+            raise InputError(f"--scenes: expected at least 1, got {scenes}")
+        result = run_capture_bench(scenes, seed, catalogue_size, detect_width, style=style)
+        printer = print_capture_bench
+    else:
+        for name in sorted(given & {"scenes", "seed", "catalogue_size", "style"}):
+            raise InputError(f"--{name.replace('_', '-')}: only for the synthetic bench, not "
+                             f"with --photos")
+        if not photos.is_dir():
+            raise InputError(f"--photos: expected a folder of photos with truth.json, got "
+                             f"{'a file' if photos.exists() else 'nothing'} at {photos}")
+        if catalogue_dir is not None and not catalogue_dir.is_dir():
+            raise InputError(f"--catalogue: expected a folder of reference images, got "
+                             f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
+                             f"{catalogue_dir}")
+        if overlays is not None:
+            from capture.overlay import check_folder_target
+
+            check_folder_target(overlays, "--overlays")
+        result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays)
+        printer = print_photo_bench
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        printer(result)
 
 
-commands: list[click.Command] = [detect_command, export_encoder_command]
-bench_commands: list[click.Command] = [bench_capture_command]
+commands: list[click.Command] = [detect_command, export_encoder_command, index_command]
+bench_commands: list[click.Command] = [bench_capture_command, bench_catalogue_command,
+                                       bench_tracking_command]

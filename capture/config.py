@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class DemoSourceConfig(BaseModel):
@@ -82,8 +82,19 @@ class RecognitionConfig(BaseModel):
                              description="RANSAC inliers a feature match needs.")
     locate_every_frames: int = Field(
         3, ge=0, le=1000,
-        description="While the quad finder misses the current catalogued painting, locate it "
-                    "by homography every this many frames (0: never).",
+        description="While the quad finder and the tracker miss the current catalogued "
+                    "painting, locate it by homography every this many frames (0: never).",
+    )
+    locate_width: int = Field(
+        640, ge=320, le=1920,
+        description="Frames are downscaled to this width to locate catalogued works by their "
+                    "features (wider finds smaller works, at about the square of the cost).",
+    )
+    search_every_s: float = Field(
+        1.0, ge=0.0, le=3600.0,
+        description="While no artwork is in view, search the whole frame for catalogued works "
+                    "(the ones the quad finder misses: steep angles, dim light) at most this "
+                    "often, seconds (0: never).",
     )
 
 
@@ -113,7 +124,35 @@ class CaptureConfig(BaseModel):
     )
     stats_every_s: float = Field(
         10.0, gt=0.0, le=3600.0, description="How often a 'stats' event is logged.")
+    track: bool = Field(
+        True, description="Follow a confirmed artwork with optical flow between frames, so "
+                          "detection and recognition run once per arrival, not every frame.")
+    redetect_every_frames: int = Field(
+        5, ge=1, le=1000,
+        description="While tracking, the quad finder still runs every this many frames, to "
+                    "notice another painting becoming the primary one.")
+    overlay: str | None = Field(
+        None,
+        description="Keep the latest frame with what capture found drawn on it (quads, ids, "
+        "titles, scores) in this .png or .jpg file, for the technician's console; may contain "
+        "'{room}'; relative: under [installation] output_dir; none: off.",
+    )
+    overlay_every_s: float = Field(
+        1.0, ge=0.1, le=3600.0, description="The overlay is rewritten at most this often.")
     stability: StabilityConfig = StabilityConfig()
     demo: DemoSourceConfig = DemoSourceConfig()
     encoder: EncoderConfig = EncoderConfig()
     recognition: RecognitionConfig = RecognitionConfig()
+
+    @field_validator("overlay")
+    @classmethod
+    def _overlay_is_an_image(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith((".png", ".jpg", ".jpeg")):
+            raise ValueError("expected a file ending in .png, .jpg or .jpeg")
+        if value is not None:
+            try:
+                value.format(room="room")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError(f"expected a path where only '{{room}}' appears in braces, "
+                                 f"got {value!r}") from None
+        return value

@@ -7,18 +7,33 @@ Tests call :meth:`CaptureLoop.step` directly with a fake clock.
 Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
 1280x720, most of it detection)::
 
-    source.read() -> detect_artworks -> PrimarySelector (hysteresis)
-        [-> nothing found while following a catalogued painting: Catalogue.locate
-            it by homography, every recognition.locate_every_frames frames]
+    source.read()
+        -> following a work: QuadTracker.update (optical flow, a few ms), and
+           every redetect_every_frames frames also the quad finder
+           (a different primary may take over)
+        -> otherwise: detect_artworks -> PrimarySelector (hysteresis)
+        [-> nothing found: Catalogue.locate the catalogued painting being followed
+            (every recognition.locate_every_frames frames), or, with nothing in view,
+            search the whole frame for catalogued works (every
+            recognition.search_every_s; a find is then tracked)]
         -> glance (32 px rectify) -> StabilityTracker.update (N of M, One Euro corners)
-        -> on a new confirmed view: rectify -> Catalogue.recognise (when configured;
-           the id is the catalogue's) or ArtworkMemory.identify ("art-NNN")
-           -> describe_image + encoder.embed -> publish + "artwork_change" event
+        -> on a new confirmed view: catalogue first (Catalogue.locate: the work whose
+           features sit on the view gives its id and the picture's exact corners),
+           else rectify -> Catalogue.recognise, else ArtworkMemory.identify ("art-NNN")
+           -> describe_image + encoder.embed -> publish + "artwork_change" event;
+           QuadTracker.start on the view's quad
         -> otherwise every heartbeat_s: publish the current view again
+        -> every overlay_every_s: the frame with what was found drawn on it, to a file
 
-Descriptor and embedding are computed only when the confirmed view changes,
-and remembered per artwork id, so a painting always carries the same
-features and embedding (and so the same music).
+Recognition runs once per arrival, and descriptor and embedding only when the
+confirmed view changes, remembered per artwork id, so a painting always
+carries the same features and embedding (and so the same music). A brief
+occlusion does not drop a work: the tracker holds its quad while a visitor
+passes.
+
+The catalogue is opened (its index built, if the folder changed) in a
+background thread: the loop runs, and the role's heartbeats flow, meanwhile;
+until it is ready, works get ids of their own ("art-NNN").
 
 Under load the loop sheds frames before the music suffers
 (:class:`AdaptiveFrameRate`): when frames take longer than their share of
@@ -38,12 +53,14 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from capture.catalogue import SQUARE, Catalogue
+from capture.catalogue import SQUARE, Catalogue, overlap_fraction
 from capture.config import CaptureConfig
 from capture.descriptor import Descriptor, describe_image
-from capture.detect import Detection, PrimarySelector, detect_artworks, rectify
+from capture.detect import Detection, PrimarySelector, choose_primary, detect_artworks, rectify
 from capture.encoders import ImageEncoder, make_encoder
 from capture.frames import Clock, Frame, FrameSource
+from capture.overlay import OverlayWriter
+from capture.recognise import SAME_PLACE, RecognisedArtwork
 from capture.sources import open_source
 from capture.stability import (
     ArtworkMemory,
@@ -52,6 +69,8 @@ from capture.stability import (
     TrackState,
     glance_signature,
 )
+from capture.tracking import QuadTracker
+from ground.errors import InputError
 from ground.events import EventSink
 from ground.protocol import ArtworkView
 
@@ -139,15 +158,26 @@ class CaptureLoop:
         self.rate = AdaptiveFrameRate(config.fps, config.min_fps)
         self._next_tick: float | None = None
         self.source = source if source is not None else open_source(config, clock)
-        self.tracker = StabilityTracker(config.stability)
+        self.stability = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
         self.selector = PrimarySelector(config.stability.primary_switch_ratio,
                                         config.stability.primary_switch_frames)
-        recognition = config.recognition
-        if catalogue is None and recognition.catalogue:
-            catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
-                                       recognition.min_inliers)
         self.catalogue = catalogue
+        #: Set once the configured catalogue is open (or failed to open), or at once without one.
+        self.catalogue_ready = threading.Event()
+        if catalogue is None and config.recognition.catalogue:
+            threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
+                             daemon=True).start()
+        else:
+            self.catalogue_ready.set()
+        self.tracker = QuadTracker()
+        self._tracked_id: str | None = None  # the catalogue id a search found, while tracked
+        self._contested = False  # the quad finder's primary is elsewhere than the tracked work
+        self._tracked_quad: np.ndarray | None = None  # the tracker's quad in the latest frame
+        self._frame_index = 0
+        self._last_search = -float("inf")
+        self.overlay = OverlayWriter(config.overlay.format(room=room_id),
+                                     config.overlay_every_s) if config.overlay else None
         self.encoder = encoder if encoder is not None else make_encoder(config.encoder)
         # Per artwork id: its descriptor and embedding, computed once.
         self._described: dict[str, tuple[Descriptor, np.ndarray]] = {}
@@ -203,27 +233,49 @@ class CaptureLoop:
             return self._heartbeat(self._clock())
         now = frame.timestamp
         self._note_ground_truth(frame)
+        self._frame_index += 1
 
-        detections = detect_artworks(frame.image, self.config.detect_width)
-        primary = self.selector.select(detections, frame.image.shape)
+        tracked = self._track(frame.image)
+        detections: list[Detection] = []
+        if tracked is None or self._contested \
+                or self._frame_index % self.config.redetect_every_frames == 0:
+            detections = detect_artworks(frame.image, self.config.detect_width)
+            primary = self.selector.select(detections, frame.image.shape)
+            # The tracked quad is the exact one (often located by the catalogue): it stands
+            # wherever the quad finder sees the same place, or nothing. Another primary
+            # contests it: the quad finder then runs every frame, so the switch is decided
+            # as quickly as without tracking.
+            self._contested = tracked is not None and primary is not None \
+                and overlap_fraction(primary.quad, tracked.quad) <= SAME_PLACE
+            if tracked is not None and not self._contested:
+                primary = tracked
+        else:
+            primary = tracked
         if primary is None:
-            primary = self._relocate(frame.image)
+            primary = self._relocate(frame.image, now)
         else:
             self._frames_unseen = 0
         sighting = None
         if primary is not None:
             glance = glance_signature(rectify(frame.image, primary.quad, _GLANCE_RECTIFY))
             sighting = Sighting(primary.quad, primary.score, glance)
-        decision = self.tracker.update(now, sighting)
+        decision = self.stability.update(now, sighting)
 
         published = None
         if decision.changed:
             if decision.track is not None and primary is not None:
                 published = self._on_new_view(frame.image, primary.quad, now, decision)
             elif decision.track is None:
+                self.tracker.reset()
+                self._tracked_quad = self._tracked_id = None
                 published = self._change(now, "empty", None, None, decision.confidence, None)
+        elif (self.config.track and not self.tracker.active and primary is not None
+              and self._view is not None and self._view.state == "artwork"):
+            self._start_tracking(frame.image, primary.quad)  # lost, and seen again
         if published is None:
             published = self._heartbeat(now, decision.quad, decision.confidence)
+        if self.overlay is not None:
+            self._write_overlay(frame.image, detections, primary)
 
         self._stats["frames"] += 1
         self._stats["detected"] += primary is not None
@@ -231,43 +283,138 @@ class CaptureLoop:
         self._maybe_log_stats(now)
         return published
 
+    def wait_for_catalogue(self, timeout_s: float | None = None) -> bool:
+        """Block until the configured catalogue is open (or failed); whether it is ready."""
+        return self.catalogue_ready.wait(timeout_s)
+
     # -- decisions --
 
-    def _relocate(self, image: np.ndarray) -> Detection | None:
-        """Re-find the catalogued painting being followed when the quad finder lost it.
+    def _open_catalogue(self) -> None:
+        recognition = self.config.recognition
+        assert recognition.catalogue is not None
+        began = time.perf_counter()
+        self._log_event("catalogue_opening", folder=recognition.catalogue)
+        try:
+            catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
+                                       recognition.min_inliers, recognition.locate_width)
+        except (InputError, OSError, cv2.error, ValueError) as exc:
+            # The room plays on without ids from the catalogue (the doctor checks the folder
+            # before start-up, so this is a folder that changed under a running room).
+            log.error("room %s: catalogue %s not opened: %s", self.room_id,
+                      recognition.catalogue, exc)
+            self._log_event("catalogue_failed", folder=recognition.catalogue, error=str(exc))
+        else:
+            self.catalogue = catalogue
+            if self.overlay is not None:
+                self.overlay.titles = {e.artwork_id: e.title for e in catalogue.entries
+                                       if e.title}
+            self._log_event("catalogue_ready", folder=recognition.catalogue,
+                            works=len(catalogue), rebuilt=catalogue.rebuilt,
+                            seconds=round(time.perf_counter() - began, 2))
+        finally:
+            self.catalogue_ready.set()
 
-        A visitor in front of it, or glare across its edge, breaks its outline
-        but leaves most of its features: the homography of its reference into
-        the frame gives the quad back. Rate-limited (it costs ~20-40 ms).
+    def _track(self, image: np.ndarray) -> Detection | None:
+        """The followed work's quad in this frame by optical flow, or None (none, or lost)."""
+        if not self.config.track or not self.tracker.active:
+            return None
+        result = self.tracker.update(image)
+        self._tracked_quad = result.quad
+        if result.quad is None:
+            self._tracked_id = None
+            return None
+        if result.held_frames:
+            # Occluded or blurred: the tracker holds on, but a held quad is not a sighting
+            # (the stability tracker's grace period keeps the view meanwhile).
+            return None
+        return _detection(result.quad, 1.0, image.shape)
+
+    def _start_tracking(self, image: np.ndarray, quad: np.ndarray,
+                        artwork_id: str | None = None) -> None:
+        self._tracked_id = artwork_id
+        self._contested = False
+        if not self.config.track:
+            return
+        try:
+            self._tracked_quad = self.tracker.start(image, quad).quad
+        except ValueError:  # a quad too small to track: detection follows it instead
+            self.tracker.reset()
+            self._tracked_quad = None
+
+    def _relocate(self, image: np.ndarray, now: float) -> Detection | None:
+        """Find a catalogued painting the quad finder and the tracker miss.
+
+        While following one, a visitor in front of it or glare across its edge
+        breaks its outline but leaves most of its features: the homography of
+        its reference into the frame gives the quad back (every
+        ``locate_every_frames`` frames). With nothing in view, the whole frame
+        is searched for catalogued works (every ``search_every_s``): a large
+        work at a steep angle or in dim light has no outline the quad finder
+        takes, but its features are there. A find is tracked from then on, so
+        the stability tracker sees it frame after frame.
         """
         self._frames_unseen += 1
-        every = self.config.recognition.locate_every_frames
-        if (self.catalogue is None or every == 0 or self._artwork_id is None
-                or self.catalogue.entry(self._artwork_id) is None
-                or self._frames_unseen % every != 0):
+        recognition = self.config.recognition
+        catalogue = self.catalogue
+        if catalogue is None:
             return None
-        found = self.catalogue.locate(image, max_results=1, only=[self._artwork_id])
+        following = self._artwork_id is not None and catalogue.entry(self._artwork_id) is not None
+        if following:
+            every = recognition.locate_every_frames
+            if every == 0 or self._frames_unseen % every != 0:
+                return None
+            found = catalogue.locate(image, max_results=1, only=[str(self._artwork_id)])
+        else:
+            if recognition.search_every_s == 0 or now - self._last_search < \
+                    recognition.search_every_s:
+                return None
+            self._last_search = now
+            found = catalogue.locate(image)
         if not found:
             return None
-        height, width = image.shape[:2]
-        quad = found[0].quad
-        area = abs(float(cv2.contourArea(quad.astype(np.float32))))
-        return Detection(quad, found[0].score, area / (width * height))
+        candidates = [_detection(f.quad, f.score, image.shape) for f in found]
+        best = choose_primary(candidates, image.shape)
+        if best is None:
+            return None
+        location = found[candidates.index(best)]
+        self._start_tracking(image, location.quad, location.artwork_id)
+        return best
 
-    def _identify(self, image: np.ndarray, quad: np.ndarray) -> tuple[str, Descriptor, bool]:
-        """(artwork id, descriptor, whether recognised in the catalogue) for a new view."""
-        rectified = rectify(image, quad, self.config.rectified_size)
-        if self.catalogue is not None:
-            match = self.catalogue.recognise(
-                rectified if self.config.rectified_size == SQUARE else rectify(image, quad, SQUARE))
-            if match is not None:
-                known = self._described.get(match.artwork_id)
+    def _identify(self, image: np.ndarray, quad: np.ndarray,
+                  ) -> tuple[str, Descriptor, bool, np.ndarray]:
+        """(artwork id, descriptor, whether recognised in the catalogue, the picture's quad)
+        for a new view.
+
+        Catalogue first: a work located by its own features on the view gives
+        the id and the picture's exact corners (the quad finder may have taken
+        the frame or its shadow); then the rectified view is recognised; then
+        the work gets an id of its own.
+        """
+        catalogue = self.catalogue
+        if catalogue is not None:
+            artwork_id = None
+            if self._tracked_id is not None and self._tracked_quad is not None \
+                    and overlap_fraction(self._tracked_quad, quad) > SAME_PLACE:
+                artwork_id = self._tracked_id  # a search found it just now, here
+            self._tracked_id = None  # once: the tracker may pick up another work in place
+            if artwork_id is None:
+                here = [f for f in catalogue.locate(image, near=quad)
+                        if overlap_fraction(f.quad, quad) > SAME_PLACE]
+                if here:
+                    artwork_id, quad = here[0].artwork_id, here[0].quad
+            if artwork_id is None:
+                match = catalogue.recognise(rectify(image, quad, SQUARE))
+                artwork_id = match.artwork_id if match is not None else None
+            if artwork_id is not None:
+                rectified = rectify(image, quad, self.config.rectified_size)
+                known = self._described.get(artwork_id)
                 descriptor = known[0] if known is not None else describe_image(rectified)
-                self._remember(match.artwork_id, descriptor, rectified)
-                return match.artwork_id, descriptor, True
+                self._remember(artwork_id, descriptor, rectified)
+                return artwork_id, descriptor, True, quad
+        rectified = rectify(image, quad, self.config.rectified_size)
         artwork_id, descriptor, _ = self.memory.identify(describe_image(rectified))
         self._remember(artwork_id, descriptor, rectified)
-        return artwork_id, descriptor, False
+        return artwork_id, descriptor, False, quad
 
     def _remember(self, artwork_id: str, descriptor: Descriptor, rectified: np.ndarray) -> None:
         # The embedding is computed once per artwork id (an ONNX encoder can
@@ -279,7 +426,8 @@ class CaptureLoop:
 
     def _on_new_view(self, image: np.ndarray, quad: np.ndarray, now: float,
                      decision: TrackState) -> ArtworkView | None:
-        artwork_id, descriptor, catalogued = self._identify(image, quad)
+        artwork_id, descriptor, catalogued, quad = self._identify(image, quad)
+        self._start_tracking(image, quad)
         if artwork_id == self._artwork_id and self._view is not None \
                 and self._view.state == "artwork":
             return None  # the same painting re-acquired (after a glance away): no change
@@ -341,6 +489,19 @@ class CaptureLoop:
 
     # -- instrumentation --
 
+    def _write_overlay(self, image: np.ndarray, detections: list[Detection],
+                       primary: Detection | None) -> None:
+        assert self.overlay is not None
+        artworks = [RecognisedArtwork(d.quad, None, d.score, False, "quad")
+                    for d in detections if d is not primary]
+        if primary is not None:
+            following = self._view is not None and self._view.state == "artwork"
+            artworks.append(RecognisedArtwork(
+                primary.quad, self._artwork_id if following else None,
+                self._view.confidence if following and self._view else primary.score, True,
+                "tracker" if self.tracker.active else "quad"))
+        self.overlay.maybe_write(self._timer(), image, artworks)
+
     def _note_ground_truth(self, frame: Frame) -> None:
         # A synthetic source (the demo camera) knows when it turned to the next
         # painting; logging that lets the demo report measure detection delay
@@ -366,3 +527,9 @@ class CaptureLoop:
         )
         self._stats_since = now
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0}
+
+
+def _detection(quad: np.ndarray, score: float, shape: tuple[int, ...]) -> Detection:
+    """A :class:`Detection` for a quad found by other means (the tracker, the catalogue)."""
+    area = abs(float(cv2.contourArea(quad.astype(np.float32))))
+    return Detection(quad.astype(np.float32), score, area / float(shape[0] * shape[1]))

@@ -4,12 +4,17 @@ Where it sits: ``art2mus detect`` and ``art2mus bench capture`` call
 :func:`detect_and_recognise` on still images; the live loop does the same
 steps spread over time (recognition only when the confirmed view changes).
 
-Per frame: the quad finder's detections (:func:`capture.detect.detect_artworks`)
-are each rectified from the full-resolution frame and recognised against
-the catalogue (when one is given). Then known paintings the quad finder
-missed are located directly (:meth:`Catalogue.locate`) and added, unless they
-overlap a detection already reported. The primary is
-:func:`capture.detect.choose_primary` over the lot.
+Per frame, catalogue first: known paintings are located by their own
+features (:meth:`Catalogue.locate`, a SIFT homography of each reference into
+the frame), which gives the picture's exact corners whatever its frame,
+shadow or angle. Then the quad finder's detections
+(:func:`capture.detect.detect_artworks`) stand for what the catalogue did not
+find: a detection that holds or lies on a located work is dropped (the two
+agree, or the features win), each other one is rectified from the
+full-resolution frame and recognised against the catalogue (when one is
+given); a detection recognised as a work already located is dropped too.
+Without a catalogue the quad finder's detections are all there is. The
+primary is :func:`capture.detect.choose_primary` over the lot.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from capture.catalogue import SQUARE, Catalogue
-from capture.detect import Detection, choose_primary, detect_artworks, quad_iou, rectify
+from capture.catalogue import SQUARE, Catalogue, overlap_fraction
+from capture.detect import Detection, choose_primary, detect_artworks, rectify
+
+#: Overlap (of the smaller quad) above which an edge quad and a located work are one place.
+SAME_PLACE = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,26 +52,26 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                          detect_width: int = 640, locate: bool = True,
                          ) -> list[RecognisedArtwork]:
     """Every artwork in ``frame_bgr``, recognised against ``catalogue`` if given."""
-    detections = detect_artworks(frame_bgr, detect_width)
+    height, width = frame_bgr.shape[:2]
     found: list[tuple[Detection, str | None, float, str]] = []
-    for detection in detections:
+    if catalogue is not None and locate:
+        for location in catalogue.locate(frame_bgr):
+            area = abs(float(cv2.contourArea(location.quad.astype(np.float32))))
+            detection = Detection(location.quad, location.score, area / (width * height))
+            found.append((detection, location.artwork_id, location.score, "catalogue"))
+    located = [d.quad for d, _, _, _ in found]
+    known = {artwork_id for _, artwork_id, _, _ in found}
+    for detection in detect_artworks(frame_bgr, detect_width):
+        if any(overlap_fraction(detection.quad, quad) > SAME_PLACE for quad in located):
+            continue  # the frame, shadow or a region of a located work: the features win
         artwork_id, score = None, detection.score
         if catalogue is not None:
             match = catalogue.recognise(rectify(frame_bgr, detection.quad, SQUARE))
             if match is not None:
+                if match.artwork_id in known:
+                    continue
                 artwork_id, score = match.artwork_id, match.score
         found.append((detection, artwork_id, score, "quad"))
-    if catalogue is not None and locate:
-        height, width = frame_bgr.shape[:2]
-        known = {artwork_id for _, artwork_id, _, _ in found if artwork_id is not None}
-        for location in catalogue.locate(frame_bgr):
-            if location.artwork_id in known or any(
-                    quad_iou(location.quad, d.quad) > 0.3 for d, _, _, _ in found):
-                continue
-            area = abs(float(cv2.contourArea(location.quad.astype(np.float32))))
-            detection = Detection(location.quad, location.score, area / (width * height))
-            found.append((detection, location.artwork_id, location.score, "catalogue"))
-            known.add(location.artwork_id)
     primary = choose_primary([d for d, _, _, _ in found], frame_bgr.shape)
     return [RecognisedArtwork(d.quad, artwork_id, score, d is primary, how)
             for d, artwork_id, score, how in found]

@@ -207,7 +207,7 @@ MAX_RENDER_S = 3600.0
 
 def _read_image(path: Path) -> Any:
     """The image as BGR pixels; one-line InputError if missing, unreadable or truncated."""
-    from capture.cli import read_image
+    from capture.images import read_image
 
     return read_image(path)
 
@@ -234,13 +234,40 @@ def _check_writable(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> 
         path.unlink(missing_ok=True)  # the probe leaves nothing behind
 
 
-def _view_for_image(image: Any, room: str = "render") -> Any:
+def _view_for_image(image: Any, room: str = "render", artwork_id: str = "render") -> Any:
+    """The ArtworkView of a picture, described as the capture role describes one."""
     from capture.descriptor import ENCODER_NAME, describe_image
     from ground.protocol import ArtworkView
 
     descriptor = describe_image(image)
-    return ArtworkView.of_artwork(room, 0, time.time(), "render", 1.0, ENCODER_NAME,
+    return ArtworkView.of_artwork(room, 0, time.time(), artwork_id, 1.0, ENCODER_NAME,
                                   descriptor.vector, descriptor.features)
+
+
+#: Long side of the rectified painting ``render`` describes, px.
+RENDER_RECTIFIED_SIDE = 512
+
+
+def _locate_painting(picture: Any, catalogue: Any, detect_width: int) -> tuple[Any, Any]:
+    """(the rectified painting, the RecognisedArtwork used) as capture finds it in a photo:
+    the primary of :func:`capture.recognise.detect_and_recognise`; ``(None, None)`` when
+    nothing is found. The rectified picture keeps the quad's aspect (mean side lengths)."""
+    import numpy as np
+
+    from capture.detect import rectify
+    from capture.recognise import detect_and_recognise
+
+    found = detect_and_recognise(picture, catalogue, detect_width)
+    primary = next((a for a in found if a.primary), None)
+    if primary is None:
+        return None, None
+    quad = np.asarray(primary.quad, np.float64).reshape(4, 2)
+    width = float(np.linalg.norm(quad[1] - quad[0]) + np.linalg.norm(quad[2] - quad[3])) / 2
+    height = float(np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / 2
+    long_side = max(width, height, 1e-6)
+    size = (max(8, round(RENDER_RECTIFIED_SIDE * width / long_side)),
+            max(8, round(RENDER_RECTIFIED_SIDE * height / long_side)))
+    return rectify(picture, quad, size), primary
 
 
 @cli.command()
@@ -272,28 +299,65 @@ def embed(images: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
               help="WAV or FLAC file to write.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
-              help="Take the generator settings from this config (default: built-in).")
-@click.option("--seed", type=int, default=0, show_default=True)
+              help="Take the engine settings, and the room's seed and catalogue, from this "
+                   "config (default: built-in settings, seed 0, no catalogue).")
+@click.option("--room", default=None,
+              help="The room of --config to preview (default: its first room).")
+@click.option("--seed", type=int, default=None,
+              help="Generator seed (default: the room's with --config, else 0).")
 @click.option("--midi", "midi_path", type=click.Path(path_type=Path), default=None,
               help="Also write the notes as a MIDI file.")
 def render(image: Path, seconds: float, out_path: Path, config_path: Path | None,
-           seed: int, midi_path: Path | None) -> None:
-    """Render one artwork offline through the same generator the engine runs."""
+           room: str | None, seed: int | None, midi_path: Path | None) -> None:
+    """Preview offline what a room plays for the painting in a photo.
+
+    As the capture role does, the painting is located in the photo (with the
+    room's catalogue when its config names one), rectified and described;
+    then the engine's generator renders it with the room's seed and settings.
+    When no painting is found, the whole photo is described (said on stderr).
+    """
     import soundfile
 
     from engine.config import EngineConfig
     from engine.generators import make_generator
-    from engine.streaming import render_offline
+    from engine.streaming import render_offline, shift_channels
 
+    if room is not None and config_path is None:
+        raise InputError(f"--room {room}: expected --config FILE as well (rooms are named in a "
+                         f"config), got --room alone")
     picture = _read_image(image)
     _check_writable(out_path, "--out", (".wav", ".flac"))
     if midi_path is not None:
         _check_writable(midi_path, "--midi", (".mid", ".midi"))
-    engine_config = load_config(config_path).engine if config_path else EngineConfig()
+    config = load_config(config_path) if config_path is not None else None
+    room_config = config.room(room or config.rooms[0].id) if config is not None else None
+    engine_config = config.engine if config is not None else EngineConfig()
+    if seed is None:
+        seed = room_config.seed if room_config is not None else 0
+    catalogue, detect_width = None, 640
+    if room_config is not None:
+        from capture.catalogue import Catalogue
+
+        recognition = room_config.capture.recognition
+        detect_width = room_config.capture.detect_width
+        if recognition.catalogue:
+            catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
+                                       recognition.min_inliers)
     generator = make_generator(engine_config)
-    view = _view_for_image(picture)
+    rectified, used = _locate_painting(picture, catalogue, detect_width)
+    room_id = room_config.id if room_config is not None else "render"
+    if used is None:
+        click.echo(f"render: no painting found in {image}; describing the whole image", err=True)
+        view = _view_for_image(picture, room_id)
+    else:
+        corners = " ".join(f"({x:.0f},{y:.0f})" for x, y in used.quad)
+        click.echo(f"render: painting {used.artwork_id or 'unknown'} (score {used.score:.2f}, "
+                   f"found by {used.found_by}) at {corners} in {image}, rectified to "
+                   f"{rectified.shape[1]}x{rectified.shape[0]}", err=True)
+        view = _view_for_image(rectified, room_id, used.artwork_id or "render")
     began = time.perf_counter()
-    audio, notes, decisions = render_offline(generator, view, seconds, seed=seed)
+    audio, notes, decisions = render_offline(generator, view, seconds, seed=seed,
+                                             block_s=engine_config.chunk_s)
     spent = time.perf_counter() - began
     try:
         soundfile.write(str(out_path), audio, generator.sample_rate)
@@ -302,9 +366,16 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
     if midi_path is not None:
         from audio_out.midi import write_midi_file
 
-        write_midi_file(midi_path, notes, generator.sample_rate)
+        offset = room_config.midi_channel_offset if room_config is not None else 0
+        write_midi_file(midi_path, shift_channels(notes, offset), generator.sample_rate)
+    located = None if used is None else {
+        "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in used.quad],
+        "artwork_id": used.artwork_id, "score": round(float(used.score), 4),
+        "found_by": used.found_by}
     click.echo(json.dumps({"out": str(out_path), "seconds": seconds,
                            "realtime_factor": round(seconds / spent, 1),
+                           "room": room_config.id if room_config is not None else None,
+                           "seed": seed, "located": located,
                            "decisions": decisions}, indent=2))
 
 

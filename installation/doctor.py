@@ -296,6 +296,10 @@ class _Checks:
         if recognition.cache_dir:
             self.writable_folder(f"rooms[{index}].capture.recognition.cache_dir",
                                  Path(recognition.cache_dir))
+        if capture.overlay:
+            room_id = self.config.rooms[index].id
+            overlay = Path(self.config.output_dir) / capture.overlay.format(room=room_id)
+            self.writable_folder(f"rooms[{index}].capture.overlay", overlay.parent)
         encoder = capture.encoder
         if encoder.kind == "onnx" and encoder.model:
             from capture.encoders import PREPROCESSOR_SUFFIX

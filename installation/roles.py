@@ -129,10 +129,14 @@ def engine_role_config(config: InstallationConfig) -> EngineRoleConfig:
 
 
 def capture_role_config(config: InstallationConfig, room: str) -> CaptureRoleConfig:
-    """Room ``room``'s capture section and the ground-floor sections of ``config``."""
+    """Room ``room``'s capture section, its overlay file under the output folder, and the
+    ground-floor sections of ``config``."""
     from capture.role import CaptureRoleConfig
 
-    return CaptureRoleConfig(room, config.room(room).capture, config.network, config.security)
+    capture = config.room(room).capture
+    if capture.overlay and not Path(capture.overlay).is_absolute():
+        capture = capture.model_copy(update={"overlay": str(config.output_dir / capture.overlay)})
+    return CaptureRoleConfig(room, capture, config.network, config.security)
 
 
 def audio_out_role_config(config: InstallationConfig, room: str) -> AudioOutRoleConfig:

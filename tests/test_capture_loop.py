@@ -258,6 +258,7 @@ def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
                            recognition=RecognitionConfig(catalogue=str(tmp_path)))
     recorder = Recorder()
     loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
+    assert loop.wait_for_catalogue(60.0)
     assert loop.catalogue is not None and len(loop.catalogue) == 2
     _drive(loop, clock, clock.t + 9.5)
     changes = recorder.of("artwork_change")
@@ -396,3 +397,114 @@ def test_a_watched_demo_camera_still_reports_its_ground_truth() -> None:
     assert [t["time"] for t in truths] == camera.change_times(1005.0)
     assert list(truths[0]) == ["time", "artwork_index", "style"]
     assert watch.frames == 20
+
+
+class OccludedPainting:
+    """One painting on a wall, still; frames 30-41 a dark coat covers over half of it."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        from capture.synthetic.scenes import SceneGenerator
+
+        self.clock = clock
+        self.scene = SceneGenerator(catalogue_size=8, outsiders=0).render(5, paintings=1,
+                                                                          clean=True)
+        self.reads = 0
+
+    def read(self) -> Frame | None:
+        self.reads += 1
+        image = self.scene.image.copy()
+        if 30 <= self.reads < 42:
+            quad = self.scene.paintings[0].quad
+            right = quad[:, 0].mean() + 0.1 * (quad[:, 0].max() - quad[:, 0].mean())
+            cv2.rectangle(image, (int(quad[:, 0].min()), int(quad[:, 1].min()) - 20),
+                          (int(right), 720), (60, 50, 45), -1)
+        return Frame(image, self.clock.t, self.reads)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_tracking_keeps_a_work_through_an_occlusion_and_detects_less(
+        track: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import capture.loop
+
+    calls = {"detect": 0}
+    real = capture.loop.detect_artworks
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls["detect"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(capture.loop, "detect_artworks", counting)
+    clock = FakeClock()
+    recorder = Recorder()
+    overlay = tmp_path / "overlay" / "{room}.png"
+    config = CaptureConfig(track=track, stability=StabilityConfig(lost_after_s=0.4),
+                           overlay=str(overlay), overlay_every_s=1.0)
+    loop = CaptureLoop("room-t", config, recorder.publish, recorder.log_event,
+                       source=OccludedPainting(clock), clock=clock)
+    for _ in range(75):
+        loop.step()
+        clock.t += 1.0 / FPS
+    changes = [(c["state"], c["artwork_id"]) for c in recorder.of("artwork_change")]
+    if track:
+        # One arrival, one recognition; the coat does not make it another work, and the quad
+        # finder runs on a fraction of the frames (every redetect_every_frames, and until the
+        # tracker holds the work).
+        assert changes == [("artwork", "art-001")]
+        assert calls["detect"] < 75 / 2
+    else:
+        # Without the tracker the quad finder sees something else while the coat is there:
+        # this is what tracking prevents (and shows the test can fail).
+        assert len(changes) > 1 and calls["detect"] == 75
+    written = tmp_path / "overlay" / "room-t.png"
+    assert written.is_file() and cv2.imread(str(written)).shape == (720, 1280, 3)
+
+
+def test_the_catalogue_opens_in_the_background_and_a_failure_does_not_stop_capture(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import capture.loop
+    from ground.errors import InputError
+
+    release = threading.Event()
+    opened: list[str] = []
+
+    class SlowCatalogue:
+        """Stands in for a 2,000-work index being built: open() blocks until released."""
+
+        entries: list[Any] = []
+
+        @classmethod
+        def open(cls, folder: str, *args: Any) -> Any:
+            assert release.wait(30.0)
+            opened.append(folder)
+            if folder == "broken":
+                raise InputError("catalogue broken: expected reference images, found none")
+            return cls()
+
+        def __len__(self) -> int:
+            return 0
+
+        rebuilt = True
+
+    monkeypatch.setattr(capture.loop, "Catalogue", SlowCatalogue)
+    for folder, ready in (("slow", "catalogue_ready"), ("broken", "catalogue_failed")):
+        release.clear()
+        clock = FakeClock()
+        recorder = Recorder()
+        config = CaptureConfig(demo=DemoSourceConfig(artworks=1),
+                               recognition=RecognitionConfig(catalogue=folder))
+        loop = CaptureLoop("room-i", config, recorder.publish, recorder.log_event, clock=clock)
+        # Constructed, and running frames, while the index is still being built.
+        assert loop.catalogue is None and not loop.wait_for_catalogue(0.0)
+        _drive(loop, clock, clock.t + 1.0)
+        assert recorder.of("artwork_change")  # the room already plays (an id of its own)
+        release.set()
+        assert loop.wait_for_catalogue(30.0)
+        assert [kind for kind, _ in recorder.events if kind.startswith("catalogue_")] == \
+            ["catalogue_opening", ready]
+        assert (loop.catalogue is not None) == (ready == "catalogue_ready")
+        _drive(loop, clock, clock.t + 0.5)  # and goes on either way

@@ -605,6 +605,113 @@ def test_render_refuses_bad_seconds_and_an_unwritable_out_before_rendering(
     assert rendered == [] and not Path(out).exists()
 
 
+# -- issue 14: ``render IMG`` is a true preview -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gallery_photo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Path, Path]:
+    """A synthetic gallery photo of one catalogued painting, its scene, the catalogue, and a
+    two-room config whose second room names that catalogue."""
+    import cv2
+
+    from capture.synthetic.scenes import SceneGenerator, write_catalogue
+
+    folder = tmp_path_factory.mktemp("preview")
+    scene = SceneGenerator(catalogue_size=8, outsiders=0).render(5, paintings=1, clean=True)
+    photo = folder / "photo.png"
+    cv2.imwrite(str(photo), scene.image)
+    catalogue = write_catalogue(folder / "catalogue", 8)
+    config = folder / "rooms.toml"
+    config.write_text(f'[[rooms]]\nid = "a"\nseed = 21\n\n[[rooms]]\nid = "b"\nseed = 33\n'
+                      f'[rooms.capture.recognition]\ncatalogue = "{catalogue}"\n')
+    return photo, scene, catalogue, config
+
+
+def _render(*argv: str) -> Any:
+    return CliRunner().invoke(cli, ["render", *argv, "--seconds", "0.5"])
+
+
+def test_render_describes_the_painting_located_and_rectified_in_the_photo(
+        gallery_photo: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import installation.cli as cli_module
+
+    photo, scene, _, _ = gallery_photo
+    described: list[tuple[int, ...]] = []
+    real_view = cli_module._view_for_image
+
+    def spy(image: Any, *args: Any) -> Any:
+        described.append(image.shape)
+        return real_view(image, *args)
+
+    monkeypatch.setattr(cli_module, "_view_for_image", spy)
+    out = tmp_path / "preview.wav"
+    result = _render(str(photo), "--out", str(out))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record = json.loads(result.stdout)
+    truth = scene.paintings[0].quad
+    quad = np.array(record["located"]["quad"])
+    assert np.linalg.norm(quad - truth, axis=1).max() < 0.03 * scene.image.shape[1], (quad, truth)
+    assert record["room"] is None and record["seed"] == 0 and out.exists()
+    assert "render: painting unknown (score" in result.stderr and "found by quad" in result.stderr
+    # What was described is the painting, at its own aspect, long side 512 (not the photo).
+    height, width = described[0][:2]
+    side = np.linalg.norm(truth - np.roll(truth, -1, axis=0), axis=1)
+    aspect = (side[0] + side[2]) / (side[1] + side[3])
+    assert max(width, height) == 512 and abs(width / height - aspect) < 0.05 * aspect
+    assert f"rectified to {width}x{height}" in result.stderr
+
+
+def test_render_takes_the_rooms_seed_catalogue_and_settings(gallery_photo: tuple,
+                                                            tmp_path: Path) -> None:
+    import json
+
+    photo, scene, _, config = gallery_photo
+    out = str(tmp_path / "preview.wav")
+    first = json.loads(_render(str(photo), "--out", out, "--config", str(config)).stdout)
+    assert first["room"] == "a" and first["seed"] == 21  # the first room, no catalogue
+    assert first["located"]["artwork_id"] is None
+    result = _render(str(photo), "--out", out, "--config", str(config), "--room", "b")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    second = json.loads(result.stdout)
+    painting = scene.paintings[0].artwork_id
+    assert second["room"] == "b" and second["seed"] == 33
+    assert second["located"]["artwork_id"] == painting  # the room's catalogue recognised it
+    assert second["decisions"]["artwork_id"] == painting  # and the engine plays that work
+    chosen = json.loads(_render(str(photo), "--out", out, "--config", str(config), "--room",
+                                "b", "--seed", "5").stdout)
+    assert chosen["seed"] == 5  # an explicit --seed wins over the room's
+
+
+def test_render_falls_back_to_the_whole_image_and_says_so(tmp_path: Path) -> None:
+    import json
+
+    import cv2
+
+    blank = tmp_path / "blank.png"
+    noise = np.random.default_rng(3).normal(0, 2, (240, 320, 3))
+    cv2.imwrite(str(blank), np.clip(150 + noise, 0, 255).astype(np.uint8))
+    result = _render(str(blank), "--out", str(tmp_path / "o.wav"))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert json.loads(result.stdout)["located"] is None
+    assert result.stderr == (f"render: no painting found in {blank}; describing the whole "
+                             f"image\n")
+
+
+def test_render_refuses_a_room_without_config_and_an_unknown_room(gallery_photo: tuple,
+                                                                  tmp_path: Path) -> None:
+    photo, _, _, config = gallery_photo
+    out = tmp_path / "o.wav"
+    result = _render(str(photo), "--out", str(out), "--room", "b")
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("Error: --room b: expected --config FILE as well")
+    result = _render(str(photo), "--out", str(out), "--config", str(config), "--room", "c")
+    assert result.exit_code == 2, result.output
+    assert "no room 'c'" in result.output and "rooms are ['a', 'b']" in result.output
+    assert not out.exists()
+
+
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
     found = []
     for name, command in group.commands.items():

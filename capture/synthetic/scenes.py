@@ -31,6 +31,16 @@ A scene (:meth:`SceneGenerator.render`, deterministic in its seed):
 - visitors: dark silhouettes rising from the bottom of the frame, covering
   at most ~30 % of any picture;
 - focus or motion blur on some frames, sensor noise on all.
+
+That is the ``"classic"`` style, the bench's fixed set (its images must not
+change). ``SceneGenerator(style="rooms")`` renders scenes that look like real
+photos of gallery rooms instead (the effects are in
+:mod:`capture.synthetic.rooms`): one or two rows of up to six works at many
+sizes in carved gilt, gilt, dark wood or thin frames with inner slips, standing
+off the wall (their sides show at an angle) and casting shadows, caption cards
+and wall texts, yaw up to 70 degrees, a GoPro-like fisheye on 40 % of frames
+(truth corners go through the same lens), warm low light with amplified sensor
+noise, motion blur, visitors and JPEG blocking.
 """
 
 from __future__ import annotations
@@ -39,10 +49,12 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import cv2
 import numpy as np
 
+from capture.synthetic import rooms
 from capture.synthetic.artworks import ARTWORK_ASPECTS, ARTWORK_STYLES, artwork_style, make_artwork
 
 CATALOGUE_SEED = 2024
@@ -50,6 +62,9 @@ CATALOGUE_SIZE = 50
 #: Long side of a catalogue reference image, px (a museum's web-size scan).
 REFERENCE_LONG_SIDE = 480
 FRAME_KINDS: tuple[str, ...] = ("frame_mount", "moulding", "canvas", "print")
+SceneStyle = Literal["classic", "rooms"]
+#: The scene styles: ``classic`` (the bench's fixed set) and ``rooms`` (like real photos).
+SCENE_STYLES: tuple[str, ...] = get_args(SceneStyle)
 
 _FOCAL = 1100.0  # px at 1280 wide: about a 60 degree horizontal field of view
 _MARGIN = 0.03  # of the frame: every painting's outer edge stays this far inside
@@ -102,7 +117,7 @@ class ScenePainting:
     artwork: int  # index for catalogue_artwork()
     artwork_id: str | None  # catalogue id, None for a work outside the catalogue
     quad: np.ndarray  # float32 (4, 2): the picture, TL, TR, BR, BL, frame px
-    frame_kind: str
+    frame_kind: str  # one of FRAME_KINDS (classic) or rooms.ROOM_FRAME_KINDS (rooms)
     occluded: float  # fraction of the picture hidden by visitors
 
 
@@ -116,11 +131,34 @@ class Scene:
     conditions: dict[str, float | str] = field(default_factory=dict)
 
 
+@dataclass
+class _HungWork:
+    """A work of a rooms scene while it is laid out: its mounting and place on the wall."""
+
+    index: int
+    kind: str
+    hung: np.ndarray  # the work in its frame, wall units
+    picture: np.ndarray  # the picture's rect in ``hung``
+    depth: float  # how far the frame's face stands off the wall, wall units
+    x0: float = 0.0  # top-left on the wall
+    y0: float = 0.0
+
+
 class SceneGenerator:
-    """Renders seeded gallery scenes; reference images are painted once and kept."""
+    """Renders seeded gallery scenes; reference images are painted once and kept.
+
+    ``style`` is ``"classic"`` (the scenes the synthetic bench has always used)
+    or ``"rooms"`` (scenes that look like real photos of gallery rooms, see
+    :mod:`capture.synthetic.rooms`).
+    """
 
     def __init__(self, size: tuple[int, int] = (1280, 720),
-                 catalogue_size: int = CATALOGUE_SIZE, outsiders: int = 8) -> None:
+                 catalogue_size: int = CATALOGUE_SIZE, outsiders: int = 8,
+                 style: SceneStyle = "classic") -> None:
+        if style not in SCENE_STYLES:
+            raise ValueError(f"scene style must be one of {', '.join(SCENE_STYLES)}, "
+                             f"got {style!r}")
+        self.style: SceneStyle = style
         self.size = (int(size[0]), int(size[1]))
         self.catalogue_size = catalogue_size
         self.outsiders = outsiders  # works outside the catalogue that scenes may hang
@@ -136,7 +174,10 @@ class SceneGenerator:
     def render(self, seed: int, *, paintings: int | None = None, yaw_deg: float | None = None,
                clean: bool = False) -> Scene:
         """The scene for ``seed``. ``paintings``/``yaw_deg`` force a count or a view angle;
-        ``clean`` disables glare, visitors, blur and low light (noise stays)."""
+        ``clean`` disables glare, visitors, blur and low light (noise stays), and in the
+        rooms style JPEG too (the frames, the lens and the camera angle stay)."""
+        if self.style == "rooms":
+            return self._render_room(seed, paintings, yaw_deg, clean)
         rng = np.random.default_rng([seed, 0xA27])
         width, height = self.size
         conditions: dict[str, float | str] = {}
@@ -206,6 +247,148 @@ class SceneGenerator:
 
         if occlusion.any():
             truths = [_with_occlusion(truth, occlusion) for truth in truths]
+        return Scene(frame, tuple(truths), seed, conditions)
+
+    def _render_room(self, seed: int, paintings: int | None, yaw_deg: float | None,
+                     clean: bool) -> Scene:
+        """A ``rooms`` scene: several framed works, labels and wall text, seen by a real camera.
+
+        The order follows the light: wall and works, lighting, glare, visitors,
+        motion blur, then the lens (fisheye), the sensor (noise, auto exposure)
+        and the encoder (JPEG). Truth quads go through the same lens.
+        """
+        rng = np.random.default_rng([seed, 0xA27, 0x2005])
+        width, height = self.size
+        conditions: dict[str, float | str] = {"style": "rooms"}
+        if yaw_deg is not None:
+            yaw = yaw_deg
+        else:  # a third near frontal, a third oblique, a third steep (45-70 degrees)
+            sign = float(rng.choice([-1, 1]))
+            band = rng.random()
+            yaw = sign * float(rng.uniform(0, 15) if band < 0.35 else
+                               rng.uniform(15, 45) if band < 0.7 else rng.uniform(45, 70))
+        # A steep view that holds a whole wall of works shows them as a thin strip;
+        # real steep photos are of one to three works.
+        choices = [1, 1, 2, 2, 3] if abs(yaw) > 45 else [0, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 5, 6]
+        count = paintings if paintings is not None else int(rng.choice(choices))
+        works = self._pick_works(rng, count)
+        image = rooms.room_wall(rng, self.size)
+        wall_colour = tuple(float(c) for c in image.reshape(-1, 3).mean(axis=0))
+
+        # Works at many sizes in one or two rows; a caption card beside most of them.
+        row_count = 2 if count >= 3 and rng.random() < 0.5 else 1
+        rows: list[list[_HungWork]] = [[] for _ in range(row_count)]
+        for k, index in enumerate(works):
+            aspect = ARTWORK_ASPECTS[index % len(ARTWORK_ASPECTS)]
+            side = math.exp(rng.uniform(math.log(110.0), math.log(430.0)))
+            kind = rooms.ROOM_FRAME_KINDS[int(rng.choice(4, p=[0.4, 0.25, 0.15, 0.2]))]
+            picture_size = (side * math.sqrt(aspect), side / math.sqrt(aspect))
+            hung, picture = rooms.room_mounting(rng, self.artwork(index), kind, picture_size)
+            # How far the frame's face stands off the wall (a stretcher, a deep carved frame).
+            proud = rng.uniform(0.02, 0.04) if kind == "canvas" else rng.uniform(0.04, 0.1)
+            rows[k % row_count].append(_HungWork(index, kind, hung, picture,
+                                                 depth=float(proud * min(hung.shape[:2]))))
+        placed: list[_HungWork] = []
+        furniture: list[tuple[np.ndarray, float, float]] = []  # labels, wall text: image, x0, y0
+        row_top = 0.0
+        for row in rows:
+            row_height = max((work.hung.shape[0] for work in row), default=0)
+            x = float(rng.uniform(-60.0, 60.0))
+            for work in row:
+                hh, hw = work.hung.shape[:2]
+                work.x0 = x
+                work.y0 = row_top + (row_height - hh) / 2 + rng.normal(0.0, 0.05 * row_height)
+                placed.append(work)
+                x += hw
+                if rng.random() < 0.65:
+                    card = rooms.label_card(rng, hh)
+                    gap = rng.uniform(20.0, 45.0) + work.depth
+                    furniture.append((card, x + gap, work.y0 + hh * rng.uniform(0.45, 0.8)
+                                      - card.shape[0] / 2))
+                    x += gap + card.shape[1]
+                x += rng.uniform(50.0, 180.0)
+            row_top += row_height + rng.uniform(50.0, 160.0)
+        if placed and rng.random() < 0.35:
+            left = min(work.x0 for work in placed)
+            right = max(work.x0 + work.hung.shape[1] for work in placed)
+            first_row = max((work.hung.shape[0] for work in rows[0]), default=200)
+            panel = rooms.wall_text_panel(rng, first_row * rng.uniform(0.6, 1.1),
+                                          (wall_colour[0], wall_colour[1], wall_colour[2]))
+            gap = rng.uniform(80.0, 200.0)
+            x0 = left - gap - panel.shape[1] if rng.random() < 0.5 else right + gap
+            furniture.append((panel, x0, (first_row - panel.shape[0]) / 2))
+            conditions["wall_text"] = "panel"
+        if furniture:
+            conditions["labels"] = float(len(furniture))
+
+        pitch, roll = float(rng.uniform(-12, 12)), float(rng.uniform(-5, 5))
+        conditions.update(yaw_deg=round(yaw, 1), pitch_deg=round(pitch, 1))
+        focal = _FOCAL * width / 1280.0  # about 60 degrees across, a phone's main camera
+        lens = None
+        if rng.random() < 0.4:  # an action camera: a wide lens with barrel distortion
+            lens = rooms.Fisheye(float(rng.uniform(0.1, 0.35)), self.size)
+            focal *= float(rng.uniform(0.6, 0.85))
+            conditions["fisheye"] = round(lens.strength, 3)
+
+        outlines = [np.c_[_outline(work.hung.shape, work.x0, work.y0), np.full(4, -depth)]
+                    for work in placed for depth in (0.0, work.depth)]
+        outlines += [_outline(item.shape, x0, y0) for item, x0, y0 in furniture]
+        camera = rooms.fit_room_camera(
+            rng, outlines, yaw, pitch, roll, self.size, focal,
+            fill=float(rng.uniform(0.6, 0.97)), margin=0.02,
+            distort=lens.distort_points if lens is not None else None)
+
+        def to_frame(x0: float, y0: float, depth: float = 0.0) -> np.ndarray:
+            return camera.homography(depth) @ np.array([[1, 0, x0], [0, 1, y0], [0, 0, 1]])
+
+        # Ceiling lights: every work casts its shadow down (and a little sideways).
+        offset = (float(rng.uniform(-0.03, 0.03)), float(rng.uniform(0.02, 0.06)))
+        strength, softness = float(rng.uniform(0.25, 0.55)), float(rng.uniform(0.01, 0.03))
+        for item, x0, y0 in furniture:
+            image = _paste(image, item, to_frame(x0, y0), shadow=False)
+        pictures: list[np.ndarray] = []
+        for work in placed:
+            front = to_frame(work.x0, work.y0, work.depth)
+            _frame_sides(image, work.hung, to_frame(work.x0, work.y0), front)
+            image = _paste(image, work.hung, front, shadow=True, shadow_offset=offset,
+                           shadow_strength=strength, shadow_blur=softness)
+            quad = cv2.perspectiveTransform(work.picture[None].astype(np.float64), front)[0]
+            pictures.append(quad.astype(np.float32))
+
+        # Glare and visitors are in the room, so the room's light (and a dim room's
+        # auto exposure) falls on them too.
+        if not clean and pictures and rng.random() < 0.2:
+            conditions["glare"] = _glare(rng, image, pictures)
+        image = np.clip(image, 0, 255)
+        occlusion = np.zeros((height, width), np.uint8)
+        if not clean and pictures and rng.random() < 0.3:
+            conditions["visitors"] = _visitors(rng, image, occlusion, pictures)
+        low = not clean and rng.random() < 0.35
+        gain = _lighting(rng, self.size, low=low)
+        conditions["light"] = round(float(gain.mean()), 2)
+        image *= gain[..., None]
+        image *= rooms.white_balance(rng)
+        if not clean and rng.random() < 0.3:
+            conditions["blur"] = rooms.motion_blur(rng, image)
+        if lens is not None:
+            image = np.asarray(lens.apply(image), np.float32)
+            occlusion = np.asarray(lens.apply(occlusion, cv2.INTER_NEAREST), np.uint8)
+            pictures = [lens.distort_points(quad) for quad in pictures]
+        exposure = min(3.0, float(rng.uniform(0.45, 0.8)) / float(gain.mean())) if low else 1.0
+        frame = np.clip(rooms.sensor_noise(rng, image, max(exposure, 1.0)), 0, 255).astype(np.uint8)
+        if not clean and rng.random() < 0.6:
+            quality = int(rng.integers(15, 60))
+            frame = rooms.jpeg_blocks(frame, quality)
+            conditions["jpeg"] = float(quality)
+
+        truths = [ScenePainting(index, catalogue_id(index) if index < self.catalogue_size else None,
+                                quad.astype(np.float32), kind,
+                                round(_covered(occlusion, quad), 3) if occlusion.any() else 0.0)
+                  for (index, kind), quad in zip(((w.index, w.kind) for w in placed), pictures,
+                                                 strict=True)]
+        if truths:
+            conditions["smallest_px"] = round(min(
+                math.sqrt(abs(float(cv2.contourArea(t.quad)))) for t in truths), 1)
         return Scene(frame, tuple(truths), seed, conditions)
 
     def _pick_works(self, rng: np.random.Generator, count: int) -> list[int]:
@@ -337,9 +520,12 @@ def _fit_camera(rng: np.random.Generator, outlines: list[np.ndarray], yaw: float
 
 
 def _paste(image: np.ndarray, hung: np.ndarray, to_frame: np.ndarray,
-           shadow: bool) -> np.ndarray:
+           shadow: bool, shadow_offset: tuple[float, float] = (0.015, 0.025),
+           shadow_strength: float = 0.35, shadow_blur: float = 0.015) -> np.ndarray:
     """Composite ``hung`` (wall units) into ``image`` through ``to_frame``, with a drop shadow.
 
+    The shadow's offset (x, y) and blur are fractions of the work's size in the
+    frame; ``shadow_strength`` is how much light it takes off the wall.
     Only the region around the projected work is warped and blended (a tenth
     of the frame, typically), which keeps a scene at a few tens of ms.
     """
@@ -355,7 +541,8 @@ def _paste(image: np.ndarray, hung: np.ndarray, to_frame: np.ndarray,
         sx, sy = hung.shape[1] / small.shape[1], hung.shape[0] / small.shape[0]
         to_frame = to_frame @ np.diag([sx, sy, 1.0])
         hung = small
-    pad = int(0.08 * side) + 4  # room for the shadow and its blur
+    reach = max(0.08, max(abs(shadow_offset[0]), abs(shadow_offset[1])) + 3 * shadow_blur)
+    pad = int(reach * side) + 4  # room for the shadow and its blur
     x0 = max(int(projected[:, 0].min()) - pad, 0)
     y0 = max(int(projected[:, 1].min()) - pad, 0)
     x1 = min(int(np.ceil(projected[:, 0].max())) + pad, width)
@@ -369,10 +556,11 @@ def _paste(image: np.ndarray, hung: np.ndarray, to_frame: np.ndarray,
                                flags=cv2.INTER_LINEAR)
     roi = image[y0:y1, x0:x1]
     if shadow:  # light from above left: the shadow falls down and right, soft
-        offset = np.array([[1, 0, 0.015 * side], [0, 1, 0.025 * side]], np.float32)
+        offset = np.array([[1, 0, shadow_offset[0] * side], [0, 1, shadow_offset[1] * side]],
+                          np.float32)
         cast = cv2.warpAffine(mask, offset, size)
-        cast = cv2.GaussianBlur(cast, (0, 0), max(1.0, 0.015 * side))
-        roi *= (1.0 - 0.35 * cast)[..., None]
+        cast = cv2.GaussianBlur(cast, (0, 0), max(1.0, shadow_blur * side))
+        roi *= (1.0 - shadow_strength * cast)[..., None]
     image[y0:y1, x0:x1] = roi * (1.0 - mask[..., None]) + warped * mask[..., None]
     return image
 
@@ -458,6 +646,29 @@ def _visitors(rng: np.random.Generator, image: np.ndarray, occlusion: np.ndarray
     return "visitors"
 
 
+def _outline(shape: tuple[int, ...], x0: float, y0: float) -> np.ndarray:
+    """The corners (TL, TR, BR, BL) of a ``shape`` image hung at (x0, y0) on the wall."""
+    return np.array([[x0, y0], [x0 + shape[1], y0], [x0 + shape[1], y0 + shape[0]],
+                     [x0, y0 + shape[0]]], np.float64)
+
+
+def _frame_sides(image: np.ndarray, hung: np.ndarray, back: np.ndarray,
+                 front: np.ndarray) -> None:
+    """The frame's sides between the wall (``back``) and its face (``front``), seen obliquely.
+
+    Filling the hull of both outlines and then pasting the face over it leaves
+    exactly the visible sides showing; they take the outer edge's colour, in shade.
+    """
+    corners = np.array([[0, 0], [hung.shape[1], 0], [hung.shape[1], hung.shape[0]],
+                        [0, hung.shape[0]]], np.float64)
+    points = np.concatenate([cv2.perspectiveTransform(corners[None], back)[0],
+                             cv2.perspectiveTransform(corners[None], front)[0]])
+    hull = cv2.convexHull(np.round(points * 16).astype(np.int32))
+    edge = np.concatenate([hung[:2].reshape(-1, 3), hung[:, :2].reshape(-1, 3)])
+    colour = tuple(float(c) * 0.55 for c in edge.mean(axis=0))
+    cv2.fillConvexPoly(image, hull, colour, cv2.LINE_8, 4)
+
+
 def _covered(mask: np.ndarray, quad: np.ndarray) -> float:
     picture = np.zeros(mask.shape, np.uint8)
     cv2.fillConvexPoly(picture, np.round(quad).astype(np.int32), 255)
@@ -489,6 +700,6 @@ def _with_occlusion(truth: ScenePainting, occlusion: np.ndarray) -> ScenePaintin
 
 __all__ = [
     "ARTWORK_STYLES", "CATALOGUE_SEED", "CATALOGUE_SIZE", "FRAME_KINDS", "REFERENCE_LONG_SIDE",
-    "Scene", "SceneGenerator", "ScenePainting", "catalogue_artwork", "catalogue_id",
-    "catalogue_metadata", "make_scenes", "write_catalogue",
+    "SCENE_STYLES", "Scene", "SceneGenerator", "ScenePainting", "SceneStyle", "catalogue_artwork",
+    "catalogue_id", "catalogue_metadata", "make_scenes", "write_catalogue",
 ]

@@ -1,0 +1,397 @@
+"""``art2mus bench catalogue``: recognition against a big catalogue (issue 14's 2,000 works).
+
+Where it sits: a technician's (and the issue's) measure of how the catalogue
+(:mod:`capture.catalogue`) scales. It writes a catalogue of ``works``
+procedural works (:func:`capture.synthetic.scenes.write_catalogue`) to a
+temporary folder, builds its index on one core (timed, with progress), and
+recognises rectified views (:meth:`Catalogue.recognise`) as the capture loop
+produces them: the painting as a camera sees it (a mild perspective, a
+border of wall or frame around it, at 90-360 px), then the camera's damage
+(blur, low light or a gain, sensor noise, JPEG), then rectified to the
+recognition square (:func:`capture.detect.rectify`) from an imperfect quad
+(each corner off by up to ``_QUAD_JITTER`` of the side).
+
+The views:
+
+- ``views`` views of catalogued works: half of works 0-49, half of the rest
+  (works drawn at random, a work may be seen twice with different damage);
+- ``views`` views of works NOT in the catalogue: works ``works``,
+  ``works + 1``, ... of the same generator, one view each.
+
+The same views are also recognised against a 50-work catalogue (the first 50
+works, indexed in the same run on the same machine): top-1 on the views of
+those 50 works, at 50 and at ``works``, is the issue's "top-1 not lower than
+with 50 works".
+
+Reported: index build seconds (one core; ``features_s`` is the per-work
+loop, the rest builds the matchers) and size on disk, peak memory,
+recognition ms per view (median and p95 over all views, after a warm-up),
+top-1 on catalogued views (no id counts as a miss; wrong ids apart), the
+false-id rate on uncatalogued views, and which stage decided (features or
+signature). The targets (issue 14): build <= 5 min, <= 50 ms per view, top-1
+not lower than with 50 works, no false ids. Timings are wall-clock on
+whatever else the machine is doing: noisy on a shared machine.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from ground.errors import InputError
+
+#: The small catalogue the big one is compared with: its first SMALL_WORKS works.
+SMALL_WORKS = 50
+#: Issue 14's targets.
+TARGET_BUILD_S = 300.0
+TARGET_RECOGNISE_MS = 50.0
+_WARM_UP = 5  # recognitions before timing starts (first calls fault in the index)
+_QUAD_JITTER = 0.03  # of the side: how far each corner of the quad used may be off
+_APPARENT = (90, 360)  # long side of the painting in the camera image, px
+_MAX_TILT = 0.18  # how much shorter one side may look (perspective), of its length
+
+
+@dataclass(frozen=True)
+class CatalogueView:
+    """One rectified view for the bench: the work it shows and the expected id (None: not
+    catalogued)."""
+
+    work: int
+    expected: str | None
+    image: np.ndarray
+    damage: str
+
+
+def run_catalogue_bench(works: int = 2000, views: int = 200, seed: int = 0,
+                        progress: Callable[[str, int, int], None] | None = None
+                        ) -> dict[str, Any]:
+    """Build a ``works``-work catalogue and measure recognition on it; a JSON-ready dict.
+
+    ``progress(stage, done, total)`` is called while the catalogue is written
+    and indexed and while views are recognised. See the module docstring.
+    """
+    import cv2
+
+    from capture.catalogue import INDEX_FILE, Catalogue
+    from capture.index_cli import index_counts
+    from capture.synthetic.scenes import catalogue_id, write_catalogue
+
+    if works <= SMALL_WORKS:
+        raise InputError(f"--works: expected more than {SMALL_WORKS} (the small catalogue "
+                         f"compared with), got {works}")
+    if views < 2:
+        raise InputError(f"--views: expected at least 2, got {views}")
+    rng = np.random.default_rng(seed)
+    # Catalogued views: half of the first SMALL_WORKS works (so the small catalogue has
+    # views/2 of its own), half of the rest; then one view per uncatalogued work.
+    half = views // 2
+    picked = np.concatenate([rng.integers(0, SMALL_WORKS, half),
+                             rng.integers(SMALL_WORKS, works, views - half)])
+    outsiders = np.arange(works, works + views)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="art2mus-bench-catalogue-") as tmp:
+            began = time.perf_counter()
+            if progress is not None:
+                progress("writing works", 0, works)
+            big_dir = write_catalogue(Path(tmp) / "big", works)
+            if progress is not None:
+                progress("writing works", works, works)
+            small_dir = write_catalogue(Path(tmp) / "small", SMALL_WORKS)
+            generate_s = time.perf_counter() - began
+
+            big, big_index = _timed_open(Catalogue, big_dir, progress)
+            big_index.update(index_counts(big_dir / INDEX_FILE))
+            big_index["size_mb"] = round((big_dir / INDEX_FILE).stat().st_size / 1e6, 2)
+            small, small_index = _timed_open(Catalogue, small_dir, None)
+
+            test_views = [make_view(int(w), catalogue_id(int(w)), rng) for w in picked]
+            test_views += [make_view(int(w), None, rng) for w in outsiders]
+            for view in test_views[:_WARM_UP]:
+                big.recognise(view.image)
+                small.recognise(view.image)
+            big_ids, big_ms, big_methods = _recognise_all(big, test_views, "recognising",
+                                                          progress)
+            small_ids, small_ms, small_methods = _recognise_all(small, test_views,
+                                                                "recognising (50)", progress)
+            peak_rss_mb = _peak_rss_mb()
+    finally:
+        cv2.setNumThreads(threads)
+
+    catalogued = [k for k, v in enumerate(test_views) if v.expected is not None]
+    in_small = [k for k in catalogued if test_views[k].work < SMALL_WORKS]
+    beyond_small = [k for k in catalogued if test_views[k].work >= SMALL_WORKS]
+    uncatalogued = [k for k, v in enumerate(test_views) if v.expected is None]
+    big_scores = _scores(test_views, big_ids, big_methods, catalogued, uncatalogued)
+    big_on_small = _scores(test_views, big_ids, big_methods, in_small, [])
+    small_scores = _scores(test_views, small_ids, small_methods, in_small, uncatalogued)
+    # Views of works 50..N-1 are uncatalogued for the small catalogue: more false-id chances.
+    small_scores["false_ids_on_works_beyond_50"] = sum(small_ids[k] is not None
+                                                       for k in beyond_small)
+    result: dict[str, Any] = {
+        "benchmark": "catalogue", "works": works, "views": views, "seed": seed, "threads": 1,
+        "generate_s": round(generate_s, 1),
+        "index": big_index,
+        "recognition": {**big_scores, "top1_on_first_50": big_on_small["top1"],
+                        **_timing(big_ms),
+                        "methods": {m: big_methods.count(m)
+                                    for m in ("features", "signature", "none")}},
+        "small": {"works": SMALL_WORKS, "index": small_index, **small_scores,
+                  **_timing(small_ms)},
+        "peak_rss_mb": peak_rss_mb,
+    }
+    result["targets"] = {
+        "build_s": {"target": TARGET_BUILD_S, "value": big_index["build_s"],
+                    "met": big_index["build_s"] <= TARGET_BUILD_S},
+        "recognise_ms_p50": {"target": TARGET_RECOGNISE_MS,
+                             "value": result["recognition"]["ms_p50"],
+                             "met": result["recognition"]["ms_p50"] <= TARGET_RECOGNISE_MS},
+        "top1_not_lower_than_50": {"target": small_scores["top1"],
+                                   "value": big_on_small["top1"],
+                                   "met": big_on_small["top1"] >= small_scores["top1"]},
+        "false_ids": {"target": 0, "value": big_scores["false_ids"],
+                      "met": big_scores["false_ids"] == 0},
+    }
+    return result
+
+
+def make_view(work: int, expected: str | None, rng: np.random.Generator) -> CatalogueView:
+    """A rectified view of ``work`` (SQUARE px) as capture would produce it, with damage.
+
+    The painting (a fresh rendering of the same work) is warped into a camera
+    image with a mild perspective and a border of wall around it, damaged
+    there as a camera would (blur, gain or low light, noise, JPEG), then
+    rectified from its true corners, each moved by up to ``_QUAD_JITTER`` of
+    the side (an imperfect quad: some wall in, some picture cut).
+    """
+    import cv2
+
+    from capture.catalogue import SQUARE
+    from capture.detect import rectify
+    from capture.synthetic.scenes import catalogue_artwork
+
+    apparent = float(rng.uniform(*_APPARENT))
+    painting = catalogue_artwork(work)
+    # Area-downscale first: a camera integrates over each pixel, a warp would alias.
+    scale = apparent / max(painting.shape[:2])
+    painting = cv2.resize(painting, (max(16, round(painting.shape[1] * scale)),
+                                     max(16, round(painting.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    height, width = painting.shape[:2]
+    w, h = float(width), float(height)
+    # Perspective: one side (left/right or top/bottom) looks shorter.
+    tilt = float(rng.uniform(0.0, _MAX_TILT))
+    quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    if rng.random() < 0.5:  # yaw: the right (or left) edge shrinks about its middle
+        side = 1 if rng.random() < 0.5 else 0
+        shrink = tilt * h / 2
+        for corner in ((1, 2) if side else (0, 3)):
+            quad[corner, 1] += shrink if quad[corner, 1] == 0 else -shrink
+    else:  # pitch: the top (or bottom) edge shrinks
+        for corner in ((0, 1) if rng.random() < 0.5 else (3, 2)):
+            quad[corner, 0] += tilt * w / 2 if quad[corner, 0] == 0 else -tilt * w / 2
+    margin = 0.25 * apparent
+    quad += margin
+    size = (int(np.ceil(w + 2 * margin)), int(np.ceil(h + 2 * margin)))
+    source = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    homography = cv2.getPerspectiveTransform(source, quad.astype(np.float32))
+    wall = tuple(float(v) for v in rng.uniform(60, 220, 3))
+    camera = cv2.warpPerspective(painting, homography, size, flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=wall)
+    camera, damage = _damage(camera, rng)
+    jitter = rng.uniform(-_QUAD_JITTER, _QUAD_JITTER, (4, 2)) * np.array([w, h])
+    view = rectify(camera, (quad + jitter).astype(np.float32), SQUARE)
+    return CatalogueView(work, expected, view, damage)
+
+
+def _damage(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A camera's damage: maybe blur (focus or motion), a gain (maybe low light), noise, JPEG."""
+    import cv2
+
+    notes = []
+    if rng.random() < 0.5:
+        if rng.random() < 0.5:
+            sigma = float(rng.uniform(0.6, 1.8))
+            image = cv2.GaussianBlur(image, (0, 0), sigma)
+            notes.append(f"blur {sigma:.1f}")
+        else:
+            length = int(rng.integers(3, 8))
+            kernel = np.zeros((length, length), np.float32)
+            kernel[length // 2] = 1.0 / length
+            rotation = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2),
+                                               float(rng.uniform(0, 180)), 1.0)
+            line = cv2.warpAffine(kernel, rotation, (length, length))
+            line = (line / max(float(line.sum()), 1e-6)).astype(np.float32)
+            image = cv2.filter2D(image, -1, line)
+            notes.append(f"motion {length}px")
+    low = rng.random() < 0.3
+    gain = float(rng.uniform(0.25, 0.5) if low else rng.uniform(0.7, 1.2))
+    sigma = float(rng.uniform(5, 10) if low else rng.uniform(1.5, 5))
+    noisy = image.astype(np.float32) * gain + rng.normal(0.0, sigma, image.shape)
+    image = np.clip(noisy, 0, 255).astype(np.uint8)
+    notes.append(f"{'low light ' if low else ''}gain {gain:.2f} noise {sigma:.0f}")
+    quality = int(rng.integers(40, 90))
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
+    if decoded is None:
+        raise RuntimeError("bench view: the JPEG round trip failed")
+    notes.append(f"jpeg {quality}")
+    return decoded, ", ".join(notes)
+
+
+def _timed_open(catalogue_class: Any, folder: Path,
+                progress: Callable[[str, int, int], None] | None) -> tuple[Any, dict[str, Any]]:
+    """Open (build) the index of ``folder``: the catalogue, and its build seconds."""
+    last = [0.0]
+    began = time.perf_counter()
+
+    def tick(done: int, total: int) -> None:
+        last[0] = time.perf_counter()
+        if progress is not None:
+            progress("indexing", done, total)
+
+    catalogue = catalogue_class.open(folder, progress=tick)
+    build_s = time.perf_counter() - began
+    return catalogue, {"build_s": round(build_s, 1),
+                       "features_s": round(last[0] - began, 1) if last[0] else None,
+                       "matchers_s": round(time.perf_counter() - last[0], 1) if last[0] else None}
+
+
+def _recognise_all(catalogue: Any, views: list[CatalogueView], stage: str,
+                   progress: Callable[[str, int, int], None] | None
+                   ) -> tuple[list[str | None], list[float], list[str]]:
+    """Each view's recognised id (or None), the ms it took, and which stage decided
+    (``features``, ``signature`` or ``none``)."""
+    ids: list[str | None] = []
+    spent: list[float] = []
+    methods: list[str] = []
+    for k, view in enumerate(views):
+        began = time.perf_counter()
+        match = catalogue.recognise(view.image)
+        spent.append(1000.0 * (time.perf_counter() - began))
+        ids.append(match.artwork_id if match is not None else None)
+        methods.append(match.method if match is not None else "none")
+        if progress is not None:
+            progress(stage, k + 1, len(views))
+    return ids, spent, methods
+
+
+def _scores(views: list[CatalogueView], ids: list[str | None], methods: list[str],
+            catalogued: list[int], uncatalogued: list[int]) -> dict[str, Any]:
+    """Top-1 / misses / wrong ids on ``catalogued`` views; false ids on ``uncatalogued`` ones
+    (and which stage gave them)."""
+    right = sum(ids[k] == views[k].expected for k in catalogued)
+    wrong = sum(ids[k] is not None and ids[k] != views[k].expected for k in catalogued)
+    false_ids = sum(ids[k] is not None for k in uncatalogued)
+    return {"catalogued_views": len(catalogued),
+            "top1": round(right / len(catalogued), 4) if catalogued else None,
+            "no_id": len(catalogued) - right - wrong, "wrong_ids": wrong,
+            "uncatalogued_views": len(uncatalogued), "false_ids": false_ids,
+            "false_id_rate": round(false_ids / len(uncatalogued), 4) if uncatalogued else None,
+            "false_ids_by": {method: sum(ids[k] is not None and methods[k] == method
+                                         for k in uncatalogued)
+                             for method in ("features", "signature")}}
+
+
+def _timing(spent: list[float]) -> dict[str, float]:
+    return {"ms_p50": round(float(np.median(spent)), 1),
+            "ms_p95": round(float(np.percentile(spent, 95)), 1),
+            "ms_mean": round(float(np.mean(spent)), 1)}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory, MB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1e6 if sys.platform == "darwin" else 1e3), 1)
+
+
+@click.command("catalogue")
+@click.option("--works", default=2000, show_default=True,
+              help=f"Works in the generated catalogue (more than {SMALL_WORKS}).")
+@click.option("--views", default=200, show_default=True,
+              help="Views of catalogued works (and as many of uncatalogued ones).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def bench_catalogue_command(works: int, views: int, seed: int, as_json: bool) -> None:
+    """Index build time and recognition speed/top-1/false ids with a big catalogue."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   console=Console(stderr=True))
+    tasks: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    with bar:
+        result = run_catalogue_bench(works, views, seed, progress)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    _print_table(result)
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    big, small = result["recognition"], result["small"]
+    index, targets = result["index"], result["targets"]
+    table = Table(title=f"Catalogue of {result['works']} works vs {small['works']}, "
+                        f"{result['views']} + {result['views']} views, one core (noisy timings)")
+    table.add_column("measure")
+    table.add_column(f"{result['works']} works", justify="right")
+    table.add_column(f"{small['works']} works", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("met")
+
+    def met(key: str) -> str:
+        return "yes" if targets[key]["met"] else "NO"
+
+    table.add_row("index build s (features + matchers)",
+                  f"{index['build_s']} ({index['features_s']} + {index['matchers_s']})",
+                  f"{small['index']['build_s']}", f"<= {TARGET_BUILD_S:.0f}", met("build_s"))
+    table.add_row("index size MB / features", f"{index['size_mb']} / {index['features']}",
+                  "", "", "")
+    table.add_row("recognise ms p50 / p95", f"{big['ms_p50']} / {big['ms_p95']}",
+                  f"{small['ms_p50']} / {small['ms_p95']}", f"<= {TARGET_RECOGNISE_MS:.0f}",
+                  met("recognise_ms_p50"))
+    table.add_row(f"top-1, views of the first {small['works']} works",
+                  f"{big['top1_on_first_50']}", f"{small['top1']}", "not lower",
+                  met("top1_not_lower_than_50"))
+    table.add_row("top-1, all catalogued views (no id / wrong)",
+                  f"{big['top1']} ({big['no_id']} / {big['wrong_ids']})",
+                  f"{small['top1']} ({small['no_id']} / {small['wrong_ids']})", "", "")
+    def false_ids(scores: dict[str, Any]) -> str:
+        by = scores["false_ids_by"]
+        return (f"{scores['false_ids']}/{scores['uncatalogued_views']} "
+                f"({by['features']} features, {by['signature']} signature)")
+
+    table.add_row("false ids, uncatalogued views", false_ids(big), false_ids(small), "0",
+                  met("false_ids"))
+    table.add_row("decided by features / signature / none",
+                  " / ".join(str(v) for v in big["methods"].values()), "", "", "")
+    table.add_row("peak memory MB", f"{result['peak_rss_mb']}", "", "", "")
+    Console().print(table)

@@ -1,0 +1,175 @@
+"""``art2mus index DIR``: build a catalogue's index ahead of time, with a progress bar.
+
+Where it sits: the roof, beside :mod:`capture.cli`. A capture role opens its
+catalogue with :meth:`capture.catalogue.Catalogue.open`, which rebuilds the
+index whenever the folder changed; for a museum of thousands of works that
+takes minutes, so a technician runs this command first (after adding works)
+and the capture starts on a current cache instead of blocking on indexing.
+
+It builds the index (or confirms the cached one is current: the folder's
+fingerprint, :func:`capture.catalogue.folder_fingerprint`, matches the one
+stored in the index file) on one core, as the capture role would, with a rich
+progress bar on stderr (works done / total, rate, time left), then prints a
+summary: works, features, the index file and its size, seconds. ``--force``
+deletes the cached index and rebuilds it.
+
+Input errors (no folder, no images, an empty, truncated or undecodable image,
+a bad ``catalogue.toml``) are one :class:`~ground.errors.InputError` line
+naming the file, before any work is indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ground.errors import InputError
+
+
+@click.command("index")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Write the index here instead of into the catalogue folder (which may be "
+                   "read-only); give the capture the same [recognition] cache_dir.")
+@click.option("--force", is_flag=True, help="Rebuild even when the cached index is current.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bool) -> None:
+    """Build (or confirm up to date) the recognition index of a catalogue folder."""
+    summary = build_index(folder, cache_dir, force=force, show_progress=True)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    state = "rebuilt" if summary["rebuilt"] else "up to date"
+    click.echo(f"catalogue {summary['folder']}: index {state}")
+    click.echo(f"  works     {summary['works']}")
+    click.echo(f"  features  {summary['features']} ({summary['square_features']} ORB for "
+               f"recognition, {summary['native_features']} SIFT for location)")
+    click.echo(f"  index     {summary['index_file']} ({summary['index_mb']:.1f} MB)")
+    click.echo(f"  seconds   {summary['seconds']:.1f}")
+
+
+def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = False,
+                show_progress: bool = False) -> dict[str, Any]:
+    """Build the index of ``folder`` (or confirm the cached one is current); a summary dict.
+
+    The summary: ``folder``, ``index_file``, ``rebuilt`` (False: the cache was
+    current and nothing was built), ``works``, ``square_features`` (ORB),
+    ``native_features`` (SIFT), ``features`` (both), ``index_mb``, ``seconds``.
+    """
+    import cv2
+
+    from capture.catalogue import INDEX_FILE, Catalogue, folder_fingerprint
+
+    began = time.perf_counter()
+    if not folder.exists():
+        raise InputError(f"catalogue {folder}: expected a folder of reference images, "
+                         f"it does not exist")
+    if not folder.is_dir():
+        raise InputError(f"catalogue {folder}: expected a folder of reference images, got a file")
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(f"--cache-dir {cache_dir}: expected a folder, got a file")
+    cache = (cache_dir if cache_dir is not None else folder) / INDEX_FILE
+    if force:
+        try:
+            cache.unlink(missing_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot delete the cached index {cache}: "
+                             f"{error.strerror or error}") from None
+    rebuilt = _cached_fingerprint(cache) != folder_fingerprint(folder)
+    if rebuilt:
+        _check_images(folder)
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)  # one core, as the capture role indexes
+        try:
+            with _progress_bar(show_progress, folder) as progress:
+                Catalogue.open(folder, cache_dir, progress=progress)
+        finally:
+            cv2.setNumThreads(threads)
+        if _cached_fingerprint(cache) != folder_fingerprint(folder):
+            raise InputError(f"cannot write the index {cache} (is the folder writable?); "
+                             f"pass --cache-dir")
+    return {"folder": str(folder), "index_file": str(cache), "rebuilt": rebuilt,
+            **index_counts(cache), "index_mb": round(cache.stat().st_size / 1e6, 2),
+            "seconds": round(time.perf_counter() - began, 2)}
+
+
+def index_counts(cache: Path) -> dict[str, int]:
+    """Works and features (ORB, SIFT, both) held by the index file ``cache``."""
+    import numpy as np
+
+    with np.load(cache, allow_pickle=False) as data:
+        works = len(json.loads(str(data["entries"])))
+        square = int(data["square_owner"].shape[0])
+        native = int(data["native_owner"].shape[0])
+    return {"works": works, "square_features": square, "native_features": native,
+            "features": square + native}
+
+
+def _cached_fingerprint(cache: Path) -> str | None:
+    """The folder fingerprint stored in the index file, or None (no file, or unreadable)."""
+    import numpy as np
+
+    if not cache.is_file():
+        return None
+    try:
+        with np.load(cache, allow_pickle=False) as data:  # lazy: reads only this array
+            return str(data["fingerprint"])
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _check_images(folder: Path) -> None:
+    """Read every reference image as every command reads one
+    (:func:`capture.images.read_image`): an empty, truncated or undecodable file is one
+    error naming it, before minutes of work. (OpenCV alone reads a JPEG cut short as grey
+    rows and says so only on stderr.) Decoding twice costs a few ms per work, a few percent
+    of the build."""
+    from capture.catalogue import IMAGE_SUFFIXES
+    from capture.images import read_image
+
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            read_image(path)  # its error names the file
+
+
+@contextmanager
+def _progress_bar(enabled: bool, folder: Path) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr, fed by ``Catalogue.open``'s ``progress(done, total)``
+    (``None`` when disabled). It appears with the first work done, so a folder refused
+    before any work (no images, a bad catalogue.toml) prints its error line alone."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(TextColumn("[bold]indexing {task.description}"), BarColumn(),
+                   MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                   TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
+    task = bar.add_task(folder.name or str(folder), total=None, rate="")
+
+    def update(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+        speed = bar.tasks[0].speed
+        bar.update(task, rate=f"{speed:.1f} works/s" if speed else "")
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()

@@ -1,0 +1,130 @@
+"""``art2mus index DIR`` (build, up to date, --force, errors) and the big-catalogue bench."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from capture.bench_catalogue import make_view, run_catalogue_bench
+from capture.catalogue import INDEX_FILE, SQUARE
+from capture.cli import bench_commands, commands
+from capture.synthetic.scenes import write_catalogue
+from installation.cli import cli
+
+WORKS = 6
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_catalogue(tmp_path_factory.mktemp("index") / "catalogue", WORKS)
+
+
+def index(*args: str) -> Result:
+    return CliRunner().invoke(cli, ["index", *args])
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+def test_commands_are_registered() -> None:
+    assert "index" in {c.name for c in commands}
+    assert "catalogue" in {c.name for c in bench_commands}
+
+
+def test_index_builds_then_is_up_to_date_then_force_rebuilds(catalogue: Path,
+                                                            tmp_path: Path) -> None:
+    folder = shutil.copytree(catalogue, tmp_path / "works")
+    built = index(str(folder), "--json")
+    assert built.exit_code == 0, built.output
+    summary = json.loads(built.stdout)
+    assert summary["rebuilt"] is True and summary["works"] == WORKS
+    assert summary["features"] == summary["square_features"] + summary["native_features"] > 0
+    assert summary["index_mb"] > 0 and (folder / INDEX_FILE).is_file()
+    built_at = (folder / INDEX_FILE).stat().st_mtime_ns
+
+    again = index(str(folder))
+    assert again.exit_code == 0, again.output
+    assert "up to date" in again.stdout and f"works     {WORKS}" in again.stdout
+    assert (folder / INDEX_FILE).stat().st_mtime_ns == built_at  # nothing was written
+
+    forced = index(str(folder), "--force", "--json")
+    assert forced.exit_code == 0 and json.loads(forced.stdout)["rebuilt"] is True
+    assert (folder / INDEX_FILE).stat().st_mtime_ns != built_at
+
+    shutil.copy(folder / "cat-001.png", folder / "new-work.png")  # the folder changed
+    changed = json.loads(index(str(folder), "--json").stdout)
+    assert changed["rebuilt"] is True and changed["works"] == WORKS + 1
+
+
+def test_cache_dir_holds_the_index(catalogue: Path, tmp_path: Path) -> None:
+    folder = shutil.copytree(catalogue, tmp_path / "works")
+    result = index(str(folder), "--cache-dir", str(tmp_path / "cache"), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["index_file"] == str(tmp_path / "cache" / INDEX_FILE)
+    assert (tmp_path / "cache" / INDEX_FILE).is_file() and not (folder / INDEX_FILE).exists()
+
+
+def test_bad_folders_are_one_line_errors_naming_the_file(catalogue: Path,
+                                                         tmp_path: Path) -> None:
+    missing = index(str(tmp_path / "nowhere"))
+    assert missing.exit_code == 3
+    assert error_lines(missing) == [f"Error: catalogue {tmp_path / 'nowhere'}: expected a "
+                                    f"folder of reference images, it does not exist"]
+
+    (tmp_path / "empty").mkdir()
+    empty = index(str(tmp_path / "empty"))
+    assert empty.exit_code == 3 and len(error_lines(empty)) == 1
+    assert "found none" in empty.stderr and str(tmp_path / "empty") in empty.stderr
+
+    broken = shutil.copytree(catalogue, tmp_path / "broken")
+    (broken / "cat-002.png").write_bytes(b"\x89PNG not really")
+    unreadable = index(str(broken))
+    assert unreadable.exit_code == 3 and len(error_lines(unreadable)) == 1
+    assert "cat-002.png" in unreadable.stderr and not (broken / INDEX_FILE).exists()
+
+    (broken / "cat-002.png").write_bytes((catalogue / "cat-002.png").read_bytes()[:-40])
+    truncated = index(str(broken))
+    assert truncated.exit_code == 3 and len(error_lines(truncated)) == 1
+    assert "cat-002.png" in truncated.stderr and "truncated" in truncated.stderr
+
+    (broken / "cat-002.png").unlink()
+    (broken / "catalogue.toml").write_text("[[artwork]\nfile =")
+    bad_toml = index(str(broken))
+    assert bad_toml.exit_code == 3 and len(error_lines(bad_toml)) == 1
+    assert "catalogue.toml" in bad_toml.stderr
+
+
+def test_bench_views_are_damaged_rectified_squares() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    views = [make_view(5, "cat-005", rng) for _ in range(4)]
+    assert all(v.image.shape == (SQUARE, SQUARE, 3) for v in views)
+    assert len({v.damage for v in views}) == 4  # each view is damaged its own way
+    assert not np.array_equal(views[0].image, views[1].image)
+
+
+def test_catalogue_bench_reports_its_figures() -> None:
+    result = run_catalogue_bench(works=60, views=20)
+    assert result["works"] == 60 and result["small"]["works"] == 50
+    index_figures = result["index"]
+    assert index_figures["works"] == 60 and index_figures["build_s"] > 0
+    assert index_figures["size_mb"] > 0 and index_figures["features"] > 1000
+    big, small = result["recognition"], result["small"]
+    assert big["catalogued_views"] == 20 and big["uncatalogued_views"] == 20
+    assert small["catalogued_views"] == 10  # the views of works 0-49
+    assert big["top1"] >= 0.7 and small["top1"] >= 0.7  # damaged, but mostly recognised
+    assert big["top1"] + (big["no_id"] + big["wrong_ids"]) / 20 == pytest.approx(1.0)
+    assert 0 <= big["false_id_rate"] <= 1 and big["false_ids"] <= 20
+    assert 0 < big["ms_p50"] <= big["ms_p95"]
+    assert sum(big["methods"].values()) == 40
+    assert sum(big["false_ids_by"].values()) == big["false_ids"]
+    assert set(result["targets"]) == {"build_s", "recognise_ms_p50", "top1_not_lower_than_50",
+                                      "false_ids"}
+    with pytest.raises(Exception, match="--works"):
+        run_catalogue_bench(works=50, views=20)

@@ -1,0 +1,269 @@
+"""The real-photo bench (``art2mus bench capture --photos DIR``): its scoring, its input checks,
+and the regression floors on ``../shared/data/galleries-estense``.
+
+The scoring tests need no shared data: a blank photo with a hand-made ``truth.json``, and
+``detect_and_recognise`` replaced by a fake that returns chosen detections, so every count
+(located, precision with its "don't care" regions, false ids, consistency) is known in
+advance. The regression test runs the real pipeline on the 13 gallery photos at 1280x720
+and 1920x1080 and holds it to floors (what the pipeline reached when the floors were set,
+rounded down; the issue's targets are located >= 0.9 at IoU 0.7, >= 0.8 at 0.85,
+recognised >= 0.95, no false ids).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import capture.recognise
+from capture.bench import read_truth, run_capture_bench, run_photo_bench
+from capture.cli import bench_capture_command
+from capture.recognise import RecognisedArtwork
+from capture.synthetic.scenes import write_catalogue
+from ground.errors import InputError
+
+GALLERIES = Path(__file__).resolve().parents[1] / "../shared/data/galleries-estense"
+
+# Floors on galleries-estense, per frame size (raise them as the method improves).
+LOCATED_FLOOR = 0.95  # at IoU 0.7; the issue's target is 0.9
+LOCATED_STRICT_FLOOR = 0.95  # at IoU 0.85; target 0.8
+RECOGNISED_FLOOR = 0.95  # end to end; target 0.95
+PRECISION_FLOOR = 0.75  # no target; partial and other_paintings regions are don't care
+MAX_FALSE_IDS = 0  # target 0
+
+PHOTO = "wall.jpg"
+W, H = 1920, 1080
+
+
+def _quad(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
+    return [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]
+
+
+TRUTH = {"galleries": [{
+    "name": PHOTO, "size": [W, H],
+    "paintings": [{"name": "cat-000.png", "points": _quad(200, 200, 600, 600)},
+                  {"name": "cat-001.png", "points": _quad(800, 200, 1100, 500)}],
+    "partial": [{"name": "cat-002.png", "points": _quad(1700, 100, 2100, 400)}],
+    "other_paintings": [{"outline": _quad(200, 700, 500, 1000)},
+                        {"outline": _quad(1750, 600, W, 1000)}],
+}]}
+
+# (quad at 1920x1080, id): what each is scored as
+DETECTIONS: list[tuple[list[list[float]], str | None]] = [
+    (_quad(205, 205, 605, 605), "cat-000"),  # located, right id, 5 px corner error
+    (_quad(700, 100, 1200, 600), "cat-001"),  # frame + shadow: badly located, right id
+    (_quad(210, 710, 490, 990), "cat-002"),  # on another painting: don't care, id too
+    (_quad(1650, 80, 2150, 420), "cat-000"),  # on the partial: don't care, but a false id
+    (_quad(1300, 700, 1500, 900), None),  # bare wall: false positive
+    (_quad(1550, 700, 1700, 900), "cat-001"),  # bare wall: false positive and false id
+    # cut by the border: its whole centre is off the photo, its visible part is on the
+    # other painting there
+    (_quad(1750, 600, 2300, 1000), "cat-002"),
+]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three reference images, ids cat-000 .. cat-002."""
+    return write_catalogue(tmp_path_factory.mktemp("photo-bench") / "catalogue", 3)
+
+
+def _photos(folder: Path, truth: dict[str, Any] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / PHOTO), np.full((H, W, 3), 180, np.uint8))
+    (folder / "truth.json").write_text(json.dumps(truth or TRUTH))
+    return folder
+
+
+def _fake(drop_first_at: int | None = None) -> Any:
+    """A detect_and_recognise that returns DETECTIONS scaled to the frame it is given."""
+    def detect_and_recognise(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
+                             ) -> list[RecognisedArtwork]:
+        scale = frame.shape[1] / W
+        chosen = DETECTIONS[1:] if frame.shape[1] == drop_first_at else DETECTIONS
+        return [RecognisedArtwork(np.array(quad, np.float32) * scale, artwork_id, 0.9,
+                                  False, "quad") for quad, artwork_id in chosen]
+    return detect_and_recognise
+
+
+def test_scoring_counts_dont_care_regions_and_false_ids(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    result = run_photo_bench(_photos(tmp_path / "photos"), catalogue)
+    assert list(result["sizes"]) == ["1280x720", "1920x1080"]
+    for figures in result["sizes"].values():
+        assert figures["truths"] == 2 and figures["located"] == 1
+        assert figures["recall"] == 0.5 and figures["recall_strict"] == 0.5
+        # true: 1; false positives: badly located + 2 on bare wall; don't care: 3
+        assert (figures["true_detections"], figures["false_positives"],
+                figures["dont_care"]) == (1, 3, 3)
+        assert figures["precision"] == 0.25
+        assert figures["top1"] == 1.0
+        assert figures["recognised"] == 2 and figures["recognised_rate"] == 1.0
+        assert figures["false_ids"] == 2
+        assert figures["corner_error_pct"] == pytest.approx(5 * 2 ** 0.5 / np.hypot(W, H) * 100,
+                                                            abs=0.01)
+    row = result["per_photo"][0]["sizes"]["1920x1080"]
+    assert row["kinds"] == ["located", "badly_located", "other_painting", "partial",
+                            "false_positive", "false_positive", "other_painting"]
+    assert [(f["artwork_id"], f["on"]) for f in row["false_ids"]] == [
+        ("cat-000", "cat-002"), ("cat-001", None)]
+    assert [t["located"] for t in row["truths"]] == [True, False]
+    assert row["truths"][1]["recognised"] and row["truths"][1]["iou"] == pytest.approx(0.36)
+    assert result["consistency"] == {"consistent": True, "differing": []}
+
+
+def test_consistency_lists_photos_that_differ_across_sizes_and_overlays_are_written(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake(drop_first_at=1280))
+    result = run_photo_bench(_photos(tmp_path / "photos"), catalogue,
+                             overlays=tmp_path / "overlays")
+    assert result["sizes"]["1280x720"]["located"] == 0
+    assert result["sizes"]["1920x1080"]["located"] == 1
+    assert result["consistency"] == {"consistent": False, "differing": [PHOTO]}
+    written = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert written == ["wall_1280x720.png", "wall_1920x1080.png"]
+    overlay = cv2.imread(str(tmp_path / "overlays" / written[0]))
+    assert overlay is not None and overlay.shape == (720, 1280, 3)
+
+
+def test_cli_prints_a_table_by_default_and_json_on_request(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    photos = _photos(tmp_path / "photos")
+    args = ["--photos", str(photos), "--catalogue", str(catalogue)]
+    table = CliRunner().invoke(bench_capture_command, args)
+    assert table.exit_code == 0, table.output
+    assert "located @ IoU 0.7" in table.output and "1/2 (0.5)" in table.output
+    printed = CliRunner().invoke(bench_capture_command, [*args, "--json"])
+    assert json.loads(printed.output)["sizes"]["1280x720"]["false_ids"] == 2
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--photos", "PHOTOS", "--scenes", "5"], "--scenes"),
+    (["--photos", "PHOTOS", "--style", "rooms"], "--style"),
+    (["--overlays", "OUT"], "--overlays"),
+    (["--catalogue", "PHOTOS"], "--catalogue"),
+    (["--photos", "NOWHERE"], "--photos"),
+    (["--photos", "PHOTOS", "--catalogue", "NOWHERE"], "--catalogue"),
+    (["--photos", "PHOTOS", "--detect-width", "0"], "--detect-width"),
+])
+def test_cli_refuses_bad_options_naming_them(tmp_path: Path, args: list[str],
+                                             option: str) -> None:
+    photos = _photos(tmp_path / "photos")
+    names = {"PHOTOS": str(photos), "OUT": str(tmp_path / "out"),
+             "NOWHERE": str(tmp_path / "nowhere")}
+    result = CliRunner().invoke(bench_capture_command, [names.get(a, a) for a in args])
+    assert isinstance(result.exception, InputError), result.output
+    assert str(result.exception).startswith(option)
+
+
+def test_synthetic_bench_refuses_an_unknown_style() -> None:
+    with pytest.raises(InputError, match=r"^style: expected one of .*'baroque'"):
+        run_capture_bench(scenes=1, style="baroque")
+
+
+def _gallery(**change: Any) -> dict[str, Any]:
+    gallery = json.loads(json.dumps(TRUTH["galleries"][0]))  # a deep copy
+    gallery.update(change)
+    return gallery
+
+
+@pytest.mark.parametrize(("document", "field"), [
+    ("{", "PATH: not valid JSON"),
+    ({"galleries": {}}, "truth.json: galleries: expected a list"),
+    ({"galleries": [7]}, "truth.json: galleries[0]: expected an object"),
+    ({"galleries": [_gallery(name="")]}, "truth.json: galleries[0].name:"),
+    ({"galleries": [_gallery(), _gallery()]}, "truth.json: galleries[1].name: 'wall.jpg' appears"),
+    ({"galleries": [_gallery(size=[1920])]}, "truth.json: galleries[0].size:"),
+    ({"galleries": [_gallery(paintings=[{"name": "a.jpg", "points": [[0, 0]] * 3}])]},
+     "truth.json: galleries[0].paintings[0].points: expected 4 [x, y] pairs"),
+    ({"galleries": [_gallery(paintings=[{"name": "a.jpg", "points": [[0, 0]] * 3 + [[1]]}])]},
+     "truth.json: galleries[0].paintings[0].points: expected 4 [x, y] pairs"),
+    ({"galleries": [_gallery(partial=[{"name": 3, "points": _quad(0, 0, 1, 1)}])]},
+     "truth.json: galleries[0].partial[0].name:"),
+    ({"galleries": [_gallery(other_paintings=[{"outline": [[0, 0], [1, "a"], [2, 2]]}])]},
+     "truth.json: galleries[0].other_paintings[0].outline: expected >= 3 [x, y] pairs"),
+    ({"galleries": [_gallery(other_paintings={})]},
+     "truth.json: galleries[0].other_paintings: expected a list"),
+])
+def test_truth_errors_name_the_field(tmp_path: Path, document: Any, field: str) -> None:
+    path = tmp_path / "truth.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    with pytest.raises(InputError) as error:
+        read_truth(path)
+    assert str(error.value).startswith(field.replace("PATH", str(path)))
+    assert "\n" not in str(error.value)
+
+
+def test_truth_reads_ids_by_file_stem(tmp_path: Path) -> None:
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(TRUTH))
+    (truth,) = read_truth(path)
+    assert [w.artwork_id for w in truth.paintings] == ["cat-000", "cat-001"]
+    assert truth.size == (W, H) and len(truth.others) == 2
+    half = truth.scaled(0.5, 0.5)
+    assert half.paintings[0].quad[2].tolist() == [300.0, 300.0] and half.size == (960, 540)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "missing"])
+def test_a_bad_photo_is_refused_naming_the_file(tmp_path: Path, catalogue: Path,
+                                                damage: str) -> None:
+    photos = _photos(tmp_path / "photos")
+    photo = photos / PHOTO
+    if damage == "truncate":
+        photo.write_bytes(photo.read_bytes()[:2000])
+    elif damage == "empty":
+        photo.write_bytes(b"")
+    else:
+        photo.unlink()
+    with pytest.raises(InputError, match=rf"^cannot read image .*{PHOTO}:") as error:
+        run_photo_bench(photos, catalogue)
+    assert "\n" not in str(error.value)
+
+
+def test_truth_that_does_not_fit_the_photo_or_catalogue_is_refused(
+        tmp_path: Path, catalogue: Path) -> None:
+    photos = _photos(tmp_path / "wrong-size", {"galleries": [_gallery(size=[1280, 720])]})
+    with pytest.raises(InputError, match=r"^truth.json: galleries\[0\].size: \[1280, 720\] but"):
+        run_photo_bench(photos, catalogue)
+    stranger = {"galleries": [_gallery(paintings=[{"name": "999.jpg",
+                                                   "points": _quad(0, 0, 9, 9)}])]}
+    photos = _photos(tmp_path / "stranger", stranger)
+    with pytest.raises(InputError, match=r"paintings\[0\].name: '999' is not in the catalogue"):
+        run_photo_bench(photos, catalogue)
+    with pytest.raises(InputError, match=r"truth.json: no ground truth here"):
+        run_photo_bench(tmp_path, catalogue)
+
+
+@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
+                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
+                           f"../shared/data beside the checkout holds it")
+def test_galleries_estense_floors() -> None:
+    result = run_photo_bench(GALLERIES)
+    assert result["photo_count"] == 13
+    for label, figures in result["sizes"].items():
+        failures = [(p["name"], [t["artwork_id"] for t in p["sizes"][label]["truths"]
+                                 if not t["located"]], p["sizes"][label]["false_ids"])
+                    for p in result["per_photo"]]
+        failures = [f for f in failures if f[1] or f[2]]
+        assert figures["truths"] == 22, label
+        assert figures["recall"] >= LOCATED_FLOOR, (label, figures, failures)
+        assert figures["recall_strict"] >= LOCATED_STRICT_FLOOR, (label, figures, failures)
+        assert figures["recognised_rate"] >= RECOGNISED_FLOOR, (label, figures, failures)
+        assert figures["precision"] >= PRECISION_FLOOR, (label, figures)
+        assert figures["false_ids"] <= MAX_FALSE_IDS, (label, failures)
+    # The same truth works located and recognised at 1280x720 and 1920x1080. (An extra work
+    # found in a "don't care" region at one size only, one the truth's matcher missed, is
+    # listed in result["consistency"] and reported by the bench, not failed here.)
+    for photo in result["per_photo"]:
+        seen = {label: sorted((t["artwork_id"], t["located"], t["recognised"])
+                              for t in scored["truths"])
+                for label, scored in photo["sizes"].items()}
+        assert len({tuple(v) for v in seen.values()}) == 1, (photo["name"], seen)
