@@ -5,9 +5,10 @@ A SUB socket on the engine's chunks endpoint (topic = this room) feeds
 ``clock_hz``. This thread owns both sockets; the player owns the audio
 callback and the file writers. Control ``set`` messages for this room carry
 ``volume`` (ramped by the player, no clicks). Every ``heartbeat_s`` the
-supervisor gets the playback state, underflows, drops, the output level
-(measured by :class:`LevelMeter` around the player's callback) and the
-recording's state: a full or unwritable disk fails the recording
+supervisor gets the playback state, underflows, drops, what is played
+(``level_dbfs``, ``peak_dbfs``, ``loudness_lufs`` and a 32-band ``spectrum``,
+measured by :class:`~audio_out.meter.LevelMeter` around the player's
+callback) and the recording's state: a full or unwritable disk fails the recording
 (``"recording": {"state": "failed", ...}``, ``art2mus_recording_ok`` 0), never
 the role. Stopping (SIGTERM, a Control shutdown, ``stop_after_s``) fades out
 first (:meth:`Player.stop`).
@@ -15,18 +16,15 @@ first (:meth:`Player.stop`).
 
 from __future__ import annotations
 
-import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import zmq
 
 from audio_out.config import AudioOutConfig
-from audio_out.outputs import open_output
+from audio_out.meter import LevelMeter
 from audio_out.player import Player
 from ground.config import NetworkConfig, SecurityConfig
 from ground.errors import ConfigError
@@ -37,45 +35,6 @@ from ground.params import parameter
 from ground.protocol import AudioChunk, DropCounter, ProtocolError
 from ground.shell import RoleShell
 from ground.transport import send
-
-
-class LevelMeter:
-    """Wraps the player's output callback to measure the level of what is played.
-
-    The callback side only accumulates two floats per block (no arrays
-    allocated); the role thread reads and resets them at each heartbeat.
-    A lost update between the two threads costs one block of one reading.
-    """
-
-    def __init__(self) -> None:
-        self._energy = 0.0
-        self._samples = 0
-
-    def wrap(self, fill: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
-        """The callback ``fill`` followed by the measurement."""
-        def metered(out: np.ndarray) -> None:
-            fill(out)
-            self._energy += float(np.vdot(out, out))  # contiguous block: no copy
-            self._samples += out.size
-
-        return metered
-
-    def factory(self, make_output: Callable[..., Any] = open_output) -> Callable[..., Any]:
-        """An output factory for :class:`Player` that meters its callback."""
-        def open_metered(config: Any, sample_rate: int, channels: int,
-                         fill: Callable[[np.ndarray], None], log_event: EventSink) -> Any:
-            return make_output(config, sample_rate, channels, self.wrap(fill), log_event)
-
-        return open_metered
-
-    def take_dbfs(self) -> float | None:
-        """RMS level since the last call in dBFS (None if nothing played)."""
-        energy, samples = self._energy, self._samples
-        self._energy, self._samples = 0.0, 0
-        if samples == 0:
-            return None
-        rms = math.sqrt(energy / samples)
-        return round(20.0 * math.log10(max(rms, 1e-6)), 1)
 
 
 @dataclass(frozen=True)
@@ -123,7 +82,7 @@ def run_audio_out(
         metrics.set_recording(config.room, recording["state"])
         return {"state": tl.state, "underflows": tl.underflows,
                 "playhead_s": round(tl.playhead / player.sample_rate, 2),
-                "level_dbfs": meter.take_dbfs(), "recording": recording}
+                "recording": recording} | meter.reading().status()
 
     player.start()
     try:

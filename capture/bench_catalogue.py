@@ -23,6 +23,20 @@ works, indexed in the same run on the same machine): top-1 on the views of
 those 50 works, at 50 and at ``works``, is the issue's "top-1 not lower than
 with 50 works".
 
+The works: 0-63 are the classic procedural works (the demo's, the tests',
+the 50-work catalogue's); works from
+:data:`~capture.synthetic.artworks.CLASSIC_WORKS` (64) on are drawn with
+more per-work freedom (continuous palettes; clouds, islands and boats,
+per-ring mandala folds and petals, a sitter's hair, pose, window and
+background object...). The classic styles have a handful of free parameters
+each, so 2,000 classic works held ~250 near-identical seascapes and mandalas
+sharing whole rings: the bench measured the generator's twins, which no real
+collection has, not recognition. :func:`work_distinctness` measures how
+alike each work is to its nearest other work (thumbnail signature and
+RANSAC-verified ORB matches); ``tests/test_capture_catalogue_variety.py``
+keeps the generated catalogue as distinct as the first 50 works are among
+themselves.
+
 Reported: index build seconds (one core; ``features_s`` is the per-work
 loop, the rest builds the matchers) and size on disk, peak memory,
 recognition ms per view (median and p95 over all views, after a warm-up),
@@ -59,6 +73,7 @@ _WARM_UP = 5  # recognitions before timing starts (first calls fault in the inde
 _QUAD_JITTER = 0.03  # of the side: how far each corner of the quad used may be off
 _APPARENT = (90, 360)  # long side of the painting in the camera image, px
 _MAX_TILT = 0.18  # how much shorter one side may look (perspective), of its length
+_VOTE_FEATURES = 150  # strongest ORB features per work that vote for a near-twin
 
 
 @dataclass(frozen=True)
@@ -215,6 +230,122 @@ def make_view(work: int, expected: str | None, rng: np.random.Generator) -> Cata
     return CatalogueView(work, expected, view, damage)
 
 
+@dataclass(frozen=True)
+class Distinctness:
+    """How alike each work is to the most similar other work: by the catalogue's global
+    thumbnail signature (cosine of two signatures, 1 is identical) and by local features (RANSAC
+    inliers among ORB matches that pass a ratio test, as recognition verifies a match)."""
+
+    thumbnail: np.ndarray  # float (n,): each work's highest correlation with another work
+    thumbnail_twin: np.ndarray  # int (n,): ...and which work (index into the pool)
+    inliers: np.ndarray  # int (n,): each work's most RANSAC inliers with another work
+    inliers_twin: np.ndarray  # int (n,): ...and which work
+
+    def summary(self) -> dict[str, float]:
+        """Median, 99th percentile and maximum of both nearest-neighbour similarities."""
+        return {"thumbnail_p50": round(float(np.median(self.thumbnail)), 3),
+                "thumbnail_p99": round(float(np.percentile(self.thumbnail, 99)), 3),
+                "thumbnail_max": round(float(self.thumbnail.max()), 3),
+                "inliers_p50": float(np.median(self.inliers)),
+                "inliers_p99": float(np.percentile(self.inliers, 99)),
+                "inliers_max": int(self.inliers.max())}
+
+
+def work_distinctness(works: list[np.ndarray], pool: list[np.ndarray] | None = None,
+                      candidates: int = 6) -> Distinctness:
+    """Each of ``works``' nearest neighbour among the other works (``pool`` None) or among
+    ``pool`` (works outside a catalogue against the catalogue), by two measures.
+
+    Both measures are the catalogue's own (:mod:`capture.catalogue`): the 16x16 thumbnail
+    signature of the SQUARE-resized reference, and ORB features of its contrast-normalised
+    grey. Verifying every pair with RANSAC would cost n^2 fits, so each work is fitted
+    against the ``candidates`` works with the most ratio-test votes and the ``candidates``
+    most alike thumbnails: a near-twin is always among them.
+    """
+    import cv2
+
+    from capture.catalogue import (
+        _REFERENCE_FEATURES,
+        SQUARE,
+        _normalised_grey,
+        _orb,
+        _thumbnail,
+        _verified_homography,
+    )
+
+    if not works:
+        raise ValueError("work_distinctness: expected at least one work, got none")
+    within = pool is None
+    pool = works if pool is None else pool
+    if len(pool) < (2 if within else 1):
+        raise ValueError(f"work_distinctness: expected a pool of at least "
+                         f"{2 if within else 1} works, got {len(pool)}")
+    orb = _orb(_REFERENCE_FEATURES)
+
+    def describe(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # The signature, all ORB features and their positions, and the strongest few (for
+        # voting: matching all 500 of each work to all of a 400-work pool costs minutes).
+        square = cv2.resize(image, (SQUARE, SQUARE), interpolation=cv2.INTER_AREA)
+        keypoints, descriptors = orb.detectAndCompute(_normalised_grey(square), None)
+        if descriptors is None:
+            descriptors, xy = np.zeros((0, 32), np.uint8), np.zeros((0, 2), np.float32)
+            strongest = descriptors
+        else:
+            xy = np.array([k.pt for k in keypoints], np.float32)
+            order = np.argsort([-k.response for k in keypoints])[:_VOTE_FEATURES]
+            strongest = descriptors[order]
+        return _thumbnail(square), descriptors, xy, strongest
+
+    query = [describe(image) for image in works]
+    known = query if within else [describe(image) for image in pool]
+    # Cosine of the signatures: 1 is the same work (the catalogue's own score divides by a
+    # constant instead, so a low-contrast work scores well below 1 even against itself).
+    def unit(vectors: list[np.ndarray]) -> np.ndarray:
+        stacked = np.array(vectors, np.float64)
+        return stacked / np.maximum(np.linalg.norm(stacked, axis=1, keepdims=True), 1e-9)
+
+    similarity = unit([q[0] for q in query]) @ unit([k[0] for k in known]).T
+    if within:
+        np.fill_diagonal(similarity, -np.inf)
+    pooled = np.concatenate([k[3] for k in known])
+    owners = np.concatenate([np.full(len(k[3]), j, np.int32) for j, k in enumerate(known)])
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    inliers = np.zeros(len(works), np.int64)
+    twins = np.zeros(len(works), np.int64)
+    for i, (_, descriptors, xy, strongest) in enumerate(query):
+        if len(strongest) < 2:
+            continue
+        # Votes over the whole pool; within one catalogue a work's own features are left out.
+        keep = owners != i if within else np.ones(len(owners), bool)
+        pairs = matcher.knnMatch(strongest, pooled[keep], k=2)
+        good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+        tally = np.bincount([owners[keep][m.trainIdx] for m in good], minlength=len(known))
+        shortlist = set(np.argsort(-tally)[:candidates].tolist())
+        shortlist |= set(np.argsort(-similarity[i])[:candidates].tolist())
+        shortlist.discard(i if within else -1)
+        for j in shortlist:
+            fitted = _pair_inliers(matcher, descriptors, xy, known[j][1], known[j][2],
+                                   _verified_homography, SQUARE)
+            if fitted > inliers[i]:
+                inliers[i], twins[i] = fitted, j
+    return Distinctness(similarity.max(axis=1), similarity.argmax(axis=1), inliers, twins)
+
+
+def _pair_inliers(matcher: Any, descriptors: np.ndarray, xy: np.ndarray,
+                  other: np.ndarray, other_xy: np.ndarray, verify: Any, side: int) -> int:
+    """RANSAC inliers of the ratio-tested ORB matches of one reference to another."""
+    if len(other) < 2:
+        return 0
+    pairs = matcher.knnMatch(descriptors, other, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    if len(good) < 4:
+        return 0
+    source = xy[[m.queryIdx for m in good]]
+    target = other_xy[[m.trainIdx for m in good]]
+    _, count = verify(source, target, (side, side), (side, side), 6.0)  # as recognise()
+    return int(count)
+
+
 def _damage(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """A camera's damage: maybe blur (focus or motion), a gain (maybe low light), noise, JPEG."""
     import cv2
@@ -325,27 +456,9 @@ def _peak_rss_mb() -> float:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_catalogue_command(works: int, views: int, seed: int, as_json: bool) -> None:
     """Index build time and recognition speed/top-1/false ids with a big catalogue."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from capture.index_cli import progress_bar
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                   console=Console(stderr=True))
-    tasks: dict[str, Any] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    with bar:
+    with progress_bar(unit="items") as progress:
         result = run_catalogue_bench(works, views, seed, progress)
     if as_json:
         click.echo(json.dumps(result, indent=2))

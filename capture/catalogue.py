@@ -252,7 +252,7 @@ class Catalogue:
         if not folder.is_dir():
             raise InputError(f"catalogue: expected a folder of reference images, got no folder "
                              f"at {folder}")
-        entries = _read_entries(folder)
+        entries = read_entries(folder)
         fingerprint = folder_fingerprint(folder)
         cache = Path(cache_dir) / INDEX_FILE if cache_dir is not None else folder / INDEX_FILE
         arrays = _load_cache(cache, fingerprint)
@@ -626,7 +626,12 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_entries(folder: Path) -> list[CatalogueEntry]:
+def read_entries(folder: Path) -> list[CatalogueEntry]:
+    """The catalogue's works (ids, files, metadata) as the folder and its TOML describe them.
+
+    Builds no index: what a listing (the console's catalogue page) needs. InputError
+    names the TOML entry or the folder at fault.
+    """
     images = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise InputError(f"catalogue {folder}: expected reference images "

@@ -139,6 +139,17 @@ class CaptureConfig(BaseModel):
     )
     overlay_every_s: float = Field(
         1.0, ge=0.1, le=3600.0, description="The overlay is rewritten at most this often.")
+    console_frame: str | None = Field(
+        None,
+        description="The technician's console's camera picture: the latest frame with the "
+        "overlay drawn, downscaled to console_frame_width, kept in this .jpg file (written "
+        "atomically); may contain '{room}'. Filled in from [console] when the console is on; "
+        "none: off.",
+    )
+    console_frame_every_s: float = Field(
+        0.5, ge=0.1, le=60.0, description="The console picture is rewritten at most this often.")
+    console_frame_width: int = Field(
+        480, ge=160, le=1920, description="Width of the console picture, px (never upscaled).")
     stability: StabilityConfig = StabilityConfig()
     demo: DemoSourceConfig = DemoSourceConfig()
     encoder: EncoderConfig = EncoderConfig()
@@ -149,10 +160,22 @@ class CaptureConfig(BaseModel):
     def _overlay_is_an_image(cls, value: str | None) -> str | None:
         if value is not None and not value.lower().endswith((".png", ".jpg", ".jpeg")):
             raise ValueError("expected a file ending in .png, .jpg or .jpeg")
-        if value is not None:
-            try:
-                value.format(room="room")
-            except (KeyError, IndexError, ValueError):
-                raise ValueError(f"expected a path where only '{{room}}' appears in braces, "
-                                 f"got {value!r}") from None
-        return value
+        return _room_template(value)
+
+    @field_validator("console_frame")
+    @classmethod
+    def _console_frame_is_a_jpeg(cls, value: str | None) -> str | None:
+        if value is not None and not value.lower().endswith((".jpg", ".jpeg")):
+            raise ValueError(f"expected a file ending in .jpg or .jpeg, got {value!r}")
+        return _room_template(value)
+
+
+def _room_template(value: str | None) -> str | None:
+    """``value`` unchanged if ``{room}`` is the only thing in braces; ValueError else."""
+    if value is not None:
+        try:
+            value.format(room="room")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError(f"expected a path where only '{{room}}' appears in braces, "
+                             f"got {value!r}") from None
+    return value

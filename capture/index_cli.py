@@ -87,8 +87,10 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)  # one core, as the capture role indexes
         try:
-            with _progress_bar(show_progress, folder) as progress:
-                Catalogue.open(folder, cache_dir, progress=progress)
+            with progress_bar(show_progress) as update:
+                stage = f"indexing {folder.name or folder}"
+                Catalogue.open(folder, cache_dir, progress=None if update is None else
+                               lambda done, total: update(stage, done, total))
         finally:
             cv2.setNumThreads(threads)
         if _cached_fingerprint(cache) != folder_fingerprint(folder):
@@ -139,10 +141,15 @@ def _check_images(folder: Path) -> None:
 
 
 @contextmanager
-def _progress_bar(enabled: bool, folder: Path) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar on stderr, fed by ``Catalogue.open``'s ``progress(done, total)``
-    (``None`` when disabled). It appears with the first work done, so a folder refused
-    before any work (no images, a bad catalogue.toml) prints its error line alone."""
+def progress_bar(enabled: bool = True, *, unit: str = "works"
+                 ) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on stderr: yields ``update(stage, done, total)`` (``None`` when
+    disabled), one bar per stage (done / total, rate in ``unit``/s, time, time left).
+
+    Used by ``art2mus index`` and ``art2mus bench catalogue``. The bar appears with the
+    first update, so a folder refused before any work (no images, a bad catalogue.toml)
+    prints its error line alone.
+    """
     if not enabled:
         yield None
         return
@@ -156,17 +163,19 @@ def _progress_bar(enabled: bool, folder: Path) -> Iterator[Callable[[int, int], 
         TimeRemainingColumn,
     )
 
-    bar = Progress(TextColumn("[bold]indexing {task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
-                   TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True))
-    task = bar.add_task(folder.name or str(folder), total=None, rate="")
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), console=Console(stderr=True))
+    tasks: dict[str, Any] = {}
 
-    def update(done: int, total: int) -> None:
+    def update(stage: str, done: int, total: int) -> None:
         if not bar.live.is_started:
             bar.start()
-        bar.update(task, completed=done, total=total)
-        speed = bar.tasks[0].speed
-        bar.update(task, rate=f"{speed:.1f} works/s" if speed else "")
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total, rate="")
+        bar.update(tasks[stage], completed=done, total=total)
+        speed = bar.tasks[tasks[stage]].speed
+        bar.update(tasks[stage], rate=f"{speed:.1f} {unit}/s" if speed else "")
 
     try:
         yield update

@@ -24,6 +24,7 @@ Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
            QuadTracker.start on the view's quad
         -> otherwise every heartbeat_s: publish the current view again
         -> every overlay_every_s: the frame with what was found drawn on it, to a file
+           (and every console_frame_every_s, downscaled, the console's picture)
 
 Recognition runs once per arrival, and descriptor and embedding only when the
 confirmed view changes, remembered per artwork id, so a painting always
@@ -41,14 +42,27 @@ the period, or the loop falls behind, the effective rate drops toward
 ``capture.min_fps``, and climbs back to ``capture.fps`` once there is
 headroom. Eight rooms at 15 fps on two cores starved audio_out; detection
 at a few frames per second still finds a painting within a second or two.
+
+"Show this work" (the technician's console): :meth:`CaptureLoop.apply_set`
+takes ``show_artwork`` (a catalogue id) and ``show_for_s`` from a Control,
+from any thread. Until the time passes, the published views are those of the
+work's catalogue reference image (described and embedded as a camera view
+of it would be, confidence 1.0) instead of the camera's; the camera keeps
+being followed meanwhile, and its current view is published again the
+moment the showing ends (``show_for_s`` 0, or the time is up).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,6 +73,7 @@ from capture.descriptor import Descriptor, describe_image
 from capture.detect import Detection, PrimarySelector, choose_primary, detect_artworks, rectify
 from capture.encoders import ImageEncoder, make_encoder
 from capture.frames import Clock, Frame, FrameSource
+from capture.images import read_image
 from capture.overlay import OverlayWriter
 from capture.recognise import SAME_PLACE, RecognisedArtwork
 from capture.sources import open_source
@@ -77,6 +92,41 @@ from ground.protocol import ArtworkView
 log = logging.getLogger(__name__)
 
 _GLANCE_RECTIFY = 32  # px; the glance only needs an 8x8 thumbnail
+#: The longest a work is shown instead of the camera, seconds (longer requests are cut).
+SHOW_MAX_S = 3600.0
+#: How long a work is shown when a Control names it without ``show_for_s``.
+SHOW_DEFAULT_S = 60.0
+#: JPEG quality of the console's camera picture (small, rewritten twice a second).
+CONSOLE_JPEG_QUALITY = 80
+
+
+class ShowRefused(ValueError):
+    """A "show this work" request that cannot be followed; ``field`` is the parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class _ShowRequest:
+    """What the control thread asks for; the loop picks it up by its token."""
+
+    token: int
+    artwork_id: str | None  # None: back to the camera now
+    until: float
+    image: np.ndarray | None  # the catalogue reference, read by the control thread
+
+
+@dataclass
+class _Showing:
+    """The work being shown (loop thread only)."""
+
+    artwork_id: str
+    until: float
+    descriptor: Descriptor
+    embedding: np.ndarray
+    last_sent: float
 
 
 class AdaptiveFrameRate:
@@ -165,11 +215,6 @@ class CaptureLoop:
         self.catalogue = catalogue
         #: Set once the configured catalogue is open (or failed to open), or at once without one.
         self.catalogue_ready = threading.Event()
-        if catalogue is None and config.recognition.catalogue:
-            threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
-                             daemon=True).start()
-        else:
-            self.catalogue_ready.set()
         self.tracker = QuadTracker()
         self._tracked_id: str | None = None  # the catalogue id a search found, while tracked
         self._contested = False  # the quad finder's primary is elsewhere than the tracked work
@@ -178,6 +223,19 @@ class CaptureLoop:
         self._last_search = -float("inf")
         self.overlay = OverlayWriter(config.overlay.format(room=room_id),
                                      config.overlay_every_s) if config.overlay else None
+        self.console_frame = OverlayWriter(
+            config.console_frame.format(room=room_id), config.console_frame_every_s,
+            width=config.console_frame_width, jpeg_quality=CONSOLE_JPEG_QUALITY,
+        ) if config.console_frame else None
+        if catalogue is not None:
+            self._titles_from(catalogue)
+        # "Show this work": requests written by the control thread, one object at a time.
+        self._show_tokens = itertools.count(1)
+        self._show_request: _ShowRequest | None = None
+        self._show_token = 0  # the last request the loop took
+        self._showing: _Showing | None = None
+        #: Control parameters refused so far, by name (``control_refused`` events).
+        self.refused_controls: dict[str, int] = {}
         self.encoder = encoder if encoder is not None else make_encoder(config.encoder)
         # Per artwork id: its descriptor and embedding, computed once.
         self._described: dict[str, tuple[Descriptor, np.ndarray]] = {}
@@ -191,6 +249,12 @@ class CaptureLoop:
         self._truth_index: int | None = None  # a source's ground truth, for "source_change"
         self._stats_since = clock()
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0}
+        # Last: the opening thread uses the overlays and the rest of this object.
+        if catalogue is None and config.recognition.catalogue:
+            threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
+                             daemon=True).start()
+        else:
+            self.catalogue_ready.set()
 
     # -- the loop --
 
@@ -230,8 +294,12 @@ class CaptureLoop:
         began = self._timer()
         frame = self.source.read()
         if frame is None:
-            return self._heartbeat(self._clock())
+            now = self._clock()
+            shown = self._follow_show(now)
+            heartbeat = self._heartbeat(now)
+            return shown if shown is not None else heartbeat
         now = frame.timestamp
+        shown = self._follow_show(now)
         self._note_ground_truth(frame)
         self._frame_index += 1
 
@@ -274,14 +342,14 @@ class CaptureLoop:
             self._start_tracking(frame.image, primary.quad)  # lost, and seen again
         if published is None:
             published = self._heartbeat(now, decision.quad, decision.confidence)
-        if self.overlay is not None:
+        if self.overlay is not None or self.console_frame is not None:
             self._write_overlay(frame.image, detections, primary)
 
         self._stats["frames"] += 1
         self._stats["detected"] += primary is not None
         self._stats["busy_s"] += self._timer() - began
         self._maybe_log_stats(now)
-        return published
+        return shown if shown is not None else published
 
     def wait_for_catalogue(self, timeout_s: float | None = None) -> bool:
         """Block until the configured catalogue is open (or failed); whether it is ready."""
@@ -305,14 +373,151 @@ class CaptureLoop:
             self._log_event("catalogue_failed", folder=recognition.catalogue, error=str(exc))
         else:
             self.catalogue = catalogue
-            if self.overlay is not None:
-                self.overlay.titles = {e.artwork_id: e.title for e in catalogue.entries
-                                       if e.title}
+            self._titles_from(catalogue)
             self._log_event("catalogue_ready", folder=recognition.catalogue,
                             works=len(catalogue), rebuilt=catalogue.rebuilt,
                             seconds=round(time.perf_counter() - began, 2))
         finally:
             self.catalogue_ready.set()
+
+    def _titles_from(self, catalogue: Catalogue) -> None:
+        """The overlays label catalogued works with their titles."""
+        titles = {e.artwork_id: e.title for e in catalogue.entries if e.title}
+        for writer in (self.overlay, self.console_frame):
+            if writer is not None:
+                writer.titles = titles
+
+    # -- "show this work" --
+
+    def apply_set(self, params: Mapping[str, Any]) -> None:
+        """Take a Control's ``show_artwork``/``show_for_s`` (other parameters are not capture's).
+
+        Any thread. A request that cannot be followed (an unknown id, a
+        duration that is not a number >= 0, no catalogue) is counted in
+        :attr:`refused_controls` and logged as ``control_refused``; it never
+        raises.
+        """
+        if "show_artwork" not in params and "show_for_s" not in params:
+            return
+        artwork_id = params.get("show_artwork")
+        try:
+            self.show(artwork_id, params.get("show_for_s", SHOW_DEFAULT_S))
+        except ShowRefused as refused:
+            self.refused_controls[refused.field] = self.refused_controls.get(refused.field, 0) + 1
+            self._log_event("control_refused", name=refused.field,
+                            value=repr(params.get(refused.field))[:40], error=str(refused))
+
+    def show(self, artwork_id: object, seconds: object) -> float | None:
+        """Publish catalogue work ``artwork_id`` instead of the camera for ``seconds`` (cut
+        to :data:`SHOW_MAX_S`; 0: back to the camera now); when it ends, on the loop's clock.
+
+        Any thread: the reference image is read here, and the loop takes the
+        request at its next frame. :class:`ShowRefused` naming the parameter
+        when the request cannot be followed.
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) \
+                or not math.isfinite(seconds) or seconds < 0:
+            raise ShowRefused("show_for_s", f"expected a number of seconds >= 0, got {seconds!r}")
+        if seconds == 0:
+            self._show_request = _ShowRequest(next(self._show_tokens), None, 0.0, None)
+            return None
+        catalogue = self.catalogue
+        if catalogue is None:
+            if self.config.recognition.catalogue:
+                raise ShowRefused("show_artwork", f"the catalogue of room {self.room_id} is not "
+                                                  f"open (yet, or it failed to open)")
+            raise ShowRefused("show_artwork", f"room {self.room_id} has no catalogue "
+                                              f"(capture.recognition.catalogue is not set)")
+        if not isinstance(artwork_id, str) or not artwork_id:
+            raise ShowRefused("show_artwork", f"expected a catalogue id, got {artwork_id!r}")
+        entry = catalogue.entry(artwork_id)
+        if entry is None:
+            raise ShowRefused("show_artwork", f"{artwork_id!r} is not in the catalogue "
+                                              f"{catalogue.folder}")
+        try:
+            image = read_image(Path(catalogue.folder) / entry.file)
+        except InputError as error:
+            raise ShowRefused("show_artwork", str(error)) from None
+        until = self._clock() + min(float(seconds), SHOW_MAX_S)
+        self._show_request = _ShowRequest(next(self._show_tokens), artwork_id, until, image)
+        return until
+
+    @property
+    def showing(self) -> dict[str, Any] | None:
+        """``{"artwork_id", "until"}`` of the work shown instead of the camera, or None."""
+        showing = self._showing
+        if showing is None:
+            return None
+        return {"artwork_id": showing.artwork_id, "until": round(showing.until, 3)}
+
+    def _follow_show(self, now: float) -> ArtworkView | None:
+        """Take a new request, end an expired showing, re-send the shown view when due;
+        the view published for it, if any (loop thread)."""
+        request = self._show_request
+        if request is not None and request.token != self._show_token:
+            self._show_token = request.token
+            if request.artwork_id is not None and request.image is not None:
+                return self._start_showing(request, now)
+            if self._showing is not None:
+                return self._end_showing(now, "stopped")
+        showing = self._showing
+        if showing is None:
+            return None
+        if now >= showing.until:
+            return self._end_showing(now, "expired")
+        if now - showing.last_sent >= self.config.heartbeat_s:
+            return self._send_shown(now)
+        return None
+
+    def _start_showing(self, request: _ShowRequest, now: float) -> ArtworkView:
+        assert request.artwork_id is not None and request.image is not None
+        if self._showing is not None:
+            self._log_event("showing_ended", artwork_id=self._showing.artwork_id,
+                            reason="replaced")
+        artwork_id, image = request.artwork_id, request.image
+        height, width = image.shape[:2]
+        # The whole reference is the picture: rectified and described like a camera view.
+        corners = np.array([(0, 0), (width - 1, 0), (width - 1, height - 1), (0, height - 1)],
+                           np.float32)
+        rectified = rectify(image, corners, self.config.rectified_size)
+        known = self._described.get(artwork_id)
+        descriptor = known[0] if known is not None else describe_image(rectified)
+        self._remember(artwork_id, descriptor, rectified)
+        embedding = self._described[artwork_id][1]
+        self._showing = _Showing(artwork_id, request.until, descriptor, embedding, now)
+        self._log_event("showing_started", artwork_id=artwork_id,
+                        seconds=round(request.until - now, 3), until=request.until)
+        log.info("room %s: showing %s instead of the camera until %.0f", self.room_id,
+                 artwork_id, request.until)
+        return self._send_shown(now)
+
+    def _send_shown(self, now: float) -> ArtworkView:
+        showing = self._showing
+        assert showing is not None
+        self._seq += 1
+        view = ArtworkView.of_artwork(self.room_id, self._seq, now, showing.artwork_id, 1.0,
+                                      self.encoder.name, showing.embedding,
+                                      dict(showing.descriptor.features))
+        showing.last_sent = now
+        self._stats["published"] += 1
+        self._publish(view)
+        return view
+
+    def _end_showing(self, now: float, reason: str) -> ArtworkView | None:
+        """Back to the camera: its current view (or an empty wall) is published at once."""
+        showing = self._showing
+        assert showing is not None
+        self._showing = None
+        self._log_event("showing_ended", artwork_id=showing.artwork_id, reason=reason)
+        camera = self._view
+        if camera is None:
+            return self._send(ArtworkView.empty(self.room_id, now, self._next_seq()))
+        quad = np.asarray(camera.quad, np.float32) if camera.quad is not None else None
+        return self._send(self._make_view(now, camera.state, camera.confidence, quad))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def _track(self, image: np.ndarray) -> Detection | None:
         """The followed work's quad in this frame by optical flow, or None (none, or lost)."""
@@ -437,7 +642,7 @@ class CaptureLoop:
 
     def _change(self, now: float, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,
-                quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView:
+                quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView | None:
         self._artwork_id = artwork_id
         self._descriptor = descriptor
         self._embedding = self._described[artwork_id][1] \
@@ -480,9 +685,13 @@ class CaptureLoop:
             dict(descriptor.features) if descriptor is not None else {},
             quad=[(float(x), float(y)) for x, y in quad] if quad is not None else None)
 
-    def _send(self, view: ArtworkView) -> ArtworkView:
+    def _send(self, view: ArtworkView) -> ArtworkView | None:
+        """Publish the camera's ``view`` (kept as the current one); while a work is shown it
+        is only kept, and published again when the showing ends."""
         self._view = view
         self._last_publish = view.time
+        if self._showing is not None:
+            return None
         self._stats["published"] += 1
         self._publish(view)
         return view
@@ -491,7 +700,6 @@ class CaptureLoop:
 
     def _write_overlay(self, image: np.ndarray, detections: list[Detection],
                        primary: Detection | None) -> None:
-        assert self.overlay is not None
         artworks = [RecognisedArtwork(d.quad, None, d.score, False, "quad")
                     for d in detections if d is not primary]
         if primary is not None:
@@ -500,7 +708,10 @@ class CaptureLoop:
                 primary.quad, self._artwork_id if following else None,
                 self._view.confidence if following and self._view else primary.score, True,
                 "tracker" if self.tracker.active else "quad"))
-        self.overlay.maybe_write(self._timer(), image, artworks)
+        now = self._timer()
+        for writer in (self.overlay, self.console_frame):
+            if writer is not None:
+                writer.maybe_write(now, image, artworks)
 
     def _note_ground_truth(self, frame: Frame) -> None:
         # A synthetic source (the demo camera) knows when it turned to the next

@@ -18,6 +18,7 @@ on a 1920 px photo alike, on any wall.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -133,22 +134,23 @@ def _label(canvas: np.ndarray, lines: list[str], quad: np.ndarray, colour: tuple
         cv2.putText(canvas, text, (x, y), _FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
-def encode_image(path: str | Path, image: np.ndarray) -> bytes:
-    """``image`` encoded in the format ``path``'s suffix names (.png, .jpg); InputError else."""
+def encode_image(path: str | Path, image: np.ndarray, jpeg_quality: int = 90) -> bytes:
+    """``image`` encoded in the format ``path``'s suffix names (.png, .jpg, at
+    ``jpeg_quality``); InputError else."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         raise InputError(f"cannot write image {path}: expected a file ending in {_SUFFIXES}, "
                          f"got {path.suffix or 'no extension'!r}")
     params = ([cv2.IMWRITE_PNG_COMPRESSION, 3] if suffix == ".png"
-              else [cv2.IMWRITE_JPEG_QUALITY, 90])
+              else [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     ok, encoded = cv2.imencode(suffix, image, params)
     if not ok:
         raise InputError(f"cannot write image {path}: OpenCV could not encode it as {suffix}")
     return encoded.tobytes()
 
 
-def write_image_atomic(path: str | Path, image: np.ndarray) -> Path:
+def write_image_atomic(path: str | Path, image: np.ndarray, jpeg_quality: int = 90) -> Path:
     """Write ``image`` to ``path`` (format by suffix) so that a reader never sees half a file.
 
     The bytes go to a temporary file in the same folder, then ``os.replace``
@@ -156,7 +158,7 @@ def write_image_atomic(path: str | Path, image: np.ndarray) -> Path:
     or any OSError (no folder, no permission, a full disk).
     """
     path = Path(path)
-    data = encode_image(path, image)
+    data = encode_image(path, image, jpeg_quality)
     temporary: str | None = None
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
@@ -171,6 +173,24 @@ def write_image_atomic(path: str | Path, image: np.ndarray) -> Path:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def downscale(image: np.ndarray, artworks: Sequence[RecognisedArtwork], width: int | None,
+              ) -> tuple[np.ndarray, list[RecognisedArtwork]]:
+    """``image`` resized to ``width`` px wide (never enlarged) and the quads scaled with it.
+
+    Drawing after the resize keeps lines and labels readable at the small
+    size (they scale with the width they are drawn at).
+    """
+    height, current = image.shape[:2]
+    if width is None or width >= current:
+        return image, list(artworks)
+    factor = width / current
+    small = cv2.resize(image, (width, max(1, round(height * factor))),
+                       interpolation=cv2.INTER_AREA)
+    scaled = [dataclasses.replace(a, quad=np.asarray(a.quad, np.float64) * factor)
+              for a in artworks]
+    return np.asarray(small), scaled
 
 
 def check_image_target(path: Path, option: str) -> None:
@@ -209,16 +229,25 @@ class OverlayWriter:
     The capture loop calls :meth:`maybe_write` on every frame. A write that
     fails (a full disk, a folder removed) is counted in ``failures`` and logged
     once, and never raised: an overlay is for people, the music goes on
-    without it. A success after failures is logged too.
+    without it. A success after failures is logged too. With ``width`` the
+    frame is first downscaled to that many pixels wide (the console's
+    picture); ``jpeg_quality`` applies to .jpg files.
     """
 
     def __init__(self, path: str | Path, every_s: float = 1.0,
-                 titles: Mapping[str, str] | None = None) -> None:
+                 titles: Mapping[str, str] | None = None, width: int | None = None,
+                 jpeg_quality: int = 90) -> None:
         if not every_s > 0:
             raise InputError(f"overlay every_s: expected a number of seconds > 0, got {every_s}")
+        if width is not None and not 16 <= width <= 8192:
+            raise InputError(f"overlay width: expected 16..8192 px, got {width}")
+        if not 1 <= jpeg_quality <= 100:
+            raise InputError(f"overlay jpeg_quality: expected 1..100, got {jpeg_quality}")
         self.path = Path(path)
         self.every_s = float(every_s)
         self.titles = titles
+        self.width = width
+        self.jpeg_quality = jpeg_quality
         self.written = 0
         self.failures = 0
         self._last: float | None = None
@@ -233,7 +262,9 @@ class OverlayWriter:
         self._last = now  # a failing disk is tried again every_s later, not every frame
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # e.g. output_dir/overlay/
-            write_image_atomic(self.path, draw_overlay(image, artworks, self.titles))
+            small, placed = downscale(image, artworks, self.width)
+            write_image_atomic(self.path, draw_overlay(small, placed, self.titles),
+                               self.jpeg_quality)
         except (InputError, OSError, cv2.error, ValueError) as exc:
             self.failures += 1
             if not self._failing:

@@ -4,7 +4,13 @@ It connects a PUB socket to the engine's views endpoint and a SUB socket to
 the supervisor's control endpoint, and runs the loop until told to stop.
 
 The heartbeat carries the loop's effective frame rate (``fps``, lower while
-it sheds load; also the ``art2mus_capture_fps`` metric).
+it sheds load; also the ``art2mus_capture_fps`` metric), the ``title`` and
+``artist`` of the published work (its catalogue entry; ``""`` when it has
+none) and ``showing`` (the work shown instead of the camera, or None).
+
+Control ``set`` messages for this room may carry ``show_artwork`` and
+``show_for_s`` (the console's "show this work"): they go to
+:meth:`CaptureLoop.apply_set`, which refuses and counts what it cannot follow.
 
 The frame source is wrapped in a :class:`FrameWatch`, which is how this role
 knows, from inside the loop's own thread, that the loop is alive (it sends
@@ -35,6 +41,9 @@ from ground.metrics import Metrics
 from ground.protocol import ArtworkView
 from ground.shell import RoleShell
 from ground.transport import send
+
+#: The longest title or artist the heartbeat carries, characters.
+MAX_NAME_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,17 @@ def run_capture(
         fps = round(loop.rate.fps, 2)  # effective: lower while capture sheds load
         metrics.set_confidence(room_id, float(last["confidence"]))
         metrics.set_capture_fps(room_id, fps)
-        return dict(last, frames=watch.frames, fps=fps)
+        catalogue, artwork_id = loop.catalogue, last["artwork_id"]
+        entry = catalogue.entry(artwork_id) if catalogue is not None and artwork_id else None
+        # Cut: a heartbeat line must stay under ground.health.MAX_LINE_BYTES.
+        return dict(last, frames=watch.frames, fps=fps,
+                    title=entry.title[:MAX_NAME_CHARS] if entry is not None else "",
+                    artist=entry.artist[:MAX_NAME_CHARS] if entry is not None else "",
+                    showing=loop.showing)
 
     def publish(view: ArtworkView) -> None:
-        if watch.no_frames_for() > stale_after_s:
+        # A shown work is not the camera's word: it is published while the camera is lost.
+        if watch.no_frames_for() > stale_after_s and loop.showing is None:
             if last["camera"] == "ok":
                 log_event("camera_lost", silent_s=round(watch.no_frames_for(), 2),
                           artwork_id=last["artwork_id"])
@@ -91,17 +107,17 @@ def run_capture(
 
     def watch_control() -> None:
         # The loop blocks in its frame reads: control is read here, and a shutdown
-        # sets the stop event the loop checks. Capture has no live parameters yet.
+        # sets the stop event the loop checks; "show this work" goes to the loop.
         while not stop.is_set():
             if shell.control.socket.poll(100):
-                for _ in shell.controls():
-                    pass
+                for message in shell.controls():
+                    loop.apply_set(message.params)
 
     watch = FrameWatch(lambda: shell.beat(status))
     source = watch.attach(open_source(config.capture))
+    loop = CaptureLoop(room_id, config.capture, publish, log_event, source=source)
     watcher = threading.Thread(target=watch_control, name="capture-control", daemon=True)
     watcher.start()
-    loop = CaptureLoop(room_id, config.capture, publish, log_event, source=source)
     try:
         loop.run(stop)
     finally:

@@ -16,9 +16,10 @@ saved to ``state_path`` so that an engine restarted after a crash resumes the
 artwork each room was playing instead of starting from an empty wall.
 
 No peer can block the loop: each turn reads at most :data:`FRAMES_PER_TURN`
-frames per socket, and the chunks XPUB takes only subscriptions to a
-configured room (or ``""``, a tap on every room); anything else is counted
-as dropped (:class:`RoomSubscriptions`), so ``subscribed`` stays bounded.
+frames per socket (plus :data:`FRAMES_PER_ROOM` per room for views and
+clocks), and the chunks XPUB takes only subscriptions to a configured room
+(or ``""``, a tap on every room); anything else is counted as dropped
+(:class:`RoomSubscriptions`), so ``subscribed`` stays bounded.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ import dataclasses
 import json
 import math
 import os
+import statistics
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +41,7 @@ import msgspec
 import zmq
 
 from engine.config import EngineRoleConfig
-from engine.generators import Generator, make_generator
+from engine.generators import Generator, can_batch, make_generator
 from engine.streaming import RoomControls, RoomSession, generate_due
 from ground.events import EventSink
 from ground.health import Heartbeat
@@ -47,9 +51,17 @@ from ground.shell import RoleShell
 from ground.transport import send
 
 STATS_EVERY_S = 10.0
+#: Generator calls whose wall time the heartbeat's ``chunk_ms`` is the median of.
+CHUNK_TIMES_KEPT = 32
+#: Recent batch sizes the heartbeat's ``batch`` lists.
+BATCHES_KEPT = 8
 #: Frames read from each socket per turn of the loop: a flood waits in
 #: ZeroMQ's queue (bounded by its high-water mark) instead of holding the loop.
 FRAMES_PER_TURN = 100
+#: ... plus this many per room for views and clocks: 256 rooms send ~5000 clocks a
+#: second, and a turn that waits 50 ms on a batch must still read them all, or every
+#: room's playhead goes stale (found by ``art2mus bench rooms``).
+FRAMES_PER_ROOM = 4
 #: Longest topic a subscription may carry: a room id (RoomConfig's pattern).
 MAX_TOPIC_BYTES = 64
 
@@ -94,6 +106,35 @@ class RoomSubscriptions:
             return None
         self.topics.discard(topic)
         return topic, False
+
+
+def instrument_names(described: dict[str, Any]) -> list[str] | None:
+    """The instrument names in a generator's ``describe()`` record, or None where it has none.
+
+    ``instruments`` is a list of names, or (the procedural generator) a
+    mapping of musical roles to records with a ``name``.
+    """
+    instruments = described.get("instruments")
+    if isinstance(instruments, dict):
+        instruments = [record.get("name") if isinstance(record, dict) else record
+                       for record in instruments.values()]
+    if not isinstance(instruments, list):
+        return None
+    return [str(name) for name in instruments if name]
+
+
+def gpu_memory_mb() -> float | None:
+    """CUDA memory torch has allocated in this process, MiB; None unless a CUDA generator
+    runs here (torch already imported and CUDA initialised: this never imports torch)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    try:
+        if not torch.cuda.is_initialized():
+            return None
+        return round(torch.cuda.memory_allocated() / 2**20, 1)
+    except (AttributeError, RuntimeError):  # a torch without CUDA support, a lost device
+        return None
 
 
 class EngineServer:
@@ -149,6 +190,11 @@ class EngineServer:
         self._poller.register(self._chunks, zmq.POLLIN)
         self.unknown_room = 0
         self._next_stats = time.monotonic() + STATS_EVERY_S
+        # For the console: how long recent generator calls took, and how many rooms each
+        # served (only where rooms are batched; otherwise every call serves one).
+        self.batching = config.engine.batch_window_s > 0.0 and can_batch(self.generator)
+        self._call_times: deque[float] = deque(maxlen=CHUNK_TIMES_KEPT)
+        self._batches: deque[int] = deque(maxlen=BATCHES_KEPT)
 
     @property
     def subscribed(self) -> set[str]:
@@ -187,7 +233,8 @@ class EngineServer:
     def _receive(self) -> bool:
         """Drain every inbox (a bounded number of frames each); True when told to shut down."""
         self._track_subscriptions()
-        for message in self.inboxes["views"].drain(FRAMES_PER_TURN):
+        budget = FRAMES_PER_TURN + FRAMES_PER_ROOM * len(self.sessions)
+        for message in self.inboxes["views"].drain(budget):
             session = self.sessions.get(message.room)
             if not isinstance(message, ArtworkView) or session is None:
                 self.unknown_room += 1
@@ -197,7 +244,7 @@ class EngineServer:
                 self.log_event("view", artwork_id=message.artwork_id, state=message.state,
                                confidence=message.confidence, seen_at=message.time)
                 self._state_dirty = True
-        for message in self.inboxes["clock"].drain(FRAMES_PER_TURN):
+        for message in self.inboxes["clock"].drain(budget):
             session = self.sessions.get(message.room)
             if not isinstance(message, PlaybackClock) or session is None:
                 self.unknown_room += 1
@@ -239,8 +286,12 @@ class EngineServer:
     def _generate_due(self) -> None:
         """Generate what is due for every listened-to room (batched within the window)."""
         listened = [s for s in self.sessions.values() if self._listening(s.room)]
+        served = 0
         for session, chunk in generate_due(listened, self.generator,
                                            self.config.engine.batch_window_s):
+            served += 1
+            if not self.batching or served == 1:  # a batch's chunks share one call's time
+                self._call_times.append(chunk.generation_s)
             room = session.room
             if not send(self._chunks, chunk):
                 self.log_event("chunk_dropped", room=room, seq=chunk.seq)
@@ -249,9 +300,19 @@ class EngineServer:
                 lead = None if heard is None or session.queue_end is None else (
                     (session.queue_end - heard) / self.generator.sample_rate)
                 self.metrics.chunk(room, chunk.generation_s, session.realtime_factor, lead)
+        if self.batching and served:
+            self._batches.append(served)  # generate_due made them in one call
 
     def status(self) -> dict[str, Any]:
-        """Every room's state for the heartbeat (kept small: one pipe write)."""
+        """Every room's state for the heartbeat (kept small: one pipe write).
+
+        Top level, for the technician's console: ``generator`` (its name),
+        ``chunk_ms`` (median wall time of the last :data:`CHUNK_TIMES_KEPT`
+        generator calls, None before the first), ``batch`` (the last
+        :data:`BATCHES_KEPT` batch sizes, ``[1]`` where rooms are not
+        batched) and ``gpu_memory_mb`` (:func:`gpu_memory_mb`). Per room,
+        ``instruments`` where the generator names them.
+        """
         rooms: dict[str, Any] = {}
         for room, session in self.sessions.items():
             playhead = session.playhead_estimate()
@@ -266,9 +327,17 @@ class EngineServer:
             for key in ("key", "mode", "tempo_bpm"):
                 if key in described:
                     entry[key] = described[key]
+            instruments = instrument_names(described)
+            if instruments is not None:
+                entry["instruments"] = instruments
             rooms[room] = entry
+        times = self._call_times
         # the shell adds what was dropped, by socket
-        return {"rooms": rooms, "subscribed": sorted(self.subscribed)}
+        return {"rooms": rooms, "subscribed": sorted(self.subscribed),
+                "generator": self.config.engine.generator,
+                "chunk_ms": round(1000.0 * statistics.median(times), 1) if times else None,
+                "batch": list(self._batches) if self.batching else [1],
+                "gpu_memory_mb": gpu_memory_mb()}
 
     # -- surviving a restart ---------------------------------------------------
 

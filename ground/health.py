@@ -31,6 +31,24 @@ HEARTBEAT_FD_ENV = "ART2MUS_HEARTBEAT_FD"
 MAX_LINE_BYTES = 4000
 
 
+def _line(status: dict[str, Any]) -> bytes:
+    """One heartbeat line under MAX_LINE_BYTES: the largest fields of ``status`` are
+    dropped first (named in ``truncated``), so an engine serving many rooms still
+    reports its own health when its per-room record no longer fits."""
+    status = dict(status)
+    dropped: list[str] = []
+    while True:
+        record = dict(status, truncated=dropped) if dropped else status
+        line = json.dumps({"t": time.time(), "status": record},
+                          separators=(",", ":"), default=str).encode()
+        if len(line) < MAX_LINE_BYTES or not status:
+            return line if len(line) < MAX_LINE_BYTES else json.dumps(
+                {"t": time.time(), "status": {"truncated": True}}).encode()
+        largest = max(status, key=lambda key: len(json.dumps(status[key], default=str)))
+        dropped.append(str(largest))
+        del status[largest]
+
+
 class Heartbeat:
     """The role side: ``beat(status)`` from the main loop, rate-limited to ``every_s``."""
 
@@ -62,10 +80,7 @@ class Heartbeat:
         self._next = time.monotonic() + self.every_s
         if self.fd is None:
             return False
-        line = json.dumps({"t": time.time(), "status": status or {}},
-                          separators=(",", ":"), default=str).encode()
-        if len(line) >= MAX_LINE_BYTES:
-            line = json.dumps({"t": time.time(), "status": {"truncated": True}}).encode()
+        line = _line(status or {})
         try:
             os.write(self.fd, line + b"\n")
         except BlockingIOError:

@@ -456,6 +456,10 @@ def _register_commands() -> None:
         cli.add_command(command)
     for command in capture_bench_commands:
         bench.add_command(command)
+    from installation.loadgen_cli import bench_commands as rooms_bench_commands
+
+    for command in rooms_bench_commands:
+        bench.add_command(command)
     from installation.ops_cli import commands as ops_commands
 
     for command in ops_commands:

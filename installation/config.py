@@ -13,6 +13,7 @@ Layout (see ``configs/*.toml`` for commented examples)::
     [control]        live parameters: MIDI in (+ mapping), OSC in/out, config reload
     [metrics]        Prometheus endpoints (port 0 = off)
     [security]       CurveZMQ authentication and encryption between machines
+    [console]        the technician's web console: listen address, token, config editing
 
 :func:`load_config` raises :class:`ConfigError` naming the file, the field
 and what was expected; the supervisor validates a config before it starts
@@ -22,6 +23,7 @@ or restarts anything.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import tomllib
@@ -204,6 +206,93 @@ class ControlConfig(BaseModel):
     osc: OscConfig = OscConfig()
 
 
+def parse_listen(listen: str, field: str = "console.listen") -> tuple[str, int]:
+    """``"HOST:PORT"`` as (host, port); ValueError naming ``field`` otherwise.
+
+    The host is an IP address (IPv6 in brackets) or ``localhost``; port 0
+    means any free port.
+    """
+    host, _, port = listen.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{field}: expected 'HOST:PORT' (port 0..65535), got {listen!r}")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"{field}: expected an IP address or 'localhost' as host, "
+                             f"got {host!r}") from None
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    return host == "localhost" or ipaddress.ip_address(host).is_loopback
+
+
+#: Shortest token the console accepts (a guessable token is no protection).
+MIN_TOKEN_CHARS = 16
+
+
+class ConsoleConfig(BaseModel):
+    """The technician's web console served by the supervisor (installation/console)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="'HOST:PORT' the console is served on ('' = off; port 0 = any free port, "
+        "written to status.json as console_url). Beyond loopback it needs a token.",
+    )
+    token: str = Field(
+        "", description=f"Token a browser must give (>= {MIN_TOKEN_CHARS} characters); "
+        "required when listen is not a loopback address.")
+    token_file: str = Field(
+        "", description="A keys file whose first non-empty line is the token (instead of token).")
+    allow_edit: bool = Field(
+        True, description="The config editor may apply and roll back; false = read-only.")
+    frame_every_s: float = Field(
+        0.5, ge=0.1, le=60.0, description="How often capture writes the console's camera JPEG.")
+    frame_width: int = Field(
+        480, ge=160, le=1920, description="Width of the console's camera JPEG, px.")
+    max_body_bytes: int = Field(
+        262144, ge=1024, le=16 * 1024 * 1024,
+        description="Request bodies longer than this are refused (413).")
+
+    @model_validator(mode="after")
+    def _secure(self) -> ConsoleConfig:
+        if self.token and self.token_file:
+            raise ValueError("console.token, console.token_file: expected one of them, got both")
+        if self.token and len(self.token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"console.token: expected at least {MIN_TOKEN_CHARS} characters, "
+                             f"got {len(self.token)}")
+        if not self.listen:
+            return self
+        host, _ = parse_listen(self.listen)
+        if not is_loopback(host) and not (self.token or self.token_file):
+            raise ValueError(f"console.listen: {self.listen!r} is reachable beyond this machine; "
+                             "console.token (or console.token_file) is required there, got none")
+        return self
+
+    def read_token(self) -> str:
+        """The token from ``token`` or the first non-empty line of ``token_file`` ('' = none).
+
+        ConfigError naming the file when it cannot be read or holds a short token.
+        """
+        if not self.token_file:
+            return self.token
+        try:
+            lines = Path(self.token_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"console.token_file: cannot read {self.token_file}: {exc}") from None
+        token = next((line.strip() for line in lines if line.strip()), "")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"console.token_file: expected a token of at least "
+                              f"{MIN_TOKEN_CHARS} characters on the first non-empty line of "
+                              f"{self.token_file}, got {len(token)}")
+        return token
+
+
 class RoomConfig(BaseModel):
     """One room: a camera, a playback chain, and its seed."""
 
@@ -233,6 +322,7 @@ class InstallationConfig(BaseModel):
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
+    console: ConsoleConfig = ConsoleConfig()
 
     @model_validator(mode="after")
     def _unique_rooms(self) -> InstallationConfig:

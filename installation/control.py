@@ -80,6 +80,22 @@ class ControlHub:
         """Flip a toggle parameter (``freeze``)."""
         return self.set(name, 0.0 if self.current(name, room) >= 0.5 else 1.0, room, source)
 
+    def command(self, target: str, room: str, params: dict[str, Any],
+                source: str = "api") -> Control:
+        """Send one Control ``set`` to ``target`` in ``room`` once (the console's "show this
+        work"); unlike :meth:`set` it is not stored, so never replayed to a restarted role.
+
+        ValueError for an unknown room (a one-off order for every room makes no sense here).
+        """
+        rooms = [r.id for r in self.config.rooms]
+        if room not in rooms:
+            raise ValueError(f"unknown room {room!r}; rooms are {rooms}")
+        message = self._message(target, room, dict(params))
+        self._queue(message)
+        self.log_event("control_command", target=target, room=room, params=params,
+                       source=source)
+        return message
+
     # -- reading ------------------------------------------------------------
 
     def current(self, name: str, room: str = "*") -> float:

@@ -327,6 +327,7 @@ class _Checks:
                 self.error("engine.diffusion.model", exc, "a complete model folder")
             else:
                 self.ok()
+                self.room_encoders(Path(engine.diffusion.model))
             if engine.diffusion.backend == "onnx":
                 onnx_dir = engine.diffusion.onnx_dir
                 if onnx_dir and not Path(onnx_dir).is_dir():
@@ -334,6 +335,32 @@ class _Checks:
                               "`art2mus export-onnx`", f"no folder at {onnx_dir}")
                 else:
                     self.ok()
+
+    def room_encoders(self, model_dir: Path) -> None:
+        """Every room's capture encoder is the one the model's projection was trained on.
+
+        The engine serves every room, so all are checked. An ONNX encoder's name
+        is ``onnx:<file stem>`` (as it reports itself); its width is checked per
+        embedding by the engine, since reading it means loading the file.
+        """
+        from capture.descriptor import ENCODER_NAME, VECTOR_LENGTH
+        from engine.generators.diffusion.model import ModelSpec, check_room_encoder
+
+        try:
+            spec = ModelSpec.load(model_dir)
+        except Art2MusError as exc:
+            self.error("engine.diffusion.model", exc, "a readable art2mus_model.json")
+            return
+        for index, room in enumerate(self.config.rooms):
+            encoder = room.capture.encoder
+            name, dim = (f"onnx:{Path(encoder.model).stem}", None) \
+                if encoder.kind == "onnx" and encoder.model else (ENCODER_NAME, VECTOR_LENGTH)
+            try:
+                check_room_encoder(spec, name, dim, f"rooms[{index}].capture.encoder", model_dir)
+            except Art2MusError as exc:
+                self.error(f"rooms[{index}].capture.encoder", exc, "the model's encoder")
+            else:
+                self.ok()
 
     # devices
 

@@ -131,11 +131,18 @@ def engine_role_config(config: InstallationConfig) -> EngineRoleConfig:
 def capture_role_config(config: InstallationConfig, room: str) -> CaptureRoleConfig:
     """Room ``room``'s capture section, its overlay file under the output folder, and the
     ground-floor sections of ``config``."""
+    from capture.config import CaptureConfig
     from capture.role import CaptureRoleConfig
 
     capture = config.room(room).capture
     if capture.overlay and not Path(capture.overlay).is_absolute():
         capture = capture.model_copy(update={"overlay": str(config.output_dir / capture.overlay)})
+    if config.console.listen and "console_frame" in CaptureConfig.model_fields:
+        # the console serves OUTPUT/console/ROOM.jpg as the room's camera frame
+        capture = capture.model_copy(update={
+            "console_frame": str(config.output_dir / "console" / f"{room}.jpg"),
+            "console_frame_every_s": config.console.frame_every_s,
+            "console_frame_width": config.console.frame_width})
     return CaptureRoleConfig(room, capture, config.network, config.security)
 
 

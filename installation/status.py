@@ -30,11 +30,13 @@ from installation.config import InstallationConfig
 
 def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, Any]],
                  params: dict[str, dict[str, float]], state: str = "running",
-                 write_errors: dict[str, str] | None = None) -> None:
+                 write_errors: dict[str, str] | None = None,
+                 console_url: str | None = None) -> None:
     """Atomically replace ``path`` with the current status of every role.
 
     ``state`` is the supervisor's ("running", or "stopped" after a shutdown);
-    ``write_errors`` the files it cannot write right now (target -> error).
+    ``write_errors`` the files it cannot write right now (target -> error);
+    ``console_url`` where the technician's console is served (None: not served).
     """
     record = {
         "installation": config.installation.name,
@@ -47,6 +49,7 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
         "rooms": {room.id: room_summary(roles, room.id) for room in config.rooms},
         "params": params,
         "write_errors": write_errors or {},
+        "console_url": console_url,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")

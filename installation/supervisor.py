@@ -12,7 +12,7 @@
   pipe (:mod:`ground.health`); a role silent for ``hang_after_s`` (after
   ``startup_grace_s`` for its first beat) is hung: it is SIGKILLed and
   restarted like a crashed one.
-- Live parameters (MIDI, OSC, config reload, see :mod:`installation.control`)
+- Live parameters (MIDI, OSC, the console, config reload, see :mod:`installation.control`)
   leave through the control PUB socket, which only this loop touches; a role
   that (re)starts is sent every value again on its first heartbeat.
 - A role that exits with a configuration, input or dependency error (exit
@@ -32,6 +32,9 @@
 - ``OUTPUT/status.json`` is rewritten every ``status_every_s`` with every
   role's state and health (``art2mus status`` prints it); a Prometheus
   endpoint mirrors it when ``[metrics] port`` is set.
+- The technician's console (``[console] listen``, :mod:`installation.console`)
+  is served from a thread of this process; its URL is said on the console,
+  logged as ``console_listening`` and written to the status file.
 - A disk that fails (full, read-only) never stops the supervisor: a status
   file, log line or event that cannot be written is dropped and counted, said
   once on the console (and in the status and metrics when those can be
@@ -58,7 +61,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -73,7 +76,10 @@ from ground.transport import make_socket, send
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.status import write_status
-from installation.surfaces import Service, start_surfaces, start_watcher
+from installation.surfaces import Service, start_console, start_surfaces, start_watcher
+
+if TYPE_CHECKING:
+    from installation.console.app import ConsoleServer
 
 _PR_SET_PDEATHSIG = 1
 #: Exit codes that mean "fix the config or the input": restarting will not help.
@@ -214,6 +220,7 @@ class Supervisor:
         console: Callable[[str], None] = console_line,
         write_failures: WriteFailures | None = None,
         follow_events: bool | None = None,
+        serve_console: bool | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -247,6 +254,10 @@ class Supervisor:
                                     curve=curve_keys(config.security))
         self._watcher: Service | None = None
         self._surfaces: list[Service] = []
+        self._console: ConsoleServer | None = None
+        # like the status file: a real installation serves the console ([console] listen);
+        # tests that hand in their own processes only when they ask for it
+        self.serve_console = serve_console if serve_console is not None else roles is None
         self._next_status = 0.0
         self._next_resend = time.monotonic() + config.control.resend_every_s
         self.sent_controls = 0
@@ -499,7 +510,8 @@ class Supervisor:
         target = str(self.status_path)
         try:
             write_status(self.status_path, self.config, rows, self.hub.snapshot(),
-                         state=state, write_errors=dict(self.write_failures.failing))
+                         state=state, write_errors=dict(self.write_failures.failing),
+                         console_url=self._console.url if self._console is not None else None)
         except OSError as error:
             self.write_failures.failed(
                 target, error, f"the status is not updated; retrying every "
@@ -529,12 +541,25 @@ class Supervisor:
         return [role for role in self.roles if role.failed]
 
     def _start_services(self) -> None:
-        """The config watcher and the control surfaces the config asks for."""
+        """The config watcher, the control surfaces and the console the config asks for."""
         self._watcher = start_watcher(self.source_path, self.config, hub=self.hub,
                                       apply=self.apply_config,
                                       restart_surfaces=self.restart_surfaces,
                                       log_event=self.log_event)
         self._open_surfaces()
+        if self.serve_console:
+            self._console = start_console(
+                self.config, hub=self.hub, log_event=self.log_event, rows=self.role_rows,
+                source_path=self.source_path, output_dir=self.config.output_dir,
+                running=self.running_config, frozen_path=self.config_path)
+        if self._console is not None:
+            self.log_event("console_listening", url=self._console.url)
+            self.say(f"console at {self._console.url}")
+
+    def running_config(self) -> InstallationConfig:
+        """The config in force: the reload watcher's latest valid one, else the started one."""
+        current = getattr(self._watcher, "current", None)
+        return current if isinstance(current, InstallationConfig) else self.config
 
     def _open_surfaces(self) -> None:
         """Open MIDI and OSC with the current control settings."""
@@ -548,7 +573,10 @@ class Supervisor:
         self._open_surfaces()
 
     def _stop_services(self) -> None:
-        """Close the surfaces, then the watcher (the reverse of their start)."""
+        """Close the console, the surfaces, then the watcher (the reverse of their start)."""
+        if self._console is not None:
+            self._close_all([self._console])
+            self._console = None
         self._close_all(self._surfaces)
         self._surfaces = []
         if self._watcher is not None:

@@ -1,4 +1,4 @@
-"""The supervisor's services: control surfaces and the config watcher, started from config.
+"""The supervisor's services: control surfaces, the console and the config watcher.
 
 Each service runs in its own thread(s), feeds the supervisor's
 :class:`~installation.control.ControlHub`, and has ``close()``. A surface the
@@ -16,13 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ground.errors import Art2MusError
 from ground.events import EventSink
 from installation.config import ControlConfig, InstallationConfig
 from installation.control import ControlHub
 from installation.reload import ConfigWatcher
+
+if TYPE_CHECKING:
+    from installation.console.app import ConsoleServer
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +84,21 @@ def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventS
         started.append(_attempt("MIDI in", lambda: MidiControlInput.open(midi, hub, log_event),
                                 log_event))
     return [service for service in started if service is not None]
+
+
+def start_console(config: InstallationConfig, *, hub: ControlHub, log_event: EventSink,
+                  rows: Callable[[], list[dict[str, Any]]], source_path: Path | None,
+                  output_dir: Path, running: Callable[[], InstallationConfig],
+                  frozen_path: Path | None) -> ConsoleServer | None:
+    """Serve the technician's console when ``[console] listen`` asks for it.
+
+    A port in use (or an unreadable token file) is ``surface_unavailable``:
+    the installation goes on without a console.
+    """
+    if not config.console.listen:
+        return None
+    from installation.console.app import ConsoleServer
+
+    return _attempt("console", lambda: ConsoleServer.start(
+        config, hub=hub, rows=rows, log_event=log_event, source_path=source_path,
+        output_dir=output_dir, running=running, frozen_path=frozen_path), log_event)

@@ -191,6 +191,36 @@ def test_overlay_writer_counts_failures_logs_once_and_never_raises(
     assert not bad.maybe_write(0.0, frame, found) and bad.failures == 1
 
 
+def test_the_console_frame_is_written_at_its_width_with_the_quad_scaled(tmp_path: Path) -> None:
+    wide = _wall(1280, 720)
+    quad = QUAD * 2  # the same place on a frame twice as wide
+    writer = OverlayWriter(tmp_path / "console" / "room-1.jpg", every_s=0.5, width=480,
+                           jpeg_quality=80)
+    assert writer.maybe_write(0.0, wide, [_artwork(quad)])
+    written = cv2.imread(str(tmp_path / "console" / "room-1.jpg"))
+    assert written is not None and written.shape == (270, 480, 3)
+    # the outline lands where the quad is at the small size
+    small = quad * 480 / 1280
+    drawn = np.abs(written.astype(int) - 128).sum(axis=2) > 60
+    for x, y in _edge_points(small):
+        assert drawn[y - 3:y + 4, x - 3:x + 4].any(), (x, y)
+    # a frame narrower than the width is not enlarged
+    assert writer.maybe_write(1.0, _wall(320, 180), [_artwork(QUAD / 2)])
+    narrow = cv2.imread(str(tmp_path / "console" / "room-1.jpg"))
+    assert narrow is not None and narrow.shape == (180, 320, 3)
+    # a lower quality makes a smaller file of the same picture
+    noisy = np.random.default_rng(1).integers(0, 255, (720, 1280, 3), np.uint8)
+    sizes = []
+    for quality in (95, 80):
+        path = tmp_path / f"q{quality}.jpg"
+        OverlayWriter(path, width=480, jpeg_quality=quality).maybe_write(0.0, noisy, [])
+        sizes.append(path.stat().st_size)
+    assert sizes[1] < sizes[0]
+    for bad in ({"width": 8}, {"jpeg_quality": 0}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            OverlayWriter(tmp_path / "x.jpg", **bad)  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Any], Path]:
     """Two clean synthetic scenes as PNG files, their ground truth and a catalogue."""

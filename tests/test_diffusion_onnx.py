@@ -112,3 +112,46 @@ def test_provider_options_must_name_a_listed_provider(exported: tuple[Any, Path]
     options = {"CPUExecutionProvider": {"arena_extend_strategy": "kSameAsRequested"}}
     OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES, options)
     assert seen == [[options["CPUExecutionProvider"]]] * 3
+
+
+def test_threads_reach_every_session(exported: tuple[Any, Path]) -> None:
+    """engine.diffusion.threads caps ONNX Runtime's own pools (torch's setting does not)."""
+    model, out = exported
+    backend = OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES, threads=1)
+    for name, session in backend.sessions.items():
+        options = session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1), name
+        assert options.execution_mode.name == "ORT_SEQUENTIAL", name
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(2, 8, FRAMES, 16, generator=g)
+    tokens = torch.randn(2, 8, 768, generator=g)
+    support = model.support_prompt.expand(2, -1, -1)
+    t = torch.tensor(421)
+    with torch.inference_mode():
+        eps = TorchBackend(model).unet(latents, t, tokens, support, None)
+        audio = TorchBackend(model).decode(latents[:1])
+    torch.testing.assert_close(backend.unet(latents, t, tokens, support, None), eps,
+                               rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(backend.decode(latents[:1]), audio, rtol=1e-3, atol=1e-5)
+    default = OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES)
+    assert default.sessions["unet.onnx"].get_session_options().intra_op_num_threads == 0
+    with pytest.raises(InputError, match="engine.diffusion.threads.*-1"):
+        OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES, threads=-1)
+
+
+def test_the_configs_threads_reach_onnxruntime(exported: tuple[Any, Path]) -> None:
+    """From the config a user writes: ``engine.diffusion.threads = 1`` caps ORT's sessions."""
+    from engine.config import EngineConfig
+
+    model, out = exported
+    before = torch.get_num_threads()
+    try:
+        config = EngineConfig(generator="diffusion", diffusion=DiffusionConfig(
+            model=str(model.folder), window_s=WINDOW_S, overlap_s=0.32, steps=2,
+            backend="onnx", onnx_dir=str(out), threads=1))
+        generator = DiffusionGenerator.from_config(config)
+    finally:
+        torch.set_num_threads(before)
+    assert isinstance(generator.backend, OnnxBackend)
+    for name, session in generator.backend.sessions.items():
+        assert session.get_session_options().intra_op_num_threads == 1, name

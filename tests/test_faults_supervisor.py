@@ -498,3 +498,24 @@ def test_art2mus_run_reports_a_kill_and_leaves_a_report_on_sigterm(tmp_path: Pat
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_heartbeat_too_big_for_the_pipe_drops_its_largest_fields_not_its_health() -> None:
+    """An engine serving many rooms: the per-room record no longer fits one atomic pipe
+    write, so it is dropped (and named) while the engine's own figures still arrive."""
+    from ground.health import MAX_LINE_BYTES, Heartbeat, HeartbeatReader, open_pipe
+
+    read_fd, write_fd = open_pipe()
+    reader = HeartbeatReader(read_fd)
+    beat = Heartbeat(every_s=0.0, fd=write_fd)
+    rooms = {f"room-{k:03d}": {"artwork_id": f"work-{k}", "key": "D", "lead_s": 1.5}
+             for k in range(256)}
+    assert beat.beat({"generator": "diffusion", "chunk_ms": 41.0, "rooms": rooms})
+    assert reader.read()
+    assert reader.status == {"generator": "diffusion", "chunk_ms": 41.0, "truncated": ["rooms"]}
+    assert beat.beat({"generator": "diffusion", "rooms": {"room-1": {"key": "D"}}})
+    assert reader.read()
+    assert reader.status["rooms"] == {"room-1": {"key": "D"}}
+    assert "truncated" not in reader.status and MAX_LINE_BYTES < 4096
+    reader.close()
+    os.close(write_fd)

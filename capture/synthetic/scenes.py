@@ -13,7 +13,11 @@ several compositions each (``make_artwork(k, CATALOGUE_SEED, ...)``), at a
 fixed reference resolution; :func:`write_catalogue` saves them as a folder
 with a ``catalogue.toml`` of metadata, the layout a gallery would supply.
 Scenes also hang works from outside the catalogue (index >= the catalogue
-size; their ground-truth id is ``None``), so "no match" is exercised.
+size; their ground-truth id is ``None``), so "no match" is exercised. A
+bigger catalogue (``write_catalogue(folder, 2000)``, ``art2mus bench
+catalogue``) goes on past work 63 with works drawn with more per-work freedom
+(:data:`~capture.synthetic.artworks.CLASSIC_WORKS`), so that it holds no
+near-copies; works 0-63 (this catalogue and the classic outsiders) never change.
 
 A scene (:meth:`SceneGenerator.render`, deterministic in its seed):
 

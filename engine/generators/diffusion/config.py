@@ -68,7 +68,8 @@ class DiffusionConfig(BaseModel):
     transition_s: float = Field(4.0, ge=0.0, le=60.0,
                                 description="Duration of the conditioning slerp.")
     threads: int = Field(0, ge=0, le=256,
-                         description="torch CPU threads for this process (0: torch's default).")
+                         description="CPU threads for this process: torch's, and ONNX Runtime's "
+                                     "intra-op threads on the onnx backend (0: their defaults).")
     cuda_graphs: bool = Field(True, description="Capture each window (all steps, VAE, vocoder) "
                               "as one CUDA graph per batch bucket (CUDA, torch backend).")
     compile: Literal["off", "default", "max-autotune-no-cudagraphs"] = Field(

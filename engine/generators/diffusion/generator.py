@@ -53,7 +53,7 @@ from engine.generators.diffusion.batching import assemble_batch, plan_batches
 from engine.generators.diffusion.conditioner import check_embedding
 from engine.generators.diffusion.config import DiffusionConfig
 from engine.generators.diffusion.graphs import CudaGraphProgram, replay_graph
-from engine.generators.diffusion.model import LoadedModel, load_model
+from engine.generators.diffusion.model import LoadedModel, encoder_matches, load_model
 from engine.generators.diffusion.samplers import (
     FewStepSampler,
     draw_noise,
@@ -155,7 +155,8 @@ class DiffusionGenerator:
 
             plan = WindowPlan.for_model(model, diffusion)
             backend = OnnxBackend(Path(diffusion.onnx_dir), model, diffusion.onnx_providers,
-                                  plan.window_frames, diffusion.onnx_provider_options)
+                                  plan.window_frames, diffusion.onnx_provider_options,
+                                  threads=diffusion.threads)
         return cls(model, diffusion, config.sample_rate, config.channels, backend)
 
     # -- protocol ------------------------------------------------------------
@@ -169,6 +170,12 @@ class DiffusionGenerator:
             raise InputError(f"ArtworkView of room {view.room!r} (artwork {key}) has no "
                              f"embedding; the diffusion generator needs one of width "
                              f"{self.model.spec.embedding_dim}")
+        spec = self.model.spec
+        if not encoder_matches(spec.encoder_name, view.encoder):
+            # Another encoder's space gives the projection garbage: refuse, never play it.
+            raise InputError(f"ArtworkView.encoder of room {view.room!r} (artwork {key}): "
+                             f"expected {spec.encoder_name!r} ({spec.encoder_width}-d), the "
+                             f"encoder {self.model.folder} was trained on, got {view.encoder!r}")
         where = f"ArtworkView.embedding of room {view.room!r} (artwork {key})"
         embedding = check_embedding(view.embedding.to_numpy(), self.model.spec.embedding_dim,
                                     where)

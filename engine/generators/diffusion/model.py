@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ground.errors import DependencyError, InputError
+from ground.errors import ConfigError, DependencyError, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -88,6 +88,11 @@ class ModelSpec:
     # A distilled student: the guidance scales it was distilled for, [min, max] (equal: one
     # scale baked in). None (older folders, original models): not recorded.
     guidance_range: tuple[float, float] | None = None
+    # The image encoder the projection was trained on (Art2Mus: ImageBind-Huge, 1024-d).
+    # "" (older folders, tiny models): not recorded, any encoder of the right width is
+    # accepted; encoder_dim 0: not recorded, the width is embedding_dim (encoder_width).
+    encoder_name: str = ""
+    encoder_dim: int = 0
     format: str = FORMAT
     version: int = 1
 
@@ -109,6 +114,14 @@ class ModelSpec:
                 raise ValueError(f"guidance_range must be [min, max] with 1 <= min <= max, "
                                  f"got {list(self.guidance_range)}")
             object.__setattr__(self, "guidance_range", bounds)  # JSON gives a list
+        if self.encoder_dim not in (0, self.embedding_dim):
+            raise ValueError(f"encoder_dim must equal embedding_dim ({self.embedding_dim}) "
+                             f"or be 0 (not recorded), got {self.encoder_dim}")
+
+    @property
+    def encoder_width(self) -> int:
+        """The width of the embeddings the projection takes from its image encoder."""
+        return self.encoder_dim or self.embedding_dim
 
     def save(self, folder: Path) -> None:
         """Write ``art2mus_model.json`` into ``folder``."""
@@ -123,6 +136,35 @@ class ModelSpec:
             return cls(**data)
         except (OSError, json.JSONDecodeError, TypeError, ValueError) as error:
             raise InputError(f"invalid model description in {path}: {error}") from error
+
+
+def encoder_matches(expected: str, actual: str) -> bool:
+    """Whether a room's encoder name ``actual`` is the encoder ``expected`` by a model.
+
+    ``expected`` "" (not recorded) accepts any name. An ONNX capture encoder
+    names itself ``onnx:<file stem>``, so a model expecting ``imagebind-huge``
+    accepts ``onnx:imagebind-huge`` (``imagebind-huge.onnx``). Case-insensitive.
+    """
+    if not expected:
+        return True
+    wanted, got = expected.casefold(), actual.casefold()
+    return got == wanted or got.removeprefix("onnx:") == wanted
+
+
+def check_room_encoder(spec: ModelSpec, encoder_name: str, encoder_dim: int | None,
+                       where: str, model_dir: str | Path) -> None:
+    """ConfigError naming both sides when a room's encoder is not the one the model expects.
+
+    ``encoder_dim`` None: the width is not known before the encoder runs (an
+    ONNX file); the engine checks each embedding's width when it arrives.
+    """
+    expected = f"{spec.encoder_name or 'any encoder'} ({spec.encoder_width}-d)"
+    if not encoder_matches(spec.encoder_name, encoder_name):
+        raise ConfigError(f"{where}: expected the encoder the model {model_dir} was trained on, "
+                          f"{expected}, got {encoder_name!r}")
+    if encoder_dim is not None and encoder_dim != spec.encoder_width:
+        raise ConfigError(f"{where}: expected {expected} embeddings for the model {model_dir}, "
+                          f"got {encoder_name!r} ({encoder_dim}-d)")
 
 
 @dataclass

@@ -9,7 +9,9 @@
 
 :class:`OnnxBackend` runs them with the execution providers the config names
 (CPU, CUDA, TensorRT), and refuses at load any file whose input shapes do
-not match the model folder and window (naming the file). It plugs into
+not match the model folder and window (naming the file). ``threads > 0``
+(``engine.diffusion.threads``) caps each session's CPU threads: ONNX Runtime
+keeps its own thread pools, so ``torch.set_num_threads`` does not reach it. It plugs into
 :class:`engine.generators.diffusion.generator.DiffusionGenerator` as its ``Backend``
 (:class:`engine.generators.diffusion.backends.Backend`);
 sampling stays in torch (the sampler is cheap next to the UNet).
@@ -129,7 +131,11 @@ class OnnxBackend:
 
     def __init__(self, onnx_dir: Path, model: LoadedModel, providers: tuple[str, ...] | list[str],
                  window_frames: int,
-                 provider_options: dict[str, dict[str, str]] | None = None) -> None:
+                 provider_options: dict[str, dict[str, str]] | None = None,
+                 threads: int = 0) -> None:
+        if threads < 0:
+            raise InputError(f"engine.diffusion.threads: expected >= 0 (0: ONNX Runtime's "
+                             f"default), got {threads}")
         try:
             import onnxruntime as ort
         except ImportError as error:
@@ -151,6 +157,12 @@ class OnnxBackend:
         for name in FILES:
             options = ort.SessionOptions()
             options.log_severity_level = 3
+            if threads:
+                # One pool of ``threads`` for the operators, run one after another: the
+                # inter-op pool would otherwise add threads of its own beside it.
+                options.intra_op_num_threads = threads
+                options.inter_op_num_threads = 1
+                options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
             session = ort.InferenceSession(
                 str(folder / name), options, providers=list(providers),
                 provider_options=[dict((provider_options or {}).get(p, {})) for p in providers])

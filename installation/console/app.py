@@ -1,0 +1,621 @@
+"""The console's HTTP server: a Starlette app, served by uvicorn from a daemon thread.
+
+:class:`ConsoleServer` binds the listening socket itself (so a port in use is
+an ``OSError`` at once, which the supervisor reports as
+``surface_unavailable`` while the music goes on; port 0 takes any free port,
+:attr:`ConsoleServer.url` says which) and runs uvicorn's loop in a thread of
+its own. Everything is JSON; an error is ``{"error": "<message naming the
+field, param or room>"}`` with 400, 401, 403, 404 or 413.
+
+=====================================  =============================================
+GET  /                                 the page, the state inlined (first paint
+                                       needs no second request)
+GET  /static/{file}                    console.js, console.css (files of static/ only)
+GET  /api/state                        the state object (:mod:`.state`)
+GET  /api/stream                       SSE: ``state`` every 0.5 s, ``log`` per event
+GET  /api/rooms/{room}/frame.jpg       the room's latest camera JPEG (404 before one)
+POST /api/params                       ``{"room", "name", "value"}`` -> as applied
+POST /api/trigger                      ``{"room", "name": "freeze"|"next_variation"}``
+POST /api/mute                         ``{"room", "muted"}`` -> ``{"room","muted","volume"}``
+GET  /api/config                       ``{"path", "text", "editable", "last_good"}``
+POST /api/config/check                 ``{"text"}`` -> ok, errors, diff, live, restart
+POST /api/config/apply                 ``{"text"}`` -> written when valid (403: read-only)
+POST /api/config/rollback              the last good file back
+GET  /api/catalogue?room=R             the room's works with thumbnail URLs
+GET  /api/catalogue/{room}/{id}/thumb.jpg     a thumbnail (<= 160 px)
+POST /api/catalogue/{room}/{id}/preview       start or poll a 20 s preview render
+GET  /api/catalogue/{room}/{id}/preview.wav   the preview, 404 until ready
+POST /api/rooms/{room}/play            ``{"artwork_id", "seconds"}``: capture shows it
+GET  /api/events?room=&role=&limit=    the last events, newest last
+GET|POST /login                        the token form (only when a token is set)
+=====================================  =============================================
+
+Limits: request bodies over ``[console] max_body_bytes`` answer 413; API
+posts must be ``application/json``; see :mod:`.auth` for who may connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ground.events import EventSink, null_sink
+from ground.params import parameter
+from installation.config import InstallationConfig, parse_listen
+from installation.console.auth import (
+    COOKIE,
+    OPEN_PREFIXES,
+    ConsoleAuth,
+    LoginThrottle,
+    login_page,
+)
+from installation.console.editor import ConfigEditor, EditRefused
+from installation.console.previews import CatalogueShelves, NotInCatalogue
+from installation.console.state import TICK_S, ConsoleState, Rows
+from installation.control import ControlHub
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                  ".html": "text/html; charset=utf-8", ".png": "image/png",
+                  ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+#: Open connections served at once (event streams included); more answer 503.
+MAX_CONNECTIONS = 64
+#: Longest a "show this work" may last, seconds.
+MAX_SHOW_S = 24 * 3600.0
+
+
+class HttpError(Exception):
+    """Answered as ``{"error": message}`` with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    """The console's error answer."""
+    return JSONResponse({"error": message} | extra, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past ``limit`` bytes, whatever Content-Length says."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request body of {declared} bytes refused: the limit is {limit} "
+                             "([console] max_body_bytes)")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise HttpError(413, f"request body refused: longer than {limit} bytes "
+                                 "([console] max_body_bytes)")
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 400 naming what is wrong otherwise."""
+    body = await read_body(request, limit)
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise HttpError(400, f"body: expected JSON, got {exc}") from None
+    if not isinstance(data, dict):
+        raise HttpError(400, f"body: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _text_field(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str):
+        raise HttpError(400, f"{name}: expected a string, got {value!r:.60}")
+    return value
+
+
+def too_many(wait_s: float) -> Response:
+    """429 with Retry-After: a client that sent too many wrong tokens waits."""
+    seconds = max(1, math.ceil(wait_s))
+    response = error_response(429, f"too many wrong tokens from this address: try again in "
+                                   f"{seconds} s")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
+class ConsoleGuard:
+    """ASGI middleware: authentication, Host and Origin checks, JSON-only API posts."""
+
+    def __init__(self, app: ASGIApp, auth: ConsoleAuth, throttle: LoginThrottle) -> None:
+        self.app = app
+        self.auth = auth
+        self.throttle = throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        path, method = scope.get("path", "/"), scope.get("method", "GET")
+        host = headers.get("host", "")
+        refused = self.auth.host_refused(host)
+        if refused is not None:
+            await error_response(403, refused)(scope, receive, send)
+            return
+        origin = headers.get("origin")
+        if method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != host:
+            await error_response(403, f"cross-origin request from {origin!r} refused")(
+                scope, receive, send)
+            return
+        if not path.startswith(OPEN_PREFIXES):
+            cookie = ""
+            for part in headers.get("cookie", "").split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == COOKIE:
+                    cookie = value
+            client = (scope.get("client") or ("?", 0))[0]
+            offered = bool(headers.get("authorization") or cookie)
+            # checked before the token: while it waits, a right guess must not show as a 200
+            wait_s = self.throttle.wait_s(client) if self.auth.required and offered else 0.0
+            if wait_s > 0:
+                await too_many(wait_s)(scope, receive, send)
+                return
+            if not self.auth.allowed(headers.get("authorization", ""), cookie):
+                if offered:
+                    self.throttle.failed(client)  # a wrong token, not merely none
+                response: Response = (RedirectResponse("/login", status_code=303) if path == "/"
+                                      else error_response(401, "authentication required: log in "
+                                                          "at /login or send "
+                                                          "'Authorization: Bearer TOKEN'"))
+                await response(scope, receive, send)
+                return
+            if (method == "POST" and path.startswith("/api/")
+                    and not headers.get("content-type", "").startswith("application/json")):
+                await error_response(415, "expected Content-Type: application/json")(
+                    scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class Console:
+    """The console's routes over its parts: state, editor, catalogue shelves, hub."""
+
+    def __init__(self, config: InstallationConfig, *, hub: ControlHub, rows: Rows,
+                 log_event: EventSink, source_path: Path | None, output_dir: Path,
+                 running: Callable[[], InstallationConfig] | None = None,
+                 frozen_path: Path | None = None, token: str = "") -> None:
+        self.config = config
+        self.hub = hub
+        self.log_event = log_event
+        self.output_dir = output_dir
+        self.limit = config.console.max_body_bytes
+        self.rooms = [room.id for room in config.rooms]
+        self.editor = ConfigEditor(source_path, output_dir, running or (lambda: config),
+                                   config.console.allow_edit, shown_path=frozen_path)
+        self.shelves = CatalogueShelves(config, output_dir,
+                                        frozen_path if frozen_path is not None else source_path)
+        self.state = ConsoleState(config, hub, rows, output_dir, editable=self.editor.editable,
+                                  titles=self._title)
+        host = parse_listen(config.console.listen)[0] if config.console.listen else "127.0.0.1"
+        self.auth = ConsoleAuth.for_listen(host, token)
+        self.throttle = LoginThrottle()  # shared by the login form and the token header
+        self.closing = asyncio.Event()
+        self._page: str | None = None
+        self._titles_read: set[str] = set()
+
+    def _read_titles(self, room: str) -> None:
+        try:
+            self.shelves.works(room)
+        except NotInCatalogue as exc:  # no catalogue, or a broken one: only titles are lost
+            if self.config.room(room).capture.recognition.catalogue:
+                log.warning("console: %s", exc)
+
+    def _title(self, room: str, artwork_id: str) -> tuple[str, str] | None:
+        if room not in self._titles_read:  # once: later reads go through GET /api/catalogue
+            self._titles_read.add(room)
+            self._read_titles(room)
+        entry = self.shelves.known(room).get(artwork_id)
+        return (entry.title, entry.artist) if entry is not None else None
+
+    # -- the app ----------------------------------------------------------------
+
+    def app(self) -> ASGIApp:
+        """The Starlette app behind :class:`ConsoleGuard`."""
+        routes = [
+            Route("/", self.page),
+            Route("/static/{file}", self.static),
+            Route("/login", self.login, methods=["GET", "POST"]),
+            Route("/api/state", self.get_state),
+            Route("/api/stream", self.stream),
+            Route("/api/events", self.get_events),
+            Route("/api/rooms/{room}/frame.jpg", self.frame),
+            Route("/api/rooms/{room}/play", self.play, methods=["POST"]),
+            Route("/api/params", self.params, methods=["POST"]),
+            Route("/api/trigger", self.trigger, methods=["POST"]),
+            Route("/api/mute", self.mute, methods=["POST"]),
+            Route("/api/config", self.get_config),
+            Route("/api/config/check", self.check_config, methods=["POST"]),
+            Route("/api/config/apply", self.apply_config, methods=["POST"]),
+            Route("/api/config/rollback", self.rollback_config, methods=["POST"]),
+            Route("/api/catalogue", self.catalogue),
+            Route("/api/catalogue/{room}/{artwork_id}/thumb.jpg", self.thumb),
+            Route("/api/catalogue/{room}/{artwork_id}/preview", self.preview, methods=["POST"]),
+            Route("/api/catalogue/{room}/{artwork_id}/preview.wav", self.preview_wav),
+        ]
+        routes = [Route(r.path, self._answering(r.endpoint), methods=r.methods) for r in routes]
+        app = Starlette(routes=routes)
+        return ConsoleGuard(app, self.auth, self.throttle)
+
+    @staticmethod
+    def _answering(endpoint: Callable[[Request], Awaitable[Response]]
+                   ) -> Callable[[Request], Awaitable[Response]]:
+        """``endpoint`` with HttpError, EditRefused and NotInCatalogue turned into answers."""
+        async def answer(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except HttpError as exc:
+                return error_response(exc.status, str(exc))
+            except EditRefused as exc:
+                return error_response(exc.status, str(exc), errors=exc.errors)
+            except NotInCatalogue as exc:
+                return error_response(404, str(exc))
+        answer.__name__ = getattr(endpoint, "__name__", "endpoint")
+        return answer
+
+    def _room(self, room: str) -> str:
+        if room not in self.rooms:
+            raise HttpError(404, f"unknown room {room[:64]!r}; rooms are {self.rooms}")
+        return room
+
+    async def poll(self) -> None:
+        """Tick the state every TICK_S until the server closes (runs in the server's loop)."""
+        while not self.closing.is_set():
+            began = time.monotonic()
+            self.state.tick()
+            try:
+                await asyncio.wait_for(self.closing.wait(),
+                                       max(0.05, TICK_S - (time.monotonic() - began)))
+            except TimeoutError:
+                pass
+        self.state.tick()  # wakes the event streams, which then see the console closing
+
+    # -- page and static files --------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        """The page, with the full state inlined as JSON."""
+        if self._page is None:
+            try:
+                self._page = (STATIC_DIR / "console.html").read_text(encoding="utf-8")
+            except OSError as exc:
+                raise HttpError(500, f"the console page is missing: {exc}") from None
+        # "<" escaped: no text in the state can close the <script> it is inlined in
+        inlined = json.dumps(self.state.full(), separators=(",", ":"), default=str).replace(
+            "<", "\\u003c")
+        return HTMLResponse(self._page.replace("{{INITIAL_STATE}}", inlined),
+                            headers={"Cache-Control": "no-store"})
+
+    async def static(self, request: Request) -> Response:
+        """A file of static/ by its exact name (nothing else can be named)."""
+        name = request.path_params["file"]
+        try:
+            names = {p.name for p in STATIC_DIR.iterdir() if p.is_file()}
+        except OSError:
+            names = set()
+        if name not in names or name.startswith("."):
+            raise HttpError(404, f"no static file {name[:64]!r}")
+        data = await run_in_threadpool((STATIC_DIR / name).read_bytes)
+        kind = _CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+        return Response(data, media_type=kind, headers={"Cache-Control": "no-cache"})
+
+    async def login(self, request: Request) -> Response:
+        """The token form; a right token sets the login cookie and goes to the page."""
+        if not self.auth.required:
+            return RedirectResponse("/", status_code=303)
+        if request.method == "GET":
+            return HTMLResponse(login_page())
+        client = getattr(request.client, "host", None) or "?"
+        wait_s = self.throttle.wait_s(client)
+        if wait_s > 0:
+            return too_many(wait_s)
+        body = await read_body(request, self.limit)
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                given = json.loads(body).get("token", "")
+            except (ValueError, AttributeError):
+                given = ""
+        else:
+            given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
+        if not isinstance(given, str) or not self.auth.token_ok(given):
+            self.throttle.failed(client)
+            self.log_event("console_login_refused", client=client)
+            return HTMLResponse(login_page("Wrong token."), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, self.auth.cookie_value(), httponly=True, samesite="strict",
+                            path="/")
+        return response
+
+    # -- live state -------------------------------------------------------------
+
+    async def get_state(self, request: Request) -> Response:
+        """The state object with the spectrogram history."""
+        return JSONResponse(self.state.full())
+
+    async def stream(self, request: Request) -> Response:
+        """Server-Sent Events: ``state`` each tick, ``log`` for each new event."""
+        async def messages() -> AsyncIterator[str]:
+            seq = self.state.event_seq  # a new browser loads older events by GET /api/events
+            yield f"retry: 2000\nevent: state\ndata: {self.state.state_json}\n\n"
+            while not self.closing.is_set():
+                await self.state.next_tick()  # sleeps between sends: one message per tick
+                new = self.state.events_since(seq)
+                seq = new[-1][0] if new else seq
+                for _, event in new:
+                    yield f"event: log\ndata: {json.dumps(event, default=str)}\n\n"
+                yield f"event: state\ndata: {self.state.state_json}\n\n"
+        return StreamingResponse(messages(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store",
+                                          "X-Accel-Buffering": "no"})
+
+    async def get_events(self, request: Request) -> Response:
+        """The last kept events, filtered by room and role."""
+        query = request.query_params
+        limit_text = query.get("limit", "300")
+        if not limit_text.isdigit():
+            raise HttpError(400, f"limit: expected a whole number, got {limit_text[:20]!r}")
+        return JSONResponse({"events": self.state.recent_events(
+            query.get("room") or None, query.get("role") or None, int(limit_text))})
+
+    async def frame(self, request: Request) -> Response:
+        """The room's latest camera JPEG, written by its capture role."""
+        room = self._room(request.path_params["room"])
+        path = self.output_dir / "console" / f"{room}.jpg"
+        try:
+            data = await run_in_threadpool(path.read_bytes)
+        except OSError:
+            raise HttpError(404, f"no camera frame yet for room {room}") from None
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    # -- controls ---------------------------------------------------------------
+
+    async def params(self, request: Request) -> Response:
+        """Set one live parameter (clamped) for a room or every room ("*")."""
+        data = await read_json(request, self.limit)
+        room, name = _text_field(data, "room", "*"), _text_field(data, "name")
+        if "value" not in data:
+            raise HttpError(400, f"value: expected a number for parameter {name[:40]}, got none")
+        try:
+            param = parameter(name)  # the seven live parameters only, not engine settings
+            value = self.hub.set(param.name, data["value"], room, source="console")
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        return JSONResponse({"room": room, "name": param.name, "value": value})
+
+    async def trigger(self, request: Request) -> Response:
+        """Flip freeze or step next_variation."""
+        data = await read_json(request, self.limit)
+        room, name = _text_field(data, "room", "*"), _text_field(data, "name")
+        try:
+            if name == "freeze":
+                value = self.hub.toggle(name, room, source="console")
+            elif name == "next_variation":
+                value = self.hub.trigger(name, room, source="console")
+            else:
+                raise HttpError(400, f"name: expected 'freeze' or 'next_variation', "
+                                     f"got {name[:40]!r}")
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+        return JSONResponse({"room": room, "name": name, "value": value})
+
+    async def mute(self, request: Request) -> Response:
+        """Mute (volume 0, remembered) or unmute (restored) a room or every room."""
+        data = await read_json(request, self.limit)
+        room, muted = _text_field(data, "room", "*"), data.get("muted")
+        if not isinstance(muted, bool):
+            raise HttpError(400, f"muted: expected true or false, got {muted!r:.40}")
+        try:
+            return JSONResponse(self.state.mute(room, muted))
+        except ValueError as exc:
+            raise HttpError(400, str(exc)) from None
+
+    async def play(self, request: Request) -> Response:
+        """Capture of the room shows a catalogued work instead of the camera for a while."""
+        room = self._room(request.path_params["room"])
+        data = await read_json(request, self.limit)
+        artwork_id = _text_field(data, "artwork_id")
+        seconds = data.get("seconds", 60)
+        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                or not math.isfinite(seconds) or not 0 <= seconds <= MAX_SHOW_S):
+            raise HttpError(400, f"seconds: expected a number in 0..{MAX_SHOW_S:g}, "
+                                 f"got {seconds!r:.40}")
+        await run_in_threadpool(self.shelves.entry, room, artwork_id)  # 404 if not catalogued
+        self.hub.command("capture", room, {"show_artwork": artwork_id,
+                                           "show_for_s": float(seconds)}, source="console")
+        until = time.time() + float(seconds) if seconds else None
+        return JSONResponse({"room": room, "artwork_id": artwork_id, "until": until})
+
+    # -- config -----------------------------------------------------------------
+
+    async def get_config(self, request: Request) -> Response:
+        """The config file's text and whether it may be edited here."""
+        return JSONResponse(await run_in_threadpool(self.editor.current))
+
+    async def check_config(self, request: Request) -> Response:
+        """Validate a config text and say what it would change."""
+        text = _text_field(await read_json(request, self.limit), "text")
+        return JSONResponse((await run_in_threadpool(self.editor.check, text)).answer())
+
+    async def apply_config(self, request: Request) -> Response:
+        """Write a valid config text over the file (the reload watcher applies it)."""
+        if not self.editor.editable:
+            await run_in_threadpool(self.editor.apply, "")  # raises the 403 saying why
+        text = _text_field(await read_json(request, self.limit), "text")
+        checked = await run_in_threadpool(self.editor.apply, text)
+        self.log_event("console_config_applied", path=str(self.editor.source_path),
+                       live=checked.live, restart=checked.restart)
+        return JSONResponse({"ok": True, "live": checked.live, "restart": checked.restart})
+
+    async def rollback_config(self, request: Request) -> Response:
+        """Put the last good file back."""
+        await read_body(request, self.limit)
+        checked = await run_in_threadpool(self.editor.rollback)
+        self.log_event("console_config_rolled_back", path=str(self.editor.source_path),
+                       live=checked.live, restart=checked.restart)
+        return JSONResponse({"ok": True, "live": checked.live, "restart": checked.restart})
+
+    # -- catalogue --------------------------------------------------------------
+
+    async def catalogue(self, request: Request) -> Response:
+        """A room's catalogued works."""
+        room = request.query_params.get("room") or self.rooms[0]
+        works = await run_in_threadpool(self.shelves.listing, room,
+                                        lambda text: quote(text, safe=""))
+        return JSONResponse({"room": room, "works": works})
+
+    async def thumb(self, request: Request) -> Response:
+        """A small JPEG of a catalogued work."""
+        room, artwork_id = request.path_params["room"], request.path_params["artwork_id"]
+        data = await run_in_threadpool(self.shelves.thumbnail, room, artwork_id)
+        return Response(data, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=3600"})
+
+    def _preview_answer(self, room: str, artwork_id: str, state: str,
+                        error: str) -> dict[str, Any]:
+        url = f"/api/catalogue/{room}/{quote(artwork_id, safe='')}/preview.wav"
+        return {"state": state, "url": url, "error": error or None}
+
+    async def preview(self, request: Request) -> Response:
+        """Start (or report) the render of a work's preview."""
+        room, artwork_id = request.path_params["room"], request.path_params["artwork_id"]
+        await read_body(request, self.limit)
+        job = await run_in_threadpool(self.shelves.preview, room, artwork_id, True)
+        return JSONResponse(self._preview_answer(room, artwork_id, job.state, job.error))
+
+    async def preview_wav(self, request: Request) -> Response:
+        """The rendered preview; 404 until it is ready."""
+        room, artwork_id = request.path_params["room"], request.path_params["artwork_id"]
+        job = await run_in_threadpool(self.shelves.preview, room, artwork_id, False)
+        if job.state != "ready":
+            raise HttpError(404, f"no preview of {artwork_id[:64]!r} in room {room} yet "
+                                 f"({job.state}{': ' + job.error if job.error else ''})")
+        data = await run_in_threadpool(job.path.read_bytes)
+        return Response(data, media_type="audio/wav", headers={"Cache-Control": "no-cache"})
+
+
+class ConsoleServer:
+    """The console served by uvicorn from a daemon thread; :meth:`close` stops it."""
+
+    def __init__(self, console: Console, sock: socket.socket, url: str) -> None:
+        import uvicorn
+
+        self.console = console
+        self.url = url
+        self._socket = sock
+        host, port = sock.getsockname()[:2]
+        config = uvicorn.Config(console.app(), host=host, port=port, log_level="warning",
+                                lifespan="off", log_config=None, server_header=False,
+                                timeout_graceful_shutdown=2,
+                                limit_concurrency=MAX_CONNECTIONS)
+        self._server = uvicorn.Server(config)
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="console", daemon=True)
+
+    @classmethod
+    def start(cls, config: InstallationConfig, *, hub: ControlHub, rows: Rows,
+              log_event: EventSink = null_sink, source_path: Path | None = None,
+              output_dir: Path | None = None,
+              running: Callable[[], InstallationConfig] | None = None,
+              frozen_path: Path | None = None) -> ConsoleServer:
+        """Bind ``[console] listen`` and serve the console from a thread of its own.
+
+        ``rows``: the supervisor's role rows; ``source_path``: the TOML the
+        editor edits (None: read-only, ``frozen_path`` shown instead);
+        ``running()``: the config in force (the reload watcher's); previews
+        render with ``frozen_path`` (else ``source_path``). OSError when the
+        address cannot be bound; ConfigError when the token file cannot be read.
+        """
+        console_config = config.console
+        host, port = parse_listen(console_config.listen)
+        token = console_config.read_token()
+        console = Console(config, hub=hub, rows=rows, log_event=log_event,
+                          source_path=source_path,
+                          output_dir=output_dir if output_dir is not None else config.output_dir,
+                          running=running, frozen_path=frozen_path, token=token)
+        bind_host = "127.0.0.1" if host == "localhost" else host
+        family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((bind_host, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"console: cannot listen on {console_config.listen}: "
+                                     f"{exc.strerror or exc}") from None
+        bound = sock.getsockname()[1]
+        shown = f"[{bind_host}]" if family == socket.AF_INET6 else bind_host
+        server = cls(console, sock, f"http://{shown}:{bound}")
+        console.state.tick()  # the first state (and the catalogues' titles) before any request
+        server._thread.start()
+        deadline = time.monotonic() + 10.0
+        while not server._server.started and server._thread.is_alive() \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not server._server.started:
+            server.close()
+            raise OSError(f"console: the server on {server.url} did not start: "
+                          f"{server._failure!r}")
+        return server
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # noqa: BLE001 - reported by start() or close()
+            self._failure = exc
+            log.error("console: the server stopped: %r", exc)
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        poll = asyncio.create_task(self.console.poll())
+        try:
+            await self._server.serve(sockets=[self._socket])
+        finally:
+            self.console.closing.set()
+            await poll
+
+    def close(self) -> None:
+        """Stop serving (open event streams end at once) and join the thread."""
+        self._server.should_exit = True
+        loop = self._loop
+        if loop is not None:
+            try:  # the loop's own Event, set from its own thread
+                loop.call_soon_threadsafe(self.console.closing.set)
+            except RuntimeError:
+                pass  # the loop is already closed
+        self._thread.join(timeout=10.0)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=5.0)
+        self._socket.close()

@@ -1,0 +1,208 @@
+"""The console's config editor: check, diff, apply and roll back the installation's TOML file.
+
+- **check**: the text is parsed with :mod:`tomllib` and validated by
+  :func:`installation.config.config_from_dict`, exactly as
+  :func:`~installation.config.load_config` (and so ``check-config`` and the
+  reload watcher) does; its :class:`~ground.errors.ConfigError` lines
+  (``field `rooms[0].capture.fps`: ...``) become ``{"field", "message"}``.
+  The diff is against the file on disk; what would apply live and what
+  needs a restart comes from :func:`installation.reload.plan_reload`.
+- **apply**: only a text that passes the check is written. The file on disk,
+  when it is itself valid, is first copied to ``OUTPUT/console/last-good.toml``;
+  then the new text replaces the file atomically (a temporary file beside
+  it, then :func:`os.replace`). The supervisor's
+  :class:`~installation.reload.ConfigWatcher` sees the change and applies it
+  as it applies any edit: the console never applies a config itself.
+- **rollback**: the last good file is checked again and applied the same way
+  (so a second rollback undoes the first).
+
+No source file (the demo runs from a built-in config) or ``[console]
+allow_edit = false``: read-only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import threading
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ground.errors import ConfigError
+from installation.config import InstallationConfig, config_from_dict
+from installation.reload import plan_reload
+
+_FIELD_LINE = re.compile(r"field `([^`]*)`: (.*)")
+#: Longest diff returned, characters (a pasted huge file must not make a huge answer).
+MAX_DIFF_CHARS = 100_000
+
+
+class EditRefused(Exception):
+    """An edit the console does not make; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, str]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or []
+
+
+@dataclass
+class ConfigCheck:
+    """The outcome of checking a config text (the answer of POST /api/config/check)."""
+
+    ok: bool
+    errors: list[dict[str, str]] = field(default_factory=list)
+    diff: str = ""
+    live: list[str] = field(default_factory=list)
+    restart: list[str] = field(default_factory=list)
+    config: InstallationConfig | None = None
+
+    def answer(self) -> dict[str, Any]:
+        """The JSON answer."""
+        return {"ok": self.ok, "errors": self.errors, "diff": self.diff, "live": self.live,
+                "restart": self.restart}
+
+
+def config_errors(error: ConfigError) -> list[dict[str, str]]:
+    """A :class:`ConfigError` from :func:`config_from_dict` as ``[{"field", "message"}]``."""
+    found = []
+    for line in str(error).splitlines():
+        match = _FIELD_LINE.search(line)
+        if match:
+            where, message = match.groups()
+            message = message.removeprefix("Value error, ")
+            found.append({"field": "" if where == "(top level)" else where, "message": message})
+    return found or [{"field": "", "message": str(error)}]
+
+
+def validate_text(text: str, source: str) -> tuple[InstallationConfig | None,
+                                                   list[dict[str, str]]]:
+    """``text`` parsed and validated as :func:`load_config` does: (config, []) or (None, errors)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        return None, [{"field": "(TOML syntax)", "message": f"invalid TOML in {source}: {exc}"}]
+    try:
+        return config_from_dict(raw, source=source), []
+    except ConfigError as exc:
+        return None, config_errors(exc)
+
+
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.console-tmp")
+    with temporary.open("w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    try:
+        os.chmod(temporary, path.stat().st_mode & 0o7777)  # keep the file's permissions
+    except OSError:
+        pass  # a new file: the umask's
+    os.replace(temporary, path)
+
+
+class ConfigEditor:
+    """Checks and writes the installation's TOML source file for the console.
+
+    ``running()`` is the config in force (the reload watcher's current one),
+    which a check's live/restart plan compares against. Methods block on file
+    I/O: the app calls them from its thread pool; a lock keeps two applies apart.
+    """
+
+    def __init__(self, source_path: Path | None, output_dir: Path,
+                 running: Callable[[], InstallationConfig], allow_edit: bool,
+                 shown_path: Path | None = None) -> None:
+        self.source_path = source_path
+        self.last_good_path = output_dir / "console" / "last-good.toml"
+        self.running = running
+        self.allow_edit = allow_edit
+        self.shown_path = shown_path  # what GET /api/config shows when there is no source
+        self._lock = threading.Lock()
+
+    @property
+    def editable(self) -> bool:
+        """True when apply and rollback may write the file."""
+        return self.source_path is not None and self.allow_edit
+
+    def _read_source(self) -> str:
+        assert self.source_path is not None
+        try:
+            return self.source_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EditRefused(500, f"cannot read config file {self.source_path}: {exc}") from None
+
+    def current(self) -> dict[str, Any]:
+        """GET /api/config: ``{"path", "text", "editable", "last_good"}``."""
+        if self.source_path is None:
+            path = self.shown_path
+            text = ""
+            if path is not None:
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    text = f"# cannot read {path}: {exc}\n"
+            return {"path": str(path) if path else None, "text": text, "editable": False,
+                    "last_good": False}
+        return {"path": str(self.source_path), "text": self._read_source(),
+                "editable": self.editable, "last_good": self.last_good_path.is_file()}
+
+    def check(self, text: str) -> ConfigCheck:
+        """Validate ``text`` and say what applying it would change (nothing is written)."""
+        source = str(self.source_path or "<console>")
+        config, errors = validate_text(text, source)
+        old_text = self._read_source() if self.source_path is not None else ""
+        diff = "".join(difflib.unified_diff(
+            old_text.splitlines(keepends=True), text.splitlines(keepends=True),
+            fromfile=f"{source} (on disk)", tofile=f"{source} (edited)"))
+        if len(diff) > MAX_DIFF_CHARS:
+            diff = diff[:MAX_DIFF_CHARS] + "\n... (diff cut short)\n"
+        if config is None:
+            return ConfigCheck(False, errors, diff)
+        plan = plan_reload(self.running(), config)
+        return ConfigCheck(True, [], diff, plan.applied, plan.restart_needed, config)
+
+    def _refuse_unless_editable(self) -> None:
+        if self.source_path is None:
+            raise EditRefused(403, "config is read-only: this installation runs from a built-in "
+                                   "config, not a file (start it with `art2mus run --config FILE`)")
+        if not self.allow_edit:
+            raise EditRefused(403, "config is read-only: [console] allow_edit = false")
+
+    def apply(self, text: str) -> ConfigCheck:
+        """Replace the source file with ``text`` when it is valid; EditRefused otherwise."""
+        self._refuse_unless_editable()
+        assert self.source_path is not None
+        with self._lock:
+            checked = self.check(text)
+            if not checked.ok:
+                raise EditRefused(400, "config refused: " + "; ".join(
+                    f"{e['field']}: {e['message']}" if e["field"] else e["message"]
+                    for e in checked.errors), checked.errors)
+            old_text = self._read_source()
+            old_config, _ = validate_text(old_text, str(self.source_path))
+            try:
+                if old_config is not None and old_text != text:
+                    _replace_atomically(self.last_good_path, old_text)
+                _replace_atomically(self.source_path, text)
+            except OSError as exc:
+                raise EditRefused(500, f"cannot write config file {self.source_path}: "
+                                       f"{exc}") from None
+            return checked
+
+    def rollback(self) -> ConfigCheck:
+        """Apply the last good file (checked again first); EditRefused when there is none."""
+        self._refuse_unless_editable()
+        try:
+            text = self.last_good_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise EditRefused(404, "no last good config to roll back to yet (one is kept when "
+                                   "the console applies an edit)") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise EditRefused(500, f"cannot read {self.last_good_path}: {exc}") from None
+        return self.apply(text)

@@ -1,0 +1,764 @@
+// The technician's console: renders the state object of GET /api/state (inlined in the page
+// for the first paint), then follows the server's Server-Sent Events (`state` every 0.5 s,
+// `log` per event). Controls go to the same ControlHub as MIDI and OSC (POST /api/params...),
+// so a knob moved elsewhere moves here (the echo). Plain ES2020, no build step, no network
+// beyond this server. The HTTP contract is in the repository's console design notes.
+"use strict";
+
+(() => {
+  const SEND_EVERY_MS = 100;        // controls send at most ~10 values a second
+  const HOLD_ECHO_MS = 1500;        // after a user's move, the server's echo waits this long
+  const CHECK_DELAY_MS = 300;       // config validation runs once typing pauses this long
+  const SPECTRO_COLUMNS = 120;      // one column per state message (0.5 s): one minute
+  const MAX_EVENTS = 300;
+  const METER_FLOOR_DB = -60;
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const el = (tag, attrs = {}, ...children) => {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs)) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) node.append(c);
+    return node;
+  };
+  const fmt = (v, digits = 1, unit = "") =>
+    (v === null || v === undefined || Number.isNaN(v)) ? "–" : `${Number(v).toFixed(digits)}${unit}`;
+  const clockTime = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+
+  // ---- talking to the server -------------------------------------------------------------
+
+  async function api(method, path, body) {
+    const options = { method, headers: {}, credentials: "same-origin" };
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    if (response.status === 401) {  // auth is on and the cookie is gone: ask for the token
+      window.location.assign("/login");
+      throw new Error("login needed");
+    }
+    let data = null;
+    try { data = await response.json(); } catch (_) { data = null; }
+    if (!response.ok) {
+      const message = (data && data.error) || `${method} ${path}: HTTP ${response.status}`;
+      const error = new Error(message);
+      error.status = response.status;
+      error.data = data;
+      throw error;
+    }
+    return data;
+  }
+
+  /** Calls `send(value)` at most once per SEND_EVERY_MS, always ending with the last value. */
+  function throttled(send) {
+    let last = 0, timer = null, pending;
+    return (value) => {
+      pending = value;
+      const wait = SEND_EVERY_MS - (performance.now() - last);
+      if (wait <= 0 && timer === null) {
+        last = performance.now();
+        send(pending);
+      } else if (timer === null) {
+        timer = setTimeout(() => { timer = null; last = performance.now(); send(pending); },
+          Math.max(wait, 0));
+      }
+    };
+  }
+
+  // ---- state -------------------------------------------------------------------------------
+
+  let state = readInitialState();
+  const rooms = new Map();           // room id -> {node, parts, controls, history, lastFrame}
+  const events = [];                 // newest last
+  const seenRoles = new Set(), seenRooms = new Set();
+
+  function readInitialState() {
+    const text = ($("#initial-state") || {}).textContent || "";
+    try { return JSON.parse(text); } catch (_) { return null; }  // served without the server
+  }
+
+  // ---- header --------------------------------------------------------------------------------
+
+  const master = { input: $("#master-volume"), out: $("#master-volume-value"),
+    mute: $("#master-mute"), error: $("#master-error"), touched: 0 };
+
+  function renderHeader() {
+    master.input.max = volumeHigh();
+    $("#installation-name").textContent = state.installation || "Art2Mus";
+    document.title = `${state.installation || "Art2Mus"} · Art2Mus console`;
+    const chip = $("#supervisor-state");
+    const roles = state.roles || [];
+    const down = roles.filter((r) => !["running", "done"].includes(r.state));
+    let word = state.state || (down.length ? "degraded" : "running");
+    if (state.state === "running" && down.length) word = "degraded";
+    chip.textContent = roles.length ? `${word} · ${roles.length - down.length}/${roles.length} roles up` : word;
+    chip.dataset.tone = word === "running" ? "ok" : (word === "degraded" ? "warn" : "bad");
+    chip.title = down.length ? `not running: ${down.map((r) => `${r.name} (${r.state})`).join(", ")}` : "all roles running";
+
+    const volume = ((state.params || {})["*"] || {}).volume;
+    const muted = !!(state.muted || {})["*"];
+    if (volume !== undefined && !isBusy(master.input, master.touched)) {
+      master.input.value = volume;
+      master.out.textContent = fmt(volume, 2);
+    }
+    master.mute.textContent = muted ? "Unmute" : "Mute";
+    master.mute.setAttribute("aria-pressed", String(muted));
+    master.mute.classList.toggle("active", muted);
+  }
+
+  const sendMaster = throttled(async (value) => {
+    try {
+      const answer = await api("POST", "/api/params", { room: "*", name: "volume", value });
+      master.out.textContent = fmt(answer.value, 2);
+      master.error.textContent = "";
+    } catch (e) { master.error.textContent = e.message; }
+  });
+  master.input.addEventListener("input", () => {
+    master.touched = performance.now();
+    master.out.textContent = fmt(Number(master.input.value), 2);
+    sendMaster(Number(master.input.value));
+  });
+  master.mute.addEventListener("click", async () => {
+    const muted = master.mute.getAttribute("aria-pressed") !== "true";
+    try {
+      const answer = await api("POST", "/api/mute", { room: "*", muted });
+      master.mute.setAttribute("aria-pressed", String(answer.muted));
+      master.mute.textContent = answer.muted ? "Unmute" : "Mute";
+      master.mute.classList.toggle("active", answer.muted);
+      master.error.textContent = "";
+    } catch (e) { master.error.textContent = e.message; }
+  });
+
+  function volumeHigh() {
+    const row = (state && state.params_table || []).find((p) => p.name === "volume");
+    return row ? row.high : 4;
+  }
+
+  /** True while the user is dragging or has just moved a control: the echo must not fight. */
+  function isBusy(input, touched) {
+    return input.dataset.dragging === "1" || performance.now() - touched < HOLD_ECHO_MS;
+  }
+  for (const input of [master.input]) trackDrag(input);
+  function trackDrag(input) {
+    input.addEventListener("pointerdown", () => { input.dataset.dragging = "1"; });
+    const up = () => { input.dataset.dragging = ""; };
+    input.addEventListener("pointerup", up);
+    input.addEventListener("pointercancel", up);
+    input.addEventListener("blur", up);
+  }
+
+  // ---- rooms ---------------------------------------------------------------------------------
+
+  function ensureRoom(id) {
+    if (rooms.has(id)) return rooms.get(id);
+    const node = $("#room-template").content.firstElementChild.cloneNode(true);
+    node.dataset.room = id;
+    node.id = `room-${id}`;
+    const parts = {};
+    for (const part of node.querySelectorAll("[data-field]")) parts[part.dataset.field] = part;
+    parts.id.textContent = id;
+    parts.frame.alt = `camera of room ${id}`;
+    parts.frame.addEventListener("load", () => { parts.frame.hidden = false; parts["no-frame"].hidden = true; });
+    parts.frame.addEventListener("error", () => { parts.frame.hidden = true; parts["no-frame"].hidden = false; });
+    node.querySelector("[data-action=back-to-camera]").addEventListener("click", () => backToCamera(id));
+    const room = { id, node, parts, controls: new Map(), history: [], lastFrame: null };
+    $("#rooms").append(node);
+    rooms.set(id, room);
+    return room;
+  }
+
+  function buildControls(room) {
+    const box = room.parts.controls;
+    box.replaceChildren(el("h3", { text: "Live parameters" }));
+    for (const p of state.params_table || []) {
+      const id = `ctl-${room.id}-${p.name}`;
+      const error = el("span", { class: "control-error", "data-testid": `error-${room.id}-${p.name}`, role: "alert" });
+      const row = el("div", { class: `control ${p.kind}`, title: p.doc || "" });
+      const control = { param: p, error, touched: 0 };
+      if (p.kind === "continuous") {
+        const step = (p.high - p.low) / 200;
+        const input = el("input", { type: "range", id, min: p.low, max: p.high, step,
+          value: p.default, "data-testid": `param-${room.id}-${p.name}`, "data-param": p.name });
+        const out = el("output", { for: id, "data-testid": `value-${room.id}-${p.name}`, text: fmt(p.default, 2) });
+        row.append(el("label", { for: id, text: label(p.name) }), input, out, error);
+        trackDrag(input);
+        const send = throttled(async (value) => {
+          try {
+            const answer = await api("POST", "/api/params", { room: room.id, name: p.name, value });
+            out.textContent = fmt(answer.value, 2);
+            error.textContent = "";
+          } catch (e) { error.textContent = e.message; }
+        });
+        input.addEventListener("input", () => {
+          control.touched = performance.now();
+          out.textContent = fmt(Number(input.value), 2);
+          send(Number(input.value));
+        });
+        Object.assign(control, { input, out });
+      } else if (p.kind === "toggle") {
+        const input = el("input", { type: "checkbox", id, role: "switch",
+          "data-testid": `param-${room.id}-${p.name}`, "data-param": p.name });
+        const sw = el("label", { class: "switch", for: id }, input, el("span", { class: "slider", "aria-hidden": "true" }));
+        row.append(el("label", { for: id, text: label(p.name) }), sw, error);
+        input.addEventListener("change", async () => {
+          control.touched = performance.now();
+          try {
+            const answer = await api("POST", "/api/params", { room: room.id, name: p.name, value: input.checked ? 1 : 0 });
+            input.checked = answer.value >= 0.5;
+            error.textContent = "";
+          } catch (e) { error.textContent = e.message; }
+        });
+        Object.assign(control, { input });
+      } else {
+        const button = el("button", { type: "button", id, "data-testid": `param-${room.id}-${p.name}`,
+          "data-param": p.name, text: label(p.name) });
+        const out = el("output", { for: id, "data-testid": `value-${room.id}-${p.name}` });
+        row.append(button, out, error);
+        button.addEventListener("click", async () => {
+          try {
+            const answer = await api("POST", "/api/trigger", { room: room.id, name: p.name });
+            out.textContent = `#${answer.value}`;
+            error.textContent = "";
+          } catch (e) { error.textContent = e.message; }
+        });
+        Object.assign(control, { button, out });
+      }
+      box.append(row);
+      room.controls.set(p.name, control);
+    }
+  }
+
+  const label = (name) => name.replace(/_s$/, " (s)").replace(/_/g, " ").replace(/^./, (c) => c.toUpperCase());
+
+  function renderRoom(id, data) {
+    const room = ensureRoom(id);
+    const { parts } = room;
+    // built once the table is known (a state taken before the server's first tick has none)
+    if (!room.controls.size && (state.params_table || []).length) buildControls(room);
+    if (data.frame && data.frame !== room.lastFrame) {  // a new JPEG: the query string changes
+      room.lastFrame = data.frame;
+      parts.frame.src = data.frame;
+    } else if (!data.frame) {
+      parts.frame.hidden = true;
+      parts["no-frame"].hidden = false;
+    }
+    const known = data.artwork_id !== null && data.artwork_id !== undefined && data.artwork_id !== "";
+    parts.title.textContent = data.title || (known ? data.artwork_id : "empty wall");
+    parts.artist.textContent = data.artist || "";
+    parts.artwork_id.textContent = known ? data.artwork_id : "";
+    parts.confidence.textContent = data.confidence == null ? "" : `${Math.round(data.confidence * 100)}% sure`;
+    parts.key.textContent = data.key ? `${data.key} ${data.mode || ""}`.trim() : "–";
+    parts.tempo.textContent = fmt(data.tempo, 0, " bpm");
+    parts.instruments.textContent = (data.instruments || []).join(", ") || "–";
+    parts.playhead.textContent = fmt(data.playhead_s, 1, " s");
+    parts.lead.textContent = fmt(data.lead_s, 2, " s");
+    parts.underflows.textContent = data.underflows == null ? "–" : String(data.underflows);
+    parts.underflows.dataset.tone = data.underflows ? "warn" : "";
+    parts.playback.textContent = data.playback || "idle";
+    parts.playback.dataset.tone = data.playback === "playing" ? "ok" : "warn";
+    const recording = data.recording || "off";
+    parts["recording-chip"].textContent = `rec ${recording}`;
+    parts["recording-chip"].dataset.tone = recording === "ok" ? "ok" : (recording === "off" ? "" : "bad");
+    parts.recording.textContent = recording;
+    parts.recording.dataset.tone = parts["recording-chip"].dataset.tone;
+    const showing = data.showing;
+    parts.showing.hidden = !showing;
+    if (showing) {
+      const left = Math.max(0, Math.round(showing.until - (state.time || Date.now() / 1000)));
+      parts["showing-text"].textContent = `showing ${showing.artwork_id} (${left} s left)`;
+    }
+    drawMeter(room, data);
+    renderHealth(room, data.roles || {});
+    if (Array.isArray(data.spectrum)) pushSpectrum(room, data.spectrum);
+    drawSpectrogram(room);
+    renderEcho(room);
+  }
+
+  function drawMeter(room, data) {
+    const canvas = room.parts.meter;
+    const ctx = canvas.getContext("2d");
+    const w = canvas.width, h = canvas.height;
+    const x = (db) => Math.max(0, Math.min(1, (db - METER_FLOOR_DB) / -METER_FLOOR_DB)) * w;
+    const styles = getComputedStyle(document.body);
+    ctx.clearRect(0, 0, w, h);
+    ctx.fillStyle = styles.getPropertyValue("--meter-bg") || "#222";
+    ctx.fillRect(0, 0, w, h);
+    const level = data.level_dbfs, peak = data.peak_dbfs;
+    if (level != null) {
+      const gradient = ctx.createLinearGradient(0, 0, w, 0);
+      gradient.addColorStop(0, "#2f9e6b");
+      gradient.addColorStop(0.7, "#2f9e6b");
+      gradient.addColorStop(0.85, "#e0b030");
+      gradient.addColorStop(1, "#d9483b");
+      ctx.fillStyle = gradient;
+      ctx.fillRect(0, 3, x(level), h - 6);
+    }
+    if (peak != null) {
+      ctx.fillStyle = peak > -1 ? "#d9483b" : "#f4f5f7";  // the meter is dark in both themes
+      ctx.fillRect(Math.min(x(peak), w - 2), 0, 2, h);
+    }
+    ctx.fillStyle = "rgba(127,127,127,0.55)";  // a tick every 10 dB
+    for (let db = -50; db < 0; db += 10) ctx.fillRect(x(db), h - 4, 1, 4);
+    room.parts["meter-text"].textContent =
+      `level ${fmt(level, 1, " dBFS")} · peak ${fmt(peak, 1, " dBFS")} · ${fmt(data.loudness_lufs, 1, " LUFS")}`;
+    room.parts.meter.dataset.level = level == null ? "" : String(level);
+  }
+
+  function renderHealth(room, roles) {
+    const box = room.parts.health;
+    box.replaceChildren();
+    for (const kind of ["capture", "audio_out"]) {
+      const row = roles[kind];
+      const item = el("div", { class: "role-health", "data-testid": `health-${room.id}-${kind}` });
+      if (!row) {
+        item.append(el("span", { class: "chip", text: `${kind}: –` }));
+      } else {
+        const chip = el("span", { class: "chip", text: `${kind}: ${row.state}` });
+        chip.dataset.tone = tone(row.state);
+        item.append(chip, el("span", { class: "muted", text: `restarts ${row.restarts} · hangs ${row.hangs}` }));
+        if (row.reason) item.append(el("span", { class: "reason", text: row.reason, title: row.reason }));
+      }
+      box.append(item);
+    }
+  }
+
+  const tone = (roleState) => ({ running: "ok", done: "", starting: "warn", restarting: "warn",
+    silent: "bad", failed: "bad", stopped: "" })[roleState] ?? "warn";
+
+  function renderEcho(room) {
+    const effective = (state.effective || {})[room.id] || {};
+    for (const [name, control] of room.controls) {
+      const value = effective[name];
+      if (value === undefined) continue;
+      if (control.input && control.input.type === "range") {
+        if (isBusy(control.input, control.touched)) continue;
+        control.input.value = value;
+        control.out.textContent = fmt(value, 2);
+      } else if (control.input) {
+        if (performance.now() - control.touched < HOLD_ECHO_MS) continue;
+        control.input.checked = value >= 0.5;
+      } else if (control.out) {
+        control.out.textContent = `#${value}`;
+      }
+    }
+  }
+
+  // ---- pictures: spectrogram and timeline ----------------------------------------------------
+
+  function pushSpectrum(room, column) {
+    room.history.push(column);
+    if (room.history.length > SPECTRO_COLUMNS) room.history.splice(0, room.history.length - SPECTRO_COLUMNS);
+  }
+
+  function drawSpectrogram(room) {
+    const canvas = room.parts.spectrogram;
+    const ctx = canvas.getContext("2d");
+    const w = canvas.width, h = canvas.height;
+    ctx.fillStyle = "#0b1020";
+    ctx.fillRect(0, 0, w, h);
+    const columns = room.history;
+    if (!columns.length) return;
+    const colW = w / SPECTRO_COLUMNS;
+    const x0 = w - columns.length * colW;  // newest on the right
+    columns.forEach((column, i) => {
+      const bands = column.length, bandH = h / bands;
+      for (let b = 0; b < bands; b++) {
+        ctx.fillStyle = heat(column[b]);
+        ctx.fillRect(x0 + i * colW, h - (b + 1) * bandH, Math.ceil(colW), Math.ceil(bandH));
+      }
+    });
+  }
+
+  /** A dark-blue -> magenta -> yellow colour for -90..-10 dB. */
+  function heat(db) {
+    const t = Math.max(0, Math.min(1, ((db ?? -100) + 90) / 80));
+    const r = Math.round(255 * Math.min(1, t * 1.6));
+    const g = Math.round(255 * Math.max(0, t * 1.8 - 0.8));
+    const b = Math.round(255 * (t < 0.5 ? 0.25 + t : Math.max(0, 1.5 - 2 * t) * 0.75));
+    return `rgb(${r},${g},${b})`;
+  }
+
+  const artworkColours = new Map();
+  function colourFor(id) {
+    if (!artworkColours.has(id)) {
+      let hash = 0;
+      for (const ch of String(id)) hash = (hash * 31 + ch.charCodeAt(0)) >>> 0;
+      artworkColours.set(id, `hsl(${Math.round((hash * 137.508) % 360)} 55% 55%)`);  // golden angle: neighbours differ
+    }
+    return artworkColours.get(id);
+  }
+
+  function renderTimeline(room, changes) {
+    const box = room.parts.timeline;
+    const now = state.time || Date.now() / 1000;
+    const start = now - 3600;
+    box.replaceChildren();
+    const items = (changes || []).filter((c, i, all) => i === all.length - 1 || all[i + 1].t >= start);
+    items.forEach((change, i) => {
+      const from = Math.max(change.t, start);
+      const to = i + 1 < items.length ? items[i + 1].t : now;
+      if (to <= from) return;
+      const known = change.artwork_id !== null && change.artwork_id !== undefined && change.artwork_id !== "";
+      const title = change.title || (known ? change.artwork_id : "empty wall");
+      const seg = el("div", { class: known ? "seg" : "seg empty",
+        title: `${clockTime(change.t)} ${title}` });
+      seg.style.left = `${((from - start) / 3600) * 100}%`;
+      seg.style.width = `${((to - from) / 3600) * 100}%`;
+      if (known) seg.style.background = colourFor(change.artwork_id);
+      box.append(seg);
+    });
+    box.append(el("span", { class: "tl-left", text: "−60 min" }), el("span", { class: "tl-right", text: "now" }));
+  }
+
+  // ---- engine panel and roles table ----------------------------------------------------------
+
+  function renderEngine() {
+    const e = state.engine || {};
+    const facts = [
+      ["Health", e.state ? `${e.state}${e.restarts ? ` · ${e.restarts} restarts` : ""}` : "–", tone(e.state)],
+      ["Generator", e.generator || "–"],
+      ["Chunk time", fmt(e.chunk_ms, 1, " ms")],
+      ["Real-time factor", e.rtf == null ? "–" : `${fmt(e.rtf, 1)}×`],
+      ["Rooms served", e.rooms_served ?? "–"],
+      ["Batch sizes", (e.batch || []).join(" ") || "–"],
+      ["GPU memory", e.gpu_memory_mb == null ? "no GPU" : fmt(e.gpu_memory_mb, 0, " MB")],
+    ];
+    if (e.reason) facts.push(["Last error", e.reason, "bad"]);
+    $("#engine-facts").replaceChildren(...facts.flatMap(([k, v, t]) => {
+      const dd = el("dd", { text: String(v), "data-testid": `engine-${k.toLowerCase().replace(/ /g, "-")}` });
+      if (t) dd.dataset.tone = t;
+      return [el("dt", { text: k }), dd];
+    }));
+  }
+
+  function renderRoles() {
+    $("#roles-body").replaceChildren(...(state.roles || []).map((r) => {
+      seenRoles.add(r.name);
+      const stateCell = el("td", {}, el("span", { class: "chip", text: r.state }));
+      stateCell.firstChild.dataset.tone = tone(r.state);
+      return el("tr", { "data-testid": `role-${r.name}` },
+        el("th", { scope: "row", text: r.name }), stateCell,
+        el("td", { class: "num", text: String(r.restarts ?? "–") }),
+        el("td", { class: "num", text: String(r.hangs ?? "–") }),
+        el("td", { class: "num", text: fmt(r.heartbeat_age_s, 1, " s") }),
+        el("td", { class: "num", text: uptime(r.uptime_s) }),
+        el("td", { class: "reason", text: r.reason || "", title: r.reason || "" }));
+    }));
+    refreshFilterOptions();
+  }
+
+  const uptime = (s) => s == null ? "–" : (s < 120 ? `${Math.round(s)} s` : (s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`));
+
+  // ---- render everything from one state message ------------------------------------------------
+
+  function render() {
+    renderHeader();
+    for (const [id, data] of Object.entries(state.rooms || {})) {
+      seenRooms.add(id);
+      renderRoom(id, data);
+      renderTimeline(rooms.get(id), (state.timeline || {})[id]);
+    }
+    renderEngine();
+    renderRoles();
+  }
+
+  function applyState(next) {
+    // The spectrogram history and the timeline arrive with the initial state only.
+    const timeline = next.timeline || state.timeline;
+    state = { ...next, timeline };
+    render();
+  }
+
+  function seedSpectrograms() {
+    for (const [id, columns] of Object.entries(state.spectrogram || {})) {
+      const room = ensureRoom(id);
+      room.history = (columns || []).slice(-SPECTRO_COLUMNS);
+    }
+  }
+
+  // ---- live updates over SSE -----------------------------------------------------------------
+
+  const connection = $("#connection");
+  function setConnection(word, tone_) {
+    connection.textContent = word;
+    connection.dataset.tone = tone_;
+  }
+
+  function connect() {
+    const source = new EventSource("/api/stream");
+    source.addEventListener("open", () => setConnection("live", "ok"));
+    source.addEventListener("state", (message) => {
+      setConnection("live", "ok");
+      try { applyState(JSON.parse(message.data)); } catch (e) { console.error("state message", e); }
+    });
+    source.addEventListener("log", (message) => {
+      try { addEvent(JSON.parse(message.data)); } catch (e) { console.error("log message", e); }
+    });
+    source.addEventListener("error", () => {
+      // EventSource retries by itself; a 401 (token expired) closes it for good.
+      if (source.readyState === EventSource.CLOSED) {
+        setConnection("offline", "bad");
+        api("GET", "/api/state").then(() => setTimeout(connect, 2000)).catch(() => setTimeout(connect, 5000));
+      } else {
+        setConnection("reconnecting…", "warn");
+      }
+    });
+  }
+
+  // ---- tabs ----------------------------------------------------------------------------------
+
+  const loaders = {};
+  function showTab(name) {
+    for (const tab of document.querySelectorAll("[role=tab]")) {
+      const selected = tab.dataset.tab === name;
+      tab.setAttribute("aria-selected", String(selected));
+      $(`#view-${tab.dataset.tab}`).hidden = !selected;
+    }
+    if (loaders[name]) loaders[name]();
+    if (history.replaceState) history.replaceState(null, "", `#${name}`);
+  }
+  for (const tab of document.querySelectorAll("[role=tab]")) {
+    tab.addEventListener("click", () => showTab(tab.dataset.tab));
+  }
+
+  // ---- config tab ----------------------------------------------------------------------------
+
+  const config = { loaded: false, editable: false, lastGood: false, ok: false, timer: null,
+    seq: 0, text: $("#config-text"), apply: $("#config-apply"), rollback: $("#config-rollback"),
+    verdict: $("#config-verdict"), note: $("#config-note") };
+
+  loaders.config = () => { if (!config.loaded) loadConfig(); };
+
+  async function loadConfig(message) {
+    try {
+      const answer = await api("GET", "/api/config");
+      config.loaded = true;
+      config.editable = !!answer.editable && (state.console || {}).allow_edit !== false;
+      config.lastGood = !!answer.last_good;
+      config.text.value = answer.text;
+      config.text.readOnly = !config.editable;
+      $("#config-path").textContent = answer.path;
+      config.note.textContent = message || (config.editable
+        ? "Edits are checked as you type with the same validator as check-config."
+        : "Read-only: editing is switched off ([console] allow_edit = false).");
+      showCheck({ ok: true, errors: [], diff: "", live: [], restart: [] });
+      config.ok = false;  // nothing to apply until the text changes
+      updateConfigButtons();
+    } catch (e) { config.note.textContent = e.message; }
+  }
+
+  function updateConfigButtons() {
+    config.apply.disabled = !(config.editable && config.ok);
+    config.rollback.disabled = !(config.editable && config.lastGood);
+    config.apply.title = config.editable ? (config.ok ? "" : "fix the problems first") : "editing is switched off";
+  }
+
+  config.text.addEventListener("input", () => {
+    config.ok = false;
+    updateConfigButtons();
+    config.verdict.textContent = "checking…";
+    config.verdict.dataset.tone = "";
+    clearTimeout(config.timer);
+    config.timer = setTimeout(checkConfig, CHECK_DELAY_MS);
+  });
+
+  async function checkConfig() {
+    const seq = ++config.seq;
+    try {
+      const answer = await api("POST", "/api/config/check", { text: config.text.value });
+      if (seq !== config.seq) return;  // an older answer arriving late
+      showCheck(answer);
+      config.ok = !!answer.ok && !!answer.diff;
+    } catch (e) {
+      if (seq !== config.seq) return;
+      showCheck({ ok: false, errors: [{ field: "", message: e.message }], diff: "", live: [], restart: [] });
+      config.ok = false;
+    }
+    updateConfigButtons();
+  }
+
+  function listInto(list, items, render_) {
+    list.replaceChildren(...(items.length ? items.map(render_) : [el("li", { class: "muted", text: "none" })]));
+  }
+
+  function showCheck(answer) {
+    const errors = answer.errors || [];
+    listInto($("#config-errors"), errors, (e) => el("li", { class: "error" },
+      e.field ? el("code", { text: e.field }) : "", e.field ? ": " : "", e.message));
+    listInto($("#config-live"), answer.live || [], (f) => el("li", {}, el("code", { text: f })));
+    listInto($("#config-restart"), answer.restart || [], (f) => el("li", {}, el("code", { text: f })));
+    const diff = $("#config-diff");
+    diff.replaceChildren(...(answer.diff ? answer.diff.split("\n").map((line) => el("span", {
+      class: line.startsWith("+") && !line.startsWith("+++") ? "add"
+        : (line.startsWith("-") && !line.startsWith("---") ? "del" : (line.startsWith("@@") ? "hunk" : "")),
+      text: `${line}\n` })) : [document.createTextNode("no changes")]));
+    if (errors.length) {
+      config.verdict.textContent = `${errors.length} problem${errors.length > 1 ? "s" : ""}`;
+      config.verdict.dataset.tone = "bad";
+    } else {
+      config.verdict.textContent = answer.diff ? "valid" : "";
+      config.verdict.dataset.tone = "ok";
+    }
+  }
+
+  async function applyOrRollback(path, body) {
+    config.apply.disabled = config.rollback.disabled = true;
+    try {
+      const answer = await api("POST", path, body);
+      const restart = answer.restart || [];
+      await loadConfig(`Applied. Live: ${(answer.live || []).join(", ") || "nothing"}. ` +
+        (restart.length ? `Needs a restart: ${restart.join(", ")}.` : "Nothing needs a restart."));
+      config.verdict.textContent = "applied";
+      config.verdict.dataset.tone = "ok";
+    } catch (e) {
+      const errors = (e.data && e.data.errors) || [{ field: "", message: e.message }];
+      showCheck({ ok: false, errors, diff: "", live: [], restart: [] });
+      updateConfigButtons();
+    }
+  }
+  config.apply.addEventListener("click", () => applyOrRollback("/api/config/apply", { text: config.text.value }));
+  config.rollback.addEventListener("click", () => {
+    if (window.confirm("Replace the file with the last good one?")) applyOrRollback("/api/config/rollback", {});
+  });
+
+  // ---- catalogue tab -------------------------------------------------------------------------
+
+  const catalogue = { room: $("#catalogue-room"), grid: $("#catalogue-grid"), note: $("#catalogue-note"), loadedFor: null };
+  loaders.catalogue = () => {
+    if (!catalogue.room.options.length) {
+      for (const id of Object.keys(state.rooms || {})) catalogue.room.append(el("option", { value: id, text: id }));
+    }
+    if (catalogue.loadedFor !== catalogue.room.value) loadCatalogue();
+  };
+  catalogue.room.addEventListener("change", loadCatalogue);
+
+  async function loadCatalogue() {
+    const room = catalogue.room.value;
+    catalogue.loadedFor = room;
+    catalogue.grid.replaceChildren();
+    catalogue.note.textContent = "loading…";
+    try {
+      const answer = await api("GET", `/api/catalogue?room=${encodeURIComponent(room)}`);
+      catalogue.note.textContent = `${answer.works.length} works`;
+      catalogue.grid.replaceChildren(...answer.works.map((work) => workCard(room, work)));
+    } catch (e) { catalogue.note.textContent = e.message; }
+  }
+
+  function workCard(room, work) {
+    const status = el("div", { class: "work-status", role: "status" });  // the preview
+    const playing = el("div", { class: "work-status", role: "status", "data-testid": `played-${work.id}` });
+    const preview = el("button", { type: "button", text: "Preview", "data-testid": `preview-${work.id}` });
+    const play = el("button", { type: "button", text: "Play in room", "data-testid": `play-${work.id}` });
+    const card = el("div", { class: "work card", "data-testid": "work-card", "data-work": work.id },
+      el("img", { src: work.thumb, alt: `thumbnail of ${work.title || work.id}`, loading: "lazy" }),
+      el("div", { class: "title", text: work.title || work.id }),
+      el("div", { class: "artist", text: [work.artist, work.year].filter(Boolean).join(", ") }),
+      el("div", { class: "buttons" }, preview, play), status, playing);
+    preview.addEventListener("click", () => previewWork(room, work, status, preview));
+    play.addEventListener("click", async () => {
+      try {
+        const answer = await api("POST", `/api/rooms/${encodeURIComponent(room)}/play`, { artwork_id: work.id, seconds: 60 });
+        playing.textContent = `showing in ${answer.room} until ${clockTime(answer.until)}`;
+      } catch (e) { playing.textContent = e.message; }
+    });
+    return card;
+  }
+
+  async function previewWork(room, work, status, button) {
+    button.disabled = true;
+    const path = `/api/catalogue/${encodeURIComponent(room)}/${encodeURIComponent(work.id)}/preview`;
+    try {
+      let answer = await api("POST", path, {});
+      while (answer.state === "rendering") {
+        status.textContent = "rendering…";
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+        answer = await api("POST", path, {});
+      }
+      if (answer.state !== "ready") throw new Error(answer.error || "the preview failed");
+      const audio = el("audio", { controls: true, src: answer.url, "data-testid": `audio-${work.id}` });
+      status.replaceChildren(audio);
+      audio.play().catch(() => {});  // autoplay may be refused: the controls remain
+    } catch (e) { status.textContent = e.message; }
+    button.disabled = false;
+  }
+
+  async function backToCamera(room) {
+    const showing = ((state.rooms || {})[room] || {}).showing;
+    try {
+      await api("POST", `/api/rooms/${encodeURIComponent(room)}/play`,
+        { artwork_id: showing ? showing.artwork_id : "", seconds: 0 });
+    } catch (e) { console.error(e); }
+  }
+
+  // ---- events tab ----------------------------------------------------------------------------
+
+  const filters = { room: $("#events-room"), role: $("#events-role"), routine: $("#events-routine") };
+  // Records a running installation writes many times a second: they bury what went wrong.
+  const ROUTINE_KINDS = new Set(["chunk", "chunk_received", "chunk_started", "stats", "capture_fps",
+    "heartbeat"]);
+  for (const select of Object.values(filters)) select.addEventListener("change", renderEvents);
+
+  function refreshFilterOptions() {
+    for (const [select, names] of [[filters.room, seenRooms], [filters.role, seenRoles]]) {
+      const have = new Set([...select.options].map((o) => o.value));
+      for (const name of [...names].sort()) if (!have.has(name)) select.append(el("option", { value: name, text: name }));
+    }
+  }
+
+  function addEvent(record, rerender = true) {
+    events.push(record);
+    if (events.length > MAX_EVENTS) events.splice(0, events.length - MAX_EVENTS);
+    if (record.role) seenRoles.add(record.role);
+    if (record.room) seenRooms.add(record.room);
+    if (rerender) { refreshFilterOptions(); renderEvents(); }
+  }
+
+  const BAD_KINDS = /(^|_)(fail|refus|hang|hung|error|disk_full|crash|unavailable|underflow|silent|killed)/;
+  function renderEvents() {
+    const room = filters.room.value, role = filters.role.value, hide = filters.routine.checked;
+    const shown = events.filter((e) => (!room || e.room === room) && (!role || e.role === role)
+      && !(hide && ROUTINE_KINDS.has(e.kind))).reverse();
+    $("#events-count").textContent = `${shown.length} of ${events.length}`;
+    $("#events-body").replaceChildren(...shown.map((e) => {
+      const { time, kind, role: r, room: rm, ...rest } = e;
+      const details = Object.entries(rest).map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`).join("  ");
+      const row = el("tr", { "data-testid": "event-row" },
+        el("td", { class: "num", text: time ? clockTime(time) : "" }), el("td", { text: kind || "" }),
+        el("td", { text: r || "" }), el("td", { text: rm || "" }), el("td", { class: "details", text: details, title: details }));
+      if (BAD_KINDS.test(kind || "")) row.dataset.tone = "bad";
+      return row;
+    }));
+  }
+
+  async function loadEvents() {
+    try {
+      const answer = await api("GET", `/api/events?limit=${MAX_EVENTS}`);
+      const live = events.splice(0);  // SSE records that arrived first stay after the history
+      const last = answer.events.length ? answer.events[answer.events.length - 1].time : 0;
+      for (const e of answer.events) addEvent(e, false);
+      for (const e of live) if (!(e.time <= last)) addEvent(e, false);
+      refreshFilterOptions();
+      renderEvents();
+    } catch (e) { $("#events-count").textContent = e.message; }
+  }
+
+  // ---- start -----------------------------------------------------------------------------------
+
+  async function start() {
+    if (!state) {  // the page was opened without the inlined state (e.g. as a file)
+      try { state = await api("GET", "/api/state"); } catch (e) { setConnection(e.message, "bad"); return; }
+    }
+    seedSpectrograms();
+    render();
+    connect();
+    loadEvents();
+    const wanted = (location.hash || "").slice(1);
+    if (["config", "catalogue", "events"].includes(wanted)) showTab(wanted);
+  }
+  start();
+})();

@@ -1,0 +1,250 @@
+"""The technician's console driven in a real browser against a real installation.
+
+Headless Chromium (Debian's package, through Playwright's sync API) opens the
+console of ``python -m installation run`` (virtual camera, procedural
+generator, no sound card; see tests/console_browser.py) and checks what a
+technician relies on: the room shows the artwork and a moving level, a slider
+moves the engine's parameter and a change from elsewhere (as a MIDI knob
+would) moves the slider, an invalid config edit is refused with the field
+named and the file kept while a valid one is applied, the page paints from the
+inlined state alone, and beyond loopback it asks for the token. Screenshots at
+1280x800 go to the run's output folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from console_browser import (
+    TOKEN,
+    RunningInstallation,
+    browser_missing,
+    launch_chromium,
+    save_screenshot_enabled,
+    screenshot_folder,
+    wait_for,
+    write_catalogue,
+)
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))]
+
+ROOM = "hall"
+VIEWPORT = {"width": 1280, "height": 800}
+REPO = Path(__file__).resolve().parent.parent
+README_SHOT = REPO / "benchmarks" / "results" / "2026-12-03-console" / "console-1280x800.png"
+
+
+@pytest.fixture(scope="module")
+def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningInstallation]:
+    """One installation on loopback (no token), shared by the module's tests."""
+    folder = tmp_path_factory.mktemp("console")
+    with RunningInstallation(folder, catalogue=write_catalogue(folder / "catalogue")) as running:
+        # the demo camera has found its first artwork: the room has something to show
+        wait_for("an artwork in the room", lambda: running.state().get("rooms", {}).get(
+            ROOM, {}).get("artwork_id"), timeout_s=90.0, alive=running.check_alive)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium, once per module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture()
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh 1280x800 page; a script error in it fails the test."""
+    context = browser.new_context(viewport=VIEWPORT)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert not errors, errors
+
+
+def _testid(name: str) -> str:
+    return f"[data-testid='{name}']"
+
+
+def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_moving_level(
+        installation: RunningInstallation, page: Any) -> None:
+    # no live stream at all: what the page shows first comes from the inlined state
+    page.route("**/api/stream", lambda route: route.abort())
+    page.goto(installation.url + "/")
+    cards = page.evaluate("document.querySelectorAll(\"[data-testid='room-card']\").length")
+    assert cards == 1
+    # the figure, not a check: the paint entry appears once the browser has painted
+    page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
+    paints = page.evaluate("performance.getEntriesByType('paint').map(p => [p.name, p.startTime])")
+    print(f"console first paint on loopback (ms after navigation start): {dict(paints)}")
+    room = installation.state()["rooms"][ROOM]
+    title = page.locator(f"#room-{ROOM} {_testid('room-title')}").inner_text()
+    assert title in (room["title"], room["artwork_id"]), (title, room)
+
+    page.unroute("**/api/stream")
+    page.goto(installation.url + "/")
+    wait_for("the SSE connection", lambda: page.get_by_test_id("connection").inner_text()
+             == "live", timeout_s=20.0)
+    meter = page.locator(f"#room-{ROOM} {_testid('room-meter')}")
+    first = wait_for("a level", lambda: meter.get_attribute("data-level"), timeout_s=30.0)
+    second = wait_for("another level", lambda: meter.get_attribute("data-level") != first
+                      and meter.get_attribute("data-level"), timeout_s=30.0)
+    assert float(second) != float(first)
+    assert "dBFS" in page.locator(f"#room-{ROOM} {_testid('room-level')}").inner_text()
+
+    page.get_by_test_id("tab-events").click()  # the events the installation has logged
+    wait_for("an event row", lambda: page.get_by_test_id("event-row").count(), timeout_s=10.0)
+
+
+def test_a_moved_slider_sets_the_engine_parameter_and_a_change_elsewhere_moves_the_slider(
+        installation: RunningInstallation, page: Any) -> None:
+    page.goto(installation.url + "/")
+    slider = page.get_by_test_id(f"param-{ROOM}-intensity")
+    shown = page.get_by_test_id(f"value-{ROOM}-intensity")
+    slider.fill("0.8")  # sets the value and fires `input`, as a drag does
+    wait_for("intensity 0.8 in the engine's parameters", lambda: installation.state()[
+        "params"].get(ROOM, {}).get("intensity") == pytest.approx(0.8), timeout_s=10.0)
+    wait_for("the answered value on the page", lambda: shown.inner_text() == "0.80",
+             timeout_s=10.0)
+
+    # a MIDI knob (or OSC) moves it: the same hub, so the slider follows
+    status, answer = installation.request("POST", "/api/params",
+                                          {"room": ROOM, "name": "intensity", "value": 0.25})
+    assert status == 200 and answer["value"] == pytest.approx(0.25), answer
+    wait_for("the slider's echo", lambda: float(slider.input_value()) == pytest.approx(0.25),
+             timeout_s=15.0)
+    assert shown.inner_text() == "0.25"
+
+    status, answer = installation.request("POST", "/api/params",
+                                          {"room": ROOM, "name": "intensity", "value": "loud"})
+    assert status == 400 and "intensity" in answer["error"], answer
+
+    def effective(name: str) -> float:
+        return float(installation.state()["effective"][ROOM][name])
+
+    page.get_by_test_id(f"param-{ROOM}-freeze").check()  # the switch
+    wait_for("freeze on", lambda: effective("freeze") == 1.0, timeout_s=10.0)
+    page.get_by_test_id(f"param-{ROOM}-freeze").uncheck()
+    wait_for("freeze off", lambda: effective("freeze") == 0.0, timeout_s=10.0)
+    variation = effective("next_variation")
+    page.get_by_test_id(f"param-{ROOM}-next_variation").click()  # the trigger button
+    wait_for("the next variation", lambda: effective("next_variation") == variation + 1,
+             timeout_s=10.0)
+
+    mute = page.get_by_test_id("master-mute")
+    mute.click()
+    wait_for("all rooms muted", lambda: installation.state()["muted"]["*"], timeout_s=10.0)
+    wait_for("the button saying so", lambda: mute.get_attribute("aria-pressed") == "true",
+             timeout_s=10.0)
+    mute.click()
+    wait_for("all rooms unmuted", lambda: not installation.state()["muted"]["*"],
+             timeout_s=10.0)
+
+
+def test_an_invalid_config_edit_is_refused_and_a_valid_one_applied(
+        installation: RunningInstallation, page: Any) -> None:
+    page.goto(installation.url + "/#config")
+    editor = page.get_by_test_id("config-text")
+    original = installation.config_path.read_text(encoding="utf-8")
+    wait_for("the config in the editor", lambda: editor.input_value() == original,
+             timeout_s=10.0)
+
+    editor.fill(original.replace("fps = 10", "fps = -3"))
+    errors = page.get_by_test_id("config-errors")
+    wait_for("the error naming the field", lambda: "rooms[0].capture.fps" in errors.inner_text(),
+             timeout_s=10.0)
+    assert page.get_by_test_id("config-apply").is_disabled()
+    status, answer = installation.request("POST", "/api/config/apply",
+                                          {"text": original.replace("fps = 10", "fps = -3")})
+    assert status == 400 and "rooms[0].capture.fps" in str(answer), answer
+    assert installation.config_path.read_text(encoding="utf-8") == original
+
+    edited = original.replace("status_every_s = 0.5", "status_every_s = 0.75")
+    editor.fill(edited)
+    apply = page.get_by_test_id("config-apply")
+    wait_for("Apply enabled", apply.is_enabled, timeout_s=10.0)
+    assert "status_every_s" in page.get_by_test_id("config-diff").inner_text()
+    shots = screenshot_folder(installation.out)
+    page.screenshot(path=str(shots / "console-config-1280x800.png"))
+    apply.click()
+    wait_for("the file replaced", lambda: installation.config_path.read_text(encoding="utf-8")
+             == edited, timeout_s=10.0)
+    wait_for("the page saying so", lambda: "Applied" in page.get_by_test_id(
+        "config-note").inner_text(), timeout_s=10.0)
+
+
+def test_a_catalogue_work_previews_in_the_browser_and_plays_in_the_room(
+        installation: RunningInstallation, page: Any) -> None:
+    page.goto(installation.url + "/#catalogue")
+    wait_for("the works", lambda: page.get_by_test_id("work-card").count() == 2, timeout_s=10.0)
+    page.get_by_test_id("preview-SF-1").click()  # rendered on demand, then an audio player
+    audio = page.get_by_test_id("audio-SF-1")
+    audio.wait_for(timeout=90_000)
+    src = audio.get_attribute("src")
+    assert src == f"/api/catalogue/{ROOM}/SF-1/preview.wav"
+    assert page.request.get(installation.url + src).body()[:4] == b"RIFF"
+
+    page.get_by_test_id("play-SF-1").click()  # the room shows the work instead of the camera
+    wait_for("the work in the room", lambda: (installation.state()["rooms"][ROOM].get(
+        "showing") or {}).get("artwork_id") == "SF-1", timeout_s=20.0)
+    page.get_by_test_id("tab-rooms").click()
+    card = page.locator(f"#room-{ROOM}")
+    wait_for("its title on the card", lambda: card.get_by_test_id("room-title").inner_text()
+             == "Sunflowers", timeout_s=20.0)
+    card.get_by_test_id("back-to-camera").click()
+    wait_for("the camera back", lambda: not installation.state()["rooms"][ROOM].get("showing"),
+             timeout_s=20.0)
+    wait_for("the card without it", lambda: not card.get_by_test_id("room-showing")
+             .is_visible(), timeout_s=10.0)
+
+
+def test_screenshots_of_the_rooms_view_at_1280x800(installation: RunningInstallation,
+                                                   page: Any) -> None:
+    page.goto(installation.url + "/")
+    wait_for("the camera frame", lambda: page.locator(
+        f"#room-{ROOM} {_testid('room-frame')}").is_visible(), timeout_s=30.0)
+    page.wait_for_function("document.querySelector(\"[data-testid='connection']\")"
+                           ".textContent === 'live'")
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORT["width"]
+    shot = screenshot_folder(installation.out) / "console-rooms-1280x800.png"
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
+    if save_screenshot_enabled():
+        README_SHOT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, README_SHOT)
+
+
+def test_beyond_loopback_the_console_asks_for_the_token(tmp_path: Path, browser: Any) -> None:
+    with RunningInstallation(tmp_path, listen="0.0.0.0:0", token=TOKEN) as running:
+        status, answer = running.request("GET", "/api/state")
+        assert status == 401, answer
+        context = browser.new_context(viewport=VIEWPORT)
+        page = context.new_page()
+        try:
+            page.goto(running.url + "/")
+            assert "/login" in page.url
+            token_input = page.locator("input[type=password], input[name=token]").first
+            token_input.fill("not-the-token-at-all")
+            token_input.press("Enter")
+            page.wait_for_load_state()
+            assert page.locator(_testid("room-card")).count() == 0
+            assert page.locator("input[type=password], input[name=token]").count() == 1
+
+            token_input = page.locator("input[type=password], input[name=token]").first
+            token_input.fill(TOKEN)
+            token_input.press("Enter")
+            page.wait_for_selector(_testid("room-card"), timeout=15_000)
+            assert page.locator(_testid("installation-name")).inner_text() == "console-test"
+        finally:
+            context.close()
