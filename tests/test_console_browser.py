@@ -85,7 +85,8 @@ def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_movi
     cards = page.evaluate("document.querySelectorAll(\"[data-testid='room-card']\").length")
     assert cards == 1
     # the figure, not a check: the paint entry appears once the browser has painted
-    page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0")
+    page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0",
+                           polling=100)
     paints = page.evaluate("performance.getEntriesByType('paint').map(p => [p.name, p.startTime])")
     print(f"console first paint on loopback (ms after navigation start): {dict(paints)}")
     room = installation.state()["rooms"][ROOM]
