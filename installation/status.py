@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -152,12 +153,66 @@ def problems(record: dict[str, Any], stale_after_s: float,
     return found
 
 
+#: Columns of ``art2mus status`` when its output is not a terminal (a log, a pipe).
+WIDE_COLUMNS = 160
+#: What the detail column shows per role kind: (status key, label, unit).
+_DETAIL: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "engine": (("generator", "", ""), ("chunk_ms", "chunk", " ms"), ("batch", "batch", ""),
+               ("gpu_memory_mb", "GPU", " MB")),
+    "capture": (("artwork_id", "sees", ""), ("confidence", "conf", ""), ("fps", "fps", ""),
+                ("camera", "camera", ""), ("showing", "showing", "")),
+    "audio_out": (("state", "", ""), ("level_dbfs", "level", " dBFS"),
+                  ("loudness_lufs", "", " LUFS"), ("playhead_s", "at", " s"),
+                  ("underflows", "underflows", "")),
+}
+
+
+def role_detail(kind: str, status: dict[str, Any]) -> str:
+    """A role's heartbeat in a few words (what a technician scans for), not raw JSON."""
+    parts = []
+    for key, label, unit in _DETAIL.get(kind, ()):
+        value = status.get(key)
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, dict):  # capture's "showing": {"artwork_id", "until"}
+            value = value.get("artwork_id", "")
+        elif isinstance(value, list):
+            value = "/".join(str(v) for v in value[-4:])
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        parts.append(f"{label} {value}{unit}".strip() if label else f"{value}{unit}")
+    if kind == "engine" and isinstance(status.get("rooms"), dict):
+        served = len(status["rooms"])
+        parts.append(f"serves {served} room" + ("" if served == 1 else "s"))
+    if status.get("truncated"):
+        parts.append("(heartbeat cut: " + ", ".join(map(str, status["truncated"]))
+                     + ")" if isinstance(status["truncated"], list) else "(heartbeat cut)")
+    return ", ".join(parts)
+
+
+def params_table(params: dict[str, dict[str, float]]) -> Any:
+    """The live parameters set so far as a table: one row per room ("*" = every room)."""
+    from rich.table import Table
+
+    names = sorted({name for values in params.values() for name in values})
+    table = Table(title="live parameters set (others at defaults)")
+    table.add_column("room")
+    for name in names:
+        table.add_column(name, justify="right")
+    for room in sorted(params, key=lambda r: (r != "*", r)):
+        values = params[room]
+        table.add_row("all rooms" if room == "*" else room,
+                      *(f"{values[n]:g}" if n in values else "-" for n in names))
+    return table
+
+
 def print_status(record: dict[str, Any], stale_after_s: float, console: Any = None) -> list[str]:
     """Print the roles table and the rooms table (rich); return :func:`problems`."""
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    # Piped into a log or a journal, rich would fold everything to 80 columns.
+    console = console or Console(width=None if sys.stdout.isatty() else WIDE_COLUMNS)
     age = time.time() - float(record.get("time", 0.0))
     found = problems(record, stale_after_s)
     title = f"{record.get('installation', '?')} — status {age:.1f} s old"
@@ -171,8 +226,7 @@ def print_status(record: dict[str, Any], stale_after_s: float, console: Any = No
     roles.add_column("detail", overflow="fold")
     for r in record.get("roles", []):
         status = r.get("status") or {}
-        detail = ", ".join(f"{k}={v}" for k, v in status.items()
-                           if not isinstance(v, dict | list))[:60]
+        detail = role_detail(r.get("kind", ""), status)
         if r.get("state") in ("failed", "restarting", "stopped") and r.get("exit_code") is not None:
             detail = f"exit {r['exit_code']}" + (f": {r['reason']}" if r.get("reason") else "")
         recording = _recording(status)
@@ -195,7 +249,7 @@ def print_status(record: dict[str, Any], stale_after_s: float, console: Any = No
                       f"{s['level']:.0f} dBFS", s["playback"] or "-", f"{s['health']:.1f}")
     console.print(rooms)
     if record.get("params"):
-        console.print("live parameters: " + json.dumps(record["params"]))
+        console.print(params_table(record["params"]))
     for problem in found:
         console.print(f"PROBLEM: {problem}", markup=False, highlight=False)
     return found

@@ -519,3 +519,21 @@ def test_a_heartbeat_too_big_for_the_pipe_drops_its_largest_fields_not_its_healt
     assert "truncated" not in reader.status and MAX_LINE_BYTES < 4096
     reader.close()
     os.close(write_fd)
+
+
+def test_status_shows_roles_in_words_and_parameters_as_a_table(tmp_path: Path) -> None:
+    """A technician's `art2mus status` piped to a log: nothing cut at 80 columns, the
+    heartbeat in words, the live parameters as a table rather than raw JSON."""
+    record = _status_record(params={"*": {"volume": 0.8}, "a": {"intensity": 0.7}})
+    record["roles"][0]["status"] = {"generator": "procedural", "chunk_ms": 12.5, "batch": [1, 2],
+                                    "rooms": {"a": {"key": "D"}}}
+    record["roles"][1]["status"] |= {"level_dbfs": -18.5, "underflows": 0, "playhead_s": 812.25,
+                                     "spectrum": [-40.0] * 32}
+    shown = _status(tmp_path, record)
+    assert shown.exit_code == 0, shown.output
+    assert "procedural, chunk 12.5 ms, batch 1/2, serves 1 room" in shown.output
+    assert "playing, level -18.5 dBFS, at 812.25 s, underflows 0" in shown.output
+    assert "spectrum" not in shown.output and '{"' not in shown.output
+    rows = [line for line in shown.output.splitlines() if "all rooms" in line or "│ a " in line]
+    assert any("0.8" in line for line in rows) and any("0.7" in line for line in rows)
+    assert max(len(line) for line in shown.output.splitlines()) > 80  # not folded to 80
