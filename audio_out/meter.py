@@ -169,6 +169,12 @@ class LevelMeter:
         self.sample_rate = sample_rate
         self._ring = np.zeros((round(self.ring_s * sample_rate), channels), np.float32)
         self._written = self._read = 0
+        # scipy.signal and pyloudnorm take a second or more to import on a loaded machine:
+        # here, while the output opens (before the first heartbeat), not in the first
+        # reading, where the supervisor's hang watch would see a role fall silent.
+        import scipy.signal  # noqa: F401
+
+        _k_weighting_sos(sample_rate)
 
     def wrap(self, fill: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
         """The callback ``fill`` followed by the measurement."""

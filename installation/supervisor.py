@@ -46,6 +46,10 @@
   then SIGTERM, then SIGKILL after ``stop_timeout_s``. Children ask Linux to
   SIGTERM them if the supervisor dies, so no orphan outlives it. The status
   then lists every role as ``stopped`` with its exit code.
+- Under systemd (``Type=notify``, :class:`SystemdNotify`): ``READY=1`` once
+  every role is up, ``WATCHDOG=1`` from the loop while no role is given up
+  on, ``STATUS=`` a one-line summary, ``STOPPING=1`` at shutdown. Console
+  lines go to stderr, which systemd sends to the journal.
 """
 
 from __future__ import annotations
@@ -94,6 +98,51 @@ try:  # loaded in the parent: the child only calls into it between fork and exec
     _LIBC: Any = ctypes.CDLL("libc.so.6", use_errno=True)
 except OSError:  # pragma: no cover - not glibc Linux
     _LIBC = None
+
+
+class SystemdNotify:
+    """Tells systemd how the supervisor is doing (``sd_notify(3)``), under ``Type=notify``.
+
+    ``READY=1`` once every role is up (:meth:`Supervisor.roles_up`), then
+    ``WATCHDOG=1`` from the supervisor's loop while it is healthy (no role
+    given up on; a hung loop or a given-up role stops the pings and systemd
+    restarts the unit after ``WatchdogSec``), ``STATUS=`` a one-line summary
+    when it changes, ``STOPPING=1`` on shutdown. Outside systemd (no
+    ``NOTIFY_SOCKET``) every call is a no-op. Datagrams are sent by the
+    ``sdnotify`` package, which also handles abstract socket names ('@...').
+    """
+
+    def __init__(self) -> None:
+        env = os.environ  # sdnotify reads NOTIFY_SOCKET from it too
+        self.enabled = bool(env.get("NOTIFY_SOCKET"))
+        self.ready = False
+        self.last_status = ""
+        self._notifier: Any = None
+        # Pings at a quarter of the watchdog period systemd gives us, at least twice a second.
+        watchdog_usec = env.get("WATCHDOG_USEC", "")
+        self.interval_s = min(0.5, int(watchdog_usec) / 4e6) if watchdog_usec.isdigit() \
+            and int(watchdog_usec) > 0 else 0.5
+        if self.enabled:
+            import sdnotify
+
+            self._notifier = sdnotify.SystemdNotifier()
+
+    def send(self, *fields: str) -> None:
+        """Send ``fields`` (``KEY=value``) in one datagram; a lost systemd is not our failure."""
+        if self._notifier is not None:
+            self._notifier.notify("\n".join(fields))
+
+    def close(self) -> None:
+        """Close the socket to systemd (sdnotify never does)."""
+        if self._notifier is not None and self._notifier.socket is not None:
+            self._notifier.socket.close()
+        self._notifier = None
+
+    def status(self, line: str) -> None:
+        """``STATUS=line`` when it differs from the last one sent."""
+        if line != self.last_status:
+            self.last_status = line
+            self.send(f"STATUS={line}")
 
 
 def console_line(text: str) -> None:
@@ -261,6 +310,8 @@ class Supervisor:
         self._next_status = 0.0
         self._next_resend = time.monotonic() + config.control.resend_every_s
         self.sent_controls = 0
+        self.systemd = SystemdNotify()
+        self._next_notify = 0.0
 
     def start(self) -> None:
         """Start every role (and, with a source file, the control surfaces and reload)."""
@@ -399,6 +450,9 @@ class Supervisor:
         else:
             what = (f"{role.name} (pid {pid}) exited with {_exit_text(code)} "
                     f"after {uptime:.1f} s{reason}")
+        if not role.last_reason:  # killed, or died without a word: say how it ended
+            role.last_reason = (f"hung: no heartbeat for {hung_s:.1f} s, killed"
+                                if hung_s is not None else f"exited with {_exit_text(code)}")
         if role.finite and code == 0:
             role.done = True
             self.log_event("role_done", role=role.name)
@@ -531,10 +585,49 @@ class Supervisor:
                     self.ended_by = ("done" if any(r.done for r in self.roles) and finished
                                      else "failed")
                     break
+                self._notify_systemd()
                 self.hub.wait(poll_s)  # wakes early when a knob moves
         finally:
+            self.systemd.send("STOPPING=1", "STATUS=stopping every role")
             self._stop_services()
             self.shutdown()
+            self.systemd.close()
+
+    def roles_up(self) -> bool:
+        """True once every role has come up: sent its first heartbeat, or (a process that
+        speaks no heartbeat) is running, or outlived the startup grace, or is over."""
+        now = time.monotonic()
+        grace_s = self.config.supervisor.startup_grace_s
+        return all(
+            role.done or role.failed is not None or role.reported
+            or (role.process is not None and (role.kind is None
+                                              or now - role.started_at >= grace_s))
+            for role in self.roles)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: how many roles run, and what the others do."""
+        rows = self.role_rows()
+        running = sum(row["state"] in ("running", "done") for row in rows)
+        others = ", ".join(f"{row['name']} {row['state']}" for row in rows
+                           if row["state"] not in ("running", "done"))
+        line = f"{running}/{len(rows)} roles running" + (f"; {others}" if others else "")
+        return line[:200]
+
+    def _notify_systemd(self) -> None:
+        """READY=1 once the roles are up, then WATCHDOG=1 while healthy, STATUS= on change."""
+        now = time.monotonic()
+        if not self.systemd.enabled or now < self._next_notify:
+            return
+        self._next_notify = now + self.systemd.interval_s
+        if not self.systemd.ready:
+            if not self.roles_up():
+                self.systemd.status("starting roles")
+                return
+            self.systemd.ready = True
+            self.systemd.send("READY=1")
+        if not self.failed_roles():  # healthy: a given-up role stops the pings
+            self.systemd.send("WATCHDOG=1")
+        self.systemd.status(self.status_line())
 
     def failed_roles(self) -> list[RoleProcess]:
         """The roles the supervisor gave up on."""

@@ -249,3 +249,40 @@ def test_beyond_loopback_the_console_asks_for_the_token(tmp_path: Path, browser:
             assert page.locator(_testid("installation-name")).inner_text() == "console-test"
         finally:
             context.close()
+
+
+def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
+        installation: RunningInstallation, page: Any) -> None:
+    """The technician's complaint of issue 15: a capture killed again and again left no
+    trace on the console. Now its health, restarts and the reason show, and the events
+    tab lists each exit, while the music plays on."""
+    import os
+    import signal
+
+    page.goto(installation.url + "/")
+    health = page.get_by_test_id(f"health-{ROOM}-capture")
+    row = page.get_by_test_id(f"role-capture:{ROOM}")
+
+    def capture_pid() -> int | None:
+        for role in installation.state()["roles"]:
+            if role["name"] == f"capture:{ROOM}" and role["state"] == "running":
+                return int(role["pid"]) if role.get("pid") else None
+        return None
+
+    for kill in range(2):
+        wait_for("a running capture", lambda: capture_pid() is not None, timeout_s=60.0,
+                 alive=installation.check_alive)
+        pid = capture_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        shown = f"restarts {kill + 1}"
+        wait_for(f"restart {kill + 1} on the page", lambda text=shown: text in
+                 health.inner_text(), timeout_s=30.0, alive=installation.check_alive)
+    assert "SIGKILL" in row.inner_text(), row.inner_text()  # the last error, in words
+    page.get_by_test_id("tab-events").click()
+    # the supervisor's records name the role they are about
+    page.get_by_test_id("events-role").select_option(f"capture:{ROOM}")
+    wait_for("the exits in the events", lambda: page.get_by_test_id("event-row").filter(
+        has_text="role_exited").count() >= 2, timeout_s=15.0)
+    audio = installation.state()["rooms"][ROOM]
+    assert audio["playback"] == "playing" and audio["underflows"] == 0, audio
