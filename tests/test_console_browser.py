@@ -276,8 +276,12 @@ def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         shown = f"restarts {kill + 1}"
-        wait_for(f"restart {kill + 1} on the page", lambda text=shown: text in
-                 health.inner_text(), timeout_s=30.0, alive=installation.check_alive)
+
+        def restarted(text: str = shown) -> bool:
+            return text in health.inner_text()
+
+        wait_for(f"restart {kill + 1} on the page", restarted, timeout_s=30.0,
+                 alive=installation.check_alive)
     assert "SIGKILL" in row.inner_text(), row.inner_text()  # the last error, in words
     page.get_by_test_id("tab-events").click()
     # the supervisor's records name the role they are about
