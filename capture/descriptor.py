@@ -52,10 +52,31 @@ Named features (``FEATURE_NAMES``), each a float in [0, 1]:
     mean hue vector. 0 for one hue (or no colour at all), towards 1 when hues
     are spread all around the circle. Faded towards 0 when the mean chroma is
     under 8 (a barely visible tint), so that sensor noise on grey is not "spread".
+``abstraction``
+    How evenly the picture's structure is spread over the canvas: an
+    "all-over" composition (a gestural abstract, a colour field, a grid) scores
+    high, a subject on a ground (a portrait on a dark background, figures in a
+    scene) low. The gradient magnitude of L* (after a Gaussian blur of sigma 1
+    and 2 px) is averaged in a 3x3, 4x4 and 6x6 grid of tiles; each grid's
+    Gini coefficient G (0 when every tile holds the same structure, towards 1
+    when one tile holds it all) gives an evenness 1 - G; the six evennesses are
+    averaged and mapped linearly from 0.6 (most of the structure in a few
+    tiles: a subject) .. 0.95 (all-over) to 0 .. 1. A picture with no structure
+    at all (a single flat colour) is a colour field: 1. Nothing was fitted to
+    rated works: the cue, its grids and scales were chosen for what they
+    measure (rho changes by under 0.03 across grids of 3..8 and blurs of 1..2
+    px), and the ends only set the range (Spearman rho ignores them) so that
+    the mapping's experimental amount keeps its old average (~0.5) on real
+    paintings. Its rho with a person's abstraction rating on 42 real paintings
+    of many periods is 0.58-0.60 (``benchmarks/correspondence.py``); it misreads
+    minimal works (a few marks on an empty ground read as a subject) and
+    detailed figurative works that fill the canvas evenly (a pencil portrait
+    filling the frame, a crowded scene). It costs ~1.5 ms at 256 px (the whole
+    descriptor ~10 ms) on a shared 2-core CPU.
 
 The ``vector`` (``VECTOR_LENGTH`` float32 values, L2-normalised) is for "is this
 the same artwork?" comparisons (:func:`descriptor_distance`, Euclidean, in
-[0, 2]): the ten features (centred at 0.5; those that change with focus and
+[0, 2]): the ten ``IDENTITY_FEATURES`` (centred at 0.5; those that change with focus and
 viewing distance down-weighted), a 12-bin chroma-weighted hue histogram, and a
 6x6 layout of mean L*a*b* colours. The layout dominates it, because
 composition is what tells two paintings of the same style apart. On the demo
@@ -81,7 +102,12 @@ ENCODER_NAME = "descriptor-v1"
 HUE_BINS = 12
 LAYOUT_GRID = 6
 PALETTE_SIZE = 5
-VECTOR_LENGTH = len(FEATURE_NAMES) + HUE_BINS + LAYOUT_GRID * LAYOUT_GRID * 3
+#: The features that enter the identity vector: the first ten. Features added
+#: later (``abstraction``) stay out of it, so the vector keeps its width (130,
+#: which tiny diffusion models, configs and tests are built for) and two
+#: descriptors computed before and after the addition still compare.
+IDENTITY_FEATURES: tuple[str, ...] = FEATURE_NAMES[:10]
+VECTOR_LENGTH = len(IDENTITY_FEATURES) + HUE_BINS + LAYOUT_GRID * LAYOUT_GRID * 3
 
 #: Mean L*a*b* chroma of a barely visible tint; below it hue is not meaningful.
 _VISIBLE_CHROMA = 8.0
@@ -101,7 +127,7 @@ _W_FEATURES = 0.3
 # identity instead.
 _FEATURE_IDENTITY_WEIGHTS = np.array(
     [{"contrast": 0.25, "colourfulness": 0.25, "edge_density": 0.25, "texture_entropy": 0.25,
-      "dominant_hue": 0.0}.get(name, 1.0) for name in FEATURE_NAMES], np.float32,
+      "dominant_hue": 0.0}.get(name, 1.0) for name in IDENTITY_FEATURES], np.float32,
 )
 _W_HUE = 0.8
 _W_LAYOUT = 1.0
@@ -151,6 +177,7 @@ def describe_image(bgr: np.ndarray) -> Descriptor:
         "symmetry": _symmetry(grey),
         "dominant_hue": _dominant_hue(hsv, chroma),
         "hue_spread": _hue_spread(a_star, b_star, chroma),
+        "abstraction": _abstraction(lightness),
     }
     features = {name: float(np.clip(features[name], 0.0, 1.0)) for name in FEATURE_NAMES}
 
@@ -245,10 +272,46 @@ def _hue_spread(a_star: np.ndarray, b_star: np.ndarray, chroma: np.ndarray) -> f
     return spread * presence
 
 
+#: Tile grids and blur scales over which :func:`_abstraction` measures evenness.
+_EVENNESS_GRIDS = (3, 4, 6)
+_EVENNESS_SIGMAS = (1.0, 2.0)
+#: Evenness (1 - Gini) read as fully figurative / fully abstract.
+_EVENNESS_FIGURATIVE, _EVENNESS_ABSTRACT = 0.6, 0.95
+#: Mean L* gradient (per px) under which a picture has no structure to speak of.
+_NO_STRUCTURE = 0.05
+
+
+def _gini(values: np.ndarray) -> float:
+    # Gini coefficient of non-negative values (0: all equal; (n-1)/n: one holds all).
+    ordered = np.sort(values.ravel().astype(np.float64))
+    n = ordered.size
+    ranks = 2.0 * np.arange(1, n + 1) - n - 1
+    return float(ranks.dot(ordered) / (n * ordered.sum()))
+
+
+def _abstraction(lightness: np.ndarray) -> float:
+    # Abstract works spread their structure over the whole canvas ("all-over");
+    # figurative ones gather it on a subject (a face, figures) against a ground.
+    evenness = []
+    for sigma in _EVENNESS_SIGMAS:
+        blurred = cv2.GaussianBlur(lightness, (0, 0), sigma)
+        # Sobel 3x3 gains 8x on a unit ramp: /8 gives L* units per pixel.
+        gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
+        magnitude = cv2.magnitude(gx, gy) * 0.125
+        if float(magnitude.mean()) < _NO_STRUCTURE:
+            return 1.0  # one flat colour: a colour field
+        for grid in _EVENNESS_GRIDS:
+            tiles = cv2.resize(magnitude, (grid, grid), interpolation=cv2.INTER_AREA)
+            evenness.append(1.0 - _gini(tiles))
+    span = _EVENNESS_ABSTRACT - _EVENNESS_FIGURATIVE
+    return (float(np.mean(evenness)) - _EVENNESS_FIGURATIVE) / span
+
+
 def _identity_vector(
     features: dict[str, float], hsv: np.ndarray, chroma: np.ndarray, lab: np.ndarray
 ) -> np.ndarray:
-    feature_block = (np.array([features[n] for n in FEATURE_NAMES], np.float32) - 0.5) \
+    feature_block = (np.array([features[n] for n in IDENTITY_FEATURES], np.float32) - 0.5) \
         * _FEATURE_IDENTITY_WEIGHTS
 
     hue_index = np.minimum((hsv[..., 0] * (HUE_BINS / 360.0)).astype(np.int32), HUE_BINS - 1)

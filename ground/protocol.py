@@ -36,6 +36,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 #: The named visual features an :class:`ArtworkView` carries, each in [0, 1]:
 #: capture's descriptor computes them, the procedural mapping reads them.
+#: ``abstraction`` (last) came later; a receiver treats a missing one as 0.5.
 FEATURE_NAMES: tuple[str, ...] = (
     "brightness",
     "warmth",
@@ -47,6 +48,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "symmetry",
     "dominant_hue",
     "hue_spread",
+    "abstraction",
 )
 
 #: dtypes an :class:`Array` may carry; little-endian, fixed width.

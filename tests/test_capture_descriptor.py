@@ -9,6 +9,7 @@ import pytest
 from capture.descriptor import (
     ENCODER_NAME,
     FEATURE_NAMES,
+    IDENTITY_FEATURES,
     VECTOR_LENGTH,
     describe_image,
     descriptor_distance,
@@ -32,8 +33,10 @@ def _feature(image: np.ndarray, name: str) -> float:
 def test_feature_names_are_the_contract() -> None:
     assert FEATURE_NAMES == ("brightness", "warmth", "saturation", "colourfulness", "contrast",
                              "edge_density", "texture_entropy", "symmetry", "dominant_hue",
-                             "hue_spread")
+                             "hue_spread", "abstraction")
     assert ENCODER_NAME == "descriptor-v1"
+    # The identity vector keeps the first ten: its width is what models are built for.
+    assert IDENTITY_FEATURES == FEATURE_NAMES[:10] and VECTOR_LENGTH == 130
 
 
 @pytest.mark.parametrize("image", [
@@ -139,3 +142,59 @@ def test_vector_distance_is_bounded() -> None:
 def test_wrong_input_is_refused_with_what_was_expected() -> None:
     with pytest.raises(ValueError, match=r"BGR uint8 \(H, W, 3\).*float32"):
         describe_image(np.zeros((10, 10, 3), np.float32))
+
+
+# -- abstraction ----------------------------------------------------------------------
+
+
+def _figurative(size: int = 256) -> np.ndarray:
+    """A face-like drawing in front of a horizon with perspective lines converging on it."""
+    img = np.full((size, size, 3), (235, 206, 170), np.uint8)  # sky (BGR)
+    horizon = size * 2 // 5
+    img[horizon:] = (90, 140, 120)  # ground
+    vanish = (size // 2, horizon)
+    for x in range(-size, 2 * size + 1, size // 4):
+        cv2.line(img, vanish, (x, size - 1), (60, 90, 80), 2, cv2.LINE_AA)
+    cx, cy = size // 2, size // 2 + 10
+    cv2.ellipse(img, (cx, cy), (46, 60), 0, 0, 360, (150, 185, 230), -1, cv2.LINE_AA)  # face
+    cv2.ellipse(img, (cx, cy - 40), (50, 30), 0, 180, 360, (40, 60, 90), -1)  # hair
+    for dx in (-18, 18):
+        cv2.circle(img, (cx + dx, cy - 10), 6, (40, 40, 40), -1, cv2.LINE_AA)  # eyes
+    cv2.line(img, (cx, cy - 4), (cx - 5, cy + 14), (90, 120, 170), 2)  # nose
+    cv2.ellipse(img, (cx, cy + 28), (16, 6), 0, 0, 180, (60, 60, 170), 2)  # mouth
+    return img
+
+
+def _colour_field(size: int = 256) -> np.ndarray:
+    """Two flat bands of red on a canvas with a little weave (noise)."""
+    img = np.full((size, size, 3), (40, 60, 170), np.uint8)
+    img[size // 2:] = (60, 90, 200)
+    return _noisy(img, 4.0)
+
+
+def _gestural(size: int = 256, seed: int = 0) -> np.ndarray:
+    """Two hundred coloured strokes of random length, width and direction over the canvas."""
+    rng = np.random.default_rng(seed)
+    img = np.full((size, size, 3), (220, 225, 230), np.uint8)
+    for _ in range(200):
+        start = rng.integers(0, size, 2)
+        end = start + rng.integers(-80, 81, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.line(img, (int(start[0]), int(start[1])), (int(end[0]), int(end[1])), colour,
+                 int(rng.integers(3, 14)), cv2.LINE_AA)
+    return img
+
+
+def test_figurative_drawing_is_less_abstract_than_colour_field_and_gestural() -> None:
+    figurative = _feature(_figurative(), "abstraction")
+    assert figurative < 0.3
+    assert _feature(_colour_field(), "abstraction") > figurative + 0.3
+    assert _feature(_gestural(), "abstraction") > figurative + 0.3
+    assert _feature(_solid((30, 140, 200)), "abstraction") == 1.0  # one flat colour: a field
+
+
+def test_abstraction_is_deterministic_and_ignores_a_faint_shift() -> None:
+    image = _gestural(seed=3)
+    assert _feature(image, "abstraction") == _feature(image.copy(), "abstraction")
+    brighter = np.clip(image.astype(np.int16) + 6, 0, 255).astype(np.uint8)
+    assert abs(_feature(brighter, "abstraction") - _feature(image, "abstraction")) < 0.05

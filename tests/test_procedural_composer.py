@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from engine.generators.procedural.composer import Composer
+from engine.generators.procedural.composer import FORMS, Composer
 from engine.generators.procedural.config import ProceduralConfig
 from engine.generators.procedural.mapping import ROLE_CHANNELS, decide
-from engine.generators.procedural.theory import scale_pitch_classes
+from engine.generators.procedural.theory import CADENCE_DEGREE, scale_pitch_classes
 
 RATE = 48000
 CONFIG = ProceduralConfig()
@@ -46,16 +48,27 @@ def test_seed_varies_notes_but_not_the_plan() -> None:
     assert np.array_equal(a, _notes({}, seed=1)[1])
 
 
-def test_phrases_end_on_the_tonic() -> None:
+def test_phrases_end_on_the_tonic_or_a_half_cadence() -> None:
     composer = Composer(decide({"brightness": 0.7}, CONFIG), CONFIG, 1, 0, RATE)
     d = composer.decisions
     bars = CONFIG.phrase_bars
-    notes = composer.notes_between(0, int(composer.grid.bar_start(2 * bars)))
-    for phrase_end in (bars - 1, 2 * bars - 1):
-        assert composer.degree(phrase_end) == 0
+    phrases = len(FORMS[0])
+    notes = composer.notes_between(0, int(composer.grid.bar_start(phrases * bars)))
+    homes = 0
+    for phrase in range(phrases):
+        phrase_end = (phrase + 1) * bars - 1
         start = int(round(composer.grid.bar_start(phrase_end)))
         melody = notes[(notes[:, 0] == start) & (notes[:, 5] == ROLE_CHANNELS["melody"])]
-        assert len(melody) == 1 and melody[0, 2] % 12 == d.key_root
+        if composer.section(phrase_end).harmony == "home":
+            # A home section closes on the tonic, in the bass of the chord and the tune.
+            homes += 1
+            assert composer.degree(phrase_end) == 0
+            assert len(melody) == 1 and melody[0, 2] % 12 == d.key_root
+        else:
+            # B sections and developments rest on the cadence chord that leads home.
+            assert composer.degree(phrase_end) == CADENCE_DEGREE[d.mode]
+            assert len(melody) == 1 and melody[0, 2] % 12 in composer.chord(phrase_end)
+    assert composer.section(0).name == "A" and homes >= phrases // 2
 
 
 def test_dark_images_are_lower_and_slower() -> None:
@@ -75,16 +88,24 @@ def _outside_scale(composer: Composer, notes: np.ndarray) -> float:
     return float(np.mean([p % 12 not in scale for p in pitched[:, 2]]))
 
 
-def test_abstract_images_are_more_experimental() -> None:
-    low = _notes({"texture_entropy": 0.05})
-    high = _notes({"texture_entropy": 0.95})
+def _experimental(amount: float) -> tuple[Composer, np.ndarray]:
+    # The plan's experimental amount set directly: this tests the composer,
+    # whatever weights the mapping gives the features that drive it.
+    plan = replace(decide({}, CONFIG), experimental=amount)
+    composer = Composer(plan, CONFIG, 1, 0, RATE)
+    return composer, composer.notes_between(0, SECONDS * RATE)
+
+
+def test_experimental_plans_leave_the_key_and_the_grid() -> None:
+    low = _experimental(0.05)
+    high = _experimental(0.95)
     assert _outside_scale(*low) == 0.0
     assert _outside_scale(*high) > 0.05
 
-    # Irregular rhythm: onsets off the eighth-note grid (tuplets) only when abstract.
+    # Irregular rhythm: onsets off the sixteenth-note grid (tuplets) only when experimental.
     def off_grid(composer: Composer, notes: np.ndarray) -> float:
-        eighth = composer.grid.quarter_samples / 2
-        phase = (notes[:, 0] - composer.grid.anchor) / eighth
+        sixteenth = composer.grid.quarter_samples / 4
+        phase = (notes[:, 0] - composer.grid.anchor) / sixteenth
         return float(np.mean(np.abs(phase - np.round(phase)) > 0.05))
 
     assert off_grid(*low) == 0.0 and off_grid(*high) > 0.05

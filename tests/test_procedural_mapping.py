@@ -102,8 +102,8 @@ def test_listener_directions_hold_in_the_decisions() -> None:
     assert warm.program("melody") in CONFIG.warm_palette["melody"]
     assert cool.program("melody") in CONFIG.cool_palette["melody"]
 
-    calm = decide({"texture_entropy": 0.1, "symmetry": 0.8}, CONFIG)
-    abstract = decide({"texture_entropy": 0.9, "symmetry": 0.2}, CONFIG)
+    calm = decide({"abstraction": 0.1, "texture_entropy": 0.1, "symmetry": 0.8}, CONFIG)
+    abstract = decide({"abstraction": 0.9, "texture_entropy": 0.9, "symmetry": 0.2}, CONFIG)
     assert abstract.experimental > calm.experimental + 0.3
     assert abstract.meter == (5, 4) and calm.meter == (4, 4)
 
@@ -149,3 +149,18 @@ def test_empty_wall_ambience_is_sparse_and_quiet() -> None:
     assert ambience.ambience and ambience.voices == 2
     assert ambience.target_lufs < CONFIG.target_lufs - 10
     assert ambience.density < decide({}, CONFIG).density
+
+
+def test_abstraction_leads_the_experimental_amount_over_busy_texture() -> None:
+    # A busy old master (many figures: high texture entropy and edges, a subject
+    # on a ground) is less experimental than a calm flat colour field.
+    busy_figurative = decide({"abstraction": 0.1, "texture_entropy": 0.9,
+                              "edge_density": 0.9, "symmetry": 0.4}, CONFIG)
+    colour_field = decide({"abstraction": 0.95, "texture_entropy": 0.1,
+                           "edge_density": 0.05, "symmetry": 0.6}, CONFIG)
+    assert colour_field.experimental > busy_figurative.experimental + 0.3
+    assert colour_field.experimental >= CONFIG.cluster_threshold > busy_figurative.experimental
+    # Abstraction moves the experimental amount, not the register or the key.
+    low, high = decide({"abstraction": 0.0}, CONFIG), decide({"abstraction": 1.0}, CONFIG)
+    assert high.experimental - low.experimental == pytest.approx(0.7, abs=1e-3)
+    assert (low.register, low.key_root, low.mode) == (high.register, high.key_root, high.mode)

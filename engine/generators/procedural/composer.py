@@ -12,25 +12,42 @@ same inputs always give the same notes whatever block sizes the caller uses.
 
 Musical structure:
 
-- **Harmony**: one chord per bar from a per-phrase template of the mode
-  (:data:`theory.PROGRESSIONS`), 4- or 8-bar phrases with a half cadence in
-  the middle and a full cadence at the end. The experimental amount adds 7ths
-  and 9ths, then clusters (b9, #11, split third) to the voicings.
-- **Melody**: a one-bar motif (rhythm + scale-step contour) per pair of
-  phrases, stated, sequenced, developed (inverted), then a long note on the
-  half cadence; the answer phrase repeats and closes on the tonic. Strong
-  beats land on chord tones. Experimental images bend weak notes
-  chromatically, turn runs into whole-tone fragments and spread notes in
-  tuplets across the bar.
+- **Form** (for long listening: a visitor stays minutes, a performer an
+  hour): each phrase is a :class:`Section` of a form the seed picks from
+  :data:`FORMS` (A, A', B, B', development, calm, ~12 phrases, then round
+  again with new themes). A section moves the plan's density (the density
+  arc), silences some roles, shifts the melody's register and the pad's
+  inversion, picks the harmony (home, away, circle of fifths) and states or
+  varies its theme. Key, mode, tempo and instruments never change: the plan
+  stays recognisable, the music develops.
+- **Harmony**: one chord per bar from a per-phrase template of the mode,
+  4- or 8-bar phrases with a half cadence in the middle. Home sections
+  (:data:`theory.PROGRESSIONS`) close on the tonic, varied returns swap some
+  chords for the chord a third below; away sections
+  (:data:`theory.AWAY_PROGRESSIONS`) start off the tonic and end on the
+  cadence chord; developments walk the diatonic circle of fifths. The
+  experimental amount adds 7ths and 9ths, then clusters (b9, #11, split
+  third) to the voicings.
+- **Melody**: two one-bar themes (A and B, rhythm + scale-step contour) per
+  form cycle, stated, sequenced, developed (inverted), then a long note on
+  the half cadence; the answer phrase closes on the tonic (or the cadence
+  chord away from home). Varied sections ornament the theme (passing and
+  neighbour notes), displace it an eighth, fragment it into a sequence, or
+  augment it when calm. Strong beats land on chord tones. Experimental
+  images bend weak notes chromatically, turn runs into whole-tone fragments
+  and spread notes in tuplets across the bar.
 - **Bass** roots (whole notes, root-fifth, or a walking line with approach
   notes by density); **pad** voicings near a fixed centre with common tones
   tied across bars; **texture** arpeggios (or pointillistic whole-tone dots
   when experimental); **counter** guide tones (3rds and 7ths); soft
   **percussion** when the image is contrasted.
 - **Transitions**: given the previous stream's :class:`Context`, the new
-  material first plays a *bridge*: the new key's cadence chord (a pivot that
-  announces the new tonic) at the old tempo until the old grid's next bar
-  line, then the new grid starts on that bar line with the new tonic. Roles
+  material first plays a *bridge* in the new palette, at the old tempo,
+  from the first sample until the old grid's next bar line: where the keys
+  share a pre-dominant triad (:func:`theory.pivot_degree`), that pivot chord
+  then the new key's cadence chord with its third in the melody (a pivot-chord
+  modulation); otherwise the cadence chord alone. The new grid then starts
+  on that bar line with the new tonic. Roles
   enter over the first bars (pad/bass/melody, then texture/counter, then
   percussion), so the character changes over a bar or two, not at once.
 - **Resynchronisation**: a restart with the *same* plan and seed (the
@@ -54,10 +71,14 @@ import numpy as np
 from engine.generators.procedural.config import ProceduralConfig
 from engine.generators.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
 from engine.generators.procedural.theory import (
+    AWAY_PROGRESSIONS,
     CADENCE_DEGREE,
+    DIMINISHED_DEGREE,
     PROGRESSIONS,
     chord_pitch_classes,
+    circle_progression,
     nearest_pitch,
+    pivot_degree,
     scale_index_near,
     scale_pitch,
     scale_pitch_classes,
@@ -96,6 +117,45 @@ _EMPTY = np.zeros((0, _NOTE_COLUMNS), np.int64)
 
 
 @dataclass(frozen=True)
+class Section:
+    """What one phrase of the form does with the plan: density, harmony, theme, register.
+
+    Everything a section changes stays inside the plan (same key, mode,
+    tempo, instruments): it moves the plan's density, picks a harmonic
+    family, silences some roles, and states or varies a theme.
+    """
+
+    name: str
+    density: float  # added to the plan's density (clipped to [0.05, 1])
+    harmony: str  # "home" (cadences on the tonic) | "away" (ends on a half cadence) | "circle"
+    theme: str  # "A" or "B": which motif the melody develops
+    vary: bool  # vary the theme (ornament, displacement, inversion, transposition)
+    register: int  # scale steps added to the melody centre
+    pad_shift: int  # semitones added to the pad's voicing centre (another inversion)
+    silent: frozenset[str] = frozenset()
+
+
+#: The sections a form is made of (after the classical A / A' / B / development / coda).
+SECTIONS: dict[str, Section] = {
+    "A": Section("A", 0.0, "home", "A", False, 0, 0),
+    "A2": Section("A2", 0.12, "home", "A", True, 2, 3),
+    "B": Section("B", -0.15, "away", "B", False, 3, 5, frozenset({"percussion"})),
+    "B2": Section("B2", 0.15, "away", "B", True, -2, -4),
+    "development": Section("development", 0.28, "circle", "A", True, 1, 2),
+    "calm": Section(
+        "calm", -0.4, "home", "B", True, -2, -3, frozenset({"counter", "percussion"})
+    ),
+}
+#: Forms, one per seed (seed picks): phrase after phrase, then again with new themes.
+#: Each starts with the plain statement, so the first phrase is the plan as mapped.
+FORMS: tuple[tuple[str, ...], ...] = (
+    ("A", "A2", "B", "A", "development", "calm", "B2", "A2", "B", "development", "A", "calm"),
+    ("A", "B", "A2", "calm", "B2", "development", "A", "A2", "B", "development", "calm", "A2"),
+    ("A", "A2", "calm", "B", "B2", "development", "A", "B", "A2", "development", "calm", "B2"),
+)
+
+
+@dataclass(frozen=True)
 class Grid:
     """Where bars fall on the timeline: bar ``k`` starts at ``anchor + k * bar_samples``."""
 
@@ -114,11 +174,28 @@ class Grid:
 
 @dataclass(frozen=True)
 class Bridge:
-    """Pivot material between a transition's start and the new grid's first bar line."""
+    """Pivot material between a transition's start and the new grid's first bar line.
+
+    ``chords`` play one after the other, changing at ``changes`` (timeline
+    samples, one fewer than the chords): a pivot chord both keys share, then
+    the new key's cadence chord; or the cadence chord alone when the keys
+    share no suitable chord or the bridge is too short for two.
+    """
 
     start: int
     end: int
-    chord: tuple[int, ...]
+    chords: tuple[tuple[int, ...], ...]
+    changes: tuple[int, ...] = ()
+
+    @property
+    def chord(self) -> tuple[int, ...]:
+        """The chord the bridge resolves from: the new key's cadence chord."""
+        return self.chords[-1]
+
+    @property
+    def pivot(self) -> bool:
+        """True when the bridge modulates through a chord of both keys."""
+        return len(self.chords) > 1
 
 
 @dataclass(frozen=True)
@@ -178,12 +255,7 @@ class Composer:
             line = self._next_bar_line(previous.grid, start_sample, sample_rate)
             anchor = int(round(line))
             if anchor > start_sample:
-                pivot = CADENCE_DEGREE[decisions.mode]
-                self.bridge = Bridge(
-                    start=int(start_sample),
-                    end=anchor,
-                    chord=chord_pitch_classes(decisions.key_root, decisions.mode, pivot, 4),
-                )
+                self.bridge = self._plan_bridge(previous, int(start_sample), anchor, sample_rate)
         self.grid = Grid(anchor=anchor, bar_samples=bar, quarter_samples=quarter)
         self._bars: dict[int, np.ndarray] = {}
         self._voicings: dict[int, tuple[int, ...]] = {}
@@ -198,6 +270,26 @@ class Composer:
     def context(self) -> Context:
         """The context a later transition continues from."""
         return Context(self.decisions, self.seed, self.grid, self.bridge)
+
+    def _plan_bridge(self, previous: Context, start: int, end: int, sample_rate: int) -> Bridge:
+        """Pivot (a chord of both keys) then the new cadence chord, or the cadence chord alone.
+
+        The pivot needs room: the bridge is split on an old beat line near its
+        middle, and both halves must last at least 0.4 s. Without a shared
+        chord (distant keys) the cadence chord alone announces the new tonic.
+        """
+        d, old = self.decisions, previous.decisions
+        cadence = chord_pitch_classes(d.key_root, d.mode, CADENCE_DEGREE[d.mode], 4)
+        degree = pivot_degree(old.key_root, old.mode, d.key_root, d.mode)
+        if degree is not None:
+            q, anchor = previous.grid.quarter_samples, previous.grid.anchor
+            middle = start + (end - start) / 2
+            split = int(round(anchor + round((middle - anchor) / q) * q))
+            shortest = 0.4 * sample_rate
+            if split - start >= shortest and end - split >= shortest:
+                pivot = chord_pitch_classes(d.key_root, d.mode, degree, 3)
+                return Bridge(start, end, (pivot, cadence), (split,))
+        return Bridge(start, end, (cadence,))
 
     @staticmethod
     def _next_bar_line(old: Grid, start_sample: int, sample_rate: int) -> float:
@@ -258,6 +350,30 @@ class Composer:
         notes = np.concatenate(parts)
         return notes[(notes[:, 0] >= t0) & (notes[:, 0] < t1)]
 
+    # -- Form ----------------------------------------------------------------
+
+    def section(self, bar: int) -> Section:
+        """The section ``bar`` belongs to: the seed's form, phrase after phrase, cycling.
+
+        The ambience has no form (it is one long breath).
+        """
+        if self.decisions.ambience:
+            return SECTIONS["A"]
+        form = FORMS[_rng(self._key, "form").randrange(len(FORMS))]
+        phrase = max(bar, 0) // self.config.phrase_bars
+        return SECTIONS[form[phrase % len(form)]]
+
+    def _cycle(self, bar: int) -> int:
+        """How many times the form has gone round before ``bar`` (new themes each time)."""
+        form_bars = len(FORMS[0]) * self.config.phrase_bars
+        return max(bar, 0) // form_bars
+
+    def density(self, bar: int) -> float:
+        """The plan's density moved by the section: the density arc of the form."""
+        if self.decisions.ambience:
+            return self.decisions.density
+        return min(max(self.decisions.density + self.section(bar).density, 0.05), 1.0)
+
     # -- Harmony -------------------------------------------------------------
 
     def degree(self, bar: int) -> int:
@@ -267,9 +383,22 @@ class Composer:
             return (0, 0, 1, 1)[bar % 4]  # the lydian I-II sway
         phrase_bars = self.config.phrase_bars
         phrase, j = divmod(bar, phrase_bars)
-        templates = PROGRESSIONS[d.mode]
-        template = templates[_rng(self._key, phrase, "progression").randrange(len(templates))]
-        return (template if phrase_bars == 8 else template[4:])[j]
+        section = self.section(bar)
+        if section.harmony == "circle":
+            return circle_progression(d.mode, phrase_bars)[j]
+        rng = _rng(self._key, phrase, "progression")
+        templates = AWAY_PROGRESSIONS[d.mode] if section.harmony == "away" else PROGRESSIONS[d.mode]
+        template = templates[rng.randrange(len(templates))]
+        degree = (template if phrase_bars == 8 else template[4:])[j]
+        if section.vary and j not in (0, phrase_bars // 2 - 1) and j < phrase_bars - 2 and (
+            rng.random() < 0.5
+        ):
+            # A third below shares two tones with the chord (I->vi, IV->ii, V->iii):
+            # the varied return recolours the harmony without leaving the key.
+            lower = (degree + 5) % 7
+            if lower != DIMINISHED_DEGREE[d.mode]:
+                degree = lower
+        return degree
 
     def chord(self, bar: int) -> tuple[int, ...]:
         """Pitch classes of the chord in ``bar`` (root first), with extensions and clusters."""
@@ -296,7 +425,8 @@ class Composer:
     def _pad_voicing(self, bar: int) -> tuple[int, ...]:
         cached = self._voicings.get(bar)
         if cached is None:
-            pitches = {nearest_pitch(pc, self._pad_centre) for pc in self.chord(bar)}
+            centre = self._pad_centre + self.section(bar).pad_shift
+            pitches = {nearest_pitch(pc, centre) for pc in self.chord(bar)}
             cached = tuple(sorted(pitches))
             self._voicings[bar] = cached
         return cached
@@ -309,8 +439,11 @@ class Composer:
             return cached
         d = self.decisions
         events: list[tuple[float, float, int, int, str]] = []
+        silent = self.section(bar).silent
         for role in d.roles:
             if bar < ROLE_ENTRY_BAR[role] and not d.ambience:
+                continue
+            if role in silent:
                 continue
             events.extend(getattr(self, f"_{role}")(bar))
         rows = self._to_rows(bar, events)
@@ -348,35 +481,33 @@ class Composer:
         return 0.88 + 0.14 * math.sin(math.pi * (j + 0.5) / self.config.phrase_bars)
 
     def _bridge_notes(self) -> np.ndarray:
+        """The bridge in the new palette: pad chords (common tones held), bass roots, and a
+        melody note on the cadence chord's third (the leading tone in major) that the new
+        tonic resolves."""
         assert self.bridge is not None
         b = self.bridge
-        length = b.end - b.start
-        rows = []
-        pad = self.decisions.program("pad")
-        if pad is not None:
-            for pc in b.chord:
-                rows.append(
-                    (
-                        b.start,
-                        length,
-                        nearest_pitch(pc, self._pad_centre),
-                        58,
-                        pad,
-                        ROLE_CHANNELS["pad"],
-                    )
-                )
-        bass = self.decisions.program("bass")
-        if bass is not None:
-            rows.append(
-                (
-                    b.start,
-                    length,
-                    nearest_pitch(b.chord[0], self._bass_centre),
-                    70,
-                    bass,
-                    ROLE_CHANNELS["bass"],
-                )
-            )
+        bounds = (b.start, *b.changes, b.end)
+        rows: list[tuple[int, int, int, int, int, int]] = []
+        pad, bass = self.decisions.program("pad"), self.decisions.program("bass")
+        melody = self.decisions.program("melody")
+        voicings = [{nearest_pitch(pc, self._pad_centre) for pc in c} for c in b.chords]
+        for i, chord in enumerate(b.chords):
+            t0, t1 = bounds[i], bounds[i + 1]
+            if pad is not None:
+                for pitch in sorted(voicings[i]):
+                    if i > 0 and pitch in voicings[i - 1]:
+                        continue  # a common tone: held from the pivot
+                    held = i + 1
+                    while held < len(voicings) and pitch in voicings[held]:
+                        held += 1
+                    rows.append((t0, bounds[held] - t0, pitch, 58, pad, ROLE_CHANNELS["pad"]))
+            if bass is not None:
+                root = nearest_pitch(chord[0], self._bass_centre)
+                rows.append((t0, t1 - t0, root, 70, bass, ROLE_CHANNELS["bass"]))
+        if melody is not None and b.pivot and not self.decisions.ambience:
+            t0 = bounds[-2]
+            lead = nearest_pitch(b.chords[-1][1], self.decisions.register)
+            rows.append((t0, b.end - t0, lead, 66, melody, ROLE_CHANNELS["melody"]))
         return np.asarray(rows, np.int64).reshape(-1, _NOTE_COLUMNS)
 
     # -- Roles (each returns (onset_q, length_q, pitch, velocity, role)) -----
@@ -404,12 +535,13 @@ class Composer:
         pcs = self.chord(bar)
         root = nearest_pitch(pcs[0], self._bass_centre)
         fifth = nearest_pitch(pcs[2], root + 5)
-        velocity = int((70 + 16 * d.density) * self._swell(bar))
+        density = self.density(bar)
+        velocity = int((70 + 16 * density) * self._swell(bar))
         last = bar % self.config.phrase_bars == self.config.phrase_bars - 1
-        if d.density < 0.4 or last:
+        if density < 0.4 or last:
             return [(0.0, qpb, root, velocity, "bass")]
         groups = METER_GROUPS[d.meter]
-        if d.density < 0.68:
+        if density < 0.68:
             out = []
             for i, g in enumerate(groups):
                 end = groups[i + 1] if i + 1 < len(groups) else qpb
@@ -434,9 +566,11 @@ class Composer:
             for i, (b, p) in enumerate(zip(beats, tones, strict=True))
         ]
 
-    def _motif(self, index: int) -> _Motif:
+    def _motif(self, theme: str, cycle: int) -> _Motif:
+        """The one-bar theme ``theme`` of form cycle ``cycle`` (drawn at the plan's density, so
+        every section develops the same motif)."""
         d = self.decisions
-        rng = _rng(self._key, index, "motif")
+        rng = _rng(self._key, theme, cycle, "motif")
         eighths = int(round(d.quarters_per_bar * 2))
         count = int(round(2 + (0.75 * eighths - 2) * d.density))
         count = min(max(count, 2), eighths)
@@ -463,27 +597,75 @@ class Composer:
                 return target + delta
         return target
 
+    @staticmethod
+    def _vary(
+        onsets: list[float], contour: list[int], how: str, qpb: float, step: int
+    ) -> tuple[list[float], list[int]]:
+        """One classical variation of a one-bar motif, on the eighth-note grid.
+
+        ``ornament`` fills long notes with a passing or neighbour note,
+        ``displace`` moves the motif an eighth late (syncopation), ``fragment``
+        states its first half twice, the second a step ``step`` higher or
+        lower (a sequence), ``augment`` doubles its note values.
+        """
+        if how == "ornament":
+            new_onsets, new_contour = [onsets[0]], list[int]()
+            for i, move in enumerate(contour):
+                if onsets[i + 1] - onsets[i] >= 1.0:
+                    sign = 1 if move >= 0 else -1
+                    first = sign if abs(move) >= 2 else -move  # passing | neighbour
+                    new_onsets.append(onsets[i] + 0.5)
+                    new_contour.extend((first, move - first))
+                else:
+                    new_contour.append(move)
+                new_onsets.append(onsets[i + 1])
+            return new_onsets, new_contour
+        if how == "displace":
+            kept = [o + 0.5 for o in onsets if o + 0.5 < qpb]
+            return kept, contour[: len(kept) - 1]
+        if how == "fragment":
+            half = round(qpb) / 2
+            head = [o for o in onsets if o < half] or onsets[:1]
+            steps = contour[: len(head) - 1]
+            return head + [o + half for o in head], steps + [step] + steps
+        if how == "augment":
+            kept = [2 * o for o in onsets if 2 * o < qpb]
+            return kept, contour[: len(kept) - 1]
+        raise ValueError(f"variation must be ornament|displace|fragment|augment, got {how!r}")
+
     def _melody(self, bar: int) -> list[tuple[float, float, int, int, str]]:
         d, cfg = self.decisions, self.config
         phrase, j = divmod(bar, cfg.phrase_bars)
         function = _PLAN[cfg.phrase_bars][j]
         qpb = d.quarters_per_bar
         rng = _rng(self._key, bar, "melody")
-        velocity = int((72 + 18 * d.density) * self._swell(bar))
-        centre = self._centre_idx
+        section = self.section(bar)
+        density = self.density(bar)
+        velocity = int((72 + 18 * density) * self._swell(bar))
+        centre = self._centre_idx + section.register
         if function in ("half", "final"):
-            if function == "final":
+            if function == "final" and self.degree(bar) == 0:
                 target = centre - (centre % 7) + (7 if centre % 7 > 3 else 0)  # the tonic
             else:
                 target = self._chord_index(bar, centre + 1)
             pitch = scale_pitch(d.key_root, d.mode, target, d.register)
             return [(0.0, qpb * 0.9, pitch, velocity - 4, "melody")]
-        if d.density < 0.35 and rng.random() < 0.25 and j > 0:
+        if density < 0.35 and rng.random() < 0.25 and j > 0:
             return []  # a breath
 
-        motif = self._motif(phrase // 2)
+        motif = self._motif(section.theme, self._cycle(bar))
         contour = list(motif.contour)
         onsets = list(motif.onsets)
+        if section.vary and not d.ambience:
+            options = ["displace", "fragment"] if len(onsets) > 2 else ["fragment"]
+            if density >= 0.4:
+                options.append("ornament")
+            if density < 0.35:
+                options = ["augment", "fragment"]
+            for how in rng.sample(options, 2 if section.name == "development" else 1):
+                varied = self._vary(onsets, contour, how, qpb, motif.direction)
+                if len(varied[0]) >= 2:
+                    onsets, contour = varied
         shift = {
             "motif": 0,
             "sequence": motif.direction,
@@ -504,6 +686,7 @@ class Composer:
 
         start = self._chord_index(bar, centre + motif.offset + shift)
         lo, hi = centre - 4, centre + 5  # about an octave and a half: a singable compass
+        start = min(max(start, lo), hi)
         indices = [start]
         for step in contour:
             nxt = indices[-1] + step
@@ -580,16 +763,18 @@ class Composer:
                     pitch = nearest_pitch(rng.choice(pcs[:3]), d.register + rng.randint(4, 14))
                     out.append((onset, 2.0, pitch, rng.randint(30, 40), "texture"))
             return out
-        velocity = int((42 + 18 * d.density) * self._swell(bar))
+        density = self.density(bar)
+        velocity = int((42 + 18 * density) * self._swell(bar))
         if d.experimental >= cfg.cluster_threshold:
             # Pointillism: scattered dots from the chord and its whole-tone shadow.
             whole_tone = [(pcs[0] + 2 * i) % 12 for i in range(6)]
             pool = list(pcs) + whole_tone
-            count = rng.randint(3, 3 + int(6 * d.density))
+            count = rng.randint(3, 3 + int(6 * density))
             out = []
             for _ in range(count):
                 onset = rng.randrange(int(qpb * 5)) / 5.0  # quintuplet sixteenths
-                pitch = nearest_pitch(rng.choice(pool), d.register + rng.randint(-5, 14))
+                # centred on the plan's register, so dots do not lift a dark work's music
+                pitch = nearest_pitch(rng.choice(pool), d.register + rng.randint(-7, 7))
                 out.append(
                     (
                         onset,
@@ -600,7 +785,7 @@ class Composer:
                     )
                 )
             return out
-        step = 1.0 if d.density < 0.4 else 0.5 if d.density < 0.75 else 0.25
+        step = 1.0 if density < 0.4 else 0.5 if density < 0.75 else 0.25
         if d.meter == (6, 8) and step == 1.0:
             step = 1.5
         # Arpeggios fill the space between pad and melody, so the tune stays on top.
@@ -635,10 +820,11 @@ class Composer:
         qpb = d.quarters_per_bar
         rng = _rng(self._key, bar, "percussion")
         groups = METER_GROUPS[d.meter]
+        density = self.density(bar)
         out: list[tuple[float, float, int, int, str]] = [(0.0, 0.5, 36, 52, "percussion")]
-        if d.density > 0.5:
+        if density > 0.5:
             out.append((groups[1], 0.5, 36, 40, "percussion"))
-        step = 0.5 if d.density > 0.45 else 1.0
+        step = 0.5 if density > 0.45 else 1.0
         for i in range(int(round(qpb / step))):
             on = i * step
             accent = 10 if on in groups else 0

@@ -19,10 +19,12 @@ edge_density           tempo_max_bpm``), density
 warmth (+brightness,   timbre brightness: warm vs   warm palettes were heard as *brighter*
 saturation)            cool GM palette, high shelf  timbres (bells, flute, violin vs horn,
                        and low-pass in the effects  clarinet, warm pad)
-texture_entropy,       experimental amount: 7ths/   abstract, high-entropy images -> more
-edge_density,          9ths, clusters, chromatic/   experimental textures and irregular
-1 - symmetry           whole-tone fragments,        rhythm
-                       tuplets, 5/4 meter
+abstraction (0.7),     experimental amount: 7ths/   abstract images -> more experimental
+texture_entropy        9ths, clusters, chromatic/   music (listener reports). abstraction
+(0.15),                whole-tone fragments,        (all-over structure vs a subject on a
+1 - symmetry (0.15)    chromatic passing notes,     ground) leads: texture entropy and edge
+                       tuplets, 5/4 meter           density alone read a busy old master as
+                                                    abstract (rho ~0.3 with ratings)
 symmetry, hue_spread   meter 4/4 | 3/4 | 6/8        balanced compositions -> even metre;
                                                     flowing colour -> lilting 6/8
 saturation,            richness: pad voicing size,  saturated / colourful images -> richer
@@ -120,7 +122,8 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 def read_features(features: dict[str, float]) -> dict[str, float]:
-    """The ten features by name, clipped to [0, 1], :data:`FEATURE_DEFAULT` where missing or NaN."""
+    """The features by name (:data:`FEATURE_NAMES`), clipped to [0, 1], :data:`FEATURE_DEFAULT`
+    where missing or NaN (a view from a capture older than a feature gets 0.5)."""
     out: dict[str, float] = {}
     for name in FEATURE_NAMES:
         value = features.get(name, FEATURE_DEFAULT)
@@ -153,8 +156,10 @@ def decide(
     tempo = round(_lerp(config.tempo_min_bpm, config.tempo_max_bpm, energy), 1)
     density = _clip(0.1 + 0.4 * f["edge_density"] + 0.25 * f["contrast"] + 0.25 * f["brightness"])
     timbre = _clip(0.6 * f["warmth"] + 0.25 * f["brightness"] + 0.15 * f["saturation"])
+    # Abstraction leads (what is depicted); texture and asymmetry add the
+    # painterly side of it (a gestural surface, an off-balance layout).
     experimental = _clip(
-        0.55 * f["texture_entropy"] + 0.2 * f["edge_density"] + 0.25 * (1.0 - f["symmetry"])
+        0.7 * f["abstraction"] + 0.15 * f["texture_entropy"] + 0.15 * (1.0 - f["symmetry"])
     )
     richness = _clip(0.5 * f["saturation"] + 0.5 * f["colourfulness"])
     reverb = _lerp(

@@ -55,6 +55,59 @@ CADENCE_DEGREE: dict[str, int] = {
 }
 
 
+#: The degree whose triad is diminished in each mode (kept out of the chord plans).
+DIMINISHED_DEGREE: dict[str, int] = {
+    "ionian": 6,
+    "lydian": 3,
+    "mixolydian": 2,
+    "dorian": 5,
+    "aeolian": 1,
+    "phrygian": 4,
+}
+
+#: Eight-bar plans for contrasting sections: they start away from the tonic
+#: and end on the mode's cadence chord (a half cadence that leads home), so a
+#: B section or a development sounds elsewhere while staying in the key.
+AWAY_PROGRESSIONS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "ionian": ((5, 3, 1, 4, 5, 2, 3, 4), (3, 0, 5, 1, 2, 5, 1, 4), (1, 4, 2, 5, 3, 0, 1, 4)),
+    "lydian": ((5, 1, 6, 2, 5, 1, 0, 4), (1, 2, 5, 6, 1, 5, 2, 4), (6, 5, 1, 2, 5, 6, 1, 4)),
+    "mixolydian": ((3, 4, 5, 1, 3, 5, 4, 6), (5, 3, 1, 4, 5, 1, 3, 6), (1, 4, 3, 5, 1, 3, 4, 6)),
+    "dorian": ((3, 6, 2, 3, 1, 6, 3, 4), (2, 6, 3, 1, 2, 3, 6, 4), (6, 2, 3, 1, 6, 2, 1, 4)),
+    "aeolian": ((5, 3, 2, 6, 5, 3, 4, 6), (3, 6, 2, 5, 3, 4, 5, 6), (2, 5, 3, 4, 5, 2, 3, 6)),
+    "phrygian": ((5, 2, 6, 3, 5, 6, 3, 1), (3, 6, 2, 5, 3, 2, 6, 1), (2, 5, 3, 6, 2, 3, 5, 1)),
+}
+
+#: Pre-dominant degrees (ii, IV, vi, iii) in the order a pivot chord is looked for.
+PIVOT_DEGREES: tuple[int, ...] = (1, 3, 5, 2)
+
+
+def circle_progression(mode: str, bars: int) -> tuple[int, ...]:
+    """A diatonic circle of fifths (each root a fifth below the last) ending on the cadence chord.
+
+    The sequence of development sections in common-practice music (e.g.
+    vi-ii-V-I chains); the mode's diminished triad passes as a sequence link.
+    """
+    degrees = [CADENCE_DEGREE[mode]]
+    while len(degrees) < bars:
+        degrees.append((degrees[-1] - 3) % 7)  # the chord before, a fifth above
+    return tuple(reversed(degrees))
+
+
+def pivot_degree(old_root: int, old_mode: str, new_root: int, new_mode: str) -> int | None:
+    """A pre-dominant degree of the new key whose triad lies in the old key too, or None.
+
+    A chord both keys share is heard first as belonging to the old key, then
+    reinterpreted in the new one: the classic pivot-chord modulation.
+    """
+    old_scale = scale_pitch_classes(old_root, old_mode)
+    for degree in PIVOT_DEGREES:
+        if degree in (DIMINISHED_DEGREE[new_mode], CADENCE_DEGREE[new_mode]):
+            continue
+        if set(chord_pitch_classes(new_root, new_mode, degree, 3)) <= old_scale:
+            return degree
+    return None
+
+
 def note_name(pitch: int) -> str:
     """Scientific pitch name of a MIDI note (60 -> 'C4')."""
     return f"{NOTE_NAMES[pitch % 12]}{pitch // 12 - 1}"
