@@ -247,6 +247,7 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any],
             audio_stats["join_roughness"] = None if ratio is None else round(ratio, 3)
     summary: dict[str, Any] = report.summary(wall_s, config.engine.sample_rate, roles)
     summary["audio"] = audio_stats
+    summary["soundfont"] = _soundfont_used(config, decisions)
     if room.audio_out.midi_file:
         midi_target = joined_path(config, room.audio_out.midi_file)
         midi_segments = builder.segments(room.id, "midi")
@@ -264,6 +265,24 @@ def summarise_demo(config: InstallationConfig, wall_s: float, roles: list[Any],
         {"spectral_centroid_hz": centroids[index]} if index in centroids else {}))
     _print_table(transitions, decisions, summary, timeline)
     return summary
+
+
+def _soundfont_used(config: InstallationConfig, decisions: dict[str, Any]) -> str | None:
+    """The SoundFont the demo played: as the generator described it, else as the config
+    resolves here (``soundfont = "auto"``: the font the engine found); None for others."""
+    named = {str(d["soundfont"]) for d in decisions.values() if d.get("soundfont")}
+    if named:
+        return ", ".join(sorted(named))
+    if config.engine.generator != "procedural":
+        return None
+    from engine.generators.procedural.render import resolve_soundfont
+    from ground.errors import Art2MusError
+
+    try:
+        choice, _ = resolve_soundfont(config.engine.procedural)
+    except Art2MusError:
+        return None  # the engine said why it could not start
+    return choice.name
 
 
 def _midi_offset(midi: dict[str, Any], audio: list[dict[str, Any]],
@@ -320,6 +339,8 @@ def _print_table(transitions: list[dict[str, Any]], decisions: dict[str, Any],
         f"(first artwork, during start-up: {summary['first_artwork_heard_after_s']} s)",
         markup=False, highlight=False,
     )
+    if summary.get("soundfont"):
+        console.print(f"SoundFont: {summary['soundfont']}", markup=False, highlight=False)
     for note in summary.get("notes", []):
         console.print(f"note: {note}", markup=False, highlight=False)
     files = [audio.get("file"), summary.get("midi_file"), str(timeline) if timeline else None]

@@ -38,7 +38,8 @@ from ground.config import endpoint_problem
 from ground.errors import Art2MusError, ConfigError
 from installation.config import InstallationConfig
 
-Status = Literal["failed", "unchecked", "warning"]
+# "info": said, not counted (the SoundFont ``soundfont = "auto"`` resolves to).
+Status = Literal["failed", "unchecked", "warning", "info"]
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,9 @@ class _Checks:
 
     def engine_files(self) -> None:
         engine = self.config.engine
-        if engine.generator == "procedural" and engine.procedural.soundfont:
+        if engine.generator == "procedural" and engine.procedural.soundfont == "auto":
+            self.auto_soundfont(engine.procedural)
+        elif engine.generator == "procedural" and engine.procedural.soundfont:
             self.existing_file("engine.procedural.soundfont", engine.procedural.soundfont,
                                "a SoundFont (.sf2) file")
         if engine.generator == "diffusion":
@@ -335,6 +338,22 @@ class _Checks:
                               "`art2mus export-onnx`", f"no folder at {onnx_dir}")
                 else:
                     self.ok()
+
+    def auto_soundfont(self, procedural: Any) -> None:
+        """Say which font ``soundfont = "auto"`` resolves to here (loading it, as the engine
+        will), and warn about each broken candidate it passes over."""
+        from engine.generators.procedural.render import resolve_soundfont
+
+        where = "engine.procedural.soundfont"
+        try:
+            choice, _ = resolve_soundfont(procedural)
+        except Art2MusError as exc:  # not even the shipped font (pretty_midi missing)
+            self.error(where, exc, "a General MIDI SoundFont")
+            return
+        for skipped in choice.skipped:
+            self.warn(where, f"auto skipped a broken font: {skipped}")
+        self.report.findings.append(Finding(where, "info", choice.describe()))
+        self.ok()
 
     def room_encoders(self, model_dir: Path) -> None:
         """Every room's capture encoder is the one the model's projection was trained on.

@@ -6,6 +6,9 @@ rendered samples or the reported notes, so each can fail.
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -226,3 +229,147 @@ def test_renders_far_faster_than_real_time(generator: ProceduralGenerator) -> No
     factor = 10.0 / (time.process_time() - began)
     # Loose bound (shared CI machines); the measured factor is far higher.
     assert factor > 5.0, f"real-time factor {factor:.1f}"
+
+
+# -- SoundFont "auto" ------------------------------------------------------------
+
+
+@pytest.fixture()
+def font_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Two empty search folders, the only ones "auto" sees (not this machine's fonts)."""
+    from engine.generators.procedural import render
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.setattr(render, "SOUNDFONT_DIRS", ())
+    monkeypatch.setenv(render.SOUNDFONT_DIRS_ENV, f"{first}{os.pathsep}{second}")
+    return first, second
+
+
+def _shipped_copy(path: Path) -> Path:
+    """A copy of the shipped GM font under another (preferred) name."""
+    from engine.generators.procedural.render import default_soundfont
+
+    shutil.copyfile(default_soundfont(), path)
+    return path
+
+
+def test_auto_ranks_fonts_by_preference_then_folder(font_dirs: tuple[Path, Path]) -> None:
+    from engine.generators.procedural.render import find_soundfonts, resolve_soundfont
+
+    first, second = font_dirs
+    fluid = _shipped_copy(first / "FluidR3_GM.sf2")
+    musescore = _shipped_copy(second / "MuseScore_General.sf3")
+    generaluser = _shipped_copy(second / "GeneralUser GS v1.471.sf2")
+    (first / "notes.txt").write_text("not a font")
+    (first / "default-GM.sf2").symlink_to(fluid)  # Debian's alternatives link: counted once
+    another_fluid = _shipped_copy(second / "FluidR3_GM.sf2")  # same rank, later folder
+    assert find_soundfonts() == [musescore, generaluser, fluid, another_fluid]
+    choice, _ = resolve_soundfont(ProceduralConfig(soundfont="auto"))
+    assert choice.path == musescore and choice.reason == "auto" and choice.skipped == ()
+    assert "MuseScore_General.sf3" in choice.describe()
+
+
+def test_auto_skips_a_broken_font_with_a_warning(
+    font_dirs: tuple[Path, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = font_dirs
+    (second / "MuseScore_General.sf2").write_bytes(b"RIFF not a soundfont" * 10)
+    good = _shipped_copy(first / "FluidR3_GM.sf2")
+    with caplog.at_level(logging.INFO, logger="engine.generators.procedural.render"):
+        generator = ProceduralGenerator(ProceduralConfig(soundfont="auto"), sample_rate=RATE)
+    assert generator.renderer.soundfont.path == good
+    assert "MuseScore_General.sf2" in generator.renderer.soundfont.skipped[0]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "MuseScore_General.sf2" in warnings[0].getMessage()
+    # The font in use is said once, by name, when the generator is built.
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("SoundFont FluidR3_GM.sf2 (auto:" in line for line in said), said
+
+
+def test_auto_falls_back_to_the_shipped_font_and_says_so(font_dirs: tuple[Path, Path]) -> None:
+    from engine.generators.procedural.render import default_soundfont, resolve_soundfont
+
+    choice, _ = resolve_soundfont(ProceduralConfig(soundfont="auto"))
+    assert choice.path == default_soundfont() and choice.reason == "auto-fallback"
+    assert "apt install fluid-soundfont-gm" in choice.describe()
+    shipped, _ = resolve_soundfont(ProceduralConfig())  # the schema default: always shipped
+    assert shipped.path == default_soundfont() and shipped.reason == "shipped"
+
+
+def test_a_reused_synth_renders_exactly_what_a_fresh_one_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.generators.procedural import render
+
+    view = _view(brightness=0.7, saturation=0.9, colourfulness=0.9, contrast=0.9)
+    with monkeypatch.context() as patch:  # no pool: every stream loads its own synth
+        patch.setattr(render, "_IDLE_SYNTHS_KEPT", 0)
+        unpooled = ProceduralGenerator(ProceduralConfig(), sample_rate=RATE)
+        unpooled.renderer._idle.clear()
+        fresh, _, _ = _render(unpooled, view, 2.0)
+        assert not unpooled.renderer._idle
+    pooled = ProceduralGenerator(ProceduralConfig(), sample_rate=RATE)
+    _render(pooled, _view(brightness=0.1), 1.0)  # gone with voices still sounding
+    assert len(pooled.renderer._idle) == 2  # its synth came back (and the spare is there)
+    reused, _, _ = _render(pooled, view, 2.0)
+    assert np.array_equal(fresh, reused)
+
+
+# -- Loudness --------------------------------------------------------------------
+
+
+def _artwork_view(index: int) -> ArtworkView:
+    from capture.descriptor import describe_image
+    from capture.synthetic.artworks import make_artwork
+
+    features = describe_image(make_artwork(index, 7, (256, 256))).features
+    return _view("artwork", f"style-{index}", **features)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 7])  # warm abstract, dark nocturne, grid, portrait
+def test_every_artwork_lands_within_two_lu_of_the_target(
+    generator: ProceduralGenerator, index: int
+) -> None:
+    view = _artwork_view(index)
+    audio, _, _ = _render(generator, view, 20.0, seed=0)
+    target = generator.config.target_lufs
+    assert abs(_lufs(audio) - target) <= 2.0
+    # ...from its first seconds, not only on average: the follower is primed.
+    assert abs(_lufs(audio[: 5 * RATE]) - target) <= 2.0
+    assert 20 * np.log10(np.abs(audio).max()) <= generator.config.ceiling_db + 0.1
+
+
+def test_the_ambience_plays_at_its_configured_level() -> None:
+    for level in (-33.0, -40.0):
+        quiet = ProceduralGenerator(ProceduralConfig(ambience_lufs=level), sample_rate=RATE)
+        audio, _, _ = _render(quiet, _view("empty"), 20.0)
+        assert abs(_lufs(audio) - level) <= 2.0
+
+
+def test_check_config_deep_names_the_font_auto_resolves_to(
+    font_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from installation.config import config_from_dict
+    from installation.doctor import deep_check
+
+    first, second = font_dirs
+    (first / "GeneralUser GS 1.44.sf2").write_bytes(b"broken")
+    _shipped_copy(second / "FluidR3_GM.sf2")
+    config = config_from_dict(
+        {
+            "installation": {"output_dir": str(tmp_path)},
+            "audio_out": {"output": "none"},
+            "engine": {"procedural": {"soundfont": "auto"}},
+            "rooms": [{"id": "a"}],
+        }
+    )
+    report = deep_check(config)
+    said = [
+        (f.status, f.message) for f in report.findings if f.field == "engine.procedural.soundfont"
+    ]
+    assert [status for status, _ in said] == ["warning", "info"]
+    assert "GeneralUser GS 1.44.sf2" in said[0][1]
+    assert said[1][1].startswith("SoundFont FluidR3_GM.sf2 (auto: the best General MIDI")
+    assert not report.failures

@@ -60,8 +60,13 @@ class ProceduralConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    # The schema default stays the shipped font so a bare config (and every test)
+    # sounds the same on every machine; the shipped configs ask for "auto".
     soundfont: str | None = Field(
-        default=None, description="GM SoundFont (.sf2); default: the one pretty_midi ships."
+        default=None,
+        description='GM SoundFont (.sf2/.sf3), or "auto": the best General MIDI font '
+        "installed (see render.SOUNDFONT_PREFERENCE), else the one pretty_midi ships; "
+        "default: the one pretty_midi ships.",
     )
 
     # -- Time ---------------------------------------------------------------

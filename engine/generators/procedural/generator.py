@@ -68,10 +68,11 @@ class ProceduralGenerator:
         return decide(dict(view.features), self.config, view.artwork_id)
 
     def describe(self, condition: Any) -> dict[str, Any]:
-        """JSON-ready summary of the decisions (key, mode, tempo, instruments...)."""
+        """JSON-ready summary of the decisions (key, mode, tempo, instruments...) and the
+        SoundFont that plays them."""
         if not isinstance(condition, MusicalDecisions):
             raise TypeError(f"condition must be MusicalDecisions, got {type(condition).__name__}")
-        return describe_decisions(condition)
+        return describe_decisions(condition) | {"soundfont": self.renderer.soundfont.name}
 
     def apply_controls(
         self, view: ArtworkView, condition: Any, controls: RoomControls
