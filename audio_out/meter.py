@@ -12,10 +12,15 @@ Who owns what (the real-time rules of :mod:`audio_out`):
   publishes the count of frames written. No array is allocated, no lock
   taken, nothing logged.
 - **Role thread** (at heartbeat time): copies the ring, puts it in time
-  order and analyses the copy: the peak and the spectrum of what was played
-  since the last heartbeat, and the short-term loudness of the last 3 s. The
-  callback may overwrite the ring's oldest frames while it is copied, so the
-  analysis never looks at the oldest :data:`TORN_MARGIN_S` of it.
+  order and analyses what was played since the last heartbeat, and only
+  that: its peak, its spectrum (the newest :data:`SPECTRUM_S` of it), and
+  its K-weighted energy per 0.1 s, the filter's state carried from one
+  heartbeat to the next; the short-term loudness is the energy of the last
+  3 s of those sub-blocks. So a reading costs what 0.5 s of audio costs
+  (a few ms), not 3.5 s: the same thread reads the chunks, and a slow
+  heartbeat there once made audio_out run dry. The callback may overwrite
+  the ring's oldest frames while it is copied, so the analysis never looks
+  at the oldest :data:`TORN_MARGIN_S` of it.
 
 The ring is allocated when the output is opened (:meth:`LevelMeter.factory`),
 in the role thread, before the callback can run.
@@ -25,11 +30,19 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+# Imported with the module, i.e. when the audio_out role starts (under the supervisor's
+# start-up grace): scipy.signal takes a second or more on a loaded machine, and paid later,
+# in the role's thread, it delays the first clock report (the engine resends, audio_out
+# splices) or a heartbeat (the hang watch kills the role).
+from pyloudnorm import IIRfilter
+from scipy.signal import sosfilt, welch
 
 from audio_out.outputs import open_output
 from ground.events import EventSink
@@ -42,6 +55,10 @@ SHORT_TERM_S = 3.0
 PREROLL_S = 0.5
 #: The oldest part of the ring copy that the callback may have overwritten during the copy.
 TORN_MARGIN_S = 0.5
+#: The spectrum reads at most this much of the newest audio (its cost bound).
+SPECTRUM_S = 1.0
+#: The loudness window slides by sub-blocks this long.
+SUB_BLOCK_S = 0.1
 #: Spectrum bands: log-spaced between these edges (Hz).
 SPECTRUM_BANDS = 32
 SPECTRUM_LOW_HZ = 40.0
@@ -69,8 +86,6 @@ def k_weighting_sos(rate: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _k_weighting_sos(rate: int) -> np.ndarray:
-    from pyloudnorm import IIRfilter
-
     stages = (IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, rate, "high_shelf"),
               IIRfilter(0.0, 0.5, 38.0, rate, "high_pass"))
     sos = np.array([np.concatenate([stage.b * stage.passband_gain, stage.a])
@@ -86,8 +101,6 @@ def short_term_lufs(block: np.ndarray, rate: int, preroll: int = 0) -> float | N
     surround pair (channels 4 and 5 of L, R, C, Ls, Rs). None below the
     absolute gate (-70 LUFS): silence.
     """
-    from scipy.signal import sosfilt
-
     if block.shape[0] <= preroll:
         return None
     weighted = sosfilt(k_weighting_sos(rate), block.astype(np.float64), axis=0)[preroll:]
@@ -110,8 +123,6 @@ def band_spectrum(mono: np.ndarray, rate: int) -> list[float]:
     -6 dBFS reads -9 dB in its band). A band with no FFT bin (above the
     Nyquist frequency) reads the floor.
     """
-    from scipy.signal import welch
-
     edges = BAND_EDGES_HZ
     if len(mono) < 16:
         return [FLOOR_DB] * SPECTRUM_BANDS
@@ -160,6 +171,8 @@ class LevelMeter:
         self._ring: np.ndarray | None = None
         self._written = 0  # frames copied into the ring so far (written by the callback)
         self._read = 0  # frames the analysis has taken (role thread only)
+        self._zi: np.ndarray | None = None  # the K-weighting filters' state (role thread)
+        self._energy_blocks: deque[tuple[int, np.ndarray]] = deque()  # (frames, sum of z^2)
 
     def allocate(self, sample_rate: int, channels: int) -> None:
         """Make the ring for this output (role thread, before the callback runs)."""
@@ -169,12 +182,9 @@ class LevelMeter:
         self.sample_rate = sample_rate
         self._ring = np.zeros((round(self.ring_s * sample_rate), channels), np.float32)
         self._written = self._read = 0
-        # scipy.signal and pyloudnorm take a second or more to import on a loaded machine:
-        # here, while the output opens (before the first heartbeat), not in the first
-        # reading, where the supervisor's hang watch would see a role fall silent.
-        import scipy.signal  # noqa: F401
-
-        _k_weighting_sos(sample_rate)
+        self._zi = np.zeros((2, 2, channels))  # two biquads, two states, per channel
+        self._energy_blocks.clear()
+        _k_weighting_sos(sample_rate)  # computed once per rate, before the callback runs
 
     def wrap(self, fill: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
         """The callback ``fill`` followed by the measurement."""
@@ -227,7 +237,7 @@ class LevelMeter:
         level = self.take_dbfs()
         ring = self._ring
         written = self._written
-        if ring is None or written == 0:
+        if ring is None or self._zi is None or written == 0:
             return MeterReading(level, None, None, None)
         snapshot = ring.copy()  # the callback goes on writing into the ring meanwhile
         size = len(snapshot)
@@ -236,14 +246,36 @@ class LevelMeter:
         usable = min(written, size - round(TORN_MARGIN_S * rate))
         fresh = min(written - self._read, usable)
         self._read = written
-        window = min(usable, round((SHORT_TERM_S + PREROLL_S) * rate))
-        recent = ordered[size - window:]
-        preroll = max(0, window - round(SHORT_TERM_S * rate))
-        loudness = short_term_lufs(recent, rate, preroll)
         if fresh <= 0:
-            return MeterReading(level, None, loudness, None)
+            return MeterReading(level, None, self._short_term(), None)
         played = ordered[size - fresh:]
+        weighted, self._zi = sosfilt(_k_weighting_sos(rate), played.astype(np.float64), axis=0,
+                                     zi=self._zi)
+        squares = np.square(weighted)
+        step = max(1, round(SUB_BLOCK_S * rate))
+        for begin in range(0, fresh, step):
+            part = squares[begin:begin + step]
+            self._energy_blocks.append((len(part), part.sum(axis=0)))
+        window = round(SHORT_TERM_S * rate)
+        total = sum(n for n, _ in self._energy_blocks)
+        while self._energy_blocks and total - self._energy_blocks[0][0] >= window:
+            total -= self._energy_blocks.popleft()[0]
         peak = float(np.max(np.abs(played)))
         peak_db = round(max(FLOOR_DB, 20.0 * math.log10(peak)), 1) if peak > 0 else FLOOR_DB
-        spectrum = band_spectrum(played.mean(axis=1), rate)
-        return MeterReading(level, peak_db, loudness, spectrum)
+        newest = played[-min(fresh, round(SPECTRUM_S * rate)):]
+        spectrum = band_spectrum(newest.mean(axis=1), rate)
+        return MeterReading(level, peak_db, self._short_term(), spectrum)
+
+    def _short_term(self) -> float | None:
+        """BS.1770 loudness of the kept sub-blocks (the last 3 s); None for silence."""
+        if not self._energy_blocks:
+            return None
+        frames = sum(n for n, _ in self._energy_blocks)
+        mean_square = sum(energy for _, energy in self._energy_blocks) / frames
+        gains = np.ones(len(mean_square))
+        gains[3:5] = 1.41  # the surround pair of L, R, C, Ls, Rs
+        power = float(np.dot(gains, mean_square))
+        if power <= 0.0:
+            return None
+        loudness = -0.691 + 10.0 * math.log10(power)
+        return round(loudness, 1) if loudness >= SILENCE_LUFS else None
