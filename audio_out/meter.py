@@ -271,8 +271,8 @@ class LevelMeter:
         if not self._energy_blocks:
             return None
         frames = sum(n for n, _ in self._energy_blocks)
-        mean_square = sum(energy for _, energy in self._energy_blocks) / frames
-        gains = np.ones(len(mean_square))
+        mean_square = np.sum([energy for _, energy in self._energy_blocks], axis=0) / frames
+        gains = np.ones(mean_square.shape[0])
         gains[3:5] = 1.41  # the surround pair of L, R, C, Ls, Rs
         power = float(np.dot(gains, mean_square))
         if power <= 0.0:
