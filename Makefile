@@ -18,12 +18,14 @@ $(BASE): pyproject.toml
 	# tinysoundfont declares PyAudio, which we never use and which needs the
 	# PortAudio headers to build; install it alone, without its dependencies.
 	$(BIN)/pip install -q --no-deps "tinysoundfont>=0.3.7"
-	$(BIN)/pip install -q -e .
+	# the room extras too (sound card, live MIDI, OSC), so `make demo` plays out loud
+	$(BIN)/pip install -q -e ".[room]"
 	touch $(BASE)
 
 $(DEV): $(BASE)
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[test,lint,diffusion,encoders]"
+	# every extra: the tests exercise MIDI, OSC, playback, diffusion and the encoders
+	$(BIN)/pip install -q -e ".[room,test,lint,diffusion,encoders]"
 	touch $(DEV)
 
 setup: $(DEV)

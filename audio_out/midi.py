@@ -12,6 +12,13 @@ callback never touches it.
 :func:`write_midi_file` writes notes with mido rather than pretty_midi's
 writer, because pretty_midi re-assigns channels on write and the notes'
 channels must survive (pretty_midi reads the files back fine).
+
+**Tempo and meter**: both writers take the music's :class:`TempoChange` records
+(``set_tempo`` and ``time_signature`` at the frame each takes effect, a bar
+line) and convert frames to ticks piecewise (:class:`TickClock`), so a DAW
+shows the notes on its bar grid; with none, the file is 120 bpm 4/4 as
+before. Notes keep their exact times either way. Each track (each channel
+in the streamed type-0 file) is named after its General MIDI instrument.
 :class:`MidiRecorder` is the player's MIDI file: a *segment* per start of the
 role, named and created like the audio segments (:mod:`audio_out.recorder`),
 streamed as a type-0 file while the notes are heard, so a killed role leaves
@@ -47,6 +54,72 @@ _TICKS_PER_BEAT = 480
 _TEMPO_US = 500_000  # 120 bpm: 960 ticks per second
 
 
+@dataclass(frozen=True)
+class TempoChange:
+    """The music's tempo (quarter notes per minute) and meter from ``frame`` on."""
+
+    frame: int
+    bpm: float
+    meter: tuple[int, int] = (4, 4)
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.bpm <= 1000.0:
+            raise ValueError(f"TempoChange.bpm: expected 1..1000, got {self.bpm}")
+        numerator, denominator = self.meter
+        if not 1 <= numerator <= 255 or denominator not in (1, 2, 4, 8, 16, 32, 64):
+            raise ValueError(f"TempoChange.meter: expected (1..255, a power of 2 up to 64), "
+                             f"got {self.meter}")
+        if self.frame < 0:
+            raise ValueError(f"TempoChange.frame: expected >= 0, got {self.frame}")
+
+    @property
+    def tempo_us(self) -> int:
+        """Microseconds per quarter note (MIDI ``set_tempo``)."""
+        return round(60_000_000 / self.bpm)
+
+
+class TickClock:
+    """Frames to MIDI ticks under a tempo map that grows in time order (exact, piecewise)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        # (frame, tick at that frame, ticks per frame from there on)
+        self._segments: list[tuple[int, float, float]] = [
+            (0, 0.0, _TICKS_PER_BEAT * 1_000_000 / _TEMPO_US / sample_rate)]
+
+    def change(self, change: TempoChange) -> int:
+        """Apply ``change`` from its frame on; the tick where it falls.
+
+        A change before the last one (a late report) takes effect at the last.
+        """
+        frame = max(change.frame, self._segments[-1][0])
+        tick = self.ticks(frame)
+        self._segments.append((frame, tick,
+                               _TICKS_PER_BEAT * 1_000_000 / change.tempo_us / self.sample_rate))
+        return round(tick)
+
+    def ticks(self, frame: int) -> float:
+        """The tick of ``frame`` (fractional)."""
+        for start, tick, per_frame in reversed(self._segments):
+            if frame >= start:
+                return tick + (frame - start) * per_frame
+        return frame * self._segments[0][2]
+
+
+def gm_name(program: int) -> str:
+    """The General MIDI instrument name of ``program`` (0-127), "Percussion" for 128."""
+    if program == DRUM_PROGRAM:
+        return "Percussion"
+    import pretty_midi  # a core dependency; its table is the GM level 1 list
+
+    return str(pretty_midi.program_to_instrument_name(int(np.clip(program, 0, 127))))
+
+
+def _meter_bytes(meter: tuple[int, int]) -> bytes:
+    """``time_signature`` data: numerator, log2 denominator, 24 clocks per click, 8 32nds."""
+    return bytes((meter[0], meter[1].bit_length() - 1, 24, 8))
+
+
 @dataclass(slots=True)
 class Note:
     """One note on the timeline (samples); ``out_start`` is its frame in the played stream."""
@@ -74,6 +147,8 @@ class PlayedNotes:
         self._pending: list[Note] = []  # queued, not yet reached by the playhead
         self._active: list[Note] = []  # started, may still be cut by a splice
         self._played: list[Note] = []  # every committed note, in order, for the file
+        self._tempi: list[TempoChange] = []  # queued tempo changes, timeline frames
+        self._last_tempo: TempoChange | None = None  # the last queued (a repeat is ignored)
         self._max_played = max_played
         self.dropped_late = 0
         self.dropped_replaced = 0
@@ -92,6 +167,9 @@ class PlayedNotes:
                         continue
                     kept.append(note)
                 self._pending = kept
+                self._tempi = [t for t in self._tempi if t.frame < cut]
+                if self._last_tempo is not None and self._last_tempo.frame >= cut:
+                    self._last_tempo = None  # dropped: the same change may come again
                 for note in self._pending + self._active:
                     if note.end > cut_end:
                         note.end = max(note.start + 1, cut_end)
@@ -129,6 +207,28 @@ class PlayedNotes:
             self._played.extend(started[: max(0, room)])
         return started
 
+    def add_tempo(self, change: TempoChange) -> None:
+        """Queue a tempo/meter change at a timeline frame (a splice before it drops it).
+
+        Every chunk may report its piece's change: the same one again is ignored.
+        """
+        with self._lock:
+            if change == self._last_tempo:
+                return
+            self._last_tempo = change
+            self._tempi = [t for t in self._tempi if t.frame < change.frame] + [change]
+
+    def take_tempi(self, playhead: int, frames_out: int) -> list[TempoChange]:
+        """The queued changes the playhead has passed, in played-stream frames (monitor thread).
+
+        ``playhead`` and ``frames_out`` as for :meth:`advance`.
+        """
+        offset = frames_out - playhead
+        with self._lock:
+            passed = [t for t in self._tempi if t.frame < playhead]
+            self._tempi = [t for t in self._tempi if t.frame >= playhead]
+        return [TempoChange(max(0, t.frame + offset), t.bpm, t.meter) for t in passed]
+
     @property
     def pending(self) -> int:
         """Notes queued but not yet played."""
@@ -157,23 +257,37 @@ class PlayedNotes:
         return len(notes)
 
 
-def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int) -> None:
+def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int,
+                    tempo_map: Iterable[TempoChange] = ()) -> None:
     """Write integer (N, 6) notes with absolute start frames to a type-1 MIDI file.
 
-    One track per (program, channel), each opening with its program change
-    (none for percussion, which GM plays on channel 10 = index 9).
+    The first track carries the tempo map (``set_tempo`` and ``time_signature``
+    at each change; 120 bpm 4/4 without one). One track per (program,
+    channel), named after its GM instrument, each opening with its program
+    change (none for percussion, which GM plays on channel 10 = index 9).
     """
     import mido  # light, but only needed here
 
     notes = np.asarray(notes, dtype=np.int64).reshape(-1, 6)
     tracks: dict[tuple[int, int], list[tuple[int, int, mido.Message]]] = {}
-    ticks_per_frame = _TICKS_PER_BEAT * 1_000_000 / _TEMPO_US / sample_rate
+    clock = TickClock(sample_rate)
+    conductor_events: list[tuple[int, mido.MetaMessage]] = []
+    changes = sorted(tempo_map, key=lambda c: c.frame)
+    if not changes or changes[0].frame > 0:
+        conductor_events.append((0, mido.MetaMessage("set_tempo", tempo=_TEMPO_US)))
+        conductor_events.append((0, mido.MetaMessage("time_signature", numerator=4,
+                                                     denominator=4)))
+    for change in changes:
+        tick = clock.change(change)
+        conductor_events.append((tick, mido.MetaMessage("set_tempo", tempo=change.tempo_us)))
+        conductor_events.append((tick, mido.MetaMessage(
+            "time_signature", numerator=change.meter[0], denominator=change.meter[1])))
     for start, length, pitch, velocity, program, channel in notes.tolist():
         if program == DRUM_PROGRAM:
             channel = DRUM_CHANNEL
         channel = int(np.clip(channel, 0, 15))
-        on = round(start * ticks_per_frame)
-        off = max(on + 1, round((start + max(length, 1)) * ticks_per_frame))
+        on = round(clock.ticks(start))
+        off = max(on + 1, round(clock.ticks(start + max(length, 1))))
         events = tracks.setdefault((program, channel), [])
         pitch = int(np.clip(pitch, 0, 127))
         velocity = int(np.clip(velocity, 1, 127))
@@ -183,11 +297,15 @@ def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int) -> No
         events.append((off, 0, mido.Message("note_off", note=pitch, velocity=0,
                                             channel=channel)))
     midi = mido.MidiFile(type=1, ticks_per_beat=_TICKS_PER_BEAT)
-    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=_TEMPO_US, time=0)])
+    conductor = mido.MidiTrack([mido.MetaMessage("track_name", name="tempo")])
+    now = 0
+    for tick, meta in conductor_events:
+        conductor.append(meta.copy(time=tick - now))
+        now = tick
     midi.tracks.append(conductor)
     for (program, channel), events in sorted(tracks.items()):
         track = mido.MidiTrack()
-        track.append(mido.MetaMessage("track_name", name=f"program {program} channel {channel}"))
+        track.append(mido.MetaMessage("track_name", name=gm_name(program)))
         if program != DRUM_PROGRAM:
             track.append(mido.Message("program_change", program=int(np.clip(program, 0, 127)),
                                       channel=channel, time=0))
@@ -241,7 +359,7 @@ class MidiRecorder(SegmentStatus):
         self._fd: int | None = None
         self._failed = False
         self._closed = False
-        self._ticks_per_frame = _TICKS_PER_BEAT * 1_000_000 / _TEMPO_US / sample_rate
+        self._clock = TickClock(sample_rate)
         self._track_bytes = 0
         self._last_tick = 0
         self._last_frame = 0
@@ -254,7 +372,9 @@ class MidiRecorder(SegmentStatus):
             return
         header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + \
             (1).to_bytes(2, "big") + _TICKS_PER_BEAT.to_bytes(2, "big")
-        tempo = b"\x00\xff\x51\x03" + _TEMPO_US.to_bytes(3, "big")
+        # 120 bpm 4/4 until the music says otherwise (:meth:`tempo`)
+        tempo = b"\x00\xff\x51\x03" + _TEMPO_US.to_bytes(3, "big") + \
+            b"\x00\xff\x58\x04" + _meter_bytes((4, 4))
         self._put(header + b"MTrk" + (0).to_bytes(4, "big"), tempo, offset=0)
 
     def announce(self, playhead: int) -> None:
@@ -265,20 +385,34 @@ class MidiRecorder(SegmentStatus):
         self._log("recording_opened", path=str(self.path), media="midi",
                   sample_rate=self.sample_rate, playhead=playhead)
 
-    def advance(self, started: Iterable[Note], playhead: int) -> None:
-        """Write the note-ons of ``started`` and the note-offs the playhead has passed."""
+    def advance(self, started: Iterable[Note], playhead: int,
+                tempi: Iterable[TempoChange] = ()) -> None:
+        """Write the note-ons of ``started`` and the note-offs the playhead has passed.
+
+        ``tempi`` (frames of the played stream, in time order) are the tempo
+        and meter changes the playhead has passed; they are written at their
+        frames and time the events from there on.
+        """
         if self._failed or self._closed:
             return
         events: list[tuple[int, int, bytes]] = []
+        for change in tempi:
+            events.append((max(change.frame, self._last_frame), -1, self._tempo_bytes(change)))
+            self._clock.change(change)
         for note in started:
             if note.out_start is None:
                 continue
             self._sounding.append(note)
             channel = DRUM_CHANNEL if note.program == DRUM_PROGRAM else note.channel & 0x0F
-            if note.program != DRUM_PROGRAM and self._programs.get(channel) != note.program:
+            if self._programs.get(channel) != note.program:
                 self._programs[channel] = note.program
-                events.append((note.out_start, 1, bytes(
-                    (0xC0 | channel, int(np.clip(note.program, 0, 127))))))
+                name = gm_name(note.program).encode("ascii", "replace")[:127]
+                # channel prefix, then the instrument's name: a type-0 file's track names
+                meta = b"\xff\x20\x01" + bytes((channel,)) + b"\x00\xff\x04" + \
+                    bytes((len(name),)) + name
+                if note.program != DRUM_PROGRAM:
+                    meta += b"\x00" + bytes((0xC0 | channel, int(np.clip(note.program, 0, 127))))
+                events.append((note.out_start, 1, meta))
             events.append((note.out_start, 2, bytes(
                 (0x90 | channel, note.pitch & 0x7F, int(np.clip(note.velocity, 1, 127))))))
         self._sounding, ended = ([n for n in self._sounding if n.end > playhead],
@@ -301,12 +435,18 @@ class MidiRecorder(SegmentStatus):
             return
         data = bytearray()
         for frame, _, message in sorted(events, key=lambda e: (e[0], e[1])):
-            tick = max(self._last_tick, round(frame * self._ticks_per_frame))
+            tick = max(self._last_tick, round(self._clock.ticks(frame)))
             data += _vlq(tick - self._last_tick) + message
             self._last_tick = tick
             self._last_frame = max(self._last_frame, frame)
             self.notes_written += int(message[0] & 0xF0 == 0x90)
         self._put(bytes(data + tail))
+
+    @staticmethod
+    def _tempo_bytes(change: TempoChange) -> bytes:
+        """``set_tempo`` then (at the same tick) ``time_signature``, as track bytes."""
+        return b"\xff\x51\x03" + change.tempo_us.to_bytes(3, "big") + b"\x00\xff\x58\x04" + \
+            _meter_bytes(change.meter)
 
     def _put(self, *chunks: bytes, offset: int | None = None) -> None:
         """Append to the track (or write at ``offset``), then rewrite the track length."""

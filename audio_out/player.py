@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from audio_out.config import AudioOutConfig
-from audio_out.midi import MidiPortOut, MidiRecorder, PlayedNotes, open_midi_port
+from audio_out.midi import MidiPortOut, MidiRecorder, PlayedNotes, TempoChange, open_midi_port
 from audio_out.mixer import ChannelMap, PeakLimiter, SmoothGain, render_gain_product
 from audio_out.outputs import OutputStream, open_output
 from audio_out.recorder import Recorder
@@ -334,6 +334,13 @@ class Player:
             self.notes.add_chunk(chunk.seq, dev_start,
                                  self._notes_to_device(notes, chunk.start_sample, dev_start),
                                  window)
+            if (result.accepted and chunk.tempo_bpm is not None and chunk.meter is not None
+                    and chunk.downbeat is not None):
+                try:  # the recorded MIDI file's tempo map (a repeat is ignored)
+                    self.notes.add_tempo(TempoChange(rs.to_device(chunk.downbeat),
+                                                     chunk.tempo_bpm, chunk.meter))
+                except ValueError as error:  # a meter no MIDI file can hold: counted, dropped
+                    self._log("tempo_refused", seq=chunk.seq, error=str(error))
         if result.accepted:
             with self._starts_lock:
                 if result.kind == "replace":
@@ -468,13 +475,14 @@ class Player:
             self._seen_resumes = resumes
         if self.notes is not None:
             started = self.notes.advance(playhead, frames_out)
+            tempi = self.notes.take_tempi(playhead, frames_out)  # taken even unrecorded
             if self.midi_out is not None and started:
                 self.midi_out.feed(started)
             midi_file = self.midi_recorder
             if midi_file is not None:
                 if not midi_file.announced and self._origin is not None:
                     midi_file.announce(rs.to_source(self._origin))
-                midi_file.advance(started, playhead)
+                midi_file.advance(started, playhead, tempi)
         stop_after = self.config.stop_after_s
         if stop_after is not None and tl.played_frames >= stop_after * sr:
             self._done = True

@@ -78,11 +78,13 @@ def run_audio_out(
     def status() -> dict[str, Any]:
         tl = player.timeline
         recording = player.recording_status()
+        reading = meter.reading()
+        playhead_s = round(tl.playhead / player.sample_rate, 2)
         metrics.set_underflows(config.room, tl.underflows)
         metrics.set_recording(config.room, recording["state"])
-        return {"state": tl.state, "underflows": tl.underflows,
-                "playhead_s": round(tl.playhead / player.sample_rate, 2),
-                "recording": recording} | meter.reading().status()
+        metrics.set_playback(config.room, playhead_s, reading.level_dbfs)
+        return {"state": tl.state, "underflows": tl.underflows, "playhead_s": playhead_s,
+                "recording": recording} | reading.status()
 
     player.start()
     try:

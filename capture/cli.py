@@ -9,7 +9,9 @@
 - ``art2mus bench capture [--scenes 200] [--style classic|rooms] [--json]``:
   detection, corner error, recognition and speed on the synthetic gallery
   scenes; ``--photos DIR`` on real photos with a ``truth.json``
-  (:func:`capture.bench.run_photo_bench`).
+  (:func:`capture.bench.run_photo_bench`). A table and the verdict against the
+  targets (:func:`capture.bench.capture_targets`), JSON with ``--json``; a progress
+  bar on stderr when it is a terminal.
 - ``art2mus index DIR`` (:mod:`capture.index_cli`), ``art2mus bench catalogue``
   (:mod:`capture.bench_catalogue`) and ``art2mus bench tracking``
   (:mod:`capture.bench_video`) live in their own modules and are listed here.
@@ -109,8 +111,11 @@ def _overlay_paths(images: tuple[Path, ...], draw: Path) -> dict[Path, Path]:
 def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
     """Export a local CLIPVisionModelWithProjection folder to ONNX for [capture.encoder]."""
     from capture.encoders import export_clip_vision
+    from ground.cli_report import working
 
-    click.echo(json.dumps(export_clip_vision(model_dir, out_path, opset), indent=2))
+    with working(f"exporting {model_dir} to {out_path} (ONNX opset {opset})"):
+        manifest = export_clip_vision(model_dir, out_path, opset)
+    click.echo(json.dumps(manifest, indent=2))
 
 
 @click.command("capture")
@@ -141,6 +146,7 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
         run_capture_bench,
         run_photo_bench,
     )
+    from ground.cli_report import progress_bar
 
     context = click.get_current_context()
     given = {name for name in ("photos", "catalogue_dir", "overlays", "scenes", "seed",
@@ -154,7 +160,9 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
         if scenes < 1:
             raise InputError(f"--scenes: expected at least 1, got {scenes}")
-        result = run_capture_bench(scenes, seed, catalogue_size, detect_width, style=style)
+        with progress_bar(unit="scenes") as progress:
+            result = run_capture_bench(scenes, seed, catalogue_size, detect_width, style=style,
+                                       progress=progress)
         printer = print_capture_bench
     else:
         for name in sorted(given & {"scenes", "seed", "catalogue_size", "style"}):
@@ -171,7 +179,9 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
             from capture.overlay import check_folder_target
 
             check_folder_target(overlays, "--overlays")
-        result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays)
+        with progress_bar(unit="photos") as progress:
+            result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
+                                     progress=progress)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))

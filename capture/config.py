@@ -116,6 +116,20 @@ class CaptureConfig(BaseModel):
         "loop falls behind) the rate drops toward this floor, and climbs back to fps when "
         "there is headroom, so the camera never starves the music.",
     )
+    # Network cameras (video:rtsp://..., video:http://... MJPEG): read by a thread that keeps
+    # only the latest frame (capture.sources.StreamSource).
+    stream_open_timeout_s: float = Field(
+        5.0, ge=0.5, le=120.0,
+        description="A network stream that has not opened after this many seconds counts as "
+                    "a failed attempt (the next one follows the backoff).")
+    stream_read_timeout_s: float = Field(
+        3.0, ge=0.5, le=120.0,
+        description="A network stream that delivers no frame for this many seconds is lost: "
+                    "the status says camera 'lost' and the stream is reopened.")
+    reconnect_max_s: float = Field(
+        8.0, ge=0.5, le=3600.0,
+        description="Reopening a lost camera or stream waits 0.5 s, 1 s, 2 s, ... up to this "
+                    "many seconds between attempts.")
     detect_width: int = Field(640, ge=160, le=1920, description="Detection runs at this width.")
     rectified_size: int = Field(256, ge=64, le=1024, description="Rectified artwork side, px.")
     heartbeat_s: float = Field(1.0, gt=0.0, le=60.0, description="Re-send the current view.")

@@ -6,7 +6,10 @@ the supervisor's control endpoint, and runs the loop until told to stop.
 The heartbeat carries the loop's effective frame rate (``fps``, lower while
 it sheds load; also the ``art2mus_capture_fps`` metric), the ``title`` and
 ``artist`` of the published work (its catalogue entry; ``""`` when it has
-none) and ``showing`` (the work shown instead of the camera, or None).
+none) and ``showing`` (the work shown instead of the camera, or None), and
+the camera's health: ``camera`` (``ok``, ``lost``, or for a network stream
+also ``reconnecting``), ``camera_fps`` (the camera's own rate), ``reconnects``
+and ``frame_age_s``, also the ``art2mus_camera_*`` metrics.
 
 Control ``set`` messages for this room may carry ``show_artwork`` and
 ``show_for_s`` (the console's "show this work"): they go to
@@ -25,6 +28,7 @@ so the engine moves the room to its empty-room ambience after
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +36,7 @@ import zmq
 
 from capture.config import CaptureConfig
 from capture.loop import CaptureLoop
-from capture.sources import open_source
+from capture.sources import ReportsCameraHealth, open_source
 from capture.watch import FrameWatch
 from ground.config import NetworkConfig, SecurityConfig
 from ground.events import EventSink
@@ -76,17 +80,34 @@ def run_capture(
     last: dict[str, Any] = {"artwork_id": None, "confidence": 0.0, "state": "empty",
                             "camera": "ok", "held_back": 0}
 
+    counted = {"frames": 0, "at": time.monotonic()}  # for the camera rate of plain sources
+
+    def camera_status() -> dict[str, Any]:
+        # A network stream reports its own health (state, its own rate, reconnects);
+        # for any other source, what the watch saw of its frames.
+        if isinstance(source.source, ReportsCameraHealth):
+            return source.source.health().status()
+        now = time.monotonic()
+        rate = (watch.frames - counted["frames"]) / max(now - counted["at"], 1e-3)
+        counted.update(frames=watch.frames, at=now)
+        return {"camera": last["camera"], "camera_fps": round(rate, 1), "reconnects": 0,
+                "frame_age_s": round(watch.no_frames_for(), 2)}
+
     def status() -> dict[str, Any]:
         fps = round(loop.rate.fps, 2)  # effective: lower while capture sheds load
+        camera = camera_status()
         metrics.set_confidence(room_id, float(last["confidence"]))
         metrics.set_capture_fps(room_id, fps)
+        metrics.set_camera(room_id, camera["camera"] == "ok", camera["camera_fps"],
+                           camera["frame_age_s"], camera["reconnects"])
         catalogue, artwork_id = loop.catalogue, last["artwork_id"]
         entry = catalogue.entry(artwork_id) if catalogue is not None and artwork_id else None
         # Cut: a heartbeat line must stay under ground.health.MAX_LINE_BYTES.
-        return dict(last, frames=watch.frames, fps=fps,
-                    title=entry.title[:MAX_NAME_CHARS] if entry is not None else "",
+        title = entry.title[:MAX_NAME_CHARS] if entry is not None else ""
+        metrics.set_artwork(room_id, artwork_id, title)
+        return dict(last, frames=watch.frames, fps=fps, title=title,
                     artist=entry.artist[:MAX_NAME_CHARS] if entry is not None else "",
-                    showing=loop.showing)
+                    showing=loop.showing) | camera
 
     def publish(view: ArtworkView) -> None:
         # A shown work is not the camera's word: it is published while the camera is lost.

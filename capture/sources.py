@@ -9,10 +9,14 @@ The capture loop (``capture.loop``) only sees the
   its own ground truth with every frame.
 - ``camera:INDEX``, ``camera:NAME`` (matched against the V4L2 device names
   in /sys/class/video4linux/*/name, :func:`find_camera`), ``camera:/dev/video2``,
-  ``video:PATH`` and ``video:rtsp://...`` (any URL): :class:`VideoSource` over
-  ``cv2.VideoCapture``. A camera or network stream that disappears is
-  reopened with exponential backoff; a video file is played in real time and
-  loops.
+  ``video:PATH``: :class:`VideoSource` over ``cv2.VideoCapture``. A camera
+  that disappears is reopened with exponential backoff; a video file is
+  played in real time and loops.
+- ``video:URL`` or ``camera:URL`` (``rtsp://``, ``http(s)://`` MJPEG, any URL
+  FFmpeg opens): :class:`StreamSource`, a network camera read by its own
+  thread that keeps only the latest frame, with open and read timeouts, a
+  watchdog, reconnection with capped exponential backoff and its health
+  (:class:`CameraHealth`) for the capture status and metrics.
 - ``images:DIR``: :class:`ImageFolderSource`, the images of a folder shown in
   turn, each for ``CaptureConfig.image_dwell_s`` seconds, cycling.
 
@@ -23,8 +27,13 @@ it at fake times; frame timestamps are wall-clock times from that clock.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -192,6 +201,229 @@ class VideoSource:
             self._capture = None
 
 
+# -- network cameras ---------------------------------------------------------
+
+#: The states a network camera reports (:attr:`CameraHealth.state`).
+CAMERA_STATES = ("ok", "lost", "reconnecting")
+
+#: ``camera_fps`` is measured over the frames of the last this many seconds.
+FPS_WINDOW_S = 2.0
+
+StreamOpener = Callable[[str, float, float], "cv2.VideoCapture | None"]
+
+
+@dataclass(frozen=True)
+class CameraHealth:
+    """How a live camera is doing, for the capture status and its metrics.
+
+    ``state``: ``"ok"`` while frames arrive; ``"lost"`` once none came for the
+    read timeout or the stream ended (waiting out the backoff before the next
+    attempt); ``"reconnecting"`` while an attempt to reopen it is under way.
+    ``camera_fps`` is the camera's own rate over the last :data:`FPS_WINDOW_S`
+    (what it streams, not what capture processes), ``reconnects`` the times
+    frames came back after a loss, ``frame_age_s`` the seconds since the
+    last frame (None before the first).
+    """
+
+    state: str
+    camera_fps: float
+    reconnects: int
+    frame_age_s: float | None
+
+    def status(self) -> dict[str, Any]:
+        """The heartbeat keys: ``camera``, ``camera_fps``, ``reconnects``, ``frame_age_s``."""
+        return {"camera": self.state, "camera_fps": round(self.camera_fps, 1),
+                "reconnects": self.reconnects,
+                "frame_age_s": None if self.frame_age_s is None else round(self.frame_age_s, 2)}
+
+
+@runtime_checkable
+class ReportsCameraHealth(Protocol):
+    """A frame source that knows how its camera is doing (a network stream does)."""
+
+    def health(self) -> CameraHealth:
+        """The camera's health now."""
+        ...
+
+
+def open_stream(url: str, open_timeout_s: float, read_timeout_s: float) -> cv2.VideoCapture | None:
+    """``url`` opened with OpenCV's FFmpeg backend and both timeouts set; None if it does not open.
+
+    Without the timeouts FFmpeg waits on a dead camera for minutes (RTSP) or
+    for ever (an HTTP server that accepts and then says nothing).
+    """
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
+        cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+        cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
+    ])
+    if not capture.isOpened():
+        capture.release()
+        return None
+    return capture
+
+
+class StreamSource:
+    """A network camera read by its own thread, which keeps only the latest frame.
+
+    A camera streams at 25-30 frames per second whatever capture's ``fps``;
+    read once per tick, OpenCV's (FFmpeg's) buffer would fill and capture
+    would see the room seconds late. The reader thread reads as fast as the
+    camera sends and keeps the newest frame; :meth:`read` hands it over once
+    (``None`` until a newer one arrives), so capture always sees the present.
+
+    Failures: a read that fails (the stream ended, FFmpeg's read timeout) or
+    an open that fails makes the camera ``lost``; the thread reopens it, the
+    first time at once, then after ``backoff_s``, twice that, ... at most
+    ``backoff_max_s`` apart, until frames come again (``reconnects`` counts
+    those returns). A watchdog in :meth:`read` covers a read that blocks
+    past the timeouts FFmpeg was given: after twice ``read_timeout_s`` that
+    reader is abandoned (it releases its capture when the read returns) and
+    a fresh one reopens the stream. Frame timestamps come from ``clock`` at
+    arrival; every duration here is measured on the monotonic clock.
+    """
+
+    def __init__(self, url: str, *, name: str, open_timeout_s: float = 5.0,
+                 read_timeout_s: float = 3.0, backoff_s: float = 0.5,
+                 backoff_max_s: float = 8.0, clock: Clock = time.time,
+                 opener: StreamOpener = open_stream) -> None:
+        self.url = url
+        self.name = name
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._clock = clock
+        self._opener = opener
+        capture = opener(url, open_timeout_s, read_timeout_s)
+        if capture is None:
+            raise InputError(f"capture source '{name}': expected a stream that opens within "
+                             f"{open_timeout_s:g} s (capture.stream_open_timeout_s), got none")
+        self._lock = threading.Lock()  # guards the fields the reader thread writes
+        self._latest: np.ndarray | None = None
+        self._latest_at = 0.0  # clock() when the latest frame arrived
+        self._latest_mono: float | None = None
+        self._received = 0
+        self._handed = 0  # _received when read() last handed a frame over
+        self._arrivals: deque[float] = deque(maxlen=512)
+        self._state = "ok"
+        self._reconnects = 0
+        self._reading_since: float | None = None  # monotonic start of a read under way
+        self._index = 0
+        self._stop = threading.Event()
+        self._generation = 0
+        self._started_mono = time.monotonic()
+        self._thread = self._start_reader(capture)
+
+    def _start_reader(self, capture: cv2.VideoCapture | None, lost: bool = False
+                      ) -> threading.Thread:
+        self._generation += 1
+        thread = threading.Thread(target=self._run, args=(capture, self._generation, lost),
+                                  name=f"stream-{self.name}", daemon=True)
+        thread.start()
+        return thread
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self._stop.is_set()
+
+    def _set_state(self, generation: int, state: str) -> None:
+        with self._lock:
+            if generation == self._generation:  # an abandoned reader no longer speaks
+                self._state = state
+
+    def _run(self, capture: cv2.VideoCapture | None, generation: int, lost: bool) -> None:
+        # lost: frames stopped since the last one, so the next one is a reconnect
+        attempts = 0  # open attempts since the last frame: the backoff's exponent
+        try:
+            while self._current(generation):
+                if capture is None:
+                    if attempts > 0:
+                        delay = min(self.backoff_s * 2 ** (attempts - 1), self.backoff_max_s)
+                        if self._stop.wait(delay) or not self._current(generation):
+                            break
+                    attempts += 1
+                    self._set_state(generation, "reconnecting")
+                    capture = self._opener(self.url, self.open_timeout_s, self.read_timeout_s)
+                    if capture is None:
+                        self._set_state(generation, "lost")
+                        continue
+                    log.info("capture source %s reopened", self.name)
+                if generation == self._generation:
+                    self._reading_since = time.monotonic()
+                ok, image = capture.read()
+                if not self._current(generation):
+                    break  # abandoned by the watchdog (or closed) while it read
+                self._reading_since = None
+                if not ok or image is None:
+                    if not lost:
+                        log.warning("capture source %s stopped delivering frames; reopening",
+                                    self.name)
+                    capture.release()
+                    capture = None
+                    lost = True
+                    self._set_state(generation, "lost")
+                    continue
+                now, mono = self._clock(), time.monotonic()
+                with self._lock:
+                    self._latest, self._latest_at, self._latest_mono = image, now, mono
+                    self._received += 1
+                    self._arrivals.append(mono)
+                    self._state = "ok"
+                    if lost:
+                        self._reconnects += 1
+                attempts, lost = 0, False
+        finally:
+            if capture is not None:
+                capture.release()
+
+    def _watchdog(self) -> None:
+        """Abandon a reader whose read has blocked past twice the read timeout."""
+        since = self._reading_since
+        if since is None or time.monotonic() - since < 2.0 * self.read_timeout_s:
+            return
+        log.warning("capture source %s: a read blocked for %.1f s (FFmpeg's read timeout did "
+                    "not fire); reopening the stream", self.name, time.monotonic() - since)
+        with self._lock:
+            self._state = "lost"
+        self._reading_since = None
+        self._thread = self._start_reader(None, lost=True)
+
+    def read(self) -> Frame | None:
+        """The newest frame the camera sent, once; ``None`` until a newer one arrives."""
+        self._watchdog()
+        with self._lock:
+            if self._latest is None or self._received == self._handed:
+                return None
+            self._handed = self._received
+            image, at = self._latest, self._latest_at
+        frame = Frame(image, at, self._index)  # the reader never writes into a kept frame
+        self._index += 1
+        return frame
+
+    @property
+    def received(self) -> int:
+        """Frames the camera has delivered since the source opened (read or not)."""
+        with self._lock:
+            return self._received
+
+    def health(self) -> CameraHealth:
+        """The camera's state, rate, reconnections and the age of its latest frame."""
+        now = time.monotonic()
+        with self._lock:
+            state, reconnects, last = self._state, self._reconnects, self._latest_mono
+            recent = [t for t in self._arrivals if t > now - FPS_WINDOW_S]
+        age = None if last is None else now - last
+        if state == "ok" and (now - (last or self._started_mono)) > self.read_timeout_s:
+            state = "lost"  # the reader is still inside a read that has stalled
+        fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) >= 2 and \
+            recent[-1] > recent[0] else 0.0
+        return CameraHealth(state, fps, reconnects, age)
+
+    def close(self) -> None:
+        """Stop the reader thread; it releases the stream (at the latest when its read returns)."""
+        self._stop.set()
+        self._thread.join(timeout=self.read_timeout_s + 1.0)
+
+
 def camera_names(sysfs: Path = Path("/sys/class/video4linux")) -> dict[int, str]:
     """Linux V4L2 devices: index N of /dev/videoN -> the device's name (empty elsewhere)."""
     names: dict[int, str] = {}
@@ -228,15 +460,18 @@ def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
     kind, _, argument = source.partition(":")
     if source == "demo":
         return DemoCamera(config.demo, clock)
+    if kind in ("camera", "video") and "://" in argument:
+        # A network camera (rtsp://, http:// MJPEG): its own reader thread keeps
+        # the latest frame, and reopens it with backoff when it drops.
+        return StreamSource(argument, name=source, open_timeout_s=config.stream_open_timeout_s,
+                            read_timeout_s=config.stream_read_timeout_s,
+                            backoff_max_s=config.reconnect_max_s, clock=clock)
     if kind == "camera" and argument:
         target: str | int = int(argument) if argument.isdigit() else argument
-        if isinstance(target, str) and not target.startswith("/") and "://" not in target:
+        if isinstance(target, str) and not target.startswith("/"):
             target = find_camera(target)
-        return VideoSource(target, is_camera=True, name=source, clock=clock)
-    if kind == "video" and "://" in argument:
-        # A network stream (rtsp://, http://): live like a camera, so it is read
-        # as it comes and reopened with backoff when it drops.
-        return VideoSource(argument, is_camera=True, name=source, clock=clock)
+        return VideoSource(target, is_camera=True, name=source, clock=clock,
+                           backoff_max_s=config.reconnect_max_s)
     if kind == "video" and argument:
         path = Path(argument)
         if not path.is_file():
@@ -246,10 +481,11 @@ def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
     if kind == "images" and argument:
         return ImageFolderSource(argument, config.image_dwell_s, clock)
     raise InputError(f"capture source '{source}': expected 'demo', 'camera:INDEX', "
-                     f"'video:PATH' or 'images:DIR'")
+                     f"'video:PATH', 'video:rtsp://...' or 'images:DIR'")
 
 
 __all__ = [
-    "IMAGE_SUFFIXES", "ImageFolderSource", "VideoSource", "camera_names", "find_camera",
-    "open_source",
+    "CAMERA_STATES", "FPS_WINDOW_S", "IMAGE_SUFFIXES", "CameraHealth", "ImageFolderSource",
+    "ReportsCameraHealth", "StreamSource", "VideoSource", "camera_names", "find_camera",
+    "open_source", "open_stream",
 ]

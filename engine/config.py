@@ -12,6 +12,51 @@ from engine.generators.procedural.config import ProceduralConfig
 from ground.config import NetworkConfig, SecurityConfig
 
 
+class RayConfig(BaseModel):
+    """Where the generator runs when ``engine.backend = "ray"``: a Ray Serve deployment.
+
+    ``art2mus serve`` starts (or, with ``address``, joins) the Ray cluster and
+    deploys the generator with these bounds; the engine front reaches it over
+    Serve's HTTP proxy at ``http_host:http_port`` (:mod:`engine.ray_serve`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    address: str | None = Field(
+        None, description="Ray cluster to join (e.g. 'ray://head:10001' or 'auto'); "
+        "None starts a local head in the `art2mus serve` process.")
+    http_host: str = Field("127.0.0.1", min_length=1,
+                           description="Host of Serve's HTTP proxy, as the front reaches it.")
+    http_port: int = Field(8765, ge=1, le=65535, description="Port of Serve's HTTP proxy.")
+    replicas: int = Field(2, ge=1, le=1024, description="Replicas started (one per GPU or "
+                          "CPU slot); autoscaling moves between min_replicas and max_replicas.")
+    min_replicas: int = Field(1, ge=0, le=1024)
+    max_replicas: int = Field(2, ge=1, le=1024)
+    num_gpus_per_replica: float = Field(0.0, ge=0.0, le=16.0)
+    num_cpus_per_replica: float = Field(1.0, gt=0.0, le=256.0)
+    max_batch_size: int = Field(16, ge=1, le=1024,
+                                description="Most requests one replica serves in one batch.")
+    batch_wait_s: float = Field(0.002, ge=0.0, le=1.0,
+                                description="How long a replica waits to fill a batch.")
+    request_timeout_s: float = Field(
+        2.0, gt=0.0, le=600.0,
+        description="Longest wait for one reply before the request is retried or made here.")
+    deadline_slack_s: float = Field(
+        0.05, ge=0.0, le=10.0,
+        description="A reply is due this long before the room's buffer runs out (the hop "
+        "back); a request finished later counts as a deadline missed.")
+    probe_every_s: float = Field(3.0, gt=0.0, le=600.0,
+                                 description="While Ray is unreachable, how often it is probed.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RayConfig:
+        if not self.min_replicas <= self.replicas <= self.max_replicas:
+            raise ValueError(
+                f"engine.ray: expected min_replicas <= replicas <= max_replicas, got "
+                f"{self.min_replicas} <= {self.replicas} <= {self.max_replicas}")
+        return self
+
+
 class EngineConfig(BaseModel):
     """How the engine streams: generator, sample rate, chunking, lead, transitions."""
 
@@ -42,8 +87,12 @@ class EngineConfig(BaseModel):
         "generated with it in one batch (generators that batch: diffusion); they are served "
         "early, never late. 0 = one room at a time.",
     )
+    backend: Literal["local", "ray"] = Field(
+        "local", description="Where the generator runs: in the engine process, or in a Ray "
+        "Serve deployment (engine.ray) that the engine front sends its rooms' requests to.")
     procedural: ProceduralConfig = ProceduralConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
+    ray: RayConfig = RayConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> EngineConfig:
@@ -97,3 +146,5 @@ class EngineRoleConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     min_change_interval_s: float = 0.25  # re-plan a room for knob moves at most this often
+    beat_targets: tuple[str, ...] = ()  # "HOST:PORT" that get /ROOM/beat, /bar, /key, /chord
+    osc_prefix: str = "/art2mus"

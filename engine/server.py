@@ -13,7 +13,9 @@ parameters; each turn ticks the sessions (view timeout, rate-limited
 re-planning); a heartbeat with every room's state goes to the supervisor;
 and each room's last view, controls and the time capture last spoke are
 saved to ``state_path`` so that an engine restarted after a crash resumes the
-artwork each room was playing instead of starting from an empty wall.
+artwork each room was playing instead of starting from an empty wall. With a
+``beat_out`` (:mod:`engine.beats`), each turn also hands it every room's bar
+grid and playhead estimate, and it sends beats, bars, key and chords on OSC.
 
 No peer can block the loop: each turn reads at most :data:`FRAMES_PER_TURN`
 frames per socket (plus :data:`FRAMES_PER_ROOM` per room for views and
@@ -40,6 +42,7 @@ from typing import Any
 import msgspec
 import zmq
 
+from engine.beats import BeatOut, grid_of
 from engine.config import EngineRoleConfig
 from engine.generators import Generator, can_batch, make_generator
 from engine.streaming import RoomControls, RoomSession, generate_due
@@ -150,10 +153,23 @@ class EngineServer:
         metrics: Metrics | None = None,
         state_path: Path | None = None,
         clock: Callable[[], float] = time.time,
+        beat_out: BeatOut | None = None,
     ) -> None:
         self.config = config
+        self.beat_out = beat_out
         self.log_event = log_event
+        # engine.backend = "ray": the generator runs in a Ray Serve deployment; this process
+        # keeps the sessions and sockets and asks it for chunks (engine.ray_serve).
+        self.backend: Any = None
+        if generator is None and config.engine.backend == "ray":
+            from engine.ray_serve import RayGenerator
+
+            generator = self.backend = RayGenerator(
+                config.engine, log_event, lambda room: self.sessions[room].playhead_estimate())
         self.generator = generator or make_generator(config.engine)
+        if beat_out is None and config.beat_targets:  # [control.osc] beats: /beat, /bar...
+            self.beat_out = BeatOut.start(config.beat_targets, [r.id for r in config.rooms],
+                                          self.generator.sample_rate, config.osc_prefix)
         self.sessions = {
             room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event,
                                  clock=clock)
@@ -223,6 +239,9 @@ class EngineServer:
         for session in self.sessions.values():
             session.tick()
         self._generate_due()
+        if self.beat_out is not None:
+            for room, session in self.sessions.items():
+                self.beat_out.observe(room, grid_of(session.state), session.playhead_estimate())
         self.shell.beat(self.status)
         self._maybe_save_state()
         if time.monotonic() >= self._next_stats:
@@ -299,7 +318,9 @@ class EngineServer:
                 heard = session.playhead_estimate()
                 lead = None if heard is None or session.queue_end is None else (
                     (session.queue_end - heard) / self.generator.sample_rate)
-                self.metrics.chunk(room, chunk.generation_s, session.realtime_factor, lead)
+                budget_s = session.config.chunk_samples / self.generator.sample_rate
+                self.metrics.chunk(room, chunk.generation_s, session.realtime_factor, lead,
+                                   audio_s=budget_s)
         if self.batching and served:
             self._batches.append(served)  # generate_due made them in one call
 
@@ -337,7 +358,8 @@ class EngineServer:
                 "generator": self.config.engine.generator,
                 "chunk_ms": round(1000.0 * statistics.median(times), 1) if times else None,
                 "batch": list(self._batches) if self.batching else [1],
-                "gpu_memory_mb": gpu_memory_mb()}
+                "gpu_memory_mb": gpu_memory_mb(),
+                "backend": self.backend.backend_status() if self.backend else {"kind": "local"}}
 
     # -- surviving a restart ---------------------------------------------------
 
@@ -440,3 +462,7 @@ class EngineServer:
     def close(self) -> None:
         """Close the sockets (idempotent)."""
         self.shell.close()
+        if self.beat_out is not None:
+            self.beat_out.close()
+        if self.backend is not None:
+            self.backend.close()

@@ -45,6 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine.beats import grid_of
 from engine.config import EngineConfig
 from engine.generators import Generated, Generator, RoomControls, can_batch, generate_many
 from ground.events import EventSink, null_sink
@@ -376,6 +377,7 @@ class RoomSession:
         per_frame = spent / frames
         self._seconds_per_frame = (per_frame if self._seconds_per_frame is None
                                    else 0.8 * self._seconds_per_frame + 0.2 * per_frame)
+        grid = grid_of(state)  # the piece's tempo and meter, for the recorded MIDI file
         chunk = AudioChunk(
             v=PROTOCOL_VERSION,
             room=self.room,
@@ -389,6 +391,9 @@ class RoomSession:
             reason=plan.reason,
             notes=(Array.from_numpy(shift_channels(generated.notes, self.midi_channel_offset))
                    if len(generated.notes) else None),
+            tempo_bpm=grid.tempo_bpm if grid is not None else None,
+            meter=grid.meter if grid is not None else None,
+            downbeat=grid.anchor if grid is not None and grid.anchor >= 0 else None,
         )
         self.log_event(
             "chunk", seq=self.seq, start_sample=plan.start, frames=frames,

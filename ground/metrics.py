@@ -9,10 +9,21 @@ Exported (labels in braces):
 
 - ``art2mus_chunk_generation_seconds{room}``: histogram of the time to generate one chunk
 - ``art2mus_realtime_factor{room}``: seconds of audio generated per second spent
+- ``art2mus_chunk_audio_seconds{room}``: the audio one chunk holds: the generation budget
 - ``art2mus_lead_seconds{room}``: how far the engine's queue runs ahead of the playhead
-- ``art2mus_underflows_total{room}``: audio_out starvations (hold/fade started)
+- ``art2mus_underflows_total{room}``: audio_out starvations (hold/fade started); 0 from
+  the room's first heartbeat on, so a dashboard sees the room before anything goes wrong
+- ``art2mus_playhead_seconds{room}``: audio_out's playhead, seconds into the room's stream
+- ``art2mus_level_dbfs{room}``: audio_out's RMS level over the last heartbeat
+  (:data:`LEVEL_FLOOR_DBFS` while nothing plays): a silent room stays at the floor
 - ``art2mus_detection_confidence{room}``: capture's confidence in the current view
 - ``art2mus_capture_fps{room}``: capture's effective frame rate (lower while it sheds load)
+- ``art2mus_camera_ok{room}``: 1 while the camera delivers frames, 0 while it is lost
+- ``art2mus_camera_fps{room}``: frames per second the camera delivers
+- ``art2mus_camera_frame_age_seconds{room}``: seconds since the camera's last frame
+- ``art2mus_camera_reconnects_total{room}``: times a network camera came back after a loss
+- ``art2mus_artwork_info{room,artwork_id,title}``: the artwork capture publishes (value 1;
+  empty id and title on an empty wall)
 - ``art2mus_messages_dropped_total{socket,reason}``: malformed/oversized/wrong-version frames
 - ``art2mus_recording_ok{room}``: audio_out's recording, 1 while it writes, 0 once it failed
   (a full or unwritable disk); absent when the room records nothing
@@ -35,6 +46,9 @@ from ground.errors import DependencyError
 
 #: Histogram buckets for chunk generation time (seconds): 1 ms .. 4 s.
 GENERATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+#: ``art2mus_level_dbfs`` while nothing is played (no reading, or digital silence).
+LEVEL_FLOOR_DBFS = -120.0
 
 
 def metrics_port(metrics: MetricsConfig, role: str, room_index: int = 0) -> int:
@@ -73,8 +87,27 @@ class Metrics:
         self.realtime_factor = prom.Gauge("art2mus_realtime_factor",
                                           "Audio seconds generated per second spent", ["room"],
                                           registry=r)
+        self.chunk_audio = prom.Gauge("art2mus_chunk_audio_seconds",
+                                      "Audio one chunk holds (the generation budget)", ["room"],
+                                      registry=r)
         self.lead = prom.Gauge("art2mus_lead_seconds", "Queue end minus playhead", ["room"],
                                registry=r)
+        self.playhead = prom.Gauge("art2mus_playhead_seconds",
+                                   "audio_out's playhead, seconds into the stream", ["room"],
+                                   registry=r)
+        self.level = prom.Gauge("art2mus_level_dbfs", "RMS level of what the room plays, dBFS",
+                                ["room"], registry=r)
+        self.camera_ok = prom.Gauge("art2mus_camera_ok", "1 while the camera delivers frames",
+                                    ["room"], registry=r)
+        self.camera_fps = prom.Gauge("art2mus_camera_fps", "Frames per second the camera sends",
+                                     ["room"], registry=r)
+        self.frame_age = prom.Gauge("art2mus_camera_frame_age_seconds",
+                                    "Seconds since the camera's last frame", ["room"], registry=r)
+        self.camera_reconnects = prom.Counter("art2mus_camera_reconnects",
+                                              "Times the camera came back after a loss",
+                                              ["room"], registry=r)
+        self.artwork = prom.Info("art2mus_artwork", "The artwork capture publishes", ["room"],
+                                 registry=r)
         self.underflows = prom.Counter("art2mus_underflows", "Playback starvations", ["room"],
                                        registry=r)
         self.confidence = prom.Gauge("art2mus_detection_confidence",
@@ -104,17 +137,24 @@ class Metrics:
 
     def _advance(self, counter: Any, key: tuple[Any, ...], total: float) -> None:
         # Our own counts are running totals; Prometheus counters only go up by deltas.
-        previous = self._seen.get(key, 0.0)
+        # The first call creates the labelled series at 0, so that it is exported
+        # before anything has gone wrong (a dashboard and `increase()` need it).
+        if key not in self._seen:
+            counter.labels(*key[1:])
+            self._seen[key] = 0.0
+        previous = self._seen[key]
         if total > previous:
             counter.labels(*key[1:]).inc(total - previous)
             self._seen[key] = total
 
     def chunk(self, room: str, generation_s: float, realtime_factor: float | None,
-              lead_s: float | None) -> None:
-        """One chunk generated (engine)."""
+              lead_s: float | None, audio_s: float | None = None) -> None:
+        """One chunk generated (engine); ``audio_s`` is the audio it holds (the budget)."""
         if not self.enabled:
             return
         self.generation.labels(room).observe(generation_s)
+        if audio_s is not None:
+            self.chunk_audio.labels(room).set(audio_s)
         if realtime_factor is not None:
             self.realtime_factor.labels(room).set(realtime_factor)
         if lead_s is not None:
@@ -124,6 +164,41 @@ class Metrics:
         """audio_out's running underflow count."""
         if self.enabled:
             self._advance(self.underflows, ("underflows", room), total)
+
+    def set_playback(self, room: str, playhead_s: float, level_dbfs: float | None) -> None:
+        """audio_out's playhead and level (None: nothing played; exported as the floor)."""
+        if not self.enabled:
+            return
+        self.playhead.labels(room).set(playhead_s)
+        self.level.labels(room).set(LEVEL_FLOOR_DBFS if level_dbfs is None
+                                    else max(LEVEL_FLOOR_DBFS, level_dbfs))
+
+    def set_camera(self, room: str, ok: bool, camera_fps: float, frame_age_s: float | None,
+                   reconnects: int = 0) -> None:
+        """capture's camera: delivering or not, its rate, its latest frame's age, reconnects."""
+        if not self.enabled:
+            return
+        self.camera_ok.labels(room).set(1.0 if ok else 0.0)
+        self.camera_fps.labels(room).set(camera_fps)
+        if frame_age_s is not None:
+            self.frame_age.labels(room).set(frame_age_s)
+        self._advance(self.camera_reconnects, ("camera_reconnects", room), reconnects)
+
+    def set_artwork(self, room: str, artwork_id: str | None, title: str) -> None:
+        """The artwork capture publishes for ``room`` (None: an empty wall)."""
+        if self.enabled:
+            self.artwork.labels(room).info({"artwork_id": artwork_id or "", "title": title})
+
+    def names(self) -> set[str]:
+        """Every sample name this endpoint can export (``_total``, ``_bucket``, ... included),
+        for checking dashboards and alert rules against."""
+        if not self.enabled:
+            return set()
+        suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count",
+                                                                     "_created"),
+                    "info": ("_info",), "gauge": ("",)}
+        return {family.name + suffix for family in self.registry.collect()
+                for suffix in suffixes.get(family.type, ("",))}
 
     def set_recording(self, room: str, state: str) -> None:
         """audio_out's recording state: "ok" -> 1, "failed" -> 0, "off" -> no sample."""

@@ -217,6 +217,12 @@ class AudioChunk(_Message, tag="audio_chunk", frozen=True):
     generation_s: Duration = 0.0
     reason: Literal["continue", "transition", "start"] = "continue"
     notes: Array | None = None
+    # The piece's tempo (quarter notes per minute) and meter, and the timeline sample of
+    # one of its downbeats, for the recorded MIDI file's tempo map (None: not told).
+    tempo_bpm: Annotated[float, msgspec.Meta(ge=1.0, le=1000.0)] | None = None
+    meter: tuple[Annotated[int, msgspec.Meta(ge=1, le=255)],
+                 Annotated[int, msgspec.Meta(ge=1, le=64)]] | None = None
+    downbeat: SamplePosition | None = None
 
 
 class PlaybackClock(_Message, tag="playback_clock", frozen=True):

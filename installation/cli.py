@@ -180,12 +180,29 @@ def role(name: str, config_path: Path, room: str | None) -> None:
 
 
 @cli.command("check-config")
-@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+              help="The config file to check.")
+@click.argument("path", type=click.Path(path_type=Path), required=False, metavar="[PATH]")
 @click.option("--deep", is_flag=True,
               help="Also check that it will run on this machine: sources open, files exist, "
                    "devices match, ports are free, paths are writable (exit 2 on a failure).")
-def check_config(path: Path, deep: bool) -> None:
-    """Validate a config file; errors name the file, the field and what was expected."""
+def check_config(config_path: Path | None, path: Path | None, deep: bool) -> None:
+    """Validate a config file (--config FILE); errors name the file, the field and what was
+    expected.
+
+    The positional PATH is the old spelling, still accepted (systemd units installed
+    with an earlier version call it so) with a note on stderr.
+    """
+    if path is not None and config_path is not None:
+        raise click.UsageError(f"give the config once: --config {config_path} or the "
+                               f"deprecated positional {path}, not both")
+    if path is not None:
+        click.echo(f"check-config: the positional PATH is deprecated; use "
+                   f"'check-config --config {path}'", err=True)
+        config_path = path
+    if config_path is None:
+        raise click.UsageError("Missing option '--config': the config file to check")
+    path = config_path
     config = load_config(path)
     rooms = ", ".join(f"{r.id} ({r.capture.source})" for r in config.rooms)
     click.echo(f"{path}: OK — generator {config.engine.generator}, rooms: {rooms}")
@@ -307,14 +324,19 @@ def embed(images: tuple[Path, ...], as_json: bool) -> None:
               help="Generator seed (default: the room's with --config, else 0).")
 @click.option("--midi", "midi_path", type=click.Path(path_type=Path), default=None,
               help="Also write the notes as a MIDI file.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every decision as JSON instead of the short summary.")
 def render(image: Path, seconds: float, out_path: Path, config_path: Path | None,
-           room: str | None, seed: int | None, midi_path: Path | None) -> None:
+           room: str | None, seed: int | None, midi_path: Path | None, as_json: bool) -> None:
     """Preview offline what a room plays for the painting in a photo.
 
     As the capture role does, the painting is located in the photo (with the
     room's catalogue when its config names one), rectified and described;
     then the engine's generator renders it with the room's seed and settings.
     When no painting is found, the whole photo is described (said on stderr).
+    Prints a short summary (the painting, key/mode/tempo, instruments, length,
+    loudness, the files); --json prints every decision. Previews longer than
+    30 s show a progress bar on stderr when it is a terminal.
     """
     import soundfile
 
@@ -356,27 +378,114 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
                    f"{rectified.shape[1]}x{rectified.shape[0]}", err=True)
         view = _view_for_image(rectified, room_id, used.artwork_id or "render")
     began = time.perf_counter()
-    audio, notes, decisions = render_offline(generator, view, seconds, seed=seed,
-                                             block_s=engine_config.chunk_s)
+    from ground.cli_report import progress_bar
+
+    with progress_bar(None if seconds > RENDER_PROGRESS_AFTER_S else False,
+                      unit="s of audio") as update:
+        counted = generator if update is None else _CountedGenerator(generator, update, seconds)
+        audio, notes, decisions = render_offline(counted, view, seconds, seed=seed,
+                                                 block_s=engine_config.chunk_s)
     spent = time.perf_counter() - began
     try:
         soundfile.write(str(out_path), audio, generator.sample_rate)
     except (soundfile.LibsndfileError, ValueError, TypeError) as exc:
         raise InputError(f"cannot write {out_path}: {exc}") from None
     if midi_path is not None:
-        from audio_out.midi import write_midi_file
+        from audio_out.midi import TempoChange, write_midi_file
 
         offset = room_config.midi_channel_offset if room_config is not None else 0
-        write_midi_file(midi_path, shift_channels(notes, offset), generator.sample_rate)
+        tempo_map = []
+        if decisions.get("tempo_bpm") and decisions.get("meter"):  # the plan's, on the grid
+            numerator, _, denominator = str(decisions["meter"]).partition("/")  # "5/4"
+            tempo_map.append(TempoChange(0, float(decisions["tempo_bpm"]),
+                                         (int(numerator), int(denominator))))
+        write_midi_file(midi_path, shift_channels(notes, offset), generator.sample_rate,
+                        tempo_map)
     located = None if used is None else {
         "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in used.quad],
         "artwork_id": used.artwork_id, "score": round(float(used.score), 4),
         "found_by": used.found_by}
-    click.echo(json.dumps({"out": str(out_path), "seconds": seconds,
-                           "realtime_factor": round(seconds / spent, 1),
-                           "room": room_config.id if room_config is not None else None,
-                           "seed": seed, "located": located,
-                           "decisions": decisions}, indent=2))
+    record = {"out": str(out_path), "seconds": seconds,
+              "realtime_factor": round(seconds / spent, 1),
+              "room": room_config.id if room_config is not None else None,
+              "seed": seed, "located": located,
+              "loudness_lufs": _loudness_lufs(audio, generator.sample_rate),
+              "midi": None if midi_path is None else str(midi_path),
+              "decisions": decisions}
+    if as_json:
+        click.echo(json.dumps(record, indent=2))
+    else:
+        for line in render_summary(record):
+            click.echo(line)
+
+
+#: ``render`` previews longer than this (s of music) show a progress bar.
+RENDER_PROGRESS_AFTER_S = 30.0
+
+
+class _CountedGenerator:
+    """A generator as ``render_offline`` sees it, reporting each block to a progress bar.
+
+    Every attribute is the wrapped generator's; only ``generate`` also counts the
+    seconds rendered (engine.streaming.render_offline has no progress hook of its own).
+    """
+
+    def __init__(self, generator: Any, update: Any, seconds: float) -> None:
+        self._generator, self._update, self._seconds = generator, update, seconds
+        self._frames = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._generator, name)
+
+    def generate(self, state: Any, condition: Any, frames: int) -> Any:
+        """The wrapped generator's ``generate``, then the bar moved by ``frames``."""
+        result = self._generator.generate(state, condition, frames)
+        self._frames += frames
+        self._update("render", round(self._frames / self._generator.sample_rate),
+                     round(self._seconds))
+        return result
+
+
+def _loudness_lufs(audio: Any, sample_rate: int) -> float | None:
+    """Integrated loudness (ITU-R BS.1770, pyloudnorm), LUFS; None when too short (under
+    one 400 ms gating block) or silent."""
+    import math
+
+    import numpy as np
+    import pyloudnorm
+
+    if len(audio) < round(0.4 * sample_rate):
+        return None
+    with np.errstate(divide="ignore"):  # silence: log10(0), reported as None
+        lufs = float(pyloudnorm.Meter(sample_rate).integrated_loudness(np.asarray(audio)))
+    return round(lufs, 1) if math.isfinite(lufs) else None
+
+
+def render_summary(record: dict[str, Any]) -> list[str]:
+    """``render``'s short report for a person: the painting, the music, the files."""
+    located, decisions = record["located"], record["decisions"]
+    if located is None:
+        found = "no painting found: the whole photo was described"
+    else:
+        found = (f"painting {located['artwork_id'] or 'unknown (not in a catalogue)'} "
+                 f"(score {located['score']:.2f}, found by {located['found_by']})")
+    lines = [f"render: {found}"]
+    if "key" in decisions:
+        lines.append(f"  music: {decisions['key']} {decisions['mode']}, "
+                     f"{decisions['tempo_bpm']:g} bpm, {decisions['meter']}")
+        instruments = ", ".join(f"{role} {spec['name']}"
+                                for role, spec in decisions.get("instruments", {}).items())
+        lines.append(f"  instruments: {instruments or 'none'}")
+    else:
+        lines.append(f"  music: {decisions.get('generator', 'generator')}, "
+                     f"{decisions.get('sampler', '?')} {decisions.get('steps', '?')} steps, "
+                     f"guidance {decisions.get('guidance_scale', '?')}")
+    loudness = record["loudness_lufs"]
+    lines.append(f"  {record['seconds']:g} s ({record['realtime_factor']:g}x real time), "
+                 f"loudness {'n/a' if loudness is None else f'{loudness:g} LUFS'}, "
+                 f"seed {record['seed']}" + (f", room {record['room']}" if record["room"] else ""))
+    lines.append(f"  wrote {record['out']}" + (f" and {record['midi']}" if record["midi"] else ""))
+    return lines
 
 
 @cli.command()
@@ -386,6 +495,8 @@ def devices() -> None:
         import sounddevice
     except OSError as exc:
         click.echo(f"audio: PortAudio not available ({exc})")
+    except ImportError:
+        click.echo("audio: sounddevice is not installed (pip install 'art2mus[audio]')")
     else:
         outputs = [d for d in sounddevice.query_devices() if d["max_output_channels"] > 0]
         click.echo(f"audio outputs ({len(outputs)}):")
@@ -397,30 +508,39 @@ def devices() -> None:
 
         ports = rtmidi.MidiOut().get_ports()
         click.echo(f"MIDI outputs ({len(ports)}): " + ", ".join(ports))
+    except ImportError:
+        click.echo("MIDI: python-rtmidi is not installed (pip install 'art2mus[midi]')")
     except Exception as exc:  # noqa: BLE001 - rtmidi raises its own types per platform
         click.echo(f"MIDI: not available ({exc})")
 
 
 @cli.group()
 def bench() -> None:
-    """Benchmarks that print JSON."""
+    """Benchmarks: each prints a table and its verdict against its targets (--json: JSON)."""
+
+
+#: ``bench generator``: the slowest style must render this many times faster than real
+#: time on one core (one room, with headroom for the engine's other rooms and I/O).
+GENERATOR_REALTIME_TARGET = 2.0
 
 
 @bench.command("generator")
 @click.option("--seconds", type=FiniteFloat(0.0, MAX_RENDER_S, min_open=True), default=30.0,
               show_default=True)
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None)
-@click.option("--json", "as_json", is_flag=True, default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> None:
-    """Real-time factor of the configured generator on this machine, one room, one core."""
+    """Real-time factor of the configured generator on this machine, one room, one core;
+    the verdict: the slowest style at least GENERATOR_REALTIME_TARGET x real time."""
     from capture.synthetic.artworks import ARTWORK_STYLES, make_artwork
     from engine.config import EngineConfig
     from engine.generators import make_generator
     from engine.streaming import render_offline
+    from ground.cli_report import Target, print_table, verdict_lines, verdict_record
 
     engine_config = load_config(config_path).engine if config_path else EngineConfig()
     generator = make_generator(engine_config)
-    results = []
+    results: list[dict[str, Any]] = []
     for index in range(min(4, len(ARTWORK_STYLES))):
         view = _view_for_image(make_artwork(index, 7, (512, 512)))
         began = time.perf_counter()
@@ -428,9 +548,23 @@ def bench_generator(seconds: float, config_path: Path | None, as_json: bool) -> 
         spent = time.perf_counter() - began
         results.append({"style": ARTWORK_STYLES[index], "seconds": seconds,
                         "wall_s": round(spent, 3), "realtime_factor": round(seconds / spent, 1)})
-    click.echo(json.dumps({"generator": engine_config.generator,
-                           "sample_rate": engine_config.sample_rate,
-                           "chunk_s": engine_config.chunk_s, "runs": results}, indent=2))
+    targets = [Target("slowest real-time factor",
+                      min(run["realtime_factor"] for run in results),
+                      GENERATOR_REALTIME_TARGET, "x", at_most=False,
+                      meaning="no headroom for a second room or a slow moment")]
+    report = {"bench": "generator", "generator": engine_config.generator,
+              "sample_rate": engine_config.sample_rate, "chunk_s": engine_config.chunk_s,
+              "runs": results, "verdict": verdict_record(targets)}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    print_table(f"art2mus bench generator: {engine_config.generator}, {seconds:g} s per "
+                f"style, {engine_config.sample_rate} Hz, one core",
+                [(run["style"], f"{run['realtime_factor']:g}x real time "
+                                f"({run['wall_s']:g} s)") for run in results],
+                columns=("style", "real-time factor"))
+    for line in verdict_lines(targets):
+        click.echo(line)
 
 
 def _register_commands() -> None:
@@ -463,6 +597,10 @@ def _register_commands() -> None:
     from installation.ops_cli import commands as ops_commands
 
     for command in ops_commands:
+        cli.add_command(command)
+    from installation.serve_cli import commands as serve_commands
+
+    for command in serve_commands:
         cli.add_command(command)
 
 

@@ -136,13 +136,30 @@ class SupervisorConfig(BaseModel):
         return self
 
 
+def parse_midi_key(key: str, field: str = "control.midi.cc") -> tuple[int, int]:
+    """A map key ``"CC"`` (any channel) or ``"CH:CC"`` (channel 1-16) as (channel or 0, number).
+
+    ValueError naming ``field`` for anything else.
+    """
+    channel, _, number = key.rpartition(":")
+    if not number.isdigit() or not 0 <= int(number) <= 127 or (
+            channel and (not channel.isdigit() or not 1 <= int(channel) <= 16)):
+        raise ValueError(f"{field}: key must be 0..127, or CH:0..127 with channel 1..16, "
+                         f"got {key!r}")
+    return int(channel or 0), int(number)
+
+
 class MidiInConfig(BaseModel):
     """MIDI in: which port, and which controls move which parameters.
 
     ``cc`` and ``notes`` map a controller or note number (as a string key,
-    TOML keys are strings) to a parameter name from
+    TOML keys are strings: ``"74"`` on any channel, ``"2:74"`` on channel 2
+    only; a channel's own entry wins) to a parameter name from
     :data:`ground.params.PARAMETERS`, optionally ``@room`` for one room
     (``"intensity@room-1"``); ``art2mus midi-learn`` writes these tables.
+    ``feedback_port`` sends every parameter change back as the CC mapped to
+    it (motorised faders, LED rings); ``"same"`` uses the output port named
+    like the input port (a controller's output twin).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -153,8 +170,13 @@ class MidiInConfig(BaseModel):
     soft_takeover: bool = Field(
         True, description="A knob moves a parameter only once it has passed the current value."
     )
-    cc: dict[str, str] = Field(default_factory=dict, description="CC number -> parameter.")
-    notes: dict[str, str] = Field(default_factory=dict, description="Note number -> parameter.")
+    feedback_port: str = Field(
+        "", description="Substring of a MIDI output port for CC feedback; 'same' = the "
+                        "in-port's name; '' = no feedback."
+    )
+    cc: dict[str, str] = Field(default_factory=dict, description="[CH:]CC number -> parameter.")
+    notes: dict[str, str] = Field(default_factory=dict,
+                                  description="[CH:]note number -> parameter.")
 
     @model_validator(mode="after")
     def _known(self) -> MidiInConfig:
@@ -162,10 +184,43 @@ class MidiInConfig(BaseModel):
 
         for table, mapping in (("cc", self.cc), ("notes", self.notes)):
             for number, target in mapping.items():
-                if not number.isdigit() or not 0 <= int(number) <= 127:
-                    raise ValueError(f"control.midi.{table}: key must be 0..127, got {number!r}")
+                parse_midi_key(number, f"control.midi.{table}")
                 parse_target(target)  # raises ValueError naming the known parameters
+        if self.feedback_port == "same" and not self.port:
+            raise ValueError("control.midi.feedback_port: 'same' needs control.midi.port set")
         return self
+
+
+class SceneConfig(BaseModel):
+    """A named set of live parameters, recalled by MIDI program change ``program``.
+
+    ``params`` maps a parameter (``"intensity"`` or ``"intensity@room-1"``) to
+    its value. ``key``, ``mode`` and ``tempo_bpm`` are kept for a future
+    engine setting; today a recall logs that they were not applied.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    name: str = Field(..., min_length=1, max_length=64)
+    program: int = Field(..., ge=0, le=127, description="MIDI program number (0-based).")
+    params: dict[str, float] = Field(default_factory=dict)
+    key: str | None = Field(None, pattern=r"^[A-G](#|b)?$", description="e.g. 'D', 'F#'.")
+    mode: str | None = Field(None, min_length=1, max_length=32)
+    tempo_bpm: float | None = Field(None, ge=20.0, le=300.0)
+
+    @model_validator(mode="after")
+    def _known(self) -> SceneConfig:
+        from ground.params import parse_target
+
+        for target, value in self.params.items():
+            param, _ = parse_target(target)
+            param.check(value)
+        return self
+
+    def overrides(self) -> dict[str, str | float]:
+        """The key/mode/tempo overrides that are set."""
+        return {k: v for k, v in (("key", self.key), ("mode", self.mode),
+                                  ("tempo_bpm", self.tempo_bpm)) if v is not None}
 
 
 class OscConfig(BaseModel):
@@ -177,6 +232,10 @@ class OscConfig(BaseModel):
     send: tuple[str, ...] = Field((), description="'HOST:PORT' targets for room state.")
     prefix: str = Field("/art2mus", pattern=r"^/[A-Za-z0-9_/-]*$")
     send_hz: float = Field(4.0, gt=0.0, le=100.0, description="Room state updates per second.")
+    echo: bool = Field(True, description="Send every live parameter change to the targets.")
+    beats: bool = Field(
+        True, description="The engine sends /ROOM/beat, /bar, /key, /chord to the targets."
+    )
 
     @model_validator(mode="after")
     def _addresses(self) -> OscConfig:
@@ -204,6 +263,18 @@ class ControlConfig(BaseModel):
     )
     midi: MidiInConfig = MidiInConfig()
     osc: OscConfig = OscConfig()
+    scenes: tuple[SceneConfig, ...] = Field(
+        (), description="Named parameter sets; MIDI program change recalls one."
+    )
+
+    @model_validator(mode="after")
+    def _unique_scenes(self) -> ControlConfig:
+        for field in ("name", "program"):
+            values = [getattr(scene, field) for scene in self.scenes]
+            repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if repeated:
+                raise ValueError(f"control.scenes: each {field} once, got {repeated} twice")
+        return self
 
 
 def parse_listen(listen: str, field: str = "console.listen") -> tuple[str, int]:

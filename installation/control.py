@@ -16,6 +16,16 @@ equal to the current one changes nothing), so replays are harmless.
 
 :class:`RefusalLog` is how a surface (OSC in, MIDI in) counts junk by reason
 and says so in one summary line per interval, never one line per packet.
+
+**Echo**: :meth:`ControlHub.subscribe` registers a listener called (on the
+setting thread, after the value is stored) with a :class:`ParameterChange`
+for every value set, whatever set it; OSC out and MIDI feedback use it so
+TouchOSC faders and motorised controllers follow. ``origin`` names the exact
+control or sender that caused a change, so an echo is never sent back to it
+(no feedback loops).
+
+**Scenes**: :meth:`ControlHub.recall_scene` sets a named set of live
+parameters from ``[[control.scenes]]`` (MIDI program change recalls one).
 """
 
 from __future__ import annotations
@@ -25,16 +35,39 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ground.events import EventSink, null_sink
 from ground.params import PARAMETERS, SETTINGS, live_value
 from ground.protocol import PROTOCOL_VERSION, Control
-from installation.config import InstallationConfig
+from installation.config import InstallationConfig, SceneConfig
+
+log = logging.getLogger(__name__)
 
 #: Config-level settings the engine also applies live (hot reload), beyond PARAMETERS,
 #: with their ranges (see :data:`ground.params.SETTINGS`).
 ENGINE_SETTINGS = SETTINGS
+
+
+@dataclass(frozen=True)
+class ParameterChange:
+    """One value the hub stored: for ``room`` ("*" = all), by ``source``.
+
+    ``source`` is the surface ("osc", "midi", "console", "reload", "scene",
+    "api"); ``origin`` the exact control or sender within it ("udp:HOST:PORT",
+    "midi:cc:CH:CC", "" when unknown), which an echo skips.
+    """
+
+    room: str
+    name: str
+    value: float
+    source: str
+    origin: str = ""
+
+
+#: What :meth:`ControlHub.subscribe` takes.
+ParameterListener = Callable[[ParameterChange], None]
 
 
 class ControlHub:
@@ -48,14 +81,17 @@ class ControlHub:
         self._lock = threading.Lock()
         # (role, room, name) -> value; room "*" is every room
         self._values: dict[tuple[str, str, str], float] = {}
+        self._listeners: list[ParameterListener] = []
 
     # -- setting ------------------------------------------------------------
 
-    def set(self, name: str, value: object, room: str = "*", source: str = "api") -> float:
+    def set(self, name: str, value: object, room: str = "*", source: str = "api",
+            origin: str = "") -> float:
         """Set a parameter (or an engine setting) for ``room`` ("*" = all); the value applied.
 
         ValueError (nothing stored or sent) for an unknown name or room, and for
         a value that is not a finite number; a finite one is clamped to the range.
+        Every listener (:meth:`subscribe`) then hears of it, ``origin`` included.
         """
         param = live_value(name)
         name, role, applied = param.name, param.role, param.clamp(value)
@@ -70,15 +106,72 @@ class ControlHub:
             self._values[(role, room, name)] = applied
         self._queue(self._message(role, room, {name: applied}))
         self.log_event("control_set", name=name, value=applied, room=room, source=source)
+        self._notify(ParameterChange(room, name, applied, source, origin))
         return applied
 
-    def trigger(self, name: str, room: str = "*", source: str = "api") -> float:
+    def trigger(self, name: str, room: str = "*", source: str = "api", origin: str = "") -> float:
         """Step a trigger parameter (``next_variation``) once."""
-        return self.set(name, self.current(name, room) + 1.0, room, source)
+        return self.set(name, self.current(name, room) + 1.0, room, source, origin)
 
-    def toggle(self, name: str, room: str = "*", source: str = "api") -> float:
+    def toggle(self, name: str, room: str = "*", source: str = "api", origin: str = "") -> float:
         """Flip a toggle parameter (``freeze``)."""
-        return self.set(name, 0.0 if self.current(name, room) >= 0.5 else 1.0, room, source)
+        return self.set(name, 0.0 if self.current(name, room) >= 0.5 else 1.0, room, source,
+                        origin)
+
+    def recall_scene(self, scene: SceneConfig, source: str = "api", origin: str = "") -> int:
+        """Set every parameter of ``scene``; how many were set.
+
+        The scene's key/mode/tempo overrides are not applied: the engine has no
+        live setting for them yet, so a recall with overrides says so in the
+        event log (``scene_overrides_ignored``) rather than pretending.
+        """
+        from ground.params import parse_target
+
+        count = 0
+        for target, value in scene.params.items():
+            param, room = parse_target(target)
+            self.set(param.name, value, room, source, origin)
+            count += 1
+        overrides = scene.overrides()
+        self.log_event("scene_recalled", scene=scene.name, program=scene.program,
+                       parameters=count, source=source)
+        if overrides:
+            self.log_event("scene_overrides_ignored", scene=scene.name, overrides=overrides,
+                           reason="the engine has no live key/mode/tempo setting yet")
+        return count
+
+    def scene(self, name_or_program: str | int) -> SceneConfig:
+        """The configured scene with this name or program number; ValueError lists them."""
+        for scene in self.config.control.scenes:
+            if name_or_program in (scene.name, scene.program):
+                return scene
+        known = [f"{s.name} (program {s.program})" for s in self.config.control.scenes]
+        raise ValueError(f"unknown scene {name_or_program!r}; control.scenes has "
+                         f"{known or 'none'}")
+
+    # -- listening ----------------------------------------------------------
+
+    def subscribe(self, listener: ParameterListener) -> Callable[[], None]:
+        """Call ``listener`` after every value set; returns the call that unsubscribes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _notify(self, change: ParameterChange) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(change)
+            except Exception as error:  # noqa: BLE001 - an echo must never refuse a knob
+                self.log_event("control_echo_failed", name=change.name, error=repr(error)[:200])
+                log.warning("parameter echo failed for %s: %r", change.name, error)
 
     def command(self, target: str, room: str, params: dict[str, Any],
                 source: str = "api") -> Control:

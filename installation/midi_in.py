@@ -3,8 +3,16 @@
 ``[control.midi]`` names the input port by substring (``port = "nanoKONTROL"``)
 and/or opens a virtual port called ``art2mus`` that any program can connect
 to; ``cc`` and ``notes`` map controller and note numbers to parameters
-(``"intensity"``, or ``"intensity@room-1"`` for one room). ``art2mus
-midi-learn`` writes those tables by asking you to move each control.
+(``"intensity"``, or ``"intensity@room-1"`` for one room); a key is ``"74"``
+(any channel) or ``"2:74"`` (channel 2 only, which wins over the any-channel
+entry). ``art2mus midi-learn`` writes those tables by asking you to move
+each control. A **program change** recalls the ``[[control.scenes]]`` entry
+with that program number (:meth:`~installation.control.ControlHub.recall_scene`).
+
+**Feedback** (``feedback_port``): :class:`MidiFeedback` listens to the hub and
+sends every parameter change, from any surface, as the CC mapped to it (the
+map read in reverse, value -> 0..127), so motorised faders and LED rings
+follow; the control whose move caused a change gets no echo of it.
 
 How a message moves a parameter:
 
@@ -33,6 +41,7 @@ only counted as ``ignored``.
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +49,8 @@ from typing import Any
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink, null_sink
 from ground.params import Parameter, parse_target
-from installation.config import MidiInConfig
-from installation.control import ControlHub, RefusalLog
+from installation.config import MidiInConfig, parse_midi_key
+from installation.control import ControlHub, ParameterChange, RefusalLog
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.
@@ -83,6 +92,81 @@ def open_input_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
                       f"available: {available}")
 
 
+def open_output_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
+    """The first output port whose name contains ``name`` (case-insensitive), and its name."""
+    module = _rtmidi(rtmidi_module)
+    try:
+        midi_out = module.MidiOut()
+    except Exception as exc:  # rtmidi.SystemError: no ALSA sequencer / CoreMIDI here
+        raise DependencyError(f"control.midi.feedback_port: no MIDI system on this machine "
+                              f"({exc})") from None
+    ports = list(midi_out.get_ports())
+    for index, port in enumerate(ports):
+        if name.lower() in port.lower():
+            midi_out.open_port(index)
+            return midi_out, port
+    available = ", ".join(repr(p) for p in ports) or "none"
+    raise ConfigError(f"control.midi.feedback_port: no MIDI output port contains {name!r}; "
+                      f"available: {available}")
+
+
+#: A control: (channel 1-16, or 0 for any, number).
+ControlKey = tuple[int, int]
+
+
+def _mapping(table: dict[str, str], field: str) -> dict[ControlKey, tuple[Parameter, str]]:
+    return {parse_midi_key(k, field): parse_target(v) for k, v in table.items()}
+
+
+def _origin(kind: str, channel: int, number: int) -> str:
+    """The ``origin`` of a change made by one physical control (what feedback skips)."""
+    return f"midi:{kind}:{channel}:{number}"
+
+
+class MidiFeedback:
+    """Sends each parameter change out as the CC(s) mapped to it (a hub listener).
+
+    ``port`` is anything with rtmidi's ``send_message``. A CC mapped on any
+    channel is sent on ``config.channel`` (or channel 1). A trigger has no
+    position to show and is not sent.
+    """
+
+    def __init__(self, config: MidiInConfig, hub: ControlHub, port: Any) -> None:
+        self.config = config
+        self.hub = hub
+        self.port = port
+        self.cc = _mapping(config.cc, "control.midi.cc")
+        self.sent = 0
+        # changes arrive on the OSC, MIDI and console threads; one rtmidi port is not
+        # safe to send on from several at once
+        self._send_lock = threading.Lock()
+        self._unsubscribe = hub.subscribe(self.on_change)
+
+    def on_change(self, change: ParameterChange) -> None:
+        """Send ``change`` to every CC mapped to its parameter, but the one that caused it."""
+        for (channel, number), (param, room) in self.cc.items():
+            if param.name != change.name or param.kind == "trigger":
+                continue
+            if change.room != "*" and room != change.room:
+                continue
+            out_channel = channel or self.config.channel or 1
+            if change.origin == _origin("cc", out_channel, number) or (
+                    channel == 0 and change.origin.startswith("midi:cc:")
+                    and change.origin.endswith(f":{number}")):
+                continue  # the control that moved: it is already there
+            unit = param.to_unit(self.hub.current(param.name, room))
+            with self._send_lock:
+                self.port.send_message([0xB0 | (out_channel - 1), number, round(unit * 127)])
+                self.sent += 1
+
+    def close(self) -> None:
+        """Stop listening and close the port."""
+        self._unsubscribe()
+        close = getattr(self.port, "close_port", None)
+        if close is not None:
+            close()
+
+
 def open_virtual_port(rtmidi_module: Any = None) -> Any:
     """A virtual input port named :data:`VIRTUAL_PORT_NAME` (ALSA, CoreMIDI)."""
     midi_in = new_midi_in(rtmidi_module)
@@ -95,38 +179,48 @@ class MidiControlInput:
 
     def __init__(self, config: MidiInConfig, hub: ControlHub,
                  log_event: EventSink = null_sink, ports: list[Any] | None = None,
-                 refusals: RefusalLog | None = None) -> None:
+                 refusals: RefusalLog | None = None,
+                 feedback: MidiFeedback | None = None) -> None:
         self.config = config
         self.hub = hub
         self.log_event = log_event
         self.refusals = refusals or RefusalLog("midi", log_event)
         self.ports = ports or []
-        self.cc = {int(k): parse_target(v) for k, v in config.cc.items()}
-        self.notes = {int(k): parse_target(v) for k, v in config.notes.items()}
+        self.feedback = feedback
+        self.cc = _mapping(config.cc, "control.midi.cc")
+        self.notes = _mapping(config.notes, "control.midi.notes")
         self.handled = 0
         self.ignored = 0
         # soft takeover: per control, whether it has picked its parameter up, the
         # value it last set, and where the knob last was (to see it cross the value)
-        self._picked: dict[int, bool] = {}
-        self._set_by_us: dict[int, float] = {}
-        self._last_unit: dict[int, float] = {}
-        self._cc_high: dict[int, bool] = {}
+        self._picked: dict[ControlKey, bool] = {}
+        self._set_by_us: dict[ControlKey, float] = {}
+        self._last_unit: dict[ControlKey, float] = {}
+        self._cc_high: dict[ControlKey, bool] = {}
         for port in self.ports:
             port.set_callback(self._callback)
 
     @classmethod
     def open(cls, config: MidiInConfig, hub: ControlHub, log_event: EventSink = null_sink,
              rtmidi_module: Any = None) -> MidiControlInput:
-        """Open the configured port and/or the virtual port and start listening."""
+        """Open the configured port and/or the virtual port (and the feedback port); listen."""
         ports = []
+        in_name = ""
         if config.port:
-            port, name = open_input_port(config.port, rtmidi_module)
+            port, in_name = open_input_port(config.port, rtmidi_module)
             ports.append(port)
-            log_event("midi_in_opened", port=name)
+            log_event("midi_in_opened", port=in_name)
         if config.virtual:
             ports.append(open_virtual_port(rtmidi_module))
             log_event("midi_in_opened", port=VIRTUAL_PORT_NAME, virtual=True)
-        return cls(config, hub, log_event, ports)
+        feedback = None
+        if config.feedback_port:
+            # "same": the controller's output twin carries the input port's name
+            wanted = config.port if config.feedback_port == "same" else config.feedback_port
+            out, out_name = open_output_port(wanted, rtmidi_module)
+            feedback = MidiFeedback(config, hub, out)
+            log_event("midi_feedback_opened", port=out_name, input=in_name)
+        return cls(config, hub, log_event, ports, feedback=feedback)
 
     def _callback(self, event: tuple[list[int], float], data: Any = None) -> None:
         try:
@@ -141,37 +235,63 @@ class MidiControlInput:
         if not _is_midi(message):
             self.refusals.refuse("malformed", message=repr(message)[:100])
             return self._ignore()
-        if len(message) < 3:
-            return self._ignore()
-        status, number, value = message[0] & 0xF0, message[1], message[2]
         channel = (message[0] & 0x0F) + 1
         if self.config.channel and channel != self.config.channel:
             return self._ignore()
+        if message[0] & 0xF0 == 0xC0 and len(message) >= 2:
+            return self._on_program(channel, message[1])
+        if len(message) < 3:
+            return self._ignore()
+        status, number, value = message[0] & 0xF0, message[1], message[2]
         try:
-            if status == 0xB0 and number in self.cc:
-                param, room = self.cc[number]
-                return self._on_cc(number, param, room, value)
-            if status == 0x90 and value > 0 and number in self.notes:
-                param, room = self.notes[number]
-                return self._on_note(param, room, value)
+            if status == 0xB0 and (key := self._find(self.cc, channel, number)) is not None:
+                param, room = self.cc[key]
+                return self._on_cc(key, param, room, value, _origin("cc", channel, number))
+            if status == 0x90 and value > 0 and (
+                    key := self._find(self.notes, channel, number)) is not None:
+                param, room = self.notes[key]
+                return self._on_note(param, room, value, _origin("note", channel, number))
         except ValueError as error:  # an unknown room in the mapping: count, keep going
             self.refusals.refuse("bad-value", message=list(message)[:3], error=str(error)[:300])
         return self._ignore()
+
+    @staticmethod
+    def _find(table: dict[ControlKey, Any], channel: int, number: int) -> ControlKey | None:
+        """The map key for this control: its channel's own entry, else the any-channel one."""
+        for key in ((channel, number), (0, number)):
+            if key in table:
+                return key
+        return None
 
     def _ignore(self) -> bool:
         self.ignored += 1
         return False
 
-    def _on_cc(self, number: int, param: Parameter, room: str, value: int) -> bool:
+    def _on_program(self, channel: int, program: int) -> bool:
+        scenes = [s for s in self.hub.config.control.scenes if s.program == program]
+        if not scenes:
+            return self._ignore()
+        try:
+            self.hub.recall_scene(scenes[0], source="midi",
+                                  origin=_origin("program", channel, program))
+        except ValueError as error:  # a scene naming a room no longer configured
+            self.refusals.refuse("bad-value", message=[0xC0 | (channel - 1), program],
+                                 error=str(error)[:300])
+            return self._ignore()
+        return self._done()
+
+    def _on_cc(self, number: ControlKey, param: Parameter, room: str, value: int,
+               origin: str) -> bool:
         if param.kind == "toggle":
-            self.hub.set(param.name, 1.0 if value >= 64 else 0.0, room, source="midi")
+            self.hub.set(param.name, 1.0 if value >= 64 else 0.0, room, source="midi",
+                         origin=origin)
             return self._done()
         if param.kind == "trigger":
             high = value >= 64
             rising = high and not self._cc_high.get(number, False)
             self._cc_high[number] = high
             if rising:
-                self.hub.trigger(param.name, room, source="midi")
+                self.hub.trigger(param.name, room, source="midi", origin=origin)
                 return self._done()
             return self._ignore()
         unit = value / 127.0
@@ -180,11 +300,12 @@ class MidiControlInput:
         if self.config.soft_takeover and not self._takes_over(number, param, room, unit,
                                                              previous_unit):
             return self._ignore()
-        applied = self.hub.set(param.name, param.from_unit(unit), room, source="midi")
+        applied = self.hub.set(param.name, param.from_unit(unit), room, source="midi",
+                               origin=origin)
         self._set_by_us[number] = applied
         return self._done()
 
-    def _takes_over(self, number: int, param: Parameter, room: str, unit: float,
+    def _takes_over(self, number: ControlKey, param: Parameter, room: str, unit: float,
                     previous_unit: float | None) -> bool:
         current = self.hub.current(param.name, room)
         if self._picked.get(number) and self._set_by_us.get(number) != current:
@@ -199,13 +320,14 @@ class MidiControlInput:
             return True
         return False
 
-    def _on_note(self, param: Parameter, room: str, velocity: int) -> bool:
+    def _on_note(self, param: Parameter, room: str, velocity: int, origin: str) -> bool:
         if param.kind == "toggle":
-            self.hub.toggle(param.name, room, source="midi")
+            self.hub.toggle(param.name, room, source="midi", origin=origin)
         elif param.kind == "trigger":
-            self.hub.trigger(param.name, room, source="midi")
+            self.hub.trigger(param.name, room, source="midi", origin=origin)
         else:
-            self.hub.set(param.name, param.from_unit(velocity / 127.0), room, source="midi")
+            self.hub.set(param.name, param.from_unit(velocity / 127.0), room, source="midi",
+                         origin=origin)
         return self._done()
 
     def _done(self) -> bool:
@@ -219,6 +341,9 @@ class MidiControlInput:
                 port.cancel_callback()
             port.close_port()
         self.ports = []
+        if self.feedback is not None:
+            self.feedback.close()
+            self.feedback = None
         self.refusals.flush()
 
 

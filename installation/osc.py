@@ -19,6 +19,16 @@ CHOP/DAT and Max's ``udpreceive`` expect::
     /art2mus/ROOM/level        float, dBFS of what plays
     /art2mus/ROOM/health       float: 1 ok, 0.5 degraded, 0 down
 
+**Echo** (:class:`OscParameterEcho`, to the same ``send`` targets): every
+live parameter change, from OSC, MIDI, the console, a scene or a reload, is
+sent at once on the address that sets it, so TouchOSC faders follow::
+
+    /art2mus/ROOM/PARAM value         one room
+    /art2mus/PARAM value              every room ("*")
+
+A change is not echoed to the target it came from (a datagram from a send
+target's own HOST:PORT): no feedback loops.
+
 The prefix (``/art2mus``) is ``[control.osc] prefix``.
 
 **Junk** never reaches the hub and never floods a log: an unparseable
@@ -36,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import socketserver
 import sys
 import threading
@@ -47,7 +58,7 @@ from ground.errors import DependencyError
 from ground.events import EventSink
 from ground.params import ALIASES, PARAMETERS, live_value
 from installation.config import OscConfig
-from installation.control import ENGINE_SETTINGS, ControlHub, RefusalLog
+from installation.control import ENGINE_SETTINGS, ControlHub, ParameterChange, RefusalLog
 from installation.status import room_summary
 
 #: The room-state addresses OSC out sends, in order.
@@ -57,6 +68,15 @@ STATE_FIELDS = ("artwork_id", "confidence", "key", "tempo", "level", "health")
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def udp_origin(host: str, port: int) -> str:
+    """The ``origin`` of a change sent from ``host:port`` (what the echo skips)."""
+    try:
+        host = socket.gethostbyname(host)
+    except OSError:  # an unresolvable name: compared as written
+        pass
+    return f"udp:{host}:{port}"
 
 
 def _import_osc() -> Any:
@@ -108,7 +128,7 @@ def _server_class(osc: Any) -> type:
             return True  # the owner parses, and counts what does not parse
 
         def finish_request(self, request: Any, client_address: Any) -> None:
-            self.owner.datagram(request[0])
+            self.owner.datagram(request[0], udp_origin(client_address[0], client_address[1]))
 
         def handle_error(self, request: Any, client_address: Any) -> None:
             # socketserver would print a traceback to stderr for each bad packet
@@ -171,8 +191,8 @@ class OscControlServer:
         """Messages refused so far (``refusals.by_reason`` says why)."""
         return self.refusals.refused
 
-    def datagram(self, data: bytes) -> None:
-        """Parse one UDP datagram (a message or a bundle) and apply what it holds."""
+    def datagram(self, data: bytes, origin: str = "") -> None:
+        """Parse one UDP datagram (a message or a bundle) from ``origin`` and apply it."""
         _PYTHONOSC_WARNINGS.take()
         try:
             messages = [timed.message for timed in self._packet(data).messages]
@@ -183,9 +203,9 @@ class OscControlServer:
             self.refusals.refuse("unparseable", size=len(data), error=repr(error)[:200])
             return
         for message in messages:
-            self.handle(message.address, *message.params)
+            self.handle(message.address, *message.params, origin=origin)
 
-    def handle(self, address: str, *args: Any) -> None:
+    def handle(self, address: str, *args: Any, origin: str = "") -> None:
         """Apply one OSC message; anything unknown or malformed is counted as refused."""
         self.refusals.accept()
         try:
@@ -202,14 +222,14 @@ class OscControlServer:
         try:
             param = live_value(name)
             if param.kind == "trigger":
-                self.hub.trigger(param.name, room, source="osc")
+                self.hub.trigger(param.name, room, source="osc", origin=origin)
             elif param.kind == "toggle" and not args:
-                self.hub.toggle(param.name, room, source="osc")
+                self.hub.toggle(param.name, room, source="osc", origin=origin)
             elif not args:
                 raise ValueError(f"parameter {param.name}: expected {param.expected}, "
                                  "got no argument")
             else:
-                self.hub.set(param.name, args[0], room, source="osc")
+                self.hub.set(param.name, args[0], room, source="osc", origin=origin)
         except ValueError as error:
             self.refusals.refuse("bad-value", address=address[:200],
                                  args=[repr(a)[:40] for a in args[:4]], error=str(error)[:300])
@@ -237,6 +257,55 @@ class OscControlServer:
             self._server.server_close()
             self._server = None
         self.refusals.flush()
+
+
+class OscParameterEcho:
+    """Sends every parameter change the hub hears to each ``send`` target (a hub listener).
+
+    Runs on the thread that made the change (UDP sends do not block); a
+    target that is the change's origin is skipped.
+    """
+
+    def __init__(self, config: OscConfig, hub: ControlHub, log_event: EventSink) -> None:
+        osc = _import_osc()
+        self.config = config
+        self.log_event = log_event
+        self.targets = [(udp_origin(*_split(a)), osc.udp_client.SimpleUDPClient(*_split(a)))
+                        for a in config.send]
+        self.sent = 0
+        self._unsubscribe = hub.subscribe(self.on_change)
+
+    @classmethod
+    def start(cls, config: OscConfig, hub: ControlHub, log_event: EventSink) -> OscParameterEcho:
+        """Echo from now on to ``config.send``."""
+        echo = cls(config, hub, log_event)
+        log_event("osc_echo_started", targets=list(config.send))
+        return echo
+
+    def address(self, change: ParameterChange) -> str:
+        """The OSC address that sets ``change``'s parameter (the one OSC in accepts)."""
+        prefix = self.config.prefix.rstrip("/")
+        if change.room == "*":
+            return f"{prefix}/{change.name}"
+        return f"{prefix}/{change.room}/{change.name}"
+
+    def on_change(self, change: ParameterChange) -> None:
+        """Send ``change`` to every target but its origin."""
+        address = self.address(change)
+        for origin, client in self.targets:
+            if origin == change.origin:
+                continue
+            try:
+                client.send_message(address, float(change.value))
+                self.sent += 1
+            except OSError as error:  # a target's network is down: the next change retries
+                self.log_event("osc_send_failed", error=str(error), address=address)
+
+    def close(self) -> None:
+        """Stop echoing."""
+        self._unsubscribe()
+        for _, client in self.targets:
+            client.close()
 
 
 class OscStateSender:

@@ -55,7 +55,7 @@ _ENGINE_LIVE = {
 }
 _SUPERVISOR_RESTART = ("supervisor.roles", "supervisor.rooms", "supervisor.heartbeat_s")
 _SUPERVISOR_LIVE = ("supervisor.", "control.resend_every_s", "control.reload_poll_s")
-_SURFACES = ("control.osc.", "control.midi.")
+_SURFACES = ("control.osc.", "control.midi.", "control.scenes")
 
 
 @dataclass

@@ -125,7 +125,9 @@ def engine_role_config(config: InstallationConfig) -> EngineRoleConfig:
         engine=config.engine,
         rooms=tuple(EngineRoom(r.id, r.seed, r.midi_channel_offset) for r in config.rooms),
         network=config.network, security=config.security,
-        min_change_interval_s=config.control.min_change_interval_s)
+        min_change_interval_s=config.control.min_change_interval_s,
+        beat_targets=config.control.osc.send if config.control.osc.beats else (),
+        osc_prefix=config.control.osc.prefix)
 
 
 def capture_role_config(config: InstallationConfig, room: str) -> CaptureRoleConfig:

@@ -77,6 +77,12 @@ def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventS
 
         started.append(_attempt("OSC out", lambda: OscStateSender.start(osc, rows, rooms,
                                                                          log_event), log_event))
+        if osc.echo:
+            from installation.osc import OscParameterEcho
+
+            started.append(_attempt("OSC echo", lambda: OscParameterEcho.start(osc, hub,
+                                                                               log_event),
+                                    log_event))
     midi = control.midi
     if midi.port or midi.virtual:
         from installation.midi_in import MidiControlInput

@@ -112,3 +112,18 @@ def test_bench_capture_reports_json(tmp_path: Path) -> None:
     assert result["speed"]["detect_fps"] > 0
     printed = CliRunner().invoke(bench_capture_command, ["--scenes", "0"])
     assert isinstance(printed.exception, InputError)
+
+
+def test_bench_capture_prints_a_table_and_verdict_or_json() -> None:
+    args = ["--scenes", "2", "--catalogue-size", str(SIZE)]
+    table = CliRunner().invoke(bench_capture_command, args)
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert any("art2mus bench capture" in line for line in lines)
+    verdict = next(i for i, line in enumerate(lines) if line.startswith("verdict: "))
+    assert {line.split(":")[0].split()[-1] for line in lines[verdict + 1:]} >= {"recall", "fps"}
+    report = json.loads(CliRunner().invoke(bench_capture_command, [*args, "--json"]).stdout)
+    assert set(report["verdict"]["targets"]) == {
+        "located recall", "located precision", "recognition top-1", "false match rate",
+        "detection fps"}
+    assert isinstance(report["verdict"]["passed"], bool)

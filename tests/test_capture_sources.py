@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -10,7 +16,13 @@ import pytest
 
 from capture.config import CaptureConfig, DemoSourceConfig
 from capture.frames import FrameTruth
-from capture.sources import ImageFolderSource, VideoSource, open_source
+from capture.sources import (
+    ImageFolderSource,
+    ReportsCameraHealth,
+    StreamSource,
+    VideoSource,
+    open_source,
+)
 from capture.synthetic.artworks import artwork_style
 from capture.synthetic.camera import DemoCamera
 from ground.errors import InputError
@@ -83,7 +95,7 @@ def test_image_folder_cycles_with_dwell(tmp_path: Path) -> None:
 
 
 def _write_video(path: Path, frames: int, fps: float = 10.0) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened()
     for k in range(frames):
         writer.write(np.full((48, 64, 3), k * 20, np.uint8))
@@ -151,3 +163,230 @@ def test_unknown_source_kind_is_refused() -> None:
     config = CaptureConfig.model_construct(source="webcam")
     with pytest.raises(InputError, match="'webcam': expected 'demo', 'camera:INDEX'"):
         open_source(config)
+
+
+# -- a network camera on loopback ----------------------------------------------
+
+
+class MjpegCamera:
+    """An HTTP MJPEG camera on loopback, as IP cameras serve one.
+
+    ``multipart/x-mixed-replace`` JPEG frames, frame *i* a flat grey of level
+    :func:`mjpeg_level`. It free-runs (about 50 frames a second) until
+    :meth:`hold`; then it sends exactly the frames :meth:`send` allows.
+    :meth:`kill` closes the server and every connection, :meth:`start`
+    serves again on the same port.
+    """
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.free_running = threading.Event()
+        self.idle = threading.Event()  # a held connection is waiting for frames
+        self.allowance = threading.Semaphore(0)
+        self.port = 0
+        self.alive = False
+        self.server: ThreadingHTTPServer | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        """Where the stream is served."""
+        return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+    def start(self) -> None:
+        """Serve on the port (the first time a free one, then the same)."""
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                try:
+                    camera.serve(self.wfile)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the reader went away: it reconnects on its own
+
+        self.alive = True
+        self.free_running.set()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, out: Any) -> None:
+        """Write frames to one connection while the camera is alive."""
+        while self.alive:
+            if self.free_running.is_set():
+                self.idle.clear()
+                time.sleep(0.02)  # the camera's own pace
+            else:
+                self.idle.set()
+                if not self.allowance.acquire(timeout=0.05):
+                    continue
+            image = np.full((96, 128, 3), mjpeg_level(self.sent), np.uint8)
+            jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+            out.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+                      % len(jpeg) + jpeg + b"\r\n")
+            out.flush()
+            self.sent += 1
+
+    def hold(self) -> None:
+        """Stop free-running; return once the connection waits for :meth:`send`."""
+        self.free_running.clear()
+        assert self.idle.wait(10.0)
+
+    def send(self, frames: int) -> None:
+        """Let a held camera send ``frames`` more frames."""
+        for _ in range(frames):
+            self.allowance.release()
+
+    def kill(self) -> None:
+        """The camera goes away: the server and every open connection close."""
+        self.alive = False
+        assert self.server is not None
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def mjpeg_level(index: int) -> int:
+    """The grey level of frame ``index`` (distinct for 25 frames in a row)."""
+    return 10 * (index % 25)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` if it never does."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_network_camera_keeps_the_latest_frame_is_lost_and_reconnects() -> None:
+    camera = MjpegCamera()
+    config = CaptureConfig(source=f"video:{camera.url}", stream_open_timeout_s=2.0,
+                           stream_read_timeout_s=1.0, reconnect_max_s=0.5)
+    source = open_source(config)
+    assert isinstance(source, StreamSource) and isinstance(source, ReportsCameraHealth)
+    try:
+        wait_until(lambda: source.received >= 3 and source.health().state == "ok", "frames")
+        health = source.health()
+        assert health.camera_fps > 0 and health.reconnects == 0
+        assert health.frame_age_s is not None and health.frame_age_s < 1.0
+
+        # Only the latest frame: 12 frames arrive between two reads; the next
+        # read is the 12th, and then there is nothing newer.
+        camera.hold()
+        wait_until(lambda: source.received == camera.sent, "the frames in flight")
+        source.read()
+        before = source.received
+        camera.send(12)
+        wait_until(lambda: source.received == before + 12, "the burst")
+        frame = source.read()
+        assert frame is not None
+        assert abs(int(frame.image.mean()) - mjpeg_level(camera.sent - 1)) <= 3
+        assert source.read() is None
+
+        # A camera that sends nothing for stream_read_timeout_s is lost (and reopened).
+        wait_until(lambda: source.health().state != "ok", "a silent camera counted lost")
+        assert source.health().frame_age_s >= 1.0  # type: ignore[operator]
+        camera.free_running.set()
+        wait_until(lambda: source.health().state == "ok", "the camera back")
+        reconnects = source.health().reconnects
+        assert reconnects >= 1 and source.read() is not None
+
+        # The camera goes away: lost; it comes back on the same port: frames again.
+        camera.kill()
+        wait_until(lambda: source.health().state != "ok", "a killed camera counted lost")
+        assert source.health().state in ("lost", "reconnecting")
+        source.read()
+        camera.start()
+        wait_until(lambda: source.health().state == "ok" and
+                   source.health().reconnects > reconnects, "the restarted camera")
+        wait_until(lambda: source.read() is not None, "a frame from the restarted camera")
+        assert source.health().status()["camera"] == "ok"
+    finally:
+        source.close()
+        camera.kill()
+
+
+def test_a_stream_that_does_not_open_names_the_source_and_the_field() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = f"video:http://127.0.0.1:{port}/video.mjpg"
+    with pytest.raises(InputError, match=f"'{source}'.*stream_open_timeout_s"):
+        open_source(CaptureConfig(source=source, stream_open_timeout_s=1.0))
+
+
+def test_a_stream_reader_backs_off_between_failed_opens() -> None:
+    # A fake opener stands in for FFmpeg: the first open works, the stream
+    # ends, and every reopen fails; the attempts are spaced by the backoff.
+    class EndedCapture:
+        def read(self) -> tuple[bool, None]:
+            return False, None
+
+        def release(self) -> None:
+            pass
+
+    opened: list[float] = []
+    two_failures = threading.Event()
+
+    def opener(url: str, open_timeout_s: float, read_timeout_s: float) -> Any:
+        opened.append(time.monotonic())
+        if len(opened) >= 4:
+            two_failures.set()
+        return EndedCapture() if len(opened) == 1 else None
+
+    source = StreamSource("rtsp://camera.invalid/stream", name="video:rtsp://camera.invalid",
+                          backoff_s=0.05, backoff_max_s=0.1, opener=opener)
+    try:
+        assert two_failures.wait(10.0)
+        assert source.read() is None and source.health().state in ("lost", "reconnecting")
+        assert source.health().frame_age_s is None and source.health().reconnects == 0
+    finally:
+        source.close()
+    gaps = [b - a for a, b in zip(opened[1:], opened[2:], strict=False)]
+    assert all(gap >= 0.05 for gap in gaps)  # never a busy loop of reopens
+
+
+def test_a_read_that_blocks_past_the_timeouts_is_abandoned_and_the_stream_reopened() -> None:
+    # FFmpeg's read timeout does not always fire: a read that blocks for twice
+    # stream_read_timeout_s is left behind, and a fresh reader reopens the stream.
+    unblock = threading.Event()
+
+    class StuckCapture:
+        released = False
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            unblock.wait(30.0)
+            return False, None
+
+        def release(self) -> None:
+            self.released = True
+
+    class LiveCapture:
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            time.sleep(0.01)  # the camera's pace
+            return True, np.zeros((4, 4, 3), np.uint8)
+
+        def release(self) -> None:
+            pass
+
+    stuck = StuckCapture()
+    captures: list[Any] = [stuck, LiveCapture()]
+    source = StreamSource("rtsp://camera.invalid/stream", name="video:rtsp://camera.invalid",
+                          read_timeout_s=0.5, opener=lambda *args: captures.pop(0))
+    try:
+        wait_until(lambda: source.health().state == "lost", "the stuck reader counted lost")
+        assert source.read() is None  # the watchdog, reading: past 2 x 0.5 s it reopens
+        wait_until(lambda: source.read() is not None, "frames from the reopened stream")
+        assert source.health().state == "ok" and source.health().reconnects == 1
+        unblock.set()  # the abandoned read returns: its reader releases its capture and ends
+        wait_until(lambda: stuck.released, "the abandoned capture released")
+    finally:
+        unblock.set()
+        source.close()

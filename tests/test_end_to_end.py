@@ -72,6 +72,12 @@ def test_demo_runs_three_processes_and_writes_music(tmp_path: Path) -> None:
 
     midi = pretty_midi.PrettyMIDI(str(out / "demo.mid"))
     assert sum(len(i.notes) for i in midi.instruments) > 20
+    # the file carries the music's own tempi and meters, not a fixed 120 bpm: notes sit on
+    # a DAW's grid (the artworks heard before the end each had their tempo marked)
+    _, tempi = midi.get_tempo_changes()
+    planned = {round(float(d["decisions"]["tempo_bpm"]), 1) for d in timeline["decisions"]
+               if d["state"] == "artwork"}
+    assert len(planned & {round(float(t), 1) for t in tempi}) >= 2, (planned, tempi)
     assert "art2mus demo" in result.stdout
 
 

@@ -628,7 +628,7 @@ def gallery_photo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, 
 
 
 def _render(*argv: str) -> Any:
-    return CliRunner().invoke(cli, ["render", *argv, "--seconds", "0.5"])
+    return CliRunner().invoke(cli, ["render", *argv, "--seconds", "0.5", "--json"])
 
 
 def test_render_describes_the_painting_located_and_rectified_in_the_photo(

@@ -22,7 +22,7 @@ from ground.events import null_sink
 from ground.params import PARAMETERS, parameter, parse_target
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 from installation.config import config_from_dict
-from installation.control import ControlHub
+from installation.control import ControlHub, ParameterChange
 
 RATE = 48000
 
@@ -91,6 +91,30 @@ def test_the_hub_remembers_values_per_room_and_replays_them_in_order() -> None:
     assert hub.toggle("freeze") == 1.0 and hub.toggle("freeze") == 0.0
     with pytest.raises(ValueError, match="unknown room 'zz'"):
         hub.set("intensity", 0.1, "zz")
+
+
+def test_listeners_hear_every_set_with_its_source_and_a_failing_one_refuses_nothing() -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    hub = ControlHub(config_from_dict({"rooms": [{"id": "a"}]}),
+                     lambda kind, **f: events.append((kind, f)))
+    heard: list[ParameterChange] = []
+
+    def broken(change: ParameterChange) -> None:
+        raise OSError("network down")
+
+    unsubscribe = hub.subscribe(heard.append)
+    hub.subscribe(broken)
+    assert hub.set("volume", 9.0, "a", source="console") == 4.0  # the clamped value is heard
+    hub.toggle("freeze", source="midi", origin="midi:note:1:36")
+    with pytest.raises(ValueError):
+        hub.set("intensity", float("nan"), source="osc")  # refused: nobody hears of it
+    assert heard == [ParameterChange("a", "volume", 4.0, "console"),
+                     ParameterChange("*", "freeze", 1.0, "midi", "midi:note:1:36")]
+    assert [f["name"] for kind, f in events if kind == "control_echo_failed"] == [
+        "volume", "freeze"]
+    unsubscribe()
+    hub.set("brightness", 0.1)
+    assert len(heard) == 2
 
 
 # -- the engine applies them ------------------------------------------------------

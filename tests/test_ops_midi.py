@@ -13,6 +13,7 @@ from installation.config import MidiInConfig, config_from_dict
 from installation.control import ControlHub
 from installation.midi_in import (
     MidiControlInput,
+    MidiFeedback,
     learn_mapping,
     mapping_toml,
     new_midi_in,
@@ -59,6 +60,20 @@ class FakeRtmidi:
             raise self.error
         assert self.port is not None
         return self.port
+
+    def MidiOut(self) -> FakeOut:  # noqa: N802 - rtmidi's name
+        return FakeOut()
+
+
+class FakeOut(FakePort):
+    """An rtmidi MidiOut look-alike: what was sent, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(["Midi Through 14:0", "nanoKONTROL2 20:0"])
+        self.sent: list[list[int]] = []
+
+    def send_message(self, message: list[int]) -> None:
+        self.sent.append(list(message))
 
 
 def _input(**config: Any) -> tuple[MidiControlInput, ControlHub, FakePort]:
@@ -163,10 +178,103 @@ def test_the_midi_learn_command_says_in_one_line_when_there_is_no_midi() -> None
     from installation.cli import cli
     from installation.ops_cli import commands
 
-    group = click.Group(name="art2mus", commands={c.name: c for c in commands})
+    group = click.Group(name="art2mus", commands={str(c.name): c for c in commands})
     cli_group = type(cli)(name="art2mus", commands=group.commands)
     result = CliRunner().invoke(cli_group, ["midi-learn", "--port", "nano", "intensity"])
     if result.exit_code == 0:  # pragma: no cover - a machine with a MIDI port called nano
         return
     assert result.exit_code in (2, 4)
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+
+
+def test_maps_are_channel_aware_and_a_channels_own_entry_wins() -> None:
+    midi, hub, port = _input(cc={"7": "volume", "2:7": "intensity@a"}, soft_takeover=False)
+    port.callback(([CC | 0, 7, 127], 0.0))  # channel 1: the any-channel entry
+    port.callback(([CC | 1, 7, 0], 0.0))  # channel 2: its own entry
+    assert hub.current("volume") == 4.0
+    assert hub.current("intensity", "a") == 0.0 and hub.current("volume", "a") == 4.0
+    with pytest.raises(ValueError, match=r"control.midi.cc: key must be 0..127, or CH:0..127 "
+                                         r"with channel 1..16, got '17:7'"):
+        MidiInConfig(cc={"17:7": "intensity"})
+
+
+def test_every_change_is_fed_back_as_cc_but_not_to_the_control_that_moved() -> None:
+    config = MidiInConfig(cc={"1": "intensity", "2:21": "intensity", "7": "volume@b",
+                              "64": "freeze", "30": "next_variation"},
+                          soft_takeover=False)
+    hub = ControlHub(CONFIG)
+    out = FakeOut()
+    feedback = MidiFeedback(config, hub, out)
+    midi = MidiControlInput(config, hub, ports=[FakePort()], feedback=feedback)
+    midi.handle([CC, 1, 100])  # knob CC 1 moves intensity: only the CC 21 fader follows
+    assert out.sent == [[CC | 1, 21, 100]]
+    out.sent.clear()
+    hub.set("intensity", 0.0, source="osc")  # from OSC: both follow
+    assert out.sent == [[CC, 1, 0], [CC | 1, 21, 0]]
+    out.sent.clear()
+    hub.set("volume", 2.0, "b", source="console")  # volume 0..4: 2.0 is the middle
+    hub.set("volume", 2.0, "a", source="console")  # not the room CC 7 is mapped to
+    hub.toggle("freeze", source="reload")
+    hub.trigger("next_variation")  # a trigger has no position to show
+    assert out.sent == [[CC, 7, 64], [CC, 64, 127]]
+    midi.close()
+    assert out.closed
+    hub.set("intensity", 1.0)
+    assert out.sent == [[CC, 7, 64], [CC, 64, 127]]  # unsubscribed on close
+
+
+def test_feedback_port_same_opens_the_inputs_output_twin() -> None:
+    rtmidi = FakeRtmidi(FakePort())
+    midi = MidiControlInput.open(MidiInConfig(port="nano", feedback_port="same",
+                                              cc={"1": "intensity"}), ControlHub(CONFIG),
+                                 rtmidi_module=rtmidi)
+    assert midi.feedback is not None and midi.feedback.port.opened == 1
+    midi.close()
+    with pytest.raises(ValueError, match="feedback_port: 'same' needs control.midi.port"):
+        MidiInConfig(feedback_port="same")
+
+
+def test_a_program_change_recalls_a_scene_through_the_hub() -> None:
+    config = config_from_dict({
+        "rooms": [{"id": "a"}, {"id": "b"}],
+        "control": {"midi": {"cc": {"1": "intensity"}}, "scenes": [
+            {"name": "calm", "program": 0, "params": {"intensity": 0.2, "volume@b": 0.5}},
+            {"name": "storm", "program": 5, "params": {"intensity": 0.9, "freeze": 1},
+             "key": "D", "mode": "dorian", "tempo_bpm": 140},
+        ]},
+    })
+    events: list[tuple[str, dict[str, Any]]] = []
+    hub = ControlHub(config, lambda kind, **f: events.append((kind, f)))
+    out = FakeOut()
+    feedback = MidiFeedback(config.control.midi, hub, out)
+    midi = MidiControlInput(config.control.midi, hub, ports=[FakePort()], feedback=feedback)
+    assert midi.handle([0xC0, 5])
+    assert hub.current("intensity") == 0.9 and hub.current("freeze") == 1.0
+    assert out.sent == [[CC, 1, round(0.9 * 127)]]  # the recalled scene moves the knob too
+    assert midi.handle([0xC3, 0])  # any channel (control.midi.channel = 0)
+    assert hub.current("intensity") == 0.2 and hub.current("volume", "b") == 0.5
+    assert not midi.handle([0xC0, 9])  # no scene 9: ignored
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("scene_recalled") == 2
+    ignored = [f for kind, f in events if kind == "scene_overrides_ignored"]
+    assert ignored == [{"scene": "storm", "overrides": {"key": "D", "mode": "dorian",
+                                                         "tempo_bpm": 140.0},
+                        "reason": "the engine has no live key/mode/tempo setting yet"}]
+    assert hub.scene("calm").program == 0 and hub.scene(5).name == "storm"
+    with pytest.raises(ValueError, match=r"unknown scene 'x'; control.scenes has \['calm "):
+        hub.scene("x")
+
+
+def test_scenes_are_checked_when_the_config_loads() -> None:
+    def scenes(*entries: dict[str, Any]) -> Any:
+        return config_from_dict({"rooms": [{"id": "a"}], "control": {"scenes": list(entries)}})
+
+    with pytest.raises(ConfigError, match=r"control.scenes\[0\]`: Value error, unknown "
+                                         r"parameter 'loudness'"):
+        scenes({"name": "a", "program": 1, "params": {"loudness": 1.0}})
+    with pytest.raises(ConfigError, match=r"each program once, got \[1\] twice"):
+        scenes({"name": "a", "program": 1}, {"name": "b", "program": 1})
+    with pytest.raises(ConfigError, match=r"control.scenes\[0\].params.intensity"):
+        scenes({"name": "a", "program": 1, "params": {"intensity": "high"}})
+    with pytest.raises(ConfigError, match=r"control.scenes\[0\].program"):
+        scenes({"name": "a", "program": 128})

@@ -13,7 +13,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from ground.events import null_sink
 from installation.config import OscConfig, config_from_dict
 from installation.control import ControlHub
-from installation.osc import STATE_FIELDS, OscControlServer, OscStateSender
+from installation.osc import STATE_FIELDS, OscControlServer, OscParameterEcho, OscStateSender
 
 CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
 
@@ -106,3 +106,46 @@ def test_each_rooms_state_goes_out_one_value_per_address() -> None:
     assert received["/art2mus/a/health"] == 1.0
     assert received["/art2mus/b/health"] == 0.0  # its audio_out is down
     assert received["/art2mus/b/artwork_id"] == ""
+
+
+def test_a_parameter_set_on_osc_is_echoed_to_the_send_targets_but_not_its_sender() -> None:
+    received: list[tuple[str, float]] = []
+    lock = threading.Lock()
+
+    def record(address: str, *args: Any) -> None:
+        with lock:
+            received.append((address, args[0]))
+
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(record)
+    # the target, a TouchOSC stand-in: it listens on 6197 and sends from the same socket
+    target = ThreadingOSCUDPServer(("127.0.0.1", 6197), dispatcher)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    config = OscConfig(listen="127.0.0.1:6196", send=("127.0.0.1:6197",))
+    hub = ControlHub(CONFIG)
+    server = OscControlServer.start(config, hub, null_sink)
+    echo = OscParameterEcho.start(config, hub, null_sink)
+    try:
+        client = SimpleUDPClient("127.0.0.1", server.port)  # another sender: echoed
+        client.send_message("/art2mus/intensity", 0.8)
+        _wait(lambda: len(received) >= 1)
+        # the target's own fader move: stored, but not sent back to it
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        builder = OscMessageBuilder("/art2mus/b/brightness")
+        builder.add_arg(0.3)
+        target.socket.sendto(builder.build().dgram, ("127.0.0.1", server.port))
+        _wait(lambda: hub.current("brightness", "b") == 0.3)
+        hub.set("volume", 2.0, "a", source="console")  # any surface is echoed
+        _wait(lambda: len(received) >= 2)
+        client.close()
+    finally:
+        echo.close()
+        server.close()
+        target.shutdown()
+        target.server_close()
+    assert [a for a, _ in received] == ["/art2mus/intensity", "/art2mus/a/volume"]
+    assert abs(received[0][1] - 0.8) < 1e-6 and received[1][1] == 2.0
+    assert echo.sent == 2
+    hub.set("intensity", 0.1)  # closed: no longer listening, nothing sent
+    assert echo.sent == 2

@@ -50,7 +50,7 @@ CLIP_S = "0.32"
 # w = 1, 0.68 / 0.74 at 2.5, 0.78 / 0.84 at 4, noise seeds 5 / 6).
 GUIDANCE = 4.0
 # Batch 8: half the compute of batch 16 for the same 300 updates, and as good a teacher here.
-TRAIN = ["--steps", "300", "--batch-size", "8", "--lr", "2e-3", "--weight-decay", "0",
+TRAIN = ["--train-steps", "300", "--batch-size", "8", "--lr", "2e-3", "--weight-decay", "0",
          "--min-snr", "5", "--train-all", "--rescale-latents", "--latents", "mean",
          "--clip-s", CLIP_S, "--validate-every", "50", "--checkpoint-every", "100",
          "--log-every", "25", "--device", "cpu", "--threads", "1", "--quiet"]

@@ -3,10 +3,14 @@
 - ``art2mus make-tone-dataset OUT_DIR``: a generated paired set (lighter images, higher tones).
 - ``art2mus validate-data DATA_DIR``: check a paired image/audio dataset, naming
   every missing, unreadable or too-short file.
-- ``art2mus train-projection --model DIR --data DIR --out DIR``: train the image
-  projection (the Art2Mus recipe); writes a model folder.
-- ``art2mus distill --teacher DIR --data DIR --out DIR --steps 4``: distil a
-  few-step consistency student; writes a model folder.
+- ``art2mus train-projection --model DIR --data DIR --out DIR --train-steps N``: train
+  the image projection (the Art2Mus recipe); writes a model folder.
+- ``art2mus distill --teacher DIR --data DIR --out DIR --steps 4 --train-steps N``:
+  distil a few-step consistency student; writes a model folder.
+
+One word, one meaning, in every command: ``--steps`` is sampling (denoising) steps,
+``--train-steps`` optimiser steps. ``train-projection --steps`` (its old spelling of
+optimiser steps) is refused with a message naming ``--train-steps``.
 
 torch is imported only inside the commands, so ``import installation.cli`` stays light.
 """
@@ -14,6 +18,7 @@ torch is imported only inside the commands, so ``import installation.cli`` stays
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +110,8 @@ def _run_options(function: Any) -> Any:
         click.option("--log-every", default=10, show_default=True),
         click.option("--threads", default=0, show_default=True,
                      help="torch CPU threads (0: torch's default; 1 is fastest on a busy CPU)."),
-        click.option("--quiet", is_flag=True, help="No progress bar."),
+        click.option("--quiet", is_flag=True,
+                     help="No progress bar (none either when stderr is not a terminal)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -141,7 +147,12 @@ def _report(result: Any) -> None:
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Source model folder (its frozen parts are linked into OUT).")
 @_run_options
-@click.option("--steps", default=1000, show_default=True, help="Optimizer steps.")
+@click.option("--train-steps", "steps", default=1000, show_default=True,
+              help="Optimizer steps.")
+@click.option("--steps", "old_steps", type=int, default=None, hidden=True, expose_value=False,
+              callback=lambda ctx, param, value: _refuse_renamed(value, "--steps",
+                                                                 "--train-steps"),
+              help="Refused: the old spelling of --train-steps.")
 @click.option("--lr", type=FiniteFloat(), default=2e-5, show_default=True)
 @click.option("--min-snr", "min_snr_gamma", type=FiniteFloat(), default=0.0, show_default=True,
               help="Min-SNR-gamma loss weighting (5 is the paper's; 0: off).")
@@ -166,7 +177,7 @@ def train_projection_command(**options: Any) -> None:
     result = train_projection(options["model_dir"], options["data_dir"], options["out_dir"],
                               config, encoder=options["encoder"], cache_dir=options["cache_dir"],
                               init_projection=options["init_projection"],
-                              resume=options["resume"], progress=not options["quiet"])
+                              resume=options["resume"], progress=_show_progress(options))
     _report(result)
 
 
@@ -202,8 +213,20 @@ def distill_command(**options: Any) -> None:
     config = _config(DistillConfig, options, {})
     result = distill(options["teacher_dir"], options["data_dir"], options["out_dir"], config,
                      encoder=options["encoder"], cache_dir=options["cache_dir"],
-                     resume=options["resume"], progress=not options["quiet"])
+                     resume=options["resume"], progress=_show_progress(options))
     _report(result)
+
+
+def _refuse_renamed(value: Any, old: str, new: str) -> None:
+    """A usage error when a renamed option's old spelling is given, naming the new one."""
+    if value is not None:
+        raise click.UsageError(f"{old} is now {new} here ({new} {value}: optimiser steps); "
+                               f"{old} means sampling steps in every art2mus command")
+
+
+def _show_progress(options: dict[str, Any]) -> bool:
+    """Progress bars unless --quiet, and only for a person watching (stderr a terminal)."""
+    return not options["quiet"] and sys.stderr.isatty()
 
 
 def _set_threads(threads: int) -> None:

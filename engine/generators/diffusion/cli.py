@@ -64,9 +64,12 @@ def export_onnx_command(model_dir: Path, out_dir: Path, window_s: float, batch: 
                         guidance: bool) -> None:
     """Export MODEL_DIR's UNet, VAE decoder and vocoder to ONNX files in OUT_DIR."""
     from engine.generators.diffusion.onnx_backend import export_onnx
+    from ground.cli_report import working
 
-    manifest = export_onnx(model_dir, out_dir, window_s=window_s,
-                           batch=batch * (2 if guidance else 1))
+    # export_onnx has no per-part hook: a spinner says it is working (stderr, terminals only)
+    with working(f"exporting {model_dir} to ONNX in {out_dir} (UNet, VAE decoder, vocoder)"):
+        manifest = export_onnx(model_dir, out_dir, window_s=window_s,
+                               batch=batch * (2 if guidance else 1))
     click.echo(json.dumps(manifest, indent=2))
 
 
@@ -94,7 +97,8 @@ CPU_STOCK_TIMED_STEPS = 20
 @click.command("engine")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
                                                       path_type=Path), required=True)
-@click.option("--steps", default=4, show_default=True)
+@click.option("--steps", default=4, show_default=True,
+              help="Sampling (denoising) steps per window.")
 @click.option("--batch", "batches", default="1,4,16", show_default=True,
               help="Comma-separated room counts sampled together.")
 @click.option("--window-s", type=FiniteFloat(), default=2.56, show_default=True)

@@ -1,0 +1,303 @@
+"""Beat and bar out: OSC ``/beat``, ``/bar``, ``/key``, ``/chord`` as the music is heard.
+
+For TouchDesigner, Max or Resolume to lock visuals to the music. Per room::
+
+    /art2mus/ROOM/bar     int, bar number (1 = the first bar of the current piece)
+    /art2mus/ROOM/beat    int, beat in the bar, 1..beats per bar (the meter's numerator)
+    /art2mus/ROOM/key     string, e.g. "D dorian" (when a piece starts, and on a change)
+    /art2mus/ROOM/chord   string, root and quality, e.g. "A minor", "G dominant 7"
+
+Where the timing comes from: the engine loop calls :meth:`BeatOut.observe`
+every turn with each room's :class:`BeatGrid` (:func:`grid_of` reads it from
+the generator's stream state: the procedural composer's bar grid, meter,
+key and chords; a generator without a bar grid sends nothing) and the
+playhead estimate (the timeline sample heard now). A grid is kept from its
+first bar line on, so the bars of the piece still playing are counted until
+the new one's first downbeat is heard. The sender's own thread wakes at each
+beat's wall time, extrapolated from the last observation (at most
+:data:`MAX_EXTRAPOLATE_S` ahead, so a stalled playhead stops the beats), so a
+beat leaves within a few milliseconds of the playhead estimate passing it,
+whatever the engine loop is busy with. Chords between a transition's start
+and the new grid's first bar (the bridge) are not reported.
+
+``send`` and ``clock`` are the seams: tests pass a list's ``append`` and a
+fake clock and call :meth:`BeatOut.pump`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.generators.procedural.generator import ProceduralState
+from engine.generators.procedural.theory import NOTE_NAMES
+
+#: What a beat message carries: a bar or beat number, a key or chord name.
+OscValue = int | str
+
+#: The furthest ahead of its last observation a room's playhead is extrapolated.
+MAX_EXTRAPOLATE_S = 0.5
+#: Grids kept per room (the one playing, the ones queued after it).
+GRIDS_KEPT = 8
+#: Longest the sender thread sleeps, so new observations are picked up.
+MAX_WAIT_S = 0.05
+
+#: Chord qualities by the intervals above the root (semitones), most specific first.
+_QUALITIES: tuple[tuple[frozenset[int], str], ...] = (
+    (frozenset({4, 7, 11}), "major 7"),
+    (frozenset({4, 7, 10}), "dominant 7"),
+    (frozenset({3, 7, 10}), "minor 7"),
+    (frozenset({3, 6, 10}), "half-diminished 7"),
+    (frozenset({3, 6, 9}), "diminished 7"),
+    (frozenset({4, 7}), "major"),
+    (frozenset({3, 7}), "minor"),
+    (frozenset({3, 6}), "diminished"),
+    (frozenset({4, 8}), "augmented"),
+)
+
+
+def chord_name(pitch_classes: Sequence[int]) -> str:
+    """Root and quality of a chord given root first (``(9, 0, 4)`` -> ``"A minor"``).
+
+    Extensions and added tones beyond the qualities known are ignored; a chord
+    that matches none is its root alone.
+    """
+    if not pitch_classes:
+        raise ValueError("chord_name: expected at least the root, got no pitch classes")
+    root = pitch_classes[0] % 12
+    intervals = {(pc - root) % 12 for pc in pitch_classes[1:]}
+    for needed, quality in _QUALITIES:
+        if needed <= intervals:
+            return f"{NOTE_NAMES[root]} {quality}"
+    return NOTE_NAMES[root]
+
+
+@dataclass(frozen=True)
+class BeatGrid:
+    """Where one piece's bars and beats fall on the room's timeline (samples).
+
+    ``start`` is where the stream that plays it begins (a transition starts
+    before the first downbeat, at ``anchor``): a grid queued after that was
+    replaced before it was heard. ``chord`` gives the chord name of a bar
+    (0 = the bar at ``anchor``), or is None where the generator has no
+    harmony to tell. ``identity`` tells one piece from another. ``tempo_bpm``
+    (quarter notes per minute) and ``meter`` are the plan's, for a MIDI file's
+    tempo map (None where the generator does not say).
+    """
+
+    anchor: int
+    bar_samples: float
+    beats_per_bar: int
+    key: str
+    start: int = field(default=0, compare=False)
+    chord: Callable[[int], str] | None = field(default=None, compare=False)
+    identity: Any = None
+    tempo_bpm: float | None = field(default=None, compare=False)
+    meter: tuple[int, int] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (self.bar_samples > 0 and math.isfinite(self.bar_samples)):
+            raise ValueError(f"BeatGrid.bar_samples: expected a positive number, "
+                             f"got {self.bar_samples}")
+        if self.beats_per_bar < 1:
+            raise ValueError(f"BeatGrid.beats_per_bar: expected >= 1, got {self.beats_per_bar}")
+
+    @property
+    def beat_samples(self) -> float:
+        """Samples per beat."""
+        return self.bar_samples / self.beats_per_bar
+
+    def beat_index(self, sample: float) -> int:
+        """Index of the beat containing ``sample``, counted from the anchor (0 = first)."""
+        return math.floor((sample - self.anchor) / self.beat_samples + 1e-9)
+
+    def beat_start(self, index: int) -> float:
+        """Timeline sample where beat ``index`` starts."""
+        return self.anchor + index * self.beat_samples
+
+
+def grid_of(state: object) -> BeatGrid | None:
+    """The bar grid of a generator's stream state; None for a generator without one.
+
+    Today the procedural generator's composer knows its grid; the grid is
+    what the composer plays from its anchor (the first downbeat) on.
+    """
+    if not isinstance(state, ProceduralState):
+        return None
+    composer = state.composer
+    decisions = composer.decisions
+    key = f"{NOTE_NAMES[decisions.key_root]} {decisions.mode}"
+    return BeatGrid(anchor=int(composer.grid.anchor), bar_samples=composer.grid.bar_samples,
+                    beats_per_bar=int(decisions.meter[0]), key=key,
+                    start=int(composer.start_sample),
+                    chord=lambda bar: chord_name(composer.chord(bar)),
+                    identity=(composer.grid, decisions, composer.seed),
+                    tempo_bpm=float(decisions.tempo_bpm),
+                    meter=(int(decisions.meter[0]), int(decisions.meter[1])))
+
+
+@dataclass
+class _Room:
+    """One room's grids and playhead, as last observed, and the next beat to send."""
+
+    grids: list[BeatGrid] = field(default_factory=list)
+    heard: int = 0
+    observed_at: float = 0.0
+    advancing: bool = False
+    next_beat: float | None = None  # timeline sample of the next beat to send
+    key_sent: str = ""
+
+
+class BeatOut:
+    """Sends each room's beats, bars, key and chords to OSC targets as they are heard."""
+
+    def __init__(self, rooms: Sequence[str], sample_rate: int,
+                 send: Callable[[str, OscValue], None], prefix: str = "/art2mus",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sample_rate = sample_rate
+        self.prefix = prefix.rstrip("/")
+        self._send = send
+        self._clock = clock
+        self._rooms = {room: _Room() for room in rooms}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sockets: list[Any] = []  # what close() closes (start()'s UDP clients)
+        self.beats_sent = 0
+
+    @classmethod
+    def start(cls, targets: Sequence[str], rooms: Sequence[str], sample_rate: int,
+              prefix: str = "/art2mus",
+              clock: Callable[[], float] = time.monotonic) -> BeatOut:
+        """Send to ``targets`` ("HOST:PORT") over UDP from a thread of its own."""
+        from pythonosc.udp_client import SimpleUDPClient  # a core dependency
+
+        clients = []
+        for target in targets:
+            host, _, port = target.rpartition(":")
+            clients.append(SimpleUDPClient(host, int(port)))
+
+        def send(address: str, value: OscValue) -> None:
+            for client in clients:
+                try:
+                    client.send_message(address, value)
+                except OSError:  # a target's network is down: the next beat tries again
+                    pass
+
+        beats = cls(rooms, sample_rate, send, prefix, clock)
+        beats._sockets = clients
+        beats._thread = threading.Thread(target=beats._run, name="beat-out", daemon=True)
+        beats._thread.start()
+        return beats
+
+    # -- fed by the engine loop ---------------------------------------------
+
+    def observe(self, room: str, grid: BeatGrid | None, heard: int | None) -> None:
+        """The room's current grid (None: no change) and the timeline sample heard now."""
+        now = self._clock()
+        with self._lock:
+            state = self._rooms.get(room)
+            if state is None:
+                return
+            if grid is not None and (not state.grids or state.grids[-1] != grid):
+                # a re-plan of the same piece keeps its grid: only a new one is added; a
+                # queued grid whose first downbeat the new stream replaced is forgotten
+                state.grids = [g for g in state.grids if g.anchor < grid.start][
+                    -(GRIDS_KEPT - 1):] + [grid]
+                if state.next_beat is not None and state.next_beat >= grid.start:
+                    state.next_beat = None  # the beats ahead were the replaced grid's
+            if heard is None:
+                state.advancing = False
+                return
+            if heard < state.heard:
+                state.next_beat = None  # the timeline restarted: find the beat again
+            state.advancing = heard > state.heard
+            state.heard, state.observed_at = heard, now
+        self._wake.set()
+
+    # -- sending ------------------------------------------------------------
+
+    def _position(self, state: _Room, now: float) -> float:
+        elapsed = min(max(0.0, now - state.observed_at), MAX_EXTRAPOLATE_S)
+        return state.heard + (elapsed * self.sample_rate if state.advancing else 0.0)
+
+    def pump(self) -> float:
+        """Send what the playhead has reached; seconds until the next beat is due."""
+        now = self._clock()
+        wait = MAX_WAIT_S
+        due: list[tuple[str, OscValue]] = []
+        with self._lock:
+            for room, state in self._rooms.items():
+                if not state.grids:
+                    continue
+                position = self._position(state, now)
+                if state.next_beat is None:
+                    state.next_beat = self._next_boundary(state, position - 1e-6)
+                while state.next_beat <= position:
+                    beat = state.next_beat
+                    state.next_beat = self._next_boundary(state, beat)
+                    if state.next_beat <= position and position - beat > 0.1 * self.sample_rate:
+                        continue  # a stall or a jump: send only the beat playing now
+                    due += self._messages(room, state, beat)
+                if state.advancing:
+                    wait = min(wait, (state.next_beat - position) / self.sample_rate)
+        for address, value in due:
+            self._send(address, value)
+        return max(0.0, wait)
+
+    def _grid_at(self, state: _Room, sample: float) -> BeatGrid:
+        """The grid playing at ``sample``: the last whose first downbeat is not after it."""
+        playing = state.grids[0]
+        for grid in state.grids:
+            if grid.anchor <= sample + 1e-6:
+                playing = grid
+        return playing
+
+    def _next_boundary(self, state: _Room, after: float) -> float:
+        """The first beat start strictly after ``after``."""
+        grid = self._grid_at(state, after)
+        boundary = grid.beat_start(grid.beat_index(after) + 1)
+        for later in state.grids:
+            if after < later.anchor < boundary:
+                boundary = later.anchor  # a new piece's first downbeat comes first
+        return boundary
+
+    def _messages(self, room: str, state: _Room, beat: float) -> list[tuple[str, OscValue]]:
+        grid = self._grid_at(state, beat)
+        index = grid.beat_index(beat)
+        bar, beat_in_bar = divmod(index, grid.beats_per_bar)
+        base = f"{self.prefix}/{room}"
+        out: list[tuple[str, OscValue]] = []
+        if grid.key != state.key_sent:
+            state.key_sent = grid.key
+            out.append((f"{base}/key", grid.key))
+        if beat_in_bar == 0:
+            out.append((f"{base}/bar", bar + 1))
+            if grid.chord is not None:
+                out.append((f"{base}/chord", grid.chord(bar)))
+        out.append((f"{base}/beat", beat_in_bar + 1))
+        self.beats_sent += 1
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait = self.pump()
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def close(self) -> None:
+        """Stop the sender thread and close its sockets."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+            self._thread = None
+        for client in self._sockets:
+            client.close()
+        self._sockets = []
+

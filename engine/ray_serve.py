@@ -1,0 +1,582 @@
+"""The engine on Ray Serve: the generator in a deployment, the engine front as its client.
+
+Where it sits in the flow: with ``engine.backend = "ray"`` the engine process
+(the *front*) keeps what it always had (room sessions, the timeline, the
+ZeroMQ sockets towards capture and audio_out) and its generator becomes a
+:class:`RayGenerator`: the same :class:`~engine.generators.base.Generator`
+protocol, but each due chunk is a :class:`ChunkRequest` sent to a Ray Serve
+deployment of the real generator (``art2mus serve``, :func:`deploy`). Model
+loading, CUDA graphs and the ONNX path stay inside the replica, which builds
+its generator from the engine config (``make_generator``).
+
+- **Streams live in the replica.** A stream state may own a synthesiser or GPU
+  tensors, so it never travels: the front holds a :class:`RemoteStream` (room,
+  stream id, seed, position) and the replica keeps the real state
+  (:class:`ReplicaCore`). Each request carries enough to reopen its stream at
+  its position, so a replica that does not hold it (a new one after a crash,
+  another one after a retry) opens it there and the room plays on.
+- **Sticky and batched.** The room id is sent as Serve's multiplexed model id,
+  so a room's requests go to the replica that holds its stream; ``@serve.batch``
+  gathers the rooms (of every front) due together into one generator call.
+- **Deadlines.** Each request carries its due time (when the room's buffer
+  runs out); the front sends the due-soonest first and a replica serves its
+  batch in due order, counting the deadlines it missed.
+- **Failures.** A request that fails (a replica killed mid-request) is sent
+  again while its deadline allows, else made here; when Serve cannot be
+  reached at all, every room is generated here by the procedural generator
+  and the backend reports ``degraded: ray unreachable`` until a probe finds
+  Serve again.
+
+Why HTTP and not a deployment handle: a process holding a handle is a Ray
+driver, and a Ray driver exits when its cluster goes away; the front must
+outlive Ray. Serve's HTTP proxy keeps the engine process free of Ray (it does
+not even import it) at the cost of a loopback hop (measured by
+``benchmarks/ray_serve.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.generators import Generated, Generator, Request, RoomControls, generate_many
+from ground.events import EventSink, null_sink
+from ground.protocol import ArtworkView
+
+#: Serve application name and HTTP route of the deployment.
+APP_NAME = "art2mus"
+ROUTE = "/art2mus"
+#: Streams one replica (or the front's fallback) keeps; the least recently used go first.
+STREAMS_KEPT = 4096
+#: Conditions one replica keeps, by (artwork, knob values).
+CONDITIONS_KEPT = 256
+#: Recent samples kept for the figures in :meth:`RayGenerator.backend_status`.
+SAMPLES_KEPT = 256
+#: Health states of the backend.
+HEALTHY = "ok"
+DEGRADED = "degraded: ray unreachable"
+
+
+class ChunkRequest(msgspec.Struct, frozen=True):
+    """One room's next chunk, as the front asks a replica for it."""
+
+    room: str
+    stream: str  # one id per opened stream (per ``start``)
+    previous: str | None  # the stream it replaces: its musical context, where still held
+    seed: int
+    start_sample: int  # where the stream opened
+    position: int  # first sample wanted
+    frames: int
+    view: ArtworkView
+    controls: RoomControls
+    due: float  # unix time the room's buffer runs out
+
+
+class ChunkReply(msgspec.Struct, frozen=True):
+    """A replica's answer: the audio, its notes, and how it was served."""
+
+    audio: bytes  # float32 (frames, channels), C order
+    notes: bytes  # int32 (N, 6)
+    channels: int
+    replica: str  # host:pid
+    batch: int  # requests served in the same generator call
+    queue_s: float  # arrival in the replica -> start of its batch
+    compute_s: float  # the batch's generator call
+    missed: bool  # finished after due - deadline slack
+    reopened: bool  # the replica did not hold the stream at that position: opened it there
+
+    def generated(self, frames: int) -> Generated:
+        """The reply as the session's :class:`Generated` (shapes checked)."""
+        audio = np.frombuffer(self.audio, np.float32)
+        if audio.size != frames * self.channels:
+            raise ValueError(f"reply from {self.replica}: expected {frames} x {self.channels} "
+                             f"samples, got {audio.size}")
+        notes = np.frombuffer(self.notes, np.int32).reshape(-1, 6)
+        return Generated(audio=audio.reshape(frames, self.channels), notes=notes)
+
+
+def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > size:
+        cache.popitem(last=False)
+
+
+class ReplicaCore:
+    """What a replica does, without Ray: hold streams, serve a batch of requests by deadline.
+
+    The Serve deployment wraps one; the front's fallback is one around the
+    procedural generator; tests drive one directly.
+    """
+
+    def __init__(self, generator: Generator, deadline_slack_s: float = 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.generator = generator
+        self.deadline_slack_s = deadline_slack_s
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._clock = clock
+        self._streams: OrderedDict[str, tuple[int, Any]] = OrderedDict()  # id -> (position, state)
+        self._conditions: OrderedDict[tuple[str, tuple[float, ...]], Any] = OrderedDict()
+        self.served = 0
+        self.missed = 0
+        self.reopened = 0
+
+    def condition(self, view: ArtworkView, controls: RoomControls) -> Any:
+        """The generator's condition for ``view`` under ``controls`` (cached)."""
+        key = (view.key, controls.shapes_condition)
+        if key in self._conditions:
+            self._conditions.move_to_end(key)
+            return self._conditions[key]
+        condition = self.generator.prepare(view)
+        if not controls.neutral:
+            condition = self.generator.apply_controls(view, condition, controls)
+        _lru_put(self._conditions, key, condition, CONDITIONS_KEPT)
+        return condition
+
+    def _state(self, request: ChunkRequest, condition: Any) -> tuple[Any, bool]:
+        """The stream state at ``request.position`` (opened here where not held); reopened?"""
+        held = self._streams.pop(request.stream, None)
+        if held is not None and held[0] == request.position:
+            return held[1], False
+        previous = held[1] if held is not None else None
+        if previous is None and request.previous is not None:
+            kept = self._streams.pop(request.previous, None)
+            previous = kept[1] if kept is not None else None
+        state = self.generator.start(condition, request.seed, request.position, previous)
+        # A fresh stream's first chunk is an ordinary start; anything else is a recovery.
+        return state, not (held is None and request.position == request.start_sample)
+
+    def serve(self, batch: Sequence[tuple[ChunkRequest, float]]) -> list[ChunkReply]:
+        """Every request of ``batch`` ((request, arrival time) pairs) served, due-soonest
+        first, in one generator call where it batches; replies in request order."""
+        began = self._clock()
+        order = sorted(range(len(batch)), key=lambda i: batch[i][0].due)
+        calls: list[Request] = []
+        reopened: dict[int, bool] = {}
+        for i in order:
+            request = batch[i][0]
+            condition = self.condition(request.view, request.controls)
+            state, reopened[i] = self._state(request, condition)
+            calls.append((state, condition, request.frames))
+        results = generate_many(self.generator, calls)
+        finished = self._clock()
+        replies: list[ChunkReply | None] = [None] * len(batch)
+        for i, (generated, state) in zip(order, results, strict=True):
+            request, arrived = batch[i]
+            _lru_put(self._streams, request.stream, (request.position + request.frames, state),
+                     STREAMS_KEPT)
+            missed = finished > request.due - self.deadline_slack_s
+            self.missed += missed
+            self.reopened += reopened[i]
+            replies[i] = ChunkReply(
+                audio=np.ascontiguousarray(generated.audio, np.float32).tobytes(),
+                notes=np.ascontiguousarray(generated.notes, np.int32).tobytes(),
+                channels=generated.audio.shape[1], replica=self.name, batch=len(batch),
+                queue_s=max(0.0, began - arrived), compute_s=finished - began, missed=missed,
+                reopened=reopened[i])
+        self.served += len(batch)
+        return [reply for reply in replies if reply is not None]
+
+    def info(self) -> dict[str, Any]:
+        """What a probe learns: who answered and what it has served."""
+        return {"replica": self.name, "served": self.served, "missed": self.missed,
+                "reopened": self.reopened, "streams": len(self._streams)}
+
+
+# -- the front ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewCondition:
+    """The front's condition: the view and the knobs; the replica makes the generator's own."""
+
+    view: ArtworkView
+    controls: RoomControls = field(default_factory=RoomControls)
+
+
+@dataclass(frozen=True)
+class RemoteStream:
+    """The front's stream state: where the room's stream is, not what it holds."""
+
+    room: str
+    stream: str
+    previous: str | None
+    seed: int
+    start_sample: int
+    position: int
+
+
+class BackendUnreachable(Exception):
+    """Serve's HTTP proxy refused or dropped the connection."""
+
+
+@dataclass
+class _ReplicaFigures:
+    requests: int = 0
+    missed: int = 0
+    batches: deque[int] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+    queue_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
+
+
+def _p(values: Sequence[float], q: float) -> float | None:
+    return None if not values else round(float(np.percentile(np.asarray(values), q)) * 1e3, 2)
+
+
+class RayGenerator:
+    """The engine front's generator with ``engine.backend = "ray"``: a client of the deployment.
+
+    ``playhead(room)`` (the session's playhead estimate) gives each request its
+    due time. ``log_event`` hears ``backend_degraded`` / ``backend_restored``.
+    """
+
+    def __init__(self, config: EngineConfig, log_event: EventSink = null_sink,
+                 playhead: Callable[[str], int | None] = lambda room: None,
+                 fallback: Generator | None = None) -> None:
+        from engine.generators.procedural import ProceduralGenerator
+
+        self.config = config
+        self.ray = config.ray
+        self.sample_rate: int = config.sample_rate
+        self.channels: int = config.channels
+        self._log = log_event
+        self._playhead = playhead
+        # Where Ray cannot be reached, rooms are made here: the procedural generator runs
+        # anywhere, needs no weights, and its streams are held the way a replica holds them.
+        self.local = ReplicaCore(fallback or ProceduralGenerator(
+            config.procedural, config.sample_rate, config.channels))
+        self._pool = ThreadPoolExecutor(max_workers=max(4, self.ray.max_batch_size),
+                                        thread_name_prefix="ray-serve-client")
+        self._connections = threading.local()
+        self._opened: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self.state = HEALTHY
+        self._probing = threading.Event()  # set while a probe thread runs
+        self._restored = threading.Event()  # set by the probe when Serve answers again
+        self.retries = 0
+        self.local_chunks = 0
+        self.failures: Counter[str] = Counter()
+        self.reopened = 0
+        self.replicas: dict[str, _ReplicaFigures] = {}
+        self.hop_s: deque[float] = deque(maxlen=SAMPLES_KEPT)  # round trip less compute
+
+    # -- the Generator protocol ------------------------------------------------
+
+    def prepare(self, view: ArtworkView) -> ViewCondition:
+        """The view itself: the replica computes the condition from it."""
+        return ViewCondition(view)
+
+    def apply_controls(self, view: ArtworkView, condition: Any, controls: RoomControls
+                       ) -> ViewCondition:
+        """The view with the knobs (their meaning is the replica generator's)."""
+        return ViewCondition(view, controls)
+
+    def describe(self, condition: Any) -> dict[str, Any]:
+        """The decisions, as the procedural generator makes them; for another generator, its
+        name (its decisions are the replica's)."""
+        if not isinstance(condition, ViewCondition):
+            raise TypeError(f"condition must be ViewCondition, got {type(condition).__name__}")
+        if self.config.generator != "procedural":
+            return {"generator": self.config.generator, "backend": "ray"}
+        local = self.local.condition(condition.view, condition.controls)
+        return self.local.generator.describe(local)
+
+    def start(self, condition: Any, seed: int, start_sample: int, previous: Any | None
+              ) -> RemoteStream:
+        """A new stream id at ``start_sample`` (opened by whoever serves its first chunk)."""
+        if not isinstance(condition, ViewCondition):
+            raise TypeError(f"condition must be ViewCondition, got {type(condition).__name__}")
+        return RemoteStream(
+            room=condition.view.room, stream=uuid.uuid4().hex,
+            previous=previous.stream if isinstance(previous, RemoteStream) else None,
+            seed=seed, start_sample=int(start_sample), position=int(start_sample))
+
+    def generate(self, state: Any, condition: Any, frames: int
+                 ) -> tuple[Generated, RemoteStream]:
+        """One room's next ``frames`` (a batch of one)."""
+        return self.generate_batch([(state, condition, frames)])[0]
+
+    def generate_batch(self, requests: Sequence[Request]) -> list[tuple[Generated, Any]]:
+        """Every request served by the deployment, due-soonest first, or here where it cannot."""
+        now = time.time()
+        wire = [self._request(state, condition, frames, now)
+                for state, condition, frames in requests]
+        if self._restored.is_set():
+            self._restored.clear()
+            self.state = HEALTHY
+            self._log("backend_restored", backend="ray", url=self.url)
+        replies: list[ChunkReply | None] = [None] * len(wire)
+        if self.state == HEALTHY:
+            replies = self._remote(wire)
+        missing = [i for i, reply in enumerate(replies) if reply is None]
+        if missing:
+            local = self.local.serve([(wire[i], now) for i in missing])
+            self.local_chunks += len(missing)
+            for i, made in zip(missing, local, strict=True):
+                replies[i] = made
+        out = []
+        for (state, _, frames), reply in zip(requests, replies, strict=True):
+            assert reply is not None
+            out.append((reply.generated(frames), replace(state, position=state.position + frames)))
+        return out
+
+    # -- the wire ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Where the deployment answers."""
+        return f"http://{self.ray.http_host}:{self.ray.http_port}{ROUTE}"
+
+    def _request(self, state: Any, condition: Any, frames: int, now: float) -> ChunkRequest:
+        if not isinstance(state, RemoteStream) or not isinstance(condition, ViewCondition):
+            raise TypeError(f"expected RemoteStream and ViewCondition, got "
+                            f"{type(state).__name__} and {type(condition).__name__}")
+        playhead = self._playhead(state.room)
+        ahead = 0.0 if playhead is None else (state.position - playhead) / self.sample_rate
+        return ChunkRequest(room=state.room, stream=state.stream, previous=state.previous,
+                            seed=state.seed, start_sample=state.start_sample,
+                            position=state.position, frames=frames, view=condition.view,
+                            controls=condition.controls, due=now + max(0.0, ahead))
+
+    def _remote(self, wire: list[ChunkRequest]) -> list[ChunkReply | None]:
+        """Send every request (due-soonest first), retry the failed ones while their deadline
+        allows; None where a request could not be served remotely."""
+        replies: list[ChunkReply | None] = [None] * len(wire)
+        pending = sorted(range(len(wire)), key=lambda i: wire[i].due)
+        for _attempt in range(2):
+            sent: list[tuple[int, float, Future[ChunkReply]]] = [
+                (i, time.perf_counter(), self._pool.submit(self._post, wire[i]))
+                for i in pending]
+            failed = []
+            # one deadline for the round, not one per request: N slow replies must not hold
+            # the engine's loop N times request_timeout_s
+            give_up = time.perf_counter() + self.ray.request_timeout_s
+            for i, began, future in sent:
+                try:
+                    reply = future.result(timeout=max(0.0, give_up - time.perf_counter()))
+                except BackendUnreachable as exc:
+                    self.failures["unreachable"] += 1
+                    self._degrade(str(exc))
+                    failed.append(i)
+                    continue
+                except FutureTimeout:
+                    self.failures["timeout"] += 1
+                    failed.append(i)
+                    continue
+                except (OSError, http.client.HTTPException, ValueError,
+                        msgspec.DecodeError) as exc:
+                    # a replica killed mid-request: the proxy answers 500 or drops us
+                    self.failures[type(exc).__name__] += 1
+                    failed.append(i)
+                    continue
+                self._count(reply, time.perf_counter() - began)
+                replies[i] = reply
+            now = time.time()
+            pending = [i for i in failed
+                       if self.state == HEALTHY and now < wire[i].due - self.ray.deadline_slack_s]
+            if not pending:
+                break
+            self.retries += len(pending)
+        return replies
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._connections, "http", None)
+        if connection is None:
+            connection = http.client.HTTPConnection(self.ray.http_host, self.ray.http_port,
+                                                    timeout=self.ray.request_timeout_s)
+            self._connections.http = connection
+            self._opened.append(connection)
+        return connection
+
+    def _post(self, request: ChunkRequest) -> ChunkReply:
+        """One request over a kept-alive connection of this thread."""
+        body = msgspec.msgpack.encode(request)
+        headers = {"Content-Type": "application/msgpack",
+                   # Serve routes a multiplexed id to the replica that has it: the room's
+                   # stream stays where its state is.
+                   "serve_multiplexed_model_id": request.room}
+        for fresh in (False, True):
+            connection = self._connection()
+            try:
+                connection.request("POST", ROUTE, body=body, headers=headers)
+                response = connection.getresponse()
+                payload = response.read()
+            except ConnectionRefusedError as exc:
+                connection.close()
+                raise BackendUnreachable(f"{self.url}: {exc}") from None
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                if fresh:
+                    raise
+                continue  # a kept-alive connection the server closed meanwhile: once more
+            if response.status == 404:
+                # the proxy has no such route: the application is not (or no longer) deployed
+                raise BackendUnreachable(f"{self.url}: HTTP {response.status}")
+            if response.status != 200:
+                raise ValueError(f"{self.url}: HTTP {response.status}: {payload[:200]!r}")
+            return msgspec.msgpack.decode(payload, type=ChunkReply)
+        raise AssertionError("unreachable")
+
+    def _count(self, reply: ChunkReply, round_trip: float) -> None:
+        figures = self.replicas.setdefault(reply.replica, _ReplicaFigures())
+        figures.requests += 1
+        figures.missed += reply.missed
+        figures.batches.append(reply.batch)
+        figures.queue_s.append(reply.queue_s)
+        self.reopened += reply.reopened
+        self.hop_s.append(max(0.0, round_trip - reply.compute_s - reply.queue_s))
+
+    # -- health ------------------------------------------------------------------
+
+    def _degrade(self, reason: str) -> None:
+        """Fall back to local generation, loudly, and probe until Serve answers."""
+        if self.state != HEALTHY:
+            return
+        self.state = DEGRADED
+        self._log("backend_degraded", backend="ray", state=DEGRADED, reason=reason,
+                  fallback="procedural")
+        if not self._probing.is_set():
+            self._probing.set()
+            threading.Thread(target=self._probe, name="ray-serve-probe", daemon=True).start()
+
+    def probe(self) -> bool:
+        """True when the deployment answers a GET (any replica)."""
+        connection = http.client.HTTPConnection(self.ray.http_host, self.ray.http_port,
+                                                timeout=min(2.0, self.ray.request_timeout_s))
+        try:
+            connection.request("GET", ROUTE)
+            return connection.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
+
+    def _probe(self) -> None:
+        try:
+            while not self.probe():
+                time.sleep(self.ray.probe_every_s)
+            self._restored.set()  # the engine loop switches back on its next batch
+        finally:
+            self._probing.clear()
+
+    def backend_status(self) -> dict[str, Any]:
+        """For the heartbeat: health, per-replica batch sizes, queue waits, deadlines missed."""
+        return {
+            "kind": "ray", "state": self.state, "url": self.url,
+            "retries": self.retries, "local_chunks": self.local_chunks,
+            "reopened": self.reopened, "failures": dict(self.failures),
+            "hop_ms_p95": _p(self.hop_s, 95),
+            "replicas": {name: {"requests": f.requests, "missed": f.missed,
+                                "batch_mean": (round(float(np.mean(f.batches)), 2)
+                                               if f.batches else None),
+                                "queue_ms_p95": _p(f.queue_s, 95)}
+                         for name, f in self.replicas.items()},
+        }
+
+    def close(self) -> None:
+        """Stop the client threads and close their connections."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for connection in self._opened:
+            connection.close()
+
+
+# -- the deployment -----------------------------------------------------------------
+
+
+def build_app(config: EngineConfig) -> Any:
+    """The Serve application: a deployment of ``config``'s generator, with the replica
+    count, autoscaling bounds, resources and batching of ``config.ray``."""
+    from ray import serve
+    from starlette.requests import Request as HttpRequest
+    from starlette.responses import Response
+
+    bounds = config.ray
+    scaling: dict[str, Any] = (
+        {"num_replicas": bounds.replicas} if bounds.min_replicas == bounds.max_replicas else
+        {"autoscaling_config": {"min_replicas": bounds.min_replicas,
+                                "initial_replicas": bounds.replicas,
+                                "max_replicas": bounds.max_replicas,
+                                "target_ongoing_requests": bounds.max_batch_size}})
+
+    @serve.deployment(name="generator",
+                      ray_actor_options={"num_cpus": bounds.num_cpus_per_replica,
+                                         "num_gpus": bounds.num_gpus_per_replica},
+                      max_ongoing_requests=4 * bounds.max_batch_size, **scaling)
+    class GeneratorDeployment:
+        """One replica: the real generator, its streams, batching by deadline."""
+
+        def __init__(self, config_json: str) -> None:
+            from engine.generators import make_generator
+
+            engine = EngineConfig.model_validate_json(config_json)
+            self.core = ReplicaCore(make_generator(engine), engine.ray.deadline_slack_s)
+
+        @serve.multiplexed(max_num_models_per_replica=STREAMS_KEPT)
+        async def room(self, room: str) -> str:
+            # Nothing to load: registering the room here routes its next requests here.
+            return room
+
+        async def __call__(self, request: HttpRequest) -> Response:
+            if request.method == "GET":
+                return Response(msgspec.json.encode(self.core.info()),
+                                media_type="application/json")
+            chunk = msgspec.msgpack.decode(await request.body(), type=ChunkRequest)
+            room = serve.get_multiplexed_model_id()
+            if room:
+                await self.room(room)
+            reply = await self.batch((chunk, time.time()))
+            return Response(msgspec.msgpack.encode(reply), media_type="application/msgpack")
+
+        @serve.batch(max_batch_size=bounds.max_batch_size,
+                     batch_wait_timeout_s=bounds.batch_wait_s)
+        async def batch(self, items: list[tuple[ChunkRequest, float]]) -> list[ChunkReply]:
+            # the generator call blocks: off the replica's event loop, one batch at a time
+            return await asyncio.to_thread(self.core.serve, items)
+
+    return GeneratorDeployment.bind(config.model_dump_json())  # type: ignore[attr-defined]
+
+
+def deploy(config: EngineConfig, num_cpus: int | None = None) -> str:
+    """Start (or join, ``engine.ray.address``) the Ray cluster and deploy the generator;
+    the URL the engine front reaches it at. ``num_cpus`` caps a local head."""
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        from ground.errors import DependencyError
+
+        raise DependencyError("art2mus serve needs Ray Serve: "
+                              "pip install 'art2mus[ray]'") from None
+    bounds = config.ray
+    if bounds.address is None:
+        ray.init(include_dashboard=False, num_cpus=num_cpus, logging_level=logging.WARNING)
+    else:
+        ray.init(address=bounds.address, logging_level=logging.WARNING)
+    serve.start(http_options={"host": bounds.http_host, "port": bounds.http_port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix=ROUTE)
+    return f"http://{bounds.http_host}:{bounds.http_port}{ROUTE}"
+
+
+def shutdown() -> None:
+    """Remove the deployment and leave the cluster (a local head stops with it)."""
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
