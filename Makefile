@@ -25,7 +25,8 @@ $(BASE): pyproject.toml
 $(DEV): $(BASE)
 	$(BIN)/pip install -q "$(TORCH)"
 	# every extra: the tests exercise MIDI, OSC, playback, diffusion and the encoders
-	$(BIN)/pip install -q -e ".[room,test,lint,diffusion,encoders]"
+	# ray: the loopback test of engine.backend = "ray" (issue 19) runs in make test
+	$(BIN)/pip install -q -e ".[room,test,lint,diffusion,encoders,ray]"
 	touch $(DEV)
 
 setup: $(DEV)
