@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ground.cli_report import progress_bar as shared_progress_bar
 from ground.errors import InputError
 
 
@@ -140,45 +141,12 @@ def _check_images(folder: Path) -> None:
             read_image(path)  # its error names the file
 
 
-@contextmanager
 def progress_bar(enabled: bool = True, *, unit: str = "works"
-                 ) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A rich progress bar on stderr: yields ``update(stage, done, total)`` (``None`` when
-    disabled), one bar per stage (done / total, rate in ``unit``/s, time, time left).
-
-    Used by ``art2mus index`` and ``art2mus bench catalogue``. The bar appears with the
-    first update, so a folder refused before any work (no images, a bad catalogue.toml)
-    prints its error line alone.
+                 ) -> AbstractContextManager[Callable[[str, int, int], None] | None]:
+    """The shared rich progress bar (:func:`ground.cli_report.progress_bar`), shown
+    whenever ``enabled`` (``art2mus index --no-progress`` turns it off): yields
+    ``update(stage, done, total)``, or ``None`` when disabled. Used by ``art2mus index``
+    and ``art2mus bench catalogue``; the bar appears with the first update, so a folder
+    refused before any work prints its error line alone.
     """
-    if not enabled:
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn(), console=Console(stderr=True))
-    tasks: dict[str, Any] = {}
-
-    def update(stage: str, done: int, total: int) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total, rate="")
-        bar.update(tasks[stage], completed=done, total=total)
-        speed = bar.tasks[tasks[stage]].speed
-        bar.update(tasks[stage], rate=f"{speed:.1f} {unit}/s" if speed else "")
-
-    try:
-        yield update
-    finally:
-        if bar.live.is_started:
-            bar.stop()
+    return shared_progress_bar(enabled, unit=unit)
