@@ -15,9 +15,10 @@ read of the joined take.
 
 from __future__ import annotations
 
+import bisect
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,21 +110,74 @@ def join_audio(paths: Sequence[Path], target: Path,
     return target, notes
 
 
-def _midi_tempo(midi: Any) -> int:
+#: Meta messages that belong to the whole file's timeline (the conductor's), not a part.
+_CONDUCTOR_META = frozenset({"set_tempo", "time_signature", "key_signature"})
+
+
+def _seconds_of_ticks(midi: Any) -> Callable[[int], float]:
+    """Absolute tick -> seconds under ``midi``'s own tempo map (every track's ``set_tempo``)."""
+    changes: dict[int, int] = {0: 500_000}  # the MIDI default, 120 bpm, until a change
     for track in midi.tracks:
+        tick = 0
         for message in track:
-            if message.type == "set_tempo":
-                return int(message.tempo)
-    return 500_000  # the MIDI default, 120 bpm
+            tick += message.time
+            if message.is_meta and message.type == "set_tempo":
+                changes[tick] = int(message.tempo)
+    rows, seconds, last_tick, last_tempo = [], 0.0, 0, changes[0]
+    for tick in sorted(changes):
+        seconds += (tick - last_tick) * last_tempo / 1e6 / midi.ticks_per_beat
+        rows.append((tick, seconds, changes[tick]))
+        last_tick, last_tempo = tick, changes[tick]
+    ticks = [row[0] for row in rows]
+
+    def at(tick: int) -> float:
+        base, seconds, tempo = rows[bisect.bisect_right(ticks, tick) - 1]
+        return seconds + (tick - base) * tempo / 1e6 / midi.ticks_per_beat
+
+    return at
+
+
+def _opens_with_tempo(midi: Any) -> bool:
+    """Whether a track sets the tempo at tick 0 (else a file plays at 120 bpm until one does)."""
+    for track in midi.tracks:
+        tick = 0
+        for message in track:
+            tick += message.time
+            if tick > 0:
+                break
+            if message.is_meta and message.type == "set_tempo":
+                return True
+    return False
+
+
+def _ticks_of_seconds(tempi: Sequence[tuple[float, int]], ticks_per_beat: int
+                      ) -> Callable[[float], int]:
+    """Seconds -> absolute tick under a tempo map given as (seconds, tempo_us) in time order."""
+    rows, tick, last_s, last_tempo = [], 0.0, 0.0, 500_000
+    for seconds, tempo in [(0.0, tempi[0][1] if tempi else 500_000), *tempi]:
+        tick += (seconds - last_s) * 1e6 / last_tempo * ticks_per_beat
+        rows.append((seconds, tick, tempo))
+        last_s, last_tempo = seconds, tempo
+    starts = [row[0] for row in rows]
+
+    def at(seconds: float) -> int:
+        base, tick, tempo = rows[bisect.bisect_right(starts, seconds) - 1]
+        return round(tick + (seconds - base) * 1e6 / tempo * ticks_per_beat)
+
+    return at
 
 
 def join_midi(segments: Sequence[tuple[Path, float]], target: Path
               ) -> tuple[Path | None, list[str]]:
     """Join MIDI segments, each at its offset (seconds), into ``target``; (path, notes).
 
-    One segment is copied; several are merged as a type-1 file, every track
-    of each segment kept, its times rescaled to the first file's resolution
-    and tempo and shifted by the segment's offset.
+    One segment is copied; several are merged as a type-1 file at the first
+    segment's resolution. Every event keeps its time in seconds: each
+    segment's events are timed under its own tempo map (a recording's tempo
+    and meter follow the music), shifted by the segment's offset, and the
+    merged file's conductor track carries every segment's tempo, meter and
+    key changes at their shifted times, so a DAW sees the music's own grid
+    across an audio_out restart. Every part track of each segment is kept.
     """
     import mido
 
@@ -139,36 +193,50 @@ def join_midi(segments: Sequence[tuple[Path, float]], target: Path
         shutil.copyfile(segments[0][0], partial)
         os.replace(partial, target)
         return target, notes
-    merged: Any = None
-    tempo = 500_000
+    ticks_per_beat: int | None = None
+    conductor: list[tuple[float, int, Any]] = []  # (seconds, order, meta)
+    parts: list[list[tuple[float, int, Any]]] = []
     for path, offset_s in segments:
         try:
             midi = mido.MidiFile(str(path))
         except (OSError, EOFError, ValueError, KeyError, IndexError) as error:
             notes.append(f"{path.name}: unreadable ({error}): skipped")
             continue
-        if merged is None:
-            tempo = _midi_tempo(midi)
-            merged = mido.MidiFile(type=1, ticks_per_beat=midi.ticks_per_beat)
-            merged.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=tempo)]))
-        scale = merged.ticks_per_beat / midi.ticks_per_beat * _midi_tempo(midi) / tempo
-        shift = round(max(0.0, offset_s) * 1e6 / tempo * merged.ticks_per_beat)
+        if midi.type == 2:
+            notes.append(f"{path.name}: a type-2 file (independent songs): skipped")
+            continue
+        ticks_per_beat = ticks_per_beat or midi.ticks_per_beat
+        seconds_at = _seconds_of_ticks(midi)
+        shift = max(0.0, offset_s)
+        if not _opens_with_tempo(midi):  # its default 120 bpm, not the last segment's tempo
+            conductor.append((shift, len(conductor), mido.MetaMessage("set_tempo")))
         for track in midi.tracks:
-            absolute, timed = 0, []
+            tick, part = 0, list[tuple[float, int, Any]]()
             for message in track:
-                absolute += message.time
-                if message.is_meta and message.type in ("set_tempo", "end_of_track"):
+                tick += message.time
+                if message.is_meta and message.type == "end_of_track":
                     continue
-                timed.append((shift + round(absolute * scale), message))
-            if not any(not message.is_meta for _, message in timed):
-                continue  # the conductor track: its tempo is the merged file's
-            out, now = mido.MidiTrack(), 0
-            for tick, message in timed:
-                out.append(message.copy(time=tick - now))
-                now = tick
-            merged.tracks.append(out)
-    if merged is None:
+                when = shift + seconds_at(tick)
+                if message.is_meta and message.type in _CONDUCTOR_META:
+                    conductor.append((when, len(conductor), message))
+                else:
+                    part.append((when, len(part), message))
+            if any(not message.is_meta for _, _, message in part):
+                parts.append(part)
+    if ticks_per_beat is None:
         return None, notes
+    conductor.sort(key=lambda e: (e[0], e[1]))
+    tick_at = _ticks_of_seconds(
+        [(when, int(m.tempo)) for when, _, m in conductor if m.type == "set_tempo"],
+        ticks_per_beat)
+    merged = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
+    for events in [conductor, *parts]:
+        track, now = mido.MidiTrack(), 0
+        for when, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+            tick = max(now, tick_at(when))
+            track.append(message.copy(time=tick - now))
+            now = tick
+        merged.tracks.append(track)
     merged.save(str(partial))
     os.replace(partial, target)
     return target, notes

@@ -86,7 +86,10 @@ def room(works: Path, tmp_path: Path) -> tuple[CaptureLoop, FakeClock, Recorder,
         console_frame=str(tmp_path / "console" / "{room}.jpg"), console_frame_width=320,
         console_frame_every_s=0.5)
     recorder = Recorder()
-    loop = CaptureLoop("room-s", config, recorder.publish, recorder.log_event, clock=clock)
+    # the fake clock is the loop's timer too: the console picture's pace (every 0.5 s) is
+    # then counted in the test's own seconds, however fast this machine runs the frames
+    loop = CaptureLoop("room-s", config, recorder.publish, recorder.log_event, clock=clock,
+                       timer=clock)
     assert loop.wait_for_catalogue(60.0)
     _drive(loop, clock, 3.0)
     assert recorder.views and recorder.views[-1].artwork_id == "NG-6"

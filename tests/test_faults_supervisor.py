@@ -274,7 +274,7 @@ def test_reading_and_joining_a_take_uses_memory_flat_with_its_length(tmp_path: P
 def test_the_demo_joins_a_rooms_segments_into_demo_wav_and_demo_mid(tmp_path: Path) -> None:
     import pretty_midi
 
-    from audio_out.midi import write_midi_file
+    from audio_out.midi import TempoChange, write_midi_file
     from installation.demo import summarise_demo
 
     out = tmp_path / "out"
@@ -294,9 +294,16 @@ def test_the_demo_joins_a_rooms_segments_into_demo_wav_and_demo_mid(tmp_path: Pa
         soundfile.write(path, np.stack([np.sin(2 * np.pi * hz * t)] * 2, 1).astype(np.float32)
                         * 0.5, rate)
         midi = out / f"demo-demo-{index + 1}.mid"
-        notes = [[0, rate // 2, 60 + index, 90, 0, 0]] + ([[rate, rate // 2, 64, 90, 0, 0]]
-                                                          if index == 0 else [])
-        write_midi_file(midi, np.array(notes), rate)
+        # each segment carries its music's tempo map: the first changes to 90 bpm in 3/4
+        # after a second at 120, the second plays at 60 bpm throughout
+        if index == 0:
+            notes = [[0, rate // 2, 60, 90, 0, 0], [rate, rate // 2, 64, 90, 0, 0],
+                     [rate * 3 // 2, rate // 4, 65, 90, 0, 0]]
+            tempi = [TempoChange(rate, 90.0, (3, 4))]
+        else:
+            notes = [[0, rate // 2, 61, 90, 0, 0], [rate // 2, rate // 2, 62, 90, 0, 0]]
+            tempi = [TempoChange(0, 60.0)]
+        write_midi_file(midi, np.array(notes), rate, tempi)
         base = {"role": "audio_out", "room": "demo"}
         events += [
             base | {"time": opened, "kind": "recording_opened", "path": str(path),
@@ -320,7 +327,12 @@ def test_the_demo_joins_a_rooms_segments_into_demo_wav_and_demo_mid(tmp_path: Pa
                        atol=1e-3)
     midi = pretty_midi.PrettyMIDI(str(out / "demo.mid"))
     starts = sorted((round(n.start, 2), n.pitch) for i in midi.instruments for n in i.notes)
-    assert starts == [(0.0, 60), (1.0, 64), (2.0, 61)]  # segment 2 starts where its audio does
+    # segment 2 starts where its audio does; every note keeps its time under its tempo map
+    assert starts == [(0.0, 60), (1.0, 64), (1.5, 65), (2.0, 61), (2.5, 62)]
+    times, bpm = midi.get_tempo_changes()
+    assert np.allclose(times, [0.0, 1.0, 2.0], atol=1e-3) and np.allclose(bpm, [120, 90, 60])
+    assert [(round(s.time, 3), s.numerator) for s in midi.time_signature_changes] == [
+        (0.0, 4), (1.0, 3), (2.0, 4)]
     assert summary["audio"]["seconds"] == 5.0 and summary["midi_file"] == str(out / "demo.mid")
     timeline = json.loads((out / "timeline.json").read_text())
     assert [s["seconds"] for s in timeline["recordings"]["demo"]["segments"]
