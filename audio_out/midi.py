@@ -207,16 +207,18 @@ class PlayedNotes:
             self._played.extend(started[: max(0, room)])
         return started
 
-    def add_tempo(self, change: TempoChange) -> None:
+    def add_tempo(self, change: TempoChange) -> bool:
         """Queue a tempo/meter change at a timeline frame (a splice before it drops it).
 
-        Every chunk may report its piece's change: the same one again is ignored.
+        Every chunk may report its piece's change: the same one again is
+        ignored. Whether it was queued (new).
         """
         with self._lock:
             if change == self._last_tempo:
-                return
+                return False
             self._last_tempo = change
             self._tempi = [t for t in self._tempi if t.frame < change.frame] + [change]
+            return True
 
     def take_tempi(self, playhead: int, frames_out: int) -> list[TempoChange]:
         """The queued changes the playhead has passed, in played-stream frames (monitor thread).

@@ -337,8 +337,12 @@ class Player:
             if (result.accepted and chunk.tempo_bpm is not None and chunk.meter is not None
                     and chunk.downbeat is not None):
                 try:  # the recorded MIDI file's tempo map (a repeat is ignored)
-                    self.notes.add_tempo(TempoChange(rs.to_device(chunk.downbeat),
-                                                     chunk.tempo_bpm, chunk.meter))
+                    change = TempoChange(rs.to_device(chunk.downbeat), chunk.tempo_bpm,
+                                         chunk.meter)
+                    if self.notes.add_tempo(change):
+                        self._log("tempo_marked", seq=chunk.seq, downbeat=chunk.downbeat,
+                                  bpm=chunk.tempo_bpm, meter=list(chunk.meter),
+                                  playhead=rs.to_source(self.timeline.playhead))
                 except ValueError as error:  # a meter no MIDI file can hold: counted, dropped
                     self._log("tempo_refused", seq=chunk.seq, error=str(error))
         if result.accepted:

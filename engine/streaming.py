@@ -399,6 +399,7 @@ class RoomSession:
             "chunk", seq=self.seq, start_sample=plan.start, frames=frames,
             crossfade=plan.crossfade, reason=plan.reason, artwork_id=chunk.artwork_id,
             generation_s=round(spent, 6), playhead=plan.playhead, batch=batch,
+            tempo_bpm=chunk.tempo_bpm, downbeat=chunk.downbeat,
         )
         self.seq += 1
         return chunk

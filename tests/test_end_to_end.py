@@ -73,11 +73,23 @@ def test_demo_runs_three_processes_and_writes_music(tmp_path: Path) -> None:
     midi = pretty_midi.PrettyMIDI(str(out / "demo.mid"))
     assert sum(len(i.notes) for i in midi.instruments) > 20
     # the file carries the music's own tempi and meters, not a fixed 120 bpm: notes sit on
-    # a DAW's grid (the artworks heard before the end each had their tempo marked)
+    # a DAW's grid. A piece's tempo starts at its first downbeat (a transition first bridges
+    # to it in the old tempo, up to a bar): every piece whose downbeat was played has its
+    # tempo in the file; one replaced before its downbeat, never heard in its tempo, has not.
     _, tempi = midi.get_tempo_changes()
-    planned = {round(float(d["decisions"]["tempo_bpm"]), 1) for d in timeline["decisions"]
-               if d["state"] == "artwork"}
-    assert len(planned & {round(float(t), 1) for t in tempi}) >= 2, (planned, tempi)
+    in_file = {round(float(t), 1) for t in tempi}
+    pieces = sorted((e["start_sample"], e["downbeat"], round(float(e["tempo_bpm"]), 1))
+                    for e in _events(out) if e["kind"] == "chunk" and e["reason"] != "continue")
+    played_to = pieces[0][0] + len(audio) - rate // 2  # the take, less the last half second
+    reached, cut = set(), set()
+    for (_, downbeat, bpm), (next_start, _, _) in zip(pieces, [*pieces[1:], (1 << 62, 0, 0)],
+                                                       strict=True):
+        if downbeat < min(next_start, played_to):
+            reached.add(bpm)
+        elif downbeat >= next_start:
+            cut.add(bpm)
+    assert reached and reached <= in_file, (pieces, tempi)
+    assert not (cut - reached) & in_file, (pieces, tempi)
     assert "art2mus demo" in result.stdout
 
 
