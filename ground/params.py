@@ -11,11 +11,20 @@ name            role       range         effect
 intensity       engine     0 .. 1        note density (0.5 = what the artwork asks)
 brightness      engine     0 .. 1        timbre brightness (0.5 = the artwork's)
 tempo_bias      engine     -1 .. 1       tempo x 2^(bias/2): -1 = x0.71, +1 = x1.41
+tempo_bpm       engine     0 .. 300      the tempo itself (a synced session's, a scene's);
+                                         0 = the artwork's (moved by tempo_bias)
+key             engine     -1 .. 11      the key's tonic, 0 = C .. 11 = B; -1 = the artwork's
+mode            engine     -1 .. 5       :data:`MODES` index, dark to bright; -1 = the artwork's
 transition_s    engine     0 .. 10       crossfade into new material, seconds
 freeze          engine     0 | 1         1 = keep the current artwork's music
 next_variation  engine     counter       each step reseeds the composer
 volume          audio_out  0 .. 4        output gain factor (ramped, no clicks)
 ==============  =========  ============  =========================================
+
+``key`` and ``mode`` are *choices*: whole numbers, each with a name
+(:attr:`Parameter.choices`; a knob's travel is split between them). What a
+generator does with tempo, key and mode is its own: the procedural one plays
+the artwork's palette and instruments in the key, mode and tempo given.
 
 ``density`` is accepted as another name for ``intensity``. The volume range
 (:data:`VOLUME_MAX`) is also the bound of the ``[audio_out] volume`` config
@@ -48,12 +57,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 RoleName = Literal["engine", "audio_out"]
-Kind = Literal["continuous", "toggle", "trigger"]
+Kind = Literal["continuous", "toggle", "trigger", "choice"]
 #: What a change of an engine parameter re-plans: nothing, the generator's condition, the seed.
 Replans = Literal["", "condition", "seed"]
 
 #: The highest output gain factor (x4, +12 dB); the lowest is 0 (silence).
 VOLUME_MAX = 4.0
+
+#: Key names by pitch class (``key`` 0..11); flats are accepted too (:func:`key_index`).
+KEY_NAMES: tuple[str, ...] = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_FLATS = {"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11, "E#": 5, "Fb": 4, "B#": 0}
+#: The modes a ``mode`` override names, darkest to brightest (``mode`` 0..5).
+MODES: tuple[str, ...] = ("phrygian", "aeolian", "dorian", "mixolydian", "ionian", "lydian")
+#: The choice meaning "what the artwork decides" (``key`` and ``mode`` -1, ``tempo_bpm`` 0).
+THE_ARTWORKS = "the artwork's"
 
 
 @dataclass(frozen=True)
@@ -74,13 +91,23 @@ class Parameter:
     doc: str
     field: str | None = None
     replans: Replans = ""
+    choices: tuple[str, ...] = ()  # a choice's names, for low, low + 1 .. high
 
     @property
     def expected(self) -> str:
         """The range in words, for messages."""
         if self.kind == "toggle":
             return "0 or 1"
+        if self.kind == "choice":
+            return f"a whole number in {self.low:g}..{self.high:g}"
         return f"a finite number in {self.low:g}..{self.high:g}"
+
+    def name_of(self, value: float) -> str:
+        """A choice's name for ``value`` (its number, for any other kind)."""
+        index = int(round(value - self.low))
+        if self.choices and 0 <= index < len(self.choices):
+            return self.choices[index]
+        return f"{value:g}"
 
     def check(self, value: object) -> float:
         """``value`` as a finite float; ValueError naming the parameter for anything else.
@@ -107,14 +134,17 @@ class Parameter:
         number = min(max(number, self.low), self.high)
         if self.kind == "trigger":
             return float(int(number))
+        if self.kind == "choice":
+            return float(round(number))
         # 6 decimals: OSC sends float32, whose noise (0.800000011920929) means nothing here
         return round(number, 6)
 
     def typed(self, value: float) -> float | int | bool:
-        """A :meth:`clamp`-ed value as its field holds it: a bool (toggle), int (trigger), float."""
+        """A :meth:`clamp`-ed value as its field holds it: a bool (toggle), int (trigger,
+        choice), float."""
         if self.kind == "toggle":
             return value >= 0.5
-        if self.kind == "trigger":
+        if self.kind in ("trigger", "choice"):
             return int(value)
         return value
 
@@ -162,6 +192,15 @@ PARAMETERS: dict[str, Parameter] = {
                   "timbre brightness; 0.5 = as the artwork asks", "brightness", "condition"),
         Parameter("tempo_bias", "engine", -1.0, 1.0, 0.0, "continuous",
                   "tempo x 2^(bias/2)", "tempo_bias", "condition"),
+        Parameter("tempo_bpm", "engine", 0.0, 300.0, 0.0, "continuous",
+                  "the tempo in beats per minute (a synced session's or a scene's); "
+                  "0 = the artwork's", "tempo_bpm", "condition"),
+        Parameter("key", "engine", -1.0, 11.0, -1.0, "choice",
+                  "the key's tonic; the artwork's unless set", "key", "condition",
+                  (THE_ARTWORKS, *KEY_NAMES)),
+        Parameter("mode", "engine", -1.0, len(MODES) - 1.0, -1.0, "choice",
+                  "the mode, dark to bright; the artwork's unless set", "mode", "condition",
+                  (THE_ARTWORKS, *MODES)),
         Parameter("transition_s", "engine", 0.0, 10.0, 1.0, "continuous",
                   "crossfade into new material, seconds", "transition_s"),
         Parameter("freeze", "engine", 0.0, 1.0, 0.0, "toggle",
@@ -204,6 +243,22 @@ def live_value(name: str) -> Parameter:
         raise ValueError(f"unknown parameter {name!r}; expected one of "
                          f"{sorted(PARAMETERS) + sorted(ALIASES) + sorted(SETTINGS)}")
     return found
+
+
+def key_index(name: str) -> int:
+    """Pitch class of a key name ("D", "F#", "Bb"); ValueError names the known ones."""
+    found = KEY_NAMES.index(name) if name in KEY_NAMES else _FLATS.get(name)
+    if found is None:
+        raise ValueError(f"unknown key {name!r}; expected one of {list(KEY_NAMES)} "
+                         "(or a flat such as 'Db')")
+    return found
+
+
+def mode_index(name: str) -> int:
+    """Index of a mode name in :data:`MODES`; ValueError lists them."""
+    if name not in MODES:
+        raise ValueError(f"unknown mode {name!r}; expected one of {list(MODES)}")
+    return MODES.index(name)
 
 
 def parse_target(target: str) -> tuple[Parameter, str]:

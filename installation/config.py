@@ -195,8 +195,11 @@ class SceneConfig(BaseModel):
     """A named set of live parameters, recalled by MIDI program change ``program``.
 
     ``params`` maps a parameter (``"intensity"`` or ``"intensity@room-1"``) to
-    its value. ``key``, ``mode`` and ``tempo_bpm`` are kept for a future
-    engine setting; today a recall logs that they were not applied.
+    its value. ``key`` ("D", "F#", "Bb"), ``mode`` (a name from
+    :data:`ground.params.MODES`) and ``tempo_bpm`` override the artwork's in
+    every room: a recall sets the live ``key``/``mode``/``tempo_bpm``
+    parameters. What a scene does not name is left as it is (a synced tempo
+    stays synced).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -205,22 +208,31 @@ class SceneConfig(BaseModel):
     program: int = Field(..., ge=0, le=127, description="MIDI program number (0-based).")
     params: dict[str, float] = Field(default_factory=dict)
     key: str | None = Field(None, pattern=r"^[A-G](#|b)?$", description="e.g. 'D', 'F#'.")
-    mode: str | None = Field(None, min_length=1, max_length=32)
+    mode: str | None = Field(None, min_length=1, max_length=32,
+                             description="e.g. 'dorian': one of ground.params.MODES.")
     tempo_bpm: float | None = Field(None, ge=20.0, le=300.0)
 
     @model_validator(mode="after")
     def _known(self) -> SceneConfig:
-        from ground.params import parse_target
+        from ground.params import key_index, mode_index, parse_target
 
         for target, value in self.params.items():
             param, _ = parse_target(target)
             param.check(value)
+        if self.key is not None:
+            key_index(self.key)
+        if self.mode is not None:
+            mode_index(self.mode)
         return self
 
-    def overrides(self) -> dict[str, str | float]:
-        """The key/mode/tempo overrides that are set."""
-        return {k: v for k, v in (("key", self.key), ("mode", self.mode),
-                                  ("tempo_bpm", self.tempo_bpm)) if v is not None}
+    def overrides(self) -> dict[str, float]:
+        """The key/mode/tempo overrides that are set, as live parameter values."""
+        from ground.params import key_index, mode_index
+
+        values = {"key": None if self.key is None else float(key_index(self.key)),
+                  "mode": None if self.mode is None else float(mode_index(self.mode)),
+                  "tempo_bpm": self.tempo_bpm}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 class OscConfig(BaseModel):

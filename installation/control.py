@@ -119,12 +119,8 @@ class ControlHub:
                         origin)
 
     def recall_scene(self, scene: SceneConfig, source: str = "api", origin: str = "") -> int:
-        """Set every parameter of ``scene``; how many were set.
-
-        The scene's key/mode/tempo overrides are not applied: the engine has no
-        live setting for them yet, so a recall with overrides says so in the
-        event log (``scene_overrides_ignored``) rather than pretending.
-        """
+        """Set every parameter of ``scene``, then its key/mode/tempo overrides (every
+        room); how many values were set."""
         from ground.params import parse_target
 
         count = 0
@@ -133,12 +129,11 @@ class ControlHub:
             self.set(param.name, value, room, source, origin)
             count += 1
         overrides = scene.overrides()
+        for name, value in overrides.items():
+            self.set(name, value, "*", source, origin)
         self.log_event("scene_recalled", scene=scene.name, program=scene.program,
-                       parameters=count, source=source)
-        if overrides:
-            self.log_event("scene_overrides_ignored", scene=scene.name, overrides=overrides,
-                           reason="the engine has no live key/mode/tempo setting yet")
-        return count
+                       parameters=count, overrides=overrides, source=source)
+        return count + len(overrides)
 
     def scene(self, name_or_program: str | int) -> SceneConfig:
         """The configured scene with this name or program number; ValueError lists them."""

@@ -400,7 +400,8 @@ def learn_mapping(port: Any, targets: list[str], prompt: Callable[[str], None],
                 learned = ("notes", number)
             elif status == 0xB0 and ("cc", number) not in used:
                 start = first_seen.setdefault(number, value)
-                if abs(value - start) >= 3 or parse_target(target)[0].kind != "continuous":
+                absolute = parse_target(target)[0].kind in ("continuous", "choice")
+                if abs(value - start) >= 3 or not absolute:
                     learned = ("cc", number)
         table, number = learned
         mapping[table][str(number)] = target

@@ -19,7 +19,7 @@ from engine.streaming import (
     shift_channels,
 )
 from ground.events import null_sink
-from ground.params import PARAMETERS, parameter, parse_target
+from ground.params import MODES, PARAMETERS, parameter, parse_target
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 from installation.config import config_from_dict
 from installation.control import ControlHub, ParameterChange
@@ -132,6 +132,52 @@ def test_controls_adjust_the_procedural_plan_in_the_intended_direction() -> None
     sine = SineGenerator(RATE)  # no plan: brightness moves its pitch as the artwork's would
     nudged = sine.apply_controls(_view("a", 0.5), 440.0, RoomControls(brightness=0.9))
     assert nudged == sine.prepare(_view("a", 0.9))
+
+
+def test_key_mode_and_tempo_override_the_artworks_and_minus_one_gives_them_back() -> None:
+    plan = decide({"brightness": 0.2, "warmth": 0.3}, ProceduralConfig())
+    set_ = apply_controls(plan, RoomControls(key=2, mode=MODES.index("lydian"), tempo_bpm=140.0,
+                                             tempo_bias=1.0))
+    assert (set_.key_root, set_.mode, set_.tempo_bpm) == (2, "lydian", 140.0)  # bias: no effect
+    assert set_.programs == plan.programs and set_.register == plan.register  # the palette stays
+    assert apply_controls(plan, RoomControls(key=-1, mode=-1, tempo_bpm=0.0)) == plan
+    assert apply_controls(plan, RoomControls(tempo_bpm=5.0)).tempo_bpm == 20.0
+    key, mode = parameter("key"), parameter("mode")
+    assert key.clamp(4.4) == 4.0 and key.clamp(99) == 11.0 and key.name_of(-1) == "the artwork's"
+    assert key.name_of(10) == "Bb" and mode.name_of(2) == "dorian"
+    assert key.from_unit(1.0) == 11.0 and mode.expected == "a whole number in -1..5"
+    with pytest.raises(ValueError, match="parameter key: expected a whole number in -1..11"):
+        key.clamp(float("nan"))
+
+
+def test_a_procedural_room_plays_the_key_mode_and_tempo_it_is_given() -> None:
+    from engine.beats import grid_of
+    from engine.generators.procedural.generator import ProceduralGenerator
+
+    config = EngineConfig(generator="procedural", chunk_s=0.5, lead_s=1.0,
+                          transition_margin_s=0.3, transition_crossfade_s=0.2)
+    clock = FakeClock()
+    session = RoomSession("r", 1, ProceduralGenerator(ProceduralConfig(), RATE), config,
+                          clock=clock)
+    session.on_view(_view("a", 0.3))
+    session.on_clock(_clock(0))
+    while session.next_chunk() is not None:
+        pass
+    own = grid_of(session.state)
+    assert own is not None
+    assert sorted(session.set_controls({"key": 7, "mode": 4, "tempo_bpm": 150})) == [
+        "key", "mode", "tempo_bpm"]
+    session.tick()
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "transition" and chunk.tempo_bpm == 150.0
+    grid = grid_of(session.state)
+    assert grid is not None and (grid.key, grid.tempo_bpm) == ("G ionian", 150.0)
+    clock.now += 1.0
+    session.set_controls({"key": -1, "mode": -1, "tempo_bpm": 0})
+    session.tick()
+    assert session.next_chunk() is not None
+    back = grid_of(session.state)
+    assert back is not None and (back.key, back.tempo_bpm) == (own.key, own.tempo_bpm)
 
 
 def test_a_knob_move_replans_the_room_as_a_transition_at_most_every_interval() -> None:

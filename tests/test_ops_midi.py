@@ -256,10 +256,15 @@ def test_a_program_change_recalls_a_scene_through_the_hub() -> None:
     assert not midi.handle([0xC0, 9])  # no scene 9: ignored
     kinds = [kind for kind, _ in events]
     assert kinds.count("scene_recalled") == 2
-    ignored = [f for kind, f in events if kind == "scene_overrides_ignored"]
-    assert ignored == [{"scene": "storm", "overrides": {"key": "D", "mode": "dorian",
-                                                         "tempo_bpm": 140.0},
-                        "reason": "the engine has no live key/mode/tempo setting yet"}]
+    # storm's key, mode and tempo were set as live parameters, in every room; calm names
+    # none, so they stayed
+    for room in ("a", "b"):
+        assert (hub.current("key", room), hub.current("mode", room),
+                hub.current("tempo_bpm", room)) == (2.0, 2.0, 140.0)
+    recalled = [f for kind, f in events if kind == "scene_recalled"]
+    assert recalled[0]["overrides"] == {"key": 2.0, "mode": 2.0, "tempo_bpm": 140.0}
+    assert recalled[1]["overrides"] == {}
+    assert not any(kind == "scene_overrides_ignored" for kind in kinds)
     assert hub.scene("calm").program == 0 and hub.scene(5).name == "storm"
     with pytest.raises(ValueError, match=r"unknown scene 'x'; control.scenes has \['calm "):
         hub.scene("x")
@@ -278,3 +283,9 @@ def test_scenes_are_checked_when_the_config_loads() -> None:
         scenes({"name": "a", "program": 1, "params": {"intensity": "high"}})
     with pytest.raises(ConfigError, match=r"control.scenes\[0\].program"):
         scenes({"name": "a", "program": 128})
+    with pytest.raises(ConfigError, match=r"unknown mode 'blues'; expected one of \['phryg"):
+        scenes({"name": "a", "program": 1, "mode": "blues"})
+    with pytest.raises(ConfigError, match=r"control.scenes\[0\].tempo_bpm"):
+        scenes({"name": "a", "program": 1, "tempo_bpm": float("nan")})
+    assert scenes({"name": "a", "program": 1, "key": "Bb"}).control.scenes[0].overrides() == {
+        "key": 10.0}

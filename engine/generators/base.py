@@ -51,6 +51,9 @@ class RoomControls:
     intensity: float = 0.5
     brightness: float = 0.5
     tempo_bias: float = 0.0
+    tempo_bpm: float = 0.0  # 0: the artwork's
+    key: int = -1  # -1: the artwork's; else a pitch class
+    mode: int = -1  # -1: the artwork's; else an index into ground.params.MODES
     transition_s: float | None = None  # None: the config's transition_crossfade_s
     freeze: bool = False
     variation: int = 0

@@ -75,7 +75,10 @@ def _number(value: Any) -> float | None:
 def params_table() -> list[dict[str, Any]]:
     """The live parameters for the page's controls."""
     return [{"name": p.name, "role": p.role, "low": p.low, "high": p.high, "default": p.default,
-             "kind": p.kind, "doc": p.doc} for p in PARAMETERS.values()]
+             "kind": p.kind, "doc": p.doc}
+            | ({"choices": [[p.low + i, name] for i, name in enumerate(p.choices)]}
+               if p.choices else {})
+            for p in PARAMETERS.values()]
 
 
 class ConsoleState:

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ground.params import MODES
+
 #: Roles the composer writes for, each on its own MIDI channel (see composer.ROLE_CHANNELS).
 PITCHED_ROLES: tuple[str, ...] = ("pad", "melody", "bass", "texture", "counter")
-#: Modes from darkest to brightest, the order ``mode_edges`` splits the light axis into.
-MODES_DARK_TO_BRIGHT: tuple[str, ...] = (
-    "phrygian",
-    "aeolian",
-    "dorian",
-    "mixolydian",
-    "ionian",
-    "lydian",
-)
+#: Modes from darkest to brightest, the order ``mode_edges`` splits the light axis into
+#: (the live ``mode`` parameter's list: one definition, in ground.params).
+MODES_DARK_TO_BRIGHT: tuple[str, ...] = MODES
 
 # GM programs (0-based). Ordered and split by the spectral centroid each one
 # measures in the default TimGM6mb soundfont (bracketed, Hz, one note at

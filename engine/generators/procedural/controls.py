@@ -2,8 +2,12 @@
 
 Intensity shifts the plan's note density and brightness its timbre
 brightness, both around 0.5 (= the artwork's own); tempo bias multiplies the
-tempo by ``2 ** (tempo_bias / 2)`` within :data:`TEMPO_LIMITS_BPM`. Key, mode,
-instruments and everything else the artwork decided stay.
+tempo by ``2 ** (tempo_bias / 2)`` within :data:`TEMPO_LIMITS_BPM`. A set
+``tempo_bpm`` (a synced session's tempo, a scene's) replaces the tempo
+outright, within :data:`SET_TEMPO_LIMITS_BPM`, and the bias does not move it:
+the tempo is then the session's. A set ``key`` or ``mode`` replaces the
+artwork's; instruments, palette, register and everything else the artwork
+decided stay.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import dataclasses
 
 from engine.generators.base import RoomControls
 from engine.generators.procedural.mapping import MusicalDecisions
+from ground.params import MODES
 
 #: The tempo a knob can push a plan to, beats per minute.
 TEMPO_LIMITS_BPM = (30.0, 240.0)
+#: A tempo set outright (tempo_bpm > 0), beats per minute: what a scene may name.
+SET_TEMPO_LIMITS_BPM = (20.0, 300.0)
 
 
 def _clip01(x: float) -> float:
@@ -22,11 +29,19 @@ def _clip01(x: float) -> float:
 
 
 def apply_controls(decisions: MusicalDecisions, controls: RoomControls) -> MusicalDecisions:
-    """``decisions`` with density, timbre brightness and tempo moved by ``controls``."""
-    tempo = decisions.tempo_bpm * 2.0 ** (controls.tempo_bias / 2.0)
+    """``decisions`` with density, timbre brightness, tempo, key and mode moved by
+    ``controls``."""
+    if controls.tempo_bpm > 0:
+        low, high = SET_TEMPO_LIMITS_BPM
+        tempo = controls.tempo_bpm
+    else:
+        low, high = TEMPO_LIMITS_BPM
+        tempo = decisions.tempo_bpm * 2.0 ** (controls.tempo_bias / 2.0)
     return dataclasses.replace(
         decisions,
         density=round(_clip01(decisions.density + (controls.intensity - 0.5)), 4),
         brightness=round(_clip01(decisions.brightness + (controls.brightness - 0.5)), 4),
-        tempo_bpm=round(min(max(tempo, TEMPO_LIMITS_BPM[0]), TEMPO_LIMITS_BPM[1]), 1),
+        tempo_bpm=round(min(max(tempo, low), high), 1),
+        key_root=controls.key % 12 if controls.key >= 0 else decisions.key_root,
+        mode=MODES[controls.mode] if 0 <= controls.mode < len(MODES) else decisions.mode,
     )

@@ -200,6 +200,22 @@
           send(Number(input.value));
         });
         Object.assign(control, { input, out });
+      } else if (p.kind === "choice") {
+        const input = el("select", { id, "data-testid": `param-${room.id}-${p.name}`, "data-param": p.name });
+        for (const [value, name] of p.choices || []) {
+          input.append(el("option", { value: String(value), text: name }));
+        }
+        input.value = String(p.default);
+        row.append(el("label", { for: id, text: label(p.name) }), input, error);
+        input.addEventListener("change", async () => {
+          control.touched = performance.now();
+          try {
+            const answer = await api("POST", "/api/params", { room: room.id, name: p.name, value: Number(input.value) });
+            input.value = String(answer.value);
+            error.textContent = "";
+          } catch (e) { error.textContent = e.message; }
+        });
+        Object.assign(control, { input });
       } else if (p.kind === "toggle") {
         const input = el("input", { type: "checkbox", id, role: "switch",
           "data-testid": `param-${room.id}-${p.name}`, "data-param": p.name });
@@ -339,6 +355,9 @@
         if (isBusy(control.input, control.touched)) continue;
         control.input.value = value;
         control.out.textContent = fmt(value, 2);
+      } else if (control.input && control.input.tagName === "SELECT") {
+        if (performance.now() - control.touched < HOLD_ECHO_MS) continue;
+        control.input.value = String(value);
       } else if (control.input) {
         if (performance.now() - control.touched < HOLD_ECHO_MS) continue;
         control.input.checked = value >= 0.5;
