@@ -29,7 +29,6 @@ reaches the speakers, from its own thread.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -43,8 +42,8 @@ import numpy as np
 
 from audio_out.recorder import SegmentStatus, create_segment, describe_error
 from audio_out.timeline import SpliceResult
-from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink, null_sink
+from ground.midi_ports import open_output_port
 
 log = logging.getLogger(__name__)
 
@@ -499,29 +498,11 @@ class MidiRecorder(SegmentStatus):
 def open_midi_port(name: str, rtmidi_module: Any = None) -> Any:
     """Open the first rtmidi output port whose name contains ``name`` (case-insensitive).
 
-    Raises :class:`DependencyError` when no MIDI back end works here and
-    :class:`ConfigError` naming the port and listing the available ones when
-    none matches.
+    Raises :class:`~ground.errors.DependencyError` when no MIDI back end works here and
+    :class:`~ground.errors.ConfigError` naming the port and listing the available ones when
+    none matches (:func:`ground.midi_ports.open_output_port`).
     """
-    if rtmidi_module is None:
-        try:
-            rtmidi_module = importlib.import_module("rtmidi")
-        except ImportError:
-            raise DependencyError("audio_out.midi_port needs python-rtmidi "
-                                  "(pip install python-rtmidi)") from None
-    try:
-        midi_out = rtmidi_module.MidiOut()
-    except Exception as exc:  # rtmidi.SystemError / RuntimeError: no ALSA/CoreMIDI here
-        raise DependencyError(f"audio_out.midi_port {name!r}: no MIDI back end ({exc})") from None
-    ports = list(midi_out.get_ports())
-    for index, port in enumerate(ports):
-        if name.lower() in port.lower():
-            midi_out.open_port(index)
-            return midi_out
-    available = ", ".join(repr(p) for p in ports) or "none"
-    raise ConfigError(
-        f"audio_out.midi_port: no MIDI output port contains {name!r}; available: {available}"
-    )
+    return open_output_port(name, "audio_out.midi_port", rtmidi_module)[0]
 
 
 class MidiPortOut:

@@ -103,6 +103,9 @@ def run_audio_out(
                     next_clock = time.monotonic() + period
                 send(clock, player.clock())
             if player.done:
+                # from here no chunk is taken: what is buffered fades out (for a report
+                # that must not expect a change shown later to be heard)
+                log_event("stop_after_reached", played_s=config.audio_out.stop_after_s)
                 finished = True
                 break
     finally:

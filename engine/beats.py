@@ -149,6 +149,7 @@ class _Room:
     observed_at: float = 0.0
     advancing: bool = False
     next_beat: float | None = None  # timeline sample of the next beat to send
+    last_beat: float | None = None  # timeline sample of the last beat sent
     key_sent: str = ""
 
 
@@ -210,12 +211,16 @@ class BeatOut:
                 state.grids = [g for g in state.grids if g.anchor < grid.start][
                     -(GRIDS_KEPT - 1):] + [grid]
                 if state.next_beat is not None and state.next_beat >= grid.start:
-                    state.next_beat = None  # the beats ahead were the replaced grid's
+                    # the beats ahead were the replaced grid's: the next one is found again,
+                    # after the last one sent (from the playhead, a beat due this very
+                    # moment but not yet sent would be lost)
+                    state.next_beat = None if state.last_beat is None else \
+                        self._next_boundary(state, state.last_beat)
             if heard is None:
                 state.advancing = False
                 return
             if heard < state.heard:
-                state.next_beat = None  # the timeline restarted: find the beat again
+                state.next_beat = state.last_beat = None  # the timeline restarted
             state.advancing = heard > state.heard
             state.heard, state.observed_at = heard, now
         self._wake.set()
@@ -239,7 +244,7 @@ class BeatOut:
                 if state.next_beat is None:
                     state.next_beat = self._next_boundary(state, position - 1e-6)
                 while state.next_beat <= position:
-                    beat = state.next_beat
+                    beat = state.last_beat = state.next_beat
                     state.next_beat = self._next_boundary(state, beat)
                     if state.next_beat <= position and position - beat > 0.1 * self.sample_rate:
                         continue  # a stall or a jump: send only the beat playing now
@@ -300,4 +305,88 @@ class BeatOut:
         for client in self._sockets:
             client.close()
         self._sockets = []
+
+
+#: MIDI clock pulses per quarter note.
+PULSES_PER_QUARTER = 24
+_CLOCK, _START, _STOP = 0xF8, 0xFA, 0xFC
+
+
+class MidiClockOut(BeatOut):
+    """MIDI clock out (24 pulses per quarter note, Start, Stop) from one room's music.
+
+    For a drum machine or a DAW slaved to the room: the pulses follow the
+    room's bar grid as it is heard, as :class:`BeatOut`'s beats do (the same
+    playhead estimate, the same sender thread), at the piece's tempo
+    (``BeatGrid.tempo_bpm``, quarter notes per minute; the grid's beat where a
+    generator does not say), so a new artwork's tempo reaches the slave at its
+    first downbeat. Start goes out with the first pulse, on a bar line of the
+    music; Stop when the engine closes. A stalled playhead stops the pulses
+    (a slave holds its tempo). ``send`` takes the raw message bytes.
+    """
+
+    def __init__(self, room: str, sample_rate: int, send: Callable[[list[int]], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__([room], sample_rate, lambda _address, value: send([int(value)]),
+                         clock=clock)
+        self._send_raw = send
+        self._port: Any = None
+        self.started = False
+        self.pulses_sent = 0
+
+    @classmethod
+    def open(cls, port_name: str, room: str, sample_rate: int,
+             rtmidi_module: Any = None) -> MidiClockOut:
+        """Send on the output port whose name contains ``port_name``, from a thread of its own."""
+        from ground.midi_ports import open_output_port
+
+        port, _ = open_output_port(port_name, "control.midi.clock_out", rtmidi_module)
+        clock_out = cls(room, sample_rate, port.send_message)
+        clock_out._port = port
+        clock_out._thread = threading.Thread(target=clock_out._run, name="midi-clock-out",
+                                             daemon=True)
+        clock_out._thread.start()
+        return clock_out
+
+    def _next_boundary(self, state: _Room, after: float) -> float:
+        """The first pulse strictly after ``after``: 24 to the quarter note of the grid playing."""
+        grid = self._grid_at(state, after)
+        pulse = self._pulse(grid)
+        index = math.floor((after - grid.anchor) / pulse + 1e-9) + 1
+        boundary = grid.anchor + index * pulse
+        for later in state.grids:
+            if after < later.anchor < boundary:
+                boundary = later.anchor  # a new piece's first downbeat comes first
+        return boundary
+
+    def _pulse(self, grid: BeatGrid) -> float:
+        """Samples per MIDI clock pulse under ``grid``."""
+        if grid.tempo_bpm is not None and grid.tempo_bpm > 0:
+            return 60.0 / grid.tempo_bpm * self.sample_rate / PULSES_PER_QUARTER
+        return grid.beat_samples / PULSES_PER_QUARTER
+
+    def _messages(self, room: str, state: _Room, beat: float) -> list[tuple[str, OscValue]]:
+        out: list[tuple[str, OscValue]] = []
+        if not self.started:
+            grid = self._grid_at(state, beat)
+            position = (beat - grid.anchor) / grid.bar_samples
+            if abs(position - round(position)) > 1e-6:
+                return out  # Start waits for a bar line, so the slave's bar 1 is the music's
+            self.started = True
+            out.append(("start", _START))
+        out.append(("clock", _CLOCK))
+        self.pulses_sent += 1
+        return out
+
+    def close(self) -> None:
+        """Stop the pulses, send Stop (if started) and close the port."""
+        super().close()
+        if self.started:
+            try:
+                self._send_raw([_STOP])
+            except Exception:  # noqa: BLE001 - a port already gone: nothing more to tell it
+                pass
+        if self._port is not None:
+            self._port.close_port()
+            self._port = None
 

@@ -148,3 +148,5 @@ class EngineRoleConfig:
     min_change_interval_s: float = 0.25  # re-plan a room for knob moves at most this often
     beat_targets: tuple[str, ...] = ()  # "HOST:PORT" that get /ROOM/beat, /bar, /key, /chord
     osc_prefix: str = "/art2mus"
+    clock_out: str = ""  # MIDI output port (name substring) for MIDI clock; "" = none
+    clock_room: str = ""  # the room whose music the MIDI clock follows

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import statistics
@@ -42,16 +43,19 @@ from typing import Any
 import msgspec
 import zmq
 
-from engine.beats import BeatOut, grid_of
+from engine.beats import BeatOut, MidiClockOut, grid_of
 from engine.config import EngineRoleConfig
 from engine.generators import Generator, can_batch, make_generator
 from engine.streaming import RoomControls, RoomSession, generate_due
+from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
 from ground.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
 from ground.shell import RoleShell
 from ground.transport import send
+
+log = logging.getLogger(__name__)
 
 STATS_EVERY_S = 10.0
 #: Generator calls whose wall time the heartbeat's ``chunk_ms`` is the median of.
@@ -170,6 +174,15 @@ class EngineServer:
         if beat_out is None and config.beat_targets:  # [control.osc] beats: /beat, /bar...
             self.beat_out = BeatOut.start(config.beat_targets, [r.id for r in config.rooms],
                                           self.generator.sample_rate, config.osc_prefix)
+        self.clock_out: MidiClockOut | None = None
+        if config.clock_out:  # [control.midi] clock_out: MIDI clock from one room's music
+            try:
+                self.clock_out = MidiClockOut.open(config.clock_out, config.clock_room,
+                                                   self.generator.sample_rate)
+            except (ConfigError, DependencyError) as error:
+                # a missing port must not stop the music: said once, the engine plays on
+                log.warning("MIDI clock out unavailable: %s", error)
+                log_event("surface_unavailable", surface="MIDI clock out", error=str(error))
         self.sessions = {
             room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event,
                                  clock=clock)
@@ -239,9 +252,10 @@ class EngineServer:
         for session in self.sessions.values():
             session.tick()
         self._generate_due()
-        if self.beat_out is not None:
-            for room, session in self.sessions.items():
-                self.beat_out.observe(room, grid_of(session.state), session.playhead_estimate())
+        for out in (self.beat_out, self.clock_out):
+            if out is not None:
+                for room, session in self.sessions.items():
+                    out.observe(room, grid_of(session.state), session.playhead_estimate())
         self.shell.beat(self.status)
         self._maybe_save_state()
         if time.monotonic() >= self._next_stats:
@@ -462,7 +476,8 @@ class EngineServer:
     def close(self) -> None:
         """Close the sockets (idempotent)."""
         self.shell.close()
-        if self.beat_out is not None:
-            self.beat_out.close()
+        for out in (self.beat_out, self.clock_out):
+            if out is not None:
+                out.close()
         if self.backend is not None:
             self.backend.close()

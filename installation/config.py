@@ -177,6 +177,14 @@ class MidiInConfig(BaseModel):
     cc: dict[str, str] = Field(default_factory=dict, description="[CH:]CC number -> parameter.")
     notes: dict[str, str] = Field(default_factory=dict,
                                   description="[CH:]note number -> parameter.")
+    clock_in: bool = Field(
+        False, description="Follow MIDI clock (24 ppqn) on the input port: its tempo becomes "
+                           "every room's tempo_bpm.")
+    clock_out: str = Field(
+        "", description="Substring of a MIDI output port the engine sends MIDI clock to "
+                        "(24 ppqn, start/stop) from clock_room's music; '' = none.")
+    clock_room: str = Field("", description="The room whose music clock_out follows "
+                                            "('' = the first room).")
 
     @model_validator(mode="after")
     def _known(self) -> MidiInConfig:
@@ -188,6 +196,9 @@ class MidiInConfig(BaseModel):
                 parse_target(target)  # raises ValueError naming the known parameters
         if self.feedback_port == "same" and not self.port:
             raise ValueError("control.midi.feedback_port: 'same' needs control.midi.port set")
+        if self.clock_in and not (self.port or self.virtual):
+            raise ValueError("control.midi.clock_in: needs control.midi.port (or virtual = "
+                             "true) to hear the clock on")
         return self
 
 
@@ -258,6 +269,23 @@ class OscConfig(BaseModel):
         return self
 
 
+class LinkConfig(BaseModel):
+    """Ableton Link: share tempo with a DAW, a drum machine or another Link app on the LAN.
+
+    ``follow``: the session's tempo becomes every room's ``tempo_bpm`` (the
+    artwork still chooses key, mode and palette) while a peer is there.
+    ``lead``: ``room``'s music sets the session's tempo (each new artwork
+    moves it).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    enabled: bool = Field(False, description="Join the Link session (needs the 'link' extra).")
+    mode: Literal["follow", "lead"] = Field("follow", description="follow | lead the tempo.")
+    room: str = Field("", description="lead: the room whose tempo leads ('' = the first).")
+    quantum: float = Field(4.0, ge=1.0, le=16.0, description="Beats per bar, for Link's phase.")
+
+
 class ControlConfig(BaseModel):
     """Live control: surfaces that set parameters, and config hot reload."""
 
@@ -278,6 +306,7 @@ class ControlConfig(BaseModel):
     scenes: tuple[SceneConfig, ...] = Field(
         (), description="Named parameter sets; MIDI program change recalls one."
     )
+    link: LinkConfig = LinkConfig()
 
     @model_validator(mode="after")
     def _unique_scenes(self) -> ControlConfig:
@@ -415,6 +444,10 @@ class InstallationConfig(BaseModel):
         for room_id in self.supervisor.rooms:
             if room_id not in ids:
                 raise ValueError(f"supervisor.rooms names {room_id!r}, rooms are {ids}")
+        for field, room_id in (("control.midi.clock_room", self.control.midi.clock_room),
+                               ("control.link.room", self.control.link.room)):
+            if room_id and room_id not in ids:
+                raise ValueError(f"{field} names {room_id!r}, rooms are {ids}")
         return self
 
     @model_validator(mode="after")

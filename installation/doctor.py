@@ -139,8 +139,13 @@ class _Checks:
                 if room.audio_out.midi_port:
                     self.midi_port(f"rooms[{index}].audio_out.midi_port",
                                    room.audio_out.midi_port, output=True)
-        if self.config.control.midi.port:
-            self.midi_port("control.midi.port", self.config.control.midi.port, output=False)
+        midi = self.config.control.midi
+        if midi.port:
+            self.midi_port("control.midi.port", midi.port, output=False)
+        if midi.clock_out and "engine" in self.roles:
+            self.midi_port("control.midi.clock_out", midi.clock_out, output=True)
+        if self.config.control.link.enabled:
+            self.link()
         self.endpoints()
         self.metrics_ports()
         if self.config.control.osc.listen:
@@ -409,6 +414,16 @@ class _Checks:
                 self.error(where, exc, "a sound output device")
         except Exception as exc:  # noqa: BLE001 - PortAudio raises its own error types
             self.cannot(where, f"PortAudio could not list devices ({exc})")
+        else:
+            self.ok()
+
+    def link(self) -> None:
+        """Ableton Link needs the aalink package (the 'link' extra)."""
+        try:
+            import aalink  # type: ignore[import-not-found]  # noqa: F401
+        except ImportError:
+            self.fail("control.link", "the aalink package (pip install 'art2mus[link]')",
+                      "not installed")
         else:
             self.ok()
 

@@ -48,9 +48,11 @@ from typing import Any
 
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink, null_sink
+from ground.midi_ports import open_output_port
 from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig, parse_midi_key
 from installation.control import ControlHub, ParameterChange, RefusalLog
+from installation.tempo_sync import PULSES_PER_QUARTER, ClockTempo, TempoFollower
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.
@@ -89,24 +91,6 @@ def open_input_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
             return midi_in, port
     available = ", ".join(repr(p) for p in ports) or "none"
     raise ConfigError(f"control.midi.port: no MIDI input port contains {name!r}; "
-                      f"available: {available}")
-
-
-def open_output_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
-    """The first output port whose name contains ``name`` (case-insensitive), and its name."""
-    module = _rtmidi(rtmidi_module)
-    try:
-        midi_out = module.MidiOut()
-    except Exception as exc:  # rtmidi.SystemError: no ALSA sequencer / CoreMIDI here
-        raise DependencyError(f"control.midi.feedback_port: no MIDI system on this machine "
-                              f"({exc})") from None
-    ports = list(midi_out.get_ports())
-    for index, port in enumerate(ports):
-        if name.lower() in port.lower():
-            midi_out.open_port(index)
-            return midi_out, port
-    available = ", ".join(repr(p) for p in ports) or "none"
-    raise ConfigError(f"control.midi.feedback_port: no MIDI output port contains {name!r}; "
                       f"available: {available}")
 
 
@@ -197,7 +181,16 @@ class MidiControlInput:
         self._set_by_us: dict[ControlKey, float] = {}
         self._last_unit: dict[ControlKey, float] = {}
         self._cc_high: dict[ControlKey, bool] = {}
+        # MIDI clock in: the pulses' times (the port's own delta times, summed), the
+        # tempo they give, passed on once a beat
+        self.clock = ClockTempo() if config.clock_in else None
+        self.tempo = TempoFollower(hub, "midi-clock", log_event, self.refusals) \
+            if config.clock_in else None
+        self._midi_time = 0.0
+        self._pulses = 0
         for port in self.ports:
+            if config.clock_in:
+                port.ignore_types(sysex=True, timing=False, active_sense=True)
             port.set_callback(self._callback)
 
     @classmethod
@@ -217,24 +210,34 @@ class MidiControlInput:
         if config.feedback_port:
             # "same": the controller's output twin carries the input port's name
             wanted = config.port if config.feedback_port == "same" else config.feedback_port
-            out, out_name = open_output_port(wanted, rtmidi_module)
+            out, out_name = open_output_port(wanted, "control.midi.feedback_port",
+                                             rtmidi_module)
             feedback = MidiFeedback(config, hub, out)
             log_event("midi_feedback_opened", port=out_name, input=in_name)
         return cls(config, hub, log_event, ports, feedback=feedback)
 
     def _callback(self, event: tuple[list[int], float], data: Any = None) -> None:
         try:
-            self.handle(event[0])
+            delta = event[1]
+            if isinstance(delta, int | float) and 0.0 <= delta < 3600.0:
+                self._midi_time += delta  # rtmidi: seconds since the previous message
+            self.handle(event[0], self._midi_time)
         except Exception as error:  # noqa: BLE001 - rtmidi's thread must never see one
             self.refusals.refuse("internal-error", error=repr(error)[:200])
 
-    def handle(self, message: Any) -> bool:
-        """Apply one raw MIDI message; True if it moved a parameter."""
+    def handle(self, message: Any, at: float | None = None) -> bool:
+        """Apply one raw MIDI message; True if it moved a parameter.
+
+        ``at`` (seconds, any clock) is when it arrived: MIDI clock pulses are
+        timed by it (the monotonic clock when None).
+        """
         self.refusals.accept()
         self.refusals.flush_due()
         if not _is_midi(message):
             self.refusals.refuse("malformed", message=repr(message)[:100])
             return self._ignore()
+        if message[0] >= 0xF8:  # system real-time (clock, start, stop): no channel
+            return self._on_realtime(message[0], time.monotonic() if at is None else at)
         channel = (message[0] & 0x0F) + 1
         if self.config.channel and channel != self.config.channel:
             return self._ignore()
@@ -253,6 +256,27 @@ class MidiControlInput:
                 return self._on_note(param, room, value, _origin("note", channel, number))
         except ValueError as error:  # an unknown room in the mapping: count, keep going
             self.refusals.refuse("bad-value", message=list(message)[:3], error=str(error)[:300])
+        return self._ignore()
+
+    def _on_realtime(self, status: int, at: float) -> bool:
+        if self.clock is None or self.tempo is None:
+            return self._ignore()
+        if status == 0xF8:
+            bpm = self.clock.pulse(at)
+            if bpm is None:
+                self._pulses = 0
+                return self._ignore()
+            self._pulses += 1
+            if self._pulses % PULSES_PER_QUARTER != 1:  # once a beat: a tempo, not jitter
+                return self._ignore()
+            return self.tempo.offer(bpm, origin="midi:clock") or self._ignore()
+        if status in (0xFA, 0xFB):
+            self.clock.start()
+            self._pulses = 0
+            self.log_event("midi_clock", state="start" if status == 0xFA else "continue")
+        elif status == 0xFC:
+            self.clock.stop()
+            self.log_event("midi_clock", state="stop", tempo_bpm=self.tempo.tempo)
         return self._ignore()
 
     @staticmethod

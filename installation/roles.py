@@ -127,7 +127,9 @@ def engine_role_config(config: InstallationConfig) -> EngineRoleConfig:
         network=config.network, security=config.security,
         min_change_interval_s=config.control.min_change_interval_s,
         beat_targets=config.control.osc.send if config.control.osc.beats else (),
-        osc_prefix=config.control.osc.prefix)
+        osc_prefix=config.control.osc.prefix,
+        clock_out=config.control.midi.clock_out,
+        clock_room=config.control.midi.clock_room or config.rooms[0].id)
 
 
 def capture_role_config(config: InstallationConfig, room: str) -> CaptureRoleConfig:

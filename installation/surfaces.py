@@ -89,6 +89,13 @@ def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventS
 
         started.append(_attempt("MIDI in", lambda: MidiControlInput.open(midi, hub, log_event),
                                 log_event))
+    link = control.link
+    if link.enabled:
+        from installation.tempo_sync import LinkSync, room_tempo_reader
+
+        leader = room_tempo_reader(rows, link.room or rooms[0])
+        started.append(_attempt("Ableton Link", lambda: LinkSync.start(
+            link, hub, leader, log_event), log_event))
     return [service for service in started if service is not None]
 
 

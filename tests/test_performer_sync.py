@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,11 @@ from pythonosc.osc_server import ThreadingOSCUDPServer
 
 from audio_out.midi import MidiRecorder, Note, PlayedNotes, TempoChange, write_midi_file
 from audio_out.timeline import SpliceResult
-from engine.beats import BeatGrid, BeatOut, chord_name, grid_of
+from engine.beats import BeatGrid, BeatOut, MidiClockOut, chord_name, grid_of
 from engine.generators.procedural.config import ProceduralConfig
 from engine.generators.procedural.generator import ProceduralGenerator
 from engine.generators.procedural.mapping import decide
+from ground.errors import ConfigError
 
 RATE = 48000
 
@@ -180,6 +182,44 @@ def test_beats_go_out_over_udp_from_the_senders_thread() -> None:
         assert received == [("/show/hall/key", "C major"), ("/show/hall/bar", 1),
                             ("/show/hall/chord", "chord 0"), ("/show/hall/beat", 1),
                             ("/show/hall/beat", 2)]
+
+
+# ------------------------------------------------------------------ MIDI clock out
+
+
+def test_midi_clock_out_pulses_24_to_the_quarter_from_a_bar_line_and_follows_a_new_tempo(
+) -> None:
+    clock = FakeClock()
+    sent: list[tuple[float, list[int]]] = []
+    out = MidiClockOut("r", RATE, lambda message: sent.append((clock.now, message)),
+                       clock=clock)
+    first = dataclasses.replace(_grid(120.0), tempo_bpm=120.0)
+    # the next piece (90 bpm) takes over at 3.0 s, its first downbeat
+    second = dataclasses.replace(_grid(90.0, anchor=3 * RATE, key="D dorian", start=2 * RATE),
+                                 tempo_bpm=90.0)
+    clock.now = 0.7  # the room is heard from mid-bar: Start waits for the next bar line (2 s)
+    _play(out, clock, 4.3, grids={0.7: first, 2.5: second}, step_s=0.001)
+    out.close()
+    assert sent[0] == (pytest.approx(2.0, abs=0.003), [0xFA])  # Start, on the bar line
+    pulses = np.asarray([t for t, m in sent if m == [0xF8]])
+    assert pulses[0] == pytest.approx(2.0, abs=0.003)
+    gaps = np.diff(pulses)
+    # 120 bpm: a pulse every 60 / 120 / 24 s until 3.0 s; 90 bpm from its first downbeat
+    before, after = pulses[1:] <= 3.0 + 0.003, pulses[1:] > 3.0 + 0.03
+    assert before.sum() == 48 and np.allclose(gaps[before], 60 / 120 / 24, atol=0.0015)
+    assert after.sum() > 40 and np.allclose(gaps[after], 60 / 90 / 24, atol=0.0015)
+    assert sent[-1][1] == [0xFC] and out.pulses_sent == len(pulses)  # Stop on close
+
+
+def test_midi_clock_out_names_its_setting_when_the_port_is_missing() -> None:
+    class Out:
+        def get_ports(self) -> list[str]:
+            return ["Midi Through:0"]
+
+    module = type("rtmidi", (), {"MidiOut": Out})
+    with pytest.raises(ConfigError, match=r"control.midi.clock_out: no MIDI output port "
+                                          r"contains 'TR-8'; available: 'Midi Through:0'"):
+        MidiClockOut.open("TR-8", "r", RATE, rtmidi_module=module)
 
 
 # ------------------------------------------------------------------ the MIDI file's grid
