@@ -9,6 +9,12 @@ entry). ``art2mus midi-learn`` writes those tables by asking you to move
 each control. A **program change** recalls the ``[[control.scenes]]`` entry
 with that program number (:meth:`~installation.control.ControlHub.recall_scene`).
 
+**Clock** (``clock_in``): MIDI clock on the same port(s) sets every room's
+``tempo_bpm`` (:mod:`installation.tempo_sync`): the port is told to pass
+timing messages, pulses are timed by rtmidi's own delta times, and the
+tempo is passed on once a beat. Real-time messages have no channel, so the
+``channel`` filter does not drop them.
+
 **Feedback** (``feedback_port``): :class:`MidiFeedback` listens to the hub and
 sends every parameter change, from any surface, as the CC mapped to it (the
 map read in reverse, value -> 0..127), so motorised faders and LED rings
@@ -16,7 +22,8 @@ follow; the control whose move caused a change gets no echo of it.
 
 How a message moves a parameter:
 
-- **CC on a continuous parameter**: 0..127 spans the parameter's range. With
+- **CC on a continuous or choice parameter**: 0..127 spans the parameter's
+  range (a choice's travel is split between its values). With
   ``soft_takeover`` (the default) a knob does nothing until it reaches the
   parameter's current value (within 2 steps, or crossing it), so a knob left
   somewhere else, or a value changed by OSC or a reload meanwhile, never
@@ -34,8 +41,8 @@ Junk (a message that is not bytes 0..255 with a status byte first, a value
 the hub refuses, a mapping to an unknown room) is counted by reason in
 :attr:`MidiControlInput.refusals` and summarised at most once per 10 s
 (:class:`~installation.control.RefusalLog`), never logged per message.
-Messages that are valid MIDI but not mapped (clock, other channels) are
-only counted as ``ignored``.
+Messages that are valid MIDI but not mapped (clock without ``clock_in``,
+other channels) are only counted as ``ignored``.
 """
 
 from __future__ import annotations
