@@ -32,10 +32,17 @@ def open_output_port(name: str, field: str, rtmidi_module: Any = None) -> tuple[
         midi_out = rtmidi_module.MidiOut()
     except Exception as exc:  # rtmidi.SystemError / RuntimeError: no ALSA/CoreMIDI here
         raise DependencyError(f"{field} {name!r}: no MIDI back end ({exc})") from None
-    ports = list(midi_out.get_ports())
+    return midi_out, open_matching(midi_out, name, field, "output")
+
+
+def open_matching(midi: Any, name: str, field: str, direction: str) -> str:
+    """Open ``midi``'s (an rtmidi MidiIn or MidiOut) first port whose name contains
+    ``name`` (case-insensitive); its name. ConfigError lists the ports there are."""
+    ports = list(midi.get_ports())
     for index, port in enumerate(ports):
         if name.lower() in port.lower():
-            midi_out.open_port(index)
-            return midi_out, port
+            midi.open_port(index)
+            return port
     available = ", ".join(repr(p) for p in ports) or "none"
-    raise ConfigError(f"{field}: no MIDI output port contains {name!r}; available: {available}")
+    raise ConfigError(f"{field}: no MIDI {direction} port contains {name!r}; "
+                      f"available: {available}")

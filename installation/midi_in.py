@@ -55,7 +55,7 @@ from typing import Any
 
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink, null_sink
-from ground.midi_ports import open_output_port
+from ground.midi_ports import open_matching, open_output_port
 from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig, parse_midi_key
 from installation.control import ControlHub, ParameterChange, RefusalLog
@@ -91,14 +91,7 @@ def new_midi_in(rtmidi_module: Any = None) -> Any:
 def open_input_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
     """The first input port whose name contains ``name`` (case-insensitive), and its name."""
     midi_in = new_midi_in(rtmidi_module)
-    ports = list(midi_in.get_ports())
-    for index, port in enumerate(ports):
-        if name.lower() in port.lower():
-            midi_in.open_port(index)
-            return midi_in, port
-    available = ", ".join(repr(p) for p in ports) or "none"
-    raise ConfigError(f"control.midi.port: no MIDI input port contains {name!r}; "
-                      f"available: {available}")
+    return midi_in, open_matching(midi_in, name, "control.midi.port", "input")
 
 
 #: A control: (channel 1-16, or 0 for any, number).
