@@ -59,7 +59,7 @@ from ground.midi_ports import open_matching, open_output_port
 from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig, parse_midi_key
 from installation.control import ControlHub, ParameterChange, RefusalLog
-from installation.tempo_sync import PULSES_PER_QUARTER, ClockTempo, TempoFollower
+from installation.tempo_sync import ClockTempo, TempoFollower
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.
@@ -187,7 +187,6 @@ class MidiControlInput:
         self.tempo = TempoFollower(hub, "midi-clock", log_event, self.refusals) \
             if config.clock_in else None
         self._midi_time = 0.0
-        self._pulses = 0
         for port in self.ports:
             if config.clock_in:
                 port.ignore_types(sysex=True, timing=False, active_sense=True)
@@ -262,20 +261,14 @@ class MidiControlInput:
         if self.clock is None or self.tempo is None:
             return self._ignore()
         if status == 0xF8:
-            bpm = self.clock.pulse(at)
+            bpm = self.clock.pulse(at)  # once a beat
             if bpm is None:
-                self._pulses = 0
-                return self._ignore()
-            self._pulses += 1
-            if self._pulses % PULSES_PER_QUARTER != 1:  # once a beat: a tempo, not jitter
                 return self._ignore()
             return self.tempo.offer(bpm, origin="midi:clock") or self._ignore()
         if status in (0xFA, 0xFB):
             self.clock.start()
-            self._pulses = 0
             self.log_event("midi_clock", state="start" if status == 0xFA else "continue")
-        elif status == 0xFC:
-            self.clock.stop()
+        elif status == 0xFC:  # the tempo already set stays: the music does not stop
             self.log_event("midi_clock", state="stop", tempo_bpm=self.tempo.tempo)
         return self._ignore()
 

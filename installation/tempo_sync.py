@@ -89,26 +89,26 @@ class ClockTempo:
 
     def __init__(self) -> None:
         self._pulses: deque[float] = deque(maxlen=PULSES_PER_QUARTER + 1)
-        self.running = False  # between Start/Continue and Stop
+        self._since_told = 0  # pulses since the tempo was last given
 
     def pulse(self, at: float) -> float | None:
-        """One 0xF8 pulse at ``at``; the tempo once a whole beat is in, else None."""
+        """One 0xF8 pulse at ``at``; the tempo over the last beat, given once a beat (the
+        first time a whole beat is in, then every 24 pulses), else None."""
         if self._pulses and not 0.0 <= at - self._pulses[-1] <= CLOCK_GAP_S:
-            self._pulses.clear()  # stopped, restarted, or time went backwards
+            self.start()  # stopped, restarted, or time went backwards
         self._pulses.append(at)
         if len(self._pulses) <= PULSES_PER_QUARTER:
+            return None
+        self._since_told += 1
+        if self._since_told % PULSES_PER_QUARTER != 1:  # once a beat: a tempo, not jitter
             return None
         span = self._pulses[-1] - self._pulses[0]
         return 60.0 / span if span > 0 else None
 
     def start(self) -> None:
-        """Start (0xFA) or Continue (0xFB): pulses count from here."""
+        """Start (0xFA) or Continue (0xFB), or a clock found again: count from here."""
         self._pulses.clear()
-        self.running = True
-
-    def stop(self) -> None:
-        """Stop (0xFC): the tempo already set stays (the music does not stop)."""
-        self.running = False
+        self._since_told = 0
 
 
 class LinkSync:
