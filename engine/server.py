@@ -346,7 +346,8 @@ class EngineServer:
         generator calls, None before the first), ``batch`` (the last
         :data:`BATCHES_KEPT` batch sizes, ``[1]`` where rooms are not
         batched) and ``gpu_memory_mb`` (:func:`gpu_memory_mb`). Per room,
-        ``instruments`` where the generator names them.
+        ``instruments`` where the generator names them, and ``sync`` (tempo,
+        beats per bar, last phase offset seen) while it follows a tempo sync.
         """
         rooms: dict[str, Any] = {}
         for room, session in self.sessions.items():
@@ -365,6 +366,10 @@ class EngineServer:
             instruments = instrument_names(described)
             if instruments is not None:
                 entry["instruments"] = instruments
+            if session.controls.sync is not None:  # following a Link session or a MIDI clock
+                entry["sync"] = {"bpm": session.controls.sync.bpm,
+                                 "beats": session.controls.sync.beats,
+                                 "offset_ms": session.sync_offset_ms}
             rooms[room] = entry
         times = self._call_times
         # the shell adds what was dropped, by socket
@@ -414,7 +419,7 @@ class EngineServer:
                 # when capture last spoke (any view, re-sends included), on the engine's clock
                 "last_view_at": session.last_view_at,
                 "saved_at": now,
-                "controls": dataclasses.asdict(session.controls),
+                "controls": session.controls.saved(),
             }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.state_path.with_suffix(".tmp")

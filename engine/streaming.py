@@ -32,11 +32,25 @@ been silent for ``view_timeout_s`` (capture down, camera gone) to the
 empty-room ambience. A control value that is not a finite number is ignored
 and counted (:attr:`RoomSession.refused_controls`); a finite one is clamped to
 the parameter's range (:mod:`ground.params`), whatever the sender.
+
+**Tempo sync**: a Control ``set`` may also carry an outside bar grid
+(:data:`SYNC_KEYS`: the wall time of one of its downbeats, as seconds after
+UTC midnight, since a Control value stays below 1e9; its beats per bar and
+its tempo; sent by the supervisor's Link or MIDI clock follower, never
+stored or echoed). :meth:`RoomSession.set_sync` maps the downbeat onto the
+room's timeline through audio_out's playback clock (the wall time its
+playhead is heard), so the music's bar lines are *heard* on the session's
+downbeats, and hands it to the generator as ``controls.sync``
+(:class:`~engine.generators.base.BarSync`). A grid within
+:data:`SYNC_TOLERANCE_S` of the one in force changes nothing (clock jitter);
+one further off (the two clocks drifted, audio_out restarted) re-plans the
+room, which nudges its bars onto the new grid.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -47,11 +61,20 @@ import numpy as np
 
 from engine.beats import grid_of
 from engine.config import EngineConfig
-from engine.generators import Generated, Generator, RoomControls, can_batch, generate_many
+from engine.generators import (
+    BarSync,
+    Generated,
+    Generator,
+    RoomControls,
+    can_batch,
+    generate_many,
+)
 from ground.events import EventSink, null_sink
 from ground.params import SETTINGS, Parameter, live_value
 from ground.protocol import (
+    DAY_S,
     PROTOCOL_VERSION,
+    SYNC_KEYS,
     Array,
     ArtworkView,
     AudioChunk,
@@ -67,6 +90,14 @@ VARIATION_SEED_STEP = 7919
 CONDITION_CACHE_SIZE = 64
 #: Conditions adjusted by the knobs a room keeps (a knob sweep makes many).
 ADJUSTED_CACHE_SIZE = 64
+
+
+#: An outside grid this close to the one in force is kept, seconds (jitter, not drift).
+SYNC_TOLERANCE_S = 0.015
+#: The tempo a sync may give, bpm (the ``tempo_bpm`` range a sync source may set).
+SYNC_TEMPO_RANGE_BPM = (20.0, 300.0)
+#: The most beats a sync bar may have (Link's quantum, a MIDI clock's bar).
+SYNC_MAX_BEATS = 16
 
 
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
@@ -154,6 +185,8 @@ class RoomSession:
         self._last_replan = -float("inf")
         self._adjusted: OrderedDict[tuple[str, tuple[float, ...]], Any] = OrderedDict()
         self.refused_controls: Counter[str] = Counter()  # by parameter name
+        self._sync: tuple[float, int, float] | None = None  # downbeat wall time, beats, bpm
+        self.sync_offset_ms: float | None = None  # the last grid's distance from the one kept
 
     def log_event(self, kind: str, **fields: Any) -> None:
         """Record an event about this room."""
@@ -199,6 +232,11 @@ class RoomSession:
         :attr:`refused_controls` (logged the first time per name); a finite
         one is clamped to its parameter's range.
         """
+        if any(key in params for key in SYNC_KEYS):
+            params = dict(params)
+            sync = [params.pop(key, None) for key in SYNC_KEYS]
+            moved = self.set_sync(*sync)
+            return sorted(set(self.set_controls(params)) | ({"sync"} if moved else set()))
         updates: dict[str, Any] = {}  # by field (control or setting), in arrival order
         fields: dict[str, Any] = {}  # the RoomControls fields among them
         replan = False
@@ -233,6 +271,75 @@ class RoomSession:
             self._show(self.latest_view)  # catch up with what capture saw meanwhile
         self.log_event("controls", **updates)
         return sorted(updates)
+
+    def set_sync(self, downbeat: object, beats: object, bpm: object) -> bool:
+        """Follow an outside bar grid (``beats`` 0: stop following); True if the room re-plans.
+
+        ``downbeat`` is the wall time of one of the grid's bar lines in seconds
+        after UTC midnight (:func:`ground.protocol.seconds_of_day`), taken as the instant of
+        that time nearest now. Anything but finite numbers in range (a
+        downbeat in 0..86400, 1..:data:`SYNC_MAX_BEATS` whole beats, a tempo in
+        :data:`SYNC_TEMPO_RANGE_BPM`) is refused and counted as ``sync`` in
+        :attr:`refused_controls`, and the grid in force stays.
+        """
+        values = (downbeat, beats, bpm)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                   for v in values):
+            return self._refuse_sync(values, "expected three finite numbers")
+        assert isinstance(downbeat, int | float) and isinstance(beats, int | float) \
+            and isinstance(bpm, int | float)
+        if beats == 0:
+            self._sync = None  # the bars stay where they are; the next plan has no grid
+            if self.controls.sync is not None:
+                self.controls = dataclasses.replace(self.controls, sync=None)
+                self.log_event("sync_released")
+            return False
+        low, high = SYNC_TEMPO_RANGE_BPM
+        if beats != int(beats) or not 1 <= beats <= SYNC_MAX_BEATS:
+            return self._refuse_sync(values, f"beats must be a whole 1..{SYNC_MAX_BEATS}")
+        if not low <= bpm <= high:
+            return self._refuse_sync(values, f"bpm must be {low:g}..{high:g}")
+        if not 0.0 <= downbeat < DAY_S:
+            return self._refuse_sync(values, "downbeat must be seconds after UTC midnight, "
+                                             "0..86400")
+        now = time.time()
+        wall = float(downbeat) + DAY_S * round((now - float(downbeat)) / DAY_S)
+        self._sync = (wall, int(beats), round(float(bpm), 2))
+        return self._apply_sync()
+
+    def _refuse_sync(self, values: tuple[object, ...], error: str) -> bool:
+        if self.refused_controls["sync"] == 0:
+            self.log_event("control_refused", name="sync", value=repr(values)[:120], error=error)
+        self.refused_controls["sync"] += 1
+        return False
+
+    def _apply_sync(self, force: bool = False) -> bool:
+        """Map the outside grid onto the timeline (needs a playback clock); re-plan if it moved."""
+        if self._sync is None or self._clock is None:
+            return False
+        downbeat, beats, bpm = self._sync
+        rate = self.generator.sample_rate
+        grid = BarSync(phase=0, beats=beats, bpm=bpm)
+        bar = grid.bar_samples(rate)
+        # the playback clock says when its playhead is heard: bars land where they are heard
+        heard = self._clock.playhead + (downbeat - self._clock.wall_time) * rate
+        grid = dataclasses.replace(grid, phase=int(round(heard % bar)) % int(bar))
+        kept = self.controls.sync
+        if kept is not None and (kept.beats, kept.bpm) == (beats, bpm):
+            offset = (grid.phase - kept.phase) % bar
+            offset = min(offset, bar - offset)
+            self.sync_offset_ms = round(1000.0 * offset / rate, 2)
+            if not force and offset <= SYNC_TOLERANCE_S * rate:
+                return False
+        else:
+            self.sync_offset_ms = None
+        self.controls = dataclasses.replace(self.controls, sync=grid)
+        self.log_event("sync_aligned", beats=beats, bpm=bpm, phase=grid.phase,
+                       moved_ms=self.sync_offset_ms)
+        if getattr(self.generator, "follows_sync", False):
+            self._replan_pending = True
+            return True
+        return False
 
     @property
     def effective_seed(self) -> int:
@@ -273,12 +380,16 @@ class RoomSession:
                            previous=self._clock.playhead)
             self.state = None
             self.queue_end = None
+        restarted = self._clock is not None and clock.playhead < self._clock.playhead
+        first = self._clock is None
         self._clock = _Clock(
             playhead=clock.playhead,
             wall_time=clock.wall_time,
             received=self._now(),
             playing=clock.state in ("playing", "holding"),
         )
+        if self._sync is not None and (first or restarted):
+            self._apply_sync(force=True)  # a new timeline: the grid's samples moved
 
     # -- scheduling ---------------------------------------------------------
 

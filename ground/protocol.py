@@ -253,6 +253,19 @@ class Control(_Message, tag="control", frozen=True):
                       msgspec.Meta(max_length=MAX_PARAMS)] = {}
 
 
+#: A tempo sync's outside bar grid in a Control ``set`` to the engine (never stored or
+#: echoed): one downbeat's wall time as seconds after UTC midnight
+#: (:func:`seconds_of_day`, as a Control value stays below 1e9), beats per bar, bpm.
+SYNC_KEYS = ("sync_downbeat", "sync_beats", "sync_bpm")
+#: Seconds in a day: a sync downbeat travels modulo this.
+DAY_S = 86400.0
+
+
+def seconds_of_day(wall_time: float) -> float:
+    """A ``time.time()`` as seconds after UTC midnight: how a sync downbeat travels."""
+    return wall_time % DAY_S
+
+
 Message = ArtworkView | AudioChunk | PlaybackClock | Control
 
 _encoder = msgspec.msgpack.Encoder()

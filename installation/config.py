@@ -180,6 +180,10 @@ class MidiInConfig(BaseModel):
     clock_in: bool = Field(
         False, description="Follow MIDI clock (24 ppqn) on the input port: its tempo becomes "
                            "every room's tempo_bpm.")
+    clock_beats: int = Field(
+        4, ge=1, le=16, description="Beats per bar of the clock's song: with clock_in, the "
+                                    "rooms' bars land on its downbeats (after Start or Song "
+                                    "Position Pointer).")
     clock_out: str = Field(
         "", description="Substring of a MIDI output port the engine sends MIDI clock to "
                         "(24 ppqn, start/stop) from clock_room's music; '' = none.")

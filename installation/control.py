@@ -40,7 +40,7 @@ from typing import Any
 
 from ground.events import EventSink, null_sink
 from ground.params import PARAMETERS, SETTINGS, live_value
-from ground.protocol import PROTOCOL_VERSION, Control
+from ground.protocol import PROTOCOL_VERSION, SYNC_KEYS, Control, seconds_of_day
 from installation.config import InstallationConfig, SceneConfig
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,21 @@ class ControlHub:
         self._queue(message)
         self.log_event("control_command", target=target, room=room, params=params,
                        source=source)
+        return message
+
+    def sync(self, downbeat: float, beats: int, bpm: float) -> Control:
+        """Send every room the outside bar grid of a tempo sync (Link, MIDI clock).
+
+        ``downbeat`` is the ``time.time()`` of one of its bar lines, ``beats``
+        its beats per bar (0: stop following a grid), ``bpm`` its tempo. Like
+        :meth:`command` it is neither stored nor echoed: the sync source sends
+        it again every few seconds (a restarted engine picks it up) and on
+        every change. The engine checks the values (:meth:`RoomSession.set_sync
+        <engine.streaming.RoomSession.set_sync>`).
+        """
+        values = (round(seconds_of_day(downbeat), 6), float(beats), float(bpm))
+        message = self._message("engine", "*", dict(zip(SYNC_KEYS, values, strict=True)))
+        self._queue(message)
         return message
 
     # -- reading ------------------------------------------------------------

@@ -12,8 +12,11 @@ with that program number (:meth:`~installation.control.ControlHub.recall_scene`)
 **Clock** (``clock_in``): MIDI clock on the same port(s) sets every room's
 ``tempo_bpm`` (:mod:`installation.tempo_sync`): the port is told to pass
 timing messages, pulses are timed by rtmidi's own delta times, and the
-tempo is passed on once a beat. Real-time messages have no channel, so the
-``channel`` filter does not drop them.
+tempo is passed on once a beat. After Start (or Song Position Pointer then
+Continue) the clock's downbeats (bars of ``clock_beats``) go to the engine,
+which lays the rooms' bars on them; the pulses' MIDI time is put on the wall
+clock by the least delayed of the recent arrivals. Real-time and system
+common messages have no channel, so the ``channel`` filter does not drop them.
 
 **Feedback** (``feedback_port``): :class:`MidiFeedback` listens to the hub and
 sends every parameter change, from any surface, as the CC mapped to it (the
@@ -50,6 +53,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -59,11 +63,13 @@ from ground.midi_ports import open_matching, open_output_port
 from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig, parse_midi_key
 from installation.control import ControlHub, ParameterChange, RefusalLog
-from installation.tempo_sync import ClockTempo, TempoFollower
+from installation.tempo_sync import ClockTempo, GridSender, TempoFollower
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.
 PICKUP_STEPS = 2
+#: Arrivals the MIDI-time-to-wall-time offset is taken over (the least delayed wins).
+WALL_OFFSET_KEPT = 96
 
 
 def _rtmidi(rtmidi_module: Any = None) -> Any:
@@ -182,11 +188,14 @@ class MidiControlInput:
         self._last_unit: dict[ControlKey, float] = {}
         self._cc_high: dict[ControlKey, bool] = {}
         # MIDI clock in: the pulses' times (the port's own delta times, summed), the
-        # tempo they give, passed on once a beat
-        self.clock = ClockTempo() if config.clock_in else None
+        # tempo and bar grid they give, passed on once a beat
+        self.clock = ClockTempo(config.clock_beats) if config.clock_in else None
         self.tempo = TempoFollower(hub, "midi-clock", log_event, self.refusals) \
             if config.clock_in else None
+        self.grid = GridSender(hub)
         self._midi_time = 0.0
+        # wall time minus MIDI time, the least of the recent arrivals (the least delayed)
+        self._offsets: deque[float] = deque(maxlen=WALL_OFFSET_KEPT)
         for port in self.ports:
             if config.clock_in:
                 port.ignore_types(sysex=True, timing=False, active_sense=True)
@@ -220,6 +229,7 @@ class MidiControlInput:
             delta = event[1]
             if isinstance(delta, int | float) and 0.0 <= delta < 3600.0:
                 self._midi_time += delta  # rtmidi: seconds since the previous message
+            self._offsets.append(time.time() - self._midi_time)
             self.handle(event[0], self._midi_time)
         except Exception as error:  # noqa: BLE001 - rtmidi's thread must never see one
             self.refusals.refuse("internal-error", error=repr(error)[:200])
@@ -227,8 +237,8 @@ class MidiControlInput:
     def handle(self, message: Any, at: float | None = None) -> bool:
         """Apply one raw MIDI message; True if it moved a parameter.
 
-        ``at`` (seconds, any clock) is when it arrived: MIDI clock pulses are
-        timed by it (the monotonic clock when None).
+        ``at`` (seconds, the port's MIDI time) is when it arrived: MIDI clock
+        pulses are timed by it (the wall clock when None).
         """
         self.refusals.accept()
         self.refusals.flush_due()
@@ -236,7 +246,12 @@ class MidiControlInput:
             self.refusals.refuse("malformed", message=repr(message)[:100])
             return self._ignore()
         if message[0] >= 0xF8:  # system real-time (clock, start, stop): no channel
-            return self._on_realtime(message[0], time.monotonic() if at is None else at)
+            return self._on_realtime(message[0], time.time() if at is None else at)
+        if message[0] == 0xF2 and len(message) >= 3:  # Song Position Pointer: no channel
+            if self.clock is None:
+                return self._ignore()
+            self.clock.song_position(message[1] | message[2] << 7)
+            return self._ignore()
         channel = (message[0] & 0x0F) + 1
         if self.config.channel and channel != self.config.channel:
             return self._ignore()
@@ -261,16 +276,29 @@ class MidiControlInput:
         if self.clock is None or self.tempo is None:
             return self._ignore()
         if status == 0xF8:
-            bpm = self.clock.pulse(at)  # once a beat
-            if bpm is None:
+            reading = self.clock.pulse(at)  # once a beat
+            if reading is None:
                 return self._ignore()
-            return self.tempo.offer(bpm, origin="midi:clock") or self._ignore()
-        if status in (0xFA, 0xFB):
+            moved = self.tempo.offer(reading.bpm, origin="midi:clock")
+            if reading.downbeat is not None and self.tempo.tempo is not None:
+                # the rooms' bars on the clock's downbeats, at the tempo they play
+                self.grid.offer(reading.downbeat + self._wall_offset(), self.clock.beats_per_bar,
+                                self.tempo.tempo)
+            return moved or self._ignore()
+        if status == 0xFA:
             self.clock.start()
-            self.log_event("midi_clock", state="start" if status == 0xFA else "continue")
+            self.log_event("midi_clock", state="start")
+        elif status == 0xFB:
+            self.clock.resume()
+            self.log_event("midi_clock", state="continue", position=self.clock.position)
         elif status == 0xFC:  # the tempo already set stays: the music does not stop
+            self.clock.stop()
             self.log_event("midi_clock", state="stop", tempo_bpm=self.tempo.tempo)
         return self._ignore()
+
+    def _wall_offset(self) -> float:
+        """Wall time minus the pulses' MIDI time (0 when messages came without it)."""
+        return min(self._offsets) if self._offsets else 0.0
 
     @staticmethod
     def _find(table: dict[ControlKey, Any], channel: int, number: int) -> ControlKey | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.generators.base import (
+    BarSync,
     BatchGenerator,
     Generated,
     Generator,
@@ -28,8 +29,8 @@ from engine.generators.base import (
 if TYPE_CHECKING:
     from engine.config import EngineConfig
 
-__all__ = ["BatchGenerator", "Generated", "Generator", "Request", "RoomControls", "can_batch",
-           "generate_many", "make_generator"]
+__all__ = ["BarSync", "BatchGenerator", "Generated", "Generator", "Request", "RoomControls",
+           "can_batch", "generate_many", "make_generator"]
 
 
 def make_generator(config: EngineConfig) -> Generator:

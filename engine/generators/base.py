@@ -28,7 +28,7 @@ condition; the generator never mixes them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -41,11 +41,34 @@ _CONDITION_PARAMETERS = tuple(p for p in PARAMETERS.values() if p.replans == "co
 
 
 @dataclass(frozen=True)
+class BarSync:
+    """An outside bar grid (a Link session's, a MIDI clock's) on the room's timeline.
+
+    Its bar lines fall at timeline samples ``phase + k * beats * 60 / bpm *
+    sample_rate``; ``beats`` is 1 where only the beat is known (a MIDI clock
+    joined without Start or Song Position). A generator with a bar grid
+    starts its bars on these lines while its tempo is ``bpm``; one without
+    ignores it.
+    """
+
+    phase: int  # timeline sample of one bar line, in 0 .. one bar
+    beats: int  # beats (quarter notes) per outside bar
+    bpm: float
+
+    def bar_samples(self, sample_rate: int) -> float:
+        """Length of one outside bar in timeline samples."""
+        return self.beats * 60.0 / self.bpm * sample_rate
+
+
+@dataclass(frozen=True)
 class RoomControls:
     """The live parameters of one room (neutral values change nothing).
 
     One field per engine parameter of :data:`ground.params.PARAMETERS` (its
-    ``field``); a test keeps the two in step.
+    ``field``); a test keeps the two in step. ``sync`` is not a parameter: it
+    is the outside bar grid the room follows, set from the sync sources
+    (:meth:`engine.streaming.RoomSession.set_sync`), never saved (it belongs
+    to one playback timeline).
     """
 
     intensity: float = 0.5
@@ -57,16 +80,24 @@ class RoomControls:
     transition_s: float | None = None  # None: the config's transition_crossfade_s
     freeze: bool = False
     variation: int = 0
+    sync: BarSync | None = None
 
     @property
     def shapes_condition(self) -> tuple[float, ...]:
         """The values that change the generator's condition (variation changes the seed)."""
-        return tuple(round(getattr(self, p.field or p.name), 3) for p in _CONDITION_PARAMETERS)
+        values = tuple(round(getattr(self, p.field or p.name), 3) for p in _CONDITION_PARAMETERS)
+        if self.sync is None:
+            return values
+        return (*values, self.sync.phase, self.sync.beats, self.sync.bpm)
 
     @property
     def neutral(self) -> bool:
         """True when the condition is the artwork's own."""
         return self.shapes_condition == tuple(round(p.default, 3) for p in _CONDITION_PARAMETERS)
+
+    def saved(self) -> dict[str, Any]:
+        """The fields a restarted engine takes back (the parameters; not the sync grid)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sync"}
 
 
 @dataclass(frozen=True)

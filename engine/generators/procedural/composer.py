@@ -54,6 +54,14 @@ Musical structure:
   stream fell behind its playhead) keeps the old grid, so it plays the very
   same bars; notes already sounding at the restart point are re-struck there
   for their remaining length, so nothing drops out.
+- **Tempo sync** (Ableton Link, MIDI clock): a plan carrying an outside bar
+  grid (``decisions.sync``) at its own tempo starts its bars on that grid's
+  bar lines instead: the first stream comes in on the next outside downbeat,
+  a new plan's bridge ends on one, and a same plan whose outside grid moved
+  (the sync's phase drifted) keeps its bar numbers, nudged to the nearest
+  outside bar line. A piece whose meter is not the outside bar (3/4 against
+  a 4-beat Link quantum) starts on an outside downbeat and keeps its beats
+  on the outside beats.
 
 Note rows are ``(start_sample, length, pitch, velocity, program, channel)``
 with ``start_sample`` absolute on the room timeline.
@@ -61,6 +69,7 @@ with ``start_sample`` absolute on the room timeline.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import zlib
@@ -83,6 +92,9 @@ from engine.generators.procedural.theory import (
     scale_pitch,
     scale_pitch_classes,
 )
+
+#: How close a plan's tempo must be to a sync's for its bars to follow the sync's grid, bpm.
+SYNC_TEMPO_TOLERANCE_BPM = 0.005
 
 #: Quarter-note positions of the metric groups (where bass and counter move).
 METER_GROUPS: dict[tuple[int, int], tuple[float, ...]] = {
@@ -216,6 +228,11 @@ class _Motif:
     direction: int
 
 
+def _same_plan(a: MusicalDecisions, b: MusicalDecisions) -> bool:
+    """True when two plans differ at most in their outside bar grid (a sync's phase)."""
+    return a == b or dataclasses.replace(a, sync=None) == dataclasses.replace(b, sync=None)
+
+
 def _rng(stream_key: str, *key: object) -> random.Random:
     # String seeds hash with SHA-512 in Python's random (version 2): stable
     # across processes and PYTHONHASHSEED, unlike hash().
@@ -247,15 +264,28 @@ class Composer:
         bar = quarter * decisions.quarters_per_bar
         self.start_sample = int(start_sample)
         self.bridge: Bridge | None = None
+        outside = self._outside_grid(decisions, quarter, sample_rate)
         anchor = int(start_sample)
-        if previous is not None and previous.decisions == decisions and previous.seed == self.seed:
-            # Same plan: continue the same grid (and bridge), so the same bars play.
+        if previous is not None and _same_plan(previous.decisions, decisions) \
+                and previous.seed == self.seed:
+            # Same plan: continue the same grid (and bridge), so the same bars play; a new
+            # outside grid (a sync's phase drifted) moves it to the nearest outside bar line.
             anchor, self.bridge = previous.grid.anchor, previous.bridge
+            if outside is not None and decisions.sync != previous.decisions.sync:
+                k = round((anchor - outside.anchor) / outside.bar_samples)
+                anchor = int(round(outside.bar_start(k)))
         elif previous is not None:
-            line = self._next_bar_line(previous.grid, start_sample, sample_rate)
+            # A new plan: its first bar on the old grid's bar line, or on the outside one's.
+            old = outside if outside is not None else previous.grid
+            line = self._next_bar_line(old, start_sample, sample_rate)
             anchor = int(round(line))
             if anchor > start_sample:
                 self.bridge = self._plan_bridge(previous, int(start_sample), anchor, sample_rate)
+        elif outside is not None:
+            # The first stream: it comes in on the outside grid's next downbeat.
+            anchor = int(round(outside.bar_start(math.ceil(
+                (start_sample - outside.anchor) / outside.bar_samples))))
+        self.synced = outside is not None
         self.grid = Grid(anchor=anchor, bar_samples=bar, quarter_samples=quarter)
         self._bars: dict[int, np.ndarray] = {}
         self._voicings: dict[int, tuple[int, ...]] = {}
@@ -265,6 +295,21 @@ class Composer:
         self._pad_centre = d.register - 10 if not d.ambience else d.register - 8
         self._bass_centre = min(max(d.register - 26, 38), 50)
         self._counter_centre = d.register - 5
+
+    @staticmethod
+    def _outside_grid(decisions: MusicalDecisions, quarter: float, sample_rate: int
+                      ) -> Grid | None:
+        """The plan's outside bar grid (tempo sync), if it has one and its beat is the plan's.
+
+        A plan whose tempo is not the grid's (the sync's tempo has not reached
+        it yet, or a knob moved it) keeps its own bar phase: bars laid on a grid
+        of another tempo would drift off it at once.
+        """
+        sync = decisions.sync
+        if sync is None or abs(sync.bpm - decisions.tempo_bpm) > SYNC_TEMPO_TOLERANCE_BPM:
+            return None
+        return Grid(anchor=sync.phase, bar_samples=sync.bar_samples(sample_rate),
+                    quarter_samples=quarter)
 
     @property
     def context(self) -> Context:

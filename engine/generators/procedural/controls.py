@@ -7,7 +7,9 @@ tempo by ``2 ** (tempo_bias / 2)`` within :data:`TEMPO_LIMITS_BPM`. A set
 outright, within :data:`SET_TEMPO_LIMITS_BPM`, and the bias does not move it:
 the tempo is then the session's. A set ``key`` or ``mode`` replaces the
 artwork's; instruments, palette, register and everything else the artwork
-decided stay.
+decided stay. The outside bar grid of a tempo sync (``controls.sync``) is
+carried into the plan; the composer starts its bars on it while the plan's
+tempo is the grid's.
 """
 
 from __future__ import annotations
@@ -32,16 +34,18 @@ def apply_controls(decisions: MusicalDecisions, controls: RoomControls) -> Music
     """``decisions`` with density, timbre brightness, tempo, key and mode moved by
     ``controls``."""
     if controls.tempo_bpm > 0:
-        low, high = SET_TEMPO_LIMITS_BPM
+        # a synced tempo to 0.01 bpm: a beat that is 0.05 bpm off drifts 25 ms a minute
+        low, high, digits = *SET_TEMPO_LIMITS_BPM, 2
         tempo = controls.tempo_bpm
     else:
-        low, high = TEMPO_LIMITS_BPM
+        low, high, digits = *TEMPO_LIMITS_BPM, 1
         tempo = decisions.tempo_bpm * 2.0 ** (controls.tempo_bias / 2.0)
     return dataclasses.replace(
         decisions,
         density=round(_clip01(decisions.density + (controls.intensity - 0.5)), 4),
         brightness=round(_clip01(decisions.brightness + (controls.brightness - 0.5)), 4),
-        tempo_bpm=round(min(max(tempo, low), high), 1),
+        tempo_bpm=round(min(max(tempo, low), high), digits),
+        sync=controls.sync,
         key_root=controls.key % 12 if controls.key >= 0 else decisions.key_root,
         mode=MODES[controls.mode] if 0 <= controls.mode < len(MODES) else decisions.mode,
     )

@@ -53,6 +53,9 @@ class ProceduralState:
 class ProceduralGenerator:
     """Descriptor -> decisions -> notes -> SoundFont audio: the embedded default generator."""
 
+    #: Its bars start on a tempo sync's outside grid (``controls.sync``; see the composer).
+    follows_sync = True
+
     def __init__(
         self, config: ProceduralConfig, sample_rate: int = 48000, channels: int = 2
     ) -> None:

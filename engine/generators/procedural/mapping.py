@@ -48,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from engine.generators.base import BarSync
 from engine.generators.procedural.config import MODES_DARK_TO_BRIGHT, ProceduralConfig
 from engine.generators.procedural.theory import NOTE_NAMES, note_name
 from ground.protocol import FEATURE_NAMES
@@ -87,6 +88,7 @@ class MusicalDecisions:
     richness: float
     target_lufs: float
     features: tuple[tuple[str, float], ...] = ()
+    sync: BarSync | None = None  # an outside bar grid to start bars on (tempo sync)
 
     @property
     def roles(self) -> tuple[str, ...]:
