@@ -263,6 +263,11 @@ class OscConfig(BaseModel):
     beats: bool = Field(
         True, description="The engine sends /ROOM/beat, /bar, /key, /chord to the targets."
     )
+    query_port: int = Field(
+        0, ge=0, le=65535,
+        description="TCP port of the OSCQuery server (HTTP on listen's host, advertised by "
+                    "mDNS) that describes the OSC in addresses to controllers; 0 = off.",
+    )
 
     @model_validator(mode="after")
     def _addresses(self) -> OscConfig:
@@ -270,6 +275,9 @@ class OscConfig(BaseModel):
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise ValueError(f"OSC address must be 'HOST:PORT', got {address!r}")
+        if self.query_port and not self.listen:
+            raise ValueError(f"query_port {self.query_port} describes OSC in: expected listen "
+                             "= 'HOST:PORT' too, got listen = ''")
         return self
 
 

@@ -64,14 +64,28 @@ def start_watcher(path: Path | None, current: InstallationConfig, *, hub: Contro
 def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventSink,
                    rows: Callable[[], list[dict[str, Any]]],
                    rooms: Sequence[str]) -> list[Service]:
-    """Start the OSC and MIDI surfaces ``control`` asks for (``rows``, ``rooms``: OSC out)."""
+    """Start the OSC and MIDI surfaces ``control`` asks for (``rows``, ``rooms``: OSC out).
+
+    OSCQuery describes OSC in, so it starts only once OSC in listens.
+    """
     started: list[Service | None] = []
     osc = control.osc
     if osc.listen:
         from installation.osc import OscControlServer
 
-        started.append(_attempt("OSC in", lambda: OscControlServer.start(osc, hub, log_event),
-                                log_event))
+        osc_in = _attempt("OSC in", lambda: OscControlServer.start(osc, hub, log_event),
+                          log_event)
+        started.append(osc_in)
+        if osc.query_port and osc_in is None:
+            error = "OSC in is not listening: nothing to describe"
+            log_event("surface_unavailable", surface="OSCQuery", error=error)
+            log.warning("OSCQuery unavailable: %s", error)
+        elif osc.query_port and osc_in is not None:
+            from installation.oscquery import OscQueryServer
+
+            osc_port = osc_in.port
+            started.append(_attempt("OSCQuery", lambda: OscQueryServer.start(
+                osc, hub, log_event, osc_port=osc_port, rows=rows), log_event))
     if osc.send:
         from installation.osc import OscStateSender
 

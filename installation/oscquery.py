@@ -1,0 +1,583 @@
+"""OSCQuery: TouchOSC, Chataigne, Max (and any OSCQuery client) discover our OSC addresses.
+
+``[control.osc] query_port = 9002`` (with ``listen`` set) serves, over HTTP on
+the OSC in host, a JSON description of every address :mod:`installation.osc`'s
+OSC in accepts (the OSCQuery proposal, https://github.com/Vidvox/OSCQueryProposal)
+and, where the ``zeroconf`` package is installed (the ``oscquery`` extra), advertises
+it on the LAN by mDNS/DNS-SD as ``_oscjson._tcp`` (the HTTP port) and
+``_osc._udp`` (the OSC in port), so a controller lists the installation by name::
+
+    GET /                       the whole tree (CONTENTS, FULL_PATH, TYPE, RANGE, VALUE...)
+    GET /art2mus/room-1         one room's sub-tree
+    GET /art2mus/intensity      one node
+    GET /art2mus/intensity?VALUE   {"VALUE": [0.8]}, read from the hub at request time
+    GET /?HOST_INFO             NAME, OSC_IP, OSC_PORT, OSC_TRANSPORT "UDP", EXTENSIONS
+
+The namespace, built from :data:`ground.params.PARAMETERS` and
+:data:`~ground.params.SETTINGS` and the configured rooms:
+
+- ``PREFIX/PARAM`` (every room) and ``PREFIX/ROOM/PARAM`` (one room) for each
+  live parameter and engine setting, ACCESS 3, TYPE ``"f"`` (continuous) or
+  ``"i"`` (choice, toggle, trigger), RANGE ``[{"MIN", "MAX"}]`` (a choice's
+  also has ``"VALS"``, the allowed numbers; its DESCRIPTION names them), VALUE
+  :meth:`ControlHub.current <installation.control.ControlHub.current>`. OSC in
+  also takes a toggle with no argument (flips it) and a trigger with any or
+  none (one step; VALUE counts the steps).
+- ``PREFIX/ROOM/{artwork_id,confidence,tempo,level,health}``: the room state
+  OSC out sends (:data:`installation.osc.STATE_FIELDS`), ACCESS 1, VALUE read
+  from the role rows. Not ``key``: OSC out sends the room's key as a string on
+  ``PREFIX/ROOM/key``, which is also the address that sets the ``key``
+  parameter (a whole number); the node there is the parameter. The engine's
+  beat out (``beat``, ``bar``, ``chord``) is not described: its values live in
+  the engine process.
+- Not advertised though OSC in takes them: ``density`` (another name for
+  ``intensity``: a second control for one knob) and the room ``*``.
+  Scenes have no OSC address.
+
+The HTTP server is read-only and small on purpose: GET and HEAD only (any
+other method is 405), a request path of at most :data:`MAX_PATH_CHARS`
+characters (else 414), no file is ever served, at most
+:data:`MAX_CONNECTIONS` requests at once (more are dropped), a stalled client
+is cut after :data:`CLIENT_TIMEOUT_S`; every error is a JSON object
+``{"ERROR": "..."}``; nothing is logged per request. An unknown path is 404,
+an unknown attribute 400, an attribute the node lacks (``?VALUE`` on a
+container) 204, as the proposal asks. No LISTEN (websocket streaming): the
+values stream over plain OSC to the ``send`` targets (echo, OSC out).
+
+Why not python-oscquery: it is beta, has no RANGE, serves VALUEs fixed when
+a node is added, and binds every interface.
+
+Threads: the HTTP server's accept loop (``oscquery-http``) and one thread per
+request (reading the hub, which is thread-safe, and the role rows); the mDNS
+registration runs in ``oscquery-mdns`` (probing takes seconds) and zeroconf's
+own threads answer queries until :meth:`OscQueryServer.close`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from ground.events import EventSink
+from ground.params import PARAMETERS, SETTINGS, Parameter
+from installation.config import OscConfig
+from installation.control import ControlHub
+from installation.status import room_summary
+
+log = logging.getLogger(__name__)
+
+#: The longest request target (path and query) answered; longer ones get 414.
+MAX_PATH_CHARS = 1024
+#: Requests served at once; a connection beyond them is closed unanswered.
+MAX_CONNECTIONS = 16
+#: Seconds a client may take to send its request.
+CLIENT_TIMEOUT_S = 5.0
+#: The OSCQuery attributes a node may be asked for (``?VALUE``); HOST_INFO is the root's.
+ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION")
+#: What HOST_INFO says this server implements.
+EXTENSIONS = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True, "TYPE": True,
+              "FULL_PATH": True, "CONTENTS": True}
+#: The DNS-SD service types: the OSCQuery HTTP server and the OSC in port it describes.
+SERVICE_OSCJSON = "_oscjson._tcp.local."
+SERVICE_OSC = "_osc._udp.local."
+
+#: The room state OSC out sends that is described (read-only): OSC type, range, description.
+#: ``key`` is left out (see the module docstring); a test keeps this in step with STATE_FIELDS.
+STATE_NODES: dict[str, tuple[str, tuple[float, float] | None, str]] = {
+    "artwork_id": ("s", None, "the artwork on the wall ('' = an empty wall)"),
+    "confidence": ("f", (0.0, 1.0), "how sure capture is of the artwork"),
+    "tempo": ("f", None, "the tempo playing, bpm (0 when the generator has none)"),
+    "level": ("f", None, "the level of what plays, dBFS"),
+    "health": ("f", (0.0, 1.0), "the room's health: 1 ok, 0.5 degraded, 0 down"),
+}
+
+ACCESS_READ = 1
+ACCESS_READ_WRITE = 3
+
+
+class Reading:
+    """What one request reads: the role rows at most once, each room's summary once."""
+
+    def __init__(self, rows: Callable[[], list[dict[str, Any]]] | None) -> None:
+        self._rows = rows
+        self._taken: list[dict[str, Any]] | None = None
+        self._summaries: dict[str, dict[str, Any]] = {}
+
+    def summary(self, room: str) -> dict[str, Any]:
+        """``room``'s state as OSC out sends it (:func:`installation.status.room_summary`)."""
+        if room not in self._summaries:
+            if self._taken is None:
+                self._taken = self._rows() if self._rows is not None else []
+            self._summaries[room] = room_summary(self._taken, room)
+        return self._summaries[room]
+
+
+@dataclass(frozen=True)
+class OscMethod:
+    """One OSC address a client may read (ACCESS 1) or read and set (ACCESS 3)."""
+
+    full_path: str
+    type: str  # the OSC type tag: "f", "i", "s"
+    access: int
+    description: str
+    read: Callable[[Reading], object]
+    range: dict[str, Any] | None = None  # {"MIN": .., "MAX": .., "VALS": [...]}
+
+    def value(self, reading: Reading) -> object:
+        """The current value as its type tag says (a non-finite float: null)."""
+        value = self.read(reading)
+        if self.type == "i":
+            return int(value)  # type: ignore[call-overload]
+        if self.type == "f":
+            number = float(value)  # type: ignore[arg-type]
+            return number if math.isfinite(number) else None
+        return str(value)
+
+
+@dataclass
+class _Node:
+    full_path: str
+    description: str = ""
+    method: OscMethod | None = None
+    contents: dict[str, _Node] = field(default_factory=dict)
+
+
+def _join(parent: str, name: str) -> str:
+    return f"/{name}" if parent == "/" else f"{parent}/{name}"
+
+
+class Namespace:
+    """The OSC address tree as OSCQuery describes it; values are read when asked."""
+
+    def __init__(self, methods: Iterable[OscMethod], descriptions: dict[str, str]) -> None:
+        self.root = _Node("/", descriptions.get("/", ""))
+        for method in methods:
+            node = self.root
+            for name in method.full_path.split("/")[1:]:
+                child = node.contents.get(name)
+                if child is None:
+                    path = _join(node.full_path, name)
+                    child = node.contents[name] = _Node(path, descriptions.get(path, ""))
+                node = child
+            if node.method is not None:
+                raise ValueError(f"OSC address {method.full_path!r} described twice")
+            node.method = method
+            node.full_path, node.description = method.full_path, method.description
+
+    def methods(self) -> Iterator[OscMethod]:
+        """Every method, depth first."""
+        stack = [self.root]
+        while stack:
+            node = stack.pop()
+            if node.method is not None:
+                yield node.method
+            stack.extend(reversed(node.contents.values()))
+
+    def find(self, path: str) -> _Node | None:
+        """The node at ``path`` ("/" the root, a trailing "/" ignored); None if none."""
+        node = self.root
+        if path.rstrip("/") == "":
+            return node
+        for name in path.rstrip("/").split("/")[1:]:
+            found = node.contents.get(name)
+            if found is None:
+                return None
+            node = found
+        return node
+
+    def describe(self, node: _Node, reading: Reading, deep: bool = True) -> dict[str, Any]:
+        """``node`` as an OSCQuery JSON object (its sub-tree too when ``deep``)."""
+        out: dict[str, Any] = {"FULL_PATH": node.full_path, "DESCRIPTION": node.description}
+        method = node.method
+        if method is None:
+            out["ACCESS"] = 0
+        else:
+            out["TYPE"] = method.type
+            out["ACCESS"] = method.access
+            out["VALUE"] = [method.value(reading)]
+            if method.range is not None:
+                out["RANGE"] = [method.range]
+        if node.contents:
+            out["CONTENTS"] = ({name: self.describe(child, reading) for name, child
+                                in node.contents.items()} if deep else {})
+        return out
+
+
+def _parameter_range(param: Parameter) -> dict[str, Any]:
+    if param.kind == "continuous":
+        return {"MIN": param.low, "MAX": param.high}
+    low, high = int(param.low), int(param.high)
+    if param.kind == "choice":
+        return {"MIN": low, "MAX": high, "VALS": list(range(low, high + 1))}
+    return {"MIN": low, "MAX": high}
+
+
+def _parameter_description(param: Parameter, where: str) -> str:
+    text = f"{param.doc} ({where})"
+    if param.kind == "choice":
+        names = ", ".join(f"{int(param.low) + i} {name}" for i, name in enumerate(param.choices))
+        text += f"; {names}"
+    elif param.kind == "toggle":
+        text += "; 0 or 1, no argument flips it"
+    elif param.kind == "trigger":
+        text += "; any or no argument steps once (the value counts the steps)"
+    return text
+
+
+def osc_methods(prefix: str, rooms: Iterable[str], hub: ControlHub,
+                state: bool = True) -> list[OscMethod]:
+    """Every address OSC in accepts under ``prefix`` (and, with ``state``, the room state
+    OSC out sends), with their types, ranges and value readers."""
+    base = prefix.rstrip("/")
+    rooms = list(rooms)
+    live = [*PARAMETERS.values(), *SETTINGS.values()]
+    methods: list[OscMethod] = []
+
+    def parameter(param: Parameter, room: str, path: str, where: str) -> OscMethod:
+        return OscMethod(path, "f" if param.kind == "continuous" else "i", ACCESS_READ_WRITE,
+                         _parameter_description(param, where),
+                         lambda _: hub.current(param.name, room), _parameter_range(param))
+
+    def state_field(room: str, name: str) -> Callable[[Reading], object]:
+        return lambda reading: reading.summary(room)[name]
+
+    for param in live:
+        methods.append(parameter(param, "*", f"{base}/{param.name}", "every room"))
+    for room in rooms:
+        for param in live:
+            methods.append(parameter(param, room, f"{base}/{room}/{param.name}", f"room {room}"))
+        if not state:
+            continue
+        for name, (tag, bounds, text) in STATE_NODES.items():
+            methods.append(OscMethod(
+                f"{base}/{room}/{name}", tag, ACCESS_READ, f"{text} (room {room}; read only)",
+                state_field(room, name),
+                None if bounds is None else {"MIN": bounds[0], "MAX": bounds[1]}))
+    return methods
+
+
+def namespace(config: OscConfig, hub: ControlHub, state: bool = True) -> Namespace:
+    """The namespace of ``config``'s OSC in for the hub's rooms."""
+    rooms = [room.id for room in hub.config.rooms]
+    base = config.prefix.rstrip("/")
+    descriptions = {"/": "Art2Mus: live parameters (every room, or PREFIX/ROOM/...)"}
+    if base:
+        descriptions[base] = "Art2Mus: live parameters for every room; a room's own below"
+    for room in rooms:
+        descriptions[f"{base}/{room}"] = f"room {room}: its own parameters" + (
+            " and state" if state else "")
+    return Namespace(osc_methods(config.prefix, rooms, hub, state), descriptions)
+
+
+# -- HTTP ----------------------------------------------------------------------
+
+
+class _QueryHTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a bound on concurrent requests and no stderr tracebacks."""
+
+    daemon_threads = True
+    request_queue_size = 2 * MAX_CONNECTIONS  # socketserver's 5 makes a burst of clients wait
+    owner: OscQueryServer
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.dropped = 0
+        self.errors = 0
+        super().__init__(address, _QueryHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer's own also looks up the host's FQDN, which can stall on a bad resolver
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(
+            self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.dropped += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        self.errors += 1  # a client gone mid-answer: nothing to log per request
+
+
+class _QueryHandler(BaseHTTPRequestHandler):
+    """Answers GET and HEAD from the namespace; never touches the filesystem."""
+
+    server: _QueryHTTPServer
+    server_version = "art2mus-oscquery"
+    sys_version = ""
+    timeout = CLIENT_TIMEOUT_S
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Nothing per request (the base writes every request to stderr)."""
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.command not in ("GET", "HEAD"):
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
+                        {"ERROR": f"method {self.command[:20]!r}: expected GET or HEAD"},
+                        allow="GET, HEAD")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Errors the base finds (a malformed request line, a header too long) as JSON."""
+        self.close_connection = True
+        self._reply(HTTPStatus(code), {"ERROR": message or HTTPStatus(code).phrase})
+
+    def do_GET(self) -> None:
+        """Answer one query."""
+        try:
+            status, body = self.server.owner.answer(self.path, self._local_ip())
+        except Exception as error:  # noqa: BLE001 - a bad read must not kill the server
+            self.server.errors += 1
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, {"ERROR": repr(error)[:200]}
+        self._reply(status, body)
+
+    do_HEAD = do_GET  # _reply leaves the body out for HEAD
+
+    def _local_ip(self) -> str:
+        """The address this client reached us on: the OSC in host, as the client sees it."""
+        return str(self.connection.getsockname()[0])
+
+    def _reply(self, status: HTTPStatus, body: dict[str, Any] | None,
+               allow: str = "") -> None:
+        data = b"" if body is None else json.dumps(body, allow_nan=False).encode()
+        self.send_response(status)
+        if allow:
+            self.send_header("Allow", allow)
+        if status != HTTPStatus.NO_CONTENT:
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        if self.command != "HEAD" and status != HTTPStatus.NO_CONTENT:
+            self.wfile.write(data)
+
+
+# -- mDNS ----------------------------------------------------------------------
+
+
+def _advertised_addresses(host: str) -> list[str]:
+    """The IPv4 addresses to advertise for a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        import ifaddr  # a dependency of zeroconf
+
+        found = sorted({ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips
+                        if ip.is_IPv4 and isinstance(ip.ip, str)})
+        outside = [a for a in found if not ipaddress.ip_address(a).is_loopback]
+        return outside or found
+    return [socket.gethostbyname(host)]
+
+
+def _instance_name(name: str) -> str:
+    """``name`` as a DNS-SD instance label (at most 63 bytes, no dots)."""
+    label = name.replace(".", "-").strip() or "art2mus"
+    while len(label.encode()) > 63:
+        label = label[:-1]
+    return label
+
+
+class Advertisement:
+    """The two DNS-SD services, registered from a thread of their own (probing takes
+    seconds); :meth:`close` unregisters them (goodbye packets) and closes zeroconf."""
+
+    def __init__(self, name: str, host: str, http_port: int, osc_port: int,
+                 log_event: EventSink) -> None:
+        self.name = _instance_name(name)
+        self.host = host
+        self.http_port = http_port
+        self.osc_port = osc_port
+        self.log_event = log_event
+        self.registered: list[str] = []  # the service names (a clash may have renamed them)
+        self.done = threading.Event()
+        self._zeroconf: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._register, name="oscquery-mdns",
+                                        daemon=True)
+
+    @classmethod
+    def start(cls, name: str, host: str, http_port: int, osc_port: int,
+              log_event: EventSink) -> Advertisement | None:
+        """Register in the background; None (and a warning) where zeroconf is missing."""
+        try:
+            import zeroconf  # noqa: F401 - only whether it is there
+        except ImportError:
+            log_event("oscquery_not_advertised", reason="zeroconf is not installed")
+            log.warning("OSCQuery: zeroconf is not installed (pip install 'art2mus[oscquery]'): "
+                        "discovery by name is off; give controllers the address "
+                        "http://HOST:%d", http_port)
+            return None
+        advertisement = cls(name, host, http_port, osc_port, log_event)
+        advertisement._thread.start()
+        return advertisement
+
+    def _register(self) -> None:
+        try:
+            from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
+
+            addresses = _advertised_addresses(self.host)
+            interfaces = (InterfaceChoice.All if self.host in ("", "0.0.0.0")
+                          else addresses)
+            with self._lock:
+                if self._closed:
+                    return
+                self._zeroconf = Zeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
+            server = f"{socket.gethostname().split('.')[0] or 'art2mus'}.local."
+            for kind, port in ((SERVICE_OSCJSON, self.http_port), (SERVICE_OSC, self.osc_port)):
+                info = ServiceInfo(kind, f"{self.name}.{kind}", port=port, server=server,
+                                   addresses=[socket.inet_aton(a) for a in addresses])
+                with self._lock:
+                    if self._closed:
+                        return
+                    zc = self._zeroconf
+                zc.register_service(info, allow_name_change=True)
+                self.registered.append(info.name)
+            self.log_event("oscquery_advertised", services=list(self.registered),
+                           addresses=addresses)
+        except Exception as error:  # noqa: BLE001 - no multicast, a name clash...: HTTP goes on
+            if not self._closed:
+                self.log_event("oscquery_not_advertised", reason=repr(error)[:200])
+                log.warning("OSCQuery: mDNS advertisement failed (%r): discovery by name is "
+                            "off; give controllers the address http://HOST:%d",
+                            error, self.http_port)
+        finally:
+            self.done.set()
+
+    def close(self) -> None:
+        """Unregister both services and stop zeroconf (waits for a registration under way)."""
+        self._thread.join(timeout=10.0)
+        with self._lock:
+            self._closed = True
+            zc, self._zeroconf = self._zeroconf, None
+        if zc is not None:
+            try:
+                zc.unregister_all_services()
+            finally:
+                zc.close()
+
+
+# -- the service ---------------------------------------------------------------
+
+
+class OscQueryServer:
+    """The OSCQuery HTTP server for one OSC in, and its mDNS advertisement."""
+
+    def __init__(self, config: OscConfig, hub: ControlHub, log_event: EventSink, *,
+                 osc_port: int, name: str,
+                 rows: Callable[[], list[dict[str, Any]]] | None = None) -> None:
+        self.config = config
+        self.hub = hub
+        self.log_event = log_event
+        self.osc_port = osc_port
+        self.name = name
+        self.rows = rows
+        self.namespace = namespace(config, hub, state=rows is not None)
+        self.advertisement: Advertisement | None = None
+        self._server: _QueryHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, config: OscConfig, hub: ControlHub, log_event: EventSink, *,
+              osc_port: int, rows: Callable[[], list[dict[str, Any]]] | None = None,
+              name: str | None = None, port: int | None = None,
+              advertise: bool = True) -> OscQueryServer:
+        """Serve on ``config.listen``'s host, TCP ``port`` (default ``config.query_port``;
+        0 = any free one), describing the OSC in on UDP ``osc_port``; advertise by mDNS.
+
+        ``rows`` (the supervisor's role rows) adds the room state nodes; ``name``
+        (default the installation's) is HOST_INFO's NAME and the DNS-SD instance.
+        OSError when the port cannot be bound.
+        """
+        self = cls(config, hub, log_event, osc_port=osc_port, rows=rows,
+                   name=name or hub.config.installation.name)
+        host = config.listen.rpartition(":")[0]
+        server = _QueryHTTPServer((host, config.query_port if port is None else port))
+        server.owner = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="oscquery-http", daemon=True)
+        self._thread.start()
+        log_event("oscquery_listening", url=self.url, osc_port=osc_port)
+        if advertise:
+            self.advertisement = Advertisement.start(self.name, host, self.port, osc_port,
+                                                     log_event)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with port 0)."""
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the server."""
+        assert self._server is not None
+        return f"http://{self._server.server_name}:{self.port}"
+
+    def host_info(self, osc_ip: str) -> dict[str, Any]:
+        """HOST_INFO: who we are and where OSC in listens (``osc_ip``: as the client sees it)."""
+        return {"NAME": self.name, "OSC_IP": osc_ip, "OSC_PORT": self.osc_port,
+                "OSC_TRANSPORT": "UDP", "EXTENSIONS": dict(EXTENSIONS)}
+
+    def answer(self, target: str, osc_ip: str) -> tuple[HTTPStatus, dict[str, Any] | None]:
+        """The status and JSON body for the request target ``target`` (path and query)."""
+        if len(target) > MAX_PATH_CHARS:
+            return HTTPStatus.REQUEST_URI_TOO_LONG, {
+                "ERROR": f"request path: expected at most {MAX_PATH_CHARS} characters, "
+                         f"got {len(target)}"}
+        parts = urlsplit(target)
+        path, attribute = unquote(parts.path) or "/", parts.query
+        node = self.namespace.find(path)
+        if node is None:
+            return HTTPStatus.NOT_FOUND, {"ERROR": f"no OSC node at {path[:100]!r}"}
+        if attribute == "HOST_INFO" and node is self.namespace.root:
+            return HTTPStatus.OK, self.host_info(osc_ip)
+        reading = Reading(self.rows)
+        if not attribute:
+            return HTTPStatus.OK, self.namespace.describe(node, reading)
+        if attribute not in ATTRIBUTES:
+            return HTTPStatus.BAD_REQUEST, {
+                "ERROR": f"attribute {attribute[:40]!r}: expected one of "
+                         f"{list(ATTRIBUTES)} (HOST_INFO on /)"}
+        described = self.namespace.describe(node, reading, deep=attribute == "CONTENTS")
+        if attribute not in described:
+            return HTTPStatus.NO_CONTENT, None
+        return HTTPStatus.OK, {attribute: described[attribute]}
+
+    def close(self) -> None:
+        """Stop serving, then unregister from mDNS."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self.advertisement is not None:
+            self.advertisement.close()
+            self.advertisement = None
