@@ -10,7 +10,9 @@ they are *heard*: the wall time at which audio_out plays a bar's first sample.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import sys
 import time
 from typing import Any
 
@@ -330,3 +332,23 @@ def test_a_started_midi_clock_sends_its_bar_grid_on_the_wall_clock(
         bars = (_wall(grid["sync_downbeat"]) - zero) / (72 * period)
         assert round(bars) >= 1
         assert abs(bars - round(bars)) * 72 * period < 0.003  # within 3 ms of the clock's
+
+
+def test_the_phase_benchmark_hears_the_bars_on_the_downbeats_of_an_exact_card(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "phase_sync.py"
+    spec = importlib.util.spec_from_file_location("phase_sync_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "phase_sync_bench", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+    exact = bench.play(bench.CASES[0], minutes=0.5)
+    assert exact["bars"] >= 8 and exact["max_ms"] < 1.0 and exact["nudges_per_hour"] == 0
+    drifting = bench.play(bench.Case("card +2000 ppm", 2000.0, 0.0), minutes=0.5)
+    # 2000 ppm drifts 15 ms in 7.5 s: nudged back onto the grid, never far off it
+    assert drifting["nudges_per_hour"] > 0 and drifting["max_ms"] < 20.0
+    assert bench.main(["--minutes", "0.5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"]["passed"] is True
