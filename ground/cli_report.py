@@ -148,16 +148,20 @@ def progress_bar(enabled: bool | None = None, *, unit: str = "items"
 
 @contextlib.contextmanager
 def working(message: str, enabled: bool | None = None) -> Iterator[None]:
-    """A spinner with ``message`` on stderr while a step of unknown length runs (an ONNX
-    export); nothing when stderr is not a terminal."""
+    """A spinner with ``message`` and the time elapsed on stderr while a step of unknown
+    length runs (one opaque call: an ONNX export of one model); nothing when stderr is not
+    a terminal (``enabled`` None) or when ``enabled`` is False."""
     if enabled is None:
         enabled = stderr_is_terminal()
     if not enabled:
         yield
         return
     from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    with Console(stderr=True).status(message):
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=Console(stderr=True)) as spinner:
+        spinner.add_task(message, total=None)
         yield
 
 

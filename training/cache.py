@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from engine.generators.diffusion.model import LoadedModel
 
 CACHE_VERSION = 1
+#: The stage a progress bar shows while latents and embeddings are computed or read back.
+CACHING = "caching latents and embeddings"
 
 
 def _hash(payload: Any) -> str:
@@ -189,7 +191,7 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
     means, stds, embeddings, rows, splits = [], [], [], [], []
     for number, item in enumerate(items):
         if progress is not None:
-            progress("caching", number, len(items))
+            progress(CACHING, number, len(items))
         latent_path = latent_dir / f"{item_key(item.audio)}.safetensors"
         entry = _load(latent_path) if latent_path.is_file() else None
         if entry is None:
@@ -220,7 +222,7 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
         rows.extend([item.line] * count)
         splits.extend([item.split] * count)
     if progress is not None:
-        progress("caching", len(items), len(items))
+        progress(CACHING, len(items), len(items))
     # One layout whichever way each entry came (computed now or read back): row-major.
     return TrainingData(torch.cat(means).contiguous(), torch.cat(stds).contiguous(),
                         torch.cat(embeddings).contiguous(), rows, splits,

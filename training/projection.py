@@ -101,7 +101,12 @@ def load_training_model(model_dir: Path, device: str) -> LoadedModel:
 def prepare_data(model: LoadedModel, data_dir: Path, encoder_spec: str, cache_dir: Path | None,
                  config: RunConfig, progress: bool = False
                  ) -> tuple[TrainingData, TrainingData | None]:
-    """Validate (refusing on any problem), then the cached train and val clips."""
+    """Validate (refusing on any problem), then the cached train and val clips.
+
+    ``progress``: a bar over the files while latents and embeddings are cached (only
+    when stderr is a terminal: the shared convention of long jobs).
+    """
+    from ground.cli_report import progress_bar
     from training.cache import build_training_data
     from training.data import require_valid, validate_dataset
     from training.features import make_encoder
@@ -110,8 +115,10 @@ def prepare_data(model: LoadedModel, data_dir: Path, encoder_spec: str, cache_di
     require_valid(report)
     encoder = make_encoder(encoder_spec)
     usable = [item for item in report.items if item.split in ("train", "val")]
-    data = build_training_data(model, usable, encoder, cache_dir or default_cache_dir(data_dir),
-                               config.clip_s, config.max_clips)
+    with progress_bar(None if progress else False, unit="files") as update:
+        data = build_training_data(model, usable, encoder,
+                                   cache_dir or default_cache_dir(data_dir), config.clip_s,
+                                   config.max_clips, progress=update)
     train = data.subset("train")
     val = data.subset("val")
     return train, (val if len(val) else None)

@@ -64,12 +64,12 @@ def export_onnx_command(model_dir: Path, out_dir: Path, window_s: float, batch: 
                         guidance: bool) -> None:
     """Export MODEL_DIR's UNet, VAE decoder and vocoder to ONNX files in OUT_DIR."""
     from engine.generators.diffusion.onnx_backend import export_onnx
-    from ground.cli_report import working
+    from ground.cli_report import progress_bar
 
-    # export_onnx has no per-part hook: a spinner says it is working (stderr, terminals only)
-    with working(f"exporting {model_dir} to ONNX in {out_dir} (UNet, VAE decoder, vocoder)"):
+    # one step per part (UNet, VAE decoder, vocoder), with the time elapsed (terminals only)
+    with progress_bar(unit="parts") as update:
         manifest = export_onnx(model_dir, out_dir, window_s=window_s,
-                               batch=batch * (2 if guidance else 1))
+                               batch=batch * (2 if guidance else 1), progress=update)
     click.echo(json.dumps(manifest, indent=2))
 
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from engine.generators.diffusion.model import LoadedModel, load_model
+from ground.cli_report import ProgressUpdate
 from ground.errors import DependencyError, InputError
 
 MANIFEST = "onnx_export.json"
@@ -93,10 +94,18 @@ def expected_shapes(model: LoadedModel, window_frames: int, batch: int
 
 
 def export_onnx(model_dir: str | Path, out_dir: str | Path, window_s: float = 2.56,
-                batch: int = 1, opset: int = 17) -> dict[str, Any]:
-    """Export the UNet (static ``batch``), VAE decoder and vocoder of ``model_dir``."""
+                batch: int = 1, opset: int = 17,
+                progress: ProgressUpdate | None = None) -> dict[str, Any]:
+    """Export the UNet (static ``batch``), VAE decoder and vocoder of ``model_dir``.
+
+    ``progress(stage, done, total)`` is told the parts exported so far (0 of 3 before the
+    model loads, then after each part), for a progress bar.
+    """
     import warnings
 
+    stage = "exporting to ONNX"
+    if progress is not None:
+        progress(stage, 0, len(FILES))
     model = load_model(model_dir, "cpu", "float32")
     frames = round(window_s * model.spec.latent_frames_per_second)
     if frames % model.unet_downsample or frames < model.unet_downsample:
@@ -109,7 +118,9 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, window_s: float = 2.
     modules = {"unet.onnx": _UNet(model), "vae_decoder.onnx": _VaeDecoder(model),
                "vocoder.onnx": _Vocoder(model)}
     outputs = {"unet.onnx": ["eps"], "vae_decoder.onnx": ["mel"], "vocoder.onnx": ["waveform"]}
-    for name, module in modules.items():
+    for done, (name, module) in enumerate(modules.items()):
+        if progress is not None and done:
+            progress(stage, done, len(modules))
         inputs = tuple(torch.zeros(shape, dtype=torch.long if key == "timestep"
                                    else torch.float32) + (500 if key == "timestep" else 0)
                        for key, shape in shapes[name].items())
@@ -120,6 +131,8 @@ def export_onnx(model_dir: str | Path, out_dir: str | Path, window_s: float = 2.
             torch.onnx.export(module.eval(), inputs, str(out / name),
                               input_names=list(shapes[name]), output_names=outputs[name],
                               opset_version=opset, dynamo=False)
+    if progress is not None:
+        progress(stage, len(modules), len(modules))
     manifest = {"model": str(model_dir), "window_frames": frames, "batch": batch,
                 "inputs": shapes}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
