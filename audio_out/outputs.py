@@ -92,7 +92,7 @@ def load_sounddevice() -> ModuleType:
     except ImportError:
         raise DependencyError(
             "no sound device (the sounddevice package is not installed; "
-            "pip install sounddevice)"
+            "pip install 'art2mus[audio]')"
         ) from None
     return sounddevice
 

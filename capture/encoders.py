@@ -115,8 +115,9 @@ class ClipPreprocessing:
         try:
             from PIL import Image
         except ImportError:
-            raise DependencyError("the ONNX image encoder needs Pillow (pip install pillow) "
-                                  "to resize exactly as the model's image processor") from None
+            raise DependencyError("the ONNX image encoder needs Pillow (pip install "
+                                  "'art2mus[encoders]') to resize exactly as the model's image "
+                                  "processor") from None
         rgb = np.ascontiguousarray(bgr[..., ::-1])
         if self.do_resize:
             height, width = rgb.shape[:2]
@@ -171,7 +172,7 @@ class OnnxImageEncoder:
             import onnxruntime
         except ImportError:
             raise DependencyError("capture.encoder.kind = 'onnx' needs onnxruntime "
-                                  "(pip install 'art2mus[diffusion]' or onnxruntime)") from None
+                                  "(pip install 'art2mus[encoders]')") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads  # capture runs one core per room
         options.inter_op_num_threads = 1

@@ -25,6 +25,7 @@ to start on a failure (:func:`require_deep_checks`); the systemd units run
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import socket
 import sys
@@ -398,11 +399,16 @@ class _Checks:
             try:
                 self._sounddevice = load_sounddevice()
             except Art2MusError as exc:
-                self._sounddevice_error = str(exc).split(";")[0]
+                if importlib.util.find_spec("sounddevice") is None:
+                    self._sounddevice_error = ("the sounddevice package is not installed "
+                                               "(pip install 'art2mus[audio]')")
+                else:
+                    error = str(exc).split(";")[0]
+                    detail = error[error.find("(") + 1:error.rfind(")")] if "(" in error \
+                        else error
+                    self._sounddevice_error = f"no PortAudio ({detail})"
         if self._sounddevice is None:
-            error = self._sounddevice_error or ""
-            detail = error[error.find("(") + 1:error.rfind(")")] if "(" in error else error
-            self.cannot(where, f"no PortAudio ({detail})")
+            self.cannot(where, self._sounddevice_error or "no PortAudio")
             return
         try:
             find_output_device(self._sounddevice, audio_out.device)
@@ -433,6 +439,9 @@ class _Checks:
 
             midi = rtmidi.MidiOut() if output else rtmidi.MidiIn()
             ports = list(midi.get_ports())
+        except ImportError:
+            self.cannot(where, "python-rtmidi is not installed (pip install 'art2mus[midi]')")
+            return
         except Exception as exc:  # noqa: BLE001 - rtmidi raises its own types per platform
             self.cannot(where, f"no MIDI system here ({exc})")
             return

@@ -78,7 +78,8 @@ def _rtmidi(rtmidi_module: Any = None) -> Any:
     try:
         return importlib.import_module("rtmidi")
     except ImportError:
-        raise DependencyError("MIDI in needs python-rtmidi (pip install python-rtmidi)") from None
+        raise DependencyError("MIDI in needs python-rtmidi "
+                              "(pip install 'art2mus[midi]')") from None
 
 
 def new_midi_in(rtmidi_module: Any = None) -> Any:

@@ -85,7 +85,8 @@ def _import_osc() -> Any:
         import pythonosc.osc_server
         import pythonosc.udp_client
     except ImportError:
-        raise DependencyError("[control.osc] needs python-osc (pip install python-osc)") from None
+        raise DependencyError("[control.osc] needs python-osc "
+                              "(pip install 'art2mus[osc]')") from None
     return pythonosc
 
 
