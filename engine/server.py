@@ -446,7 +446,7 @@ class EngineServer:
                 continue
             try:
                 shown = msgspec.json.decode(json.dumps(saved["shown"]), type=ArtworkView)
-                controls = RoomControls(**saved["controls"])
+                controls = RoomControls.from_saved(saved["controls"])
                 if not all(math.isfinite(v) for v in dataclasses.astuple(controls)
                            if isinstance(v, float)):
                     raise ValueError(f"non-finite controls {controls}")

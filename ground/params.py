@@ -13,7 +13,7 @@ brightness      engine     0 .. 1        timbre brightness (0.5 = the artwork's)
 tempo_bias      engine     -1 .. 1       tempo x 2^(bias/2): -1 = x0.71, +1 = x1.41
 tempo_bpm       engine     0 .. 300      the tempo itself (a synced session's, a scene's);
                                          0 = the artwork's (moved by tempo_bias)
-key             engine     -1 .. 11      the key's tonic, 0 = C .. 11 = B; -1 = the artwork's
+tonic           engine     -1 .. 11      the key's tonic, 0 = C .. 11 = B; -1 = the artwork's
 mode            engine     -1 .. 5       :data:`MODES` index, dark to bright; -1 = the artwork's
 transition_s    engine     0 .. 10       crossfade into new material, seconds
 freeze          engine     0 | 1         1 = keep the current artwork's music
@@ -21,10 +21,15 @@ next_variation  engine     counter       each step reseeds the composer
 volume          audio_out  0 .. 4        output gain factor (ramped, no clicks)
 ==============  =========  ============  =========================================
 
-``key`` and ``mode`` are *choices*: whole numbers, each with a name
+``tonic`` and ``mode`` are *choices*: whole numbers, each with a name
 (:attr:`Parameter.choices`; a knob's travel is split between them). What a
-generator does with tempo, key and mode is its own: the procedural one plays
-the artwork's palette and instruments in the key, mode and tempo given.
+generator does with tempo, tonic and mode is its own: the procedural one plays
+the artwork's palette and instruments in the key (tonic and mode) and tempo
+given. The tonic was called ``key`` before; it moved because a parameter's
+OSC address is ``/art2mus/ROOM/NAME`` and OSC out and beat out send the key's
+full name ("D dorian") on ``/art2mus/ROOM/key``. The old name is not taken as
+another name (that address would again carry numbers in and strings out): it
+is refused with a message naming the new one (:data:`RENAMED`).
 
 ``density`` is accepted as another name for ``intensity``. The volume range
 (:data:`VOLUME_MAX`) is also the bound of the ``[audio_out] volume`` config
@@ -64,12 +69,12 @@ Replans = Literal["", "condition", "seed"]
 #: The highest output gain factor (x4, +12 dB); the lowest is 0 (silence).
 VOLUME_MAX = 4.0
 
-#: Key names by pitch class (``key`` 0..11); flats are accepted too (:func:`key_index`).
+#: Key names by pitch class (``tonic`` 0..11); flats are accepted too (:func:`key_index`).
 KEY_NAMES: tuple[str, ...] = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _FLATS = {"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11, "E#": 5, "Fb": 4, "B#": 0}
 #: The modes a ``mode`` override names, darkest to brightest (``mode`` 0..5).
 MODES: tuple[str, ...] = ("phrygian", "aeolian", "dorian", "mixolydian", "ionian", "lydian")
-#: The choice meaning "what the artwork decides" (``key`` and ``mode`` -1, ``tempo_bpm`` 0).
+#: The choice meaning "what the artwork decides" (``tonic`` and ``mode`` -1, ``tempo_bpm`` 0).
 THE_ARTWORKS = "the artwork's"
 
 
@@ -195,8 +200,8 @@ PARAMETERS: dict[str, Parameter] = {
         Parameter("tempo_bpm", "engine", 0.0, 300.0, 0.0, "continuous",
                   "the tempo in beats per minute (a synced session's or a scene's); "
                   "0 = the artwork's", "tempo_bpm", "condition"),
-        Parameter("key", "engine", -1.0, 11.0, -1.0, "choice",
-                  "the key's tonic; the artwork's unless set", "key", "condition",
+        Parameter("tonic", "engine", -1.0, 11.0, -1.0, "choice",
+                  "the key's tonic; the artwork's unless set", "tonic", "condition",
                   (THE_ARTWORKS, *KEY_NAMES)),
         Parameter("mode", "engine", -1.0, len(MODES) - 1.0, -1.0, "choice",
                   "the mode, dark to bright; the artwork's unless set", "mode", "condition",
@@ -212,6 +217,8 @@ PARAMETERS: dict[str, Parameter] = {
     )
 }
 ALIASES = {"density": "intensity"}
+#: Old parameter names, refused with the new name in the message (see the module docstring).
+RENAMED = {"key": "tonic"}
 
 #: Engine config fields applied live, with the bounds of their ``[engine]`` fields
 #: (``lead_s`` must be > 0 there; ``view_timeout_s`` has no upper bound there, a day here).
@@ -227,11 +234,17 @@ SETTINGS: dict[str, Parameter] = {
 }
 
 
+def _unknown(name: str) -> str:
+    """``name`` for a message saying it is not a parameter, with its new name if renamed."""
+    new = RENAMED.get(name)
+    return f"{name!r}" if new is None else f"{name!r} (now called {new!r})"
+
+
 def parameter(name: str) -> Parameter:
     """The parameter called ``name`` (or an alias); ValueError lists the known names."""
     found = PARAMETERS.get(ALIASES.get(name, name))
     if found is None:
-        raise ValueError(f"unknown parameter {name!r}; expected one of "
+        raise ValueError(f"unknown parameter {_unknown(name)}; expected one of "
                          f"{sorted(PARAMETERS) + sorted(ALIASES)}")
     return found
 
@@ -240,7 +253,7 @@ def live_value(name: str) -> Parameter:
     """The parameter or engine setting called ``name``; ValueError lists the known names."""
     found = SETTINGS.get(name) or PARAMETERS.get(ALIASES.get(name, name))
     if found is None:
-        raise ValueError(f"unknown parameter {name!r}; expected one of "
+        raise ValueError(f"unknown parameter {_unknown(name)}; expected one of "
                          f"{sorted(PARAMETERS) + sorted(ALIASES) + sorted(SETTINGS)}")
     return found
 

@@ -212,9 +212,9 @@ class SceneConfig(BaseModel):
     ``params`` maps a parameter (``"intensity"`` or ``"intensity@room-1"``) to
     its value. ``key`` ("D", "F#", "Bb"), ``mode`` (a name from
     :data:`ground.params.MODES`) and ``tempo_bpm`` override the artwork's in
-    every room: a recall sets the live ``key``/``mode``/``tempo_bpm``
-    parameters. What a scene does not name is left as it is (a synced tempo
-    stays synced).
+    every room: a recall sets the live ``tonic``/``mode``/``tempo_bpm``
+    parameters (a key name is natural here; its pitch class is the tonic).
+    What a scene does not name is left as it is (a synced tempo stays synced).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -241,10 +241,11 @@ class SceneConfig(BaseModel):
         return self
 
     def overrides(self) -> dict[str, float]:
-        """The key/mode/tempo overrides that are set, as live parameter values."""
+        """The key/mode/tempo overrides that are set, as live parameter values (the key
+        as ``tonic``)."""
         from ground.params import key_index, mode_index
 
-        values = {"key": None if self.key is None else float(key_index(self.key)),
+        values = {"tonic": None if self.key is None else float(key_index(self.key)),
                   "mode": None if self.mode is None else float(mode_index(self.mode)),
                   "tempo_bpm": self.tempo_bpm}
         return {name: value for name, value in values.items() if value is not None}

@@ -13,6 +13,9 @@ checks say whether what it names is there, before any role starts:
 - paths are writable: the output folder (a missing one is created only
   inside an existing folder, never as a new tree from the root of the disk)
   and the folders the recordings go to.
+- optional packages are there: aalink for ``[control.link]``; zeroconf for
+  ``[control.osc] query_port`` (a warning only: OSCQuery then runs without
+  its mDNS advertisement).
 
 Only what this machine runs is checked (``[supervisor] roles`` and
 ``rooms``): a room machine is not asked for the engine's model. A check that
@@ -147,6 +150,8 @@ class _Checks:
             self.midi_port("control.midi.clock_out", midi.clock_out, output=True)
         if self.config.control.link.enabled:
             self.link()
+        if self.config.control.osc.query_port:
+            self.oscquery_advertising()
         self.endpoints()
         self.metrics_ports()
         if self.config.control.osc.listen:
@@ -430,6 +435,20 @@ class _Checks:
         except ImportError:
             self.fail("control.link", "the aalink package (pip install 'art2mus[link]')",
                       "not installed")
+        else:
+            self.ok()
+
+    def oscquery_advertising(self) -> None:
+        """OSCQuery is advertised by mDNS only with zeroconf (the 'oscquery' extra); without
+        it the HTTP server still runs, so this is a warning, not a failure."""
+        try:
+            import zeroconf  # noqa: F401 - only whether it is there
+        except ImportError:
+            port = self.config.control.osc.query_port
+            self.warn("control.osc.query_port",
+                      "zeroconf is not installed (pip install 'art2mus[oscquery]'): the "
+                      "OSCQuery server is not advertised by mDNS, so controllers do not find "
+                      f"it by name; give them the address http://HOST:{port}")
         else:
             self.ok()
 

@@ -7,6 +7,11 @@
     /art2mus/room-1/tempo_bias -0.5   one room
     /art2mus/freeze 1                 (no argument: toggle)
     /art2mus/next_variation           (any or no argument: step once)
+    /art2mus/room-1/tonic 2           (the key's tonic, 2 = D; -1 = the artwork's)
+
+``/art2mus/ROOM/key`` is not one of them: OSC out sends the key's name there
+(below). A number sent to it is refused with a message naming ``tonic``, the
+parameter's name since it was renamed from ``key``.
 
 **Out** (``[control.osc] send = ["HOST:PORT", ...]``): each room's state,
 ``send_hz`` times a second, one value per address as TouchDesigner's OSC In
@@ -56,7 +61,7 @@ from typing import Any
 
 from ground.errors import DependencyError
 from ground.events import EventSink
-from ground.params import ALIASES, PARAMETERS, live_value
+from ground.params import ALIASES, PARAMETERS, RENAMED, live_value
 from installation.config import OscConfig
 from installation.control import ENGINE_SETTINGS, ControlHub, ParameterChange, RefusalLog
 from installation.status import room_summary
@@ -248,7 +253,9 @@ class OscControlServer:
             return parts[0], "*"
         if len(parts) == 2 and parts[1] in known:
             return parts[1], parts[0]
-        raise ValueError(f"OSC address {address[:100]!r}: expected {prefix}PARAM or "
+        new = RENAMED.get(parts[-1])  # first: the message is cut short where it is logged
+        renamed = f"{parts[-1]!r} is now called {new!r}; " if new else ""
+        raise ValueError(f"OSC address {address[:100]!r}: {renamed}expected {prefix}PARAM or "
                          f"{prefix}ROOM/PARAM with PARAM in {sorted(known)}")
 
     def close(self) -> None:

@@ -23,13 +23,11 @@ The namespace, built from :data:`ground.params.PARAMETERS` and
   :meth:`ControlHub.current <installation.control.ControlHub.current>`. OSC in
   also takes a toggle with no argument (flips it) and a trigger with any or
   none (one step; VALUE counts the steps).
-- ``PREFIX/ROOM/{artwork_id,confidence,tempo,level,health}``: the room state
-  OSC out sends (:data:`installation.osc.STATE_FIELDS`), ACCESS 1, VALUE read
-  from the role rows. Not ``key``: OSC out sends the room's key as a string on
-  ``PREFIX/ROOM/key``, which is also the address that sets the ``key``
-  parameter (a whole number); the node there is the parameter. The engine's
-  beat out (``beat``, ``bar``, ``chord``) is not described: its values live in
-  the engine process.
+- ``PREFIX/ROOM/{artwork_id,confidence,key,tempo,level,health}``: the room
+  state OSC out sends (:data:`installation.osc.STATE_FIELDS`), ACCESS 1, VALUE
+  read from the role rows (``key`` is the key's name, "D dorian", as the
+  engine's beat out also sends it there). The rest of beat out (``beat``,
+  ``bar``, ``chord``) is not described: its values live in the engine process.
 - Not advertised though OSC in takes them: ``density`` (another name for
   ``intensity``: a second control for one knob) and the room ``*``.
   Scenes have no OSC address.
@@ -92,11 +90,13 @@ EXTENSIONS = {"ACCESS": True, "VALUE": True, "RANGE": True, "DESCRIPTION": True,
 SERVICE_OSCJSON = "_oscjson._tcp.local."
 SERVICE_OSC = "_osc._udp.local."
 
-#: The room state OSC out sends that is described (read-only): OSC type, range, description.
-#: ``key`` is left out (see the module docstring); a test keeps this in step with STATE_FIELDS.
+#: The room state OSC out sends, described read-only: OSC type, range, description.
+#: A test keeps this in step with STATE_FIELDS.
 STATE_NODES: dict[str, tuple[str, tuple[float, float] | None, str]] = {
     "artwork_id": ("s", None, "the artwork on the wall ('' = an empty wall)"),
     "confidence": ("f", (0.0, 1.0), "how sure capture is of the artwork"),
+    "key": ("s", None, "the key playing, e.g. 'D dorian' ('' before the first piece); "
+                       "the tonic and mode parameters override the artwork's"),
     "tempo": ("f", None, "the tempo playing, bpm (0 when the generator has none)"),
     "level": ("f", None, "the level of what plays, dBFS"),
     "health": ("f", (0.0, 1.0), "the room's health: 1 ok, 0.5 degraded, 0 down"),

@@ -140,11 +140,11 @@ def test_the_state_says_what_each_room_sees_plays_and_how_healthy_it_is(fx: Fixt
     assert state["installation"] == "console-test"
     assert state["console"] == {"allow_edit": True, "editable": True}
     assert [p["name"] for p in state["params_table"]] == [
-        "intensity", "brightness", "tempo_bias", "tempo_bpm", "key", "mode", "transition_s",
+        "intensity", "brightness", "tempo_bias", "tempo_bpm", "tonic", "mode", "transition_s",
         "freeze", "next_variation", "volume"]
-    key = next(p for p in state["params_table"] if p["name"] == "key")
-    assert key["kind"] == "choice" and key["choices"][:3] == [[-1, "the artwork's"], [0, "C"],
-                                                              [1, "C#"]]
+    tonic = next(p for p in state["params_table"] if p["name"] == "tonic")
+    assert tonic["kind"] == "choice" and tonic["choices"][:3] == [
+        [-1, "the artwork's"], [0, "C"], [1, "C#"]]
     assert state["effective"]["room-2"]["volume"] == 0.5  # the room's configured volume
     room = state["rooms"]["room-1"]
     # the title comes from the room's catalogue when capture does not send one

@@ -138,13 +138,13 @@ def test_a_moved_slider_sets_the_engine_parameter_and_a_change_elsewhere_moves_t
     wait_for("freeze on", lambda: effective("freeze") == 1.0, timeout_s=10.0)
     page.get_by_test_id(f"param-{ROOM}-freeze").uncheck()
     wait_for("freeze off", lambda: effective("freeze") == 0.0, timeout_s=10.0)
-    key = page.get_by_test_id(f"param-{ROOM}-key")  # a choice: a list of names
-    key.select_option(label="F#")
-    wait_for("key F# (6)", lambda: effective("key") == 6.0, timeout_s=10.0)
+    tonic = page.get_by_test_id(f"param-{ROOM}-tonic")  # a choice: a list of names
+    tonic.select_option(label="F#")
+    wait_for("tonic F# (6)", lambda: effective("tonic") == 6.0, timeout_s=10.0)
     status, _ = installation.request("POST", "/api/params",
-                                     {"room": ROOM, "name": "key", "value": -1})
+                                     {"room": ROOM, "name": "tonic", "value": -1})
     assert status == 200
-    wait_for("the list's echo", lambda: key.input_value() == "-1", timeout_s=15.0)
+    wait_for("the list's echo", lambda: tonic.input_value() == "-1", timeout_s=15.0)
     variation = effective("next_variation")
     page.get_by_test_id(f"param-{ROOM}-next_variation").click()  # the trigger button
     wait_for("the next variation", lambda: effective("next_variation") == variation + 1,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -205,3 +206,27 @@ def test_sound_devices_are_matched_or_said_uncheckable(
         "PortAudio lists no output devices"]
     report = deep_check(_device_config(tmp_path, "auto", ""))  # auto: the null sink, said
     assert [f.status for f in report.findings] == ["warning"]
+
+
+def test_an_oscquery_port_without_zeroconf_warns_that_discovery_by_name_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def config(query_port: int) -> Any:
+        return config_from_dict({
+            "installation": {"output_dir": str(tmp_path)},
+            "network": _network(PORT),
+            "audio_out": {"output": "none"},
+            "control": {"osc": {"listen": f"127.0.0.1:{PORT + 19}", "query_port": query_port}},
+            "rooms": [{"id": "a"}],
+        })
+
+    monkeypatch.setitem(sys.modules, "zeroconf", None)  # `import zeroconf` raises ImportError
+    report = deep_check(config(9002))  # a TCP port the check does not bind
+    assert [f.line() for f in report.findings] == [
+        "control.osc.query_port: zeroconf is not installed (pip install 'art2mus[oscquery]'): "
+        "the OSCQuery server is not advertised by mDNS, so controllers do not find it by "
+        "name; give them the address http://HOST:9002"]
+    assert report.failures == []  # the HTTP server still runs: a warning, not a failure
+    assert deep_check(config(0)).findings == []  # no OSCQuery: zeroconf is not needed
+    monkeypatch.setitem(sys.modules, "zeroconf", SimpleNamespace())  # installed
+    assert deep_check(config(9002)).findings == []

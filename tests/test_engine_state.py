@@ -18,6 +18,7 @@ import pytest
 import zmq
 
 from engine.config import EngineRoleConfig
+from engine.generators.base import RoomControls
 from engine.server import EngineServer, RoomSubscriptions
 from ground.events import MemorySink
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, encode
@@ -153,6 +154,35 @@ def test_a_corrupt_state_file_is_reported_and_ignored(
         server.close()
         assert len(events.of("state_unreadable")) == 1, text
         assert events.of("room_restored") == []
+
+
+def test_a_state_file_from_before_the_tonic_was_renamed_still_loads(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    # the previous engine saved the tonic as "key" (RoomControls.saved() names fields)
+    state = tmp_path / "engine-state.json"
+    shown = json.loads(msgspec.json.encode(_view(1, 99.0)))
+    old = {"intensity": 0.7, "brightness": 0.5, "tempo_bias": 0.0, "tempo_bpm": 0.0, "key": 2,
+           "mode": 3, "transition_s": None, "freeze": False, "variation": 1}
+    state.write_text(json.dumps({"a": {"view": shown, "shown": shown, "last_view_at": 99.0,
+                                       "saved_at": 99.0, "controls": old}}))
+    events = MemorySink()
+    server = EngineServer(_config(tmp_path / "1"), events, context=context, state_path=state,
+                          clock=FakeClock(100.0))
+    try:
+        assert events.of("state_unreadable") == []
+        assert [r["artwork_id"] for r in events.of("room_restored")] == ["sunflowers"]
+        controls = server.sessions["a"].controls
+        assert (controls.tonic, controls.mode, controls.intensity, controls.variation) == (
+            2, 3, 0.7, 1)
+    finally:
+        server.close()
+    # what this engine saves names the tonic, and reads back the same
+    saved = controls.saved()
+    assert "key" not in saved and saved["tonic"] == 2
+    assert RoomControls.from_saved(saved) == controls
+    with pytest.raises(TypeError, match="loudness"):  # anything else unknown is still refused
+        RoomControls.from_saved({**saved, "loudness": 1.0})
 
 
 def test_subscriptions_take_only_configured_rooms_and_count_the_rest() -> None:

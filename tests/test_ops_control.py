@@ -70,6 +70,10 @@ def test_parameters_clamp_scale_and_name_their_targets() -> None:
     assert parse_target("brightness@room-1") == (PARAMETERS["brightness"], "room-1")
     with pytest.raises(ValueError, match="unknown parameter 'bogus'; expected one of"):
         parse_target("bogus")
+    # the tonic's old name is refused, not taken: its OSC address carries the key's name out
+    with pytest.raises(ValueError, match="unknown parameter 'key' \\(now called 'tonic'\\); "
+                                         "expected one of"):
+        parse_target("key@room-1")
 
 
 def test_the_hub_remembers_values_per_room_and_replays_them_in_order() -> None:
@@ -134,23 +138,24 @@ def test_controls_adjust_the_procedural_plan_in_the_intended_direction() -> None
     assert nudged == sine.prepare(_view("a", 0.9))
 
 
-def test_key_mode_and_tempo_override_the_artworks_and_minus_one_gives_them_back() -> None:
+def test_tonic_mode_and_tempo_override_the_artworks_and_minus_one_gives_them_back() -> None:
     plan = decide({"brightness": 0.2, "warmth": 0.3}, ProceduralConfig())
-    set_ = apply_controls(plan, RoomControls(key=2, mode=MODES.index("lydian"), tempo_bpm=140.0,
+    set_ = apply_controls(plan, RoomControls(tonic=2, mode=MODES.index("lydian"), tempo_bpm=140.0,
                                              tempo_bias=1.0))
     assert (set_.key_root, set_.mode, set_.tempo_bpm) == (2, "lydian", 140.0)  # bias: no effect
     assert set_.programs == plan.programs and set_.register == plan.register  # the palette stays
-    assert apply_controls(plan, RoomControls(key=-1, mode=-1, tempo_bpm=0.0)) == plan
+    assert apply_controls(plan, RoomControls(tonic=-1, mode=-1, tempo_bpm=0.0)) == plan
     assert apply_controls(plan, RoomControls(tempo_bpm=5.0)).tempo_bpm == 20.0
-    key, mode = parameter("key"), parameter("mode")
-    assert key.clamp(4.4) == 4.0 and key.clamp(99) == 11.0 and key.name_of(-1) == "the artwork's"
-    assert key.name_of(10) == "Bb" and mode.name_of(2) == "dorian"
-    assert key.from_unit(1.0) == 11.0 and mode.expected == "a whole number in -1..5"
-    with pytest.raises(ValueError, match="parameter key: expected a whole number in -1..11"):
-        key.clamp(float("nan"))
+    tonic, mode = parameter("tonic"), parameter("mode")
+    assert tonic.clamp(4.4) == 4.0 and tonic.clamp(99) == 11.0
+    assert tonic.name_of(-1) == "the artwork's"
+    assert tonic.name_of(10) == "Bb" and mode.name_of(2) == "dorian"
+    assert tonic.from_unit(1.0) == 11.0 and mode.expected == "a whole number in -1..5"
+    with pytest.raises(ValueError, match="parameter tonic: expected a whole number in -1..11"):
+        tonic.clamp(float("nan"))
 
 
-def test_a_procedural_room_plays_the_key_mode_and_tempo_it_is_given() -> None:
+def test_a_procedural_room_plays_the_tonic_mode_and_tempo_it_is_given() -> None:
     from engine.beats import grid_of
     from engine.generators.procedural.generator import ProceduralGenerator
 
@@ -165,15 +170,15 @@ def test_a_procedural_room_plays_the_key_mode_and_tempo_it_is_given() -> None:
         pass
     own = grid_of(session.state)
     assert own is not None
-    assert sorted(session.set_controls({"key": 7, "mode": 4, "tempo_bpm": 150})) == [
-        "key", "mode", "tempo_bpm"]
+    assert sorted(session.set_controls({"tonic": 7, "mode": 4, "tempo_bpm": 150})) == [
+        "mode", "tempo_bpm", "tonic"]
     session.tick()
     chunk = session.next_chunk()
     assert chunk is not None and chunk.reason == "transition" and chunk.tempo_bpm == 150.0
     grid = grid_of(session.state)
     assert grid is not None and (grid.key, grid.tempo_bpm) == ("G ionian", 150.0)
     clock.now += 1.0
-    session.set_controls({"key": -1, "mode": -1, "tempo_bpm": 0})
+    session.set_controls({"tonic": -1, "mode": -1, "tempo_bpm": 0})
     session.tick()
     assert session.next_chunk() is not None
     back = grid_of(session.state)

@@ -256,13 +256,13 @@ def test_a_program_change_recalls_a_scene_through_the_hub() -> None:
     assert not midi.handle([0xC0, 9])  # no scene 9: ignored
     kinds = [kind for kind, _ in events]
     assert kinds.count("scene_recalled") == 2
-    # storm's key, mode and tempo were set as live parameters, in every room; calm names
-    # none, so they stayed
+    # storm's key (its tonic), mode and tempo were set as live parameters, in every room;
+    # calm names none, so they stayed
     for room in ("a", "b"):
-        assert (hub.current("key", room), hub.current("mode", room),
+        assert (hub.current("tonic", room), hub.current("mode", room),
                 hub.current("tempo_bpm", room)) == (2.0, 2.0, 140.0)
     recalled = [f for kind, f in events if kind == "scene_recalled"]
-    assert recalled[0]["overrides"] == {"key": 2.0, "mode": 2.0, "tempo_bpm": 140.0}
+    assert recalled[0]["overrides"] == {"tonic": 2.0, "mode": 2.0, "tempo_bpm": 140.0}
     assert recalled[1]["overrides"] == {}
     assert not any(kind == "scene_overrides_ignored" for kind in kinds)
     assert hub.scene("calm").program == 0 and hub.scene(5).name == "storm"
@@ -287,5 +287,8 @@ def test_scenes_are_checked_when_the_config_loads() -> None:
         scenes({"name": "a", "program": 1, "mode": "blues"})
     with pytest.raises(ConfigError, match=r"control.scenes\[0\].tempo_bpm"):
         scenes({"name": "a", "program": 1, "tempo_bpm": float("nan")})
+    # a scene names a key ("Bb", natural there); its override sets the tonic parameter
     assert scenes({"name": "a", "program": 1, "key": "Bb"}).control.scenes[0].overrides() == {
-        "key": 10.0}
+        "tonic": 10.0}
+    with pytest.raises(ConfigError, match=r"unknown parameter 'key' \(now called 'tonic'\)"):
+        scenes({"name": "a", "program": 1, "params": {"key": 2}})

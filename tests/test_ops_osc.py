@@ -10,9 +10,11 @@ from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
+from engine.beats import BeatGrid, BeatOut
 from ground.events import null_sink
+from ground.params import PARAMETERS
 from installation.config import OscConfig, config_from_dict
-from installation.control import ControlHub
+from installation.control import ENGINE_SETTINGS, ControlHub, ParameterChange
 from installation.osc import STATE_FIELDS, OscControlServer, OscParameterEcho, OscStateSender
 
 CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
@@ -149,3 +151,60 @@ def test_a_parameter_set_on_osc_is_echoed_to_the_send_targets_but_not_its_sender
     assert echo.sent == 2
     hub.set("intensity", 0.1)  # closed: no longer listening, nothing sent
     assert echo.sent == 2
+
+
+class _RecordingClient:
+    """Stands in for a UDP client: keeps what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    def send_message(self, address: str, value: Any) -> None:
+        self.sent.append((address, value))
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_rooms_key_name_and_the_tonic_parameter_have_addresses_of_their_own() -> None:
+    # OSC out's state and the engine's beat out send the key's name, a string, on
+    # /art2mus/ROOM/key; the tonic parameter (once called key) is echoed on /tonic: a
+    # TouchOSC control bound to either gets one type only
+    hub = ControlHub(CONFIG)
+    rooms = [room.id for room in CONFIG.rooms]
+    state = OscStateSender(OscConfig(), _rows, rooms, null_sink)
+    state.clients = [client := _RecordingClient()]
+    state.send_once()
+    beats_sent: list[tuple[str, Any]] = []
+    beats = BeatOut(rooms, 48000, lambda address, value: beats_sent.append((address, value)),
+                    clock=lambda: 0.0)
+    for room in rooms:
+        beats.observe(room, BeatGrid(anchor=0, bar_samples=96000.0, beats_per_bar=4,
+                                     key="D dorian"), 0)
+    beats.pump()
+    assert ("/art2mus/a/key", "D lydian") in client.sent
+    assert ("/art2mus/b/key", "D dorian") in beats_sent
+    out = {address for address, _ in [*client.sent, *beats_sent]}
+    assert all(isinstance(value, str) for address, value in [*client.sent, *beats_sent]
+               if address.endswith("/key"))
+
+    echo = OscParameterEcho(OscConfig(), hub, null_sink)
+    try:
+        echoed = {echo.address(ParameterChange(room, name, 0.0, "test"))
+                  for room in ("*", *rooms) for name in [*PARAMETERS, *ENGINE_SETTINGS]}
+    finally:
+        echo.close()
+    assert echo.address(ParameterChange("a", "tonic", 2.0, "test")) == "/art2mus/a/tonic"
+    assert not echoed & out, sorted(echoed & out)
+
+    # OSC in sets the tonic on its own address; a number sent to the key's name is refused,
+    # with the new name in the message
+    events: list[tuple[str, dict[str, Any]]] = []
+    server = OscControlServer(OscConfig(), hub, lambda kind, **f: events.append((kind, f)))
+    server.handle("/art2mus/a/tonic", 2)
+    server.handle("/art2mus/a/key", 7)
+    assert hub.current("tonic", "a") == 2.0 and hub.current("tonic", "b") == -1.0
+    assert server.refusals.by_reason == {"unknown-address": 1}
+    refused = [f for kind, f in events if kind == "osc_refused"]
+    assert refused[0]["error"].startswith("OSC address '/art2mus/a/key': 'key' is now called "
+                                          "'tonic'; expected /art2mus/PARAM or")

@@ -136,7 +136,7 @@ def test_the_root_describes_every_address_osc_in_accepts_and_the_room_state(
     readable = {path for path, leaf in leaves.items() if leaf["ACCESS"] == 1}
     assert writable == _writable_addresses()
     assert readable == {f"/art2mus/{room}/{name}" for room in ROOMS for name in STATE_NODES}
-    assert not any(alias in path for path in leaves for alias in ALIASES)
+    assert not any(path.rsplit("/", 1)[1] in ALIASES for path in leaves)
     # every node sits where its FULL_PATH says, with a description
     art2mus = root["CONTENTS"]["art2mus"]
     assert art2mus["FULL_PATH"] == "/art2mus" and art2mus["ACCESS"] == 0
@@ -155,18 +155,29 @@ def test_the_root_describes_every_address_osc_in_accepts_and_the_room_state(
         "DESCRIPTION": "the artwork on the wall ('' = an empty wall) (room a; read only)"}
 
 
-def test_the_state_nodes_are_what_osc_out_sends_but_key_which_is_the_parameter() -> None:
-    # OSC out sends the room's key as a string on /art2mus/ROOM/key, the address that sets
-    # the key parameter (a whole number): the node there is the parameter
-    assert set(STATE_NODES) | {"key"} == set(STATE_FIELDS)
-    assert "key" in PARAMETERS
+def test_the_state_nodes_are_what_osc_out_sends_and_no_parameter_shares_an_address() -> None:
+    # OSC out sends the room's key as a string on /art2mus/ROOM/key: the tonic parameter is
+    # not called key, so that node is the state's, read-only, a string
+    assert list(STATE_NODES) == list(STATE_FIELDS)
+    assert not set(STATE_FIELDS) & ({*PARAMETERS, *SETTINGS, *ALIASES})
+
+
+def test_the_key_node_is_the_rooms_key_name_and_the_tonic_the_parameter(
+        served: Served) -> None:
+    assert served.get("/art2mus/a/key") == {
+        "FULL_PATH": "/art2mus/a/key", "TYPE": "s", "ACCESS": 1, "VALUE": ["D lydian"],
+        "DESCRIPTION": STATE_NODES["key"][2] + " (room a; read only)"}
+    assert served.get("/art2mus/b/key?VALUE") == {"VALUE": [""]}  # no piece there yet
+    status, _, _ = served.request("/art2mus/key")  # the state is per room only
+    assert status == 404
 
 
 def test_choice_parameters_list_their_values_and_name_them(served: Served) -> None:
-    key = served.get("/art2mus/a/key")
-    assert key["TYPE"] == "i" and key["VALUE"] == [-1]
-    assert key["RANGE"] == [{"MIN": -1, "MAX": 11, "VALS": list(range(-1, 12))}]
-    assert "-1 the artwork's, 0 C, 1 C#" in key["DESCRIPTION"] and "11 B" in key["DESCRIPTION"]
+    tonic = served.get("/art2mus/a/tonic")
+    assert tonic["TYPE"] == "i" and tonic["VALUE"] == [-1] and tonic["ACCESS"] == 3
+    assert tonic["RANGE"] == [{"MIN": -1, "MAX": 11, "VALS": list(range(-1, 12))}]
+    assert "-1 the artwork's, 0 C, 1 C#" in tonic["DESCRIPTION"]
+    assert "11 B" in tonic["DESCRIPTION"]
     mode = served.get("/art2mus/mode?RANGE")
     assert mode == {"RANGE": [{"MIN": -1, "MAX": 5, "VALS": list(range(-1, 6))}]}
     assert "5 lydian" in served.get("/art2mus/mode?DESCRIPTION")["DESCRIPTION"]
@@ -175,12 +186,13 @@ def test_choice_parameters_list_their_values_and_name_them(served: Served) -> No
 def test_a_value_is_read_from_the_hub_and_the_rows_when_asked(served: Served) -> None:
     assert served.get("/art2mus/b/intensity?VALUE") == {"VALUE": [0.5]}
     served.hub.set("intensity", 0.8, "b")
-    served.hub.set("key", 2)
+    served.hub.set("tonic", 2)
     served.hub.toggle("freeze", "a")
     assert served.get("/art2mus/b/intensity?VALUE") == {"VALUE": [0.8]}
     assert served.get("/art2mus/a/intensity?VALUE") == {"VALUE": [0.5]}
-    assert served.get("/art2mus/key?VALUE") == {"VALUE": [2]}
-    assert served.get("/art2mus/b/key?VALUE") == {"VALUE": [2]}  # the global value
+    assert served.get("/art2mus/tonic?VALUE") == {"VALUE": [2]}
+    assert served.get("/art2mus/b/tonic?VALUE") == {"VALUE": [2]}  # the global value
+    assert served.get("/art2mus/a/key?VALUE") == {"VALUE": ["D lydian"]}  # the artwork's
     assert served.get("/art2mus/a/freeze?VALUE") == {"VALUE": [1]}
     assert served.get("/art2mus/a/confidence?VALUE") == {"VALUE": [0.75]}
     assert served.get("/art2mus/a/health?VALUE") == {"VALUE": [1.0]}

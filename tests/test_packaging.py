@@ -26,7 +26,8 @@ PACKAGES = ("ground", "installation", "engine", "capture", "audio_out", "trainin
 CONFIGS = ROOT / "configs"
 #: Optional parts, each an extra, and the module whose absence each one explains.
 EXTRAS = {"audio": ("sounddevice", "sounddevice"), "midi": ("python-rtmidi", "rtmidi"),
-          "osc": ("python-osc", "pythonosc"), "link": ("aalink", "aalink")}
+          "osc": ("python-osc", "pythonosc"), "link": ("aalink", "aalink"),
+          "oscquery": ("zeroconf", "zeroconf")}
 
 
 def _data_files() -> list[Path]:

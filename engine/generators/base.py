@@ -38,6 +38,8 @@ from ground.protocol import ArtworkView
 
 #: The parameters a generator's ``apply_controls`` reads, in table order.
 _CONDITION_PARAMETERS = tuple(p for p in PARAMETERS.values() if p.replans == "condition")
+#: Saved control fields renamed since, old name -> new (:meth:`RoomControls.from_saved`).
+_RENAMED_FIELDS = {"key": "tonic"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class RoomControls:
     brightness: float = 0.5
     tempo_bias: float = 0.0
     tempo_bpm: float = 0.0  # 0: the artwork's
-    key: int = -1  # -1: the artwork's; else a pitch class
+    tonic: int = -1  # -1: the artwork's; else a pitch class
     mode: int = -1  # -1: the artwork's; else an index into ground.params.MODES
     transition_s: float | None = None  # None: the config's transition_crossfade_s
     freeze: bool = False
@@ -98,6 +100,20 @@ class RoomControls:
     def saved(self) -> dict[str, Any]:
         """The fields a restarted engine takes back (the parameters; not the sync grid)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sync"}
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> RoomControls:
+        """The controls :meth:`saved` wrote, also from an older engine's file.
+
+        An older engine's file names the tonic ``key`` (renamed: OSC out sends the
+        key's full name on ``/art2mus/ROOM/key``). TypeError for an unknown field,
+        as the constructor raises.
+        """
+        fields_ = dict(saved)
+        for old, new in _RENAMED_FIELDS.items():
+            if old in fields_ and new not in fields_:
+                fields_[new] = fields_.pop(old)
+        return cls(**fields_)
 
 
 @dataclass(frozen=True)

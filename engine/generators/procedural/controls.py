@@ -5,7 +5,7 @@ brightness, both around 0.5 (= the artwork's own); tempo bias multiplies the
 tempo by ``2 ** (tempo_bias / 2)`` within :data:`TEMPO_LIMITS_BPM`. A set
 ``tempo_bpm`` (a synced session's tempo, a scene's) replaces the tempo
 outright, within :data:`SET_TEMPO_LIMITS_BPM`, and the bias does not move it:
-the tempo is then the session's. A set ``key`` or ``mode`` replaces the
+the tempo is then the session's. A set ``tonic`` or ``mode`` replaces the
 artwork's; instruments, palette, register and everything else the artwork
 decided stay. The outside bar grid of a tempo sync (``controls.sync``) is
 carried into the plan; the composer starts its bars on it while the plan's
@@ -46,6 +46,6 @@ def apply_controls(decisions: MusicalDecisions, controls: RoomControls) -> Music
         brightness=round(_clip01(decisions.brightness + (controls.brightness - 0.5)), 4),
         tempo_bpm=round(min(max(tempo, low), high), digits),
         sync=controls.sync,
-        key_root=controls.key % 12 if controls.key >= 0 else decisions.key_root,
+        key_root=controls.tonic % 12 if controls.tonic >= 0 else decisions.key_root,
         mode=MODES[controls.mode] if 0 <= controls.mode < len(MODES) else decisions.mode,
     )
