@@ -172,13 +172,19 @@ class EngineServer:
                 config.engine, log_event, lambda room: self.sessions[room].playhead_estimate())
         self.generator = generator or make_generator(config.engine)
         if beat_out is None and config.beat_targets:  # [control.osc] beats: /beat, /bar...
-            self.beat_out = BeatOut.start(config.beat_targets, [r.id for r in config.rooms],
-                                          self.generator.sample_rate, config.osc_prefix)
+            try:
+                self.beat_out = BeatOut.start(config.beat_targets, [r.id for r in config.rooms],
+                                              self.generator.sample_rate, config.osc_prefix)
+            except DependencyError as error:  # no python-osc: the music plays on without beats
+                log.warning("beat out unavailable: %s", error)
+                log_event("surface_unavailable", surface="beat out", error=str(error))
         self.clock_out: MidiClockOut | None = None
         if config.clock_out:  # [control.midi] clock_out: MIDI clock from one room's music
             try:
                 self.clock_out = MidiClockOut.open(config.clock_out, config.clock_room,
                                                    self.generator.sample_rate)
+                log_event("midi_clock_out_opened", port=config.clock_out,
+                          realtime=self.clock_out.realtime)
             except (ConfigError, DependencyError) as error:
                 # a missing port must not stop the music: said once, the engine plays on
                 log.warning("MIDI clock out unavailable: %s", error)

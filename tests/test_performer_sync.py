@@ -222,6 +222,44 @@ def test_midi_clock_out_names_its_setting_when_the_port_is_missing() -> None:
         MidiClockOut.open("TR-8", "r", RATE, rtmidi_module=module)
 
 
+def test_midi_clock_out_asks_for_realtime_and_a_short_gil_switch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    class Port:
+        def __init__(self) -> None:
+            self.sent: list[list[int]] = []
+
+        def get_ports(self) -> list[str]:
+            return ["TR-8 MIDI 1"]
+
+        def open_port(self, index: int) -> None:
+            pass
+
+        def send_message(self, message: list[int]) -> None:
+            self.sent.append(message)
+
+        def close_port(self) -> None:
+            pass
+
+    module = type("rtmidi", (), {"MidiOut": Port})
+    interval = sys.getswitchinterval()
+    asked: list[tuple[int, int]] = []
+
+    def refuse(pid: int, policy: int, param: object) -> None:
+        asked.append((pid, policy))
+        raise PermissionError("not allowed")  # no CAP_SYS_NICE nor LimitRTPRIO here
+
+    monkeypatch.setattr("os.sched_setscheduler", refuse, raising=False)
+    try:
+        out = MidiClockOut.open("TR-8", "r", RATE, rtmidi_module=module)
+        assert sys.getswitchinterval() <= 0.001
+        assert out.realtime is False and asked and asked[0][0] == 0  # this thread, refused
+        out.close()
+    finally:
+        sys.setswitchinterval(interval)
+
+
 # ------------------------------------------------------------------ the MIDI file's grid
 def _ticks(path: Path, kind: str) -> list[tuple[int, Any]]:
     """(absolute tick, message) of every ``kind`` message in the file, any track."""
