@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ground.errors import Art2MusError
+from ground.errors import Art2MusError, DependencyError
 from ground.events import EventSink
 from installation.config import ControlConfig, InstallationConfig
 from installation.control import ControlHub
@@ -119,13 +119,20 @@ def start_console(config: InstallationConfig, *, hub: ControlHub, log_event: Eve
                   frozen_path: Path | None) -> ConsoleServer | None:
     """Serve the technician's console when ``[console] listen`` asks for it.
 
-    A port in use (or an unreadable token file) is ``surface_unavailable``:
-    the installation goes on without a console.
+    A port in use (or an unreadable token file, or no console extra installed) is
+    ``surface_unavailable``: the installation goes on without a console.
     """
     if not config.console.listen:
         return None
-    from installation.console.app import ConsoleServer
 
-    return _attempt("console", lambda: ConsoleServer.start(
-        config, hub=hub, rows=rows, log_event=log_event, source_path=source_path,
-        output_dir=output_dir, running=running, frozen_path=frozen_path), log_event)
+    def start() -> ConsoleServer:
+        try:
+            from installation.console.app import ConsoleServer
+        except ImportError as error:  # installed without the console extra
+            raise DependencyError(f"the console needs starlette and uvicorn ({error.name} is "
+                                  "missing: pip install 'art2mus[console]')") from None
+        return ConsoleServer.start(
+            config, hub=hub, rows=rows, log_event=log_event, source_path=source_path,
+            output_dir=output_dir, running=running, frozen_path=frozen_path)
+
+    return _attempt("console", start, log_event)
