@@ -100,6 +100,10 @@ SYNC_TEMPO_RANGE_BPM = (20.0, 300.0)
 SYNC_MAX_BEATS = 16
 
 
+#: audio_out dry this long while short of chunks we sent: they were lost, start again.
+LOST_AFTER_S = 0.5
+
+
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
 _MELODIC_CHANNELS = np.array([c for c in range(16) if c != 9], dtype=np.int32)
 _PERCUSSION_CHANNEL = 9
@@ -145,6 +149,8 @@ class _Clock:
     wall_time: float
     received: float
     playing: bool
+    buffered_until: int = 0
+    dry: bool = False  # audio_out is holding or silent: it has run out of material
 
 
 class RoomSession:
@@ -186,6 +192,9 @@ class RoomSession:
         self._adjusted: OrderedDict[tuple[str, tuple[float, ...]], Any] = OrderedDict()
         self.refused_controls: Counter[str] = Counter()  # by parameter name
         self._sync: tuple[float, int, float] | None = None  # downbeat wall time, beats, bpm
+        self._dry_since: float | None = None  # our clock when audio_out ran dry short of ours
+        self._lost_logged = False
+        self.lost_resyncs = 0  # restarts because sent chunks never arrived
         self.sync_offset_ms: float | None = None  # the last grid's distance from the one kept
 
     def log_event(self, kind: str, **fields: Any) -> None:
@@ -387,7 +396,16 @@ class RoomSession:
             wall_time=clock.wall_time,
             received=self._now(),
             playing=clock.state in ("playing", "holding"),
+            buffered_until=clock.buffered_until,
+            dry=clock.state in ("holding", "silent"),
         )
+        # Dry while we think we sent beyond what it holds: chunks lost on the way (a PUB
+        # socket drops silently at its high-water mark) if it lasts past LOST_AFTER_S.
+        missing = self.queue_end is not None and self.queue_end > clock.buffered_until
+        if not (self._clock.dry and missing):
+            self._dry_since = None
+        elif self._dry_since is None:
+            self._dry_since = self._clock.received
         if self._sync is not None and (first or restarted):
             self._apply_sync(force=True)  # a new timeline: the grid's samples moved
 
@@ -417,11 +435,30 @@ class RoomSession:
             return "start"
         if self.queue_end < playhead + self.config.margin_samples // 2:
             return "start"  # fell behind the playhead: resynchronise, crossfading
+        if self._material_lost():
+            return "start"  # what we sent never arrived: the room would wait forever
         if self.pending_transition:
             return "transition"
         if self.queue_end < playhead + self.config.lead_samples + max(0, lookahead):
             return "continue"
         return None
+
+    def _material_lost(self) -> bool:
+        """True when audio_out has been dry for :data:`LOST_AFTER_S` short of chunks we sent.
+
+        Its playhead only moves over material it has, so without this a room
+        whose last chunks were lost would hold, fade to silence and stay
+        silent: we would wait for a playhead that waits for us.
+        """
+        if self._dry_since is None or self._now() - self._dry_since < LOST_AFTER_S:
+            return False
+        if not self._lost_logged:
+            assert self._clock is not None
+            self.log_event("chunks_lost", queue_end=self.queue_end,
+                           buffered_until=self._clock.buffered_until,
+                           dry_s=round(self._now() - self._dry_since, 3))
+            self._lost_logged = True
+        return True
 
     def urgency(self) -> tuple[bool, int]:
         """Sort key, most urgent first: transitions and restarts, then the room closest to
@@ -481,6 +518,9 @@ class RoomSession:
         self.state = state
         if plan.reason != "continue":
             self.pending_transition = False
+            if self._lost_logged:  # this start replaces what never arrived
+                self.lost_resyncs += 1
+            self._dry_since, self._lost_logged = None, False
         self.queue_end = plan.start + frames
         self.generated_frames += frames
         self.generation_s += spent * share

@@ -213,3 +213,59 @@ def test_the_session_asks_the_generator_what_the_knobs_mean() -> None:
     session.tick()  # neutral again: the artwork's own condition, the generator not asked
     assert session.condition == base and len(generator.applied) == 1
 
+
+
+def test_chunks_lost_on_the_way_are_made_again_rather_than_waited_for_forever() -> None:
+    """audio_out's playhead only moves over material it has: if the last chunks we sent
+    never arrived (a PUB socket drops at its high-water mark), it holds at their start
+    and we, seeing our queue far ahead of its playhead, would never send again."""
+    from engine.streaming import LOST_AFTER_S
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    now = {"t": 100.0}
+    config = EngineConfig(generator="sine", chunk_s=0.5, lead_s=1.0, transition_margin_s=0.3,
+                          transition_crossfade_s=0.2)
+    session = RoomSession("r", 1, SineGenerator(RATE), config,
+                          lambda kind, **fields: events.append((kind, fields)),
+                          clock=lambda: now["t"])
+
+    def clock(playhead: int, buffered_until: int, state: str) -> None:
+        session.on_clock(PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE,
+                                       playhead=playhead, buffered_until=buffered_until,
+                                       wall_time=now["t"], state=state))
+
+    clock(0, 0, "starting")
+    while session.next_chunk() is not None:
+        pass
+    HELD = session.queue_end  # audio_out got all of these
+    assert HELD is not None
+    clock(HELD, HELD, "playing")  # about to run dry: the engine sends more
+    while session.next_chunk() is not None:
+        pass
+    sent = session.queue_end
+    assert sent is not None and sent >= HELD + RATE  # a full lead ahead of the playhead
+    # the chunks after HELD never arrived: audio_out played up to HELD, ran dry, holds there
+    clock(HELD, HELD, "holding")
+    assert session.next_reason() is None  # a chunk may still be on its way
+    now["t"] += LOST_AFTER_S / 2
+    clock(HELD, HELD, "holding")
+    assert session.next_reason() is None
+    now["t"] += LOST_AFTER_S
+    clock(HELD, HELD, "silent")
+    assert session.next_reason() == "start"  # lost: made again from the playhead
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "start" and chunk.crossfade > 0
+    assert HELD < chunk.start_sample < sent
+    assert session.lost_resyncs == 1
+    assert [f for kind, f in events if kind == "chunks_lost"][0]["buffered_until"] == HELD
+    # audio_out takes it and plays again: nothing more is taken for lost
+    clock(chunk.start_sample, session.queue_end, "playing")
+    now["t"] += 2 * LOST_AFTER_S
+    clock(chunk.start_sample + RATE // 10, session.queue_end, "playing")
+    assert session.next_reason() in (None, "continue")
+    # an audio_out that is dry because we were late (nothing of ours missing) is no loss
+    late = session.queue_end
+    clock(late, late, "holding")
+    now["t"] += 2 * LOST_AFTER_S
+    clock(late, late, "holding")
+    assert session.lost_resyncs == 1 and not session._material_lost()
