@@ -195,6 +195,7 @@ class RoomSession:
         self._dry_since: float | None = None  # our clock when audio_out ran dry short of ours
         self._lost_logged = False
         self.lost_resyncs = 0  # restarts because sent chunks never arrived
+        self.non_finite_chunks = 0  # chunks whose NaN/inf samples were zeroed
         self.sync_offset_ms: float | None = None  # the last grid's distance from the one kept
 
     def log_event(self, kind: str, **fields: Any) -> None:
@@ -515,6 +516,17 @@ class RoomSession:
                 f"generator returned audio of shape {generated.audio.shape}, "
                 f"expected {(frames, self.generator.channels)}"
             )
+        if not np.isfinite(generated.audio).all():
+            # audio_out refuses a chunk with NaN or inf whole (and would wait for it):
+            # a dropout is better than a lost chunk; said once per room
+            bad = int(np.count_nonzero(~np.isfinite(generated.audio)))
+            if self.non_finite_chunks == 0:
+                self.log_event("non_finite_audio", seq=self.seq, samples=bad,
+                               reason=plan.reason)
+            self.non_finite_chunks += 1
+            generated = dataclasses.replace(
+                generated, audio=np.nan_to_num(generated.audio, nan=0.0, posinf=0.0,
+                                               neginf=0.0))
         self.state = state
         if plan.reason != "continue":
             self.pending_transition = False

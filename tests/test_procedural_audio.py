@@ -373,3 +373,17 @@ def test_check_config_deep_names_the_font_auto_resolves_to(
     assert "GeneralUser GS 1.44.sf2" in said[0][1]
     assert said[1][1].startswith("SoundFont FluidR3_GM.sf2 (auto: the best General MIDI")
     assert not report.failures
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 24000, 32000, 44100])
+def test_every_engine_rate_gives_finite_audio_even_for_the_brightest_timbre(rate: int) -> None:
+    """The low-pass opened to 16 kHz for warm, light images: at 16 kHz (Nyquist 8 kHz)
+    the filter blew up and every chunk was NaN, which audio_out refuses whole."""
+    generator = ProceduralGenerator(ProceduralConfig(), sample_rate=rate, channels=1)
+    for warmth, brightness in ((1.0, 1.0), (0.0, 0.0), (0.9, 0.6)):
+        view = _view(warmth=warmth, brightness=brightness, saturation=1.0)
+        condition = generator.prepare(view)
+        state = generator.start(condition, 1, 0, None)
+        generated, _ = generator.generate(state, condition, rate)
+        assert np.isfinite(generated.audio).all(), (rate, warmth, brightness)
+        assert np.abs(generated.audio).max() > 0.0

@@ -269,3 +269,29 @@ def test_chunks_lost_on_the_way_are_made_again_rather_than_waited_for_forever() 
     now["t"] += 2 * LOST_AFTER_S
     clock(late, late, "holding")
     assert session.lost_resyncs == 1 and not session._material_lost()
+
+
+def test_a_chunk_with_non_finite_samples_is_zeroed_there_not_lost() -> None:
+    """audio_out refuses a chunk holding NaN or inf whole; the session zeroes those samples
+    (a dropout) and says so once, rather than sending what would be dropped."""
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    class Broken(SineGenerator):
+        def generate(self, state: Any, condition: Any, frames: int) -> Any:
+            generated, state = super().generate(state, condition, frames)
+            audio = generated.audio.copy()
+            audio[::7] = np.nan
+            audio[1] = np.inf
+            return dataclasses.replace(generated, audio=audio), state
+
+    config = EngineConfig(generator="sine", chunk_s=0.5, lead_s=1.0)
+    session = RoomSession("r", 1, Broken(RATE), config,
+                          lambda kind, **fields: events.append((kind, fields)))
+    session.on_clock(PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE, playhead=0,
+                                   buffered_until=0, wall_time=0.0, state="starting"))
+    chunks = []
+    while (chunk := session.next_chunk()) is not None and len(chunks) < 4:
+        chunks.append(chunk)
+    assert chunks and all(np.isfinite(c.audio.to_numpy()).all() for c in chunks)
+    assert session.non_finite_chunks == len(chunks)
+    assert [kind for kind, _ in events].count("non_finite_audio") == 1

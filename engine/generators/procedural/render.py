@@ -49,6 +49,8 @@ from engine.generators.procedural.config import ProceduralConfig
 from engine.generators.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
 from ground.errors import DependencyError, InputError
 
+#: The highest filter cutoff, as a fraction of the sample rate (under Nyquist's 0.5).
+MAX_CUTOFF = 0.45
 #: Level (dB, relative to the melody) and pan (CC10) per role: melody forward,
 #: pad and counter behind, texture to one side.
 ROLE_MIX: dict[str, tuple[float, int]] = {
@@ -434,7 +436,9 @@ class SoundFontRenderer:
                 pedalboard.HighShelfFilter(
                     cutoff_frequency_hz=1500.0, gain_db=-8.0 + 12.0 * bright
                 ),
-                pedalboard.LowpassFilter(cutoff_frequency_hz=3500.0 * (16000.0 / 3500.0) ** bright),
+                # below Nyquist whatever the rate: a 16 kHz cutoff at 16 kHz made NaN
+                pedalboard.LowpassFilter(cutoff_frequency_hz=min(
+                    3500.0 * (16000.0 / 3500.0) ** bright, MAX_CUTOFF * self.sample_rate)),
                 pedalboard.Reverb(
                     room_size=0.5 + 0.45 * room,
                     damping=0.65 - 0.35 * bright,
