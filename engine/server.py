@@ -352,8 +352,9 @@ class EngineServer:
         generator calls, None before the first), ``batch`` (the last
         :data:`BATCHES_KEPT` batch sizes, ``[1]`` where rooms are not
         batched) and ``gpu_memory_mb`` (:func:`gpu_memory_mb`). Per room,
-        ``instruments`` where the generator names them, and ``sync`` (tempo,
-        beats per bar, last phase offset seen) while it follows a tempo sync.
+        ``instruments`` where the generator names them, ``sync`` (tempo, beats
+        per bar, last phase offset seen) while it follows a tempo sync, and
+        ``lost_resyncs`` / ``non_finite_chunks`` once either has happened.
         """
         rooms: dict[str, Any] = {}
         for room, session in self.sessions.items():
@@ -372,6 +373,12 @@ class EngineServer:
             instruments = instrument_names(described)
             if instruments is not None:
                 entry["instruments"] = instruments
+            # faults the music survived: chunks made again after being lost on the way,
+            # chunks whose NaN/inf samples were zeroed (said only when they happened)
+            if session.lost_resyncs:
+                entry["lost_resyncs"] = session.lost_resyncs
+            if session.non_finite_chunks:
+                entry["non_finite_chunks"] = session.non_finite_chunks
             if session.controls.sync is not None:  # following a Link session or a MIDI clock
                 entry["sync"] = {"bpm": session.controls.sync.bpm,
                                  "beats": session.controls.sync.beats,
