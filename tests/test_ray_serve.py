@@ -372,11 +372,47 @@ def _wait(condition: Any, timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+def _ray_env() -> dict[str, str]:
+    """Loopback only, so no auth token: every node and client must agree on that."""
+    return {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+
+
+def _start_cluster(ray_bin: Path, port: int) -> list[str]:
+    """``ray start`` a head and one worker node on loopback, one CPU each; their outputs."""
+    common = ["--num-cpus", "1", "--disable-usage-stats"]
+    env = _ray_env()
+    outputs = []
+    for args in (["--head", "--port", str(port), "--node-ip-address", "127.0.0.1",
+                  "--include-dashboard", "false"],
+                 ["--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"]):
+        done = subprocess.run([str(ray_bin), "start", *args, *common], capture_output=True,
+                              text=True, timeout=180, env=env)
+        outputs.append(done.stdout[-1500:] + done.stderr[-1500:])
+        if done.returncode != 0:
+            subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120,
+                           env=env)
+            raise AssertionError(f"ray start {args[0]} failed: {outputs[-1]}")
+    return outputs
+
+
+def _raylet_of(pid: int) -> int:
+    """The raylet a Ray worker process hangs under (its nearest ancestor named raylet)."""
+    while pid > 1:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if name == "raylet":
+            return pid
+        pid = int(stat[stat.rindex(")") + 2:].split()[1])
+    return 0
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                     reason="Ray Serve is not installed (pip install 'art2mus[ray]')")
 @pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds replicas in /proc")
-def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path) -> None:
+def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path,
+                                                             request: pytest.FixtureRequest
+                                                             ) -> None:
     from installation.config import config_from_dict, freeze_config, load_config
     from installation.loadgen import (
         EngineProcess,
@@ -390,11 +426,20 @@ def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path) -> 
     root = Path(__file__).resolve().parents[1]
     data = tomllib.loads((root / "configs" / "demo.toml").read_text(encoding="utf-8"))
     port = _free_port()
+    # A cluster of a head and one worker node, each its own raylet with one CPU, so the two
+    # one-CPU replicas land one on each: the two-machine layout, on loopback.
+    ray_bin = Path(sys.executable).with_name("ray")
+    gcs = _free_port()
+    cluster = _start_cluster(ray_bin, gcs)
+    request.addfinalizer(lambda: subprocess.run([str(ray_bin), "stop", "--force"],
+                                                capture_output=True, timeout=120,
+                                                env=_ray_env()))
     # A lead of 3 s: room for a retry after the kill on a busy 2-core machine.
     data["engine"].update(
         sample_rate=RATE, channels=1, backend="ray", lead_s=3.0,
-        ray={"http_port": port, "replicas": 2, "min_replicas": 2, "max_replicas": 2,
-             "num_cpus_per_replica": 0.5, "request_timeout_s": 2.0})
+        ray={"address": f"127.0.0.1:{gcs}", "http_port": port, "replicas": 2,
+             "min_replicas": 2, "max_replicas": 2, "num_cpus_per_replica": 1.0,
+             "request_timeout_s": 2.0})
     base = config_from_dict(data, source="test")
     config = bench_config(base, 4, tmp_path)
     frozen = freeze_config(config, tmp_path / "serve.json")
@@ -402,8 +447,8 @@ def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path) -> 
     assert not _replica_pids(), "a Serve replica of another run is still alive"
     serve_log = (tmp_path / "serve.log").open("wb")
     serve = subprocess.Popen([sys.executable, "-m", "installation", "serve", "--config",
-                              str(frozen), "--num-cpus", "2"], stdout=serve_log,
-                             stderr=subprocess.STDOUT, cwd=root)
+                              str(frozen)], stdout=serve_log, stderr=subprocess.STDOUT, cwd=root,
+                             env=_ray_env())
     engine = EngineProcess(config, tmp_path)
     loadgen = None
     try:
@@ -412,6 +457,8 @@ def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path) -> 
         assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
         replicas = _replica_pids()
         assert len(replicas) == 2
+        # one replica on each node: a replica's raylet (its parent's parent) differs
+        assert len({_raylet_of(pid) for pid in replicas}) == 2, cluster
         engine.start()
         spec = LoadSpec(rooms=4, seconds=40.0, warmup_s=4.0, change_every_s=6.0, settle_s=2.0,
                         first_chunk_timeout_s=60.0)
