@@ -44,7 +44,7 @@ from engine.ray_serve import (
     RemoteStream,
     ReplicaCore,
 )
-from ground.protocol import PROTOCOL_VERSION, ArtworkView
+from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
 
 RATE = 16000
 FRAMES = 4000
@@ -67,8 +67,8 @@ class StandIn:
     ``fail_next`` requests answer HTTP 500 (a replica killed mid-request).
     """
 
-    def __init__(self, port: int) -> None:
-        self.core = ReplicaCore(SineGenerator(sample_rate=RATE, channels=1))
+    def __init__(self, port: int, generator: Any = None) -> None:
+        self.core = ReplicaCore(generator or SineGenerator(sample_rate=RATE, channels=1))
         self.fail_next = 0
         self.rooms: list[str] = []
         stand_in = self
@@ -342,6 +342,60 @@ def test_replies_of_the_wrong_size_are_refused() -> None:
     with pytest.raises(ValueError, match="expected 20 x 1 samples, got 10"):
         reply.generated(20)
     assert isinstance(RemoteStream("r", "s", None, 0, 0, 0), RemoteStream)
+
+
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
+def test_tiny_diffusion_replicas_serve_rooms_as_a_local_model_would(
+        tiny_model_folder: Path) -> None:
+    """The model stays inside the replica: rooms' embeddings travel in the request, the
+    replica conditions and denoises, and two rooms' streams come back as the same model
+    makes them here (window by window, the overlap crossfaded)."""
+    pytest.importorskip("torch", reason="the diffusion extra is not installed")
+    from engine.generators import make_generator
+    from engine.generators.diffusion.testing import random_embedding
+
+    engine = EngineConfig(generator="diffusion", sample_rate=RATE, channels=1,
+                          backend="ray", diffusion={"model": str(tiny_model_folder),
+                                                    "window_s": 1.28, "overlap_s": 0.32,
+                                                    "steps": 1},
+                          ray=RayConfig(http_port=_free_port(), request_timeout_s=30.0,
+                                        deadline_slack_s=0.0))
+    replica = make_generator(engine)
+    server = StandIn(engine.ray.http_port, replica)
+    front = RayGenerator(engine, lambda kind, **fields: None, lambda room: None,
+                         fallback=SineGenerator(sample_rate=RATE, channels=1))
+
+    def diffusion_view(room: str, seed: int) -> ArtworkView:
+        return ArtworkView(v=PROTOCOL_VERSION, room=room, seq=0, time=0.0, state="artwork",
+                           artwork_id=f"art-{seed}", confidence=1.0, embedding=Array.from_numpy(
+                               random_embedding(seed, replica.model.spec.embedding_dim)[0]))
+
+    try:
+        views = [diffusion_view("room-0", 1), diffusion_view("room-1", 2)]
+        conditions = [front.prepare(v) for v in views]
+        states = [front.start(c, 7, 0, None) for c in conditions]
+        remote: list[list[np.ndarray]] = [[], []]
+        for _ in range(3):
+            results = front.generate_batch([(st, c, FRAMES) for st, c in
+                                            zip(states, conditions, strict=True)])
+            states = [state for _, state in results]
+            for parts, (generated, _) in zip(remote, results, strict=True):
+                parts.append(generated.audio)
+    finally:
+        front.close()
+        server.stop()
+    assert front.local_chunks == 0 and front.state == HEALTHY
+    local = make_generator(engine)
+    for view, parts in zip(views, remote, strict=True):
+        condition = local.prepare(view)
+        state = local.start(condition, 7, 0, None)
+        here = []
+        for _ in range(3):
+            generated, state = local.generate(state, condition, FRAMES)
+            here.append(generated.audio)
+        np.testing.assert_allclose(np.concatenate(parts), np.concatenate(here), atol=1e-5)
+    assert not np.allclose(np.concatenate(remote[0]), np.concatenate(remote[1]))
 
 
 # -- a real local Ray cluster ----------------------------------------------------------
