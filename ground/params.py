@@ -107,13 +107,6 @@ class Parameter:
             return f"a whole number in {self.low:g}..{self.high:g}"
         return f"a finite number in {self.low:g}..{self.high:g}"
 
-    def name_of(self, value: float) -> str:
-        """A choice's name for ``value`` (its number, for any other kind)."""
-        index = int(round(value - self.low))
-        if self.choices and 0 <= index < len(self.choices):
-            return self.choices[index]
-        return f"{value:g}"
-
     def check(self, value: object) -> float:
         """``value`` as a finite float; ValueError naming the parameter for anything else.
 
