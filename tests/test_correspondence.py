@@ -86,7 +86,8 @@ def test_benchmark_runs_on_three_real_artworks(tmp_path: Path,
     assert set(result["rho"]) == {
         "warmth_centroid", "brightness_mean_pitch", "rating_experimentalness",
         "rating_pitch_class_entropy", "rating_outside_key", "abstraction_rating"}
-    assert set(result["between_within"]) == {"between_db", "within_db", "ratio"}
+    assert set(result["between_within"]) == {"between_db", "within_db", "ratio",
+                                             "upper_from_hz", "upper_ratio"}
     assert result["between_within"]["ratio"] > 0
     for work in result["artworks"]:
         assert work["image"] in chosen and work["centroid_hz"] > 0 and work["mean_pitch"] > 30
