@@ -445,13 +445,19 @@ class RoomSession:
         return None
 
     def _material_lost(self) -> bool:
-        """True when audio_out has been dry for :data:`LOST_AFTER_S` short of chunks we sent.
+        """True when audio_out has been dry for :data:`LOST_AFTER_S` (or two chunks' making,
+        if longer) short of chunks we sent.
 
         Its playhead only moves over material it has, so without this a room
         whose last chunks were lost would hold, fade to silence and stay
         silent: we would wait for a playhead that waits for us.
         """
-        if self._dry_since is None or self._now() - self._dry_since < LOST_AFTER_S:
+        if self._dry_since is None:
+            return False
+        # a slow generator (a big model below real time) may keep a chunk from being sent
+        # for a while after the clock that saw the room dry: wait two chunks' making too
+        making = 2.0 * (self._seconds_per_frame or 0.0) * self.config.chunk_samples
+        if self._now() - self._dry_since < max(LOST_AFTER_S, making):
             return False
         if not self._lost_logged:
             assert self._clock is not None
