@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from capture.bench_catalogue import make_view, run_catalogue_bench
+from capture.bench_catalogue import _kept_catalogue, make_view, run_catalogue_bench
 from capture.catalogue import INDEX_FILE, SQUARE
 from capture.cli import bench_commands, commands
 from capture.synthetic.scenes import write_catalogue
@@ -109,8 +109,8 @@ def test_bench_views_are_damaged_rectified_squares() -> None:
     assert not np.array_equal(views[0].image, views[1].image)
 
 
-def test_catalogue_bench_reports_its_figures() -> None:
-    result = run_catalogue_bench(works=60, views=20)
+def test_catalogue_bench_reports_its_figures(tmp_path: Path) -> None:
+    result = run_catalogue_bench(works=60, views=20, keep=tmp_path, explain=True)
     assert result["works"] == 60 and result["small"]["works"] == 50
     index_figures = result["index"]
     assert index_figures["works"] == 60 and index_figures["build_s"] > 0
@@ -128,3 +128,48 @@ def test_catalogue_bench_reports_its_figures() -> None:
                                       "false_ids"}
     with pytest.raises(Exception, match="--works"):
         run_catalogue_bench(works=50, views=20)
+
+    # --explain: every wrong answer at each size, with the stages' trace.
+    explained = result["explained"]
+    at_60 = [e for e in explained if e["catalogue_works"] == 60]
+    at_50 = [e for e in explained if e["catalogue_works"] == 50]
+    assert len(at_60) == big["no_id"] + big["wrong_ids"] + big["false_ids"]
+    assert len(at_50) == small["no_id"] + small["wrong_ids"] + small["false_ids"] \
+        + small["false_ids_on_works_beyond_50"]
+    for wrong in explained:
+        assert wrong["kind"] in ("false id", "no id", "wrong id")
+        assert wrong["trace"] and wrong["trace"][0]["stage"] == "features"
+        assert (wrong["expected"] is None) == (wrong["kind"] == "false id")
+
+    # --keep: the catalogues and their indexes are reused, and the figures are the same.
+    index_file = tmp_path / "works-60" / INDEX_FILE
+    assert result["kept_in"] == str(tmp_path) and (tmp_path / "works-50" / INDEX_FILE).is_file()
+    built_at = index_file.stat().st_mtime_ns
+    again = run_catalogue_bench(works=60, views=20, keep=tmp_path)
+    assert index_file.stat().st_mtime_ns == built_at and "explained" not in again
+    assert again["recognition"]["top1"] == big["top1"]
+    assert again["recognition"]["false_ids"] == big["false_ids"]
+    assert again["small"]["top1"] == small["top1"]
+
+
+def test_kept_catalogues_are_rewritten_when_they_no_longer_hold_the_works(
+        tmp_path: Path) -> None:
+    import cv2
+
+    writes: list[int] = []
+
+    def write(folder: Path, works: int) -> Path:
+        writes.append(works)
+        return write_catalogue(folder, works)
+
+    folder = _kept_catalogue(tmp_path, 3, write)
+    assert folder == tmp_path / "works-3" and writes == [3]
+    assert _kept_catalogue(tmp_path, 3, write) == folder and writes == [3]  # reused
+    image = cv2.imread(str(folder / "cat-002.png"))
+    cv2.imwrite(str(folder / "cat-002.png"), 255 - image)  # the generator changed
+    assert _kept_catalogue(tmp_path, 3, write) == folder and writes == [3, 3]
+    (folder / "cat-001.png").unlink()  # a work missing
+    assert _kept_catalogue(tmp_path, 3, write) == folder and writes == [3, 3, 3]
+    (tmp_path / "works-4").write_text("not a folder")
+    with pytest.raises(Exception, match="--keep: expected a folder"):
+        _kept_catalogue(tmp_path, 4, write)
