@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
+from polling import wait_until
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
@@ -18,15 +18,6 @@ from installation.control import ENGINE_SETTINGS, ControlHub, ParameterChange
 from installation.osc import STATE_FIELDS, OscControlServer, OscParameterEcho, OscStateSender
 
 CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
-
-
-def _wait(check: Any, timeout_s: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.01)
-    raise AssertionError("timed out")
 
 
 def test_osc_messages_set_parameters_for_all_rooms_or_one() -> None:
@@ -46,7 +37,7 @@ def test_osc_messages_set_parameters_for_all_rooms_or_one() -> None:
         client.send_message("/art2mus/nonsense", 1.0)
         client.send_message("/elsewhere/intensity", 1.0)
         client.send_message("/art2mus/intensity", "loud")
-        _wait(lambda: server.received >= 9)
+        wait_until(lambda: server.received >= 9, 3.0)
         client.close()
     finally:
         server.close()
@@ -95,7 +86,7 @@ def test_each_rooms_state_goes_out_one_value_per_address() -> None:
         sender = OscStateSender(OscConfig(send=(f"127.0.0.1:{port}",)), _rows,
                                 [room.id for room in CONFIG.rooms], null_sink)
         sender.send_once()
-        _wait(lambda: len(received) >= 2 * len(STATE_FIELDS))
+        wait_until(lambda: len(received) >= 2 * len(STATE_FIELDS), 3.0)
         sender.close()
     finally:
         listener.shutdown()
@@ -130,16 +121,16 @@ def test_a_parameter_set_on_osc_is_echoed_to_the_send_targets_but_not_its_sender
     try:
         client = SimpleUDPClient("127.0.0.1", server.port)  # another sender: echoed
         client.send_message("/art2mus/intensity", 0.8)
-        _wait(lambda: len(received) >= 1)
+        wait_until(lambda: len(received) >= 1, 3.0)
         # the target's own fader move: stored, but not sent back to it
         from pythonosc.osc_message_builder import OscMessageBuilder
 
         builder = OscMessageBuilder("/art2mus/b/brightness")
         builder.add_arg(0.3)
         target.socket.sendto(builder.build().dgram, ("127.0.0.1", server.port))
-        _wait(lambda: hub.current("brightness", "b") == 0.3)
+        wait_until(lambda: hub.current("brightness", "b") == 0.3, 3.0)
         hub.set("volume", 2.0, "a", source="console")  # any surface is echoed
-        _wait(lambda: len(received) >= 2)
+        wait_until(lambda: len(received) >= 2, 3.0)
         client.close()
     finally:
         echo.close()

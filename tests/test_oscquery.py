@@ -9,11 +9,11 @@ import logging
 import socket
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from polling import wait_until
 from pythonosc.udp_client import SimpleUDPClient
 
 from ground.errors import ConfigError
@@ -38,15 +38,6 @@ CONFIG = config_from_dict({"installation": {"name": "gallery-east"},
                            "rooms": [{"id": "a"}, {"id": "b"}]})
 ROOMS = ("a", "b")
 LIVE = sorted([*PARAMETERS, *SETTINGS])
-
-
-def _wait(check: Callable[[], Any], timeout_s: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.01)
-    raise AssertionError("timed out")
 
 
 def _free_port(kind: int) -> int:
@@ -252,7 +243,7 @@ def test_every_advertised_writable_address_is_accepted_by_osc_in(served: Served)
             value = _value_to_send(leaf)
             assert isinstance(value, int if leaf["TYPE"] == "i" else float)
             client.send_message(leaf["FULL_PATH"], value)
-        _wait(lambda: served.osc_in.received >= len(leaves))
+        wait_until(lambda: served.osc_in.received >= len(leaves))
     finally:
         client.close()
     assert served.osc_in.refused == 0, served.osc_in.refusals.by_reason
@@ -361,7 +352,7 @@ def test_connections_beyond_the_limit_are_closed_unanswered(served: Served) -> N
         except (http.client.HTTPException, ConnectionError):  # dropped: slots still held
             return False
 
-    _wait(answered)  # the slots come back as the idle clients' handlers end
+    wait_until(answered)  # the slots come back as the idle clients' handlers end
 
 
 # -- the supervisor's surfaces -------------------------------------------------------
