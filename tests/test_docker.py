@@ -193,7 +193,8 @@ def test_the_extras_named_exist_in_pyproject(dockerfile: Path) -> None:
     used = _extras_used(parse_dockerfile(dockerfile))
     assert used, f"{dockerfile.name}: installs the package with its extras"
     assert used <= set(project["optional-dependencies"]), used
-    expected = {"Dockerfile.room": {"room", "encoders"}, "Dockerfile.engine": {"diffusion", "console"}}
+    expected = {"Dockerfile.room": {"room", "encoders"},
+                "Dockerfile.engine": {"diffusion", "console"}}
     assert used == expected[dockerfile.name]
 
 
