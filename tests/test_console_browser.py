@@ -266,6 +266,9 @@ def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
     import os
     import signal
 
+    # the claim is about the kills: what the module's earlier tests (a config applied,
+    # a room set up on a loaded runner) did to the count is not this test's business
+    underflows_before = installation.state()["rooms"][ROOM]["underflows"]
     page.goto(installation.url + "/")
     health = page.get_by_test_id(f"health-{ROOM}-capture")
     row = page.get_by_test_id(f"role-capture:{ROOM}")
@@ -296,4 +299,5 @@ def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
     wait_for("the exits in the events", lambda: page.get_by_test_id("event-row").filter(
         has_text="role_exited").count() >= 2, timeout_s=15.0)
     audio = installation.state()["rooms"][ROOM]
-    assert audio["playback"] == "playing" and audio["underflows"] == 0, audio
+    assert audio["playback"] == "playing", audio
+    assert audio["underflows"] == underflows_before, (underflows_before, audio)
