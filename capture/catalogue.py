@@ -107,6 +107,13 @@ inliers, a convex quad of plausible shape and size, and no better location
 of another work at the same place. Features are taken at a fixed width
 whatever the camera's resolution, so a 720p and a 1080p frame of one scene
 give the same works.
+
+A homography fitted to a self-similar work (a Mondrian's grid crossings,
+a pattern of repeated motifs) can lock onto the wrong repeats and be a few
+per cent off, or skewed. Where the quad finder traced an outline at the
+same place, :meth:`Catalogue.closest_outline` keeps whichever of the two
+the reference's 64x64 appearance fits best (the quad finder's outline tried
+in its four orientations).
 """
 
 from __future__ import annotations
@@ -116,7 +123,7 @@ import json
 import logging
 import time
 import tomllib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,6 +173,7 @@ _FINE_THRESHOLD = 0.9  # the fine correlation a match needs
 _FINE_RATIO = 2.0  # the runner-up's residual (1 - correlation) over the best's, at least
 _FINE_AGREE = 1.5  # ...and over the thumbnails' pick's, for the pick to stand
 _FINE_SUPPORT = 0.75  # the thumbnails' pick's own fine correlation, at least
+_OUTLINE_MARGIN = 0.02  # correlation by which another outline must fit better than a location
 _FINE_STRUCTURE = 0.5  # summed variance of the view's z-scored fine channels, at least
 _RATIO = 0.8  # Lowe's ratio test
 _CANDIDATES = 4  # references verified by RANSAC per query
@@ -594,6 +602,42 @@ class Catalogue:
         return np.array([float(cv2.matchTemplate(self._fine[o], inner,
                                                  cv2.TM_CCOEFF_NORMED).max())
                          for o in candidates])
+
+    def closest_outline(self, frame_bgr: np.ndarray, artwork_id: str,
+                        quads: Sequence[np.ndarray]) -> np.ndarray:
+        """Of ``quads`` (frame px; the first a location of ``artwork_id``, the rest outlines
+        the quad finder traced at the same place), the one whose view fits the work's
+        reference best, ordered as the reference is (its TL first).
+
+        The fit is :meth:`_fine_scores`' correlation of the 64x64 appearance;
+        another outline replaces the first only where it fits as a recognised
+        view must (``_FINE_THRESHOLD``) and by ``_OUTLINE_MARGIN`` more: a
+        location is usually the exact picture, an outline may be its frame, and
+        under a real room's light a reference and its view often correlate too
+        little for the comparison to mean anything.
+        """
+        from capture.detect import rectify
+
+        owner = next((i for i, e in enumerate(self.entries) if e.artwork_id == artwork_id), None)
+        first = np.asarray(quads[0], np.float32).reshape(4, 2)
+        if owner is None or len(quads) < 2:
+            return first
+        reference = self._fine[owner]
+
+        def fit(quad: np.ndarray) -> float:
+            view = _fine_image(rectify(frame_bgr, quad, _FINE * 2))
+            inner = view[_FINE_SHIFT:_FINE - _FINE_SHIFT, _FINE_SHIFT:_FINE - _FINE_SHIFT]
+            return float(cv2.matchTemplate(reference, inner, cv2.TM_CCOEFF_NORMED).max())
+
+        best, best_fit = first, max(fit(first) + _OUTLINE_MARGIN, _FINE_THRESHOLD)
+        for quad in quads[1:]:
+            quad = np.asarray(quad, np.float32).reshape(4, 2)
+            for turn in range(4):
+                turned = np.roll(quad, -turn, axis=0)
+                score = fit(turned)
+                if score > best_fit:
+                    best, best_fit = turned, score
+        return best
 
     # -- location in a whole frame --
 

@@ -605,8 +605,9 @@ class CaptureLoop:
             if artwork_id is None:
                 here = [f for f in catalogue.locate(image, near=quad)
                         if overlap_fraction(f.quad, quad) > SAME_PLACE]
-                if here:
-                    artwork_id, quad = here[0].artwork_id, here[0].quad
+                if here:  # the location's corners, or the quad finder's where they fit better
+                    artwork_id = here[0].artwork_id
+                    quad = catalogue.closest_outline(image, artwork_id, [here[0].quad, quad])
             if artwork_id is None:
                 match = catalogue.recognise(rectify(image, quad, SQUARE))
                 artwork_id = match.artwork_id if match is not None else None

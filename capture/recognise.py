@@ -10,9 +10,11 @@ the frame), which gives the picture's exact corners whatever its frame,
 shadow or angle. Then the quad finder's detections
 (:func:`capture.detect.detect_artworks`) stand for what the catalogue did not
 find: a detection that holds or lies on a located work is dropped (the two
-agree, or the features win), each other one is rectified from the
-full-resolution frame and recognised against the catalogue (when one is
-given); a detection recognised as a work already located is dropped too.
+agree, or the features win), unless its outline fits the work's reference
+better than the location does (:meth:`Catalogue.closest_outline`: a
+homography locked onto a self-similar work's repeats); each other one is
+rectified from the full-resolution frame and recognised against the
+catalogue (when one is given); a detection recognised as a work already located is dropped too.
 Without a catalogue the quad finder's detections are all there is. The
 primary is :func:`capture.detect.choose_primary` over the lot.
 """
@@ -61,9 +63,15 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
             found.append((detection, location.artwork_id, location.score, "catalogue"))
     located = [d.quad for d, _, _, _ in found]
     known = {artwork_id for _, artwork_id, _, _ in found}
+    traced: list[list[np.ndarray]] = [[] for _ in located]  # outlines at each located place
     for detection in detect_artworks(frame_bgr, detect_width):
-        if any(overlap_fraction(detection.quad, quad) > SAME_PLACE for quad in located):
-            continue  # the frame, shadow or a region of a located work: the features win
+        places = [k for k, quad in enumerate(located)
+                  if overlap_fraction(detection.quad, quad) > SAME_PLACE]
+        if places:
+            # the frame, shadow or a region of a located work, or the picture's own outline
+            for k in places:
+                traced[k].append(detection.quad)
+            continue
         artwork_id, score = None, detection.score
         if catalogue is not None:
             match = catalogue.recognise(rectify(frame_bgr, detection.quad, SQUARE))
@@ -72,6 +80,15 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                     continue
                 artwork_id, score = match.artwork_id, match.score
         found.append((detection, artwork_id, score, "quad"))
+    if catalogue is not None:
+        for k, outlines in enumerate(traced):
+            if outlines:  # the outline that fits the reference best: usually the location's
+                detection, artwork_id, score, how = found[k]
+                quad = catalogue.closest_outline(frame_bgr, str(artwork_id),
+                                                 [detection.quad, *outlines])
+                if not np.array_equal(quad, detection.quad):
+                    area = abs(float(cv2.contourArea(quad))) / (width * height)
+                    found[k] = (Detection(quad, detection.score, area), artwork_id, score, how)
     primary = choose_primary([d for d, _, _, _ in found], frame_bgr.shape)
     return [RecognisedArtwork(d.quad, artwork_id, score, d is primary, how)
             for d, artwork_id, score, how in found]
