@@ -51,7 +51,7 @@ import numpy as np
 
 from capture.quads import line_quads
 
-_MIN_AREA_FRACTION = 0.01  # of the frame; smaller quads are too far away to describe
+MIN_AREA_FRACTION = 0.01  # of the frame; smaller quads are too far away to describe
 _MIN_FILL = 0.92  # a contour's quad covers at least this much of its hull (and vice versa)
 _LOOSE_FILL = 0.85  # ...or this much, when every side runs along the edge map:
 _WHOLE_SIDE_GAP = 0.1  # no stretch off it longer than this fraction of the side
@@ -97,8 +97,14 @@ class Detection:
     area_fraction: float  # quad area / frame area
 
 
-def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Detection]:
-    """Painting-like quadrilaterals in ``frame_bgr``, best first, pictures rather than frames."""
+def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
+                    min_area_fraction: float = MIN_AREA_FRACTION) -> list[Detection]:
+    """Painting-like quadrilaterals in ``frame_bgr``, best first, pictures rather than frames.
+
+    ``min_area_fraction`` (of the frame) is the smallest quad looked at: below the
+    default, caption cards, tiles and window panes come too, so a caller that asks
+    for less keeps such a quad only where something else (a catalogue) vouches for it.
+    """
     height, width = frame_bgr.shape[:2]
     scale = min(1.0, detect_width / width)
     if scale < 1.0:
@@ -130,7 +136,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640) -> list[Dete
     closed = cv2.dilate(edges, np.ones((3, 3), np.uint8))
     contours, _ = cv2.findContours(closed, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
 
-    min_area = _MIN_AREA_FRACTION * small_w * small_h
+    min_area = min_area_fraction * small_w * small_h
     candidates: list[tuple[np.ndarray, float, float]] = []  # (quad, area, fill)
     # Only contours long enough to hold a piece of a side feed the line finder.
     min_piece = 0.25 * float(np.sqrt(min_area))

@@ -15,8 +15,11 @@ better than the location does (:meth:`Catalogue.closest_outline`: a
 homography locked onto a self-similar work's repeats); each other one is
 rectified from the full-resolution frame and recognised against the
 catalogue (when one is given); a detection recognised as a work already located is dropped too.
-Without a catalogue the quad finder's detections are all there is. The
-primary is :func:`capture.detect.choose_primary` over the lot.
+With a catalogue, the quad finder also looks below its usual size floor
+(:data:`NAMED_MIN_AREA_FRACTION`): a small, far work is kept where the
+catalogue names it, and a small quad it does not name (a caption card, a
+tile) is dropped. Without a catalogue the quad finder's detections are all
+there is. The primary is :func:`capture.detect.choose_primary` over the lot.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ import cv2
 import numpy as np
 
 from capture.catalogue import SQUARE, Catalogue, overlap_fraction
-from capture.detect import Detection, choose_primary, detect_artworks, rectify
+from capture.detect import MIN_AREA_FRACTION, Detection, choose_primary, detect_artworks, rectify
 
 #: Overlap (of the smaller quad) above which an edge quad and a located work are one place.
 SAME_PLACE = 0.5
+#: Of the frame: with a catalogue, quads down to this size are looked at too (a small, far
+#: work: 80x60 px at 1280x720 is 0.5 %), and kept only where the catalogue names them.
+NAMED_MIN_AREA_FRACTION = 0.004
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,15 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
     located = [d.quad for d, _, _, _ in found]
     known = {artwork_id for _, artwork_id, _, _ in found}
     traced: list[list[np.ndarray]] = [[] for _ in located]  # outlines at each located place
-    for detection in detect_artworks(frame_bgr, detect_width):
+    detections = detect_artworks(frame_bgr, detect_width)
+    if catalogue is not None:
+        # a second look, for works too small for the quad finder's own floor; a separate
+        # pass, so what the first finds is the same with or without a catalogue
+        detections += [small for small in detect_artworks(
+            frame_bgr, detect_width, min_area_fraction=NAMED_MIN_AREA_FRACTION)
+            if small.area_fraction < MIN_AREA_FRACTION and not any(
+                overlap_fraction(small.quad, other.quad) > SAME_PLACE for other in detections)]
+    for detection in detections:
         places = [k for k, quad in enumerate(located)
                   if overlap_fraction(detection.quad, quad) > SAME_PLACE]
         if places:
@@ -79,6 +93,8 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                 if match.artwork_id in known:
                     continue
                 artwork_id, score = match.artwork_id, match.score
+            elif detection.area_fraction < MIN_AREA_FRACTION:
+                continue  # small and not a catalogued work: a caption card, a tile
         found.append((detection, artwork_id, score, "quad"))
     if catalogue is not None:
         for k, outlines in enumerate(traced):

@@ -297,3 +297,40 @@ def test_the_outline_that_fits_the_reference_best_gives_the_corners(
                           skewed)
     assert np.array_equal(catalogue.closest_outline(scene.image, painting.artwork_id,
                                                     [skewed]), skewed)
+
+
+def _small_work_on_a_wall(artwork: np.ndarray | None) -> np.ndarray:
+    """A 1280x720 wall with, where given, ``artwork`` hung 80x60 px (0.5 % of the frame, under
+    the quad finder's own floor) in a thin frame, and a 64x84 px caption card beside it."""
+    rng = np.random.default_rng(0)
+    frame = np.clip(np.full((720, 1280, 3), (178, 186, 192), np.float32)
+                    + rng.normal(0.0, 3.0, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    if artwork is not None:
+        cv2.rectangle(frame, (897, 297), (983, 363), (40, 60, 90), -1)
+        frame[300:360, 900:980] = cv2.resize(artwork, (80, 60), interpolation=cv2.INTER_AREA)
+    cv2.rectangle(frame, (1020, 300), (1084, 384), (235, 238, 240), -1)
+    for line in range(7):  # the caption's lines of text
+        cv2.line(frame, (1026, 312 + 10 * line), (1078 - 9 * (line % 3), 312 + 10 * line),
+                 (60, 60, 60), 2)
+    return frame
+
+
+def test_a_small_far_work_is_kept_where_the_catalogue_names_it(catalogue: Catalogue) -> None:
+    """Under the quad finder's floor (1 % of the frame), a quad counts only where the
+    catalogue names it: the far work is reported with its id, the caption card beside it
+    (which the lower floor finds too) is not, and without a catalogue neither is."""
+    from capture.detect import MIN_AREA_FRACTION, detect_artworks
+    from capture.recognise import NAMED_MIN_AREA_FRACTION
+
+    card_only = _small_work_on_a_wall(None)
+    assert [d.area_fraction < MIN_AREA_FRACTION for d in detect_artworks(
+        card_only, min_area_fraction=NAMED_MIN_AREA_FRACTION)] == [True]  # the card is seen
+    assert capture.recognise.detect_and_recognise(card_only, catalogue) == []
+    for index in (1, 5, 9):
+        frame = _small_work_on_a_wall(catalogue_artwork(index))
+        assert detect_artworks(frame) == []  # too small for the quad finder alone
+        assert capture.recognise.detect_and_recognise(frame, None) == []
+        found = capture.recognise.detect_and_recognise(frame, catalogue)
+        assert [f.artwork_id for f in found] == [catalogue.ids[index]], found
+        assert quad_iou(found[0].quad, np.float32([[900, 300], [980, 300], [980, 360],
+                                                   [900, 360]])) > 0.7
