@@ -51,7 +51,14 @@ from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
-from ground.protocol import ArtworkView, Control, DropCounter, PlaybackClock, ProtocolError
+from ground.protocol import (
+    ArtworkView,
+    Control,
+    DropCounter,
+    PlaybackClock,
+    ProtocolError,
+    seconds_of_day,
+)
 from ground.shell import RoleShell
 from ground.transport import send
 
@@ -352,7 +359,9 @@ class EngineServer:
         generator calls, None before the first), ``batch`` (the last
         :data:`BATCHES_KEPT` batch sizes, ``[1]`` where rooms are not
         batched) and ``gpu_memory_mb`` (:func:`gpu_memory_mb`). Per room,
-        ``instruments`` where the generator names them, ``sync`` (tempo, beats
+        ``instruments`` where the generator names them, ``downbeat`` (the next
+        bar line as heard, seconds after UTC midnight) and ``bar_s`` (a bar's
+        length) where it has a bar grid and a playback clock, ``sync`` (tempo, beats
         per bar, last phase offset seen) while it follows a tempo sync, and
         ``lost_resyncs`` / ``non_finite_chunks`` once either has happened.
         """
@@ -379,6 +388,10 @@ class EngineServer:
                 entry["lost_resyncs"] = session.lost_resyncs
             if session.non_finite_chunks:
                 entry["non_finite_chunks"] = session.non_finite_chunks
+            downbeat = session.heard_downbeat()
+            if downbeat is not None:  # for a tempo-sync source the room leads
+                entry["downbeat"] = round(seconds_of_day(downbeat[0]), 4)
+                entry["bar_s"] = round(downbeat[1], 6)
             if session.controls.sync is not None:  # following a Link session or a MIDI clock
                 entry["sync"] = {"bpm": session.controls.sync.bpm,
                                  "beats": session.controls.sync.beats,

@@ -335,11 +335,25 @@ class RoomSession:
         heard = self._clock.playhead + (downbeat - self._clock.wall_time) * rate
         grid = dataclasses.replace(grid, phase=int(round(heard % bar)) % int(bar))
         kept = self.controls.sync
+        own = grid_of(self.state)
         if kept is not None and (kept.beats, kept.bpm) == (beats, bpm):
             offset = (grid.phase - kept.phase) % bar
             offset = min(offset, bar - offset)
             self.sync_offset_ms = round(1000.0 * offset / rate, 2)
             if not force and offset <= SYNC_TOLERANCE_S * rate:
+                return False
+        elif not force and own is not None and own.tempo_bpm is not None \
+                and round(own.tempo_bpm, 2) == bpm and abs(own.bar_samples - bar) < 1.0:
+            # A new grid the room already plays on: a session the room leads, set to the
+            # room's own tempo and bars (Link's lead), or a room that reached the grid's
+            # tempo on its own. Taken as it is; a re-plan would be a transition for nothing.
+            offset = (grid.phase - own.anchor) % bar
+            offset = min(offset, bar - offset)
+            self.sync_offset_ms = round(1000.0 * offset / rate, 2)
+            if offset <= SYNC_TOLERANCE_S * rate:
+                self.controls = dataclasses.replace(self.controls, sync=grid)
+                self.log_event("sync_aligned", beats=beats, bpm=bpm, phase=grid.phase,
+                               moved_ms=self.sync_offset_ms, replanned=False)
                 return False
         else:
             self.sync_offset_ms = None
@@ -411,6 +425,24 @@ class RoomSession:
             self._apply_sync(force=True)  # a new timeline: the grid's samples moved
 
     # -- scheduling ---------------------------------------------------------
+
+    def heard_downbeat(self) -> tuple[float, float] | None:
+        """(wall time, bar length in seconds) of the next bar line the room plays, as it
+        will be heard (through audio_out's playback clock); None without a bar grid or a
+        clock.
+
+        Where a new piece is queued, its first downbeat. What a tempo-sync source the
+        room leads aligns the session's bars to (Link's ``lead`` mode).
+        """
+        grid = grid_of(self.state)
+        playhead = self.playhead_estimate()
+        if grid is None or playhead is None or self._clock is None or grid.bar_samples <= 0:
+            return None
+        rate = self.generator.sample_rate
+        bars = max(0, math.ceil((playhead - grid.anchor) / grid.bar_samples))
+        line = grid.anchor + bars * grid.bar_samples
+        heard = self._clock.wall_time + (line - self._clock.playhead) / rate
+        return heard, grid.bar_samples / rate
 
     def playhead_estimate(self) -> int | None:
         """The playhead now, extrapolated from the last clock report."""

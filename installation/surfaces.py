@@ -105,11 +105,12 @@ def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventS
                                 log_event))
     link = control.link
     if link.enabled:
-        from installation.tempo_sync import LinkSync, room_tempo_reader
+        from installation.tempo_sync import LinkSync, room_downbeat_reader, room_tempo_reader
 
-        leader = room_tempo_reader(rows, link.room or rooms[0])
+        led = link.room or rooms[0]
         started.append(_attempt("Ableton Link", lambda: LinkSync.start(
-            link, hub, leader, log_event), log_event))
+            link, hub, room_tempo_reader(rows, led), log_event,
+            room_downbeat=room_downbeat_reader(rows, led)), log_event))
     return [service for service in started if service is not None]
 
 

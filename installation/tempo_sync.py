@@ -26,9 +26,11 @@ lays each room's bars on it, as heard through audio_out's playback clock
   downbeats. A gap over :data:`CLOCK_GAP_S` (a stopped clock) starts over.
 - :class:`LinkSync` joins an Ableton Link session (the ``aalink`` package,
   the ``link`` extra): ``follow`` takes the session's tempo while a peer is
-  there; ``lead`` sets the session's tempo from a room's music. In both, with
-  a peer there, the rooms' bars land on the session's downbeats (its
-  quantum is the bar; a fractional quantum aligns beats only).
+  there; ``lead`` sets the session's tempo from a room's music, and moves the
+  session's beat so its bar lines fall on the room's (an artwork change is
+  then one transition, not a second one to meet the session's old bars). In
+  both, with a peer there, the rooms' bars land on the session's downbeats
+  (its quantum is the bar; a fractional quantum aligns beats only).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ CLOCK_WINDOW_BEATS = 8
 CLOCK_CHANGE = 0.03
 #: How often Link's tempo and peers are read, and the leading room's tempo written.
 LINK_POLL_S = 0.1
+#: How far (s) a led session's bar lines may sit from the room's before its beat is moved
+#: onto them: under the engine's sync tolerance (15 ms), so the grid sent back is taken as
+#: the room's own, with no re-plan, and over a playback clock's few ms of jitter.
+LEAD_ALIGN_S = 0.008
 #: The bar grid is sent again at least this often (a restarted engine picks it up).
 SYNC_EVERY_S = 2.0
 #: A source's downbeats this far off the grid last sent make it send again, seconds.
@@ -239,7 +245,9 @@ class LinkSync:
 
     def __init__(self, config: LinkConfig, hub: ControlHub,
                  room_tempo: Callable[[], float | None], log_event: EventSink = null_sink,
-                 link_module: Any = None, clock: Callable[[], float] = time.time) -> None:
+                 link_module: Any = None, clock: Callable[[], float] = time.time,
+                 room_downbeat: Callable[[], tuple[float, float] | None] | None = None,
+                 ) -> None:
         if link_module is None:
             try:
                 import aalink as link_module  # type: ignore[import-not-found,no-redef]
@@ -248,6 +256,8 @@ class LinkSync:
                                       "(pip install 'art2mus[link]')") from None
         self.config = config
         self.room_tempo = room_tempo
+        #: (wall time, bar length s) of the led room's next bar line as heard, if known
+        self.room_downbeat = room_downbeat or (lambda: None)
         self.log_event = log_event
         self.follower = TempoFollower(hub, "link", log_event, step_bpm=LINK_STEP_BPM)
         self.grid = GridSender(hub)
@@ -255,6 +265,7 @@ class LinkSync:
         self.peers = 0
         self.session_tempo: float | None = None
         self.led = 0  # times the session's tempo was set from the room
+        self.bars_led = 0  # times the session's beat was moved onto the room's bars
         self._module = link_module
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -264,9 +275,12 @@ class LinkSync:
     @classmethod
     def start(cls, config: LinkConfig, hub: ControlHub,
               room_tempo: Callable[[], float | None], log_event: EventSink = null_sink,
-              link_module: Any = None) -> LinkSync:
+              link_module: Any = None,
+              room_downbeat: Callable[[], tuple[float, float] | None] | None = None,
+              ) -> LinkSync:
         """Join the session from a thread of its own (DependencyError without aalink)."""
-        self = cls(config, hub, room_tempo, log_event, link_module)
+        self = cls(config, hub, room_tempo, log_event, link_module,
+                   room_downbeat=room_downbeat)
         self._thread.start()
         self._ready.wait(5.0)
         if self._error is not None:
@@ -317,9 +331,35 @@ class LinkSync:
                 self.session_tempo = float(played)
                 self.led += 1
                 self.log_event("link_tempo_led", tempo_bpm=round(float(played), 2))
+            if played is not None and abs(played - self.session_tempo) < 0.05:
+                self._lead_bars(link)
         session = self.session_tempo
         if peers > 0 and played is not None and math.isfinite(session) and session > 0:
             self._send_grid(link, played, session)
+
+    def _lead_bars(self, link: Any) -> None:
+        """Move the session's beat so one of its bar lines falls on the led room's next
+        one (where their bars are as long: another meter's bars cannot coincide)."""
+        heard = self.room_downbeat()
+        tempo = self.session_tempo
+        if heard is None or tempo is None or not tempo > 0:
+            return
+        downbeat, bar_s = heard
+        quantum = float(self.config.quantum)
+        beat_s = 60.0 / tempo
+        beat, now = float(link.beat), self.clock()
+        if not (math.isfinite(downbeat) and math.isfinite(beat)) \
+                or abs(bar_s - quantum * beat_s) > 0.001:
+            return
+        # the beat now at which a bar line (a multiple of the quantum) is the room's downbeat,
+        # the one of those nearest the session's beat (its bar count barely moves)
+        target = -(downbeat - now) / beat_s
+        target += quantum * round((beat - target) / quantum)
+        moved_s = (beat - target) * beat_s
+        if abs(moved_s) > LEAD_ALIGN_S:
+            link.force_beat(target)
+            self.bars_led += 1
+            self.log_event("link_bars_led", moved_ms=round(1000.0 * moved_s, 1))
 
     def _send_grid(self, link: Any, played: float, session_tempo: float) -> None:
         """The session's next downbeat (its quantum is the bar) to the rooms playing ``played``."""
@@ -335,6 +375,32 @@ class LinkSync:
         """Leave the session."""
         self._stop.set()
         self._thread.join(timeout=2.0)
+
+
+def room_downbeat_reader(rows: Callable[[], list[dict[str, Any]]], room: str,
+                         clock: Callable[[], float] = time.time,
+                         ) -> Callable[[], tuple[float, float] | None]:
+    """(wall time, bar length s) of ``room``'s next bar line as heard (the engine's status
+    row: ``downbeat`` in seconds after UTC midnight, ``bar_s``), for Link's lead."""
+    from ground.protocol import DAY_S
+
+    def downbeat() -> tuple[float, float] | None:
+        for row in rows():
+            if row.get("kind") != "engine":
+                continue
+            entry = ((row.get("status") or {}).get("rooms") or {}).get(room) or {}
+            of_day, bar_s = entry.get("downbeat"), entry.get("bar_s")
+            if not all(isinstance(v, int | float) and not isinstance(v, bool)
+                       and math.isfinite(v) for v in (of_day, bar_s)):
+                return None
+            assert isinstance(of_day, int | float) and isinstance(bar_s, int | float)
+            if not (0.0 <= of_day < DAY_S and bar_s > 0):
+                return None
+            now = clock()
+            return float(of_day) + DAY_S * round((now - float(of_day)) / DAY_S), float(bar_s)
+        return None
+
+    return downbeat
 
 
 def room_tempo_reader(rows: Callable[[], list[dict[str, Any]]], room: str

@@ -106,6 +106,9 @@ def test_a_procedural_engine_reports_its_generator_times_and_instruments() -> No
     assert status["gpu_memory_mb"] is None or status["gpu_memory_mb"] >= 0
     for room in status["rooms"].values():
         assert room["instruments"] and all(isinstance(n, str) and n for n in room["instruments"])
+        # the next bar line as heard (the clock said: sample 0 at wall time 0), for Link's lead
+        assert 0.0 <= room["downbeat"] < 86400.0 and room["bar_s"] == pytest.approx(
+            60.0 / room["tempo_bpm"] * 4, rel=0.35)
     assert len(str(status)) < 4000  # the heartbeat stays one small pipe write
 
 

@@ -212,6 +212,9 @@ class FakeLink:
     def phase(self) -> float:
         return self.beat % self.quantum
 
+    def force_beat(self, beat: float) -> None:
+        self.beat = beat
+
 
 def test_link_sends_the_sessions_next_downbeat_with_the_tempo_the_rooms_play() -> None:
     hub = ControlHub(CONFIG)
@@ -234,6 +237,67 @@ def test_link_sends_the_sessions_next_downbeat_with_the_tempo_the_rooms_play() -
     alone.num_peers = 0
     LinkSync(LinkConfig(enabled=True), hub, lambda: None, link_module=object()).step(alone)
     assert _grids(hub) == []  # no peer: no session to follow
+
+
+def test_leading_link_an_artwork_change_is_one_transition_and_the_session_meets_its_bars(
+        ) -> None:
+    """Link's lead, end to end without a network: the room's tempo goes to the session, the
+    session's beat is moved so its bar lines fall on the room's as heard, and the grid sent
+    back is the room's own, taken without a re-plan. A new artwork is then one transition;
+    before, it was two (the second to meet the session's bars of the old tempo)."""
+    from engine.beats import grid_of as grid
+
+    session, _ = _room(480_000, time.time() + 0.12)
+    hub = ControlHub(CONFIG)
+    now = time.time()
+    link_session = FakeLink(tempo=120.0, beat=17.3)
+
+    def tempo() -> float | None:
+        own = grid(session.state)
+        return None if own is None else own.tempo_bpm
+
+    lead = LinkSync(LinkConfig(enabled=True, mode="lead"), hub, tempo, link_module=object(),
+                    clock=lambda: now, room_downbeat=session.heard_downbeat)
+
+    def poll() -> list[str]:
+        """One Link poll, its grids delivered to the room; what the room re-planned."""
+        lead.step(link_session)
+        replanned = []
+        for params in _grids(hub):
+            replanned += session.set_controls(params)
+        session.tick()
+        return replanned
+
+    assert poll() == [] and not session.pending_transition
+    own = grid(session.state)
+    assert own is not None and link_session.tempo == own.tempo_bpm and lead.bars_led == 1
+    assert session.controls.sync is not None and session.sync_offset_ms is not None
+    assert session.sync_offset_ms < 1.0
+    heard = session.heard_downbeat()
+    assert heard is not None
+    bar_s = 4 * 60.0 / own.tempo_bpm
+    # the session's next bar line is the room's, as heard
+    to_go = (4 - link_session.phase) * 60.0 / link_session.tempo
+    assert (now + to_go - heard[0] + bar_s / 2) % bar_s - bar_s / 2 == pytest.approx(0, abs=1e-4)
+
+    session.on_view(ArtworkView(v=PROTOCOL_VERSION, room="r", seq=1, time=0.0,
+                                state="artwork", artwork_id="b", confidence=1.0,
+                                features={"brightness": 0.9, "warmth": 0.1}))
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "transition"  # the one transition
+    while session.next_chunk() is not None:
+        pass
+    new = grid(session.state)
+    assert new is not None and new.tempo_bpm != own.tempo_bpm
+    session.min_change_interval_s = 0.0  # a re-plan would not wait (the clock stands still)
+    assert poll() == []
+    assert link_session.tempo == new.tempo_bpm and lead.bars_led == 2
+    assert not session.pending_transition
+    assert session.next_chunk() is None  # the lead is full: nothing made again
+    assert grid(session.state) == new  # the bars are the new piece's own, unmoved
+    assert session.controls.sync is not None and session.controls.sync.bpm == new.tempo_bpm
+    # polled again: within tolerance, nothing is forced or re-planned
+    assert poll() == [] and lead.bars_led == 2
 
 
 def test_a_fractional_quantum_aligns_beats_only() -> None:

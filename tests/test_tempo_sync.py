@@ -288,3 +288,21 @@ def test_the_doctor_checks_link_and_the_clock_out_port(monkeypatch: pytest.Monke
     assert "pip install 'art2mus[link]'" in findings["control.link"].message
     # no MIDI system in CI: said uncheckable; with one, the missing port fails
     assert findings["control.midi.clock_out"].status in ("failed", "unchecked")
+
+
+def test_the_led_rooms_downbeat_is_read_from_the_engines_status_and_checked() -> None:
+    from installation.tempo_sync import room_downbeat_reader
+
+    rows: list[dict[str, Any]] = []
+    now = 1_800_000_000.0  # 08:00 UTC
+    read = room_downbeat_reader(lambda: rows, "hall", clock=lambda: now)
+    assert read() is None  # no engine yet
+    rows.append({"kind": "engine", "status": {"rooms": {"hall": {
+        "downbeat": (now + 0.4) % 86400.0, "bar_s": 2.0}}}})
+    heard = read()
+    assert heard is not None and heard[0] == pytest.approx(now + 0.4) and heard[1] == 2.0
+    for bad in ({"downbeat": float("nan"), "bar_s": 2.0}, {"downbeat": 9e4, "bar_s": 2.0},
+                {"downbeat": 10.0, "bar_s": -1.0}, {"downbeat": True, "bar_s": 2.0},
+                {"downbeat": "10", "bar_s": 2.0}, {"bar_s": 2.0}):
+        rows[0]["status"]["rooms"]["hall"] = bad
+        assert read() is None, bad
