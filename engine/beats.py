@@ -35,7 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.generators.procedural.generator import ProceduralState
+# the composer, not the procedural generator: that would bring its audio path (scipy, a
+# second of imports) into every engine, the diffusion ones included
+from engine.generators.procedural.composer import Composer
 from engine.generators.procedural.theory import NOTE_NAMES
 from ground.errors import DependencyError
 
@@ -129,9 +131,9 @@ def grid_of(state: object) -> BeatGrid | None:
     Today the procedural generator's composer knows its grid; the grid is
     what the composer plays from its anchor (the first downbeat) on.
     """
-    if not isinstance(state, ProceduralState):
+    composer = getattr(state, "composer", None)  # a procedural stream's state
+    if not isinstance(composer, Composer):
         return None
-    composer = state.composer
     decisions = composer.decisions
     key = f"{NOTE_NAMES[decisions.key_root]} {decisions.mode}"
     return BeatGrid(anchor=int(composer.grid.anchor), bar_samples=composer.grid.bar_samples,
