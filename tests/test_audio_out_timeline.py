@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
+import os
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -495,14 +497,41 @@ def golden_render() -> tuple[np.ndarray, tuple[object, ...]]:
     return np.concatenate(out), stats
 
 
-def test_golden_render_is_unchanged() -> None:
-    """Pins the output bytes (sha256 taken before the hold synthesis moved out of the buffer).
+GOLDEN = Path(__file__).parent / "golden" / "audio_out_render.json"
+#: Frames per window of the golden fingerprint.
+GOLDEN_WINDOW = 100
+#: Per window, mean and RMS may differ this much: a sine or cosine is 1 ULP apart between
+#: NumPy builds and CPUs (SIMD paths), ~1e-7 at most here; a splice a sample off or another
+#: fade curve moves them by 1e-4 or more.
+GOLDEN_TOLERANCE = 2e-6
 
-    Any change to splicing, hold, loop search, fade or resume shows here; a
-    deliberate one must recompute the digest and say why.
+
+def _fingerprint(audio: np.ndarray) -> list[list[float]]:
+    """Per window of :data:`GOLDEN_WINDOW` frames and per channel: mean, RMS."""
+    windows = audio[: len(audio) // GOLDEN_WINDOW * GOLDEN_WINDOW].astype(np.float64).reshape(
+        -1, GOLDEN_WINDOW, audio.shape[1])
+    mean, rms = windows.mean(axis=1), np.sqrt((windows ** 2).mean(axis=1))
+    return np.concatenate([mean, rms], axis=1).round(7).tolist()
+
+
+def test_golden_render_is_unchanged() -> None:
+    """Pins the output (taken before the hold synthesis moved out of the buffer), as a
+    fingerprint of window means and RMS rather than bytes: NumPy's sine differs by an ULP
+    between builds and CPUs, and a byte digest failed on a new machine with no change.
+
+    Any change to splicing, hold, loop search, fade or resume shows here; a deliberate
+    one must rewrite the fingerprint (``ART2MUS_WRITE_GOLDEN=1``) and say why.
     """
     audio, stats = golden_render()
     assert stats == (9860, 9860, "holding", 4, 2, 4, 5200, 2650, 9150, 17000, 178, 2700)
-    assert hashlib.sha256(audio.tobytes()).hexdigest() == (
-        "1c3275df4afa32bec6a6d24662123f81278c9ce0df872ca0fbd26e41a5f8d3c4"
-    )
+    found = _fingerprint(audio)
+    if os.environ.get("ART2MUS_WRITE_GOLDEN") == "1":
+        GOLDEN.write_text(json.dumps({"frames": len(audio), "window": GOLDEN_WINDOW,
+                                      "mean_rms": found}, indent=None) + "\n")
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["frames"] == len(audio) and golden["window"] == GOLDEN_WINDOW
+    difference = np.abs(np.array(found) - np.array(golden["mean_rms"]))
+    worst = np.unravel_index(int(difference.argmax()), difference.shape)
+    assert difference.max() <= GOLDEN_TOLERANCE, (
+        f"window {worst[0]} ({worst[0] * GOLDEN_WINDOW} frames in), column {worst[1]}: "
+        f"{found[worst[0]][worst[1]]} against {golden['mean_rms'][worst[0]][worst[1]]}")
