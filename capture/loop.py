@@ -75,7 +75,7 @@ from capture.encoders import ImageEncoder, make_encoder
 from capture.frames import Clock, Frame, FrameSource
 from capture.images import read_image
 from capture.overlay import OverlayWriter
-from capture.recognise import SAME_PLACE, RecognisedArtwork
+from capture.recognise import SAME_PLACE, RecognisedArtwork, picture_in_view
 from capture.sources import open_source
 from capture.stability import (
     ArtworkMemory,
@@ -611,6 +611,9 @@ class CaptureLoop:
             if artwork_id is None:
                 match = catalogue.recognise(rectify(image, quad, SQUARE))
                 artwork_id = match.artwork_id if match is not None else None
+                picture = picture_in_view(quad, match.homography) if match else None
+                if match is not None and picture is not None:  # the picture inside a frame
+                    quad = catalogue.closest_outline(image, match.artwork_id, [quad, picture])
             if artwork_id is not None:
                 rectified = rectify(image, quad, self.config.rectified_size)
                 known = self._described.get(artwork_id)

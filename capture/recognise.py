@@ -56,6 +56,37 @@ class RecognisedArtwork:
                 "primary": self.primary}
 
 
+#: Of the view's area: the picture the features place in a view covers at least this much
+#: (a view may be the picture's frame, the picture is most of it) and at most this much.
+_PICTURE_IN_VIEW = (0.4, 1.1)
+
+
+def _area(quad: np.ndarray) -> float:
+    return abs(float(cv2.contourArea(np.asarray(quad, np.float32).reshape(4, 2))))
+
+
+def picture_in_view(quad: np.ndarray, homography: np.ndarray | None) -> np.ndarray | None:
+    """Where a recognised work's picture lies in the frame (its corners, reference order),
+    from ``homography`` (reference square to the view :func:`rectify` made of ``quad``, as a
+    feature match gives it); None without one or where it is implausible.
+
+    A quad the quad finder took is often the frame's outer edge, or a carved
+    moulding's: the features matched inside it give the picture's own corners.
+    """
+    if homography is None:
+        return None
+    side = float(SQUARE)
+    square = np.array([[0, 0], [side, 0], [side, side], [0, side]], np.float32)
+    in_view = cv2.perspectiveTransform(square[None], np.asarray(homography, np.float64))[0]
+    to_frame = cv2.getPerspectiveTransform(square, np.asarray(quad, np.float32).reshape(4, 2))
+    picture = cv2.perspectiveTransform(in_view[None].astype(np.float32), to_frame)[0]
+    if not (np.isfinite(picture).all() and cv2.isContourConvex(picture.astype(np.float32))):
+        return None
+    share = _area(picture) / max(_area(quad), 1e-6)
+    low, high = _PICTURE_IN_VIEW
+    return picture.astype(np.float32) if low <= share <= high else None
+
+
 def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = None,
                          detect_width: int = 640, locate: bool = True,
                          ) -> list[RecognisedArtwork]:
@@ -93,6 +124,14 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                 if match.artwork_id in known:
                     continue
                 artwork_id, score = match.artwork_id, match.score
+                picture = picture_in_view(detection.quad, match.homography)
+                if picture is not None:  # the matched features place the picture, where
+                    # it fits the reference clearly better than the quad's outline (a frame's
+                    # edge; a clean edge is more exact than a homography fitted at 320 px)
+                    picture = catalogue.closest_outline(frame_bgr, match.artwork_id,
+                                                        [detection.quad, picture])
+                    detection = Detection(picture, detection.score, detection.area_fraction
+                                          * _area(picture) / max(_area(detection.quad), 1e-6))
             elif detection.area_fraction < MIN_AREA_FRACTION:
                 continue  # small and not a catalogued work: a caption card, a tile
         found.append((detection, artwork_id, score, "quad"))

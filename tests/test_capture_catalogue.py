@@ -334,3 +334,43 @@ def test_a_small_far_work_is_kept_where_the_catalogue_names_it(catalogue: Catalo
         assert [f.artwork_id for f in found] == [catalogue.ids[index]], found
         assert quad_iou(found[0].quad, np.float32([[900, 300], [980, 300], [980, 360],
                                                    [900, 360]])) > 0.7
+
+
+def test_the_features_matched_in_a_view_place_the_picture_inside_its_frame(
+        catalogue: Catalogue) -> None:
+    """A quad the quad finder took may be a carved frame's outer edge; where the view's
+    features matched the reference, their homography gives the picture's own corners,
+    kept where they fit the reference clearly better than the quad's outline."""
+    from capture.recognise import picture_in_view
+
+    # the geometry: a homography onto the middle 80 % of the view is the middle of the quad
+    quad = np.float32([[100, 100], [500, 120], [480, 420], [110, 400]])
+    side = float(SQUARE)
+    square = np.float32([[0, 0], [side, 0], [side, side], [0, side]])
+    inner = cv2.getPerspectiveTransform(square, 0.1 * side + 0.8 * square)
+    picture = picture_in_view(quad, inner)
+    to_frame = cv2.getPerspectiveTransform(square, quad)
+    assert picture is not None and np.allclose(
+        picture, cv2.perspectiveTransform((0.1 * side + 0.8 * square)[None], to_frame)[0],
+        atol=1e-3)
+    tiny = cv2.getPerspectiveTransform(square, 0.4 * side + 0.2 * square)
+    assert picture_in_view(quad, tiny) is None and picture_in_view(quad, None) is None
+
+    # works in carved gilt frames (the rooms scenes' mounting), location switched off: the
+    # quad finder's outline is the frame's outer edge, the reported quad is the picture's
+    from capture.synthetic.rooms import room_mounting
+
+    for seed, index in ((0, 4), (1, 9)):
+        hung, rect = room_mounting(np.random.default_rng(seed), catalogue_artwork(index),
+                                   "ornate", (380.0, 280.0))
+        frame = np.full((720, 1280, 3), (170, 180, 188), np.float32)
+        height, width = hung.shape[:2]
+        left, top = 640 - width // 2, 360 - height // 2
+        frame[top:top + height, left:left + width] = hung
+        image = np.clip(frame, 0, 255).astype(np.uint8)
+        truth = np.asarray(rect, np.float32).reshape(4, 2) + (left, top)
+        outlines = capture.recognise.detect_artworks(image)
+        assert outlines and max(quad_iou(d.quad, truth) for d in outlines) < 0.75
+        found = capture.recognise.detect_and_recognise(image, catalogue, locate=False)
+        assert [f.artwork_id for f in found] == [catalogue.ids[index]], found
+        assert quad_iou(found[0].quad, truth) > 0.9, (found[0].quad, truth)
