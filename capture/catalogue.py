@@ -603,6 +603,17 @@ class Catalogue:
                                                  cv2.TM_CCOEFF_NORMED).max())
                          for o in candidates])
 
+    def reference_view(self, artwork_id: str, size: int) -> np.ndarray:
+        """The work's reference image as a ``size`` x ``size`` view of the picture (the whole
+        image is the picture), as capture describes a view; InputError naming the file
+        where it cannot be read, or the id where it is not catalogued."""
+        from capture.images import read_image
+
+        entry = self.entry(artwork_id)
+        if entry is None:
+            raise InputError(f"{artwork_id!r} is not in the catalogue {self.folder}")
+        return whole_view(read_image(self.folder / entry.file), size)
+
     def closest_outline(self, frame_bgr: np.ndarray, artwork_id: str,
                         quads: Sequence[np.ndarray]) -> np.ndarray:
         """Of ``quads`` (frame px; the first a location of ``artwork_id``, the rest outlines
@@ -792,6 +803,17 @@ class Catalogue:
         timings.append(1000.0 * (time.perf_counter() - began))
         if len(timings) > 10000:
             del timings[:5000]
+
+
+def whole_view(image: np.ndarray, size: int) -> np.ndarray:
+    """An image that is all picture (a catalogue reference) rectified whole to ``size`` x
+    ``size``, as a camera view of the picture is."""
+    from capture.detect import rectify
+
+    height, width = image.shape[:2]
+    corners = np.array([(0, 0), (width - 1, 0), (width - 1, height - 1), (0, height - 1)],
+                       np.float32)
+    return rectify(image, corners, size)
 
 
 def folder_fingerprint(folder: Path) -> str:

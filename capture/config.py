@@ -96,6 +96,13 @@ class RecognitionConfig(BaseModel):
                     "(the ones the quad finder misses: steep angles, dim light) at most this "
                     "often, seconds (0: never).",
     )
+    describe: Literal["reference", "view"] = Field(
+        "reference",
+        description="What a recognised catalogued work's features and embedding come from: "
+                    "'reference', its catalogue image (the same music whatever the room's "
+                    "light, the frame, the angle or which camera saw it first), or 'view', the "
+                    "camera's first view of it (the room's light colours the music).",
+    )
 
 
 class CaptureConfig(BaseModel):

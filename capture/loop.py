@@ -67,7 +67,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from capture.catalogue import SQUARE, Catalogue, overlap_fraction
+from capture.catalogue import SQUARE, Catalogue, overlap_fraction, whole_view
 from capture.config import CaptureConfig
 from capture.descriptor import Descriptor, describe_image
 from capture.detect import Detection, PrimarySelector, choose_primary, detect_artworks, rectify
@@ -475,11 +475,7 @@ class CaptureLoop:
             self._log_event("showing_ended", artwork_id=self._showing.artwork_id,
                             reason="replaced")
         artwork_id, image = request.artwork_id, request.image
-        height, width = image.shape[:2]
-        # The whole reference is the picture: rectified and described like a camera view.
-        corners = np.array([(0, 0), (width - 1, 0), (width - 1, height - 1), (0, height - 1)],
-                           np.float32)
-        rectified = rectify(image, corners, self.config.rectified_size)
+        rectified = whole_view(image, self.config.rectified_size)
         known = self._described.get(artwork_id)
         descriptor = known[0] if known is not None else describe_image(rectified)
         self._remember(artwork_id, descriptor, rectified)
@@ -615,15 +611,27 @@ class CaptureLoop:
                 if match is not None and picture is not None:  # the picture inside a frame
                     quad = catalogue.closest_outline(image, match.artwork_id, [quad, picture])
             if artwork_id is not None:
-                rectified = rectify(image, quad, self.config.rectified_size)
                 known = self._described.get(artwork_id)
-                descriptor = known[0] if known is not None else describe_image(rectified)
-                self._remember(artwork_id, descriptor, rectified)
-                return artwork_id, descriptor, True, quad
+                if known is None:
+                    rectified = self._reference_view(catalogue, artwork_id) \
+                        if self.config.recognition.describe == "reference" else None
+                    if rectified is None:  # 'view', or a reference that cannot be read
+                        rectified = rectify(image, quad, self.config.rectified_size)
+                    self._remember(artwork_id, describe_image(rectified), rectified)
+                return artwork_id, self._described[artwork_id][0], True, quad
         rectified = rectify(image, quad, self.config.rectified_size)
         artwork_id, descriptor, _ = self.memory.identify(describe_image(rectified))
         self._remember(artwork_id, descriptor, rectified)
         return artwork_id, descriptor, False, quad
+
+    def _reference_view(self, catalogue: Catalogue, artwork_id: str) -> np.ndarray | None:
+        """The work's catalogue reference as a view; None (and said) where it cannot be
+        read: the camera's view stands in."""
+        try:
+            return catalogue.reference_view(artwork_id, self.config.rectified_size)
+        except InputError as error:
+            self._log_event("reference_unreadable", artwork_id=artwork_id, error=str(error))
+            return None
 
     def _remember(self, artwork_id: str, descriptor: Descriptor, rectified: np.ndarray) -> None:
         # The embedding is computed once per artwork id (an ONNX encoder can

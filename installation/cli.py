@@ -331,7 +331,9 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
     """Preview offline what a room plays for the painting in a photo.
 
     As the capture role does, the painting is located in the photo (with the
-    room's catalogue when its config names one), rectified and described;
+    room's catalogue when its config names one), rectified and described (a
+    catalogued work from its catalogue image, unless the room's
+    ``capture.recognition.describe`` is "view");
     then the engine's generator renders it with the room's seed and settings.
     When no painting is found, the whole photo is described (said on stderr).
     Prints a short summary (the painting, key/mode/tempo, instruments, length,
@@ -376,7 +378,15 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
         click.echo(f"render: painting {used.artwork_id or 'unknown'} (score {used.score:.2f}, "
                    f"found by {used.found_by}) at {corners} in {image}, rectified to "
                    f"{rectified.shape[1]}x{rectified.shape[0]}", err=True)
-        view = _view_for_image(rectified, room_id, used.artwork_id or "render")
+        described = rectified
+        if used.artwork_id and catalogue is not None and room_config is not None \
+                and room_config.capture.recognition.describe == "reference":
+            # as the room does: a catalogued work is described from its catalogue image
+            described = catalogue.reference_view(used.artwork_id,
+                                                 room_config.capture.rectified_size)
+            click.echo(f"render: {used.artwork_id} described from its catalogue image "
+                       f"(capture.recognition.describe = \"reference\")", err=True)
+        view = _view_for_image(described, room_id, used.artwork_id or "render")
     began = time.perf_counter()
     from ground.cli_report import progress_bar
 

@@ -508,3 +508,38 @@ def test_the_catalogue_opens_in_the_background_and_a_failure_does_not_stop_captu
             ["catalogue_opening", ready]
         assert (loop.catalogue is not None) == (ready == "catalogue_ready")
         _drive(loop, clock, clock.t + 0.5)  # and goes on either way
+
+
+def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_asked_for(
+        tmp_path: Path) -> None:
+    """The same work, the same music: a recognised catalogued work's features (and
+    embedding) come from its catalogue image, not from whatever light, frame and angle the
+    camera first saw it in; ``describe = "view"`` keeps the camera's first view."""
+    from capture.catalogue import whole_view
+    from capture.descriptor import describe_image
+    from capture.images import read_image
+
+    for index in (0, 1):
+        aspect = ARTWORK_ASPECTS[index]
+        size = (round(400 * math.sqrt(aspect)), round(400 / math.sqrt(aspect)))
+        cv2.imwrite(str(tmp_path / f"work-{index}.png"), make_artwork(index, 7, size))
+    features: dict[str, dict[str, dict[str, float]]] = {}
+    for describe in ("reference", "view"):
+        clock = FakeClock()
+        config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
+                               recognition=RecognitionConfig(catalogue=str(tmp_path),
+                                                             describe=describe))
+        recorder = Recorder()
+        loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
+        assert loop.wait_for_catalogue(60.0)
+        _drive(loop, clock, clock.t + 5.0)
+        changes = recorder.of("artwork_change")
+        assert [c["artwork_id"] for c in changes] == ["work-0", "work-1"]
+        features[describe] = {c["artwork_id"]: c["features"] for c in changes}
+        rectified = config.rectified_size
+    for work in ("work-0", "work-1"):
+        reference = describe_image(whole_view(read_image(tmp_path / f"{work}.png"),
+                                               rectified)).features
+        assert features["reference"][work] == pytest.approx(dict(reference), abs=1e-6)
+        # the camera's view of it (the demo room's light and angle) reads otherwise
+        assert max(abs(features["view"][work][k] - reference[k]) for k in reference) > 0.01

@@ -679,6 +679,8 @@ def test_render_takes_the_rooms_seed_catalogue_and_settings(gallery_photo: tuple
     assert second["room"] == "b" and second["seed"] == 33
     assert second["located"]["artwork_id"] == painting  # the room's catalogue recognised it
     assert second["decisions"]["artwork_id"] == painting  # and the engine plays that work
+    # described as the room describes it: from its catalogue image, not the photo's light
+    assert f"render: {painting} described from its catalogue image" in result.stderr
     chosen = json.loads(_render(str(photo), "--out", out, "--config", str(config), "--room",
                                 "b", "--seed", "5").stdout)
     assert chosen["seed"] == 5  # an explicit --seed wins over the room's
