@@ -112,8 +112,9 @@ A homography fitted to a self-similar work (a Mondrian's grid crossings,
 a pattern of repeated motifs) can lock onto the wrong repeats and be a few
 per cent off, or skewed. Where the quad finder traced an outline at the
 same place, :meth:`Catalogue.closest_outline` keeps whichever of the two
-the reference's 64x64 appearance fits best (the quad finder's outline tried
-in its four orientations).
+the reference's 64x64 appearance fits clearly best (the quad finder's
+outline tried in its four orientations); the same choice is made between a
+recognised outline and the picture its matched features place inside it.
 """
 
 from __future__ import annotations
@@ -616,16 +617,17 @@ class Catalogue:
 
     def closest_outline(self, frame_bgr: np.ndarray, artwork_id: str,
                         quads: Sequence[np.ndarray]) -> np.ndarray:
-        """Of ``quads`` (frame px; the first a location of ``artwork_id``, the rest outlines
-        the quad finder traced at the same place), the one whose view fits the work's
-        reference best, ordered as the reference is (its TL first).
+        """Of ``quads`` (frame px) where work ``artwork_id`` may lie, the one whose view fits
+        its reference best: the first (the default: a location, or the quad finder's
+        outline) unless another (the quad finder's outlines at a location's place, tried in
+        their four orientations; the picture a feature match places inside an outline)
+        fits clearly better.
 
         The fit is :meth:`_fine_scores`' correlation of the 64x64 appearance;
-        another outline replaces the first only where it fits as a recognised
-        view must (``_FINE_THRESHOLD``) and by ``_OUTLINE_MARGIN`` more: a
-        location is usually the exact picture, an outline may be its frame, and
-        under a real room's light a reference and its view often correlate too
-        little for the comparison to mean anything.
+        another quad replaces the first only where it fits as a recognised view
+        must (``_FINE_THRESHOLD``) and by ``_OUTLINE_MARGIN`` more: the default
+        is usually right, and under a real room's light a reference and its
+        view often correlate too little for the comparison to mean anything.
         """
         from capture.detect import rectify
 

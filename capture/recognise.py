@@ -14,8 +14,11 @@ agree, or the features win), unless its outline fits the work's reference
 better than the location does (:meth:`Catalogue.closest_outline`: a
 homography locked onto a self-similar work's repeats); each other one is
 rectified from the full-resolution frame and recognised against the
-catalogue (when one is given); a detection recognised as a work already located is dropped too.
-With a catalogue, the quad finder also looks below its usual size floor
+catalogue (when one is given); a detection recognised as a work already
+located is dropped too, and one recognised by its features gives way to the
+picture they place inside it (:func:`picture_in_view`: a carved frame's
+edge taken for the picture) where that fits the reference better. With a
+catalogue, the quad finder also looks below its usual size floor
 (:data:`NAMED_MIN_AREA_FRACTION`): a small, far work is kept where the
 catalogue names it, and a small quad it does not name (a caption card, a
 tile) is dropped. Without a catalogue the quad finder's detections are all
@@ -142,8 +145,8 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                 quad = catalogue.closest_outline(frame_bgr, str(artwork_id),
                                                  [detection.quad, *outlines])
                 if not np.array_equal(quad, detection.quad):
-                    area = abs(float(cv2.contourArea(quad))) / (width * height)
-                    found[k] = (Detection(quad, detection.score, area), artwork_id, score, how)
+                    found[k] = (Detection(quad, detection.score, _area(quad) / (width * height)),
+                                artwork_id, score, how)
     primary = choose_primary([d for d, _, _, _ in found], frame_bgr.shape)
     return [RecognisedArtwork(d.quad, artwork_id, score, d is primary, how)
             for d, artwork_id, score, how in found]
