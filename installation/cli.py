@@ -382,10 +382,14 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
         if used.artwork_id and catalogue is not None and room_config is not None \
                 and room_config.capture.recognition.describe == "reference":
             # as the room does: a catalogued work is described from its catalogue image
-            described = catalogue.reference_view(used.artwork_id,
-                                                 room_config.capture.rectified_size)
-            click.echo(f"render: {used.artwork_id} described from its catalogue image "
-                       f"(capture.recognition.describe = \"reference\")", err=True)
+            # (and, where that cannot be read, from the photo, as the room falls back too)
+            try:
+                described = catalogue.reference_view(used.artwork_id,
+                                                     room_config.capture.rectified_size)
+                click.echo(f"render: {used.artwork_id} described from its catalogue image "
+                           f"(capture.recognition.describe = \"reference\")", err=True)
+            except InputError as error:
+                click.echo(f"render: {error}; described from the photo", err=True)
         view = _view_for_image(described, room_id, used.artwork_id or "render")
     began = time.perf_counter()
     from ground.cli_report import progress_bar
