@@ -543,3 +543,23 @@ def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_as
         assert features["reference"][work] == pytest.approx(dict(reference), abs=1e-6)
         # the camera's view of it (the demo room's light and angle) reads otherwise
         assert max(abs(features["view"][work][k] - reference[k]) for k in reference) > 0.01
+
+
+def test_an_unreadable_reference_falls_back_to_the_view_and_is_said(tmp_path: Path) -> None:
+    for index in (0, 1):
+        aspect = ARTWORK_ASPECTS[index]
+        size = (round(400 * math.sqrt(aspect)), round(400 / math.sqrt(aspect)))
+        cv2.imwrite(str(tmp_path / f"work-{index}.png"), make_artwork(index, 7, size))
+    clock = FakeClock()
+    config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
+                           recognition=RecognitionConfig(catalogue=str(tmp_path)))
+    recorder = Recorder()
+    loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
+    assert loop.wait_for_catalogue(60.0)
+    (tmp_path / "work-0.png").write_bytes(b"not a png any more")  # after indexing
+    _drive(loop, clock, clock.t + 2.5)
+    changes = recorder.of("artwork_change")
+    assert [c["artwork_id"] for c in changes] == ["work-0"]  # recognised, described all the same
+    unreadable = recorder.of("reference_unreadable")
+    assert len(unreadable) == 1 and unreadable[0]["artwork_id"] == "work-0"
+    assert "work-0.png" in unreadable[0]["error"]
