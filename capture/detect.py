@@ -40,10 +40,15 @@ How, in four steps:
    :func:`_peel_to_picture` then steps in further where the picture's own
    edge never became a quad (a busy painting touching its frame).
 4. One detection per painting: of detections that overlap, the best stays.
+5. Oval and round pictures (:func:`_ovals`): an outline an ellipse fits
+   closely, painted inside, with a frame or a plain wall round it, and not
+   inside or around a picture already found; its quad is the ellipse's
+   bounding box.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -86,6 +91,17 @@ _GAIN_CONTRAST = 25.0  # grey-level spread below which the gradient is amplified
 _GAIN_MAX = 3.0  # at most this much (noise grows with it)
 _BORDER_MARGIN = 2  # px at detection scale; quads closer to the frame edge are cut off
 _STRETCH_BELOW = 100.0  # grey levels: a frame whose 1-99 % range is narrower is stretched
+_OVAL_MIN_POINTS = 12  # hull points an oval's outline has at least (a quad's hull has ~4-8)
+_OVAL_MIN_ASPECT = 0.3  # an oval's minor axis is at least this fraction of its major
+_OVAL_AREA = 0.1  # the outline's hull covers the fitted ellipse's area to within this
+_OVAL_DEVIATION = 0.02  # mean radial distance of the hull's points from the ellipse, relative
+_OVAL_CONCENTRIC = 0.05  # of the oval's size: how far its frame's centre may be off its own
+_OVAL_BAND = 5.0  # px at detection scale: the narrowest frame band round an oval
+_OVAL_INSIDE = (0.0, 0.8)  # of an oval's axes: the inside looked at for painted content
+_OVAL_AROUND = (1.05, 1.25)  # ...and the ring round it, a wall or more painted content
+_OVAL_PAINTED = 40.0  # grey levels between the 10th and 90th percentiles of painted content
+_OVAL_FRAME = 2.5  # the frame's ellipse's area over the picture's, at most
+_OVAL_SCORE = 0.8  # as a bare rectangle: a frame, but no mounting band traced
 
 
 @dataclass(frozen=True)
@@ -190,6 +206,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
     candidates = _deduplicate(candidates)
     detections = _suppress_overlaps([(_peel_to_picture(grey, quad), area, score)
                                      for quad, area, score in _pick_pictures(candidates, grey)])
+    detections += _ovals(contours, detections, min_area, (small_h, small_w), grey)
     result = []
     for quad, area, score in detections:
         full = (quad / scale).astype(np.float32)
@@ -312,6 +329,84 @@ def order_corners(points: np.ndarray) -> np.ndarray:
 
 
 # -- internals ---------------------------------------------------------------
+
+
+def _spread(grey: np.ndarray, centre: tuple[float, float], axes: tuple[float, float],
+            angle: float, within: tuple[float, float]) -> float:
+    """Grey levels between the 10th and 90th percentiles in the band of an ellipse between
+    ``within`` (fractions of its axes: (0, 0.8) is its inside, (1.05, 1.25) a ring round it)."""
+    outer, inner = np.zeros(grey.shape, np.uint8), np.zeros(grey.shape, np.uint8)
+    cv2.ellipse(outer, (centre, (axes[0] * within[1], axes[1] * within[1]), angle), 255, -1)
+    if within[0] > 0:
+        cv2.ellipse(inner, (centre, (axes[0] * within[0], axes[1] * within[0]), angle), 255, -1)
+    values = grey[(outer > 0) & (inner == 0)]
+    return float(np.percentile(values, 90) - np.percentile(values, 10)) if values.size else 0.0
+
+
+def _ovals(contours: Sequence[np.ndarray], pictures: list[tuple[np.ndarray, float, float]],
+           min_area: float, shape: tuple[int, int], grey: np.ndarray,
+           ) -> list[tuple[np.ndarray, float, float]]:
+    """Oval and round pictures (a tondo, an oval portrait): (the picture's bounding quad,
+    the ellipse's area, score).
+
+    An ellipse must fit an outline closely; its inside must be painted (a head, a lamp or
+    a mirror is plain), and round it a frame (a second ellipse on the same centre, a band
+    of at least ``_OVAL_BAND`` px out) or a plain wall (a ring painted inside a bigger
+    picture has more painting round it). The innermost of a nest is the picture. None
+    inside or around a picture already found (a round motif in a painting, an oval mount
+    in a rectangular frame).
+    """
+    height, width = shape
+    found: list[tuple[float, float, float, float, float]] = []  # cx, cy, major, minor, angle
+    for contour in contours:
+        if len(contour) < 5:
+            continue
+        x, y, w, h = cv2.boundingRect(contour)
+        if w * h < min_area or x < _BORDER_MARGIN or y < _BORDER_MARGIN \
+                or x + w > width - _BORDER_MARGIN or y + h > height - _BORDER_MARGIN:
+            continue
+        hull = cv2.convexHull(contour)
+        if len(hull) < _OVAL_MIN_POINTS:
+            continue
+        (cx, cy), (major, minor), angle = cv2.fitEllipse(hull)
+        if not (min(major, minor) >= _OVAL_MIN_ASPECT * max(major, minor) > 0):
+            continue
+        area = float(np.pi * major * minor / 4.0)
+        if area < min_area or not (1 - _OVAL_AREA <= cv2.contourArea(hull) / area
+                                   <= 1 + _OVAL_AREA):
+            continue
+        # the hull's points, radially, against the ellipse: a rectangle's corners stand
+        # out by ~25 %, a rounded one's by several; an oval's traced edge by under 1 %
+        theta = np.deg2rad(angle)
+        rotation = np.array([[np.cos(theta), np.sin(theta)], [-np.sin(theta), np.cos(theta)]])
+        points = (hull.reshape(-1, 2).astype(np.float64) - (cx, cy)) @ rotation.T
+        radius = np.hypot(points[:, 0] / (major / 2), points[:, 1] / (minor / 2))
+        if float(np.abs(radius - 1).mean()) <= _OVAL_DEVIATION:
+            found.append((cx, cy, major, minor, angle))
+    kept: list[tuple[np.ndarray, float, float]] = []
+    for cx, cy, major, minor, angle in sorted(found, key=lambda f: f[2] * f[3]):
+        size = max(major, minor)
+        # a frame's band has a width: an outline's own two tracings (the edge band's
+        # outside and hole) lie a few px apart, and a lone round thing has nothing else
+        framed = any(np.hypot(ox - cx, oy - cy) <= _OVAL_CONCENTRIC * size
+                     and np.sqrt(om * on) - np.sqrt(major * minor) >= 2 * _OVAL_BAND
+                     and (om * on) / (major * minor) <= _OVAL_FRAME
+                     for ox, oy, om, on, _ in found)
+        # painted inside (not a head, a lamp, a mirror), and a frame round it or a plain
+        # wall (not a ring painted inside a larger picture the quad finder missed)
+        ellipse = ((cx, cy), (major, minor), angle)
+        if _spread(grey, *ellipse, _OVAL_INSIDE) < _OVAL_PAINTED or not (
+                framed or _spread(grey, *ellipse, _OVAL_AROUND) < _OVAL_PAINTED):
+            continue
+        if major < minor * 1.02 and minor < major * 1.02:
+            angle = 0.0  # a circle: its fitted axes point anywhere; the picture is upright
+        quad = order_corners(cv2.boxPoints(((cx, cy), (major, minor), angle)))
+        if any(_inside(inner, quad) for inner, _, _ in kept):
+            continue  # the frame round an oval kept already
+        if any(_inside(quad, picture) or _inside(picture, quad) for picture, _, _ in pictures):
+            continue
+        kept.append((quad, float(np.pi * major * minor / 4.0), _OVAL_SCORE))
+    return kept
 
 
 def _isolated(quads: list[np.ndarray]) -> list[np.ndarray]:

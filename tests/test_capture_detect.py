@@ -409,3 +409,46 @@ def test_a_region_of_the_picture_in_an_uneven_band_gives_way_to_the_picture() ->
     # but the whole picture shares its other three sides in an even band.
     frame, truth = _bench_painting(4077, 0)
     assert _best_iou(frame, truth) > 0.95
+
+
+def _oval_wall(framed: bool, head: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A 1280x720 wall with an oval painting (in a gilt oval frame where ``framed``) and,
+    where ``head``, a visitor beside it; the painting's bounding box (TL, TR, BR, BL)."""
+    rng = np.random.default_rng(5)
+    wall = np.clip(np.full((720, 1280, 3), (160, 172, 182), np.float32)
+                   + rng.normal(0.0, 2.0, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    centre, axes = (640, 360), (150, 200)  # half axes, px
+    if framed:
+        cv2.ellipse(wall, centre, (axes[0] + 26, axes[1] + 26), 0, 0, 360, (40, 120, 170), -1)
+    picture = np.zeros_like(wall)
+    art = make_artwork(2, 11, (2 * axes[0], 2 * axes[1]))
+    picture[160:560, 490:790] = art
+    mask = np.zeros((720, 1280), np.uint8)
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, -1)
+    wall[mask > 0] = picture[mask > 0]
+    if head:
+        cv2.circle(wall, (1050, 330), 60, (40, 60, 45), -1)
+        cv2.rectangle(wall, (940, 390), (1160, 720), (40, 60, 45), -1)
+    box = np.float32([[490, 160], [790, 160], [790, 560], [490, 560]])
+    return wall, box
+
+
+def test_an_oval_painting_in_an_oval_frame_is_found_and_a_round_head_is_not() -> None:
+    """Tondi and oval portraits hang in oval frames: an ellipse fitted closely to an outline,
+    with its frame's ellipse round it on the same centre, is a picture (its bounding box
+    the quad); a single plain round thing (a head, a lamp) is not, nor a framed plain oval
+    (a mirror)."""
+    wall, box = _oval_wall(framed=True, head=True)
+    found = detect_artworks(wall)
+    assert len(found) == 1, found
+    assert quad_iou(found[0].quad, box) > 0.9, found[0].quad
+    rng = np.random.default_rng(6)
+    lone = np.clip(np.full((720, 1280, 3), (160, 172, 182), np.float32)
+                   + rng.normal(0.0, 2.0, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    cv2.circle(lone, (400, 300), 70, (40, 60, 45), -1)  # a head seen alone, a round lamp
+    cv2.ellipse(lone, (900, 350), (60, 90), 0, 0, 360, (230, 235, 240), -1)  # a plain oval
+    assert detect_artworks(lone) == []  # (each traced twice by its edge band: not a frame)
+    mirror = lone.copy()  # a plain oval in a frame: a mirror, a plaque
+    cv2.ellipse(mirror, (640, 360), (176, 226), 0, 0, 360, (40, 120, 170), -1)
+    cv2.ellipse(mirror, (640, 360), (150, 200), 0, 0, 360, (225, 228, 230), -1)
+    assert detect_artworks(mirror) == []

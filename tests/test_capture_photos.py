@@ -267,3 +267,33 @@ def test_galleries_estense_floors() -> None:
                               for t in scored["truths"])
                 for label, scored in photo["sizes"].items()}
         assert len({tuple(v) for v in seen.values()}) == 1, (photo["name"], seen)
+
+
+@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
+                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
+                           f"../shared/data beside the checkout holds it")
+def test_an_oval_painting_on_a_real_wall_is_the_primary_not_the_caption_card(
+        tmp_path: Path) -> None:
+    """In `20180206_114306_002.jpg` the visitor faces an oval painting (not in the
+    catalogue) between two caption cards; before ovals were found, a card was the primary."""
+    from capture.catalogue import Catalogue
+    from capture.detect import quad_iou
+
+    truth = next(t for t in read_truth(GALLERIES / "truth.json")
+                 if t.name == "20180206_114306_002.jpg")
+    image = cv2.imread(str(GALLERIES / truth.name))
+    scale = 1280 / image.shape[1]
+    frame = cv2.resize(image, (1280, round(image.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
+    catalogue = Catalogue.open(GALLERIES / "catalogue", cache_dir=tmp_path)
+    found = capture.recognise.detect_and_recognise(frame, catalogue)
+    primary = next(f for f in found if f.primary)
+    centre = primary.quad.mean(axis=0)
+    ovals = [outline * scale for outline in truth.others
+             if cv2.pointPolygonTest(np.asarray(outline * scale, np.float32).reshape(-1, 1, 2),
+                                     (float(centre[0]), float(centre[1])), False) >= 0]
+    assert ovals and primary.artwork_id is None, (primary, found)
+    # its quad is the oval's bounding box
+    low, high = ovals[0].min(axis=0), ovals[0].max(axis=0)
+    box = np.float32([[low[0], low[1]], [high[0], low[1]], [high[0], high[1]], [low[0], high[1]]])
+    assert quad_iou(primary.quad, box) > 0.85
