@@ -244,13 +244,19 @@ def test_run_paces_frames_and_closes_the_source() -> None:
     assert recorder.views == []  # nothing seen, nothing decided yet
 
 
-def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
-    # The catalogue holds the demo camera's first two paintings (as it paints
-    # them), one with metadata; the third painting is not catalogued.
+def _write_first_two_demo_works(folder: Path) -> None:
+    """A catalogue of the demo camera's first two paintings, as it paints them (``work-0.png``,
+    ``work-1.png``); its third painting is not catalogued."""
     for index in (0, 1):
         aspect = ARTWORK_ASPECTS[index]
         size = (round(400 * math.sqrt(aspect)), round(400 / math.sqrt(aspect)))
-        cv2.imwrite(str(tmp_path / f"work-{index}.png"), make_artwork(index, 7, size))
+        cv2.imwrite(str(folder / f"work-{index}.png"), make_artwork(index, 7, size))
+
+
+def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
+    # The catalogue holds the demo camera's first two paintings (as it paints
+    # them), one with metadata; the third painting is not catalogued.
+    _write_first_two_demo_works(tmp_path)
     (tmp_path / "catalogue.toml").write_text(
         '[[artwork]]\nfile = "work-0.png"\nid = "NG-6"\ntitle = "Warm fields"\n')
     clock = FakeClock()
@@ -519,10 +525,7 @@ def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_as
     from capture.descriptor import describe_image
     from capture.images import read_image
 
-    for index in (0, 1):
-        aspect = ARTWORK_ASPECTS[index]
-        size = (round(400 * math.sqrt(aspect)), round(400 / math.sqrt(aspect)))
-        cv2.imwrite(str(tmp_path / f"work-{index}.png"), make_artwork(index, 7, size))
+    _write_first_two_demo_works(tmp_path)
     features: dict[str, dict[str, dict[str, float]]] = {}
     for describe in ("reference", "view"):
         clock = FakeClock()
@@ -546,10 +549,7 @@ def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_as
 
 
 def test_an_unreadable_reference_falls_back_to_the_view_and_is_said(tmp_path: Path) -> None:
-    for index in (0, 1):
-        aspect = ARTWORK_ASPECTS[index]
-        size = (round(400 * math.sqrt(aspect)), round(400 / math.sqrt(aspect)))
-        cv2.imwrite(str(tmp_path / f"work-{index}.png"), make_artwork(index, 7, size))
+    _write_first_two_demo_works(tmp_path)
     clock = FakeClock()
     config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
                            recognition=RecognitionConfig(catalogue=str(tmp_path)))
