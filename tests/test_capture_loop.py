@@ -253,18 +253,26 @@ def _write_first_two_demo_works(folder: Path) -> None:
         cv2.imwrite(str(folder / f"work-{index}.png"), make_artwork(index, 7, size))
 
 
+def _demo_room_with_catalogue(folder: Path, **recognition: Any
+                              ) -> tuple[CaptureLoop, FakeClock, Recorder]:
+    """A capture loop on the demo camera (3 works, 3 s each) with ``folder`` as its catalogue,
+    opened; ``recognition`` sets more of its recognition config."""
+    clock = FakeClock()
+    config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
+                           recognition=RecognitionConfig(catalogue=str(folder), **recognition))
+    recorder = Recorder()
+    loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
+    assert loop.wait_for_catalogue(60.0)
+    return loop, clock, recorder
+
+
 def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
     # The catalogue holds the demo camera's first two paintings (as it paints
     # them), one with metadata; the third painting is not catalogued.
     _write_first_two_demo_works(tmp_path)
     (tmp_path / "catalogue.toml").write_text(
         '[[artwork]]\nfile = "work-0.png"\nid = "NG-6"\ntitle = "Warm fields"\n')
-    clock = FakeClock()
-    config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
-                           recognition=RecognitionConfig(catalogue=str(tmp_path)))
-    recorder = Recorder()
-    loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
-    assert loop.wait_for_catalogue(60.0)
+    loop, clock, recorder = _demo_room_with_catalogue(tmp_path)
     assert loop.catalogue is not None and len(loop.catalogue) == 2
     _drive(loop, clock, clock.t + 9.5)
     changes = recorder.of("artwork_change")
@@ -528,18 +536,12 @@ def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_as
     _write_first_two_demo_works(tmp_path)
     features: dict[str, dict[str, dict[str, float]]] = {}
     for describe in ("reference", "view"):
-        clock = FakeClock()
-        config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
-                               recognition=RecognitionConfig(catalogue=str(tmp_path),
-                                                             describe=describe))
-        recorder = Recorder()
-        loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
-        assert loop.wait_for_catalogue(60.0)
+        loop, clock, recorder = _demo_room_with_catalogue(tmp_path, describe=describe)
         _drive(loop, clock, clock.t + 5.0)
         changes = recorder.of("artwork_change")
         assert [c["artwork_id"] for c in changes] == ["work-0", "work-1"]
         features[describe] = {c["artwork_id"]: c["features"] for c in changes}
-        rectified = config.rectified_size
+        rectified = loop.config.rectified_size
     for work in ("work-0", "work-1"):
         reference = describe_image(whole_view(read_image(tmp_path / f"{work}.png"),
                                                rectified)).features
@@ -550,12 +552,7 @@ def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_as
 
 def test_an_unreadable_reference_falls_back_to_the_view_and_is_said(tmp_path: Path) -> None:
     _write_first_two_demo_works(tmp_path)
-    clock = FakeClock()
-    config = CaptureConfig(demo=DemoSourceConfig(artworks=3, dwell_s=3.0),
-                           recognition=RecognitionConfig(catalogue=str(tmp_path)))
-    recorder = Recorder()
-    loop = CaptureLoop("room-e", config, recorder.publish, recorder.log_event, clock=clock)
-    assert loop.wait_for_catalogue(60.0)
+    loop, clock, recorder = _demo_room_with_catalogue(tmp_path)
     (tmp_path / "work-0.png").write_bytes(b"not a png any more")  # after indexing
     _drive(loop, clock, clock.t + 2.5)
     changes = recorder.of("artwork_change")
