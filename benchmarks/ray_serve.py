@@ -121,7 +121,9 @@ def throughput(engine: Any, rooms: int, seconds: float, warmup_s: float = 3.0
                 "latency_ms_p50": round(1e3 * float(np.percentile(rounds, 50)), 1),
                 "latency_ms_p95": round(1e3 * float(np.percentile(rounds, 95)), 1),
                 "local_chunks": front.local_chunks, "reopened": front.reopened,
-                "replicas": {name: f.requests for name, f in front.replicas.items()}}
+                "replicas": {name: {"requests": f.requests,
+                                    "rooms": sum(by == name for by in front.served_by.values())}
+                             for name, f in front.replicas.items()}}
     finally:
         front.close()
 

@@ -43,6 +43,7 @@ from engine.ray_serve import (
     RayGenerator,
     RemoteStream,
     ReplicaCore,
+    RoomPlacement,
 )
 from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
 
@@ -229,6 +230,80 @@ def test_a_replica_continues_a_stream_it_holds_and_reopens_one_it_does_not() -> 
     np.testing.assert_allclose(got, _direct_stream(1, 2), atol=1e-6)
 
 
+def _first(options: Any) -> Any:
+    return sorted(options)[0]
+
+
+def test_rooms_starting_together_are_spread_evenly_and_stay_on_their_replica() -> None:
+    placement = RoomPlacement(choose=_first)
+    rooms = [f"room-{i}" for i in range(8)]
+    # all eight rooms ask at once, before any replica reports holding one
+    first = {room: placement.place(room, ["a", "b"], set(), 0.0)[0][0] for room in rooms}
+    assert sorted(first.values()) == ["a"] * 4 + ["b"] * 4
+    for t in range(1, 60):  # a minute of chunks: nobody moves
+        for room in rooms:
+            ranks = placement.place(room, ["a", "b"], {first[room]}, float(t))
+            assert ranks[0] == [first[room]] and len(ranks) == 2
+    assert placement.moved == 0
+    # a third replica joins: new rooms go to it first
+    assert placement.place("room-8", ["a", "b", "c"], set(), 60.0)[0] == ["c"]
+
+
+def test_a_new_room_prefers_a_replica_already_holding_its_stream_unless_it_is_busier() -> None:
+    placement = RoomPlacement(choose=_first)
+    assert placement.place("x", ["a", "b"], {"b"}, 0.0)[0] == ["b"]
+    placement.place("y", ["a", "b"], set(), 0.0)  # to a, the least busy
+    placement.place("z", ["a", "b"], set(), 0.0)  # a tie: the first
+    assert placement.rooms() == {"b": ["x"], "a": ["y", "z"]}
+    busy = RoomPlacement(choose=_first)
+    for room in ("p", "q"):
+        busy.place(room, ["a", "b"], set(), 0.0)
+    busy.place("r", ["a", "b"], set(), 0.0)
+    loads = {k: len(v) for k, v in busy.rooms().items()}
+    heavy = max(loads, key=lambda k: loads[k])
+    light = min(loads, key=lambda k: loads[k])
+    # the busier replica holds the new room's stream (say, from before a proxy restart)
+    assert busy.place("s", ["a", "b"], {heavy}, 0.0)[0] == [light]
+
+
+def test_a_dead_replicas_rooms_move_and_its_replacement_is_filled_slowly() -> None:
+    placement = RoomPlacement(move_every_s=5.0, settle_s=10.0, choose=_first)
+    rooms = [f"room-{i}" for i in range(8)]
+    for room in rooms:
+        placement.place(room, ["a", "b"], set(), 0.0)
+    # b dies: its four rooms go to a, the only survivor
+    for room in rooms:
+        assert placement.place(room, ["a"], set(), 1.0) == [["a"]]
+    assert {k: len(v) for k, v in placement.rooms().items()} == {"a": 8}
+    # c replaces b: rooms move one at a time, each settled, at most one per 5 s
+    moves: list[float] = []
+    t = 1.0
+    while t < 60.0:
+        t += 0.5
+        before = placement.moved
+        for room in rooms:
+            placement.place(room, ["a", "c"], set(), t)
+        if placement.moved > before:
+            assert placement.moved == before + 1
+            moves.append(t)
+    assert {k: len(v) for k, v in placement.rooms().items()} == {"a": 4, "c": 4}
+    assert moves[0] >= 10.0  # a room moves only once settled where it is (10 s)
+    assert all(b - a >= 5.0 for a, b in zip(moves, moves[1:], strict=False))
+    assert placement.moved == 4
+
+
+def test_a_room_not_heard_from_is_forgotten() -> None:
+    placement = RoomPlacement(idle_s=30.0, choose=_first)
+    placement.place("gone", ["a", "b"], set(), 0.0)
+    placement.place("stays", ["a", "b"], set(), 0.0)
+    placement.place("stays", ["a", "b"], set(), 25.0)
+    placement.place("stays", ["a", "b"], set(), 50.0)
+    assert sorted(r for rooms in placement.rooms().values() for r in rooms) == ["stays"]
+    # "gone" no longer counts on a: the new room goes there
+    assert placement.place("new", ["a", "b"], set(), 50.0) == [["a"], ["b"]]
+    assert placement.place("nothing", [], set(), 50.0) == []
+
+
 # -- the front ------------------------------------------------------------------------
 
 
@@ -249,6 +324,7 @@ def test_the_front_plays_every_room_through_the_deployment(stand_in: StandIn,
     assert status["state"] == HEALTHY
     [replica] = status["replicas"].values()
     assert replica["requests"] == 12 and replica["batch_mean"] == 1.0
+    assert replica["rooms"] == ["room-0", "room-1", "room-2"]
 
 
 def test_the_front_sends_the_room_due_soonest_first(stand_in: StandIn, port: int) -> None:
