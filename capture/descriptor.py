@@ -53,26 +53,39 @@ Named features (``FEATURE_NAMES``), each a float in [0, 1]:
     are spread all around the circle. Faded towards 0 when the mean chroma is
     under 8 (a barely visible tint), so that sensor noise on grey is not "spread".
 ``abstraction``
-    How evenly the picture's structure is spread over the canvas: an
-    "all-over" composition (a gestural abstract, a colour field, a grid) scores
-    high, a subject on a ground (a portrait on a dark background, figures in a
-    scene) low. The gradient magnitude of L* (after a Gaussian blur of sigma 1
-    and 2 px) is averaged in a 3x3, 4x4 and 6x6 grid of tiles; each grid's
-    Gini coefficient G (0 when every tile holds the same structure, towards 1
-    when one tile holds it all) gives an evenness 1 - G; the six evennesses are
-    averaged and mapped linearly from 0.6 (most of the structure in a few
-    tiles: a subject) .. 0.95 (all-over) to 0 .. 1. A picture with no structure
-    at all (a single flat colour) is a colour field: 1. Nothing was fitted to
-    rated works: the cue, its grids and scales were chosen for what they
-    measure (rho changes by under 0.03 across grids of 3..8 and blurs of 1..2
-    px), and the ends only set the range (Spearman rho ignores them) so that
-    the mapping's experimental amount keeps its old average (~0.5) on real
-    paintings. Its rho with a person's abstraction rating on 42 real paintings
-    of many periods is 0.58-0.60 (``benchmarks/correspondence.py``); it misreads
-    minimal works (a few marks on an empty ground read as a subject) and
-    detailed figurative works that fill the canvas evenly (a pencil portrait
-    filling the frame, a crowded scene). It costs ~1.5 ms at 256 px (the whole
-    descriptor ~10 ms) on a shared 2-core CPU.
+    How far the picture is made rather than depicted: the mean of two cues,
+    each 0..1. **Spread**: how evenly its structure is spread over the canvas;
+    an "all-over" composition (a gestural abstract, a colour field, a grid)
+    scores high, a subject on a ground (a portrait on a dark background,
+    figures in a scene) low. The gradient magnitude of L* (after a Gaussian
+    blur of sigma 1 and 2 px) is averaged in a 3x3, 4x4 and 6x6 grid of
+    tiles; each grid's Gini coefficient G gives an evenness 1 - G; the six
+    are averaged and mapped from 0.6 (a subject) .. 0.95 (all-over) to 0 .. 1.
+    **Edge sharpness**: graphic work draws with hard edges, lines and flat
+    colour, depiction models forms with soft gradations (shading, sfumato,
+    atmosphere). A blur of sigma s leaves a step edge's gradient peak at 1/s
+    of its height and a soft edge of width w at 1/sqrt(s^2 + w^2), so at the
+    strongest 5 % of edges at sigma 4 the ratio of the sigma-1 gradient (its
+    peak within 9 px) to the sigma-4 one is ~4 for a clean step, more for a
+    thin line, towards 1 for soft edges; its median is mapped from 3 (soft)
+    .. 6 (hard) to 0 .. 1. A picture with no structure at all (a single flat
+    colour) is a colour field: 1. Nothing was fitted to rated works: each cue
+    and its constants were chosen for what they measure, the ends only set
+    the range (Spearman rho ignores them; they keep the mapping's experimental
+    amount near its old average on real paintings), and the cues are
+    averaged with equal weights. On 42 real paintings of many periods with a
+    person's abstraction rating (``benchmarks/correspondence.py``) the spread
+    alone has rho 0.56-0.60, the sharpness alone 0.34-0.39 (and next to no
+    correlation with the spread, -0.04-0.10: it sees something else), the
+    two together 0.65 (0.60-0.67 across sharpness ranges of 2.5-6.5 and edge
+    shares of 2-10 %). What each misreads: the spread takes minimal works (a
+    few marks on an empty ground) for a subject and figurative works that fill
+    the canvas (a crowd) for all-over; the sharpness takes a pencil drawing's
+    lines for graphic. Sharpness also falls with a camera's blur, so a
+    catalogued work is best described from its catalogue image
+    (``[capture.recognition] describe = "reference"``, the default). It costs
+    ~3 ms at 256 px (the sharpness ~1 ms of it; the whole descriptor ~8 ms),
+    medians on a shared 2-core CPU.
 
 The ``vector`` (``VECTOR_LENGTH`` float32 values, L2-normalised) is for "is this
 the same artwork?" comparisons (:func:`descriptor_distance`, Euclidean, in
@@ -279,6 +292,15 @@ _EVENNESS_SIGMAS = (1.0, 2.0)
 _EVENNESS_FIGURATIVE, _EVENNESS_ABSTRACT = 0.6, 0.95
 #: Mean L* gradient (per px) under which a picture has no structure to speak of.
 _NO_STRUCTURE = 0.05
+#: Edge sharpness: blur scales (px) of the fine and the coarse gradient, the share of the
+#: picture (its strongest coarse edges) where it is read, and the neighbourhood (px) over
+#: which the fine gradient's peak is taken.
+_SHARP_FINE, _SHARP_COARSE = 1.0, 4.0
+_SHARP_EDGES_PERCENTILE = 95.0
+_SHARP_NEIGHBOURHOOD = 9
+#: Fine/coarse peak ratio read as soft (modelled, painterly) / hard (graphic): a soft
+#: edge some 4 px wide gives ~1.5-3, a clean step ~4, a thin line more.
+_SHARP_SOFT, _SHARP_HARD = 3.0, 6.0
 
 
 def _gini(values: np.ndarray) -> float:
@@ -289,23 +311,48 @@ def _gini(values: np.ndarray) -> float:
     return float(ranks.dot(ordered) / (n * ordered.sum()))
 
 
+def _gradient(lightness: np.ndarray, sigma: float) -> np.ndarray:
+    # L* gradient magnitude after a Gaussian blur; Sobel 3x3 gains 8x on a unit ramp, so
+    # /8 gives L* units per pixel.
+    blurred = cv2.GaussianBlur(lightness, (0, 0), sigma)
+    gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
+    return cv2.magnitude(gx, gy) * 0.125
+
+
 def _abstraction(lightness: np.ndarray) -> float:
-    # Abstract works spread their structure over the whole canvas ("all-over");
-    # figurative ones gather it on a subject (a face, figures) against a ground.
+    # Two cues, averaged (see the module docstring): abstract works spread their
+    # structure over the whole canvas ("all-over") where figurative ones gather it on a
+    # subject against a ground; and they draw with hard edges and flat colour where
+    # depiction models forms with soft gradations.
     evenness = []
+    gradients = {}
     for sigma in _EVENNESS_SIGMAS:
-        blurred = cv2.GaussianBlur(lightness, (0, 0), sigma)
-        # Sobel 3x3 gains 8x on a unit ramp: /8 gives L* units per pixel.
-        gx = cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3)
-        magnitude = cv2.magnitude(gx, gy) * 0.125
+        magnitude = _gradient(lightness, sigma)
         if float(magnitude.mean()) < _NO_STRUCTURE:
             return 1.0  # one flat colour: a colour field
+        gradients[sigma] = magnitude
         for grid in _EVENNESS_GRIDS:
             tiles = cv2.resize(magnitude, (grid, grid), interpolation=cv2.INTER_AREA)
             evenness.append(1.0 - _gini(tiles))
     span = _EVENNESS_ABSTRACT - _EVENNESS_FIGURATIVE
-    return (float(np.mean(evenness)) - _EVENNESS_FIGURATIVE) / span
+    spread = (float(np.mean(evenness)) - _EVENNESS_FIGURATIVE) / span
+    return 0.5 * float(np.clip(spread, 0.0, 1.0)) + 0.5 * _edge_sharpness(
+        lightness, gradients.get(_SHARP_FINE))
+
+
+def _edge_sharpness(lightness: np.ndarray, fine: np.ndarray | None = None) -> float:
+    # A blur of sigma s leaves a step edge's gradient peak at 1/s of its height and a soft
+    # edge of width w at 1/sqrt(s^2 + w^2): where the picture's strongest coarse edges
+    # are, the ratio of the fine peak (the best nearby) to the coarse gradient is ~4 for
+    # a hard edge, more for a thin line, and falls towards 1 as edges soften.
+    if fine is None:
+        fine = _gradient(lightness, _SHARP_FINE)
+    coarse = _gradient(lightness, _SHARP_COARSE)
+    edges = coarse >= np.percentile(coarse, _SHARP_EDGES_PERCENTILE)
+    peak = cv2.dilate(fine, np.ones((_SHARP_NEIGHBOURHOOD, _SHARP_NEIGHBOURHOOD), np.uint8))
+    ratio = float(np.median(peak[edges] / np.maximum(coarse[edges], 1e-6)))
+    return float(np.clip((ratio - _SHARP_SOFT) / (_SHARP_HARD - _SHARP_SOFT), 0.0, 1.0))
 
 
 def _identity_vector(

@@ -147,8 +147,9 @@ def test_wrong_input_is_refused_with_what_was_expected() -> None:
 # -- abstraction ----------------------------------------------------------------------
 
 
-def _figurative(size: int = 256) -> np.ndarray:
-    """A face-like drawing in front of a horizon with perspective lines converging on it."""
+def _figurative(size: int = 256, modelled: bool = True) -> np.ndarray:
+    """A face in front of a horizon with perspective lines converging on it; ``modelled``:
+    painted with soft gradations (blurred), else drawn with hard edges like a cartoon."""
     img = np.full((size, size, 3), (235, 206, 170), np.uint8)  # sky (BGR)
     horizon = size * 2 // 5
     img[horizon:] = (90, 140, 120)  # ground
@@ -162,7 +163,7 @@ def _figurative(size: int = 256) -> np.ndarray:
         cv2.circle(img, (cx + dx, cy - 10), 6, (40, 40, 40), -1, cv2.LINE_AA)  # eyes
     cv2.line(img, (cx, cy - 4), (cx - 5, cy + 14), (90, 120, 170), 2)  # nose
     cv2.ellipse(img, (cx, cy + 28), (16, 6), 0, 0, 180, (60, 60, 170), 2)  # mouth
-    return img
+    return cv2.GaussianBlur(img, (0, 0), 2.0) if modelled else img
 
 
 def _colour_field(size: int = 256) -> np.ndarray:
@@ -185,12 +186,24 @@ def _gestural(size: int = 256, seed: int = 0) -> np.ndarray:
     return img
 
 
-def test_figurative_drawing_is_less_abstract_than_colour_field_and_gestural() -> None:
+def test_figurative_painting_is_less_abstract_than_colour_field_and_gestural() -> None:
     figurative = _feature(_figurative(), "abstraction")
     assert figurative < 0.3
     assert _feature(_colour_field(), "abstraction") > figurative + 0.3
     assert _feature(_gestural(), "abstraction") > figurative + 0.3
     assert _feature(_solid((30, 140, 200)), "abstraction") == 1.0  # one flat colour: a field
+
+
+def test_hard_edges_read_more_abstract_than_the_same_forms_modelled_softly() -> None:
+    # the edge-sharpness cue: the same composition, drawn or painted
+    drawn = _feature(_figurative(modelled=False), "abstraction")
+    painted = _feature(_figurative(modelled=True), "abstraction")
+    assert drawn > painted + 0.15
+    # ...and it does not outweigh the spread: the gestural all-over is still more abstract
+    assert _feature(_gestural(), "abstraction") > drawn + 0.2
+    gestural = _gestural(seed=1)
+    softened = cv2.GaussianBlur(gestural, (0, 0), 3.0)
+    assert _feature(gestural, "abstraction") > _feature(softened, "abstraction") + 0.1
 
 
 def test_abstraction_is_deterministic_and_ignores_a_faint_shift() -> None:

@@ -33,8 +33,10 @@ needs_artworks = pytest.mark.skipif(
     reason=f"the rated artworks are not here ({ARTWORKS.resolve()}): ../shared/data beside "
            f"the checkout holds them",
 )
-#: Measured 0.58-0.60 (whole image / as render locates it) when the feature was made.
-ABSTRACTION_RHO_FLOOR = 0.52
+#: The feature (spread and edge sharpness) measured 0.65 on the whole images; the spread
+#: alone 0.56-0.60. A floor under the measure, at the issue's target: the sharpness cue
+#: taken out fails it.
+ABSTRACTION_RHO_FLOOR = 0.6
 
 
 def test_spectral_centroid_of_a_sine_is_its_frequency() -> None:

@@ -22,8 +22,9 @@ saturation)            cool GM palette, high shelf  timbres (bells, flute, violi
 abstraction (0.7),     experimental amount: 7ths/   abstract images -> more experimental
 texture_entropy        9ths, clusters, chromatic/   music (listener reports). abstraction
 (0.15),                whole-tone fragments,        (all-over structure vs a subject on a
-1 - symmetry (0.15)    chromatic passing notes,     ground) leads: texture entropy and edge
-                       tuplets, 5/4 meter           density alone read a busy old master as
+1 - symmetry (0.15)    chromatic passing notes,     ground; hard edges vs soft modelling)
+                       tuplets, 5/4 meter           leads: texture entropy and edge density
+                                                    alone read a busy old master as
                                                     abstract (rho ~0.3 with ratings)
 symmetry, hue_spread   meter 4/4 | 3/4 | 6/8        balanced compositions -> even metre;
                                                     flowing colour -> lilting 6/8
