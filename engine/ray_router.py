@@ -1,8 +1,9 @@
 """Serve's request router for the generator deployment: each room to its own replica.
 
 Loaded by Ray Serve inside its proxy (``request_router_class`` names this
-module), never by the engine front, which does not import Ray. The decisions
-are :class:`engine.ray_serve.RoomPlacement`'s; this class only adapts Serve's
+module, :data:`engine.ray_serve.ROUTER`), never by the engine front, which
+does not import Ray. The decisions are
+:class:`engine.room_placement.RoomPlacement`'s; this class only adapts Serve's
 alpha ``RequestRouter`` interface to it.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from ray.serve.request_router import MultiplexMixin, PendingRequest, RequestRouter
 
-from engine.ray_serve import RoomPlacement
+from engine.room_placement import RoomPlacement
 
 
 class RoomRouter(MultiplexMixin, RequestRouter):  # type: ignore[misc]

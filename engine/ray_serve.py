@@ -16,7 +16,8 @@ its generator from the engine config (``make_generator``).
   its position, so a replica that does not hold it (a new one after a crash,
   another one after a retry) opens it there and the room plays on.
 - **Sticky, even and batched.** The room id is sent as Serve's multiplexed model
-  id; our request router (:class:`RoomPlacement`) keeps each room on one replica
+  id; our request router (:data:`ROUTER`, deciding with
+  :class:`~engine.room_placement.RoomPlacement`) keeps each room on one replica
   (the one holding its stream) and spreads the rooms evenly over the replicas;
   ``@serve.batch`` gathers the rooms (of every front) due together into one
   generator call.
@@ -70,6 +71,9 @@ STREAMS_KEPT = 4096
 CONDITIONS_KEPT = 256
 #: Recent samples kept for the figures in :meth:`RayGenerator.backend_status`.
 SAMPLES_KEPT = 256
+#: The deployment's request router (:class:`engine.ray_router.RoomRouter`), by import path:
+#: Serve loads it in its proxy; the front never imports it (nor Ray).
+ROUTER = "engine.ray_router:RoomRouter"
 #: Health states of the backend.
 HEALTHY = "ok"
 DEGRADED = "degraded: ray unreachable"
@@ -199,77 +203,6 @@ class ReplicaCore:
         """What a probe learns: who answered and what it has served."""
         return {"replica": self.name, "served": self.served, "missed": self.missed,
                 "reopened": self.reopened, "streams": len(self._streams)}
-
-
-class RoomPlacement:
-    """Which replica serves each room: sticky, even, and evened again slowly.
-
-    Serve's own multiplex routing sends a room no replica holds to the replica
-    reporting the fewest rooms, but replicas report with a delay, so rooms that
-    start together all see the same counts and land on the same replica (8 rooms
-    over 2 replicas measured 966 vs 322 requests), and stay there. This placement
-    counts its own assignments as it makes them: a new room goes to the replica
-    with the fewest rooms now (a replica already holding the room's stream first,
-    unless that one is busier), a placed room stays where it is, and a room
-    whose replica died goes to the least busy survivor. Rooms left where a dead
-    replica's replacement comes up empty would halve the throughput for good, so
-    when one replica has two rooms more than another, one room moves, at most
-    one every ``move_every_s`` and only a room settled ``settle_s`` on its
-    replica (a move reopens the room's stream on the new replica). A room not
-    heard from for ``idle_s`` is forgotten. Pure bookkeeping: :class:`RoomRouter
-    <engine.ray_router.RoomRouter>` asks it inside Serve's proxy; tests drive it
-    directly.
-    """
-
-    def __init__(self, idle_s: float = 30.0, move_every_s: float = 5.0, settle_s: float = 10.0,
-                 choose: Callable[[Sequence[Any]], Any] | None = None) -> None:
-        import random
-
-        self.idle_s, self.move_every_s, self.settle_s = idle_s, move_every_s, settle_s
-        self._choose = choose or random.choice  # ties: random, so two proxies spread too
-        self._rooms: dict[str, tuple[Any, float, float]] = {}  # room -> (replica, since, seen)
-        self._last_move = -float("inf")
-        self.moved = 0
-
-    def rooms(self) -> dict[Any, list[str]]:
-        """The rooms placed on each replica."""
-        placed: dict[Any, list[str]] = {}
-        for room, (replica, _, _) in self._rooms.items():
-            placed.setdefault(replica, []).append(room)
-        return placed
-
-    def place(self, room: str, replicas: Sequence[Any], holders: set[Any] | frozenset[Any],
-              now: float) -> list[list[Any]]:
-        """The replicas to try for ``room``'s request, in ranks: its replica first, then
-        the others, least busy first. ``replicas``: the live replicas; ``holders``: those
-        reporting they hold the room's stream; ``now``: a monotonic clock."""
-        if not replicas:
-            return []
-        live = set(replicas)
-        for other, (replica, _, seen) in list(self._rooms.items()):
-            if replica not in live or now - seen > self.idle_s:
-                del self._rooms[other]
-        load = {replica: 0 for replica in replicas}
-        for replica, _, _ in self._rooms.values():
-            load[replica] += 1
-        placed = self._rooms.get(room)
-        if placed is None:
-            fewest = min(load.values())
-            held = [r for r in replicas if r in holders and load[r] <= fewest]
-            chosen = held[0] if held else self._choose([r for r in replicas
-                                                        if load[r] == fewest])
-            self._rooms[room] = (chosen, now, now)
-        else:
-            chosen, since, _ = placed
-            fewest = min(load.values())
-            if (load[chosen] - fewest >= 2 and now - since >= self.settle_s
-                    and now - self._last_move >= self.move_every_s):
-                chosen = self._choose([r for r in replicas if load[r] == fewest])
-                self._last_move, since = now, now
-                self.moved += 1
-            self._rooms[room] = (chosen, since, now)
-        others = sorted((r for r in replicas if r != chosen), key=lambda r: load[r])
-        return [[chosen], others] if others else [[chosen]]
 
 
 # -- the front ------------------------------------------------------------------
@@ -480,7 +413,7 @@ class RayGenerator:
         """One request over a kept-alive connection of this thread."""
         body = msgspec.msgpack.encode(request)
         headers = {"Content-Type": "application/msgpack",
-                   # Our router (RoomPlacement) keeps a room on one replica: the
+                   # Our router (room_placement) keeps a room on one replica: the
                    # room's stream stays where its state is.
                    "serve_multiplexed_model_id": request.room}
         for fresh in (False, True):
@@ -583,8 +516,6 @@ def build_app(config: EngineConfig) -> Any:
     from starlette.requests import Request as HttpRequest
     from starlette.responses import Response
 
-    from engine.ray_router import RoomRouter
-
     bounds = config.ray
     scaling: dict[str, Any] = (
         {"num_replicas": bounds.replicas} if bounds.min_replicas == bounds.max_replicas else
@@ -594,8 +525,7 @@ def build_app(config: EngineConfig) -> Any:
                                 "target_ongoing_requests": bounds.max_batch_size}})
 
     # By path: Serve imports it in its proxy. (Ray's pydantic shim hides the field's type.)
-    router = RequestRouterConfig(
-        request_router_class=f"{RoomRouter.__module__}:{RoomRouter.__name__}")  # type: ignore[arg-type]
+    router = RequestRouterConfig(request_router_class=ROUTER)  # type: ignore[arg-type]
 
     @serve.deployment(name="generator",
                       ray_actor_options={"num_cpus": bounds.num_cpus_per_replica,

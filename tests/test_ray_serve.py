@@ -43,8 +43,8 @@ from engine.ray_serve import (
     RayGenerator,
     RemoteStream,
     ReplicaCore,
-    RoomPlacement,
 )
+from engine.room_placement import RoomPlacement
 from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
 
 RATE = 16000
