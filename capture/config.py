@@ -103,6 +103,21 @@ class RecognitionConfig(BaseModel):
                     "light, the frame, the angle or which camera saw it first), or 'view', the "
                     "camera's first view of it (the room's light colours the music).",
     )
+    uncatalogued: Literal["play", "ignore"] = Field(
+        "play",
+        description="What a picture the catalogue does not name becomes: 'play', a work of "
+                    "its own with its own music (a room that also shows works outside the "
+                    "catalogue), or 'ignore', nothing: the room reads as an empty wall (the "
+                    "catalogue holds every work in the room, so a caption card, a sign, a "
+                    "window or a screen never plays). Needs a catalogue.",
+    )
+
+    @model_validator(mode="after")
+    def _ignore_needs_a_catalogue(self) -> RecognitionConfig:
+        if self.uncatalogued == "ignore" and not self.catalogue:
+            raise ValueError("uncatalogued = 'ignore' needs catalogue = 'FOLDER' (without one "
+                             "every picture is uncatalogued: nothing would ever play)")
+        return self
 
 
 class CaptureConfig(BaseModel):

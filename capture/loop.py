@@ -248,7 +248,7 @@ class CaptureLoop:
         self._last_publish = -float("inf")
         self._truth_index: int | None = None  # a source's ground truth, for "source_change"
         self._stats_since = clock()
-        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0}
+        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0}
         # Last: the opening thread uses the overlays and the rest of this object.
         if catalogue is None and config.recognition.catalogue:
             threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
@@ -336,7 +336,10 @@ class CaptureLoop:
             elif decision.track is None:
                 self.tracker.reset()
                 self._tracked_quad = self._tracked_id = None
-                published = self._change(now, "empty", None, None, decision.confidence, None)
+                if self._view is None or self._view.state != "empty":  # (an ignored picture
+                    # left the wall empty already)
+                    published = self._change(now, "empty", None, None, decision.confidence,
+                                             None)
         elif (self.config.track and not self.tracker.active and primary is not None
               and self._view is not None and self._view.state == "artwork"):
             self._start_tracking(frame.image, primary.quad)  # lost, and seen again
@@ -582,9 +585,10 @@ class CaptureLoop:
         return best
 
     def _identify(self, image: np.ndarray, quad: np.ndarray,
-                  ) -> tuple[str, Descriptor, bool, np.ndarray]:
+                  ) -> tuple[str, Descriptor, bool, np.ndarray] | None:
         """(artwork id, descriptor, whether recognised in the catalogue, the picture's quad)
-        for a new view.
+        for a new view; None for a picture the catalogue does not name in a room that
+        ignores those (``uncatalogued = "ignore"``).
 
         Catalogue first: a work located by its own features on the view gives
         the id and the picture's exact corners (the quad finder may have taken
@@ -619,6 +623,8 @@ class CaptureLoop:
                         rectified = rectify(image, quad, self.config.rectified_size)
                     self._remember(artwork_id, describe_image(rectified), rectified)
                 return artwork_id, self._described[artwork_id][0], True, quad
+            if self.config.recognition.uncatalogued == "ignore":
+                return None  # not described, not embedded: it will not play
         rectified = rectify(image, quad, self.config.rectified_size)
         artwork_id, descriptor, _ = self.memory.identify(describe_image(rectified))
         self._remember(artwork_id, descriptor, rectified)
@@ -643,7 +649,10 @@ class CaptureLoop:
 
     def _on_new_view(self, image: np.ndarray, quad: np.ndarray, now: float,
                      decision: TrackState) -> ArtworkView | None:
-        artwork_id, descriptor, catalogued, quad = self._identify(image, quad)
+        identified = self._identify(image, quad)
+        if identified is None:
+            return self._ignore(image, quad, now, decision)
+        artwork_id, descriptor, catalogued, quad = identified
         self._start_tracking(image, quad)
         if artwork_id == self._artwork_id and self._view is not None \
                 and self._view.state == "artwork":
@@ -651,6 +660,21 @@ class CaptureLoop:
         return self._change(now, "artwork", artwork_id, descriptor, decision.confidence,
                             decision.quad if decision.quad is not None else quad,
                             catalogued)
+
+    def _ignore(self, image: np.ndarray, quad: np.ndarray, now: float,
+                decision: TrackState) -> ArtworkView | None:
+        """A picture the catalogue does not name, in a room that ignores those: followed
+        (so it is looked at once per arrival, not every frame) and said, but the room reads
+        as an empty wall."""
+        self._start_tracking(image, quad)
+        self._stats["ignored"] += 1
+        area = abs(float(cv2.contourArea(quad.astype(np.float32)))) / float(
+            image.shape[0] * image.shape[1])
+        self._log_event("uncatalogued_ignored", time=now, area_fraction=round(area, 4),
+                        quad=[[round(float(x), 1), round(float(y), 1)] for x, y in quad])
+        if self._view is not None and self._view.state == "empty":
+            return None  # already an empty wall: nothing changes for the engine
+        return self._change(now, "empty", None, None, decision.confidence, None)
 
     def _change(self, now: float, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,
@@ -745,11 +769,12 @@ class CaptureLoop:
             "stats", time=now, frames=frames, fps=round(frames / elapsed, 2),
             detection_rate=round(self._stats["detected"] / frames, 3) if frames else 0.0,
             busy_ms_per_frame=round(1000 * self._stats["busy_s"] / frames, 2) if frames else 0.0,
-            published=self._stats["published"], artworks_known=len(self.memory),
+            published=self._stats["published"], ignored=self._stats["ignored"],
+            artworks_known=len(self.memory),
             effective_fps=round(self.rate.fps, 2),
         )
         self._stats_since = now
-        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0}
+        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0}
 
 
 def _detection(quad: np.ndarray, score: float, shape: tuple[int, ...]) -> Detection:

@@ -10,6 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from capture.config import CaptureConfig, DemoSourceConfig, RecognitionConfig, StabilityConfig
 from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
@@ -282,6 +283,34 @@ def test_catalogued_artworks_take_their_catalogue_ids(tmp_path: Path) -> None:
     assert changes[3]["features"] == changes[0]["features"]  # cached per catalogue id
     assert changes[0]["title"] == "Warm fields"
     assert {v.artwork_id for v in recorder.views} == {"NG-6", "work-1", "art-001"}
+
+
+def test_a_room_that_ignores_uncatalogued_pictures_reads_them_as_an_empty_wall(
+        tmp_path: Path) -> None:
+    # The demo camera's third painting is not in the catalogue: in a room whose catalogue
+    # holds every work (a caption card, a sign or a window is then not a work), it is an
+    # empty wall, said once per arrival, and never described or played.
+    _write_first_two_demo_works(tmp_path)
+    loop, clock, recorder = _demo_room_with_catalogue(tmp_path, uncatalogued="ignore")
+    _drive(loop, clock, clock.t + 9.5)
+    changes = recorder.of("artwork_change")
+    assert [(c["state"], c["artwork_id"]) for c in changes] == [
+        ("artwork", "work-0"), ("artwork", "work-1"), ("empty", None), ("artwork", "work-0")]
+    ignored = recorder.of("uncatalogued_ignored")
+    assert len(ignored) == 1 and 0.0 < ignored[0]["area_fraction"] < 1.0
+    assert 6.0 <= ignored[0]["time"] - changes[0]["time"] <= 7.5  # the third, at ~6 s
+    assert {v.artwork_id for v in recorder.views if v.state == "artwork"} == {"work-0", "work-1"}
+    assert len(loop.memory) == 0  # nothing of it was kept as a work of its own
+    # the heartbeats while it hangs there repeat the empty wall
+    during = [v for v in recorder.views if ignored[0]["time"] <= v.time < changes[3]["time"]]
+    assert during and all(v.state == "empty" for v in during)
+
+
+def test_ignoring_uncatalogued_pictures_needs_a_catalogue() -> None:
+    with pytest.raises(ValidationError, match="uncatalogued = 'ignore' needs catalogue"):
+        RecognitionConfig(uncatalogued="ignore")
+    with pytest.raises(ValidationError, match="uncatalogued"):
+        RecognitionConfig(catalogue="x", uncatalogued="skip")
 
 
 class StillWall:
