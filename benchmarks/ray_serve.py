@@ -141,7 +141,7 @@ def hop(engine: Any, requests: int = 200) -> dict[str, Any]:
         state = front.start(condition, 1, 0, None)
         direct: list[float] = []
         for i in range(requests + 20):
-            if i == 20:  # the first requests route while Serve learns where the room is
+            if i == 20:  # warm-up: connections, the replica's stream, caches
                 front.hop_s.clear()
                 direct.clear()
             request = front._request(state, condition, CHUNK_FRAMES, time.time())
