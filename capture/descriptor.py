@@ -81,8 +81,11 @@ Named features (``FEATURE_NAMES``), each a float in [0, 1]:
     shares of 2-10 %). What each misreads: the spread takes minimal works (a
     few marks on an empty ground) for a subject and figurative works that fill
     the canvas (a crowd) for all-over; the sharpness takes a pencil drawing's
-    lines for graphic. Sharpness also falls with a camera's blur, so a
-    catalogued work is best described from its catalogue image
+    lines for graphic. A camera's view moves both cues (its blur, noise, JPEG,
+    the wall and frame round the picture): on 27 recognised views of the real
+    gallery photos at 1280x720 against their catalogue images, the sharpness
+    by 0.09 on average, the spread by 0.20, the feature by 0.10; hence a
+    catalogued work is described from its catalogue image
     (``[capture.recognition] describe = "reference"``, the default). It costs
     ~3 ms at 256 px (the sharpness ~1 ms of it; the whole descriptor ~8 ms),
     medians on a shared 2-core CPU.
