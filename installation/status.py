@@ -150,7 +150,45 @@ def problems(record: dict[str, Any], stale_after_s: float,
                          f"{recording.get('error')}")
     for target, error in (record.get("write_errors") or {}).items():
         found.append(f"the supervisor cannot write {target}: {error}")
+    for row in record.get("roles", []):
+        backend = backend_summary(row.get("status") or {}) if row.get("kind") == "engine" \
+            else None
+        if backend is not None and not backend["healthy"]:
+            found.append(f"{row.get('name')}: its {backend['kind']} backend is "
+                         f"{backend['state']} ({backend['text']})")
     return found
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def backend_summary(status: dict[str, Any]) -> dict[str, Any] | None:
+    """Where an engine's chunks are made, from its heartbeat ``status``, as a technician
+    reads it: ``{"kind", "state", "healthy", "text"}``; None for the local generator.
+
+    ``text`` names each replica with the rooms it serves, the chunks made in the engine
+    instead (retries past their deadline, or everything while Ray is unreachable), and the
+    hop's added latency.
+    """
+    backend = status.get("backend")
+    if not isinstance(backend, dict) or backend.get("kind") in (None, "local"):
+        return None
+    state = str(backend.get("state") or "unknown")
+    replicas = backend.get("replicas") if isinstance(backend.get("replicas"), dict) else {}
+    parts = []
+    if replicas:
+        served = [f"{name} {_count(len(r.get('rooms') or []), 'room')}"
+                  for name, r in sorted(replicas.items()) if isinstance(r, dict)]
+        parts.append(f"{_count(len(served), 'replica')}: " + ", ".join(served))
+    local = backend.get("local_chunks")
+    if isinstance(local, int) and local:
+        parts.append(f"{local} chunks made here")
+    hop = backend.get("hop_ms_p95")
+    if isinstance(hop, (int, float)):
+        parts.append(f"hop p95 {hop:g} ms")
+    return {"kind": str(backend.get("kind")), "state": state, "healthy": state == "ok",
+            "text": "; ".join(parts) or "no request yet"}
 
 
 #: Columns of ``art2mus status`` when its output is not a terminal (a log, a pipe).
@@ -182,8 +220,11 @@ def role_detail(kind: str, status: dict[str, Any]) -> str:
             value = f"{value:g}"
         parts.append(f"{label} {value}{unit}".strip() if label else f"{value}{unit}")
     if kind == "engine" and isinstance(status.get("rooms"), dict):
-        served = len(status["rooms"])
-        parts.append(f"serves {served} room" + ("" if served == 1 else "s"))
+        parts.append(f"serves {_count(len(status['rooms']), 'room')}")
+    backend = backend_summary(status) if kind == "engine" else None
+    if backend is not None:
+        state = backend["state"] if backend["healthy"] else backend["state"].upper()
+        parts.append(f"{backend['kind']} backend {state}")
     if status.get("truncated"):
         parts.append("(heartbeat cut: " + ", ".join(map(str, status["truncated"]))
                      + ")" if isinstance(status["truncated"], list) else "(heartbeat cut)")

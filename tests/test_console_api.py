@@ -159,7 +159,7 @@ def test_the_state_says_what_each_room_sees_plays_and_how_healthy_it_is(fx: Fixt
     assert state["engine"] | {"state": None} == {
         "state": None, "restarts": 1, "reason": "RuntimeError: boom", "generator": "procedural",
         "chunk_ms": 12.3, "rtf": 85.0, "rooms_served": 1, "batch": [1, 2],
-        "gpu_memory_mb": None}
+        "gpu_memory_mb": None, "backend": None}
     assert state["timeline"]["room-1"][0]["artwork_id"] == "SF-1"
     assert len(state["spectrogram"]["room-1"]) == 2
     assert state["spectrogram"]["room-2"] == []

@@ -13,6 +13,8 @@ inlined state alone, and beyond loopback it asks for the token. Screenshots at
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +108,31 @@ def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_movi
 
     page.get_by_test_id("tab-events").click()  # the events the installation has logged
     wait_for("an event row", lambda: page.get_by_test_id("event-row").count(), timeout_s=10.0)
+
+
+def test_a_degraded_ray_backend_shows_in_the_engine_panel(installation: RunningInstallation,
+                                                         page: Any) -> None:
+    # The installation runs the local generator; the page is given the state an engine on
+    # Ray Serve reports while Ray is unreachable (as installation.status summarises it).
+    backend = {"kind": "ray", "state": "degraded: ray unreachable", "healthy": False,
+               "text": "2 replicas: gpu-1:41 2 rooms, gpu-2:42 1 room; 312 chunks made here"}
+
+    def with_backend(route: Any) -> None:  # the page's inlined state, and GET /api/state
+        text = route.fetch().text()
+        # (the page inlines compact JSON, GET /api/state answers with spaces)
+        inlined = re.sub(r'"backend":\s?null', lambda _: f'"backend": {json.dumps(backend)}',
+                         text, count=1)
+        assert inlined != text  # the local generator: no backend
+        route.fulfill(body=inlined, content_type="application/json" if
+                      route.request.url.endswith("/api/state") else "text/html")
+
+    page.route("**/api/stream", lambda route: route.abort())
+    page.route(installation.url + "/", with_backend)
+    page.route("**/api/state", with_backend)
+    page.goto(installation.url + "/")
+    fact = page.get_by_test_id("engine-backend")
+    assert fact.inner_text() == f"ray · degraded: ray unreachable · {backend['text']}"
+    assert fact.get_attribute("data-tone") == "bad"
 
 
 def test_a_moved_slider_sets_the_engine_parameter_and_a_change_elsewhere_moves_the_slider(

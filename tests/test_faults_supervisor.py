@@ -533,6 +533,45 @@ def test_a_heartbeat_too_big_for_the_pipe_drops_its_largest_fields_not_its_healt
     os.close(write_fd)
 
 
+def _ray_backend(state: str, local_chunks: int = 0) -> dict[str, Any]:
+    """An engine heartbeat's ``backend`` (engine.ray_serve.RayGenerator.backend_status)."""
+    return {"kind": "ray", "state": state, "url": "http://127.0.0.1:8000/art2mus",
+            "retries": 0, "local_chunks": local_chunks, "reopened": 0, "failures": {},
+            "hop_ms_p95": 14.8,
+            "replicas": {"gpu-1:41": {"requests": 892, "missed": 0, "rooms": ["a", "b"],
+                                      "batch_mean": 1.9, "queue_ms_p95": 3.1},
+                         "gpu-2:42": {"requests": 890, "missed": 0, "rooms": ["c"],
+                                      "batch_mean": 1.0, "queue_ms_p95": 2.0}}}
+
+
+def test_status_names_the_ray_backend_and_fails_while_it_is_degraded(tmp_path: Path) -> None:
+    record = _status_record()
+    record["roles"][0]["status"] = {"generator": "procedural", "backend": _ray_backend("ok")}
+    healthy = _status(tmp_path, record)
+    assert healthy.exit_code == 0, healthy.output
+    assert "ray backend ok" in healthy.output
+    record["roles"][0]["status"]["backend"] = _ray_backend("degraded: ray unreachable", 312)
+    degraded = _status(tmp_path, record)
+    assert degraded.exit_code == 1
+    assert "ray backend DEGRADED: RAY UNREACHABLE" in degraded.output
+    assert "engine: its ray backend is degraded: ray unreachable" in degraded.output
+    assert "312 chunks made here" in degraded.output
+    # a local engine says nothing of a backend
+    record["roles"][0]["status"] = {"generator": "procedural", "backend": {"kind": "local"}}
+    assert "backend" not in _status(tmp_path, record).output
+
+
+def test_backend_summary_names_each_replica_with_its_rooms() -> None:
+    from installation.status import backend_summary
+
+    summary = backend_summary({"backend": _ray_backend("ok")})
+    assert summary == {"kind": "ray", "state": "ok", "healthy": True,
+                       "text": "2 replicas: gpu-1:41 2 rooms, gpu-2:42 1 room; hop p95 14.8 ms"}
+    assert backend_summary({}) is None and backend_summary({"backend": "ray"}) is None
+    fresh = backend_summary({"backend": {"kind": "ray", "state": "ok", "replicas": {}}})
+    assert fresh is not None and fresh["text"] == "no request yet"
+
+
 def test_status_shows_roles_in_words_and_parameters_as_a_table(tmp_path: Path) -> None:
     """A technician's `art2mus status` piped to a log: nothing cut at 80 columns, the
     heartbeat in words, the live parameters as a table rather than raw JSON."""

@@ -31,7 +31,7 @@ from ground.params import PARAMETERS
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.report import EventFollower
-from installation.status import room_summary
+from installation.status import backend_summary, room_summary
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,7 @@ class ConsoleState:
                 "rooms_served": len(engine_rooms),
                 "batch": engine_status.get("batch") or [],
                 "gpu_memory_mb": _number(engine_status.get("gpu_memory_mb")),
+                "backend": backend_summary(engine_status),  # None: the local generator
             },
             "rooms": rooms,
             "roles": [role_row(r) for r in rows],

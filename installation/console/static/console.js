@@ -447,6 +447,10 @@
       ["Batch sizes", (e.batch || []).join(" ") || "–"],
       ["GPU memory", e.gpu_memory_mb == null ? "no GPU" : fmt(e.gpu_memory_mb, 0, " MB")],
     ];
+    if (e.backend) {
+      facts.push(["Backend", `${e.backend.kind} · ${e.backend.state} · ${e.backend.text}`,
+                  e.backend.healthy ? "ok" : "bad"]);
+    }
     if (e.reason) facts.push(["Last error", e.reason, "bad"]);
     $("#engine-facts").replaceChildren(...facts.flatMap(([k, v, t]) => {
       const dd = el("dd", { text: String(v), "data-testid": `engine-${k.toLowerCase().replace(/ /g, "-")}` });
