@@ -398,13 +398,14 @@ class EngineServer:
                                  "offset_ms": session.sync_offset_ms}
             rooms[room] = entry
         times = self._call_times
+        backend = self.backend.backend_status() if self.backend else {"kind": "local"}
+        self.metrics.set_backend(backend)  # (status is asked at the heartbeat's cadence)
         # the shell adds what was dropped, by socket
         return {"rooms": rooms, "subscribed": sorted(self.subscribed),
                 "generator": self.config.engine.generator,
                 "chunk_ms": round(1000.0 * statistics.median(times), 1) if times else None,
                 "batch": list(self._batches) if self.batching else [1],
-                "gpu_memory_mb": gpu_memory_mb(),
-                "backend": self.backend.backend_status() if self.backend else {"kind": "local"}}
+                "gpu_memory_mb": gpu_memory_mb(), "backend": backend}
 
     # -- surviving a restart ---------------------------------------------------
 

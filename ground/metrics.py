@@ -129,6 +129,32 @@ class Metrics:
         self.write_errors = prom.Counter("art2mus_write_errors",
                                          "Writes the supervisor could not make", ["target"],
                                          registry=r)
+        # The engine's generator backend (engine.backend = "ray"): its health and, per
+        # Serve replica, what issue 19 asks a technician to see.
+        self.backend_healthy = prom.Gauge("art2mus_backend_healthy",
+                                          "1 while the generator backend answers, 0 while the "
+                                          "engine makes every chunk itself", ["backend"],
+                                          registry=r)
+        self.backend_local = prom.Counter("art2mus_backend_local_chunks",
+                                          "Chunks the engine made itself instead of the backend",
+                                          ["backend"], registry=r)
+        self.backend_hop = prom.Gauge("art2mus_backend_hop_p95_seconds",
+                                      "Latency the hop to the backend adds, p95 of recent "
+                                      "requests", ["backend"], registry=r)
+        self.replica_requests = prom.Counter("art2mus_replica_requests",
+                                             "Chunk requests a replica answered", ["replica"],
+                                             registry=r)
+        self.replica_missed = prom.Counter("art2mus_replica_deadlines_missed",
+                                           "Chunks a replica finished after they were due",
+                                           ["replica"], registry=r)
+        self.replica_batch = prom.Gauge("art2mus_replica_batch_size",
+                                        "Mean batch of a replica's recent requests", ["replica"],
+                                        registry=r)
+        self.replica_queue = prom.Gauge("art2mus_replica_queue_wait_p95_seconds",
+                                        "Queue wait in a replica, p95 of recent requests",
+                                        ["replica"], registry=r)
+        self.replica_rooms = prom.Gauge("art2mus_replica_rooms", "Rooms a replica serves",
+                                        ["replica"], registry=r)
         try:
             self._server, _ = prom.start_http_server(port, addr=host, registry=r)
         except OSError as exc:
@@ -139,12 +165,12 @@ class Metrics:
         # Our own counts are running totals; Prometheus counters only go up by deltas.
         # The first call creates the labelled series at 0, so that it is exported
         # before anything has gone wrong (a dashboard and `increase()` need it).
+        series = counter.labels(*key[1:])
         if key not in self._seen:
-            counter.labels(*key[1:])
             self._seen[key] = 0.0
         previous = self._seen[key]
         if total > previous:
-            counter.labels(*key[1:]).inc(total - previous)
+            series.inc(total - previous)
             self._seen[key] = total
 
     def chunk(self, room: str, generation_s: float, realtime_factor: float | None,
@@ -237,6 +263,29 @@ class Metrics:
             return
         for target, total in by_target.items():
             self._advance(self.write_errors, ("write_errors", target), total)
+
+    def set_backend(self, backend: Mapping[str, Any]) -> None:
+        """The engine's generator backend, from its status (``RayGenerator.backend_status``):
+        its health, chunks made locally, the hop, and per replica requests, missed deadlines,
+        batch size, queue wait and rooms. The local generator exports nothing."""
+        if not self.enabled or backend.get("kind") in (None, "local"):
+            return
+        kind = str(backend["kind"])
+        self.backend_healthy.labels(kind).set(1.0 if backend.get("state") == "ok" else 0.0)
+        self._advance(self.backend_local, ("backend_local", kind),
+                      float(backend.get("local_chunks") or 0))
+        if isinstance(backend.get("hop_ms_p95"), (int, float)):
+            self.backend_hop.labels(kind).set(backend["hop_ms_p95"] / 1000.0)
+        for name, replica in (backend.get("replicas") or {}).items():
+            self._advance(self.replica_requests, ("replica_requests", name),
+                          float(replica.get("requests") or 0))
+            self._advance(self.replica_missed, ("replica_missed", name),
+                          float(replica.get("missed") or 0))
+            self.replica_rooms.labels(name).set(len(replica.get("rooms") or []))
+            if isinstance(replica.get("batch_mean"), (int, float)):
+                self.replica_batch.labels(name).set(replica["batch_mean"])
+            if isinstance(replica.get("queue_ms_p95"), (int, float)):
+                self.replica_queue.labels(name).set(replica["queue_ms_p95"] / 1000.0)
 
     def close(self) -> None:
         """Stop the HTTP endpoint."""

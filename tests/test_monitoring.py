@@ -109,6 +109,33 @@ def test_a_room_is_exported_before_anything_goes_wrong(metrics: Metrics) -> None
         {"room": "hall", "artwork_id": "", "title": ""}]
 
 
+def test_the_ray_backend_is_exported_per_replica(metrics: Metrics) -> None:
+    # What engine.ray_serve.RayGenerator.backend_status reports at each heartbeat.
+    def backend(state: str, requests: int, local: int) -> dict[str, Any]:
+        return {"kind": "ray", "state": state, "local_chunks": local, "hop_ms_p95": 14.8,
+                "replicas": {"gpu-1:41": {"requests": requests, "missed": 2,
+                                          "rooms": ["a", "b"], "batch_mean": 1.5,
+                                          "queue_ms_p95": 3.0}}}
+
+    metrics.set_backend({"kind": "local"})  # the local generator: nothing
+    assert not any(name.startswith(("art2mus_backend", "art2mus_replica"))
+                   for name in _scrape(metrics))
+    metrics.set_backend(backend("ok", 100, 0))
+    metrics.set_backend(backend("degraded: ray unreachable", 130, 40))
+    samples = _scrape(metrics)
+    assert samples["art2mus_backend_healthy"][0].labels == {"backend": "ray"}
+    assert samples["art2mus_backend_healthy"][0].value == 0.0
+    assert samples["art2mus_backend_local_chunks_total"][0].value == 40.0
+    assert samples["art2mus_backend_hop_p95_seconds"][0].value == pytest.approx(0.0148)
+    replica = {"replica": "gpu-1:41"}
+    assert samples["art2mus_replica_requests_total"][0].labels == replica
+    assert samples["art2mus_replica_requests_total"][0].value == 130.0  # a running total
+    assert samples["art2mus_replica_deadlines_missed_total"][0].value == 2.0
+    assert samples["art2mus_replica_rooms"][0].value == 2.0
+    assert samples["art2mus_replica_batch_size"][0].value == 1.5
+    assert samples["art2mus_replica_queue_wait_p95_seconds"][0].value == pytest.approx(0.003)
+
+
 def test_names_lists_what_a_scrape_shows(metrics: Metrics) -> None:
     names = metrics.names()
     metrics.set_underflows("a", 1)
