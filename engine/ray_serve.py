@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
+import math
 import os
 import socket
 import threading
@@ -60,6 +61,7 @@ import numpy as np
 from engine.config import EngineConfig
 from engine.generators import Generated, Generator, Request, RoomControls, generate_many
 from ground.events import EventSink, null_sink
+from ground.params import PARAMETERS
 from ground.protocol import ArtworkView
 
 #: Serve application name and HTTP route of the deployment.
@@ -117,6 +119,73 @@ class ChunkReply(msgspec.Struct, frozen=True):
         return Generated(audio=audio.reshape(frames, self.channels), notes=notes)
 
 
+#: The longest chunk a replica makes: ``engine.chunk_s`` (30 s at most) at 48 kHz.
+MAX_REQUEST_FRAMES = 30 * 48_000
+#: Longest room, stream and previous-stream id a request may carry.
+MAX_ID_LENGTH = 256
+#: The room controls a request carries, with the live parameter that bounds each.
+_CONTROL_PARAMETERS = {p.field: p for p in PARAMETERS.values()
+                       if p.role == "engine" and p.field is not None}
+
+
+class RequestRefused(ValueError):
+    """A chunk request a replica will not serve; the message names the field at fault."""
+
+
+def decode_request(body: bytes) -> ChunkRequest:
+    """The chunk request in ``body``, checked before it may join a batch.
+
+    An engine front never sends a bad one; a buggy or hostile client that
+    reaches Serve's HTTP port may, and one request of 10^9 frames, a NaN
+    knob or a malformed body must not stall the replica or fail the other
+    rooms' chunks batched with it. :class:`RequestRefused` names the field
+    (the deployment answers HTTP 400 and counts it as ``refused``).
+    """
+    try:
+        request = msgspec.msgpack.decode(body, type=ChunkRequest)
+    except (msgspec.DecodeError, ValueError, RecursionError) as exc:
+        raise RequestRefused(f"chunk request: malformed: {exc}") from None
+    if not 1 <= request.frames <= MAX_REQUEST_FRAMES:
+        raise RequestRefused(f"chunk request: frames: expected 1..{MAX_REQUEST_FRAMES}, "
+                             f"got {request.frames}")
+    if not 0 <= request.start_sample <= request.position < 2 ** 62:
+        raise RequestRefused(f"chunk request: position: expected start_sample <= position, "
+                             f"both from 0, got {request.start_sample} and {request.position}")
+    if not -2 ** 63 <= request.seed < 2 ** 63:
+        raise RequestRefused(f"chunk request: seed: expected a 64-bit integer, got "
+                             f"{request.seed}")
+    if not math.isfinite(request.due):
+        raise RequestRefused(f"chunk request: due: expected a finite time, got {request.due}")
+    for name in ("room", "stream", "previous"):
+        value = getattr(request, name)
+        if value is not None and not 0 < len(value) <= MAX_ID_LENGTH:
+            raise RequestRefused(f"chunk request: {name}: expected 1..{MAX_ID_LENGTH} "
+                                 f"characters, got {len(value)}")
+    for name, parameter in _CONTROL_PARAMETERS.items():
+        value = getattr(request.controls, name)
+        if value is None and name == "transition_s":
+            continue  # the config's crossfade
+        try:
+            number = parameter.check(value)
+        except ValueError as exc:
+            raise RequestRefused(f"chunk request: controls.{name}: {exc}") from None
+        if not parameter.low <= number <= parameter.high:
+            raise RequestRefused(f"chunk request: controls.{name}: expected "
+                                 f"{parameter.expected}, got {number:g}")
+    sync = request.controls.sync
+    if sync is not None and not (math.isfinite(sync.bpm) and 0 < sync.bpm <= 1000
+                                 and 0 < sync.beats <= 64 and sync.phase >= 0):
+        raise RequestRefused(f"chunk request: controls.sync: expected a bar grid (bpm 0..1000, "
+                             f"1..64 beats, phase from 0), got {sync}")
+    if request.view.embedding is not None:
+        try:
+            if not np.isfinite(request.view.embedding.to_numpy()).all():
+                raise ValueError("not finite")
+        except (ValueError, TypeError) as exc:
+            raise RequestRefused(f"chunk request: view.embedding: {exc}") from None
+    return request
+
+
 def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
     cache[key] = value
     cache.move_to_end(key)
@@ -142,6 +211,7 @@ class ReplicaCore:
         self.served = 0
         self.missed = 0
         self.reopened = 0
+        self.refused = 0  # requests the deployment refused (decode_request) before serving
 
     def condition(self, view: ArtworkView, controls: RoomControls) -> Any:
         """The generator's condition for ``view`` under ``controls`` (cached)."""
@@ -202,7 +272,8 @@ class ReplicaCore:
     def info(self) -> dict[str, Any]:
         """What a probe learns: who answered and what it has served."""
         return {"replica": self.name, "served": self.served, "missed": self.missed,
-                "reopened": self.reopened, "streams": len(self._streams)}
+                "reopened": self.reopened, "refused": self.refused,
+                "streams": len(self._streams)}
 
 
 # -- the front ------------------------------------------------------------------
@@ -384,6 +455,9 @@ class RayGenerator:
                     self.failures["timeout"] += 1
                     failed.append(i)
                     continue
+                except RequestRefused:  # the same request would be refused again: made here
+                    self.failures["refused"] += 1
+                    continue
                 except (OSError, http.client.HTTPException, ValueError,
                         msgspec.DecodeError) as exc:
                     # a replica killed mid-request: the proxy answers 500 or drops us
@@ -433,6 +507,8 @@ class RayGenerator:
             if response.status == 404:
                 # the proxy has no such route: the application is not (or no longer) deployed
                 raise BackendUnreachable(f"{self.url}: HTTP {response.status}")
+            if response.status == 400:  # decode_request refused it, naming the field
+                raise RequestRefused(f"{self.url}: {payload[:300].decode(errors='replace')}")
             if response.status != 200:
                 raise ValueError(f"{self.url}: HTTP {response.status}: {payload[:200]!r}")
             return msgspec.msgpack.decode(payload, type=ChunkReply)
@@ -550,7 +626,12 @@ def build_app(config: EngineConfig) -> Any:
             if request.method == "GET":
                 return Response(msgspec.json.encode(self.core.info()),
                                 media_type="application/json")
-            chunk = msgspec.msgpack.decode(await request.body(), type=ChunkRequest)
+            try:
+                chunk = decode_request(await request.body())
+            except RequestRefused as refused:  # never joins a batch: other rooms unharmed
+                self.core.refused += 1
+                return Response(str(refused).encode(), status_code=400,
+                                media_type="text/plain")
             room = serve.get_multiplexed_model_id()
             if room:
                 await self.room(room)

@@ -38,11 +38,15 @@ from engine.generators.sine import SineGenerator
 from engine.ray_serve import (
     DEGRADED,
     HEALTHY,
+    MAX_REQUEST_FRAMES,
     ChunkReply,
     ChunkRequest,
     RayGenerator,
     RemoteStream,
     ReplicaCore,
+    RequestRefused,
+    ViewCondition,
+    decode_request,
 )
 from engine.room_placement import RoomPlacement
 from ground.protocol import PROTOCOL_VERSION, Array, ArtworkView
@@ -91,7 +95,12 @@ class StandIn:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                request = msgspec.msgpack.decode(body, type=ChunkRequest)
+                try:  # as the deployment does
+                    request = decode_request(body)
+                except RequestRefused as refused:
+                    stand_in.core.refused += 1
+                    self._answer(400, str(refused).encode())
+                    return
                 stand_in.rooms.append(self.headers["serve_multiplexed_model_id"])
                 if stand_in.fail_next > 0:
                     stand_in.fail_next -= 1
@@ -191,6 +200,50 @@ def _request(stream: str, due: float, position: int = 0, start: int = 0,
     return ChunkRequest(room=room, stream=stream, previous=None, seed=1, start_sample=start,
                         position=position, frames=FRAMES, view=_view(room),
                         controls=RoomControls(), due=due)
+
+
+def test_a_replica_refuses_a_request_out_of_range_naming_the_field() -> None:
+    good = _request("s", time.time())
+    assert decode_request(msgspec.msgpack.encode(good)) == good
+    nan = float("nan")
+    bad = {
+        "frames": msgspec.structs.replace(good, frames=0),
+        "frames: expected 1..": msgspec.structs.replace(good, frames=MAX_REQUEST_FRAMES + 1),
+        "position": msgspec.structs.replace(good, start_sample=FRAMES, position=0),
+        "due": msgspec.structs.replace(good, due=nan),
+        "room": msgspec.structs.replace(good, room=""),
+        "stream": msgspec.structs.replace(good, stream="x" * 300),
+        "controls.intensity": msgspec.structs.replace(good, controls=RoomControls(intensity=nan)),
+        "controls.tonic": msgspec.structs.replace(good, controls=RoomControls(tonic=12)),
+        "controls.tempo_bpm": msgspec.structs.replace(good, controls=RoomControls(tempo_bpm=1e6)),
+        "controls.transition_s": msgspec.structs.replace(
+            good, controls=RoomControls(transition_s=float("inf"))),
+    }
+    for field_name, request in bad.items():
+        with pytest.raises(RequestRefused, match=f"chunk request: {field_name}"):
+            decode_request(msgspec.msgpack.encode(request))
+    with pytest.raises(RequestRefused, match="malformed"):
+        decode_request(b"\x93not a request")
+    with pytest.raises(RequestRefused, match="malformed"):
+        decode_request(msgspec.msgpack.encode({"room": "r", "frames": "many"}))
+
+
+def test_a_refused_request_is_answered_400_and_counted_and_the_room_is_made_here(
+        stand_in: StandIn, port: int) -> None:
+    front = _front(port)
+    try:
+        condition = front.prepare(_view("room-0"))
+        state = front.start(condition, 0, 0, None)
+        # a knob the front's own checks would have stopped, as a hostile client sends it
+        bad = ViewCondition(condition.view, RoomControls(intensity=float("nan")))
+        [(generated, _)] = front.generate_batch([(state, bad, FRAMES)])
+    finally:
+        front.close()
+    # refused once, not sent again (it would be refused again), made here
+    assert stand_in.core.refused == 1 and stand_in.core.served == 0
+    assert front.failures == {"refused": 1} and front.retries == 0
+    assert front.local_chunks == 1 and generated.audio.shape == (FRAMES, 1)
+    assert np.isfinite(generated.audio).all()
 
 
 def test_a_replica_serves_its_batch_due_soonest_first_and_counts_missed_deadlines() -> None:
