@@ -78,10 +78,12 @@ from capture.overlay import OverlayWriter
 from capture.recognise import SAME_PLACE, RecognisedArtwork, picture_in_view
 from capture.sources import open_source
 from capture.stability import (
+    GLANCE_THRESHOLD,
     ArtworkMemory,
     Sighting,
     StabilityTracker,
     TrackState,
+    glance_distance,
     glance_signature,
 )
 from capture.tracking import QuadTracker
@@ -218,6 +220,11 @@ class CaptureLoop:
         self.tracker = QuadTracker()
         self._tracked_id: str | None = None  # the catalogue id a search found, while tracked
         self._contested = False  # the quad finder's primary is elsewhere than the tracked work
+        # Pictures the catalogue does not name, in a room that ignores those (uncatalogued
+        # = "ignore"): (quad, glance, last seen). The quad finder's finds of the same
+        # picture at the same place are passed over, so a catalogued work beside one can be
+        # the primary.
+        self._ignored: list[tuple[np.ndarray, np.ndarray, float]] = []
         self._tracked_quad: np.ndarray | None = None  # the tracker's quad in the latest frame
         self._frame_index = 0
         self._last_search = -float("inf")
@@ -308,6 +315,8 @@ class CaptureLoop:
         if tracked is None or self._contested \
                 or self._frame_index % self.config.redetect_every_frames == 0:
             detections = detect_artworks(frame.image, self.config.detect_width)
+            if self._ignored:
+                detections = self._not_ignored(frame.image, detections, now)
             primary = self.selector.select(detections, frame.image.shape)
             # The tracked quad is the exact one (often located by the catalogue): it stands
             # wherever the quad finder sees the same place, or nothing. Another primary
@@ -663,10 +672,14 @@ class CaptureLoop:
 
     def _ignore(self, image: np.ndarray, quad: np.ndarray, now: float,
                 decision: TrackState) -> ArtworkView | None:
-        """A picture the catalogue does not name, in a room that ignores those: followed
-        (so it is looked at once per arrival, not every frame) and said, but the room reads
-        as an empty wall."""
-        self._start_tracking(image, quad)
+        """A picture the catalogue does not name, in a room that ignores those: its place
+        is passed over from now on (so it is looked at once per arrival, not every frame,
+        and a catalogued work beside it can be the primary) and it is said, but the room
+        reads as an empty wall."""
+        glance = glance_signature(rectify(image, quad, _GLANCE_RECTIFY))
+        self._ignored.append((quad.astype(np.float32), glance, now))
+        self.tracker.reset()  # whatever it followed is not in view any more
+        self._tracked_quad = self._tracked_id = None
         self._stats["ignored"] += 1
         area = abs(float(cv2.contourArea(quad.astype(np.float32)))) / float(
             image.shape[0] * image.shape[1])
@@ -675,6 +688,30 @@ class CaptureLoop:
         if self._view is not None and self._view.state == "empty":
             return None  # already an empty wall: nothing changes for the engine
         return self._change(now, "empty", None, None, decision.confidence, None)
+
+    def _not_ignored(self, image: np.ndarray, detections: list[Detection], now: float
+                     ) -> list[Detection]:
+        """``detections`` less the ignored pictures: the same place and the same glance
+        (another picture hung there, or shown there by the demo camera, is new). One not
+        seen for the stability tracker's ``lost_after_s`` is forgotten (the camera moved,
+        the picture went)."""
+        kept = []
+        for detection in detections:
+            places = [k for k, (quad, _, _) in enumerate(self._ignored)
+                      if overlap_fraction(detection.quad, quad) > SAME_PLACE]
+            glance = glance_signature(rectify(image, detection.quad, _GLANCE_RECTIFY)) \
+                if places else None
+            hit = next((k for k in places if glance is not None
+                        and glance_distance(glance, self._ignored[k][1]) < GLANCE_THRESHOLD),
+                       None)
+            if hit is None:
+                kept.append(detection)
+            else:
+                quad, seen_glance, _ = self._ignored[hit]
+                self._ignored[hit] = (quad, seen_glance, now)
+        forget_after = self.config.stability.lost_after_s
+        self._ignored = [entry for entry in self._ignored if now - entry[2] <= forget_after]
+        return kept
 
     def _change(self, now: float, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,

@@ -292,7 +292,7 @@ def test_a_room_that_ignores_uncatalogued_pictures_reads_them_as_an_empty_wall(
     # empty wall, said once per arrival, and never described or played.
     _write_first_two_demo_works(tmp_path)
     loop, clock, recorder = _demo_room_with_catalogue(tmp_path, uncatalogued="ignore")
-    _drive(loop, clock, clock.t + 9.5)
+    _drive(loop, clock, clock.t + 10.0)
     changes = recorder.of("artwork_change")
     assert [(c["state"], c["artwork_id"]) for c in changes] == [
         ("artwork", "work-0"), ("artwork", "work-1"), ("empty", None), ("artwork", "work-0")]
@@ -304,6 +304,38 @@ def test_a_room_that_ignores_uncatalogued_pictures_reads_them_as_an_empty_wall(
     # the heartbeats while it hangs there repeat the empty wall
     during = [v for v in recorder.views if ignored[0]["time"] <= v.time < changes[3]["time"]]
     assert during and all(v.state == "empty" for v in during)
+
+
+def test_a_catalogued_work_beside_a_larger_ignored_picture_plays(tmp_path: Path) -> None:
+    # A wall with a large uncatalogued picture in the middle (the quad finder's primary)
+    # and a smaller catalogued one beside it: the ignored picture is passed over, so the
+    # catalogued work becomes the primary and plays.
+    _write_first_two_demo_works(tmp_path)
+    clock = FakeClock()
+    wall = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
+
+    def hang(picture: np.ndarray, x: int, y: int) -> None:
+        h, w = picture.shape[:2]
+        wall[y - 8:y + h + 8, x - 8:x + w + 8] = (40, 52, 70)  # a dark frame
+        wall[y:y + h, x:x + w] = picture
+
+    hang(make_artwork(5, 3, (420, 520)), 360, 90)  # not in the catalogue
+    catalogued = cv2.imread(str(tmp_path / "work-0.png"))
+    hang(cv2.resize(catalogued, (250, 250 * catalogued.shape[0] // catalogued.shape[1])),
+         960, 200)
+    source = StillWall(clock)
+    source.image = wall
+    config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path),
+                                                         uncatalogued="ignore"))
+    recorder = Recorder()
+    loop = CaptureLoop("room-w", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    assert loop.wait_for_catalogue(60.0)
+    _drive(loop, clock, clock.t + 4.0)
+    assert len(recorder.of("uncatalogued_ignored")) == 1
+    changes = recorder.of("artwork_change")
+    assert [(c["state"], c["artwork_id"]) for c in changes][-1] == ("artwork", "work-0")
+    assert recorder.views[-1].artwork_id == "work-0"
 
 
 def test_ignoring_uncatalogued_pictures_needs_a_catalogue() -> None:
