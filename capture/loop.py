@@ -674,8 +674,8 @@ class CaptureLoop:
                 decision: TrackState) -> ArtworkView | None:
         """A picture the catalogue does not name, in a room that ignores those: its place
         is passed over from now on (so it is looked at once per arrival, not every frame,
-        and a catalogued work beside it can be the primary) and it is said, but the room
-        reads as an empty wall."""
+        and a catalogued work beside it can be the primary) and it is said, but it never
+        plays: the room keeps what it had until that is gone (an empty wall at first)."""
         glance = glance_signature(rectify(image, quad, _GLANCE_RECTIFY))
         self._ignored.append((quad.astype(np.float32), glance, now))
         self.tracker.reset()  # whatever it followed is not in view any more
@@ -685,8 +685,12 @@ class CaptureLoop:
             image.shape[0] * image.shape[1])
         self._log_event("uncatalogued_ignored", time=now, area_fraction=round(area, 4),
                         quad=[[round(float(x), 1), round(float(y), 1)] for x, y in quad])
-        if self._view is not None and self._view.state == "empty":
-            return None  # already an empty wall: nothing changes for the engine
+        if self._view is not None:
+            # Already an empty wall; or a work plays, which may still be in view beside the
+            # ignored picture (it is re-acquired as the same work, no change) or not (the
+            # stability tracker then ends the track as for any work gone): no blip of
+            # silence in between.
+            return None
         return self._change(now, "empty", None, None, decision.confidence, None)
 
     def _not_ignored(self, image: np.ndarray, detections: list[Detection], now: float

@@ -301,8 +301,13 @@ def test_a_room_that_ignores_uncatalogued_pictures_reads_them_as_an_empty_wall(
     assert 6.0 <= ignored[0]["time"] - changes[0]["time"] <= 7.5  # the third, at ~6 s
     assert {v.artwork_id for v in recorder.views if v.state == "artwork"} == {"work-0", "work-1"}
     assert len(loop.memory) == 0  # nothing of it was kept as a work of its own
-    # the heartbeats while it hangs there repeat the empty wall
-    during = [v for v in recorder.views if ignored[0]["time"] <= v.time < changes[3]["time"]]
+    # the second work is gone: the room goes empty as for any work gone (the stability
+    # tracker's lost_after_s), without a blip in between, and stays empty while the
+    # ignored picture hangs there
+    assert 0.0 < changes[2]["time"] - ignored[0]["time"] <= 2.5
+    assert all(v.artwork_id == "work-1" for v in recorder.views
+               if changes[1]["time"] <= v.time < changes[2]["time"])
+    during = [v for v in recorder.views if changes[2]["time"] <= v.time < changes[3]["time"]]
     assert during and all(v.state == "empty" for v in during)
 
 
