@@ -63,15 +63,14 @@ class RoomPlacement:
         for replica, _, _ in self._rooms.values():
             load[replica] += 1
         placed = self._rooms.get(room)
+        fewest = min(load.values())
         if placed is None:
-            fewest = min(load.values())
             held = [r for r in replicas if r in holders and load[r] <= fewest]
             chosen = held[0] if held else self._choose([r for r in replicas
                                                         if load[r] == fewest])
             self._rooms[room] = (chosen, now, now)
         else:
             chosen, since, _ = placed
-            fewest = min(load.values())
             if (load[chosen] - fewest >= 2 and now - since >= self.settle_s
                     and now - self._last_move >= self.move_every_s):
                 chosen = self._choose([r for r in replicas if load[r] == fewest])
