@@ -164,3 +164,12 @@ def test_abstraction_leads_the_experimental_amount_over_busy_texture() -> None:
     low, high = decide({"abstraction": 0.0}, CONFIG), decide({"abstraction": 1.0}, CONFIG)
     assert high.experimental - low.experimental == pytest.approx(0.7, abs=1e-3)
     assert (low.register, low.key_root, low.mode) == (high.register, high.key_root, high.mode)
+
+
+def test_feature_noise_below_the_fourth_decimal_gives_the_same_plan() -> None:
+    # OpenCV's threaded reductions give the same picture features that differ in the
+    # tenth decimal from one process to the next; the plan (and the composer's salt, which
+    # hashes the plan's features) must not hear it.
+    features = {"brightness": 0.4615623602461803, "abstraction": 0.58232678}
+    nudged = {"brightness": 0.46156236033524684, "abstraction": 0.58232678 + 3e-10}
+    assert decide(features, CONFIG) == decide(nudged, CONFIG)

@@ -56,6 +56,11 @@ from ground.protocol import FEATURE_NAMES
 
 #: Value assumed for a feature the view does not carry.
 FEATURE_DEFAULT = 0.5
+#: Decimals a feature is read to. The plan, and the composer's seed salt, are built from the
+#: features; OpenCV's threaded reductions give the same picture features that differ in the
+#: tenth decimal from one process to the next, which without rounding gave the same painting
+#: other motifs after a restart.
+FEATURE_DIGITS = 4
 
 #: Fixed MIDI channel per role; GM reserves channel 10 (index 9) for percussion.
 ROLE_CHANNELS: dict[str, int] = {
@@ -125,13 +130,14 @@ def _lerp(a: float, b: float, t: float) -> float:
 
 
 def read_features(features: dict[str, float]) -> dict[str, float]:
-    """The features by name (:data:`FEATURE_NAMES`), clipped to [0, 1], :data:`FEATURE_DEFAULT`
-    where missing or NaN (a view from a capture older than a feature gets 0.5)."""
+    """The features by name (:data:`FEATURE_NAMES`), clipped to [0, 1] and rounded to
+    :data:`FEATURE_DIGITS` decimals, :data:`FEATURE_DEFAULT` where missing or NaN (a view from
+    a capture older than a feature gets 0.5)."""
     out: dict[str, float] = {}
     for name in FEATURE_NAMES:
         value = features.get(name, FEATURE_DEFAULT)
         value = FEATURE_DEFAULT if value != value else value  # NaN from a degenerate frame
-        out[name] = _clip(value)
+        out[name] = round(_clip(value), FEATURE_DIGITS)
     return out
 
 
