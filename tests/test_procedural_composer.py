@@ -111,6 +111,47 @@ def test_experimental_plans_leave_the_key_and_the_grid() -> None:
     assert off_grid(*low) == 0.0 and off_grid(*high) > 0.05
 
 
+def test_outside_colour_grows_with_the_experimental_amount_at_its_paced_rate() -> None:
+    # Graded, not a step at the cluster threshold: a moderately abstract work gets an
+    # occasional outside tone, more abstract ones more, and exactly the share promised.
+    outside = []
+    for amount in (0.2, 0.38, 0.46, 0.54, 0.7, 0.9):
+        composer = Composer(replace(decide({}, CONFIG), experimental=amount), CONFIG, 3, 0, RATE)
+        rate = composer.colour_rate()
+        bars = 64
+        coloured = sum(
+            any(pc not in composer._scale for pc in composer.chord(bar)) for bar in range(bars)
+        )
+        assert abs(coloured - rate * bars) <= 1.0 + 0.1 * rate * bars  # a pick may be in-chord
+        outside.append(coloured / bars)
+    assert outside[0] == 0.0
+    assert outside == sorted(outside) and outside[-1] > outside[1] + 0.4
+
+
+def test_the_bass_plays_function_roots_and_the_cadences_their_own() -> None:
+    composer = Composer(decide({"brightness": 0.6}, CONFIG), CONFIG, 1, 0, RATE)
+    d, bars = composer.decisions, CONFIG.phrase_bars
+    scale = sorted(scale_pitch_classes(d.key_root, d.mode), key=lambda pc: (pc - d.key_root) % 12)
+    function_roots = {scale[0], scale[3], scale[4]}  # 1, 4, 5 of the mode
+    phrases = len(FORMS[0])
+    notes = composer.notes_between(0, int(composer.grid.bar_start(phrases * bars)))
+    bass = notes[notes[:, 5] == ROLE_CHANNELS["bass"]]
+    inverted = 0
+    for bar in range(phrases * bars):
+        start = int(round(composer.grid.bar_start(bar)))
+        downbeat = bass[bass[:, 0] == start]
+        assert len(downbeat) == 1
+        root = composer.chord(bar)[0]
+        if bar % (bars // 2) == bars // 2 - 1:
+            assert downbeat[0, 2] % 12 == root  # a cadence keeps its root
+        else:
+            assert downbeat[0, 2] % 12 in function_roots
+            # The chord above is still the chord: the bass is one of its tones or a
+            # function root under it (ii over 4, iii or vi over 1, vii over 5).
+            inverted += downbeat[0, 2] % 12 != root
+    assert inverted >= bars  # the harmony still moves above the bass
+
+
 def test_saturated_images_are_richer() -> None:
     _, plain = _notes({"saturation": 0.1, "colourfulness": 0.1})
     _, rich = _notes({"saturation": 0.9, "colourfulness": 0.9})

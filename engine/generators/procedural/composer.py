@@ -26,8 +26,10 @@ Musical structure:
   chords for the chord a third below; away sections
   (:data:`theory.AWAY_PROGRESSIONS`) start off the tonic and end on the
   cadence chord; developments walk the diatonic circle of fifths. The
-  experimental amount adds 7ths and 9ths, then clusters (b9, #11, split
-  third) to the voicings.
+  experimental amount adds 7ths and 9ths, and an outside colour tone (b9,
+  #11, split third) to a share of the bars that grows with it, from an
+  occasional bar above the extension threshold to every bar: paced, so the
+  share heard is the share the plan asks for.
 - **Melody**: two one-bar themes (A and B, rhythm + scale-step contour) per
   form cycle, stated, sequenced, developed (inverted), then a long note on
   the half cadence; the answer phrase closes on the tonic (or the cadence
@@ -36,8 +38,10 @@ Musical structure:
   augment it when calm. Strong beats land on chord tones. Experimental
   images bend weak notes chromatically, turn runs into whole-tone fragments
   and spread notes in tuplets across the bar.
-- **Bass** roots (whole notes, root-fifth, or a walking line with approach
-  notes by density); **pad** voicings near a fixed centre with common tones
+- **Bass** on the root of each chord's harmonic function (tonic, subdominant,
+  dominant: ii over 4 is a ii6, iii over 1 a Imaj7), its own root on the bars
+  that close a half phrase (whole notes, root-fifth, or a walking line with
+  approach notes by density); **pad** voicings near a fixed centre with common tones
   tied across bars; **texture** arpeggios (or pointillistic whole-tone dots
   when experimental); **counter** guide tones (3rds and 7ths); soft
   **percussion** when the image is contrasted.
@@ -158,6 +162,10 @@ SECTIONS: dict[str, Section] = {
         "calm", -0.4, "home", "B", True, -2, -3, frozenset({"counter", "percussion"})
     ),
 }
+#: Degree of the function root the bass plays under each chord degree (see
+#: :meth:`Composer.bass_degree`): I, iii, vi -> I; ii, IV -> IV; V, vii -> V.
+FUNCTION_ROOT: dict[int, int] = {0: 0, 2: 0, 5: 0, 1: 3, 3: 3, 4: 4, 6: 4}
+
 #: Forms, one per seed (seed picks): phrase after phrase, then again with new themes.
 #: Each starts with the plain statement, so the first phrase is the plan as mapped.
 FORMS: tuple[tuple[str, ...], ...] = (
@@ -456,16 +464,37 @@ class Composer:
             size = 5
         degree = self.degree(bar)
         pcs = list(chord_pitch_classes(d.key_root, d.mode, degree, size))
-        if x >= cfg.cluster_threshold:
+        if self._coloured(bar):
             rng = _rng(self._key, bar, "cluster")
-            amount = (x - cfg.cluster_threshold) / max(1.0 - cfg.cluster_threshold, 1e-6)
-            if rng.random() < 0.35 + 0.65 * amount:
-                root, third = pcs[0], pcs[1]
-                options = [(root + 1) % 12, (root + 6) % 12, (third - 1) % 12, (third + 1) % 12]
-                outside = [pc for pc in options if pc not in self._scale and pc not in pcs]
-                if outside:
-                    pcs.append(rng.choice(outside))
+            root, third = pcs[0], pcs[1]
+            options = [(root + 1) % 12, (root + 6) % 12, (third - 1) % 12, (third + 1) % 12]
+            outside = [pc for pc in options if pc not in self._scale and pc not in pcs]
+            if outside:
+                pcs.append(rng.choice(outside))
         return tuple(pcs)
+
+    def colour_rate(self) -> float:
+        """The share of bars whose chord takes a tone from outside the key (b9, #11, a split
+        third): none up to the extension threshold, rising with the experimental amount to
+        0.35 at the cluster threshold (occasional colour), then to every bar at 1."""
+        x, cfg = self.decisions.experimental, self.config
+        if x >= cfg.cluster_threshold:
+            return 0.35 + 0.65 * (x - cfg.cluster_threshold) / max(
+                1.0 - cfg.cluster_threshold, 1e-6)
+        if x <= cfg.extension_threshold:
+            return 0.0
+        return 0.35 * (x - cfg.extension_threshold) / max(
+            cfg.cluster_threshold - cfg.extension_threshold, 1e-6)
+
+    def _coloured(self, bar: int) -> bool:
+        # Paced, not drawn bar by bar: exactly colour_rate of any run of bars is coloured
+        # (to within one bar), at a phase the seed picks, so how experimental the harmony
+        # sounds follows the painting rather than the luck of a few coin tosses.
+        rate = self.colour_rate()
+        if rate <= 0.0:
+            return False
+        phase = _rng(self._key, "colour").random()
+        return math.floor((bar + 1) * rate + phase) > math.floor(bar * rate + phase)
 
     def _pad_voicing(self, bar: int) -> tuple[int, ...]:
         cached = self._voicings.get(bar)
@@ -574,10 +603,31 @@ class Composer:
             out.append((0.0, bars * qpb, pitch, velocity, "pad"))
         return out
 
+    def bass_degree(self, bar: int) -> int:
+        """Scale degree whose root the bass plays in ``bar``: the root of the chord's harmonic
+        function (tonic under I, iii, vi; subdominant under ii, IV; dominant under V, vii),
+        so the chords above become inversions and sevenths (ii over 4 is ii6, vii over 5 a
+        V7); the bars closing each half phrase sound their own roots (the cadences).
+
+        Three roots, each heard often, hold the bottom of the spectrum steady over a work
+        however its harmony moves; a bass that doubled every root put a new fundamental in
+        a new place with each chord."""
+        degree = self.degree(bar)
+        half = max(self.config.phrase_bars // 2, 1)
+        if self.decisions.ambience or bar % half == half - 1:
+            return degree
+        return FUNCTION_ROOT[degree]
+
+    def _bass_chord(self, bar: int) -> tuple[int, ...]:
+        degree = self.bass_degree(bar)
+        if degree == self.degree(bar):
+            return self.chord(bar)
+        return chord_pitch_classes(self.decisions.key_root, self.decisions.mode, degree, 3)
+
     def _bass(self, bar: int) -> list[tuple[float, float, int, int, str]]:
         d = self.decisions
         qpb = d.quarters_per_bar
-        pcs = self.chord(bar)
+        pcs = self._bass_chord(bar)
         root = nearest_pitch(pcs[0], self._bass_centre)
         fifth = nearest_pitch(pcs[2], root + 5)
         density = self.density(bar)
@@ -598,7 +648,7 @@ class Composer:
         rng = _rng(self._key, bar, "bass")
         beats = METER_BEATS[d.meter]
         step = beats[1] - beats[0]
-        next_root = nearest_pitch(self.chord(bar + 1)[0], self._bass_centre)
+        next_root = nearest_pitch(self._bass_chord(bar + 1)[0], self._bass_centre)
         tones = [root] + [nearest_pitch(rng.choice(pcs[:3]), root + 4) for _ in beats[1:-1]]
         if d.experimental >= self.config.cluster_threshold:
             approach = next_root + rng.choice((-1, 1))  # chromatic approach

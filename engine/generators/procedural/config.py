@@ -109,8 +109,9 @@ class ProceduralConfig(BaseModel):
         default=0.55,
         ge=0.0,
         le=1.0,
-        description="Experimental amount above which clusters, whole-tone and chromatic "
-        "fragments appear.",
+        description="Experimental amount above which whole-tone and chromatic fragments, "
+        "tuplets and pointillist texture appear; outside colour tones grow from the "
+        "extension threshold to 35 % of bars here, and to every bar at 1.",
     )
 
     # -- Orchestration ------------------------------------------------------
