@@ -103,8 +103,9 @@ the most votes are verified by a RANSAC homography of the reference into the
 frame, which gives the picture's exact corners whatever its frame, shadow or
 angle (SIFT holds to about 60 degrees of tilt, dim light and partial
 occlusion, where edge-based quads fail). A location needs ``min_inliers``
-inliers, a convex quad of plausible shape and size, and no better location
-of another work at the same place. Features are taken at a fixed width
+inliers, a convex quad of plausible shape and size, a quarter of it in view
+(or a quarter of the frame filled by it), and no better location of another
+work at the same place. Features are taken at a fixed width
 whatever the camera's resolution, so a 720p and a 1080p frame of one scene
 give the same works.
 
@@ -166,6 +167,8 @@ _FINER = 2.0  # ...at this many times the scale (the frame's own pixels at most)
 _FINER_LOOKS = 2  # ...for at most this many works per frame
 _LOCATE_SAME_PLACE = 0.5  # IoU: two locations this overlapping are one place, the better stays
 _MAX_SIDE_RATIO = 6.0  # opposite sides of a located quad differ at most this much (~80 degrees)
+_MIN_IN_VIEW = 0.25  # share of a located work inside the frame, at least...
+_CLOSE_UP = 0.25  # ...unless what is inside fills this share of the frame (a close-up)
 _THUMB = 16
 _FINE = 64  # side of the fine appearance image, px
 _FINE_SHIFT = 2  # px at _FINE: how far a view may sit from its reference (~3 % of the side)
@@ -753,6 +756,8 @@ class Catalogue:
                     or not _plausible_shape(quad):
                 continue
             in_frame = (quad / scale + (left, top)).astype(np.float32)
+            if not _in_view(in_frame, width, height):
+                continue
             runner_up = int(np.delete(tally, owner).max(initial=0))
             enough = inliers >= self.min_inliers if strict else self._enough_inliers(
                 inliers, len(pairs), max(runner_up, 1))
@@ -989,6 +994,17 @@ def _root_sift(descriptors: np.ndarray) -> np.ndarray:
     """RootSIFT: L1-normalise, then square-root (Hellinger kernel; better matches than L2)."""
     descriptors = descriptors.astype(np.float32)
     return np.sqrt(descriptors / (descriptors.sum(axis=1, keepdims=True) + 1e-7))
+
+
+def _in_view(quad: np.ndarray, width: int, height: int) -> bool:
+    """Whether a located work is in view enough to report: a quarter of it inside the frame,
+    or a quarter of the frame filled by it (a close-up of a large work). A sliver at the
+    frame's edge is not what the camera looks at, and its corners are extrapolated from
+    features on the sliver alone (at 7 % in view, 14 times the area they cover)."""
+    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    inside, _ = cv2.intersectConvexConvex(quad.astype(np.float32), frame)
+    area = abs(cv2.contourArea(quad.astype(np.float32)))
+    return area > 0 and (inside >= _MIN_IN_VIEW * area or inside >= _CLOSE_UP * width * height)
 
 
 def _plausible_shape(quad: np.ndarray) -> bool:

@@ -374,3 +374,40 @@ def test_the_features_matched_in_a_view_place_the_picture_inside_its_frame(
         found = capture.recognise.detect_and_recognise(image, catalogue, locate=False)
         assert [f.artwork_id for f in found] == [catalogue.ids[index]], found
         assert quad_iou(found[0].quad, truth) > 0.9, (found[0].quad, truth)
+
+
+def test_a_sliver_at_the_frame_edge_is_not_reported_but_a_close_up_is(folder: Path) -> None:
+    from capture.catalogue import _in_view
+
+    # The rule on quads (frame 1280x720): a work 7 % in view at a corner is a sliver; the
+    # middle of a large work filling the frame is a close-up; half a work is in view.
+    assert not _in_view(np.float32([[1180, 620], [1680, 620], [1680, 1120], [1180, 1120]]),
+                        1280, 720)
+    assert _in_view(np.float32([[-800, -600], [2080, -600], [2080, 1320], [-800, 1320]]),
+                    1280, 720)
+    assert _in_view(np.float32([[1000, 100], [1560, 100], [1560, 500], [1000, 500]]), 1280, 720)
+
+    catalogue = Catalogue.open(folder)
+    reference = cv2.imread(str(folder / "cat-004.png"))
+    wall = np.full((720, 1280, 3), (150, 160, 168), np.uint8)
+
+    def placed(x: int, y: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        height = round(width * reference.shape[0] / reference.shape[1])
+        picture = cv2.resize(reference, (width, height), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((720 + 2 * height, 1280 + 2 * width, 3), np.uint8)
+        canvas[height:height + 720, width:width + 1280] = wall
+        canvas[height + y:2 * height + y, width + x:2 * width + x] = picture
+        quad = np.float32([[x, y], [x + width, y], [x + width, y + height], [x, y + height]])
+        return canvas[height:height + 720, width:width + 1280].copy(), quad
+
+    # Half of a work cut by the right edge is still located, at its place.
+    frame, truth = placed(920, 150, 600)
+    located = catalogue.locate(frame)
+    assert [loc.artwork_id for loc in located] == ["cat-004"]
+    assert quad_iou(located[0].quad, truth) > 0.85
+    # A close-up (the frame inside a larger work) is located too.
+    frame, _ = placed(-160, -200, 1600)
+    assert [loc.artwork_id for loc in catalogue.locate(frame)] == ["cat-004"]
+    # A corner of it at the frame's edge, a tenth in view: nothing.
+    frame, _ = placed(1280 - 190, 720 - 150, 600)
+    assert catalogue.locate(frame) == []
