@@ -20,11 +20,11 @@ warmth (+brightness,   timbre brightness: warm vs   warm palettes were heard as 
 saturation)            cool GM palette, high shelf  timbres (bells, flute, violin vs horn,
                        and low-pass in the effects  clarinet, warm pad)
 abstraction (0.7),     experimental amount: 7ths/   abstract images -> more experimental
-texture_entropy        9ths, clusters, chromatic/   music (listener reports). abstraction
-(0.15),                whole-tone fragments,        (all-over structure vs a subject on a
-1 - symmetry (0.15)    chromatic passing notes,     ground; hard edges vs soft modelling)
-                       tuplets, 5/4 meter           leads: texture entropy and edge density
-                                                    alone read a busy old master as
+texture_entropy        9ths; outside colour tones   music (listener reports). abstraction
+(0.15),                on a share of bars growing   (all-over structure vs a subject on a
+1 - symmetry (0.15)    with it; whole-tone and      ground; hard edges vs soft modelling)
+                       chromatic fragments,         leads: texture entropy and edge density
+                       tuplets, 5/4 meter           alone read a busy old master as
                                                     abstract (rho ~0.3 with ratings)
 symmetry, hue_spread   meter 4/4 | 3/4 | 6/8        balanced compositions -> even metre;
                                                     flowing colour -> lilting 6/8
