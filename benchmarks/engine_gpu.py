@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--stock-timed-steps", type=int, default=None,
                         help="default: all of --stock-steps on a GPU, 20 on a CPU")
     parser.add_argument("--stock-warmup-steps", type=int, default=3)
+    parser.add_argument("--stock-batch", default=None,
+                        help="time the stock loop at these batches only (default: every one)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--compile", default="off", help="engine.diffusion.compile for the UNet")
     args = parser.parse_args()
@@ -119,7 +121,9 @@ def main() -> None:
                           compile_mode=args.compile, windows=args.windows,
                           warmup_windows=args.warmup_windows,
                           stock_timed_steps=args.stock_timed_steps,
-                          stock_warmup_steps=args.stock_warmup_steps)
+                          stock_warmup_steps=args.stock_warmup_steps,
+                          stock_batches=([int(b) for b in args.stock_batch.split(",")]
+                                         if args.stock_batch else None))
     import torch
 
     from engine.generators.diffusion.model import load_model

@@ -60,6 +60,20 @@ def test_make_tiny_model_then_bench_json(tmp_path: Path) -> None:
     assert report["verdict"] == ["verdict: targets are for an H100/H200; not judged on CPU"]
 
 
+def test_bench_times_the_stock_loop_at_the_batches_asked(tiny_model_folder: Path) -> None:
+    """stock_batches: the stock loop at batch 1 only; batch 2 is ours alone, said so."""
+    from engine.generators.diffusion.cli import bench_engine, format_bench_table
+
+    result = bench_engine(tiny_model_folder, 1, [1, 2], 1.28, 0.32, "cpu", "float32", 1, 4,
+                          windows=1, warmup_windows=2, stock_timed_steps=1,
+                          stock_batches=[1])
+    one, two = result["batches"]
+    assert result["stock_batches"] == [1]
+    assert one["stock_window_ms"] > 0 and one["speedup_vs_stock"] > 0
+    assert two["stock_window_ms"] is None and two["speedup_vs_stock"] is None
+    assert "not measured" in format_bench_table(result).splitlines()[-3]
+
+
 def test_bench_without_stock_loop(tiny_model_folder: Path) -> None:
     """--stock-steps 0 skips the baseline (it once ended in a ZeroDivisionError)."""
     result = CliRunner().invoke(bench_commands[0], [

@@ -70,6 +70,24 @@ def test_window_graph_replays_what_eager_computes(models: dict[str, Path], kind:
     assert len(graphed._graphs) == 4
 
 
+def test_warmed_graphs_share_one_pool_and_replay_in_any_order(models: dict[str, Path]) -> None:
+    """warm_graphs captures every bucket's two shapes up front, in one memory pool; replayed
+    in another order than captured (bucket 4, then 1, then 4 again), each room's audio is
+    still what eager computes."""
+    model = load_model(models["solver"], "cuda", "float16")
+    config = DiffusionConfig(model=str(models["solver"]), batch_buckets=(1, 2, 4), **WINDOW)
+    eager = DiffusionGenerator(model, config.model_copy(update={"cuda_graphs": False}),
+                               16000, 1)
+    graphed = DiffusionGenerator(model, config, 16000, 1)
+    assert graphed.warm_graphs() == 6  # (1, 2, 4) x (starting, continuing)
+    for rooms in (3, 1, 4):
+        expected = _stream(eager, rooms, windows=3)
+        got = _stream(graphed, rooms, windows=3)
+        for room, (a, b) in enumerate(zip(expected, got, strict=True)):
+            np.testing.assert_allclose(b, a, rtol=0, atol=2e-2, err_msg=f"room {room}")
+    assert len(graphed._graphs) == 6  # nothing captured after the warm-up
+
+
 def test_replay_follows_new_inputs_not_the_captured_ones(models: dict[str, Path]) -> None:
     """A graph captured on one artwork, replayed on another, gives the other's audio."""
     model = load_model(models["solver"], "cuda", "float16")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -161,7 +161,8 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
                  stock_steps: int = 200, threads: int = 0, compile_mode: str = "off", *,
                  windows: int = 20, warmup_windows: int = 3,
                  stock_timed_steps: int | None = None,
-                 stock_warmup_steps: int = 3) -> dict[str, Any]:
+                 stock_warmup_steps: int = 3,
+                 stock_batches: Sequence[int] | None = None) -> dict[str, Any]:
     """The numbers behind ``art2mus bench engine`` (also used by benchmarks/engine_gpu.py).
 
     Our path: per batch, ``warmup_windows`` untimed windows, then ``windows`` windows
@@ -171,6 +172,8 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
     shape, then ``repeats`` runs of ``stock_timed_steps`` timed steps (default: all of
     ``stock_steps`` on CUDA, 20 on a CPU) and a timed decode; its window is the median
     step times ``stock_steps`` plus the median decode. Speed-up: stock window / our median.
+    ``stock_batches`` limits the stock loop to those batches (default: every one); the
+    targets judge it at batch 1, and at batch 16 it alone takes minutes on a GPU.
     """
     import resource
     import statistics
@@ -229,7 +232,8 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
         window_ms = statistics.median(times_ms)
         peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
         stock = (_stock_window(model, batch, plan.window_frames, stock_steps, timed_steps,
-                               stock_warmup_steps, repeats, sync) if stock_steps else None)
+                               stock_warmup_steps, repeats, sync)
+                 if stock_steps and (stock_batches is None or batch in stock_batches) else None)
         rows.append({
             "batch": batch,
             "model_batches": [bucket for _, bucket in batch_groups(batch,
@@ -254,6 +258,7 @@ def bench_engine(model_dir: Path, steps: int, batches: list[int], window_s: floa
         "compile": config.compile if cuda else "off",
         "windows": windows, "warmup_windows": warmup_windows,
         "stock_steps": stock_steps, "stock_timed_steps": timed_steps, "repeats": repeats,
+        "stock_batches": list(stock_batches) if stock_batches is not None else batches,
         "stock_warmup_steps": stock_warmup_steps if stock_steps else 0,
         "stock_loop": (f"diffusers DDIMScheduler, {stock_steps} steps, eager UNet with "
                        f"classifier-free guidance (2x batch), VAE + vocoder; "

@@ -139,6 +139,8 @@ class DiffusionGenerator:
                 and isinstance(self.backend, TorchBackend):
             compile_unet(model, config.compile)
         self._graphs: dict[tuple[Any, ...], CudaGraphProgram] = {}
+        # One memory pool for every bucket's graph: they never replay at once.
+        self._graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.fade_out, self.fade_in = overlap_gains(self.plan.overlap_samples,
                                                     config.overlap_crossfade)
 
@@ -157,7 +159,27 @@ class DiffusionGenerator:
             backend = OnnxBackend(Path(diffusion.onnx_dir), model, diffusion.onnx_providers,
                                   plan.window_frames, diffusion.onnx_provider_options,
                                   threads=diffusion.threads)
-        return cls(model, diffusion, config.sample_rate, config.channels, backend)
+        generator = cls(model, diffusion, config.sample_rate, config.channels, backend)
+        generator.warm_graphs()
+        return generator
+
+    def warm_graphs(self) -> int:
+        """Capture every bucket's window graphs now (starting and continuing shapes), so
+        that no room waits on a capture while others play; the graphs a new bucket would
+        take at first use (seconds for the real-size model at large buckets) are paid at
+        start-up, before the engine serves. Returns how many graphs exist; a no-op
+        without CUDA graphs."""
+        if not self.use_graphs:
+            return 0
+        from engine.generators.diffusion.testing import random_embedding
+
+        condition = self.condition_from_embedding(
+            "warm-up", random_embedding(0, self.model.spec.embedding_dim))
+        for bucket in self.config.batch_buckets:
+            states = [self.start(condition, i, 0, None) for i in range(bucket)]
+            for _ in range(2):  # the starting shape, then the continuing one
+                states = self._windows(states, [condition] * bucket)
+        return len(self._graphs)
 
     # -- protocol ------------------------------------------------------------
 
@@ -327,7 +349,8 @@ class DiffusionGenerator:
                   step_noise.to(model.device, model.dtype), self._timestep_cond(batch))
         with torch.inference_mode():
             if self.use_graphs:
-                latents, waveform = replay_graph(self._graphs, self.window_program, inputs)
+                latents, waveform = replay_graph(self._graphs, self.window_program, inputs,
+                                                 self._graph_pool)
             else:
                 latents, waveform = self.window_program(*inputs)
         audio = waveform.float().cpu().numpy()

@@ -27,10 +27,17 @@ class CudaGraphProgram:
     returns copies of the outputs. One instance per input shape, i.e. per batch
     bucket and known-region shape. Needs CUDA; tests/test_gpu.py checks replay
     against eager on a GPU.
+
+    ``pool`` (``torch.cuda.graph_pool_handle()``) lets several programs share one
+    memory pool: safe here because they replay one at a time and each call returns
+    copies, so one graph's scratch may overlap another's static outputs. Without it
+    each bucket's graph keeps its own peak memory (a batch-256 window of the
+    real-size model holds tens of GiB).
     """
 
     def __init__(self, program: Callable[..., tuple[torch.Tensor, ...]],
-                 inputs: Sequence[torch.Tensor | None], warmups: int = 2) -> None:
+                 inputs: Sequence[torch.Tensor | None], warmups: int = 2,
+                 pool: Any = None) -> None:
         self.static = [None if x is None else x.clone() for x in inputs]
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
@@ -39,7 +46,7 @@ class CudaGraphProgram:
                 program(*self.static)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, pool=pool):
             self.outputs = program(*self.static)
 
     def __call__(self, *inputs: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
@@ -54,13 +61,13 @@ class CudaGraphProgram:
         return tuple(output.clone() for output in self.outputs)
 
 
-
 def replay_graph(programs: dict[tuple[Any, ...], CudaGraphProgram],
                  program: Callable[..., tuple[torch.Tensor, ...]],
-                 inputs: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
+                 inputs: Sequence[torch.Tensor | None], pool: Any = None
+                 ) -> tuple[torch.Tensor, ...]:
     """``program(*inputs)`` through the graph in ``programs`` for these input shapes,
-    captured (and kept there) at the first call with them."""
+    captured (and kept there, in ``pool``) at the first call with them."""
     key = tuple(None if x is None else tuple(x.shape) for x in inputs)
     if key not in programs:
-        programs[key] = CudaGraphProgram(program, inputs)
+        programs[key] = CudaGraphProgram(program, inputs, pool=pool)
     return programs[key](*inputs)
