@@ -58,6 +58,10 @@ Recognition (:meth:`Catalogue.recognise`), three stages, first that decides:
    candidate needs ``2/3 min_inliers`` inliers near the identity and at
    least twice the agreement of any other candidate, so a work outside the
    catalogue that shares a composition with catalogued ones gets no id.
+   Below ``min_inliers`` it also needs ``_LOCATE_CONSISTENT`` of its own
+   distinctive matches in the fit: in low light and sensor noise an
+   outsider gives a candidate dozens of distinctive matches, and RANSAC
+   finds 8-10 of them consistent by chance.
    ORB sees grey shapes only, and works that share a layout (radial designs
    of one symmetry) still agree on many positions; so the view, registered
    onto the pick by the fit, must also look like it (tones and colours at
@@ -165,6 +169,10 @@ _NEAR_MARGIN = 0.25  # of a quad's size: the neighbourhood locate(near=...) sear
 _WEAK_INLIERS = 5  # a fit this consistent, too weak to stand, is looked at again finer...
 _FINER = 2.0  # ...at this many times the scale (the frame's own pixels at most)...
 _FINER_LOOKS = 2  # ...for at most this many works per frame
+# A neighbourhood (locate(near=...)) where nothing was located is looked at again finer when that
+# costs at most this share of the whole frame's pixels at locate_width: a small picture the quad
+# finder saw has too few features at the whole frame's scale; a large one has plenty.
+_FINER_NEAR_PIXELS = 0.5
 _LOCATE_SAME_PLACE = 0.5  # IoU: two locations this overlapping are one place, the better stays
 _MAX_SIDE_RATIO = 6.0  # opposite sides of a located quad differ at most this much (~80 degrees)
 _MIN_IN_VIEW = 0.25  # share of a located work inside the frame, at least...
@@ -464,8 +472,14 @@ class Catalogue:
         # agrees with one, far more than with any other.
         runner_up = max((v for k, v in agreement.items() if best is None or k != best[0]),
                         default=0)
+        # Fewer than min_inliers stand only where most of the pick's distinctive matches
+        # agree with its fit (as a location's, _LOCATE_CONSISTENT): in low light and sensor
+        # noise a work outside the catalogue gives dozens of distinctive matches to a
+        # candidate, and RANSAC finds 8-10 of them consistent by chance.
         accepted = best is not None and best[1] >= (2 * self.min_inliers) // 3 \
-            and best[1] >= 2 * runner_up
+            and best[1] >= 2 * runner_up and (
+                best[1] >= self.min_inliers
+                or best[1] >= _LOCATE_CONSISTENT * len(fitted[best[0]][0]))
         # ORB sees grey shapes: two works that share a layout (radial designs with the
         # same symmetry, one composition) give position-consistent matches. Where the
         # geometry says the view shows the pick, its tones and colours must fit the
@@ -673,18 +687,28 @@ class Catalogue:
         Coarse to fine: a work with a consistent but too weak a fit at
         ``locate_width`` (a small, far or dim work has few features there) is
         looked at again near that fit at ``_FINER`` times the scale, and stands
-        if the fit there is evidence enough.
+        if the fit there is evidence enough. So is a ``near`` neighbourhood
+        where nothing was located, if small (a small picture the quad finder
+        saw; ``_FINER_NEAR_PIXELS``): a fit there stands on ``min_inliers``
+        or on most of the reference's votes agreeing with it (``rule``
+        ``"consistent"`` of :meth:`_locate_at`).
         """
         began = time.perf_counter()
         height, width = frame_bgr.shape[:2]
         scale = min(1.0, self.locate_width / width)
         found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction)
         finer = min(1.0, _FINER * scale)
+        if finer > scale and near is not None and not any(
+                overlap_fraction(near, f.quad) > _LOCATE_SAME_PLACE for f in found) \
+                and _near_pixels(near, width, height) * finer ** 2 \
+                <= _FINER_NEAR_PIXELS * width * height * scale ** 2:
+            found += self._locate_at(frame_bgr, finer, near, only, min_area_fraction,
+                                     rule="consistent")[0]
         if finer > scale:
             for artwork_id, quad in weak[:_FINER_LOOKS]:
                 if not any(overlap_fraction(quad, f.quad) >= _LOCATE_SAME_PLACE for f in found):
                     found += self._locate_at(frame_bgr, finer, quad, [artwork_id],
-                                             min_area_fraction, strict=True)[0]
+                                             min_area_fraction, rule="strict")[0]
         found.sort(key=lambda r: r.inliers, reverse=True)
         kept: list[Location] = []
         for location in found:  # one work per place: the best supported
@@ -696,14 +720,15 @@ class Catalogue:
 
     def _locate_at(self, frame_bgr: np.ndarray, scale: float, near: np.ndarray | None,
                    only: Collection[str] | None, min_area_fraction: float,
-                   strict: bool = False,
+                   rule: str = "all",
                    ) -> tuple[list[Location], list[tuple[str, np.ndarray]]]:
         """One pass of :meth:`locate` with the frame at ``scale``: the locations, and the
         (id, quad in frame px) of consistent fits too weak to stand, strongest first.
 
-        ``strict``: a location needs ``min_inliers``, without the allowances for few
-        features (a second look near a weak fit sees few other works' votes, so a
-        dominant share of them says little).
+        ``rule``: which evidence a location stands on (:meth:`_enough_inliers`):
+        ``"all"``; ``"consistent"``, not a reference's dominant share of the votes
+        (a second look at a small neighbourhood sees few other works' votes, so a
+        dominant share of them says little); ``"strict"``, ``min_inliers`` only.
         """
         height, width = frame_bgr.shape[:2]
         left = top = 0
@@ -759,8 +784,9 @@ class Catalogue:
             if not _in_view(in_frame, width, height):
                 continue
             runner_up = int(np.delete(tally, owner).max(initial=0))
-            enough = inliers >= self.min_inliers if strict else self._enough_inliers(
-                inliers, len(pairs), max(runner_up, 1))
+            enough = inliers >= self.min_inliers if rule == "strict" else \
+                self._enough_inliers(inliers, len(pairs), max(runner_up, 1),
+                                     dominance=rule == "all")
             if len(pairs) >= _LOCATE_MIN_VOTES and enough:
                 found.append(Location(self.entries[owner].artwork_id, in_frame,
                                       _inlier_score(inliers), inliers))
@@ -771,15 +797,17 @@ class Catalogue:
 
     # -- internals --
 
-    def _enough_inliers(self, inliers: int, votes: int, runner_up: int) -> bool:
+    def _enough_inliers(self, inliers: int, votes: int, runner_up: int,
+                        dominance: bool = True) -> bool:
         """Whether a located homography is evidence enough: ``min_inliers`` inliers, or (a
         small, dim or half-hidden work has few features) ``_LOCATE_MIN_VOTES`` when most of
         the reference's votes agree with it, or when the reference has far more votes than
-        any other: chance matches spread over the frame and over the catalogue, and rarely
-        agree on one homography of one work.
+        any other (``dominance``): chance matches spread over the frame and over the
+        catalogue, and rarely agree on one homography of one work.
         """
         return inliers >= self.min_inliers or inliers >= _LOCATE_MIN_VOTES and (
-            inliers >= _LOCATE_CONSISTENT * votes or votes >= _LOCATE_DOMINANT * runner_up)
+            inliers >= _LOCATE_CONSISTENT * votes
+            or dominance and votes >= _LOCATE_DOMINANT * runner_up)
 
     def _vote(self, query: np.ndarray, matcher: cv2.DescriptorMatcher | None,
               ratio: float = _RATIO) -> np.ndarray:
@@ -994,6 +1022,15 @@ def _root_sift(descriptors: np.ndarray) -> np.ndarray:
     """RootSIFT: L1-normalise, then square-root (Hellinger kernel; better matches than L2)."""
     descriptors = descriptors.astype(np.float32)
     return np.sqrt(descriptors / (descriptors.sum(axis=1, keepdims=True) + 1e-7))
+
+
+def _near_pixels(near: np.ndarray, width: int, height: int) -> float:
+    """Frame pixels in the neighbourhood ``locate(near=...)`` searches (clipped to the frame)."""
+    low, high = near.min(axis=0), near.max(axis=0)
+    grow = _NEAR_MARGIN * (high - low)
+    left, top = np.maximum(low - grow, 0.0)
+    right, bottom = np.minimum(high + grow, (float(width), float(height)))
+    return float(max(0.0, right - left) * max(0.0, bottom - top))
 
 
 def _in_view(quad: np.ndarray, width: int, height: int) -> bool:

@@ -123,6 +123,22 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
         artwork_id, score = None, detection.score
         if catalogue is not None:
             match = catalogue.recognise(rectify(frame_bgr, detection.quad, SQUARE))
+            if match is None and locate:
+                # as the live loop does for a new arrival: its neighbourhood, finer where
+                # small (a small work has too few features at the whole frame's scale)
+                here = [f for f in catalogue.locate(frame_bgr, near=detection.quad)
+                        if overlap_fraction(f.quad, detection.quad) > SAME_PLACE
+                        and f.artwork_id not in known]
+                if here:
+                    location = here[0]
+                    known.add(location.artwork_id)
+                    located.append(location.quad)
+                    traced.append([detection.quad])
+                    found.insert(len(located) - 1, (
+                        Detection(location.quad, location.score,
+                                  _area(location.quad) / (width * height)),
+                        location.artwork_id, location.score, "catalogue"))
+                    continue
             if match is not None:
                 if match.artwork_id in known:
                     continue
