@@ -237,6 +237,13 @@ class EngineServer:
         self.batching = config.engine.batch_window_s > 0.0 and can_batch(self.generator)
         self._call_times: deque[float] = deque(maxlen=CHUNK_TIMES_KEPT)
         self._batches: deque[int] = deque(maxlen=BATCHES_KEPT)
+        # Since serving began: the loop's time inside the generator, the turns that made
+        # chunks and the chunks they made (in the stats event: how busy the model is and
+        # how full its batches are, which bench rooms reads).
+        self._serving_since = time.monotonic()
+        self._generating_s = 0.0
+        self._generating_turns = 0
+        self._chunks_made = 0
 
     @property
     def subscribed(self) -> set[str]:
@@ -247,6 +254,7 @@ class EngineServer:
         """Serve until ``stop`` is set or a shutdown Control arrives."""
         self.log_event("serving", rooms=list(self.sessions),
                        generator=self.config.engine.generator)
+        self._serving_since = time.monotonic()
         try:
             while not stop.is_set():
                 if self.turn():
@@ -333,6 +341,7 @@ class EngineServer:
         """Generate what is due for every listened-to room (batched within the window)."""
         listened = [s for s in self.sessions.values() if self._listening(s.room)]
         served = 0
+        began = time.perf_counter()
         for session, chunk in generate_due(listened, self.generator,
                                            self.config.engine.batch_window_s):
             served += 1
@@ -350,6 +359,10 @@ class EngineServer:
                                    audio_s=budget_s)
         if self.batching and served:
             self._batches.append(served)  # generate_due made them in one call
+        if served:
+            self._generating_s += time.perf_counter() - began
+            self._generating_turns += 1
+            self._chunks_made += served
 
     def status(self) -> dict[str, Any]:
         """Every room's state for the heartbeat (kept small: one pipe write).
@@ -502,6 +515,9 @@ class EngineServer:
             received={name: inbox.received for name, inbox in self.inboxes.items()},
             unknown_room=self.unknown_room,
             subscribed=sorted(self.subscribed),
+            serving_s=round(time.monotonic() - self._serving_since, 3),
+            generating_s=round(self._generating_s, 3),
+            generating_turns=self._generating_turns, chunks_made=self._chunks_made,
             **self.shell.stats(),
         )
 

@@ -353,6 +353,10 @@ class TrialResult:
     first_chunks_s: float | None
     passed: bool
     per_room: list[RoomResult] = field(default_factory=list)
+    #: From the engine's stats events (every 10 s and one as it stops), from the last one
+    #: before the measured window to the end: the share of the engine's time inside the
+    #: generator and chunks made per generating turn (how full its batches are).
+    engine_generating: dict[str, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Everything, per room included, as plain JSON values."""
@@ -427,6 +431,7 @@ class LoadGenerator:
         self.clocks = make_socket(self.context, zmq.PUSH, net.clock, bind=False,
                                   hwm=10 * len(ids), immediate=True)
         self.dropped_sends = 0
+        self.measured_from: float | None = None  # wall time the measured window began
 
     def run(self, engine_cpu: Callable[[], float | None] = lambda: None) -> TrialResult:
         """Warm up, measure ``spec.seconds``, settle pending transitions; the figures."""
@@ -460,6 +465,7 @@ class LoadGenerator:
                     end_by = change_until + spec.settle_s
             if not measuring and now >= measure_at:
                 measuring = True
+                self.measured_from = time.time()
                 cpu0 = time.process_time()
                 engine0 = engine_cpu() or 0.0
                 for room in self.rooms:
@@ -596,6 +602,42 @@ class EngineProcess:
         fields = stat.rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def generating(self, since: float | None = None) -> dict[str, float] | None:
+        """From the engine's ``stats`` events (it logs one as it stops), between the last
+        one logged before ``since`` (wall time; serving's start where none) and the final
+        one: the share of that span the engine spent inside the generator and chunks made
+        per generating turn; None where there is no stats event."""
+        from installation.roles import events_path
+
+        try:
+            lines = events_path(self.config, "engine", None).read_text(
+                encoding="utf-8").splitlines()
+        except OSError:
+            return None
+        stats = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("kind") == "stats" and "generating_s" in event:
+                stats.append(event)
+        if not stats:
+            return None
+        zero = {"time": None, "serving_s": 0.0, "generating_s": 0.0, "generating_turns": 0,
+                "chunks_made": 0}
+        first = next((e for e in reversed(stats[:-1])
+                      if since is not None and e["time"] <= since), zero)
+        last = stats[-1]
+        span = last["serving_s"] - first["serving_s"]
+        turns = last["generating_turns"] - first["generating_turns"]
+        if span <= 0.0:
+            return None
+        return {"span_s": round(span, 2),
+                "busy_share": round((last["generating_s"] - first["generating_s"]) / span, 3),
+                "chunks_per_turn": round((last["chunks_made"] - first["chunks_made"]) / turns,
+                                         2) if turns else 0.0}
+
     def stop(self) -> None:
         """SIGTERM (the engine saves and closes), then kill after 20 s; idempotent."""
         process = self.process
@@ -653,10 +695,12 @@ def run_trial(base: InstallationConfig, spec: LoadSpec, generator: str | None = 
         engine.start()
         loadgen = LoadGenerator(config, spec, artworks)
         try:
-            return loadgen.run(engine.cpu_seconds)
+            result = loadgen.run(engine.cpu_seconds)
         finally:
             loadgen.close()
             engine.stop()
+        result.engine_generating = engine.generating(loadgen.measured_from)
+        return result
 
 
 def find_max(trial: Callable[[int], TrialResult], start: int = 1, limit: int = 4096

@@ -44,23 +44,33 @@ def _row(trial: Any) -> str:
     def num(value: Any, width: int) -> str:
         return f"{'-' if value is None else value:>{width}}"
 
+    generating = trial.engine_generating or {}
+    busy = (None if "busy_share" not in generating
+            else f"{round(100 * generating['busy_share'])}%")
+    per_turn = generating.get("chunks_per_turn")
+
     return (f"{trial.rooms:>6} {trial.underflows:>10} {num(trial.transition_ms['p95'], 9)} "
             f"{trial.transitions:>6} {num(trial.lead_min_s, 9)} "
             f"{num(trial.chunk_ms['median'], 8)} / {num(trial.chunk_ms['p95'], 7)} "
-            f"{num(trial.engine_cpu_pct, 8)} {num(trial.loadgen_cpu_pct, 8)} "
+            f"{num(trial.engine_cpu_pct, 8)} {num(busy, 6)} {num(per_turn, 6)} "
+            f"{num(trial.loadgen_cpu_pct, 8)} "
             f"{trial.loadgen_late_ms_max:>8}  {'pass' if trial.passed else 'FAIL'}")
 
 
 HEADER = (f"{'rooms':>6} {'underflows':>10} {'trans p95':>9} {'trans':>6} {'lead min':>9} "
-          f"{'chunk ms median / p95':>21} {'engine %':>8} {'loadgen%':>8} {'late ms':>8}  "
+          f"{'chunk ms median / p95':>21} {'engine %':>8} {'busy':>6} {'/turn':>6} "
+          f"{'loadgen%':>8} {'late ms':>8}  "
           f"verdict")
 
 #: What the table's columns mean (printed under it).
 LEGEND = ("underflows: times a room's playhead found no material (gaps included); trans p95: "
           "view change sent -> first new sample played, ms; trans: transitions heard; lead "
           "min: least material queued ahead of a playhead, s; engine %: CPU of the engine "
-          "process (100 = one core); loadgen % / late ms: this process's CPU and its worst "
-          "lateness reading a block (large: the load generator, not the engine, fell behind)")
+          "process (100 = one core); busy: its time inside the generator (a GPU engine: "
+          "the model's share of the time), /turn: chunks per generating turn (how full "
+          "its batches are), both from its stats events; loadgen % / late ms: this "
+          "process's CPU and its worst lateness reading a block (large: the load "
+          "generator, not the engine, fell behind)")
 
 
 @click.command("rooms")

@@ -166,6 +166,42 @@ def test_procedural_rooms_play_without_underflow_and_transitions_are_heard() -> 
     assert result.underflows == 0, result.per_room
     assert result.transitions == sum(len(r.transitions_s) for r in result.per_room)
     assert result.chunk_ms["median"] is not None and result.chunk_ms["median"] > 0
+    # The engine's own account (its stats events): some time in the generator, at least
+    # one chunk per turn that made any.
+    generating = result.engine_generating
+    assert generating is not None and generating["span_s"] > 0
+    assert 0.0 < generating["busy_share"] < 1.0 and generating["chunks_per_turn"] >= 1.0
+
+
+def test_engine_generating_is_read_from_the_stats_events_around_the_window(
+        tmp_path: Path) -> None:
+    """From the last stats event before the measured window to the last one; events
+    without the counters (an older engine) or none at all give None, not an error."""
+    from installation.loadgen import EngineProcess
+
+    config = bench_config(base_config(), 1, tmp_path)
+    engine = EngineProcess(config, tmp_path)
+    assert engine.generating(0.0) is None  # no event log
+    events = tmp_path / "out" / "events" / "engine.jsonl"
+    events.parent.mkdir(parents=True)
+
+    def stats(time: float, serving: float, generating: float, turns: int,
+              chunks: int) -> str:
+        return json.dumps({"time": time, "kind": "stats", "serving_s": serving,
+                           "generating_s": generating, "generating_turns": turns,
+                           "chunks_made": chunks})
+
+    events.write_text("\n".join([
+        json.dumps({"time": 99.0, "kind": "stats", "received": {}}),  # no counters
+        stats(100.0, 10.0, 1.0, 10, 10), "not json",
+        stats(110.0, 20.0, 2.0, 20, 20),
+        stats(120.0, 30.0, 8.0, 30, 60)]) + "\n")
+    # measured from 112: the base is the event at 110, the end the one at 120
+    assert engine.generating(112.0) == {"span_s": 10.0, "busy_share": 0.6,
+                                        "chunks_per_turn": 4.0}
+    # before any event: from serving's start
+    assert engine.generating(50.0) == {"span_s": 30.0, "busy_share": 0.267,
+                                       "chunks_per_turn": 2.0}
 
 
 @pytest.mark.slow
