@@ -612,10 +612,12 @@ def build_app(config: EngineConfig) -> Any:
         """One replica: the real generator, its streams, batching by deadline."""
 
         def __init__(self, config_json: str) -> None:
-            from engine.generators import make_generator
+            from engine.generators import make_generator, warm_up
 
             engine = EngineConfig.model_validate_json(config_json)
-            self.core = ReplicaCore(make_generator(engine), engine.ray.deadline_slack_s)
+            generator = make_generator(engine)
+            warm_up(generator)  # every bucket's CUDA graphs before the replica takes rooms
+            self.core = ReplicaCore(generator, engine.ray.deadline_slack_s)
 
         @serve.multiplexed(max_num_models_per_replica=STREAMS_KEPT)
         async def room(self, room: str) -> str:

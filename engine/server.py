@@ -45,7 +45,7 @@ import zmq
 
 from engine.beats import BeatOut, MidiClockOut, grid_of
 from engine.config import EngineRoleConfig
-from engine.generators import Generator, can_batch, make_generator
+from engine.generators import Generator, can_batch, make_generator, warm_up
 from engine.streaming import RoomControls, RoomSession, generate_due
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink
@@ -177,7 +177,19 @@ class EngineServer:
 
             generator = self.backend = RayGenerator(
                 config.engine, log_event, lambda room: self.sessions[room].playhead_estimate())
-        self.generator = generator or make_generator(config.engine)
+        if generator is None:
+            generator = make_generator(config.engine)
+            began = time.monotonic()
+            # the supervisor hears the engine while it captures (hang_after_s still holds)
+
+            def beating() -> None:
+                if heartbeat is not None:
+                    heartbeat.beat({"warming": True})
+
+            warmed = warm_up(generator, beating)
+            if warmed:
+                log_event("warmed_up", graphs=warmed, s=round(time.monotonic() - began, 2))
+        self.generator = generator
         if beat_out is None and config.beat_targets:  # [control.osc] beats: /beat, /bar...
             try:
                 self.beat_out = BeatOut.start(config.beat_targets, [r.id for r in config.rooms],

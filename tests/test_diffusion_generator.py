@@ -54,7 +54,9 @@ def test_from_config_loads_through_the_user_path(tiny_model_folder: Path) -> Non
                           diffusion=DiffusionConfig(model=str(tiny_model_folder), **WINDOW))
     generator = DiffusionGenerator.from_config(config)
     # No CUDA graphs on a CPU: nothing to capture before serving (tests/test_gpu.py: CUDA).
-    assert not generator.use_graphs and generator.warm_graphs() == 0
+    from engine.generators import warm_up
+
+    assert not generator.use_graphs and warm_up(generator, lambda: None) == 0
     condition = generator.prepare(view("a", 1))
     out, _ = generator.generate(generator.start(condition, 0, 0, None), condition, 4800)
     assert out.audio.shape == (4800, 2)

@@ -146,3 +146,58 @@ def test_instrument_names_come_from_lists_or_role_records() -> None:
     assert instrument_names({"instruments": {"melody": {"name": "Flute", "program": 73},
                                              "bass": {"name": "Cello"}}}) == ["Flute", "Cello"]
     assert instrument_names({"frequency_hz": 440.0}) is None
+
+
+def test_the_engine_warms_the_generator_it_builds_and_beats_meanwhile(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generator with graphs to capture is warmed before serving, the heartbeat kept
+    beating after each window and the warm-up logged; one handed in is left as it is."""
+    import engine.server
+
+    calls: list[str] = []
+
+    class WarmingSine(SineGenerator):
+        def warm_graphs(self, progress: Any = None) -> int:
+            for _ in range(3):
+                calls.append("window")
+                if progress is not None:
+                    progress()
+            return 2
+
+    class Beats:
+        def __init__(self) -> None:
+            self.statuses: list[Any] = []
+
+        def beat(self, status: Any = None, force: bool = False) -> bool:
+            self.statuses.append(status)
+            return True
+
+    monkeypatch.setattr(engine.server, "make_generator",
+                        lambda config: WarmingSine(sample_rate=config.sample_rate,
+                                                   channels=config.channels))
+
+    def config(name: str) -> Any:
+        return engine_role_config(config_from_dict({
+            "network": {part: f"inproc://{name}-{part}"
+                        for part in ("views", "chunks", "clock", "control")},
+            "engine": {"generator": "sine"}, "rooms": [{"id": "room0"}]}))
+
+    events: list[tuple[str, dict[str, Any]]] = []
+    beats = Beats()
+    context = zmq.Context()
+    try:
+        server = EngineServer(config("warm-built"),
+                              lambda kind, **fields: events.append((kind, fields)),
+                              context=context, heartbeat=beats)  # type: ignore[arg-type]
+        assert calls == ["window"] * 3
+        assert beats.statuses[:3] == [{"warming": True}] * 3
+        assert [f["graphs"] for kind, f in events if kind == "warmed_up"] == [2]
+        server.close()
+        calls.clear()
+        given = EngineServer(config("warm-given"), lambda *a, **k: None,
+                             generator=WarmingSine(sample_rate=48000, channels=2),
+                             context=context)
+        assert calls == []
+        given.close()
+    finally:
+        context.destroy(linger=0)

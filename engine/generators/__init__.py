@@ -13,6 +13,7 @@ chosen (the diffusion one brings torch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from engine.generators.base import (
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from engine.config import EngineConfig
 
 __all__ = ["BarSync", "BatchGenerator", "Generated", "Generator", "Request", "RoomControls",
-           "can_batch", "generate_many", "make_generator"]
+           "can_batch", "generate_many", "make_generator", "warm_up"]
 
 
 def make_generator(config: EngineConfig) -> Generator:
@@ -46,3 +47,12 @@ def make_generator(config: EngineConfig) -> Generator:
     from engine.generators.procedural import ProceduralGenerator
 
     return ProceduralGenerator(config.procedural, config.sample_rate, config.channels)
+
+
+def warm_up(generator: Generator, progress: Callable[[], None] | None = None) -> int:
+    """Ready ``generator`` to serve rooms before the first one asks: where it has CUDA
+    graphs, every batch bucket's are captured now (:meth:`DiffusionGenerator.warm_graphs`),
+    ``progress`` called after each window so a role can keep beating. What it made (graphs
+    captured); 0 for a generator with nothing to warm. A one-off render does not call it."""
+    warm = getattr(generator, "warm_graphs", None)
+    return int(warm(progress)) if callable(warm) else 0

@@ -75,8 +75,10 @@ class DiffusionConfig(BaseModel):
     compile: Literal["off", "default", "max-autotune-no-cudagraphs"] = Field(
         "off",
         description="torch.compile mode for the UNet (CUDA, torch backend): inductor fuses its "
-                    "many small kernels. Each batch bucket compiles at first use, about 2.5 "
-                    "min for the real-size model on an H200, where a 10.24 s window at batch 1 "
+                    "many small kernels. Each batch bucket compiles as the engine starts, before "
+                    "it serves, about 2.5 min per bucket for the real-size model on an H200 "
+                    "(the engine is silent meanwhile: raise supervisor.startup_grace_s and "
+                    "hang_after_s above that), where a 10.24 s window at batch 1 "
                     "went from 63 to 49 ms. 'off': eager kernels (captured in the CUDA graph "
                     "all the same).")
     batch_buckets: tuple[int, ...] = Field(

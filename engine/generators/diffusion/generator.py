@@ -38,7 +38,7 @@ batch, padded inputs, per-window seeds), ``samplers`` (the noise schedule),
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -159,16 +159,15 @@ class DiffusionGenerator:
             backend = OnnxBackend(Path(diffusion.onnx_dir), model, diffusion.onnx_providers,
                                   plan.window_frames, diffusion.onnx_provider_options,
                                   threads=diffusion.threads)
-        generator = cls(model, diffusion, config.sample_rate, config.channels, backend)
-        generator.warm_graphs()
-        return generator
+        return cls(model, diffusion, config.sample_rate, config.channels, backend)
 
-    def warm_graphs(self) -> int:
+    def warm_graphs(self, progress: Callable[[], None] | None = None) -> int:
         """Capture every bucket's window graphs now (starting and continuing shapes), so
-        that no room waits on a capture while others play; the graphs a new bucket would
-        take at first use (seconds for the real-size model at large buckets) are paid at
-        start-up, before the engine serves. Returns how many graphs exist; a no-op
-        without CUDA graphs."""
+        that no room waits on a capture while others play: a bucket's first use costs
+        seconds for the real-size model at large buckets (minutes with ``compile``), paid
+        here before the engine serves (:func:`engine.generators.warm_up`). ``progress`` is
+        called after each window. Returns how many graphs exist; a no-op without CUDA
+        graphs."""
         if not self.use_graphs:
             return 0
         from engine.generators.diffusion.testing import random_embedding
@@ -179,6 +178,8 @@ class DiffusionGenerator:
             states = [self.start(condition, i, 0, None) for i in range(bucket)]
             for _ in range(2):  # the starting shape, then the continuing one
                 states = self._windows(states, [condition] * bucket)
+                if progress is not None:
+                    progress()
         return len(self._graphs)
 
     # -- protocol ------------------------------------------------------------

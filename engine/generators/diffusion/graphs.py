@@ -4,7 +4,8 @@ Where it sits in the flow: with the torch backend on CUDA, the generator's
 ``sample_windows`` hands its window program (every sampling step, the VAE
 decode and the vocoder) and that batch's inputs to :func:`replay_graph`,
 which captures one :class:`CudaGraphProgram` per input shape (batch bucket
-and known-region shape) at first use and replays it after. Needs CUDA;
+and known-region shape) at first use and replays it after; an engine captures
+every bucket's before it serves (``DiffusionGenerator.warm_graphs``). Needs CUDA;
 tests/test_gpu.py checks replay against eager on a GPU.
 """
 
