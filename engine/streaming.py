@@ -683,8 +683,11 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
     a little early (their lead grows by at most the window), and no room
     ever waits for another. Each room's plan carries its own state, seed,
     condition and transition, so batching does not change what a room
-    hears. Otherwise (window 0, or a generator that cannot batch) rooms are
-    generated one after the other, each chunk yielded as soon as it exists.
+    hears. Starts and transitions go first, in a call of their own, so a new
+    artwork's chunk is sent before the continuations' windows are made (on a GPU a
+    batch of 16 continuing windows takes ~0.4 s). Otherwise (window 0, or a
+    generator that cannot batch) rooms are generated one after the other, each
+    chunk yielded as soon as it exists.
     """
     sessions = list(sessions)
     due = sorted((s for s in sessions if s.next_reason() is not None),
@@ -698,15 +701,23 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
                 yield session, chunk
         return
     lookahead = round(batch_window_s * generator.sample_rate)
+    # Starts and transitions first, in a call of their own: their chunks go out before
+    # the continuations' windows are made (a new artwork is heard after the margin, not
+    # after every other room's next window).
+    urgent = [s for s in due if s.next_reason() not in ("continue", None)]
+    rest = [s for s in due if s not in urgent]
     ahead = [s for s in sessions if s not in due and s.next_reason(lookahead) is not None]
-    plans = [(s, plan) for s in due + ahead if (plan := s.plan_chunk(lookahead)) is not None]
-    began = time.perf_counter()
-    results = generate_many(generator, [(p.state, p.condition, p.frames) for _, p in plans])
-    spent = time.perf_counter() - began
-    total = sum(p.frames for _, p in plans)
-    for (session, plan), (generated, state) in zip(plans, results, strict=True):
-        yield session, session.finish_chunk(plan, generated, state, spent,
-                                            share=plan.frames / total, batch=len(plans))
+    for group in (urgent, rest + ahead):
+        plans = [(s, plan) for s in group if (plan := s.plan_chunk(lookahead)) is not None]
+        if not plans:
+            continue
+        began = time.perf_counter()
+        results = generate_many(generator, [(p.state, p.condition, p.frames) for _, p in plans])
+        spent = time.perf_counter() - began
+        total = sum(p.frames for _, p in plans)
+        for (session, plan), (generated, state) in zip(plans, results, strict=True):
+            yield session, session.finish_chunk(plan, generated, state, spent,
+                                                share=plan.frames / total, batch=len(plans))
 
 
 def render_offline(

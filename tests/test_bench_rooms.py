@@ -242,3 +242,18 @@ def test_cli_refuses_a_model_for_the_procedural_generator(tmp_path: Path) -> Non
                                       "--model", str(tmp_path)])
     assert result.exit_code == ConfigError.exit_code
     assert "--model names a diffusion model folder" in result.output
+
+
+def test_the_simulated_h200_config_loads_with_the_measured_window_times() -> None:
+    """benchmarks/rooms-simulated-h200.toml: the H200's window times (engine-fp16.json of
+    the 2026-12-04 run) on the simulated backend, at the real model's window."""
+    from installation.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    config = load_config(root / "benchmarks" / "rooms-simulated-h200.toml")
+    diffusion = config.engine.diffusion
+    measured = json.loads((root / "benchmarks" / "results" / "2026-12-04-h200"
+                           / "engine-fp16.json").read_text())
+    assert diffusion.backend == "simulated" and diffusion.window_s == measured["window_s"]
+    assert diffusion.simulated_window_ms == {
+        row["batch"]: round(row["window_ms"], 1) for row in measured["batches"]}

@@ -303,3 +303,33 @@ def test_compiling_the_unet_is_for_cuda_only(tiny_model: Any) -> None:
     compiled = make(tiny_model, compile="default")
     assert not hasattr(tiny_model.unet, "_art2mus_compiled")
     np.testing.assert_array_equal(stream(compiled, condition, [4000]), expected)
+
+
+def test_simulated_backend_waits_as_the_measured_gpu_did(
+        tiny_model_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """backend = "simulated" (a benchmark's stand-in for a GPU): a window waits the time
+    given for its batch size (linear between and beyond the points) and the streams
+    still come out at full length; without times it is refused, naming the field."""
+    import engine.generators.diffusion.backends as backends
+    from engine.generators.diffusion.backends import SimulatedBackend
+
+    waits: list[float] = []
+    monkeypatch.setattr(backends.time, "sleep", waits.append)
+
+    timing = SimulatedBackend({1: 60.0, 4: 150.0, 16: 400.0}, 100)
+    assert [round(timing.window_s(b) * 1e3, 3) for b in (1, 2, 4, 16, 32)] == \
+        [60.0, 90.0, 150.0, 400.0, 733.333]
+    assert SimulatedBackend({8: 80.0}, 100).window_s(4) == pytest.approx(0.04)
+    config = EngineConfig(generator="diffusion", sample_rate=48000, channels=2,
+                          diffusion=DiffusionConfig(
+                              model=str(tiny_model_folder), backend="simulated",
+                              simulated_window_ms={1: 200.0}, **WINDOW))
+    generator = DiffusionGenerator.from_config(config)
+    condition = generator.prepare(view("a", 1))
+    out, _ = generator.generate(generator.start(condition, 0, 0, None), condition, 4800)
+    assert waits == [0.2]  # one window (0.1 s of audio from a 1.28 s window), at batch 1
+    assert out.audio.shape == (4800, 2) and np.isfinite(out.audio).all()
+    with pytest.raises(ValueError, match="simulated_window_ms"):
+        DiffusionConfig(model="m", backend="simulated")
+    with pytest.raises(ValueError, match="simulated_window_ms"):
+        DiffusionConfig(model="m", backend="simulated", simulated_window_ms={0: 5.0})

@@ -329,16 +329,18 @@ def _audio(chunks: list[AudioChunk]) -> np.ndarray:
 
 
 @diffusion
-def test_rooms_due_together_are_one_call_each_with_its_own_stream(tiny_model: Any) -> None:
+def test_rooms_due_together_share_a_call_each_with_its_own_stream(tiny_model: Any) -> None:
     counting = CountingBatches(make(tiny_model))
     together, rounds = _run_rooms(counting, ["a", "b", "c"], steps=16, change=(11, "b"))
     assert counting.single_calls == 0
-    assert rounds == len(counting.batches)  # one generator call per round that had work
     sizes = [len(call) for call in counting.batches]
     assert sum(sizes) == sum(len(chunks) for chunks in together.values())
-    # c's start pulls a and b (due within the window) into its batch; then all three keep
-    # falling due together, and b's transition rides along with a's and c's continuations.
-    assert sizes[:2] == [2, 3] and max(sizes) == 3 and sizes.count(3) >= 3
+    # Starts and transitions are served in a call of their own, before the continuations
+    # due with them (so they go out first): a and b start together; c's start, then a and
+    # b pulled in by the window; c alone once, then all three fall due together; b's
+    # transition alone, then a's and c's continuations. (The last round's split varies
+    # from run to run; it is not asserted.)
+    assert rounds == 6 and sizes[:7] == [2, 1, 2, 1, 3, 1, 2]
     reasons = [c.reason for c in together["b"]]
     assert reasons.count("transition") == 1
     for room in ("a", "c"):

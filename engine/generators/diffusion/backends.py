@@ -12,8 +12,10 @@ generator captures whole windows around it as CUDA graphs
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from engine.generators.diffusion.model import LoadedModel
@@ -50,6 +52,44 @@ class TorchBackend:
         model = self.model
         mel = model.vae.decode(latents / model.vae.config.scaling_factor, return_dict=False)[0]
         return model.vocoder(mel.squeeze(1))
+
+
+class SimulatedBackend:
+    """A GPU's timing on a CPU, for benchmarks only (``backend = "simulated"``).
+
+    The UNet's prediction is zeros; the decode waits as long as one window took on
+    a measured GPU at this batch size (``window_ms``, bucket -> ms, linear between and
+    beyond the points) and returns quiet noise. Everything around it (conditioning,
+    the sampler's arithmetic, crossfades, resampling, the engine's scheduling) runs
+    as it does in a room, so ``bench rooms`` shows what a GPU engine would do with
+    that GPU's window times. A room never uses it: it plays noise.
+    """
+
+    def __init__(self, window_ms: dict[int, float], window_samples: int) -> None:
+        points = sorted(window_ms.items())
+        self.sizes = np.array([size for size, _ in points], float)
+        self.times = np.array([ms for _, ms in points], float)
+        self.window_samples = window_samples
+        self._noise = torch.Generator().manual_seed(0)
+
+    def window_s(self, batch: int) -> float:
+        """One window's wait at ``batch`` rows, in seconds."""
+        sizes, times = self.sizes, self.times
+        if len(sizes) == 1:
+            return float(times[0] * batch / sizes[0]) / 1e3
+        if batch <= sizes[-1]:
+            return float(np.interp(batch, sizes, times)) / 1e3
+        slope = (times[-1] - times[-2]) / (sizes[-1] - sizes[-2])
+        return float(times[-1] + slope * (batch - sizes[-1])) / 1e3
+
+    def unet(self, sample: torch.Tensor, t: torch.Tensor, tokens: torch.Tensor,
+             support: torch.Tensor, timestep_cond: torch.Tensor | None) -> torch.Tensor:
+        return torch.zeros_like(sample)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.window_s(latents.shape[0]))
+        return 1e-3 * torch.randn((latents.shape[0], self.window_samples),
+                                  generator=self._noise)
 
 
 def compile_unet(model: LoadedModel, mode: str) -> None:

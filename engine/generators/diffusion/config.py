@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Backend = Literal["torch", "onnx"]
+Backend = Literal["torch", "onnx", "simulated"]
 SamplerName = Literal["auto", "dpm_solver", "consistency"]
 OnnxProvider = Literal["CPUExecutionProvider", "CUDAExecutionProvider",
                        "TensorrtExecutionProvider"]
@@ -30,7 +30,17 @@ class DiffusionConfig(BaseModel):
         "auto", description="'auto': cuda when available, else cpu.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="'auto': float32 on cpu, float16 on cuda.")
-    backend: Backend = Field("torch", description="torch (eager / CUDA graphs) or onnx (ORT).")
+    backend: Backend = Field(
+        "torch", description="torch (eager / CUDA graphs), onnx (ORT), or simulated: a "
+                             "benchmark's stand-in for a GPU on a CPU, never for a room (it "
+                             "plays noise; see simulated_window_ms).")
+    simulated_window_ms: dict[int, float] = Field(
+        default_factory=dict,
+        description="backend = 'simulated': the wall time of one window per batch bucket, as "
+                    "a GPU measured it (e.g. {1 = 63.1, 4 = 145.1, 16 = 406.9}, an H200); "
+                    "between and beyond them linear. The networks' work becomes that wait, "
+                    "so `bench rooms` shows what the engine's scheduling does with that "
+                    "GPU's timing on any CPU.")
     onnx_dir: str = Field("", description="Folder written by `art2mus export-onnx` "
                                           "(backend = 'onnx').")
     onnx_providers: tuple[OnnxProvider, ...] = Field(
@@ -96,6 +106,13 @@ class DiffusionConfig(BaseModel):
         if self.backend == "onnx" and not self.onnx_dir:
             raise ValueError("engine.diffusion.onnx_dir must name a folder written by "
                              "`art2mus export-onnx` when backend = 'onnx'")
+        if self.backend == "simulated" and not self.simulated_window_ms:
+            raise ValueError("engine.diffusion.simulated_window_ms must give at least one "
+                             "batch size's window time when backend = 'simulated'")
+        bad = {k: v for k, v in self.simulated_window_ms.items() if k < 1 or v <= 0.0}
+        if bad:
+            raise ValueError(f"engine.diffusion.simulated_window_ms: batch sizes must be >= 1 "
+                             f"and times > 0 ms, got {bad}")
         if not self.onnx_providers:
             raise ValueError("engine.diffusion.onnx_providers must name at least one provider")
         unknown = sorted(set(self.onnx_provider_options) - set(self.onnx_providers))

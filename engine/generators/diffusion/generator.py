@@ -48,7 +48,12 @@ import torch
 
 from engine.config import EngineConfig
 from engine.generators.base import Generated, RoomControls
-from engine.generators.diffusion.backends import Backend, TorchBackend, compile_unet
+from engine.generators.diffusion.backends import (
+    Backend,
+    SimulatedBackend,
+    TorchBackend,
+    compile_unet,
+)
 from engine.generators.diffusion.batching import assemble_batch, plan_batches
 from engine.generators.diffusion.conditioner import check_embedding
 from engine.generators.diffusion.config import DiffusionConfig
@@ -152,6 +157,9 @@ class DiffusionGenerator:
             torch.set_num_threads(diffusion.threads)  # process-wide: the engine owns its CPU
         model = load_model(Path(diffusion.model), diffusion.device, diffusion.dtype)
         backend: Backend | None = None
+        if diffusion.backend == "simulated":
+            backend = SimulatedBackend(diffusion.simulated_window_ms,
+                                       WindowPlan.for_model(model, diffusion).window_samples)
         if diffusion.backend == "onnx":
             from engine.generators.diffusion.onnx_backend import OnnxBackend
 
