@@ -685,9 +685,13 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
     condition and transition, so batching does not change what a room
     hears. Starts and transitions go first, in a call of their own, so a new
     artwork's chunk is sent before the continuations' windows are made (on a GPU a
-    batch of 16 continuing windows takes ~0.4 s). Otherwise (window 0, or a
-    generator that cannot batch) rooms are generated one after the other, each
-    chunk yielded as soon as it exists.
+    batch of 16 continuing windows takes ~0.4 s). Where the generator says which
+    requests need model work (``needs_model``; ``rooms_per_call`` of them at most),
+    the rooms it serves from its buffer go next in one call, and at most one
+    batch of rooms needing a window per turn, most urgent first (the others are
+    due again next turn, after the loop has read its inboxes). Otherwise (window
+    0, or a generator that cannot batch) rooms are generated one after the
+    other, each chunk yielded as soon as it exists.
     """
     sessions = list(sessions)
     due = sorted((s for s in sessions if s.next_reason() is not None),
@@ -707,8 +711,22 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
     urgent = [s for s in due if s.next_reason() not in ("continue", None)]
     rest = [s for s in due if s not in urgent]
     ahead = [s for s in sessions if s not in due and s.next_reason(lookahead) is not None]
-    for group in (urgent, rest + ahead):
-        plans = [(s, plan) for s in group if (plan := s.plan_chunk(lookahead)) is not None]
+    # Where the generator says which requests need model work (a diffusion window), the
+    # rooms served from what it has buffered go first, in a call of their own, and those
+    # that need a window follow one model batch at a time: no room waits for windows
+    # that are not its own, and each chunk's time is its own batch's.
+    needs_model = getattr(generator, "needs_model", None)
+    limit = getattr(generator, "rooms_per_call", None) or len(sessions)
+    groups: list[list[tuple[RoomSession, ChunkPlan]]] = []
+    for rooms in (urgent, rest + ahead):
+        plans = [(s, plan) for s in rooms if (plan := s.plan_chunk(lookahead)) is not None]
+        if needs_model is None or rooms is urgent:
+            groups.append(plans)
+            continue
+        costly = [(s, p) for s, p in plans if needs_model(p.state, p.frames)]
+        groups.append([(s, p) for s, p in plans if not needs_model(p.state, p.frames)])
+        groups.append(costly[:limit])  # the rest next turn, after the loop reads its inboxes
+    for plans in groups:
         if not plans:
             continue
         began = time.perf_counter()

@@ -374,3 +374,53 @@ def test_make_generator_gives_the_diffusion_generator_batching(tiny_model_folder
     config = EngineConfig(generator="diffusion", sample_rate=RATE, channels=1,
                           diffusion=DiffusionConfig(model=str(tiny_model_folder), **WINDOW))
     assert can_batch(make_generator(config))
+
+
+class WindowedSine(SineGenerator):
+    """A batching sine that says every request needs model work (as a diffusion room does
+    when its buffer runs dry) and takes at most two rooms' windows per call."""
+
+    rooms_per_call = 2
+
+    def __init__(self, costly: bool) -> None:
+        super().__init__(sample_rate=RATE, channels=1)
+        self.costly = costly
+        self.calls: list[int] = []
+
+    def needs_model(self, state: Any, frames: int) -> bool:
+        return self.costly
+
+    def generate_batch(self, requests: Any) -> list[tuple[Generated, Any]]:
+        self.calls.append(len(requests))
+        return [self.generate(state, condition, frames) for state, condition, frames in requests]
+
+
+@pytest.mark.parametrize("costly", [False, True])
+def test_rooms_needing_model_work_go_one_batch_per_turn(costly: bool) -> None:
+    """Rooms served from what is buffered share one call; rooms that need a window go at
+    most ``rooms_per_call`` a turn, most urgent first, the rest on the next turns, and
+    every room's chunks still follow one another without a gap."""
+    generator = WindowedSine(costly)
+    config = EngineConfig(sample_rate=RATE, channels=1, chunk_s=0.5, lead_s=1.0,
+                          transition_margin_s=0.3, batch_window_s=0.25)
+    clock = FakeClock()
+    rooms = [f"r{i}" for i in range(5)]
+    sessions = [RoomSession(room, i, generator, config, clock=clock)
+                for i, room in enumerate(rooms)]
+    chunks: dict[str, list[AudioChunk]] = {room: [] for room in rooms}
+    for session in sessions:
+        session.on_view(_view(session.room, f"art-{session.room}", 1))
+        session.on_clock(_clock(session.room, 0))
+    for _ in range(30):
+        for session, chunk in generate_due(sessions, generator, 0.25):
+            chunks[session.room].append(chunk)
+        clock.now += 0.1
+    assert generator.calls[0] == 5  # the five starts: urgent, one call, never split
+    later = generator.calls[1:]
+    assert max(later) == (2 if costly else 5) and later.count(5 if not costly else 2) >= 3
+    for room in rooms:
+        made = chunks[room]
+        assert len(made) >= 4
+        assert [c.reason for c in made[1:]] == ["continue"] * (len(made) - 1)
+        for before, after in zip(made, made[1:], strict=False):
+            assert after.start_sample == before.start_sample + before.audio.shape[0]

@@ -149,6 +149,17 @@ class DiffusionGenerator:
         self.fade_out, self.fade_in = overlap_gains(self.plan.overlap_samples,
                                                     config.overlap_crossfade)
 
+    @property
+    def rooms_per_call(self) -> int:
+        """The most rooms needing a window the engine hands over in one call: the largest
+        bucket (one model batch)."""
+        return self.config.batch_buckets[-1]
+
+    def needs_model(self, state: DiffusionState, frames: int) -> bool:
+        """Whether serving ``frames`` from ``state`` needs a new window (else it comes
+        from what is buffered)."""
+        return state.buffer is None or len(state.buffer) < frames
+
     @classmethod
     def from_config(cls, config: EngineConfig) -> DiffusionGenerator:
         """Load ``config.diffusion.model`` and build the generator the config names."""
