@@ -354,11 +354,14 @@ class EngineServer:
         listened = [s for s in self.sessions.values() if self._listening(s.room)]
         served = 0
         began = time.perf_counter()
+        last_call_s = None
         for session, chunk in generate_due(listened, self.generator,
                                            self.config.engine.batch_window_s):
             served += 1
-            if not self.batching or served == 1:  # a batch's chunks share one call's time
+            # one time per generator call: a call's chunks share it (a turn may make several)
+            if not self.batching or chunk.generation_s != last_call_s:
                 self._call_times.append(chunk.generation_s)
+                last_call_s = chunk.generation_s
             room = session.room
             if not send(self._chunks, chunk):
                 self.log_event("chunk_dropped", room=room, seq=chunk.seq)
