@@ -58,8 +58,9 @@ class SimulatedBackend:
     """A GPU's timing on a CPU, for benchmarks only (``backend = "simulated"``).
 
     The UNet's prediction is zeros; the decode waits as long as one window took on
-    a measured GPU at this batch size (``window_ms``, bucket -> ms, linear between and
-    beyond the points) and returns quiet noise. Everything around it (conditioning,
+    a measured GPU at this batch size (``window_ms``, bucket -> ms: linear between the
+    points and beyond the largest, the smallest's time below it, proportional to the
+    batch with one point) and returns quiet noise. Everything around it (conditioning,
     the sampler's arithmetic, crossfades, resampling, the engine's scheduling) runs
     as it does in a room, so ``bench rooms`` shows what a GPU engine would do with
     that GPU's window times. A room never uses it: it plays noise.

@@ -38,8 +38,8 @@ class DiffusionConfig(BaseModel):
         default_factory=dict,
         description="backend = 'simulated': the wall time of one window per batch bucket, as "
                     "a GPU measured it (e.g. {1 = 63.1, 4 = 145.1, 16 = 406.9}, an H200); "
-                    "between and beyond them linear. The networks' work becomes that wait, "
-                    "so `bench rooms` shows what the engine's scheduling does with that "
+                    "linear between them and beyond the largest. The networks' work becomes "
+                    "that wait, so `bench rooms` shows what the engine's scheduling does with that "
                     "GPU's timing on any CPU.")
     onnx_dir: str = Field("", description="Folder written by `art2mus export-onnx` "
                                           "(backend = 'onnx').")
