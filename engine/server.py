@@ -18,8 +18,9 @@ artwork each room was playing instead of starting from an empty wall. With a
 grid and playhead estimate, and it sends beats, bars, key and chords on OSC.
 
 No peer can block the loop: each turn reads at most :data:`FRAMES_PER_TURN`
-frames per socket (plus :data:`FRAMES_PER_ROOM` per room for views and
-clocks), and the chunks XPUB takes only subscriptions to a configured room
+frames per socket (plus :data:`FRAMES_PER_ROOM` per room for views, and
+:data:`CLOCKS_PER_ROOM` for clocks, of which each room's newest is applied), and
+the chunks XPUB takes only subscriptions to a configured room
 (or ``""``, a tap on every room); anything else is counted as dropped
 (:class:`RoomSubscriptions`), so ``subscribed`` stays bounded.
 """
@@ -46,7 +47,7 @@ import zmq
 from engine.beats import BeatOut, MidiClockOut, grid_of
 from engine.config import EngineRoleConfig
 from engine.generators import Generator, can_batch, make_generator, warm_up
-from engine.streaming import RoomControls, RoomSession, generate_due
+from engine.streaming import RoomControls, RoomSession, StartTimes, generate_due
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink
 from ground.health import Heartbeat
@@ -72,10 +73,15 @@ BATCHES_KEPT = 8
 #: Frames read from each socket per turn of the loop: a flood waits in
 #: ZeroMQ's queue (bounded by its high-water mark) instead of holding the loop.
 FRAMES_PER_TURN = 100
-#: ... plus this many per room for views and clocks: 256 rooms send ~5000 clocks a
-#: second, and a turn that waits 50 ms on a batch must still read them all, or every
-#: room's playhead goes stale (found by ``art2mus bench rooms``).
+#: ... plus this many per room for views: a view is sent about once a second.
 FRAMES_PER_ROOM = 4
+#: ... and this many per room for clocks: a room's audio_out reports 20 times a second
+#: (``audio_out.clock_hz``), and a turn that waits on a batch of windows (most of a
+#: second on a busy GPU) must read every report that came meanwhile, or clocks queue up
+#: and each room's playhead estimate falls seconds behind (found by ``art2mus bench
+#: rooms`` with the simulated H200: half the clocks were refused, the rest read late).
+#: Only the newest per room is applied.
+CLOCKS_PER_ROOM = 64
 #: Longest topic a subscription may carry: a room id (RoomConfig's pattern).
 MAX_TOPIC_BYTES = 64
 
@@ -256,6 +262,8 @@ class EngineServer:
         self._generating_s = 0.0
         self._generating_turns = 0
         self._chunks_made = 0
+        self._windows_ahead = 0  # windows made ahead of need (padding rows, idle turns)
+        self._start_times = StartTimes()  # where new material lands: after such a call
 
     @property
     def subscribed(self) -> set[str]:
@@ -310,12 +318,15 @@ class EngineServer:
                 self.log_event("view", artwork_id=message.artwork_id, state=message.state,
                                confidence=message.confidence, seen_at=message.time)
                 self._state_dirty = True
-        for message in self.inboxes["clock"].drain(budget):
-            session = self.sessions.get(message.room)
-            if not isinstance(message, PlaybackClock) or session is None:
+        newest: dict[str, PlaybackClock] = {}
+        for message in self.inboxes["clock"].drain(FRAMES_PER_TURN
+                                                   + CLOCKS_PER_ROOM * len(self.sessions)):
+            if not isinstance(message, PlaybackClock) or message.room not in self.sessions:
                 self.unknown_room += 1
                 continue
-            session.on_clock(message)
+            newest[message.room] = message  # a report replaces the one before it
+        for room, message in newest.items():
+            self.sessions[room].on_clock(message)
         for message in self.shell.controls(FRAMES_PER_TURN):
             self._apply_set(message)
         return self.shell.stop.is_set()  # a shutdown Control came
@@ -353,10 +364,12 @@ class EngineServer:
         """Generate what is due for every listened-to room (batched within the window)."""
         listened = [s for s in self.sessions.values() if self._listening(s.room)]
         served = 0
+        ahead = sum(s.windows_ahead for s in listened)
         began = time.perf_counter()
         last_call_s = None
         for session, chunk in generate_due(listened, self.generator,
-                                           self.config.engine.batch_window_s):
+                                           self.config.engine.batch_window_s,
+                                           self._start_times):
             served += 1
             # one time per generator call: a call's chunks share it (a turn may make several)
             if not self.batching or chunk.generation_s != last_call_s:
@@ -374,10 +387,13 @@ class EngineServer:
                                    audio_s=budget_s)
         if self.batching and served:
             self._batches.append(served)  # generate_due made them in one call
-        if served:
+        made_ahead = sum(s.windows_ahead for s in listened) - ahead
+        if served or made_ahead:
             self._generating_s += time.perf_counter() - began
+        if served:
             self._generating_turns += 1
             self._chunks_made += served
+        self._windows_ahead += made_ahead
 
     def status(self) -> dict[str, Any]:
         """Every room's state for the heartbeat (kept small: one pipe write).
@@ -533,6 +549,7 @@ class EngineServer:
             serving_s=round(time.monotonic() - self._serving_since, 3),
             generating_s=round(self._generating_s, 3),
             generating_turns=self._generating_turns, chunks_made=self._chunks_made,
+            windows_ahead=self._windows_ahead,
             **self.shell.stats(),
         )
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -102,6 +102,14 @@ SYNC_MAX_BEATS = 16
 
 #: audio_out dry this long while short of chunks we sent: they were lost, start again.
 LOST_AFTER_S = 0.5
+#: Seconds a sent chunk may take to reach audio_out's timeline (transport, splicing): a
+#: report sent sooner after it need not show it.
+CHUNK_TRANSIT_S = 0.1
+#: Recent chunks' (time sent, queue end) a room keeps, to judge what a report should show.
+SENT_KEPT = 32
+#: How fast a room's estimated clock delivery offset may creep up, seconds per second: far
+#: more than two crystals drift apart (~1e-4), far less than a queue fills.
+CLOCK_OFFSET_AGING = 0.002
 
 
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
@@ -179,9 +187,13 @@ class RoomSession:
         self.seq = 0
         self.pending_transition = False
         self._clock: _Clock | None = None
+        # our clock minus audio_out's wall time on the least delayed recent report (see
+        # on_clock), and when it was last updated
+        self._clock_offset: tuple[float, float] | None = None
         self.generated_frames = 0
         self.generation_s = 0.0
         self._seconds_per_frame: float | None = None
+        self._start_s: float | None = None  # wall time of the calls that made our starts
         self.controls = RoomControls()
         self.midi_channel_offset = 0  # rooms sharing one MIDI port use distinct channels
         self.latest_view = self.view  # what capture reports, even while frozen
@@ -193,9 +205,11 @@ class RoomSession:
         self.refused_controls: Counter[str] = Counter()  # by parameter name
         self._sync: tuple[float, int, float] | None = None  # downbeat wall time, beats, bpm
         self._dry_since: float | None = None  # our clock when audio_out ran dry short of ours
+        self._sent: deque[tuple[float, int]] = deque(maxlen=SENT_KEPT)  # (our clock, queue end)
         self._lost_logged = False
         self.lost_resyncs = 0  # restarts because sent chunks never arrived
         self.non_finite_chunks = 0  # chunks whose NaN/inf samples were zeroed
+        self.windows_ahead = 0  # windows made ahead of need in another room's batch
         self.sync_offset_ms: float | None = None  # the last grid's distance from the one kept
 
     def log_event(self, kind: str, **fields: Any) -> None:
@@ -404,25 +418,51 @@ class RoomSession:
                            previous=self._clock.playhead)
             self.state = None
             self.queue_end = None
+            self._sent.clear()
         restarted = self._clock is not None and clock.playhead < self._clock.playhead
         first = self._clock is None
         self._clock = _Clock(
             playhead=clock.playhead,
             wall_time=clock.wall_time,
-            received=self._now(),
-            playing=clock.state in ("playing", "holding"),
+            received=self._sent_at(clock.wall_time, reset=first or restarted),
+            # holding (run dry), audio_out's playhead waits where its material ended
+            playing=clock.state == "playing",
             buffered_until=clock.buffered_until,
             dry=clock.state in ("holding", "silent"),
         )
         # Dry while we think we sent beyond what it holds: chunks lost on the way (a PUB
         # socket drops silently at its high-water mark) if it lasts past LOST_AFTER_S.
-        missing = self.queue_end is not None and self.queue_end > clock.buffered_until
+        # Only what was sent before the report left counts: a report read late (it waited
+        # in the queue while we generated) cannot show the chunks sent since.
+        sent_by = self._clock.received - CHUNK_TRANSIT_S
+        reached = [end for at, end in self._sent if at <= sent_by]
+        missing = bool(reached) and max(reached) > clock.buffered_until
         if not (self._clock.dry and missing):
             self._dry_since = None
         elif self._dry_since is None:
             self._dry_since = self._clock.received
         if self._sync is not None and (first or restarted):
             self._apply_sync(force=True)  # a new timeline: the grid's samples moved
+
+    def _sent_at(self, wall_time: float, reset: bool) -> float:
+        """When, on our clock, a report stamped ``wall_time`` by audio_out left it.
+
+        A report may wait in the socket's queue while the engine generates (a batch of
+        windows takes most of a second on a busy GPU); taking its arrival for its time
+        would put the playhead estimate that far behind, eating the lead and placing
+        new material too early. The offset between the two clocks (with the
+        transport's least delay and audio_out's output latency in it) is the smallest
+        ``arrival - wall_time`` seen recently: reports read promptly give it, queued
+        ones only add to it. It is let creep up by :data:`CLOCK_OFFSET_AGING` so a
+        clock that steps back is followed, slowly.
+        """
+        now = self._now()
+        offset = now - wall_time
+        if self._clock_offset is not None and not reset:
+            previous, at = self._clock_offset
+            offset = min(offset, previous + CLOCK_OFFSET_AGING * max(0.0, now - at))
+        self._clock_offset = (offset, now)
+        return min(now, wall_time + offset)
 
     # -- scheduling ---------------------------------------------------------
 
@@ -466,8 +506,13 @@ class RoomSession:
             return None
         if self.state is None or self.queue_end is None:
             return "start"
-        if self.queue_end < playhead + self.config.margin_samples // 2:
-            return "start"  # fell behind the playhead: resynchronise, crossfading
+        assert self._clock is not None
+        if self.queue_end < self._clock.playhead:
+            # audio_out plays past what we sent (it only moves over material it has: it was
+            # fed by another engine, or jumped a gap): resynchronise, crossfading. A room
+            # that ran dry holds at our queue's end; the continuation resumes it, which a
+            # model serves from its buffer where a new stream would need a new window.
+            return "start"
         if self._material_lost():
             return "start"  # what we sent never arrived: the room would wait forever
         if self.pending_transition:
@@ -514,8 +559,12 @@ class RoomSession:
         generated, state = self.generator.generate(plan.state, plan.condition, plan.frames)
         return self.finish_chunk(plan, generated, state, time.perf_counter() - began)
 
-    def plan_chunk(self, lookahead: int = 0) -> ChunkPlan | None:
+    def plan_chunk(self, lookahead: int = 0, start_s: float | None = None
+                   ) -> ChunkPlan | None:
         """The chunk that is due (see :meth:`next_reason`), not yet generated.
+
+        ``start_s``: how long the call that makes a start or transition is expected to
+        take (the engine's :class:`StartTimes`), else this room's recent ones.
 
         For a start or a transition this opens the new stream (``generator.start``
         from the current state). The session changes only in :meth:`finish_chunk`,
@@ -535,7 +584,7 @@ class RoomSession:
             frames += crossfade
             # New material must reach audio_out before the playhead does: the
             # margin covers transport and jitter, the estimate the generation.
-            start = playhead + self.config.margin_samples + self._expected_generation(frames)
+            start = playhead + self.config.margin_samples + self._expected_start(start_s)
             state = self.generator.start(self.condition, self.effective_seed, start, self.state)
         return ChunkPlan(reason=reason, start=start, frames=frames, crossfade=crossfade,
                          playhead=playhead, state=state, condition=self.condition)
@@ -572,12 +621,15 @@ class RoomSession:
                 self.lost_resyncs += 1
             self._dry_since, self._lost_logged = None, False
         self.queue_end = plan.start + frames
+        self._sent.append((self._now(), self.queue_end))
         self.generated_frames += frames
         self.generation_s += spent * share
         # The wall time, not the share: it is how long new material takes to arrive.
         per_frame = spent / frames
         self._seconds_per_frame = (per_frame if self._seconds_per_frame is None
                                    else 0.8 * self._seconds_per_frame + 0.2 * per_frame)
+        if plan.reason != "continue":
+            self.note_start_call(spent)
         grid = grid_of(state)  # the piece's tempo and meter, for the recorded MIDI file
         chunk = AudioChunk(
             v=PROTOCOL_VERSION,
@@ -605,11 +657,26 @@ class RoomSession:
         self.seq += 1
         return chunk
 
-    def _expected_generation(self, frames: int) -> int:
-        """Frames of timeline that pass while ``frames`` are generated (with 50 % slack)."""
-        if self._seconds_per_frame is None:
+    def take_window(self, state: Any) -> None:
+        """Take a stream state the generator made one more window for, ahead of need (in
+        the padding rows of another room's batch): nothing is sent, later chunks are
+        served from it."""
+        self.state = state
+        self.windows_ahead += 1
+
+    def note_start_call(self, spent: float) -> None:
+        """Take the wall time of a call that made this room's start or transition."""
+        self._start_s = spent if self._start_s is None else 0.7 * self._start_s + 0.3 * spent
+
+    def _expected_start(self, start_s: float | None = None) -> int:
+        """Frames of timeline that pass while a start or transition is made: ``start_s``
+        or this room's recent such calls' time, with 50 % slack. Not per frame: a model
+        makes a whole window for any chunk of it, and a continuation served from its
+        buffer costs ~nothing."""
+        seconds = self._start_s if start_s is None else start_s
+        if seconds is None:
             return 0
-        return int(1.5 * self._seconds_per_frame * frames * self.generator.sample_rate)
+        return int(1.5 * seconds * self.generator.sample_rate)
 
     @property
     def realtime_factor(self) -> float:
@@ -673,8 +740,38 @@ def _live_parameter(name: str) -> Parameter | None:
         return None
 
 
+class StartTimes:
+    """How long the engine's calls that make starts and transitions take, by how many
+    rooms they serve (one engine keeps one, for :func:`generate_due`).
+
+    Where a new artwork's material lands depends on it (it must arrive first), and a
+    model's call time depends on the batch far more than on the room: one start takes
+    70 ms on an H200, sixteen at once (an engine starting) 400 ms, and a room whose last
+    start was one of sixteen would otherwise place its next transition that much late.
+    """
+
+    def __init__(self) -> None:
+        self._seconds: dict[int, float] = {}
+
+    def observe(self, rooms: int, spent: float) -> None:
+        """A call that served ``rooms`` starts or transitions took ``spent`` seconds."""
+        before = self._seconds.get(rooms)
+        self._seconds[rooms] = spent if before is None else 0.7 * before + 0.3 * spent
+
+    def expect(self, rooms: int) -> float | None:
+        """The time a call for ``rooms`` is expected to take: as observed for that many,
+        else linear between the counts observed on either side, else the nearest
+        count's (fewer than any observed: the smallest's, never optimistic); None before
+        any call."""
+        if not self._seconds:
+            return None
+        counts = sorted(self._seconds)
+        return float(np.interp(rooms, counts, [self._seconds[n] for n in counts]))
+
+
 def generate_due(sessions: Iterable[RoomSession], generator: Generator,
-                 batch_window_s: float = 0.0) -> Iterator[tuple[RoomSession, AudioChunk]]:
+                 batch_window_s: float = 0.0, start_times: StartTimes | None = None,
+                 ) -> Iterator[tuple[RoomSession, AudioChunk]]:
     """Generate every room's due chunk (at most one each), most urgent first.
 
     With ``batch_window_s`` > 0 and a generator that batches, the rooms due
@@ -686,18 +783,30 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
     hears. Starts and transitions go first, in a call of their own, so a new
     artwork's chunk is sent before the continuations' windows are made (on a GPU a
     batch of 16 continuing windows takes ~0.4 s). Where the generator says which
-    requests need model work (``needs_model``; ``rooms_per_call`` of them at most),
-    the rooms it serves from its buffer go next in one call, and at most one
-    batch of rooms needing a window per turn, most urgent first (the others are
-    due again next turn, after the loop has read its inboxes). Otherwise (window
-    0, or a generator that cannot batch) rooms are generated one after the
-    other, each chunk yielded as soon as it exists.
+    requests need model work (``needs_model``; ``rooms_per_call`` of them at most,
+    starts included: a hundred rooms starting at once must not hold every other
+    room for seconds), the rooms it serves from its buffer go next in one call,
+    and at most one batch of rooms needing a window per turn, most urgent first
+    (the others are due again next turn, after the loop has read its inboxes).
+
+    Windows ahead of need, where the generator makes them (a diffusion model): the
+    padding rows of that batch (``generate_batch_filled``: free, a bucket takes as
+    long part-filled) go to the rooms whose next window falls due soonest, and on a
+    turn where no room needs a window, ``make_ahead`` makes a few for the rooms whose
+    windows fall due within twice ``lead_s``. Rooms that started together (an engine
+    restart, the load generator) otherwise all need their windows in the same second,
+    once per window: a burst longer than the lead, and rooms ran dry.
+
+    ``start_times`` (the engine's :class:`StartTimes`) places each start and transition
+    after the time a call with as many of them took before, not after the room's own
+    last one.
+
+    Otherwise (window 0, or a generator that cannot batch) rooms are generated one
+    after the other, each chunk yielded as soon as it exists.
     """
     sessions = list(sessions)
     due = sorted((s for s in sessions if s.next_reason() is not None),
                  key=RoomSession.urgency)
-    if not due:
-        return
     if batch_window_s <= 0.0 or not can_batch(generator):
         for session in due:
             chunk = session.next_chunk()
@@ -710,7 +819,9 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
     # after every other room's next window).
     urgent = [s for s in due if s.next_reason() not in ("continue", None)]
     rest = [s for s in due if s not in urgent]
-    ahead = [s for s in sessions if s not in due and s.next_reason(lookahead) is not None]
+    # (the window pulls rooms in only alongside a room that is due)
+    ahead = [s for s in sessions if due and s not in due
+             and s.next_reason(lookahead) is not None]
     # Where the generator says which requests need model work (a diffusion window), the
     # rooms served from what it has buffered go first, in a call of their own, and those
     # that need a window follow one model batch at a time: no room waits for windows
@@ -718,24 +829,75 @@ def generate_due(sessions: Iterable[RoomSession], generator: Generator,
     needs_model = getattr(generator, "needs_model", None)
     limit = getattr(generator, "rooms_per_call", None) or len(sessions)
     groups: list[list[tuple[RoomSession, ChunkPlan]]] = []
+    expected = (None if start_times is None or not urgent
+                else start_times.expect(min(len(urgent), limit)))
     for rooms in (urgent, rest + ahead):
-        plans = [(s, plan) for s in rooms if (plan := s.plan_chunk(lookahead)) is not None]
-        if needs_model is None or rooms is urgent:
+        plans = [(s, plan) for s in rooms
+                 if (plan := s.plan_chunk(lookahead, expected)) is not None]
+        if needs_model is None:
             groups.append(plans)
             continue
         costly = [(s, p) for s, p in plans if needs_model(p.state, p.frames)]
-        groups.append([(s, p) for s, p in plans if not needs_model(p.state, p.frames)])
-        groups.append(costly[:limit])  # the rest next turn, after the loop reads its inboxes
+        cheap = [(s, p) for s, p in plans if not needs_model(p.state, p.frames)]
+        # the rest of the costly ones next turn, after the loop reads its inboxes (a
+        # hundred rooms starting at once would otherwise hold every other room for seconds)
+        if rooms is urgent:
+            groups.append(cheap + costly[:limit])
+        else:
+            groups += [cheap, costly[:limit]]
+    fill = getattr(generator, "generate_batch_filled", None)
+    served = {id(s) for g in groups for s, _ in g}
+    model_runs = needs_model is not None and any(
+        needs_model(p.state, p.frames) for g in groups for _, p in g)
     for plans in groups:
         if not plans:
             continue
         began = time.perf_counter()
-        results = generate_many(generator, [(p.state, p.condition, p.frames) for _, p in plans])
+        requests = [(p.state, p.condition, p.frames) for _, p in plans]
+        if fill is not None and plans is groups[-1]:
+            # the rooms that need a window next take the padding rows of this batch
+            spare = _spare_streams(sessions, served, generator)
+            results, filled = fill(requests, [(s.state, s.condition) for s in spare])
+            for k, state in filled:
+                spare[k].take_window(state)
+        else:
+            results = generate_many(generator, requests)
         spent = time.perf_counter() - began
         total = sum(p.frames for _, p in plans)
         for (session, plan), (generated, state) in zip(plans, results, strict=True):
             yield session, session.finish_chunk(plan, generated, state, spent,
                                                 share=plan.frames / total, batch=len(plans))
+        if start_times is not None and plans[0][1].reason != "continue":
+            start_times.observe(len(plans), spent)
+    make_ahead = getattr(generator, "make_ahead", None)
+    if make_ahead is not None and sessions and not model_runs:
+        # the model is idle this turn: make the windows that fall due soonest now
+        spare = _spare_streams(sessions, served, generator,
+                               within_s=2.0 * sessions[0].config.lead_s)
+        for k, state in make_ahead([(s.state, s.condition) for s in spare]):
+            spare[k].take_window(state)
+
+
+def _spare_streams(sessions: list[RoomSession], served: set[int], generator: Generator,
+                   within_s: float | None = None) -> list[RoomSession]:
+    """Rooms not served this turn whose stream can take a window ahead of need (the
+    generator's ``ahead_frames``), the one that will need it soonest first; with
+    ``within_s``, only those with at most that much audio made ahead of the playhead."""
+    ahead_frames = getattr(generator, "ahead_frames", None)
+    if ahead_frames is None:
+        return []
+    ahead: list[tuple[int, RoomSession]] = []
+    for session in sessions:
+        if id(session) in served or session.state is None or session.pending_transition:
+            continue
+        buffered = ahead_frames(session.state)
+        playhead = session.playhead_estimate()
+        if buffered is None or playhead is None or session.queue_end is None:
+            continue
+        frames = session.queue_end + buffered - playhead
+        if within_s is None or frames <= within_s * generator.sample_rate:
+            ahead.append((frames, session))
+    return [session for _, session in sorted(ahead, key=lambda pair: pair[0])]
 
 
 def render_offline(

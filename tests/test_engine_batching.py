@@ -257,6 +257,55 @@ def test_more_rooms_than_the_largest_bucket_run_in_several_batches(tiny_model: A
     np.testing.assert_allclose(results[2][0].audio, single.audio, rtol=0, atol=1e-6)
 
 
+@diffusion
+def test_windows_made_ahead_change_no_rooms_audio(tiny_model: Any) -> None:
+    """A window made ahead of need, in another room's padding row or on an idle turn, is
+    the window the stream would have made later: the room hears the same. Only continuing
+    streams with less than a hop buffered take one, and only where a batch has room."""
+    generator = make(tiny_model, buckets=(2, 4), ahead_batch=1)
+    a_art, b_art = (generator.condition_from_embedding(f"art{i}", random_embedding(i))
+                    for i in range(2))
+    frames, hop = 1000, generator.plan.hop_samples
+
+    def serve(state: Any, condition: Any, chunks: int) -> tuple[np.ndarray, Any]:
+        out = []
+        for _ in range(chunks):
+            [(made, state)] = generator.generate_batch([(state, condition, frames)])
+            out.append(made.audio)
+        return np.concatenate(out), state
+
+    chunks = 3 * hop // frames
+    alone, _ = serve(generator.start(a_art, 10, 0, None), a_art, chunks)
+
+    a = generator.start(a_art, 10, 0, None)
+    assert generator.ahead_frames(a) is None  # a starting stream: its first window is due
+    head, a = serve(a, a_art, 1)
+    assert generator.ahead_frames(a) == len(a.buffer) < hop
+    b = generator.start(b_art, 20, 0, None)
+    _, b = serve(b, b_art, 1)
+    while not generator.needs_model(b, frames):
+        _, b = serve(b, b_art, 1)
+    # b needs a continuing window: a batch of 2 (bucket 2) with one row free, a takes it
+    results, filled = generator.generate_batch_filled([(b, b_art, frames)], [(a, a_art)])
+    assert len(results) == 1 and [k for k, _ in filled] == [0]
+    ahead = filled[0][1]
+    assert len(ahead.buffer) == len(a.buffer) + hop and generator.ahead_frames(ahead) is None
+    rest, _ = serve(ahead, a_art, chunks - 1)
+    np.testing.assert_allclose(np.concatenate([head, rest]), alone, rtol=0, atol=1e-6)
+    # two rooms needing windows fill a bucket of 2: no row is free, nothing is made ahead
+    c = generator.start(a_art, 30, 0, None)
+    _, c = serve(c, a_art, 1)
+    _, filled = generator.generate_batch_filled([(b, b_art, frames), (b, b_art, frames)],
+                                                [(c, a_art)])
+    assert filled == []
+    # on an idle turn: at most ahead_batch of them, the eligible ones in the order given
+    made = generator.make_ahead([(generator.start(a_art, 40, 0, None), a_art), (a, a_art),
+                                 (c, a_art)])
+    assert [k for k, _ in made] == [1]
+    single, _ = serve(made[0][1], a_art, chunks - 1)
+    np.testing.assert_allclose(np.concatenate([head, single]), alone, rtol=0, atol=1e-6)
+
+
 # -- the diffusion generator behind room sessions --------------------------------
 
 
@@ -329,7 +378,11 @@ def _audio(chunks: list[AudioChunk]) -> np.ndarray:
 
 
 @diffusion
-def test_rooms_due_together_share_a_call_each_with_its_own_stream(tiny_model: Any) -> None:
+def test_rooms_due_together_share_a_call_each_with_its_own_stream(
+        tiny_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # where a start lands follows the engine's recent start calls (other rooms' too);
+    # here only what batching does to a room's stream is compared, from the same places
+    monkeypatch.setattr(RoomSession, "_expected_start", lambda self, start_s=None: 0)
     counting = CountingBatches(make(tiny_model))
     together, rounds = _run_rooms(counting, ["a", "b", "c"], steps=16, change=(11, "b"))
     assert counting.single_calls == 0
@@ -415,7 +468,9 @@ def test_rooms_needing_model_work_go_one_batch_per_turn(costly: bool) -> None:
         for session, chunk in generate_due(sessions, generator, 0.25):
             chunks[session.room].append(chunk)
         clock.now += 0.1
-    assert generator.calls[0] == 5  # the five starts: urgent, one call, never split
+    # the five starts: urgent, in a call of their own; where each needs a window,
+    # rooms_per_call of them (a hundred rooms starting must not hold the others)
+    assert generator.calls[0] == (2 if costly else 5)
     later = generator.calls[1:]
     assert max(later) == (2 if costly else 5) and later.count(5 if not costly else 2) >= 3
     for room in rooms:
@@ -424,3 +479,30 @@ def test_rooms_needing_model_work_go_one_batch_per_turn(costly: bool) -> None:
         assert [c.reason for c in made[1:]] == ["continue"] * (len(made) - 1)
         for before, after in zip(made, made[1:], strict=False):
             assert after.start_sample == before.start_sample + before.audio.shape[0]
+
+
+def test_starts_are_placed_after_the_time_a_call_of_that_many_took() -> None:
+    """Where new material lands follows the engine's calls with as many starts or
+    transitions (an engine starting sixteen rooms at once must not push every later
+    single transition that far out), between the counts observed on either side."""
+    from engine.streaming import StartTimes
+
+    times = StartTimes()
+    assert times.expect(1) is None
+    times.observe(16, 2.0)
+    assert times.expect(1) == 2.0 and times.expect(32) == 2.0  # the nearest count observed
+    times.observe(1, 0.5)
+    assert times.expect(1) == 0.5 and times.expect(6) == pytest.approx(1.0)  # linear between
+    times.observe(1, 1.5)
+    assert times.expect(1) == pytest.approx(0.8)  # a running mean, recent calls weighing more
+
+    generator = WindowedSine(costly=True)
+    config = EngineConfig(sample_rate=RATE, channels=1, chunk_s=0.5, lead_s=1.0,
+                          transition_margin_s=0.3, batch_window_s=0.25)
+    clock = FakeClock()
+    session = RoomSession("r", 1, generator, config, clock=clock)
+    session.on_view(_view("r", "art-a", 1))
+    session.on_clock(_clock("r", 0))
+    [(_, first)] = list(generate_due([session], generator, 0.25, times))
+    assert first.reason == "start"
+    assert first.start_sample == round(0.3 * RATE) + int(1.5 * 0.8 * RATE)

@@ -158,11 +158,13 @@ def test_slow_generation_pushes_transition_material_further_ahead() -> None:
     session, generator, _ = _session()
     session.on_clock(_clock(0))
     _drain(session)
-    session._seconds_per_frame = 0.5 / RATE  # a generator at 2x real time
+    for _ in range(60):  # starts and transitions now take 0.8 s (a slow model, a busy GPU)
+        session.note_start_call(0.8)
     session.on_view(_view("b", 0.9))
     chunk = session.next_chunk()
-    frames = chunk.audio.shape[0]
-    assert chunk.start_sample == 14_400 + int(1.5 * 0.5 * frames)
+    assert chunk is not None and chunk.reason == "transition"
+    # the margin (0.3 s), and the time such a call takes with 50 % slack
+    assert abs(chunk.start_sample - (14_400 + int(1.5 * 0.8 * RATE))) <= 2
 
 
 def test_render_offline_is_deterministic_and_the_right_length() -> None:
@@ -219,7 +221,7 @@ def test_chunks_lost_on_the_way_are_made_again_rather_than_waited_for_forever() 
     """audio_out's playhead only moves over material it has: if the last chunks we sent
     never arrived (a PUB socket drops at its high-water mark), it holds at their start
     and we, seeing our queue far ahead of its playhead, would never send again."""
-    from engine.streaming import LOST_AFTER_S
+    from engine.streaming import CHUNK_TRANSIT_S, LOST_AFTER_S
 
     events: list[tuple[str, dict[str, Any]]] = []
     now = {"t": 100.0}
@@ -245,6 +247,7 @@ def test_chunks_lost_on_the_way_are_made_again_rather_than_waited_for_forever() 
     sent = session.queue_end
     assert sent is not None and sent >= HELD + RATE  # a full lead ahead of the playhead
     # the chunks after HELD never arrived: audio_out played up to HELD, ran dry, holds there
+    now["t"] += 2 * CHUNK_TRANSIT_S  # (a report sent as they left could not show them)
     clock(HELD, HELD, "holding")
     assert session.next_reason() is None  # a chunk may still be on its way
     now["t"] += LOST_AFTER_S / 2
@@ -295,3 +298,79 @@ def test_a_chunk_with_non_finite_samples_is_zeroed_there_not_lost() -> None:
     assert chunks and all(np.isfinite(c.audio.to_numpy()).all() for c in chunks)
     assert session.non_finite_chunks == len(chunks)
     assert [kind for kind, _ in events].count("non_finite_audio") == 1
+
+
+# -- clocks read late, rooms that ran dry ------------------------------------------------
+
+
+def _report(playhead: int, wall_time: float, state: Any = "playing",
+            buffered_until: int | None = None) -> PlaybackClock:
+    return PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE, playhead=playhead,
+                         buffered_until=playhead if buffered_until is None else buffered_until,
+                         wall_time=wall_time, state=state)
+
+
+def test_a_report_read_late_is_taken_at_the_time_it_was_sent() -> None:
+    """A busy engine reads reports that waited in the queue; taking them as new would put
+    the playhead estimate that far behind (eating the lead). audio_out's wall time says
+    when each left, whatever the two clocks' offset."""
+    session, _, clock = _session()
+    offset = 1234.5  # audio_out's clock is this far behind ours, transport included
+    session.on_clock(_report(0, clock.now - offset))  # read promptly
+    clock.now += 1.0
+    session.on_clock(_report(RATE, clock.now - offset))  # read promptly
+    assert session.playhead_estimate() == RATE
+    sent = clock.now - offset + 0.5  # sent half a second later...
+    clock.now += 1.3  # ...read 0.8 s after that
+    session.on_clock(_report(RATE + RATE // 2, sent))
+    # (to within the offset's allowed creep: 2 ms a second)
+    assert abs(session.playhead_estimate() - (RATE + RATE // 2 + int(0.8 * RATE))) <= RATE // 200
+    # a clock that steps back (NTP on audio_out's machine) is followed, slowly
+    clock.now += 10.0
+    session.on_clock(_report(12 * RATE, clock.now - offset - 0.05))
+    assert session.playhead_estimate() > 12 * RATE
+
+
+def test_a_room_that_ran_dry_is_resumed_where_it_holds_not_restarted() -> None:
+    """audio_out's playhead waits where its material ended while it holds: the
+    continuation resumes it there (no new stream, which would cost a model a new window)."""
+    session, _, clock = _session()
+    session.on_clock(_report(0, clock.now))
+    chunks = _drain(session)
+    end = session.queue_end
+    assert end is not None and chunks[0].reason == "start"
+    clock.now += 3.0  # the engine was late: audio_out played everything and holds at its end
+    session.on_clock(_report(end, clock.now, "holding"))
+    clock.now += 0.5
+    assert session.playhead_estimate() == end  # no extrapolation while it holds
+    resumed = session.next_chunk()
+    assert resumed is not None and resumed.reason == "continue" and resumed.start_sample == end
+    # audio_out reports a playhead past what we sent (another engine fed it): start again
+    session.on_clock(_report(session.queue_end + RATE, clock.now))
+    assert session.next_reason() == "start"
+
+
+def test_a_dry_report_sent_before_our_chunks_could_arrive_is_no_loss() -> None:
+    """A report that waited in the queue shows audio_out dry short of chunks sent after it
+    left; only a report sent after they could have arrived says they were lost."""
+    from engine.streaming import CHUNK_TRANSIT_S, LOST_AFTER_S
+
+    session, _, clock = _session()
+    session.on_clock(_report(0, clock.now))
+    _drain(session)
+    first_end = session.queue_end
+    clock.now += 3.0
+    left = clock.now - 0.2  # audio_out ran dry and said so just before we sent more
+    session.on_clock(_report(first_end, clock.now, "playing"))
+    _drain(session)
+    assert session.queue_end > first_end
+    clock.now += 2 * LOST_AFTER_S  # that report is read now, long after it left
+    session.on_clock(_report(first_end, left, "holding"))
+    clock.now += 2 * LOST_AFTER_S
+    session.on_clock(_report(first_end, left + 0.05, "holding"))  # another old one
+    assert session.next_reason() != "start" and session.lost_resyncs == 0
+    # reports sent after the chunks should have arrived, still dry: lost, made again
+    for _ in range(3):
+        clock.now += LOST_AFTER_S
+        session.on_clock(_report(first_end, clock.now + CHUNK_TRANSIT_S, "holding"))
+    assert session.next_reason() == "start"

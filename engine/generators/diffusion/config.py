@@ -98,6 +98,14 @@ class DiffusionConfig(BaseModel):
                     "batches. One CUDA graph per bucket. Padding is wasted work on a CPU: list "
                     "every size you run there (e.g. [1, 2, 3]).")
 
+    ahead_batch: int = Field(
+        4, ge=0, le=1024,
+        description="Windows made ahead of need in a turn when no room needs one: for the "
+                    "rooms whose windows fall due soonest (within twice engine.lead_s), so "
+                    "rooms whose windows fall due together (started together) do not all "
+                    "wait on one long burst. Small: a view arriving meanwhile waits for "
+                    "this batch. 0: only in the padding rows of batches that run anyway.")
+
     @model_validator(mode="after")
     def _consistent(self) -> DiffusionConfig:
         if 2 * self.overlap_s > self.window_s:
