@@ -156,9 +156,15 @@ def test_student_follows_the_image_and_stays_close_to_the_teacher(
     # teacher 0.16 (1 step), 0.14 (2), 0.17 (4), std ratio 0.97. Undistilled (the teacher's
     # weights LCM-sampled; a batch-16 teacher at w = 2.5, 0.13 at 4 steps) 1 step gave 0.30:
     # distillation is what makes one step work.
-    assert spearman(probe(one), attributes) > 0.6
-    assert spearman(probe(two), attributes) > 0.6
-    assert spearman(probe(few), attributes) > 0.6
+    # One noise seed's rho swings by about 0.1 (another machine, 2026-12-04, seeds 5-8: 0.70 /
+    # 0.71 / 0.67 / 0.74 at 1 step, 0.75 / 0.66 / 0.65 / 0.66 at 2, 0.59 / 0.76 / 0.62 / 0.58
+    # at 4; teacher 0.70 / 0.80 / 0.68 / 0.72), so the student is held to the mean of four.
+    for steps, seed_five in ((1, one), (2, two), (4, few)):
+        rhos = [spearman(probe(seed_five), attributes)] + [
+            spearman(probe(sample_latents(student, embeddings, 8, steps=steps,
+                                          guidance_scale=GUIDANCE, seed=seed)), attributes)
+            for seed in (6, 7, 8)]
+        assert float(np.mean(rhos)) > 0.6, (steps, rhos)
     assert relative_mse(one, reference) < 0.22
     error = relative_mse(few, reference)
     assert error < 0.25, error
