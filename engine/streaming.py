@@ -891,8 +891,10 @@ def _spare_streams(sessions: list[RoomSession], served: set[int], generator: Gen
         if id(session) in served or session.state is None or session.pending_transition:
             continue
         buffered = ahead_frames(session.state)
+        if buffered is None:  # most rooms, most turns: a window ahead already
+            continue
         playhead = session.playhead_estimate()
-        if buffered is None or playhead is None or session.queue_end is None:
+        if playhead is None or session.queue_end is None:
             continue
         frames = session.queue_end + buffered - playhead
         if within_s is None or frames <= within_s * generator.sample_rate:

@@ -333,8 +333,7 @@ class DiffusionGenerator:
         ``spare`` (continuing streams, most pressing first) that can take one: the engine
         calls it on a turn when no room needs a window. (index in ``spare``, new state)
         for each."""
-        rows = [k for k, (state, _) in enumerate(spare)
-                if self.ahead_frames(state) is not None][:self.config.ahead_batch]
+        rows = self._takers(spare, self.config.ahead_batch)
         if not rows:
             return []
         new = self._windows([replace(spare[k][0]) for k in rows], [spare[k][1] for k in rows])
@@ -348,10 +347,14 @@ class DiffusionGenerator:
         (none where there are none: a batch of spare windows alone would cost)."""
         if not continuing or not spare:
             return []
-        rows = batch_groups(continuing, self.config.batch_buckets)[-1]
-        room = rows[1] - rows[0]
+        streams, bucket = batch_groups(continuing, self.config.batch_buckets)[-1]
+        return self._takers(spare, bucket - streams)
+
+    def _takers(self, spare: Sequence[tuple[DiffusionState, DiffusionCondition]],
+                count: int) -> list[int]:
+        """The first ``count`` of ``spare`` that can take a window ahead of need."""
         return [k for k, (state, _) in enumerate(spare)
-                if self.ahead_frames(state) is not None][:room]
+                if self.ahead_frames(state) is not None][:count]
 
     def _tokens_for(self, state: DiffusionState, condition: DiffusionCondition) -> torch.Tensor:
         if state.from_tokens is None:
