@@ -61,6 +61,8 @@ _MIN_FILL = 0.92  # a contour's quad covers at least this much of its hull (and 
 _LOOSE_FILL = 0.85  # ...or this much, when every side runs along the edge map:
 _WHOLE_SIDE_GAP = 0.1  # no stretch off it longer than this fraction of the side
 _MAX_SIDE_GAP = 0.25  # of a contour quad's side: a longer stretch off the edge map is a bridge
+_MAX_BOW = 0.06  # of a side's length: how far a lens may bend it off its chord
+_BOWED_CORNER_COS = float(np.cos(np.radians(20.0)))  # ...and leave a corner this far off it
 _GAP_SAMPLES = np.linspace(0.05, 0.95, 48, dtype=np.float32)  # along a side; corners are round
 _SIDE_TOLERANCE = (0.0, 1.0, 2.0)  # px inward: a hull's side may pass this far off its edge
 _SAME_OUTLINE = 0.85  # IoU: two quads trace the same outline
@@ -79,6 +81,15 @@ _PEEL_PARTLY_CONTINUOUS = 0.5  # on one side, where a visitor hides the rest of 
 _PEEL_MIN_BAND = 0.04  # of the quad's side: thinner bands are not peeled
 _MIN_INSET = 1.5  # px at detection scale: a thinner band is one edge traced twice
 _BAND_EVENNESS = 0.35  # a mount's narrowest side is at least this fraction of its widest
+_MATERIAL_APART = 0.7  # Bhattacharyya distance of the band's colours from the picture's, at least
+_MATERIAL_ALIKE = 0.1  # ...and each side nearer the rest of the band than the picture by this
+_MATERIAL_BINS = 8  # per channel of the Lab histograms; chroma over +-_MATERIAL_CHROMA
+_MATERIAL_CHROMA = 40.0
+_RIM = 0.03  # of the quad's short side: its outer rim, what a frame is made of
+_FRAME_DEPTH = 0.3  # of the short side: the deepest a frame's band is looked for
+_CHROMA_EDGE_GAIN = 2.0  # Lab chroma steps count this much against stretched lightness ones
+_EDGE_WINDOW = 2  # px: a straight edge's step is the strongest of its column this far round
+_SNAP = 3  # px at the band side: how far a colour step is moved to a straight edge
 _EVENER = 0.2  # band evenness (narrowest / widest) by which a picture beats a region in it
 _NARROW_BAND = 0.15  # of the outer quad's short side: a band with two sides shared is this thin
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
@@ -191,6 +202,9 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         # and a lower fill is bumps on it (a drop shadow's edge, a card touching
         # it, painted content reaching the edge), not a blob.
         gap = _side_gaps(closed, quad).max()
+        if gap > _WHOLE_SIDE_GAP:  # or the sides are arcs: a wide lens's barrel distortion
+            bowed = _bowed_side_gaps(closed, quad, hull)
+            gap = min(gap, float(bowed.max())) if bowed is not None else gap
         if gap > _MAX_SIDE_GAP or (fill < _MIN_FILL and gap > _WHOLE_SIDE_GAP):
             continue
         candidates.append((quad, quad_area, fill))
@@ -204,8 +218,9 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         candidates.append((quad, abs(float(cv2.contourArea(quad))), support))
 
     candidates = _deduplicate(candidates)
-    detections = _suppress_overlaps([(_peel_to_picture(grey, quad), area, score)
-                                     for quad, area, score in _pick_pictures(candidates, grey)])
+    detections = _suppress_overlaps([(_peel(grey, small, quad), area, score)
+                                     for quad, area, score in _pick_pictures(candidates, grey,
+                                                                             small)])
     detections += _ovals(contours, detections, min_area, (small_h, small_w), grey)
     result = []
     for quad, area, score in detections:
@@ -491,13 +506,65 @@ def _approx_quad(hull: np.ndarray) -> np.ndarray | None:
 def _side_gaps(edges: np.ndarray, quad: np.ndarray) -> np.ndarray:
     """Per side of ``quad``, the longest stretch that runs off the edge map, as a fraction of
     the side."""
-    height, width = edges.shape
     starts = quad.astype(np.float32)
     ends = starts[_NEXT]
     points = starts[:, None] + _GAP_SAMPLES[None, :, None] * (ends - starts)[:, None]  # (4, n, 2)
+    return _gaps_along(edges, points, quad.mean(axis=0))
+
+
+def _bowed_side_gaps(edges: np.ndarray, quad: np.ndarray, hull: np.ndarray) -> np.ndarray | None:
+    """:func:`_side_gaps` along the hull's own path from corner to corner, where each side
+    bows off its chord by at most ``_MAX_BOW`` of its length and leaves its corners
+    along it (else None).
+
+    A wide or action camera's lens bends a picture's straight sides into gentle
+    arcs (barrel distortion), so the chord between two corners leaves the edge in
+    the middle of the side; the outline itself still runs along it. A hull that
+    bridges a painting and a card touching it has a straight stretch over bare
+    wall here too.
+    """
+    path = hull.reshape(-1, 2).astype(np.float32)
+    if len(path) < 4:
+        return None
+    if cv2.contourArea(path, oriented=True) * cv2.contourArea(
+            quad.astype(np.float32), oriented=True) < 0:
+        path = path[::-1]
+    at = [int(np.argmin(np.linalg.norm(path - corner, axis=1))) for corner in quad]
+    points = np.empty((4, len(_GAP_SAMPLES), 2), np.float32)
+    for side in range(4):
+        first, last = at[side], at[(side + 1) % 4]
+        steps = (last - first) % len(path)
+        stretch = path[(first + np.arange(steps + 1)) % len(path)]
+        chord = quad[(side + 1) % 4] - quad[side]
+        length = float(np.linalg.norm(chord))
+        if steps < 1 or length < 1.0:
+            return None
+        normal = np.array([-chord[1], chord[0]], np.float32) / length
+        if float(np.abs((stretch - quad[side]) @ normal).max()) > _MAX_BOW * length:
+            return None
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(stretch, axis=0), axis=1))])
+        if arc[-1] < 1.0:
+            return None
+        wanted = _GAP_SAMPLES * arc[-1]
+        points[side, :, 0] = np.interp(wanted, arc, stretch[:, 0])
+        points[side, :, 1] = np.interp(wanted, arc, stretch[:, 1])
+        # A bent side still meets the next in a corner; a rounded outline (a head, an
+        # oval, a rounded screen) leaves its "corners" along the curve.
+        for end, toward in ((quad[side], points[side, 0]), (quad[(side + 1) % 4], points[side, -1])):
+            leaving = toward - end
+            cosine = abs(float(leaving @ chord)) / max(float(np.linalg.norm(leaving)) * length, 1e-6)
+            if cosine < _BOWED_CORNER_COS:
+                return None
+    return _gaps_along(edges, points, quad.mean(axis=0))
+
+
+def _gaps_along(edges: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Per row of ``points`` (a side sampled along its length), the longest stretch of samples
+    off the edge map, as a fraction of the samples."""
+    height, width = edges.shape
     # A hull's side touches the outline's bumps and may pass a pixel or two outside
     # the edge between them: look that far in as well.
-    inward = quad.mean(axis=0) - points  # towards the centre (past a corner, both sides)
+    inward = centre - points  # towards the centre (past a corner, both sides)
     inward /= np.maximum(np.linalg.norm(inward, axis=2, keepdims=True), 1e-6)
     on_edge = np.zeros(points.shape[:2], bool)
     for depth in _SIDE_TOLERANCE:
@@ -635,12 +702,14 @@ def _evenness(inner: np.ndarray, outer: np.ndarray) -> float:
 
 def _pick_pictures(
     candidates: list[tuple[np.ndarray, float, float]], grey: np.ndarray,
+    colour: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, float, float]]:
     """For each outermost quad, find the picture in its nest; return (quad, area, score).
 
     The picture is the smallest nested quad that the outer one surrounds with a
-    mounting: a band of even width all round that is plain along its sides,
-    unless a bigger such quad shares three of its sides in a clearly more even
+    mounting: a band of even width all round that is plain along its sides or
+    (``colour``, the BGR frame ``grey`` was made of) one material all round,
+    unlike the picture (:func:`_band_is_mounting`), unless a bigger such quad shares three of its sides in a clearly more even
     band (then the smaller one is a region of the picture).
     Each candidate is judged against the outer quad, not the previous step in,
     because line quads mix the sides of neighbouring moulding steps, and a
@@ -673,7 +742,7 @@ def _pick_pictures(
                 continue
             if not _even_band(inner, quad):
                 continue  # not an even band all round: a region of the painting, not a mount
-            if not _band_is_mounting(grey, quad, inner):
+            if not _band_is_mounting(grey, quad, inner, colour):
                 continue
             current, current_area, current_fill = inner, inner_area, inner_fill
             nested = True
@@ -692,7 +761,8 @@ def _pick_pictures(
     return pictures
 
 
-def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> bool:
+def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray,
+                      colour: np.ndarray | None = None) -> bool:
     """Whether the band between two nested quads looks like a moulding, mount or margin.
 
     A moulding is extruded along its length and a mount or paper margin is
@@ -703,21 +773,43 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
     a corner: a visitor standing in front of them.
     The band is looked at in the outer quad's rectified frame, so perspective
     does not tilt "along" and "across".
+
+    A carved frame is busy along its sides too; given ``colour`` (the BGR frame
+    ``grey`` was made of), a band that fails the plain test is still a
+    mounting where it is one material all round and unlike the picture
+    (:func:`_band_is_one_material`).
     """
-    patch, homography = _rectified_patch(grey, outer, _BAND_RECTIFIED_SIDE)
+    if _band_is_plain(grey, outer, inner):
+        return True
+    return colour is not None and _band_is_one_material(colour, outer, inner)
+
+
+def _band_strips(patch: np.ndarray, homography: np.ndarray,
+                 inner: np.ndarray) -> list[np.ndarray]:
+    """The band's four sides (top, bottom, left, right) in the outer quad's rectified
+    ``patch`` (any channels), the mitred corners left out."""
     height, width = patch.shape[:2]
-    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
-    along_x = np.abs(np.diff(flat, axis=1))  # change along a horizontal side
-    along_y = np.abs(np.diff(flat, axis=0))  # change along a vertical side
     corners = cv2.perspectiveTransform(inner.astype(np.float32)[None], homography)[0]
     top = int(min(corners[0, 1], corners[1, 1])) - 1
     bottom = int(np.ceil(max(corners[2, 1], corners[3, 1]))) + 1
     left = int(min(corners[0, 0], corners[3, 0])) - 1
     right = int(np.ceil(max(corners[1, 0], corners[2, 0]))) + 1
-    x0, x1 = max(left, 0) + 2, min(right, width - 1) - 2  # corners (mitres) left out
+    x0, x1 = max(left, 0) + 2, min(right, width - 1) - 2
     y0, y1 = max(top, 0) + 2, min(bottom, height - 1) - 2
-    strips = [along_x[1:max(top, 1), x0:x1], along_x[min(bottom, height - 1):height - 1, x0:x1],
-              along_y[y0:y1, 1:max(left, 1)], along_y[y0:y1, min(right, width - 1):width - 1]]
+    return [patch[1:max(top, 1), x0:x1], patch[min(bottom, height - 1):height - 1, x0:x1],
+            patch[y0:y1, 1:max(left, 1)], patch[y0:y1, min(right, width - 1):width - 1]]
+
+
+def _band_is_plain(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> bool:
+    """The plain test of :func:`_band_is_mounting`: brightness barely changes along the band."""
+    patch, homography = _rectified_patch(grey, outer, _BAND_RECTIFIED_SIDE)
+    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
+    # change along a horizontal side, and along a vertical one (padded back to the patch)
+    along_x = np.pad(np.abs(np.diff(flat, axis=1)), ((0, 0), (0, 1)))
+    along_y = np.pad(np.abs(np.diff(flat, axis=0)), ((0, 1), (0, 0)))
+    top, bottom, _, _ = _band_strips(along_x, homography, inner)
+    _, _, left, right = _band_strips(along_y, homography, inner)
+    strips = [top, bottom, left, right]
     sizes = np.array([s.size for s in strips])
     if sizes.sum() < 20:
         return True  # a band too thin to hold content: nested outlines of one edge
@@ -735,6 +827,164 @@ def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray) ->
                 and busy[rest].sum() < _BUSY_BAND_FRACTION * max(int(sizes[rest].sum()), 20):
             return True
     return False
+
+
+def _peel(grey: np.ndarray, colour: np.ndarray, quad: np.ndarray, rounds: int = 2) -> np.ndarray:
+    """The picture inside ``quad``: plain bands peeled (:func:`_peel_to_picture`), then a
+    carved or gilt frame (:func:`_peel_frame`) and what plain bands lie inside it."""
+    quad = _peel_to_picture(grey, quad)
+    for _ in range(rounds):
+        stepped = _peel_frame(colour, quad)
+        if stepped is quad:
+            break
+        quad = _peel_to_picture(grey, stepped)
+    return quad
+
+
+def _peel_frame(colour: np.ndarray, quad: np.ndarray) -> np.ndarray:
+    """The picture inside a carved or gilt frame's outline, where no quad traced it.
+
+    A carved frame's relief is busy along its sides, so its inner edge merges
+    with the carving in the edge map and the plain-band peel
+    (:func:`_peel_to_picture`) sees painted content from the first pixel.
+    Colour tells them apart: the frame is one material, seen on its outer rim
+    all round, the picture is what fills the middle (deeper than any frame). Each pixel of the
+    rectified quad is taken as frame-like or picture-like (Lab histograms of
+    the rim and the middle); per side, the depth where frame-like rows give way
+    to picture-like ones (the best single step between them) is moved to the
+    nearest straight edge running along the side, the picture's edge (all the
+    way along, or on one side half way: a visitor in front of it). The quad
+    steps in only where all four sides have one and the band they leave passes
+    :func:`_band_is_one_material`; else ``quad`` is returned as it was.
+    """
+    patch, homography = _rectified_patch(colour, quad, _BAND_RECTIFIED_SIDE)
+    height, width = patch.shape[:2]
+    if min(height, width) < 24:
+        return quad
+    lab = cv2.cvtColor(patch, cv2.COLOR_BGR2LAB)
+    codes = _colour_codes(lab)
+    rim = max(2, int(_RIM * min(height, width)))
+    frame_codes = np.concatenate([codes[:rim].ravel(), codes[-rim:].ravel(),
+                                  codes[:, :rim].ravel(), codes[:, -rim:].ravel()])
+    reach = int(_FRAME_DEPTH * min(height, width))
+    middle = codes[reach:height - reach, reach:width - reach].ravel()  # all picture
+    bins = _MATERIAL_BINS ** 3
+    frame_model = np.bincount(frame_codes, minlength=bins) / max(len(frame_codes), 1)
+    picture_model = np.bincount(middle, minlength=bins) / max(len(middle), 1)
+    picture_like = (picture_model > frame_model)[codes].astype(np.float32)
+    splits = []
+    for like in (picture_like, picture_like[::-1], picture_like.T, picture_like.T[::-1]):
+        across_len, along_len = like.shape
+        lo, hi = int(0.12 * along_len), int(0.88 * along_len)  # leave the corners out
+        fraction = like[:2 * reach, lo:hi].mean(axis=1)  # picture-like share of each row
+        # the best step from frame-like (0) to picture-like (1) rows
+        before = np.concatenate([[0.0], np.cumsum(1.0 - fraction)])
+        after = np.concatenate([[0.0], np.cumsum(fraction[::-1])])[::-1]
+        first = max(2, int(_PEEL_MIN_BAND * across_len))
+        if first >= reach:
+            return quad
+        split = first + int(np.argmax((before + after)[first:reach + 1]))
+        if fraction[:split].mean() > 0.5 or fraction[split:2 * split].mean() < 0.5:
+            return quad  # no frame-like band ending in picture: nothing to peel (most quads)
+        splits.append((split, lo, hi))
+    # Edges in lightness (stretched as the plain peel's) and in chroma: gilt against
+    # a brown varnished picture can differ more in colour than in brightness.
+    level = lab.astype(np.float32)
+    low, high = _percentiles(lab[..., 0][::2, ::2], 2.0, 98.0)
+    level[..., 0] = (level[..., 0] - low) * (200.0 / max(high - low, 10.0))
+    level[..., 1:] *= _CHROMA_EDGE_GAIN
+    level = cv2.GaussianBlur(level, (0, 0), 1.0)
+    depths = []
+    occluded = False  # one side may show its edge only in part: a visitor in front of it
+    for (split, lo, hi), side in zip(splits, (level, level[::-1], level.transpose(1, 0, 2),
+                                              level.transpose(1, 0, 2)[::-1]), strict=True):
+        across = np.abs(np.diff(side[:2 * reach, lo:hi], axis=0)).max(axis=2)  # rows d, d+1
+        near = range(max(1, split - _SNAP), min(len(across) - 1, split + _SNAP + 1))
+        straight = {d: _straight_edge(across, d) for d in near}
+        edge = max(straight, key=straight.__getitem__, default=None)
+        if edge is None or straight[edge] < _PEEL_PARTLY_CONTINUOUS \
+                or straight[edge] < _PEEL_CONTINUOUS and occluded:
+            return quad
+        occluded = occluded or straight[edge] < _PEEL_CONTINUOUS
+        depths.append(edge + 1.0)
+    top, bottom, left, right = depths
+    inner = np.array([[left, top], [width - right, top], [width - right, height - bottom],
+                      [left, height - bottom]], np.float32)
+    if abs(float(cv2.contourArea(inner))) < _NEST_MIN_AREA_RATIO * height * width:
+        return quad
+    inner_frame = cv2.perspectiveTransform(inner[None], np.linalg.inv(homography))[0]
+    if not _band_is_one_material(colour, quad, inner_frame):
+        return quad
+    return inner_frame.astype(np.float32)
+
+
+def _straight_edge(across: np.ndarray, row: int) -> float:
+    """The share of a side's length along which an edge runs at ``row`` of ``across`` (the
+    change between rows, a side's depth by its length): a step there (within a pixel,
+    for a homography's slack) that is the strongest of its column nearby. Busy content
+    or a curve touching the row has steps too, at other depths column by column."""
+    local = across[max(0, row - 1):row + 2].max(axis=0)
+    around = across[max(0, row - _EDGE_WINDOW):row + _EDGE_WINDOW + 1].max(axis=0)
+    return float(np.mean((local > _PEEL_EDGE) & (local >= around)))
+
+
+def _colour_codes(lab: np.ndarray) -> np.ndarray:
+    """Each pixel's bin of a Lab image (``_MATERIAL_BINS`` per channel) as one int:
+    lightness stretched over the image, chroma over +-``_MATERIAL_CHROMA``."""
+    low, high = _percentiles(lab[..., 0][::2, ::2], 2.0, 98.0)
+    light = (lab[..., 0].astype(np.float32) - low) * (_MATERIAL_BINS / max(high - low, 16.0))
+    chroma = (lab[..., 1:].astype(np.float32) - (128.0 - _MATERIAL_CHROMA)) * (
+        _MATERIAL_BINS / (2 * _MATERIAL_CHROMA))
+    top = _MATERIAL_BINS - 1
+    light_bin = np.clip(light, 0, top).astype(np.int64)
+    a_bin = np.clip(chroma[..., 0], 0, top).astype(np.int64)
+    b_bin = np.clip(chroma[..., 1], 0, top).astype(np.int64)
+    return (light_bin * _MATERIAL_BINS + a_bin) * _MATERIAL_BINS + b_bin
+
+
+def _band_is_one_material(colour: np.ndarray, outer: np.ndarray, inner: np.ndarray) -> bool:
+    """Whether the band between two nested quads is one material all round, unlike the picture.
+
+    A carved or gilt frame is the same stuff on every side (its relief and the
+    light make it busy, but not painted), and the picture inside is something
+    else; a region of a painting inside its outline is bordered by more
+    painting, which differs from side to side (sky above, ground below) or
+    looks like the inside. Compared as colour histograms (Lab, lightness
+    stretched over the patch so a dim room compares as a lit one): the band
+    against the picture, and each side against the rest of the band.
+    """
+    patch, homography = _rectified_patch(colour, outer, _BAND_RECTIFIED_SIDE)
+    lab = cv2.cvtColor(patch, cv2.COLOR_BGR2LAB)
+    sides = [s.reshape(-1, 3) for s in _band_strips(lab, homography, inner)]
+    if min(len(s) for s in sides) < 10:
+        return False  # a side too thin to judge: the plain test has had its say
+    picture, _ = _rectified_patch(colour, inner, _BAND_RECTIFIED_SIDE)
+    ph, pw = picture.shape[:2]
+    inside = cv2.cvtColor(picture[ph // 10:ph - ph // 10, pw // 10:pw - pw // 10],
+                          cv2.COLOR_BGR2LAB).reshape(-1, 3)
+    low, high = _percentiles(np.concatenate([*sides, inside])[:, 0], 2.0, 98.0)
+
+    def histogram(points: np.ndarray) -> np.ndarray:
+        scaled = points.astype(np.float32)
+        scaled[:, 0] = (points[:, 0] - low) * (255.0 / max(high - low, 16.0))
+        scaled[:, 1:] = (points[:, 1:] - (128.0 - _MATERIAL_CHROMA)) * (
+            255.0 / (2 * _MATERIAL_CHROMA))
+        values = np.clip(scaled, 0, 255).astype(np.uint8).reshape(-1, 1, 3)
+        counts = cv2.calcHist([values], [0, 1, 2], None, [_MATERIAL_BINS] * 3, [0, 256] * 3)
+        return counts / max(float(counts.sum()), 1.0)
+
+    def apart(a: np.ndarray, b: np.ndarray) -> float:
+        return float(cv2.compareHist(a, b, cv2.HISTCMP_BHATTACHARYYA))
+
+    in_picture = histogram(inside)
+    if apart(histogram(np.concatenate(sides)), in_picture) < _MATERIAL_APART:
+        return False
+    for k, side in enumerate(sides):
+        rest = histogram(np.concatenate([other for j, other in enumerate(sides) if j != k]))
+        own = histogram(side)
+        if apart(own, in_picture) - apart(own, rest) < _MATERIAL_ALIKE:
+            return False
+    return True
 
 
 def _rectified_patch(grey: np.ndarray, quad: np.ndarray,

@@ -13,7 +13,7 @@ import pytest
 import capture.recognise
 from capture.bench_catalogue import make_view
 from capture.catalogue import INDEX_FILE, SQUARE, Catalogue
-from capture.detect import quad_iou, rectify
+from capture.detect import Detection, quad_iou, rectify
 from capture.synthetic.scenes import SceneGenerator, catalogue_artwork, write_catalogue
 from ground.errors import InputError
 
@@ -337,7 +337,7 @@ def test_a_small_far_work_is_kept_where_the_catalogue_names_it(catalogue: Catalo
 
 
 def test_the_features_matched_in_a_view_place_the_picture_inside_its_frame(
-        catalogue: Catalogue) -> None:
+        catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch) -> None:
     """A quad the quad finder took may be a carved frame's outer edge; where the view's
     features matched the reference, their homography gives the picture's own corners,
     kept where they fit the reference clearly better than the quad's outline."""
@@ -360,7 +360,7 @@ def test_the_features_matched_in_a_view_place_the_picture_inside_its_frame(
     # quad finder's outline is the frame's outer edge, the reported quad is the picture's
     from capture.synthetic.rooms import room_mounting
 
-    for seed, index in ((0, 4), (1, 9)):
+    for seed, index in ((0, 4), (1, 1), (2, 9)):
         hung, rect = room_mounting(np.random.default_rng(seed), catalogue_artwork(index),
                                    "ornate", (380.0, 280.0))
         frame = np.full((720, 1280, 3), (170, 180, 188), np.float32)
@@ -369,8 +369,13 @@ def test_the_features_matched_in_a_view_place_the_picture_inside_its_frame(
         frame[top:top + height, left:left + width] = hung
         image = np.clip(frame, 0, 255).astype(np.uint8)
         truth = np.asarray(rect, np.float32).reshape(4, 2) + (left, top)
-        outlines = capture.recognise.detect_artworks(image)
-        assert outlines and max(quad_iou(d.quad, truth) for d in outlines) < 0.75
+        # the quad finder traced the frame's outer edge (as where neither of its peels
+        # can tell the carving from the picture)
+        outline = np.float32([[left, top], [left + width, top], [left + width, top + height],
+                              [left, top + height]])
+        assert quad_iou(outline, truth) < 0.75
+        monkeypatch.setattr(capture.recognise, "detect_artworks", lambda *a, **k: [
+            Detection(outline, 0.8, float(width * height) / (1280 * 720))])
         found = capture.recognise.detect_and_recognise(image, catalogue, locate=False)
         assert [f.artwork_id for f in found] == [catalogue.ids[index]], found
         assert quad_iou(found[0].quad, truth) > 0.9, (found[0].quad, truth)

@@ -452,3 +452,78 @@ def test_an_oval_painting_in_an_oval_frame_is_found_and_a_round_head_is_not() ->
     cv2.ellipse(mirror, (640, 360), (176, 226), 0, 0, 360, (40, 120, 170), -1)
     cv2.ellipse(mirror, (640, 360), (150, 200), 0, 0, 360, (225, 228, 230), -1)
     assert detect_artworks(mirror) == []
+
+
+def _hung_on_wall(kind: str, artwork: int, seed: int, lens: float = 0.0,
+                  size: tuple[float, float] = (560.0, 420.0)) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal 1280x720 wall with one framed work (the rooms style's mounting), and the
+    picture's corners; ``lens`` > 0 bends the frame as a wide lens does."""
+    from capture.synthetic import rooms
+
+    rng = np.random.default_rng(seed)
+    frame = np.full((720, 1280, 3), (196, 203, 208), np.float32)
+    hung, picture = rooms.room_mounting(rng, make_artwork(artwork, 0, (400, 300)).astype(
+        np.float32), kind, size)
+    top, left = (720 - hung.shape[0]) // 2, (1280 - hung.shape[1]) // 2
+    frame[top:top + hung.shape[0], left:left + hung.shape[1]] = hung
+    corners = np.asarray(picture, np.float32).reshape(4, 2) + (left, top)
+    if lens:
+        fisheye = rooms.Fisheye(lens, (1280, 720))
+        frame = np.asarray(fisheye.apply(frame), np.float32)
+        corners = fisheye.distort_points(corners)
+    return np.clip(frame, 0, 255).astype(np.uint8), corners
+
+
+@pytest.mark.parametrize("artwork", [1, 3, 9, 14])
+def test_a_carved_gilt_frame_gives_its_picture_not_its_outline(artwork: int) -> None:
+    # A carved frame is busy along its sides (the plain-band test refuses it) and its
+    # inner edge merges with the carving; its colour, the same all round, sets it apart.
+    image, picture = _hung_on_wall("ornate", artwork, seed=artwork)
+    found = detect_artworks(image)
+    assert found and max(quad_iou(d.quad, picture) for d in found) >= 0.9, \
+        [np.round(d.quad).tolist() for d in found]
+
+
+def test_a_motif_on_a_plain_ground_is_not_peeled_as_if_framed() -> None:
+    # A mandala's plain ground surrounds its motif on every side, like a mount by colour;
+    # the motif's outline is curved, not a straight edge along each side, so it stays.
+    from capture.detect import _peel_frame
+
+    side = 300
+    picture = np.zeros((side, side, 3), np.uint8)
+    picture[:] = (30, 20, 110)  # dark red ground
+    cv2.circle(picture, (150, 150), 118, (200, 170, 60), 5)
+    for angle in range(0, 360, 30):
+        tip = (int(150 + 110 * np.cos(np.radians(angle))), int(150 + 110 * np.sin(np.radians(angle))))
+        cv2.line(picture, (150, 150), tip, (60, 200, 230), 14)
+    cv2.circle(picture, (150, 150), 40, (220, 220, 240), -1)
+    quad = np.array([[0, 0], [side, 0], [side, side], [0, side]], np.float32)
+    assert _peel_frame(picture, quad) is quad
+
+
+def test_a_band_of_one_material_is_a_mounting_and_sky_over_sea_is_not() -> None:
+    from capture.detect import _band_is_one_material
+
+    rng = np.random.default_rng(5)
+    outer = np.array([[20, 20], [300, 20], [300, 220], [20, 220]], np.float32)
+    inner = np.array([[60, 60], [260, 60], [260, 180], [60, 180]], np.float32)
+    carved = np.clip(rng.normal(0, 40, (240, 320, 1)) + (40, 130, 190), 0, 255).astype(np.uint8)
+    carved[60:180, 60:260] = np.clip(rng.normal(0, 25, (120, 200, 1)) + (120, 60, 40), 0,
+                                     255).astype(np.uint8)  # a blue picture in gilt carving
+    assert _band_is_one_material(carved, outer, inner)
+    painted = np.zeros((240, 320, 3), np.float64)
+    painted[:120] = (230, 200, 170)  # sky above the horizon
+    painted[120:] = (110, 80, 20)  # sea below
+    seascape = np.clip(painted + rng.normal(0, 20, painted.shape), 0, 255).astype(np.uint8)
+    assert not _band_is_one_material(seascape, outer, inner)  # a region of the painting
+
+
+@pytest.mark.parametrize("lens", [0.2, 0.35])
+def test_a_picture_bent_by_a_wide_lens_is_found(lens: float) -> None:
+    # Barrel distortion bows straight sides into arcs, most near the frame's edges (a
+    # work filling the view): the chord between two corners leaves the edge mid-side,
+    # the outline itself does not.
+    image, picture = _hung_on_wall("canvas", 14, seed=2, lens=lens, size=(900.0, 520.0))
+    found = detect_artworks(image)
+    assert found and max(quad_iou(d.quad, picture) for d in found) >= 0.85, \
+        [np.round(d.quad).tolist() for d in found]
