@@ -550,9 +550,11 @@ def _bowed_side_gaps(edges: np.ndarray, quad: np.ndarray, hull: np.ndarray) -> n
         points[side, :, 1] = np.interp(wanted, arc, stretch[:, 1])
         # A bent side still meets the next in a corner; a rounded outline (a head, an
         # oval, a rounded screen) leaves its "corners" along the curve.
-        for end, toward in ((quad[side], points[side, 0]), (quad[(side + 1) % 4], points[side, -1])):
+        for end, toward in ((quad[side], points[side, 0]),
+                            (quad[(side + 1) % 4], points[side, -1])):
             leaving = toward - end
-            cosine = abs(float(leaving @ chord)) / max(float(np.linalg.norm(leaving)) * length, 1e-6)
+            cosine = abs(float(leaving @ chord)) / max(
+                float(np.linalg.norm(leaving)) * length, 1e-6)
             if cosine < _BOWED_CORNER_COS:
                 return None
     return _gaps_along(edges, points, quad.mean(axis=0))
@@ -566,7 +568,8 @@ def _gaps_along(edges: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np
     # the edge between them: look that far in as well.
     inward = centre - points  # towards the centre (past a corner, both sides)
     inward /= np.maximum(np.linalg.norm(inward, axis=2, keepdims=True), 1e-6)
-    on_edge = np.zeros(points.shape[:2], bool)
+    samples = int(points.shape[1])
+    on_edge = np.zeros((len(points), samples), bool)
     for depth in _SIDE_TOLERANCE:
         # Inside the frame: contour quads keep _BORDER_MARGIN px clear of its edge.
         shifted = np.rint(points + depth * inward).astype(np.intp)
@@ -574,9 +577,9 @@ def _gaps_along(edges: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np
         np.maximum(shifted, 0, out=shifted)
         on_edge |= edges[shifted[..., 1], shifted[..., 0]] > 0
     # Distance from each sample back to the last one on an edge (or the side's start).
-    index = np.arange(on_edge.shape[1])
+    index = np.arange(samples)
     last_hit = np.maximum.accumulate(np.where(on_edge, index, -1), axis=1)
-    return np.asarray((index - last_hit).max(axis=1), np.float64) / on_edge.shape[1]
+    return np.asarray((index - last_hit).max(axis=1), np.float64) / samples
 
 
 def _plausible_angles(quad: np.ndarray) -> bool:
@@ -709,8 +712,9 @@ def _pick_pictures(
     The picture is the smallest nested quad that the outer one surrounds with a
     mounting: a band of even width all round that is plain along its sides or
     (``colour``, the BGR frame ``grey`` was made of) one material all round,
-    unlike the picture (:func:`_band_is_mounting`), unless a bigger such quad shares three of its sides in a clearly more even
-    band (then the smaller one is a region of the picture).
+    unlike the picture (:func:`_band_is_mounting`), unless a bigger such quad
+    shares three of its sides in a clearly more even band (then the smaller one
+    is a region of the picture).
     Each candidate is judged against the outer quad, not the previous step in,
     because line quads mix the sides of neighbouring moulding steps, and a
     step-by-step walk can wander into such a mix and find no way on. Of the
@@ -848,9 +852,9 @@ def _peel_frame(colour: np.ndarray, quad: np.ndarray) -> np.ndarray:
     with the carving in the edge map and the plain-band peel
     (:func:`_peel_to_picture`) sees painted content from the first pixel.
     Colour tells them apart: the frame is one material, seen on its outer rim
-    all round, the picture is what fills the middle (deeper than any frame). Each pixel of the
-    rectified quad is taken as frame-like or picture-like (Lab histograms of
-    the rim and the middle); per side, the depth where frame-like rows give way
+    all round, the picture is what fills the middle (deeper than any frame).
+    Each pixel of the rectified quad is taken as frame-like or picture-like (Lab
+    histograms of the rim and the middle); per side, the depth where frame-like rows give way
     to picture-like ones (the best single step between them) is moved to the
     nearest straight edge running along the side, the picture's edge (all the
     way along, or on one side half way: a visitor in front of it). The quad
@@ -889,11 +893,11 @@ def _peel_frame(colour: np.ndarray, quad: np.ndarray) -> np.ndarray:
         splits.append((split, lo, hi))
     # Edges in lightness (stretched as the plain peel's) and in chroma: gilt against
     # a brown varnished picture can differ more in colour than in brightness.
-    level = lab.astype(np.float32)
+    stretched = lab.astype(np.float32)
     low, high = _percentiles(lab[..., 0][::2, ::2], 2.0, 98.0)
-    level[..., 0] = (level[..., 0] - low) * (200.0 / max(high - low, 10.0))
-    level[..., 1:] *= _CHROMA_EDGE_GAIN
-    level = cv2.GaussianBlur(level, (0, 0), 1.0)
+    stretched[..., 0] = (stretched[..., 0] - low) * (200.0 / max(high - low, 10.0))
+    stretched[..., 1:] *= _CHROMA_EDGE_GAIN
+    level = np.asarray(cv2.GaussianBlur(stretched, (0, 0), 1.0), np.float32)
     depths = []
     occluded = False  # one side may show its edge only in part: a visitor in front of it
     for (split, lo, hi), side in zip(splits, (level, level[::-1], level.transpose(1, 0, 2),

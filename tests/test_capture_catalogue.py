@@ -374,8 +374,9 @@ def test_the_features_matched_in_a_view_place_the_picture_inside_its_frame(
         outline = np.float32([[left, top], [left + width, top], [left + width, top + height],
                               [left, top + height]])
         assert quad_iou(outline, truth) < 0.75
-        monkeypatch.setattr(capture.recognise, "detect_artworks", lambda *a, **k: [
-            Detection(outline, 0.8, float(width * height) / (1280 * 720))])
+        traced = [Detection(outline, 0.8, float(width * height) / (1280 * 720))]
+        monkeypatch.setattr(capture.recognise, "detect_artworks",
+                            lambda *a, traced=traced, **k: traced)
         found = capture.recognise.detect_and_recognise(image, catalogue, locate=False)
         assert [f.artwork_id for f in found] == [catalogue.ids[index]], found
         assert quad_iou(found[0].quad, truth) > 0.9, (found[0].quad, truth)

@@ -494,7 +494,8 @@ def test_a_motif_on_a_plain_ground_is_not_peeled_as_if_framed() -> None:
     picture[:] = (30, 20, 110)  # dark red ground
     cv2.circle(picture, (150, 150), 118, (200, 170, 60), 5)
     for angle in range(0, 360, 30):
-        tip = (int(150 + 110 * np.cos(np.radians(angle))), int(150 + 110 * np.sin(np.radians(angle))))
+        turn = np.radians(angle)
+        tip = (int(150 + 110 * np.cos(turn)), int(150 + 110 * np.sin(turn)))
         cv2.line(picture, (150, 150), tip, (60, 200, 230), 14)
     cv2.circle(picture, (150, 150), 40, (220, 220, 240), -1)
     quad = np.array([[0, 0], [side, 0], [side, side], [0, side]], np.float32)
