@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,6 +259,8 @@ TRUTH_FILE = "truth.json"
 EXTRA_KINDS = ("badly_located", "false_positive", "partial", "other_painting")
 _FALSE_POSITIVES = frozenset(EXTRA_KINDS[:2])
 PHOTO_SIZES: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080))
+#: A degraded photo's painting still wholly in view keeps at least this share of its area in it.
+_IN_VIEW = 0.9
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,30 @@ class PhotoTruth:
                                                 round(self.size[1] * fy))
         return PhotoTruth(self.name, size, works(self.paintings), works(self.partial),
                           tuple(o * factor for o in self.others))
+
+    def warped(self, move: Callable[[np.ndarray], np.ndarray],
+               frame_size: tuple[int, int]) -> PhotoTruth:
+        """The same truth for the photo with its pixels moved by ``move`` (a degradation of
+        :mod:`capture.degrade`, at ``frame_size``): a painting no longer wholly in view (less
+        than :data:`_IN_VIEW` of its area) becomes partial."""
+        import cv2
+
+        width, height = frame_size
+        frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+
+        def moved(points: np.ndarray) -> np.ndarray:
+            return np.asarray(move(points), np.float32).reshape(-1, 2)
+
+        paintings: list[TruthWork] = []
+        partial = [TruthWork(w.artwork_id, moved(w.quad)) for w in self.partial]
+        for work in self.paintings:
+            quad = moved(work.quad)
+            area = abs(float(cv2.contourArea(quad)))
+            inside = cv2.intersectConvexConvex(quad, frame)[0] if area > 0 else 0.0
+            (paintings if area > 0 and inside >= _IN_VIEW * area else partial).append(
+                TruthWork(work.artwork_id, quad))
+        return PhotoTruth(self.name, frame_size, tuple(paintings), tuple(partial),
+                          tuple(moved(o) for o in self.others))
 
 
 def read_truth(path: Path) -> list[PhotoTruth]:
@@ -552,7 +578,8 @@ def _corner_error(found: np.ndarray, truth: np.ndarray) -> float:
 def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: int = 640,
                     sizes: Sequence[tuple[int, int]] = PHOTO_SIZES,
                     overlays: Path | None = None, cache_dir: Path | None = None,
-                    progress: ProgressUpdate | None = None) -> dict[str, Any]:
+                    progress: ProgressUpdate | None = None,
+                    degradation: str | None = None) -> dict[str, Any]:
     """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
 
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
@@ -571,10 +598,15 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     photo: each truth's IoU and outcome, the extra detections, and whether
     the recognised ids and number located agree across sizes. With ``overlays``, each photo and size
     with a miss, a false positive or a false id is drawn there (``NAME_WxH.png``).
-    ``progress("photos WxH", done, total)`` after each photo when given. """
+    ``progress("photos WxH", done, total)`` after each photo when given.
+    ``degradation`` (one of :data:`capture.degrade.DEGRADATIONS`) takes each
+    resized photo as a worse camera would (seeded by the photo's place in the
+    truth), the truth moved with its pixels; paintings it moves partly out of
+    view become partial (don't care). """
     import cv2
 
     from capture.catalogue import Catalogue
+    from capture.degrade import DEGRADATIONS, degrade
     from capture.detect import detect_artworks
     from capture.images import read_image
     from capture.overlay import check_folder_target, write_image_atomic
@@ -584,6 +616,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         raise InputError(f"photos: expected a folder of photos with {TRUTH_FILE}, got {photos}")
     if detect_width < 64:
         raise InputError(f"detect_width: expected at least 64 px, got {detect_width}")
+    if degradation is not None and degradation not in DEGRADATIONS:
+        raise InputError(f"degradation: expected one of {', '.join(DEGRADATIONS)}, "
+                         f"got {degradation!r}")
     sizes = [(int(w), int(h)) for w, h in sizes]
     if not sizes or any(w < 64 or h < 64 for w, h in sizes):
         raise InputError(f"sizes: expected (width, height) pairs of at least 64 px, got {sizes}")
@@ -616,10 +651,13 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                 label = f"{size[0]}x{size[1]}"
                 tally = tallies[size]
                 detect_and_recognise(_resized(images[0], size[0]), index, detect_width)  # warm
-                for truth, image, row in zip(truths, images, rows, strict=True):
+                for g, (truth, image, row) in enumerate(zip(truths, images, rows, strict=True)):
                     frame = _resized(image, size[0])
                     height, width = frame.shape[:2]
                     scaled = truth.scaled(width / image.shape[1], height / image.shape[0])
+                    if degradation is not None:
+                        frame, move = degrade(frame, degradation, seed=g)
+                        scaled = scaled.warped(move, (width, height))
                     t0 = time.perf_counter()
                     detect_artworks(frame, detect_width)
                     tally.detect_ms.append(1000 * (time.perf_counter() - t0))
@@ -658,6 +696,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         "benchmark": "capture-photos",
         "photos": str(photos), "catalogue": str(folder), "catalogue_size": len(index),
         "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
+        "degradation": degradation,
         "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
         "catalogue_index_s": round(index_s, 2),
         "sizes": {f"{w}x{h}": tallies[(w, h)].summary() for w, h in sizes},
@@ -805,7 +844,9 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
     sizes: dict[str, dict[str, Any]] = result["sizes"]
     table = Table(title=f"art2mus bench capture --photos {result['photos']}: "
                         f"{result['photo_count']} photos, {result['catalogue_size']} catalogued "
-                        f"works, detect width {result['detect_width']}, 1 core")
+                        f"works, detect width {result['detect_width']}, 1 core"
+                        + (f", degraded: {result['degradation']}"
+                           if result.get("degradation") else ""))
     table.add_column("measure")
     for label in sizes:
         table.add_column(label, justify="right")

@@ -9,7 +9,8 @@
 - ``art2mus bench capture [--scenes 200] [--style classic|rooms] [--json]``:
   detection, corner error, recognition and speed on the synthetic gallery
   scenes; ``--photos DIR`` on real photos with a ``truth.json``
-  (:func:`capture.bench.run_photo_bench`). A table and the verdict against the
+  (:func:`capture.bench.run_photo_bench`), ``--degrade NAME`` as a worse camera
+  would take them (:mod:`capture.degrade`). A table and the verdict against the
   targets (:func:`capture.bench.capture_targets`), JSON with ``--json``; a progress
   bar on stderr when it is a terminal.
 - ``art2mus index DIR`` (:mod:`capture.index_cli`), ``art2mus bench catalogue``
@@ -32,6 +33,7 @@ import click
 
 from capture.bench_catalogue import bench_catalogue_command
 from capture.bench_video import bench_tracking_command
+from capture.degrade import DEGRADATIONS
 from capture.images import read_image
 from capture.index_cli import index_command
 from ground.errors import InputError
@@ -126,6 +128,9 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 @click.option("--overlays", type=click.Path(path_type=Path), default=None,
               help="With --photos: write each photo with a miss, false positive or false id "
                    "here, truth and detections drawn.")
+@click.option("--degrade", "degradation", default=None,
+              type=click.Choice(DEGRADATIONS),
+              help="With --photos: take each photo as a worse camera would (capture/degrade.py).")
 @click.option("--scenes", default=200, show_default=True, help="Synthetic scenes in the set.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic: the first scene's seed.")
 @click.option("--catalogue-size", default=50, show_default=True,
@@ -136,8 +141,9 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="Detection runs on the frame downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
-                          overlays: Path | None, scenes: int, seed: int, catalogue_size: int,
-                          style: str, detect_width: int, as_json: bool) -> None:
+                          overlays: Path | None, degradation: str | None, scenes: int,
+                          seed: int, catalogue_size: int, style: str, detect_width: int,
+                          as_json: bool) -> None:
     """Detection, corner error, recognition and speed: on real photos with ground truth
     (--photos DIR), else on the synthetic gallery scenes."""
     from capture.bench import (
@@ -149,14 +155,15 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
     from ground.cli_report import progress_bar
 
     context = click.get_current_context()
-    given = {name for name in ("photos", "catalogue_dir", "overlays", "scenes", "seed",
-                               "catalogue_size", "style")
+    given = {name for name in ("photos", "catalogue_dir", "overlays", "degradation", "scenes",
+                               "seed", "catalogue_size", "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if detect_width < 64:
         raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
     if photos is None:
-        for name in sorted(given & {"catalogue_dir", "overlays"}):
-            option = "--catalogue" if name == "catalogue_dir" else f"--{name}"
+        for name in sorted(given & {"catalogue_dir", "overlays", "degradation"}):
+            option = {"catalogue_dir": "--catalogue", "degradation": "--degrade"}.get(
+                name, f"--{name}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
         if scenes < 1:
             raise InputError(f"--scenes: expected at least 1, got {scenes}")
@@ -181,7 +188,7 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
             check_folder_target(overlays, "--overlays")
         with progress_bar(unit="photos") as progress:
             result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
-                                     progress=progress)
+                                     progress=progress, degradation=degradation)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -215,6 +215,7 @@ class CaptureLoop:
         self.selector = PrimarySelector(config.stability.primary_switch_ratio,
                                         config.stability.primary_switch_frames)
         self.catalogue = catalogue
+        self._deblurred_reported = 0  # the catalogue's count at the last stats event
         #: Set once the configured catalogue is open (or failed to open), or at once without one.
         self.catalogue_ready = threading.Event()
         self.tracker = QuadTracker()
@@ -801,6 +802,15 @@ class CaptureLoop:
         self._log_event("source_change", time=truth.since, artwork_index=truth.artwork_index,
                         style=truth.style)
 
+    def _deblurred_since_stats(self) -> int:
+        """Catalogue searches since the last stats event that took a motion streak out of
+        the frame first (a camera panning, or a slow shutter in a dim room)."""
+        total = self.catalogue.deblurred if self.catalogue is not None else 0
+        # a catalogue opened anew starts counting from 0
+        since = total - self._deblurred_reported if total >= self._deblurred_reported else total
+        self._deblurred_reported = total
+        return since
+
     def _maybe_log_stats(self, now: float) -> None:
         elapsed = now - self._stats_since
         if elapsed < self.config.stats_every_s:
@@ -811,6 +821,7 @@ class CaptureLoop:
             detection_rate=round(self._stats["detected"] / frames, 3) if frames else 0.0,
             busy_ms_per_frame=round(1000 * self._stats["busy_s"] / frames, 2) if frames else 0.0,
             published=self._stats["published"], ignored=self._stats["ignored"],
+            deblurred=self._deblurred_since_stats(),
             artworks_known=len(self.memory),
             effective_fps=round(self.rate.fps, 2),
         )

@@ -130,6 +130,7 @@ def test_stats_are_logged(demo_run: tuple) -> None:
     assert len(stats) == 2  # every 5 s over 14 s
     assert stats[0]["fps"] == pytest.approx(FPS, rel=0.05)
     assert 0.7 < stats[0]["detection_rate"] <= 1.0
+    assert [s["deblurred"] for s in stats] == [0, 0]  # no catalogue, no search
 
 
 class ThenBareWall:

@@ -1,0 +1,127 @@
+"""Other cameras on the same photos: seeded degradations of a view, with its truth moved along.
+
+Where it sits: ``art2mus bench capture --photos DIR --degrade NAME`` runs the
+real-photo bench (:func:`capture.bench.run_photo_bench`) on each photo as a
+worse camera, a worse light or a worse angle would have taken it. The photos
+we have are few; the rooms capture must work in are many. Measuring how the
+same photos fare under each degradation says where the method is fragile
+without fitting it to these photos' particulars.
+
+Each degradation acts on the frame at the size the bench runs it (after the
+camera's scaler), with its strength relative to that size, and returns the
+map of frame points from before to after, so the truth follows the pixels
+(:meth:`capture.bench.PhotoTruth.warped`). The strengths are those of common
+cheap cameras, not extremes:
+
+- ``jpeg``: quality 20 (a streaming camera on a busy network);
+- ``dim``: a third of the light, sensor noise (sigma 3 of 255 before gain), the
+  camera's auto exposure bringing the level back up (noise amplified with it);
+- ``blur``: a pan during the exposure, a straight 1.2 %-of-width motion streak;
+- ``fisheye``: an action camera's barrel distortion (k = 0.3 on radii normalised to
+  the half diagonal, corners kept in place);
+- ``turn``: the view as the camera turned 35 degrees about its vertical axis would
+  project it (a pure rotation, focal length = frame width, ~53 degree field of view),
+  scaled to keep all of it in the frame: walls more foreshortened and smaller,
+  black wedges where nothing was seen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) float frame px -> (N, 2)
+
+DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn")
+
+_JPEG_QUALITY = 20
+_DIM_GAIN = 0.33
+_DIM_NOISE = 3.0  # sigma, grey levels of 255 at the sensor, before the exposure gain
+_BLUR_LENGTH = 0.012  # of the frame's width
+_FISHEYE_K = 0.3
+_TURN_DEGREES = 35.0
+
+
+def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, PointMap]:
+    """``frame_bgr`` as the camera ``name`` (one of :data:`DEGRADATIONS`) would give it, and
+    the map of frame points from before to after. ``seed`` fixes the sensor noise."""
+    import cv2  # here, not above: the CLI imports DEGRADATIONS without OpenCV
+
+    height, width = frame_bgr.shape[:2]
+    if name == "jpeg":
+        ok, data = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise RuntimeError("JPEG decoding failed")
+        return decoded, _same
+    if name == "dim":
+        rng = np.random.default_rng(seed)
+        sensor = frame_bgr.astype(np.float32) * _DIM_GAIN
+        sensor += rng.normal(0.0, _DIM_NOISE, sensor.shape).astype(np.float32)
+        quantised = np.clip(np.round(sensor), 0, 255)  # what the sensor's ADC keeps
+        return np.clip(quantised / _DIM_GAIN, 0, 255).astype(np.uint8), _same
+    if name == "blur":
+        length = max(3, round(_BLUR_LENGTH * width) | 1)
+        kernel = np.full((1, length), 1.0 / length, np.float32)
+        return cv2.filter2D(frame_bgr, -1, kernel, borderType=cv2.BORDER_REPLICATE), _same
+    if name == "fisheye":
+        return _fisheye(frame_bgr)
+    if name == "turn":
+        focal = float(width)
+        camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
+        angle = np.radians(_TURN_DEGREES)
+        rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                             [-np.sin(angle), 0, np.cos(angle)]])
+        turned_only = camera @ rotation @ np.linalg.inv(camera)
+        corners = cv2.perspectiveTransform(np.array(
+            [[[0, 0], [width, 0], [width, height], [0, height]]], np.float64), turned_only)[0]
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        fit = min(width / (high[0] - low[0]), height / (high[1] - low[1]))
+        shift = np.array([width, height]) / 2 - fit * (low + high) / 2
+        homography = np.array([[fit, 0, shift[0]], [0, fit, shift[1]], [0, 0, 1]]) @ turned_only
+        turned = cv2.warpPerspective(frame_bgr, homography, (width, height),
+                                     flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+
+        def moved(points: np.ndarray) -> np.ndarray:
+            return cv2.perspectiveTransform(
+                np.asarray(points, np.float64).reshape(1, -1, 2), homography)[0]
+
+        return turned, moved
+    raise ValueError(f"degradation: expected one of {', '.join(DEGRADATIONS)}, got {name!r}")
+
+
+def _same(points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, np.float64).reshape(-1, 2)
+
+
+def _fisheye(frame_bgr: np.ndarray) -> tuple[np.ndarray, PointMap]:
+    """Barrel distortion: an output point at normalised radius r shows the input point at
+    r (1 + k r^2) / (1 + k), so the corners stay and the middle is magnified."""
+    import cv2
+
+    height, width = frame_bgr.shape[:2]
+    centre = np.array([(width - 1) / 2, (height - 1) / 2])
+    half_diagonal = float(np.hypot(*centre))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = (xs - centre[0]) / half_diagonal, (ys - centre[1]) / half_diagonal
+    stretch = (1 + _FISHEYE_K * (u * u + v * v)) / (1 + _FISHEYE_K)
+    map_x = (centre[0] + u * stretch * half_diagonal).astype(np.float32)
+    map_y = (centre[1] + v * stretch * half_diagonal).astype(np.float32)
+    distorted = cv2.remap(frame_bgr, map_x, map_y, cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+    def moved(points: np.ndarray) -> np.ndarray:
+        offset = (np.asarray(points, np.float64).reshape(-1, 2) - centre) / half_diagonal
+        source = np.hypot(offset[:, 0], offset[:, 1])
+        radius = source.copy()
+        for _ in range(30):  # Newton on r (1 + k r^2) / (1 + k) = source: monotonic for k > 0
+            value = radius * (1 + _FISHEYE_K * radius ** 2) / (1 + _FISHEYE_K) - source
+            slope = (1 + 3 * _FISHEYE_K * radius ** 2) / (1 + _FISHEYE_K)
+            radius -= value / slope
+        ratio = np.divide(radius, source, out=np.ones_like(source), where=source > 1e-12)
+        return centre + offset * ratio[:, None] * half_diagonal
+
+    return distorted, moved

@@ -1,0 +1,142 @@
+"""Motion blur (``capture/deblur.py``) and the camera degradations of the photo bench
+(``capture/degrade.py``): a streak is found at its length and direction, a sharp frame has
+none, taking it out brings the frame back, and the catalogue locates a work through it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import capture.catalogue
+from capture.catalogue import Catalogue
+from capture.deblur import MotionBlur, deblur, estimate_motion_blur
+from capture.degrade import DEGRADATIONS, degrade
+from capture.detect import quad_iou
+from capture.synthetic.rooms import jpeg_blocks
+from capture.synthetic.scenes import SceneGenerator, write_catalogue
+
+SIZE = 12
+
+
+@pytest.fixture(scope="module")
+def generator() -> SceneGenerator:
+    return SceneGenerator(catalogue_size=SIZE, outsiders=6)
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
+    return Catalogue.open(write_catalogue(tmp_path_factory.mktemp("deblur"), SIZE))
+
+
+def streaked(image: np.ndarray, length: float, degrees: float) -> np.ndarray:
+    """``image`` smeared by a straight streak of ``length`` px at ``degrees``."""
+    reach = int(length) + 2
+    kernel = np.zeros((2 * reach + 1, 2 * reach + 1), np.float32)
+    half = (length - 1) / 2 * np.array([np.cos(np.radians(degrees)), np.sin(np.radians(degrees))])
+    ends = [np.round((reach + sign * half) * 8).astype(int) for sign in (-1, 1)]
+    cv2.line(kernel, tuple(int(v) for v in ends[0]), tuple(int(v) for v in ends[1]), 1.0, 1,
+             cv2.LINE_AA, shift=3)
+    return cv2.filter2D(image, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REPLICATE)
+
+
+def grey_at(image: np.ndarray, width: int = 640) -> np.ndarray:
+    height = round(image.shape[0] * width / image.shape[1])
+    small = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+
+
+@pytest.mark.parametrize("length", [8, 14, 24])
+@pytest.mark.parametrize("degrees", [0, 35, 90, 150])
+def test_a_streak_is_found_at_its_length_and_direction(
+        generator: SceneGenerator, length: int, degrees: int) -> None:
+    scene = generator.render(5, paintings=2, clean=True)
+    blur = estimate_motion_blur(grey_at(streaked(scene.image, length, degrees)))
+    assert blur is not None
+    assert blur.length == pytest.approx(length / 2, abs=0.75)  # at 640 of 1280 px
+    found = np.degrees(np.arctan2(blur.dy, blur.dx)) % 180
+    assert min(abs(found - degrees), 180 - abs(found - degrees)) < 8, blur
+
+
+def test_a_sharp_frame_has_no_streak(generator: SceneGenerator) -> None:
+    for seed in (5, 7, 9):
+        scene = generator.render(seed, paintings=2)  # sensor noise, glare, visitors...
+        assert estimate_motion_blur(grey_at(scene.image)) is None, seed
+        assert estimate_motion_blur(grey_at(jpeg_blocks(scene.image, 20))) is None, seed
+        scene = generator.render(seed, paintings=2, clean=True)
+        assert estimate_motion_blur(grey_at(cv2.GaussianBlur(scene.image, (0, 0), 2.0))) \
+            is None, seed  # missed focus is not a streak
+    assert estimate_motion_blur(np.full((360, 640), 128, np.uint8)) is None
+    assert estimate_motion_blur(np.zeros((12, 12), np.uint8)) is None  # too small to tell
+
+
+def test_taking_the_streak_out_brings_the_frame_back(generator: SceneGenerator) -> None:
+    sharp = grey_at(generator.render(9, paintings=2, clean=True).image)
+    smeared = streaked(sharp, 10, 20)
+    blur = estimate_motion_blur(smeared)
+    assert blur is not None
+    restored = deblur(smeared, blur)
+    assert restored.dtype == np.uint8 and restored.shape == sharp.shape
+
+    def error(image: np.ndarray) -> float:
+        # the structure (a little smoothed: the filter lifts the sensor noise too), away from
+        # the border, which the streak smears
+        def smooth(grey: np.ndarray) -> np.ndarray:
+            return cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.5)
+        return float(np.abs(smooth(image) - smooth(sharp))[20:-20, 20:-20].mean())
+
+    assert error(restored) < 0.75 * error(smeared)
+    colour = deblur(cv2.cvtColor(smeared, cv2.COLOR_GRAY2BGR), blur)
+    assert colour.shape == (*sharp.shape, 3)
+    assert np.abs(colour[:, :, 0].astype(int) - restored).max() <= 1
+    assert deblur(smeared, MotionBlur(1.0, 0.0, 20.0)) is smeared  # too short to matter
+
+
+def test_the_catalogue_locates_a_work_through_a_streak(
+        catalogue: Catalogue, generator: SceneGenerator,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    scene = generator.render(5, paintings=1, yaw_deg=25.0, clean=True)
+    painting = scene.paintings[0]
+    frame = streaked(scene.image, 24, 20)
+    before = catalogue.deblurred
+    located = catalogue.locate(frame)
+    assert [loc.artwork_id for loc in located] == [painting.artwork_id]
+    assert quad_iou(located[0].quad, painting.quad) > 0.9
+    assert catalogue.deblurred > before
+    # the same frame, the streak left in: SIFT of the smeared frame finds nothing
+    monkeypatch.setattr(capture.catalogue, "estimate_motion_blur", lambda grey: None)
+    assert catalogue.locate(frame) == []
+
+
+def test_degradations_move_the_truth_with_the_pixels() -> None:
+    """Dots drawn on a black frame land where each degradation's point map says."""
+    points = np.array([[100.0, 80.0], [640.0, 360.0], [1100.0, 600.0], [300.0, 650.0]])
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    for x, y in points:
+        cv2.circle(frame, (int(x), int(y)), 4, (255, 255, 255), -1)
+    for name in DEGRADATIONS:
+        degraded, move = degrade(frame, name, seed=1)
+        assert degraded.shape == frame.shape and degraded.dtype == np.uint8, name
+        moved = move(points)
+        grey = cv2.cvtColor(degraded, cv2.COLOR_BGR2GRAY)
+        for (x, y) in moved:
+            assert 0 <= x < 1280 and 0 <= y < 720, (name, x, y)
+            patch = grey[int(y) - 12:int(y) + 13, int(x) - 12:int(x) + 13].astype(np.float64)
+            if name == "dim":
+                patch = np.where(patch > 100, patch, 0)  # the dot, not the noise
+            ys, xs = np.mgrid[-12:13, -12:13]
+            centre = np.array([(xs * patch).sum(), (ys * patch).sum()]) / patch.sum()
+            assert np.hypot(*centre) < 1.5, (name, (x, y), centre)
+    with pytest.raises(ValueError, match="expected one of"):
+        degrade(frame, "smudge")
+
+
+def test_a_dim_frame_is_noisier_and_seeded(tmp_path: Path) -> None:
+    frame = np.full((90, 160, 3), 120, np.uint8)
+    first, _ = degrade(frame, "dim", seed=3)
+    assert np.array_equal(first, degrade(frame, "dim", seed=3)[0])
+    assert not np.array_equal(first, degrade(frame, "dim", seed=4)[0])
+    assert 3 < float(first.astype(np.float32).std()) < 20  # noise amplified by the exposure
+    assert abs(float(first.mean()) - 120) < 3
