@@ -61,6 +61,7 @@ _MIN_FILL = 0.92  # a contour's quad covers at least this much of its hull (and 
 _LOOSE_FILL = 0.85  # ...or this much, when every side runs along the edge map:
 _WHOLE_SIDE_GAP = 0.1  # no stretch off it longer than this fraction of the side
 _MAX_SIDE_GAP = 0.25  # of a contour quad's side: a longer stretch off the edge map is a bridge
+_CUT_CORNER = 0.6  # of the sides it joins: the largest cut corner of an octagonal frame
 _MAX_BOW = 0.06  # of a side's length: how far a lens may bend it off its chord
 _BOWED_CORNER_COS = float(np.cos(np.radians(20.0)))  # ...and leave a corner this far off it
 _GAP_SAMPLES = np.linspace(0.05, 0.95, 48, dtype=np.float32)  # along a side; corners are round
@@ -491,6 +492,8 @@ def _percentiles(values: np.ndarray, low: float, high: float) -> tuple[float, fl
 
 
 def _approx_quad(hull: np.ndarray) -> np.ndarray | None:
+    """The quad a convex outline simplifies to, coarser and coarser; an octagonal frame's
+    outline (a rectangle with its corners cut) gives the rectangle it cuts."""
     perimeter = cv2.arcLength(hull, True)
     for eps in (0.02, 0.035, 0.05):
         approx = cv2.approxPolyDP(hull, eps * perimeter, True)
@@ -498,9 +501,46 @@ def _approx_quad(hull: np.ndarray) -> np.ndarray | None:
             if not cv2.isContourConvex(approx):
                 return None
             return order_corners(approx.reshape(4, 2).astype(np.float32))
+        if len(approx) == 8 and (quad := _cut_corner_quad(approx)) is not None:
+            return quad
         if len(approx) < 4:
             return None
     return None
+
+
+def _cut_corner_quad(polygon: np.ndarray) -> np.ndarray | None:
+    """The quad whose corners an eight-sided outline cuts off (an octagonal frame, seen in
+    perspective): its four long sides extended to meet; None unless long sides alternate
+    with short cuts, each at most ``_CUT_CORNER`` of the sides it joins.
+
+    Baroque galleries hang octagonal frames among rectangular ones; simplified
+    further, their outline loses two of its cuts and gives a skewed quad through
+    the others, so the picture was never found by its outline.
+    """
+    points = polygon.reshape(-1, 2).astype(np.float64)
+    if len(points) != 8:
+        return None
+    sides = np.roll(points, -1, axis=0) - points
+    lengths = np.hypot(sides[:, 0], sides[:, 1])
+    first = 0 if lengths[0::2].sum() >= lengths[1::2].sum() else 1
+    corners = []
+    for side in range(first, 8, 2):
+        cut, after = (side + 1) % 8, (side + 2) % 8
+        if lengths[cut] > _CUT_CORNER * min(lengths[side], lengths[after]):
+            return None
+        # points[side] + s sides[side] = points[after] + t sides[after]
+        system = np.column_stack([sides[side], -sides[after]])
+        if abs(float(np.linalg.det(system))) < 1e-9 * lengths[side] * lengths[after]:
+            return None
+        s, t = np.linalg.solve(system, points[after] - points[side])
+        # the corner lies beyond the side's end and before the next side's start
+        if s < 1.0 - 1e-6 or t > 1e-6:
+            return None
+        corners.append(points[side] + s * sides[side])
+    quad = np.array(corners, np.float32)
+    if not cv2.isContourConvex(quad.reshape(-1, 1, 2)):
+        return None
+    return order_corners(quad)
 
 
 def _side_gaps(edges: np.ndarray, quad: np.ndarray) -> np.ndarray:

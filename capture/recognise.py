@@ -17,7 +17,10 @@ rectified from the full-resolution frame and recognised against the
 catalogue (when one is given); a detection recognised as a work already
 located is dropped too, and one recognised by its features gives way to the
 picture they place inside it (:func:`picture_in_view`: a carved frame's
-edge taken for the picture) where that fits the reference better. With a
+edge taken for the picture) where that fits the reference better, and
+always to the one they place round it (the view was part of the work: a
+region of it, or the picture inside an octagonal frame that the reference
+shows with its frame). With a
 catalogue, the quad finder also looks below its usual size floor
 (:data:`NAMED_MIN_AREA_FRACTION`): a small, far work is kept where the
 catalogue names it, and a small quad it does not name (a caption card, a
@@ -60,8 +63,14 @@ class RecognisedArtwork:
 
 
 #: Of the view's area: the picture the features place in a view covers at least this much
-#: (a view may be the picture's frame, the picture is most of it) and at most this much.
-_PICTURE_IN_VIEW = (0.4, 1.1)
+#: (a view may be the picture's frame, the picture is most of it) and at most this much (a
+#: view may be a region of the work, or the picture of a work whose reference shows it in its
+#: frame, as catalogues show octagonal and shaped frames).
+_PICTURE_IN_VIEW = (0.4, 1.8)
+#: ...and a picture larger than this share of the view contains it: the view is only part of
+#: the work, and the work's outline is the picture (a homography fitted to a dozen inliers at
+#: 320 px can be a tenth off in scale: a share just above 1 is the view itself).
+_WHOLE_VIEW = 1.25
 
 
 def _area(quad: np.ndarray) -> float:
@@ -144,11 +153,17 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                     continue
                 artwork_id, score = match.artwork_id, match.score
                 picture = picture_in_view(detection.quad, match.homography)
-                if picture is not None:  # the matched features place the picture, where
-                    # it fits the reference clearly better than the quad's outline (a frame's
-                    # edge; a clean edge is more exact than a homography fitted at 320 px)
-                    picture = catalogue.closest_outline(frame_bgr, match.artwork_id,
-                                                        [detection.quad, picture])
+                if picture is not None:
+                    # The matched features place the work's picture. Inside the view: the
+                    # view may be a frame's edge round the picture, and the picture stands
+                    # where it fits the reference clearly better (a clean edge is more exact
+                    # than a homography fitted at 320 px). Round the view: the view is part
+                    # of the work (a region of it, or the picture inside a frame its
+                    # reference shows), and the picture stands unless the view fits the
+                    # reference clearly better (a homography locked onto repeats).
+                    order = [detection.quad, picture] if _area(picture) <= _WHOLE_VIEW * _area(
+                        detection.quad) else [picture, detection.quad]
+                    picture = catalogue.closest_outline(frame_bgr, match.artwork_id, order)
                     detection = Detection(picture, detection.score, detection.area_fraction
                                           * _area(picture) / max(_area(detection.quad), 1e-6))
             elif detection.area_fraction < MIN_AREA_FRACTION:

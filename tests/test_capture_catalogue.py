@@ -444,3 +444,27 @@ def test_a_small_work_the_quad_finder_saw_is_located_finer_near_its_quad(
     for outsider in (SIZE + 3, SIZE + 7):
         frame, quad = wall_with(catalogue_artwork(outsider), 100)
         assert catalogue.locate(frame, near=quad) == []
+
+
+def test_a_view_inside_the_work_its_reference_shows_gives_the_whole_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalogue shows an octagonal or shaped frame with its work; the quad finder takes the
+    picture inside it. The features place the reference round the view: that, larger than
+    the view, is the work's outline (the view was part of it), whatever the fit test says."""
+    folder = write_catalogue(tmp_path / "catalogue", 4)
+    framed = cv2.copyMakeBorder(catalogue_artwork(7), 60, 60, 60, 60, cv2.BORDER_CONSTANT,
+                                value=(40, 140, 190))  # the reference: the work in its frame
+    cv2.imwrite(str(folder / "framed.png"), framed)
+    catalogue = Catalogue.open(folder)
+    height, width = framed.shape[:2]
+    image = np.full((720, 1280, 3), (170, 180, 188), np.uint8)
+    left, top = 640 - width // 2, 360 - height // 2
+    image[top:top + height, left:left + width] = framed
+    whole = np.float32([[left, top], [left + width, top], [left + width, top + height],
+                        [left, top + height]])
+    picture = whole + np.float32([[60, 60], [-60, 60], [-60, -60], [60, -60]])
+    traced = [Detection(picture, 0.8, float(width - 120) * (height - 120) / (1280 * 720))]
+    monkeypatch.setattr(capture.recognise, "detect_artworks", lambda *a, **k: traced)
+    found = capture.recognise.detect_and_recognise(image, catalogue, locate=False)
+    assert [f.artwork_id for f in found] == ["framed"], found
+    assert quad_iou(found[0].quad, whole) > 0.9, (found[0].quad, whole)

@@ -528,3 +528,48 @@ def test_a_picture_bent_by_a_wide_lens_is_found(lens: float) -> None:
     found = detect_artworks(image)
     assert found and max(quad_iou(d.quad, picture) for d in found) >= 0.85, \
         [np.round(d.quad).tolist() for d in found]
+
+
+def _octagon(x0: float, y0: float, x1: float, y1: float, cut: float) -> np.ndarray:
+    """A rectangle with its corners cut ``cut`` px along each side, clockwise from the top."""
+    return np.array([[x0 + cut, y0], [x1 - cut, y0], [x1, y0 + cut], [x1, y1 - cut],
+                     [x1 - cut, y1], [x0 + cut, y1], [x0, y1 - cut], [x0, y0 + cut]], np.float32)
+
+
+def test_an_octagonal_outline_gives_the_rectangle_its_corners_cut() -> None:
+    from capture.detect import _cut_corner_quad
+
+    rectangle = box(10, 0, 110, 70)
+    for start in range(2):  # whichever vertex the outline starts at
+        octagon = np.roll(_octagon(10, 0, 110, 70, 12), start, axis=0)
+        assert np.allclose(_cut_corner_quad(octagon), rectangle, atol=1e-3)
+    regular = np.array([[np.cos(a), np.sin(a)] for a in np.radians(np.arange(8) * 45 + 22.5)],
+                       np.float32) * 100
+    assert _cut_corner_quad(regular) is None  # every side alike: no corners were cut
+    assert _cut_corner_quad(_octagon(10, 0, 110, 70, 12)[:7]) is None
+    bent = _octagon(10, 0, 110, 70, 12)
+    bent[2] = (100, 30)  # a notch, not a cut: the outline is not convex
+    assert _cut_corner_quad(bent) is None
+
+
+@pytest.mark.parametrize("near_side", [1.0, 0.8])
+def test_a_painting_in_an_octagonal_frame_is_found(near_side: float) -> None:
+    """Baroque galleries hang octagonal frames among rectangular ones: the frame's outline
+    and the picture's, each an octagon, give the rectangles their corners cut."""
+    frame = _wall((150, 160, 170), seed=3)
+    outer, inner = _octagon(390, 160, 890, 560, 70), _octagon(430, 200, 850, 520, 55)
+    cv2.fillPoly(frame, [np.round(outer).astype(np.int32)], (40, 140, 190))  # a gilt frame
+    picture = np.zeros_like(frame)
+    _hang(picture, make_artwork(3, 2, (420, 320)), box(430, 200, 850, 520))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(inner).astype(np.int32)], 255)
+    frame[mask > 0] = picture[mask > 0]
+    # the wall seen from its left (the far side ``near_side`` times as tall as the near one)
+    far = 200 * near_side
+    homography = cv2.getPerspectiveTransform(box(390, 160, 890, 560), np.array(
+        [[420, 160], [820, 360 - far], [820, 360 + far], [420, 560]], np.float32))
+    frame = cv2.warpPerspective(frame, homography, (1280, 720), borderMode=cv2.BORDER_REPLICATE)
+    picture_quad = cv2.perspectiveTransform(box(430, 200, 850, 520)[None], homography)[0]
+    found = detect_artworks(frame)
+    assert found, "nothing found"
+    assert quad_iou(found[0].quad, picture_quad) >= 0.9, np.round(found[0].quad).tolist()
