@@ -22,7 +22,9 @@ cheap cameras, not extremes:
 - ``turn``: the view as the camera turned 35 degrees about its vertical axis would
   project it (a pure rotation, focal length = frame width, ~53 degree field of view),
   scaled to keep all of it in the frame: walls more foreshortened and smaller,
-  black wedges where nothing was seen.
+  black wedges where nothing was seen;
+- ``far``: the view from twice as far (a wider lens, or a step back): the photo at half
+  size in the middle of the frame, its mean colour round it; every work half as big.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) float frame px -> (N, 2)
 
-DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn")
+DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far")
 
 _JPEG_QUALITY = 20
 _DIM_GAIN = 0.33
@@ -41,6 +43,7 @@ _DIM_NOISE = 3.0  # sigma, grey levels of 255 at the sensor, before the exposure
 _BLUR_LENGTH = 0.012  # of the frame's width
 _FISHEYE_K = 0.3
 _TURN_DEGREES = 35.0
+_FAR = 0.5  # of the frame: the view seen from twice as far (a wider lens, or a step back)
 
 
 def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, PointMap]:
@@ -90,6 +93,21 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
                 np.asarray(points, np.float64).reshape(1, -1, 2), homography)[0]
 
         return turned, moved
+    if name == "far":
+        small = cv2.resize(frame_bgr, (round(width * _FAR), round(height * _FAR)),
+                           interpolation=cv2.INTER_AREA)
+        left, top = (width - small.shape[1]) // 2, (height - small.shape[0]) // 2
+        # round it, the wall the camera did not see: the photo's own mean colour
+        wall = tuple(float(v) for v in frame_bgr.reshape(-1, frame_bgr.shape[2]).mean(axis=0))
+        far = np.empty_like(frame_bgr)
+        far[:] = np.asarray(wall, np.float64).round().astype(frame_bgr.dtype)
+        far[top:top + small.shape[0], left:left + small.shape[1]] = small
+        scale = np.array([small.shape[1] / width, small.shape[0] / height])
+
+        def shrunk(points: np.ndarray) -> np.ndarray:
+            return np.asarray(points, np.float64).reshape(-1, 2) * scale + (left, top)
+
+        return far, shrunk
     raise ValueError(f"degradation: expected one of {', '.join(DEGRADATIONS)}, got {name!r}")
 
 
