@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from capture.catalogue import SQUARE, Catalogue, overlap_fraction
+from capture.deblur import deblur, estimate_motion_blur
 from capture.detect import MIN_AREA_FRACTION, Detection, choose_primary, detect_artworks, rectify
 
 #: Overlap (of the smaller quad) above which an edge quad and a located work are one place.
@@ -99,11 +100,28 @@ def picture_in_view(quad: np.ndarray, homography: np.ndarray | None) -> np.ndarr
     return picture.astype(np.float32) if low <= share <= high else None
 
 
+def without_streak(frame_bgr: np.ndarray, detect_width: int = 640) -> np.ndarray:
+    """``frame_bgr`` with a motion streak taken out (:mod:`capture.deblur`; looked for at
+    ``detect_width``), or itself where it has none."""
+    height, width = frame_bgr.shape[:2]
+    scale = min(1.0, detect_width / width)
+    small = frame_bgr if scale == 1.0 else cv2.resize(
+        frame_bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
+        interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+    blur = estimate_motion_blur(grey)
+    return frame_bgr if blur is None else deblur(frame_bgr, blur.scaled(1 / scale))
+
+
 def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = None,
                          detect_width: int = 640, locate: bool = True,
                          ) -> list[RecognisedArtwork]:
     """Every artwork in ``frame_bgr``, recognised against ``catalogue`` if given."""
     height, width = frame_bgr.shape[:2]
+    # A pan during the exposure smears the frame: the quad finder's edges and the views it
+    # rectifies come from the frame with the streak taken out (the catalogue's search takes
+    # it out itself, at its own scale).
+    seen = without_streak(frame_bgr, detect_width)
     found: list[tuple[Detection, str | None, float, str]] = []
     if catalogue is not None and locate:
         for location in catalogue.locate(frame_bgr):
@@ -113,12 +131,12 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
     located = [d.quad for d, _, _, _ in found]
     known = {artwork_id for _, artwork_id, _, _ in found}
     traced: list[list[np.ndarray]] = [[] for _ in located]  # outlines at each located place
-    detections = detect_artworks(frame_bgr, detect_width)
+    detections = detect_artworks(seen, detect_width)
     if catalogue is not None:
         # a second look, for works too small for the quad finder's own floor; a separate
         # pass, so what the first finds is the same with or without a catalogue
         detections += [small for small in detect_artworks(
-            frame_bgr, detect_width, min_area_fraction=NAMED_MIN_AREA_FRACTION)
+            seen, detect_width, min_area_fraction=NAMED_MIN_AREA_FRACTION)
             if small.area_fraction < MIN_AREA_FRACTION and not any(
                 overlap_fraction(small.quad, other.quad) > SAME_PLACE for other in detections)]
     for detection in detections:
@@ -131,7 +149,7 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
             continue
         artwork_id, score = None, detection.score
         if catalogue is not None:
-            match = catalogue.recognise(rectify(frame_bgr, detection.quad, SQUARE))
+            match = catalogue.recognise(rectify(seen, detection.quad, SQUARE))
             if match is None and locate:
                 # as the live loop does for a new arrival: its neighbourhood, finer where
                 # small (a small work has too few features at the whole frame's scale)
@@ -163,7 +181,7 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
                     # reference clearly better (a homography locked onto repeats).
                     order = [detection.quad, picture] if _area(picture) <= _WHOLE_VIEW * _area(
                         detection.quad) else [picture, detection.quad]
-                    picture = catalogue.closest_outline(frame_bgr, match.artwork_id, order)
+                    picture = catalogue.closest_outline(seen, match.artwork_id, order)
                     detection = Detection(picture, detection.score, detection.area_fraction
                                           * _area(picture) / max(_area(detection.quad), 1e-6))
             elif detection.area_fraction < MIN_AREA_FRACTION:
@@ -173,7 +191,7 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
         for k, outlines in enumerate(traced):
             if outlines:  # the outline that fits the reference best: usually the location's
                 detection, artwork_id, score, how = found[k]
-                quad = catalogue.closest_outline(frame_bgr, str(artwork_id),
+                quad = catalogue.closest_outline(seen, str(artwork_id),
                                                  [detection.quad, *outlines])
                 if not np.array_equal(quad, detection.quad):
                     found[k] = (Detection(quad, detection.score, _area(quad) / (width * height)),

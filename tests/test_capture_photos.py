@@ -355,10 +355,12 @@ def read_truth_document(document: dict[str, Any]) -> list[Any]:
                     reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
                            f"../shared/data beside the checkout holds it")
 def test_galleries_estense_through_a_panning_camera() -> None:
-    """The photos with a 1.2 %-of-width motion streak: the catalogue takes the streak out
-    before SIFT (located 8 and 9 of 22 without that, 19 and 17 with it), never a false id."""
+    """The photos with a 1.2 %-of-width motion streak: the streak is taken out before SIFT
+    and before the outlines are traced (located 8 and 9 of 22 without that, 21 and 21 with
+    it), never a false id."""
     result = run_photo_bench(GALLERIES, degradation="blur")
     for label, figures in result["sizes"].items():
         assert figures["truths"] == 22, label
-        assert figures["recall"] >= 0.7, (label, figures)
+        assert figures["recall"] >= 0.85, (label, figures)
+        assert figures["recognised_rate"] >= 0.8, (label, figures)
         assert figures["false_ids"] == 0, (label, figures)
