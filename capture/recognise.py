@@ -17,10 +17,12 @@ rectified from the full-resolution frame and recognised against the
 catalogue (when one is given); a detection recognised as a work already
 located is dropped too, and one recognised by its features gives way to the
 picture they place inside it (:func:`picture_in_view`: a carved frame's
-edge taken for the picture) where that fits the reference better, and
-always to the one they place round it (the view was part of the work: a
-region of it, or the picture inside an octagonal frame that the reference
-shows with its frame). With a
+edge taken for the picture) where that fits the reference better, and to
+the one they place round it (the view was part of the work: a region of it,
+or the picture inside an octagonal frame that the reference shows with its
+frame) unless the view fits the reference clearly better. A frame smeared
+by a pan is traced and its views rectified with the streak taken out
+(:func:`without_streak`). With a
 catalogue, the quad finder also looks below its usual size floor
 (:data:`NAMED_MIN_AREA_FRACTION`): a small, far work is kept where the
 catalogue names it, and a small quad it does not name (a caption card, a

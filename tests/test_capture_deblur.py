@@ -4,8 +4,6 @@ none, taking it out brings the frame back, and the catalogue locates a work thro
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -142,7 +140,7 @@ def test_degradations_move_the_truth_with_the_pixels() -> None:
         degrade(frame, "smudge")
 
 
-def test_a_dim_frame_is_noisier_and_seeded(tmp_path: Path) -> None:
+def test_a_dim_frame_is_noisier_and_seeded() -> None:
     frame = np.full((90, 160, 3), 120, np.uint8)
     first, _ = degrade(frame, "dim", seed=3)
     assert np.array_equal(first, degrade(frame, "dim", seed=3)[0])
