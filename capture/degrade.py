@@ -52,14 +52,10 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
     import cv2  # here, not above: the CLI imports DEGRADATIONS without OpenCV
 
     height, width = frame_bgr.shape[:2]
+    from capture.synthetic import rooms  # the scene generator's camera models
+
     if name == "jpeg":
-        ok, data = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if decoded is None:
-            raise RuntimeError("JPEG decoding failed")
-        return decoded, _same
+        return rooms.jpeg_blocks(frame_bgr, _JPEG_QUALITY), _same
     if name == "dim":
         rng = np.random.default_rng(seed)
         sensor = frame_bgr.astype(np.float32) * _DIM_GAIN
@@ -71,7 +67,13 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
         kernel = np.full((1, length), 1.0 / length, np.float32)
         return cv2.filter2D(frame_bgr, -1, kernel, borderType=cv2.BORDER_REPLICATE), _same
     if name == "fisheye":
-        return _fisheye(frame_bgr)
+        lens = rooms.Fisheye(_FISHEYE_K, (width, height))
+
+        def bent(points: np.ndarray) -> np.ndarray:
+            return np.asarray(lens.distort_points(np.asarray(points, np.float64).reshape(-1, 2)),
+                              np.float64)
+
+        return lens.apply(frame_bgr), bent
     if name == "turn":
         focal = float(width)
         camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]])
@@ -98,9 +100,8 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
                            interpolation=cv2.INTER_AREA)
         left, top = (width - small.shape[1]) // 2, (height - small.shape[0]) // 2
         # round it, the wall the camera did not see: the photo's own mean colour
-        wall = tuple(float(v) for v in frame_bgr.reshape(-1, frame_bgr.shape[2]).mean(axis=0))
         far = np.empty_like(frame_bgr)
-        far[:] = np.asarray(wall, np.float64).round().astype(frame_bgr.dtype)
+        far[:] = frame_bgr.reshape(-1, frame_bgr.shape[2]).mean(axis=0).round()
         far[top:top + small.shape[0], left:left + small.shape[1]] = small
         scale = np.array([small.shape[1] / width, small.shape[0] / height])
 
@@ -113,33 +114,3 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
 
 def _same(points: np.ndarray) -> np.ndarray:
     return np.asarray(points, np.float64).reshape(-1, 2)
-
-
-def _fisheye(frame_bgr: np.ndarray) -> tuple[np.ndarray, PointMap]:
-    """Barrel distortion: an output point at normalised radius r shows the input point at
-    r (1 + k r^2) / (1 + k), so the corners stay and the middle is magnified."""
-    import cv2
-
-    height, width = frame_bgr.shape[:2]
-    centre = np.array([(width - 1) / 2, (height - 1) / 2])
-    half_diagonal = float(np.hypot(*centre))
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    u, v = (xs - centre[0]) / half_diagonal, (ys - centre[1]) / half_diagonal
-    stretch = (1 + _FISHEYE_K * (u * u + v * v)) / (1 + _FISHEYE_K)
-    map_x = (centre[0] + u * stretch * half_diagonal).astype(np.float32)
-    map_y = (centre[1] + v * stretch * half_diagonal).astype(np.float32)
-    distorted = cv2.remap(frame_bgr, map_x, map_y, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-
-    def moved(points: np.ndarray) -> np.ndarray:
-        offset = (np.asarray(points, np.float64).reshape(-1, 2) - centre) / half_diagonal
-        source = np.hypot(offset[:, 0], offset[:, 1])
-        radius = source.copy()
-        for _ in range(30):  # Newton on r (1 + k r^2) / (1 + k) = source: monotonic for k > 0
-            value = radius * (1 + _FISHEYE_K * radius ** 2) / (1 + _FISHEYE_K) - source
-            slope = (1 + 3 * _FISHEYE_K * radius ** 2) / (1 + _FISHEYE_K)
-            radius -= value / slope
-        ratio = np.divide(radius, source, out=np.ones_like(source), where=source > 1e-12)
-        return centre + offset * ratio[:, None] * half_diagonal
-
-    return distorted, moved
