@@ -171,6 +171,9 @@ _NEAR_MARGIN = 0.25  # of a quad's size: the neighbourhood locate(near=...) sear
 _WEAK_INLIERS = 5  # a fit this consistent, too weak to stand, is looked at again finer...
 _FINER = 2.0  # ...at this many times the scale (the frame's own pixels at most)...
 _FINER_LOOKS = 2  # ...for at most this many works per frame
+# locate(fine=True): the whole frame looked at again at _FINER times the scale, with as many
+# features per pixel as the coarse pass (a far work of 60 px at locate_width has a dozen there).
+_FINE_FRAME_FEATURES = round(_FRAME_FEATURES * _FINER ** 2)
 # A neighbourhood (locate(near=...)) where nothing was located is looked at again finer when that
 # costs at most this share of the whole frame's pixels at locate_width: a small picture the quad
 # finder saw has too few features at the whole frame's scale; a large one has plenty.
@@ -270,9 +273,14 @@ class Catalogue:
         self._orb = _orb(_QUERY_FEATURES)
         self._frame_sift = cv2.SIFT.create(nfeatures=_FRAME_FEATURES,
                                            contrastThreshold=_SIFT_CONTRAST)
+        self._fine_frame_sift = cv2.SIFT.create(nfeatures=_FINE_FRAME_FEATURES,
+                                                contrastThreshold=_SIFT_CONTRAST)
         self._native_matcher = _kd_matcher(self._native_desc)
         #: Timings (ms) of recent calls, for ``art2mus bench capture``.
-        self.stats: dict[str, list[float]] = {"recognise_ms": [], "locate_ms": []}
+        #: ``locate_ms``: every locate call; ``search_ms`` / ``fine_search_ms``: those of the
+        #: whole frame for every work (no ``near``, no ``only``), without / with ``fine``.
+        self.stats: dict[str, list[float]] = {"recognise_ms": [], "locate_ms": [],
+                                              "search_ms": [], "fine_search_ms": []}
         self.deblurred = 0  # location passes that took a motion streak out of the frame first
         self.rebuilt = False
 
@@ -677,7 +685,7 @@ class Catalogue:
     def locate(self, frame_bgr: np.ndarray, max_results: int = 8,
                min_area_fraction: float = 0.002,
                only: Collection[str] | None = None,
-               near: np.ndarray | None = None) -> list[Location]:
+               near: np.ndarray | None = None, fine: bool = False) -> list[Location]:
         """Known paintings in ``frame_bgr`` found by reference-to-frame homography, best first.
 
         ``only`` restricts the search to those ids (the live loop re-finds the
@@ -695,6 +703,13 @@ class Catalogue:
         saw; ``_FINER_NEAR_PIXELS``): a fit there stands on ``min_inliers``
         or on most of the reference's votes agreeing with it (``rule``
         ``"consistent"`` of :meth:`_locate_at`).
+
+        ``fine`` (a still, or a search with time to spare; not with ``near``):
+        the whole frame is also looked at ``_FINER`` times finer, with as many
+        features per pixel, for works the coarse pass did not place (a small
+        or far work, or an octagonal frame's dark picture, has too few
+        features at ``locate_width`` to be fitted, even weakly). About four
+        times the coarse pass's cost.
         """
         began = time.perf_counter()
         height, width = frame_bgr.shape[:2]
@@ -707,11 +722,14 @@ class Catalogue:
                 <= _FINER_NEAR_PIXELS * width * height * scale ** 2:
             found += self._locate_at(frame_bgr, finer, near, only, min_area_fraction,
                                      rule="consistent")[0]
-        if finer > scale:
-            for artwork_id, quad in weak[:_FINER_LOOKS]:
-                if not any(overlap_fraction(quad, f.quad) >= _LOCATE_SAME_PLACE for f in found):
-                    found += self._locate_at(frame_bgr, finer, quad, [artwork_id],
-                                             min_area_fraction, rule="strict")[0]
+        found += self._second_looks(frame_bgr, weak, scale, finer, found, min_area_fraction)
+        if fine and near is None and finer > scale:
+            more, weak = self._locate_at(frame_bgr, finer, None, only, min_area_fraction,
+                                         exclude={f.artwork_id for f in found},
+                                         sift=self._fine_frame_sift)
+            found += more
+            found += self._second_looks(frame_bgr, weak, finer, min(1.0, _FINER * finer),
+                                        found, min_area_fraction)
         found.sort(key=lambda r: r.inliers, reverse=True)
         kept: list[Location] = []
         for location in found:  # one work per place: the best supported
@@ -719,11 +737,30 @@ class Catalogue:
                    for other in kept):
                 kept.append(location)
         self._note("locate_ms", began)
+        if near is None and only is None:
+            self._note("fine_search_ms" if fine else "search_ms", began)
         return kept[:max_results]
+
+    def _second_looks(self, frame_bgr: np.ndarray, weak: list[tuple[str, np.ndarray]],
+                      was: float, scale: float, found: list[Location],
+                      min_area_fraction: float) -> list[Location]:
+        """The strongest ``_FINER_LOOKS`` weak fits of a pass at scale ``was``
+        (:meth:`_locate_at`) not at a place already ``found``, each looked at again near
+        its quad at the finer ``scale`` (none where ``was`` is the frame's own pixels),
+        standing on ``min_inliers`` there."""
+        more: list[Location] = []
+        if scale <= was:
+            return more
+        for artwork_id, quad in weak[:_FINER_LOOKS]:
+            if all(overlap_fraction(quad, f.quad) < _LOCATE_SAME_PLACE for f in found):
+                more += self._locate_at(frame_bgr, scale, quad, [artwork_id],
+                                        min_area_fraction, rule="strict")[0]
+        return more
 
     def _locate_at(self, frame_bgr: np.ndarray, scale: float, near: np.ndarray | None,
                    only: Collection[str] | None, min_area_fraction: float,
-                   rule: str = "all",
+                   rule: str = "all", exclude: Collection[str] = (),
+                   sift: cv2.SIFT | None = None,
                    ) -> tuple[list[Location], list[tuple[str, np.ndarray]]]:
         """One pass of :meth:`locate` with the frame at ``scale``: the locations, and the
         (id, quad in frame px) of consistent fits too weak to stand, strongest first.
@@ -732,6 +769,9 @@ class Catalogue:
         ``"all"``; ``"consistent"``, not a reference's dominant share of the votes
         (a second look at a small neighbourhood sees few other works' votes, so a
         dominant share of them says little); ``"strict"``, ``min_inliers`` only.
+        ``exclude``: works already placed, not verified again (their votes still
+        count against the others'). ``sift``: the feature detector (default: the
+        whole frame's, ``_FRAME_FEATURES``).
         """
         height, width = frame_bgr.shape[:2]
         left = top = 0
@@ -755,7 +795,7 @@ class Catalogue:
         if blur is not None:  # a pan during the exposure: SIFT of a streaked frame is lost
             grey = deblur(grey, blur)
             self.deblurred += 1
-        keypoints, descriptors = self._frame_sift.detectAndCompute(grey, None)
+        keypoints, descriptors = (sift or self._frame_sift).detectAndCompute(grey, None)
         found: list[Location] = []
         weak: list[tuple[int, str, np.ndarray]] = []
         if descriptors is None or len(keypoints) < _WEAK_INLIERS:
@@ -766,9 +806,12 @@ class Catalogue:
         votes = self._vote(_root_sift(descriptors), self._native_matcher, _LOCATE_RATIO)
         if only is not None:
             wanted = set(only)
-            owners = [i for i, e in enumerate(self.entries) if e.artwork_id in wanted]
+            owners = [i for i, e in enumerate(self.entries)
+                      if e.artwork_id in wanted and e.artwork_id not in exclude]
         else:
-            owners = _top_owners(votes, self._native_owner, _LOCATE_CANDIDATES)
+            skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
+                if exclude else []
+            owners = _top_owners(votes, self._native_owner, _LOCATE_CANDIDATES, skip)
         tally = np.bincount(self._native_owner[votes[:, 1]], minlength=len(self.entries)) \
             if len(votes) else np.zeros(len(self.entries), np.int64)
         small_area = float(width * height) * scale * scale  # the whole frame's
@@ -1132,10 +1175,13 @@ def _plane_projector(side: int) -> np.ndarray:
 _PLANE = _plane_projector(_THUMB)
 
 
-def _top_owners(votes: np.ndarray, owners: np.ndarray, count: int) -> list[int]:
+def _top_owners(votes: np.ndarray, owners: np.ndarray, count: int,
+                skip: Sequence[int] = ()) -> list[int]:
+    """The ``count`` references with the most votes (at least one), leaving out ``skip``."""
     if len(votes) == 0:
         return []
     tally = np.bincount(owners[votes[:, 1]])
+    tally[[s for s in skip if s < len(tally)]] = 0
     order = np.argsort(-tally)[:count]
     return [int(o) for o in order if tally[o] > 0]
 

@@ -126,7 +126,7 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
     seen = without_streak(frame_bgr, detect_width)
     found: list[tuple[Detection, str | None, float, str]] = []
     if catalogue is not None and locate:
-        for location in catalogue.locate(frame_bgr):
+        for location in catalogue.locate(frame_bgr, fine=True):
             area = abs(float(cv2.contourArea(location.quad.astype(np.float32))))
             detection = Detection(location.quad, location.score, area / (width * height))
             found.append((detection, location.artwork_id, location.score, "catalogue"))

@@ -446,6 +446,36 @@ def test_a_small_work_the_quad_finder_saw_is_located_finer_near_its_quad(
         assert catalogue.locate(frame, near=quad) == []
 
 
+def test_the_fine_search_finds_small_works_the_whole_frame_misses(catalogue: Catalogue) -> None:
+    """Works 120 px wide on a 1920x1080 wall (40 px at locate_width: too few features
+    there, for most, even for a weak fit to be looked at again) are placed by
+    ``locate(fine=True)``,
+    which looks at the whole frame twice as finely; works outside the catalogue are not
+    named there either."""
+    rng = np.random.default_rng(0)
+    wall = np.clip(np.full((1080, 1920, 3), (178, 186, 192), np.float32)
+                   + rng.normal(0.0, 3.0, (1080, 1920, 3)), 0, 255).astype(np.uint8)
+    quads = {}
+    for k, index in enumerate((2, 6, SIZE + 3, SIZE + 7)):
+        artwork = catalogue_artwork(index)
+        height = round(120 * artwork.shape[0] / artwork.shape[1])
+        x, y = 200 + 450 * k, 400 + 60 * (k % 2)
+        wall[y:y + height, x:x + 120] = cv2.resize(artwork, (120, height),
+                                                   interpolation=cv2.INTER_AREA)
+        quads[index] = np.float32([[x, y], [x + 120, y], [x + 120, y + height],
+                                   [x, y + height]])
+    coarse = {f.artwork_id for f in catalogue.locate(wall)}
+    assert len(coarse) <= 1, coarse  # most are lost at the whole frame's scale
+    found = {f.artwork_id: f.quad for f in catalogue.locate(wall, fine=True)}
+    assert sorted(found) == [catalogue.ids[i] for i in (2, 6)]
+    for index in (2, 6):
+        assert quad_iou(found[catalogue.ids[index]], quads[index]) > 0.9
+    # a search near a quad is already at its finest: fine changes nothing there
+    assert [(f.artwork_id, f.quad.tolist()) for f in catalogue.locate(
+        wall, near=quads[2], fine=True)] == [(f.artwork_id, f.quad.tolist())
+                                             for f in catalogue.locate(wall, near=quads[2])]
+
+
 def test_a_view_inside_the_work_its_reference_shows_gives_the_whole_work(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A catalogue shows an octagonal or shaped frame with its work; the quad finder takes the
