@@ -96,6 +96,12 @@ class RecognitionConfig(BaseModel):
                     "(the ones the quad finder misses: steep angles, dim light) at most this "
                     "often, seconds (0: never).",
     )
+    fine_search_every: int = Field(
+        4, ge=0, le=1000,
+        description="Every this many of those searches, also look at the whole frame at twice "
+                    "locate_width (small and far works; about four times a search's cost, "
+                    "~0.5 s at 1280x720 on one core, the coarse look included) (0: never).",
+    )
     describe: Literal["reference", "view"] = Field(
         "reference",
         description="What a recognised catalogued work's features and embedding come from: "

@@ -15,7 +15,8 @@ Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
         [-> nothing found: Catalogue.locate the catalogued painting being followed
             (every recognition.locate_every_frames frames), or, with nothing in view,
             search the whole frame for catalogued works (every
-            recognition.search_every_s; a find is then tracked)]
+            recognition.search_every_s, every fine_search_every-th also finer;
+            a find is then tracked)]
         -> glance (32 px rectify) -> StabilityTracker.update (N of M, One Euro corners)
         -> on a new confirmed view: catalogue first (Catalogue.locate: the work whose
            features sit on the view gives its id and the picture's exact corners),
@@ -229,6 +230,7 @@ class CaptureLoop:
         self._tracked_quad: np.ndarray | None = None  # the tracker's quad in the latest frame
         self._frame_index = 0
         self._last_search = -float("inf")
+        self._searches = 0  # whole-frame searches so far (every fine_search_every-th is fine)
         self.overlay = OverlayWriter(config.overlay.format(room=room_id),
                                      config.overlay_every_s) if config.overlay else None
         self.console_frame = OverlayWriter(
@@ -564,8 +566,10 @@ class CaptureLoop:
         ``locate_every_frames`` frames). With nothing in view, the whole frame
         is searched for catalogued works (every ``search_every_s``): a large
         work at a steep angle or in dim light has no outline the quad finder
-        takes, but its features are there. A find is tracked from then on, so
-        the stability tracker sees it frame after frame.
+        takes, but its features are there; every ``fine_search_every``-th
+        search also looks finer (a camera across the room sees small works).
+        A find is tracked from then on, so the stability tracker sees it frame
+        after frame.
         """
         self._frames_unseen += 1
         recognition = self.config.recognition
@@ -583,7 +587,9 @@ class CaptureLoop:
                     recognition.search_every_s:
                 return None
             self._last_search = now
-            found = catalogue.locate(image)
+            self._searches += 1
+            every = recognition.fine_search_every
+            found = catalogue.locate(image, fine=every > 0 and self._searches % every == 0)
         if not found:
             return None
         candidates = [_detection(f.quad, f.score, image.shape) for f in found]

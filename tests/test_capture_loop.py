@@ -351,6 +351,37 @@ def test_ignoring_uncatalogued_pictures_needs_a_catalogue() -> None:
         RecognitionConfig(catalogue="x", uncatalogued="skip")
 
 
+@pytest.mark.parametrize(("every", "fine"), [(4, [False, False, False, True] * 2),
+                                              (0, [False] * 8)])
+def test_every_fine_search_every_th_search_of_an_empty_wall_looks_finer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int, fine: list[bool]) -> None:
+    # A camera across the room sees small works: with nothing in view, the whole-frame
+    # search (once a second) looks at the frame twice as finely every `every`-th time.
+    _write_first_two_demo_works(tmp_path)
+    clock = FakeClock()
+    source = StillWall(clock)
+    source.image = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
+    config = CaptureConfig(recognition=RecognitionConfig(
+        catalogue=str(tmp_path), search_every_s=1.0, fine_search_every=every))
+    recorder = Recorder()
+    loop = CaptureLoop("room-f", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    assert loop.wait_for_catalogue(60.0) and loop.catalogue is not None
+    searches: list[bool] = []
+    locate = loop.catalogue.locate
+
+    def spy(frame: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("near") is None and kwargs.get("only") is None:
+            searches.append(kwargs.get("fine", False))
+        return locate(frame, *args, **kwargs)
+
+    monkeypatch.setattr(loop.catalogue, "locate", spy)
+    _drive(loop, clock, clock.t + 7.9)
+    assert searches == fine
+    with pytest.raises(ValidationError, match="fine_search_every"):
+        RecognitionConfig(fine_search_every=-1)
+
+
 class StillWall:
     """A small, constant frame at the clock's time (the detector is faked)."""
 
