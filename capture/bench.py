@@ -30,7 +30,8 @@ Synthetic metrics (all over the whole scene set):
 - ``speed``: frames per second of detection alone at 1280x720 (the per-frame
   cost in the capture loop, where recognition runs only when the view
   changes), milliseconds per recognition of one rectified view, per
-  catalogue location of a whole frame, and for a full "detect and recognise
+  catalogue search of a whole still (coarse and fine,
+  ``Catalogue.locate(fine=True)``), and for a full "detect and recognise
   everything" pass (what ``art2mus detect --catalogue`` does per image).
 """
 
@@ -188,7 +189,7 @@ def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50
                 if progress is not None:
                     progress("scenes", k + 1, scenes)
             recognise_ms = catalogue.stats.get("recognise_ms", [])
-            locate_ms = catalogue.stats.get("locate_ms", [])
+            search_ms = catalogue.stats.get("fine_search_ms", [])
     finally:
         cv2.setNumThreads(threads)
     result = {
@@ -212,7 +213,8 @@ def run_capture_bench(scenes: int = 200, seed: int = 0, catalogue_size: int = 50
             "detect_ms_p95": round(1000 * float(np.percentile(detect_s, 95)), 1),
             "recognise_ms_per_view": round(float(np.mean(recognise_ms)), 1)
             if recognise_ms else None,
-            "locate_ms_per_frame": round(float(np.mean(locate_ms)), 1) if locate_ms else None,
+            "fine_search_ms_per_frame": round(float(np.mean(search_ms)), 1)
+            if search_ms else None,
             "detect_and_recognise_all_fps": round(1.0 / float(np.mean(full_s)), 1),
             "catalogue_index_s": round(index_s, 2),
             "scene_render_s": round(render_s, 1),
@@ -280,6 +282,10 @@ class PhotoTruth:
     paintings: tuple[TruthWork, ...]
     partial: tuple[TruthWork, ...]  # cut by the photo's border
     others: tuple[np.ndarray, ...]  # outlines (N, 2) of paintings not matched to the catalogue
+    #: Where the photo's own pixels lie in the frame (a convex outline, frame px), when a
+    #: degradation moved them (``far`` leaves wall round them, ``turn`` black corners); None:
+    #: the whole frame. Beyond it nothing is known, as beyond a photo's border.
+    view: np.ndarray | None = None
 
     def scaled(self, fx: float, fy: float) -> PhotoTruth:
         """The same truth for the photo resized by ``fx`` horizontally and ``fy`` vertically."""
@@ -291,13 +297,15 @@ class PhotoTruth:
         size = None if self.size is None else (round(self.size[0] * fx),
                                                 round(self.size[1] * fy))
         return PhotoTruth(self.name, size, works(self.paintings), works(self.partial),
-                          tuple(o * factor for o in self.others))
+                          tuple(o * factor for o in self.others),
+                          None if self.view is None else self.view * factor)
 
     def warped(self, move: Callable[[np.ndarray], np.ndarray],
                frame_size: tuple[int, int]) -> PhotoTruth:
         """The same truth for the photo with its pixels moved by ``move`` (a degradation of
         :mod:`capture.degrade`, at ``frame_size``): a painting no longer wholly in view (less
-        than :data:`_IN_VIEW` of its area) becomes partial."""
+        than :data:`_IN_VIEW` of its area in the frame and the photo's own pixels,
+        :attr:`view`) becomes partial."""
         import cv2
 
         width, height = frame_size
@@ -305,6 +313,15 @@ class PhotoTruth:
 
         def moved(points: np.ndarray) -> np.ndarray:
             return np.asarray(move(points), np.float32).reshape(-1, 2)
+
+        # the photo's border (the frame before the move), sampled as a lens bends it, moved
+        along = np.linspace(0.0, 1.0, 16, endpoint=False)[:, None]
+        border = np.concatenate([a + along * (b - a) for a, b in
+                                 zip(frame, np.roll(frame, -1, axis=0), strict=True)])
+        area, clipped = cv2.intersectConvexConvex(cv2.convexHull(moved(border)).reshape(-1, 2),
+                                                  frame)
+        if area > 0 and clipped is not None:
+            frame = clipped.reshape(-1, 2).astype(np.float32)
 
         paintings: list[TruthWork] = []
         partial = [TruthWork(w.artwork_id, moved(w.quad)) for w in self.partial]
@@ -315,7 +332,7 @@ class PhotoTruth:
             (paintings if area > 0 and inside >= _IN_VIEW * area else partial).append(
                 TruthWork(work.artwork_id, quad))
         return PhotoTruth(self.name, frame_size, tuple(paintings), tuple(partial),
-                          tuple(moved(o) for o in self.others))
+                          tuple(moved(o) for o in self.others), frame)
 
 
 def read_truth(path: Path) -> list[PhotoTruth]:
@@ -414,7 +431,8 @@ class _PhotoTally:
     corner_errors: list[float] = field(default_factory=list)
     frame_ms: list[float] = field(default_factory=list)
     detect_ms: list[float] = field(default_factory=list)  # the quad finder alone
-    locate_ms: list[float] = field(default_factory=list)  # catalogue location of the frame
+    search_ms: list[float] = field(default_factory=list)  # catalogue search of the frame
+    fine_search_ms: list[float] = field(default_factory=list)  # ...coarse and fine
     arrival_ms: list[float] = field(default_factory=list)  # ...of one work, near its quad
 
     def summary(self) -> dict[str, Any]:
@@ -444,8 +462,10 @@ class _PhotoTally:
             if self.frame_ms else None,
             "detect_ms_median": round(float(np.median(self.detect_ms)), 1)
             if self.detect_ms else None,
-            "locate_ms_median": round(float(np.median(self.locate_ms)), 1)
-            if self.locate_ms else None,
+            "search_ms_median": round(float(np.median(self.search_ms)), 1)
+            if self.search_ms else None,
+            "fine_search_ms_median": round(float(np.median(self.fine_search_ms)), 1)
+            if self.fine_search_ms else None,
             "arrival_ms_median": round(float(np.median(self.arrival_ms)), 1)
             if self.arrival_ms else None,
             "arrival_ms_p95": round(float(np.percentile(self.arrival_ms, 95)), 1)
@@ -527,7 +547,7 @@ def _unmatched_kind(truth: PhotoTruth, quad: np.ndarray,
     partial's), an ``other_paintings`` outline ("other_painting", don't care for
     both), else "false_positive" (any id on it is a false id).
     """
-    centre = _visible_centre(quad, frame_size)
+    centre = _visible_centre(quad, frame_size, truth.view)
     for work in truth.paintings:
         if _inside(centre, work.quad):
             return "badly_located", work.artwork_id
@@ -539,12 +559,15 @@ def _unmatched_kind(truth: PhotoTruth, quad: np.ndarray,
     return "false_positive", None
 
 
-def _visible_centre(quad: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-    """The centroid of the part of ``quad`` inside the frame (its clamped centre if none)."""
+def _visible_centre(quad: np.ndarray, frame_size: tuple[int, int],
+                    view: np.ndarray | None = None) -> np.ndarray:
+    """The centroid of the part of ``quad`` inside the frame, or inside ``view`` (the photo's
+    own pixels, :attr:`PhotoTruth.view`) where given; its clamped centre if none."""
     import cv2
 
     width, height = frame_size
-    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
+    frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32) \
+        if view is None else np.asarray(view, np.float32)
     area, visible = cv2.intersectConvexConvex(np.asarray(quad, np.float32), frame)
     if area <= 0 or visible is None:
         return np.clip(quad.mean(axis=0), 0, [width, height])
@@ -593,8 +616,10 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     diagonal), recognition top-1 of located works, end-to-end recognised, false
     ids; ms per frame for everything (what ``art2mus detect`` does), for the
     quad finder alone (the live loop's per-frame cost before tracking), for
-    the catalogue location of the whole frame (a search with nothing in
-    view), and for locating one work near its quad (a new arrival). Per
+    the catalogue's search of the whole frame, coarse (the live loop's, with
+    nothing in view) and coarse and fine (a still's, and every
+    ``fine_search_every``-th live search), and for locating one work near its
+    quad (a new arrival). Per
     photo: each truth's IoU and outcome, the extra detections, and whether
     the recognised ids and number located agree across sizes. With ``overlays``, each photo and size
     with a miss, a false positive or a false id is drawn there (``NAME_WxH.png``).
@@ -661,11 +686,15 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     t0 = time.perf_counter()
                     detect_artworks(frame, detect_width)
                     tally.detect_ms.append(1000 * (time.perf_counter() - t0))
-                    located_before = len(index.stats["locate_ms"])
+                    searched_before = len(index.stats["fine_search_ms"])
                     t0 = time.perf_counter()
                     found = detect_and_recognise(frame, index, detect_width)
                     tally.frame_ms.append(1000 * (time.perf_counter() - t0))
-                    tally.locate_ms.extend(index.stats["locate_ms"][located_before:])
+                    tally.fine_search_ms.extend(index.stats["fine_search_ms"][searched_before:])
+                    # The live loop's search with nothing in view (most of them coarse).
+                    t0 = time.perf_counter()
+                    index.locate(frame)
+                    tally.search_ms.append(1000 * (time.perf_counter() - t0))
                     # A new arrival in the live loop: its quad (the quad finder's, often the
                     # frame around the picture: here the truth grown 8 %) is located near it.
                     for work in scaled.paintings:
@@ -826,7 +855,8 @@ def print_capture_bench(result: dict[str, Any], console: Any = None) -> None:
     table.add_row("detection alone, fps (p95 ms)",
                   f"{speed['detect_fps']} ({speed['detect_ms_p95']})")
     table.add_row("recognition of one view, ms", _shown(speed["recognise_ms_per_view"]))
-    table.add_row("catalogue location of one frame, ms", _shown(speed["locate_ms_per_frame"]))
+    table.add_row("catalogue search of one frame, coarse and fine, ms",
+                  _shown(speed["fine_search_ms_per_frame"]))
     table.add_row("detect and recognise everything, fps",
                   _shown(speed["detect_and_recognise_all_fps"]))
     console.print(table)
@@ -869,8 +899,10 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
     row("false ids", lambda f: str(f["false_ids"]))
     row("ms per frame, everything (median / p95)",
         lambda f: f"{_shown(f['frame_ms_median'])} / {_shown(f['frame_ms_p95'])}")
-    row("ms: quad finder alone / catalogue location of the frame (median)",
-        lambda f: f"{_shown(f['detect_ms_median'])} / {_shown(f['locate_ms_median'])}")
+    row("ms: quad finder alone / catalogue search of the frame, coarse / coarse and fine "
+        "(median)", lambda f: f"{_shown(f['detect_ms_median'])} / "
+                              f"{_shown(f['search_ms_median'])} / "
+                              f"{_shown(f['fine_search_ms_median'])}")
     row("ms: a new arrival located near its quad (median / p95)",
         lambda f: f"{_shown(f['arrival_ms_median'])} / {_shown(f['arrival_ms_p95'])}")
     console.print(table)

@@ -22,7 +22,13 @@ import pytest
 from click.testing import CliRunner
 
 import capture.recognise
-from capture.bench import read_truth, run_capture_bench, run_photo_bench
+from capture.bench import (
+    PhotoDetection,
+    read_truth,
+    run_capture_bench,
+    run_photo_bench,
+    score_photo,
+)
 from capture.cli import bench_capture_command
 from capture.recognise import RecognisedArtwork
 from capture.synthetic.scenes import write_catalogue
@@ -341,6 +347,24 @@ def test_a_painting_moved_out_of_view_becomes_partial() -> None:
     assert np.allclose(kept.others[0][0], (210, 705))
 
 
+def test_what_lies_beyond_the_photo_in_a_degraded_frame_is_not_judged() -> None:
+    """``far`` leaves wall round the photo: a painting the photo's border cuts, located whole,
+    runs on past that border, and only its part on the photo's own pixels says what it is
+    on (a painting outside the catalogue here: don't care, not a false id)."""
+    truth = read_truth_document(TRUTH)[0]
+    far = truth.warped(lambda points: np.asarray(points) * 0.5 + (480.0, 270.0), (W, H))
+    assert far.view is not None and np.allclose(
+        cv2.boundingRect(far.view.astype(np.float32)), (480, 270, 960, 540), atol=1)
+    # the painting beyond the photo's right edge (x 1750..2150 of the photo), found whole
+    whole = PhotoDetection(np.float32(_quad(1355, 570, 1555, 770)), "cat-002")
+    assert score_photo(far, [whole], (W, H))["extras"][0]["kind"] == "other_painting"
+    assert score_photo(far, [whole], (W, H))["false_ids"] == []
+    unmoved = truth.warped(lambda points: np.asarray(points), (W, H))
+    assert cv2.contourArea(unmoved.view) == W * H
+    found = PhotoDetection(np.float32(_quad(1750, 600, 2150, 1000)), "cat-002")
+    assert score_photo(unmoved, [found], (W, H))["extras"][0]["kind"] == "other_painting"
+
+
 def read_truth_document(document: dict[str, Any]) -> list[Any]:
     """``read_truth`` of a document held in memory."""
     import tempfile
@@ -364,3 +388,17 @@ def test_galleries_estense_through_a_panning_camera() -> None:
         assert figures["recall"] >= 0.85, (label, figures)
         assert figures["recognised_rate"] >= 0.8, (label, figures)
         assert figures["false_ids"] == 0, (label, figures)
+
+
+@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
+                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
+                           f"../shared/data beside the checkout holds it")
+def test_galleries_estense_from_twice_as_far() -> None:
+    """Every work half as big (``--degrade far``): the whole frame is also searched twice as
+    finely (located 18 of 22 with the coarse search alone, 20 with the fine one), and what
+    the photo's border cuts is judged on the photo's own pixels only (0 false ids)."""
+    result = run_photo_bench(GALLERIES, degradation="far", sizes=((1280, 720),))
+    figures = result["sizes"]["1280x720"]
+    assert figures["truths"] == 22
+    assert figures["located"] >= 20 and figures["recognised"] >= 20, figures
+    assert figures["false_ids"] == 0, figures
