@@ -38,7 +38,10 @@ How, in four steps:
    below a horizon or a block of a Mondrian, fails one or the other. Of
    several tracings of that outline, the best supported is kept.
    :func:`_peel_to_picture` then steps in further where the picture's own
-   edge never became a quad (a busy painting touching its frame).
+   edge never became a quad (a busy painting touching its frame). An outline
+   reaching the view's edge (a large frame filling the view) is looked into
+   too; a picture found in it clear of that edge is kept, the rest is taken
+   for a work the edge cuts.
 4. One detection per painting: of detections that overlap, the best stays.
 5. Oval and round pictures (:func:`_ovals`): an outline an ellipse fits
    closely, painted inside, with a frame or a plain wall round it, and not
@@ -166,6 +169,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
 
     min_area = min_area_fraction * small_w * small_h
     candidates: list[tuple[np.ndarray, float, float]] = []  # (quad, area, fill)
+    at_edges: list[tuple[np.ndarray, float, float]] = []  # ...of outlines reaching the edge
     # Only contours long enough to hold a piece of a side feed the line finder.
     min_piece = 0.25 * float(np.sqrt(min_area))
     line_contours = []
@@ -179,9 +183,10 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
             line_contours.append(contour)
             continue
         line_contours.append(contour)
-        if x < _BORDER_MARGIN or y < _BORDER_MARGIN or x + w > small_w - _BORDER_MARGIN \
-                or y + h > small_h - _BORDER_MARGIN:
-            continue
+        # An outline touching the view's edge is a picture cut by it, or a frame reaching
+        # it round a picture wholly in view: looked into, and only a picture in its nest
+        # clear of the edge is kept.
+        at_edge = _at_edge(np.array([[x, y], [x + w, y + h]]), small_w, small_h)
         hull = cv2.convexHull(contour)
         hull_area = cv2.contourArea(hull)
         if hull_area < min_area:
@@ -208,6 +213,9 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
             gap = min(gap, float(bowed.max())) if bowed is not None else gap
         if gap > _MAX_SIDE_GAP or (fill < _MIN_FILL and gap > _WHOLE_SIDE_GAP):
             continue
+        if at_edge:
+            at_edges.append((quad, quad_area, fill))
+            continue
         candidates.append((quad, quad_area, fill))
         line_contours.pop()  # its sides are found: the line finder need not trace them
     # The line finder looks only where no contour quad already explains the outlines.
@@ -219,9 +227,18 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         candidates.append((quad, abs(float(cv2.contourArea(quad))), support))
 
     candidates = _deduplicate(candidates)
-    detections = _suppress_overlaps([(_peel(grey, small, quad), area, score)
-                                     for quad, area, score in _pick_pictures(candidates, grey,
-                                                                             small)])
+    pictures = [(_peel(grey, small, quad), area, score)
+                for quad, area, score in _pick_pictures(candidates, grey, small)]
+    if at_edges:
+        # Nests round a frame that reaches the edge: a picture found there that is clear of
+        # it and not already found is new (the other quads of such a nest were judged in
+        # nests of their own above).
+        for quad, area, score in _pick_pictures(_deduplicate(candidates + at_edges), grey,
+                                                small):
+            quad = _peel(grey, small, quad)
+            if not _at_edge(quad, small_w, small_h) and not _overlaps(quad, area, pictures):
+                pictures.append((quad, area, score))
+    detections = _suppress_overlaps(pictures)
     detections += _ovals(contours, detections, min_area, (small_h, small_w), grey)
     result = []
     for quad, area, score in detections:
@@ -622,6 +639,15 @@ def _gaps_along(edges: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np
     return np.asarray((index - last_hit).max(axis=1), np.float64) / samples
 
 
+def _at_edge(points: np.ndarray, width: int, height: int) -> bool:
+    """Whether ``points`` (px at detection scale) come within ``_BORDER_MARGIN`` of the
+    view's edge: an outline there may be cut by it."""
+    low = points.min(axis=0)
+    high = points.max(axis=0)
+    return bool(low[0] < _BORDER_MARGIN or low[1] < _BORDER_MARGIN
+                or high[0] > width - _BORDER_MARGIN or high[1] > height - _BORDER_MARGIN)
+
+
 def _plausible_angles(quad: np.ndarray) -> bool:
     # A rectangle seen at up to ~35 degrees off-axis keeps its corners within
     # about 90 +- 35 degrees; sharper corners are not a framed picture.
@@ -660,10 +686,17 @@ def _suppress_overlaps(
     # scored, then largest, stays.
     kept: list[tuple[np.ndarray, float, float]] = []
     for quad, area, score in sorted(detections, key=lambda d: (-d[2], -d[1])):
-        if all(cv2.intersectConvexConvex(quad.astype(np.float32), other.astype(np.float32))[0]
-               < _OVERLAP_FRACTION * min(area, other_area) for other, other_area, _ in kept):
+        if not _overlaps(quad, area, kept):
             kept.append((quad, area, score))
     return kept
+
+
+def _overlaps(quad: np.ndarray, area: float,
+              others: Sequence[tuple[np.ndarray, float, float]]) -> bool:
+    """Whether ``quad`` (of ``area``) and one of ``others`` (quad, area, score) are one
+    painting: they share ``_OVERLAP_FRACTION`` of the smaller one's area."""
+    return any(cv2.intersectConvexConvex(quad.astype(np.float32), other.astype(np.float32))[0]
+               >= _OVERLAP_FRACTION * min(area, other_area) for other, other_area, _ in others)
 
 
 def _inside(inner: np.ndarray, outer: np.ndarray) -> bool:

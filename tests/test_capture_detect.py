@@ -573,3 +573,17 @@ def test_a_painting_in_an_octagonal_frame_is_found(near_side: float) -> None:
     found = detect_artworks(frame)
     assert found, "nothing found"
     assert quad_iou(found[0].quad, picture_quad) >= 0.9, np.round(found[0].quad).tolist()
+
+
+@pytest.mark.parametrize("kind", ["ornate", "gilt", "dark_wood"])
+def test_a_framed_work_cut_by_the_edge_of_the_view_is_not_a_view(kind: str) -> None:
+    # A frame reaching the view's edge is looked into for its picture (it may reach it
+    # round a picture wholly in view); a picture the edge cuts is not reported, nor its frame.
+    image, picture = _hung_on_wall(kind, 3, seed=5, size=(640.0, 480.0))
+    cut = int(picture[:, 1].min()) + 40  # the picture's top 40 px out of view
+    moved = np.concatenate([image[cut:], np.broadcast_to(image[:1], (cut, *image.shape[1:]))])
+    truth = picture - np.float32((0, cut))
+    found = detect_artworks(moved)
+    assert all(cv2.intersectConvexConvex(d.quad, truth.clip(0))[0]
+               < 0.5 * cv2.contourArea(d.quad) for d in found), \
+        [np.round(d.quad).tolist() for d in found]

@@ -402,3 +402,25 @@ def test_galleries_estense_from_twice_as_far() -> None:
     assert figures["truths"] == 22
     assert figures["located"] >= 20 and figures["recognised"] >= 20, figures
     assert figures["false_ids"] == 0, figures
+
+
+@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
+                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
+                           f"../shared/data beside the checkout holds it")
+def test_a_frame_reaching_the_photos_edge_still_gives_its_picture() -> None:
+    """Without a catalogue: at 1920x1080 the carved frame of 046 in 20180206_113600_003
+    reaches the photo's bottom edge (at the quad finder's 640 px), so its outline was
+    taken for a work cut by the edge and nothing was found; the picture in it is wholly
+    in view, and is found."""
+    from capture.detect import detect_artworks, quad_iou
+    from capture.images import read_image
+
+    truth = next(t for t in read_truth(GALLERIES / "truth.json")
+                 if t.name == "20180206_113600_003.jpg")
+    image = read_image(GALLERIES / truth.name)
+    frame = cv2.resize(image, (1920, 1080), interpolation=cv2.INTER_AREA)
+    work = truth.scaled(1920 / image.shape[1], 1080 / image.shape[0]).paintings[0]
+    assert work.artwork_id == "046"
+    found = detect_artworks(frame)
+    assert max((quad_iou(d.quad, work.quad) for d in found), default=0.0) >= 0.85, \
+        [np.round(d.quad).tolist() for d in found]
