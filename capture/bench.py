@@ -244,7 +244,10 @@ def capture_targets(result: dict[str, Any]) -> list[Target]:
 
 def photo_targets(result: dict[str, Any]) -> list[Target]:
     """The real-photo bench's targets, per frame size: no false id (a wrong painting plays
-    the wrong music; a miss only delays the right one)."""
+    the wrong music; a miss only delays the right one). None for the quad finder alone,
+    which names nothing."""
+    if result.get("quads_only"):
+        return []
     return [Target(f"false ids at {label}", figures["false_ids"], 0)
             for label, figures in result["sizes"].items()]
 
@@ -602,7 +605,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     sizes: Sequence[tuple[int, int]] = PHOTO_SIZES,
                     overlays: Path | None = None, cache_dir: Path | None = None,
                     progress: ProgressUpdate | None = None,
-                    degradation: str | None = None) -> dict[str, Any]:
+                    degradation: str | None = None,
+                    quads_only: bool = False) -> dict[str, Any]:
     """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
 
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
@@ -627,7 +631,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     ``degradation`` (one of :data:`capture.degrade.DEGRADATIONS`) takes each
     resized photo as a worse camera would (seeded by the photo's place in the
     truth), the truth moved with its pixels; paintings it moves partly out of
-    view become partial (don't care). """
+    view become partial (don't care). ``quads_only``: no catalogue, the quad
+    finder alone (a room without one, or a work outside it): located and
+    precision mean what they say, nothing is named, no search is timed."""
     import cv2
 
     from capture.catalogue import Catalogue
@@ -666,10 +672,12 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
             if cache_dir is None and folder.is_dir() and not os.access(folder, os.W_OK):
                 cache_dir = Path(tmp)  # a read-only data set is re-indexed per run
             began = time.perf_counter()
-            index = Catalogue.open(folder, cache_dir=cache_dir)
+            index = None if quads_only else Catalogue.open(folder, cache_dir=cache_dir)
             index_s = time.perf_counter() - began
-            _check_truth_ids(truths, set(index.ids), folder)
-            titles = {e.artwork_id: e.title for e in index.entries if e.title}
+            titles: dict[str, str] = {}
+            if index is not None:
+                _check_truth_ids(truths, set(index.ids), folder)
+                titles = {e.artwork_id: e.title for e in index.entries if e.title}
             tallies = {size: _PhotoTally() for size in sizes}
             rows: list[dict[str, Any]] = [{"name": t.name, "sizes": {}} for t in truths]
             for size in sizes:
@@ -686,22 +694,12 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     t0 = time.perf_counter()
                     detect_artworks(frame, detect_width)
                     tally.detect_ms.append(1000 * (time.perf_counter() - t0))
-                    searched_before = len(index.stats["fine_search_ms"])
+                    searched_before = len(index.stats["fine_search_ms"]) if index else 0
                     t0 = time.perf_counter()
                     found = detect_and_recognise(frame, index, detect_width)
                     tally.frame_ms.append(1000 * (time.perf_counter() - t0))
-                    tally.fine_search_ms.extend(index.stats["fine_search_ms"][searched_before:])
-                    # The live loop's search with nothing in view (most of them coarse).
-                    t0 = time.perf_counter()
-                    index.locate(frame)
-                    tally.search_ms.append(1000 * (time.perf_counter() - t0))
-                    # A new arrival in the live loop: its quad (the quad finder's, often the
-                    # frame around the picture: here the truth grown 8 %) is located near it.
-                    for work in scaled.paintings:
-                        centre = work.quad.mean(axis=0)
-                        t0 = time.perf_counter()
-                        index.locate(frame, near=centre + 1.08 * (work.quad - centre))
-                        tally.arrival_ms.append(1000 * (time.perf_counter() - t0))
+                    if index is not None:
+                        _time_searches(index, frame, scaled, searched_before, tally)
                     detections = [PhotoDetection(a.quad, a.artwork_id) for a in found]
                     scored = score_photo(scaled, detections, (width, height))
                     _count(tally, scored)
@@ -723,7 +721,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         for s in row["sizes"].values()}) > 1]
     result = {
         "benchmark": "capture-photos",
-        "photos": str(photos), "catalogue": str(folder), "catalogue_size": len(index),
+        "photos": str(photos), "catalogue": None if index is None else str(folder),
+        "catalogue_size": 0 if index is None else len(index), "quads_only": quads_only,
         "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
         "degradation": degradation,
         "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
@@ -734,6 +733,24 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     }
     result["verdict"] = verdict_record(photo_targets(result))
     return result
+
+
+def _time_searches(index: Any, frame: np.ndarray, truth: PhotoTruth, searched_before: int,
+                   tally: _PhotoTally) -> None:
+    """Tally the catalogue's searches of ``frame``: the still's (coarse and fine, made since
+    ``searched_before``), the live loop's with nothing in view (coarse), and a new arrival's
+    near each truth painting."""
+    tally.fine_search_ms.extend(index.stats["fine_search_ms"][searched_before:])
+    t0 = time.perf_counter()
+    index.locate(frame)
+    tally.search_ms.append(1000 * (time.perf_counter() - t0))
+    # A new arrival in the live loop: its quad (the quad finder's, often the frame around
+    # the picture: here the truth grown 8 %) is located near it.
+    for work in truth.paintings:
+        centre = work.quad.mean(axis=0)
+        t0 = time.perf_counter()
+        index.locate(frame, near=centre + 1.08 * (work.quad - centre))
+        tally.arrival_ms.append(1000 * (time.perf_counter() - t0))
 
 
 def _check_truth_ids(truths: list[PhotoTruth], ids: set[str], folder: Path) -> None:
@@ -872,9 +889,12 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
 
     console = console or Console()
     sizes: dict[str, dict[str, Any]] = result["sizes"]
+    quads_only = bool(result.get("quads_only"))
     table = Table(title=f"art2mus bench capture --photos {result['photos']}: "
-                        f"{result['photo_count']} photos, {result['catalogue_size']} catalogued "
-                        f"works, detect width {result['detect_width']}, 1 core"
+                        f"{result['photo_count']} photos, "
+                        + ("no catalogue (the quad finder alone)" if quads_only else
+                           f"{result['catalogue_size']} catalogued works")
+                        + f", detect width {result['detect_width']}, 1 core"
                         + (f", degraded: {result['degradation']}"
                            if result.get("degradation") else ""))
     table.add_column("measure")
@@ -893,18 +913,22 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
                   f"{f['dont_care']} don't care)")
     row("corner error % of diagonal (mean / p95)",
         lambda f: f"{_shown(f['corner_error_pct'])} / {_shown(f['corner_error_p95_pct'])}")
-    row("recognition top-1 (located works)", lambda f: _shown(f["top1"]))
-    row("recognised end to end",
-        lambda f: f"{f['recognised']}/{f['truths']} ({_shown(f['recognised_rate'])})")
-    row("false ids", lambda f: str(f["false_ids"]))
+    if not quads_only:
+        row("recognition top-1 (located works)", lambda f: _shown(f["top1"]))
+        row("recognised end to end",
+            lambda f: f"{f['recognised']}/{f['truths']} ({_shown(f['recognised_rate'])})")
+        row("false ids", lambda f: str(f["false_ids"]))
     row("ms per frame, everything (median / p95)",
         lambda f: f"{_shown(f['frame_ms_median'])} / {_shown(f['frame_ms_p95'])}")
-    row("ms: quad finder alone / catalogue search of the frame, coarse / coarse and fine "
-        "(median)", lambda f: f"{_shown(f['detect_ms_median'])} / "
-                              f"{_shown(f['search_ms_median'])} / "
-                              f"{_shown(f['fine_search_ms_median'])}")
-    row("ms: a new arrival located near its quad (median / p95)",
-        lambda f: f"{_shown(f['arrival_ms_median'])} / {_shown(f['arrival_ms_p95'])}")
+    if quads_only:
+        row("ms: quad finder alone (median)", lambda f: _shown(f["detect_ms_median"]))
+    else:
+        row("ms: quad finder alone / catalogue search of the frame, coarse / coarse and fine "
+            "(median)", lambda f: f"{_shown(f['detect_ms_median'])} / "
+                                  f"{_shown(f['search_ms_median'])} / "
+                                  f"{_shown(f['fine_search_ms_median'])}")
+        row("ms: a new arrival located near its quad (median / p95)",
+            lambda f: f"{_shown(f['arrival_ms_median'])} / {_shown(f['arrival_ms_p95'])}")
     console.print(table)
 
     failures = Table(title="failures")
@@ -928,7 +952,8 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
     console.print("the same works at every size" if not differing else
                   "different works or number located across sizes: " + ", ".join(differing),
                   markup=False, highlight=False)
-    for line in verdict_lines(photo_targets(result)):
+    targets = photo_targets(result)
+    for line in verdict_lines(targets) if targets else []:
         console.print(line, markup=False, highlight=False)
 
 

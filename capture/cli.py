@@ -10,7 +10,8 @@
   detection, corner error, recognition and speed on the synthetic gallery
   scenes; ``--photos DIR`` on real photos with a ``truth.json``
   (:func:`capture.bench.run_photo_bench`), ``--degrade NAME`` as a worse camera
-  would take them (:mod:`capture.degrade`). A table and the verdict against the
+  would take them (:mod:`capture.degrade`), ``--no-catalogue`` by the quad
+  finder alone. A table and the verdict against the
   targets (:func:`capture.bench.capture_targets`), JSON with ``--json``; a progress
   bar on stderr when it is a terminal.
 - ``art2mus index DIR`` (:mod:`capture.index_cli`), ``art2mus bench catalogue``
@@ -125,6 +126,9 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="Real-photo bench: a folder of photos with truth.json (and catalogue/).")
 @click.option("--catalogue", "catalogue_dir", type=click.Path(path_type=Path), default=None,
               help="With --photos: the reference images [default: PHOTOS/catalogue].")
+@click.option("--no-catalogue", "quads_only", is_flag=True,
+              help="With --photos: the quad finder alone, as a room without a catalogue "
+                   "finds the works (located and precision; nothing is named).")
 @click.option("--overlays", type=click.Path(path_type=Path), default=None,
               help="With --photos: write each photo with a miss, false positive or false id "
                    "here, truth and detections drawn.")
@@ -140,7 +144,7 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 @click.option("--detect-width", default=640, show_default=True,
               help="Detection runs on the frame downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
-def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
+def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads_only: bool,
                           overlays: Path | None, degradation: str | None, scenes: int,
                           seed: int, catalogue_size: int, style: str, detect_width: int,
                           as_json: bool) -> None:
@@ -155,15 +159,15 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
     from ground.cli_report import progress_bar
 
     context = click.get_current_context()
-    given = {name for name in ("photos", "catalogue_dir", "overlays", "degradation", "scenes",
-                               "seed", "catalogue_size", "style")
+    given = {name for name in ("photos", "catalogue_dir", "quads_only", "overlays",
+                               "degradation", "scenes", "seed", "catalogue_size", "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if detect_width < 64:
         raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
     if photos is None:
-        for name in sorted(given & {"catalogue_dir", "overlays", "degradation"}):
-            option = {"catalogue_dir": "--catalogue", "degradation": "--degrade"}.get(
-                name, f"--{name}")
+        for name in sorted(given & {"catalogue_dir", "quads_only", "overlays", "degradation"}):
+            option = {"catalogue_dir": "--catalogue", "degradation": "--degrade",
+                      "quads_only": "--no-catalogue"}.get(name, f"--{name}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
         if scenes < 1:
             raise InputError(f"--scenes: expected at least 1, got {scenes}")
@@ -178,6 +182,8 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
         if not photos.is_dir():
             raise InputError(f"--photos: expected a folder of photos with truth.json, got "
                              f"{'a file' if photos.exists() else 'nothing'} at {photos}")
+        if quads_only and catalogue_dir is not None:
+            raise InputError("--catalogue: not with --no-catalogue (the quad finder alone)")
         if catalogue_dir is not None and not catalogue_dir.is_dir():
             raise InputError(f"--catalogue: expected a folder of reference images, got "
                              f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
@@ -188,7 +194,8 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None,
             check_folder_target(overlays, "--overlays")
         with progress_bar(unit="photos") as progress:
             result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
-                                     progress=progress, degradation=degradation)
+                                     progress=progress, degradation=degradation,
+                                     quads_only=quads_only)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -151,6 +151,36 @@ def test_cli_prints_a_table_by_default_and_json_on_request(
     assert json.loads(printed.output)["sizes"]["1280x720"]["false_ids"] == 2
 
 
+def test_without_a_catalogue_the_quad_finder_alone_is_scored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--no-catalogue``: no catalogue folder is needed or opened, the detections are
+    scored as located or not, nothing is named, and no catalogue search is timed."""
+    given: list[Any] = []
+
+    def quads(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
+              ) -> list[RecognisedArtwork]:
+        given.append(catalogue)
+        return [RecognisedArtwork(np.array(quad, np.float32) * frame.shape[1] / W, None, 0.9,
+                                  False, "quad") for quad, _ in DETECTIONS]
+
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", quads)
+    photos = _photos(tmp_path / "photos")  # no catalogue/ beside it
+    printed = CliRunner().invoke(bench_capture_command,
+                                 ["--photos", str(photos), "--no-catalogue", "--json"])
+    assert printed.exit_code == 0, printed.output
+    result = json.loads(printed.output)
+    assert given and all(c is None for c in given)
+    assert (result["catalogue"], result["catalogue_size"], result["quads_only"]) == (None, 0, True)
+    for figures in result["sizes"].values():
+        assert (figures["located"], figures["truths"], figures["false_ids"]) == (1, 2, 0)
+        assert figures["recognised"] == 0 and figures["search_ms_median"] is None
+        assert figures["arrival_ms_median"] is None
+    table = CliRunner().invoke(bench_capture_command, ["--photos", str(photos), "--no-catalogue"])
+    assert table.exit_code == 0, table.output
+    assert "no catalogue (the quad finder alone)" in table.output
+    assert "false ids" not in table.output and "1/2 (0.5)" in table.output
+
+
 @pytest.mark.parametrize(("args", "option"), [
     (["--photos", "PHOTOS", "--scenes", "5"], "--scenes"),
     (["--photos", "PHOTOS", "--style", "rooms"], "--style"),
@@ -160,6 +190,8 @@ def test_cli_prints_a_table_by_default_and_json_on_request(
     (["--photos", "NOWHERE"], "--photos"),
     (["--photos", "PHOTOS", "--catalogue", "NOWHERE"], "--catalogue"),
     (["--photos", "PHOTOS", "--detect-width", "0"], "--detect-width"),
+    (["--no-catalogue"], "--no-catalogue"),
+    (["--photos", "PHOTOS", "--no-catalogue", "--catalogue", "PHOTOS"], "--catalogue"),
 ])
 def test_cli_refuses_bad_options_naming_them(tmp_path: Path, args: list[str],
                                              option: str) -> None:
