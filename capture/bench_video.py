@@ -1,4 +1,4 @@
-"""``art2mus bench tracking``: following a located painting through a synthetic video.
+"""``art2mus bench tracking``: following a located painting through a moving camera's video.
 
 Where it sits: the measure of :class:`capture.tracking.QuadTracker`, which
 the capture loop runs on every frame between two recognitions. Like
@@ -26,6 +26,10 @@ measured by ``bench capture``; this is tracking alone), then
   all of them and on the frame after;
 - ``lost_frames``: frames on which the tracker said ``"lost"``;
   ``held_frames``: frames on which it kept the previous quad.
+
+``--photos DIR`` (:func:`run_tracking_photos`) films, the same way, each
+painting of real photos with a ``truth.json`` (the photo is the wall; no
+parallax or change of light, but real paint, frames and walls to track).
 """
 
 from __future__ import annotations
@@ -34,17 +38,20 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
+from ground.cli_report import ProgressUpdate
 from ground.errors import InputError
 
 FRAME_SIZE = (1280, 720)
 KEPT_ERROR_PCT = 2.0  # a quad this close to the truth (% of the diagonal) still marks the work
 _WALL_SIZE = (1800, 1100)  # the wall is larger than the view, so panning never shows its edge
 _PICTURE_DIAGONAL = 0.45  # of the frame diagonal, at the start
+_MAX_PHOTO_ZOOM = 1.5  # a real photo enlarged more than this has no detail left to track
 
 
 @dataclass(frozen=True)
@@ -58,25 +65,31 @@ class TrackingVideo:
 
 def render_tracking_video(frames: int, seed: int = 0, size: tuple[int, int] = FRAME_SIZE,
                           occlusion_frames: int = 10, occlusion_cover: float = 0.4,
-                          noise: float = 3.0) -> TrackingVideo:
+                          noise: float = 3.0,
+                          wall: tuple[np.ndarray, np.ndarray] | None = None) -> TrackingVideo:
     """The synthetic video described in the module docstring (``frames`` frames at ``size``;
-    ``noise``: the sensor noise's standard deviation, grey levels)."""
+    ``noise``: the sensor noise's standard deviation, grey levels). ``wall``: a real photo
+    (BGR) and the quad of the painting in it to film instead of a synthetic wall (the
+    camera moves over the photo; beyond its edges the photo is mirrored)."""
     import cv2
 
     from capture.synthetic.scenes import SceneGenerator
 
     width, height = size
     rng = np.random.default_rng([seed, 0x7AC])
-    scene = SceneGenerator(size=_WALL_SIZE).render(seed, paintings=1, clean=True,
-                                                   yaw_deg=float(rng.uniform(-15, 15)))
-    wall = scene.image
-    picture = scene.paintings[0].quad.astype(np.float64)
+    if wall is None:
+        scene = SceneGenerator(size=_WALL_SIZE).render(seed, paintings=1, clean=True,
+                                                       yaw_deg=float(rng.uniform(-15, 15)))
+        image, picture = scene.image, scene.paintings[0].quad.astype(np.float64)
+    else:
+        image, picture = wall[0], np.asarray(wall[1], np.float64).reshape(4, 2)
+    wall_image = image
     centre = picture.mean(axis=0)
     diagonal = float(np.hypot(*np.ptp(picture, axis=0)))
     base_zoom = _PICTURE_DIAGONAL * math.hypot(width, height) / diagonal
     if base_zoom < 1.0:  # the view shrinks the wall: low-pass it first, or its texture aliases
         sigma = 0.5 * math.sqrt(1.0 / (0.9 * base_zoom) ** 2 - 1.0)
-        wall = cv2.GaussianBlur(wall, (0, 0), sigma)
+        wall_image = cv2.GaussianBlur(wall_image, (0, 0), sigma)
     phases = rng.uniform(0, 2 * math.pi, 5)
     start, stop = _occlusion_span(frames, occlusion_frames)
     coat = cv2.GaussianBlur(rng.uniform(0, 255, (height, width)).astype(np.float32), (0, 0), 3)
@@ -90,7 +103,7 @@ def render_tracking_video(frames: int, seed: int = 0, size: tuple[int, int] = FR
         roll = math.radians(3 * math.sin(0.7 * angle + phases[3]))
         tilt = 2e-5 * math.sin(angle + phases[4])
         to_view = _camera(centre + pan, zoom, roll, tilt, size)
-        view = cv2.warpPerspective(wall, to_view, size, flags=cv2.INTER_LINEAR,
+        view = cv2.warpPerspective(wall_image, to_view, size, flags=cv2.INTER_LINEAR,
                                    borderMode=cv2.BORDER_REFLECT)
         truth = cv2.perspectiveTransform(picture[None], to_view)[0].astype(np.float32)
         grey: np.ndarray = cv2.cvtColor(view, cv2.COLOR_BGR2GRAY).astype(np.float32)
@@ -180,14 +193,100 @@ def run_tracking_bench(frames: int = 120, seed: int = 0, repeats: int = 3,
     }
 
 
+def run_tracking_photos(photos: Path, frames: int = 120, seed: int = 0, repeats: int = 3,
+                        progress: ProgressUpdate | None = None) -> dict[str, Any]:
+    """``bench tracking --photos DIR``: each painting wholly in view in the real photos of
+    ``DIR/truth.json`` (:func:`capture.bench.read_truth`) filmed by the same moving camera
+    as the synthetic video (the photo is the wall, a visitor walks past), tracked from its
+    true quad; per work and over all of them, the figures of :func:`run_tracking_bench`.
+
+    A painting the camera would enlarge more than ``_MAX_PHOTO_ZOOM`` times to show
+    it as large as the synthetic one is left out (listed, with why): the enlarged
+    photo has no detail a camera that close would see. ``progress("works", done,
+    total)`` after each work when given.
+    """
+    from capture.bench import TRUTH_FILE, read_truth
+    from capture.images import read_image
+
+    if not photos.is_dir():
+        raise InputError(f"--photos: expected a folder of photos with {TRUTH_FILE}, "
+                         f"got {photos}")
+    truths = read_truth(photos / TRUTH_FILE)
+    total = sum(len(t.paintings) for t in truths)
+    if not total:
+        raise InputError(f"{photos / TRUTH_FILE}: expected at least one painting wholly in "
+                         f"view, got none")
+    rows: list[dict[str, Any]] = []
+    view_diagonal = math.hypot(*FRAME_SIZE)
+    for g, truth in enumerate(truths):
+        image = read_image(photos / truth.name)
+        if truth.size is not None and truth.size != (image.shape[1], image.shape[0]):
+            raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
+                             f"{truth.name} is {image.shape[1]}x{image.shape[0]}")
+        for k, work in enumerate(truth.paintings):
+            row: dict[str, Any] = {"photo": truth.name, "artwork_id": work.artwork_id}
+            zoom = _PICTURE_DIAGONAL * view_diagonal / float(np.hypot(*np.ptp(work.quad,
+                                                                               axis=0)))
+            if zoom > _MAX_PHOTO_ZOOM:
+                row["skipped"] = f"too small in the photo (would be enlarged {zoom:.1f}x)"
+            else:
+                video = render_tracking_video(frames, seed + 1000 * g + k,
+                                              wall=(image, work.quad))
+                result = run_tracking_bench(frames, seed, repeats, video=video)
+                row.update({key: result[key] for key in (
+                    "fps", "corner_error_pct", "corner_error_max_pct", "lost_frames",
+                    "held_frames")})
+                row["kept_through_occlusion"] = result["occlusion"]["kept"]
+                row["covered_pct"] = result["occlusion"]["covered_pct"]
+            rows.append(row)
+            if progress is not None:
+                progress("works", len(rows), total)
+    tracked = [r for r in rows if "skipped" not in r]
+    errors = [r["corner_error_pct"] for r in tracked if r["corner_error_pct"] is not None]
+    return {
+        "benchmark": "tracking-photos", "photos": str(photos), "frames": frames,
+        "size": list(FRAME_SIZE), "seed": seed, "repeats": repeats, "threads": 1,
+        "works": len(rows), "tracked": len(tracked),
+        "fps_median": round(float(np.median([r["fps"] for r in tracked])), 1)
+        if tracked else None,
+        "corner_error_pct": round(float(np.mean(errors)), 3) if errors else None,
+        "corner_error_max_pct": round(float(np.max([r["corner_error_max_pct"]
+                                                     for r in tracked
+                                                     if r["corner_error_max_pct"] is not None]
+                                                    or [math.nan])), 3) if errors else None,
+        "kept_through_occlusion": sum(bool(r["kept_through_occlusion"]) for r in tracked),
+        "lost_frames": sum(r["lost_frames"] for r in tracked),
+        "per_work": rows,
+    }
+
+
 @click.command("tracking")
-@click.option("--frames", default=120, show_default=True, help="Frames in the synthetic video.")
+@click.option("--photos", type=click.Path(path_type=Path), default=None,
+              help="Film the paintings of real photos with truth.json instead of a "
+                   "synthetic wall (the photo is the wall).")
+@click.option("--frames", default=120, show_default=True, help="Frames in each video.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--repeats", default=3, show_default=True,
               help="Timed passes over the video (the median is reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def bench_tracking_command(frames: int, seed: int, repeats: int, as_json: bool) -> None:
-    """Quad tracking through a synthetic video: fps at 1280x720, corner error, occlusion."""
+def bench_tracking_command(photos: Path | None, frames: int, seed: int, repeats: int,
+                           as_json: bool) -> None:
+    """Quad tracking through a moving camera's video: fps at 1280x720, corner error,
+    occlusion; of a synthetic wall, or of the paintings in real photos (--photos DIR)."""
+    if frames < 3:
+        raise InputError(f"--frames: expected at least 3, got {frames}")
+    if repeats < 1:
+        raise InputError(f"--repeats: expected at least 1, got {repeats}")
+    if photos is not None:
+        from ground.cli_report import progress_bar
+
+        with progress_bar(unit="works") as progress:
+            found = run_tracking_photos(photos, frames, seed, repeats, progress)
+        if as_json:
+            click.echo(json.dumps(found, indent=2))
+        else:
+            _print_tracking_photos(found)
+        return
     result = run_tracking_bench(frames, seed, repeats)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -212,6 +311,38 @@ def bench_tracking_command(frames: int, seed: int, repeats: int, as_json: bool) 
                   f"{'yes' if occlusion['kept'] else 'no'}")
     table.add_row("frames held / lost", f"{result['held_frames']} / {result['lost_frames']}")
     Console().print(table)
+
+
+def _print_tracking_photos(result: dict[str, Any]) -> None:
+    """:func:`run_tracking_photos`' result as a table: one row per work, then all of them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Quad tracking of the paintings in {result['photos']}: "
+                        f"{result['frames']} frames each at "
+                        f"{result['size'][0]}x{result['size'][1]}, one core")
+    for column in ("photo", "work", "fps", "corner error % mean / max",
+                   "kept past the visitor", "lost frames"):
+        table.add_column(column, justify="left" if column in ("photo", "work") else "right")
+    for row in result["per_work"]:
+        if "skipped" in row:
+            table.add_row(row["photo"], row["artwork_id"], "-", row["skipped"], "-", "-")
+            continue
+        table.add_row(row["photo"], row["artwork_id"], f"{row['fps']:.1f}",
+                      f"{row['corner_error_pct']} / {row['corner_error_max_pct']}",
+                      f"{'yes' if row['kept_through_occlusion'] else 'no'} "
+                      f"({row['covered_pct']:.0f} % hidden)", str(row["lost_frames"]))
+    table.add_row("all", f"{result['tracked']} of {result['works']}",
+                  _shown(result["fps_median"]),
+                  f"{_shown(result['corner_error_pct'])} / "
+                  f"{_shown(result['corner_error_max_pct'])}",
+                  f"{result['kept_through_occlusion']} of {result['tracked']}",
+                  str(result["lost_frames"]))
+    Console().print(table)
+
+
+def _shown(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def _occlusion_span(frames: int, length: int) -> tuple[int, int]:

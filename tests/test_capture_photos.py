@@ -456,3 +456,17 @@ def test_a_frame_reaching_the_photos_edge_still_gives_its_picture() -> None:
     found = detect_artworks(frame)
     assert max((quad_iou(d.quad, work.quad) for d in found), default=0.0) >= 0.85, \
         [np.round(d.quad).tolist() for d in found]
+
+
+@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
+                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
+                           f"../shared/data beside the checkout holds it")
+def test_galleries_estense_works_tracked_through_a_moving_camera() -> None:
+    """``bench tracking --photos``: every painting large enough to film is followed from its
+    true quad through the camera's drift and a visitor hiding about half of it."""
+    from capture.bench_video import run_tracking_photos
+
+    result = run_tracking_photos(GALLERIES, frames=30, repeats=1)
+    assert result["works"] == 22 and result["tracked"] >= 20, result["per_work"]
+    assert result["kept_through_occlusion"] == result["tracked"], result["per_work"]
+    assert result["lost_frames"] == 0 and result["corner_error_pct"] < 0.2, result

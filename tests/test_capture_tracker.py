@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -157,3 +158,51 @@ def test_bench_runs_and_reports_its_keys() -> None:
     refused = CliRunner().invoke(bench_tracking_command, ["--frames", "2"])
     assert isinstance(refused.exception, InputError)  # the art2mus CLI prints it as one line
     assert str(refused.exception) == "--frames: expected at least 3, got 2"
+
+
+def _photo_set(folder: Path) -> Path:
+    """A 1920x1080 photo of a textured wall with two works (one large, one too small to film
+    closer), and its truth.json."""
+    from capture.synthetic.artworks import make_artwork
+
+    rng = np.random.default_rng(3)
+    wall = np.full((1080, 1920, 3), (150, 158, 165), np.float32)
+    wall += cv2.GaussianBlur(rng.normal(0, 12, (1080, 1920)).astype(np.float32),
+                             (0, 0), 2)[..., None]
+    photo = np.clip(wall, 0, 255).astype(np.uint8)
+    large = np.float32([[500, 250], [1150, 270], [1140, 760], [510, 780]])
+    small = np.float32([[1500, 400], [1580, 400], [1580, 460], [1500, 460]])
+    for quad, seed in ((large, 4), (small, 5)):
+        art = make_artwork(seed, 2, (400, 300))
+        square = np.float32([[0, 0], [400, 0], [400, 300], [0, 300]])
+        cv2.warpPerspective(art, cv2.getPerspectiveTransform(square, quad), (1920, 1080),
+                            dst=photo, borderMode=cv2.BORDER_TRANSPARENT)
+    folder.mkdir()
+    cv2.imwrite(str(folder / "wall.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    truth = {"galleries": [{"name": "wall.jpg", "size": [1920, 1080], "paintings": [
+        {"name": "big.jpg", "points": large.tolist()},
+        {"name": "tiny.jpg", "points": small.tolist()}]}]}
+    (folder / "truth.json").write_text(json.dumps(truth))
+    return folder
+
+
+def test_bench_films_the_paintings_of_real_photos(tmp_path: Path) -> None:
+    """``--photos DIR``: each painting in view is filmed from the photo and tracked from its
+    true quad; one the camera would have to enlarge past recognition is listed as left out."""
+    photos = _photo_set(tmp_path / "photos")
+    result = CliRunner().invoke(bench_tracking_command, [
+        "--photos", str(photos), "--frames", "24", "--repeats", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["works"], report["tracked"]) == (2, 1)
+    big, tiny = report["per_work"]
+    assert (big["artwork_id"], tiny["artwork_id"]) == ("big", "tiny")
+    assert tiny["skipped"].startswith("too small in the photo")
+    assert big["kept_through_occlusion"] and big["lost_frames"] == 0
+    assert big["corner_error_pct"] < 0.5 and report["kept_through_occlusion"] == 1
+    table = CliRunner().invoke(bench_tracking_command, [
+        "--photos", str(photos), "--frames", "6", "--repeats", "1"])
+    assert table.exit_code == 0 and "1 of 2" in table.output, table.output
+    refused = CliRunner().invoke(bench_tracking_command, ["--photos", str(tmp_path / "none")])
+    assert isinstance(refused.exception, InputError)
+    assert str(refused.exception).startswith("--photos: expected a folder of photos")
