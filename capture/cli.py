@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from capture.bench_catalogue import bench_catalogue_command
+from capture.bench_live import bench_live_command
 from capture.bench_video import bench_tracking_command
 from capture.degrade import DEGRADATIONS
 from capture.images import read_image
@@ -205,4 +206,4 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
 
 commands: list[click.Command] = [detect_command, export_encoder_command, index_command]
 bench_commands: list[click.Command] = [bench_capture_command, bench_catalogue_command,
-                                       bench_tracking_command]
+                                       bench_tracking_command, bench_live_command]
