@@ -320,11 +320,14 @@ class CaptureLoop:
             detections = detect_artworks(frame.image, self.config.detect_width)
             if self._ignored:
                 detections = self._not_ignored(frame.image, detections, now)
-            primary = self.selector.select(detections, frame.image.shape)
-            # The tracked quad is the exact one (often located by the catalogue): it stands
-            # wherever the quad finder sees the same place, or nothing. Another primary
-            # contests it: the quad finder then runs every frame, so the switch is decided
-            # as quickly as without tracking.
+            # The tracked work is a candidate too, with its exact quad (often located by the
+            # catalogue where the quad finder sees only part of its frame, or nothing): a
+            # smaller or off-centre find of the quad finder does not take its place.
+            primary = self.selector.select(
+                detections if tracked is None else [*detections, tracked], frame.image.shape)
+            # The tracked quad stands wherever the quad finder sees the same place, or
+            # nothing. Another primary contests it: the quad finder then runs every frame,
+            # so the switch is decided as quickly as without tracking.
             self._contested = tracked is not None and primary is not None \
                 and overlap_fraction(primary.quad, tracked.quad) <= SAME_PLACE
             if tracked is not None and not self._contested:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from capture.config import CaptureConfig, DemoSourceConfig, RecognitionConfig, StabilityConfig
 from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
-from capture.detect import quad_iou
+from capture.detect import Detection, quad_iou
 from capture.frames import Frame
 from capture.loop import CaptureLoop
 from capture.synthetic.artworks import ARTWORK_ASPECTS, make_artwork
@@ -658,3 +658,38 @@ def test_an_unreadable_reference_falls_back_to_the_view_and_is_said(tmp_path: Pa
     unreadable = recorder.of("reference_unreadable")
     assert len(unreadable) == 1 and unreadable[0]["artwork_id"] == "work-0"
     assert "work-0.png" in unreadable[0]["error"]
+
+
+def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A large catalogued work in the middle whose frame the quad finder cannot trace (a
+    # carved frame on a real wall): the catalogue's search finds it and the tracker follows
+    # it. A small quad the quad finder takes in a corner (a caption card, a patch of wall
+    # between railings) is weighed against it, not put in its place.
+    _write_first_two_demo_works(tmp_path)
+    clock = FakeClock()
+    wall = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
+    work = cv2.imread(str(tmp_path / "work-0.png"))
+    height = 520 * work.shape[0] // work.shape[1]
+    wall[100:100 + height, 380:900] = cv2.resize(work, (520, height))
+    card = np.float32([[1100, 560], [1200, 560], [1200, 680], [1100, 680]])
+    finds: list[Any] = []
+
+    def quad_finder(image: np.ndarray, width: int) -> list[Detection]:
+        return list(finds)
+
+    monkeypatch.setattr("capture.loop.detect_artworks", quad_finder)
+    source = StillWall(clock)
+    source.image = wall
+    config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path),
+                                                         search_every_s=0.5))
+    recorder = Recorder()
+    loop = CaptureLoop("room-t", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    assert loop.wait_for_catalogue(60.0)
+    _drive(loop, clock, clock.t + 3.0)
+    assert [c["artwork_id"] for c in recorder.of("artwork_change")] == ["work-0"]
+    finds.append(Detection(card, 0.9, 100 * 120 / (1280 * 720)))  # the card, from now on
+    _drive(loop, clock, clock.t + 4.0)
+    assert [c["artwork_id"] for c in recorder.of("artwork_change")] == ["work-0"]
+    assert recorder.views[-1].artwork_id == "work-0"
