@@ -43,6 +43,7 @@ from ground.errors import InputError
 FRAME_WIDTH = 1280
 _DRIFT_PX = 12.0  # the hand-held camera's wander, frame px
 _ZOOM = 0.03  # ...and its slow zoom, +- of the frame
+_GRAIN_FIELDS = 7  # sensor noise fields the walk cycles through (a new one each frame)
 
 
 class PhotoWalk:
@@ -59,6 +60,8 @@ class PhotoWalk:
         self.rng = np.random.default_rng([seed, 0x1A1C])
         self.count = 0
         self.moves: list[tuple[int, np.ndarray]] = []
+        self.grain: list[np.ndarray] = []  # a few noise fields, drawn once, taken in turn
+        self.read_s = 0.0  # what the last read cost (the camera, not the loop)
 
     @property
     def total(self) -> int:
@@ -69,6 +72,7 @@ class PhotoWalk:
         """The next frame, or None once every photo was seen."""
         import cv2
 
+        began = time.perf_counter()
         if self.count >= self.total:
             return None
         photo, t = divmod(self.count, self.frames_per_photo)
@@ -83,10 +87,13 @@ class PhotoWalk:
         frame = cv2.warpPerspective(image, move, (width, height), flags=cv2.INTER_LINEAR,
                                     borderMode=cv2.BORDER_REFLECT)
         if self.noise > 0:
-            grain = self.rng.standard_normal(frame.shape, dtype=np.float32) * self.noise
-            frame = np.clip(frame.astype(np.float32) + grain, 0, 255).astype(np.uint8)
+            if len(self.grain) < _GRAIN_FIELDS:
+                self.grain.append(np.round(self.rng.standard_normal(
+                    frame.shape, dtype=np.float32) * self.noise).astype(np.int16))
+            frame = cv2.add(frame, self.grain[self.count % _GRAIN_FIELDS], dtype=cv2.CV_8U)
         self.moves.append((photo, move))
         self.count += 1
+        self.read_s = time.perf_counter() - began
         return Frame(frame, self.clock(), self.count)
 
     def close(self) -> None:
@@ -165,7 +172,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
             for done in range(walk.total):
                 began = time.perf_counter()
                 loop.step()
-                step_ms.append(1000 * (time.perf_counter() - began))
+                step_ms.append(1000 * (time.perf_counter() - began - walk.read_s))
                 clock.t += 1.0 / fps
                 if progress is not None:
                     progress("frames", done + 1, walk.total)
