@@ -21,7 +21,8 @@ A published id is ``right`` when it is a work the truth lists in the photo
 quad lies on a painting the truth outlines without an id
 (``other_paintings``: some are catalogue works its matcher missed), else a
 ``false id``. A work the catalogue does not name (an id of its own) is
-``unnamed``: a work outside the catalogue, or a catalogued one missed.
+``missed`` on a work the truth names, else ``unnamed`` (a work outside the
+catalogue, a caption card, a patch of wall).
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         if right else None,
         "false_ids": outcomes.count("false id"),
         "unverifiable": outcomes.count("unverifiable"),
-        "unnamed": outcomes.count("unnamed"),
+        "unnamed": outcomes.count("unnamed"), "missed": outcomes.count("missed"),
         "changes_per_photo": round(float(np.mean([r["changes"] for r in rows])), 2),
         "step_ms_median": round(float(np.median(step_ms)), 1),
         "step_ms_p95": round(float(np.percentile(step_ms, 95)), 1),
@@ -238,28 +239,43 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
 def _outcome(change: dict[str, Any], truth: Any, walk: PhotoWalk, begins: float, fps: float,
              start: float, at: float | None = None) -> str:
     """What a published work was in a photo (see the module docstring): right,
-    unverifiable, false id or unnamed; its quad as the camera saw it at ``at`` (default:
-    when it was published)."""
-    if not change["catalogued"]:
-        return "unnamed"
+    unverifiable, false id, missed or unnamed; its quad as the camera saw it at ``at``
+    (default: when it was published)."""
     listed = {w.artwork_id for w in (*truth.paintings, *truth.partial)}
-    if change["artwork_id"] in listed:
+    if change["catalogued"] and change["artwork_id"] in listed:
         return "right"
-    quad = change.get("quad")
-    if quad is not None and truth.others:
-        import cv2
-
-        when = change["time"] if at is None else at
-        frame_index = min(round((when - start) * fps), len(walk.moves) - 1)
-        _, move = walk.moves[frame_index]
-        centre = np.asarray(quad, np.float32).reshape(-1, 2).mean(axis=0)
-        on_photo = cv2.perspectiveTransform(centre[None, None].astype(np.float64),
-                                            np.linalg.inv(move))[0, 0]
-        for outline in truth.others:
-            if cv2.pointPolygonTest(np.asarray(outline, np.float32).reshape(-1, 1, 2),
-                                    (float(on_photo[0]), float(on_photo[1])), False) >= 0:
-                return "unverifiable"
+    on_photo = _on_photo(change, walk, fps, start, at)
+    if not change["catalogued"]:
+        # An id of its own on a work the truth names: the catalogue missed it.
+        named = on_photo is not None and any(
+            _inside(on_photo, w.quad) for w in (*truth.paintings, *truth.partial))
+        return "missed" if named else "unnamed"
+    if on_photo is not None and any(_inside(on_photo, o) for o in truth.others):
+        return "unverifiable"
     return "false id"
+
+
+def _on_photo(change: dict[str, Any], walk: PhotoWalk, fps: float, start: float,
+              at: float | None) -> np.ndarray | None:
+    """The centre of a published view's quad on the photo's own pixels (the camera's drift
+    taken out), or None where the view carries no quad."""
+    import cv2
+
+    quad = change.get("quad")
+    if quad is None:
+        return None
+    when = change["time"] if at is None else at
+    frame_index = min(round((when - start) * fps), len(walk.moves) - 1)
+    _, move = walk.moves[frame_index]
+    centre = np.asarray(quad, np.float64).reshape(-1, 2).mean(axis=0)
+    return np.asarray(cv2.perspectiveTransform(centre[None, None], np.linalg.inv(move))[0, 0])
+
+
+def _inside(point: np.ndarray, outline: np.ndarray) -> bool:
+    import cv2
+
+    return cv2.pointPolygonTest(np.asarray(outline, np.float32).reshape(-1, 1, 2),
+                                (float(point[0]), float(point[1])), False) >= 0
 
 
 @click.command("live")
@@ -316,8 +332,10 @@ def _print_live(result: dict[str, Any]) -> None:
     summary.add_row("camera seconds to it, median / max",
                     f"{result['first_right_after_s_median']} / "
                     f"{result['first_right_after_s_max']}")
-    summary.add_row("false ids / unverifiable / works given an id of their own",
-                    f"{result['false_ids']} / {result['unverifiable']} / {result['unnamed']}")
+    summary.add_row("false ids / unverifiable",
+                    f"{result['false_ids']} / {result['unverifiable']}")
+    summary.add_row("an id of its own: on a work the truth names (missed) / on another",
+                    f"{result['missed']} / {result['unnamed']}")
     summary.add_row("published changes per photo (1: no flicker)",
                     str(result["changes_per_photo"]))
     summary.add_row("ms per step on this machine, median / p95 / max",

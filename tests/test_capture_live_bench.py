@@ -72,6 +72,14 @@ def test_a_work_still_playing_when_the_camera_turns_is_kept_or_stale(tmp_path: P
     assert [r["outcome"] for r in result["per_photo"]] == ["right", "stale (false id)"]
 
 
+def test_a_work_the_catalogue_lacks_is_missed_where_the_truth_names_it(tmp_path: Path) -> None:
+    photos = _photo_set(tmp_path / "photos")
+    (photos / "catalogue" / "big.png").unlink()
+    result = run_live_photos(photos, dwell_s=1.5)
+    assert [r["outcome"] for r in result["per_photo"]] == ["missed", "right"]
+    assert (result["missed"], result["unnamed"], result["false_ids"]) == (1, 0, 0)
+
+
 def test_the_walk_drifts_a_little_and_ends() -> None:
     clock = lambda: 5.0  # noqa: E731
     image = np.zeros((90, 160, 3), np.uint8)
@@ -113,4 +121,5 @@ def test_galleries_estense_as_a_room_plays_them() -> None:
     result = run_live_photos(GALLERIES, dwell_s=2.0)
     assert result["first_right"] + result["kept"] >= 10, result["per_photo"]
     assert result["false_ids"] == 0 and result["stale"] == 0, result["per_photo"]
+    assert result["missed"] == 0, result["per_photo"]
     assert result["changes_per_photo"] <= 1.0, result["per_photo"]
