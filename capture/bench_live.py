@@ -153,6 +153,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
                 scaled[k] = scaled[k].scaled(1.0, factor)
     frames_per_photo = max(1, round(dwell_s * fps))
     clock = _Clock()
+    start = clock.t  # camera time of the first frame
     walk = PhotoWalk(images, frames_per_photo, clock, seed)
     events: list[tuple[str, dict[str, Any]]] = []
     views: list[Any] = []
@@ -183,7 +184,6 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     for change in changes:  # the published view of each change carries its quad
         change["quad"] = next((v.quad for v in views if v.time == change["time"]
                                and v.artwork_id == change["artwork_id"]), None)
-    start = 1000.0
     rows = []
     playing: dict[str, Any] | None = None  # the work published last, before this photo
     for k, truth in enumerate(scaled):
@@ -195,7 +195,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
             "changes": len(here),
             "published": [{"artwork_id": c["artwork_id"], "catalogued": c["catalogued"],
                            "after_s": round(c["time"] - begins, 2),
-                           "outcome": _outcome(c, truth, walk, begins, fps, start)}
+                           "outcome": _outcome(c, truth, walk, fps, start)}
                           for c in works],
         }
         first = row["published"][0] if row["published"] else None
@@ -205,7 +205,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         elif playing is None or playing["state"] != "artwork":
             row["outcome"] = "nothing"
         else:  # the camera turned, and the work playing is one of these, or is not
-            then = _outcome(playing, truth, walk, begins, fps, start, at=begins)
+            then = _outcome(playing, truth, walk, fps, start, at=begins)
             row["outcome"] = "kept" if then == "right" else f"stale ({then})"
         playing = here[-1] if here else playing
         rows.append(row)
@@ -236,8 +236,8 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     }
 
 
-def _outcome(change: dict[str, Any], truth: Any, walk: PhotoWalk, begins: float, fps: float,
-             start: float, at: float | None = None) -> str:
+def _outcome(change: dict[str, Any], truth: Any, walk: PhotoWalk, fps: float, start: float,
+             at: float | None = None) -> str:
     """What a published work was in a photo (see the module docstring): right,
     unverifiable, false id, missed or unnamed; its quad as the camera saw it at ``at``
     (default: when it was published)."""
