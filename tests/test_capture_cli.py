@@ -35,7 +35,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, Path
 
 def test_commands_are_exported_for_registration() -> None:
     assert {c.name for c in commands} == {"detect", "export-encoder", "index"}
-    assert [c.name for c in bench_commands] == ["capture", "catalogue", "tracking"]
+    assert [c.name for c in bench_commands] == ["capture", "catalogue", "tracking", "live"]
 
 
 def test_detect_json_reports_quads_ids_and_one_primary(rendered: tuple) -> None:
