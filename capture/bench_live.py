@@ -39,6 +39,7 @@ import numpy as np
 
 from capture.frames import Frame
 from ground.cli_report import ProgressUpdate
+from ground.cli_types import FiniteFloat
 from ground.errors import InputError
 
 FRAME_WIDTH = 1280
@@ -283,9 +284,10 @@ def _inside(point: np.ndarray, outline: np.ndarray) -> bool:
               help="A folder of photos with truth.json (and catalogue/).")
 @click.option("--catalogue", "catalogue_dir", type=click.Path(path_type=Path), default=None,
               help="The reference images [default: PHOTOS/catalogue].")
-@click.option("--dwell", "dwell_s", default=4.0, show_default=True,
-              help="Seconds of camera time on each photo.")
-@click.option("--fps", default=15.0, show_default=True, help="Camera frames a second.")
+@click.option("--dwell", "dwell_s", type=FiniteFloat(1.0, 60.0), default=4.0,
+              show_default=True, help="Seconds of camera time on each photo (1 to 60).")
+@click.option("--fps", type=FiniteFloat(1.0, 60.0), default=15.0, show_default=True,
+              help="Camera frames a second (1 to 60).")
 @click.option("--seed", default=0, show_default=True, help="The camera's drift and noise.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float, fps: float,

@@ -101,9 +101,13 @@ def test_cli_prints_tables_and_json_and_refuses_bad_options(tmp_path: Path) -> N
     printed = CliRunner().invoke(bench_live_command, ["--photos", str(photos), "--dwell",
                                                       "1.5", "--json"])
     assert json.loads(printed.output)["benchmark"] == "capture-live-photos"
+    for args, option in ((["--dwell", "0"], "'--dwell'"), (["--fps", "nan"], "'--fps'"),
+                         (["--fps", "inf"], "'--fps'")):
+        usage = CliRunner().invoke(bench_live_command, ["--photos", str(photos), *args])
+        assert usage.exit_code == 2 and f"Invalid value for {option}" in usage.output
+    with pytest.raises(InputError, match="^--dwell: expected 1 to 60 seconds"):
+        run_live_photos(photos, dwell_s=float("nan"))
     for args, start in (
-            (["--photos", str(photos), "--dwell", "0"], "--dwell: expected 1 to 60 seconds"),
-            (["--photos", str(photos), "--fps", "nan"], "--fps: expected 1 to 60"),
             (["--photos", str(tmp_path / "none")], "--photos: expected a folder"),
             (["--photos", str(photos), "--catalogue", str(tmp_path / "none")],
              "--catalogue: expected a folder")):
