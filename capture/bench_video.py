@@ -318,6 +318,8 @@ def _print_tracking_photos(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from capture.bench import _shown
+
     table = Table(title=f"Quad tracking of the paintings in {result['photos']}: "
                         f"{result['frames']} frames each at "
                         f"{result['size'][0]}x{result['size'][1]}, one core")
@@ -339,10 +341,6 @@ def _print_tracking_photos(result: dict[str, Any]) -> None:
                   f"{result['kept_through_occlusion']} of {result['tracked']}",
                   str(result["lost_frames"]))
     Console().print(table)
-
-
-def _shown(value: Any) -> str:
-    return "-" if value is None else str(value)
 
 
 def _occlusion_span(frames: int, length: int) -> tuple[int, int]:
