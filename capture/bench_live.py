@@ -37,6 +37,7 @@ from typing import Any
 import click
 import numpy as np
 
+from capture.degrade import DEGRADATIONS, degrade
 from capture.frames import Frame
 from ground.cli_report import ProgressUpdate
 from ground.cli_types import FiniteFloat
@@ -114,11 +115,14 @@ class _Clock:
 
 def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float = 4.0,
                     fps: float = 15.0, seed: int = 0,
-                    progress: ProgressUpdate | None = None) -> dict[str, Any]:
+                    progress: ProgressUpdate | None = None,
+                    degradation: str | None = None) -> dict[str, Any]:
     """Run the capture loop over the photos of ``photos/truth.json`` (see the module
     docstring) with ``catalogue`` (default ``photos/catalogue``), ``dwell_s`` seconds of
     camera time on each photo at ``fps``; the JSON-ready result. ``progress("frames",
-    done, total)`` every frame when given."""
+    done, total)`` every frame when given. ``degradation`` (one of
+    :data:`capture.degrade.DEGRADATIONS`): each photo as a worse camera gives it, every
+    frame of the dwell (seeded by the photo's place), the truth moved with its pixels."""
     import cv2
 
     from capture.bench import TRUTH_FILE, _resized, read_truth
@@ -133,6 +137,9 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         raise InputError(f"--dwell: expected 1 to 60 seconds, got {dwell_s}")
     if not (math.isfinite(fps) and 1.0 <= fps <= 60.0):
         raise InputError(f"--fps: expected 1 to 60 frames a second, got {fps}")
+    if degradation is not None and degradation not in DEGRADATIONS:
+        raise InputError(f"--degrade: expected one of {', '.join(DEGRADATIONS)}, "
+                         f"got {degradation!r}")
     folder = catalogue if catalogue is not None else photos / "catalogue"
     truths = read_truth(photos / TRUTH_FILE)
     if not truths:
@@ -152,6 +159,10 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
                 factor = height / image.shape[0]
                 images[k] = cv2.resize(image, (FRAME_WIDTH, height), interpolation=cv2.INTER_AREA)
                 scaled[k] = scaled[k].scaled(1.0, factor)
+    if degradation is not None:
+        for k, image in enumerate(images):
+            images[k], move = degrade(image, degradation, seed=k)
+            scaled[k] = scaled[k].warped(move, (image.shape[1], image.shape[0]))
     frames_per_photo = max(1, round(dwell_s * fps))
     clock = _Clock()
     start = clock.t  # camera time of the first frame
@@ -218,6 +229,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         "benchmark": "capture-live-photos", "photos": str(photos), "catalogue": str(folder),
         "photo_count": len(rows), "frame": [images[0].shape[1], images[0].shape[0]],
         "dwell_s": dwell_s, "fps": fps, "seed": seed, "threads": 1,
+        "degradation": degradation,
         "photos_with_works": len(with_works),
         "first_right": len(right), "kept": len(kept),
         "stale": sum(r["outcome"].startswith("stale") for r in rows),
@@ -289,9 +301,11 @@ def _inside(point: np.ndarray, outline: np.ndarray) -> bool:
 @click.option("--fps", type=FiniteFloat(1.0, 60.0), default=15.0, show_default=True,
               help="Camera frames a second (1 to 60).")
 @click.option("--seed", default=0, show_default=True, help="The camera's drift and noise.")
+@click.option("--degrade", "degradation", type=click.Choice(DEGRADATIONS), default=None,
+              help="Take each photo as a worse camera would (capture/degrade.py).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float, fps: float,
-                       seed: int, as_json: bool) -> None:
+                       seed: int, degradation: str | None, as_json: bool) -> None:
     """The capture loop on real photos, as a room runs it: what it plays, how soon."""
     from ground.cli_report import progress_bar
 
@@ -300,7 +314,8 @@ def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float,
                          f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
                          f"{catalogue_dir}")
     with progress_bar(unit="frames") as progress:
-        result = run_live_photos(photos, catalogue_dir, dwell_s, fps, seed, progress)
+        result = run_live_photos(photos, catalogue_dir, dwell_s, fps, seed, progress,
+                                 degradation)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -314,7 +329,9 @@ def _print_live(result: dict[str, Any]) -> None:
 
     table = Table(title=f"art2mus bench live --photos {result['photos']}: the capture loop, "
                         f"{result['dwell_s']} s on each photo at {result['fps']} fps, "
-                        f"{result['frame'][0]}x{result['frame'][1]}, one core")
+                        f"{result['frame'][0]}x{result['frame'][1]}, one core"
+                        + (f", degraded: {result['degradation']}"
+                           if result.get("degradation") else ""))
     for column in ("photo", "works in it", "published (after s)", "first", "changes"):
         table.add_column(column, overflow="fold")
     for row in result["per_photo"]:

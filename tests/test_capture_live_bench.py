@@ -72,6 +72,17 @@ def test_a_work_still_playing_when_the_camera_turns_is_kept_or_stale(tmp_path: P
     assert [r["outcome"] for r in result["per_photo"]] == ["right", "stale (false id)"]
 
 
+def test_a_worse_camera_moves_the_truth_with_the_pixels(tmp_path: Path) -> None:
+    # `far`: every photo at half size in the middle of the frame; the works are still
+    # played, named, and judged where they now are.
+    photos = _photo_set(tmp_path / "photos")
+    result = run_live_photos(photos, dwell_s=1.5, degradation="far")
+    assert result["degradation"] == "far"
+    assert result["first_right"] == 2 and result["false_ids"] == 0, result["per_photo"]
+    with pytest.raises(InputError, match="^--degrade: expected one of .*got 'smudge'"):
+        run_live_photos(photos, degradation="smudge")
+
+
 def test_a_work_the_catalogue_lacks_is_missed_where_the_truth_names_it(tmp_path: Path) -> None:
     photos = _photo_set(tmp_path / "photos")
     (photos / "catalogue" / "big.png").unlink()
