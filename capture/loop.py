@@ -633,6 +633,14 @@ class CaptureLoop:
                 picture = picture_in_view(quad, match.homography) if match else None
                 if match is not None and picture is not None:  # the picture inside a frame
                     quad = catalogue.closest_outline(image, match.artwork_id, [quad, picture])
+            if artwork_id is None:
+                # Not named at its place: before it gets an id of its own (which would stick),
+                # the whole frame is searched once. A smeared or dim frame gives the quad finder
+                # a piece of a work, or its frame's shadow; the work's features place it whole.
+                whole = [f for f in catalogue.locate(image)
+                         if overlap_fraction(f.quad, quad) > SAME_PLACE]
+                if whole:
+                    artwork_id, quad = whole[0].artwork_id, whole[0].quad
             if artwork_id is not None:
                 known = self._described.get(artwork_id)
                 if known is None:
