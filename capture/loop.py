@@ -20,7 +20,8 @@ Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
         -> glance (32 px rectify) -> StabilityTracker.update (N of M, One Euro corners)
         -> on a new confirmed view: catalogue first (Catalogue.locate: the work whose
            features sit on the view gives its id and the picture's exact corners),
-           else rectify -> Catalogue.recognise, else ArtworkMemory.identify ("art-NNN")
+           else rectify -> Catalogue.recognise, else a work the whole frame's search
+           places round it, else ArtworkMemory.identify ("art-NNN")
            -> describe_image + encoder.embed -> publish + "artwork_change" event;
            QuadTracker.start on the view's quad
         -> otherwise every heartbeat_s: publish the current view again
@@ -612,7 +613,8 @@ class CaptureLoop:
         Catalogue first: a work located by its own features on the view gives
         the id and the picture's exact corners (the quad finder may have taken
         the frame or its shadow); then the rectified view is recognised; then
-        the work gets an id of its own.
+        a work the whole frame's search places round it (a piece of a smeared
+        work); then the work gets an id of its own.
         """
         catalogue = self.catalogue
         if catalogue is not None:
