@@ -232,9 +232,10 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
     if at_edges:
         # Nests round a frame that reaches the edge: a picture found there that is clear of
         # it and not already found is new (the other quads of such a nest were judged in
-        # nests of their own above).
-        for quad, area, score in _pick_pictures(_deduplicate(candidates + at_edges), grey,
-                                                small):
+        # nests of their own above). Only those nests are judged again: the quad finder
+        # runs on the live loop's frames.
+        nested = [c for c in candidates if any(_inside(c[0], e[0]) for e in at_edges)]
+        for quad, area, score in _pick_pictures(_deduplicate(nested + at_edges), grey, small):
             quad = _peel(grey, small, quad)
             if not _at_edge(quad, small_w, small_h) and not _overlaps(quad, area, pictures):
                 pictures.append((quad, area, score))
