@@ -14,7 +14,8 @@ often the published work changed while the camera stayed.
 Time is the camera's: the loop is stepped once per frame at ``fps`` on a
 clock that advances by a frame each step, so a slow step does not drop
 frames here (a live room sheds frames instead: ``capture_fps``). What each
-step cost on this machine (one core) is reported beside it.
+step cost on this machine (one core), less making the frame, is reported
+beside it.
 
 A published id is ``right`` when it is a work the truth lists in the photo
 (wholly in view or cut by its edge), ``unverifiable`` when the published
