@@ -24,7 +24,9 @@ cheap cameras, not extremes:
   scaled to keep all of it in the frame: walls more foreshortened and smaller,
   black wedges where nothing was seen;
 - ``far``: the view from twice as far (a wider lens, or a step back): the photo at half
-  size in the middle of the frame, its mean colour round it; every work half as big.
+  size in the middle of the frame, every work half as big; round it, the photo's edge
+  carried on and softened (a flat surround's sharp edge would be a large rectangle no real
+  view has, which the quad finder takes for a picture).
 """
 
 from __future__ import annotations
@@ -99,10 +101,17 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
         small = cv2.resize(frame_bgr, (round(width * _FAR), round(height * _FAR)),
                            interpolation=cv2.INTER_AREA)
         left, top = (width - small.shape[1]) // 2, (height - small.shape[0]) // 2
-        # round it, the wall the camera did not see: the photo's own mean colour
-        far = np.empty_like(frame_bgr)
-        far[:] = frame_bgr.reshape(-1, frame_bgr.shape[2]).mean(axis=0).round()
-        far[top:top + small.shape[0], left:left + small.shape[1]] = small
+        # round it, the wall the camera did not see: the photo's edge carried on and softened
+        # far from it, so that no sharp rectangle (a pasted photo's edge, no real view's)
+        # stands round the works
+        right, bottom = width - left - small.shape[1], height - top - small.shape[0]
+        carried = cv2.copyMakeBorder(small, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        soft = cv2.GaussianBlur(carried, (0, 0), 0.02 * width)
+        inside = np.zeros((height, width), np.float32)
+        inside[top:top + small.shape[0], left:left + small.shape[1]] = 1.0
+        weight = cv2.GaussianBlur(inside, (0, 0), 0.01 * width)[..., None]
+        weight[top:top + small.shape[0], left:left + small.shape[1]] = 1.0
+        far = np.clip(weight * carried + (1 - weight) * soft, 0, 255).astype(np.uint8)
         scale = np.array([small.shape[1] / width, small.shape[0] / height])
 
         def shrunk(points: np.ndarray) -> np.ndarray:

@@ -427,12 +427,12 @@ def test_galleries_estense_through_a_panning_camera() -> None:
                            f"../shared/data beside the checkout holds it")
 def test_galleries_estense_from_twice_as_far() -> None:
     """Every work half as big (``--degrade far``): the whole frame is also searched twice as
-    finely (located 18 of 22 with the coarse search alone, 20 with the fine one), and what
+    finely (located 20 of 22 with the coarse search alone, 21 with the fine one), and what
     the photo's border cuts is judged on the photo's own pixels only (0 false ids)."""
     result = run_photo_bench(GALLERIES, degradation="far", sizes=((1280, 720),))
     figures = result["sizes"]["1280x720"]
     assert figures["truths"] == 22
-    assert figures["located"] >= 20 and figures["recognised"] >= 20, figures
+    assert figures["located"] >= 21 and figures["recognised"] >= 21, figures
     assert figures["false_ids"] == 0, figures
 
 
