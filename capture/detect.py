@@ -94,6 +94,13 @@ _FRAME_DEPTH = 0.3  # of the short side: the deepest a frame's band is looked fo
 _CHROMA_EDGE_GAIN = 2.0  # Lab chroma steps count this much against stretched lightness ones
 _EDGE_WINDOW = 2  # px: a straight edge's step is the strongest of its column this far round
 _SNAP = 3  # px at the band side: how far a colour step is moved to a straight edge
+_SURFACE_CLEAR = 0.02  # of its sides (2 px at least): what hangs on a surface stands clear of it
+_SURFACE_HELD = 0.6  # of its area: what hangs on a surface covers at most this much of it
+_SURFACE_SHADOW = 0.03  # of its short side: grown round each outline on it (a drop shadow)
+_SURFACE_DENSE = 0.1  # share of changing pixels round a point that makes it content
+_SURFACE_CONTENT = 0.4  # of a surface round its outlines: content there (works not traced)
+_SURFACE_RIM = 0.08  # of its short side: the band inside its edge...
+_SURFACE_RIM_CONTENT = 0.1  # ...that is plain (content there: a picture's painted matter)
 _EVENER = 0.2  # band evenness (narrowest / widest) by which a picture beats a region in it
 _NARROW_BAND = 0.15  # of the outer quad's short side: a band with two sides shared is this thin
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
@@ -802,11 +809,14 @@ def _pick_pictures(
         if claimed[i]:
             continue
         claimed[i] = True
+        inside = [j for j in range(i + 1, len(by_area))
+                  if not claimed[j] and _inside(by_area[j][0], quad)]
+        if inside and _is_surface(grey, quad, [by_area[j][0] for j in inside]):
+            continue  # a panel or a stretch of wall: what hangs on it is judged on its own
         nest = []
-        for j in range(i + 1, len(by_area)):
-            if not claimed[j] and _inside(by_area[j][0], quad):
-                claimed[j] = True  # everything inside this nest belongs to it
-                nest.append(by_area[j])
+        for j in inside:
+            claimed[j] = True  # everything inside this nest belongs to it
+            nest.append(by_area[j])
         current, current_area, current_fill = quad, area, fill
         nested = False
         for inner, inner_area, inner_fill in reversed(nest):  # smallest first
@@ -837,6 +847,57 @@ def _pick_pictures(
         score = current_fill * (1.0 if nested else 0.8)
         pictures.append((current, current_area, score))
     return pictures
+
+
+def _is_surface(grey: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) -> bool:
+    """Whether ``outer`` is a surface works hang on, not a picture: a coloured panel, a
+    stretch of wall between mouldings, a doorway's far wall.
+
+    Such a quad holds outlines of its own (``inner``: the quads inside it)
+    that stand clear of its edge, and round them (and their drop shadows) it
+    is plain, as a wall is: along its edge (:data:`_SURFACE_RIM`), and mostly
+    elsewhere (a work no outline was traced round is content there, up to
+    :data:`_SURFACE_CONTENT`). A region of a painting shares or touches the
+    painting's edge (the sea below a sky) and is left in what must be plain;
+    painted content is not plain; a frame's moulding round its picture covers
+    more than :data:`_SURFACE_HELD` of it, and is judged as a nest. Looked at in
+    ``outer``'s rectified frame, so perspective does not bend "clear of the edge".
+    """
+    patch, homography = _rectified_patch(grey, outer, _BAND_RECTIFIED_SIDE)
+    height, width = patch.shape[:2]
+    size = np.array([width, height], np.float32)
+    clear = np.maximum(_SURFACE_CLEAR * size, 2.0)
+    held = np.zeros((height, width), np.uint8)
+    for quad in inner:
+        if any(other is not quad and _inside(quad, other) for other in inner):
+            continue  # a step of a frame already counted, or a picture inside it
+        corners = cv2.perspectiveTransform(quad.astype(np.float32)[None], homography)[0]
+        if (corners < clear).any() or (corners > size - clear).any():
+            continue  # on its edge: lines of it mixed with a work's, or a region of a picture
+        cv2.fillConvexPoly(held, np.round(corners).astype(np.int32), 1)
+    if not held.any() or held.mean() > _SURFACE_HELD:
+        return False
+    window = 2 * max(1, round(_SURFACE_SHADOW * min(width, height))) + 1
+    rest = cv2.dilate(held, np.ones((window, window), np.uint8)) == 0
+    rim = max(1, round(_RIM * min(width, height)))
+    rest[:rim] = rest[-rim:] = False
+    rest[:, :rim] = rest[:, -rim:] = False
+    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
+    change = np.maximum(np.pad(np.abs(np.diff(flat, axis=1)), ((0, 0), (0, 1))),
+                        np.pad(np.abs(np.diff(flat, axis=0)), ((0, 1), (0, 0))))
+    # Content: where changes are dense (a work no outline was traced round, painted
+    # matter), as opposed to a stray mark or a fixing on a plain wall.
+    content = cv2.blur((change > _ALONG_BAND_STEP).astype(np.float32),
+                       (window, window)) > _SURFACE_DENSE
+    depth = max(rim + 1, round(_SURFACE_RIM * min(width, height)))
+    border = np.zeros_like(rest)
+    border[:depth] = border[-depth:] = True
+    border[:, :depth] = border[:, -depth:] = True
+    border &= rest
+    if not rest.any():
+        return False
+    return bool(content[rest].mean() <= _SURFACE_CONTENT) and (
+        not border.any() or bool(content[border].mean() <= _SURFACE_RIM_CONTENT))
 
 
 def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray,

@@ -587,3 +587,34 @@ def test_a_framed_work_cut_by_the_edge_of_the_view_is_not_a_view(kind: str) -> N
     assert all(cv2.intersectConvexConvex(d.quad, truth.clip(0))[0]
                < 0.5 * cv2.contourArea(d.quad) for d in found), \
         [np.round(d.quad).tolist() for d in found]
+
+
+def test_works_on_a_coloured_panel_are_found_not_the_panel() -> None:
+    # A plain panel of another colour behind a group of works (a modern hang, or a
+    # stretch of wall between mouldings): its outline is the largest quad, and it was
+    # reported as one picture, the works inside it lost.
+    frame = _wall((200, 204, 208), 5)
+    cv2.fillConvexPoly(frame, box(140, 90, 1140, 650).astype(np.int32), (70, 50, 110))
+    pictures = [box(230, 200, 430, 470), box(560, 230, 760, 420), box(880, 180, 1020, 360)]
+    for k, picture in enumerate(pictures):
+        x0, y0 = picture[0].astype(int)
+        x1, y1 = picture[2].astype(int)
+        frame[y0 - 8:y1 + 20, x0 - 8:x1 + 20] = frame[y0 - 8:y1 + 20, x0 - 8:x1 + 20] * 3 // 4
+        cv2.rectangle(frame, (x0 - 14, y0 - 14), (x1 + 14, y1 + 14), (40, 120, 170), -1)  # gilt
+        cv2.rectangle(frame, (x0 - 7, y0 - 7), (x1 + 7, y1 + 7), (70, 150, 200), -1)
+        _hang(frame, make_artwork(k + 4, 11, (int(x1 - x0), int(y1 - y0))), picture)
+    found = detect_artworks(frame)
+    assert len(found) == 3, [d.quad.round().tolist() for d in found]
+    for picture in pictures:
+        assert max(quad_iou(d.quad, picture) for d in found) > 0.9
+
+
+def test_a_block_on_a_painted_field_touching_its_edge_is_no_panel() -> None:
+    # The sea below a plain sky shares the picture's sides: the picture is the work.
+    frame = _wall((120, 125, 130), 6)
+    truth = box(300, 150, 980, 560)
+    painted = np.full((410, 680, 3), (230, 200, 170), np.uint8)
+    painted[250:] = make_artwork(3, 2, (680, 160))
+    cv2.rectangle(painted, (300, 60), (380, 120), (40, 60, 200), -1)  # a sail in the sky
+    _hang(frame, painted, truth)
+    assert _best_iou(frame, truth) > 0.9
