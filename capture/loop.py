@@ -600,7 +600,8 @@ class CaptureLoop:
         best = choose_primary(candidates, image.shape)
         if best is None:
             return None
-        location = found[candidates.index(best)]
+        # by identity: a Detection holds arrays, and == between two of them raises
+        location = found[next(k for k, c in enumerate(candidates) if c is best)]
         self._start_tracking(image, location.quad, location.artwork_id)
         return best
 

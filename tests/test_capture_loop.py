@@ -382,6 +382,34 @@ def test_every_fine_search_every_th_search_of_an_empty_wall_looks_finer(
         RecognitionConfig(fine_search_every=-1)
 
 
+def test_a_search_that_finds_the_primary_second_tracks_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole-frame search lists its finds by inliers; the primary (large and central)
+    # may come second. Picking its location out of the list compared Detections with ==,
+    # which holds arrays and raised: the capture loop crashed on such a wall (a visitor
+    # in front of the wall made one, in `bench live --degrade visitors`).
+    from capture.catalogue import Location
+
+    _write_first_two_demo_works(tmp_path)
+    clock = FakeClock()
+    source = StillWall(clock)
+    source.image = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
+    config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path)))
+    recorder = Recorder()
+    loop = CaptureLoop("room-s", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    assert loop.wait_for_catalogue(60.0) and loop.catalogue is not None
+    small = np.array([[40, 40], [200, 40], [200, 160], [40, 160]], np.float32)
+    large = np.array([[400, 150], [900, 150], [900, 560], [400, 560]], np.float32)
+    finds = [Location("work-1", small, 0.9, 80), Location("work-0", large, 0.6, 30)]
+    monkeypatch.setattr(loop.catalogue, "locate", lambda frame, *a, **k: list(finds))
+    started: list[tuple[str | None, np.ndarray]] = []
+    monkeypatch.setattr(loop, "_start_tracking",
+                        lambda image, quad, artwork_id: started.append((artwork_id, quad)))
+    _drive(loop, clock, clock.t + 1.5)
+    assert started and started[0][0] == "work-0" and np.array_equal(started[0][1], large)
+
+
 class StillWall:
     """A small, constant frame at the clock's time (the detector is faked)."""
 
