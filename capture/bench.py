@@ -266,6 +266,7 @@ _FALSE_POSITIVES = frozenset(EXTRA_KINDS[:2])
 PHOTO_SIZES: tuple[tuple[int, int], ...] = ((1280, 720), (1920, 1080))
 #: A degraded photo's painting still wholly in view keeps at least this share of its area in it.
 _IN_VIEW = 0.9
+_HIDDEN = 0.5  # of a painting behind a visitor: more, and it is not asked for (partial)
 
 
 @dataclass(frozen=True)
@@ -304,11 +305,12 @@ class PhotoTruth:
                           None if self.view is None else self.view * factor)
 
     def warped(self, move: Callable[[np.ndarray], np.ndarray],
-               frame_size: tuple[int, int]) -> PhotoTruth:
+               frame_size: tuple[int, int], hidden: np.ndarray | None = None) -> PhotoTruth:
         """The same truth for the photo with its pixels moved by ``move`` (a degradation of
         :mod:`capture.degrade`, at ``frame_size``): a painting no longer wholly in view (less
         than :data:`_IN_VIEW` of its area in the frame and the photo's own pixels,
-        :attr:`view`) becomes partial."""
+        :attr:`view`), or more than :data:`_HIDDEN` of it behind what ``hidden`` (a bool
+        mask of the frame, :func:`capture.degrade.hidden`) covers, becomes partial."""
         import cv2
 
         width, height = frame_size
@@ -332,8 +334,10 @@ class PhotoTruth:
             quad = moved(work.quad)
             area = abs(float(cv2.contourArea(quad)))
             inside = cv2.intersectConvexConvex(quad, frame)[0] if area > 0 else 0.0
-            (paintings if area > 0 and inside >= _IN_VIEW * area else partial).append(
-                TruthWork(work.artwork_id, quad))
+            seen = area > 0 and inside >= _IN_VIEW * area
+            if seen and hidden is not None:
+                seen = _covered(hidden, quad) <= _HIDDEN
+            (paintings if seen else partial).append(TruthWork(work.artwork_id, quad))
         return PhotoTruth(self.name, frame_size, tuple(paintings), tuple(partial),
                           tuple(moved(o) for o in self.others), frame)
 
@@ -578,6 +582,16 @@ def _visible_centre(quad: np.ndarray, frame_size: tuple[int, int],
     return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]])
 
 
+def _covered(mask: np.ndarray, quad: np.ndarray) -> float:
+    """The share of ``quad``'s area (frame px) that the bool ``mask`` covers."""
+    import cv2
+
+    area = np.zeros(mask.shape, np.uint8)
+    cv2.fillConvexPoly(area, np.round(quad).astype(np.int32), 1)
+    total = int(np.count_nonzero(area))
+    return float(np.count_nonzero(mask & (area > 0))) / total if total else 0.0
+
+
 def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:
     import cv2
 
@@ -637,7 +651,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     import cv2
 
     from capture.catalogue import Catalogue
-    from capture.degrade import DEGRADATIONS, degrade
+    from capture.degrade import DEGRADATIONS, degrade, hidden
     from capture.detect import detect_artworks
     from capture.images import read_image
     from capture.overlay import check_folder_target, write_image_atomic
@@ -690,7 +704,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     scaled = truth.scaled(width / image.shape[1], height / image.shape[0])
                     if degradation is not None:
                         frame, move = degrade(frame, degradation, seed=g)
-                        scaled = scaled.warped(move, (width, height))
+                        scaled = scaled.warped(move, (width, height),
+                                               hidden(frame.shape, degradation, seed=g))
                     t0 = time.perf_counter()
                     detect_artworks(frame, detect_width)
                     tally.detect_ms.append(1000 * (time.perf_counter() - t0))

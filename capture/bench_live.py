@@ -38,7 +38,7 @@ from typing import Any
 import click
 import numpy as np
 
-from capture.degrade import DEGRADATIONS, degrade
+from capture.degrade import DEGRADATIONS, degrade, hidden
 from capture.frames import Frame
 from ground.cli_report import ProgressUpdate
 from ground.cli_types import FiniteFloat
@@ -163,7 +163,8 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     if degradation is not None:
         for k, image in enumerate(images):
             images[k], move = degrade(image, degradation, seed=k)
-            scaled[k] = scaled[k].warped(move, (image.shape[1], image.shape[0]))
+            scaled[k] = scaled[k].warped(move, (image.shape[1], image.shape[0]),
+                                         hidden(image.shape, degradation, seed=k))
     frames_per_photo = max(1, round(dwell_s * fps))
     clock = _Clock()
     start = clock.t  # camera time of the first frame

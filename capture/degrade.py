@@ -26,7 +26,11 @@ cheap cameras, not extremes:
 - ``far``: the view from twice as far (a wider lens, or a step back): the photo at half
   size in the middle of the frame, every work half as big; round it, the photo's edge
   carried on and softened (a flat surround's sharp edge would be a large rectangle no real
-  view has, which the quad finder takes for a picture).
+  view has, which the quad finder takes for a picture);
+- ``visitors``: two people standing between the camera and the wall, in dark
+  clothes, their heads a little below the middle of the frame, each about a sixth of
+  its width across the shoulders. What they hide of a work is gone from the frame;
+  :func:`hidden` says where, so that a work more than half hidden is not asked for.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import numpy as np
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) float frame px -> (N, 2)
 
-DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far")
+DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far", "visitors")
 
 _JPEG_QUALITY = 20
 _DIM_GAIN = 0.33
@@ -46,6 +50,8 @@ _BLUR_LENGTH = 0.012  # of the frame's width
 _FISHEYE_K = 0.3
 _TURN_DEGREES = 35.0
 _FAR = 0.5  # of the frame: the view seen from twice as far (a wider lens, or a step back)
+_VISITORS = 2
+_HEAD = 0.06  # of the frame's height: a visitor's head's radius (shoulders 2.4 times it)
 
 
 def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, PointMap]:
@@ -118,7 +124,45 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
             return np.asarray(points, np.float64).reshape(-1, 2) * scale + (left, top)
 
         return far, shrunk
+    if name == "visitors":
+        rng = np.random.default_rng(seed)
+        people = hidden(frame_bgr.shape, name, seed)
+        assert people is not None
+        soft = cv2.GaussianBlur(people.astype(np.float32), (0, 0), 0.002 * width)[..., None]
+        clothes = rng.uniform(15, 80, 3).astype(np.float32)
+        texture = clothes + 4.0 * rng.standard_normal((height, width, 1)).astype(np.float32)
+        seen = frame_bgr.astype(np.float32) * (1 - soft) + texture * soft
+        return np.clip(seen, 0, 255).astype(np.uint8), _same
     raise ValueError(f"degradation: expected one of {', '.join(DEGRADATIONS)}, got {name!r}")
+
+
+def hidden(shape: tuple[int, ...], name: str, seed: int = 0) -> np.ndarray | None:
+    """Where the degradation ``name`` (seeded as :func:`degrade` was) hides the wall in a
+    frame of ``shape``: a bool mask, or None where it hides nothing (all but ``visitors``)."""
+    import cv2
+
+    if name != "visitors":
+        return None
+    height, width = shape[:2]
+    rng = np.random.default_rng([seed, 1])  # apart from the clothes' stream in degrade
+    mask = np.zeros((height, width), np.uint8)
+    head = max(4, round(_HEAD * height))
+    shoulder = round(2.4 * head)
+    centres: list[float] = []
+    while len(centres) < _VISITORS:  # apart, so that two people are not one
+        x = float(rng.uniform(0.2, 0.8)) * width
+        if all(abs(x - c) > 0.25 * width for c in centres):
+            centres.append(x)
+    for x in centres:
+        y = float(rng.uniform(0.35, 0.6)) * height
+        cv2.circle(mask, (round(x), round(y)), head, 1, -1)
+        chest = round(y + 1.1 * head)
+        cv2.rectangle(mask, (round(x - head / 2), round(y)), (round(x + head / 2), chest + head),
+                      1, -1)  # the neck
+        cv2.ellipse(mask, (round(x), chest + head), (shoulder, head), 0, 180, 360, 1, -1)
+        cv2.rectangle(mask, (round(x - shoulder), chest + head), (round(x + shoulder), height),
+                      1, -1)
+    return mask.astype(bool)
 
 
 def _same(points: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 import capture.catalogue
 from capture.catalogue import Catalogue
 from capture.deblur import MotionBlur, deblur, estimate_motion_blur
-from capture.degrade import DEGRADATIONS, degrade
+from capture.degrade import DEGRADATIONS, degrade, hidden
 from capture.detect import quad_iou
 from capture.synthetic.rooms import jpeg_blocks
 from capture.synthetic.scenes import SceneGenerator, write_catalogue
@@ -128,8 +128,11 @@ def test_degradations_move_the_truth_with_the_pixels() -> None:
         assert degraded.shape == frame.shape and degraded.dtype == np.uint8, name
         moved = move(points)
         grey = cv2.cvtColor(degraded, cv2.COLOR_BGR2GRAY)
+        people = hidden(frame.shape, name, seed=1)
         for (x, y) in moved:
             assert 0 <= x < 1280 and 0 <= y < 720, (name, x, y)
+            if people is not None and people[int(y), int(x)]:
+                continue  # behind a visitor: gone from the frame
             patch = grey[int(y) - 12:int(y) + 13, int(x) - 12:int(x) + 13].astype(np.float64)
             if name == "dim":
                 patch = np.where(patch > 100, patch, 0)  # the dot, not the noise
@@ -138,6 +141,37 @@ def test_degradations_move_the_truth_with_the_pixels() -> None:
             assert np.hypot(*centre) < 1.5, (name, (x, y), centre)
     with pytest.raises(ValueError, match="expected one of"):
         degrade(frame, "smudge")
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
+
+
+def test_visitors_hide_what_hidden_says_and_the_truth_leaves_out_what_they_hide() -> None:
+    from capture.bench import PhotoTruth, TruthWork
+
+    frame = np.full((720, 1280, 3), 230, np.uint8)
+    degraded, move = degrade(frame, "visitors", seed=5)
+    people = hidden(frame.shape, "visitors", seed=5)
+    assert people is not None and 0.1 < people.mean() < 0.4
+    assert np.array_equal(people, hidden(frame.shape, "visitors", seed=5))  # seeded
+    assert not np.array_equal(people, hidden(frame.shape, "visitors", seed=6))
+    grey = cv2.cvtColor(degraded, cv2.COLOR_BGR2GRAY)
+    eroded = cv2.erode(people.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    grown = cv2.dilate(people.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
+    assert grey[eroded].max() < 120 and grey[~grown].min() >= 228  # the rest of the wall as it was
+    assert all(hidden(frame.shape, name) is None for name in DEGRADATIONS if name != "visitors")
+    # one work behind a visitor, one clear of them: the first is no longer asked for
+    ys, xs = np.nonzero(eroded)
+    x, y = int(np.median(xs)), int(np.median(ys))
+    behind = _box(x - 20, y - 20, x + 20, y + 20)
+    clear = next(_box(x0, 20, x0 + 40, 60) for x0 in range(0, 1240, 20)
+                 if not people[20:60, x0:x0 + 40].any())
+    truth = PhotoTruth("wall.jpg", (1280, 720), (TruthWork("a", behind), TruthWork("b", clear)),
+                       (), ())
+    seen = truth.warped(move, (1280, 720), people)
+    assert [w.artwork_id for w in seen.paintings] == ["b"]
+    assert [w.artwork_id for w in seen.partial] == ["a"]
 
 
 def test_a_dim_frame_is_noisier_and_seeded() -> None:
