@@ -100,6 +100,9 @@ _GLANCE_RECTIFY = 32  # px; the glance only needs an 8x8 thumbnail
 SHOW_MAX_S = 3600.0
 #: How long a work is shown when a Control names it without ``show_for_s``.
 SHOW_DEFAULT_S = 60.0
+#: Frames failing in a row beyond which the loop raises (the role is restarted): one
+#: view bringing out a defect is dropped and counted, a loop failing every frame is broken.
+FAILED_IN_A_ROW = 30
 #: JPEG quality of the console's camera picture (small, rewritten twice a second).
 CONSOLE_JPEG_QUALITY = 80
 
@@ -259,7 +262,8 @@ class CaptureLoop:
         self._last_publish = -float("inf")
         self._truth_index: int | None = None  # a source's ground truth, for "source_change"
         self._stats_since = clock()
-        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0}
+        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0,
+                       "failed": 0}
         # Last: the opening thread uses the overlays and the rest of this object.
         if catalogue is None and config.recognition.catalogue:
             threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
@@ -270,14 +274,46 @@ class CaptureLoop:
     # -- the loop --
 
     def run(self, stop: threading.Event) -> None:
-        """Process frames at the effective rate until ``stop`` is set; closes the source."""
+        """Process frames at the effective rate until ``stop`` is set; closes the source.
+
+        A frame whose processing fails (a defect a particular view brings out) is
+        dropped, logged (``frame_failed``) and counted (``stats``' ``failed``), and
+        what the loop was following is let go: the room keeps its capture instead of
+        restarting into the same view. :data:`FAILED_IN_A_ROW` failures in a row are
+        no particular view: the error is raised, and the role is restarted.
+        """
+        in_a_row = 0
         try:
             while not stop.is_set():
-                delay = self.paced_step()
+                try:
+                    delay = self.paced_step()
+                    in_a_row = 0
+                except Exception as error:
+                    in_a_row += 1
+                    if in_a_row >= FAILED_IN_A_ROW:
+                        raise
+                    self._frame_failed(error, in_a_row)
+                    delay = self.rate.period_s
                 if delay > 0:
                     stop.wait(delay)
         finally:
             self.source.close()
+
+    def _frame_failed(self, error: Exception, in_a_row: int) -> None:
+        """Log and count a frame whose processing raised, and let go of the tracked work."""
+        where = error.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        place = (f"{Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}"
+                 if where is not None else "?")
+        log.warning("room %s: a frame failed (%s at %s), dropped", self.room_id,
+                    type(error).__name__, place, exc_info=error)
+        self._log_event("frame_failed", error=f"{type(error).__name__}: {error}"[:200],
+                        where=place, in_a_row=in_a_row)
+        self._stats["failed"] += 1
+        self._next_tick = None  # the pace starts again from the next frame
+        self.tracker.reset()
+        self._tracked_quad = self._tracked_id = None
 
     def paced_step(self) -> float:
         """Process one frame and adapt the rate; the seconds to wait before the next one."""
@@ -841,12 +877,13 @@ class CaptureLoop:
             detection_rate=round(self._stats["detected"] / frames, 3) if frames else 0.0,
             busy_ms_per_frame=round(1000 * self._stats["busy_s"] / frames, 2) if frames else 0.0,
             published=self._stats["published"], ignored=self._stats["ignored"],
-            deblurred=self._deblurred_since_stats(),
+            failed=self._stats["failed"], deblurred=self._deblurred_since_stats(),
             artworks_known=len(self.memory),
             effective_fps=round(self.rate.fps, 2),
         )
         self._stats_since = now
-        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0}
+        self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0,
+                       "failed": 0}
 
 
 def _detection(quad: np.ndarray, score: float, shape: tuple[int, ...]) -> Detection:

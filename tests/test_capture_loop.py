@@ -16,7 +16,7 @@ from capture.config import CaptureConfig, DemoSourceConfig, RecognitionConfig, S
 from capture.descriptor import ENCODER_NAME, FEATURE_NAMES, VECTOR_LENGTH
 from capture.detect import Detection, quad_iou
 from capture.frames import Frame
-from capture.loop import CaptureLoop
+from capture.loop import FAILED_IN_A_ROW, CaptureLoop
 from capture.synthetic.artworks import ARTWORK_ASPECTS, make_artwork
 from capture.synthetic.camera import DemoCamera
 from capture.watch import FrameWatch
@@ -202,6 +202,24 @@ def test_looking_away_briefly_and_back_is_not_a_change() -> None:
     assert len(loop.memory) == 1
 
 
+class _StopAfter(threading.Event):
+    """The loop's stop event on the fake timer: waiting moves it; set after ``waits``."""
+
+    def __init__(self, timer: FakeClock, waits: int) -> None:
+        super().__init__()
+        self.timer, self.waits = timer, waits
+        self.waited: list[float] = []
+
+    def is_set(self) -> bool:
+        return len(self.waited) >= self.waits
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waited.append(timeout)
+        self.timer.t += timeout
+        return self.is_set()
+
+
 def test_run_paces_frames_and_closes_the_source() -> None:
     class CountingSource:
         def __init__(self) -> None:
@@ -215,29 +233,12 @@ def test_run_paces_frames_and_closes_the_source() -> None:
         def close(self) -> None:
             self.closed = True
 
-    class StopAfter(threading.Event):
-        """The loop's stop event on the fake timer: waiting moves it; set after ``waits``."""
-
-        def __init__(self, timer: FakeClock, waits: int) -> None:
-            super().__init__()
-            self.timer, self.waits = timer, waits
-            self.waited: list[float] = []
-
-        def is_set(self) -> bool:
-            return len(self.waited) >= self.waits
-
-        def wait(self, timeout: float | None = None) -> bool:
-            assert timeout is not None
-            self.waited.append(timeout)
-            self.timer.t += timeout
-            return self.is_set()
-
     source = CountingSource()
     recorder = Recorder()
     timer = FakeClock(0.0)
     loop = CaptureLoop("room-c", CaptureConfig(fps=20.0), recorder.publish, recorder.log_event,
                        source=source, clock=FakeClock(), timer=timer)
-    stop = StopAfter(timer, waits=10)
+    stop = _StopAfter(timer, waits=10)
     loop.run(stop)
     assert source.closed
     # paced rather than spinning: one read per 1/20 s of the timer, each followed by a wait
@@ -408,6 +409,54 @@ def test_a_search_that_finds_the_primary_second_tracks_it(
                         lambda image, quad, artwork_id: started.append((artwork_id, quad)))
     _drive(loop, clock, clock.t + 1.5)
     assert started and started[0][0] == "work-0" and np.array_equal(started[0][1], large)
+
+
+def test_a_frame_that_fails_is_dropped_and_counted_and_the_loop_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A defect that one view brings out must not take the room's capture down (the role
+    # restarted into the same view would fail again): the frame is dropped, logged and
+    # counted. A loop that fails on every frame is broken, and raises.
+    clock, timer = FakeClock(), FakeClock(0.0)
+    calls = {"n": 0}
+
+    def sometimes(image: np.ndarray, width: int) -> list[Detection]:
+        calls["n"] += 1
+        if calls["n"] % 3 == 0:
+            raise ValueError("the truth value of an array is ambiguous")
+        return []
+
+    monkeypatch.setattr("capture.loop.detect_artworks", sometimes)
+    recorder = Recorder()
+    loop = CaptureLoop("room-x", CaptureConfig(fps=10.0, stats_every_s=1.0), recorder.publish,
+                       recorder.log_event, source=StillWall(clock), clock=clock, timer=timer)
+    stop = _StopAfter(timer, waits=30)
+    loop.run(stop)  # no exception: 10 of the 30 frames failed
+    failed = recorder.of("frame_failed")
+    assert len(failed) == 10 and all(f["in_a_row"] == 1 for f in failed)
+    assert failed[0]["error"].startswith("ValueError: the truth value")
+    assert failed[0]["where"].startswith("test_capture_loop.py:")
+
+    def always(image: np.ndarray, width: int) -> list[Detection]:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr("capture.loop.detect_artworks", always)
+    stop = _StopAfter(timer, waits=1000)
+    with pytest.raises(RuntimeError, match="broken"):
+        loop.run(stop)
+    assert len(stop.waited) == FAILED_IN_A_ROW - 1
+    assert [f["in_a_row"] for f in recorder.of("frame_failed")[10:]] == list(
+        range(1, FAILED_IN_A_ROW))
+
+
+def test_the_stats_count_failed_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    recorder = Recorder()
+    loop = CaptureLoop("room-x", CaptureConfig(stats_every_s=1.0), recorder.publish,
+                       recorder.log_event, source=StillWall(clock), clock=clock, timer=clock)
+    loop._frame_failed(ValueError("x"), 1)
+    _drive(loop, clock, clock.t + 2.5)
+    stats = recorder.of("stats")
+    assert stats and stats[0]["failed"] == 1 and all(s["failed"] == 0 for s in stats[1:])
 
 
 class StillWall:
