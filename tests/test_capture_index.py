@@ -92,6 +92,18 @@ def test_bad_folders_are_one_line_errors_naming_the_file(catalogue: Path,
     assert truncated.exit_code == 3 and len(error_lines(truncated)) == 1
     assert "cat-002.png" in truncated.stderr and "truncated" in truncated.stderr
 
+    # every unreadable image in one line, not one per run
+    (broken / "cat-004.png").write_bytes(b"")
+    (broken / "cat-005.png").write_bytes(b"GIF89a")
+    several = index(str(broken))
+    assert several.exit_code == 3 and len(error_lines(several)) == 1
+    line = error_lines(several)[0]
+    assert "3 reference images cannot be read" in line and "truncated" in line
+    assert all(f"cat-00{k}.png (" in line for k in (2, 4, 5)), line
+    assert not (broken / INDEX_FILE).exists()
+    for k in (4, 5):
+        (broken / f"cat-00{k}.png").write_bytes((catalogue / f"cat-00{k}.png").read_bytes())
+
     (broken / "cat-002.png").unlink()
     (broken / "catalogue.toml").write_text("[[artwork]\nfile =")
     bad_toml = index(str(broken))
