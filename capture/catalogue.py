@@ -139,6 +139,7 @@ import cv2
 import numpy as np
 
 from capture.deblur import deblur, estimate_motion_blur
+from capture.images import REDUCED_AT_LEAST, read_image
 from ground.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -636,12 +637,10 @@ class Catalogue:
         """The work's reference image as a ``size`` x ``size`` view of the picture (the whole
         image is the picture), as capture describes a view; InputError naming the file
         where it cannot be read, or the id where it is not catalogued."""
-        from capture.images import read_image
-
         entry = self.entry(artwork_id)
         if entry is None:
             raise InputError(f"{artwork_id!r} is not in the catalogue {self.folder}")
-        return whole_view(read_image(self.folder / entry.file), size)
+        return whole_view(read_image(self.folder / entry.file, REDUCED_AT_LEAST), size)
 
     def closest_outline(self, frame_bgr: np.ndarray, artwork_id: str,
                         quads: Sequence[np.ndarray]) -> np.ndarray:
@@ -967,9 +966,10 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     thumbs: list[np.ndarray] = []
     fine: list[np.ndarray] = []
     for owner, entry in enumerate(entries):
-        image = cv2.imread(str(folder / entry.file), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"catalogue {folder}: cannot read reference image {entry.file}")
+        try:  # a big scan is decoded smaller: the index looks at 400 px
+            image = read_image(folder / entry.file, REDUCED_AT_LEAST)
+        except InputError as error:
+            raise InputError(f"catalogue {folder}: {error}") from None
         square = cv2.resize(image, (SQUARE, SQUARE), interpolation=cv2.INTER_AREA)
         height, width = image.shape[:2]
         factor = NATIVE_LONG_SIDE / max(width, height)

@@ -21,9 +21,19 @@ _JPEG_START, _JPEG_END, _JPEG_SCAN = b"\xff\xd8", b"\xff\xd9", b"\xff\xda"
 _PNG_START = b"\x89PNG\r\n\x1a\n"
 
 
-def read_image(path: Path) -> Any:
+#: The shorter side a reduced decode keeps at least, for callers that look at an image
+#: at a few hundred px (catalogue references): a 12,000 px scan is decoded at an eighth.
+REDUCED_AT_LEAST = 1024
+
+
+def read_image(path: Path, at_least: int | None = None) -> Any:
     """The image file at ``path`` as BGR pixels (numpy uint8); InputError naming the file
-    if it is missing, a folder, unreadable, empty, truncated or not an image."""
+    if it is missing, a folder, unreadable, empty, truncated or not an image.
+
+    ``at_least`` (px): a JPEG whose shorter side is at least twice that is decoded at a
+    half, quarter or eighth of its size (libjpeg scales while decoding: a 12,000 px scan
+    takes a tenth of the time and memory), keeping the shorter side at ``at_least`` or
+    more. Other formats, and smaller JPEGs, are decoded whole."""
     import cv2
     import numpy as np
 
@@ -39,8 +49,19 @@ def read_image(path: Path) -> Any:
         raise InputError(f"cannot read image {path}: expected an image file, got an empty file")
     if (why := _truncated(data)) is not None:
         raise InputError(f"cannot read image {path}: the file is truncated ({why})")
+    buffer = np.frombuffer(data, np.uint8)
     with _quiet_stderr():  # libjpeg/libpng print their complaints straight to fd 2
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        image = None
+        if at_least is not None and data.startswith(_JPEG_START):
+            # an eighth first (cheap); its size says which reduction keeps at_least
+            image = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_8)
+            if image is not None and min(image.shape[:2]) < at_least:
+                short = 8 * min(image.shape[:2])
+                image = next((cv2.imdecode(buffer, flag) for factor, flag in
+                              ((4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+                              if short // factor >= at_least), None)
+        if image is None:
+            image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"cannot read image {path}: expected an image file (JPEG, PNG, ...), "
                          f"got {len(data)} bytes OpenCV cannot decode")

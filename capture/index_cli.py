@@ -141,7 +141,7 @@ def _check_images(folder: Path) -> None:
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in IMAGE_SUFFIXES:
             try:
-                read_image(path)
+                read_image(path, at_least=1)  # a JPEG at an eighth: whether it decodes
             except InputError as error:
                 refused.append((path, error))
     if len(refused) == 1:

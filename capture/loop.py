@@ -75,7 +75,7 @@ from capture.descriptor import Descriptor, describe_image
 from capture.detect import Detection, PrimarySelector, choose_primary, detect_artworks, rectify
 from capture.encoders import ImageEncoder, make_encoder
 from capture.frames import Clock, Frame, FrameSource
-from capture.images import read_image
+from capture.images import REDUCED_AT_LEAST, read_image
 from capture.overlay import OverlayWriter
 from capture.recognise import SAME_PLACE, RecognisedArtwork, picture_in_view
 from capture.sources import open_source
@@ -490,7 +490,7 @@ class CaptureLoop:
             raise ShowRefused("show_artwork", f"{artwork_id!r} is not in the catalogue "
                                               f"{catalogue.folder}")
         try:
-            image = read_image(Path(catalogue.folder) / entry.file)
+            image = read_image(Path(catalogue.folder) / entry.file, REDUCED_AT_LEAST)
         except InputError as error:
             raise ShowRefused("show_artwork", str(error)) from None
         until = self._clock() + min(float(seconds), SHOW_MAX_S)

@@ -185,3 +185,38 @@ def test_kept_catalogues_are_rewritten_when_they_no_longer_hold_the_works(
     (tmp_path / "works-4").write_text("not a folder")
     with pytest.raises(Exception, match="--keep: expected a folder"):
         _kept_catalogue(tmp_path, 4, write)
+
+
+def test_a_big_scan_is_decoded_smaller_and_turned_as_shown(tmp_path: Path) -> None:
+    # A museum's reference may be a 12,000 px scan: the index looks at 400 px, and decoding
+    # it whole took seconds and over a GB. A JPEG whose shorter side is at least twice
+    # `at_least` is decoded at a half, quarter or eighth (never below `at_least`), and its
+    # EXIF orientation is still applied.
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    from capture.images import read_image
+
+    rng = np.random.default_rng(0)
+    picture = cv2.resize(rng.integers(0, 255, (60, 90, 3), np.uint8), (4500, 3000),
+                         interpolation=cv2.INTER_CUBIC)
+    path = tmp_path / "scan.jpg"
+    cv2.imwrite(str(path), picture)
+    assert read_image(path).shape == (3000, 4500, 3)
+    for at_least, shape in ((100, (375, 563)), (400, (750, 1125)), (1024, (1500, 2250)),
+                            (2000, (3000, 4500))):
+        reduced = read_image(path, at_least)
+        assert reduced.shape[:2] == shape, at_least
+        whole = cv2.resize(picture, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+        assert float(np.abs(reduced.astype(float) - whole).mean()) < 6  # the same picture
+    turned = tmp_path / "turned.jpg"
+    image = Image.fromarray(np.ascontiguousarray(picture[:, :, ::-1]))
+    exif = image.getexif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise
+    image.save(turned, exif=exif.tobytes())
+    assert read_image(turned).shape == (4500, 3000, 3)
+    assert read_image(turned, 400).shape == (1125, 750, 3)
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), picture[:500, :700])
+    assert read_image(small, 100).shape == (500, 700, 3)  # not a JPEG: decoded whole
