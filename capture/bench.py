@@ -269,7 +269,7 @@ _IN_VIEW = 0.9
 _HIDDEN = 0.5  # of a painting behind a visitor: more, and it is not asked for (partial)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class TruthWork:
     """A catalogue work in a photo: its catalogue id (file stem) and 4 corners, TL, TR, BR, BL."""
 
@@ -277,7 +277,7 @@ class TruthWork:
     quad: np.ndarray  # float32 (4, 2), photo px; a partial work's may lie outside the photo
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class PhotoTruth:
     """One photo's ground truth (a ``galleries[]`` entry of ``truth.json``)."""
 

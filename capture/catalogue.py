@@ -213,7 +213,7 @@ class CatalogueEntry:
     year: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class Match:
     """A recognised view: the artwork id, a score in [0, 1], and how it was decided.
 
@@ -228,7 +228,7 @@ class Match:
     homography: np.ndarray | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class Location:
     """A known painting found in a frame: its quad (TL, TR, BR, BL, frame px), id and score."""
 

@@ -126,7 +126,7 @@ _OVAL_FRAME = 2.5  # the frame's ellipse's area over the picture's, at most
 _OVAL_SCORE = 0.8  # as a bare rectangle: a frame, but no mounting band traced
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class Detection:
     """One artwork candidate: its quad in full-resolution pixels (TL, TR, BR, BL), score, size."""
 

@@ -48,7 +48,7 @@ SAME_PLACE = 0.5
 NAMED_MIN_AREA_FRACTION = 0.004
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class RecognisedArtwork:
     """One artwork in a frame: quad (TL, TR, BR, BL, frame px), catalogue id or None, score."""
 

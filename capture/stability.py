@@ -58,7 +58,7 @@ def glance_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.sqrt(np.mean((a - b) ** 2)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
 class Sighting:
     """One frame's primary detection: quad (full-res px), detection score, glance signature."""
 
