@@ -144,7 +144,7 @@ from ground.errors import InputError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 6
+INDEX_VERSION = 7
 INDEX_FILE = ".art2mus-index.npz"
 METADATA_FILE = "catalogue.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -262,6 +262,11 @@ class Catalogue:
         self._native_owner = arrays["native_owner"]
         self._native_size = arrays["native_size"]  # (n, 2) width, height of the native reference
         self._thumbs = arrays["thumbs"]
+        #: Pairs of ids whose references show the same picture (:func:`_twins`): a view of
+        #: it may be named either. Empty for an index built before twins were looked for.
+        self.twins: list[tuple[str, str]] = [
+            (entries[int(a)].artwork_id, entries[int(b)].artwork_id)
+            for a, b in arrays.get("twins", np.zeros((0, 2), np.int32))]
         #: The thumbnail margin the catalogue's own works reach as impostors: each work,
         #: left out, against the others (its best signature correlation over the next,
         #: among works whose best reaches ``signature_threshold``), the largest. A view
@@ -326,6 +331,10 @@ class Catalogue:
         catalogue = cls(folder, entries, arrays, min_inliers=min_inliers,
                         locate_width=locate_width)
         catalogue.rebuilt = rebuilt
+        if catalogue.twins:
+            log.warning("catalogue %s: references showing the same picture (a view of it may "
+                        "be named either): %s", folder,
+                        "; ".join(f"{a} = {b}" for a, b in catalogue.twins))
         return catalogue
 
     # -- recognition --
@@ -1009,7 +1018,59 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
                                                                                   * _THUMB)),
         "fine": np.array(fine, np.float16).reshape(-1, _FINE, _FINE, 3),
         "entries": np.array(json.dumps([e.__dict__ for e in entries])),
+        "twins": _twins(np.array(thumbs, np.float32).reshape(len(entries), -1),
+                        stack(native_desc, (0, 128), np.uint8),
+                        stack(native_xy, (0, 2), np.float32),
+                        stack(native_owner, (0,), np.int32)),
     }
+
+
+def _twins(thumbs: np.ndarray, desc: np.ndarray, xy: np.ndarray,
+           owner: np.ndarray) -> np.ndarray:
+    """Pairs of references (owner indices, (k, 2) int32) that show the same picture: a
+    collection's export with one image under two records, or a work added twice. A view
+    of such a picture may be named either, so the index says so.
+
+    Thumbnails first (their cosine: 1.0 for the same image, at most 0.78 between the
+    127 distinct real works we have), then the pair's own SIFT features must agree on
+    one homography (a twin's hundreds of matches, not a chance few). In blocks of rows,
+    so a big catalogue needs no n x n matrix.
+    """
+    unit = thumbs / np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
+    starts = np.searchsorted(owner, np.arange(len(thumbs) + 1))
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    pairs: list[tuple[int, int]] = []
+    for start in range(0, len(unit), 1024):
+        similarity = unit[start:start + 1024] @ unit.T
+        for row, other in zip(*np.nonzero(similarity >= _TWIN_SIGNATURE), strict=True):
+            first = start + int(row)
+            if other <= first:
+                continue
+            a = slice(starts[first], starts[first + 1])
+            b = slice(starts[other], starts[other + 1])
+            # a plain work has few features: a third of the fewer agreeing is enough there
+            needed = max(_TWIN_MIN_INLIERS, min(_TWIN_INLIERS, (min(a.stop - a.start,
+                                                                    b.stop - b.start)) // 3))
+            if min(a.stop - a.start, b.stop - b.start) < needed:
+                continue
+            matches = [m[0] for m in matcher.knnMatch(desc[a].astype(np.float32),
+                                                      desc[b].astype(np.float32), k=2)
+                       if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]
+            if len(matches) < needed:
+                continue
+            source = xy[a][[m.queryIdx for m in matches]]
+            target = xy[b][[m.trainIdx for m in matches]]
+            _, inliers = cv2.findHomography(source, target, cv2.RANSAC, 3.0)
+            if inliers is not None and int(inliers.sum()) >= needed:
+                pairs.append((first, int(other)))
+    return np.array(pairs, np.int32).reshape(-1, 2)
+
+
+#: Thumbnail cosine from which two references may be one picture (then checked by features).
+_TWIN_SIGNATURE = 0.9
+#: Features of two references agreeing on one homography that make them one picture.
+_TWIN_INLIERS = 40
+_TWIN_MIN_INLIERS = 8  # ...or a third of a plain one's features, at least this many
 
 
 def _nearest_others(thumbs: np.ndarray, block: int = 1024) -> np.ndarray:

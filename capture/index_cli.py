@@ -53,6 +53,9 @@ def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bo
                f"recognition, {summary['native_features']} SIFT for location)")
     click.echo(f"  index     {summary['index_file']} ({summary['index_mb']:.1f} MB)")
     click.echo(f"  seconds   {summary['seconds']:.1f}")
+    for first, second in summary["twins"]:
+        click.echo(f"  warning   {first} and {second} show the same picture: a view of it may "
+                   f"be named either (remove one, or keep both if both records are wanted)")
 
 
 def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = False,
@@ -102,16 +105,19 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
             "seconds": round(time.perf_counter() - began, 2)}
 
 
-def index_counts(cache: Path) -> dict[str, int]:
-    """Works and features (ORB, SIFT, both) held by the index file ``cache``."""
+def index_counts(cache: Path) -> dict[str, Any]:
+    """Works and features (ORB, SIFT, both) held by the index file ``cache``, and its
+    ``twins``: pairs of reference files that show the same picture."""
     import numpy as np
 
     with np.load(cache, allow_pickle=False) as data:
-        works = len(json.loads(str(data["entries"])))
+        entries = json.loads(str(data["entries"]))
         square = int(data["square_owner"].shape[0])
         native = int(data["native_owner"].shape[0])
-    return {"works": works, "square_features": square, "native_features": native,
-            "features": square + native}
+        pairs = data["twins"] if "twins" in data.files else np.zeros((0, 2), np.int32)
+    twins = [[entries[int(a)]["file"], entries[int(b)]["file"]] for a, b in pairs]
+    return {"works": len(entries), "square_features": square, "native_features": native,
+            "features": square + native, "twins": twins}
 
 
 def _cached_fingerprint(cache: Path) -> str | None:

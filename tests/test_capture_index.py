@@ -220,3 +220,53 @@ def test_a_big_scan_is_decoded_smaller_and_turned_as_shown(tmp_path: Path) -> No
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), picture[:500, :700])
     assert read_image(small, 100).shape == (500, 700, 3)  # not a JPEG: decoded whole
+
+
+def test_two_references_of_one_picture_are_reported_as_twins(catalogue: Path,
+                                                             tmp_path: Path) -> None:
+    # A collection's export may hold one image under two records: a view of it may then
+    # be named either, so the index says so.
+    import cv2
+
+    from capture.catalogue import Catalogue
+
+    folder = shutil.copytree(catalogue, tmp_path / "twins")
+    assert json.loads(index(str(folder), "--json").stdout)["twins"] == []
+    cv2.imwrite(str(folder / "same-record.jpg"), cv2.imread(str(folder / "cat-003.png")),
+                [cv2.IMWRITE_JPEG_QUALITY, 90])
+    result = index(str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["twins"] == [["cat-003.png", "same-record.jpg"]]
+    text = index(str(folder)).output
+    assert "warning   cat-003.png and same-record.jpg show the same picture" in text
+    assert Catalogue.open(folder).twins == [("cat-003", "same-record")]
+
+
+ESTENSE_CATALOGUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / \
+    "galleries-estense" / "catalogue"
+
+
+@pytest.mark.skipif(not ESTENSE_CATALOGUE.is_dir(),
+                    reason=f"the real catalogue is not here ({ESTENSE_CATALOGUE.resolve()}): "
+                           f"../shared/data beside the checkout holds it")
+def test_a_real_work_photographed_again_is_a_twin_and_distinct_works_are_not(
+        tmp_path: Path) -> None:
+    # The same painting photographed again (cropped a little, smaller, darker, a poor JPEG)
+    # is found; the 95 distinct Estense works hold no twins.
+    import cv2
+    import numpy as np
+
+    from capture.catalogue import Catalogue
+
+    assert Catalogue.open(ESTENSE_CATALOGUE, cache_dir=tmp_path / "all").twins == []
+    folder = tmp_path / "twenty"
+    folder.mkdir()
+    for path in sorted(ESTENSE_CATALOGUE.glob("*.jpg"))[:20]:
+        shutil.copy(path, folder / path.name)
+    picture = cv2.imread(str(folder / "003.jpg"))
+    h, w = picture.shape[:2]
+    again = cv2.resize(picture[h // 50:h - h // 50, w // 50:w - w // 50], None, fx=0.8, fy=0.8,
+                       interpolation=cv2.INTER_AREA)
+    again = np.clip(again.astype(np.float32) * 0.85 + 10, 0, 255).astype(np.uint8)
+    cv2.imwrite(str(folder / "photographed-again.jpg"), again, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    assert Catalogue.open(folder).twins == [("003", "photographed-again")]
