@@ -441,6 +441,9 @@ class _PhotoTally:
     search_ms: list[float] = field(default_factory=list)  # catalogue search of the frame
     fine_search_ms: list[float] = field(default_factory=list)  # ...coarse and fine
     arrival_ms: list[float] = field(default_factory=list)  # ...of one work, near its quad
+    #: The frames' own sizes (a photo keeps its aspect: a 4:3 or portrait photo at a width
+    #: of 1280 is not 1280x720), and how many photos had each.
+    frame_sizes: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The size's figures as a JSON-ready dict."""
@@ -449,6 +452,7 @@ class _PhotoTally:
 
         errors = self.corner_errors
         return {
+            "frame_sizes": dict(sorted(self.frame_sizes.items())),
             "truths": self.truths,
             "located": self.located, "located_strict": self.located_strict,
             "recall": ratio(self.located, self.truths),
@@ -701,6 +705,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                 for g, (truth, image, row) in enumerate(zip(truths, images, rows, strict=True)):
                     frame = _resized(image, size[0])
                     height, width = frame.shape[:2]
+                    tally.frame_sizes[f"{width}x{height}"] = \
+                        tally.frame_sizes.get(f"{width}x{height}", 0) + 1
                     scaled = truth.scaled(width / image.shape[1], height / image.shape[0])
                     if degradation is not None:
                         frame, move = degrade(frame, degradation, seed=g)
@@ -912,11 +918,18 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
                         + (f", degraded: {result['degradation']}"
                            if result.get("degradation") else ""))
     table.add_column("measure")
-    for label in sizes:
-        table.add_column(label, justify="right")
+    for label, figures in sizes.items():
+        seen = list(figures.get("frame_sizes", {}))
+        # a size names the width; the photos keep their aspect
+        table.add_column(label if seen in ([], [label]) else f"{label.split('x')[0]} wide",
+                         justify="right")
 
     def row(name: str, cell: Any) -> None:
         table.add_row(name, *(cell(figures) for figures in sizes.values()))
+
+    if any(list(f.get("frame_sizes", {})) not in ([], [label]) for label, f in sizes.items()):
+        row("frame sizes (photos)", lambda f: ", ".join(
+            f"{size} ({count})" for size, count in f["frame_sizes"].items()))
 
     row(f"located @ IoU {result['iou_threshold']}",
         lambda f: f"{f['located']}/{f['truths']} ({_shown(f['recall'])})")
