@@ -103,6 +103,8 @@ def test_scoring_counts_dont_care_regions_and_false_ids(
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
     result = run_photo_bench(_photos(tmp_path / "photos"), catalogue)
     assert list(result["sizes"]) == ["1280x720", "1920x1080"]
+    assert [f["frame_sizes"] for f in result["sizes"].values()] == [{"1280x720": 1},
+                                                                     {"1920x1080": 1}]
     for figures in result["sizes"].values():
         assert figures["truths"] == 2 and figures["located"] == 1
         assert figures["recall"] == 0.5 and figures["recall_strict"] == 0.5
@@ -123,6 +125,27 @@ def test_scoring_counts_dont_care_regions_and_false_ids(
     assert [t["located"] for t in row["truths"]] == [True, False]
     assert row["truths"][1]["recognised"] and row["truths"][1]["iou"] == pytest.approx(0.36)
     assert result["consistency"] == {"consistent": True, "differing": []}
+
+
+def test_a_photo_of_another_aspect_keeps_it_and_the_table_says_so(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A phone's 4:3 photo at a width of 1280 is 1280x960, not the nominal 1280x720.
+    from rich.console import Console
+
+    from capture.bench import print_photo_bench
+
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    truth = json.loads(json.dumps(TRUTH))
+    truth["galleries"][0]["size"] = [W, 1440]
+    folder = _photos(tmp_path / "photos", truth)
+    cv2.imwrite(str(folder / PHOTO), np.full((1440, W, 3), 180, np.uint8))
+    result = run_photo_bench(folder, catalogue)
+    assert [f["frame_sizes"] for f in result["sizes"].values()] == [{"1280x960": 1},
+                                                                     {"1920x1440": 1}]
+    console = Console(record=True, width=140)
+    print_photo_bench(result, console)
+    text = console.export_text()
+    assert "1280 wide" in text and "1920 wide" in text and "1280x960 (1)" in text
 
 
 def test_consistency_lists_photos_that_differ_across_sizes_and_overlays_are_written(
