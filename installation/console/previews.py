@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ground.errors import Art2MusError
+from ground.errors import Art2MusError, InputError
 from installation.config import InstallationConfig
 
 if TYPE_CHECKING:
@@ -153,10 +153,13 @@ class CatalogueShelves:
                 return cached
         import cv2
 
-        image = cv2.imread(str(folder / entry.file), cv2.IMREAD_COLOR)
-        if image is None:
+        from capture.images import read_image
+
+        try:  # a big scan is decoded at a fraction of its size: a thumbnail is 160 px
+            image = read_image(folder / entry.file, at_least=2 * THUMB_PX)
+        except InputError:
             raise NotInCatalogue(f"cannot read the reference image of {artwork_id!r} "
-                                 f"({entry.file})")
+                                 f"({entry.file})") from None
         height, width = image.shape[:2]
         scale = min(1.0, THUMB_PX / max(height, width))
         if scale < 1.0:
