@@ -1005,7 +1005,7 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     def stack(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         return np.concatenate(parts) if parts else np.zeros(shape, dtype)
 
-    return {
+    arrays = {
         "square_desc": stack(square_desc, (0, 32), np.uint8),
         "square_xy": stack(square_xy, (0, 2), np.float32),
         "square_owner": stack(square_owner, (0,), np.int32),
@@ -1018,11 +1018,10 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
                                                                                   * _THUMB)),
         "fine": np.array(fine, np.float16).reshape(-1, _FINE, _FINE, 3),
         "entries": np.array(json.dumps([e.__dict__ for e in entries])),
-        "twins": _twins(np.array(thumbs, np.float32).reshape(len(entries), -1),
-                        stack(native_desc, (0, 128), np.uint8),
-                        stack(native_xy, (0, 2), np.float32),
-                        stack(native_owner, (0,), np.int32)),
     }
+    arrays["twins"] = _twins(arrays["thumbs"].reshape(len(entries), -1), arrays["native_desc"],
+                             arrays["native_xy"], arrays["native_owner"])
+    return arrays
 
 
 def _twins(thumbs: np.ndarray, desc: np.ndarray, xy: np.ndarray,
@@ -1033,8 +1032,8 @@ def _twins(thumbs: np.ndarray, desc: np.ndarray, xy: np.ndarray,
 
     Thumbnails first (their cosine: 1.0 for the same image, at most 0.78 between the
     127 distinct real works we have), then the pair's own SIFT features must agree on
-    one homography (a twin's hundreds of matches, not a chance few). In blocks of rows,
-    so a big catalogue needs no n x n matrix.
+    one homography (:data:`_TWIN_INLIERS`, or a third of a plain work's few). In blocks
+    of rows, so a big catalogue needs no n x n matrix.
     """
     unit = thumbs / np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-6)
     starts = np.searchsorted(owner, np.arange(len(thumbs) + 1))
@@ -1048,11 +1047,11 @@ def _twins(thumbs: np.ndarray, desc: np.ndarray, xy: np.ndarray,
                 continue
             a = slice(starts[first], starts[first + 1])
             b = slice(starts[other], starts[other + 1])
+            fewer = min(a.stop - a.start, b.stop - b.start)
+            if fewer < _TWIN_MIN_INLIERS:
+                continue  # a blank reference: nothing to compare
             # a plain work has few features: a third of the fewer agreeing is enough there
-            needed = max(_TWIN_MIN_INLIERS, min(_TWIN_INLIERS, (min(a.stop - a.start,
-                                                                    b.stop - b.start)) // 3))
-            if min(a.stop - a.start, b.stop - b.start) < needed:
-                continue
+            needed = max(_TWIN_MIN_INLIERS, min(_TWIN_INLIERS, fewer // 3))
             matches = [m[0] for m in matcher.knnMatch(desc[a].astype(np.float32),
                                                       desc[b].astype(np.float32), k=2)
                        if len(m) == 2 and m[0].distance < 0.75 * m[1].distance]

@@ -636,8 +636,7 @@ class CaptureLoop:
         best = choose_primary(candidates, image.shape)
         if best is None:
             return None
-        # by identity: a Detection holds arrays, and == between two of them raises
-        location = found[next(k for k, c in enumerate(candidates) if c is best)]
+        location = found[candidates.index(best)]  # by identity (Detection is eq=False)
         self._start_tracking(image, location.quad, location.artwork_id)
         return best
 
