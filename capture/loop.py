@@ -103,6 +103,8 @@ SHOW_DEFAULT_S = 60.0
 #: Frames failing in a row beyond which the loop raises (the role is restarted): one
 #: view bringing out a defect is dropped and counted, a loop failing every frame is broken.
 FAILED_IN_A_ROW = 30
+#: Seconds between two ``frame_failed`` events (the rest are counted in ``stats``).
+FAILED_LOG_EVERY_S = 1.0
 #: JPEG quality of the console's camera picture (small, rewritten twice a second).
 CONSOLE_JPEG_QUALITY = 80
 
@@ -264,6 +266,7 @@ class CaptureLoop:
         self._stats_since = clock()
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0,
                        "failed": 0}
+        self._failure_logged = -math.inf  # timer time of the last frame_failed event
         # Last: the opening thread uses the overlays and the rest of this object.
         if catalogue is None and config.recognition.catalogue:
             threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
@@ -300,17 +303,22 @@ class CaptureLoop:
             self.source.close()
 
     def _frame_failed(self, error: Exception, in_a_row: int) -> None:
-        """Log and count a frame whose processing raised, and let go of the tracked work."""
-        where = error.__traceback__
-        while where is not None and where.tb_next is not None:
-            where = where.tb_next
-        place = (f"{Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}"
-                 if where is not None else "?")
-        log.warning("room %s: a frame failed (%s at %s), dropped", self.room_id,
-                    type(error).__name__, place, exc_info=error)
-        self._log_event("frame_failed", error=f"{type(error).__name__}: {error}"[:200],
-                        where=place, in_a_row=in_a_row)
+        """Count a frame whose processing raised, log it (at most one a second: a defect
+        that fails every other frame for hours must not fill the disk), and let go of the
+        tracked work."""
         self._stats["failed"] += 1
+        now = self._timer()
+        if now - self._failure_logged >= FAILED_LOG_EVERY_S:
+            self._failure_logged = now
+            where = error.__traceback__
+            while where is not None and where.tb_next is not None:
+                where = where.tb_next
+            place = (f"{Path(where.tb_frame.f_code.co_filename).name}:{where.tb_lineno}"
+                     if where is not None else "?")
+            log.warning("room %s: a frame failed (%s at %s), dropped", self.room_id,
+                        type(error).__name__, place, exc_info=error)
+            self._log_event("frame_failed", error=f"{type(error).__name__}: {error}"[:200],
+                            where=place, in_a_row=in_a_row)
         self._next_tick = None  # the pace starts again from the next frame
         self.tracker.reset()
         self._tracked_quad = self._tracked_id = None

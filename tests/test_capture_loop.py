@@ -430,9 +430,10 @@ def test_a_frame_that_fails_is_dropped_and_counted_and_the_loop_goes_on(
     loop = CaptureLoop("room-x", CaptureConfig(fps=10.0, stats_every_s=1.0), recorder.publish,
                        recorder.log_event, source=StillWall(clock), clock=clock, timer=timer)
     stop = _StopAfter(timer, waits=30)
-    loop.run(stop)  # no exception: 10 of the 30 frames failed
-    failed = recorder.of("frame_failed")
-    assert len(failed) == 10 and all(f["in_a_row"] == 1 for f in failed)
+    loop.run(stop)  # no exception: 10 of the 30 frames (3 s) failed
+    assert loop._stats["failed"] == 10  # all counted (stats' "failed")...
+    failed = recorder.of("frame_failed")  # ...and logged at most once a second
+    assert 3 <= len(failed) <= 4 and all(f["in_a_row"] == 1 for f in failed)
     assert failed[0]["error"].startswith("ValueError: the truth value")
     assert failed[0]["where"].startswith("test_capture_loop.py:")
 
@@ -444,8 +445,8 @@ def test_a_frame_that_fails_is_dropped_and_counted_and_the_loop_goes_on(
     with pytest.raises(RuntimeError, match="broken"):
         loop.run(stop)
     assert len(stop.waited) == FAILED_IN_A_ROW - 1
-    assert [f["in_a_row"] for f in recorder.of("frame_failed")[10:]] == list(
-        range(1, FAILED_IN_A_ROW))
+    in_a_row = [f["in_a_row"] for f in recorder.of("frame_failed")[len(failed):]]
+    assert len(in_a_row) >= 2 and in_a_row == sorted(in_a_row) and in_a_row[-1] < FAILED_IN_A_ROW
 
 
 def test_the_stats_count_failed_frames(monkeypatch: pytest.MonkeyPatch) -> None:
