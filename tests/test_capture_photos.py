@@ -35,6 +35,10 @@ from capture.synthetic.scenes import write_catalogue
 from ground.errors import InputError
 
 GALLERIES = Path(__file__).resolve().parents[1] / "../shared/data/galleries-estense"
+NEEDS_GALLERIES = pytest.mark.skipif(
+    not (GALLERIES / "truth.json").is_file(),
+    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
+           f"../shared/data beside the checkout holds it")
 
 # Floors on galleries-estense, per frame size (raise them as the method improves).
 LOCATED_FLOOR = 0.95  # at IoU 0.7; the issue's target is 0.9
@@ -304,9 +308,7 @@ def test_truth_that_does_not_fit_the_photo_or_catalogue_is_refused(
         run_photo_bench(tmp_path, catalogue)
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_galleries_estense_floors() -> None:
     result = run_photo_bench(GALLERIES)
     assert result["photo_count"] == 13
@@ -332,9 +334,7 @@ def test_galleries_estense_floors() -> None:
     assert result["consistency"] == {"consistent": True, "differing": []}, result["consistency"]
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_an_oval_painting_on_a_real_wall_is_the_primary_not_the_caption_card(
         tmp_path: Path) -> None:
     """In `20180206_114306_002.jpg` the visitor faces an oval painting (not in the
@@ -430,9 +430,7 @@ def read_truth_document(document: dict[str, Any]) -> list[Any]:
         return read_truth(path)
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_galleries_estense_through_a_panning_camera() -> None:
     """The photos with a 1.2 %-of-width motion streak: the streak is taken out before SIFT
     and before the outlines are traced (located 8 and 9 of 22 without that, 21 and 21 with
@@ -445,9 +443,7 @@ def test_galleries_estense_through_a_panning_camera() -> None:
         assert figures["false_ids"] == 0, (label, figures)
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_galleries_estense_from_twice_as_far() -> None:
     """Every work half as big (``--degrade far``): the whole frame is also searched twice as
     finely (located 20 of 22 with the coarse search alone, 21 with the fine one), and what
@@ -459,9 +455,7 @@ def test_galleries_estense_from_twice_as_far() -> None:
     assert figures["false_ids"] == 0, figures
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_galleries_estense_behind_visitors() -> None:
     """Two visitors in front of the wall (``--degrade visitors``) hide 14-39 % of 11 works
     and more than half of 2 (not asked for): the works' own features still place and name
@@ -473,9 +467,7 @@ def test_galleries_estense_behind_visitors() -> None:
     assert figures["false_ids"] == 0, figures
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_a_frame_reaching_the_photos_edge_still_gives_its_picture() -> None:
     """Without a catalogue: at 1920x1080 the carved frame of 046 in 20180206_113600_003
     reaches the photo's bottom edge (at the quad finder's 640 px), so its outline was
@@ -495,9 +487,7 @@ def test_a_frame_reaching_the_photos_edge_still_gives_its_picture() -> None:
         [np.round(d.quad).tolist() for d in found]
 
 
-@pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
-                    reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
-                           f"../shared/data beside the checkout holds it")
+@NEEDS_GALLERIES
 def test_galleries_estense_works_tracked_through_a_moving_camera() -> None:
     """``bench tracking --photos``: every painting large enough to film is followed from its
     true quad through the camera's drift and a visitor hiding about half of it."""
