@@ -313,6 +313,8 @@ class PhotoTruth:
         mask of the frame, :func:`capture.degrade.hidden`) covers, becomes partial."""
         import cv2
 
+        from capture.synthetic.scenes import covered_fraction
+
         width, height = frame_size
         frame = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
 
@@ -336,7 +338,7 @@ class PhotoTruth:
             inside = cv2.intersectConvexConvex(quad, frame)[0] if area > 0 else 0.0
             seen = area > 0 and inside >= _IN_VIEW * area
             if seen and hidden is not None:
-                seen = _covered(hidden, quad) <= _HIDDEN
+                seen = covered_fraction(hidden.astype(np.uint8), quad) <= _HIDDEN
             (paintings if seen else partial).append(TruthWork(work.artwork_id, quad))
         return PhotoTruth(self.name, frame_size, tuple(paintings), tuple(partial),
                           tuple(moved(o) for o in self.others), frame)
@@ -584,16 +586,6 @@ def _visible_centre(quad: np.ndarray, frame_size: tuple[int, int],
         return np.clip(quad.mean(axis=0), 0, [width, height])
     moments = cv2.moments(visible.reshape(-1, 2))
     return np.array([moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]])
-
-
-def _covered(mask: np.ndarray, quad: np.ndarray) -> float:
-    """The share of ``quad``'s area (frame px) that the bool ``mask`` covers."""
-    import cv2
-
-    area = np.zeros(mask.shape, np.uint8)
-    cv2.fillConvexPoly(area, np.round(quad).astype(np.int32), 1)
-    total = int(np.count_nonzero(area))
-    return float(np.count_nonzero(mask & (area > 0))) / total if total else 0.0
 
 
 def _inside(point: np.ndarray, polygon: np.ndarray) -> bool:

@@ -387,7 +387,8 @@ class SceneGenerator:
 
         truths = [ScenePainting(index, catalogue_id(index) if index < self.catalogue_size else None,
                                 quad.astype(np.float32), kind,
-                                round(_covered(occlusion, quad), 3) if occlusion.any() else 0.0)
+                                round(covered_fraction(occlusion, quad), 3)
+                                if occlusion.any() else 0.0)
                   for (index, kind), quad in zip(((w.index, w.kind) for w in placed), pictures,
                                                  strict=True)]
         if truths:
@@ -637,8 +638,9 @@ def _visitors(rng: np.random.Generator, image: np.ndarray, occlusion: np.ndarray
                         255, -1, cv2.LINE_AA)
             cv2.rectangle(person, (int(cx - shoulder), body_top + head_r), (int(cx + shoulder),
                                                                             height), 255, -1)
-            covered = _covered(person | occlusion, target)
-            if covered <= 0.3 and all(_covered(person | occlusion, p) <= 0.3 for p in pictures):
+            covered = covered_fraction(person | occlusion, target)
+            if covered <= 0.3 and all(covered_fraction(person | occlusion, p) <= 0.3
+                                      for p in pictures):
                 break
         else:
             continue
@@ -673,7 +675,8 @@ def _frame_sides(image: np.ndarray, hung: np.ndarray, back: np.ndarray,
     cv2.fillConvexPoly(image, hull, colour, cv2.LINE_8, 4)
 
 
-def _covered(mask: np.ndarray, quad: np.ndarray) -> float:
+def covered_fraction(mask: np.ndarray, quad: np.ndarray) -> float:
+    """The share of ``quad``'s area (px) that ``mask`` (nonzero: covered) covers."""
     picture = np.zeros(mask.shape, np.uint8)
     cv2.fillConvexPoly(picture, np.round(quad).astype(np.int32), 255)
     area = int(np.count_nonzero(picture))
@@ -699,7 +702,7 @@ def _blur(rng: np.random.Generator, image: np.ndarray) -> str:
 
 def _with_occlusion(truth: ScenePainting, occlusion: np.ndarray) -> ScenePainting:
     return ScenePainting(truth.artwork, truth.artwork_id, truth.quad, truth.frame_kind,
-                         round(_covered(occlusion, truth.quad), 3))
+                         round(covered_fraction(occlusion, truth.quad), 3))
 
 
 __all__ = [
