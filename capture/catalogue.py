@@ -18,7 +18,15 @@ The folder: reference images (``.png``, ``.jpg``...) and, optionally, a
     artist = "Rembrandt"
     year = 1642
 
-Images the TOML does not mention are catalogued under their file stem.
+Or, instead of the TOML, the collection system's export as a CSV file in the
+folder (UTF-8, comma, semicolon or tab separated, one header row): a column
+``file`` (or ``filename``, ``image``) names the reference image, and ``id``
+(or ``inventory``, ``accession``, ``object number``), ``title``, ``artist``
+(or ``author``, ``maker``) and ``year`` (or ``date``) are read where present;
+other columns are left alone. A year that is not a whole year ("c. 1640") is
+left out and counted in one warning, so a real export loads as it is.
+
+Images the metadata does not mention are catalogued under their file stem.
 
 The index (built once, :meth:`Catalogue.open`, or ahead of time with
 ``art2mus index DIR``): per reference, ORB features (Rublee et al., ICCV 2011)
@@ -125,7 +133,9 @@ recognised outline and the picture its matched features place inside it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import time
@@ -910,46 +920,41 @@ def whole_view(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """SHA-256 over the folder's images and TOML (names, sizes, mtimes) and the index version."""
+    """SHA-256 over the folder's images and metadata (TOML or CSV: names, sizes, mtimes) and
+    the index version."""
     digest = hashlib.sha256(f"art2mus-catalogue v{INDEX_VERSION} {SQUARE} {NATIVE_LONG_SIDE} "
                             f"{_REFERENCE_FEATURES} {_NATIVE_FEATURES} {_SIFT_CONTRAST} {_THUMB} "
                             f"{_FINE}".encode())
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES or path.name == METADATA_FILE:
+        if path.suffix.lower() in IMAGE_SUFFIXES or path.name == METADATA_FILE \
+                or path.suffix.lower() == ".csv":
             stat = path.stat()
             digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
 def read_entries(folder: Path) -> list[CatalogueEntry]:
-    """The catalogue's works (ids, files, metadata) as the folder and its TOML describe them.
+    """The catalogue's works (ids, files, metadata) as the folder and its TOML or CSV
+    describe them (see the module docstring).
 
     Builds no index: what a listing (the console's catalogue page) needs. InputError
-    names the TOML entry or the folder at fault.
+    names the metadata file, entry or row, or the folder, at fault.
     """
     images = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise InputError(f"catalogue {folder}: expected reference images "
                          f"({', '.join(IMAGE_SUFFIXES)}), found none")
-    described: dict[str, CatalogueEntry] = {}
     toml_path = folder / METADATA_FILE
-    if toml_path.is_file():
-        try:
-            data = tomllib.loads(toml_path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise InputError(f"catalogue {toml_path}: expected valid TOML, got {error}") from None
-        for k, item in enumerate(data.get("artwork", [])):
-            where = f"catalogue {toml_path}, artwork[{k}]"
-            file = item.get("file")
-            if not isinstance(file, str) or file not in images:
-                raise InputError(f"{where}.file: expected the name of an image in {folder}, "
-                                 f"got {file!r}")
-            year = item.get("year")
-            if year is not None and not isinstance(year, int):
-                raise InputError(f"{where}.year: expected an integer, got {year!r}")
-            described[file] = CatalogueEntry(str(item.get("id", Path(file).stem)), file,
-                                             str(item.get("title", "")),
-                                             str(item.get("artist", "")), year)
+    table = _metadata_table(folder)
+    if table is not None and toml_path.is_file():
+        raise InputError(f"catalogue {folder}: both {METADATA_FILE} and {table.name} describe "
+                         f"the works; keep one")
+    if table is not None:
+        described = _csv_entries(table, images)
+    elif toml_path.is_file():
+        described = _toml_entries(toml_path, images)
+    else:
+        described = {}
     entries = [described.get(name, CatalogueEntry(Path(name).stem, name)) for name in images]
     seen: dict[str, str] = {}
     for entry in entries:
@@ -959,6 +964,149 @@ def read_entries(folder: Path) -> list[CatalogueEntry]:
                              f"{entry.file}")
         seen[entry.artwork_id] = entry.file
     return entries
+
+
+#: Whole years a catalogue entry may carry (anything else is not a year of a work).
+YEARS = (-50000, 2200)
+
+
+def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
+    """The works ``catalogue.toml`` describes, by file name."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"catalogue {path}: expected valid TOML, got {error}") from None
+    described: dict[str, CatalogueEntry] = {}
+    for k, item in enumerate(data.get("artwork", [])):
+        where = f"catalogue {path}, artwork[{k}]"
+        file = item.get("file")
+        if not isinstance(file, str) or file not in images:
+            raise InputError(f"{where}.file: expected the name of an image in {path.parent}, "
+                             f"got {file!r}")
+        year = item.get("year")
+        if year is not None and (not isinstance(year, int) or isinstance(year, bool)
+                                 or not YEARS[0] <= year <= YEARS[1]):
+            raise InputError(f"{where}.year: expected a whole year ({YEARS[0]} to {YEARS[1]}), "
+                             f"got {year!r}")
+        described[file] = CatalogueEntry(str(item.get("id", Path(file).stem)), file,
+                                         str(item.get("title", "")),
+                                         str(item.get("artist", "")), year)
+    return described
+
+
+#: The CSV columns read, each under the names collection systems export it by
+#: (compared lower-case, without spaces, dots, dashes or underscores).
+_CSV_COLUMNS = {
+    "file": ("file", "filename", "image", "imagefile"),
+    "id": ("id", "inventory", "inventoryno", "inventorynumber", "accession",
+           "accessionnumber", "objectnumber"),
+    "title": ("title",),
+    "artist": ("artist", "author", "maker", "creator"),
+    "year": ("year", "date"),
+}
+_CSV_SAMPLE = 64 * 1024  # bytes the dialect is sniffed from
+
+
+def _column_key(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in " ._-#")
+
+
+def _read_table(path: Path) -> list[list[str]]:
+    """A metadata CSV's rows (header first); InputError naming the file if it is not one."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a spreadsheet's export starts with a BOM
+    except UnicodeDecodeError as error:
+        line = error.object[:error.start].count(b"\n") + 1
+        raise InputError(f"catalogue {path}: expected UTF-8 text (export it as CSV UTF-8), "
+                         f"got a byte {error.object[error.start]:#04x} on line {line}") from None
+    except OSError as error:
+        raise InputError(f"catalogue {path}: cannot read it ({error.strerror or error})") from None
+    try:
+        dialect: Any = csv.Sniffer().sniff(text[:_CSV_SAMPLE], delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel  # one column, or nothing to tell by: commas
+    try:
+        return [row for row in csv.reader(io.StringIO(text), dialect) if any(row)]
+    except csv.Error as error:
+        raise InputError(f"catalogue {path}: expected CSV, got {error}") from None
+
+
+def _metadata_table(folder: Path) -> Path | None:
+    """The CSV in ``folder`` that describes the works (its header names a file column), or
+    None; InputError where several do."""
+    tables = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() == ".csv" and path.is_file():
+            rows = _read_table(path)
+            if rows and any(_column_key(c) in _CSV_COLUMNS["file"] for c in rows[0]):
+                tables.append(path)
+    if len(tables) > 1:
+        raise InputError(f"catalogue {folder}: {' and '.join(p.name for p in tables)} both "
+                         f"describe the works (a file column); keep one")
+    return tables[0] if tables else None
+
+
+def _csv_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
+    """The works a collection system's CSV export describes, by file name."""
+    rows = _read_table(path)
+    header = [_column_key(c) for c in rows[0]]
+    columns: dict[str, int] = {}
+    for field_, names in _CSV_COLUMNS.items():
+        at = [k for k, c in enumerate(header) if c in names]
+        if len(at) > 1:
+            raise InputError(f"catalogue {path}: columns {' and '.join(rows[0][k] for k in at)} "
+                             f"both give the {field_}; keep one")
+        if at:
+            columns[field_] = at[0]
+    described: dict[str, CatalogueEntry] = {}
+    rows_of: dict[str, int] = {}
+    missing: list[str] = []
+    odd_years: list[str] = []
+    for number, row in enumerate(rows[1:], start=2):
+        def cell(field_: str, row: list[str] = row) -> str:
+            at = columns.get(field_)
+            return row[at].strip() if at is not None and at < len(row) else ""
+
+        file = cell("file")
+        if not file:
+            raise InputError(f"catalogue {path}, row {number}: {rows[0][columns['file']]}: "
+                             f"expected the name of an image, got nothing")
+        if file in rows_of:
+            raise InputError(f"catalogue {path}, rows {rows_of[file]} and {number}: both "
+                             f"describe {file}")
+        rows_of[file] = number
+        if file not in images:
+            missing.append(f"row {number} {file!r}")
+            continue
+        year: int | None = None
+        if text := cell("year"):
+            try:
+                year = int(text)
+            except ValueError:
+                year = None
+            if year is None or not YEARS[0] <= year <= YEARS[1]:
+                odd_years.append(f"row {number} {text!r}")
+                year = None
+        described[file] = CatalogueEntry(cell("id") or Path(file).stem, file, cell("title"),
+                                         cell("artist"), year)
+    if missing:
+        raise InputError(f"catalogue {path}: {len(missing)} rows name an image that is not in "
+                         f"{path.parent}: {listed(missing)}")
+    if odd_years:
+        log.warning("catalogue %s: year left out of %d entries, not a whole year from %d to %d: "
+                    "%s", path, len(odd_years), *YEARS, listed(odd_years))
+    return described
+
+
+#: Faults named in one error or warning line (a big export's); the rest are counted.
+NAMED_AT_MOST = 20
+
+
+def listed(items: Sequence[str]) -> str:
+    """The first :data:`NAMED_AT_MOST` of ``items``, then how many more: one line that lets
+    a big export be mended in one pass, not one fault per run."""
+    more = len(items) - NAMED_AT_MOST
+    return "; ".join(items[:NAMED_AT_MOST]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _build_index(folder: Path, entries: list[CatalogueEntry],

@@ -75,7 +75,8 @@ class RecognitionConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     catalogue: str | None = Field(
-        None, description="Folder of reference images (+ optional catalogue.toml); none: off.")
+        None, description="Folder of reference images (+ optional catalogue.toml or CSV "
+                          "export); none: off.")
     cache_dir: str | None = Field(
         None, description="Where the index is cached (default: inside the catalogue folder).")
     min_inliers: int = Field(12, ge=6, le=500,

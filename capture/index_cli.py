@@ -137,10 +137,10 @@ def _check_images(folder: Path) -> None:
     """Read every reference image as every command reads one
     (:func:`capture.images.read_image`): an empty, truncated or undecodable file is an
     error naming it, before minutes of work. (OpenCV alone reads a JPEG cut short as grey
-    rows and says so only on stderr.) Every such file is named in the one error line (the
-    first :data:`_NAMED_AT_MOST`), so that a big export is mended in one pass, not one
+    rows and says so only on stderr.) Every such file is named in the one error line
+    (:func:`capture.catalogue.listed`), so that a big export is mended in one pass, not one
     file per run. Decoding twice costs a few ms per work, a few percent of the build."""
-    from capture.catalogue import IMAGE_SUFFIXES
+    from capture.catalogue import IMAGE_SUFFIXES, listed
     from capture.images import read_image
 
     refused: list[tuple[Path, InputError]] = []
@@ -156,14 +156,8 @@ def _check_images(folder: Path) -> None:
         def why(path: Path, error: InputError) -> str:
             return f"{path.name} ({str(error).removeprefix(f'cannot read image {path}: ')})"
 
-        named = "; ".join(why(path, error) for path, error in refused[:_NAMED_AT_MOST])
-        more = len(refused) - _NAMED_AT_MOST
         raise InputError(f"catalogue {folder}: {len(refused)} reference images cannot be "
-                         f"read: {named}" + (f"; and {more} more" if more > 0 else ""))
-
-
-#: Unreadable reference images named in the error line; the rest are counted.
-_NAMED_AT_MOST = 20
+                         f"read: {listed([why(path, error) for path, error in refused])}")
 
 
 def progress_bar(enabled: bool = True, *, unit: str = "works"

@@ -12,7 +12,7 @@ import pytest
 
 import capture.recognise
 from capture.bench_catalogue import make_view
-from capture.catalogue import INDEX_FILE, SQUARE, Catalogue
+from capture.catalogue import INDEX_FILE, SQUARE, Catalogue, CatalogueEntry, read_entries
 from capture.detect import Detection, quad_iou, rectify
 from capture.synthetic.scenes import SceneGenerator, catalogue_artwork, write_catalogue
 from ground.errors import InputError
@@ -70,6 +70,87 @@ def test_metadata_and_its_errors(folder: Path, catalogue: Catalogue, tmp_path: P
         Catalogue.open(bad)
     with pytest.raises(InputError, match="expected a folder"):
         Catalogue.open(tmp_path / "nowhere")
+
+
+def _images_only(folder: Path, tmp_path: Path, name: str = "csv") -> Path:
+    """A copy of the catalogue's images, without its TOML or index."""
+    copy = tmp_path / name
+    copy.mkdir()
+    for path in folder.glob("cat-00[0-3].png"):
+        shutil.copy(path, copy / path.name)
+    return copy
+
+
+def test_metadata_from_a_collection_systems_csv_export(folder: Path, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A spreadsheet's export as it comes: a BOM, semicolons, its own column names and
+    order, quoted cells, a column we do not read, dates that are not years."""
+    copy = _images_only(folder, tmp_path)
+    (copy / "works.csv").write_text(
+        '\ufeffInventory No.;Title;Maker;Date;Image;Room\n'
+        'INV-1;"Night; a study";Rembrandt;1642;cat-000.png;12\n'
+        'INV-2;Lake;Anon.;c. 1640;cat-001.png;3\n'
+        ';Untitled;;99999;cat-002.png;\n', encoding="utf-8")
+    with caplog.at_level("WARNING", logger="capture.catalogue"):
+        entries = {e.file: e for e in read_entries(copy)}
+    assert entries["cat-000.png"] == CatalogueEntry("INV-1", "cat-000.png", "Night; a study",
+                                                    "Rembrandt", 1642)
+    assert entries["cat-001.png"] == CatalogueEntry("INV-2", "cat-001.png", "Lake", "Anon.")
+    # no id: the file's stem, as for an image the export does not list
+    assert entries["cat-002.png"] == CatalogueEntry("cat-002", "cat-002.png", "Untitled")
+    assert entries["cat-003.png"] == CatalogueEntry("cat-003", "cat-003.png")
+    assert "year left out of 2 entries" in caplog.text and "row 3 'c. 1640'" in caplog.text \
+        and "row 4 '99999'" in caplog.text
+    opened = Catalogue.open(copy)
+    assert opened.ids == ["INV-1", "INV-2", "cat-002", "cat-003"]
+    assert not Catalogue.open(copy).rebuilt
+    (copy / "works.csv").write_text((copy / "works.csv").read_text(encoding="utf-8")
+                                    .replace("Lake", "Lake at dusk"), encoding="utf-8")
+    changed = Catalogue.open(copy)
+    assert changed.rebuilt and changed.entry("INV-2").title == "Lake at dusk"
+    # a CSV that names no file column is not metadata (a room list, a log)
+    (copy / "rooms.csv").write_text("room,floor\n12,1\n", encoding="utf-8")
+    assert [e.artwork_id for e in read_entries(copy)] == opened.ids
+
+
+@pytest.mark.parametrize(("files", "error"), [
+    ({"a.csv": "file,title\ncat-000.png,A\n", "b.csv": "image,title\ncat-001.png,B\n"},
+     r"a.csv and b.csv both describe the works \(a file column\); keep one$"),
+    ({"a.csv": "file,title\ncat-000.png,A\n", "catalogue.toml": ""},
+     r"both catalogue.toml and a.csv describe the works; keep one$"),
+    ({"a.csv": "file,filename\ncat-000.png,cat-000.png\n"},
+     r"a.csv: columns file and filename both give the file; keep one$"),
+    ({"a.csv": "file,title\ncat-000.png,A\n,B\n"},
+     r"a.csv, row 3: file: expected the name of an image, got nothing$"),
+    ({"a.csv": "file,title\ncat-000.png,A\ncat-000.png,B\n"},
+     r"a.csv, rows 2 and 3: both describe cat-000.png$"),
+    ({"a.csv": "file\nold-1.jpg\ncat-000.png\nold-2.jpg\n"},
+     r"a.csv: 2 rows name an image that is not in .*: row 2 'old-1.jpg'; row 4 'old-2.jpg'$"),
+    ({"a.csv": "file,id\ncat-000.png,X\ncat-001.png,X\n"},
+     r"expected unique artwork ids, got 'X' for both cat-000.png and cat-001.png$"),
+    ({"a.csv": b"file,title\ncat-000.png,Caf\xe9\n"},
+     r"a.csv: expected UTF-8 text \(export it as CSV UTF-8\), got a byte 0xe9 on line 2$"),
+])
+def test_a_csv_export_that_cannot_be_read_is_refused_naming_the_file_and_row(
+        folder: Path, tmp_path: Path, files: dict[str, str | bytes], error: str) -> None:
+    copy = _images_only(folder, tmp_path)
+    for name, text in files.items():
+        if isinstance(text, bytes):
+            (copy / name).write_bytes(text)
+        else:
+            (copy / name).write_text(text, encoding="utf-8")
+    with pytest.raises(InputError, match=error) as refused:
+        Catalogue.open(copy)
+    assert str(refused.value).startswith(f"catalogue {copy}") and "\n" not in str(refused.value)
+
+
+def test_a_toml_year_that_is_no_year_is_refused(folder: Path, tmp_path: Path) -> None:
+    copy = _images_only(folder, tmp_path)
+    for year in ("99999", "true", '"1642"'):
+        (copy / "catalogue.toml").write_text(f'[[artwork]]\nfile = "cat-000.png"\n'
+                                             f"year = {year}\n")
+        with pytest.raises(InputError, match=r"artwork\[0\]\.year: expected a whole year"):
+            read_entries(copy)
 
 
 def test_recognition_top1_and_no_match_on_scenes(catalogue: Catalogue,
