@@ -40,9 +40,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -344,14 +345,16 @@ class PhotoTruth:
                           tuple(moved(o) for o in self.others), frame)
 
 
-def read_truth(path: Path) -> list[PhotoTruth]:
+def read_truth(path: Path, ids: Mapping[str, str] | None = None) -> list[PhotoTruth]:
     """The photos' ground truth in ``path`` (``truth.json``, the galleries-estense format).
 
     ``{"galleries": [{"name": "x.jpg", "size": [w, h], "paintings": [{"name": "010.jpg",
     "points": [[x, y] x 4]}], "partial": [same], "other_paintings": [{"outline": [[x, y]
-    x >= 3]}]}]}``; other keys are ignored. Catalogue ids are the work file names' stems
-    (``010.jpg`` -> ``010``), as :class:`capture.catalogue.Catalogue` names them. Any
-    deviation is an InputError naming the file and the field.
+    x >= 3]}]}]}``; other keys are ignored. A photo's name is its path in the folder
+    (a sub-folder may hold it). A painting's name is its catalogue file: its id is what
+    ``ids`` (:func:`catalogue_ids`) gives that file, else the file's stem (``010.jpg`` ->
+    ``010``), as :class:`capture.catalogue.Catalogue` names a work its metadata does not.
+    Any deviation is an InputError naming the file and the field.
     """
     import json
 
@@ -373,8 +376,10 @@ def read_truth(path: Path) -> list[PhotoTruth]:
         if not isinstance(gallery, dict):
             raise InputError(f"{field_}: expected an object, got {type(gallery).__name__}")
         name = gallery.get("name")
-        if not isinstance(name, str) or not name or Path(name).name != name:
-            raise InputError(f"{field_}.name: expected a photo file name, got {name!r}")
+        if not isinstance(name, str) or not name or PurePosixPath(name).is_absolute() \
+                or "\\" in name or ".." in PurePosixPath(name).parts:
+            raise InputError(f"{field_}.name: expected a photo file name in the folder, "
+                             f"got {name!r}")
         if any(t.name == name for t in truths):
             raise InputError(f"{field_}.name: {name!r} appears twice")
         size = gallery.get("size")
@@ -383,7 +388,8 @@ def read_truth(path: Path) -> list[PhotoTruth]:
             raise InputError(f"{field_}.size: expected [width, height] in px, got {size!r}")
         truths.append(PhotoTruth(
             name, None if size is None else (size[0], size[1]),
-            _truth_works(gallery, "paintings", field_), _truth_works(gallery, "partial", field_),
+            _truth_works(gallery, "paintings", field_, ids or {}),
+            _truth_works(gallery, "partial", field_, ids or {}),
             tuple(_truth_points(item.get("outline") if isinstance(item, dict) else None,
                                 f"{field_}.other_paintings[{k}].outline", None)
                   for k, item in enumerate(_truth_list(gallery, "other_paintings", field_)))))
@@ -397,7 +403,8 @@ def _truth_list(gallery: dict[str, Any], key: str, field_: str) -> list[Any]:
     return items
 
 
-def _truth_works(gallery: dict[str, Any], key: str, field_: str) -> tuple[TruthWork, ...]:
+def _truth_works(gallery: dict[str, Any], key: str, field_: str,
+                 ids: Mapping[str, str]) -> tuple[TruthWork, ...]:
     works = []
     for k, item in enumerate(_truth_list(gallery, key, field_)):
         where = f"{field_}.{key}[{k}]"
@@ -406,8 +413,9 @@ def _truth_works(gallery: dict[str, Any], key: str, field_: str) -> tuple[TruthW
         name = item.get("name")
         if not isinstance(name, str) or not Path(name).stem:
             raise InputError(f"{where}.name: expected a catalogue file name, got {name!r}")
-        works.append(TruthWork(Path(name).stem, _truth_points(item.get("points"),
-                                                              f"{where}.points", 4)))
+        artwork_id = ids.get(name, ids.get(Path(name).stem, Path(name).stem))
+        works.append(TruthWork(artwork_id, _truth_points(item.get("points"), f"{where}.points",
+                                                         4)))
     return tuple(works)
 
 
@@ -422,6 +430,57 @@ def _truth_points(points: Any, where: str, count: int | None) -> np.ndarray:
                 for v in point)):
             raise InputError(f"{where}: {expected} of finite numbers, got {point!r}")
     return np.asarray(points, np.float32)
+
+
+def catalogue_ids(folder: Path) -> dict[str, str]:
+    """The ids of the works in the catalogue ``folder`` by file name and by file stem (a
+    truth made on ``010.jpg`` names the same work as the catalogue's ``010.png``), as its
+    metadata gives them (:func:`capture.catalogue.read_entries`); empty where there is no
+    such folder (opening it says why)."""
+    from capture.catalogue import read_entries
+
+    if not folder.is_dir():
+        return {}
+    entries = read_entries(folder)
+    stems = Counter(Path(e.file).stem for e in entries)
+    ids = {Path(e.file).stem: e.artwork_id for e in entries if stems[Path(e.file).stem] == 1}
+    return ids | {e.file: e.artwork_id for e in entries}
+
+
+#: How far a photo's aspect may be from its truth's ``size`` for the truth to be scaled to
+#: it (a set downscaled after the truth was made): a relative difference.
+_SAME_ASPECT = 0.01
+
+
+def read_photo_set(photos: Path, catalogue: Path | None, option: str = "photos",
+                   ) -> list[tuple[PhotoTruth, np.ndarray]]:
+    """Each photo of ``photos/truth.json`` (:func:`read_truth`, with the ids of the
+    ``catalogue`` folder where one is given) with its pixels, the truth at the photo's
+    own size. A photo smaller or larger than its truth's ``size`` at the same aspect
+    (a set downscaled after the truth was made) has its truth scaled to it; at another
+    aspect it is not the photo the truth was made on: an InputError naming it.
+    ``option``: what the caller calls ``photos`` in its errors (``--photos``)."""
+    from capture.images import read_image
+
+    if not photos.is_dir():
+        raise InputError(f"{option}: expected a folder of photos with {TRUTH_FILE}, got "
+                         f"{'a file' if photos.exists() else 'nothing'} at {photos}")
+    ids = None if catalogue is None else catalogue_ids(catalogue)
+    truths = read_truth(photos / TRUTH_FILE, ids)
+    if not truths:
+        raise InputError(f"{TRUTH_FILE}: galleries: expected at least one photo, got none")
+    loaded = []
+    for g, truth in enumerate(truths):
+        image = read_image(photos / truth.name)
+        height, width = image.shape[:2]
+        if truth.size is not None and truth.size != (width, height):
+            said = truth.size[0] / truth.size[1]
+            if abs(width / height - said) > _SAME_ASPECT * said:
+                raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
+                                 f"{truth.name} is {width}x{height}, of another aspect")
+            truth = truth.scaled(width / truth.size[0], height / truth.size[1])
+        loaded.append((truth, image))
+    return loaded
 
 
 @dataclass
@@ -649,12 +708,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     from capture.catalogue import Catalogue
     from capture.degrade import DEGRADATIONS, degrade, hidden
     from capture.detect import detect_artworks
-    from capture.images import read_image
     from capture.overlay import check_folder_target, write_image_atomic
     from capture.recognise import detect_and_recognise
 
-    if not photos.is_dir():
-        raise InputError(f"photos: expected a folder of photos with {TRUTH_FILE}, got {photos}")
     if detect_width < 64:
         raise InputError(f"detect_width: expected at least 64 px, got {detect_width}")
     if degradation is not None and degradation not in DEGRADATIONS:
@@ -663,15 +719,11 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     sizes = [(int(w), int(h)) for w, h in sizes]
     if not sizes or any(w < 64 or h < 64 for w, h in sizes):
         raise InputError(f"sizes: expected (width, height) pairs of at least 64 px, got {sizes}")
-    truths = read_truth(photos / TRUTH_FILE)
-    if not truths:
-        raise InputError(f"{TRUTH_FILE}: galleries: expected at least one photo, got none")
     folder = catalogue if catalogue is not None else photos / "catalogue"
-    images = [read_image(photos / truth.name) for truth in truths]
-    for g, (truth, image) in enumerate(zip(truths, images, strict=True)):
-        if truth.size is not None and truth.size != (image.shape[1], image.shape[0]):
-            raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
-                             f"{truth.name} is {image.shape[1]}x{image.shape[0]}")
+    loaded = read_photo_set(photos, None if quads_only else folder)
+    truths, images = [t for t, _ in loaded], [image for _, image in loaded]
+    if not quads_only and folder.is_dir():
+        _check_truth_ids(truths, set(catalogue_ids(folder).values()), folder)
     if overlays is not None:
         check_folder_target(overlays, "overlays")
 
@@ -686,7 +738,6 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
             index_s = time.perf_counter() - began
             titles: dict[str, str] = {}
             if index is not None:
-                _check_truth_ids(truths, set(index.ids), folder)
                 titles = {e.artwork_id: e.title for e in index.entries if e.title}
             tallies = {size: _PhotoTally() for size in sizes}
             rows: list[dict[str, Any]] = [{"name": t.name, "sizes": {}} for t in truths]
@@ -766,7 +817,8 @@ def _time_searches(index: Any, frame: np.ndarray, truth: PhotoTruth, searched_be
 
 
 def _check_truth_ids(truths: list[PhotoTruth], ids: set[str], folder: Path) -> None:
-    """A truth painting the catalogue lacks can never be recognised: the wrong catalogue."""
+    """A truth painting the catalogue lacks can never be recognised: the wrong catalogue
+    (checked before minutes of indexing)."""
     for g, truth in enumerate(truths):
         for k, work in enumerate(truth.paintings):
             if work.artwork_id not in ids:

@@ -126,14 +126,10 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     frame of the dwell (seeded by the photo's place), the truth moved with its pixels."""
     import cv2
 
-    from capture.bench import TRUTH_FILE, _resized, read_truth
+    from capture.bench import _resized, read_photo_set
     from capture.config import CaptureConfig, RecognitionConfig
-    from capture.images import read_image
     from capture.loop import CaptureLoop
 
-    if not photos.is_dir():
-        raise InputError(f"--photos: expected a folder of photos with {TRUTH_FILE}, "
-                         f"got {photos}")
     if not (math.isfinite(dwell_s) and 1.0 <= dwell_s <= 60.0):
         raise InputError(f"--dwell: expected 1 to 60 seconds, got {dwell_s}")
     if not (math.isfinite(fps) and 1.0 <= fps <= 60.0):
@@ -142,12 +138,9 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         raise InputError(f"--degrade: expected one of {', '.join(DEGRADATIONS)}, "
                          f"got {degradation!r}")
     folder = catalogue if catalogue is not None else photos / "catalogue"
-    truths = read_truth(photos / TRUTH_FILE)
-    if not truths:
-        raise InputError(f"{TRUTH_FILE}: galleries: expected at least one photo, got none")
+    loaded = read_photo_set(photos, folder, "--photos")
     images, scaled = [], []
-    for truth in truths:
-        image = read_image(photos / truth.name)
+    for truth, image in loaded:
         frame = _resized(image, FRAME_WIDTH)
         images.append(frame)
         scaled.append(truth.scaled(frame.shape[1] / image.shape[1],

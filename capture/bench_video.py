@@ -205,24 +205,16 @@ def run_tracking_photos(photos: Path, frames: int = 120, seed: int = 0, repeats:
     photo has no detail a camera that close would see. ``progress("works", done,
     total)`` after each work when given.
     """
-    from capture.bench import TRUTH_FILE, read_truth
-    from capture.images import read_image
+    from capture.bench import TRUTH_FILE, read_photo_set
 
-    if not photos.is_dir():
-        raise InputError(f"--photos: expected a folder of photos with {TRUTH_FILE}, "
-                         f"got {photos}")
-    truths = read_truth(photos / TRUTH_FILE)
-    total = sum(len(t.paintings) for t in truths)
+    loaded = read_photo_set(photos, None, "--photos")
+    total = sum(len(t.paintings) for t, _ in loaded)
     if not total:
         raise InputError(f"{photos / TRUTH_FILE}: expected at least one painting wholly in "
                          f"view, got none")
     rows: list[dict[str, Any]] = []
     view_diagonal = math.hypot(*FRAME_SIZE)
-    for g, truth in enumerate(truths):
-        image = read_image(photos / truth.name)
-        if truth.size is not None and truth.size != (image.shape[1], image.shape[0]):
-            raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
-                             f"{truth.name} is {image.shape[1]}x{image.shape[0]}")
+    for g, (truth, image) in enumerate(loaded):
         for k, work in enumerate(truth.paintings):
             row: dict[str, Any] = {"photo": truth.name, "artwork_id": work.artwork_id}
             zoom = _PICTURE_DIAGONAL * view_diagonal / float(np.hypot(*np.ptp(work.quad,

@@ -2,8 +2,9 @@
 
 - ``art2mus detect IMAGE... [--catalogue DIR] [--json] [--draw OUT]``: every
   artwork in each image, its quad (TL, TR, BR, BL, original-image pixels),
-  catalogue id and score, and which one is primary; ``--draw`` also writes
-  each image with all that drawn on it (:mod:`capture.overlay`).
+  catalogue id, title (where the catalogue's metadata gives one) and score, and
+  which one is primary; ``--draw`` also writes each image with all that drawn on it
+  (:mod:`capture.overlay`).
 - ``art2mus export-encoder MODEL_DIR OUT.onnx``: a local CLIP vision model
   (``save_pretrained`` folder) to ONNX, with its preprocessing beside it.
 - ``art2mus bench capture [--scenes 200] [--style classic|rooms] [--json]``:
@@ -44,7 +45,8 @@ from ground.errors import InputError
 @click.command("detect")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--catalogue", "catalogue_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder of reference images (+ catalogue.toml) to recognise against.")
+              help="Folder of reference images (+ catalogue.toml or a CSV export) to "
+                   "recognise against.")
 @click.option("--detect-width", default=640, show_default=True,
               help="Detection runs on the image downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
@@ -62,13 +64,14 @@ def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None, detect_
     for path in images:
         image = read_image(path)
         found = detect_and_recognise(image, catalogue, detect_width)
-        record: dict[str, Any] = {"image": str(path), "artworks": [a.to_json() for a in found]}
+        entries = [catalogue.entry(a.artwork_id) for a in found
+                   if catalogue is not None and a.artwork_id is not None]
+        titles = {e.artwork_id: e.title for e in entries if e is not None and e.title}
+        record: dict[str, Any] = {"image": str(path), "artworks": [
+            a.to_json() | {"title": titles.get(str(a.artwork_id))} for a in found]}
         if path in overlays:
             from capture.overlay import draw_overlay, write_image_atomic
 
-            entries = [catalogue.entry(a.artwork_id) for a in found
-                       if catalogue is not None and a.artwork_id is not None]
-            titles = {e.artwork_id: e.title for e in entries if e is not None and e.title}
             record["overlay"] = str(write_image_atomic(overlays[path],
                                                        draw_overlay(image, found, titles)))
         if as_json:
@@ -78,8 +81,10 @@ def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None, detect_
         for artwork in found:
             corners = " ".join(f"({x:.0f},{y:.0f})" for x, y in artwork.quad)
             label = artwork.artwork_id or "unknown"
+            title = titles.get(str(artwork.artwork_id))
             click.echo(f"  {'*' if artwork.primary else ' '} {label:16s} score "
-                       f"{artwork.score:.2f}  {corners}  ({artwork.found_by})")
+                       f"{artwork.score:.2f}  {corners}  ({artwork.found_by})"
+                       + (f"  {title}" if title else ""))
         if "overlay" in record:
             click.echo(f"  overlay: {record['overlay']}")
 

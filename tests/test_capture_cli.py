@@ -49,7 +49,10 @@ def test_detect_json_reports_quads_ids_and_one_primary(rendered: tuple) -> None:
     for record, scene in zip(records, scenes, strict=True):
         artworks = record["artworks"]
         assert set(record) == {"image", "artworks"}
-        assert all(set(a) == {"quad", "artwork_id", "score", "primary"} for a in artworks)
+        assert all(set(a) == {"quad", "artwork_id", "title", "score", "primary"}
+                   for a in artworks)
+        assert all(a["title"] and a["title"].endswith(f"no. {int(a['artwork_id'][4:]) // 8 + 1}")
+                   for a in artworks if a["artwork_id"])  # the catalogue's metadata
         assert sum(a["primary"] for a in artworks) == 1
         quads = [np.array(a["quad"], np.float32) for a in artworks]
         assert all(q.shape == (4, 2) for q in quads)
@@ -79,6 +82,7 @@ def test_detect_text_output_and_errors(rendered: tuple, tmp_path: Path) -> None:
     result = CliRunner().invoke(detect_command, [str(folder / "scene1.png"), "--catalogue",
                                                  str(catalogue)])
     assert result.exit_code == 0 and "1 artwork(s)" in result.output and "cat-0" in result.output
+    assert " no. " in result.output  # the work's title from the catalogue
     missing = CliRunner().invoke(detect_command, [str(tmp_path / "nope.png")])
     assert isinstance(missing.exception, InputError) and "cannot read" in str(missing.exception)
 

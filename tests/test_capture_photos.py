@@ -296,8 +296,9 @@ def test_a_bad_photo_is_refused_naming_the_file(tmp_path: Path, catalogue: Path,
 
 def test_truth_that_does_not_fit_the_photo_or_catalogue_is_refused(
         tmp_path: Path, catalogue: Path) -> None:
-    photos = _photos(tmp_path / "wrong-size", {"galleries": [_gallery(size=[1280, 720])]})
-    with pytest.raises(InputError, match=r"^truth.json: galleries\[0\].size: \[1280, 720\] but"):
+    photos = _photos(tmp_path / "wrong-size", {"galleries": [_gallery(size=[1280, 960])]})
+    with pytest.raises(InputError, match=r"^truth.json: galleries\[0\].size: \[1280, 960\] but "
+                                         r"wall.jpg is 1920x1080, of another aspect$"):
         run_photo_bench(photos, catalogue)
     stranger = {"galleries": [_gallery(paintings=[{"name": "999.jpg",
                                                    "points": _quad(0, 0, 9, 9)}])]}
@@ -306,6 +307,57 @@ def test_truth_that_does_not_fit_the_photo_or_catalogue_is_refused(
         run_photo_bench(photos, catalogue)
     with pytest.raises(InputError, match=r"truth.json: no ground truth here"):
         run_photo_bench(tmp_path, catalogue)
+
+
+def test_truth_of_a_set_downscaled_after_it_was_made_is_scaled_to_the_photos(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Truth made on 3840x2160 originals, photos shared at 1920x1080: the points are scaled,
+    and the bench scores as on a truth made at 1920x1080."""
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    doubled = json.loads(json.dumps(TRUTH))
+    gallery = doubled["galleries"][0]
+    gallery["size"] = [2 * W, 2 * H]
+    for key in ("paintings", "partial"):
+        for work in gallery[key]:
+            work["points"] = [[2 * x, 2 * y] for x, y in work["points"]]
+    for other in gallery["other_paintings"]:
+        other["outline"] = [[2 * x, 2 * y] for x, y in other["outline"]]
+    same = run_photo_bench(_photos(tmp_path / "as-made"), catalogue)
+    scaled = run_photo_bench(_photos(tmp_path / "downscaled", doubled), catalogue)
+    def scores(result: dict[str, Any]) -> dict[str, Any]:
+        return {size: {k: v for k, v in figures.items() if "_ms" not in k}
+                for size, figures in result["sizes"].items()}
+
+    assert scores(scaled) == scores(same) and scores(same)["1920x1080"]["located"] == 1
+    assert [s["truths"] for s in scaled["per_photo"][0]["sizes"].values()] == \
+        [s["truths"] for s in same["per_photo"][0]["sizes"].values()]
+
+
+def test_truth_names_works_by_the_catalogues_files_and_photos_in_sub_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catalogue whose metadata gives its works inventory numbers: the truth names their
+    files, and each is scored under the catalogue's id (it was refused as not in the
+    catalogue). A photo may sit in a sub-folder of the set."""
+    catalogue = write_catalogue(tmp_path / "catalogue", 3, with_metadata=False)
+    (catalogue / "export.csv").write_text(
+        "Inventory No.;Title;File\nINV-7;The first;cat-000.png\nINV-8;The second;cat-001.png\n"
+        "INV-9;The third;cat-002.png\n", encoding="utf-8")
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    nested = json.loads(json.dumps(TRUTH))
+    nested["galleries"][0]["name"] = f"room-1/{PHOTO}"
+    photos = tmp_path / "photos"
+    _photos(photos / "room-1")
+    (photos / "truth.json").write_text(json.dumps(nested))
+    result = run_photo_bench(photos, catalogue)
+    row = result["per_photo"][0]
+    assert row["name"] == f"room-1/{PHOTO}"
+    assert [t["artwork_id"] for t in row["sizes"]["1920x1080"]["truths"]] == ["INV-7", "INV-8"]
+    for bad in ("../wall.jpg", "/tmp/wall.jpg", "room-1\\wall.jpg"):
+        nested["galleries"][0]["name"] = bad
+        (photos / "truth.json").write_text(json.dumps(nested))
+        with pytest.raises(InputError, match=r"^truth.json: galleries\[0\].name: expected a "
+                                             r"photo file name in the folder"):
+            run_photo_bench(photos, catalogue)
 
 
 @NEEDS_GALLERIES
