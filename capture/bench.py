@@ -452,10 +452,10 @@ def catalogue_ids(folder: Path) -> dict[str, str]:
 _SAME_ASPECT = 0.01
 
 
-def read_photo_set(photos: Path, catalogue: Path | None, option: str = "photos",
+def read_photo_set(photos: Path, ids: Mapping[str, str] | None, option: str = "photos",
                    ) -> list[tuple[PhotoTruth, np.ndarray]]:
-    """Each photo of ``photos/truth.json`` (:func:`read_truth`, with the ids of the
-    ``catalogue`` folder where one is given) with its pixels, the truth at the photo's
+    """Each photo of ``photos/truth.json`` (:func:`read_truth`, with a catalogue's ``ids``
+    (:func:`catalogue_ids`) where one is given) with its pixels, the truth at the photo's
     own size. A photo smaller or larger than its truth's ``size`` at the same aspect
     (a set downscaled after the truth was made) has its truth scaled to it; at another
     aspect it is not the photo the truth was made on: an InputError naming it.
@@ -465,7 +465,6 @@ def read_photo_set(photos: Path, catalogue: Path | None, option: str = "photos",
     if not photos.is_dir():
         raise InputError(f"{option}: expected a folder of photos with {TRUTH_FILE}, got "
                          f"{'a file' if photos.exists() else 'nothing'} at {photos}")
-    ids = None if catalogue is None else catalogue_ids(catalogue)
     truths = read_truth(photos / TRUTH_FILE, ids)
     if not truths:
         raise InputError(f"{TRUTH_FILE}: galleries: expected at least one photo, got none")
@@ -720,10 +719,11 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     if not sizes or any(w < 64 or h < 64 for w, h in sizes):
         raise InputError(f"sizes: expected (width, height) pairs of at least 64 px, got {sizes}")
     folder = catalogue if catalogue is not None else photos / "catalogue"
-    loaded = read_photo_set(photos, None if quads_only else folder)
+    ids = None if quads_only else catalogue_ids(folder)
+    loaded = read_photo_set(photos, ids)
     truths, images = [t for t, _ in loaded], [image for _, image in loaded]
-    if not quads_only and folder.is_dir():
-        _check_truth_ids(truths, set(catalogue_ids(folder).values()), folder)
+    if ids:
+        _check_truth_ids(truths, set(ids.values()), folder)
     if overlays is not None:
         check_folder_target(overlays, "overlays")
 

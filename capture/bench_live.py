@@ -126,7 +126,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     frame of the dwell (seeded by the photo's place), the truth moved with its pixels."""
     import cv2
 
-    from capture.bench import _resized, read_photo_set
+    from capture.bench import _resized, catalogue_ids, read_photo_set
     from capture.config import CaptureConfig, RecognitionConfig
     from capture.loop import CaptureLoop
 
@@ -138,7 +138,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         raise InputError(f"--degrade: expected one of {', '.join(DEGRADATIONS)}, "
                          f"got {degradation!r}")
     folder = catalogue if catalogue is not None else photos / "catalogue"
-    loaded = read_photo_set(photos, folder, "--photos")
+    loaded = read_photo_set(photos, catalogue_ids(folder), "--photos")
     images, scaled = [], []
     for truth, image in loaded:
         frame = _resized(image, FRAME_WIDTH)
