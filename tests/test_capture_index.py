@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from capture.bench_catalogue import _kept_catalogue, make_view, run_catalogue_bench
+from capture.bench_catalogue import (
+    _kept_catalogue,
+    make_view,
+    run_catalogue_bench,
+    run_own_catalogue_bench,
+)
 from capture.catalogue import INDEX_FILE, SQUARE
 from capture.cli import bench_commands, commands
 from capture.synthetic.scenes import write_catalogue
@@ -162,6 +167,40 @@ def test_catalogue_bench_reports_its_figures(tmp_path: Path) -> None:
     assert again["recognition"]["top1"] == big["top1"]
     assert again["recognition"]["false_ids"] == big["false_ids"]
     assert again["small"]["top1"] == small["top1"]
+
+
+def test_catalogue_bench_on_the_rooms_own_catalogue(tmp_path: Path) -> None:
+    folder = write_catalogue(tmp_path / "own", 20)
+    result = run_own_catalogue_bench(folder, views=10, held_out=4)
+    assert result["catalogue"] == str(folder) and result["works"] == 16
+    held = result["held_out"]
+    assert len(held) == 4 and all((folder / name).is_file() for name in held)
+    assert result["small"]["works"] == 8  # under 50 works: half of them
+    big = result["recognition"]
+    assert big["catalogued_views"] == 10 and big["uncatalogued_views"] == 10
+    assert big["top1"] >= 0.7
+    assert sum(result["missed_works"].values()) == big["no_id"] + big["wrong_ids"]
+    assert all(name.endswith(".png") and name not in held for name in result["missed_works"])
+    assert len(result["false_id_views"]) == big["false_ids"]
+    assert all(v["work"] in held for v in result["false_id_views"])
+    # The folder is only read: links to its images, no index written into it.
+    assert not (folder / INDEX_FILE).exists()
+    with pytest.raises(Exception, match="--held-out: expected 1 to 18"):
+        run_own_catalogue_bench(folder, views=10, held_out=19)
+
+
+def test_catalogue_bench_options_are_refused_together(tmp_path: Path) -> None:
+    def bench(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["bench", "catalogue", *args])
+
+    folder = str(tmp_path)
+    for args, field in (((f"--catalogue={folder}", "--works=60"), "--works"),
+                        ((f"--catalogue={folder}", f"--keep={folder}"), "--keep"),
+                        (("--held-out=3",), "--held-out")):
+        refused = bench(*args)
+        assert refused.exit_code == 2 and field in refused.output, refused.output
+    missing = bench(f"--catalogue={tmp_path / 'nowhere'}")
+    assert missing.exit_code != 0 and "--catalogue" in missing.output
 
 
 def test_kept_catalogues_are_rewritten_when_they_no_longer_hold_the_works(
