@@ -8,7 +8,8 @@ painting (partly hidden by a visitor, its edges lost in glare) by the
 homography of its reference image into the frame. ``art2mus detect
 --catalogue DIR`` and ``art2mus bench capture`` use the same calls.
 
-The folder: reference images (``.png``, ``.jpg``...) and, optionally, a
+The folder: reference images (``.png``, ``.jpg``...; in sub-folders too, as an
+export sorted by room has them, hidden ones left out) and, optionally, a
 ``catalogue.toml``::
 
     [[artwork]]
@@ -26,7 +27,10 @@ folder (UTF-8, comma, semicolon or tab separated, one header row): a column
 other columns are left alone. A year that is not a whole year ("c. 1640") is
 left out and counted in one warning, so a real export loads as it is.
 
-Images the metadata does not mention are catalogued under their file stem.
+A metadata entry names its image by its path in the folder
+(``room-3/night-watch.jpg``) or by its bare file name where only one image has
+that name. Images the metadata does not mention are catalogued under their
+file stem.
 
 The index (built once, :meth:`Catalogue.open`, or ahead of time with
 ``art2mus index DIR``): per reference, ORB features (Rublee et al., ICCV 2011)
@@ -34,7 +38,10 @@ on a contrast-normalised grey image of the reference squashed to a ``SQUARE``
 x ``SQUARE`` square (a rectified view, whatever the painting's aspect, is
 squashed the same way, so the two match without anisotropic distortion);
 SIFT features (Lowe, IJCV 2004; as RootSIFT, Arandjelovic and Zisserman, CVPR
-2012) of the reference at its own aspect, for locating it in a whole frame;
+2012) of the reference at its own aspect, for locating it in a whole frame,
+and of the reference squeezed across by ``_TILTS`` (as a camera sees it from
+60 and 69 degrees to the side; ASIFT, Morel and Yu, SIAM J. Imaging Sciences
+2009), their points mapped back to the frontal reference's pixels;
 plus a 16x16 thumbnail (grey and two opponent colours, each
 detrended and z-scored) as a global signature for views too blurred, too
 dim or too plain for local features, and a finer 64x64 appearance image
@@ -113,8 +120,15 @@ Location (:meth:`Catalogue.locate`), catalogue first: the frame, downscaled to
 reference feature (FLANN k-d trees, Lowe's ratio test); the references with
 the most votes are verified by a RANSAC homography of the reference into the
 frame, which gives the picture's exact corners whatever its frame, shadow or
-angle (SIFT holds to about 60 degrees of tilt, dim light and partial
-occlusion, where edge-based quads fail). A location needs ``min_inliers``
+angle (frontal SIFT holds to about 50 degrees of tilt, the tilted references'
+to about 70; dim light and partial occlusion, where edge-based quads fail).
+The frame's features vote among the frontal features first, and a work is
+placed on those votes alone where they are enough (as if no tilted views
+were held: their chance votes would raise every other work's tally); only
+then do the features with no frontal match vote among the tilted ones, and
+the works not yet placed are fitted again on both (``Location.tilted``). A
+tilted feature whose runner-up is a copy of it (the same reference's same
+point, from the other tilt) is compared with the next one instead. A location needs ``min_inliers``
 inliers, a convex quad of plausible shape and size, a quarter of it in view
 (or a quarter of the frame filled by it), and no better location of another
 work at the same place. Features are taken at a fixed width
@@ -138,6 +152,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 import tomllib
 from collections.abc import Callable, Collection, Sequence
@@ -154,7 +169,7 @@ from ground.errors import InputError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 7
+INDEX_VERSION = 8
 INDEX_FILE = ".art2mus-index.npz"
 METADATA_FILE = "catalogue.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -168,6 +183,13 @@ LOCATE_WIDTH = 640
 _REFERENCE_FEATURES = 500
 _NATIVE_FEATURES = 500  # SIFT, per reference: ~0.25 MB each in memory (128 float32 each)
 _QUERY_FEATURES = 500  # per rectified view
+#: The reference is also indexed as seen from the side (ASIFT, Morel and Yu 2009): squeezed
+#: across by these factors, as from 60 and 69 degrees off its axis. Frontal features hold
+#: to about 50 degrees; with these a work is located to about 70.
+_TILTS = (2.0, 2.83)
+_TILTED_FEATURES = 150  # SIFT per tilted reference: the squeezed image has less to find
+_SAME_POINT = 4.0  # px in the reference: a feature's copy from a tilted view of it
+_EXACT_REFIT = 12  # frontal inliers a location's homography is refitted on, at least
 _FRAME_FEATURES = 1500  # SIFT, per whole frame, for locate()
 # A quarter of SIFT's default (0.04): dim, varnished or low-contrast works keep features (only the
 # strongest _NATIVE_FEATURES / _FRAME_FEATURES are kept, so a busy frame loses nothing).
@@ -246,6 +268,9 @@ class Location:
     quad: np.ndarray
     score: float
     inliers: int
+    #: Placed with the tilted reference views' votes (the frontal ones alone were too few):
+    #: a coarser fit, which a finer look at the same place may better.
+    tilted: bool = False
 
 
 class Catalogue:
@@ -267,9 +292,13 @@ class Catalogue:
         # _square_start[k] to _square_start[k + 1].
         self._square_start = np.searchsorted(self._square_owner, np.arange(len(entries) + 1))
         # RootSIFT, stored as uint8 (x 255) in the cache: a quarter of float32 on disk.
-        self._native_desc = arrays["native_desc"].astype(np.float32) / 255.0
-        self._native_xy = arrays["native_xy"]
-        self._native_owner = arrays["native_owner"]
+        # The frontal features and those of the reference seen at a steep angle
+        # (``tilted_*``, coordinates in the frontal reference's pixels) are one set to match.
+        self._frontal = len(arrays["native_desc"])  # rows before it are frontal features
+        self._native_desc = np.concatenate(
+            [arrays["native_desc"], arrays["tilted_desc"]]).astype(np.float32) / 255.0
+        self._native_xy = np.concatenate([arrays["native_xy"], arrays["tilted_xy"]])
+        self._native_owner = np.concatenate([arrays["native_owner"], arrays["tilted_owner"]])
         self._native_size = arrays["native_size"]  # (n, 2) width, height of the native reference
         self._thumbs = arrays["thumbs"]
         #: Pairs of ids whose references show the same picture (:func:`_twins`): a view of
@@ -291,7 +320,11 @@ class Catalogue:
                                            contrastThreshold=_SIFT_CONTRAST)
         self._fine_frame_sift = cv2.SIFT.create(nfeatures=_FINE_FRAME_FEATURES,
                                                 contrastThreshold=_SIFT_CONTRAST)
-        self._native_matcher = _kd_matcher(self._native_desc)
+        # Two matchers: a frame feature's ratio test is among the frontal features first, as
+        # if no tilted ones were held (more features to tell apart from would refuse some
+        # of its matches), and among the tilted ones only where that finds nothing.
+        self._native_matcher = _kd_matcher(self._native_desc[:self._frontal])
+        self._tilted_matcher = _kd_matcher(self._native_desc[self._frontal:])
         #: Timings (ms) of recent calls, for ``art2mus bench capture``.
         #: ``locate_ms``: every locate call; ``search_ms`` / ``fine_search_ms``: those of the
         #: whole frame for every work (no ``near``, no ``only``), without / with ``fine``.
@@ -735,7 +768,8 @@ class Catalogue:
         found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction)
         finer = min(1.0, _FINER * scale)
         if finer > scale and near is not None and not any(
-                overlap_fraction(near, f.quad) > _LOCATE_SAME_PLACE for f in found) \
+                overlap_fraction(near, f.quad) > _LOCATE_SAME_PLACE and not f.tilted
+                for f in found) \
                 and _near_pixels(near, width, height) * finer ** 2 \
                 <= _FINER_NEAR_PIXELS * width * height * scale ** 2:
             found += self._locate_at(frame_bgr, finer, near, only, min_area_fraction,
@@ -821,47 +855,64 @@ class Catalogue:
         frame_xy = np.array([k.pt for k in keypoints], np.float32)
         # Nearest neighbours over the whole catalogue even when looking for a few works:
         # the ratio test then also rejects what those works share with others.
-        votes = self._vote(_root_sift(descriptors), self._native_matcher, _LOCATE_RATIO)
-        if only is not None:
-            wanted = set(only)
-            owners = [i for i, e in enumerate(self.entries)
-                      if e.artwork_id in wanted and e.artwork_id not in exclude]
-        else:
-            skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
-                if exclude else []
-            owners = _top_owners(votes, self._native_owner, _LOCATE_CANDIDATES, skip)
-        tally = np.bincount(self._native_owner[votes[:, 1]], minlength=len(self.entries)) \
-            if len(votes) else np.zeros(len(self.entries), np.int64)
-        small_area = float(width * height) * scale * scale  # the whole frame's
-        for owner in owners:
-            pairs = votes[self._native_owner[votes[:, 1]] == owner]
-            if len(pairs) < _WEAK_INLIERS:
-                continue
-            ref_w, ref_h = (int(v) for v in self._native_size[owner])
-            homography, inliers = _verified_homography(
-                self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], (ref_w, ref_h),
-                grey.shape[1::-1], threshold=_LOCATE_THRESHOLD)
-            if homography is None or inliers < _WEAK_INLIERS:
-                continue
-            corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
-            quad = cv2.perspectiveTransform(corners[None], homography)[0]
-            if abs(cv2.contourArea(quad)) < min_area_fraction * small_area \
-                    or not _plausible_shape(quad):
-                continue
-            in_frame = (quad / scale + (left, top)).astype(np.float32)
-            if not _in_view(in_frame, width, height):
-                continue
-            runner_up = int(np.delete(tally, owner).max(initial=0))
-            enough = inliers >= self.min_inliers if rule == "strict" else \
-                self._enough_inliers(inliers, len(pairs), max(runner_up, 1),
-                                     dominance=rule == "all")
-            if len(pairs) >= _LOCATE_MIN_VOTES and enough:
-                found.append(Location(self.entries[owner].artwork_id, in_frame,
-                                      _inlier_score(inliers), inliers))
-            else:
-                weak.append((inliers, self.entries[owner].artwork_id, in_frame))
+        frontal, tilted = self._vote(_root_sift(descriptors), _LOCATE_RATIO)
+        skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude]
+        wanted = None if only is None else [
+            i for i, e in enumerate(self.entries) if e.artwork_id in set(only)
+            and e.artwork_id not in exclude]
+        fitted: dict[int, tuple[int, np.ndarray]] = {}
+        # First the frontal features' votes alone, as if no tilted ones were held (their
+        # chance votes would raise every runner-up); then, for the works not placed, the
+        # tilted ones' too: a work seen from far to its side.
+        passes = [frontal, np.concatenate([frontal, tilted])] if len(tilted) else [frontal]
+        for second, votes in enumerate(passes):
+            owners = wanted if wanted is not None else _top_owners(
+                votes, self._native_owner, _LOCATE_CANDIDATES, skip)
+            tally = np.bincount(self._native_owner[votes[:, 1]], minlength=len(self.entries))
+            for owner in owners:
+                if any(f.artwork_id == self.entries[owner].artwork_id for f in found):
+                    continue
+                fit = self._fit(owner, votes, frame_xy, grey.shape[1::-1])
+                if fit is None:
+                    continue
+                inliers, quad, votes_for = fit
+                if abs(cv2.contourArea(quad)) < min_area_fraction * width * height \
+                        * scale * scale or not _plausible_shape(quad):
+                    continue
+                in_frame = (quad / scale + (left, top)).astype(np.float32)
+                if not _in_view(in_frame, width, height):
+                    continue
+                runner_up = int(np.delete(tally, owner).max(initial=0))
+                enough = inliers >= self.min_inliers if rule == "strict" else \
+                    self._enough_inliers(inliers, votes_for, max(runner_up, 1),
+                                         dominance=rule == "all")
+                if votes_for >= _LOCATE_MIN_VOTES and enough:
+                    found.append(Location(self.entries[owner].artwork_id, in_frame,
+                                          _inlier_score(inliers), inliers, bool(second)))
+                    fitted.pop(owner, None)
+                elif inliers > fitted.get(owner, (0, in_frame))[0]:
+                    fitted[owner] = (inliers, in_frame)
+        weak = [(inliers, self.entries[owner].artwork_id, quad)
+                for owner, (inliers, quad) in fitted.items()]
         weak.sort(key=lambda w: w[0], reverse=True)
         return found, [(artwork_id, quad) for _, artwork_id, quad in weak]
+
+    def _fit(self, owner: int, votes: np.ndarray, frame_xy: np.ndarray,
+             frame_size: tuple[int, int]) -> tuple[int, np.ndarray, int] | None:
+        """The RANSAC homography of ``owner``'s reference into the frame from its
+        ``votes``: (inliers, the reference's corners in the frame, the votes), or None
+        where there are too few of either."""
+        pairs = votes[self._native_owner[votes[:, 1]] == owner]
+        if len(pairs) < _WEAK_INLIERS:
+            return None
+        ref_w, ref_h = (int(v) for v in self._native_size[owner])
+        homography, inliers = _verified_homography(
+            self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], (ref_w, ref_h), frame_size,
+            threshold=_LOCATE_THRESHOLD, exact=pairs[:, 1] < self._frontal)
+        if homography is None or inliers < _WEAK_INLIERS:
+            return None
+        corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
+        return inliers, cv2.perspectiveTransform(corners[None], homography)[0], len(pairs)
 
     # -- internals --
 
@@ -877,16 +928,21 @@ class Catalogue:
             inliers >= _LOCATE_CONSISTENT * votes
             or dominance and votes >= _LOCATE_DOMINANT * runner_up)
 
-    def _vote(self, query: np.ndarray, matcher: cv2.DescriptorMatcher | None,
-              ratio: float = _RATIO) -> np.ndarray:
-        """(query index, database index) pairs passing the ratio test."""
-        if matcher is None:
-            return np.zeros((0, 2), np.int64)
-        pairs = []
-        for candidates in matcher.knnMatch(query, k=2):
-            if len(candidates) == 2 and candidates[0].distance < ratio * candidates[1].distance:
-                pairs.append((candidates[0].queryIdx, candidates[0].trainIdx))
-        return np.array(pairs, np.int64).reshape(-1, 2)
+    def _vote(self, query: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+        """(query index, reference feature index) pairs passing the ratio test against the
+        references' SIFT features: against the frontal ones, and, for query features with
+        no match there, against the tilted ones (``_TILTS``; empty without any).
+
+        A tilted reference point is held up to twice (once per tilt): a query feature's
+        runner-up that is the same reference's same point (within ``_SAME_POINT`` px) is
+        its copy, not a rival, so the next one is.
+        """
+        frontal = _ratio_pairs(self._native_matcher, query, ratio, 0, None, None)
+        rest = np.setdiff1d(np.arange(len(query)), frontal[:, 0])
+        tilted = _ratio_pairs(self._tilted_matcher, query[rest], ratio, self._frontal,
+                              self._native_owner, self._native_xy)
+        tilted[:, 0] = rest[tilted[:, 0]]
+        return frontal, tilted
 
     def _vote_among(self, query: np.ndarray, owners: np.ndarray) -> np.ndarray:
         """(query index, database index) ratio-test pairs against the square features of
@@ -924,12 +980,13 @@ def folder_fingerprint(folder: Path) -> str:
     the index version."""
     digest = hashlib.sha256(f"art2mus-catalogue v{INDEX_VERSION} {SQUARE} {NATIVE_LONG_SIDE} "
                             f"{_REFERENCE_FEATURES} {_NATIVE_FEATURES} {_SIFT_CONTRAST} {_THUMB} "
+                            f"{_TILTS} {_TILTED_FEATURES} "
                             f"{_FINE}".encode())
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES or path.name == METADATA_FILE \
-                or path.suffix.lower() == ".csv":
-            stat = path.stat()
-            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    metadata = [p.name for p in folder.iterdir()
+                if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
+    for name in sorted(catalogue_images(folder) + metadata):
+        stat = (folder / name).stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -940,7 +997,7 @@ def read_entries(folder: Path) -> list[CatalogueEntry]:
     Builds no index: what a listing (the console's catalogue page) needs. InputError
     names the metadata file, entry or row, or the folder, at fault.
     """
-    images = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = catalogue_images(folder)
     if not images:
         raise InputError(f"catalogue {folder}: expected reference images "
                          f"({', '.join(IMAGE_SUFFIXES)}), found none")
@@ -966,23 +1023,59 @@ def read_entries(folder: Path) -> list[CatalogueEntry]:
     return entries
 
 
+def catalogue_images(folder: Path) -> list[str]:
+    """The reference images under ``folder``, sub-folders too (an export sorted by room or
+    department): paths relative to it, ``/``-separated, sorted. Hidden files and folders
+    (a name starting with ``.``: a viewer's thumbnails, a sync tool's) are left out."""
+    found: list[str] = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [(Path(root) / name).relative_to(folder).as_posix() for name in files
+                  if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+class _ImageNames:
+    """A metadata file's way to the catalogue's images: by path in the folder, or by bare
+    file name where one image has it."""
+
+    def __init__(self, images: list[str]) -> None:
+        self.paths = set(images)
+        self.by_name: dict[str, list[str]] = {}
+        for image in images:
+            self.by_name.setdefault(image.rsplit("/", 1)[-1], []).append(image)
+
+    def find(self, name: str, where: str) -> str | None:
+        """The image ``name`` names, or None where none does. InputError (``where``: the
+        entry) where two or more images have that bare name."""
+        if name in self.paths:
+            return name
+        having = self.by_name.get(name, []) if "/" not in name else []
+        if len(having) > 1:
+            raise InputError(f"{where}: {name}: two or more images have that name "
+                             f"({', '.join(having)}); give its path in the folder")
+        return having[0] if having else None
+
+
 #: Whole years a catalogue entry may carry (anything else is not a year of a work).
 YEARS = (-50000, 2200)
 
 
 def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
-    """The works ``catalogue.toml`` describes, by file name."""
+    """The works ``catalogue.toml`` describes, by image path."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"catalogue {path}: expected valid TOML, got {error}") from None
     described: dict[str, CatalogueEntry] = {}
+    names = _ImageNames(images)
     for k, item in enumerate(data.get("artwork", [])):
         where = f"catalogue {path}, artwork[{k}]"
-        file = item.get("file")
-        if not isinstance(file, str) or file not in images:
+        named = item.get("file")
+        file = names.find(named, f"{where}.file") if isinstance(named, str) else None
+        if file is None:
             raise InputError(f"{where}.file: expected the name of an image in {path.parent}, "
-                             f"got {file!r}")
+                             f"got {named!r}")
         year = item.get("year")
         if year is not None and (not isinstance(year, int) or isinstance(year, bool)
                                  or not YEARS[0] <= year <= YEARS[1]):
@@ -1047,18 +1140,19 @@ def _metadata_table(folder: Path) -> Path | None:
 
 
 def _csv_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
-    """The works a collection system's CSV export describes, by file name."""
+    """The works a collection system's CSV export describes, by image path."""
     rows = _read_table(path)
     header = [_column_key(c) for c in rows[0]]
     columns: dict[str, int] = {}
-    for field_, names in _CSV_COLUMNS.items():
-        at = [k for k, c in enumerate(header) if c in names]
+    for field_, aliases in _CSV_COLUMNS.items():
+        at = [k for k, c in enumerate(header) if c in aliases]
         if len(at) > 1:
             raise InputError(f"catalogue {path}: columns {' and '.join(rows[0][k] for k in at)} "
                              f"both give the {field_}; keep one")
         if at:
             columns[field_] = at[0]
     described: dict[str, CatalogueEntry] = {}
+    names = _ImageNames(images)
     rows_of: dict[str, int] = {}
     missing: list[str] = []
     odd_years: list[str] = []
@@ -1067,17 +1161,18 @@ def _csv_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
             at = columns.get(field_)
             return row[at].strip() if at is not None and at < len(row) else ""
 
-        file = cell("file")
-        if not file:
+        named = cell("file")
+        if not named:
             raise InputError(f"catalogue {path}, row {number}: {rows[0][columns['file']]}: "
                              f"expected the name of an image, got nothing")
+        file = names.find(named, f"catalogue {path}, row {number}")
+        if file is None:
+            missing.append(f"row {number} {named!r}")
+            continue
         if file in rows_of:
             raise InputError(f"catalogue {path}, rows {rows_of[file]} and {number}: both "
                              f"describe {file}")
         rows_of[file] = number
-        if file not in images:
-            missing.append(f"row {number} {file!r}")
-            continue
         year: int | None = None
         if text := cell("year"):
             try:
@@ -1120,6 +1215,10 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     native_xy: list[np.ndarray] = []
     native_owner: list[np.ndarray] = []
     native_size: list[tuple[int, int]] = []
+    tilted_sift = cv2.SIFT.create(nfeatures=_TILTED_FEATURES, contrastThreshold=_SIFT_CONTRAST)
+    tilted_desc: list[np.ndarray] = []
+    tilted_xy: list[np.ndarray] = []
+    tilted_owner: list[np.ndarray] = []
     thumbs: list[np.ndarray] = []
     fine: list[np.ndarray] = []
     for owner, entry in enumerate(entries):
@@ -1145,6 +1244,16 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
             native_xy.append(np.array([k.pt for k in keypoints], np.float32))
             native_owner.append(np.full(len(keypoints), owner, np.int32))
         native_size.append((native.shape[1], native.shape[0]))
+        native_grey = cv2.cvtColor(native, cv2.COLOR_BGR2GRAY)
+        for tilt in _TILTS:
+            squeezed = cv2.resize(native_grey, (max(8, round(native.shape[1] / tilt)),
+                                                native.shape[0]), interpolation=cv2.INTER_AREA)
+            keypoints, descriptors = tilted_sift.detectAndCompute(squeezed, None)
+            if descriptors is not None:
+                tilted_desc.append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
+                stretch = np.array([native.shape[1] / squeezed.shape[1], 1.0], np.float32)
+                tilted_xy.append(np.array([k.pt for k in keypoints], np.float32) * stretch)
+                tilted_owner.append(np.full(len(keypoints), owner, np.int32))
         thumbs.append(_thumbnail(square))
         fine.append(_fine_image(square))
         if progress is not None:
@@ -1161,6 +1270,9 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
         "native_xy": stack(native_xy, (0, 2), np.float32),
         "native_owner": stack(native_owner, (0,), np.int32),
         "native_size": np.array(native_size, np.int32).reshape(-1, 2),
+        "tilted_desc": stack(tilted_desc, (0, 128), np.uint8),
+        "tilted_xy": stack(tilted_xy, (0, 2), np.float32),
+        "tilted_owner": stack(tilted_owner, (0,), np.int32),
         "thumbs": np.array(thumbs, np.float32),
         "signature_nearest": _nearest_others(np.array(thumbs, np.float32).reshape(-1, 3 * _THUMB
                                                                                   * _THUMB)),
@@ -1274,6 +1386,33 @@ def _kd_matcher(descriptors: np.ndarray) -> cv2.DescriptorMatcher | None:
     matcher.add([descriptors])
     matcher.train()
     return matcher
+
+
+def _ratio_pairs(matcher: cv2.DescriptorMatcher | None, query: np.ndarray, ratio: float,
+                 offset: int, owner: np.ndarray | None, xy: np.ndarray | None) -> np.ndarray:
+    """(query index, feature index + ``offset``) pairs of ``matcher``'s nearest features
+    passing Lowe's ratio test. With ``owner`` and ``xy`` (of every feature, offset
+    included), a runner-up that is the best's copy (the same owner's point within
+    ``_SAME_POINT`` px) is passed over for the next one."""
+    if matcher is None or len(query) == 0:
+        return np.zeros((0, 2), np.int64)
+    neighbours = 2 if owner is None else 2 + len(_TILTS)
+    found = matcher.knnMatch(query, k=neighbours)
+    index = np.full((len(found), neighbours), -1, np.int64)
+    distance = np.full((len(found), neighbours), np.inf, np.float32)
+    for row, candidates in enumerate(found):
+        for column, candidate in enumerate(candidates):
+            index[row, column] = candidate.trainIdx + offset
+            distance[row, column] = candidate.distance
+    best, others = index[:, 0], index[:, 1:]
+    rivals = distance[:, 1:]
+    if owner is not None and xy is not None:
+        copy = (others >= 0) & (owner[others] == owner[best][:, None]) \
+            & (np.abs(xy[others] - xy[best][:, None]).max(axis=2) <= _SAME_POINT)
+        rivals = np.where(copy, np.inf, rivals)
+    rival = np.where(others < 0, np.inf, rivals).min(axis=1)
+    rows = np.flatnonzero((best >= 0) & np.isfinite(rival) & (distance[:, 0] < ratio * rival))
+    return np.stack([rows, best[rows]], axis=1).astype(np.int64).reshape(-1, 2)
 
 
 def _root_sift(descriptors: np.ndarray) -> np.ndarray:
@@ -1395,9 +1534,15 @@ def _top_owners(votes: np.ndarray, owners: np.ndarray, count: int,
 
 
 def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tuple[int, int],
-                         target_size: tuple[int, int],
-                         threshold: float) -> tuple[np.ndarray | None, int]:
-    """RANSAC homography source -> target and its inlier count, or (None, 0) if implausible."""
+                         target_size: tuple[int, int], threshold: float,
+                         exact: np.ndarray | None = None) -> tuple[np.ndarray | None, int]:
+    """RANSAC homography source -> target and its inlier count, or (None, 0) if implausible.
+
+    ``exact`` (a mask over the pairs): points placed exactly. Where at least
+    ``_EXACT_REFIT`` of the inliers are, the homography is refitted on those alone: a
+    tilted reference view's points are placed to a pixel of the squeezed image, two
+    or three of the frontal reference's across, and pull a frontal fit off by as much.
+    """
     if len(source) < 4:
         return None, 0
     homography, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, threshold,
@@ -1405,6 +1550,12 @@ def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tu
     if homography is None or mask is None:
         return None, 0
     inliers = int(mask.sum())
+    if exact is not None:
+        chosen = mask.ravel().astype(bool) & exact
+        if chosen.sum() >= _EXACT_REFIT and (mask.ravel().astype(bool) & ~exact).any():
+            refit, _ = cv2.findHomography(source[chosen], target[chosen], 0)
+            if refit is not None:
+                homography = refit
     width, height = source_size
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
     try:

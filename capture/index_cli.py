@@ -106,14 +106,14 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
 
 
 def index_counts(cache: Path) -> dict[str, Any]:
-    """Works and features (ORB, SIFT, both) held by the index file ``cache``, and its
-    ``twins``: pairs of reference files that show the same picture."""
+    """Works and features (ORB, SIFT frontal and tilted, both) held by the index file
+    ``cache``, and its ``twins``: pairs of reference files that show the same picture."""
     import numpy as np
 
     with np.load(cache, allow_pickle=False) as data:
         entries = json.loads(str(data["entries"]))
         square = int(data["square_owner"].shape[0])
-        native = int(data["native_owner"].shape[0])
+        native = int(data["native_owner"].shape[0]) + int(data["tilted_owner"].shape[0])
         pairs = data["twins"] if "twins" in data.files else np.zeros((0, 2), np.int32)
     twins = [[entries[int(a)]["file"], entries[int(b)]["file"]] for a, b in pairs]
     return {"works": len(entries), "square_features": square, "native_features": native,

@@ -18,7 +18,9 @@ show and the ``"classic"`` scenes lack:
 - :func:`label_card`, :func:`wall_text_panel`: caption cards and wall texts;
 - :func:`sensor_noise`, :func:`jpeg_blocks`, :func:`motion_blur`: a small,
   dim, hand-held camera (shot and read noise amplified by auto exposure,
-  low-quality JPEG, a slow shutter).
+  low-quality JPEG, a slow shutter);
+- :func:`seen_from_the_side`: one work alone on a plain wall at a given angle
+  (the steep-view benchmark's and tests' scene).
 
 Every function draws only from the ``rng`` it is given, so a scene stays a
 function of its seed.
@@ -445,8 +447,39 @@ def jpeg_blocks(frame: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(cv2.imdecode(data, cv2.IMREAD_COLOR), np.uint8)
 
 
+def seen_from_the_side(painting: np.ndarray, yaw_deg: float, height: float,
+                       rng: np.random.Generator,
+                       size: tuple[int, int] = (1280, 720)) -> tuple[np.ndarray, np.ndarray]:
+    """``painting`` alone on a plain wall, turned ``yaw_deg`` about its vertical axis and
+    filmed by a pinhole camera (focal 900 px at 1280 px wide) at ``size``, the work
+    ``height`` of the frame tall were it frontal; softened (0.8 px) and JPEG-coded
+    (quality 80): the frame, and the painting's quad (TL, TR, BR, BL). A clean measure of
+    how far off its axis a work can be seen and still be located; the rooms scenes mix
+    the angle with frames, light and visitors."""
+    width, frame_h = size
+    focal = 900.0 * width / 1280.0
+    rows, cols = painting.shape[:2]
+    distance = 3.0
+    tall = height * frame_h * distance / focal
+    wide = tall * cols / rows
+    corners = np.array([[-wide / 2, -tall / 2, 0], [wide / 2, -tall / 2, 0],
+                        [wide / 2, tall / 2, 0], [-wide / 2, tall / 2, 0]])
+    yaw = math.radians(yaw_deg)
+    turn = np.array([[math.cos(yaw), 0, math.sin(yaw)], [0, 1, 0],
+                     [-math.sin(yaw), 0, math.cos(yaw)]])
+    points = corners @ turn.T + [0, 0, distance]
+    quad = np.stack([focal * points[:, 0] / points[:, 2] + width / 2,
+                     focal * points[:, 1] / points[:, 2] + frame_h / 2], axis=1).astype(np.float32)
+    warp = cv2.getPerspectiveTransform(
+        np.array([[0, 0], [cols, 0], [cols, rows], [0, rows]], np.float32), quad)
+    frame = np.clip(rng.normal((150, 160, 170), 4, (frame_h, width, 3)), 0, 255).astype(np.uint8)
+    cv2.warpPerspective(painting, warp, size, dst=frame, flags=cv2.INTER_AREA,
+                        borderMode=cv2.BORDER_TRANSPARENT)
+    return jpeg_blocks(cv2.GaussianBlur(frame, (0, 0), 0.8), 80), quad
+
+
 __all__ = [
     "ROOM_FRAME_KINDS", "Fisheye", "RoomCamera", "fit_room_camera", "jpeg_blocks", "label_card",
-    "motion_blur", "room_camera", "room_mounting", "room_wall", "sensor_noise", "wall_text_panel",
-    "white_balance",
+    "motion_blur", "room_camera", "room_mounting", "room_wall", "seen_from_the_side",
+    "sensor_noise", "wall_text_panel", "white_balance",
 ]
