@@ -39,8 +39,10 @@ GALLERIES = ROOT.parent / "shared" / "data" / "galleries-estense" / "catalogue"
 LOCATED_IOU = 0.85
 
 
-def run(catalogue_dir: Path | None, angles: list[float], height: float) -> dict[str, Any]:
-    """Located counts, IoU and search ms per angle, with and without the tilted views."""
+def run(catalogue_dir: Path | None, angles: list[float], height: float,
+        generated: int = 30) -> dict[str, Any]:
+    """Located counts, IoU and search ms per angle, with and without the tilted views
+    (``generated`` works are written where no catalogue is given)."""
     import cv2
 
     from capture.catalogue import INDEX_FILE, Catalogue, read_entries
@@ -52,7 +54,7 @@ def run(catalogue_dir: Path | None, angles: list[float], height: float) -> dict[
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory(prefix="art2mus-steep-") as tmp:
         if catalogue_dir is None:
-            catalogue_dir = write_catalogue(Path(tmp) / "generated", 30)
+            catalogue_dir = write_catalogue(Path(tmp) / "generated", generated)
         with_tilts = Catalogue.open(catalogue_dir, cache_dir=tmp)
         with np.load(Path(tmp) / INDEX_FILE, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
@@ -90,7 +92,7 @@ def run(catalogue_dir: Path | None, angles: list[float], height: float) -> dict[
                 "height": height, "frame": [1280, 720], "threads": 1, "rows": rows}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Parse the options, run, print the table or JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--catalogue", type=Path, default=GALLERIES if GALLERIES.is_dir()
@@ -100,7 +102,7 @@ def main() -> None:
     parser.add_argument("--height", type=float, default=0.33,
                         help="the work's height, of the frame's, when frontal")
     parser.add_argument("--json", action="store_true", help="print JSON")
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     try:
         angles = [float(a) for a in options.angles.split(",")]
     except ValueError:
