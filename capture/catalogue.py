@@ -128,7 +128,9 @@ were held: their chance votes would raise every other work's tally); only
 then do the features with no frontal match vote among the tilted ones, and
 the works not yet placed are fitted again on both (``Location.tilted``). A
 tilted feature whose runner-up is a copy of it (the same reference's same
-point, from the other tilt) is compared with the next one instead. A location needs ``min_inliers``
+point, from the other tilt) is compared with the next one instead.
+
+A location needs ``min_inliers``
 inliers, a convex quad of plausible shape and size, a quarter of it in view
 (or a quarter of the frame filled by it), and no better location of another
 work at the same place. Features are taken at a fixed width
@@ -189,7 +191,6 @@ _QUERY_FEATURES = 500  # per rectified view
 _TILTS = (2.0, 2.83)
 _TILTED_FEATURES = 150  # SIFT per tilted reference: the squeezed image has less to find
 _SAME_POINT = 4.0  # px in the reference: a feature's copy from a tilted view of it
-_EXACT_REFIT = 12  # frontal inliers a location's homography is refitted on, at least
 _FRAME_FEATURES = 1500  # SIFT, per whole frame, for locate()
 # A quarter of SIFT's default (0.04): dim, varnished or low-contrast works keep features (only the
 # strongest _NATIVE_FEATURES / _FRAME_FEATURES are kept, so a busy frame loses nothing).
@@ -292,8 +293,9 @@ class Catalogue:
         # _square_start[k] to _square_start[k + 1].
         self._square_start = np.searchsorted(self._square_owner, np.arange(len(entries) + 1))
         # RootSIFT, stored as uint8 (x 255) in the cache: a quarter of float32 on disk.
-        # The frontal features and those of the reference seen at a steep angle
-        # (``tilted_*``, coordinates in the frontal reference's pixels) are one set to match.
+        # The frontal features, then those of the reference seen at a steep angle
+        # (``tilted_*``, their coordinates in the frontal reference's pixels): one table
+        # of coordinates and owners, two matchers (below).
         self._frontal = len(arrays["native_desc"])  # rows before it are frontal features
         self._native_desc = np.concatenate(
             [arrays["native_desc"], arrays["tilted_desc"]]).astype(np.float32) / 255.0
@@ -857,9 +859,9 @@ class Catalogue:
         # the ratio test then also rejects what those works share with others.
         frontal, tilted = self._vote(_root_sift(descriptors), _LOCATE_RATIO)
         skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude]
-        wanted = None if only is None else [
-            i for i, e in enumerate(self.entries) if e.artwork_id in set(only)
-            and e.artwork_id not in exclude]
+        looked_for = None if only is None else set(only) - set(exclude)
+        wanted = None if looked_for is None else [
+            i for i, e in enumerate(self.entries) if e.artwork_id in looked_for]
         fitted: dict[int, tuple[int, np.ndarray]] = {}
         # First the frontal features' votes alone, as if no tilted ones were held (their
         # chance votes would raise every runner-up); then, for the works not placed, the
@@ -908,7 +910,7 @@ class Catalogue:
         ref_w, ref_h = (int(v) for v in self._native_size[owner])
         homography, inliers = _verified_homography(
             self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], (ref_w, ref_h), frame_size,
-            threshold=_LOCATE_THRESHOLD, exact=pairs[:, 1] < self._frontal)
+            threshold=_LOCATE_THRESHOLD)
         if homography is None or inliers < _WEAK_INLIERS:
             return None
         corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
@@ -1534,15 +1536,9 @@ def _top_owners(votes: np.ndarray, owners: np.ndarray, count: int,
 
 
 def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tuple[int, int],
-                         target_size: tuple[int, int], threshold: float,
-                         exact: np.ndarray | None = None) -> tuple[np.ndarray | None, int]:
-    """RANSAC homography source -> target and its inlier count, or (None, 0) if implausible.
-
-    ``exact`` (a mask over the pairs): points placed exactly. Where at least
-    ``_EXACT_REFIT`` of the inliers are, the homography is refitted on those alone: a
-    tilted reference view's points are placed to a pixel of the squeezed image, two
-    or three of the frontal reference's across, and pull a frontal fit off by as much.
-    """
+                         target_size: tuple[int, int],
+                         threshold: float) -> tuple[np.ndarray | None, int]:
+    """RANSAC homography source -> target and its inlier count, or (None, 0) if implausible."""
     if len(source) < 4:
         return None, 0
     homography, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, threshold,
@@ -1550,12 +1546,6 @@ def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tu
     if homography is None or mask is None:
         return None, 0
     inliers = int(mask.sum())
-    if exact is not None:
-        chosen = mask.ravel().astype(bool) & exact
-        if chosen.sum() >= _EXACT_REFIT and (mask.ravel().astype(bool) & ~exact).any():
-            refit, _ = cv2.findHomography(source[chosen], target[chosen], 0)
-            if refit is not None:
-                homography = refit
     width, height = source_size
     corners = np.array([[0, 0], [width, 0], [width, height], [0, height]], np.float32)
     try:
