@@ -858,7 +858,8 @@ class Catalogue:
         # Nearest neighbours over the whole catalogue even when looking for a few works:
         # the ratio test then also rejects what those works share with others.
         frontal, tilted = self._vote(_root_sift(descriptors), _LOCATE_RATIO)
-        skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude]
+        skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
+            if exclude else []
         looked_for = None if only is None else set(only) - set(exclude)
         wanted = None if looked_for is None else [
             i for i, e in enumerate(self.entries) if e.artwork_id in looked_for]
