@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--angles: expected each from 0 to 85 degrees, got {options.angles!r}")
     if not (np.isfinite(options.height) and 0.05 <= options.height <= 0.9):
         parser.error(f"--height: expected 0.05 to 0.9 of the frame, got {options.height}")
+    if options.catalogue is not None and not options.catalogue.is_dir():
+        parser.error(f"--catalogue: expected a folder of reference images, got "
+                     f"{'a file' if options.catalogue.exists() else 'nothing'} at "
+                     f"{options.catalogue}")
     result = run(options.catalogue, angles, options.height)
     if options.json:
         print(json.dumps(result, indent=2))

@@ -39,6 +39,7 @@ def test_the_tilted_views_are_what_finds_a_work_seen_from_far_to_its_side() -> N
     (["--angles", "nan"], "--angles"),
     (["--height", "0"], "--height"),
     (["--height", "inf"], "--height"),
+    (["--catalogue", "/nowhere/at/all"], "--catalogue"),
 ])
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
