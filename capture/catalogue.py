@@ -39,9 +39,12 @@ x ``SQUARE`` square (a rectified view, whatever the painting's aspect, is
 squashed the same way, so the two match without anisotropic distortion);
 SIFT features (Lowe, IJCV 2004; as RootSIFT, Arandjelovic and Zisserman, CVPR
 2012) of the reference at its own aspect, for locating it in a whole frame,
-and of the reference squeezed across by ``_TILTS`` (as a camera sees it from
-60 and 69 degrees to the side; ASIFT, Morel and Yu, SIAM J. Imaging Sciences
-2009), their points mapped back to the frontal reference's pixels;
+and of simulated views of it, their points mapped back to the frontal
+reference's pixels: the reference squeezed across by ``_TILTS`` (as a camera
+sees it from 60 and 69 degrees to the side; ASIFT, Morel and Yu, SIAM J.
+Imaging Sciences 2009) and shrunk to ``_FAR_SIDES`` px (as a camera sees it
+from far: SIFT's scale space holds coarse structure only down to a few
+octaves, and a 60 px work's features are those of the shrunk reference);
 plus a 16x16 thumbnail (grey and two opponent colours, each
 detrended and z-scored) as a global signature for views too blurred, too
 dim or too plain for local features, and a finer 64x64 appearance image
@@ -123,12 +126,12 @@ frame, which gives the picture's exact corners whatever its frame, shadow or
 angle (frontal SIFT holds to about 50 degrees of tilt, the tilted references'
 to about 70; dim light and partial occlusion, where edge-based quads fail).
 The frame's features vote among the frontal features first, and a work is
-placed on those votes alone where they are enough (as if no tilted views
+placed on those votes alone where they are enough (as if no simulated views
 were held: their chance votes would raise every other work's tally); only
-then do the features with no frontal match vote among the tilted ones, and
-the works not yet placed are fitted again on both (``Location.tilted``). A
-tilted feature whose runner-up is a copy of it (the same reference's same
-point, from the other tilt) is compared with the next one instead.
+then do the features with no frontal match vote among the simulated ones, and
+the works not yet placed are fitted again on both (``Location.simulated``). A
+simulated feature whose runner-up is a copy of it (the same reference's same
+point, from another simulated view) is compared with the next one instead.
 
 A location needs ``min_inliers``
 inliers, a convex quad of plausible shape and size, a quarter of it in view
@@ -171,7 +174,7 @@ from ground.errors import InputError
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 8
+INDEX_VERSION = 9
 INDEX_FILE = ".art2mus-index.npz"
 METADATA_FILE = "catalogue.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -190,7 +193,11 @@ _QUERY_FEATURES = 500  # per rectified view
 #: to about 50 degrees; with these a work is located to about 70.
 _TILTS = (2.0, 2.83)
 _TILTED_FEATURES = 150  # SIFT per tilted reference: the squeezed image has less to find
-_SAME_POINT = 4.0  # px in the reference: a feature's copy from a tilted view of it
+#: The index's simulated views of each reference (``{name}_desc/_xy/_owner`` arrays).
+SIMULATED_VIEWS = ("tilted", "far")
+_FAR_SIDES = (120, 72)  # long side, px: the reference as seen from far...
+_FAR_FEATURES = 80  # ...with this many SIFT features each
+_SAME_POINT = 4.0  # px in the reference: a feature's copy from another simulated view of it
 _FRAME_FEATURES = 1500  # SIFT, per whole frame, for locate()
 # A quarter of SIFT's default (0.04): dim, varnished or low-contrast works keep features (only the
 # strongest _NATIVE_FEATURES / _FRAME_FEATURES are kept, so a busy frame loses nothing).
@@ -269,9 +276,9 @@ class Location:
     quad: np.ndarray
     score: float
     inliers: int
-    #: Placed with the tilted reference views' votes (the frontal ones alone were too few):
-    #: a coarser fit, which a finer look at the same place may better.
-    tilted: bool = False
+    #: Placed with the simulated (tilted or far) reference views' votes (the frontal ones
+    #: alone were too few): a coarser fit, which a finer look at the same place may better.
+    simulated: bool = False
 
 
 class Catalogue:
@@ -293,14 +300,15 @@ class Catalogue:
         # _square_start[k] to _square_start[k + 1].
         self._square_start = np.searchsorted(self._square_owner, np.arange(len(entries) + 1))
         # RootSIFT, stored as uint8 (x 255) in the cache: a quarter of float32 on disk.
-        # The frontal features, then those of the reference seen at a steep angle
-        # (``tilted_*``, their coordinates in the frontal reference's pixels): one table
-        # of coordinates and owners, two matchers (below).
+        # The frontal features, then those of the simulated views, the reference seen at
+        # a steep angle (``tilted_*``) and from far (``far_*``), their coordinates in the
+        # frontal reference's pixels: one table of coordinates and owners, two matchers.
         self._frontal = len(arrays["native_desc"])  # rows before it are frontal features
+        parts = ("native", *SIMULATED_VIEWS)
         self._native_desc = np.concatenate(
-            [arrays["native_desc"], arrays["tilted_desc"]]).astype(np.float32) / 255.0
-        self._native_xy = np.concatenate([arrays["native_xy"], arrays["tilted_xy"]])
-        self._native_owner = np.concatenate([arrays["native_owner"], arrays["tilted_owner"]])
+            [arrays[f"{p}_desc"] for p in parts]).astype(np.float32) / 255.0
+        self._native_xy = np.concatenate([arrays[f"{p}_xy"] for p in parts])
+        self._native_owner = np.concatenate([arrays[f"{p}_owner"] for p in parts])
         self._native_size = arrays["native_size"]  # (n, 2) width, height of the native reference
         self._thumbs = arrays["thumbs"]
         #: Pairs of ids whose references show the same picture (:func:`_twins`): a view of
@@ -323,10 +331,10 @@ class Catalogue:
         self._fine_frame_sift = cv2.SIFT.create(nfeatures=_FINE_FRAME_FEATURES,
                                                 contrastThreshold=_SIFT_CONTRAST)
         # Two matchers: a frame feature's ratio test is among the frontal features first, as
-        # if no tilted ones were held (more features to tell apart from would refuse some
-        # of its matches), and among the tilted ones only where that finds nothing.
+        # if no simulated ones were held (more features to tell apart from would refuse some
+        # of its matches), and among the simulated ones only where that finds nothing.
         self._native_matcher = _kd_matcher(self._native_desc[:self._frontal])
-        self._tilted_matcher = _kd_matcher(self._native_desc[self._frontal:])
+        self._simulated_matcher = _kd_matcher(self._native_desc[self._frontal:])
         #: Timings (ms) of recent calls, for ``art2mus bench capture``.
         #: ``locate_ms``: every locate call; ``search_ms`` / ``fine_search_ms``: those of the
         #: whole frame for every work (no ``near``, no ``only``), without / with ``fine``.
@@ -755,7 +763,12 @@ class Catalogue:
         where nothing was located, if small (a small picture the quad finder
         saw; ``_FINER_NEAR_PIXELS``): a fit there stands on ``min_inliers``
         or on most of the reference's votes agreeing with it (``rule``
-        ``"consistent"`` of :meth:`_locate_at`).
+        ``"consistent"`` of :meth:`_locate_at`). So is a work placed in the
+        whole frame on a weak fit to simulated votes (:meth:`_rough`), if small:
+        a fit to frontal votes there replaces it.
+
+        ``min_area_fraction``: the smallest share of the frame a location may
+        cover (a whole frame's search; a 50 px work is 0.0027 of 1280x720).
 
         ``fine`` (a still, or a search with time to spare; not with ``near``):
         the whole frame is also looked at ``_FINER`` times finer, with as many
@@ -769,21 +782,36 @@ class Catalogue:
         scale = min(1.0, self.locate_width / width)
         found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction)
         finer = min(1.0, _FINER * scale)
+
+        def small_enough(quad: np.ndarray) -> bool:  # its neighbourhood, finer, is cheap
+            return _near_pixels(quad, width, height) * finer ** 2 \
+                <= _FINER_NEAR_PIXELS * width * height * scale ** 2
+
         if finer > scale and near is not None and not any(
-                overlap_fraction(near, f.quad) > _LOCATE_SAME_PLACE and not f.tilted
-                for f in found) \
-                and _near_pixels(near, width, height) * finer ** 2 \
-                <= _FINER_NEAR_PIXELS * width * height * scale ** 2:
+                overlap_fraction(near, f.quad) > _LOCATE_SAME_PLACE and not f.simulated
+                for f in found) and small_enough(near):
             found += self._locate_at(frame_bgr, finer, near, only, min_area_fraction,
                                      rule="consistent")[0]
+        elif finer > scale and near is None:
+            # A weak fit on simulated votes is rough (their points come from a squeezed or
+            # shrunk reference): looked at again finer, near it, for that work alone.
+            for rough in [f for f in found if self._rough(f) and small_enough(f.quad)]:
+                found += self._locate_at(frame_bgr, finer, rough.quad, [rough.artwork_id],
+                                         min_area_fraction, rule="consistent")[0]
         found += self._second_looks(frame_bgr, weak, scale, finer, found, min_area_fraction)
         if fine and near is None and finer > scale:
             more, weak = self._locate_at(frame_bgr, finer, None, only, min_area_fraction,
-                                         exclude={f.artwork_id for f in found},
+                                         exclude={f.artwork_id for f in found
+                                                  if not self._rough(f)},
                                          sift=self._fine_frame_sift)
             found += more
             found += self._second_looks(frame_bgr, weak, finer, min(1.0, _FINER * finer),
                                         found, min_area_fraction)
+        # A work's fit on frontal votes, where it has one, is more exact than a rough one on
+        # simulated votes at the same place, whatever their inliers (counted at two scales).
+        found = [f for f in found if not self._rough(f) or not any(
+            not other.simulated and other.artwork_id == f.artwork_id
+            and overlap_fraction(f.quad, other.quad) > _LOCATE_SAME_PLACE for other in found)]
         found.sort(key=lambda r: r.inliers, reverse=True)
         kept: list[Location] = []
         for location in found:  # one work per place: the best supported
@@ -794,6 +822,11 @@ class Catalogue:
         if near is None and only is None:
             self._note("fine_search_ms" if fine else "search_ms", began)
         return kept[:max_results]
+
+    def _rough(self, location: Location) -> bool:
+        """Whether ``location`` stood on simulated votes with fewer than ``min_inliers``
+        inliers: a coarse fit, which a fit on frontal votes of the same work betters."""
+        return location.simulated and location.inliers < self.min_inliers
 
     def _second_looks(self, frame_bgr: np.ndarray, weak: list[tuple[str, np.ndarray]],
                       was: float, scale: float, found: list[Location],
@@ -855,19 +888,21 @@ class Catalogue:
         if descriptors is None or len(keypoints) < _WEAK_INLIERS:
             return found, []
         frame_xy = np.array([k.pt for k in keypoints], np.float32)
+        floor = min_area_fraction * width * height * scale * scale
         # Nearest neighbours over the whole catalogue even when looking for a few works:
         # the ratio test then also rejects what those works share with others.
-        frontal, tilted = self._vote(_root_sift(descriptors), _LOCATE_RATIO)
+        frontal, simulated = self._vote(_root_sift(descriptors), _LOCATE_RATIO)
         skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
             if exclude else []
         looked_for = None if only is None else set(only) - set(exclude)
         wanted = None if looked_for is None else [
             i for i, e in enumerate(self.entries) if e.artwork_id in looked_for]
         fitted: dict[int, tuple[int, np.ndarray]] = {}
-        # First the frontal features' votes alone, as if no tilted ones were held (their
+        # First the frontal features' votes alone, as if no simulated ones were held (their
         # chance votes would raise every runner-up); then, for the works not placed, the
-        # tilted ones' too: a work seen from far to its side.
-        passes = [frontal, np.concatenate([frontal, tilted])] if len(tilted) else [frontal]
+        # simulated ones' too: a work seen from far to its side, or from far away.
+        passes = [frontal, np.concatenate([frontal, simulated])] if len(simulated) \
+            else [frontal]
         for second, votes in enumerate(passes):
             owners = wanted if wanted is not None else _top_owners(
                 votes, self._native_owner, _LOCATE_CANDIDATES, skip)
@@ -875,12 +910,14 @@ class Catalogue:
             for owner in owners:
                 if any(f.artwork_id == self.entries[owner].artwork_id for f in found):
                     continue
-                fit = self._fit(owner, votes, frame_xy, grey.shape[1::-1])
+                # The floor is the frame's, not the searched part's: a far work is a
+                # small share of a whole frame (a view's floor, 1/200 of it, is a 68 px
+                # square in a 1280x720 frame, and refused every work smaller).
+                fit = self._fit(owner, votes, frame_xy, grey.shape[1::-1], floor)
                 if fit is None:
                     continue
                 inliers, quad, votes_for = fit
-                if abs(cv2.contourArea(quad)) < min_area_fraction * width * height \
-                        * scale * scale or not _plausible_shape(quad):
+                if not _plausible_shape(quad):
                     continue
                 in_frame = (quad / scale + (left, top)).astype(np.float32)
                 if not _in_view(in_frame, width, height):
@@ -901,17 +938,18 @@ class Catalogue:
         return found, [(artwork_id, quad) for _, artwork_id, quad in weak]
 
     def _fit(self, owner: int, votes: np.ndarray, frame_xy: np.ndarray,
-             frame_size: tuple[int, int]) -> tuple[int, np.ndarray, int] | None:
+             frame_size: tuple[int, int], min_area: float,
+             ) -> tuple[int, np.ndarray, int] | None:
         """The RANSAC homography of ``owner``'s reference into the frame from its
         ``votes``: (inliers, the reference's corners in the frame, the votes), or None
-        where there are too few of either."""
+        where there are too few of either or the reference maps to under ``min_area`` px."""
         pairs = votes[self._native_owner[votes[:, 1]] == owner]
         if len(pairs) < _WEAK_INLIERS:
             return None
         ref_w, ref_h = (int(v) for v in self._native_size[owner])
         homography, inliers = _verified_homography(
             self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], (ref_w, ref_h), frame_size,
-            threshold=_LOCATE_THRESHOLD)
+            threshold=_LOCATE_THRESHOLD, min_area=min_area)
         if homography is None or inliers < _WEAK_INLIERS:
             return None
         corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
@@ -934,18 +972,18 @@ class Catalogue:
     def _vote(self, query: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
         """(query index, reference feature index) pairs passing the ratio test against the
         references' SIFT features: against the frontal ones, and, for query features with
-        no match there, against the tilted ones (``_TILTS``; empty without any).
+        no match there, against the simulated ones (``SIMULATED_VIEWS``; empty without any).
 
-        A tilted reference point is held up to twice (once per tilt): a query feature's
+        A reference point is held once per simulated view that finds it: a query feature's
         runner-up that is the same reference's same point (within ``_SAME_POINT`` px) is
         its copy, not a rival, so the next one is.
         """
         frontal = _ratio_pairs(self._native_matcher, query, ratio, 0, None, None)
         rest = np.setdiff1d(np.arange(len(query)), frontal[:, 0])
-        tilted = _ratio_pairs(self._tilted_matcher, query[rest], ratio, self._frontal,
-                              self._native_owner, self._native_xy)
-        tilted[:, 0] = rest[tilted[:, 0]]
-        return frontal, tilted
+        simulated = _ratio_pairs(self._simulated_matcher, query[rest], ratio, self._frontal,
+                                 self._native_owner, self._native_xy)
+        simulated[:, 0] = rest[simulated[:, 0]]
+        return frontal, simulated
 
     def _vote_among(self, query: np.ndarray, owners: np.ndarray) -> np.ndarray:
         """(query index, database index) ratio-test pairs against the square features of
@@ -983,7 +1021,7 @@ def folder_fingerprint(folder: Path) -> str:
     the index version."""
     digest = hashlib.sha256(f"art2mus-catalogue v{INDEX_VERSION} {SQUARE} {NATIVE_LONG_SIDE} "
                             f"{_REFERENCE_FEATURES} {_NATIVE_FEATURES} {_SIFT_CONTRAST} {_THUMB} "
-                            f"{_TILTS} {_TILTED_FEATURES} "
+                            f"{_TILTS} {_TILTED_FEATURES} {_FAR_SIDES} {_FAR_FEATURES} "
                             f"{_FINE}".encode())
     metadata = [p.name for p in folder.iterdir()
                 if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
@@ -1218,10 +1256,11 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     native_xy: list[np.ndarray] = []
     native_owner: list[np.ndarray] = []
     native_size: list[tuple[int, int]] = []
-    tilted_sift = cv2.SIFT.create(nfeatures=_TILTED_FEATURES, contrastThreshold=_SIFT_CONTRAST)
-    tilted_desc: list[np.ndarray] = []
-    tilted_xy: list[np.ndarray] = []
-    tilted_owner: list[np.ndarray] = []
+    simulated_sift = {name: cv2.SIFT.create(nfeatures=count, contrastThreshold=_SIFT_CONTRAST)
+                      for name, count in (("tilted", _TILTED_FEATURES), ("far", _FAR_FEATURES))}
+    # per simulated view: descriptors, points (in the native reference's pixels), owners
+    simulated: dict[str, tuple[list[np.ndarray], ...]] = {
+        name: ([], [], []) for name in SIMULATED_VIEWS}
     thumbs: list[np.ndarray] = []
     fine: list[np.ndarray] = []
     for owner, entry in enumerate(entries):
@@ -1247,16 +1286,15 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
             native_xy.append(np.array([k.pt for k in keypoints], np.float32))
             native_owner.append(np.full(len(keypoints), owner, np.int32))
         native_size.append((native.shape[1], native.shape[0]))
-        native_grey = cv2.cvtColor(native, cv2.COLOR_BGR2GRAY)
-        for tilt in _TILTS:
-            squeezed = cv2.resize(native_grey, (max(8, round(native.shape[1] / tilt)),
-                                                native.shape[0]), interpolation=cv2.INTER_AREA)
-            keypoints, descriptors = tilted_sift.detectAndCompute(squeezed, None)
-            if descriptors is not None:
-                tilted_desc.append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
-                stretch = np.array([native.shape[1] / squeezed.shape[1], 1.0], np.float32)
-                tilted_xy.append(np.array([k.pt for k in keypoints], np.float32) * stretch)
-                tilted_owner.append(np.full(len(keypoints), owner, np.int32))
+        for name, view in _simulated_views(cv2.cvtColor(native, cv2.COLOR_BGR2GRAY)):
+            keypoints, descriptors = simulated_sift[name].detectAndCompute(view, None)
+            if keypoints:
+                stretch = np.array([native.shape[1] / view.shape[1],
+                                    native.shape[0] / view.shape[0]], np.float32)
+                held = simulated[name]
+                held[0].append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
+                held[1].append(np.array([k.pt for k in keypoints], np.float32) * stretch)
+                held[2].append(np.full(len(keypoints), owner, np.int32))
         thumbs.append(_thumbnail(square))
         fine.append(_fine_image(square))
         if progress is not None:
@@ -1273,9 +1311,11 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
         "native_xy": stack(native_xy, (0, 2), np.float32),
         "native_owner": stack(native_owner, (0,), np.int32),
         "native_size": np.array(native_size, np.int32).reshape(-1, 2),
-        "tilted_desc": stack(tilted_desc, (0, 128), np.uint8),
-        "tilted_xy": stack(tilted_xy, (0, 2), np.float32),
-        "tilted_owner": stack(tilted_owner, (0,), np.int32),
+        **{f"{name}_{part}": stack(held, shape, dtype)
+           for name, (desc, xy, owners) in simulated.items()
+           for part, held, shape, dtype in (("desc", desc, (0, 128), np.uint8),
+                                            ("xy", xy, (0, 2), np.float32),
+                                            ("owner", owners, (0,), np.int32))},
         "thumbs": np.array(thumbs, np.float32),
         "signature_nearest": _nearest_others(np.array(thumbs, np.float32).reshape(-1, 3 * _THUMB
                                                                                   * _THUMB)),
@@ -1285,6 +1325,21 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     arrays["twins"] = _twins(arrays["thumbs"].reshape(len(entries), -1), arrays["native_desc"],
                              arrays["native_xy"], arrays["native_owner"])
     return arrays
+
+
+def _simulated_views(grey: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """A reference (grey, at its native size) as its ``SIMULATED_VIEWS`` see it: (name,
+    image), squeezed across by each of ``_TILTS`` and shrunk to each of ``_FAR_SIDES``."""
+    height, width = grey.shape[:2]
+    views = [("tilted", cv2.resize(grey, (max(8, round(width / tilt)), height),
+                                   interpolation=cv2.INTER_AREA)) for tilt in _TILTS]
+    for side in _FAR_SIDES:
+        factor = side / max(width, height)
+        if factor < 1.0:  # a reference this small is its own far view
+            views.append(("far", cv2.resize(grey, (max(8, round(width * factor)),
+                                                   max(8, round(height * factor))),
+                                             interpolation=cv2.INTER_AREA)))
+    return views
 
 
 def _twins(thumbs: np.ndarray, desc: np.ndarray, xy: np.ndarray,
@@ -1399,7 +1454,7 @@ def _ratio_pairs(matcher: cv2.DescriptorMatcher | None, query: np.ndarray, ratio
     ``_SAME_POINT`` px) is passed over for the next one."""
     if matcher is None or len(query) == 0:
         return np.zeros((0, 2), np.int64)
-    neighbours = 2 if owner is None else 2 + len(_TILTS)
+    neighbours = 2 if owner is None else 2 + len(_TILTS) + len(_FAR_SIDES)
     found = matcher.knnMatch(query, k=neighbours)
     index = np.full((len(found), neighbours), -1, np.int64)
     distance = np.full((len(found), neighbours), np.inf, np.float32)
@@ -1537,9 +1592,13 @@ def _top_owners(votes: np.ndarray, owners: np.ndarray, count: int,
 
 
 def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tuple[int, int],
-                         target_size: tuple[int, int],
-                         threshold: float) -> tuple[np.ndarray | None, int]:
-    """RANSAC homography source -> target and its inlier count, or (None, 0) if implausible."""
+                         target_size: tuple[int, int], threshold: float,
+                         min_area: float | None = None) -> tuple[np.ndarray | None, int]:
+    """RANSAC homography source -> target and its inlier count, or (None, 0) if implausible.
+
+    ``min_area`` (px in the target): the smallest the source may map to; default
+    1/200 of the target (a view: a degenerate fit maps the reference to a sliver).
+    """
     if len(source) < 4:
         return None, 0
     homography, mask = cv2.findHomography(source, target, cv2.USAC_MAGSAC, threshold,
@@ -1555,11 +1614,10 @@ def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tu
         return None, 0
     if not np.isfinite(quad).all() or not cv2.isContourConvex(quad.astype(np.float32)):
         return None, 0
-    # Area between 1/50 and 4x of the target: a degenerate fit maps the
-    # reference to a sliver or to something far bigger than the view.
+    # At most 4x the target: a degenerate fit maps the reference to something far bigger.
     area = abs(cv2.contourArea(quad.astype(np.float32)))
-    if not 0.02 * target_size[0] * target_size[1] / 4 <= area <= 4.0 * target_size[0] \
-            * target_size[1]:
+    floor = 0.005 * target_size[0] * target_size[1] if min_area is None else min_area
+    if not floor <= area <= 4.0 * target_size[0] * target_size[1]:
         return None, 0
     return homography, inliers
 

@@ -106,14 +106,17 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
 
 
 def index_counts(cache: Path) -> dict[str, Any]:
-    """Works and features (ORB, SIFT frontal and tilted, both) held by the index file
-    ``cache``, and its ``twins``: pairs of reference files that show the same picture."""
+    """Works and features (ORB; SIFT, frontal and of the simulated views; both) held by
+    the index file ``cache``, and its ``twins``: reference files showing the same picture."""
     import numpy as np
+
+    from capture.catalogue import SIMULATED_VIEWS
 
     with np.load(cache, allow_pickle=False) as data:
         entries = json.loads(str(data["entries"]))
         square = int(data["square_owner"].shape[0])
-        native = int(data["native_owner"].shape[0]) + int(data["tilted_owner"].shape[0])
+        native = sum(int(data[f"{part}_owner"].shape[0])
+                     for part in ("native", *SIMULATED_VIEWS))
         pairs = data["twins"] if "twins" in data.files else np.zeros((0, 2), np.int32)
     twins = [[entries[int(a)]["file"], entries[int(b)]["file"]] for a, b in pairs]
     return {"works": len(entries), "square_features": square, "native_features": native,

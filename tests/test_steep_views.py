@@ -25,12 +25,22 @@ def _load() -> ModuleType:
 def test_the_tilted_views_are_what_finds_a_work_seen_from_far_to_its_side() -> None:
     result = _load().run(None, [0.0, 66.0], 0.33, generated=8)
     frontal, steep = result["rows"]
+    assert result["left_out"] == "tilted"
     assert frontal["works"] == steep["works"] == 8
-    for key in ("frontal_only", "with_tilts"):
+    for key in ("without", "with"):
         assert frontal[key]["near_quad"] >= 5  # facing the camera: both find the textured works
     # The same index, less its tilted views, finds next to nothing at 66 degrees.
-    assert steep["with_tilts"]["near_quad"] >= steep["frontal_only"]["near_quad"] + 3
-    assert steep["with_tilts"]["iou_median"] >= 0.85
+    assert steep["with"]["near_quad"] >= steep["without"]["near_quad"] + 3
+    assert steep["with"]["iou_median"] >= 0.85
+
+
+def test_the_far_views_find_small_works_the_frontal_ones_miss() -> None:
+    # 65 px tall in a 1280x720 frame: the reference's own features are too fine for it.
+    (row,) = _load().run(None, [0.0], 0.09, generated=12, leave_out="far")["rows"]
+    counts = {key: sum(row[key][k] for k in ("whole_frame", "whole_frame_fine", "near_quad"))
+              for key in ("without", "with")}
+    assert counts["with"] >= counts["without"] + 6, row
+    assert row["with"]["whole_frame_fine"] >= row["with"]["whole_frame"]
 
 
 @pytest.mark.parametrize(("args", "named"), [
@@ -40,6 +50,7 @@ def test_the_tilted_views_are_what_finds_a_work_seen_from_far_to_its_side() -> N
     (["--height", "0"], "--height"),
     (["--height", "inf"], "--height"),
     (["--catalogue", "/nowhere/at/all"], "--catalogue"),
+    (["--leave-out", "frontal"], "--leave-out"),
 ])
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
