@@ -916,16 +916,20 @@ class Catalogue:
                 fit = self._fit(owner, votes, frame_xy, grey.shape[1::-1], floor)
                 if fit is None:
                     continue
-                inliers, quad, votes_for = fit
+                inliers, quad, votes_for, distinct = fit
                 if not _plausible_shape(quad):
                     continue
                 in_frame = (quad / scale + (left, top)).astype(np.float32)
                 if not _in_view(in_frame, width, height):
                     continue
                 runner_up = int(np.delete(tally, owner).max(initial=0))
+                # A weak fit's evidence is its inliers at distinct points: a frame point
+                # SIFT gave two orientations, matched to a reference point and its copy
+                # in a simulated view, is one piece of evidence, not two.
                 enough = inliers >= self.min_inliers if rule == "strict" else \
                     self._enough_inliers(inliers, votes_for, max(runner_up, 1),
-                                         dominance=rule == "all")
+                                         dominance=rule == "all") \
+                    and (inliers >= self.min_inliers or distinct >= _LOCATE_MIN_VOTES)
                 if votes_for >= _LOCATE_MIN_VOTES and enough:
                     found.append(Location(self.entries[owner].artwork_id, in_frame,
                                           _inlier_score(inliers), inliers, bool(second)))
@@ -939,10 +943,11 @@ class Catalogue:
 
     def _fit(self, owner: int, votes: np.ndarray, frame_xy: np.ndarray,
              frame_size: tuple[int, int], min_area: float,
-             ) -> tuple[int, np.ndarray, int] | None:
+             ) -> tuple[int, np.ndarray, int, int] | None:
         """The RANSAC homography of ``owner``'s reference into the frame from its
-        ``votes``: (inliers, the reference's corners in the frame, the votes), or None
-        where there are too few of either or the reference maps to under ``min_area`` px."""
+        ``votes``: (inliers, the reference's corners in the frame, the votes, the inliers
+        at distinct points: :func:`_distinct_inliers`), or None where there are too few of
+        either or the reference maps to under ``min_area`` px."""
         pairs = votes[self._native_owner[votes[:, 1]] == owner]
         if len(pairs) < _WEAK_INLIERS:
             return None
@@ -953,7 +958,8 @@ class Catalogue:
         if homography is None or inliers < _WEAK_INLIERS:
             return None
         corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
-        return inliers, cv2.perspectiveTransform(corners[None], homography)[0], len(pairs)
+        return inliers, cv2.perspectiveTransform(corners[None], homography)[0], len(pairs), \
+            _distinct_inliers(self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], homography)
 
     # -- internals --
 
@@ -1620,6 +1626,20 @@ def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tu
     if not floor <= area <= 4.0 * target_size[0] * target_size[1]:
         return None, 0
     return homography, inliers
+
+
+def _distinct_inliers(source: np.ndarray, target: np.ndarray, homography: np.ndarray) -> int:
+    """The inliers of ``homography`` (``source`` points mapped within
+    ``_LOCATE_THRESHOLD`` of their ``target``) at distinct points: those sharing a
+    frame point (within a pixel) or a reference point (within ``_SAME_POINT``) count once."""
+    mapped = cv2.perspectiveTransform(source[None].astype(np.float32), homography)[0]
+    inside = np.linalg.norm(mapped - target, axis=1) <= _LOCATE_THRESHOLD
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    for frame_point, reference_point in zip(target[inside], source[inside], strict=True):
+        if all(np.abs(frame_point - f).max() > 1.0
+               and np.abs(reference_point - r).max() > _SAME_POINT for f, r in kept):
+            kept.append((frame_point, reference_point))
+    return len(kept)
 
 
 def _corner_shift(homography: np.ndarray) -> float:

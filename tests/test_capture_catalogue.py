@@ -644,3 +644,17 @@ def test_a_small_far_work_is_located_in_the_whole_frame(folder: Path, catalogue:
     for found in (catalogue.locate(frame, fine=True), catalogue.locate(frame, near=truth)):
         assert found and found[0].artwork_id == work, found
         assert quad_iou(found[0].quad, truth) > 0.85, (found[0].quad, truth)
+
+
+def test_inliers_at_one_point_count_once() -> None:
+    # A frame point SIFT gave two orientations, each matched to a copy of one reference
+    # point (a simulated view's): one piece of evidence. Outliers do not count at all.
+    from capture.catalogue import _distinct_inliers
+
+    reference = np.float32([[10, 10], [10.5, 10.2], [50, 10], [50, 60], [10, 60], [30, 30]])
+    shift = np.float32([100, 40])
+    frame = reference + shift
+    frame[1] = frame[0]  # the same frame point, matched to the reference point's copy
+    frame[5] += 25  # an outlier
+    homography = np.float64([[1, 0, 100], [0, 1, 40], [0, 0, 1]])
+    assert _distinct_inliers(reference, frame, homography) == 4
