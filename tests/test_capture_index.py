@@ -142,7 +142,16 @@ def test_catalogue_bench_reports_its_figures(tmp_path: Path) -> None:
     assert sum(big["methods"].values()) == 40
     assert sum(big["false_ids_by"].values()) == big["false_ids"]
     assert set(result["targets"]) == {"build_s", "recognise_ms_p50", "top1_not_lower_than_50",
-                                      "false_ids"}
+                                      "false_ids", "located_not_lower_than_50",
+                                      "false_locations"}
+    # Location: each view's camera image on a wall, the whole frame searched.
+    located, small_located = result["location"], result["small_location"]
+    assert located["catalogued"]["catalogued_frames"] == 20
+    assert located["first_50"]["catalogued_frames"] == small_located["catalogued_frames"] == 10
+    assert located["catalogued"]["located"] >= 8  # small, damaged works: not all of them
+    assert located["catalogued"]["wrong_ids"] == 0
+    assert located["catalogued"]["false_locations"] == len(result["false_location_frames"]) == 0
+    assert 0 < located["ms_p50"] <= located["ms_p95"]
     with pytest.raises(Exception, match="--works"):
         run_catalogue_bench(works=50, views=20)
 
@@ -167,6 +176,7 @@ def test_catalogue_bench_reports_its_figures(tmp_path: Path) -> None:
     assert again["recognition"]["top1"] == big["top1"]
     assert again["recognition"]["false_ids"] == big["false_ids"]
     assert again["small"]["top1"] == small["top1"]
+    assert again["location"]["catalogued"] == located["catalogued"]  # the same frames
 
 
 def test_catalogue_bench_on_the_rooms_own_catalogue(tmp_path: Path) -> None:
@@ -182,6 +192,7 @@ def test_catalogue_bench_on_the_rooms_own_catalogue(tmp_path: Path) -> None:
     assert sum(result["missed_works"].values()) == big["no_id"] + big["wrong_ids"]
     assert all(name.endswith(".png") and name not in held for name in result["missed_works"])
     assert len(result["false_id_views"]) == big["false_ids"]
+    assert result["location"]["catalogued"]["uncatalogued_frames"] == 10
     assert all(v["work"] in held for v in result["false_id_views"])
     # The folder is only read: links to its images, no index written into it.
     assert not (folder / INDEX_FILE).exists()
