@@ -657,11 +657,11 @@ def _locate_all(catalogue: Any, views: list[CatalogueView], stage: str,
     this thread's CPU time)."""
     from capture.detect import quad_iou
 
-    framed = [_framed(view, k) for k, view in enumerate(views)]
-    for frame, _ in framed[:_WARM_UP]:
-        catalogue.locate(frame)
+    for k, view in enumerate(views[:_WARM_UP]):
+        catalogue.locate(_framed(view, k)[0])
     located: list[tuple[list[tuple[str, float]], tuple[float, float]]] = []
-    for k, (frame, corners) in enumerate(framed):
+    for k, view in enumerate(views):  # one frame at a time: 400 frames are 1.1 GB
+        frame, corners = _framed(view, k)
         began, began_cpu = time.perf_counter(), time.thread_time()
         found = catalogue.locate(frame)
         spent = (1000.0 * (time.perf_counter() - began),
