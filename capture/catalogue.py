@@ -946,8 +946,9 @@ class Catalogue:
              ) -> tuple[int, np.ndarray, int, int] | None:
         """The RANSAC homography of ``owner``'s reference into the frame from its
         ``votes``: (inliers, the reference's corners in the frame, the votes, the inliers
-        at distinct points: :func:`_distinct_inliers`), or None where there are too few of
-        either or the reference maps to under ``min_area`` px."""
+        at distinct points, :func:`_distinct_inliers`, counted under ``min_inliers`` only),
+        or None where there are too few of either or the reference maps to under
+        ``min_area`` px."""
         pairs = votes[self._native_owner[votes[:, 1]] == owner]
         if len(pairs) < _WEAK_INLIERS:
             return None
@@ -958,8 +959,11 @@ class Catalogue:
         if homography is None or inliers < _WEAK_INLIERS:
             return None
         corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
-        return inliers, cv2.perspectiveTransform(corners[None], homography)[0], len(pairs), \
-            _distinct_inliers(self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], homography)
+        quad = cv2.perspectiveTransform(corners[None], homography)[0]
+        if inliers >= self.min_inliers:  # evidence enough however counted
+            return inliers, quad, len(pairs), inliers
+        return inliers, quad, len(pairs), _distinct_inliers(
+            self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], homography)
 
     # -- internals --
 
