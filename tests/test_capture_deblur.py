@@ -111,10 +111,12 @@ def test_the_catalogue_locates_a_work_through_a_streak(
     located = catalogue.locate(frame)
     assert [loc.artwork_id for loc in located] == [painting.artwork_id]
     assert quad_iou(located[0].quad, painting.quad) > 0.9
-    assert catalogue.deblurred > before
-    # the same frame, the streak left in: SIFT of the smeared frame finds nothing
+    assert catalogue.deblurred > before and not located[0].simulated
+    # The same frame, the streak left in: the smeared frame's SIFT matches too few of the
+    # reference's own features to place it (a smeared work has lost its fine detail, as a
+    # far one has: the reference's far views may still place it, on their votes).
     monkeypatch.setattr(capture.catalogue, "estimate_motion_blur", lambda grey: None)
-    assert catalogue.locate(frame) == []
+    assert all(loc.simulated for loc in catalogue.locate(frame))
 
 
 def test_degradations_move_the_truth_with_the_pixels() -> None:
