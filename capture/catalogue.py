@@ -125,6 +125,17 @@ the most votes are verified by a RANSAC homography of the reference into the
 frame, which gives the picture's exact corners whatever its frame, shadow or
 angle (frontal SIFT holds to about 50 degrees of tilt, the tilted references'
 to about 70; dim light and partial occlusion, where edge-based quads fail).
+Each is also fitted to its per-work matches: for each work among a frame
+feature's ``_WORK_NEIGHBOURS`` nearest, its nearest, where distinctive within
+that work (the ratio test as made for two images, one work at a time). In a
+catalogue of thousands, another work's feature is often about as near as the
+true match, and a catalogue may hold a detail or a copy of a work beside it:
+the ratio test then refuses most of the work's matches. A fit on per-work
+matches counts only with ``min_inliers`` inliers at distinct points (they are
+looser, and so are its corners: where the ratio-test fit is strong, its corners
+stand), and ranks the work by them. A work whose inliers lie mostly inside
+another located work's quad, more of them than of that work's inside its own,
+fits a part of it (a detail, a copy of half of it), and is not reported.
 The frame's features vote among the frontal features first, and a work is
 placed on those votes alone where they are enough (as if no simulated views
 were held: their chance votes would raise every other work's tally); only
@@ -161,7 +172,7 @@ import os
 import time
 import tomllib
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +209,10 @@ SIMULATED_VIEWS = ("tilted", "far")
 _FAR_SIDES = (120, 72)  # long side, px: the reference as seen from far...
 _FAR_FEATURES = 80  # ...with this many SIFT features each
 _SAME_POINT = 4.0  # px in the reference: a feature's copy from another simulated view of it
+#: A frame feature's nearest reference features (per matcher): each work among them gets the
+#: nearest of its own as a per-work match, if distinctive within that work (see _matches).
+_WORK_NEIGHBOURS = 8
+_KD_CHECKS = 32  # leaves of the k-d trees looked at per query feature (see _kd_matcher)
 _FRAME_FEATURES = 1500  # SIFT, per whole frame, for locate()
 # A quarter of SIFT's default (0.04): dim, varnished or low-contrast works keep features (only the
 # strongest _NATIVE_FEATURES / _FRAME_FEATURES are kept, so a busy frame loses nothing).
@@ -219,7 +234,7 @@ _FINE_FRAME_FEATURES = round(_FRAME_FEATURES * _FINER ** 2)
 # costs at most this share of the whole frame's pixels at locate_width: a small picture the quad
 # finder saw has too few features at the whole frame's scale; a large one has plenty.
 _FINER_NEAR_PIXELS = 0.5
-_LOCATE_SAME_PLACE = 0.5  # IoU: two locations this overlapping are one place, the better stays
+_LOCATE_SAME_PLACE = 0.5  # two locations this overlapping are one place, the better stays
 _MAX_SIDE_RATIO = 6.0  # opposite sides of a located quad differ at most this much (~80 degrees)
 _MIN_IN_VIEW = 0.25  # share of a located work inside the frame, at least...
 _CLOSE_UP = 0.25  # ...unless what is inside fills this share of the frame (a close-up)
@@ -279,6 +294,34 @@ class Location:
     #: Placed with the simulated (tilted or far) reference views' votes (the frontal ones
     #: alone were too few): a coarser fit, which a finer look at the same place may better.
     simulated: bool = False
+    #: The frame points (px) of the fit's inliers: where its evidence is.
+    support: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    #: Its corners come from a fit to ratio-test votes with ``min_inliers`` inliers, not
+    #: from a weaker one or one to the looser per-work matches (``Catalogue._fit``);
+    #: ``inliers`` counts the per-work matches where they fit more.
+    exact: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class _Homography:
+    """A reference fitted to matches: the homography, its inliers, the reference's
+    corners and the inliers' points (px of the searched image)."""
+
+    homography: np.ndarray
+    inliers: int
+    quad: np.ndarray
+    support: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Fit:
+    """A reference's homography into the (searched part of the) frame, as judged."""
+
+    inliers: int
+    quad: np.ndarray  # the reference's corners, px of the searched image
+    votes: int  # the matches it was fitted to
+    distinct: int  # inliers at distinct points (_distinct_inliers; = inliers when strong)
+    support: np.ndarray  # the inliers' points, px of the searched image
 
 
 class Catalogue:
@@ -812,21 +855,29 @@ class Catalogue:
         found = [f for f in found if not self._rough(f) or not any(
             not other.simulated and other.artwork_id == f.artwork_id
             and overlap_fraction(f.quad, other.quad) > _LOCATE_SAME_PLACE for other in found)]
+        # A work holding part of another (a detail, a copy of half of it) fits that part,
+        # often on more inliers than the whole work (at another scale, or with the
+        # simulated views' votes): its evidence lies in the other's quad, not the other way.
+        found = [f for f in found if not any(
+            other.artwork_id != f.artwork_id and other.inliers >= self.min_inliers
+            and _part_of(f, other) for other in found)]
         found.sort(key=lambda r: r.inliers, reverse=True)
         kept: list[Location] = []
         for location in found:  # one work per place: the best supported
             if all(overlap_fraction(location.quad, other.quad) < _LOCATE_SAME_PLACE
                    for other in kept):
                 kept.append(location)
+
         self._note("locate_ms", began)
         if near is None and only is None:
             self._note("fine_search_ms" if fine else "search_ms", began)
         return kept[:max_results]
 
     def _rough(self, location: Location) -> bool:
-        """Whether ``location`` stood on simulated votes with fewer than ``min_inliers``
-        inliers: a coarse fit, which a fit on frontal votes of the same work betters."""
-        return location.simulated and location.inliers < self.min_inliers
+        """Whether ``location`` stood on simulated votes, its corners from a fit weaker
+        than ``min_inliers`` ratio-test inliers (:attr:`Location.exact`): a coarse fit,
+        which a fit on frontal votes of the same work betters."""
+        return location.simulated and not location.exact
 
     def _second_looks(self, frame_bgr: np.ndarray, weak: list[tuple[str, np.ndarray]],
                       was: float, scale: float, found: list[Location],
@@ -891,7 +942,8 @@ class Catalogue:
         floor = min_area_fraction * width * height * scale * scale
         # Nearest neighbours over the whole catalogue even when looking for a few works:
         # the ratio test then also rejects what those works share with others.
-        frontal, simulated = self._vote(_root_sift(descriptors), _LOCATE_RATIO)
+        frontal, simulated, frontal_work, simulated_work = self._vote(
+            _root_sift(descriptors), _LOCATE_RATIO)
         skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
             if exclude else []
         looked_for = None if only is None else set(only) - set(exclude)
@@ -901,9 +953,11 @@ class Catalogue:
         # First the frontal features' votes alone, as if no simulated ones were held (their
         # chance votes would raise every runner-up); then, for the works not placed, the
         # simulated ones' too: a work seen from far to its side, or from far away.
-        passes = [frontal, np.concatenate([frontal, simulated])] if len(simulated) \
-            else [frontal]
-        for second, votes in enumerate(passes):
+        passes = [(frontal, frontal_work)]
+        if len(simulated) or len(simulated_work):
+            passes.append((np.concatenate([frontal, simulated]),
+                           np.concatenate([frontal_work, simulated_work])))
+        for second, (votes, work_votes) in enumerate(passes):
             owners = wanted if wanted is not None else _top_owners(
                 votes, self._native_owner, _LOCATE_CANDIDATES, skip)
             tally = np.bincount(self._native_owner[votes[:, 1]], minlength=len(self.entries))
@@ -913,57 +967,101 @@ class Catalogue:
                 # The floor is the frame's, not the searched part's: a far work is a
                 # small share of a whole frame (a view's floor, 1/200 of it, is a 68 px
                 # square in a 1280x720 frame, and refused every work smaller).
-                fit = self._fit(owner, votes, frame_xy, grey.shape[1::-1], floor)
-                if fit is None:
-                    continue
-                inliers, quad, votes_for, distinct = fit
-                if not _plausible_shape(quad):
-                    continue
-                in_frame = (quad / scale + (left, top)).astype(np.float32)
-                if not _in_view(in_frame, width, height):
-                    continue
+                strict, loose = self._fit(owner, votes, work_votes, frame_xy,
+                                          grey.shape[1::-1], floor)
+
+                def placed(fit: _Fit | None) -> np.ndarray | None:  # its quad in the frame
+                    if fit is None or not _plausible_shape(fit.quad):
+                        return None
+                    quad = (fit.quad / scale + (left, top)).astype(np.float32)
+                    return quad if _in_view(quad, width, height) else None
+
                 runner_up = int(np.delete(tally, owner).max(initial=0))
-                # A weak fit's evidence is its inliers at distinct points: a frame point
-                # SIFT gave two orientations, matched to a reference point and its copy
-                # in a simulated view, is one piece of evidence, not two.
-                enough = inliers >= self.min_inliers if rule == "strict" else \
-                    self._enough_inliers(inliers, votes_for, max(runner_up, 1),
-                                         dominance=rule == "all") \
-                    and (inliers >= self.min_inliers or distinct >= _LOCATE_MIN_VOTES)
-                if votes_for >= _LOCATE_MIN_VOTES and enough:
-                    found.append(Location(self.entries[owner].artwork_id, in_frame,
-                                          _inlier_score(inliers), inliers, bool(second)))
+                location = None
+                if strict is not None and (in_frame := placed(strict)) is not None:
+                    inliers, votes_for, distinct = strict.inliers, strict.votes, strict.distinct
+                    # A weak fit's evidence is its inliers at distinct points: a frame
+                    # point SIFT gave two orientations, matched to a reference point and
+                    # its copy in a simulated view, is one piece of evidence, not two.
+                    enough = inliers >= self.min_inliers if rule == "strict" else \
+                        self._enough_inliers(inliers, votes_for, max(runner_up, 1),
+                                             dominance=rule == "all") \
+                        and (inliers >= self.min_inliers or distinct >= _LOCATE_MIN_VOTES)
+                    if votes_for >= _LOCATE_MIN_VOTES and enough:
+                        # ranked by the per-work matches it explains, where more
+                        ranked = max(inliers, loose.inliers if loose is not None else 0)
+                        location = Location(
+                            self.entries[owner].artwork_id, in_frame, _inlier_score(ranked),
+                            ranked, bool(second), strict.support / scale + (left, top),
+                            exact=inliers >= self.min_inliers)
+                    elif inliers > fitted.get(owner, (0, in_frame))[0]:
+                        fitted[owner] = (inliers, in_frame)
+                if location is None and loose is not None \
+                        and (in_frame := placed(loose)) is not None:
+                    location = Location(
+                        self.entries[owner].artwork_id, in_frame,
+                        _inlier_score(loose.inliers), loose.inliers, bool(second),
+                        loose.support / scale + (left, top), exact=False)
+                if location is not None:
+                    found.append(location)
                     fitted.pop(owner, None)
-                elif inliers > fitted.get(owner, (0, in_frame))[0]:
-                    fitted[owner] = (inliers, in_frame)
         weak = [(inliers, self.entries[owner].artwork_id, quad)
                 for owner, (inliers, quad) in fitted.items()]
         weak.sort(key=lambda w: w[0], reverse=True)
         return found, [(artwork_id, quad) for _, artwork_id, quad in weak]
 
-    def _fit(self, owner: int, votes: np.ndarray, frame_xy: np.ndarray,
-             frame_size: tuple[int, int], min_area: float,
-             ) -> tuple[int, np.ndarray, int, int] | None:
-        """The RANSAC homography of ``owner``'s reference into the frame from its
-        ``votes``: (inliers, the reference's corners in the frame, the votes, the inliers
-        at distinct points, :func:`_distinct_inliers`, counted under ``min_inliers`` only),
-        or None where there are too few of either or the reference maps to under
-        ``min_area`` px."""
+    def _fit(self, owner: int, votes: np.ndarray, work_votes: np.ndarray,
+             frame_xy: np.ndarray, frame_size: tuple[int, int], min_area: float,
+             ) -> tuple[_Fit | None, _Fit | None]:
+        """``owner``'s reference fitted into the frame by RANSAC two ways: to its
+        ratio-test ``votes`` (None where there are too few of them or of inliers, or the
+        reference maps to under ``min_area`` px), and to its per-work matches
+        (``work_votes``, :func:`_matches`; None unless ``min_inliers`` of them, at
+        distinct points, are inliers).
+
+        In a big catalogue many of a work's true matches fail the ratio test (another
+        work's feature is about as near; or the catalogue holds a detail or a copy of
+        the work), and only the per-work matches keep enough of them to fit. They are
+        looser (a chance match for every work among a feature's neighbours), so a fit
+        on them counts only when strong, and its corners are less exact: the
+        ratio-test fit's stand where it does (:meth:`_locate_at`).
+        """
         pairs = votes[self._native_owner[votes[:, 1]] == owner]
+        strict = self._homography(owner, pairs, frame_xy, frame_size, min_area)
+        more = work_votes[self._native_owner[work_votes[:, 1]] == owner]
+        loose = self._homography(owner, more, frame_xy, frame_size, min_area) \
+            if len(more) > len(pairs) and len(more) >= self.min_inliers else None
+        if loose is not None and (loose.inliers < self.min_inliers or _distinct_inliers(
+                self._native_xy[more[:, 1]], frame_xy[more[:, 0]], loose.homography,
+                at_most=self.min_inliers) < self.min_inliers):
+            loose = None
+        return (
+            None if strict is None else _Fit(
+                strict.inliers, strict.quad, len(pairs),
+                strict.inliers if strict.inliers >= self.min_inliers else _distinct_inliers(
+                    self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], strict.homography),
+                strict.support),
+            None if loose is None else _Fit(loose.inliers, loose.quad, len(more),
+                                            loose.inliers, loose.support))
+
+    def _homography(self, owner: int, pairs: np.ndarray, frame_xy: np.ndarray,
+                    frame_size: tuple[int, int], min_area: float) -> _Homography | None:
+        """``owner``'s reference fitted to ``pairs`` (frame feature, reference feature),
+        or None where there are under ``_WEAK_INLIERS`` of either or the fit is
+        implausible."""
         if len(pairs) < _WEAK_INLIERS:
             return None
         ref_w, ref_h = (int(v) for v in self._native_size[owner])
+        source, target = self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]]
         homography, inliers = _verified_homography(
-            self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], (ref_w, ref_h), frame_size,
-            threshold=_LOCATE_THRESHOLD, min_area=min_area)
+            source, target, (ref_w, ref_h), frame_size, threshold=_LOCATE_THRESHOLD,
+            min_area=min_area)
         if homography is None or inliers < _WEAK_INLIERS:
             return None
         corners = np.array([[0, 0], [ref_w, 0], [ref_w, ref_h], [0, ref_h]], np.float32)
-        quad = cv2.perspectiveTransform(corners[None], homography)[0]
-        if inliers >= self.min_inliers:  # evidence enough however counted
-            return inliers, quad, len(pairs), inliers
-        return inliers, quad, len(pairs), _distinct_inliers(
-            self._native_xy[pairs[:, 1]], frame_xy[pairs[:, 0]], homography)
+        return _Homography(homography, inliers,
+                           cv2.perspectiveTransform(corners[None], homography)[0],
+                           target[_within(source, target, homography)])
 
     # -- internals --
 
@@ -979,21 +1077,32 @@ class Catalogue:
             inliers >= _LOCATE_CONSISTENT * votes
             or dominance and votes >= _LOCATE_DOMINANT * runner_up)
 
-    def _vote(self, query: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-        """(query index, reference feature index) pairs passing the ratio test against the
-        references' SIFT features: against the frontal ones, and, for query features with
-        no match there, against the simulated ones (``SIMULATED_VIEWS``; empty without any).
+    def _vote(self, query: np.ndarray, ratio: float,
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(query index, reference feature index) pairs: those passing the ratio test
+        against the references' frontal SIFT features, and, for query features with no
+        match there, against the simulated ones (``SIMULATED_VIEWS``; empty without any);
+        then the per-work matches (:func:`_matches`) of the same query features among the
+        same reference features (among the simulated ones, only for works the frontal
+        ones gave that query feature none of: a copy is no new match).
 
         A reference point is held once per simulated view that finds it: a query feature's
         runner-up that is the same reference's same point (within ``_SAME_POINT`` px) is
         its copy, not a rival, so the next one is.
         """
-        frontal = _ratio_pairs(self._native_matcher, query, ratio, 0, None, None)
+        frontal, frontal_work = _matches(self._native_matcher, query, ratio, 0,
+                                         self._native_owner, self._native_xy, copies=False)
         rest = np.setdiff1d(np.arange(len(query)), frontal[:, 0])
-        simulated = _ratio_pairs(self._simulated_matcher, query[rest], ratio, self._frontal,
-                                 self._native_owner, self._native_xy)
+        simulated, simulated_work = _matches(self._simulated_matcher, query[rest], ratio,
+                                             self._frontal, self._native_owner,
+                                             self._native_xy, copies=True)
         simulated[:, 0] = rest[simulated[:, 0]]
-        return frontal, simulated
+        simulated_work[:, 0] = rest[simulated_work[:, 0]]
+        if len(simulated_work) and len(frontal_work):
+            def key(pairs: np.ndarray) -> np.ndarray:  # one number per (query, work)
+                return pairs[:, 0] * len(self.entries) + self._native_owner[pairs[:, 1]]
+            simulated_work = simulated_work[~np.isin(key(simulated_work), key(frontal_work))]
+        return frontal, simulated, frontal_work, simulated_work
 
     def _vote_among(self, query: np.ndarray, owners: np.ndarray) -> np.ndarray:
         """(query index, database index) ratio-test pairs against the square features of
@@ -1443,44 +1552,78 @@ def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
                     error)
 
 
-def _kd_matcher(descriptors: np.ndarray) -> cv2.DescriptorMatcher | None:
+@dataclass(frozen=True)
+class _KdIndex:
+    """A FLANN k-d tree index (``cv2.flann_Index``) and how many features it holds."""
+
+    index: Any
+    size: int
+
+
+def _kd_matcher(descriptors: np.ndarray) -> _KdIndex | None:
+    """A FLANN index of ``descriptors`` (float32 rows) for :func:`_matches`; None for
+    under two. Randomised k-d trees: 4 trees, ``_KD_CHECKS`` leaves checked per query
+    find nearly all of the exact ratio-test matches at a few percent of brute force's
+    cost (more checks found no more works on a 2,000-work catalogue). Seeded: the same
+    frame gives the same matches. The index itself, not a ``FlannBasedMatcher``: its
+    ``knnSearch`` answers in arrays, without a Python object per neighbour."""
     if len(descriptors) < 2:
         return None
-    # Randomised k-d trees (FLANN) for SIFT: 4 trees, 32 leaves checked per
-    # query find nearly all of the exact ratio-test matches at a few percent of
-    # brute force's cost. Seeded: the same frame gives the same matches.
     cv2.setRNGSeed(0)
-    matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 32})
-    matcher.add([descriptors])
-    matcher.train()
-    return matcher
+    index = cv2.flann_Index(  # type: ignore[attr-defined]  # the stubs lack it
+        np.ascontiguousarray(descriptors, np.float32), {"algorithm": 1, "trees": 4})
+    return _KdIndex(index, len(descriptors))
 
 
-def _ratio_pairs(matcher: cv2.DescriptorMatcher | None, query: np.ndarray, ratio: float,
-                 offset: int, owner: np.ndarray | None, xy: np.ndarray | None) -> np.ndarray:
-    """(query index, feature index + ``offset``) pairs of ``matcher``'s nearest features
-    passing Lowe's ratio test. With ``owner`` and ``xy`` (of every feature, offset
-    included), a runner-up that is the best's copy (the same owner's point within
-    ``_SAME_POINT`` px) is passed over for the next one."""
+def _matches(matcher: _KdIndex | None, query: np.ndarray, ratio: float,
+             offset: int, owner: np.ndarray, xy: np.ndarray, copies: bool,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Two sets of (query index, feature index + ``offset``) pairs from the
+    ``_WORK_NEIGHBOURS`` nearest features of each query in ``matcher``
+    (:func:`_kd_matcher`; ``owner`` and ``xy``: every feature's work and reference
+    point, offset included):
+
+    - Lowe's ratio test: the nearest, where clearly nearer than the runner-up. With
+      ``copies``, a runner-up that is the nearest's copy (the same work's point within
+      ``_SAME_POINT`` px, from another simulated view) is passed over for the next one.
+    - Per work: for each work among the neighbours, its nearest, where clearly nearer
+      than that work's next feature at another point (a rival only there; none among
+      the neighbours is none near). The ratio test as Lowe made it for matching two
+      images, each work in turn: in a catalogue of thousands another work's feature is
+      often about as near as the true match, which fails the first test.
+    """
+    empty = np.zeros((0, 2), np.int64)
     if matcher is None or len(query) == 0:
-        return np.zeros((0, 2), np.int64)
-    neighbours = 2 if owner is None else 2 + len(_TILTS) + len(_FAR_SIDES)
-    found = matcher.knnMatch(query, k=neighbours)
-    index = np.full((len(found), neighbours), -1, np.int64)
-    distance = np.full((len(found), neighbours), np.inf, np.float32)
-    for row, candidates in enumerate(found):
-        for column, candidate in enumerate(candidates):
-            index[row, column] = candidate.trainIdx + offset
-            distance[row, column] = candidate.distance
-    best, others = index[:, 0], index[:, 1:]
-    rivals = distance[:, 1:]
-    if owner is not None and xy is not None:
-        copy = (others >= 0) & (owner[others] == owner[best][:, None]) \
-            & (np.abs(xy[others] - xy[best][:, None]).max(axis=2) <= _SAME_POINT)
-        rivals = np.where(copy, np.inf, rivals)
-    rival = np.where(others < 0, np.inf, rivals).min(axis=1)
-    rows = np.flatnonzero((best >= 0) & np.isfinite(rival) & (distance[:, 0] < ratio * rival))
-    return np.stack([rows, best[rows]], axis=1).astype(np.int64).reshape(-1, 2)
+        return empty, empty
+    held = min(_WORK_NEIGHBOURS, matcher.size)
+    found, squared = matcher.index.knnSearch(np.ascontiguousarray(query, np.float32), held,
+                                             params={"checks": _KD_CHECKS})
+    # Columns beyond what a small catalogue holds, and FLANN's -1 (none found), are none.
+    found = np.pad(found.astype(np.int64), ((0, 0), (0, _WORK_NEIGHBOURS - held)),
+                   constant_values=-1)
+    squared = np.pad(squared, ((0, 0), (0, _WORK_NEIGHBOURS - held)),
+                     constant_values=np.inf)
+    valid = found >= 0
+    index = np.where(valid, found + offset, -1)
+    distance = np.where(valid, np.sqrt(np.maximum(squared, 0.0)), np.inf)
+    safe = np.where(valid, index, 0)
+    work = np.where(valid, owner[safe], -1)
+    same_work = (work[:, :, None] == work[:, None, :]) & valid[:, :, None] & valid[:, None, :]
+    place = xy[safe]
+    apart = np.abs(place[:, :, None] - place[:, None, :])
+    same_point = same_work & (np.maximum(apart[..., 0], apart[..., 1]) <= _SAME_POINT)
+    rivals = valid[:, 1:] & ~same_point[:, 0, 1:] if copies else valid[:, 1:]
+    rival = np.where(rivals, distance[:, 1:], np.inf).min(axis=1)
+    rows = np.flatnonzero(valid[:, 0] & np.isfinite(rival) & (distance[:, 0] < ratio * rival))
+    nearest = np.stack([rows, index[rows, 0]], axis=1).astype(np.int64).reshape(-1, 2)
+    columns = np.arange(_WORK_NEIGHBOURS)
+    before = columns[None, :] < columns[:, None]  # [i, j]: column j comes before i
+    first = valid & ~(same_work & before[None]).any(axis=2)
+    own_rival = np.where(same_work & ~same_point & before.T[None], distance[:, None, :],
+                         np.inf).min(axis=2)
+    rows, picked = np.nonzero(first & (distance < ratio * own_rival))
+    per_work = np.stack([rows, index[rows, picked]], axis=1).astype(np.int64).reshape(-1, 2)
+    return nearest, per_work
 
 
 def _root_sift(descriptors: np.ndarray) -> np.ndarray:
@@ -1531,6 +1674,26 @@ def overlap_fraction(a: np.ndarray, b: np.ndarray) -> float:
     smaller = min(abs(cv2.contourArea(a.astype(np.float32))),
                   abs(cv2.contourArea(b.astype(np.float32))))
     return float(inter / smaller) if smaller > 0 else 0.0
+
+
+def _part_of(a: Location, b: Location) -> bool:
+    """Whether ``b``'s quad holds most of ``a``'s evidence (its inliers' points), and more
+    of it than ``a``'s quad holds of ``b``'s: ``a`` fits a part of what ``b`` fits."""
+    of_a = _share_inside(a.support, b.quad)
+    return of_a >= _LOCATE_SAME_PLACE and of_a > _share_inside(b.support, a.quad)
+
+
+def _share_inside(points: np.ndarray, quad: np.ndarray) -> float:
+    """The share of ``points`` inside the convex ``quad`` (0 for no points): on the same
+    side of each of its sides as the others."""
+    if len(points) == 0:
+        return 0.0
+    corners = quad.astype(np.float64)
+    sides = np.roll(corners, -1, axis=0) - corners
+    offsets = points.astype(np.float64)[:, None, :] - corners[None]
+    cross = sides[None, :, 0] * offsets[:, :, 1] - sides[None, :, 1] * offsets[:, :, 0]
+    inside = (cross >= 0).all(axis=1) | (cross <= 0).all(axis=1)
+    return float(inside.mean())
 
 
 def _orb(features: int) -> cv2.ORB:
@@ -1632,18 +1795,30 @@ def _verified_homography(source: np.ndarray, target: np.ndarray, source_size: tu
     return homography, inliers
 
 
-def _distinct_inliers(source: np.ndarray, target: np.ndarray, homography: np.ndarray) -> int:
-    """The inliers of ``homography`` (``source`` points mapped within
-    ``_LOCATE_THRESHOLD`` of their ``target``) at distinct points: those sharing a
-    frame point (within a pixel) or a reference point (within ``_SAME_POINT``) count once."""
+def _within(source: np.ndarray, target: np.ndarray, homography: np.ndarray) -> np.ndarray:
+    """Indices of the ``source`` points ``homography`` maps within ``_LOCATE_THRESHOLD``
+    of their ``target`` (its inliers)."""
+    if len(source) == 0:
+        return np.zeros(0, np.int64)
     mapped = cv2.perspectiveTransform(source[None].astype(np.float32), homography)[0]
-    inside = np.linalg.norm(mapped - target, axis=1) <= _LOCATE_THRESHOLD
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
-    for frame_point, reference_point in zip(target[inside], source[inside], strict=True):
-        if all(np.abs(frame_point - f).max() > 1.0
-               and np.abs(reference_point - r).max() > _SAME_POINT for f, r in kept):
-            kept.append((frame_point, reference_point))
-    return len(kept)
+    return np.flatnonzero(np.linalg.norm(mapped - target, axis=1) <= _LOCATE_THRESHOLD)
+
+
+def _distinct_inliers(source: np.ndarray, target: np.ndarray, homography: np.ndarray,
+                      at_most: int | None = None) -> int:
+    """The inliers of ``homography`` (:func:`_within`) at distinct points: those sharing a
+    frame point (within a pixel) or a reference point (within ``_SAME_POINT``) with one
+    counted before count once. Counted up to ``at_most`` where given."""
+    inside = _within(source, target, homography)
+    frame, reference = target[inside], source[inside]
+    same = (np.abs(frame[:, None] - frame[None]).max(axis=2) <= 1.0) \
+        | (np.abs(reference[:, None] - reference[None]).max(axis=2) <= _SAME_POINT)
+    kept = np.zeros(len(inside), bool)
+    for k in range(len(inside)):
+        kept[k] = not (same[k] & kept).any()
+        if at_most is not None and kept.sum() >= at_most:
+            break
+    return int(kept.sum())
 
 
 def _corner_shift(homography: np.ndarray) -> float:

@@ -658,3 +658,65 @@ def test_inliers_at_one_point_count_once() -> None:
     frame[5] += 25  # an outlier
     homography = np.float64([[1, 0, 100], [0, 1, 40], [0, 0, 1]])
     assert _distinct_inliers(reference, frame, homography) == 4
+
+
+def _descriptors(query: np.ndarray, distances: list[float]) -> np.ndarray:
+    """Features at exactly ``distances`` from ``query``, each along its own axis."""
+    features = np.repeat(query[None], len(distances), axis=0)
+    for k, distance in enumerate(distances):
+        features[k, k + 1] += distance
+    return features
+
+
+def test_per_work_matches_keep_what_another_work_shares() -> None:
+    # Lowe's ratio test against the runner-up of any work refuses a match another work's
+    # feature is about as near to (in a big catalogue, most of a work's true matches);
+    # tested within each work, the match stands for each. A work's own second feature at
+    # another point is a rival; its copy of the same point (a simulated view's) is none.
+    from capture.catalogue import _kd_matcher, _matches
+
+    query = np.zeros((1, 128), np.float32)
+    query[0, 0] = 1.0
+    features = _descriptors(query[0], [0.30, 0.32, 0.40, 0.42, 0.50, 0.51])
+    owner = np.array([0, 1, 2, 2, 3, 3])
+    xy = np.float32([[10, 10], [10, 10], [5, 5], [50, 50], [20, 20], [21, 20]])
+    nearest, per_work = _matches(_kd_matcher(features), query, 0.8, 0, owner, xy,
+                                 copies=True)
+    assert nearest.tolist() == []  # 0.30 is not under 0.8 x 0.32
+    assert per_work.tolist() == [[0, 0], [0, 1], [0, 4]]  # work 2's 0.40 has a rival, 0.42
+    # Clearly nearest of all: the ratio test's match, and its work's per-work match.
+    clear = _descriptors(query[0], [0.1, 0.5, 0.6])
+    nearest, per_work = _matches(_kd_matcher(clear), query, 0.8, 0, np.array([0, 1, 2]),
+                                 xy[:3], copies=False)
+    assert nearest.tolist() == [[0, 0]]
+    assert [0, 0] in per_work.tolist()
+
+
+def _parts_catalogue(folder: Path, work: np.ndarray) -> Path:
+    """``work`` catalogued beside two works each holding all of it, cut in two and the
+    halves swapped (across, and top to bottom): as a catalogue holds a detail or a
+    reworked copy of a work beside it."""
+    height, width = work.shape[:2]
+    cv2.imwrite(str(folder / "work.png"), work)
+    cv2.imwrite(str(folder / "across.png"), np.roll(work, width // 2, axis=1))
+    cv2.imwrite(str(folder / "down.png"), np.roll(work, height // 2, axis=0))
+    return folder
+
+
+@pytest.mark.parametrize("index", [0, 4, 8])
+def test_a_work_is_located_whole_where_other_works_hold_parts_of_it(
+        tmp_path: Path, index: int) -> None:
+    # Every feature of the work has a twin in another work, so the ratio test refuses
+    # nearly all its matches: the work was found on a dozen inliers, or missed, and a
+    # work holding half of it was reported at a place shifted by half the work. The
+    # per-work matches place it on all its features, and a work whose evidence lies on
+    # the located one's place is not another work there.
+    catalogue = Catalogue.open(_parts_catalogue(tmp_path, catalogue_artwork(index)))
+    for yaw_deg in (0.0, 30.0):
+        for height in (0.15, 0.2, 0.3):
+            frame, truth = seen_from_the_side(catalogue_artwork(index), yaw_deg, height,
+                                              np.random.default_rng(1))
+            located = catalogue.locate(frame)
+            assert [f.artwork_id for f in located] == ["work"], (yaw_deg, height, located)
+            assert quad_iou(located[0].quad, truth) > 0.85
+            assert located[0].inliers >= 20, (yaw_deg, height, located[0].inliers)
