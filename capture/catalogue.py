@@ -807,8 +807,8 @@ class Catalogue:
         saw; ``_FINER_NEAR_PIXELS``): a fit there stands on ``min_inliers``
         or on most of the reference's votes agreeing with it (``rule``
         ``"consistent"`` of :meth:`_locate_at`). So is a work placed in the
-        whole frame on a weak fit to simulated votes (:meth:`_rough`), if small:
-        a fit to frontal votes there replaces it.
+        whole frame on a weak or a per-work fit to simulated votes
+        (:meth:`_rough`), if small: a fit to frontal votes there replaces it.
 
         ``min_area_fraction``: the smallest share of the frame a location may
         cover (a whole frame's search; a 50 px work is 0.0027 of 1280x720).
@@ -836,8 +836,8 @@ class Catalogue:
             found += self._locate_at(frame_bgr, finer, near, only, min_area_fraction,
                                      rule="consistent")[0]
         elif finer > scale and near is None:
-            # A weak fit on simulated votes is rough (their points come from a squeezed or
-            # shrunk reference): looked at again finer, near it, for that work alone.
+            # A weak or per-work fit on simulated votes is rough (their points come from a
+            # squeezed or shrunk reference): looked at again finer, near it, for that work.
             for rough in [f for f in found if self._rough(f) and small_enough(f.quad)]:
                 found += self._locate_at(frame_bgr, finer, rough.quad, [rough.artwork_id],
                                          min_area_fraction, rule="consistent")[0]
