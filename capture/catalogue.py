@@ -957,6 +957,13 @@ class Catalogue:
         if len(simulated) or len(simulated_work):
             passes.append((np.concatenate([frontal, simulated]),
                            np.concatenate([frontal_work, simulated_work])))
+
+        def placed(fit: _Fit | None) -> np.ndarray | None:  # a fit's quad in the frame
+            if fit is None or not _plausible_shape(fit.quad):
+                return None
+            quad = (fit.quad / scale + (left, top)).astype(np.float32)
+            return quad if _in_view(quad, width, height) else None
+
         for second, (votes, work_votes) in enumerate(passes):
             owners = wanted if wanted is not None else _top_owners(
                 votes, self._native_owner, _LOCATE_CANDIDATES, skip)
@@ -969,13 +976,6 @@ class Catalogue:
                 # square in a 1280x720 frame, and refused every work smaller).
                 strict, loose = self._fit(owner, votes, work_votes, frame_xy,
                                           grey.shape[1::-1], floor)
-
-                def placed(fit: _Fit | None) -> np.ndarray | None:  # its quad in the frame
-                    if fit is None or not _plausible_shape(fit.quad):
-                        return None
-                    quad = (fit.quad / scale + (left, top)).astype(np.float32)
-                    return quad if _in_view(quad, width, height) else None
-
                 runner_up = int(np.delete(tally, owner).max(initial=0))
                 location = None
                 if strict is not None and (in_frame := placed(strict)) is not None:
