@@ -47,12 +47,16 @@ How, in four steps:
    closely, painted inside, with a frame or a plain wall round it, and not
    inside or around a picture already found; its quad is the ellipse's
    bounding box.
+6. Caption cards (:func:`_without_cards`): a quad no mounting was traced round
+   that is a plain card with print on it, hung bare on a plain wall, and a
+   small thing beside a bigger picture in view, is a card, not a picture.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -103,6 +107,17 @@ _SURFACE_RIM = 0.08  # of its short side: the band inside its edge...
 _SURFACE_RIM_CONTENT = 0.1  # ...that is plain (content there: a picture's painted matter)
 _EVENER = 0.2  # band evenness (narrowest / widest) by which a picture beats a region in it
 _NARROW_BAND = 0.15  # of the outer quad's short side: a band with two sides shared is this thin
+_CARD_BESIDE = 4.0  # a caption card is this many times smaller than a picture in view, at least
+_CARD_SIDE = 96  # px: the card test looks at the quad rectified to this size at most
+_CARD_RIM = 0.04  # of each side: the card's edge, left out
+_CARD_NOISE = 8.0  # grey levels: within this of the ground, plain whatever the print's contrast
+_CARD_PLAIN = 0.2  # of the 2-98 % spread: within this of the ground (median), plain
+_CARD_MARK = 0.35  # ...and this far from it, print
+_CARD_GROUND = 0.8  # share of a card that is plain, at least
+_CARD_MARKS = 0.01  # ...and that is print
+_CARD_RING = 0.15  # of its size: the ring round a card looked at for a frame or a wall
+_CARD_EDGE = 0.03  # of its size: the card's own edge (and its shadow), left out of the ring
+_CARD_WALL = 0.75  # share of that ring without a step: a wall (a card may touch a frame on a side)
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
 _PREV = np.array([3, 0, 1, 2])
 _ADJACENT = 8.0  # px: a contour quad this close to another is one piece of a bigger outline
@@ -234,20 +249,24 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         candidates.append((quad, abs(float(cv2.contourArea(quad))), support))
 
     candidates = _deduplicate(candidates)
-    pictures = [(_peel(grey, small, quad), area, score)
-                for quad, area, score in _pick_pictures(candidates, grey, small)]
+    pictures = [(_peel(grey, small, quad), area, score, framed)
+                for quad, area, score, framed in _pick_pictures(candidates, grey, small)]
     if at_edges:
         # Nests round a frame that reaches the edge: a picture found there that is clear of
         # it and not already found is new (the other quads of such a nest were judged in
         # nests of their own above). Only those nests are judged again: the quad finder
         # runs on the live loop's frames.
         nested = [c for c in candidates if any(_inside(c[0], e[0]) for e in at_edges)]
-        for quad, area, score in _pick_pictures(_deduplicate(nested + at_edges), grey, small):
+        for quad, area, score, framed in _pick_pictures(_deduplicate(nested + at_edges),
+                                                        grey, small):
             quad = _peel(grey, small, quad)
             if not _at_edge(quad, small_w, small_h) and not _overlaps(quad, area, pictures):
-                pictures.append((quad, area, score))
-    detections = _suppress_overlaps(pictures)
-    detections += _ovals(contours, detections, min_area, (small_h, small_w), grey)
+                pictures.append((quad, area, score, framed))
+    kept = _suppress_overlaps(pictures)
+    # an oval is never a card: counted as framed
+    kept += [(*oval, True) for oval in _ovals(contours, [k[:3] for k in kept], min_area,
+                                             (small_h, small_w), grey)]
+    detections = _without_cards(kept, grey)
     result = []
     for quad, area, score in detections:
         full = (quad / scale).astype(np.float32)
@@ -687,24 +706,24 @@ def _deduplicate(
 
 
 def _suppress_overlaps(
-    detections: list[tuple[np.ndarray, float, float]],
-) -> list[tuple[np.ndarray, float, float]]:
-    # Two nests can hold the same picture (a quad that strays partly outside the
-    # frame's outline is not nested in it): one painting, one detection; the best
-    # scored, then largest, stays.
-    kept: list[tuple[np.ndarray, float, float]] = []
-    for quad, area, score in sorted(detections, key=lambda d: (-d[2], -d[1])):
-        if not _overlaps(quad, area, kept):
-            kept.append((quad, area, score))
+    detections: list[tuple[np.ndarray, float, float, bool]],
+) -> list[tuple[np.ndarray, float, float, bool]]:
+    """One detection per painting, of (quad, area, score, framed): two nests can hold
+    the same picture (a quad that strays partly outside the frame's outline is not
+    nested in it); the best scored, then largest, stays."""
+    kept: list[tuple[np.ndarray, float, float, bool]] = []
+    for detection in sorted(detections, key=lambda d: (-d[2], -d[1])):
+        if not _overlaps(detection[0], detection[1], kept):
+            kept.append(detection)
     return kept
 
 
 def _overlaps(quad: np.ndarray, area: float,
-              others: Sequence[tuple[np.ndarray, float, float]]) -> bool:
-    """Whether ``quad`` (of ``area``) and one of ``others`` (quad, area, score) are one
+              others: Sequence[tuple[Any, ...]]) -> bool:
+    """Whether ``quad`` (of ``area``) and one of ``others`` (quad, area, ...) are one
     painting: they share ``_OVERLAP_FRACTION`` of the smaller one's area."""
-    return any(cv2.intersectConvexConvex(quad.astype(np.float32), other.astype(np.float32))[0]
-               >= _OVERLAP_FRACTION * min(area, other_area) for other, other_area, _ in others)
+    return any(cv2.intersectConvexConvex(quad.astype(np.float32), other[0].astype(np.float32))[0]
+               >= _OVERLAP_FRACTION * min(area, other[1]) for other in others)
 
 
 def _inside(inner: np.ndarray, outer: np.ndarray) -> bool:
@@ -787,8 +806,9 @@ def _evenness(inner: np.ndarray, outer: np.ndarray) -> float:
 def _pick_pictures(
     candidates: list[tuple[np.ndarray, float, float]], grey: np.ndarray,
     colour: np.ndarray | None = None,
-) -> list[tuple[np.ndarray, float, float]]:
-    """For each outermost quad, find the picture in its nest; return (quad, area, score).
+) -> list[tuple[np.ndarray, float, float, bool]]:
+    """For each outermost quad, find the picture in its nest; return (quad, area, score,
+    framed: whether a mounting was traced round it).
 
     The picture is the smallest nested quad that the outer one surrounds with a
     mounting: a band of even width all round that is plain along its sides or
@@ -845,8 +865,73 @@ def _pick_pictures(
         # Framed (nested) pictures are the most painting-like; a bare rectangle
         # could also be a door or a window.
         score = current_fill * (1.0 if nested else 0.8)
-        pictures.append((current, current_area, score))
+        pictures.append((current, current_area, score, nested))
     return pictures
+
+
+def _without_cards(pictures: list[tuple[np.ndarray, float, float, bool]], grey: np.ndarray,
+                   ) -> list[tuple[np.ndarray, float, float]]:
+    """``pictures`` (quad, area, score, framed) as (quad, area, score), less the caption
+    cards: a quad with no mounting traced round it that is a plain card
+    with print on it (:func:`_is_plain_card`), hung bare on a plain wall
+    (:func:`_on_plain_wall`), and a small thing beside a picture in view (one
+    ``_CARD_BESIDE`` times its area). A dark portrait's plain ground sits in a frame,
+    a drawing's paper in a mount, and a work with a plain field (a monochrome with a
+    slash) is not so much smaller than what hangs beside it: none is taken for a card.
+    """
+    kept = []
+    for quad, area, score, framed in pictures:
+        if not framed and any(other[1] >= _CARD_BESIDE * area for other in pictures) \
+                and _is_plain_card(grey, quad) and _on_plain_wall(grey, quad):
+            continue
+        kept.append((quad, area, score))
+    return kept
+
+
+def _on_plain_wall(grey: np.ndarray, quad: np.ndarray) -> bool:
+    """Whether ``quad`` of ``grey`` hangs bare on a plain surface: the ring round it
+    (``_CARD_RING`` of its size out) is mostly (``_CARD_WALL``) without a step of
+    ``_ALONG_BAND_STEP`` levels per px, as a wall is and a frame's moulding, a carved
+    frame or the painting a region is cut from is not. Seen in the grown quad's
+    rectified frame, the quad's own edge left out."""
+    centre = quad.mean(axis=0)
+    grown = (centre + (quad - centre) * (1.0 + 2.0 * _CARD_RING)).astype(np.float32)
+    patch, _ = _rectified_patch(grey, grown, _CARD_SIDE)
+    height, width = patch.shape[:2]
+    flat = cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0)
+    steps = np.hypot(cv2.Sobel(flat, cv2.CV_32F, 1, 0, ksize=3),
+                     cv2.Sobel(flat, cv2.CV_32F, 0, 1, ksize=3)) / 8.0  # levels per px
+    ring = np.ones((height, width), bool)
+    # the quad, and a pixel or two round its edge, in the grown quad's frame
+    inner = (_CARD_RING - _CARD_EDGE) / (1.0 + 2.0 * _CARD_RING)
+    ring[round(inner * height):height - round(inner * height),
+         round(inner * width):width - round(inner * width)] = False
+    ring[:1], ring[-1:], ring[:, :1], ring[:, -1:] = False, False, False, False
+    if ring.sum() < 32:
+        return False
+    return float(np.mean(steps[ring] < _ALONG_BAND_STEP)) >= _CARD_WALL
+
+
+def _is_plain_card(grey: np.ndarray, quad: np.ndarray) -> bool:
+    """Whether ``quad`` of ``grey`` looks like a printed card: inside its very edge
+    (``_CARD_RIM``), most of it (``_CARD_GROUND``) one plain level, the paper or board,
+    its margins included, and some of it (``_CARD_MARKS``) clearly off it, the print.
+    Painted matter, even a dark background in dim light, varies more than that, and so
+    does a frame's outline with the moulding inside its edge; a blank wall or a
+    monochrome has no marks."""
+    patch, _ = _rectified_patch(grey, quad, _CARD_SIDE)
+    height, width = patch.shape[:2]
+    inset_x, inset_y = round(_CARD_RIM * width), round(_CARD_RIM * height)
+    inside = patch[inset_y:height - inset_y, inset_x:width - inset_x].astype(np.float32)
+    if inside.size < 64:
+        return False
+    ground = float(np.median(inside))
+    low, high = np.percentile(inside, (2.0, 98.0))
+    spread = float(high - low)
+    off = np.abs(inside - ground)
+    plain = float(np.mean(off < max(_CARD_NOISE, _CARD_PLAIN * spread)))
+    marks = float(np.mean(off >= max(2.0 * _CARD_NOISE, _CARD_MARK * spread)))
+    return plain >= _CARD_GROUND and marks >= _CARD_MARKS
 
 
 def _is_surface(grey: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) -> bool:
