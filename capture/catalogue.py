@@ -180,6 +180,7 @@ import cv2
 import numpy as np
 
 from capture.deblur import deblur, estimate_motion_blur
+from capture.detect import quad_iou
 from capture.images import REDUCED_AT_LEAST, read_image
 from ground.errors import InputError
 
@@ -224,6 +225,7 @@ _LOCATE_MIN_VOTES = 8  # a reference with fewer ratio-test votes is not verified
 _LOCATE_CONSISTENT = 0.6  # ...and with fewer than min_inliers, this share must be inliers
 _LOCATE_DOMINANT = 4.0  # ...or the reference this many times the votes of any other
 _NEAR_MARGIN = 0.25  # of a quad's size: the neighbourhood locate(near=...) searches
+_ARRIVED = 0.7  # IoU with that quad of a work placed exactly: the search ends there
 _WEAK_INLIERS = 5  # a fit this consistent, too weak to stand, is looked at again finer...
 _FINER = 2.0  # ...at this many times the scale (the frame's own pixels at most)...
 _FINER_LOOKS = 2  # ...for at most this many works per frame
@@ -797,7 +799,9 @@ class Catalogue:
         ``near`` (a quad, frame px) restricts it to that quad's neighbourhood
         (its bounding box grown by ``_NEAR_MARGIN`` of its size), at the same
         scale as the whole frame: what a new arrival the quad finder or the
-        tracker found costs, a fraction of the whole frame's search.
+        tracker found costs, a fraction of the whole frame's search. It ends
+        at the first work placed exactly (``min_inliers`` ratio-test inliers)
+        where that quad is (IoU ``_ARRIVED``): a new arrival is one work.
 
         Coarse to fine: a work with a consistent but too weak a fit at
         ``locate_width`` (a small, far or dim work has few features there) is
@@ -1005,6 +1009,12 @@ class Catalogue:
                 if location is not None:
                     found.append(location)
                     fitted.pop(owner, None)
+                    if near is not None and location.exact \
+                            and quad_iou(location.quad, near) >= _ARRIVED:
+                        # A new arrival is one work: placed exactly where the quad is,
+                        # the neighbourhood's other candidates (chance votes, a work at
+                        # its margin) are not verified.
+                        return found, []
         weak = [(inliers, self.entries[owner].artwork_id, quad)
                 for owner, (inliers, quad) in fitted.items()]
         weak.sort(key=lambda w: w[0], reverse=True)

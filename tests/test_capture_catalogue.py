@@ -563,6 +563,38 @@ def test_a_small_work_the_quad_finder_saw_is_located_finer_near_its_quad(
         assert catalogue.locate(frame, near=quad) == []
 
 
+def test_a_search_near_a_new_arrival_ends_at_the_work_placed_there(
+        catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Near a quad, the search ends at the first work placed exactly where the quad is: a
+    new arrival is one work, and the neighbour whose edge is in the margin (or a work with
+    chance votes) is not fitted. The whole frame's search still places both."""
+    rng = np.random.default_rng(1)
+    frame = np.clip(np.full((720, 1280, 3), (178, 186, 192), np.float32)
+                    + rng.normal(0.0, 3.0, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    quads = {}
+    for index, x in ((2, 300), (6, 700)):
+        artwork = catalogue_artwork(index)
+        height = round(360 * artwork.shape[0] / artwork.shape[1])
+        frame[200:200 + height, x:x + 360] = cv2.resize(artwork, (360, height),
+                                                        interpolation=cv2.INTER_AREA)
+        quads[index] = np.float32([[x, 200], [x + 360, 200], [x + 360, 200 + height],
+                                   [x, 200 + height]])
+    assert sorted(f.artwork_id for f in catalogue.locate(frame)) == \
+        sorted(catalogue.ids[i] for i in (2, 6))
+    fitted: list[int] = []
+    fit = Catalogue._fit
+
+    def counted(self: Catalogue, owner: int, *args: object) -> object:
+        fitted.append(owner)
+        return fit(self, owner, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalogue, "_fit", counted)
+    near = catalogue.locate(frame, near=quads[2])
+    assert [f.artwork_id for f in near] == [catalogue.ids[2]]
+    assert quad_iou(near[0].quad, quads[2]) > 0.9
+    assert [catalogue.ids[owner] for owner in fitted] == [catalogue.ids[2]]
+
+
 def test_the_fine_search_finds_small_works_the_whole_frame_misses(catalogue: Catalogue) -> None:
     """Works 120 px wide on a 1920x1080 wall (40 px at locate_width: too few features
     there, for most, even for a weak fit to be looked at again) are placed by
