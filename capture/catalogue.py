@@ -171,7 +171,7 @@ import logging
 import os
 import time
 import tomllib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -895,14 +895,21 @@ class Catalogue:
             return more
         for artwork_id, quad in weak[:_FINER_LOOKS]:
             if all(overlap_fraction(quad, f.quad) < _LOCATE_SAME_PLACE for f in found):
-                more += self._locate_at(frame_bgr, scale, quad, [artwork_id],
-                                        min_area_fraction, rule="strict")[0]
+                # First among the whole catalogue's features (its per-work matches keep
+                # what a work shares with others); where that places nothing, among the
+                # work's own (a dim or small work's true matches fail the ratio test
+                # against thousands of works' features).
+                here = self._locate_at(frame_bgr, scale, quad, [artwork_id],
+                                       min_area_fraction, rule="strict")[0]
+                more += here or self._locate_at(frame_bgr, scale, quad, [artwork_id],
+                                                min_area_fraction, rule="strict",
+                                                guided=True)[0]
         return more
 
     def _locate_at(self, frame_bgr: np.ndarray, scale: float, near: np.ndarray | None,
                    only: Collection[str] | None, min_area_fraction: float,
                    rule: str = "all", exclude: Collection[str] = (),
-                   sift: cv2.SIFT | None = None,
+                   sift: cv2.SIFT | None = None, guided: bool = False,
                    ) -> tuple[list[Location], list[tuple[str, np.ndarray]]]:
         """One pass of :meth:`locate` with the frame at ``scale``: the locations, and the
         (id, quad in frame px) of consistent fits too weak to stand, strongest first.
@@ -913,7 +920,9 @@ class Catalogue:
         dominant share of them says little); ``"strict"``, ``min_inliers`` only.
         ``exclude``: works already placed, not verified again (their votes still
         count against the others'). ``sift``: the feature detector (default: the
-        whole frame's, ``_FRAME_FEATURES``).
+        whole frame's, ``_FRAME_FEATURES``). ``guided`` (with ``only``): the frame's
+        features are matched among those works' features alone
+        (:meth:`_vote_guided`).
         """
         height, width = frame_bgr.shape[:2]
         left = top = 0
@@ -946,8 +955,7 @@ class Catalogue:
         floor = min_area_fraction * width * height * scale * scale
         # Nearest neighbours over the whole catalogue even when looking for a few works:
         # the ratio test then also rejects what those works share with others.
-        frontal, simulated, frontal_work, simulated_work = self._vote(
-            _root_sift(descriptors), _LOCATE_RATIO)
+        query = _root_sift(descriptors)
         skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
             if exclude else []
         looked_for = None if only is None else set(only) - set(exclude)
@@ -957,10 +965,19 @@ class Catalogue:
         # First the frontal features' votes alone, as if no simulated ones were held (their
         # chance votes would raise every runner-up); then, for the works not placed, the
         # simulated ones' too: a work seen from far to its side, or from far away.
-        passes = [(frontal, frontal_work)]
-        if len(simulated) or len(simulated_work):
-            passes.append((np.concatenate([frontal, simulated]),
-                           np.concatenate([frontal_work, simulated_work])))
+        # The simulated features are searched only when the frontal pass did not end the
+        # search (a new arrival placed there): a third of a near search's time.
+        def passes() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            if guided and wanted is not None:
+                yield (pairs := self._vote_guided(query, _LOCATE_RATIO, wanted)), pairs
+                return
+            frontal, frontal_work = self._vote_frontal(query, _LOCATE_RATIO)
+            yield frontal, frontal_work
+            simulated, simulated_work = self._vote_simulated(query, _LOCATE_RATIO, frontal,
+                                                             frontal_work)
+            if len(simulated) or len(simulated_work):
+                yield (np.concatenate([frontal, simulated]),
+                       np.concatenate([frontal_work, simulated_work]))
 
         def placed(fit: _Fit | None) -> np.ndarray | None:  # a fit's quad in the frame
             if fit is None or not _plausible_shape(fit.quad):
@@ -968,7 +985,7 @@ class Catalogue:
             quad = (fit.quad / scale + (left, top)).astype(np.float32)
             return quad if _in_view(quad, width, height) else None
 
-        for second, (votes, work_votes) in enumerate(passes):
+        for second, (votes, work_votes) in enumerate(passes()):
             owners = wanted if wanted is not None else _top_owners(
                 votes, self._native_owner, _LOCATE_CANDIDATES, skip)
             tally = np.bincount(self._native_owner[votes[:, 1]], minlength=len(self.entries))
@@ -1087,21 +1104,39 @@ class Catalogue:
             inliers >= _LOCATE_CONSISTENT * votes
             or dominance and votes >= _LOCATE_DOMINANT * runner_up)
 
-    def _vote(self, query: np.ndarray, ratio: float,
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(query index, reference feature index) pairs: those passing the ratio test
-        against the references' frontal SIFT features, and, for query features with no
-        match there, against the simulated ones (``SIMULATED_VIEWS``; empty without any);
-        then the per-work matches (:func:`_matches`) of the same query features among the
-        same reference features (among the simulated ones, only for works the frontal
-        ones gave that query feature none of: a copy is no new match).
+    def _vote_frontal(self, query: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
+        """(query index, reference feature index) pairs against the references' frontal
+        SIFT features: those passing the ratio test, and the per-work matches
+        (:func:`_matches`)."""
+        return _matches(self._native_matcher, query, ratio, 0, self._native_owner,
+                        self._native_xy, copies=False)
+
+    def _vote_guided(self, query: np.ndarray, ratio: float,
+                     owners: Sequence[int]) -> np.ndarray:
+        """(query index, reference feature index) pairs of the ratio test among the
+        features of ``owners`` alone, frontal and simulated (a copy of a point from
+        another view is no rival): a hypothesis verified, a work near the place a weak
+        fit put it. In a catalogue of thousands another work's feature is often about as
+        near as a dim or small work's true match, which fails the ratio test against all
+        of them; among the work's own features it is clearly the nearest."""
+        rows = np.flatnonzero(np.isin(self._native_owner, np.asarray(owners)))
+        pairs, _ = _matches(_kd_matcher(self._native_desc[rows]), query, ratio, 0,
+                            self._native_owner[rows], self._native_xy[rows], copies=True)
+        pairs[:, 1] = rows[pairs[:, 1]]
+        return pairs
+
+    def _vote_simulated(self, query: np.ndarray, ratio: float, frontal: np.ndarray,
+                        frontal_work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same pairs (:meth:`_vote_frontal` gave ``frontal`` and ``frontal_work``)
+        against the simulated views' features (``SIMULATED_VIEWS``; empty without any):
+        the ratio test's for query features with no match among the frontal ones; the
+        per-work matches only for works the frontal features gave that query feature none
+        of (a copy is no new match).
 
         A reference point is held once per simulated view that finds it: a query feature's
         runner-up that is the same reference's same point (within ``_SAME_POINT`` px) is
         its copy, not a rival, so the next one is.
         """
-        frontal, frontal_work = _matches(self._native_matcher, query, ratio, 0,
-                                         self._native_owner, self._native_xy, copies=False)
         rest = np.setdiff1d(np.arange(len(query)), frontal[:, 0])
         simulated, simulated_work = _matches(self._simulated_matcher, query[rest], ratio,
                                              self._frontal, self._native_owner,
@@ -1112,7 +1147,7 @@ class Catalogue:
             def key(pairs: np.ndarray) -> np.ndarray:  # one number per (query, work)
                 return pairs[:, 0] * len(self.entries) + self._native_owner[pairs[:, 1]]
             simulated_work = simulated_work[~np.isin(key(simulated_work), key(frontal_work))]
-        return frontal, simulated, frontal_work, simulated_work
+        return simulated, simulated_work
 
     def _vote_among(self, query: np.ndarray, owners: np.ndarray) -> np.ndarray:
         """(query index, database index) ratio-test pairs against the square features of
