@@ -966,7 +966,7 @@ class Catalogue:
         # chance votes would raise every runner-up); then, for the works not placed, the
         # simulated ones' too: a work seen from far to its side, or from far away.
         # The simulated features are searched only when the frontal pass did not end the
-        # search (a new arrival placed there): a third of a near search's time.
+        # search (a new arrival placed there): their nearest-neighbour search is not needed.
         def passes() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             if guided and wanted is not None:
                 yield (pairs := self._vote_guided(query, _LOCATE_RATIO, wanted)), pairs
