@@ -954,7 +954,8 @@ class Catalogue:
         frame_xy = np.array([k.pt for k in keypoints], np.float32)
         floor = min_area_fraction * width * height * scale * scale
         # Nearest neighbours over the whole catalogue even when looking for a few works:
-        # the ratio test then also rejects what those works share with others.
+        # the ratio test then also rejects what those works share with others (not when
+        # ``guided``: a second look at a weak fit that placed nothing that way).
         query = _root_sift(descriptors)
         skip = [i for i, e in enumerate(self.entries) if e.artwork_id in exclude] \
             if exclude else []
