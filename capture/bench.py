@@ -731,8 +731,11 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     cv2.setNumThreads(1)
     try:
         with tempfile.TemporaryDirectory(prefix="art2mus-photo-bench-") as tmp:
-            if cache_dir is None and folder.is_dir() and not os.access(folder, os.W_OK):
-                cache_dir = Path(tmp)  # a read-only data set is re-indexed per run
+            if cache_dir is None and folder.is_dir() and (
+                    not os.access(folder, os.W_OK) or not folder.stat().st_mode & 0o222):
+                # A read-only data set is re-indexed per run: marked so, it is not written
+                # to even by a root who could (CI's shared data beside the checkout).
+                cache_dir = Path(tmp)
             began = time.perf_counter()
             index = None if quads_only else Catalogue.open(folder, cache_dir=cache_dir)
             index_s = time.perf_counter() - began

@@ -131,6 +131,26 @@ def test_scoring_counts_dont_care_regions_and_false_ids(
     assert result["consistency"] == {"consistent": True, "differing": []}
 
 
+def test_a_catalogue_marked_read_only_is_indexed_elsewhere_even_by_root(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shared data beside a CI checkout is read-only; root may write there all the
+    # same, and a bench run left a 17 MB index in it.
+    from capture.catalogue import INDEX_FILE
+
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    shelf = tmp_path / "catalogue"
+    shelf.mkdir()
+    for image in catalogue.glob("*.png"):
+        (shelf / image.name).write_bytes(image.read_bytes())
+    shelf.chmod(0o555)
+    try:
+        result = run_photo_bench(_photos(tmp_path / "photos"), shelf)
+    finally:
+        shelf.chmod(0o755)
+    assert result["catalogue_size"] == 3
+    assert not (shelf / INDEX_FILE).exists()
+
+
 def test_a_photo_of_another_aspect_keeps_it_and_the_table_says_so(
         tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A phone's 4:3 photo at a width of 1280 is 1280x960, not the nominal 1280x720.
