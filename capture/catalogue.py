@@ -304,6 +304,10 @@ class Location:
     exact: bool = True
 
 
+#: A searched part of a frame at a scale: its grey pixels, SIFT keypoints and descriptors.
+_Features = tuple[np.ndarray, Sequence[cv2.KeyPoint], "np.ndarray | None"]
+
+
 @dataclass(frozen=True, eq=False)
 class _Homography:
     """A reference fitted to matches: the homography, its inliers, the reference's
@@ -888,28 +892,37 @@ class Catalogue:
                       min_area_fraction: float) -> list[Location]:
         """The strongest ``_FINER_LOOKS`` weak fits of a pass at scale ``was``
         (:meth:`_locate_at`) not at a place already ``found``, each looked at again near
-        its quad at the finer ``scale`` (none where ``was`` is the frame's own pixels),
-        standing on ``min_inliers`` there."""
+        its quad at the finer ``scale``, standing on ``min_inliers`` there. Where ``was``
+        is already the frame's own pixels there is no finer look: only the one among the
+        work's own features, at ``was``."""
         more: list[Location] = []
-        if scale <= was:
-            return more
+        finer = scale > was
+        features: dict[tuple[float, int, int, int, int], _Features] = {}
         for artwork_id, quad in weak[:_FINER_LOOKS]:
             if all(overlap_fraction(quad, f.quad) < _LOCATE_SAME_PLACE for f in found):
                 # First among the whole catalogue's features (its per-work matches keep
                 # what a work shares with others); where that places nothing, among the
                 # work's own (a dim or small work's true matches fail the ratio test
-                # against thousands of works' features).
+                # against thousands of works' features), finer, then at the weak fit's
+                # own scale (a dark, blurred work's features are its coarse ones). At the
+                # same scale the first look would repeat the pass's own matches.
                 here = self._locate_at(frame_bgr, scale, quad, [artwork_id],
-                                       min_area_fraction, rule="strict")[0]
-                more += here or self._locate_at(frame_bgr, scale, quad, [artwork_id],
-                                                min_area_fraction, rule="strict",
-                                                guided=True)[0]
+                                       min_area_fraction, rule="strict",
+                                       features=features)[0] if finer else []
+                for at in ([scale, was] if finer else [was]):
+                    if here:
+                        break
+                    here = self._locate_at(frame_bgr, at, quad, [artwork_id],
+                                           min_area_fraction, rule="strict", guided=True,
+                                           features=features)[0]
+                more += here
         return more
 
     def _locate_at(self, frame_bgr: np.ndarray, scale: float, near: np.ndarray | None,
                    only: Collection[str] | None, min_area_fraction: float,
                    rule: str = "all", exclude: Collection[str] = (),
                    sift: cv2.SIFT | None = None, guided: bool = False,
+                   features: dict[tuple[float, int, int, int, int], _Features] | None = None,
                    ) -> tuple[list[Location], list[tuple[str, np.ndarray]]]:
         """One pass of :meth:`locate` with the frame at ``scale``: the locations, and the
         (id, quad in frame px) of consistent fits too weak to stand, strongest first.
@@ -922,10 +935,12 @@ class Catalogue:
         count against the others'). ``sift``: the feature detector (default: the
         whole frame's, ``_FRAME_FEATURES``). ``guided`` (with ``only``): the frame's
         features are matched among those works' features alone
-        (:meth:`_vote_guided`).
+        (:meth:`_vote_guided`). ``features``: the searched part's features at a scale, by
+        (scale, its bounds), computed once for the looks that share them (the default
+        detector's only).
         """
         height, width = frame_bgr.shape[:2]
-        left = top = 0
+        left, top, right, bottom = 0, 0, width, height
         if near is not None:
             low, high = near.min(axis=0), near.max(axis=0)
             grow = _NEAR_MARGIN * (high - low)
@@ -934,19 +949,14 @@ class Catalogue:
             bottom = int(min(float(height), float(high[1] + grow[1])))
             if right - left < 16 or bottom - top < 16:
                 return [], []
-            frame_bgr = frame_bgr[top:bottom, left:right]
-        part_h, part_w = frame_bgr.shape[:2]
-        small = frame_bgr if scale == 1.0 else cv2.resize(
-            frame_bgr, (max(1, round(part_w * scale)), max(1, round(part_h * scale))),
-            interpolation=cv2.INTER_AREA)
-        # Plain grey, not CLAHE: SIFT normalises its descriptors' contrast itself, and a
-        # locally equalised frame and reference disagree (2 fewer works found on real photos).
-        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
-        blur = estimate_motion_blur(grey)
-        if blur is not None:  # a pan during the exposure: SIFT of a streaked frame is lost
-            grey = deblur(grey, blur)
-            self.deblurred += 1
-        keypoints, descriptors = (sift or self._frame_sift).detectAndCompute(grey, None)
+        key = (scale, left, top, right, bottom)
+        if features is not None and sift is None and key in features:
+            grey, keypoints, descriptors = features[key]
+        else:
+            grey, keypoints, descriptors = self._features(
+                frame_bgr[top:bottom, left:right], scale, sift or self._frame_sift)
+            if features is not None and sift is None:
+                features[key] = (grey, keypoints, descriptors)
         found: list[Location] = []
         weak: list[tuple[int, str, np.ndarray]] = []
         if descriptors is None or len(keypoints) < _WEAK_INLIERS:
@@ -1037,6 +1047,23 @@ class Catalogue:
                 for owner, (inliers, quad) in fitted.items()]
         weak.sort(key=lambda w: w[0], reverse=True)
         return found, [(artwork_id, quad) for _, artwork_id, quad in weak]
+
+    def _features(self, part_bgr: np.ndarray, scale: float, sift: cv2.SIFT) -> _Features:
+        """``part_bgr`` at ``scale``, in grey (deblurred where a pan streaked it), with its
+        SIFT keypoints and descriptors (None where it has none)."""
+        part_h, part_w = part_bgr.shape[:2]
+        small = part_bgr if scale == 1.0 else cv2.resize(
+            part_bgr, (max(1, round(part_w * scale)), max(1, round(part_h * scale))),
+            interpolation=cv2.INTER_AREA)
+        # Plain grey, not CLAHE: SIFT normalises its descriptors' contrast itself, and a
+        # locally equalised frame and reference disagree (2 fewer works found on real photos).
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+        blur = estimate_motion_blur(grey)
+        if blur is not None:  # a pan during the exposure: SIFT of a streaked frame is lost
+            grey = deblur(grey, blur)
+            self.deblurred += 1
+        keypoints, descriptors = sift.detectAndCompute(grey, None)
+        return grey, keypoints, descriptors
 
     def _fit(self, owner: int, votes: np.ndarray, work_votes: np.ndarray,
              frame_xy: np.ndarray, frame_size: tuple[int, int], min_area: float,

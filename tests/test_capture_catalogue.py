@@ -752,3 +752,46 @@ def test_a_work_is_located_whole_where_other_works_hold_parts_of_it(
             assert [f.artwork_id for f in located] == ["work"], (yaw_deg, height, located)
             assert quad_iou(located[0].quad, truth) > 0.85
             assert located[0].inliers >= 20, (yaw_deg, height, located[0].inliers)
+
+
+@pytest.mark.parametrize(("was", "placed_by", "expected"), [
+    # finer than the pass: the whole catalogue's features, then the work's own finer,
+    # then the work's own at the weak fit's scale; the first that places it ends the look
+    (0.5, (1.0, False), [(1.0, False)]),
+    (0.5, (1.0, True), [(1.0, False), (1.0, True)]),
+    (0.5, (0.5, True), [(1.0, False), (1.0, True), (0.5, True)]),
+    (0.5, None, [(1.0, False), (1.0, True), (0.5, True)]),
+    # the pass was at the frame's own pixels: only the work's own features, there
+    (1.0, (1.0, True), [(1.0, True)]),
+])
+def test_a_weak_fit_is_looked_at_again_among_the_works_own_features(
+        catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch, was: float,
+        placed_by: tuple[float, bool] | None, expected: list[tuple[float, bool]]) -> None:
+    """A weak fit's second look: a dim or small work's true matches fail the ratio test
+    against the whole catalogue's features, so where that places nothing, the work's own
+    features are searched alone; at the frame's own pixels (no finer look), they are
+    searched at once. Each look is near the weak fit, for that work, on ``min_inliers``;
+    a weak fit where a work was already placed is not looked at."""
+    from capture.catalogue import Location
+
+    weak_quad = np.float32([[100, 100], [200, 100], [200, 220], [100, 220]])
+    looks: list[tuple[float, bool]] = []
+    placed = Location("w", weak_quad, 1.0, 12)
+
+    def look(self: Catalogue, frame: np.ndarray, scale: float, near: np.ndarray,
+             only: list[str], min_area_fraction: float, rule: str = "all",
+             guided: bool = False, **_: object) -> tuple[list[Location], list[object]]:
+        assert only == ["w"] and rule == "strict" and near is weak_quad
+        looks.append((scale, guided))
+        return ([placed] if (scale, guided) == placed_by else []), []
+
+    monkeypatch.setattr(Catalogue, "_locate_at", look)
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    more = catalogue._second_looks(frame, [("w", weak_quad)], was, 1.0, [], 0.002)
+    assert looks == expected
+    assert more == ([placed] if placed_by else [])
+    looks.clear()
+    elsewhere = Location("x", weak_quad + 5, 1.0, 30)
+    assert catalogue._second_looks(frame, [("w", weak_quad)], was, 1.0, [elsewhere],
+                                   0.002) == []
+    assert looks == []
