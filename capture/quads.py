@@ -14,9 +14,11 @@ edge (its *support*: every piece of the polylines lying along it, short or
 tilted ones too, as a bumpy outline gives): a side partly hidden by a visitor
 is one line with a gap.
 Lines are split into near-horizontal and near-vertical families (a rectangle
-on a wall, seen with the camera's yaw, pitch and roll, keeps that split), and
-every choice of two of each is a candidate quad, its corners the four line
-crossings. All candidates are scored at once with numpy: the fraction of each
+on a wall, seen with the camera's yaw, pitch and roll, keeps that split); the
+longest of each are kept, and each quarter of the frame's own longest too (a
+big frame's moulding steps or a railing elsewhere would crowd out a small
+picture's sides), and every choice of two of each is a candidate quad, its
+corners the four line crossings. All candidates are scored at once with numpy: the fraction of each
 side that is supported (a visitor may hide most of one side, or a corner: the
 stretches of its two sides next to it, or visitors the lower part), whether
 the corners are Ls (support reaches them and no line runs on through them),
@@ -39,6 +41,7 @@ _JOIN_ANGLE = np.deg2rad(5.0)  # pieces of one side (short, so roughly fitted) d
 _H_TILT = np.deg2rad(40.0)  # a painting's top and bottom stay within this of horizontal
 _V_TILT = np.deg2rad(25.0)  # its sides within this of vertical (pitch, roll, perspective)
 _MAX_LINES = 16  # per family, longest support first: bounds the quad count (n^4 / 4)
+_PER_QUARTER = 4  # ...and this many more from each quarter of the frame
 _MIN_SIDE_COVER = 0.35  # every side must be at least this much edge (visitors hide the rest)
 _MIN_HIDDEN_COVER = 0.2  # ...except one, a visitor hiding most of it, when the other three
 _WHOLE_COVER = 0.9  # are this whole (else partial quads of occluded works creep in)
@@ -170,6 +173,18 @@ class _Lines:
         """Supported length of line ``index`` between parameters ``t1`` and ``t2`` (any order)."""
         return np.abs(self.cumulative[index, _bin(t2, self.span)]
                       - self.cumulative[index, _bin(t1, self.span)])
+
+
+def _chosen(lines: _Lines, family: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Of ``family`` (line indices), the ``_MAX_LINES`` with the most support, and the
+    ``_PER_QUARTER`` with the most in each quarter of the frame (by the line's centre),
+    longest first."""
+    order = family[np.argsort(-lines.length[family], kind="stable")]
+    quarter = (lines.point[order, 0] >= width / 2) + 2 * (lines.point[order, 1] >= height / 2)
+    keep = np.arange(len(order)) < _MAX_LINES
+    for k in range(4):
+        keep[np.nonzero(quarter == k)[0][:_PER_QUARTER]] = True
+    return order[keep]
 
 
 def _bin(t: np.ndarray, span: int) -> np.ndarray:
@@ -327,8 +342,8 @@ def line_quads(contours: Sequence[np.ndarray], shape: tuple[int, int], min_area:
     is_vertical = np.abs(direction[:, 1]) >= np.cos(_V_TILT)
     horizontal = np.nonzero(is_horizontal)[0]
     vertical = np.nonzero(is_vertical)[0]
-    horizontal = horizontal[np.argsort(-lines.length[horizontal], kind="stable")][:_MAX_LINES]
-    vertical = vertical[np.argsort(-lines.length[vertical], kind="stable")][:_MAX_LINES]
+    horizontal = _chosen(lines, horizontal, width, height)
+    vertical = _chosen(lines, vertical, width, height)
     if len(horizontal) < 2 or len(vertical) < 2:
         return []
 

@@ -675,3 +675,32 @@ def test_a_small_dark_portrait_in_its_frame_beside_a_big_work_is_no_card(seed: i
     found = detect_artworks(frame)
     assert len(found) == 2 and any(quad_iou(d.quad, small) > 0.6 for d in found), \
         [d.quad.round().tolist() for d in found]
+
+
+def test_the_line_finder_keeps_each_quarters_lines_beside_a_crowd_of_longer_ones() -> None:
+    """Long edges crowd one part of the view (a big frame's moulding steps, railings, a
+    skirting board): a small picture's sides elsewhere are shorter than all of them, and
+    chosen by length across the whole frame they were left out. Its quarter's own longest
+    lines are kept too, and its quad is found; the crowd makes none."""
+    from capture.quads import _MAX_LINES, line_quads
+
+    edges = np.zeros((360, 640), np.uint8)
+
+    def stroke(x0: int, y0: int, x1: int, y1: int) -> None:
+        cv2.line(edges, (x0, y0), (x1, y1), 255, 1)
+
+    # More long lines of each family than are chosen by length, in the left half, apart
+    # (none crosses another where both have edge): no quad among them.
+    for k in range(_MAX_LINES + 4):
+        stroke(10, 12 + 6 * k, 300, 12 + 6 * k)
+        stroke(12 + 6 * k, 200, 12 + 6 * k, 350)
+    # The small picture in the bottom right quarter, its outline broken at every corner.
+    stroke(466, 240, 564, 240)
+    stroke(466, 320, 564, 320)
+    stroke(462, 244, 462, 316)
+    stroke(568, 244, 568, 316)
+    contours, _ = cv2.findContours(edges, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    found = line_quads(contours, (360, 640), 40 * 40, 2.0)
+    truth = np.float32([[462, 240], [568, 240], [568, 320], [462, 320]])
+    assert found and quad_iou(found[0][0], truth) > 0.9, found
+    assert all(quad_iou(quad, truth) > 0.5 for quad, _ in found), found
