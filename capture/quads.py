@@ -18,13 +18,14 @@ on a wall, seen with the camera's yaw, pitch and roll, keeps that split); the
 longest of each are kept, and each quarter of the frame's own longest too (a
 big frame's moulding steps or a railing elsewhere would crowd out a small
 picture's sides), and every choice of two of each is a candidate quad, its
-corners the four line crossings. All candidates are scored at once with numpy: the fraction of each
-side that is supported (a visitor may hide most of one side, or a corner: the
-stretches of its two sides next to it, or visitors the lower part), whether
-the corners are Ls (support reaches them and no line runs on through them),
-whether two opposite sides break at the same place with an edge crossing the
-quad there (two paintings side by side, not one), and the quad's shape. Those
-that pass are returned best first, near-duplicates suppressed.
+corners the four line crossings. All candidates are scored at once with
+numpy: the fraction of each side that is supported (a visitor may hide most of
+one side, or a corner: the stretches of its two sides next to it, or visitors
+the lower part), whether the corners are Ls (support reaches them and no line
+runs on through them), whether two opposite sides break at the same place with
+an edge crossing the quad there (two paintings side by side, not one), and the
+quad's shape. Those that pass are returned best first, near-duplicates
+suppressed.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ _MERGE_OFFSET = 3.0  # px: and lie this close to the line
 _JOIN_ANGLE = np.deg2rad(5.0)  # pieces of one side (short, so roughly fitted) differ by this
 _H_TILT = np.deg2rad(40.0)  # a painting's top and bottom stay within this of horizontal
 _V_TILT = np.deg2rad(25.0)  # its sides within this of vertical (pitch, roll, perspective)
-_MAX_LINES = 16  # per family, longest support first: bounds the quad count (n^4 / 4)
-_PER_QUARTER = 4  # ...and this many more from each quarter of the frame
+_MAX_LINES = 16  # per family, longest support first...
+_PER_QUARTER = 4  # ...and each quarter's longest: n <= 32 bounds the quad count (n^4 / 4)
 _MIN_SIDE_COVER = 0.35  # every side must be at least this much edge (visitors hide the rest)
 _MIN_HIDDEN_COVER = 0.2  # ...except one, a visitor hiding most of it, when the other three
 _WHOLE_COVER = 0.9  # are this whole (else partial quads of occluded works creep in)

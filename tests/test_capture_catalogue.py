@@ -795,3 +795,26 @@ def test_a_weak_fit_is_looked_at_again_among_the_works_own_features(
     assert catalogue._second_looks(frame, [("w", weak_quad)], was, 1.0, [elsewhere],
                                    0.002) == []
     assert looks == []
+
+
+def test_the_looks_at_a_weak_fit_compute_each_scales_features_once(
+        catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look among the whole catalogue's features and the one among the work's own,
+    at the same place and scale, search the same features: SIFT runs once for both."""
+    rng = np.random.default_rng(3)
+    frame = np.clip(np.full((720, 1280, 3), (178, 186, 192), np.float32)
+                    + rng.normal(0.0, 3.0, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    outsider = catalogue_artwork(SIZE + 5)  # not catalogued: every look places nothing
+    frame[250:490, 500:820] = cv2.resize(outsider, (320, 240), interpolation=cv2.INTER_AREA)
+    quad = np.float32([[500, 250], [820, 250], [820, 490], [500, 490]])
+    computed: list[tuple[float, tuple[int, ...]]] = []
+    features = Catalogue._features
+
+    def counted(self: Catalogue, part: np.ndarray, scale: float, sift: object) -> object:
+        computed.append((scale, part.shape))
+        return features(self, part, scale, sift)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalogue, "_features", counted)
+    assert catalogue._second_looks(frame, [(catalogue.ids[0], quad)], 0.5, 1.0, [],
+                                   0.002) == []
+    assert [scale for scale, _ in computed] == [1.0, 0.5]
