@@ -674,14 +674,16 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     overlays: Path | None = None, cache_dir: Path | None = None,
                     progress: ProgressUpdate | None = None,
                     degradation: str | None = None,
-                    quads_only: bool = False) -> dict[str, Any]:
+                    quads_only: bool = False,
+                    distractors: Path | None = None) -> dict[str, Any]:
     """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
 
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
     ``catalogue`` (default ``photos/catalogue``) the reference images, indexed
     into ``cache_dir`` (default: the catalogue folder, or a temporary folder
     where that is read-only). Each photo is resized (``INTER_AREA``, the truth
-    with it) to each width of ``sizes``, keeping its aspect, and run once on
+    with it) so its longer side is that of each of ``sizes`` (a portrait photo at
+    1280x720 is 720x1280), keeping its aspect, and run once on
     one core (after one warm-up call per size). Per size: located recall at
     IoU 0.7 and 0.85, precision (detections in partial or ``other_paintings``
     regions are don't care), corner error of located works (% of the
@@ -701,10 +703,14 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     truth), the truth moved with its pixels; paintings it moves partly out of
     view become partial (don't care). ``quads_only``: no catalogue, the quad
     finder alone (a room without one, or a work outside it): located and
-    precision mean what they say, nothing is named, no search is timed."""
+    precision mean what they say, nothing is named, no search is timed.
+    ``distractors``: a folder of other works' reference images indexed beside the
+    catalogue's (the rest of a big museum's catalogue, or a generated one from
+    ``art2mus bench catalogue --keep``), so the photos are searched as a room with
+    thousands of works would search them (:func:`_with_distractors`)."""
     import cv2
 
-    from capture.catalogue import Catalogue
+    from capture.catalogue import Catalogue, catalogue_images
     from capture.degrade import DEGRADATIONS, degrade, hidden
     from capture.detect import detect_artworks
     from capture.overlay import check_folder_target, write_image_atomic
@@ -726,6 +732,11 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         _check_truth_ids(truths, set(ids.values()), folder)
     if overlays is not None:
         check_folder_target(overlays, "overlays")
+    if distractors is not None and quads_only:
+        raise InputError("distractors: not without a catalogue (the quad finder alone)")
+    if distractors is not None and not (distractors.is_dir() and catalogue_images(distractors)):
+        raise InputError(f"distractors: expected a folder of reference images, got none at "
+                         f"{distractors}")
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -736,8 +747,13 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                 # A read-only data set is re-indexed per run: marked so, it is not written
                 # to even by a root who could (CI's shared data beside the checkout).
                 cache_dir = Path(tmp)
+            searched = folder
+            if distractors is not None:
+                searched, cache_dir = _with_distractors(folder, distractors, Path(tmp))
             began = time.perf_counter()
-            index = None if quads_only else Catalogue.open(folder, cache_dir=cache_dir)
+            index = None if quads_only else Catalogue.open(
+                searched, cache_dir=cache_dir, progress=None if progress is None else
+                lambda done, total: progress("indexing", done, total))
             index_s = time.perf_counter() - began
             titles: dict[str, str] = {}
             if index is not None:
@@ -747,9 +763,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
             for size in sizes:
                 label = f"{size[0]}x{size[1]}"
                 tally = tallies[size]
-                detect_and_recognise(_resized(images[0], size[0]), index, detect_width)  # warm
+                detect_and_recognise(_fitted(images[0], size), index, detect_width)  # warm
                 for g, (truth, image, row) in enumerate(zip(truths, images, rows, strict=True)):
-                    frame = _resized(image, size[0])
+                    frame = _fitted(image, size)
                     height, width = frame.shape[:2]
                     tally.frame_sizes[f"{width}x{height}"] = \
                         tally.frame_sizes.get(f"{width}x{height}", 0) + 1
@@ -790,6 +806,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         "benchmark": "capture-photos",
         "photos": str(photos), "catalogue": None if index is None else str(folder),
         "catalogue_size": 0 if index is None else len(index), "quads_only": quads_only,
+        "distractors": None if distractors is None else str(distractors),
         "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
         "degradation": degradation,
         "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
@@ -819,6 +836,35 @@ def _time_searches(index: Any, frame: np.ndarray, truth: PhotoTruth, searched_be
         tally.arrival_ms.append(1000 * (time.perf_counter() - t0))
 
 
+def _with_distractors(catalogue: Path, distractors: Path, tmp: Path) -> tuple[Path, Path]:
+    """A catalogue folder of ``catalogue``'s works (and metadata) and, in a ``+others``
+    sub-folder, ``distractors``' images, all linked, not copied (in ``tmp``); and where its
+    index is kept between runs: a hidden folder of ``distractors`` named after the
+    catalogue (indexing thousands of works takes minutes), or ``tmp`` where that is
+    read-only. A distractor whose file stem is a catalogue id is refused by the catalogue
+    (ids must be unique), naming both files."""
+    import hashlib
+
+    from capture.catalogue import METADATA_FILE, catalogue_images
+
+    mixed = tmp / "catalogue"
+    mixed.mkdir()
+    metadata = [p.name for p in catalogue.iterdir()
+                if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
+    others = [f"+others/{name}" for name in catalogue_images(distractors)]
+    for name in [*catalogue_images(catalogue), *metadata, *others]:
+        source = (distractors / name.removeprefix("+others/") if name in others
+                  else catalogue / name).resolve()
+        (mixed / name).parent.mkdir(parents=True, exist_ok=True)
+        (mixed / name).symlink_to(source)
+    cache = tmp
+    if os.access(distractors, os.W_OK) and distractors.stat().st_mode & 0o222:
+        tag = hashlib.sha256(str(catalogue.resolve()).encode()).hexdigest()[:12]
+        cache = distractors / f".art2mus-with-{catalogue.resolve().name}-{tag}"
+        cache.mkdir(exist_ok=True)
+    return mixed, cache
+
+
 def _check_truth_ids(truths: list[PhotoTruth], ids: set[str], folder: Path) -> None:
     """A truth painting the catalogue lacks can never be recognised: the wrong catalogue
     (checked before minutes of indexing)."""
@@ -837,6 +883,15 @@ def _resized(image: np.ndarray, width: int) -> np.ndarray:
     if (width, height) == (image.shape[1], image.shape[0]):
         return image
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _fitted(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` with its longer side at ``size``'s longer side, its aspect kept: a camera
+    of that size held as the photo was (a portrait photo at 1280x720 is 720x1280, not
+    1280x2276, which has 3.2 times the pixels and cost)."""
+    height, width = image.shape[:2]
+    return _resized(image, max(size) if width >= height
+                    else max(1, round(width * max(size) / height)))
 
 
 def _count(tally: _PhotoTally, scored: dict[str, Any]) -> None:
@@ -967,8 +1022,9 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
     table.add_column("measure")
     for label, figures in sizes.items():
         seen = list(figures.get("frame_sizes", {}))
-        # a size names the width; the photos keep their aspect
-        table.add_column(label if seen in ([], [label]) else f"{label.split('x')[0]} wide",
+        # a size names the longer side; the photos keep their aspect
+        table.add_column(label if seen in ([], [label])
+                         else f"{max(map(int, label.split('x')))} px long side",
                          justify="right")
 
     def row(name: str, cell: Any) -> None:

@@ -135,6 +135,10 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 @click.option("--no-catalogue", "quads_only", is_flag=True,
               help="With --photos: the quad finder alone, as a room without a catalogue "
                    "finds the works (located and precision; nothing is named).")
+@click.option("--distractors", type=click.Path(path_type=Path), default=None,
+              help="With --photos: a folder of other works' reference images, indexed beside "
+                   "the catalogue as the rest of a big museum's catalogue (a generated one: "
+                   "art2mus bench catalogue --works 2000 --keep DIR, then DIR/works-2000).")
 @click.option("--overlays", type=click.Path(path_type=Path), default=None,
               help="With --photos: write each photo with a miss, false positive or false id "
                    "here, truth and detections drawn.")
@@ -151,8 +155,9 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="Detection runs on the frame downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads_only: bool,
-                          overlays: Path | None, degradation: str | None, scenes: int,
-                          seed: int, catalogue_size: int, style: str, detect_width: int,
+                          distractors: Path | None, overlays: Path | None,
+                          degradation: str | None, scenes: int, seed: int,
+                          catalogue_size: int, style: str, detect_width: int,
                           as_json: bool) -> None:
     """Detection, corner error, recognition and speed: on real photos with ground truth
     (--photos DIR), else on the synthetic gallery scenes."""
@@ -165,13 +170,14 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
     from ground.cli_report import progress_bar
 
     context = click.get_current_context()
-    given = {name for name in ("photos", "catalogue_dir", "quads_only", "overlays",
+    given = {name for name in ("photos", "catalogue_dir", "quads_only", "distractors", "overlays",
                                "degradation", "scenes", "seed", "catalogue_size", "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if detect_width < 64:
         raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
     if photos is None:
-        for name in sorted(given & {"catalogue_dir", "quads_only", "overlays", "degradation"}):
+        for name in sorted(given & {"catalogue_dir", "quads_only", "distractors", "overlays",
+                                    "degradation"}):
             option = {"catalogue_dir": "--catalogue", "degradation": "--degrade",
                       "quads_only": "--no-catalogue"}.get(name, f"--{name}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
@@ -188,12 +194,17 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
         if not photos.is_dir():
             raise InputError(f"--photos: expected a folder of photos with truth.json, got "
                              f"{'a file' if photos.exists() else 'nothing'} at {photos}")
-        if quads_only and catalogue_dir is not None:
-            raise InputError("--catalogue: not with --no-catalogue (the quad finder alone)")
+        for name, value in (("--catalogue", catalogue_dir), ("--distractors", distractors)):
+            if quads_only and value is not None:
+                raise InputError(f"{name}: not with --no-catalogue (the quad finder alone)")
         if catalogue_dir is not None and not catalogue_dir.is_dir():
             raise InputError(f"--catalogue: expected a folder of reference images, got "
                              f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
                              f"{catalogue_dir}")
+        if distractors is not None and not distractors.is_dir():
+            raise InputError(f"--distractors: expected a folder of reference images, got "
+                             f"{'a file' if distractors.exists() else 'nothing'} at "
+                             f"{distractors}")
         if overlays is not None:
             from capture.overlay import check_folder_target
 
@@ -201,7 +212,7 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
         with progress_bar(unit="photos") as progress:
             result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
                                      progress=progress, degradation=degradation,
-                                     quads_only=quads_only)
+                                     quads_only=quads_only, distractors=distractors)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))

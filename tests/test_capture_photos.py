@@ -29,6 +29,7 @@ from capture.bench import (
     run_photo_bench,
     score_photo,
 )
+from capture.catalogue import INDEX_FILE
 from capture.cli import bench_capture_command
 from capture.recognise import RecognisedArtwork
 from capture.synthetic.scenes import write_catalogue
@@ -135,7 +136,6 @@ def test_a_catalogue_marked_read_only_is_indexed_elsewhere_even_by_root(
         tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The shared data beside a CI checkout is read-only; root may write there all the
     # same, and a bench run left a 17 MB index in it.
-    from capture.catalogue import INDEX_FILE
 
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
     shelf = tmp_path / "catalogue"
@@ -151,25 +151,32 @@ def test_a_catalogue_marked_read_only_is_indexed_elsewhere_even_by_root(
     assert not (shelf / INDEX_FILE).exists()
 
 
+@pytest.mark.parametrize(("shot", "frames"), [
+    ((W, 1440), ["1280x960", "1920x1440"]),  # a phone's 4:3 photo: 1280 wide, not 1280x720
+    ((1080, 1920), ["720x1280", "1080x1920"]),  # upright: a 1280x720 camera held upright
+])
 def test_a_photo_of_another_aspect_keeps_it_and_the_table_says_so(
-        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A phone's 4:3 photo at a width of 1280 is 1280x960, not the nominal 1280x720.
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch,
+        shot: tuple[int, int], frames: list[str]) -> None:
+    # A photo keeps its aspect, its longer side at the size's: never more pixels than the
+    # nominal size's longer side squared.
     from rich.console import Console
 
     from capture.bench import print_photo_bench
 
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
     truth = json.loads(json.dumps(TRUTH))
-    truth["galleries"][0]["size"] = [W, 1440]
+    truth["galleries"][0]["size"] = list(shot)
     folder = _photos(tmp_path / "photos", truth)
-    cv2.imwrite(str(folder / PHOTO), np.full((1440, W, 3), 180, np.uint8))
+    cv2.imwrite(str(folder / PHOTO), np.full((shot[1], shot[0], 3), 180, np.uint8))
     result = run_photo_bench(folder, catalogue)
-    assert [f["frame_sizes"] for f in result["sizes"].values()] == [{"1280x960": 1},
-                                                                     {"1920x1440": 1}]
+    assert [f["frame_sizes"] for f in result["sizes"].values()] == [{frames[0]: 1},
+                                                                     {frames[1]: 1}]
     console = Console(record=True, width=140)
     print_photo_bench(result, console)
     text = console.export_text()
-    assert "1280 wide" in text and "1920 wide" in text and "1280x960 (1)" in text
+    assert "1280 px long side" in text and "1920 px long side" in text
+    assert f"{frames[0]} (1)" in text
 
 
 def test_consistency_lists_photos_that_differ_across_sizes_and_overlays_are_written(
@@ -619,3 +626,56 @@ def test_a_work_cut_by_the_frame_edge_is_named_at_either_frame_size(
                       for o in outlines) for x, y in support]
         assert np.mean(inside) > 0.8, (width, np.mean(inside))
 
+
+
+def _others(folder: Path, count: int, stem: str = "other") -> Path:
+    """``count`` generated works of another catalogue, ``{stem}-NNN.png``, no metadata."""
+    write_catalogue(folder, count, with_metadata=False)
+    for k, image in enumerate(sorted(folder.glob("cat-*.png"))):
+        image.rename(folder / f"{stem}-{k:03d}.png")
+    return folder
+
+
+def test_distractors_are_indexed_beside_the_catalogue_and_their_index_is_kept(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A technician measures the photos as a museum of thousands of works would search them.
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    others = _others(tmp_path / "others", 4)
+    photos = _photos(tmp_path / "photos")
+    first = run_photo_bench(photos, catalogue, distractors=others)
+    assert first["catalogue_size"] == 3 + 4 and first["distractors"] == str(others)
+    assert first["sizes"]["1280x720"]["located"] == 1  # scored against the truth as before
+    kept = [p for p in others.iterdir() if p.name.startswith(".art2mus-with-")]
+    assert len(kept) == 1 and (kept[0] / INDEX_FILE).is_file()
+    assert not list(others.glob(INDEX_FILE)) and not (catalogue / "+others").exists()
+    built = (kept[0] / INDEX_FILE).stat().st_mtime_ns
+    run_photo_bench(photos, catalogue, distractors=others)  # the kept index is reused
+    assert (kept[0] / INDEX_FILE).stat().st_mtime_ns == built
+
+
+def test_a_distractor_with_a_catalogue_id_is_refused_naming_both_files(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
+    clash = _others(tmp_path / "others", 2, stem="cat")  # cat-000.png: an id of the catalogue
+    with pytest.raises(InputError, match=r"'cat-000' for both \+others/cat-000\.png and "
+                                         r"cat-000\.png"):
+        run_photo_bench(_photos(tmp_path / "photos"), catalogue, distractors=clash)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--distractors", "{others}"], "--distractors: only for the real-photo bench"),
+    (["--photos", "{photos}", "--no-catalogue", "--distractors", "{others}"],
+     "--distractors: not with --no-catalogue"),
+    (["--photos", "{photos}", "--catalogue", "{catalogue}", "--distractors", "{others}/none"],
+     "--distractors: expected a folder of reference images, got nothing at"),
+    (["--photos", "{photos}", "--catalogue", "{catalogue}", "--distractors", "{empty}"],
+     "distractors: expected a folder of reference images, got none at"),
+])
+def test_the_cli_refuses_distractors_it_cannot_use(
+        tmp_path: Path, catalogue: Path, args: list[str], message: str) -> None:
+    folders = {"photos": _photos(tmp_path / "photos"), "others": _others(tmp_path / "o", 1),
+               "empty": tmp_path / "empty", "catalogue": catalogue}
+    folders["empty"].mkdir()
+    result = CliRunner().invoke(bench_capture_command, [a.format(**folders) for a in args])
+    assert result.exit_code != 0
+    assert message in str(result.exception or result.output)
