@@ -876,13 +876,17 @@ def _check_truth_ids(truths: list[PhotoTruth], ids: set[str], folder: Path) -> N
 
 
 def _resized(image: np.ndarray, width: int) -> np.ndarray:
-    """``image`` at ``width`` px wide, its aspect kept (``INTER_AREA``, as a camera scaler)."""
+    """``image`` at ``width`` px wide, its aspect kept, as a camera's scaler gives it:
+    averaged over each output pixel's area where it shrinks (``INTER_AREA``), interpolated
+    where it grows (``INTER_LINEAR``; ``INTER_AREA`` enlarging repeats pixels into blocks,
+    whose steps a small video frame does not have)."""
     import cv2
 
     height = max(1, round(image.shape[0] * width / image.shape[1]))
     if (width, height) == (image.shape[1], image.shape[0]):
         return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA
+                      if width < image.shape[1] else cv2.INTER_LINEAR)
 
 
 def _fitted(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

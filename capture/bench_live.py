@@ -151,7 +151,8 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         for k, image in enumerate(images):
             if image.shape[0] != height:
                 factor = height / image.shape[0]
-                images[k] = cv2.resize(image, (FRAME_WIDTH, height), interpolation=cv2.INTER_AREA)
+                images[k] = cv2.resize(image, (FRAME_WIDTH, height), interpolation=cv2.INTER_AREA
+                                       if factor < 1 else cv2.INTER_LINEAR)  # as _resized
                 scaled[k] = scaled[k].scaled(1.0, factor)
     if degradation is not None:
         for k, image in enumerate(images):

@@ -679,3 +679,15 @@ def test_the_cli_refuses_distractors_it_cannot_use(
     result = CliRunner().invoke(bench_capture_command, [a.format(**folders) for a in args])
     assert result.exit_code != 0
     assert message in str(result.exception or result.output)
+
+
+def test_a_small_photo_is_enlarged_smoothly_and_a_big_one_averaged() -> None:
+    # A set of 640x360 video frames benched at 1280x720: a camera's scaler interpolates,
+    # where INTER_AREA would repeat each pixel into a 2x2 block with steps of its own.
+    from capture.bench import _resized
+
+    ramp = np.tile(np.arange(0, 250, 10, dtype=np.uint8), (10, 1))
+    grown = _resized(ramp, 50)[5].astype(int)
+    assert grown.shape == (50,) and np.all(np.abs(np.diff(grown[1:-1]) - 5) <= 1)
+    halved = _resized(np.tile(np.array([0, 200], np.uint8), (4, 8)), 8)
+    assert np.all(halved == 100)  # each output pixel the mean of the two it covers
