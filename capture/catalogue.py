@@ -219,6 +219,10 @@ _FRAME_FEATURES = 1500  # SIFT, per whole frame, for locate()
 # strongest _NATIVE_FEATURES / _FRAME_FEATURES are kept, so a busy frame loses nothing).
 _SIFT_CONTRAST = 0.01
 _LOCATE_CANDIDATES = 8  # references verified by RANSAC per located frame
+#: Works :meth:`Catalogue.locate` reports at most, best supported first: a salon hang shows
+#: 20 and more in one view (it reported 8 until 2026-12-06, and a still of 20 small works
+#: turned 60 degrees lost those the quad finder did not trace as well).
+MAX_LOCATED = 32
 _LOCATE_RATIO = 0.8  # Lowe's ratio test for SIFT
 _LOCATE_THRESHOLD = 3.0  # px at locate_width: RANSAC reprojection threshold
 _LOCATE_MIN_VOTES = 8  # a reference with fewer ratio-test votes is not verified
@@ -792,7 +796,7 @@ class Catalogue:
 
     # -- location in a whole frame --
 
-    def locate(self, frame_bgr: np.ndarray, max_results: int = 8,
+    def locate(self, frame_bgr: np.ndarray, max_results: int = MAX_LOCATED,
                min_area_fraction: float = 0.002,
                only: Collection[str] | None = None,
                near: np.ndarray | None = None, fine: bool = False) -> list[Location]:
