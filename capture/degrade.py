@@ -31,6 +31,12 @@ cheap cameras, not extremes:
   clothes, their heads a little below the middle of the frame, each about a sixth of
   its width across the shoulders. What they hide of a work is gone from the frame;
   :func:`hidden` says where, so that a work more than half hidden is not asked for.
+- ``glare``: the reflections of three windows or lamps in glazing and varnish, soft
+  (glass is out of focus) light rectangles 8-15 % of the frame's width across and 20-35 %
+  of its height, adding up to 150 grey levels at their centres where the works hang
+  (the middle of the frame), and the room behind the camera faintly mirrored in the
+  glass (12 %, blurred). Where a reflection adds 120 levels or more, a mid-tone is
+  white: :func:`hidden` counts that as hidden, as it does visitors.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import numpy as np
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) float frame px -> (N, 2)
 
-DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far", "visitors")
+DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far", "visitors", "glare")
 
 _JPEG_QUALITY = 20
 _DIM_GAIN = 0.33
@@ -52,6 +58,10 @@ _TURN_DEGREES = 35.0
 _FAR = 0.5  # of the frame: the view seen from twice as far (a wider lens, or a step back)
 _VISITORS = 2
 _HEAD = 0.06  # of the frame's height: a visitor's head's radius (shoulders 2.4 times it)
+_REFLECTIONS = 3
+_REFLECTION_PEAK = 150.0  # grey levels a reflection adds at its centre
+_REFLECTION_HIDES = 120.0  # ...and from where it washes a mid-tone out to white
+_MIRRORED = 0.12  # of the room behind the camera, seen in the glass
 
 
 def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, PointMap]:
@@ -133,14 +143,22 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
         texture = clothes + 4.0 * rng.standard_normal((height, width, 1)).astype(np.float32)
         seen = frame_bgr.astype(np.float32) * (1 - soft) + texture * soft
         return np.clip(seen, 0, 255).astype(np.uint8), _same
+    if name == "glare":
+        room = cv2.GaussianBlur(cv2.flip(frame_bgr, 1), (0, 0), 0.01 * width)
+        seen = frame_bgr.astype(np.float32) + _MIRRORED * room.astype(np.float32) \
+            + _reflections(frame_bgr.shape, seed)[..., None]
+        return np.clip(seen, 0, 255).astype(np.uint8), _same
     raise ValueError(f"degradation: expected one of {', '.join(DEGRADATIONS)}, got {name!r}")
 
 
 def hidden(shape: tuple[int, ...], name: str, seed: int = 0) -> np.ndarray | None:
     """Where the degradation ``name`` (seeded as :func:`degrade` was) hides the wall in a
-    frame of ``shape``: a bool mask, or None where it hides nothing (all but ``visitors``)."""
+    frame of ``shape``: a bool mask, or None where it hides nothing (all but ``visitors``
+    and ``glare``)."""
     import cv2
 
+    if name == "glare":
+        return _reflections(shape, seed) >= _REFLECTION_HIDES
     if name != "visitors":
         return None
     height, width = shape[:2]
@@ -163,6 +181,25 @@ def hidden(shape: tuple[int, ...], name: str, seed: int = 0) -> np.ndarray | Non
         cv2.rectangle(mask, (round(x - shoulder), chest + head), (round(x + shoulder), height),
                       1, -1)
     return mask.astype(bool)
+
+
+def _reflections(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """The light ``glare``'s reflections add to a frame of ``shape`` (grey levels, float32),
+    seeded: soft rectangles, upright or a little tilted, in the middle of the frame."""
+    import cv2
+
+    height, width = shape[:2]
+    rng = np.random.default_rng([seed, 2])
+    light = np.zeros((height, width), np.float32)
+    for _ in range(_REFLECTIONS):
+        size = (float(rng.uniform(0.08, 0.15)) * width, float(rng.uniform(0.2, 0.35)) * height)
+        centre = (float(rng.uniform(0.15, 0.85)) * width, float(rng.uniform(0.3, 0.7)) * height)
+        corners = cv2.boxPoints((centre, size, float(rng.uniform(-15, 15))))
+        patch = np.zeros_like(light)
+        cv2.fillConvexPoly(patch, np.round(corners).astype(np.int32), 1.0)
+        soft = cv2.GaussianBlur(patch, (0, 0), 0.25 * min(size))
+        light = np.maximum(light, _REFLECTION_PEAK * soft / max(float(soft.max()), 1e-6))
+    return light
 
 
 def _same(points: np.ndarray) -> np.ndarray:

@@ -162,7 +162,8 @@ def test_visitors_hide_what_hidden_says_and_the_truth_leaves_out_what_they_hide(
     eroded = cv2.erode(people.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     grown = cv2.dilate(people.astype(np.uint8), np.ones((15, 15), np.uint8)) > 0
     assert grey[eroded].max() < 120 and grey[~grown].min() >= 228  # the rest of the wall as it was
-    assert all(hidden(frame.shape, name) is None for name in DEGRADATIONS if name != "visitors")
+    assert all(hidden(frame.shape, name) is None for name in DEGRADATIONS
+               if name not in ("visitors", "glare"))
     # one work behind a visitor, one clear of them: the first is no longer asked for
     ys, xs = np.nonzero(eroded)
     x, y = int(np.median(xs)), int(np.median(ys))
@@ -205,3 +206,23 @@ def test_a_streaked_still_is_traced_and_recognised_with_the_streak_taken_out(
     monkeypatch.setattr(capture.recognise, "estimate_motion_blur", lambda grey: None)
     assert [f.artwork_id for f in detect_and_recognise(frame, catalogue, locate=False)] \
         != [painting.artwork_id]
+
+
+def test_glare_washes_out_what_hidden_says_and_leaves_the_rest_legible() -> None:
+    """Reflections in glazing: seeded soft patches in the middle of the frame; where one
+    adds 120 levels or more a mid-tone is white, and that is what ``hidden`` says; the
+    room mirrored in the glass only greys the rest a little."""
+    rng = np.random.default_rng(0)
+    frame = np.clip(rng.normal(110, 30, (720, 1280, 3)), 0, 255).astype(np.uint8)
+    degraded, move = degrade(frame, "glare", seed=4)
+    washed = hidden(frame.shape, "glare", seed=4)
+    assert washed is not None and 0.01 < washed.mean() < 0.2
+    assert np.array_equal(washed, hidden(frame.shape, "glare", seed=4))  # seeded
+    assert not np.array_equal(washed, hidden(frame.shape, "glare", seed=5))
+    assert not washed[:, :128].any() and not washed[:144].any()  # where works hang
+    grey = cv2.cvtColor(degraded, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    before = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    assert np.median(grey[washed]) >= 225
+    far = cv2.dilate(washed.astype(np.uint8), np.ones((301, 301), np.uint8)) == 0
+    assert np.abs(grey[far] - before[far]).mean() < 20  # the mirrored room: a faint haze
+    assert np.array_equal(move(np.array([[5.0, 7.0]])), [[5.0, 7.0]])  # nothing moves
