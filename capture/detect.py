@@ -151,12 +151,16 @@ class Detection:
 
 
 def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
-                    min_area_fraction: float = MIN_AREA_FRACTION) -> list[Detection]:
+                    min_area_fraction: float = MIN_AREA_FRACTION,
+                    beside: Sequence[np.ndarray] = ()) -> list[Detection]:
     """Painting-like quadrilaterals in ``frame_bgr``, best first, pictures rather than frames.
 
     ``min_area_fraction`` (of the frame) is the smallest quad looked at: below the
     default, caption cards, tiles and window panes come too, so a caller that asks
     for less keeps such a quad only where something else (a catalogue) vouches for it.
+    ``beside``: quads (frame px) of pictures known to be in view that the quad finder
+    may not trace (works the catalogue located): a caption card beside one of them is a
+    card (:func:`_without_cards`) as it is beside a picture traced here.
     """
     height, width = frame_bgr.shape[:2]
     scale = min(1.0, detect_width / width)
@@ -266,7 +270,9 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
     # an oval is never a card: counted as framed
     kept += [(*oval, True) for oval in _ovals(contours, [k[:3] for k in kept], min_area,
                                              (small_h, small_w), grey)]
-    detections = _without_cards(kept, grey)
+    known = [abs(float(cv2.contourArea(np.asarray(q, np.float32).reshape(-1, 1, 2)))) * scale ** 2
+             for q in beside]
+    detections = _without_cards(kept, grey, known)
     result = []
     for quad, area, score in detections:
         full = (quad / scale).astype(np.float32)
@@ -870,18 +876,22 @@ def _pick_pictures(
 
 
 def _without_cards(pictures: list[tuple[np.ndarray, float, float, bool]], grey: np.ndarray,
-                   ) -> list[tuple[np.ndarray, float, float]]:
+                   known: Sequence[float] = ()) -> list[tuple[np.ndarray, float, float]]:
     """``pictures`` (quad, area, score, framed) as (quad, area, score), less the caption
     cards: a quad with no mounting traced round it that is a plain card
     with print on it (:func:`_is_plain_card`), hung bare on a plain wall
     (:func:`_on_plain_wall`), and a small thing beside a picture in view (one
-    ``_CARD_BESIDE`` times its area). A dark portrait's plain ground sits in a frame,
-    a drawing's paper in a mount, and a work with a plain field (a monochrome with a
-    slash) is not so much smaller than what hangs beside it: none is taken for a card.
+    ``_CARD_BESIDE`` times its area: of ``pictures``, or of ``known``, the areas of
+    pictures in view found otherwise, px of ``grey``; a light's reflection or pool can
+    take a picture's outline away and leave its card's). A dark portrait's plain ground
+    sits in a frame, a drawing's paper in a mount, and a work with a plain field (a
+    monochrome with a slash) is not so much smaller than what hangs beside it: none is
+    taken for a card.
     """
     kept = []
     for quad, area, score, framed in pictures:
-        if not framed and any(other[1] >= _CARD_BESIDE * area for other in pictures) \
+        if not framed and any(other >= _CARD_BESIDE * area
+                              for other in [*(p[1] for p in pictures), *known]) \
                 and _is_plain_card(grey, quad) and _on_plain_wall(grey, quad):
             continue
         kept.append((quad, area, score))
@@ -918,13 +928,30 @@ def _is_plain_card(grey: np.ndarray, quad: np.ndarray) -> bool:
     its margins included, and some of it (``_CARD_MARKS``) clearly off it, the print.
     Painted matter, even a dark background in dim light, varies more than that, and so
     does a frame's outline with the moulding inside its edge; a blank wall or a
-    monochrome has no marks."""
+    monochrome has no marks. The light across it is taken out first, as a plane of
+    levels fitted to it: a lamp's pool or a reflection nearby brightens a card from one
+    side (a plane takes out no painted matter but a ramp)."""
     patch, _ = _rectified_patch(grey, quad, _CARD_SIDE)
     height, width = patch.shape[:2]
     inset_x, inset_y = round(_CARD_RIM * width), round(_CARD_RIM * height)
     inside = patch[inset_y:height - inset_y, inset_x:width - inset_x].astype(np.float32)
     if inside.size < 64:
         return False
+    rows, columns = np.mgrid[0:inside.shape[0], 0:inside.shape[1]].astype(np.float32)
+    design = np.stack([np.ones(inside.size, np.float32), columns.ravel(), rows.ravel()], 1)
+    levels = inside.ravel()
+    low, high = np.percentile(levels, (2.0, 98.0))
+    band = max(_CARD_NOISE, _CARD_PLAIN * float(high - low))
+    # fitted to the paper alone (what is plain about the median, then about the plane):
+    # the print, a dark tab or a sliver of wall at its edge would tilt it
+    paper = np.abs(levels - np.median(levels)) < band
+    for _ in range(2):
+        if paper.sum() < 16:
+            return False
+        plane = np.linalg.lstsq(design[paper], levels[paper], rcond=None)[0]
+        residual = levels - design @ plane
+        paper = np.abs(residual - np.median(residual)) < band
+    inside = inside - (design[:, 1:] @ plane[1:]).reshape(inside.shape)
     ground = float(np.median(inside))
     low, high = np.percentile(inside, (2.0, 98.0))
     spread = float(high - low)

@@ -362,7 +362,10 @@ class CaptureLoop:
         detections: list[Detection] = []
         if tracked is None or self._contested \
                 or self._frame_index % self.config.redetect_every_frames == 0:
-            detections = detect_artworks(frame.image, self.config.detect_width)
+            # the tracked work is in view: a caption card beside it is a card, though the
+            # quad finder does not trace the work
+            detections = detect_artworks(frame.image, self.config.detect_width,
+                                         beside=[] if tracked is None else [tracked.quad])
             if self._ignored:
                 detections = self._not_ignored(frame.image, detections, now)
             # The tracked work is a candidate too, with its exact quad (often located by the

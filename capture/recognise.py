@@ -133,12 +133,14 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
     located = [d.quad for d, _, _, _ in found]
     known = {artwork_id for _, artwork_id, _, _ in found}
     traced: list[list[np.ndarray]] = [[] for _ in located]  # outlines at each located place
-    detections = detect_artworks(seen, detect_width)
+    # the works located are in view: a caption card beside one is a card, though the quad
+    # finder did not trace the work (a light's reflection across its frame)
+    detections = detect_artworks(seen, detect_width, beside=located)
     if catalogue is not None:
         # a second look, for works too small for the quad finder's own floor; a separate
         # pass, so what the first finds is the same with or without a catalogue
         detections += [small for small in detect_artworks(
-            seen, detect_width, min_area_fraction=NAMED_MIN_AREA_FRACTION)
+            seen, detect_width, min_area_fraction=NAMED_MIN_AREA_FRACTION, beside=located)
             if small.area_fraction < MIN_AREA_FRACTION and not any(
                 overlap_fraction(small.quad, other.quad) > SAME_PLACE for other in detections)]
     for detection in detections:

@@ -655,6 +655,23 @@ def test_a_caption_card_beside_a_painting_is_not_a_picture(dark: bool) -> None:
     assert any(quad_iou(d.quad, box(540, 210, 732, 498)) > 0.8 for d in detect_artworks(alone))
 
 
+@pytest.mark.parametrize("dark", [False, True])
+def test_a_caption_card_beside_a_work_found_otherwise_is_a_card(dark: bool) -> None:
+    # A light's reflection across a work's frame takes its outline from the quad finder
+    # and leaves the card's: the work the catalogue located beside it still makes it one.
+    frame = _wall((150, 155, 160), 8)
+    card = box(870, 300, 960, 436)
+    _hang(frame, _caption_card(dark), card)
+    assert any(quad_iou(d.quad, card) > 0.8 for d in detect_artworks(frame))  # alone: kept
+    work = box(250, 150, 790, 560)  # located by the catalogue; nothing traced there
+    beside = detect_artworks(frame, beside=[work])
+    assert not any(quad_iou(d.quad, card) > 0.3 for d in beside), \
+        [d.quad.round().tolist() for d in beside]
+    # a work no bigger than the card itself does not make it one
+    assert any(quad_iou(d.quad, card) > 0.8
+               for d in detect_artworks(frame, beside=[box(300, 300, 390, 436)]))
+
+
 @pytest.mark.parametrize("seed", [0, 3])
 def test_a_small_dark_portrait_in_its_frame_beside_a_big_work_is_no_card(seed: int) -> None:
     # A plain dark ground with a face is plain with marks, like a card, and as small

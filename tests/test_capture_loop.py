@@ -419,7 +419,7 @@ def test_a_frame_that_fails_is_dropped_and_counted_and_the_loop_goes_on(
     clock, timer = FakeClock(), FakeClock(0.0)
     calls = {"n": 0}
 
-    def sometimes(image: np.ndarray, width: int) -> list[Detection]:
+    def sometimes(image: np.ndarray, width: int, beside: Any = ()) -> list[Detection]:
         calls["n"] += 1
         if calls["n"] % 3 == 0:
             raise ValueError("the truth value of an array is ambiguous")
@@ -437,7 +437,7 @@ def test_a_frame_that_fails_is_dropped_and_counted_and_the_loop_goes_on(
     assert failed[0]["error"].startswith("ValueError: the truth value")
     assert failed[0]["where"].startswith("test_capture_loop.py:")
 
-    def always(image: np.ndarray, width: int) -> list[Detection]:
+    def always(image: np.ndarray, width: int, beside: Any = ()) -> list[Detection]:
         raise RuntimeError("broken")
 
     monkeypatch.setattr("capture.loop.detect_artworks", always)
@@ -482,7 +482,7 @@ def test_capture_sheds_frames_under_load_and_recovers_with_headroom(
     clock = FakeClock()
     cost = {"s": 0.01}
 
-    def slow_detector(image: np.ndarray, width: int) -> list[Any]:
+    def slow_detector(image: np.ndarray, width: int, beside: Any = ()) -> list[Any]:
         clock.t += cost["s"]  # the frame's processing takes this long on the (fake) clock
         return []
 
@@ -752,8 +752,10 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     wall[100:100 + height, 380:900] = cv2.resize(work, (520, height))
     card = np.float32([[1100, 560], [1200, 560], [1200, 680], [1100, 680]])
     finds: list[Any] = []
+    told: list[list[np.ndarray]] = []  # what the quad finder is told is in view
 
-    def quad_finder(image: np.ndarray, width: int) -> list[Detection]:
+    def quad_finder(image: np.ndarray, width: int, beside: Any = ()) -> list[Detection]:
+        told.append(list(beside))
         return list(finds)
 
     monkeypatch.setattr("capture.loop.detect_artworks", quad_finder)
@@ -771,3 +773,7 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     _drive(loop, clock, clock.t + 4.0)
     assert [c["artwork_id"] for c in recorder.of("artwork_change")] == ["work-0"]
     assert recorder.views[-1].artwork_id == "work-0"
+    # the tracked work is in view: the quad finder is told, so that a caption card beside
+    # it is judged a card though the work's own frame is not traced
+    picture = np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
+    assert not told[0] and len(told[-1]) == 1 and quad_iou(told[-1][0], picture) > 0.8
