@@ -681,9 +681,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
     ``catalogue`` (default ``photos/catalogue``) the reference images, indexed
     into ``cache_dir`` (default: the catalogue folder, or a temporary folder
-    where that is read-only). Each photo is resized (``INTER_AREA``, the truth
-    with it) so its longer side is that of each of ``sizes`` (a portrait photo at
-    1280x720 is 720x1280), keeping its aspect, and run once on
+    where that is read-only). Each photo is resized as a camera's scaler would
+    (:func:`_resized`, the truth with it) so its longer side is that of each of
+    ``sizes`` (a portrait photo at 1280x720 is 720x1280), and run once on
     one core (after one warm-up call per size). Per size: located recall at
     IoU 0.7 and 0.85, precision (detections in partial or ``other_paintings``
     regions are don't care), corner error of located works (% of the
@@ -851,12 +851,11 @@ def _with_distractors(catalogue: Path, distractors: Path, tmp: Path) -> tuple[Pa
     mixed.mkdir()
     metadata = [p.name for p in catalogue.iterdir()
                 if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
-    others = [f"+others/{name}" for name in catalogue_images(distractors)]
-    for name in [*catalogue_images(catalogue), *metadata, *others]:
-        source = (distractors / name.removeprefix("+others/") if name in others
-                  else catalogue / name).resolve()
+    links = [(name, catalogue / name) for name in [*catalogue_images(catalogue), *metadata]]
+    links += [(f"+others/{name}", distractors / name) for name in catalogue_images(distractors)]
+    for name, source in links:
         (mixed / name).parent.mkdir(parents=True, exist_ok=True)
-        (mixed / name).symlink_to(source)
+        (mixed / name).symlink_to(source.resolve())
     cache = tmp
     if os.access(distractors, os.W_OK) and distractors.stat().st_mode & 0o222:
         tag = hashlib.sha256(str(catalogue.resolve()).encode()).hexdigest()[:12]

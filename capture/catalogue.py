@@ -221,7 +221,7 @@ _SIFT_CONTRAST = 0.01
 _LOCATE_CANDIDATES = 8  # references verified by RANSAC per located frame
 #: Works :meth:`Catalogue.locate` reports at most, best supported first: a salon hang shows
 #: 20 and more in one view (it reported 8 until 2026-12-06, and a still of 20 small works
-#: turned 60 degrees lost those the quad finder did not trace as well).
+#: turned 35 degrees, or seen from far, lost those the quad finder did not trace as well).
 MAX_LOCATED = 32
 _LOCATE_RATIO = 0.8  # Lowe's ratio test for SIFT
 _LOCATE_THRESHOLD = 3.0  # px at locate_width: RANSAC reprojection threshold

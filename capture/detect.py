@@ -270,8 +270,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
     # an oval is never a card: counted as framed
     kept += [(*oval, True) for oval in _ovals(contours, [k[:3] for k in kept], min_area,
                                              (small_h, small_w), grey)]
-    known = [abs(float(cv2.contourArea(np.asarray(q, np.float32).reshape(-1, 1, 2)))) * scale ** 2
-             for q in beside]
+    known = [abs(float(cv2.contourArea(np.asarray(q, np.float32) * scale))) for q in beside]
     detections = _without_cards(kept, grey, known)
     result = []
     for quad, area, score in detections:

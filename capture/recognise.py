@@ -138,7 +138,7 @@ def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = No
     detections = detect_artworks(seen, detect_width, beside=located)
     if catalogue is not None:
         # a second look, for works too small for the quad finder's own floor; a separate
-        # pass, so what the first finds is the same with or without a catalogue
+        # pass, so what the first finds does not depend on it
         detections += [small for small in detect_artworks(
             seen, detect_width, min_area_fraction=NAMED_MIN_AREA_FRACTION, beside=located)
             if small.area_fraction < MIN_AREA_FRACTION and not any(
