@@ -5,29 +5,19 @@ No figure is asserted here: the benchmark measures, the README reports.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from benchmark_scripts import load
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "console_cost.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("console_cost", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("console_cost", module)  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cpu_time_is_read_after_the_command_name_even_when_it_holds_parentheses() -> None:
-    cost = _load()
+    cost = load("console_cost")
     ticks = os.sysconf("SC_CLK_TCK")
     fields = ["S"] + ["0"] * 10 + [str(3 * ticks), str(ticks)] + ["7"] * 30
     text = f"1234 (python (x) y) {' '.join(fields)}\n"

@@ -3,27 +3,12 @@ refuses options it cannot honour. Its figures are the benchmark's, reported in t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "salon_wall.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("salon_wall", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("salon_wall", module)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load
 
 
 def test_a_wall_of_twelve_generated_works_is_counted_with_and_without_the_cap() -> None:
-    result = _load().run(None, [12], 1, ["none"])
+    result = load("salon_wall").run(None, [12], 1, ["none"])
     assert list(result["rows"]) == ["12 works, none, 1280x720", "12 works, none, 1920x1080"]
     for row in result["rows"].values():
         assert row["works"] == 12
@@ -43,5 +28,5 @@ def test_a_wall_of_twelve_generated_works_is_counted_with_and_without_the_cap() 
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as refused:
-        _load().main(args)
+        load("salon_wall").main(args)
     assert refused.value.code == 2 and named in capsys.readouterr().err

@@ -3,27 +3,12 @@ refuses options it cannot honour. Its figures are the benchmark's, reported in t
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "steep_views.py"
-
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("steep_views", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("steep_views", module)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load
 
 
 def test_the_tilted_views_are_what_finds_a_work_seen_from_far_to_its_side() -> None:
-    result = _load().run(None, [0.0, 66.0], 0.33, generated=8)
+    result = load("steep_views").run(None, [0.0, 66.0], 0.33, generated=8)
     frontal, steep = result["rows"]
     assert result["left_out"] == "tilted"
     assert frontal["works"] == steep["works"] == 8
@@ -36,7 +21,7 @@ def test_the_tilted_views_are_what_finds_a_work_seen_from_far_to_its_side() -> N
 
 def test_the_far_views_find_small_works_the_frontal_ones_miss() -> None:
     # 65 px tall in a 1280x720 frame: the reference's own features are too fine for it.
-    (row,) = _load().run(None, [0.0], 0.09, generated=12, leave_out="far")["rows"]
+    (row,) = load("steep_views").run(None, [0.0], 0.09, generated=12, leave_out="far")["rows"]
     counts = {key: sum(row[key][k] for k in ("whole_frame", "whole_frame_fine", "near_quad"))
               for key in ("without", "with")}
     assert counts["with"] >= counts["without"] + 6, row
@@ -55,5 +40,5 @@ def test_the_far_views_find_small_works_the_frontal_ones_miss() -> None:
 def test_bad_options_are_refused_naming_the_option(args: list[str], named: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as refused:
-        _load().main(args)
+        load("steep_views").main(args)
     assert refused.value.code == 2 and named in capsys.readouterr().err
