@@ -1019,6 +1019,8 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
                         f"{result['photo_count']} photos, "
                         + ("no catalogue (the quad finder alone)" if quads_only else
                            f"{result['catalogue_size']} catalogued works")
+                        + (f" (with the distractors of {result['distractors']})"
+                           if result.get("distractors") else "")
                         + f", detect width {result['detect_width']}, 1 core"
                         + (f", degraded: {result['degradation']}"
                            if result.get("degradation") else ""))

@@ -651,6 +651,14 @@ def test_distractors_are_indexed_beside_the_catalogue_and_their_index_is_kept(
     built = (kept[0] / INDEX_FILE).stat().st_mtime_ns
     run_photo_bench(photos, catalogue, distractors=others)  # the kept index is reused
     assert (kept[0] / INDEX_FILE).stat().st_mtime_ns == built
+    from rich.console import Console
+
+    from capture.bench import print_photo_bench
+
+    console = Console(record=True, width=200)
+    print_photo_bench(first, console)
+    title = "".join(console.export_text().split())  # the title wraps
+    assert f"7cataloguedworks(withthedistractorsof{others})" in title
 
 
 def test_a_distractor_with_a_catalogue_id_is_refused_naming_both_files(
