@@ -47,9 +47,12 @@ How, in four steps:
    closely, painted inside, with a frame or a plain wall round it, and not
    inside or around a picture already found; its quad is the ellipse's
    bounding box.
-6. Caption cards (:func:`_without_cards`): a quad no mounting was traced round
-   that is a plain card with print on it, hung bare on a plain wall, and a
-   small thing beside a bigger picture in view, is a card, not a picture.
+6. Caption cards and stretches of wall (:func:`_without_cards`): a quad no
+   mounting was traced round that is a plain card with print on it, hung bare
+   on a plain wall, and a small thing beside a bigger picture in view, is a
+   card, not a picture; one that is bare wall inside, the wall it continues
+   across one of its sides (rails of a barrier, a bench, a doorway's jambs
+   round a stretch of wall), is wall.
 """
 
 from __future__ import annotations
@@ -118,6 +121,9 @@ _CARD_MARKS = 0.01  # ...and that is print
 _CARD_RING = 0.15  # of its size: the ring round a card looked at for a frame or a wall
 _CARD_EDGE = 0.03  # of its size: the card's own edge (and its shadow), left out of the ring
 _CARD_WALL = 0.75  # share of that ring without a step: a wall (a card may touch a frame on a side)
+_WALL_CONTENT = 0.1  # share of changing pixels inside a stretch of wall, at most
+_WALL_SAME = 5.0  # CIE76 delta E: the wall just outside one side is the inside's colour
+_WALL_STRIP = (1.05, 1.15)  # of the quad's size about its centre: that strip outside a side
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
 _PREV = np.array([3, 0, 1, 2])
 _ADJACENT = 8.0  # px: a contour quad this close to another is one piece of a bigger outline
@@ -271,7 +277,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
     kept += [(*oval, True) for oval in _ovals(contours, [k[:3] for k in kept], min_area,
                                              (small_h, small_w), grey)]
     known = [abs(float(cv2.contourArea(np.asarray(q, np.float32) * scale))) for q in beside]
-    detections = _without_cards(kept, grey, known)
+    detections = _without_cards(kept, grey, small, known)
     result = []
     for quad, area, score in detections:
         full = (quad / scale).astype(np.float32)
@@ -875,17 +881,22 @@ def _pick_pictures(
 
 
 def _without_cards(pictures: list[tuple[np.ndarray, float, float, bool]], grey: np.ndarray,
-                   known: Sequence[float] = ()) -> list[tuple[np.ndarray, float, float]]:
+                   colour: np.ndarray, known: Sequence[float] = (),
+                   ) -> list[tuple[np.ndarray, float, float]]:
     """``pictures`` (quad, area, score, framed) as (quad, area, score), less the caption
-    cards: a quad with no mounting traced round it that is a plain card
-    with print on it (:func:`_is_plain_card`), hung bare on a plain wall
-    (:func:`_on_plain_wall`), and a small thing beside a picture in view (one
-    ``_CARD_BESIDE`` times its area: of ``pictures``, or of ``known``, the areas of
-    pictures in view found otherwise, px of ``grey``; a light's reflection or pool can
-    take a picture's outline away and leave its card's). A dark portrait's plain ground
-    sits in a frame, a drawing's paper in a mount, and a work with a plain field (a
-    monochrome with a slash) is not so much smaller than what hangs beside it: none is
-    taken for a card.
+    cards and the stretches of wall, among the quads no mounting was traced round.
+
+    A card is a plain card with print on it (:func:`_is_plain_card`), hung bare
+    on a plain wall (:func:`_on_plain_wall`), and a small thing beside a picture
+    in view (one ``_CARD_BESIDE`` times its area: of ``pictures``, or of
+    ``known``, the areas of pictures in view found otherwise, px of ``grey``; a
+    light's reflection or pool can take a picture's outline away and leave its
+    card's). A dark portrait's plain ground sits in a frame, a drawing's paper in
+    a mount, and a work with a plain field (a monochrome with a slash) is not so
+    much smaller than what hangs beside it: none is taken for a card.
+
+    A stretch of wall is bare inside, the wall continuing across one of its sides
+    (:func:`_is_bare_wall`; ``colour``: the BGR image ``grey`` was made of).
     """
     kept = []
     for quad, area, score, framed in pictures:
@@ -893,8 +904,52 @@ def _without_cards(pictures: list[tuple[np.ndarray, float, float, bool]], grey: 
                               for other in [*(p[1] for p in pictures), *known]) \
                 and _is_plain_card(grey, quad) and _on_plain_wall(grey, quad):
             continue
+        if not framed and _is_bare_wall(grey, colour, quad):
+            continue
         kept.append((quad, area, score))
     return kept
+
+
+def _is_bare_wall(grey: np.ndarray, colour: np.ndarray, quad: np.ndarray) -> bool:
+    """Whether ``quad`` outlines a stretch of wall, not a picture: inside it, few
+    pixels change (``_WALL_CONTENT``, in its rectified frame, as :func:`_is_surface`
+    measures change) and its colour (median, Lab) is the wall's just outside one of
+    its sides (``_WALL_SAME``; a strip ``_WALL_STRIP`` of its size out, within the
+    image): the wall runs on under a barrier's rail, a bench, a doorway's jamb.
+
+    The Estense paintings change at 15 % of their pixels or more; a plain seascape
+    (4-6 %) or a monochrome is a colour of its own, unlike the wall on every side. A
+    bare work the colour of its wall with almost nothing on it cannot be told from it."""
+    patch, _ = _rectified_patch(grey, quad, _BAND_RECTIFIED_SIDE)
+    height, width = patch.shape[:2]
+    rim = max(1, round(_RIM * min(width, height)))
+    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
+    change = np.maximum(np.pad(np.abs(np.diff(flat, axis=1)), ((0, 0), (0, 1))),
+                        np.pad(np.abs(np.diff(flat, axis=0)), ((0, 1), (0, 0))))
+    if float(np.mean(change[rim:-rim, rim:-rim] > _ALONG_BAND_STEP)) > _WALL_CONTENT:
+        return False
+    near, far = _WALL_STRIP
+    centre = quad.astype(np.float32).mean(axis=0)
+    reach = centre + (quad - centre) * far  # what the strips cover, within the image
+    left, top = (int(max(0.0, v)) for v in np.floor(reach.min(axis=0)))
+    right, bottom = (int(v) for v in np.ceil(reach.max(axis=0)) + 1)
+    lab = cv2.cvtColor(colour[top:bottom, left:right], cv2.COLOR_BGR2LAB).astype(np.float32)
+    lab[..., 0] *= 100.0 / 255.0  # 8-bit L is scaled to 0-255; a and b are CIE's, offset
+
+    def median(polygon: np.ndarray) -> np.ndarray | None:
+        mask = np.zeros(lab.shape[:2], np.uint8)
+        cv2.fillConvexPoly(mask, np.round(polygon - (left, top)).astype(np.int32), 1)
+        return np.median(lab[mask > 0], axis=0) if mask.sum() >= 16 else None
+
+    inside = median(centre + (quad - centre) * (2.0 - near))
+    if inside is None:
+        return False
+    for k in range(4):
+        side = quad[[k, (k + 1) % 4]].astype(np.float32) - centre
+        outside = median(np.concatenate([centre + side * near, centre + side[::-1] * far]))
+        if outside is not None and float(np.linalg.norm(outside - inside)) <= _WALL_SAME:
+            return True
+    return False
 
 
 def _on_plain_wall(grey: np.ndarray, quad: np.ndarray) -> bool:

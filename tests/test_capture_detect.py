@@ -672,6 +672,25 @@ def test_a_caption_card_beside_a_work_found_otherwise_is_a_card(dark: bool) -> N
                for d in detect_artworks(frame, beside=[box(300, 300, 390, 436)]))
 
 
+def test_wall_a_barrier_outlines_is_no_picture_and_a_bare_monochrome_is() -> None:
+    # Real photos: the rail and posts of a barrier in front of a plain wall, and the
+    # floor's edge below, outline a stretch of wall, reported as a work. Bare wall inside,
+    # running on outside it, is wall; a bare monochrome canvas, its own colour, is a work.
+    frame = _wall((150, 170, 180), 4)
+    frame[600:] = (100, 115, 125)  # the floor
+    cv2.line(frame, (0, 380), (1280, 380), (30, 30, 32), 5)  # the rail, across the view
+    for x in (500, 1000):  # posts, from the rail down past the floor's edge
+        cv2.line(frame, (x, 380), (x, 719), (30, 30, 32), 5)
+    stretch = box(505, 385, 995, 600)
+    monochrome = box(150, 100, 400, 300)
+    frame[100:300, 150:400] = (150, 60, 30)  # a deep blue canvas
+    found = detect_artworks(frame)
+    assert not any(quad_iou(d.quad, stretch) > 0.3 for d in found), \
+        [d.quad.round().tolist() for d in found]
+    assert any(quad_iou(d.quad, monochrome) > 0.9 for d in found), \
+        [d.quad.round().tolist() for d in found]
+
+
 @pytest.mark.parametrize("seed", [0, 3])
 def test_a_small_dark_portrait_in_its_frame_beside_a_big_work_is_no_card(seed: int) -> None:
     # A plain dark ground with a face is plain with marks, like a card, and as small
