@@ -123,6 +123,10 @@ _CARD_EDGE = 0.03  # of its size: the card's own edge (and its shadow), left out
 _CARD_WALL = 0.75  # share of that ring without a step: a wall (a card may touch a frame on a side)
 _WALL_CONTENT = 0.1  # share of changing pixels inside a stretch of wall, at most
 _WALL_SAME = 5.0  # CIE76 delta E: the wall just outside one side is the inside's colour
+_APART_SHARE = 0.15  # of an outer quad: a work beside the wall its outline crosses, at least
+_APART_MARGIN = 0.05  # of a side, at each end: its corners, looked at by the sides they join
+_APART_STEP = 2.0  # px at detection scale: where two opposite sides are looked at
+_APART_GAP = 6.0  # px at detection scale: the narrowest wall between two works' outlines
 _WALL_STRIP = (1.05, 1.15)  # of the quad's size about its centre: that strip outside a side
 _NEXT = np.array([1, 2, 3, 0])  # the following corner of a quad
 _PREV = np.array([3, 0, 1, 2])
@@ -260,7 +264,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
 
     candidates = _deduplicate(candidates)
     pictures = [(_peel(grey, small, quad), area, score, framed)
-                for quad, area, score, framed in _pick_pictures(candidates, grey, small)]
+                for quad, area, score, framed in _pick_pictures(candidates, grey, small, closed)]
     if at_edges:
         # Nests round a frame that reaches the edge: a picture found there that is clear of
         # it and not already found is new (the other quads of such a nest were judged in
@@ -268,7 +272,7 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         # runs on the live loop's frames.
         nested = [c for c in candidates if any(_inside(c[0], e[0]) for e in at_edges)]
         for quad, area, score, framed in _pick_pictures(_deduplicate(nested + at_edges),
-                                                        grey, small):
+                                                        grey, small, closed):
             quad = _peel(grey, small, quad)
             if not _at_edge(quad, small_w, small_h) and not _overlaps(quad, area, pictures):
                 pictures.append((quad, area, score, framed))
@@ -658,23 +662,30 @@ def _bowed_side_gaps(edges: np.ndarray, quad: np.ndarray, hull: np.ndarray) -> n
 def _gaps_along(edges: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """Per row of ``points`` (a side sampled along its length), the longest stretch of samples
     off the edge map, as a fraction of the samples."""
+    samples = int(points.shape[1])
+    on_edge = _on_edges(edges, points, centre)
+    # Distance from each sample back to the last one on an edge (or the side's start).
+    index = np.arange(samples)
+    last_hit = np.maximum.accumulate(np.where(on_edge, index, -1), axis=1)
+    return np.asarray((index - last_hit).max(axis=1), np.float64) / samples
+
+
+def _on_edges(edges: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Whether each of ``points`` (rows of samples along sides) is on the edge map, or a
+    pixel or two in from it towards ``centre`` (``_SIDE_TOLERANCE``)."""
     height, width = edges.shape
     # A hull's side touches the outline's bumps and may pass a pixel or two outside
     # the edge between them: look that far in as well.
     inward = centre - points  # towards the centre (past a corner, both sides)
     inward /= np.maximum(np.linalg.norm(inward, axis=2, keepdims=True), 1e-6)
-    samples = int(points.shape[1])
-    on_edge = np.zeros((len(points), samples), bool)
+    on_edge = np.zeros(points.shape[:2], bool)
     for depth in _SIDE_TOLERANCE:
         # Inside the frame: contour quads keep _BORDER_MARGIN px clear of its edge.
         shifted = np.rint(points + depth * inward).astype(np.intp)
         np.minimum(shifted, (width - 1, height - 1), out=shifted)
         np.maximum(shifted, 0, out=shifted)
         on_edge |= edges[shifted[..., 1], shifted[..., 0]] > 0
-    # Distance from each sample back to the last one on an edge (or the side's start).
-    index = np.arange(samples)
-    last_hit = np.maximum.accumulate(np.where(on_edge, index, -1), axis=1)
-    return np.asarray((index - last_hit).max(axis=1), np.float64) / samples
+    return on_edge
 
 
 def _at_edge(points: np.ndarray, width: int, height: int) -> bool:
@@ -816,7 +827,7 @@ def _evenness(inner: np.ndarray, outer: np.ndarray) -> float:
 
 def _pick_pictures(
     candidates: list[tuple[np.ndarray, float, float]], grey: np.ndarray,
-    colour: np.ndarray | None = None,
+    colour: np.ndarray | None = None, edges: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, float, float, bool]]:
     """For each outermost quad, find the picture in its nest; return (quad, area, score,
     framed: whether a mounting was traced round it).
@@ -827,6 +838,9 @@ def _pick_pictures(
     unlike the picture (:func:`_band_is_mounting`), unless a bigger such quad
     shares three of its sides in a clearly more even band (then the smaller one
     is a region of the picture).
+    An outer quad that is a surface works hang on (:func:`_is_surface`), or that
+    joins two works hung side by side (:func:`_spans_two`; ``edges``, the edge map the
+    quads were traced on), is no nest: what is inside it is judged on its own.
     Each candidate is judged against the outer quad, not the previous step in,
     because line quads mix the sides of neighbouring moulding steps, and a
     step-by-step walk can wander into such a mix and find no way on. Of the
@@ -842,8 +856,10 @@ def _pick_pictures(
         claimed[i] = True
         inside = [j for j in range(i + 1, len(by_area))
                   if not claimed[j] and _inside(by_area[j][0], quad)]
-        if inside and _is_surface(grey, quad, [by_area[j][0] for j in inside]):
-            continue  # a panel or a stretch of wall: what hangs on it is judged on its own
+        if inside and (_is_surface(grey, quad, [by_area[j][0] for j in inside]) or (
+                edges is not None and _spans_two(edges, quad, [by_area[j][0] for j in inside]))):
+            continue  # a panel or a stretch of wall, or two works' outlines joined: what
+            # hangs on it, each work, is judged on its own
         nest = []
         for j in inside:
             claimed[j] = True  # everything inside this nest belongs to it
@@ -1064,6 +1080,55 @@ def _is_surface(grey: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) ->
         return False
     return bool(content[rest].mean() <= _SURFACE_CONTENT) and (
         not border.any() or bool(content[border].mean() <= _SURFACE_RIM_CONTENT))
+
+
+def _spans_two(edges: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) -> bool:
+    """Whether ``outer`` joins works hung side by side (or one above the other), not a
+    picture: its outline is off the edge map on both of two opposite sides at the same
+    place (over ``_APART_GAP`` px at least, with edges past it on both sides), the wall
+    running on through it there, and a quad inside it (``_APART_SHARE`` of it at least)
+    stands wholly to one side of that place.
+
+    Frames hung in a row line up: the line finder joins the first's left side and the
+    last's right side with the tops and bottoms they share, over the wall between
+    them. A picture's own outline is an edge all round, whatever it holds (a
+    Mondrian's blocks stand apart inside an unbroken outline); where a visitor hides
+    it, from top to bottom, no quad inside stands clear of the visitor."""
+    unit = np.array([[0, 0], [1, 0], [1, 1], [0, 1]], np.float32)
+    to_unit = cv2.getPerspectiveTransform(outer.astype(np.float32), unit)
+    from_unit = np.linalg.inv(to_unit)
+    least = _APART_SHARE * abs(float(cv2.contourArea(outer.astype(np.float32))))
+    spans = [(corners.min(axis=0), corners.max(axis=0)) for corners in (
+        cv2.perspectiveTransform(quad.astype(np.float32)[None], to_unit)[0]
+        for quad in inner if abs(float(cv2.contourArea(quad.astype(np.float32)))) >= least)]
+    if not spans:
+        return False
+    quad = outer.astype(np.float32)
+    centre = quad.mean(axis=0)
+    for axis in (0, 1):  # along x: where the top and bottom sides are both off the edges
+        length = max(float(np.linalg.norm(quad[1 - axis] - quad[0])),
+                     float(np.linalg.norm(quad[2] - quad[3 - axis])))
+        along = np.linspace(_APART_MARGIN, 1.0 - _APART_MARGIN,
+                            max(8, round(length / _APART_STEP)), dtype=np.float32)
+        points = np.empty((2, len(along), 2), np.float32)
+        for row, side in enumerate((0.0, 1.0)):
+            points[row, :, axis] = along
+            points[row, :, 1 - axis] = side
+        image = cv2.perspectiveTransform(points.reshape(1, -1, 2), from_unit)
+        on = _on_edges(edges, image.reshape(points.shape), centre)
+        # Runs off both sides as long as the narrowest wall between two works, at least,
+        # with the outline going on past them on both (not a side running on past its
+        # corner: a quad a little too long).
+        within = (np.logical_or.accumulate(on, axis=1)
+                  & np.logical_or.accumulate(on[:, ::-1], axis=1)[:, ::-1]).all(axis=0)
+        off = ~on.any(axis=0) & within
+        run = max(2, round(_APART_GAP / _APART_STEP))
+        runs = np.convolve(off.astype(np.int32), np.ones(run, np.int32), "valid")
+        breaks = along[np.flatnonzero(runs == run) + run // 2]
+        if len(breaks) and any(((breaks < low[axis]) | (breaks > high[axis])).any()
+                               for low, high in spans):
+            return True
+    return False
 
 
 def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray,
