@@ -263,8 +263,12 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         candidates.append((quad, abs(float(cv2.contourArea(quad))), support))
 
     candidates = _deduplicate(candidates)
+    # Ovals first: a stretch of wall holding an oval picture is a surface, not a picture.
+    ovals = _ovals(contours, min_area, (small_h, small_w), grey)
+    held = [oval[0] for oval in ovals]
     pictures = [(_peel(grey, small, quad), area, score, framed)
-                for quad, area, score, framed in _pick_pictures(candidates, grey, small, closed)]
+                for quad, area, score, framed in _pick_pictures(candidates, grey, small, closed,
+                                                                held)]
     if at_edges:
         # Nests round a frame that reaches the edge: a picture found there that is clear of
         # it and not already found is new (the other quads of such a nest were judged in
@@ -272,14 +276,15 @@ def detect_artworks(frame_bgr: np.ndarray, detect_width: int = 640,
         # runs on the live loop's frames.
         nested = [c for c in candidates if any(_inside(c[0], e[0]) for e in at_edges)]
         for quad, area, score, framed in _pick_pictures(_deduplicate(nested + at_edges),
-                                                        grey, small, closed):
+                                                        grey, small, closed, held):
             quad = _peel(grey, small, quad)
             if not _at_edge(quad, small_w, small_h) and not _overlaps(quad, area, pictures):
                 pictures.append((quad, area, score, framed))
     kept = _suppress_overlaps(pictures)
-    # an oval is never a card: counted as framed
-    kept += [(*oval, True) for oval in _ovals(contours, [k[:3] for k in kept], min_area,
-                                             (small_h, small_w), grey)]
+    # an oval is never a card: counted as framed; none inside or around a picture found (a
+    # round motif in a painting, an oval mount in a rectangular frame)
+    kept += [(*oval, True) for oval in ovals if not any(
+        _inside(oval[0], picture) or _inside(picture, oval[0]) for picture, *_ in kept)]
     known = [abs(float(cv2.contourArea(np.asarray(q, np.float32) * scale))) for q in beside]
     detections = _without_cards(kept, grey, small, known)
     result = []
@@ -418,18 +423,15 @@ def _spread(grey: np.ndarray, centre: tuple[float, float], axes: tuple[float, fl
     return float(np.percentile(values, 90) - np.percentile(values, 10)) if values.size else 0.0
 
 
-def _ovals(contours: Sequence[np.ndarray], pictures: list[tuple[np.ndarray, float, float]],
-           min_area: float, shape: tuple[int, int], grey: np.ndarray,
-           ) -> list[tuple[np.ndarray, float, float]]:
+def _ovals(contours: Sequence[np.ndarray], min_area: float, shape: tuple[int, int],
+           grey: np.ndarray) -> list[tuple[np.ndarray, float, float]]:
     """Oval and round pictures (a tondo, an oval portrait): (the picture's bounding quad,
     the ellipse's area, score).
 
     An ellipse must fit an outline closely; its inside must be painted (a head, a lamp or
     a mirror is plain), and round it a frame (a second ellipse on the same centre, a band
     of at least ``_OVAL_BAND`` px out) or a plain wall (a ring painted inside a bigger
-    picture has more painting round it). The innermost of a nest is the picture. None
-    inside or around a picture already found (a round motif in a painting, an oval mount
-    in a rectangular frame).
+    picture has more painting round it). The innermost of a nest is the picture.
     """
     height, width = shape
     found: list[tuple[float, float, float, float, float]] = []  # cx, cy, major, minor, angle
@@ -478,8 +480,6 @@ def _ovals(contours: Sequence[np.ndarray], pictures: list[tuple[np.ndarray, floa
         quad = order_corners(cv2.boxPoints(((cx, cy), (major, minor), angle)))
         if any(_inside(inner, quad) for inner, _, _ in kept):
             continue  # the frame round an oval kept already
-        if any(_inside(quad, picture) or _inside(picture, quad) for picture, _, _ in pictures):
-            continue
         kept.append((quad, float(np.pi * major * minor / 4.0), _OVAL_SCORE))
     return kept
 
@@ -828,6 +828,7 @@ def _evenness(inner: np.ndarray, outer: np.ndarray) -> float:
 def _pick_pictures(
     candidates: list[tuple[np.ndarray, float, float]], grey: np.ndarray,
     colour: np.ndarray | None = None, edges: np.ndarray | None = None,
+    held: Sequence[np.ndarray] = (),
 ) -> list[tuple[np.ndarray, float, float, bool]]:
     """For each outermost quad, find the picture in its nest; return (quad, area, score,
     framed: whether a mounting was traced round it).
@@ -840,7 +841,8 @@ def _pick_pictures(
     is a region of the picture).
     An outer quad that is a surface works hang on (:func:`_is_surface`), or that
     joins two works hung side by side (:func:`_spans_two`; ``edges``, the edge map the
-    quads were traced on), is no nest: what is inside it is judged on its own.
+    quads were traced on), is no nest: what is inside it is judged on its own. Of the
+    outlines inside it, ``held`` are those no quad traces (oval pictures).
     Each candidate is judged against the outer quad, not the previous step in,
     because line quads mix the sides of neighbouring moulding steps, and a
     step-by-step walk can wander into such a mix and find no way on. Of the
@@ -856,8 +858,9 @@ def _pick_pictures(
         claimed[i] = True
         inside = [j for j in range(i + 1, len(by_area))
                   if not claimed[j] and _inside(by_area[j][0], quad)]
-        if inside and (_is_surface(grey, quad, [by_area[j][0] for j in inside]) or (
-                edges is not None and _spans_two(edges, quad, [by_area[j][0] for j in inside]))):
+        holds = [by_area[j][0] for j in inside] + [o for o in held if _inside(o, quad)]
+        if holds and (_is_surface(grey, quad, holds) or (
+                edges is not None and _spans_two(edges, quad, holds))):
             continue  # a panel or a stretch of wall, or two works' outlines joined: what
             # hangs on it, each work, is judged on its own
         nest = []

@@ -720,6 +720,24 @@ def test_two_works_hung_side_by_side_are_two_and_blocks_inside_one_outline_are_o
         [d.quad.round().tolist() for d in found]
 
 
+def test_an_oval_on_a_stretch_of_wall_is_the_work_not_the_wall_round_it() -> None:
+    # Real photos, turned: the wall between a room's corner, the ceiling, a doorway and
+    # the floor outlines a quad round an oval painting, and the quad was reported (and
+    # the oval inside it dropped). Holding the oval, the stretch of wall is a surface.
+    frame = _wall((150, 160, 168), 5)
+    frame[:, :200] = (95, 100, 106)  # the room's corner: the other wall, in shade
+    frame[:, 1000:] = (200, 205, 208)  # a doorway's jamb
+    frame[:90] = (215, 218, 220)  # the ceiling
+    frame[650:] = (80, 90, 100)  # the floor
+    oval = np.zeros((400, 320), np.uint8)
+    cv2.ellipse(oval, (160, 200), (150, 190), 0, 0, 360, 255, -1)
+    frame[170:570, 440:760][oval > 0] = make_artwork(6, 3, (320, 400))[oval > 0]
+    cv2.ellipse(frame, (600, 370), (156, 196), 0, 0, 360, (40, 120, 170), 8)  # gilt
+    found = detect_artworks(frame)
+    assert len(found) == 1 and quad_iou(found[0].quad, box(440, 170, 760, 570)) > 0.85, \
+        [d.quad.round().tolist() for d in found]
+
+
 @pytest.mark.parametrize("seed", [0, 3])
 def test_a_small_dark_portrait_in_its_frame_beside_a_big_work_is_no_card(seed: int) -> None:
     # A plain dark ground with a face is plain with marks, like a card, and as small
