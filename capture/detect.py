@@ -1129,10 +1129,10 @@ def _spans_two(edges: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) ->
         off = ~on.any(axis=0) & within
         run = max(2, round(_APART_GAP / _APART_STEP))
         runs = np.convolve(off.astype(np.int32), np.ones(run, np.int32), "valid")
+        breaks = along[np.flatnonzero(runs == run) + run // 2]
         # ...and the wall there runs across from one side to the other, no edge on the
         # way (a painting's pale field meeting its pale mount is crossed by its drawing)
-        breaks = [float(at) for at in along[np.flatnonzero(runs == run) + run // 2]
-                  if _clear_across(edges, from_unit, axis, float(at))]
+        breaks = [at for at in breaks if _clear_across(edges, from_unit, axis, float(at))]
         if any(at < low[axis] or at > high[axis] for at in breaks for low, high in spans):
             return True
     return False
