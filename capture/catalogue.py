@@ -369,6 +369,10 @@ class Catalogue:
         self.twins: list[tuple[str, str]] = [
             (entries[int(a)].artwork_id, entries[int(b)].artwork_id)
             for a, b in arrays.get("twins", np.zeros((0, 2), np.int32))]
+        #: Ids whose references are plain (:func:`_plain`): views of them are never named.
+        #: Empty for an index built before plain references were looked for.
+        self.plain: list[str] = [entries[int(k)].artwork_id
+                                 for k in arrays.get("plain", np.zeros(0, np.int32))]
         #: The thumbnail margin the catalogue's own works reach as impostors: each work,
         #: left out, against the others (its best signature correlation over the next,
         #: among works whose best reaches ``signature_threshold``), the largest. A view
@@ -437,6 +441,10 @@ class Catalogue:
         catalogue = cls(folder, entries, arrays, min_inliers=min_inliers,
                         locate_width=locate_width)
         catalogue.rebuilt = rebuilt
+        if catalogue.plain:
+            log.warning("catalogue %s: plain references, nothing to recognise a view of them "
+                        "by (views of them are not named): %s", folder,
+                        listed(catalogue.plain))
         if catalogue.twins:
             log.warning("catalogue %s: references showing the same picture (a view of it may "
                         "be named either): %s", folder,
@@ -473,7 +481,7 @@ class Catalogue:
                 trace.append({"stage": "features", "keypoints": len(keypoints),
                               "outcome": "too few keypoints"})
             return None
-        query_xy = np.array([k.pt for k in keypoints], np.float32)
+        query_xy = _points(keypoints)
         # The shortlist, not the whole catalogue: an LSH search over 2,000 works' features
         # costs ~2 s a view, brute force over 24 ~20 ms; the right work is among the 24
         # most alike thumbnails for ~98 % of damaged views (the thumbnail stage and the
@@ -546,7 +554,7 @@ class Catalogue:
         whose grey shapes fall in the same places (a radial design of the same
         symmetry in other colours) is refused.
         """
-        query_xy = np.array([k.pt for k in keypoints], np.float32)
+        query_xy = _points(keypoints)
         candidates = [int(o) for o in np.argsort(-similarity)[:_ALIGNED_CANDIDATES]]
         candidates += [o for o in voted[:2] if o not in candidates]
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
@@ -965,7 +973,7 @@ class Catalogue:
         weak: list[tuple[int, str, np.ndarray]] = []
         if descriptors is None or len(keypoints) < _WEAK_INLIERS:
             return found, []
-        frame_xy = np.array([k.pt for k in keypoints], np.float32)
+        frame_xy = _points(keypoints)
         floor = min_area_fraction * width * height * scale * scale
         # Nearest neighbours over the whole catalogue even when looking for a few works:
         # the ratio test then also rejects what those works share with others (not when
@@ -1473,13 +1481,13 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
         keypoints, descriptors = orb.detectAndCompute(_normalised_grey(square), None)
         if descriptors is not None:
             square_desc.append(descriptors)
-            square_xy.append(np.array([k.pt for k in keypoints], np.float32))
+            square_xy.append(_points(keypoints))
             square_owner.append(np.full(len(keypoints), owner, np.int32))
         keypoints, descriptors = sift.detectAndCompute(
             cv2.cvtColor(native, cv2.COLOR_BGR2GRAY), None)
         if descriptors is not None:
             native_desc.append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
-            native_xy.append(np.array([k.pt for k in keypoints], np.float32))
+            native_xy.append(_points(keypoints))
             native_owner.append(np.full(len(keypoints), owner, np.int32))
         native_size.append((native.shape[1], native.shape[0]))
         for name, view in _simulated_views(cv2.cvtColor(native, cv2.COLOR_BGR2GRAY)):
@@ -1489,7 +1497,7 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
                                     native.shape[0] / view.shape[0]], np.float32)
                 held = simulated[name]
                 held[0].append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
-                held[1].append(np.array([k.pt for k in keypoints], np.float32) * stretch)
+                held[1].append(_points(keypoints) * stretch)
                 held[2].append(np.full(len(keypoints), owner, np.int32))
         thumbs.append(_thumbnail(square))
         fine.append(_fine_image(square))
@@ -1520,7 +1528,21 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     }
     arrays["twins"] = _twins(arrays["thumbs"].reshape(len(entries), -1), arrays["native_desc"],
                              arrays["native_xy"], arrays["native_owner"])
+    arrays["plain"] = _plain(arrays["fine"].astype(np.float32), arrays["square_owner"])
     return arrays
+
+
+def _plain(fine: np.ndarray, square_owner: np.ndarray) -> np.ndarray:
+    """References (owner indices, int32) with nothing to recognise a view of them by:
+    fewer ORB features than a features match needs and no appearance to correlate (a
+    blank or one-colour image: a placeholder exported for a work without a photo, or a
+    monochrome whose reference lost its texture). The signature stage refuses a view
+    that plain (:meth:`Catalogue._fine_scores`), so it is never named; the index says so.
+    """
+    features = np.bincount(square_owner, minlength=len(fine))
+    structure = (fine ** 2).mean(axis=(1, 2)).sum(axis=1)
+    return np.flatnonzero((features < _PLAIN_FEATURES) & (structure < _FINE_STRUCTURE)
+                          ).astype(np.int32)
 
 
 def _simulated_views(grey: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -1584,6 +1606,7 @@ _TWIN_SIGNATURE = 0.9
 #: Features of two references agreeing on one homography that make them one picture.
 _TWIN_INLIERS = 40
 _TWIN_MIN_INLIERS = 8  # ...or a third of a plain one's features, at least this many
+_PLAIN_FEATURES = 12  # ORB features: fewer than a features match needs (min_inliers)
 
 
 def _nearest_others(thumbs: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -1701,6 +1724,12 @@ def _matches(matcher: _KdIndex | None, query: np.ndarray, ratio: float,
     rows, picked = np.nonzero(first & (distance < ratio * own_rival))
     per_work = np.stack([rows, index[rows, picked]], axis=1).astype(np.int64).reshape(-1, 2)
     return nearest, per_work
+
+
+def _points(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
+    """The keypoints' positions, (n, 2) float32 px, (0, 2) for none: SIFT gives a plain
+    image no keypoints and an empty descriptor array, not ``None`` as ORB does."""
+    return np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
 
 
 def _root_sift(descriptors: np.ndarray) -> np.ndarray:

@@ -56,6 +56,9 @@ def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bo
     for first, second in summary["twins"]:
         click.echo(f"  warning   {first} and {second} show the same picture: a view of it may "
                    f"be named either (remove one, or keep both if both records are wanted)")
+    for file in summary["plain"]:
+        click.echo(f"  warning   {file} is plain (no detail, too few features): views of it "
+                   f"will not be named (replace it with a photo of the work)")
 
 
 def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = False,
@@ -64,7 +67,8 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
 
     The summary: ``folder``, ``index_file``, ``rebuilt`` (False: the cache was
     current and nothing was built), ``works``, ``square_features`` (ORB),
-    ``native_features`` (SIFT), ``features`` (both), ``index_mb``, ``seconds``.
+    ``native_features`` (SIFT), ``features`` (both), ``twins``, ``plain``
+    (:func:`index_counts`), ``index_mb``, ``seconds``.
     """
     import cv2
 
@@ -107,7 +111,8 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
 
 def index_counts(cache: Path) -> dict[str, Any]:
     """Works and features (ORB; SIFT, frontal and of the simulated views; both) held by
-    the index file ``cache``, and its ``twins``: reference files showing the same picture."""
+    the index file ``cache``, its ``twins`` (reference files showing the same picture) and
+    its ``plain`` reference files (nothing to recognise a view of them by)."""
     import numpy as np
 
     from capture.catalogue import SIMULATED_VIEWS
@@ -118,9 +123,11 @@ def index_counts(cache: Path) -> dict[str, Any]:
         native = sum(int(data[f"{part}_owner"].shape[0])
                      for part in ("native", *SIMULATED_VIEWS))
         pairs = data["twins"] if "twins" in data.files else np.zeros((0, 2), np.int32)
+        plain = data["plain"] if "plain" in data.files else np.zeros(0, np.int32)
     twins = [[entries[int(a)]["file"], entries[int(b)]["file"]] for a, b in pairs]
     return {"works": len(entries), "square_features": square, "native_features": native,
-            "features": square + native, "twins": twins}
+            "features": square + native, "twins": twins,
+            "plain": [entries[int(k)]["file"] for k in plain]}
 
 
 def _cached_fingerprint(cache: Path) -> str | None:

@@ -292,6 +292,33 @@ def test_two_references_of_one_picture_are_reported_as_twins(catalogue: Path,
     assert Catalogue.open(folder).twins == [("cat-003", "same-record")]
 
 
+def test_a_plain_reference_is_indexed_and_reported_and_the_rest_still_recognised(
+        catalogue: Path, tmp_path: Path) -> None:
+    # A collection's export may hold a placeholder (one colour, no detail) for a work
+    # without a photo: SIFT gives it no keypoints and an empty descriptor array, which
+    # once stopped the whole index with a traceback. It is indexed, reported, and no
+    # view is named as it; the other works are still recognised.
+    import cv2
+    import numpy as np
+
+    from capture.catalogue import Catalogue
+
+    folder = shutil.copytree(catalogue, tmp_path / "plain")
+    assert json.loads(index(str(folder), "--json").stdout)["plain"] == []
+    grey = np.full((300, 240, 3), 128, np.uint8)
+    cv2.imwrite(str(folder / "no-photo.png"), grey)
+    result = index(str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["plain"] == ["no-photo.png"]
+    assert "warning   no-photo.png is plain" in index(str(folder), "--force").output
+    opened = Catalogue.open(folder)
+    assert opened.plain == ["no-photo"] and len(opened) == WORKS + 1
+    assert opened.recognise(cv2.resize(grey, (SQUARE, SQUARE))) is None
+    view = make_view(2, "cat-002", np.random.default_rng(0))
+    assert (match := opened.recognise(view.image)) is not None
+    assert match.artwork_id == "cat-002"
+
+
 ESTENSE_CATALOGUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / \
     "galleries-estense" / "catalogue"
 
