@@ -1641,6 +1641,13 @@ def _load_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
 
 
 def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write the index to ``path`` atomically; where that folder cannot or should not be
+    written (marked read-only, which a root user could still write to: a shared data set,
+    a mounted archive), warn and go on: the catalogue is then re-indexed per start."""
+    if path.parent.is_dir() and not path.parent.stat().st_mode & 0o222:
+        log.warning("catalogue index not cached: %s is marked read-only; pass a writable "
+                    "cache_dir", path.parent)
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp.npz")

@@ -1,6 +1,6 @@
 """``art2mus`` commands for capture (registered by installation/cli.py).
 
-- ``art2mus detect IMAGE... [--catalogue DIR] [--json] [--draw OUT]``: every
+- ``art2mus detect IMAGE... [--catalogue DIR [--cache-dir DIR]] [--json] [--draw OUT]``: every
   artwork in each image, its quad (TL, TR, BR, BL, original-image pixels),
   catalogue id, title (where the catalogue's metadata gives one) and score, and
   which one is primary; ``--draw`` also writes each image with all that drawn on it
@@ -47,20 +47,30 @@ from ground.errors import InputError
 @click.option("--catalogue", "catalogue_dir", type=click.Path(path_type=Path), default=None,
               help="Folder of reference images (+ catalogue.toml or a CSV export) to "
                    "recognise against.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="With --catalogue: keep its index here instead of in the catalogue folder "
+                   "(which may be read-only; as art2mus index --cache-dir).")
 @click.option("--detect-width", default=640, show_default=True,
               help="Detection runs on the image downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
 @click.option("--draw", "draw_path", type=click.Path(path_type=Path), default=None,
               help="Write the image with every quad, id, title and score drawn: to this .png "
                    "or .jpg file for one image; into this folder as STEM-overlay.png for several.")
-def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None, detect_width: int,
-                   as_json: bool, draw_path: Path | None) -> None:
+def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None,
+                   cache_dir: Path | None, detect_width: int, as_json: bool,
+                   draw_path: Path | None) -> None:
     """Find (and recognise) the artworks in still images."""
     from capture.catalogue import Catalogue
     from capture.recognise import detect_and_recognise
 
+    if detect_width < 64:
+        raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
+    if cache_dir is not None and catalogue_dir is None:
+        raise InputError("--cache-dir: only with --catalogue (it holds that catalogue's index)")
+    if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
+        raise InputError(f"--cache-dir {cache_dir}: expected a folder, got a file")
     overlays = _overlay_paths(images, draw_path) if draw_path is not None else {}
-    catalogue = Catalogue.open(catalogue_dir) if catalogue_dir is not None else None
+    catalogue = Catalogue.open(catalogue_dir, cache_dir) if catalogue_dir is not None else None
     for path in images:
         image = read_image(path)
         found = detect_and_recognise(image, catalogue, detect_width)

@@ -85,6 +85,36 @@ def test_detect_text_output_and_errors(rendered: tuple, tmp_path: Path) -> None:
     assert " no. " in result.output  # the work's title from the catalogue
     missing = CliRunner().invoke(detect_command, [str(tmp_path / "nope.png")])
     assert isinstance(missing.exception, InputError) and "cannot read" in str(missing.exception)
+    for args, fault in ((["--detect-width", "0"], "--detect-width: expected at least 64 px"),
+                        (["--cache-dir", str(tmp_path)], "--cache-dir: only with --catalogue")):
+        refused = CliRunner().invoke(detect_command, [str(folder / "scene1.png"), *args])
+        assert isinstance(refused.exception, InputError), refused.output
+        assert fault in str(refused.exception)
+
+
+def test_detect_keeps_the_index_out_of_a_read_only_catalogue(rendered: tuple,
+                                                             tmp_path: Path) -> None:
+    # A shared data set or a mounted archive is marked read-only; root could still write
+    # to it, but an index is kept where --cache-dir says, or nowhere (re-indexed per run).
+    import shutil
+
+    from capture.catalogue import INDEX_FILE
+
+    folder, _, catalogue = rendered
+    shelf = Path(shutil.copytree(catalogue, tmp_path / "shelf"))
+    (shelf / INDEX_FILE).unlink(missing_ok=True)
+    shelf.chmod(0o555)
+    try:
+        for extra in ([], ["--cache-dir", str(tmp_path / "cache")]):
+            result = CliRunner().invoke(detect_command, [str(folder / "scene1.png"), "--catalogue",
+                                                         str(shelf), *extra])
+            assert result.exit_code == 0, result.output + repr(result.exception)
+            assert "cat-0" in result.output
+            assert sorted(p.name for p in shelf.iterdir()) == sorted(
+                p.name for p in catalogue.iterdir() if p.name != INDEX_FILE)
+        assert (tmp_path / "cache" / INDEX_FILE).is_file()
+    finally:
+        shelf.chmod(0o755)
 
 
 def test_detection_precision_and_recall_on_a_seeded_scene_set() -> None:
