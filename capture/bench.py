@@ -386,10 +386,15 @@ def read_truth(path: Path, ids: Mapping[str, str] | None = None) -> list[PhotoTr
         if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
             raise InputError(f"{field_}.size: expected [width, height] in px, got {size!r}")
+        paintings = _truth_works(gallery, "paintings", field_, ids or {})
+        partial = _truth_works(gallery, "partial", field_, ids or {})
+        named = Counter(w.artwork_id for w in (*paintings, *partial))
+        if twice := sorted(work for work, times in named.items() if times > 1):
+            # One painting hangs once: a second entry could never be matched (recall falls).
+            raise InputError(f"{field_}: work {twice[0]!r} is named twice in paintings and "
+                             f"partial (a painting hangs once in a photo)")
         truths.append(PhotoTruth(
-            name, None if size is None else (size[0], size[1]),
-            _truth_works(gallery, "paintings", field_, ids or {}),
-            _truth_works(gallery, "partial", field_, ids or {}),
+            name, None if size is None else (size[0], size[1]), paintings, partial,
             tuple(_truth_points(item.get("outline") if isinstance(item, dict) else None,
                                 f"{field_}.other_paintings[{k}].outline", None)
                   for k, item in enumerate(_truth_list(gallery, "other_paintings", field_)))))
@@ -478,6 +483,18 @@ def read_photo_set(photos: Path, ids: Mapping[str, str] | None, option: str = "p
                 raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
                                  f"{truth.name} is {width}x{height}, of another aspect")
             truth = truth.scaled(width / truth.size[0], height / truth.size[1])
+        # A painting is in the photo: its corners lie within it, or a little past its
+        # border (a frame's corner cut by it). Far beyond, a typing slip or another
+        # photo's points would count a work found where it is as a false id.
+        for key, works in (("paintings", truth.paintings), ("partial", truth.partial)):
+            for k, work in enumerate(works):
+                low, high = work.quad.min(axis=0), work.quad.max(axis=0)
+                if (low < (-width, -height)).any() or (high > (2 * width, 2 * height)).any() \
+                        or (high < 0).any() or (low > (width, height)).any():
+                    raise InputError(
+                        f"{TRUTH_FILE}: galleries[{g}].{key}[{k}].points: expected corners "
+                        f"in {truth.name} ({width}x{height} px, or in the size given), got "
+                        f"{np.round(work.quad, 1).tolist()}")
         loaded.append((truth, image))
     return loaded
 

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 import capture.recognise
 from capture.bench import (
     PhotoDetection,
+    read_photo_set,
     read_truth,
     run_capture_bench,
     run_photo_bench,
@@ -167,6 +168,8 @@ def test_a_photo_of_another_aspect_keeps_it_and_the_table_says_so(
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
     truth = json.loads(json.dumps(TRUTH))
     truth["galleries"][0]["size"] = list(shot)
+    if shot[0] < W:  # upright: the partial work (from x 1700) is beyond the border
+        truth["galleries"][0]["partial"] = []
     folder = _photos(tmp_path / "photos", truth)
     cv2.imwrite(str(folder / PHOTO), np.full((shot[1], shot[0], 3), 180, np.uint8))
     result = run_photo_bench(folder, catalogue)
@@ -285,6 +288,9 @@ def _gallery(**change: Any) -> dict[str, Any]:
      "truth.json: galleries[0].other_paintings[0].outline: expected >= 3 [x, y] pairs"),
     ({"galleries": [_gallery(other_paintings={})]},
      "truth.json: galleries[0].other_paintings: expected a list"),
+    ({"galleries": [_gallery(partial=[{"name": "a.jpg", "points": _quad(0, 0, 1, 1)}],
+                             paintings=[{"name": "a.png", "points": _quad(5, 5, 9, 9)}])]},
+     "truth.json: galleries[0]: work 'a' is named twice"),
 ])
 def test_truth_errors_name_the_field(tmp_path: Path, document: Any, field: str) -> None:
     path = tmp_path / "truth.json"
@@ -293,6 +299,20 @@ def test_truth_errors_name_the_field(tmp_path: Path, document: Any, field: str) 
         read_truth(path)
     assert str(error.value).startswith(field.replace("PATH", str(path)))
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("corner", [[1e30, 300.0], [-2 * W, 300.0], [300.0, 3 * H]])
+def test_truth_corners_far_outside_the_photo_are_refused(tmp_path: Path,
+                                                         corner: list[float]) -> None:
+    # A corner a little past the border is a frame cut by it (the partial work here, to
+    # 2100 of 1920 px); far beyond it is a slip, which would count a found work as a
+    # false id.
+    truth = json.loads(json.dumps(TRUTH))
+    assert len(read_photo_set(_photos(tmp_path / "fine", truth), None)) == 1
+    truth["galleries"][0]["paintings"][1]["points"][2] = corner
+    with pytest.raises(InputError, match=r"^truth.json: galleries\[0\]\.paintings\[1\]\."
+                                         r"points: expected corners in wall.jpg \(1920x1080"):
+        read_photo_set(_photos(tmp_path / "slip", truth), None)
 
 
 def test_truth_reads_ids_by_file_stem(tmp_path: Path) -> None:
