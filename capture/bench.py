@@ -483,18 +483,18 @@ def read_photo_set(photos: Path, ids: Mapping[str, str] | None, option: str = "p
                 raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
                                  f"{truth.name} is {width}x{height}, of another aspect")
             truth = truth.scaled(width / truth.size[0], height / truth.size[1])
-        # A painting is in the photo: its corners lie within it, or a little past its
-        # border (a frame's corner cut by it). Far beyond, a typing slip or another
-        # photo's points would count a work found where it is as a false id.
-        for key, works in (("paintings", truth.paintings), ("partial", truth.partial)):
-            for k, work in enumerate(works):
-                low, high = work.quad.min(axis=0), work.quad.max(axis=0)
-                if (low < (-width, -height)).any() or (high > (2 * width, 2 * height)).any() \
-                        or (high < 0).any() or (low > (width, height)).any():
-                    raise InputError(
-                        f"{TRUTH_FILE}: galleries[{g}].{key}[{k}].points: expected corners "
-                        f"in {truth.name} ({width}x{height} px, or in the size given), got "
-                        f"{np.round(work.quad, 1).tolist()}")
+        # A painting's corners lie in the photo, or a little past its border (a frame
+        # cut by it), not more than the photo's own size past it: there, a typing slip or
+        # another photo's points would count the work found where it is as a false id.
+        # (Partial works only excuse what is found on them: a cropped set's may lie
+        # wholly beyond the border.)
+        for k, work in enumerate(truth.paintings):
+            low, high = work.quad.min(axis=0), work.quad.max(axis=0)
+            if (low < (-width, -height)).any() or (high > (2 * width, 2 * height)).any():
+                raise InputError(
+                    f"{TRUTH_FILE}: galleries[{g}].paintings[{k}].points: expected corners "
+                    f"in {truth.name} ({width}x{height} px, or in the size given), got "
+                    f"{np.round(work.quad, 1).tolist()}")
         loaded.append((truth, image))
     return loaded
 

@@ -308,6 +308,8 @@ def test_truth_corners_far_outside_the_photo_are_refused(tmp_path: Path,
     # 2100 of 1920 px); far beyond it is a slip, which would count a found work as a
     # false id.
     truth = json.loads(json.dumps(TRUTH))
+    # a partial work only excuses what is found on it: a cropped set's may lie anywhere
+    truth["galleries"][0]["partial"][0]["points"] = _quad(-5000, 100, -4000, 400)
     assert len(read_photo_set(_photos(tmp_path / "fine", truth), None)) == 1
     truth["galleries"][0]["paintings"][1]["points"][2] = corner
     with pytest.raises(InputError, match=r"^truth.json: galleries\[0\]\.paintings\[1\]\."
