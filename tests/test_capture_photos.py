@@ -168,8 +168,6 @@ def test_a_photo_of_another_aspect_keeps_it_and_the_table_says_so(
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
     truth = json.loads(json.dumps(TRUTH))
     truth["galleries"][0]["size"] = list(shot)
-    if shot[0] < W:  # upright: the partial work (from x 1700) is beyond the border
-        truth["galleries"][0]["partial"] = []
     folder = _photos(tmp_path / "photos", truth)
     cv2.imwrite(str(folder / PHOTO), np.full((shot[1], shot[0], 3), 180, np.uint8))
     result = run_photo_bench(folder, catalogue)
