@@ -89,6 +89,7 @@ from typing import Any
 import click
 import numpy as np
 
+from ground.cli_types import SEED
 from ground.errors import InputError
 
 #: The small catalogue the big one is compared with: its first SMALL_WORKS works.
@@ -742,18 +743,18 @@ def _peak_rss_mb() -> float:
 
 
 @click.command("catalogue")
-@click.option("--works", type=int, default=None,
+@click.option("--works", type=click.IntRange(SMALL_WORKS + 1, 100_000), default=None,
               help=f"Works in the generated catalogue (more than {SMALL_WORKS}; default 2000). "
                    "Not with --catalogue.")
 @click.option("--catalogue", "folder", type=click.Path(path_type=Path), default=None,
               help="Measure on this real catalogue folder instead of a generated one: some "
                    "of its works are held out of the index and are the uncatalogued views.")
-@click.option("--held-out", type=int, default=None,
+@click.option("--held-out", type=click.IntRange(1, 100_000), default=None,
               help=f"With --catalogue: works held out of the index (default "
                    f"{HELD_OUT_SHARE:.0%} of them, at least one).")
-@click.option("--views", default=200, show_default=True,
+@click.option("--views", type=click.IntRange(1, 100_000), default=200, show_default=True,
               help="Views of catalogued works (and as many of uncatalogued ones).")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--keep", type=click.Path(path_type=Path), default=None,
               help="Keep the generated catalogues and their indexes in this folder and reuse "
                    "them on later runs (a 2,000-work index takes minutes to build); "

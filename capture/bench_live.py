@@ -41,7 +41,7 @@ import numpy as np
 from capture.degrade import DEGRADATIONS, degrade, hidden
 from capture.frames import Frame
 from ground.cli_report import ProgressUpdate
-from ground.cli_types import FiniteFloat
+from ground.cli_types import SEED, FiniteFloat
 from ground.errors import InputError
 
 FRAME_WIDTH = 1280
@@ -296,7 +296,8 @@ def _inside(point: np.ndarray, outline: np.ndarray) -> bool:
               show_default=True, help="Seconds of camera time on each photo (1 to 60).")
 @click.option("--fps", type=FiniteFloat(1.0, 60.0), default=15.0, show_default=True,
               help="Camera frames a second (1 to 60).")
-@click.option("--seed", default=0, show_default=True, help="The camera's drift and noise.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="The camera's drift and noise.")
 @click.option("--degrade", "degradation", type=click.Choice(DEGRADATIONS), default=None,
               help="Take each photo as a worse camera would (capture/degrade.py).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -45,6 +45,7 @@ import click
 import numpy as np
 
 from ground.cli_report import ProgressUpdate
+from ground.cli_types import SEED
 from ground.errors import InputError
 
 FRAME_SIZE = (1280, 720)
@@ -256,19 +257,16 @@ def run_tracking_photos(photos: Path, frames: int = 120, seed: int = 0, repeats:
 @click.option("--photos", type=click.Path(path_type=Path), default=None,
               help="Film the paintings of real photos with truth.json instead of a "
                    "synthetic wall (the photo is the wall).")
-@click.option("--frames", default=120, show_default=True, help="Frames in each video.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--repeats", default=3, show_default=True,
+@click.option("--frames", type=click.IntRange(3, 100_000), default=120, show_default=True,
+              help="Frames in each video.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Timed passes over the video (the median is reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_tracking_command(photos: Path | None, frames: int, seed: int, repeats: int,
                            as_json: bool) -> None:
     """Quad tracking through a moving camera's video: fps at 1280x720, corner error,
     occlusion; of a synthetic wall, or of the paintings in real photos (--photos DIR)."""
-    if frames < 3:
-        raise InputError(f"--frames: expected at least 3, got {frames}")
-    if repeats < 1:
-        raise InputError(f"--repeats: expected at least 1, got {repeats}")
     if photos is not None:
         from ground.cli_report import progress_bar
 

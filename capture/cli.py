@@ -39,6 +39,7 @@ from capture.bench_video import bench_tracking_command
 from capture.degrade import DEGRADATIONS
 from capture.images import read_image
 from capture.index_cli import index_command
+from ground.cli_types import DETECT_WIDTH, SEED
 from ground.errors import InputError
 
 
@@ -50,7 +51,7 @@ from ground.errors import InputError
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="With --catalogue: keep its index here instead of in the catalogue folder "
                    "(which may be read-only; as art2mus index --cache-dir).")
-@click.option("--detect-width", default=640, show_default=True,
+@click.option("--detect-width", type=DETECT_WIDTH, default=640, show_default=True,
               help="Detection runs on the image downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
 @click.option("--draw", "draw_path", type=click.Path(path_type=Path), default=None,
@@ -63,8 +64,6 @@ def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None,
     from capture.catalogue import Catalogue
     from capture.recognise import detect_and_recognise
 
-    if detect_width < 64:
-        raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
     if cache_dir is not None and catalogue_dir is None:
         raise InputError("--cache-dir: only with --catalogue (it holds that catalogue's index)")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
@@ -126,11 +125,16 @@ def _overlay_paths(images: tuple[Path, ...], draw: Path) -> dict[Path, Path]:
 @click.command("export-encoder")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--opset", default=17, show_default=True)
+# 14: the first with scaled dot-product attention; 20: the TorchScript exporter's last.
+@click.option("--opset", type=click.IntRange(14, 20), default=17, show_default=True)
 def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
     """Export a local CLIPVisionModelWithProjection folder to ONNX for [capture.encoder]."""
     from capture.encoders import export_clip_vision
     from ground.cli_report import working
+
+    blocked = next((p for p in out_path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise InputError(f"cannot write OUT_PATH {out_path}: {blocked} is a file, not a folder")
 
     with working(f"exporting {model_dir} to {out_path} (ONNX opset {opset})"):
         manifest = export_clip_vision(model_dir, out_path, opset)
@@ -155,13 +159,16 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 @click.option("--degrade", "degradation", default=None,
               type=click.Choice(DEGRADATIONS),
               help="With --photos: take each photo as a worse camera would (capture/degrade.py).")
-@click.option("--scenes", default=200, show_default=True, help="Synthetic scenes in the set.")
-@click.option("--seed", default=0, show_default=True, help="Synthetic: the first scene's seed.")
-@click.option("--catalogue-size", default=50, show_default=True,
+@click.option("--scenes", type=click.IntRange(1, 100_000), default=200, show_default=True,
+              help="Synthetic scenes in the set.")
+@click.option("--seed", type=SEED, default=0, show_default=True,
+              help="Synthetic: the first scene's seed.")
+@click.option("--catalogue-size", type=click.IntRange(1, 10_000), default=50,
+              show_default=True,
               help="Synthetic: works in the generated catalogue.")
 @click.option("--style", type=click.Choice(["classic", "rooms"]), default="classic",
               show_default=True, help="Synthetic: the scene generator's style.")
-@click.option("--detect-width", default=640, show_default=True,
+@click.option("--detect-width", type=DETECT_WIDTH, default=640, show_default=True,
               help="Detection runs on the frame downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads_only: bool,
@@ -183,16 +190,12 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
     given = {name for name in ("photos", "catalogue_dir", "quads_only", "distractors", "overlays",
                                "degradation", "scenes", "seed", "catalogue_size", "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
-    if detect_width < 64:
-        raise InputError(f"--detect-width: expected at least 64 px, got {detect_width}")
     if photos is None:
         for name in sorted(given & {"catalogue_dir", "quads_only", "distractors", "overlays",
                                     "degradation"}):
             option = {"catalogue_dir": "--catalogue", "degradation": "--degrade",
                       "quads_only": "--no-catalogue"}.get(name, f"--{name}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
-        if scenes < 1:
-            raise InputError(f"--scenes: expected at least 1, got {scenes}")
         with progress_bar(unit="scenes") as progress:
             result = run_capture_bench(scenes, seed, catalogue_size, detect_width, style=style,
                                        progress=progress)

@@ -244,7 +244,6 @@ def test_without_a_catalogue_the_quad_finder_alone_is_scored(
     (["--catalogue", "PHOTOS"], "--catalogue"),
     (["--photos", "NOWHERE"], "--photos"),
     (["--photos", "PHOTOS", "--catalogue", "NOWHERE"], "--catalogue"),
-    (["--photos", "PHOTOS", "--detect-width", "0"], "--detect-width"),
     (["--no-catalogue"], "--no-catalogue"),
     (["--photos", "PHOTOS", "--no-catalogue", "--catalogue", "PHOTOS"], "--catalogue"),
 ])
