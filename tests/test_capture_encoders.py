@@ -136,3 +136,18 @@ def test_export_refuses_a_folder_without_a_processor(tmp_path: Path) -> None:
                                                          str(tmp_path / "x.onnx")])
     assert isinstance(result.exception, InputError)
     assert "preprocessor_config.json" in str(result.exception)
+
+
+def test_export_refuses_an_opset_out_of_range_and_a_path_below_a_file(tmp_path: Path) -> None:
+    # Both were tracebacks (torch's exporter on --opset 0; FileExistsError for the path).
+    for opset in ("0", "13", "21"):
+        result = CliRunner().invoke(export_encoder_command, [str(tmp_path),
+                                                             str(tmp_path / "x.onnx"),
+                                                             "--opset", opset])
+        assert result.exit_code == 2 and "Invalid value for '--opset'" in result.output
+    (tmp_path / "taken").write_bytes(b"\x00")
+    result = CliRunner().invoke(export_encoder_command, [str(tmp_path),
+                                                         str(tmp_path / "taken" / "x.onnx")])
+    assert isinstance(result.exception, InputError)
+    assert str(result.exception) == (f"cannot write OUT_PATH {tmp_path / 'taken' / 'x.onnx'}: "
+                                     f"{tmp_path / 'taken'} is a file, not a folder")
