@@ -229,6 +229,11 @@ _LOCATE_MIN_VOTES = 8  # a reference with fewer ratio-test votes is not verified
 _LOCATE_CONSISTENT = 0.6  # ...and with fewer than min_inliers, this share must be inliers
 _LOCATE_DOMINANT = 4.0  # ...or the reference this many times the votes of any other
 _NEAR_MARGIN = 0.25  # of a quad's size: the neighbourhood locate(near=...) searches
+# px, the longer side: locate(near=...) looks at a work no larger than its reference holds
+# it (NATIVE_LONG_SIDE): detail finer than the reference's has no counterpart among its
+# features, and costs SIFT time (a work filling a 960x1280 portrait frame: 150-200 ms an
+# arrival at locate_width's scale). Smaller still (300 px), a plain work loses its fit.
+_NEAR_SIDE = NATIVE_LONG_SIDE
 _ARRIVED = 0.7  # IoU with that quad of a work placed exactly: the search ends there
 _WEAK_INLIERS = 5  # a fit this consistent, too weak to stand, is looked at again finer...
 _FINER = 2.0  # ...at this many times the scale (the frame's own pixels at most)...
@@ -814,8 +819,9 @@ class Catalogue:
         painting it is following; matching against one reference is cheap).
         ``near`` (a quad, frame px) restricts it to that quad's neighbourhood
         (its bounding box grown by ``_NEAR_MARGIN`` of its size), at the same
-        scale as the whole frame: what a new arrival the quad finder or the
-        tracker found costs, a fraction of the whole frame's search. It ends
+        scale as the whole frame, or smaller where the quad would be larger than
+        ``_NEAR_SIDE`` there: what a new arrival the quad finder or the tracker
+        found costs, a fraction of the whole frame's search. It ends
         at the first work placed exactly (``min_inliers`` ratio-test inliers)
         where that quad is (IoU ``_ARRIVED``): a new arrival is one work.
 
@@ -843,6 +849,9 @@ class Catalogue:
         began = time.perf_counter()
         height, width = frame_bgr.shape[:2]
         scale = min(1.0, self.locate_width / width)
+        if near is not None:  # a large work is looked at no larger than _NEAR_SIDE
+            extent = float((near.max(axis=0) - near.min(axis=0)).max())
+            scale = min(scale, _NEAR_SIDE / max(extent, 1.0))
         found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction)
         finer = min(1.0, _FINER * scale)
 

@@ -595,6 +595,36 @@ def test_a_search_near_a_new_arrival_ends_at_the_work_placed_there(
     assert [catalogue.ids[owner] for owner in fitted] == [catalogue.ids[2]]
 
 
+@pytest.mark.parametrize("shape", [(720, 1280), (1280, 960)])
+def test_a_work_filling_the_frame_is_searched_no_larger_than_it_needs(
+        catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, int]) -> None:
+    """A camera framing one work (a landscape frame, or a portrait one) sees it at
+    600-1100 px: the search near its quad looks at it no larger than _NEAR_SIDE (its
+    reference holds 400 px; more pixels only cost SIFT time), and places it exactly."""
+    from capture import catalogue as module
+
+    height, width = shape
+    artwork = catalogue_artwork(3)
+    side = 0.85 * min(height / artwork.shape[0], width / artwork.shape[1])
+    w, h = round(artwork.shape[1] * side), round(artwork.shape[0] * side)
+    x, y = (width - w) // 2, (height - h) // 2
+    frame = np.full((height, width, 3), (178, 186, 192), np.uint8)
+    frame[y:y + h, x:x + w] = cv2.resize(artwork, (w, h), interpolation=cv2.INTER_AREA)
+    quad = np.float32([[x, y], [x + w, y], [x + w, y + h], [x, y + h]])
+    seen: list[float] = []
+    features = Catalogue._features
+
+    def measured(self: Catalogue, part: np.ndarray, scale: float, sift: object) -> object:
+        seen.append(max(w, h) * scale)  # the work's longer side as SIFT sees it
+        return features(self, part, scale, sift)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalogue, "_features", measured)
+    near = catalogue.locate(frame, near=quad)
+    assert [f.artwork_id for f in near] == [catalogue.ids[3]]
+    assert quad_iou(near[0].quad, quad) > 0.95
+    assert seen and max(seen) <= module._NEAR_SIDE + 1
+
+
 def test_the_fine_search_finds_small_works_the_whole_frame_misses(catalogue: Catalogue) -> None:
     """Works 120 px wide on a 1920x1080 wall (40 px at locate_width: too few features
     there, for most, even for a weak fit to be looked at again) are placed by
