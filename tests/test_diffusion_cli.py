@@ -87,6 +87,7 @@ def test_bench_without_stock_loop(tiny_model_folder: Path) -> None:
 @pytest.mark.parametrize(("args", "option"), [
     (["--batch", "0"], "positive"),
     (["--stock-steps", "-1"], "'--stock-steps'"),
+    (["--stock-steps", "0", "--stock-timed-steps", "2"], "'--stock-timed-steps'"),
     (["--stock-steps", "4", "--stock-timed-steps", "5"], "'--stock-timed-steps'"),
     (["--stock-warmup-steps", "2"], "'--stock-warmup-steps'"),
     (["--windows", "0"], "'--windows'"),
@@ -156,3 +157,98 @@ def test_tiny_installation_config_validates() -> None:
     config = load_config(ROOT / "configs" / "diffusion-tiny.toml")
     assert config.engine.generator == "diffusion"
     assert config.engine.diffusion.model == "out/tiny-model"
+
+
+def _refused(args: list[str], option: str) -> None:
+    """``art2mus ARGS`` stops with a usage error naming ``option``, no traceback."""
+    from installation.cli import cli
+
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--steps", "0"], "'--steps'"), (["--steps", "-1"], "'--steps'"),
+    (["--steps", str(10**12)], "'--steps'"),
+    (["--window-s", "0"], "'--window-s'"), (["--window-s", "-1"], "'--window-s'"),
+    (["--window-s", "1e12"], "'--window-s'"), (["--window-s", "nan"], "'--window-s'"),
+    (["--overlap-s", "0"], "'--overlap-s'"), (["--overlap-s", "-1"], "'--overlap-s'"),
+    (["--overlap-s", "5"], "'--overlap-s'"), (["--overlap-s", "1e12"], "'--overlap-s'"),
+    (["--window-s", "1.28", "--overlap-s", "0.96"], "half of --window-s"),
+    (["--device", ""], "'--device'"), (["--device", "nosuch"], "'--device'"),
+    (["--device", "cuda:99"], "'--device'"), (["--device", "cpu:0"], "'--device'"),
+    (["--dtype", ""], "'--dtype'"), (["--dtype", "nosuch"], "'--dtype'"),
+    (["--threads", "-1"], "'--threads'"), (["--threads", str(10**12)], "'--threads'"),
+    (["--windows", str(10**12)], "'--windows'"),
+    (["--stock-steps", str(10**12)], "'--stock-steps'"),
+    (["--stock-warmup-steps", str(10**12)], "'--stock-warmup-steps'"),
+    (["--repeats", str(10**12)], "'--repeats'"),
+    (["--batch", str(10**12)], "'--batch'"), (["--batch", "1,,2"], "'--batch'"),
+    (["--batch", ""], "'--batch'"), (["--batch", "1,-2"], "'--batch'"),
+    (["--batch", "1,x"], "'--batch'"), (["--batch", "0"], "'--batch'"),
+])
+def test_bench_engine_refuses_bad_options(tmp_path: Path, args: list[str], option: str) -> None:
+    """Refused before any model loads (tmp_path is no model folder)."""
+    _refused(["bench", "engine", "--model", str(tmp_path), *args], option)
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--embedding-dim", "0"], "'--embedding-dim'"),
+    (["--embedding-dim", "-1"], "'--embedding-dim'"),
+    (["--embedding-dim", str(10**12)], "'--embedding-dim'"),
+    (["--lm-width", "0"], "'--lm-width'"), (["--lm-width", "-1"], "'--lm-width'"),
+    (["--lm-width", "7"], "'--lm-width'"), (["--lm-width", "100"], "multiple of 12"),
+    (["--lm-width", str(10**12)], "'--lm-width'"),
+    (["--support-width", "-1"], "'--support-width'"),
+    (["--support-width", "0"], "'--support-width'"),
+    (["--support-width", str(10**12)], "'--support-width'"),
+    (["--seed", "1e21"], "'--seed'"), (["--seed", "-1"], "'--seed'"),
+])
+def test_make_tiny_model_refuses_bad_options(tmp_path: Path, args: list[str],
+                                             option: str) -> None:
+    _refused(["make-tiny-model", str(tmp_path / "m"), *args], option)
+    assert not (tmp_path / "m").exists()
+
+
+def test_out_dirs_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty OUT_DIR would write into the current folder."""
+    monkeypatch.chdir(tmp_path)
+    _refused(["make-tiny-model", ""], "OUT_DIR")
+    _refused(["export-onnx", str(tmp_path), ""], "OUT_DIR")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--batch", "0"], "'--batch'"), (["--batch", "-1"], "'--batch'"),
+    (["--batch", str(10**12)], "'--batch'"),
+    (["--window-s", "1e12"], "'--window-s'"), (["--window-s", "0"], "'--window-s'"),
+    (["--window-s", "nan"], "'--window-s'"),
+])
+def test_export_onnx_refuses_bad_options(tmp_path: Path, args: list[str], option: str) -> None:
+    _refused(["export-onnx", str(tmp_path), str(tmp_path / "out"), *args], option)
+
+
+def test_device_names_what_torch_sees(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cuda and cuda:N only where torch sees that device; auto and cpu always."""
+    import click
+    import torch
+
+    from engine.generators.diffusion.cli import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert check_device(None, None, "auto") == "auto"
+    assert check_device(None, None, "cpu") == "cpu"
+    with pytest.raises(click.BadParameter, match="no CUDA device"):
+        check_device(None, None, "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check_device(None, None, "cuda") == "cuda"
+    assert check_device(None, None, "cuda:1") == "cuda:1"
+    with pytest.raises(click.BadParameter, match=r"cuda:0\.\.cuda:1"):
+        check_device(None, None, "cuda:2")
+    for bad in ("", "CUDA", "cuda:", "cuda:-1", "gpu", "auto:0"):
+        with pytest.raises(click.BadParameter, match="expected auto, cpu, cuda or cuda:N"):
+            check_device(None, None, bad)

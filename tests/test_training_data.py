@@ -318,5 +318,97 @@ def test_config_errors_name_the_field() -> None:
         ProjectionConfig(cond_dropout=1.0)
     result = CliRunner().invoke(cli, ["train-projection", "--model", ".", "--data", ".",
                                       "--out", "x", "--accumulate", "0"])
-    assert result.exit_code == InputError.exit_code
-    assert "accumulate must be >= 1, got 0" in result.output
+    assert result.exit_code == 2 and "'--accumulate'" in result.output, result.output
+
+
+def _refused(args: list[str], option: str) -> None:
+    """``art2mus ARGS`` stops with a usage error naming ``option``, no traceback."""
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert option in result.output, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+HUGE = str(10**12)
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--seed", "-1"], "'--seed'"), (["--seed", "1e21"], "'--seed'"),
+    (["--count", "-1"], "'--count'"), (["--count", "0"], "'--count'"),
+    (["--count", HUGE], "'--count'"),
+    (["--seconds", "0"], "'--seconds'"), (["--seconds", "-1"], "'--seconds'"),
+    (["--seconds", "1e12"], "'--seconds'"), (["--seconds", "nan"], "'--seconds'"),
+    (["--val", "-1"], "'--val'"), (["--test", "-1"], "'--test'"),
+    (["--count", "10", "--val", "5", "--test", "5"], "'--val' / '--test'"),
+])
+def test_make_tone_dataset_refuses_bad_options(tmp_path: Path, args: list[str],
+                                               option: str) -> None:
+    _refused(["make-tone-dataset", str(tmp_path / "d"), *args], option)
+    assert not (tmp_path / "d").exists()
+
+
+def test_make_tone_dataset_writes_a_small_set(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    result = CliRunner().invoke(cli, ["make-tone-dataset", str(tmp_path / "d"), "--count", "3",
+                                      "--val", "1", "--test", "1", "--seconds", "0.05",
+                                      "--seed", str(2**32 - 1)])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "d" / "audio").iterdir())) == 3
+    monkeypatch.chdir(tmp_path)
+    _refused(["make-tone-dataset", ""], "OUT_DIR")
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--clip-s", "0"], "'--clip-s'"), (["--clip-s", "-1"], "'--clip-s'"),
+    (["--clip-s", "1e12"], "'--clip-s'"), (["--val-fraction", "1"], "'--val-fraction'"),
+    (["--val-fraction", "-0.1"], "'--val-fraction'"),
+    (["--val-fraction", "nan"], "'--val-fraction'"),
+])
+def test_validate_data_refuses_bad_options(tmp_path: Path, args: list[str], option: str) -> None:
+    _refused(["validate-data", str(tmp_path), *args], option)
+
+
+#: Options of both trainers, each with values refused (0, -1, 10**12, nan where they apply).
+RUN_REFUSED = [
+    ("--batch-size", ["0", "-1", HUGE]), ("--accumulate", ["0", "-1", HUGE]),
+    ("--weight-decay", ["-1", "1e12", "nan"]), ("--grad-clip", ["0", "-1", "1e12", "nan"]),
+    ("--warmup-steps", ["-1", HUGE]), ("--device", ["", "nosuch", "cuda:99"]),
+    ("--seed", ["-1", HUGE]), ("--clip-s", ["0", "-1", "1e12", "nan"]),
+    ("--max-clips", ["-1", HUGE]), ("--val-fraction", ["-1", "1", "nan"]),
+    ("--validate-every", ["-1", HUGE]), ("--checkpoint-every", ["-1", HUGE]),
+    ("--keep-checkpoints", ["0", "-1", HUGE]), ("--log-every", ["0", "-1", HUGE]),
+    ("--threads", ["-1", HUGE]), ("--train-steps", ["0", "-1", HUGE]),
+    ("--lr", ["0", "-1", "1e12", "nan"]), ("--out", [""]),
+]
+PROJECTION_REFUSED = [("--min-snr", ["-1", "1e12", "nan"]),
+                      ("--cond-dropout", ["-1", "1", "nan"])]
+DISTILL_REFUSED = [
+    ("--steps", ["0", "-1", "9", HUGE]), ("--teacher-steps", ["0", "-1", HUGE]),
+    ("--guidance-min", ["0", "-1", "1e12", "nan"]),
+    ("--guidance-max", ["0", "-1", "1e12", "nan"]),
+    ("--guidance-dim", ["0", "-1", "2", HUGE]), ("--ddim-timesteps", ["-1", "2", HUGE]),
+    ("--ema-decay", ["-1", "1", "nan"]),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    (option, value) for option, values in RUN_REFUSED + PROJECTION_REFUSED for value in values])
+def test_train_projection_refuses_bad_options(tmp_path: Path, option: str, value: str) -> None:
+    """Refused before any model loads (tmp_path is no model folder)."""
+    _refused(["train-projection", "--model", str(tmp_path), "--data", str(tmp_path),
+              "--out", str(tmp_path / "out"), option, value], f"'{option}'")
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    (option, value) for option, values in RUN_REFUSED + DISTILL_REFUSED for value in values])
+def test_distill_refuses_bad_options(tmp_path: Path, option: str, value: str) -> None:
+    _refused(["distill", "--teacher", str(tmp_path), "--data", str(tmp_path),
+              "--out", str(tmp_path / "out"), option, value], f"'{option}'")
+
+
+def test_distill_refuses_crossed_guidance(tmp_path: Path) -> None:
+    _refused(["distill", "--teacher", str(tmp_path), "--data", str(tmp_path), "--out",
+              str(tmp_path / "out"), "--guidance-min", "5", "--guidance-max", "2"],
+             "'--guidance-min'")

@@ -24,15 +24,33 @@ from typing import Any
 
 import click
 
-from ground.cli_types import FiniteFloat
+from engine.generators.diffusion.cli import THREADS, OutDir, check_device
+from ground.cli_types import SEED, FiniteFloat
 from ground.errors import InputError
+
+#: Longest training clip and generated tone, s (engine.diffusion.window_s takes 30).
+MAX_CLIP_S = 60.0
+#: A share of rows in 0 <= x < 1 (RunConfig.val_fraction).
+FRACTION = FiniteFloat(0.0, 1.0, max_open=True)
+#: Optimiser steps, and the step intervals of a run.
+MAX_TRAIN_STEPS = 10_000_000
+TRAIN_STEPS = click.IntRange(1, MAX_TRAIN_STEPS)
+EVERY = click.IntRange(0, MAX_TRAIN_STEPS)
+#: Pairs a generated tone dataset may hold.
+MAX_TONE_PAIRS = 100_000
+#: An AdamW learning rate: above 0, at most 1.
+LEARNING_RATE = FiniteFloat(0.0, 1.0, min_open=True)
+#: Guidance scales (engine.diffusion.guidance_scale takes 1..20).
+GUIDANCE = FiniteFloat(1.0, 20.0)
+#: DDIM's 1000 training timesteps: the most a teacher ODE grid or reference can walk.
+MAX_TIMESTEPS = 1000
 
 
 @click.command("validate-data")
 @click.argument("data_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--clip-s", type=FiniteFloat(), default=2.56, show_default=True,
-              help="Clip length: shorter audio files are refused.")
-@click.option("--val-fraction", type=FiniteFloat(), default=0.1, show_default=True,
+@click.option("--clip-s", type=FiniteFloat(0.0, MAX_CLIP_S, min_open=True), default=2.56,
+              show_default=True, help="Clip length: shorter audio files are refused.")
+@click.option("--val-fraction", type=FRACTION, default=0.1, show_default=True,
               help="Share of rows without a split column that go to 'val'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def validate_data_command(data_dir: Path, clip_s: float, val_fraction: float,
@@ -54,16 +72,23 @@ def validate_data_command(data_dir: Path, clip_s: float, val_fraction: float,
 
 
 @click.command("make-tone-dataset")
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--count", default=400, show_default=True, help="Image/audio pairs.")
-@click.option("--seconds", type=FiniteFloat(), default=0.32, show_default=True,
+@click.argument("out_dir", type=OutDir())
+@click.option("--count", type=click.IntRange(1, MAX_TONE_PAIRS), default=400, show_default=True,
+              help="Image/audio pairs.")
+@click.option("--seconds", type=FiniteFloat(0.01, MAX_CLIP_S), default=0.32, show_default=True,
               help="Audio length per pair.")
-@click.option("--val", "val_count", default=16, show_default=True)
-@click.option("--test", "test_count", default=16, show_default=True)
-@click.option("--seed", default=0, show_default=True)
+@click.option("--val", "val_count", type=click.IntRange(0, MAX_TONE_PAIRS), default=16,
+              show_default=True, help="Pairs (of --count) in the 'val' split.")
+@click.option("--test", "test_count", type=click.IntRange(0, MAX_TONE_PAIRS), default=16,
+              show_default=True, help="Pairs (of --count) in the 'test' split.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def make_tone_dataset_command(out_dir: Path, count: int, seconds: float, val_count: int,
                               test_count: int, seed: int) -> None:
     """Write a paired dataset where lighter images go with higher tones (to try training)."""
+    if val_count + test_count >= count:
+        raise click.BadParameter(f"expected fewer than --count ({count}) together, so that "
+                                 f"some pairs train, got {val_count} + {test_count}",
+                                 param_hint="'--val' / '--test'")
     from training.synthetic import write_tone_dataset
 
     items = write_tone_dataset(out_dir, count, seconds, seed, val_count, test_count)
@@ -76,8 +101,7 @@ def _run_options(function: Any) -> Any:
         click.option("--data", "data_dir", required=True,
                      type=click.Path(exists=True, file_okay=False, path_type=Path),
                      help="Paired dataset folder (see validate-data)."),
-        click.option("--out", "out_dir", required=True,
-                     type=click.Path(file_okay=False, path_type=Path),
+        click.option("--out", "out_dir", required=True, type=OutDir(),
                      help="Output model folder (training state in OUT/training/)."),
         click.option("--encoder", default="descriptor", show_default=True,
                      help="Image encoder: descriptor or onnx:PATH."),
@@ -85,30 +109,35 @@ def _run_options(function: Any) -> Any:
                      default=None, help="Cache folder [default: DATA/.art2mus-cache]."),
         click.option("--resume", is_flag=True,
                      help="Continue from the latest checkpoint in OUT/training/checkpoints."),
-        click.option("--batch-size", default=8, show_default=True),
-        click.option("--accumulate", default=1, show_default=True,
-                     help="Micro-batches per optimizer step."),
-        click.option("--weight-decay", default=None, type=FiniteFloat()),
-        click.option("--grad-clip", type=FiniteFloat(), default=1.0, show_default=True),
-        click.option("--warmup-steps", default=0, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1, 1024), default=8,
+                     show_default=True),
+        click.option("--accumulate", type=click.IntRange(1, 1024), default=1,
+                     show_default=True, help="Micro-batches per optimizer step."),
+        click.option("--weight-decay", default=None, type=FiniteFloat(0.0, 100.0)),
+        click.option("--grad-clip", type=FiniteFloat(0.0, 1e6, min_open=True), default=1.0,
+                     show_default=True),
+        click.option("--warmup-steps", type=EVERY, default=0, show_default=True),
         click.option("--precision", default="auto", show_default=True,
                      type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
                      help="auto: bf16 (or fp16 + GradScaler) autocast on CUDA, fp32 on CPU."),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--seed", default=0, show_default=True),
-        click.option("--clip-s", type=FiniteFloat(), default=2.56, show_default=True,
+        click.option("--device", default="auto", show_default=True, callback=check_device,
+                     help="auto, cpu, cuda or cuda:N."),
+        click.option("--seed", type=SEED, default=0, show_default=True),
+        click.option("--clip-s", type=FiniteFloat(0.0, MAX_CLIP_S, min_open=True),
+                     default=2.56, show_default=True,
                      help="Training clip length (a multiple of the UNet's frame multiple)."),
-        click.option("--max-clips", default=0, show_default=True,
-                     help="Clips per audio file (0: all)."),
-        click.option("--val-fraction", type=FiniteFloat(), default=0.1, show_default=True),
+        click.option("--max-clips", type=click.IntRange(0, 1_000_000), default=0,
+                     show_default=True, help="Clips per audio file (0: all)."),
+        click.option("--val-fraction", type=FRACTION, default=0.1, show_default=True),
         click.option("--latents", default="sample", show_default=True,
                      type=click.Choice(["sample", "mean"]),
                      help="Draw latents from the VAE posterior, or use its mean."),
-        click.option("--validate-every", default=100, show_default=True),
-        click.option("--checkpoint-every", default=100, show_default=True),
-        click.option("--keep-checkpoints", default=3, show_default=True),
-        click.option("--log-every", default=10, show_default=True),
-        click.option("--threads", default=0, show_default=True,
+        click.option("--validate-every", type=EVERY, default=100, show_default=True),
+        click.option("--checkpoint-every", type=EVERY, default=100, show_default=True),
+        click.option("--keep-checkpoints", type=click.IntRange(1, 1000), default=3,
+                     show_default=True),
+        click.option("--log-every", type=TRAIN_STEPS, default=10, show_default=True),
+        click.option("--threads", type=THREADS, default=0, show_default=True,
                      help="torch CPU threads (0: torch's default; 1 is fastest on a busy CPU)."),
         click.option("--quiet", is_flag=True,
                      help="No progress bar (none either when stderr is not a terminal)."),
@@ -147,16 +176,16 @@ def _report(result: Any) -> None:
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Source model folder (its frozen parts are linked into OUT).")
 @_run_options
-@click.option("--train-steps", "steps", default=1000, show_default=True,
+@click.option("--train-steps", "steps", type=TRAIN_STEPS, default=1000, show_default=True,
               help="Optimizer steps.")
-@click.option("--steps", "old_steps", type=int, default=None, hidden=True, expose_value=False,
+@click.option("--steps", "old_steps", default=None, hidden=True, expose_value=False,
               callback=lambda ctx, param, value: _refuse_renamed(value, "--steps",
                                                                  "--train-steps"),
               help="Refused: the old spelling of --train-steps.")
-@click.option("--lr", type=FiniteFloat(), default=2e-5, show_default=True)
-@click.option("--min-snr", "min_snr_gamma", type=FiniteFloat(), default=0.0, show_default=True,
-              help="Min-SNR-gamma loss weighting (5 is the paper's; 0: off).")
-@click.option("--cond-dropout", type=FiniteFloat(), default=0.1, show_default=True,
+@click.option("--lr", type=LEARNING_RATE, default=2e-5, show_default=True)
+@click.option("--min-snr", "min_snr_gamma", type=FiniteFloat(0.0, 1000.0), default=0.0,
+              show_default=True, help="Min-SNR-gamma loss weighting (5 is the paper's; 0: off).")
+@click.option("--cond-dropout", type=FRACTION, default=0.1, show_default=True,
               help="Probability of a zero embedding (the CFG unconditional branch).")
 @click.option("--train-all", is_flag=True,
               help="Also train the UNet and GPT-2 (tiny models trained from scratch).")
@@ -186,27 +215,32 @@ def train_projection_command(**options: Any) -> None:
               type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Teacher model folder (an original model, e.g. train-projection's output).")
 @_run_options
-@click.option("--steps", "sample_steps", default=4, show_default=True,
+@click.option("--steps", "sample_steps", type=click.IntRange(1, 8), default=4,
+              show_default=True,
               help="Sampling steps the student is checked at against the teacher (1-8).")
-@click.option("--train-steps", "steps", default=2000, show_default=True,
+@click.option("--train-steps", "steps", type=TRAIN_STEPS, default=2000, show_default=True,
               help="Optimizer steps of the distillation.")
-@click.option("--lr", type=FiniteFloat(), default=1e-5, show_default=True)
-@click.option("--teacher-steps", default=25, show_default=True,
+@click.option("--lr", type=LEARNING_RATE, default=1e-5, show_default=True)
+@click.option("--teacher-steps", type=click.IntRange(1, MAX_TIMESTEPS), default=25,
+              show_default=True,
               help="DPM-Solver++ steps of the teacher reference used for validation.")
-@click.option("--guidance-min", type=FiniteFloat(), default=1.0, show_default=True,
+@click.option("--guidance-min", type=GUIDANCE, default=1.0, show_default=True,
               help="Lowest guidance scale the student learns (recorded in its folder).")
-@click.option("--guidance-max", type=FiniteFloat(), default=4.0, show_default=True,
+@click.option("--guidance-max", type=GUIDANCE, default=4.0, show_default=True,
               help="Highest scale; set both equal to bake one scale in (best for short runs).")
-@click.option("--guidance-dim", "guidance_embedding_dim", default=256, show_default=True,
+@click.option("--guidance-dim", "guidance_embedding_dim", type=click.IntRange(4, 4096),
+              default=256, show_default=True,
               help="Width of the student's guidance embedding (time_cond_proj_dim).")
-@click.option("--ddim-timesteps", default=0, show_default=True,
+@click.option("--ddim-timesteps", type=click.IntRange(0, MAX_TIMESTEPS), default=0,
+              show_default=True,
               help="Points of the teacher ODE grid (0: the LCM sampler's, 50).")
-@click.option("--ema-decay", type=FiniteFloat(), default=0.95, show_default=True)
+@click.option("--ema-decay", type=FRACTION, default=0.95, show_default=True)
 @click.option("--loss", default="l2", show_default=True, type=click.Choice(["l2", "huber"]))
 def distill_command(**options: Any) -> None:
     """Distil a few-step consistency student of TEACHER; write an engine-loadable folder."""
     from training.distill import DistillConfig, distill
 
+    _check_distill_options(options)
     _set_threads(options["threads"])
     if options["weight_decay"] is None:
         options["weight_decay"] = 0.0
@@ -215,6 +249,19 @@ def distill_command(**options: Any) -> None:
                      encoder=options["encoder"], cache_dir=options["cache_dir"],
                      resume=options["resume"], progress=_show_progress(options))
     _report(result)
+
+
+def _check_distill_options(options: dict[str, Any]) -> None:
+    """The distill options that bound each other, refused naming the option."""
+    if options["guidance_min"] > options["guidance_max"]:
+        raise click.BadParameter(f"expected at most --guidance-max "
+                                 f"({options['guidance_max']:g}), got "
+                                 f"{options['guidance_min']:g}", param_hint="'--guidance-min'")
+    points, steps = options["ddim_timesteps"], options["sample_steps"]
+    if points and points < steps:
+        raise click.BadParameter(f"expected 0 or at least --steps ({steps}): the student's "
+                                 f"sampler walks this grid, got {points}",
+                                 param_hint="'--ddim-timesteps'")
 
 
 def _refuse_renamed(value: Any, old: str, new: str) -> None:

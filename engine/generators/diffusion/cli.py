@@ -19,6 +19,7 @@ torch is imported only inside the commands, so ``import installation.cli`` stays
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -28,23 +29,84 @@ from typing import Any
 import click
 
 from engine.generators.diffusion.importer import import_model_command
-from ground.cli_types import FiniteFloat
+from ground.cli_types import SEED, FiniteFloat
 from ground.errors import InputError
+
+#: Widest model window and overlap, as engine.diffusion.window_s / overlap_s accept.
+MAX_WINDOW_S = 30.0
+MAX_OVERLAP_S = 10.0
+#: Largest batch (rooms sampled together) a bench or an ONNX export takes.
+MAX_BATCH = 1024
+#: torch CPU threads (0: torch's default).
+THREADS = click.IntRange(0, 1024)
+#: The dtypes :func:`engine.generators.diffusion.model.resolve_dtype` knows.
+DTYPES = ["auto", "float32", "float16", "bfloat16"]
+#: Widths of a tiny model: image embedding, GPT-2 (12 heads) and the support prompt.
+MAX_TINY_WIDTH = 8192
+MAX_LM_WIDTH = 3072
+LM_HEADS = 12
+
+_DEVICE = re.compile(r"(auto|cpu|cuda)(:(\d+))?")
+
+
+def check_device(ctx: click.Context | None, param: click.Parameter | None,
+                 value: str) -> str:
+    """A click callback for ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, where
+    CUDA is asked for only when torch sees that device; refused naming the option."""
+    match = _DEVICE.fullmatch(value)
+    if match is None or (match[3] is not None and match[1] != "cuda"):
+        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}",
+                                 ctx, param)
+    if match[1] != "cuda":
+        return value
+    try:
+        import torch
+    except ImportError:  # the command names the missing extra itself
+        return value
+    if not torch.cuda.is_available():
+        raise click.BadParameter(f"{value!r}: torch sees no CUDA device here", ctx, param)
+    count = torch.cuda.device_count()
+    if match[3] is not None and int(match[3]) >= count:
+        raise click.BadParameter(f"{value!r}: torch sees {count} CUDA device(s) "
+                                 f"(cuda:0..cuda:{count - 1})", ctx, param)
+    return value
+
+
+class OutDir(click.Path):
+    """A folder to write (``click.Path(file_okay=False)`` as a :class:`~pathlib.Path`); an
+    empty name, which would write into the current folder, is refused."""
+
+    def __init__(self) -> None:
+        super().__init__(file_okay=False, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        """``value`` as a Path, refused when empty."""
+        if isinstance(value, str) and not value.strip():
+            self.fail(f"expected a folder name, got {value!r}", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 @click.command("make-tiny-model")
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--embedding-dim", default=1024, show_default=True, help="Image embedding width.")
+@click.argument("out_dir", type=OutDir())
+@click.option("--embedding-dim", type=click.IntRange(1, MAX_TINY_WIDTH), default=1024,
+              show_default=True, help="Image embedding width.")
 @click.option("--student", is_flag=True, help="A consistency student (guidance embedding).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--lm-width", default=768, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--lm-width", type=click.IntRange(LM_HEADS, MAX_LM_WIDTH), default=768,
+              show_default=True,
               help="GPT-2 width (a multiple of 12); 96 makes training on a CPU fast.")
-@click.option("--support-width", default=1024, show_default=True)
+@click.option("--support-width", type=click.IntRange(1, MAX_TINY_WIDTH), default=1024,
+              show_default=True)
 @click.option("--prediction-type", default="epsilon", show_default=True,
               type=click.Choice(["epsilon", "v_prediction", "sample"]))
 def make_tiny_model_command(out_dir: Path, embedding_dim: int, student: bool, seed: int,
                             lm_width: int, support_width: int, prediction_type: str) -> None:
     """Write a tiny random-weight model folder (AudioLDM2 layout) to OUT_DIR."""
+    if lm_width % LM_HEADS:
+        raise click.BadParameter(f"expected a multiple of {LM_HEADS} (GPT-2's attention heads "
+                                 f"split the width evenly), got {lm_width}",
+                                 param_hint="'--lm-width'")
     from engine.generators.diffusion.model import make_tiny_model
 
     folder = make_tiny_model(out_dir, embedding_dim=embedding_dim, student=student, seed=seed,
@@ -55,10 +117,11 @@ def make_tiny_model_command(out_dir: Path, embedding_dim: int, student: bool, se
 
 @click.command("export-onnx")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--window-s", type=FiniteFloat(), default=2.56, show_default=True,
-              help="Model window (static).")
-@click.option("--batch", default=1, show_default=True, help="Static batch size of the UNet.")
+@click.argument("out_dir", type=OutDir())
+@click.option("--window-s", type=FiniteFloat(0.0, MAX_WINDOW_S, min_open=True), default=2.56,
+              show_default=True, help="Model window (static).")
+@click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
+              help="Static batch size of the UNet.")
 @click.option("--guidance", is_flag=True, help="Export the UNet at 2x batch (CFG).")
 def export_onnx_command(model_dir: Path, out_dir: Path, window_s: float, batch: int,
                         guidance: bool) -> None:
@@ -73,13 +136,17 @@ def export_onnx_command(model_dir: Path, out_dir: Path, window_s: float, batch: 
     click.echo(json.dumps(manifest, indent=2))
 
 
-def _parse_batches(text: str) -> list[int]:
+def _parse_batches(ctx: click.Context | None, param: click.Parameter | None,
+                   text: str) -> list[int]:
+    """``--batch 1,4,16`` as sizes; refused naming the option unless every item is a
+    whole number in 1..MAX_BATCH."""
+    expected = f"expected comma-separated positive sizes up to {MAX_BATCH} (e.g. 1,4,16)"
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
+        sizes = [int(part) for part in text.split(",")]
     except ValueError as error:
-        raise click.BadParameter(f"expected comma-separated sizes, got {text!r}") from error
-    if not sizes or min(sizes) < 1:
-        raise click.BadParameter(f"expected positive sizes, got {text!r}")
+        raise click.BadParameter(f"{expected}, got {text!r}", ctx, param) from error
+    if not 1 <= min(sizes) <= max(sizes) <= MAX_BATCH:
+        raise click.BadParameter(f"{expected}, got {text!r}", ctx, param)
     return sizes
 
 
@@ -92,49 +159,61 @@ TARGET_BATCH16_OVER_BATCH1 = 4.0
 TARGET_SPEEDUP = 500.0
 #: Stock steps timed per repeat on a CPU by default (a GPU times all of --stock-steps).
 CPU_STOCK_TIMED_STEPS = 20
+#: The most stock-loop steps: DDIM's schedule has 1000 training timesteps, and
+#: set_timesteps refuses more.
+STOCK_MAX_STEPS = 1000
 
 
 @click.command("engine")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
                                                       path_type=Path), required=True)
-@click.option("--steps", default=4, show_default=True,
+@click.option("--steps", type=click.IntRange(1, 8), default=4, show_default=True,
               help="Sampling (denoising) steps per window.")
 @click.option("--batch", "batches", default="1,4,16", show_default=True,
-              help="Comma-separated room counts sampled together.")
-@click.option("--window-s", type=FiniteFloat(), default=2.56, show_default=True)
-@click.option("--overlap-s", type=FiniteFloat(), default=0.64, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", default="auto", show_default=True)
-@click.option("--windows", default=20, show_default=True, type=click.IntRange(min=1),
+              callback=_parse_batches, help="Comma-separated room counts sampled together.")
+@click.option("--window-s", type=FiniteFloat(0.0, MAX_WINDOW_S, min_open=True), default=2.56,
+              show_default=True)
+@click.option("--overlap-s", type=FiniteFloat(0.0, MAX_OVERLAP_S, min_open=True), default=0.64,
+              show_default=True, help="At most half of --window-s.")
+@click.option("--device", default="auto", show_default=True, callback=check_device,
+              help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True)
+@click.option("--windows", default=20, show_default=True, type=click.IntRange(1, 10_000),
               help="Timed windows of our path per batch (median and p95 over them).")
-@click.option("--warmup-windows", default=3, show_default=True, type=click.IntRange(min=2),
+@click.option("--warmup-windows", default=3, show_default=True, type=click.IntRange(2, 1000),
               help="Untimed windows first: the first starts the streams, the rest continue "
                    "(both shapes warmed, CUDA graphs captured).")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(min=1),
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1, 1000),
               help="Timed runs of the stock loop per batch (median).")
-@click.option("--stock-steps", default=200, show_default=True, type=click.IntRange(min=0),
+@click.option("--stock-steps", default=200, show_default=True,
+              type=click.IntRange(0, STOCK_MAX_STEPS),
               help="Steps of the stock loop's schedule; 0 skips the stock baseline.")
-@click.option("--stock-timed-steps", type=click.IntRange(min=1), default=None,
+@click.option("--stock-timed-steps", type=click.IntRange(1, STOCK_MAX_STEPS), default=None,
               help="Stock steps timed per repeat  [default: all of --stock-steps on a GPU, "
                    f"{CPU_STOCK_TIMED_STEPS} on a CPU]")
-@click.option("--stock-warmup-steps", default=3, show_default=True, type=click.IntRange(min=3),
+@click.option("--stock-warmup-steps", default=3, show_default=True,
+              type=click.IntRange(3, STOCK_MAX_STEPS),
               help="Untimed stock steps (and one decode) first, at the measured shape.")
-@click.option("--threads", default=0, show_default=True, help="torch CPU threads (0: default).")
+@click.option("--threads", default=0, show_default=True, type=THREADS,
+              help="torch CPU threads (0: default).")
 @click.option("--compile", "compile_mode", default="off", show_default=True,
               type=click.Choice(["off", "default", "max-autotune-no-cudagraphs"]),
               help="torch.compile mode for the UNet on CUDA (engine.diffusion.compile).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only.")
-def bench_engine_command(model_dir: Path, steps: int, batches: str, window_s: float,
+def bench_engine_command(model_dir: Path, steps: int, batches: list[int], window_s: float,
                          overlap_s: float, device: str, dtype: str, windows: int,
                          warmup_windows: int, repeats: int, stock_steps: int,
                          stock_timed_steps: int | None, stock_warmup_steps: int, threads: int,
                          compile_mode: str, as_json: bool) -> None:
     """Per-window latency, real-time factor and memory of the diffusion engine, beside the
     stock loop (DDIM, eager UNet, CFG) warmed up and timed over many steps."""
-    if stock_steps and stock_timed_steps is not None and stock_timed_steps > stock_steps:
+    if 2 * overlap_s > window_s:
+        raise click.BadParameter(f"expected at most half of --window-s ({window_s:g}), got "
+                                 f"{overlap_s:g}", param_hint="'--overlap-s'")
+    if stock_timed_steps is not None and stock_timed_steps > max(stock_steps, 1):
         raise click.BadParameter(f"expected at most --stock-steps ({stock_steps}), got "
                                  f"{stock_timed_steps}", param_hint="'--stock-timed-steps'")
-    result = bench_engine(model_dir, steps, _parse_batches(batches), window_s, overlap_s,
+    result = bench_engine(model_dir, steps, batches, window_s, overlap_s,
                           device, dtype, repeats, stock_steps, threads, compile_mode,
                           windows=windows, warmup_windows=warmup_windows,
                           stock_timed_steps=stock_timed_steps,
