@@ -32,12 +32,35 @@ from typing import Any
 import click
 
 from ground.cli_report import ProgressUpdate, Target, verdict_record
-from ground.cli_types import FiniteFloat
+from ground.cli_types import SEED, FiniteFloat
+from ground.errors import InputError
 
 #: A p99 callback above this (µs) leaves little room for the OS on a loaded machine.
 CALLBACK_P99_TARGET_US = 500.0
 #: Resident memory may grow this much (MiB) after the first simulated minute.
 RSS_GROWTH_TARGET_MB = 16.0
+#: The most callbacks one soak times: their durations are kept (4 bytes each: 1.6 GB at
+#: most) for the percentiles. 1000 h at 48 kHz in 512-frame blocks is 338 million.
+MAX_CALLBACKS = 400_000_000
+#: The most pauses, outages or transitions one soak schedules (each a float, kept sorted).
+MAX_EVENTS = 10_000_000
+
+
+def check_soak(hours: float, sample_rate: int, block: int,
+               rates: dict[str, float] | None = None) -> None:
+    """Refuse, before any work, a soak whose size follows from several options: more
+    than :data:`MAX_CALLBACKS` callbacks, or more than :data:`MAX_EVENTS` of one kind
+    of event (``rates``: each option's name and its rate per hour)."""
+    callbacks = hours * 3600.0 * sample_rate / block
+    if callbacks > MAX_CALLBACKS:
+        most = MAX_CALLBACKS * block / sample_rate / 3600.0
+        raise InputError(f"--hours: expected at most {most:.4g} simulated hours at "
+                         f"--sample-rate {sample_rate} and --block {block} "
+                         f"({MAX_CALLBACKS:,} callbacks), got {hours!r}")
+    for option, rate in (rates or {}).items():
+        if rate * hours > MAX_EVENTS:
+            raise InputError(f"{option}: expected at most {MAX_EVENTS / hours:.4g} over "
+                             f"--hours {hours:g} ({MAX_EVENTS:,} events in all), got {rate!r}")
 
 
 def _rss_mb() -> float:
@@ -82,6 +105,8 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
     ``progress``: called as ``progress("soak", blocks_done, blocks_total)`` about 200
     times over the run (a progress bar's update; never from inside the timed call).
     """
+    check_soak(hours, sample_rate, block, _event_rates(
+        pauses_per_hour, outages_per_hour, transitions_per_hour))
     import numpy as np
 
     from audio_out.config import AudioOutConfig
@@ -235,8 +260,15 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
     rss_end = _rss_mb()
     player.stop()
 
-    us = durations.astype(np.float64) * 1e6
-    p99 = float(np.percentile(us, 99))
+    # In place, no copy of what may be 1.6 GB: µs (float32 keeps 0.1 µs up to a second),
+    # and the percentiles partition the array itself (its order matters no more).
+    durations *= 1e6
+    us = durations
+
+    def percentile(q: float) -> float:
+        return float(np.percentile(us, q, overwrite_input=True))
+
+    p99 = percentile(99)
     report: dict[str, Any] = {
         "bench": "audio",
         "simulated_hours": round(n_blocks * block_s / 3600.0, 3),
@@ -265,8 +297,8 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
         "min_queue_ms": round(min_queue * 1000.0 / sample_rate, 1) if min_queue < math.inf
         else None,
         "min_arrival_margin_s": round(min_margin, 3) if min_margin < math.inf else None,
-        "callback_us": {"p50": round(float(np.percentile(us, 50)), 1), "p99": round(p99, 1),
-                        "p999": round(float(np.percentile(us, 99.9)), 1),
+        "callback_us": {"p50": round(percentile(50), 1), "p99": round(p99, 1),
+                        "p999": round(percentile(99.9), 1),
                         "max": round(float(us.max()), 1),
                         "budget": round(block_s * 1e6, 1)},
         "limiter_knee_blocks": player.limiter.knee_blocks,
@@ -279,6 +311,13 @@ def run_soak(hours: float = 10.0, sample_rate: int = 48000, source_rate: int | N
     report["verdict"] = verdict_record(soak_targets(report))
     report["ok"] = report["verdict"]["passed"]
     return report
+
+
+def _event_rates(pauses_per_hour: float, outages_per_hour: float,
+                 transitions_per_hour: float) -> dict[str, float]:
+    """The scheduled events' rates per hour, by option name (for :func:`check_soak`)."""
+    return {"--pauses-per-hour": pauses_per_hour, "--outages-per-hour": outages_per_hour,
+            "--transitions-per-hour": transitions_per_hour}
 
 
 def soak_targets(report: dict[str, Any]) -> list[Target]:
@@ -333,16 +372,18 @@ def print_soak(report: dict[str, Any], console: Any = None) -> None:
 
 
 @click.command("audio")
-@click.option("--hours", type=FiniteFloat(0.0, 1000.0, min_open=True), default=10.0,
-              show_default=True,
-              help="Simulated hours of playback.")
-@click.option("--sample-rate", type=int, default=48000, show_default=True, help="Device rate.")
-@click.option("--source-rate", type=int, default=None,
+@click.option("--hours", type=FiniteFloat(0.001, 1000.0), default=10.0, show_default=True,
+              help="Simulated hours of playback (from 0.001: 3.6 s).")
+@click.option("--sample-rate", type=click.IntRange(8000, 384000), default=48000,
+              show_default=True, help="Device rate (audio_out.sample_rate's range).")
+@click.option("--source-rate", type=click.IntRange(8000, 384000), default=None,
               help="Generator rate (default: the device rate; another rate exercises soxr).")
-@click.option("--block", type=int, default=512, show_default=True, help="Frames per callback.")
-@click.option("--chunk-s", type=FiniteFloat(0.0, 30.0, min_open=True), default=0.5,
-              show_default=True)
-@click.option("--lead-s", type=FiniteFloat(0.0, 60.0), default=1.0, show_default=True)
+@click.option("--block", type=click.IntRange(32, 8192), default=512, show_default=True,
+              help="Frames per callback (audio_out.block_size's range).")
+@click.option("--chunk-s", type=FiniteFloat(0.05, 30.0, min_open=True), default=0.5,
+              show_default=True, help="Chunk length (engine.chunk_s's range).")
+@click.option("--lead-s", type=FiniteFloat(0.0, 60.0, min_open=True), default=1.0,
+              show_default=True, help="Material kept ahead (engine.lead_s's range).")
 @click.option("--jitter-ms", type=FiniteFloat(0.0, 60000.0), default=300.0, show_default=True)
 @click.option("--pauses-per-hour", type=FiniteFloat(0.0, 3600.0), default=6.0, show_default=True,
               help="Short engine pauses (up to --pause-max-s), inside the lead's slack.")
@@ -351,7 +392,7 @@ def print_soak(report: dict[str, Any], console: Any = None) -> None:
               help="Engine gone for 2-20 s: exercises hold, fade and resume.")
 @click.option("--transitions-per-hour", type=FiniteFloat(0.0, 36000.0), default=30.0,
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def bench_audio(hours: float, sample_rate: int, source_rate: int | None, block: int,
                 chunk_s: float, lead_s: float, jitter_ms: float, pauses_per_hour: float,
@@ -364,6 +405,8 @@ def bench_audio(hours: float, sample_rate: int, source_rate: int | None, block: 
     """
     from ground.cli_report import progress_bar
 
+    check_soak(hours, sample_rate, block, _event_rates(
+        pauses_per_hour, outages_per_hour, transitions_per_hour))  # before the progress bar
     with progress_bar(unit="blocks") as progress:
         report = run_soak(hours=hours, sample_rate=sample_rate, source_rate=source_rate,
                           block=block, chunk_s=chunk_s, lead_s=lead_s, jitter_ms=jitter_ms,

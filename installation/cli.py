@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from ground.cli_types import FiniteFloat
+from ground.cli_types import SEED, FiniteFloat
 from ground.errors import Art2MusError, ConfigError, InputError
 from installation.config import InstallationConfig, freeze_config, load_config
 
@@ -106,13 +106,18 @@ def _gave_up(supervisor: Any) -> None:
             f"{role.name} {role.failed}" for role in failed))
 
 
+#: ``demo --seconds``: at most what audio_out.stop_after_s accepts (it becomes that).
+DEMO_MAX_S = 366 * 86400.0
+
+
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=configs_dir() / "demo.toml", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: the config's, 'out').")
-@click.option("--seconds", type=FiniteFloat(0.0, min_open=True), default=None,
-              help="Stop after this much music.")
+@click.option("--seconds", type=FiniteFloat(0.0, DEMO_MAX_S, min_open=True), default=None,
+              help="Stop after this much music (audio_out.stop_after_s's range: up to a "
+                   "leap year).")
 def demo(config_path: Path, out_dir: Path | None, seconds: float | None) -> None:
     """The embedded default end to end: virtual camera, three processes, out/demo.wav."""
     from installation.demo import prepare_demo_config, summarise_demo
@@ -150,8 +155,11 @@ def run(config_path: Path) -> None:
 
 
 def _role_command(role: str) -> Any:
+    # The engine serves every room: it takes no --room, and one given is refused by
+    # run_role with a message that says so (the option is there, hidden, to say it).
     @click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
-    @click.option("--room", default=None, help="Room id (default: the first room).")
+    @click.option("--room", default=None, hidden=role == "engine",
+                  help="Room id (default: the first room).")
     def command(config_path: Path, room: str | None) -> None:
         from installation.roles import run_role
 
@@ -320,7 +328,7 @@ def embed(images: tuple[Path, ...], as_json: bool) -> None:
                    "config (default: built-in settings, seed 0, no catalogue).")
 @click.option("--room", default=None,
               help="The room of --config to preview (default: its first room).")
-@click.option("--seed", type=int, default=None,
+@click.option("--seed", type=SEED, default=None,
               help="Generator seed (default: the room's with --config, else 0).")
 @click.option("--midi", "midi_path", type=click.Path(path_type=Path), default=None,
               help="Also write the notes as a MIDI file.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from ground.cli_types import FiniteFloat
+from ground.cli_types import SEED, FiniteFloat
 
 
 def _on_gpu(config: Any) -> bool:
@@ -73,16 +73,22 @@ LEGEND = ("underflows: times a room's playhead found no material (gaps included)
           "generator, not the engine, fell behind)")
 
 
+#: The most rooms one trial runs: 16 times the H200 target. Each virtual room keeps a
+#: playback ring of several seconds (about 2.5 MB with the default config), so 4096
+#: rooms already hold some 10 GB; a bench past it would run out of memory first.
+MAX_ROOMS = 4096
+
+
 @click.command("rooms")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="Installation config whose engine section (and first room's audio_out) "
                    "the bench uses; rooms, endpoints and output are the bench's own.")
-@click.option("--rooms", type=click.IntRange(1, 100_000), default=None,
+@click.option("--rooms", type=click.IntRange(1, MAX_ROOMS), default=None,
               help="Rooms to run (default 4); with --find-max, the first N tried (default 1).")
 @click.option("--find-max", is_flag=True,
               help="Double N, then bisect, to the largest N that meets the target.")
-@click.option("--max-rooms", type=click.IntRange(1, 100_000), default=4096, show_default=True,
-              help="--find-max stops doubling past this N.")
+@click.option("--max-rooms", type=click.IntRange(1, MAX_ROOMS), default=MAX_ROOMS,
+              show_default=True, help="--find-max stops doubling past this N.")
 @click.option("--seconds", type=FiniteFloat(0.0, 86400.0, min_open=True), default=60.0,
               show_default=True, help="Measured seconds per trial (after the warm-up).")
 @click.option("--warmup-s", type=FiniteFloat(0.0, 3600.0), default=5.0, show_default=True,
@@ -92,9 +98,9 @@ LEGEND = ("underflows: times a room's playhead found no material (gaps included)
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
                                                       path_type=Path), default=None,
               help="Diffusion model folder (engine.diffusion.model).")
-@click.option("--change-every-s", type=FiniteFloat(0.0, 86400.0, min_open=True), default=30.0,
+@click.option("--change-every-s", type=FiniteFloat(0.1, 86400.0), default=30.0,
               show_default=True, help="Each room changes artwork this often (staggered).")
-@click.option("--seed", type=int, default=0, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True,
               help="Seeds the artworks, the order of changes and their stagger.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 def bench_rooms(config_path: Path | None, rooms: int | None, find_max: bool, max_rooms: int,

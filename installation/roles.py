@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from ground.errors import Art2MusError, DependencyError
+from ground.errors import Art2MusError, DependencyError, InputError
 from ground.events import EventLog
 from ground.health import Heartbeat
 from ground.jsonlog import setup_json_logging
@@ -55,8 +55,17 @@ def install_stop_handlers(stop: threading.Event) -> None:
 
 
 def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> int:
-    """Run one role until it is stopped; the process exit code."""
-    if role != "engine":
+    """Run one role until it is stopped; the process exit code.
+
+    ``room``: the room a capture or audio_out role serves (default: the first). The
+    engine serves every room of the config, so a room given to it is refused (an
+    InputError) before anything starts, as an unknown room is for the other roles.
+    """
+    if role == "engine":
+        if room is not None:
+            raise InputError(f"--room: the engine serves every room of the config; --room "
+                             f"is for the capture and play roles, got --room {room!r}")
+    else:
         if room is None:
             room = config.rooms[0].id
         config.room(room)  # refuse an unknown room before anything starts

@@ -257,3 +257,30 @@ def test_the_simulated_h200_config_loads_with_the_measured_window_times() -> Non
     assert diffusion.backend == "simulated" and diffusion.window_s == measured["window_s"]
     assert diffusion.simulated_window_ms == {
         row["batch"]: round(row["window_ms"], 1) for row in measured["batches"]}
+
+
+# -- every option refused out of range, at the command line, before any engine starts ----
+
+_BAD_ROOMS = [
+    *[(option, value) for option in ("--rooms", "--max-rooms")
+      for value in ("0", "-1", "4097", str(10**12), "nan")],
+    *[(option, value) for option in ("--seconds", "--warmup-s", "--change-every-s")
+      for value in ("-1", str(10**12), "nan", "inf")],
+    ("--seconds", "0"), ("--change-every-s", "0"), ("--change-every-s", "0.01"),
+    ("--seed", "-1"), ("--seed", str(2**32)), ("--seed", "nan"),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), _BAD_ROOMS)
+def test_cli_refuses_an_absurd_value_naming_the_option(
+        option: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_trial(*_: Any, **__: Any) -> None:
+        raise AssertionError("no engine should start")
+
+    monkeypatch.setattr("installation.loadgen.run_trial", no_trial)
+    monkeypatch.setattr("installation.loadgen.bench_config", no_trial)
+    result = CliRunner().invoke(cli, ["bench", "rooms", option, value])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert f"Invalid value for '{option}'" in result.output
+    assert "Traceback" not in result.output

@@ -79,3 +79,99 @@ def test_an_unknown_compile_mode_is_refused_naming_the_field(tmp_path: Path) -> 
     message = _error(tmp_path, '[engine]\ngenerator = "diffusion"\n[engine.diffusion]\n'
                                'model = "m"\ncompile = "fast"\n[[rooms]]\nid = "a"\n')
     assert "`engine.diffusion.compile`" in message and "'fast'" in message
+
+
+# -- the role commands' --room and demo's --seconds, refused before anything starts ------
+
+
+@pytest.fixture
+def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A role or the demo that got past its checks fails the test, before any signal
+    handler, log, socket or process."""
+    def started(*_: object, **__: object) -> None:
+        raise AssertionError("started before the option was checked")
+
+    for name in ("install_stop_handlers", "setup_json_logging", "EventLog"):
+        monkeypatch.setattr(f"installation.roles.{name}", started)
+    monkeypatch.setattr("engine.server.EngineServer", started)
+    monkeypatch.setattr("installation.cli._supervise", started)
+
+
+def _refused(result: object, code: int, *texts: str) -> None:
+    from click.testing import Result
+
+    assert isinstance(result, Result)
+    assert result.exit_code == code, result.output + repr(result.exception)
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert len(result.output.strip().splitlines()) == 1, result.output  # one line
+    for text in texts:
+        assert text in result.output
+
+
+@pytest.mark.parametrize("args", [["engine"], ["role", "engine"]], ids=["engine", "role"])
+@pytest.mark.parametrize("room", ["nosuchroom", "", "demo"])
+def test_the_engine_refuses_a_room_it_would_ignore(args: list[str], room: str,
+                                                   nothing_starts: None) -> None:
+    """The engine serves every room of its config: --room (even a room of the config)
+    means nothing to it, so it is refused, naming the option, before anything starts."""
+    from click.testing import CliRunner
+
+    from installation.cli import cli
+
+    result = CliRunner().invoke(cli, [*args, "--config", str(CONFIGS / "demo.toml"),
+                                      "--room", room])
+    _refused(result, 3, "Error: --room: the engine serves every room",
+             f"got --room {room!r}")
+
+
+@pytest.mark.parametrize("command", ["capture", "play"])
+@pytest.mark.parametrize("room", ["nosuchroom", ""])
+def test_capture_and_play_refuse_an_unknown_room(command: str, room: str,
+                                                 nothing_starts: None) -> None:
+    from click.testing import CliRunner
+
+    from installation.cli import cli
+
+    result = CliRunner().invoke(cli, [command, "--config", str(CONFIGS / "demo.toml"),
+                                      "--room", room])
+    rooms = [r.id for r in load_config(CONFIGS / "demo.toml").rooms]
+    _refused(result, ConfigError.exit_code, f"no room {room!r}", f"rooms are {rooms}")
+
+
+@pytest.mark.parametrize("seconds", ["1e12", str(366 * 86400 + 1), "0", "-1", "nan", "inf"])
+def test_demo_refuses_seconds_its_stop_after_s_would_refuse(seconds: str,
+                                                            nothing_starts: None) -> None:
+    from click.testing import CliRunner
+
+    from installation.cli import cli
+
+    result = CliRunner().invoke(cli, ["demo", "--seconds", seconds])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--seconds'" in result.output and "stop_after_s" not in \
+        result.output
+
+
+def test_demo_seconds_reach_up_to_what_stop_after_s_accepts(tmp_path: Path) -> None:
+    from audio_out.config import AudioOutConfig
+    from installation.cli import DEMO_MAX_S, demo
+    from installation.demo import prepare_demo_config
+
+    (seconds,) = [p for p in demo.params if p.name == "seconds"]
+    assert seconds.type.convert(str(DEMO_MAX_S), seconds, None) == DEMO_MAX_S
+    config = prepare_demo_config(load_config(CONFIGS / "demo.toml"), tmp_path, DEMO_MAX_S)
+    assert {room.audio_out.stop_after_s for room in config.rooms} == {DEMO_MAX_S}
+    with pytest.raises(ValueError, match="stop_after_s"):
+        AudioOutConfig(stop_after_s=DEMO_MAX_S * (1 + 1e-9))
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "nan"])
+def test_render_refuses_a_seed_out_of_range(seed: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from installation.cli import cli
+
+    out = tmp_path / "o.wav"
+    result = CliRunner().invoke(cli, ["render", str(CONFIGS / "demo.toml"), "--out", str(out),
+                                      "--seed", seed])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--seed'" in result.output and not out.exists()
