@@ -767,6 +767,23 @@ def test_every_float_option_of_every_command_refuses_nan() -> None:
                 param.type.convert(bad, param, None)
 
 
+def test_every_int_option_of_every_command_is_bounded_both_ways() -> None:
+    # click's plain int takes -1 and 10**12 alike: a seed numpy refuses with a traceback, a
+    # sample rate pydantic refuses with one, a count of scenes that runs for a year.
+    ints = [(name, param) for name, command in _commands(cli) for param in command.params
+            if isinstance(param.type, click.types.IntParamType)]
+    assert {("bench capture", "seed"), ("detect", "detect_width")} <= {
+        (name, param.name) for name, param in ints}
+    assert [(name, param.name) for name, param in ints
+            if not (isinstance(param.type, click.IntRange) and param.type.min is not None
+                    and param.type.max is not None)] == []
+    for _, param in ints:
+        assert isinstance(param.type, click.IntRange)
+        for bad in (param.type.min - 1, param.type.max + 1, 10**30):
+            with pytest.raises(click.BadParameter):
+                param.type.convert(bad, param, None)
+
+
 # -- items 1 and 2 on real processes ---------------------------------------------------
 
 
