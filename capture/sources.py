@@ -40,6 +40,7 @@ import numpy as np
 
 from capture.config import CaptureConfig
 from capture.frames import Clock, Frame, FrameSource
+from capture.images import read_image
 from capture.synthetic.camera import DemoCamera
 from ground.errors import InputError
 
@@ -73,15 +74,19 @@ class ImageFolderSource:
         self._start = clock()
         self._index = 0
         self._cached: tuple[int, np.ndarray] | None = None
+        self._unreadable: set[int] = set()  # positions already warned about
 
     def read(self) -> Frame | None:
         """The image due at ``clock()``; an unreadable file is skipped (logged once)."""
         t = self._clock()
         position = int((t - self._start) // self.dwell_s) % len(self.paths)
         if self._cached is None or self._cached[0] != position:
-            image = cv2.imread(str(self.paths[position]), cv2.IMREAD_COLOR)
-            if image is None:
-                log.warning("cannot read image %s; skipping it", self.paths[position])
+            try:  # as every command reads an image: a truncated file is refused, not half grey
+                image = read_image(self.paths[position])
+            except InputError as error:
+                if position not in self._unreadable:
+                    self._unreadable.add(position)
+                    log.warning("%s; skipping it", error)
                 return None
             self._cached = (position, image)
         frame = Frame(self._cached[1].copy(), t, self._index)

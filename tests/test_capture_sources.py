@@ -94,6 +94,28 @@ def test_image_folder_cycles_with_dwell(tmp_path: Path) -> None:
     source.close()
 
 
+def test_image_folder_skips_a_truncated_image_and_says_so_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A copy cut short (a card pulled out mid-write) decoded as half a picture over grey,
+    # and an unreadable file was warned about at every frame of its dwell.
+    noise = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    ok, data = cv2.imencode(".jpg", noise)
+    assert ok
+    (tmp_path / "a.jpg").write_bytes(data.tobytes())
+    (tmp_path / "b.jpg").write_bytes(data.tobytes()[: len(data) * 2 // 3])
+    assert cv2.imread(str(tmp_path / "b.jpg")) is not None  # OpenCV decodes it, greyed
+    clock = FakeClock()
+    source = ImageFolderSource(tmp_path, dwell_s=1.0, clock=clock)
+    frames = []
+    with caplog.at_level("WARNING", logger="capture.sources"):
+        for t in (0.0, 1.0, 1.3, 1.6, 2.0, 3.2):
+            clock.t = 1000.0 + t
+            frames.append(source.read())
+    assert [f is not None for f in frames] == [True, False, False, False, True, False]
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "b.jpg" in warned[0] and "truncated" in warned[0]
+
+
 def _write_video(path: Path, frames: int, fps: float = 10.0) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened()
