@@ -174,12 +174,12 @@ import tomllib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
-from capture.deblur import deblur, estimate_motion_blur
+from capture.deblur import MotionBlur, deblur, estimate_motion_blur
 from capture.detect import quad_iou
 from capture.images import REDUCED_AT_LEAST, read_image
 from ground.errors import InputError
@@ -852,7 +852,9 @@ class Catalogue:
         if near is not None:  # a large work is looked at no larger than _NEAR_SIDE
             extent = float((near.max(axis=0) - near.min(axis=0)).max())
             scale = min(scale, _NEAR_SIDE / max(extent, 1.0))
-        found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction)
+        streak = _FrameStreak(frame_bgr, scale)
+        found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction,
+                                      streak=streak)
         finer = min(1.0, _FINER * scale)
 
         def small_enough(quad: np.ndarray) -> bool:  # its neighbourhood, finer, is cheap
@@ -863,14 +865,16 @@ class Catalogue:
                 overlap_fraction(near, f.quad) > _LOCATE_SAME_PLACE and not f.simulated
                 for f in found) and small_enough(near):
             found += self._locate_at(frame_bgr, finer, near, only, min_area_fraction,
-                                     rule="consistent")[0]
+                                     rule="consistent", streak=streak)[0]
         elif finer > scale and near is None:
             # A weak or per-work fit on simulated votes is rough (their points come from a
             # squeezed or shrunk reference): looked at again finer, near it, for that work.
             for rough in [f for f in found if self._rough(f) and small_enough(f.quad)]:
                 found += self._locate_at(frame_bgr, finer, rough.quad, [rough.artwork_id],
-                                         min_area_fraction, rule="consistent")[0]
-        found += self._second_looks(frame_bgr, weak, scale, finer, found, min_area_fraction)
+                                         min_area_fraction, rule="consistent",
+                                         streak=streak)[0]
+        found += self._second_looks(frame_bgr, weak, scale, finer, found, min_area_fraction,
+                                    streak)
         if fine and near is None and finer > scale:
             more, weak = self._locate_at(frame_bgr, finer, None, only, min_area_fraction,
                                          exclude={f.artwork_id for f in found
@@ -878,7 +882,7 @@ class Catalogue:
                                          sift=self._fine_frame_sift)
             found += more
             found += self._second_looks(frame_bgr, weak, finer, min(1.0, _FINER * finer),
-                                        found, min_area_fraction)
+                                        found, min_area_fraction, streak)
         # A work's fit on frontal votes, where it has one, is more exact than a rough one on
         # simulated votes at the same place, whatever their inliers (counted at two scales).
         found = [f for f in found if not self._rough(f) or not any(
@@ -910,7 +914,7 @@ class Catalogue:
 
     def _second_looks(self, frame_bgr: np.ndarray, weak: list[tuple[str, np.ndarray]],
                       was: float, scale: float, found: list[Location],
-                      min_area_fraction: float) -> list[Location]:
+                      min_area_fraction: float, streak: _FrameStreak) -> list[Location]:
         """The strongest ``_FINER_LOOKS`` weak fits of a pass at scale ``was``
         (:meth:`_locate_at`) not at a place already ``found``, each looked at again near
         its quad at the finer ``scale``, standing on ``min_inliers`` there. Where ``was``
@@ -929,13 +933,13 @@ class Catalogue:
                 # same scale the first look would repeat the pass's own matches.
                 here = self._locate_at(frame_bgr, scale, quad, [artwork_id],
                                        min_area_fraction, rule="strict",
-                                       features=features)[0] if finer else []
+                                       features=features, streak=streak)[0] if finer else []
                 for at in ([scale, was] if finer else [was]):
                     if here:
                         break
                     here = self._locate_at(frame_bgr, at, quad, [artwork_id],
                                            min_area_fraction, rule="strict", guided=True,
-                                           features=features)[0]
+                                           features=features, streak=streak)[0]
                 more += here
         return more
 
@@ -944,6 +948,7 @@ class Catalogue:
                    rule: str = "all", exclude: Collection[str] = (),
                    sift: cv2.SIFT | None = None, guided: bool = False,
                    features: dict[tuple[float, int, int, int, int], _Features] | None = None,
+                   streak: _FrameStreak | None = None,
                    ) -> tuple[list[Location], list[tuple[str, np.ndarray]]]:
         """One pass of :meth:`locate` with the frame at ``scale``: the locations, and the
         (id, quad in frame px) of consistent fits too weak to stand, strongest first.
@@ -958,7 +963,10 @@ class Catalogue:
         features are matched among those works' features alone
         (:meth:`_vote_guided`). ``features``: the searched part's features at a scale, by
         (scale, its bounds), computed once for the looks that share them (the default
-        detector's only).
+        detector's only). ``streak``: the whole frame's motion streak, taken out of a
+        neighbourhood (``near``) before its features are (a pan smears every point alike,
+        and a neighbourhood is often too small to show it); the whole frame is looked at
+        for its own.
         """
         height, width = frame_bgr.shape[:2]
         left, top, right, bottom = 0, 0, width, height
@@ -975,7 +983,8 @@ class Catalogue:
             grey, keypoints, descriptors = features[key]
         else:
             grey, keypoints, descriptors = self._features(
-                frame_bgr[top:bottom, left:right], scale, sift or self._frame_sift)
+                frame_bgr[top:bottom, left:right], scale, sift or self._frame_sift,
+                "own" if near is None or streak is None else streak.at(scale))
             if features is not None and sift is None:
                 features[key] = (grey, keypoints, descriptors)
         found: list[Location] = []
@@ -1069,9 +1078,11 @@ class Catalogue:
         weak.sort(key=lambda w: w[0], reverse=True)
         return found, [(artwork_id, quad) for _, artwork_id, quad in weak]
 
-    def _features(self, part_bgr: np.ndarray, scale: float, sift: cv2.SIFT) -> _Features:
+    def _features(self, part_bgr: np.ndarray, scale: float, sift: cv2.SIFT,
+                  blur: MotionBlur | None | Literal["own"] = "own") -> _Features:
         """``part_bgr`` at ``scale``, in grey (deblurred where a pan streaked it), with its
-        SIFT keypoints and descriptors (None where it has none)."""
+        SIFT keypoints and descriptors (None where it has none). ``blur``: the streak to
+        take out (px at ``scale``), or ``"own"``: the one found in the part itself."""
         part_h, part_w = part_bgr.shape[:2]
         small = part_bgr if scale == 1.0 else cv2.resize(
             part_bgr, (max(1, round(part_w * scale)), max(1, round(part_h * scale))),
@@ -1079,7 +1090,8 @@ class Catalogue:
         # Plain grey, not CLAHE: SIFT normalises its descriptors' contrast itself, and a
         # locally equalised frame and reference disagree (2 fewer works found on real photos).
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
-        blur = estimate_motion_blur(grey)
+        if blur == "own":
+            blur = estimate_motion_blur(grey)
         if blur is not None:  # a pan during the exposure: SIFT of a streaked frame is lost
             grey = deblur(grey, blur)
             self.deblurred += 1
@@ -1740,6 +1752,30 @@ def _matches(matcher: _KdIndex | None, query: np.ndarray, ratio: float,
     rows, picked = np.nonzero(first & (distance < ratio * own_rival))
     per_work = np.stack([rows, index[rows, picked]], axis=1).astype(np.int64).reshape(-1, 2)
     return nearest, per_work
+
+
+class _FrameStreak:
+    """A frame's motion streak (:func:`capture.deblur.estimate_motion_blur`), looked for
+    once, at the scale of the first pass over it, when a pass first asks (a pass over the
+    whole frame finds its own)."""
+
+    def __init__(self, frame_bgr: np.ndarray, scale: float) -> None:
+        self._frame = frame_bgr
+        self._scale = scale
+        self._found: tuple[MotionBlur | None] | None = None
+
+    def at(self, scale: float) -> MotionBlur | None:
+        """The streak, px at ``scale``; None where the frame has none."""
+        if self._found is None:
+            height, width = self._frame.shape[:2]
+            small = self._frame if self._scale == 1.0 else cv2.resize(
+                self._frame, (max(1, round(width * self._scale)),
+                              max(1, round(height * self._scale))),
+                interpolation=cv2.INTER_AREA)
+            grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+            self._found = (estimate_motion_blur(grey),)
+        blur = self._found[0]
+        return None if blur is None else blur.scaled(scale / self._scale)
 
 
 def _points(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
