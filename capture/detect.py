@@ -1089,8 +1089,9 @@ def _spans_two(edges: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) ->
     """Whether ``outer`` joins works hung side by side (or one above the other), not a
     picture: its outline is off the edge map on both of two opposite sides at the same
     place (over ``_APART_GAP`` px at least, with edges past it on both sides), the wall
-    running on through it there, and a quad inside it (``_APART_SHARE`` of it at least)
-    stands wholly to one side of that place.
+    running on through it there and across it from side to side (no edge on the way),
+    and a quad inside it (``_APART_SHARE`` of it at least) stands wholly to one side of
+    that place.
 
     Frames hung in a row line up: the line finder joins the first's left side and the
     last's right side with the tops and bottoms they share, over the wall between
@@ -1108,13 +1109,10 @@ def _spans_two(edges: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) ->
         return False
     quad = outer.astype(np.float32)
     centre = quad.mean(axis=0)
-    for axis in (0, 1):  # along x: where the top and bottom sides are both off the edges
-        # Known slip, kept as tested: along y this length is 0, so the left and right sides
-        # get 8 samples, not one every _APART_STEP px (works stacked one above the other
-        # are rarely split). Sampling them fully moved the live bench under blur (see
-        # the README, "Works hung side by side").
-        length = max(float(np.linalg.norm(quad[1 - axis] - quad[0])),
-                     float(np.linalg.norm(quad[2] - quad[3 - axis])))
+    for axis, sides in ((0, ((0, 1), (3, 2))), (1, ((0, 3), (1, 2)))):
+        # along x: where the top and bottom sides are both off the edges; along y, the left
+        # and right ones
+        length = max(float(np.linalg.norm(quad[end] - quad[start])) for start, end in sides)
         along = np.linspace(_APART_MARGIN, 1.0 - _APART_MARGIN,
                             max(8, round(length / _APART_STEP)), dtype=np.float32)
         points = np.empty((2, len(along), 2), np.float32)
@@ -1131,11 +1129,27 @@ def _spans_two(edges: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) ->
         off = ~on.any(axis=0) & within
         run = max(2, round(_APART_GAP / _APART_STEP))
         runs = np.convolve(off.astype(np.int32), np.ones(run, np.int32), "valid")
-        breaks = along[np.flatnonzero(runs == run) + run // 2]
-        if len(breaks) and any(((breaks < low[axis]) | (breaks > high[axis])).any()
-                               for low, high in spans):
+        # ...and the wall there runs across from one side to the other, no edge on the
+        # way (a painting's pale field meeting its pale mount is crossed by its drawing)
+        breaks = [float(at) for at in along[np.flatnonzero(runs == run) + run // 2]
+                  if _clear_across(edges, from_unit, axis, float(at))]
+        if any(at < low[axis] or at > high[axis] for at in breaks for low, high in spans):
             return True
     return False
+
+
+def _clear_across(edges: np.ndarray, from_unit: np.ndarray, axis: int, at: float) -> bool:
+    """Whether the line across a quad (``from_unit``: its unit square to the image) at
+    ``at`` along ``axis`` is off the edge map all the way (but at its two ends)."""
+    height, width = edges.shape
+    across = np.linspace(_APART_MARGIN, 1.0 - _APART_MARGIN, 64, dtype=np.float32)
+    points = np.empty((len(across), 2), np.float32)
+    points[:, axis] = at
+    points[:, 1 - axis] = across
+    image = np.rint(cv2.perspectiveTransform(points[None], from_unit)[0]).astype(np.intp)
+    np.minimum(image, (width - 1, height - 1), out=image)
+    np.maximum(image, 0, out=image)
+    return not bool((edges[image[:, 1], image[:, 0]] > 0).any())
 
 
 def _band_is_mounting(grey: np.ndarray, outer: np.ndarray, inner: np.ndarray,
