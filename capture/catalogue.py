@@ -914,12 +914,15 @@ class Catalogue:
 
     def _second_looks(self, frame_bgr: np.ndarray, weak: list[tuple[str, np.ndarray]],
                       was: float, scale: float, found: list[Location],
-                      min_area_fraction: float, streak: _FrameStreak) -> list[Location]:
+                      min_area_fraction: float, streak: _FrameStreak | None = None,
+                      ) -> list[Location]:
         """The strongest ``_FINER_LOOKS`` weak fits of a pass at scale ``was``
         (:meth:`_locate_at`) not at a place already ``found``, each looked at again near
         its quad at the finer ``scale``, standing on ``min_inliers`` there. Where ``was``
         is already the frame's own pixels there is no finer look: only the one among the
-        work's own features, at ``was``."""
+        work's own features, at ``was``. ``streak``: the frame's motion streak
+        (:class:`_FrameStreak`) taken out of each neighbourhood; None: each looks for
+        its own."""
         more: list[Location] = []
         finer = scale > was
         features: dict[tuple[float, int, int, int, int], _Features] = {}

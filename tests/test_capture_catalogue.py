@@ -614,9 +614,9 @@ def test_a_work_filling_the_frame_is_searched_no_larger_than_it_needs(
     seen: list[float] = []
     features = Catalogue._features
 
-    def measured(self: Catalogue, part: np.ndarray, scale: float, sift: object) -> object:
+    def measured(self: Catalogue, part: np.ndarray, scale: float, *rest: object) -> object:
         seen.append(max(w, h) * scale)  # the work's longer side as SIFT sees it
-        return features(self, part, scale, sift)  # type: ignore[arg-type]
+        return features(self, part, scale, *rest)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Catalogue, "_features", measured)
     near = catalogue.locate(frame, near=quad)
@@ -840,9 +840,9 @@ def test_the_looks_at_a_weak_fit_compute_each_scales_features_once(
     computed: list[tuple[float, tuple[int, ...]]] = []
     features = Catalogue._features
 
-    def counted(self: Catalogue, part: np.ndarray, scale: float, sift: object) -> object:
+    def counted(self: Catalogue, part: np.ndarray, scale: float, *rest: object) -> object:
         computed.append((scale, part.shape))
-        return features(self, part, scale, sift)  # type: ignore[arg-type]
+        return features(self, part, scale, *rest)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Catalogue, "_features", counted)
     assert catalogue._second_looks(frame, [(catalogue.ids[0], quad)], 0.5, 1.0, [],
