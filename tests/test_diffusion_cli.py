@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
+from cli_refusals import refused  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from engine.generators.diffusion.cli import bench_commands, commands  # noqa: E402
@@ -159,17 +160,6 @@ def test_tiny_installation_config_validates() -> None:
     assert config.engine.diffusion.model == "out/tiny-model"
 
 
-def _refused(args: list[str], option: str) -> None:
-    """``art2mus ARGS`` stops with a usage error naming ``option``, no traceback."""
-    from installation.cli import cli
-
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    assert option in result.output, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
 @pytest.mark.parametrize(("args", "option"), [
     (["--steps", "0"], "'--steps'"), (["--steps", "-1"], "'--steps'"),
     (["--steps", str(10**12)], "'--steps'"),
@@ -192,7 +182,7 @@ def _refused(args: list[str], option: str) -> None:
 ])
 def test_bench_engine_refuses_bad_options(tmp_path: Path, args: list[str], option: str) -> None:
     """Refused before any model loads (tmp_path is no model folder)."""
-    _refused(["bench", "engine", "--model", str(tmp_path), *args], option)
+    refused(["bench", "engine", "--model", str(tmp_path), *args], option)
 
 
 @pytest.mark.parametrize(("args", "option"), [
@@ -209,15 +199,15 @@ def test_bench_engine_refuses_bad_options(tmp_path: Path, args: list[str], optio
 ])
 def test_make_tiny_model_refuses_bad_options(tmp_path: Path, args: list[str],
                                              option: str) -> None:
-    _refused(["make-tiny-model", str(tmp_path / "m"), *args], option)
+    refused(["make-tiny-model", str(tmp_path / "m"), *args], option)
     assert not (tmp_path / "m").exists()
 
 
 def test_out_dirs_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty OUT_DIR would write into the current folder."""
     monkeypatch.chdir(tmp_path)
-    _refused(["make-tiny-model", ""], "OUT_DIR")
-    _refused(["export-onnx", str(tmp_path), ""], "OUT_DIR")
+    refused(["make-tiny-model", ""], "OUT_DIR")
+    refused(["export-onnx", str(tmp_path), ""], "OUT_DIR")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -228,7 +218,7 @@ def test_out_dirs_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     (["--window-s", "nan"], "'--window-s'"),
 ])
 def test_export_onnx_refuses_bad_options(tmp_path: Path, args: list[str], option: str) -> None:
-    _refused(["export-onnx", str(tmp_path), str(tmp_path / "out"), *args], option)
+    refused(["export-onnx", str(tmp_path), str(tmp_path / "out"), *args], option)
 
 
 def test_device_names_what_torch_sees(monkeypatch: pytest.MonkeyPatch) -> None:

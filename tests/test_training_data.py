@@ -13,6 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
 pytest.importorskip("diffusers", reason="needs the diffusion extra, which make test installs")
 
+from cli_refusals import refused  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
 from engine.generators.diffusion.model import load_model  # noqa: E402
@@ -321,15 +322,6 @@ def test_config_errors_name_the_field() -> None:
     assert result.exit_code == 2 and "'--accumulate'" in result.output, result.output
 
 
-def _refused(args: list[str], option: str) -> None:
-    """``art2mus ARGS`` stops with a usage error naming ``option``, no traceback."""
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 2, result.output
-    assert option in result.output, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-
-
 HUGE = str(10**12)
 
 
@@ -344,7 +336,7 @@ HUGE = str(10**12)
 ])
 def test_make_tone_dataset_refuses_bad_options(tmp_path: Path, args: list[str],
                                                option: str) -> None:
-    _refused(["make-tone-dataset", str(tmp_path / "d"), *args], option)
+    refused(["make-tone-dataset", str(tmp_path / "d"), *args], option)
     assert not (tmp_path / "d").exists()
 
 
@@ -356,7 +348,7 @@ def test_make_tone_dataset_writes_a_small_set(tmp_path: Path,
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "d" / "audio").iterdir())) == 3
     monkeypatch.chdir(tmp_path)
-    _refused(["make-tone-dataset", ""], "OUT_DIR")
+    refused(["make-tone-dataset", ""], "OUT_DIR")
     assert [p.name for p in tmp_path.iterdir()] == ["d"]
 
 
@@ -367,7 +359,7 @@ def test_make_tone_dataset_writes_a_small_set(tmp_path: Path,
     (["--val-fraction", "nan"], "'--val-fraction'"),
 ])
 def test_validate_data_refuses_bad_options(tmp_path: Path, args: list[str], option: str) -> None:
-    _refused(["validate-data", str(tmp_path), *args], option)
+    refused(["validate-data", str(tmp_path), *args], option)
 
 
 #: Options of both trainers, each with values refused (0, -1, 10**12, nan where they apply).
@@ -397,18 +389,18 @@ DISTILL_REFUSED = [
     (option, value) for option, values in RUN_REFUSED + PROJECTION_REFUSED for value in values])
 def test_train_projection_refuses_bad_options(tmp_path: Path, option: str, value: str) -> None:
     """Refused before any model loads (tmp_path is no model folder)."""
-    _refused(["train-projection", "--model", str(tmp_path), "--data", str(tmp_path),
+    refused(["train-projection", "--model", str(tmp_path), "--data", str(tmp_path),
               "--out", str(tmp_path / "out"), option, value], f"'{option}'")
 
 
 @pytest.mark.parametrize(("option", "value"), [
     (option, value) for option, values in RUN_REFUSED + DISTILL_REFUSED for value in values])
 def test_distill_refuses_bad_options(tmp_path: Path, option: str, value: str) -> None:
-    _refused(["distill", "--teacher", str(tmp_path), "--data", str(tmp_path),
+    refused(["distill", "--teacher", str(tmp_path), "--data", str(tmp_path),
               "--out", str(tmp_path / "out"), option, value], f"'{option}'")
 
 
 def test_distill_refuses_crossed_guidance(tmp_path: Path) -> None:
-    _refused(["distill", "--teacher", str(tmp_path), "--data", str(tmp_path), "--out",
+    refused(["distill", "--teacher", str(tmp_path), "--data", str(tmp_path), "--out",
               str(tmp_path / "out"), "--guidance-min", "5", "--guidance-max", "2"],
              "'--guidance-min'")
