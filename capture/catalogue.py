@@ -849,10 +849,12 @@ class Catalogue:
         began = time.perf_counter()
         height, width = frame_bgr.shape[:2]
         scale = min(1.0, self.locate_width / width)
+        # looked for at the whole frame's scale: a large work's, below, may shorten the
+        # streak past what shows
+        streak = _FrameStreak(frame_bgr, scale)
         if near is not None:  # a large work is looked at no larger than _NEAR_SIDE
             extent = float((near.max(axis=0) - near.min(axis=0)).max())
             scale = min(scale, _NEAR_SIDE / max(extent, 1.0))
-        streak = _FrameStreak(frame_bgr, scale)
         found, weak = self._locate_at(frame_bgr, scale, near, only, min_area_fraction,
                                       streak=streak)
         finer = min(1.0, _FINER * scale)
@@ -1759,7 +1761,7 @@ def _matches(matcher: _KdIndex | None, query: np.ndarray, ratio: float,
 
 class _FrameStreak:
     """A frame's motion streak (:func:`capture.deblur.estimate_motion_blur`), looked for
-    once, at the scale of the first pass over it, when a pass first asks (a pass over the
+    once, at ``scale``, when a pass over a neighbourhood first asks (a pass over the
     whole frame finds its own)."""
 
     def __init__(self, frame_bgr: np.ndarray, scale: float) -> None:
