@@ -929,6 +929,15 @@ def _without_cards(pictures: list[tuple[np.ndarray, float, float, bool]], grey: 
     return kept
 
 
+def _change(patch: np.ndarray) -> np.ndarray:
+    """How much a rectified patch changes at each pixel (float32, grey levels): the
+    larger step to its right or below neighbour, lightly smoothed first (noise is not
+    change). What :func:`_is_surface` and :func:`_is_bare_wall` count as painted matter."""
+    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
+    return np.maximum(np.pad(np.abs(np.diff(flat, axis=1)), ((0, 0), (0, 1))),
+                      np.pad(np.abs(np.diff(flat, axis=0)), ((0, 1), (0, 0))))
+
+
 def _is_bare_wall(grey: np.ndarray, colour: np.ndarray, quad: np.ndarray) -> bool:
     """Whether ``quad`` outlines a stretch of wall, not a picture: inside it, few
     pixels change (``_WALL_CONTENT``, in its rectified frame, as :func:`_is_surface`
@@ -942,9 +951,7 @@ def _is_bare_wall(grey: np.ndarray, colour: np.ndarray, quad: np.ndarray) -> boo
     patch, _ = _rectified_patch(grey, quad, _BAND_RECTIFIED_SIDE)
     height, width = patch.shape[:2]
     rim = max(1, round(_RIM * min(width, height)))
-    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
-    change = np.maximum(np.pad(np.abs(np.diff(flat, axis=1)), ((0, 0), (0, 1))),
-                        np.pad(np.abs(np.diff(flat, axis=0)), ((0, 1), (0, 0))))
+    change = _change(patch)
     if float(np.mean(change[rim:-rim, rim:-rim] > _ALONG_BAND_STEP)) > _WALL_CONTENT:
         return False
     near, far = _WALL_STRIP
@@ -1067,9 +1074,7 @@ def _is_surface(grey: np.ndarray, outer: np.ndarray, inner: list[np.ndarray]) ->
     rim = max(1, round(_RIM * min(width, height)))
     rest[:rim] = rest[-rim:] = False
     rest[:, :rim] = rest[:, -rim:] = False
-    flat = np.asarray(cv2.GaussianBlur(patch.astype(np.float32), (0, 0), 1.0), np.float32)
-    change = np.maximum(np.pad(np.abs(np.diff(flat, axis=1)), ((0, 0), (0, 1))),
-                        np.pad(np.abs(np.diff(flat, axis=0)), ((0, 1), (0, 0))))
+    change = _change(patch)
     # Content: where changes are dense (a work no outline was traced round, painted
     # matter), as opposed to a stray mark or a fixing on a plain wall.
     content = cv2.blur((change > _ALONG_BAND_STEP).astype(np.float32),
