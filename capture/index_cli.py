@@ -150,21 +150,25 @@ def _check_images(folder: Path) -> None:
     rows and says so only on stderr.) Every such file is named in the one error line
     (:func:`capture.catalogue.listed`), so that a big export is mended in one pass, not one
     file per run. Decoding twice costs a few ms per work, a few percent of the build."""
-    from capture.catalogue import IMAGE_SUFFIXES, listed
+    from capture.catalogue import catalogue_images, listed
     from capture.images import read_image
 
     refused: list[tuple[Path, InputError]] = []
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            try:
-                read_image(path, at_least=1)  # a JPEG at an eighth: whether it decodes
-            except InputError as error:
-                refused.append((path, error))
+    # The images the catalogue reads, no others: a hidden file (macOS's ``._NAME.jpg``
+    # beside each image copied to a shared drive) is not a reference, and one in a
+    # sub-folder is.
+    for name in catalogue_images(folder):
+        path = folder / name
+        try:
+            read_image(path, at_least=1)  # a JPEG at an eighth: whether it decodes
+        except InputError as error:
+            refused.append((path, error))
     if len(refused) == 1:
         raise refused[0][1]  # its error names the file
     if refused:
         def why(path: Path, error: InputError) -> str:
-            return f"{path.name} ({str(error).removeprefix(f'cannot read image {path}: ')})"
+            reason = str(error).removeprefix(f"cannot read image {path}: ")
+            return f"{path.relative_to(folder).as_posix()} ({reason})"
 
         raise InputError(f"catalogue {folder}: {len(refused)} reference images cannot be "
                          f"read: {listed([why(path, error) for path, error in refused])}")

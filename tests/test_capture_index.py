@@ -109,6 +109,19 @@ def test_bad_folders_are_one_line_errors_naming_the_file(catalogue: Path,
     for k in (4, 5):
         (broken / f"cat-00{k}.png").write_bytes((catalogue / f"cat-00{k}.png").read_bytes())
 
+    # Only the images the catalogue reads: macOS's hidden ``._NAME`` beside each image
+    # copied to a shared drive is not one (it once stopped the index), one in a
+    # sub-folder is, named by its path in the folder.
+    (broken / "._cat-004.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (broken / "room 2").mkdir()
+    (broken / "room 2" / "cat-009.png").write_bytes(b"")
+    nested = index(str(broken))
+    assert nested.exit_code == 3 and len(error_lines(nested)) == 1
+    line = error_lines(nested)[0]
+    assert "2 reference images cannot be read" in line, line
+    assert "cat-002.png (" in line and "room 2/cat-009.png (" in line and "._cat" not in line
+    (broken / "room 2" / "cat-009.png").unlink()
+
     (broken / "cat-002.png").unlink()
     (broken / "catalogue.toml").write_text("[[artwork]\nfile =")
     bad_toml = index(str(broken))
