@@ -55,7 +55,9 @@ impostors, which calibrates stage 3 below). It is saved
 as ``.art2mus-index.npz`` in the folder (or in ``cache_dir``) with a
 fingerprint of the folder (file names, sizes and modification times, the
 TOML included) and of the index parameters; opening a folder whose
-fingerprint changed rebuilds it.
+fingerprint changed rebuilds it, indexing only the references whose file is
+new or changed (each work's file key is kept in the index; the others' parts
+are taken from it, built with the same parameters).
 
 Recognition (:meth:`Catalogue.recognise`), three stages, first that decides:
 
@@ -403,7 +405,10 @@ class Catalogue:
         self.stats: dict[str, list[float]] = {"recognise_ms": [], "locate_ms": [],
                                               "search_ms": [], "fine_search_ms": []}
         self.deblurred = 0  # location passes that took a motion streak out of the frame first
+        #: Whether :meth:`open` built the index (the folder changed), and how many of its
+        #: works it took unchanged from the index before (their images were not touched).
         self.rebuilt = False
+        self.reused = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -425,7 +430,10 @@ class Catalogue:
              progress: Callable[[int, int], None] | None = None) -> Catalogue:
         """Load the folder's index from its cache, or build (and cache) it if the folder changed.
 
-        ``progress(done, total)`` is called per reference while building.
+        A rebuild indexes only the references added or changed since the cached index
+        (their file's size or mtime): the others' features are taken from it, so a
+        corrected title or one new work in a catalogue of thousands costs seconds, not
+        minutes. ``progress(done, total)`` is called per reference indexed.
         """
         folder = Path(folder)
         if not folder.is_dir():
@@ -436,16 +444,20 @@ class Catalogue:
         cache = Path(cache_dir) / INDEX_FILE if cache_dir is not None else folder / INDEX_FILE
         arrays = _load_cache(cache, fingerprint)
         rebuilt = arrays is None
+        reused = 0
         if arrays is None:
             began = time.perf_counter()
-            arrays = _build_index(folder, entries, progress)
+            arrays, reused = _build_index(folder, entries, progress,
+                                          _previous_works(cache, folder, entries))
             arrays["fingerprint"] = np.array(fingerprint)
             _save_cache(cache, arrays)
-            log.info("catalogue %s: indexed %d artworks in %.1f s (cached in %s)", folder,
-                     len(entries), time.perf_counter() - began, cache)
+            log.info("catalogue %s: indexed %d artworks in %.1f s, %d unchanged taken from "
+                     "the index before (cached in %s)", folder, len(entries) - reused,
+                     time.perf_counter() - began, reused, cache)
         catalogue = cls(folder, entries, arrays, min_inliers=min_inliers,
                         locate_width=locate_width)
         catalogue.rebuilt = rebuilt
+        catalogue.reused = reused
         if catalogue.plain:
             log.warning("catalogue %s: plain references, nothing to recognise a view of them "
                         "by (views of them are not named): %s", folder,
@@ -1246,18 +1258,28 @@ def whole_view(image: np.ndarray, size: int) -> np.ndarray:
     return rectify(image, corners, size)
 
 
+def _index_params() -> str:
+    """What a work's part of the index depends on besides its image: the index version
+    and the parameters it was built with."""
+    return (f"art2mus-catalogue v{INDEX_VERSION} {SQUARE} {NATIVE_LONG_SIDE} "
+            f"{_REFERENCE_FEATURES} {_NATIVE_FEATURES} {_SIFT_CONTRAST} {_THUMB} "
+            f"{_TILTS} {_TILTED_FEATURES} {_FAR_SIDES} {_FAR_FEATURES} {_FINE}")
+
+
+def _file_key(folder: Path, name: str) -> str:
+    """A file of the folder as the fingerprint sees it: its path there, size and mtime."""
+    stat = (folder / name).stat()
+    return f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}"
+
+
 def folder_fingerprint(folder: Path) -> str:
     """SHA-256 over the folder's images and metadata (TOML or CSV: names, sizes, mtimes) and
-    the index version."""
-    digest = hashlib.sha256(f"art2mus-catalogue v{INDEX_VERSION} {SQUARE} {NATIVE_LONG_SIDE} "
-                            f"{_REFERENCE_FEATURES} {_NATIVE_FEATURES} {_SIFT_CONTRAST} {_THUMB} "
-                            f"{_TILTS} {_TILTED_FEATURES} {_FAR_SIDES} {_FAR_FEATURES} "
-                            f"{_FINE}".encode())
+    the index parameters (:func:`_index_params`)."""
+    digest = hashlib.sha256(_index_params().encode())
     metadata = [p.name for p in folder.iterdir()
                 if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
     for name in sorted(catalogue_images(folder) + metadata):
-        stat = (folder / name).stat()
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{_file_key(folder, name)}\n".encode())
     return digest.hexdigest()
 
 
@@ -1475,87 +1497,146 @@ def listed(items: Sequence[str]) -> str:
     return "; ".join(items[:NAMED_AT_MOST]) + (f"; and {more} more" if more > 0 else "")
 
 
+#: The index's feature tables (``{part}_desc``, ``_xy``, ``_owner``), each reference's rows
+#: in turn: ORB of the square, RootSIFT of the native reference and of its simulated views
+#: (their points in the native reference's pixels); the descriptors' width.
+_FEATURE_PARTS = {"square": 32, "native": 128, **{name: 128 for name in SIMULATED_VIEWS}}
+
+
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
+class _WorkIndex:
+    """One reference's part of the index: what :func:`_index_work` computes from its image,
+    or what :func:`_previous_works` takes from the index before."""
+
+    features: dict[str, tuple[np.ndarray, np.ndarray]]  # part -> descriptors (uint8), points
+    native_size: tuple[int, int]  # width, height
+    thumb: np.ndarray  # (3 * _THUMB * _THUMB,) float32
+    fine: np.ndarray  # (_FINE, _FINE, 3) float16
+
+
+class _Detectors:
+    """The feature detectors an index is built with (one set per build)."""
+
+    def __init__(self) -> None:
+        self.orb = _orb(_REFERENCE_FEATURES)
+        self.sift = cv2.SIFT.create(nfeatures=_NATIVE_FEATURES, contrastThreshold=_SIFT_CONTRAST)
+        self.simulated = {name: cv2.SIFT.create(nfeatures=count, contrastThreshold=_SIFT_CONTRAST)
+                          for name, count in (("tilted", _TILTED_FEATURES),
+                                              ("far", _FAR_FEATURES))}
+
+
+def _index_work(image: np.ndarray, detectors: _Detectors) -> _WorkIndex:
+    """A reference image's part of the index (see the module docstring)."""
+    square = cv2.resize(image, (SQUARE, SQUARE), interpolation=cv2.INTER_AREA)
+    height, width = image.shape[:2]
+    factor = NATIVE_LONG_SIDE / max(width, height)
+    native = cv2.resize(image, (max(16, int(round(width * factor))),
+                                max(16, int(round(height * factor)))),
+                        interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    found: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {part: [] for part in _FEATURE_PARTS}
+    keypoints, descriptors = detectors.orb.detectAndCompute(_normalised_grey(square), None)
+    if descriptors is not None:
+        found["square"].append((descriptors, _points(keypoints)))
+    grey = cv2.cvtColor(native, cv2.COLOR_BGR2GRAY)
+    keypoints, descriptors = detectors.sift.detectAndCompute(grey, None)
+    if descriptors is not None:
+        found["native"].append((np.round(_root_sift(descriptors) * 255.0).astype(np.uint8),
+                                _points(keypoints)))
+    for name, view in _simulated_views(grey):
+        keypoints, descriptors = detectors.simulated[name].detectAndCompute(view, None)
+        if keypoints:
+            stretch = np.array([native.shape[1] / view.shape[1],
+                                native.shape[0] / view.shape[0]], np.float32)
+            found[name].append((np.round(_root_sift(descriptors) * 255.0).astype(np.uint8),
+                                _points(keypoints) * stretch))
+    features = {part: (np.concatenate([d for d, _ in held]) if held else
+                       np.zeros((0, _FEATURE_PARTS[part]), np.uint8),
+                       np.concatenate([xy for _, xy in held]).astype(np.float32) if held else
+                       np.zeros((0, 2), np.float32))
+                for part, held in found.items()}
+    return _WorkIndex(features, (native.shape[1], native.shape[0]), _thumbnail(square),
+                      _fine_image(square).astype(np.float16))
+
+
 def _build_index(folder: Path, entries: list[CatalogueEntry],
-                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    orb = _orb(_REFERENCE_FEATURES)
-    sift = cv2.SIFT.create(nfeatures=_NATIVE_FEATURES, contrastThreshold=_SIFT_CONTRAST)
-    square_desc: list[np.ndarray] = []
-    square_xy: list[np.ndarray] = []
-    square_owner: list[np.ndarray] = []
-    native_desc: list[np.ndarray] = []
-    native_xy: list[np.ndarray] = []
-    native_owner: list[np.ndarray] = []
-    native_size: list[tuple[int, int]] = []
-    simulated_sift = {name: cv2.SIFT.create(nfeatures=count, contrastThreshold=_SIFT_CONTRAST)
-                      for name, count in (("tilted", _TILTED_FEATURES), ("far", _FAR_FEATURES))}
-    # per simulated view: descriptors, points (in the native reference's pixels), owners
-    simulated: dict[str, tuple[list[np.ndarray], ...]] = {
-        name: ([], [], []) for name in SIMULATED_VIEWS}
-    thumbs: list[np.ndarray] = []
-    fine: list[np.ndarray] = []
-    for owner, entry in enumerate(entries):
+                 progress: Callable[[int, int], None] | None = None,
+                 previous: dict[str, _WorkIndex] | None = None,
+                 ) -> tuple[dict[str, np.ndarray], int]:
+    """The index of ``entries`` (arrays, as cached), and how many of its works were taken
+    from ``previous`` (by :func:`_file_key`: their image unchanged) rather than indexed;
+    ``progress(done, total)`` per work indexed. What relates works to each other (twins,
+    each work's nearest others, plain references) is worked out afresh: it is cheap."""
+    previous = previous or {}
+    keys = [_file_key(folder, entry.file) for entry in entries]
+    missing = [k for k, key in enumerate(keys) if key not in previous]
+    detectors = _Detectors()
+    works: list[_WorkIndex | None] = [previous.get(key) for key in keys]
+    for done, owner in enumerate(missing, start=1):
         try:  # a big scan is decoded smaller: the index looks at 400 px
-            image = read_image(folder / entry.file, REDUCED_AT_LEAST)
+            image = read_image(folder / entries[owner].file, REDUCED_AT_LEAST)
         except InputError as error:
             raise InputError(f"catalogue {folder}: {error}") from None
-        square = cv2.resize(image, (SQUARE, SQUARE), interpolation=cv2.INTER_AREA)
-        height, width = image.shape[:2]
-        factor = NATIVE_LONG_SIDE / max(width, height)
-        native = cv2.resize(image, (max(16, int(round(width * factor))),
-                                    max(16, int(round(height * factor)))),
-                            interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
-        keypoints, descriptors = orb.detectAndCompute(_normalised_grey(square), None)
-        if descriptors is not None:
-            square_desc.append(descriptors)
-            square_xy.append(_points(keypoints))
-            square_owner.append(np.full(len(keypoints), owner, np.int32))
-        keypoints, descriptors = sift.detectAndCompute(
-            cv2.cvtColor(native, cv2.COLOR_BGR2GRAY), None)
-        if descriptors is not None:
-            native_desc.append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
-            native_xy.append(_points(keypoints))
-            native_owner.append(np.full(len(keypoints), owner, np.int32))
-        native_size.append((native.shape[1], native.shape[0]))
-        for name, view in _simulated_views(cv2.cvtColor(native, cv2.COLOR_BGR2GRAY)):
-            keypoints, descriptors = simulated_sift[name].detectAndCompute(view, None)
-            if keypoints:
-                stretch = np.array([native.shape[1] / view.shape[1],
-                                    native.shape[0] / view.shape[0]], np.float32)
-                held = simulated[name]
-                held[0].append(np.round(_root_sift(descriptors) * 255.0).astype(np.uint8))
-                held[1].append(_points(keypoints) * stretch)
-                held[2].append(np.full(len(keypoints), owner, np.int32))
-        thumbs.append(_thumbnail(square))
-        fine.append(_fine_image(square))
+        works[owner] = _index_work(image, detectors)
         if progress is not None:
-            progress(owner + 1, len(entries))
-
-    def stack(parts: list[np.ndarray], shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(shape, dtype)
-
-    arrays = {
-        "square_desc": stack(square_desc, (0, 32), np.uint8),
-        "square_xy": stack(square_xy, (0, 2), np.float32),
-        "square_owner": stack(square_owner, (0,), np.int32),
-        "native_desc": stack(native_desc, (0, 128), np.uint8),
-        "native_xy": stack(native_xy, (0, 2), np.float32),
-        "native_owner": stack(native_owner, (0,), np.int32),
-        "native_size": np.array(native_size, np.int32).reshape(-1, 2),
-        **{f"{name}_{part}": stack(held, shape, dtype)
-           for name, (desc, xy, owners) in simulated.items()
-           for part, held, shape, dtype in (("desc", desc, (0, 128), np.uint8),
-                                            ("xy", xy, (0, 2), np.float32),
-                                            ("owner", owners, (0,), np.int32))},
-        "thumbs": np.array(thumbs, np.float32),
-        "signature_nearest": _nearest_others(np.array(thumbs, np.float32).reshape(-1, 3 * _THUMB
-                                                                                  * _THUMB)),
-        "fine": np.array(fine, np.float16).reshape(-1, _FINE, _FINE, 3),
+            progress(done, len(missing))
+    held = [work for work in works if work is not None]
+    assert len(held) == len(entries)
+    arrays: dict[str, np.ndarray] = {}
+    for part in _FEATURE_PARTS:
+        arrays[f"{part}_desc"] = np.concatenate([w.features[part][0] for w in held])
+        arrays[f"{part}_xy"] = np.concatenate([w.features[part][1] for w in held])
+        arrays[f"{part}_owner"] = np.concatenate(
+            [np.full(len(w.features[part][0]), owner, np.int32)
+             for owner, w in enumerate(held)])
+    thumbs = np.array([w.thumb for w in held], np.float32)
+    arrays.update({
+        "native_size": np.array([w.native_size for w in held], np.int32).reshape(-1, 2),
+        "thumbs": thumbs,
+        "signature_nearest": _nearest_others(thumbs.reshape(-1, 3 * _THUMB * _THUMB)),
+        "fine": np.array([w.fine for w in held], np.float16).reshape(-1, _FINE, _FINE, 3),
         "entries": np.array(json.dumps([e.__dict__ for e in entries])),
-    }
+        # what a later build takes unchanged works from (:func:`_previous_works`)
+        "params": np.array(_index_params()),
+        "files": np.array(json.dumps(keys)),
+    })
     arrays["twins"] = _twins(arrays["thumbs"].reshape(len(entries), -1), arrays["native_desc"],
                              arrays["native_xy"], arrays["native_owner"])
     arrays["plain"] = _plain(arrays["fine"].astype(np.float32), arrays["square_owner"])
-    return arrays
+    return arrays, len(entries) - len(missing)
+
+
+def _previous_works(cache: Path, folder: Path,
+                    entries: list[CatalogueEntry]) -> dict[str, _WorkIndex]:
+    """The works of the index at ``cache`` (built with today's parameters) whose images
+    ``entries`` still hold unchanged, by :func:`_file_key`: what a rebuild need not index
+    again. Empty where there is no such index (none yet, another version, unreadable)."""
+    if not cache.is_file():
+        return {}
+    wanted = {_file_key(folder, entry.file) for entry in entries}
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            if "files" not in data.files or str(data["params"]) != _index_params():
+                return {}
+            keys = json.loads(str(data["files"]))
+            arrays = {f"{part}_{what}": data[f"{part}_{what}"]
+                      for part in _FEATURE_PARTS for what in ("desc", "xy", "owner")}
+            sizes, thumbs, fine = data["native_size"], data["thumbs"], data["fine"]
+    except (OSError, ValueError, KeyError, EOFError) as error:
+        log.warning("catalogue index %s unreadable (%s); indexing every work", cache, error)
+        return {}
+    starts = {part: np.searchsorted(arrays[f"{part}_owner"], np.arange(len(keys) + 1))
+              for part in _FEATURE_PARTS}
+    works: dict[str, _WorkIndex] = {}
+    for owner, key in enumerate(keys):
+        if key not in wanted:
+            continue
+        rows = {part: slice(int(start[owner]), int(start[owner + 1]))
+                for part, start in starts.items()}
+        works[key] = _WorkIndex(
+            {part: (arrays[f"{part}_desc"][rows[part]], arrays[f"{part}_xy"][rows[part]])
+             for part in _FEATURE_PARTS},
+            (int(sizes[owner][0]), int(sizes[owner][1])), thumbs[owner], fine[owner])
+    return works
 
 
 def _plain(fine: np.ndarray, square_owner: np.ndarray) -> np.ndarray:

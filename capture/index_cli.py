@@ -10,8 +10,10 @@ It builds the index (or confirms the cached one is current: the folder's
 fingerprint, :func:`capture.catalogue.folder_fingerprint`, matches the one
 stored in the index file) on one core, as the capture role would, with a rich
 progress bar on stderr (works done / total, rate, time left), then prints a
-summary: works, features, the index file and its size, seconds. ``--force``
-deletes the cached index and rebuilds it.
+summary: works, features, the index file and its size, seconds. Only the works
+added or changed since the cached index are indexed (a corrected title, or a few new
+works among thousands, takes seconds). ``--force`` deletes the cached index and
+rebuilds every work.
 
 Input errors (no folder, no images, an empty, truncated or undecodable image,
 a bad ``catalogue.toml``) are one :class:`~ground.errors.InputError` line
@@ -49,6 +51,9 @@ def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bo
     state = "rebuilt" if summary["rebuilt"] else "up to date"
     click.echo(f"catalogue {summary['folder']}: index {state}")
     click.echo(f"  works     {summary['works']}")
+    if summary["rebuilt"] and summary["reused"]:
+        click.echo(f"  indexed   {summary['works'] - summary['reused']} new or changed "
+                   f"({summary['reused']} unchanged, taken from the index before)")
     click.echo(f"  features  {summary['features']} ({summary['square_features']} ORB for "
                f"recognition, {summary['native_features']} SIFT for location)")
     click.echo(f"  index     {summary['index_file']} ({summary['index_mb']:.1f} MB)")
@@ -66,7 +71,8 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
     """Build the index of ``folder`` (or confirm the cached one is current); a summary dict.
 
     The summary: ``folder``, ``index_file``, ``rebuilt`` (False: the cache was
-    current and nothing was built), ``works``, ``square_features`` (ORB),
+    current and nothing was built), ``reused`` (works of a rebuilt index taken unchanged
+    from the index before: their images were not touched), ``works``, ``square_features`` (ORB),
     ``native_features`` (SIFT), ``features`` (both), ``twins``, ``plain``
     (:func:`index_counts`), ``index_mb``, ``seconds``.
     """
@@ -90,6 +96,7 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
             raise InputError(f"cannot delete the cached index {cache}: "
                              f"{error.strerror or error}") from None
     rebuilt = _cached_fingerprint(cache) != folder_fingerprint(folder)
+    reused = 0
     if rebuilt:
         _check_images(folder)
         threads = cv2.getNumThreads()
@@ -97,14 +104,15 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
         try:
             with progress_bar(show_progress) as update:
                 stage = f"indexing {folder.name or folder}"
-                Catalogue.open(folder, cache_dir, progress=None if update is None else
-                               lambda done, total: update(stage, done, total))
+                reused = Catalogue.open(folder, cache_dir, progress=None if update is None else
+                                        lambda done, total: update(stage, done, total)).reused
         finally:
             cv2.setNumThreads(threads)
         if _cached_fingerprint(cache) != folder_fingerprint(folder):
             raise InputError(f"cannot write the index {cache} (is the folder writable?); "
                              f"pass --cache-dir")
     return {"folder": str(folder), "index_file": str(cache), "rebuilt": rebuilt,
+            "reused": reused,
             **index_counts(cache), "index_mb": round(cache.stat().st_size / 1e6, 2),
             "seconds": round(time.perf_counter() - began, 2)}
 

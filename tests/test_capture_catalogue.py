@@ -12,7 +12,14 @@ import pytest
 
 import capture.recognise
 from capture.bench_catalogue import make_view
-from capture.catalogue import INDEX_FILE, SQUARE, Catalogue, CatalogueEntry, read_entries
+from capture.catalogue import (
+    INDEX_FILE,
+    SQUARE,
+    Catalogue,
+    CatalogueEntry,
+    read_entries,
+    whole_view,
+)
 from capture.detect import Detection, quad_iou, rectify
 from capture.synthetic.rooms import seen_from_the_side
 from capture.synthetic.scenes import SceneGenerator, catalogue_artwork, write_catalogue
@@ -56,6 +63,46 @@ def test_index_is_cached_and_rebuilt_when_the_folder_changes(folder: Path,
     assert renamed.rebuilt and renamed.entry("cat-000").artist == "Studio Z"
     elsewhere = Catalogue.open(copy, cache_dir=tmp_path / "cache")
     assert elsewhere.rebuilt and (tmp_path / "cache" / INDEX_FILE).is_file()
+
+
+def test_a_rebuild_indexes_only_what_changed_and_gives_the_index_a_full_build_gives(
+        folder: Path, tmp_path: Path) -> None:
+    # A museum's technician corrects a title or adds a work to thousands: indexing every
+    # work again took minutes. The unchanged works' features are taken from the index
+    # before, and the index is the one a build from nothing gives, array for array.
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    (copy / INDEX_FILE).unlink(missing_ok=True)
+    assert Catalogue.open(copy).reused == 0
+
+    def same_as_a_full_build(name: str) -> None:
+        fresh = Catalogue.open(copy, cache_dir=tmp_path / name)
+        assert fresh.rebuilt and fresh.reused == 0
+        with np.load(copy / INDEX_FILE) as kept, np.load(tmp_path / name / INDEX_FILE) as full:
+            assert set(kept.files) == set(full.files)
+            for key in full.files:
+                assert kept[key].dtype == full[key].dtype, key
+                assert np.array_equal(kept[key], full[key]), key
+
+    (copy / "catalogue.toml").write_text((copy / "catalogue.toml").read_text()
+                                         .replace("Studio A", "Studio Z"))
+    retitled = Catalogue.open(copy)
+    assert retitled.rebuilt and retitled.reused == SIZE
+    assert retitled.entry("cat-000").artist == "Studio Z"
+    same_as_a_full_build("retitled")
+
+    cv2.imwrite(str(copy / "cat-0025.png"), catalogue_artwork(41))  # sorts in the middle
+    (copy / "cat-005.png").unlink()
+    (copy / "catalogue.toml").write_text("\n".join(  # and its record
+        block for block in (copy / "catalogue.toml").read_text().split("\n\n")
+        if '"cat-005.png"' not in block))
+    cv2.imwrite(str(copy / "cat-007.png"), catalogue_artwork(42))  # another picture
+    changed = Catalogue.open(copy)
+    assert changed.rebuilt and len(changed) == SIZE and changed.reused == SIZE - 2
+    assert "cat-0025" in changed.ids and "cat-005" not in changed.ids
+    same_as_a_full_build("changed")
+    view = whole_view(catalogue_artwork(42), SQUARE)
+    match = changed.recognise(view)
+    assert match is not None and match.artwork_id == "cat-007"
 
 
 def test_metadata_and_its_errors(folder: Path, catalogue: Catalogue, tmp_path: Path) -> None:

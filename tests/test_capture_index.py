@@ -59,11 +59,16 @@ def test_index_builds_then_is_up_to_date_then_force_rebuilds(catalogue: Path,
 
     forced = index(str(folder), "--force", "--json")
     assert forced.exit_code == 0 and json.loads(forced.stdout)["rebuilt"] is True
+    assert json.loads(forced.stdout)["reused"] == 0  # --force indexes every work
     assert (folder / INDEX_FILE).stat().st_mtime_ns != built_at
 
     shutil.copy(folder / "cat-001.png", folder / "new-work.png")  # the folder changed
     changed = json.loads(index(str(folder), "--json").stdout)
     assert changed["rebuilt"] is True and changed["works"] == WORKS + 1
+    assert changed["reused"] == WORKS  # only the new work was indexed
+    shutil.copy(folder / "cat-002.png", folder / "newer-work.png")
+    text = index(str(folder)).stdout
+    assert f"indexed   1 new or changed ({WORKS + 1} unchanged" in text, text
 
 
 def test_cache_dir_holds_the_index(catalogue: Path, tmp_path: Path) -> None:
