@@ -81,6 +81,13 @@ class RecognitionConfig(BaseModel):
         None, description="Where the index is cached (default: inside the catalogue folder).")
     min_inliers: int = Field(12, ge=6, le=500,
                              description="RANSAC inliers a feature match needs.")
+    watch_s: float = Field(
+        30.0, ge=0.0, le=3600.0,
+        description="How often the catalogue folder is looked at for works added, changed or "
+                    "removed (and metadata edited), seconds; a change is indexed in the "
+                    "background (only what changed) and recognised without a restart "
+                    "(0: never; the folder is read at start only).",
+    )
     locate_every_frames: int = Field(
         3, ge=0, le=1000,
         description="While the quad finder and the tracker miss the current catalogued "

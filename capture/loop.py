@@ -36,7 +36,12 @@ passes.
 
 The catalogue is opened (its index built, if the folder changed) in a
 background thread: the loop runs, and the role's heartbeats flow, meanwhile;
-until it is ready, works get ids of their own ("art-NNN").
+until it is ready, works get ids of their own ("art-NNN"). The same thread
+then looks at the folder every ``recognition.watch_s``: works added, changed
+or removed, or metadata edited, are indexed there (only what changed) and the
+loop takes the new catalogue between two frames, so a new acquisition is
+recognised without a restart. A change that cannot be read (an image still
+being copied, a bad metadata edit) leaves the catalogue in use as it was.
 
 Under load the loop sheds frames before the music suffers
 (:class:`AdaptiveFrameRate`): when frames take longer than their share of
@@ -69,7 +74,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from capture.catalogue import SQUARE, Catalogue, overlap_fraction, whole_view
+from capture.catalogue import (
+    SQUARE,
+    Catalogue,
+    folder_fingerprint,
+    overlap_fraction,
+    whole_view,
+)
 from capture.config import CaptureConfig
 from capture.descriptor import Descriptor, describe_image
 from capture.detect import Detection, PrimarySelector, choose_primary, detect_artworks, rectify
@@ -225,6 +236,12 @@ class CaptureLoop:
         self._deblurred_reported = 0  # the catalogue's count at the last stats event
         #: Set once the configured catalogue is open (or failed to open), or at once without one.
         self.catalogue_ready = threading.Event()
+        # The catalogue folder's fingerprint last opened (or tried), and a catalogue the
+        # watching thread opened since, which step() takes in between two frames.
+        self._catalogue_fingerprint: str | None = None
+        self._updated_catalogue: Catalogue | None = None
+        self._catalogue_lock = threading.Lock()
+        self._closed = threading.Event()  # run() ended: the watching thread ends too
         self.tracker = QuadTracker()
         self._tracked_id: str | None = None  # the catalogue id a search found, while tracked
         self._contested = False  # the quad finder's primary is elsewhere than the tracked work
@@ -269,7 +286,7 @@ class CaptureLoop:
         self._failure_logged = -math.inf  # timer time of the last frame_failed event
         # Last: the opening thread uses the overlays and the rest of this object.
         if catalogue is None and config.recognition.catalogue:
-            threading.Thread(target=self._open_catalogue, name=f"catalogue-{room_id}",
+            threading.Thread(target=self._keep_catalogue, name=f"catalogue-{room_id}",
                              daemon=True).start()
         else:
             self.catalogue_ready.set()
@@ -300,6 +317,7 @@ class CaptureLoop:
                 if delay > 0:
                     stop.wait(delay)
         finally:
+            self._closed.set()
             self.source.close()
 
     def _frame_failed(self, error: Exception, in_a_row: int) -> None:
@@ -347,6 +365,7 @@ class CaptureLoop:
     def step(self) -> ArtworkView | None:
         """Process one frame; return the view published for it, if any."""
         began = self._timer()
+        self._take_updated_catalogue()
         frame = self.source.read()
         if frame is None:
             now = self._clock()
@@ -423,28 +442,74 @@ class CaptureLoop:
 
     # -- decisions --
 
-    def _open_catalogue(self) -> None:
+    def _keep_catalogue(self) -> None:
+        """The catalogue thread: open the configured catalogue, then look at its folder
+        every ``recognition.watch_s`` and open it again where it changed."""
+        try:
+            self.catalogue = self._open_catalogue()
+            if self.catalogue is not None:
+                self._titles_from(self.catalogue)
+        finally:
+            self.catalogue_ready.set()
+        watch_s = self.config.recognition.watch_s
+        while watch_s > 0 and not self._closed.wait(watch_s):
+            try:
+                changed = self._catalogue_fingerprint != folder_fingerprint(
+                    Path(str(self.config.recognition.catalogue)))
+            except OSError:  # the folder is away (a share unmounted): keep what is held
+                continue
+            if changed:
+                updated = self._open_catalogue(update=True)
+                if updated is not None:
+                    with self._catalogue_lock:
+                        self._updated_catalogue = updated
+
+    def _open_catalogue(self, update: bool = False) -> Catalogue | None:
+        """Open the configured catalogue (building what changed of its index), logging
+        ``catalogue_opening`` / ``catalogue_updating`` and ``catalogue_ready`` or
+        ``catalogue_failed``; None where it cannot be opened. Each state of the folder is
+        tried once (a broken image is not read again until the folder changes)."""
         recognition = self.config.recognition
         assert recognition.catalogue is not None
         began = time.perf_counter()
-        self._log_event("catalogue_opening", folder=recognition.catalogue)
+        try:
+            self._catalogue_fingerprint = folder_fingerprint(Path(recognition.catalogue))
+        except OSError:
+            self._catalogue_fingerprint = None
+        self._log_event("catalogue_updating" if update else "catalogue_opening",
+                        folder=recognition.catalogue)
         try:
             catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
                                        recognition.min_inliers, recognition.locate_width)
         except (InputError, OSError, cv2.error, ValueError) as exc:
-            # The room plays on without ids from the catalogue (the doctor checks the folder
-            # before start-up, so this is a folder that changed under a running room).
-            log.error("room %s: catalogue %s not opened: %s", self.room_id,
-                      recognition.catalogue, exc)
-            self._log_event("catalogue_failed", folder=recognition.catalogue, error=str(exc))
-        else:
-            self.catalogue = catalogue
-            self._titles_from(catalogue)
-            self._log_event("catalogue_ready", folder=recognition.catalogue,
-                            works=len(catalogue), rebuilt=catalogue.rebuilt,
-                            seconds=round(time.perf_counter() - began, 2))
-        finally:
-            self.catalogue_ready.set()
+            # The room plays on without ids from the catalogue, or with the one it held (the
+            # doctor checks the folder before start-up, so this is a folder that changed
+            # under a running room: an image still being copied, a bad metadata edit).
+            log.error("room %s: catalogue %s not %s: %s", self.room_id, recognition.catalogue,
+                      "updated, the one before is kept" if update else "opened", exc)
+            self._log_event("catalogue_failed", folder=recognition.catalogue, error=str(exc),
+                            update=update)
+            return None
+        self._log_event("catalogue_ready", folder=recognition.catalogue,
+                        works=len(catalogue), rebuilt=catalogue.rebuilt,
+                        reused=catalogue.reused, update=update,
+                        seconds=round(time.perf_counter() - began, 2))
+        return catalogue
+
+    def _take_updated_catalogue(self) -> None:
+        """Between two frames: use the catalogue the watching thread opened since, if any.
+        Its works are described again from it (a reference may have been replaced);
+        works outside it keep what they were described as."""
+        with self._catalogue_lock:
+            updated, self._updated_catalogue = self._updated_catalogue, None
+        if updated is None:
+            return
+        before = self.catalogue.ids if self.catalogue is not None else []
+        for artwork_id in {*before, *updated.ids}:
+            self._described.pop(artwork_id, None)
+        self.catalogue = updated
+        self._deblurred_reported = 0
+        self._titles_from(updated)
 
     def _titles_from(self, catalogue: Catalogue) -> None:
         """The overlays label catalogued works with their titles."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -679,6 +680,7 @@ def test_the_catalogue_opens_in_the_background_and_a_failure_does_not_stop_captu
             return 0
 
         rebuilt = True
+        reused = 0
 
     monkeypatch.setattr(capture.loop, "Catalogue", SlowCatalogue)
     for folder, ready in (("slow", "catalogue_ready"), ("broken", "catalogue_failed")):
@@ -698,6 +700,47 @@ def test_the_catalogue_opens_in_the_background_and_a_failure_does_not_stop_captu
             ["catalogue_opening", ready]
         assert (loop.catalogue is not None) == (ready == "catalogue_ready")
         _drive(loop, clock, clock.t + 0.5)  # and goes on either way
+
+
+def _event_within(recorder: Recorder, kind: str, seconds: float, **fields: Any
+                  ) -> dict[str, Any]:
+    """The first ``kind`` event with ``fields`` the catalogue thread logs within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for found in recorder.of(kind):
+            if all(found.get(key) == value for key, value in fields.items()):
+                return found
+        time.sleep(0.02)
+    raise AssertionError(f"no {kind} {fields} within {seconds} s: {recorder.events}")
+
+
+def test_a_work_added_to_the_catalogue_is_recognised_without_a_restart(tmp_path: Path) -> None:
+    # A technician copies a new acquisition's photo into the catalogue of a running
+    # room. It was recognised only after a restart; now the folder is looked at every
+    # watch_s, what changed is indexed in the background, and the loop takes it in.
+    _write_first_two_demo_works(tmp_path)
+    added = (tmp_path / "work-1.png").read_bytes()
+    (tmp_path / "work-1.png").unlink()
+    loop, clock, recorder = _demo_room_with_catalogue(tmp_path, watch_s=0.05)
+    assert loop.catalogue is not None and loop.catalogue.ids == ["work-0"]
+    held = loop.catalogue
+    _drive(loop, clock, clock.t + 9.5)
+    assert [c["artwork_id"] for c in recorder.of("artwork_change")][:2] == ["work-0", "art-001"]
+
+    # A copy seen half-written is not read as a picture: the catalogue held stays.
+    (tmp_path / "work-1.png").write_bytes(added[:len(added) // 2])
+    failed = _event_within(recorder, "catalogue_failed", 30.0, update=True)
+    assert "work-1.png" in failed["error"]
+    _drive(loop, clock, clock.t + 0.5)
+    assert loop.catalogue is held
+
+    (tmp_path / "work-1.png").write_bytes(added)
+    ready = _event_within(recorder, "catalogue_ready", 60.0, update=True, works=2)
+    assert ready["rebuilt"] and ready["reused"] == 1  # work-0 was not indexed again
+    _drive(loop, clock, clock.t + 9.0)  # the camera's round again
+    assert loop.catalogue is not held and loop.catalogue.ids == ["work-0", "work-1"]
+    again = [c["artwork_id"] for c in recorder.of("artwork_change")]
+    assert "work-1" in again and again.index("work-1") > again.index("art-001"), again
 
 
 def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_asked_for(
