@@ -456,13 +456,16 @@ class CaptureLoop:
             try:
                 changed = self._catalogue_fingerprint != folder_fingerprint(
                     Path(str(self.config.recognition.catalogue)))
+                updated = self._open_catalogue(update=True) if changed else None
             except OSError:  # the folder is away (a share unmounted): keep what is held
                 continue
-            if changed:
-                updated = self._open_catalogue(update=True)
-                if updated is not None:
-                    with self._catalogue_lock:
-                        self._updated_catalogue = updated
+            except Exception:  # a defect: the room keeps its catalogue, the watching goes on
+                log.exception("room %s: catalogue %s not updated", self.room_id,
+                              self.config.recognition.catalogue)
+                continue
+            if updated is not None:
+                with self._catalogue_lock:
+                    self._updated_catalogue = updated
 
     def _open_catalogue(self, update: bool = False) -> Catalogue | None:
         """Open the configured catalogue (building what changed of its index), logging
