@@ -174,12 +174,14 @@ import os
 import time
 import tomllib
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+from filelock import FileLock, Timeout
 
 from capture.deblur import MotionBlur, deblur, estimate_motion_blur
 from capture.detect import quad_iou
@@ -443,17 +445,21 @@ class Catalogue:
         fingerprint = folder_fingerprint(folder)
         cache = Path(cache_dir) / INDEX_FILE if cache_dir is not None else folder / INDEX_FILE
         arrays = _load_cache(cache, fingerprint)
-        rebuilt = arrays is None
+        rebuilt = False
         reused = 0
         if arrays is None:
-            began = time.perf_counter()
-            arrays, reused = _build_index(folder, entries, progress,
-                                          _previous_works(cache, folder, entries))
-            arrays["fingerprint"] = np.array(fingerprint)
-            _save_cache(cache, arrays)
-            log.info("catalogue %s: indexed %d artworks in %.1f s, %d unchanged taken from "
-                     "the index before (cached in %s)", folder, len(entries) - reused,
-                     time.perf_counter() - began, reused, cache)
+            with _one_builder(cache):  # another process may have built it meanwhile
+                arrays = _load_cache(cache, fingerprint)
+                if arrays is None:
+                    rebuilt = True
+                    began = time.perf_counter()
+                    arrays, reused = _build_index(folder, entries, progress,
+                                                  _previous_works(cache, folder, entries))
+                    arrays["fingerprint"] = np.array(fingerprint)
+                    _save_cache(cache, arrays)
+                    log.info("catalogue %s: indexed %d artworks in %.1f s, %d unchanged "
+                             "taken from the index before (cached in %s)", folder,
+                             len(entries) - reused, time.perf_counter() - began, reused, cache)
         catalogue = cls(folder, entries, arrays, min_inliers=min_inliers,
                         locate_width=locate_width)
         catalogue.rebuilt = rebuilt
@@ -1747,11 +1753,42 @@ def _load_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
         return None
 
 
+def _marked_read_only(folder: Path) -> bool:
+    """Whether ``folder`` is marked read-only (which a root user could still write to: a
+    shared data set, a mounted archive): no index is written there."""
+    return folder.is_dir() and not folder.stat().st_mode & 0o222
+
+
+@contextmanager
+def _one_builder(cache: Path) -> Iterator[None]:
+    """Held while the index at ``cache`` is built: the rooms of one machine, each a process
+    opening the same changed catalogue, build it once (they wrote one file at once, and
+    each spent the minutes); the others wait, then load what it wrote. A lock file beside
+    the index; none where that folder cannot be written (each builds its own there)."""
+    lock = FileLock(cache.with_name(cache.name + ".lock"))
+    try:
+        if _marked_read_only(cache.parent):
+            raise PermissionError(f"{cache.parent} is marked read-only")
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("catalogue index %s: another process is building it; waiting", cache)
+            lock.acquire()
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write the index to ``path`` atomically; where that folder cannot or should not be
-    written (marked read-only, which a root user could still write to: a shared data set,
-    a mounted archive), warn and go on: the catalogue is then re-indexed per start."""
-    if path.parent.is_dir() and not path.parent.stat().st_mode & 0o222:
+    written (:func:`_marked_read_only`), warn and go on: the catalogue is then re-indexed
+    per start."""
+    if _marked_read_only(path.parent):
         log.warning("catalogue index not cached: %s is marked read-only; pass a writable "
                     "cache_dir", path.parent)
         return

@@ -104,8 +104,10 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
         try:
             with progress_bar(show_progress) as update:
                 stage = f"indexing {folder.name or folder}"
-                reused = Catalogue.open(folder, cache_dir, progress=None if update is None else
-                                        lambda done, total: update(stage, done, total)).reused
+                opened = Catalogue.open(folder, cache_dir, progress=None if update is None else
+                                        lambda done, total: update(stage, done, total))
+            # (not rebuilt where another process, a room's capture, built it meanwhile)
+            rebuilt, reused = opened.rebuilt, opened.reused
         finally:
             cv2.setNumThreads(threads)
         if _cached_fingerprint(cache) != folder_fingerprint(folder):

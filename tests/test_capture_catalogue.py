@@ -17,6 +17,7 @@ from capture.catalogue import (
     SQUARE,
     Catalogue,
     CatalogueEntry,
+    catalogue_images,
     read_entries,
     whole_view,
 )
@@ -63,6 +64,29 @@ def test_index_is_cached_and_rebuilt_when_the_folder_changes(folder: Path,
     assert renamed.rebuilt and renamed.entry("cat-000").artist == "Studio Z"
     elsewhere = Catalogue.open(copy, cache_dir=tmp_path / "cache")
     assert elsewhere.rebuilt and (tmp_path / "cache" / INDEX_FILE).is_file()
+
+
+def _open_in_a_process(folder: str) -> tuple[bool, int]:
+    """Open the catalogue as a room's capture process does: (rebuilt, works)."""
+    opened = Catalogue.open(folder)
+    return opened.rebuilt, len(opened)
+
+
+def test_the_rooms_of_one_machine_build_a_changed_index_once(folder: Path,
+                                                             tmp_path: Path) -> None:
+    # Each room's capture is a process, and all open the one catalogue at start or when it
+    # changed: each built the index (minutes, at thousands of works) into one file at once.
+    # One builds it; the others wait for it and load what it wrote.
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    (copy / INDEX_FILE).unlink(missing_ok=True)
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as rooms:
+        opened = list(rooms.map(_open_in_a_process, [str(copy)] * 3))
+    assert sorted(opened) == [(False, SIZE), (False, SIZE), (True, SIZE)], opened
+    assert not Catalogue.open(copy).rebuilt
+    assert catalogue_images(copy) == [f"cat-{k:03d}.png" for k in range(SIZE)]  # no lock there
 
 
 def test_a_rebuild_indexes_only_what_changed_and_gives_the_index_a_full_build_gives(
