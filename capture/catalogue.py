@@ -361,14 +361,15 @@ class Catalogue:
         # Features are stored reference by reference: owner k's are rows
         # _square_start[k] to _square_start[k + 1].
         self._square_start = np.searchsorted(self._square_owner, np.arange(len(entries) + 1))
-        # RootSIFT, stored as uint8 (x 255) in the cache: a quarter of float32 on disk.
+        # RootSIFT, stored as uint8 (x 255) in the cache, and held so (:func:`_unit`): the
+        # matchers below hold their own float32 copy of what they index (OpenCV's FLANN
+        # copies it), and a second one here was 645 MB of a room's 1.75 GB at 2,000 works.
         # The frontal features, then those of the simulated views, the reference seen at
         # a steep angle (``tilted_*``) and from far (``far_*``), their coordinates in the
         # frontal reference's pixels: one table of coordinates and owners, two matchers.
         self._frontal = len(arrays["native_desc"])  # rows before it are frontal features
         parts = ("native", *SIMULATED_VIEWS)
-        self._native_desc = np.concatenate(
-            [arrays[f"{p}_desc"] for p in parts]).astype(np.float32) / 255.0
+        self._native_desc = np.concatenate([arrays[f"{p}_desc"] for p in parts])
         self._native_xy = np.concatenate([arrays[f"{p}_xy"] for p in parts])
         self._native_owner = np.concatenate([arrays[f"{p}_owner"] for p in parts])
         self._native_size = arrays["native_size"]  # (n, 2) width, height of the native reference
@@ -399,8 +400,8 @@ class Catalogue:
         # Two matchers: a frame feature's ratio test is among the frontal features first, as
         # if no simulated ones were held (more features to tell apart from would refuse some
         # of its matches), and among the simulated ones only where that finds nothing.
-        self._native_matcher = _kd_matcher(self._native_desc[:self._frontal])
-        self._simulated_matcher = _kd_matcher(self._native_desc[self._frontal:])
+        self._native_matcher = _kd_matcher(_unit(self._native_desc[:self._frontal]))
+        self._simulated_matcher = _kd_matcher(_unit(self._native_desc[self._frontal:]))
         #: Timings (ms) of recent calls, for ``art2mus bench capture``.
         #: ``locate_ms``: every locate call; ``search_ms`` / ``fine_search_ms``: those of the
         #: whole frame for every work (no ``near``, no ``only``), without / with ``fine``.
@@ -1204,7 +1205,7 @@ class Catalogue:
         near as a dim or small work's true match, which fails the ratio test against all
         of them; among the work's own features it is clearly the nearest."""
         rows = np.flatnonzero(np.isin(self._native_owner, np.asarray(owners)))
-        pairs, _ = _matches(_kd_matcher(self._native_desc[rows]), query, ratio, 0,
+        pairs, _ = _matches(_kd_matcher(_unit(self._native_desc[rows])), query, ratio, 0,
                             self._native_owner[rows], self._native_xy[rows], copies=True)
         pairs[:, 1] = rows[pairs[:, 1]]
         return pairs
@@ -1905,6 +1906,11 @@ def _points(keypoints: Sequence[cv2.KeyPoint]) -> np.ndarray:
     """The keypoints' positions, (n, 2) float32 px, (0, 2) for none: SIFT gives a plain
     image no keypoints and an empty descriptor array, not ``None`` as ORB does."""
     return np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2)
+
+
+def _unit(stored: np.ndarray) -> np.ndarray:
+    """RootSIFT descriptors as the index stores them (uint8, x 255) back as float32."""
+    return stored.astype(np.float32) / 255.0
 
 
 def _root_sift(descriptors: np.ndarray) -> np.ndarray:
