@@ -431,40 +431,16 @@ class Catalogue:
     def open(cls, folder: str | Path, cache_dir: str | Path | None = None,
              min_inliers: int = 12, locate_width: int = LOCATE_WIDTH,
              progress: Callable[[int, int], None] | None = None) -> Catalogue:
-        """Load the folder's index from its cache, or build (and cache) it if the folder changed.
+        """Load the folder's index from its cache, or build (and cache) it if the folder changed
+        (:func:`current_index`), and open it for recognition and location.
 
-        A rebuild indexes only the references added or changed since the cached index
-        (their file's size or mtime): the others' features are taken from it, so a
-        corrected title or one new work in a catalogue of thousands costs seconds, not
-        minutes. ``progress(done, total)`` is called per reference indexed.
+        ``progress(done, total)`` is called per reference indexed.
         """
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(f"catalogue: expected a folder of reference images, got no folder "
-                             f"at {folder}")
-        entries = read_entries(folder)
-        fingerprint = folder_fingerprint(folder)
-        cache = Path(cache_dir) / INDEX_FILE if cache_dir is not None else folder / INDEX_FILE
-        arrays = _load_cache(cache, fingerprint)
-        rebuilt = False
-        reused = 0
-        if arrays is None:
-            with _one_builder(cache):  # another process may have built it meanwhile
-                arrays = _load_cache(cache, fingerprint)
-                if arrays is None:
-                    rebuilt = True
-                    began = time.perf_counter()
-                    arrays, reused = _build_index(folder, entries, progress,
-                                                  _previous_works(cache, folder, entries))
-                    arrays["fingerprint"] = np.array(fingerprint)
-                    _save_cache(cache, arrays)
-                    log.info("catalogue %s: indexed %d artworks in %.1f s, %d unchanged "
-                             "taken from the index before (cached in %s)", folder,
-                             len(entries) - reused, time.perf_counter() - began, reused, cache)
-        catalogue = cls(folder, entries, arrays, min_inliers=min_inliers,
+        index = current_index(folder, cache_dir, progress)
+        catalogue = cls(Path(folder), index.entries, index.arrays, min_inliers=min_inliers,
                         locate_width=locate_width)
-        catalogue.rebuilt = rebuilt
-        catalogue.reused = reused
+        catalogue.rebuilt = index.rebuilt
+        catalogue.reused = index.reused
         if catalogue.plain:
             log.warning("catalogue %s: plain references, nothing to recognise a view of them "
                         "by (views of them are not named): %s", folder,
@@ -1254,6 +1230,53 @@ class Catalogue:
             del timings[:5000]
 
 
+@dataclass(frozen=True, eq=False)  # holds arrays: == is identity
+class CurrentIndex:
+    """A catalogue folder's index, current (:func:`current_index`)."""
+
+    entries: list[CatalogueEntry]
+    arrays: dict[str, np.ndarray]  # as cached
+    rebuilt: bool  # built now (the folder changed), not loaded as it was
+    reused: int  # works of a rebuilt index taken unchanged from the index before
+
+
+def current_index(folder: str | Path, cache_dir: str | Path | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> CurrentIndex:
+    """The folder's index, loaded from its cache, or built (and cached) if the folder changed:
+    what :meth:`Catalogue.open` opens, and all ``art2mus index`` needs (opening it for
+    search, its k-d trees, takes longer than loading it).
+
+    A rebuild indexes only the references added or changed since the cached index
+    (their file's size or mtime): the others' features are taken from it, so a
+    corrected title or one new work in a catalogue of thousands costs seconds, not
+    minutes. One process of a machine builds it at a time (:func:`_one_builder`).
+    ``progress(done, total)`` is called per reference indexed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"catalogue: expected a folder of reference images, got no folder "
+                         f"at {folder}")
+    entries = read_entries(folder)
+    fingerprint = folder_fingerprint(folder)
+    cache = Path(cache_dir) / INDEX_FILE if cache_dir is not None else folder / INDEX_FILE
+    arrays = _load_cache(cache, fingerprint)
+    if arrays is not None:
+        return CurrentIndex(entries, arrays, rebuilt=False, reused=0)
+    with _one_builder(cache):  # another process may have built it meanwhile
+        arrays = _load_cache(cache, fingerprint)
+        if arrays is not None:
+            return CurrentIndex(entries, arrays, rebuilt=False, reused=0)
+        began = time.perf_counter()
+        arrays, reused = _build_index(folder, entries, progress,
+                                      _previous_works(cache, folder, entries))
+        arrays["fingerprint"] = np.array(fingerprint)
+        _save_cache(cache, arrays)
+    log.info("catalogue %s: indexed %d artworks in %.1f s, %d unchanged taken from the "
+             "index before (cached in %s)", folder, len(entries) - reused,
+             time.perf_counter() - began, reused, cache)
+    return CurrentIndex(entries, arrays, rebuilt=True, reused=reused)
+
+
 def whole_view(image: np.ndarray, size: int) -> np.ndarray:
     """An image that is all picture (a catalogue reference) rectified whole to ``size`` x
     ``size``, as a camera view of the picture is."""
@@ -1610,6 +1633,21 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
                              arrays["native_xy"], arrays["native_owner"])
     arrays["plain"] = _plain(arrays["fine"].astype(np.float32), arrays["square_owner"])
     return arrays, len(entries) - len(missing)
+
+
+def images_to_index(folder: Path, cache: Path) -> list[str]:
+    """The folder's reference images (:func:`catalogue_images`) a rebuild of the index at
+    ``cache`` would index: those new or changed since it was built (all, where there is no
+    such index). What ``art2mus index`` checks are readable before it builds."""
+    images = catalogue_images(folder)
+    try:
+        with np.load(cache, allow_pickle=False) as data:
+            if "files" not in data.files or str(data["params"]) != _index_params():
+                return images
+            indexed = set(json.loads(str(data["files"])))
+    except (OSError, ValueError, KeyError, EOFError):
+        return images
+    return [name for name in images if _file_key(folder, name) not in indexed]
 
 
 def _previous_works(cache: Path, folder: Path,

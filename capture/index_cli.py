@@ -78,7 +78,12 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
     """
     import cv2
 
-    from capture.catalogue import INDEX_FILE, Catalogue, folder_fingerprint
+    from capture.catalogue import (
+        INDEX_FILE,
+        current_index,
+        folder_fingerprint,
+        images_to_index,
+    )
 
     began = time.perf_counter()
     if not folder.exists():
@@ -98,14 +103,14 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
     rebuilt = _cached_fingerprint(cache) != folder_fingerprint(folder)
     reused = 0
     if rebuilt:
-        _check_images(folder)
+        _check_images(folder, images_to_index(folder, cache))
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)  # one core, as the capture role indexes
         try:
             with progress_bar(show_progress) as update:
                 stage = f"indexing {folder.name or folder}"
-                opened = Catalogue.open(folder, cache_dir, progress=None if update is None else
-                                        lambda done, total: update(stage, done, total))
+                opened = current_index(folder, cache_dir, progress=None if update is None else
+                                       lambda done, total: update(stage, done, total))
             # (not rebuilt where another process, a room's capture, built it meanwhile)
             rebuilt, reused = opened.rebuilt, opened.reused
         finally:
@@ -153,21 +158,21 @@ def _cached_fingerprint(cache: Path) -> str | None:
         return None
 
 
-def _check_images(folder: Path) -> None:
-    """Read every reference image as every command reads one
+def _check_images(folder: Path, names: list[str]) -> None:
+    """Read the reference images ``names`` (those to be indexed) as every command reads one
     (:func:`capture.images.read_image`): an empty, truncated or undecodable file is an
     error naming it, before minutes of work. (OpenCV alone reads a JPEG cut short as grey
     rows and says so only on stderr.) Every such file is named in the one error line
     (:func:`capture.catalogue.listed`), so that a big export is mended in one pass, not one
     file per run. Decoding twice costs a few ms per work, a few percent of the build."""
-    from capture.catalogue import catalogue_images, listed
+    from capture.catalogue import listed
     from capture.images import read_image
 
     refused: list[tuple[Path, InputError]] = []
-    # The images the catalogue reads, no others: a hidden file (macOS's ``._NAME.jpg``
-    # beside each image copied to a shared drive) is not a reference, and one in a
-    # sub-folder is.
-    for name in catalogue_images(folder):
+    # The images the catalogue reads, no others (:func:`capture.catalogue.catalogue_images`):
+    # a hidden file (macOS's ``._NAME.jpg`` beside each image copied to a shared drive) is
+    # not a reference, and one in a sub-folder is.
+    for name in names:
         path = folder / name
         try:
             read_image(path, at_least=1)  # a JPEG at an eighth: whether it decodes
