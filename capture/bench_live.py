@@ -253,7 +253,7 @@ def _outcome(change: dict[str, Any], truth: Any, walk: PhotoWalk, fps: float, st
     listed = {w.artwork_id for w in (*truth.paintings, *truth.partial)}
     if change["catalogued"] and change["artwork_id"] in listed:
         return "right"
-    on_photo = _on_photo(change, walk, fps, start, at)
+    on_photo = _on_photo(change, walk, fps, start, at, truth.view)
     if not change["catalogued"]:
         # An id of its own on a work the truth names: the catalogue missed it.
         named = on_photo is not None and any(
@@ -265,10 +265,15 @@ def _outcome(change: dict[str, Any], truth: Any, walk: PhotoWalk, fps: float, st
 
 
 def _on_photo(change: dict[str, Any], walk: PhotoWalk, fps: float, start: float,
-              at: float | None) -> np.ndarray | None:
-    """The centre of a published view's quad on the photo's own pixels (the camera's drift
-    taken out), or None where the view carries no quad."""
+              at: float | None, view: np.ndarray | None = None) -> np.ndarray | None:
+    """Where a published view's quad lies on the photo (the camera's drift taken out): the
+    centre of its part on the photo's own pixels (``view``, where a degradation moved
+    them; else the photo), as the stills bench judges a find (a work the photo's border
+    cuts is located whole, and the centre of the whole may lie off the photo). None where
+    the view carries no quad."""
     import cv2
+
+    from capture.bench import _visible_centre
 
     quad = change.get("quad")
     if quad is None:
@@ -276,8 +281,10 @@ def _on_photo(change: dict[str, Any], walk: PhotoWalk, fps: float, start: float,
     when = change["time"] if at is None else at
     frame_index = min(round((when - start) * fps), len(walk.moves) - 1)
     _, move = walk.moves[frame_index]
-    centre = np.asarray(quad, np.float64).reshape(-1, 2).mean(axis=0)
-    return np.asarray(cv2.perspectiveTransform(centre[None, None], np.linalg.inv(move))[0, 0])
+    corners = np.asarray(quad, np.float64).reshape(-1, 1, 2)
+    on_photo = cv2.perspectiveTransform(corners, np.linalg.inv(move)).reshape(-1, 2)
+    height, width = walk.images[0].shape[:2]
+    return _visible_centre(on_photo.astype(np.float32), (width, height), view)
 
 
 def _inside(point: np.ndarray, outline: np.ndarray) -> bool:

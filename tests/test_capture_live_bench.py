@@ -91,6 +91,25 @@ def test_a_work_the_catalogue_lacks_is_missed_where_the_truth_names_it(tmp_path:
     assert (result["missed"], result["unnamed"], result["false_ids"]) == (1, 0, 0)
 
 
+def test_a_work_the_border_cuts_is_judged_by_its_part_on_the_photo() -> None:
+    # A catalogued work the photo's border cuts (outlined in the truth without an id) is
+    # located whole, running on past the border: the centre of the whole lay off the
+    # photo, and the live bench counted a false id the stills bench judges don't care.
+    from types import SimpleNamespace
+
+    from capture.bench_live import _outcome
+
+    walk = SimpleNamespace(moves=[(0, np.eye(3))], images=[np.zeros((720, 1280, 3), np.uint8)])
+    cut = np.float32([[0, 200], [300, 200], [300, 500], [0, 500]])  # what the photo shows
+    truth = SimpleNamespace(paintings=[], partial=[], others=[cut], view=None)
+    whole = [[-500.0, 200.0], [300.0, 200.0], [300.0, 500.0], [-500.0, 500.0]]  # centre x -100
+    change = {"artwork_id": "036", "catalogued": True, "time": 0.0, "quad": whole}
+    assert _outcome(change, truth, walk, 15.0, 0.0) == "unverifiable"
+    elsewhere = {**change, "quad": [[600.0, 200.0], [900.0, 200.0], [900.0, 500.0],
+                                    [600.0, 500.0]]}
+    assert _outcome(elsewhere, truth, walk, 15.0, 0.0) == "false id"
+
+
 def test_the_walk_drifts_a_little_and_ends() -> None:
     clock = lambda: 5.0  # noqa: E731
     image = np.zeros((90, 160, 3), np.uint8)
