@@ -204,6 +204,13 @@ class AdaptiveFrameRate:
         return True
 
 
+#: The most characters of an error the heartbeat's ``catalogue`` state carries.
+_STATE_CHARS = 120
+
+
+def _works(count: int) -> str:
+    return f"{count} work" if count == 1 else f"{count} works"
+
 class CaptureLoop:
     """One room's capture: reads frames, keeps the stable view, publishes ``ArtworkView``."""
 
@@ -240,6 +247,10 @@ class CaptureLoop:
         # watching thread opened since, which step() takes in between two frames.
         self._catalogue_fingerprint: str | None = None
         self._updated_catalogue: Catalogue | None = None
+        #: The catalogue's state in a few words, for the heartbeat (the console and ``art2mus
+        #: status`` show it): "" without one, "opening", "N works", "N works, updating",
+        #: "failed: ..." or "N works; update failed: ..." (the one held is kept).
+        self.catalogue_state = "" if catalogue is None else _works(len(catalogue))
         self._catalogue_lock = threading.Lock()
         self._closed = threading.Event()  # run() ended: the watching thread ends too
         self.tracker = QuadTracker()
@@ -479,6 +490,9 @@ class CaptureLoop:
             self._catalogue_fingerprint = folder_fingerprint(Path(recognition.catalogue))
         except OSError:
             self._catalogue_fingerprint = None
+        held = self.catalogue
+        self.catalogue_state = f"{_works(len(held))}, updating" if update and held is not None \
+            else "opening"
         self._log_event("catalogue_updating" if update else "catalogue_opening",
                         folder=recognition.catalogue)
         try:
@@ -492,7 +506,13 @@ class CaptureLoop:
                       "updated, the one before is kept" if update else "opened", exc)
             self._log_event("catalogue_failed", folder=recognition.catalogue, error=str(exc),
                             update=update)
+            # the folder goes without saying there: the heartbeat's line is short
+            folder = str(recognition.catalogue).rstrip("/")
+            why = str(exc).replace(f"catalogue {folder}: ", "").replace(f"{folder}/", "")
+            self.catalogue_state = (f"{_works(len(held))}; update failed: " if update
+                                    and held is not None else "failed: ") + why[:_STATE_CHARS]
             return None
+        self.catalogue_state = _works(len(catalogue))
         self._log_event("catalogue_ready", folder=recognition.catalogue,
                         works=len(catalogue), rebuilt=catalogue.rebuilt,
                         reused=catalogue.reused, update=update,

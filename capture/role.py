@@ -6,7 +6,9 @@ the supervisor's control endpoint, and runs the loop until told to stop.
 The heartbeat carries the loop's effective frame rate (``fps``, lower while
 it sheds load; also the ``art2mus_capture_fps`` metric), the ``title`` and
 ``artist`` of the published work (its catalogue entry; ``""`` when it has
-none) and ``showing`` (the work shown instead of the camera, or None), and
+none), ``showing`` (the work shown instead of the camera, or None) and
+``catalogue`` (:attr:`CaptureLoop.catalogue_state`: its works, or that it is
+opening, updating or failed, and why), and
 the camera's health: ``camera`` (``ok``, ``lost``, or for a network stream
 also ``reconnecting``), ``camera_fps`` (the camera's own rate), ``reconnects``
 and ``frame_age_s``, also the ``art2mus_camera_*`` metrics.
@@ -107,7 +109,7 @@ def run_capture(
         metrics.set_artwork(room_id, artwork_id, title)
         return dict(last, frames=watch.frames, fps=fps, title=title,
                     artist=entry.artist[:MAX_NAME_CHARS] if entry is not None else "",
-                    showing=loop.showing) | camera
+                    showing=loop.showing, catalogue=loop.catalogue_state) | camera
 
     def publish(view: ArtworkView) -> None:
         # A shown work is not the camera's word: it is published while the camera is lost.

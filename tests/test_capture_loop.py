@@ -723,6 +723,7 @@ def test_a_work_added_to_the_catalogue_is_recognised_without_a_restart(tmp_path:
     (tmp_path / "work-1.png").unlink()
     loop, clock, recorder = _demo_room_with_catalogue(tmp_path, watch_s=0.05)
     assert loop.catalogue is not None and loop.catalogue.ids == ["work-0"]
+    assert loop.catalogue_state == "1 work"  # what the heartbeat says, and the console
     held = loop.catalogue
     _drive(loop, clock, clock.t + 9.5)
     assert [c["artwork_id"] for c in recorder.of("artwork_change")][:2] == ["work-0", "art-001"]
@@ -733,10 +734,13 @@ def test_a_work_added_to_the_catalogue_is_recognised_without_a_restart(tmp_path:
     assert "work-1.png" in failed["error"]
     _drive(loop, clock, clock.t + 0.5)
     assert loop.catalogue is held
+    assert loop.catalogue_state.startswith("1 work; update failed: ")
+    assert "work-1.png" in loop.catalogue_state and str(tmp_path) not in loop.catalogue_state
 
     (tmp_path / "work-1.png").write_bytes(added)
     ready = _event_within(recorder, "catalogue_ready", 60.0, update=True, works=2)
     assert ready["rebuilt"] and ready["reused"] == 1  # work-0 was not indexed again
+    assert loop.catalogue_state == "2 works"
     _drive(loop, clock, clock.t + 9.0)  # the camera's round again
     assert loop.catalogue is not held and loop.catalogue.ids == ["work-0", "work-1"]
     again = [c["artwork_id"] for c in recorder.of("artwork_change")]

@@ -90,7 +90,8 @@ def _rows(artwork: str = "SF-1", spectrum: bool = True) -> list[dict[str, Any]]:
                                                       "mode": "dorian", "tempo_bpm": 96.0,
                                                       "lead_s": 1.9, "rtf": 85.0,
                                                       "instruments": ["piano"]}}}),
-        row("capture:room-1", "capture", "room-1", {"artwork_id": artwork, "confidence": 0.93}),
+        row("capture:room-1", "capture", "room-1", {"artwork_id": artwork, "confidence": 0.93,
+                                                     "catalogue": "2 works, updating"}),
         row("audio_out:room-1", "audio_out", "room-1", dict(audio)),
     ]
 
@@ -154,6 +155,8 @@ def test_the_state_says_what_each_room_sees_plays_and_how_healthy_it_is(fx: Fixt
         "D", "dorian", 96.0, ["piano"])
     assert (room["peak_dbfs"], room["loudness_lufs"], room["underflows"]) == (-6.1, -20.5, 2)
     assert room["frame"] is None and room["health"] == 1.0
+    assert room["catalogue"] == "2 works, updating"  # capture's word on its catalogue
+    assert state["rooms"]["room-2"]["catalogue"] == ""  # no capture heartbeat there
     assert room["roles"]["capture"]["reason"] == "RuntimeError: boom"
     assert "status" not in room["roles"]["audio_out"]
     assert state["engine"] | {"state": None} == {

@@ -105,6 +105,10 @@ def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_movi
                       and meter.get_attribute("data-level"), timeout_s=30.0)
     assert float(second) != float(first)
     assert "dBFS" in page.locator(f"#room-{ROOM} {_testid('room-level')}").inner_text()
+    # capture's word on its catalogue, as its heartbeat gives it (opening, N works, failed)
+    catalogue = page.locator(f"#room-{ROOM} {_testid('room-catalogue')}")
+    wait_for("the catalogue's works", lambda: catalogue.inner_text().endswith(" works"),
+             timeout_s=30.0)
 
     page.get_by_test_id("tab-events").click()  # the events the installation has logged
     wait_for("an event row", lambda: page.get_by_test_id("event-row").count(), timeout_s=10.0)

@@ -572,6 +572,20 @@ def test_backend_summary_names_each_replica_with_its_rooms() -> None:
     assert fresh is not None and fresh["text"] == "no request yet"
 
 
+def test_a_captures_status_line_says_what_its_catalogue_is_doing() -> None:
+    # A technician adds works to the catalogue of a running room: `art2mus status` says
+    # the room took them in, or that it could not and which file is at fault.
+    from installation.status import role_detail
+
+    status = {"artwork_id": "SF-1", "confidence": 0.93, "fps": 15.0, "camera": "ok"}
+    assert role_detail("capture", status | {"catalogue": "2004 works, updating"}) == \
+        "sees SF-1, conf 0.93, fps 15, camera ok, catalogue 2004 works, updating"
+    failed = role_detail("capture", status | {"catalogue": "2003 works; update failed: "
+                                                           "cannot read image new.jpg"})
+    assert failed.endswith("catalogue 2003 works; update failed: cannot read image new.jpg")
+    assert "catalogue" not in role_detail("capture", status | {"catalogue": ""})
+
+
 def test_status_shows_roles_in_words_and_parameters_as_a_table(tmp_path: Path) -> None:
     """A technician's `art2mus status` piped to a log: nothing cut at 80 columns, the
     heartbeat in words, the live parameters as a table rather than raw JSON."""

@@ -243,6 +243,7 @@ class ConsoleState:
             "frame": frame_url,
             "spectrum": spectrum,
             "showing": showing if isinstance(showing, dict) else None,
+            "catalogue": str(seen.get("catalogue") or ""),  # capture's: works, or what is wrong
             "roles": {kind: role_row(row) for kind, row in (("capture", capture),
                                                             ("audio_out", audio)) if row},
         }

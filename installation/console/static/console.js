@@ -271,6 +271,8 @@
     parts.key.textContent = data.key ? `${data.key} ${data.mode || ""}`.trim() : "–";
     parts.tempo.textContent = fmt(data.tempo, 0, " bpm");
     parts.instruments.textContent = (data.instruments || []).join(", ") || "–";
+    parts.catalogue.textContent = data.catalogue || "–";
+    parts.catalogue.dataset.tone = /failed/.test(data.catalogue || "") ? "bad" : "";
     parts.playhead.textContent = fmt(data.playhead_s, 1, " s");
     parts.lead.textContent = fmt(data.lead_s, 2, " s");
     parts.underflows.textContent = data.underflows == null ? "–" : String(data.underflows);
