@@ -748,8 +748,8 @@ class CaptureLoop:
         Catalogue first: a work located by its own features on the view gives
         the id and the picture's exact corners (the quad finder may have taken
         the frame or its shadow); then the rectified view is recognised; then
-        a work the whole frame's search places round it (a piece of a smeared
-        work); then the work gets an id of its own.
+        a work the whole frame's search, coarse and fine, places round it (a
+        piece of a smeared work); then the work gets an id of its own.
         """
         catalogue = self.catalogue
         if catalogue is not None:
@@ -771,10 +771,12 @@ class CaptureLoop:
                 if match is not None and picture is not None:  # the picture inside a frame
                     quad = catalogue.closest_outline(image, match.artwork_id, [quad, picture])
             if artwork_id is None:
-                # Not named at its place: before it gets an id of its own (which would stick),
-                # the whole frame is searched once. A smeared or dim frame gives the quad finder
-                # a piece of a work, or its frame's shadow; the work's features place it whole.
-                whole = [f for f in catalogue.locate(image)
+                # Not named at its place: before it gets an id of its own (which would stick,
+                # and play a catalogued work's music wrong), the whole frame is searched once,
+                # finely too (~0.6 s on one core, only for such an arrival). A smeared, dim or
+                # glazed frame gives the quad finder a piece of a work, or its frame's shadow;
+                # the work's features place it whole, a dark one only at the finer scale.
+                whole = [f for f in catalogue.locate(image, fine=True)
                          if overlap_fraction(f.quad, quad) > SAME_PLACE]
                 if whole:
                     artwork_id, quad = whole[0].artwork_id, whole[0].quad
