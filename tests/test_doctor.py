@@ -77,6 +77,42 @@ def test_a_config_that_will_run_here_passes(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()  # checking creates nothing
 
 
+def test_a_catalogue_is_checked_as_the_capture_reads_it(tmp_path: Path) -> None:
+    # A catalogue sorted into sub-folders (an export by room) was refused ("no image
+    # files"), so `art2mus run` would not start; a broken catalogue.toml passed, and the
+    # capture failed on it after start. A catalogue not indexed yet is said, with the way
+    # to index it ahead.
+    import cv2
+
+    from capture.synthetic.artworks import make_artwork
+
+    catalogue = tmp_path / "collection"
+    (catalogue / "room-1").mkdir(parents=True)
+    for k in range(3):
+        cv2.imwrite(str(catalogue / "room-1" / f"work-{k}.png"), make_artwork(k, 7, (160, 120)))
+    path = write_config(tmp_path / "catalogue.json", {
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT), "audio_out": {"output": "none"},
+        "metrics": {"port": PORT + 4}, "engine": {"generator": "sine"},
+        "rooms": [{"id": "r0", "capture": {"recognition": {"catalogue": str(catalogue)}}}],
+    })
+
+    def check() -> list[str]:
+        result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+        return [line for line in result.output.splitlines() if line.startswith("rooms[0]")]
+
+    field = "rooms[0].capture.recognition.catalogue"
+    assert check() == [f"{field}: 3 of 3 works not indexed yet: the capture indexes them at "
+                       f"start, in the background (about 1 s on one core); `art2mus index "
+                       f"{catalogue}` does it ahead"]
+    assert CliRunner().invoke(cli, ["index", str(catalogue)]).exit_code == 0
+    assert check() == []
+    (catalogue / "catalogue.toml").write_text("[[artwork]\nfile =")
+    assert check() == [f"{field}: catalogue {catalogue / 'catalogue.toml'}: expected valid "
+                       f"TOML, got Expected ']]' at the end of an array declaration (at line "
+                       f"1, column 10)"]
+
+
 def test_every_broken_thing_fails_with_one_line_naming_its_field(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
