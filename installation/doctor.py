@@ -5,8 +5,10 @@ checks say whether what it names is there, before any role starts:
 
 - sources open: a video file exists and OpenCV decodes a frame of it, an
   image folder holds images, a camera index or name is connected (Linux);
-- files exist: the catalogue folder, the encoder model, the SoundFont, the
-  diffusion model folder, the CurveZMQ keys this machine's roles load;
+- files exist: the encoder model, the SoundFont, the diffusion model folder,
+  the CurveZMQ keys this machine's roles load; the catalogue is read as the
+  capture reads it (its images, its metadata), and works not indexed yet are
+  counted (a warning: the capture indexes them at start);
 - devices match: each room's sound device (through PortAudio), MIDI ports;
 - ports are valid and free: the endpoints this machine binds, the metrics
   ports (their range apart from the ZeroMQ ports), OSC in;
