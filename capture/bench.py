@@ -862,13 +862,12 @@ def _with_distractors(catalogue: Path, distractors: Path, tmp: Path) -> tuple[Pa
     (ids must be unique), naming both files."""
     import hashlib
 
-    from capture.catalogue import METADATA_FILE, catalogue_images
+    from capture.catalogue import catalogue_images, metadata_files
 
     mixed = tmp / "catalogue"
     mixed.mkdir()
-    metadata = [p.name for p in catalogue.iterdir()
-                if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
-    links = [(name, catalogue / name) for name in [*catalogue_images(catalogue), *metadata]]
+    links = [(name, catalogue / name)
+             for name in [*catalogue_images(catalogue), *metadata_files(catalogue)]]
     links += [(f"+others/{name}", distractors / name) for name in catalogue_images(distractors)]
     for name, source in links:
         (mixed / name).parent.mkdir(parents=True, exist_ok=True)

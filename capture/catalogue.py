@@ -1306,11 +1306,17 @@ def folder_fingerprint(folder: Path) -> str:
     """SHA-256 over the folder's images and metadata (TOML or CSV: names, sizes, mtimes) and
     the index parameters (:func:`_index_params`)."""
     digest = hashlib.sha256(_index_params().encode())
-    metadata = [p.name for p in folder.iterdir()
-                if p.name == METADATA_FILE or p.suffix.lower() == ".csv"]
-    for name in sorted(catalogue_images(folder) + metadata):
+    for name in sorted(catalogue_images(folder) + metadata_files(folder)):
         digest.update(f"{_file_key(folder, name)}\n".encode())
     return digest.hexdigest()
+
+
+def metadata_files(folder: Path) -> list[str]:
+    """The files at the top of ``folder`` that may describe its works: ``catalogue.toml``
+    and CSV files. Hidden files are not the museum's (macOS's ``._index.csv`` beside an
+    export copied to a shared drive)."""
+    return [p.name for p in folder.iterdir() if not p.name.startswith(".")
+            and (p.name == METADATA_FILE or p.suffix.lower() == ".csv")]
 
 
 def read_entries(folder: Path) -> list[CatalogueEntry]:
@@ -1451,7 +1457,7 @@ def _metadata_table(folder: Path) -> Path | None:
     """The CSV in ``folder`` that describes the works (its header names a file column), or
     None; InputError where several do."""
     tables = []
-    for path in sorted(folder.iterdir()):
+    for path in (folder / name for name in sorted(metadata_files(folder))):
         if path.suffix.lower() == ".csv" and path.is_file():
             rows = _read_table(path)
             if rows and any(_column_key(c) in _CSV_COLUMNS["file"] for c in rows[0]):

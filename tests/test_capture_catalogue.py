@@ -195,6 +195,10 @@ def test_a_catalogue_sorted_into_sub_folders_is_read_whole(folder: Path, tmp_pat
     shutil.copy(folder / "cat-004.png", copy / "cat-004.png")
     (copy / "export.csv").write_text("file,id,title\nroom-1/cat-000.png,INV-0,Zero\n"
                                      "cat-002.png,INV-2,Two\n", encoding="utf-8")
+    # copied from a Mac to a shared drive: a hidden AppleDouble file beside each file,
+    # the export's too (it was read as a second export, and refused as not UTF-8)
+    for name in ("._export.csv", "room-1/._cat-000.png"):
+        (copy / name).write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X\xb0")
     entries = {e.file: e for e in read_entries(copy)}
     assert sorted(entries) == ["cat-004.png", "room-1/cat-000.png", "room-1/cat-001.png",
                                "room-2/wall-a/cat-002.png"]
