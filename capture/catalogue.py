@@ -1393,7 +1393,7 @@ YEARS = (-50000, 2200)
 def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
     """The works ``catalogue.toml`` describes, by image path."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad's BOM, too
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"catalogue {path}: expected valid TOML, got {error}") from None
     described: dict[str, CatalogueEntry] = {}

@@ -588,7 +588,9 @@ def load_config(path: str | Path) -> InstallationConfig:
     """Read and validate a TOML (or frozen JSON) config; ConfigError names file and field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows' Notepad may start the file with a byte-order mark, which
+        # TOML's parser takes for a statement ("Invalid statement" at line 1, column 1)
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -62,6 +62,10 @@ def test_index_is_cached_and_rebuilt_when_the_folder_changes(folder: Path,
                                          .replace("Studio A", "Studio Z"))
     renamed = Catalogue.open(copy)
     assert renamed.rebuilt and renamed.entry("cat-000").artist == "Studio Z"
+    # saved by Windows' Notepad, with a byte-order mark: read the same (it was refused)
+    (copy / "catalogue.toml").write_bytes(b"\xef\xbb\xbf" + (copy / "catalogue.toml")
+                                          .read_bytes())
+    assert Catalogue.open(copy).entry("cat-000").artist == "Studio Z"
     elsewhere = Catalogue.open(copy, cache_dir=tmp_path / "cache")
     assert elsewhere.rebuilt and (tmp_path / "cache" / INDEX_FILE).is_file()
 

@@ -69,6 +69,19 @@ def test_no_rooms_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
 
 
+def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # Windows' Notepad may save UTF-8 with a byte-order mark; TOML's parser took it for a
+    # statement ("Invalid statement (at line 1, column 1)"), and the console's editor too.
+    from installation.console.editor import validate_text
+
+    text = '[[rooms]]\nid = "lobby"\n'
+    path = tmp_path / "notepad.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert [room.id for room in load_config(path).rooms] == ["lobby"]
+    config, errors = validate_text("\ufeff" + text, str(path))
+    assert errors == [] and config is not None and config.rooms[0].id == "lobby"
+
+
 def test_derived_sizes_follow_the_config() -> None:
     engine = config_from_dict({"engine": {"chunk_s": 0.25, "lead_s": 1.0},
                                "rooms": [{"id": "a"}]}).engine

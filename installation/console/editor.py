@@ -83,7 +83,7 @@ def validate_text(text: str, source: str) -> tuple[InstallationConfig | None,
                                                    list[dict[str, str]]]:
     """``text`` parsed and validated as :func:`load_config` does: (config, []) or (None, errors)."""
     try:
-        raw = tomllib.loads(text)
+        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as load_config
     except tomllib.TOMLDecodeError as exc:
         return None, [{"field": "(TOML syntax)", "message": f"invalid TOML in {source}: {exc}"}]
     try:
@@ -133,7 +133,7 @@ class ConfigEditor:
     def _read_source(self) -> str:
         assert self.source_path is not None
         try:
-            return self.source_path.read_text(encoding="utf-8")
+            return self.source_path.read_text(encoding="utf-8-sig")  # as load_config reads it
         except (OSError, UnicodeDecodeError) as exc:
             raise EditRefused(500, f"cannot read config file {self.source_path}: {exc}") from None
 
@@ -144,7 +144,7 @@ class ConfigEditor:
             text = ""
             if path is not None:
                 try:
-                    text = path.read_text(encoding="utf-8")
+                    text = path.read_text(encoding="utf-8-sig")
                 except (OSError, UnicodeDecodeError) as exc:
                     text = f"# cannot read {path}: {exc}\n"
             return {"path": str(path) if path else None, "text": text, "editable": False,
@@ -199,7 +199,7 @@ class ConfigEditor:
         """Apply the last good file (checked again first); EditRefused when there is none."""
         self._refuse_unless_editable()
         try:
-            text = self.last_good_path.read_text(encoding="utf-8")
+            text = self.last_good_path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise EditRefused(404, "no last good config to roll back to yet (one is kept when "
                                    "the console applies an edit)") from None
