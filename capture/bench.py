@@ -360,7 +360,7 @@ def read_truth(path: Path, ids: Mapping[str, str] | None = None) -> list[PhotoTr
 
     where = path.name
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8-sig"))  # a Windows tool's BOM
     except FileNotFoundError:
         raise InputError(f"{path}: no ground truth here (expected {TRUTH_FILE})") from None
     except (OSError, UnicodeDecodeError) as exc:

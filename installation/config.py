@@ -407,7 +407,9 @@ class ConsoleConfig(BaseModel):
         if not self.token_file:
             return self.token
         try:
-            lines = Path(self.token_file).read_text(encoding="utf-8").splitlines()
+            # utf-8-sig: a token file saved by Notepad starts with a byte-order mark, which
+            # would become part of the token
+            lines = Path(self.token_file).read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"console.token_file: cannot read {self.token_file}: {exc}") from None
         token = next((line.strip() for line in lines if line.strip()), "")

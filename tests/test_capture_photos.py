@@ -268,6 +268,14 @@ def _gallery(**change: Any) -> dict[str, Any]:
     return gallery
 
 
+def test_a_truth_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # A truth.json written by a Windows tool may start with a byte-order mark, which
+    # Python's JSON parser refuses ("Unexpected UTF-8 BOM"): the whole set was refused.
+    path = tmp_path / "truth.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"galleries": [_gallery()]}).encode())
+    assert [truth.name for truth in read_truth(path)] == ["wall.jpg"]
+
+
 @pytest.mark.parametrize(("document", "field"), [
     ("{", "PATH: not valid JSON"),
     ({"galleries": {}}, "truth.json: galleries: expected a list"),

@@ -343,6 +343,8 @@ def test_a_console_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     config = config_from_dict(raw | {"console": {"listen": "0.0.0.0:0",
                                                  "token_file": str(keys)}})
     assert config.console.read_token() == TOKEN
+    keys.write_bytes(b"\xef\xbb\xbf" + f"{TOKEN}\r\n".encode())  # saved by Notepad
+    assert config.console.read_token() == TOKEN  # the mark was part of the token
 
 
 def test_with_a_token_requests_need_it_or_the_login_cookie(tmp_path: Path) -> None:

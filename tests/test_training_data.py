@@ -108,6 +108,10 @@ def test_missing_manifest_and_bad_split_are_named(tmp_path: Path) -> None:
     _, _, problems = read_manifest(tmp_path)
     assert problems == ["manifest.csv line 2: split must be one of train, val, test, got "
                         "'training'"]
+    # a spreadsheet's CSV export starts with a byte-order mark: the header is still read
+    (tmp_path / "manifest.csv").write_bytes(b"\xef\xbb\xbfimage,audio,split\n"
+                                            b"a.png,a.wav,training\n")
+    assert read_manifest(tmp_path)[2] == problems
 
 
 def test_log_mel_matches_the_vae_and_vocoder_geometry(model) -> None:  # type: ignore[no-untyped-def]

@@ -88,7 +88,7 @@ def find_manifest(data_dir: Path) -> Path:
 def _rows(manifest: Path) -> list[tuple[int, dict[str, str]]]:
     """(line number, fields) per manifest row; InputError naming the line on a bad row."""
     try:
-        text = manifest.read_text(encoding="utf-8")
+        text = manifest.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV starts with a BOM
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"unreadable manifest {manifest}: {error}") from error
     rows: list[tuple[int, dict[str, str]]] = []
