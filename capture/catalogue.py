@@ -1241,7 +1241,8 @@ class CurrentIndex:
 
 
 def current_index(folder: str | Path, cache_dir: str | Path | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> CurrentIndex:
+                  progress: Callable[[int, int], None] | None = None,
+                  waiting: Callable[[], None] | None = None) -> CurrentIndex:
     """The folder's index, loaded from its cache, or built (and cached) if the folder changed:
     what :meth:`Catalogue.open` opens, and all ``art2mus index`` needs (opening it for
     search, its k-d trees, takes longer than loading it).
@@ -1249,8 +1250,9 @@ def current_index(folder: str | Path, cache_dir: str | Path | None = None,
     A rebuild indexes only the references added or changed since the cached index
     (their file's size or mtime): the others' features are taken from it, so a
     corrected title or one new work in a catalogue of thousands costs seconds, not
-    minutes. One process of a machine builds it at a time (:func:`_one_builder`).
-    ``progress(done, total)`` is called per reference indexed.
+    minutes. One process of a machine builds it at a time (:func:`_one_builder`;
+    ``waiting()`` is called when this one waits for another). ``progress(done, total)``
+    is called per reference indexed.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -1262,7 +1264,7 @@ def current_index(folder: str | Path, cache_dir: str | Path | None = None,
     arrays = _load_cache(cache, fingerprint)
     if arrays is not None:
         return CurrentIndex(entries, arrays, rebuilt=False, reused=0)
-    with _one_builder(cache):  # another process may have built it meanwhile
+    with _one_builder(cache, waiting):  # another process may have built it meanwhile
         arrays = _load_cache(cache, fingerprint)
         if arrays is not None:
             return CurrentIndex(entries, arrays, rebuilt=False, reused=0)
@@ -1805,11 +1807,12 @@ def _marked_read_only(folder: Path) -> bool:
 
 
 @contextmanager
-def _one_builder(cache: Path) -> Iterator[None]:
+def _one_builder(cache: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Held while the index at ``cache`` is built: the rooms of one machine, each a process
     opening the same changed catalogue, build it once (they wrote one file at once, and
     each spent the minutes); the others wait, then load what it wrote. A lock file beside
-    the index; none where that folder cannot be written (each builds its own there)."""
+    the index; none where that folder cannot be written (each builds its own there).
+    ``waiting()`` is called once if another process holds it."""
     lock = FileLock(cache.with_name(cache.name + ".lock"))
     try:
         if _marked_read_only(cache.parent):
@@ -1819,6 +1822,8 @@ def _one_builder(cache: Path) -> Iterator[None]:
             lock.acquire(timeout=0)
         except Timeout:
             log.info("catalogue index %s: another process is building it; waiting", cache)
+            if waiting is not None:
+                waiting()
             lock.acquire()
     except OSError:
         yield

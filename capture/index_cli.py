@@ -109,8 +109,12 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
         try:
             with progress_bar(show_progress) as update:
                 stage = f"indexing {folder.name or folder}"
-                opened = current_index(folder, cache_dir, progress=None if update is None else
-                                       lambda done, total: update(stage, done, total))
+                opened = current_index(
+                    folder, cache_dir, progress=None if update is None else
+                    lambda done, total: update(stage, done, total),
+                    waiting=lambda: click.echo(
+                        f"another process (a room's capture?) is building the index {cache}; "
+                        f"waiting for it", err=True))
             # (not rebuilt where another process, a room's capture, built it meanwhile)
             rebuilt, reused = opened.rebuilt, opened.reused
         finally:

@@ -71,6 +71,33 @@ def test_index_builds_then_is_up_to_date_then_force_rebuilds(catalogue: Path,
     assert f"indexed   1 new or changed ({WORKS + 1} unchanged" in text, text
 
 
+def test_index_says_when_it_waits_for_a_room_building_the_index(catalogue: Path,
+                                                                 tmp_path: Path) -> None:
+    # A room's capture builds a changed index under a lock; `index` run meanwhile waited
+    # without a word.
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    folder = shutil.copytree(catalogue, tmp_path / "works")
+    held = threading.Event()
+
+    def room() -> None:  # another process, as far as the lock is concerned
+        with FileLock(folder / (INDEX_FILE + ".lock")):
+            held.set()
+            time.sleep(1.0)
+
+    building = threading.Thread(target=room)
+    building.start()
+    assert held.wait(10.0)
+    result = index(str(folder))
+    building.join()
+    assert result.exit_code == 0, result.output
+    assert "is building the index" in result.stderr and "waiting for it" in result.stderr
+    assert "index rebuilt" in result.stdout
+
+
 def test_only_the_images_to_index_are_read_first(catalogue: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # Every image was decoded to be checked before each build: 6 of the 9 s a corrected
