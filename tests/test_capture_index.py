@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -71,29 +72,40 @@ def test_index_builds_then_is_up_to_date_then_force_rebuilds(catalogue: Path,
     assert f"indexed   1 new or changed ({WORKS + 1} unchanged" in text, text
 
 
-def test_index_says_when_it_waits_for_a_room_building_the_index(catalogue: Path,
-                                                                 tmp_path: Path) -> None:
+def test_index_says_when_it_waits_for_a_room_building_the_index(
+        catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A room's capture builds a changed index under a lock; `index` run meanwhile waited
     # without a word.
     import threading
-    import time
 
     from filelock import FileLock
 
+    import capture.catalogue
+
     folder = shutil.copytree(catalogue, tmp_path / "works")
-    held = threading.Event()
+    held, asked = threading.Event(), threading.Event()
+    current_index = capture.catalogue.current_index
+
+    def told_when_waiting(*args: Any, waiting: Any = None, **kwargs: Any) -> Any:
+        def wait() -> None:
+            waiting()
+            asked.set()  # the room may finish now
+
+        return current_index(*args, waiting=wait, **kwargs)
 
     def room() -> None:  # another process, as far as the lock is concerned
         with FileLock(folder / (INDEX_FILE + ".lock")):
             held.set()
-            time.sleep(1.0)
+            asked.wait(30.0)
 
+    monkeypatch.setattr(capture.catalogue, "current_index", told_when_waiting)
     building = threading.Thread(target=room)
     building.start()
     assert held.wait(10.0)
     result = index(str(folder))
     building.join()
     assert result.exit_code == 0, result.output
+    assert asked.is_set()
     assert "is building the index" in result.stderr and "waiting for it" in result.stderr
     assert "index rebuilt" in result.stdout
 
