@@ -173,6 +173,7 @@ import logging
 import os
 import time
 import tomllib
+import zipfile
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,6 +193,9 @@ log = logging.getLogger(__name__)
 
 INDEX_VERSION = 9
 INDEX_FILE = ".art2mus-index.npz"
+#: What reading a damaged index file may raise (a copy cut short is no zip file at all):
+#: such an index is rebuilt, never a traceback.
+UNREADABLE_INDEX = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 METADATA_FILE = "catalogue.toml"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -1649,11 +1653,11 @@ def images_to_index(folder: Path, cache: Path) -> list[str]:
     such index). What ``art2mus index`` checks are readable before it builds."""
     images = catalogue_images(folder)
     try:
-        with np.load(cache, allow_pickle=False) as data:
-            if "files" not in data.files or str(data["params"]) != _index_params():
+        with cache.open("rb") as handle, np.load(handle, allow_pickle=False) as data:  # see
+            if "files" not in data.files or str(data["params"]) != _index_params():  # _load_cache
                 return images
             indexed = set(json.loads(str(data["files"])))
-    except (OSError, ValueError, KeyError, EOFError):
+    except UNREADABLE_INDEX:
         return images
     return [name for name in images if _file_key(folder, name) not in indexed]
 
@@ -1667,14 +1671,14 @@ def _previous_works(cache: Path, folder: Path,
         return {}
     wanted = {_file_key(folder, entry.file) for entry in entries}
     try:
-        with np.load(cache, allow_pickle=False) as data:
+        with cache.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
             if "files" not in data.files or str(data["params"]) != _index_params():
                 return {}
             keys = json.loads(str(data["files"]))
             arrays = {f"{part}_{what}": data[f"{part}_{what}"]
                       for part in _FEATURE_PARTS for what in ("desc", "xy", "owner")}
             sizes, thumbs, fine = data["native_size"], data["thumbs"], data["fine"]
-    except (OSError, ValueError, KeyError, EOFError) as error:
+    except UNREADABLE_INDEX as error:
         log.warning("catalogue index %s unreadable (%s); indexing every work", cache, error)
         return {}
     starts = {part: np.searchsorted(arrays[f"{part}_owner"], np.arange(len(keys) + 1))
@@ -1791,11 +1795,12 @@ def _load_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # our own handle: numpy leaves its file open where the index is no zip file
+        with path.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
             if str(data["fingerprint"]) != fingerprint:
                 return None
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError, KeyError) as error:
+    except UNREADABLE_INDEX as error:
         log.warning("catalogue index %s unreadable (%s); rebuilding it", path, error)
         return None
 

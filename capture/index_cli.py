@@ -153,12 +153,15 @@ def _cached_fingerprint(cache: Path) -> str | None:
     """The folder fingerprint stored in the index file, or None (no file, or unreadable)."""
     import numpy as np
 
+    from capture.catalogue import UNREADABLE_INDEX
+
     if not cache.is_file():
         return None
     try:
-        with np.load(cache, allow_pickle=False) as data:  # lazy: reads only this array
+        # our own handle: numpy leaves its file open where the index is no zip file
+        with cache.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
             return str(data["fingerprint"])
-    except (OSError, ValueError, KeyError, EOFError):
+    except UNREADABLE_INDEX:
         return None
 
 

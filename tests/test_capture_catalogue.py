@@ -68,6 +68,12 @@ def test_index_is_cached_and_rebuilt_when_the_folder_changes(folder: Path,
     assert Catalogue.open(copy).entry("cat-000").artist == "Studio Z"
     elsewhere = Catalogue.open(copy, cache_dir=tmp_path / "cache")
     assert elsewhere.rebuilt and (tmp_path / "cache" / INDEX_FILE).is_file()
+    # an index cut short (a copy of the folder interrupted) is no zip file: rebuilt, where
+    # it raised BadZipFile (the capture's catalogue thread ended on it)
+    index = copy / INDEX_FILE
+    index.write_bytes(index.read_bytes()[:4096])
+    damaged = Catalogue.open(copy)
+    assert damaged.rebuilt and damaged.reused == 0 and len(damaged) == SIZE + 1
 
 
 def _open_in_a_process(folder: str) -> tuple[bool, int]:
