@@ -457,7 +457,7 @@ class CaptureLoop:
         """The catalogue thread: open the configured catalogue, then look at its folder
         every ``recognition.watch_s`` and open it again where it changed."""
         try:
-            self.catalogue = self._open_catalogue()
+            self.catalogue = self._try_open_catalogue()
             if self.catalogue is not None:
                 self._titles_from(self.catalogue)
         finally:
@@ -467,16 +467,30 @@ class CaptureLoop:
             try:
                 changed = self._catalogue_fingerprint != folder_fingerprint(
                     Path(str(self.config.recognition.catalogue)))
-                updated = self._open_catalogue(update=True) if changed else None
             except OSError:  # the folder is away (a share unmounted): keep what is held
                 continue
-            except Exception:  # a defect: the room keeps its catalogue, the watching goes on
-                log.exception("room %s: catalogue %s not updated", self.room_id,
-                              self.config.recognition.catalogue)
-                continue
+            updated = self._try_open_catalogue(update=True) if changed else None
             if updated is not None:
                 with self._catalogue_lock:
                     self._updated_catalogue = updated
+
+    def _try_open_catalogue(self, update: bool = False) -> Catalogue | None:
+        """:meth:`_open_catalogue`, where a defect it brings out is logged and said in the
+        heartbeat rather than ending the catalogue thread: the room plays on with what it
+        held, and the watching goes on."""
+        try:
+            return self._open_catalogue(update)
+        except Exception as error:
+            log.exception("room %s: catalogue %s not %s", self.room_id,
+                          self.config.recognition.catalogue, "updated" if update else "opened")
+            self._catalogue_failed(update, f"{type(error).__name__}: {error}")
+            return None
+
+    def _catalogue_failed(self, update: bool, why: str) -> None:
+        """Say in the heartbeat's ``catalogue`` state that opening or updating it failed."""
+        held = self.catalogue
+        self.catalogue_state = (f"{_works(len(held))}; update failed: " if update
+                                and held is not None else "failed: ") + why[:_STATE_CHARS]
 
     def _open_catalogue(self, update: bool = False) -> Catalogue | None:
         """Open the configured catalogue (building what changed of its index), logging
@@ -508,9 +522,8 @@ class CaptureLoop:
                             update=update)
             # the folder goes without saying there: the heartbeat's line is short
             folder = str(recognition.catalogue).rstrip("/")
-            why = str(exc).replace(f"catalogue {folder}: ", "").replace(f"{folder}/", "")
-            self.catalogue_state = (f"{_works(len(held))}; update failed: " if update
-                                    and held is not None else "failed: ") + why[:_STATE_CHARS]
+            self._catalogue_failed(update, str(exc).replace(f"catalogue {folder}: ", "")
+                                   .replace(f"{folder}/", ""))
             return None
         self.catalogue_state = _works(len(catalogue))
         self._log_event("catalogue_ready", folder=recognition.catalogue,

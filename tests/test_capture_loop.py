@@ -747,6 +747,33 @@ def test_a_work_added_to_the_catalogue_is_recognised_without_a_restart(tmp_path:
     assert "work-1" in again and again.index("work-1") > again.index("art-001"), again
 
 
+def test_a_defect_opening_the_catalogue_is_said_and_the_folder_still_watched(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An error the open did not expect ended the catalogue thread: no catalogue, and no
+    # later look at the folder either, while the heartbeat said "opening" for ever.
+    import capture.loop
+    from capture.catalogue import Catalogue
+
+    _write_first_two_demo_works(tmp_path)
+    real_open = Catalogue.open.__func__  # type: ignore[attr-defined]
+    calls: list[int] = []
+
+    def flaky(cls: type, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a defect")
+        return real_open(cls, *args, **kwargs)
+
+    monkeypatch.setattr(capture.loop.Catalogue, "open", classmethod(flaky))
+    loop, clock, recorder = _demo_room_with_catalogue(tmp_path, watch_s=0.05)
+    assert loop.catalogue is None and loop.catalogue_state == "failed: RuntimeError: a defect"
+    cv2.imwrite(str(tmp_path / "work-9.png"), make_artwork(9, 7, (200, 150)))  # the folder changes
+    _event_within(recorder, "catalogue_ready", 60.0, works=3)
+    _drive(loop, clock, clock.t + 0.2)
+    assert loop.catalogue is not None and len(loop.catalogue) == 3
+    assert loop.catalogue_state == "3 works"
+
+
 def test_a_catalogued_work_is_described_from_its_reference_unless_the_view_is_asked_for(
         tmp_path: Path) -> None:
     """The same work, the same music: a recognised catalogued work's features (and
