@@ -1653,8 +1653,9 @@ def images_to_index(folder: Path, cache: Path) -> list[str]:
     such index). What ``art2mus index`` checks are readable before it builds."""
     images = catalogue_images(folder)
     try:
-        with cache.open("rb") as handle, np.load(handle, allow_pickle=False) as data:  # see
-            if "files" not in data.files or str(data["params"]) != _index_params():  # _load_cache
+        # our own handle: numpy leaves its file open where the index is no zip file
+        with cache.open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+            if "files" not in data.files or str(data["params"]) != _index_params():
                 return images
             indexed = set(json.loads(str(data["files"])))
     except UNREADABLE_INDEX:
