@@ -36,7 +36,11 @@ cheap cameras, not extremes:
   of its height, adding up to 150 grey levels at their centres where the works hang
   (the middle of the frame), and the room behind the camera faintly mirrored in the
   glass (12 %, blurred). Where a reflection adds 120 levels or more, a mid-tone is
-  white: :func:`hidden` counts that as hidden, as it does visitors.
+  white: :func:`hidden` counts that as hidden, as it does visitors;
+- ``warm``: a room lit by warm lamps (about 3,000 K) with the camera's white balance left
+  at daylight, as a fixed installation camera often is: in linear light, green at 0.78
+  and blue at 0.5 of red, then back to the camera's sRGB. Every colour moves, unevenly:
+  a per-channel gain, which no single gain (what ``dim`` is) stands for.
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ import numpy as np
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) float frame px -> (N, 2)
 
-DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far", "visitors", "glare")
+DEGRADATIONS = ("jpeg", "dim", "blur", "fisheye", "turn", "far", "visitors", "glare",
+                "warm")
 
 _JPEG_QUALITY = 20
 _DIM_GAIN = 0.33
@@ -62,6 +67,7 @@ _REFLECTIONS = 3
 _REFLECTION_PEAK = 150.0  # grey levels a reflection adds at its centre
 _REFLECTION_HIDES = 120.0  # ...and from where it washes a mid-tone out to white
 _MIRRORED = 0.12  # of the room behind the camera, seen in the glass
+_WARM_GAINS = (0.5, 0.78, 1.0)  # B, G, R in linear light: a 3,000 K lamp, the camera at daylight
 
 
 def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, PointMap]:
@@ -148,6 +154,10 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
         seen = frame_bgr.astype(np.float32) + _MIRRORED * room.astype(np.float32) \
             + _reflections(frame_bgr.shape, seed)[..., None]
         return np.clip(seen, 0, 255).astype(np.uint8), _same
+    if name == "warm":
+        linear = (frame_bgr.astype(np.float32) / 255.0) ** 2.2  # the sRGB curve, near enough
+        warm = (linear * np.array(_WARM_GAINS, np.float32)) ** (1 / 2.2)
+        return np.clip(np.round(warm * 255.0), 0, 255).astype(np.uint8), _same
     raise ValueError(f"degradation: expected one of {', '.join(DEGRADATIONS)}, got {name!r}")
 
 

@@ -167,6 +167,25 @@ def test_degradations_move_the_truth_with_the_pixels() -> None:
         degrade(frame, "smudge")
 
 
+def test_warm_light_tints_every_colour_as_a_lamp_does_and_keeps_red() -> None:
+    """``warm``: red as it was, green and blue darker by their gains in linear light, black
+    still black; a grey wall turns orange, not a darker grey."""
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[:, :640] = 128  # a mid-grey wall
+    frame[:, 640:] = 255  # a white mount
+    frame[:40, :40] = 0
+    warm, move = degrade(frame, "warm")
+    points = np.array([[10.0, 20.0], [700.0, 300.0]])
+    assert np.array_equal(move(points), points)  # a colour, not a geometry
+    assert np.array_equal(warm[:40, :40], frame[:40, :40])
+    for column, level in ((320, 128), (960, 255)):
+        blue, green, red = (int(v) for v in warm[360, column])
+        assert red == level and blue < green < red, (level, blue, green, red)
+        # in linear light, green at 0.78 and blue at 0.5 of red (within rounding)
+        linear = (np.array([blue, green, red]) / 255.0) ** 2.2
+        assert np.allclose(linear / linear[2], [0.5, 0.78, 1.0], atol=0.02), level
+
+
 def _box(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
     return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], np.float32)
 
