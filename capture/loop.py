@@ -832,6 +832,7 @@ class CaptureLoop:
         if identified is None:
             return self._ignore(image, quad, now, decision)
         artwork_id, descriptor, catalogued, quad = identified
+        self.stability.reframe(now, quad, glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
         self._start_tracking(image, quad)
         if artwork_id == self._artwork_id and self._view is not None \
                 and self._view.state == "artwork":

@@ -187,6 +187,22 @@ class StabilityTracker:
         return TrackState(self._state, changed, self._confirmed, self._quad(),
                           self._confidence(counts))
 
+    def reframe(self, t: float, quad: np.ndarray, glance: np.ndarray) -> None:
+        """The confirmed view's picture is at ``quad`` and looks like ``glance``: what
+        recognition made of a sighting that held a piece of it, or its frame and shadow.
+
+        The sightings that follow are of the whole picture (the loop tracks what it
+        named): linked to the track as it was, they would look like another picture and
+        start a track of their own, a second arrival whose recognition can fail where
+        the first one's did not (and give a catalogued work an id of its own)."""
+        if self._confirmed is None:
+            return
+        track = self._tracks[self._confirmed]
+        track.glance = glance.copy()
+        track.quad = quad.astype(np.float32)
+        track.smoother.reset()
+        track.smoothed = track.smoother(t, track.quad).astype(np.float32)
+
     def _assign(self, t: float, sighting: Sighting) -> int:
         # Link a sighting to a track only if the track is alive (has a vote in
         # the window), looks the same and has not jumped across the frame. A

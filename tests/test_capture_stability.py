@@ -67,6 +67,31 @@ def test_a_new_view_takes_over_after_n_frames() -> None:
     assert states[3].track != states[7].track
 
 
+def test_a_view_reframed_by_recognition_is_followed_as_the_same_view() -> None:
+    """The quad finder saw a piece of a picture (look A, a small quad); recognition placed
+    the whole picture (look B, a larger quad, its centre moved) and the loop follows
+    that: one view, not a second arrival; without the reframe, a second one."""
+    whole = np.array([[40, 60], [520, 60], [520, 380], [40, 380]], np.float32)
+    looks = {"A": 0.2, "B": 0.8}
+    for reframed in (True, False):
+        tracker = StabilityTracker(StabilityConfig(hold_frames=4, window_frames=6))
+        states = _feed(tracker, "AAAA", looks=looks)
+        assert states[-1].changed
+        if reframed:
+            glance = np.full(GLANCE_SIZE * GLANCE_SIZE * 3, looks["B"], np.float32)
+            tracker.reframe(0.35, whole, glance)
+            assert np.allclose(tracker.update(0.35, None).quad, whole)  # at once, unsmoothed
+        later = [tracker.update(0.4 + 0.1 * k, Sighting(whole + 3, 0.9, np.full(
+            GLANCE_SIZE * GLANCE_SIZE * 3, looks["B"], np.float32))) for k in range(8)]
+        assert sum(s.changed for s in later) == (0 if reframed else 1), reframed
+        assert {s.track for s in later} == {states[-1].track} or not reframed
+        assert later[-1].state == "artwork"
+    # nothing confirmed: nothing to reframe
+    idle = StabilityTracker(StabilityConfig(hold_frames=4, window_frames=6))
+    idle.reframe(0.0, whole, np.zeros(GLANCE_SIZE * GLANCE_SIZE * 3, np.float32))
+    assert idle.update(0.1, None).quad is None
+
+
 def test_lost_view_turns_empty_only_after_the_grace_period() -> None:
     config = StabilityConfig(hold_frames=4, window_frames=6, lost_after_s=1.0)
     tracker = StabilityTracker(config)
