@@ -102,7 +102,9 @@ class RecognitionConfig(BaseModel):
         1.0, ge=0.0, le=3600.0,
         description="While no artwork is in view, search the whole frame for catalogued works "
                     "(the ones the quad finder misses: steep angles, dim light) at most this "
-                    "often, seconds (0: never).",
+                    "often, seconds; and a work given an id of its own is looked at again at "
+                    "its place this often, its first five times (a smeared or glazed first "
+                    "frame hid a catalogued work's features) (0: never).",
     )
     fine_search_every: int = Field(
         4, ge=0, le=1000,

@@ -107,6 +107,9 @@ from ground.protocol import ArtworkView
 log = logging.getLogger(__name__)
 
 _GLANCE_RECTIFY = 32  # px; the glance only needs an 8x8 thumbnail
+#: A work given an id of its own in a room with a catalogue is looked at again at its place
+#: this many times (every ``recognition.search_every_s``) before its id stands.
+LOOKS_AGAIN = 5
 #: The longest a work is shown instead of the camera, seconds (longer requests are cut).
 SHOW_MAX_S = 3600.0
 #: How long a work is shown when a Control names it without ``show_for_s``.
@@ -287,6 +290,9 @@ class CaptureLoop:
         self._frames_unseen = 0
         self._seq = 0
         self._view: ArtworkView | None = None  # the current view, re-sent as heartbeat
+        self._catalogued = False  # whether the current view's work is the catalogue's
+        self._looks_again = 0  # ...and if not, how often its place was looked at again
+        self._last_look_again = -float("inf")
         self._descriptor: Descriptor | None = None
         self._artwork_id: str | None = None
         self._last_publish = -float("inf")
@@ -436,6 +442,8 @@ class CaptureLoop:
         elif (self.config.track and not self.tracker.active and primary is not None
               and self._view is not None and self._view.state == "artwork"):
             self._start_tracking(frame.image, primary.quad)  # lost, and seen again
+        if published is None and primary is not None:
+            published = self._look_again(frame.image, primary.quad, now)
         if published is None:
             published = self._heartbeat(now, decision.quad, decision.confidence)
         if self.overlay is not None or self.console_frame is not None:
@@ -794,20 +802,59 @@ class CaptureLoop:
                 if whole:
                     artwork_id, quad = whole[0].artwork_id, whole[0].quad
             if artwork_id is not None:
-                known = self._described.get(artwork_id)
-                if known is None:
-                    rectified = self._reference_view(catalogue, artwork_id) \
-                        if self.config.recognition.describe == "reference" else None
-                    if rectified is None:  # 'view', or a reference that cannot be read
-                        rectified = rectify(image, quad, self.config.rectified_size)
-                    self._remember(artwork_id, describe_image(rectified), rectified)
-                return artwork_id, self._described[artwork_id][0], True, quad
+                return artwork_id, self._describe_catalogued(image, artwork_id, quad), True, quad
             if self.config.recognition.uncatalogued == "ignore":
                 return None  # not described, not embedded: it will not play
         rectified = rectify(image, quad, self.config.rectified_size)
         artwork_id, descriptor, _ = self.memory.identify(describe_image(rectified))
         self._remember(artwork_id, descriptor, rectified)
         return artwork_id, descriptor, False, quad
+
+    def _describe_catalogued(self, image: np.ndarray, artwork_id: str, quad: np.ndarray
+                             ) -> Descriptor:
+        """The catalogued work's descriptor (its embedding remembered beside it), from its
+        reference image or the camera's view at ``quad`` (``recognition.describe``)."""
+        if artwork_id not in self._described:
+            rectified = self._reference_view(self.catalogue, artwork_id) \
+                if self.catalogue is not None and self.config.recognition.describe == \
+                "reference" else None
+            if rectified is None:  # 'view', or a reference that cannot be read
+                rectified = rectify(image, quad, self.config.rectified_size)
+            self._remember(artwork_id, describe_image(rectified), rectified)
+        return self._described[artwork_id][0]
+
+    def _look_again(self, image: np.ndarray, quad: np.ndarray, now: float
+                    ) -> ArtworkView | None:
+        """The work in view, which has an id of its own in a room with a catalogue, named
+        after all: its place looked at again every ``recognition.search_every_s``, its
+        first :data:`LOOKS_AGAIN` times; the change to the catalogued work, or None.
+
+        An arrival is named from one frame, and a smeared, glazed or half-hidden frame
+        can hide a catalogued work's features (the dark 010 under blur, found in one frame
+        of two): its id of its own would stick, and the work play music not its own for as
+        long as it stays. The looks are few and then stop, so a work outside the
+        catalogue does not run the chance of a false id for as long as it stays."""
+        catalogue = self.catalogue
+        every = self.config.recognition.search_every_s
+        if catalogue is None or self._view is None or self._view.state != "artwork" \
+                or self._catalogued or self._looks_again >= LOOKS_AGAIN or every == 0 \
+                or now - self._last_look_again < every:
+            return None
+        self._looks_again += 1
+        self._last_look_again = now
+        here = [f for f in catalogue.locate(image, near=quad)
+                if overlap_fraction(f.quad, quad) > SAME_PLACE]
+        if not here:
+            return None
+        artwork_id = here[0].artwork_id
+        quad = catalogue.closest_outline(image, artwork_id, [here[0].quad, quad])
+        descriptor = self._describe_catalogued(image, artwork_id, quad)
+        self.stability.reframe(now, quad, glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
+        self._start_tracking(image, quad)
+        self._log_event("named_again", time=now, artwork_id=artwork_id,
+                        instead_of=self._artwork_id, looks=self._looks_again)
+        return self._change(now, "artwork", artwork_id, descriptor, self._view.confidence, quad,
+                            catalogued=True)
 
     def _reference_view(self, catalogue: Catalogue, artwork_id: str) -> np.ndarray | None:
         """The work's catalogue reference as a view; None (and said) where it cannot be
@@ -891,7 +938,10 @@ class CaptureLoop:
     def _change(self, now: float, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,
                 quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView | None:
+        if artwork_id != self._artwork_id:  # an arrival: an id of its own is looked at again
+            self._looks_again, self._last_look_again = 0, now
         self._artwork_id = artwork_id
+        self._catalogued = catalogued
         self._descriptor = descriptor
         self._embedding = self._described[artwork_id][1] \
             if artwork_id is not None and artwork_id in self._described else None

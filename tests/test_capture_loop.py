@@ -679,6 +679,10 @@ def test_the_catalogue_opens_in_the_background_and_a_failure_does_not_stop_captu
         def __len__(self) -> int:
             return 0
 
+        def locate(self, *args: Any, **kwargs: Any) -> list[Any]:
+            # the work playing with an id of its own is looked at again once this opens
+            return []
+
         rebuilt = True
         reused = 0
 
@@ -851,3 +855,59 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     # it is judged a card though the work's own frame is not traced
     picture = np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
     assert not told[0] and len(told[-1]) == 1 and quad_iou(told[-1][0], picture) > 0.8
+
+
+def test_a_catalogued_work_first_seen_unnamed_is_named_when_looked_at_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A smeared or glazed frame hides a catalogued work's features at its arrival: it gets
+    # an id of its own, which stuck (the dark 010 under blur played music not its own for
+    # as long as it stayed). Its place is looked at again every search_every_s, a few times:
+    # the first look that names it changes the work to the catalogued one.
+    from capture.loop import LOOKS_AGAIN
+
+    _write_first_two_demo_works(tmp_path)
+    clock = FakeClock()
+    wall = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
+    work = cv2.imread(str(tmp_path / "work-0.png"))
+    height = 520 * work.shape[0] // work.shape[1]
+    wall[100:100 + height, 380:900] = cv2.resize(work, (520, height))
+    picture = np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
+    monkeypatch.setattr("capture.loop.detect_artworks", lambda image, width, beside=(): [
+        Detection(picture, 0.9, 520 * height / (1280 * 720))])
+    source = StillWall(clock)
+    source.image = wall
+    config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path),
+                                                         search_every_s=1.0))
+    recorder = Recorder()
+    loop = CaptureLoop("room-g", config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    assert loop.wait_for_catalogue(60.0) and loop.catalogue is not None
+    blind_until = {"t": clock.t + 2.5}  # the catalogue sees nothing for the first 2.5 s
+    looks: list[float] = []
+    locate, recognise = loop.catalogue.locate, loop.catalogue.recognise
+
+    def seeing_locate(frame: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("near") is not None:
+            looks.append(clock.t)
+        return [] if clock.t < blind_until["t"] else locate(frame, *args, **kwargs)
+
+    monkeypatch.setattr(loop.catalogue, "locate", seeing_locate)
+    monkeypatch.setattr(loop.catalogue, "recognise", lambda view, *a, **k: None
+                        if clock.t < blind_until["t"] else recognise(view, *a, **k))
+    start = clock.t
+    _drive(loop, clock, start + 5.0)
+    changes = recorder.of("artwork_change")
+    assert [(c["artwork_id"], c["catalogued"]) for c in changes] == [
+        ("art-001", False), ("work-0", True)]
+    assert 2.5 <= changes[1]["time"] - start <= 3.6  # the first look after it sees again
+    assert recorder.views[-1].artwork_id == "work-0"
+    assert recorder.of("named_again")[0]["instead_of"] == "art-001"
+    # a work the catalogue never names is looked at a few times, then left alone
+    blind_until["t"] = float("inf")
+    source.image = np.ascontiguousarray(wall[:, ::-1])  # another picture in the same place
+    clock.t += 10.0  # ...after the first has gone (an empty wall in between)
+    looks.clear()
+    _drive(loop, clock, clock.t + 12.0)
+    arrival = [c for c in recorder.of("artwork_change") if c["artwork_id"] == "art-002"]
+    assert len(arrival) == 1 and len(looks) == 1 + LOOKS_AGAIN  # at arrival, then again
+    assert recorder.views[-1].artwork_id == "art-002"
