@@ -23,7 +23,10 @@ Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
            else rectify -> Catalogue.recognise, else a work the whole frame's search
            places round it, else ArtworkMemory.identify ("art-NNN")
            -> describe_image + encoder.embed -> publish + "artwork_change" event;
-           QuadTracker.start on the view's quad
+           QuadTracker.start on the view's quad (and StabilityTracker.reframe, where
+           recognition placed the picture otherwise than the sighting)
+        -> a work with an id of its own, a catalogue open: its place located again
+           every recognition.search_every_s, LOOKS_AGAIN times; named, it changes
         -> otherwise every heartbeat_s: publish the current view again
         -> every overlay_every_s: the frame with what was found drawn on it, to a file
            (and every console_frame_every_s, downscaled, the console's picture)
