@@ -692,7 +692,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     progress: ProgressUpdate | None = None,
                     degradation: str | None = None,
                     quads_only: bool = False,
-                    distractors: Path | None = None) -> dict[str, Any]:
+                    distractors: Path | None = None,
+                    rehang: Path | None = None, seed: int = 0) -> dict[str, Any]:
     """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
 
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
@@ -724,7 +725,11 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     ``distractors``: a folder of other works' reference images indexed beside the
     catalogue's (the rest of a big museum's catalogue, or a generated one from
     ``art2mus bench catalogue --keep``), so the photos are searched as a room with
-    thousands of works would search them (:func:`_with_distractors`)."""
+    thousands of works would search them (:func:`_with_distractors`).
+    ``rehang``: a catalogue folder of other works, hung in the photos' pictures in
+    their place and light (:func:`capture.rehang.rehang`, works ordered by ``seed``)
+    and searched for as the catalogue: the photos' rooms with a collection they never
+    held."""
     import cv2
 
     from capture.catalogue import Catalogue, catalogue_images
@@ -747,6 +752,15 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     truths, images = [t for t, _ in loaded], [image for _, image in loaded]
     if ids:
         _check_truth_ids(truths, set(ids.values()), folder)
+    if rehang is not None:
+        from capture.rehang import rehang as hang_other_works
+
+        if quads_only:
+            raise InputError("--rehang: not with --no-catalogue (the works hung are found by "
+                             "their catalogue)")
+        loaded = hang_other_works(loaded, folder, rehang, seed)
+        truths, images = [t for t, _ in loaded], [image for _, image in loaded]
+        folder = rehang
     if overlays is not None:
         check_folder_target(overlays, "overlays")
     if distractors is not None and quads_only:
@@ -824,6 +838,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         "photos": str(photos), "catalogue": None if index is None else str(folder),
         "catalogue_size": 0 if index is None else len(index), "quads_only": quads_only,
         "distractors": None if distractors is None else str(distractors),
+        "rehung": None if rehang is None else {"works": str(rehang), "seed": seed},
         "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
         "degradation": degradation,
         "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
@@ -1037,6 +1052,8 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
                            f"{result['catalogue_size']} catalogued works")
                         + (f" (with the distractors of {result['distractors']})"
                            if result.get("distractors") else "")
+                        + (f", hung in the photos' frames (seed {result['rehung']['seed']})"
+                           if result.get("rehung") else "")
                         + f", detect width {result['detect_width']}, 1 core"
                         + (f", degraded: {result['degradation']}"
                            if result.get("degradation") else ""))

@@ -153,6 +153,11 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="With --photos: a folder of other works' reference images, indexed beside "
                    "the catalogue as the rest of a big museum's catalogue (a generated one: "
                    "art2mus bench catalogue --works 2000 --keep DIR, then DIR/works-2000).")
+@click.option("--rehang", type=click.Path(path_type=Path), default=None,
+              help="With --photos: a folder of other works (a catalogue), each hung in a "
+                   "photo's picture in its place and light, and searched for as the "
+                   "catalogue: the photos' rooms with a collection they never held "
+                   "(capture/rehang.py; --seed orders the works).")
 @click.option("--overlays", type=click.Path(path_type=Path), default=None,
               help="With --photos: write each photo with a miss, false positive or false id "
                    "here, truth and detections drawn.")
@@ -162,7 +167,7 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 @click.option("--scenes", type=click.IntRange(1, 100_000), default=200, show_default=True,
               help="Synthetic scenes in the set.")
 @click.option("--seed", type=SEED, default=0, show_default=True,
-              help="Synthetic: the first scene's seed.")
+              help="Synthetic: the first scene's seed. With --rehang: the works' order.")
 @click.option("--catalogue-size", type=click.IntRange(1, 10_000), default=50,
               show_default=True,
               help="Synthetic: works in the generated catalogue.")
@@ -172,7 +177,7 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="Detection runs on the frame downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads_only: bool,
-                          distractors: Path | None, overlays: Path | None,
+                          distractors: Path | None, rehang: Path | None, overlays: Path | None,
                           degradation: str | None, scenes: int, seed: int,
                           catalogue_size: int, style: str, detect_width: int,
                           as_json: bool) -> None:
@@ -187,12 +192,13 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
     from ground.cli_report import progress_bar
 
     context = click.get_current_context()
-    given = {name for name in ("photos", "catalogue_dir", "quads_only", "distractors", "overlays",
-                               "degradation", "scenes", "seed", "catalogue_size", "style")
+    given = {name for name in ("photos", "catalogue_dir", "quads_only", "distractors", "rehang",
+                               "overlays", "degradation", "scenes", "seed", "catalogue_size",
+                               "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if photos is None:
-        for name in sorted(given & {"catalogue_dir", "quads_only", "distractors", "overlays",
-                                    "degradation"}):
+        for name in sorted(given & {"catalogue_dir", "quads_only", "distractors", "rehang",
+                                    "overlays", "degradation"}):
             option = {"catalogue_dir": "--catalogue", "degradation": "--degrade",
                       "quads_only": "--no-catalogue"}.get(name, f"--{name}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
@@ -201,19 +207,24 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
                                        progress=progress)
         printer = print_capture_bench
     else:
-        for name in sorted(given & {"scenes", "seed", "catalogue_size", "style"}):
+        for name in sorted(given & {"scenes", "catalogue_size", "style"}
+                           | ({"seed"} & given if rehang is None else set())):
             raise InputError(f"--{name.replace('_', '-')}: only for the synthetic bench, not "
                              f"with --photos")
         if not photos.is_dir():
             raise InputError(f"--photos: expected a folder of photos with truth.json, got "
                              f"{'a file' if photos.exists() else 'nothing'} at {photos}")
-        for name, value in (("--catalogue", catalogue_dir), ("--distractors", distractors)):
+        for name, value in (("--catalogue", catalogue_dir), ("--distractors", distractors),
+                            ("--rehang", rehang)):
             if quads_only and value is not None:
                 raise InputError(f"{name}: not with --no-catalogue (the quad finder alone)")
         if catalogue_dir is not None and not catalogue_dir.is_dir():
             raise InputError(f"--catalogue: expected a folder of reference images, got "
                              f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
                              f"{catalogue_dir}")
+        if rehang is not None and not rehang.is_dir():
+            raise InputError(f"--rehang: expected a folder of reference images, got "
+                             f"{'a file' if rehang.exists() else 'nothing'} at {rehang}")
         if distractors is not None and not distractors.is_dir():
             raise InputError(f"--distractors: expected a folder of reference images, got "
                              f"{'a file' if distractors.exists() else 'nothing'} at "
@@ -225,7 +236,8 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
         with progress_bar(unit="photos") as progress:
             result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
                                      progress=progress, degradation=degradation,
-                                     quads_only=quads_only, distractors=distractors)
+                                     quads_only=quads_only, distractors=distractors,
+                                     rehang=rehang, seed=seed)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))
