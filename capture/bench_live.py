@@ -120,13 +120,17 @@ class _Clock:
 def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float = 4.0,
                     fps: float = 15.0, seed: int = 0,
                     progress: ProgressUpdate | None = None,
-                    degradation: str | None = None) -> dict[str, Any]:
+                    degradation: str | None = None,
+                    rehang: Path | None = None) -> dict[str, Any]:
     """Run the capture loop over the photos of ``photos/truth.json`` (see the module
     docstring) with ``catalogue`` (default ``photos/catalogue``), ``dwell_s`` seconds of
     camera time on each photo at ``fps``; the JSON-ready result. ``progress("frames",
     done, total)`` every frame when given. ``degradation`` (one of
     :data:`capture.degrade.DEGRADATIONS`): each photo as a worse camera gives it, every
-    frame of the dwell (seeded by the photo's place), the truth moved with its pixels."""
+    frame of the dwell (seeded by the photo's place), the truth moved with its pixels.
+    ``rehang``: a catalogue folder of other works hung in the photos' pictures
+    (:func:`capture.rehang.rehang`, ordered by ``seed``), which the room then knows as
+    its catalogue."""
     import cv2
 
     from capture.bench import _resized, catalogue_ids, read_photo_set
@@ -142,6 +146,11 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
                          f"got {degradation!r}")
     folder = catalogue if catalogue is not None else photos / "catalogue"
     loaded = read_photo_set(photos, catalogue_ids(folder), "--photos")
+    if rehang is not None:
+        from capture.rehang import rehang as hang_other_works
+
+        loaded = hang_other_works(loaded, folder, rehang, seed)
+        folder = rehang
     images, scaled = [], []
     for truth, image in loaded:
         frame = _resized(image, FRAME_WIDTH)
@@ -234,6 +243,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         "photo_count": len(rows), "frame": [images[0].shape[1], images[0].shape[0]],
         "dwell_s": dwell_s, "fps": fps, "seed": seed, "threads": 1,
         "degradation": degradation,
+        "rehung": None if rehang is None else {"works": str(rehang), "seed": seed},
         "photos_with_works": len(with_works),
         "first_right": len(right), "kept": len(kept),
         "stale": sum(r["outcome"].startswith("stale") for r in rows),
@@ -314,12 +324,16 @@ def _inside(point: np.ndarray, outline: np.ndarray) -> bool:
 @click.option("--fps", type=FiniteFloat(1.0, 60.0), default=15.0, show_default=True,
               help="Camera frames a second (1 to 60).")
 @click.option("--seed", type=SEED, default=0, show_default=True,
-              help="The camera's drift and noise.")
+              help="The camera's drift and noise (and with --rehang, which works hang where).")
+@click.option("--rehang", type=click.Path(path_type=Path), default=None,
+              help="A folder of other works (a catalogue), each hung in a photo's picture in "
+                   "its place and light, the room's catalogue then (capture/rehang.py).")
 @click.option("--degrade", "degradation", type=click.Choice(DEGRADATIONS), default=None,
               help="Take each photo as a worse camera would (capture/degrade.py).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float, fps: float,
-                       seed: int, degradation: str | None, as_json: bool) -> None:
+                       seed: int, rehang: Path | None, degradation: str | None,
+                       as_json: bool) -> None:
     """The capture loop on real photos, as a room runs it: what it plays, how soon."""
     from ground.cli_report import progress_bar
 
@@ -327,9 +341,12 @@ def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float,
         raise InputError(f"--catalogue: expected a folder of reference images, got "
                          f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
                          f"{catalogue_dir}")
+    if rehang is not None and not rehang.is_dir():
+        raise InputError(f"--rehang: expected a folder of reference images, got "
+                         f"{'a file' if rehang.exists() else 'nothing'} at {rehang}")
     with progress_bar(unit="frames") as progress:
         result = run_live_photos(photos, catalogue_dir, dwell_s, fps, seed, progress,
-                                 degradation)
+                                 degradation, rehang)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -345,7 +362,9 @@ def _print_live(result: dict[str, Any]) -> None:
                         f"{result['dwell_s']} s on each photo at {result['fps']} fps, "
                         f"{result['frame'][0]}x{result['frame'][1]}, one core"
                         + (f", degraded: {result['degradation']}"
-                           if result.get("degradation") else ""))
+                           if result.get("degradation") else "")
+                        + (f", {result['rehung']['works']} hung in its pictures"
+                           if result.get("rehung") else ""))
     for column in ("photo", "works in it", "published (after s)", "first", "changes"):
         table.add_column(column, overflow="fold")
     for row in result["per_photo"]:

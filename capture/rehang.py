@@ -14,8 +14,9 @@ How a work is hung (:func:`rehang`):
 - **Which work where**: the works in a seeded order, each painting taking
   the next one whose aspect (width over height) is nearest its own among the
   next few (the picture's own aspect, from its catalogue reference: a work
-  stretched to another aspect would look as seen from a steep side). No work
-  hangs twice in one photo.
+  stretched to another aspect would look as seen from a steep side). A
+  picture seen in several photos takes the same work in each (the collection
+  is rehung once, as a room would be), and no work hangs twice in one photo.
 - **Light**: the room's light and the camera's response, per channel, in
   linear light: the photo's mean inside the picture over the mean of the
   picture's catalogue reference; the new work's reference times that gain. A
@@ -67,7 +68,7 @@ def rehang(loaded: Sequence[tuple[PhotoTruth, np.ndarray]], references: Path, wo
     import cv2
 
     from capture.bench import TruthWork
-    from capture.catalogue import REDUCED_AT_LEAST, read_entries
+    from capture.catalogue import REDUCED_AT_LEAST, CatalogueEntry, read_entries
     from capture.images import read_image
 
     try:
@@ -92,6 +93,7 @@ def rehang(loaded: Sequence[tuple[PhotoTruth, np.ndarray]], references: Path, wo
     order = [entries[k] for k in np.random.default_rng(seed).permutation(len(entries))]
     aspects = {e.file: _aspect(picture(works, e.file)) for e in order}
     turn = 0  # where in the order the next choice starts
+    instead: dict[str, CatalogueEntry] = {}  # each old work's new one, in every photo of it
     hung = []
     for truth, image in loaded:
         canvas = image.copy()
@@ -102,10 +104,16 @@ def rehang(loaded: Sequence[tuple[PhotoTruth, np.ndarray]], references: Path, wo
                 raise InputError(f"--rehang: {truth.name}'s painting {work.artwork_id!r} has no "
                                  f"reference in {references} to take the room's light from")
             was = picture(references, old[work.artwork_id])
-            free = [e for e in order[turn:] + order[:turn] if e.file not in used]
-            entry = min(free[:_CHOICES],
-                        key=lambda e: abs(np.log(aspects[e.file] / _aspect(was))))
-            turn = (order.index(entry) + 1) % len(order)
+            entry = instead.get(work.artwork_id)
+            if entry is None or entry.file in used:
+                # a work hung nowhere yet, while there are some; never one twice in a photo
+                taken = {e.file for e in instead.values()}
+                ahead = [e for e in order[turn:] + order[:turn] if e.file not in used]
+                free = [e for e in ahead if e.file not in taken] or ahead
+                entry = min(free[:_CHOICES],
+                            key=lambda e: abs(np.log(aspects[e.file] / _aspect(was))))
+                turn = (order.index(entry) + 1) % len(order)
+                instead.setdefault(work.artwork_id, entry)
             used.add(entry.file)
             gain = _light(image, work.quad, was)
             canvas = _hang(canvas, picture(works, entry.file), work.quad, gain,

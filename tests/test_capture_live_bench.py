@@ -83,6 +83,26 @@ def test_a_worse_camera_moves_the_truth_with_the_pixels(tmp_path: Path) -> None:
         run_live_photos(photos, degradation="smudge")
 
 
+def test_other_works_hung_in_the_photos_are_played_by_their_own_ids(tmp_path: Path) -> None:
+    # `--rehang`: a collection the photos never held, hung in their pictures, is the
+    # room's catalogue; each photo plays the work hung in it, named.
+    photos = _photo_set(tmp_path / "photos")
+    works = tmp_path / "works"
+    works.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(works / f"new-{k}.png"), make_artwork(k + 20, 6, (420, 320)))
+    result = run_live_photos(photos, dwell_s=1.5, rehang=works)
+    assert result["rehung"] == {"works": str(works), "seed": 0}
+    assert result["first_right"] == 2 and result["false_ids"] == 0, result["per_photo"]
+    played = [p["artwork_id"] for r in result["per_photo"] for p in r["published"]]
+    assert len(played) == 2 and set(played) <= {"new-0", "new-1", "new-2"}
+    outcome = CliRunner().invoke(bench_live_command, ["--photos", str(photos), "--rehang",
+                                                      str(tmp_path / "nowhere")])
+    assert outcome.exit_code != 0
+    assert "--rehang: expected a folder of reference images, got nothing" in str(
+        outcome.exception or outcome.output)
+
+
 def test_a_work_the_catalogue_lacks_is_missed_where_the_truth_names_it(tmp_path: Path) -> None:
     photos = _photo_set(tmp_path / "photos")
     (photos / "catalogue" / "big.png").unlink()

@@ -25,9 +25,10 @@ def _linear(levels: np.ndarray) -> np.ndarray:
     return (levels.astype(np.float32) / 255.0) ** 2.2
 
 
-def _room(folder: Path, dim: float = 0.5) -> Path:
+def _room(folder: Path, dim: float = 0.5, twice: bool = False) -> Path:
     """A 1280x720 photo of a wall with two catalogued works (``old-a`` 4:3, ``old-b`` 1:2)
-    lit at ``dim`` of their references' light (linear), a catalogue of both, truth.json."""
+    lit at ``dim`` of their references' light (linear), a catalogue of both, truth.json
+    (``twice``: a second photo of the same wall)."""
     (folder / "catalogue").mkdir(parents=True)
     rng = np.random.default_rng(3)
     photo = np.clip(np.full((720, 1280, 3), (150, 160, 170), np.float32)
@@ -43,8 +44,12 @@ def _room(folder: Path, dim: float = 0.5) -> Path:
                             dst=photo, borderMode=cv2.BORDER_TRANSPARENT)
         paintings.append({"name": f"{name}.png", "points": quad.tolist()})
     cv2.imwrite(str(folder / "wall.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    (folder / "truth.json").write_text(json.dumps({"galleries": [
-        {"name": "wall.jpg", "size": [1280, 720], "paintings": paintings}]}))
+    galleries = [{"name": "wall.jpg", "size": [1280, 720], "paintings": paintings}]
+    if twice:  # the same wall again, its works listed the other way round
+        cv2.imwrite(str(folder / "again.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        galleries.append({"name": "again.jpg", "size": [1280, 720],
+                          "paintings": paintings[::-1]})
+    (folder / "truth.json").write_text(json.dumps({"galleries": galleries}))
     return folder
 
 
@@ -86,6 +91,17 @@ def test_each_picture_takes_a_work_of_its_aspect_in_the_rooms_light(tmp_path: Pa
     # seeded: the same works again
     again, = rehang(loaded, photos / "catalogue", works, seed=0)
     assert np.array_equal(again[1], hung)
+
+
+def test_a_picture_in_two_photos_takes_the_same_work_in_both(tmp_path: Path) -> None:
+    # several works of each aspect: which one is next in the order decides
+    photos = _room(tmp_path / "room", twice=True)
+    works = _works(tmp_path / "works", ((420, 315), (210, 420)) * 4)
+    loaded = read_photo_set(photos, catalogue_ids(photos / "catalogue"))
+    for seed in (0, 1, 2):
+        first, second = (truth for truth, _ in rehang(loaded, photos / "catalogue", works, seed))
+        placed = [{tuple(w.quad[0]): w.artwork_id for w in t.paintings} for t in (first, second)]
+        assert placed[0] == placed[1] and len(set(placed[0].values())) == 2, seed
 
 
 def test_a_photo_with_more_pictures_than_works_and_an_empty_folder_are_refused(
