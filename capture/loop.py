@@ -445,7 +445,10 @@ class CaptureLoop:
         elif (self.config.track and not self.tracker.active and primary is not None
               and self._view is not None and self._view.state == "artwork"):
             self._start_tracking(frame.image, primary.quad)  # lost, and seen again
-        if published is None and primary is not None:
+        if published is None and primary is not None and decision.quad is not None \
+                and overlap_fraction(primary.quad, decision.quad) > SAME_PLACE:
+            # the work playing, where it is: not a passing sighting of another one, which the
+            # stability tracker has not confirmed
             published = self._look_again(frame.image, primary.quad, now)
         if published is None:
             published = self._heartbeat(now, decision.quad, decision.confidence)
