@@ -43,14 +43,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from ground.errors import InputError
-
-if TYPE_CHECKING:
-    from capture.bench import PhotoTruth
 
 _CHOICES = 6  # how many of the next works in the order are weighed by aspect
 _JPEG_QUALITY = 92
@@ -58,16 +55,17 @@ _GAIN_RANGE = (0.05, 4.0)  # a light gain past these is a truth on the wrong pic
 _BLURS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # Gaussian sigmas (px) tried for the camera's
 
 
-def rehang(loaded: Sequence[tuple[PhotoTruth, np.ndarray]], references: Path, works: Path,
-           seed: int = 0) -> list[tuple[PhotoTruth, np.ndarray]]:
-    """Each photo of ``loaded`` (:func:`capture.bench.read_photo_set`: its truth, its pixels)
-    with every truth painting replaced by a work of the catalogue folder ``works``, lit as
-    the room lit the painting (its catalogue reference in ``references``); the truth names
-    the new works. ``seed`` orders the works. InputError where ``works`` holds no images,
-    or fewer than a photo has paintings."""
+def rehang(loaded: Sequence[tuple[Any, np.ndarray]], references: Path, works: Path,
+           seed: int = 0) -> list[tuple[Any, np.ndarray]]:
+    """Each photo of ``loaded`` (:func:`capture.bench.read_photo_set`: its
+    :class:`~capture.bench.PhotoTruth`, its pixels) with every truth painting replaced by a
+    work of the catalogue folder ``works``, lit as the room lit the painting (its catalogue
+    reference in ``references``); the truth names the new works. ``seed`` orders the works.
+    InputError where ``works`` holds no images, or fewer than a photo has paintings.
+
+    (The truths are typed loosely: this module is below ``capture.bench``, which calls it.)"""
     import cv2
 
-    from capture.bench import TruthWork
     from capture.catalogue import REDUCED_AT_LEAST, CatalogueEntry, read_entries
     from capture.images import read_image
 
@@ -118,7 +116,7 @@ def rehang(loaded: Sequence[tuple[PhotoTruth, np.ndarray]], references: Path, wo
             gain = _light(image, work.quad, was)
             canvas = _hang(canvas, picture(works, entry.file), work.quad, gain,
                            _softness(image, work.quad, was, gain))
-            paintings.append(TruthWork(entry.artwork_id, work.quad))
+            paintings.append(replace(work, artwork_id=entry.artwork_id))
         canvas = _with_noise(canvas, image, seed)
         stored = cv2.imdecode(cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY,
                                                             _JPEG_QUALITY])[1], cv2.IMREAD_COLOR)
