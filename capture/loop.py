@@ -445,11 +445,8 @@ class CaptureLoop:
         elif (self.config.track and not self.tracker.active and primary is not None
               and self._view is not None and self._view.state == "artwork"):
             self._start_tracking(frame.image, primary.quad)  # lost, and seen again
-        if published is None and primary is not None and decision.quad is not None \
-                and overlap_fraction(primary.quad, decision.quad) > SAME_PLACE:
-            # the work playing, where it is: not a passing sighting of another one, which the
-            # stability tracker has not confirmed
-            published = self._look_again(frame.image, primary.quad, now)
+        if published is None and primary is not None and decision.quad is not None:
+            published = self._look_again(frame.image, primary.quad, decision.quad, now)
         if published is None:
             published = self._heartbeat(now, decision.quad, decision.confidence)
         if self.overlay is not None or self.console_frame is not None:
@@ -829,11 +826,14 @@ class CaptureLoop:
             self._remember(artwork_id, describe_image(rectified), rectified)
         return self._described[artwork_id][0]
 
-    def _look_again(self, image: np.ndarray, quad: np.ndarray, now: float
-                    ) -> ArtworkView | None:
+    def _look_again(self, image: np.ndarray, quad: np.ndarray, playing: np.ndarray,
+                    now: float) -> ArtworkView | None:
         """The work in view, which has an id of its own in a room with a catalogue, named
         after all: its place looked at again every ``recognition.search_every_s``, its
         first :data:`LOOKS_AGAIN` times; the change to the catalogued work, or None.
+        ``quad``: this frame's primary; ``playing``: the confirmed view's quad. Only the
+        work playing is looked at, where it is: not a passing sighting of another one,
+        which the stability tracker has not confirmed.
 
         An arrival is named from one frame, and a smeared, glazed or half-hidden frame
         can hide a catalogued work's features (the dark 010 under blur, found in one frame
@@ -844,7 +844,8 @@ class CaptureLoop:
         every = self.config.recognition.search_every_s
         if catalogue is None or self._view is None or self._view.state != "artwork" \
                 or self._catalogued or self._looks_again >= LOOKS_AGAIN or every == 0 \
-                or now - self._last_look_again < every:
+                or now - self._last_look_again < every \
+                or overlap_fraction(quad, playing) <= SAME_PLACE:
             return None
         self._looks_again += 1
         self._last_look_again = now
