@@ -52,7 +52,7 @@ from ground.errors import InputError
 _CHOICES = 6  # how many of the next works in the order are weighed by aspect
 _JPEG_QUALITY = 92
 _GAIN_RANGE = (0.05, 4.0)  # a light gain past these is a truth on the wrong picture
-_BLURS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # Gaussian sigmas (px) tried for the camera's
+_BLURS = (0.0, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0)  # Gaussian sigmas (px) tried for the camera's blur
 
 
 def rehang(loaded: Sequence[tuple[Any, np.ndarray]], references: Path, works: Path,
@@ -89,7 +89,9 @@ def rehang(loaded: Sequence[tuple[Any, np.ndarray]], references: Path, works: Pa
         return pictures[key]
 
     order = [entries[k] for k in np.random.default_rng(seed).permutation(len(entries))]
-    aspects = {e.file: _aspect(picture(works, e.file)) for e in order}
+    # each work's aspect, its pixels not kept: a museum's folder of thousands would not fit
+    # in memory whole, and only the works hung are needed (read again then)
+    aspects = {e.file: _aspect(read_image(works / e.file, REDUCED_AT_LEAST)) for e in order}
     turn = 0  # where in the order the next choice starts
     instead: dict[str, CatalogueEntry] = {}  # each old work's new one, in every photo of it
     hung = []
