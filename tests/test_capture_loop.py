@@ -816,6 +816,16 @@ def test_an_unreadable_reference_falls_back_to_the_view_and_is_said(tmp_path: Pa
     assert "work-0.png" in unreadable[0]["error"]
 
 
+def _wall_with_the_first_work(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A 1280x720 wall with the catalogue's ``work-0.png`` (of ``folder``) 520 px wide in the
+    middle, and the picture's quad."""
+    wall = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
+    work = cv2.imread(str(folder / "work-0.png"))
+    height = 520 * work.shape[0] // work.shape[1]
+    wall[100:100 + height, 380:900] = cv2.resize(work, (520, height))
+    return wall, np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
+
+
 def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A large catalogued work in the middle whose frame the quad finder cannot trace (a
@@ -824,10 +834,7 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     # between railings) is weighed against it, not put in its place.
     _write_first_two_demo_works(tmp_path)
     clock = FakeClock()
-    wall = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
-    work = cv2.imread(str(tmp_path / "work-0.png"))
-    height = 520 * work.shape[0] // work.shape[1]
-    wall[100:100 + height, 380:900] = cv2.resize(work, (520, height))
+    wall, picture = _wall_with_the_first_work(tmp_path)
     card = np.float32([[1100, 560], [1200, 560], [1200, 680], [1100, 680]])
     finds: list[Any] = []
     told: list[list[np.ndarray]] = []  # what the quad finder is told is in view
@@ -853,7 +860,6 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     assert recorder.views[-1].artwork_id == "work-0"
     # the tracked work is in view: the quad finder is told, so that a caption card beside
     # it is judged a card though the work's own frame is not traced
-    picture = np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
     assert not told[0] and len(told[-1]) == 1 and quad_iou(told[-1][0], picture) > 0.8
 
 
@@ -867,13 +873,10 @@ def test_a_catalogued_work_first_seen_unnamed_is_named_when_looked_at_again(
 
     _write_first_two_demo_works(tmp_path)
     clock = FakeClock()
-    wall = np.full((720, 1280, 3), (178, 186, 190), np.uint8)
-    work = cv2.imread(str(tmp_path / "work-0.png"))
-    height = 520 * work.shape[0] // work.shape[1]
-    wall[100:100 + height, 380:900] = cv2.resize(work, (520, height))
-    picture = np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
+    wall, picture = _wall_with_the_first_work(tmp_path)
+    area = abs(float(cv2.contourArea(picture))) / (1280 * 720)
     monkeypatch.setattr("capture.loop.detect_artworks", lambda image, width, beside=(): [
-        Detection(picture, 0.9, 520 * height / (1280 * 720))])
+        Detection(picture, 0.9, area)])
     source = StillWall(clock)
     source.image = wall
     config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path),
