@@ -826,6 +826,22 @@ def _wall_with_the_first_work(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     return wall, np.float32([[380, 100], [900, 100], [900, 100 + height], [380, 100 + height]])
 
 
+def _still_room(folder: Path, image: np.ndarray, room: str, track: bool = True,
+                **recognition: Any) -> tuple[CaptureLoop, FakeClock, Recorder]:
+    """A capture loop on a still camera showing ``image``, with ``folder`` as its catalogue,
+    opened; ``recognition`` sets more of its recognition config."""
+    clock = FakeClock()
+    source = StillWall(clock)
+    source.image = image
+    config = CaptureConfig(track=track, recognition=RecognitionConfig(catalogue=str(folder),
+                                                                      **recognition))
+    recorder = Recorder()
+    loop = CaptureLoop(room, config, recorder.publish, recorder.log_event, source=source,
+                       clock=clock)
+    assert loop.wait_for_catalogue(60.0) and loop.catalogue is not None
+    return loop, clock, recorder
+
+
 def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A large catalogued work in the middle whose frame the quad finder cannot trace (a
@@ -833,7 +849,6 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     # it. A small quad the quad finder takes in a corner (a caption card, a patch of wall
     # between railings) is weighed against it, not put in its place.
     _write_first_two_demo_works(tmp_path)
-    clock = FakeClock()
     wall, picture = _wall_with_the_first_work(tmp_path)
     card = np.float32([[1100, 560], [1200, 560], [1200, 680], [1100, 680]])
     finds: list[Any] = []
@@ -844,14 +859,7 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
         return list(finds)
 
     monkeypatch.setattr("capture.loop.detect_artworks", quad_finder)
-    source = StillWall(clock)
-    source.image = wall
-    config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path),
-                                                         search_every_s=0.5))
-    recorder = Recorder()
-    loop = CaptureLoop("room-t", config, recorder.publish, recorder.log_event, source=source,
-                       clock=clock)
-    assert loop.wait_for_catalogue(60.0)
+    loop, clock, recorder = _still_room(tmp_path, wall, "room-t", search_every_s=0.5)
     _drive(loop, clock, clock.t + 3.0)
     assert [c["artwork_id"] for c in recorder.of("artwork_change")] == ["work-0"]
     finds.append(Detection(card, 0.9, 100 * 120 / (1280 * 720)))  # the card, from now on
@@ -872,19 +880,14 @@ def test_a_catalogued_work_first_seen_unnamed_is_named_when_looked_at_again(
     from capture.loop import LOOKS_AGAIN
 
     _write_first_two_demo_works(tmp_path)
-    clock = FakeClock()
     wall, picture = _wall_with_the_first_work(tmp_path)
     area = abs(float(cv2.contourArea(picture))) / (1280 * 720)
     monkeypatch.setattr("capture.loop.detect_artworks", lambda image, width, beside=(): [
         Detection(picture, 0.9, area)])
-    source = StillWall(clock)
-    source.image = wall
-    config = CaptureConfig(recognition=RecognitionConfig(catalogue=str(tmp_path),
-                                                         search_every_s=1.0))
-    recorder = Recorder()
-    loop = CaptureLoop("room-g", config, recorder.publish, recorder.log_event, source=source,
-                       clock=clock)
-    assert loop.wait_for_catalogue(60.0) and loop.catalogue is not None
+    loop, clock, recorder = _still_room(tmp_path, wall, "room-g", search_every_s=1.0)
+    assert loop.catalogue is not None
+    source = loop.source
+    assert isinstance(source, StillWall)
     blind_until = {"t": clock.t + 2.5}  # the catalogue sees nothing for the first 2.5 s
     looks: list[float] = []
     locate, recognise = loop.catalogue.locate, loop.catalogue.recognise
@@ -923,20 +926,15 @@ def test_a_passing_sighting_of_another_work_is_not_looked_at_again(
     # Looking there again would name that and switch the music past the stability
     # tracker's N of M frames; only the place of the work playing is looked at again.
     _write_first_two_demo_works(tmp_path)
-    clock = FakeClock()
     here = np.float32([[380, 100], [900, 100], [900, 480], [380, 480]])
     there = np.float32([[960, 420], [1240, 420], [1240, 700], [960, 700]])
     where = {"quad": here}
     monkeypatch.setattr("capture.loop.detect_artworks", lambda image, width, beside=(): [
         Detection(where["quad"], 0.9, 0.2)])
-    source = StillWall(clock)
-    source.image = np.random.default_rng(5).integers(0, 255, (720, 1280, 3), np.uint8)
-    config = CaptureConfig(track=False, recognition=RecognitionConfig(catalogue=str(tmp_path),
-                                                                      search_every_s=1.0))
-    recorder = Recorder()
-    loop = CaptureLoop("room-p", config, recorder.publish, recorder.log_event, source=source,
-                       clock=clock)
-    assert loop.wait_for_catalogue(60.0) and loop.catalogue is not None
+    loop, clock, recorder = _still_room(
+        tmp_path, np.random.default_rng(5).integers(0, 255, (720, 1280, 3), np.uint8),
+        "room-p", track=False, search_every_s=1.0)
+    assert loop.catalogue is not None
     from capture.catalogue import Location, overlap_fraction
 
     looked: list[np.ndarray] = []
