@@ -891,8 +891,8 @@ class CaptureLoop:
         if artwork_id == self._artwork_id and self._view is not None \
                 and self._view.state == "artwork":
             return None  # the same painting re-acquired (after a glance away): no change
-        return self._change(now, "artwork", artwork_id, descriptor, decision.confidence,
-                            decision.quad if decision.quad is not None else quad,
+        # published where recognition placed it (the reframed track's), not at the sighting
+        return self._change(now, "artwork", artwork_id, descriptor, decision.confidence, quad,
                             catalogued)
 
     def _ignore(self, image: np.ndarray, quad: np.ndarray, now: float,

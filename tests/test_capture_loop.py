@@ -871,6 +871,28 @@ def test_a_tracked_work_is_not_displaced_by_a_smaller_find_off_centre(
     assert not told[0] and len(told[-1]) == 1 and quad_iou(told[-1][0], picture) > 0.8
 
 
+def test_an_arrival_is_published_where_recognition_placed_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The quad finder takes the work with its frame and shadow; the catalogue places the
+    # picture itself. The arrival's view carries the picture's corners (the console's overlay
+    # and the engine's logs read them), not the frame's that recognition corrected.
+    _write_first_two_demo_works(tmp_path)
+    wall, picture = _wall_with_the_first_work(tmp_path)
+    centre = picture.mean(axis=0)
+    framed = (centre + (picture - centre) * 1.2).astype(np.float32)  # 20 % larger each way
+    area = abs(float(cv2.contourArea(framed))) / (1280 * 720)
+    assert quad_iou(framed, picture) < 0.75
+    monkeypatch.setattr("capture.loop.detect_artworks", lambda image, width, beside=(): [
+        Detection(framed, 0.9, area)])
+    loop, clock, recorder = _still_room(tmp_path, wall, "room-q")
+    _drive(loop, clock, clock.t + 2.0)
+    arrivals = [v for v in recorder.views if v.artwork_id == "work-0"]
+    assert arrivals and arrivals[0].quad is not None
+    assert quad_iou(np.float32(arrivals[0].quad), picture) > 0.95
+    assert recorder.views[-1].quad is not None
+    assert quad_iou(np.float32(recorder.views[-1].quad), picture) > 0.95
+
+
 def test_a_catalogued_work_first_seen_unnamed_is_named_when_looked_at_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A smeared or glazed frame hides a catalogued work's features at its arrival: it gets
