@@ -121,7 +121,8 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
                     fps: float = 15.0, seed: int = 0,
                     progress: ProgressUpdate | None = None,
                     degradation: str | None = None,
-                    rehang: Path | None = None) -> dict[str, Any]:
+                    rehang: Path | None = None,
+                    cache_dir: Path | None = None) -> dict[str, Any]:
     """Run the capture loop over the photos of ``photos/truth.json`` (see the module
     docstring) with ``catalogue`` (default ``photos/catalogue``), ``dwell_s`` seconds of
     camera time on each photo at ``fps``; the JSON-ready result. ``progress("frames",
@@ -130,7 +131,8 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     frame of the dwell (seeded by the photo's place), the truth moved with its pixels.
     ``rehang``: a catalogue folder of other works hung in the photos' pictures
     (:func:`capture.rehang.rehang`, ordered by ``seed``), which the room then knows as
-    its catalogue."""
+    its catalogue. ``cache_dir``: where the catalogue's index is kept (default: a
+    temporary folder, built afresh each run)."""
     import cv2
 
     from capture.bench import _resized, catalogue_ids, read_photo_set
@@ -182,7 +184,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     try:
         with tempfile.TemporaryDirectory(prefix="art2mus-live-bench-") as cache:
             config = CaptureConfig(fps=fps, recognition=RecognitionConfig(
-                catalogue=str(folder), cache_dir=cache))
+                catalogue=str(folder), cache_dir=str(cache_dir) if cache_dir else cache))
             loop = CaptureLoop("bench", config, views.append,
                                lambda kind, **fields: events.append((kind, fields)),
                                source=walk, clock=clock)

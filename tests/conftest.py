@@ -1,4 +1,5 @@
-"""Fixtures shared by the test modules: the tiny diffusion models, written once per session.
+"""Fixtures shared by the test modules: the tiny diffusion models, written once per session,
+and the real Estense catalogue's index, built once per session.
 
 The model folders are built through the user's code path (``save_pretrained``, then
 :func:`~engine.generators.diffusion.model.load_model`) with a fixed seed, under the
@@ -46,3 +47,13 @@ def training_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.testing import tiny_training_model_dir
 
     return tiny_training_model_dir(tmp_path_factory.getbasetemp() / "training-models")
+
+
+@pytest.fixture(scope="session")
+def estense_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder for the index of ``../shared/data/galleries-estense/catalogue`` (read-only
+    beside the checkout), shared by the tests that run a bench on it: the first builds the
+    index (about 7 s), the others open it (what a room does after its first start)."""
+    folder = tmp_path_factory.getbasetemp() / "estense-index"
+    folder.mkdir(exist_ok=True)
+    return folder

@@ -408,7 +408,7 @@ ESTENSE_CATALOGUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "dat
                     reason=f"the real catalogue is not here ({ESTENSE_CATALOGUE.resolve()}): "
                            f"../shared/data beside the checkout holds it")
 def test_a_real_work_photographed_again_is_a_twin_and_distinct_works_are_not(
-        tmp_path: Path) -> None:
+        tmp_path: Path, estense_index: Path) -> None:
     # The same painting photographed again (cropped a little, smaller, darker, a poor JPEG)
     # is found; the 95 distinct Estense works hold no twins.
     import cv2
@@ -416,7 +416,7 @@ def test_a_real_work_photographed_again_is_a_twin_and_distinct_works_are_not(
 
     from capture.catalogue import Catalogue
 
-    assert Catalogue.open(ESTENSE_CATALOGUE, cache_dir=tmp_path / "all").twins == []
+    assert Catalogue.open(ESTENSE_CATALOGUE, cache_dir=estense_index).twins == []
     folder = tmp_path / "twenty"
     folder.mkdir()
     for path in sorted(ESTENSE_CATALOGUE.glob("*.jpg"))[:20]:

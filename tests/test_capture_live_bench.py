@@ -170,10 +170,10 @@ def test_cli_prints_tables_and_json_and_refuses_bad_options(tmp_path: Path) -> N
 @pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
                     reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
                            f"../shared/data beside the checkout holds it")
-def test_galleries_estense_as_a_room_plays_them() -> None:
+def test_galleries_estense_as_a_room_plays_them(estense_index: Path) -> None:
     """The capture loop over the 13 real photos, 2 s each: a named work of each photo plays
     (or went on playing from the photo before), never a wrong one."""
-    result = run_live_photos(GALLERIES, dwell_s=2.0)
+    result = run_live_photos(GALLERIES, dwell_s=2.0, cache_dir=estense_index)
     assert result["first_right"] + result["kept"] >= 10, result["per_photo"]
     assert result["false_ids"] == 0 and result["stale"] == 0, result["per_photo"]
     assert result["missed"] == 0, result["per_photo"]
@@ -183,11 +183,11 @@ def test_galleries_estense_as_a_room_plays_them() -> None:
 @pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
                     reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
                            f"../shared/data beside the checkout holds it")
-def test_galleries_estense_through_glazing_that_reflects_windows() -> None:
+def test_galleries_estense_through_glazing_that_reflects_windows(estense_index: Path) -> None:
     """Reflections across the works: the dark octagonal 010 gave the quad finder a piece of
     itself, and the whole frame's coarse search did not place it, so it played with an id
     of its own (music not its own, for as long as it stayed). The finer look names it."""
-    result = run_live_photos(GALLERIES, dwell_s=2.0, degradation="glare")
+    result = run_live_photos(GALLERIES, dwell_s=2.0, degradation="glare", cache_dir=estense_index)
     assert result["missed"] == 0 and result["false_ids"] == 0, result["per_photo"]
     assert result["first_right"] + result["kept"] >= 11, result["per_photo"]
 
@@ -195,13 +195,13 @@ def test_galleries_estense_through_glazing_that_reflects_windows() -> None:
 @pytest.mark.skipif(not (GALLERIES / "truth.json").is_file(),
                     reason=f"the real-photo set is not here ({GALLERIES.resolve()}): "
                            f"../shared/data beside the checkout holds it")
-def test_galleries_estense_through_a_camera_that_smears_every_frame() -> None:
+def test_galleries_estense_through_a_camera_that_smears_every_frame(estense_index: Path) -> None:
     """Every frame streaked: the quad finder takes pieces of works and shadows, and an
     arrival not named where it is is looked for in the whole frame before it gets an id of
     its own (2 works went unnamed before at 2 s a photo, and one played on into the next
     photo, where it is not). The dark 010 still gets one at its arrival, and its place is
     looked at again: it is named a second later, not left playing music not its own."""
-    result = run_live_photos(GALLERIES, dwell_s=2.0, degradation="blur")
+    result = run_live_photos(GALLERIES, dwell_s=2.0, degradation="blur", cache_dir=estense_index)
     assert result["missed"] <= 1 and result["false_ids"] == 0, result["per_photo"]
     assert result["missed_then_named"] == result["missed"], result["per_photo"]
     assert (result["missed_then_named_after_s_max"] or 0.0) <= 1.5, result["per_photo"]

@@ -415,18 +415,17 @@ def test_truth_names_works_by_the_catalogues_files_and_photos_in_sub_folders(
 
 
 @pytest.fixture(scope="module")
-def estense(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The real catalogue, indexed once for this module (it lies read-only beside the
-    checkout, so its index goes to a temporary folder)."""
+def estense(estense_index: Path) -> Any:
+    """The real catalogue, opened once for this module (it lies read-only beside the
+    checkout, so its index goes to the session's temporary folder)."""
     from capture.catalogue import Catalogue
 
-    return Catalogue.open(GALLERIES / "catalogue",
-                          cache_dir=tmp_path_factory.mktemp("estense-index"))
+    return Catalogue.open(GALLERIES / "catalogue", cache_dir=estense_index)
 
 
 @NEEDS_GALLERIES
-def test_galleries_estense_floors() -> None:
-    result = run_photo_bench(GALLERIES)
+def test_galleries_estense_floors(estense_index: Path) -> None:
+    result = run_photo_bench(GALLERIES, cache_dir=estense_index)
     assert result["photo_count"] == 13
     for label, figures in result["sizes"].items():
         failures = [(p["name"], [t["artwork_id"] for t in p["sizes"][label]["truths"]
@@ -545,11 +544,11 @@ def read_truth_document(document: dict[str, Any]) -> list[Any]:
 
 
 @NEEDS_GALLERIES
-def test_galleries_estense_through_a_panning_camera() -> None:
+def test_galleries_estense_through_a_panning_camera(estense_index: Path) -> None:
     """The photos with a 1.2 %-of-width motion streak: the streak is taken out before SIFT
     and before the outlines are traced (located 8 and 9 of 22 without that, 21 and 21 with
     it), never a false id."""
-    result = run_photo_bench(GALLERIES, degradation="blur")
+    result = run_photo_bench(GALLERIES, degradation="blur", cache_dir=estense_index)
     for label, figures in result["sizes"].items():
         assert figures["truths"] == 22, label
         assert figures["recall"] >= 0.85, (label, figures)
@@ -558,11 +557,12 @@ def test_galleries_estense_through_a_panning_camera() -> None:
 
 
 @NEEDS_GALLERIES
-def test_galleries_estense_from_twice_as_far() -> None:
+def test_galleries_estense_from_twice_as_far(estense_index: Path) -> None:
     """Every work half as big (``--degrade far``): the whole frame is also searched twice as
     finely (located 20 of 22 with the coarse search alone, 21 with the fine one), and what
     the photo's border cuts is judged on the photo's own pixels only (0 false ids)."""
-    result = run_photo_bench(GALLERIES, degradation="far", sizes=((1280, 720),))
+    result = run_photo_bench(GALLERIES, degradation="far", sizes=((1280, 720),),
+                             cache_dir=estense_index)
     figures = result["sizes"]["1280x720"]
     assert figures["truths"] == 22
     assert figures["located"] >= 21 and figures["recognised"] >= 21, figures
@@ -570,13 +570,14 @@ def test_galleries_estense_from_twice_as_far() -> None:
 
 
 @NEEDS_GALLERIES
-def test_galleries_estense_turned_away_stay_exact() -> None:
+def test_galleries_estense_turned_away_stay_exact(estense_index: Path) -> None:
     """The camera turned 35 degrees (``--degrade turn``): two works of 20180206_113800_010
     are placed, coarsely, on the votes of the index's simulated reference views, and
     would stay there (IoU 0.71 and 0.80) but for the finer look at them that fits the
     frontal features: 20 of the 22 at IoU 0.85 (as before those views were held), none
     named wrong."""
-    result = run_photo_bench(GALLERIES, degradation="turn", sizes=((1280, 720),))
+    result = run_photo_bench(GALLERIES, degradation="turn", sizes=((1280, 720),),
+                             cache_dir=estense_index)
     figures = result["sizes"]["1280x720"]
     assert figures["truths"] == 22
     assert figures["located_strict"] >= 20 and figures["recognised"] >= 20, figures
@@ -584,11 +585,12 @@ def test_galleries_estense_turned_away_stay_exact() -> None:
 
 
 @NEEDS_GALLERIES
-def test_galleries_estense_behind_visitors() -> None:
+def test_galleries_estense_behind_visitors(estense_index: Path) -> None:
     """Two visitors in front of the wall (``--degrade visitors``) hide 14-39 % of 11 works
     and more than half of 2 (not asked for): the works' own features still place and name
     them, whole (20 of 20 at IoU 0.85), and nothing is named wrong."""
-    result = run_photo_bench(GALLERIES, degradation="visitors", sizes=((1280, 720),))
+    result = run_photo_bench(GALLERIES, degradation="visitors", sizes=((1280, 720),),
+                             cache_dir=estense_index)
     figures = result["sizes"]["1280x720"]
     assert figures["truths"] == 20
     assert figures["located_strict"] >= 19 and figures["recognised"] >= 19, figures
