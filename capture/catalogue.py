@@ -165,6 +165,7 @@ recognised outline and the picture its matched features place inside it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -1848,13 +1849,16 @@ def _save_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
         log.warning("catalogue index not cached: %s is marked read-only; pass a writable "
                     "cache_dir", path.parent)
         return
+    temporary = path.with_name(path.name + ".tmp.npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
         np.savez(temporary, **arrays)  # type: ignore[arg-type]
         temporary.replace(path)  # atomic: a reader never sees half an index
     except OSError as error:
-        # A read-only catalogue folder still works; it is only re-indexed per start.
+        # A read-only catalogue folder still works; it is only re-indexed per start. On a
+        # full disk the part written goes: hundreds of MB a recording may need.
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
         log.warning("catalogue index not cached (%s: %s); pass a writable cache_dir", path,
                     error)
 

@@ -76,6 +76,25 @@ def test_index_is_cached_and_rebuilt_when_the_folder_changes(folder: Path,
     assert damaged.rebuilt and damaged.reused == 0 and len(damaged) == SIZE + 1
 
 
+def test_a_full_disk_leaves_no_half_written_index(folder: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The disk fills while the index is written: the catalogue still opens (re-indexed per
+    # start), and the part written is removed, not left taking the space a recording needs.
+    import errno
+
+    import capture.catalogue as catalogue_module
+
+    def savez_on_a_full_disk(path: Path, **arrays: np.ndarray) -> None:
+        Path(path).write_bytes(b"PK" + bytes(64 * 1024))  # as far as it got
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(catalogue_module.np, "savez", savez_on_a_full_disk)
+    cache = tmp_path / "cache"
+    opened = Catalogue.open(folder, cache_dir=cache)
+    assert opened.rebuilt and len(opened) == SIZE
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock")) == []
+
+
 def _open_in_a_process(folder: str) -> tuple[bool, int]:
     """Open the catalogue as a room's capture process does: (rebuilt, works)."""
     opened = Catalogue.open(folder)
