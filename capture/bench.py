@@ -693,7 +693,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     degradation: str | None = None,
                     quads_only: bool = False,
                     distractors: Path | None = None,
-                    rehang: Path | None = None, seed: int = 0) -> dict[str, Any]:
+                    rehang: Path | None = None, seed: int = 0,
+                    reference_side: int | None = None) -> dict[str, Any]:
     """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
 
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
@@ -729,7 +730,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     ``rehang``: a catalogue folder of other works, hung in the photos' pictures in
     their place and light (:func:`capture.rehang.rehang`, works ordered by ``seed``)
     and searched for as the catalogue: the photos' rooms with a collection they never
-    held."""
+    held. ``reference_side``: the catalogue's reference images shrunk to this many px on
+    their long side before they are indexed (:func:`_shrunk_references`; a collection's
+    web thumbnails): how small a catalogue's images may be."""
     import cv2
 
     from capture.catalogue import Catalogue, catalogue_images
@@ -768,6 +771,10 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     if distractors is not None and not (distractors.is_dir() and catalogue_images(distractors)):
         raise InputError(f"distractors: expected a folder of reference images, got none at "
                          f"{distractors}")
+    if reference_side is not None and (quads_only or distractors is not None):
+        raise InputError("reference_side: not without a catalogue, nor with distractors")
+    if reference_side is not None and not 16 <= reference_side <= 4096:
+        raise InputError(f"reference_side: expected 16 to 4096 px, got {reference_side}")
 
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -779,6 +786,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                 # to even by a root who could (CI's shared data beside the checkout).
                 cache_dir = Path(tmp)
             searched = folder
+            if reference_side is not None:
+                searched = _shrunk_references(folder, reference_side, Path(tmp))
+                cache_dir = searched  # the shrunk copy's own, gone with it
             if distractors is not None:
                 searched, cache_dir = _with_distractors(folder, distractors, Path(tmp))
             began = time.perf_counter()
@@ -839,6 +849,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         "catalogue_size": 0 if index is None else len(index), "quads_only": quads_only,
         "distractors": None if distractors is None else str(distractors),
         "rehung": None if rehang is None else {"works": str(rehang), "seed": seed},
+        "reference_side": reference_side,
         "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
         "degradation": degradation,
         "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
@@ -893,6 +904,32 @@ def _with_distractors(catalogue: Path, distractors: Path, tmp: Path) -> tuple[Pa
         cache = distractors / f".art2mus-with-{catalogue.resolve().name}-{tag}"
         cache.mkdir(exist_ok=True)
     return mixed, cache
+
+
+def _shrunk_references(catalogue: Path, side: int, tmp: Path) -> Path:
+    """A copy of ``catalogue`` (in ``tmp``) whose reference images are at most ``side`` px
+    on their long side (area-averaged, as a thumbnail is made; smaller ones are kept as
+    they are), under the same names and with its metadata files linked."""
+    import cv2
+
+    from capture.catalogue import catalogue_images, metadata_files
+    from capture.images import read_image
+
+    shrunk = tmp / "references"
+    shrunk.mkdir()
+    for name in metadata_files(catalogue):
+        (shrunk / name).parent.mkdir(parents=True, exist_ok=True)
+        (shrunk / name).symlink_to((catalogue / name).resolve())
+    for name in catalogue_images(catalogue):
+        image = read_image(catalogue / name)
+        height, width = image.shape[:2]
+        factor = min(1.0, side / max(height, width))
+        image = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
+                           interpolation=cv2.INTER_AREA)
+        (shrunk / name).parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(shrunk / name), image, [cv2.IMWRITE_JPEG_QUALITY, 95]):
+            raise InputError(f"reference_side: cannot write a shrunk copy of {catalogue / name}")
+    return shrunk
 
 
 def _check_truth_ids(truths: list[PhotoTruth], ids: set[str], folder: Path) -> None:
@@ -1054,6 +1091,8 @@ def print_photo_bench(result: dict[str, Any], console: Any = None) -> None:
                            if result.get("distractors") else "")
                         + (f", hung in the photos' frames (seed {result['rehung']['seed']})"
                            if result.get("rehung") else "")
+                        + (f", references at {result['reference_side']} px at most"
+                           if result.get("reference_side") else "")
                         + f", detect width {result['detect_width']}, 1 core"
                         + (f", degraded: {result['degradation']}"
                            if result.get("degradation") else ""))

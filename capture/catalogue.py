@@ -204,6 +204,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SQUARE = 320
 #: Long side of the reference as located in a frame (its own aspect), px.
 NATIVE_LONG_SIDE = 400
+#: A reference image smaller than this on its long side (px) is reported at indexing. The
+#: Estense photos against their catalogue shrunk (``bench capture --reference-side``): at
+#: 120 and 200 px every work placed and named, as at 570; at 90 px too (one corner set
+#: rougher); at 60 px 20 and 21 of 22 (the octagonal 010 placed roughly, IoU 0.63), and an
+#: id the truth does not give.
+SMALL_REFERENCE = 100
 #: Width a frame is downscaled to for location (SIFT upsamples it 2x in its first octave).
 LOCATE_WIDTH = 640
 _REFERENCE_FEATURES = 500
@@ -388,6 +394,11 @@ class Catalogue:
         #: Empty for an index built before plain references were looked for.
         self.plain: list[str] = [entries[int(k)].artwork_id
                                  for k in arrays.get("plain", np.zeros(0, np.int32))]
+        #: Ids whose reference images are smaller than :data:`SMALL_REFERENCE` on their long
+        #: side: views of them may go unnamed, their corners rough. Empty for an index
+        #: built before the sizes were kept.
+        self.small: list[str] = [entries[int(k)].artwork_id
+                                 for k in arrays.get("small", np.zeros(0, np.int32))]
         #: The thumbnail margin the catalogue's own works reach as impostors: each work,
         #: left out, against the others (its best signature correlation over the next,
         #: among works whose best reaches ``signature_threshold``), the largest. A view
@@ -450,6 +461,10 @@ class Catalogue:
             log.warning("catalogue %s: plain references, nothing to recognise a view of them "
                         "by (views of them are not named): %s", folder,
                         listed(catalogue.plain))
+        if catalogue.small:
+            log.warning("catalogue %s: reference images under %d px on their long side (views "
+                        "of them may go unnamed, their corners rough; a bigger image of the "
+                        "work fixes it): %s", folder, SMALL_REFERENCE, listed(catalogue.small))
         if catalogue.twins:
             log.warning("catalogue %s: references showing the same picture (a view of it may "
                         "be named either): %s", folder,
@@ -1555,6 +1570,7 @@ class _WorkIndex:
     native_size: tuple[int, int]  # width, height
     thumb: np.ndarray  # (3 * _THUMB * _THUMB,) float32
     fine: np.ndarray  # (_FINE, _FINE, 3) float16
+    source_side: int  # the reference image's long side as decoded, px (0: not known)
 
 
 class _Detectors:
@@ -1598,7 +1614,7 @@ def _index_work(image: np.ndarray, detectors: _Detectors) -> _WorkIndex:
                        np.zeros((0, 2), np.float32))
                 for part, held in found.items()}
     return _WorkIndex(features, (native.shape[1], native.shape[0]), _thumbnail(square),
-                      _fine_image(square).astype(np.float16))
+                      _fine_image(square).astype(np.float16), max(height, width))
 
 
 def _build_index(folder: Path, entries: list[CatalogueEntry],
@@ -1645,6 +1661,9 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     arrays["twins"] = _twins(arrays["thumbs"].reshape(len(entries), -1), arrays["native_desc"],
                              arrays["native_xy"], arrays["native_owner"])
     arrays["plain"] = _plain(arrays["fine"].astype(np.float32), arrays["square_owner"])
+    sides = np.array([w.source_side for w in held], np.int32)
+    arrays["source_side"] = sides
+    arrays["small"] = np.flatnonzero((sides > 0) & (sides < SMALL_REFERENCE)).astype(np.int32)
     return arrays, len(entries) - len(missing)
 
 
@@ -1680,6 +1699,9 @@ def _previous_works(cache: Path, folder: Path,
             arrays = {f"{part}_{what}": data[f"{part}_{what}"]
                       for part in _FEATURE_PARTS for what in ("desc", "xy", "owner")}
             sizes, thumbs, fine = data["native_size"], data["thumbs"], data["fine"]
+            # (an index from before the source sizes were kept: not known, never "small")
+            sides = data["source_side"] if "source_side" in data.files \
+                else np.zeros(len(keys), np.int32)
     except UNREADABLE_INDEX as error:
         log.warning("catalogue index %s unreadable (%s); indexing every work", cache, error)
         return {}
@@ -1694,7 +1716,8 @@ def _previous_works(cache: Path, folder: Path,
         works[key] = _WorkIndex(
             {part: (arrays[f"{part}_desc"][rows[part]], arrays[f"{part}_xy"][rows[part]])
              for part in _FEATURE_PARTS},
-            (int(sizes[owner][0]), int(sizes[owner][1])), thumbs[owner], fine[owner])
+            (int(sizes[owner][0]), int(sizes[owner][1])), thumbs[owner], fine[owner],
+            int(sides[owner]))
     return works
 
 

@@ -158,6 +158,10 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
                    "photo's picture in its place and light, and searched for as the "
                    "catalogue: the photos' rooms with a collection they never held "
                    "(capture/rehang.py; --seed orders the works).")
+@click.option("--reference-side", type=click.IntRange(16, 4096), default=None,
+              help="With --photos: shrink the catalogue's reference images to this many px "
+                   "on their long side before indexing (a collection's web thumbnails): how "
+                   "small a catalogue's images may be.")
 @click.option("--overlays", type=click.Path(path_type=Path), default=None,
               help="With --photos: write each photo with a miss, false positive or false id "
                    "here, truth and detections drawn.")
@@ -177,7 +181,8 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="Detection runs on the frame downscaled to this width.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads_only: bool,
-                          distractors: Path | None, rehang: Path | None, overlays: Path | None,
+                          distractors: Path | None, rehang: Path | None,
+                          reference_side: int | None, overlays: Path | None,
                           degradation: str | None, scenes: int, seed: int,
                           catalogue_size: int, style: str, detect_width: int,
                           as_json: bool) -> None:
@@ -193,14 +198,14 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
 
     context = click.get_current_context()
     given = {name for name in ("photos", "catalogue_dir", "quads_only", "distractors", "rehang",
-                               "overlays", "degradation", "scenes", "seed", "catalogue_size",
-                               "style")
+                               "reference_side", "overlays", "degradation", "scenes", "seed",
+                               "catalogue_size", "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if photos is None:
         for name in sorted(given & {"catalogue_dir", "quads_only", "distractors", "rehang",
-                                    "overlays", "degradation"}):
+                                    "reference_side", "overlays", "degradation"}):
             option = {"catalogue_dir": "--catalogue", "degradation": "--degrade",
-                      "quads_only": "--no-catalogue"}.get(name, f"--{name}")
+                      "quads_only": "--no-catalogue"}.get(name, f"--{name.replace('_', '-')}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
         with progress_bar(unit="scenes") as progress:
             result = run_capture_bench(scenes, seed, catalogue_size, detect_width, style=style,
@@ -215,9 +220,12 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
             raise InputError(f"--photos: expected a folder of photos with truth.json, got "
                              f"{'a file' if photos.exists() else 'nothing'} at {photos}")
         for name, value in (("--catalogue", catalogue_dir), ("--distractors", distractors),
-                            ("--rehang", rehang)):
+                            ("--rehang", rehang), ("--reference-side", reference_side)):
             if quads_only and value is not None:
                 raise InputError(f"{name}: not with --no-catalogue (the quad finder alone)")
+        if reference_side is not None and distractors is not None:
+            raise InputError("--reference-side: not with --distractors (their index is kept "
+                             "for the catalogue as it is)")
         if catalogue_dir is not None and not catalogue_dir.is_dir():
             raise InputError(f"--catalogue: expected a folder of reference images, got "
                              f"{'a file' if catalogue_dir.exists() else 'nothing'} at "
@@ -237,7 +245,7 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
             result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
                                      progress=progress, degradation=degradation,
                                      quads_only=quads_only, distractors=distractors,
-                                     rehang=rehang, seed=seed)
+                                     rehang=rehang, seed=seed, reference_side=reference_side)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))

@@ -44,6 +44,8 @@ from ground.errors import InputError
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bool) -> None:
     """Build (or confirm up to date) the recognition index of a catalogue folder."""
+    from capture.catalogue import SMALL_REFERENCE
+
     summary = build_index(folder, cache_dir, force=force, show_progress=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -64,6 +66,9 @@ def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bo
     for file in summary["plain"]:
         click.echo(f"  warning   {file} is plain (no detail, too few features): views of it "
                    f"will not be named (replace it with a photo of the work)")
+    for file in summary["small"]:
+        click.echo(f"  warning   {file} is under {SMALL_REFERENCE} px on its long side: views of "
+                   f"it may go unnamed, its corners rough (use a bigger image of the work)")
 
 
 def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = False,
@@ -73,7 +78,7 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
     The summary: ``folder``, ``index_file``, ``rebuilt`` (False: the cache was
     current and nothing was built), ``reused`` (works of a rebuilt index taken unchanged
     from the index before: their images were not touched), ``works``, ``square_features`` (ORB),
-    ``native_features`` (SIFT), ``features`` (both), ``twins``, ``plain``
+    ``native_features`` (SIFT), ``features`` (both), ``twins``, ``plain``, ``small``
     (:func:`index_counts`), ``index_mb``, ``seconds``.
     """
     import cv2
@@ -131,7 +136,8 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
 def index_counts(cache: Path) -> dict[str, Any]:
     """Works and features (ORB; SIFT, frontal and of the simulated views; both) held by
     the index file ``cache``, its ``twins`` (reference files showing the same picture) and
-    its ``plain`` reference files (nothing to recognise a view of them by)."""
+    its ``plain`` reference files (nothing to recognise a view of them by) and its ``small``
+    ones (under :data:`~capture.catalogue.SMALL_REFERENCE` px on their long side)."""
     import numpy as np
 
     from capture.catalogue import SIMULATED_VIEWS
@@ -143,10 +149,12 @@ def index_counts(cache: Path) -> dict[str, Any]:
                      for part in ("native", *SIMULATED_VIEWS))
         pairs = data["twins"] if "twins" in data.files else np.zeros((0, 2), np.int32)
         plain = data["plain"] if "plain" in data.files else np.zeros(0, np.int32)
+        small = data["small"] if "small" in data.files else np.zeros(0, np.int32)
     twins = [[entries[int(a)]["file"], entries[int(b)]["file"]] for a, b in pairs]
     return {"works": len(entries), "square_features": square, "native_features": native,
             "features": square + native, "twins": twins,
-            "plain": [entries[int(k)]["file"] for k in plain]}
+            "plain": [entries[int(k)]["file"] for k in plain],
+            "small": [entries[int(k)]["file"] for k in small]}
 
 
 def _cached_fingerprint(cache: Path) -> str | None:

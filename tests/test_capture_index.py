@@ -400,6 +400,41 @@ def test_a_plain_reference_is_indexed_and_reported_and_the_rest_still_recognised
     assert match.artwork_id == "cat-002"
 
 
+def test_a_small_reference_image_is_indexed_and_reported(catalogue: Path,
+                                                          tmp_path: Path) -> None:
+    # A collection's web thumbnails: a reference under SMALL_REFERENCE px gives few
+    # features (the Estense works shrunk to 60 px: 2 of 22 lost). It is indexed, and the
+    # index, the CLI and the capture's log say which, so a technician replaces it.
+    import cv2
+
+    from capture.catalogue import SMALL_REFERENCE, Catalogue
+    from capture.synthetic.scenes import catalogue_artwork
+
+    folder = shutil.copytree(catalogue, tmp_path / "small")
+    assert json.loads(index(str(folder), "--json").stdout)["small"] == []
+    work = catalogue_artwork(40)
+    height, width = work.shape[:2]
+    factor = (SMALL_REFERENCE - 20) / max(height, width)
+    cv2.imwrite(str(folder / "thumbnail.png"),
+                cv2.resize(work, (round(width * factor), round(height * factor)),
+                           interpolation=cv2.INTER_AREA))
+    factor = SMALL_REFERENCE / max(height, width)  # just big enough: not reported
+    cv2.imwrite(str(folder / "enough.png"),
+                cv2.resize(catalogue_artwork(41), (round(width * factor),
+                                                   round(height * factor))))
+    result = index(str(folder), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["small"] == ["thumbnail.png"]
+    assert f"warning   thumbnail.png is under {SMALL_REFERENCE} px" in index(
+        str(folder), "--force").output
+    opened = Catalogue.open(folder)
+    assert opened.small == ["thumbnail"] and len(opened) == WORKS + 2
+    # an unchanged work taken from the index before keeps its size; a changed one is measured
+    cv2.imwrite(str(folder / "enough.png"), cv2.resize(catalogue_artwork(41), (40, 30)))
+    rebuilt = Catalogue.open(folder)
+    assert rebuilt.reused == WORKS + 1 and rebuilt.small == ["enough", "thumbnail"]
+
+
 ESTENSE_CATALOGUE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / \
     "galleries-estense" / "catalogue"
 

@@ -194,6 +194,29 @@ def test_consistency_lists_photos_that_differ_across_sizes_and_overlays_are_writ
     assert overlay is not None and overlay.shape == (720, 1280, 3)
 
 
+def test_the_references_can_be_shrunk_before_they_are_indexed(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # --reference-side: the photos searched against a catalogue of thumbnails, which the
+    # index (built afresh, elsewhere) reports as small; the catalogue itself is untouched.
+    searched: list[Any] = []
+
+    def recording(frame: np.ndarray, index: Any, detect_width: int = 640) -> list[Any]:
+        searched.append(index)
+        return []
+
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", recording)
+    before = sorted(p.name for p in catalogue.iterdir())
+    result = run_photo_bench(_photos(tmp_path / "photos"), catalogue, reference_side=60)
+    assert result["reference_side"] == 60
+    assert searched and searched[0].small == ["cat-000", "cat-001", "cat-002"]
+    assert sorted(p.name for p in catalogue.iterdir()) == before
+    run_photo_bench(_photos(tmp_path / "photos"), catalogue)
+    assert searched[-1].small == []
+    with pytest.raises(InputError, match="^reference_side: not without a catalogue"):
+        run_photo_bench(_photos(tmp_path / "photos"), catalogue, reference_side=60,
+                        quads_only=True)
+
+
 def test_cli_prints_a_table_by_default_and_json_on_request(
         tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
@@ -246,6 +269,10 @@ def test_without_a_catalogue_the_quad_finder_alone_is_scored(
     (["--photos", "PHOTOS", "--catalogue", "NOWHERE"], "--catalogue"),
     (["--no-catalogue"], "--no-catalogue"),
     (["--photos", "PHOTOS", "--no-catalogue", "--catalogue", "PHOTOS"], "--catalogue"),
+    (["--reference-side", "90"], "--reference-side"),
+    (["--photos", "PHOTOS", "--no-catalogue", "--reference-side", "90"], "--reference-side"),
+    (["--photos", "PHOTOS", "--distractors", "PHOTOS", "--reference-side", "90"],
+     "--reference-side"),
 ])
 def test_cli_refuses_bad_options_naming_them(tmp_path: Path, args: list[str],
                                              option: str) -> None:
