@@ -44,7 +44,7 @@ from ground.errors import InputError
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bool) -> None:
     """Build (or confirm up to date) the recognition index of a catalogue folder."""
-    from capture.catalogue import SMALL_REFERENCE
+    from capture.catalogue import SMALL_REFERENCE, listed
 
     summary = build_index(folder, cache_dir, force=force, show_progress=True)
     if as_json:
@@ -66,9 +66,10 @@ def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bo
     for file in summary["plain"]:
         click.echo(f"  warning   {file} is plain (no detail, too few features): views of it "
                    f"will not be named (replace it with a photo of the work)")
-    for file in summary["small"]:
-        click.echo(f"  warning   {file} is under {SMALL_REFERENCE} px on its long side: views of "
-                   f"it may go unnamed, its corners rough (use a bigger image of the work)")
+    if small := summary["small"]:  # a collection of thumbnails: one line, not thousands
+        click.echo(f"  warning   {len(small)} reference image{'s' * (len(small) > 1)} under "
+                   f"{SMALL_REFERENCE} px on the long side (views may go unnamed, corners "
+                   f"rough; use bigger images of the works): {listed(small)}")
 
 
 def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = False,

@@ -425,8 +425,9 @@ def test_a_small_reference_image_is_indexed_and_reported(catalogue: Path,
     result = index(str(folder), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["small"] == ["thumbnail.png"]
-    assert f"warning   thumbnail.png is under {SMALL_REFERENCE} px" in index(
-        str(folder), "--force").output
+    assert (f"warning   1 reference image under {SMALL_REFERENCE} px on the long side "
+            in (shown := index(str(folder), "--force").output)
+            and shown.rstrip().endswith("bigger images of the works): thumbnail.png"))
     opened = Catalogue.open(folder)
     assert opened.small == ["thumbnail"] and len(opened) == WORKS + 2
     # an unchanged work taken from the index before keeps its size; a changed one is measured
