@@ -217,6 +217,17 @@ _STATE_CHARS = 120
 def _works(count: int) -> str:
     return f"{count} work" if count == 1 else f"{count} works"
 
+
+def _opened(catalogue: Catalogue) -> str:
+    """An open catalogue in a few words: its works, and the references its index warns of
+    (the technician sees them on the console; ``art2mus index`` names them)."""
+    warned = [f"{len(items)} {what}" for items, what in (
+        (catalogue.small, "small"), (catalogue.plain, "plain"),
+        (catalogue.twins, "twin pair" if len(catalogue.twins) == 1 else "twin pairs"))
+        if items]
+    return _works(len(catalogue)) + (f"; references: {', '.join(warned)} (art2mus index "
+                                     f"names them)" if warned else "")
+
 class CaptureLoop:
     """One room's capture: reads frames, keeps the stable view, publishes ``ArtworkView``."""
 
@@ -255,8 +266,9 @@ class CaptureLoop:
         self._updated_catalogue: Catalogue | None = None
         #: The catalogue's state in a few words, for the heartbeat (the console and ``art2mus
         #: status`` show it): "" without one, "opening", "N works", "N works, updating",
-        #: "failed: ..." or "N works; update failed: ..." (the one held is kept).
-        self.catalogue_state = "" if catalogue is None else _works(len(catalogue))
+        #: "failed: ..." or "N works; update failed: ..." (the one held is kept); "N works;
+        #: references: 2 small, 1 plain (...)" where its index warns of some.
+        self.catalogue_state = "" if catalogue is None else _opened(catalogue)
         self._catalogue_lock = threading.Lock()
         self._closed = threading.Event()  # run() ended: the watching thread ends too
         self.tracker = QuadTracker()
@@ -536,10 +548,11 @@ class CaptureLoop:
             self._catalogue_failed(update, str(exc).replace(f"catalogue {folder}: ", "")
                                    .replace(f"{folder}/", ""))
             return None
-        self.catalogue_state = _works(len(catalogue))
+        self.catalogue_state = _opened(catalogue)
         self._log_event("catalogue_ready", folder=recognition.catalogue,
                         works=len(catalogue), rebuilt=catalogue.rebuilt,
-                        reused=catalogue.reused, update=update,
+                        reused=catalogue.reused, update=update, small=len(catalogue.small),
+                        plain=len(catalogue.plain), twins=len(catalogue.twins),
                         seconds=round(time.perf_counter() - began, 2))
         return catalogue
 

@@ -667,6 +667,9 @@ def test_the_catalogue_opens_in_the_background_and_a_failure_does_not_stop_captu
         """Stands in for a 2,000-work index being built: open() blocks until released."""
 
         entries: list[Any] = []
+        small: list[str] = []
+        plain: list[str] = []
+        twins: list[tuple[str, str]] = []
 
         @classmethod
         def open(cls, folder: str, *args: Any) -> Any:
@@ -749,6 +752,12 @@ def test_a_work_added_to_the_catalogue_is_recognised_without_a_restart(tmp_path:
     assert loop.catalogue is not held and loop.catalogue.ids == ["work-0", "work-1"]
     again = [c["artwork_id"] for c in recorder.of("artwork_change")]
     assert "work-1" in again and again.index("work-1") > again.index("art-001"), again
+
+    # a thumbnail of another work added: the console says the index warns of it
+    cv2.imwrite(str(tmp_path / "thumb.png"), make_artwork(5, 7, (80, 60)))
+    assert _event_within(recorder, "catalogue_ready", 60.0, works=3)["small"] == 1
+    _drive(loop, clock, clock.t + 0.2)
+    assert loop.catalogue_state == "3 works; references: 1 small (art2mus index names them)"
 
 
 def test_a_defect_opening_the_catalogue_is_said_and_the_folder_still_watched(
