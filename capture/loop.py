@@ -228,6 +228,7 @@ def _opened(catalogue: Catalogue) -> str:
     return _works(len(catalogue)) + (f"; references: {', '.join(warned)} (art2mus index "
                                      f"names them)" if warned else "")
 
+
 class CaptureLoop:
     """One room's capture: reads frames, keeps the stable view, publishes ``ArtworkView``."""
 
