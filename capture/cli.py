@@ -15,6 +15,9 @@
   finder alone. A table and the verdict against the
   targets (:func:`capture.bench.capture_targets`), JSON with ``--json``; a progress
   bar on stderr when it is a terminal.
+- ``art2mus calibrate VIEWS... --board 9x6 [--out lens.toml]`` (:mod:`capture.calibrate_cli`):
+  a camera's lens from views of a chessboard; ``detect --lens`` and ``bench capture --lens``
+  take its file.
 - ``art2mus index DIR`` (:mod:`capture.index_cli`), ``art2mus bench catalogue``
   (:mod:`capture.bench_catalogue`) and ``art2mus bench tracking``
   (:mod:`capture.bench_video`) live in their own modules and are listed here.
@@ -36,6 +39,7 @@ import click
 from capture.bench_catalogue import bench_catalogue_command
 from capture.bench_live import bench_live_command
 from capture.bench_video import bench_tracking_command
+from capture.calibrate_cli import calibrate_command, read_lens_file
 from capture.degrade import DEGRADATIONS
 from capture.images import read_image
 from capture.index_cli import index_command
@@ -53,26 +57,34 @@ from ground.errors import InputError
                    "(which may be read-only; as art2mus index --cache-dir).")
 @click.option("--detect-width", type=DETECT_WIDTH, default=640, show_default=True,
               help="Detection runs on the image downscaled to this width.")
+@click.option("--lens", "lens_path", type=click.Path(path_type=Path), default=None,
+              help="The camera's lens (a [capture.lens] .toml from art2mus calibrate): taken "
+                   "out of each image first; the quads are given in the image as it is.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image, per line.")
 @click.option("--draw", "draw_path", type=click.Path(path_type=Path), default=None,
               help="Write the image with every quad, id, title and score drawn: to this .png "
                    "or .jpg file for one image; into this folder as STEM-overlay.png for several.")
 def detect_command(images: tuple[Path, ...], catalogue_dir: Path | None,
-                   cache_dir: Path | None, detect_width: int, as_json: bool,
-                   draw_path: Path | None) -> None:
+                   cache_dir: Path | None, detect_width: int, lens_path: Path | None,
+                   as_json: bool, draw_path: Path | None) -> None:
     """Find (and recognise) the artworks in still images."""
     from capture.catalogue import Catalogue
+    from capture.lens import Lens
     from capture.recognise import detect_and_recognise
 
     if cache_dir is not None and catalogue_dir is None:
         raise InputError("--cache-dir: only with --catalogue (it holds that catalogue's index)")
     if cache_dir is not None and cache_dir.exists() and not cache_dir.is_dir():
         raise InputError(f"--cache-dir {cache_dir}: expected a folder, got a file")
+    lens = Lens(read_lens_file(lens_path)) if lens_path is not None else None
     overlays = _overlay_paths(images, draw_path) if draw_path is not None else {}
     catalogue = Catalogue.open(catalogue_dir, cache_dir) if catalogue_dir is not None else None
     for path in images:
         image = read_image(path)
-        found = detect_and_recognise(image, catalogue, detect_width)
+        if lens is not None and not lens.fits((image.shape[1], image.shape[0])):
+            raise InputError(f"{path}: {image.shape[1]}x{image.shape[0]}, not the aspect of the "
+                             f"--lens calibration ({lens.config.width}x{lens.config.height})")
+        found = detect_and_recognise(image, catalogue, detect_width, lens=lens)
         entries = [catalogue.entry(a.artwork_id) for a in found
                    if catalogue is not None and a.artwork_id is not None]
         titles = {e.artwork_id: e.title for e in entries if e is not None and e.title}
@@ -162,6 +174,9 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
               help="With --photos: shrink the catalogue's reference images to this many px "
                    "on their long side before indexing (a collection's web thumbnails): how "
                    "small a catalogue's images may be.")
+@click.option("--lens", "lens_path", type=click.Path(path_type=Path), default=None,
+              help="With --photos: the camera's lens (a [capture.lens] .toml from art2mus "
+                   "calibrate), taken out of each frame as the capture loop does.")
 @click.option("--overlays", type=click.Path(path_type=Path), default=None,
               help="With --photos: write each photo with a miss, false positive or false id "
                    "here, truth and detections drawn.")
@@ -182,7 +197,8 @@ def export_encoder_command(model_dir: Path, out_path: Path, opset: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON, not a table.")
 def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads_only: bool,
                           distractors: Path | None, rehang: Path | None,
-                          reference_side: int | None, overlays: Path | None,
+                          reference_side: int | None, lens_path: Path | None,
+                          overlays: Path | None,
                           degradation: str | None, scenes: int, seed: int,
                           catalogue_size: int, style: str, detect_width: int,
                           as_json: bool) -> None:
@@ -198,14 +214,15 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
 
     context = click.get_current_context()
     given = {name for name in ("photos", "catalogue_dir", "quads_only", "distractors", "rehang",
-                               "reference_side", "overlays", "degradation", "scenes", "seed",
-                               "catalogue_size", "style")
+                               "reference_side", "lens_path", "overlays", "degradation",
+                               "scenes", "seed", "catalogue_size", "style")
              if context.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
     if photos is None:
         for name in sorted(given & {"catalogue_dir", "quads_only", "distractors", "rehang",
-                                    "reference_side", "overlays", "degradation"}):
+                                    "reference_side", "lens_path", "overlays", "degradation"}):
             option = {"catalogue_dir": "--catalogue", "degradation": "--degrade",
-                      "quads_only": "--no-catalogue"}.get(name, f"--{name.replace('_', '-')}")
+                      "quads_only": "--no-catalogue", "lens_path": "--lens"
+                      }.get(name, f"--{name.replace('_', '-')}")
             raise InputError(f"{option}: only for the real-photo bench; add --photos DIR")
         with progress_bar(unit="scenes") as progress:
             result = run_capture_bench(scenes, seed, catalogue_size, detect_width, style=style,
@@ -241,11 +258,13 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
             from capture.overlay import check_folder_target
 
             check_folder_target(overlays, "--overlays")
+        lens = read_lens_file(lens_path) if lens_path is not None else None
         with progress_bar(unit="photos") as progress:
             result = run_photo_bench(photos, catalogue_dir, detect_width, overlays=overlays,
                                      progress=progress, degradation=degradation,
                                      quads_only=quads_only, distractors=distractors,
-                                     rehang=rehang, seed=seed, reference_side=reference_side)
+                                     rehang=rehang, seed=seed, reference_side=reference_side,
+                                     lens=lens)
         printer = print_photo_bench
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -253,6 +272,7 @@ def bench_capture_command(photos: Path | None, catalogue_dir: Path | None, quads
         printer(result)
 
 
-commands: list[click.Command] = [detect_command, export_encoder_command, index_command]
+commands: list[click.Command] = [detect_command, export_encoder_command, index_command,
+                                 calibrate_command]
 bench_commands: list[click.Command] = [bench_capture_command, bench_catalogue_command,
                                        bench_tracking_command, bench_live_command]

@@ -69,6 +69,55 @@ class EncoderConfig(BaseModel):
         return self
 
 
+#: Distortion coefficients each lens model takes, as OpenCV orders them.
+LENS_COEFFICIENTS = {"standard": 5, "rational": 8, "fisheye": 4}
+
+
+class LensConfig(BaseModel):
+    """A camera's lens, as ``art2mus calibrate`` measured it from views of a chessboard.
+
+    The capture loop undistorts every frame with it before anything looks at the
+    frame: a wide lens bows straight lines, so a picture's frame is no quad.
+    Written at the size it was measured at, it is scaled to frames of the same
+    aspect; a frame of another aspect passes uncorrected (logged once)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    model: Literal["standard", "rational", "fisheye"] = Field(
+        "standard", description="OpenCV's lens model: 'standard' (k1 k2 p1 p2 k3), "
+        "'rational' (8 coefficients, wide lenses), 'fisheye' (k1-k4, equidistant).")
+    width: int = Field(..., ge=16, le=16384, description="Frame width it was measured at, px.")
+    height: int = Field(..., ge=16, le=16384, description="Frame height it was measured at, px.")
+    focal: tuple[float, float] = Field(..., description="fx, fy in px at width x height.")
+    centre: tuple[float, float] = Field(..., description="The principal point cx, cy, px.")
+    distortion: tuple[float, ...] = Field(
+        ..., description="The model's coefficients (5, 8 or 4 of them), as OpenCV orders them.")
+    keep: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="0: the undistorted frame holds only pixels the camera saw (its bulging "
+        "corners cut); 1: every pixel the camera saw (black borders round them).")
+    rms_px: float | None = Field(
+        None, ge=0.0, description="The calibration's reprojection error, px (a record).")
+
+    @model_validator(mode="after")
+    def _plausible(self) -> LensConfig:
+        wanted = LENS_COEFFICIENTS[self.model]
+        if len(self.distortion) != wanted:
+            raise ValueError(f"distortion: model {self.model!r} takes {wanted} coefficients, "
+                             f"got {len(self.distortion)}")
+        if any(abs(c) > 1000.0 for c in self.distortion):
+            raise ValueError("distortion: expected coefficients within +-1000, got "
+                             f"{list(self.distortion)}")
+        if not all(self.width / 8 <= f <= self.width * 20 for f in self.focal):
+            raise ValueError(f"focal: expected fx, fy between width/8 and 20 widths "
+                             f"({self.width} px wide), got {list(self.focal)}")
+        cx, cy = self.centre
+        if not (0.0 <= cx <= self.width and 0.0 <= cy <= self.height):
+            raise ValueError(f"centre: expected a point inside the {self.width}x{self.height} "
+                             f"frame, got {list(self.centre)}")
+        return self
+
+
 class RecognitionConfig(BaseModel):
     """Recognition against a catalogue folder of reference images (optional)."""
 
@@ -206,6 +255,9 @@ class CaptureConfig(BaseModel):
     demo: DemoSourceConfig = DemoSourceConfig()
     encoder: EncoderConfig = EncoderConfig()
     recognition: RecognitionConfig = RecognitionConfig()
+    lens: LensConfig | None = Field(
+        None, description="The camera's lens (art2mus calibrate writes this section); none: "
+        "frames are taken as they come.")
 
     @field_validator("overlay")
     @classmethod

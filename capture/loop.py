@@ -7,7 +7,7 @@ Tests call :meth:`CaptureLoop.step` directly with a fake clock.
 Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
 1280x720, most of it detection)::
 
-    source.read()
+    source.read() [-> Lens.undistort: a calibrated wide lens's bow taken out]
         -> following a work: QuadTracker.update (optical flow, a few ms), and
            every redetect_every_frames frames also the quad finder
            (a different primary may take over)
@@ -64,6 +64,7 @@ moment the showing ends (``show_for_s`` 0, or the time is up).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -90,6 +91,7 @@ from capture.detect import Detection, PrimarySelector, choose_primary, detect_ar
 from capture.encoders import ImageEncoder, make_encoder
 from capture.frames import Clock, Frame, FrameSource
 from capture.images import REDUCED_AT_LEAST, read_image
+from capture.lens import Lens
 from capture.overlay import OverlayWriter
 from capture.recognise import SAME_PLACE, RecognisedArtwork, picture_in_view
 from capture.sources import open_source
@@ -253,6 +255,9 @@ class CaptureLoop:
         self.rate = AdaptiveFrameRate(config.fps, config.min_fps)
         self._next_tick: float | None = None
         self.source = source if source is not None else open_source(config, clock)
+        #: The camera's lens, taken out of every frame before anything looks at it; None
+        #: without a calibration, or once frames came at a size it does not fit (logged).
+        self.lens = Lens(config.lens) if config.lens is not None else None
         self.stability = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
         self.selector = PrimarySelector(config.stability.primary_switch_ratio,
@@ -406,6 +411,8 @@ class CaptureLoop:
             heartbeat = self._heartbeat(now)
             return shown if shown is not None else heartbeat
         now = frame.timestamp
+        if self.lens is not None:
+            frame = self._undistorted(frame)
         shown = self._follow_show(now)
         self._note_ground_truth(frame)
         self._frame_index += 1
@@ -470,6 +477,20 @@ class CaptureLoop:
         self._stats["busy_s"] += self._timer() - began
         self._maybe_log_stats(now)
         return shown if shown is not None else published
+
+    def _undistorted(self, frame: Frame) -> Frame:
+        """``frame`` with the lens taken out; as it came where the lens does not fit its
+        size (another aspect than the calibration's: a ``lens_mismatch`` event, once)."""
+        assert self.lens is not None
+        size = (frame.image.shape[1], frame.image.shape[0])
+        if not self.lens.fits(size):
+            self._log_event("lens_mismatch", frame=f"{size[0]}x{size[1]}",
+                            calibrated=f"{self.lens.config.width}x{self.lens.config.height}",
+                            what="frames are taken as they come: calibrate the camera at "
+                                 "the size it streams")
+            self.lens = None
+            return frame
+        return dataclasses.replace(frame, image=self.lens.undistort(frame.image))
 
     def wait_for_catalogue(self, timeout_s: float | None = None) -> bool:
         """Block until the configured catalogue is open (or failed); whether it is ready."""

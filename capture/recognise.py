@@ -32,6 +32,7 @@ there is. The primary is :func:`capture.detect.choose_primary` over the lot.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -40,6 +41,7 @@ import numpy as np
 from capture.catalogue import SQUARE, Catalogue, overlap_fraction
 from capture.deblur import deblur, estimate_motion_blur
 from capture.detect import MIN_AREA_FRACTION, Detection, choose_primary, detect_artworks, rectify
+from capture.lens import Lens
 
 #: Overlap (of the smaller quad) above which an edge quad and a located work are one place.
 SAME_PLACE = 0.5
@@ -117,8 +119,16 @@ def without_streak(frame_bgr: np.ndarray, detect_width: int = 640) -> np.ndarray
 
 def detect_and_recognise(frame_bgr: np.ndarray, catalogue: Catalogue | None = None,
                          detect_width: int = 640, locate: bool = True,
-                         ) -> list[RecognisedArtwork]:
-    """Every artwork in ``frame_bgr``, recognised against ``catalogue`` if given."""
+                         lens: Lens | None = None) -> list[RecognisedArtwork]:
+    """Every artwork in ``frame_bgr``, recognised against ``catalogue`` if given.
+
+    ``lens``: the camera's, taken out of the frame first (its bow makes frames no quads);
+    the quads are then moved back to the frame as the camera took it."""
+    if lens is not None:
+        size = (frame_bgr.shape[1], frame_bgr.shape[0])
+        return [dataclasses.replace(a, quad=lens.to_camera(a.quad, size).astype(a.quad.dtype))
+                for a in detect_and_recognise(lens.undistort(frame_bgr), catalogue,
+                                              detect_width, locate)]
     height, width = frame_bgr.shape[:2]
     # A pan during the exposure smears the frame: the quad finder's edges and the views it
     # rectifies come from the frame with the streak taken out (the catalogue's search takes

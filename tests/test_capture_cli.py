@@ -34,7 +34,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list, Path
 
 
 def test_commands_are_exported_for_registration() -> None:
-    assert {c.name for c in commands} == {"detect", "export-encoder", "index"}
+    assert {c.name for c in commands} == {"detect", "export-encoder", "index", "calibrate"}
     assert [c.name for c in bench_commands] == ["capture", "catalogue", "tracking", "live"]
 
 

@@ -1,0 +1,275 @@
+"""A camera's lens: calibrated from a chessboard's views, taken out of frames, refused when
+wrong (capture/lens.py, capture/calibrate_cli.py, the capture loop's and detect's use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from pydantic import ValidationError
+
+from capture.calibrate_cli import read_lens_file
+from capture.config import CaptureConfig, LensConfig
+from capture.detect import quad_iou
+from capture.frames import Frame
+from capture.lens import MIN_VIEWS, Calibration, Lens, calibrate
+from capture.loop import CaptureLoop
+from capture.recognise import detect_and_recognise
+from capture.synthetic.artworks import make_artwork
+from capture.synthetic.chessboard import board_views
+from capture.synthetic.rooms import Fisheye
+from ground.errors import InputError
+from installation.cli import cli
+
+BOARD = (9, 6)
+SIZE = (960, 540)  # calibrated here; used at 1280x720 too (the same aspect)
+STRENGTH = 0.3  # capture.degrade's action camera
+
+
+def _views(size: tuple[int, int] = SIZE, count: int = 12, strength: float = STRENGTH,
+           seed: int = 3) -> list[tuple[str, np.ndarray]]:
+    lens = Fisheye(strength, size)
+    return list(board_views(size, BOARD, count, seed, lens=lens.apply))
+
+
+@pytest.fixture(scope="module")
+def wide() -> Calibration:
+    """The action camera's lens, measured from a dozen views of the board."""
+    return calibrate(_views(), BOARD)
+
+
+def _bow(lens: Lens, bent: Fisheye, size: tuple[int, int]) -> float:
+    """How far straight lines of the scene, taken through ``bent`` and undistorted by
+    ``lens``, stray from straight at most, px (rows and columns across the frame's middle
+    two thirds, where a board's views reach)."""
+    width, height = size
+    worst = 0.0
+    for y in np.linspace(height / 6, 5 * height / 6, 5):
+        for line in (np.c_[np.linspace(width / 6, 5 * width / 6, 40), np.full(40, y)],
+                     np.c_[np.full(40, y * width / height), np.linspace(height / 6,
+                                                                      5 * height / 6, 40)]):
+            back = lens.from_camera(bent.distort_points(line), size)
+            centred = back - back.mean(axis=0)
+            normal = np.linalg.svd(centred)[2][1]
+            worst = max(worst, float(np.abs(centred @ normal).max()))
+    return worst
+
+
+def test_an_action_cameras_lens_is_measured_and_its_bow_taken_out(wide: Calibration) -> None:
+    # auto: the better of the standard and fisheye models (on some views the standard one
+    # does not converge: 1.45 px against 0.13 px)
+    assert wide.lens.model in ("standard", "fisheye")
+    assert wide.rms_px < 0.5 and wide.found == 12 and len(wide.views) == 12
+    lens = Lens(wide.lens)
+    bent = Fisheye(STRENGTH, SIZE)
+    # the bow is ~30 px across the frame before; a pixel or two after
+    straight = Lens(LensConfig(model="standard", width=SIZE[0], height=SIZE[1],
+                               focal=(SIZE[0], SIZE[0]), centre=(SIZE[0] / 2, SIZE[1] / 2),
+                               distortion=(0.0,) * 5))
+    assert _bow(straight, bent, SIZE) > 10.0
+    assert _bow(lens, bent, SIZE) < 1.5
+    # ...and at 1280x720, the same lens scaled
+    assert _bow(lens, Fisheye(STRENGTH, (1280, 720)), (1280, 720)) < 2.0
+
+
+def test_points_go_to_the_camera_and_back(wide: Calibration) -> None:
+    lens = Lens(wide.lens)
+    for size in (SIZE, (1280, 720)):
+        points = np.array([[10.0, 10.0], [size[0] / 2, size[1] / 2], [size[0] - 20, 30],
+                           [200.0, size[1] - 15]])
+        there = lens.to_camera(points, size)
+        assert np.abs(lens.from_camera(there, size) - points).max() < 0.01
+
+
+def test_a_mild_lens_fits_too_and_nothing_is_lost_to_it() -> None:
+    mild = calibrate(_views(strength=0.04, seed=5), BOARD)
+    assert mild.rms_px < 0.5
+    assert _bow(Lens(mild.lens), Fisheye(0.04, SIZE), SIZE) < 1.0
+
+
+def test_frames_of_another_aspect_are_refused_by_the_lens(wide: Calibration) -> None:
+    lens = Lens(wide.lens)
+    assert lens.fits((1280, 720)) and lens.fits((1920, 1080)) and not lens.fits((640, 480))
+    with pytest.raises(InputError, match=r"capture.lens: measured at 960x540.*640x480"):
+        lens.undistort(np.zeros((480, 640, 3), np.uint8))
+
+
+def test_calibration_refuses_too_few_views_and_mixed_sizes() -> None:
+    views = _views(count=MIN_VIEWS - 1)
+    with pytest.raises(InputError, match=rf"found in {MIN_VIEWS - 1} of {MIN_VIEWS - 1} views; "
+                                         rf"at least {MIN_VIEWS}"):
+        calibrate(views, BOARD)
+    blank = [(f"wall-{k}", np.full((540, 960, 3), 128, np.uint8)) for k in range(8)]
+    with pytest.raises(InputError, match="found in 0 of 8 views"):
+        calibrate(blank, BOARD)
+    mixed = [*views, ("small.png", np.zeros((360, 640, 3), np.uint8))]
+    with pytest.raises(InputError, match=r"small.png: 640x360, not the 960x540 of board-00"):
+        calibrate(mixed, BOARD)
+    with pytest.raises(InputError, match="model: expected auto or one of"):
+        calibrate(views, BOARD, model="pinhole")
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("distortion", (0.1, 0.2, 0.0), "model 'standard' takes 5 coefficients, got 3"),
+    ("distortion", (float("nan"), 0.0, 0.0, 0.0, 0.0), "finite"),
+    ("focal", (float("inf"), 900.0), "finite"),
+    ("centre", (2000.0, 300.0), "centre: expected a point inside the 960x540 frame"),
+    ("focal", (5.0, 5.0), "focal: expected fx, fy between width/8 and 20 widths"),
+    ("keep", 1.5, "less than or equal to 1"),
+    ("width", 0, "greater than or equal to 16"),
+])
+def test_a_lens_config_out_of_range_is_refused(field: str, value: Any, message: str) -> None:
+    good: dict[str, Any] = {"model": "standard", "width": 960, "height": 540,
+                            "focal": (800.0, 800.0), "centre": (480.0, 270.0),
+                            "distortion": (-0.2, 0.05, 0.0, 0.0, 0.0)}
+    LensConfig(**good)
+    with pytest.raises(ValidationError, match=message):
+        LensConfig(**good | {field: value})
+
+
+def _cli(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_calibrate_writes_the_section_a_room_and_the_commands_read(tmp_path: Path) -> None:
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    for name, image in _views(count=8, seed=7):
+        cv2.imwrite(str(boards / f"{name}.png"), image)
+    out = tmp_path / "lens.toml"
+    result = _cli("calibrate", str(boards), "--board", "9x6", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert ", 960x540, reprojection error" in result.output
+    assert "the whole board in 8 of 8" in result.output
+    assert "[capture.lens]" in result.output and f"written to {out}" in result.output
+    lens = read_lens_file(out)
+    assert (lens.width, lens.height) == SIZE
+    assert lens.rms_px is not None and lens.rms_px < 0.5
+    # the same section, in a room's config, is the room's lens
+    assert CaptureConfig.model_validate({"lens": lens.model_dump()}).lens == lens
+
+
+def test_calibrate_reads_a_video_of_the_board(tmp_path: Path) -> None:
+    video = tmp_path / "board.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, SIZE)
+    assert writer.isOpened()
+    for _, image in _views(count=8, seed=9):
+        for _ in range(3):  # a board held still for a moment, as a hand does
+            writer.write(image)
+    writer.release()
+    result = _cli("calibrate", str(video), "--board", "9x6", "--json")
+    assert result.exit_code == 0, result.output
+    assert '"looked_at": 24' in result.output and '"found": 24' in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--board", "9by6"], "expected COLSxROWS inner corners"),
+    (["--board", "9x6", "--out", "lens.json"], "--out lens.json: expected a .toml file"),
+    (["--board", "9x6", "--keep", "2"], "--keep"),
+])
+def test_calibrate_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    image = tmp_path / "board.png"
+    cv2.imwrite(str(image), np.zeros((540, 960, 3), np.uint8))
+    result = _cli("calibrate", str(image), *args)
+    assert result.exit_code != 0 and message in result.output
+
+
+def test_calibrate_names_an_unreadable_view(tmp_path: Path) -> None:
+    broken = tmp_path / "board.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    result = _cli("calibrate", str(broken), "--board", "9x6")
+    assert result.exit_code != 0 and f"cannot read image {broken}" in result.output
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, "no such file"),
+    ("[capture]\nfps = 10\n", "expected a [capture.lens] section"),
+    ("[capture.lens\n", "not TOML"),
+    ('[capture.lens]\nmodel = "fisheye"\nwidth = 960\nheight = 540\nfocal = [800, 800]\n'
+     'centre = [480, 270]\ndistortion = [0.1, 0.0]\n',
+     "capture.lens: Value error, distortion: model 'fisheye' takes 4 coefficients, got 2"),
+    ('[capture.lens]\nmodel = "standard"\nwidth = 960\nheight = 540\nfocal = [800, nan]\n'
+     'centre = [480, 270]\ndistortion = [0, 0, 0, 0, 0]\n', "capture.lens.focal.1"),
+])
+def test_a_bad_lens_file_is_refused_naming_file_and_field(tmp_path: Path, text: str | None,
+                                                          message: str) -> None:
+    path = tmp_path / "lens.toml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(InputError, match=None) as caught:
+        read_lens_file(path)
+    assert str(caught.value).startswith(f"--lens {path}: ") and message in str(caught.value)
+
+
+def _bent_wall(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Fisheye]:
+    """A wall with a painting off to one side, as the action camera takes it, and the
+    painting's corners in that frame."""
+    width, height = size
+    wall = np.full((height, width, 3), (178, 186, 190), np.uint8)
+    left, top, side = int(0.5 * width), int(0.15 * height), int(0.3 * width)
+    tall = int(0.6 * side)
+    wall[top:top + tall, left:left + side] = make_artwork(2, 0, (side, tall))
+    corners = np.array([[left, top], [left + side, top], [left + side, top + tall],
+                        [left, top + tall]], np.float64)
+    lens = Fisheye(STRENGTH, size)
+    return lens.apply(wall), lens.distort_points(corners), lens
+
+
+def test_detect_through_the_lens_gives_corners_in_the_frame_as_taken(
+        wide: Calibration) -> None:
+    frame, corners, _ = _bent_wall((1280, 720))
+    found = detect_and_recognise(frame, None, lens=Lens(wide.lens))
+    best = max(found, key=lambda a: quad_iou(a.quad, corners.astype(np.float32)))
+    assert quad_iou(best.quad, corners.astype(np.float32)) > 0.9
+    assert np.abs(best.quad - corners).max() < 8.0
+
+
+class _Still:
+    def __init__(self, image: np.ndarray) -> None:
+        self.image, self.reads, self.t = image, 0, 1000.0
+
+    def read(self) -> Frame:
+        self.reads += 1
+        self.t += 1 / 15
+        return Frame(self.image, self.t, self.reads)
+
+    def close(self) -> None:
+        pass
+
+
+def _room(image: np.ndarray, lens: LensConfig | None) -> tuple[CaptureLoop, list[Any],
+                                                                  list[tuple[str, dict]]]:
+    source = _Still(image)
+    views: list[Any] = []
+    events: list[tuple[str, dict]] = []
+    loop = CaptureLoop("room-a", CaptureConfig(lens=lens), views.append,
+                       lambda kind, **fields: events.append((kind, fields)), source=source,
+                       clock=lambda: source.t)
+    for _ in range(30):
+        loop.step()
+    return loop, views, events
+
+
+def test_the_capture_loop_works_on_frames_with_the_lens_taken_out(wide: Calibration) -> None:
+    frame, corners, _ = _bent_wall((1280, 720))
+    lens = Lens(wide.lens)
+    _, views, events = _room(frame, wide.lens)
+    assert views and views[-1].state == "artwork"
+    published = np.array(views[-1].quad, np.float32)
+    # in the undistorted frame, where the console's picture shows it
+    straight = lens.from_camera(corners, (1280, 720)).astype(np.float32)
+    assert quad_iou(published, straight) > 0.9
+    assert not [kind for kind, _ in events if kind == "lens_mismatch"]
+
+
+def test_a_lens_that_does_not_fit_the_frames_is_said_once_and_frames_go_on(
+        wide: Calibration) -> None:
+    frame, _, _ = _bent_wall((960, 720))  # 4:3, the lens was measured at 16:9
+    loop, views, events = _room(frame, wide.lens)
+    mismatches = [fields for kind, fields in events if kind == "lens_mismatch"]
+    assert len(mismatches) == 1 and mismatches[0]["frame"] == "960x720"
+    assert loop.lens is None and views and views[-1].state == "artwork"
