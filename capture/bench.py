@@ -44,12 +44,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ground.cli_report import ProgressUpdate, Target, verdict_lines, verdict_record
 from ground.errors import InputError
+
+if TYPE_CHECKING:
+    from capture.config import LensConfig
 
 IOU_THRESHOLD = 0.85
 
@@ -694,7 +697,8 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                     quads_only: bool = False,
                     distractors: Path | None = None,
                     rehang: Path | None = None, seed: int = 0,
-                    reference_side: int | None = None) -> dict[str, Any]:
+                    reference_side: int | None = None,
+                    lens: LensConfig | None = None) -> dict[str, Any]:
     """Score :func:`capture.recognise.detect_and_recognise` on real photos with ground truth.
 
     ``photos`` holds the photos and ``truth.json`` (:func:`read_truth`);
@@ -732,12 +736,16 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     and searched for as the catalogue: the photos' rooms with a collection they never
     held. ``reference_side``: the catalogue's reference images shrunk to this many px on
     their long side before they are indexed (:func:`_shrunk_references`; a collection's
-    web thumbnails): how small a catalogue's images may be."""
+    web thumbnails): how small a catalogue's images may be. ``lens``: the camera's, as
+    ``art2mus calibrate`` measured it, taken out of each frame (after any degradation, as a
+    camera's own lens comes last) before anything looks at it, as the capture loop does;
+    what is found is moved back to the frame and scored there, and the times include it."""
     import cv2
 
     from capture.catalogue import Catalogue, catalogue_images
     from capture.degrade import DEGRADATIONS, degrade, hidden
     from capture.detect import detect_artworks
+    from capture.lens import Lens
     from capture.overlay import check_folder_target, write_image_atomic
     from capture.recognise import detect_and_recognise
 
@@ -776,6 +784,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     if reference_side is not None and not 16 <= reference_side <= 4096:
         raise InputError(f"reference_side: expected 16 to 4096 px, got {reference_side}")
 
+    camera = Lens(lens) if lens is not None else None
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -804,7 +813,9 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
             for size in sizes:
                 label = f"{size[0]}x{size[1]}"
                 tally = tallies[size]
-                detect_and_recognise(_fitted(images[0], size), index, detect_width)  # warm
+                warm = _fitted(images[0], size)
+                _check_lens(camera, warm, truths[0].name)
+                detect_and_recognise(warm, index, detect_width, lens=camera)
                 for g, (truth, image, row) in enumerate(zip(truths, images, rows, strict=True)):
                     frame = _fitted(image, size)
                     height, width = frame.shape[:2]
@@ -815,15 +826,20 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
                         frame, move = degrade(frame, degradation, seed=g)
                         scaled = scaled.warped(move, (width, height),
                                                hidden(frame.shape, degradation, seed=g))
+                    _check_lens(camera, frame, truth.name)
                     t0 = time.perf_counter()
-                    detect_artworks(frame, detect_width)
+                    seen = frame if camera is None else camera.undistort(frame)
+                    detect_artworks(seen, detect_width)
                     tally.detect_ms.append(1000 * (time.perf_counter() - t0))
                     searched_before = len(index.stats["fine_search_ms"]) if index else 0
                     t0 = time.perf_counter()
-                    found = detect_and_recognise(frame, index, detect_width)
+                    found = detect_and_recognise(frame, index, detect_width, lens=camera)
                     tally.frame_ms.append(1000 * (time.perf_counter() - t0))
                     if index is not None:
-                        _time_searches(index, frame, scaled, searched_before, tally)
+                        arrivals = [w.quad if camera is None else
+                                    camera.from_camera(w.quad, (width, height))
+                                    for w in scaled.paintings]
+                        _time_searches(index, seen, arrivals, searched_before, tally)
                     detections = [PhotoDetection(a.quad, a.artwork_id) for a in found]
                     scored = score_photo(scaled, detections, (width, height))
                     _count(tally, scored)
@@ -850,6 +866,7 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
         "distractors": None if distractors is None else str(distractors),
         "rehung": None if rehang is None else {"works": str(rehang), "seed": seed},
         "reference_side": reference_side,
+        "lens": None if lens is None else lens.model_dump(),
         "photo_count": len(truths), "detect_width": detect_width, "threads": 1,
         "degradation": degradation,
         "iou_threshold": PHOTO_IOU, "iou_threshold_strict": PHOTO_IOU_STRICT,
@@ -862,21 +879,29 @@ def run_photo_bench(photos: Path, catalogue: Path | None = None, detect_width: i
     return result
 
 
-def _time_searches(index: Any, frame: np.ndarray, truth: PhotoTruth, searched_before: int,
-                   tally: _PhotoTally) -> None:
+def _time_searches(index: Any, frame: np.ndarray, arrivals: list[np.ndarray],
+                   searched_before: int, tally: _PhotoTally) -> None:
     """Tally the catalogue's searches of ``frame``: the still's (coarse and fine, made since
     ``searched_before``), the live loop's with nothing in view (coarse), and a new arrival's
-    near each truth painting."""
+    near each of the truth's paintings (``arrivals``, their quads in ``frame``)."""
     tally.fine_search_ms.extend(index.stats["fine_search_ms"][searched_before:])
     index.locate(frame)  # timed by the catalogue itself, as every whole-frame search
     tally.search_ms.append(index.stats["search_ms"][-1])
     # A new arrival in the live loop: its quad (the quad finder's, often the frame around
     # the picture: here the truth grown 8 %) is located near it.
-    for work in truth.paintings:
-        centre = work.quad.mean(axis=0)
+    for quad in arrivals:
+        centre = quad.mean(axis=0)
         t0 = time.perf_counter()
-        index.locate(frame, near=centre + 1.08 * (work.quad - centre))
+        index.locate(frame, near=centre + 1.08 * (quad - centre))
         tally.arrival_ms.append(1000 * (time.perf_counter() - t0))
+
+
+def _check_lens(lens: Any, frame: np.ndarray, name: str) -> None:
+    """InputError where ``lens`` (a :class:`capture.lens.Lens`, or None) does not fit the
+    frame ``name`` gives (another aspect than its calibration's)."""
+    if lens is not None and not lens.fits((frame.shape[1], frame.shape[0])):
+        raise InputError(f"--lens: measured at {lens.config.width}x{lens.config.height}, not "
+                         f"the aspect of {name} ({frame.shape[1]}x{frame.shape[0]})")
 
 
 def _with_distractors(catalogue: Path, distractors: Path, tmp: Path) -> tuple[Path, Path]:

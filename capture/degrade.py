@@ -46,6 +46,7 @@ cheap cameras, not extremes:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,15 @@ _MIRRORED = 0.12  # of the room behind the camera, seen in the glass
 _WARM_GAINS = (0.5, 0.78, 1.0)  # B, G, R in linear light: a 3,000 K lamp, the camera at daylight
 
 
+def fisheye_lens(size: tuple[int, int]) -> Any:
+    """The action camera's lens ``fisheye`` takes frames of ``size`` through (a
+    :class:`capture.synthetic.rooms.Fisheye`): the camera ``art2mus calibrate`` can be
+    tried on (``benchmarks/lens_boards.py`` films a chessboard through it)."""
+    from capture.synthetic import rooms
+
+    return rooms.Fisheye(_FISHEYE_K, size)
+
+
 def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray, PointMap]:
     """``frame_bgr`` as the camera ``name`` (one of :data:`DEGRADATIONS`) would give it, and
     the map of frame points from before to after. ``seed`` fixes the sensor noise."""
@@ -91,7 +101,7 @@ def degrade(frame_bgr: np.ndarray, name: str, seed: int = 0) -> tuple[np.ndarray
         kernel = np.full((1, length), 1.0 / length, np.float32)
         return cv2.filter2D(frame_bgr, -1, kernel, borderType=cv2.BORDER_REPLICATE), _same
     if name == "fisheye":
-        lens = rooms.Fisheye(_FISHEYE_K, (width, height))
+        lens = fisheye_lens((width, height))
 
         def bent(points: np.ndarray) -> np.ndarray:
             return np.asarray(lens.distort_points(np.asarray(points, np.float64).reshape(-1, 2)),

@@ -96,7 +96,8 @@ def _photos(folder: Path, truth: dict[str, Any] | None = None) -> Path:
 def _fake(drop_first_at: int | None = None) -> Any:
     """A detect_and_recognise that returns DETECTIONS scaled to the frame it is given."""
     def detect_and_recognise(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
-                             ) -> list[RecognisedArtwork]:
+                             lens: Any = None) -> list[RecognisedArtwork]:
+        assert lens is None
         scale = frame.shape[1] / W
         chosen = DETECTIONS[1:] if frame.shape[1] == drop_first_at else DETECTIONS
         return [RecognisedArtwork(np.array(quad, np.float32) * scale, artwork_id, 0.9,
@@ -200,7 +201,8 @@ def test_the_references_can_be_shrunk_before_they_are_indexed(
     # index (built afresh, elsewhere) reports as small; the catalogue itself is untouched.
     searched: list[Any] = []
 
-    def recording(frame: np.ndarray, index: Any, detect_width: int = 640) -> list[Any]:
+    def recording(frame: np.ndarray, index: Any, detect_width: int = 640,
+                  lens: Any = None) -> list[Any]:
         searched.append(index)
         return []
 
@@ -236,7 +238,7 @@ def test_without_a_catalogue_the_quad_finder_alone_is_scored(
     given: list[Any] = []
 
     def quads(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
-              ) -> list[RecognisedArtwork]:
+              lens: Any = None) -> list[RecognisedArtwork]:
         given.append(catalogue)
         return [RecognisedArtwork(np.array(quad, np.float32) * frame.shape[1] / W, None, 0.9,
                                   False, "quad") for quad, _ in DETECTIONS]
@@ -508,7 +510,8 @@ def test_a_degraded_bench_moves_the_truth_with_the_pixels(
     takes partly out of view is partial (don't care) from then on."""
     seen: list[np.ndarray] = []
 
-    def record(frame: np.ndarray, catalogue: Any, detect_width: int = 640) -> list[Any]:
+    def record(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
+               lens: Any = None) -> list[Any]:
         seen.append(frame)
         return []
 
@@ -528,6 +531,35 @@ def test_a_degraded_bench_moves_the_truth_with_the_pixels(
         "--photos", str(photos), "--catalogue", str(catalogue), "--degrade", "jpeg", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["degradation"] == "jpeg"
+
+
+def test_a_lens_is_taken_out_of_every_frame_and_refused_where_it_does_not_fit(
+        tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--lens``: each frame is detected through the camera's lens (as the loop does); a
+    calibration of another aspect than the photos' is refused naming the photo."""
+    from capture.config import LensConfig
+    from capture.lens import Lens
+
+    given: list[Any] = []
+
+    def record(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
+               lens: Any = None) -> list[Any]:
+        given.append(lens)
+        return []
+
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise", record)
+    photos = _photos(tmp_path / "photos")
+    wide = {"model": "fisheye", "width": 1280, "height": 720, "focal": (1000.0, 1000.0),
+            "centre": (640.0, 360.0), "distortion": (-0.1, 0.05, 0.0, 0.0)}
+    result = run_photo_bench(photos, catalogue, lens=LensConfig(**wide))
+    assert result["lens"]["model"] == "fisheye"
+    assert given and all(isinstance(lens, Lens) for lens in given)
+    square = LensConfig(**wide | {"width": 960, "height": 960, "centre": (480.0, 480.0)})
+    with pytest.raises(InputError, match=rf"^--lens: measured at 960x960, not the aspect of "
+                                         rf"{PHOTO} \(1280x720\)"):
+        run_photo_bench(photos, catalogue, lens=square)
+    result = CliRunner().invoke(bench_capture_command, ["--lens", str(tmp_path / "l.toml")])
+    assert "--lens: only for the real-photo bench" in str(result.exception)
 
 
 def test_a_painting_moved_out_of_view_becomes_partial() -> None:
