@@ -36,16 +36,20 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
+from capture.calibrate_cli import read_lens_file
 from capture.degrade import DEGRADATIONS, degrade, hidden
 from capture.frames import Frame
 from ground.cli_report import ProgressUpdate
 from ground.cli_types import SEED, FiniteFloat
 from ground.errors import InputError
+
+if TYPE_CHECKING:
+    from capture.config import LensConfig
 
 FRAME_WIDTH = 1280
 _DRIFT_PX = 12.0  # the hand-held camera's wander, frame px
@@ -122,7 +126,8 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
                     progress: ProgressUpdate | None = None,
                     degradation: str | None = None,
                     rehang: Path | None = None,
-                    cache_dir: Path | None = None) -> dict[str, Any]:
+                    cache_dir: Path | None = None,
+                    lens: LensConfig | None = None) -> dict[str, Any]:
     """Run the capture loop over the photos of ``photos/truth.json`` (see the module
     docstring) with ``catalogue`` (default ``photos/catalogue``), ``dwell_s`` seconds of
     camera time on each photo at ``fps``; the JSON-ready result. ``progress("frames",
@@ -132,11 +137,16 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     ``rehang``: a catalogue folder of other works hung in the photos' pictures
     (:func:`capture.rehang.rehang`, ordered by ``seed``), which the room then knows as
     its catalogue. ``cache_dir``: where the catalogue's index is kept (default: a
-    temporary folder, built afresh each run)."""
+    temporary folder, built afresh each run). ``lens``: the camera's (``art2mus
+    calibrate``), the room's ``[capture.lens]``: the loop takes it out of every frame, and
+    the quads it publishes are moved back to the frame as taken to be scored. (The
+    camera's drift moves the photo, the degradation's lens with it: its few pixels and
+    per cent leave the bow where the calibration has it to within a pixel or so.)"""
     import cv2
 
     from capture.bench import _resized, catalogue_ids, read_photo_set
     from capture.config import CaptureConfig, RecognitionConfig
+    from capture.lens import Lens
     from capture.loop import CaptureLoop
 
     if not (math.isfinite(dwell_s) and 1.0 <= dwell_s <= 60.0):
@@ -173,6 +183,11 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
             images[k], move = degrade(image, degradation, seed=k)
             scaled[k] = scaled[k].warped(move, (image.shape[1], image.shape[0]),
                                          hidden(image.shape, degradation, seed=k))
+    camera = Lens(lens) if lens is not None else None
+    if camera is not None and not camera.fits((images[0].shape[1], images[0].shape[0])):
+        raise InputError(f"--lens: measured at {camera.config.width}x{camera.config.height}, "
+                         f"not the aspect of the {images[0].shape[1]}x{images[0].shape[0]} "
+                         f"frames")
     frames_per_photo = max(1, round(dwell_s * fps))
     clock = _Clock()
     start = clock.t  # camera time of the first frame
@@ -183,7 +198,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     cv2.setNumThreads(1)
     try:
         with tempfile.TemporaryDirectory(prefix="art2mus-live-bench-") as cache:
-            config = CaptureConfig(fps=fps, recognition=RecognitionConfig(
+            config = CaptureConfig(fps=fps, lens=lens, recognition=RecognitionConfig(
                 catalogue=str(folder), cache_dir=str(cache_dir) if cache_dir else cache))
             loop = CaptureLoop("bench", config, views.append,
                                lambda kind, **fields: events.append((kind, fields)),
@@ -204,8 +219,12 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         cv2.setNumThreads(threads)
     changes = [f for kind, f in events if kind == "artwork_change"]
     for change in changes:  # the published view of each change carries its quad
-        change["quad"] = next((v.quad for v in views if v.time == change["time"]
-                               and v.artwork_id == change["artwork_id"]), None)
+        quad = next((v.quad for v in views if v.time == change["time"]
+                     and v.artwork_id == change["artwork_id"]), None)
+        if quad is not None and camera is not None:  # back to the frame as the camera took it
+            quad = camera.to_camera(np.asarray(quad, np.float64),
+                                    (images[0].shape[1], images[0].shape[0])).tolist()
+        change["quad"] = quad
     rows = []
     playing: dict[str, Any] | None = None  # the work published last, before this photo
     for k, truth in enumerate(scaled):
@@ -244,7 +263,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         "benchmark": "capture-live-photos", "photos": str(photos), "catalogue": str(folder),
         "photo_count": len(rows), "frame": [images[0].shape[1], images[0].shape[0]],
         "dwell_s": dwell_s, "fps": fps, "seed": seed, "threads": 1,
-        "degradation": degradation,
+        "degradation": degradation, "lens": None if lens is None else lens.model_dump(),
         "rehung": None if rehang is None else {"works": str(rehang), "seed": seed},
         "photos_with_works": len(with_works),
         "first_right": len(right), "kept": len(kept),
@@ -332,10 +351,13 @@ def _inside(point: np.ndarray, outline: np.ndarray) -> bool:
                    "its place and light, the room's catalogue then (capture/rehang.py).")
 @click.option("--degrade", "degradation", type=click.Choice(DEGRADATIONS), default=None,
               help="Take each photo as a worse camera would (capture/degrade.py).")
+@click.option("--lens", "lens_path", type=click.Path(path_type=Path), default=None,
+              help="The camera's lens (a [capture.lens] .toml from art2mus calibrate), as the "
+                   "room's config gives it.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float, fps: float,
                        seed: int, rehang: Path | None, degradation: str | None,
-                       as_json: bool) -> None:
+                       lens_path: Path | None, as_json: bool) -> None:
     """The capture loop on real photos, as a room runs it: what it plays, how soon."""
     from ground.cli_report import progress_bar
 
@@ -346,9 +368,10 @@ def bench_live_command(photos: Path, catalogue_dir: Path | None, dwell_s: float,
     if rehang is not None and not rehang.is_dir():
         raise InputError(f"--rehang: expected a folder of reference images, got "
                          f"{'a file' if rehang.exists() else 'nothing'} at {rehang}")
+    lens = read_lens_file(lens_path) if lens_path is not None else None
     with progress_bar(unit="frames") as progress:
         result = run_live_photos(photos, catalogue_dir, dwell_s, fps, seed, progress,
-                                 degradation, rehang)
+                                 degradation, rehang, lens=lens)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -365,6 +388,7 @@ def _print_live(result: dict[str, Any]) -> None:
                         f"{result['frame'][0]}x{result['frame'][1]}, one core"
                         + (f", degraded: {result['degradation']}"
                            if result.get("degradation") else "")
+                        + (", through its calibrated lens" if result.get("lens") else "")
                         + (f", {result['rehung']['works']} hung in its pictures"
                            if result.get("rehung") else ""))
     for column in ("photo", "works in it", "published (after s)", "first", "changes"):

@@ -83,6 +83,26 @@ def test_a_worse_camera_moves_the_truth_with_the_pixels(tmp_path: Path) -> None:
         run_live_photos(photos, degradation="smudge")
 
 
+def test_a_room_with_a_calibrated_wide_lens_plays_its_works(tmp_path: Path) -> None:
+    # `--degrade fisheye --lens`: the loop takes the lens (calibrated from a board filmed
+    # through the same action camera) out of every frame, as the room's config says.
+    from capture.degrade import fisheye_lens
+    from capture.lens import calibrate
+    from capture.synthetic.chessboard import board_views
+
+    size = (640, 360)
+    lens = calibrate(board_views(size, (9, 6), 8, seed=2, lens=fisheye_lens(size).apply),
+                     (9, 6)).lens
+    photos = _photo_set(tmp_path / "photos")
+    result = run_live_photos(photos, dwell_s=1.5, degradation="fisheye", lens=lens)
+    assert result["lens"]["width"] == 640
+    assert result["first_right"] == 2 and result["false_ids"] == 0, result["per_photo"]
+    square = lens.model_copy(update={"width": 480, "height": 360, "centre": (240.0, 180.0)})
+    with pytest.raises(InputError, match=r"^--lens: measured at 480x360, not the aspect of "
+                                         r"the 1280x720 frames"):
+        run_live_photos(photos, dwell_s=1.5, lens=square)
+
+
 def test_other_works_hung_in_the_photos_are_played_by_their_own_ids(tmp_path: Path) -> None:
     # `--rehang`: a collection the photos never held, hung in their pictures, is the
     # room's catalogue; each photo plays the work hung in it, named.
