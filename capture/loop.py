@@ -258,6 +258,11 @@ class CaptureLoop:
         #: The camera's lens, taken out of every frame before anything looks at it; None
         #: without a calibration, or once frames came at a size it does not fit (logged).
         self.lens = Lens(config.lens) if config.lens is not None else None
+        #: The lens in a few words, for the heartbeat (the console and ``art2mus status``):
+        #: "" without one, "fisheye, measured at 1280x720", or "not used: ..." where the
+        #: frames are of another aspect.
+        self.lens_state = "" if config.lens is None else \
+            f"{config.lens.model}, measured at {config.lens.width}x{config.lens.height}"
         self.stability = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
         self.selector = PrimarySelector(config.stability.primary_switch_ratio,
@@ -484,11 +489,12 @@ class CaptureLoop:
         assert self.lens is not None
         size = (frame.image.shape[1], frame.image.shape[0])
         if not self.lens.fits(size):
-            self._log_event("lens_mismatch", frame=f"{size[0]}x{size[1]}",
-                            calibrated=f"{self.lens.config.width}x{self.lens.config.height}",
+            measured = f"{self.lens.config.width}x{self.lens.config.height}"
+            self._log_event("lens_mismatch", frame=f"{size[0]}x{size[1]}", calibrated=measured,
                             what="frames are taken as they come: calibrate the camera at "
                                  "the size it streams")
             self.lens = None
+            self.lens_state = f"not used: {size[0]}x{size[1]} frames, measured at {measured}"
             return frame
         return dataclasses.replace(frame, image=self.lens.undistort(frame.image))
 

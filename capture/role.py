@@ -109,7 +109,8 @@ def run_capture(
         metrics.set_artwork(room_id, artwork_id, title)
         return dict(last, frames=watch.frames, fps=fps, title=title,
                     artist=entry.artist[:MAX_NAME_CHARS] if entry is not None else "",
-                    showing=loop.showing, catalogue=loop.catalogue_state) | camera
+                    showing=loop.showing, catalogue=loop.catalogue_state,
+                    lens=loop.lens_state) | camera
 
     def publish(view: ArtworkView) -> None:
         # A shown work is not the camera's word: it is published while the camera is lost.

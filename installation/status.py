@@ -199,7 +199,7 @@ _DETAIL: dict[str, tuple[tuple[str, str, str], ...]] = {
                ("gpu_memory_mb", "GPU", " MB")),
     "capture": (("artwork_id", "sees", ""), ("confidence", "conf", ""), ("fps", "fps", ""),
                 ("camera", "camera", ""), ("showing", "showing", ""),
-                ("catalogue", "catalogue", "")),
+                ("catalogue", "catalogue", ""), ("lens", "lens", "")),
     "audio_out": (("state", "", ""), ("level_dbfs", "level", " dBFS"),
                   ("loudness_lufs", "", " LUFS"), ("playhead_s", "at", " s"),
                   ("underflows", "underflows", "")),

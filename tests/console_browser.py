@@ -136,6 +136,14 @@ artworks = 3
 dwell_s = 30.0
 seed = 7
 
+[capture.lens]  # a lens calibrated as a pinhole: the console says it is in use
+model = "standard"
+width = 1280
+height = 720
+focal = [1000.0, 1000.0]
+centre = [640.0, 360.0]
+distortion = [0.0, 0.0, 0.0, 0.0, 0.0]
+
 [audio_out]
 output = "none"
 

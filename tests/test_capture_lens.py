@@ -257,8 +257,9 @@ def _room(image: np.ndarray, lens: LensConfig | None) -> tuple[CaptureLoop, list
 def test_the_capture_loop_works_on_frames_with_the_lens_taken_out(wide: Calibration) -> None:
     frame, corners, _ = _bent_wall((1280, 720))
     lens = Lens(wide.lens)
-    _, views, events = _room(frame, wide.lens)
+    loop, views, events = _room(frame, wide.lens)
     assert views and views[-1].state == "artwork"
+    assert loop.lens_state == f"{wide.lens.model}, measured at 960x540"  # the console's line
     published = np.array(views[-1].quad, np.float32)
     # in the undistorted frame, where the console's picture shows it
     straight = lens.from_camera(corners, (1280, 720)).astype(np.float32)
@@ -273,3 +274,4 @@ def test_a_lens_that_does_not_fit_the_frames_is_said_once_and_frames_go_on(
     mismatches = [fields for kind, fields in events if kind == "lens_mismatch"]
     assert len(mismatches) == 1 and mismatches[0]["frame"] == "960x720"
     assert loop.lens is None and views and views[-1].state == "artwork"
+    assert loop.lens_state == "not used: 960x720 frames, measured at 960x540"

@@ -109,6 +109,9 @@ def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_movi
     catalogue = page.locator(f"#room-{ROOM} {_testid('room-catalogue')}")
     wait_for("the catalogue's works", lambda: catalogue.inner_text().endswith(" works"),
              timeout_s=30.0)
+    lens = page.locator(f"#room-{ROOM} {_testid('room-lens')}")  # ...and on the lens
+    wait_for("the lens in use", lambda: lens.inner_text() == "standard, measured at 1280x720",
+             timeout_s=10.0)
 
     page.get_by_test_id("tab-events").click()  # the events the installation has logged
     wait_for("an event row", lambda: page.get_by_test_id("event-row").count(), timeout_s=10.0)

@@ -244,6 +244,7 @@ class ConsoleState:
             "spectrum": spectrum,
             "showing": showing if isinstance(showing, dict) else None,
             "catalogue": str(seen.get("catalogue") or ""),  # capture's: works, or what is wrong
+            "lens": str(seen.get("lens") or ""),  # capture's: the lens taken out, or why not
             "roles": {kind: role_row(row) for kind, row in (("capture", capture),
                                                             ("audio_out", audio)) if row},
         }

@@ -273,6 +273,8 @@
     parts.instruments.textContent = (data.instruments || []).join(", ") || "–";
     parts.catalogue.textContent = data.catalogue || "–";
     parts.catalogue.dataset.tone = /failed/.test(data.catalogue || "") ? "bad" : "";
+    parts.lens.textContent = data.lens || "as it comes";
+    parts.lens.dataset.tone = /^not used/.test(data.lens || "") ? "bad" : "";
     parts.playhead.textContent = fmt(data.playhead_s, 1, " s");
     parts.lead.textContent = fmt(data.lead_s, 2, " s");
     parts.underflows.textContent = data.underflows == null ? "–" : String(data.underflows);
