@@ -339,7 +339,8 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
     """Preview offline what a room plays for the painting in a photo.
 
     As the capture role does, the painting is located in the photo (with the
-    room's catalogue when its config names one), rectified and described (a
+    room's catalogue when its config names one, through the room's lens when it has
+    one and the photo is of its aspect), rectified and described (a
     catalogued work from its catalogue image, unless the room's
     ``capture.recognition.describe`` is "view");
     then the engine's generator renders it with the room's seed and settings.
@@ -375,6 +376,19 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
         if recognition.catalogue:
             catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
                                        recognition.min_inliers)
+        lens = room_config.capture.lens
+        if lens is not None:  # as the room's capture does with its camera's frames
+            from capture.lens import Lens
+
+            camera = Lens(lens)
+            if camera.fits((picture.shape[1], picture.shape[0])):
+                picture = camera.undistort(picture)
+                click.echo(f"render: the room's lens ({lens.model}) taken out of {image}; "
+                           f"corners below are in the undistorted photo", err=True)
+            else:
+                click.echo(f"render: the room's lens (measured at {lens.width}x{lens.height}) "
+                           f"does not fit {image} ({picture.shape[1]}x{picture.shape[0]}); "
+                           f"taken as it is", err=True)
     generator = make_generator(engine_config)
     rectified, used = _locate_painting(picture, catalogue, detect_width)
     room_id = room_config.id if room_config is not None else "render"

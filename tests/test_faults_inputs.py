@@ -717,6 +717,32 @@ def test_render_takes_the_rooms_seed_catalogue_and_settings(gallery_photo: tuple
     assert chosen["seed"] == 5  # an explicit --seed wins over the room's
 
 
+def test_render_takes_the_photo_through_the_rooms_lens_where_it_fits(gallery_photo: tuple,
+                                                                     tmp_path: Path) -> None:
+    import json
+
+    photo, scene, _, _ = gallery_photo
+    height, width = scene.image.shape[:2]
+
+    def lens(w: int, h: int) -> str:
+        return (f'[rooms.capture.lens]\nmodel = "standard"\nwidth = {w}\nheight = {h}\n'
+                f'focal = [{w}, {w}]\ncentre = [{w / 2}, {h / 2}]\n'
+                f'distortion = [0.0, 0.0, 0.0, 0.0, 0.0]\n')
+
+    config = tmp_path / "lens.toml"
+    config.write_text(f'[[rooms]]\nid = "c"\nseed = 1\n{lens(2 * width, 2 * height)}\n'
+                      f'[[rooms]]\nid = "d"\nseed = 2\n{lens(width, width)}')
+    out = str(tmp_path / "preview.wav")
+    result = _render(str(photo), "--out", out, "--config", str(config), "--room", "c")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"render: the room's lens (standard) taken out of {photo}" in result.stderr
+    assert json.loads(result.stdout)["located"] is not None  # a pinhole lens changes nothing
+    result = _render(str(photo), "--out", out, "--config", str(config), "--room", "d")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (f"render: the room's lens (measured at {width}x{width}) does not fit {photo} "
+            f"({width}x{height}); taken as it is") in result.stderr
+
+
 def test_render_falls_back_to_the_whole_image_and_says_so(tmp_path: Path) -> None:
     import json
 
