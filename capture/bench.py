@@ -465,8 +465,10 @@ def read_photo_set(photos: Path, ids: Mapping[str, str] | None, option: str = "p
     """Each photo of ``photos/truth.json`` (:func:`read_truth`, with a catalogue's ``ids``
     (:func:`catalogue_ids`) where one is given) with its pixels, the truth at the photo's
     own size. A photo smaller or larger than its truth's ``size`` at the same aspect
-    (a set downscaled after the truth was made) has its truth scaled to it; at another
-    aspect it is not the photo the truth was made on: an InputError naming it.
+    (a set downscaled after the truth was made) has its truth scaled to it; a photo its
+    EXIF orientation turns a quarter from the truth's ``size`` is taken as stored (the
+    points were drawn on that); at another aspect it is not the photo the truth was made
+    on: an InputError naming it.
     ``option``: what the caller calls ``photos`` in its errors (``--photos``)."""
     from capture.images import read_image
 
@@ -482,6 +484,13 @@ def read_photo_set(photos: Path, ids: Mapping[str, str] | None, option: str = "p
         height, width = image.shape[:2]
         if truth.size is not None and truth.size != (width, height):
             said = truth.size[0] / truth.size[1]
+            if abs(height / width - said) <= _SAME_ASPECT * said:
+                # turned upright by its EXIF orientation, where the truth's points were
+                # drawn on the photo as the camera stored it (as some annotation tools do)
+                stored = read_image(photos / truth.name, as_stored=True)
+                if stored.shape[:2] == (width, height):
+                    image = stored
+                    height, width = image.shape[:2]
             if abs(width / height - said) > _SAME_ASPECT * said:
                 raise InputError(f"{TRUTH_FILE}: galleries[{g}].size: {list(truth.size)} but "
                                  f"{truth.name} is {width}x{height}, of another aspect")

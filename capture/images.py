@@ -26,9 +26,13 @@ _PNG_START = b"\x89PNG\r\n\x1a\n"
 REDUCED_AT_LEAST = 1024
 
 
-def read_image(path: Path, at_least: int | None = None) -> Any:
+def read_image(path: Path, at_least: int | None = None, *, as_stored: bool = False) -> Any:
     """The image file at ``path`` as BGR pixels (numpy uint8); InputError naming the file
     if it is missing, a folder, unreadable, empty, truncated or not an image.
+
+    A photo is turned upright as its EXIF orientation says (as a viewer shows it);
+    ``as_stored``: left as the camera's sensor stored it (what some annotation tools drew
+    their points on).
 
     ``at_least`` (px): a JPEG whose shorter side is at least twice that is decoded at a
     half, quarter or eighth of its size (libjpeg scales while decoding: a 12,000 px scan
@@ -50,18 +54,19 @@ def read_image(path: Path, at_least: int | None = None) -> Any:
     if (why := _truncated(data)) is not None:
         raise InputError(f"cannot read image {path}: the file is truncated ({why})")
     buffer = np.frombuffer(data, np.uint8)
+    stored = cv2.IMREAD_IGNORE_ORIENTATION if as_stored else 0
     with _quiet_stderr():  # libjpeg/libpng print their complaints straight to fd 2
         image = None
         if at_least is not None and data.startswith(_JPEG_START):
             # an eighth first (cheap); its size says which reduction keeps at_least
-            image = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_8)
+            image = cv2.imdecode(buffer, cv2.IMREAD_REDUCED_COLOR_8 | stored)
             if image is not None and min(image.shape[:2]) < at_least:
                 short = 8 * min(image.shape[:2])
-                image = next((cv2.imdecode(buffer, flag) for factor, flag in
+                image = next((cv2.imdecode(buffer, flag | stored) for factor, flag in
                               ((4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
                               if short // factor >= at_least), None)
         if image is None:
-            image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+            image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | stored)
     if image is None:
         raise InputError(f"cannot read image {path}: expected an image file (JPEG, PNG, ...), "
                          f"got {len(data)} bytes OpenCV cannot decode")

@@ -377,6 +377,40 @@ def test_a_bad_photo_is_refused_naming_the_file(tmp_path: Path, catalogue: Path,
     assert "\n" not in str(error.value)
 
 
+def _turned_by_exif(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an EXIF orientation tag (6: a phone held upright; a viewer turns it)."""
+    import struct
+
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08\x00\x01"
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00\x00\x00\x00")
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_a_phone_photo_the_truth_was_drawn_on_as_stored_is_read_as_stored(
+        tmp_path: Path) -> None:
+    # A phone held upright stores a landscape image and an EXIF orientation: viewers (and
+    # OpenCV) turn it to portrait, but an annotation tool may have drawn the truth on the
+    # image as stored. Its size says so; the photo is then read as stored, not refused.
+    from capture.images import read_image
+
+    photos = _photos(tmp_path / "phone")
+    photo = photos / PHOTO
+    stored = cv2.imread(str(photo))
+    stored[200:600, 200:600] = (20, 40, 200)  # where the truth's first painting is
+    photo.write_bytes(_turned_by_exif(cv2.imencode(".jpg", stored)[1].tobytes(), 6))
+    assert read_image(photo).shape[:2] == (W, H)  # upright: portrait
+    [(truth, image)] = read_photo_set(photos, None)
+    assert image.shape[:2] == (H, W) and truth.size == (W, H)
+    assert image[400, 400, 2] > 150  # the painting is where the truth says
+    # A truth with the upright (portrait) size takes the photo upright.
+    portrait = {"galleries": [dict(TRUTH["galleries"][0], size=[H, W], paintings=[], partial=[],
+                                   other_paintings=[])]}
+    (photos / "truth.json").write_text(json.dumps(portrait))
+    [(_, image)] = read_photo_set(photos, None)
+    assert image.shape[:2] == (W, H)
+
+
 def test_truth_that_does_not_fit_the_photo_or_catalogue_is_refused(
         tmp_path: Path, catalogue: Path) -> None:
     photos = _photos(tmp_path / "wrong-size", {"galleries": [_gallery(size=[1280, 960])]})
