@@ -6,6 +6,7 @@ it with the installation's camera at the size the camera streams, tilting and
 moving it over the whole frame, and runs::
 
     art2mus calibrate board.mp4 --board 9x6 --out lens.toml
+    art2mus calibrate camera:0 --board 9x6 --seconds 30    # ...or waved before the camera
 
 The lens (:func:`capture.lens.calibrate`) is printed as the ``[capture.lens]``
 section and written to ``--out``; pasted into the room's config (under
@@ -22,13 +23,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
+from ground.cli_types import FiniteFloat
 from ground.errors import InputError
 
 #: Suffixes read as videos (frames sampled); anything else is read as a still image.
@@ -46,7 +49,7 @@ def _board(value: str) -> tuple[int, int]:
 
 
 @click.command("calibrate")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--board", required=True, help="Inner corners of the chessboard, COLSxROWS "
               "(a board of 10x7 squares has 9x6).")
 @click.option("--model", type=click.Choice(["auto", "standard", "rational", "fisheye"]),
@@ -58,17 +61,30 @@ def _board(value: str) -> tuple[int, int]:
                    "them, black borders round them.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
               help="Write the [capture.lens] section to this .toml file.")
+@click.option("--seconds", type=FiniteFloat(2.0, 600.0), default=30.0, show_default=True,
+              help="A live camera (camera:INDEX, camera:NAME, video:rtsp://...): how long to "
+                   "watch it while the board is waved before it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def calibrate_command(inputs: tuple[Path, ...], board: str, model: str, keep: float,
-                      out_path: Path | None, as_json: bool) -> None:
+def calibrate_command(inputs: tuple[str, ...], board: str, model: str, keep: float,
+                      out_path: Path | None, seconds: float, as_json: bool) -> None:
     """Measure a camera's lens from photos or a video of a chessboard (image files, folders
-    of them, videos)."""
+    of them, videos), or from a live camera the board is waved before."""
     from capture.lens import POOR_RMS_PX, calibrate, lens_section
 
     corners = _board(board)
     if out_path is not None and (out_path.is_dir() or out_path.suffix.lower() != ".toml"):
         raise InputError(f"--out {out_path}: expected a .toml file to write")
-    calibration = calibrate(_views(inputs), corners, model, keep)
+    live = any(_is_live(item) for item in inputs)
+
+    def seen(name: str, found: bool) -> None:
+        if live:  # the technician waving the board wants to know what counts
+            counted["views"] += 1
+            counted["found"] += found
+            click.echo(f"  {'board' if found else 'no board'} in view {counted['views']} "
+                       f"({counted['found']} found so far)", err=True)
+
+    counted = {"views": 0, "found": 0}
+    calibration = calibrate(_views(inputs, seconds), corners, model, keep, on_view=seen)
     section = lens_section(calibration, corners)
     if out_path is not None:
         _write_atomic(out_path, section)
@@ -92,12 +108,22 @@ def calibrate_command(inputs: tuple[Path, ...], board: str, model: str, keep: fl
         click.echo(f"\nwritten to {out_path}")
 
 
-def _views(inputs: tuple[Path, ...]) -> Iterator[tuple[str, Any]]:
-    """Every view the inputs hold: images, the images in folders, sampled video frames."""
+def _is_live(item: str) -> bool:
+    """Whether an input names a live camera (a capture source) rather than a file."""
+    return item.startswith("camera:") or (item.startswith("video:") and "://" in item)
+
+
+def _views(inputs: tuple[str, ...], seconds: float = 30.0) -> Iterator[tuple[str, Any]]:
+    """Every view the inputs hold: images, the images in folders, sampled video frames,
+    frames of a live camera watched for ``seconds``."""
     from capture.images import read_image
     from capture.sources import IMAGE_SUFFIXES
 
-    for path in inputs:
+    for item in inputs:
+        if _is_live(item):
+            yield from _live_frames(item, seconds)
+            continue
+        path = Path(item)
         if path.is_dir():
             images = sorted(p for p in path.iterdir()
                             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -139,6 +165,32 @@ def _video_frames(path: Path) -> Iterator[tuple[str, Any]]:
             raise InputError(f"cannot read video {path}: no frame could be decoded")
     finally:
         video.release()
+
+
+def _live_frames(source: str, seconds: float,
+                 clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[str, Any]]:
+    """Frames of the live camera ``source`` (as a room's ``capture.source`` names it) for
+    ``seconds``, one every ``seconds / VIDEO_FRAMES`` at most (the latest when it is due)."""
+    from capture.config import CaptureConfig
+    from capture.sources import open_source
+
+    camera = open_source(CaptureConfig(source=source))  # InputError naming it if it fails
+    every = seconds / VIDEO_FRAMES
+    try:
+        end, due, taken = clock() + seconds, 0.0, 0
+        while clock() < end:
+            frame = camera.read()
+            if frame is None:
+                time.sleep(0.01)  # nothing new yet (or the camera being reopened)
+                continue
+            if clock() >= due:
+                taken += 1
+                due = clock() + every
+                yield f"{source}#{taken}", frame.image
+        if taken == 0:
+            raise InputError(f"{source}: no frame in {seconds:g} s (is the camera on?)")
+    finally:
+        camera.close()
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ the same crop of the sensor, and :meth:`Lens.fits` says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,13 +179,15 @@ def find_board(image: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
 
 
 def calibrate(views: Iterable[tuple[str, np.ndarray]], board: tuple[int, int],
-              model: str = "standard", keep: float = 0.0) -> Calibration:
+              model: str = "standard", keep: float = 0.0,
+              on_view: Callable[[str, bool], object] | None = None) -> Calibration:
     """Measure the lens from ``views`` (name, BGR image) of a flat chessboard of ``board``
     (cols, rows) inner corners, all of one size, under ``model`` (one of
     :data:`capture.config.LENS_COEFFICIENTS`, or "auto": each of :data:`AUTO_MODELS`, the
     one whose reprojection error is least). InputError naming the view or the
     shortfall: views of different sizes, fewer than :data:`MIN_VIEWS` with the board
-    found, or a fit OpenCV cannot make."""
+    found, or a fit OpenCV cannot make. ``on_view(name, found)`` after each view is looked
+    at (a technician waving the board before a live camera sees what counts)."""
     from capture.config import LENS_COEFFICIENTS
 
     if model != "auto" and model not in LENS_COEFFICIENTS:
@@ -212,6 +214,8 @@ def calibrate(views: Iterable[tuple[str, np.ndarray]], board: tuple[int, int],
         else:
             names.append(name)
             corners.append(found)
+        if on_view is not None:
+            on_view(name, found is not None)
     looked_at = len(names) + len(missed)
     if size is None or len(names) < MIN_VIEWS:
         raise InputError(

@@ -275,3 +275,47 @@ def test_a_lens_that_does_not_fit_the_frames_is_said_once_and_frames_go_on(
     assert len(mismatches) == 1 and mismatches[0]["frame"] == "960x720"
     assert loop.lens is None and views and views[-1].state == "artwork"
     assert loop.lens_state == "not used: 960x720 frames, measured at 960x540"
+
+
+class _BoardCamera:
+    """A live camera the board is waved before: each read, the next view (and round)."""
+
+    def __init__(self, views: list[tuple[str, np.ndarray]]) -> None:
+        self.views, self.reads, self.closed = views, 0, False
+
+    def read(self) -> Frame:
+        image = self.views[self.reads % len(self.views)][1]
+        self.reads += 1
+        return Frame(image, float(self.reads), self.reads)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_calibrate_watches_a_live_camera_and_says_what_counts(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import capture.sources
+
+    camera = _BoardCamera([*_views(count=8, seed=11), ("wall", np.full((540, 960, 3), 128,
+                                                                       np.uint8))])
+    opened: list[str] = []
+
+    def open_source(config: CaptureConfig, *args: Any) -> _BoardCamera:
+        opened.append(config.source)
+        return camera
+
+    monkeypatch.setattr(capture.sources, "open_source", open_source)
+    result = CliRunner().invoke(cli, ["calibrate", "camera:0", "--board", "9x6",
+                                      "--seconds", "2"])
+    assert result.exit_code == 0, result.output
+    assert opened == ["camera:0"] and camera.closed
+    assert "board in view 1 (1 found so far)" in result.stderr
+    assert "no board in view" in result.stderr  # the bare wall between the board's views
+    assert ", 960x540, reprojection error" in result.stdout
+
+
+def test_calibrate_names_a_camera_that_does_not_open() -> None:
+    result = CliRunner().invoke(cli, ["calibrate", "camera:/dev/no-such-camera", "--board",
+                                      "9x6", "--seconds", "2"])
+    assert result.exit_code != 0
+    assert "capture source 'camera:/dev/no-such-camera'" in result.output
