@@ -44,6 +44,8 @@ MAX_VIEWS = 40
 AUTO_MODELS = ("standard", "fisheye")
 #: Reprojection error above which a calibration is reported as poor, px.
 POOR_RMS_PX = 1.0
+#: Long side, px, a board is looked for at (larger views are searched downscaled).
+_FIND_SIDE = 1280
 #: How far a frame's aspect may differ from the calibration's and still be scaled to it.
 _ASPECT_TOLERANCE = 0.01
 
@@ -169,13 +171,32 @@ class Calibration:
 
 def find_board(image: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
     """The inner corners ``(cols * rows, 2)`` of a chessboard of ``board`` (cols, rows)
-    inner corners in ``image``, to a fraction of a pixel; ``None`` where it is not all seen."""
+    inner corners in ``image``, to a fraction of a pixel; ``None`` where it is not all seen.
+
+    The board is found at :data:`_FIND_SIDE` px at most (the search's cost grows with the
+    pixels: 4 s a 4K frame, against 0.3 s at 1280x720) and its corners refined on the
+    whole frame."""
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    scale = min(1.0, _FIND_SIDE / max(grey.shape))
+    small = grey if scale == 1.0 else cv2.resize(grey, None, fx=scale, fy=scale,
+                                                 interpolation=cv2.INTER_AREA)
     found, corners = cv2.findChessboardCornersSB(
-        grey, board, flags=cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_ACCURACY)
+        small, board, flags=cv2.CALIB_CB_NORMALIZE_IMAGE | cv2.CALIB_CB_ACCURACY)
     if not found:
         return None
-    return np.asarray(corners, np.float32).reshape(-1, 2)
+    points = np.asarray(corners, np.float32).reshape(-1, 2)
+    if scale < 1.0:
+        # pixel centres: (x + 0.5) / scale - 0.5; then refined where the squares meet, in a
+        # window a third of the nearest corner's distance (inside the squares around it)
+        points = (points + 0.5) / scale - 0.5
+        grid = points.reshape(board[1], board[0], 2)
+        spacing = min(float(np.linalg.norm(np.diff(grid, axis=1), axis=2).min()),
+                      float(np.linalg.norm(np.diff(grid, axis=0), axis=2).min()))
+        half = max(2, int(spacing / 3))
+        points = cv2.cornerSubPix(grey, points.reshape(-1, 1, 2), (half, half), (-1, -1),
+                                  (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 0.01)
+                                  ).reshape(-1, 2)
+    return points
 
 
 def calibrate(views: Iterable[tuple[str, np.ndarray]], board: tuple[int, int],

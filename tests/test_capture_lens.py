@@ -91,6 +91,14 @@ def test_a_mild_lens_fits_too_and_nothing_is_lost_to_it() -> None:
     assert _bow(Lens(mild.lens), Fisheye(0.04, SIZE), SIZE) < 1.0
 
 
+def test_views_of_a_large_frame_are_searched_smaller_and_refined_on_the_whole() -> None:
+    # 1920x1080: the board is found at 1280 px and its corners refined at full size
+    size = (1920, 1080)
+    found = calibrate(_views(size=size, count=8, seed=6), BOARD)
+    assert found.rms_px < 0.3
+    assert _bow(Lens(found.lens), Fisheye(STRENGTH, size), size) < 2.0
+
+
 def test_frames_of_another_aspect_are_refused_by_the_lens(wide: Calibration) -> None:
     lens = Lens(wide.lens)
     assert lens.fits((1280, 720)) and lens.fits((1920, 1080)) and not lens.fits((640, 480))
