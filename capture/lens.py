@@ -193,9 +193,9 @@ def find_board(image: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
         spacing = min(float(np.linalg.norm(np.diff(grid, axis=1), axis=2).min()),
                       float(np.linalg.norm(np.diff(grid, axis=0), axis=2).min()))
         half = max(2, int(spacing / 3))
-        points = cv2.cornerSubPix(grey, points.reshape(-1, 1, 2), (half, half), (-1, -1),
-                                  (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 0.01)
-                                  ).reshape(-1, 2)
+        refined = cv2.cornerSubPix(grey, points.reshape(-1, 1, 2), (half, half), (-1, -1),
+                                   (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 0.01))
+        points = np.asarray(refined, np.float32).reshape(-1, 2)
     return points
 
 
