@@ -56,7 +56,7 @@ def _board(value: str) -> tuple[int, int]:
               default="auto", show_default=True,
               help="OpenCV's lens model; auto fits standard and fisheye and keeps the better "
                    "(an action camera's lens is a fisheye).")
-@click.option("--keep", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
+@click.option("--keep", type=FiniteFloat(0.0, 1.0), default=0.0, show_default=True,
               help="0: the undistorted frame holds only pixels the camera saw; 1: all of "
                    "them, black borders round them.")
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default=None,
