@@ -152,8 +152,9 @@ class RecognitionConfig(BaseModel):
         description="While no artwork is in view, search the whole frame for catalogued works "
                     "(the ones the quad finder misses: steep angles, dim light) at most this "
                     "often, seconds; and a work given an id of its own is looked at again at "
-                    "its place this often, its first five times (a smeared or glazed first "
-                    "frame hid a catalogued work's features) (0: never).",
+                    "its place this often (the first time 0.2 s after it came), five times "
+                    "(a smeared or glazed first frame hid a catalogued work's features) "
+                    "(0: never).",
     )
     fine_search_every: int = Field(
         4, ge=0, le=1000,

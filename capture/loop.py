@@ -115,6 +115,11 @@ _GLANCE_RECTIFY = 32  # px; the glance only needs an 8x8 thumbnail
 #: A work given an id of its own in a room with a catalogue is looked at again at its place
 #: this many times (every ``recognition.search_every_s``) before its id stands.
 LOOKS_AGAIN = 5
+#: ...the first of them this soon after its arrival (seconds; at most ``search_every_s``):
+#: a catalogued work missed at its arrival then plays music not its own for a blink, not
+#: a second. The same frame would fail the same way; a few frames on, the hand-held
+#: camera's drift and noise give its features another chance.
+FIRST_LOOK_AGAIN_S = 0.2
 #: The longest a work is shown instead of the camera, seconds (longer requests are cut).
 SHOW_MAX_S = 3600.0
 #: How long a work is shown when a Control names it without ``show_for_s``.
@@ -872,6 +877,7 @@ class CaptureLoop:
         """The work in view, which has an id of its own in a room with a catalogue, named
         after all: its place looked at again every ``recognition.search_every_s``, its
         first :data:`LOOKS_AGAIN` times; the change to the catalogued work, or None.
+        The first look is :data:`FIRST_LOOK_AGAIN_S` after the arrival.
         ``quad``: this frame's primary; ``playing``: the confirmed view's quad. Only the
         work playing is looked at, where it is: not a passing sighting of another one,
         which the stability tracker has not confirmed.
@@ -987,7 +993,10 @@ class CaptureLoop:
                 descriptor: Descriptor | None, confidence: float,
                 quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView | None:
         if artwork_id != self._artwork_id:  # an arrival: an id of its own is looked at again
-            self._looks_again, self._last_look_again = 0, now
+            # ...first FIRST_LOOK_AGAIN_S after it, then every search_every_s
+            every = self.config.recognition.search_every_s
+            self._looks_again = 0
+            self._last_look_again = now - every + min(every, FIRST_LOOK_AGAIN_S)
         self._artwork_id = artwork_id
         self._catalogued = catalogued
         self._descriptor = descriptor

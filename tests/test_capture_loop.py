@@ -908,7 +908,7 @@ def test_a_catalogued_work_first_seen_unnamed_is_named_when_looked_at_again(
     # an id of its own, which stuck (the dark 010 under blur played music not its own for
     # as long as it stayed). Its place is looked at again every search_every_s, a few times:
     # the first look that names it changes the work to the catalogued one.
-    from capture.loop import LOOKS_AGAIN
+    from capture.loop import FIRST_LOOK_AGAIN_S, LOOKS_AGAIN
 
     _write_first_two_demo_works(tmp_path)
     wall, picture = _wall_with_the_first_work(tmp_path)
@@ -937,6 +937,10 @@ def test_a_catalogued_work_first_seen_unnamed_is_named_when_looked_at_again(
     assert [(c["artwork_id"], c["catalogued"]) for c in changes] == [
         ("art-001", False), ("work-0", True)]
     assert 2.5 <= changes[1]["time"] - start <= 3.6  # the first look after it sees again
+    # looked at again first FIRST_LOOK_AGAIN_S after its arrival, then every search_every_s
+    arrived = changes[0]["time"]
+    assert [round(t - arrived, 2) for t in looks[1:4]] == [
+        round(FIRST_LOOK_AGAIN_S + k, 2) for k in range(3)]
     assert recorder.views[-1].artwork_id == "work-0"
     assert recorder.of("named_again")[0]["instead_of"] == "art-001"
     # a work the catalogue never names is looked at a few times, then left alone
@@ -956,6 +960,8 @@ def test_a_passing_sighting_of_another_work_is_not_looked_at_again(
     # something else, elsewhere (a visitor's poster, another work at the edge of the view).
     # Looking there again would name that and switch the music past the stability
     # tracker's N of M frames; only the place of the work playing is looked at again.
+    from capture.loop import FIRST_LOOK_AGAIN_S
+
     _write_first_two_demo_works(tmp_path)
     here = np.float32([[380, 100], [900, 100], [900, 480], [380, 480]])
     there = np.float32([[960, 420], [1240, 420], [1240, 700], [960, 700]])
@@ -971,8 +977,8 @@ def test_a_passing_sighting_of_another_work_is_not_looked_at_again(
     looked: list[np.ndarray] = []
 
     def locate(frame: np.ndarray, *args: Any, near: Any = None, **kwargs: Any) -> Any:
-        if near is None or clock.t - start < 0.5:
-            return []  # nothing named at the arrival: an id of its own
+        if near is None or clock.t - start < 1.0:
+            return []  # nothing named at the arrival, nor at the first look: an id of its own
         looked.append(near)
         return [Location("work-1", near, 0.9, 40)]  # anything looked at again is named
 
@@ -982,10 +988,10 @@ def test_a_passing_sighting_of_another_work_is_not_looked_at_again(
     _drive(loop, clock, start + 0.9)
     arrival, = recorder.of("artwork_change")
     assert arrival["artwork_id"] == "art-001"
-    # the first look again is due a second after the arrival: just then, for six frames,
+    # the second look again is due a second after the first: just then, for six frames,
     # the quad finder sees the other place (the primary moves there on the fourth; the
     # stability tracker would confirm a view there on the seventh)
-    _drive(loop, clock, arrival["time"] + 1.0 - 4.5 / FPS)
+    _drive(loop, clock, arrival["time"] + FIRST_LOOK_AGAIN_S + 1.0 - 4.5 / FPS)
     where["quad"] = there
     for _ in range(6):
         loop.step()
