@@ -42,6 +42,9 @@ MAX_VIEWS = 40
 #: rational model's eight terms also fit a board's views where they bend the frame's
 #: corners wildly; it is there to be chosen by name.)
 AUTO_MODELS = ("standard", "fisheye")
+#: Share of the frame the board's views should cover between them; less, or a corner of
+#: the frame never reached, is reported (the lens is extrapolated where no view was).
+WELL_COVERED = 0.5
 #: Reprojection error above which a calibration is reported as poor, px.
 POOR_RMS_PX = 1.0
 #: Long side, px, a board is looked for at (larger views are searched downscaled).
@@ -158,6 +161,15 @@ class Calibration:
     found: int  # views the board was found in (``views`` is at most MAX_VIEWS of them)
     looked_at: int
     missed: list[str] = field(default_factory=list)  # views the board was not found in
+    #: Share of the frame some view's board covered; and the frame's corners (its outer
+    #: quarters) none did: there the lens is extrapolated, and a wide lens's bow is most.
+    coverage: float = 0.0
+    corners_missed: list[str] = field(default_factory=list)
+
+    @property
+    def narrow(self) -> bool:
+        """Whether the board kept to the middle of the frame (a warning, not an error)."""
+        return self.coverage < WELL_COVERED or bool(self.corners_missed)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready summary (``art2mus calibrate --json``)."""
@@ -166,7 +178,8 @@ class Calibration:
                 "views_used": len(self.views), "found": self.found,
                 "looked_at": self.looked_at, "worst_view": self.views[worst],
                 "worst_view_rms_px": round(self.view_errors[worst], 4),
-                "poor": self.rms_px > POOR_RMS_PX}
+                "poor": self.rms_px > POOR_RMS_PX, "coverage": round(self.coverage, 3),
+                "corners_missed": self.corners_missed, "narrow": self.narrow}
 
 
 def find_board(image: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
@@ -262,7 +275,27 @@ def calibrate(views: Iterable[tuple[str, np.ndarray]], board: tuple[int, int],
     best = min(fits, key=lambda fit: fit.rms_px)
     best.views = [names[i] for i in used]
     best.found, best.looked_at, best.missed = len(names), looked_at, missed
+    best.coverage, best.corners_missed = _coverage(corners, board, size)
     return best
+
+
+def _coverage(corners: Sequence[np.ndarray], board: tuple[int, int], size: tuple[int, int]
+              ) -> tuple[float, list[str]]:
+    """The share of the frame the boards found covered (each its inner corners' outline),
+    and which of the frame's corners (its outer quarters, each way) none reached."""
+    columns = 48
+    rows = max(1, round(columns * size[1] / size[0]))
+    mask = np.zeros((rows, columns), np.uint8)
+    scale = np.array([columns / size[0], rows / size[1]])
+    for points in corners:
+        grid = points.reshape(board[1], board[0], 2)
+        outline = np.concatenate([grid[0], grid[1:, -1], grid[-1, -2::-1], grid[-2:0:-1, 0]])
+        cv2.fillPoly(mask, [np.round(outline * scale).astype(np.int32)], 1)
+    quarter_x, quarter_y = columns // 4, max(1, rows // 4)
+    regions = {"top left": mask[:quarter_y, :quarter_x], "top right": mask[:quarter_y, -quarter_x:],
+               "bottom right": mask[-quarter_y:, -quarter_x:],
+               "bottom left": mask[-quarter_y:, :quarter_x]}
+    return float(mask.mean()), [name for name, region in regions.items() if not region.any()]
 
 
 def _calibration(grid: np.ndarray, image_points: Sequence[np.ndarray], size: tuple[int, int],
@@ -348,5 +381,5 @@ def lens_section(calibration: Calibration, board: tuple[int, int]) -> str:
             f"rms_px = {calibration.rms_px:.4f}\n")
 
 
-__all__ = ["AUTO_MODELS", "MAX_VIEWS", "MIN_VIEWS", "POOR_RMS_PX", "Calibration", "Lens",
-           "calibrate", "find_board", "lens_section"]
+__all__ = ["AUTO_MODELS", "MAX_VIEWS", "MIN_VIEWS", "POOR_RMS_PX", "WELL_COVERED",
+           "Calibration", "Lens", "calibrate", "find_board", "lens_section"]

@@ -99,6 +99,21 @@ def test_views_of_a_large_frame_are_searched_smaller_and_refined_on_the_whole() 
     assert _bow(Lens(found.lens), Fisheye(STRENGTH, size), size) < 2.0
 
 
+def test_a_board_kept_to_the_middle_of_the_frame_is_reported() -> None:
+    from capture.lens import WELL_COVERED, _coverage
+
+    def board_at(x0: float, y0: float, side: float) -> np.ndarray:  # 9x6 inner corners
+        xs, ys = np.meshgrid(np.linspace(x0, x0 + side, 9), np.linspace(y0, y0 + side * 0.6, 6))
+        return np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32)
+
+    middle, missed = _coverage([board_at(400, 250, 160)], (9, 6), (960, 540))
+    assert middle < WELL_COVERED and missed == ["top left", "top right", "bottom right",
+                                                "bottom left"]
+    everywhere = [board_at(x, y, 420) for x in (10, 530) for y in (10, 280)]
+    covered, missed = _coverage(everywhere, (9, 6), (960, 540))
+    assert covered > WELL_COVERED and missed == []
+
+
 def test_frames_of_another_aspect_are_refused_by_the_lens(wide: Calibration) -> None:
     lens = Lens(wide.lens)
     assert lens.fits((1280, 720)) and lens.fits((1920, 1080)) and not lens.fits((640, 480))
@@ -153,6 +168,7 @@ def test_calibrate_writes_the_section_a_room_and_the_commands_read(tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert ", 960x540, reprojection error" in result.output
     assert "the whole board in 8 of 8" in result.output
+    assert "the board covered " in result.output and "% of the frame" in result.output
     assert "[capture.lens]" in result.output and f"written to {out}" in result.output
     lens = read_lens_file(out)
     assert (lens.width, lens.height) == SIZE
