@@ -213,7 +213,7 @@ def find_board(image: np.ndarray, board: tuple[int, int]) -> np.ndarray | None:
 
 
 def calibrate(views: Iterable[tuple[str, np.ndarray]], board: tuple[int, int],
-              model: str = "standard", keep: float = 0.0,
+              model: str = "auto", keep: float = 0.0,
               on_view: Callable[[str, bool], object] | None = None) -> Calibration:
     """Measure the lens from ``views`` (name, BGR image) of a flat chessboard of ``board``
     (cols, rows) inner corners, all of one size, under ``model`` (one of
