@@ -101,11 +101,12 @@ def calibrate_command(inputs: tuple[str, ...], board: str, model: str, keep: flo
     click.echo(f"  the board covered {calibration.coverage:.0%} of the frame")
     if calibration.narrow:
         missed = calibration.corners_missed
-        click.echo("warning: the board kept to the middle of the frame"
-                   + (f" and never reached its {', '.join(missed)} corner"
-                      + ("s" if len(missed) > 1 else "") if missed else "")
-                   + ": the lens is guessed where it was not (a wide lens bends most there); "
-                     "film it again nearer the edges and corners", err=True)
+        where = (f"never reached the frame's {', '.join(missed)} corner"
+                 + ("s" if len(missed) > 1 else "")) if missed else \
+            f"covered only {calibration.coverage:.0%} of the frame"
+        click.echo(f"warning: the board {where}: the lens is guessed where no view was (a "
+                   f"wide lens bends most near the edges); film it again nearer the edges "
+                   f"and corners", err=True)
     if summary["poor"]:
         click.echo(f"warning: a reprojection error above {POOR_RMS_PX:g} px is a poor fit: "
                    f"a board not flat, views blurred, or too few tilts; calibrate again",

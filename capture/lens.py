@@ -44,7 +44,7 @@ MAX_VIEWS = 40
 AUTO_MODELS = ("standard", "fisheye")
 #: Share of the frame the board's views should cover between them; less, or a corner of
 #: the frame never reached, is reported (the lens is extrapolated where no view was).
-WELL_COVERED = 0.5
+WELL_COVERED = 0.4
 #: Reprojection error above which a calibration is reported as poor, px.
 POOR_RMS_PX = 1.0
 #: Long side, px, a board is looked for at (larger views are searched downscaled).

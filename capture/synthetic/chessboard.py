@@ -2,7 +2,8 @@
 
 Each view is the board (white squares at the corners, a white margin round
 it, as OpenCV's pattern prints) at a random tilt, turn, roll, distance and
-place, wholly in the frame, projected by a pinhole camera onto a grey room,
+place, wholly in the frame (every other view in one of its corners, as a
+calibration asks), projected by a pinhole camera onto a grey room,
 softened and noised as a camera takes it; ``lens`` then bends the whole frame
 (``capture.synthetic.rooms.Fisheye.apply``, the action camera the room scenes
 and ``capture.degrade`` use), so the tests and the bench calibrate a lens they
@@ -47,9 +48,13 @@ def board_views(size: tuple[int, int], board: tuple[int, int], count: int, seed:
         yaw, pitch = np.radians(rng.uniform(-_TILT_DEGREES, _TILT_DEGREES, 2))
         roll = np.radians(rng.uniform(-_ROLL_DEGREES, _ROLL_DEGREES))
         rotation = cv2.Rodrigues(np.array([pitch, yaw, roll]))[0]
-        distance = rng.uniform(1.1, 2.4)
-        spread = np.array([width, height]) / focal * distance * 0.35
-        offset = rng.uniform(-spread, spread)
+        distance = rng.uniform(1.1, 3.0)
+        half = np.array([width, height]) / 2 / focal * distance  # the frame there, each way
+        if made % 2:  # every other view into a corner of the frame, as a calibration asks
+            towards = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)][(made // 2) % 4])
+            offset = towards * rng.uniform(0.55, 1.0, 2) * half
+        else:
+            offset = rng.uniform(-0.7 * half, 0.7 * half)
         plane = np.c_[rotation[:, :2], np.array([offset[0], offset[1], distance])]
         homography = camera @ plane @ to_board
         corners = cv2.perspectiveTransform(np.array([[[0, 0], [pattern.shape[1], 0],
