@@ -260,14 +260,15 @@ class CaptureLoop:
         self.rate = AdaptiveFrameRate(config.fps, config.min_fps)
         self._next_tick: float | None = None
         self.source = source if source is not None else open_source(config, clock)
-        #: The camera's lens, taken out of every frame before anything looks at it; None
-        #: without a calibration, or once frames came at a size it does not fit (logged).
+        #: The camera's lens, taken out of every frame of its aspect before anything looks
+        #: at it; None without a calibration.
         self.lens = Lens(config.lens) if config.lens is not None else None
+        self._lens_unfit: set[tuple[int, int]] = set()  # frame sizes it does not fit, logged
+        self._frame_size: tuple[int, int] | None = None  # the last frame's (width, height)
         #: The lens in a few words, for the heartbeat (the console and ``art2mus status``):
-        #: "" without one, "fisheye, measured at 1280x720", or "not used: ..." where the
+        #: "" without one, "fisheye, measured at 1280x720", or "not used: ..." while the
         #: frames are of another aspect.
-        self.lens_state = "" if config.lens is None else \
-            f"{config.lens.model}, measured at {config.lens.width}x{config.lens.height}"
+        self.lens_state = self._lens_in_use()
         self.stability = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
         self.selector = PrimarySelector(config.stability.primary_switch_ratio,
@@ -421,6 +422,7 @@ class CaptureLoop:
             heartbeat = self._heartbeat(now)
             return shown if shown is not None else heartbeat
         now = frame.timestamp
+        self._note_frame_size(frame.image.shape)
         if self.lens is not None:
             frame = self._undistorted(frame)
         shown = self._follow_show(now)
@@ -488,19 +490,38 @@ class CaptureLoop:
         self._maybe_log_stats(now)
         return shown if shown is not None else published
 
+    def _note_frame_size(self, shape: tuple[int, ...]) -> None:
+        """A camera reopened at another size (a stream renegotiated, a driver's default):
+        what was followed is let go (its quad is of the old frame), and said once."""
+        size = (int(shape[1]), int(shape[0]))
+        if self._frame_size is not None and size != self._frame_size:
+            self._log_event("frame_size_changed", was=f"{self._frame_size[0]}x"
+                            f"{self._frame_size[1]}", now=f"{size[0]}x{size[1]}")
+            self.tracker.reset()
+            self._tracked_quad = self._tracked_id = None
+        self._frame_size = size
+
+    def _lens_in_use(self) -> str:
+        lens = self.config.lens
+        return "" if lens is None else f"{lens.model}, measured at {lens.width}x{lens.height}"
+
     def _undistorted(self, frame: Frame) -> Frame:
         """``frame`` with the lens taken out; as it came where the lens does not fit its
-        size (another aspect than the calibration's: a ``lens_mismatch`` event, once)."""
+        size (another aspect than the calibration's: a ``lens_mismatch`` event, once a
+        size; a camera reopened at its own size again has the lens taken out again)."""
         assert self.lens is not None
         size = (frame.image.shape[1], frame.image.shape[0])
         if not self.lens.fits(size):
             measured = f"{self.lens.config.width}x{self.lens.config.height}"
-            self._log_event("lens_mismatch", frame=f"{size[0]}x{size[1]}", calibrated=measured,
-                            what="frames are taken as they come: calibrate the camera at "
-                                 "the size it streams")
-            self.lens = None
+            if size not in self._lens_unfit:
+                self._lens_unfit.add(size)
+                self._log_event("lens_mismatch", frame=f"{size[0]}x{size[1]}",
+                                calibrated=measured,
+                                what="frames of this size are taken as they come: calibrate "
+                                     "the camera at the size it streams")
             self.lens_state = f"not used: {size[0]}x{size[1]} frames, measured at {measured}"
             return frame
+        self.lens_state = self._lens_in_use()
         return dataclasses.replace(frame, image=self.lens.undistort(frame.image))
 
     def wait_for_catalogue(self, timeout_s: float | None = None) -> bool:

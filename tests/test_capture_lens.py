@@ -300,8 +300,19 @@ def test_a_lens_that_does_not_fit_the_frames_is_said_once_and_frames_go_on(
     loop, views, events = _room(frame, wide.lens)
     mismatches = [fields for kind, fields in events if kind == "lens_mismatch"]
     assert len(mismatches) == 1 and mismatches[0]["frame"] == "960x720"
-    assert loop.lens is None and views and views[-1].state == "artwork"
+    assert views and views[-1].state == "artwork"
     assert loop.lens_state == "not used: 960x720 frames, measured at 960x540"
+    # the camera reopened at the size it was calibrated at: the lens is taken out again
+    source = loop.source
+    assert isinstance(source, _Still)
+    source.image = _bent_wall((1280, 720))[0]
+    for _ in range(20):
+        loop.step()
+    assert loop.lens_state == f"{wide.lens.model}, measured at 960x540"
+    assert len([kind for kind, _ in events if kind == "lens_mismatch"]) == 1
+    changed = [fields for kind, fields in events if kind == "frame_size_changed"]
+    assert changed == [{"was": "960x720", "now": "1280x720"}]  # let go, not a failed frame
+    assert views[-1].state == "artwork"
 
 
 class _BoardCamera:
