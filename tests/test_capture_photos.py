@@ -105,6 +105,16 @@ def _fake(drop_first_at: int | None = None) -> Any:
     return detect_and_recognise
 
 
+def _finding_nothing(seen: list[Any], keep: str) -> Any:
+    """A detect_and_recognise that finds nothing and keeps what it was given, by name
+    (``frame``, ``catalogue`` or ``lens``), in ``seen``."""
+    def detect_and_recognise(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
+                             lens: Any = None) -> list[Any]:
+        seen.append({"frame": frame, "catalogue": catalogue, "lens": lens}[keep])
+        return []
+    return detect_and_recognise
+
+
 def test_scoring_counts_dont_care_regions_and_false_ids(
         tmp_path: Path, catalogue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(capture.recognise, "detect_and_recognise", _fake())
@@ -201,12 +211,8 @@ def test_the_references_can_be_shrunk_before_they_are_indexed(
     # index (built afresh, elsewhere) reports as small; the catalogue itself is untouched.
     searched: list[Any] = []
 
-    def recording(frame: np.ndarray, index: Any, detect_width: int = 640,
-                  lens: Any = None) -> list[Any]:
-        searched.append(index)
-        return []
-
-    monkeypatch.setattr(capture.recognise, "detect_and_recognise", recording)
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise",
+                        _finding_nothing(searched, "catalogue"))
     before = sorted(p.name for p in catalogue.iterdir())
     result = run_photo_bench(_photos(tmp_path / "photos"), catalogue, reference_side=60)
     assert result["reference_side"] == 60
@@ -544,12 +550,8 @@ def test_a_degraded_bench_moves_the_truth_with_the_pixels(
     takes partly out of view is partial (don't care) from then on."""
     seen: list[np.ndarray] = []
 
-    def record(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
-               lens: Any = None) -> list[Any]:
-        seen.append(frame)
-        return []
-
-    monkeypatch.setattr(capture.recognise, "detect_and_recognise", record)
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise",
+                        _finding_nothing(seen, "frame"))
     photos = _photos(tmp_path / "photos")
     plain = run_photo_bench(photos, catalogue)
     turned = run_photo_bench(photos, catalogue, degradation="turn")
@@ -576,12 +578,8 @@ def test_a_lens_is_taken_out_of_every_frame_and_refused_where_it_does_not_fit(
 
     given: list[Any] = []
 
-    def record(frame: np.ndarray, catalogue: Any, detect_width: int = 640,
-               lens: Any = None) -> list[Any]:
-        given.append(lens)
-        return []
-
-    monkeypatch.setattr(capture.recognise, "detect_and_recognise", record)
+    monkeypatch.setattr(capture.recognise, "detect_and_recognise",
+                        _finding_nothing(given, "lens"))
     photos = _photos(tmp_path / "photos")
     wide = {"model": "fisheye", "width": 1280, "height": 720, "focal": (1000.0, 1000.0),
             "centre": (640.0, 360.0), "distortion": (-0.1, 0.05, 0.0, 0.0)}
