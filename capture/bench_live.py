@@ -22,8 +22,10 @@ A published id is ``right`` when it is a work the truth lists in the photo
 quad lies on a painting the truth outlines without an id
 (``other_paintings``: some are catalogue works its matcher missed), else a
 ``false id``. A work the catalogue does not name (an id of its own) is
-``missed`` on a work the truth names, else ``unnamed`` (a work outside the
-catalogue, a caption card, a patch of wall); a missed work the loop names a
+``missed`` on a work the truth names, ``unnamed`` on a painting the truth
+outlines without an id (a work outside the catalogue, or one it missed), else
+``not a painting`` (a caption card, a patch of wall or floor: what a room with
+every work in its catalogue would rather ignore); a missed work the loop names a
 little later, when it looks at its place again, is counted as such too, with
 how long the music not its own played.
 """
@@ -276,6 +278,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
         "false_ids": outcomes.count("false id"),
         "unverifiable": outcomes.count("unverifiable"),
         "unnamed": outcomes.count("unnamed"), "missed": outcomes.count("missed"),
+        "not_a_painting": outcomes.count("not a painting"),
         "missed_then_named": len(named_after),
         "missed_then_named_after_s_max": round(max(named_after), 2) if named_after else None,
         "changes_per_photo": round(float(np.mean([r["changes"] for r in rows])), 2),
@@ -299,7 +302,12 @@ def _outcome(change: dict[str, Any], truth: Any, walk: PhotoWalk, fps: float, st
         # An id of its own on a work the truth names: the catalogue missed it.
         named = on_photo is not None and any(
             _inside(on_photo, w.quad) for w in (*truth.paintings, *truth.partial))
-        return "missed" if named else "unnamed"
+        if named:
+            return "missed"
+        # a painting the truth outlines without an id (outside the catalogue, or one its
+        # matcher missed), or something else that plays: a caption card, wall, floor
+        painting = on_photo is not None and any(_inside(on_photo, o) for o in truth.others)
+        return "unnamed" if painting else "not a painting"
     if on_photo is not None and any(_inside(on_photo, o) for o in truth.others):
         return "unverifiable"
     return "false id"
@@ -412,8 +420,9 @@ def _print_live(result: dict[str, Any]) -> None:
                     f"{result['first_right_after_s_max']}")
     summary.add_row("false ids / unverifiable",
                     f"{result['false_ids']} / {result['unverifiable']}")
-    summary.add_row("an id of its own: on a work the truth names (missed) / on another",
-                    f"{result['missed']} / {result['unnamed']}")
+    summary.add_row("an id of its own: on a work the truth names (missed) / on another "
+                    "painting / on no painting",
+                    f"{result['missed']} / {result['unnamed']} / {result['not_a_painting']}")
     if result["missed_then_named"]:
         summary.add_row("...missed, then named in the same photo (its id played at most, s)",
                         f"{result['missed_then_named']} "

@@ -132,6 +132,23 @@ def test_a_work_the_catalogue_lacks_is_missed_where_the_truth_names_it(tmp_path:
     assert result["missed_then_named"] == 0  # no look again names a work the catalogue lacks
 
 
+def test_an_id_of_its_own_on_no_painting_is_told_from_one_on_a_painting(tmp_path: Path) -> None:
+    # The truth outlines the first photo's picture without an id (a work outside the
+    # catalogue): an id of its own there is "unnamed". The second photo's truth knows no
+    # picture at all: one played there is "not a painting" (a caption card, the floor).
+    photos = _photo_set(tmp_path / "photos")
+    for name in ("big.png", "other.png"):
+        (photos / "catalogue" / name).unlink()
+    truth = json.loads((photos / "truth.json").read_text())
+    first, second = truth["galleries"]
+    first["other_paintings"] = [{"outline": first["paintings"][0]["points"]}]
+    first["paintings"] = second["paintings"] = []
+    (photos / "truth.json").write_text(json.dumps(truth))
+    result = run_live_photos(photos, dwell_s=1.5)
+    assert [r["outcome"] for r in result["per_photo"]] == ["unnamed", "not a painting"]
+    assert (result["unnamed"], result["not_a_painting"], result["false_ids"]) == (1, 1, 0)
+
+
 def test_a_work_the_border_cuts_is_judged_by_its_part_on_the_photo() -> None:
     # A catalogued work the photo's border cuts (outlined in the truth without an id) is
     # located whole, running on past the border: the centre of the whole lay off the
