@@ -74,6 +74,8 @@ def calibrate_command(inputs: tuple[str, ...], board: str, model: str, keep: flo
     corners = _board(board)
     if out_path is not None and (out_path.is_dir() or out_path.suffix.lower() != ".toml"):
         raise InputError(f"--out {out_path}: expected a .toml file to write")
+    if out_path is not None and not out_path.parent.is_dir():  # said before the views are read
+        raise InputError(f"--out {out_path}: no folder {out_path.parent} to write it in")
     live = any(_is_live(item) for item in inputs)
 
     def seen(name: str, found: bool) -> None:

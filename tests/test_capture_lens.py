@@ -196,6 +196,7 @@ def test_calibrate_reads_a_video_of_the_board(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--board", "9by6"], "expected COLSxROWS inner corners"),
     (["--board", "9x6", "--out", "lens.json"], "--out lens.json: expected a .toml file"),
+    (["--board", "9x6", "--out", "nowhere/lens.toml"], "no folder nowhere to write it in"),
     (["--board", "9x6", "--keep", "2"], "--keep"),
 ])
 def test_calibrate_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
