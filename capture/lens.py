@@ -127,9 +127,10 @@ class Lens:
                 f"aspect of {size[0]}x{size[1]} frames (calibrate the camera at the size it "
                 f"streams)")
         scale = size[0] / self.config.width
-        camera = np.array([[self.config.focal[0] * scale, 0.0, self.config.centre[0] * scale],
-                           [0.0, self.config.focal[1] * scale, self.config.centre[1] * scale],
-                           [0.0, 0.0, 1.0]])
+        # pixel centres scale about the frame's corner: (c + 0.5) * scale - 0.5
+        cx, cy = ((c + 0.5) * scale - 0.5 for c in self.config.centre)
+        camera = np.array([[self.config.focal[0] * scale, 0.0, cx],
+                           [0.0, self.config.focal[1] * scale, cy], [0.0, 0.0, 1.0]])
         coefficients = np.array(self.config.distortion, np.float64)
         if self.fisheye:
             view = cv2.fisheye.estimateNewCameraMatrixForUndistortRectify(
