@@ -263,12 +263,15 @@ class CaptureLoop:
         #: The camera's lens, taken out of every frame of its aspect before anything looks
         #: at it; None without a calibration.
         self.lens = Lens(config.lens) if config.lens is not None else None
-        self._lens_unfit: set[tuple[int, int]] = set()  # frame sizes it does not fit, logged
+        # frame sizes it does not fit (logged once each), and what the heartbeat says then
+        self._lens_unfit: dict[tuple[int, int], str] = {}
         self._frame_size: tuple[int, int] | None = None  # the last frame's (width, height)
         #: The lens in a few words, for the heartbeat (the console and ``art2mus status``):
         #: "" without one, "fisheye, measured at 1280x720", or "not used: ..." while the
         #: frames are of another aspect.
-        self.lens_state = self._lens_in_use()
+        self._lens_in_use = "" if config.lens is None else \
+            f"{config.lens.model}, measured at {config.lens.width}x{config.lens.height}"
+        self.lens_state = self._lens_in_use
         self.stability = StabilityTracker(config.stability)
         self.memory = ArtworkMemory(config.stability.same_artwork_distance)
         self.selector = PrimarySelector(config.stability.primary_switch_ratio,
@@ -501,27 +504,24 @@ class CaptureLoop:
             self._tracked_quad = self._tracked_id = None
         self._frame_size = size
 
-    def _lens_in_use(self) -> str:
-        lens = self.config.lens
-        return "" if lens is None else f"{lens.model}, measured at {lens.width}x{lens.height}"
-
     def _undistorted(self, frame: Frame) -> Frame:
         """``frame`` with the lens taken out; as it came where the lens does not fit its
         size (another aspect than the calibration's: a ``lens_mismatch`` event, once a
         size; a camera reopened at its own size again has the lens taken out again)."""
         assert self.lens is not None
         size = (frame.image.shape[1], frame.image.shape[0])
-        if not self.lens.fits(size):
-            measured = f"{self.lens.config.width}x{self.lens.config.height}"
+        if size in self._lens_unfit or not self.lens.fits(size):
             if size not in self._lens_unfit:
-                self._lens_unfit.add(size)
+                measured = f"{self.lens.config.width}x{self.lens.config.height}"
+                self._lens_unfit[size] = \
+                    f"not used: {size[0]}x{size[1]} frames, measured at {measured}"
                 self._log_event("lens_mismatch", frame=f"{size[0]}x{size[1]}",
                                 calibrated=measured,
                                 what="frames of this size are taken as they come: calibrate "
                                      "the camera at the size it streams")
-            self.lens_state = f"not used: {size[0]}x{size[1]} frames, measured at {measured}"
+            self.lens_state = self._lens_unfit[size]
             return frame
-        self.lens_state = self._lens_in_use()
+        self.lens_state = self._lens_in_use
         return dataclasses.replace(frame, image=self.lens.undistort(frame.image))
 
     def wait_for_catalogue(self, timeout_s: float | None = None) -> bool:
