@@ -46,9 +46,12 @@ cheap cameras, not extremes:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from capture.synthetic.rooms import Fisheye
 
 PointMap = Callable[[np.ndarray], np.ndarray]  # (N, 2) float frame px -> (N, 2)
 
@@ -71,7 +74,7 @@ _MIRRORED = 0.12  # of the room behind the camera, seen in the glass
 _WARM_GAINS = (0.5, 0.78, 1.0)  # B, G, R in linear light: a 3,000 K lamp, the camera at daylight
 
 
-def fisheye_lens(size: tuple[int, int]) -> Any:
+def fisheye_lens(size: tuple[int, int]) -> Fisheye:
     """The action camera's lens ``fisheye`` takes frames of ``size`` through (a
     :class:`capture.synthetic.rooms.Fisheye`): the camera ``art2mus calibrate`` can be
     tried on (``benchmarks/lens_boards.py`` films a chessboard through it)."""
