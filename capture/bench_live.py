@@ -146,7 +146,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
     per cent leave the bow where the calibration has it to within a pixel or so.)"""
     import cv2
 
-    from capture.bench import _resized, catalogue_ids, read_photo_set
+    from capture.bench import _check_lens, _resized, catalogue_ids, read_photo_set
     from capture.config import CaptureConfig, RecognitionConfig
     from capture.lens import Lens
     from capture.loop import CaptureLoop
@@ -186,10 +186,7 @@ def run_live_photos(photos: Path, catalogue: Path | None = None, dwell_s: float 
             scaled[k] = scaled[k].warped(move, (image.shape[1], image.shape[0]),
                                          hidden(image.shape, degradation, seed=k))
     camera = Lens(lens) if lens is not None else None
-    if camera is not None and not camera.fits((images[0].shape[1], images[0].shape[0])):
-        raise InputError(f"--lens: measured at {camera.config.width}x{camera.config.height}, "
-                         f"not the aspect of the {images[0].shape[1]}x{images[0].shape[0]} "
-                         f"frames")
+    _check_lens(camera, images[0], "the frames")
     frames_per_photo = max(1, round(dwell_s * fps))
     clock = _Clock()
     start = clock.t  # camera time of the first frame

@@ -99,7 +99,7 @@ def test_a_room_with_a_calibrated_wide_lens_plays_its_works(tmp_path: Path) -> N
     assert result["first_right"] == 2 and result["false_ids"] == 0, result["per_photo"]
     square = lens.model_copy(update={"width": 480, "height": 360, "centre": (240.0, 180.0)})
     with pytest.raises(InputError, match=r"^--lens: measured at 480x360, not the aspect of "
-                                         r"the 1280x720 frames"):
+                                         r"the frames \(1280x720\)"):
         run_live_photos(photos, dwell_s=1.5, lens=square)
 
 
