@@ -358,3 +358,24 @@ def test_calibrate_names_a_camera_that_does_not_open() -> None:
                                       "9x6", "--seconds", "2"])
     assert result.exit_code != 0
     assert "capture source 'camera:/dev/no-such-camera'" in result.output
+
+
+def test_detect_with_the_lens_file_gives_quads_in_the_image_as_taken(
+        wide: Calibration, tmp_path: Path) -> None:
+    from capture.lens import lens_section
+
+    lens_file = tmp_path / "lens.toml"
+    lens_file.write_text(lens_section(wide, BOARD))
+    frame, corners, _ = _bent_wall((1280, 720))
+    photo = tmp_path / "wall.png"
+    cv2.imwrite(str(photo), frame)
+    result = _cli("detect", str(photo), "--lens", str(lens_file), "--json")
+    assert result.exit_code == 0, result.output
+    quads = [np.float32(a["quad"]) for a in json.loads(result.output)["artworks"]]
+    assert max(quad_iou(q, corners.astype(np.float32)) for q in quads) > 0.9
+    square = tmp_path / "square.png"
+    cv2.imwrite(str(square), np.full((600, 600, 3), 128, np.uint8))
+    result = _cli("detect", str(square), "--lens", str(lens_file))
+    assert result.exit_code != 0
+    assert f"{square}: 600x600, not the aspect of the --lens calibration (960x540)" in \
+        result.output
