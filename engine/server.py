@@ -27,6 +27,7 @@ the chunks XPUB takes only subscriptions to a configured room
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -51,6 +52,7 @@ from engine.streaming import RoomControls, RoomSession, StartTimes, generate_due
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink
 from ground.health import Heartbeat
+from ground.jsonlog import WriteFailures
 from ground.metrics import Metrics
 from ground.protocol import (
     ArtworkView,
@@ -228,6 +230,9 @@ class EngineServer:
         self._state_dirty = False  # an artwork or a control changed: save soon
         self._views_unsaved = False  # capture spoke since the last save: save now and then
         self._state_saved_at = -float("inf")
+        # A full disk or a folder gone read-only must not stop the music: the save is
+        # said once, retried, and shown in the heartbeat (art2mus status, the console).
+        self.write_failures = WriteFailures(log.error)
         self._restore()
         net = config.network
         # The shell: control, heartbeats, metrics and drop counters, as every role has them.
@@ -449,7 +454,8 @@ class EngineServer:
                 "generator": self.config.engine.generator,
                 "chunk_ms": round(1000.0 * statistics.median(times), 1) if times else None,
                 "batch": list(self._batches) if self.batching else [1],
-                "gpu_memory_mb": gpu_memory_mb(), "backend": backend}
+                "gpu_memory_mb": gpu_memory_mb(), "backend": backend,
+                "write_errors": self.write_failures.errors()}
 
     # -- surviving a restart ---------------------------------------------------
 
@@ -492,10 +498,20 @@ class EngineServer:
                 "saved_at": now,
                 "controls": session.controls.saved(),
             }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.state_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record), encoding="utf-8")
-        os.replace(temporary, self.state_path)
+        try:
+            self.state_path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(record), encoding="utf-8")
+            os.replace(temporary, self.state_path)
+        except OSError as exc:
+            self._state_dirty = True  # tried again at the next turn past half a second
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)  # half a file holds space a disk lacks
+            self.write_failures.failed(
+                str(self.state_path), exc,
+                "the music goes on; a restart would resume from the last state saved")
+            return
+        self.write_failures.ok(str(self.state_path))
 
     def _restore(self) -> None:
         """Resume rooms from a previous engine's state file, if it is recent enough."""

@@ -88,6 +88,11 @@ class WriteFailures:
         if first:
             self._say(f"cannot write {target}: {error}; {consequence}")
 
+    def errors(self) -> dict[str, str]:
+        """A copy of what is failing now (target -> error), safe from any thread."""
+        with self._lock:
+            return dict(self.failing)
+
     def ok(self, target: str) -> None:
         """A write to ``target`` worked; if it was failing, say it recovered."""
         if target not in self.failing:  # the common case: no lock, no work

@@ -114,6 +114,12 @@ def _recording(status: dict[str, Any]) -> dict[str, Any]:
     return recording if isinstance(recording, dict) else {}
 
 
+def _heartbeat(row: dict[str, Any]) -> dict[str, Any]:
+    """A role row's last heartbeat status ({} when it sent none, or something else)."""
+    status = row.get("status")
+    return status if isinstance(status, dict) else {}
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,20 +145,35 @@ def problems(record: dict[str, Any], stale_after_s: float,
     elif (isinstance(pid, int) and record.get("host") == socket.gethostname()
           and not _pid_alive(pid)):
         found.append(f"the supervisor (pid {pid}) is not running")
-    for row in record.get("roles", []):
+    write_errors = record.get("write_errors")
+    found += role_problems(record.get("roles", []),
+                           write_errors if isinstance(write_errors, dict) else None)
+    return found
+
+
+def role_problems(rows: list[dict[str, Any]],
+                  supervisor_write_errors: dict[str, str] | None = None) -> list[str]:
+    """What is wrong with the roles (their supervisor rows, heartbeat status inside) and the
+    files that cannot be written: what ``art2mus status`` and the console's list both say."""
+    found = []
+    for row in rows:
         state = row.get("state")
         if state in ("restarting", "silent", "failed"):
             why = f": {row['reason']}" if row.get("reason") else ""
             found.append(f"{row.get('name')} is {state}{why}")
-        recording = _recording(row.get("status") or {})
+        status = _heartbeat(row)
+        recording = _recording(status)
         if recording.get("state") == "failed":
             found.append(f"{row.get('name')}: recording failed ({recording.get('path')}): "
                          f"{recording.get('error')}")
-    for target, error in (record.get("write_errors") or {}).items():
+        errors = status.get("write_errors")
+        for target, error in (errors.items() if isinstance(errors, dict) else ()):
+            found.append(f"{row.get('name')} cannot write {target}: {error}")
+    for target, error in (supervisor_write_errors or {}).items():
         found.append(f"the supervisor cannot write {target}: {error}")
-    for row in record.get("roles", []):
-        backend = backend_summary(row.get("status") or {}) if row.get("kind") == "engine" \
-            else None
+    for row in rows:
+        status = _heartbeat(row)
+        backend = backend_summary(status) if row.get("kind") == "engine" else None
         if backend is not None and not backend["healthy"]:
             found.append(f"{row.get('name')}: its {backend['kind']} backend is "
                          f"{backend['state']} ({backend['text']})")

@@ -564,7 +564,7 @@ class Supervisor:
         target = str(self.status_path)
         try:
             write_status(self.status_path, self.config, rows, self.hub.snapshot(),
-                         state=state, write_errors=dict(self.write_failures.failing),
+                         state=state, write_errors=self.write_failures.errors(),
                          console_url=self._console.url if self._console is not None else None)
         except OSError as error:
             self.write_failures.failed(
@@ -646,7 +646,8 @@ class Supervisor:
             self._console = start_console(
                 self.config, hub=self.hub, log_event=self.log_event, rows=self.role_rows,
                 source_path=self.source_path, output_dir=self.config.output_dir,
-                running=self.running_config, frozen_path=self.config_path)
+                running=self.running_config, frozen_path=self.config_path,
+                write_errors=self.write_failures.errors)
         if self._console is not None:
             self.log_event("console_listening", url=self._console.url)
             self.say(f"console at {self._console.url}")

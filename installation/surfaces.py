@@ -117,7 +117,9 @@ def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventS
 def start_console(config: InstallationConfig, *, hub: ControlHub, log_event: EventSink,
                   rows: Callable[[], list[dict[str, Any]]], source_path: Path | None,
                   output_dir: Path, running: Callable[[], InstallationConfig],
-                  frozen_path: Path | None) -> ConsoleServer | None:
+                  frozen_path: Path | None,
+                  write_errors: Callable[[], dict[str, str]] | None = None,
+                  ) -> ConsoleServer | None:
     """Serve the technician's console when ``[console] listen`` asks for it.
 
     A port in use (or an unreadable token file, or no console extra installed) is
@@ -134,6 +136,7 @@ def start_console(config: InstallationConfig, *, hub: ControlHub, log_event: Eve
                                   "missing: pip install 'art2mus[console]')") from None
         return ConsoleServer.start(
             config, hub=hub, rows=rows, log_event=log_event, source_path=source_path,
-            output_dir=output_dir, running=running, frozen_path=frozen_path)
+            output_dir=output_dir, running=running, frozen_path=frozen_path,
+            write_errors=write_errors)
 
     return _attempt("console", start, log_event)

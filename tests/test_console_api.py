@@ -170,6 +170,28 @@ def test_the_state_says_what_each_room_sees_plays_and_how_healthy_it_is(fx: Fixt
                                                    "audio_out:room-1"]
 
 
+def test_the_state_lists_what_is_wrong_as_art2mus_status_does(tmp_path: Path) -> None:
+    fx = Fixture(tmp_path)
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"] == []
+    # A full disk: the engine's state file, a take and the supervisor's status file.
+    failing = {str(fx.out / "status.json"): "[Errno 28] No space left on device"}
+    fx.console = Console(fx.config, hub=fx.hub, rows=lambda: fx.rows, log_event=fx.log_event,
+                         source_path=fx.path, output_dir=fx.out, write_errors=lambda: failing)
+    fx.client = TestClient(fx.console.app(), base_url=BASE)
+    fx.rows[0]["status"]["write_errors"] = {"/o/run/engine-state.json": "[Errno 28] full"}
+    fx.rows[2]["status"]["recording"] = {"state": "failed", "path": "/o/a.wav",
+                                         "error": "ENOSPC"}
+    fx.rows[1]["state"] = "restarting"
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"] == [
+        "engine cannot write /o/run/engine-state.json: [Errno 28] full",
+        "capture:room-1 is restarting: RuntimeError: boom",
+        "audio_out:room-1: recording failed (/o/a.wav): ENOSPC",
+        f"the supervisor cannot write {fx.out / 'status.json'}: [Errno 28] No space left on "
+        "device"]
+
+
 def test_the_page_inlines_the_state_and_static_files_are_served(fx: Fixture) -> None:
     fx.rows[1]["status"]["title"] = "</script><script>alert(1)</script>"
     fx.console.state.tick()

@@ -142,6 +142,32 @@ def test_a_degraded_ray_backend_shows_in_the_engine_panel(installation: RunningI
     assert fact.get_attribute("data-tone") == "bad"
 
 
+def test_a_file_the_engine_cannot_write_shows_as_a_problem_until_it_can(
+        installation: RunningInstallation, page: Any) -> None:
+    """An operator's full disk: the engine's state file failed to save and the engine
+    crash-looped, seen nowhere. Now the music plays on and the page says what is wrong."""
+    import shutil
+
+    page.goto(installation.url + "/")
+    banner = page.get_by_test_id("problems")
+    assert banner.is_hidden()
+    # the save's temporary file cannot be created where a folder of its name stands:
+    # every save fails with an OSError, as on a full disk
+    blocker = installation.out / "run" / "engine-state.tmp"
+    blocker.mkdir(parents=True)
+    try:
+        wait_for("the problem on the page", lambda: banner.is_visible()
+                 and "engine cannot write" in banner.inner_text(), timeout_s=30.0,
+                 alive=installation.check_alive)
+        assert "engine-state.json" in banner.inner_text()
+        engine = next(r for r in installation.state()["roles"] if r["name"] == "engine")
+        assert engine["restarts"] == 0 and engine["state"] == "running", engine
+    finally:
+        shutil.rmtree(blocker)
+    wait_for("the problem gone", banner.is_hidden, timeout_s=30.0,
+             alive=installation.check_alive)
+
+
 def test_a_moved_slider_sets_the_engine_parameter_and_a_change_elsewhere_moves_the_slider(
         installation: RunningInstallation, page: Any) -> None:
     page.goto(installation.url + "/")

@@ -116,6 +116,31 @@ def test_a_painting_seen_unchanged_for_longer_than_the_view_timeout_is_restored(
         second.close()
 
 
+def test_a_state_file_that_cannot_be_written_leaves_the_music_playing(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    # A full disk (or a folder gone) made every save raise out of the engine's turn:
+    # the engine crash-looped while the disk stayed full. Here the folder is a file.
+    clock = FakeClock(1000.0)
+    blocked = tmp_path / "run"
+    blocked.write_text("not a folder")
+    state = blocked / "engine-state.json"
+    server = EngineServer(_config(tmp_path / "1"), MemorySink(), context=context,
+                          state_path=state, clock=clock)
+    try:
+        _play_capture(context, server, clock, seconds=3)
+        assert server.sessions["a"].view.artwork_id == "sunflowers"
+        assert list(server.status()["write_errors"]) == [str(state)]
+        assert not list(tmp_path.glob("**/*.tmp"))
+        blocked.unlink()  # the operator makes room: the next save works and says so
+        blocked.mkdir()
+        _play_capture(context, server, clock, seconds=2)
+        assert server.status()["write_errors"] == {}
+        assert set(json.loads(state.read_text())) == {"a"}
+    finally:
+        server.close()
+
+
 def test_a_room_whose_capture_fell_silent_is_not_restored(
     tmp_path: Path, context: zmq.Context,
 ) -> None:

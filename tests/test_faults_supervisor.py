@@ -398,6 +398,13 @@ def test_status_exits_zero_only_when_all_is_well(tmp_path: Path) -> None:
     assert full.exit_code == 1 and "recording failed" in full.output
     assert "No space left on device" in full.output
 
+    record = _status_record()
+    record["roles"][0]["status"]["write_errors"] = {
+        "/x/run/engine-state.json": "[Errno 28] No space left on device"}
+    state = _status(tmp_path, record)
+    assert state.exit_code == 1, state.output
+    assert "engine cannot write /x/run/engine-state.json: [Errno 28]" in state.output
+
     stopped = _status(tmp_path, _status_record(state="stopped"), "--json")
     assert stopped.exit_code == 1 and json.loads(stopped.output)["state"] == "stopped"
 

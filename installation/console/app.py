@@ -73,7 +73,7 @@ from installation.console.auth import (
 )
 from installation.console.editor import ConfigEditor, EditRefused
 from installation.console.previews import CatalogueShelves, NotInCatalogue
-from installation.console.state import TICK_S, ConsoleState, Rows
+from installation.console.state import TICK_S, ConsoleState, Rows, WriteErrors
 from installation.control import ControlHub
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,8 @@ class Console:
     def __init__(self, config: InstallationConfig, *, hub: ControlHub, rows: Rows,
                  log_event: EventSink, source_path: Path | None, output_dir: Path,
                  running: Callable[[], InstallationConfig] | None = None,
-                 frozen_path: Path | None = None, token: str = "") -> None:
+                 frozen_path: Path | None = None, token: str = "",
+                 write_errors: WriteErrors | None = None) -> None:
         self.config = config
         self.hub = hub
         self.log_event = log_event
@@ -217,7 +218,7 @@ class Console:
         self.shelves = CatalogueShelves(config, output_dir,
                                         frozen_path if frozen_path is not None else source_path)
         self.state = ConsoleState(config, hub, rows, output_dir, editable=self.editor.editable,
-                                  titles=self._title)
+                                  titles=self._title, write_errors=write_errors)
         host = parse_listen(config.console.listen)[0] if config.console.listen else "127.0.0.1"
         self.auth = ConsoleAuth.for_listen(host, token)
         self.throttle = LoginThrottle()  # shared by the login form and the token header
@@ -547,10 +548,12 @@ class ConsoleServer:
               log_event: EventSink = null_sink, source_path: Path | None = None,
               output_dir: Path | None = None,
               running: Callable[[], InstallationConfig] | None = None,
-              frozen_path: Path | None = None) -> ConsoleServer:
+              frozen_path: Path | None = None,
+              write_errors: WriteErrors | None = None) -> ConsoleServer:
         """Bind ``[console] listen`` and serve the console from a thread of its own.
 
-        ``rows``: the supervisor's role rows; ``source_path``: the TOML the
+        ``rows``: the supervisor's role rows; ``write_errors()``: the files the
+        supervisor cannot write now (target -> error); ``source_path``: the TOML the
         editor edits (None: read-only, ``frozen_path`` shown instead);
         ``running()``: the config in force (the reload watcher's); previews
         render with ``frozen_path`` (else ``source_path``). OSError when the
@@ -562,7 +565,8 @@ class ConsoleServer:
         console = Console(config, hub=hub, rows=rows, log_event=log_event,
                           source_path=source_path,
                           output_dir=output_dir if output_dir is not None else config.output_dir,
-                          running=running, frozen_path=frozen_path, token=token)
+                          running=running, frozen_path=frozen_path, token=token,
+                          write_errors=write_errors)
         bind_host = "127.0.0.1" if host == "localhost" else host
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

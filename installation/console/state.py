@@ -31,7 +31,7 @@ from ground.params import PARAMETERS
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.report import EventFollower
-from installation.status import backend_summary, room_summary
+from installation.status import backend_summary, role_problems, room_summary
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ EVENTS_LAG_S = 1.0
 EVENTS_PER_TICK = 500
 
 Rows = Callable[[], list[dict[str, Any]]]
+#: The files the supervisor cannot write right now: target -> the error.
+WriteErrors = Callable[[], dict[str, str]]
 #: (room, artwork id) -> (title, artist) from the room's catalogue, or None.
 Titles = Callable[[str, str], tuple[str, str] | None]
 
@@ -87,13 +89,15 @@ class ConsoleState:
     def __init__(self, config: InstallationConfig, hub: ControlHub, rows: Rows,
                  output_dir: Path, *, editable: bool, titles: Titles | None = None,
                  clock: Callable[[], float] = time.time,
-                 events: EventFollower | None = None) -> None:
+                 events: EventFollower | None = None,
+                 write_errors: WriteErrors | None = None) -> None:
         self.config = config
         self.hub = hub
         self.rows = rows
         self.output_dir = output_dir
         self.editable = editable
         self.titles = titles or (lambda room, artwork_id: None)
+        self.write_errors = write_errors or dict
         self.clock = clock
         self.rooms = [room.id for room in config.rooms]
         self.follower = events if events is not None else EventFollower(
@@ -195,6 +199,9 @@ class ConsoleState:
             },
             "rooms": rooms,
             "roles": [role_row(r) for r in rows],
+            # what art2mus status says is wrong: a role down, a recording or a file that
+            # cannot be written (a full disk), a backend gone
+            "problems": role_problems(rows, self.write_errors()),
             "timeline": {room: list(changes) for room, changes in self.timeline.items()},
         }
 

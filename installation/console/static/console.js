@@ -483,8 +483,15 @@
 
   // ---- render everything from one state message ------------------------------------------------
 
+  function renderProblems() {
+    const problems = state.problems || [];
+    $("#problems").hidden = problems.length === 0;
+    $("#problems-list").replaceChildren(...problems.map((text) => el("li", { text })));
+  }
+
   function render() {
     renderHeader();
+    renderProblems();
     for (const [id, data] of Object.entries(state.rooms || {})) {
       seenRooms.add(id);
       renderRoom(id, data);
