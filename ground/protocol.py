@@ -23,6 +23,7 @@ Flow (see ARCHITECTURE.md)::
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections import Counter
@@ -63,6 +64,9 @@ ARRAY_DTYPES: dict[str, np.dtype] = {
 
 #: Largest sample position or count: exact in a float64, far from int64 overflow.
 MAX_SAMPLE = 2**53
+#: Largest playhead a clock may report (2,970 years at 48 kHz): half of MAX_SAMPLE, so
+#: the chunks the engine places after it stay within what every receiver accepts.
+MAX_PLAYHEAD = MAX_SAMPLE // 2
 #: Sample rates a receiver accepts, Hz.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 384_000
 #: Longest room id or target (room ids are at most 64 characters by config).
@@ -78,6 +82,7 @@ MAX_WALL_TIME = 1e11
 
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 SamplePosition = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAMPLE)]
+Playhead = Annotated[int, msgspec.Meta(ge=0, le=MAX_PLAYHEAD)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAMPLE)]
 SampleRate = Annotated[int, msgspec.Meta(ge=MIN_SAMPLE_RATE, le=MAX_SAMPLE_RATE)]
 Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -128,7 +133,9 @@ class Array(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ProtocolError("bad-array", f"dtype {self.dtype!r} not in {sorted(ARRAY_DTYPES)}")
         if any(n < 0 for n in self.shape) or len(self.shape) > 4:
             raise ProtocolError("bad-array", f"shape {self.shape} is not a valid shape")
-        count = int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        # Python's integers: numpy's int64 product wraps (65536 ** 4 is 0 there, which an
+        # empty buffer matched, and reshape then raised past the inbox's guard).
+        count = math.prod(self.shape)
         if count * dtype.itemsize != len(self.data):
             raise ProtocolError(
                 "bad-array",
@@ -234,8 +241,8 @@ class PlaybackClock(_Message, tag="playback_clock", frozen=True):
     """
 
     sample_rate: SampleRate
-    playhead: SamplePosition
-    buffered_until: SamplePosition
+    playhead: Playhead
+    buffered_until: Playhead
     wall_time: WallTime
     underflows: Count = 0
     state: Literal["starting", "playing", "holding", "silent"] = "playing"

@@ -74,6 +74,14 @@ def test_float64_arrays_are_refused_at_the_sender() -> None:
         ([b"r1", encode(_chunk(audio=Array("float32", (480, 2), b"\0" * 12)))[1]], "bad-array"),
         ([b"r1", encode(_chunk(audio=Array("float64", (1, 1), b"\0" * 8)))[1]], "bad-array"),
         ([b"r1", encode(_chunk(audio=Array("float32", (4,), b"\0" * 16)))[1]], "bad-array"),
+        # a shape whose element count is 2**64: an int64 product wraps it to 0, which an
+        # empty buffer matched (the engine then died of reshape's ValueError)
+        ([b"r1", encode(ArtworkView(v=1, room="r1", seq=1, time=1.5, state="artwork",
+                                    embedding=Array("float32", (65536,) * 4, b"")))[1]],
+         "bad-array"),
+        # a playhead the engine's chunks after it would carry past what receivers accept
+        ([b"r1", encode(PlaybackClock(v=1, room="r1", sample_rate=48000, playhead=2**53,
+                                      buffered_until=0, wall_time=3.0))[1]], "out-of-range"),
     ],
 )
 def test_bad_frames_are_refused_with_a_reason(frames: list[bytes], reason: str) -> None:
