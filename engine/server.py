@@ -412,7 +412,8 @@ class EngineServer:
         bar line as heard, seconds after UTC midnight) and ``bar_s`` (a bar's
         length) where it has a bar grid and a playback clock, ``sync`` (tempo, beats
         per bar, last phase offset seen) while it follows a tempo sync, and
-        ``lost_resyncs`` / ``non_finite_chunks`` once either has happened.
+        ``lost_resyncs`` / ``non_finite_chunks`` / ``refused_views`` once any has
+        happened; ``write_errors``: files the engine cannot write now (its state file).
         """
         rooms: dict[str, Any] = {}
         for room, session in self.sessions.items():
@@ -437,6 +438,8 @@ class EngineServer:
                 entry["lost_resyncs"] = session.lost_resyncs
             if session.non_finite_chunks:
                 entry["non_finite_chunks"] = session.non_finite_chunks
+            if session.refused_views:  # capture's views the generator cannot use
+                entry["refused_views"] = session.refused_views
             downbeat = session.heard_downbeat()
             if downbeat is not None:  # for a tempo-sync source the room leads
                 entry["downbeat"] = round(seconds_of_day(downbeat[0]), 4)
@@ -551,6 +554,8 @@ class EngineServer:
                 # capture has been silent too long: the ambience is right
                 self.log_event("state_too_old", room=room, age_s=round(age, 1),
                                view_timeout_s=timeout)
+                continue
+            if not session.accepts(shown):  # a model of another width since the save
                 continue
             session.restore(shown, age, controls)
 

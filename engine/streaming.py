@@ -69,6 +69,7 @@ from engine.generators import (
     can_batch,
     generate_many,
 )
+from ground.errors import InputError
 from ground.events import EventSink, null_sink
 from ground.params import SETTINGS, Parameter, live_value
 from ground.protocol import (
@@ -203,6 +204,10 @@ class RoomSession:
         self._last_replan = -float("inf")
         self._adjusted: OrderedDict[tuple[str, tuple[float, ...]], Any] = OrderedDict()
         self.refused_controls: Counter[str] = Counter()  # by parameter name
+        # views the generator cannot condition on (an embedding of another width or
+        # encoder, none at all), and the last refusal logged (logged again when it changes)
+        self.refused_views = 0
+        self._refusal_said = ""
         self._sync: tuple[float, int, float] | None = None  # downbeat wall time, beats, bpm
         self._dry_since: float | None = None  # our clock when audio_out ran dry short of ours
         self._sent: deque[tuple[float, int]] = deque(maxlen=SENT_KEPT)  # (our clock, queue end)
@@ -222,13 +227,38 @@ class RoomSession:
         """Take a capture report; True when it changes the artwork (a transition is due).
 
         While frozen the report is remembered (for when the freeze ends) but
-        the music stays on the current artwork.
+        the music stays on the current artwork. A view the generator refuses
+        (:class:`~ground.errors.InputError` from ``prepare``: a diffusion model
+        given another encoder's embedding, or none) is counted in
+        :attr:`refused_views` and dropped: the room plays on what it played.
         """
+        if not self.accepts(view):
+            return False
         self.last_view_at = self._now()
         self.latest_view = view
         if self.controls.freeze:
             return False
         return self._show(view)
+
+    def accepts(self, view: ArtworkView) -> bool:
+        """Whether the generator can condition on ``view`` (prepared and cached if so).
+
+        A refusal is a sender's mistake (capture with another encoder) or an
+        attack, never a reason for the engine to stop: counted, logged when
+        its reason differs from the last one logged (capture re-sends its view
+        every heartbeat), and False.
+        """
+        try:
+            self._condition_for(view)
+        except InputError as error:
+            self.refused_views += 1
+            said = str(error).replace(view.artwork_id or "", "")  # the reason, whatever the work
+            if said != self._refusal_said:
+                self._refusal_said = said
+                self.log_event("view_refused", artwork_id=view.artwork_id, error=str(error),
+                               refused=self.refused_views)
+            return False
+        return True
 
     def _show(self, view: ArtworkView) -> bool:
         changed = view.key != self.view.key

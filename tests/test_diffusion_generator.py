@@ -19,6 +19,7 @@ from engine.generators.diffusion.model import ModelSpec, load_model  # noqa: E40
 from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 from engine.streaming import RoomSession  # noqa: E402
 from ground.errors import ConfigError, InputError  # noqa: E402
+from ground.events import MemorySink  # noqa: E402
 from ground.protocol import Array, ArtworkView, PlaybackClock  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
@@ -292,6 +293,30 @@ def test_room_session_prepares_once_per_artwork(tiny_model: Any) -> None:
         now[0] += 0.5
     assert generator.prepared == [None, "a", "b"]  # the empty wall, then each artwork once
     assert reasons[0] == "start" and "transition" in reasons
+
+
+def test_a_view_the_model_cannot_use_is_refused_and_the_room_plays_on(tiny_model: Any) -> None:
+    """A capture with another encoder (a 512-d embedding for a 1024-d model, or none)
+    made prepare's InputError end the engine with code 3, and after three the supervisor
+    gave it up: no music in any room. Now the view is counted and dropped."""
+    generator = make(tiny_model, sample_rate=16000, channels=1)
+    config = EngineConfig(generator="diffusion", sample_rate=16000, channels=1, chunk_s=0.25,
+                          lead_s=0.5, diffusion=DiffusionConfig(model=str(tiny_model.folder),
+                                                                **WINDOW))
+    events = MemorySink()
+    session = RoomSession("r", 1, generator, config, events, clock=lambda: 1000.0)
+    session.on_clock(PlaybackClock(v=1, room="r", sample_rate=16000, playhead=0,
+                                   buffered_until=0, wall_time=1000.0))
+    assert session.on_view(view("a", 1))
+    bare = ArtworkView(v=1, room="r", seq=1, time=0.0, state="artwork", artwork_id="c")
+    for bad in (view("b", 2, dim=512, seq=1), view("b", 2, dim=512, seq=2), bare):
+        assert not session.on_view(bad)
+    assert session.view.artwork_id == "a" and session.latest_view.artwork_id == "a"
+    assert session.refused_views == 3
+    refused = events.of("view_refused")  # once per reason, not per re-send
+    assert [e["artwork_id"] for e in refused] == ["b", "c"]
+    assert "got (512,)" in refused[0]["error"] and "no embedding" in refused[1]["error"]
+    assert session.next_chunk() is not None  # the room plays on
 
 
 def test_compiling_the_unet_is_for_cuda_only(tiny_model: Any) -> None:
