@@ -412,7 +412,8 @@ class EngineServer:
         bar line as heard, seconds after UTC midnight) and ``bar_s`` (a bar's
         length) where it has a bar grid and a playback clock, ``sync`` (tempo, beats
         per bar, last phase offset seen) while it follows a tempo sync, and
-        ``lost_resyncs`` / ``non_finite_chunks`` / ``refused_views`` once any has
+        ``lost_resyncs`` / ``non_finite_chunks`` / ``refused_views`` /
+        ``refused_clocks`` once any has
         happened; ``write_errors``: files the engine cannot write now (its state file).
         """
         rooms: dict[str, Any] = {}
@@ -440,6 +441,8 @@ class EngineServer:
                 entry["non_finite_chunks"] = session.non_finite_chunks
             if session.refused_views:  # capture's views the generator cannot use
                 entry["refused_views"] = session.refused_views
+            if session.refused_clocks:  # clock reports dated implausibly (CLOCK_JUMP_S)
+                entry["refused_clocks"] = session.refused_clocks
             downbeat = session.heard_downbeat()
             if downbeat is not None:  # for a tempo-sync source the room leads
                 entry["downbeat"] = round(seconds_of_day(downbeat[0]), 4)

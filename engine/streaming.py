@@ -111,6 +111,15 @@ SENT_KEPT = 32
 #: How fast a room's estimated clock delivery offset may creep up, seconds per second: far
 #: more than two crystals drift apart (~1e-4), far less than a queue fills.
 CLOCK_OFFSET_AGING = 0.002
+#: A report whose delivery offset is this far (seconds, either way) from the room's is
+#: not believed at once: a forged or corrupt report dated an hour ahead set the offset an
+#: hour back, and every chunk after it was placed an hour ahead (the room silent for
+#: hours, the offset creeping back at CLOCK_OFFSET_AGING). Far more than a report waits
+#: in the queue while the engine generates (under a second).
+CLOCK_JUMP_S = 5.0
+#: ...unless every report for this long agrees with the new offset: audio_out's machine
+#: had its clock stepped (NTP), or audio_out moved to another machine.
+CLOCK_JUMP_CONFIRM_S = 2.0
 
 
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
@@ -191,6 +200,10 @@ class RoomSession:
         # our clock minus audio_out's wall time on the least delayed recent report (see
         # on_clock), and when it was last updated
         self._clock_offset: tuple[float, float] | None = None
+        # an offset CLOCK_JUMP_S away from it, and since when reports have agreed with it
+        self._clock_jump: tuple[float, float] | None = None
+        self.refused_clocks = 0  # reports not believed (CLOCK_JUMP_S), counted
+        self._clock_refusal_said = -math.inf
         self.generated_frames = 0
         self.generation_s = 0.0
         self._seconds_per_frame: float | None = None
@@ -442,7 +455,19 @@ class RoomSession:
                            decisions=self.generator.describe(self.condition))
 
     def on_clock(self, clock: PlaybackClock) -> None:
-        """Take audio_out's playback position; a playhead that went back means it restarted."""
+        """Take audio_out's playback position; a playhead that went back means it restarted.
+
+        A report dated implausibly far from the room's clock offset
+        (:data:`CLOCK_JUMP_S`) is refused and counted (:attr:`refused_clocks`)
+        until reports have agreed with the new offset for
+        :data:`CLOCK_JUMP_CONFIRM_S` (a clock stepped on audio_out's machine).
+        """
+        stepped = False
+        if self._clock_offset is not None:
+            believed = self._believed_offset(self._now() - clock.wall_time)
+            if believed is None:
+                return
+            stepped = not believed
         if self._clock is not None and clock.playhead < self._clock.playhead:
             self.log_event("playback_restarted", playhead=clock.playhead,
                            previous=self._clock.playhead)
@@ -454,7 +479,7 @@ class RoomSession:
         self._clock = _Clock(
             playhead=clock.playhead,
             wall_time=clock.wall_time,
-            received=self._sent_at(clock.wall_time, reset=first or restarted),
+            received=self._sent_at(clock.wall_time, reset=first or restarted or stepped),
             # holding (run dry), audio_out's playhead waits where its material ended
             playing=clock.state == "playing",
             buffered_until=clock.buffered_until,
@@ -473,6 +498,31 @@ class RoomSession:
             self._dry_since = self._clock.received
         if self._sync is not None and (first or restarted):
             self._apply_sync(force=True)  # a new timeline: the grid's samples moved
+
+    def _believed_offset(self, offset: float) -> bool | None:
+        """Whether a report with delivery ``offset`` agrees with the room's (True), is
+        believed as a clock step confirmed (False), or is refused (None)."""
+        assert self._clock_offset is not None
+        previous, at = self._clock_offset
+        now = self._now()
+        expected = previous + CLOCK_OFFSET_AGING * max(0.0, now - at)
+        if abs(offset - expected) <= CLOCK_JUMP_S:
+            self._clock_jump = None
+            return True
+        if self._clock_jump is None or abs(offset - self._clock_jump[0]) > CLOCK_JUMP_S:
+            self._clock_jump = (offset, now)
+        if now - self._clock_jump[1] >= CLOCK_JUMP_CONFIRM_S:
+            self.log_event("clock_stepped", offset_s=round(offset, 3),
+                           previous_s=round(expected, 3))
+            self._clock_jump = None
+            return False
+        if now - self._clock_refusal_said >= 60.0:  # a flood of them: once a minute
+            self._clock_refusal_said = now
+            self.log_event("clock_refused", offset_s=round(offset, 3),
+                           expected_s=round(expected, 3), max_jump_s=CLOCK_JUMP_S,
+                           refused=self.refused_clocks + 1)
+        self.refused_clocks += 1
+        return None
 
     def _sent_at(self, wall_time: float, reset: bool) -> float:
         """When, on our clock, a report stamped ``wall_time`` by audio_out left it.

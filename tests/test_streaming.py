@@ -331,6 +331,35 @@ def test_a_report_read_late_is_taken_at_the_time_it_was_sent() -> None:
     assert session.playhead_estimate() > 12 * RATE
 
 
+def test_a_report_dated_an_hour_ahead_is_refused_and_a_real_clock_step_followed() -> None:
+    """One report stamped an hour ahead (forged on the LAN, or a clock stepped and back)
+    set the delivery offset an hour back: every chunk after it was placed an hour ahead,
+    audio_out held, the room was silent for hours. Now it is refused and counted; a
+    step that every report confirms for CLOCK_JUMP_CONFIRM_S is followed."""
+    session, _, clock = _session()
+    offset = 0.02  # transport and output latency
+    session.on_clock(_report(0, clock.now - offset))
+    chunks = _drain(session)
+    clock.now += 1.0
+    session.on_clock(_report(RATE, clock.now - offset))
+    for forged in (clock.now + 3600.0, clock.now - 3600.0):
+        session.on_clock(_report(0, forged))  # a playhead back, too: no restart either
+        assert session.playhead_estimate() == RATE
+    assert session.refused_clocks == 2
+    clock.now += 0.5
+    session.on_clock(_report(RATE + RATE // 2, clock.now - offset))
+    assert session.playhead_estimate() == RATE + RATE // 2
+    later = _drain(session)
+    assert later and all(c.start_sample < chunks[-1].start_sample + 4 * RATE for c in later)
+    # audio_out's machine steps its clock 30 s ahead, and stays there: followed
+    step = 30.0
+    for k in range(6):
+        clock.now += 0.5
+        session.on_clock(_report(2 * RATE + k * RATE // 2, clock.now - offset + step))
+    assert session.refused_clocks == 2 + 4  # refused until the 2 s of agreement
+    assert session.playhead_estimate() == 2 * RATE + 5 * RATE // 2
+
+
 def test_a_room_that_ran_dry_is_resumed_where_it_holds_not_restarted() -> None:
     """audio_out's playhead waits where its material ended while it holds: the
     continuation resumes it there (no new stream, which would cost a model a new window)."""
