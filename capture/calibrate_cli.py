@@ -32,6 +32,7 @@ from typing import Any
 import click
 
 from ground.cli_types import FiniteFloat
+from ground.config import parse_toml
 from ground.errors import InputError
 
 #: Suffixes read as videos (frames sampled); anything else is read as a still image.
@@ -224,7 +225,7 @@ def read_lens_file(path: Path, option: str = "--lens") -> Any:
     from capture.config import LensConfig
 
     try:
-        document = tomllib.loads(path.read_text())
+        document = parse_toml(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{option} {path}: no such file (art2mus calibrate writes one)") \
             from None

@@ -188,6 +188,7 @@ from filelock import FileLock, Timeout
 from capture.deblur import MotionBlur, deblur, estimate_motion_blur
 from capture.detect import quad_iou
 from capture.images import REDUCED_AT_LEAST, read_image
+from ground.config import parse_toml
 from ground.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -1415,7 +1416,7 @@ YEARS = (-50000, 2200)
 def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
     """The works ``catalogue.toml`` describes, by image path."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # Notepad's BOM, too
+        data = parse_toml(path.read_text(encoding="utf-8-sig"))  # Notepad's BOM, too
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"catalogue {path}: expected valid TOML, got {error}") from None
     described: dict[str, CatalogueEntry] = {}

@@ -4,14 +4,27 @@ Every role needs these three to open its sockets and its Prometheus
 endpoint, so they live here with the transport that reads them; the roof's
 :mod:`installation.config` composes them into the installation's file with
 the roles' own sections. A role is handed these sections, never the whole
-installation config.
+installation config. :func:`parse_toml` is how every TOML file we read is parsed.
 """
 
 from __future__ import annotations
 
+import tomllib
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ground.protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+
+def parse_toml(text: str) -> dict[str, Any]:
+    """``tomllib.loads`` whose every refusal is a ``tomllib.TOMLDecodeError``: arrays or
+    tables nested some thousands deep make tomllib recurse past Python's limit, and the
+    RecursionError went past every caller's guard (a traceback, the console's 500)."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("arrays or tables nested too deep") from None
 
 
 def endpoint_problem(endpoint: str) -> str | None:

@@ -118,7 +118,7 @@ class Parameter:
         number = _finite(value)
         if number is None:
             raise ValueError(f"parameter {self.name}: expected {self.expected}, "
-                             f"got {_shown(value)}")
+                             f"got {shown(value)}")
         return number
 
     def clamp(self, value: object) -> float:
@@ -151,7 +151,7 @@ class Parameter:
         position = _finite(unit)
         if position is None:
             raise ValueError(f"parameter {self.name}: expected a control position in 0..1, "
-                             f"got {_shown(unit)}")
+                             f"got {shown(unit)}")
         position = min(max(position, 0.0), 1.0)
         return self.low + position * (self.high - self.low)
 
@@ -163,7 +163,7 @@ class Parameter:
         return min(max((number - self.low) / (self.high - self.low), 0.0), 1.0)
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """``repr(value)``, cut short: a message must not grow with what a peer sent."""
     if isinstance(value, int) and value.bit_length() > 128:  # repr may refuse (4300 digits)
         return f"an integer of {value.bit_length()} bits"

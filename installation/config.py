@@ -41,7 +41,7 @@ from pydantic import (
 from audio_out.config import AudioOutConfig, segment_template
 from capture.config import CaptureConfig
 from engine.config import EngineConfig
-from ground.config import MetricsConfig, NetworkConfig, SecurityConfig
+from ground.config import MetricsConfig, NetworkConfig, SecurityConfig, parse_toml
 from ground.errors import ConfigError
 
 
@@ -603,7 +603,7 @@ def load_config(path: str | Path) -> InstallationConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"invalid JSON in {path}: {exc}") from None
     try:
-        raw = tomllib.loads(text)
+        raw = parse_toml(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML in {path}: {exc}") from None
     return config_from_dict(raw, source=str(path))

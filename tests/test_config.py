@@ -65,6 +65,9 @@ def test_a_bad_source_and_duplicate_rooms_are_refused(tmp_path: Path) -> None:
 def test_no_rooms_missing_file_and_bad_toml(tmp_path: Path) -> None:
     assert "`rooms`" in _error(tmp_path, "[engine]\n")
     assert "invalid TOML in" in _error(tmp_path, "[engine\n")
+    # nested thousands deep, tomllib recursed past Python's limit: a traceback
+    assert _error(tmp_path, "a = " + "[" * 5000 + "]" * 5000).endswith(
+        ": arrays or tables nested too deep")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
 

@@ -350,6 +350,28 @@ def test_bodies_over_the_limit_are_refused(fx: Fixture) -> None:
     assert plain.status_code == 415  # a foreign page's "simple" post cannot reach the API
 
 
+def test_odd_values_get_a_400_naming_the_field_never_a_500(fx: Fixture) -> None:
+    """Found by poking the API as a buggy client: each of these was a 500 with a
+    traceback in the log (OverflowError, ValueError, RecursionError, UnicodeEncodeError)."""
+    huge = "1" + "0" * 400  # valid JSON, no float holds it
+    answer = fx.client.post("/api/rooms/room-1/play", headers={"content-type": "application/json"},
+                            content='{"artwork_id": "SF-1", "seconds": %s}' % huge)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("seconds: expected a number in 0..")
+    assert "an integer of 1329 bits" in answer.json()["error"]
+    for limit in ("\u00b2", "9" * 5000):  # a superscript two is a digit to str.isdigit
+        answer = fx.client.get("/api/events", params={"limit": limit})
+        assert answer.status_code == 400 and answer.json()["error"].startswith("limit: ")
+    deep = fx.post("/api/config/check", {"text": "a = " + "[" * 5000 + "]" * 5000})
+    assert deep.status_code == 200 and deep.json()["errors"] == [
+        {"field": "(TOML syntax)",
+         "message": f"invalid TOML in {fx.path}: arrays or tables nested too deep"}]
+    lone = fx.client.post("/api/config/check", headers={"content-type": "application/json"},
+                          content=b'{"text": "\\ud800"}')
+    assert lone.status_code == 400, lone.text
+    assert lone.json()["error"] == "text: expected text, got a lone surrogate at character 0"
+
+
 # -- who may connect ----------------------------------------------------------
 
 

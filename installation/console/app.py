@@ -62,7 +62,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ground.events import EventSink, null_sink
-from ground.params import parameter
+from ground.params import parameter, shown
 from installation.config import InstallationConfig, parse_listen
 from installation.console.auth import (
     COOKIE,
@@ -129,9 +129,16 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
 
 
 def _text_field(data: dict[str, Any], name: str, default: str | None = None) -> str:
+    """The body's string field ``name`` (400 naming it when it is no string, or no text:
+    JSON's "\\ud800" decodes to a lone surrogate that no file or response can hold)."""
     value = data.get(name, default)
     if not isinstance(value, str):
-        raise HttpError(400, f"{name}: expected a string, got {value!r:.60}")
+        raise HttpError(400, f"{name}: expected a string, got {shown(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HttpError(400, f"{name}: expected text, got a lone surrogate at character "
+                             f"{exc.start}") from None
     return value
 
 
@@ -383,8 +390,11 @@ class Console:
         """The last kept events, filtered by room and role."""
         query = request.query_params
         limit_text = query.get("limit", "300")
-        if not limit_text.isdigit():
-            raise HttpError(400, f"limit: expected a whole number, got {limit_text[:20]!r}")
+        # ASCII digits only ('²'.isdigit() is True, and int() refuses it), and few of them
+        # (int() refuses more than 4,300)
+        if not (limit_text.isascii() and limit_text.isdigit() and len(limit_text) <= 9):
+            raise HttpError(400, f"limit: expected a whole number up to 9 digits, "
+                                 f"got {limit_text[:20]!r}")
         return JSONResponse({"events": self.state.recent_events(
             query.get("room") or None, query.get("role") or None, int(limit_text))})
 
@@ -446,10 +456,12 @@ class Console:
         data = await read_json(request, self.limit)
         artwork_id = _text_field(data, "artwork_id")
         seconds = data.get("seconds", 60)
+        # a comparison, not math.isfinite: that raises OverflowError for a 400-digit
+        # integer (and NaN compares false, so it is refused too)
         if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-                or not math.isfinite(seconds) or not 0 <= seconds <= MAX_SHOW_S):
+                or not 0 <= seconds <= MAX_SHOW_S):
             raise HttpError(400, f"seconds: expected a number in 0..{MAX_SHOW_S:g}, "
-                                 f"got {seconds!r:.40}")
+                                 f"got {shown(seconds)}")
         await run_in_threadpool(self.shelves.entry, room, artwork_id)  # 404 if not catalogued
         self.hub.command("capture", room, {"show_artwork": artwork_id,
                                            "show_for_s": float(seconds)}, source="console")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ground.config import parse_toml
 from ground.errors import ConfigError
 from installation.config import InstallationConfig, config_from_dict
 from installation.reload import plan_reload
@@ -83,7 +84,7 @@ def validate_text(text: str, source: str) -> tuple[InstallationConfig | None,
                                                    list[dict[str, str]]]:
     """``text`` parsed and validated as :func:`load_config` does: (config, []) or (None, errors)."""
     try:
-        raw = tomllib.loads(text.removeprefix("\ufeff"))  # a byte-order mark, as load_config
+        raw = parse_toml(text.removeprefix("\ufeff"))  # a byte-order mark, as load_config
     except tomllib.TOMLDecodeError as exc:
         return None, [{"field": "(TOML syntax)", "message": f"invalid TOML in {source}: {exc}"}]
     try:
