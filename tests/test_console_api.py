@@ -355,7 +355,7 @@ def test_odd_values_get_a_400_naming_the_field_never_a_500(fx: Fixture) -> None:
     traceback in the log (OverflowError, ValueError, RecursionError, UnicodeEncodeError)."""
     huge = "1" + "0" * 400  # valid JSON, no float holds it
     answer = fx.client.post("/api/rooms/room-1/play", headers={"content-type": "application/json"},
-                            content='{"artwork_id": "SF-1", "seconds": %s}' % huge)
+                            content='{"artwork_id": "SF-1", "seconds": ' + huge + "}")
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"].startswith("seconds: expected a number in 0..")
     assert "an integer of 1329 bits" in answer.json()["error"]
