@@ -24,7 +24,10 @@ role, named and created like the audio segments (:mod:`audio_out.recorder`),
 streamed as a type-0 file while the notes are heard, so a killed role leaves
 a valid file up to its last poll and a full disk stops only the MIDI file.
 :class:`MidiPortOut` sends note on/off to a python-rtmidi port when each note
-reaches the speakers, from its own thread.
+reaches the speakers, from its own thread; a port that fails (a USB synth
+unplugged: rtmidi raises on send) costs the messages it refused, counted and
+logged once per run of failures, never the thread, and a note-off it refused
+is sent again until the port takes it, so no note is left sounding.
 """
 
 from __future__ import annotations
@@ -512,6 +515,12 @@ class MidiPortOut:
     None before playback starts); notes come from :meth:`PlayedNotes.advance`
     via :meth:`feed`. Each note's off is sent at its *current* end, so a
     splice that cuts a sounding note also cuts it on the port.
+
+    A send the port refuses is counted in ``send_errors`` and the next
+    messages are still sent (the first failure of a run is logged, and the
+    recovery); a refused note-off is owed and tried again on every poll, and
+    on :meth:`stop`, until the port takes it. The thread itself outlives any
+    error (``poll_errors``).
     """
 
     def __init__(self, port: Any, heard_position: Callable[[], int | None],
@@ -524,7 +533,11 @@ class MidiPortOut:
         self._sounding: list[Note] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._owed_offs: list[Note] = []  # note-offs the port refused: sent again
+        self._failing = False  # in a run of failed sends (logged once, at its start)
         self.sent = 0
+        self.send_errors = 0
+        self.poll_errors = 0
 
     def feed(self, notes: Iterable[Note]) -> None:
         """Queue committed notes for sending."""
@@ -538,29 +551,66 @@ class MidiPortOut:
             self._thread.start()
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self._poll_s):
-            self.send_due()
+            try:
+                self.send_due()
+            except Exception as error:  # noqa: BLE001 - the notes must go on being sent
+                self.poll_errors += 1
+                if not failing:
+                    log.error("MIDI out: a poll failed (%r); the sender goes on", error)
+                failing = True
+            else:
+                failing = False
 
     def send_due(self) -> None:
-        """Send every note on/off that the speakers have reached."""
+        """Send every note on/off that the speakers have reached (and the offs still owed)."""
         position = self._heard()
         if position is None:
             return
         with self._lock:
+            self._send_owed_offs()
             due = [n for n in self._waiting if n.start <= position]
             self._waiting = [n for n in self._waiting if n.start > position]
             for note in due:
+                # kept as sounding even when refused: its off is tried all the same
                 self._send(0x90, note, note.velocity)
             self._sounding.extend(due)
             ended = [n for n in self._sounding if n.end <= position]
             self._sounding = [n for n in self._sounding if n.end > position]
             for note in ended:
-                self._send(0x80, note, 0)
+                self._release(note)
 
-    def _send(self, status: int, note: Note, velocity: int) -> None:
-        self._port.send_message([status | (note.channel & 0x0F), note.pitch & 0x7F,
-                                 max(0, min(127, velocity))])
+    def _send_owed_offs(self) -> None:
+        """Try the note-offs the port refused, in order, until it refuses one again."""
+        while self._owed_offs:
+            if not self._send(0x80, self._owed_offs[0], 0):
+                return  # still failing: the rest wait for the next poll
+            self._owed_offs.pop(0)
+
+    def _release(self, note: Note) -> None:
+        """Send ``note``'s off; if the port refuses it, it is owed."""
+        if not self._send(0x80, note, 0):
+            self._owed_offs.append(note)
+
+    def _send(self, status: int, note: Note, velocity: int) -> bool:
+        """Send one message; False (counted, the run's first logged) if the port refused it."""
+        try:
+            self._port.send_message([status | (note.channel & 0x0F), note.pitch & 0x7F,
+                                     max(0, min(127, velocity))])
+        except Exception as error:  # noqa: BLE001 - rtmidi's errors are not OSError
+            self.send_errors += 1
+            if not self._failing:
+                self._failing = True
+                log.warning("MIDI out: the port refused a message (%r); the next ones are "
+                            "still sent, failures counted, note-offs sent again", error)
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("MIDI out: the port takes messages again (%d refused so far)",
+                        self.send_errors)
         self.sent += 1
+        return True
 
     def stop(self) -> None:
         """Stop the thread, send note-offs for sounding notes and close the port."""
@@ -569,10 +619,15 @@ class MidiPortOut:
             self._thread.join(timeout=2.0)
             self._thread = None
         with self._lock:
+            self._send_owed_offs()
             for note in self._sounding:
-                self._send(0x80, note, 0)
+                self._release(note)
             self._sounding = []
             self._waiting = []
+            if self._owed_offs:
+                log.warning("MIDI out: closing with %d note-offs the port refused",
+                            len(self._owed_offs))
+            self._owed_offs = []
         close = getattr(self._port, "close_port", None)
         if close is not None:
             close()

@@ -22,10 +22,16 @@ and the new grid's first bar (the bridge) are not reported.
 
 ``send`` and ``clock`` are the seams: tests pass a list's ``append`` and a
 fake clock and call :meth:`BeatOut.pump`.
+
+A ``send`` that raises (an rtmidi port whose device was unplugged, a socket
+error) costs that message only: it is counted in ``send_errors``, the first
+of a run of failures is logged (and the recovery), and the next messages
+are still sent; the sender thread outlives any error.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -40,6 +46,8 @@ from typing import Any
 from engine.generators.procedural.composer import Composer
 from engine.generators.procedural.theory import NOTE_NAMES
 from ground.errors import DependencyError
+
+log = logging.getLogger(__name__)
 
 #: What a beat message carries: a bar or beat number, a key or chord name.
 OscValue = int | str
@@ -174,7 +182,10 @@ class BeatOut:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sockets: list[Any] = []  # what close() closes (start()'s UDP clients)
+        self._failing = False  # in a run of failed sends (logged once, at its start)
         self.beats_sent = 0
+        self.send_errors = 0  # messages ``send`` raised on (not sent)
+        self.pump_errors = 0  # sender-thread turns that failed (the thread goes on)
 
     @classmethod
     def start(cls, targets: Sequence[str], rooms: Sequence[str], sample_rate: int,
@@ -261,8 +272,25 @@ class BeatOut:
                 if state.advancing:
                     wait = min(wait, (state.next_beat - position) / self.sample_rate)
         for address, value in due:
-            self._send(address, value)
+            self._deliver(address, value)
         return max(0.0, wait)
+
+    def _deliver(self, address: str, value: OscValue) -> bool:
+        """Send one message; False (counted, a run's first logged) if ``send`` raised."""
+        try:
+            self._send(address, value)
+        except Exception as error:  # noqa: BLE001 - rtmidi's errors are not OSError
+            self.send_errors += 1
+            if not self._failing:
+                self._failing = True
+                log.warning("%s: a message could not be sent (%r); the next ones are still "
+                            "sent, failures counted", type(self).__name__, error)
+            return False
+        if self._failing:
+            self._failing = False
+            log.warning("%s: sending again (%d messages failed so far)", type(self).__name__,
+                        self.send_errors)
+        return True
 
     def _grid_at(self, state: _Room, sample: float) -> BeatGrid:
         """The grid playing at ``sample``: the last whose first downbeat is not after it."""
@@ -299,8 +327,18 @@ class BeatOut:
         return out
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.is_set():
-            wait = self.pump()
+            try:
+                wait = self.pump()
+            except Exception as error:  # noqa: BLE001 - the beats must go on
+                self.pump_errors += 1
+                if not failing:
+                    log.error("%s: a send turn failed (%r); the sender goes on",
+                              type(self).__name__, error)
+                failing, wait = True, MAX_WAIT_S
+            else:
+                failing = False
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -421,6 +459,12 @@ class MidiClockOut(BeatOut):
         out.append(("clock", _CLOCK))
         self.pulses_sent += 1
         return out
+
+    def _deliver(self, address: str, value: OscValue) -> bool:
+        sent = super()._deliver(address, value)
+        if not sent and value == _CLOCK:
+            self.pulses_sent -= 1  # counted when it was due: it never left
+        return sent
 
     def close(self) -> None:
         """Stop the pulses, send Stop (if started) and close the port."""

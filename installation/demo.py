@@ -16,6 +16,7 @@ read of the joined take.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -71,7 +72,9 @@ def join_audio(paths: Sequence[Path], target: Path,
     A segment with another rate or channel count than the first, or one that
     cannot be read to its end (a FLAC cut by a kill), is skipped or kept up
     to where it reads, with a note. The file is written beside ``target``
-    and renamed over it, so ``target`` is never half a take.
+    and renamed over it, so ``target`` is never half a take; where it cannot be
+    written (a full disk) the half file is removed and (None, notes naming the
+    segments, which hold the take) returned.
     """
     import soundfile
 
@@ -91,22 +94,41 @@ def join_audio(paths: Sequence[Path], target: Path,
         kind = "RF64"  # a plain WAV cannot hold 4 GiB
     subtype = first.subtype if soundfile.check_format(kind, first.subtype) else None
     partial = target.with_name(target.name + ".partial")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with soundfile.SoundFile(str(partial), "w", samplerate=rate, channels=channels,
-                             format=kind, subtype=subtype) as out:
-        for path in paths:
-            try:
-                with soundfile.SoundFile(str(path)) as segment:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = soundfile.SoundFile(str(partial), "w", samplerate=rate, channels=channels,
+                                  format=kind, subtype=subtype)
+        with out:
+            for path in paths:
+                try:
+                    segment = soundfile.SoundFile(str(path))
+                except (soundfile.LibsndfileError, RuntimeError) as error:
+                    notes.append(f"{path.name}: unreadable ({error}): skipped")
+                    continue
+                with segment:
                     if segment.samplerate != rate or segment.channels != channels:
                         notes.append(f"{path.name}: {segment.samplerate} Hz x "
                                      f"{segment.channels}, not {rate} Hz x {channels}: skipped")
                         continue
-                    for block in segment.blocks(blocksize=block_frames, dtype="float32",
-                                                always_2d=True):
-                        out.write(block)
-            except (soundfile.LibsndfileError, RuntimeError) as error:
-                notes.append(f"{path.name}: read up to an error ({error})")
-    os.replace(partial, target)
+                    blocks = segment.blocks(blocksize=block_frames, dtype="float32",
+                                            always_2d=True)
+                    while True:
+                        try:  # a segment that cannot be read to its end is kept up to there
+                            block = next(blocks)
+                        except StopIteration:
+                            break
+                        except (soundfile.LibsndfileError, RuntimeError) as error:
+                            notes.append(f"{path.name}: read up to an error ({error})")
+                            break
+                        out.write(block)  # a failed write fails the join (below)
+        os.replace(partial, target)
+    except (OSError, soundfile.LibsndfileError, RuntimeError) as error:
+        # a full disk, a folder that cannot be written: the segments are the take
+        with contextlib.suppress(OSError):  # no folder to hold it, perhaps
+            partial.unlink(missing_ok=True)
+        notes.append(f"cannot write {target} ({error}): the take stays in its segments, "
+                     + ", ".join(p.name for p in paths))
+        return None, notes
     return target, notes
 
 
@@ -135,6 +157,27 @@ def _seconds_of_ticks(midi: Any) -> Callable[[int], float]:
         return seconds + (tick - base) * tempo / 1e6 / midi.ticks_per_beat
 
     return at
+
+
+def _untimeable(midi: Any) -> str | None:
+    """Why ``midi``'s ticks have no time in seconds (None: they have).
+
+    A division of 0 ticks per beat, an SMPTE division (frames per second,
+    read by mido as a negative number) or a ``set_tempo`` of 0 microseconds
+    would divide by zero or run time backwards when the segment is joined.
+    """
+    division = midi.ticks_per_beat
+    if division == 0:
+        return "ticks_per_beat 0 in its header"
+    if division < 0:
+        return "an SMPTE time division (frames per second), not ticks per beat"
+    for number, track in enumerate(midi.tracks):
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.is_meta and message.type == "set_tempo" and message.tempo <= 0:
+                return f"set_tempo 0 at tick {tick} of track {number}"
+    return None
 
 
 def _opens_with_tempo(midi: Any) -> bool:
@@ -178,6 +221,9 @@ def join_midi(segments: Sequence[tuple[Path, float]], target: Path
     merged file's conductor track carries every segment's tempo, meter and
     key changes at their shifted times, so a DAW sees the music's own grid
     across an audio_out restart. Every part track of each segment is kept.
+    A segment that cannot be read or timed (a truncated file, a division of 0
+    or in SMPTE frames, a ``set_tempo`` of 0) is skipped, with a note naming
+    the file and why.
     """
     import mido
 
@@ -186,13 +232,11 @@ def join_midi(segments: Sequence[tuple[Path, float]], target: Path
     if not segments:
         return None, notes
     partial = target.with_name(target.name + ".partial")
-    target.parent.mkdir(parents=True, exist_ok=True)
     if len(segments) == 1:
         if segments[0][0].resolve() == target.resolve():
             return target, notes
-        shutil.copyfile(segments[0][0], partial)
-        os.replace(partial, target)
-        return target, notes
+        return _written(target, partial, lambda: shutil.copyfile(segments[0][0], partial),
+                        notes)
     ticks_per_beat: int | None = None
     conductor: list[tuple[float, int, Any]] = []  # (seconds, order, meta)
     parts: list[list[tuple[float, int, Any]]] = []
@@ -200,10 +244,15 @@ def join_midi(segments: Sequence[tuple[Path, float]], target: Path
         try:
             midi = mido.MidiFile(str(path))
         except (OSError, EOFError, ValueError, KeyError, IndexError) as error:
-            notes.append(f"{path.name}: unreadable ({error}): skipped")
+            # a truncated file's EOFError has no text: its type says what went wrong
+            notes.append(f"{path.name}: unreadable ({str(error) or type(error).__name__}): "
+                         "skipped")
             continue
         if midi.type == 2:
             notes.append(f"{path.name}: a type-2 file (independent songs): skipped")
+            continue
+        if (why := _untimeable(midi)) is not None:
+            notes.append(f"{path.name}: {why}: skipped")
             continue
         ticks_per_beat = ticks_per_beat or midi.ticks_per_beat
         seconds_at = _seconds_of_ticks(midi)
@@ -237,8 +286,23 @@ def join_midi(segments: Sequence[tuple[Path, float]], target: Path
             track.append(message.copy(time=tick - now))
             now = tick
         merged.tracks.append(track)
-    merged.save(str(partial))
-    os.replace(partial, target)
+    return _written(target, partial, lambda: merged.save(str(partial)), notes)
+
+
+def _written(target: Path, partial: Path, write: Callable[[], object],
+             notes: list[str]) -> tuple[Path | None, list[str]]:
+    """``write()`` the joined MIDI file to ``partial`` and rename it over ``target``;
+    on a full disk (any OSError) the half file goes, a note says so, and the path is None:
+    the segments still hold the notes played."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write()
+        os.replace(partial, target)
+    except OSError as error:
+        with contextlib.suppress(OSError):  # no folder to hold it, perhaps
+            partial.unlink(missing_ok=True)
+        notes.append(f"cannot write {target} ({error}): the notes stay in their segments")
+        return None, notes
     return target, notes
 
 

@@ -15,7 +15,11 @@ timing messages, pulses are timed by rtmidi's own delta times, and the
 tempo is passed on once a beat. After Start (or Song Position Pointer then
 Continue) the clock's downbeats (bars of ``clock_beats``) go to the engine,
 which lays the rooms' bars on them; the pulses' MIDI time is put on the wall
-clock by the least delayed of the recent arrivals. Real-time and system
+clock by the least delayed of the recent arrivals. A beat whose tempo is
+refused (out of 20..300 bpm) sends no downbeat either: a misbehaving clock
+neither sets the tempo nor moves the bars. Start, Continue and Stop are
+logged when the transport's state changes (:class:`TransportLog`), a
+controller stuck repeating them is only counted. Real-time and system
 common messages have no channel, so the ``channel`` filter does not drop them.
 
 **Feedback** (``feedback_port``): :class:`MidiFeedback` listens to the hub and
@@ -53,7 +57,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -63,13 +67,17 @@ from ground.midi_ports import open_matching, open_output_port
 from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig, parse_midi_key
 from installation.control import ControlHub, ParameterChange, RefusalLog
-from installation.tempo_sync import ClockTempo, GridSender, TempoFollower
+from installation.tempo_sync import ClockTempo, GridSender, TempoFollower, takes_tempo
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.
 PICKUP_STEPS = 2
 #: Arrivals the MIDI-time-to-wall-time offset is taken over (the least delayed wins).
 WALL_OFFSET_KEPT = 96
+#: Transport changes (Start/Continue vs Stop) logged per :data:`TRANSPORT_WINDOW_S` at most.
+TRANSPORT_LOGS_PER_WINDOW = 8
+#: The window transport changes are counted over, and the summary's interval, seconds.
+TRANSPORT_WINDOW_S = 10.0
 
 
 def _rtmidi(rtmidi_module: Any = None) -> Any:
@@ -158,6 +166,64 @@ class MidiFeedback:
             close()
 
 
+class TransportLog:
+    """Logs a MIDI clock's Start, Continue and Stop when the transport changes state.
+
+    A controller stuck sending Start, or a merger looping transport messages
+    back, must not write an event per message: one that leaves the state as
+    it was (running after Start or Continue, stopped after Stop) is only
+    counted, and at most :data:`TRANSPORT_LOGS_PER_WINDOW` changes per
+    :data:`TRANSPORT_WINDOW_S` are logged (``midi_clock``). What was not
+    logged is told at most once a window (``midi_clock_summary``: the counts
+    by message and the state now). ``by_message`` are running totals.
+    Thread-safe (each input port calls from its own thread).
+    """
+
+    def __init__(self, log_event: EventSink = null_sink, every_s: float = TRANSPORT_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log_event = log_event
+        self.every_s = every_s
+        self.by_message: Counter[str] = Counter()
+        self.running: bool | None = None  # the transport's state (None: no message yet)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._since = clock()
+        self._logged = 0  # changes logged since _since
+        self._unlogged: Counter[str] = Counter()  # messages not logged since the last summary
+
+    def note(self, message: str, **details: Any) -> None:
+        """One transport ``message`` ("start", "continue" or "stop"), ``details`` for its event."""
+        self.flush_due()
+        running = message != "stop"
+        with self._lock:
+            self.by_message[message] += 1
+            changed = running != self.running
+            self.running = running
+            log_it = changed and self._logged < TRANSPORT_LOGS_PER_WINDOW
+            if log_it:
+                self._logged += 1
+            else:
+                self._unlogged[message] += 1
+        if log_it:
+            self.log_event("midi_clock", state=message, **details)
+
+    def flush_due(self) -> None:
+        """Write the summary if ``every_s`` has passed since the window began."""
+        if self._clock() - self._since >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Summarise the messages not logged since the last summary (nothing if none)."""
+        with self._lock:
+            unlogged, self._unlogged = self._unlogged, Counter()
+            began, self._since, self._logged = self._since, self._clock(), 0
+            running = self.running
+        if unlogged:
+            self.log_event("midi_clock_summary", unlogged=sum(unlogged.values()),
+                           by_message=dict(unlogged), seconds=round(self._since - began, 3),
+                           state="running" if running else "stopped")
+
+
 def open_virtual_port(rtmidi_module: Any = None) -> Any:
     """A virtual input port named :data:`VIRTUAL_PORT_NAME` (ALSA, CoreMIDI)."""
     midi_in = new_midi_in(rtmidi_module)
@@ -171,11 +237,13 @@ class MidiControlInput:
     def __init__(self, config: MidiInConfig, hub: ControlHub,
                  log_event: EventSink = null_sink, ports: list[Any] | None = None,
                  refusals: RefusalLog | None = None,
-                 feedback: MidiFeedback | None = None) -> None:
+                 feedback: MidiFeedback | None = None,
+                 transport: TransportLog | None = None) -> None:
         self.config = config
         self.hub = hub
         self.log_event = log_event
         self.refusals = refusals or RefusalLog("midi", log_event)
+        self.transport = transport or TransportLog(log_event)
         self.ports = ports or []
         self.feedback = feedback
         self.cc = _mapping(config.cc, "control.midi.cc")
@@ -276,25 +344,28 @@ class MidiControlInput:
     def _on_realtime(self, status: int, at: float) -> bool:
         if self.clock is None or self.tempo is None:
             return self._ignore()
+        self.transport.flush_due()  # a summary due after a flood goes out with the next pulse
         if status == 0xF8:
             reading = self.clock.pulse(at)  # once a beat
             if reading is None:
                 return self._ignore()
             moved = self.tempo.offer(reading.bpm, origin="midi:clock")
-            if reading.downbeat is not None and self.tempo.tempo is not None:
-                # the rooms' bars on the clock's downbeats, at the tempo they play
+            # the rooms' bars on the clock's downbeats, at the tempo they play; a beat whose
+            # tempo was refused has downbeats timed at that tempo: they would move the bars
+            if reading.downbeat is not None and self.tempo.tempo is not None \
+                    and takes_tempo(reading.bpm):
                 self.grid.offer(reading.downbeat + self._wall_offset(), self.clock.beats_per_bar,
                                 self.tempo.tempo)
             return moved or self._ignore()
         if status == 0xFA:
             self.clock.start()
-            self.log_event("midi_clock", state="start")
+            self.transport.note("start")
         elif status == 0xFB:
             self.clock.resume()
-            self.log_event("midi_clock", state="continue", position=self.clock.position)
+            self.transport.note("continue", position=self.clock.position)
         elif status == 0xFC:  # the tempo already set stays: the music does not stop
             self.clock.stop()
-            self.log_event("midi_clock", state="stop", tempo_bpm=self.tempo.tempo)
+            self.transport.note("stop", tempo_bpm=self.tempo.tempo)
         return self._ignore()
 
     def _wall_offset(self) -> float:
@@ -391,6 +462,7 @@ class MidiControlInput:
             self.feedback.close()
             self.feedback = None
         self.refusals.flush()
+        self.transport.flush()
 
 
 def _is_midi(message: Any) -> bool:

@@ -15,7 +15,8 @@ lays each room's bars on it, as heard through audio_out's playback clock
 
 - :class:`TempoFollower` is the one way a sync source moves the tempo: only
   a finite tempo in 20..300 bpm is taken (anything else is refused and
-  counted, never stored), to 0.01 bpm, and only a move of at least the
+  counted, never stored, and the bar grid read with it is not sent:
+  :func:`takes_tempo`), to 0.01 bpm, and only a move of at least the
   source's step is passed on, because each change re-plans the music (a
   transition): a clock's jitter must not make the room re-plan every beat.
 - :class:`ClockTempo` reads a MIDI clock (24 pulses per quarter note): the
@@ -80,6 +81,19 @@ SYNC_EVERY_S = 2.0
 GRID_MOVE_S = 0.004
 
 
+def takes_tempo(bpm: object) -> bool:
+    """Whether ``bpm`` is a tempo a sync source may set: a finite number in
+    :data:`TEMPO_RANGE_BPM` (what :meth:`TempoFollower.offer` does not refuse).
+
+    A source whose tempo is refused is not followed in phase either: its bar
+    grid, timed at that tempo, would move the rooms' bars for nothing.
+    """
+    if isinstance(bpm, bool) or not isinstance(bpm, int | float) or not math.isfinite(bpm):
+        return False
+    low, high = TEMPO_RANGE_BPM
+    return low <= bpm <= high
+
+
 class TempoFollower:
     """Passes a sync source's tempo on as every room's ``tempo_bpm`` (see module doc)."""
 
@@ -98,8 +112,8 @@ class TempoFollower:
         if isinstance(bpm, bool) or not isinstance(bpm, int | float) or not math.isfinite(bpm):
             self.refusals.refuse("bad-tempo", tempo=repr(bpm)[:40])
             return False
-        low, high = TEMPO_RANGE_BPM
-        if not low <= bpm <= high:
+        if not takes_tempo(bpm):
+            low, high = TEMPO_RANGE_BPM
             self.refusals.refuse("tempo-out-of-range", tempo=round(float(bpm), 3),
                                  error=f"expected {low:g}..{high:g} bpm")
             return False
@@ -266,6 +280,7 @@ class LinkSync:
         self.session_tempo: float | None = None
         self.led = 0  # times the session's tempo was set from the room
         self.bars_led = 0  # times the session's beat was moved onto the room's bars
+        self.step_failures = 0  # polls of the session that raised, in all
         self._module = link_module
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -305,9 +320,23 @@ class LinkSync:
         link.quantum = self.config.quantum
         link.enabled = True
         self._ready.set()
+        streak = 0  # polls in a row that failed
         try:
             while not self._stop.is_set():
-                self.step(link)
+                try:
+                    self.step(link)
+                except Exception as error:  # noqa: BLE001 - one bad poll must not end Link
+                    streak += 1
+                    self.step_failures += 1
+                    if streak == 1:  # said once per streak, not 10 times a second
+                        self.log_event("link_step_failed", error=repr(error)[:300])
+                        log.warning("Link: a poll of the session failed (%r); polling goes "
+                                    "on, said again only once it works", error)
+                else:
+                    if streak:
+                        self.log_event("link_step_recovered", failed_polls=streak)
+                        log.info("Link: polling works again after %d failed polls", streak)
+                    streak = 0
                 await asyncio.sleep(LINK_POLL_S)
         finally:
             link.enabled = False
@@ -322,7 +351,8 @@ class LinkSync:
         if self.config.mode == "follow":
             if peers > 0:  # alone, the session's tempo is only our own default
                 self.follower.offer(self.session_tempo, origin="link")
-            played = self.follower.tempo
+            # a session whose tempo is refused is not followed in phase either
+            played = self.follower.tempo if takes_tempo(self.session_tempo) else None
         else:
             played = self.room_tempo()
             if played is not None and math.isfinite(played) and played > 0 \

@@ -271,6 +271,43 @@ def test_reading_and_joining_a_take_uses_memory_flat_with_its_length(tmp_path: P
     assert peaks[2] < peaks[1] + 500_000 and peaks[2] < 12_000_000, peaks
 
 
+JOIN_ON_A_FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from installation.demo import join_audio, join_midi
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+folder = Path(sys.argv[1])
+for joined, notes in (join_audio(sorted(folder.glob("seg-*.wav")), folder / "demo.wav"),
+                      join_midi([(folder / "seg-0.mid", 0.0), (folder / "seg-1.mid", 1.0)],
+                                folder / "sub" / "demo.mid")):
+    print(joined, "|", notes[-1])
+"""
+
+
+def test_a_take_that_cannot_be_joined_stays_in_its_segments(tmp_path: Path) -> None:
+    """An operator's full disk: joining demo.wav raised LibsndfileError out of the demo's
+    summary (a traceback, a half file left). Now a note says where the take is."""
+    import pretty_midi
+
+    for index in range(2):  # two segments of 1 s, 64 KB each: the join needs 128 KB
+        soundfile.write(tmp_path / f"seg-{index}.wav", np.full((8000, 2), 0.1, np.float32),
+                        8000, subtype="FLOAT")
+        midi = pretty_midi.PrettyMIDI()
+        midi.instruments.append(pretty_midi.Instrument(0))
+        midi.instruments[0].notes.append(pretty_midi.Note(90, 60, 0.0, 0.5))
+        midi.write(str(tmp_path / f"seg-{index}.mid"))
+    (tmp_path / "sub").write_text("a file where the MIDI's folder should be")
+    child = subprocess.run([sys.executable, "-c", JOIN_ON_A_FULL_DISK, str(tmp_path)],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr[-2000:]
+    audio, midi_line = child.stdout.splitlines()
+    assert audio.startswith(f"None | cannot write {tmp_path / 'demo.wav'} (")
+    assert audio.endswith("the take stays in its segments, seg-0.wav, seg-1.wav"), audio
+    assert midi_line.startswith(f"None | cannot write {tmp_path / 'sub' / 'demo.mid'} (")
+    assert not list(tmp_path.glob("*.partial")) and not (tmp_path / "demo.wav").exists()
+
+
 def test_the_demo_joins_a_rooms_segments_into_demo_wav_and_demo_mid(tmp_path: Path) -> None:
     import pretty_midi
 
