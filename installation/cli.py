@@ -6,11 +6,15 @@ caught here once and printed as ``Error: ...`` with the error's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -259,6 +263,33 @@ def _check_writable(path: Path, option: str, suffixes: tuple[str, ...] = ()) -> 
         path.unlink(missing_ok=True)  # the probe leaves nothing behind
 
 
+def _write_atomically(path: Path, write: Callable[[Path], object], needs_bytes: int) -> None:
+    """``write(temporary)`` beside ``path``, then rename it over ``path``: a failed write
+    (a full disk) leaves the file that was there, whole. InputError naming the file and
+    the reason (libsndfile says only "System error." for a full disk: the free space
+    against the ``needs_bytes`` the file needs, roughly, says it)."""
+    kept = "; the file that was there is kept" if path.exists() else ""
+    temporary: Path | None = None
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix,
+                                        dir=path.parent)
+        os.close(handle)
+        temporary = Path(name)
+        write(temporary)
+        os.replace(temporary, path)
+        temporary = None
+    except Exception as exc:  # noqa: BLE001 - libsndfile's, mido's and the OS's errors
+        free = shutil.disk_usage(path.parent).free
+        why = (f"no space left on its disk ({free / 1e6:.1f} MB free, the file needs about "
+               f"{needs_bytes / 1e6:.1f} MB)" if free < needs_bytes
+               else getattr(exc, "strerror", None) or str(exc))
+        raise InputError(f"cannot write {path}: {why}{kept}") from None
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+
+
 def _view_for_image(image: Any, room: str = "render", artwork_id: str = "render") -> Any:
     """The ArtworkView of a picture, described as the capture role describes one."""
     from capture.descriptor import ENCODER_NAME, describe_image
@@ -422,10 +453,9 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
         audio, notes, decisions = render_offline(counted, view, seconds, seed=seed,
                                                  block_s=engine_config.chunk_s)
     spent = time.perf_counter() - began
-    try:
-        soundfile.write(str(out_path), audio, generator.sample_rate)
-    except (soundfile.LibsndfileError, ValueError, TypeError) as exc:
-        raise InputError(f"cannot write {out_path}: {exc}") from None
+    kind = out_path.suffix.lstrip(".").upper()
+    _write_atomically(out_path, lambda temporary: soundfile.write(
+        str(temporary), audio, generator.sample_rate, format=kind), audio.size * 2)
     if midi_path is not None:
         from audio_out.midi import TempoChange, write_midi_file
 
@@ -435,8 +465,9 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
             numerator, _, denominator = str(decisions["meter"]).partition("/")  # "5/4"
             tempo_map.append(TempoChange(0, float(decisions["tempo_bpm"]),
                                          (int(numerator), int(denominator))))
-        write_midi_file(midi_path, shift_channels(notes, offset), generator.sample_rate,
-                        tempo_map)
+        _write_atomically(midi_path, lambda temporary: write_midi_file(
+            temporary, shift_channels(notes, offset), generator.sample_rate, tempo_map),
+            len(notes) * 16)
     located = None if used is None else {
         "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in used.quad],
         "artwork_id": used.artwork_id, "score": round(float(used.score), 4),

@@ -15,6 +15,8 @@ import logging
 import math
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -634,6 +636,38 @@ def test_render_refuses_bad_seconds_and_an_unwritable_out_before_rendering(
                                       "--midi", str(blocker / "x.mid")])
     assert result.exit_code == 3 and "cannot write --midi" in result.output
     assert rendered == [] and not Path(out).exists()
+
+
+RENDER_ON_A_FULL_DISK = """
+import resource, signal, sys
+from installation.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+sys.argv = ["art2mus", "render", *sys.argv[1:]]
+main()
+"""
+
+
+def test_render_on_a_full_disk_keeps_the_file_that_was_there(images: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    """An operator's full disk: render --out wrote over the take in place and left it cut
+    short (0.34 s of a 0.1 s file's place). Now the new file goes beside it, renamed over
+    it only once whole."""
+    import numpy as np
+    import soundfile
+
+    take = tmp_path / "take.wav"
+    soundfile.write(take, np.full((4800, 2), 0.25, np.float32), 48000)
+    before = take.read_bytes()
+    child = subprocess.run([sys.executable, "-c", RENDER_ON_A_FULL_DISK, str(images["good"]),
+                            "--seconds", "2", "--out", str(take)],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == 3, child.stdout + child.stderr[-2000:]
+    assert f"Error: cannot write {take}: " in child.stderr, child.stderr
+    assert child.stderr.rstrip().endswith("the file that was there is kept"), child.stderr
+    assert "Traceback" not in child.stderr
+    assert take.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
 
 
 # -- issue 14: ``render IMG`` is a true preview -----------------------------------------
