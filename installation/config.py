@@ -251,6 +251,35 @@ class SceneConfig(BaseModel):
         return {name: value for name, value in values.items() if value is not None}
 
 
+def _osc_host(host: str) -> str:
+    """``host`` as compared by :func:`_same_osc_endpoint`: "loopback", "any" or itself."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return "loopback"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:  # a name: compared as written (no DNS look-up when a config loads)
+        return host
+    if ip.is_unspecified:
+        return "any"
+    return "loopback" if ip.is_loopback else str(ip)
+
+
+def _same_osc_endpoint(listen: str, target: str) -> bool:
+    """Whether UDP sent to ``target`` reaches a socket bound to ``listen`` (both 'HOST:PORT').
+
+    Loopback names and addresses (localhost, 127.0.0.0/8, ::1) are one host; a
+    socket bound to 0.0.0.0 (or ::) also hears loopback, and a datagram sent
+    to 0.0.0.0 goes to this machine. Another address of this machine, or a
+    name that resolves to it, is not detected.
+    """
+    (host, _, port), (to_host, _, to_port) = listen.rpartition(":"), target.rpartition(":")
+    if int(port) != int(to_port):
+        return False
+    here, there = _osc_host(host), _osc_host(to_host)
+    return here == there or {here, there} <= {"loopback", "any"}
+
+
 class OscConfig(BaseModel):
     """OSC in (parameters as addresses) and out (each room's state, one value per address)."""
 
@@ -276,6 +305,12 @@ class OscConfig(BaseModel):
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
                 raise ValueError(f"OSC address must be 'HOST:PORT', got {address!r}")
+        # A target that is our own OSC in would hear every echo and state message we send:
+        # each change would come back as a set (and the engine's beats as junk) forever.
+        for target in self.send if self.listen else ():
+            if _same_osc_endpoint(self.listen, target):
+                raise ValueError(f"send: expected targets other than this installation's own "
+                                 f"OSC in (listen = {self.listen!r}), got {target!r}")
         if self.query_port and not self.listen:
             raise ValueError(f"query_port {self.query_port} describes OSC in: expected listen "
                              "= 'HOST:PORT' too, got listen = ''")

@@ -19,10 +19,15 @@ and says so in one summary line per interval, never one line per packet.
 
 **Echo**: :meth:`ControlHub.subscribe` registers a listener called (on the
 setting thread, after the value is stored) with a :class:`ParameterChange`
-for every value set, whatever set it; OSC out and MIDI feedback use it so
-TouchOSC faders and motorised controllers follow. ``origin`` names the exact
-control or sender that caused a change, so an echo is never sent back to it
-(no feedback loops).
+for every value that changed, whatever set it; OSC out and MIDI feedback use
+it so TouchOSC faders and motorised controllers follow. ``origin`` names the
+exact control or sender that caused a change, so an echo is never sent back
+to it. A set that leaves the stored value as it was (an echo coming back
+through another installation, an OSC router, a ``send`` target that loops
+to our own ``listen``) is no change: nobody hears of it and no Control is
+queued, so such a loop ends after one round instead of ping-ponging one
+message forever. Triggers (``next_variation``) are the exception: each set
+is a step, so each one is stored, sent and heard.
 
 **Scenes**: :meth:`ControlHub.recall_scene` sets a named set of live
 parameters from ``[[control.scenes]]`` (MIDI program change recalls one).
@@ -92,6 +97,10 @@ class ControlHub:
         ValueError (nothing stored or sent) for an unknown name or room, and for
         a value that is not a finite number; a finite one is clamped to the range.
         Every listener (:meth:`subscribe`) then hears of it, ``origin`` included.
+        A value equal to the one stored for ``room`` (a global one that would
+        also clear no room's own) changes nothing: it is neither sent nor heard
+        (see the module docstring: it ends echo loops). A trigger is the
+        exception: every set is a step.
         """
         param = live_value(name)
         name, role, applied = param.name, param.role, param.clamp(value)
@@ -99,11 +108,16 @@ class ControlHub:
         if room != "*" and room not in rooms:
             raise ValueError(f"unknown room {room!r}; rooms are {rooms}")
         with self._lock:
-            if room == "*":
-                # a global set overrides earlier per-room values of the same parameter
-                for key in [k for k in self._values if k[0] == role and k[2] == name]:
-                    del self._values[key]
-            self._values[(role, room, name)] = applied
+            # a global set overrides earlier per-room values of the same parameter
+            overridden = ([k for k in self._values if k[0] == role and k[2] == name]
+                          if room == "*" else [])
+            key = (role, room, name)
+            if (param.kind != "trigger" and self._values.get(key) == applied
+                    and overridden in ([], [key])):
+                return applied
+            for stale in overridden:
+                del self._values[stale]
+            self._values[key] = applied
         self._queue(self._message(role, room, {name: applied}))
         self.log_event("control_set", name=name, value=applied, room=room, source=source)
         self._notify(ParameterChange(room, name, applied, source, origin))

@@ -5,8 +5,8 @@
 
     /art2mus/intensity 0.8            every room
     /art2mus/room-1/tempo_bias -0.5   one room
-    /art2mus/freeze 1                 (no argument: toggle)
-    /art2mus/next_variation           (any or no argument: step once)
+    /art2mus/freeze 1                 (T/F too; no argument: toggle)
+    /art2mus/next_variation           (a number, T/F or no argument: step once)
     /art2mus/room-1/tonic 2           (the key's tonic, 2 = D; -1 = the artwork's)
 
 ``/art2mus/ROOM/key`` is not one of them: OSC out sends the key's name there
@@ -32,14 +32,22 @@ sent at once on the address that sets it, so TouchOSC faders follow::
     /art2mus/PARAM value              every room ("*")
 
 A change is not echoed to the target it came from (a datagram from a send
-target's own HOST:PORT): no feedback loops.
+target's own HOST:PORT). An echo that comes back another way (a second
+installation echoing to us, an OSC router) sets the value it already has,
+which the hub does not pass on (:meth:`ControlHub.set
+<installation.control.ControlHub.set>`): the loop ends after one round. A
+``send`` target equal to our own ``listen`` is refused when the config loads.
+Triggers are the exception (each message is a step): one that came in over
+OSC is not echoed, so two installations that echo to each other step once.
 
 The prefix (``/art2mus``) is ``[control.osc] prefix``.
 
 **Junk** never reaches the hub and never floods a log: an unparseable
-datagram, an unknown address or room, a value that is not a finite number
-(NaN, inf, a string such as ``"nan"``, a missing argument) is counted by
-reason in :attr:`OscControlServer.refusals` and summarised at most once per
+datagram, an unknown address or room, an argument whose OSC type is not a
+number (``f``, ``d``, ``i``, ``h``; ``T``/``F`` too for a toggle or trigger:
+a colour ``r`` would otherwise arrive as the integer it is packed in), a
+value that is not a finite number (NaN, inf, a missing argument) is counted
+by reason in :attr:`OscControlServer.refusals` and summarised at most once per
 10 s (:class:`~installation.control.RefusalLog`). Bundle time tags are
 ignored (applied at once): python-osc's dispatcher would sleep the server
 thread until a tag in the future. python-osc's parser logs a warning on the
@@ -66,8 +74,14 @@ from installation.config import OscConfig
 from installation.control import ENGINE_SETTINGS, ControlHub, ParameterChange, RefusalLog
 from installation.status import room_summary
 
+log = logging.getLogger(__name__)
+
 #: The room-state addresses OSC out sends, in order.
 STATE_FIELDS = ("artwork_id", "confidence", "key", "tempo", "level", "health")
+#: OSC type tags of the arguments OSC in takes as a value: float32, float64, int32, int64.
+NUMBER_TAGS = "fdih"
+#: OSC type tags also taken by a toggle or a trigger: True, False.
+BOOLEAN_TAGS = "TF"
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -82,6 +96,17 @@ def udp_origin(host: str, port: int) -> str:
     except OSError:  # an unresolvable name: compared as written
         pass
     return f"udp:{host}:{port}"
+
+
+def _type_tags(dgram: bytes) -> str:
+    """The OSC type tags of a parsed message's arguments ("" without any), commaless."""
+    from pythonosc.parsing import osc_types
+
+    _, index = osc_types.get_string(dgram, 0)
+    if not dgram[index:]:
+        return ""
+    tags, _ = osc_types.get_string(dgram, index)
+    return tags[1:]
 
 
 def _import_osc() -> Any:
@@ -204,15 +229,23 @@ class OscControlServer:
             messages = [timed.message for timed in self._packet(data).messages]
             if _PYTHONOSC_WARNINGS.take():
                 raise ValueError("an unknown type tag or bundle element")
+            tagged = [(message, _type_tags(message.dgram)) for message in messages]
         except Exception as error:  # noqa: BLE001 - python-osc raises several types on junk
             self.refusals.accept()
             self.refusals.refuse("unparseable", size=len(data), error=repr(error)[:200])
             return
-        for message in messages:
-            self.handle(message.address, *message.params, origin=origin)
+        for message, tags in tagged:
+            self.handle(message.address, *message.params, origin=origin, tags=tags)
 
-    def handle(self, address: str, *args: Any, origin: str = "") -> None:
-        """Apply one OSC message; anything unknown or malformed is counted as refused."""
+    def handle(self, address: str, *args: Any, origin: str = "", tags: str | None = None
+               ) -> None:
+        """Apply one OSC message; anything unknown or malformed is counted as refused.
+
+        ``tags`` are the arguments' OSC type tags as received (None: ``args`` are
+        Python values, not from a datagram); an argument that is neither a number
+        nor, for a toggle or a trigger, T/F is refused as ``bad-value``: python-osc
+        hands a colour (``r``) or a MIDI message (``m``) over as numbers.
+        """
         self.refusals.accept()
         try:
             name, room = self._parse(address)
@@ -225,8 +258,17 @@ class OscControlServer:
             self.refusals.refuse("unknown-room", address=address[:200],
                                  error=f"unknown room {room!r}; rooms are {rooms}")
             return
+        param = live_value(name)  # a known name: _parse checked it
+        if tags is not None:
+            allowed = NUMBER_TAGS + (BOOLEAN_TAGS if param.kind in ("toggle", "trigger") else "")
+            odd = sorted({tag for tag in tags if tag not in allowed})
+            if odd:
+                self.refusals.refuse(
+                    "bad-value", address=address[:200], tags=tags[:20],
+                    error=f"parameter {param.name}: expected OSC type tags in "
+                          f"{allowed!r}, got {''.join(odd)[:20]!r}")
+                return
         try:
-            param = live_value(name)
             if param.kind == "trigger":
                 self.hub.trigger(param.name, room, source="osc", origin=origin)
             elif param.kind == "toggle" and not args:
@@ -298,7 +340,11 @@ class OscParameterEcho:
         return f"{prefix}/{change.room}/{change.name}"
 
     def on_change(self, change: ParameterChange) -> None:
-        """Send ``change`` to every target but its origin."""
+        """Send ``change`` to every target but its origin (a trigger that came over OSC to
+        none: each message is a step, and two installations echoing to each other would
+        step each other for ever)."""
+        if change.source == "osc" and live_value(change.name).kind == "trigger":
+            return
         address = self.address(change)
         for origin, client in self.targets:
             if origin == change.origin:
@@ -333,6 +379,7 @@ class OscStateSender:
         self.log_event = log_event
         self.clients = [osc.udp_client.SimpleUDPClient(*_split(a)) for a in config.send]
         self.sent = 0
+        self.failures = 0  # periods whose sending failed, in all
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -346,12 +393,31 @@ class OscStateSender:
         return self
 
     def _run(self) -> None:
+        """Send every period until closed; a failure is said once, and the next period tries
+        again.
+
+        Any exception, not only a network's OSError: one bad read of the role rows must
+        not silence OSC out for the rest of the show. A streak of failures (a target's
+        network down for minutes) is one event and one log line, and its end another.
+        """
         period = 1.0 / self.config.send_hz
+        streak = 0  # failed periods in a row
         while not self._stop.wait(period):
             try:
                 self.send_once()
-            except OSError as error:  # a target's network is down: try again next period
-                self.log_event("osc_send_failed", error=str(error))
+            except Exception as error:  # noqa: BLE001 - OSC out goes on; said once per streak
+                streak += 1
+                self.failures += 1
+                if streak == 1:
+                    self.log_event("osc_send_failed", error=repr(error)[:300])
+                    log.warning("OSC out: sending the room state failed (%r); retrying every "
+                                "%.2f s, said again only once it works", error, period)
+                continue
+            if streak:
+                self.log_event("osc_send_recovered", failed_periods=streak)
+                log.info("OSC out: sending the room state works again after %d failed "
+                         "periods", streak)
+                streak = 0
 
     def send_once(self) -> None:
         """Send the current state of every room to every target."""

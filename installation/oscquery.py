@@ -21,8 +21,8 @@ The namespace, built from :data:`ground.params.PARAMETERS` and
   ``"i"`` (choice, toggle, trigger), RANGE ``[{"MIN", "MAX"}]`` (a choice's
   also has ``"VALS"``, the allowed numbers; its DESCRIPTION names them), VALUE
   :meth:`ControlHub.current <installation.control.ControlHub.current>`. OSC in
-  also takes a toggle with no argument (flips it) and a trigger with any or
-  none (one step; VALUE counts the steps).
+  also takes a toggle with no argument (flips it) or T/F, and a trigger with a
+  number, T/F or no argument (one step; VALUE counts the steps).
 - ``PREFIX/ROOM/{artwork_id,confidence,key,tempo,level,health}``: the room
   state OSC out sends (:data:`installation.osc.STATE_FIELDS`), ACCESS 1, VALUE
   read from the role rows (``key`` is the key's name, "D dorian", as the
@@ -36,7 +36,10 @@ The HTTP server is read-only and small on purpose: GET and HEAD only (any
 other method is 405), a request path of at most :data:`MAX_PATH_CHARS`
 characters (else 414), no file is ever served, at most
 :data:`MAX_CONNECTIONS` requests at once (more are dropped), a stalled client
-is cut after :data:`CLIENT_TIMEOUT_S`; every error is a JSON object
+is cut after :data:`CLIENT_TIMEOUT_S` in all (a deadline for the whole request,
+reading and answering, not per read: a client trickling one byte at a time
+would otherwise hold its slot for ever), a path not starting with "/" is
+404; every error is a JSON object
 ``{"ERROR": "..."}``; nothing is logged per request. An unknown path is 404,
 an unknown attribute 400, an attribute the node lacks (``?VALUE`` on a
 container) 204, as the proposal asks. No LISTEN (websocket streaming): the
@@ -53,6 +56,7 @@ own threads answer queries until :meth:`OscQueryServer.close`.
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import logging
@@ -60,6 +64,7 @@ import math
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -79,7 +84,7 @@ log = logging.getLogger(__name__)
 MAX_PATH_CHARS = 1024
 #: Requests served at once; a connection beyond them is closed unanswered.
 MAX_CONNECTIONS = 16
-#: Seconds a client may take to send its request.
+#: Seconds a request may take in all, from waiting for its first line to the answer sent.
 CLIENT_TIMEOUT_S = 5.0
 #: The OSCQuery attributes a node may be asked for (``?VALUE``); HOST_INFO is the root's.
 ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION")
@@ -185,7 +190,13 @@ class Namespace:
             stack.extend(reversed(node.contents.values()))
 
     def find(self, path: str) -> _Node | None:
-        """The node at ``path`` ("/" the root, a trailing "/" ignored); None if none."""
+        """The node at ``path`` ("/" the root, a trailing "/" ignored); None if none.
+
+        A path must start with "/": the tree has no relative paths ("junk/art2mus"
+        is not "/art2mus").
+        """
+        if not path.startswith("/"):
+            return None
         node = self.root
         if path.rstrip("/") == "":
             return node
@@ -229,9 +240,9 @@ def _parameter_description(param: Parameter, where: str) -> str:
         names = ", ".join(f"{int(param.low) + i} {name}" for i, name in enumerate(param.choices))
         text += f"; {names}"
     elif param.kind == "toggle":
-        text += "; 0 or 1, no argument flips it"
+        text += "; 0 or 1 (or T/F), no argument flips it"
     elif param.kind == "trigger":
-        text += "; any or no argument steps once (the value counts the steps)"
+        text += "; a number, T/F or no argument steps once (the value counts the steps)"
     return text
 
 
@@ -290,7 +301,9 @@ class _QueryHTTPServer(ThreadingHTTPServer):
     request_queue_size = 2 * MAX_CONNECTIONS  # socketserver's 5 makes a burst of clients wait
     owner: OscQueryServer
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # what the requests' deadlines are measured on
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.dropped = 0
         self.errors = 0
@@ -323,16 +336,64 @@ class _QueryHTTPServer(ThreadingHTTPServer):
         self.errors += 1  # a client gone mid-answer: nothing to log per request
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's bytes, each read bounded by what is left of the request's time.
+
+    A socket timeout bounds one read only: a client sending a byte every few
+    seconds would never trip it. Here each read waits at most until
+    ``remaining()`` runs out, and none starts once it has (TimeoutError, which
+    the HTTP handler answers by closing the connection).
+    """
+
+    def __init__(self, connection: socket.socket, remaining: Callable[[], float]) -> None:
+        super().__init__()
+        self._connection = connection
+        self._remaining = remaining
+
+    def readable(self) -> bool:
+        """Always: it only reads."""
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        """Read what has arrived into ``buffer``, waiting at most until the deadline."""
+        remaining = self._remaining()
+        if remaining <= 0:
+            raise TimeoutError(f"the request took more than {CLIENT_TIMEOUT_S:g} s")
+        self._connection.settimeout(remaining)
+        return self._connection.recv_into(buffer)
+
+
 class _QueryHandler(BaseHTTPRequestHandler):
-    """Answers GET and HEAD from the namespace; never touches the filesystem."""
+    """Answers GET and HEAD from the namespace; never touches the filesystem.
+
+    Each request has :data:`CLIENT_TIMEOUT_S` in all, from the moment it is
+    awaited, to arrive and be answered (HTTP/1.0: one request per connection).
+    """
 
     server: _QueryHTTPServer
     server_version = "art2mus-oscquery"
     sys_version = ""
     timeout = CLIENT_TIMEOUT_S
+    _deadline = 0.0  # server.clock() time by which the request in hand must be answered
 
     def log_message(self, format: str, *args: Any) -> None:
         """Nothing per request (the base writes every request to stderr)."""
+
+    def setup(self) -> None:
+        """The connection as the base sets it up, read through the request's deadline."""
+        super().setup()
+        self.rfile.close()  # the base's makefile(): replaced, not read
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self._remaining))
+
+    def handle_one_request(self) -> None:
+        """One request, within :data:`CLIENT_TIMEOUT_S` from now (the base closes the
+        connection on the TimeoutError of a read or a write past it)."""
+        self._deadline = self.server.clock() + CLIENT_TIMEOUT_S
+        super().handle_one_request()
+
+    def _remaining(self) -> float:
+        """Seconds left to the request in hand."""
+        return self._deadline - self.server.clock()
 
     def parse_request(self) -> bool:
         if not super().parse_request():
@@ -367,6 +428,11 @@ class _QueryHandler(BaseHTTPRequestHandler):
 
     def _reply(self, status: HTTPStatus, body: dict[str, Any] | None,
                allow: str = "") -> None:
+        remaining = self._remaining()
+        if remaining <= 0:
+            raise TimeoutError(f"the request took more than {CLIENT_TIMEOUT_S:g} s")
+        # a client that stops reading the answer is cut at the deadline too
+        self.connection.settimeout(remaining)
         data = b"" if body is None else json.dumps(body, allow_nan=False).encode()
         self.send_response(status)
         if allow:
@@ -507,18 +573,20 @@ class OscQueryServer:
     def start(cls, config: OscConfig, hub: ControlHub, log_event: EventSink, *,
               osc_port: int, rows: Callable[[], list[dict[str, Any]]] | None = None,
               name: str | None = None, port: int | None = None,
-              advertise: bool = True) -> OscQueryServer:
+              advertise: bool = True,
+              clock: Callable[[], float] = time.monotonic) -> OscQueryServer:
         """Serve on ``config.listen``'s host, TCP ``port`` (default ``config.query_port``;
         0 = any free one), describing the OSC in on UDP ``osc_port``; advertise by mDNS.
 
         ``rows`` (the supervisor's role rows) adds the room state nodes; ``name``
-        (default the installation's) is HOST_INFO's NAME and the DNS-SD instance.
+        (default the installation's) is HOST_INFO's NAME and the DNS-SD instance;
+        ``clock`` measures each request's :data:`CLIENT_TIMEOUT_S` (a test's fake).
         OSError when the port cannot be bound.
         """
         self = cls(config, hub, log_event, osc_port=osc_port, rows=rows,
                    name=name or hub.config.installation.name)
         host = config.listen.rpartition(":")[0]
-        server = _QueryHTTPServer((host, config.query_port if port is None else port))
+        server = _QueryHTTPServer((host, config.query_port if port is None else port), clock)
         server.owner = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -555,6 +623,9 @@ class OscQueryServer:
                          f"got {len(target)}"}
         parts = urlsplit(target)
         path, attribute = unquote(parts.path) or "/", parts.query
+        if not path.startswith("/"):  # "*", "junk/art2mus/...": not a path in the tree
+            return HTTPStatus.NOT_FOUND, {
+                "ERROR": f"request path {path[:100]!r}: expected it to start with '/'"}
         node = self.namespace.find(path)
         if node is None:
             return HTTPStatus.NOT_FOUND, {"ERROR": f"no OSC node at {path[:100]!r}"}

@@ -519,32 +519,37 @@ class Supervisor:
         now = time.monotonic()
         rows = []
         for role in self.roles:
-            age = role.heartbeat_age() if role.process is not None else None
+            # Read once: other threads call this (OSC out, OSCQuery) while the supervisor's
+            # loop restarts a role, setting its heartbeat to None between two reads.
+            process, heartbeat = role.process, role.heartbeat
+            last_beat = heartbeat.last_beat if heartbeat is not None else None
+            age = (time.monotonic() - last_beat if process is not None and last_beat is not None
+                   else None)
             if role.done:
                 state = "done"
             elif role.failed:
                 state = "failed"
             elif role.stopped:
                 state = "stopped"
-            elif role.process is None:
+            elif process is None:
                 state = "restarting"
-            elif role.heartbeat is not None and role.heartbeat.last_beat is None:
+            elif heartbeat is not None and last_beat is None:
                 state = "starting"
             elif age is not None and age > max(3 * self.config.supervisor.heartbeat_s, 2.0):
                 state = "silent"
             else:
                 state = "running"
             rows.append({
-                "name": role.name, "kind": role.kind, "room": role.room, "pid": role.pid,
+                "name": role.name, "kind": role.kind, "room": role.room,
+                "pid": process.pid if process is not None else None,
                 "state": state, "uptime_s": round(now - role.started_at, 1)
-                if role.process is not None else None,
+                if process is not None else None,
                 "restarts": role.restarts, "hangs": role.hangs,
                 "heartbeat_age_s": None if age is None else round(age, 2),
                 "exit_code": role.stop_code if role.stop_code is not None else (
                     role.exit_codes[-1] if role.exit_codes else None),
                 "reason": role.failed or role.last_reason,
-                "status": (role.heartbeat.status if role.heartbeat is not None
-                           else role.last_status),
+                "status": heartbeat.status if heartbeat is not None else role.last_status,
             })
         return rows
 

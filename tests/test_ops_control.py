@@ -121,6 +121,40 @@ def test_listeners_hear_every_set_with_its_source_and_a_failing_one_refuses_noth
     assert len(heard) == 2
 
 
+def test_a_set_that_changes_nothing_is_neither_sent_nor_heard_but_a_trigger_always_is(
+) -> None:
+    # an echo that comes back (another installation, an OSC router) must end there
+    events: list[tuple[str, dict[str, Any]]] = []
+    hub = ControlHub(config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]}),
+                     lambda kind, **f: events.append((kind, f)))
+    heard: list[ParameterChange] = []
+    hub.subscribe(heard.append)
+    for name, value, room in (("intensity", 0.8, "*"), ("brightness", 0.3, "a"),
+                              ("freeze", 1.0, "*"), ("tonic", 2.0, "b"), ("lead_s", 2.0, "*")):
+        assert hub.set(name, value, room, source="osc") == value
+        assert hub.set(name, value, room, source="osc") == value  # the same again: no change
+    assert hub.set("intensity", 0.8000000119, source="osc") == 0.8  # float32 noise: the same
+    assert [(c.name, c.room) for c in heard] == [
+        ("intensity", "*"), ("brightness", "a"), ("freeze", "*"), ("tonic", "b"),
+        ("lead_s", "*")]
+    assert [m.params for m in hub.pending()] == [
+        {"intensity": 0.8}, {"brightness": 0.3}, {"freeze": 1.0}, {"tonic": 2.0},
+        {"lead_s": 2.0}]
+    assert sum(kind == "control_set" for kind, _ in events) == 5
+    # a room's own value is not the global one: setting it is a change, and so is a
+    # global set equal to the stored global value that clears a room's own
+    hub.set("intensity", 0.8, "a")
+    hub.set("intensity", 0.8)
+    assert [(m.room, m.params) for m in hub.pending()] == [
+        ("a", {"intensity": 0.8}), ("*", {"intensity": 0.8})]
+    assert hub.snapshot()["*"]["intensity"] == 0.8 and "intensity" not in hub.snapshot()["a"]
+    # a trigger's every set is a step: sent and heard each time, even with the same value
+    heard.clear()
+    hub.set("next_variation", 5.0, "a")
+    hub.set("next_variation", 5.0, "a")
+    assert len(heard) == 2 and len(hub.pending()) == 2
+
+
 # -- the engine applies them ------------------------------------------------------
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
 from typing import Any
 
+import pytest
 from polling import wait_until
 from pythonosc.dispatcher import Dispatcher
+from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import ThreadingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 from engine.beats import BeatGrid, BeatOut
+from ground.errors import ConfigError
 from ground.events import null_sink
 from ground.params import PARAMETERS
 from installation.config import OscConfig, config_from_dict
@@ -199,3 +204,122 @@ def test_the_rooms_key_name_and_the_tonic_parameter_have_addresses_of_their_own(
     refused = [f for kind, f in events if kind == "osc_refused"]
     assert refused[0]["error"].startswith("OSC address '/art2mus/a/key': 'key' is now called "
                                           "'tonic'; expected /art2mus/PARAM or")
+
+
+def test_a_send_target_that_is_our_own_listen_address_is_refused_naming_the_field() -> None:
+    # it would hear every echo it sends: one knob move ping-pongs for ever
+    for listen, target in (("127.0.0.1:9000", "127.0.0.1:9000"),
+                           ("127.0.0.1:9000", "localhost:9000"),
+                           ("0.0.0.0:9000", "127.0.0.1:9000"),
+                           ("localhost:9000", "0.0.0.0:9000"),
+                           ("192.168.1.20:9000", "192.168.1.20:9000")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"send: expected targets other than this installation's own OSC in "
+                f"(listen = {listen!r}), got {target!r}")):
+            OscConfig(listen=listen, send=("10.0.0.9:9000", target))
+    with pytest.raises(ConfigError, match=r"control\.osc.*send: expected targets other"):
+        config_from_dict({"rooms": [{"id": "a"}], "control": {"osc": {
+            "listen": "127.0.0.1:9000", "send": ["127.0.0.1:9000"]}}})
+    # another port, another host, or no OSC in: a target like any other
+    for listen, target in (("127.0.0.1:9000", "127.0.0.1:9001"),
+                           ("0.0.0.0:9000", "192.168.1.20:9000"),
+                           ("192.168.1.20:9000", "127.0.0.1:9000"),
+                           ("", "127.0.0.1:9000")):
+        assert OscConfig(listen=listen, send=(target,)).send == (target,)
+
+
+def test_two_installations_echoing_to_each_other_settle_after_one_round() -> None:
+    # A.send is B's OSC in and B.send is A's: each echo comes back once and stops there,
+    # whatever the kind of value (a number, a toggle or a choice set with a value)
+    hubs = [ControlHub(CONFIG), ControlHub(CONFIG)]
+    servers = [OscControlServer(OscConfig(), hub, null_sink) for hub in hubs]
+    failed: list[dict[str, Any]] = []
+    for hub, other in zip(hubs, reversed(servers), strict=True):
+        def forward(change: ParameterChange, other: OscControlServer = other) -> None:
+            room = "" if change.room == "*" else f"{change.room}/"
+            # from the other installation's echo socket, not a target's own HOST:PORT
+            other.handle(f"/art2mus/{room}{change.name}", change.value,
+                         origin="udp:127.0.0.1:50000")
+        hub.subscribe(forward)
+    for hub in hubs:
+        hub.log_event = lambda kind, **f: failed.append(f) if kind.endswith("failed") else None
+    servers[0].handle("/art2mus/intensity", 0.8, origin="udp:10.0.0.5:9000")
+    servers[0].handle("/art2mus/a/freeze", 1, origin="udp:10.0.0.5:9000")
+    servers[0].handle("/art2mus/b/tonic", 2.0, origin="udp:10.0.0.5:9000")
+    assert failed == []  # no echo ran into a recursion limit
+    for hub in hubs:
+        assert [(m.room, m.params) for m in hub.pending()] == [
+            ("*", {"intensity": 0.8}), ("a", {"freeze": 1.0}), ("b", {"tonic": 2.0})]
+    assert [s.received for s in servers] == [3 + 3, 3]  # each message, then its echo back
+
+
+def _datagram(address: str, *args: tuple[str, Any]) -> bytes:
+    builder = OscMessageBuilder(address)
+    for tag, value in args:
+        builder.add_arg(value, tag)
+    return bytes(builder.build().dgram)
+
+
+def test_only_numbers_and_for_toggles_and_triggers_booleans_are_values() -> None:
+    # python-osc hands a colour ('r') over as the integer it is packed in: volume 4 (+12 dB)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hub = ControlHub(CONFIG)
+    events: list[tuple[str, dict[str, Any]]] = []
+    server = OscControlServer.start(OscConfig(listen=f"127.0.0.1:{port}"), hub,
+                                    lambda kind, **f: events.append((kind, f)))
+    sent = [
+        _datagram("/art2mus/volume", ("r", 0x00FF00FF)),  # refused: a colour
+        _datagram("/art2mus/a/intensity", ("m", (0, 0x90, 60, 100))),  # refused: MIDI
+        _datagram("/art2mus/volume", ("T", True)),  # refused: not a toggle
+        _datagram("/art2mus/next_variation", ("s", "go")),  # refused: a string
+        _datagram("/art2mus/brightness", ("f", 0.25), ("r", 0)),  # refused: any argument
+        _datagram("/art2mus/b/volume", ("h", 2)),  # taken: int64
+        _datagram("/art2mus/a/brightness", ("d", 0.75)),  # taken: float64
+        _datagram("/art2mus/a/freeze", ("T", True)),  # taken: a toggle's boolean
+        _datagram("/art2mus/b/freeze", ("F", False)),  # taken
+        _datagram("/art2mus/a/next_variation", ("T", True)),  # taken: one step
+    ]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for datagram in sent:
+                sender.sendto(datagram, ("127.0.0.1", port))
+            wait_until(lambda: server.received >= len(sent), 3.0)
+    finally:
+        server.close()
+    assert hub.current("volume") == 1.0 and hub.current("intensity", "a") == 0.5
+    assert hub.current("next_variation") == 0.0 and hub.current("brightness") == 0.5
+    assert hub.current("volume", "b") == 2.0 and hub.current("brightness", "a") == 0.75
+    assert hub.current("freeze", "a") == 1.0 and hub.current("freeze", "b") == 0.0
+    assert hub.current("next_variation", "a") == 1.0
+    assert server.refusals.by_reason == {"bad-value": 5}
+    first = next(f for kind, f in events if kind == "osc_refused")
+    assert first["error"] == "parameter volume: expected OSC type tags in 'fdih', got 'r'"
+
+
+def test_a_trigger_that_came_over_osc_is_not_echoed_one_from_elsewhere_is() -> None:
+    # Each trigger message is a step: two installations echoing next_variation to each
+    # other stepped each other for ever. One from the console still reaches the targets.
+    hub = ControlHub(CONFIG)
+    echo = OscParameterEcho(OscConfig(send=["127.0.0.1:9"]), hub, null_sink)
+    sent: list[tuple[str, float]] = []
+
+    class Client:
+        def send_message(self, address: str, value: float) -> None:
+            sent.append((address, value))
+
+        def close(self) -> None:
+            pass
+
+    for _, client in echo.targets:
+        client.close()  # its socket: the fake below takes its place
+    echo.targets = [(origin, Client()) for origin, _ in echo.targets]
+    try:
+        hub.trigger("next_variation", "a", source="osc", origin="udp:10.0.0.7:9000")
+        assert sent == []
+        hub.trigger("next_variation", "a", source="console")
+        hub.set("intensity", 0.3, "*", source="osc", origin="udp:10.0.0.7:9000")
+        assert sent == [("/art2mus/a/next_variation", 2.0), ("/art2mus/intensity", 0.3)]
+    finally:
+        echo.close()

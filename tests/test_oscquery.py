@@ -355,6 +355,65 @@ def test_connections_beyond_the_limit_are_closed_unanswered(served: Served) -> N
     wait_until(answered)  # the slots come back as the idle clients' handlers end
 
 
+def test_a_path_without_a_leading_slash_is_not_found(served: Served) -> None:
+    # "junk/art2mus/intensity" is not /art2mus/intensity: the tree has no relative paths
+    for target in ("junk/art2mus/intensity", "art2mus/intensity", "art2mus", "x", "*"):
+        status, headers, body = served.request(target)
+        assert status == 404, (target, status, body)
+        assert headers["Content-Type"] == "application/json"
+        assert json.loads(body)["ERROR"] == (f"request path {target!r}: expected it to "
+                                             "start with '/'")
+    tree = served.query.namespace
+    assert tree.find("art2mus/intensity") is None and tree.find("") is None
+    assert tree.find("/art2mus/intensity") is not None and tree.find("/") is tree.root
+
+
+class _FakeClock:
+    """A monotonic clock a test moves by hand; counts the reads (who has started waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    """Whether the server closed ``client`` (EOF or reset) rather than answering it."""
+    try:
+        return client.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_client_trickling_its_request_is_cut_at_the_requests_deadline() -> None:
+    # a slowloris: one header byte now and then keeps each read short, never the request
+    from installation.oscquery import CLIENT_TIMEOUT_S
+
+    clock = _FakeClock()
+    config = OscConfig(listen=f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}")
+    query = OscQueryServer.start(config, ControlHub(CONFIG), null_sink, osc_port=1, port=0,
+                                 advertise=False, clock=clock)
+    try:
+        with socket.create_connection(("127.0.0.1", query.port), timeout=10) as slow:
+            slow.sendall(b"GET / HTTP/1.1\r\nX-a: ")
+            wait_until(lambda: clock.reads >= 2)  # its deadline is set, its reading began
+            clock.now = CLIENT_TIMEOUT_S / 2
+            slow.sendall(b"a")  # within the time: still read
+            clock.now = CLIENT_TIMEOUT_S + 0.001
+            slow.sendall(b"a")  # a byte in time for a per-read timeout, not for the request
+            assert _closed_by_server(slow)
+        # the slots are free again: a client that asks in time is answered
+        connection = http.client.HTTPConnection("127.0.0.1", query.port, timeout=10)
+        connection.request("GET", "/?HOST_INFO")
+        assert connection.getresponse().status == 200
+        connection.close()
+    finally:
+        query.close()
+
+
 # -- the supervisor's surfaces -------------------------------------------------------
 
 
