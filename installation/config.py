@@ -133,6 +133,16 @@ class SupervisorConfig(BaseModel):
         for role, value in self.ionice.items():
             if not 0 <= value <= 7:
                 raise ValueError(f"supervisor.ionice.{role}: expected 0..7, got {value}")
+        # A role is "silent" after 3 heartbeats missed; killing it sooner than that killed
+        # every role between two beats: restarted for ever, no music.
+        if 0 < self.hang_after_s < 3 * self.heartbeat_s:
+            raise ValueError(f"supervisor.hang_after_s: expected 0 (never) or at least 3 "
+                             f"heartbeats ({3 * self.heartbeat_s:g} s with heartbeat_s = "
+                             f"{self.heartbeat_s:g}), got {self.hang_after_s:g}")
+        if self.restart_backoff_s > self.restart_backoff_max_s:
+            raise ValueError(f"supervisor.restart_backoff_s: expected at most "
+                             f"restart_backoff_max_s ({self.restart_backoff_max_s:g}), got "
+                             f"{self.restart_backoff_s:g}")
         return self
 
 
@@ -460,7 +470,9 @@ class RoomConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # a letter or digit first: "." and ".." would be path parts ({room} in file names)
+    # and URL segments a browser normalises away
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     capture: CaptureConfig = CaptureConfig()
     audio_out: AudioOutConfig = AudioOutConfig()
@@ -519,6 +531,37 @@ class InstallationConfig(BaseModel):
                     f"rooms[{i}].audio_out.stop_fade_s: expected at most "
                     f"supervisor.stop_timeout_s / 2 ({limit:g}), got {room.audio_out.stop_fade_s:g}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _tcp_ports_apart(self) -> InstallationConfig:
+        # Two listeners of this machine on one TCP port: the second's bind failed
+        # (Address already in use) and its role restarted for ever, exit code 1 (the
+        # console on the views port: no chunk ever made). Hosts are not compared: one
+        # port on two interfaces of one machine is a trap too.
+        claimed: dict[int, str] = {}
+
+        def claim(port: int, where: str) -> None:
+            if port in claimed:
+                raise ValueError(f"{where}: expected a TCP port no other listener of this "
+                                 f"installation uses, got {port}, which {claimed[port]} "
+                                 f"listens on")
+            if port:
+                claimed[port] = where
+
+        bound = ("views", "chunks", "clock", "control") if "engine" in self.supervisor.roles \
+            else ("control",)  # the engine's sockets are bound where the engine runs
+        for name in bound:
+            endpoint = getattr(self.network, name)
+            if endpoint.startswith("tcp://"):
+                claim(int(endpoint.rpartition(":")[2]), f"network.{name}")
+        if self.metrics.port:
+            last = self.metrics.port + 1 + 2 * len(self.rooms)  # see ground.metrics
+            for port in range(self.metrics.port, min(last, 65535) + 1):
+                claim(port, f"metrics.port (its range {self.metrics.port}..{last})")
+        if self.console.listen:
+            claim(parse_listen(self.console.listen)[1], "console.listen")
+        claim(self.control.osc.query_port, "control.osc.query_port")
         return self
 
     def recording_templates(self) -> list[tuple[str, str]]:

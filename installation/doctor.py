@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 from ground.config import endpoint_problem
 from ground.errors import Art2MusError, ConfigError, InputError
-from installation.config import InstallationConfig
+from installation.config import InstallationConfig, parse_listen
 
 # "info": said, not counted (the SoundFont ``soundfont = "auto"`` resolves to).
 Status = Literal["failed", "unchecked", "warning", "info"]
@@ -159,8 +159,24 @@ class _Checks:
         if self.config.control.osc.listen:
             host, _, port = self.config.control.osc.listen.rpartition(":")
             self.port_free("control.osc.listen", host, int(port), socket.SOCK_DGRAM)
+        if self.config.console.listen:
+            self.console()
         self.keys()
         return self.report
+
+    def console(self) -> None:
+        """The console's address free and its token file readable: without them the
+        installation runs without a console, which a technician learns too late."""
+        host, port = parse_listen(self.config.console.listen)
+        if port:
+            self.port_free("console.listen", host, port, socket.SOCK_STREAM)
+        try:
+            self.config.console.read_token()
+        except ConfigError as exc:
+            self.fail("console.token_file", "a readable file with the console's token",
+                      str(exc).removeprefix("console.token_file: "))
+        else:
+            self.ok()
 
     # paths
 
@@ -579,15 +595,7 @@ class _Checks:
                       f"(the ports run to port+{1 + 2 * len(rooms)} for {len(rooms)} room(s))",
                       str(metrics.port))
             return
-        net = self.config.network
-        for name in ("views", "chunks", "clock", "control"):
-            endpoint = getattr(net, name)
-            if endpoint.startswith("tcp://"):
-                port = int(endpoint.rpartition(":")[2])
-                if metrics.port <= port <= last:
-                    self.fail("metrics.port", f"ports {metrics.port}..{last} apart from the "
-                              f"ZeroMQ ports", f"network.{name}'s port {port} among them")
-                    return
+        # (a range over a ZeroMQ, console or OSCQuery port is the config's error)
         ports = {"metrics.port": metrics_port(metrics, "supervisor")}
         if "engine" in self.roles:
             ports["metrics.port (engine)"] = metrics_port(metrics, "engine")

@@ -18,6 +18,7 @@ cannot write.
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sys
@@ -61,12 +62,20 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
 def read_status(path: Path) -> dict[str, Any]:
     """The status file; InputError when there is none (the installation is not running)."""
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"no status file at {path}: is the installation running "
                          "(`art2mus run --config FILE`)?") from None
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read status file {path}: {exc}") from None
+    # written by the supervisor, but a file: a copy from elsewhere, a hand edit
+    roles = record.get("roles", []) if isinstance(record, dict) else None
+    if not isinstance(roles, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("status") or {}, dict) for r in roles):
+        what = "an object with a list of role rows" if isinstance(record, dict) else "an object"
+        raise InputError(f"cannot read status file {path}: expected {what}, got "
+                         f"{json.dumps(record)[:60]}")
+    return record
 
 
 def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
@@ -83,23 +92,23 @@ def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
         return None
 
     engine, capture, audio = row("engine"), row("capture"), row("audio_out")
-    engine_room = ((engine or {}).get("status", {}).get("rooms") or {}).get(room, {})
-    seen = (capture or {}).get("status", {})
-    heard = (audio or {}).get("status", {})
+    rooms = _heartbeat(engine or {}).get("rooms")
+    engine_room = rooms.get(room) if isinstance(rooms, dict) else None
+    engine_room = engine_room if isinstance(engine_room, dict) else {}
+    seen, heard = _heartbeat(capture or {}), _heartbeat(audio or {})
     summary = {
-        "artwork_id": seen.get("artwork_id", engine_room.get("artwork_id")) or "",
-        "confidence": float(seen.get("confidence", 0.0) or 0.0),
+        "artwork_id": str(seen.get("artwork_id", engine_room.get("artwork_id")) or ""),
+        "confidence": _number(seen.get("confidence"), 0.0),
         "key": " ".join(str(engine_room.get(k, "")) for k in ("key", "mode")).strip(),
-        "tempo": float(engine_room.get("tempo_bpm", 0.0) or 0.0),
-        "level": float(heard.get("level_dbfs", -120.0) if heard.get("level_dbfs") is not None
-                       else -120.0),
-        "playback": heard.get("state", ""),
+        "tempo": _number(engine_room.get("tempo_bpm"), 0.0),
+        "level": _number(heard.get("level_dbfs"), -120.0),
+        "playback": str(heard.get("state", "")),
     }
     present = [r for r in (engine, capture, audio) if r is not None]
     summary["recording"] = _recording(heard).get("state", "")
-    if audio is not None and (audio["state"] != "running" or heard.get("state") == "silent"):
+    if audio is not None and (audio.get("state") != "running" or heard.get("state") == "silent"):
         health = 0.0
-    elif (any(r["state"] != "running" for r in present) or heard.get("state") == "holding"
+    elif (any(r.get("state") != "running" for r in present) or heard.get("state") == "holding"
           or summary["recording"] == "failed"):
         health = 0.5
     else:
@@ -112,6 +121,15 @@ def _recording(status: dict[str, Any]) -> dict[str, Any]:
     """audio_out's ``recording`` record ({"state": "ok"|"failed"|"off", "path", "error"})."""
     recording = status.get("recording")
     return recording if isinstance(recording, dict) else {}
+
+
+def _number(value: Any, default: float) -> float:
+    """A heartbeat's number as a finite float, else ``default`` (a status file is JSON that
+    anything may have written: OSC out and OSCQuery answer from it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not math.isfinite(value):
+        return default
+    return float(value)
 
 
 def _heartbeat(row: dict[str, Any]) -> dict[str, Any]:

@@ -72,6 +72,35 @@ def test_no_rooms_missing_file_and_bad_toml(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize(("text", "words"), [
+    # the console on the views port: the engine's bind failed, restarted for ever
+    ('[console]\nlisten = "127.0.0.1:5711"\n[network]\nviews = "tcp://127.0.0.1:5711"\n',
+     "console.listen: expected a TCP port no other listener of this installation uses, "
+     "got 5711, which network.views listens on"),
+    ('[metrics]\nport = 5710\n[network]\nviews = "tcp://127.0.0.1:5711"\n',
+     "metrics.port (its range 5710..5713): expected a TCP port no other listener"),
+    ('[console]\nlisten = "127.0.0.1:9402"\n[metrics]\nport = 9400\n',
+     "console.listen: expected a TCP port no other listener of this installation uses, "
+     "got 9402, which metrics.port (its range 9400..9403) listens on"),
+    # a role killed for a hang before it could miss three heartbeats: restarted for ever
+    ("[supervisor]\nheartbeat_s = 5.0\nhang_after_s = 2.0\n",
+     "supervisor.hang_after_s: expected 0 (never) or at least 3 heartbeats (15 s with "
+     "heartbeat_s = 5), got 2"),
+    ("[supervisor]\nrestart_backoff_s = 20.0\nrestart_backoff_max_s = 10.0\n",
+     "supervisor.restart_backoff_s: expected at most restart_backoff_max_s (10), got 20"),
+])
+def test_settings_that_would_restart_a_role_for_ever_are_refused(tmp_path: Path, text: str,
+                                                                 words: str) -> None:
+    assert words in _error(tmp_path, text + '[[rooms]]\nid = "a"\n')
+
+
+@pytest.mark.parametrize("room", [".", "..", "-a", "_"])
+def test_a_room_id_must_start_with_a_letter_or_digit(tmp_path: Path, room: str) -> None:
+    # "." and ".." became path parts ({room} in file names) and URL segments
+    assert "field `rooms[0].id`: String should match pattern" in _error(
+        tmp_path, f"[[rooms]]\nid = \"{room}\"\n")
+
+
 def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     # Windows' Notepad may save UTF-8 with a byte-order mark; TOML's parser took it for a
     # statement ("Invalid statement (at line 1, column 1)"), and the console's editor too.

@@ -2,7 +2,7 @@
 
 Each broken thing a config can name (a missing video, an empty image folder,
 a missing catalogue or SoundFont, an output folder whose parent is missing,
-a port in use, a metrics range over a ZeroMQ port, missing keys, a sound
+a port in use, missing keys, an unreadable console token file, a sound
 device that is not there) fails with one line naming the field, what was
 expected and what was found; a check this machine cannot make (no
 PortAudio) is said so and does not fail.
@@ -127,7 +127,7 @@ def test_every_broken_thing_fails_with_one_line_naming_its_field(tmp_path: Path)
             "engine": {"generator": "procedural",
                        "procedural": {"soundfont": str(tmp_path / "missing.sf2")}},
             "audio_out": {"output": "none"},
-            "metrics": {"port": PORT + 11},  # 6441..6448 covers the ZeroMQ ports 6442..
+            "metrics": {"port": PORT + 21},  # (one over the ZeroMQ ports: the config's error)
             "security": {"curve": True, "keys_dir": str(tmp_path / "keys"),
                          "include_loopback": True},
             "rooms": [
@@ -142,15 +142,14 @@ def test_every_broken_thing_fails_with_one_line_naming_its_field(tmp_path: Path)
         taken.close()
     assert result.exit_code == 2, result.output
     lines = result.output.splitlines()
-    assert lines[-1] == (f"Error: {path} will not run on this machine: 9 deep check(s) "
+    assert lines[-1] == (f"Error: {path} will not run on this machine: 8 deep check(s) "
                          f"failed (listed above)")
     failed = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in lines[1:-2]
               if ": expected " in line}
     assert set(failed) == {
         "installation.output_dir", "engine.procedural.soundfont", "rooms[0].capture.source",
         "rooms[1].capture.source", "rooms[2].capture.source",
-        "rooms[2].capture.recognition.catalogue", "network.views", "metrics.port",
-        "security.keys_dir",
+        "rooms[2].capture.recognition.catalogue", "network.views", "security.keys_dir",
     }, result.output
     assert failed["installation.output_dir"].startswith("expected an existing folder, or a new "
                                                         "one inside an existing folder, got ")
@@ -160,12 +159,9 @@ def test_every_broken_thing_fails_with_one_line_naming_its_field(tmp_path: Path)
     assert "no camera named like 'NoSuchCameraAnywhere'" in failed["rooms[2].capture.source"]
     assert failed["network.views"] == (f"expected a free TCP port on 127.0.0.1, got TCP port "
                                        f"{PORT + 12} in use (another art2mus still running?)")
-    assert failed["metrics.port"] == (f"expected ports {PORT + 11}..{PORT + 18} apart from the "
-                                      f"ZeroMQ ports, got network.views's port {PORT + 12} "
-                                      f"among them")
     assert "server.key_secret" in failed["security.keys_dir"]
     assert f"{tmp_path / 'missing.sf2'}" in failed["engine.procedural.soundfont"]
-    assert lines[-2].startswith("deep checks: 9 failed")
+    assert lines[-2].startswith("deep checks: 8 failed")
 
 
 def test_run_refuses_to_start_and_starts_nothing(tmp_path: Path) -> None:
@@ -266,3 +262,28 @@ def test_an_oscquery_port_without_zeroconf_warns_that_discovery_by_name_is_off(
     assert deep_check(config(0)).findings == []  # no OSCQuery: zeroconf is not needed
     monkeypatch.setitem(sys.modules, "zeroconf", SimpleNamespace())  # installed
     assert deep_check(config(9002)).findings == []
+
+
+def test_a_console_that_could_not_start_fails_the_deep_check(tmp_path: Path) -> None:
+    # Its port taken or its token file gone: the installation ran without a console,
+    # which the technician learnt only when the page did not load.
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", PORT + 30))
+    taken.listen()
+    try:
+        path = write_config(tmp_path / "console.json", {
+            "installation": {"output_dir": str(tmp_path / "out")},
+            "network": _network(PORT),
+            "audio_out": {"output": "none"},
+            "console": {"listen": f"127.0.0.1:{PORT + 30}",
+                        "token_file": str(tmp_path / "no-such-token")},
+            "rooms": [{"id": "a"}],
+        })
+        result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+    finally:
+        taken.close()
+    assert result.exit_code == 2, result.output
+    assert (f"console.listen: expected a free TCP port on 127.0.0.1, got TCP port {PORT + 30} "
+            "in use") in result.output
+    assert ("console.token_file: expected a readable file with the console's token, got cannot "
+            f"read {tmp_path / 'no-such-token'}: ") in result.output

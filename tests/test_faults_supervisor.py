@@ -32,6 +32,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
+from ground.errors import InputError
 from ground.jsonlog import WriteFailures
 from installation.config import config_from_dict, freeze_config
 from installation.ops_cli import status as status_command
@@ -441,6 +442,16 @@ def test_status_exits_zero_only_when_all_is_well(tmp_path: Path) -> None:
     state = _status(tmp_path, record)
     assert state.exit_code == 1, state.output
     assert "engine cannot write /x/run/engine-state.json: [Errno 28]" in state.output
+
+    for odd in ([1, 2], {"roles": "x"}, {"roles": [1]}, {"roles": [{"status": [1]}]}):
+        broken = _status(tmp_path, odd)  # type: ignore[arg-type]
+        # (the command's InputError: the CLI's main says it in one line, exit code 3)
+        assert isinstance(broken.exception, InputError), broken.exception
+        assert str(broken.exception).startswith("cannot read status file ")
+    record = _status_record()
+    record["roles"][0]["status"] = {"rooms": {"a": {"tempo_bpm": "fast", "key": None}}}
+    odd_values = _status(tmp_path, record)  # a heartbeat's odd values are shown as none
+    assert odd_values.exit_code == 0, odd_values.output
 
     stopped = _status(tmp_path, _status_record(state="stopped"), "--json")
     assert stopped.exit_code == 1 and json.loads(stopped.output)["state"] == "stopped"
