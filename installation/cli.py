@@ -80,7 +80,11 @@ def _supervise(
     from installation.supervisor import Supervisor, console_line
 
     out = config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a folder it may not write in
+        raise ConfigError(f"installation.output_dir: expected a folder this user can write, "
+                          f"got {out} ({exc.strerror or exc})") from None
     frozen = freeze_config(config, out / "run-config.json")
     stop = threading.Event()
     install_stop_handlers(stop)
@@ -127,9 +131,12 @@ def demo(config_path: Path, out_dir: Path | None, seconds: float | None) -> None
     from installation.demo import prepare_demo_config, summarise_demo
 
     config = prepare_demo_config(load_config(config_path), out_dir, seconds)
+    # The last run's event logs (the report reads this run's only); nothing else there:
+    # --out may name a folder that holds other things (it deleted the whole events/).
     events_dir = config.output_dir / "events"
-    if events_dir.exists():
-        shutil.rmtree(events_dir)
+    for old in (events_dir.glob("*.jsonl*") if events_dir.is_dir() else ()):
+        with contextlib.suppress(OSError):
+            old.unlink()
     wall, supervisor = _supervise(config, f"demo ({config_path.name})",
                                   joins_room=config.rooms[0].id)
     summarise_demo(config, wall, supervisor.roles, supervisor.report)

@@ -209,6 +209,37 @@ def test_demo_seconds_reach_up_to_what_stop_after_s_accepts(tmp_path: Path) -> N
         AudioOutConfig(stop_after_s=DEMO_MAX_S * (1 + 1e-9))
 
 
+def test_demo_out_clears_only_its_own_event_logs_and_refuses_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """demo --out deleted the whole events/ folder of wherever it was pointed, a user's
+    notes included; and --out naming a file was a FileExistsError traceback."""
+    from click.testing import CliRunner
+
+    import installation.cli as cli_module
+
+    out = tmp_path / "precious"
+    (out / "events").mkdir(parents=True)
+    (out / "events" / "notes.txt").write_text("mine")
+    (out / "events" / "engine.jsonl").write_text("{}\n")  # the last run's log
+    (out / "events" / "engine.jsonl.1").write_text("{}\n")
+
+    def supervise(*args: object, **kwargs: object) -> None:
+        raise SystemExit(0)  # the run itself is not this test's business
+
+    monkeypatch.setattr(cli_module, "_supervise", supervise)
+    result = CliRunner().invoke(cli_module.cli, ["demo", "--out", str(out), "--seconds", "1"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "events").iterdir()) == ["notes.txt"]
+
+    monkeypatch.undo()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    result = CliRunner().invoke(cli_module.cli, ["demo", "--out", str(a_file), "--seconds", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"Error: installation.output_dir: expected a folder this "
+                                    f"user can write, got {a_file} (")
+
+
 @pytest.mark.parametrize("seed", ["-1", str(2**32), "nan"])
 def test_render_refuses_a_seed_out_of_range(seed: str, tmp_path: Path) -> None:
     from click.testing import CliRunner
