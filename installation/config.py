@@ -524,6 +524,20 @@ class InstallationConfig(BaseModel):
                     f"{seen[template]} ({template!r}); put {{room}} in it or drop {{start}}"
                 )
             seen[template] = where
+        # ...and every room's capture overlay a file of its own (two rooms rewriting one
+        # picture showed the technician either room's camera, whichever wrote last)
+        for i, room in enumerate(self.rooms):
+            for field in ("overlay", "console_frame"):
+                value = getattr(room.capture, field)
+                if not value:
+                    continue
+                where = f"rooms[{i}].capture.{field}"
+                path = os.path.normpath(Path(self.installation.output_dir)
+                                        / value.format(room=room.id))
+                if path in seen:
+                    raise ValueError(f"{where}: expected a file of its own, got the same file "
+                                     f"as {seen[path]} ({path!r}); put {{room}} in it")
+                seen[path] = where
         limit = self.supervisor.stop_timeout_s / 2
         for i, room in enumerate(self.rooms):
             if room.audio_out.stop_fade_s > limit:

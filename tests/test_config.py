@@ -94,6 +94,15 @@ def test_settings_that_would_restart_a_role_for_ever_are_refused(tmp_path: Path,
     assert words in _error(tmp_path, text + '[[rooms]]\nid = "a"\n')
 
 
+def test_two_rooms_drawing_one_overlay_file_are_refused(tmp_path: Path) -> None:
+    text = '[capture]\noverlay = "overlay.jpg"\n[[rooms]]\nid = "a"\n[[rooms]]\nid = "b"\n'
+    assert ("rooms[1].capture.overlay: expected a file of its own, got the same file as "
+            "rooms[0].capture.overlay") in _error(tmp_path, text)
+    fine = tmp_path / "fine.toml"
+    fine.write_text(text.replace("overlay.jpg", "overlay-{room}.jpg"))
+    assert len(load_config(fine).rooms) == 2
+
+
 @pytest.mark.parametrize("room", [".", "..", "-a", "_"])
 def test_a_room_id_must_start_with_a_letter_or_digit(tmp_path: Path, room: str) -> None:
     # "." and ".." became path parts ({room} in file names) and URL segments
