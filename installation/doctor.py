@@ -166,15 +166,17 @@ class _Checks:
 
     def console(self) -> None:
         """The console's address free and its token file readable: without them the
-        installation runs without a console, which a technician learns too late."""
+        installation runs without a console (the music matters more: a warning, not a
+        failure), which a technician would otherwise learn only when the page fails."""
+        without = "the installation would run without its console"
         host, port = parse_listen(self.config.console.listen)
         if port:
-            self.port_free("console.listen", host, port, socket.SOCK_STREAM)
+            self.port_free("console.listen", host, port, socket.SOCK_STREAM, optional=without)
         try:
             self.config.console.read_token()
         except ConfigError as exc:
-            self.fail("console.token_file", "a readable file with the console's token",
-                      str(exc).removeprefix("console.token_file: "))
+            self.warn("console.token_file", f"expected a readable file with the console's "
+                      f"token, got {str(exc).removeprefix('console.token_file: ')}: {without}")
         else:
             self.ok()
 
@@ -321,7 +323,13 @@ class _Checks:
     def catalogue(self, where: str, folder: str, cache_dir: str | None) -> None:
         """The catalogue as the capture reads it (images in sub-folders too, hidden files
         not; its metadata), and a warning where the first start will index works."""
-        from capture.catalogue import INDEX_FILE, images_to_index, read_entries
+        from capture.catalogue import (
+            INDEX_FILE,
+            images_to_index,
+            listed,
+            read_entries,
+            unreadable_images,
+        )
 
         path = Path(folder)
         if not path.is_dir():
@@ -331,6 +339,12 @@ class _Checks:
             entries = read_entries(path)
         except InputError as error:  # as worded: it names the metadata file and row at fault
             self.report.findings.append(Finding(where, "failed", str(error)))
+            return
+        # A link to nothing or a loop of links among the images stops the capture's index
+        # at start: named here as `art2mus index` names the images it cannot read.
+        if unreadable := unreadable_images(path):
+            self.fail(where, "reference images that can be read",
+                      f"{len(unreadable)} that cannot be read: {listed(unreadable)}")
             return
         self.ok()
         cache = (Path(cache_dir) if cache_dir else path) / INDEX_FILE
@@ -552,8 +566,12 @@ class _Checks:
                 probe.close()
         self.writable_folder(where, path.parent)
 
-    def port_free(self, where: str, host: str, port: int, kind: int) -> None:
-        """Bind ``host:port`` as the role will (then let go); a failure says why."""
+    def port_free(self, where: str, host: str, port: int, kind: int,
+                  optional: str = "") -> None:
+        """Bind ``host:port`` as the role will (then let go); a failure says why.
+
+        ``optional``: what goes without the port (the console): its failure is a
+        warning saying so, for the music plays on without it."""
         address = host.strip("[]")
         address = "" if address in ("*", "0.0.0.0") else address
         try:
@@ -570,15 +588,19 @@ class _Checks:
                 probe.bind(sockaddr)
             except OSError as exc:
                 if exc.errno == errno.EADDRINUSE:
-                    got = f"{protocol} port {port} in use (another art2mus still running?)"
-                    self.fail(where, f"a free {protocol} port on {host or '*'}", got)
+                    expected, got = (f"a free {protocol} port on {host or '*'}", f"{protocol} "
+                                     f"port {port} in use (another art2mus still running?)")
                 elif exc.errno == errno.EADDRNOTAVAIL:
-                    self.fail(where, "an address of this machine", f"{host!r}")
+                    expected, got = "an address of this machine", f"{host!r}"
                 elif exc.errno == errno.EACCES:
-                    self.fail(where, "a port this user may bind",
-                              f"{port} (permission denied; ports below 1024 need root)")
+                    expected, got = ("a port this user may bind",
+                                     f"{port} (permission denied; ports below 1024 need root)")
                 else:
-                    self.fail(where, f"{host}:{port} to bind", str(exc))
+                    expected, got = f"{host}:{port} to bind", str(exc)
+                if optional:
+                    self.warn(where, f"expected {expected}, got {got}: {optional}")
+                else:
+                    self.fail(where, expected, got)
                 return
         self.ok()
 

@@ -2,7 +2,7 @@
 
 Each broken thing a config can name (a missing video, an empty image folder,
 a missing catalogue or SoundFont, an output folder whose parent is missing,
-a port in use, missing keys, an unreadable console token file, a sound
+a port in use, missing keys, a sound
 device that is not there) fails with one line naming the field, what was
 expected and what was found; a check this machine cannot make (no
 PortAudio) is said so and does not fail.
@@ -264,9 +264,10 @@ def test_an_oscquery_port_without_zeroconf_warns_that_discovery_by_name_is_off(
     assert deep_check(config(9002)).findings == []
 
 
-def test_a_console_that_could_not_start_fails_the_deep_check(tmp_path: Path) -> None:
+def test_a_console_that_could_not_start_is_a_warning_of_the_deep_check(tmp_path: Path) -> None:
     # Its port taken or its token file gone: the installation ran without a console,
-    # which the technician learnt only when the page did not load.
+    # which the technician learnt only when the page did not load. The music matters
+    # more: said, and the installation still runs.
     taken = socket.socket()
     taken.bind(("127.0.0.1", PORT + 30))
     taken.listen()
@@ -282,8 +283,11 @@ def test_a_console_that_could_not_start_fails_the_deep_check(tmp_path: Path) -> 
         result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
     finally:
         taken.close()
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 0, result.output
+    assert "deep checks: 0 failed, 2 warning(s)" in result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
     assert (f"console.listen: expected a free TCP port on 127.0.0.1, got TCP port {PORT + 30} "
-            "in use") in result.output
-    assert ("console.token_file: expected a readable file with the console's token, got cannot "
-            f"read {tmp_path / 'no-such-token'}: ") in result.output
+            "in use (another art2mus still running?): the installation would run without its "
+            "console") in output, output
+    assert ("console.token_file: expected a readable file with the console's token, got "
+            f"cannot read {tmp_path / 'no-such-token'}: ") in output
