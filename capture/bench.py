@@ -399,7 +399,7 @@ def read_truth(path: Path, ids: Mapping[str, str] | None = None) -> list[PhotoTr
         truths.append(PhotoTruth(
             name, None if size is None else (size[0], size[1]), paintings, partial,
             tuple(_truth_points(item.get("outline") if isinstance(item, dict) else None,
-                                f"{field_}.other_paintings[{k}].outline", None)
+                                f"{field_}.other_paintings[{k}].outline", None, name)
                   for k, item in enumerate(_truth_list(gallery, "other_paintings", field_)))))
     return truths
 
@@ -423,21 +423,80 @@ def _truth_works(gallery: dict[str, Any], key: str, field_: str,
             raise InputError(f"{where}.name: expected a catalogue file name, got {name!r}")
         artwork_id = ids.get(name, ids.get(Path(name).stem, Path(name).stem))
         works.append(TruthWork(artwork_id, _truth_points(item.get("points"), f"{where}.points",
-                                                         4)))
+                                                         4, gallery["name"])))
     return tuple(works)
 
 
-def _truth_points(points: Any, where: str, count: int | None) -> np.ndarray:
-    """``points`` as float32 (N, 2); ``count`` exact, or None for an outline of >= 3."""
+#: The least area (px²) a painting's quad or outline may enclose: four corners on one point
+#: or one line are an annotation slip, and a work of no area is never matched.
+_MIN_TRUTH_AREA = 1.0
+#: The largest coordinate magnitude (px) a truth may give: far past any photo (where
+#: :func:`read_photo_set` refuses a corner far outside its photo, naming it), far within
+#: float32 (3.4e38), so converting and scaling a truth never overflows.
+_MAX_TRUTH_COORDINATE = 1e30
+
+
+def _truth_points(points: Any, where: str, count: int | None, photo: str) -> np.ndarray:
+    """``points`` (in the photo ``photo``) as float32 (N, 2); ``count`` exact, or None for
+    an outline of >= 3.
+
+    Each coordinate a number within ``_MAX_TRUTH_COORDINATE`` (checked before numpy sees
+    it: 10**400 is no float, 1e300 no float32), the points a polygon of some area
+    (``_MIN_TRUTH_AREA``) whose edges do not cross (corners in order around the work),
+    a quad's four corners distinct; InputError naming ``where`` and the photo otherwise."""
+    import math
+
     expected = f"expected {count} [x, y] pairs" if count else "expected >= 3 [x, y] pairs"
     if not isinstance(points, list) or (len(points) != count if count else len(points) < 3):
         raise InputError(f"{where}: {expected}")
+
+    def coordinate(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return False
+        # an int first: 10**400 has no float (float(v) raises, numpy a TypeError)
+        return (isinstance(v, int) or math.isfinite(v)) and abs(v) <= _MAX_TRUTH_COORDINATE
+
     for point in points:
-        if not (isinstance(point, list) and len(point) == 2 and all(
-                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
-                for v in point)):
-            raise InputError(f"{where}: {expected} of finite numbers, got {point!r}")
-    return np.asarray(points, np.float32)
+        if not (isinstance(point, list) and len(point) == 2 and all(map(coordinate, point))):
+            shown = repr(point)
+            raise InputError(f"{where}: {expected} of finite numbers within "
+                             f"±{_MAX_TRUTH_COORDINATE:.0e} px, got "
+                             f"{shown if len(shown) <= 60 else shown[:57] + '...'}")
+    polygon = np.asarray(points, np.float64)
+    if count == 4 and len(np.unique(polygon, axis=0)) < 4:
+        raise InputError(f"{where}: expected 4 distinct corners of a work in {photo}, got "
+                         f"{points!r}")
+    # first: a bow-tie's shoelace area is its lobes' difference (0 where they match)
+    if (crossing := _crossing_edges(polygon)) is not None:
+        a, b = crossing
+        raise InputError(f"{where}: expected the points in order around a work in {photo}, "
+                         f"got edges {a}-{a + 1} and {b}-{(b + 1) % len(polygon)} crossing "
+                         f"({points!r})")
+    x, y = polygon[:, 0], polygon[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))  # shoelace
+    if area < _MIN_TRUTH_AREA:
+        raise InputError(f"{where}: expected points around a work in {photo} (an area of at "
+                         f"least {_MIN_TRUTH_AREA:g} px²), got {area:.3g} px² ({points!r})")
+    return polygon.astype(np.float32)
+
+
+def _crossing_edges(polygon: np.ndarray) -> tuple[int, int] | None:
+    """The first two edges of the closed ``polygon`` that cross each other (each passes
+    strictly between the other's ends: a bow-tie), as the indices of their first points;
+    None where none do. Edges that only touch at a point are not counted."""
+    def side(p: np.ndarray, q: np.ndarray, r: np.ndarray) -> float:
+        return float(np.sign((q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])))
+
+    n = len(polygon)
+    for a in range(n):
+        for b in range(a + 2, n):
+            if a == 0 and b == n - 1:  # neighbours through the closing edge
+                continue
+            p, q = polygon[a], polygon[(a + 1) % n]
+            r, t = polygon[b], polygon[(b + 1) % n]
+            if side(p, q, r) * side(p, q, t) < 0 and side(r, t, p) * side(r, t, q) < 0:
+                return a, b
+    return None
 
 
 def catalogue_ids(folder: Path) -> dict[str, str]:
@@ -922,8 +981,15 @@ def _with_distractors(catalogue: Path, distractors: Path, tmp: Path) -> tuple[Pa
     (ids must be unique), naming both files."""
     import hashlib
 
-    from capture.catalogue import catalogue_images, metadata_files
+    from capture.catalogue import catalogue_images, listed, metadata_files, unreadable_images
 
+    for folder in (catalogue, distractors):
+        # a loop of links would stop the linking below (resolve() raises on one); a link to
+        # nothing would be named by the mixed copy's path, not the user's
+        if unreadable := unreadable_images(folder):
+            raise InputError(f"catalogue {folder}: {len(unreadable)} reference "
+                             f"image{'s' * (len(unreadable) > 1)} cannot be read: "
+                             f"{listed(unreadable)}")
     mixed = tmp / "catalogue"
     mixed.mkdir()
     links = [(name, catalogue / name)

@@ -15,9 +15,13 @@ export sorted by room has them, hidden ones left out) and, optionally, a
     [[artwork]]
     file = "night-watch.jpg"      # required: the reference image, relative to the folder
     id = "SK-C-5"                 # default: the file name without its suffix
+                                  # (1 to 256 printable characters, as the wire carries)
     title = "The Night Watch"     # optional, reported as metadata
     artist = "Rembrandt"
     year = 1642
+
+One entry per image; a file of another shape (``[artwork]``, one table), an entry whose
+field is of the wrong type, or two entries of one image are refused, naming them.
 
 Or, instead of the TOML, the collection system's export as a CSV file in the
 folder (UTF-8, comma, semicolon or tab separated, one header row): a column
@@ -174,6 +178,7 @@ import logging
 import os
 import time
 import tomllib
+import unicodedata
 import zipfile
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -187,9 +192,11 @@ from filelock import FileLock, Timeout
 
 from capture.deblur import MotionBlur, deblur, estimate_motion_blur
 from capture.detect import quad_iou
-from capture.images import REDUCED_AT_LEAST, read_image
+from capture.images import REDUCED_AT_LEAST, file_problem, read_image
 from ground.config import parse_toml
 from ground.errors import InputError
+from ground.params import shown
+from ground.protocol import MAX_TEXT_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -1320,8 +1327,15 @@ def _index_params() -> str:
 
 
 def _file_key(folder: Path, name: str) -> str:
-    """A file of the folder as the fingerprint sees it: its path there, size and mtime."""
-    stat = (folder / name).stat()
+    """A file of the folder as the fingerprint sees it: its path there, size and mtime; or,
+    where it cannot be looked at (a link to nothing, a loop of links), why not. Such a
+    file is refused where it is read (:func:`unreadable_images` names it, ``art2mus
+    index`` with the images it cannot read), not here: the live capture fingerprints
+    its folder every few seconds, and mending the link changes the fingerprint."""
+    try:
+        stat = (folder / name).stat()
+    except OSError as error:
+        return f"{name}\0unreadable\0{error.errno}"
     return f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}"
 
 
@@ -1342,6 +1356,17 @@ def metadata_files(folder: Path) -> list[str]:
             and (p.name == METADATA_FILE or p.suffix.lower() == ".csv")]
 
 
+def unreadable_images(folder: Path) -> list[str]:
+    """The reference images of ``folder`` (:func:`catalogue_images`) that cannot be read,
+    each as ``name (why)``: a link to nothing or a loop of links, a folder named like an
+    image (:func:`capture.images.file_problem`; nothing is decoded, so it is cheap)."""
+    found = []
+    for name in catalogue_images(folder):
+        if (why := file_problem(folder / name)) is not None:
+            found.append(f"{name} ({why})")
+    return found
+
+
 def read_entries(folder: Path) -> list[CatalogueEntry]:
     """The catalogue's works (ids, files, metadata) as the folder and its TOML or CSV
     describe them (see the module docstring).
@@ -1354,6 +1379,9 @@ def read_entries(folder: Path) -> list[CatalogueEntry]:
         raise InputError(f"catalogue {folder}: expected reference images "
                          f"({', '.join(IMAGE_SUFFIXES)}), found none")
     toml_path = folder / METADATA_FILE
+    if os.path.lexists(toml_path) and (why := file_problem(toml_path, "a file")) is not None:
+        # else a link to nothing, or a loop, would leave the works' metadata out unsaid
+        raise InputError(f"catalogue {toml_path}: cannot read it: {why}")
     table = _metadata_table(folder)
     if table is not None and toml_path.is_file():
         raise InputError(f"catalogue {folder}: both {METADATA_FILE} and {table.name} describe "
@@ -1364,7 +1392,10 @@ def read_entries(folder: Path) -> list[CatalogueEntry]:
         described = _toml_entries(toml_path, images)
     else:
         described = {}
-    entries = [described.get(name, CatalogueEntry(Path(name).stem, name)) for name in images]
+    entries = [described.get(name) or CatalogueEntry(
+        _artwork_id(Path(name).stem, f"catalogue {folder}, {name!r} (no id given: its file "
+                                     f"name is its id)"), name)
+               for name in images]
     seen: dict[str, str] = {}
     for entry in entries:
         if entry.artwork_id in seen:
@@ -1414,29 +1445,72 @@ YEARS = (-50000, 2200)
 
 
 def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
-    """The works ``catalogue.toml`` describes, by image path."""
+    """The works ``catalogue.toml`` describes, by image path; InputError naming the file and
+    the entry whose field is missing or of the wrong type, or two entries of one image."""
     try:
         data = parse_toml(path.read_text(encoding="utf-8-sig"))  # Notepad's BOM, too
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"catalogue {path}: expected valid TOML, got {error}") from None
+    except OSError as error:
+        raise InputError(f"catalogue {path}: cannot read it ({error.strerror or error})") from None
+    artworks = data.get("artwork", [])
+    if not isinstance(artworks, list) or not all(isinstance(item, dict) for item in artworks):
+        # ``[artwork]`` (one pair of brackets) is one table, not a list of them
+        got = ("a single [artwork] table" if isinstance(artworks, dict) else
+               f"artwork = {shown(artworks)}")
+        raise InputError(f"catalogue {path}: artwork: expected [[artwork]] tables, got {got}")
     described: dict[str, CatalogueEntry] = {}
+    entry_of: dict[str, int] = {}
     names = _ImageNames(images)
-    for k, item in enumerate(data.get("artwork", [])):
+    for k, item in enumerate(artworks):
         where = f"catalogue {path}, artwork[{k}]"
         named = item.get("file")
         file = names.find(named, f"{where}.file") if isinstance(named, str) else None
         if file is None:
             raise InputError(f"{where}.file: expected the name of an image in {path.parent}, "
-                             f"got {named!r}")
+                             f"got {shown(named)}")
+        if file in entry_of:  # else the last would silently win
+            raise InputError(f"catalogue {path}, artwork[{entry_of[file]}] and artwork[{k}]: "
+                             f"expected one entry per image, got two for {file}")
+        entry_of[file] = k
         year = item.get("year")
         if year is not None and (not isinstance(year, int) or isinstance(year, bool)
                                  or not YEARS[0] <= year <= YEARS[1]):
             raise InputError(f"{where}.year: expected a whole year ({YEARS[0]} to {YEARS[1]}), "
                              f"got {year!r}")
-        described[file] = CatalogueEntry(str(item.get("id", Path(file).stem)), file,
-                                         str(item.get("title", "")),
-                                         str(item.get("artist", "")), year)
+        texts = {}
+        for key in ("title", "artist"):
+            value = item.get(key, "")
+            if not isinstance(value, str):
+                raise InputError(f"{where}.{key}: expected text (in quotes), got "
+                                 f"{shown(value)}")
+            texts[key] = value
+        artwork_id = _artwork_id(item.get("id", Path(file).stem), f"{where}.id")
+        described[file] = CatalogueEntry(artwork_id, file, texts["title"], texts["artist"], year)
     return described
+
+
+def _artwork_id(value: object, where: str) -> str:
+    """``value`` as an artwork id: text of 1 to ``MAX_TEXT_CHARS`` characters (what the wire
+    carries, :mod:`ground.protocol`), not all spaces, without control characters (a NUL or
+    a line break would cut the id in a log, a CSV or the console). InputError naming
+    ``where`` otherwise."""
+    expected = f"expected an id of 1 to {MAX_TEXT_CHARS} printable characters"
+    if not isinstance(value, str):
+        raise InputError(f"{where}: {expected} (text, in quotes), got {shown(value)}")
+    if not value.strip():
+        raise InputError(f"{where}: {expected}, got {value!r}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InputError(f"{where}: {expected}, got {len(value)} characters "
+                         f"({shown(value)})")
+    # Unicode's spaces (a no-break space from a spreadsheet) are printable here; controls,
+    # format characters, line and paragraph separators are not
+    odd = next((k for k, c in enumerate(value)
+                if not c.isprintable() and unicodedata.category(c) != "Zs"), None)
+    if odd is not None:
+        raise InputError(f"{where}: {expected}, got {shown(value)} (character {odd + 1} is "
+                         f"{unicodedata.name(value[odd], f'U+{ord(value[odd]):04X}')})")
+    return value
 
 
 #: The CSV columns read, each under the names collection systems export it by
@@ -1481,6 +1555,9 @@ def _metadata_table(folder: Path) -> Path | None:
     None; InputError where several do."""
     tables = []
     for path in (folder / name for name in sorted(metadata_files(folder))):
+        if path.is_symlink() and (why := file_problem(path, "a file")) is not None:
+            # a link to an export that is gone: its works' metadata would go missing unsaid
+            raise InputError(f"catalogue {path}: cannot read it: {why}")
         if path.suffix.lower() == ".csv" and path.is_file():
             rows = _read_table(path)
             if rows and any(_column_key(c) in _CSV_COLUMNS["file"] for c in rows[0]):
@@ -1534,8 +1611,10 @@ def _csv_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
             if year is None or not YEARS[0] <= year <= YEARS[1]:
                 odd_years.append(f"row {number} {text!r}")
                 year = None
-        described[file] = CatalogueEntry(cell("id") or Path(file).stem, file, cell("title"),
-                                         cell("artist"), year)
+        artwork_id = _artwork_id(cell("id") or Path(file).stem,
+                                 f"catalogue {path}, row {number}: {rows[0][columns['id']]}"
+                                 if "id" in columns else f"catalogue {path}, row {number}")
+        described[file] = CatalogueEntry(artwork_id, file, cell("title"), cell("artist"), year)
     if missing:
         raise InputError(f"catalogue {path}: {len(missing)} rows name an image that is not in "
                          f"{path.parent}: {listed(missing)}")

@@ -341,7 +341,9 @@ def test_truth_errors_name_the_field(tmp_path: Path, document: Any, field: str) 
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("corner", [[1e30, 300.0], [-2 * W, 300.0], [300.0, 3 * H]])
+# (the bottom-right corner moved far out to the right or below: moved past its neighbours, to
+# the far left, the quad's edges cross, and it is refused as no quad before this check)
+@pytest.mark.parametrize("corner", [[1e30, 300.0], [3 * W, 500.0], [300.0, 3 * H]])
 def test_truth_corners_far_outside_the_photo_are_refused(tmp_path: Path,
                                                          corner: list[float]) -> None:
     # A corner a little past the border is a frame cut by it (the partial work here, to
