@@ -38,6 +38,7 @@ batch, padded inputs, per-window seeds), ``samplers`` (the noise schedule),
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -61,6 +62,7 @@ from engine.generators.diffusion.graphs import CudaGraphProgram, replay_graph
 from engine.generators.diffusion.model import LoadedModel, encoder_matches, load_model
 from engine.generators.diffusion.samplers import (
     FewStepSampler,
+    SamplerKind,
     draw_noise,
     guidance_embedding,
     sample,
@@ -120,6 +122,28 @@ def student_guidance(model: LoadedModel, config: DiffusionConfig, kind: str) -> 
     return scale
 
 
+def walkable_sampler(model: LoadedModel, kind: SamplerKind, steps: int,
+                     guidance_scale: float) -> FewStepSampler:
+    """The sampler, walked once over its timesteps here at start-up rather than at the first
+    window: InputError naming the scheduler file when diffusers cannot walk the schedule in
+    ``steps`` steps (what ``check_scheduler_config``'s value checks let through, e.g. an
+    LCM ``original_inference_steps`` below ``steps``) or a noise level is not finite."""
+    path = model.folder / "scheduler" / "scheduler_config.json"
+    expected = f"a noise schedule the {kind} sampler can walk in {steps} steps"
+    try:
+        sampler = FewStepSampler(kind, model.scheduler_config, steps, guidance_scale)
+        levels = [level for t in sampler.set_timesteps("cpu") for level in sampler.noise_level(t)]
+    # diffusers raises these on a config it cannot use (ValueError, NotImplementedError for
+    # an unknown option); IndexError/ZeroDivisionError/OverflowError from degenerate schedules.
+    except (ValueError, TypeError, NotImplementedError, IndexError, ZeroDivisionError,
+            OverflowError) as error:
+        raise InputError(f"expected {expected} in {path}, got: {error}") from error
+    if not all(math.isfinite(level) for level in levels):
+        raise InputError(f"expected {expected} in {path}, got non-finite noise levels "
+                         f"{levels}")
+    return sampler
+
+
 class DiffusionGenerator:
     """Image-conditioned latent diffusion behind the Generator protocol."""
 
@@ -134,8 +158,8 @@ class DiffusionGenerator:
         if kind == "consistency" and not model.spec.guidance_embedding_dim:
             raise ConfigError(f"engine.diffusion.sampler: 'consistency' needs a distilled "
                               f"student; {model.folder} is an original model (dpm_solver)")
-        self.sampler = FewStepSampler(kind, model.scheduler_config, config.steps,
-                                      student_guidance(model, config, kind))
+        self.sampler = walkable_sampler(model, kind, config.steps,
+                                        student_guidance(model, config, kind))
         self.backend: Backend = backend or TorchBackend(model)
         # Whole windows as CUDA graphs: torch backend on CUDA only (ONNX Runtime has its own).
         self.use_graphs = (config.cuda_graphs and model.device.type == "cuda"

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -56,6 +57,84 @@ SUBFOLDERS: dict[str, tuple[str, tuple[str, ...]]] = {
                                          "diffusion_pytorch_model.bin")),
     "scheduler": ("scheduler_config.json", ()),
 }
+
+
+#: No published image encoder, projection or language model is anywhere near this wide: the
+#: bound stops a typo or a damaged file before it sizes a tensor.
+MAX_WIDTH = 1 << 16
+#: Sample rates a vocoder plausibly runs at, telephone band to studio rates.
+SAMPLE_RATES = (4000, 384_000)
+#: The most denoising steps the engine samples (``DiffusionConfig.steps``): a training
+#: schedule needs at least this many timesteps to give each step its own.
+ENGINE_MAX_STEPS = 8
+#: A training schedule longer than this is a damaged file, not a model (published latent
+#: diffusion models use 1000); diffusers allocates one float per timestep.
+MAX_TRAIN_TIMESTEPS = 100_000
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int to Python, but ``true`` in a JSON file is never meant as 1.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_finite_real(value: object) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in JSON's words (for "expected an object, got an array")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    return "a number" if isinstance(value, numbers.Real) else type(value).__name__
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A config file that must hold one JSON object; InputError naming the file otherwise.
+
+    diffusers and transformers read these files as UTF-8 and, given anything but an
+    object, go looking for the model on the Hugging Face Hub: this says what is wrong.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise InputError(f"expected UTF-8 JSON text in {path}, got byte "
+                         f"{error.object[error.start]:#04x} at position {error.start} "
+                         f"({error.reason})") from error
+    except (OSError, json.JSONDecodeError, RecursionError) as error:
+        raise InputError(f"unreadable config {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise InputError(f"expected a JSON object in {path}, got {_json_kind(data)}")
+    return data
+
+
+class FieldError(ValueError):
+    """A field of a model-folder file out of its range: which field, expected, got.
+
+    ``str()`` reads ``<field>: expected X, got Y``; :meth:`in_file` adds the file.
+    """
+
+    def __init__(self, name: str, expected: str, got: object) -> None:
+        super().__init__(f"{name}: expected {expected}, got {got!r}")
+        self.name, self.expected, self.got = name, expected, got
+
+    def in_file(self, path: Path) -> InputError:
+        """The InputError naming ``path``: worded so that the deep check's one line (which
+        keeps what follows "expected") still names the field and the file."""
+        return InputError(f"expected {self.name} in {path} to be {self.expected}, "
+                          f"got {self.got!r}")
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    if not _is_int(value) or value < low or (high is not None and value > high):  # type: ignore[operator]
+        expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise FieldError(name, expected, value)
 
 
 def require_torch() -> None:
@@ -97,26 +176,45 @@ class ModelSpec:
     version: int = 1
 
     def __post_init__(self) -> None:
+        """Every field of the right type and in range; :class:`FieldError` naming the first
+        that is not (JSON allows NaN, Infinity, true for 1: each would fail later, deep in
+        the engine)."""
         if self.format != FORMAT:
-            raise ValueError(f"format must be {FORMAT!r}, got {self.format!r}")
-        for name in ("embedding_dim", "prefix_tokens", "generated_tokens", "hidden_dim",
-                     "sample_rate"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise FieldError("format", repr(FORMAT), self.format)
+        # generated_tokens and prefix_tokens are bounded by the language model's positions,
+        # which this file does not know: see check_token_budget.
+        for name, low, high in (("embedding_dim", 1, MAX_WIDTH), ("hidden_dim", 1, MAX_WIDTH),
+                                ("prefix_tokens", 1, None), ("generated_tokens", 1, None),
+                                ("sample_rate", *SAMPLE_RATES),
+                                ("guidance_embedding_dim", 0, MAX_WIDTH),
+                                ("encoder_dim", 0, MAX_WIDTH), ("version", 1, None)):
+            _check_int(name, getattr(self, name), low, high)
+        fps = self.latent_frames_per_second
+        # A latent frame spans at least one audio sample.
+        if not _is_finite_real(fps) or not 0 < fps <= self.sample_rate:
+            raise FieldError("latent_frames_per_second",
+                             f"a finite number > 0 and <= sample_rate ({self.sample_rate})", fps)
+        if not isinstance(self.prefix_special_tokens, bool):
+            raise FieldError("prefix_special_tokens", "true or false", self.prefix_special_tokens)
+        if not isinstance(self.encoder_name, str):
+            raise FieldError("encoder_name", "a string", self.encoder_name)
         if self.sampler not in ("dpm_solver", "consistency"):
-            raise ValueError(f"sampler must be 'dpm_solver' or 'consistency', got "
-                             f"{self.sampler!r}")
+            raise FieldError("sampler", "'dpm_solver' or 'consistency'", self.sampler)
         if self.sampler == "consistency" and self.guidance_embedding_dim < 1:
-            raise ValueError("a consistency student needs guidance_embedding_dim >= 1")
+            raise FieldError("guidance_embedding_dim", "at least 1 for a consistency student",
+                             self.guidance_embedding_dim)
         if self.guidance_range is not None:
-            bounds = tuple(float(v) for v in self.guidance_range)
-            if len(bounds) != 2 or not 1.0 <= bounds[0] <= bounds[1]:
-                raise ValueError(f"guidance_range must be [min, max] with 1 <= min <= max, "
-                                 f"got {list(self.guidance_range)}")
-            object.__setattr__(self, "guidance_range", bounds)  # JSON gives a list
+            bounds = self.guidance_range
+            if not (isinstance(bounds, list | tuple) and len(bounds) == 2
+                    and all(_is_finite_real(v) for v in bounds)
+                    and 1.0 <= bounds[0] <= bounds[1]):
+                raise FieldError("guidance_range", "[min, max], finite, with 1 <= min <= max",
+                                 list(bounds) if isinstance(bounds, tuple) else bounds)
+            # JSON gives a list
+            object.__setattr__(self, "guidance_range", (float(bounds[0]), float(bounds[1])))
         if self.encoder_dim not in (0, self.embedding_dim):
-            raise ValueError(f"encoder_dim must equal embedding_dim ({self.embedding_dim}) "
-                             f"or be 0 (not recorded), got {self.encoder_dim}")
+            raise FieldError("encoder_dim", f"embedding_dim ({self.embedding_dim}) or 0 (not "
+                             f"recorded)", self.encoder_dim)
 
     @property
     def encoder_width(self) -> int:
@@ -131,11 +229,16 @@ class ModelSpec:
     def load(cls, folder: Path) -> ModelSpec:
         """Read ``art2mus_model.json``; InputError naming the file on anything wrong."""
         path = folder / SPEC_FILE
+        data = read_json_object(path)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"expected only the fields {sorted(known)} in {path}, got "
+                             f"{unknown}")
         try:
-            data = json.loads(path.read_text())
             return cls(**data)
-        except (OSError, json.JSONDecodeError, TypeError, ValueError) as error:
-            raise InputError(f"invalid model description in {path}: {error}") from error
+        except FieldError as error:
+            raise error.in_file(path) from error
 
 
 def encoder_matches(expected: str, actual: str) -> bool:
@@ -380,7 +483,14 @@ def make_tiny_model(out_dir: str | Path, embedding_dim: int = 1024, student: boo
 
 
 def check_folder(folder: Path) -> None:
-    """Every file and subfolder a model needs, checked before anything loads."""
+    """Every file and subfolder a model needs, checked before anything loads.
+
+    Also what can be checked without building a network: ``art2mus_model.json``'s values
+    (against the language model's positions), the noise schedule's values, and the small
+    tensors of ours (the image projection, the support prompt) and the projection model's
+    for NaN or infinity. The UNet, VAE, vocoder and language model weights (hundreds of MB)
+    are not scanned.
+    """
     if not folder.is_dir():
         raise InputError(f"model folder {folder} does not exist")
     for name in (SPEC_FILE, IMAGE_PROJECTION_FILE, SUPPORT_PROMPT_FILE):
@@ -393,13 +503,123 @@ def check_folder(folder: Path) -> None:
         config_path = path / config_name
         if not config_path.is_file():
             raise InputError(f"model folder {folder} is incomplete: missing {config_path}")
-        try:
-            json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"unreadable config {config_path}: {error}") from error
+        read_json_object(config_path)
         if weights and not any((path / w).is_file() for w in weights):
             raise InputError(f"model folder {folder} is incomplete: missing {path / weights[0]} "
                              f"(the weights of {sub})")
+    spec = ModelSpec.load(folder)
+    lm_config_path = folder / "language_model" / "config.json"
+    lm_config = read_json_object(lm_config_path)
+    # GPT2Config: n_positions (alias max_position_embeddings), 1024 when not written.
+    positions = lm_config.get("n_positions", lm_config.get("max_position_embeddings", 1024))
+    try:
+        _check_int("n_positions", positions, 1)
+    except FieldError as error:
+        raise error.in_file(lm_config_path) from error
+    check_token_budget(spec, positions, folder / SPEC_FILE, lm_config_path)
+    scheduler_path = folder / "scheduler" / SUBFOLDERS["scheduler"][0]
+    check_scheduler_config(read_json_object(scheduler_path), scheduler_path)
+    _load_finite_tensors(folder / IMAGE_PROJECTION_FILE)
+    _load_finite_tensors(folder / SUPPORT_PROMPT_FILE)
+    projection_weights = folder / "projection_model" / SUBFOLDERS["projection_model"][1][0]
+    if projection_weights.is_file():  # a .bin is checked once loaded (load_model)
+        _load_finite_tensors(projection_weights)
+
+
+def check_token_budget(spec: ModelSpec, positions: int, spec_path: Path,
+                       lm_config_path: Path) -> None:
+    """InputError naming the field when the prefix and generated tokens overrun the
+    language model's position embeddings (GPT-2's ``n_positions``).
+
+    :func:`~engine.generators.diffusion.conditioner.generate_language_tokens` feeds the
+    prefix (with SOS/EOS where ``prefix_special_tokens``) plus every generated token but
+    the last: ``prefix + generated - 1`` positions, each indexing the position table.
+    """
+    prefix = spec.prefix_tokens + (2 if spec.prefix_special_tokens else 0)
+    where = f"the language model {lm_config_path} has {positions} positions"
+    if prefix > positions:
+        raise FieldError("prefix_tokens", f"at most {positions - 2 * spec.prefix_special_tokens}"
+                         f" ({where})", spec.prefix_tokens).in_file(spec_path)
+    most = positions - prefix + 1
+    if spec.generated_tokens > most:
+        raise FieldError("generated_tokens", f"at most {most} ({where}, the prefix takes "
+                         f"{prefix})", spec.generated_tokens).in_file(spec_path)
+
+
+#: scheduler_config.json: the keys the samplers read (diffusers' DDIM, DPM-Solver and LCM
+#: schedulers) and what each must be. Keys not listed go to diffusers as they are; the
+#: engine walks the schedule once at start-up (generator.walkable_sampler).
+_REAL_IN_0_1 = "a finite number in (0, 1)"
+_SCHEDULER_CHOICES = {
+    "beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
+    "prediction_type": ("epsilon", "v_prediction", "sample"),
+    "timestep_spacing": ("linspace", "leading", "trailing"),
+}
+_SCHEDULER_FLAGS = ("clip_sample", "set_alpha_to_one", "thresholding", "rescale_betas_zero_snr",
+                    "use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                    "use_lu_lambdas", "use_flow_sigmas")
+_SCHEDULER_POSITIVE = ("clip_sample_range", "sample_max_value", "timestep_scaling")
+
+
+def check_scheduler_config(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The noise schedule's values the samplers use, of the right type and in range;
+    InputError naming the field and ``path`` (JSON allows NaN, which diffusers passes
+    straight to ``torch.linspace``). Returns ``config``."""
+    try:
+        _check_scheduler_values(config)
+    except FieldError as error:
+        raise error.in_file(path) from error
+    return config
+
+
+def _check_scheduler_values(config: dict[str, Any]) -> None:
+    timesteps = config.get("num_train_timesteps", 1000)  # diffusers' default
+    _check_int("num_train_timesteps", timesteps, ENGINE_MAX_STEPS, MAX_TRAIN_TIMESTEPS)
+    for name in ("beta_start", "beta_end"):
+        if name in config and not (_is_finite_real(config[name]) and 0 < config[name] < 1):
+            raise FieldError(name, _REAL_IN_0_1, config[name])
+    start, end = config.get("beta_start"), config.get("beta_end")
+    if start is not None and end is not None and start > end:
+        raise FieldError("beta_end", f"at least beta_start ({start})", end)
+    betas = config.get("trained_betas")
+    if betas is not None and not (
+            isinstance(betas, list) and len(betas) == timesteps
+            and all(_is_finite_real(b) and 0 < b < 1 for b in betas)):
+        raise FieldError("trained_betas", f"null or {timesteps} (num_train_timesteps) finite "
+                         f"numbers in (0, 1)", betas if not isinstance(betas, list)
+                         else f"{len(betas)} values")
+    for name, choices in _SCHEDULER_CHOICES.items():
+        if name in config and config[name] not in choices:
+            raise FieldError(name, " or ".join(repr(c) for c in choices), config[name])
+    for name in _SCHEDULER_FLAGS:
+        if name in config and not isinstance(config[name], bool):
+            raise FieldError(name, "true or false", config[name])
+    for name in _SCHEDULER_POSITIVE:
+        if name in config and not (_is_finite_real(config[name]) and config[name] > 0):
+            raise FieldError(name, "a finite number > 0", config[name])
+    ratio = config.get("dynamic_thresholding_ratio", 0.995)
+    if not (_is_finite_real(ratio) and 0 < ratio <= 1):
+        raise FieldError("dynamic_thresholding_ratio", "a finite number in (0, 1]", ratio)
+    if "steps_offset" in config:
+        _check_int("steps_offset", config["steps_offset"], 0, timesteps - 1)
+    if "original_inference_steps" in config:
+        # LCM's distillation grid: a subset of the training timesteps.
+        _check_int("original_inference_steps", config["original_inference_steps"], 1, timesteps)
+
+
+def _load_finite_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """:func:`_load_tensors`, refusing NaN or infinity (InputError naming file and tensor).
+
+    Only for the small tensors (a few MB): a NaN there makes every window NaN, silently.
+    """
+    import torch
+
+    tensors = _load_tensors(path)
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise InputError(f"expected finite values in {path}, got NaN or infinity in "
+                             f"tensor {name!r}")
+    return tensors
 
 
 def resolve_device(name: str) -> str:
@@ -424,6 +644,7 @@ def resolve_dtype(name: str, device: str) -> torch.dtype:
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    require_torch()
     from safetensors.torch import load_file
 
     try:
@@ -472,16 +693,24 @@ def load_model(folder: str | Path, device: str = "cpu", dtype: str = "float32") 
     vocoder = load(SpeechT5HifiGan, "vocoder")
     language_model = load(GPT2Model, "language_model")
     projection_model = load(AudioLDM2ProjectionModel, "projection_model")
-    scheduler_config = json.loads((root / "scheduler" / "scheduler_config.json").read_text())
+    for name, parameter in projection_model.named_parameters():  # its .bin, or after casting
+        if not bool(torch.isfinite(parameter).all()):
+            raise InputError(f"expected finite values in {root / 'projection_model'}, got NaN "
+                             f"or infinity in tensor {name!r}")
+    # check_folder read these files: read again, what loads is what is checked.
+    check_token_budget(spec, int(language_model.config.n_positions), root / SPEC_FILE,
+                       root / "language_model" / "config.json")
+    scheduler_path = root / "scheduler" / SUBFOLDERS["scheduler"][0]
+    scheduler_config = check_scheduler_config(read_json_object(scheduler_path), scheduler_path)
 
     projection_path = root / IMAGE_PROJECTION_FILE
     conditioner = VisualConditioner.from_state_dict(
-        _load_tensors(projection_path), spec, int(language_model.config.n_embd),
+        _load_finite_tensors(projection_path), spec, int(language_model.config.n_embd),
         source=str(projection_path))
     conditioner = conditioner.to(device=device_name, dtype=torch_dtype).eval()
     conditioner.requires_grad_(False)
     support_path = root / SUPPORT_PROMPT_FILE
-    support_tensors = _load_tensors(support_path)
+    support_tensors = _load_finite_tensors(support_path)
     if "support_prompt" not in support_tensors:
         raise InputError(f"{support_path} must hold a tensor named 'support_prompt', got "
                          f"{sorted(support_tensors)}")
@@ -498,6 +727,12 @@ def load_model(folder: str | Path, device: str = "cpu", dtype: str = "float32") 
     with torch.inference_mode():
         zero = torch.zeros(1, spec.embedding_dim, device=device_name, dtype=torch_dtype)
         model.unconditional_tokens = conditioner.tokens(zero, language_model, projection_model)
+    # The projection's inputs were checked above: non-finite tokens come from the language
+    # model's weights (not scanned: hundreds of MB) or from overflow in this dtype.
+    if not bool(torch.isfinite(model.unconditional_tokens).all()):
+        raise InputError(f"expected finite tokens from the language model "
+                         f"{root / 'language_model'} in {torch_dtype}, got NaN or infinity: "
+                         f"its weights hold NaN or infinity, or overflow in this dtype")
     return model
 
 
@@ -530,7 +765,7 @@ def _check_shapes(model: LoadedModel, support_path: Path) -> None:
             f"{model.vocoder.config.sampling_rate}, {root / SPEC_FILE} says "
             f"{model.spec.sample_rate}")
     expected_fps = model.spec.sample_rate / model.samples_per_latent_frame
-    if abs(expected_fps - model.spec.latent_frames_per_second) > 1e-6:
+    if not abs(expected_fps - model.spec.latent_frames_per_second) <= 1e-6:  # NaN fails
         raise InputError(
             f"latent_frames_per_second in {root / SPEC_FILE}: the VAE and vocoder give "
             f"{expected_fps}, the file says {model.spec.latent_frames_per_second}")
