@@ -423,6 +423,7 @@ def test_window_zero_serves_rooms_one_by_one(tiny_model: Any) -> None:
     assert [len(c) for c in chunks.values()] == [1, 1]
 
 
+@diffusion  # the generator walks its schedule once at start (diffusers' numpy warning)
 def test_make_generator_gives_the_diffusion_generator_batching(tiny_model_folder: Path) -> None:
     config = EngineConfig(generator="diffusion", sample_rate=RATE, channels=1,
                           diffusion=DiffusionConfig(model=str(tiny_model_folder), **WINDOW))
