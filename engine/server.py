@@ -171,10 +171,17 @@ class EngineServer:
         heartbeat: Heartbeat | None = None,
         metrics: Metrics | None = None,
         state_path: Path | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         beat_out: BeatOut | None = None,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
+        """``clock``: wall time (the state file's times, which outlive a reboot);
+        ``monotonic``: what durations and the rooms' timelines are measured on (a wall
+        clock set back ten minutes froze every knob for ten minutes, and one set forward
+        timed the painting in view out). Tests pass one fake clock for both."""
         self.config = config
+        self._clock_now = clock or time.time
+        self._monotonic = monotonic or clock or time.monotonic
         self.beat_out = beat_out
         self.log_event = log_event
         # engine.backend = "ray": the generator runs in a Ray Serve deployment; this process
@@ -218,7 +225,7 @@ class EngineServer:
                 log_event("surface_unavailable", surface="MIDI clock out", error=str(error))
         self.sessions = {
             room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event,
-                                 clock=clock)
+                                 clock=self._monotonic)
             for room in config.rooms
         }
         for room in config.rooms:
@@ -226,7 +233,6 @@ class EngineServer:
             self.sessions[room.id].midi_channel_offset = room.midi_channel_offset
         self.metrics = metrics or Metrics(0)
         self.state_path = state_path
-        self._clock_now = clock
         self._state_dirty = False  # an artwork or a control changed: save soon
         self._views_unsaved = False  # capture spoke since the last save: save now and then
         self._state_saved_at = -float("inf")
@@ -471,8 +477,8 @@ class EngineServer:
         The second keeps the saved time of the last view close to the truth:
         a painting that has hung unchanged for an hour is still being seen.
         """
-        since = self._clock_now() - self._state_saved_at
-        if since < 0:  # the wall clock was set back: save, and measure from now
+        since = self._monotonic() - self._state_saved_at
+        if since < 0:  # a fake clock in a test set back: save, and measure from now
             since = float("inf")
         if self._state_dirty and since > 0.5:
             self._save_state()
@@ -488,8 +494,8 @@ class EngineServer:
         """Write each room's last view, controls and view time (atomically) for a restart."""
         self._state_dirty = False
         self._views_unsaved = False
-        now = self._clock_now()
-        self._state_saved_at = now
+        now, mono = self._clock_now(), self._monotonic()
+        self._state_saved_at = mono
         if self.state_path is None:
             return
         record = {}
@@ -499,8 +505,9 @@ class EngineServer:
             record[room] = {
                 "view": json.loads(msgspec.json.encode(session.latest_view)),
                 "shown": json.loads(msgspec.json.encode(session.view)),
-                # when capture last spoke (any view, re-sends included), on the engine's clock
-                "last_view_at": session.last_view_at,
+                # when capture last spoke (any view, re-sends included), in wall time (the
+                # session measures on the monotonic clock, which a reboot restarts)
+                "last_view_at": now - (mono - session.last_view_at),
                 "saved_at": now,
                 "controls": session.controls.saved(),
             }

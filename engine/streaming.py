@@ -181,8 +181,12 @@ class RoomSession:
         generator: Generator,
         config: EngineConfig,
         log_event: EventSink = null_sink,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` measures every duration and the timeline's pace: a monotonic one
+        (audio_out's reports, stamped in its wall time, are mapped onto it by their
+        delivery offset, :meth:`_sent_at`), so this machine's wall clock stepped by NTP
+        neither freezes knobs, times a painting out, nor moves the playhead estimate."""
         self.room = room
         self.seed = seed
         self.generator = generator
@@ -197,8 +201,8 @@ class RoomSession:
         self.seq = 0
         self.pending_transition = False
         self._clock: _Clock | None = None
-        # our clock minus audio_out's wall time on the least delayed recent report (see
-        # on_clock), and when it was last updated
+        # our (monotonic) clock minus audio_out's wall time on the least delayed recent
+        # report (see on_clock), and when it was last updated
         self._clock_offset: tuple[float, float] | None = None
         # an offset CLOCK_JUMP_S away from it, and since when reports have agreed with it
         self._clock_jump: tuple[float, float] | None = None

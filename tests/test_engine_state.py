@@ -141,6 +141,55 @@ def test_a_state_file_that_cannot_be_written_leaves_the_music_playing(
         server.close()
 
 
+class TwoClocks:
+    """A wall clock and a monotonic one that tests move together (``t``), then apart."""
+
+    def __init__(self, wall: float, monotonic: float) -> None:
+        self.wall, self.monotonic = FakeClock(wall), FakeClock(monotonic)
+
+    @property
+    def t(self) -> float:
+        return self.wall.t
+
+    @t.setter
+    def t(self, value: float) -> None:
+        step = value - self.wall.t
+        self.wall.t += step
+        self.monotonic.t += step
+
+
+def test_a_wall_clock_set_back_neither_freezes_the_knobs_nor_ages_the_saved_view(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    # NTP sets the engine machine's clock back ten minutes: a knob turned then re-planned
+    # the music ten minutes later (now - last re-plan was negative), and a step forward
+    # timed out the painting in view. The rooms measure on the monotonic clock; the state
+    # file keeps wall time, which outlives a reboot.
+    clocks = TwoClocks(1_000_000.0, 50.0)
+    state = tmp_path / "engine-state.json"
+    events = MemorySink()
+    server = EngineServer(_config(tmp_path / "1"), events, context=context, state_path=state,
+                          clock=clocks.wall, monotonic=clocks.monotonic)
+    try:
+        _play_capture(context, server, clocks, seconds=3)  # type: ignore[arg-type]
+        room = server.sessions["a"]
+        room.set_controls({"intensity": 0.9})
+        room.tick()
+        clocks.wall.t -= 600.0
+        room.set_controls({"intensity": 0.2})
+        clocks.monotonic.t += 0.5
+        room.tick()
+        assert [e["controls"]["intensity"] for e in events.of("replanned")] == [0.9, 0.2]
+        clocks.wall.t += 1200.0  # and ten minutes ahead: still the painting
+        room.tick()
+        assert room.view.artwork_id == "sunflowers" and not events.of("view_timeout")
+        server._save_state()
+        saved = json.loads(state.read_text())["a"]
+        assert abs(saved["last_view_at"] - (clocks.wall.t - 0.5)) < 1e-6
+    finally:
+        server.close()
+
+
 def test_a_room_whose_capture_fell_silent_is_not_restored(
     tmp_path: Path, context: zmq.Context,
 ) -> None:
