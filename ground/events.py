@@ -45,6 +45,7 @@ class EventLog:
         self._base = {"role": role} | ({"room": room} if room is not None else {})
         self._failures = failures or WriteFailures(_log.error)
         self._file: IO[str] | None = None
+        self._cut = False  # the last write failed: a partial line may end the file
         self._closed = False
         self.written = 0
         self.dropped = 0
@@ -73,9 +74,13 @@ class EventLog:
                 return
             assert self._file is not None
             try:
+                if self._cut:  # a line a full disk cut short: this one starts afresh
+                    self._file.write("\n")
+                    self._cut = False
                 self._file.write(line + "\n")
             except OSError as error:
                 self.dropped += 1
+                self._cut = True  # part of the line may be in the file
                 self._close_file()  # a fresh file object: no half-written buffer is retried
                 self._failures.failed(f"event log {self.path}", error,
                                       "events are counted and dropped until it works again")

@@ -363,3 +363,33 @@ def test_an_event_log_on_a_full_disk_drops_counts_and_says_once(
     said = [r.getMessage() for r in caplog.records if r.name == "ground.events"]
     assert len(said) == 2 and "No space left on device" in said[0], said
     assert "works again (50 write(s) lost so far)" in said[1]
+
+
+def test_an_event_line_a_full_disk_cut_short_does_not_swallow_the_next(tmp_path: Path) -> None:
+    # The disk filled mid-line: the file ended in '..."seq"', and the first event written
+    # once space came back was glued to it, both lost to a reader.
+    import errno
+
+    path = tmp_path / "events.jsonl"
+    log = EventLog(path, "audio_out", "a")
+    log("started")
+
+    class FullDisk:
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def write(self, text: str) -> int:
+            self.real.write(text[:len(text) // 2])  # what fitted
+            self.real.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def close(self) -> None:
+            self.real.close()
+
+    log._file = FullDisk(log._file)  # type: ignore[assignment]
+    log("chunk_received", seq=7)
+    log("chunk_received", seq=8)  # space again
+    log.close()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and (log.written, log.dropped) == (2, 1)
+    assert json.loads(lines[2])["seq"] == 8
