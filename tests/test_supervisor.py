@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -375,7 +376,7 @@ def test_an_event_line_a_full_disk_cut_short_does_not_swallow_the_next(tmp_path:
     log("started")
 
     class FullDisk:
-        def __init__(self, real: Any) -> None:
+        def __init__(self, real: IO[str]) -> None:
             self.real = real
 
         def write(self, text: str) -> int:
