@@ -27,6 +27,13 @@ Who owns what (the real-time rules of STYLE.md):
   the output block, ramps the gains per sample, limits peaks, routes channels,
   copies the block into the recorder ring and publishes a few integers. No
   array allocation, no locks, no logging, no I/O (:mod:`audio_out.mixer`).
+- **Output watch thread** (inside :class:`~audio_out.outputs.FailoverOutput`,
+  for a sound card) reads the callback's counters and PortAudio's ``active``
+  flag; when the card stops calling back (unplugged) it closes the card's
+  gate, waits for a callback in flight, and starts the null sink's pacing
+  thread on the same ``fill`` (one reader at a time), then reopens the card
+  every few seconds and hands ``fill`` back. Logging and PortAudio calls
+  happen here, never in the callback.
 - **Monitor thread** (inside :class:`~audio_out.player.Player`) turns the
   published counters into events (``chunk_started``, ``underflow``, ``hold``,
   ``resume``), commits played notes and drives the MIDI port.

@@ -18,6 +18,10 @@ docstring for which thread owns what):
   rate (the timeline buffer, the notes and the recording work in device
   samples; positions convert exactly, see :mod:`audio_out.resample`).
 
+A sound device that stops calling back (unplugged) or fails to start is
+handed over to the null sink by its :class:`~audio_out.outputs.FailoverOutput`,
+so the timeline and the recording go on; :meth:`Player.output_status` says so.
+
 Recordings (:class:`~audio_out.recorder.Recorder`,
 :class:`~audio_out.midi.MidiRecorder`) are new segments at every start; a
 failed one stops itself, never the player (:meth:`Player.recording_status`).
@@ -246,6 +250,20 @@ class Player:
         if not parts:
             return {"state": "off", "path": None, "error": None}
         return parts[0].status()
+
+    def output_status(self) -> dict[str, Any]:
+        """Where the audio goes, for the heartbeat: ``{"state": "ok"|"lost", "output", ...}``.
+
+        ``lost``: the sound device stopped calling back or did not start; the
+        null sink keeps the timeline, the clock and the recording going while
+        the device is reopened (:class:`~audio_out.outputs.FailoverOutput`,
+        whose ``status()`` this is). Sinks without one are ``ok``.
+        """
+        output = self.output
+        status = getattr(output, "status", None)
+        if callable(status):
+            return dict(status())
+        return {"state": "ok", "output": output.name if output is not None else None}
 
     @property
     def done(self) -> bool:

@@ -10,8 +10,10 @@ supervisor gets the playback state, underflows, drops, what is played
 measured by :class:`~audio_out.meter.LevelMeter` around the player's
 callback) and the recording's state: a full or unwritable disk fails the recording
 (``"recording": {"state": "failed", ...}``, ``art2mus_recording_ok`` 0), never
-the role. Stopping (SIGTERM, a Control shutdown, ``stop_after_s``) fades out
-first (:meth:`Player.stop`).
+the role. ``output`` says where the audio goes: ``{"state": "lost", ...}`` while
+the sound device is gone and the null sink stands in (the music's clock and the
+recording go on; :class:`~audio_out.outputs.FailoverOutput`). Stopping
+(SIGTERM, a Control shutdown, ``stop_after_s``) fades out first (:meth:`Player.stop`).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def run_audio_out(
         metrics.set_recording(config.room, recording["state"])
         metrics.set_playback(config.room, playhead_s, reading.level_dbfs)
         return {"state": tl.state, "underflows": tl.underflows, "playhead_s": playhead_s,
-                "recording": recording} | reading.status()
+                "recording": recording, "output": player.output_status()} | reading.status()
 
     player.start()
     try:

@@ -11,8 +11,8 @@ needs nothing but the config. Metrics remain for time series.
 confidence, key, tempo, level, health); OSC out sends the same summary.
 :func:`problems` says what is wrong, for ``art2mus status``'s exit code: a
 stale file (the supervisor is stuck or gone), a stopped installation, a role
-restarting, silent or failed, a recording that failed, a file the supervisor
-cannot write.
+restarting, silent or failed, a recording that failed, a sound device lost, a
+file the supervisor cannot write.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
 
     ``health`` is 1.0 when every role serving the room runs and the music
     plays, 0.5 when one is restarting, silent or audio_out is holding, and
-    0.0 when audio_out is down or has faded to silence.
+    0.0 when audio_out is down, has faded to silence or lost its sound device
+    (the room hears nothing, though the recording goes on).
     """
     def row(kind: str) -> dict[str, Any] | None:
         for r in roles:
@@ -106,7 +107,10 @@ def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
     }
     present = [r for r in (engine, capture, audio) if r is not None]
     summary["recording"] = _recording(heard).get("state", "")
-    if audio is not None and (audio.get("state") != "running" or heard.get("state") == "silent"):
+    output = heard.get("output")
+    device_lost = isinstance(output, dict) and output.get("state") == "lost"
+    if audio is not None and (audio.get("state") != "running" or heard.get("state") == "silent"
+                              or device_lost):
         health = 0.0
     elif (any(r.get("state") != "running" for r in present) or heard.get("state") == "holding"
           or summary["recording"] == "failed"):
@@ -184,6 +188,11 @@ def role_problems(rows: list[dict[str, Any]],
         if recording.get("state") == "failed":
             found.append(f"{row.get('name')}: recording failed ({recording.get('path')}): "
                          f"{recording.get('error')}")
+        output = status.get("output")
+        if isinstance(output, dict) and output.get("state") == "lost":
+            found.append(f"{row.get('name')}: sound device {output.get('device')} lost "
+                         f"({output.get('error')}): the room is silent, the recording goes on; "
+                         f"reopening it every {output.get('retry_s')} s")
         errors = status.get("write_errors")
         for target, error in (errors.items() if isinstance(errors, dict) else ()):
             found.append(f"{row.get('name')} cannot write {target}: {error}")

@@ -38,7 +38,7 @@ CHILD = textwrap.dedent("""
                             record=record, stop_after_s=1.0, hold_s=0.2, fade_s=0.1)
     player = Player("r1", config, 2, lambda kind, **f: events.append(kind))
     player.start()
-    assert isinstance(player.output, SoundDeviceOutput), player.output
+    assert isinstance(player.output.device, SoundDeviceOutput), player.output
     t = np.arange(48000 * 1) / 48000
     tone = (0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[:, None].repeat(2, 1)
     player.submit(AudioChunk(v=PROTOCOL_VERSION, room="r1", seq=0, start_sample=0,
