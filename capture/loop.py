@@ -4,6 +4,13 @@ Where it sits: ``capture.role`` builds a :class:`CaptureLoop` with a publish
 function (a ZeroMQ PUB socket) and an event sink, and calls :meth:`run`.
 Tests call :meth:`CaptureLoop.step` directly with a fake clock.
 
+Two clocks: what is published and logged carries wall-clock time (``clock``,
+the frames' timestamps: messages are compared across machines), while every
+interval (heartbeats, stats, searches, looks again, a showing's end, the
+stability tracker's grace period) is measured on ``monotonic``, a clock that
+never steps (:func:`capture.frames.interval_clock`). The room machine's clock
+set back ten minutes once kept every view unpublished for those ten minutes.
+
 Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
 1280x720, most of it detection)::
 
@@ -89,7 +96,15 @@ from capture.config import CaptureConfig
 from capture.descriptor import Descriptor, describe_image
 from capture.detect import Detection, PrimarySelector, choose_primary, detect_artworks, rectify
 from capture.encoders import ImageEncoder, make_encoder
-from capture.frames import Clock, Frame, FrameSource
+from capture.frames import (
+    Clock,
+    Frame,
+    FrameRefused,
+    FrameSource,
+    bgr8,
+    describe_pixels,
+    interval_clock,
+)
 from capture.images import REDUCED_AT_LEAST, read_image
 from capture.lens import Lens
 from capture.overlay import OverlayWriter
@@ -127,7 +142,8 @@ SHOW_DEFAULT_S = 60.0
 #: Frames failing in a row beyond which the loop raises (the role is restarted): one
 #: view bringing out a defect is dropped and counted, a loop failing every frame is broken.
 FAILED_IN_A_ROW = 30
-#: Seconds between two ``frame_failed`` events (the rest are counted in ``stats``).
+#: Seconds between two ``frame_failed`` events (the rest are counted in ``stats``); the same
+#: for ``frame_refused``.
 FAILED_LOG_EVERY_S = 1.0
 #: JPEG quality of the console's camera picture (small, rewritten twice a second).
 CONSOLE_JPEG_QUALITY = 80
@@ -142,12 +158,22 @@ class ShowRefused(ValueError):
 
 
 @dataclass(frozen=True)
+class _Now:
+    """One moment of the loop on both its clocks: ``wall`` stamps what is published and
+    logged, ``mono`` measures every interval (the wall clock may be set back or on)."""
+
+    wall: float
+    mono: float
+
+
+@dataclass(frozen=True)
 class _ShowRequest:
     """What the control thread asks for; the loop picks it up by its token."""
 
     token: int
     artwork_id: str | None  # None: back to the camera now
-    until: float
+    until: float  # wall clock, as said to the console
+    until_mono: float  # the same moment on the loop's monotonic clock: when it ends
     image: np.ndarray | None  # the catalogue reference, read by the control thread
 
 
@@ -156,10 +182,11 @@ class _Showing:
     """The work being shown (loop thread only)."""
 
     artwork_id: str
-    until: float
+    until: float  # wall clock, for the console
+    until_mono: float  # when it ends
     descriptor: Descriptor
     embedding: np.ndarray
-    last_sent: float
+    last_sent: float  # monotonic
 
 
 class AdaptiveFrameRate:
@@ -250,16 +277,21 @@ class CaptureLoop:
         catalogue: Catalogue | None = None,
         encoder: ImageEncoder | None = None,
         timer: Callable[[], float] = time.perf_counter,
+        monotonic: Clock | None = None,
     ) -> None:
         self.room_id = room_id
         self.config = config
         self._publish = publish
         self._log_event = log_event
-        self._clock = clock
+        self._clock = clock  # wall time: what is published and logged carries it
+        # Intervals (heartbeats, stats, searches, a showing's end, the grace period): on a
+        # clock that never steps; a test passes its fake clock as both, or the two apart.
+        self._monotonic = interval_clock(clock, monotonic)
         self._timer = timer  # measures frame costs and paces the loop (monotonic)
         self.rate = AdaptiveFrameRate(config.fps, config.min_fps)
         self._next_tick: float | None = None
-        self.source = source if source is not None else open_source(config, clock)
+        self.source = source if source is not None else open_source(config, clock,
+                                                                    self._monotonic)
         #: The camera's lens, taken out of every frame of its aspect before anything looks
         #: at it; None without a calibration.
         self.lens = Lens(config.lens) if config.lens is not None else None
@@ -301,7 +333,7 @@ class CaptureLoop:
         self._ignored: list[tuple[np.ndarray, np.ndarray, float]] = []
         self._tracked_quad: np.ndarray | None = None  # the tracker's quad in the latest frame
         self._frame_index = 0
-        self._last_search = -float("inf")
+        self._last_search = -float("inf")  # monotonic, as every time kept below
         self._searches = 0  # whole-frame searches so far (every fine_search_every-th is fine)
         self.overlay = OverlayWriter(config.overlay.format(room=room_id),
                                      config.overlay_every_s) if config.overlay else None
@@ -332,10 +364,13 @@ class CaptureLoop:
         self._artwork_id: str | None = None
         self._last_publish = -float("inf")
         self._truth_index: int | None = None  # a source's ground truth, for "source_change"
-        self._stats_since = clock()
+        self._stats_since = self._monotonic()
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0,
-                       "failed": 0}
+                       "failed": 0, "refused": 0}
         self._failure_logged = -math.inf  # timer time of the last frame_failed event
+        self._refusal_logged = -math.inf  # ...and of the last frame_refused event
+        self._refused_unsaid = 0  # frames refused since that event
+        self._converted: set[str] = set()  # the frame layouts converted so far (said once)
         # Last: the opening thread uses the overlays and the rest of this object.
         if catalogue is None and config.recognition.catalogue:
             threading.Thread(target=self._keep_catalogue, name=f"catalogue-{room_id}",
@@ -415,16 +450,25 @@ class CaptureLoop:
         return max(0.0, self._next_tick - now)
 
     def step(self) -> ArtworkView | None:
-        """Process one frame; return the view published for it, if any."""
+        """Process one frame; return the view published for it, if any.
+
+        A frame that is not 3-channel BGR uint8 is converted first (:func:`bgr8`; each
+        layout said once, ``frame_converted``), or, where nothing can be made of it (empty,
+        not finite, ...), dropped as if the camera had sent none: counted (``stats``'
+        ``refused``) and said at most once a second (``frame_refused``), never raised
+        (which would count towards the role's restart, into the same frames).
+        """
         began = self._timer()
         self._take_updated_catalogue()
         frame = self.source.read()
+        if frame is not None:
+            frame = self._conformed(frame)
         if frame is None:
-            now = self._clock()
+            now = _Now(self._clock(), self._monotonic())
             shown = self._follow_show(now)
             heartbeat = self._heartbeat(now)
             return shown if shown is not None else heartbeat
-        now = frame.timestamp
+        now = _Now(frame.timestamp, self._monotonic())
         self._note_frame_size(frame.image.shape)
         if self.lens is not None:
             frame = self._undistorted(frame)
@@ -464,7 +508,7 @@ class CaptureLoop:
         if primary is not None:
             glance = glance_signature(rectify(frame.image, primary.quad, _GLANCE_RECTIFY))
             sighting = Sighting(primary.quad, primary.score, glance)
-        decision = self.stability.update(now, sighting)
+        decision = self.stability.update(now.mono, sighting)
 
         published = None
         if decision.changed:
@@ -492,6 +536,32 @@ class CaptureLoop:
         self._stats["busy_s"] += self._timer() - began
         self._maybe_log_stats(now)
         return shown if shown is not None else published
+
+    def _conformed(self, frame: Frame) -> Frame | None:
+        """``frame`` with BGR uint8 pixels (converted where it came otherwise), or None for a
+        frame nothing can be made of (counted, and said at most once a second)."""
+        try:
+            image = bgr8(frame.image)
+        except FrameRefused as refused:
+            self._stats["refused"] += 1
+            self._refused_unsaid += 1
+            now = self._timer()
+            if now - self._refusal_logged >= FAILED_LOG_EVERY_S:
+                self._refusal_logged = now
+                log.warning("room %s: a frame refused (%s), dropped", self.room_id, refused)
+                self._log_event("frame_refused", why=str(refused)[:200],
+                                refused=self._refused_unsaid)
+                self._refused_unsaid = 0
+            return None
+        if image is frame.image:
+            return frame
+        layout = describe_pixels(frame.image).rsplit(" ", 1)[0]  # "1-channel uint16"
+        if layout not in self._converted:
+            self._converted.add(layout)
+            log.info("room %s: %s frames converted to 3-channel uint8 BGR", self.room_id,
+                     layout)
+            self._log_event("frame_converted", frames=layout, to="3-channel uint8 BGR")
+        return dataclasses.replace(frame, image=image)
 
     def _note_frame_size(self, shape: tuple[int, ...]) -> None:
         """A camera reopened at another size (a stream renegotiated, a driver's default):
@@ -654,7 +724,8 @@ class CaptureLoop:
 
     def show(self, artwork_id: object, seconds: object) -> float | None:
         """Publish catalogue work ``artwork_id`` instead of the camera for ``seconds`` (cut
-        to :data:`SHOW_MAX_S`; 0: back to the camera now); when it ends, on the loop's clock.
+        to :data:`SHOW_MAX_S`; 0: back to the camera now); when it ends, on the wall clock
+        (it is timed on the monotonic one: the wall clock set back does not lengthen it).
 
         Any thread: the reference image is read here, and the loop takes the
         request at its next frame. :class:`ShowRefused` naming the parameter
@@ -664,7 +735,7 @@ class CaptureLoop:
                 or not math.isfinite(seconds) or seconds < 0:
             raise ShowRefused("show_for_s", f"expected a number of seconds >= 0, got {seconds!r}")
         if seconds == 0:
-            self._show_request = _ShowRequest(next(self._show_tokens), None, 0.0, None)
+            self._show_request = _ShowRequest(next(self._show_tokens), None, 0.0, 0.0, None)
             return None
         catalogue = self.catalogue
         if catalogue is None:
@@ -683,8 +754,11 @@ class CaptureLoop:
             image = read_image(Path(catalogue.folder) / entry.file, REDUCED_AT_LEAST)
         except InputError as error:
             raise ShowRefused("show_artwork", str(error)) from None
-        until = self._clock() + min(float(seconds), SHOW_MAX_S)
-        self._show_request = _ShowRequest(next(self._show_tokens), artwork_id, until, image)
+        seconds = min(float(seconds), SHOW_MAX_S)
+        # it ends on the monotonic clock; the wall clock's "until" is what the console says
+        until = self._clock() + seconds
+        self._show_request = _ShowRequest(next(self._show_tokens), artwork_id, until,
+                                          self._monotonic() + seconds, image)
         return until
 
     @property
@@ -695,7 +769,7 @@ class CaptureLoop:
             return None
         return {"artwork_id": showing.artwork_id, "until": round(showing.until, 3)}
 
-    def _follow_show(self, now: float) -> ArtworkView | None:
+    def _follow_show(self, now: _Now) -> ArtworkView | None:
         """Take a new request, end an expired showing, re-send the shown view when due;
         the view published for it, if any (loop thread)."""
         request = self._show_request
@@ -708,13 +782,13 @@ class CaptureLoop:
         showing = self._showing
         if showing is None:
             return None
-        if now >= showing.until:
+        if now.mono >= showing.until_mono:
             return self._end_showing(now, "expired")
-        if now - showing.last_sent >= self.config.heartbeat_s:
+        if now.mono - showing.last_sent >= self.config.heartbeat_s:
             return self._send_shown(now)
         return None
 
-    def _start_showing(self, request: _ShowRequest, now: float) -> ArtworkView:
+    def _start_showing(self, request: _ShowRequest, now: _Now) -> ArtworkView:
         assert request.artwork_id is not None and request.image is not None
         if self._showing is not None:
             self._log_event("showing_ended", artwork_id=self._showing.artwork_id,
@@ -725,26 +799,27 @@ class CaptureLoop:
         descriptor = known[0] if known is not None else describe_image(rectified)
         self._remember(artwork_id, descriptor, rectified)
         embedding = self._described[artwork_id][1]
-        self._showing = _Showing(artwork_id, request.until, descriptor, embedding, now)
+        self._showing = _Showing(artwork_id, request.until, request.until_mono, descriptor,
+                                 embedding, now.mono)
         self._log_event("showing_started", artwork_id=artwork_id,
-                        seconds=round(request.until - now, 3), until=request.until)
+                        seconds=round(request.until_mono - now.mono, 3), until=request.until)
         log.info("room %s: showing %s instead of the camera until %.0f", self.room_id,
                  artwork_id, request.until)
         return self._send_shown(now)
 
-    def _send_shown(self, now: float) -> ArtworkView:
+    def _send_shown(self, now: _Now) -> ArtworkView:
         showing = self._showing
         assert showing is not None
         self._seq += 1
-        view = ArtworkView.of_artwork(self.room_id, self._seq, now, showing.artwork_id, 1.0,
+        view = ArtworkView.of_artwork(self.room_id, self._seq, now.wall, showing.artwork_id, 1.0,
                                       self.encoder.name, showing.embedding,
                                       dict(showing.descriptor.features))
-        showing.last_sent = now
+        showing.last_sent = now.mono
         self._stats["published"] += 1
         self._publish(view)
         return view
 
-    def _end_showing(self, now: float, reason: str) -> ArtworkView | None:
+    def _end_showing(self, now: _Now, reason: str) -> ArtworkView | None:
         """Back to the camera: its current view (or an empty wall) is published at once."""
         showing = self._showing
         assert showing is not None
@@ -752,9 +827,9 @@ class CaptureLoop:
         self._log_event("showing_ended", artwork_id=showing.artwork_id, reason=reason)
         camera = self._view
         if camera is None:
-            return self._send(ArtworkView.empty(self.room_id, now, self._next_seq()))
+            return self._send(ArtworkView.empty(self.room_id, now.wall, self._next_seq()), now)
         quad = np.asarray(camera.quad, np.float32) if camera.quad is not None else None
-        return self._send(self._make_view(now, camera.state, camera.confidence, quad))
+        return self._send(self._make_view(now.wall, camera.state, camera.confidence, quad), now)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -787,7 +862,7 @@ class CaptureLoop:
             self.tracker.reset()
             self._tracked_quad = None
 
-    def _relocate(self, image: np.ndarray, now: float) -> Detection | None:
+    def _relocate(self, image: np.ndarray, now: _Now) -> Detection | None:
         """Find a catalogued painting the quad finder and the tracker miss.
 
         While following one, a visitor in front of it or glare across its edge
@@ -813,10 +888,10 @@ class CaptureLoop:
                 return None
             found = catalogue.locate(image, max_results=1, only=[str(self._artwork_id)])
         else:
-            if recognition.search_every_s == 0 or now - self._last_search < \
+            if recognition.search_every_s == 0 or now.mono - self._last_search < \
                     recognition.search_every_s:
                 return None
-            self._last_search = now
+            self._last_search = now.mono
             self._searches += 1
             every = recognition.fine_search_every
             found = catalogue.locate(image, fine=every > 0 and self._searches % every == 0)
@@ -894,7 +969,7 @@ class CaptureLoop:
         return self._described[artwork_id][0]
 
     def _look_again(self, image: np.ndarray, quad: np.ndarray, playing: np.ndarray,
-                    now: float) -> ArtworkView | None:
+                    now: _Now) -> ArtworkView | None:
         """The work in view, which has an id of its own in a room with a catalogue, named
         after all: its place looked at again every ``recognition.search_every_s``, its
         first :data:`LOOKS_AGAIN` times; the change to the catalogued work, or None.
@@ -912,11 +987,11 @@ class CaptureLoop:
         every = self.config.recognition.search_every_s
         if catalogue is None or self._view is None or self._view.state != "artwork" \
                 or self._catalogued or self._looks_again >= LOOKS_AGAIN or every == 0 \
-                or now - self._last_look_again < every \
+                or now.mono - self._last_look_again < every \
                 or overlap_fraction(quad, playing) <= SAME_PLACE:
             return None
         self._looks_again += 1
-        self._last_look_again = now
+        self._last_look_again = now.mono
         here = [f for f in catalogue.locate(image, near=quad)
                 if overlap_fraction(f.quad, quad) > SAME_PLACE]
         if not here:
@@ -924,9 +999,10 @@ class CaptureLoop:
         artwork_id = here[0].artwork_id
         quad = catalogue.closest_outline(image, artwork_id, [here[0].quad, quad])
         descriptor = self._describe_catalogued(image, artwork_id, quad)
-        self.stability.reframe(now, quad, glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
+        self.stability.reframe(now.mono, quad,
+                               glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
         self._start_tracking(image, quad)
-        self._log_event("named_again", time=now, artwork_id=artwork_id,
+        self._log_event("named_again", time=now.wall, artwork_id=artwork_id,
                         instead_of=self._artwork_id, looks=self._looks_again)
         return self._change(now, "artwork", artwork_id, descriptor, self._view.confidence, quad,
                             catalogued=True)
@@ -948,13 +1024,14 @@ class CaptureLoop:
             while len(self._described) > 512:  # months unattended: stay bounded
                 del self._described[next(iter(self._described))]
 
-    def _on_new_view(self, image: np.ndarray, quad: np.ndarray, now: float,
+    def _on_new_view(self, image: np.ndarray, quad: np.ndarray, now: _Now,
                      decision: TrackState) -> ArtworkView | None:
         identified = self._identify(image, quad)
         if identified is None:
             return self._ignore(image, quad, now, decision)
         artwork_id, descriptor, catalogued, quad = identified
-        self.stability.reframe(now, quad, glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
+        self.stability.reframe(now.mono, quad,
+                               glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
         self._start_tracking(image, quad)
         if artwork_id == self._artwork_id and self._view is not None \
                 and self._view.state == "artwork":
@@ -963,20 +1040,20 @@ class CaptureLoop:
         return self._change(now, "artwork", artwork_id, descriptor, decision.confidence, quad,
                             catalogued)
 
-    def _ignore(self, image: np.ndarray, quad: np.ndarray, now: float,
+    def _ignore(self, image: np.ndarray, quad: np.ndarray, now: _Now,
                 decision: TrackState) -> ArtworkView | None:
         """A picture the catalogue does not name, in a room that ignores those: its place
         is passed over from now on (so it is looked at once per arrival, not every frame,
         and a catalogued work beside it can be the primary) and it is said, but it never
         plays: the room keeps what it had until that is gone (an empty wall at first)."""
         glance = glance_signature(rectify(image, quad, _GLANCE_RECTIFY))
-        self._ignored.append((quad.astype(np.float32), glance, now))
+        self._ignored.append((quad.astype(np.float32), glance, now.mono))
         self.tracker.reset()  # whatever it followed is not in view any more
         self._tracked_quad = self._tracked_id = None
         self._stats["ignored"] += 1
         area = abs(float(cv2.contourArea(quad.astype(np.float32)))) / float(
             image.shape[0] * image.shape[1])
-        self._log_event("uncatalogued_ignored", time=now, area_fraction=round(area, 4),
+        self._log_event("uncatalogued_ignored", time=now.wall, area_fraction=round(area, 4),
                         quad=[[round(float(x), 1), round(float(y), 1)] for x, y in quad])
         if self._view is not None:
             # Already an empty wall; or a work plays, which may still be in view beside the
@@ -986,7 +1063,7 @@ class CaptureLoop:
             return None
         return self._change(now, "empty", None, None, decision.confidence, None)
 
-    def _not_ignored(self, image: np.ndarray, detections: list[Detection], now: float
+    def _not_ignored(self, image: np.ndarray, detections: list[Detection], now: _Now
                      ) -> list[Detection]:
         """``detections`` less the ignored pictures: the same place and the same glance
         (another picture hung there, or shown there by the demo camera, is new). One not
@@ -1005,67 +1082,70 @@ class CaptureLoop:
                 kept.append(detection)
             else:
                 quad, seen_glance, _ = self._ignored[hit]
-                self._ignored[hit] = (quad, seen_glance, now)
+                self._ignored[hit] = (quad, seen_glance, now.mono)
         forget_after = self.config.stability.lost_after_s
-        self._ignored = [entry for entry in self._ignored if now - entry[2] <= forget_after]
+        self._ignored = [entry for entry in self._ignored if now.mono - entry[2] <= forget_after]
         return kept
 
-    def _change(self, now: float, state: str, artwork_id: str | None,
+    def _change(self, now: _Now, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,
                 quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView | None:
         if artwork_id != self._artwork_id:  # an arrival: an id of its own is looked at again
             # ...first FIRST_LOOK_AGAIN_S after it, then every search_every_s
             every = self.config.recognition.search_every_s
             self._looks_again = 0
-            self._last_look_again = now - every + min(every, FIRST_LOOK_AGAIN_S)
+            self._last_look_again = now.mono - every + min(every, FIRST_LOOK_AGAIN_S)
         self._artwork_id = artwork_id
         self._catalogued = catalogued
         self._descriptor = descriptor
         self._embedding = self._described[artwork_id][1] \
             if artwork_id is not None and artwork_id in self._described else None
-        view = self._make_view(now, state, confidence, quad)
+        view = self._make_view(now.wall, state, confidence, quad)
         extra = {}
         if catalogued and self.catalogue is not None and artwork_id is not None:
             entry = self.catalogue.entry(artwork_id)
             if entry is not None:
                 extra = {"title": entry.title, "artist": entry.artist}
-        self._log_event("artwork_change", time=now, artwork_id=artwork_id,
+        self._log_event("artwork_change", time=now.wall, artwork_id=artwork_id,
                         confidence=round(confidence, 3), state=state,
                         features=dict(view.features), catalogued=catalogued, **extra)
         log.info("room %s: %s %s (confidence %.2f)", self.room_id, state, artwork_id or "",
                  confidence)
-        return self._send(view)
+        return self._send(view, now)
 
-    def _heartbeat(self, now: float, quad: np.ndarray | None = None,
+    def _heartbeat(self, now: _Now, quad: np.ndarray | None = None,
                    confidence: float | None = None) -> ArtworkView | None:
-        if self._view is None or now - self._last_publish < self.config.heartbeat_s:
+        # on the monotonic clock: the wall clock set back would leave the last publication
+        # "in the future", and no heartbeat go out until the wall clock caught up with it
+        if self._view is None or now.mono - self._last_publish < self.config.heartbeat_s:
             return None
         if confidence is None:
             confidence = self._view.confidence
         if quad is None and self._view.quad is not None:
             quad = np.asarray(self._view.quad, np.float32)
-        return self._send(self._make_view(now, self._view.state, confidence, quad))
+        return self._send(self._make_view(now.wall, self._view.state, confidence, quad), now)
 
-    def _make_view(self, now: float, state: str, confidence: float,
+    def _make_view(self, wall: float, state: str, confidence: float,
                    quad: np.ndarray | None) -> ArtworkView:
+        """The current view at wall-clock time ``wall``, numbered next."""
         self._seq += 1
         confidence = float(np.clip(confidence, 0.0, 1.0))
         if state != "artwork":
-            return ArtworkView.empty(self.room_id, now, self._seq, confidence)
+            return ArtworkView.empty(self.room_id, wall, self._seq, confidence)
         descriptor = self._descriptor
         embedding = None if descriptor is None else (
             self._embedding if self._embedding is not None else descriptor.vector)
         return ArtworkView.of_artwork(
-            self.room_id, self._seq, now, self._artwork_id, confidence,
+            self.room_id, self._seq, wall, self._artwork_id, confidence,
             self.encoder.name if descriptor is not None else "", embedding,
             dict(descriptor.features) if descriptor is not None else {},
             quad=[(float(x), float(y)) for x, y in quad] if quad is not None else None)
 
-    def _send(self, view: ArtworkView) -> ArtworkView | None:
+    def _send(self, view: ArtworkView, now: _Now) -> ArtworkView | None:
         """Publish the camera's ``view`` (kept as the current one); while a work is shown it
         is only kept, and published again when the showing ends."""
         self._view = view
-        self._last_publish = view.time
+        self._last_publish = now.mono
         if self._showing is not None:
             return None
         self._stats["published"] += 1
@@ -1109,23 +1189,24 @@ class CaptureLoop:
         self._deblurred_reported = total
         return since
 
-    def _maybe_log_stats(self, now: float) -> None:
-        elapsed = now - self._stats_since
+    def _maybe_log_stats(self, now: _Now) -> None:
+        elapsed = now.mono - self._stats_since
         if elapsed < self.config.stats_every_s:
             return
         frames = self._stats["frames"]
         self._log_event(
-            "stats", time=now, frames=frames, fps=round(frames / elapsed, 2),
+            "stats", time=now.wall, frames=frames, fps=round(frames / elapsed, 2),
             detection_rate=round(self._stats["detected"] / frames, 3) if frames else 0.0,
             busy_ms_per_frame=round(1000 * self._stats["busy_s"] / frames, 2) if frames else 0.0,
             published=self._stats["published"], ignored=self._stats["ignored"],
-            failed=self._stats["failed"], deblurred=self._deblurred_since_stats(),
+            failed=self._stats["failed"], refused=self._stats["refused"],
+            deblurred=self._deblurred_since_stats(),
             artworks_known=len(self.memory),
             effective_fps=round(self.rate.fps, 2),
         )
-        self._stats_since = now
+        self._stats_since = now.mono
         self._stats = {"frames": 0, "detected": 0, "busy_s": 0.0, "published": 0, "ignored": 0,
-                       "failed": 0}
+                       "failed": 0, "refused": 0}
 
 
 def _detection(quad: np.ndarray, score: float, shape: tuple[int, ...]) -> Detection:

@@ -21,7 +21,11 @@ The capture loop (``capture.loop``) only sees the
   turn, each for ``CaptureConfig.image_dwell_s`` seconds, cycling.
 
 Every source takes a ``clock`` (``time.time`` by default) so tests can drive
-it at fake times; frame timestamps are wall-clock times from that clock.
+it at fake times; frame timestamps are wall-clock times from that clock. What
+a source times (a camera's backoff, a video's playback, an image's dwell) is
+measured on a clock that never steps (``monotonic``,
+:func:`capture.frames.interval_clock`): the wall clock set back five minutes
+must not hold a camera's reopening or a video's next frame for five minutes.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import cv2
 import numpy as np
 
 from capture.config import CaptureConfig
-from capture.frames import Clock, Frame, FrameSource
+from capture.frames import Clock, Frame, FrameSource, interval_clock
 from capture.images import read_image
 from capture.synthetic.camera import DemoCamera
 from ground.errors import InputError
@@ -60,7 +64,8 @@ class ImageFolderSource:
     (by design) not detected as a view.
     """
 
-    def __init__(self, folder: str | Path, dwell_s: float = 10.0, clock: Clock = time.time) -> None:
+    def __init__(self, folder: str | Path, dwell_s: float = 10.0, clock: Clock = time.time,
+                 monotonic: Clock | None = None) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise InputError(f"capture source 'images:{folder}': expected a folder of images, "
@@ -71,15 +76,16 @@ class ImageFolderSource:
                              f"({', '.join(IMAGE_SUFFIXES)}), found none in {self.folder}")
         self.dwell_s = dwell_s
         self._clock = clock
-        self._start = clock()
+        self._monotonic = interval_clock(clock, monotonic)  # times the dwell
+        self._start = self._monotonic()
         self._index = 0
         self._cached: tuple[int, np.ndarray] | None = None
         self._unreadable: set[int] = set()  # positions already warned about
 
     def read(self) -> Frame | None:
-        """The image due at ``clock()``; an unreadable file is skipped (logged once)."""
+        """The image due now; an unreadable file is skipped (logged once)."""
         t = self._clock()
-        position = int((t - self._start) // self.dwell_s) % len(self.paths)
+        position = int((self._monotonic() - self._start) // self.dwell_s) % len(self.paths)
         if self._cached is None or self._cached[0] != position:
             try:  # as every command reads an image: a truncated file is refused, not half grey
                 image = read_image(self.paths[position])
@@ -101,23 +107,25 @@ class ImageFolderSource:
 class VideoSource:
     """A camera or a video file through ``cv2.VideoCapture``.
 
-    A file plays in real time by ``clock()`` (frames are skipped when capture
-    runs slower than the video, and it loops at the end). A camera
+    A file plays in real time by ``monotonic()`` (frames are skipped when
+    capture runs slower than the video, and it loops at the end). A camera
     (``is_camera``) is read as fast as it delivers; when it stops delivering
     (unplugged, network camera gone) it is released and reopened with
-    exponential backoff, ``read()`` returning ``None`` in the meantime.
+    exponential backoff (timed by ``monotonic()`` too), ``read()`` returning
+    ``None`` in the meantime. Frames are stamped by ``clock()``.
     """
 
     def __init__(self, target: str | int, *, is_camera: bool, name: str,
                  clock: Clock = time.time, backoff_s: float = 0.5,
-                 backoff_max_s: float = 8.0) -> None:
+                 backoff_max_s: float = 8.0, monotonic: Clock | None = None) -> None:
         self.target = target
         self.is_camera = is_camera
         self.name = name
         self._clock = clock
+        self._monotonic = interval_clock(clock, monotonic)
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
-        self._retry_at = 0.0
+        self._retry_at = 0.0  # monotonic()
         self._failures = 0
         self._index = 0
         self._capture = self._open()
@@ -128,7 +136,7 @@ class VideoSource:
         self._fps = float(self._capture.get(cv2.CAP_PROP_FPS)) or 25.0
         if not 1.0 <= self._fps <= 240.0:
             self._fps = 25.0
-        self._start = clock()
+        self._start = self._monotonic()  # when the file's first frame was due
         self._position = -1  # index of the last decoded file frame
 
     def _open(self) -> cv2.VideoCapture | None:
@@ -140,13 +148,13 @@ class VideoSource:
 
     def read(self) -> Frame | None:
         """The next frame, or ``None`` (no new frame yet, or the camera is being reopened)."""
-        now = self._clock()
+        now, mono = self._clock(), self._monotonic()
         if self._capture is None:
-            if now < self._retry_at:
+            if mono < self._retry_at:
                 return None
             self._capture = self._open()
             if self._capture is None:
-                self._schedule_retry(now)
+                self._schedule_retry(mono)
                 return None
             log.info("capture source %s reopened", self.name)
             self._failures = 0
@@ -157,36 +165,37 @@ class VideoSource:
                 log.warning("capture source %s stopped delivering frames; reopening", self.name)
                 self._capture.release()
                 self._capture = None
-                self._schedule_retry(now)
+                self._schedule_retry(mono)
                 return None
         else:
-            image = self._read_file_frame(now)
+            image = self._read_file_frame(mono)
             if image is None:
                 return None
         frame = Frame(image, now, self._index)
         self._index += 1
         return frame
 
-    def _read_file_frame(self, now: float) -> np.ndarray | None:
+    def _read_file_frame(self, mono: float) -> np.ndarray | None:
+        """The file's frame due at ``mono`` (``monotonic()``), None when it was handed over."""
         assert self._capture is not None
-        due = int((now - self._start) * self._fps)
+        due = int((mono - self._start) * self._fps)
         if due <= self._position:
             return None  # capture runs faster than the video: no new frame yet
         # Skip (grab without decoding) the frames we are late for.
         while self._position < due - 1:
             if not self._capture.grab():
-                return self._rewind(now)
+                return self._rewind(mono)
             self._position += 1
         ok, image = self._capture.read()
         if not ok or image is None:
-            return self._rewind(now)
+            return self._rewind(mono)
         self._position += 1
         return image
 
-    def _rewind(self, now: float) -> np.ndarray | None:
+    def _rewind(self, mono: float) -> np.ndarray | None:
         assert self._capture is not None
         self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        self._start = now
+        self._start = mono
         self._position = -1
         ok, image = self._capture.read()
         if not ok or image is None:
@@ -194,10 +203,11 @@ class VideoSource:
         self._position = 0
         return image
 
-    def _schedule_retry(self, now: float) -> None:
+    def _schedule_retry(self, mono: float) -> None:
+        """Schedule the next reopening: ``mono`` (``monotonic()``) plus the backoff."""
         delay = min(self._backoff_s * 2**self._failures, self._backoff_max_s)
         self._failures += 1
-        self._retry_at = now + delay
+        self._retry_at = mono + delay
 
     def close(self) -> None:
         """Release the device or file."""
@@ -459,8 +469,14 @@ def find_camera(name: str, sysfs: Path = Path("/sys/class/video4linux")) -> int:
                      f"a connected camera, got no camera named like that (cameras: {there})")
 
 
-def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
-    """Open the frame source ``config.source`` names; :class:`InputError` names it on failure."""
+def open_source(config: CaptureConfig, clock: Clock = time.time,
+                monotonic: Clock | None = None) -> FrameSource:
+    """Open the frame source ``config.source`` names; :class:`InputError` names it on failure.
+
+    ``clock`` stamps the frames, ``monotonic`` times them
+    (:func:`capture.frames.interval_clock`); a network stream times on
+    :func:`time.monotonic` itself, and the demo camera films by ``clock``.
+    """
     source = config.source
     kind, _, argument = source.partition(":")
     if source == "demo":
@@ -476,15 +492,16 @@ def open_source(config: CaptureConfig, clock: Clock = time.time) -> FrameSource:
         if isinstance(target, str) and not target.startswith("/"):
             target = find_camera(target)
         return VideoSource(target, is_camera=True, name=source, clock=clock,
-                           backoff_max_s=config.reconnect_max_s)
+                           backoff_max_s=config.reconnect_max_s, monotonic=monotonic)
     if kind == "video" and argument:
         path = Path(argument)
         if not path.is_file():
             raise InputError(f"capture source '{source}': expected an existing video file, "
                              f"got no file at {path}")
-        return VideoSource(str(path), is_camera=False, name=source, clock=clock)
+        return VideoSource(str(path), is_camera=False, name=source, clock=clock,
+                           monotonic=monotonic)
     if kind == "images" and argument:
-        return ImageFolderSource(argument, config.image_dwell_s, clock)
+        return ImageFolderSource(argument, config.image_dwell_s, clock, monotonic)
     raise InputError(f"capture source '{source}': expected 'demo', 'camera:INDEX', "
                      f"'video:PATH', 'video:rtsp://...' or 'images:DIR'")
 

@@ -160,6 +160,61 @@ def test_camera_that_disappears_is_reopened_with_backoff(tmp_path: Path) -> None
     camera.close()
 
 
+def test_a_camera_is_reopened_after_its_backoff_though_the_wall_clock_was_set_back(
+        tmp_path: Path) -> None:
+    # The retry was timed on the wall clock: set back 300 s (NTP, a technician) while the
+    # camera was away, it was retried only after 300.5 s. The backoff runs on the
+    # monotonic clock; frames keep the wall clock's stamps.
+    path = tmp_path / "cam.avi"
+    _write_video(path, frames=2)
+    wall, mono = FakeClock(), FakeClock(50.0)
+    camera = VideoSource(str(path), is_camera=True, name="camera:test", clock=wall,
+                         backoff_s=0.5, monotonic=mono)
+    assert camera.read() is not None and camera.read() is not None
+    assert camera.read() is None  # unplugged: the retry is due 0.5 s on
+    wall.t -= 300.0
+    wall.t, mono.t = wall.t + 0.4, mono.t + 0.4
+    assert camera.read() is None  # still backing off
+    wall.t, mono.t = wall.t + 0.2, mono.t + 0.2
+    frame = camera.read()  # reopened at its time
+    assert frame is not None and _level(frame) == 0 and frame.timestamp == wall.t
+    camera.close()
+
+
+def test_a_video_file_plays_on_though_the_wall_clock_was_set_back(tmp_path: Path) -> None:
+    # Playback was paced by the wall clock: set back 300 s, no frame came for 300 s.
+    path = tmp_path / "clip.avi"
+    _write_video(path, frames=5, fps=10.0)
+    wall, mono = FakeClock(), FakeClock(50.0)
+    source = open_source(CaptureConfig(source=f"video:{path}"), wall, mono)
+    assert _level(source.read()) == 0
+    wall.t -= 300.0
+    assert source.read() is None  # no time has passed: no new frame
+    wall.t, mono.t = wall.t + 0.11, mono.t + 0.11
+    frame = source.read()
+    assert frame is not None and _level(frame) == 1 and frame.timestamp == wall.t
+    wall.t += 600.0  # and set on: no frames skipped, no rewind
+    mono.t += 0.1
+    assert _level(source.read()) == 2
+    source.close()
+
+
+def test_an_image_folder_dwells_on_the_monotonic_clock(tmp_path: Path) -> None:
+    for k in range(2):
+        cv2.imwrite(str(tmp_path / f"{k}.png"), np.full((40, 60, 3), 100 * k, np.uint8))
+    wall, mono = FakeClock(), FakeClock(50.0)
+    source = open_source(CaptureConfig(source=f"images:{tmp_path}", image_dwell_s=2.0), wall,
+                         mono)
+    values = []
+    for step in (0.0, 1.0, 1.0):  # the wall clock set back 100 s after each read
+        mono.t += step
+        frame = source.read()
+        assert frame is not None and frame.timestamp == wall.t
+        values.append(int(frame.image[0, 0, 0]))
+        wall.t -= 100.0
+    assert values == [0, 0, 100]
+
+
 @pytest.mark.parametrize("source, expected", [
     ("video:/no/such/clip.mp4", "expected an existing video file"),
     ("images:/no/such/folder", "expected a folder of images"),
