@@ -32,7 +32,8 @@ def status(config_path: Path, as_json: bool, watch: bool, interval_s: float) -> 
 
     Exits 0 when all is well, 1 when the status is stale (the supervisor is
     stuck or gone), the installation stopped, a role is restarting, silent or
-    failed, or a recording failed (each problem is printed).
+    failed, a recording failed, a sound card is lost, a file cannot be written
+    (a full disk) or a backend is down (each problem is printed).
     """
     from rich.console import Console
 
