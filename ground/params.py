@@ -97,6 +97,9 @@ class Parameter:
     field: str | None = None
     replans: Replans = ""
     choices: tuple[str, ...] = ()  # a choice's names, for low, low + 1 .. high
+    #: The least value besides ``low``: ``tempo_bpm`` is 0 (the artwork's) or 20..300,
+    #: what the engine plays (a knob sweeping through 0..20 sets 20; a config refuses it).
+    least: float | None = None
 
     @property
     def expected(self) -> str:
@@ -105,6 +108,8 @@ class Parameter:
             return "0 or 1"
         if self.kind == "choice":
             return f"a whole number in {self.low:g}..{self.high:g}"
+        if self.least is not None:
+            return f"{self.low:g} or a finite number in {self.least:g}..{self.high:g}"
         return f"a finite number in {self.low:g}..{self.high:g}"
 
     def check(self, value: object) -> float:
@@ -130,12 +135,24 @@ class Parameter:
         if self.kind == "toggle":
             return 1.0 if number >= 0.5 else 0.0
         number = min(max(number, self.low), self.high)
+        if self.least is not None and self.low < number < self.least:
+            number = self.least
         if self.kind == "trigger":
             return float(int(number))
         if self.kind == "choice":
             return float(round(number))
         # 6 decimals: OSC sends float32, whose noise (0.800000011920929) means nothing here
         return round(number, 6)
+
+    def in_range(self, value: object) -> float:
+        """``value`` as a config file must give it: checked (:meth:`check`) and within the
+        range (``least`` too), not clamped; ValueError naming the parameter otherwise."""
+        number = self.check(value)
+        if not self.low <= number <= self.high or (
+                self.least is not None and self.low < number < self.least):
+            raise ValueError(f"parameter {self.name}: expected {self.expected}, "
+                             f"got {shown(value)}")
+        return number
 
     def typed(self, value: float) -> float | int | bool:
         """A :meth:`clamp`-ed value as its field holds it: a bool (toggle), int (trigger,
@@ -192,7 +209,7 @@ PARAMETERS: dict[str, Parameter] = {
                   "tempo x 2^(bias/2)", "tempo_bias", "condition"),
         Parameter("tempo_bpm", "engine", 0.0, 300.0, 0.0, "continuous",
                   "the tempo in beats per minute (a synced session's or a scene's); "
-                  "0 = the artwork's", "tempo_bpm", "condition"),
+                  "0 = the artwork's", "tempo_bpm", "condition", least=20.0),
         Parameter("tonic", "engine", -1.0, 11.0, -1.0, "choice",
                   "the key's tonic; the artwork's unless set", "tonic", "condition",
                   (THE_ARTWORKS, *KEY_NAMES)),

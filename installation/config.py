@@ -243,7 +243,7 @@ class SceneConfig(BaseModel):
 
         for target, value in self.params.items():
             param, _ = parse_target(target)
-            param.check(value)
+            param.in_range(value)  # a config says what it means: 3 bpm is no tempo
         if self.key is not None:
             key_index(self.key)
         if self.mode is not None:

@@ -18,6 +18,7 @@ from engine.streaming import (
     RoomSession,
     shift_channels,
 )
+from ground.errors import ConfigError
 from ground.events import null_sink
 from ground.params import MODES, PARAMETERS, parameter, parse_target
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
@@ -315,3 +316,22 @@ def test_the_level_meter_measures_what_the_callback_played() -> None:
     fill(block)
     assert meter.take_dbfs() == pytest.approx(-6.0, abs=0.1)
     assert meter.take_dbfs() is None
+
+
+def test_tempo_bpm_is_the_artworks_or_a_tempo_the_engine_plays() -> None:
+    # 0 is the artwork's tempo, 20..300 a tempo set outright; 3 bpm was stored, echoed and
+    # replayed while the engine played 20. A knob sweeping through sets 20; a config that
+    # names 3 is refused.
+    hub = ControlHub(config_from_dict({"rooms": [{"id": "a"}]}))
+    assert [hub.set("tempo_bpm", value) for value in (3.0, 0.0, 19.9, 20.5, 400.0)] == [
+        20.0, 0.0, 20.0, 20.5, 300.0]
+    with pytest.raises(ConfigError, match=r"parameter tempo_bpm: expected 0 or a finite number "
+                                          r"in 20\.\.300, got 3"):
+        config_from_dict({"control": {"scenes": [{"name": "slow", "program": 1,
+                                                  "params": {"tempo_bpm": 3}}]},
+                          "rooms": [{"id": "a"}]})
+    with pytest.raises(ConfigError, match=r"parameter intensity: expected a finite number in "
+                                          r"0\.\.1, got 5"):
+        config_from_dict({"control": {"scenes": [{"name": "loud", "program": 2,
+                                                  "params": {"intensity": 5}}]},
+                          "rooms": [{"id": "a"}]})
