@@ -280,8 +280,21 @@ class _Checks:
     def images_decode(self, where: str, images: list[Path]) -> None:
         import cv2
 
-        unreadable = [p for p in images[:50]
-                      if cv2.imread(str(p), cv2.IMREAD_REDUCED_GRAYSCALE_8) is None]
+        from capture.images import MAX_IMAGE_PIXELS, stored_size
+
+        def decodes(path: Path) -> bool:
+            # the header first: a decompression bomb is refused by the source, and must
+            # not take the checking process's memory either (PNGs decode whole, reduced)
+            try:
+                with path.open("rb") as file:
+                    size = stored_size(file.read(1 << 16))
+            except OSError:
+                return False
+            if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+                return False
+            return cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8) is not None
+
+        unreadable = [p for p in images[:50] if not decodes(p)]
         if len(unreadable) == len(images[:50]):
             self.fail(where, "images OpenCV can decode", f"none of {len(unreadable)} decodes")
         elif unreadable:

@@ -291,3 +291,37 @@ def test_a_console_that_could_not_start_is_a_warning_of_the_deep_check(tmp_path:
             "console") in output, output
     assert ("console.token_file: expected a readable file with the console's token, got "
             f"cannot read {tmp_path / 'no-such-token'}: ") in output
+
+
+def test_an_image_claiming_more_pixels_than_any_photo_is_skipped_undecoded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The capture source refuses a decompression bomb; the deep check decoded it (a PNG
+    # decodes whole even "reduced"): gigabytes in the process that checks before a run.
+    import struct
+    import zlib
+
+    import cv2
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    walls = _images(tmp_path / "walls")
+    (walls / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 30001 * 4)) + chunk(b"IEND", b""))
+    decoded: list[str] = []
+    imread = cv2.imread
+    monkeypatch.setattr(cv2, "imread", lambda path, *a: decoded.append(Path(path).name)
+                        or imread(path, *a))
+    path = write_config(tmp_path / "bomb.json", {
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT),
+        "audio_out": {"output": "none"},
+        "console": {"listen": ""},
+        "rooms": [{"id": "a", "capture": {"source": f"images:{walls}"}}],
+    })
+    result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) will be skipped" in " ".join(result.output.split())
+    assert "bomb.png" not in decoded and "wall.png" in decoded
