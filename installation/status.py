@@ -55,8 +55,12 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)  # a full disk: no empty status.tmp left behind
+        raise
 
 
 def read_status(path: Path) -> dict[str, Any]:

@@ -657,3 +657,19 @@ def test_status_shows_roles_in_words_and_parameters_as_a_table(tmp_path: Path) -
     rows = [line for line in shown.output.splitlines() if "all rooms" in line or "│ a " in line]
     assert any("0.8" in line for line in rows) and any("0.7" in line for line in rows)
     assert max(len(line) for line in shown.output.splitlines()) > 80  # not folded to 80
+
+
+def test_a_status_file_that_cannot_be_written_leaves_no_temporary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full disk left an empty status.tmp beside the last good status.json.
+    import installation.status as status_module
+
+    config = config_from_dict({"rooms": [{"id": "a"}]})
+
+    def full(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(status_module.os, "replace", full)
+    with pytest.raises(OSError):
+        status_module.write_status(tmp_path / "status.json", config, [], {})
+    assert list(tmp_path.iterdir()) == []
