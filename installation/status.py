@@ -59,7 +59,8 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
         temporary.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
         os.replace(temporary, path)
     except OSError:
-        temporary.unlink(missing_ok=True)  # a full disk: no empty status.tmp left behind
+        if not temporary.is_symlink():  # a link someone put there stays (a test's /dev/full)
+            temporary.unlink(missing_ok=True)  # a full disk: no empty status.tmp left behind
         raise
 
 

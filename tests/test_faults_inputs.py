@@ -45,6 +45,7 @@ from ground.errors import ConfigError
 from ground.events import MemorySink, null_sink
 from ground.params import PARAMETERS, SETTINGS, live_value, parameter
 from ground.protocol import (
+    MAX_PLAYHEAD,
     PROTOCOL_VERSION,
     Array,
     ArtworkView,
@@ -392,16 +393,18 @@ def _refused(message: Any) -> str:
 
 def test_a_clock_with_an_overflowing_playhead_is_refused_at_decode() -> None:
     assert _refused(_clock(playhead=2**64 - 1)) == "out-of-range"
-    assert _refused(_clock(buffered_until=2**53 + 1)) == "out-of-range"
+    assert _refused(_clock(buffered_until=MAX_PLAYHEAD + 1)) == "out-of-range"
     assert _refused(_clock(wall_time=math.nan)) == "out-of-range"
     assert _refused(_clock(sample_rate=0)) == "out-of-range"
     assert _refused(_chunk(crossfade=481)) == "out-of-range"  # longer than the chunk
-    assert decode(encode(_clock(playhead=2**53))) == _clock(playhead=2**53)
+    # half the sample range: the chunks placed after it stay within what receivers take
+    assert _refused(_clock(playhead=MAX_PLAYHEAD + 1)) == "out-of-range"
+    assert decode(encode(_clock(playhead=MAX_PLAYHEAD))) == _clock(playhead=MAX_PLAYHEAD)
 
 
 # message, field, lowest and highest accepted value, type
 _NUMBERS: list[tuple[Any, str, float, float, type]] = [
-    (_clock, "playhead", 0, 2**53, int), (_clock, "buffered_until", 0, 2**53, int),
+    (_clock, "playhead", 0, MAX_PLAYHEAD, int), (_clock, "buffered_until", 0, MAX_PLAYHEAD, int),
     (_clock, "sample_rate", 8000, 384000, int), (_clock, "underflows", 0, 2**53, int),
     (_clock, "wall_time", 0.0, 1e11, float),
     (_chunk, "seq", 0, 2**53, int), (_chunk, "start_sample", 0, 2**53, int),

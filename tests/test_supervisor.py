@@ -193,7 +193,9 @@ def test_every_exit_restart_and_hang_is_one_human_line(tmp_path: Path) -> None:
     victim = RoleProcess("audio_out:a", SLEEPER)
     lines: list[str] = []
     supervisor = Supervisor(
-        _supervisor_config(6311, hang_after_s=0.5, restart_backoff_s=5.0),  # type: ignore[arg-type]
+        # (a hang needs three heartbeats missed: 0.1 s beats)
+        _supervisor_config(6311, hang_after_s=0.5, heartbeat_s=0.1,  # type: ignore[arg-type]
+                           restart_backoff_s=5.0),
         tmp_path / "c.json", EventLog(tmp_path / "e.jsonl", "supervisor"),
         roles=[hanger, victim], console=lines.append)
     with _Running(supervisor):
@@ -227,8 +229,8 @@ def test_role_output_becomes_rotated_json_lines_and_a_traceback_is_the_reason(
     noisy = RoleProcess("capture:a", [sys.executable, "-c", script], room="a")
     lines: list[str] = []
     supervisor = Supervisor(
-        _supervisor_config(6321, restart_backoff_s=30.0, log_max_bytes=65536,  # type: ignore[arg-type]
-                           log_backups=2),
+        _supervisor_config(6321, restart_backoff_s=30.0, restart_backoff_max_s=30.0,  # type: ignore[arg-type]
+                           log_max_bytes=65536, log_backups=2),
         tmp_path / "c.json", EventLog(tmp_path / "e.jsonl", "supervisor"), roles=[noisy],
         log_dir=tmp_path / "logs", console=lines.append)
     with _Running(supervisor):
