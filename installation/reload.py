@@ -1,8 +1,10 @@
 """Config hot reload: watch the TOML file, validate an edit, apply what can change live.
 
-The supervisor's :class:`ConfigWatcher` polls the file's modification time
-(every ``control.reload_poll_s``; polling needs no inotify and works on
-network shares). On a change:
+The supervisor's :class:`ConfigWatcher` polls the file's content (every
+``control.reload_poll_s``; polling needs no inotify and works on network
+shares). A change is taken once it has held for a whole poll (an editor
+saving in two writes, or a copy over the network, is never applied half
+way). Then:
 
 1. the new file is validated exactly as ``art2mus check-config`` does; an
    invalid one is **refused** with the validator's message (file, field,
@@ -33,6 +35,7 @@ control.reload_poll_s
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -88,8 +91,22 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def plan_reload(old: InstallationConfig, new: InstallationConfig) -> ReloadPlan:
-    """Sort every field that differs between ``old`` and ``new`` (see the module table)."""
+def plan_reload(old: InstallationConfig, new: InstallationConfig,
+                started: InstallationConfig | None = None) -> ReloadPlan:
+    """Sort every field that differs between ``old`` and ``new`` (see the module table).
+
+    ``started``: the config the roles were started with (default ``old``). What
+    needs a restart is what differs from it, not from the last file applied: an
+    edit of ``chunk_s`` undone in the file needs no restart any more, and one
+    made, then followed by a volume edit, still does.
+    """
+    plan = _sorted_fields(old, new)
+    if started is not None and started is not old:
+        plan.restart_needed = _sorted_fields(started, new).restart_needed
+    return plan
+
+
+def _sorted_fields(old: InstallationConfig, new: InstallationConfig) -> ReloadPlan:
     plan = ReloadPlan()
     if [r.id for r in old.rooms] != [r.id for r in new.rooms]:
         plan.restart_needed.append("rooms (ids or order)")
@@ -133,11 +150,14 @@ class ConfigWatcher:
                  restart_surfaces: Callable[[], None], log_event: EventSink) -> None:
         self.path = Path(path)
         self.current = current
+        #: The config the roles were started with: what a restart-only field runs with.
+        self.started = current
         self.hub = hub
         self.apply = apply
         self.restart_surfaces = restart_surfaces
         self.log_event = log_event
-        self._mtime = self._stat()
+        self._applied = self._stamp()  # the file as last applied (or as started)
+        self._pending: bytes | None = None  # a new content seen once: applied when it holds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refused = 0
@@ -154,12 +174,14 @@ class ConfigWatcher:
         watcher._thread.start()
         return watcher
 
-    def _stat(self) -> tuple[int, int] | None:
+    def _stamp(self) -> bytes | None:
+        """The file's content digest (None: no file). The content, not the modification
+        time: a network share's whole-second mtimes hid a same-size edit made within the
+        second of the one before, for good."""
         try:
-            stat = self.path.stat()
+            return hashlib.sha256(self.path.read_bytes()).digest()
         except OSError:
             return None
-        return (stat.st_mtime_ns, stat.st_size)
 
     def _run(self) -> None:
         while not self._stop.wait(self.current.control.reload_poll_s):
@@ -169,11 +191,18 @@ class ConfigWatcher:
                 self.log_event("config_reload_failed", error=repr(exc))
 
     def check(self) -> ReloadPlan | None:
-        """One poll: None when the file did not change (or was refused), else what was done."""
-        stamp = self._stat()
-        if stamp is None or stamp == self._mtime:
+        """One poll: None when the file did not change, changed since the last poll (it is
+        applied once it holds for a whole poll: an editor saving in two writes had its
+        first half applied live) or was refused; else what was done."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._applied:
+            self._pending = None
             return None
-        self._mtime = stamp
+        if stamp != self._pending:
+            self._pending = stamp
+            return None
+        self._pending = None
+        self._applied = stamp
         log_event = self.log_event
         try:
             new = load_config(self.path)
@@ -182,7 +211,7 @@ class ConfigWatcher:
             log_event("config_refused", path=str(self.path), error=str(error))
             log.error("config %s refused, the running config stays: %s", self.path, error)
             return None
-        plan = plan_reload(self.current, new)
+        plan = plan_reload(self.current, new, started=self.started)
         for name, value, room in plan.sets:
             try:
                 self.hub.set(name, value, room, source="reload")

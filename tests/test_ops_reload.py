@@ -59,6 +59,12 @@ def _write(path: Path, text: str) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10_000_000))
 
 
+def _settled(watcher: ConfigWatcher) -> Any:
+    """Two polls: an edit is taken once it has held for a whole poll."""
+    assert watcher.check() is None
+    return watcher.check()
+
+
 def test_the_plan_sorts_live_fields_from_restart_fields(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     _write(path, BASE)
@@ -83,7 +89,7 @@ def test_the_watcher_applies_a_valid_edit_and_refuses_an_invalid_one(tmp_path: P
     assert watcher.check() is None  # unchanged
 
     _write(path, BASE.replace("volume = 0.8", "volume = 0.5").replace("fps = 10", "fps = 11"))
-    plan = watcher.check()
+    plan = _settled(watcher)
     assert plan is not None and plan.restart_needed == ["rooms[0].capture.fps",
                                                         "rooms[1].capture.fps"]
     sent = taker.hub.pending()
@@ -92,7 +98,7 @@ def test_the_watcher_applies_a_valid_edit_and_refuses_an_invalid_one(tmp_path: P
     assert kind == "config_reloaded" and fields["applied"] == ["volume=0.5@a"]
 
     _write(path, BASE.replace("volume = 0.8", "volume = 'loud'"))
-    assert watcher.check() is None
+    assert _settled(watcher) is None
     kind, fields = taker.events[-1]
     assert kind == "config_refused"
     assert "rooms[0].audio_out.volume" in fields["error"] and str(path) in fields["error"]
@@ -101,7 +107,7 @@ def test_the_watcher_applies_a_valid_edit_and_refuses_an_invalid_one(tmp_path: P
 
     _write(path, BASE.replace("[[rooms]]\nid = \"b\"\n", "").replace("volume = 0.8",
                                                                     "volume = 0.5"))
-    plan = watcher.check()
+    plan = _settled(watcher)
     assert plan is not None and plan.restart_needed[0] == "rooms (ids or order)"
 
 
@@ -111,7 +117,7 @@ def test_surface_settings_restart_the_surfaces(tmp_path: Path) -> None:
     taker = Taker(load_config(path))
     watcher = taker.watcher(path)
     _write(path, BASE + "\n[control.midi]\nsoft_takeover = false\n")
-    plan = watcher.check()
+    plan = _settled(watcher)
     assert plan is not None and plan.surfaces == ["control.midi.soft_takeover"]
     assert taker.surfaces_restarted == 1
     assert taker.config.control.midi.soft_takeover is False
@@ -132,3 +138,58 @@ def test_the_watcher_starts_only_for_a_file_with_reload_on(tmp_path: Path) -> No
     watcher = start(path, taker.config)
     assert isinstance(watcher, ConfigWatcher)
     watcher.close()
+
+
+def test_a_file_saved_in_two_writes_is_applied_whole_once_it_holds(tmp_path: Path) -> None:
+    # An editor (or a copy over a share) wrote the file up to volume, paused, then the
+    # rest: the first half was applied live (the room's volume back to its default, OSC
+    # closed) before the whole file came.
+    path = tmp_path / "c.toml"
+    whole = (BASE.replace("volume = 0.8", "volume = 0.3")
+             + "\n[control.midi]\nsoft_takeover = false\n")
+    _write(path, BASE)
+    taker = Taker(load_config(path))
+    watcher = taker.watcher(path)
+    half = whole[:whole.index("volume")]  # a valid file: room a at the default volume
+    _write(path, half)
+    assert watcher.check() is None  # seen once
+    _write(path, whole)  # the rest came before the next poll
+    assert watcher.check() is None  # changed again: not yet
+    plan = watcher.check()  # held for a poll: applied, whole
+    assert plan is not None and plan.applied == ["volume=0.3@a", "control.midi.soft_takeover"]
+    assert [m.params for m in taker.hub.pending()] == [{"volume": 0.3}]
+    assert taker.surfaces_restarted == 1 and watcher.reloads == 1
+
+
+def test_an_edit_within_the_same_mtime_tick_is_still_seen(tmp_path: Path) -> None:
+    # A share reporting whole seconds: a same-size edit within the second of the one
+    # before kept the old stamp and was never applied.
+    path = tmp_path / "c.toml"
+    path.write_text(BASE)
+    taker = Taker(load_config(path))
+    watcher = taker.watcher(path)
+    stamp = path.stat()
+    path.write_text(BASE.replace("volume = 0.8", "volume = 0.2"))  # same size
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    plan = _settled(watcher)
+    assert plan is not None and plan.applied == ["volume=0.2@a"]
+
+
+def test_what_needs_a_restart_is_what_differs_from_what_runs(tmp_path: Path) -> None:
+    # chunk_s changed, then changed back in the file: no restart needed any more; changed
+    # again, then a volume edit: the restart is still needed (it was no longer said).
+    path = tmp_path / "c.toml"
+    _write(path, BASE)
+    taker = Taker(load_config(path))
+    watcher = taker.watcher(path)
+    fps = BASE.replace("fps = 10", "fps = 11")
+    _write(path, fps)
+    assert _settled(watcher).restart_needed == ["rooms[0].capture.fps", "rooms[1].capture.fps"]
+    _write(path, BASE)
+    assert _settled(watcher).restart_needed == []
+    _write(path, fps)
+    _settled(watcher)
+    _write(path, fps.replace("volume = 0.8", "volume = 0.6"))
+    plan = _settled(watcher)
+    assert plan.applied == ["volume=0.6@a"]
+    assert plan.restart_needed == ["rooms[0].capture.fps", "rooms[1].capture.fps"]
