@@ -9,6 +9,7 @@ the real ones; only the supervisor's role rows are made up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -123,6 +124,10 @@ class Fixture:
 
     def post(self, path: str, body: Any, **kwargs: Any) -> Any:
         return self.client.post(path, json=body, **kwargs)
+
+    def version(self) -> str:
+        """The config file's version as GET /api/config gives it (the base of an edit)."""
+        return str(self.client.get("/api/config").json()["version"])
 
 
 @pytest.fixture
@@ -296,7 +301,7 @@ def test_an_invalid_edit_is_refused_naming_the_field_and_the_file_stays(fx: Fixt
     assert check["ok"] is False
     assert check["errors"][0]["field"] == "rooms[0].capture.fps"
     assert "+fps = -3" in check["diff"]
-    answer = fx.post("/api/config/apply", {"text": bad})
+    answer = fx.post("/api/config/apply", {"text": bad, "base": fx.version()})
     assert answer.status_code == 400 and "rooms[0].capture.fps" in answer.json()["error"]
     syntax = fx.post("/api/config/check", {"text": "[[rooms\n"}).json()
     assert syntax["ok"] is False and syntax["errors"][0]["field"] == "(TOML syntax)"
@@ -304,25 +309,119 @@ def test_an_invalid_edit_is_refused_naming_the_field_and_the_file_stays(fx: Fixt
     assert not (fx.out / "console" / "last-good.toml").exists()
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def test_a_valid_edit_is_applied_and_rolled_back(fx: Fixture) -> None:
     config = fx.client.get("/api/config").json()
-    assert config == {"path": str(fx.path), "text": fx.text, "editable": True,
-                      "last_good": False}
+    assert config == {"path": str(fx.path), "text": fx.text, "version": _sha256(fx.text),
+                      "editable": True, "last_good": False}
     edited = fx.text.replace("status_every_s = 1.0", "status_every_s = 2.0").replace(
         'source = "demo"', 'source = "demo"\nfps = 10')
-    check = fx.post("/api/config/check", {"text": edited}).json()
+    check = fx.post("/api/config/check", {"text": edited, "base": config["version"]}).json()
     assert check["ok"] and check["live"] == ["supervisor.status_every_s"]
     assert check["restart"] == ["rooms[0].capture.fps"]
-    answer = fx.post("/api/config/apply", {"text": edited})
+    assert check["version"] == config["version"] and check["stale"] is False
+    answer = fx.post("/api/config/apply", {"text": edited, "base": config["version"]})
     assert answer.json() == {"ok": True, "live": ["supervisor.status_every_s"],
-                             "restart": ["rooms[0].capture.fps"]}
+                             "restart": ["rooms[0].capture.fps"], "version": _sha256(edited)}
     assert fx.path.read_text(encoding="utf-8") == edited
     assert load_config(fx.path).supervisor.status_every_s == 2.0
     assert fx.client.get("/api/config").json()["last_good"] is True
-    assert fx.post("/api/config/rollback", {}).json()["ok"] is True
+    rollback = fx.post("/api/config/rollback", {"base": _sha256(edited)}).json()
+    assert rollback["ok"] is True and rollback["version"] == _sha256(fx.text)
     assert fx.path.read_text(encoding="utf-8") == fx.text
     assert [kind for kind, _ in fx.events if kind.startswith("console_config")] == [
         "console_config_applied", "console_config_rolled_back"]
+
+
+def test_an_edit_of_a_file_changed_since_it_was_loaded_is_refused(fx: Fixture) -> None:
+    """The auditor's lost update: the Config tab loaded the file, the technician edited
+    it by hand (the reload watcher put that live), then the tab applied its edit of the
+    old text: 200, and the hand edit was gone from disk and from the rooms."""
+    loaded = fx.client.get("/api/config").json()
+    by_hand = fx.text.replace("volume = 0.5", "volume = 0.2")
+    fx.path.write_text(by_hand, encoding="utf-8")  # the technician, in an editor
+    stale = fx.text.replace("status_every_s = 1.0", "status_every_s = 2.0")
+
+    check = fx.post("/api/config/check", {"text": stale, "base": loaded["version"]}).json()
+    assert check["ok"] is True and check["stale"] is True
+    assert check["version"] == _sha256(by_hand)
+    assert "-volume = 0.2" in check["diff"]  # what applying it would undo
+    answer = fx.post("/api/config/apply", {"text": stale, "base": loaded["version"]})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == (
+        f"config file {fx.path}: the file changed since you loaded it; reload to see it "
+        f"(expected version {loaded['version'][:12]}, found {_sha256(by_hand)[:12]} on disk)")
+    assert fx.path.read_text(encoding="utf-8") == by_hand
+    assert not (fx.out / "console" / "last-good.toml").exists()
+
+    # reloaded: the edit is made on the hand-edited text, which it keeps
+    reloaded = fx.client.get("/api/config").json()
+    assert reloaded["text"] == by_hand
+    mine = by_hand.replace("status_every_s = 1.0", "status_every_s = 2.0")
+    assert fx.post("/api/config/apply", {"text": mine, "base": reloaded["version"]}).json()["ok"]
+    assert fx.path.read_text(encoding="utf-8") == mine
+    assert (fx.out / "console" / "last-good.toml").read_text(encoding="utf-8") == by_hand
+
+    # two browsers on the same version: the first applies, the second is refused
+    base = fx.version()
+    first = mine.replace("status_every_s = 2.0", "status_every_s = 3.0")
+    second = mine.replace("status_every_s = 2.0", "status_every_s = 4.0")
+    assert fx.post("/api/config/apply", {"text": first, "base": base}).status_code == 200
+    assert fx.post("/api/config/apply", {"text": second, "base": base}).status_code == 409
+    assert fx.path.read_text(encoding="utf-8") == first
+
+    # rollback takes the base too: a hand edit it would drop is refused, not lost
+    fx.path.write_text(first.replace("volume = 0.2", "volume = 0.1"), encoding="utf-8")
+    answer = fx.post("/api/config/rollback", {"base": _sha256(first)})
+    assert answer.status_code == 409 and "changed since you loaded it" in answer.json()["error"]
+    assert "volume = 0.1" in fx.path.read_text(encoding="utf-8")
+    assert [kind for kind, _ in fx.events if kind.startswith("console_config")] == [
+        "console_config_applied", "console_config_applied"]
+
+
+def test_apply_and_rollback_need_the_version_they_were_made_from(fx: Fixture) -> None:
+    for path, body in (("/api/config/apply", {"text": fx.text}), ("/api/config/rollback", {}),
+                       ("/api/config/apply", {"text": fx.text, "base": 7})):
+        answer = fx.post(path, body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"].startswith(
+            "base: expected the version GET /api/config gave with the text (the file's sha256), "
+            "got ")
+    answer = fx.post("/api/config/check", {"text": fx.text, "base": ["x"]})
+    assert answer.status_code == 400 and answer.json()["error"].endswith("got ['x']")
+    assert fx.path.read_text(encoding="utf-8") == fx.text
+
+
+def test_a_symlinked_config_is_edited_where_the_link_points(tmp_path: Path) -> None:
+    """/etc/art2mus.toml naming a file in a git checkout: an apply replaced the link with
+    a regular file, so the managed file never got the edit and the link was gone."""
+    fx = Fixture(tmp_path)
+    managed = tmp_path / "checkout" / "gallery.toml"
+    managed.parent.mkdir()
+    fx.path.rename(managed)
+    fx.path.symlink_to(managed)
+    managed.chmod(0o640)
+    edited = fx.text.replace("status_every_s = 1.0", "status_every_s = 2.0")
+    answer = fx.post("/api/config/apply", {"text": edited, "base": fx.version()})
+    assert answer.status_code == 200, answer.text
+    assert fx.path.is_symlink() and fx.path.resolve() == managed.resolve()
+    assert managed.read_text(encoding="utf-8") == edited
+    assert managed.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in managed.parent.iterdir()) == ["gallery.toml"]  # no temporary
+    assert fx.post("/api/config/rollback", {"base": _sha256(edited)}).status_code == 200
+    assert fx.path.is_symlink() and managed.read_text(encoding="utf-8") == fx.text
+
+    # the last good copy, when its path is a link, is written where it points as well
+    kept = tmp_path / "kept.toml"
+    last_good = fx.out / "console" / "last-good.toml"
+    kept.write_text(last_good.read_text(encoding="utf-8"), encoding="utf-8")
+    last_good.unlink()
+    last_good.symlink_to(kept)
+    assert fx.post("/api/config/apply", {"text": edited, "base": fx.version()}).status_code == 200
+    assert last_good.is_symlink() and kept.read_text(encoding="utf-8") == fx.text
 
 
 def test_a_read_only_console_refuses_apply_and_rollback(tmp_path: Path) -> None:

@@ -6,14 +6,16 @@ generator, no sound card; see tests/console_browser.py) and checks what a
 technician relies on: the room shows the artwork and a moving level, a slider
 moves the engine's parameter and a change from elsewhere (as a MIDI knob
 would) moves the slider, an invalid config edit is refused with the field
-named and the file kept while a valid one is applied, the page paints from the
-inlined state alone, and beyond loopback it asks for the token. Screenshots at
-1280x800 go to the run's output folder.
+named and the file kept while a valid one is applied, a config file changed on
+disk under the tab is picked up (or, under an edit, refused with a reload
+offered), the page paints from the inlined state alone, and beyond loopback it
+asks for the token. Screenshots at 1280x800 go to the run's output folder.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -233,8 +235,10 @@ def test_an_invalid_config_edit_is_refused_and_a_valid_one_applied(
     wait_for("the error naming the field", lambda: "rooms[0].capture.fps" in errors.inner_text(),
              timeout_s=10.0)
     assert page.get_by_test_id("config-apply").is_disabled()
+    _, loaded = installation.request("GET", "/api/config")
     status, answer = installation.request("POST", "/api/config/apply",
-                                          {"text": original.replace("fps = 10", "fps = -3")})
+                                          {"text": original.replace("fps = 10", "fps = -3"),
+                                           "base": loaded["version"]})
     assert status == 400 and "rooms[0].capture.fps" in str(answer), answer
     assert installation.config_path.read_text(encoding="utf-8") == original
 
@@ -250,6 +254,59 @@ def test_an_invalid_config_edit_is_refused_and_a_valid_one_applied(
              == edited, timeout_s=10.0)
     wait_for("the page saying so", lambda: "Applied" in page.get_by_test_id(
         "config-note").inner_text(), timeout_s=10.0)
+
+
+def _edit_by_hand(path: Path, text: str) -> None:
+    """The technician saves the file in an editor (atomically, as most editors do)."""
+    temporary = path.with_name(path.name + ".by-hand")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def test_a_config_changed_on_disk_is_picked_up_and_a_stale_edit_refused(
+        installation: RunningInstallation, page: Any) -> None:
+    """The auditor's lost update: a tab loaded once showed stale text for hours, and its
+    Apply wrote over a hand edit made meanwhile. (Comments only: the room plays on as is.)"""
+    page.goto(installation.url + "/#config")
+    editor = page.get_by_test_id("config-text")
+    original = installation.config_path.read_text(encoding="utf-8")
+    wait_for("the config in the editor", lambda: editor.input_value() == original,
+             timeout_s=10.0)
+
+    # unedited: a hand edit on disk shows up in the open tab
+    by_hand = original + "# a hand edit at the desk\n"
+    _edit_by_hand(installation.config_path, by_hand)
+    wait_for("the hand edit in the editor", lambda: editor.input_value() == by_hand,
+             timeout_s=10.0)
+    assert "changed on disk" in page.get_by_test_id("config-note").inner_text()
+
+    # edited: the file changes under the edit (the tab's polling held back, so that the
+    # server's 409 is what the page meets), and Apply is refused with a reload offered
+    page.route(installation.url + "/api/config", lambda route: route.abort())
+    editor.fill(by_hand + "# the browser's edit\n")
+    apply = page.get_by_test_id("config-apply")
+    wait_for("Apply enabled", apply.is_enabled, timeout_s=10.0)
+    again = by_hand + "# a second hand edit\n"
+    _edit_by_hand(installation.config_path, again)
+    apply.click()
+    stale = page.get_by_test_id("config-stale")
+    wait_for("the refusal on the page", stale.is_visible, timeout_s=10.0)
+    assert "changed since you loaded it; reload to see it" in stale.inner_text()
+    assert apply.is_disabled()
+    assert installation.config_path.read_text(encoding="utf-8") == again
+    page.unroute(installation.url + "/api/config")
+    page.get_by_test_id("config-reload").click()
+    wait_for("the file as it is on disk", lambda: editor.input_value() == again,
+             timeout_s=10.0)
+    assert stale.is_hidden()
+
+    # edited, with the polling on: the page says the file moved before Apply is tried
+    editor.fill(again + "# another browser edit\n")
+    wait_for("Apply enabled", apply.is_enabled, timeout_s=10.0)
+    _edit_by_hand(installation.config_path, again + "# a third hand edit\n")
+    wait_for("the warning", stale.is_visible, timeout_s=10.0)
+    assert apply.is_disabled()
+    assert editor.input_value() == again + "# another browser edit\n"  # the edit is kept
 
 
 def test_a_catalogue_work_previews_in_the_browser_and_plays_in_the_room(

@@ -17,10 +17,14 @@ GET  /api/rooms/{room}/frame.jpg       the room's latest camera JPEG (404 before
 POST /api/params                       ``{"room", "name", "value"}`` -> as applied
 POST /api/trigger                      ``{"room", "name": "freeze"|"next_variation"}``
 POST /api/mute                         ``{"room", "muted"}`` -> ``{"room","muted","volume"}``
-GET  /api/config                       ``{"path", "text", "editable", "last_good"}``
-POST /api/config/check                 ``{"text"}`` -> ok, errors, diff, live, restart
-POST /api/config/apply                 ``{"text"}`` -> written when valid (403: read-only)
-POST /api/config/rollback              the last good file back
+GET  /api/config                       ``{"path", "text", "version", "editable",
+                                       "last_good"}`` (version: the file's sha256)
+POST /api/config/check                 ``{"text", "base"?}`` -> ok, errors, diff, live,
+                                       restart, version, stale (base is not the file's)
+POST /api/config/apply                 ``{"text", "base"}`` -> written when valid and the
+                                       file is still at version base (403: read-only;
+                                       409: the file changed since it was loaded)
+POST /api/config/rollback              ``{"base"}``: the last good file back (409 too)
 GET  /api/catalogue?room=R             the room's works with thumbnail URLs
 GET  /api/catalogue/{room}/{id}/thumb.jpg     a thumbnail (<= 160 px)
 POST /api/catalogue/{room}/{id}/preview       start or poll a 20 s preview render
@@ -140,6 +144,17 @@ def _text_field(data: dict[str, Any], name: str, default: str | None = None) -> 
         raise HttpError(400, f"{name}: expected text, got a lone surrogate at character "
                              f"{exc.start}") from None
     return value
+
+
+def _base_field(data: dict[str, Any]) -> str:
+    """The body's ``base``: the config file's version the edit was made from (GET /api/config
+    gives it). Apply and rollback need it, so an edit never silently writes over a file
+    changed since it was loaded."""
+    value = data.get("base")
+    if not isinstance(value, str) or not value:
+        raise HttpError(400, f"base: expected the version GET /api/config gave with the text "
+                             f"(the file's sha256), got {shown(value)}")
+    return _text_field(data, "base")
 
 
 def too_many(wait_s: float) -> Response:
@@ -475,27 +490,37 @@ class Console:
         return JSONResponse(await run_in_threadpool(self.editor.current))
 
     async def check_config(self, request: Request) -> Response:
-        """Validate a config text and say what it would change."""
-        text = _text_field(await read_json(request, self.limit), "text")
-        return JSONResponse((await run_in_threadpool(self.editor.check, text)).answer())
+        """Validate a config text and say what it would change (and, given the version it
+        was edited from, whether the file has changed since)."""
+        data = await read_json(request, self.limit)
+        text = _text_field(data, "text")
+        base = _base_field(data) if data.get("base") is not None else None  # optional here
+        return JSONResponse((await run_in_threadpool(self.editor.check, text, base)).answer())
 
     async def apply_config(self, request: Request) -> Response:
-        """Write a valid config text over the file (the reload watcher applies it)."""
+        """Write a valid config text over the file (the reload watcher applies it), unless
+        the file changed since the version the text was edited from (409)."""
         if not self.editor.editable:
-            await run_in_threadpool(self.editor.apply, "")  # raises the 403 saying why
-        text = _text_field(await read_json(request, self.limit), "text")
-        checked = await run_in_threadpool(self.editor.apply, text)
+            await run_in_threadpool(self.editor.apply, "", "")  # raises the 403 saying why
+        data = await read_json(request, self.limit)
+        text = _text_field(data, "text")
+        base = _base_field(data)
+        checked = await run_in_threadpool(self.editor.apply, text, base)
         self.log_event("console_config_applied", path=str(self.editor.source_path),
                        live=checked.live, restart=checked.restart)
-        return JSONResponse({"ok": True, "live": checked.live, "restart": checked.restart})
+        return JSONResponse({"ok": True, "live": checked.live, "restart": checked.restart,
+                             "version": checked.version})
 
     async def rollback_config(self, request: Request) -> Response:
-        """Put the last good file back."""
-        await read_body(request, self.limit)
-        checked = await run_in_threadpool(self.editor.rollback)
+        """Put the last good file back over the file at version ``base`` (409 if it moved)."""
+        if not self.editor.editable:
+            await run_in_threadpool(self.editor.rollback, "")  # raises the 403 saying why
+        base = _base_field(await read_json(request, self.limit))
+        checked = await run_in_threadpool(self.editor.rollback, base)
         self.log_event("console_config_rolled_back", path=str(self.editor.source_path),
                        live=checked.live, restart=checked.restart)
-        return JSONResponse({"ok": True, "live": checked.live, "restart": checked.restart})
+        return JSONResponse({"ok": True, "live": checked.live, "restart": checked.restart,
+                             "version": checked.version})
 
     # -- catalogue --------------------------------------------------------------
 

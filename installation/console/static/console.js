@@ -9,6 +9,7 @@
   const SEND_EVERY_MS = 100;        // controls send at most ~10 values a second
   const HOLD_ECHO_MS = 1500;        // after a user's move, the server's echo waits this long
   const CHECK_DELAY_MS = 300;       // config validation runs once typing pauses this long
+  const CONFIG_POLL_MS = 2000;      // an open Config tab asks whether the file changed on disk
   const SPECTRO_COLUMNS = 120;      // one column per state message (0.5 s): one minute
   const MAX_EVENTS = 300;
   const METER_FLOOR_DB = -60;
@@ -562,34 +563,74 @@
 
   // ---- config tab ----------------------------------------------------------------------------
 
+  // `version` is the file's sha256 as loaded: the base every check, apply and rollback sends,
+  // so the server refuses (409) to write over a file that changed since. `loadedText` is the
+  // text as the textarea holds it after loading: the edit is "dirty" once it differs.
   const config = { loaded: false, editable: false, lastGood: false, ok: false, timer: null,
-    seq: 0, text: $("#config-text"), apply: $("#config-apply"), rollback: $("#config-rollback"),
-    verdict: $("#config-verdict"), note: $("#config-note") };
+    seq: 0, version: null, loadedText: "", stale: false, busy: false,
+    text: $("#config-text"), apply: $("#config-apply"), rollback: $("#config-rollback"),
+    verdict: $("#config-verdict"), note: $("#config-note"), staleBox: $("#config-stale") };
+  const configDirty = () => config.text.value !== config.loadedText;
 
-  loaders.config = () => { if (!config.loaded) loadConfig(); };
+  // shown again: an unedited tab reloads, so it never shows a file older than the one on disk
+  loaders.config = () => { if (!config.loaded || (!configDirty() && !config.busy)) loadConfig(); };
 
   async function loadConfig(message) {
     try {
-      const answer = await api("GET", "/api/config");
-      config.loaded = true;
-      config.editable = !!answer.editable && (state.console || {}).allow_edit !== false;
-      config.lastGood = !!answer.last_good;
-      config.text.value = answer.text;
-      config.text.readOnly = !config.editable;
-      $("#config-path").textContent = answer.path;
-      config.note.textContent = message || (config.editable
-        ? "Edits are checked as you type with the same validator as check-config."
-        : "Read-only: editing is switched off ([console] allow_edit = false).");
-      showCheck({ ok: true, errors: [], diff: "", live: [], restart: [] });
-      config.ok = false;  // nothing to apply until the text changes
-      updateConfigButtons();
+      showConfig(await api("GET", "/api/config"), message);
     } catch (e) { config.note.textContent = e.message; }
   }
 
+  function showConfig(answer, message) {
+    config.loaded = true;
+    config.editable = !!answer.editable && (state.console || {}).allow_edit !== false;
+    config.lastGood = !!answer.last_good;
+    config.version = answer.version;
+    config.text.value = answer.text;
+    config.loadedText = config.text.value;  // as the textarea keeps it (line ends normalised)
+    config.text.readOnly = !config.editable;
+    $("#config-path").textContent = answer.path;
+    config.note.textContent = message || (config.editable
+      ? "Edits are checked as you type with the same validator as check-config."
+      : "Read-only: editing is switched off ([console] allow_edit = false).");
+    clearTimeout(config.timer);
+    config.seq++;  // a check of the text replaced here is no longer wanted
+    config.stale = false;
+    config.staleBox.hidden = true;
+    showCheck({ ok: true, errors: [], diff: "", live: [], restart: [] });
+    config.ok = false;  // nothing to apply until the text changes
+    updateConfigButtons();
+  }
+
+  /** The file on disk is no longer the one this edit started from: say so, offer a reload. */
+  function showStale(message) {
+    config.stale = true;
+    $("#config-stale-text").textContent = message ||
+      "The file changed since you loaded it; reload to see it (Apply would be refused).";
+    config.staleBox.hidden = false;
+    config.verdict.textContent = "file changed on disk";
+    config.verdict.dataset.tone = "bad";
+    updateConfigButtons();
+  }
+
+  /** While the tab is open: pick up a file changed on disk (a hand edit, another browser). */
+  async function followConfigFile() {
+    if (!config.loaded || config.busy || config.version === null || document.hidden
+        || $("#view-config").hidden) return;
+    let answer;
+    try { answer = await api("GET", "/api/config"); } catch (_) { return; }
+    if (config.busy || answer.version === config.version) return;
+    if (!configDirty()) showConfig(answer, "Reloaded: the file changed on disk.");
+    else if (!config.stale) showStale();
+  }
+  setInterval(followConfigFile, CONFIG_POLL_MS);
+
   function updateConfigButtons() {
-    config.apply.disabled = !(config.editable && config.ok);
-    config.rollback.disabled = !(config.editable && config.lastGood);
-    config.apply.title = config.editable ? (config.ok ? "" : "fix the problems first") : "editing is switched off";
+    config.apply.disabled = !(config.editable && config.ok && !config.stale);
+    config.rollback.disabled = !(config.editable && config.lastGood && !config.stale);
+    config.apply.title = !config.editable ? "editing is switched off"
+      : (config.stale ? "the file changed on disk: reload it first"
+        : (config.ok ? "" : "fix the problems first"));
   }
 
   config.text.addEventListener("input", () => {
@@ -604,10 +645,12 @@
   async function checkConfig() {
     const seq = ++config.seq;
     try {
-      const answer = await api("POST", "/api/config/check", { text: config.text.value });
+      const answer = await api("POST", "/api/config/check",
+        { text: config.text.value, base: config.version });
       if (seq !== config.seq) return;  // an older answer arriving late
       showCheck(answer);
       config.ok = !!answer.ok && !!answer.diff;
+      if (answer.stale) showStale();
     } catch (e) {
       if (seq !== config.seq) return;
       showCheck({ ok: false, errors: [{ field: "", message: e.message }], diff: "", live: [], restart: [] });
@@ -642,8 +685,9 @@
 
   async function applyOrRollback(path, body) {
     config.apply.disabled = config.rollback.disabled = true;
+    config.busy = true;  // the file is about to change under the poll: it waits
     try {
-      const answer = await api("POST", path, body);
+      const answer = await api("POST", path, { ...body, base: config.version });
       const restart = answer.restart || [];
       await loadConfig(`Applied. Live: ${(answer.live || []).join(", ") || "nothing"}. ` +
         (restart.length ? `Needs a restart: ${restart.join(", ")}.` : "Nothing needs a restart."));
@@ -652,13 +696,17 @@
     } catch (e) {
       const errors = (e.data && e.data.errors) || [{ field: "", message: e.message }];
       showCheck({ ok: false, errors, diff: "", live: [], restart: [] });
+      if (e.status === 409) showStale(e.message);  // the edit is kept; the file was not written
       updateConfigButtons();
+    } finally {
+      config.busy = false;
     }
   }
   config.apply.addEventListener("click", () => applyOrRollback("/api/config/apply", { text: config.text.value }));
   config.rollback.addEventListener("click", () => {
     if (window.confirm("Replace the file with the last good one?")) applyOrRollback("/api/config/rollback", {});
   });
+  $("#config-reload").addEventListener("click", () => loadConfig("Reloaded the file as it is on disk."));
 
   // ---- catalogue tab -------------------------------------------------------------------------
 
