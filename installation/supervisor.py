@@ -652,10 +652,15 @@ class Supervisor:
                 self.config, hub=self.hub, log_event=self.log_event, rows=self.role_rows,
                 source_path=self.source_path, output_dir=self.config.output_dir,
                 running=self.running_config, frozen_path=self.config_path,
-                write_errors=self.write_failures.errors)
+                write_errors=self.write_failures.errors, started=self.started_config)
         if self._console is not None:
             self.log_event("console_listening", url=self._console.url)
             self.say(f"console at {self._console.url}")
+
+    def started_config(self) -> InstallationConfig:
+        """The config the roles were started with (what a restart-only field runs with)."""
+        started = getattr(self._watcher, "started", None)
+        return started if isinstance(started, InstallationConfig) else self.config
 
     def running_config(self) -> InstallationConfig:
         """The config in force: the reload watcher's latest valid one, else the started one."""

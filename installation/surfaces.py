@@ -119,6 +119,7 @@ def start_console(config: InstallationConfig, *, hub: ControlHub, log_event: Eve
                   output_dir: Path, running: Callable[[], InstallationConfig],
                   frozen_path: Path | None,
                   write_errors: Callable[[], dict[str, str]] | None = None,
+                  started: Callable[[], InstallationConfig] | None = None,
                   ) -> ConsoleServer | None:
     """Serve the technician's console when ``[console] listen`` asks for it.
 
@@ -137,6 +138,6 @@ def start_console(config: InstallationConfig, *, hub: ControlHub, log_event: Eve
         return ConsoleServer.start(
             config, hub=hub, rows=rows, log_event=log_event, source_path=source_path,
             output_dir=output_dir, running=running, frozen_path=frozen_path,
-            write_errors=write_errors)
+            write_errors=write_errors, started=started)
 
     return _attempt("console", start, log_event)

@@ -653,3 +653,24 @@ def test_a_port_in_use_is_reported_and_the_installation_goes_on(tmp_path: Path) 
     assert start_console(off, hub=fx.hub, log_event=fx.log_event, rows=lambda: [],
                          source_path=None, output_dir=fx.out, running=lambda: off,
                          frozen_path=None) is None
+
+
+def test_what_needs_a_restart_is_judged_against_the_config_the_roles_started_with(
+        tmp_path: Path) -> None:
+    # The watcher applied seed = 7 (a restart-only field) from a hand edit; a check that
+    # puts seed = 5 back needs no restart, and one that keeps 7 still does.
+    from installation.console.editor import ConfigEditor
+
+    fx = Fixture(tmp_path)
+    seven = load_config_text(fx.text.replace("seed = 5", "seed = 7"), tmp_path / "seven.toml")
+    editor = ConfigEditor(fx.path, fx.out, running=lambda: seven, allow_edit=True,
+                          started=lambda: fx.config)
+    assert editor.check(fx.text).restart == []
+    assert editor.check(fx.text.replace("volume = 0.5", "volume = 0.4").replace(
+        "seed = 5", "seed = 7")).restart == ["rooms[0].seed"]
+
+
+def load_config_text(text: str, path: Path) -> Any:
+    """The config ``text`` holds, through the file reader a user's config goes through."""
+    path.write_text(text, encoding="utf-8")
+    return load_config(path)

@@ -227,6 +227,7 @@ class Console:
     def __init__(self, config: InstallationConfig, *, hub: ControlHub, rows: Rows,
                  log_event: EventSink, source_path: Path | None, output_dir: Path,
                  running: Callable[[], InstallationConfig] | None = None,
+                 started: Callable[[], InstallationConfig] | None = None,
                  frozen_path: Path | None = None, token: str = "",
                  write_errors: WriteErrors | None = None) -> None:
         self.config = config
@@ -236,7 +237,8 @@ class Console:
         self.limit = config.console.max_body_bytes
         self.rooms = [room.id for room in config.rooms]
         self.editor = ConfigEditor(source_path, output_dir, running or (lambda: config),
-                                   config.console.allow_edit, shown_path=frozen_path)
+                                   config.console.allow_edit, shown_path=frozen_path,
+                                   started=started)
         self.shelves = CatalogueShelves(config, output_dir,
                                         frozen_path if frozen_path is not None else source_path)
         self.state = ConsoleState(config, hub, rows, output_dir, editable=self.editor.editable,
@@ -586,6 +588,7 @@ class ConsoleServer:
               output_dir: Path | None = None,
               running: Callable[[], InstallationConfig] | None = None,
               frozen_path: Path | None = None,
+              started: Callable[[], InstallationConfig] | None = None,
               write_errors: WriteErrors | None = None) -> ConsoleServer:
         """Bind ``[console] listen`` and serve the console from a thread of its own.
 
@@ -602,7 +605,8 @@ class ConsoleServer:
         console = Console(config, hub=hub, rows=rows, log_event=log_event,
                           source_path=source_path,
                           output_dir=output_dir if output_dir is not None else config.output_dir,
-                          running=running, frozen_path=frozen_path, token=token,
+                          running=running, started=started, frozen_path=frozen_path,
+                          token=token,
                           write_errors=write_errors)
         bind_host = "127.0.0.1" if host == "localhost" else host
         family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET

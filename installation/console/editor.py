@@ -145,16 +145,20 @@ class ConfigEditor:
     """Checks and writes the installation's TOML source file for the console.
 
     ``running()`` is the config in force (the reload watcher's current one),
-    which a check's live/restart plan compares against. Methods block on file
+    which a check's live plan compares against; ``started()`` the one the roles
+    were started with (default ``running``), which what needs a restart is
+    compared with (:func:`~installation.reload.plan_reload`). Methods block on file
     I/O: the app calls them from its thread pool; a lock keeps two applies apart.
     """
 
     def __init__(self, source_path: Path | None, output_dir: Path,
                  running: Callable[[], InstallationConfig], allow_edit: bool,
-                 shown_path: Path | None = None) -> None:
+                 shown_path: Path | None = None,
+                 started: Callable[[], InstallationConfig] | None = None) -> None:
         self.source_path = source_path
         self.last_good_path = output_dir / "console" / "last-good.toml"
         self.running = running
+        self.started = started or running
         self.allow_edit = allow_edit
         self.shown_path = shown_path  # what GET /api/config shows when there is no source
         self._lock = threading.Lock()
@@ -219,7 +223,7 @@ class ConfigEditor:
             diff = diff[:MAX_DIFF_CHARS] + "\n... (diff cut short)\n"
         if config is None:
             return ConfigCheck(False, errors, diff, version=version, stale=stale)
-        plan = plan_reload(self.running(), config)
+        plan = plan_reload(self.running(), config, started=self.started())
         return ConfigCheck(True, [], diff, plan.applied, plan.restart_needed, config,
                            version=version, stale=stale)
 
