@@ -215,15 +215,10 @@ def alive(pid: int) -> bool:
 
 
 def load_events(path: Path) -> list[dict[str, Any]]:
-    """One event log's complete lines, in order."""
-    events: list[dict[str, Any]] = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                continue
-    return events
+    """One event log's complete lines, its rotated files first, in order."""
+    from ground.events import read_events
+
+    return read_events(path) if path.exists() else []
 
 
 def segments(out: Path) -> list[Path]:

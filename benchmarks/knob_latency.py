@@ -99,14 +99,11 @@ seed = 3
 
 
 def read_events(events_dir: Path) -> list[dict[str, Any]]:
-    """Every event of every role so far, in time order (a partial last line is skipped)."""
-    records = []
-    for path in sorted(events_dir.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
+    """Every event of every role so far (rotated files too), in time order (a partial last
+    line is skipped)."""
+    from ground.events import read_events as read_log
+
+    records = [record for path in sorted(events_dir.glob("*.jsonl")) for record in read_log(path)]
     return sorted(records, key=lambda r: float(r.get("time", 0.0)))
 
 

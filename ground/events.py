@@ -6,6 +6,14 @@ the installation runs and merges them into ``timeline.json``
 (:mod:`installation.report`). Writing is line-buffered and thread-safe so a crash loses
 at most the line being written.
 
+A file rotates by size like the role logs (the same
+:class:`~ground.jsonlog.RotatingLineFile`): ``ROLE.jsonl`` becomes
+``ROLE.jsonl.1`` .. ``ROLE.jsonl.N`` past ``max_bytes`` (``[supervisor]
+events_max_bytes``, ``events_backups``), so a run of months keeps a bounded
+tail of its events. :func:`iter_events` reads the rotated files too; a reader
+that follows a growing log across rotations is
+:class:`installation.report.EventFollower`.
+
 A disk that fails (full, read-only, gone) must not stop a role: an event
 that cannot be written is dropped and counted (``EventLog.dropped``), the
 failure is logged once as an error (and once more when writing works again),
@@ -20,11 +28,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-from ground.jsonlog import WriteFailures
+from ground.jsonlog import RotatingLineFile, WriteFailures, rotated_paths
 
 _log = logging.getLogger(__name__)
+
+#: An event log rotates past this size by default (``[supervisor] events_max_bytes``).
+EVENTS_MAX_BYTES = 10 * 1024 * 1024
+#: Rotated files kept by default (``[supervisor] events_backups``).
+EVENTS_BACKUPS = 5
 
 
 class EventSink(Protocol):
@@ -36,71 +49,43 @@ class EventSink(Protocol):
 
 
 class EventLog:
-    """Appends events as JSON lines to ``path``; each gets ``time`` and ``kind``."""
+    """Appends events as JSON lines to ``path``; each gets ``time`` and ``kind``.
+
+    The file rotates to ``path.1`` .. ``path.<backups>`` past ``max_bytes``.
+    """
 
     def __init__(self, path: str | Path, role: str, room: str | None = None,
-                 failures: WriteFailures | None = None) -> None:
+                 failures: WriteFailures | None = None, max_bytes: int = EVENTS_MAX_BYTES,
+                 backups: int = EVENTS_BACKUPS) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._base = {"role": role} | ({"room": room} if room is not None else {})
-        self._failures = failures or WriteFailures(_log.error)
-        self._file: IO[str] | None = None
-        self._cut = False  # the last write failed: a partial line may end the file
+        self._lines = RotatingLineFile(
+            self.path, max_bytes, backups, failures or WriteFailures(_log.error),
+            target=f"event log {self.path}",
+            consequence="events are counted and dropped until it works again")
         self._closed = False
         self.written = 0
         self.dropped = 0
-        with self._lock:
-            self._open()
-
-    def _open(self) -> bool:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8", buffering=1)
-        except OSError as error:
-            self._failures.failed(f"event log {self.path}", error,
-                                  "events are counted and dropped until it works again")
-            return False
-        return True
+        self._lines.open()  # the file exists from the start (a failure is said, not raised)
 
     def __call__(self, kind: str, **fields: Any) -> None:
         """Write one event line, stamped with ``time.time()`` unless ``time`` is given."""
         record = {"time": time.time(), "kind": kind} | self._base | fields
         line = json.dumps(record, default=_jsonable, separators=(",", ":"))
-        with self._lock:
+        with self._lock:  # held across the write: nothing reopens the file after close()
             if self._closed:
                 return
-            if self._file is None and not self._open():
+            if self._lines.write(line.encode("utf-8")):
+                self.written += 1
+            else:
                 self.dropped += 1
-                return
-            assert self._file is not None
-            try:
-                if self._cut:  # a line a full disk cut short: this one starts afresh
-                    self._file.write("\n")
-                    self._cut = False
-                self._file.write(line + "\n")
-            except OSError as error:
-                self.dropped += 1
-                self._cut = True  # part of the line may be in the file
-                self._close_file()  # a fresh file object: no half-written buffer is retried
-                self._failures.failed(f"event log {self.path}", error,
-                                      "events are counted and dropped until it works again")
-                return
-            self.written += 1
-        self._failures.ok(f"event log {self.path}")
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass  # the buffered tail is lost with the disk; nothing else to do
-            self._file = None
 
     def close(self) -> None:
         """Flush and close the file."""
         with self._lock:
             self._closed = True
-            self._close_file()
+            self._lines.close()
 
 
 def null_sink(kind: str, **fields: Any) -> None:
@@ -135,17 +120,29 @@ def _jsonable(value: Any) -> Any:
 
 
 def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The complete events of a log file, one at a time (a bad or truncated line is skipped)."""
-    with Path(path).open("rb") as file:
-        for line in file:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
+    """The complete events of a log, its rotated files first (oldest first), one at a time.
+
+    A bad or truncated line is skipped. For a log that is being written (and may
+    rotate while it is read), follow it with :class:`installation.report.EventFollower`.
+    """
+    path = Path(path)
+    for part in [*reversed(rotated_paths(path)), path]:
+        try:
+            file = part.open("rb")
+        except FileNotFoundError:
+            if part == path:
+                raise
+            continue  # rotated away while we read
+        with file:
+            for line in file:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    yield record
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """All complete events in a log file; a truncated last line is skipped."""
+    """All complete events in a log and its rotated files; a truncated line is skipped."""
     return list(iter_events(path))

@@ -16,6 +16,11 @@ count (``[supervisor] log_max_bytes``, ``log_backups``).
 :class:`WriteFailures` is how the supervisor and the event logs treat a disk
 that fails (full, read-only, gone): the write is dropped and counted, the
 failure is said once, and the next write is tried as usual.
+
+:class:`RotatingLineFile` is the one rotation mechanism of the installation's
+line files: the role logs here, the event logs (:mod:`ground.events`) and the
+run report's chunk rows. Readers find the rotated files with
+:func:`rotated_paths`.
 """
 
 from __future__ import annotations
@@ -107,48 +112,81 @@ class WriteFailures:
 class RotatingLineFile:
     """Appends lines to ``path``, rotating to ``path.1`` .. ``path.N`` past ``max_bytes``.
 
+    Rotation closes the file, then renames (``path.N-1`` to ``path.N`` .. ``path``
+    to ``path.1``; ``backups = 0`` deletes it), then opens a new ``path``: a
+    reader holding the old file open sees a new inode at ``path`` only once the
+    old file is final (:class:`installation.report.EventFollower` relies on it).
     Thread-safe (a restarted role's pump may overlap its predecessor's last
-    lines). A write that fails is dropped and reported to ``failures``.
+    lines). A write that fails is dropped and reported to ``failures`` as
+    ``target`` (default: the path); a line the failure may have cut short is
+    ended before the next one, so it never swallows it.
     """
 
     def __init__(self, path: Path, max_bytes: int, backups: int,
-                 failures: WriteFailures | None = None) -> None:
+                 failures: WriteFailures | None = None, target: str | None = None,
+                 consequence: str = "its lines are dropped until it works again") -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
         self.failures = failures
+        self.target = target if target is not None else str(path)
+        self.consequence = consequence
         self._file: IO[bytes] | None = None
         self._size = 0
+        self._cut = False  # the last write failed: a partial line may end the file
         self._lock = threading.Lock()
         self.lines = 0
         self.dropped = 0
 
-    def write(self, line: bytes) -> None:
-        """Append one line (``line`` without its newline)."""
-        data = line + b"\n"
+    def open(self) -> bool:
+        """Open (create) the file now rather than at the first line; False when it failed
+        (reported like a failed write, and tried again at the next line)."""
         with self._lock:
             try:
-                if self._file is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = self.path.open("ab")
-                    self._size = self._file.tell()
+                self._open()
+            except OSError as error:
+                self._close_quietly()
+                if self.failures is not None:
+                    self.failures.failed(self.target, error, self.consequence)
+                return False
+        return True
+
+    def _open(self) -> IO[bytes]:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
+            self._size = self._file.tell()
+        return self._file
+
+    def write(self, line: bytes) -> bool:
+        """Append one line (``line`` without its newline); False when it was dropped."""
+        data = line + b"\n"
+        with self._lock:
+            writing = False
+            try:
+                file = self._open()
                 if self._size and self._size + len(data) > self.max_bytes:
                     self._rotate()
-                    self._file = self.path.open("ab")
-                    self._size = 0
-                self._file.write(data)
-                self._file.flush()
+                    self._cut = False  # the cut line stays in the rotated file
+                    file = self._open()
+                if self._cut:  # a line a full disk cut short: this one starts afresh
+                    data = b"\n" + data
+                writing = True
+                file.write(data)
+                file.flush()
+                self._cut = False
                 self._size += len(data)
                 self.lines += 1
             except OSError as error:
                 self.dropped += 1
+                self._cut = self._cut or writing  # part of the line may be in the file
                 self._close_quietly()  # reopened (and the size re-read) on the next line
                 if self.failures is not None:
-                    self.failures.failed(str(self.path), error,
-                                         "its lines are dropped until it works again")
-                return
+                    self.failures.failed(self.target, error, self.consequence)
+                return False
         if self.failures is not None:
-            self.failures.ok(str(self.path))
+            self.failures.ok(self.target)
+        return True
 
     def _rotate(self) -> None:
         self._close_quietly()
@@ -173,6 +211,21 @@ class RotatingLineFile:
         """Close the file (a later write reopens it)."""
         with self._lock:
             self._close_quietly()
+
+
+def rotated_paths(path: Path) -> list[Path]:
+    """The rotated files of ``path`` that exist (``path.1`` .. ``path.N``), newest first."""
+    prefix = path.name + "."
+    found: list[tuple[int, Path]] = []
+    try:
+        with os.scandir(path.parent) as entries:
+            for entry in entries:
+                suffix = entry.name[len(prefix):]
+                if entry.name.startswith(prefix) and suffix.isascii() and suffix.isdigit():
+                    found.append((int(suffix), path.with_name(entry.name)))
+    except OSError:
+        return []
+    return [rotated for _, rotated in sorted(found)]
 
 
 #: A line longer than this is cut (and marked) rather than buffered without bound.

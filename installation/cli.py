@@ -89,7 +89,9 @@ def _supervise(
     stop = threading.Event()
     install_stop_handlers(stop)
     failures = WriteFailures(console_line)  # a failing disk is said once, never fatal
-    log = EventLog(events_path(config, "supervisor", None), "supervisor", failures=failures)
+    log = EventLog(events_path(config, "supervisor", None), "supervisor", failures=failures,
+                   max_bytes=config.supervisor.events_max_bytes,
+                   backups=config.supervisor.events_backups)
     supervisor = Supervisor(config, frozen, log, log_dir=out / "logs", source_path=source_path,
                             write_failures=failures)
     if supervisor.report is not None:

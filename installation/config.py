@@ -114,6 +114,15 @@ class SupervisorConfig(BaseModel):
     log_backups: int = Field(
         5, ge=0, le=1000, description="Rotated logs kept per role (ROLE.log.1 .. ROLE.log.N)."
     )
+    events_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=4096, le=1 << 40,
+        description="OUTPUT/events/ROLE[-ROOM].jsonl rotates past this size (bytes); a role "
+        "takes it when it starts.",
+    )
+    events_backups: int = Field(
+        5, ge=0, le=1000,
+        description="Rotated event logs kept per role and room (ROLE.jsonl.1 .. ROLE.jsonl.N).",
+    )
     nice: dict[_RoleKind, int] = Field(
         default_factory=_default_nice,
         description="Process niceness per role (-20..19, lower runs first): the music ahead "

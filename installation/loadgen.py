@@ -607,21 +607,14 @@ class EngineProcess:
         one logged before ``since`` (wall time; serving's start where none) and the final
         one: the share of that span the engine spent inside the generator and chunks made
         per generating turn; None where there is no stats event."""
+        from ground.events import iter_events
         from installation.roles import events_path
 
-        try:
-            lines = events_path(self.config, "engine", None).read_text(
-                encoding="utf-8").splitlines()
+        try:  # the rotated files too: a long run's log has rotated
+            stats = [event for event in iter_events(events_path(self.config, "engine", None))
+                     if event.get("kind") == "stats" and "generating_s" in event]
         except OSError:
             return None
-        stats = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("kind") == "stats" and "generating_s" in event:
-                stats.append(event)
         if not stats:
             return None
         zero = {"time": None, "serving_s": 0.0, "generating_s": 0.0, "generating_turns": 0,

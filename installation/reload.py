@@ -56,7 +56,9 @@ _ENGINE_LIVE = {
     "engine.transition_margin_s": "transition_margin_s",
     "engine.view_timeout_s": "view_timeout_s",
 }
-_SUPERVISOR_RESTART = ("supervisor.roles", "supervisor.rooms", "supervisor.heartbeat_s")
+# (the event log's rotation is each role's own, set when it starts)
+_SUPERVISOR_RESTART = ("supervisor.roles", "supervisor.rooms", "supervisor.heartbeat_s",
+                       "supervisor.events_max_bytes", "supervisor.events_backups")
 _SUPERVISOR_LIVE = ("supervisor.", "control.resend_every_s", "control.reload_poll_s")
 _SURFACES = ("control.osc.", "control.midi.", "control.scenes")
 

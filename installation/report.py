@@ -12,13 +12,19 @@ Memory and time stay flat with the length of a run (a run may last months):
 - :class:`EventFollower` reads every role's ``events/*.jsonl`` as it grows
   (the supervisor polls it once a second), line by line, and hands out the
   events merged in time order through a small heap that holds only the
-  last ``lag_s`` of them;
+  last ``lag_s`` of them; it follows each file across its rotations
+  (``ROLE.jsonl`` to ``ROLE.jsonl.1``, :mod:`ground.events`): it keeps the
+  file it reads open, notices a new file under the name, reads the old one
+  to its end and goes on with the next, so no event is lost or read twice;
 - :class:`TimelineBuilder` turns each event into rows as it comes: a chunk
   waits (bounded) only until it is first heard, a transition until its
-  first chunk is; rows go straight to disk (the chunks into the timeline
-  file itself, the other sections into spool files), only running totals
-  stay in memory; so writing ``timeline.json`` at the end of a run copies
-  the small sections and never re-reads the run;
+  first chunk is; rows go straight to spool files on disk, only running
+  totals stay in memory. The per-chunk rows (two a second per room) are the
+  one section that grows with the run: their spool rotates once, and
+  ``timeline.json`` keeps the newest ``MAX_CHUNK_ROWS_BYTES`` of them
+  (hours of music) and counts the rest (``chunks_omitted``); every artwork
+  change, transition, decision and role exit is kept. Writing
+  ``timeline.json`` at the end of a run copies those and never re-reads the run;
 - recordings are never read by the run report: each room's segments, their
   length and dropped frames come from audio_out's ``recording_opened`` and
   ``recording_closed`` events (a segment cut by a kill gets its length from
@@ -48,7 +54,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ground.jsonlog import WriteFailures
+from ground.jsonlog import RotatingLineFile, WriteFailures, rotated_paths
 
 #: How far (event time, s) events may arrive out of order between and within files.
 DEFAULT_LAG_S = 30.0
@@ -56,6 +62,9 @@ DEFAULT_LAG_S = 30.0
 CHUNK_WAIT_S = 120.0
 #: At most this many chunks (and transitions) wait for their outcome at once.
 MAX_PENDING = 20000
+#: timeline.json keeps the newest chunk rows that fit in this many bytes (some 18,000
+#: chunks: hours of music); older rows are left out and counted (``chunks_omitted``).
+MAX_CHUNK_ROWS_BYTES = 4 * 1024 * 1024
 _READ_BYTES = 1 << 17  # per file and turn: bounds the events parsed but not yet due
 _SECTIONS = ("source_changes", "artwork_changes", "decisions", "transitions", "role_exits")
 
@@ -63,30 +72,61 @@ _SECTIONS = ("source_changes", "artwork_changes", "decisions", "transitions", "r
 # -- reading events -----------------------------------------------------------
 
 
-class _Tail:
-    """One event log being followed: where we are in it and its last complete event time."""
+_FileKey = tuple[int, int]  # (st_dev, st_ino): which file a name points at
 
-    def __init__(self, path: Path, offset: int) -> None:
+
+class _Tail:
+    """One event log being followed across its rotations, and its last complete event time.
+
+    It holds open the file it reads (and, once the writer has rotated it, the
+    files that came after it, oldest first), so a rotation under it loses
+    nothing: the old file, renamed or deleted, is read to its end (the writer
+    closed it before renaming it) before the next one is started, and each
+    file is read once. ``at_end``: skip what the log holds now (an earlier
+    run's events).
+    """
+
+    def __init__(self, path: Path, at_end: bool = False) -> None:
         self.path = path
-        self.offset = offset
         self.partial = b""
         self.eof = False
         self.last_time = -math.inf
+        self._files: list[tuple[IO[bytes], _FileKey]] = []  # the head is being read
+        self._opened = False
+        if at_end:
+            opened = _open_key(path)
+            if opened is not None:
+                opened[0].seek(0, os.SEEK_END)
+                self._files.append(opened)
+                self._opened = True
 
     def read(self) -> list[dict[str, Any]]:
         """The complete events appended since the last read (at most ~128 kB of them)."""
-        try:
-            with self.path.open("rb") as file:
-                size = os.fstat(file.fileno()).st_size
-                if size < self.offset:  # replaced or truncated: start over
-                    self.offset, self.partial = 0, b""
-                file.seek(self.offset)
-                data = file.read(_READ_BYTES)
-        except OSError:
-            self.eof = True
-            return []
-        self.offset += len(data)
-        self.eof = len(data) < _READ_BYTES
+        if not self._opened:  # a log new to us: from its oldest rotated file on
+            self._files = self._chain()
+            self._opened = bool(self._files)
+        while True:
+            if not self._files:
+                self.eof = True
+                return []
+            file, _ = self._files[0]
+            try:
+                if os.fstat(file.fileno()).st_size < file.tell():  # truncated: start over
+                    file.seek(0)
+                    self.partial = b""
+                data = file.read(_READ_BYTES) or b""
+            except OSError:
+                self.eof = True
+                return []
+            if data:
+                break
+            if len(self._files) > 1:  # rotated away and read to its end: done with it
+                self._close_head()
+            elif not self._rotated():
+                self.eof = True
+                return []
+            # else: read the old file once more (lines written just before the rotation)
+        self.eof = len(data) < _READ_BYTES and len(self._files) == 1
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()
         if len(self.partial) > 4 * _READ_BYTES:
@@ -103,6 +143,79 @@ class _Tail:
                 self.last_time = max(self.last_time, float(event["time"]))
         return events
 
+    def _rotated(self) -> bool:
+        """Whether ``path`` now names another file than the one read; if so, the files
+        written after it are queued (opened now, so later renames do not matter)."""
+        head, key = self._files[-1]
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False  # between the writer's rename and its new file, or removed
+        if (stat.st_dev, stat.st_ino) == key:
+            return False
+        chain = self._chain()
+        keys = [k for _, k in chain]
+        if key in keys:
+            after = keys.index(key) + 1
+        else:  # deleted (rotated past the last backup): every file still there is newer,
+            # unless the log was removed and started anew; then only those written since
+            try:
+                mtime = os.fstat(head.fileno()).st_mtime_ns
+            except OSError:
+                mtime = 0
+            after = next((i for i, (f, _) in enumerate(chain)
+                          if os.fstat(f.fileno()).st_mtime_ns >= mtime), len(chain))
+        for file, _ in chain[:after]:
+            file.close()
+        self._files += chain[after:]
+        return after < len(chain)  # nothing newer to open (yet): stay on this file
+
+    def _chain(self) -> list[tuple[IO[bytes], _FileKey]]:
+        """The log's files, open, oldest first, each once. Opened newest first: a rotation
+        meanwhile can only open one file twice (dropped here), never skip one."""
+        opened = []
+        for path in [self.path, *rotated_paths(self.path)]:
+            one = _open_key(path)
+            if one is not None:
+                opened.append(one)
+        chain: list[tuple[IO[bytes], _FileKey]] = []
+        seen: set[_FileKey] = set()
+        for file, key in reversed(opened):
+            if key in seen:
+                file.close()
+            else:
+                seen.add(key)
+                chain.append((file, key))
+        return chain
+
+    def _close_head(self) -> None:
+        file, _ = self._files.pop(0)
+        file.close()
+        self.partial = b""  # a line the writer never finished: not glued to the next file
+
+    def close(self) -> None:
+        """Close every file held."""
+        while self._files:
+            self._files.pop()[0].close()
+
+    def __del__(self) -> None:  # a follower nobody closed (the console's) closes its files
+        self.close()
+
+
+def _open_key(path: Path) -> tuple[IO[bytes], _FileKey] | None:
+    """``path`` opened for reading (unbuffered: a read at the end sees what came since)
+    with its file's identity; None when it cannot be opened."""
+    try:
+        file = path.open("rb", buffering=0)
+    except OSError:
+        return None
+    try:
+        stat = os.fstat(file.fileno())
+    except OSError:
+        file.close()
+        return None
+    return file, (stat.st_dev, stat.st_ino)
+
 
 class EventFollower:
     """Every role's event log in ``events_dir``, merged in time order as the files grow.
@@ -111,6 +224,8 @@ class EventFollower:
     source change by the detection delay); an event is handed out once every
     file has been read ``lag_s`` of event time past it (or, live, once the
     wall clock is ``lag_s`` past it). Memory: the events of the last ``lag_s``.
+    Each file is followed across its rotations; :meth:`close` releases the files
+    it holds open.
     """
 
     def __init__(self, events_dir: Path, from_start: bool = True,
@@ -120,13 +235,11 @@ class EventFollower:
         self._tails: dict[Path, _Tail] = {}
         self._heap: list[tuple[float, int, dict[str, Any]]] = []
         self._counter = itertools.count()
+        self._closed = False
         self.events = 0
         if not from_start:  # a new run appends to the last run's files: skip what is there
             for path in self._paths():
-                try:
-                    self._tails[path] = _Tail(path, path.stat().st_size)
-                except OSError:
-                    continue
+                self._tails[path] = _Tail(path, at_end=True)
 
     def _paths(self) -> list[Path]:
         try:
@@ -141,9 +254,11 @@ class EventFollower:
         ``now`` (wall clock) for a live installation; ``None`` drains
         everything. ``max_events`` bounds one call's work (the rest waits).
         """
+        if self._closed:
+            return
         for path in self._paths():
             if path not in self._tails:
-                self._tails[path] = _Tail(path, 0)
+                self._tails[path] = _Tail(path)
         tails = list(self._tails.values())
         for tail in tails:
             tail.eof = False
@@ -169,6 +284,12 @@ class EventFollower:
                 yield heapq.heappop(self._heap)[2]
             if not progressed or (max_events is not None and handed >= max_events):
                 return
+
+    def close(self) -> None:
+        """Close the files it holds open; it reads nothing more."""
+        self._closed = True
+        for tail in self._tails.values():
+            tail.close()
 
 
 def iter_merged_events(events_dir: Path) -> Iterator[dict[str, Any]]:
@@ -232,12 +353,15 @@ class TimelineBuilder:
     """Turns the merged event stream into timeline rows and running totals (see module doc).
 
     ``joins_room``: also keep that room's chunk joins (frames from its first
-    chunk) for the demo's join roughness.
+    chunk) for the demo's join roughness. ``chunk_rows_bytes``: the chunk rows
+    kept for ``timeline.json`` (the newest that fit; every other section is
+    kept whole: artwork changes, transitions, decisions, role exits).
     """
 
     def __init__(self, output_dir: Path, failures: WriteFailures,
                  joins_room: str | None = None, wait_s: float = CHUNK_WAIT_S,
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING,
+                 chunk_rows_bytes: int = MAX_CHUNK_ROWS_BYTES) -> None:
         self.output_dir = output_dir
         self.failures = failures
         self.wait_s = wait_s
@@ -245,9 +369,19 @@ class TimelineBuilder:
         spool_dir = output_dir / "run" / "report"
         self.spools = {name: _Spool(spool_dir / f"{name}.jsonl", failures) for name in _SECTIONS}
         self.partial_path = output_dir / "timeline.json.partial"
-        self._chunk_file: IO[str] | None = None
-        self._chunk_count = 0
-        self._chunks_ok = True
+        # Chunk rows, the one section that grows with the run: a spool that rotates once
+        # (chunks.jsonl.1), so the newest ``chunk_rows_bytes`` of rows are always on disk.
+        chunk_spool = spool_dir / "chunks.jsonl"
+        for stale in (chunk_spool, *rotated_paths(chunk_spool)):  # a killed run's, if any
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError:
+                pass
+        self.chunk_rows_bytes = chunk_rows_bytes
+        self._chunk_rows = RotatingLineFile(
+            chunk_spool, chunk_rows_bytes, 1, failures,
+            consequence="timeline.json of this run will miss chunk rows")
+        self._chunk_count = 0  # rows finished (written or not)
         self.t0: float | None = None
         self.now = -math.inf
         self._pending: OrderedDict[int, dict[str, Any]] = OrderedDict()  # id -> chunk row
@@ -461,22 +595,38 @@ class TimelineBuilder:
         self._write_chunk({k: v for k, v in row.items() if not k.startswith("_")})
 
     def _write_chunk(self, row: dict[str, Any]) -> None:
-        if not self._chunks_ok:
-            return
-        try:
-            if self._chunk_file is None:
-                self.partial_path.parent.mkdir(parents=True, exist_ok=True)
-                self._chunk_file = self.partial_path.open("a" if self._chunk_count else "w",
-                                                          encoding="utf-8")
-                if not self._chunk_count:
-                    self._chunk_file.write('{"chunks": [\n')
-            self._chunk_file.write((",\n" if self._chunk_count else "")
-                                   + json.dumps(row, separators=(",", ":"), default=str))
-            self._chunk_count += 1
-        except OSError as error:
-            self._chunks_ok = False
-            self.failures.failed(str(self.partial_path), error,
-                                 "timeline.json of this run will be incomplete")
+        self._chunk_count += 1
+        self._chunk_rows.write(json.dumps(row, separators=(",", ":"), default=str).encode())
+
+    def chunk_rows(self) -> Iterator[bytes]:
+        """The chunk rows kept for ``timeline.json`` (the newest that fit in
+        ``chunk_rows_bytes``), oldest first, each one JSON object."""
+        self._chunk_rows.close()
+        path = self._chunk_rows.path
+        parts = [*reversed(rotated_paths(path)), path]
+        sizes = []
+        for part in parts:
+            try:
+                sizes.append(part.stat().st_size)
+            except OSError:
+                sizes.append(0)
+        skip = sum(sizes) - self.chunk_rows_bytes  # bytes of the oldest rows to leave out
+        for part in parts:
+            try:
+                file = part.open("rb")
+            except OSError:
+                continue
+            with file:
+                for line in file:
+                    if skip > 0:
+                        skip -= len(line)
+                        continue
+                    line = line.strip()
+                    try:
+                        json.loads(line)
+                    except ValueError:
+                        continue  # cut short by a failing disk
+                    yield line
 
     def _finish_transition(self, transition: dict[str, Any]) -> None:
         row = {k: v for k, v in transition.items() if not k.startswith("_")}
@@ -500,19 +650,9 @@ class TimelineBuilder:
             for segment in segments.values():
                 if segment["kind"] == "audio" and segment["seconds"] is None:
                     _segment_length_from_header(segment)
-        self._close_chunks()
+        self._chunk_rows.close()
         for spool in self.spools.values():
             spool.close()
-
-    def _close_chunks(self) -> None:
-        if self._chunk_file is not None:
-            try:
-                self._chunk_file.close()
-            except OSError as error:
-                self._chunks_ok = False
-                self.failures.failed(str(self.partial_path), error,
-                                     "timeline.json of this run will be incomplete")
-            self._chunk_file = None
 
     # -- results
 
@@ -563,44 +703,52 @@ class TimelineBuilder:
     def write(self, path: Path, summary: dict[str, Any],
               transition_extra: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None
               ) -> bool:
-        """Write ``timeline.json``: the chunks already on disk, then the small sections.
+        """Write ``timeline.json``: the chunk rows kept on disk, then the other sections.
 
         False (said once) when the disk refused; the run goes on either way.
         """
-        self._close_chunks()
+        out: IO[bytes] | None = None
         try:
-            if self._chunk_count and self._chunks_ok:
-                self._chunk_file = self.partial_path.open("a", encoding="utf-8")
-            else:  # no chunks, or the disk lost some: the section starts over, empty
-                self._chunk_file = self.partial_path.open("w", encoding="utf-8")
-                self._chunk_file.write('{"chunks": [\n')
-            out = self._chunk_file
-            out.write("\n],\n" + f'"t0": {json.dumps(self.t0 or 0.0)},\n')
+            self.partial_path.parent.mkdir(parents=True, exist_ok=True)
+            out = self.partial_path.open("wb")
+            out.write(b'{"chunks": [\n')
+            kept = 0
+            for row in self.chunk_rows():
+                out.write((b",\n" if kept else b"") + row)
+                kept += 1
+            # rows older than the kept window, or lost to a failing disk
+            out.write(b"\n],\n" + f'"chunks_omitted": {self._chunk_count - kept},\n'.encode()
+                      + f'"t0": {json.dumps(self.t0 or 0.0)},\n'.encode())
             for name in _SECTIONS:
-                out.write(f'"{name}": [\n')
-                for index, row in enumerate(self.section(name)):
+                out.write(f'"{name}": [\n'.encode())
+                for index, section_row in enumerate(self.section(name)):
                     if name == "transitions" and transition_extra is not None:
-                        row |= transition_extra(index, row)
-                    out.write((",\n" if index else "")
-                              + json.dumps(row, separators=(",", ":"), default=str))
-                out.write("\n],\n")
-            out.write('"recordings": ' + json.dumps(self.rooms_report(), default=str) + ",\n")
-            out.write('"summary": ' + json.dumps(summary, indent=1, default=str) + "\n}\n")
+                        section_row |= transition_extra(index, section_row)
+                    out.write(((",\n" if index else "") + json.dumps(
+                        section_row, separators=(",", ":"), default=str)).encode())
+                out.write(b"\n],\n")
+            out.write(('"recordings": ' + json.dumps(self.rooms_report(), default=str) + ",\n"
+                       + '"summary": ' + json.dumps(summary, indent=1, default=str)
+                       + "\n}\n").encode())
             out.close()
-            self._chunk_file = None
+            out = None
             os.replace(self.partial_path, path)
         except OSError as error:
             self.failures.failed(str(path), error, "this run has no timeline.json")
             return False
         finally:
-            if self._chunk_file is not None:
+            if out is not None:
                 try:
-                    self._chunk_file.close()
+                    out.close()
                 except OSError:
                     pass
-                self._chunk_file = None
             for spool in self.spools.values():
                 spool.close(remove=True)
+            for part in (self._chunk_rows.path, *rotated_paths(self._chunk_rows.path)):
+                try:
+                    part.unlink(missing_ok=True)
+                except OSError:
+                    pass
         self.failures.ok(str(path))
         return True
 
@@ -663,6 +811,8 @@ class RunReport:
     def finish(self) -> None:
         """Every role has stopped: take in the rest and close the rows still waiting."""
         self._feed(None, None)
+        if self.follower is not None:
+            self.follower.close()
         if self.builder is not None and self.broken is None:
             try:
                 self.builder.finish()

@@ -40,7 +40,7 @@ RoleName = Literal["engine", "capture", "audio_out"]
 
 
 def events_path(config: InstallationConfig, role: str, room: str | None) -> Path:
-    """Where a role writes its event log."""
+    """Where a role writes its event log (rotated to ``NAME.jsonl.1`` .. by size)."""
     name = role if room is None else f"{role}-{room}"
     return config.output_dir / "events" / f"{name}.jsonl"
 
@@ -72,7 +72,9 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
     stop = threading.Event()
     install_stop_handlers(stop)
     setup_json_logging(role, None if role == "engine" else room)
-    log = EventLog(events_path(config, role, None if role == "engine" else room), role, room)
+    log = EventLog(events_path(config, role, None if role == "engine" else room), role, room,
+                   max_bytes=config.supervisor.events_max_bytes,
+                   backups=config.supervisor.events_backups)
     log("started", pid=os.getpid())
     heartbeat = Heartbeat(config.supervisor.heartbeat_s)
     try:

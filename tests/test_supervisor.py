@@ -378,18 +378,19 @@ def test_an_event_line_a_full_disk_cut_short_does_not_swallow_the_next(tmp_path:
     log("started")
 
     class FullDisk:
-        def __init__(self, real: IO[str]) -> None:
+        def __init__(self, real: IO[bytes]) -> None:
             self.real = real
 
-        def write(self, text: str) -> int:
-            self.real.write(text[:len(text) // 2])  # what fitted
+        def write(self, data: bytes) -> int:
+            self.real.write(data[:len(data) // 2])  # what fitted
             self.real.flush()
             raise OSError(errno.ENOSPC, "No space left on device")
 
         def close(self) -> None:
             self.real.close()
 
-    log._file = FullDisk(log._file)  # type: ignore[assignment]
+    assert log._lines._file is not None
+    log._lines._file = FullDisk(log._lines._file)  # type: ignore[assignment]
     log("chunk_received", seq=7)
     log("chunk_received", seq=8)  # space again
     log.close()
