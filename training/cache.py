@@ -16,7 +16,9 @@ Change any of them and a new folder is filled; the old one is left for the
 old settings. Inside, one file per manifest row, named by a hash of the
 file's path, size and modification time, so an edited or replaced file is
 encoded again and the rest are reused. Files are written to a temporary name
-and renamed, so an interrupted run never leaves a truncated entry.
+and renamed, so an interrupted run never leaves a truncated entry. Only finite
+values are stored: an entry that would hold NaN or inf is refused naming its
+source file, and one read back with them (an older version's) is computed again.
 """
 
 from __future__ import annotations
@@ -125,6 +127,31 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
         return None
 
 
+def _finite_entry(entry: dict[str, torch.Tensor] | None, names: tuple[str, ...]
+                  ) -> dict[str, torch.Tensor] | None:
+    """``entry`` when it holds every name and only finite values; None (recompute) otherwise."""
+    import torch
+
+    if entry is None or any(name not in entry for name in names):
+        return None
+    if not all(bool(torch.isfinite(entry[name]).all()) for name in names):
+        return None
+    return entry
+
+
+def _refuse_nonfinite(entry: dict[str, torch.Tensor], what: str, source: Path) -> None:
+    """InputError naming ``source`` when a freshly computed entry holds NaN or inf."""
+    import torch
+
+    from ground.errors import InputError
+
+    for name, tensor in entry.items():
+        bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+        if bad:
+            raise InputError(f"{what} of {source}: expected finite values, got {bad} NaN or "
+                             f"inf in {name!r} (not cached)")
+
+
 def latent_cache_dir(cache_root: Path, model: LoadedModel, mel: MelConfig, clip_frames: int,
                      max_clips: int) -> Path:
     """The latent cache folder for this VAE and these preprocessing parameters."""
@@ -193,7 +220,8 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
         if progress is not None:
             progress(CACHING, number, len(items))
         latent_path = latent_dir / f"{item_key(item.audio)}.safetensors"
-        entry = _load(latent_path) if latent_path.is_file() else None
+        entry = _finite_entry(_load(latent_path) if latent_path.is_file() else None,
+                              ("mean", "std"))
         if entry is None:
             audio = load_audio(item.audio, mel.sample_rate)
             try:
@@ -202,15 +230,18 @@ def build_training_data(model: LoadedModel, items: Sequence[PairedItem], encoder
                 raise InputError(f"audio {item.audio}: {error}") from error
             mean, std = encode_clips(model, clips, mel, basis)
             entry = {"mean": mean, "std": std}
+            _refuse_nonfinite(entry, "VAE latents", item.audio)
             _save(latent_path, entry)
             latent_stats.misses += 1
         else:
             latent_stats.hits += 1
         embedding_path = embedding_dir / f"{item_key(item.image)}.safetensors"
-        cached = _load(embedding_path) if embedding_path.is_file() else None
+        cached = _finite_entry(_load(embedding_path) if embedding_path.is_file() else None,
+                               ("embedding",))
         if cached is None:
             vector = torch.from_numpy(np.asarray(encoder(read_image(item.image)), np.float32))
             cached = {"embedding": vector}
+            _refuse_nonfinite(cached, "image embedding", item.image)
             _save(embedding_path, cached)
             embedding_stats.misses += 1
         else:

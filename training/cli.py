@@ -1,8 +1,9 @@
 """``art2mus`` commands of the offline training tool (registered by installation/cli.py).
 
-- ``art2mus make-tone-dataset OUT_DIR``: a generated paired set (lighter images, higher tones).
+- ``art2mus make-tone-dataset OUT_DIR``: a generated paired set (lighter images, higher tones);
+  a non-empty OUT_DIR is refused unless ``--force``.
 - ``art2mus validate-data DATA_DIR``: check a paired image/audio dataset, naming
-  every missing, unreadable or too-short file.
+  every missing, unreadable, too-short or non-finite (NaN/inf) file.
 - ``art2mus train-projection --model DIR --data DIR --out DIR --train-steps N``: train
   the image projection (the Art2Mus recipe); writes a model folder.
 - ``art2mus distill --teacher DIR --data DIR --out DIR --steps 4 --train-steps N``:
@@ -82,13 +83,20 @@ def validate_data_command(data_dir: Path, clip_s: float, val_fraction: float,
 @click.option("--test", "test_count", type=click.IntRange(0, MAX_TONE_PAIRS), default=16,
               show_default=True, help="Pairs (of --count) in the 'test' split.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--force", is_flag=True,
+              help="Write into a non-empty OUT_DIR (its manifest.csv and numbered files are "
+                   "replaced).")
 def make_tone_dataset_command(out_dir: Path, count: int, seconds: float, val_count: int,
-                              test_count: int, seed: int) -> None:
+                              test_count: int, seed: int, force: bool) -> None:
     """Write a paired dataset where lighter images go with higher tones (to try training)."""
     if val_count + test_count >= count:
         raise click.BadParameter(f"expected fewer than --count ({count}) together, so that "
                                  f"some pairs train, got {val_count} + {test_count}",
                                  param_hint="'--val' / '--test'")
+    if not force and out_dir.is_dir() and any(out_dir.iterdir()):
+        entries = sum(1 for _ in out_dir.iterdir())
+        raise click.BadParameter(f"expected an empty or new folder (or --force to overwrite), "
+                                 f"got {out_dir} with {entries} entries", param_hint="'OUT_DIR'")
     from training.synthetic import write_tone_dataset
 
     items = write_tone_dataset(out_dir, count, seconds, seed, val_count, test_count)

@@ -164,9 +164,37 @@ def audio_duration(path: Path) -> float:
     return float(info.frames) / float(info.samplerate)
 
 
+#: soundfile subtypes that store floating-point samples: the only ones that can hold NaN or
+#: inf (integer PCM and the compressed codecs decode to finite values).
+FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+#: Frames read at a time when scanning a float file for non-finite samples.
+SCAN_BLOCK = 1 << 16
+
+
+def nonfinite_samples(path: Path) -> int:
+    """NaN or inf samples in ``path`` (0 for formats that cannot hold them); raises when
+    unreadable. Read in blocks, so a long file costs no more memory than a short one."""
+    import soundfile
+
+    if soundfile.info(str(path)).subtype not in FLOAT_SUBTYPES:
+        return 0
+    count = 0
+    for block in soundfile.blocks(str(path), blocksize=SCAN_BLOCK, dtype="float32",
+                                  always_2d=True):
+        count += int(block.size - np.count_nonzero(np.isfinite(block)))
+    return count
+
+
+def nonfinite_problem(path: Path, count: int) -> str:
+    """The one wording of a non-finite audio file, in validate-data and in training."""
+    return (f"audio {path} has {count} non-finite sample(s) (NaN or inf): expected finite "
+            f"samples")
+
+
 def validate_dataset(data_dir: Path, min_seconds: float, val_fraction: float = 0.1,
                      check_images: bool = True) -> DatasetReport:
-    """Check every manifest row: files exist, images decode, audio opens and is long enough."""
+    """Check every manifest row: files exist, images decode, audio opens, is long enough
+    and holds only finite samples."""
     import cv2
 
     manifest, items, problems = read_manifest(data_dir, val_fraction)
@@ -187,6 +215,7 @@ def validate_dataset(data_dir: Path, min_seconds: float, val_fraction: float = 0
         else:
             try:
                 seconds = audio_duration(item.audio)
+                nonfinite = nonfinite_samples(item.audio)
             except Exception as error:  # soundfile raises LibsndfileError, RuntimeError...
                 report.problems.append(f"{where}: audio {item.audio} is unreadable ({error})")
                 bad = True
@@ -195,6 +224,9 @@ def validate_dataset(data_dir: Path, min_seconds: float, val_fraction: float = 0
                     report.problems.append(
                         f"{where}: audio {item.audio} is too short: expected at least "
                         f"{min_seconds:g} s (one clip), got {seconds:.3f} s")
+                    bad = True
+                elif nonfinite:
+                    report.problems.append(f"{where}: {nonfinite_problem(item.audio, nonfinite)}")
                     bad = True
                 else:
                     report.audio_seconds += seconds
@@ -225,6 +257,9 @@ def load_audio(path: Path, sample_rate: int) -> np.ndarray:
         audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # soundfile's error types vary by version
         raise InputError(f"unreadable audio {path}: {error}") from error
+    nonfinite = int(audio.size - np.count_nonzero(np.isfinite(audio)))
+    if nonfinite:  # NaN would reach the VAE, the latent cache and the loss
+        raise InputError(nonfinite_problem(path, nonfinite))
     mono = audio.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")

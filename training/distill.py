@@ -235,7 +235,7 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
     import torch
 
     from training.evaluate import relative_mse, sample_latents
-    from training.loop import Progress, RunLog, Trainer, autocast, run_steps
+    from training.loop import Progress, RunLog, Trainer, autocast, check_out_differs, run_steps
     from training.objectives import NoiseSchedule
     from training.projection import (
         draw_latents,
@@ -243,6 +243,7 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         prepare_data,
     )
 
+    check_out_differs(teacher_dir, out_dir, "distill", "--teacher")
     config = config or DistillConfig()
     model = load_training_model(teacher_dir, config.device)
     train, val = prepare_data(model, data_dir, encoder, cache_dir, config, progress)

@@ -555,6 +555,15 @@ def link_or_copy(source: Path, destination: Path) -> None:
         shutil.copy2(source, destination)
 
 
+def check_out_differs(base: Path, out: Path, command: str, option: str) -> None:
+    """InputError unless ``out`` and the source model folder ``base`` are different folders
+    (resolved: a symlink or relative path to ``base`` is ``base``). Called before any caching
+    or training, so the mistake costs nothing; write_model_folder checks again."""
+    if out.resolve() == base.resolve():
+        raise InputError(f"--out in {command}: expected a folder other than the source model "
+                         f"folder ({option} {base}), got {out}")
+
+
 def write_model_folder(base: Path, out: Path, replaced: set[str]) -> None:
     """Make ``out`` a model folder: ``base``'s parts linked, except the names in ``replaced``.
 

@@ -211,9 +211,10 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
         VisualConditioner,
         load_projection_checkpoint,
     )
-    from training.loop import Progress, RunLog, Trainer, autocast, run_steps
+    from training.loop import Progress, RunLog, Trainer, autocast, check_out_differs, run_steps
     from training.objectives import NoiseSchedule
 
+    check_out_differs(model_dir, out_dir, "train-projection", "--model")
     config = config or ProjectionConfig()
     model = load_training_model(model_dir, config.device)
     train, val = prepare_data(model, data_dir, encoder, cache_dir, config, progress)
