@@ -40,6 +40,7 @@ not even import it) at the cost of a loopback hop (measured by
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import http.client
 import logging
 import math
@@ -49,7 +50,7 @@ import threading
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -60,16 +61,20 @@ import numpy as np
 
 from engine.config import EngineConfig
 from engine.generators import Generated, Generator, Request, RoomControls, generate_many
+from ground.errors import Art2MusError
 from ground.events import EventSink, null_sink
 from ground.params import PARAMETERS
-from ground.protocol import ArtworkView
+from ground.protocol import DEFAULT_MAX_MESSAGE_BYTES, ArtworkView
 
 #: Serve application name and HTTP route of the deployment.
 APP_NAME = "art2mus"
 ROUTE = "/art2mus"
 #: Streams one replica (or the front's fallback) keeps; the least recently used go first.
 STREAMS_KEPT = 4096
-#: Conditions one replica keeps, by (artwork, knob values).
+#: Streams one room keeps in a replica (its own, and those it crossfades from): a client
+#: flooding one room with new streams evicts that room's, never the other rooms'.
+STREAMS_PER_ROOM = 4
+#: Conditions one replica keeps, by (artwork, what the view says of it, knob values).
 CONDITIONS_KEPT = 256
 #: Recent samples kept for the figures in :meth:`RayGenerator.backend_status`.
 SAMPLES_KEPT = 256
@@ -119,10 +124,17 @@ class ChunkReply(msgspec.Struct, frozen=True):
         return Generated(audio=audio.reshape(frames, self.channels), notes=notes)
 
 
-#: The longest chunk a replica makes: ``engine.chunk_s`` (30 s at most) at 48 kHz.
+#: The longest chunk any replica makes: ``engine.chunk_s`` (30 s at most) at 48 kHz. A
+#: deployment holds its requests to its own config's chunk (:meth:`RequestLimits.of`).
 MAX_REQUEST_FRAMES = 30 * 48_000
 #: Longest room, stream and previous-stream id a request may carry.
 MAX_ID_LENGTH = 256
+#: A request's bytes besides its embedding (ids, knobs, quad, features), at most.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+#: Most embedding values a request may carry where the generator does not say its width.
+MAX_EMBEDDING_VALUES = 65_536
+#: How far before the replica's clock a due time may lie: an earlier one is taken as this.
+DUE_PAST_S = 1.0
 #: The room controls a request carries, with the live parameter that bounds each.
 _CONTROL_PARAMETERS = {p.field: p for p in PARAMETERS.values()
                        if p.role == "engine" and p.field is not None}
@@ -131,22 +143,107 @@ _CONTROL_PARAMETERS = {p.field: p for p in PARAMETERS.values()
 class RequestRefused(ValueError):
     """A chunk request a replica will not serve; the message names the field at fault."""
 
+    status = 400  # the deployment's HTTP answer
 
-def decode_request(body: bytes) -> ChunkRequest:
+
+class RequestTooLarge(RequestRefused):
+    """A chunk request over a size limit; the message names the limit."""
+
+    status = 413
+
+
+def embedding_width(generator: Generator) -> int | None:
+    """The embedding width ``generator`` conditions on; None where it reads no embedding
+    (sine, procedural). The diffusion generator knows it from its model's spec."""
+    width = getattr(generator, "embedding_width", None)
+    if width is None:
+        spec = getattr(getattr(generator, "model", None), "spec", None)
+        width = getattr(spec, "embedding_dim", None)
+    return None if width is None else int(width)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What a replica accepts: chunk length, embedding width and body size, due window."""
+
+    max_frames: int = MAX_REQUEST_FRAMES
+    embedding_width: int | None = None  # None: any width up to MAX_EMBEDDING_VALUES
+    due_ahead_s: float = 90.0  # a due time later than now + this is taken as that
+
+    def __post_init__(self) -> None:
+        if self.max_frames < 1 or self.due_ahead_s < 0 or (
+                self.embedding_width is not None and self.embedding_width < 1):
+            raise ValueError(f"RequestLimits: expected frames and width from 1, a due window "
+                             f"from 0, got {self}")
+
+    @property
+    def max_embedding_values(self) -> int:
+        """Most values a view's embedding may hold."""
+        return self.embedding_width or MAX_EMBEDDING_VALUES
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body: the overhead plus the embedding at 8 bytes a value, never
+        over the wire protocol's message limit."""
+        return min(DEFAULT_MAX_MESSAGE_BYTES,
+                   REQUEST_OVERHEAD_BYTES + 8 * self.max_embedding_values)
+
+    @classmethod
+    def of(cls, config: EngineConfig, generator: Generator) -> RequestLimits:
+        """The limits of a deployment of ``config``'s ``generator``: a chunk plus the longest
+        crossfade a transition adds to it; due no later than the lead and a chunk ahead."""
+        crossfade_s = max(_CONTROL_PARAMETERS["transition_s"].high,
+                          config.transition_crossfade_s)
+        return cls(max_frames=config.chunk_samples + math.ceil(crossfade_s * config.sample_rate),
+                   embedding_width=embedding_width(generator),
+                   due_ahead_s=config.lead_s + config.chunk_s)
+
+
+def check_content_length(header: str | None, limits: RequestLimits) -> None:
+    """Refuse a body announced over ``limits`` before reading it (None: not announced)."""
+    if header is None:
+        return
+    if not header.strip().isdigit():
+        raise RequestRefused(f"chunk request: Content-Length: expected a byte count, got "
+                             f"{header[:40]!r}")
+    if int(header) > limits.max_body_bytes:
+        raise RequestTooLarge(f"chunk request: body: expected at most {limits.max_body_bytes} "
+                              f"bytes, got {int(header)}")
+
+
+async def read_capped(chunks: AsyncIterable[bytes], limits: RequestLimits) -> bytes:
+    """The body from ``chunks``, read no further than ``limits`` allow."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in chunks:
+        size += len(part)
+        if size > limits.max_body_bytes:
+            raise RequestTooLarge(f"chunk request: body: expected at most "
+                                  f"{limits.max_body_bytes} bytes, got more")
+        parts.append(part)
+    return b"".join(parts)
+
+
+def decode_request(body: bytes, limits: RequestLimits | None = None) -> ChunkRequest:
     """The chunk request in ``body``, checked before it may join a batch.
 
     An engine front never sends a bad one; a buggy or hostile client that
     reaches Serve's HTTP port may, and one request of 10^9 frames, a NaN
     knob or a malformed body must not stall the replica or fail the other
     rooms' chunks batched with it. :class:`RequestRefused` names the field
-    (the deployment answers HTTP 400 and counts it as ``refused``).
+    (the deployment answers HTTP 400, 413 for a size over ``limits``, and counts it as
+    ``refused``).
     """
+    limits = limits or RequestLimits()
+    if len(body) > limits.max_body_bytes:
+        raise RequestTooLarge(f"chunk request: body: expected at most {limits.max_body_bytes} "
+                              f"bytes, got {len(body)}")
     try:
         request = msgspec.msgpack.decode(body, type=ChunkRequest)
     except (msgspec.DecodeError, ValueError, RecursionError) as exc:
         raise RequestRefused(f"chunk request: malformed: {exc}") from None
-    if not 1 <= request.frames <= MAX_REQUEST_FRAMES:
-        raise RequestRefused(f"chunk request: frames: expected 1..{MAX_REQUEST_FRAMES}, "
+    if not 1 <= request.frames <= limits.max_frames:
+        raise RequestRefused(f"chunk request: frames: expected 1..{limits.max_frames}, "
                              f"got {request.frames}")
     if not 0 <= request.start_sample <= request.position < 2 ** 62:
         raise RequestRefused(f"chunk request: position: expected start_sample <= position, "
@@ -177,13 +274,42 @@ def decode_request(body: bytes) -> ChunkRequest:
                                  and 0 < sync.beats <= 64 and sync.phase >= 0):
         raise RequestRefused(f"chunk request: controls.sync: expected a bar grid (bpm 0..1000, "
                              f"1..64 beats, phase from 0), got {sync}")
-    if request.view.embedding is not None:
-        try:
-            if not np.isfinite(request.view.embedding.to_numpy()).all():
-                raise ValueError("not finite")
-        except (ValueError, TypeError) as exc:
-            raise RequestRefused(f"chunk request: view.embedding: {exc}") from None
+    _check_embedding(request.view, limits)
     return request
+
+
+def _check_embedding(view: ArtworkView, limits: RequestLimits) -> None:
+    width = limits.embedding_width
+    if view.embedding is None:
+        if view.state == "artwork" and width is not None:
+            raise RequestRefused(f"chunk request: view.embedding: expected {width} values for "
+                                 f"an artwork, got none")
+        return
+    shape = view.embedding.shape
+    size = math.prod(shape)
+    if size > limits.max_embedding_values and width is None:
+        raise RequestTooLarge(f"chunk request: view.embedding: expected at most "
+                              f"{limits.max_embedding_values} values, got {size}")
+    if width is not None and tuple(shape) not in ((width,), (1, width)):
+        raise RequestRefused(f"chunk request: view.embedding: expected shape ({width},), "
+                             f"got {tuple(shape)}")
+    try:
+        if not np.isfinite(view.embedding.to_numpy()).all():
+            raise ValueError("not finite")
+    except (ValueError, TypeError) as exc:
+        raise RequestRefused(f"chunk request: view.embedding: {exc}") from None
+
+
+def _view_digest(view: ArtworkView) -> str:
+    """What the view says of its artwork (encoder, embedding, features), as a digest: two
+    clients naming one artwork id with different embeddings get different conditions."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(msgspec.msgpack.encode(
+        (view.state, view.artwork_id, view.encoder, sorted(view.features.items()))))
+    if view.embedding is not None:
+        digest.update(msgspec.msgpack.encode((view.embedding.dtype, view.embedding.shape)))
+        digest.update(view.embedding.data)
+    return digest.hexdigest()
 
 
 def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> None:
@@ -201,13 +327,17 @@ class ReplicaCore:
     """
 
     def __init__(self, generator: Generator, deadline_slack_s: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 limits: RequestLimits | None = None) -> None:
         self.generator = generator
         self.deadline_slack_s = deadline_slack_s
+        self.limits = limits or RequestLimits(embedding_width=embedding_width(generator))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._clock = clock
-        self._streams: OrderedDict[str, tuple[int, Any]] = OrderedDict()  # id -> (position, state)
-        self._conditions: OrderedDict[tuple[str, tuple[float, ...]], Any] = OrderedDict()
+        # id -> (room, position, state), least recently used first; and each room's ids
+        self._streams: OrderedDict[str, tuple[str, int, Any]] = OrderedDict()
+        self._rooms: dict[str, OrderedDict[str, None]] = {}
+        self._conditions: OrderedDict[tuple[str, str, tuple[float, ...]], Any] = OrderedDict()
         self.served = 0
         self.missed = 0
         self.reopened = 0
@@ -215,7 +345,7 @@ class ReplicaCore:
 
     def condition(self, view: ArtworkView, controls: RoomControls) -> Any:
         """The generator's condition for ``view`` under ``controls`` (cached)."""
-        key = (view.key, controls.shapes_condition)
+        key = (view.key, _view_digest(view), controls.shapes_condition)
         if key in self._conditions:
             self._conditions.move_to_end(key)
             return self._conditions[key]
@@ -226,47 +356,90 @@ class ReplicaCore:
         return condition
 
     def _state(self, request: ChunkRequest, condition: Any) -> tuple[Any, bool]:
-        """The stream state at ``request.position`` (opened here where not held); reopened?"""
-        held = self._streams.pop(request.stream, None)
-        if held is not None and held[0] == request.position:
-            return held[1], False
-        previous = held[1] if held is not None else None
+        """The stream state at ``request.position`` (opened here where not held); reopened?
+        Nothing held changes here: :meth:`_keep` replaces it once the chunk is made."""
+        held = self._streams.get(request.stream)
+        if held is not None and held[1] == request.position:
+            return held[2], False
+        previous = held[2] if held is not None else None
         if previous is None and request.previous is not None:
-            kept = self._streams.pop(request.previous, None)
-            previous = kept[1] if kept is not None else None
+            kept = self._streams.get(request.previous)
+            previous = kept[2] if kept is not None else None
         state = self.generator.start(condition, request.seed, request.position, previous)
         # A fresh stream's first chunk is an ordinary start; anything else is a recovery.
         return state, not (held is None and request.position == request.start_sample)
 
-    def serve(self, batch: Sequence[tuple[ChunkRequest, float]]) -> list[ChunkReply]:
+    def _drop(self, stream: str) -> None:
+        held = self._streams.pop(stream, None)
+        if held is None:
+            return
+        mine = self._rooms.get(held[0])
+        if mine is not None:
+            mine.pop(stream, None)
+            if not mine:
+                del self._rooms[held[0]]
+
+    def _keep(self, request: ChunkRequest, state: Any) -> None:
+        """Hold ``request``'s stream after its chunk (the one it replaces goes): at most
+        :data:`STREAMS_PER_ROOM` a room, :data:`STREAMS_KEPT` in all, oldest out first."""
+        replaced = self._streams.get(request.previous) if request.previous else None
+        if replaced is not None and replaced[0] == request.room:
+            assert request.previous is not None
+            self._drop(request.previous)
+        self._drop(request.stream)
+        self._streams[request.stream] = (request.room, request.position + request.frames, state)
+        mine = self._rooms.setdefault(request.room, OrderedDict())
+        mine[request.stream] = None
+        while len(mine) > STREAMS_PER_ROOM:
+            self._drop(next(iter(mine)))
+        while len(self._streams) > STREAMS_KEPT:
+            self._drop(next(iter(self._streams)))
+
+    def _due(self, due: float, now: float) -> float:
+        """A client's due time, believed within DUE_PAST_S before ``now`` .. the lead after:
+        a due of 0 does not jump the queue, a far one does not starve."""
+        return min(max(due, now - DUE_PAST_S), now + self.limits.due_ahead_s)
+
+    def serve(self, batch: Sequence[tuple[ChunkRequest, float]]
+              ) -> list[ChunkReply | RequestRefused]:
         """Every request of ``batch`` ((request, arrival time) pairs) served, due-soonest
-        first, in one generator call where it batches; replies in request order."""
+        first, in one generator call where it batches; replies in request order. A request
+        whose condition or stream cannot be made (its view refused by the generator) is
+        answered :class:`RequestRefused` alone; the others are served."""
         began = self._clock()
-        order = sorted(range(len(batch)), key=lambda i: batch[i][0].due)
+        due = [self._due(request.due, began) for request, _ in batch]
+        # due-soonest first; among equal (clamped) dues, the first to arrive
+        order = sorted(range(len(batch)), key=lambda i: (due[i], batch[i][1]))
         calls: list[Request] = []
+        made: list[int] = []
         reopened: dict[int, bool] = {}
+        replies: list[ChunkReply | RequestRefused | None] = [None] * len(batch)
         for i in order:
             request = batch[i][0]
-            condition = self.condition(request.view, request.controls)
-            state, reopened[i] = self._state(request, condition)
+            try:
+                condition = self.condition(request.view, request.controls)
+                state, reopened[i] = self._state(request, condition)
+            except (Art2MusError, ValueError, TypeError) as exc:
+                self.refused += 1
+                replies[i] = RequestRefused(f"chunk request: view: {exc}")
+                continue
+            made.append(i)
             calls.append((state, condition, request.frames))
-        results = generate_many(self.generator, calls)
+        results = generate_many(self.generator, calls) if calls else []
         finished = self._clock()
-        replies: list[ChunkReply | None] = [None] * len(batch)
-        for i, (generated, state) in zip(order, results, strict=True):
+        for i, (generated, state) in zip(made, results, strict=True):
             request, arrived = batch[i]
-            _lru_put(self._streams, request.stream, (request.position + request.frames, state),
-                     STREAMS_KEPT)
-            missed = finished > request.due - self.deadline_slack_s
+            self._keep(request, state)
+            missed = finished > due[i] - self.deadline_slack_s
             self.missed += missed
             self.reopened += reopened[i]
             replies[i] = ChunkReply(
                 audio=np.ascontiguousarray(generated.audio, np.float32).tobytes(),
                 notes=np.ascontiguousarray(generated.notes, np.int32).tobytes(),
-                channels=generated.audio.shape[1], replica=self.name, batch=len(batch),
+                channels=generated.audio.shape[1], replica=self.name, batch=len(calls),
                 queue_s=max(0.0, began - arrived), compute_s=finished - began, missed=missed,
                 reopened=reopened[i])
-        self.served += len(batch)
+        self.served += len(calls)
         return [reply for reply in replies if reply is not None]
 
     def info(self) -> dict[str, Any]:
@@ -405,6 +578,8 @@ class RayGenerator:
             local = self.local.serve([(wire[i], now) for i in missing])
             self.local_chunks += len(missing)
             for i, made in zip(missing, local, strict=True):
+                if isinstance(made, RequestRefused):
+                    raise made  # the front's own generator refuses the view: as local would
                 replies[i] = made
         out = []
         for (state, _, frames), reply in zip(requests, replies, strict=True):
@@ -507,7 +682,7 @@ class RayGenerator:
             if response.status == 404:
                 # the proxy has no such route: the application is not (or no longer) deployed
                 raise BackendUnreachable(f"{self.url}: HTTP {response.status}")
-            if response.status == 400:  # decode_request refused it, naming the field
+            if response.status in (400, 413):  # refused (decode_request), naming the field
                 raise RequestRefused(f"{self.url}: {payload[:300].decode(errors='replace')}")
             if response.status != 200:
                 raise ValueError(f"{self.url}: HTTP {response.status}: {payload[:200]!r}")
@@ -617,7 +792,8 @@ def build_app(config: EngineConfig) -> Any:
             engine = EngineConfig.model_validate_json(config_json)
             generator = make_generator(engine)
             warm_up(generator)  # every bucket's CUDA graphs before the replica takes rooms
-            self.core = ReplicaCore(generator, engine.ray.deadline_slack_s)
+            self.core = ReplicaCore(generator, engine.ray.deadline_slack_s,
+                                    limits=RequestLimits.of(engine, generator))
 
         @serve.multiplexed(max_num_models_per_replica=STREAMS_KEPT)
         async def room(self, room: str) -> str:
@@ -628,21 +804,27 @@ def build_app(config: EngineConfig) -> Any:
             if request.method == "GET":
                 return Response(msgspec.json.encode(self.core.info()),
                                 media_type="application/json")
-            try:
-                chunk = decode_request(await request.body())
+            limits = self.core.limits
+            try:  # the announced size first: an oversized body is never read
+                check_content_length(request.headers.get("content-length"), limits)
+                chunk = decode_request(await read_capped(request.stream(), limits), limits)
             except RequestRefused as refused:  # never joins a batch: other rooms unharmed
                 self.core.refused += 1
-                return Response(str(refused).encode(), status_code=400,
+                return Response(str(refused).encode(), status_code=refused.status,
                                 media_type="text/plain")
             room = serve.get_multiplexed_model_id()
             if room:
                 await self.room(room)
             reply = await self.batch((chunk, time.time()))
+            if isinstance(reply, RequestRefused):  # refused in the batch (counted there)
+                return Response(str(reply).encode(), status_code=reply.status,
+                                media_type="text/plain")
             return Response(msgspec.msgpack.encode(reply), media_type="application/msgpack")
 
         @serve.batch(max_batch_size=bounds.max_batch_size,
                      batch_wait_timeout_s=bounds.batch_wait_s)
-        async def batch(self, items: list[tuple[ChunkRequest, float]]) -> list[ChunkReply]:
+        async def batch(self, items: list[tuple[ChunkRequest, float]]
+                        ) -> list[ChunkReply | RequestRefused]:
             # the generator call blocks: off the replica's event loop, one batch at a time
             return await asyncio.to_thread(self.core.serve, items)
 

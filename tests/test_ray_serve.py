@@ -107,6 +107,9 @@ class StandIn:
                     self._answer(500, b"replica died")
                     return
                 reply = stand_in.core.serve([(request, time.time())])[0]
+                if isinstance(reply, RequestRefused):  # the generator refused its view
+                    self._answer(reply.status, str(reply).encode())
+                    return
                 self._answer(200, msgspec.msgpack.encode(reply))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
