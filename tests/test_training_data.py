@@ -35,7 +35,7 @@ from training.features import (  # noqa: E402
 from training.loop import batch_indices  # noqa: E402
 from training.objectives import NoiseSchedule  # noqa: E402
 from training.projection import ProjectionConfig  # noqa: E402
-from training.testing import tone_dataset_dir  # noqa: E402
+from training.testing import breakable_tone_dataset  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
@@ -46,11 +46,7 @@ def model(training_model_folder: Path):  # type: ignore[no-untyped-def]
 
 
 def small_dataset(tmp_path: Path, count: int = 6) -> Path:
-    """A fresh copy of a small tone dataset that a test may break."""
-    source = tone_dataset_dir(tmp_path.parent / "shared-datasets", count, 0.32)
-    target = tmp_path / "data"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".art2mus-cache"))
-    return target
+    return breakable_tone_dataset(tmp_path, count)
 
 
 def test_validate_data_names_every_bad_file(tmp_path: Path, training_model_folder: Path) -> None:

@@ -23,7 +23,7 @@ from training.data import validate_dataset  # noqa: E402
 from training.distill import DistillConfig, distill  # noqa: E402
 from training.features import make_encoder  # noqa: E402
 from training.projection import ProjectionConfig, train_projection  # noqa: E402
-from training.testing import tone_dataset_dir  # noqa: E402
+from training.testing import breakable_tone_dataset  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
 
@@ -34,10 +34,7 @@ DISTILL = DistillConfig(steps=1, batch_size=2, clip_s=0.32, guidance_embedding_d
 
 
 def small_dataset(tmp_path: Path, count: int = 4) -> Path:
-    source = tone_dataset_dir(tmp_path.parent / "fault-datasets", count, 0.32)
-    target = tmp_path / "data"
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".art2mus-cache"))
-    return target
+    return breakable_tone_dataset(tmp_path, count)
 
 
 def poison(path: Path, value: float) -> None:

@@ -31,3 +31,14 @@ def tone_dataset_dir(root: str | Path, count: int, seconds: float = 0.32, val_co
     if not (folder / "manifest.csv").is_file():
         write_tone_dataset(folder, count, seconds, seed, val_count, test_count)
     return folder
+
+
+def breakable_tone_dataset(tmp_path: Path, count: int, seconds: float = 0.32) -> Path:
+    """A fresh copy (``tmp_path/data``) of a small tone dataset, which a test may break;
+    the dataset itself is written once beside ``tmp_path`` and shared."""
+    import shutil
+
+    source = tone_dataset_dir(tmp_path.parent / "shared-datasets", count, seconds)
+    target = tmp_path / "data"
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".art2mus-cache"))
+    return target
