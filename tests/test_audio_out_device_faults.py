@@ -11,7 +11,6 @@ thread, the real null sink) and wait on events, never on a sleep.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
+from polling import wait_until
 
 from audio_out import outputs
 from audio_out.config import AudioOutConfig
@@ -286,14 +286,6 @@ def test_device_when_it_will_not_start_is_a_config_error_not_a_crash_loop(
     assert sd.streams[0].closed
 
 
-def wait_for(condition: Any, what: str, timeout_s: float = 10.0) -> None:
-    """Wait for another thread to make ``condition()`` true (a generous bound, not a timing)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.005)
-
-
 def test_open_output_under_auto_records_on_when_the_device_will_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -306,7 +298,7 @@ def test_open_output_under_auto_records_on_when_the_device_will_not_start(
         assert isinstance(player.output, FailoverOutput)
         assert isinstance(player.output._null, NullOutput)
         player.submit(chunk(tone(SR)))
-        wait_for(lambda: player.timeline.played_frames >= SR // 4, "the null sink to play")
+        wait_until(lambda: player.timeline.played_frames >= SR // 4, timeout_s=10.0)
     finally:
         player.stop()
     assert events.kinds()[:2] == ["output_opened", "output_fallback"]
@@ -326,9 +318,9 @@ def test_open_output_notices_a_vanished_device_on_its_watch_thread(
         sd.streams[0].play(10)
         played = player.timeline.played_frames
         sd.streams[0].active = False  # unplugged
-        wait_for(lambda: events.of("output_lost"), "output_lost")
-        wait_for(lambda: player.timeline.played_frames >= played + SR // 4,
-                 "the null sink to carry the timeline on")
+        wait_until(lambda: events.of("output_lost"), timeout_s=10.0)
+        # the null sink carries the timeline on
+        wait_until(lambda: player.timeline.played_frames >= played + SR // 4, timeout_s=10.0)
         assert player.output_status()["state"] == "lost"
     finally:
         player.stop()
