@@ -464,6 +464,10 @@ class MidiClockOut(BeatOut):
         sent = super()._deliver(address, value)
         if not sent and value == _CLOCK:
             self.pulses_sent -= 1  # counted when it was due: it never left
+        if not sent and value == _START:
+            # a drum machine that missed Start ignores the pulses: Start again at the next
+            # bar line (a synth unplugged and back, its driver refusing the first message)
+            self.started = False
         return sent
 
     def close(self) -> None:

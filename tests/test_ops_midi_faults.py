@@ -293,6 +293,29 @@ def test_midi_clock_out_keeps_pulsing_after_a_send_error() -> None:
     assert sent[0] == [START]
 
 
+def test_a_refused_midi_start_is_sent_again_at_the_next_bar_line() -> None:
+    # A Start the port refused was never sent again: the drum machine got pulses, no Start.
+    clock = FakeClock()
+    sent: list[list[int]] = []
+
+    def send(message: list[int]) -> None:
+        if message == [START] and not sent:
+            raise DriverError("driver error")
+        sent.append(message)
+
+    out = MidiClockOut("r", RATE, send, clock=clock)
+    grid = _clock_grid()
+    while clock.now < 2.5:
+        out.observe("r", grid, int(round(clock.now * RATE)))
+        out.pump()
+        clock.now = round(clock.now + 0.002, 6)
+    assert out.send_errors == 1 and out.started
+    # the first downbeat's pulse left without its Start; the clock then waited for the next
+    # bar line (2 s at 120 bpm, 4/4) and opened it with Start, as it opens the first
+    assert sent[:3] == [[CLOCK], [START], [CLOCK]] and sent.count([START]) == 1
+    assert sum(1 for m in sent if m == [CLOCK]) == 1 + 24  # then 2.0 .. 2.48 s: 24 pulses
+
+
 def test_the_beat_sender_thread_outlives_a_failed_turn() -> None:
     out: BeatOut
     calls = {"n": 0}
