@@ -270,6 +270,15 @@ def _clock_grid() -> BeatGrid:
                                         key="C major", identity=(1,)), tempo_bpm=120.0)
 
 
+def _play_clock(out: MidiClockOut, clock: FakeClock, until_s: float) -> None:
+    """The room's music at 120 bpm heard to ``until_s``, the sender pumped every 2 ms."""
+    grid = _clock_grid()
+    while clock.now < until_s:
+        out.observe("r", grid, int(round(clock.now * RATE)))
+        out.pump()
+        clock.now = round(clock.now + 0.002, 6)
+
+
 def test_midi_clock_out_keeps_pulsing_after_a_send_error() -> None:
     clock = FakeClock()
     sent: list[list[int]] = []
@@ -282,11 +291,7 @@ def test_midi_clock_out_keeps_pulsing_after_a_send_error() -> None:
         sent.append(message)
 
     out = MidiClockOut("r", RATE, send, clock=clock)
-    grid = _clock_grid()
-    while clock.now < 2.0:
-        out.observe("r", grid, int(round(clock.now * RATE)))
-        out.pump()
-        clock.now = round(clock.now + 0.002, 6)
+    _play_clock(out, clock, 2.0)
     pulses = sum(1 for m in sent if m == [CLOCK])
     # 120 bpm: 48 pulses a second from the downbeat at 0 (96 by 1.998 s), two refused
     assert out.send_errors == 2 and pulses == 96 - 2 and out.pulses_sent == pulses
@@ -304,11 +309,7 @@ def test_a_refused_midi_start_is_sent_again_at_the_next_bar_line() -> None:
         sent.append(message)
 
     out = MidiClockOut("r", RATE, send, clock=clock)
-    grid = _clock_grid()
-    while clock.now < 2.5:
-        out.observe("r", grid, int(round(clock.now * RATE)))
-        out.pump()
-        clock.now = round(clock.now + 0.002, 6)
+    _play_clock(out, clock, 2.5)
     assert out.send_errors == 1 and out.started
     # the first downbeat's pulse left without its Start; the clock then waited for the next
     # bar line (2 s at 120 bpm, 4/4) and opened it with Start, as it opens the first
