@@ -132,13 +132,19 @@ def _recording(status: dict[str, Any]) -> dict[str, Any]:
     return recording if isinstance(recording, dict) else {}
 
 
-def _number(value: Any, default: float) -> float:
-    """A heartbeat's number as a finite float, else ``default`` (a status file is JSON that
-    anything may have written: OSC out and OSCQuery answer from it)."""
+def finite_number(value: Any) -> float | None:
+    """A heartbeat's number as a finite float, else None (heartbeats and the status file
+    are JSON that anything may have written: OSC out, OSCQuery and the console read them)."""
     if isinstance(value, bool) or not isinstance(value, int | float) \
             or not math.isfinite(value):
-        return default
+        return None
     return float(value)
+
+
+def _number(value: Any, default: float) -> float:
+    """:func:`finite_number`, ``default`` where there is none."""
+    number = finite_number(value)
+    return default if number is None else number
 
 
 def _heartbeat(row: dict[str, Any]) -> dict[str, Any]:

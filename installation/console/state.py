@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from ground.params import PARAMETERS
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.report import EventFollower
-from installation.status import backend_summary, role_problems, room_summary
+from installation.status import backend_summary, finite_number, role_problems, room_summary
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +64,6 @@ def role_row(row: dict[str, Any]) -> dict[str, Any]:
     return {key: row.get(key) for key in ("name", "kind", "room", "state", "pid", "uptime_s",
                                           "restarts", "hangs", "heartbeat_age_s", "exit_code",
                                           "reason")}
-
-
-def _number(value: Any) -> float | None:
-    """A finite number as float, else None (heartbeats are JSON: anything may come)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def params_table() -> list[dict[str, Any]]:
@@ -173,7 +165,7 @@ class ConsoleState:
         engine_rooms = engine_status.get("rooms") or {}
         rooms = {room: self._room(room, rows, engine_rooms.get(room) or {}, now)
                  for room in self.rooms}
-        rtfs = [v for r in engine_rooms.values() if (v := _number((r or {}).get("rtf")))]
+        rtfs = [v for r in engine_rooms.values() if (v := finite_number((r or {}).get("rtf")))]
         effective = {room: {name: self.hub.current(name, room) for name in PARAMETERS}
                      for room in self.rooms}
         return {
@@ -190,11 +182,11 @@ class ConsoleState:
                 "restarts": (engine_row or {}).get("restarts", 0),
                 "reason": (engine_row or {}).get("reason") or "",
                 "generator": engine_status.get("generator", self.config.engine.generator),
-                "chunk_ms": _number(engine_status.get("chunk_ms")),
+                "chunk_ms": finite_number(engine_status.get("chunk_ms")),
                 "rtf": min(rtfs) if rtfs else None,  # the slowest room: what limits us
                 "rooms_served": len(engine_rooms),
                 "batch": engine_status.get("batch") or [],
-                "gpu_memory_mb": _number(engine_status.get("gpu_memory_mb")),
+                "gpu_memory_mb": finite_number(engine_status.get("gpu_memory_mb")),
                 "backend": backend_summary(engine_status),  # None: the local generator
             },
             "rooms": rooms,
@@ -236,14 +228,14 @@ class ConsoleState:
             "artwork_id": artwork_id, "title": title, "artist": artist,
             "confidence": summary["confidence"],
             "key": engine.get("key"), "mode": engine.get("mode"),
-            "tempo": _number(engine.get("tempo_bpm")),
+            "tempo": finite_number(engine.get("tempo_bpm")),
             "instruments": engine.get("instruments") or [],
-            "level_dbfs": _number(heard.get("level_dbfs")),
-            "peak_dbfs": _number(heard.get("peak_dbfs")),
-            "loudness_lufs": _number(heard.get("loudness_lufs")),
+            "level_dbfs": finite_number(heard.get("level_dbfs")),
+            "peak_dbfs": finite_number(heard.get("peak_dbfs")),
+            "loudness_lufs": finite_number(heard.get("loudness_lufs")),
             "playback": heard.get("state", ""),
-            "playhead_s": _number(heard.get("playhead_s")),
-            "lead_s": _number(engine.get("lead_s")),
+            "playhead_s": finite_number(heard.get("playhead_s")),
+            "lead_s": finite_number(engine.get("lead_s")),
             "underflows": heard.get("underflows", 0),
             "recording": recording.get("state", "") if isinstance(recording, dict) else "",
             "health": summary["health"],
