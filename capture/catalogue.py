@@ -20,8 +20,10 @@ export sorted by room has them, hidden ones left out) and, optionally, a
     artist = "Rembrandt"
     year = 1642
 
-One entry per image; a file of another shape (``[artwork]``, one table), an entry whose
-field is of the wrong type, or two entries of one image are refused, naming them.
+One entry per image; a file of another shape (``[artwork]``, one table; ``[[artworks]]``),
+an entry whose field is of the wrong type, or two entries of one image are refused, naming
+them. Keys not read (``titel``, or a ``medium`` a museum keeps there) are named in one warning
+(``check-config --deep`` shows it) and the catalogue loads.
 
 Or, instead of the TOML, the collection system's export as a CSV file in the
 folder (UTF-8, comma, semicolon or tab separated, one header row): a column
@@ -171,6 +173,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import hashlib
 import io
 import json
@@ -1367,13 +1370,25 @@ def unreadable_images(folder: Path) -> list[str]:
     return found
 
 
-def read_entries(folder: Path) -> list[CatalogueEntry]:
+def read_entries(folder: Path, notes: list[str] | None = None) -> list[CatalogueEntry]:
     """The catalogue's works (ids, files, metadata) as the folder and its TOML or CSV
     describe them (see the module docstring).
 
     Builds no index: what a listing (the console's catalogue page) needs. InputError
-    names the metadata file, entry or row, or the folder, at fault.
+    names the metadata file, entry or row, or the folder, at fault. What loads but is
+    likely a slip (a TOML key we do not read, a CSV year that is not one) is appended to
+    ``notes``, one line each, or logged as a warning where ``notes`` is None.
     """
+    said: list[str] = [] if notes is None else notes
+    try:
+        return _read_entries(folder, said)
+    finally:
+        if notes is None:
+            for note in said:
+                log.warning("%s", note)
+
+
+def _read_entries(folder: Path, notes: list[str]) -> list[CatalogueEntry]:
     images = catalogue_images(folder)
     if not images:
         raise InputError(f"catalogue {folder}: expected reference images "
@@ -1387,9 +1402,9 @@ def read_entries(folder: Path) -> list[CatalogueEntry]:
         raise InputError(f"catalogue {folder}: both {METADATA_FILE} and {table.name} describe "
                          f"the works; keep one")
     if table is not None:
-        described = _csv_entries(table, images)
+        described = _csv_entries(table, images, notes)
     elif toml_path.is_file():
-        described = _toml_entries(toml_path, images)
+        described = _toml_entries(toml_path, images, notes)
     else:
         described = {}
     entries = [described.get(name) or CatalogueEntry(
@@ -1444,15 +1459,29 @@ class _ImageNames:
 YEARS = (-50000, 2200)
 
 
-def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
+#: The keys of a ``[[artwork]]`` entry that are read (:func:`_toml_entries`).
+_TOML_KEYS = ("file", "id", "title", "artist", "year")
+
+
+def _toml_entries(path: Path, images: list[str], notes: list[str]) -> dict[str, CatalogueEntry]:
     """The works ``catalogue.toml`` describes, by image path; InputError naming the file and
-    the entry whose field is missing or of the wrong type, or two entries of one image."""
+    the entry whose field is missing or of the wrong type, or two entries of one image, or a
+    file with no ``[[artwork]]`` but other tables (``[[artworks]]``: every title would be
+    lost unsaid). Keys we do not read are named in one note (a typo, ``titel``, would
+    otherwise leave the title out unsaid; a key a museum adds on purpose still loads)."""
     try:
         data = parse_toml(path.read_text(encoding="utf-8-sig"))  # Notepad's BOM, too
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"catalogue {path}: expected valid TOML, got {error}") from None
     except OSError as error:
         raise InputError(f"catalogue {path}: cannot read it ({error.strerror or error})") from None
+    others = sorted(key for key in data if key != "artwork")
+    if others and "artwork" not in data:
+        raise InputError(f"catalogue {path}: expected [[artwork]] tables, got only "
+                         f"{', '.join(map(repr, others))}{_close_to(others, ('artwork',))}")
+    if others:
+        notes.append(f"catalogue {path}: left out {', '.join(map(repr, others))}: only "
+                     f"[[artwork]] tables are read")
     artworks = data.get("artwork", [])
     if not isinstance(artworks, list) or not all(isinstance(item, dict) for item in artworks):
         # ``[artwork]`` (one pair of brackets) is one table, not a list of them
@@ -1461,9 +1490,13 @@ def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
         raise InputError(f"catalogue {path}: artwork: expected [[artwork]] tables, got {got}")
     described: dict[str, CatalogueEntry] = {}
     entry_of: dict[str, int] = {}
+    unread: dict[str, list[str]] = {}  # key -> the entries that have it
     names = _ImageNames(images)
     for k, item in enumerate(artworks):
         where = f"catalogue {path}, artwork[{k}]"
+        for key in item:
+            if key not in _TOML_KEYS:
+                unread.setdefault(key, []).append(f"artwork[{k}]")
         named = item.get("file")
         file = names.find(named, f"{where}.file") if isinstance(named, str) else None
         if file is None:
@@ -1487,7 +1520,20 @@ def _toml_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
             texts[key] = value
         artwork_id = _artwork_id(item.get("id", Path(file).stem), f"{where}.id")
         described[file] = CatalogueEntry(artwork_id, file, texts["title"], texts["artist"], year)
+    if unread:
+        notes.append(f"catalogue {path}: left out keys it does not read: " + listed(
+            [f"{key!r} in {len(where)} entries ({where[0]}...){_close_to([key], _TOML_KEYS)}"
+             if len(where) > 1 else f"{key!r} in {where[0]}{_close_to([key], _TOML_KEYS)}"
+             for key, where in unread.items()]) + f" (read: {', '.join(_TOML_KEYS)})")
     return described
+
+
+def _close_to(typed: Sequence[str], known: Sequence[str]) -> str:
+    """`` (did you mean 'title'?)`` where one of ``typed`` is close to a ``known`` key."""
+    for word in typed:
+        if close := difflib.get_close_matches(word.lower(), known, n=1, cutoff=0.7):
+            return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 def _artwork_id(value: object, where: str) -> str:
@@ -1568,7 +1614,7 @@ def _metadata_table(folder: Path) -> Path | None:
     return tables[0] if tables else None
 
 
-def _csv_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
+def _csv_entries(path: Path, images: list[str], notes: list[str]) -> dict[str, CatalogueEntry]:
     """The works a collection system's CSV export describes, by image path."""
     rows = _read_table(path)
     header = [_column_key(c) for c in rows[0]]
@@ -1619,8 +1665,8 @@ def _csv_entries(path: Path, images: list[str]) -> dict[str, CatalogueEntry]:
         raise InputError(f"catalogue {path}: {len(missing)} rows name an image that is not in "
                          f"{path.parent}: {listed(missing)}")
     if odd_years:
-        log.warning("catalogue %s: year left out of %d entries, not a whole year from %d to %d: "
-                    "%s", path, len(odd_years), *YEARS, listed(odd_years))
+        notes.append(f"catalogue {path}: year left out of {len(odd_years)} entries, not a "
+                     f"whole year from {YEARS[0]} to {YEARS[1]}: {listed(odd_years)}")
     return described
 
 

@@ -348,8 +348,9 @@ class _Checks:
         if not path.is_dir():
             self.fail(where, "a folder of reference images", f"no folder at {path}")
             return
+        notes: list[str] = []
         try:
-            entries = read_entries(path)
+            entries = read_entries(path, notes)
         except InputError as error:  # as worded: it names the metadata file and row at fault
             self.report.findings.append(Finding(where, "failed", str(error)))
             return
@@ -359,7 +360,10 @@ class _Checks:
             self.fail(where, "reference images that can be read",
                       f"{len(unreadable)} that cannot be read: {listed(unreadable)}")
             return
-        self.ok()
+        for note in notes:  # it loads, but likely not as meant (a typo's title left out)
+            self.warn(where, note)
+        if not notes:
+            self.ok()
         cache = (Path(cache_dir) if cache_dir else path) / INDEX_FILE
         unindexed = len(images_to_index(path, cache))
         if unindexed:

@@ -72,6 +72,38 @@ def test_an_artwork_that_is_not_a_list_of_tables_is_refused(tmp_path: Path, toml
                                 f"[[artwork]] tables, {got}")
 
 
+def test_a_catalogue_toml_of_artworks_not_artwork_is_refused_naming_the_slip(
+        tmp_path: Path) -> None:
+    # [[artworks]] loaded as no metadata at all: every work catalogued under its file
+    # name, every title lost, nothing said
+    folder = _works(tmp_path / "works")
+    (folder / "catalogue.toml").write_text('[[artworks]]\nfile = "w0.png"\ntitle = "Lake"\n')
+    assert _refused(folder) == (f"catalogue {folder / 'catalogue.toml'}: expected [[artwork]] "
+                                f"tables, got only 'artworks' (did you mean 'artwork'?)")
+
+
+def test_keys_a_catalogue_toml_entry_does_not_read_are_named_not_lost_unsaid(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # a typo's title (titel) was left out unsaid; a key a museum adds on purpose still loads
+    folder = _works(tmp_path / "works")
+    toml = folder / "catalogue.toml"
+    toml.write_text('[museum]\nname = "Estense"\n'
+                    '[[artwork]]\nfile = "w0.png"\ntitel = "Lake"\nmedium = "oil"\n'
+                    '[[artwork]]\nfile = "w1.png"\ntitle = "Hill"\nmedium = "tempera"\n')
+    notes: list[str] = []
+    entries = read_entries(folder, notes)
+    assert [(e.file, e.title) for e in entries] == [("w0.png", ""), ("w1.png", "Hill"),
+                                                     ("w2.png", "")]
+    assert notes == [
+        f"catalogue {toml}: left out 'museum': only [[artwork]] tables are read",
+        f"catalogue {toml}: left out keys it does not read: 'titel' in artwork[0] (did you "
+        f"mean 'title'?); 'medium' in 2 entries (artwork[0]...) (read: file, id, title, "
+        f"artist, year)"]
+    with caplog.at_level("WARNING", logger="capture.catalogue"):
+        read_entries(folder)  # no list to take them: they are logged
+    assert [r.getMessage() for r in caplog.records] == notes
+
+
 @pytest.mark.parametrize(("field", "value", "error"), [
     ("id", '""', r"artwork\[0\]\.id: expected an id of 1 to 256 printable characters, got ''$"),
     ("id", '"   "', r"artwork\[0\]\.id: expected an id .*, got '   '$"),

@@ -107,6 +107,10 @@ def test_a_catalogue_is_checked_as_the_capture_reads_it(tmp_path: Path) -> None:
                        f"{catalogue}` does it ahead"]
     assert CliRunner().invoke(cli, ["index", str(catalogue)]).exit_code == 0
     assert check() == []
+    (catalogue / "catalogue.toml").write_text('[[artwork]]\nfile = "work-0.png"\ntitel = "A"\n')
+    assert check() == [f"{field}: catalogue {catalogue / 'catalogue.toml'}: left out keys it "
+                       f"does not read: 'titel' in artwork[0] (did you mean 'title'?) (read: "
+                       f"file, id, title, artist, year)"]
     (catalogue / "catalogue.toml").write_text("[[artwork]\nfile =")
     assert check() == [f"{field}: catalogue {catalogue / 'catalogue.toml'}: expected valid "
                        f"TOML, got Expected ']]' at the end of an array declaration (at line "
