@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -115,7 +117,58 @@ class LensConfig(BaseModel):
         if not (0.0 <= cx <= self.width and 0.0 <= cy <= self.height):
             raise ValueError(f"centre: expected a point inside the {self.width}x{self.height} "
                              f"frame, got {list(self.centre)}")
+        if (why := _not_a_lens(self)) is not None:
+            raise ValueError(f"distortion: expected a lens that maps the frame one to one, "
+                             f"got {list(self.distortion)}: {why}")
         return self
+
+
+#: The most a lens may magnify its image's edge against its centre (r_d / r): real
+#: pincushion lenses stay near 1.1; beyond, the frame would show a sliver of the scene.
+MOST_MAGNIFIED = 2.0
+#: Tangential coefficients (p1, p2) of real lenses are thousandths; a tenth bends the
+#: frame's edge by its own width.
+MOST_TANGENTIAL = 0.1
+
+
+def _not_a_lens(lens: LensConfig) -> str | None:
+    """Why ``lens``'s coefficients are no lens, or None: the radial map from the scene's
+    angles to the frame must grow steadily out to the frame's nearest edge (else the image
+    folds over itself and undistortion repeats the middle of the frame at its edges) and
+    not magnify past :data:`MOST_MAGNIFIED`. A typo (-999 for -0.999) turned a room's
+    frames into a mirror maze, or black round a sliver, while the config loaded.
+
+    Out to the nearest edge, not the corners: a wide lens's polynomial is fitted where the
+    board was seen, and a good calibration's may fold in the corners it never saw (those
+    are cut, ``keep`` 0)."""
+    cx, cy = lens.centre
+    fx, fy = lens.focal
+    corner = min(cx / fx, (lens.width - cx) / fx, cy / fy, (lens.height - cy) / fy)
+    c = lens.distortion
+    if lens.model == "fisheye":
+        # theta_d = theta (1 + k1 theta^2 + ... + k4 theta^8), the frame's radius is theta_d
+        theta = np.linspace(1e-4, math.pi / 2 - 1e-4, 4096)
+        shown_at = theta * (1 + c[0] * theta**2 + c[1] * theta**4 + c[2] * theta**6
+                            + c[3] * theta**8)
+        gain = shown_at / theta
+    else:
+        if max(abs(c[2]), abs(c[3])) > MOST_TANGENTIAL:
+            return (f"tangential p1, p2 over {MOST_TANGENTIAL} (real lenses: thousandths)")
+        r = np.linspace(1e-4, 10 * corner, 8192)
+        r2 = r * r
+        top = 1 + c[0] * r2 + c[1] * r2**2 + c[4] * r2**3
+        bottom = (1 + c[5] * r2 + c[6] * r2**2 + c[7] * r2**3) if lens.model == "rational" \
+            else np.ones_like(r)
+        gain = top / bottom
+        shown_at = r * gain
+    reached = np.flatnonzero(shown_at >= corner)
+    end = int(reached[0]) + 1 if reached.size else shown_at.size
+    if not reached.size or np.any(np.diff(shown_at[:end]) <= 0):
+        return "the image folds over itself inside the frame"
+    if gain[:end].max() > MOST_MAGNIFIED:
+        return f"it magnifies the frame's edge {gain[:end].max():.3g} times (at most " \
+               f"{MOST_MAGNIFIED:g})"
+    return None
 
 
 class RecognitionConfig(BaseModel):

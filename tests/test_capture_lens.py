@@ -146,6 +146,13 @@ def test_calibration_refuses_too_few_views_and_mixed_sizes() -> None:
     ("focal", (5.0, 5.0), "focal: expected fx, fy between width/8 and 20 widths"),
     ("keep", 1.5, "less than or equal to 1"),
     ("width", 0, "greater than or equal to 16"),
+    # typed by hand: -999 for -0.999 folded the frame (none of it black, its middle
+    # mirrored at the edges); 999 made it a black frame round a sliver of the scene
+    ("distortion", (-999.0, 999.0, 0.0, 0.0, 999.0), r"distortion: expected a lens that maps "
+     r"the frame one to one, got \[-999.0, 999.0, 0.0, 0.0, 999.0\]: the image folds over "
+     r"itself inside the frame"),
+    ("distortion", (0.0, 0.0, 0.5, 0.0, 0.0), r"tangential p1, p2 over 0.1"),
+    ("distortion", (100.0, 0.0, 0.0, 0.0, 0.0), r"it magnifies the frame's edge 2.\d+ times"),
 ])
 def test_a_lens_config_out_of_range_is_refused(field: str, value: Any, message: str) -> None:
     good: dict[str, Any] = {"model": "standard", "width": 960, "height": 540,
@@ -154,6 +161,18 @@ def test_a_lens_config_out_of_range_is_refused(field: str, value: Any, message: 
     LensConfig(**good)
     with pytest.raises(ValidationError, match=message):
         LensConfig(**good | {field: value})
+
+
+@pytest.mark.parametrize(("model", "distortion"), [
+    ("standard", (-0.35, 0.12, 0.001, -0.0005, -0.02)),  # an action camera's barrel
+    ("standard", (0.08, 0.01, 0.0, 0.0, 0.0)),  # a tele lens's slight pincushion
+    ("rational", (-0.3, 0.1, 0.0, 0.0, -0.01, 0.05, 0.0, 0.0)),
+    ("fisheye", (0.05, -0.02, 0.01, -0.003)),
+])
+def test_real_lenses_pass_the_one_to_one_test(model: str, distortion: tuple[float, ...]) -> None:
+    # (and every lens `calibrate` fits in this file passes it on its way to a LensConfig)
+    LensConfig(model=model, width=1920, height=1080, focal=(900.0, 900.0),
+               centre=(960.0, 540.0), distortion=distortion)
 
 
 def _cli(*args: str) -> Result:
