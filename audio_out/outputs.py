@@ -13,7 +13,9 @@ differs:
   another program, failing to start). A watch thread notices when its
   callbacks stop, hands ``fill`` to a :class:`NullOutput` so the timeline,
   the playback clock and the recording go on in real time, and reopens the
-  card every few seconds, switching back when it calls back again.
+  card every few seconds, switching back when it calls back again. Under
+  ``output = 'auto'`` it also waits for a card that was not there at start
+  (a USB interface the machine found after the installation started).
 
 :func:`open_output` chooses by ``AudioOutConfig.output``. sounddevice (and so
 PortAudio) is imported only when a device is actually wanted.
@@ -66,6 +68,9 @@ DEVICE_LOST_AFTER_S = 0.5
 DEVICE_RETRY_S = 5.0
 #: How often the watch thread looks at the device.
 DEVICE_WATCH_S = 0.1
+#: Longest wait between looks for a card that was never there (each look re-initialises
+#: PortAudio, which on some hosts prints a page of ALSA notices): 5, 10, 20, 40, then 60 s.
+DEVICE_WAIT_MAX_S = 60.0
 
 
 class CallbackStats:
@@ -362,7 +367,11 @@ class FailoverOutput:
     ``output_restored`` is logged. :meth:`status` is what the heartbeat shows.
 
     A device that fails to *start* is handled the same way under ``output =
-    'auto'`` (``output_fallback``, then reopened every ``retry_s``); under
+    'auto'`` (``output_fallback``, then reopened every ``retry_s``), and so is
+    one that was not found at all (``device`` None, ``missing`` says why; the
+    heartbeat's ``state`` is "waiting", looked for at growing intervals up to
+    :data:`DEVICE_WAIT_MAX_S`, and ``output_opened`` is logged when it comes: a
+    USB interface the host found after the installation's start); under
     ``output = 'device'`` it is a :class:`ConfigError` (the supervisor does
     not restart the role in a loop): that setting demands a sound card at
     start-up. Once playing, 'device' behaves like 'auto': a card unplugged
@@ -373,7 +382,8 @@ class FailoverOutput:
     """
 
     def __init__(self, config: AudioOutConfig, sample_rate: int, channels: int,
-                 fill: FillCallback, log_event: EventSink, device: SoundDeviceOutput, *,
+                 fill: FillCallback, log_event: EventSink, device: SoundDeviceOutput | None,
+                 *, sd: Any = None, missing: str = "",
                  open_device: Callable[[], SoundDeviceOutput] | None = None,
                  null: OutputStream | None = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -382,20 +392,24 @@ class FailoverOutput:
         self.fill = fill
         self.sample_rate = sample_rate
         self.channels = channels
-        self.stats = device.stats  # shared by every sink that plays in turn
-        self.name = device.name
-        self.latency_s = device.latency_s
-        self.retry_s = retry_s
-        self.lost_after_s = lost_after_s if lost_after_s is not None else max(
-            DEVICE_LOST_AFTER_S, 4 * config.block_size / sample_rate, 2 * device.latency_s)
-        self._config = config
-        self._log = log_event
-        self._sd = device._sd
-        self._device_name = device.name
-        self._device: SoundDeviceOutput | None = device
-        self._candidate: SoundDeviceOutput | None = None
+        # shared by every sink that plays in turn
+        self.stats = device.stats if device is not None else CallbackStats()
         self._null: OutputStream = null if null is not None else NullOutput(
             sample_rate, channels, config.block_size, fill, stats=self.stats)
+        self.name = device.name if device is not None else self._null.name
+        self.latency_s = device.latency_s if device is not None else self._null.latency_s
+        self.retry_s = retry_s
+        self.lost_after_s = lost_after_s if lost_after_s is not None else max(
+            DEVICE_LOST_AFTER_S, 4 * config.block_size / sample_rate, 2 * self.latency_s)
+        self._config = config
+        self._log = log_event
+        self._sd = device._sd if device is not None else sd
+        self._device_name = device.name if device is not None else (
+            f"matching {config.device!r}" if config.device else "default output")
+        self._device: SoundDeviceOutput | None = device
+        self._waiting = device is None  # no card yet: looked for, never lost
+        self._missing = missing
+        self._candidate: SoundDeviceOutput | None = None
         self._open_device = open_device or self._reopen
         self._clock = clock
         self._watch_s = watch_s
@@ -442,6 +456,8 @@ class FailoverOutput:
             else:
                 self._seen_callbacks = device.callbacks
                 self._last_callback = now
+        elif self._waiting and not self._lost:
+            self._fall_back(self._missing, now)
         if self._watch_s is not None and self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="audio-output-watch",
@@ -475,16 +491,18 @@ class FailoverOutput:
         return self._frames_retired + device + int(getattr(self._null, "frames_played", 0))
 
     def status(self) -> dict[str, Any]:
-        """The heartbeat's ``output``: ``state`` "ok" (playing to ``output``) or "lost" (the
+        """The heartbeat's ``output``: ``state`` "ok" (playing to ``output``), "lost" (the
         device stopped or did not start: ``error`` says why, since ``since``; the null sink
         plays, the recording goes on; reopened every ``retry_s``, ``retries`` so far, the
-        last failure in ``retry_error``); ``losses`` counts losses since the start."""
+        last failure in ``retry_error``) or "waiting" (as "lost", for a card not found at
+        start); ``losses`` counts losses since the start."""
         return self._status
 
     def _publish(self) -> None:
         # One new dict per change: readers on other threads see all of it or none.
         self._status = {
-            "state": "lost" if self._lost else "ok", "output": self.name,
+            "state": ("waiting" if self._waiting else "lost") if self._lost else "ok",
+            "output": self.name,
             "device": self._device_name, "error": self._error, "since": self._lost_since,
             "retries": self._retries, "retry_error": self._retry_error,
             "retry_s": self.retry_s, "losses": self._losses,
@@ -538,7 +556,7 @@ class FailoverOutput:
         """The null sink takes over ``fill``; the device is retried from ``now + retry_s``."""
         self._null.start()
         self._lost = True
-        self._losses += 1
+        self._losses += 0 if self._waiting else 1
         self._retries = 0
         self._retry_error = None
         self._error = reason
@@ -551,7 +569,7 @@ class FailoverOutput:
 
     def _retry(self, now: float) -> None:
         self._retries += 1
-        self._next_retry = now + self.retry_s
+        self._next_retry = now + self._retry_interval()
         candidate: SoundDeviceOutput | None = None
         try:
             candidate = self._open_device()
@@ -573,8 +591,15 @@ class FailoverOutput:
             self._candidate = None
             self._discard(candidate)
             self._retry_error = "reopened, but it does not call back"
-            self._next_retry = now + self.retry_s
+            self._next_retry = now + self._retry_interval()
             self._publish()
+
+    def _retry_interval(self) -> float:
+        """``retry_s`` for a card that was lost; for one never found, doubling from it up to
+        :data:`DEVICE_WAIT_MAX_S` (most hosts without a card stay without one)."""
+        if not self._waiting:
+            return self.retry_s
+        return min(DEVICE_WAIT_MAX_S, self.retry_s * 2 ** min(self._retries, 8))
 
     def _restore(self, candidate: SoundDeviceOutput, now: float) -> None:
         # Stop the null sink first (its thread is joined: no fill from it after
@@ -590,6 +615,14 @@ class FailoverOutput:
         self._error = self._retry_error = self._lost_since = None
         self.name = self._device_name = candidate.name
         self.latency_s = candidate.latency_s
+        if self._waiting:
+            self._waiting = False
+            self._publish()
+            print(f"audio_out: found the sound device {candidate.name!r} after {lost_s:g} s; "
+                  "playing to it", file=sys.stderr, flush=True)
+            self._log("output_opened", output=candidate.name, latency_s=candidate.latency_s,
+                      waited_s=lost_s)
+            return
         self._publish()
         print(f"audio_out: the sound device {candidate.name!r} is back after {lost_s:g} s; "
               "playing to it again", file=sys.stderr, flush=True)
@@ -624,11 +657,12 @@ def open_output(config: AudioOutConfig, sample_rate: int, channels: int, fill: F
     """Open the sink ``config.output`` asks for.
 
     'device' opens a sound card or raises a clear error; 'auto' falls back to
-    :class:`NullOutput` with one line on stderr (and a ``output_fallback``
-    event) when PortAudio or an output device is missing; 'none' is the null
-    sink. A sound card comes inside a :class:`FailoverOutput`, which keeps
-    time on the null sink while the card is lost, or fails to start under
-    'auto', and takes it back when it returns.
+    the null sink with one line on stderr (and a ``output_fallback`` event)
+    when PortAudio or an output device is missing: for good where PortAudio is
+    missing, else looking for the card (:class:`FailoverOutput` without a
+    device); 'none' is the null sink. A sound card comes inside a
+    :class:`FailoverOutput`, which keeps time on the null sink while the card
+    is lost, or fails to start under 'auto', and takes it back when it returns.
     """
     if config.output == "none":
         return NullOutput(sample_rate, channels, config.block_size, fill)
@@ -638,9 +672,18 @@ def open_output(config: AudioOutConfig, sample_rate: int, channels: int, fill: F
         if config.output == "device":
             raise
         reason = str(exc).split(";")[0]
-        print(f"audio_out: {reason}; playing to the null sink, recording continues",
-              file=sys.stderr, flush=True)
-        log_event("output_fallback", reason=str(exc), output="null")
-        return NullOutput(sample_rate, channels, config.block_size, fill)
+        if isinstance(exc, DependencyError):  # no PortAudio: no card will ever come
+            print(f"audio_out: {reason}; playing to the null sink, recording continues",
+                  file=sys.stderr, flush=True)
+            log_event("output_fallback", reason=str(exc), output="null")
+            return NullOutput(sample_rate, channels, config.block_size, fill)
+        # PortAudio lists no card (yet: a USB interface the host finds after the
+        # installation's start) or none that fits: looked for again, the music goes on
+        print(f"audio_out: {reason}; playing to the null sink, recording continues; looking "
+              f"for a card again, at least every {DEVICE_WAIT_MAX_S:g} s", file=sys.stderr,
+              flush=True)
+        log_event("output_fallback", reason=str(exc), output="null", waiting=True)
+        return FailoverOutput(config, sample_rate, channels, fill, log_event, None,
+                              sd=load_sounddevice(), missing=str(exc))
     log_event("output_opened", output=device.name, latency_s=device.latency_s)
     return FailoverOutput(config, sample_rate, channels, fill, log_event, device)

@@ -204,6 +204,12 @@ def role_problems(rows: list[dict[str, Any]],
             found.append(f"{row.get('name')}: sound device {output.get('device')} lost "
                          f"({output.get('error')}): the room is silent, the recording goes on; "
                          f"reopening it every {output.get('retry_s')} s")
+        elif isinstance(output, dict) and output.get("state") == "waiting":
+            # output = 'auto' found no card at start: fine for a room that only records,
+            # but a room meant to be heard is silent, and a card plugged in is taken
+            found.append(f"{row.get('name')}: waiting for a sound device ({output.get('error')}): "
+                         f"the room plays to no speakers, the recording goes on; looking for "
+                         f"one every minute at most")
         errors = status.get("write_errors")
         for target, error in (errors.items() if isinstance(errors, dict) else ()):
             found.append(f"{row.get('name')} cannot write {target}: {error}")

@@ -85,10 +85,11 @@ class FakeSoundDevice:
         self.streams: list[FakeStream] = []
         self.reinitialised = 0
         self.default = SimpleNamespace(device=(0, 0))
+        self.plugged = [{"name": "Fake USB Audio", "max_output_channels": 2}]
+        self.listed = list(self.plugged)  # what PortAudio saw when it last initialised
 
     def query_devices(self, index: int | None = None) -> Any:
-        devices = [{"name": "Fake USB Audio", "max_output_channels": 2}]
-        return devices if index is None else devices[index]
+        return self.listed if index is None else self.listed[index]
 
     def OutputStream(self, **kwargs: Any) -> FakeStream:  # noqa: N802 - mirrors sounddevice
         stream = FakeStream(self, kwargs)
@@ -99,7 +100,7 @@ class FakeSoundDevice:
         self.reinitialised += 1
 
     def _initialize(self) -> None:
-        pass
+        self.listed = list(self.plugged)
 
 
 BUSY = ("Error starting stream: Unanticipated host error [PaErrorCode -9999]: "
@@ -327,6 +328,72 @@ def test_open_output_notices_a_vanished_device_on_its_watch_thread(
     assert soundfile.info(str(player.recorder.path)).frames >= played + SR // 4  # type: ignore[union-attr]
 
 
+def test_auto_with_no_card_at_start_plays_on_and_looks_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A USB interface the host finds after the installation started (a boot race) was
+    # never used: the room played to the null sink until someone restarted it.
+    sd = FakeSoundDevice()
+    sd.plugged = sd.listed = []
+    monkeypatch.setattr(outputs, "_import_sounddevice", lambda: sd)
+    events = MemorySink()
+    player = Player("r1", config(tmp_path), 2, events)  # the production output_factory
+    player.start()
+    try:
+        assert isinstance(player.output, FailoverOutput)
+        status = player.output_status()
+        assert status["state"] == "waiting" and status["output"] == "null"
+        assert status["device"] == "default output" and status["losses"] == 0
+        assert "no sound device: PortAudio lists no output devices" in status["error"]
+        player.submit(chunk(tone(SR)))
+        wait_until(lambda: player.timeline.played_frames >= SR // 4, timeout_s=10.0)
+    finally:
+        player.stop()
+    (fallback,) = events.of("output_fallback")
+    assert fallback["waiting"] is True
+    assert "looking for a card again, at least every 60 s" in capsys.readouterr().err
+
+
+def test_a_card_plugged_after_start_is_found_at_growing_intervals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sd, events, clock = FakeSoundDevice(), MemorySink(), Clock()
+    sd.plugged = sd.listed = []
+
+    def factory(cfg: AudioOutConfig, sr: int, ch: int, fill: Any, log: Any) -> FailoverOutput:
+        return FailoverOutput(cfg, sr, ch, fill, log, None, sd=sd, missing="no card",
+                              null=ArrayOutput(sr, ch, BLOCK, fill), clock=clock,
+                              watch_s=None, retry_s=5.0)
+
+    player = Player("r1", config(tmp_path), 2, events, output_factory=factory)
+    player.start()
+    failover = player.output
+    assert isinstance(failover, FailoverOutput)
+    looked_at = []
+    for _ in range(600):  # ten minutes on the test's clock, a look each second
+        clock.now += 1.0
+        before = sd.reinitialised
+        failover.check()
+        if sd.reinitialised != before:
+            looked_at.append(clock.now)
+    # re-initialising PortAudio prints pages of ALSA notices on some hosts: not every 5 s
+    assert looked_at[:7] == [5.0, 15.0, 35.0, 75.0, 135.0, 195.0, 255.0]
+    assert player.output_status()["state"] == "waiting" and not events.of("output_opened")
+    sd.plugged = [{"name": "Fake USB Audio", "max_output_channels": 2}]
+    while not sd.streams:
+        clock.now += 1.0
+        failover.check()
+    sd.streams[0].play(1)
+    failover.check()
+    status = player.output_status()
+    assert status["state"] == "ok" and status["output"] == "sounddevice:Fake USB Audio"
+    assert status["losses"] == 0 and not events.of("output_restored")
+    (opened,) = events.of("output_opened")
+    assert opened["output"] == "sounddevice:Fake USB Audio"
+    assert "found the sound device 'sounddevice:Fake USB Audio'" in capsys.readouterr().err
+    player.stop()
+
+
 def test_a_lost_output_is_a_problem_and_a_silent_room() -> None:
     output = {"state": "lost", "output": "null", "device": "sounddevice:Fake USB Audio",
               "error": "no callback for 0.6 s", "retry_s": 5.0, "retries": 2}
@@ -338,3 +405,11 @@ def test_a_lost_output_is_a_problem_and_a_silent_room() -> None:
     assert room_summary([row], "r1")["health"] == 0.0
     row["status"]["output"] = dict(output, state="ok")  # type: ignore[index]
     assert role_problems([row]) == [] and room_summary([row], "r1")["health"] == 1.0
+    # output = 'auto' with no card at start: said, but a room that only records is healthy
+    row["status"]["output"] = dict(output, state="waiting", error="no sound device: "  # type: ignore[index]
+                                   "PortAudio lists no output devices")
+    assert role_problems([row]) == [
+        "audio_out:r1: waiting for a sound device (no sound device: PortAudio lists no output "
+        "devices): the room plays to no speakers, the recording goes on; looking for one "
+        "every minute at most"]
+    assert room_summary([row], "r1")["health"] == 1.0
