@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -10,6 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from engine.generators.diffusion.config import DiffusionConfig
 from engine.generators.procedural.config import ProceduralConfig
 from ground.config import NetworkConfig, SecurityConfig
+from ground.errors import ConfigError
+
+#: Shortest token Serve's port accepts: the console's rule
+#: (``installation.config.MIN_TOKEN_CHARS``; the engine may not import the roof, a test
+#: keeps the two equal).
+MIN_TOKEN_CHARS = 16
+#: What a token may hold: it travels in an HTTP header (``Authorization: Bearer TOKEN``),
+#: which carries neither spaces nor line breaks nor, portably, anything beyond ASCII.
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
 
 
 class RayConfig(BaseModel):
@@ -18,6 +29,9 @@ class RayConfig(BaseModel):
     ``art2mus serve`` starts (or, with ``address``, joins) the Ray cluster and
     deploys the generator with these bounds; the engine front reaches it over
     Serve's HTTP proxy at ``http_host:http_port`` (:mod:`engine.ray_serve`).
+    With a token (``token_file``, or ``token``) the front sends it with every
+    request and the replicas refuse any request without it; the installation
+    config requires one when ``http_host`` is not a loopback address.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -28,6 +42,13 @@ class RayConfig(BaseModel):
     http_host: str = Field("127.0.0.1", min_length=1,
                            description="Host of Serve's HTTP proxy, as the front reaches it.")
     http_port: int = Field(8765, ge=1, le=65535, description="Port of Serve's HTTP proxy.")
+    token: str = Field(
+        "", description=f"Token the front sends and the replicas demand (>= {MIN_TOKEN_CHARS} "
+        "characters); one of token and token_file is required when http_host is not a "
+        "loopback address.")
+    token_file: str = Field(
+        "", description="A keys file whose first non-empty line is the token (instead of "
+        "token): the same file on the front's machine and on the one running art2mus serve.")
     replicas: int = Field(2, ge=1, le=1024, description="Replicas started (one per GPU or "
                           "CPU slot); autoscaling moves between min_replicas and max_replicas.")
     min_replicas: int = Field(1, ge=0, le=1024)
@@ -49,12 +70,51 @@ class RayConfig(BaseModel):
                                  description="While Ray is unreachable, how often it is probed.")
 
     @model_validator(mode="after")
-    def _bounds(self) -> RayConfig:
+    def _bounds_and_token(self) -> RayConfig:
         if not self.min_replicas <= self.replicas <= self.max_replicas:
             raise ValueError(
                 f"engine.ray: expected min_replicas <= replicas <= max_replicas, got "
                 f"{self.min_replicas} <= {self.replicas} <= {self.max_replicas}")
+        if self.token and self.token_file:
+            raise ValueError("engine.ray.token, engine.ray.token_file: expected one of them, "
+                             "got both")
+        if self.token:
+            _check_token(self.token, "engine.ray.token")
         return self
+
+    def read_token(self) -> str:
+        """The token from ``token`` or the first non-empty line of ``token_file`` ('' = none).
+
+        ConfigError naming the field and the file when it cannot be read or holds a short
+        token. Read where it is used (the front, ``art2mus serve``), never logged.
+        """
+        if not self.token_file:
+            return self.token
+        try:
+            # utf-8-sig: a token file saved by Notepad starts with a byte-order mark, which
+            # would become part of the token
+            lines = Path(self.token_file).read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"engine.ray.token_file: cannot read {self.token_file}: "
+                              f"{exc}") from None
+        token = next((line.strip() for line in lines if line.strip()), "")
+        try:
+            _check_token(token, "engine.ray.token_file",
+                         f" on the first non-empty line of {self.token_file}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return token
+
+
+def _check_token(token: str, where: str, place: str = "") -> None:
+    """ValueError naming ``where`` unless ``token`` is long enough and fits in a header."""
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(f"{where}: expected a token of at least {MIN_TOKEN_CHARS} "
+                         f"characters{place}, got {len(token)}")
+    if not _TOKEN_CHARS.fullmatch(token):
+        # the token itself is never repeated in a message (messages reach logs)
+        raise ValueError(f"{where}: expected a token of printable ASCII without spaces{place}, "
+                         f"got other characters")
 
 
 class EngineConfig(BaseModel):

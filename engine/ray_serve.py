@@ -29,6 +29,15 @@ its generator from the engine config (``make_generator``).
   reached at all, every room is generated here by the procedural generator
   and the backend reports ``degraded: ray unreachable`` until a probe finds
   Serve again.
+- **A token.** With ``engine.ray.token_file`` (or ``token``; required when
+  Serve's port is not on loopback) the front sends ``Authorization: Bearer
+  TOKEN`` with every request and probe, and a replica answers 401 to any
+  request without it before it reads the body (:meth:`ReplicaCore.admit`,
+  compared in constant time, counted as ``refused``). A front whose token is
+  refused falls back to local generation as for an unreachable Ray, and
+  reports :data:`TOKEN_REFUSED`. Serve's proxy itself still answers its own
+  routes (``/-/healthz``, ``/-/routes``) and routes a request by its room id
+  before the replica refuses it.
 
 Why HTTP and not a deployment handle: a process holding a handle is a Ray
 driver, and a Ray driver exits when its cluster goes away; the front must
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import http.client
 import logging
 import math
@@ -84,6 +94,8 @@ ROUTER = "engine.ray_router:RoomRouter"
 #: Health states of the backend.
 HEALTHY = "ok"
 DEGRADED = "degraded: ray unreachable"
+TOKEN_REFUSED = ("degraded: ray refused our token (engine.ray.token_file differs from "
+                 "art2mus serve's)")
 
 
 class ChunkRequest(msgspec.Struct, frozen=True):
@@ -319,17 +331,30 @@ def _lru_put(cache: OrderedDict[Any, Any], key: Any, value: Any, size: int) -> N
         cache.popitem(last=False)
 
 
+@dataclass(frozen=True)
+class HttpAnswer:
+    """What the deployment answers without serving a chunk: a refusal, or a probe's info."""
+
+    status: int
+    body: bytes
+    media_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
 class ReplicaCore:
-    """What a replica does, without Ray: hold streams, serve a batch of requests by deadline.
+    """What a replica does, without Ray: admit HTTP requests, hold streams, serve a batch of
+    requests by deadline.
 
     The Serve deployment wraps one; the front's fallback is one around the
-    procedural generator; tests drive one directly.
+    procedural generator; tests drive one directly. ``token`` ('' = none) is
+    what every HTTP request must carry (:meth:`admit`).
     """
 
     def __init__(self, generator: Generator, deadline_slack_s: float = 0.0,
                  clock: Callable[[], float] = time.time,
-                 limits: RequestLimits | None = None) -> None:
+                 limits: RequestLimits | None = None, token: str = "") -> None:
         self.generator = generator
+        self._token = token.encode()
         self.deadline_slack_s = deadline_slack_s
         self.limits = limits or RequestLimits(embedding_width=embedding_width(generator))
         self.name = f"{socket.gethostname()}:{os.getpid()}"
@@ -341,7 +366,43 @@ class ReplicaCore:
         self.served = 0
         self.missed = 0
         self.reopened = 0
-        self.refused = 0  # requests the deployment refused (decode_request) before serving
+        self.refused = 0  # requests the deployment refused (token, decode_request) unserved
+        self.unauthorized = 0  # of which without the token (HTTP 401)
+
+    def authorized(self, authorization: str | None) -> bool:
+        """True when no token is set, or ``authorization`` (the header) is ``Bearer TOKEN``;
+        compared in constant time."""
+        if not self._token:
+            return True
+        scheme, _, given = (authorization or "").partition(" ")
+        # compare_digest also on a wrong scheme: the time does not tell which part was wrong
+        matches = hmac.compare_digest(given.strip().encode(errors="replace"), self._token)
+        return scheme.lower() == "bearer" and matches
+
+    async def admit(self, method: str, authorization: str | None, content_length: str | None,
+                    body: AsyncIterable[bytes]) -> ChunkRequest | HttpAnswer:
+        """The deployment's HTTP entry point, short of serving: the chunk request to batch,
+        or the answer to send instead.
+
+        The token first (401 before a byte of the body is read), then a GET is a
+        probe (:meth:`info`) and a POST's body is read within :attr:`limits` and
+        decoded (400 or 413 naming the field). Every refusal is counted.
+        """
+        if not self.authorized(authorization):
+            self.refused += 1
+            self.unauthorized += 1
+            given = "none" if not authorization else "another"
+            return HttpAnswer(401, f"chunk request: Authorization: expected the bearer token "
+                                   f"of engine.ray.token_file, got {given}".encode(),
+                              headers={"WWW-Authenticate": 'Bearer realm="art2mus"'})
+        if method == "GET":
+            return HttpAnswer(200, msgspec.json.encode(self.info()), "application/json")
+        try:  # the announced size first: an oversized body is never read
+            check_content_length(content_length, self.limits)
+            return decode_request(await read_capped(body, self.limits), self.limits)
+        except RequestRefused as refused:  # never joins a batch: other rooms unharmed
+            self.refused += 1
+            return HttpAnswer(refused.status, str(refused).encode())
 
     def condition(self, view: ArtworkView, controls: RoomControls) -> Any:
         """The generator's condition for ``view`` under ``controls`` (cached)."""
@@ -446,7 +507,7 @@ class ReplicaCore:
         """What a probe learns: who answered and what it has served."""
         return {"replica": self.name, "served": self.served, "missed": self.missed,
                 "reopened": self.reopened, "refused": self.refused,
-                "streams": len(self._streams)}
+                "unauthorized": self.unauthorized, "streams": len(self._streams)}
 
 
 # -- the front ------------------------------------------------------------------
@@ -476,6 +537,10 @@ class BackendUnreachable(Exception):
     """Serve's HTTP proxy refused or dropped the connection."""
 
 
+class TokenRefused(Exception):
+    """The deployment answered 401: our token (or its absence) is not the one it demands."""
+
+
 @dataclass
 class _ReplicaFigures:
     requests: int = 0
@@ -493,6 +558,8 @@ class RayGenerator:
 
     ``playhead(room)`` (the session's playhead estimate) gives each request its
     due time. ``log_event`` hears ``backend_degraded`` / ``backend_restored``.
+    The token is read from ``engine.ray`` once, here (ConfigError naming the
+    field when its file cannot be read).
     """
 
     def __init__(self, config: EngineConfig, log_event: EventSink = null_sink,
@@ -502,6 +569,9 @@ class RayGenerator:
 
         self.config = config
         self.ray = config.ray
+        token = config.ray.read_token()
+        # sent with every request and probe; never logged nor reported
+        self._authorization = {"Authorization": f"Bearer {token}"} if token else {}
         self.sample_rate: int = config.sample_rate
         self.channels: int = config.channels
         self._log = log_event
@@ -626,6 +696,11 @@ class RayGenerator:
                     self._degrade(str(exc))
                     failed.append(i)
                     continue
+                except TokenRefused as exc:  # every request would be: made here, and said so
+                    self.failures["unauthorized"] += 1
+                    self._degrade(str(exc), TOKEN_REFUSED)
+                    failed.append(i)
+                    continue
                 except FutureTimeout:
                     self.failures["timeout"] += 1
                     failed.append(i)
@@ -664,7 +739,7 @@ class RayGenerator:
         headers = {"Content-Type": "application/msgpack",
                    # Our router (room_placement) keeps a room on one replica: the
                    # room's stream stays where its state is.
-                   "serve_multiplexed_model_id": request.room}
+                   "serve_multiplexed_model_id": request.room, **self._authorization}
         for fresh in (False, True):
             connection = self._connection()
             try:
@@ -682,6 +757,8 @@ class RayGenerator:
             if response.status == 404:
                 # the proxy has no such route: the application is not (or no longer) deployed
                 raise BackendUnreachable(f"{self.url}: HTTP {response.status}")
+            if response.status == 401:
+                raise TokenRefused(self._token_refused())
             if response.status in (400, 413):  # refused (decode_request), naming the field
                 raise RequestRefused(f"{self.url}: {payload[:300].decode(errors='replace')}")
             if response.status != 200:
@@ -701,36 +778,63 @@ class RayGenerator:
 
     # -- health ------------------------------------------------------------------
 
-    def _degrade(self, reason: str) -> None:
-        """Fall back to local generation, loudly, and probe until Serve answers."""
+    def _token_refused(self) -> str:
+        """Why a 401 came back, naming the field (never the token)."""
+        sent = "a token" if self._authorization else "no token"
+        return (f"{self.url}: HTTP 401: the deployment refused {sent}: engine.ray.token_file "
+                f"(or engine.ray.token) must hold the same token here and for art2mus serve")
+
+    def _degrade(self, reason: str, state: str = DEGRADED) -> None:
+        """Fall back to local generation, loudly, and probe until Serve answers.
+
+        Called by the engine's loop while healthy only; once degraded, the probe
+        thread alone changes the state (to what it learns, or back to healthy).
+        """
         if self.state != HEALTHY:
             return
-        self.state = DEGRADED
-        self._log("backend_degraded", backend="ray", state=DEGRADED, reason=reason,
-                  fallback="procedural")
+        self._enter(state, reason)
         if not self._probing.is_set():
             self._probing.set()
             threading.Thread(target=self._probe, name="ray-serve-probe", daemon=True).start()
 
+    def _enter(self, state: str, reason: str) -> None:
+        self.state = state
+        self._log("backend_degraded", backend="ray", state=state, reason=reason,
+                  fallback="procedural")
+
     def probe(self) -> bool:
-        """True when the deployment answers a GET (any replica)."""
+        """True when the deployment answers a GET (any replica) and takes our token."""
+        return self._probe_status() == 200
+
+    def _probe_status(self) -> int | None:
+        """The HTTP status of a GET with our token; None when Serve cannot be reached."""
         connection = http.client.HTTPConnection(self.ray.http_host, self.ray.http_port,
                                                 timeout=min(2.0, self.ray.request_timeout_s))
         try:
-            connection.request("GET", ROUTE)
-            return connection.getresponse().status == 200
+            connection.request("GET", ROUTE, headers=self._authorization)
+            response = connection.getresponse()
+            response.read()
+            return response.status
         except (OSError, http.client.HTTPException):
-            return False
+            return None
         finally:
             connection.close()
 
     def _probe(self) -> None:
         try:
-            while not self.probe():
+            while (status := self._probe_status()) != 200:
+                # Ray back with another token, or the token fixed there and Ray gone since:
+                # the state says which, so the technician fixes the right thing
+                if status == 401 and self.state != TOKEN_REFUSED:
+                    self._enter(TOKEN_REFUSED, self._token_refused())
+                elif status is None and self.state == TOKEN_REFUSED:
+                    self._enter(DEGRADED, f"{self.url}: no answer")
                 time.sleep(self.ray.probe_every_s)
-            self._restored.set()  # the engine loop switches back on its next batch
         finally:
+            # cleared before the engine loop may degrade again, or that loop would find a
+            # probe still running (this one, ending) and start none: degraded for good
             self._probing.clear()
+        self._restored.set()  # the engine loop switches back on its next batch
 
     def backend_status(self) -> dict[str, Any]:
         """For the heartbeat: health; per replica the rooms it serves now, batch sizes, queue
@@ -759,9 +863,10 @@ class RayGenerator:
 # -- the deployment -----------------------------------------------------------------
 
 
-def build_app(config: EngineConfig) -> Any:
+def build_app(config: EngineConfig, token: str) -> Any:
     """The Serve application: a deployment of ``config``'s generator, with the replica
-    count, autoscaling bounds, resources and batching of ``config.ray``."""
+    count, autoscaling bounds, resources and batching of ``config.ray``; its replicas demand
+    ``token`` ('' = none: ``config.ray.read_token()`` where ``art2mus serve`` runs)."""
     from ray import serve
     from ray.serve.config import RequestRouterConfig
     from starlette.requests import Request as HttpRequest
@@ -786,14 +891,14 @@ def build_app(config: EngineConfig) -> Any:
     class GeneratorDeployment:
         """One replica: the real generator, its streams, batching by deadline."""
 
-        def __init__(self, config_json: str) -> None:
+        def __init__(self, config_json: str, token: str) -> None:
             from engine.generators import make_generator, warm_up
 
             engine = EngineConfig.model_validate_json(config_json)
             generator = make_generator(engine)
             warm_up(generator)  # every bucket's CUDA graphs before the replica takes rooms
             self.core = ReplicaCore(generator, engine.ray.deadline_slack_s,
-                                    limits=RequestLimits.of(engine, generator))
+                                    limits=RequestLimits.of(engine, generator), token=token)
 
         @serve.multiplexed(max_num_models_per_replica=STREAMS_KEPT)
         async def room(self, room: str) -> str:
@@ -801,17 +906,12 @@ def build_app(config: EngineConfig) -> Any:
             return room
 
         async def __call__(self, request: HttpRequest) -> Response:
-            if request.method == "GET":
-                return Response(msgspec.json.encode(self.core.info()),
-                                media_type="application/json")
-            limits = self.core.limits
-            try:  # the announced size first: an oversized body is never read
-                check_content_length(request.headers.get("content-length"), limits)
-                chunk = decode_request(await read_capped(request.stream(), limits), limits)
-            except RequestRefused as refused:  # never joins a batch: other rooms unharmed
-                self.core.refused += 1
-                return Response(str(refused).encode(), status_code=refused.status,
-                                media_type="text/plain")
+            chunk = await self.core.admit(request.method, request.headers.get("authorization"),
+                                          request.headers.get("content-length"),
+                                          request.stream())
+            if isinstance(chunk, HttpAnswer):  # refused (token, size, field) or a probe
+                return Response(chunk.body, status_code=chunk.status,
+                                media_type=chunk.media_type, headers=chunk.headers)
             room = serve.get_multiplexed_model_id()
             if room:
                 await self.room(room)
@@ -828,12 +928,15 @@ def build_app(config: EngineConfig) -> Any:
             # the generator call blocks: off the replica's event loop, one batch at a time
             return await asyncio.to_thread(self.core.serve, items)
 
-    return GeneratorDeployment.bind(config.model_dump_json())  # type: ignore[attr-defined]
+    # The token travels as an argument, so the replicas' machines need no token file.
+    return GeneratorDeployment.bind(  # type: ignore[attr-defined]
+        config.model_dump_json(), token)
 
 
 def deploy(config: EngineConfig, num_cpus: int | None = None) -> str:
     """Start (or join, ``engine.ray.address``) the Ray cluster and deploy the generator;
-    the URL the engine front reaches it at. ``num_cpus`` caps a local head."""
+    the URL the engine front reaches it at. ``num_cpus`` caps a local head. The token is
+    read first: a token file that cannot be read stops it before Ray starts."""
     try:
         import ray
         from ray import serve
@@ -843,12 +946,13 @@ def deploy(config: EngineConfig, num_cpus: int | None = None) -> str:
         raise DependencyError("art2mus serve needs Ray Serve: "
                               "pip install 'art2mus[ray]'") from None
     bounds = config.ray
+    token = bounds.read_token()
     if bounds.address is None:
         ray.init(include_dashboard=False, num_cpus=num_cpus, logging_level=logging.WARNING)
     else:
         ray.init(address=bounds.address, logging_level=logging.WARNING)
     serve.start(http_options={"host": bounds.http_host, "port": bounds.http_port})
-    serve.run(build_app(config), name=APP_NAME, route_prefix=ROUTE)
+    serve.run(build_app(config, token), name=APP_NAME, route_prefix=ROUTE)
     return f"http://{bounds.http_host}:{bounds.http_port}{ROUTE}"
 
 

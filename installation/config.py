@@ -557,6 +557,23 @@ class InstallationConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _ray_port_guarded(self) -> InstallationConfig:
+        # Here, not in engine.config.RayConfig: is_loopback lives on this floor, and the
+        # engine imports nothing from it. Whatever engine.backend says: `art2mus serve`
+        # opens this port from the same section.
+        ray = self.engine.ray
+        host = ray.http_host.strip("[]")
+        try:
+            loopback = is_loopback(host)
+        except ValueError:  # a DNS name other than localhost: reachable where it resolves
+            loopback = False
+        if not loopback and not (ray.token or ray.token_file):
+            raise ValueError(f"engine.ray.http_host: {ray.http_host!r} is reachable beyond this "
+                             "machine; engine.ray.token_file (or engine.ray.token) is required "
+                             "there, got none")
+        return self
+
+    @model_validator(mode="after")
     def _tcp_ports_apart(self) -> InstallationConfig:
         # Two listeners of this machine on one TCP port: the second's bind failed
         # (Address already in use) and its role restarted for ever, exit code 1 (the

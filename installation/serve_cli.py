@@ -7,7 +7,9 @@ bounds of ``[engine.ray]`` (:func:`engine.ray_serve.deploy`), prints the URL
 the engine front reaches it at, and serves until SIGTERM or Ctrl-C, when it
 removes the deployment and leaves the cluster. Engines with
 ``engine.backend = "ray"`` send their rooms' chunks to it; without this
-command (the default, ``backend = "local"``) nothing of Ray runs.
+command (the default, ``backend = "local"``) nothing of Ray runs. With
+``engine.ray.token_file`` (required beyond loopback) the replicas demand the
+token read from it here; the engine front reads the same file from its config.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def serve(config_path: Path, num_cpus: int | None) -> None:
     from engine.ray_serve import deploy, shutdown
 
     engine = load_config(config_path).engine
+    # A token file that cannot be read stops here, before Ray starts (and before the
+    # shutdown below could reach for a cluster); deploy() reads it again for the replicas.
+    engine.ray.read_token()
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -11,6 +11,7 @@ then stops Ray.
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import json
 import os
@@ -39,6 +40,7 @@ from engine.ray_serve import (
     DEGRADED,
     HEALTHY,
     MAX_REQUEST_FRAMES,
+    ROUTE,
     ChunkReply,
     ChunkRequest,
     RayGenerator,
@@ -620,12 +622,15 @@ def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path,
     request.addfinalizer(lambda: subprocess.run([str(ray_bin), "stop", "--force"],
                                                 capture_output=True, timeout=120,
                                                 env=_ray_env()))
-    # A lead of 3 s: room for a retry after the kill on a busy 2-core machine.
+    # A lead of 3 s: room for a retry after the kill on a busy 2-core machine. With a token,
+    # as beyond loopback: the front's requests carry it through Serve's proxy.
+    token_file = tmp_path / "ray.token"
+    token_file.write_text("ray-serve-token-0123456789\n", encoding="utf-8")
     data["engine"].update(
         sample_rate=RATE, channels=1, backend="ray", lead_s=3.0,
         ray={"address": f"127.0.0.1:{gcs}", "http_port": port, "replicas": 2,
              "min_replicas": 2, "max_replicas": 2, "num_cpus_per_replica": 1.0,
-             "request_timeout_s": 2.0})
+             "request_timeout_s": 2.0, "token_file": str(token_file)})
     base = config_from_dict(data, source="test")
     config = bench_config(base, 4, tmp_path)
     frozen = freeze_config(config, tmp_path / "serve.json")
@@ -645,6 +650,16 @@ def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path,
         assert len(replicas) == 2
         # one replica on each node: a replica's raylet (its parent's parent) differs
         assert len({_raylet_of(pid) for pid in replicas}) == 2, cluster
+        # a client without the token is refused by the replica, before its body is read
+        for method in ("GET", "POST"):
+            intruder = http.client.HTTPConnection("127.0.0.1", port, timeout=60.0)
+            try:
+                intruder.request(method, ROUTE, body=b"\x93not a request" * (method == "POST"))
+                answer = intruder.getresponse()
+                assert answer.status == 401, (method, answer.status, answer.read()[:200])
+                assert b"engine.ray.token_file" in answer.read()
+            finally:
+                intruder.close()
         engine.start()
         spec = LoadSpec(rooms=4, seconds=40.0, warmup_s=4.0, change_every_s=6.0, settle_s=2.0,
                         first_chunk_timeout_s=60.0)
