@@ -80,7 +80,10 @@ def wait_for(what: str, check: Callable[[], T | None], timeout_s: float = 60.0,
 
 
 def write_catalogue(folder: Path) -> Path:
-    """Two small painted works with their titles: a room's catalogue (``catalogue.toml``)."""
+    """Two small painted works with their titles: a room's catalogue (``catalogue.toml``).
+
+    The second has an accession number for its id, "/" and all, as museums write them.
+    """
     import cv2
     import numpy as np
 
@@ -93,7 +96,7 @@ def write_catalogue(folder: Path) -> Path:
     (folder / "catalogue.toml").write_text(
         '[[artwork]]\nfile = "sunflowers.png"\nid = "SF-1"\ntitle = "Sunflowers"\n'
         'artist = "Vincent van Gogh"\nyear = 1888\n\n'
-        '[[artwork]]\nfile = "harbour.png"\nid = "HB-2"\ntitle = "Harbour"\n'
+        '[[artwork]]\nfile = "harbour.png"\nid = "1988/12"\ntitle = "Harbour"\n'
         'artist = "A. Painter"\nyear = 1901\n', encoding="utf-8")
     return folder
 

@@ -9,7 +9,10 @@ would) moves the slider, an invalid config edit is refused with the field
 named and the file kept while a valid one is applied, a config file changed on
 disk under the tab is picked up (or, under an edit, refused with a reload
 offered), the page paints from the inlined state alone, and beyond loopback it
-asks for the token. Screenshots at 1280x800 go to the run's output folder.
+asks for the token. The page works under its own Content-Security-Policy (no
+violation on any tab), no other site can frame it, and a failed "back to
+camera" says so on the room's card. Screenshots at 1280x800 go to the run's
+output folder.
 """
 
 from __future__ import annotations
@@ -334,6 +337,71 @@ def test_a_catalogue_work_previews_in_the_browser_and_plays_in_the_room(
              .is_visible(), timeout_s=10.0)
 
 
+def test_the_page_works_under_its_security_policy_and_no_other_site_can_frame_it(
+        installation: RunningInstallation, page: Any) -> None:
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    page.add_init_script("document.addEventListener('securitypolicyviolation', (e) => "
+                         "(window.cspViolations = window.cspViolations || [])"
+                         ".push(`${e.violatedDirective} ${e.blockedURI}`));")
+    page.goto(installation.url + "/")
+    wait_for("the SSE connection", lambda: page.get_by_test_id("connection").inner_text()
+             == "live", timeout_s=20.0)
+    wait_for("the camera frame", lambda: page.locator(
+        f"#room-{ROOM} {_testid('room-frame')}").is_visible(), timeout_s=30.0)
+    page.get_by_test_id("tab-config").click()
+    wait_for("the config text", lambda: page.get_by_test_id("config-text").input_value(),
+             timeout_s=10.0)
+    page.get_by_test_id("tab-catalogue").click()
+    # thumbnails load, the one of an id holding "/" too (it was a 404)
+    for work in ("SF-1", "1988/12"):
+        image = page.locator(f"[data-work='{work}'] img")
+        wait_for(f"the thumbnail of {work}", lambda image=image: image.evaluate(
+            "i => i.complete && i.naturalWidth"), timeout_s=20.0)
+    page.get_by_test_id("tab-events").click()
+    wait_for("an event row", lambda: page.get_by_test_id("event-row").count(), timeout_s=10.0)
+    page.get_by_test_id("tab-rooms").click()
+    assert page.evaluate("window.cspViolations || []") == [] and violations == []
+    assert page.locator(f"#room-{ROOM} {_testid('room-title')}").inner_text() not in ("", "–")
+
+    # another site frames the console under a decoy (clickjacking): the browser refuses
+    decoy = f'<p>win a prize</p><iframe id="framed" src="{installation.url}/"></iframe>'
+    page.route("http://decoy.test/", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=decoy))
+    page.goto("http://decoy.test/", wait_until="load")  # the frame's load (or error) too
+    (child,) = [frame for frame in page.frames if frame != page.main_frame]
+    assert not child.url.startswith(installation.url), child.url  # Chromium's error page
+    framed = page.frame_locator("#framed")
+    assert framed.locator(_testid("room-card")).count() == 0
+    assert framed.locator(_testid("master-mute")).count() == 0
+
+
+def test_a_failed_back_to_camera_says_so_on_the_room_card(installation: RunningInstallation,
+                                                          page: Any) -> None:
+    status, answer = installation.request("POST", f"/api/rooms/{ROOM}/play",
+                                          {"artwork_id": "SF-1", "seconds": 300})
+    assert status == 200, answer
+    page.goto(installation.url + "/")
+    card = page.locator(f"#room-{ROOM}")
+    showing = card.get_by_test_id("room-showing")
+    wait_for("the work in the room", showing.is_visible, timeout_s=20.0)
+    error = card.get_by_test_id("back-to-camera-error")
+    # capture, or the console, cannot take the stop: the technician must see it
+    page.route("**/api/rooms/*/play", lambda route: route.fulfill(
+        status=502, content_type="application/json",
+        body=json.dumps({"error": "capture of room hall is not answering"})))
+    card.get_by_test_id("back-to-camera").click()
+    wait_for("the failure on the card", lambda: error.inner_text()
+             == "not back to the camera: capture of room hall is not answering", timeout_s=10.0)
+    page.unroute("**/api/rooms/*/play")
+    card.get_by_test_id("back-to-camera").click()
+    wait_for("the camera back", lambda: not installation.state()["rooms"][ROOM].get("showing"),
+             timeout_s=20.0)
+    wait_for("the card without it", lambda: not showing.is_visible(), timeout_s=10.0)
+    assert error.inner_text() == ""
+
+
 def test_screenshots_of_the_rooms_view_at_1280x800(installation: RunningInstallation,
                                                    page: Any) -> None:
     page.goto(installation.url + "/")
@@ -356,9 +424,14 @@ def test_beyond_loopback_the_console_asks_for_the_token(tmp_path: Path, browser:
         assert status == 401, answer
         context = browser.new_context(viewport=VIEWPORT)
         page = context.new_page()
+        violations: list[str] = []  # the login form's style is a file: the CSP allows it
+        page.on("console", lambda message: violations.append(message.text)
+                if "Content Security Policy" in message.text else None)
         try:
             page.goto(running.url + "/")
             assert "/login" in page.url
+            assert page.locator("form").evaluate(
+                "f => getComputedStyle(f).display") == "grid"  # static/login.css applied
             token_input = page.locator("input[type=password], input[name=token]").first
             token_input.fill("not-the-token-at-all")
             token_input.press("Enter")
@@ -371,6 +444,7 @@ def test_beyond_loopback_the_console_asks_for_the_token(tmp_path: Path, browser:
             token_input.press("Enter")
             page.wait_for_selector(_testid("room-card"), timeout=15_000)
             assert page.locator(_testid("installation-name")).inner_text() == "console-test"
+            assert violations == []
         finally:
             context.close()
 

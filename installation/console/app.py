@@ -29,13 +29,20 @@ GET  /api/catalogue?room=R             the room's works with thumbnail URLs
 GET  /api/catalogue/{room}/{id}/thumb.jpg     a thumbnail (<= 160 px)
 POST /api/catalogue/{room}/{id}/preview       start or poll a 20 s preview render
 GET  /api/catalogue/{room}/{id}/preview.wav   the preview, 404 until ready
+                                       ({id} percent-encoded; it may hold "/")
 POST /api/rooms/{room}/play            ``{"artwork_id", "seconds"}``: capture shows it
+                                       (seconds 0: back to the camera, whatever the id)
 GET  /api/events?room=&role=&limit=    the last events, newest last
 GET|POST /login                        the token form (only when a token is set)
 =====================================  =============================================
 
 Limits: request bodies over ``[console] max_body_bytes`` answer 413; API
-posts must be ``application/json``; see :mod:`.auth` for who may connect.
+posts must be ``application/json`` (one reader, :func:`parse_json_object`, for
+every JSON body: malformed or absurdly nested JSON is a 400); a connection that
+does not send its request in time is closed (:data:`HEAD_TIMEOUT_S`,
+:data:`REQUEST_TIMEOUT_S`); every answer carries
+:data:`~installation.console.auth.SECURITY_HEADERS`; see :mod:`.auth` for who
+may connect.
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import (
     HTMLResponse,
     JSONResponse,
@@ -63,7 +70,8 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ground.events import EventSink, null_sink
 from ground.params import parameter, shown
@@ -71,6 +79,7 @@ from installation.config import InstallationConfig, parse_listen
 from installation.console.auth import (
     COOKIE,
     OPEN_PREFIXES,
+    SECURITY_HEADERS,
     ConsoleAuth,
     LoginThrottle,
     login_page,
@@ -88,6 +97,17 @@ _CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; ch
                   ".svg": "image/svg+xml", ".ico": "image/x-icon"}
 #: Open connections served at once (event streams included); more answer 503.
 MAX_CONNECTIONS = 64
+#: A connection must send a complete request head within HEAD_TIMEOUT_S of opening (or of
+#: its previous answer), and the whole request, body included, within REQUEST_TIMEOUT_S,
+#: or it is closed (:class:`TimedH11Protocol`). Why: uvicorn has no header-read timeout,
+#: and its ``limit_concurrency`` counts connections before any request is read, so 64
+#: sockets that sent nothing, or never finished their headers, made every request a 503,
+#: the technician's included, for as long as they stayed open. A browser sends its request
+#: head at once, and the largest body (``max_body_bytes``, 256 KiB by default) crosses a
+#: LAN in well under a second: only idle or deliberately slow sockets are cut, and the
+#: technician is back within HEAD_TIMEOUT_S of a flood of idle sockets.
+HEAD_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 30.0
 #: Longest a "show this work" may last, seconds.
 MAX_SHOW_S = 24 * 3600.0
 
@@ -112,24 +132,39 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise HttpError(413, f"request body of {declared} bytes refused: the limit is {limit} "
                              "([console] max_body_bytes)")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise HttpError(413, f"request body refused: longer than {limit} bytes "
-                                 "([console] max_body_bytes)")
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise HttpError(413, f"request body refused: longer than {limit} bytes "
+                                     "([console] max_body_bytes)")
+    except ClientDisconnect:  # gone, or cut off by REQUEST_TIMEOUT_S: nobody reads the answer
+        raise HttpError(400, "body: the connection closed before the whole body came") from None
     return bytes(body)
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; 400 naming what is wrong otherwise."""
-    body = await read_body(request, limit)
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` as a JSON object (empty: ``{}``); 400 naming what is wrong otherwise.
+
+    The one JSON reader of every route: a body nested deeper than the parser's
+    recursion allows (100 KB of ``[`` fits in ``max_body_bytes``) is a 400 too, not
+    a RecursionError and a 500.
+    """
     try:
         data = json.loads(body or b"{}")
     except ValueError as exc:
         raise HttpError(400, f"body: expected JSON, got {exc}") from None
+    except RecursionError:
+        raise HttpError(400, "body: expected JSON, got arrays or objects nested too deep "
+                             "to read") from None
     if not isinstance(data, dict):
         raise HttpError(400, f"body: expected a JSON object, got {type(data).__name__}")
     return data
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; 400 (413 past ``limit``) naming what is wrong otherwise."""
+    return parse_json_object(await read_body(request, limit))
 
 
 def _text_field(data: dict[str, Any], name: str, default: str | None = None) -> str:
@@ -166,6 +201,21 @@ def too_many(wait_s: float) -> Response:
     return response
 
 
+_SECURITY_HEADERS = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                     for name, value in SECURITY_HEADERS.items()]
+
+
+def _with_security_headers(send: Send) -> Send:
+    """``send`` adding :data:`~installation.console.auth.SECURITY_HEADERS` to the answer's
+    head (pages, API, static files and errors alike, Starlette's own 404 and 500 too)."""
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = dict(message)
+            message["headers"] = [*message.get("headers", []), *_SECURITY_HEADERS]
+        await send(message)
+    return sending
+
+
 class ConsoleGuard:
     """ASGI middleware: authentication, Host and Origin checks, JSON-only API posts."""
 
@@ -178,6 +228,7 @@ class ConsoleGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        send = _with_security_headers(send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         path, method = scope.get("path", "/"), scope.get("method", "GET")
@@ -199,7 +250,9 @@ class ConsoleGuard:
                     cookie = value
             client = (scope.get("client") or ("?", 0))[0]
             offered = bool(headers.get("authorization") or cookie)
-            # checked before the token: while it waits, a right guess must not show as a 200
+            # checked before the token: while it waits, a right guess must not show as a 200.
+            # The check, the comparison and the failure's record below run with no await
+            # between them: concurrent guesses cannot all pass the check first.
             wait_s = self.throttle.wait_s(client) if self.auth.required and offered else 0.0
             if wait_s > 0:
                 await too_many(wait_s)(scope, receive, send)
@@ -285,9 +338,13 @@ class Console:
             Route("/api/config/apply", self.apply_config, methods=["POST"]),
             Route("/api/config/rollback", self.rollback_config, methods=["POST"]),
             Route("/api/catalogue", self.catalogue),
-            Route("/api/catalogue/{room}/{artwork_id}/thumb.jpg", self.thumb),
-            Route("/api/catalogue/{room}/{artwork_id}/preview", self.preview, methods=["POST"]),
-            Route("/api/catalogue/{room}/{artwork_id}/preview.wav", self.preview_wav),
+            # ":path": an id may hold "/" (accession numbers such as "1988/12"), and routes
+            # match the decoded path, where its "%2F" is a "/" again; the id is all between
+            # the room and the fixed last segment, looked up in the catalogue before use
+            Route("/api/catalogue/{room}/{artwork_id:path}/thumb.jpg", self.thumb),
+            Route("/api/catalogue/{room}/{artwork_id:path}/preview", self.preview,
+                  methods=["POST"]),
+            Route("/api/catalogue/{room}/{artwork_id:path}/preview.wav", self.preview_wav),
         ]
         routes = [Route(r.path, self._answering(r.endpoint), methods=r.methods) for r in routes]
         app = Starlette(routes=routes)
@@ -362,16 +419,19 @@ class Console:
             return HTMLResponse(login_page())
         client = getattr(request.client, "host", None) or "?"
         wait_s = self.throttle.wait_s(client)
-        if wait_s > 0:
+        if wait_s > 0:  # before reading the body: a waiting client costs nothing more
             return too_many(wait_s)
         body = await read_body(request, self.limit)
         if request.headers.get("content-type", "").startswith("application/json"):
-            try:
-                given = json.loads(body).get("token", "")
-            except (ValueError, AttributeError):
-                given = ""
+            given = parse_json_object(body).get("token", "")
         else:
             given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0]
+        # Checked again now that the body is in: guesses sent together all passed the check
+        # above while their bodies came. From here to the failure's record there is no
+        # await, so at most MAX_FAILURES guesses per window are compared with the token.
+        wait_s = self.throttle.wait_s(client)
+        if wait_s > 0:
+            return too_many(wait_s)
         if not isinstance(given, str) or not self.auth.token_ok(given):
             self.throttle.failed(client)
             self.log_event("console_login_refused", client=client)
@@ -471,7 +531,6 @@ class Console:
         """Capture of the room shows a catalogued work instead of the camera for a while."""
         room = self._room(request.path_params["room"])
         data = await read_json(request, self.limit)
-        artwork_id = _text_field(data, "artwork_id")
         seconds = data.get("seconds", 60)
         # a comparison, not math.isfinite: that raises OverflowError for a 400-digit
         # integer (and NaN compares false, so it is refused too)
@@ -479,7 +538,13 @@ class Console:
                 or not 0 <= seconds <= MAX_SHOW_S):
             raise HttpError(400, f"seconds: expected a number in 0..{MAX_SHOW_S:g}, "
                                  f"got {shown(seconds)}")
-        await run_in_threadpool(self.shelves.entry, room, artwork_id)  # 404 if not catalogued
+        if seconds == 0:
+            # back to the camera: always forwarded, whatever the id (capture stops any
+            # showing on a stop), even when the work shown has left the catalogue since
+            artwork_id = _text_field(data, "artwork_id", "")
+        else:
+            artwork_id = _text_field(data, "artwork_id")
+            await run_in_threadpool(self.shelves.entry, room, artwork_id)  # 404: not catalogued
         self.hub.command("capture", room, {"show_artwork": artwork_id,
                                            "show_for_s": float(seconds)}, source="console")
         until = time.time() + float(seconds) if seconds else None
@@ -563,6 +628,62 @@ class Console:
         return Response(data, media_type="audio/wav", headers={"Cache-Control": "no-cache"})
 
 
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol that closes a connection not sending its request in time.
+
+    uvicorn times out only an idle keep-alive connection, after an answer; one that
+    never sends a request head, or trickles it, stays open and holds one of the
+    MAX_CONNECTIONS slots. Here a timer runs from the connection's start and from
+    each answer's end: at HEAD_TIMEOUT_S a connection with no request head is
+    closed, and one whose body is still coming gets until REQUEST_TIMEOUT_S. A
+    request that has fully arrived is never cut (an event stream answers for hours).
+    h11 rather than uvicorn's "auto" choice: the same parser (and this timer) whether
+    or not httptools happens to be installed.
+    """
+
+    _request_timer: asyncio.TimerHandle | None = None
+    _waiting_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start serving the connection, and its first request's clock."""
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._expect_request()
+
+    def on_response_complete(self) -> None:
+        """An answer went out: the next request's clock starts."""
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._expect_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: no timer outlives it."""
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+        super().connection_lost(exc)
+
+    def _expect_request(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+        self._waiting_since = self.loop.time()
+        self._request_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._check_request)
+
+    def _check_request(self) -> None:
+        self._request_timer = None
+        if self.transport.is_closing():
+            return
+        cycle: Any = self.cycle  # None until the first request head
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            return  # the whole request is in: the answer takes as long as it takes
+        if cycle is not None and not cycle.response_complete:  # the head, the body still coming
+            left = REQUEST_TIMEOUT_S - (self.loop.time() - self._waiting_since)
+            if left > 0:
+                self._request_timer = self.loop.call_later(left, self._check_request)
+                return
+        # no head in HEAD_TIMEOUT_S, or no whole request in REQUEST_TIMEOUT_S
+        self.transport.close()
+
+
 class ConsoleServer:
     """The console served by uvicorn from a daemon thread; :meth:`close` stops it."""
 
@@ -573,10 +694,16 @@ class ConsoleServer:
         self.url = url
         self._socket = sock
         host, port = sock.getsockname()[:2]
+        # proxy_headers off: uvicorn would otherwise take the client's address from
+        # X-Forwarded-For on connections from loopback, and the login throttle would count
+        # guesses per address the guesser names. No proxy is trusted: the client is the peer.
+        # ws "none": the console serves no WebSocket, and an upgrade stays a plain request.
         config = uvicorn.Config(console.app(), host=host, port=port, log_level="warning",
                                 lifespan="off", log_config=None, server_header=False,
                                 timeout_graceful_shutdown=2,
-                                limit_concurrency=MAX_CONNECTIONS)
+                                limit_concurrency=MAX_CONNECTIONS,
+                                proxy_headers=False, forwarded_allow_ips=[],
+                                http=TimedH11Protocol, ws="none")
         self._server = uvicorn.Server(config)
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

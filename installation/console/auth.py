@@ -1,11 +1,14 @@
 """Who may use the console: a token (header or login cookie), and guards for loopback use.
 
 - Bound to loopback with no token (the default): anyone on this machine may
-  use it, as anyone here may edit the config file. Two browser-borne attacks
+  use it, as anyone here may edit the config file. Browser-borne attacks
   remain and are refused: another web site posting to it (a cross-origin
   ``Origin`` is refused; API posts must be ``application/json``, which a
-  foreign page cannot send without a CORS preflight we never answer) and DNS
-  rebinding (a ``Host`` that is not a loopback name is refused).
+  foreign page cannot send without a CORS preflight we never answer), DNS
+  rebinding (the ``Host`` must be exactly ``localhost`` or a literal loopback
+  address -- 127.0.0.0/8, ``::1``, ``::ffff:127.x.y.z`` -- with an optional
+  numeric port; ``127.evil.example`` or ``[::1].evil.example`` is refused
+  403) and framing by another page (clickjacking: see the headers below).
 - With a token (required beyond loopback, :class:`~installation.config.ConsoleConfig`):
   every route but ``/login`` and ``/static/`` needs ``Authorization: Bearer
   TOKEN`` or the HttpOnly, SameSite=Strict cookie that ``POST /login`` sets.
@@ -13,7 +16,22 @@
   cookie holds an HMAC of the token, never the token itself.
 - Guessing is slowed down (:class:`LoginThrottle`): a client that sent
   ``MAX_FAILURES`` wrong tokens (form, header or cookie) in ``WINDOW_S`` is
-  answered 429 until the oldest of them is that old.
+  answered 429 until the oldest of them is that old. No more than
+  ``MAX_FAILURES`` guesses per window are ever compared with the token, however
+  many arrive at once: the wait is checked, the token compared and a failure
+  recorded in one step of the event loop, with no ``await`` between them. The
+  client is the TCP peer: ``X-Forwarded-For`` is not believed (no proxy is
+  trusted), so a guesser cannot pick a fresh address per guess.
+- Every answer carries :data:`SECURITY_HEADERS`: no page may frame the console
+  (``X-Frame-Options: DENY``, CSP ``frame-ancestors 'none'``), the page runs
+  only its own scripts and styles from ``/static/``, answers are never
+  content-sniffed and no ``Referer`` goes to another site.
+- A connection must send a complete request soon after it opens or after its
+  last answer (:data:`installation.console.app.HEAD_TIMEOUT_S`,
+  :data:`installation.console.app.REQUEST_TIMEOUT_S`), or it is closed: idle or
+  slow sockets cannot hold the server's connection slots
+  (:data:`installation.console.app.MAX_CONNECTIONS`) and lock the technician
+  out.
 """
 
 from __future__ import annotations
@@ -21,6 +39,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
+import ipaddress
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -32,14 +52,61 @@ from installation.config import is_loopback
 COOKIE = "art2mus_console"
 #: Paths served without authentication (the login form and the page's static files).
 OPEN_PREFIXES = ("/login", "/static/")
-_LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
+#: The page's scripts and styles are its own files under /static/ (its state is inlined
+#: as a JSON data block, which no CSP blocks); camera frames, thumbnails and previews
+#: come from the console itself; the favicon is a ``data:`` URL. Nothing may frame it
+#: (clickjacking).
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                           "img-src 'self' data:; media-src 'self'; connect-src 'self'; "
+                           "object-src 'none'; base-uri 'none'; form-action 'self'; "
+                           "frame-ancestors 'none'")
+#: Sent with every answer (the console's guard adds them). The referrer policy is
+#: "same-origin", not "no-referrer": under "no-referrer" a browser sends ``Origin: null``
+#: with the login form's post, and the cross-origin guard refuses it (a null origin is
+#: also what a sandboxed frame of another site sends); no Referer goes to another site
+#: either way.
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+#: The only loopback *names* accepted in ``Host`` ("localhost." is the same name, fully
+#: qualified); every other loopback host must be a literal address.
+_LOOPBACK_NAMES = {"localhost", "localhost."}
+_PORT = re.compile(r"[0-9]{0,5}")  # RFC 9110: port = *DIGIT
 
 
-def host_name(host_header: str) -> str:
-    """The host part of a ``Host`` header (``"[::1]:8080"`` -> ``"::1"``)."""
+def host_name(host_header: str) -> str | None:
+    """The host part of a ``Host`` header (``"[::1]:8080"`` -> ``"::1"``); None when the
+    header is not ``host[:port]`` with a numeric port (``"[::1].evil.example"``)."""
     if host_header.startswith("["):
-        return host_header[1:].split("]", 1)[0]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+        name, closed, rest = host_header[1:].partition("]")
+        if not closed or (rest and not (rest[0] == ":" and _PORT.fullmatch(rest[1:]))):
+            return None
+        return name
+    if host_header.count(":") == 1:
+        name, _, port = host_header.partition(":")
+        return name if _PORT.fullmatch(port) else None
+    return host_header  # no port, or a bare IPv6 address (no DNS name holds a ':')
+
+
+def is_loopback_host(name: str) -> bool:
+    """True for ``localhost`` and literal loopback addresses (127.0.0.0/8, ``::1``, and
+    ``::ffff:127.x.y.z``); never for a DNS name that merely starts like one."""
+    if name.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:  # "::1%zone": a zone is no part of a Host
+            return False
+        mapped = address.ipv4_mapped  # Python < 3.13 calls ::ffff:127.0.0.1 no loopback
+        if mapped is not None:
+            return mapped.is_loopback
+    return address.is_loopback
 
 
 @dataclass(frozen=True)
@@ -85,10 +152,11 @@ class ConsoleAuth:
         """
         if not self.loopback or self.required:
             return None
-        name = host_name(host_header).lower()
-        if name in _LOOPBACK_NAMES or name.startswith("127."):
+        name = host_name(host_header)
+        if name is not None and is_loopback_host(name):
             return None
-        return f"Host {host_header!r} refused: this console answers loopback names only"
+        return (f"Host {host_header[:100]!r} refused: this console answers only localhost and "
+                f"loopback addresses (127.0.0.0/8, [::1]), with an optional numeric port")
 
 
 #: Wrong tokens a client may send in WINDOW_S before it is made to wait.
@@ -128,20 +196,15 @@ class LoginThrottle:
 
 
 def login_page(error: str = "") -> str:
-    """The token form (small, self-contained: it is served before any login)."""
+    """The token form (small: it is served before any login; its style is
+    static/login.css, which needs no login either)."""
     shown = (f'<p class="error" data-testid="login-error" role="alert">{html.escape(error)}</p>'
              if error else "")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>art2mus console: log in</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font: 16px system-ui, sans-serif; display: grid; place-items: center; min-height: 90vh;
-       background: #15171a; color: #e8e8e8; }}
-form {{ background: #22262b; padding: 2em; border-radius: 8px; display: grid; gap: 0.8em;
-       min-width: 20em; }}
-input, button {{ font: inherit; padding: 0.5em; }}
-.error {{ color: #ff7b72; margin: 0; }}
-</style></head>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/static/login.css"></head>
 <body><form method="post" action="/login" data-testid="login-form">
 <h1>art2mus console</h1>
 <label for="token">Token</label>

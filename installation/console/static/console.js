@@ -289,6 +289,7 @@
     parts.recording.dataset.tone = parts["recording-chip"].dataset.tone;
     const showing = data.showing;
     parts.showing.hidden = !showing;
+    if (!showing) parts["showing-error"].textContent = "";  // back on the camera: nothing failed
     if (showing) {
       const left = Math.max(0, Math.round(showing.until - (state.time || Date.now() / 1000)));
       parts["showing-text"].textContent = `showing ${showing.artwork_id} (${left} s left)`;
@@ -771,10 +772,12 @@
 
   async function backToCamera(room) {
     const showing = ((state.rooms || {})[room] || {}).showing;
+    const error = rooms.get(room).parts["showing-error"];  // beside the button: the room stays on the work
+    error.textContent = "";
     try {
       await api("POST", `/api/rooms/${encodeURIComponent(room)}/play`,
         { artwork_id: showing ? showing.artwork_id : "", seconds: 0 });
-    } catch (e) { console.error(e); }
+    } catch (e) { error.textContent = `not back to the camera: ${e.message}`; }
   }
 
   // ---- events tab ----------------------------------------------------------------------------
