@@ -39,8 +39,9 @@ Who owns what (the real-time rules of STYLE.md):
   ``resume``), commits played notes and drives the MIDI port.
 - **Recorder thread** drains the recorder ring into this start's segment
   file (:mod:`audio_out.recorder`: never overwritten, valid after SIGKILL; a
-  write error fails the recording, never the callback, which only counts
-  drops). The MIDI segment is written by the monitor thread.
+  write error fails the recording until a new segment takes writes again,
+  never the callback, which only counts drops). The MIDI segment is written by
+  the monitor thread.
 - **Stopping** (:meth:`Player.stop`) fades the master out over
   ``stop_fade_s`` while the callback plays on, then stops the output.
 

@@ -21,8 +21,10 @@ before. Notes keep their exact times either way. Each track (each channel
 in the streamed type-0 file) is named after its General MIDI instrument.
 :class:`MidiRecorder` is the player's MIDI file: a *segment* per start of the
 role, named and created like the audio segments (:mod:`audio_out.recorder`),
-streamed as a type-0 file while the notes are heard, so a killed role leaves
-a valid file up to its last poll and a full disk stops only the MIDI file.
+streamed as a type-0 file while the notes are heard (fsynced every few
+seconds), so a killed role leaves a valid file up to its last poll; a full
+disk stops only the MIDI file, until a retry writes again in a new segment,
+and a deleted file is noticed and taken over by a new one.
 :class:`MidiPortOut` sends note on/off to a python-rtmidi port when each note
 reaches the speakers, from its own thread; a port that fails (a USB synth
 unplugged: rtmidi raises on send) costs the messages it refused, counted and
@@ -32,9 +34,12 @@ is sent again until the port takes it, so no note is left sounding.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from audio_out.recorder import SegmentStatus, create_segment, describe_error
+from audio_out.recorder import SegmentStatus, create_segment, describe_error, unlinked
 from audio_out.timeline import SpliceResult
 from ground.events import EventSink, null_sink
 from ground.midi_ports import open_output_port
@@ -339,90 +344,279 @@ class MidiRecorder(SegmentStatus):
     The file is valid at every moment: the header and a track whose length
     field is rewritten after each batch of events, written through a file
     descriptor (no user-space buffer), so SIGKILL loses at most the notes
-    since the last :meth:`advance`. A note-on is written when the note is
-    heard (:meth:`advance` with the notes :meth:`PlayedNotes.advance`
+    since the last :meth:`advance`; an fsync every ``sync_s`` (as the audio
+    segment's) bounds what a power cut loses. A note-on is written when the
+    note is heard (:meth:`advance` with the notes :meth:`PlayedNotes.advance`
     returned), its note-off once the playhead has passed its end (a splice
     may still shorten a sounding note). Times are frames of the played
-    stream (``Note.out_start``), the same time base as the audio segment.
-    A write error stops this file only (``recording_failed``, state
-    ``failed``); ``write`` is the ``os.pwrite`` seam for tests.
+    stream (``Note.out_start``), the same time base as the audio segment; a
+    segment's tick 0 is its ``origin`` frame (0 for the first).
+
+    As the audio recorder (:mod:`audio_out.recorder`): a write error fails
+    this file only (``recording_failed``, state ``failed``) and a new segment
+    is tried every ``retry_s`` (``recording_resumed`` once one is written); a
+    file whose name was deleted is noticed at the periodic fsync and the
+    track goes on in a new segment (``recording_rolled``) from the last
+    check, so only what the deleted file held before it is gone. A new
+    segment opens with the tempo, meter and instruments in force at its
+    origin and a note-on for each note sounding there. ``write`` is the
+    ``os.pwrite`` seam and ``now`` the clock of the fsync and the retry
+    (tests); ``to_timeline`` converts playheads for ``recording_opened``.
     """
 
     _LENGTH_AT = 18  # byte offset of the track length: after MThd (14 bytes) and "MTrk"
 
     def __init__(self, path: str | Path, sample_rate: int, log_event: EventSink = null_sink,
                  *, room: str | None = None, start: datetime | None = None,
-                 write: Callable[[int, bytes, int], int] = os.pwrite) -> None:
+                 write: Callable[[int, bytes, int], int] = os.pwrite,
+                 sync_s: float = 5.0, retry_s: float = 5.0,
+                 now: Callable[[], float] = time.monotonic,
+                 to_timeline: Callable[[int], int] | None = None) -> None:
         self.sample_rate = sample_rate
         self.path = Path(path)
         self.error: str | None = None
-        self.notes_written = 0
-        self.announced = False
+        self.notes_written = 0  # note-ons in the current segment
+        self.announced = False  # the player said where playback began
         self._log = log_event
         self._write = write
+        self._now = now
+        self._sync_s = sync_s
+        self._retry_s = retry_s
+        self._to_timeline = to_timeline
+        self._template = path
+        self._room = room
+        self._start_time = start
+        self._started = (start or datetime.now()).isoformat(timespec="microseconds")
         self._fd: int | None = None
         self._failed = False
         self._closed = False
+        self._opening = False  # a new segment's first writes: their failure is raised
+        # The music as heard, whatever the files do.
         self._clock = TickClock(sample_rate)
+        self._tempi: list[TempoChange] = []  # applied, in played-stream frames
+        self._sounding: list[Note] = []
+        self._program_of: dict[int, int] = {}  # channel -> its instrument now
+        self._last_frame = 0
+        self._position = (0, 0)  # (played-stream frame, playhead) of the last advance
+        # The segment being written.
+        self._origin = 0  # its tick 0, a played-stream frame
+        self._origin_tick = 0.0
         self._track_bytes = 0
         self._last_tick = 0
-        self._last_frame = 0
-        self._sounding: list[Note] = []
-        self._programs: dict[int, int] = {}
+        self._programs: dict[int, int] = {}  # instruments this file has named
+        self._opened_announced = False
+        # What a new segment takes over from a deleted one: the state at the last check
+        # (frame, playhead, instruments, sounding notes) and the events written since.
+        self._checked: tuple[int, int, dict[int, int], list[Note]] = (0, 0, {}, [])
+        self._since_check: list[tuple[int, int, bytes]] = []
+        self._last_sync = now()
+        self._next_retry = 0.0
+        self._failed_at = 0  # the played-stream frame where the failure began
+        self._broken: tuple[Path, int, int] | None = None  # (path, origin, notes) of a failed one
         try:
-            self.path, self._fd = create_segment(path, room, start)
+            self._open_segment(0, {}, [], [], retry=False)
         except OSError as exc:
             self._fail(exc)
-            return
+
+    # --------------------------------------------------------------- files
+    def _open_segment(self, origin: int, programs: dict[int, int], sounding: list[Note],
+                      events: list[tuple[int, int, bytes]], *, retry: bool) -> None:
+        """Create the next segment and write its header, its opening state and ``events``.
+
+        Raises OSError (the file is then removed: nothing of the take is in it).
+        """
+        path, fd = create_segment(self._template, self._room,
+                                  None if retry else self._start_time)
+        previous, self.path, self._fd = self.path, path, fd
+        self._origin, self._origin_tick = origin, self._clock.ticks(origin)
+        self._track_bytes = self._last_tick = self.notes_written = 0
+        self._programs = {}
+        self._opened_announced = False
+        current = next((t for t in reversed(self._tempi) if t.frame <= origin), None)
+        tempo_us = current.tempo_us if current is not None else _TEMPO_US
+        meter = current.meter if current is not None else (4, 4)
         header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + \
             (1).to_bytes(2, "big") + _TICKS_PER_BEAT.to_bytes(2, "big")
-        # 120 bpm 4/4 until the music says otherwise (:meth:`tempo`)
-        tempo = b"\x00\xff\x51\x03" + _TEMPO_US.to_bytes(3, "big") + \
-            b"\x00\xff\x58\x04" + _meter_bytes((4, 4))
-        self._put(header + b"MTrk" + (0).to_bytes(4, "big"), tempo, offset=0)
+        # the tempo and meter in force (120 bpm 4/4 until the music says otherwise)
+        tempo = b"\x00\xff\x51\x03" + tempo_us.to_bytes(3, "big") + \
+            b"\x00\xff\x58\x04" + _meter_bytes(meter)
+        opening: list[tuple[int, int, bytes]] = []
+        for channel, program in sorted(programs.items()):
+            opening.append((origin, 1, self._instrument_bytes(channel, program)))
+            self._programs[channel] = program
+        for note in sounding:  # started before the origin: they sound on in this file
+            opening.append((origin, 2, self._on_bytes(note)))
+        self._opening = True
+        try:
+            self._put(header + b"MTrk" + (0).to_bytes(4, "big"), tempo, offset=0)
+            self._emit(opening + events)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self.path, self._fd = previous, None
+            raise
+        finally:
+            self._opening = False
+        self._programs = dict(self._program_of)  # what the replayed events left named
+        self._checked = (origin, self._position[1], dict(programs), list(sounding))
+        self._since_check = list(events)
+
+    def _announce_segment(self, playhead: int) -> None:
+        """``recording_opened`` for the current segment (``playhead``: the device's)."""
+        self._opened_announced = True
+        if self._to_timeline is not None:
+            playhead = self._to_timeline(playhead)
+        self._log("recording_opened", path=str(self.path), media="midi",
+                  sample_rate=self.sample_rate, playhead=playhead, frame=self._origin,
+                  started=self._started)
 
     def announce(self, playhead: int) -> None:
         """Log ``recording_opened`` once playback began at timeline sample ``playhead``."""
         if self.announced:
             return
         self.announced = True
-        self._log("recording_opened", path=str(self.path), media="midi",
-                  sample_rate=self.sample_rate, playhead=playhead)
+        frame, _, programs, sounding = self._checked
+        if frame == self._origin:  # not checked since it opened: a roll starts here
+            self._checked = (frame, playhead, programs, sounding)
+        if self._fd is not None and not self._opened_announced:
+            self._announce_segment(playhead)
 
     def advance(self, started: Iterable[Note], playhead: int,
-                tempi: Iterable[TempoChange] = ()) -> None:
+                tempi: Iterable[TempoChange] = (), frames_out: int | None = None) -> None:
         """Write the note-ons of ``started`` and the note-offs the playhead has passed.
 
         ``tempi`` (frames of the played stream, in time order) are the tempo
         and meter changes the playhead has passed; they are written at their
-        frames and time the events from there on.
+        frames and time the events from there on. ``frames_out`` is the
+        played-stream frame of ``playhead`` (where a new segment would begin).
         """
-        if self._failed or self._closed:
+        if self._closed:
             return
         events: list[tuple[int, int, bytes]] = []
         for change in tempi:
-            events.append((max(change.frame, self._last_frame), -1, self._tempo_bytes(change)))
+            frame = max(change.frame, self._last_frame)
+            events.append((frame, -1, self._tempo_bytes(change)))
             self._clock.change(change)
+            self._tempi.append(TempoChange(frame, change.bpm, change.meter))
         for note in started:
             if note.out_start is None:
                 continue
             self._sounding.append(note)
-            channel = DRUM_CHANNEL if note.program == DRUM_PROGRAM else note.channel & 0x0F
+            channel = _channel(note)
+            self._program_of[channel] = note.program
             if self._programs.get(channel) != note.program:
                 self._programs[channel] = note.program
-                name = gm_name(note.program).encode("ascii", "replace")[:127]
-                # channel prefix, then the instrument's name: a type-0 file's track names
-                meta = b"\xff\x20\x01" + bytes((channel,)) + b"\x00\xff\x04" + \
-                    bytes((len(name),)) + name
-                if note.program != DRUM_PROGRAM:
-                    meta += b"\x00" + bytes((0xC0 | channel, int(np.clip(note.program, 0, 127))))
-                events.append((note.out_start, 1, meta))
-            events.append((note.out_start, 2, bytes(
-                (0x90 | channel, note.pitch & 0x7F, int(np.clip(note.velocity, 1, 127))))))
+                events.append((note.out_start, 1, self._instrument_bytes(channel, note.program)))
+            events.append((note.out_start, 2, self._on_bytes(note)))
         self._sounding, ended = ([n for n in self._sounding if n.end > playhead],
                                  [n for n in self._sounding if n.end <= playhead])
         events.extend(self._offs(ended, None))
+        if events:
+            self._last_frame = max(self._last_frame, max(e[0] for e in events))
+        here = frames_out if frames_out is not None else self._last_frame
+        self._position = (here, playhead)
+        now = self._now()
+        if self._failed:
+            if now >= self._next_retry:
+                self._retry(now)
+            return
         self._emit(events)
+        self._since_check.extend(events)
+        if not self._failed and now - self._last_sync >= self._sync_s:
+            self._last_sync = now
+            self._sync_and_check()
+
+    def _sync_and_check(self) -> None:
+        """fsync, then roll if the file has no name left, else remember this point."""
+        if self._fd is None:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if unlinked(self._fd):
+            self._roll_deleted()
+            return
+        frame, playhead = self._position
+        self._checked = (frame, playhead, dict(self._program_of), list(self._sounding))
+        self._since_check = []
+
+    def _roll_deleted(self) -> None:
+        """Go on in a new segment from the last check: the open file has no name left."""
+        old, old_origin, old_notes = self.path, self._origin, self.notes_written
+        origin, playhead, programs, sounding = self._checked
+        events = self._since_check
+        with contextlib.suppress(OSError):
+            os.close(self._fd)  # type: ignore[arg-type]
+        self._fd = None
+        gone = max(0, origin - old_origin)
+        error = (f"deleted while recording (no links left to {old.name}: the file or its "
+                 f"folder was removed; {gone / self.sample_rate:.1f} s gone)")
+        try:
+            self._open_segment(origin, programs, sounding, events, retry=True)
+        except OSError as exc:
+            self.path = old
+            self._broken = (old, self._position[0], old_notes)  # none of it left on disk
+            self._fail(OSError(exc.errno or errno.EIO,
+                               f"{error}; a new segment cannot be created: {describe_error(exc)}"))
+            return
+        self._closed_event(old, 0, old_notes, error)  # nothing of it is on disk any more
+        self._log("recording_rolled", path=str(self.path), media="midi", previous=str(old),
+                  reason="deleted", error=error, lost_frames=gone,
+                  lost_s=round(gone / self.sample_rate, 3))
+        log.warning("MIDI recording: %s; going on in %s", error, self.path)
+        if self.announced:
+            self._announce_segment(playhead)
+
+    def _retry(self, now: float) -> None:
+        """Try a new segment from here on; its header written is the disk taking writes again."""
+        self._next_retry = now + self._retry_s
+        frame, playhead = self._position
+        try:
+            self._open_segment(frame, dict(self._program_of), list(self._sounding), [],
+                               retry=True)
+        except OSError as exc:
+            self.error = describe_error(exc)
+            return
+        lost = max(0, frame - self._failed_at)
+        previous = None
+        if self._broken is not None:
+            path, origin, notes = self._broken
+            previous = str(path)
+            self._closed_event(path, self._failed_at - origin, notes, self.error)
+        self._broken = None
+        self._failed = False
+        self._log("recording_resumed", path=str(self.path), media="midi", previous=previous,
+                  error=self.error, lost_frames=lost, lost_s=round(lost / self.sample_rate, 3))
+        log.warning("MIDI recording resumed in %s after %s: %.1f s of notes not recorded",
+                    self.path, self.error, lost / self.sample_rate)
+        self.error = None
+        if self.announced:
+            self._announce_segment(playhead)
+
+    def _closed_event(self, path: Path, frames: int, notes: int, error: str | None) -> None:
+        frames = max(0, frames)
+        self._log("recording_closed", path=str(path), media="midi", frames=frames,
+                  seconds=frames / self.sample_rate, dropped_frames=0, notes=notes, error=error)
+
+    # ------------------------------------------------------------ encoding
+    @staticmethod
+    def _instrument_bytes(channel: int, program: int) -> bytes:
+        """Channel prefix, the instrument's name (a type-0 file's track names), its program."""
+        name = gm_name(program).encode("ascii", "replace")[:127]
+        meta = b"\xff\x20\x01" + bytes((channel,)) + b"\x00\xff\x04" + \
+            bytes((len(name),)) + name
+        if program != DRUM_PROGRAM:
+            meta += b"\x00" + bytes((0xC0 | channel, int(np.clip(program, 0, 127))))
+        return meta
+
+    @staticmethod
+    def _on_bytes(note: Note) -> bytes:
+        return bytes((0x90 | _channel(note), note.pitch & 0x7F,
+                      int(np.clip(note.velocity, 1, 127))))
 
     def _offs(self, notes: list[Note], until: int | None) -> list[tuple[int, int, bytes]]:
         offs = []
@@ -430,21 +624,23 @@ class MidiRecorder(SegmentStatus):
             end = note.out_end if note.out_end is not None else note.out_start or 0
             if until is not None:
                 end = min(end, until)
-            channel = DRUM_CHANNEL if note.program == DRUM_PROGRAM else note.channel & 0x0F
-            offs.append((end, 0, bytes((0x80 | channel, note.pitch & 0x7F, 0))))
+            offs.append((end, 0, bytes((0x80 | _channel(note), note.pitch & 0x7F, 0))))
         return offs
 
     def _emit(self, events: list[tuple[int, int, bytes]], tail: bytes = b"") -> None:
         if not events and not tail:
             return
         data = bytearray()
+        last_tick, written = self._last_tick, 0
         for frame, _, message in sorted(events, key=lambda e: (e[0], e[1])):
-            tick = max(self._last_tick, round(self._clock.ticks(frame)))
-            data += _vlq(tick - self._last_tick) + message
-            self._last_tick = tick
-            self._last_frame = max(self._last_frame, frame)
-            self.notes_written += int(message[0] & 0xF0 == 0x90)
+            tick = max(last_tick, round(self._clock.ticks(frame) - self._origin_tick))
+            data += _vlq(tick - last_tick) + message
+            last_tick = tick
+            written += int(message[0] & 0xF0 == 0x90)
         self._put(bytes(data + tail))
+        if not self._failed:
+            self._last_tick = last_tick
+            self.notes_written += written
 
     @staticmethod
     def _tempo_bytes(change: TempoChange) -> bytes:
@@ -453,20 +649,25 @@ class MidiRecorder(SegmentStatus):
             _meter_bytes(change.meter)
 
     def _put(self, *chunks: bytes, offset: int | None = None) -> None:
-        """Append to the track (or write at ``offset``), then rewrite the track length."""
-        if self._fd is None or self._failed:
+        """Append to the track (or write at ``offset``), then rewrite the track length.
+
+        Raises OSError while a segment is being opened (the caller removes it);
+        otherwise a failure fails the recording.
+        """
+        if self._fd is None or (self._failed and not self._opening):
             return
         try:
+            data = b"".join(chunks)
             if offset is not None:
-                data = b"".join(chunks)
                 self._write(self._fd, data, offset)
                 self._track_bytes = len(chunks[-1])
             else:
-                data = b"".join(chunks)
                 self._write(self._fd, data, self._LENGTH_AT + 4 + self._track_bytes)
                 self._track_bytes += len(data)
             self._write(self._fd, self._track_bytes.to_bytes(4, "big"), self._LENGTH_AT)
         except OSError as exc:
+            if self._opening:
+                raise
             self._fail(exc)
 
     def _fail(self, exc: BaseException) -> None:
@@ -474,16 +675,24 @@ class MidiRecorder(SegmentStatus):
             return
         self._failed = True
         self.error = describe_error(exc)
+        self._failed_at = self._position[0]
+        self._next_retry = self._now() + self._retry_s
+        if self._broken is None:
+            self._broken = (self.path, self._origin, self.notes_written)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # what was written stays a readable file
+            self._fd = None
         self._log("recording_failed", path=str(self.path), media="midi", error=self.error)
-        log.error("MIDI recording failed, playback goes on without it: %s: %s",
-                  self.path, self.error)
+        log.error("MIDI recording failed, playback goes on without it (tried again every "
+                  "%g s): %s: %s", self._retry_s, self.path, self.error)
 
     def close(self, frames_out: int) -> None:
         """Release sounding notes at ``frames_out``, end the track, close the file; idempotent."""
         if self._closed:
             return
         self._closed = True
-        if not self._failed:
+        if not self._failed and self._fd is not None:
             offs = self._offs(self._sounding, max(frames_out, self._last_frame))
             self._sounding = []
             self._emit(offs, tail=_vlq(0) + b"\xff\x2f\x00")  # end of track
@@ -493,9 +702,17 @@ class MidiRecorder(SegmentStatus):
             except OSError as exc:
                 self._fail(exc)
             self._fd = None
-        self._log("recording_closed", path=str(self.path), media="midi", frames=frames_out,
-                  seconds=frames_out / self.sample_rate, dropped_frames=0,
-                  notes=self.notes_written, error=self.error)
+        if self._broken is not None:  # failed, never resumed: its close is the failed one's
+            path, origin, notes = self._broken
+            self._closed_event(path, self._failed_at - origin, notes, self.error)
+            return
+        self._closed_event(self.path, frames_out - self._origin, self.notes_written,
+                           self.error)
+
+
+def _channel(note: Note) -> int:
+    """The MIDI channel a note plays on (percussion on GM channel 10)."""
+    return DRUM_CHANNEL if note.program == DRUM_PROGRAM else note.channel & 0x0F
 
 
 def open_midi_port(name: str, rtmidi_module: Any = None) -> Any:

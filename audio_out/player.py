@@ -24,7 +24,11 @@ so the timeline and the recording go on; :meth:`Player.output_status` says so.
 
 Recordings (:class:`~audio_out.recorder.Recorder`,
 :class:`~audio_out.midi.MidiRecorder`) are new segments at every start; a
-failed one stops itself, never the player (:meth:`Player.recording_status`).
+failed one stops itself, never the player, and tries again in a new segment
+every few seconds (:meth:`Player.recording_status`). Both say where each
+segment starts: the timeline sample of its first frame (read after the
+callback's read, which may have jumped a hole first) and its frame in the
+played stream, the time base the demo aligns them by.
 :meth:`Player.stop` first fades the output out over ``stop_fade_s`` (the
 master fade, a raised cosine) and lets two silent blocks play, so the
 speakers and the recording end in silence rather than mid-signal.
@@ -162,7 +166,8 @@ class Player:
             self.recorder.start()
         if self.config.midi_file:
             self.midi_recorder = MidiRecorder(self.config.midi_file, self.sample_rate,
-                                              self._log, room=self.room_id, start=started)
+                                              self._log, room=self.room_id, start=started,
+                                              to_timeline=self.resampler.to_source)
         if self.config.midi_port:
             port = open_midi_port(self.config.midi_port)
             self.midi_out = MidiPortOut(port, self.heard_position)
@@ -407,8 +412,10 @@ class Player:
         n = out.shape[0]
         routing = self.routing
         program = out if routing.identity else self._program[:n]
-        first = tl.playhead  # where this block starts on the timeline
         tl.read_into(program)
+        # Where this block starts on the timeline: read after the read, because a block
+        # may open by jumping a hole (the first chunk of a start lies past sample 0).
+        first = tl.block_start
         varying, constant = render_gain_product(self._gains, self._env1[:n], self._scratch[:n])
         if varying:
             env = self._env[:n]
@@ -503,8 +510,8 @@ class Player:
             midi_file = self.midi_recorder
             if midi_file is not None:
                 if not midi_file.announced and self._origin is not None:
-                    midi_file.announce(rs.to_source(self._origin))
-                midi_file.advance(started, playhead, tempi)
+                    midi_file.announce(self._origin)  # device samples: it converts
+                midi_file.advance(started, playhead, tempi, frames_out=frames_out)
         stop_after = self.config.stop_after_s
         if stop_after is not None and tl.played_frames >= stop_after * sr:
             self._done = True

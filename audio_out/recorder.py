@@ -3,10 +3,11 @@
 The audio callback calls :meth:`Recorder.push` with each block it played
 (after volume, holds and fades included); ``push`` only copies into a
 preallocated single-producer/single-consumer ring and publishes the write
-count. A writer thread drains the ring into the segment file with
-soundfile. If the writer falls a whole ring behind, or the recording has
-failed, the callback drops the block rather than wait, and counts it in
-``dropped_frames``.
+count (and one small tuple saying where the block sits: its ring position,
+its frame in the played stream, its timeline sample). A writer thread drains
+the ring into the segment file with soundfile. If the writer falls a whole
+ring behind, or the recording has failed, the callback drops the block rather
+than wait, and counts it in ``dropped_frames``.
 
 **Segments.** A recording is never overwritten: :func:`create_segment`
 turns the configured template into ``STEM-{room}-{start}SUFFIX`` (see
@@ -14,8 +15,13 @@ turns the configured template into ``STEM-{room}-{start}SUFFIX`` (see
 adding ``-2``, ``-3``... to the stem when a file of that name exists (two
 starts in one second, a crash loop). Each start of audio_out opens a new
 segment and announces it with a ``recording_opened`` event (path, media,
-sample_rate, channels, and the room timeline sample where it starts);
-``recording_closed`` reports frames, seconds, drops and any error.
+sample_rate, channels, ``playhead``: the room timeline sample of its first
+frame, ``frame``: that frame's place in this start's played stream, and
+``started``: which start of audio_out it belongs to, shared with the MIDI
+segment); ``recording_closed`` reports frames, seconds, drops and any error.
+A segment's names sort by start time only up to the ``-N`` suffix: the
+order of a room's segments is the order of their ``recording_opened`` events
+(and ``frame`` within one start), never the order of their names.
 
 **Why WAV is the default, and why RF64.** ``.wav`` is written as RF64 with
 libsndfile's ``SFC_RF64_AUTO_DOWNGRADE``: while the take is under 4 GiB the
@@ -28,27 +34,45 @@ killed with SIGKILL is a valid file up to its last drain (~``drain_s``);
 ``sf_write_sync`` (fsync) every ``sync_s`` bounds the loss on a power cut.
 ``.flac`` (24-bit) is half the size but is *not* crash-safe: libFLAC
 writes the length into STREAMINFO only on close, so after SIGKILL
-``soundfile.info`` reports an unknown length, ``soundfile.read`` fails, and
-only a block-by-block read (:func:`read_segment`) recovers the audio, up to
-two FLAC blocks (~2 x 4096 frames) short. The example configs therefore
-record ``.wav``.
+``soundfile.info`` reports an unknown length (2**63 - 1 frames),
+``soundfile.read`` fails, and only a block-by-block read
+(:func:`read_segment`) recovers the audio, up to a few hundred frames short.
+The example configs therefore record ``.wav``.
 
-**Failures stop the recording, never the music.** A file that cannot be
-created or written (ENOSPC, EIO, a read-only folder) puts the recorder in
-the ``failed`` state: one ``recording_failed`` event and one logged error,
-the ring is no longer drained (``push`` only counts drops), and
-:meth:`Recorder.status` says so for the role's heartbeat. What was written
-before the failure stays readable.
+**Failures stop the recording for a while, never the music.** A file that
+cannot be created or written (ENOSPC, EIO, a read-only folder) puts the
+recorder in the ``failed`` state: one ``recording_failed`` event and one
+logged error, the segment is closed as it stands (what was written stays
+readable), ``push`` only counts drops, and :meth:`Recorder.status` says
+``failed`` with the error for the role's heartbeat. Every ``retry_s`` the
+writer tries again in a *new* segment; once a write succeeds there the old
+segment's ``recording_closed`` is logged, then the new one's
+``recording_opened``, and a ``recording_resumed`` event says how many seconds
+of the music were not recorded (``lost_s``).
+
+**A deleted segment.** Writing to a file whose folder was removed (``rm -rf``
+of the takes folder) succeeds, into an inode nobody can reach. Every
+``sync_s``, with the fsync, the writer asks ``fstat`` how many links the open
+file has left (a cheap call, not made per block); with none, it rolls to a
+new segment (re-creating the folder) with a ``recording_rolled`` event naming
+what happened. The ring still holds what was written since the last check
+(``sync_s`` is well under the ring's ``ring_s``), so the new segment starts
+there and only what the deleted file held before it is gone (``lost_s``);
+where no new segment can be created the recording is ``failed`` with the
+reason and retried as above.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -68,10 +92,17 @@ _SFC_UPDATE_HEADER_AUTO = 0x1061
 _SFC_RF64_AUTO_DOWNGRADE = 0x1210
 #: How many ``-N`` suffixes are tried before giving up on a name.
 MAX_SEGMENT_SUFFIX = 1000
+#: A header length at or past this is libsndfile's "unknown" (SF_COUNT_MAX), not frames.
+UNKNOWN_LENGTH = 1 << 62
+#: Frames read at a time once a block read failed (a killed FLAC's last decodable frames).
+_TAIL_FRAMES = 64
 
 RecordingState = Literal["ok", "failed", "off"]
 #: libsndfile reports a failed write() as "System error : <strerror>": back to the errno.
 _ERRNO_BY_TEXT = {os.strerror(code): code for code in errno.errorcode}
+#: Where a stored block sits: (ring position, frame in the played stream, playhead).
+_Mark = tuple[int, int, int]
+_FILE_ERRORS = (soundfile.LibsndfileError, OSError, RuntimeError)
 
 
 def create_segment(template: str | Path, room: str | None,
@@ -107,18 +138,75 @@ def read_segment(path: str | Path, block_frames: int = 4096) -> Iterator[np.ndar
 
     Reads in blocks (memory stays flat with the take's length). A FLAC
     segment killed before its close has no length in its header: libsndfile
-    then decodes its frames but fails at the end of them; that failure ends
-    the iteration (the last partial block is lost) instead of raising.
+    then decodes its frames, but a read that runs past the last whole FLAC
+    frame fails (or comes back empty), losing the whole request. So when the
+    reads end short of the header's length (unknown counts as never reached)
+    the file is opened again at the frame where they stopped and read on in
+    ``_TAIL_FRAMES`` pieces until one fails: only the cut FLAC frame itself
+    is lost (a few hundred frames), and the iteration ends instead of raising.
     """
+    done = 0
     with soundfile.SoundFile(str(path)) as file:
+        length = file.frames
         while True:
             try:
                 block = file.read(block_frames, dtype="float32", always_2d=True)
             except soundfile.LibsndfileError:
-                return
+                break
             if len(block) == 0:
-                return
+                break
+            done += len(block)
             yield block
+    if done >= length:
+        return  # a whole file, read to the length its header gives
+    yield from _read_tail(path, done, block_frames)
+
+
+def _read_tail(path: str | Path, done: int, block_frames: int) -> Iterator[np.ndarray]:
+    """The frames after ``done`` that a cut file still decodes, read ``_TAIL_FRAMES`` at a
+    time from a fresh open and handed out in blocks of about ``block_frames``.
+
+    libFLAC cannot always seek in a file without a length: a few points before ``done``
+    are tried, then the start (the frames before ``done`` are read again and dropped).
+    """
+    for target in sorted({max(0, done - back) for back in (0, 1024, 16384, 262144)} | {0},
+                         reverse=True):
+        try:
+            file = soundfile.SoundFile(str(path))
+        except (soundfile.LibsndfileError, RuntimeError, OSError):
+            return
+        with file:
+            try:
+                if target:
+                    file.seek(target)
+                skip = done - target
+                while skip > 0:  # decodable up to done: it was read before
+                    got = len(file.read(min(skip, block_frames), dtype="float32",
+                                        always_2d=True))
+                    if got == 0:
+                        break
+                    skip -= got
+            except (soundfile.LibsndfileError, RuntimeError):
+                continue  # this point cannot be reached: an earlier one
+            if skip > 0:
+                continue
+            pieces: list[np.ndarray] = []
+            count = 0
+            while True:
+                try:
+                    piece = file.read(_TAIL_FRAMES, dtype="float32", always_2d=True)
+                except soundfile.LibsndfileError:
+                    break
+                if len(piece) == 0:
+                    break
+                pieces.append(piece)
+                count += len(piece)
+                if count >= block_frames:
+                    yield np.concatenate(pieces)
+                    pieces, count = [], 0
+            if pieces:
+                yield np.concatenate(pieces)
+        return
 
 
 def describe_error(exc: BaseException) -> str:
@@ -127,6 +215,16 @@ def describe_error(exc: BaseException) -> str:
         where = f" ({exc.filename})" if exc.filename else ""
         return f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc.strerror or exc}{where}"
     return str(exc) or type(exc).__name__
+
+
+def unlinked(fd: int | None) -> bool:
+    """True when the open file ``fd`` has no name left (its file or folder was deleted)."""
+    if fd is None:
+        return False
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return False  # a closed or odd descriptor: its writes will say what is wrong
 
 
 class SegmentStatus:
@@ -139,7 +237,7 @@ class SegmentStatus:
 
     @property
     def failed(self) -> bool:
-        """True once a write (or the file's creation) failed."""
+        """True while the recording is failed (a write or the file's creation failed)."""
         return self._failed
 
     def status(self) -> dict[str, Any]:
@@ -148,22 +246,50 @@ class SegmentStatus:
                 "error": self.error}
 
 
+@dataclass
+class _Segment:
+    """One audio segment file of a :class:`Recorder` and what went into it."""
+
+    path: Path
+    fd: int | None = None
+    file: Any = None
+    start: _Mark | None = None  # its first frame (set when it is announced)
+    frames: int = 0
+    dropped_at_open: int = 0
+    announced: bool = False
+    retry: bool = False  # opened to try writing again after a failure
+    error: str | None = None
+
+    def close(self) -> str | None:
+        """Close the file (libsndfile writes its final header); the error's text, if any."""
+        if self.file is None or self.file.closed:
+            return None
+        try:
+            self.file.close()
+        except _FILE_ERRORS as exc:
+            return describe_error(exc)
+        return None
+
+
 class Recorder(SegmentStatus):
     """Streams played blocks to a new segment file (``.wav`` float32 RF64 or ``.flac`` 24-bit).
 
     ``path`` is a segment template when ``room`` is given (what the player
-    does), else the exact file to create. ``to_timeline`` converts the
-    playhead given to :meth:`push` into the room timeline's samples for the
-    ``recording_opened`` event. ``open_file`` is the soundfile seam (tests
-    inject one that fails).
+    does), else the exact file to create (then a later segment, after a
+    failure or a deletion, gets ``-2``, ``-3``...). ``to_timeline`` converts
+    the playhead given to :meth:`push` into the room timeline's samples for
+    the ``recording_opened`` event. ``open_file`` is the soundfile seam (tests
+    inject one that fails); ``now`` is the clock of the periodic fsync, link
+    check and retry (tests pass a fake one).
     """
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int,
                  ring_s: float = 10.0, drain_s: float = 0.05,
                  log_event: EventSink = null_sink, *, room: str | None = None,
-                 start: datetime | None = None, sync_s: float = 5.0,
+                 start: datetime | None = None, sync_s: float = 5.0, retry_s: float = 5.0,
                  to_timeline: Callable[[int], int] | None = None,
-                 open_file: Callable[..., Any] | None = None) -> None:
+                 open_file: Callable[..., Any] | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
         suffix = Path(path).suffix.lower()
         if suffix not in _FORMATS:
             raise InputError(
@@ -172,78 +298,127 @@ class Recorder(SegmentStatus):
         self.sample_rate = sample_rate
         self.channels = channels
         self._ring = np.zeros((max(1024, int(ring_s * sample_rate)), channels), np.float32)
-        self._written = 0  # published by the callback (producer)
-        self._read = 0  # owned by the writer thread (consumer)
-        self.dropped_frames = 0
+        self._size = self._ring.shape[0]
+        # --- callback (producer) side, read by the writer ---
+        self._written = 0  # ring frames published
+        self._stream = 0  # frames offered (stored or dropped): the played stream's clock
+        self._cb_dropped = 0
+        self._mark: _Mark | None = None  # the last stored block
+        self._seg_start: _Mark | None = None  # the first block stored for the segment
+        # --- writer (consumer) side, read by the callback ---
+        self._read = 0  # ring frames written to a file
+        self._failed = False  # one attribute load in the callback
+        self._in_push = False  # the callback is copying (a salvage waits it out)
+        # --- writer only ---
+        self._writer_dropped = 0
+        # Block starts seen since the last link check, oldest first (each <= _read): where
+        # a new segment may take over from a deleted one, from what the ring still holds.
+        self._held: deque[_Mark] = deque(maxlen=4096)
         self.frames_saved = 0
-        self.first_playhead: int | None = None  # set by the first push (callback)
         self._drain_s = drain_s
         self._sync_s = sync_s
-        self._last_sync = time.monotonic()
+        self._retry_s = retry_s
+        self._now = now
+        self._last_sync = self._last_check = now()
+        self._next_retry = 0.0
         self._log = log_event
         self._to_timeline = to_timeline
+        self._template = path
+        self._room = room
+        self._start_time = start
+        self._started = (start or datetime.now()).isoformat(timespec="microseconds")
+        self._format = _FORMATS[suffix]
+        self._open_file = open_file
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._close_lock = threading.Lock()
-        self._announced = False
         self._closed = False
-        self._failed = False  # read by the callback: one attribute load
         self.error: str | None = None
         self.path: Path = Path(path)
-        self._file: Any = None
-        fmt, subtype = _FORMATS[suffix]
+        self._seg: _Segment | None = None  # the segment being written (or tried)
+        self._broken: _Segment | None = None  # the failed one, closed, awaiting its event
+        self._outage_dropped = 0  # dropped_frames when the failure began
         try:
-            self.path, fd = create_segment(path, room, start)
-        except OSError as exc:
-            self._fail(exc)
+            self._seg = self._new_segment(retry=False)
+        except _FILE_ERRORS as exc:
+            self._broken = _Segment(Path(path))
+            self._begin_failure(exc)
             return
-        try:
-            opener = open_file or soundfile.SoundFile
-            self._file = opener(fd, "w", samplerate=sample_rate, channels=channels,
-                                format=fmt, subtype=subtype, closefd=True)
-        except (soundfile.LibsndfileError, OSError, RuntimeError) as exc:
-            try:
-                os.close(fd)
-            except OSError:
-                pass  # libsndfile closed it already
-            self._fail(exc)
-            return
-        if fmt == "RF64":
-            self._command(_SFC_RF64_AUTO_DOWNGRADE, 1)
-        self._command(_SFC_UPDATE_HEADER_AUTO, 1)
+        self.path = self._seg.path
 
-    def _command(self, command: int, value: int) -> None:
+    # --------------------------------------------------------------- files
+    def _new_segment(self, retry: bool) -> _Segment:
+        """Create and open the next segment file; raises what creating or opening raised."""
+        start = self._start_time if not retry else None  # a later segment: named at its start
+        path, fd = create_segment(self._template, self._room, start)
+        fmt, subtype = self._format
+        try:
+            opener = self._open_file or soundfile.SoundFile
+            file = opener(fd, "w", samplerate=self.sample_rate, channels=self.channels,
+                          format=fmt, subtype=subtype, closefd=True)
+        except _FILE_ERRORS:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # unless libsndfile closed it already
+            with contextlib.suppress(OSError):
+                path.unlink()  # ours, created a moment ago, empty
+            raise
+        segment = _Segment(path, fd, file, retry=retry, dropped_at_open=self.dropped_frames)
+        if fmt == "RF64":
+            self._command(file, _SFC_RF64_AUTO_DOWNGRADE, 1)
+        self._command(file, _SFC_UPDATE_HEADER_AUTO, 1)
+        return segment
+
+    @staticmethod
+    def _command(file: Any, command: int, value: int) -> None:
         # soundfile exposes sf_command only privately; the commands are stable libsndfile API.
-        handle = getattr(self._file, "_file", None)
+        handle = getattr(file, "_file", None)
         if handle is not None:
             soundfile._snd.sf_command(handle, command, soundfile._ffi.NULL, value)
 
+    @property
+    def dropped_frames(self) -> int:
+        """Frames played but not recorded: refused by a full or failed ring, or lost in a
+        failed write."""
+        return self._cb_dropped + self._writer_dropped
+
+    @property
+    def first_playhead(self) -> int | None:
+        """The playhead :meth:`push` gave with the current segment's first block."""
+        mark = self._seg_start
+        return None if mark is None else mark[2]
+
     # ------------------------------------------------------------ callback
     def push(self, block: np.ndarray, playhead: int = 0) -> None:
-        """Copy one played block into the ring (audio callback; never blocks or allocates).
+        """Copy one played block into the ring (audio callback; never blocks or waits).
 
         ``playhead`` is the timeline position of the block's first frame; the
-        first push records it as where the segment starts.
+        first block a segment stores is where it starts.
         """
         n = block.shape[0]
-        if self.first_playhead is None:
-            self.first_playhead = playhead
-        size = self._ring.shape[0]
         w = self._written
+        stream = self._stream
+        self._stream = stream + n
+        size = self._size
         if self._failed or w + n - self._read > size:
-            self.dropped_frames += n
+            self._cb_dropped += n
             return
+        self._in_push = True
         i = w % size
         first = n if i + n <= size else size - i
         self._ring[i : i + first] = block[:first]
         if first < n:
             self._ring[: n - first] = block[first:]
-        self._written = w + n  # publish after the data is in place
+        mark = (w, stream, playhead)
+        self._mark = mark
+        if self._seg_start is None:
+            self._seg_start = mark
+        self._written = w + n  # publish after the data and its mark are in place
+        self._in_push = False
 
     # -------------------------------------------------------- writer thread
     def start(self) -> None:
-        """Start the draining thread."""
-        if self._thread is None and not self._failed:
+        """Start the draining thread (it also retries a failed recording)."""
+        if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="audio-recorder", daemon=True)
             self._thread.start()
 
@@ -255,63 +430,239 @@ class Recorder(SegmentStatus):
     def drain(self) -> int:
         """Write everything pushed so far to the file; returns frames written.
 
-        A write error fails the recording (see the module docstring) and
-        returns 0; it is never raised.
+        Also the writer's housekeeping: the periodic fsync and link check, and
+        while failed the retry (see the module docstring). Errors are never
+        raised: a write error fails the recording and returns 0.
         """
+        now = self._now()
+        if self._failed:
+            self._discard()
+            if not self._stop.is_set() and now >= self._next_retry:
+                self._retry(now)
+            return 0
+        seg = self._seg
+        if seg is None or seg.file is None or seg.file.closed:
+            return 0
+        mark = self._mark  # read before _written: its block is inside what is drained
         w = self._written
         r = self._read
-        n = w - r
-        if n <= 0 or self._failed or self._file is None or self._file.closed:
+        n = self._write_ring(seg, r, w)
+        if n < 0:
             return 0
-        size = self._ring.shape[0]
+        if n:
+            if mark is not None and r <= mark[0] < w:  # a block start in what was written
+                self._held.append(mark)
+            if not seg.announced:
+                self._announce(seg)
+            if now - self._last_sync >= self._sync_s:
+                self._last_sync = now
+                try:
+                    seg.file.flush()  # sf_write_sync: fsync
+                except _FILE_ERRORS as exc:
+                    self._write_failed(seg, exc)
+                    return 0
+        if now - self._last_check >= self._sync_s:
+            self._last_check = now
+            self._check_links(seg)
+        return n
+
+    def _write_ring(self, seg: _Segment, r: int, w: int) -> int:
+        """Write ring frames ``r..w`` to ``seg``; frames written, or -1 after a failure."""
+        n = w - r
+        if n <= 0:
+            return 0
+        size = self._size
         i = r % size
         first = min(n, size - i)
         try:
-            self._file.write(self._ring[i : i + first])
+            seg.file.write(self._ring[i : i + first])
             if first < n:
-                self._file.write(self._ring[: n - first])
-            if time.monotonic() - self._last_sync >= self._sync_s:
-                self._last_sync = time.monotonic()
-                self._file.flush()
-        except (soundfile.LibsndfileError, OSError, RuntimeError) as exc:
-            self._fail(self._system_error(exc))
-            return 0
+                seg.file.write(self._ring[: n - first])
+        except _FILE_ERRORS as exc:
+            self._write_failed(seg, self._system_error(seg, exc))
+            return -1
         self._read = w
+        seg.frames += n
         self.frames_saved += n
-        if not self._announced:
-            self._announce()
         return n
 
-    def _system_error(self, exc: BaseException) -> BaseException:
+    def _check_links(self, seg: _Segment) -> None:
+        """Roll a deleted segment; else forget the block starts before the last one."""
+        if unlinked(seg.fd):
+            self._roll_deleted(seg)
+            return
+        while len(self._held) > 1:
+            self._held.popleft()
+
+    def _discard(self) -> None:
+        """While failed: frames the callback stored before it saw the failure are lost."""
+        w = self._written
+        self._writer_dropped += w - self._read
+        self._read = w
+        self._held.clear()
+
+    def _system_error(self, seg: _Segment, exc: BaseException) -> BaseException:
         """libsndfile's "System error." as the OSError behind it (ENOSPC, EFBIG, EIO...)."""
-        handle = getattr(self._file, "_file", None)
+        handle = getattr(seg.file, "_file", None)
         if not isinstance(exc, soundfile.LibsndfileError) or handle is None:
             return exc
         text = soundfile._ffi.string(soundfile._snd.sf_strerror(handle)).decode("utf-8", "replace")
         code = _ERRNO_BY_TEXT.get(text.partition(":")[2].strip().rstrip("."))
         return OSError(code, os.strerror(code)) if code is not None else exc
 
-    def _announce(self) -> None:
-        self._announced = True
-        playhead = self.first_playhead or 0
+    def _announce(self, seg: _Segment) -> None:
+        """``recording_opened`` for ``seg`` (and, after an outage, the old one's close)."""
+        seg.announced = True
+        seg.start = seg.start or self._seg_start or (0, 0, 0)
+        if not self._held or self._held[0] != seg.start:
+            self._held.appendleft(seg.start)  # a deletion before the first check: from here
+        dropped = self.dropped_frames
+        broken = self._broken
+        if broken is not None:  # an outage ends: its segment's close, then the new one's open
+            self._broken = None
+            self._closed_event(broken, dropped)
+            seg.dropped_at_open = dropped
+        self.path = seg.path
+        playhead = seg.start[2]
         if self._to_timeline is not None:
             playhead = self._to_timeline(playhead)
-        self._log("recording_opened", path=str(self.path), media="audio",
-                  sample_rate=self.sample_rate, channels=self.channels, playhead=playhead)
+        self._log("recording_opened", path=str(seg.path), media="audio",
+                  sample_rate=self.sample_rate, channels=self.channels, playhead=playhead,
+                  frame=seg.start[1], started=self._started)
+        if broken is not None:
+            lost = dropped - self._outage_dropped
+            self._log("recording_resumed", path=str(seg.path), media="audio",
+                      previous=str(broken.path), error=self.error, lost_frames=lost,
+                      lost_s=round(lost / self.sample_rate, 3))
+            log.warning("recording resumed in %s after %s: %.1f s of the music not recorded",
+                        seg.path, self.error, lost / self.sample_rate)
+            self.error = None
 
-    def _fail(self, exc: BaseException) -> None:
+    def _closed_event(self, seg: _Segment, dropped: int) -> None:
+        self._log("recording_closed", path=str(seg.path), media="audio",
+                  frames=seg.frames, seconds=seg.frames / self.sample_rate,
+                  dropped_frames=dropped - seg.dropped_at_open, error=seg.error)
+
+    def _begin_failure(self, exc: BaseException) -> None:
+        """Enter the failed state (logged once per outage); the callback drops from here."""
+        text = describe_error(exc)
+        self.error = text
+        if self._broken is not None:
+            self._broken.error = self._broken.error or text
+        first = not self._failed
+        self._failed = True
+        self._next_retry = self._now() + self._retry_s
+        if first:
+            self._outage_dropped = self.dropped_frames
+            path = self._broken.path if self._broken is not None else self.path
+            self.path = path
+            self._log("recording_failed", path=str(path), media="audio", error=text)
+            log.error("recording failed, playback goes on without it (tried again every "
+                      "%g s): %s: %s", self._retry_s, path, text)
+
+    def _write_failed(self, seg: _Segment, exc: BaseException) -> None:
+        """A write (or fsync) failed: close ``seg`` as it stands and fail until a retry works."""
+        text = describe_error(exc)
         if self._failed:
             return
-        self.error = describe_error(exc)
-        self._failed = True
-        self._log("recording_failed", path=str(self.path), media="audio", error=self.error)
-        log.error("recording failed, playback goes on without it: %s: %s",
-                  self.path, self.error)
-        if self._file is not None and not self._file.closed:
-            try:
-                self._file.close()  # keep what was written readable
-            except (soundfile.LibsndfileError, OSError, RuntimeError):
-                pass
+        seg.close()  # keep what was written readable
+        self._seg = None
+        if seg.retry and not seg.announced:
+            # A retry that could not write: an empty file of ours, not a segment.
+            with contextlib.suppress(OSError):
+                seg.path.unlink()
+            self.error = text
+            self._failed = True
+            self._next_retry = self._now() + self._retry_s
+        else:
+            seg.error = text
+            self._broken = seg
+            self._begin_failure(exc)
+        self._discard()
+
+    def _retry(self, now: float) -> None:
+        """Try a new segment; the next drain's write says whether the disk takes it again."""
+        self._next_retry = now + self._retry_s
+        try:
+            seg = self._new_segment(retry=True)
+        except _FILE_ERRORS as exc:
+            self.error = describe_error(exc)
+            return
+        self._seg = seg
+        self._seg_start = None  # the callback marks the first block it stores
+        self._discard()
+        self._failed = False
+
+    def _salvage(self) -> tuple[_Mark, np.ndarray] | None:
+        """The frames from the oldest held block start to ``_read`` that the ring still
+        holds intact, with that block's mark (None: none are)."""
+        read, size = self._read, self._size
+        marks = [m for m in self._held if read - size < m[0] <= read]
+        if not marks:
+            return None
+        first = marks[0][0]
+        data = np.empty((read - first, self.channels), np.float32)
+        i = first % size
+        head = min(read - first, size - i)
+        data[:head] = self._ring[i : i + head]
+        data[head:] = self._ring[: read - first - head]
+        # A block the callback was copying may have overwritten part of the copy: wait
+        # it out (the writer waits for the callback, never the reverse), then keep only
+        # what lies within one ring of everything it has written.
+        deadline = time.monotonic() + 0.1
+        while self._in_push and time.monotonic() < deadline:
+            time.sleep(0)
+        intact = self._written - size
+        mark = next((m for m in marks if m[0] >= intact), None)
+        if mark is None:
+            return None
+        return mark, data[mark[0] - first :]
+
+    def _roll_deleted(self, old: _Segment) -> None:
+        """The open segment has no name left: go on in a new one from the last check."""
+        salvage = self._salvage()
+        kept = 0 if salvage is None else len(salvage[1])
+        gone = old.frames - kept
+        old.frames = 0  # nothing of it is on disk any more (its closing event says so)
+        old.close()
+        old.error = (f"deleted while recording (no links left to {old.path.name}: the file "
+                     f"or its folder was removed; {gone / self.sample_rate:.1f} s gone)")
+        self._seg = None
+        self._held.clear()
+        try:
+            new = self._new_segment(retry=True)
+        except _FILE_ERRORS as exc:
+            # Nowhere to go on: failed (retried); what the ring kept is lost too.
+            self._broken = old
+            self._begin_failure(OSError(getattr(exc, "errno", None) or errno.EIO,
+                                        f"{old.error}; a new segment cannot be created: "
+                                        f"{describe_error(exc)}"))
+            self._discard()
+            return
+        dropped = self.dropped_frames
+        self._closed_event(old, dropped)
+        new.retry = False  # a segment from here on, written or failed like the first
+        new.dropped_at_open = dropped
+        self._seg = new
+        self._log("recording_rolled", path=str(new.path), media="audio", previous=str(old.path),
+                  reason="deleted", error=old.error, lost_frames=gone,
+                  lost_s=round(gone / self.sample_rate, 3))
+        log.warning("recording: %s; going on in %s", old.error, new.path)
+        if salvage is None:
+            # Nothing left to take over: the segment starts with the next block stored.
+            self._seg_start = None
+            self._discard()
+            return
+        mark, data = salvage
+        new.start = self._seg_start = mark
+        self._held.append(mark)
+        try:
+            new.file.write(data)
+        except _FILE_ERRORS as exc:
+            self._write_failed(new, self._system_error(new, exc))
+            return
+        new.frames += len(data)
+        self._announce(new)
 
     def close(self) -> None:
         """Stop the thread, write what is left, close, log ``recording_closed``; idempotent."""
@@ -323,13 +674,25 @@ class Recorder(SegmentStatus):
             if self._thread is not None:
                 self._thread.join(timeout=10.0)
                 self._thread = None
-            if self._file is not None and not self._file.closed:
+            seg = self._seg
+            if seg is not None and not self._failed:
                 self.drain()
-                if not self._file.closed:
-                    try:
-                        self._file.close()  # the final header
-                    except (soundfile.LibsndfileError, OSError, RuntimeError) as exc:
-                        self._fail(exc)
-        self._log("recording_closed", path=str(self.path), media="audio",
-                  frames=self.frames_saved, seconds=self.frames_saved / self.sample_rate,
-                  dropped_frames=self.dropped_frames, error=self.error)
+            seg = self._seg
+            self._seg = None
+            dropped = self.dropped_frames
+            if seg is not None:
+                error = seg.close()  # the final header
+                if error is not None and seg.error is None:
+                    seg.error = error
+                    self.error = error
+                    self._log("recording_failed", path=str(seg.path), media="audio",
+                              error=error)
+                if seg.retry and not seg.announced:
+                    with contextlib.suppress(OSError):
+                        seg.path.unlink()  # a retry nothing was written to
+                else:
+                    self._closed_event(seg, dropped)
+            if self._broken is not None:
+                self._broken.error = self._broken.error or self.error
+                self._closed_event(self._broken, dropped)
+                self._broken = None

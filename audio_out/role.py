@@ -10,7 +10,8 @@ supervisor gets the playback state, underflows, drops, what is played
 measured by :class:`~audio_out.meter.LevelMeter` around the player's
 callback) and the recording's state: a full or unwritable disk fails the recording
 (``"recording": {"state": "failed", ...}``, ``art2mus_recording_ok`` 0), never
-the role. ``output`` says where the audio goes: ``{"state": "lost", ...}`` while
+the role, until a retry writes again in a new segment (``ok`` again).
+``output`` says where the audio goes: ``{"state": "lost", ...}`` while
 the sound device is gone and the null sink stands in (the music's clock and the
 recording go on; :class:`~audio_out.outputs.FailoverOutput`). Stopping
 (SIGTERM, a Control shutdown, ``stop_after_s``) fades out first (:meth:`Player.stop`).

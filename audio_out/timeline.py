@@ -157,6 +157,8 @@ class TimelineBuffer:
         )
         # --- published by the reader ---
         self._playhead = 0
+        #: Timeline sample of the last block's first frame (after any hole jumped at its start).
+        self.block_start = 0
         self._gap_head = 0  # absolute count of gaps jumped over
         self._in_read = False
         self._state: State = "starting"
@@ -391,6 +393,7 @@ class TimelineBuffer:
         real = 0
         self._hist_done = 0
         p = self._playhead
+        self.block_start = p  # a block that opens with a hold: where the material stopped
         while pos < n:
             end, fence, base, froms, tos = self._layout
             limit = end if end < fence else fence
@@ -403,6 +406,8 @@ class TimelineBuffer:
                 if k > n - pos:
                     k = n - pos
                 self._ring_read(p, out[pos : pos + k])
+                if pos == 0:
+                    self.block_start = p  # past a hole the block may have opened on
                 if self._holding:  # material after a hold or a gap: crossfade into it
                     if not self._resuming:
                         self._begin_resume()

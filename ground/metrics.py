@@ -25,8 +25,9 @@ Exported (labels in braces):
 - ``art2mus_artwork_info{room,artwork_id,title}``: the artwork capture publishes (value 1;
   empty id and title on an empty wall)
 - ``art2mus_messages_dropped_total{socket,reason}``: malformed/oversized/wrong-version frames
-- ``art2mus_recording_ok{room}``: audio_out's recording, 1 while it writes, 0 once it failed
-  (a full or unwritable disk); absent when the room records nothing
+- ``art2mus_recording_ok{room}``: audio_out's recording, 1 while it writes, 0 while it has
+  failed (a full or unwritable disk: retried in a new segment, 1 again once that takes
+  writes); absent when the room records nothing
 - ``art2mus_role_restarts_total{role}``, ``art2mus_role_up{role}``,
   ``art2mus_heartbeat_age_seconds{role}``: the supervisor's view of every role
 - ``art2mus_write_errors_total{target}``: the supervisor's failed writes (status file,
@@ -120,7 +121,7 @@ class Metrics:
         self.restarts = prom.Counter("art2mus_role_restarts", "Role restarts", ["role"],
                                      registry=r)
         self.recording_ok = prom.Gauge("art2mus_recording_ok",
-                                       "1 while the room's recording writes, 0 once it failed",
+                                       "1 while the room's recording writes, 0 while it has failed",
                                        ["room"], registry=r)
         self.up = prom.Gauge("art2mus_role_up", "1 while the role runs", ["role"], registry=r)
         self.heartbeat_age = prom.Gauge("art2mus_heartbeat_age_seconds",

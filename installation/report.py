@@ -28,7 +28,8 @@ Memory and time stay flat with the length of a run (a run may last months):
 - recordings are never read by the run report: each room's segments, their
   length and dropped frames come from audio_out's ``recording_opened`` and
   ``recording_closed`` events (a segment cut by a kill gets its length from
-  the file's header);
+  the file's header, or, where the header has none, a FLAC's, by reading
+  the file);
 - :class:`AudioStats` (the demo's loudness, peak, silences, spectral
   centroid and join roughness) reads a recording in blocks, with state
   carried across blocks (K-weighting filters, a loudness histogram for the
@@ -525,6 +526,7 @@ class TimelineBuilder:
             if isinstance(played, int | float):
                 self.played_s[room] = self.played_s.get(room, 0.0) + float(played)
         elif kind in ("recording_opened", "recording_closed", "recording_failed",
+                      "recording_resumed", "recording_rolled",
                       "midi_file_written") and event.get("path"):
             path = str(event["path"])
             segments = self.recordings.setdefault(room, OrderedDict())
@@ -539,7 +541,12 @@ class TimelineBuilder:
                     "opened_at": self.rel(t), "seconds": None, "frames": None,
                     "dropped_frames": 0, "error": None, "closed": False, "_opened": t,
                 }
-            for field in ("sample_rate", "channels", "playhead"):
+            if kind in ("recording_resumed", "recording_rolled"):
+                # the new segment's first event: the time before it that was not recorded
+                if isinstance(event.get("lost_s"), int | float):
+                    segment["lost_before_s"] = event["lost_s"]
+                return
+            for field in ("sample_rate", "channels", "playhead", "frame", "started"):
                 if field in event:
                     segment[field] = event[field]
             if kind == "recording_opened":
@@ -754,15 +761,26 @@ class TimelineBuilder:
 
 
 def _segment_length_from_header(segment: dict[str, Any]) -> None:
-    """A segment whose close was never logged (its process was killed): the file says."""
+    """A segment whose close was never logged (its process was killed): the file says.
+
+    A FLAC cut by a kill has no length in its header (libsndfile reports
+    2**63 - 1 frames, 1.9e14 s at 48 kHz): its frames are then counted by
+    reading it, as the demo's join reads it
+    (:func:`audio_out.recorder.read_segment`).
+    """
     try:
         import soundfile
 
+        from audio_out.recorder import UNKNOWN_LENGTH, read_segment
+
         info = soundfile.info(segment["path"])
+        frames = int(info.frames)
+        if not 0 <= frames < UNKNOWN_LENGTH:
+            frames = sum(len(block) for block in read_segment(segment["path"]))
     except Exception:  # noqa: BLE001 - missing, cut or unreadable: the length stays unknown
         return
-    segment["frames"] = int(info.frames)
-    segment["seconds"] = round(info.frames / info.samplerate, 3) if info.samplerate else None
+    segment["frames"] = frames
+    segment["seconds"] = round(frames / info.samplerate, 3) if info.samplerate else None
     segment.setdefault("sample_rate", int(info.samplerate))
 
 
@@ -875,6 +893,9 @@ def print_run_summary(summary: dict[str, Any], timeline: Path | None, console: A
                                         "dropped_frames": None, "kind": "", "error": None}]
         for index, segment in enumerate(segments):
             note = segment.get("error") or ("" if segment.get("closed", True) else "cut short")
+            if segment.get("lost_before_s"):
+                note = f"{segment['lost_before_s']:.1f} s not recorded before it" + (
+                    f"; {note}" if note else "")
             path = Path(segment["path"])
             if folder is not None and path.is_relative_to(folder):
                 path = path.relative_to(folder)
