@@ -35,6 +35,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -317,6 +318,35 @@ class OscConfig(BaseModel):
         description="TCP port of the OSCQuery server (HTTP on listen's host, advertised by "
                     "mDNS) that describes the OSC in addresses to controllers; 0 = off.",
     )
+    allow: tuple[str, ...] = Field(
+        (), max_length=256,
+        description="Addresses or networks OSC in takes messages from ('10.0.0.7', "
+                    "'192.168.1.0/24'); empty: any. OSC has no login: on a LAN visitors share "
+                    "(guest Wi-Fi), anyone could mute a room.")
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, allow: tuple[str, ...]) -> tuple[str, ...]:
+        for k, network in enumerate(allow):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"allow[{k}]: expected an IP address or network ('10.0.0.7', "
+                                 f"'192.168.1.0/24'), got {network[:100]!r}") from None
+        return allow
+
+    def admits(self, host: str) -> bool:
+        """True when OSC in takes a datagram from ``host`` (an IP address) under ``allow``."""
+        if not self.allow:
+            return True
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # a dual-stack socket's view of an IPv4 sender
+        return any(address in ipaddress.ip_network(network, strict=False)
+                   for network in self.allow)
 
     @model_validator(mode="after")
     def _addresses(self) -> OscConfig:

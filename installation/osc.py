@@ -159,6 +159,9 @@ def _server_class(osc: Any) -> type:
             return True  # the owner parses, and counts what does not parse
 
         def finish_request(self, request: Any, client_address: Any) -> None:
+            if not self.owner.config.admits(client_address[0]):
+                self.owner.refuse_sender(client_address[0], len(request[0]))
+                return
             self.owner.datagram(request[0], udp_origin(client_address[0], client_address[1]))
 
         def handle_error(self, request: Any, client_address: Any) -> None:
@@ -221,6 +224,12 @@ class OscControlServer:
     def refused(self) -> int:
         """Messages refused so far (``refusals.by_reason`` says why)."""
         return self.refusals.refused
+
+    def refuse_sender(self, host: str, size: int) -> None:
+        """Count a datagram from a sender ``allow`` does not name (nothing of it is read)."""
+        self.refusals.accept()
+        self.refusals.refuse("not-allowed", sender=host[:64], size=size,
+                             error=f"sender {host[:64]} is not in control.osc.allow")
 
     def datagram(self, data: bytes, origin: str = "") -> None:
         """Parse one UDP datagram (a message or a bundle) from ``origin`` and apply it."""

@@ -323,3 +323,35 @@ def test_a_trigger_that_came_over_osc_is_not_echoed_one_from_elsewhere_is() -> N
         assert sent == [("/art2mus/a/next_variation", 2.0), ("/art2mus/intensity", 0.3)]
     finally:
         echo.close()
+
+
+def test_osc_in_takes_messages_only_from_the_senders_allow_names() -> None:
+    # OSC has no login: on a LAN visitors share (guest Wi-Fi), anyone could mute a room
+    events: list[tuple[str, dict[str, Any]]] = []
+    for allow, taken in ((("10.0.0.0/8", "192.168.1.7"), False),
+                         (("10.0.0.0/8", "127.0.0.1"), True), ((), True)):
+        hub = ControlHub(CONFIG)
+        server = OscControlServer.start(OscConfig(listen="127.0.0.1:6196", allow=allow), hub,
+                                        lambda kind, **f: events.append((kind, f)))
+        try:
+            client = SimpleUDPClient("127.0.0.1", server.port)
+            client.send_message("/art2mus/volume", 0.0)
+            wait_until(lambda server=server: server.received >= 1, 3.0)
+            client.close()
+        finally:
+            server.close()
+        assert (hub.current("volume") == 0.0) is taken
+        assert server.refusals.by_reason == ({} if taken else {"not-allowed": 1})
+    (refused,) = [f for kind, f in events if kind == "osc_refused"]
+    assert refused["error"] == "sender 127.0.0.1 is not in control.osc.allow"
+
+
+def test_an_allow_entry_that_is_no_address_or_network_is_refused_naming_it() -> None:
+    assert OscConfig(allow=("10.0.0.7", "192.168.1.0/24", "fd00::/8")).admits("192.168.1.9")
+    assert OscConfig(allow=("10.0.0.0/8",)).admits("::ffff:10.1.2.3")  # a dual-stack socket
+    assert not OscConfig(allow=("10.0.0.0/8",)).admits("11.0.0.1")
+    with pytest.raises(ConfigError, match=re.escape(
+            "allow[1]: expected an IP address or network ('10.0.0.7', '192.168.1.0/24'), got "
+            "'the-ipad.local'")):
+        config_from_dict({"rooms": [{"id": "a"}], "control": {"osc": {
+            "listen": "0.0.0.0:9000", "allow": ["10.0.0.7", "the-ipad.local"]}}})
