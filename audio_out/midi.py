@@ -40,6 +40,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,17 +147,23 @@ class Note:
         return None if self.out_start is None else self.out_start + (self.end - self.start)
 
 
+#: Notes :class:`PlayedNotes` keeps of what played (a look at what just sounded; ~200 bytes a
+#: note). The MIDI file holds them all (:class:`MidiRecorder`).
+RECENT_NOTES = 4096
+
+
 class PlayedNotes:
     """Bookkeeping of queued, sounding and played notes for one room."""
 
-    def __init__(self, max_played: int = 1_000_000) -> None:
+    def __init__(self, recent: int = RECENT_NOTES) -> None:
         self._lock = threading.Lock()
         self._pending: list[Note] = []  # queued, not yet reached by the playhead
         self._active: list[Note] = []  # started, may still be cut by a splice
-        self._played: list[Note] = []  # every committed note, in order, for the file
+        # the latest committed notes, in order (the file is MidiRecorder's, from advance):
+        # every note of a run was kept, 240 MB after 17 h of a room's music
+        self._played: deque[Note] = deque(maxlen=recent)
         self._tempi: list[TempoChange] = []  # queued tempo changes, timeline frames
         self._last_tempo: TempoChange | None = None  # the last queued (a repeat is ignored)
-        self._max_played = max_played
         self.dropped_late = 0
         self.dropped_replaced = 0
 
@@ -210,8 +217,7 @@ class PlayedNotes:
             for note in started:
                 note.out_start = note.start + offset
             self._active = [n for n in self._active if n.end > playhead] + started
-            room = self._max_played - len(self._played)
-            self._played.extend(started[: max(0, room)])
+            self._played.extend(started)
         return started
 
     def add_tempo(self, change: TempoChange) -> bool:
@@ -245,25 +251,10 @@ class PlayedNotes:
             return len(self._pending)
 
     def played(self) -> list[Note]:
-        """A copy of the notes played so far."""
+        """A copy of the latest notes played (at most ``recent``), oldest first."""
         with self._lock:
             return [Note(n.start, n.end, n.pitch, n.velocity, n.program, n.channel, n.seq,
                          n.out_start) for n in self._played]
-
-    def played_array(self) -> np.ndarray:
-        """Played notes as int64 (N, 6) with absolute start frames in the played stream.
-
-        int64 because a day's stream passes 2**31 frames (12.4 h at 48 kHz).
-        """
-        rows = [(n.out_start if n.out_start is not None else n.start, n.end - n.start, n.pitch,
-                 n.velocity, n.program, n.channel) for n in self.played()]
-        return np.asarray(rows, dtype=np.int64).reshape(-1, 6)
-
-    def write(self, path: str | Path, sample_rate: int) -> int:
-        """Write the played notes as a MIDI file; returns the note count."""
-        notes = self.played_array()
-        write_midi_file(path, notes, sample_rate)
-        return len(notes)
 
 
 def write_midi_file(path: str | Path, notes: np.ndarray, sample_rate: int,

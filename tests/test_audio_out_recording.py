@@ -118,6 +118,17 @@ def test_notes_are_placed_in_the_played_stream_time_base() -> None:
     assert note.out_start == 300 and note.channel == 9  # drums go to GM channel 10
 
 
+def test_played_notes_keep_only_the_latest_in_memory() -> None:
+    # every note of a run was kept: 240 MB after 17 h of a room's music (the file has them)
+    played = PlayedNotes(recent=3)
+    for k in range(5):
+        played.add_chunk(k, k * 1000, notes((0, 10, 60 + k, 90, 0, 0)),
+                         splice("append", k * 1000, k * 1000, (k + 1) * 1000))
+        assert [n.pitch for n in played.advance(playhead=k * 1000 + 500,
+                                                frames_out=k * 1000 + 500)] == [60 + k]
+    assert [n.pitch for n in played.played()] == [62, 63, 64]
+
+
 def test_midi_file_keeps_programs_channels_and_times(tmp_path: Path) -> None:
     path = tmp_path / "notes.mid"
     write_midi_file(path, notes((48000, 24000, 60, 100, 40, 2), (0, 4800, 36, 110, 128, 9),
