@@ -46,6 +46,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -431,6 +432,7 @@ class LoadGenerator:
         self.clocks = make_socket(self.context, zmq.PUSH, net.clock, bind=False,
                                   hwm=10 * len(ids), immediate=True)
         self.dropped_sends = 0
+        self._finish = threading.Event()  # finish(): end the run early
         self.measured_from: float | None = None  # wall time the measured window began
 
     def run(self, engine_cpu: Callable[[], float | None] = lambda: None) -> TrialResult:
@@ -470,10 +472,11 @@ class LoadGenerator:
                 engine0 = engine_cpu() or 0.0
                 for room in self.rooms:
                     room.start_measuring(now)
-            if measuring and now >= change_until:
+            finishing = self._finish.is_set()
+            if measuring and (now >= change_until or finishing):
                 for room in self.rooms:
                     room.stop_changing()
-                if now >= end_by or all(r.pending is None for r in self.rooms):
+                if now >= end_by or finishing or all(r.pending is None for r in self.rooms):
                     break
             for message in self.chunks.drain(10_000):
                 target = self.by_id.get(message.room)
@@ -518,6 +521,11 @@ class LoadGenerator:
             socket.send_multipart(encode(message), flags=zmq.NOBLOCK)
         except zmq.Again:
             self.dropped_sends += 1
+
+    def finish(self) -> None:
+        """End :meth:`run` (from another thread) as soon as it is measuring: a test that has
+        seen what it waited for need not play out ``spec.seconds``."""
+        self._finish.set()
 
     def close(self) -> None:
         """Close the sockets (not the shared context)."""

@@ -699,6 +699,7 @@ def test_rooms_play_through_a_replica_killed_and_ray_stopped(tmp_path: Path,
         _wait(lambda: all(r.chunks > n + 2 for r, n in zip(rooms, chunks, strict=True)), 30.0,
               "chunks for every room after Ray stopped")
         assert loadgen.chunks.dropped.total == 0  # nothing refused on the way (NaN, size)
+        loadgen.finish()  # all seen: the rest of the 40 s would only wait
         runner.join(timeout=120.0)
         [trial] = results
         assert trial.rooms_without_chunks == 0
