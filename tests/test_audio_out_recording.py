@@ -23,6 +23,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import soundfile
+from disks import FullDisk
 
 from audio_out.config import AudioOutConfig
 from audio_out.midi import (
@@ -258,33 +259,6 @@ def test_a_wav_segment_is_valid_on_disk_without_close(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------- a full disk (item 4)
-class FullDisk:
-    """A real SoundFile whose writes fail with ENOSPC once ``room`` frames are written."""
-
-    def __init__(self, room: int) -> None:
-        self.room = room
-        self.files: list[Any] = []
-        self._open = soundfile.SoundFile  # the real one, even once this fake replaces it
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        real = self._open(*args, **kwargs)
-        disk = self
-
-        class Wrapped:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(real, name)
-
-            def write(self, data: np.ndarray) -> None:
-                if disk.room < len(data):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                disk.room -= len(data)
-                real.write(data)
-
-        wrapped = Wrapped()
-        self.files.append(wrapped)
-        return wrapped
-
-
 def test_a_full_disk_fails_the_recording_once_and_keeps_what_was_written(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import soundfile
+from disks import FullDisk
 
 from audio_out.config import AudioOutConfig
 from audio_out.midi import MidiRecorder, Note
@@ -47,30 +48,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-class Disk:
-    """A real SoundFile whose writes fail with ENOSPC past ``room`` frames (room can return)."""
-
-    def __init__(self, room: int) -> None:
-        self.room = room
-        self._open = soundfile.SoundFile
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        real = self._open(*args, **kwargs)
-        disk = self
-
-        class Wrapped:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(real, name)
-
-            def write(self, data: np.ndarray) -> None:
-                if disk.room < len(data):
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                disk.room -= len(data)
-                real.write(data)
-
-        return Wrapped()
 
 
 def block(value: float, frames: int = 1000) -> np.ndarray:
@@ -211,7 +188,7 @@ def test_a_deleted_midi_segment_rolls_into_a_new_one_with_the_notes_since_the_ch
 def test_a_full_disk_fails_the_recording_until_space_returns_then_it_resumes(
     tmp_path: Path,
 ) -> None:
-    clock, events, disk = Clock(), MemorySink(), Disk(room=1500)
+    clock, events, disk = Clock(), MemorySink(), FullDisk(room=1500)
     recorder = Recorder(tmp_path / "t.wav", RATE, 1, log_event=events, room="r", start=START,
                         open_file=disk, now=clock, retry_s=5.0)
     first = recorder.path
