@@ -12,7 +12,8 @@ confidence, key, tempo, level, health); OSC out sends the same summary.
 :func:`problems` says what is wrong, for ``art2mus status``'s exit code: a
 stale file (the supervisor is stuck or gone), a stopped installation, a role
 restarting, silent or failed, a recording that failed, a sound device lost, a
-file the supervisor cannot write.
+file the supervisor cannot write, a disk that will soon be full
+(:class:`DiskWatch`: said hours before the recordings stop, not after).
 """
 
 from __future__ import annotations
@@ -20,25 +21,110 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ground.errors import InputError
 from installation.config import InstallationConfig
+
+#: Free space under which the output folder's disk is a problem whatever its pace, bytes.
+LOW_FREE_BYTES = 1 << 30
+#: Hours of filling at the measured pace under which the disk is a problem: a night and a
+#: morning, for a technician who reads the console once a day.
+LOW_HOURS = 18.0
+#: The span free space is followed over, and the least of it a pace is given for, seconds:
+#: a log rotated or a take joined moves it for a moment; recording moves it for hours.
+DISK_WINDOW_S = 15 * 60.0
+DISK_LEAST_SPAN_S = 5 * 60.0
+#: Least time between two looks at the disk (the console asks every second).
+DISK_EVERY_S = 10.0
+
+
+class _Free(NamedTuple):
+    at: float  # monotonic seconds
+    free: int  # bytes
+
+
+class DiskWatch:
+    """How much room the output folder's disk has, and how fast it fills.
+
+    A recording room fills about 1.4 GB an hour (48 kHz stereo float WAV): a
+    museum's disk is full in weeks, and the full disk was only said once the
+    recordings had stopped. :meth:`look` measures the free space at most every
+    :data:`DISK_EVERY_S` and the pace from the oldest look of the last
+    :data:`DISK_WINDOW_S`; :func:`disk_problem` says when it matters.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic,
+                 free: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
+                 ) -> None:
+        self.path = path
+        self._clock = clock
+        self._free = free
+        self._looks: deque[_Free] = deque()
+        self._latest: dict[str, Any] | None = None
+
+    def look(self) -> dict[str, Any] | None:
+        """``{"path", "free_bytes", "filling_bytes_per_s", "hours_left"}`` (pace and hours
+        None until followed :data:`DISK_LEAST_SPAN_S`, or while it does not fill); None
+        where the folder cannot be measured (not made yet)."""
+        now = self._clock()
+        if self._looks and now - self._looks[-1].at < DISK_EVERY_S:
+            return self._latest
+        try:
+            free = int(self._free(self.path))
+        except OSError:
+            return self._latest
+        self._looks.append(_Free(now, free))
+        while now - self._looks[0].at > DISK_WINDOW_S:
+            self._looks.popleft()
+        first = self._looks[0]
+        pace = None
+        if now - first.at >= DISK_LEAST_SPAN_S:
+            pace = max(0.0, (first.free - free) / (now - first.at))
+        self._latest = {"path": str(self.path), "free_bytes": free,
+                        "filling_bytes_per_s": pace,
+                        "hours_left": free / pace / 3600.0 if pace else None}
+        return self._latest
+
+
+def disk_problem(disk: Any) -> str | None:
+    """The line ``art2mus status`` and the console say about the output folder's disk (a
+    :meth:`DiskWatch.look`), or None while it has room."""
+    if not isinstance(disk, dict):
+        return None
+    free = finite_number(disk.get("free_bytes"))
+    hours = finite_number(disk.get("hours_left"))
+    pace = finite_number(disk.get("filling_bytes_per_s"))
+    if free is None:
+        return None
+    where = f"the disk of {disk.get('path')}"
+    if free < LOW_FREE_BYTES:
+        return (f"{where} has {free / 1e9:.2f} GB free: recordings stop when it is full (the "
+                f"music goes on); free some space or move installation.output_dir")
+    if hours is not None and pace is not None and hours < LOW_HOURS:
+        return (f"{where} fills in about {hours:.1f} h ({free / 1e9:.1f} GB free, "
+                f"{pace * 3600 / 1e9:.2f} GB an hour): recordings stop then (the music goes "
+                f"on); free some space or move installation.output_dir")
+    return None
 
 
 def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, Any]],
                  params: dict[str, dict[str, float]], state: str = "running",
                  write_errors: dict[str, str] | None = None,
-                 console_url: str | None = None) -> None:
+                 console_url: str | None = None, disk: dict[str, Any] | None = None) -> None:
     """Atomically replace ``path`` with the current status of every role.
 
     ``state`` is the supervisor's ("running", or "stopped" after a shutdown);
     ``write_errors`` the files it cannot write right now (target -> error);
-    ``console_url`` where the technician's console is served (None: not served).
+    ``console_url`` where the technician's console is served (None: not served);
+    ``disk`` the output folder's disk (:meth:`DiskWatch.look`).
     """
     record = {
         "installation": config.installation.name,
@@ -52,6 +138,7 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
         "params": params,
         "write_errors": write_errors or {},
         "console_url": console_url,
+        "disk": disk,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -181,6 +268,8 @@ def problems(record: dict[str, Any], stale_after_s: float,
     write_errors = record.get("write_errors")
     found += role_problems(record.get("roles", []),
                            write_errors if isinstance(write_errors, dict) else None)
+    if (disk := disk_problem(record.get("disk"))) is not None:
+        found.append(disk)
     return found
 
 

@@ -79,7 +79,7 @@ from ground.security import curve_keys
 from ground.transport import make_socket, send
 from installation.config import InstallationConfig
 from installation.control import ControlHub
-from installation.status import write_status
+from installation.status import DiskWatch, write_status
 from installation.surfaces import Service, start_console, start_surfaces, start_watcher
 
 if TYPE_CHECKING:
@@ -286,6 +286,7 @@ class Supervisor:
         # hand in their own processes only when they ask for it.
         self.status_path = status_path if status_path is not None else (
             config.output_dir / "status.json" if roles is None else None)
+        self.disk = DiskWatch(config.output_dir)
         from installation.report import RunReport
 
         self.report: RunReport | None = None
@@ -570,7 +571,8 @@ class Supervisor:
         try:
             write_status(self.status_path, self.config, rows, self.hub.snapshot(),
                          state=state, write_errors=self.write_failures.errors(),
-                         console_url=self._console.url if self._console is not None else None)
+                         console_url=self._console.url if self._console is not None else None,
+                         disk=self.disk.look())
         except OSError as error:
             self.write_failures.failed(
                 target, error, f"the status is not updated; retrying every "

@@ -195,6 +195,14 @@ def test_the_state_lists_what_is_wrong_as_art2mus_status_does(tmp_path: Path) ->
         "audio_out:room-1: recording failed (/o/a.wav): ENOSPC",
         f"the supervisor cannot write {fx.out / 'status.json'}: [Errno 28] No space left on "
         "device"]
+    # and before it is full: a disk with little room left is said while the takes still go on
+    from installation.status import DiskWatch
+
+    fx.console.state.disk = DiskWatch(fx.out, free=lambda path: 3 * 10**8)
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"][-1] == (
+        f"the disk of {fx.out} has 0.30 GB free: recordings stop when it is full (the music "
+        f"goes on); free some space or move installation.output_dir")
 
 
 def test_the_page_inlines_the_state_and_static_files_are_served(fx: Fixture) -> None:

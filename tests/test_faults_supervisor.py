@@ -457,6 +457,34 @@ def test_status_exits_zero_only_when_all_is_well(tmp_path: Path) -> None:
     assert stopped.exit_code == 1 and json.loads(stopped.output)["state"] == "stopped"
 
 
+def test_a_disk_filling_is_said_hours_before_the_recordings_stop(tmp_path: Path) -> None:
+    # A recording room fills ~1.4 GB an hour: the full disk was said only once it was full.
+    from installation.status import DiskWatch, disk_problem
+
+    now, free = [0.0], [35 * 10**9]
+    watch = DiskWatch(tmp_path, clock=lambda: now[0], free=lambda path: free[0])
+    assert watch.look() == {"path": str(tmp_path), "free_bytes": 35 * 10**9,
+                            "filling_bytes_per_s": None, "hours_left": None}
+    for _ in range(60):  # ten minutes at 2.4 GB an hour (the console asks every second)
+        now[0] += 10.0
+        free[0] -= 6_666_667
+        watch.look()
+    looked = watch.look()
+    assert looked is not None and looked["hours_left"] == pytest.approx(14.4, rel=0.01)
+    assert disk_problem(looked) == (
+        f"the disk of {tmp_path} fills in about 14.4 h (34.6 GB free, 2.40 GB an hour): "
+        f"recordings stop then (the music goes on); free some space or move "
+        f"installation.output_dir")
+    assert disk_problem(dict(looked, hours_left=30.0)) is None  # a day and more: fine
+    assert disk_problem(dict(looked, free_bytes=5 * 10**8, hours_left=None)).startswith(
+        f"the disk of {tmp_path} has 0.50 GB free: recordings stop when it is full")
+    for odd in (None, "x", {"free_bytes": "lots"}, {"free_bytes": float("nan")}):
+        assert disk_problem(odd) is None  # a status file from elsewhere: no traceback
+    record = _status_record(disk=dict(looked, free_bytes=5 * 10**8))
+    low = _status(tmp_path, record)
+    assert low.exit_code == 1 and "0.50 GB free" in low.output
+
+
 def test_status_watch_redraws_until_ctrl_c(tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import installation.ops_cli as ops_cli

@@ -30,7 +30,14 @@ from ground.params import PARAMETERS
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.report import EventFollower
-from installation.status import backend_summary, finite_number, role_problems, room_summary
+from installation.status import (
+    DiskWatch,
+    backend_summary,
+    disk_problem,
+    finite_number,
+    role_problems,
+    room_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +97,7 @@ class ConsoleState:
         self.editable = editable
         self.titles = titles or (lambda room, artwork_id: None)
         self.write_errors = write_errors or dict
+        self.disk = DiskWatch(output_dir)
         self.clock = clock
         self.rooms = [room.id for room in config.rooms]
         self.follower = events if events is not None else EventFollower(
@@ -192,8 +200,9 @@ class ConsoleState:
             "rooms": rooms,
             "roles": [role_row(r) for r in rows],
             # what art2mus status says is wrong: a role down, a recording or a file that
-            # cannot be written (a full disk), a backend gone
-            "problems": role_problems(rows, self.write_errors()),
+            # cannot be written (a full disk), a backend gone, a disk soon full
+            "problems": role_problems(rows, self.write_errors()) + [
+                line for line in (disk_problem(self.disk.look()),) if line],
             "timeline": {room: list(changes) for room, changes in self.timeline.items()},
         }
 
