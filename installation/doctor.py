@@ -221,7 +221,19 @@ class _Checks:
         for where, template in self.config.recording_templates():
             if where.split(".")[0] in here:
                 folders.setdefault(Path(os.path.abspath(Path(template).parent)), where)
+        out = Path(os.path.abspath(self.config.output_dir))
         for folder, where in folders.items():
+            if folder != out and folder.is_relative_to(out) and not folder.exists():
+                # The recorder makes its folders under output_dir whole, however deep
+                # (takes/{room}/, the README's layout): what must hold is the nearest
+                # folder that exists there (or output_dir, made at start) taking writes.
+                nearest = next(p for p in folder.parents if p.exists() or p == out)
+                if nearest.exists():
+                    self.writable_folder(where, nearest)
+                else:
+                    self.ok()
+                self._will_exist.add(folder)
+                continue
             self.writable_folder(where, folder)
 
     def existing_file(self, where: str, path: str, what: str) -> bool:
@@ -369,10 +381,13 @@ class _Checks:
         if unindexed:
             # ~0.06 s a work on one core (2,000 works: 124 s): the room plays meanwhile,
             # its works with ids of their own
+            # the command as it must be typed: where a room keeps its index elsewhere (a
+            # read-only catalogue), `index` without --cache-dir indexed everything, then failed
+            ahead = f"art2mus index {path}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
             self.warn(where, f"{unindexed} of {len(entries)} works not indexed yet: the "
                              f"capture indexes them at start, in the background (about "
                              f"{max(1, round(unindexed * 0.062))} s on one core); "
-                             f"`art2mus index {path}` does it ahead")
+                             f"`{ahead}` does it ahead")
 
     def capture_files(self, index: int, capture: Any) -> None:
         recognition = capture.recognition

@@ -62,7 +62,9 @@ def test_a_config_that_will_run_here_passes(tmp_path: Path) -> None:
     path = write_config(tmp_path / "good.json", {
         "installation": {"output_dir": str(tmp_path / "out")},  # missing, parent exists
         "network": _network(PORT),
-        "audio_out": {"output": "none", "record": "take-{room}.wav"},
+        # the README's layout: folders two deep under output_dir, made at start (they were
+        # refused: "a whole tree is never made silently")
+        "audio_out": {"output": "none", "record": "takes/{room}/{start}.wav"},
         "metrics": {"port": PORT + 4},  # 6434..6441
         "engine": {"generator": "sine"},
         "rooms": [
@@ -107,6 +109,16 @@ def test_a_catalogue_is_checked_as_the_capture_reads_it(tmp_path: Path) -> None:
                        f"{catalogue}` does it ahead"]
     assert CliRunner().invoke(cli, ["index", str(catalogue)]).exit_code == 0
     assert check() == []
+    # a room that keeps its index elsewhere is told the command with its --cache-dir
+    elsewhere = write_config(tmp_path / "elsewhere.json", {
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT), "audio_out": {"output": "none"},
+        "metrics": {"port": PORT + 4}, "engine": {"generator": "sine"},
+        "rooms": [{"id": "r0", "capture": {"recognition": {
+            "catalogue": str(catalogue), "cache_dir": str(tmp_path / "cache")}}}],
+    })
+    told = CliRunner().invoke(cli, ["check-config", "--deep", str(elsewhere)]).output
+    assert f"`art2mus index {catalogue} --cache-dir {tmp_path / 'cache'}` does it ahead" in told
     (catalogue / "catalogue.toml").write_text('[[artwork]]\nfile = "work-0.png"\ntitel = "A"\n')
     assert check() == [f"{field}: catalogue {catalogue / 'catalogue.toml'}: left out keys it "
                        f"does not read: 'titel' in artwork[0] (did you mean 'title'?) (read: "
