@@ -692,6 +692,25 @@ def _format_location(loc: tuple[Any, ...]) -> str:
     return "".join(parts)
 
 
+def _from_default(loc: tuple[Any, ...], rooms: list[Any],
+                  defaults: dict[str, dict[str, Any]]) -> str | None:
+    """The top-level field (``capture.fps``) an error at ``rooms[i].capture.fps`` came
+    from, where the room's own table does not set it and the default does; else None."""
+    if len(loc) < 4 or loc[0] != "rooms" or not isinstance(loc[1], int) or \
+            loc[2] not in defaults or loc[1] >= len(rooms):
+        return None
+    own: Any = rooms[loc[1]].get(loc[2], {}) if isinstance(rooms[loc[1]], dict) else {}
+    default: Any = defaults[loc[2]]
+    for key in loc[3:]:
+        if isinstance(own, dict) and key in own and not isinstance(own[key], dict):
+            return None  # the room sets it itself
+        own = own.get(key, {}) if isinstance(own, dict) else {}
+        if not isinstance(default, dict) or key not in default:
+            return None
+        default = default[key]
+    return _format_location(loc[2:])
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> InstallationConfig:
     """Validate a parsed TOML document; room sections are merged over the defaults.
 
@@ -704,6 +723,7 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Installat
         if not isinstance(value, dict):
             raise ConfigError(f"invalid config in {source}: field `{key}`: expected a table")
     rooms = raw.get("rooms")
+    own_rooms = list(rooms) if isinstance(rooms, list) else []
     if isinstance(rooms, list):
         merged_rooms = []
         for room in rooms:
@@ -725,12 +745,19 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Installat
             if error["type"] == "too_short" and error["loc"][:1] in deep:
                 continue  # pydantic also reports a list whose items failed as too short
             where = _format_location(error["loc"]) or "(top level)"
+            inherited = ""
+            if (default := _from_default(error["loc"], own_rooms, defaults)) is not None:
+                # the file has [capture] fps, not rooms[0].capture.fps: named as written,
+                # once for every room that inherits it
+                where, inherited = default, "; the default every room takes"
             got = error.get("input")
             got_text = "" if isinstance(got, dict) else f" (got {got!r})"
             message = error["msg"]
             if error["type"] == "extra_forbidden":
                 message = "unknown field (check its spelling and section)"
-            lines.append(f"field `{where}`: {message}{got_text}")
+            line = f"field `{where}`: {message}{got_text}{inherited}"
+            if line not in lines:
+                lines.append(line)
         raise ConfigError(f"invalid config in {source}:\n  " + "\n  ".join(lines)) from None
 
 

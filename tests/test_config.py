@@ -38,6 +38,21 @@ def _error(tmp_path: Path, text: str) -> str:
     return str(info.value)
 
 
+def test_an_error_in_a_default_section_names_it_as_the_file_has_it(tmp_path: Path) -> None:
+    # [capture] fps = 0 was reported as rooms[0].capture.fps, rooms[1]..., fields the file
+    # does not have; a room's own value is named as the room's
+    message = _error(tmp_path, '[capture]\nfps = 0\n[capture.stability]\nhold_frames = -1\n'
+                               '[[rooms]]\nid = "a"\n[[rooms]]\nid = "b"\n'
+                               '[rooms.capture.stability]\nwindow_frames = 6\n'
+                               '[[rooms]]\nid = "c"\n[rooms.capture]\nfps = 500\n')
+    assert message.splitlines()[1:] == [
+        "  field `capture.fps`: Input should be greater than 0 (got 0); the default every "
+        "room takes",
+        "  field `capture.stability.hold_frames`: Input should be greater than or equal to 1 "
+        "(got -1); the default every room takes",
+        "  field `rooms[2].capture.fps`: Input should be less than or equal to 120 (got 500)"]
+
+
 def test_a_wrong_type_names_file_field_and_value(tmp_path: Path) -> None:
     message = _error(tmp_path, '[engine]\nlead_s = "soon"\n[[rooms]]\nid = "a"\n')
     assert "bad.toml" in message and "`engine.lead_s`" in message and "'soon'" in message
