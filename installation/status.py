@@ -276,13 +276,25 @@ def problems(record: dict[str, Any], stale_after_s: float,
 def role_problems(rows: list[dict[str, Any]],
                   supervisor_write_errors: dict[str, str] | None = None) -> list[str]:
     """What is wrong with the roles (their supervisor rows, heartbeat status inside) and the
-    files that cannot be written: what ``art2mus status`` and the console's list both say."""
+    files that cannot be written: what ``art2mus status`` and the console's list both say.
+
+    A failed role says what to do (the supervisor no longer restarts it); a role starting
+    again after a restart is listed until it runs.
+    """
     found = []
     for row in rows:
         state = row.get("state")
         if state in ("restarting", "silent", "failed"):
             why = f": {row['reason']}" if row.get("reason") else ""
-            found.append(f"{row.get('name')} is {state}{why}")
+            # failed: the supervisor gave up and will not try again by itself
+            then = ("; fix the cause, then restart the installation (art2mus run) or its "
+                    "service" if state == "failed" else "")
+            found.append(f"{row.get('name')} is {state}{why}{then}")
+        elif state == "starting" and row.get("restarts"):
+            # restarted but no heartbeat yet: its room is still without it, so the line
+            # stays until the role runs (at the first start, "starting" is no problem)
+            after = f": {row['reason']}" if row.get("reason") else " a restart"
+            found.append(f"{row.get('name')} is starting again after{after}")
         status = _heartbeat(row)
         recording = _recording(status)
         if recording.get("state") == "failed":

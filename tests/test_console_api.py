@@ -205,6 +205,72 @@ def test_the_state_lists_what_is_wrong_as_art2mus_status_does(tmp_path: Path) ->
         f"goes on); free some space or move installation.output_dir")
 
 
+def test_a_failed_role_says_what_to_do_and_one_starting_again_stays_listed(fx: Fixture) -> None:
+    """The auditor's banner that hid while the room was still silent, and said nothing of
+    what to do once the supervisor had given up."""
+    fx.rows[1] |= {"state": "failed", "pid": None,
+                   "reason": "exited 3 times in a row with code 3 (input error)"}
+    fx.rows[2] |= {"state": "starting", "restarts": 1, "reason": "exited with signal SIGKILL"}
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"] == [
+        "capture:room-1 is failed: exited 3 times in a row with code 3 (input error); fix the "
+        "cause, then restart the installation (art2mus run) or its service",
+        "audio_out:room-1 is starting again after: exited with signal SIGKILL"]
+    fx.rows[2] |= {"reason": None}
+    fx.rows[1] |= {"state": "starting", "restarts": 0}  # the first start: nothing wrong
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"] == [
+        "audio_out:room-1 is starting again after a restart"]
+    fx.rows[2] |= {"state": "running"}
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"] == []
+
+
+def test_each_room_says_what_is_wrong_with_it_and_whether_its_picture_is_live(
+        fx: Fixture) -> None:
+    fx.console.state.tick()
+    state = fx.client.get("/api/state").json()
+    assert state["tick_s"] == 0.5  # the page's measure of a stream gone quiet
+    room = state["rooms"]["room-1"]
+    assert room["trouble"] == {"tone": "", "lines": [], "frame_stale": False}
+    assert room["frame_time"] is None  # capture has written no picture yet
+
+    def trouble() -> dict[str, Any]:
+        fx.console.state.tick()
+        return dict(fx.client.get("/api/state").json()["rooms"]["room-1"]["trouble"])
+
+    fx.rows[1] |= {"state": "failed", "pid": None}  # the supervisor gave up on capture
+    assert trouble() == {"tone": "warn", "frame_stale": True, "lines": [
+        {"tone": "warn", "text": "capture failed: showing its last frame"}]}
+    fx.rows[1] |= {"state": "running"}
+    fx.rows[1]["status"]["camera"] = "lost"  # capture runs, its camera sends nothing
+    assert trouble()["lines"] == [{"tone": "warn", "text": "camera lost: showing its last frame"}]
+    fx.rows[1]["status"]["camera"] = "ok"
+    # audio_out plays to no card: the room is silent, the recording goes on
+    fx.rows[2]["status"]["output"] = {"state": "waiting", "error": "no output device"}
+    assert trouble() == {"tone": "bad", "frame_stale": False, "lines": [
+        {"tone": "bad", "text": "silent: sound device missing"}]}
+    fx.rows[2]["status"]["output"] = {"state": "lost", "device": "USB Audio", "error": "gone"}
+    fx.rows[2]["status"]["recording"] = {"state": "failed", "path": "/o/a.wav",
+                                         "error": "ENOSPC"}
+    assert trouble()["lines"] == [
+        {"tone": "bad", "text": "silent: sound device USB Audio lost"},
+        {"tone": "warn", "text": "recording failed: ENOSPC"}]
+    # restarting: its last heartbeat (the device, the take) no longer says anything
+    fx.rows[2] |= {"state": "restarting", "pid": None}
+    assert trouble()["lines"] == [{"tone": "bad", "text": "silent: audio_out is restarting"}]
+    fx.rows[2] |= {"state": "running"}
+    fx.rows[2]["status"] = {"state": "holding"}
+    assert trouble() == {"tone": "warn", "frame_stale": False, "lines": [
+        {"tone": "warn", "text": "holding: no new music from the engine, a held sound plays"}]}
+    frame = fx.out / "console" / "room-1.jpg"
+    frame.parent.mkdir(parents=True, exist_ok=True)
+    frame.write_bytes(b"\xff\xd8 a picture")
+    fx.console.state.tick()
+    room = fx.client.get("/api/state").json()["rooms"]["room-1"]
+    assert room["frame_time"] == pytest.approx(frame.stat().st_mtime, abs=1e-3)
+
+
 def test_the_page_inlines_the_state_and_static_files_are_served(fx: Fixture) -> None:
     fx.rows[1]["status"]["title"] = "</script><script>alert(1)</script>"
     fx.console.state.tick()

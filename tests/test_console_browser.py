@@ -11,8 +11,10 @@ disk under the tab is picked up (or, under an edit, refused with a reload
 offered), the page paints from the inlined state alone, and beyond loopback it
 asks for the token. The page works under its own Content-Security-Policy (no
 violation on any tab), no other site can frame it, and a failed "back to
-camera" says so on the room's card. Screenshots at 1280x800 go to the run's
-output folder.
+camera" says so on the room's card. A stream gone quiet is said in a banner
+and dims the rooms; a room in trouble says why on its card, its camera picture
+marked as not live; on a phone (390x844) every control stays on screen.
+Screenshots at 1280x800 (and one at 390x844) go to the run's output folder.
 """
 
 from __future__ import annotations
@@ -84,10 +86,12 @@ def _testid(name: str) -> str:
     return f"[data-testid='{name}']"
 
 
-def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_moving_level(
+def test_the_room_paints_from_the_inlined_state_says_when_no_news_comes_and_shows_a_moving_level(
         installation: RunningInstallation, page: Any) -> None:
-    # no live stream at all: what the page shows first comes from the inlined state
-    page.route("**/api/stream", lambda route: route.abort())
+    # no live stream yet: what the page shows first comes from the inlined state. The stream
+    # is held unanswered, as a hung supervisor holds it: open, saying nothing, no error
+    held: list[Any] = []
+    page.route("**/api/stream", lambda route: held.append(route))
     page.goto(installation.url + "/")
     cards = page.evaluate("document.querySelectorAll(\"[data-testid='room-card']\").length")
     assert cards == 1
@@ -99,11 +103,21 @@ def test_the_room_paints_from_the_inlined_state_and_shows_the_artwork_and_a_movi
     room = installation.state()["rooms"][ROOM]
     title = page.locator(f"#room-{ROOM} {_testid('room-title')}").inner_text()
     assert title in (room["title"], room["artwork_id"]), (title, room)
+    # a few stream periods without news: the page says so, prominently, and dims the rooms
+    stale, rooms = page.get_by_test_id("stale"), page.get_by_test_id("rooms")
+    wait_for("the stale banner", stale.is_visible, timeout_s=10.0)
+    assert re.search(r"no news from the installation for \d+ s: what you see may be out of "
+                     r"date", stale.inner_text()), stale.inner_text()
+    assert "stale" in (rooms.get_attribute("class") or "").split()
+    assert page.get_by_test_id("connection").inner_text() == "no news"  # not "live"
 
+    assert held, "the page never asked for the stream"
+    held[0].continue_()  # the supervisor answers again: the next fresh state clears it all
     page.unroute("**/api/stream")
-    page.goto(installation.url + "/")
     wait_for("the SSE connection", lambda: page.get_by_test_id("connection").inner_text()
              == "live", timeout_s=20.0)
+    wait_for("the banner gone", stale.is_hidden, timeout_s=10.0)
+    assert "stale" not in (rooms.get_attribute("class") or "").split()
     meter = page.locator(f"#room-{ROOM} {_testid('room-meter')}")
     first = wait_for("a level", lambda: meter.get_attribute("data-level"), timeout_s=30.0)
     second = wait_for("another level", lambda: meter.get_attribute("data-level") != first
@@ -245,7 +259,9 @@ def test_an_invalid_config_edit_is_refused_and_a_valid_one_applied(
     assert status == 400 and "rooms[0].capture.fps" in str(answer), answer
     assert installation.config_path.read_text(encoding="utf-8") == original
 
-    edited = original.replace("status_every_s = 0.5", "status_every_s = 0.75")
+    # one field applied live, one that needs a restart (the demo camera's dwell)
+    edited = original.replace("status_every_s = 0.5", "status_every_s = 0.75").replace(
+        "dwell_s = 30.0", "dwell_s = 31.0")
     editor.fill(edited)
     apply = page.get_by_test_id("config-apply")
     wait_for("Apply enabled", apply.is_enabled, timeout_s=10.0)
@@ -257,6 +273,11 @@ def test_an_invalid_config_edit_is_refused_and_a_valid_one_applied(
              == edited, timeout_s=10.0)
     wait_for("the page saying so", lambda: "Applied" in page.get_by_test_id(
         "config-note").inner_text(), timeout_s=10.0)
+    # the side panel lists what the note says, not "none"
+    assert "Needs a restart: rooms[0].capture.demo.dwell_s" in page.get_by_test_id(
+        "config-note").inner_text()
+    assert page.get_by_test_id("config-restart").inner_text() == "rooms[0].capture.demo.dwell_s"
+    assert page.get_by_test_id("config-live").inner_text() == "supervisor.status_every_s"
 
 
 def _edit_by_hand(path: Path, text: str) -> None:
@@ -387,6 +408,21 @@ def test_a_failed_back_to_camera_says_so_on_the_room_card(installation: RunningI
     showing = card.get_by_test_id("room-showing")
     wait_for("the work in the room", showing.is_visible, timeout_s=20.0)
     error = card.get_by_test_id("back-to-camera-error")
+    # a slow server: the button says it waits; no answer at all: the page says so in words
+    # (the browser's own are "Failed to fetch")
+    held: list[Any] = []
+    page.route("**/api/rooms/*/play", lambda route: held.append(route))
+    back = card.get_by_test_id("back-to-camera")
+    back.click()
+    wait_for("the button waiting", lambda: back.get_attribute("aria-busy") == "true",
+             timeout_s=10.0)
+    assert held, "the page never asked"
+    held[0].abort()
+    wait_for("the failure on the card", lambda: error.inner_text()
+             == "not back to the camera: the installation did not answer (is it running? is "
+                "the network up?)", timeout_s=10.0)
+    assert back.get_attribute("aria-busy") is None
+    page.unroute("**/api/rooms/*/play")
     # capture, or the console, cannot take the stop: the technician must see it
     page.route("**/api/rooms/*/play", lambda route: route.fulfill(
         status=502, content_type="application/json",
@@ -416,6 +452,116 @@ def test_screenshots_of_the_rooms_view_at_1280x800(installation: RunningInstalla
     if save_screenshot_enabled():
         README_SHOT.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, README_SHOT)
+
+
+#: A room with everything long that a museum's data holds: a 64-character room id, a
+#: 158-character accession number without a space, a right-to-left title.
+LONG_ROOM = "east-wing-" + "x" * 54
+LONG_ID = "urn:museum:acc:" + "1988-12-" * 17 + "7"
+RTL_TITLE = "الليلة المرصعة بالنجوم فوق نهر الرون في آرل"
+#: Everything a technician can press, drag or type into, and the text that pushed them away.
+CONTROLS = ("button, input, select, textarea, output, [role=tab], .room-id, .trouble li, "
+            "[data-testid=room-title], [data-testid=room-artwork-id], #problems li, #stale")
+
+
+def _with_a_room_in_trouble(text: str) -> str:
+    """The page with its inlined state given :data:`LONG_ROOM`, whose capture has failed and
+    which plays to no sound device, and a long problem line."""
+    found = re.search(r'(<script id="initial-state" type="application/json">)(.*?)(</script>)',
+                      text, re.S)
+    assert found is not None
+    state = json.loads(found.group(2))
+    hall = state["rooms"][ROOM]
+    state["rooms"][LONG_ROOM] = hall | {
+        "artwork_id": LONG_ID, "title": RTL_TITLE, "artist": "م. " + "ا" * 60,
+        "showing": {"artwork_id": LONG_ID, "until": state["time"] + 60},
+        "frame": hall["frame"] or f"/api/rooms/{ROOM}/frame.jpg?t=1",
+        "health": 0.0, "trouble": {"tone": "bad", "frame_stale": True, "lines": [
+            {"tone": "bad", "text": "silent: sound device missing"},
+            {"tone": "warn", "text": "capture failed: showing its last frame"}]}}
+    reason = "exited 3 times in a row with code 3 (input error): " + "E" * 140
+    role = {"name": f"capture:{LONG_ROOM}", "kind": "capture", "room": LONG_ROOM,
+            "state": "failed", "pid": None, "uptime_s": None, "restarts": 3, "hangs": 0,
+            "heartbeat_age_s": None, "exit_code": 3, "reason": reason}
+    state["rooms"][LONG_ROOM]["roles"] = {"capture": role}
+    state["roles"].append(role)
+    for key in ("effective", "muted", "timeline", "spectrogram"):
+        state[key][LONG_ROOM] = state[key][ROOM]
+    state["problems"].append(f"capture:{LONG_ROOM} is failed: {reason}; fix the cause, then "
+                             "restart the installation (art2mus run) or its service")
+    inlined = json.dumps(state).replace("<", "\\u003c")
+    return text[:found.start(2)] + inlined + text[found.end(2):]
+
+
+def _off_screen(page: Any) -> list[str]:
+    """The visible :data:`CONTROLS` that stick out of the viewport's width."""
+    return list(page.evaluate("""(selector) => {
+      const width = document.documentElement.clientWidth;
+      return [...document.querySelectorAll(selector)].filter((e) => {
+        const box = e.getBoundingClientRect();
+        return box.width > 0 && (box.left < -0.5 || box.right > width + 0.5);
+      }).map((e) => `${e.dataset.testid || e.id || e.className || e.tagName}: `
+                    + `${Math.round(e.getBoundingClientRect().left)}..`
+                    + `${Math.round(e.getBoundingClientRect().right)} of ${width}`);
+    }""", CONTROLS))
+
+
+def test_on_a_phone_every_control_is_on_screen_and_a_room_in_trouble_says_why(
+        installation: RunningInstallation, page: Any) -> None:
+    """The auditor's phone (390x844): Mute, Apply and the room facts were off screen, a
+    room's card did not say what was wrong with it, long ids pushed the controls away."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.route(installation.url + "/", lambda route: route.fulfill(
+        body=_with_a_room_in_trouble(route.fetch().text()), content_type="text/html"))
+    page.route("**/api/stream", lambda route: None)  # held: the made-up room stays
+    page.goto(installation.url + "/")
+    card = page.get_by_role("article", name=LONG_ROOM, exact=True)  # named by its heading
+    assert card.count() == 1
+    assert card.get_attribute("data-tone") == "bad"  # a red border: the room is silent
+    assert card.get_by_test_id("room-trouble").inner_text().split("\n") == [
+        "silent: sound device missing", "capture failed: showing its last frame"]
+    assert "stale" in (card.get_by_test_id("room-camera").get_attribute("class") or "")
+    assert card.get_by_test_id("room-frame-caption").inner_text().startswith(
+        "capture failed: showing its last frame")
+    title = card.get_by_test_id("room-title")
+    assert (title.get_attribute("dir"), title.get_attribute("title")) == ("auto", RTL_TITLE)
+    assert title.evaluate("t => getComputedStyle(t).direction") == "rtl"
+    assert card.get_by_test_id("room-artwork-id").get_attribute("title") == LONG_ID
+
+    # the tabs by keyboard (WAI-ARIA tabs): each view in turn, every control on screen
+    page.get_by_test_id("tab-rooms").focus()
+    for name in ("rooms", "config", "catalogue", "events"):
+        if name != "rooms":
+            page.keyboard.press("ArrowRight")
+        tab = page.get_by_test_id(f"tab-{name}")
+        assert tab.get_attribute("aria-selected") == "true"
+        assert page.evaluate("document.activeElement.id") == f"tab-{name}"
+        if name == "config":
+            wait_for("the config text", lambda: page.get_by_test_id(
+                "config-text").input_value(), timeout_s=10.0)
+        assert _off_screen(page) == [], name
+    page.keyboard.press("ArrowRight")  # round to the first again
+    assert page.get_by_test_id("tab-rooms").get_attribute("aria-selected") == "true"
+    page.keyboard.press("End")
+    assert page.get_by_test_id("tab-events").get_attribute("aria-selected") == "true"
+    page.keyboard.press("Home")
+    assert page.evaluate("document.activeElement.id") == "tab-rooms"
+
+    # the roles table scrolls sideways inside its panel rather than being cut
+    scroller = page.locator(".roles-panel .table-scroll")
+    assert scroller.evaluate("s => s.scrollWidth > s.clientWidth")
+    # the problems stay in the sticky top, the stream's silence too, at the end of the page
+    page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+    wait_for("the stale banner", page.get_by_test_id("stale").is_visible, timeout_s=10.0)
+    for part in ("problems", "stale"):
+        box = page.get_by_test_id(part).bounding_box()
+        assert box is not None and 0 <= box["y"] < 844 / 2, (part, box)
+    page.screenshot(path=str(screenshot_folder(installation.out) / "console-rooms-390x844.png"))
+
+    # and on the desk the long ids push nothing away either
+    page.set_viewport_size(VIEWPORT)
+    page.evaluate("window.scrollTo(0, 0)")
+    assert _off_screen(page) == []
 
 
 def test_beyond_loopback_the_console_asks_for_the_token(tmp_path: Path, browser: Any) -> None:
@@ -463,6 +609,9 @@ def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
     page.goto(installation.url + "/")
     health = page.get_by_test_id(f"health-{ROOM}-capture")
     row = page.get_by_test_id(f"role-capture:{ROOM}")
+    card = page.locator(f"#room-{ROOM}")
+    caption = card.get_by_test_id("room-frame-caption")
+    wait_for("the camera frame", card.get_by_test_id("room-frame").is_visible, timeout_s=30.0)
 
     def capture_pid() -> int | None:
         for role in installation.state()["roles"]:
@@ -477,6 +626,12 @@ def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         shown = f"restarts {kill + 1}"
+        if kill == 0:  # while capture is down, its picture is its last frame, not a live one
+            wait_for("the picture marked as not live", caption.is_visible, timeout_s=30.0,
+                     alive=installation.check_alive)
+            assert "showing its last frame" in caption.inner_text()
+            assert "stale" in (card.get_by_test_id("room-camera").get_attribute("class")
+                               or "").split()
 
         def restarted(text: str = shown) -> bool:
             return text in health.inner_text()
@@ -484,6 +639,13 @@ def test_a_crashing_capture_shows_its_restarts_and_last_error_on_the_page(
         wait_for(f"restart {kill + 1} on the page", restarted, timeout_s=30.0,
                  alive=installation.check_alive)
     assert "SIGKILL" in row.inner_text(), row.inner_text()  # the last error, in words
+    # running again: the error is history, grey with when it was, not red beside "running"
+    reason = row.locator("td.reason")
+    wait_for("capture running again", lambda: "past" in (reason.get_attribute("class") or ""),
+             timeout_s=60.0, alive=installation.check_alive)
+    assert "before the restart at" in reason.inner_text()
+    assert reason.evaluate("td => getComputedStyle(td).color") == "rgb(99, 106, 119)"  # --muted
+    wait_for("the live picture back", caption.is_hidden, timeout_s=30.0)
     page.get_by_test_id("tab-events").click()
     # the supervisor's records name the role they are about
     page.get_by_test_id("events-role").select_option(f"capture:{ROOM}")

@@ -73,6 +73,68 @@ def role_row(row: dict[str, Any]) -> dict[str, Any]:
                                           "reason")}
 
 
+#: What audio_out's supervisor state (not running) means for its room.
+_AUDIO_DOWN = {"restarting": "silent: audio_out is restarting",
+               "failed": "silent: audio_out failed",
+               "stopped": "silent: audio_out stopped",
+               "starting": "silent: audio_out is starting",
+               "silent": "audio_out does not answer (no heartbeat): the room may be silent"}
+
+
+def room_trouble(capture: dict[str, Any] | None, audio: dict[str, Any] | None,
+                 engine: dict[str, Any] | None, health: float) -> dict[str, Any]:
+    """What is wrong with one room, in the words its card shows.
+
+    From the supervisor rows of the room's capture and audio_out (heartbeat inside) and
+    of the engine, and the room's ``health`` (:func:`installation.status.room_summary`):
+    ``{"tone": "" | "warn" | "bad", "lines": [{"text", "tone"}], "frame_stale": bool}``.
+    A line is "bad" where the room hears nothing; ``frame_stale`` is True while capture
+    or its camera is down, so the camera picture is its last frame, not a live one.
+    """
+    lines: list[dict[str, str]] = []
+
+    def say(tone: str, text: str) -> None:
+        lines.append({"tone": tone, "text": text})
+
+    if audio is not None and audio.get("state") not in ("running", "done"):
+        state = str(audio.get("state"))
+        say("bad", _AUDIO_DOWN.get(state, f"silent: audio_out is {state}"))
+    elif audio is not None:  # a role down keeps its last heartbeat: only a live one counts
+        heard = _status(audio)
+        output = heard.get("output")
+        if isinstance(output, dict) and output.get("state") == "lost":
+            device = f" {output['device']}" if output.get("device") else ""
+            say("bad", f"silent: sound device{device} lost")
+        elif isinstance(output, dict) and output.get("state") == "waiting":
+            say("bad", "silent: sound device missing")
+        if heard.get("state") == "silent":
+            say("bad", "silent: the music faded out (no new music from the engine)")
+        elif heard.get("state") == "holding":
+            say("warn", "holding: no new music from the engine, a held sound plays")
+        recording = heard.get("recording")
+        if isinstance(recording, dict) and recording.get("state") == "failed":
+            say("warn", f"recording failed: {recording.get('error') or 'unknown error'}")
+    if engine is not None and engine.get("state") not in ("running", "done"):
+        say("warn", f"engine {engine.get('state')}: no new music")
+    frame_stale = False
+    if capture is not None and capture.get("state") not in ("running", "done"):
+        say("warn", f"capture {capture.get('state')}: showing its last frame")
+        frame_stale = True
+    elif (camera := _status(capture).get("camera")) not in (None, "ok"):
+        say("warn", f"camera {camera}: showing its last frame")
+        frame_stale = True
+    tones = {line["tone"] for line in lines}
+    tone = ("bad" if health <= 0.0 or "bad" in tones
+            else "warn" if health < 1.0 or tones else "")
+    return {"tone": tone, "lines": lines, "frame_stale": frame_stale}
+
+
+def _status(row: dict[str, Any] | None) -> dict[str, Any]:
+    """A role row's heartbeat status ({} for none, or for something else)."""
+    status = (row or {}).get("status")
+    return status if isinstance(status, dict) else {}
+
+
 def params_table() -> list[dict[str, Any]]:
     """The live parameters for the page's controls."""
     return [{"name": p.name, "role": p.role, "low": p.low, "high": p.high, "default": p.default,
@@ -179,6 +241,8 @@ class ConsoleState:
         return {
             "installation": self.config.installation.name,
             "time": now,
+            # how often a state comes: the page says its view is out of date after a few
+            "tick_s": TICK_S,
             "console": {"allow_edit": self.config.console.allow_edit,
                         "editable": self.editable},
             "params_table": self._table,
@@ -212,8 +276,7 @@ class ConsoleState:
                        None)
         audio = next((r for r in rows if r.get("kind") == "audio_out" and r.get("room") == room),
                      None)
-        seen = (capture or {}).get("status") or {}
-        heard = (audio or {}).get("status") or {}
+        seen, heard = _status(capture), _status(audio)
         summary = room_summary(rows, room)
         artwork_id = summary["artwork_id"]
         title, artist = seen.get("title") or "", seen.get("artist") or ""
@@ -229,9 +292,12 @@ class ConsoleState:
         recording = heard.get("recording")
         frame = self.output_dir / "console" / f"{room}.jpg"
         try:
-            frame_url: str | None = f"/api/rooms/{room}/frame.jpg?t={frame.stat().st_mtime_ns}"
+            written = frame.stat().st_mtime_ns
         except OSError:
-            frame_url = None
+            frame_url, frame_time = None, None
+        else:
+            frame_url, frame_time = f"/api/rooms/{room}/frame.jpg?t={written}", written / 1e9
+        engine_row = next((r for r in rows if r.get("kind") == "engine"), None)
         showing = seen.get("showing")
         return {
             "artwork_id": artwork_id, "title": title, "artist": artist,
@@ -248,7 +314,9 @@ class ConsoleState:
             "underflows": heard.get("underflows", 0),
             "recording": recording.get("state", "") if isinstance(recording, dict) else "",
             "health": summary["health"],
+            "trouble": room_trouble(capture, audio, engine_row, summary["health"]),
             "frame": frame_url,
+            "frame_time": frame_time,  # when capture last wrote the picture (epoch s)
             "spectrum": spectrum,
             "showing": showing if isinstance(showing, dict) else None,
             "catalogue": str(seen.get("catalogue") or ""),  # capture's: works, or what is wrong

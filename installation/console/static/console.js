@@ -13,8 +13,12 @@
   const SPECTRO_COLUMNS = 120;      // one column per state message (0.5 s): one minute
   const MAX_EVENTS = 300;
   const METER_FLOOR_DB = -60;
+  const STALE_PERIODS = 3;          // no fresh state for this many stream periods: out of date
+  const STALE_CHECK_MS = 250;       // how often the page asks itself whether it is out of date
+  const ANSWER_TIMEOUT_MS = 15000;  // an API call unanswered this long is given up, and said so
 
   const $ = (sel, root = document) => root.querySelector(sel);
+  /** A new element: "text" sets its text, "class" its classes, the rest are attributes. */
   const el = (tag, attrs = {}, ...children) => {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs)) {
@@ -29,22 +33,40 @@
   const fmt = (v, digits = 1, unit = "") =>
     (v === null || v === undefined || Number.isNaN(v)) ? "–" : `${Number(v).toFixed(digits)}${unit}`;
   const clockTime = (t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false });
+  /** Text from outside (a title, an artist, an id): its own direction (a right-to-left title
+   *  reads right to left) and, for a line cut with an ellipsis, the whole of it as a tooltip. */
+  const setExternal = (node, text) => {
+    node.textContent = text;
+    node.dir = "auto";
+    if (text) node.title = text; else node.removeAttribute("title");
+  };
 
   // ---- talking to the server -------------------------------------------------------------
 
   async function api(method, path, body) {
-    const options = { method, headers: {}, credentials: "same-origin" };
+    // A hung supervisor never answers: without a deadline the button would wait for ever.
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(), ANSWER_TIMEOUT_MS);
+    const options = { method, headers: {}, credentials: "same-origin", signal: deadline.signal };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
-    const response = await fetch(path, options);
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (_) {  // the browser's own words ("Failed to fetch") say nothing to a technician
+      clearTimeout(timer);
+      throw new Error(deadline.signal.aborted
+        ? `the installation did not answer within ${ANSWER_TIMEOUT_MS / 1000} s`
+        : "the installation did not answer (is it running? is the network up?)");
+    }
+    let data = null;
+    try { data = await response.json(); } catch (_) { data = null; } finally { clearTimeout(timer); }
     if (response.status === 401) {  // auth is on and the cookie is gone: ask for the token
       window.location.assign("/login");
       throw new Error("login needed");
     }
-    let data = null;
-    try { data = await response.json(); } catch (_) { data = null; }
     if (!response.ok) {
       const message = (data && data.error) || `${method} ${path}: HTTP ${response.status}`;
       const error = new Error(message);
@@ -53,6 +75,16 @@
       throw error;
     }
     return data;
+  }
+
+  /** Marks `node` busy (aria-busy, a spinner) while `work()` waits for the server's answer. */
+  async function pending(node, work) {
+    node.setAttribute("aria-busy", "true");
+    node.classList.add("pending");
+    try { return await work(); } finally {
+      node.removeAttribute("aria-busy");
+      node.classList.remove("pending");
+    }
   }
 
   /** Calls `send(value)` at most once per SEND_EVERY_MS, always ending with the last value. */
@@ -124,7 +156,7 @@
     master.out.textContent = fmt(Number(master.input.value), 2);
     sendMaster(Number(master.input.value));
   });
-  master.mute.addEventListener("click", async () => {
+  master.mute.addEventListener("click", () => pending(master.mute, async () => {
     const muted = master.mute.getAttribute("aria-pressed") !== "true";
     try {
       const answer = await api("POST", "/api/mute", { room: "*", muted });
@@ -133,7 +165,7 @@
       master.mute.classList.toggle("active", answer.muted);
       master.error.textContent = "";
     } catch (e) { master.error.textContent = e.message; }
-  });
+  }));
 
   function volumeHigh() {
     const row = (state && state.params_table || []).find((p) => p.name === "volume");
@@ -162,11 +194,14 @@
     node.id = `room-${id}`;
     const parts = {};
     for (const part of node.querySelectorAll("[data-field]")) parts[part.dataset.field] = part;
-    parts.id.textContent = id;
+    setExternal(parts.id, id);
+    parts.id.id = `room-${id}-name`;  // the card's accessible name: its sliders tell rooms apart
+    node.setAttribute("aria-labelledby", parts.id.id);
     parts.frame.alt = `camera of room ${id}`;
     parts.frame.addEventListener("load", () => { parts.frame.hidden = false; parts["no-frame"].hidden = true; });
     parts.frame.addEventListener("error", () => { parts.frame.hidden = true; parts["no-frame"].hidden = false; });
-    node.querySelector("[data-action=back-to-camera]").addEventListener("click", () => backToCamera(id));
+    const back = node.querySelector("[data-action=back-to-camera]");
+    back.addEventListener("click", () => pending(back, () => backToCamera(id)));
     const room = { id, node, parts, controls: new Map(), history: [], lastFrame: null };
     $("#rooms").append(node);
     rooms.set(id, room);
@@ -208,41 +243,41 @@
         }
         input.value = String(p.default);
         row.append(el("label", { for: id, text: label(p.name) }), input, error);
-        input.addEventListener("change", async () => {
+        input.addEventListener("change", () => pending(input, async () => {
           control.touched = performance.now();
           try {
             const answer = await api("POST", "/api/params", { room: room.id, name: p.name, value: Number(input.value) });
             input.value = String(answer.value);
             error.textContent = "";
           } catch (e) { error.textContent = e.message; }
-        });
+        }));
         Object.assign(control, { input });
       } else if (p.kind === "toggle") {
         const input = el("input", { type: "checkbox", id, role: "switch",
           "data-testid": `param-${room.id}-${p.name}`, "data-param": p.name });
         const sw = el("label", { class: "switch", for: id }, input, el("span", { class: "slider", "aria-hidden": "true" }));
         row.append(el("label", { for: id, text: label(p.name) }), sw, error);
-        input.addEventListener("change", async () => {
+        input.addEventListener("change", () => pending(input, async () => {
           control.touched = performance.now();
           try {
             const answer = await api("POST", "/api/params", { room: room.id, name: p.name, value: input.checked ? 1 : 0 });
             input.checked = answer.value >= 0.5;
             error.textContent = "";
           } catch (e) { error.textContent = e.message; }
-        });
+        }));
         Object.assign(control, { input });
       } else {
         const button = el("button", { type: "button", id, "data-testid": `param-${room.id}-${p.name}`,
           "data-param": p.name, text: label(p.name) });
         const out = el("output", { for: id, "data-testid": `value-${room.id}-${p.name}` });
         row.append(button, out, error);
-        button.addEventListener("click", async () => {
+        button.addEventListener("click", () => pending(button, async () => {
           try {
             const answer = await api("POST", "/api/trigger", { room: room.id, name: p.name });
             out.textContent = `#${answer.value}`;
             error.textContent = "";
           } catch (e) { error.textContent = e.message; }
-        });
+        }));
         Object.assign(control, { button, out });
       }
       box.append(row);
@@ -265,9 +300,9 @@
       parts["no-frame"].hidden = false;
     }
     const known = data.artwork_id !== null && data.artwork_id !== undefined && data.artwork_id !== "";
-    parts.title.textContent = data.title || (known ? data.artwork_id : "empty wall");
-    parts.artist.textContent = data.artist || "";
-    parts.artwork_id.textContent = known ? data.artwork_id : "";
+    setExternal(parts.title, data.title || (known ? data.artwork_id : "empty wall"));
+    setExternal(parts.artist, data.artist || "");
+    setExternal(parts.artwork_id, known ? data.artwork_id : "");
     parts.confidence.textContent = data.confidence == null ? "" : `${Math.round(data.confidence * 100)}% sure`;
     parts.key.textContent = data.key ? `${data.key} ${data.mode || ""}`.trim() : "–";
     parts.tempo.textContent = fmt(data.tempo, 0, " bpm");
@@ -292,13 +327,37 @@
     if (!showing) parts["showing-error"].textContent = "";  // back on the camera: nothing failed
     if (showing) {
       const left = Math.max(0, Math.round(showing.until - (state.time || Date.now() / 1000)));
-      parts["showing-text"].textContent = `showing ${showing.artwork_id} (${left} s left)`;
+      setExternal(parts["showing-text"], `showing ${showing.artwork_id} (${left} s left)`);
     }
+    renderTrouble(room, data);
     drawMeter(room, data);
     renderHealth(room, data.roles || {});
     if (Array.isArray(data.spectrum)) pushSpectrum(room, data.spectrum);
     drawSpectrogram(room);
     renderEcho(room);
+  }
+
+  /** What is wrong with the room, on its card: a coloured border, one chip per cause, and
+   *  the camera picture dimmed and captioned while capture or its camera is down. */
+  function renderTrouble(room, data) {
+    const { node, parts } = room;
+    const trouble = data.trouble || { tone: "", lines: [], frame_stale: false };
+    if (trouble.tone) node.dataset.tone = trouble.tone; else delete node.dataset.tone;
+    parts.trouble.replaceChildren(...trouble.lines.map((line) => {
+      const item = el("li", { class: "chip", text: line.text, title: line.text });
+      item.dataset.tone = line.tone;
+      return item;
+    }));
+    parts.trouble.hidden = !trouble.lines.length;
+    const stale = !!trouble.frame_stale && !!data.frame;
+    parts.camera.classList.toggle("stale", stale);
+    parts["frame-caption"].hidden = !stale;
+    if (stale) {
+      const cause = (trouble.lines.find((line) => /showing its last frame/.test(line.text)) || {}).text
+        || "showing its last frame";
+      const at = data.frame_time ? ` (from ${clockTime(data.frame_time)})` : "";
+      parts["frame-caption"].textContent = `${cause}${at}: not live`;
+    }
   }
 
   function drawMeter(room, data) {
@@ -342,11 +401,23 @@
       } else {
         const chip = el("span", { class: "chip", text: `${kind}: ${row.state}` });
         chip.dataset.tone = tone(row.state);
-        item.append(chip, el("span", { class: "muted", text: `restarts ${row.restarts} · hangs ${row.hangs}` }));
-        if (row.reason) item.append(el("span", { class: "reason", text: row.reason, title: row.reason }));
+        item.append(chip, el("span", { class: "muted counts", text: `restarts ${row.restarts} · hangs ${row.hangs}` }));
+        if (row.reason) item.append(lastError("span", row));
       }
       box.append(item);
     }
+  }
+
+  const isUp = (roleState) => roleState === "running" || roleState === "done";
+
+  /** A role's last error: red while the role is down, grey (with when it was) once it runs
+   *  again, so a mended role does not look broken. */
+  function lastError(tag, row) {
+    const up = isUp(row.state);
+    const restartedAt = up && row.uptime_s != null && state.time
+      ? ` (before the restart at ${clockTime(state.time - row.uptime_s)})` : "";
+    const text = `${up ? "last error: " : ""}${row.reason}${restartedAt}`;
+    return el(tag, { class: up ? "reason past" : "reason", text, title: text, dir: "auto" });
   }
 
   const tone = (roleState) => ({ running: "ok", done: "", starting: "warn", restarting: "warn",
@@ -457,7 +528,7 @@
       facts.push(["Backend", `${e.backend.kind} · ${e.backend.state} · ${e.backend.text}`,
                   e.backend.healthy ? "ok" : "bad"]);
     }
-    if (e.reason) facts.push(["Last error", e.reason, "bad"]);
+    if (e.reason) facts.push(["Last error", e.reason, isUp(e.state) ? "past" : "bad"]);
     $("#engine-facts").replaceChildren(...facts.flatMap(([k, v, t]) => {
       const dd = el("dd", { text: String(v), "data-testid": `engine-${k.toLowerCase().replace(/ /g, "-")}` });
       if (t) dd.dataset.tone = t;
@@ -476,7 +547,7 @@
         el("td", { class: "num", text: String(r.hangs ?? "–") }),
         el("td", { class: "num", text: fmt(r.heartbeat_age_s, 1, " s") }),
         el("td", { class: "num", text: uptime(r.uptime_s) }),
-        el("td", { class: "reason", text: r.reason || "", title: r.reason || "" }));
+        r.reason ? lastError("td", r) : el("td", { class: "reason" }));
     }));
     refreshFilterOptions();
   }
@@ -519,18 +590,57 @@
 
   // ---- live updates over SSE -----------------------------------------------------------------
 
+  // The page must not look healthy when nothing comes: a stopped installation, a hung
+  // supervisor (the stream stays open and says nothing) or a dropped Wi-Fi. A state is fresh
+  // when its `time` moved on (a stream repeating one frozen state is no news either); after
+  // STALE_PERIODS stream periods (`tick_s`) without one, or with the connection down, the
+  // banner says for how long and the room cards are dimmed, until the next fresh state.
   const connection = $("#connection");
+  const fresh = { at: performance.now(), time: state ? state.time : null, link: "connecting" };
+
   function setConnection(word, tone_) {
     connection.textContent = word;
     connection.dataset.tone = tone_;
   }
 
+  function noteFresh(next) {
+    if (typeof next.time === "number" && !(fresh.time >= next.time)) {
+      fresh.time = next.time;
+      fresh.at = performance.now();
+    }
+  }
+
+  function checkFresh() {
+    const ageS = (performance.now() - fresh.at) / 1000;
+    const down = fresh.link === "offline" || fresh.link === "reconnecting";
+    const stale = down || ageS > STALE_PERIODS * ((state && state.tick_s) || 0.5);
+    const banner = $("#stale");
+    if (stale) {
+      const seconds = Math.max(1, Math.round(ageS));
+      $("#stale-text").textContent = `no news from the installation for ${seconds} s: ` +
+        `what you see may be out of date${down ? " (connection lost, reconnecting…)" : ""}`;
+    }
+    banner.hidden = !stale;
+    $("#rooms").classList.toggle("stale", stale);
+    if (fresh.link === "offline") setConnection("offline", "bad");
+    else if (fresh.link === "reconnecting") setConnection("reconnecting…", "warn");
+    else if (stale) setConnection("no news", "bad");
+    else if (fresh.link === "open") setConnection("live", "ok");
+    else setConnection("connecting…", "");
+  }
+  setInterval(checkFresh, STALE_CHECK_MS);
+
   function connect() {
     const source = new EventSource("/api/stream");
-    source.addEventListener("open", () => setConnection("live", "ok"));
+    source.addEventListener("open", () => { fresh.link = "open"; checkFresh(); });
     source.addEventListener("state", (message) => {
-      setConnection("live", "ok");
-      try { applyState(JSON.parse(message.data)); } catch (e) { console.error("state message", e); }
+      fresh.link = "open";
+      try {
+        const next = JSON.parse(message.data);
+        noteFresh(next);
+        applyState(next);
+      } catch (e) { console.error("state message", e); }
+      checkFresh();
     });
     source.addEventListener("log", (message) => {
       try { addEvent(JSON.parse(message.data)); } catch (e) { console.error("log message", e); }
@@ -538,28 +648,43 @@
     source.addEventListener("error", () => {
       // EventSource retries by itself; a 401 (token expired) closes it for good.
       if (source.readyState === EventSource.CLOSED) {
-        setConnection("offline", "bad");
+        fresh.link = "offline";
         api("GET", "/api/state").then(() => setTimeout(connect, 2000)).catch(() => setTimeout(connect, 5000));
       } else {
-        setConnection("reconnecting…", "warn");
+        fresh.link = "reconnecting";
       }
+      checkFresh();
     });
   }
 
   // ---- tabs ----------------------------------------------------------------------------------
 
   const loaders = {};
+  const tabs = [...document.querySelectorAll("[role=tab]")];
   function showTab(name) {
-    for (const tab of document.querySelectorAll("[role=tab]")) {
+    for (const tab of tabs) {
       const selected = tab.dataset.tab === name;
       tab.setAttribute("aria-selected", String(selected));
+      tab.tabIndex = selected ? 0 : -1;  // one tab stop for the list; arrows move inside it
       $(`#view-${tab.dataset.tab}`).hidden = !selected;
     }
     if (loaders[name]) loaders[name]();
     if (history.replaceState) history.replaceState(null, "", `#${name}`);
   }
-  for (const tab of document.querySelectorAll("[role=tab]")) {
+  for (const tab of tabs) {
+    tab.tabIndex = tab.getAttribute("aria-selected") === "true" ? 0 : -1;
     tab.addEventListener("click", () => showTab(tab.dataset.tab));
+    // The WAI-ARIA tabs pattern (automatic activation): Left/Right go to the previous or
+    // next tab, wrapping round, Home/End to the first or last.
+    tab.addEventListener("keydown", (event) => {
+      const at = tabs.indexOf(tab);
+      const to = { ArrowLeft: at - 1, ArrowRight: at + 1, Home: 0, End: tabs.length - 1 }[event.key];
+      if (to === undefined) return;
+      event.preventDefault();
+      const next = tabs[(to + tabs.length) % tabs.length];
+      next.focus();
+      showTab(next.dataset.tab);
+    });
   }
 
   // ---- config tab ----------------------------------------------------------------------------
@@ -689,9 +814,13 @@
     config.busy = true;  // the file is about to change under the poll: it waits
     try {
       const answer = await api("POST", path, { ...body, base: config.version });
-      const restart = answer.restart || [];
-      await loadConfig(`Applied. Live: ${(answer.live || []).join(", ") || "nothing"}. ` +
+      const live = answer.live || [], restart = answer.restart || [];
+      await loadConfig(`Applied. Live: ${live.join(", ") || "nothing"}. ` +
         (restart.length ? `Needs a restart: ${restart.join(", ")}.` : "Nothing needs a restart."));
+      // what was applied stays listed beside the reloaded file (its check is empty: no edit)
+      const field = (f) => el("li", {}, el("code", { text: f }));
+      listInto($("#config-live"), live, field);
+      listInto($("#config-restart"), restart, field);
       config.verdict.textContent = "applied";
       config.verdict.dataset.tone = "ok";
     } catch (e) {
@@ -703,9 +832,12 @@
       config.busy = false;
     }
   }
-  config.apply.addEventListener("click", () => applyOrRollback("/api/config/apply", { text: config.text.value }));
+  config.apply.addEventListener("click", () => pending(config.apply,
+    () => applyOrRollback("/api/config/apply", { text: config.text.value })));
   config.rollback.addEventListener("click", () => {
-    if (window.confirm("Replace the file with the last good one?")) applyOrRollback("/api/config/rollback", {});
+    if (window.confirm("Replace the file with the last good one?")) {
+      pending(config.rollback, () => applyOrRollback("/api/config/rollback", {}));
+    }
   });
   $("#config-reload").addEventListener("click", () => loadConfig("Reloaded the file as it is on disk."));
 
@@ -739,16 +871,16 @@
     const play = el("button", { type: "button", text: "Play in room", "data-testid": `play-${work.id}` });
     const card = el("div", { class: "work card", "data-testid": "work-card", "data-work": work.id },
       el("img", { src: work.thumb, alt: `thumbnail of ${work.title || work.id}`, loading: "lazy" }),
-      el("div", { class: "title", text: work.title || work.id }),
-      el("div", { class: "artist", text: [work.artist, work.year].filter(Boolean).join(", ") }),
+      el("div", { class: "title", text: work.title || work.id, title: work.title || work.id, dir: "auto" }),
+      el("div", { class: "artist", text: [work.artist, work.year].filter(Boolean).join(", "), dir: "auto" }),
       el("div", { class: "buttons" }, preview, play), status, playing);
-    preview.addEventListener("click", () => previewWork(room, work, status, preview));
-    play.addEventListener("click", async () => {
+    preview.addEventListener("click", () => pending(preview, () => previewWork(room, work, status, preview)));
+    play.addEventListener("click", () => pending(play, async () => {
       try {
         const answer = await api("POST", `/api/rooms/${encodeURIComponent(room)}/play`, { artwork_id: work.id, seconds: 60 });
         playing.textContent = `showing in ${answer.room} until ${clockTime(answer.until)}`;
       } catch (e) { playing.textContent = e.message; }
-    });
+    }));
     return card;
   }
 
@@ -836,7 +968,12 @@
 
   async function start() {
     if (!state) {  // the page was opened without the inlined state (e.g. as a file)
-      try { state = await api("GET", "/api/state"); } catch (e) { setConnection(e.message, "bad"); return; }
+      try { state = await api("GET", "/api/state"); } catch (e) {
+        fresh.link = "offline";
+        setConnection(e.message, "bad");
+        return;
+      }
+      noteFresh(state);
     }
     seedSpectrograms();
     render();
