@@ -14,6 +14,8 @@
   const MAX_EVENTS = 300;
   const METER_FLOOR_DB = -60;
   const STALE_PERIODS = 3;          // no fresh state for this many stream periods: out of date
+  const STALE_AT_LEAST_S = 4;       // ...and at least this long: a phone on a museum's Wi-Fi
+                                    // misses a second now and then, a banner each time is noise
   const STALE_CHECK_MS = 250;       // how often the page asks itself whether it is out of date
   const ANSWER_TIMEOUT_MS = 15000;  // an API call unanswered this long is given up, and said so
 
@@ -593,8 +595,9 @@
   // The page must not look healthy when nothing comes: a stopped installation, a hung
   // supervisor (the stream stays open and says nothing) or a dropped Wi-Fi. A state is fresh
   // when its `time` moved on (a stream repeating one frozen state is no news either); after
-  // STALE_PERIODS stream periods (`tick_s`) without one, or with the connection down, the
-  // banner says for how long and the room cards are dimmed, until the next fresh state.
+  // STALE_PERIODS stream periods (`tick_s`, STALE_AT_LEAST_S at least) without one, or with
+  // the connection down, the banner says for how long and the room cards are dimmed, until
+  // the next fresh state.
   const connection = $("#connection");
   const fresh = { at: performance.now(), time: state ? state.time : null, link: "connecting" };
 
@@ -613,7 +616,8 @@
   function checkFresh() {
     const ageS = (performance.now() - fresh.at) / 1000;
     const down = fresh.link === "offline" || fresh.link === "reconnecting";
-    const stale = down || ageS > STALE_PERIODS * ((state && state.tick_s) || 0.5);
+    const stale = down ||
+      ageS > Math.max(STALE_PERIODS * ((state && state.tick_s) || 0.5), STALE_AT_LEAST_S);
     const banner = $("#stale");
     if (stale) {
       const seconds = Math.max(1, Math.round(ageS));
