@@ -26,7 +26,7 @@ import pytest
 from test_console_api import BASE, TOKEN, Fixture
 
 from installation.console import app as console_app
-from installation.console.app import MAX_CONNECTIONS, ConsoleServer
+from installation.console.app import MAX_CONNECTIONS, MAX_PER_PEER, ConsoleServer
 from installation.console.auth import MAX_FAILURES, SECURITY_HEADERS, host_name, is_loopback_host
 
 
@@ -253,6 +253,32 @@ def test_idle_and_slow_connections_are_closed_and_the_technician_gets_in(
                            headers={"authorization": f"Bearer {TOKEN}"}, timeout=10.0)
         assert answer.status_code == 200
         assert not [kind for kind, _ in fx.events if kind == "console_login_refused"]
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.close()
+
+
+def test_one_address_cannot_hold_the_slots_the_technician_needs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An address reopening idle sockets as fast as they were cut kept the console at 503
+    for everyone: it may hold MAX_PER_PEER; the rest close as they open, and another
+    address (the technician's browser) is served while the flood goes on."""
+    monkeypatch.setattr(console_app, "HEAD_TIMEOUT_S", 60.0)  # the flood's are held meanwhile
+    fx = Fixture(tmp_path, console=f'token = "{TOKEN}"', catalogue=False)
+    server = _serve(fx)
+    sockets: list[socket.socket] = []
+    try:
+        host, port = server.url[len("http://"):].rsplit(":", 1)
+        for _ in range(MAX_CONNECTIONS):
+            sockets.append(socket.create_connection((host, int(port)),
+                                                    source_address=("127.0.0.2", 0)))
+        deadline = time.monotonic() + 2.0  # a guard against a hang, not a timing assertion
+        closed = [sock for sock in sockets if _closed_by_server(sock, deadline)]
+        assert len(closed) == MAX_CONNECTIONS - MAX_PER_PEER
+        answer = httpx.get(server.url + "/api/state",
+                           headers={"authorization": f"Bearer {TOKEN}"}, timeout=10.0)
+        assert answer.status_code == 200  # from 127.0.0.1, with the flood's still open
     finally:
         for sock in sockets:
             sock.close()

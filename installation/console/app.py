@@ -54,6 +54,7 @@ import math
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,11 @@ MAX_CONNECTIONS = 64
 #: technician is back within HEAD_TIMEOUT_S of a flood of idle sockets.
 HEAD_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
+#: Connections one peer address may hold at once; more are closed as they open. A browser
+#: keeps at most six to a host (its event stream among them), a few browsers on one
+#: address (a proxy) fit; one address reopening idle sockets every HEAD_TIMEOUT_S could
+#: otherwise keep every MAX_CONNECTIONS slot and the technician's browser out.
+MAX_PER_PEER = 16
 #: Longest a "show this work" may last, seconds.
 MAX_SHOW_S = 24 * 3600.0
 
@@ -637,16 +643,34 @@ class TimedH11Protocol(H11Protocol):
     each answer's end: at HEAD_TIMEOUT_S a connection with no request head is
     closed, and one whose body is still coming gets until REQUEST_TIMEOUT_S. A
     request that has fully arrived is never cut (an event stream answers for hours).
+    A peer address holding MAX_PER_PEER connections has any more closed as they open
+    (:meth:`for_server` gives each server its own count).
     h11 rather than uvicorn's "auto" choice: the same parser (and this timer) whether
     or not httptools happens to be installed.
     """
 
     _request_timer: asyncio.TimerHandle | None = None
     _waiting_since = 0.0
+    _peer: str | None = None  # counted in peers while open
+    peers: Counter[str] = Counter()  # open connections per peer address (for_server's own)
+
+    @classmethod
+    def for_server(cls) -> type[TimedH11Protocol]:
+        """This protocol with a count of connections per peer of its own (one per server:
+        uvicorn makes a protocol object per connection, from the class it is given)."""
+        return type("ConsoleH11Protocol", (cls,), {"peers": Counter()})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Start serving the connection, and its first request's clock."""
+        """Start serving the connection, and its first request's clock; close it at once
+        when its peer already holds MAX_PER_PEER."""
         super().connection_made(transport)  # type: ignore[arg-type]
+        peer = transport.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if self.peers[host] >= MAX_PER_PEER:
+            transport.close()
+            return
+        self._peer = host
+        self.peers[host] += 1
         self._expect_request()
 
     def on_response_complete(self) -> None:
@@ -660,6 +684,11 @@ class TimedH11Protocol(H11Protocol):
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
+        if self._peer is not None:
+            self.peers[self._peer] -= 1
+            if self.peers[self._peer] <= 0:
+                del self.peers[self._peer]
+            self._peer = None
         super().connection_lost(exc)
 
     def _expect_request(self) -> None:
@@ -703,7 +732,7 @@ class ConsoleServer:
                                 timeout_graceful_shutdown=2,
                                 limit_concurrency=MAX_CONNECTIONS,
                                 proxy_headers=False, forwarded_allow_ips=[],
-                                http=TimedH11Protocol, ws="none")
+                                http=TimedH11Protocol.for_server(), ws="none")
         self._server = uvicorn.Server(config)
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

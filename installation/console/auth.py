@@ -31,7 +31,8 @@
   :data:`installation.console.app.REQUEST_TIMEOUT_S`), or it is closed: idle or
   slow sockets cannot hold the server's connection slots
   (:data:`installation.console.app.MAX_CONNECTIONS`) and lock the technician
-  out.
+  out; and one peer address holds at most
+  :data:`installation.console.app.MAX_PER_PEER` of them at once.
 """
 
 from __future__ import annotations
