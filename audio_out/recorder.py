@@ -148,13 +148,7 @@ def read_segment(path: str | Path, block_frames: int = 4096) -> Iterator[np.ndar
     done = 0
     with soundfile.SoundFile(str(path)) as file:
         length = file.frames
-        while True:
-            try:
-                block = file.read(block_frames, dtype="float32", always_2d=True)
-            except soundfile.LibsndfileError:
-                break
-            if len(block) == 0:
-                break
+        for block in _decodable(file, block_frames):
             done += len(block)
             yield block
     if done >= length:
@@ -192,13 +186,7 @@ def _read_tail(path: str | Path, done: int, block_frames: int) -> Iterator[np.nd
                 continue
             pieces: list[np.ndarray] = []
             count = 0
-            while True:
-                try:
-                    piece = file.read(_TAIL_FRAMES, dtype="float32", always_2d=True)
-                except soundfile.LibsndfileError:
-                    break
-                if len(piece) == 0:
-                    break
+            for piece in _decodable(file, _TAIL_FRAMES):
                 pieces.append(piece)
                 count += len(piece)
                 if count >= block_frames:
@@ -207,6 +195,19 @@ def _read_tail(path: str | Path, done: int, block_frames: int) -> Iterator[np.nd
             if pieces:
                 yield np.concatenate(pieces)
         return
+
+
+def _decodable(file: Any, frames: int) -> Iterator[np.ndarray]:
+    """``file``'s next blocks of ``frames`` as float32 (channels, 2-D), until its end or the
+    first block libsndfile cannot decode (a file cut by a kill)."""
+    while True:
+        try:
+            block = file.read(frames, dtype="float32", always_2d=True)
+        except soundfile.LibsndfileError:
+            return
+        if len(block) == 0:
+            return
+        yield block
 
 
 def describe_error(exc: BaseException) -> str:
