@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ground.config import Flag
 from ground.params import VOLUME_MAX
 
 #: How ``{start}`` is written: local time of the role's start, to the second.
@@ -131,7 +132,7 @@ class AudioOutConfig(BaseModel):
         0.0, ge=0.0, le=600.0,
         description="Master fade-in when the player starts (0 = start at full level).",
     )
-    limiter: bool = Field(True, description="Peak limiter after volume: the output never clips.")
+    limiter: Flag = Field(True, description="Peak limiter after volume: the output never clips.")
     limiter_threshold_db: float = Field(
         -1.0, ge=-24.0, le=0.0,
         description="Peaks above this are gain-ridden down; the soft knee then tends to 0 dBFS.",

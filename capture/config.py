@@ -8,6 +8,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ground.config import Flag
+
 
 class DemoSourceConfig(BaseModel):
     """The built-in virtual camera: artworks shown in turn on a wall."""
@@ -279,7 +281,7 @@ class CaptureConfig(BaseModel):
     )
     stats_every_s: float = Field(
         10.0, gt=0.0, le=3600.0, description="How often a 'stats' event is logged.")
-    track: bool = Field(
+    track: Flag = Field(
         True, description="Follow a confirmed artwork with optical flow between frames, so "
                           "detection and recognition run once per arrival, not every frame.")
     redetect_every_frames: int = Field(

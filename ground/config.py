@@ -10,11 +10,16 @@ installation config. :func:`parse_toml` is how every TOML file we read is parsed
 from __future__ import annotations
 
 import tomllib
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from ground.protocol import DEFAULT_MAX_MESSAGE_BYTES
+
+#: A config switch: only TOML's (or JSON's) ``true`` or ``false``. Pydantic's lax mode
+#: would also take ``"yes"``, ``"off"``, ``1`` or ``"0"``, so a number or a word pasted
+#: under the wrong key was read as a switch instead of refused by name.
+Flag = Annotated[bool, Strict()]
 
 
 def parse_toml(text: str) -> dict[str, Any]:
@@ -93,13 +98,13 @@ class SecurityConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    curve: bool = Field(False, description="Authenticate and encrypt every ZeroMQ link.")
+    curve: Flag = Field(False, description="Authenticate and encrypt every ZeroMQ link.")
     keys_dir: str = Field(
         "keys",
         description="server.key(_secret), client.key(_secret), authorized/*.key "
         "(client public keys the binding side accepts).",
     )
-    include_loopback: bool = Field(
+    include_loopback: Flag = Field(
         False, description="Also secure loopback links (normally only links between machines)."
     )
     client_key: str = Field(

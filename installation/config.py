@@ -42,7 +42,7 @@ from pydantic import (
 from audio_out.config import AudioOutConfig, segment_template
 from capture.config import CaptureConfig
 from engine.config import EngineConfig
-from ground.config import MetricsConfig, NetworkConfig, SecurityConfig, parse_toml
+from ground.config import Flag, MetricsConfig, NetworkConfig, SecurityConfig, parse_toml
 from ground.errors import ConfigError
 
 
@@ -185,9 +185,9 @@ class MidiInConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     port: str = Field("", description="Substring of the input port name; '' = no MIDI in.")
-    virtual: bool = Field(False, description="Also open a virtual input port named 'art2mus'.")
+    virtual: Flag = Field(False, description="Also open a virtual input port named 'art2mus'.")
     channel: int = Field(0, ge=0, le=16, description="Listen on this channel (1-16); 0 = all.")
-    soft_takeover: bool = Field(
+    soft_takeover: Flag = Field(
         True, description="A knob moves a parameter only once it has passed the current value."
     )
     feedback_port: str = Field(
@@ -197,7 +197,7 @@ class MidiInConfig(BaseModel):
     cc: dict[str, str] = Field(default_factory=dict, description="[CH:]CC number -> parameter.")
     notes: dict[str, str] = Field(default_factory=dict,
                                   description="[CH:]note number -> parameter.")
-    clock_in: bool = Field(
+    clock_in: Flag = Field(
         False, description="Follow MIDI clock (24 ppqn) on the input port: its tempo becomes "
                            "every room's tempo_bpm.")
     clock_beats: int = Field(
@@ -309,8 +309,8 @@ class OscConfig(BaseModel):
     send: tuple[str, ...] = Field((), description="'HOST:PORT' targets for room state.")
     prefix: str = Field("/art2mus", pattern=r"^/[A-Za-z0-9_/-]*$")
     send_hz: float = Field(4.0, gt=0.0, le=100.0, description="Room state updates per second.")
-    echo: bool = Field(True, description="Send every live parameter change to the targets.")
-    beats: bool = Field(
+    echo: Flag = Field(True, description="Send every live parameter change to the targets.")
+    beats: Flag = Field(
         True, description="The engine sends /ROOM/beat, /bar, /key, /chord to the targets."
     )
     query_port: int = Field(
@@ -377,7 +377,7 @@ class LinkConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    enabled: bool = Field(False, description="Join the Link session (needs the 'link' extra).")
+    enabled: Flag = Field(False, description="Join the Link session (needs the 'link' extra).")
     mode: Literal["follow", "lead"] = Field("follow", description="follow | lead the tempo.")
     room: str = Field("", description="lead: the room whose tempo leads ('' = the first).")
     quantum: float = Field(4.0, ge=1.0, le=16.0, description="Beats per bar, for Link's phase.")
@@ -388,7 +388,7 @@ class ControlConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    reload: bool = Field(True, description="Watch the config file and apply edits live.")
+    reload: Flag = Field(True, description="Watch the config file and apply edits live.")
     reload_poll_s: float = Field(1.0, gt=0.0, le=60.0, description="How often it is checked.")
     min_change_interval_s: float = Field(
         0.25, ge=0.0, le=10.0,
@@ -458,7 +458,7 @@ class ConsoleConfig(BaseModel):
         "required when listen is not a loopback address.")
     token_file: str = Field(
         "", description="A keys file whose first non-empty line is the token (instead of token).")
-    allow_edit: bool = Field(
+    allow_edit: Flag = Field(
         True, description="The config editor may apply and roll back; false = read-only.")
     frame_every_s: float = Field(
         0.5, ge=0.1, le=60.0, description="How often capture writes the console's camera JPEG.")

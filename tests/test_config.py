@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
+from pydantic import BaseModel
 
 from ground.errors import ConfigError
-from installation.config import config_from_dict, freeze_config, load_config
+from installation.config import InstallationConfig, config_from_dict, freeze_config, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -275,3 +278,45 @@ def test_render_refuses_a_seed_out_of_range(seed: str, tmp_path: Path) -> None:
                                       "--seed", seed])
     assert result.exit_code == 2, result.output
     assert "Invalid value for '--seed'" in result.output and not out.exists()
+
+
+def _switches(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every bool field of a config model and of the sections under it, as key paths."""
+    found = []
+    for name, field in model.model_fields.items():
+        kinds = get_args(field.annotation) or (field.annotation,)
+        if bool in kinds:
+            found.append((*prefix, name))
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found += _switches(kind, (*prefix, name))
+    return found
+
+
+SWITCHES = _switches(InstallationConfig)
+
+
+def test_every_switch_is_found_by_the_walk() -> None:
+    assert {("rooms", "capture", "track"), ("rooms", "audio_out", "limiter"),
+            ("control", "midi", "clock_in"),
+            ("security", "curve"), ("console", "allow_edit")} <= set(SWITCHES)
+
+
+@pytest.mark.parametrize("path", SWITCHES, ids=".".join)
+@pytest.mark.parametrize("value", ["yes", "off", 1, 0.0])
+def test_a_switch_takes_true_or_false_only_and_names_the_field(path: tuple[str, ...],
+                                                                value: object) -> None:
+    # pydantic's lax mode read "yes", "off", 1 and 0.0 as switches: a word or a number under
+    # the wrong key was taken silently
+    room: dict[str, Any] = {"id": "a"}
+    raw: dict[str, Any] = {"rooms": [room]}
+    # a room's switch is set in the room (the file's [capture] is each room's default)
+    section, keys, name = (room, path[1:], f"rooms[0].{'.'.join(path[1:])}") \
+        if path[0] == "rooms" else (raw, path, ".".join(path))
+    for key in keys[:-1]:
+        section = section.setdefault(key, {})
+    section[keys[-1]] = value
+    with pytest.raises(ConfigError, match=re.escape(f"`{name}`")):
+        config_from_dict(raw)
+    section[keys[-1]] = False
+    config_from_dict(raw)

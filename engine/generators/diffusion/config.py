@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ground.config import Flag
+
 Backend = Literal["torch", "onnx", "simulated"]
 SamplerName = Literal["auto", "dpm_solver", "consistency"]
 OnnxProvider = Literal["CPUExecutionProvider", "CUDAExecutionProvider",
@@ -80,7 +82,7 @@ class DiffusionConfig(BaseModel):
     threads: int = Field(0, ge=0, le=256,
                          description="CPU threads for this process: torch's, and ONNX Runtime's "
                                      "intra-op threads on the onnx backend (0: their defaults).")
-    cuda_graphs: bool = Field(True, description="Capture each window (all steps, VAE, vocoder) "
+    cuda_graphs: Flag = Field(True, description="Capture each window (all steps, VAE, vocoder) "
                               "as one CUDA graph per batch bucket (CUDA, torch backend).")
     compile: Literal["off", "default", "max-autotune-no-cudagraphs"] = Field(
         "off",
