@@ -32,7 +32,7 @@ from typing import Any
 import click
 
 from ground.cli_types import FiniteFloat
-from ground.config import parse_toml
+from ground.config import dated_value, parse_toml, validate_typed
 from ground.errors import InputError
 
 #: Suffixes read as videos (frames sampled); anything else is read as a still image.
@@ -237,8 +237,12 @@ def read_lens_file(path: Path, option: str = "--lens") -> Any:
         document.get("capture"), dict) else None
     if not isinstance(section, dict):
         raise InputError(f"{option} {path}: expected a [capture.lens] section, got none")
+    if (dated := dated_value(section)) is not None:
+        field = ".".join(str(part) for part in ("capture", "lens", *dated[0]))
+        raise InputError(f"{option} {path}: {field}: a date or time ({dated[1]}), "
+                         "expected a number")
     try:
-        return LensConfig.model_validate(section)
+        return validate_typed(LensConfig, section)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in ("capture", "lens", *first["loc"]))

@@ -9,8 +9,11 @@ installation config. :func:`parse_toml` is how every TOML file we read is parsed
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import tomllib
-from typing import Annotated, Any
+from pathlib import PurePath
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
@@ -30,6 +33,41 @@ def parse_toml(text: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except RecursionError:
         raise tomllib.TOMLDecodeError("arrays or tables nested too deep") from None
+
+
+Section = TypeVar("Section", bound=BaseModel)
+
+
+def _path_text(value: object) -> object:
+    """``json.dumps``' fallback: a path as its string; nothing else is written."""
+    if isinstance(value, PurePath):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not a config value")
+
+
+def validate_typed(model: type[Section], document: dict[str, Any]) -> Section:
+    """``model`` from a parsed TOML document, each value of the type TOML wrote it as.
+
+    Pydantic's lax Python mode took ``fps = true`` as 1 and ``lead_s = "0.5"`` as 0.5;
+    its strict JSON mode takes true/false for a switch and a number for a number, while
+    still reading a path from a string and a tuple from a list, as TOML writes them.
+    Call :func:`dated_value` first: a TOML date is no JSON value. Raises pydantic's
+    ValidationError.
+    """
+    return model.model_validate_json(json.dumps(document, default=_path_text), strict=True)
+
+
+def dated_value(value: object, loc: tuple[Any, ...] = ()) -> tuple[tuple[Any, ...], object] | None:
+    """Where a parsed document holds a TOML date or time (no config field takes one):
+    its location (keys and list indices) and the value; None if nowhere."""
+    if isinstance(value, dt.date | dt.time):
+        return loc, value
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if (found := dated_value(item, (*loc, key))) is not None:
+            return found
+    return None
 
 
 def endpoint_problem(endpoint: str) -> str | None:

@@ -42,7 +42,15 @@ from pydantic import (
 from audio_out.config import AudioOutConfig, segment_template
 from capture.config import CaptureConfig
 from engine.config import EngineConfig
-from ground.config import Flag, MetricsConfig, NetworkConfig, SecurityConfig, parse_toml
+from ground.config import (
+    Flag,
+    MetricsConfig,
+    NetworkConfig,
+    SecurityConfig,
+    dated_value,
+    parse_toml,
+    validate_typed,
+)
 from ground.errors import ConfigError
 
 
@@ -735,8 +743,13 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Installat
                         room[key] = _deep_merge(default, own)
             merged_rooms.append(room)
         raw["rooms"] = merged_rooms
+    if (dated := dated_value(raw)) is not None:
+        loc, value = dated
+        raise ConfigError(f"invalid config in {source}: field `{_format_location(loc)}`: "
+                          f"a date or time ({value}) where no field takes one; write it as "
+                          "a string or a number")
     try:
-        return InstallationConfig.model_validate(raw)
+        return validate_typed(InstallationConfig, raw)
     except ValidationError as exc:
         lines = []
         errors = exc.errors(include_url=False)

@@ -320,3 +320,26 @@ def test_a_switch_takes_true_or_false_only_and_names_the_field(path: tuple[str, 
         config_from_dict(raw)
     section[keys[-1]] = False
     config_from_dict(raw)
+
+
+@pytest.mark.parametrize(("text", "field", "got"), [
+    ('[engine]\nlead_s = "0.5"\n', "engine.lead_s", "'0.5'"),
+    ("[capture]\nfps = true\n", "capture.fps", "True"),
+    ('[[rooms]]\nid = "b"\n[rooms.audio_out]\nvolume = "2"\n', "rooms[1].audio_out.volume",
+     "'2'"),
+])
+def test_a_number_is_written_as_one(tmp_path: Path, text: str, field: str, got: str) -> None:
+    # the lax mode read `fps = true` as 1 frame a second and a quoted number as a number
+    message = _error(tmp_path, '[[rooms]]\nid = "a"\n' + text)
+    assert f"`{field}`" in message and f"(got {got})" in message, message
+
+
+def test_a_date_where_no_field_takes_one_is_refused_naming_the_file(tmp_path: Path) -> None:
+    message = _error(tmp_path, '[installation]\nname = 2026-12-07\n[[rooms]]\nid = "a"\n')
+    assert "bad.toml" in message and "`installation.name`" in message and "date" in message
+
+
+def test_a_whole_number_is_taken_where_a_decimal_is_asked(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text('[engine]\nlead_s = 1\n[[rooms]]\nid = "a"\n')
+    assert load_config(path).engine.lead_s == 1.0
