@@ -180,12 +180,13 @@ def _video_frames(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _live_frames(source: str, seconds: float,
-                 clock: Callable[[], float] = time.monotonic) -> Iterator[tuple[str, Any]]:
+                 clock: Callable[[], float] | None = None) -> Iterator[tuple[str, Any]]:
     """Frames of the live camera ``source`` (as a room's ``capture.source`` names it) for
     ``seconds``, one every ``seconds / VIDEO_FRAMES`` at most (the latest when it is due)."""
     from capture.config import CaptureConfig
     from capture.sources import open_source
 
+    clock = clock or time.monotonic
     camera = open_source(CaptureConfig(source=source))  # InputError naming it if it fails
     every = seconds / VIDEO_FRAMES
     try:

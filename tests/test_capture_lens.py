@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cv2
@@ -352,6 +353,7 @@ class _BoardCamera:
 
 def test_calibrate_watches_a_live_camera_and_says_what_counts(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    import capture.calibrate_cli
     import capture.sources
 
     camera = _BoardCamera([*_views(count=8, seed=11), ("wall", np.full((540, 960, 3), 128,
@@ -363,6 +365,10 @@ def test_calibrate_watches_a_live_camera_and_says_what_counts(
         return camera
 
     monkeypatch.setattr(capture.sources, "open_source", open_source)
+    # the camera's clock: 0.2 s a frame, so the 2 s watched are 10 frames however busy the
+    # machine is (on the wall clock a loaded CI machine looked at 3 and the test failed)
+    monkeypatch.setattr(capture.calibrate_cli, "time", SimpleNamespace(
+        monotonic=lambda: camera.reads * 0.2, sleep=lambda seconds: None))
     result = CliRunner().invoke(cli, ["calibrate", "camera:0", "--board", "9x6",
                                       "--seconds", "2"])
     assert result.exit_code == 0, result.output
