@@ -12,10 +12,14 @@ with that program number (:meth:`~installation.control.ControlHub.recall_scene`)
 **Clock** (``clock_in``): MIDI clock on the same port(s) sets every room's
 ``tempo_bpm`` (:mod:`installation.tempo_sync`): the port is told to pass
 timing messages, pulses are timed by rtmidi's own delta times, and the
-tempo is passed on once a beat. After Start (or Song Position Pointer then
-Continue) the clock's downbeats (bars of ``clock_beats``) go to the engine,
-which lays the rooms' bars on them; the pulses' MIDI time is put on the wall
-clock by the least delayed of the recent arrivals. A beat whose tempo is
+tempo is passed on once a beat. rtmidi times each port's messages from that
+port's previous one, so each port keeps its own MIDI time and its own clock
+reading (:class:`PortTime`): a knob turned on the virtual port is not time
+between the pulses of a clock on the controller's. After Start (or Song
+Position Pointer then Continue) the clock's downbeats (bars of
+``clock_beats``) go to the engine, which lays the rooms' bars on them; the
+pulses' MIDI time is put on the wall clock by the least delayed of their
+port's recent arrivals. A beat whose tempo is
 refused (out of 20..300 bpm) sends no downbeat either: a misbehaving clock
 neither sets the tempo nor moves the bars. Start, Continue and Stop are
 logged when the transport's state changes (:class:`TransportLog`), a
@@ -40,9 +44,25 @@ How a message moves a parameter:
 - **note on**: toggles freeze, steps next_variation, or sets a continuous
   parameter to the velocity's position in its range.
 
+**Plugging in** (:class:`PortWatch`): the named port and the feedback port
+are looked for again every :data:`WATCH_EVERY_S` (:meth:`MidiControlInput.watch`,
+from the surfaces' watch thread, never from the audio path): a controller
+plugged in after the start is opened when it appears; one unplugged is
+dropped, and opened again when it comes back, whatever new client number
+ALSA gives it (``nanoKONTROL2 MIDI 1 28:0`` for ``... 24:0``). Each time an
+event says so (``midi_in_opened``, ``midi_in_lost``; ``midi_in_waiting`` once
+when it is missing at the start; ``midi_feedback_*`` for feedback) and a log
+line too, and
+:meth:`MidiControlInput.surface_state` is what ``art2mus status`` shows. Two
+ports that both match are said once (``midi_in_ambiguous``): the first is used.
+An unplug and replug between two looks that comes back under the very same
+name is not seen (rtmidi tells no disconnection).
+
 The rtmidi port is the hardware seam: :class:`MidiControlInput` takes any
 object with ``set_callback``/``close_port`` and :meth:`handle` takes a raw
-message, so tests drive it with a fake port.
+message, so tests drive it with a fake port; :meth:`MidiControlInput.open`
+takes the rtmidi module itself, so tests hand it a stand-in whose port list
+changes.
 
 Junk (a message that is not bytes 0..255 with a status byte first, a value
 the hub refuses, a mapping to an unknown room) is counted by reason in
@@ -55,6 +75,7 @@ other channels) are only counted as ``ignored``.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
 from collections import Counter, deque
@@ -63,11 +84,13 @@ from typing import Any
 
 from ground.errors import ConfigError, DependencyError
 from ground.events import EventSink, null_sink
-from ground.midi_ports import open_matching, open_output_port
+from ground.midi_ports import open_matching
 from ground.params import Parameter, parse_target
 from installation.config import MidiInConfig, parse_midi_key
 from installation.control import ControlHub, ParameterChange, RefusalLog
 from installation.tempo_sync import ClockTempo, GridSender, TempoFollower, takes_tempo
+
+log = logging.getLogger(__name__)
 
 VIRTUAL_PORT_NAME = "art2mus"
 #: Soft takeover picks a knob up within this many steps of the current value.
@@ -78,6 +101,8 @@ WALL_OFFSET_KEPT = 96
 TRANSPORT_LOGS_PER_WINDOW = 8
 #: The window transport changes are counted over, and the summary's interval, seconds.
 TRANSPORT_WINDOW_S = 10.0
+#: How often the surfaces' watch looks for a MIDI port that is missing or may have gone, s.
+WATCH_EVERY_S = 2.0
 
 
 def _rtmidi(rtmidi_module: Any = None) -> Any:
@@ -103,6 +128,15 @@ def new_midi_in(rtmidi_module: Any = None) -> Any:
         ) from None
 
 
+def new_midi_out(field: str, rtmidi_module: Any = None) -> Any:
+    """An rtmidi output, or a DependencyError naming ``field`` when there is no MIDI here."""
+    module = _rtmidi(rtmidi_module)
+    try:
+        return module.MidiOut()
+    except Exception as exc:  # rtmidi.SystemError: no ALSA sequencer / CoreMIDI here
+        raise DependencyError(f"{field}: no MIDI back end ({exc})") from None
+
+
 def open_input_port(name: str, rtmidi_module: Any = None) -> tuple[Any, str]:
     """The first input port whose name contains ``name`` (case-insensitive), and its name."""
     midi_in = new_midi_in(rtmidi_module)
@@ -125,12 +159,13 @@ def _origin(kind: str, channel: int, number: int) -> str:
 class MidiFeedback:
     """Sends each parameter change out as the CC(s) mapped to it (a hub listener).
 
-    ``port`` is anything with rtmidi's ``send_message``. A CC mapped on any
-    channel is sent on ``config.channel`` (or channel 1). A trigger has no
-    position to show and is not sent.
+    ``port`` is anything with rtmidi's ``send_message``, or None while the
+    feedback port is not there (:meth:`set_port` when it appears). A CC mapped
+    on any channel is sent on ``config.channel`` (or channel 1). A trigger has
+    no position to show and is not sent.
     """
 
-    def __init__(self, config: MidiInConfig, hub: ControlHub, port: Any) -> None:
+    def __init__(self, config: MidiInConfig, hub: ControlHub, port: Any = None) -> None:
         self.config = config
         self.hub = hub
         self.port = port
@@ -155,15 +190,21 @@ class MidiFeedback:
                 continue  # the control that moved: it is already there
             unit = param.to_unit(self.hub.current(param.name, room))
             with self._send_lock:
+                if self.port is None:  # unplugged: nothing to show it on
+                    return
                 self.port.send_message([0xB0 | (out_channel - 1), number, round(unit * 127)])
                 self.sent += 1
+
+    def set_port(self, port: Any) -> Any:
+        """Send on ``port`` from now on (None: nowhere); the port sent on before."""
+        with self._send_lock:
+            previous, self.port = self.port, port
+        return previous
 
     def close(self) -> None:
         """Stop listening and close the port."""
         self._unsubscribe()
-        close = getattr(self.port, "close_port", None)
-        if close is not None:
-            close()
+        _close_port(self.set_port(None))
 
 
 class TransportLog:
@@ -231,6 +272,125 @@ def open_virtual_port(rtmidi_module: Any = None) -> Any:
     return midi_in
 
 
+def _close_port(port: Any) -> None:
+    """Stop ``port``'s callback (an input's) and close it; None is nothing to close."""
+    if port is None:
+        return
+    if hasattr(port, "cancel_callback"):
+        port.cancel_callback()
+    port.close_port()
+
+
+class PortWatch:
+    """One port named by part of its name, opened while it is there (see the module doc).
+
+    ``make()`` is a new rtmidi MidiIn or MidiOut: one, never opened, lists the
+    ports at each :meth:`look`; each opening gets a fresh one. ``opened(port,
+    name)`` and ``lost(port)`` hand the port to its user and take it back
+    (``lost`` closes it). ``what`` names it in the log ("MIDI in"), ``event``
+    in the events (``midi_in`` -> ``midi_in_opened``, ``_lost``, ``_waiting``,
+    ``_ambiguous``), ``field`` and ``direction`` in :func:`open_matching`'s
+    error. Looked at from one thread at a time (its owner's lock).
+    """
+
+    def __init__(self, wanted: str, *, field: str, direction: str, make: Callable[[], Any],
+                 what: str, event: str, opened: Callable[[Any, str], None],
+                 lost: Callable[[Any], None], log_event: EventSink = null_sink) -> None:
+        self.wanted = wanted
+        self.field = field
+        self.direction = direction
+        self.make = make
+        self.what = what
+        self.event = event
+        self.opened = opened
+        self.lost = lost
+        self.log_event = log_event
+        self.lister = make()  # DependencyError here: no MIDI on this machine at all
+        self.port: Any = None
+        self.name: str | None = None  # the port open now
+        self._said_waiting = False  # until it opens: "waiting" once, not every look
+        self._said_twins = False  # two matching ports: said once for the watch's life
+
+    def look(self) -> bool:
+        """Open the port if it has appeared, drop it if it has gone; whether it is open."""
+        names = [str(name) for name in self.lister.get_ports()]
+        if self.name is not None:
+            if self.name in names:
+                return True
+            port, name = self.port, self.name
+            self.port = self.name = None
+            self.lost(port)
+            self._said_waiting = True  # the loss says it waits
+            self.log_event(f"{self.event}_lost", port=name, waiting_for=self.wanted)
+            log.warning("%s: port %r is gone (unplugged?); it is opened again when a port "
+                        "containing %r appears (looked for every %g s)", self.what, name,
+                        self.wanted, WATCH_EVERY_S)
+        matching = [name for name in names if self.wanted.lower() in name.lower()]
+        if not matching:
+            if not self._said_waiting:
+                self._said_waiting = True
+                self.log_event(f"{self.event}_waiting", port=self.wanted, available=names)
+                log.warning("%s: no MIDI %s port contains %r (available: %s); it is opened "
+                            "when it appears (looked for every %g s)", self.what,
+                            self.direction, self.wanted,
+                            ", ".join(repr(n) for n in names) or "none", WATCH_EVERY_S)
+            return False
+        if len(matching) > 1 and not self._said_twins:
+            self._said_twins = True
+            self.log_event(f"{self.event}_ambiguous", port=self.wanted, matching=matching,
+                           using=matching[0])
+            log.warning("%s: %d MIDI %s ports contain %r (%s): only the first is used; name "
+                        "more of the one wanted in %s", self.what, len(matching),
+                        self.direction, self.wanted, ", ".join(repr(n) for n in matching),
+                        self.field)
+        port = self.make()
+        try:
+            name = open_matching(port, self.wanted, self.field, self.direction)
+        except ConfigError:  # gone again since the list was read: the next look sees
+            return False
+        self.port, self.name = port, name
+        self._said_waiting = False
+        self.opened(port, name)
+        self.log_event(f"{self.event}_opened", port=name)
+        log.info("%s: opened %r", self.what, name)
+        return True
+
+    def state(self) -> str:
+        """The port open now, or what is waited for."""
+        return f"open: {self.name}" if self.name is not None else f"waiting for {self.wanted!r}"
+
+
+class PortTime:
+    """One input port's own time: the MIDI time of its messages, when that is on the
+    wall clock, and the MIDI clock read from its pulses.
+
+    rtmidi gives each message the seconds since the previous one *on the same
+    port*: summed across ports, another port's messages would add time between a
+    clock's pulses (a knob turned on the virtual port halved the tempo followed).
+    Touched only by its port's callback thread (or by :meth:`MidiControlInput.handle`'s
+    caller for messages that came on no port).
+    """
+
+    def __init__(self, clock: ClockTempo | None) -> None:
+        self.midi_time = 0.0
+        self.clock = clock
+        # wall time minus MIDI time, the least of the recent arrivals (the least delayed)
+        self._offsets: deque[float] = deque(maxlen=WALL_OFFSET_KEPT)
+
+    def arrived(self, delta: object, wall: float) -> float:
+        """A message ``delta`` s after this port's previous one, seen at ``wall``: its MIDI
+        time (a delta that is not a sane number of seconds adds nothing)."""
+        if isinstance(delta, int | float) and not isinstance(delta, bool) \
+                and 0.0 <= delta < 3600.0:
+            self.midi_time += delta
+        self._offsets.append(wall - self.midi_time)
+        return self.midi_time
+
+    def wall_offset(self) -> float:
+        """Wall time minus this port's MIDI time (0 when messages came without it)."""
+        return min(self._offsets) if self._offsets else 0.0
+
+
 class MidiControlInput:
     """Turns MIDI messages from one or more ports into hub parameter changes."""
 
@@ -244,7 +404,7 @@ class MidiControlInput:
         self.log_event = log_event
         self.refusals = refusals or RefusalLog("midi", log_event)
         self.transport = transport or TransportLog(log_event)
-        self.ports = ports or []
+        self.ports: list[Any] = []
         self.feedback = feedback
         self.cc = _mapping(config.cc, "control.midi.cc")
         self.notes = _mapping(config.notes, "control.midi.notes")
@@ -256,70 +416,128 @@ class MidiControlInput:
         self._set_by_us: dict[ControlKey, float] = {}
         self._last_unit: dict[ControlKey, float] = {}
         self._cc_high: dict[ControlKey, bool] = {}
-        # MIDI clock in: the pulses' times (the port's own delta times, summed), the
-        # tempo and bar grid they give, passed on once a beat
-        self.clock = ClockTempo(config.clock_beats) if config.clock_in else None
+        # MIDI clock in: each port's pulses on its own time (PortTime); the tempo and bar
+        # grid they give, passed on once a beat
         self.tempo = TempoFollower(hub, "midi-clock", log_event, self.refusals) \
             if config.clock_in else None
         self.grid = GridSender(hub)
-        self._midi_time = 0.0
-        # wall time minus MIDI time, the least of the recent arrivals (the least delayed)
-        self._offsets: deque[float] = deque(maxlen=WALL_OFFSET_KEPT)
-        for port in self.ports:
-            if config.clock_in:
-                port.ignore_types(sysex=True, timing=False, active_sense=True)
-            port.set_callback(self._callback)
+        self._unported = self._port_time()  # messages handed to handle() with no port
+        #: the named port and the feedback port, looked for by :meth:`watch`
+        self.watches: list[PortWatch] = []
+        self.virtual = False  # the virtual port is among the ports
+        # the watch's thread attaches and drops ports while close() may run
+        self._lock = threading.Lock()
+        self._closed = False
+        for port in ports or []:
+            self.attach(port)
 
     @classmethod
     def open(cls, config: MidiInConfig, hub: ControlHub, log_event: EventSink = null_sink,
              rtmidi_module: Any = None) -> MidiControlInput:
-        """Open the configured port and/or the virtual port (and the feedback port); listen."""
+        """Open the virtual port, and the configured port and feedback port if they are
+        there (else they are waited for: :meth:`watch`); listen.
+
+        A DependencyError when this machine has no MIDI at all.
+        """
         ports = []
-        in_name = ""
-        if config.port:
-            port, in_name = open_input_port(config.port, rtmidi_module)
-            ports.append(port)
-            log_event("midi_in_opened", port=in_name)
         if config.virtual:
             ports.append(open_virtual_port(rtmidi_module))
             log_event("midi_in_opened", port=VIRTUAL_PORT_NAME, virtual=True)
-        feedback = None
-        if config.feedback_port:
-            # "same": the controller's output twin carries the input port's name
-            wanted = config.port if config.feedback_port == "same" else config.feedback_port
-            out, out_name = open_output_port(wanted, "control.midi.feedback_port",
-                                             rtmidi_module)
-            feedback = MidiFeedback(config, hub, out)
-            log_event("midi_feedback_opened", port=out_name, input=in_name)
-        return cls(config, hub, log_event, ports, feedback=feedback)
-
-    def _callback(self, event: tuple[list[int], float], data: Any = None) -> None:
+        feedback = MidiFeedback(config, hub) if config.feedback_port else None
+        self = cls(config, hub, log_event, ports, feedback=feedback)
+        self.virtual = config.virtual
         try:
-            delta = event[1]
-            if isinstance(delta, int | float) and 0.0 <= delta < 3600.0:
-                self._midi_time += delta  # rtmidi: seconds since the previous message
-            self._offsets.append(time.time() - self._midi_time)
-            self.handle(event[0], self._midi_time)
+            if config.port:
+                self.watches.append(PortWatch(
+                    config.port, field="control.midi.port", direction="input",
+                    make=lambda: new_midi_in(rtmidi_module), what="MIDI in", event="midi_in",
+                    opened=lambda port, _name: self.attach(port), lost=self.detach,
+                    log_event=log_event))
+            if feedback is not None:
+                # "same": the controller's output twin carries the input port's name
+                wanted = config.port if config.feedback_port == "same" else config.feedback_port
+                field = "control.midi.feedback_port"
+                self.watches.append(PortWatch(
+                    wanted, field=field, direction="output",
+                    make=lambda: new_midi_out(field, rtmidi_module), what="MIDI feedback",
+                    event="midi_feedback", opened=lambda port, _name: feedback.set_port(port),
+                    lost=lambda _port: _close_port(feedback.set_port(None)),
+                    log_event=log_event))
+            self.watch()
+        except BaseException:
+            self.close()  # the virtual port already open
+            raise
+        return self
+
+    def watch(self) -> None:
+        """One look for the named port and the feedback port (every :data:`WATCH_EVERY_S`
+        from the surfaces' watch): open what appeared, drop what went."""
+        with self._lock:
+            if self._closed:
+                return
+            for watch in self.watches:
+                watch.look()
+
+    def surface_state(self) -> dict[str, str]:
+        """What ``art2mus status`` shows of MIDI in: the port open, or the one waited for."""
+        state: dict[str, str] = {}
+        ports = [w.state() for w in self.watches if w.event == "midi_in"]
+        if self.virtual:
+            ports.append(f"virtual port {VIRTUAL_PORT_NAME!r}")
+        state["MIDI in"] = "; ".join(ports) or "no port"
+        for w in self.watches:
+            if w.event == "midi_feedback":
+                state["MIDI feedback"] = w.state()
+        return state
+
+    def _port_time(self) -> PortTime:
+        return PortTime(ClockTempo(self.config.clock_beats) if self.config.clock_in else None)
+
+    def attach(self, port: Any) -> None:
+        """Listen to ``port`` (an opened rtmidi MidiIn), its messages on a time of its own."""
+        if self.config.clock_in:
+            port.ignore_types(sysex=True, timing=False, active_sense=True)
+        times = self._port_time()
+
+        def callback(event: tuple[list[int], float], data: Any = None) -> None:
+            self._arrived(event, times)
+
+        port.set_callback(callback)
+        self.ports.append(port)
+
+    def detach(self, port: Any) -> None:
+        """Stop listening to ``port`` and close it (its device is gone)."""
+        if port in self.ports:
+            self.ports.remove(port)
+        _close_port(port)
+
+    def _arrived(self, event: tuple[list[int], float], times: PortTime) -> None:
+        try:
+            at = times.arrived(event[1], time.time())  # rtmidi: s since this port's last
+            self.handle(event[0], at, times)
         except Exception as error:  # noqa: BLE001 - rtmidi's thread must never see one
             self.refusals.refuse("internal-error", error=repr(error)[:200])
 
-    def handle(self, message: Any, at: float | None = None) -> bool:
+    def handle(self, message: Any, at: float | None = None,
+               port_time: PortTime | None = None) -> bool:
         """Apply one raw MIDI message; True if it moved a parameter.
 
-        ``at`` (seconds, the port's MIDI time) is when it arrived: MIDI clock
-        pulses are timed by it (the wall clock when None).
+        ``at`` (seconds, on ``port_time``: the time of the port it came on) is
+        when it arrived: MIDI clock pulses are timed by it (the wall clock when
+        None). Messages handed in with no port share one time of their own.
         """
+        times = port_time or self._unported
         self.refusals.accept()
         self.refusals.flush_due()
         if not _is_midi(message):
             self.refusals.refuse("malformed", message=repr(message)[:100])
             return self._ignore()
         if message[0] >= 0xF8:  # system real-time (clock, start, stop): no channel
-            return self._on_realtime(message[0], time.time() if at is None else at)
+            return self._on_realtime(message[0], time.time() if at is None else at, times)
         if message[0] == 0xF2 and len(message) >= 3:  # Song Position Pointer: no channel
-            if self.clock is None:
+            if times.clock is None:
                 return self._ignore()
-            self.clock.song_position(message[1] | message[2] << 7)
+            times.clock.song_position(message[1] | message[2] << 7)
             return self._ignore()
         channel = (message[0] & 0x0F) + 1
         if self.config.channel and channel != self.config.channel:
@@ -341,12 +559,13 @@ class MidiControlInput:
             self.refusals.refuse("bad-value", message=list(message)[:3], error=str(error)[:300])
         return self._ignore()
 
-    def _on_realtime(self, status: int, at: float) -> bool:
-        if self.clock is None or self.tempo is None:
+    def _on_realtime(self, status: int, at: float, times: PortTime) -> bool:
+        clock = times.clock
+        if clock is None or self.tempo is None:
             return self._ignore()
         self.transport.flush_due()  # a summary due after a flood goes out with the next pulse
         if status == 0xF8:
-            reading = self.clock.pulse(at)  # once a beat
+            reading = clock.pulse(at)  # once a beat
             if reading is None:
                 return self._ignore()
             moved = self.tempo.offer(reading.bpm, origin="midi:clock")
@@ -354,23 +573,19 @@ class MidiControlInput:
             # tempo was refused has downbeats timed at that tempo: they would move the bars
             if reading.downbeat is not None and self.tempo.tempo is not None \
                     and takes_tempo(reading.bpm):
-                self.grid.offer(reading.downbeat + self._wall_offset(), self.clock.beats_per_bar,
+                self.grid.offer(reading.downbeat + times.wall_offset(), clock.beats_per_bar,
                                 self.tempo.tempo)
             return moved or self._ignore()
         if status == 0xFA:
-            self.clock.start()
+            clock.start()
             self.transport.note("start")
         elif status == 0xFB:
-            self.clock.resume()
-            self.transport.note("continue", position=self.clock.position)
+            clock.resume()
+            self.transport.note("continue", position=clock.position)
         elif status == 0xFC:  # the tempo already set stays: the music does not stop
-            self.clock.stop()
+            clock.stop()
             self.transport.note("stop", tempo_bpm=self.tempo.tempo)
         return self._ignore()
-
-    def _wall_offset(self) -> float:
-        """Wall time minus the pulses' MIDI time (0 when messages came without it)."""
-        return min(self._offsets) if self._offsets else 0.0
 
     @staticmethod
     def _find(table: dict[ControlKey, Any], channel: int, number: int) -> ControlKey | None:
@@ -453,11 +668,11 @@ class MidiControlInput:
 
     def close(self) -> None:
         """Close every port; the refusals not yet summarised are summarised now."""
-        for port in self.ports:
-            if hasattr(port, "cancel_callback"):
-                port.cancel_callback()
-            port.close_port()
-        self.ports = []
+        with self._lock:  # a look of the watch's in progress ends first; none starts after
+            self._closed = True
+            ports, self.ports = self.ports, []
+        for port in ports:
+            _close_port(port)
         if self.feedback is not None:
             self.feedback.close()
             self.feedback = None

@@ -118,13 +118,15 @@ def disk_problem(disk: Any) -> str | None:
 def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, Any]],
                  params: dict[str, dict[str, float]], state: str = "running",
                  write_errors: dict[str, str] | None = None,
-                 console_url: str | None = None, disk: dict[str, Any] | None = None) -> None:
+                 console_url: str | None = None, disk: dict[str, Any] | None = None,
+                 surfaces: dict[str, str] | None = None) -> None:
     """Atomically replace ``path`` with the current status of every role.
 
     ``state`` is the supervisor's ("running", or "stopped" after a shutdown);
     ``write_errors`` the files it cannot write right now (target -> error);
     ``console_url`` where the technician's console is served (None: not served);
-    ``disk`` the output folder's disk (:meth:`DiskWatch.look`).
+    ``disk`` the output folder's disk (:meth:`DiskWatch.look`); ``surfaces`` what the
+    control surfaces say of themselves (MIDI in: the port open, or the one waited for).
     """
     record = {
         "installation": config.installation.name,
@@ -139,6 +141,7 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
         "write_errors": write_errors or {},
         "console_url": console_url,
         "disk": disk,
+        "surfaces": surfaces or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -458,6 +461,8 @@ def print_status(record: dict[str, Any], stale_after_s: float, console: Any = No
     console.print(rooms)
     if record.get("params"):
         console.print(params_table(record["params"]))
+    for surface, state in (record.get("surfaces") or {}).items():
+        console.print(f"{surface}: {state}", markup=False, highlight=False)
     for problem in found:
         console.print(f"PROBLEM: {problem}", markup=False, highlight=False)
     return found

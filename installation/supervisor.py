@@ -80,7 +80,13 @@ from ground.transport import make_socket, send
 from installation.config import InstallationConfig
 from installation.control import ControlHub
 from installation.status import DiskWatch, write_status
-from installation.surfaces import Service, start_console, start_surfaces, start_watcher
+from installation.surfaces import (
+    Service,
+    start_console,
+    start_surfaces,
+    start_watcher,
+    surface_states,
+)
 
 if TYPE_CHECKING:
     from installation.console.app import ConsoleServer
@@ -572,7 +578,7 @@ class Supervisor:
             write_status(self.status_path, self.config, rows, self.hub.snapshot(),
                          state=state, write_errors=self.write_failures.errors(),
                          console_url=self._console.url if self._console is not None else None,
-                         disk=self.disk.look())
+                         disk=self.disk.look(), surfaces=surface_states(self._surfaces))
         except OSError as error:
             self.write_failures.failed(
                 target, error, f"the status is not updated; retrying every "

@@ -4,7 +4,11 @@ Each service runs in its own thread(s), feeds the supervisor's
 :class:`~installation.control.ControlHub`, and has ``close()``. A surface the
 machine cannot provide (no MIDI back end, an OSC port in use) is reported
 once in the log and the installation runs without it: music must not stop
-because a knob is missing.
+because a knob is missing. A MIDI controller that is missing at the start,
+or unplugged and replugged mid-show, is looked for again every couple of
+seconds by a :class:`SurfaceWatch` (its own thread, far from the audio path)
+and opened when it appears; :func:`surface_states` is what ``art2mus
+status`` shows of each surface that says where it stands.
 
 The services are handed the narrow things they use (the hub, an event sink,
 callables for the role rows and for taking a reloaded config), never the
@@ -14,9 +18,10 @@ supervisor itself.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from ground.errors import Art2MusError, DependencyError
 from ground.events import EventSink
@@ -37,6 +42,76 @@ class Service(Protocol):
 
     def close(self) -> None:
         """Stop the service and release what it holds."""
+
+
+@runtime_checkable
+class ReportsState(Protocol):
+    """A service that says where it stands (MIDI in: the port open, or the one waited for)."""
+
+    def surface_state(self) -> dict[str, str]:
+        """Surface name -> its state, one line each."""
+
+
+def surface_states(services: Sequence[Service]) -> dict[str, str]:
+    """Every running surface's state that it reports (the status file, ``art2mus status``)."""
+    states: dict[str, str] = {}
+    for service in services:
+        if isinstance(service, ReportsState):
+            states.update(service.surface_state())
+    return states
+
+
+class SurfaceWatch:
+    """Calls a surface's ``look`` every ``every_s`` on a thread of its own until closed.
+
+    A look that raises is said once (``surface_watch_failed``) and again only
+    after one has worked (``surface_watch_recovered``): the watch goes on.
+    The look itself is the surface's (tests call it directly, with no thread).
+    """
+
+    def __init__(self, what: str, look: Callable[[], None], log_event: EventSink,
+                 every_s: float) -> None:
+        self.what = what
+        self.look = look
+        self.log_event = log_event
+        self.every_s = every_s
+        self.looks = 0  # looks done, in all
+        self.failures = 0  # looks that raised, in all
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch {what}", daemon=True)
+
+    @classmethod
+    def start(cls, what: str, look: Callable[[], None], log_event: EventSink,
+              every_s: float) -> SurfaceWatch:
+        """Start looking (the first look ``every_s`` from now: the surface just opened)."""
+        watch = cls(what, look, log_event, every_s)
+        watch._thread.start()
+        return watch
+
+    def _run(self) -> None:
+        streak = 0  # looks in a row that failed
+        while not self._stop.wait(self.every_s):
+            try:
+                self.look()
+            except Exception as error:  # noqa: BLE001 - one bad look must not end the watch
+                streak += 1
+                self.failures += 1
+                if streak == 1:
+                    self.log_event("surface_watch_failed", surface=self.what,
+                                   error=repr(error)[:300])
+                    log.warning("%s: looking for its port failed (%r); it goes on looking, "
+                                "said again only once it works", self.what, error)
+            else:
+                if streak:
+                    self.log_event("surface_watch_recovered", surface=self.what,
+                                   failed_looks=streak)
+                streak = 0
+            self.looks += 1
+
+    def close(self) -> None:
+        """Stop looking (a look in progress ends first)."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
 
 
 def _attempt(what: str, start: Callable[[], _S], log_event: EventSink) -> _S | None:
@@ -99,10 +174,14 @@ def start_surfaces(control: ControlConfig, *, hub: ControlHub, log_event: EventS
                                     log_event))
     midi = control.midi
     if midi.port or midi.virtual:
-        from installation.midi_in import MidiControlInput
+        from installation.midi_in import WATCH_EVERY_S, MidiControlInput
 
-        started.append(_attempt("MIDI in", lambda: MidiControlInput.open(midi, hub, log_event),
-                                log_event))
+        midi_in = _attempt("MIDI in", lambda: MidiControlInput.open(midi, hub, log_event),
+                           log_event)
+        started.append(midi_in)
+        if midi_in is not None and midi_in.watches:  # after it: closed before it
+            started.append(SurfaceWatch.start("MIDI in", midi_in.watch, log_event,
+                                              WATCH_EVERY_S))
     link = control.link
     if link.enabled:
         from installation.tempo_sync import LinkSync, room_downbeat_reader, room_tempo_reader

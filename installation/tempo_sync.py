@@ -13,10 +13,11 @@ play), at least every :data:`SYNC_EVERY_S` and on every change; the engine
 lays each room's bars on it, as heard through audio_out's playback clock
 (:meth:`engine.streaming.RoomSession.set_sync`).
 
-- :class:`TempoFollower` is the one way a sync source moves the tempo: only
-  a finite tempo in 20..300 bpm is taken (anything else is refused and
-  counted, never stored, and the bar grid read with it is not sent:
-  :func:`takes_tempo`), to 0.01 bpm, and only a move of at least the
+- :class:`TempoFollower` is the one way a sync source moves the tempo: a
+  tempo is rounded to 0.01 bpm, then only a finite one in 20..300 bpm is
+  taken (rounded first: a clock at exactly 300 is fitted a hair over it;
+  anything else is refused and counted, never stored, and the bar grid read
+  with it is not sent: :func:`takes_tempo`), and only a move of at least the
   source's step is passed on, because each change re-plans the music (a
   transition): a clock's jitter must not make the room re-plan every beat.
 - :class:`ClockTempo` reads a MIDI clock (24 pulses per quarter note): the
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 
 #: The tempo a sync source may set, bpm (the ``tempo_bpm`` range a scene may name).
 TEMPO_RANGE_BPM = (20.0, 300.0)
+#: A tempo is taken to this many decimals of a bpm (0.01), before its range is checked.
+TEMPO_DECIMALS = 2
 #: The smallest tempo move a MIDI clock passes on, bpm (its estimate's noise is ~0.02).
 CLOCK_STEP_BPM = 0.1
 #: The smallest tempo move Link passes on, bpm (a session's tempo is exact).
@@ -83,7 +86,8 @@ GRID_MOVE_S = 0.004
 
 def takes_tempo(bpm: object) -> bool:
     """Whether ``bpm`` is a tempo a sync source may set: a finite number in
-    :data:`TEMPO_RANGE_BPM` (what :meth:`TempoFollower.offer` does not refuse).
+    :data:`TEMPO_RANGE_BPM` once taken to :data:`TEMPO_DECIMALS` (what
+    :meth:`TempoFollower.offer` does not refuse).
 
     A source whose tempo is refused is not followed in phase either: its bar
     grid, timed at that tempo, would move the rooms' bars for nothing.
@@ -91,7 +95,8 @@ def takes_tempo(bpm: object) -> bool:
     if isinstance(bpm, bool) or not isinstance(bpm, int | float) or not math.isfinite(bpm):
         return False
     low, high = TEMPO_RANGE_BPM
-    return low <= bpm <= high
+    # rounded first: a clock at exactly 300 bpm is fitted as 300.0000001, and is 300
+    return low <= round(float(bpm), TEMPO_DECIMALS) <= high
 
 
 class TempoFollower:
@@ -117,7 +122,7 @@ class TempoFollower:
             self.refusals.refuse("tempo-out-of-range", tempo=round(float(bpm), 3),
                                  error=f"expected {low:g}..{high:g} bpm")
             return False
-        bpm = round(float(bpm), 2)
+        bpm = round(float(bpm), TEMPO_DECIMALS)
         if self.tempo is not None and abs(bpm - self.tempo) < self.step_bpm - 1e-9:
             return False
         applied = self.hub.set("tempo_bpm", bpm, "*", source=self.source, origin=origin)

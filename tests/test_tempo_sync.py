@@ -19,7 +19,7 @@ from ground.errors import ConfigError
 from installation.config import LinkConfig, MidiInConfig, config_from_dict
 from installation.control import ControlHub
 from installation.midi_in import MidiControlInput
-from installation.tempo_sync import ClockTempo, LinkSync, TempoFollower
+from installation.tempo_sync import ClockTempo, LinkSync, TempoFollower, takes_tempo
 
 CONFIG = config_from_dict({"rooms": [{"id": "a"}, {"id": "b"}]})
 CLOCK, START, STOP, CONTINUE = 0xF8, 0xFA, 0xFC, 0xFB
@@ -118,6 +118,63 @@ def test_the_follower_refuses_what_is_not_a_tempo(bad: object) -> None:
     assert hub.current("tempo_bpm") == 0.0 and follower.refusals.refused == 1
     assert follower.offer(120.04) and not follower.offer(120.1)  # under its step: kept
     assert hub.current("tempo_bpm") == 120.04
+
+
+@pytest.mark.parametrize("bpm", [20.0, 300.0])
+def test_a_steady_clock_at_either_end_of_the_range_is_followed(bpm: float) -> None:
+    midi, hub, port, _ = _clock_input()
+    port.callback(([START], 0.0))
+    port.play(bpm, beats=32)  # the fit lands a hair off (300.0000001): still the limit
+    assert hub.current("tempo_bpm") == bpm
+    assert midi.tempo is not None and midi.tempo.followed == 1
+    assert midi.refusals.refused == 0
+
+
+def test_a_clock_over_the_range_is_refused_on_every_beat() -> None:
+    midi, hub, port, _ = _clock_input()
+    port.play(301.0, beats=32)
+    assert hub.current("tempo_bpm") == 0.0
+    assert midi.refusals.by_reason["tempo-out-of-range"] == 31  # every beat from the second
+
+
+def test_a_tempo_is_rounded_to_a_hundredth_before_its_range_is_checked() -> None:
+    assert takes_tempo(300.004) and takes_tempo(19.996) and takes_tempo(300.0000001)
+    assert not takes_tempo(300.02) and not takes_tempo(19.98)
+    hub = ControlHub(CONFIG)
+    follower = TempoFollower(hub, "midi-clock")
+    assert follower.offer(300.004) and hub.current("tempo_bpm") == 300.0
+    assert not follower.offer(300.02) and follower.refusals.by_reason["tempo-out-of-range"] == 1
+
+
+def _merge(*streams: tuple[ClockPort, list[tuple[float, list[int]]]]) -> None:
+    """Play timed messages on several ports in time order, each with its delta since its
+    own port's previous message (as rtmidi gives them)."""
+    merged = sorted(((at, n, port, message) for n, (port, timed) in enumerate(streams)
+                     for at, message in timed), key=lambda e: (e[0], e[1]))  # stable on ties
+    last: dict[int, float] = {}
+    for at, n, port, message in merged:
+        port.callback((message, at - last.get(n, at)))
+        last[n] = at
+
+
+@pytest.mark.parametrize("knob_hz", [10.0, 50.0])
+def test_a_knob_on_a_second_port_does_not_move_the_clock_followed(knob_hz: float) -> None:
+    events, log_event = _events()
+    hub = ControlHub(CONFIG, log_event)
+    controller, virtual = ClockPort(), ClockPort()
+    midi = MidiControlInput(MidiInConfig(port="drum machine", virtual=True, clock_in=True,
+                                         cc={"74": "brightness"}, soft_takeover=False),
+                            hub, log_event, ports=[controller, virtual])
+    period = 60.0 / 120.0 / 24
+    clock = [(0.0, [START])] + [(i * period, [CLOCK]) for i in range(24 * 40)]
+    knob = [(k / knob_hz + 0.0003, [0xB0, 73, k % 128]) for k in range(1, round(20 * knob_hz))]
+    knob[-1] = (knob[-1][0], [0xB0, 74, 127])  # the last turn is mapped: it reaches the hub
+    _merge((controller, clock), (virtual, knob))
+    assert hub.current("tempo_bpm") == 120.0
+    assert midi.tempo is not None and midi.tempo.followed == 1
+    assert hub.current("brightness") == 1.0
+    grids = [m.params for m in hub.pending() if "sync_bpm" in m.params]
+    assert grids and {g["sync_bpm"] for g in grids} == {120.0}
 
 
 def test_clock_and_link_settings_are_checked_when_the_config_loads() -> None:
