@@ -54,13 +54,26 @@ from ground.config import (
 from ground.errors import ConfigError
 
 
+class TakesSection(BaseModel):
+    """Take retention (:mod:`installation.takes`): off unless one rule is set."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    keep_days: float = Field(0.0, ge=0.0, le=36500.0, description=(
+        "Remove takes last written more than this many days ago; 0 keeps every take."))
+    keep_free_gb: float = Field(0.0, ge=0.0, le=1e6, description=(
+        "Remove the oldest takes while the output folder's disk has less than this many "
+        "GB free; 0 never removes one for space."))
+
+
 class InstallationSection(BaseModel):
-    """Name and output folder of the installation."""
+    """Name and output folder of the installation, and how long its takes are kept."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = "art2mus"
     output_dir: str = Field("out", description="Where recordings, logs and timelines go.")
+    takes: TakesSection = Field(default_factory=TakesSection)
 
 
 _RoleKind = Literal["engine", "capture", "audio_out"]

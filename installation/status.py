@@ -94,9 +94,15 @@ class DiskWatch:
         return self._latest
 
 
-def disk_problem(disk: Any) -> str | None:
+def disk_problem(disk: Any, kept_free_bytes: object = 0) -> str | None:
     """The line ``art2mus status`` and the console say about the output folder's disk (a
-    :meth:`DiskWatch.look`), or None while it has room."""
+    :meth:`DiskWatch.look`), or None while it has room.
+
+    ``kept_free_bytes``: what take retention keeps free (``[installation.takes]
+    keep_free_gb``, :func:`installation.takes.kept_free_bytes`). It removes the oldest
+    takes as the disk fills, so the pace is not said while at least half of that is free;
+    under half, it has nothing left it may remove and the disk is said as without it.
+    """
     if not isinstance(disk, dict):
         return None
     free = finite_number(disk.get("free_bytes"))
@@ -108,6 +114,9 @@ def disk_problem(disk: Any) -> str | None:
     if free < LOW_FREE_BYTES:
         return (f"{where} has {free / 1e9:.2f} GB free: recordings stop when it is full (the "
                 f"music goes on); free some space or move installation.output_dir")
+    kept = finite_number(kept_free_bytes) or 0.0
+    if kept > 0 and free >= kept / 2:
+        return None
     if hours is not None and pace is not None and hours < LOW_HOURS:
         return (f"{where} fills in about {hours:.1f} h ({free / 1e9:.1f} GB free, "
                 f"{pace * 3600 / 1e9:.2f} GB an hour): recordings stop then (the music goes "
@@ -119,14 +128,16 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
                  params: dict[str, dict[str, float]], state: str = "running",
                  write_errors: dict[str, str] | None = None,
                  console_url: str | None = None, disk: dict[str, Any] | None = None,
-                 surfaces: dict[str, str] | None = None) -> None:
+                 surfaces: dict[str, str] | None = None,
+                 takes: dict[str, Any] | None = None) -> None:
     """Atomically replace ``path`` with the current status of every role.
 
     ``state`` is the supervisor's ("running", or "stopped" after a shutdown);
     ``write_errors`` the files it cannot write right now (target -> error);
     ``console_url`` where the technician's console is served (None: not served);
     ``disk`` the output folder's disk (:meth:`DiskWatch.look`); ``surfaces`` what the
-    control surfaces say of themselves (MIDI in: the port open, or the one waited for).
+    control surfaces say of themselves (MIDI in: the port open, or the one waited for);
+    ``takes`` what take retention keeps and has removed (:meth:`TakeKeeper.snapshot`).
     """
     record = {
         "installation": config.installation.name,
@@ -142,6 +153,7 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
         "console_url": console_url,
         "disk": disk,
         "surfaces": surfaces or {},
+        "takes": takes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -271,7 +283,9 @@ def problems(record: dict[str, Any], stale_after_s: float,
     write_errors = record.get("write_errors")
     found += role_problems(record.get("roles", []),
                            write_errors if isinstance(write_errors, dict) else None)
-    if (disk := disk_problem(record.get("disk"))) is not None:
+    takes = record.get("takes")
+    kept = takes.get("keep_free_bytes", 0) if isinstance(takes, dict) else 0
+    if (disk := disk_problem(record.get("disk"), kept)) is not None:
         found.append(disk)
     return found
 

@@ -87,6 +87,7 @@ from installation.surfaces import (
     start_watcher,
     surface_states,
 )
+from installation.takes import TakeKeeper
 
 if TYPE_CHECKING:
     from installation.console.app import ConsoleServer
@@ -293,6 +294,7 @@ class Supervisor:
         self.status_path = status_path if status_path is not None else (
             config.output_dir / "status.json" if roles is None else None)
         self.disk = DiskWatch(config.output_dir)
+        self.takes = TakeKeeper.for_config(config, log_event, console)
         from installation.report import RunReport
 
         self.report: RunReport | None = None
@@ -574,11 +576,13 @@ class Supervisor:
         if self.status_path is None:
             return
         target = str(self.status_path)
+        self.takes.look()  # before the disk is measured: what it removes is free again
         try:
             write_status(self.status_path, self.config, rows, self.hub.snapshot(),
                          state=state, write_errors=self.write_failures.errors(),
                          console_url=self._console.url if self._console is not None else None,
-                         disk=self.disk.look(), surfaces=surface_states(self._surfaces))
+                         disk=self.disk.look(), surfaces=surface_states(self._surfaces),
+                         takes=self.takes.snapshot())
         except OSError as error:
             self.write_failures.failed(
                 target, error, f"the status is not updated; retrying every "
@@ -712,6 +716,8 @@ class Supervisor:
                                                 "network": self.config.network,
                                                 "engine": self.config.engine})
         self.hub.config = self.config
+        rules = self.config.installation.takes
+        self.takes.set_rules(rules.keep_days, rules.keep_free_gb)
 
     def shutdown(self) -> None:
         """Stop every role: Control shutdown, then SIGTERM, then SIGKILL; reap them all."""

@@ -38,6 +38,7 @@ from installation.status import (
     role_problems,
     room_summary,
 )
+from installation.takes import kept_free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +267,8 @@ class ConsoleState:
             # what art2mus status says is wrong: a role down, a recording or a file that
             # cannot be written (a full disk), a backend gone, a disk soon full
             "problems": role_problems(rows, self.write_errors()) + [
-                line for line in (disk_problem(self.disk.look()),) if line],
+                line for line in (disk_problem(self.disk.look(),
+                                               kept_free_bytes(self.config)),) if line],
             "timeline": {room: list(changes) for room, changes in self.timeline.items()},
         }
 
