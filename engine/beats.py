@@ -18,7 +18,10 @@ beat's wall time, extrapolated from the last observation (at most
 :data:`MAX_EXTRAPOLATE_S` ahead, so a stalled playhead stops the beats), so a
 beat leaves within a few milliseconds of the playhead estimate passing it,
 whatever the engine loop is busy with. Chords between a transition's start
-and the new grid's first bar (the bridge) are not reported.
+and the new grid's first bar (the bridge) are not reported. A new piece's
+first downbeat takes the place of the old grid's boundary just before it
+(:data:`DOWNBEAT_TOLERANCE_S`): a change sends one ``/bar 1``, not the old
+piece's bar line too.
 
 ``send`` and ``clock`` are the seams: tests pass a list's ``append`` and a
 fake clock and call :meth:`BeatOut.pump`.
@@ -58,6 +61,15 @@ MAX_EXTRAPOLATE_S = 0.5
 GRIDS_KEPT = 8
 #: Longest the sender thread sleeps, so new observations are picked up.
 MAX_WAIT_S = 0.05
+#: How close before a new piece's first downbeat a boundary of the grid still playing is
+#: taken to be that downbeat (and not sent on its own). The composer puts a new piece's
+#: anchor on the old grid's bar line rounded to a whole sample, and a sync's phase moves it
+#: by a little more: sent apart, the two would be a second ``/bar``, ``/chord`` and
+#: ``/beat 1`` (for MIDI clock, a double pulse) within a millisecond. 5 ms is less than
+#: a listener hears as two onsets (~20 ms) and than a 60 fps visual's frame (16.7 ms);
+#: never more than half a step of the old grid (:meth:`BeatOut._step`), so no boundary
+#: that stands apart is lost (a pulse at 300 bpm is 8.3 ms).
+DOWNBEAT_TOLERANCE_S = 0.005
 
 #: Chord qualities by the intervals above the root (semitones), most specific first.
 _QUALITIES: tuple[tuple[frozenset[int], str], ...] = (
@@ -301,13 +313,27 @@ class BeatOut:
         return playing
 
     def _next_boundary(self, state: _Room, after: float) -> float:
-        """The first beat start strictly after ``after``."""
+        """The first boundary (:meth:`_grid_boundary`) strictly after ``after``.
+
+        A new piece's first downbeat comes first when it does, and takes the
+        place of a boundary of the grid playing up to :data:`DOWNBEAT_TOLERANCE_S`
+        before it: one downbeat goes out, the new piece's.
+        """
         grid = self._grid_at(state, after)
-        boundary = grid.beat_start(grid.beat_index(after) + 1)
+        boundary = self._grid_boundary(grid, after)
+        merge = min(DOWNBEAT_TOLERANCE_S * self.sample_rate, 0.5 * self._step(grid))
         for later in state.grids:
-            if after < later.anchor < boundary:
-                boundary = later.anchor  # a new piece's first downbeat comes first
+            if after < later.anchor < boundary + merge:
+                boundary = later.anchor
         return boundary
+
+    def _grid_boundary(self, grid: BeatGrid, after: float) -> float:
+        """The first beat start of ``grid`` strictly after ``after``."""
+        return grid.beat_start(grid.beat_index(after) + 1)
+
+    def _step(self, grid: BeatGrid) -> float:
+        """Samples between two boundaries of ``grid``: a beat."""
+        return grid.beat_samples
 
     def _messages(self, room: str, state: _Room, beat: float) -> list[tuple[str, OscValue]]:
         grid = self._grid_at(state, beat)
@@ -430,16 +456,15 @@ class MidiClockOut(BeatOut):
         self._prioritised.set()
         self._run()
 
-    def _next_boundary(self, state: _Room, after: float) -> float:
-        """The first pulse strictly after ``after``: 24 to the quarter note of the grid playing."""
-        grid = self._grid_at(state, after)
+    def _grid_boundary(self, grid: BeatGrid, after: float) -> float:
+        """The first pulse of ``grid`` strictly after ``after``: 24 to the quarter note."""
         pulse = self._pulse(grid)
         index = math.floor((after - grid.anchor) / pulse + 1e-9) + 1
-        boundary = grid.anchor + index * pulse
-        for later in state.grids:
-            if after < later.anchor < boundary:
-                boundary = later.anchor  # a new piece's first downbeat comes first
-        return boundary
+        return grid.anchor + index * pulse
+
+    def _step(self, grid: BeatGrid) -> float:
+        """Samples between two pulses of ``grid``."""
+        return self._pulse(grid)
 
     def _pulse(self, grid: BeatGrid) -> float:
         """Samples per MIDI clock pulse under ``grid``."""

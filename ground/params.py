@@ -52,12 +52,21 @@ Only finite numbers are values: :meth:`Parameter.check` refuses NaN, infinity,
 strings (``"nan"`` included) and anything else with a ValueError, so such a
 value is never stored, sent or replayed. A finite value outside the range is
 clamped to it.
+
+A continuous value is kept to the precision OSC carries (float32, about 7
+significant digits), written as its shortest decimal (:func:`float32_decimal`):
+126.53 stays 126.53, and its OSC echo, 126.52999877929688, is 126.53 again.
+What decides whether a value changed (the hub's and the engine's ``==``) is
+then the same at every magnitude, so an echo that comes back is no change
+and ends there; rounding to a number of decimals absorbed float32's noise
+only below ~8 (a tempo's float32 step is 2-15e-6).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -141,8 +150,9 @@ class Parameter:
             return float(int(number))
         if self.kind == "choice":
             return float(round(number))
-        # 6 decimals: OSC sends float32, whose noise (0.800000011920929) means nothing here
-        return round(number, 6)
+        # OSC sends float32: a value and its echo (0.8, 0.800000011920929) are one value
+        # (the module docstring); the range again, should a bound not be a float32's decimal
+        return min(max(float32_decimal(number), self.low), self.high)
 
     def in_range(self, value: object) -> float:
         """``value`` as a config file must give it: checked (:meth:`check`) and within the
@@ -186,6 +196,24 @@ def shown(value: object) -> str:
         return f"an integer of {value.bit_length()} bits"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+_FLOAT32 = struct.Struct("<f")
+
+
+def float32_decimal(number: float) -> float:
+    """``number`` at float32 precision, as the shortest decimal float32 reads back the same.
+
+    A value and what float32 makes of it give the same result (126.53 and
+    126.52999877929688: 126.53), and the result is its own (idempotent).
+    ``number`` must lie within float32's range (OverflowError otherwise).
+    """
+    single = _FLOAT32.unpack(_FLOAT32.pack(number))[0]
+    for digits in range(1, 10):  # 9 significant digits tell any two float32 apart
+        shortest = float(f"{single:.{digits}g}")
+        if _FLOAT32.unpack(_FLOAT32.pack(shortest))[0] == single:
+            return shortest
+    return float(single)  # not reached
 
 
 def _finite(value: object) -> float | None:

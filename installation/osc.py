@@ -43,15 +43,17 @@ OSC is not echoed, so two installations that echo to each other step once.
 The prefix (``/art2mus``) is ``[control.osc] prefix``.
 
 **Junk** never reaches the hub and never floods a log: an unparseable
-datagram, an unknown address or room, an argument whose OSC type is not a
-number (``f``, ``d``, ``i``, ``h``; ``T``/``F`` too for a toggle or trigger:
-a colour ``r`` would otherwise arrive as the integer it is packed in), a
-value that is not a finite number (NaN, inf, a missing argument) is counted
-by reason in :attr:`OscControlServer.refusals` and summarised at most once per
-10 s (:class:`~installation.control.RefusalLog`). Bundle time tags are
-ignored (applied at once): python-osc's dispatcher would sleep the server
-thread until a tag in the future. python-osc's parser logs a warning on the
-root logger for each unknown type tag it skips; those records are dropped
+datagram (a message whose length is not what its type tags say included:
+python-osc would read a float cut short as 0), an unknown address or room,
+an argument whose OSC type is not a number (``f``, ``d``, ``i``, ``h``;
+``T``/``F`` too for a toggle or trigger: a colour ``r`` would otherwise
+arrive as the integer it is packed in), a value that is not a finite number
+(NaN, inf, a missing argument) is counted by reason in
+:attr:`OscControlServer.refusals` and summarised at most once per 10 s
+(:class:`~installation.control.RefusalLog`). Bundle time tags are ignored
+(applied at once): python-osc's dispatcher would sleep the server thread
+until a tag in the future. python-osc's parser logs a warning on the root
+logger for each unknown type tag it skips; those records are dropped
 (:class:`_PythonOscWarnings`) and the datagram counted as unparseable.
 """
 
@@ -98,14 +100,39 @@ def udp_origin(host: str, port: int) -> str:
     return f"udp:{host}:{port}"
 
 
+#: Bytes an argument of a fixed-size OSC type tag occupies (OSC 1.0 and 1.1); a string's
+#: (``s``, ``S``) and a blob's (``b``) are read from the message, the others' (``T``, ``F``,
+#: ``N``, ``I``, ``[``, ``]``) are none.
+_ARGUMENT_BYTES = {"i": 4, "f": 4, "r": 4, "m": 4, "c": 4, "h": 8, "d": 8, "t": 8}
+
+
 def _type_tags(dgram: bytes) -> str:
-    """The OSC type tags of a parsed message's arguments ("" without any), commaless."""
+    """The OSC type tags of a parsed message's arguments ("" without any), commaless.
+
+    ValueError unless the message is exactly as long as its address, type tags
+    and the arguments they name: python-osc reads a float cut short as if
+    zero-padded (a workaround for Reaktor), so a 20-byte ``/art2mus/volume ,f``
+    with no argument bytes would set the volume to 0 and mute the room.
+    """
     from pythonosc.parsing import osc_types
 
     _, index = osc_types.get_string(dgram, 0)
     if not dgram[index:]:
         return ""
-    tags, _ = osc_types.get_string(dgram, index)
+    tags, index = osc_types.get_string(dgram, index)
+    for tag in tags[1:]:
+        if tag in "sS":
+            _, index = osc_types.get_string(dgram, index)
+        elif tag == "b":
+            start = index
+            _, index = osc_types.get_blob(dgram, index)
+            if index < start + 4:  # a negative size would step back over its own bytes
+                raise ValueError(f"OSC message: a blob of negative size at byte {start}")
+        else:
+            index += _ARGUMENT_BYTES.get(tag, 0)
+    if index != len(dgram):
+        raise ValueError(f"OSC message: type tags {tags[:20]!r} take {index} bytes with the "
+                         f"address, got {len(dgram)}")
     return tags[1:]
 
 

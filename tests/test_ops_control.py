@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audio_out.role import LevelMeter, apply_set
 from engine.config import EngineConfig
@@ -20,7 +22,7 @@ from engine.streaming import (
 )
 from ground.errors import ConfigError
 from ground.events import null_sink
-from ground.params import MODES, PARAMETERS, parameter, parse_target
+from ground.params import MODES, PARAMETERS, SETTINGS, float32_decimal, parameter, parse_target
 from ground.protocol import PROTOCOL_VERSION, ArtworkView, PlaybackClock
 from installation.config import config_from_dict
 from installation.control import ControlHub, ParameterChange
@@ -155,6 +157,46 @@ def test_a_set_that_changes_nothing_is_neither_sent_nor_heard_but_a_trigger_alwa
     hub.set("next_variation", 5.0, "a")
     assert len(heard) == 2 and len(hub.pending()) == 2
 
+
+
+def _float32(value: float) -> float:
+    """``value`` as OSC carries it (what an echo of it sends back)."""
+    return float(np.float32(value))
+
+
+def test_an_echo_at_float32_precision_is_no_change_at_any_magnitude() -> None:
+    # an OSC client echoing tempo_bpm 126.53 sent back 126.52999877929688: a second
+    # control_set and re-plan, where rounding to 6 decimals absorbed float32 noise below ~8
+    events: list[tuple[str, dict[str, Any]]] = []
+    hub = ControlHub(config_from_dict({"rooms": [{"id": "a"}]}),
+                     lambda kind, **f: events.append((kind, f)))
+    heard: list[ParameterChange] = []
+    hub.subscribe(heard.append)
+    for name, value in (("tempo_bpm", 126.53), ("tempo_bpm", 299.99), ("volume", 3.7),
+                        ("view_timeout_s", 86399.9)):
+        assert _float32(value) != value  # what OSC carries back is not the value itself
+        assert hub.set(name, value, source="clock") == value  # 64-bit, as MIDI clock sets it
+        assert hub.set(name, _float32(value), source="osc") == value  # the echo: no change
+    assert hub.set("tempo_bpm", _float32(126.54), source="osc") == 126.54  # a real change
+    assert hub.set("tempo_bpm", 126.53, source="clock") == 126.53  # back: a change too
+    assert [(c.name, c.value) for c in heard] == [
+        ("tempo_bpm", 126.53), ("tempo_bpm", 299.99), ("volume", 3.7),
+        ("view_timeout_s", 86399.9), ("tempo_bpm", 126.54), ("tempo_bpm", 126.53)]
+    assert len(hub.pending()) == sum(kind == "control_set" for kind, _ in events) == 6
+
+
+@given(st.sampled_from([p for p in [*PARAMETERS.values(), *SETTINGS.values()]
+                        if p.kind == "continuous"]),
+       st.floats(allow_nan=False, allow_infinity=False))
+def test_a_continuous_value_and_its_float32_echo_clamp_to_one_value(param: Any,
+                                                                    value: float) -> None:
+    applied = param.clamp(value)
+    assert param.low <= applied <= param.high
+    assert param.clamp(applied) == applied
+    assert param.clamp(_float32(applied)) == applied  # what OSC echoes is no change
+    assert float32_decimal(applied) == applied
+    if param.low <= value <= param.high and (param.least is None or value >= param.least):
+        assert _float32(applied) == _float32(value)  # no coarser than float32
 
 # -- the engine applies them ------------------------------------------------------
 

@@ -149,6 +149,46 @@ def test_a_parameter_set_on_osc_is_echoed_to_the_send_targets_but_not_its_sender
     assert echo.sent == 2
 
 
+def test_a_tempo_an_osc_client_echoes_back_as_float32_is_no_second_change() -> None:
+    # a TouchOSC-like client sends back what it receives, from its own port: 126.53 came
+    # back as 126.52999877929688, a second control_set and re-plan (the float32 step at
+    # 20-300 bpm is 2-15e-6, more than the 6 decimals a value was rounded to)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    target: ThreadingOSCUDPServer | None = None
+
+    def send_back(address: str, *args: Any) -> None:
+        assert target is not None
+        target.socket.sendto(_datagram(address, ("f", args[0])), ("127.0.0.1", port))
+
+    dispatcher = Dispatcher()
+    dispatcher.set_default_handler(send_back)
+    target = ThreadingOSCUDPServer(("127.0.0.1", 0), dispatcher)
+    threading.Thread(target=target.serve_forever, daemon=True).start()
+    config = OscConfig(listen=f"127.0.0.1:{port}",
+                       send=(f"127.0.0.1:{target.server_address[1]}",))
+    events: list[tuple[str, dict[str, Any]]] = []
+    hub = ControlHub(CONFIG, lambda kind, **f: events.append((kind, f)))
+    server = OscControlServer.start(config, hub, null_sink)
+    echo = OscParameterEcho.start(config, hub, null_sink)
+    try:
+        for count, (name, value) in enumerate((("tempo_bpm", 126.53), ("tempo_bpm", 299.99),
+                                               ("volume", 3.7), ("tempo_bpm", 126.54)), 1):
+            hub.set(name, value, source="clock")  # 64-bit, as MIDI clock or Link set it
+            wait_until(lambda count=count: server.received >= count, 3.0)
+    finally:
+        echo.close()
+        server.close()
+        target.shutdown()
+        target.server_close()
+    assert server.refused == 0 and echo.sent == 4
+    sets = [(f["name"], f["value"], f["source"]) for kind, f in events if kind == "control_set"]
+    assert sets == [("tempo_bpm", 126.53, "clock"), ("tempo_bpm", 299.99, "clock"),
+                    ("volume", 3.7, "clock"), ("tempo_bpm", 126.54, "clock")]
+    assert hub.current("tempo_bpm") == 126.54 and len(hub.pending()) == 4
+
+
 class _RecordingClient:
     """Stands in for a UDP client: keeps what would be sent."""
 
@@ -296,6 +336,42 @@ def test_only_numbers_and_for_toggles_and_triggers_booleans_are_values() -> None
     assert server.refusals.by_reason == {"bad-value": 5}
     first = next(f for kind, f in events if kind == "osc_refused")
     assert first["error"] == "parameter volume: expected OSC type tags in 'fdih', got 'r'"
+
+
+def test_a_message_shorter_or_longer_than_its_type_tags_say_is_unparseable() -> None:
+    # python-osc reads a float cut short as if zero-padded: a 20-byte ",f" muted the room
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    hub = ControlHub(CONFIG)
+    changes: list[ParameterChange] = []
+    hub.subscribe(changes.append)
+    events: list[tuple[str, dict[str, Any]]] = []
+    server = OscControlServer.start(OscConfig(listen=f"127.0.0.1:{port}"), hub,
+                                    lambda kind, **f: events.append((kind, f)))
+    truncated = b"/art2mus/volume\x00,f\x00\x00"  # 20 bytes: no argument bytes
+    whole = _datagram("/art2mus/volume", ("f", 2.0))
+    sent = [
+        truncated,
+        truncated + b"?\x80",  # 22 bytes: half a float
+        b"#bundle\x00" + b"\x00" * 7 + b"\x01" + len(truncated).to_bytes(4, "big") + truncated,
+        _datagram("/art2mus/brightness", ("f", 0.25)) + b"\x00" * 4,  # bytes no tag names
+        _datagram("/art2mus/intensity", ("s", "x"))[:-4],  # a string cut short
+        whole,  # taken: the same float, whole
+    ]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for datagram in sent:
+                sender.sendto(datagram, ("127.0.0.1", port))
+            wait_until(lambda: server.received >= len(sent), 3.0)
+    finally:
+        server.close()
+    assert len(sent[0]) == 20 and len(sent[1]) == 22 and len(whole) == 24
+    assert [(c.name, c.room, c.value) for c in changes] == [("volume", "*", 2.0)]
+    assert hub.current("brightness") == 0.5
+    assert server.refusals.by_reason == {"unparseable": 5}
+    first = next(f for kind, f in events if kind == "osc_refused")
+    assert first["size"] == 20 and "take 24 bytes with the address, got 20" in first["error"]
 
 
 def test_a_trigger_that_came_over_osc_is_not_echoed_one_from_elsewhere_is() -> None:

@@ -127,6 +127,56 @@ def test_a_replaced_grid_is_never_counted_and_a_stall_stops_the_beats() -> None:
     assert beat_times == pytest.approx([0.0, 0.5, 1.0, 1.5, 1.8, 2.3], abs=0.02)
 
 
+def _changed_at_a_bar_line(offset: int) -> list[tuple[float, str, Any]]:
+    """Beat out when a new piece's first downbeat lands ``offset`` samples after the old
+    piece's fourth bar line (9 s: 80 bpm in 4/4), queued at 8 s; what was sent."""
+    clock = FakeClock()
+    sent, send = _recorder(clock)
+    beats = BeatOut(["r"], RATE, send, clock=clock)
+    old = _grid(80.0, 4, key="C# phrygian")
+    line = 3 * int(old.bar_samples)
+    new = _grid(120.0, 4, anchor=line + offset, key="G ionian", start=line - RATE)
+    _play(beats, clock, 11.0, grids={0.0: old, 8.0: new})
+    return sent
+
+
+def test_a_new_piece_on_the_old_bar_line_but_a_few_samples_late_is_one_downbeat() -> None:
+    # the composer's anchor is the old bar line rounded to a sample: sent apart, the old
+    # piece's /bar 4 and the new one's /bar 1 left 0.5 ms from each other
+    sent = _changed_at_a_bar_line(24)  # 0.5 ms
+    near = [(a.rsplit("/", 1)[1], v) for t, a, v in sent if 8.9 < t < 9.2]
+    assert near == [("key", "G ionian"), ("bar", 1), ("chord", "chord 0"), ("beat", 1)]
+    assert [v for _, a, v in sent if a.endswith("/bar")] == [1, 2, 3, 1]
+    beats = [(t, v) for t, a, v in sent if a.endswith("/beat")][8:14]
+    assert [v for _, v in beats] == [1, 2, 3, 4, 1, 2]
+    assert [t for t, _ in beats] == pytest.approx([6.0, 6.75, 7.5, 8.25, 9.0, 9.5], abs=0.01)
+
+
+def test_a_boundary_well_before_a_new_pieces_first_downbeat_is_still_sent() -> None:
+    sent = _changed_at_a_bar_line(int(0.05 * RATE))  # 50 ms: two onsets a listener hears
+    assert [v for _, a, v in sent if a.endswith("/bar")] == [1, 2, 3, 4, 1]
+    beats = [(t, v) for t, a, v in sent if a.endswith("/beat")][11:14]
+    assert [v for _, v in beats] == [4, 1, 1]
+    assert [t for t, _ in beats] == pytest.approx([8.25, 9.0, 9.05], abs=0.01)
+
+
+def test_midi_clock_out_sends_one_pulse_at_a_new_piece_a_few_samples_after_an_old_one(
+) -> None:
+    clock = FakeClock()
+    sent: list[tuple[float, list[int]]] = []
+    out = MidiClockOut("r", RATE, lambda message: sent.append((clock.now, message)),
+                       clock=clock)
+    first = dataclasses.replace(_grid(120.0), tempo_bpm=120.0)
+    second = dataclasses.replace(_grid(90.0, anchor=2 * RATE + 24, key="D dorian",
+                                       start=RATE), tempo_bpm=90.0)
+    _play(out, clock, 3.0, grids={0.0: first, 1.5: second}, step_s=0.001)
+    pulses = np.asarray([t for t, m in sent if m == [0xF8]])
+    gaps = np.diff(pulses)
+    # no pulse 0.5 ms before the new piece's first one: every gap is a pulse of either tempo
+    assert gaps.min() > 60 / 120 / 24 - 0.0015
+    assert np.sum(np.abs(pulses - 2.0) < 0.003) == 1
+
+
 def test_the_procedural_plan_gives_the_grid_and_beats_follow_its_tempo_and_meter() -> None:
     config = ProceduralConfig()
     generator = ProceduralGenerator(config, RATE)
