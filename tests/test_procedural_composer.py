@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from engine.generators.procedural.composer import FORMS, Composer
+from engine.generators.procedural.composer import FORMS, Composer, Grid
 from engine.generators.procedural.config import ProceduralConfig
 from engine.generators.procedural.mapping import ROLE_CHANNELS, decide
 from engine.generators.procedural.theory import CADENCE_DEGREE, scale_pitch_classes
@@ -186,3 +186,46 @@ def test_restart_with_the_same_plan_continues_the_same_bars() -> None:
     # Held notes (the pad at least) are re-struck at the restart point.
     at_restart = again.notes_between(restart, restart + 1)
     assert ROLE_CHANNELS["pad"] in set(at_restart[:, 5].tolist())
+
+
+def _on_bar_line(sample: int, grid: Grid) -> bool:
+    """True when ``sample`` is one of ``grid``'s bar lines, to the sample it is rounded to."""
+    k = round((sample - grid.anchor) / grid.bar_samples)
+    return abs(sample - grid.bar_start(k)) <= 1.0
+
+
+def test_a_new_plan_while_the_last_is_still_queued_lands_on_the_bars_heard() -> None:
+    """Tempo moved twice in a few seconds: the second piece's first downbeat falls on a bar
+    line of the grid heard (the first piece's bridge keeps the old pulse), not on the
+    queued piece's grid of another tempo, extrapolated back from a downbeat not yet heard."""
+    first = decide({"brightness": 0.2}, CONFIG)
+    old = Composer(first, CONFIG, 1, 0, RATE)
+    faster = replace(decide({"brightness": 0.9, "dominant_hue": 0.1}, CONFIG), tempo_bpm=126.5)
+    slower = replace(faster, tempo_bpm=97.0)
+    # one re-plan, as before: its first downbeat on the old grid's next bar line half a bar on
+    start = int(old.grid.bar_start(3) + 0.3 * old.grid.bar_samples)
+    queued = Composer(faster, CONFIG, 1, start, RATE, old.context)
+    assert queued.grid.anchor == round(Composer._next_bar_line(old.grid, start, RATE))
+    # a second re-plan shortly before that downbeat is heard: still the old pulse
+    again = queued.grid.anchor - int(0.3 * queued.grid.bar_samples)
+    assert start < again
+    second = Composer(slower, CONFIG, 1, again, RATE, queued.context)
+    assert second.grid.anchor > again and _on_bar_line(second.grid.anchor, old.grid)
+    assert not _on_bar_line(second.grid.anchor, queued.grid)  # the unheard grid is not it
+    assert queued.context.before == old.grid and queued.context.grid_at(again) == old.grid
+    assert second.bridge is not None and second.bridge.start == again
+    for split in second.bridge.changes:  # the pivot changes on a beat heard
+        beats = (split - old.grid.anchor) / old.grid.quarter_samples
+        assert abs(beats - round(beats)) * old.grid.quarter_samples <= 1.0
+    # ...and a third, the artwork's tempo back, before the second's downbeat: the same
+    third_at = again + (second.grid.anchor - again) // 2
+    third = Composer(first, CONFIG, 1, third_at, RATE, second.context)
+    assert _on_bar_line(third.grid.anchor, old.grid) and third.context.before == old.grid
+    # a re-plan after the queued piece's downbeat was heard follows that piece's grid
+    later = int(queued.grid.bar_start(2) + 0.2 * queued.grid.bar_samples)
+    after = Composer(slower, CONFIG, 1, later, RATE, queued.context)
+    assert after.grid.anchor == round(Composer._next_bar_line(queued.grid, later, RATE))
+    assert after.context.before == queued.grid
+    # the same plan restarted while queued keeps its grid, bridge and the pulse before it
+    resync = Composer(slower, CONFIG, 1, again + RATE // 10, RATE, second.context)
+    assert resync.grid == second.grid and resync.context == second.context

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from engine.config import EngineConfig
 from engine.generators.base import RoomControls
@@ -403,3 +405,121 @@ def test_a_dry_report_sent_before_our_chunks_could_arrive_is_no_loss() -> None:
         clock.now += LOST_AFTER_S
         session.on_clock(_report(first_end, clock.now + CHUNK_TRANSIT_S, "holding"))
     assert session.next_reason() == "start"
+
+
+# ------------------------------------------------ a tempo ridden: new pieces on the bars heard
+def _tempo_ridden(moves: list[tuple[float, dict[str, float]]]) -> list[Any]:
+    """A procedural room with the performer's timing, its knobs moved at ``moves`` (seconds
+    after the one before, parameters), played on a fake clock reported every 50 ms; every
+    chunk made, in order."""
+    from engine.generators.procedural.config import ProceduralConfig
+    from engine.generators.procedural.generator import ProceduralGenerator
+
+    config = EngineConfig(generator="procedural", chunk_s=0.25, lead_s=0.75,
+                          transition_margin_s=0.15, transition_crossfade_s=0.5)
+    clock = FakeClock()
+    session = RoomSession("r", 1, ProceduralGenerator(ProceduralConfig(), RATE), config,
+                          clock=clock)
+    session.min_change_interval_s = 0.15
+    session.on_view(ArtworkView(v=PROTOCOL_VERSION, room="r", seq=0, time=0.0,
+                                state="artwork", artwork_id="a", confidence=1.0,
+                                features={"brightness": 0.4, "warmth": 0.6}))
+    chunks: list[Any] = []
+    playhead = 0
+
+    def report() -> None:
+        session.on_clock(PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE,
+                                       playhead=playhead, buffered_until=playhead,
+                                       wall_time=clock.now))
+        session.tick()
+        chunks.extend(_drain(session))
+
+    report()
+    for wait, params in moves:
+        for _ in range(round(wait / 0.05)):
+            clock.now += 0.05
+            playhead += RATE // 20
+            report()
+        session.set_controls(params)
+        report()
+    return chunks
+
+
+def _heard_grids(chunks: list[Any]) -> list[tuple[int, int, float, float]]:
+    """(start, anchor, bar samples, tempo) of each piece, and for each the grid heard at its
+    start: the latest piece whose first downbeat was reached before a later one replaced it."""
+    heard: list[tuple[int, float]] = []  # (anchor, bar samples) of the pieces heard so far
+    out = []
+    for chunk in chunks:
+        if chunk.reason == "continue":
+            continue
+        bar = chunk.meter[0] * 4 / chunk.meter[1] * 60.0 / chunk.tempo_bpm * RATE
+        heard = [g for g in heard if g[0] <= chunk.start_sample]  # the rest never sounded
+        if heard:
+            anchor, heard_bar = heard[-1]
+            out.append((chunk.start_sample, chunk.downbeat, heard_bar, anchor))
+        heard.append((chunk.downbeat, bar))
+    return out
+
+
+RIDES = {
+    # tempo_bpm 126.5 -> the artwork's -> 97 -> the artwork's, a few seconds apart (the
+    # second pair closer than a bar and a half: the 97 bpm piece is still queued)
+    "tempo": [(0.5, {"tempo_bpm": 126.5}), (3.5, {"tempo_bpm": 0.0}),
+              (3.0, {"tempo_bpm": 97.0}), (2.2, {"tempo_bpm": 0.0}), (6.0, {})],
+    # tempo_bias swept over 1.5 s at 20 Hz, then back (a re-plan every 0.15 s)
+    "bias": [(0.5, {})] + [(0.05, {"tempo_bias": 0.6 * k / 30}) for k in range(31)]
+            + [(4.0, {})] + [(0.05, {"tempo_bias": 0.6 - 0.6 * k / 30}) for k in range(31)]
+            + [(6.0, {})],
+}
+
+
+@pytest.mark.parametrize("ride", sorted(RIDES))
+def test_a_tempo_ridden_room_starts_each_piece_on_a_bar_line_heard(ride: str) -> None:
+    """Each new piece's first downbeat falls on a bar line of the music heard at its start,
+    also when it follows a piece still queued (the README: the bridge ends on one)."""
+    chunks = _tempo_ridden(RIDES[ride])
+    pieces = _heard_grids(chunks)
+    starts = [c.start_sample for c in chunks if c.reason == "transition"]
+    downbeats = [c.downbeat for c in chunks if c.reason == "transition"]
+    # some re-plans came while the piece before them was still queued
+    assert len(pieces) >= 4 and any(s < d for s, d in zip(starts[1:], downbeats, strict=False))
+    for start, anchor, bar, heard_anchor in pieces:
+        k = round((anchor - heard_anchor) / bar)
+        assert anchor > start
+        assert abs(anchor - (heard_anchor + k * bar)) <= 1.0, (start, anchor)
+
+
+@pytest.mark.parametrize("ride", sorted(RIDES))
+def test_a_tempo_ridden_rooms_midi_take_has_each_meter_on_a_bar_line(ride: str, tmp_path: Path
+                                                                     ) -> None:
+    """The take's tempo map (audio_out keeps each piece's change at its downbeat and drops
+    the ones a later splice replaced): every time signature lies on the bar grid of the one
+    before, in ticks, as a DAW counts them."""
+    import mido
+
+    from audio_out.midi import PlayedNotes, TempoChange, write_midi_file
+    from audio_out.timeline import SpliceResult
+
+    played = PlayedNotes()
+    for chunk in _tempo_ridden(RIDES[ride]):  # what the player does with each chunk
+        end = chunk.start_sample + chunk.audio.shape[0]
+        kind = "append" if chunk.reason == "continue" else "replace"
+        played.add_chunk(chunk.seq, chunk.start_sample, None, SpliceResult(
+            kind, chunk.start_sample, chunk.start_sample, end, chunk.crossfade, 0, 0, 0))
+        played.add_tempo(TempoChange(chunk.downbeat, chunk.tempo_bpm, chunk.meter))
+    tempi = played.take_tempi(playhead=10**9, frames_out=10**9)
+    assert len(tempi) >= 3
+    path = tmp_path / "take.mid"
+    write_midi_file(path, np.zeros((0, 6), np.int64), RATE, tempi)
+    tick, meters = 0, []
+    for message in mido.MidiFile(str(path)).tracks[0]:
+        tick += message.time
+        if message.type == "time_signature":
+            meters.append((tick, message.numerator * 4 // message.denominator * 480))
+    meters = meters[1:]  # the file's 120 bpm 4/4 until the first piece's downbeat
+    assert len(meters) == len(tempi)
+    for (at, bar), (later, _) in zip(meters, meters[1:], strict=False):
+        off = (later - at) % bar
+        # each change is rounded to a whole tick on its own: one tick either way at most
+        assert min(off, bar - off) <= 1, (at, later, bar)

@@ -51,7 +51,11 @@ Musical structure:
   share a pre-dominant triad (:func:`theory.pivot_degree`), that pivot chord
   then the new key's cadence chord with its third in the melody (a pivot-chord
   modulation); otherwise the cadence chord alone. The new grid then starts
-  on that bar line with the new tonic. Roles
+  on that bar line with the new tonic. A new plan that comes while the
+  previous one's piece is still queued (its first downbeat not yet heard: a
+  tempo moved twice in a few seconds, a knob ridden) takes its bar line from
+  the grid heard at its start, the one that piece was bridging from
+  (:attr:`Context.before`), never from the unheard grid of another tempo. Roles
   enter over the first bars (pad/bass/melody, then texture/counter, then
   percussion), so the character changes over a bar or two, not at once.
 - **Resynchronisation**: a restart with the *same* plan and seed (the
@@ -220,12 +224,30 @@ class Bridge:
 
 @dataclass(frozen=True)
 class Context:
-    """What a new stream keeps from the stream it replaces: its plan, seed, grid and bridge."""
+    """What a new stream keeps from the stream it replaces: its plan, seed, grid and bridge.
+
+    ``before`` is the grid heard from that stream's start until its own grid's anchor
+    (its first downbeat): the old pulse its bridge keeps; None where nothing of another
+    grid plays before the anchor.
+    """
 
     decisions: MusicalDecisions
     seed: int
     grid: Grid
     bridge: Bridge | None
+    before: Grid | None = None
+
+    def grid_at(self, sample: int) -> Grid:
+        """The grid whose bar lines are heard at ``sample``: the stream's own from its
+        anchor on, before it the one it bridges from.
+
+        A new plan started while this stream's piece is still queued (a knob ridden, a
+        tempo moved twice in a few seconds) is heard after the old pulse, not after a
+        grid of another tempo that no one has heard yet.
+        """
+        if self.before is not None and sample < self.grid.anchor:
+            return self.before
+        return self.grid
 
 
 @dataclass(frozen=True)
@@ -272,6 +294,8 @@ class Composer:
         bar = quarter * decisions.quarters_per_bar
         self.start_sample = int(start_sample)
         self.bridge: Bridge | None = None
+        # the grid heard from start_sample until this one's anchor (see Context.before)
+        self.before: Grid | None = None
         outside = self._outside_grid(decisions, quarter, sample_rate)
         anchor = int(start_sample)
         if previous is not None and _same_plan(previous.decisions, decisions) \
@@ -279,16 +303,22 @@ class Composer:
             # Same plan: continue the same grid (and bridge), so the same bars play; a new
             # outside grid (a sync's phase drifted) moves it to the nearest outside bar line.
             anchor, self.bridge = previous.grid.anchor, previous.bridge
+            self.before = previous.before
             if outside is not None and decisions.sync != previous.decisions.sync:
                 k = round((anchor - outside.anchor) / outside.bar_samples)
                 anchor = int(round(outside.bar_start(k)))
         elif previous is not None:
-            # A new plan: its first bar on the old grid's bar line, or on the outside one's.
-            old = outside if outside is not None else previous.grid
+            # A new plan: its first bar on a bar line of the grid heard at its start (the
+            # previous piece's, or, while that piece is still queued, the one it bridges
+            # from), or on the outside grid's.
+            heard = previous.grid_at(int(start_sample))
+            old = outside if outside is not None else heard
             line = self._next_bar_line(old, start_sample, sample_rate)
             anchor = int(round(line))
             if anchor > start_sample:
-                self.bridge = self._plan_bridge(previous, int(start_sample), anchor, sample_rate)
+                self.before = heard
+                self.bridge = self._plan_bridge(previous, heard, int(start_sample), anchor,
+                                                sample_rate)
         elif outside is not None:
             # The first stream: it comes in on the outside grid's next downbeat.
             anchor = int(round(outside.bar_start(math.ceil(
@@ -322,20 +352,22 @@ class Composer:
     @property
     def context(self) -> Context:
         """The context a later transition continues from."""
-        return Context(self.decisions, self.seed, self.grid, self.bridge)
+        return Context(self.decisions, self.seed, self.grid, self.bridge, self.before)
 
-    def _plan_bridge(self, previous: Context, start: int, end: int, sample_rate: int) -> Bridge:
+    def _plan_bridge(self, previous: Context, heard: Grid, start: int, end: int,
+                     sample_rate: int) -> Bridge:
         """Pivot (a chord of both keys) then the new cadence chord, or the cadence chord alone.
 
-        The pivot needs room: the bridge is split on an old beat line near its
-        middle, and both halves must last at least 0.4 s. Without a shared
+        The pivot needs room: the bridge is split on a beat line of ``heard`` (the
+        grid heard at its start) near its middle, and both halves must last at least
+        0.4 s. Without a shared
         chord (distant keys) the cadence chord alone announces the new tonic.
         """
         d, old = self.decisions, previous.decisions
         cadence = chord_pitch_classes(d.key_root, d.mode, CADENCE_DEGREE[d.mode], 4)
         degree = pivot_degree(old.key_root, old.mode, d.key_root, d.mode)
         if degree is not None:
-            q, anchor = previous.grid.quarter_samples, previous.grid.anchor
+            q, anchor = heard.quarter_samples, heard.anchor
             middle = start + (end - start) / 2
             split = int(round(anchor + round((middle - anchor) / q) * q))
             shortest = 0.4 * sample_rate
