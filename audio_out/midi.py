@@ -101,10 +101,13 @@ class TickClock:
         A change before the last one (a late report) takes effect at the last.
         """
         frame = max(change.frame, self._segments[-1][0])
-        tick = self.ticks(frame)
+        # the change falls on a whole tick, and what follows is counted from there: counted
+        # from the fractional tick, a later change a whole number of bars on could round
+        # the other way and stand one tick off the bar grid a DAW draws
+        tick = round(self.ticks(frame))
         self._segments.append((frame, tick,
                                _TICKS_PER_BEAT * 1_000_000 / change.tempo_us / self.sample_rate))
-        return round(tick)
+        return tick
 
     def ticks(self, frame: int) -> float:
         """The tick of ``frame`` (fractional)."""

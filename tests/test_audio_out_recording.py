@@ -531,3 +531,19 @@ def test_stop_fades_out_in_real_time_on_the_null_sink(tmp_path: Path) -> None:
     tail = level[np.argmax(level < 0.5):]  # the fade: smooth and only downwards
     assert np.all(np.diff(tail) <= 1e-7) and len(tail) >= 4000
     assert not events.of("stop_fade_unfinished")
+
+
+def test_a_tempo_change_a_whole_bar_after_another_is_a_whole_bar_of_ticks_after_it() -> None:
+    # each change was rounded to a tick on its own while what followed was counted from the
+    # fractional tick: a change a bar on could round the other way and stand 1 tick off the
+    # bar grid a DAW draws
+    from audio_out.midi import TempoChange, TickClock
+
+    off = []
+    for first in range(0, 2000, 7):
+        clock = TickClock(44100)
+        at = clock.change(TempoChange(first, 97.0))
+        bar = round(4 * 60 / 97.0 * 44100)  # the next piece's downbeat: a whole frame
+        later = clock.change(TempoChange(first + bar, 133.0))
+        off.append(later - at - 4 * 480)
+    assert set(off) == {0}
