@@ -154,8 +154,11 @@ def _video_frames(path: Path) -> Iterator[tuple[str, Any]]:
     """At most :data:`VIDEO_FRAMES` frames of the video at ``path``, evenly spread."""
     import cv2
 
+    from capture.sources import quiet_opencv_logs
+
     if not path.is_file():
         raise InputError(f"cannot read video {path}: it does not exist")
+    quiet_opencv_logs()  # FFmpeg's "moov atom not found": the error below says it
     video = cv2.VideoCapture(str(path))
     try:
         if not video.isOpened():

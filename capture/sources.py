@@ -20,6 +20,19 @@ The capture loop (``capture.loop``) only sees the
 - ``images:DIR``: :class:`ImageFolderSource`, the images of a folder shown in
   turn, each for ``CaptureConfig.image_dwell_s`` seconds, cycling.
 
+A path that is there but is not what its kind takes (a named pipe or a folder
+as a video file, a folder as a camera) is refused saying what it is, before
+OpenCV is asked to open it (opening a named pipe waits for a writer).
+:func:`probe_camera` opens a camera as capture will and reads one frame
+within a bounded time: the deep check's look at it (``art2mus check-config
+--deep``).
+
+OpenCV's own log lines (``[ WARN:0@...]``) and FFmpeg's (``moov atom not
+found``) are kept off the terminal (:func:`quiet_opencv_logs`): every failure
+they speak of is one of our messages naming the source. ``OPENCV_LOG_LEVEL``
+and ``OPENCV_FFMPEG_LOGLEVEL`` set in the environment are left as they are,
+to see them again.
+
 Every source takes a ``clock`` (``time.time`` by default) so tests can drive
 it at fake times; frame timestamps are wall-clock times from that clock. What
 a source times (a camera's backoff, a video's playback, an image's dwell) is
@@ -31,11 +44,14 @@ must not hold a camera's reopening or a video's next frame for five minutes.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,6 +70,80 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 # -- files and devices -----------------------------------------------------
+
+#: FFmpeg's fatal messages only (AV_LOG_FATAL): its errors ("moov atom not found", a
+#: stream's damaged packets) are said by our own messages, or are noise on the terminal.
+_FFMPEG_LOG_LEVEL = "8"
+
+
+@cache  # once per process
+def quiet_opencv_logs() -> None:
+    """Keep OpenCV's own log lines (``[ WARN:0@...] ... can't open camera by index``) and
+    FFmpeg's (``[mov,mp4,...] moov atom not found``) off the terminal, once per process.
+
+    OpenCV's level (errors only) is set at once; FFmpeg's is read from
+    ``OPENCV_FFMPEG_LOGLEVEL`` when OpenCV first opens a video through FFmpeg, so this
+    must run before that (every opener here calls it). A level the environment sets is
+    left as it is (``OPENCV_LOG_LEVEL=INFO``, ``OPENCV_FFMPEG_LOGLEVEL=32`` show them)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", _FFMPEG_LOG_LEVEL)  # children too
+    if "OPENCV_LOG_LEVEL" not in os.environ:  # (read by OpenCV once, at import)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is where it is there but is no regular file (``"a named pipe"``,
+    ``"a folder"``, ``"a device"``, ``"a block device"``, ``"a socket"``); None where it
+    is a regular file or is not there at all."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def video_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a video file to play (the "got" of the message: ``no file at
+    PATH``, ``PATH, which is a named pipe, not a video file``), or None where it is a
+    regular file (whether OpenCV decodes it is for the opening to say)."""
+    if (what := not_a_file(path)) is not None:
+        hint = f" (a camera is 'camera:{path}')" if what == "a device" else ""
+        return f"{path}, which is {what}, not a video file{hint}"
+    if not path.is_file():
+        return f"no file at {path}"
+    return None
+
+
+def camera_path_problem(path: Path) -> str | None:
+    """Why the camera path ``path`` cannot be a camera, without opening it: a folder, a
+    named pipe (opening it would wait for a writer), a socket, a disk. None for a device,
+    a path not there (the opening says so) and a regular file (a video file opened as a
+    camera: played once, then reopened like a camera unplugged)."""
+    what = not_a_file(path)
+    if what is None or what == "a device":
+        return None
+    return f"{path}, which is {what}"
+
+
+def _open_capture(target: str | int) -> cv2.VideoCapture | None:
+    """``cv2.VideoCapture(target)`` where it opens, else None (a camera or a file)."""
+    quiet_opencv_logs()
+    capture = cv2.VideoCapture(target)
+    if not capture.isOpened():
+        capture.release()
+        return None
+    return capture
+
+
+def _does_not_open(name: str, is_camera: bool) -> InputError:
+    kind = "a camera that opens" if is_camera else "a video file OpenCV can decode"
+    return InputError(f"capture source '{name}': expected {kind}, got one that does not open")
 
 
 class ImageFolderSource:
@@ -130,9 +220,7 @@ class VideoSource:
         self._index = 0
         self._capture = self._open()
         if self._capture is None:
-            kind = "a camera that opens" if is_camera else "a video file OpenCV can decode"
-            raise InputError(f"capture source '{name}': expected {kind}, got one that does not "
-                             f"open")
+            raise _does_not_open(name, is_camera)
         self._fps = float(self._capture.get(cv2.CAP_PROP_FPS)) or 25.0
         if not 1.0 <= self._fps <= 240.0:
             self._fps = 25.0
@@ -140,11 +228,7 @@ class VideoSource:
         self._position = -1  # index of the last decoded file frame
 
     def _open(self) -> cv2.VideoCapture | None:
-        capture = cv2.VideoCapture(self.target)
-        if not capture.isOpened():
-            capture.release()
-            return None
-        return capture
+        return _open_capture(self.target)
 
     def read(self) -> Frame | None:
         """The next frame, or ``None`` (no new frame yet, or the camera is being reopened)."""
@@ -267,6 +351,7 @@ def open_stream(url: str, open_timeout_s: float, read_timeout_s: float) -> cv2.V
     Without the timeouts FFmpeg waits on a dead camera for minutes (RTSP) or
     for ever (an HTTP server that accepts and then says nothing).
     """
+    quiet_opencv_logs()
     capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [
         cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
         cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout_s * 1000),
@@ -469,6 +554,74 @@ def find_camera(name: str, sysfs: Path = Path("/sys/class/video4linux")) -> int:
                      f"a connected camera, got no camera named like that (cameras: {there})")
 
 
+def camera_target(source: str) -> str | int:
+    """What ``cv2.VideoCapture`` opens for the camera ``source`` (``camera:INDEX``,
+    ``camera:NAME``, ``camera:/dev/video2``); :class:`InputError` naming it where no
+    camera has that name or its path cannot be a camera (:func:`camera_path_problem`)."""
+    argument = source.partition(":")[2]
+    if argument.isdigit():
+        return int(argument)
+    if not argument.startswith("/"):
+        return find_camera(argument)
+    if (problem := camera_path_problem(Path(argument))) is not None:
+        raise InputError(f"capture source '{source}': expected a camera device, got {problem}")
+    return argument
+
+
+#: How long :func:`probe_camera` waits for a camera to open and send its first frame
+#: (a USB webcam takes well under a second; OpenCV's own wait on a silent device is 10 s).
+CAMERA_PROBE_S = 5.0
+
+CameraOpener = Callable[[str | int], "cv2.VideoCapture | None"]
+
+
+def probe_camera(source: str, timeout_s: float = CAMERA_PROBE_S,
+                 opener: CameraOpener = _open_capture) -> None:
+    """Open the camera ``source`` (``camera:INDEX|NAME|PATH``) as :func:`open_source`
+    does, read one frame and let it go; :class:`InputError` in capture's words where it
+    does not open, sends no frame, or has not done both within ``timeout_s``.
+
+    What a path to something else gives: ``/dev/null``, a text file, a webcam's
+    metadata node (its second ``/dev/videoN``) do not open, or send nothing. The look
+    runs in a thread of its own, so a device that blocks holds the caller ``timeout_s``
+    at most (the thread is left to finish on its own; it releases what it opened)."""
+    target = camera_target(source)
+    outcome: list[str] = []  # written by the thread before ``done`` is set
+    done = threading.Event()
+
+    def look() -> None:
+        capture = None
+        try:
+            capture = opener(target)
+            if capture is None:
+                outcome.append("closed")
+            else:
+                ok, image = capture.read()
+                outcome.append("frame" if ok and image is not None else "silent")
+        except Exception as error:  # noqa: BLE001 - a backend's own error, said as ours
+            outcome.append(f"error: {error}")
+        finally:
+            if capture is not None:
+                capture.release()
+            done.set()
+
+    threading.Thread(target=look, name=f"probe-{source}", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise InputError(f"capture source '{source}': expected a camera that sends a frame "
+                         f"within {timeout_s:g} s, got none (still waiting: a device that is "
+                         f"no camera, or a camera another program holds?)")
+    [seen] = outcome
+    if seen == "closed":
+        raise _does_not_open(source, is_camera=True)
+    if seen == "silent":
+        raise InputError(f"capture source '{source}': expected a camera that sends frames, "
+                         f"got one that opens but sends none (a webcam's second /dev/videoN "
+                         f"is its metadata, not its picture; or another program holds it)")
+    if seen.startswith("error: "):
+        raise InputError(f"capture source '{source}': expected a camera that opens, got "
+                         f"{seen.removeprefix('error: ')}")
+
+
 def open_source(config: CaptureConfig, clock: Clock = time.time,
                 monotonic: Clock | None = None) -> FrameSource:
     """Open the frame source ``config.source`` names; :class:`InputError` names it on failure.
@@ -479,6 +632,7 @@ def open_source(config: CaptureConfig, clock: Clock = time.time,
     """
     source = config.source
     kind, _, argument = source.partition(":")
+    quiet_opencv_logs()  # for the process's life: a camera reopened, a catalogue read
     if source == "demo":
         return DemoCamera(config.demo, clock)
     if kind in ("camera", "video") and "://" in argument:
@@ -488,16 +642,13 @@ def open_source(config: CaptureConfig, clock: Clock = time.time,
                             read_timeout_s=config.stream_read_timeout_s,
                             backoff_max_s=config.reconnect_max_s, clock=clock)
     if kind == "camera" and argument:
-        target: str | int = int(argument) if argument.isdigit() else argument
-        if isinstance(target, str) and not target.startswith("/"):
-            target = find_camera(target)
-        return VideoSource(target, is_camera=True, name=source, clock=clock,
+        return VideoSource(camera_target(source), is_camera=True, name=source, clock=clock,
                            backoff_max_s=config.reconnect_max_s, monotonic=monotonic)
     if kind == "video" and argument:
         path = Path(argument)
-        if not path.is_file():
+        if (problem := video_file_problem(path)) is not None:
             raise InputError(f"capture source '{source}': expected an existing video file, "
-                             f"got no file at {path}")
+                             f"got {problem}")
         return VideoSource(str(path), is_camera=False, name=source, clock=clock,
                            monotonic=monotonic)
     if kind == "images" and argument:
@@ -507,7 +658,8 @@ def open_source(config: CaptureConfig, clock: Clock = time.time,
 
 
 __all__ = [
-    "CAMERA_STATES", "FPS_WINDOW_S", "IMAGE_SUFFIXES", "CameraHealth", "ImageFolderSource",
-    "ReportsCameraHealth", "StreamSource", "VideoSource", "camera_names", "find_camera",
-    "open_source", "open_stream",
+    "CAMERA_PROBE_S", "CAMERA_STATES", "FPS_WINDOW_S", "IMAGE_SUFFIXES", "CameraHealth",
+    "CameraOpener", "ImageFolderSource", "ReportsCameraHealth", "StreamSource", "VideoSource",
+    "camera_names", "camera_path_problem", "camera_target", "find_camera", "not_a_file",
+    "open_source", "open_stream", "probe_camera", "quiet_opencv_logs", "video_file_problem",
 ]

@@ -4,11 +4,14 @@ The schema (:mod:`installation.config`) says a config is well formed; these
 checks say whether what it names is there, before any role starts:
 
 - sources open: a video file exists and OpenCV decodes a frame of it, an
-  image folder holds images, a camera index or name is connected (Linux);
+  image folder holds images, a camera (an index, a name on Linux, a device
+  path) opens as the capture opens it and sends a frame within
+  :data:`capture.sources.CAMERA_PROBE_S`;
 - files exist: the encoder model, the SoundFont, the diffusion model folder,
   the CurveZMQ keys this machine's roles load; the catalogue is read as the
   capture reads it (its images, its metadata), and works not indexed yet are
-  counted (a warning: the capture indexes them at start);
+  counted (a warning: the capture indexes them at start) and decoded (only
+  those: the indexed ones decoded when they were indexed);
 - devices match: each room's sound device (through PortAudio), MIDI ports;
 - ports are valid and free: the endpoints this machine binds, the metrics
   ports (their range apart from the ZeroMQ ports), OSC in;
@@ -237,10 +240,13 @@ class _Checks:
             self.writable_folder(where, folder)
 
     def existing_file(self, where: str, path: str, what: str) -> bool:
+        from capture.sources import not_a_file
+
         if Path(path).is_file():
             self.ok()
             return True
-        self.fail(where, what, f"no file at {path}")
+        kind = not_a_file(Path(path))  # there, but a named pipe or a folder is no file
+        self.fail(where, what, f"{path}, which is {kind}" if kind else f"no file at {path}")
         return False
 
     def image_folder(self, where: str, folder: str, what: str) -> list[Path]:
@@ -267,7 +273,12 @@ class _Checks:
         elif kind == "video" and "://" in argument:
             self.cannot(where, f"{argument} is a network stream (opened when capture starts)")
         elif kind == "video":
-            if self.existing_file(where, argument, "an existing video file"):
+            from capture.sources import video_file_problem
+
+            if (problem := video_file_problem(Path(argument))) is not None:
+                self.fail(where, "an existing video file", problem)  # as capture says it
+            else:
+                self.ok()
                 self.video_opens(where, argument)
         elif kind == "images":
             images = self.image_folder(where, argument, "a folder of images")
@@ -279,6 +290,9 @@ class _Checks:
     def video_opens(self, where: str, path: str) -> None:
         import cv2
 
+        from capture.sources import quiet_opencv_logs
+
+        quiet_opencv_logs()  # FFmpeg's "moov atom not found": the failure below says it
         video = cv2.VideoCapture(path)
         try:
             ok = bool(video.isOpened()) and bool(video.read()[0])
@@ -293,6 +307,9 @@ class _Checks:
         import cv2
 
         from capture.images import MAX_IMAGE_PIXELS, stored_size
+        from capture.sources import quiet_opencv_logs
+
+        quiet_opencv_logs()  # imread's "can't open/read file": the lines below say it
 
         def decodes(path: Path) -> bool:
             # the header first: a decompression bomb is refused by the source, and must
@@ -323,7 +340,7 @@ class _Checks:
             return
         if argument.startswith("/"):
             if Path(argument).exists():
-                self.ok()
+                self.camera_sends(where, argument)
             else:
                 self.fail(where, "a camera device", f"no device at {argument}")
             return
@@ -334,20 +351,42 @@ class _Checks:
         listing = ", ".join(f"{i}: {n}" for i, n in sorted(names.items())) or "none found"
         if argument.isdigit():
             if Path(f"/dev/video{argument}").exists():
-                self.ok()
+                self.camera_sends(where, argument)
             else:
                 self.fail(where, "a connected camera", f"no /dev/video{argument} "
                                                        f"(cameras: {listing})")
             return
         if any(argument.casefold() in name.casefold() for name in names.values()):
-            self.ok()
+            self.camera_sends(where, argument)
         else:
             self.fail(where, "the name of a connected camera",
                       f"no camera named like {argument!r} (cameras: {listing})")
 
+    def camera_sends(self, where: str, argument: str) -> None:
+        """The camera opened as capture opens it, and one frame read, within
+        :data:`~capture.sources.CAMERA_PROBE_S` (a device that blocks does not hold the
+        check longer): a path to ``/dev/null``, to a webcam's metadata node or to a text
+        file was there, and capture refused it at start. Capture's own message, naming
+        the source, where it fails."""
+        from capture.sources import probe_camera
+
+        try:
+            probe_camera(f"camera:{argument}")
+        except InputError as error:
+            self.report.findings.append(Finding(where, "failed", str(error)))
+            return
+        if Path(argument).is_file():  # a video file that opens as a "camera"
+            self.warn(where, f"{argument} is a file, not a camera device: capture plays it "
+                             f"once as fast as it decodes, then reopens it as an unplugged "
+                             f"camera (a video file is 'video:{argument}', played in real "
+                             f"time and looped)")
+        else:
+            self.ok()
+
     def catalogue(self, where: str, folder: str, cache_dir: str | None) -> None:
         """The catalogue as the capture reads it (images in sub-folders too, hidden files
-        not; its metadata), and a warning where the first start will index works."""
+        not; its metadata), the images not indexed yet decoded (each one that does not is
+        named), and a warning where the first start will index works."""
         from capture.catalogue import (
             INDEX_FILE,
             images_to_index,
@@ -372,12 +411,24 @@ class _Checks:
             self.fail(where, "reference images that can be read",
                       f"{len(unreadable)} that cannot be read: {listed(unreadable)}")
             return
+        # An image added since the last index that does not decode (a copy that failed:
+        # empty; a phone's HEIC named .jpg) is named here, every one, with what to do; the
+        # indexed ones decoded when they were indexed (decoding only the new stays cheap).
+        cache = (Path(cache_dir) if cache_dir else path) / INDEX_FILE
+        new_images = images_to_index(path, cache)
+        undecodable = undecodable_images(path, new_images)
+        if undecodable:
+            self.fail(where, "reference images that decode", f"{len(undecodable)} that do "
+                      f"not: {listed(undecodable)}; replace each with a JPEG, PNG, WebP, TIFF "
+                      f"or BMP of the work, or remove it (a running room leaves such a work "
+                      f"out until it is replaced)")
         for note in notes:  # it loads, but likely not as meant (a typo's title left out)
             self.warn(where, note)
+        if undecodable:
+            return
         if not notes:
             self.ok()
-        cache = (Path(cache_dir) if cache_dir else path) / INDEX_FILE
-        unindexed = len(images_to_index(path, cache))
+        unindexed = len(new_images)
         if unindexed:
             # ~0.06 s a work on one core (2,000 works: 124 s): the room plays meanwhile,
             # its works with ids of their own
@@ -685,6 +736,23 @@ class _Checks:
             self.report.findings.append(Finding(head, "failed", rest))
         else:
             self.ok()
+
+
+def undecodable_images(folder: Path, names: list[str]) -> list[str]:
+    """The reference images ``names`` of the catalogue ``folder`` that do not decode as
+    the index reads them (:func:`capture.images.read_image`: empty, truncated, not an
+    image, a HEIC named .jpg, a decompression bomb), each as ``name (why)``. A JPEG is
+    decoded at an eighth: a few ms a work."""
+    from capture.images import read_image
+
+    found = []
+    for name in names:
+        path = folder / name
+        try:
+            read_image(path, at_least=1)
+        except InputError as error:
+            found.append(f"{name} ({str(error).removeprefix(f'cannot read image {path}: ')})")
+    return found
 
 
 def deep_check(config: InstallationConfig) -> DeepReport:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +25,7 @@ from capture.sources import (
     StreamSource,
     VideoSource,
     open_source,
+    probe_camera,
 )
 from capture.synthetic.artworks import artwork_style
 from capture.synthetic.camera import DemoCamera
@@ -240,6 +244,99 @@ def test_unknown_source_kind_is_refused() -> None:
     config = CaptureConfig.model_construct(source="webcam")
     with pytest.raises(InputError, match="'webcam': expected 'demo', 'camera:INDEX'"):
         open_source(config)
+
+
+def test_a_path_that_is_there_but_is_no_file_is_refused_saying_what_it_is(
+        tmp_path: Path) -> None:
+    # A named pipe given as a video was refused with "got no file at" though it was there.
+    fifo = tmp_path / "fifo.avi"
+    os.mkfifo(fifo)
+    for path, what in ((fifo, "a named pipe"), (tmp_path, "a folder"),
+                       (Path("/dev/null"), "a device")):
+        with pytest.raises(InputError) as refused:
+            open_source(CaptureConfig(source=f"video:{path}"))
+        assert str(refused.value).startswith(
+            f"capture source 'video:{path}': expected an existing video file, got {path}, "
+            f"which is {what}, not a video file")
+    # as a camera, refused before OpenCV opens it: opening a pipe waits for a writer
+    for path, what in ((fifo, "a named pipe"), (tmp_path, "a folder")):
+        with pytest.raises(InputError) as refused:
+            open_source(CaptureConfig(source=f"camera:{path}"))
+        assert str(refused.value) == (f"capture source 'camera:{path}': expected a camera "
+                                      f"device, got {path}, which is {what}")
+
+
+class _SilentCamera:
+    """A device that opens and sends nothing (a webcam's metadata node)."""
+
+    def read(self) -> tuple[bool, None]:
+        return False, None
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_camera_is_probed_as_capture_opens_it_and_never_for_longer_than_its_timeout(
+        tmp_path: Path) -> None:
+    # The deep check passed camera:/dev/null (the path was there); capture then refused it
+    # at start. The probe opens it as capture does and says what capture says.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a camera")
+    for path in ("/dev/null", str(notes)):
+        with pytest.raises(InputError) as probed:
+            probe_camera(f"camera:{path}")
+        with pytest.raises(InputError) as at_start:
+            open_source(CaptureConfig(source=f"camera:{path}"))
+        assert str(probed.value) == str(at_start.value) == (
+            f"capture source 'camera:{path}': expected a camera that opens, got one that "
+            f"does not open")
+    clip = tmp_path / "clip.avi"  # a video file opened as a camera sends frames
+    _write_video(clip, frames=2)
+    probe_camera(f"camera:{clip}")
+    with pytest.raises(InputError, match="'camera:/dev/null': expected a camera that sends "
+                                         "frames, got one that opens but sends none"):
+        probe_camera("camera:/dev/null", opener=lambda target: _SilentCamera())  # type: ignore
+    # a device whose open blocks holds the caller for the timeout only
+    release = threading.Event()
+    opened: list[str | int] = []
+
+    def blocking(target: str | int) -> None:
+        opened.append(target)
+        release.wait()
+
+    try:
+        with pytest.raises(InputError, match="'camera:/dev/null': expected a camera that "
+                                             "sends a frame within 0 s, got none"):
+            probe_camera("camera:/dev/null", timeout_s=0.0, opener=blocking)
+    finally:
+        release.set()
+
+
+def test_opencv_and_ffmpeg_say_nothing_on_the_terminal_of_a_source_that_fails(
+        tmp_path: Path) -> None:
+    # "[ WARN:0@0.01] global cap_v4l.cpp:915 open VIDEOIO(V4L2:/dev/video5): can't open
+    # camera by index" and "[mov,mp4,...] moov atom not found" were printed beside our own
+    # line saying the same. A process of its own: FFmpeg reads its level once per process.
+    notvideo = tmp_path / "notvideo.mp4"
+    notvideo.write_bytes(b"this is not a video")
+    script = (
+        "from capture.config import CaptureConfig\n"
+        "from capture.sources import open_source\n"
+        "from ground.errors import InputError\n"
+        f"for source in ('video:{notvideo}', 'camera:97'):\n"
+        "    try:\n"
+        "        open_source(CaptureConfig(source=source))\n"
+        "    except InputError as error:\n"
+        "        print(error)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=env, cwd=Path(__file__).parent.parent)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"capture source 'video:{notvideo}': expected a video file OpenCV can decode, got one "
+        f"that does not open",
+        "capture source 'camera:97': expected a camera that opens, got one that does not open"]
+    assert "[ WARN" not in result.stderr and "moov atom" not in result.stderr, result.stderr
 
 
 # -- a network camera on loopback ----------------------------------------------

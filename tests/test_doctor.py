@@ -11,6 +11,7 @@ PortAudio) is said so and does not fail.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from pathlib import Path
@@ -341,3 +342,97 @@ def test_an_image_claiming_more_pixels_than_any_photo_is_skipped_undecoded(
     assert result.exit_code == 0, result.output
     assert "1 image(s) will be skipped" in " ".join(result.output.split())
     assert "bomb.png" not in decoded and "wall.png" in decoded
+
+
+def _catalogue_config(tmp_path: Path, catalogue: Path) -> Path:
+    return write_config(tmp_path / "catalogue.json", {
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT), "audio_out": {"output": "none"},
+        "metrics": {"port": PORT + 4}, "engine": {"generator": "sine"},
+        "rooms": [{"id": "r0", "capture": {"recognition": {"catalogue": str(catalogue)}}}],
+    })
+
+
+def test_images_added_since_the_index_that_do_not_decode_are_each_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A copy that failed (zero bytes) and a phone's HEIC named .jpg, added after the last
+    # index: the deep check said only "2 of 5 works not indexed yet", and the room then
+    # could not open its catalogue. Only the images not indexed yet are decoded.
+    import cv2
+
+    from capture import images
+    from capture.synthetic.artworks import make_artwork
+
+    catalogue = tmp_path / "collection"
+    catalogue.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(catalogue / f"work-{k}.png"), make_artwork(k, 7, (160, 120)))
+    assert CliRunner().invoke(cli, ["index", str(catalogue)]).exit_code == 0
+    (catalogue / "new_work.jpg").write_bytes(b"")
+    (catalogue / "IMG_2041.jpg").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic")
+    decoded: list[str] = []
+    read_image = images.read_image
+    monkeypatch.setattr(images, "read_image", lambda path, *a, **k: decoded.append(path.name)
+                        or read_image(path, *a, **k))
+    path = _catalogue_config(tmp_path, catalogue)
+    result = CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+    assert result.exit_code == 2, result.output
+    found = [line for line in result.output.splitlines() if line.startswith("rooms[0]")]
+    assert found == [
+        "rooms[0].capture.recognition.catalogue: expected reference images that decode, got 2 "
+        "that do not: IMG_2041.jpg (expected an image file (JPEG, PNG, ...), got 24 bytes "
+        "OpenCV cannot decode); new_work.jpg (expected an image file, got an empty file); "
+        "replace each with a JPEG, PNG, WebP, TIFF or BMP of the work, or remove it (a "
+        "running room leaves such a work out until it is replaced)"]
+    assert sorted(decoded) == ["IMG_2041.jpg", "new_work.jpg"]  # not the indexed works
+    # a big export gone wrong: every one counted, the first 20 named
+    for k in range(21):
+        (catalogue / f"copy-{k:02d}.jpg").write_bytes(b"")
+    found = [line for line in CliRunner().invoke(cli, ["check-config", "--deep", str(path)])
+             .output.splitlines() if line.startswith("rooms[0]")]
+    assert len(found) == 1 and "got 23 that do not: IMG_2041.jpg (" in found[0]
+    assert "; and 3 more; replace each" in found[0]
+
+
+def _source_findings(tmp_path: Path, source: str) -> list[tuple[str, str]]:
+    config = config_from_dict({
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT), "audio_out": {"output": "none"},
+        "metrics": {"port": 0}, "console": {"listen": ""},
+        "rooms": [{"id": "a", "capture": {"source": source}}],
+    })
+    return [(f.status, f.message) for f in deep_check(config).findings
+            if f.field == "rooms[0].capture.source"]
+
+
+def test_a_source_path_is_checked_as_capture_opens_it(tmp_path: Path) -> None:
+    # camera:/dev/null (or a webcam's metadata node) passed, being there, and capture then
+    # refused it at start; a named pipe given as a video was "no file" though it was there.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a camera")
+    for path in ("/dev/null", str(notes)):
+        assert _source_findings(tmp_path, f"camera:{path}") == [(
+            "failed", f"capture source 'camera:{path}': expected a camera that opens, got one "
+                      f"that does not open")]
+    fifo = tmp_path / "fifo.avi"
+    os.mkfifo(fifo)
+    assert _source_findings(tmp_path, f"video:{fifo}") == [(
+        "failed", f"expected an existing video file, got {fifo}, which is a named pipe, not a "
+                  f"video file")]
+    assert _source_findings(tmp_path, f"camera:{fifo}") == [(  # never opened: it would wait
+        "failed", f"capture source 'camera:{fifo}': expected a camera device, got {fifo}, "
+                  f"which is a named pipe")]
+    assert _source_findings(tmp_path, f"video:{tmp_path}") == [(
+        "failed", f"expected an existing video file, got {tmp_path}, which is a folder, not a "
+                  f"video file")]
+    # a video file opened as a camera plays (the fault tests' unplugged camera): said
+    clip = _video(tmp_path / "clip.avi")
+    [(status, message)] = _source_findings(tmp_path, f"camera:{clip}")
+    assert status == "warning" and f"(a video file is 'video:{clip}'" in message
+    # an index with no camera there is refused as before, unopened
+    if sys.platform == "linux":
+        missing = next(n for n in range(90, 200) if not Path(f"/dev/video{n}").exists())
+        [(status, message)] = _source_findings(tmp_path, f"camera:{missing}")
+        assert status == "failed"
+        assert message.startswith(f"expected a connected camera, got no /dev/video{missing} "
+                                  f"(cameras: ")
