@@ -283,6 +283,9 @@ class OscControlServer:
         hands a colour (``r``) or a MIDI message (``m``) over as numbers.
         """
         self.refusals.accept()
+        if address == self.config.prefix.rstrip("/") + "/scene":
+            self._recall(address, args, tags, origin)
+            return
         try:
             name, room = self._parse(address)
         except ValueError as error:
@@ -319,6 +322,27 @@ class OscControlServer:
                                  args=[repr(a)[:40] for a in args[:4]], error=str(error)[:300])
         except Exception as error:  # noqa: BLE001 - one bad packet must not stop OSC in
             self.refusals.refuse("internal-error", address=address[:200], error=repr(error)[:200])
+
+    def _recall(self, address: str, args: tuple[Any, ...], tags: str | None,
+                origin: str) -> None:
+        """``PREFIX/scene NAME`` or ``PREFIX/scene PROGRAM``: recall a ``[[control.scenes]]``
+        entry as a MIDI program change does (a performer without MIDI has only OSC)."""
+        value = args[0] if len(args) == 1 else None
+        if tags is not None and (len(tags) != 1 or tags not in NUMBER_TAGS + "s"):
+            value = None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # a TouchOSC button sends its value as a float
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            self.refusals.refuse("bad-value", address=address[:200],
+                                 args=[repr(a)[:40] for a in args[:4]],
+                                 error="scene: expected one argument, the scene's name "
+                                       "(a string) or its program number (0-127)")
+            return
+        try:
+            scene = self.hub.scene(value)
+            self.hub.recall_scene(scene, source="osc", origin=origin)
+        except ValueError as error:  # no such scene, or one naming a room no longer there
+            self.refusals.refuse("bad-value", address=address[:200], error=str(error)[:300])
 
     def _parse(self, address: str) -> tuple[str, str]:
         prefix = self.config.prefix.rstrip("/") + "/"

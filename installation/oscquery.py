@@ -30,7 +30,10 @@ The namespace, built from :data:`ground.params.PARAMETERS` and
   ``bar``, ``chord``) is not described: its values live in the engine process.
 - Not advertised though OSC in takes them: ``density`` (another name for
   ``intensity``: a second control for one knob) and the room ``*``.
-  Scenes have no OSC address.
+- ``PREFIX/scene``: recalls a ``[[control.scenes]]`` entry by name (or
+  program number, as a MIDI program change does), ACCESS 2 (write only: a
+  scene is an action, not a state), TYPE ``"s"``, RANGE ``VALS`` the scenes'
+  names; present only where scenes are configured.
 
 The HTTP server is read-only and small on purpose: GET and HEAD only (any
 other method is 405), a request path of at most :data:`MAX_PATH_CHARS`
@@ -108,6 +111,7 @@ STATE_NODES: dict[str, tuple[str, tuple[float, float] | None, str]] = {
 }
 
 ACCESS_READ = 1
+ACCESS_WRITE = 2
 ACCESS_READ_WRITE = 3
 
 
@@ -216,7 +220,8 @@ class Namespace:
         else:
             out["TYPE"] = method.type
             out["ACCESS"] = method.access
-            out["VALUE"] = [method.value(reading)]
+            if method.access & ACCESS_READ:  # a write-only method has no value (?VALUE: 204)
+                out["VALUE"] = [method.value(reading)]
             if method.range is not None:
                 out["RANGE"] = [method.range]
         if node.contents:
@@ -265,6 +270,13 @@ def osc_methods(prefix: str, rooms: Iterable[str], hub: ControlHub,
 
     for param in live:
         methods.append(parameter(param, "*", f"{base}/{param.name}", "every room"))
+    scenes = hub.config.control.scenes
+    if scenes:
+        names = ", ".join(f"{scene.name} (program {scene.program})" for scene in scenes)
+        methods.append(OscMethod(
+            f"{base}/scene", "s", ACCESS_WRITE,
+            f"recall a scene by name, or by program number as an int: {names}",
+            lambda _: "", {"VALS": [scene.name for scene in scenes]}))
     for room in rooms:
         for param in live:
             methods.append(parameter(param, room, f"{base}/{room}/{param.name}", f"room {room}"))

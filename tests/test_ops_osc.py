@@ -431,3 +431,26 @@ def test_an_allow_entry_that_is_no_address_or_network_is_refused_naming_it() -> 
             "'the-ipad.local'")):
         config_from_dict({"rooms": [{"id": "a"}], "control": {"osc": {
             "listen": "0.0.0.0:9000", "allow": ["10.0.0.7", "the-ipad.local"]}}})
+
+
+def test_a_scene_is_recalled_over_osc_by_name_or_program() -> None:
+    # scenes had no OSC address: a performer without a MIDI controller could not recall one
+    config = config_from_dict({"rooms": [{"id": "a"}], "control": {"scenes": [
+        {"name": "calm", "program": 0, "params": {"intensity": 0.2}},
+        {"name": "storm", "program": 5, "params": {"intensity": 0.9}, "tempo_bpm": 140}]}})
+    events: list[tuple[str, dict[str, Any]]] = []
+    hub = ControlHub(config, lambda kind, **f: events.append((kind, f)))
+    server = OscControlServer(OscConfig(), hub, lambda kind, **f: events.append((kind, f)))
+    server.handle("/art2mus/scene", "storm", tags="s", origin="udp:10.0.0.9:9000")
+    assert hub.current("intensity") == 0.9 and hub.current("tempo_bpm", "a") == 140.0
+    server.handle("/art2mus/scene", 0.0, tags="f")  # a TouchOSC button: its value as a float
+    assert hub.current("intensity") == 0.2
+    recalled = [f for kind, f in events if kind == "scene_recalled"]
+    assert [(f["scene"], f["source"]) for f in recalled] == [("storm", "osc"), ("calm", "osc")]
+    for args, tags in ((("rain",), "s"), ((9,), "i"), ((0.5,), "f"), ((), ""),
+                       (("calm", 1), "si"), ((True,), "T")):
+        server.handle("/art2mus/scene", *args, tags=tags)
+    assert server.refusals.by_reason == {"bad-value": 6}
+    errors = [f["error"] for kind, f in events if kind == "osc_refused"]
+    assert errors[0].startswith("unknown scene 'rain'; control.scenes has ['calm (program 0)'")
+    assert len([kind for kind, _ in events if kind == "scene_recalled"]) == 2

@@ -569,3 +569,25 @@ def test_both_services_are_advertised_and_found_by_a_browser_on_loopback() -> No
         query.close()
         if browser_zc is not None:
             browser_zc.close()
+
+
+def test_scenes_are_advertised_write_only_and_osc_in_takes_what_is_advertised() -> None:
+    from installation.oscquery import Reading, namespace
+
+    config = config_from_dict({"rooms": [{"id": "a"}], "control": {"scenes": [
+        {"name": "calm", "program": 0, "params": {"intensity": 0.2}},
+        {"name": "storm", "program": 5, "params": {"intensity": 0.9}}]}})
+    hub = ControlHub(config)
+    tree = namespace(OscConfig(), hub)
+    node = tree.find("/art2mus/scene")
+    assert node is not None
+    described = tree.describe(node, Reading(None))
+    assert described["TYPE"] == "s" and described["ACCESS"] == 2 and "VALUE" not in described
+    assert described["RANGE"] == [{"VALS": ["calm", "storm"]}]
+    server = OscControlServer(OscConfig(), hub, null_sink)
+    for name in described["RANGE"][0]["VALS"]:
+        server.handle("/art2mus/scene", name, tags="s")
+    assert server.refused == 0 and hub.current("intensity") == 0.9
+    # no scenes configured: no scene node
+    assert namespace(OscConfig(), ControlHub(config_from_dict({"rooms": [{"id": "a"}]}))
+                     ).find("/art2mus/scene") is None
