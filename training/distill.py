@@ -256,6 +256,7 @@ def distill(teacher_dir: Path, data_dir: Path, out_dir: Path, config: DistillCon
         model.device, resume=resume, only_trainable=False,
         resume_fields=("guidance_min", "guidance_max", "guidance_embedding_dim",
                        "ddim_timesteps", "ema_decay", "loss", "huber_c"),
+        source=f"--teacher {teacher_dir}",
         record={"teacher": str(teacher_dir), "data": str(data_dir), "encoder": encoder})
     schedule = NoiseSchedule(model.scheduler_config, model.device)
     grid = LcmGrid.for_schedule(model.scheduler_config, config.ddim_timesteps)

@@ -13,7 +13,8 @@ N/2 steps, then resuming to N, gives the same weights as N steps straight.
 Layout of a run's output folder ``OUT``: the model folder itself (what the
 engine loads), plus ``OUT/training/`` with ``config.json``, ``log.jsonl``
 (one line per logged step) and ``checkpoints/step-XXXXXXXX/``
-(``weights.safetensors``, ``state.pt``, ``meta.json``).
+(``weights.safetensors``, ``state.pt``, ``meta.json``: the step, the loss, and the command
+and model that wrote it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ if TYPE_CHECKING:
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 TRAINING_DIR = "training"
 CHECKPOINTS_DIR = "checkpoints"
+#: What a checkpoint's ``state.pt`` must hold besides the optional ``scaler``.
+STATE_ENTRIES = ("optimizer", "lr_schedule", "config", "rng")
 
 
 @dataclass(frozen=True)
@@ -289,19 +292,52 @@ class Checkpoints:
         return found[-1]
 
     @staticmethod
-    def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
-        """(weights, state, meta) of one checkpoint; InputError naming a broken file."""
+    def load(path: Path, command: str
+             ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+        """(weights, state, meta) of one checkpoint folder; InputError naming the file that is
+        missing, truncated, not a checkpoint at all or missing an entry. ``state.pt`` is read
+        with ``weights_only=True``: tensors and plain containers, never arbitrary objects."""
         import torch
         from safetensors.torch import load_file
 
-        try:
-            weights = load_file(str(path / "weights.safetensors"))
-            state: dict[str, Any] = torch.load(path / "state.pt", map_location="cpu",
-                                               weights_only=True)
-            meta = json.loads((path / "meta.json").read_text())
-        except Exception as error:  # torch, safetensors and json raise assorted types
-            raise InputError(f"unreadable checkpoint {path}: {error}") from error
+        weights: dict[str, torch.Tensor] = _read_checkpoint_file(
+            path, "weights.safetensors", command, lambda file: load_file(str(file)))
+        state: Any = _read_checkpoint_file(path, "state.pt", command, lambda file: torch.load(
+            file, map_location="cpu", weights_only=True))
+        meta: Any = _read_checkpoint_file(path, "meta.json", command,
+                                          lambda file: json.loads(file.read_text()))
+        where = f"--resume in {command}: checkpoint {path}"
+        fix = f"remove {path} to resume from the checkpoint before it, or start a new --out"
+        if not isinstance(state, dict) or not all(
+                isinstance(state.get(key), dict) for key in STATE_ENTRIES):
+            found = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise InputError(f"{where}: expected state.pt to hold {', '.join(STATE_ENTRIES)}, "
+                             f"got {found}; {fix}")
+        step = meta.get("step") if isinstance(meta, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InputError(f"{where}: expected meta.json to hold the step (an integer >= 0), "
+                             f"got {step!r}; {fix}")
         return weights, state, meta
+
+
+def _read_checkpoint_file(folder: Path, name: str, command: str,
+                          read: Callable[[Path], Any]) -> Any:
+    """``read(folder / name)``; InputError naming the file and what is wrong with it."""
+    file = folder / name
+    try:
+        return read(file)
+    except Exception as error:  # torch, safetensors and json raise assorted types
+        if not file.is_file():
+            what = "missing"
+        elif file.stat().st_size == 0:
+            what = "empty (0 bytes)"
+        else:
+            detail = (str(error).strip().splitlines() or [""])[0][:160]
+            what = f"unreadable ({type(error).__name__}{': ' + detail if detail else ''})"
+        raise InputError(f"--resume in {command}: checkpoint file {file} is {what}: expected "
+                         f"the {name} a checkpoint writes (truncated, or not a checkpoint); "
+                         f"remove {folder} to resume from the checkpoint before it, or start "
+                         f"a new --out") from error
 
 
 def prefixed_state(prefix: str, module: Any, only_trainable: bool = True
@@ -312,12 +348,61 @@ def prefixed_state(prefix: str, module: Any, only_trainable: bool = True
             if not only_trainable or name in trainable}
 
 
+def check_checkpoint_fits(path: Path, command: str, source: str, meta: dict[str, Any],
+                          expected: dict[str, tuple[int, ...]],
+                          weights: dict[str, torch.Tensor]) -> None:
+    """InputError unless the checkpoint at ``path`` was written by ``command`` (when its
+    meta says: older checkpoints do not) and holds exactly the ``expected`` weights of the
+    model ``source`` (name -> shape), naming the keys missing or unexpected, or the first
+    shape that differs with both shapes."""
+    where = f"--resume in {command}: checkpoint {path}"
+    written_by = meta.get("command")
+    written_from = f" ({meta['source']})" if meta.get("source") else ""
+    if written_by is not None and written_by != command:
+        raise InputError(f"{where} was written by {written_by}{written_from}, expected one "
+                         f"written by {command}: resume it with {written_by}, or give {command} "
+                         f"a new --out")
+    fix = (f"resume with the same command and model folder as the run that wrote it"
+           f"{written_from}, or start a new --out")
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
+    if missing or unexpected:
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        parts = ([f"{len(missing)} weight(s) missing ({some(missing)})"] if missing else []) + (
+            [f"{len(unexpected)} unexpected ({some(unexpected)})"] if unexpected else [])
+        raise InputError(f"{where} does not fit this {command} run: {'; '.join(parts)}; {fix}")
+    for key, shape in expected.items():
+        if tuple(weights[key].shape) != shape:
+            raise InputError(f"{where} does not fit this model: {key} has shape "
+                             f"{list(weights[key].shape)} in the checkpoint, expected "
+                             f"{list(shape)}{f' ({source})' if source else ''}; {fix}")
+
+
 def load_prefixed(prefix: str, module: Any, weights: dict[str, torch.Tensor]) -> int:
-    """Load the ``prefix.*`` entries of ``weights`` into ``module``; how many were loaded."""
+    """Load the ``prefix.*`` entries of ``weights`` into ``module``; how many were loaded.
+
+    Not strict: a projection checkpoint holds the trainable weights only. Callers
+    check the keys and shapes first (:func:`check_checkpoint_fits`)."""
     own = {k[len(prefix) + 1:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
     if own:
         module.load_state_dict(own, strict=False)
     return len(own)
+
+
+def check_optimizer_state(state: dict[str, Any], parameters: list[Any]) -> None:
+    """ValueError unless every per-parameter tensor of an optimizer state dict (AdamW's
+    ``exp_avg``, ``exp_avg_sq``) has its parameter's shape; ``load_state_dict`` checks
+    only the number of parameters in each group."""
+    for index, entries in state.get("state", {}).items():
+        if not isinstance(index, int) or not 0 <= index < len(parameters):
+            raise ValueError(f"state for parameter {index!r} of {len(parameters)}")
+        for name, value in entries.items():
+            shape = tuple(parameters[index].shape)
+            if hasattr(value, "shape") and value.dim() > 0 and tuple(value.shape) != shape:
+                raise ValueError(f"{name} of parameter {index} has shape {list(value.shape)}, "
+                                 f"expected {list(shape)}")
 
 
 # ---------------------------------------------------------------------------
@@ -386,7 +471,8 @@ class Trainer:
     :meth:`open` builds AdamW, the warm-up schedule, the precision and its
     scaler, and the checkpoint folder; seeds the run; on ``resume`` loads the
     latest checkpoint into ``modules`` (by name), the optimiser, schedule,
-    scaler and RNG (refusing a checkpoint of a run with other settings); and
+    scaler and RNG (refusing, naming the checkpoint, one written by another
+    command, of another model or of a run with other settings); and
     writes ``OUT/training/config.json``. Each trainer brings its own model,
     loss and validation, and calls :meth:`save` from ``run_steps``.
     """
@@ -402,36 +488,65 @@ class Trainer:
     scaler: Any
     checkpoints: Checkpoints
     start: int = 0
+    source: str = ""
 
     @classmethod
     def open(cls, command: str, config: RunConfig, out_dir: Path, modules: dict[str, Any],
              parameters: list[Any], device: torch.device, *, resume: bool,
-             resume_fields: tuple[str, ...], record: dict[str, Any],
+             resume_fields: tuple[str, ...], record: dict[str, Any], source: str = "",
              only_trainable: bool = True) -> Trainer:
-        """The harness of a new or resumed run (see the class docstring)."""
+        """The harness of a new or resumed run (see the class docstring). ``source`` names
+        the model the run starts from (``--model out/tiny-model``); checkpoints record it
+        with ``command``, so that a resume by another command or model can say so."""
         import torch
 
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
         cast_dtype = resolve_precision(config.precision, device)
         trainer = cls(command, config, out_dir, modules, only_trainable, optimizer,
                       constant_with_warmup(optimizer, config.warmup_steps), cast_dtype,
-                      make_scaler(cast_dtype), Checkpoints(out_dir, config.keep_checkpoints))
+                      make_scaler(cast_dtype), Checkpoints(out_dir, config.keep_checkpoints),
+                      source=source)
         seed_everything(config.seed)
         if resume:
-            weights, state, meta = Checkpoints.load(trainer.checkpoints.latest())
-            check_resume_config(state["config"], config, resume_fields)
-            for name, module in modules.items():
-                load_prefixed(name, module, weights)
-            trainer.optimizer.load_state_dict(state["optimizer"])
-            trainer.lr_schedule.load_state_dict(state["lr_schedule"])
-            if trainer.scaler is not None and state.get("scaler"):
-                trainer.scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
-            trainer.start = int(meta["step"])
+            trainer.restore(trainer.checkpoints.latest(), parameters, resume_fields)
         (out_dir / "training").mkdir(parents=True, exist_ok=True)
         (out_dir / "training" / "config.json").write_text(json.dumps(
             {"command": command, **record, **config.as_dict()}, indent=2) + "\n")
         return trainer
+
+    def expected_weights(self) -> dict[str, tuple[int, ...]]:
+        """Name -> shape of what :meth:`save` writes for this run's modules."""
+        return {key: tuple(tensor.shape) for name, module in self.modules.items()
+                for key, tensor in prefixed_state(name, module, self.only_trainable).items()}
+
+    def restore(self, path: Path, parameters: list[Any], resume_fields: tuple[str, ...]
+                ) -> None:
+        """Load the checkpoint at ``path``: weights, optimiser, schedule, scaler, RNG, step.
+
+        Everything is checked before anything is loaded (the command that wrote it,
+        the weights' names and shapes, the run settings), and a failure is an
+        InputError naming the checkpoint, never a half-restored run or a traceback.
+        """
+        weights, state, meta = Checkpoints.load(path, self.command)
+        check_checkpoint_fits(path, self.command, self.source, meta, self.expected_weights(),
+                              weights)
+        check_resume_config(state["config"], self.config, resume_fields)
+        try:
+            check_optimizer_state(state["optimizer"], parameters)
+            for name, module in self.modules.items():
+                load_prefixed(name, module, weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as error:
+            # torch's own checks: parameter groups of another size, a malformed state
+            raise InputError(f"--resume in {self.command}: checkpoint {path} does not fit this "
+                             f"run's optimiser state ({type(error).__name__}: {error}); resume "
+                             f"with the same command and model folder as the run that wrote "
+                             f"it, or start a new --out") from error
+        self.start = int(meta["step"])
 
     def save(self, step: int, loss: float) -> None:
         """A checkpoint of every module's weights and the optimiser side at ``step``."""
@@ -442,7 +557,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "config": self.config.as_dict()}, {"loss": loss})
+            "config": self.config.as_dict()},
+            {"loss": loss, "command": self.command, "source": self.source})
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """``OUT/training/summary.json``: what the run did."""

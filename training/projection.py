@@ -232,6 +232,7 @@ def train_projection(model_dir: Path, data_dir: Path, out_dir: Path,
     trainer = Trainer.open(
         "train-projection", config, out_dir, modules, parameters, model.device, resume=resume,
         resume_fields=("cond_dropout", "min_snr_gamma", "train_all"),
+        source=f"--model {model_dir}",
         record={"model": str(model_dir), "data": str(data_dir), "encoder": encoder,
                 "init_projection": str(init_projection or "")})
     schedule = NoiseSchedule(model.scheduler_config, model.device)
