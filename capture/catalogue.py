@@ -9,8 +9,8 @@ homography of its reference image into the frame. ``art2mus detect
 --catalogue DIR`` and ``art2mus bench capture`` use the same calls.
 
 The folder: reference images (``.png``, ``.jpg``...; in sub-folders too, as an
-export sorted by room has them, hidden ones left out) and, optionally, a
-``catalogue.toml``::
+export sorted by room has them, and in folders linked in; hidden ones left out)
+and, optionally, a ``catalogue.toml``::
 
     [[artwork]]
     file = "night-watch.jpg"      # required: the reference image, relative to the folder
@@ -439,6 +439,15 @@ class Catalogue:
         #: works it took unchanged from the index before (their images were not touched).
         self.rebuilt = False
         self.reused = 0
+        #: Reference images :meth:`open` left out, unreadable: why, by path in the folder.
+        self.left_out: dict[str, str] = {}
+        # Each work's reference as the index read it (:func:`_file_key`: its file's path,
+        # size and modification time): a running room tells by it which works an update
+        # changed. None for an index from before the keys were kept.
+        files = json.loads(str(arrays["files"])) if "files" in arrays else []
+        self._references: dict[str, str] = dict(zip(
+            (entry.artwork_id for entry in entries), files, strict=True)) \
+            if len(files) == len(entries) else {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -452,22 +461,40 @@ class Catalogue:
         """The entry for ``artwork_id``, if catalogued."""
         return next((e for e in self.entries if e.artwork_id == artwork_id), None)
 
+    def reference(self, artwork_id: str) -> str | None:
+        """The work's reference image as the index read it: its path in the folder, size
+        and modification time, one string (two catalogues give the same string where the
+        work's image was not touched); None where it is not catalogued or the index did
+        not keep it."""
+        return self._references.get(artwork_id)
+
     # -- building and caching --
 
     @classmethod
     def open(cls, folder: str | Path, cache_dir: str | Path | None = None,
              min_inliers: int = 12, locate_width: int = LOCATE_WIDTH,
-             progress: Callable[[int, int], None] | None = None) -> Catalogue:
+             progress: Callable[[int, int], None] | None = None, *,
+             leave_out_unreadable: bool = False) -> Catalogue:
         """Load the folder's index from its cache, or build (and cache) it if the folder changed
         (:func:`current_index`), and open it for recognition and location.
 
-        ``progress(done, total)`` is called per reference indexed.
+        ``progress(done, total)`` is called per reference indexed. An image that cannot be
+        read is an InputError naming it; with ``leave_out_unreadable`` (a running room) its
+        work is left out, the catalogue opens with the others, and all those left out are
+        named in one warning and in :attr:`left_out`.
         """
-        index = current_index(folder, cache_dir, progress)
+        index = current_index(folder, cache_dir, progress,
+                              leave_out_unreadable=leave_out_unreadable)
         catalogue = cls(Path(folder), index.entries, index.arrays, min_inliers=min_inliers,
                         locate_width=locate_width)
         catalogue.rebuilt = index.rebuilt
         catalogue.reused = index.reused
+        catalogue.left_out = index.left_out
+        if catalogue.left_out:
+            log.warning("catalogue %s: %d reference images cannot be read, their works left "
+                        "out (the others are recognised; mended, they are taken in): %s",
+                        folder, len(catalogue.left_out),
+                        listed([f"{name} ({why})" for name, why in catalogue.left_out.items()]))
         if catalogue.plain:
             log.warning("catalogue %s: plain references, nothing to recognise a view of them "
                         "by (views of them are not named): %s", folder,
@@ -1269,11 +1296,15 @@ class CurrentIndex:
     arrays: dict[str, np.ndarray]  # as cached
     rebuilt: bool  # built now (the folder changed), not loaded as it was
     reused: int  # works of a rebuilt index taken unchanged from the index before
+    #: Reference images left out, unreadable (``leave_out_unreadable``): why, by path in
+    #: the folder; their works are not in ``entries``.
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 def current_index(folder: str | Path, cache_dir: str | Path | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  waiting: Callable[[], None] | None = None) -> CurrentIndex:
+                  waiting: Callable[[], None] | None = None, *,
+                  leave_out_unreadable: bool = False) -> CurrentIndex:
     """The folder's index, loaded from its cache, or built (and cached) if the folder changed:
     what :meth:`Catalogue.open` opens, and all ``art2mus index`` needs (opening it for
     search, its k-d trees, takes longer than loading it).
@@ -1284,6 +1315,13 @@ def current_index(folder: str | Path, cache_dir: str | Path | None = None,
     minutes. One process of a machine builds it at a time (:func:`_one_builder`;
     ``waiting()`` is called when this one waits for another). ``progress(done, total)``
     is called per reference indexed.
+
+    An image that cannot be read (empty, truncated, not an image, a link to nothing) is an
+    InputError naming it; with ``leave_out_unreadable`` (a running room: one bad copy must
+    not cost it every other work) its work is left out instead, and named in
+    ``left_out``. Such an index is saved (the works read are not indexed again) but
+    never taken as current: the next open, and ``art2mus index``, read those images
+    again, and name them.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -1300,14 +1338,22 @@ def current_index(folder: str | Path, cache_dir: str | Path | None = None,
         if arrays is not None:
             return CurrentIndex(entries, arrays, rebuilt=False, reused=0)
         began = time.perf_counter()
-        arrays, reused = _build_index(folder, entries, progress,
-                                      _previous_works(cache, folder, entries))
-        arrays["fingerprint"] = np.array(fingerprint)
+        arrays, reused, left_out = _build_index(folder, entries, progress,
+                                                _previous_works(cache, folder, entries),
+                                                leave_out_unreadable=leave_out_unreadable)
+        # An index without some of the folder's works is not the folder's: a fingerprint
+        # no folder has keeps it from being taken as current (else a restart, and
+        # `art2mus index`, would say nothing of the images left out).
+        arrays["fingerprint"] = np.array(
+            f"{fingerprint} less {len(left_out)} unreadable" if left_out else fingerprint)
         _save_cache(cache, arrays)
+    if left_out:
+        unread = {name for name, _ in left_out}
+        entries = [entry for entry in entries if entry.file not in unread]
     log.info("catalogue %s: indexed %d artworks in %.1f s, %d unchanged taken from the "
              "index before (cached in %s)", folder, len(entries) - reused,
              time.perf_counter() - began, reused, cache)
-    return CurrentIndex(entries, arrays, rebuilt=True, reused=reused)
+    return CurrentIndex(entries, arrays, rebuilt=True, reused=reused, left_out=dict(left_out))
 
 
 def whole_view(image: np.ndarray, size: int) -> np.ndarray:
@@ -1424,10 +1470,24 @@ def _read_entries(folder: Path, notes: list[str]) -> list[CatalogueEntry]:
 def catalogue_images(folder: Path) -> list[str]:
     """The reference images under ``folder``, sub-folders too (an export sorted by room or
     department): paths relative to it, ``/``-separated, sorted. Hidden files and folders
-    (a name starting with ``.``: a viewer's thumbnails, a sync tool's) are left out."""
+    (a name starting with ``.``: a viewer's thumbnails, a sync tool's) are left out.
+
+    A link to a folder is followed (a room's export kept on another disk, linked in: its
+    works were left out unsaid). A folder reached a second time, by a link back up to
+    a folder above it (a loop) or by a second link to it, is read once, under the first
+    name the walk reaches it by."""
     found: list[str] = []
-    for root, folders, files in os.walk(folder):
-        folders[:] = [name for name in folders if not name.startswith(".")]
+    seen = {os.path.realpath(folder)}
+    for root, folders, files in os.walk(folder, followlinks=True):
+        kept = []
+        for name in sorted(folders):
+            if name.startswith("."):
+                continue
+            real = os.path.realpath(os.path.join(root, name))
+            if real not in seen:
+                seen.add(real)
+                kept.append(name)
+        folders[:] = kept
         found += [(Path(root) / name).relative_to(folder).as_posix() for name in files
                   if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES]
     return sorted(found)
@@ -1442,6 +1502,12 @@ class _ImageNames:
         self.by_name: dict[str, list[str]] = {}
         for image in images:
             self.by_name.setdefault(image.rsplit("/", 1)[-1], []).append(image)
+        # paths and bare names (of one image), case folded: what a name differing only in
+        # case meant
+        self._folded: dict[str, list[str]] = {}
+        for known in sorted({*self.paths, *(bare for bare, having in self.by_name.items()
+                                            if len(having) == 1)}):
+            self._folded.setdefault(known.casefold(), []).append(known)
 
     def find(self, name: str, where: str) -> str | None:
         """The image ``name`` names, or None where none does. InputError (``where``: the
@@ -1453,6 +1519,13 @@ class _ImageNames:
             raise InputError(f"{where}: {name}: two or more images have that name "
                              f"({', '.join(having)}); give its path in the folder")
         return having[0] if having else None
+
+    def hint(self, name: str) -> str:
+        """`` (did you mean '000.jpg'?)`` where an image's name differs from ``name`` only
+        in case (an export written on Windows, whose names ignore case, read here where
+        they do not), else ``""``."""
+        close = self._folded.get(name.casefold(), [])
+        return f" (did you mean {close[0]!r}?)" if len(close) == 1 else ""
 
 
 #: Whole years a catalogue entry may carry (anything else is not a year of a work).
@@ -1501,7 +1574,8 @@ def _toml_entries(path: Path, images: list[str], notes: list[str]) -> dict[str, 
         file = names.find(named, f"{where}.file") if isinstance(named, str) else None
         if file is None:
             raise InputError(f"{where}.file: expected the name of an image in {path.parent}, "
-                             f"got {shown(named)}")
+                             f"got {shown(named)}"
+                             f"{names.hint(named) if isinstance(named, str) else ''}")
         if file in entry_of:  # else the last would silently win
             raise InputError(f"catalogue {path}, artwork[{entry_of[file]}] and artwork[{k}]: "
                              f"expected one entry per image, got two for {file}")
@@ -1642,7 +1716,7 @@ def _csv_entries(path: Path, images: list[str], notes: list[str]) -> dict[str, C
                              f"expected the name of an image, got nothing")
         file = names.find(named, f"catalogue {path}, row {number}")
         if file is None:
-            missing.append(f"row {number} {named!r}")
+            missing.append(f"row {number} {named!r}{names.hint(named)}")
             continue
         if file in rows_of:
             raise InputError(f"catalogue {path}, rows {rows_of[file]} and {number}: both "
@@ -1745,25 +1819,44 @@ def _index_work(image: np.ndarray, detectors: _Detectors) -> _WorkIndex:
 
 def _build_index(folder: Path, entries: list[CatalogueEntry],
                  progress: Callable[[int, int], None] | None = None,
-                 previous: dict[str, _WorkIndex] | None = None,
-                 ) -> tuple[dict[str, np.ndarray], int]:
-    """The index of ``entries`` (arrays, as cached), and how many of its works were taken
-    from ``previous`` (by :func:`_file_key`: their image unchanged) rather than indexed;
-    ``progress(done, total)`` per work indexed. What relates works to each other (twins,
-    each work's nearest others, plain references) is worked out afresh: it is cheap."""
+                 previous: dict[str, _WorkIndex] | None = None, *,
+                 leave_out_unreadable: bool = False,
+                 ) -> tuple[dict[str, np.ndarray], int, list[tuple[str, str]]]:
+    """The index of ``entries`` (arrays, as cached), how many of its works were taken
+    from ``previous`` (by :func:`_file_key`: their image unchanged) rather than indexed,
+    and the works left out, unreadable, as (file, why); ``progress(done, total)`` per
+    work indexed. What relates works to each other (twins, each work's nearest others,
+    plain references) is worked out afresh: it is cheap.
+
+    An image that cannot be read is an InputError naming it, or, with
+    ``leave_out_unreadable``, its work is left out of the index; all of them left out,
+    an InputError naming them."""
     previous = previous or {}
     keys = [_file_key(folder, entry.file) for entry in entries]
     missing = [k for k, key in enumerate(keys) if key not in previous]
     detectors = _Detectors()
     works: list[_WorkIndex | None] = [previous.get(key) for key in keys]
+    left_out: list[tuple[str, str]] = []
     for done, owner in enumerate(missing, start=1):
+        path = folder / entries[owner].file
         try:  # a big scan is decoded smaller: the index looks at 400 px
-            image = read_image(folder / entries[owner].file, REDUCED_AT_LEAST)
+            image = read_image(path, REDUCED_AT_LEAST)
         except InputError as error:
-            raise InputError(f"catalogue {folder}: {error}") from None
-        works[owner] = _index_work(image, detectors)
+            if not leave_out_unreadable:
+                raise InputError(f"catalogue {folder}: {error}") from None
+            left_out.append((entries[owner].file,
+                             str(error).removeprefix(f"cannot read image {path}: ")))
+        else:
+            works[owner] = _index_work(image, detectors)
         if progress is not None:
             progress(done, len(missing))
+    if left_out:
+        if len(left_out) == len(entries):
+            raise InputError(f"catalogue {folder}: expected reference images that can be "
+                             f"read, got none: {listed([f'{n} ({w})' for n, w in left_out])}")
+        kept = [k for k, work in enumerate(works) if work is not None]
+        entries, keys = [entries[k] for k in kept], [keys[k] for k in kept]
+        works = [works[k] for k in kept]
     held = [work for work in works if work is not None]
     assert len(held) == len(entries)
     arrays: dict[str, np.ndarray] = {}
@@ -1790,7 +1883,7 @@ def _build_index(folder: Path, entries: list[CatalogueEntry],
     sides = np.array([w.source_side for w in held], np.int32)
     arrays["source_side"] = sides
     arrays["small"] = np.flatnonzero((sides > 0) & (sides < SMALL_REFERENCE)).astype(np.int32)
-    return arrays, len(entries) - len(missing)
+    return arrays, len(entries) - (len(missing) - len(left_out)), left_out
 
 
 def images_to_index(folder: Path, cache: Path) -> list[str]:

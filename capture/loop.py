@@ -33,7 +33,10 @@ Per frame (budget at 15 fps: 66 ms; typical cost on one core: 10-20 ms at
            QuadTracker.start on the view's quad (and StabilityTracker.reframe, where
            recognition placed the picture otherwise than the sighting)
         -> a work with an id of its own, a catalogue open: its place located again
-           every recognition.search_every_s, LOOKS_AGAIN times; named, it changes
+           every recognition.search_every_s, LOOKS_AGAIN times (and LOOKS_AGAIN more
+           after each catalogue update); named, it changes
+        -> a catalogued work whose id a catalogue update took away, or whose reference
+           image it changed: named anew at its place (another id, or one of its own)
         -> otherwise every heartbeat_s: publish the current view again
         -> every overlay_every_s: the frame with what was found drawn on it, to a file
            (and every console_frame_every_s, downscaled, the console's picture)
@@ -50,8 +53,11 @@ until it is ready, works get ids of their own ("art-NNN"). The same thread
 then looks at the folder every ``recognition.watch_s``: works added, changed
 or removed, or metadata edited, are indexed there (only what changed) and the
 loop takes the new catalogue between two frames, so a new acquisition is
-recognised without a restart. A change that cannot be read (an image still
-being copied, a bad metadata edit) leaves the catalogue in use as it was.
+recognised without a restart, the work in view too. An image that cannot be
+read (still being copied, empty, not an image) is left out of the catalogue
+and named (``catalogue_ready``'s ``left_out``, the heartbeat) until it reads,
+at start as on an update; a bad metadata edit leaves the catalogue in use as
+it was.
 
 Under load the loop sheds frames before the music suffers
 (:class:`AdaptiveFrameRate`): when frames take longer than their share of
@@ -86,6 +92,7 @@ import cv2
 import numpy as np
 
 from capture.catalogue import (
+    NAMED_AT_MOST,
     SQUARE,
     Catalogue,
     folder_fingerprint,
@@ -252,15 +259,27 @@ def _works(count: int) -> str:
     return f"{count} work" if count == 1 else f"{count} works"
 
 
+#: The most images left out, unreadable, the heartbeat's ``catalogue`` state names.
+_LEFT_OUT_NAMED = 5
+
+
 def _opened(catalogue: Catalogue) -> str:
-    """An open catalogue in a few words: its works, and the references its index warns of
-    (the technician sees them on the console; ``art2mus index`` names them)."""
+    """An open catalogue in a few words: its works, the images it left out, unreadable
+    (named: the technician mends those), and the references its index warns of (the
+    technician sees them on the console; ``art2mus index`` names them)."""
     warned = [f"{len(items)} {what}" for items, what in (
         (catalogue.small, "small"), (catalogue.plain, "plain"),
         (catalogue.twins, "twin pair" if len(catalogue.twins) == 1 else "twin pairs"))
         if items]
-    return _works(len(catalogue)) + (f"; references: {', '.join(warned)} (art2mus index "
-                                     f"names them)" if warned else "")
+    said = _works(len(catalogue))
+    if left_out := list(catalogue.left_out):
+        named = ", ".join(left_out[:_LEFT_OUT_NAMED])
+        if len(left_out) > _LEFT_OUT_NAMED:
+            named += f" and {len(left_out) - _LEFT_OUT_NAMED} more"
+        said += (f"; {len(left_out)} image{'s' * (len(left_out) > 1)} left out, unreadable: "
+                 f"{named} (art2mus index says why)")
+    return said + (f"; references: {', '.join(warned)} (art2mus index names them)"
+                   if warned else "")
 
 
 class CaptureLoop:
@@ -360,6 +379,10 @@ class CaptureLoop:
         self._catalogued = False  # whether the current view's work is the catalogue's
         self._looks_again = 0  # ...and if not, how often its place was looked at again
         self._last_look_again = -float("inf")
+        #: Why the catalogued work playing is to be named anew from an updated catalogue
+        #: (its id is gone from it, or its reference image changed), or None.
+        self._name_anew: str | None = None
+        self._playing_file: str | None = None  # the catalogued work playing's reference
         self._descriptor: Descriptor | None = None
         self._artwork_id: str | None = None
         self._last_publish = -float("inf")
@@ -525,7 +548,9 @@ class CaptureLoop:
               and self._view is not None and self._view.state == "artwork"):
             self._start_tracking(frame.image, primary.quad)  # lost, and seen again
         if published is None and primary is not None and decision.quad is not None:
-            published = self._look_again(frame.image, primary.quad, decision.quad, now)
+            published = self._named_anew(frame.image, primary.quad, decision.quad, now) \
+                if self._name_anew is not None else \
+                self._look_again(frame.image, primary.quad, decision.quad, now)
         if published is None:
             published = self._heartbeat(now, decision.quad, decision.confidence)
         if self.overlay is not None or self.console_frame is not None:
@@ -657,8 +682,12 @@ class CaptureLoop:
         self._log_event("catalogue_updating" if update else "catalogue_opening",
                         folder=recognition.catalogue)
         try:
+            # An image that cannot be read (a copy cut short, a phone's HEIC named .jpg) is
+            # left out and named: the room recognises every other work meanwhile. It once
+            # cost a room, at start, its whole catalogue.
             catalogue = Catalogue.open(recognition.catalogue, recognition.cache_dir,
-                                       recognition.min_inliers, recognition.locate_width)
+                                       recognition.min_inliers, recognition.locate_width,
+                                       leave_out_unreadable=True)
         except (InputError, OSError, cv2.error, ValueError) as exc:
             # The room plays on without ids from the catalogue, or with the one it held (the
             # doctor checks the folder before start-up, so this is a folder that changed
@@ -677,23 +706,50 @@ class CaptureLoop:
                         works=len(catalogue), rebuilt=catalogue.rebuilt,
                         reused=catalogue.reused, update=update, small=len(catalogue.small),
                         plain=len(catalogue.plain), twins=len(catalogue.twins),
+                        unreadable=len(catalogue.left_out),
+                        left_out=[f"{name} ({why})" for name, why in
+                                  itertools.islice(catalogue.left_out.items(), NAMED_AT_MOST)],
                         seconds=round(time.perf_counter() - began, 2))
         return catalogue
 
     def _take_updated_catalogue(self) -> None:
         """Between two frames: use the catalogue the watching thread opened since, if any.
         Its works are described again from it (a reference may have been replaced);
-        works outside it keep what they were described as."""
+        works outside it keep what they were described as.
+
+        The work in view is judged again by it: one with an id of its own gets its looks
+        again (:meth:`_look_again`; the work may be the one just added, and its looks
+        were spent long ago), and a catalogued one whose id the update took away or whose
+        reference image it changed is named anew at the next frame that shows it
+        (:meth:`_named_anew`). A title edited keeps the id: the heartbeat reads the title
+        from the catalogue held."""
         with self._catalogue_lock:
             updated, self._updated_catalogue = self._updated_catalogue, None
         if updated is None:
             return
-        before = self.catalogue.ids if self.catalogue is not None else []
+        held = self.catalogue
+        before = held.ids if held is not None else []
         for artwork_id in {*before, *updated.ids}:
             self._described.pop(artwork_id, None)
         self.catalogue = updated
         self._deblurred_reported = 0
         self._titles_from(updated)
+        self._tracked_id = None  # a search's find, named by the catalogue before
+        playing = self._artwork_id
+        if self._view is None or self._view.state != "artwork" or playing is None:
+            return
+        if not self._catalogued:
+            self._looks_again = 0
+            self._last_look_again = -float("inf")  # the next frame looks
+        elif updated.entry(playing) is None:
+            if self._playing_file in updated.left_out:
+                # Its image cannot be read: most likely a new photo still being copied over
+                # it. It is named anew once that reads (the folder changes again); not now,
+                # which would change the music twice for one photo replaced.
+                return
+            self._name_anew = "not in the catalogue any more"
+        elif held is None or held.reference(playing) != updated.reference(playing):
+            self._name_anew = "its reference image changed"
 
     def _titles_from(self, catalogue: Catalogue) -> None:
         """The overlays label catalogued works with their titles."""
@@ -982,7 +1038,9 @@ class CaptureLoop:
         can hide a catalogued work's features (the dark 010 under blur, found in one frame
         of two): its id of its own would stick, and the work play music not its own for as
         long as it stays. The looks are few and then stop, so a work outside the
-        catalogue does not run the chance of a false id for as long as it stays."""
+        catalogue does not run the chance of a false id for as long as it stays; an
+        updated catalogue gives them again (:meth:`_take_updated_catalogue`: the work
+        in view may be the one just added)."""
         catalogue = self.catalogue
         every = self.config.recognition.search_every_s
         if catalogue is None or self._view is None or self._view.state != "artwork" \
@@ -1007,6 +1065,38 @@ class CaptureLoop:
         return self._change(now, "artwork", artwork_id, descriptor, self._view.confidence, quad,
                             catalogued=True)
 
+    def _named_anew(self, image: np.ndarray, quad: np.ndarray, playing: np.ndarray,
+                    now: _Now) -> ArtworkView | None:
+        """The catalogued work playing, whose id an updated catalogue took away or whose
+        reference image it changed, named again by it as an arrival is (:meth:`_identify`,
+        at its place): the change (the work of its new id; the same id described from its
+        new reference; an id of its own where nothing in the catalogue names it now, whose
+        place is then looked at again as any such arrival's; an empty wall in a room that
+        ignores uncatalogued pictures), or None while the work playing is not the one in
+        view. Else the room went on publishing an id its catalogue no longer held (an
+        inventory number corrected; a wrong photo replaced) for as long as the work stayed.
+        ``quad``: this frame's primary; ``playing``: the confirmed view's quad."""
+        assert self._view is not None and self._name_anew is not None
+        if self._view.state != "artwork" or overlap_fraction(quad, playing) <= SAME_PLACE:
+            return None
+        why, was = self._name_anew, self._artwork_id
+        self._name_anew = None
+        confidence = self._view.confidence
+        identified = self._identify(image, quad)
+        if identified is None:  # ignored from now on, as at an arrival
+            self._ignore(image, quad, now, confidence)
+            self._log_event("named_anew", time=now.wall, artwork_id=None, instead_of=was,
+                            why=why)
+            return self._change(now, "empty", None, None, confidence, None)
+        artwork_id, descriptor, catalogued, quad = identified
+        self.stability.reframe(now.mono, quad,
+                               glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
+        self._start_tracking(image, quad)
+        self._log_event("named_anew", time=now.wall, artwork_id=artwork_id, instead_of=was,
+                        why=why)
+        return self._change(now, "artwork", artwork_id, descriptor, confidence, quad,
+                            catalogued)
+
     def _reference_view(self, catalogue: Catalogue, artwork_id: str) -> np.ndarray | None:
         """The work's catalogue reference as a view; None (and said) where it cannot be
         read: the camera's view stands in."""
@@ -1028,7 +1118,7 @@ class CaptureLoop:
                      decision: TrackState) -> ArtworkView | None:
         identified = self._identify(image, quad)
         if identified is None:
-            return self._ignore(image, quad, now, decision)
+            return self._ignore(image, quad, now, decision.confidence)
         artwork_id, descriptor, catalogued, quad = identified
         self.stability.reframe(now.mono, quad,
                                glance_signature(rectify(image, quad, _GLANCE_RECTIFY)))
@@ -1041,7 +1131,7 @@ class CaptureLoop:
                             catalogued)
 
     def _ignore(self, image: np.ndarray, quad: np.ndarray, now: _Now,
-                decision: TrackState) -> ArtworkView | None:
+                confidence: float) -> ArtworkView | None:
         """A picture the catalogue does not name, in a room that ignores those: its place
         is passed over from now on (so it is looked at once per arrival, not every frame,
         and a catalogued work beside it can be the primary) and it is said, but it never
@@ -1061,7 +1151,7 @@ class CaptureLoop:
             # stability tracker then ends the track as for any work gone): no blip of
             # silence in between.
             return None
-        return self._change(now, "empty", None, None, decision.confidence, None)
+        return self._change(now, "empty", None, None, confidence, None)
 
     def _not_ignored(self, image: np.ndarray, detections: list[Detection], now: _Now
                      ) -> list[Detection]:
@@ -1090,6 +1180,7 @@ class CaptureLoop:
     def _change(self, now: _Now, state: str, artwork_id: str | None,
                 descriptor: Descriptor | None, confidence: float,
                 quad: np.ndarray | None, catalogued: bool = False) -> ArtworkView | None:
+        self._name_anew = None  # what plays now was named by the catalogue held
         if artwork_id != self._artwork_id:  # an arrival: an id of its own is looked at again
             # ...first FIRST_LOOK_AGAIN_S after it, then every search_every_s
             every = self.config.recognition.search_every_s
@@ -1102,10 +1193,12 @@ class CaptureLoop:
             if artwork_id is not None and artwork_id in self._described else None
         view = self._make_view(now.wall, state, confidence, quad)
         extra = {}
+        self._playing_file = None
         if catalogued and self.catalogue is not None and artwork_id is not None:
             entry = self.catalogue.entry(artwork_id)
             if entry is not None:
                 extra = {"title": entry.title, "artist": entry.artist}
+                self._playing_file = entry.file
         self._log_event("artwork_change", time=now.wall, artwork_id=artwork_id,
                         confidence=round(confidence, 3), state=state,
                         features=dict(view.features), catalogued=catalogued, **extra)

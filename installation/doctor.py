@@ -416,17 +416,16 @@ class _Checks:
         # indexed ones decoded when they were indexed (decoding only the new stays cheap).
         cache = (Path(cache_dir) if cache_dir else path) / INDEX_FILE
         new_images = images_to_index(path, cache)
+        # A warning, not a failure: the room opens its catalogue without those works (every
+        # other work is recognised), and one bad image must not keep every room silent.
         undecodable = undecodable_images(path, new_images)
         if undecodable:
-            self.fail(where, "reference images that decode", f"{len(undecodable)} that do "
-                      f"not: {listed(undecodable)}; replace each with a JPEG, PNG, WebP, TIFF "
-                      f"or BMP of the work, or remove it (a running room leaves such a work "
-                      f"out until it is replaced)")
+            self.warn(where, f"{len(undecodable)} reference image(s) do not decode, and the "
+                      f"room leaves those works out: {listed(undecodable)}; replace each "
+                      f"with a JPEG, PNG, WebP, TIFF or BMP of the work, or remove it")
         for note in notes:  # it loads, but likely not as meant (a typo's title left out)
             self.warn(where, note)
-        if undecodable:
-            return
-        if not notes:
+        if not notes and not undecodable:
             self.ok()
         unindexed = len(new_images)
         if unindexed:

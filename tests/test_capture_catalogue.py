@@ -291,6 +291,101 @@ def test_a_toml_year_that_is_no_year_is_refused(folder: Path, tmp_path: Path) ->
             read_entries(copy)
 
 
+def test_a_name_that_differs_only_in_case_is_refused_naming_the_image_meant(
+        folder: Path, tmp_path: Path) -> None:
+    """An export written where names ignore case (Windows) names ``CAT-000.PNG`` for
+    ``cat-000.png``: refused as before, with the image it meant."""
+    copy = _images_only(folder, tmp_path)
+    (copy / "export.csv").write_text("file,id\nCAT-000.PNG,INV-0\ncat-001.png,INV-1\n"
+                                     "old.jpg,X\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"2 rows name an image that is not in .*: row 2 "
+                                         r"'CAT-000.PNG' \(did you mean 'cat-000.png'\?\); "
+                                         r"row 4 'old.jpg'$"):
+        read_entries(copy)
+    (copy / "export.csv").unlink()
+    (copy / "catalogue.toml").write_text('[[artwork]]\nfile = "Cat-001.PNG"\n')
+    with pytest.raises(InputError, match=r"artwork\[0\]\.file: expected the name of an image "
+                                         r"in .*, got 'Cat-001.PNG' \(did you mean "
+                                         r"'cat-001.png'\?\)$"):
+        read_entries(copy)
+
+
+def test_a_folder_linked_into_the_catalogue_is_read_and_a_loop_of_links_once(
+        folder: Path, tmp_path: Path) -> None:
+    """A room's export kept on another disk and linked into the catalogue was left out
+    unsaid (the walk did not follow links). Linked folders are read; a link back up (a
+    loop) or a second link to one folder does not read its images twice, or for ever."""
+    copy = tmp_path / "collection"
+    (copy / "room-1").mkdir(parents=True)
+    shutil.copy(folder / "cat-000.png", copy / "room-1" / "cat-000.png")
+    elsewhere = tmp_path / "other-disk" / "room-2"
+    elsewhere.mkdir(parents=True)
+    for k in (1, 2):
+        shutil.copy(folder / f"cat-{k:03d}.png", elsewhere / f"cat-{k:03d}.png")
+    (copy / "room-2").symlink_to(elsewhere, target_is_directory=True)
+    (copy / "room-2-again").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "up").symlink_to(copy, target_is_directory=True)  # a loop, through the link
+    (copy / "room-1" / "here").symlink_to(copy / "room-1", target_is_directory=True)
+    assert catalogue_images(copy) == ["room-1/cat-000.png", "room-2/cat-001.png",
+                                      "room-2/cat-002.png"]
+    opened = Catalogue.open(copy)
+    assert opened.ids == ["cat-000", "cat-001", "cat-002"]
+    stat = (elsewhere / "cat-002.png").stat()
+    os.utime(elsewhere / "cat-002.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    changed = Catalogue.open(copy)  # an image behind the link is in the fingerprint
+    assert changed.rebuilt and changed.reused == 2
+
+
+def test_a_room_opens_its_catalogue_without_the_images_it_cannot_read(
+        folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """One copy cut short, or a phone's HEIC named .jpg, stopped the whole index at the
+    first of them: a room started with no catalogue, and said only that one. A room
+    (``leave_out_unreadable``) opens every work it can read and names all it cannot, in
+    one warning; the index it saves is never taken as current, so the next open and
+    ``art2mus index`` read those images again (and the command refuses, naming them)."""
+    from click.testing import CliRunner
+
+    from installation.cli import cli
+
+    copy = _images_only(folder, tmp_path)
+    (copy / "new_work.jpg").write_bytes(b"")
+    (copy / "IMG_2041.jpg").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
+    with pytest.raises(InputError, match=r"cannot read image .*IMG_2041\.jpg"):
+        Catalogue.open(copy)  # what detect, render and the bench open: refused as before
+    with caplog.at_level("WARNING", logger="capture.catalogue"):
+        opened = Catalogue.open(copy, leave_out_unreadable=True)
+    assert opened.ids == ["cat-000", "cat-001", "cat-002", "cat-003"]
+    assert sorted(opened.left_out) == ["IMG_2041.jpg", "new_work.jpg"]
+    assert opened.left_out["new_work.jpg"] == "expected an image file, got an empty file"
+    said = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(said) == 1 and "2 reference images" in said[0], said
+    assert "IMG_2041.jpg (expected an image file" in said[0] and "new_work.jpg (" in said[0]
+    square = whole_view(cv2.imread(str(copy / "cat-002.png")), SQUARE)
+    match = opened.recognise(square)
+    assert match is not None and match.artwork_id == "cat-002"  # the others are recognised
+
+    again = Catalogue.open(copy, leave_out_unreadable=True)
+    assert again.rebuilt and again.reused == 4 and sorted(again.left_out) == sorted(
+        opened.left_out)
+    result = CliRunner().invoke(cli, ["index", str(copy)])
+    assert result.exit_code == 3, result.output
+    assert "2 reference images cannot be read" in result.stderr
+    assert "IMG_2041.jpg (" in result.stderr and "new_work.jpg (" in result.stderr
+
+    shutil.copy(folder / "cat-004.png", copy / "new_work.jpg")  # mended: taken in
+    (copy / "IMG_2041.jpg").unlink()
+    mended = Catalogue.open(copy, leave_out_unreadable=True)
+    assert mended.left_out == {} and mended.reused == 4 and "new_work" in mended.ids
+    assert not Catalogue.open(copy).rebuilt  # and current again
+
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    (nothing / "a.jpg").write_bytes(b"")
+    with pytest.raises(InputError, match=r"^catalogue .*: expected reference images that can "
+                                         r"be read, got none: a\.jpg \(expected an image"):
+        Catalogue.open(nothing, leave_out_unreadable=True)
+
+
 def test_recognition_top1_and_no_match_on_scenes(catalogue: Catalogue,
                                                  generator: SceneGenerator) -> None:
     right = known = outsiders = false = 0
