@@ -8,7 +8,10 @@ checks say whether what it names is there, before any role starts:
   path) opens as the capture opens it and sends a frame within
   :data:`capture.sources.CAMERA_PROBE_S`;
 - files exist: the encoder model, the SoundFont, the diffusion model folder,
-  the CurveZMQ keys this machine's roles load; the catalogue is read as the
+  the CurveZMQ keys this machine's roles load; the diffusion engine's start-up
+  checks run without loading its weights (each network built on torch's meta
+  device against its weight file's header; the device, the window plan, the
+  sampler; the ONNX files and the model they were exported from); the catalogue is read as the
   capture reads it (its images, its metadata), and works not indexed yet are
   counted (a warning: the capture indexes them at start) and decoded (only
   those: the indexed ones decoded when they were indexed);
@@ -472,22 +475,79 @@ class _Checks:
             self.existing_file("engine.procedural.soundfont", engine.procedural.soundfont,
                                "a SoundFont (.sf2) file")
         if engine.generator == "diffusion":
-            from engine.generators.diffusion.model import check_folder
+            self.diffusion(engine.diffusion)
+
+    def diffusion(self, diffusion: Any) -> None:
+        """What the engine checks at start, without loading the weights: the model folder,
+        each network built from its config on torch's meta device against its weight file's
+        header (:func:`~engine.generators.diffusion.model.inspect_model`, about 0.5 s for a
+        real-size model), the device, the window plan and the sampler (the generator's
+        :func:`~engine.generators.diffusion.generator.start_checks`), and on the ONNX
+        backend the files opened on the CPU provider without optimizations (each read whole:
+        its size in memory while it is checked) and their fingerprint (hashed only where a
+        file's size or time changed since export: about 1.3 s per GB)."""
+        from engine.generators.diffusion.model import inspect_model
+
+        model_dir = Path(diffusion.model)
+        try:
+            model = inspect_model(model_dir)
+        except Art2MusError as exc:
+            self.error("engine.diffusion.model", exc, "a complete model folder")
+            model = None
+        else:
+            self.ok()
+            self.room_encoders(model_dir)
+        self.diffusion_device(diffusion.device)
+        plan = None
+        if model is not None:
+            from engine.generators.diffusion.generator import start_checks
 
             try:
-                check_folder(Path(engine.diffusion.model))
+                plan, _ = start_checks(model, diffusion)
             except Art2MusError as exc:
-                self.error("engine.diffusion.model", exc, "a complete model folder")
+                text = str(exc)
+                field, _, rest = text.partition(": ")
+                if field.startswith("engine.diffusion.") and " " not in field:
+                    self.error(field, type(exc)(rest), "a setting this model can run")
+                else:
+                    self.error("engine.diffusion.model", exc, "a setting this model can run")
             else:
                 self.ok()
-                self.room_encoders(Path(engine.diffusion.model))
-            if engine.diffusion.backend == "onnx":
-                onnx_dir = engine.diffusion.onnx_dir
-                if onnx_dir and not Path(onnx_dir).is_dir():
-                    self.fail("engine.diffusion.onnx_dir", "a folder written by "
-                              "`art2mus export-onnx`", f"no folder at {onnx_dir}")
-                else:
-                    self.ok()
+        if diffusion.backend != "onnx":
+            return
+        onnx_dir = Path(diffusion.onnx_dir)
+        if not onnx_dir.is_dir():
+            self.fail("engine.diffusion.onnx_dir", "a folder written by `art2mus export-onnx`",
+                      f"no folder at {onnx_dir}")
+            return
+        if model is None or plan is None:
+            return  # said above; the files are checked against the model and its window
+        try:
+            from engine.generators.diffusion.onnx_backend import OnnxBackend, check_providers
+
+            check_providers(diffusion.onnx_providers)
+            OnnxBackend(onnx_dir, model, ["CPUExecutionProvider"], plan.window_frames,
+                        threads=1, optimize=False)
+        except Art2MusError as exc:
+            field = "engine.diffusion.onnx_providers" if str(exc).startswith(
+                "engine.diffusion.onnx_providers") else "engine.diffusion.onnx_dir"
+            self.error(field, exc, "ONNX files exported from this model for this window")
+        else:
+            self.ok()
+
+    def diffusion_device(self, device: str) -> None:
+        """``device = "cuda"`` where torch sees a GPU (the engine refuses it otherwise)."""
+        if device != "cuda":
+            return
+        from engine.generators.diffusion.model import require_torch, resolve_device
+
+        try:
+            require_torch()
+            resolve_device(device)
+        except Art2MusError as exc:
+            self.error("engine.diffusion.device", exc, "a CUDA device torch sees")
+        else:
+            self.ok()
 
     def auto_soundfont(self, procedural: Any) -> None:
         """Say which font ``soundfont = "auto"`` resolves to here (loading it, as the engine

@@ -28,10 +28,12 @@ from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
 from engine.generators.diffusion.generator import DiffusionGenerator  # noqa: E402
 from engine.generators.diffusion.model import (  # noqa: E402
     IMAGE_PROJECTION_FILE,
+    PARTS,
     SPEC_FILE,
     SUPPORT_PROMPT_FILE,
     ModelSpec,
     check_folder,
+    inspect_model,
     load_model,
 )
 from engine.generators.diffusion.testing import NUMPY_COPY_WARNING  # noqa: E402
@@ -262,3 +264,141 @@ def test_deep_check_refuses_a_nan_spec_with_a_config_error(tiny_model_folder: Pa
     assert [line for line in result.output.splitlines() if line.startswith(("engine", "rooms"))] \
         == [f"engine.diffusion.model: expected latent_frames_per_second in {broken / SPEC_FILE} "
             f"to be a finite number > 0 and <= sample_rate (16000), got nan"]
+
+
+# -- the networks' weight files ----------------------------------------------------------------
+# check_folder does not read them (hundreds of MB); inspect_model (the deep check) reads their
+# headers against the networks their configs build, and load_model refuses what the libraries
+# report. Both give one InputError naming the part and the file: the engine exited 1 on a
+# SafetensorError or an UnpicklingError and the supervisor restarted it forever.
+
+
+def refused_at_start(folder: Path) -> str:
+    """The one message the deep check (inspect_model) and the engine's load give."""
+    check_folder(folder)  # the files are there and the small ones fine
+    with pytest.raises(InputError) as inspected:
+        inspect_model(folder)
+    with pytest.raises(InputError) as loaded:
+        load_model(folder)
+    assert str(loaded.value) == str(inspected.value)
+    assert "\n" not in str(inspected.value)
+    return str(inspected.value)
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _refused_pickle(path: Path) -> None:
+    # A pickle holding more than tensors (here a harmless Fraction; in the audit, os.system):
+    # torch.load(weights_only=True) refuses it, as both libraries load .bin files.
+    from fractions import Fraction
+
+    path.with_name("model.safetensors").unlink()
+    torch.save({"wte.weight": torch.zeros(2), "x": Fraction(1, 2)}, path)
+
+
+@pytest.mark.parametrize(("file", "damage", "got"), [
+    ("vocoder/model.safetensors", lambda p: p.write_bytes(b""),
+     "a safetensors file SpeechT5HifiGan can read, got SafetensorError: Error while "
+     "deserializing header: header too small"),
+    ("unet/diffusion_pytorch_model.safetensors", _truncate,
+     "a safetensors file AudioLDM2UNet2DConditionModel can read, got SafetensorError: Error "
+     "while deserializing header: incomplete metadata, file not fully covered"),
+    ("language_model/pytorch_model.bin", _refused_pickle,
+     "a PyTorch weights file GPT2Model can read, got UnpicklingError: "
+     "torch.load(weights_only=True) refuses it: Unsupported global: GLOBAL fractions.Fraction "
+     "was not an allowed global by default."),
+])
+def test_damaged_weight_files_are_input_errors_naming_part_and_file(
+        tiny_model_folder: Path, tmp_path: Path, file: str, damage: Any, got: str) -> None:
+    broken = copy_of(tiny_model_folder, tmp_path)
+    damage(broken / file)
+    part = file.split("/")[0]
+    message = refused_at_start(broken)
+    assert message.startswith(f"weights of the {part} in {broken / part}: expected "
+                              f"{broken / file} to be {got}"), message
+
+
+def _edit_tensors(path: Path, edit: Any) -> None:
+    tensors = load_file(str(path))
+    edit(tensors)
+    save_file(tensors, str(path))
+
+
+UNET_WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
+LM_WEIGHTS = "language_model/model.safetensors"
+
+
+@pytest.mark.parametrize(("file", "edit", "got"), [
+    # a checkpoint of another revision: the library filled the hole with random values
+    (UNET_WEIGHTS, lambda t: t.pop("conv_out.bias"), "1 missing (conv_out.bias)"),
+    (LM_WEIGHTS, lambda t: t.pop("ln_f.weight"), "1 missing (ln_f.weight)"),
+    ("vocoder/model.safetensors", lambda t: t.update(extra=torch.zeros(3)),
+     "1 unexpected (extra)"),
+    (UNET_WEIGHTS, lambda t: t.update({"conv_in.weight": torch.zeros(64, 8, 3, 3)}),
+     "1 of another shape (conv_in.weight (64, 8, 3, 3) for (32, 8, 3, 3))"),
+])
+def test_weights_that_do_not_fit_the_config_are_refused(
+        tiny_model_folder: Path, tmp_path: Path, file: str, edit: Any, got: str) -> None:
+    broken = copy_of(tiny_model_folder, tmp_path)
+    _edit_tensors(broken / file, edit)
+    part = file.split("/")[0]
+    assert refused_at_start(broken) == (
+        f"weights of the {part} in {broken / part}: expected {broken / file} to hold every "
+        f"weight of the {PARTS[part][1]} that {broken / part / 'config.json'} describes, got "
+        f"{got}: the config and the weights come from different models or versions; copy "
+        f"both from one source")
+
+
+def test_a_config_key_left_out_is_not_filled_with_random_weights(tiny_model_folder: Path,
+                                                                 tmp_path: Path) -> None:
+    # Without n_layer GPT2Config builds its default 12 layers: 132 of 148 tensors were random.
+    broken = copy_of(tiny_model_folder, tmp_path)
+    config = broken / "language_model" / "config.json"
+    data = json.loads(config.read_text())
+    del data["n_layer"]
+    config.write_text(json.dumps(data))
+    message = refused_at_start(broken)
+    assert f"that {config} describes, got 132 missing (h.1.attn.c_attn.bias, " \
+           f"h.1.attn.c_attn.weight, h.1.attn.c_proj.bias, ... (129 more))" in message
+
+
+def test_keys_the_libraries_ignore_are_ignored(tiny_model_folder: Path, tmp_path: Path) -> None:
+    # diffusers' AudioLDM2 pipeline saves GPT-2 as GPT2LMHeadModel (transformer.* keys), and
+    # older transformers saved the causal mask (attn.bias): GPT2Model reads both.
+    folder = copy_of(tiny_model_folder, tmp_path)
+    _edit_tensors(folder / LM_WEIGHTS, lambda t: t.update(
+        {**{f"transformer.{k}": t.pop(k) for k in list(t)},
+         "transformer.h.0.attn.bias": torch.ones(1, 1, 64, 64)}))
+    assert inspect_model(folder).device.type == "meta"
+    assert load_model(folder).language_model.config.n_layer == 1
+
+
+def test_inspect_model_gives_the_engines_sizes_without_weights(tiny_model_folder: Path,
+                                                               tiny_model: Any) -> None:
+    inspected = inspect_model(tiny_model_folder)
+    for size in ("latent_channels", "vae_scale_factor", "mel_bins", "latent_bins",
+                 "samples_per_latent_frame", "unet_downsample", "lm_width", "support_width"):
+        assert getattr(inspected, size) == getattr(tiny_model, size), size
+    assert all(p.device.type == "meta" for p in inspected.unet.parameters())
+
+
+def test_deep_check_refuses_damaged_weights_that_the_engine_would_not_load(
+        tiny_model_folder: Path, tmp_path: Path) -> None:
+    broken = copy_of(tiny_model_folder, tmp_path)
+    (broken / "vocoder" / "model.safetensors").write_bytes(b"")
+    path = tmp_path / "room.json"
+    path.write_text(json.dumps({
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "audio_out": {"output": "none"},
+        "engine": {"generator": "diffusion",
+                   "diffusion": {"model": str(broken), "device": "cpu"}},
+        "rooms": [{"id": "a"}],
+    }))
+    result = CliRunner().invoke(cli, ["check-config", "--deep", "--config", str(path)])
+    assert result.exit_code == ConfigError.exit_code, result.output
+    assert [line for line in result.output.splitlines() if line.startswith(("engine", "rooms"))] \
+        == [f"engine.diffusion.model: expected {broken / 'vocoder' / 'model.safetensors'} to be "
+            f"a safetensors file SpeechT5HifiGan can read, got SafetensorError: Error while "
+            f"deserializing header: header too small"]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="needs the diffusion extra, which make test installs")
-pytest.importorskip("onnxruntime", reason="needs the encoders extra, which make test installs")
+onnxruntime = pytest.importorskip("onnxruntime",
+                                  reason="needs the encoders extra, which make test installs")
 pytest.importorskip("onnx", reason="needs the diffusion extra, which make test installs")
+
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from engine.generators.diffusion.backends import TorchBackend  # noqa: E402
 from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
@@ -155,3 +160,188 @@ def test_the_configs_threads_reach_onnxruntime(exported: tuple[Any, Path]) -> No
     assert isinstance(generator.backend, OnnxBackend)
     for name, session in generator.backend.sessions.items():
         assert session.get_session_options().intra_op_num_threads == 1, name
+
+
+# -- what the backend refuses at load, before the engine serves ------------------------------
+
+
+def copy_export(out: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "onnx"
+    shutil.copytree(out, copy)
+    return copy
+
+
+def test_the_export_records_the_model_it_comes_from(exported: tuple[Any, Path]) -> None:
+    model, out = exported
+    manifest = json.loads((out / "onnx_export.json").read_text())
+    assert manifest["model"] == str(model.folder.resolve()) and manifest["window_s"] == WINDOW_S
+    assert sorted(manifest["source"]) == ["unet", "vae", "vocoder"]
+    weights = model.folder / "unet" / "diffusion_pytorch_model.safetensors"
+    recorded = manifest["source"]["unet"]["diffusion_pytorch_model.safetensors"]
+    assert recorded["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert recorded["bytes"] == weights.stat().st_size
+    assert sorted(manifest["source"]["vae"]) == ["config.json",
+                                                 "diffusion_pytorch_model.safetensors"]
+
+
+def test_files_exported_from_another_model_are_refused(exported: tuple[Any, Path],
+                                                       tmp_path: Path) -> None:
+    # Same shapes, other weights (another seed, a retrained model): the files were accepted
+    # and the room played the other model's audio.
+    model, out = exported
+    other = tmp_path / "other-model"
+    shutil.copytree(model.folder, other)
+    copied = replace(model, folder=other)
+    # a copy of the same model (every file's time kept, its path not): hashed, accepted
+    assert OnnxBackend(out, copied, ["CPUExecutionProvider"], FRAMES).batch == 2
+    weights = other / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["decoder.conv_out.bias"] += 0.5
+    save_file(tensors, str(weights))
+    with pytest.raises(InputError) as error:
+        OnnxBackend(out, copied, ["CPUExecutionProvider"], FRAMES)
+    assert str(error.value) == (
+        f"ONNX files in {out}: expected an export of the model {other}, got an export of "
+        f"{model.folder.resolve()} whose vae/diffusion_pytorch_model.safetensors differs from "
+        f"{weights}; re-export with `art2mus export-onnx {other} {out} --window-s 1.28 "
+        f"--batch 2`")
+
+
+@pytest.mark.parametrize("manifest", ["older", "missing"])
+def test_an_export_that_does_not_name_its_model_is_refused(
+        exported: tuple[Any, Path], tmp_path: Path, manifest: str) -> None:
+    model, out = exported
+    copy = copy_export(out, tmp_path)
+    path = copy / "onnx_export.json"
+    if manifest == "older":  # as export-onnx wrote it before the fingerprint
+        data = json.loads(path.read_text())
+        del data["source"]
+        path.write_text(json.dumps(data))
+        got = (f"got an export without the fingerprint of its model ({data['model']}; an "
+               f"earlier art2mus wrote none)")
+    else:
+        path.unlink()
+        got = f"got no {path} (art2mus export-onnx writes it beside the files)"
+    with pytest.raises(InputError) as error:
+        OnnxBackend(copy, model, ["CPUExecutionProvider"], FRAMES)
+    assert str(error.value) == (
+        f"ONNX files in {copy}: expected an export of the model {model.folder}, {got}; "
+        f"re-export with `art2mus export-onnx {model.folder} {copy} --window-s 1.28 --batch 2`")
+
+
+def _float16_input(path: Path) -> None:
+    """The vocoder as another tool converts it: the same names and shapes, a float16 input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = onnx.load(str(path))
+    given = graph.graph.input[0]
+    given.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for node in graph.graph.node:
+        node.input[:] = [f"{x}_f32" if x == given.name else x for x in node.input]
+    graph.graph.node.insert(0, helper.make_node("Cast", [given.name], [f"{given.name}_f32"],
+                                                to=TensorProto.FLOAT))
+    onnx.save(graph, str(path))
+
+
+def _opset_99(path: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(path))
+    for opset in graph.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            opset.version = 99
+    onnx.save(graph, str(path))
+
+
+def test_an_input_of_another_element_type_is_refused(exported: tuple[Any, Path],
+                                                     tmp_path: Path) -> None:
+    # It passed the shape check and failed at the first window, while serving.
+    model, out = exported
+    copy = copy_export(out, tmp_path)
+    _float16_input(copy / "vocoder.onnx")
+    with pytest.raises(InputError) as error:
+        OnnxBackend(copy, model, ["CPUExecutionProvider"], FRAMES)
+    assert str(error.value) == (
+        f"ONNX inputs in {copy}: expected {copy / 'vocoder.onnx'} to take mel as "
+        f"tensor(float) (what the engine binds; float16 on TensorRT is its trt_fp16_enable "
+        f"option), got tensor(float16); re-export with `art2mus export-onnx {model.folder} "
+        f"{copy} --window-s 1.28 --batch 2`")
+
+
+@pytest.mark.parametrize(("file", "damage", "got"), [
+    ("unet.onnx", lambda p: p.write_bytes(b"\0not an onnx file" * 100),
+     "InvalidProtobuf: INVALID_PROTOBUF : Protobuf parsing failed."),
+    ("vae_decoder.onnx", lambda p: p.write_bytes(b""),
+     "InvalidArgument: INVALID_ARGUMENT : No graph was found in the protobuf."),
+    ("vocoder.onnx", _opset_99, "Fail: FAIL : ONNX Runtime only *guarantees* support for "
+                                "models stamped with official released onnx opset versions."),
+])
+def test_a_file_onnxruntime_cannot_open_is_an_input_error(
+        exported: tuple[Any, Path], tmp_path: Path, file: str, damage: Any, got: str) -> None:
+    # ONNX Runtime's own exceptions made the engine exit 1, restarted forever.
+    model, out = exported
+    copy = copy_export(out, tmp_path)
+    damage(copy / file)
+    with pytest.raises(InputError) as error:
+        OnnxBackend(copy, model, ["CPUExecutionProvider"], FRAMES)
+    message = str(error.value)
+    assert message.startswith(f"ONNX files in {copy}: expected {copy / file} to be a model "
+                              f"ONNX Runtime {onnxruntime.__version__} opens, got {got}")
+    assert message.endswith(f"; re-export with `art2mus export-onnx {model.folder} {copy} "
+                            f"--window-s 1.28 --batch 2`") and "\n" not in message
+
+
+def test_another_window_is_refused_with_the_export_that_fits(exported: tuple[Any, Path]
+                                                              ) -> None:
+    model, out = exported
+    with pytest.raises(InputError) as error:
+        OnnxBackend(out, model, ["CPUExecutionProvider"], FRAMES * 2)  # window_s = 2.56
+    message = str(error.value)
+    assert message.startswith(f"ONNX inputs in {out}: expected {out / 'unet.onnx'} to take ")
+    assert "(the model " f"{model.folder} at window_s 2.56: 64 latent frames), got " in message
+    assert message.endswith(f"(exported at --window-s 1.28); re-export with `art2mus "
+                            f"export-onnx {model.folder} {out} --window-s 2.56 --batch 2`")
+
+
+def test_the_readme_exports_for_the_tiny_configs_window() -> None:
+    # Following the README literally exported 2.56 s windows for a config of 1.28 s.
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    config = tomllib.loads((root / "configs" / "diffusion-tiny.toml").read_text())
+    window_s = config["engine"]["diffusion"]["window_s"]
+    command = f"art2mus export-onnx out/tiny-model out/tiny-onnx --window-s {window_s:g}"
+    assert command in (root / "README.md").read_text()
+    assert command in (root / "configs" / "diffusion-tiny.toml").read_text()
+
+
+def test_the_deep_check_opens_the_files_as_the_engine_would(exported: tuple[Any, Path],
+                                                            tmp_path: Path) -> None:
+    from installation.config import config_from_dict
+    from installation.doctor import deep_check
+
+    model, out = exported
+
+    def engine_failures(onnx_dir: Path, window_s: float) -> list[str]:
+        config = config_from_dict({
+            "installation": {"output_dir": str(tmp_path / "out")},
+            "supervisor": {"roles": ["engine"]},
+            "engine": {"generator": "diffusion", "diffusion": {
+                "model": str(model.folder), "device": "cpu", "backend": "onnx",
+                "onnx_dir": str(onnx_dir), "window_s": window_s, "overlap_s": 0.32}},
+            "rooms": [{"id": "a"}]})
+        return [f.line() for f in deep_check(config).failures if f.field.startswith("engine")]
+
+    assert engine_failures(out, WINDOW_S) == []
+    assert engine_failures(out, 2.56) == [
+        f"engine.diffusion.onnx_dir: expected {out / 'unet.onnx'} to take {{'sample': "
+        f"[2, 8, 64, 16], 'timestep': [1], 'tokens': [2, 8, 768], 'support': [2, 8, 1024]}} "
+        f"(the model {model.folder} at window_s 2.56: 64 latent frames), got {{'sample': "
+        f"[2, 8, 32, 16], 'timestep': [1], 'tokens': [2, 8, 768], 'support': [2, 8, 1024]}} "
+        f"(exported at --window-s 1.28); re-export with `art2mus export-onnx {model.folder} "
+        f"{out} --window-s 2.56 --batch 2`"]
+    copy = copy_export(out, tmp_path)
+    _float16_input(copy / "vocoder.onnx")
+    assert [line.split(" to take ")[0] for line in engine_failures(copy, WINDOW_S)] == [
+        f"engine.diffusion.onnx_dir: expected {copy / 'vocoder.onnx'}"]

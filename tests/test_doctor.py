@@ -23,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from audio_out import outputs
+from engine.generators.diffusion.testing import NUMPY_COPY_WARNING
 from installation.cli import cli
 from installation.config import config_from_dict
 from installation.doctor import deep_check
@@ -440,3 +441,68 @@ def test_a_source_path_is_checked_as_capture_opens_it(tmp_path: Path) -> None:
         assert status == "failed"
         assert message.startswith(f"expected a connected camera, got no /dev/video{missing} "
                                   f"(cameras: ")
+
+
+@pytest.mark.filterwarnings(NUMPY_COPY_WARNING)
+def test_the_diffusion_engines_start_up_checks_run_before_it_starts(
+        tiny_model_folder: Path, tmp_path: Path) -> None:
+    # Each of these passed the deep check (it checked only that the files were there) and
+    # the engine then refused to start, three times, after `art2mus run` had started.
+    torch = pytest.importorskip("torch", reason="needs the diffusion extra")
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def engine_failures(**diffusion: Any) -> list[str]:
+        config = config_from_dict({
+            "installation": {"output_dir": str(tmp_path / "out")},
+            "supervisor": {"roles": ["engine"]},
+            "engine": {"generator": "diffusion", "diffusion": {
+                "model": str(tiny_model_folder), "device": "cpu", "window_s": 1.28,
+                "overlap_s": 0.32, **diffusion}},
+            "rooms": [{"id": "a"}]})
+        return [f.line() for f in deep_check(config).failures if f.field.startswith("engine")]
+
+    assert engine_failures() == []
+    if not torch.cuda.is_available():
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda \
+            else "a CPU-only build"
+        assert engine_failures(device="cuda") == [
+            f"engine.diffusion.device: expected a CUDA device torch sees, got 'cuda' and none "
+            f"here (torch {torch.__version__}, {build}); set device = \"auto\" or \"cpu\", or "
+            f"install the CUDA build of PyTorch"]
+    assert engine_failures(window_s=1.0, overlap_s=0.24) == [
+        f"engine.diffusion.window_s: expected a multiple of 0.08 s (2 latent frames at 25/s) "
+        f"for {tiny_model_folder}, got 1.0"]
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_folder, broken)
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])  # a copy cut short
+    assert engine_failures(model=str(broken)) == [
+        f"engine.diffusion.model: expected {weights} to be a safetensors file "
+        f"AudioLDM2UNet2DConditionModel can read, got SafetensorError: Error while "
+        f"deserializing header: incomplete metadata, file not fully covered"]
+    weights.write_bytes(intact)
+    tensors = load_file(str(weights))
+    tensors["conv_in.weight"] = torch.zeros(64, 8, 3, 3)  # another model's UNet
+    save_file(tensors, str(weights))
+    assert engine_failures(model=str(broken)) == [
+        f"engine.diffusion.model: expected {weights} to hold every weight of the "
+        f"AudioLDM2UNet2DConditionModel that {broken / 'unet' / 'config.json'} describes, got "
+        f"1 of another shape (conv_in.weight (64, 8, 3, 3) for (32, 8, 3, 3)): the config and "
+        f"the weights come from different models or versions; copy both from one source"]
+
+    pytest.importorskip("onnxruntime", reason="needs the diffusion extra")
+    garbage = tmp_path / "onnx"
+    garbage.mkdir()
+    for name in ("unet.onnx", "vae_decoder.onnx", "vocoder.onnx"):
+        (garbage / name).write_bytes(b"\0not an onnx file" * 100)
+    (garbage / "onnx_export.json").write_text("{}")
+    [line] = engine_failures(backend="onnx", onnx_dir=str(garbage))
+    assert line.startswith(f"engine.diffusion.onnx_dir: expected {garbage / 'unet.onnx'} to be "
+                           f"a model ONNX Runtime ")
+    assert line.endswith(f"got InvalidProtobuf: INVALID_PROTOBUF : Protobuf parsing failed.; "
+                         f"re-export with `art2mus export-onnx {tiny_model_folder} {garbage} "
+                         f"--window-s 1.28 --batch N`")

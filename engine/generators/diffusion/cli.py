@@ -119,9 +119,11 @@ def make_tiny_model_command(out_dir: Path, embedding_dim: int, student: bool, se
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=OutDir())
 @click.option("--window-s", type=FiniteFloat(0.0, MAX_WINDOW_S, min_open=True), default=2.56,
-              show_default=True, help="Model window (static).")
+              show_default=True, help="Model window (static): the engine.diffusion.window_s "
+              "of the config that will run the files (configs/diffusion-tiny.toml: 1.28).")
 @click.option("--batch", type=click.IntRange(1, MAX_BATCH), default=1, show_default=True,
-              help="Static batch size of the UNet.")
+              help="Static batch size of the UNet (more rooms run in several calls, fewer "
+                   "are padded).")
 @click.option("--guidance", is_flag=True, help="Export the UNet at 2x batch (CFG).")
 def export_onnx_command(model_dir: Path, out_dir: Path, window_s: float, batch: int,
                         guidance: bool) -> None:

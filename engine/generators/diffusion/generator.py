@@ -144,6 +144,20 @@ def walkable_sampler(model: LoadedModel, kind: SamplerKind, steps: int,
     return sampler
 
 
+def start_checks(model: LoadedModel, config: DiffusionConfig) -> tuple[WindowPlan, FewStepSampler]:
+    """What the generator checks of ``config`` against ``model`` before it serves: the window
+    plan (ConfigError naming window_s or overlap_s), the sampler the model allows, the
+    guidance scale and the noise schedule walked once. Also run by ``art2mus check-config
+    --deep`` on :func:`~engine.generators.diffusion.model.inspect_model`'s weightless model."""
+    plan = WindowPlan.for_model(model, config)
+    kind = model.spec.sampler if config.sampler == "auto" else config.sampler
+    if kind == "consistency" and not model.spec.guidance_embedding_dim:
+        raise ConfigError(f"engine.diffusion.sampler: 'consistency' needs a distilled "
+                          f"student; {model.folder} is an original model (dpm_solver)")
+    sampler = walkable_sampler(model, kind, config.steps, student_guidance(model, config, kind))
+    return plan, sampler
+
+
 class DiffusionGenerator:
     """Image-conditioned latent diffusion behind the Generator protocol."""
 
@@ -153,13 +167,7 @@ class DiffusionGenerator:
         self.config = config
         self.sample_rate = sample_rate
         self.channels = channels
-        self.plan = WindowPlan.for_model(model, config)
-        kind = model.spec.sampler if config.sampler == "auto" else config.sampler
-        if kind == "consistency" and not model.spec.guidance_embedding_dim:
-            raise ConfigError(f"engine.diffusion.sampler: 'consistency' needs a distilled "
-                              f"student; {model.folder} is an original model (dpm_solver)")
-        self.sampler = walkable_sampler(model, kind, config.steps,
-                                        student_guidance(model, config, kind))
+        self.plan, self.sampler = start_checks(model, config)
         self.backend: Backend = backend or TorchBackend(model)
         # Whole windows as CUDA graphs: torch backend on CUDA only (ONNX Runtime has its own).
         self.use_graphs = (config.cuda_graphs and model.device.type == "cuda"
