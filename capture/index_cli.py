@@ -8,12 +8,15 @@ and the capture starts on a current cache instead of blocking on indexing.
 
 It builds the index (or confirms the cached one is current: the folder's
 fingerprint, :func:`capture.catalogue.folder_fingerprint`, matches the one
-stored in the index file) on one core, as the capture role would, with a rich
+stored in the index file, and the whole file loads as the capture loads it, every
+member's CRC checked) on one core, as the capture role would, with a rich
 progress bar on stderr (works done / total, rate, time left), then prints a
 summary: works, features, the index file and its size, seconds. Only the works
 added or changed since the cached index are indexed (a corrected title, or a few new
 works among thousands, takes seconds). ``--force`` deletes the cached index and
-rebuilds every work.
+rebuilds every work. An index that does not load (a bad sector, a copy cut short) is
+rebuilt, and the summary says so and why: else the capture would find it damaged and
+re-index the whole catalogue at its start, recognising nothing meanwhile.
 
 Input errors (no folder, no images, an empty, truncated or undecodable image,
 a bad ``catalogue.toml``) are one :class:`~ground.errors.InputError` line
@@ -23,6 +26,7 @@ naming the file, before any work is indexed.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -52,6 +56,9 @@ def index_command(folder: Path, cache_dir: Path | None, force: bool, as_json: bo
         return
     state = "rebuilt" if summary["rebuilt"] else "up to date"
     click.echo(f"catalogue {summary['folder']}: index {state}")
+    if summary["damaged"]:
+        click.echo(f"  warning   the index was damaged ({summary['damaged']}): "
+                   f"{'rebuilt' if summary['rebuilt'] else 'rebuilt by another process'}")
     click.echo(f"  works     {summary['works']}")
     if summary["rebuilt"] and summary["reused"]:
         click.echo(f"  indexed   {summary['works'] - summary['reused']} new or changed "
@@ -77,7 +84,9 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
     """Build the index of ``folder`` (or confirm the cached one is current); a summary dict.
 
     The summary: ``folder``, ``index_file``, ``rebuilt`` (False: the cache was
-    current and nothing was built), ``reused`` (works of a rebuilt index taken unchanged
+    current and nothing was built), ``damaged`` (why the cached index, its fingerprint
+    current, did not load, so that it was rebuilt; None where it loaded or was stale
+    or missing), ``reused`` (works of a rebuilt index taken unchanged
     from the index before: their images were not touched), ``works``, ``square_features`` (ORB),
     ``native_features`` (SIFT), ``features`` (both), ``twins``, ``plain``, ``small``
     (:func:`index_counts`), ``index_mb``, ``seconds``.
@@ -86,6 +95,7 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
 
     from capture.catalogue import (
         INDEX_FILE,
+        catalogue_images,
         current_index,
         folder_fingerprint,
         images_to_index,
@@ -106,10 +116,16 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
         except OSError as error:
             raise InputError(f"cannot delete the cached index {cache}: "
                              f"{error.strerror or error}") from None
-    rebuilt = _cached_fingerprint(cache) != folder_fingerprint(folder)
+    fingerprint = folder_fingerprint(folder)
+    current = _cached_fingerprint(cache) == fingerprint
+    # current by its fingerprint, and it loads whole as the capture will load it
+    damaged = _damage(cache, fingerprint) if current else None
+    rebuilt = not current or damaged is not None
     reused = 0
     if rebuilt:
-        _check_images(folder, images_to_index(folder, cache))
+        # (a damaged index may give none of its works to the rebuild: every image is read)
+        _check_images(folder, catalogue_images(folder) if damaged is not None
+                      else images_to_index(folder, cache))
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)  # one core, as the capture role indexes
         try:
@@ -125,11 +141,13 @@ def build_index(folder: Path, cache_dir: Path | None = None, *, force: bool = Fa
             rebuilt, reused = opened.rebuilt, opened.reused
         finally:
             cv2.setNumThreads(threads)
-        if _cached_fingerprint(cache) != folder_fingerprint(folder):
+        fingerprint = folder_fingerprint(folder)
+        if _cached_fingerprint(cache) != fingerprint or (  # (a damaged one left as it was)
+                damaged is not None and _damage(cache, fingerprint) is not None):
             raise InputError(f"cannot write the index {cache} (is the folder writable?); "
                              f"pass --cache-dir")
     return {"folder": str(folder), "index_file": str(cache), "rebuilt": rebuilt,
-            "reused": reused,
+            "damaged": damaged, "reused": reused,
             **index_counts(cache), "index_mb": round(cache.stat().st_size / 1e6, 2),
             "seconds": round(time.perf_counter() - began, 2)}
 
@@ -172,6 +190,51 @@ def _cached_fingerprint(cache: Path) -> str | None:
             return str(data["fingerprint"])
     except UNREADABLE_INDEX:
         return None
+
+
+def _damage(cache: Path, fingerprint: str) -> str | None:
+    """Why the index file ``cache``, its stored fingerprint ``fingerprint`` (the folder's:
+    current), does not load as the capture loads it (the whole file, every member's CRC
+    checked: :func:`capture.catalogue._load_cache`); None where it loads.
+
+    A member is checked against its CRC only when read whole, so the fingerprint alone
+    (all that says whether the index is current) passes an index with a bad sector in
+    its features; the capture would then find it damaged and re-index at its start.
+    """
+    from capture.catalogue import _load_cache
+    from capture.catalogue import log as catalogue_log
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return False  # its "unreadable; rebuilding it": the summary says why, once
+
+    catalogue_log.addFilter(quiet)
+    try:
+        if _load_cache(cache, fingerprint) is not None:
+            return None
+    finally:
+        catalogue_log.removeFilter(quiet)
+    if _cached_fingerprint(cache) != fingerprint:
+        return None  # replaced meanwhile (a room's capture rebuilt it): not damaged
+    return _why_unreadable(cache)
+
+
+def _why_unreadable(cache: Path) -> str:
+    """The first error reading the zip archive ``cache`` member by member (``Bad CRC-32
+    for file 'tilted_desc.npy'``), for the message; ``unreadable`` where each member
+    reads (what did not load was then in the arrays themselves)."""
+    import zipfile
+
+    from capture.catalogue import UNREADABLE_INDEX
+
+    try:
+        with zipfile.ZipFile(cache) as archive:
+            for info in archive.infolist():
+                with archive.open(info) as member:
+                    while member.read(1 << 20):
+                        pass
+    except UNREADABLE_INDEX as error:
+        return str(error) or type(error).__name__
+    return "unreadable"
 
 
 def _check_images(folder: Path, names: list[str]) -> None:

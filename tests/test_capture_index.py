@@ -72,6 +72,32 @@ def test_index_builds_then_is_up_to_date_then_force_rebuilds(catalogue: Path,
     assert f"indexed   1 new or changed ({WORKS + 1} unchanged" in text, text
 
 
+def test_a_damaged_index_is_rebuilt_saying_so_and_the_capture_then_opens_it_as_it_is(
+        catalogue: Path, tmp_path: Path) -> None:
+    # 64 bytes spoilt in the middle of the index (a bad sector, a copy cut short): its
+    # fingerprint still read as current, so `index` said "up to date", and the capture,
+    # loading it whole, found a bad CRC and re-indexed every work at its start.
+    from capture.catalogue import Catalogue
+
+    folder = shutil.copytree(catalogue, tmp_path / "works")
+    assert index(str(folder)).exit_code == 0
+    cache = folder / INDEX_FILE
+    data = bytearray(cache.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    cache.write_bytes(data)
+
+    result = index(str(folder))
+    assert result.exit_code == 0, result.output
+    assert "index rebuilt" in result.stdout, result.stdout
+    assert "warning   the index was damaged (Bad CRC-32 for file " in result.stdout
+    assert "): rebuilt" in result.stdout
+    opened = Catalogue.open(folder)  # as the capture opens it: nothing to index
+    assert not opened.rebuilt and len(opened) == WORKS
+    again = json.loads(index(str(folder), "--json").stdout)
+    assert again["rebuilt"] is False and again["damaged"] is None
+
+
 def test_index_says_when_it_waits_for_a_room_building_the_index(
         catalogue: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A room's capture builds a changed index under a lock; `index` run meanwhile waited

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -666,6 +668,46 @@ def test_a_preview_is_rendered_once_in_a_subprocess_and_served(fx: Fixture) -> N
     (cached,) = (fx.out / "console" / "previews" / "room-1").glob("SF-1-*.wav")
     assert fx.post(url, {}).json()["state"] == "ready"  # cached: not rendered again
     assert cached.stat().st_size == len(wav.content)
+
+
+def test_a_cached_preview_is_served_only_for_the_same_image_and_art2mus_version(
+        fx: Fixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A work's reference image replaced under the same id is another painting: the old
+    painting's music is not served as its preview (the request renders anew); the same
+    image is served from the cache; another art2mus version (an upgraded composer, a
+    previews folder copied from another install) is not trusted either."""
+    from installation.console import previews
+
+    url = "/api/catalogue/room-1/SF-1/preview.wav"
+    shelves = fx.console.shelves
+    cached = shelves.preview_path("room-1", "SF-1")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_bytes(b"RIFF the sunflowers' music")
+    assert fx.client.get(url).content == b"RIFF the sunflowers' music"  # the same image
+    assert shelves.preview_path("room-1", "SF-1") == cached
+
+    with monkeypatch.context() as patch:  # an upgraded art2mus composes otherwise
+        patch.setattr(previews, "art2mus_version", lambda: "99.0.0")
+        assert shelves.preview_path("room-1", "SF-1") != cached
+        assert fx.client.get(url).status_code == 404
+    assert fx.client.get(url).status_code == 200
+
+    # the technician replaces the work's photo by another painting's (same id, same name)
+    image = fx.out.parent / "catalogue" / "sunflowers.png"
+    shutil.copy2(image, fx.out.parent / "sunflowers-backup.png")
+    before = image.stat()
+    other = (np.random.default_rng(11).random((400, 300, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(image), other)
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 2_000_000_000))
+    replaced = shelves.preview_path("room-1", "SF-1")
+    assert replaced != cached and cached.is_file()
+    answer = fx.client.get(url)
+    assert answer.status_code == 404 and "missing" in answer.json()["error"]
+    assert shelves.preview("room-1", "SF-1", start=False).state == "missing"
+    # ...and the original put back as it was (a backup's copy): its music, from the cache
+    shutil.copy2(fx.out.parent / "sunflowers-backup.png", image)
+    assert shelves.preview_path("room-1", "SF-1") == cached
+    assert fx.client.get(url).content == b"RIFF the sunflowers' music"
 
 
 # -- a real server ------------------------------------------------------------

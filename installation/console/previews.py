@@ -13,13 +13,18 @@
   CACHE.wav --config CONFIG --room ROOM`` in a subprocess (an argument list,
   never a shell), one at a time, at most :data:`RENDER_TIMEOUT_S`, at low
   CPU priority; cached as ``OUTPUT/console/previews/ROOM/ID-HASH.wav`` where
-  the hash covers the room's seed and the engine config, so a new seed or
-  generator renders again.
+  the hash covers the room's seed, the engine config, the work's reference
+  image (its path in the folder, size and modification time, as the catalogue's
+  index keys a work) and the art2mus version, so a new seed or generator, a
+  work's image replaced under the same id, or an upgraded composer renders
+  again (and a previews folder copied from another install is not trusted).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -179,10 +184,15 @@ class CatalogueShelves:
 
     def preview_path(self, room: str, artwork_id: str) -> Path:
         """Where the preview of ``artwork_id`` (validated) with the room's current settings goes."""
-        self.entry(room, artwork_id)
+        catalogue, entry = self.entry(room, artwork_id)
         settings = {"seed": self.config.room(room).seed, "id": artwork_id,
                     "engine": self.config.engine.model_dump(mode="json"),
-                    "seconds": PREVIEW_S}
+                    "seconds": PREVIEW_S,
+                    # the painting, not only its id: a work's image replaced under the same
+                    # id is another painting, with other music
+                    "reference": _reference_key(catalogue, entry.file, artwork_id),
+                    # the composer: an upgrade may change the music of every work
+                    "version": art2mus_version()}
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         name = f"{_SAFE.sub('_', artwork_id)[:64]}-{digest}.wav"
         folder = self.cache_dir / _SAFE.sub("_", room)
@@ -204,8 +214,9 @@ class CatalogueShelves:
             if path.is_file():
                 job = self._jobs[key] = PreviewJob(path, "ready")
                 return job
-            if not start:
-                return job if job is not None else PreviewJob(path, "missing")
+            if not start:  # (a job for other settings, or another image, is not this one)
+                return job if job is not None and job.path == path else PreviewJob(
+                    path, "missing")
             job = self._jobs[key] = PreviewJob(path)
         folder, entry = self.entry(room, artwork_id)
         threading.Thread(target=self._render, args=(job, folder / entry.file, room),
@@ -250,3 +261,26 @@ class CatalogueShelves:
                 return
             os.replace(partial, job.path)
             job.state = "ready"
+
+
+def _reference_key(folder: Path, file: str, artwork_id: str) -> str:
+    """A work's reference image as the catalogue's index keys it
+    (:func:`capture.catalogue.folder_fingerprint`): its path in the folder, size and
+    modification time; NotInCatalogue where it cannot be looked at."""
+    try:
+        stat = (folder / file).stat()
+    except OSError as exc:
+        raise NotInCatalogue(f"cannot read the reference image of {artwork_id[:80]!r} "
+                             f"({file}): {exc.strerror or exc}") from None
+    return f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}"
+
+
+@functools.cache
+def art2mus_version() -> str:
+    """The installed art2mus's version (its package metadata), part of a preview's cache
+    key; ``"unknown"`` for a checkout run without being installed (its previews are then
+    keyed by seed, settings and image alone)."""
+    try:
+        return importlib.metadata.version("art2mus")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
