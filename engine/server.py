@@ -10,10 +10,12 @@ batches (the diffusion model), the rooms due now and those due within
 
 Around that loop: Control ``set`` messages reach the room sessions as live
 parameters; each turn ticks the sessions (view timeout, rate-limited
-re-planning); a heartbeat with every room's state goes to the supervisor;
-and each room's last view, controls and the time capture last spoke are
-saved to ``state_path`` so that an engine restarted after a crash resumes the
-artwork each room was playing instead of starting from an empty wall. With a
+re-planning); a heartbeat with every room's state goes to the supervisor
+(whether an audio_out listens to it and when its clock last came, so a room
+nobody hears is not shown healthy); and each room's last view, controls and
+the time capture last spoke are saved to ``state_path`` so that an engine
+restarted after a crash resumes the artwork each room was playing instead of
+starting from an empty wall (a file it cannot take is set aside, never fatal). With a
 ``beat_out`` (:mod:`engine.beats`), each turn also hands it every room's bar
 grid and playhead estimate, and it sends beats, bars, key and chords on OSC.
 
@@ -28,7 +30,6 @@ the chunks XPUB takes only subscriptions to a configured room
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -86,6 +87,13 @@ FRAMES_PER_ROOM = 4
 CLOCKS_PER_ROOM = 64
 #: Longest topic a subscription may carry: a room id (RoomConfig's pattern).
 MAX_TOPIC_BYTES = 64
+#: Seconds a room may go without an audio_out subscribed to its chunks (health 0: nobody
+#: hears it), or without a PlaybackClock (health 0.5: the engine cannot follow its
+#: playhead), before its status says so. Twice the time a room takes an audio_out that
+#: stopped reporting for gone (``engine.streaming.INSTANCE_SILENT_S``, 5 s), and longer
+#: than audio_out takes to start and subscribe beside a starting engine on a busy machine:
+#: a restart is not a fault, a wrong CurveZMQ key or an unreachable engine is.
+LISTENER_GRACE_S = 10.0
 
 
 class RoomSubscriptions:
@@ -128,6 +136,12 @@ class RoomSubscriptions:
             return None
         self.topics.discard(topic)
         return topic, False
+
+
+def _said(error: BaseException) -> str:
+    """An exception for an event: its message (or its type where it has none), cut short."""
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def instrument_names(described: dict[str, Any]) -> list[str] | None:
@@ -223,14 +237,7 @@ class EngineServer:
                 # a missing port must not stop the music: said once, the engine plays on
                 log.warning("MIDI clock out unavailable: %s", error)
                 log_event("surface_unavailable", surface="MIDI clock out", error=str(error))
-        self.sessions = {
-            room.id: RoomSession(room.id, room.seed, self.generator, config.engine, log_event,
-                                 clock=self._monotonic)
-            for room in config.rooms
-        }
-        for room in config.rooms:
-            self.sessions[room.id].min_change_interval_s = config.min_change_interval_s
-            self.sessions[room.id].midi_channel_offset = room.midi_channel_offset
+        self.sessions = {room.id: self._new_session(room.id) for room in config.rooms}
         self.metrics = metrics or Metrics(0)
         self.state_path = state_path
         self._state_dirty = False  # an artwork or a control changed: save soon
@@ -250,6 +257,12 @@ class EngineServer:
         # subscription arrives: the first chunk after a restart would be lost).
         self._chunks = self.shell.socket(zmq.XPUB, net.chunks, bind=True)
         self.subscriptions = RoomSubscriptions(list(self.sessions))
+        # For the status (our clock): since when no audio_out has listened to each room
+        # (None while one does), and when each room's last PlaybackClock came.
+        self._started = self._monotonic()
+        self._unheard_since: dict[str, float | None] = dict.fromkeys(self.sessions,
+                                                                     self._started)
+        self._clock_heard: dict[str, float] = {}
         clocks = self.shell.socket(zmq.PULL, net.clock, bind=True)
         self.inboxes = {"views": self.shell.inbox("views", views),
                         "clock": self.shell.inbox("clock", clocks),
@@ -275,6 +288,15 @@ class EngineServer:
         self._chunks_made = 0
         self._windows_ahead = 0  # windows made ahead of need (padding rows, idle turns)
         self._start_times = StartTimes()  # where new material lands: after such a call
+
+    def _new_session(self, room: str) -> RoomSession:
+        """A fresh session for the configured room ``room`` (its seed, channels, pace)."""
+        config = next(r for r in self.config.rooms if r.id == room)
+        session = RoomSession(room, config.seed, self.generator, self.config.engine,
+                              self.log_event, clock=self._monotonic)
+        session.min_change_interval_s = self.config.min_change_interval_s
+        session.midi_channel_offset = config.midi_channel_offset
+        return session
 
     @property
     def subscribed(self) -> set[str]:
@@ -336,7 +358,9 @@ class EngineServer:
                 self.unknown_room += 1
                 continue
             newest[message.room] = message  # a report replaces the one before it
+        now = self._monotonic()
         for room, message in newest.items():
+            self._clock_heard[room] = now
             self.sessions[room].on_clock(message)
         for message in self.shell.controls(FRAMES_PER_TURN):
             self._apply_set(message)
@@ -366,6 +390,28 @@ class EngineServer:
             if change is not None:
                 topic, subscribed = change
                 self.log_event("subscribed" if subscribed else "unsubscribed", topic=topic)
+                self._note_listeners()
+
+    def _note_listeners(self) -> None:
+        """Mark since when each room has had no audio_out listening (after a change)."""
+        now = self._monotonic()
+        for room in self.sessions:
+            if self._listening(room):
+                self._unheard_since[room] = None
+            elif self._unheard_since[room] is None:
+                self._unheard_since[room] = now
+
+    def _room_health(self, room: str, now: float) -> float:
+        """The room's health as the engine sees it: 0.0 when no audio_out has listened to
+        it for :data:`LISTENER_GRACE_S` (its music reaches nobody: a wrong key, a room
+        machine gone), 0.5 when no PlaybackClock has come for as long (the engine plays
+        on without knowing where the playhead is), else 1.0."""
+        unheard = self._unheard_since[room]
+        if unheard is not None and now - unheard > LISTENER_GRACE_S:
+            return 0.0
+        if now - self._clock_heard.get(room, self._started) > LISTENER_GRACE_S:
+            return 0.5
+        return 1.0
 
     def _listening(self, room: str) -> bool:
         """True when some audio_out (or a tap on every room, topic "") receives ``room``."""
@@ -421,8 +467,13 @@ class EngineServer:
         ``lost_resyncs`` / ``non_finite_chunks`` / ``refused_views`` /
         ``refused_clocks`` once any has
         happened; ``write_errors``: files the engine cannot write now (its state file).
+        Per room also ``listening`` (an audio_out, or a tap on every room, is subscribed
+        to its chunks), ``clock_age_s`` (seconds since its last PlaybackClock, None before
+        the first) and ``health`` (:meth:`_room_health`: 0.0 when nobody has listened for
+        :data:`LISTENER_GRACE_S`, 0.5 without a clock for as long, else 1.0).
         """
         rooms: dict[str, Any] = {}
+        now = self._monotonic()
         for room, session in self.sessions.items():
             playhead = session.playhead_estimate()
             described = self.generator.describe(session.condition)
@@ -432,6 +483,10 @@ class EngineServer:
                 "lead_s": None if playhead is None or session.queue_end is None else round(
                     (session.queue_end - playhead) / self.generator.sample_rate, 3),
                 "rtf": round(session.realtime_factor, 1) if session.generation_s else None,
+                "listening": self._listening(room),
+                "clock_age_s": None if room not in self._clock_heard else round(
+                    max(0.0, now - self._clock_heard[room]), 1),
+                "health": self._room_health(room, now),
             }
             for key in ("key", "mode", "tempo_bpm"):
                 if key in described:
@@ -527,47 +582,85 @@ class EngineServer:
         self.write_failures.ok(str(self.state_path))
 
     def _restore(self) -> None:
-        """Resume rooms from a previous engine's state file, if it is recent enough."""
-        if self.state_path is None or not self.state_path.is_file():
+        """Resume rooms from a previous engine's state file, if it is recent enough.
+
+        Nothing in the file may stop the engine: a file that cannot be read (truncated,
+        empty, JSON nested too deep) and a room whose entry is refused (a control of the
+        wrong type or a number beyond float range, checked as a live value is) are logged
+        as ``state_unreadable``, naming the file (and the room), and that room plays
+        from a fresh state. A bad value raised out of the constructor and the engine
+        exited 1 on every restart, restarted for ever, every room silent. A file with
+        anything refused is then set aside (:meth:`_set_aside_state`), so the next
+        restart does not read it again.
+        """
+        path = self.state_path
+        if path is None or not path.is_file():
             return
         try:
-            record = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            self.log_event("state_unreadable", path=str(self.state_path), error=str(exc))
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError(f"expected an object of rooms, got {type(record).__name__}")
+        except Exception as exc:  # OSError, ValueError, RecursionError (nested 100k deep)...
+            self.log_event("state_unreadable", path=str(path), error=_said(exc))
+            self._set_aside_state()
             return
-        if not isinstance(record, dict):
-            self.log_event("state_unreadable", path=str(self.state_path),
-                           error=f"expected an object of rooms, got {type(record).__name__}")
-            return
-        timeout = self.config.engine.view_timeout_s
+        refused = restored = False
         for room, saved in record.items():
-            session = self.sessions.get(room)
-            if session is None:
+            if room not in self.sessions:
                 continue
             try:
-                shown = msgspec.json.decode(json.dumps(saved["shown"]), type=ArtworkView)
-                controls = RoomControls.from_saved(saved["controls"])
-                if not all(math.isfinite(v) for v in dataclasses.astuple(controls)
-                           if isinstance(v, float)):
-                    raise ValueError(f"non-finite controls {controls}")
-                if "last_view_at" in saved:
-                    age = self._clock_now() - float(saved["last_view_at"])
-                else:  # a file from an older engine: its age was counted from the save
-                    age = float(saved["age_s"]) + self._clock_now() - float(saved["saved_at"])
-                if not math.isfinite(age):
-                    raise ValueError(f"the time of the last view gives an age of {age}")
-                age = max(0.0, age)
-            except (KeyError, TypeError, ValueError, msgspec.DecodeError) as exc:
-                self.log_event("state_unreadable", room=room, error=str(exc))
-                continue
-            if timeout > 0 and age > timeout:
-                # capture has been silent too long: the ambience is right
-                self.log_event("state_too_old", room=room, age_s=round(age, 1),
-                               view_timeout_s=timeout)
-                continue
-            if not session.accepts(shown):  # a model of another width since the save
-                continue
-            session.restore(shown, age, controls)
+                restored = self._restore_room(self.sessions[room], saved) or restored
+            except Exception as exc:  # whatever the file holds: this room starts afresh
+                refused = True
+                self.log_event("state_unreadable", path=str(path), room=room, error=_said(exc))
+                self.sessions[room] = self._new_session(room)  # restore may have begun
+        if refused:
+            self._set_aside_state()
+            if restored:  # the rooms taken back are saved again at once, without the bad ones
+                self._save_state()
+
+    def _restore_room(self, session: RoomSession, saved: Any) -> bool:
+        """Resume ``session`` from its saved entry; True if it was (False: too old, or a
+        view the generator no longer takes). Raises on an entry it cannot take."""
+        if not isinstance(saved, dict):
+            raise ValueError(f"expected an object, got {type(saved).__name__}")
+        shown = msgspec.json.decode(json.dumps(saved["shown"]), type=ArtworkView)
+        controls = RoomControls.from_saved(saved["controls"])  # checked and clamped
+        if "last_view_at" in saved:
+            age = self._clock_now() - float(saved["last_view_at"])
+        else:  # a file from an older engine: its age was counted from the save
+            age = float(saved["age_s"]) + self._clock_now() - float(saved["saved_at"])
+        if not math.isfinite(age):
+            raise ValueError(f"the time of the last view gives an age of {age}")
+        age = max(0.0, age)
+        timeout = self.config.engine.view_timeout_s
+        if timeout > 0 and age > timeout:
+            # capture has been silent too long: the ambience is right
+            self.log_event("state_too_old", room=session.room, age_s=round(age, 1),
+                           view_timeout_s=timeout)
+            return False
+        if not session.accepts(shown):  # a model of another width since the save
+            return False
+        session.restore(shown, age, controls)
+        return True
+
+    def _set_aside_state(self) -> None:
+        """Move a refused state file to ``engine-state.json.bad`` (replacing an older one),
+        for the technician to look at, and say so once: read again at every restart,
+        it would be refused again at every restart."""
+        assert self.state_path is not None
+        bad = self.state_path.with_name(self.state_path.name + ".bad")
+        try:
+            os.replace(self.state_path, bad)
+        except OSError as exc:
+            log.error("engine state %s refused, and it cannot be set aside: %s",
+                      self.state_path, exc)
+            self.log_event("state_set_aside", path=str(self.state_path), error=str(exc))
+            return
+        log.warning("engine state %s refused (see state_unreadable): set aside as %s; "
+                    "the rooms it could not resume play from a fresh state",
+                    self.state_path, bad)
+        self.log_event("state_set_aside", path=str(self.state_path), bad=str(bad))
 
     def _log_stats(self) -> None:
         self.log_event(

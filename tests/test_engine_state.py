@@ -21,7 +21,8 @@ from engine.config import EngineRoleConfig
 from engine.generators.base import RoomControls
 from engine.server import EngineServer, RoomSubscriptions
 from ground.events import MemorySink
-from ground.protocol import PROTOCOL_VERSION, ArtworkView, encode
+from ground.protocol import PROTOCOL_VERSION, ArtworkView, AudioChunk, PlaybackClock, encode
+from ground.transport import decode, send
 from installation.config import config_from_dict
 from installation.roles import engine_role_config
 
@@ -269,3 +270,160 @@ def test_subscriptions_take_only_configured_rooms_and_count_the_rest() -> None:
     assert subscriptions.topics == {"", "b"}
     assert dict(subscriptions.dropped.by_reason) == {
         "unknown-room": 3, "too-long": 1, "bad-subscription": 2}
+
+
+def _first_chunk(context: zmq.Context, server: EngineServer, clock: FakeClock) -> Any:
+    """Play audio_out for room "a" (subscribe, report its clock) until a chunk comes."""
+    listener = context.socket(zmq.SUB)
+    listener.setsockopt(zmq.SUBSCRIBE, b"a")
+    listener.connect(server.config.network.chunks)
+    reports = context.socket(zmq.PUSH)
+    reports.connect(server.config.network.clock)
+    try:
+        send(reports, PlaybackClock(v=PROTOCOL_VERSION, room="a",
+                                    sample_rate=server.generator.sample_rate, playhead=0,
+                                    buffered_until=0, wall_time=clock.t, state="playing"))
+        for _ in range(500):  # the sockets connect in their own threads: let the engine turn
+            server.turn(poll_ms=10)
+            if listener.poll(0):
+                return decode(listener.recv_multipart())
+        return None
+    finally:
+        listener.close(linger=0)
+        reports.close(linger=0)
+
+
+def _saved_room(room: str = "a", **controls: Any) -> dict[str, Any]:
+    """One room's entry as an engine saves it (a view seen a second before now: 10.0)."""
+    shown = json.loads(msgspec.json.encode(msgspec.structs.replace(_view(1, 9.0), room=room)))
+    return {"view": shown, "shown": shown, "last_view_at": 9.0, "saved_at": 9.0,
+            "controls": {**RoomControls().saved(), **controls}}
+
+
+def _with_controls(**controls: Any) -> str:
+    return json.dumps({"a": _saved_room(**controls)})
+
+
+#: What the audit left in engine-state.json (a hand edit, a disk fault, a restored
+#: backup); each made every restart of the engine exit 1, restarted for ever, or
+#: crashed it on its first turn.
+BAD_STATE_FILES = {
+    "tonic as a string": _with_controls(tonic="C"),
+    "intensity as a string": _with_controls(intensity="loud"),
+    "variation beyond float range": _with_controls(variation=10**400),
+    "controls as a list": json.dumps({"a": {**_saved_room(), "controls": [1, 2]}}),
+    "view time beyond float range": _with_controls().replace(
+        '"last_view_at": 9.0', '"last_view_at": 1' + "0" * 400),
+    "nested 100k deep": "[" * 100_000,
+    "truncated": _with_controls()[:500],
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("text", list(BAD_STATE_FILES.values()), ids=list(BAD_STATE_FILES))
+def test_a_bad_state_file_leaves_the_room_playing_from_a_fresh_state_and_is_set_aside(
+    tmp_path: Path, context: zmq.Context, text: str,
+) -> None:
+    state = tmp_path / "engine-state.json"
+    bad = tmp_path / "engine-state.json.bad"
+    bad.write_text("an older refused file")  # replaced by this one
+    state.write_text(text)
+    events = MemorySink()
+    clock = FakeClock(10.0)
+    server = EngineServer(_config(tmp_path / "1"), events, context=context, state_path=state,
+                          clock=clock)
+    try:
+        refused = events.of("state_unreadable")
+        assert len(refused) == 1 and refused[0]["path"] == str(state)
+        assert refused[0].get("room", "a") == "a" and refused[0]["error"]
+        assert events.of("room_restored") == []
+        room = server.sessions["a"]
+        assert room.view.state == "empty" and room.controls == RoomControls()
+        # set aside, said once: the next restart does not read it again
+        assert not state.exists() and bad.read_text() == text
+        assert [e["bad"] for e in events.of("state_set_aside")] == [str(bad)]
+        # and it plays: audio_out gets the fresh room's music
+        assert isinstance(_first_chunk(context, server, clock), AudioChunk)
+    finally:
+        server.close()
+    again = MemorySink()
+    server = EngineServer(_config(tmp_path / "2"), again, context=context, state_path=state,
+                          clock=FakeClock(11.0))
+    server.close()
+    assert again.of("state_unreadable") == [] and again.of("state_set_aside") == []
+
+
+def test_a_bad_room_in_the_state_file_leaves_the_other_rooms_restored(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    state = tmp_path / "engine-state.json"
+    text = json.dumps({"a": _saved_room("a", intensity=0.8), "b": _saved_room("b", tonic="C")})
+    state.write_text(text)
+    events = MemorySink()
+    server = EngineServer(_config(tmp_path / "1"), events, context=context, state_path=state,
+                          clock=FakeClock(10.0))
+    try:
+        assert [e["room"] for e in events.of("state_unreadable")] == ["b"]
+        assert "tonic" in events.of("state_unreadable")[0]["error"]
+        assert [e["room"] for e in events.of("room_restored")] == ["a"]
+        assert server.sessions["a"].controls.intensity == 0.8
+        assert server.sessions["b"].view.state == "empty"
+        assert server.sessions["b"].controls == RoomControls()
+        assert (tmp_path / "engine-state.json.bad").read_text() == text
+        # the room taken back is saved again at once, without the refused one
+        assert set(json.loads(state.read_text())) == {"a"}
+    finally:
+        server.close()
+
+
+def test_saved_controls_out_of_range_are_clamped_as_a_live_value_is(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    state = tmp_path / "engine-state.json"
+    state.write_text(_with_controls(tempo_bpm=1e9, mode=99, tonic=-7, intensity=5.0,
+                                    transition_s=-100.0, variation=1e300))
+    events = MemorySink()
+    server = EngineServer(_config(tmp_path / "1"), events, context=context, state_path=state,
+                          clock=FakeClock(10.0))
+    try:
+        assert events.of("state_unreadable") == []
+        assert [r["artwork_id"] for r in events.of("room_restored")] == ["sunflowers"]
+        controls = server.sessions["a"].controls
+        assert (controls.tempo_bpm, controls.mode, controls.tonic, controls.intensity,
+                controls.transition_s, controls.variation) == (300.0, 5, -1, 1.0, 0.0, 10**9)
+        server._save_state()  # and written back clamped
+        assert json.loads(state.read_text())["a"]["controls"] == controls.saved()
+    finally:
+        server.close()
+
+
+def test_a_saved_sync_grid_is_dropped_and_the_room_restored(
+    tmp_path: Path, context: zmq.Context,
+) -> None:
+    # the grid comes from the live sync source, never from a file (one holding it as an
+    # object raised AttributeError out of every restart)
+    state = tmp_path / "engine-state.json"
+    state.write_text(_with_controls(sync={"phase": 0, "beats": 4, "bpm": 0}, intensity=0.8))
+    events = MemorySink()
+    clock = FakeClock(10.0)
+    server = EngineServer(_config(tmp_path / "1"), events, context=context, state_path=state,
+                          clock=clock)
+    try:
+        assert events.of("state_unreadable") == []
+        assert [r["artwork_id"] for r in events.of("room_restored")] == ["sunflowers"]
+        controls = server.sessions["a"].controls
+        assert controls.sync is None and controls.intensity == 0.8
+        assert isinstance(_first_chunk(context, server, clock), AudioChunk)
+    finally:
+        server.close()
+
+
+def test_saved_controls_are_checked_as_live_values_are() -> None:
+    assert RoomControls.from_saved({"tonic": 2.0, "freeze": 1, "transition_s": None}) == \
+        RoomControls(tonic=2, freeze=True, transition_s=None)
+    assert RoomControls.from_saved({"sync": {"phase": 0}}) == RoomControls()  # never from a file
+    for value in ("C", float("nan"), float("inf"), None, [2], 10**400, True):
+        with pytest.raises(ValueError, match=r"controls\.tonic: parameter tonic: expected"):
+            RoomControls.from_saved({"tonic": value})
+    with pytest.raises(ValueError, match="expected an object of parameters, got list"):
+        RoomControls.from_saved([1, 2])

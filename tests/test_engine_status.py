@@ -18,7 +18,7 @@ import zmq
 
 from engine.generators import Generated, can_batch
 from engine.generators.sine import SineGenerator
-from engine.server import EngineServer, gpu_memory_mb, instrument_names
+from engine.server import LISTENER_GRACE_S, EngineServer, gpu_memory_mb, instrument_names
 from ground.protocol import PROTOCOL_VERSION, AudioChunk, PlaybackClock
 from ground.transport import decode, make_socket, send
 from installation.config import config_from_dict
@@ -201,3 +201,75 @@ def test_the_engine_warms_the_generator_it_builds_and_beats_meanwhile(
         given.close()
     finally:
         context.destroy(linger=0)
+
+
+def _until(server: EngineServer, done: Any) -> None:
+    """Turn the engine's inboxes until ``done()`` (the sockets connect in their own threads)."""
+    deadline = time.monotonic() + 5.0  # only a bound on waiting for the sockets
+    while not done() and time.monotonic() < deadline:
+        server._receive()
+        time.sleep(0.01)
+    assert done()
+
+
+def test_each_room_says_whether_an_audio_out_listens_and_when_its_clock_came() -> None:
+    # A room whose audio_out could not subscribe (a wrong CurveZMQ key, the engine
+    # unreachable from the room machine) showed health 1.0 while nobody heard it.
+    server, clock, context = _server("sine", "listening", rooms=2)
+    net = server.config.network
+    listener = clocks = None
+
+    def rooms() -> dict[str, Any]:
+        return {room: {k: entry[k] for k in ("listening", "clock_age_s", "health")}
+                for room, entry in server.status()["rooms"].items()}
+
+    try:
+        unheard = {"listening": False, "clock_age_s": None, "health": 1.0}
+        assert rooms() == {"room0": unheard, "room1": unheard}  # starting: within the grace
+        clock.now += LISTENER_GRACE_S + 1
+        unheard = {"listening": False, "clock_age_s": None, "health": 0.0}
+        assert rooms() == {"room0": unheard, "room1": unheard}
+        # room0's audio_out comes: it subscribes and reports its clock
+        listener = make_socket(context, zmq.SUB, net.chunks, bind=False, subscribe=["room0"])
+        clocks = make_socket(context, zmq.PUSH, net.clock, bind=False)
+        send(clocks, PlaybackClock(v=PROTOCOL_VERSION, room="room0",
+                                   sample_rate=server.generator.sample_rate, playhead=0,
+                                   buffered_until=0, wall_time=0.0, state="playing"))
+        _until(server, lambda: rooms()["room0"]["listening"]
+               and rooms()["room0"]["clock_age_s"] is not None)
+        clock.now += 2.0
+        assert rooms() == {"room0": {"listening": True, "clock_age_s": 2.0, "health": 1.0},
+                           "room1": unheard}
+        # its clock reports stop reaching the engine: degraded
+        clock.now += LISTENER_GRACE_S
+        assert rooms()["room0"] == {"listening": True, "clock_age_s": LISTENER_GRACE_S + 2.0,
+                                    "health": 0.5}
+        # it goes: nobody listens, and once the grace has passed the room is down
+        listener.close(linger=0)
+        listener = None
+        _until(server, lambda: not rooms()["room0"]["listening"])
+        assert rooms()["room0"]["health"] == 0.5
+        clock.now += LISTENER_GRACE_S + 1
+        assert rooms()["room0"] == {"listening": False, "clock_age_s": 2 * LISTENER_GRACE_S + 3.0,
+                                    "health": 0.0}
+        assert server.status()["subscribed"] == []
+    finally:
+        for socket in (listener, clocks):
+            if socket is not None:
+                socket.close(linger=0)
+        server.close()
+        context.term()
+
+
+def test_a_tap_on_every_room_listens_to_each() -> None:
+    server, clock, context = _server("sine", "tap", rooms=2)
+    tap = make_socket(context, zmq.SUB, server.config.network.chunks, bind=False, subscribe=[""])
+    try:
+        _until(server, lambda: server.subscribed == {""})
+        clock.now += LISTENER_GRACE_S + 1
+        status = server.status()["rooms"]
+        assert all(r["listening"] and r["health"] == 0.5 for r in status.values())  # no clock
+    finally:
+        tap.close(linger=0)
+        server.close()
+        context.term()

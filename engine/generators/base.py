@@ -27,19 +27,22 @@ condition; the generator never mixes them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ground.params import PARAMETERS
+from ground.params import PARAMETERS, Parameter, shown
 from ground.protocol import ArtworkView
 
 #: The parameters a generator's ``apply_controls`` reads, in table order.
 _CONDITION_PARAMETERS = tuple(p for p in PARAMETERS.values() if p.replans == "condition")
 #: Saved control fields renamed since, old name -> new (:meth:`RoomControls.from_saved`).
 _RENAMED_FIELDS = {"key": "tonic"}
+#: The parameter each saved control field holds (:meth:`RoomControls.from_saved`).
+_SAVED_PARAMETERS: dict[str, Parameter] = {
+    p.field: p for p in PARAMETERS.values() if p.role == "engine" and p.field is not None}
 
 
 @dataclass(frozen=True)
@@ -102,18 +105,47 @@ class RoomControls:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "sync"}
 
     @classmethod
-    def from_saved(cls, saved: dict[str, Any]) -> RoomControls:
+    def from_saved(cls, saved: object) -> RoomControls:
         """The controls :meth:`saved` wrote, also from an older engine's file.
 
+        Each value passes the check a live one does (:meth:`ground.params.Parameter.clamp`,
+        as :meth:`engine.streaming.RoomSession.set_controls` applies it): a finite number,
+        clamped to its parameter's range and held as its field holds it. A hand-edited or
+        damaged file (``"tonic": "C"``, ``"tempo_bpm": 1e9``) made every restart of the
+        engine crash, or played and saved values no knob can set. ``transition_s`` may be
+        None (the config's crossfade). ``sync`` is dropped: it comes from the live sync
+        source, never from a file.
+
         An older engine's file names the tonic ``key`` (renamed: OSC out sends the
-        key's full name on ``/art2mus/ROOM/key``). TypeError for an unknown field,
-        as the constructor raises.
+        key's full name on ``/art2mus/ROOM/key``). ValueError naming the field for a
+        value refused; TypeError for an unknown field, as the constructor raises.
         """
+        if not isinstance(saved, Mapping):
+            raise ValueError(f"controls: expected an object of parameters, got "
+                             f"{type(saved).__name__}")
         fields_ = dict(saved)
         for old, new in _RENAMED_FIELDS.items():
             if old in fields_ and new not in fields_:
                 fields_[new] = fields_.pop(old)
-        return cls(**fields_)
+        fields_.pop("sync", None)
+        unknown = [name for name in fields_ if name not in _SAVED_PARAMETERS]
+        if unknown:
+            listed = ", ".join(shown(name) for name in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise TypeError(f"controls: unknown field {listed}{more}; expected some of "
+                            f"{sorted(_SAVED_PARAMETERS)}")
+        neutral = cls()
+        values: dict[str, Any] = {}
+        for name, raw in fields_.items():
+            if raw is None and getattr(neutral, name) is None:  # transition_s: the config's
+                values[name] = None
+                continue
+            parameter = _SAVED_PARAMETERS[name]
+            try:
+                values[name] = parameter.typed(parameter.clamp(raw))
+            except ValueError as error:
+                raise ValueError(f"controls.{name}: {error}") from None
+        return cls(**values)
 
 
 @dataclass(frozen=True)
