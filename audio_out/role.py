@@ -2,7 +2,9 @@
 
 A SUB socket on the engine's chunks endpoint (topic = this room) feeds
 ``Player.submit``; a PUSH socket reports the PlaybackClock at
-``clock_hz``. This thread owns both sockets; the player owns the audio
+``clock_hz``, stamped with this process's random ``instance`` id (drawn once at
+start and logged as ``clock_instance``, so the engine tells a restart from two
+machines configured as one room). This thread owns both sockets; the player owns the audio
 callback and the file writers. Control ``set`` messages for this room carry
 ``volume`` (ramped by the player, no clicks). Every ``heartbeat_s`` the
 supervisor gets the playback state, underflows, drops, what is played
@@ -24,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import zmq
 
 from audio_out.config import AudioOutConfig
@@ -35,7 +38,7 @@ from ground.events import EventSink
 from ground.health import Heartbeat
 from ground.metrics import Metrics
 from ground.params import parameter
-from ground.protocol import AudioChunk, DropCounter, ProtocolError
+from ground.protocol import AudioChunk, DropCounter, ProtocolError, new_instance_id
 from ground.shell import RoleShell
 from ground.transport import send
 
@@ -67,6 +70,9 @@ def run_audio_out(
     # IMMEDIATE: while the engine is down, clocks are not queued for its next
     # incarnation, which would otherwise start the room from a stale playhead.
     clock = shell.socket(zmq.PUSH, net.clock, bind=False, hwm=10, immediate=True)
+    # who sends this room's clocks: the engine's duplicate_room event names it
+    instance = new_instance_id()
+    log_event("clock_instance", instance=f"{instance:08x}")
     poller = zmq.Poller()
     poller.register(chunks.socket, zmq.POLLIN)
     poller.register(shell.control.socket, zmq.POLLIN)
@@ -104,7 +110,7 @@ def run_audio_out(
                 next_clock += period
                 if next_clock < time.monotonic():
                     next_clock = time.monotonic() + period
-                send(clock, player.clock())
+                send(clock, msgspec.structs.replace(player.clock(), instance=instance))
             if player.done:
                 # from here no chunk is taken: what is buffered fades out (for a report
                 # that must not expect a change shown later to be heard)

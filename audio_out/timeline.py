@@ -278,6 +278,10 @@ class TimelineBuffer:
         head = self._gap_head
         pending = [(f, t) for f, t in list(zip(froms0, tos0, strict=True))[head - base0:]]
         s1 = max(s, self._safe_start(p, end0))
+        # Each frame of the chunk is late [s, s + late), written [s1, end_w) or
+        # overflow [max(end_w, s + late), chunk_end). A chunk wholly behind the playhead
+        # (placed on another audio_out's timeline: two machines configured as one room)
+        # has s1 past its end, and overflow counted from s1 went negative.
         late = min(s1, chunk_end) - s
         # The ring may hold `capacity` frames from the first unplayed material on
         # (a hole needs no storage); beyond that a write would alias unplayed audio.
@@ -288,7 +292,7 @@ class TimelineBuffer:
         else:
             first_unplayed = p
         end_w = min(chunk_end, first_unplayed + self.capacity_frames)
-        overflow = chunk_end - max(end_w, s1)
+        overflow = chunk_end - max(end_w, s + late)
         self.late_frames += late
         if s1 >= end_w:
             self.overflow_frames += overflow

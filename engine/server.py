@@ -466,7 +466,9 @@ class EngineServer:
         per bar, last phase offset seen) while it follows a tempo sync, and
         ``lost_resyncs`` / ``non_finite_chunks`` / ``refused_views`` /
         ``refused_clocks`` once any has
-        happened; ``write_errors``: files the engine cannot write now (its state file).
+        happened, ``duplicate`` while two audio_outs report for one room
+        (:attr:`~engine.streaming.RoomSession.duplicate`); ``write_errors``: files the
+        engine cannot write now (its state file).
         Per room also ``listening`` (an audio_out, or a tap on every room, is subscribed
         to its chunks), ``clock_age_s`` (seconds since its last PlaybackClock, None before
         the first) and ``health`` (:meth:`_room_health`: 0.0 when nobody has listened for
@@ -504,6 +506,8 @@ class EngineServer:
                 entry["refused_views"] = session.refused_views
             if session.refused_clocks:  # clock reports dated implausibly (CLOCK_JUMP_S)
                 entry["refused_clocks"] = session.refused_clocks
+            if session.duplicate:  # two audio_outs report for this room (one id twice)
+                entry["duplicate"] = session.duplicate
             downbeat = session.heard_downbeat()
             if downbeat is not None:  # for a tempo-sync source the room leads
                 entry["downbeat"] = round(seconds_of_day(downbeat[0]), 4)

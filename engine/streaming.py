@@ -45,6 +45,13 @@ downbeats, and hands it to the generator as ``controls.sync``
 :data:`SYNC_TOLERANCE_S` of the one in force changes nothing (clock jitter);
 one further off (the two clocks drifted, audio_out restarted) re-plans the
 room, which nudges its bars onto the new grid.
+
+**Whose clock**: each report names the audio_out process that sent it
+(``PlaybackClock.instance``). A new instance is a restart, taken at once; two
+instances whose reports alternate are two machines configured with the same
+room id: the room follows the first heard and refuses the other's reports
+(``duplicate_room``, :attr:`RoomSession.duplicate`), where taking both made
+every report of the one behind a restart and mangled both rooms' music.
 """
 
 from __future__ import annotations
@@ -120,6 +127,34 @@ CLOCK_JUMP_S = 5.0
 #: ...unless every report for this long agrees with the new offset: audio_out's machine
 #: had its clock stepped (NTP), or audio_out moved to another machine.
 CLOCK_JUMP_CONFIRM_S = 2.0
+#: A smaller step is believed at once when it dates reports later (the offset falls: the
+#: smallest offset is the one kept), but a step that dates them earlier (audio_out's clock
+#: set back) only raised the offset at CLOCK_OFFSET_AGING: a 4 s step put the playhead
+#: estimate 4 s ahead, and the room's transitions 4 s late, for over half an hour. Every
+#: report CLOCK_JUMP_CONFIRM_S long at least this much (seconds) above the room's offset
+#: is such a step, and the offset is re-based on the lowest of them. Why 0.25 s: it is
+#: well above what a report the engine applies has waited (only each turn's newest is
+#: applied, sent at most one report period, 50 ms at audio_out's 20 Hz, before the turn
+#: read it) plus transport jitter (milliseconds on a LAN, tens on Wi-Fi), so neither a
+#: busy engine's queue nor jitter fakes a step; and a smaller step than this is followed
+#: by the creep within two minutes (ntpd steps the clock from 128 ms; chrony and
+#: systemd-timesyncd slew small offsets). A step taken wrongly undoes itself: the next
+#: report read promptly has a lower offset, believed at once.
+CLOCK_STEP_S = 0.25
+
+#: An audio_out instance (:attr:`PlaybackClock.instance`) unheard for this long has gone:
+#: a room that two audio_outs report for follows the other one then. 100 reports at
+#: audio_out's 20 Hz, and several engine turns (a turn applies one report per room, the
+#: newest, which may be the other instance's).
+INSTANCE_SILENT_S = 5.0
+#: Switches in a room's reports back to an instance heard before, within
+#: DUPLICATE_WINDOW_S seconds, that make two audio_outs on one room id (a restart switches
+#: to a new instance, never counted, however often it crashes; a report of the old one
+#: read after the new one's first makes two).
+DUPLICATE_SWITCHES = 4
+DUPLICATE_WINDOW_S = 10.0
+#: Instances a room remembers (their ids come from the network).
+INSTANCES_KEPT = 8
 
 
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
@@ -204,10 +239,24 @@ class RoomSession:
         # our (monotonic) clock minus audio_out's wall time on the least delayed recent
         # report (see on_clock), and when it was last updated
         self._clock_offset: tuple[float, float] | None = None
-        # an offset CLOCK_JUMP_S away from it, and since when reports have agreed with it
+        # an offset CLOCK_JUMP_S away from it (the lowest reported), and since when reports
+        # have agreed with it
         self._clock_jump: tuple[float, float] | None = None
+        # the same for an offset CLOCK_STEP_S above it (audio_out's clock set back a little)
+        self._clock_step: tuple[float, float] | None = None
         self.refused_clocks = 0  # reports not believed (CLOCK_JUMP_S), counted
         self._clock_refusal_said = -math.inf
+        # audio_out instances heard: id -> (first heard, last heard on our clock, followed
+        # ever), the most recently heard last; the one whose clocks the room follows; the
+        # last one heard, and when the reports switched from one to another recently
+        self._instances: OrderedDict[int, tuple[float, float, bool]] = OrderedDict()
+        self._following: int | None = None
+        self._last_instance: int | None = None
+        self._switches: deque[float] = deque(maxlen=DUPLICATE_SWITCHES)
+        self._duplicate_since: float | None = None  # two audio_outs on this room id
+        self._duplicate_heard = -math.inf  # when the one not followed last spoke
+        self._duplicate_said = -math.inf
+        self.duplicate_clocks = 0  # reports refused from a second audio_out, counted
         self.generated_frames = 0
         self.generation_s = 0.0
         self._seconds_per_frame: float | None = None
@@ -459,31 +508,46 @@ class RoomSession:
                            decisions=self.generator.describe(self.condition))
 
     def on_clock(self, clock: PlaybackClock) -> None:
-        """Take audio_out's playback position; a playhead that went back means it restarted.
+        """Take audio_out's playback position; a new audio_out instance, or a playhead that
+        went back, means it restarted.
 
         A report dated implausibly far from the room's clock offset
         (:data:`CLOCK_JUMP_S`) is refused and counted (:attr:`refused_clocks`)
         until reports have agreed with the new offset for
-        :data:`CLOCK_JUMP_CONFIRM_S` (a clock stepped on audio_out's machine).
+        :data:`CLOCK_JUMP_CONFIRM_S` (a clock stepped on audio_out's machine); one
+        that stays :data:`CLOCK_STEP_S` later for as long re-bases the offset. A
+        report from a second audio_out on this room id is refused and counted
+        (:attr:`duplicate_clocks`, :meth:`_admit_instance`).
         """
-        stepped = False
-        if self._clock_offset is not None:
-            believed = self._believed_offset(self._now() - clock.wall_time)
-            if believed is None:
-                return
-            stepped = not believed
-        if self._clock is not None and clock.playhead < self._clock.playhead:
+        now = self._now()
+        admitted = self._admit_instance(clock.instance, now)
+        if admitted == "refused":
+            return
+        if self._clock_offset is not None and admitted != "chosen" \
+                and not self._believed_offset(now - clock.wall_time):
+            return
+        # a new instance is followed once its report is believed (one dated wrong is not)
+        new_instance = admitted in ("new", "chosen") and self._following != clock.instance
+        if admitted in ("new", "chosen"):
+            self._following = clock.instance
+            first_heard, last_heard, _ = self._instances[clock.instance]
+            self._instances[clock.instance] = (first_heard, last_heard, True)
+        restarted = self._clock is not None and (
+            new_instance or clock.playhead < self._clock.playhead)
+        if restarted:
+            assert self._clock is not None
             self.log_event("playback_restarted", playhead=clock.playhead,
-                           previous=self._clock.playhead)
+                           previous=self._clock.playhead,
+                           **({"instance": f"{clock.instance:08x}"} if clock.instance else {}))
             self.state = None
             self.queue_end = None
             self._sent.clear()
-        restarted = self._clock is not None and clock.playhead < self._clock.playhead
+            self._clock_jump = self._clock_step = None
         first = self._clock is None
         self._clock = _Clock(
             playhead=clock.playhead,
             wall_time=clock.wall_time,
-            received=self._sent_at(clock.wall_time, reset=first or restarted or stepped),
+            received=self._sent_at(clock.wall_time, reset=first or restarted),
             # holding (run dry), audio_out's playhead waits where its material ended
             playing=clock.state == "playing",
             buffered_until=clock.buffered_until,
@@ -503,30 +567,147 @@ class RoomSession:
         if self._sync is not None and (first or restarted):
             self._apply_sync(force=True)  # a new timeline: the grid's samples moved
 
-    def _believed_offset(self, offset: float) -> bool | None:
-        """Whether a report with delivery ``offset`` agrees with the room's (True), is
-        believed as a clock step confirmed (False), or is refused (None)."""
+    def _admit_instance(self, instance: int, now: float
+                        ) -> Literal["same", "new", "chosen", "refused"]:
+        """Whose clocks the room follows: the report's audio_out instance is the one
+        followed (``same``), a new one to follow if its report is believed (``new``: a
+        restart, taken at once), the one chosen between two audio_outs on this room id
+        (``chosen``), or refused.
+
+        Two audio_outs configured with the same room id send clocks of two timelines;
+        taking each as the room's (any playhead behind the last taken as a restart) made
+        hundreds of restarts a minute and mangled both rooms' music. Reports that switch
+        back to an instance heard before :data:`DUPLICATE_SWITCHES` times in
+        :data:`DUPLICATE_WINDOW_S` are two of them: the room follows the one first
+        heard, until it is silent for :data:`INSTANCE_SILENT_S`, and refuses the
+        other's reports (counted in :attr:`duplicate_clocks`; a ``duplicate_room``
+        event once a minute; the :attr:`duplicate` status). Before that, only a new
+        instance is followed at once: one followed before that speaks again while the
+        one followed now is alive is refused (a report of it read late, or the second
+        audio_out). Instance 0 (a sender from before the field) is always ``same``: the
+        playhead alone tells its restarts.
+        """
+        if instance == 0:
+            return "same"
+        if self._duplicate_since is not None and now - self._duplicate_heard > DUPLICATE_WINDOW_S:
+            self._end_duplicate(now)
+        heard = self._instances.pop(instance, None)
+        self._instances[instance] = (now, now, False) if heard is None \
+            else (heard[0], now, heard[2])
+        while len(self._instances) > INSTANCES_KEPT:  # the longest unheard, never the followed
+            oldest = next(k for k in self._instances if k != self._following)
+            del self._instances[oldest]
+        if heard is not None and instance != self._last_instance:
+            self._switches.append(now)  # back to one heard before
+        self._last_instance = instance
+        following = self._following
+        if following is None or instance == following:
+            return "new" if following is None else "same"
+        followed = self._instances.get(following)
+        if followed is None or now - followed[1] >= INSTANCE_SILENT_S:
+            return "new"  # the one followed has gone: this one is the room's audio_out now
+        if self._duplicate_since is None:
+            switches = sum(1 for t in self._switches if now - t <= DUPLICATE_WINDOW_S)
+            if switches >= DUPLICATE_SWITCHES:
+                self._duplicate_since = now
+            elif heard is None or not heard[2]:
+                return "new"  # audio_out restarted (the old instance stops now): followed
+            else:
+                return "refused"  # followed before: read late, or a second audio_out
+        self._duplicate_heard = now
+        first = min((following, instance), key=lambda k: self._instances[k][0])
+        if first == instance and self._duplicate_since == now:
+            self._say_duplicate(now, following=instance, refused=following)
+            return "chosen"
+        self.duplicate_clocks += 1
+        self._say_duplicate(now, following=following, refused=instance)
+        return "refused"
+
+    def _say_duplicate(self, now: float, following: int, refused: int) -> None:
+        """The ``duplicate_room`` event, at most once a minute."""
+        if now - self._duplicate_said < 60.0:
+            return
+        self._duplicate_said = now
+        assert self._duplicate_since is not None
+        self.log_event(
+            "duplicate_room", following=f"{following:08x}", refused=f"{refused:08x}",
+            refused_clocks=self.duplicate_clocks, since_s=round(now - self._duplicate_since, 3),
+            error=f"two audio_outs report as room {self.room!r} (instances {following:08x} "
+                  f"and {refused:08x}; each logs its clock_instance at start): following "
+                  f"{following:08x}, refusing the other's clocks. Give each room machine "
+                  f"its own room id.")
+
+    def _end_duplicate(self, now: float) -> None:
+        assert self._duplicate_since is not None
+        self.log_event("duplicate_room_ended", following=f"{self._following or 0:08x}",
+                       refused_clocks=self.duplicate_clocks,
+                       lasted_s=round(self._duplicate_heard - self._duplicate_since, 3))
+        self._duplicate_since = None
+        self._duplicate_said = -math.inf
+        self._switches.clear()
+
+    @property
+    def duplicate(self) -> dict[str, Any] | None:
+        """While two audio_outs report for this room (the same room id configured on two
+        machines): the instance followed, the others heard within
+        :data:`DUPLICATE_WINDOW_S` (ids as 8 hex digits, as each audio_out logs its
+        ``clock_instance``), and the reports refused so far; else None."""
+        if self._duplicate_since is None:
+            return None
+        now = self._now()
+        if now - self._duplicate_heard > DUPLICATE_WINDOW_S:
+            return None
+        others = [k for k, (_, last, _) in self._instances.items()
+                  if k != self._following and now - last <= DUPLICATE_WINDOW_S]
+        return {"following": f"{self._following or 0:08x}",
+                "refused": [f"{k:08x}" for k in others],
+                "refused_clocks": self.duplicate_clocks}
+
+    def _believed_offset(self, offset: float) -> bool:
+        """Whether a report with delivery ``offset`` is believed (False: refused).
+
+        One within :data:`CLOCK_JUMP_S` of the room's offset is; one
+        :data:`CLOCK_STEP_S` above it, for :data:`CLOCK_JUMP_CONFIRM_S`, re-bases the
+        offset (audio_out's clock set back); one further off is refused until
+        reports agree with it for as long (a step confirmed)."""
         assert self._clock_offset is not None
         previous, at = self._clock_offset
         now = self._now()
         expected = previous + CLOCK_OFFSET_AGING * max(0.0, now - at)
         if abs(offset - expected) <= CLOCK_JUMP_S:
             self._clock_jump = None
+            if offset - expected <= CLOCK_STEP_S:  # (a lower offset is taken at once)
+                self._clock_step = None
+                return True
+            # later than the room's offset says: one read late, or a clock set back
+            lowest, since = self._clock_step or (offset, now)
+            self._clock_step = (min(lowest, offset), since)
+            if now - since >= CLOCK_JUMP_CONFIRM_S:
+                self._rebase_offset(self._clock_step[0], expected)
             return True
+        self._clock_step = None
         if self._clock_jump is None or abs(offset - self._clock_jump[0]) > CLOCK_JUMP_S:
             self._clock_jump = (offset, now)
+        else:
+            self._clock_jump = (min(self._clock_jump[0], offset), self._clock_jump[1])
         if now - self._clock_jump[1] >= CLOCK_JUMP_CONFIRM_S:
-            self.log_event("clock_stepped", offset_s=round(offset, 3),
-                           previous_s=round(expected, 3))
-            self._clock_jump = None
-            return False
+            self._rebase_offset(self._clock_jump[0], expected)
+            return True
         if now - self._clock_refusal_said >= 60.0:  # a flood of them: once a minute
             self._clock_refusal_said = now
             self.log_event("clock_refused", offset_s=round(offset, 3),
                            expected_s=round(expected, 3), max_jump_s=CLOCK_JUMP_S,
                            refused=self.refused_clocks + 1)
         self.refused_clocks += 1
-        return None
+        return False
+
+    def _rebase_offset(self, offset: float, previous: float) -> None:
+        """Take ``offset`` (the lowest of the reports that confirmed it) as the room's:
+        audio_out's clock stepped."""
+        self.log_event("clock_stepped", offset_s=round(offset, 3),
+                       previous_s=round(previous, 3), step_s=round(previous - offset, 3))
+        self._clock_offset = (offset, self._now())
+        self._clock_jump = self._clock_step = None
 
     def _sent_at(self, wall_time: float, reset: bool) -> float:
         """When, on our clock, a report stamped ``wall_time`` by audio_out left it.
@@ -537,8 +718,10 @@ class RoomSession:
         new material too early. The offset between the two clocks (with the
         transport's least delay and audio_out's output latency in it) is the smallest
         ``arrival - wall_time`` seen recently: reports read promptly give it, queued
-        ones only add to it. It is let creep up by :data:`CLOCK_OFFSET_AGING` so a
-        clock that steps back is followed, slowly.
+        ones only add to it. It is let creep up by :data:`CLOCK_OFFSET_AGING` so the
+        two clocks' drift is followed; a clock set back by :data:`CLOCK_STEP_S` or more
+        re-bases it once every report has said so for :data:`CLOCK_JUMP_CONFIRM_S`
+        (:meth:`_believed_offset`).
         """
         now = self._now()
         offset = now - wall_time

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import threading
 from collections import Counter
 from typing import Annotated, Literal
@@ -79,6 +80,8 @@ MAX_FEATURES, MAX_QUAD_POINTS, MAX_PARAMS = 64, 16, 64
 MAX_PARAM_VALUE, MAX_COORDINATE = 1e9, 1e7
 #: Latest wall-clock time a message may carry (``time.time()``; year ~5000).
 MAX_WALL_TIME = 1e11
+#: Largest audio_out instance id a :class:`PlaybackClock` may carry (32 bits, random).
+MAX_INSTANCE = 2**32 - 1
 
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 SamplePosition = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAMPLE)]
@@ -94,6 +97,7 @@ Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
 ParamValue = (Annotated[float, msgspec.Meta(ge=-MAX_PARAM_VALUE, le=MAX_PARAM_VALUE)]
               | Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)])
 Dimension = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+InstanceId = Annotated[int, msgspec.Meta(ge=0, le=MAX_INSTANCE)]
 
 # msgspec words a broken bound "Expected `int` <= 9007199254740992" (or "... of length <= 64").
 _OUT_OF_RANGE = re.compile(r"Expected `[^`]+` (of length )?[<>]=?")
@@ -238,6 +242,12 @@ class PlaybackClock(_Message, tag="playback_clock", frozen=True):
     ``playhead`` is the timeline sample that plays next; ``buffered_until`` the
     end of the material queued; ``wall_time`` the ``time.time()`` at which
     ``playhead`` reaches the speakers (so all roles share one time base).
+    ``instance`` names the audio_out process that sent it: a random number drawn
+    once when it starts (:func:`new_instance_id`), so the engine tells a restart (a
+    new instance, the old one gone) from two machines configured with the same room
+    (two instances alternating). 0: a sender from before the field (it is optional,
+    so such a sender's clocks still decode; an engine from before it refuses a
+    clock that carries it, so upgrade the engine first).
     """
 
     sample_rate: SampleRate
@@ -246,6 +256,12 @@ class PlaybackClock(_Message, tag="playback_clock", frozen=True):
     wall_time: WallTime
     underflows: Count = 0
     state: Literal["starting", "playing", "holding", "silent"] = "playing"
+    instance: InstanceId = 0
+
+
+def new_instance_id() -> int:
+    """A random :attr:`PlaybackClock.instance` for one audio_out process, never 0."""
+    return 1 + secrets.randbelow(MAX_INSTANCE)
 
 
 class Control(_Message, tag="control", frozen=True):

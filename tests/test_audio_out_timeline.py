@@ -209,6 +209,50 @@ def test_capacity_overflow_is_counted() -> None:
     assert result.overflow_frames == 1500 - 1024 and tb.buffered_until == 1024
 
 
+def test_a_chunk_wholly_behind_the_playhead_is_late_and_overflows_nothing() -> None:
+    """A chunk that ends before the playhead's guard (placed on another audio_out's
+    timeline: two machines configured as one room) counted its frames late and a
+    negative overflow besides: the room's player_stopped said -93,951,737."""
+    tb = small_buffer()
+    tb.write_chunk(0, ramp(0, 600))
+    play(tb, 200, 50)
+    result = tb.write_chunk(100, sine(150))  # ends at 250, the guard reaches 328
+    assert (result.kind, result.late_frames, result.overflow_frames) == ("late", 150, 0)
+    assert (tb.late_frames, tb.overflow_frames) == (150, 0)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 700), st.integers(1, 256)),
+                min_size=1, max_size=40),
+       st.integers(-3000, 3000))
+def test_every_frame_is_late_written_or_overflow_once(chunks: list[tuple[bool, int, int]],
+                                                      behind: int) -> None:
+    """Two senders' chunks in turn on one room (the repro of two audio_outs configured as
+    one room): this room's own continuations, and chunks of a timeline ``behind`` frames
+    away (behind or ahead). Every chunk's frames are late, written or overflow, each once;
+    the counters never go negative and add up to what the results said."""
+    tb = small_buffer()
+    late = overflow = 0
+    own = other = 0
+    for theirs, frames, read in chunks:
+        if theirs:
+            start = max(0, tb.playhead - behind + other)
+            other += frames
+        else:
+            start, own = tb.buffered_until, own + frames
+        result = tb.write_chunk(start, np.zeros((frames, CH), np.float32))
+        assert result.late_frames >= 0 and result.overflow_frames >= 0
+        if result.kind != "refused":  # (a chunk that would open one gap too many)
+            written = result.written_to - result.written_from
+            assert result.late_frames + written + result.overflow_frames == frames
+        late += result.late_frames
+        overflow += result.overflow_frames
+        block = min(read, max(0, tb.buffered_until - tb.playhead))
+        if block:
+            tb.read_into(np.zeros((block, CH), np.float32))
+    assert (tb.late_frames, tb.overflow_frames) == (late, overflow)
+
+
 def test_malformed_chunks_are_refused_with_clear_errors() -> None:
     tb = small_buffer()
     with pytest.raises(ValueError, match=r"\(frames, 2\)"):

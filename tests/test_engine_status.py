@@ -273,3 +273,18 @@ def test_a_tap_on_every_room_listens_to_each() -> None:
         tap.close(linger=0)
         server.close()
         context.term()
+
+
+def test_a_room_two_audio_outs_report_for_says_so_in_its_status(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    server, _, context = _server("sine", "duplicate", rooms=1)
+    try:
+        assert "duplicate" not in server.status()["rooms"]["room0"]
+        seen = {"following": "ccbedbe1", "refused": ["e9ce144c"], "refused_clocks": 12}
+        # what RoomSession.duplicate says while two instance ids alternate (test_streaming)
+        monkeypatch.setattr(type(server.sessions["room0"]), "duplicate",
+                            property(lambda session: seen))
+        assert server.status()["rooms"]["room0"]["duplicate"] == seen
+    finally:
+        server.close()
+        context.term()

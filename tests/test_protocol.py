@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from ground.protocol import (
     FEATURE_NAMES,
+    MAX_INSTANCE,
     PROTOCOL_VERSION,
     Array,
     ArtworkView,
@@ -22,6 +23,7 @@ from ground.protocol import (
     ProtocolError,
     decode,
     encode,
+    new_instance_id,
 )
 
 
@@ -152,6 +154,8 @@ _FIELDS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
         "sample_rate": _RATE, "playhead": _COUNT, "buffered_until": _COUNT,
         "wall_time": _TIME, "underflows": _COUNT,
         "state": _mostly(st.just("holding"), st.just("x")),
+        "instance": _mostly(st.integers(0, MAX_INSTANCE), st.integers(-1, 2**64 - 1)
+                            | st.text(max_size=8) | st.floats()),
     },
     "control": {
         "target": _ROOM, "command": _mostly(st.just("set"), st.just("x")),
@@ -193,6 +197,8 @@ def test_any_bytes_decode_or_are_refused(frames: list[bytes]) -> None:
         arrays = [message.embedding]
     elif isinstance(message, AudioChunk):
         arrays = [message.audio, message.notes]
+    elif isinstance(message, PlaybackClock):
+        assert isinstance(message.instance, int) and 0 <= message.instance <= MAX_INSTANCE
     for array in arrays:
         if array is not None and array.dtype == "float32":
             assert np.isfinite(array.to_numpy()).all()
@@ -214,3 +220,37 @@ def test_corrupted_valid_messages_decode_or_are_refused(data: st.DataObject) -> 
         assert counter.total == 1
     else:
         assert isinstance(message, AudioChunk)
+
+
+# -- the PlaybackClock's sender ----------------------------------------------------------
+
+
+def _clock_payload(**fields: object) -> list[bytes]:
+    body: dict[str, object] = {"type": "playback_clock", "v": PROTOCOL_VERSION, "room": "r1",
+                               "sample_rate": 48000, "playhead": 10, "buffered_until": 20,
+                               "wall_time": 3.0}
+    body.update(fields)
+    return [b"r1", msgspec.msgpack.encode(body)]
+
+
+def test_a_clock_from_a_sender_without_an_instance_still_decodes() -> None:
+    """audio_outs from before the instance field (and the load generator) send none: 0."""
+    clock = decode(_clock_payload())
+    assert isinstance(clock, PlaybackClock) and clock.instance == 0
+    stamped = decode(_clock_payload(instance=0xDEADBEEF))
+    assert isinstance(stamped, PlaybackClock) and stamped.instance == 0xDEADBEEF
+    assert decode(encode(stamped)) == stamped
+
+
+@pytest.mark.parametrize("instance", [-1, MAX_INSTANCE + 1, 2**64 - 1, "a1b2", 1.5, True, None,
+                                      [1]])
+def test_a_clock_whose_instance_is_not_a_32_bit_id_is_refused(instance: object) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode(_clock_payload(instance=instance))
+    assert info.value.reason in ("out-of-range", "malformed")
+    assert "instance" in info.value.detail
+
+
+def test_each_audio_out_draws_its_own_instance_id() -> None:
+    ids = {new_instance_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(1 <= i <= MAX_INSTANCE for i in ids)

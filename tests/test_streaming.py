@@ -407,6 +407,184 @@ def test_a_dry_report_sent_before_our_chunks_could_arrive_is_no_loss() -> None:
     assert session.next_reason() == "start"
 
 
+# -- audio_out's clock stepped, two audio_outs on one room id ----------------------------
+
+
+def _logged_session() -> tuple[RoomSession, FakeClock, list[tuple[str, dict[str, Any]]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    config = EngineConfig(generator="sine", chunk_s=0.5, lead_s=1.5, transition_margin_s=0.3,
+                          transition_crossfade_s=0.2)
+    clock = FakeClock()
+    session = RoomSession("r", 1, CountingSine(), config,
+                          lambda kind, **fields: events.append((kind, fields)), clock=clock)
+    return session, clock, events
+
+
+class FakeAudioOut:
+    """An audio_out playing in real time on the fake clock since ``began``, whose machine's
+    clock is ``skew`` seconds off ours (transport and output latency: 20 ms)."""
+
+    def __init__(self, clock: FakeClock, instance: int = 0, began: float | None = None,
+                 skew: float = 0.0) -> None:
+        self.clock, self.instance, self.skew = clock, instance, skew
+        self.began = clock.now if began is None else began
+
+    def report(self, sent_ago: float = 0.0, jitter: float = 0.0) -> PlaybackClock:
+        sent = self.clock.now - sent_ago
+        playhead = int((sent - self.began) * RATE)
+        return PlaybackClock(v=PROTOCOL_VERSION, room="r", sample_rate=RATE, playhead=playhead,
+                             buffered_until=playhead, wall_time=sent - 0.02 + self.skew + jitter,
+                             instance=self.instance)
+
+    def heard(self) -> int:
+        return int((self.clock.now - self.began) * RATE)
+
+
+@pytest.mark.parametrize("step", [4.0, -4.0, -0.5, 30.0, -30.0])
+def test_a_room_clock_stepped_is_followed_within_the_confirmation_time(step: float) -> None:
+    """A room machine's wall clock set back 4 s (NTP) dated its reports 4 s early, which
+    the offset (the smallest seen, creeping up 2 ms a second) followed over half an hour:
+    the playhead estimate ran 4 s ahead and the room's transitions came 4 s late. A step
+    either way is followed within CLOCK_JUMP_CONFIRM_S; big ones are refused until then."""
+    from engine.streaming import CLOCK_JUMP_CONFIRM_S, CLOCK_JUMP_S
+
+    session, clock, events = _logged_session()
+    room = FakeAudioOut(clock)
+    for _ in range(100):  # 5 s at 20 Hz, read promptly
+        session.on_clock(room.report())
+        _drain(session)
+        clock.now += 0.05
+    room.skew = step
+    stepped_at = clock.now
+    while clock.now - stepped_at <= CLOCK_JUMP_CONFIRM_S + 0.05:
+        session.on_clock(room.report())
+        _drain(session)
+        clock.now += 0.05
+    session.on_clock(room.report())
+    estimate = session.playhead_estimate()
+    assert estimate is not None and abs(estimate - room.heard()) <= RATE // 100
+    # a new artwork is placed the margin after the playhead heard, not the step later
+    assert session.on_view(_view("b", 0.9, seq=1))
+    transition = session.next_chunk()
+    assert transition is not None and transition.reason == "transition"
+    assert room.heard() + 14_400 <= transition.start_sample < room.heard() + 14_400 + 2_400
+    steps = [fields for kind, fields in events if kind == "clock_stepped"]
+    if step < 0 or abs(step) > CLOCK_JUMP_S:  # a clock set forward a little: at once, no step
+        assert len(steps) == 1 and steps[0]["step_s"] == pytest.approx(step, abs=0.01)
+    else:
+        assert steps == []
+    confirming = round(CLOCK_JUMP_CONFIRM_S / 0.05)  # reports, 20 a second
+    assert session.refused_clocks in ((0,) if abs(step) <= CLOCK_JUMP_S
+                                      else (confirming, confirming + 1))
+
+
+def test_network_jitter_is_not_taken_for_a_clock_step() -> None:
+    """Reports sent with +-50 ms of jitter on their wall time and read up to 100 ms late
+    (a busy engine applies only each turn's newest) for a minute: no step, and the
+    playhead estimate stays with the playhead heard."""
+    session, clock, events = _logged_session()
+    room = FakeAudioOut(clock)
+    rng = np.random.default_rng(3)
+    for _ in range(1200):
+        session.on_clock(room.report(sent_ago=rng.uniform(0.0, 0.1),
+                                     jitter=rng.uniform(-0.05, 0.05)))
+        _drain(session)
+        estimate = session.playhead_estimate()
+        assert estimate is not None and abs(estimate - room.heard()) <= 0.15 * RATE
+        clock.now += 0.05
+    assert [kind for kind, _ in events if kind.startswith("clock_")] == []
+    assert session.refused_clocks == 0
+
+
+def _play_rooms(session: RoomSession, clock: FakeClock, rooms: list[FakeAudioOut],
+                seconds: float) -> list[Any]:
+    """Each room reports at 20 Hz, the rooms' reports interleaved; every chunk made."""
+    chunks: list[Any] = []
+    end = clock.now + seconds
+    while clock.now < end:
+        for room in rooms:
+            session.on_clock(room.report())
+            chunks += _drain(session)
+            clock.now += 0.05 / len(rooms)
+    return chunks
+
+
+def test_two_audio_outs_on_one_room_id_follow_one_and_refuse_the_other() -> None:
+    """Two room machines configured with the same room id: every report of the one behind
+    was taken as "audio_out restarted" (478 restarts in 30 s), the room was restarted on
+    either timeline in turn and ~8 times the chunks were made, mangling both rooms. Now
+    the first heard is followed, the other's reports refused and counted, said once a
+    minute, and in the room's status."""
+    from engine.streaming import DUPLICATE_WINDOW_S, INSTANCE_SILENT_S
+
+    session, clock, events = _logged_session()
+    first = FakeAudioOut(clock, instance=0xA1)
+    _play_rooms(session, clock, [first], 10.0)
+    assert session.duplicate is None
+    second = FakeAudioOut(clock, instance=0xB2)  # 10 s behind the first
+    chunks = _play_rooms(session, clock, [first, second], 30.0)
+    restarts = [kind for kind, _ in events].count("playback_restarted")
+    assert restarts <= 2  # until the switches say there are two
+    assert 55 <= len(chunks) <= 70  # 30 s of 0.5 s chunks, and the restarts' starts
+    reasons = [c.reason for c in chunks]
+    assert reasons.count("start") == restarts and "start" not in reasons[8:]
+    settled = chunks[8:]  # on the first one's timeline, chunk after chunk
+    assert all(a.start_sample + a.audio.shape[0] == b.start_sample
+               for a, b in zip(settled, settled[1:], strict=False))
+    estimate = session.playhead_estimate()
+    assert estimate is not None and abs(estimate - first.heard()) <= RATE // 100
+    said = [fields for kind, fields in events if kind == "duplicate_room"]
+    assert len(said) == 1 and (said[0]["following"], said[0]["refused"]) == ("000000a1",
+                                                                            "000000b2")
+    assert "'r'" in said[0]["error"] and "room id" in said[0]["error"]
+    assert session.duplicate == {"following": "000000a1", "refused": ["000000b2"],
+                                 "refused_clocks": session.duplicate_clocks}
+    assert 30 * 20 - 5 <= session.duplicate_clocks <= 30 * 20
+    # the one followed goes silent: the other is the room's audio_out after a while
+    _play_rooms(session, clock, [second], INSTANCE_SILENT_S + 0.1)
+    estimate = session.playhead_estimate()
+    assert estimate is not None and abs(estimate - second.heard()) <= RATE // 100
+    # and once no second one has spoken for a while, the room is no duplicate any more
+    _play_rooms(session, clock, [second], DUPLICATE_WINDOW_S + 0.1)
+    assert session.duplicate is None
+    assert [kind for kind, _ in events].count("duplicate_room_ended") == 1
+
+
+def test_an_audio_out_restarted_is_a_restart_at_once_and_a_late_report_of_the_old_is_not(
+) -> None:
+    """A new instance (audio_out restarted, the old one gone) is a new timeline at once,
+    even where its playhead is not behind the last; a report of the old instance read
+    after it is refused, neither a restart nor two audio_outs."""
+    session, clock, events = _logged_session()
+    old = FakeAudioOut(clock, instance=0x11)
+    _play_rooms(session, clock, [old], 5.0)
+    late = old.report(sent_ago=0.04)
+    # the new one resumed a little past the old one's playhead, inside what we queued
+    new = FakeAudioOut(clock, instance=0x22, began=old.began - 0.1)
+    session.on_clock(new.report())
+    assert session.next_reason() == "start"
+    assert [f.get("instance") for k, f in events if k == "playback_restarted"] == ["00000022"]
+    chunk = session.next_chunk()
+    assert chunk is not None and chunk.reason == "start"
+    assert new.heard() + 14_400 <= chunk.start_sample < new.heard() + 14_400 + 2_400
+    session.on_clock(late)
+    assert abs(session.playhead_estimate() - new.heard()) <= RATE // 100
+    _play_rooms(session, clock, [new], 5.0)
+    assert [kind for kind, _ in events].count("playback_restarted") == 1
+    assert session.duplicate is None and session.duplicate_clocks == 0
+
+
+def test_an_audio_out_restarting_over_and_over_is_no_duplicate() -> None:
+    """A crash-looping audio_out has a new instance each time: each is a restart, none
+    is taken for a second audio_out on the room id."""
+    session, clock, events = _logged_session()
+    for instance in range(1, 12):
+        _play_rooms(session, clock, [FakeAudioOut(clock, instance=instance)], 0.8)
+        assert session.duplicate is None
+    assert [kind for kind, _ in events].count("playback_restarted") == 10
+    assert session.duplicate_clocks == 0 and "duplicate_room" not in [k for k, _ in events]
+
+
 # ------------------------------------------------ a tempo ridden: new pieces on the bars heard
 def _tempo_ridden(moves: list[tuple[float, dict[str, float]]]) -> list[Any]:
     """A procedural room with the performer's timing, its knobs moved at ``moves`` (seconds
