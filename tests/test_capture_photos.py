@@ -639,14 +639,16 @@ def read_truth_document(document: dict[str, Any]) -> list[Any]:
 @NEEDS_GALLERIES
 def test_galleries_estense_through_a_panning_camera(estense_index: Path) -> None:
     """The photos with a 1.2 %-of-width motion streak: the streak is taken out before SIFT
-    and before the outlines are traced (located 8 and 9 of 22 without that, 21 and 21 with
-    it), never a false id."""
-    result = run_photo_bench(GALLERIES, degradation="blur", cache_dir=estense_index)
-    for label, figures in result["sizes"].items():
-        assert figures["truths"] == 22, label
-        assert figures["recall"] >= 0.85, (label, figures)
-        assert figures["recognised_rate"] >= 0.8, (label, figures)
-        assert figures["false_ids"] == 0, (label, figures)
+    and before the outlines are traced (located 8 of 22 without that, 21 with it), never a
+    false id. At 1280x720 only, as the other degradations here: both sizes took a minute
+    of the suite, and `bench capture --degrade blur` gives the 1920x1080 figures."""
+    result = run_photo_bench(GALLERIES, degradation="blur", sizes=((1280, 720),),
+                             cache_dir=estense_index)
+    figures = result["sizes"]["1280x720"]
+    assert figures["truths"] == 22
+    assert figures["recall"] >= 0.85, figures
+    assert figures["recognised_rate"] >= 0.8, figures
+    assert figures["false_ids"] == 0, figures
 
 
 @NEEDS_GALLERIES
