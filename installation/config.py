@@ -26,6 +26,7 @@ import copy
 import ipaddress
 import json
 import os
+import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -811,8 +812,34 @@ def load_config(path: str | Path) -> InstallationConfig:
 
 
 def freeze_config(config: InstallationConfig, path: str | Path) -> Path:
-    """Write ``config`` as JSON that :func:`load_config` reads back unchanged."""
+    """Write ``config`` as JSON that :func:`load_config` reads back unchanged.
+
+    Written whole or not at all (a temporary file beside it, renamed over it), so a role
+    never reads half a config. ConfigError, naming ``path``, where it cannot be written (a
+    folder of that name, a full disk, a folder this user may not write in): the run
+    refuses to start rather than start its roles on an old copy.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config.to_toml_dict(), indent=2), encoding="utf-8")
+    text = json.dumps(config.to_toml_dict(), indent=2)
+    temporary: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                                 dir=path.parent)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), 0o644)  # as a plain write made it (mkstemp: 0600)
+            file.write(text)
+        os.replace(temporary, path)
+        temporary = None
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run's frozen config {path} "
+                          f"({exc.strerror or exc}): remove or rename what is in the way, or "
+                          "set installation.output_dir to a folder this user can write"
+                          ) from None
+    finally:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
     return path

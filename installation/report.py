@@ -15,7 +15,11 @@ Memory and time stay flat with the length of a run (a run may last months):
   last ``lag_s`` of them; it follows each file across its rotations
   (``ROLE.jsonl`` to ``ROLE.jsonl.1``, :mod:`ground.events`): it keeps the
   file it reads open, notices a new file under the name, reads the old one
-  to its end and goes on with the next, so no event is lost or read twice;
+  to its end and goes on with the next, so no event is lost or read twice.
+  It follows regular files only (a log linked to ``/dev/zero`` never ends:
+  it is named once and skipped), and one poll reads at most
+  :data:`POLL_FILE_BYTES` of a log and :data:`POLL_BYTES` in all, so it
+  always returns to the supervisor's loop; the rest waits for the next poll;
 - :class:`TimelineBuilder` turns each event into rows as it comes: a chunk
   waits (bounded) only until it is first heard, a transition until its
   first chunk is; rows go straight to spool files on disk, only running
@@ -46,6 +50,7 @@ import itertools
 import json
 import math
 import os
+import stat
 import time
 from array import array
 from collections import OrderedDict, deque
@@ -67,6 +72,14 @@ MAX_PENDING = 20000
 #: chunks: hours of music); older rows are left out and counted (``chunks_omitted``).
 MAX_CHUNK_ROWS_BYTES = 4 * 1024 * 1024
 _READ_BYTES = 1 << 17  # per file and turn: bounds the events parsed but not yet due
+#: One poll reads at most this much of one log, and this much in all (the rest waits for the
+#: next poll). A room writes some 2 KB of events a second and the supervisor polls every
+#: second, so neither binds while it keeps up; they bound a poll's time (a few seconds of
+#: parsing at most) when it catches up with a backlog or a file that never ends.
+POLL_FILE_BYTES = 32 * _READ_BYTES
+POLL_BYTES = 128 * _READ_BYTES
+#: At the end of a run, :meth:`RunReport.finish` polls at most this many times (1 GiB).
+_DRAIN_POLLS = 64
 _SECTIONS = ("source_changes", "artwork_changes", "decisions", "transitions", "role_exits")
 
 
@@ -87,15 +100,18 @@ class _Tail:
     run's events).
     """
 
-    def __init__(self, path: Path, at_end: bool = False) -> None:
+    def __init__(self, path: Path, at_end: bool = False,
+                 refuse: Callable[[Path, str], None] | None = None) -> None:
         self.path = path
         self.partial = b""
         self.eof = False
+        self.taken = 0  # bytes read in the current poll (the follower resets it)
         self.last_time = -math.inf
+        self._refuse = refuse
         self._files: list[tuple[IO[bytes], _FileKey]] = []  # the head is being read
         self._opened = False
         if at_end:
-            opened = _open_key(path)
+            opened = _open_key(path, refuse)
             if opened is not None:
                 opened[0].seek(0, os.SEEK_END)
                 self._files.append(opened)
@@ -119,6 +135,7 @@ class _Tail:
             except OSError:
                 self.eof = True
                 return []
+            self.taken += len(data)
             if data:
                 break
             if len(self._files) > 1:  # rotated away and read to its end: done with it
@@ -176,7 +193,7 @@ class _Tail:
         meanwhile can only open one file twice (dropped here), never skip one."""
         opened = []
         for path in [self.path, *rotated_paths(self.path)]:
-            one = _open_key(path)
+            one = _open_key(path, self._refuse)
             if one is not None:
                 opened.append(one)
         chain: list[tuple[IO[bytes], _FileKey]] = []
@@ -203,19 +220,49 @@ class _Tail:
         self.close()
 
 
-def _open_key(path: Path) -> tuple[IO[bytes], _FileKey] | None:
+def _open_key(path: Path, refuse: Callable[[Path, str], None] | None = None
+              ) -> tuple[IO[bytes], _FileKey] | None:
     """``path`` opened for reading (unbuffered: a read at the end sees what came since)
-    with its file's identity; None when it cannot be opened."""
+    with its file's identity; None when it cannot be opened or is not a regular file (a
+    device such as ``/dev/zero`` never ends, a pipe blocks: ``refuse(path, what)`` is
+    told, and it is not opened, or opened without blocking and closed again)."""
     try:
-        file = path.open("rb", buffering=0)
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if not stat.S_ISREG(mode):
+        if refuse is not None:
+            refuse(path, _file_kind(path, mode))
+        return None
+    try:  # O_NONBLOCK: a pipe put there since the stat must not block the open
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
     try:
-        stat = os.fstat(file.fileno())
+        found = os.fstat(descriptor)
     except OSError:
-        file.close()
+        os.close(descriptor)
         return None
-    return file, (stat.st_dev, stat.st_ino)
+    if not stat.S_ISREG(found.st_mode):
+        os.close(descriptor)
+        if refuse is not None:
+            refuse(path, _file_kind(path, found.st_mode))
+        return None
+    return os.fdopen(descriptor, "rb", buffering=0), (found.st_dev, found.st_ino)
+
+
+def _file_kind(path: Path, mode: int) -> str:
+    """What ``path`` is when it is not a regular file, as said to a technician."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    try:
+        if path.is_symlink():
+            kind += f" (a link to {os.readlink(path)})"
+    except OSError:
+        pass
+    return kind
 
 
 class EventFollower:
@@ -227,20 +274,35 @@ class EventFollower:
     wall clock is ``lag_s`` past it). Memory: the events of the last ``lag_s``.
     Each file is followed across its rotations; :meth:`close` releases the files
     it holds open.
+
+    Only regular files are followed: one that is something else (a link to
+    ``/dev/zero``, a folder, a pipe) is put in :attr:`skipped` and said once
+    through ``say``. One :meth:`poll` reads at most ``file_bytes`` of one log
+    and ``poll_bytes`` in all (give or take one read; :data:`POLL_FILE_BYTES`,
+    :data:`POLL_BYTES`); :attr:`behind` says it stopped with more to read.
     """
 
     def __init__(self, events_dir: Path, from_start: bool = True,
-                 lag_s: float = DEFAULT_LAG_S) -> None:
+                 lag_s: float = DEFAULT_LAG_S, say: Callable[[str], None] | None = None,
+                 file_bytes: int | None = None, poll_bytes: int | None = None) -> None:
         self.events_dir = events_dir
         self.lag_s = lag_s
+        self.say = say
+        self.file_bytes = POLL_FILE_BYTES if file_bytes is None else file_bytes
+        self.poll_bytes = POLL_BYTES if poll_bytes is None else poll_bytes
+        self.skipped: dict[Path, str] = {}  # what is not followed, and why
+        self.behind = False  # the last poll stopped before the end of every file
         self._tails: dict[Path, _Tail] = {}
         self._heap: list[tuple[float, int, dict[str, Any]]] = []
         self._counter = itertools.count()
         self._closed = False
         self.events = 0
+        # what the tails call (not a method: a tail holding its follower would keep an
+        # unclosed follower, the console's, and its files, alive until a garbage collection)
+        self._refuse = _refuser(self.skipped, say)
         if not from_start:  # a new run appends to the last run's files: skip what is there
             for path in self._paths():
-                self._tails[path] = _Tail(path, at_end=True)
+                self._tails[path] = _Tail(path, at_end=True, refuse=self._refuse)
 
     def _paths(self) -> list[Path]:
         try:
@@ -253,28 +315,41 @@ class EventFollower:
         """Read what the files gained and yield the events that are due, in time order.
 
         ``now`` (wall clock) for a live installation; ``None`` drains
-        everything. ``max_events`` bounds one call's work (the rest waits).
+        everything read. ``max_events`` bounds one call's work, and so do the
+        follower's byte caps: the rest waits for the next call (:attr:`behind`).
         """
+        self.behind = False
         if self._closed:
             return
         for path in self._paths():
             if path not in self._tails:
-                self._tails[path] = _Tail(path)
+                self._tails[path] = _Tail(path, refuse=self._refuse)
         tails = list(self._tails.values())
         for tail in tails:
             tail.eof = False
+            tail.taken = 0
         handed = 0
+        taken = 0
         while True:
             # Read from the file furthest behind in time, so that no file runs ahead of
             # the others and the heap holds a bounded stretch of time, however long the run.
             behind = min((tail for tail in tails if not tail.eof),
                          key=lambda tail: tail.last_time, default=None)
+            if behind is not None and (behind.taken >= self.file_bytes
+                                       or taken >= self.poll_bytes):
+                # Read enough for one poll: the rest waits (reading another file instead
+                # would run ahead of this one). It still counts as reading, below, so the
+                # events after its last one read stay in the heap.
+                self.behind = True
+                behind = None
             # Until every file has been read to its end, keep going: a file with nothing
             # new must not stop the others being read (nor the heap being drained).
             progressed = behind is not None
             if behind is not None:
+                before = behind.taken
                 for event in behind.read():
                     heapq.heappush(self._heap, (float(event["time"]), next(self._counter), event))
+                taken += behind.taken - before
             reading = [tail.last_time for tail in tails if not tail.eof]
             mark = min(reading) - self.lag_s if reading else math.inf
             if now is not None:
@@ -283,7 +358,10 @@ class EventFollower:
                 handed += 1
                 self.events += 1
                 yield heapq.heappop(self._heap)[2]
-            if not progressed or (max_events is not None and handed >= max_events):
+            if not progressed:
+                return
+            if max_events is not None and handed >= max_events:
+                self.behind = any(not tail.eof for tail in tails)
                 return
 
     def close(self) -> None:
@@ -293,9 +371,34 @@ class EventFollower:
             tail.close()
 
 
-def iter_merged_events(events_dir: Path) -> Iterator[dict[str, Any]]:
-    """Every event of every role in ``events_dir``, in time order, one at a time."""
-    yield from EventFollower(events_dir).poll(None)
+def _refuser(skipped: dict[Path, str], say: Callable[[str], None] | None
+             ) -> Callable[[Path, str], None]:
+    """What a tail calls for a file it does not follow: noted in ``skipped``, said once."""
+    def refuse(path: Path, kind: str) -> None:
+        if skipped.get(path) == kind:
+            return
+        skipped[path] = kind
+        if say is not None:
+            say(f"event log {path} is {kind}, not a regular file: not followed (its "
+                "events are left out of timeline.json); remove it")
+    return refuse
+
+
+def iter_merged_events(events_dir: Path, say: Callable[[str], None] | None = None
+                       ) -> Iterator[dict[str, Any]]:
+    """Every event of every role in ``events_dir``, in time order, one at a time.
+
+    Regular files only (what else is there is said through ``say``); each poll
+    is bounded, so events come out as the files are read, however long they are.
+    """
+    follower = EventFollower(events_dir, say=say)
+    try:
+        while True:
+            yield from follower.poll(None)
+            if not follower.behind:
+                return
+    finally:
+        follower.close()
 
 
 # -- building the timeline ----------------------------------------------------
@@ -818,7 +921,7 @@ class RunReport:
         """Begin following the event logs."""
         self.started_at = time.time()
         self.follower = EventFollower(self.output_dir / "events", from_start=self.from_start,
-                                      lag_s=self.lag_s)
+                                      lag_s=self.lag_s, say=self.say)
         self.builder = TimelineBuilder(self.output_dir, self.failures,
                                        joins_room=self.joins_room)
 
@@ -828,7 +931,16 @@ class RunReport:
 
     def finish(self) -> None:
         """Every role has stopped: take in the rest and close the rows still waiting."""
-        self._feed(None, None)
+        # Each poll is bounded; what the roles wrote is finite, unless something else
+        # writes there still: then at most _DRAIN_POLLS polls, and that is said.
+        for _ in range(_DRAIN_POLLS):
+            self._feed(None, None)
+            if self.follower is None or not self.follower.behind or self.broken is not None:
+                break
+        else:
+            self.say(f"the run report stopped reading {self.output_dir / 'events'} after "
+                     f"{_DRAIN_POLLS} polls (something still writes there); timeline.json "
+                     "leaves the rest out")
         if self.follower is not None:
             self.follower.close()
         if self.builder is not None and self.broken is None:

@@ -11,9 +11,16 @@ needs nothing but the config. Metrics remain for time series.
 confidence, key, tempo, level, health); OSC out sends the same summary.
 :func:`problems` says what is wrong, for ``art2mus status``'s exit code: a
 stale file (the supervisor is stuck or gone), a stopped installation, a role
-restarting, silent or failed, a recording that failed, a sound device lost, a
-file the supervisor cannot write, a disk that will soon be full
-(:class:`DiskWatch`: said hours before the recordings stop, not after).
+restarting, silent or failed, a room that hears no music (audio_out silent, or
+still waiting for its first chunk, or no audio_out listening to a room the
+engine serves), a recording that failed, a sound device lost, a file the
+supervisor cannot write, a disk that will soon be full (:class:`DiskWatch`:
+said hours before the recordings stop, not after).
+
+:func:`read_status` reads the file as something anything may have written (a
+copy from elsewhere, a hand edit, a link to a device): it reads at most
+:data:`MAX_STATUS_BYTES`, refuses a file of another shape with a message, and
+what it returns the table prints without a traceback.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import math
 import os
 import shutil
 import socket
+import stat
 import sys
 import time
 from collections import deque
@@ -44,6 +52,15 @@ DISK_WINDOW_S = 15 * 60.0
 DISK_LEAST_SPAN_S = 5 * 60.0
 #: Least time between two looks at the disk (the console asks every second).
 DISK_EVERY_S = 10.0
+#: The status file is a few kB (a role row is under 2 kB); one larger than this is not the
+#: supervisor's, and reading it whole could take the reader's memory.
+MAX_STATUS_BYTES = 4 * 1024 * 1024
+#: A room whose audio_out has run this long without a first chunk is silent, and said so:
+#: the engine's first chunk comes within a few seconds of a start (2-3 s in the demo; a
+#: restarted engine resumes as fast), so 20 s gives a slow start time enough and still says
+#: a silent room (an engine unreachable, a wrong key) within half a minute. An engine of this
+#: installation still starting or warming up explains the wait, and is waited for.
+ROOM_SILENT_GRACE_S = 20.0
 
 
 class _Free(NamedTuple):
@@ -167,22 +184,95 @@ def write_status(path: Path, config: InstallationConfig, roles: list[dict[str, A
 
 
 def read_status(path: Path) -> dict[str, Any]:
-    """The status file; InputError when there is none (the installation is not running)."""
+    """The status file; InputError when there is none (the installation is not running), or
+    when it is not a status file as the supervisor writes it (see :func:`status_shape_error`).
+    """
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"cannot read status file {path}: it is {_file_kind(path, mode)}, "
+                             "not a file; the supervisor writes a file there: remove it")
+        # O_NONBLOCK: a pipe put there since the stat must not block the reader
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            data = file.read(MAX_STATUS_BYTES + 1)
     except FileNotFoundError:
         raise InputError(f"no status file at {path}: is the installation running "
                          "(`art2mus run --config FILE`)?") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise InputError(f"cannot read status file {path}: {exc}") from None
+    if len(data) > MAX_STATUS_BYTES:
+        raise InputError(f"cannot read status file {path}: expected a status file of a few kB, "
+                         f"got more than {MAX_STATUS_BYTES // (1024 * 1024)} MB")
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested past reason
         raise InputError(f"cannot read status file {path}: {exc}") from None
     # written by the supervisor, but a file: a copy from elsewhere, a hand edit
-    roles = record.get("roles", []) if isinstance(record, dict) else None
-    if not isinstance(roles, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("status") or {}, dict) for r in roles):
-        what = "an object with a list of role rows" if isinstance(record, dict) else "an object"
-        raise InputError(f"cannot read status file {path}: expected {what}, got "
-                         f"{json.dumps(record)[:60]}")
+    error = status_shape_error(record)
+    if error is not None:
+        raise InputError(f"cannot read status file {path}: {error}")
     return record
+
+
+def status_shape_error(record: Any) -> str | None:
+    """What in ``record`` does not fit a status record as :func:`write_status` writes it
+    ("expected X, got Y"), or None where it fits.
+
+    Checked: an object; ``time`` a finite number; ``roles`` a list of role rows (objects;
+    ``name``, ``kind``, ``room``, ``state``, ``reason`` strings or absent; ``status`` an
+    object or absent); ``rooms`` an object of room objects; ``params`` an object of
+    objects; ``surfaces``, ``write_errors`` objects or absent. The values inside (numbers
+    of a room, a parameter's value) are read with defaults where they do not fit.
+    """
+    def got(value: Any) -> str:
+        text = json.dumps(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    if not isinstance(record, dict):
+        return f"expected an object, got {got(record)}"
+    if finite_number(record.get("time")) is None:
+        return ("expected 'time' a finite number (seconds since 1970), got "
+                f"{got(record.get('time'))}")
+    roles = record.get("roles", [])
+    if not isinstance(roles, list):
+        return f"expected 'roles' a list of role rows, got {got(roles)}"
+    for index, row in enumerate(roles):
+        if not isinstance(row, dict):
+            return f"expected roles[{index}] an object, got {got(row)}"
+        for key in ("name", "kind", "room", "state", "reason"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                return f"expected roles[{index}].{key} a string, got {got(row[key])}"
+        if row.get("status") is not None and not isinstance(row["status"], dict):
+            return f"expected roles[{index}].status an object, got {got(row['status'])}"
+    for key, what in (("rooms", "an object of room objects"),
+                      ("params", "an object of parameter objects (room -> name -> value)")):
+        value = record.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            return f"expected '{key}' {what}, got {got(value)}"
+        for name, inner in value.items():
+            if not isinstance(inner, dict):
+                return f"expected {key}[{name!r}] an object, got {got(inner)}"
+    for key in ("surfaces", "write_errors"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            return f"expected '{key}' an object, got {got(record[key])}"
+    return None
+
+
+def _file_kind(path: Path, mode: int) -> str:
+    """What ``path`` is when it is not a regular file, as said to a technician."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    try:
+        if path.is_symlink():
+            kind += f" (a link to {os.readlink(path)})"
+    except OSError:
+        pass
+    return kind
 
 
 def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:
@@ -270,7 +360,7 @@ def problems(record: dict[str, Any], stale_after_s: float,
     """What is wrong with the installation according to its status record ([] = healthy)."""
     now = time.time() if now is None else now
     found = []
-    age = now - float(record.get("time", 0.0))
+    age = now - _number(record.get("time"), 0.0)
     pid = record.get("supervisor_pid")
     if record.get("state") == "stopped":
         found.append(f"the installation stopped {age:.0f} s ago")
@@ -281,7 +371,9 @@ def problems(record: dict[str, Any], stale_after_s: float,
           and not _pid_alive(pid)):
         found.append(f"the supervisor (pid {pid}) is not running")
     write_errors = record.get("write_errors")
-    found += role_problems(record.get("roles", []),
+    roles = record.get("roles")
+    found += role_problems([r for r in roles if isinstance(r, dict)]
+                           if isinstance(roles, list) else [],
                            write_errors if isinstance(write_errors, dict) else None)
     takes = record.get("takes")
     kept = takes.get("keep_free_bytes", 0) if isinstance(takes, dict) else 0
@@ -296,7 +388,8 @@ def role_problems(rows: list[dict[str, Any]],
     files that cannot be written: what ``art2mus status`` and the console's list both say.
 
     A failed role says what to do (the supervisor no longer restarts it); a role starting
-    again after a restart is listed until it runs.
+    again after a restart is listed until it runs; a room that hears no music says so
+    (:func:`room_problems`).
     """
     found = []
     for row in rows:
@@ -339,7 +432,70 @@ def role_problems(rows: list[dict[str, Any]],
         if backend is not None and not backend["healthy"]:
             found.append(f"{row.get('name')}: its {backend['kind']} backend is "
                          f"{backend['state']} ({backend['text']})")
+    return found + room_problems(rows)
+
+
+_CHECK_ENGINE = "is the engine running and reachable, and its keys right?"
+
+
+def room_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """The rooms that hear no music, from the role rows (part of :func:`role_problems`).
+
+    A room machine sees it in its audio_out's heartbeat: ``silent`` (it held the last
+    music as long as it may and none came since), or ``starting`` more than
+    :data:`ROOM_SILENT_GRACE_S` after it started (no first chunk; not while an engine of
+    this installation is itself starting or warming up). The engine's machine sees it in
+    the engine's per-room status: ``listening`` false (no audio_out subscribed to the
+    room's chunks) once the engine's own grace has passed (its room ``health`` 0.0), and
+    ``clock_age_s``: no PlaybackClock from the room for more than the grace. A role that
+    is down is said by :func:`role_problems` already, not again here.
+    """
+    found = []
+    engine = next((r for r in rows if r.get("kind") == "engine"), None)
+    engine_status = _heartbeat(engine) if engine is not None else {}
+    engine_waits = engine is not None and (engine.get("state") != "running"
+                                           or engine_status.get("warming") is True)
+    for row in rows:
+        if row.get("kind") != "audio_out" or row.get("state") != "running":
+            continue
+        room = row.get("room")
+        playback = _heartbeat(row).get("state")
+        if playback == "silent":
+            found.append(f"room {room} is silent: no music from the engine for longer than "
+                         f"audio_out holds the last of it; {_CHECK_ENGINE}")
+        elif playback == "starting":
+            waited = finite_number(row.get("uptime_s"))
+            if waited is not None and waited > ROOM_SILENT_GRACE_S and not engine_waits:
+                found.append(f"room {room} is silent: no music from the engine for "
+                             f"{waited:.0f} s (since its audio_out started); {_CHECK_ENGINE}")
+    rooms = engine_status.get("rooms")
+    if engine is None or engine.get("state") != "running" or not isinstance(rooms, dict):
+        return found
+    uptime = _number(engine.get("uptime_s"), 0.0)
+    for room, entry in rooms.items():
+        if not isinstance(entry, dict):
+            continue
+        health = finite_number(entry.get("health"))
+        if entry.get("listening") is False:
+            # the engine knows since when (its health); an engine that does not say: its uptime
+            if health == 0.0 or (health is None and uptime > ROOM_SILENT_GRACE_S):
+                found.append(f"no audio_out listens to room {room}: the engine makes its music "
+                             "for nobody; is the room's audio_out running, its [network] chunks "
+                             "the engine's address, and its keys right ([security])?")
+        elif entry.get("listening") is True:
+            age = finite_number(entry.get("clock_age_s"))
+            if (age is not None and age > ROOM_SILENT_GRACE_S) or (
+                    age is None and health == 0.5 and uptime > ROOM_SILENT_GRACE_S):
+                since = f"for {age:.0f} s" if age is not None else "since the engine started"
+                found.append(f"the engine has had no playback clock from room {room} {since}: "
+                             "it makes music without knowing where the room's playhead is; "
+                             "is the room's [network] clock the engine's address?")
     return found
+
+
+def _length(value: Any) -> int:
+    """How many items a heartbeat's list holds (0 where it is not a list)."""
+    return len(value) if isinstance(value, list) else 0
 
 
 def _count(n: int, noun: str) -> str:
@@ -361,7 +517,7 @@ def backend_summary(status: dict[str, Any]) -> dict[str, Any] | None:
     replicas = backend.get("replicas") if isinstance(backend.get("replicas"), dict) else {}
     parts = []
     if replicas:
-        served = [f"{name} {_count(len(r.get('rooms') or []), 'room')}"
+        served = [f"{name} {_count(_length(r.get('rooms')), 'room')}"
                   for name, r in sorted(replicas.items()) if isinstance(r, dict)]
         parts.append(f"{_count(len(served), 'replica')}: " + ", ".join(served))
     local = backend.get("local_chunks")
@@ -427,8 +583,14 @@ def params_table(params: dict[str, dict[str, float]]) -> Any:
     for room in sorted(params, key=lambda r: (r != "*", r)):
         values = params[room]
         table.add_row("all rooms" if room == "*" else room,
-                      *(f"{values[n]:g}" if n in values else "-" for n in names))
+                      *(_value(values[n]) if n in values else "-" for n in names))
     return table
+
+
+def _value(value: Any) -> str:
+    """A parameter's value as the table shows it (a number, or whatever a file said)."""
+    number = finite_number(value)
+    return f"{number:g}" if number is not None else str(value)
 
 
 def print_status(record: dict[str, Any], stale_after_s: float, console: Any = None) -> list[str]:
@@ -438,7 +600,7 @@ def print_status(record: dict[str, Any], stale_after_s: float, console: Any = No
 
     # Piped into a log or a journal, rich would fold everything to 80 columns.
     console = console or Console(width=None if sys.stdout.isatty() else WIDE_COLUMNS)
-    age = time.time() - float(record.get("time", 0.0))
+    age = time.time() - _number(record.get("time"), 0.0)
     found = problems(record, stale_after_s)
     title = f"{record.get('installation', '?')} — status {age:.1f} s old"
     if record.get("state") == "stopped":
@@ -449,17 +611,20 @@ def print_status(record: dict[str, Any], stale_after_s: float, console: Any = No
     for column in ("role", "state", "pid", "up", "restarts", "hangs", "beat", "recording"):
         roles.add_column(column, no_wrap=column in ("role", "state"))
     roles.add_column("detail", overflow="fold")
-    for r in record.get("roles", []):
-        status = r.get("status") or {}
-        detail = role_detail(r.get("kind", ""), status)
+    # read_status checked the shape; the values inside are read with defaults
+    for r in record.get("roles") or []:
+        status = _heartbeat(r)
+        kind = r.get("kind")
+        detail = role_detail(kind if isinstance(kind, str) else "", status)
         if r.get("state") in ("failed", "restarting", "stopped") and r.get("exit_code") is not None:
             detail = f"exit {r['exit_code']}" + (f": {r['reason']}" if r.get("reason") else "")
         recording = _recording(status)
+        uptime, beat = finite_number(r.get("uptime_s")), finite_number(r.get("heartbeat_age_s"))
         roles.add_row(
-            r["name"], r["state"], str(r.get("pid") or "-"),
-            f"{r['uptime_s']:.0f} s" if r.get("uptime_s") is not None else "-",
+            str(r.get("name") or "?"), str(r.get("state") or "?"), str(r.get("pid") or "-"),
+            f"{uptime:.0f} s" if uptime is not None else "-",
             str(r.get("restarts", 0)), str(r.get("hangs", 0)),
-            f"{r['heartbeat_age_s']:.1f} s" if r.get("heartbeat_age_s") is not None else "-",
+            f"{beat:.1f} s" if beat is not None else "-",
             str(recording.get("state") or "-"),
             detail or "-",
         )
@@ -468,14 +633,19 @@ def print_status(record: dict[str, Any], stale_after_s: float, console: Any = No
     for column in ("room", "artwork", "confidence", "key", "tempo", "level", "playback",
                    "health"):
         rooms.add_column(column)
-    for room, s in record.get("rooms", {}).items():
-        rooms.add_row(room, s["artwork_id"] or "(empty)", f"{s['confidence']:.2f}",
-                      s["key"] or "-", f"{s['tempo']:.0f}" if s["tempo"] else "-",
-                      f"{s['level']:.0f} dBFS", s["playback"] or "-", f"{s['health']:.1f}")
+    for room, s in (record.get("rooms") or {}).items():
+        tempo, health = finite_number(s.get("tempo")), finite_number(s.get("health"))
+        rooms.add_row(str(room), str(s.get("artwork_id") or "(empty)"),
+                      f"{_number(s.get('confidence'), 0.0):.2f}", str(s.get("key") or "-"),
+                      f"{tempo:.0f}" if tempo else "-",
+                      f"{_number(s.get('level'), -120.0):.0f} dBFS",
+                      str(s.get("playback") or "-"),
+                      f"{health:.1f}" if health is not None else "-")
     console.print(rooms)
     if record.get("params"):
         console.print(params_table(record["params"]))
-    for surface, state in (record.get("surfaces") or {}).items():
+    surfaces = record.get("surfaces")
+    for surface, state in (surfaces.items() if isinstance(surfaces, dict) else ()):
         console.print(f"{surface}: {state}", markup=False, highlight=False)
     for problem in found:
         console.print(f"PROBLEM: {problem}", markup=False, highlight=False)

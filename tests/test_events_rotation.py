@@ -284,3 +284,129 @@ def test_the_run_report_reads_rotated_event_logs_into_the_timeline(tmp_path: Pat
     assert [c["seq"] for c in timeline["chunks"]] == list(range(120))
     assert timeline["chunks_omitted"] == 0
     assert all(c["heard_at"] is not None for c in timeline["chunks"])
+
+
+# -- what is not a regular file, and how much one poll reads ----------------------------
+
+
+def _engine_events(seqs: range, t0: float = 1000.0) -> str:
+    return "".join(json.dumps({"time": t0 + seq, "kind": "chunk", "role": "engine",
+                               "room": "a", "seq": seq}) + "\n" for seq in seqs)
+
+
+@pytest.mark.timeout(60)  # the old follower never came back from the first poll
+@pytest.mark.parametrize("target", ["/dev/zero", "/dev/full", "folder", "pipe"])
+def test_a_follower_names_and_skips_an_event_log_that_is_not_a_regular_file(
+        tmp_path: Path, target: str) -> None:
+    """An events log linked to /dev/zero (or /dev/full) never reaches its end: the follower
+    read it without end inside one poll, so the supervisor's loop (status.json, restarts,
+    SIGTERM) never turned again. Now it is named once and skipped; the others follow."""
+    events = tmp_path / "events"
+    events.mkdir()
+    odd = events / "engine.jsonl"
+    if target == "folder":
+        odd.mkdir()
+    elif target == "pipe":
+        os.mkfifo(odd)  # opened, a pipe with no writer would block the poll
+    else:
+        odd.symlink_to(target)
+    (events / "audio_out-a.jsonl").write_text(
+        "".join(json.dumps({"time": 1000.0 + seq, "kind": "chunk_started", "role": "audio_out",
+                            "room": "a", "seq": seq}) + "\n" for seq in range(3)))
+    said: list[str] = []
+    follower = EventFollower(events, lag_s=0.0, say=said.append)
+    assert _seqs([{**e, "kind": "chunk"} for e in follower.poll(None)]) == [0, 1, 2]
+    assert not follower.behind
+    kind = {"folder": "a folder", "pipe": "a pipe"}.get(
+        target, f"a character device (a link to {target})")
+    assert follower.skipped == {odd: kind}
+    assert list(follower.poll(None)) == [] and len(said) == 1  # said once, not every poll
+    assert said[0] == (f"event log {odd} is {kind}, not a regular file: not followed (its "
+                       "events are left out of timeline.json); remove it")
+    # put right (a regular file again): followed from its start
+    if target == "folder":
+        odd.rmdir()
+    else:
+        odd.unlink()
+    odd.write_text(_engine_events(range(2)))
+    assert _seqs(list(follower.poll(None))) == [0, 1]
+    follower.close()
+
+
+@pytest.mark.timeout(60)
+def test_iter_merged_events_skips_a_log_linked_to_dev_zero(tmp_path: Path) -> None:
+    from installation.report import iter_merged_events
+
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / "capture-a.jsonl").symlink_to("/dev/zero")
+    (events / "engine.jsonl").write_text(_engine_events(range(4)))
+    assert _seqs(list(iter_merged_events(events))) == [0, 1, 2, 3]
+    said: list[str] = []
+    assert _seqs(list(iter_merged_events(events, say=said.append))) == [0, 1, 2, 3]
+    assert len(said) == 1 and "capture-a.jsonl" in said[0]
+
+
+def test_one_poll_reads_at_most_its_cap_and_the_next_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regular file still follows as before, a capped stretch a poll: nothing lost or
+    repeated, in time order across files; a poll that stopped at its cap says so."""
+    from installation import report
+
+    monkeypatch.setattr(report, "_READ_BYTES", 1000)
+    events = tmp_path / "events"
+    events.mkdir()
+    (events / "engine.jsonl").write_text(_engine_events(range(0, 400, 2)))
+    (events / "audio_out-a.jsonl").write_text(_engine_events(range(1, 400, 2)))
+    size = sum(p.stat().st_size for p in events.iterdir())
+    follower = EventFollower(events, lag_s=0.0, file_bytes=3000, poll_bytes=5000)
+    seqs: list[int] = []
+    polls = 0
+    while True:
+        tails = follower._tails.values()
+        got = _seqs(list(follower.poll(None)))
+        polls += 1
+        # each file within its cap (and the poll within its own) give or take one read
+        assert all(t.taken <= 3000 + 1000 for t in tails)
+        assert sum(t.taken for t in follower._tails.values()) <= 5000 + 1000
+        seqs += got
+        if not follower.behind:
+            break
+    assert seqs == list(range(400))
+    assert polls >= size // 6000  # it took several polls, each bounded
+    # a junk file, no line in it: read in capped polls, and skipped line by line
+    (events / "junk.jsonl").write_bytes(b"\0" * 50_000)
+    follower.poll_bytes = 10**9
+    for _ in range(5):
+        assert list(follower.poll(None)) == [] and follower.behind
+    with (events / "engine.jsonl").open("a") as file:
+        file.write(_engine_events(range(400, 402), t0=1000.0))
+    while follower.behind or not seqs[-1] == 401:
+        seqs += _seqs(list(follower.poll(None)))
+    assert seqs == list(range(402))
+    follower.close()
+
+
+def test_the_run_report_drains_every_event_across_capped_polls(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from installation import report
+
+    monkeypatch.setattr(report, "_READ_BYTES", 1000)
+    monkeypatch.setattr(report, "POLL_FILE_BYTES", 2000)
+    monkeypatch.setattr(report, "POLL_BYTES", 2000)
+    out = tmp_path / "out"
+    engine = EventLog(out / "events" / "engine.jsonl", "engine")
+    audio = EventLog(out / "events" / "audio_out-a.jsonl", "audio_out", "a")
+    for seq in range(120):
+        chunk, started = _chunk_events(seq, 1000.0 + seq * 0.5, "art-0",
+                                       "start" if seq == 0 else "continue")
+        engine(**chunk)
+        audio(**started)
+    engine.close()
+    audio.close()
+    run = RunReport(out, WriteFailures(print), print, from_start=True)
+    run.start()
+    run.finish()  # the roles are gone: everything, however many polls it takes
+    timeline_path = run.write(run.summary(10.0, 48000))
+    assert timeline_path is not None
+    assert [c["seq"] for c in json.loads(timeline_path.read_text())["chunks"]] == list(range(120))
