@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -63,6 +62,7 @@ from capture.frames import Clock, Frame, FrameSource, interval_clock
 from capture.images import read_image
 from capture.synthetic.camera import DemoCamera
 from ground.errors import InputError
+from ground.files import special_kind
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +92,9 @@ def quiet_opencv_logs() -> None:
 
 def not_a_file(path: Path) -> str | None:
     """What ``path`` is where it is there but is no regular file (``"a named pipe"``,
-    ``"a folder"``, ``"a device"``, ``"a block device"``, ``"a socket"``); None where it
-    is a regular file or is not there at all."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return None
-    if stat.S_ISREG(mode):
-        return None
-    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"),
-                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return what
-    return "not a regular file"
+    ``"a folder"``, ``"a device"``: :func:`ground.files.special_kind`); None where it is a
+    regular file or is not there at all."""
+    return special_kind(path)
 
 
 def video_file_problem(path: Path) -> str | None:
@@ -113,7 +102,7 @@ def video_file_problem(path: Path) -> str | None:
     PATH``, ``PATH, which is a named pipe, not a video file``), or None where it is a
     regular file (whether OpenCV decodes it is for the opening to say)."""
     if (what := not_a_file(path)) is not None:
-        hint = f" (a camera is 'camera:{path}')" if what == "a device" else ""
+        hint = f" (a camera is 'camera:{path}')" if what.startswith("a device") else ""
         return f"{path}, which is {what}, not a video file{hint}"
     if not path.is_file():
         return f"no file at {path}"
@@ -126,7 +115,7 @@ def camera_path_problem(path: Path) -> str | None:
     a path not there (the opening says so) and a regular file (a video file opened as a
     camera: played once, then reopened like a camera unplugged)."""
     what = not_a_file(path)
-    if what is None or what == "a device":
+    if what is None or what.startswith("a device"):
         return None
     return f"{path}, which is {what}"
 

@@ -30,12 +30,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from ground.files import special_kind
 from ground.jsonlog import RotatingLineFile, WriteFailures, rotated_paths
 
 _log = logging.getLogger(__name__)
 
 #: An event log rotates past this size by default (``[supervisor] events_max_bytes``).
 EVENTS_MAX_BYTES = 10 * 1024 * 1024
+#: The longest line :func:`iter_events` reads as an event (a role's event is under 4 KB);
+#: a longer one (NULs a power cut left) is skipped, never held whole in memory.
+MAX_EVENT_LINE_BYTES = 1 << 20
 #: Rotated files kept by default (``[supervisor] events_backups``).
 EVENTS_BACKUPS = 5
 
@@ -127,6 +131,11 @@ def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
     """
     path = Path(path)
     for part in [*reversed(rotated_paths(path)), path]:
+        # a link to /dev/zero never ends and a named pipe blocks: no event log is either
+        if (kind := special_kind(part)) is not None:
+            if part == path:
+                raise OSError(f"event log {path} is {kind}, not a file")
+            continue
         try:
             file = part.open("rb")
         except FileNotFoundError:
@@ -134,7 +143,12 @@ def iter_events(path: str | Path) -> Iterator[dict[str, Any]]:
                 raise
             continue  # rotated away while we read
         with file:
-            for line in file:
+            while line := file.readline(MAX_EVENT_LINE_BYTES + 1):
+                if len(line) > MAX_EVENT_LINE_BYTES:  # power-cut debris: skip to its end
+                    while not line.endswith(b"\n") and \
+                            (line := file.readline(MAX_EVENT_LINE_BYTES)):
+                        pass
+                    continue
                 try:
                     record = json.loads(line)
                 except ValueError:

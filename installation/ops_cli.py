@@ -33,7 +33,9 @@ def status(config_path: Path, as_json: bool, watch: bool, interval_s: float) -> 
     Exits 0 when all is well, 1 when the status is stale (the supervisor is
     stuck or gone), the installation stopped, a role is restarting, silent or
     failed, a recording failed, a sound card is lost, a file cannot be written
-    (a full disk) or a backend is down (each problem is printed).
+    (a full disk), a backend is down or a room hears no music (silent, no
+    audio_out listening, no clock reaching the engine); each problem is printed.
+    A status file of another shape is refused (exit 3).
     """
     from rich.console import Console
 

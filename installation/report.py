@@ -50,7 +50,6 @@ import itertools
 import json
 import math
 import os
-import stat
 import time
 from array import array
 from collections import OrderedDict, deque
@@ -60,6 +59,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ground.files import special_kind
 from ground.jsonlog import RotatingLineFile, WriteFailures, rotated_paths
 
 #: How far (event time, s) events may arrive out of order between and within files.
@@ -230,9 +230,9 @@ def _open_key(path: Path, refuse: Callable[[Path, str], None] | None = None
         mode = os.stat(path).st_mode
     except OSError:
         return None
-    if not stat.S_ISREG(mode):
+    if (kind := special_kind(path, mode)) is not None:
         if refuse is not None:
-            refuse(path, _file_kind(path, mode))
+            refuse(path, kind)
         return None
     try:  # O_NONBLOCK: a pipe put there since the stat must not block the open
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -243,26 +243,12 @@ def _open_key(path: Path, refuse: Callable[[Path, str], None] | None = None
     except OSError:
         os.close(descriptor)
         return None
-    if not stat.S_ISREG(found.st_mode):
+    if (kind := special_kind(path, found.st_mode)) is not None:
         os.close(descriptor)
         if refuse is not None:
-            refuse(path, _file_kind(path, found.st_mode))
+            refuse(path, kind)
         return None
     return os.fdopen(descriptor, "rb", buffering=0), (found.st_dev, found.st_ino)
-
-
-def _file_kind(path: Path, mode: int) -> str:
-    """What ``path`` is when it is not a regular file, as said to a technician."""
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
-             (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a special file")
-    try:
-        if path.is_symlink():
-            kind += f" (a link to {os.readlink(path)})"
-    except OSError:
-        pass
-    return kind
 
 
 class EventFollower:

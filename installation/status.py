@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import socket
-import stat
 import sys
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ground.errors import InputError
+from ground.files import special_kind
 from installation.config import InstallationConfig
 
 #: Free space under which the output folder's disk is a problem whatever its pace, bytes.
@@ -188,10 +188,9 @@ def read_status(path: Path) -> dict[str, Any]:
     when it is not a status file as the supervisor writes it (see :func:`status_shape_error`).
     """
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            raise InputError(f"cannot read status file {path}: it is {_file_kind(path, mode)}, "
-                             "not a file; the supervisor writes a file there: remove it")
+        if (kind := special_kind(path, os.stat(path).st_mode)) is not None:
+            raise InputError(f"cannot read status file {path}: it is {kind}, not a file; the "
+                             "supervisor writes a file there: remove it")
         # O_NONBLOCK: a pipe put there since the stat must not block the reader
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         with os.fdopen(descriptor, "rb") as file:
@@ -259,20 +258,6 @@ def status_shape_error(record: Any) -> str | None:
         if record.get(key) is not None and not isinstance(record[key], dict):
             return f"expected '{key}' an object, got {got(record[key])}"
     return None
-
-
-def _file_kind(path: Path, mode: int) -> str:
-    """What ``path`` is when it is not a regular file, as said to a technician."""
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a pipe"),
-             (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a special file")
-    try:
-        if path.is_symlink():
-            kind += f" (a link to {os.readlink(path)})"
-    except OSError:
-        pass
-    return kind
 
 
 def room_summary(roles: list[dict[str, Any]], room: str) -> dict[str, Any]:

@@ -317,8 +317,8 @@ def test_a_follower_names_and_skips_an_event_log_that_is_not_a_regular_file(
     follower = EventFollower(events, lag_s=0.0, say=said.append)
     assert _seqs([{**e, "kind": "chunk"} for e in follower.poll(None)]) == [0, 1, 2]
     assert not follower.behind
-    kind = {"folder": "a folder", "pipe": "a pipe"}.get(
-        target, f"a character device (a link to {target})")
+    kind = {"folder": "a folder", "pipe": "a named pipe"}.get(
+        target, f"a device (a link to {target})")
     assert follower.skipped == {odd: kind}
     assert list(follower.poll(None)) == [] and len(said) == 1  # said once, not every poll
     assert said[0] == (f"event log {odd} is {kind}, not a regular file: not followed (its "
@@ -410,3 +410,19 @@ def test_the_run_report_drains_every_event_across_capped_polls(
     timeline_path = run.write(run.summary(10.0, 48000))
     assert timeline_path is not None
     assert [c["seq"] for c in json.loads(timeline_path.read_text())["chunks"]] == list(range(120))
+
+
+def test_iter_events_refuses_a_log_that_is_no_file_and_skips_a_line_past_its_cap(
+        tmp_path: Path) -> None:
+    # `for line in file` over a link to /dev/zero read without end; a power cut's megabytes
+    # of NULs were held as one line
+    from ground.events import MAX_EVENT_LINE_BYTES, iter_events
+
+    linked = tmp_path / "engine.jsonl"
+    linked.symlink_to("/dev/zero")
+    with pytest.raises(OSError, match=r"engine\.jsonl is a device \(a link to /dev/zero\)"):
+        list(iter_events(linked))
+    log = tmp_path / "audio_out.jsonl"
+    log.write_bytes(b'{"event": "a"}\n' + b"\0" * (3 * MAX_EVENT_LINE_BYTES + 7) + b"\n"
+                    + b"x" * MAX_EVENT_LINE_BYTES + b"\n" + b'{"event": "b"}\n')
+    assert [e["event"] for e in iter_events(log)] == ["a", "b"]

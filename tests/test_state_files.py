@@ -160,14 +160,14 @@ def test_status_refuses_a_status_file_that_is_no_file_or_too_big(
     path.parent.mkdir(parents=True)
     if what == "/dev/zero":
         path.symlink_to("/dev/zero")
-        why = "it is a character device (a link to /dev/zero), not a file; the supervisor " \
+        why = "it is a device (a link to /dev/zero), not a file; the supervisor " \
               "writes a file there: remove it"
     elif what == "folder":
         path.mkdir()
         why = "it is a folder, not a file"
     elif what == "pipe":
         os.mkfifo(path)
-        why = "it is a pipe, not a file"
+        why = "it is a named pipe, not a file"
     else:
         record = _record()
         record["rooms"] = {f"room{i}": record["rooms"]["a"] for i in range(40_000)}
