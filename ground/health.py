@@ -49,6 +49,21 @@ def _line(status: dict[str, Any]) -> bytes:
         del status[largest]
 
 
+#: A refused CurveZMQ handshake stays in a role's heartbeat this long after the last one
+#: (a refused key is not tried again: the line stays until the room is restarted).
+HANDSHAKE_SHOWN_S = 120.0
+
+
+def with_handshakes(status: dict[str, Any]) -> dict[str, Any]:
+    """``status`` with ``handshakes``: the messages of this process's CurveZMQ handshakes
+    refused in the last :data:`HANDSHAKE_SHOWN_S` (:func:`ground.security.handshake_failures`,
+    three at most), so ``art2mus status`` says a room is silent for a wrong key."""
+    from ground.security import handshake_failures
+
+    failed = [str(f.get("message", ""))[:300] for f in handshake_failures(HANDSHAKE_SHOWN_S)]
+    return dict(status, handshakes=failed[:3]) if failed else status
+
+
 class Heartbeat:
     """The role side: ``beat(status)`` from the main loop, rate-limited to ``every_s``."""
 
@@ -80,7 +95,7 @@ class Heartbeat:
         self._next = time.monotonic() + self.every_s
         if self.fd is None:
             return False
-        line = _line(status or {})
+        line = _line(with_handshakes(status or {}))
         try:
             os.write(self.fd, line + b"\n")
         except BlockingIOError:

@@ -29,6 +29,7 @@ from ground.events import EventLog
 from ground.health import Heartbeat
 from ground.jsonlog import setup_json_logging
 from ground.metrics import Metrics, role_metrics
+from ground.security import set_handshake_sink
 from installation.config import InstallationConfig
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ def run_role(role: RoleName, config: InstallationConfig, room: str | None) -> in
                    max_bytes=config.supervisor.events_max_bytes,
                    backups=config.supervisor.events_backups)
     log("started", pid=os.getpid())
+    set_handshake_sink(log)  # a refused CurveZMQ key is an event too, not only a log line
     heartbeat = Heartbeat(config.supervisor.heartbeat_s)
     try:
         metrics = role_metrics(config.metrics, role,

@@ -409,6 +409,9 @@ def role_problems(rows: list[dict[str, Any]],
         errors = status.get("write_errors")
         for target, error in (errors.items() if isinstance(errors, dict) else ()):
             found.append(f"{row.get('name')} cannot write {target}: {error}")
+        handshakes = status.get("handshakes")  # CurveZMQ keys refused (ground.health)
+        for message in (handshakes if isinstance(handshakes, list) else [])[:3]:
+            found.append(f"{row.get('name')}: {str(message)[:300]}")
     for target, error in (supervisor_write_errors or {}).items():
         found.append(f"the supervisor cannot write {target}: {error}")
     for row in rows:

@@ -248,3 +248,37 @@ def test_an_unreadable_authorized_key_is_a_config_error_naming_the_folder(
                                           r"\(\*.key\) in .*authorized, got one that does "
                                           r"not read"):
         sockets(zmq.PULL, "tcp://127.0.0.1:*", bind=True, curve=keys["engine"])
+
+
+def test_a_refused_key_is_in_the_roles_heartbeat_and_a_status_problem(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # said in the role's log only, `art2mus status` called a room silent for a wrong key
+    # healthy
+    import os as _os
+
+    from ground.health import Heartbeat, HeartbeatReader
+    from installation.status import role_problems
+
+    now = [100.0]
+    failures = security.HandshakeFailures(clock=lambda: now[0])
+    monkeypatch.setattr(security, "HANDSHAKES", failures)
+    read, write = _os.pipe()
+    try:
+        heartbeat, reader = Heartbeat(0.0, fd=write), HeartbeatReader(read)
+        assert heartbeat.beat({"state": "playing"}, force=True) and reader.read()
+        assert "handshakes" not in reader.status
+        failures.record("tcp://10.0.0.2:5702", "client", "auth",
+                        "the engine refused this room's key at tcp://10.0.0.2:5702")
+        assert heartbeat.beat({"state": "playing"}, force=True) and reader.read()
+        assert reader.status["handshakes"] == [
+            "the engine refused this room's key at tcp://10.0.0.2:5702"]
+        row = {"name": "audio_out:a", "kind": "audio_out", "room": "a", "state": "running",
+               "status": reader.status}
+        assert "audio_out:a: the engine refused this room's key at tcp://10.0.0.2:5702" \
+            in role_problems([row])
+        now[0] += 121.0  # two minutes without one: no longer shown
+        assert heartbeat.beat({"state": "playing"}, force=True) and reader.read()
+        assert "handshakes" not in reader.status
+    finally:
+        _os.close(read)
+        _os.close(write)
