@@ -34,8 +34,11 @@ setup: $(DEV)
 demo: $(BASE)
 	$(BIN)/art2mus demo
 
+# Two workers (CI has two cores; about 10 min instead of 15 on one), each test file whole on
+# one worker: a module's fixtures are built once, and a file's fixed ports never meet
+# themselves. One file alone: `.venv/bin/python -m pytest -q tests/FILE` (one process).
 test: $(DEV)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(DEV)
 	$(BIN)/ruff check .
