@@ -129,19 +129,27 @@ def test_the_callback_path_allocates_nothing() -> None:
     signal = sine(440.0, -12.0, 2.5)
     callback = play(meter, signal[:RATE // 10])  # warm up: first calls fill caches
     out = np.zeros((BLOCK, 2), np.float32)
-    tracemalloc.start()
-    try:
-        for _ in range(100):  # the few Python numbers the counters hold are now traced
-            callback(out)
-        tracemalloc.reset_peak()
-        before, _ = tracemalloc.get_traced_memory()
-        for _ in range(100):
-            callback(out)
-        after, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert after - before <= 0  # no growth
-    assert peak - before < out.nbytes // 4  # and no temporary array, not even a small one
+    # tracemalloc counts every thread's allocations (a test runner's I/O thread too): a
+    # callback that allocates does so in every look, another thread's now and then, so the
+    # cleanest of a few looks is the callback's own
+    looks = []
+    for _ in range(5):
+        tracemalloc.start()
+        try:
+            for _ in range(100):  # the few Python numbers the counters hold are now traced
+                callback(out)
+            tracemalloc.reset_peak()
+            before, _ = tracemalloc.get_traced_memory()
+            for _ in range(100):
+                callback(out)
+            after, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        looks.append((after - before, peak - before))
+        if looks[-1][0] <= 0 and looks[-1][1] < out.nbytes // 4:
+            break
+    assert min(grown for grown, _ in looks) <= 0, looks  # no growth
+    assert min(t for _, t in looks) < out.nbytes // 4, looks  # no temporary array at all
 
 
 def test_blocks_longer_than_the_ring_and_wrapping_keep_the_newest_frames() -> None:
