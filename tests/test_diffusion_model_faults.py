@@ -245,19 +245,24 @@ def test_non_finite_big_weights_are_refused_at_load_naming_the_tensor(
 # -- the user's commands ---------------------------------------------------------------------
 
 
-def test_deep_check_refuses_a_nan_spec_with_a_config_error(tiny_model_folder: Path,
-                                                           tmp_path: Path) -> None:
-    broken = copy_of(tiny_model_folder, tmp_path)
-    edit_json(broken / SPEC_FILE, latent_frames_per_second=math.nan)
+def _deep_check(model: Path, tmp_path: Path) -> Any:
+    """``check-config --deep`` of a one-room config whose engine loads ``model`` on the CPU."""
     path = tmp_path / "room.json"
     path.write_text(json.dumps({
         "installation": {"output_dir": str(tmp_path / "out")},
         "audio_out": {"output": "none"},
         "engine": {"generator": "diffusion",
-                   "diffusion": {"model": str(broken), "device": "cpu"}},
+                   "diffusion": {"model": str(model), "device": "cpu"}},
         "rooms": [{"id": "a"}],
     }))
-    result = CliRunner().invoke(cli, ["check-config", "--deep", "--config", str(path)])
+    return CliRunner().invoke(cli, ["check-config", "--deep", "--config", str(path)])
+
+
+def test_deep_check_refuses_a_nan_spec_with_a_config_error(tiny_model_folder: Path,
+                                                           tmp_path: Path) -> None:
+    broken = copy_of(tiny_model_folder, tmp_path)
+    edit_json(broken / SPEC_FILE, latent_frames_per_second=math.nan)
+    result = _deep_check(broken, tmp_path)
     assert result.exit_code == ConfigError.exit_code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     # The model's one line (ports in use on this machine may add their own).
@@ -388,15 +393,7 @@ def test_deep_check_refuses_damaged_weights_that_the_engine_would_not_load(
         tiny_model_folder: Path, tmp_path: Path) -> None:
     broken = copy_of(tiny_model_folder, tmp_path)
     (broken / "vocoder" / "model.safetensors").write_bytes(b"")
-    path = tmp_path / "room.json"
-    path.write_text(json.dumps({
-        "installation": {"output_dir": str(tmp_path / "out")},
-        "audio_out": {"output": "none"},
-        "engine": {"generator": "diffusion",
-                   "diffusion": {"model": str(broken), "device": "cpu"}},
-        "rooms": [{"id": "a"}],
-    }))
-    result = CliRunner().invoke(cli, ["check-config", "--deep", "--config", str(path)])
+    result = _deep_check(broken, tmp_path)
     assert result.exit_code == ConfigError.exit_code, result.output
     assert [line for line in result.output.splitlines() if line.startswith(("engine", "rooms"))] \
         == [f"engine.diffusion.model: expected {broken / 'vocoder' / 'model.safetensors'} to be "
