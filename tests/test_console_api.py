@@ -790,3 +790,16 @@ def load_config_text(text: str, path: Path) -> Any:
     """The config ``text`` holds, through the file reader a user's config goes through."""
     path.write_text(text, encoding="utf-8")
     return load_config(path)
+
+
+def test_an_event_log_that_is_no_file_is_a_problem_on_the_page(fx: Fixture) -> None:
+    # the console's follower skipped a log linked to /dev/zero (it would read for ever) but
+    # said nothing: the technician saw a page without that role's events and no reason
+    events = fx.out / "events"
+    events.mkdir(parents=True, exist_ok=True)
+    (events / "engine.jsonl").symlink_to("/dev/zero")
+    fx.console.state.tick()  # the events are read after the state is built: said next tick
+    fx.console.state.tick()
+    assert fx.client.get("/api/state").json()["problems"][-1] == (
+        f"event log {events / 'engine.jsonl'} is a device (a link to /dev/zero), not a file: "
+        f"not followed (this page misses its events); remove it")

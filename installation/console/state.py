@@ -268,7 +268,10 @@ class ConsoleState:
             # cannot be written (a full disk), a backend gone, a disk soon full
             "problems": role_problems(rows, self.write_errors()) + [
                 line for line in (disk_problem(self.disk.look(),
-                                               kept_free_bytes(self.config)),) if line],
+                                               kept_free_bytes(self.config)),) if line] + [
+                # a log that is a link to /dev/zero, a folder: its events never reach this page
+                f"event log {path} is {kind}, not a file: not followed (this page misses its "
+                f"events); remove it" for path, kind in self.follower.skipped.items()],
             "timeline": {room: list(changes) for room, changes in self.timeline.items()},
         }
 
