@@ -1064,9 +1064,14 @@ def test_a_work_in_view_added_to_the_catalogue_is_named_from_it(
 
 
 def _catalogue_of_the_first_work(folder: Path, artwork_id: str, title: str) -> None:
-    """``catalogue.toml`` naming the demo's ``work-0.png`` ``artwork_id``, ``title``."""
-    (folder / "catalogue.toml").write_text(
+    """``catalogue.toml`` naming the demo's ``work-0.png`` ``artwork_id``, ``title``, written
+    whole at once (as an editor saves): the room's watch, every 50 ms here, once read a
+    half-written file and named the work by its file name for a moment."""
+    import os
+
+    (folder / "catalogue.toml.tmp").write_text(
         f'[[artwork]]\nfile = "work-0.png"\nid = "{artwork_id}"\ntitle = "{title}"\n')
+    os.replace(folder / "catalogue.toml.tmp", folder / "catalogue.toml")
 
 
 def test_the_playing_works_id_corrected_in_the_catalogue_is_published(
