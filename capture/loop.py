@@ -134,6 +134,9 @@ from ground.protocol import ArtworkView
 log = logging.getLogger(__name__)
 
 _GLANCE_RECTIFY = 32  # px; the glance only needs an 8x8 thumbnail
+#: How long a changed catalogue folder must stand still before it is opened (a file being
+#: saved or copied is not read half-written); never longer than ``recognition.watch_s``.
+CATALOGUE_SETTLE_S = 1.0
 #: A work given an id of its own in a room with a catalogue is looked at again at its place
 #: this many times (every ``recognition.search_every_s``) before its id stands.
 LOOKS_AGAIN = 5
@@ -635,13 +638,22 @@ class CaptureLoop:
         finally:
             self.catalogue_ready.set()
         watch_s = self.config.recognition.watch_s
+        folder = Path(str(self.config.recognition.catalogue))
         while watch_s > 0 and not self._closed.wait(watch_s):
             try:
-                changed = self._catalogue_fingerprint != folder_fingerprint(
-                    Path(str(self.config.recognition.catalogue)))
+                seen = folder_fingerprint(folder)
+                if seen == self._catalogue_fingerprint:
+                    continue
+                # A file being saved or copied (an editor truncates catalogue.toml, then
+                # writes it): opened once the folder has stood still a moment, not read
+                # half-written (its works were named by their file names until the next look)
+                if self._closed.wait(min(CATALOGUE_SETTLE_S, watch_s)):
+                    break
+                if folder_fingerprint(folder) != seen:
+                    continue  # still changing: the next look sees it whole
             except OSError:  # the folder is away (a share unmounted): keep what is held
                 continue
-            updated = self._try_open_catalogue(update=True) if changed else None
+            updated = self._try_open_catalogue(update=True)
             if updated is not None:
                 with self._catalogue_lock:
                     self._updated_catalogue = updated

@@ -1175,3 +1175,40 @@ def test_a_room_starts_with_every_work_it_can_read_and_names_those_it_cannot(
                                     "new_work.jpg (art2mus index says why)")
     _drive(loop, clock, clock.t + 5.0)
     assert [c["artwork_id"] for c in recorder.of("artwork_change")] == ["work-0", "work-1"]
+
+
+def test_a_catalogue_folder_still_changing_is_opened_once_it_stands_still(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An editor saving catalogue.toml truncates it, then writes it: a look between the two
+    # opened the catalogue without its metadata, and the work in view was named by its file
+    # name until the next look. A change is opened only once two looks agree.
+    import threading
+
+    import capture.loop
+
+    _write_first_two_demo_works(tmp_path)
+    loop, _, recorder = _demo_room_with_catalogue(tmp_path, watch_s=0.02)
+    looks: list[str] = []
+    states = iter(["saving", "saved", "saved"])  # then "saved" for ever
+    opened_after: list[list[str]] = []
+    done = threading.Event()
+    real_open = capture.loop.Catalogue.open
+
+    def fingerprint(folder: Path) -> str:
+        looks.append(next(states, "saved"))
+        return looks[-1]
+
+    def open_(*args: Any, **kwargs: Any) -> Any:
+        opened_after.append(list(looks))
+        done.set()
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(capture.loop, "folder_fingerprint", fingerprint)
+    monkeypatch.setattr(capture.loop.Catalogue, "open", open_)
+    try:
+        assert done.wait(60.0)
+    finally:
+        loop._closed.set()  # as the end of run() does: the catalogue thread stops watching
+    # opened after a look that saw it saving (not opened then) and two that agreed
+    assert opened_after[0][:3] == ["saving", "saved", "saved"], opened_after
+    assert len(recorder.of("catalogue_updating")) == 1
