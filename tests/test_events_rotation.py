@@ -222,6 +222,17 @@ def _chunk_events(seq: int, t: float, artwork: str, reason: str) -> list[dict[st
     ]
 
 
+def _write_a_minute_of_chunks(engine: EventLog, audio: EventLog) -> None:
+    """120 chunks, half a second apart: the engine's made, audio_out's started; closed."""
+    for seq in range(120):
+        chunk, started = _chunk_events(seq, 1000.0 + seq * 0.5, "art-0",
+                                       "start" if seq == 0 else "continue")
+        engine(**chunk)
+        audio(**started)
+    engine.close()
+    audio.close()
+
+
 def test_timeline_keeps_the_newest_chunk_rows_and_every_artwork_change(
         tmp_path: Path) -> None:
     said: list[str] = []
@@ -266,13 +277,7 @@ def test_the_run_report_reads_rotated_event_logs_into_the_timeline(tmp_path: Pat
     engine = EventLog(out / "events" / "engine.jsonl", "engine", max_bytes=2000, backups=100)
     audio = EventLog(out / "events" / "audio_out-a.jsonl", "audio_out", "a",
                      max_bytes=2000, backups=100)
-    for seq in range(120):
-        chunk, started = _chunk_events(seq, 1000.0 + seq * 0.5, "art-0",
-                                       "start" if seq == 0 else "continue")
-        engine(**chunk)
-        audio(**started)
-    engine.close()
-    audio.close()
+    _write_a_minute_of_chunks(engine, audio)
     assert rotated_paths(out / "events" / "engine.jsonl")
     report = RunReport(out, WriteFailures(print), print, from_start=True)
     report.start()
@@ -397,13 +402,7 @@ def test_the_run_report_drains_every_event_across_capped_polls(
     out = tmp_path / "out"
     engine = EventLog(out / "events" / "engine.jsonl", "engine")
     audio = EventLog(out / "events" / "audio_out-a.jsonl", "audio_out", "a")
-    for seq in range(120):
-        chunk, started = _chunk_events(seq, 1000.0 + seq * 0.5, "art-0",
-                                       "start" if seq == 0 else "continue")
-        engine(**chunk)
-        audio(**started)
-    engine.close()
-    audio.close()
+    _write_a_minute_of_chunks(engine, audio)
     run = RunReport(out, WriteFailures(print), print, from_start=True)
     run.start()
     run.finish()  # the roles are gone: everything, however many polls it takes

@@ -300,6 +300,17 @@ def _datagram(address: str, *args: tuple[str, Any]) -> bytes:
     return bytes(builder.build().dgram)
 
 
+def _send_and_close(server: OscControlServer, port: int, sent: list[bytes]) -> None:
+    """Send each datagram to OSC in on ``port``, wait until it has them all, close it."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for datagram in sent:
+                sender.sendto(datagram, ("127.0.0.1", port))
+            wait_until(lambda: server.received >= len(sent), 3.0)
+    finally:
+        server.close()
+
+
 def test_only_numbers_and_for_toggles_and_triggers_booleans_are_values() -> None:
     # python-osc hands a colour ('r') over as the integer it is packed in: volume 4 (+12 dB)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -321,13 +332,7 @@ def test_only_numbers_and_for_toggles_and_triggers_booleans_are_values() -> None
         _datagram("/art2mus/b/freeze", ("F", False)),  # taken
         _datagram("/art2mus/a/next_variation", ("T", True)),  # taken: one step
     ]
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for datagram in sent:
-                sender.sendto(datagram, ("127.0.0.1", port))
-            wait_until(lambda: server.received >= len(sent), 3.0)
-    finally:
-        server.close()
+    _send_and_close(server, port, sent)
     assert hub.current("volume") == 1.0 and hub.current("intensity", "a") == 0.5
     assert hub.current("next_variation") == 0.0 and hub.current("brightness") == 0.5
     assert hub.current("volume", "b") == 2.0 and hub.current("brightness", "a") == 0.75
@@ -359,13 +364,7 @@ def test_a_message_shorter_or_longer_than_its_type_tags_say_is_unparseable() -> 
         _datagram("/art2mus/intensity", ("s", "x"))[:-4],  # a string cut short
         whole,  # taken: the same float, whole
     ]
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for datagram in sent:
-                sender.sendto(datagram, ("127.0.0.1", port))
-            wait_until(lambda: server.received >= len(sent), 3.0)
-    finally:
-        server.close()
+    _send_and_close(server, port, sent)
     assert len(sent[0]) == 20 and len(sent[1]) == 22 and len(whole) == 24
     assert [(c.name, c.room, c.value) for c in changes] == [("volume", "*", 2.0)]
     assert hub.current("brightness") == 0.5
