@@ -1063,6 +1063,33 @@ def test_a_work_in_view_added_to_the_catalogue_is_named_from_it(
     assert recorder.views[-1].artwork_id == "work-0"
 
 
+def test_an_ignored_picture_added_to_the_catalogue_is_named_from_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A room that ignores pictures its catalogue does not name looks at one on the wall:
+    # the quad finder's find there is passed over from then on. The technician adds its
+    # photo to the catalogue: the catalogue's own search of the frame finds it.
+    import shutil
+
+    works = tmp_path / "works"
+    works.mkdir()
+    _write_first_two_demo_works(works)
+    wall, picture = _wall_with_the_first_work(works)
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    shutil.copy(works / "work-1.png", folder / "work-1.png")
+    _quad_finder_sees(monkeypatch, picture)
+    loop, clock, recorder = _still_room(folder, wall, "room-i", uncatalogued="ignore",
+                                        watch_s=0.05)
+    _drive(loop, clock, clock.t + 4.0)
+    assert _ids(recorder) == [(None, False)] and len(recorder.of("uncatalogued_ignored")) == 1
+
+    shutil.copy(works / "work-0.png", folder / "work-0.png")
+    _event_within(recorder, "catalogue_ready", 60.0, update=True, works=2)
+    _drive(loop, clock, clock.t + 2.0)
+    assert _ids(recorder) == [(None, False), ("work-0", True)]
+    assert recorder.views[-1].artwork_id == "work-0"
+
+
 def _catalogue_of_the_first_work(folder: Path, artwork_id: str, title: str) -> None:
     """``catalogue.toml`` naming the demo's ``work-0.png`` ``artwork_id``, ``title``, written
     whole at once (as an editor saves): the room's watch, every 50 ms here, once read a
