@@ -37,6 +37,7 @@ from ground.jsonlog import WriteFailures
 from installation.config import config_from_dict, freeze_config
 from installation.ops_cli import status as status_command
 from installation.report import RunReport, analyse_audio, join_roughness
+from tests.status_files import status_config
 
 # -- the run report -------------------------------------------------------------
 
@@ -380,13 +381,6 @@ def test_the_demo_joins_a_rooms_segments_into_demo_wav_and_demo_mid(tmp_path: Pa
 # -- art2mus status ---------------------------------------------------------------
 
 
-def _status_config(tmp_path: Path) -> Path:
-    path = tmp_path / "inst.toml"
-    path.write_text(f'[installation]\noutput_dir = "{tmp_path / "out"}"\n'
-                    '[supervisor]\nstatus_every_s = 1.0\n[[rooms]]\nid = "a"\n')
-    return path
-
-
 def _status_record(**changes: Any) -> dict[str, Any]:
     roles = [
         {"name": "engine", "kind": "engine", "room": None, "pid": 11, "state": "running",
@@ -404,7 +398,7 @@ def _status_record(**changes: Any) -> dict[str, Any]:
 
 
 def _status(tmp_path: Path, record: dict[str, Any], *args: str) -> Any:
-    config = _status_config(tmp_path)
+    config = status_config(tmp_path)
     (tmp_path / "out").mkdir(exist_ok=True)
     (tmp_path / "out" / "status.json").write_text(json.dumps(record))
     return CliRunner().invoke(status_command, ["--config", str(config), *args])

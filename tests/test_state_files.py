@@ -30,15 +30,9 @@ from installation.status import (
     read_status,
     role_problems,
 )
+from tests.status_files import status_config
 
 PORT = 6490  # 6490-6493
-
-
-def _config(tmp_path: Path) -> Path:
-    path = tmp_path / "inst.toml"
-    path.write_text(f'[installation]\noutput_dir = "{tmp_path / "out"}"\n'
-                    '[supervisor]\nstatus_every_s = 1.0\n[[rooms]]\nid = "a"\n')
-    return path
 
 
 def _record(**changes: Any) -> dict[str, Any]:
@@ -65,7 +59,7 @@ def _record(**changes: Any) -> dict[str, Any]:
 
 
 def _status(tmp_path: Path, record: Any = None, raw: bytes | None = None) -> Any:
-    config = _config(tmp_path)
+    config = status_config(tmp_path)
     (tmp_path / "out").mkdir(exist_ok=True)
     if raw is not None or record is not None:
         (tmp_path / "out" / "status.json").write_bytes(
