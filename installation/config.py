@@ -609,6 +609,24 @@ class InstallationConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _channels_fit_the_program(self) -> InstallationConfig:
+        # audio_out alone cannot see the engine's channel count: a routing the player's
+        # ChannelMap refuses passed check-config, then every start of audio_out exited
+        # with code 2 and the room stayed silent. The rule is the player's own (imported,
+        # not restated; scipy comes with it, which the roles load anyway).
+        from audio_out.mixer import ChannelMap
+
+        channels = self.engine.channels
+        for i, room in enumerate(self.rooms):
+            try:
+                ChannelMap(channels, room.audio_out.output_channels(channels))
+            except ValueError as exc:
+                field, _, rule = str(exc).partition(": ")
+                raise ValueError(f"rooms[{i}].audio_out.{field} (room {room.id!r}, "
+                                 f"engine.channels = {channels}): {rule}") from None
+        return self
+
+    @model_validator(mode="after")
     def _ray_port_guarded(self) -> InstallationConfig:
         # Here, not in engine.config.RayConfig: is_loopback lives on this floor, and the
         # engine imports nothing from it. Whatever engine.backend says: `art2mus serve`

@@ -18,6 +18,7 @@ pytest.importorskip("diffusers", reason="needs the diffusion extra, which make t
 
 from engine.generators.diffusion.config import DiffusionConfig  # noqa: E402
 from engine.generators.diffusion.generator import DiffusionGenerator  # noqa: E402
+from engine.generators.diffusion.loudness import MAX_GAIN_DB  # noqa: E402
 from engine.generators.diffusion.model import load_model  # noqa: E402
 from engine.generators.diffusion.testing import NUMPY_COPY_WARNING, random_embedding  # noqa: E402
 
@@ -28,6 +29,11 @@ pytestmark = [
 ]
 
 WINDOW = dict(window_s=1.28, overlap_s=0.32, steps=4)
+
+#: The generator's loudness follower scales the audio, and with it the rounding that
+#: separates two ways of computing it, by up to MAX_GAIN_DB: tolerances below are the
+#: model's own, times that.
+LEVELLED = 10 ** (MAX_GAIN_DB / 20)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +54,9 @@ def _stream(generator: DiffusionGenerator, rooms: int, windows: int) -> list[np.
 
 
 @pytest.mark.parametrize("kind", ["solver", "student"])
-@pytest.mark.parametrize("dtype,atol", [("float32", 1e-4), ("float16", 2e-2),
-                                        ("bfloat16", 5e-2)])
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-4 * LEVELLED),
+                                        ("float16", 2e-2 * LEVELLED),
+                                        ("bfloat16", 5e-2 * LEVELLED)])
 def test_window_graph_replays_what_eager_computes(models: dict[str, Path], kind: str,
                                                   dtype: str, atol: float) -> None:
     model = load_model(models[kind], "cuda", dtype)
@@ -84,7 +91,8 @@ def test_warmed_graphs_share_one_pool_and_replay_in_any_order(models: dict[str, 
         expected = _stream(eager, rooms, windows=3)
         got = _stream(graphed, rooms, windows=3)
         for room, (a, b) in enumerate(zip(expected, got, strict=True)):
-            np.testing.assert_allclose(b, a, rtol=0, atol=2e-2, err_msg=f"room {room}")
+            np.testing.assert_allclose(b, a, rtol=0, atol=2e-2 * LEVELLED,
+                                       err_msg=f"room {room}")
     assert len(graphed._graphs) == 6  # nothing captured after the warm-up
 
 
@@ -118,7 +126,7 @@ def test_onnx_runtime_cuda_provider_agrees_with_torch(models: dict[str, Path],
                                reference.plan.window_frames)
     onnx = DiffusionGenerator(model, config, 16000, 1, backend)
     np.testing.assert_allclose(_stream(onnx, 1, 2)[0], _stream(reference, 1, 2)[0],
-                               rtol=0, atol=1e-3)
+                               rtol=0, atol=1e-3 * LEVELLED)
 
 
 def test_compiled_unet_in_the_window_graph_matches_eager(models: dict[str, Path]) -> None:
@@ -133,4 +141,4 @@ def test_compiled_unet_in_the_window_graph_matches_eager(models: dict[str, Path]
                                   16000, 1)
     assert compiled.use_graphs and model.unet._art2mus_compiled == "default"
     got = _stream(compiled, 1, windows=2)[0]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-3 * LEVELLED)

@@ -79,6 +79,13 @@ class DiffusionConfig(BaseModel):
                              "artwork's over transition_s, or cut to the new one.")
     transition_s: float = Field(4.0, ge=0.0, le=60.0,
                                 description="Duration of the conditioning slerp.")
+    target_lufs: float = Field(
+        -18.0, ge=-40.0, le=-6.0,
+        description="Loudness the output settles at (as engine.procedural.target_lufs): a "
+                    "slow follower (ITU-R BS.1770, gated, over about 6 s) levels the model's "
+                    "output towards it, by at most 24 dB either way and ramped over each "
+                    "window, so a room switching generators (Ray's procedural fallback) "
+                    "keeps its level.")
     threads: int = Field(0, ge=0, le=256,
                          description="CPU threads for this process: torch's, and ONNX Runtime's "
                                      "intra-op threads on the onnx backend (0: their defaults).")

@@ -8,7 +8,8 @@ Flow, per room (see ARCHITECTURE.md)::
                    window's last latent frames kept as the known region
                    -> VAE decode -> mel -> HiFi-GAN (16 kHz)
                    -> equal-power crossfade over the overlap with the
-                      previous window's tail -> resample -> channels -> buffer
+                      previous window's tail -> loudness follower (towards
+                      target_lufs) -> resample -> channels -> buffer
                    -> the requested frames out of the buffer
 
 Model windows have static shapes (``window_frames`` latent frames); the
@@ -59,6 +60,7 @@ from engine.generators.diffusion.batching import assemble_batch, batch_groups, p
 from engine.generators.diffusion.conditioner import check_embedding
 from engine.generators.diffusion.config import DiffusionConfig
 from engine.generators.diffusion.graphs import CudaGraphProgram, replay_graph
+from engine.generators.diffusion.loudness import LoudnessFollower
 from engine.generators.diffusion.model import LoadedModel, encoder_matches, load_model
 from engine.generators.diffusion.samplers import (
     FewStepSampler,
@@ -180,6 +182,9 @@ class DiffusionGenerator:
         self._graph_pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         self.fade_out, self.fade_in = overlap_gains(self.plan.overlap_samples,
                                                     config.overlap_crossfade)
+        # A model's raw level is whatever it learnt; rooms (and Ray's procedural fallback,
+        # which renders towards its own target) expect the installation's loudness.
+        self.loudness = LoudnessFollower(self.plan.model_rate, channels, config.target_lufs)
 
     @property
     def rooms_per_call(self) -> int:
@@ -428,7 +433,7 @@ class DiffusionGenerator:
             if state.tail.size:
                 head = slice(0, plan.overlap_samples)
                 window[head] = state.tail * self.fade_out + window[head] * self.fade_in
-            emitted = window[:plan.hop_samples]
+            emitted, level = self.loudness.follow(state.level, window[:plan.hop_samples])
             out = self._to_output(state, emitted)
             assert state.buffer is not None
             new_states.append(replace(
@@ -437,6 +442,7 @@ class DiffusionGenerator:
                 tail=window[plan.hop_samples:].copy(),
                 buffer=np.concatenate([state.buffer, out]),
                 tokens=tokens[i:i + 1],
+                level=level,
             ))
         return new_states
 

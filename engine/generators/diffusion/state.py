@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine.generators.diffusion.config import DiffusionConfig
+from engine.generators.diffusion.loudness import LevelState
 from engine.generators.diffusion.model import LoadedModel
 from ground.errors import ConfigError
 
@@ -93,7 +94,8 @@ class DiffusionState:
     ``known`` holds the last window's overlap latents (the next window's known
     region); ``tail`` the audio of that overlap at the model rate, emitted
     after it is crossfaded with the next window's start; ``buffer`` output-rate
-    frames generated but not yet returned.
+    frames generated but not yet returned; ``level`` the loudness follower's
+    state (:mod:`engine.generators.diffusion.loudness`).
     """
 
     seed: int
@@ -108,6 +110,7 @@ class DiffusionState:
     resampler: Any | None = None
     from_tokens: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
+    level: LevelState = field(default_factory=LevelState)
 
     def __post_init__(self) -> None:
         if self.buffer is None:
