@@ -15,7 +15,8 @@ checks say whether what it names is there, before any role starts:
   capture reads it (its images, its metadata), and works not indexed yet are
   counted (a warning: the capture indexes them at start) and decoded (only
   those: the indexed ones decoded when they were indexed);
-- devices match: each room's sound device (through PortAudio), MIDI ports;
+- devices match: each room's sound device (through PortAudio), and it takes the
+  sample rate and channel count the player opens it with; MIDI ports;
 - ports are valid and free: the endpoints this machine binds, the metrics
   ports (their range apart from the ZeroMQ ports), OSC in;
 - paths are writable: the output folder (a missing one is created only
@@ -615,7 +616,7 @@ class _Checks:
             self.cannot(where, self._sounddevice_error or "no PortAudio")
             return
         try:
-            find_output_device(self._sounddevice, audio_out.device)
+            device = find_output_device(self._sounddevice, audio_out.device)
         except ConfigError as exc:
             if audio_out.output == "auto" and not audio_out.device:
                 self.warn(f"rooms[{index}].audio_out.output",
@@ -625,6 +626,72 @@ class _Checks:
         except Exception as exc:  # noqa: BLE001 - PortAudio raises its own error types
             self.cannot(where, f"PortAudio could not list devices ({exc})")
         else:
+            self.ok()
+            self.sound_settings(index, audio_out, device)
+
+    def sound_settings(self, index: int, audio_out: Any, device: int | None) -> None:
+        """The card takes what the player opens it with: ``sample_rate``, and as many channels
+        as ``channels_out`` reaches (float32).
+
+        Matching the name was all this checked: a card that only takes 48 kHz, or outputs
+        7-8 of a two-output card, passed, then the player failed with PortAudio's words and
+        no field. Under ``output = 'auto'`` the player plays to the null sink instead, so
+        there it is a warning.
+        """
+        from audio_out.outputs import _default_output_index
+
+        sd = self._sounddevice
+        rate = audio_out.sample_rate
+        channels = max(audio_out.output_channels(self.config.engine.channels))
+        here = f"rooms[{index}].audio_out"
+        try:
+            devices = list(sd.query_devices())
+            position = device if device is not None else _default_output_index(sd)
+            info = devices[position] if position is not None and 0 <= position < len(devices) \
+                else None
+        except Exception as exc:  # noqa: BLE001 - PortAudio raises its own error types
+            self.cannot(f"{here}.device", f"PortAudio could not list devices ({exc})")
+            return
+        name = repr(str(info["name"])) if info is not None else "the default output"
+        refused = False
+
+        def refuse(field: str, expected: str, got: str) -> None:
+            nonlocal refused
+            refused = True
+            if audio_out.output == "auto":
+                self.warn(f"{here}.{field}", f"expected {expected}, got {got}: 'auto' will "
+                          "play to the null sink")
+            else:
+                self.fail(f"{here}.{field}", expected, got)
+
+        if info is not None and channels > int(info["max_output_channels"]):
+            available = int(info["max_output_channels"])
+            refuse("channels_out", f"channels 1..{available} of output {name}",
+                   f"channel {channels}")
+            channels = available  # the rate is still worth asking about
+        check = getattr(sd, "check_output_settings", None)
+        if check is None:
+            self.cannot(f"{here}.sample_rate", "this sounddevice cannot check output settings")
+            return
+
+        def takes(samplerate: float) -> str | None:
+            """None where the card takes ``samplerate`` on ``channels``; else PortAudio's why."""
+            try:
+                check(device=device, channels=channels, dtype="float32", samplerate=samplerate)
+            except Exception as exc:  # noqa: BLE001 - sd.PortAudioError, or ValueError
+                return str(exc) or type(exc).__name__
+            return None
+
+        why = takes(rate)
+        if why is not None:
+            own = info.get("default_samplerate") if info is not None else None
+            if own and round(own) != rate and takes(own) is None:
+                refuse("sample_rate", f"a rate output {name} takes (its own: {round(own)} Hz)",
+                       f"{rate} ({why})")
+            else:
+                refuse("device", f"an output that takes {rate} Hz on {channels} channel(s)",
+                       f"{name}, which PortAudio refuses ({why})")
+        if not refused:
             self.ok()
 
     def link(self) -> None:

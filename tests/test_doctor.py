@@ -242,7 +242,8 @@ def test_sound_devices_are_matched_or_said_uncheckable(
 
     devices = [{"name": "Built-in Output", "max_output_channels": 2},
                {"name": "Microphone", "max_output_channels": 0}]
-    fake = SimpleNamespace(query_devices=lambda index=None: devices)
+    fake = SimpleNamespace(query_devices=lambda index=None: devices,
+                           check_output_settings=lambda **settings: None)  # takes anything
     monkeypatch.setattr(outputs, "_import_sounddevice", lambda: fake)
     assert deep_check(_device_config(tmp_path, "device", "built-in")).findings == []
     report = deep_check(_device_config(tmp_path, "device", "USB Audio"))
@@ -506,3 +507,85 @@ def test_the_diffusion_engines_start_up_checks_run_before_it_starts(
     assert line.endswith(f"got InvalidProtobuf: INVALID_PROTOBUF : Protobuf parsing failed.; "
                          f"re-export with `art2mus export-onnx {tiny_model_folder} {garbage} "
                          f"--window-s 1.28 --batch N`")
+
+
+class _Card:
+    """A stand-in for sounddevice over one card: ``outputs`` channels at ``rates`` only
+    (PortAudio's own refusals, worded as PortAudio words them), the default output."""
+
+    def __init__(self, outputs: int = 2, rates: tuple[int, ...] = (48000,),
+                 unavailable: bool = False) -> None:
+        self.devices = [{"name": "Microphone", "max_output_channels": 0},
+                        {"name": "USB Card", "max_output_channels": outputs,
+                         "default_samplerate": float(rates[0])}]
+        self.default = SimpleNamespace(device=(0, 1))
+        self.rates, self.unavailable = rates, unavailable
+        self.asked: list[dict[str, Any]] = []
+
+    def query_devices(self, index: int | None = None) -> Any:
+        return self.devices if index is None else self.devices[index]
+
+    def check_output_settings(self, **settings: Any) -> None:
+        self.asked.append(settings)
+        if self.unavailable:
+            raise ValueError("Device unavailable [PaErrorCode -9985]")
+        if settings["channels"] > self.devices[1]["max_output_channels"]:
+            raise ValueError("Invalid number of channels [PaErrorCode -9998]")
+        if settings["samplerate"] not in self.rates:
+            raise ValueError("Invalid sample rate [PaErrorCode -9997]")
+
+
+def _settings_report(tmp_path: Path, card: Any, monkeypatch: pytest.MonkeyPatch,
+                     **audio_out: Any) -> Any:
+    monkeypatch.setattr(outputs, "_import_sounddevice", lambda: card)
+    return deep_check(config_from_dict({
+        "installation": {"output_dir": str(tmp_path)},
+        "network": _network(PORT),
+        "audio_out": {"output": "device", **audio_out},
+        "rooms": [{"id": "a"}],
+    }))
+
+
+def test_the_sound_card_is_asked_for_the_rate_and_channels_the_player_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    card = _Card()
+    report = _settings_report(tmp_path, card, monkeypatch, device="usb",
+                              sample_rate=44100, channels_out=[7, 8])
+    assert [f.line() for f in report.failures] == [
+        "rooms[0].audio_out.channels_out: expected channels 1..2 of output 'USB Card', got "
+        "channel 8",
+        "rooms[0].audio_out.sample_rate: expected a rate output 'USB Card' takes (its own: "
+        "48000 Hz), got 44100 (Invalid sample rate [PaErrorCode -9997])"]
+    # the rate is asked about on the channels the card has; the player's own settings
+    assert card.asked[0] == {"device": 1, "channels": 2, "dtype": "float32",
+                             "samplerate": 44100}
+
+    card = _Card()
+    report = _settings_report(tmp_path, card, monkeypatch, sample_rate=48000,
+                              channels_out=[2])  # default device, one output: mixed to mono
+    assert report.findings == []
+    assert card.asked == [{"device": None, "channels": 2, "dtype": "float32",
+                           "samplerate": 48000}]
+
+
+def test_a_card_refusing_the_settings_names_the_device_and_auto_only_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    report = _settings_report(tmp_path, _Card(unavailable=True), monkeypatch)
+    assert [f.line() for f in report.failures] == [
+        "rooms[0].audio_out.device: expected an output that takes 48000 Hz on 2 channel(s), "
+        "got 'USB Card', which PortAudio refuses (Device unavailable [PaErrorCode -9985])"]
+
+    # 'auto' plays to the null sink where the card refuses: said, not a failure
+    report = _settings_report(tmp_path, _Card(rates=(96000,)), monkeypatch, output="auto")
+    assert report.failures == []
+    assert [(f.field, f.status) for f in report.findings] == [
+        ("rooms[0].audio_out.sample_rate", "warning")]
+    assert report.findings[0].message.endswith("'auto' will play to the null sink")
+
+    without = SimpleNamespace(query_devices=_Card().query_devices,
+                              default=SimpleNamespace(device=(0, 1)))
+    report = _settings_report(tmp_path, without, monkeypatch)
+    assert [(f.field, f.status) for f in report.findings] == [
+        ("rooms[0].audio_out.sample_rate", "unchecked")]
