@@ -28,7 +28,9 @@ its generator from the engine config (``make_generator``).
   again while its deadline allows, else made here; when Serve cannot be
   reached at all, every room is generated here by the procedural generator
   and the backend reports ``degraded: ray unreachable`` until a probe finds
-  Serve again.
+  Serve again. A room that goes over (and, when Serve is back, comes back) in
+  the middle of its stream is crossfaded over the transition crossfade, as an
+  artwork change is (:class:`_Switch`), never cut.
 - **A token.** With ``engine.ray.token_file`` (or ``token``; required when
   Serve's port is not on loopback) the front sends ``Authorization: Bearer
   TOKEN`` with every request and probe, and a replica answers 401 to any
@@ -549,6 +551,40 @@ class _ReplicaFigures:
     queue_s: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES_KEPT))
 
 
+@dataclass
+class _Heard:
+    """What a room's last chunk was: its stream, where it ended, who made it, and the last
+    frames of its stream the deployment made (what a switch to local fades out from)."""
+
+    stream: str
+    end: int
+    source: str  # "remote"; "outage": made here while Serve was unreachable; "here": once
+    tail: np.ndarray
+
+
+@dataclass
+class _Switch:
+    """A room crossing from one source of its stream to the other over ``length`` frames.
+
+    To local (Serve gone): the deployment's audio is over, so what fades out is
+    its last frames mirrored (``held``), which go on from its last sample without
+    a jump. Back to the deployment: the local stream still plays on under it.
+    """
+
+    to_local: bool
+    length: int
+    done: int = 0
+    held: np.ndarray | None = None
+
+    def gains(self, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """Equal-power (fade-out, fade-in) gains for the next ``frames`` of the crossing:
+        the two sources are different music, uncorrelated (cos^2 + sin^2 = 1)."""
+        theta = (np.arange(self.done, self.done + frames, dtype=np.float64) + 0.5) * (
+            0.5 * np.pi / self.length)
+        return (np.cos(theta).astype(np.float32)[:, None],
+                np.sin(theta).astype(np.float32)[:, None])
+
+
 def _p(values: Sequence[float], q: float) -> float | None:
     return None if not values else round(float(np.percentile(np.asarray(values), q)) * 1e3, 2)
 
@@ -594,6 +630,9 @@ class RayGenerator:
         self.replicas: dict[str, _ReplicaFigures] = {}
         self.served_by: dict[str, str] = {}  # room -> the replica that answered it last
         self.hop_s: deque[float] = deque(maxlen=SAMPLES_KEPT)  # round trip less compute
+        self._heard: dict[str, _Heard] = {}  # room -> its last chunk
+        self._switching: dict[str, _Switch] = {}  # room -> its crossing in progress
+        self.switches = 0  # crossings begun (either way)
 
     # -- the Generator protocol ------------------------------------------------
 
@@ -644,6 +683,7 @@ class RayGenerator:
         if self.state == HEALTHY:
             replies = self._remote(wire)
         missing = [i for i, reply in enumerate(replies) if reply is None]
+        outage = self.state != HEALTHY  # not one request that failed: Serve is gone
         if missing:
             local = self.local.serve([(wire[i], now) for i in missing])
             self.local_chunks += len(missing)
@@ -651,11 +691,89 @@ class RayGenerator:
                 if isinstance(made, RequestRefused):
                     raise made  # the front's own generator refuses the view: as local would
                 replies[i] = made
-        out = []
-        for (state, _, frames), reply in zip(requests, replies, strict=True):
+        made_here = set(missing)
+        sources = ["remote" if i not in made_here else "outage" if outage else "here"
+                   for i in range(len(wire))]
+        chunks: list[Generated] = []
+        for reply, (_, _, frames) in zip(replies, requests, strict=True):
             assert reply is not None
-            out.append((reply.generated(frames), replace(state, position=state.position + frames)))
+            chunks.append(reply.generated(frames))
+        chunks = self._crossfade_switches(requests, wire, sources, chunks, now)
+        return [(generated, replace(state, position=state.position + frames))
+                for generated, (state, _, frames) in zip(chunks, requests, strict=True)]
+
+    def _crossfade_switches(self, requests: Sequence[Request], wire: list[ChunkRequest],
+                            sources: list[str], made: list[Generated], now: float
+                            ) -> list[Generated]:
+        """Each room's chunk, crossfaded where its stream goes over to the local generator
+        or back to the deployment (see :class:`_Switch`); the rooms' records updated.
+
+        Only a continuing stream is crossfaded here: a new one (artwork change, restart) is
+        the session's transition, which audio_out crossfades. One request made here while
+        Serve answers (a missed deadline) is not a switch.
+        """
+        back: list[int] = []  # crossings to the deployment: the local stream's audio too
+        for i, (state, condition, _) in enumerate(requests):
+            room, heard = wire[i].room, self._heard.get(wire[i].room)
+            if heard is None or heard.stream != state.stream or heard.end != state.position:
+                self._switching.pop(room, None)
+            elif heard.source == "remote" and sources[i] == "outage" and len(heard.tail):
+                self._switching[room] = _Switch(True, len(heard.tail),
+                                                held=heard.tail[::-1].copy())
+                self.switches += 1
+            elif heard.source == "outage" and sources[i] == "remote" and \
+                    self._crossfade_frames(condition) > 0:
+                self._switching[room] = _Switch(False, self._crossfade_frames(condition))
+                self.switches += 1
+            crossing = self._switching.get(room)
+            if crossing is not None and crossing.to_local != (sources[i] != "remote"):
+                del self._switching[room]  # went back before it was over: plays as it comes
+            elif crossing is not None and not crossing.to_local:
+                back.append(i)
+        under = dict(zip(back, self.local.serve([(wire[i], now) for i in back]), strict=True)) \
+            if back else {}
+        out = []
+        for i, (state, condition, frames) in enumerate(requests):
+            generated, room = made[i], wire[i].room
+            if sources[i] == "remote":  # kept raw: what a later switch to local fades out
+                keep = self._crossfade_frames(condition)
+                heard = self._heard.get(room)
+                tail = heard.tail if heard is not None and heard.stream == state.stream \
+                    and heard.end == state.position else generated.audio[:0]
+                tail = np.concatenate([tail, generated.audio])[-keep:] if keep else tail[:0]
+            else:
+                tail = generated.audio[:0]
+            self._heard[room] = _Heard(state.stream, state.position + frames, sources[i], tail)
+            crossing = self._switching.get(room)
+            if crossing is None:
+                out.append(generated)
+                continue
+            if crossing.to_local:
+                assert crossing.held is not None
+                old = crossing.held[crossing.done:crossing.done + frames]
+            else:
+                local = under.get(i)
+                if not isinstance(local, ChunkReply):  # refused here: the deployment's alone
+                    del self._switching[room]
+                    out.append(generated)
+                    continue
+                old = local.generated(frames).audio
+            n = min(len(old), crossing.length - crossing.done)
+            fade_out, fade_in = crossing.gains(n)
+            audio = generated.audio.copy()
+            audio[:n] = old[:n] * fade_out + audio[:n] * fade_in
+            crossing.done += n
+            if crossing.done >= crossing.length:
+                del self._switching[room]
+            out.append(replace(generated, audio=audio))
         return out
+
+    def _crossfade_frames(self, condition: Any) -> int:
+        """The room's transition crossfade: its live transition time, else the config's."""
+        controls = condition.controls if isinstance(condition, ViewCondition) else None
+        if controls is None or controls.transition_s is None:
+            return self.config.crossfade_samples
+        return round(controls.transition_s * self.sample_rate)
 
     # -- the wire ----------------------------------------------------------------
 
