@@ -313,10 +313,37 @@ def _view_for_image(image: Any, room: str = "render", artwork_id: str = "render"
 RENDER_RECTIFIED_SIDE = 512
 
 
-def _locate_painting(picture: Any, catalogue: Any, detect_width: int) -> tuple[Any, Any]:
-    """(the rectified painting, the RecognisedArtwork used) as capture finds it in a photo:
-    the primary of :func:`capture.recognise.detect_and_recognise`; ``(None, None)`` when
-    nothing is found. The rectified picture keeps the quad's aspect (mean side lengths)."""
+#: The smallest share of the image (area) an unrecognised quad must cover for ``render`` to
+#: take it for the painting; under it, the whole image is described. ``render`` is given one
+#: still: a photo of a wall taken to preview a painting, or the painting's own image (what a
+#: catalogue holds: picture to its edges, with no wall to find an outline against). In a
+#: photo the painting is the subject: at 5 % of the area it spans about a fifth of the
+#: photo's width, as from four or more of its own widths away, farther than one frames a
+#: work to show it. In a painting's own image every quad is a detail of it (a pillar, a
+#: door, a picture in the picture), and a detail that small would set the music for the
+#: whole work. Checked: the real gallery frames of shared/data/galleries-estense, taken
+#: walking, not framed, have their primary at 7-18 % (one GoPro frame at 0.9 %); the quads
+#: found in the 42 paintings' own images of shared/data/artworks cover 1.8 % and 3.8 %
+#: (details) or 82 % (a picture in its mount). Capture's own floor
+#: (:data:`capture.detect.MIN_AREA_FRACTION`, 1 %) is lower: its camera may watch a work
+#: from across a room. A work the catalogue recognises is taken at any size: it is known.
+RENDER_MIN_PAINTING_FRACTION = 0.05
+
+
+def _quad_fraction(quad: Any, picture: Any) -> float:
+    """The share of ``picture``'s area that ``quad`` (four corners) covers."""
+    import cv2
+    import numpy as np
+
+    corners = np.asarray(quad, np.float32).reshape(4, 1, 2)
+    return abs(float(cv2.contourArea(corners))) / float(picture.shape[0] * picture.shape[1])
+
+
+def _locate_quad(picture: Any, catalogue: Any, detect_width: int) -> tuple[Any, Any, float]:
+    """(the rectified quad, the RecognisedArtwork used, the share of the image it covers) as
+    capture finds it in a photo: the primary of :func:`capture.recognise.detect_and_recognise`;
+    ``(None, None, 0.0)`` when no quad is found. The rectified picture keeps the quad's
+    aspect (mean side lengths)."""
     import numpy as np
 
     from capture.detect import rectify
@@ -325,14 +352,31 @@ def _locate_painting(picture: Any, catalogue: Any, detect_width: int) -> tuple[A
     found = detect_and_recognise(picture, catalogue, detect_width)
     primary = next((a for a in found if a.primary), None)
     if primary is None:
-        return None, None
+        return None, None, 0.0
     quad = np.asarray(primary.quad, np.float64).reshape(4, 2)
     width = float(np.linalg.norm(quad[1] - quad[0]) + np.linalg.norm(quad[2] - quad[3])) / 2
     height = float(np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / 2
     long_side = max(width, height, 1e-6)
     size = (max(8, round(RENDER_RECTIFIED_SIDE * width / long_side)),
             max(8, round(RENDER_RECTIFIED_SIDE * height / long_side)))
-    return rectify(picture, quad, size), primary
+    return rectify(picture, quad, size), primary, _quad_fraction(quad, picture)
+
+
+def _is_the_painting(primary: Any, fraction: float) -> bool:
+    """Whether the quad found is the painting to describe, not a detail of one
+    (:data:`RENDER_MIN_PAINTING_FRACTION`)."""
+    return primary.artwork_id is not None or fraction >= RENDER_MIN_PAINTING_FRACTION
+
+
+def _locate_painting(picture: Any, catalogue: Any, detect_width: int) -> tuple[Any, Any]:
+    """(the rectified painting, the RecognisedArtwork used) as ``render`` describes a photo:
+    the quad :func:`_locate_quad` finds, when it is the painting (:func:`_is_the_painting`);
+    ``(None, None)`` when the whole image is to be described instead (no quad, or only a
+    small one that is not a catalogued work: a detail of the painting's own image)."""
+    rectified, primary, fraction = _locate_quad(picture, catalogue, detect_width)
+    if primary is None or not _is_the_painting(primary, fraction):
+        return None, None
+    return rectified, primary
 
 
 @cli.command()
@@ -374,9 +418,13 @@ def embed(images: tuple[Path, ...], as_json: bool) -> None:
               help="Also write the notes as a MIDI file.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print every decision as JSON instead of the short summary.")
+@click.option("--whole", is_flag=True,
+              help="Describe the whole image, without looking for a painting in it (IMAGE "
+                   "is the painting's own image, as a catalogue holds it).")
 def render(image: Path, seconds: float, out_path: Path, config_path: Path | None,
-           room: str | None, seed: int | None, midi_path: Path | None, as_json: bool) -> None:
-    """Preview offline what a room plays for the painting in a photo.
+           room: str | None, seed: int | None, midi_path: Path | None, as_json: bool,
+           whole: bool) -> None:
+    """Preview offline what a room plays for the painting in a photo, or for a painting's image.
 
     As the capture role does, the painting is located in the photo (with the
     room's catalogue when its config names one, through the room's lens when it has
@@ -384,7 +432,10 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
     catalogued work from its catalogue image, unless the room's
     ``capture.recognition.describe`` is "view");
     then the engine's generator renders it with the room's seed and settings.
-    When no painting is found, the whole photo is described (said on stderr).
+    The whole image is described instead (said on stderr and in the summary) when
+    no painting is found, when the quad found is not a catalogued work and
+    covers under 5 % of the image (a detail of the painting's own image: a pillar,
+    a door), or with --whole.
     Prints a short summary (the painting, key/mode/tempo, instruments, length,
     loudness, the files); --json prints every decision. Previews longer than
     30 s show a progress bar on stderr when it is a terminal.
@@ -430,16 +481,31 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
                            f"does not fit {image} ({picture.shape[1]}x{picture.shape[0]}); "
                            f"taken as it is", err=True)
     generator = make_generator(engine_config)
-    rectified, used = _locate_painting(picture, catalogue, detect_width)
+    rectified: Any = None  # the painting, rectified; None: the whole image is described
+    used: Any = None
+    fraction = 0.0  # of the image, the quad found covers (0.0: none found, or --whole)
+    if not whole:
+        rectified, used, fraction = _locate_quad(picture, catalogue, detect_width)
     room_id = room_config.id if room_config is not None else "render"
+    if used is not None and not _is_the_painting(used, fraction):
+        click.echo(f"render: the quad found in {image} covers {fraction:.1%} of "
+                   f"it, under {RENDER_MIN_PAINTING_FRACTION:.0%}, and is not a catalogued "
+                   f"work: taken for a detail of the painting's own image, so the whole image "
+                   f"is described (a photo of a wall should show the painting larger)",
+                   err=True)
+        rectified, used = None, None
     if used is None:
-        click.echo(f"render: no painting found in {image}; describing the whole image", err=True)
+        if whole:
+            click.echo(f"render: --whole: describing the whole of {image}", err=True)
+        elif fraction == 0.0:
+            click.echo(f"render: no painting found in {image}; describing the whole image",
+                       err=True)
         view = _view_for_image(picture, room_id)
     else:
         corners = " ".join(f"({x:.0f},{y:.0f})" for x, y in used.quad)
         click.echo(f"render: painting {used.artwork_id or 'unknown'} (score {used.score:.2f}, "
-                   f"found by {used.found_by}) at {corners} in {image}, rectified to "
-                   f"{rectified.shape[1]}x{rectified.shape[0]}", err=True)
+                   f"found by {used.found_by}) at {corners} in {image}, {fraction:.1%} of "
+                   f"it, rectified to {rectified.shape[1]}x{rectified.shape[0]}", err=True)
         described = rectified
         if used.artwork_id and catalogue is not None and room_config is not None \
                 and room_config.capture.recognition.describe == "reference":
@@ -480,8 +546,12 @@ def render(image: Path, seconds: float, out_path: Path, config_path: Path | None
     located = None if used is None else {
         "quad": [[round(float(x), 1), round(float(y), 1)] for x, y in used.quad],
         "artwork_id": used.artwork_id, "score": round(float(used.score), 4),
-        "found_by": used.found_by}
-    record = {"out": str(out_path), "seconds": seconds,
+        "found_by": used.found_by, "fraction": round(fraction, 4)}
+    # what was described, and why: a summary line must never leave it to be guessed
+    described = ("painting" if used is not None else "whole image (--whole)" if whole
+                 else "whole image (no painting found)" if fraction == 0.0
+                 else f"whole image (the quad found, {fraction:.1%} of it, is a detail)")
+    record = {"out": str(out_path), "seconds": seconds, "described": described,
               "realtime_factor": round(seconds / spent, 1),
               "room": room_config.id if room_config is not None else None,
               "seed": seed, "located": located,
@@ -541,10 +611,11 @@ def render_summary(record: dict[str, Any]) -> list[str]:
     """``render``'s short report for a person: the painting, the music, the files."""
     located, decisions = record["located"], record["decisions"]
     if located is None:
-        found = "no painting found: the whole photo was described"
+        found = f"described the {record['described']}"
     else:
         found = (f"painting {located['artwork_id'] or 'unknown (not in a catalogue)'} "
-                 f"(score {located['score']:.2f}, found by {located['found_by']})")
+                 f"(score {located['score']:.2f}, found by {located['found_by']}, "
+                 f"{located['fraction']:.1%} of the image)")
     lines = [f"render: {found}"]
     if "key" in decisions:
         lines.append(f"  music: {decisions['key']} {decisions['mode']}, "
@@ -564,30 +635,58 @@ def render_summary(record: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _camera_lines() -> list[str]:
+    """The cameras ``[rooms.capture] source = "camera:NAME"`` can name (Linux V4L2)."""
+    from capture.sources import camera_names
+
+    names = camera_names()
+    if not names:
+        # no names to list: OpenCV opens cameras by index on any system, by name only on Linux
+        return ["cameras: none found (no /sys/class/video4linux devices; off Linux "
+                "a camera is named by index: source = \"camera:0\")"]
+    # a camera shows as several nodes (capture, metadata); camera:NAME takes the lowest
+    return [f"cameras ({len(names)} video nodes; source = \"camera:N\" or "
+            f"\"camera:<part of the name>\"):",
+            *(f"  {index}: {name}" for index, name in sorted(names.items()))]
+
+
+def _midi_lines() -> list[str]:
+    """The MIDI output ports (``[audio_out] midi_port``, ``[control.midi] feedback_port``)
+    and input ports (``[control.midi] port``) here, each section saying when there are none."""
+    try:
+        import rtmidi
+    except ImportError:
+        return ["MIDI: python-rtmidi is not installed (pip install 'art2mus[midi]')"]
+    lines = []
+    for direction, make in (("outputs", "MidiOut"), ("inputs", "MidiIn")):
+        try:
+            ports = list(getattr(rtmidi, make)().get_ports())
+        except Exception as exc:  # noqa: BLE001 - rtmidi raises its own types per platform
+            lines.append(f"MIDI {direction}: not available ({exc})")
+            continue
+        lines.append(f"MIDI {direction} ({len(ports)}): " + (", ".join(ports) or "none"))
+    return lines
+
+
 @cli.command()
 def devices() -> None:
-    """List audio output devices and MIDI ports."""
+    """List what a config names by device: cameras, audio outputs, MIDI outputs and inputs."""
+    for line in _camera_lines():
+        click.echo(line)
     try:
         import sounddevice
     except OSError as exc:
-        click.echo(f"audio: PortAudio not available ({exc})")
+        click.echo(f"audio outputs: PortAudio not available ({exc})")
     except ImportError:
-        click.echo("audio: sounddevice is not installed (pip install 'art2mus[audio]')")
+        click.echo("audio outputs: sounddevice is not installed (pip install 'art2mus[audio]')")
     else:
         outputs = [d for d in sounddevice.query_devices() if d["max_output_channels"] > 0]
-        click.echo(f"audio outputs ({len(outputs)}):")
+        click.echo(f"audio outputs ({len(outputs)}):" + ("" if outputs else " none"))
         for device in outputs:
             click.echo(f"  {device['name']} — {device['max_output_channels']} ch, "
                        f"{device['default_samplerate']:.0f} Hz")
-    try:
-        import rtmidi
-
-        ports = rtmidi.MidiOut().get_ports()
-        click.echo(f"MIDI outputs ({len(ports)}): " + ", ".join(ports))
-    except ImportError:
-        click.echo("MIDI: python-rtmidi is not installed (pip install 'art2mus[midi]')")
-    except Exception as exc:  # noqa: BLE001 - rtmidi raises its own types per platform
-        click.echo(f"MIDI: not available ({exc})")
+    for line in _midi_lines():
+        click.echo(line)
 
 
 @cli.group()

@@ -653,6 +653,33 @@ def _midi_offset(midi: dict[str, Any], audio: list[dict[str, Any]],
     return max(0.0, offset)
 
 
+def figures_line(summary: dict[str, Any]) -> str:
+    """The demo's figures in one line. A figure this run could not measure (no audio, no
+    chunk made, no transition heard: an engine that never started, a short demo) is left
+    out or said in words, never printed as ``None``."""
+    audio = summary.get("audio") or {}
+    seconds = audio.get("seconds")
+    parts = [f"wall time {summary['wall_s']} s",
+             f"{seconds} s of audio" if seconds is not None else "no audio recorded"]
+    for key, form in (("integrated_lufs", "{} LUFS"), ("peak_dbfs", "peak {} dBFS"),
+                      ("longest_silence_s", "longest silence {} s"),
+                      ("join_roughness", "join roughness {}")):
+        if audio.get(key) is not None:
+            parts.append(form.format(audio[key]))
+    factor = summary.get("generator_realtime_factor")
+    parts.append(f"generator {factor}x real time" if factor is not None
+                 else "no chunks made")
+    delay = (summary.get("transition_delay_s") or {}).get("max")
+    first = summary.get("first_artwork_heard_after_s")
+    # the first artwork is heard during start-up, so it is no transition: said apart
+    transitions = (f"transition delay max {delay} s" if delay is not None
+                   else "no transitions heard")
+    if first is not None:
+        transitions += f" (first artwork, during start-up: {first} s)"
+    parts.append(transitions)
+    return " · ".join(parts)
+
+
 def _print_table(transitions: list[dict[str, Any]], decisions: dict[str, Any],
                  summary: dict[str, Any], timeline: Path | None) -> None:
     console = Console(width=max(Console().width, 120))
@@ -680,16 +707,7 @@ def _print_table(transitions: list[dict[str, Any]], decisions: dict[str, Any],
         )
     console.print(table)
     audio = summary["audio"]
-    console.print(
-        f"wall time {summary['wall_s']} s · {audio.get('seconds', '?')} s of audio · "
-        f"{audio.get('integrated_lufs', '?')} LUFS · peak {audio.get('peak_dbfs', '?')} dBFS · "
-        f"longest silence {audio.get('longest_silence_s', '?')} s · "
-        f"join roughness {audio.get('join_roughness', '?')} · "
-        f"generator {summary['generator_realtime_factor']}x real time · "
-        f"transition delay max {summary['transition_delay_s']['max']} s "
-        f"(first artwork, during start-up: {summary['first_artwork_heard_after_s']} s)",
-        markup=False, highlight=False,
-    )
+    console.print(figures_line(summary), markup=False, highlight=False)
     if summary.get("soundfont"):
         console.print(f"SoundFont: {summary['soundfont']}", markup=False, highlight=False)
     for note in summary.get("notes", []):

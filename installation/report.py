@@ -1006,8 +1006,11 @@ def print_run_summary(summary: dict[str, Any], timeline: Path | None, console: A
     console.print(table)
     delays = summary.get("transition_delay_s", {})
     failed = summary.get("roles_failed") or {}
-    parts = [f"wall time {summary.get('wall_s')} s", f"{summary.get('chunks', 0)} chunks",
-             f"generator {summary.get('generator_realtime_factor')}x real time"]
+    chunks, factor = summary.get("chunks") or 0, summary.get("generator_realtime_factor")
+    parts = [f"wall time {summary.get('wall_s')} s",
+             f"{chunks} chunks" if chunks else "no chunks made"]
+    if factor is not None:  # None: nothing was generated to time
+        parts.append(f"generator {factor}x real time")
     if delays.get("max") is not None:  # known only where the source reports its own turns
         parts.append(f"transition delay max {delays['max']} s, mean {delays.get('mean')} s")
     parts.append(f"restarts {sum((summary.get('role_restarts') or {}).values())}")

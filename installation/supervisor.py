@@ -19,7 +19,8 @@
   code 2, 3 or 4, :mod:`ground.errors`) ``max_config_failures`` times in
   a row is not restarted again: it is ``failed`` (with the reason) in the
   status and the other roles keep playing. When nothing is left to run, the
-  supervisor stops.
+  supervisor stops; so does a finite run (the demo) whose engine is given up
+  on, since its finite roles wait for music only the engine makes.
 - Every exit, restart and hang is one human line on the console (stderr, so
   the journal under systemd): role, exit code or signal, the last error of
   its log, and what happens next.
@@ -411,7 +412,7 @@ class Supervisor:
 
     def poll(self) -> bool:
         """Check every role once: restart what crashed; True when the installation is over
-        (every finite role done, or nothing left to run)."""
+        (every finite role done, nothing left to run, or a finite run's engine given up on)."""
         now = time.monotonic()
         sup = self.config.supervisor
         for role in self.roles:
@@ -439,7 +440,11 @@ class Supervisor:
             self.report.poll()
         over = [role.done or role.failed is not None for role in self.roles]
         finite = [role.done or role.failed is not None for role in self.roles if role.finite]
-        return (bool(finite) and all(finite)) or (bool(over) and all(over))
+        # A finite role ends after stop_after_s of the engine's music: with the engine
+        # given up on, it would wait for that music forever (a demo without the synth).
+        starved = bool(finite) and any(
+            role.kind == "engine" and role.failed is not None for role in self.roles)
+        return (bool(finite) and all(finite)) or (bool(over) and all(over)) or starved
 
     def _exited(self, role: RoleProcess, code: int, now: float,
                 hung_s: float | None = None) -> None:

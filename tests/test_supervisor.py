@@ -108,6 +108,24 @@ def test_the_installation_ends_when_every_finite_role_is_done(tmp_path: Path) ->
     assert other.process is None and other.exit_codes == []
 
 
+def test_a_finite_run_ends_when_its_engine_is_given_up_on(tmp_path: Path) -> None:
+    # the demo after `pip install .` without tinysoundfont: the engine exits with a
+    # dependency error (code 4) each time; the finite player waits for its music forever
+    engine = RoleProcess("engine", [sys.executable, "-c", "raise SystemExit(4)"],
+                         kind="engine")
+    player = RoleProcess("audio_out:a", SLEEPER, finite=True, kind="audio_out", room="a")
+    supervisor = Supervisor(
+        _supervisor_config(5841, max_config_failures=2),  # type: ignore[arg-type]
+        tmp_path / "c.json", EventLog(tmp_path / "e.jsonl", "s"), roles=[engine, player],
+        console=lambda _line: None)
+    runner = _Running(supervisor)
+    with runner:
+        _until("the run to end", lambda: not runner.thread.is_alive())
+    assert engine.failed and engine.exit_codes == [4, 4] and engine.restarts == 1
+    assert supervisor.ended_by == "failed" and not player.done
+    assert player.process is None  # stopped with the rest, not left waiting
+
+
 def test_an_installation_runs_one_engine_and_two_roles_per_room() -> None:
     config = config_from_dict({"rooms": [{"id": "a", "audio_out": {"stop_after_s": 5}},
                                          {"id": "b"}]})

@@ -38,16 +38,19 @@ import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from types import ModuleType
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pedalboard
 import scipy.signal
-import tinysoundfont
 
 from engine.generators.procedural.config import ProceduralConfig
 from engine.generators.procedural.mapping import PERCUSSION_PROGRAM, ROLE_CHANNELS, MusicalDecisions
 from ground.errors import DependencyError, InputError
+
+if TYPE_CHECKING:
+    import tinysoundfont
 
 #: The highest filter cutoff, as a fraction of the sample rate (under Nyquist's 0.5).
 MAX_CUTOFF = 0.45
@@ -97,6 +100,31 @@ class NoteSource(Protocol):
     def notes_between(self, t0: int, t1: int) -> np.ndarray:
         """Int rows (start, length, pitch, velocity, program, channel) with start in [t0, t1)."""
         ...
+
+
+#: How tinysoundfont is installed: apart, without its declared dependencies, since its
+#: metadata requires PyAudio (its own live playback, which we never use), and PyAudio
+#: only builds where the PortAudio headers are. So pyproject.toml cannot declare it and
+#: `pip install .` leaves it out; the Makefile runs this line.
+TINYSOUNDFONT_INSTALL = 'pip install --no-deps "tinysoundfont>=0.3.7"'
+
+
+def require_tinysoundfont() -> ModuleType:
+    """The ``tinysoundfont`` module, or :class:`DependencyError` naming the line that installs it.
+
+    Imported here rather than with the module: a missing synth is then the user's
+    missing dependency (exit code 4, which the supervisor stops restarting after
+    ``max_config_failures``), said where the generator is built or checked, and
+    this module (its font search, :class:`SoundFontChoice`) still imports.
+    """
+    try:
+        import tinysoundfont
+    except ImportError as exc:
+        raise DependencyError(
+            f"the procedural generator needs tinysoundfont, which is not installed ({exc}): "
+            f"run {TINYSOUNDFONT_INSTALL} (--no-deps: it declares PyAudio, which we never use)"
+        ) from None
+    return tinysoundfont
 
 
 def default_soundfont() -> Path:
@@ -207,7 +235,9 @@ def check_soundfont(
 
     GM means a preset for each of the 128 programs in bank 0 and a drum kit
     (bank 128, preset 0): the palettes may pick any program.
+    :class:`DependencyError` without tinysoundfont.
     """
+    tsf = require_tinysoundfont()
     if not path.is_file():
         raise InputError(
             f"SoundFont not found in {_WHERE}: expected an .sf2/.sf3 file, got {str(path)!r}"
@@ -218,10 +248,10 @@ def check_soundfont(
         raise InputError(
             f"SoundFont unreadable in {_WHERE}: {str(path)!r}: {exc.strerror}"
         ) from exc
-    synth = tinysoundfont.Synth(gain=_SYNTH_GAIN_DB, samplerate=sample_rate)
+    synth = tsf.Synth(gain=_SYNTH_GAIN_DB, samplerate=sample_rate)
     try:
         sfid = synth.sfload(raw, max_voices=max_voices)
-    except (RuntimeError, tinysoundfont.SoundFontException) as exc:
+    except (RuntimeError, tsf.SoundFontException) as exc:
         raise InputError(
             f"SoundFont invalid in {_WHERE}: expected a SoundFont 2 file, got {str(path)!r} ({exc})"
         ) from exc
@@ -246,8 +276,10 @@ def resolve_soundfont(
     ``"auto"``: the best font :func:`find_soundfonts` lists that loads and is GM
     (a broken one is skipped with a warning naming it), else the shipped one.
     The synth is returned so the check's load is not wasted (loading a 150 MB
-    font takes most of a second).
+    font takes most of a second). :class:`DependencyError` without tinysoundfont,
+    before any font is looked for.
     """
+    require_tinysoundfont()
     if config.soundfont == "auto":
         skipped: list[str] = []
         for path in find_soundfonts(dirs):
@@ -372,7 +404,7 @@ class SoundFontRenderer:
 
     def _load_synth(self) -> tinysoundfont.Synth:
         """A new synth holding the chosen font (the file was checked when it was chosen)."""
-        synth = tinysoundfont.Synth(gain=_SYNTH_GAIN_DB, samplerate=self.sample_rate)
+        synth = require_tinysoundfont().Synth(gain=_SYNTH_GAIN_DB, samplerate=self.sample_rate)
         synth.sfload(str(self.soundfont.path), max_voices=self.config.max_voices)
         return synth
 
