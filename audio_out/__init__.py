@@ -4,9 +4,10 @@ Flow::
 
     network thread --submit(AudioChunk)--> Player --TimelineResampler (soxr)--> write_chunk
                                                                           --> TimelineBuffer
-    audio callback --fill(out)--> TimelineBuffer.read_into --> volume x mute x master fade
-                    --> PeakLimiter --> ChannelMap --> speakers
-                                                  \\--> Recorder ring
+    audio callback --fill(out)--> TimelineBuffer.read_into --> DCBlocker --> StartFade
+                    --> volume x mute x master fade --> PeakLimiter --> OutputGuard
+                    --> ChannelMap --> speakers
+                                  \\--> Recorder ring
     monitor thread --> PlaybackClock, events, PlayedNotes, MIDI port, MIDI segment
     recorder thread --> WAV (RF64) / FLAC segment, one per start
 
@@ -24,8 +25,10 @@ Who owns what (the real-time rules of STYLE.md):
   callback picks up (:class:`~audio_out.mixer.SmoothGain`).
 - **Audio callback** (PortAudio's thread, or :class:`~audio_out.outputs.NullOutput`'s
   pacing thread) is the only *reader*: it copies from preallocated memory into
-  the output block, ramps the gains per sample, limits peaks, routes channels,
-  copies the block into the recorder ring and publishes a few integers. No
+  the output block, takes DC off, fades it in where playback starts mid-piece or
+  a card came back, ramps the gains per sample, limits peaks, silences NaN or
+  infinity (counted), routes channels, copies the block into the recorder ring
+  and publishes a few integers. No
   array allocation, no locks, no logging, no I/O (:mod:`audio_out.mixer`).
 - **Output watch thread** (inside :class:`~audio_out.outputs.FailoverOutput`,
   for a sound card) reads the callback's counters and PortAudio's ``active``

@@ -129,8 +129,15 @@ class AudioOutConfig(BaseModel):
     )
     mute_ramp_s: float = Field(0.05, gt=0.0, le=10.0, description="Mute/unmute glide time.")
     fade_in_s: float = Field(
-        0.0, ge=0.0, le=600.0,
-        description="Master fade-in when the player starts (0 = start at full level).",
+        0.03, ge=0.0, le=600.0,
+        description="Fade-in from silence where playback would start with a step: the first "
+        "material of a start, unless its first frame is silent (a restarted audio_out resumes "
+        "mid-piece), and a lost sound card come back. 0 = start at full level.",
+    )
+    dc_block_hz: float = Field(
+        5.0, ge=0.0, le=20.0,
+        description="Corner of the one-pole high-pass before the limiter that keeps a "
+        "DC offset off the speakers (5 Hz: 20 Hz loses 0.26 dB); 0 = off.",
     )
     limiter: Flag = Field(True, description="Peak limiter after volume: the output never clips.")
     limiter_threshold_db: float = Field(

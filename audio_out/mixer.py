@@ -18,6 +18,14 @@ no array is created per block, nothing blocks, nothing is logged.
   sustained ones cleanly.
 - :class:`ChannelMap`: the program's channels onto the device's: straight,
   mono copied to several outputs, or several program channels mixed to one.
+- :class:`DCBlocker`: a one-pole high-pass at a few hertz, before the gains
+  and the limiter, so a chunk with a DC offset (and a hold looping it) never
+  pushes the speaker cones off centre or eats the limiter's headroom.
+- :class:`StartFade`: a short raised-cosine fade from silence that the callback
+  starts itself when playback begins mid-piece or a sound card comes back.
+- :class:`OutputGuard`: the last stage before the device buffer and the
+  recorder: NaN and infinity become silence, anything beyond full scale is
+  clipped, and each repair is counted, whatever went wrong upstream.
 """
 
 from __future__ import annotations
@@ -265,3 +273,163 @@ class ChannelMap:
             device.fill(0.0)
         for j, c in enumerate(self.columns):
             device[:, c] = played[:, j]
+
+
+#: Frames the DC blocker evaluates in closed form at a time: its weights ``r**-k`` stay
+#: below e**4 (55) even at 8 kHz and 5 Hz, where float64 keeps 14 good digits.
+_DC_SEGMENT = 1024
+#: The DC blocker's state is set to zero under this: a long silence would otherwise decay
+#: it into subnormal floats, which some CPUs compute a hundred times slower.
+_DC_FLOOR = 1e-20
+
+
+class DCBlocker:
+    """One-pole high-pass ``y[n] = x[n] - x[n-1] + r * y[n-1]`` per channel (audio callback).
+
+    ``r = exp(-2 pi fc / fs)``: the classic DC blocker (J. O. Smith, *Introduction to
+    Digital Filters*, "DC Blocker"). At ``fc`` = 5 Hz an offset is gone with a 32 ms
+    time constant while 20 Hz, the lowest bass, loses 0.26 dB. Its state (each
+    channel's last input and output) carries across blocks: it is one continuous
+    filter over everything played, so it adds no step at block edges, splices, holds
+    or resumes. ``corner_hz = 0`` turns it off (the program passes bit for bit).
+
+    A per-sample recursion would be a Python loop, far too slow for the callback, so
+    the recursion is evaluated in closed form, ``y[k] = r**k * (r * y[-1] +
+    sum_{j<=k} r**-j * d[j])`` with ``d[j] = x[j] - x[j-1]``: a cumulative sum in
+    float64 over segments of at most 1024 frames, on buffers made here.
+    """
+
+    def __init__(self, sample_rate: int, max_block: int, channels: int,
+                 corner_hz: float) -> None:
+        self.enabled = corner_hz > 0.0
+        self.corner_hz = float(corner_hz)
+        self.r = math.exp(-2.0 * math.pi * corner_hz / sample_rate) if self.enabled else 1.0
+        seg = min(_DC_SEGMENT, max_block)
+        k = np.arange(seg, dtype=np.float64)
+        self._rpow = (self.r ** k)[:, None]
+        self._rinv = (self.r ** -k)[:, None]
+        self._seg = seg
+        self._x = np.zeros((seg + 1, channels), np.float64)  # row 0: the input before
+        self._d = np.zeros((seg, channels), np.float64)
+        self._y = np.zeros((seg, channels), np.float64)
+        self._last = np.zeros(channels, np.float64)  # each channel's last output
+        self._carry = np.zeros(channels, np.float64)
+
+    def process(self, x: np.ndarray) -> None:
+        """Filter ``x`` (float32 (frames, channels), a view) in place."""
+        if not self.enabled:
+            return
+        n = x.shape[0]
+        start = 0
+        while start < n:
+            m = min(self._seg, n - start)
+            seg = x[start : start + m]
+            xs = self._x[: m + 1]
+            np.copyto(xs[1:], seg)
+            d = self._d[:m]
+            np.subtract(xs[1:], xs[:-1], out=d)
+            np.multiply(d, self._rinv[:m], out=d)
+            y = self._y[:m]
+            np.cumsum(d, axis=0, out=y)
+            np.multiply(self._last, self.r, out=self._carry)
+            np.add(y, self._carry, out=y)
+            np.multiply(y, self._rpow[:m], out=y)
+            self._last[...] = y[m - 1]
+            self._x[0] = xs[m]
+            np.copyto(seg, y, casting="same_kind")
+            start += m
+        last = self._last
+        energy = float(np.dot(last, last))  # a NaN or infinity in the input reaches it too
+        if not math.isfinite(energy):
+            # NaN or infinity got in (the output guard silences that block): start afresh
+            # rather than carry it into every later block.
+            last.fill(0.0)
+            self._x[0].fill(0.0)
+        elif energy < _DC_FLOOR * _DC_FLOOR:
+            last.fill(0.0)
+
+
+class StartFade:
+    """A raised-cosine fade from silence over ``frames`` that the callback starts itself.
+
+    :meth:`start` (audio callback) begins it, from the next frame :meth:`apply`
+    sees; until it ends every block is scaled by ``(1 - cos(pi * t / frames)) / 2``,
+    which starts and ends with zero slope. Idle (or ``frames`` = 0) it costs one
+    comparison. ``count`` says how many fades began.
+    """
+
+    def __init__(self, frames: int, max_block: int) -> None:
+        self.frames = max(0, int(frames))
+        self.count = 0
+        self._pos = self.frames  # idle
+        self._ramp = np.arange(1, max_block + 1, dtype=np.float32)
+        self._env = np.zeros(max_block, np.float32)
+
+    @property
+    def active(self) -> bool:
+        """True while a fade is under way."""
+        return self._pos < self.frames
+
+    def start(self) -> None:
+        """Fade in from silence from the next frame on (audio callback)."""
+        if self.frames > 0:
+            self._pos = 0
+            self.count += 1
+
+    def apply(self, x: np.ndarray) -> None:
+        """Scale ``x`` (float32 (frames, channels)) in place by the fade, if one is under way."""
+        pos, length = self._pos, self.frames
+        if pos >= length:
+            return
+        k = min(x.shape[0], length - pos)
+        env = self._env[:k]
+        np.add(self._ramp[:k], pos, out=env)
+        np.multiply(env, math.pi / length, out=env)
+        np.cos(env, out=env)
+        np.multiply(env, -0.5, out=env)
+        np.add(env, 0.5, out=env)
+        head = x[:k]
+        np.multiply(head, env[:, None], out=head)
+        self._pos = pos + k
+
+
+#: Full scale: the largest sample a device converts. The limiter keeps the output under
+#: it; the guard clips what still goes beyond (a fault upstream, or the limiter off).
+FULL_SCALE = 1.0
+
+
+class OutputGuard:
+    """The last stage before the device buffer and the recorder (audio callback only).
+
+    Whatever happened upstream (a sample that overflowed to infinity under a
+    gain, an infinity times the limiter's zero gain), NaN and +-infinity become
+    silence and finite samples beyond full scale are clipped to it, so neither
+    the speakers nor the take ever get them. Zeroed rather than clipped: an
+    infinity made full scale would be the loudest click the system can make.
+    Each repair is counted per block (``nonfinite_blocks``, ``clipped_blocks``:
+    with the limiter on, the second stays 0). The common case costs one max and
+    one min over the block; the mask for the repair is made here.
+    """
+
+    def __init__(self, max_block: int, channels: int) -> None:
+        self.nonfinite_blocks = 0
+        self.clipped_blocks = 0
+        self._bad = np.zeros((max_block, channels), bool)
+
+    def process(self, x: np.ndarray) -> None:
+        """Repair ``x`` (float32 (frames, channels), a view) in place if it needs it."""
+        if x.shape[0] == 0:
+            return
+        hi, lo = float(x.max()), float(x.min())  # NaN propagates into both
+        if lo >= -FULL_SCALE and hi <= FULL_SCALE:
+            return  # the common case (a NaN fails both comparisons)
+        if not (math.isfinite(hi) and math.isfinite(lo)):
+            bad = self._bad[: x.shape[0], : x.shape[1]]
+            np.isfinite(x, out=bad)
+            np.logical_not(bad, out=bad)
+            np.copyto(x, 0.0, where=bad)
+            self.nonfinite_blocks += 1
+            hi, lo = float(x.max()), float(x.min())
+        if lo < -FULL_SCALE or hi > FULL_SCALE:
+            np.clip(x, -FULL_SCALE, FULL_SCALE, out=x)
+            self.clipped_blocks += 1

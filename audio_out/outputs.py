@@ -365,6 +365,10 @@ class FailoverOutput:
     ``retry_s`` it opens the device again with the gate closed; once the new
     stream calls back, the null sink stops, the gate opens and
     ``output_restored`` is logged. :meth:`status` is what the heartbeat shows.
+    ``reopened`` counts the cards that took ``fill`` back (restored, or found
+    late); it changes just before the gate opens, so the ``fill`` it reaches
+    (the player's) fades the music in from silence rather than starting the
+    card mid-music at full level.
 
     A device that fails to *start* is handled the same way under ``output =
     'auto'`` (``output_fallback``, then reopened every ``retry_s``), and so is
@@ -426,6 +430,8 @@ class FailoverOutput:
         self._seen_callbacks = 0
         self._last_callback = 0.0
         self._frames_retired = 0  # frames played by devices since closed
+        #: Cards that took ``fill`` back from the null sink (read by the callback).
+        self.reopened = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._status: dict[str, Any] = {}
@@ -605,6 +611,8 @@ class FailoverOutput:
         # Stop the null sink first (its thread is joined: no fill from it after
         # this), then open the gate: the device plays silence in between.
         self._null.stop()
+        # Before the gate opens: the card's first block of music is the first of a fade-in.
+        self.reopened += 1
         candidate.attached = True
         self._candidate = None
         self._device = candidate

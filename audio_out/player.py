@@ -6,9 +6,9 @@ docstring for which thread owns what):
 - :meth:`Player.submit` (network thread) resamples a chunk to the device
   rate when it comes at another (:mod:`audio_out.resample`), splices it into
   the :class:`~audio_out.timeline.TimelineBuffer` and logs ``chunk_received``;
-- the output's callback calls :meth:`Player.fill`: timeline read, smoothed
-  volume x mute x master fade, peak limiter, channel routing, recorder copy,
-  one published snapshot;
+- the output's callback calls :meth:`Player.fill`: timeline read, DC blocker,
+  start fade, smoothed volume x mute x master fade, peak limiter, output guard,
+  channel routing, recorder copy, one published snapshot;
 - a monitor thread (:meth:`Player.poll`) logs ``chunk_started`` with the
   wall time the chunk's first kept sample reached the speakers, ``underflow``,
   ``hold``, ``silent`` and ``resume``, commits played notes and sets
@@ -21,6 +21,13 @@ docstring for which thread owns what):
 A sound device that stops calling back (unplugged) or fails to start is
 handed over to the null sink by its :class:`~audio_out.outputs.FailoverOutput`,
 so the timeline and the recording go on; :meth:`Player.output_status` says so.
+
+Sound never starts with a step: the first material a start plays fades in
+over ``fade_in_s`` (a restarted audio_out resumes mid-piece, at full level),
+unless its first frame is already silent (a piece that begins from silence
+plays as it is); so does whatever plays when a lost sound card comes back
+(the output's ``reopened`` count changed). The fade is in the program, so the
+recording holds it too: the take stays what the speakers played.
 
 Recordings (:class:`~audio_out.recorder.Recorder`,
 :class:`~audio_out.midi.MidiRecorder`) are new segments at every start; a
@@ -47,7 +54,15 @@ import numpy as np
 
 from audio_out.config import AudioOutConfig
 from audio_out.midi import MidiPortOut, MidiRecorder, PlayedNotes, TempoChange, open_midi_port
-from audio_out.mixer import ChannelMap, PeakLimiter, SmoothGain, render_gain_product
+from audio_out.mixer import (
+    ChannelMap,
+    DCBlocker,
+    OutputGuard,
+    PeakLimiter,
+    SmoothGain,
+    StartFade,
+    render_gain_product,
+)
 from audio_out.outputs import OutputStream, open_output
 from audio_out.recorder import Recorder
 from audio_out.resample import TimelineResampler
@@ -60,6 +75,10 @@ from ground.protocol import PROTOCOL_VERSION, AudioChunk, PlaybackClock
 #: Largest callback block the preallocated buffers take (PortAudio may pass
 #: any size up to the configured block when blocksize is fixed; this is slack).
 MAX_BLOCK_FRAMES = 8192
+#: A first frame within this of zero (-80 dBFS) is a start from silence: no step to soften.
+SILENT_START = 1e-4
+#: A non-finite output block is logged at most this often (it is counted every time).
+NONFINITE_LOG_S = 1.0
 
 
 class Player:
@@ -107,11 +126,18 @@ class Player:
         # Gains: any thread commands them, the callback renders them per sample.
         self._volume = SmoothGain(config.volume, max_block)
         self._mute = SmoothGain(1.0, max_block)
-        self._master = SmoothGain(0.0 if config.fade_in_s > 0 else 1.0, max_block)
+        self._master = SmoothGain(1.0, max_block)
         self._gains = (self._volume, self._mute, self._master)
         self._muted = False
+        #: Fades the program in from silence at a mid-piece start or a card come back.
+        self.start_fade = StartFade(round(config.fade_in_s * sr), max_block)
+        #: Keeps a chunk's DC offset (and a hold looping it) off the speakers.
+        self.dc_blocker = DCBlocker(sr, max_block, channels, config.dc_block_hz)
         self.limiter = PeakLimiter(sr, max_block, channels, config.limiter_threshold_db,
                                    config.limiter_release_s, enabled=config.limiter)
+        #: The last stage: no NaN, infinity or sample past full scale reaches the device
+        #: or the take, whatever happened upstream (counted in ``status``/``player_stopped``).
+        self.guard = OutputGuard(max_block, channels)
         # Callback scratch, made once: the program block (when the device
         # block cannot hold it directly), the routed block, and gain envelopes.
         self._program = np.zeros((max_block, channels), np.float32)
@@ -131,6 +157,12 @@ class Player:
         self._seen_state = "starting"
         self._seen_underflows = 0
         self._seen_resumes = 0
+        self._seen_nonfinite = 0
+        self._nonfinite_logged = 0.0
+        # The output's count of sound cards come back (FailoverOutput.reopened), read by
+        # the callback: a change fades the program in. None: a sink without one.
+        self._reopen_source: Any = None
+        self._seen_reopened = 0
         self._done = False
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -143,8 +175,6 @@ class Player:
         if self._started:
             return
         self._started = True
-        if self.config.fade_in_s > 0:
-            self.fade_to(1.0, self.config.fade_in_s)
         try:
             self._open()
         except BaseException:
@@ -174,6 +204,9 @@ class Player:
             self.midi_out.start()
         self.output = self._output_factory(self.config, self.sample_rate, self.device_channels,
                                            self.fill, self._log)
+        if hasattr(self.output, "reopened"):
+            self._seen_reopened = int(self.output.reopened)
+            self._reopen_source = self.output
         self._monitor = threading.Thread(target=self._run_monitor, name="audio-monitor",
                                          daemon=True)
         self._monitor.start()
@@ -212,7 +245,10 @@ class Player:
                   output_underflows=getattr(stats, "output_underflows", 0),
                   callback_us=stats.percentiles_us() if stats is not None else None,
                   limiter_min_gain=round(self.limiter.min_gain, 4),
-                  limiter_knee_blocks=self.limiter.knee_blocks)
+                  limiter_knee_blocks=self.limiter.knee_blocks,
+                  nonfinite_blocks=self.guard.nonfinite_blocks,
+                  clipped_blocks=self.guard.clipped_blocks,
+                  start_fades=self.start_fade.count)
 
     def fade_out(self, seconds: float | None = None) -> int:
         """Start the stop fade (``stop_fade_s`` unless given); returns its length in frames."""
@@ -403,7 +439,8 @@ class Player:
 
     # ------------------------------------------------------------- callback
     def fill(self, out: np.ndarray) -> None:
-        """The output callback: timeline -> gains -> limiter -> routing -> recorder.
+        """The output callback: timeline -> DC blocker -> start fade -> gains -> limiter
+        -> guard -> routing -> recorder.
 
         ``out`` is float32 (frames, device channels). Never blocks; creates no
         arrays (only views of buffers made in ``__init__``).
@@ -412,10 +449,25 @@ class Player:
         n = out.shape[0]
         routing = self.routing
         program = out if routing.identity else self._program[:n]
+        starting = tl.state == "starting"
         tl.read_into(program)
         # Where this block starts on the timeline: read after the read, because a block
         # may open by jumping a hole (the first chunk of a start lies past sample 0).
         first = tl.block_start
+        if starting and tl.state != "starting" and n:
+            # The first material of this start (it always opens a block): mid-piece after a
+            # restart it would step from silence to full level; from silence it needs nothing.
+            head = program[0]
+            if float(head.max()) > SILENT_START or float(head.min()) < -SILENT_START:
+                self.start_fade.start()
+        source = self._reopen_source
+        if source is not None and source.reopened != self._seen_reopened:
+            self._seen_reopened = source.reopened  # a sound card came back: from silence
+            self.start_fade.start()
+        # The blocker first: it runs on through a fade, so its state (the music before a card
+        # came back) never adds a step where the fade starts from zero.
+        self.dc_blocker.process(program)
+        self.start_fade.apply(program)
         varying, constant = render_gain_product(self._gains, self._env1[:n], self._scratch[:n])
         if varying:
             env = self._env[:n]
@@ -425,6 +477,7 @@ class Player:
         elif constant != 1.0:
             np.multiply(program, constant, out=program)
         self.limiter.process(program)
+        self.guard.process(program)
         if routing.identity:
             played = out
         else:
@@ -502,6 +555,13 @@ class Player:
         if resumes > self._seen_resumes:
             self._log("resume", playhead=rs.to_source(playhead), count=resumes, gaps=tl.gaps)
             self._seen_resumes = resumes
+        nonfinite = self.guard.nonfinite_blocks
+        if nonfinite > self._seen_nonfinite and time.monotonic() >= self._nonfinite_logged:
+            # A fault upstream of the guard (the wire refuses such samples): said, not hidden.
+            self._log("output_nonfinite", blocks=nonfinite, new=nonfinite - self._seen_nonfinite,
+                      playhead=rs.to_source(playhead))
+            self._seen_nonfinite = nonfinite
+            self._nonfinite_logged = time.monotonic() + NONFINITE_LOG_S
         if self.notes is not None:
             started = self.notes.advance(playhead, frames_out)
             tempi = self.notes.take_tempi(playhead, frames_out)  # taken even unrecorded

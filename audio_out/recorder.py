@@ -90,6 +90,8 @@ _FORMATS = {".wav": ("RF64", "FLOAT"), ".flac": ("FLAC", "PCM_24")}
 # libsndfile commands soundfile does not name (sndfile.h).
 _SFC_UPDATE_HEADER_AUTO = 0x1061
 _SFC_RF64_AUTO_DOWNGRADE = 0x1210
+#: libsndfile's error number for "System error." (an OS call failed; sndfile.c).
+_SFE_SYSTEM = 2
 #: How many ``-N`` suffixes are tried before giving up on a name.
 MAX_SEGMENT_SUFFIX = 1000
 #: A header length at or past this is libsndfile's "unknown" (SF_COUNT_MAX), not frames.
@@ -208,6 +210,22 @@ def _decodable(file: Any, frames: int) -> Iterator[np.ndarray]:
         if len(block) == 0:
             return
         yield block
+
+
+def _opening_error(exc: BaseException, path: Path) -> BaseException:
+    """libsndfile's "Error opening 3: System error." (writing the header failed: a disk
+    already full) as the OSError behind it, naming the file; else ``exc`` itself.
+
+    The file never opened, so there is no handle to ask as
+    :meth:`Recorder._system_error` does: libsndfile keeps a failed open's system
+    error in its global error text, which ``sf_strerror(NULL)`` returns.
+    """
+    if not isinstance(exc, soundfile.LibsndfileError) or exc.code != _SFE_SYSTEM:
+        return exc
+    raw = soundfile._snd.sf_strerror(soundfile._ffi.NULL)
+    text = soundfile._ffi.string(raw).decode("utf-8", "replace")
+    code = _ERRNO_BY_TEXT.get(text.partition(":")[2].strip().rstrip("."))
+    return OSError(code, os.strerror(code), str(path)) if code is not None else exc
 
 
 def describe_error(exc: BaseException) -> str:
@@ -357,12 +375,15 @@ class Recorder(SegmentStatus):
             opener = self._open_file or soundfile.SoundFile
             file = opener(fd, "w", samplerate=self.sample_rate, channels=self.channels,
                           format=fmt, subtype=subtype, closefd=True)
-        except _FILE_ERRORS:
+        except _FILE_ERRORS as exc:
+            error = _opening_error(exc, path)  # before anything else may touch libsndfile
             with contextlib.suppress(OSError):
                 os.close(fd)  # unless libsndfile closed it already
             with contextlib.suppress(OSError):
                 path.unlink()  # ours, created a moment ago, empty
-            raise
+            if error is exc:
+                raise
+            raise error from None
         segment = _Segment(path, fd, file, retry=retry, dropped_at_open=self.dropped_frames)
         if fmt == "RF64":
             self._command(file, _SFC_RF64_AUTO_DOWNGRADE, 1)

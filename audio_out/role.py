@@ -13,6 +13,10 @@ measured by :class:`~audio_out.meter.LevelMeter` around the player's
 callback) and the recording's state: a full or unwritable disk fails the recording
 (``"recording": {"state": "failed", ...}``, ``art2mus_recording_ok`` 0), never
 the role, until a retry writes again in a new segment (``ok`` again).
+``nonfinite_blocks`` and ``clipped_blocks`` count the blocks the player's last
+stage had to repair (NaN or infinity silenced, samples past full scale clipped):
+a chunk of samples beyond +-16 is refused at decode instead (``out-of-range`` in
+the drop counts), so the first stays 0 unless something upstream is broken.
 ``output`` says where the audio goes: ``{"state": "lost", ...}`` while
 the sound device is gone and the null sink stands in (the music's clock and the
 recording go on; :class:`~audio_out.outputs.FailoverOutput`). Stopping
@@ -92,8 +96,11 @@ def run_audio_out(
         metrics.set_underflows(config.room, tl.underflows)
         metrics.set_recording(config.room, recording["state"])
         metrics.set_playback(config.room, playhead_s, reading.level_dbfs)
+        guard = player.guard  # repairs of the last stage: a fault upstream shows here
         return {"state": tl.state, "underflows": tl.underflows, "playhead_s": playhead_s,
-                "recording": recording, "output": player.output_status()} | reading.status()
+                "recording": recording, "output": player.output_status(),
+                "nonfinite_blocks": guard.nonfinite_blocks,
+                "clipped_blocks": guard.clipped_blocks} | reading.status()
 
     player.start()
     try:

@@ -417,7 +417,9 @@ class TimelineBuffer:
                         self._begin_resume()
                     self._mix_resume(out, pos, k)
                 elif self._state != "playing":
-                    self._state = "playing"  # first material: start as is, no fade
+                    # first material: as it is here; a start mid-piece is faded in by
+                    # the player (StartFade), which also knows about sound cards
+                    self._state = "playing"
                 p += k
                 self._playhead = p
                 pos += k

@@ -12,7 +12,8 @@ Every number is bounded at decode to what its receiver can use (sample
 positions 0..2**53, sample rates 8 kHz..384 kHz, features and confidence
 0..1, times finite and >= 0), so NaN, infinity and integers that would
 overflow a receiver's arithmetic never get past :func:`decode`; strings,
-dicts and lists are bounded in length too, and float arrays must be finite.
+dicts and lists are bounded in length too, float arrays must be finite, and
+an AudioChunk's samples must lie within +-:data:`MAX_AUDIO_SAMPLE`.
 
 Flow (see ARCHITECTURE.md)::
 
@@ -82,6 +83,12 @@ MAX_PARAM_VALUE, MAX_COORDINATE = 1e9, 1e7
 MAX_WALL_TIME = 1e11
 #: Largest audio_out instance id a :class:`PlaybackClock` may carry (32 bits, random).
 MAX_INSTANCE = 2**32 - 1
+#: Largest |sample| an AudioChunk may carry: 16.0, +24 dB over full scale. A generator's
+#: float output is nominally within +-1 and may overshoot a little before the receiver's
+#: limiter; anything near this is a broken or rogue sender. Bounded, a sample times the
+#: largest volume (4) stays finite through every float32 stage (3e38 overflowed to inf
+#: under the volume gain, and the limiter's inf * 0 played NaN).
+MAX_AUDIO_SAMPLE = 16.0
 
 Version = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 SamplePosition = Annotated[int, msgspec.Meta(ge=0, le=MAX_SAMPLE)]
@@ -308,7 +315,8 @@ def decode(
     Checks, in order: frame count, size limit, MessagePack structure and
     types, the bounds of every field (reason ``out-of-range``), protocol
     version, topic matching the room, array consistency and finiteness
-    (``non-finite``).
+    (``non-finite``), and an AudioChunk's samples within +-:data:`MAX_AUDIO_SAMPLE`
+    (``out-of-range``).
     """
     if len(frames) != 2:
         raise ProtocolError("bad-framing", f"expected 2 frames, got {len(frames)}")
@@ -336,8 +344,20 @@ def decode(
     if topic_room != message.room:
         raise ProtocolError("bad-topic", f"topic {topic_room!r} != room {message.room!r}")
     for array in _arrays(message):
-        array.to_numpy()
+        values = array.to_numpy()
+        if isinstance(message, AudioChunk) and array is message.audio:
+            _check_audio_range(values)
     return message
+
+
+def _check_audio_range(audio: np.ndarray) -> None:
+    """Refuse audio (finite by now) with a sample beyond +-MAX_AUDIO_SAMPLE."""
+    if audio.size == 0:
+        return
+    peak = max(float(audio.max()), -float(audio.min()))
+    if peak > MAX_AUDIO_SAMPLE:
+        raise ProtocolError("out-of-range", f"audio sample magnitude {peak:.3g} exceeds "
+                            f"{MAX_AUDIO_SAMPLE:g} (a generator's output is nominally within +-1)")
 
 
 def _arrays(message: Message) -> list[Array]:

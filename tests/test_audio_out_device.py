@@ -22,6 +22,9 @@ import numpy as np
 import pytest
 import soundfile
 
+from audio_out.config import AudioOutConfig
+from audio_out.mixer import DCBlocker
+
 ASOUNDRC = "pcm.!default {\n  type null\n}\n"
 
 CHILD = textwrap.dedent("""
@@ -78,7 +81,8 @@ def test_player_plays_through_a_real_portaudio_stream(tmp_path: Path) -> None:
     assert report["calls"] > 90 and report["frames"] >= 48000  # callbacks ran, 1 s played
     assert report["done"] and report["played"] == 48000
     assert "output_opened" in report["events"] and "player_stopped" in report["events"]
-    # The recording is exactly what the callback played: the tone, sample for
+    # The recording is exactly what the callback played: the tone through the DC
+    # blocker (its 512-frame blocks, as the callback filtered them), sample for
     # sample, from its first frame (then the hold); blocks the writer could not
     # keep up with (the null device runs far faster than real time) are counted.
     audio, rate = soundfile.read(report["path"], dtype="float32")  # this start's segment
@@ -86,5 +90,9 @@ def test_player_plays_through_a_real_portaudio_stream(tmp_path: Path) -> None:
     assert report["saved"] + report["dropped"] >= 48000
     t = np.arange(48000) / 48000
     tone = (0.25 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    np.testing.assert_array_equal(audio[:48000, 0], tone)
+    blocked = np.stack([tone, tone], axis=1)
+    blocker = DCBlocker(48000, 8192, 2, AudioOutConfig().dc_block_hz)
+    for i in range(0, 48000, 512):
+        blocker.process(blocked[i : i + 512])
+    np.testing.assert_array_equal(audio[:48000, 0], blocked[:, 0])
     assert np.abs(audio).max() <= 0.25 * 1.05  # the hold neither clicks nor swells

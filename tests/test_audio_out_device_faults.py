@@ -118,8 +118,10 @@ def chunk(audio: np.ndarray) -> AudioChunk:
 
 
 def config(tmp_path: Path, output: str = "auto") -> AudioOutConfig:
+    # without the DC blocker: the card's blocks are compared with the tone, sample for sample
     return AudioOutConfig(output=output, sample_rate=SR, block_size=BLOCK,  # type: ignore[arg-type]
-                          record=str(tmp_path / "take.wav"), stop_fade_s=0.0, fade_in_s=0.0)
+                          record=str(tmp_path / "take.wav"), stop_fade_s=0.0, fade_in_s=0.0,
+                          dc_block_hz=0.0)
 
 
 class Clock:

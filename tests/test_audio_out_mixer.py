@@ -31,6 +31,9 @@ def chunk(start: int, audio: np.ndarray) -> AudioChunk:
 
 
 def player(channels: int = 2, **settings: Any) -> Player:
+    # Flat (DC) programs make gains easy to read: without the DC blocker, which drains them
+    # (its own tests are in test_audio_safety_signal.py), and starting at full level.
+    settings = {"dc_block_hz": 0.0, "fade_in_s": 0.0} | settings
     config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, **settings)
     p = Player("r1", config, channels, lambda *a, **k: None, output_factory=array_sink)
     p.start()
@@ -172,8 +175,9 @@ def test_routing_rules_and_a_clear_error() -> None:
 
 @pytest.mark.parametrize("channels_out", [(), (3, 4)])
 def test_fill_does_not_allocate(channels_out: tuple[int, ...]) -> None:
-    """The whole callback path: read, gains gliding, limiter engaged, routing, recorder off."""
-    p = player(volume=3.0, channels_out=channels_out)
+    """The whole callback path: read, DC blocker, gains gliding, limiter engaged, guard,
+    routing, recorder off."""
+    p = player(volume=3.0, channels_out=channels_out, dc_block_hz=5.0)
     t = np.arange(SR * 6) / SR
     loud = (0.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)[:, None].repeat(2, 1)
     p.submit(chunk(0, loud))

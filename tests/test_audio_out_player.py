@@ -44,8 +44,9 @@ def tone(n: int, freq: float = 220.0, phase: float = 0.0) -> np.ndarray:
 
 
 def test_player_plays_records_and_reports(tmp_path: Path) -> None:
+    # without the DC blocker: what played is compared with what was sent, sample for sample
     config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, hold_s=0.5, fade_s=0.2,
-                            record=str(tmp_path / "played.wav"),
+                            dc_block_hz=0.0, record=str(tmp_path / "played.wav"),
                             midi_file=str(tmp_path / "played.mid"), stop_after_s=1.0)
     events = MemorySink()
     player = Player("r1", config, 2, events, output_factory=array_sink)
@@ -100,7 +101,7 @@ def test_player_plays_records_and_reports(tmp_path: Path) -> None:
 
 
 def test_playback_matches_the_chunks_sample_for_sample() -> None:
-    config = AudioOutConfig(output="none", sample_rate=SR, block_size=128)
+    config = AudioOutConfig(output="none", sample_rate=SR, block_size=128, dc_block_hz=0.0)
     player = Player("r1", config, 2, MemorySink(), output_factory=array_sink)
     player.start()
     a, b = tone(3000), tone(5000, freq=440.0)
@@ -112,7 +113,9 @@ def test_playback_matches_the_chunks_sample_for_sample() -> None:
 
 
 def test_volume_ramps_without_a_step() -> None:
-    config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, volume=1.0)
+    # a flat program at full level from its first frame: no DC blocker, no start fade
+    config = AudioOutConfig(output="none", sample_rate=SR, block_size=256, volume=1.0,
+                            dc_block_hz=0.0, fade_in_s=0.0)
     player = Player("r1", config, 2, MemorySink(), output_factory=array_sink)
     player.start()
     flat = np.full((SR, 2), 0.5, np.float32)

@@ -300,6 +300,11 @@ def test_a_recording_that_cannot_be_created_is_a_failed_recording_not_an_error(
     assert len(events.of("recording_failed")) == 1 and recorder.dropped_frames == 100
 
 
+#: Settings for a flat (DC) program read at its level: no DC blocker (which drains it), no
+#: start fade (it starts at full level).
+FLAT: dict[str, Any] = {"dc_block_hz": 0.0, "fade_in_s": 0.0}
+
+
 def flat_chunk(seq: int, start: int, frames: int, value: float = 0.5,
                notes: np.ndarray | None = None) -> AudioChunk:
     audio = np.full((frames, 2), value, np.float32)
@@ -317,7 +322,8 @@ def test_the_player_plays_on_when_the_disk_is_full(
 ) -> None:
     full = FullDisk(room=2048)
     monkeypatch.setattr("audio_out.recorder.soundfile.SoundFile", full)
-    config = AudioOutConfig(sample_rate=16000, block_size=256, record=str(tmp_path / "t.wav"))
+    config = AudioOutConfig(sample_rate=16000, block_size=256, record=str(tmp_path / "t.wav"),
+                            **FLAT)
     events = MemorySink()
     player = Player("r1", config, 2, events, output_factory=array_sink)
     player.start()
@@ -490,7 +496,7 @@ def _dbfs(x: np.ndarray) -> float:
 
 def test_stopping_fades_the_output_and_the_recording_to_silence(tmp_path: Path) -> None:
     config = AudioOutConfig(sample_rate=16000, block_size=256, stop_fade_s=0.5,
-                            record=str(tmp_path / "t.wav"))
+                            record=str(tmp_path / "t.wav"), **FLAT)
     player = Player("r1", config, 2, MemorySink(), output_factory=array_sink)
     player.start()
     player.submit(flat_chunk(0, 0, 48000))
@@ -513,7 +519,7 @@ def test_stopping_fades_the_output_and_the_recording_to_silence(tmp_path: Path) 
 
 def test_stop_fades_out_in_real_time_on_the_null_sink(tmp_path: Path) -> None:
     config = AudioOutConfig(output="none", sample_rate=16000, block_size=256, stop_fade_s=0.25,
-                            record=str(tmp_path / "t.wav"))
+                            record=str(tmp_path / "t.wav"), **FLAT)
     events = MemorySink()
     player = Player("r1", config, 2, events)
     player.start()

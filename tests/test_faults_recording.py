@@ -60,7 +60,8 @@ def role_config(tmp_path: Path, port: int) -> InstallationConfig:
         "engine": {"sample_rate": RATE},
         "audio_out": {"output": "none", "sample_rate": RATE, "block_size": 256,
                       "clock_hz": 50.0, "record": "take.wav", "midi_file": "take.mid",
-                      "stop_fade_s": 0.3},
+                      "stop_fade_s": 0.3,
+                      "dc_block_hz": 0.0},  # the take compared with the tone sent
         "rooms": [{"id": "a"}],
     })
 

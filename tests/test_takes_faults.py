@@ -435,7 +435,9 @@ def burst_chunk(room: str, seq: int, start: int, frames: int, onsets: list[int])
 
 def play(folder: Path, room: str, chunk: AudioChunk, blocks: int, record: str) -> MemorySink:
     """One start of audio_out: play ``blocks`` of 256 frames of ``chunk``, then stop."""
-    config = AudioOutConfig(sample_rate=RATE, block_size=256, fade_in_s=0.0,
+    # dc_block_hz=0: the "notes" are bursts of a constant, which a DC blocker would end
+    # in a swing the onset detector counts as another note
+    config = AudioOutConfig(sample_rate=RATE, block_size=256, fade_in_s=0.0, dc_block_hz=0.0,
                             record=str(folder / record), midi_file=str(folder / "demo.mid"))
     events = MemorySink()
     player = Player(room, config, 2, events, output_factory=array_sink, poll_s=3600.0)
