@@ -47,6 +47,10 @@ with it.
 :data:`SETTINGS` are the engine config fields also applied live (hot reload,
 OSC): ``lead_s`` 0.01..60, ``transition_margin_s`` 0.05..10 and
 ``view_timeout_s`` 0..86400 seconds, the bounds of their ``[engine]`` fields.
+A lead must also fit the room's audio_out timeline (:func:`lead_s_limit`): what
+the engine sends beyond ``buffer_s`` ahead of the playhead is dropped there,
+and the room runs dry; whoever knows the room's buffer passes that bound to
+:meth:`Parameter.clamp` as ``high``.
 
 Only finite numbers are values: :meth:`Parameter.check` refuses NaN, infinity,
 strings (``"nan"`` included) and anything else with a ValueError, so such a
@@ -135,15 +139,18 @@ class Parameter:
                              f"got {shown(value)}")
         return number
 
-    def clamp(self, value: object) -> float:
+    def clamp(self, value: object, high: float | None = None) -> float:
         """``value`` checked (:meth:`check`) and limited to the range.
 
         A trigger's counter is kept a whole number in range, a toggle is 0 or 1.
+        ``high``: a tighter upper bound than the range's, known where the value is
+        applied (a lead by the room's buffer, :func:`lead_s_limit`); never below ``low``.
         """
         number = self.check(value)
         if self.kind == "toggle":
             return 1.0 if number >= 0.5 else 0.0
-        number = min(max(number, self.low), self.high)
+        top = self.high if high is None else max(self.low, min(self.high, high))
+        number = min(max(number, self.low), top)
         if self.least is not None and self.low < number < self.least:
             number = self.least
         if self.kind == "trigger":
@@ -152,7 +159,7 @@ class Parameter:
             return float(round(number))
         # OSC sends float32: a value and its echo (0.8, 0.800000011920929) are one value
         # (the module docstring); the range again, should a bound not be a float32's decimal
-        return min(max(float32_decimal(number), self.low), self.high)
+        return min(max(float32_decimal(number), self.low), top)
 
     def in_range(self, value: object) -> float:
         """``value`` as a config file must give it: checked (:meth:`check`) and within the
@@ -270,6 +277,26 @@ SETTINGS: dict[str, Parameter] = {
                   "capture silent this long: empty-room ambience; 0 = never"),
     )
 }
+
+
+#: Seconds of audio_out's timeline ring a lead leaves free (:func:`lead_s_limit`): the
+#: engine's playhead estimate may run ahead of the ring's real playhead (the clock's
+#: transport, the card's output latency, the resampler's delay), and the ring keeps
+#: guard blocks before its playhead.
+LEAD_HEADROOM_S = 1.0
+
+
+def lead_s_limit(buffer_s: float, chunk_s: float, batch_window_s: float) -> float:
+    """The longest ``lead_s`` whose queue fits audio_out's timeline ring of ``buffer_s``.
+
+    The engine tops a room's queue up while it ends less than ``lead_s`` past the
+    playhead, one ``chunk_s`` at a time (so it reaches up to a chunk more), and a room
+    batched with another up to ``batch_window_s`` earlier; the ring holds ``buffer_s``
+    from its playhead on, less :data:`LEAD_HEADROOM_S`. What the engine sends beyond it
+    is dropped as late (a 45 s lead on the default 30 s ring: half the chunks lost, the
+    room dry every ~30 s). May be 0 or less: no lead fits.
+    """
+    return buffer_s - chunk_s - batch_window_s - LEAD_HEADROOM_S
 
 
 def _unknown(name: str) -> str:

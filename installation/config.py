@@ -23,11 +23,14 @@ or restarts anything.
 from __future__ import annotations
 
 import copy
+import functools
 import ipaddress
 import json
 import os
+import re
 import tempfile
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +56,25 @@ from ground.config import (
     validate_typed,
 )
 from ground.errors import ConfigError
+
+
+def relative_note(path: str | Path) -> str:
+    """``" (ABSOLUTE: relative paths are read from the working directory)"`` for a
+    relative ``path``, ``""`` for an absolute one: what a message adds after it.
+
+    Relative paths in a config are read from the working directory of the
+    process, not from the config file's folder (see the README); a message that
+    said only "no folder at photos" left the reader looking beside the config.
+    """
+    if not str(path) or Path(path).is_absolute():
+        return ""
+    return f" ({os.path.abspath(path)}: relative paths are read from the working directory)"
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a message names it: a relative one with the absolute path it stands for
+    (:func:`relative_note`)."""
+    return f"{path}{relative_note(path)}"
 
 
 class TakesSection(BaseModel):
@@ -517,7 +539,9 @@ class ConsoleConfig(BaseModel):
             # would become part of the token
             lines = Path(self.token_file).read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"console.token_file: cannot read {self.token_file}: {exc}") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise ConfigError(f"console.token_file: cannot read {shown_path(self.token_file)}: "
+                              f"{reason}") from None
         token = next((line.strip() for line in lines if line.strip()), "")
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigError(f"console.token_file: expected a token of at least "
@@ -526,14 +550,18 @@ class ConsoleConfig(BaseModel):
         return token
 
 
+#: What a room id may be: it names files ({room} in recordings), URLs and OSC addresses.
+#: A letter or digit first: "." and ".." would be path parts and URL segments a browser
+#: normalises away.
+ROOM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class RoomConfig(BaseModel):
     """One room: a camera, a playback chain, and its seed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    # a letter or digit first: "." and ".." would be path parts ({room} in file names)
-    # and URL segments a browser normalises away
-    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    id: str = Field(pattern=ROOM_ID_PATTERN)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     capture: CaptureConfig = CaptureConfig()
     audio_out: AudioOutConfig = AudioOutConfig()
@@ -542,6 +570,16 @@ class RoomConfig(BaseModel):
         description="MIDI out: this room's melodic channels are shifted by this much "
         "(GM percussion stays on channel 10), so rooms can share one port.",
     )
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_in_words(cls, value: Any) -> Any:
+        # before the pattern, which would say only "String should match pattern '^[A-Z...'"
+        if isinstance(value, str) and re.fullmatch(ROOM_ID_PATTERN, value) is None:
+            raise ValueError("expected a room id of 1 to 64 ASCII letters (a-z, A-Z), digits, "
+                             "'_', '.' or '-', starting with a letter or digit (no accents "
+                             "or spaces: it names files, URLs and OSC addresses)")
+        return value
 
 
 class InstallationConfig(BaseModel):
@@ -571,6 +609,27 @@ class InstallationConfig(BaseModel):
                                ("control.link.room", self.control.link.room)):
             if room_id and room_id not in ids:
                 raise ValueError(f"{field} names {room_id!r}, rooms are {ids}")
+        return self
+
+    @model_validator(mode="after")
+    def _targets_name_rooms(self) -> InstallationConfig:
+        # A scene or a MIDI control naming a room that is not there passed, then at the
+        # show a recall stopped at it half applied (the parameters before it set, the
+        # key, mode and tempo not) and a knob did nothing: refused here, named.
+        from ground.params import parse_target
+
+        ids = [room.id for room in self.rooms]
+        targets = [(f"control.scenes[{i}].params", target)
+                   for i, scene in enumerate(self.control.scenes) for target in scene.params]
+        for table in ("cc", "notes"):
+            targets += [(f"control.midi.{table}.{key}", target)
+                        for key, target in getattr(self.control.midi, table).items()]
+        unknown = [f"{where}: {target!r} names room {room!r}"
+                   for where, target in targets
+                   if (room := parse_target(target)[1]) != "*" and room not in ids]
+        if unknown:  # every one at once: a renamed room is typically named in several
+            raise ValueError(f"{'; '.join(unknown)}: expected a room of this config "
+                             f"{ids} (or no @room: every room)")
         return self
 
     @model_validator(mode="after")
@@ -624,6 +683,27 @@ class InstallationConfig(BaseModel):
                 field, _, rule = str(exc).partition(": ")
                 raise ValueError(f"rooms[{i}].audio_out.{field} (room {room.id!r}, "
                                  f"engine.channels = {channels}): {rule}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _lead_fits_the_buffers(self) -> InstallationConfig:
+        # audio_out drops what lies more than buffer_s past its playhead: a 45 s lead on the
+        # default 30 s ring lost half the chunks and ran the room dry every ~30 s.
+        from ground.params import LEAD_HEADROOM_S
+
+        engine = self.engine
+        for i, room in enumerate(self.rooms):
+            limit = self.lead_s_limit(room.id)
+            if engine.lead_s > limit:
+                buffer_s = room.audio_out.buffer_s
+                least = engine.lead_s + engine.chunk_s + engine.batch_window_s + LEAD_HEADROOM_S
+                raise ValueError(
+                    f"engine.lead_s: expected at most rooms[{i}].audio_out.buffer_s "
+                    f"({buffer_s:g}, room {room.id!r}) - engine.chunk_s ({engine.chunk_s:g}) "
+                    f"- engine.batch_window_s ({engine.batch_window_s:g}) - "
+                    f"{LEAD_HEADROOM_S:g} s of headroom = {limit:g}, got {engine.lead_s:g}: "
+                    f"audio_out would drop what the engine sends beyond its buffer; lower "
+                    f"engine.lead_s or raise audio_out.buffer_s to at least {least:g}")
         return self
 
     @model_validator(mode="after")
@@ -691,6 +771,16 @@ class InstallationConfig(BaseModel):
                     found.append((f"rooms[{i}].audio_out.{field}", os.path.normpath(path)))
         return found
 
+    def lead_s_limit(self, room_id: str = "*") -> float:
+        """The longest engine ``lead_s`` that fits ``room_id``'s audio_out buffer
+        (:func:`ground.params.lead_s_limit`); ``"*"``: every room's. What a live ``lead_s``
+        (OSC, hot reload) is clamped to; ConfigError for an unknown room."""
+        from ground.params import lead_s_limit
+
+        rooms = self.rooms if room_id == "*" else (self.room(room_id),)
+        return min(lead_s_limit(room.audio_out.buffer_s, self.engine.chunk_s,
+                                self.engine.batch_window_s) for room in rooms)
+
     def room(self, room_id: str) -> RoomConfig:
         """The room called ``room_id``; ConfigError if there is none."""
         for room in self.rooms:
@@ -751,6 +841,50 @@ def _from_default(loc: tuple[Any, ...], rooms: list[Any],
     return _format_location(loc[2:])
 
 
+def _tables(model: type[BaseModel], table: str, found: dict[str, list[str]]) -> None:
+    """Record, for every field name of ``model`` and the models under it, the table it is
+    written in (``"[engine.procedural]"``; a list of tables as ``"[[rooms]]"``)."""
+    for name, info in model.model_fields.items():
+        found.setdefault(name, []).append(table)
+        annotation = info.annotation
+        args = typing.get_args(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            inner = table.strip("[]")
+            _tables(annotation, f"[{inner}.{name}]" if inner else f"[{name}]", found)
+        elif args and isinstance(args[0], type) and issubclass(args[0], BaseModel) and \
+                typing.get_origin(annotation) is tuple:  # [[control.scenes]]
+            inner = table.strip("[]")
+            _tables(args[0], f"[[{inner}.{name}]]" if inner else f"[[{name}]]", found)
+
+
+@functools.cache
+def _field_tables() -> dict[str, list[str]]:
+    """Every field name of the config -> the tables it is written in (built once)."""
+    found: dict[str, list[str]] = {}
+    roots = {name: info.annotation for name, info in InstallationConfig.model_fields.items()
+             if name != "rooms"}
+    # the rooms' [capture] and [audio_out] are written as top-level defaults too
+    for key in ("capture", "audio_out"):
+        roots[key] = RoomConfig.model_fields[key].annotation
+    for key, annotation in roots.items():
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _tables(annotation, f"[{key}]", found)
+    _tables(RoomConfig, "[[rooms]]", found)
+    return found
+
+
+def _belongs_under(name: str) -> str:
+    """``"; midi_channel_offset belongs under [[rooms]]"`` where a field unknown where it
+    was written is one of another table (a hint for the unknown-field message), else ''.
+
+    A name found in more than three tables says too little to point anywhere.
+    """
+    tables = list(dict.fromkeys(_field_tables().get(name, ())))
+    if not tables or len(tables) > 3:
+        return ""
+    return f"; {name} belongs under {' or '.join(tables)}"
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> InstallationConfig:
     """Validate a parsed TOML document; room sections are merged over the defaults.
 
@@ -799,7 +933,8 @@ def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> Installat
             got_text = "" if isinstance(got, dict) else f" (got {got!r})"
             message = error["msg"]
             if error["type"] == "extra_forbidden":
-                message = "unknown field (check its spelling and section)"
+                hint = _belongs_under(str(error["loc"][-1]))
+                message = f"unknown field (check its spelling and section{hint})"
             line = f"field `{where}`: {message}{got_text}{inherited}"
             if line not in lines:
                 lines.append(line)

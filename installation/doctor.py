@@ -13,23 +13,28 @@ checks say whether what it names is there, before any role starts:
   device against its weight file's header; the device, the window plan, the
   sampler; the ONNX files and the model they were exported from); the catalogue is read as the
   capture reads it (its images, its metadata), and works not indexed yet are
-  counted (a warning: the capture indexes them at start) and decoded (only
-  those: the indexed ones decoded when they were indexed);
+  decoded (only those: the indexed ones decoded when they were indexed) and
+  those that decode counted (a warning: the capture indexes them at start);
 - devices match: each room's sound device (through PortAudio), and it takes the
-  sample rate and channel count the player opens it with; MIDI ports;
+  sample rate and channel count the player opens it with (under ``output =
+  "auto"`` a card missing or refusing is a warning: the room plays to the null
+  sink and waits for it); MIDI ports;
 - ports are valid and free: the endpoints this machine binds, the metrics
   ports (their range apart from the ZeroMQ ports), OSC in;
 - paths are writable: the output folder (a missing one is created only
   inside an existing folder, never as a new tree from the root of the disk)
   and the folders the recordings go to.
-- optional packages are there: aalink for ``[control.link]``; zeroconf for
+- packages are there: tinysoundfont for the procedural generator (not a
+  declared dependency); aalink for ``[control.link]``; zeroconf for
   ``[control.osc] query_port`` (a warning only: OSCQuery then runs without
   its mDNS advertisement).
 
 Only what this machine runs is checked (``[supervisor] roles`` and
 ``rooms``): a room machine is not asked for the engine's model. A check that
 cannot be made here (no PortAudio, no V4L2 list, a network stream) is said
-so and does not fail. ``art2mus run`` runs the checks at start-up and refuses
+so and does not fail. A path a failure names that the config gives relatively
+is named with its absolute path too (:func:`~installation.config.relative_note`).
+``art2mus run`` runs the checks at start-up and refuses
 to start on a failure (:func:`require_deep_checks`); the systemd units run
 ``art2mus check-config --deep`` as ``ExecStartPre``.
 """
@@ -49,7 +54,7 @@ from typing import Any, Literal
 
 from ground.config import endpoint_problem
 from ground.errors import Art2MusError, ConfigError, InputError
-from installation.config import InstallationConfig, parse_listen
+from installation.config import InstallationConfig, parse_listen, relative_note, shown_path
 
 # "info": said, not counted (the SoundFont ``soundfont = "auto"`` resolves to).
 Status = Literal["failed", "unchecked", "warning", "info"]
@@ -250,7 +255,8 @@ class _Checks:
             self.ok()
             return True
         kind = not_a_file(Path(path))  # there, but a named pipe or a folder is no file
-        self.fail(where, what, f"{path}, which is {kind}" if kind else f"no file at {path}")
+        self.fail(where, what, f"{shown_path(path)}, which is {kind}" if kind
+                  else f"no file at {shown_path(path)}")
         return False
 
     def image_folder(self, where: str, folder: str, what: str) -> list[Path]:
@@ -258,11 +264,12 @@ class _Checks:
 
         path = Path(folder)
         if not path.is_dir():
-            self.fail(where, what, f"no folder at {path}")
+            self.fail(where, what, f"no folder at {shown_path(path)}")
             return []
         images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not images:
-            self.fail(where, what, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+            self.fail(where, what, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in "
+                                   f"{shown_path(path)}")
             return []
         self.ok()
         return images
@@ -280,7 +287,8 @@ class _Checks:
             from capture.sources import video_file_problem
 
             if (problem := video_file_problem(Path(argument))) is not None:
-                self.fail(where, "an existing video file", problem)  # as capture says it
+                # as capture says it, and a relative path's absolute one
+                self.fail(where, "an existing video file", problem + relative_note(argument))
             else:
                 self.ok()
                 self.video_opens(where, argument)
@@ -305,7 +313,8 @@ class _Checks:
         if ok:
             self.ok()
         else:
-            self.fail(where, "a video OpenCV can decode", f"no frame read from {path}")
+            self.fail(where, "a video OpenCV can decode",
+                      f"no frame read from {shown_path(path)}")
 
     def images_decode(self, where: str, images: list[Path]) -> None:
         import cv2
@@ -401,7 +410,8 @@ class _Checks:
 
         path = Path(folder)
         if not path.is_dir():
-            self.fail(where, "a folder of reference images", f"no folder at {path}")
+            self.fail(where, "a folder of reference images",
+                      f"no folder at {shown_path(path)}")
             return
         notes: list[str] = []
         try:
@@ -431,17 +441,22 @@ class _Checks:
             self.warn(where, note)
         if not notes and not undecodable:
             self.ok()
-        unindexed = len(new_images)
+        # The images that do not decode are said above and never indexed (the room leaves
+        # them out, `index` refuses them): counting them here recommended an `index` that
+        # then exited 3 on them.
+        unindexed = len(new_images) - len(undecodable)
         if unindexed:
             # ~0.06 s a work on one core (2,000 works: 124 s): the room plays meanwhile,
             # its works with ids of their own
             # the command as it must be typed: where a room keeps its index elsewhere (a
             # read-only catalogue), `index` without --cache-dir indexed everything, then failed
             ahead = f"art2mus index {path}" + (f" --cache-dir {cache_dir}" if cache_dir else "")
+            once = (" once the images that do not decode are replaced or removed (it "
+                    "refuses them)") if undecodable else ""
             self.warn(where, f"{unindexed} of {len(entries)} works not indexed yet: the "
                              f"capture indexes them at start, in the background (about "
                              f"{max(1, round(unindexed * 0.062))} s on one core); "
-                             f"`{ahead}` does it ahead")
+                             f"`{ahead}` does it ahead{once}")
 
     def capture_files(self, index: int, capture: Any) -> None:
         recognition = capture.recognition
@@ -470,6 +485,18 @@ class _Checks:
 
     def engine_files(self) -> None:
         engine = self.config.engine
+        if engine.generator == "procedural" and engine.procedural.soundfont != "auto":
+            # The synth is not a declared dependency (see the README): `pip install .`
+            # leaves it out, and the engine then exits 4 at every start until the
+            # supervisor gives up on it. "auto" loads it below (its failure said there).
+            from engine.generators.procedural.render import require_tinysoundfont
+
+            try:
+                require_tinysoundfont()
+            except Art2MusError as exc:
+                self.error("engine.procedural", exc, "tinysoundfont installed")
+            else:
+                self.ok()
         if engine.generator == "procedural" and engine.procedural.soundfont == "auto":
             self.auto_soundfont(engine.procedural)
         elif engine.generator == "procedural" and engine.procedural.soundfont:
@@ -493,6 +520,8 @@ class _Checks:
         try:
             model = inspect_model(model_dir)
         except Art2MusError as exc:
+            if not model_dir.is_dir():  # the engine's words, and a relative path's absolute one
+                exc = type(exc)(f"{exc}{relative_note(model_dir)}")
             self.error("engine.diffusion.model", exc, "a complete model folder")
             model = None
         else:
@@ -519,7 +548,7 @@ class _Checks:
         onnx_dir = Path(diffusion.onnx_dir)
         if not onnx_dir.is_dir():
             self.fail("engine.diffusion.onnx_dir", "a folder written by `art2mus export-onnx`",
-                      f"no folder at {onnx_dir}")
+                      f"no folder at {shown_path(onnx_dir)}")
             return
         if model is None or plan is None:
             return  # said above; the files are checked against the model and its window
@@ -618,9 +647,15 @@ class _Checks:
         try:
             device = find_output_device(self._sounddevice, audio_out.device)
         except ConfigError as exc:
-            if audio_out.output == "auto" and not audio_out.device:
+            # Under 'auto' audio_out plays to the null sink and looks for the card again
+            # (a USB interface plugged in later): a card missing now, named or not, must
+            # not keep `run` (and ExecStartPre) from starting every room.
+            if audio_out.output == "auto":
+                wanted = f"no output named like {audio_out.device!r}" if audio_out.device \
+                    else "no sound output"
                 self.warn(f"rooms[{index}].audio_out.output",
-                          f"no sound output here: 'auto' will play to the null sink ({exc})")
+                          f"{wanted} here: 'auto' will play to the null sink and look for "
+                          f"the card again, playing to it once it comes ({exc})")
             else:
                 self.error(where, exc, "a sound output device")
         except Exception as exc:  # noqa: BLE001 - PortAudio raises its own error types
@@ -859,6 +894,8 @@ class _Checks:
             keys.check(server=server, client=client)
         except ConfigError as exc:
             head, _, rest = str(exc).partition(": ")
+            # the keys' paths are keys_dir's: a relative one named with its absolute one
+            rest += relative_note(self.config.security.keys_dir)
             self.report.findings.append(Finding(head, "failed", rest))
         else:
             self.ok()

@@ -124,8 +124,9 @@ def test_two_rooms_drawing_one_overlay_file_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("room", [".", "..", "-a", "_"])
 def test_a_room_id_must_start_with_a_letter_or_digit(tmp_path: Path, room: str) -> None:
     # "." and ".." became path parts ({room} in file names) and URL segments
-    assert "field `rooms[0].id`: String should match pattern" in _error(
-        tmp_path, f"[[rooms]]\nid = \"{room}\"\n")
+    assert "field `rooms[0].id`: Value error, expected a room id of 1 to 64 ASCII letters " \
+        "(a-z, A-Z), digits, '_', '.' or '-', starting with a letter or digit" in _error(
+            tmp_path, f"[[rooms]]\nid = \"{room}\"\n")
 
 
 def test_a_config_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -589,3 +589,130 @@ def test_a_card_refusing_the_settings_names_the_device_and_auto_only_warns(
     report = _settings_report(tmp_path, without, monkeypatch)
     assert [(f.field, f.status) for f in report.findings] == [
         ("rooms[0].audio_out.sample_rate", "unchecked")]
+
+
+def test_auto_with_a_named_card_not_there_yet_warns_and_lets_the_rooms_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gallery.toml's `device = "USB Audio"` under output = "auto", the card not plugged in:
+    # the deep check failed and `run` (and ExecStartPre) started no room, while audio_out
+    # itself plays to the null sink and takes the card when it comes (README).
+    devices = [{"name": "Built-in Output", "max_output_channels": 2}]
+    fake = SimpleNamespace(query_devices=lambda index=None: devices,
+                           check_output_settings=lambda **settings: None)
+    monkeypatch.setattr(outputs, "_import_sounddevice", lambda: fake)
+    report = deep_check(_device_config(tmp_path, "auto", "USB Audio"))
+    assert report.failures == []
+    [finding] = report.findings
+    assert (finding.field, finding.status) == ("rooms[0].audio_out.output", "warning")
+    assert finding.message.startswith(
+        "no output named like 'USB Audio' here: 'auto' will play to the null sink and look "
+        "for the card again, playing to it once it comes (audio_out.device: expected a "
+        "substring of an output device name, got 'USB Audio'; outputs are: 'Built-in Output')")
+    devices[0]["max_output_channels"] = 0  # no card at all: the same
+    report = deep_check(_device_config(tmp_path, "auto", "USB Audio"))
+    assert [(f.field, f.status) for f in report.findings] == [
+        ("rooms[0].audio_out.output", "warning")]
+    # output = "device" asks for the card: still a failure
+    report = deep_check(_device_config(tmp_path, "device", "USB Audio"))
+    assert [f.field for f in report.failures] == ["rooms[0].audio_out.device"]
+
+
+def test_a_procedural_engine_without_tinysoundfont_fails_the_deep_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `pip install .` leaves the synth out (it cannot be declared): the deep check passed
+    # unless soundfont = "auto", and `run` then gave up on the engine after 3 exits.
+    monkeypatch.setitem(sys.modules, "tinysoundfont", None)  # import raises ImportError
+    font = tmp_path / "font.sf2"
+    font.write_bytes(b"RIFF")
+    for soundfont, field in (({}, "engine.procedural"),
+                             ({"soundfont": str(font)}, "engine.procedural"),
+                             # "auto" loads the fonts with the synth: its failure, said once
+                             ({"soundfont": "auto"}, "engine.procedural.soundfont")):
+        config = config_from_dict({
+            "installation": {"output_dir": str(tmp_path / "out")},
+            "network": _network(PORT), "audio_out": {"output": "none"},
+            "console": {"listen": ""},
+            "engine": {"generator": "procedural", "procedural": soundfont},
+            "rooms": [{"id": "a"}],
+        })
+        failures = deep_check(config).failures
+        assert [f.field for f in failures] == [field], failures
+        expected = "expected tinysoundfont installed, got: " if field == "engine.procedural" \
+            else "expected a General MIDI SoundFont, got: "
+        assert failures[0].message.startswith(
+            f"{expected}the procedural generator needs tinysoundfont, which is not installed")
+        assert "pip install --no-deps" in failures[0].message
+
+
+def test_images_that_do_not_decode_are_not_counted_as_works_to_index(tmp_path: Path) -> None:
+    # With one empty .jpg added the deep check said "1 of 31 works not indexed yet ...
+    # `art2mus index ...` does it ahead", and `index` then exited 3 on that very file.
+    import cv2
+
+    from capture.synthetic.artworks import make_artwork
+
+    catalogue = tmp_path / "collection"
+    catalogue.mkdir()
+    for k in range(3):
+        cv2.imwrite(str(catalogue / f"work-{k}.png"), make_artwork(k, 7, (160, 120)))
+    assert CliRunner().invoke(cli, ["index", str(catalogue)]).exit_code == 0
+    (catalogue / "empty.jpg").write_bytes(b"")
+    path = _catalogue_config(tmp_path, catalogue)
+    result = CliRunner().invoke(cli, ["check-config", "--deep", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "1 reference image(s) do not decode" in output and "empty.jpg" in output
+    assert "not indexed yet" not in output, output
+    # a new work that decodes beside it is counted, and the hint says what `index` needs
+    cv2.imwrite(str(catalogue / "work-new.png"), make_artwork(9, 7, (160, 120)))
+    output = " ".join(CliRunner().invoke(
+        cli, ["check-config", "--deep", "--config", str(path)]).output.split())
+    assert "1 of 5 works not indexed yet" in output, output
+    assert ("does it ahead once the images that do not decode are replaced or removed (it "
+            "refuses them)") in output
+
+
+def test_a_relative_path_that_is_not_there_is_named_with_its_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "got no folder at photos" sent the reader to look beside the config file; relative
+    # paths are read from the working directory.
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    note = "relative paths are read from the working directory"
+    assert _source_findings(tmp_path, "images:photos") == [(
+        "failed", f"expected a folder of images, got no folder at photos ({here / 'photos'}: "
+                  f"{note})")]
+    assert _source_findings(tmp_path, "video:clip.avi") == [(
+        "failed", f"expected an existing video file, got no file at clip.avi "
+                  f"({here / 'clip.avi'}: {note})")]
+    report = deep_check(config_from_dict({
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT), "audio_out": {"output": "none"},
+        "console": {"listen": ""}, "engine": {"generator": "sine"},
+        "rooms": [{"id": "a", "capture": {"recognition": {"catalogue": "catalogue"}}}],
+    }))
+    assert [f.line() for f in report.failures] == [
+        f"rooms[0].capture.recognition.catalogue: expected a folder of reference images, got "
+        f"no folder at catalogue ({here / 'catalogue'}: {note})"]
+    # the engine's model folder and the CurveZMQ keys, said in their own words
+    report = deep_check(config_from_dict({
+        "installation": {"output_dir": str(tmp_path / "out")},
+        "network": _network(PORT), "audio_out": {"output": "none"},
+        "console": {"listen": ""},
+        "engine": {"generator": "diffusion", "diffusion": {"model": "models/art2mus"}},
+        "security": {"curve": True, "keys_dir": "keys", "include_loopback": True},
+        "rooms": [{"id": "a"}],
+    }))
+    lines = [f.line() for f in report.failures]
+    assert lines[0] == (f"engine.diffusion.model: expected a complete model folder, got: model "
+                        f"folder models/art2mus does not exist ({here / 'models/art2mus'}: "
+                        f"{note})")
+    assert lines[1].startswith("security.keys_dir: expected keys/server.key_secret")
+    assert lines[1].endswith(f" ({here / 'keys'}: {note})")
+    # an absolute path is named as it is
+    assert _source_findings(tmp_path, f"images:{here / 'photos'}") == [(
+        "failed", f"expected a folder of images, got no folder at {here / 'photos'}")]
