@@ -2,9 +2,10 @@
 
 Recordings are *segments*: ``record`` and ``midi_file`` are path templates
 (relative to the installation's output folder) in which ``{room}`` and
-``{start}`` may appear; every start of a room's audio_out opens a new file
-and never overwrites one (:func:`segment_template` says how a value becomes a
-file name; :mod:`audio_out.recorder` creates it).
+``{start}`` may appear; every start of a room's audio_out opens a new file,
+and so does every ``segment_s`` of playing after it, and none is ever
+overwritten (:func:`segment_template` says how a value becomes a file name;
+:mod:`audio_out.recorder` creates it).
 """
 
 from __future__ import annotations
@@ -155,6 +156,13 @@ class AudioOutConfig(BaseModel):
     )
     midi_file: str | None = Field(
         None, description="The notes that played (.mid), segments named like `record`."
+    )
+    segment_s: float = Field(
+        3600.0, ge=60.0, le=86400.0,
+        description="A running recording goes on in a new segment (audio and MIDI) every this "
+        "long of played time, so take retention can remove the finished ones: one segment "
+        "for a room that is never restarted grew ~33 GB a day (48 kHz stereo float) until "
+        "the disk was full. The segments joined are sample for sample what played.",
     )
     midi_port: str | None = Field(None, description="Send played notes to this MIDI port.")
     stop_after_s: float | None = Field(

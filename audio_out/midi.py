@@ -24,7 +24,10 @@ role, named and created like the audio segments (:mod:`audio_out.recorder`),
 streamed as a type-0 file while the notes are heard (fsynced every few
 seconds), so a killed role leaves a valid file up to its last poll; a full
 disk stops only the MIDI file, until a retry writes again in a new segment,
-and a deleted file is noticed and taken over by a new one.
+a deleted file is noticed and taken over by a new one, and with ``segment_s``
+it rolls into a new segment on the same multiples of the played stream as
+the audio. Its tempo map keeps only the changes a segment still to be written
+can need: one per artwork change, kept for ever, grew 82 MB in 200,000.
 :class:`MidiPortOut` sends note on/off to a python-rtmidi port when each note
 reaches the speakers, from its own thread; a port that fails (a USB synth
 unplugged: rtmidi raises on send) costs the messages it refused, counted and
@@ -51,6 +54,7 @@ import numpy as np
 
 from audio_out.recorder import SegmentStatus, create_segment, describe_error, unlinked
 from audio_out.timeline import SpliceResult
+from ground.errors import InputError
 from ground.events import EventSink, null_sink
 from ground.midi_ports import open_output_port
 
@@ -60,6 +64,9 @@ DRUM_PROGRAM = 128
 DRUM_CHANNEL = 9
 _TICKS_PER_BEAT = 480
 _TEMPO_US = 500_000  # 120 bpm: 960 ticks per second
+_END_OF_TRACK = b"\x00\xff\x2f\x00"  # delta 0, meta end of track
+#: A played-stream frame no recording reaches: "never roll".
+_NEVER = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,15 @@ class TickClock:
         self._segments.append((frame, tick,
                                _TICKS_PER_BEAT * 1_000_000 / change.tempo_us / self.sample_rate))
         return tick
+
+    def forget_before(self, frame: int) -> None:
+        """Drop the pieces that end before ``frame``: ``ticks`` of ``frame`` and of every
+        later frame stays what it was (the piece in force at ``frame`` is kept)."""
+        segments = self._segments
+        keep = len(segments) - 1
+        while keep > 0 and segments[keep][0] > frame:
+            keep -= 1
+        del segments[:keep]
 
     def ticks(self, frame: int) -> float:
         """The tick of ``frame`` (fractional)."""
@@ -356,6 +372,22 @@ class MidiRecorder(SegmentStatus):
     origin and a note-on for each note sounding there. ``write`` is the
     ``os.pwrite`` seam and ``now`` the clock of the fsync and the retry
     (tests); ``to_timeline`` converts playheads for ``recording_opened``.
+
+    With ``segment_s`` the track goes on in a new segment at the first
+    :meth:`advance` at or past each multiple of ``segment_s`` of the played
+    stream (the audio segment rolls at its first block there: the two differ
+    by less than a poll, and each segment's ``recording_opened`` gives its
+    own ``frame``, which the demo's join places it by). Everything before
+    that advance's frame is in the old segment, which releases the notes
+    still sounding there and ends its track; the new one begins there as
+    after a deletion. Where the next file cannot be created the track goes
+    on in the one it is in (``recording_not_rolled``).
+
+    The tempo map (:class:`TickClock` and the changes applied) is only ever
+    asked about frames from the current segment's origin on, or, while
+    failed, from where the retry will begin: everything before the change in
+    force there is forgotten whenever a segment opens (and as changes come
+    while failed), so it holds what a segment's changes are, not a run's.
     """
 
     _LENGTH_AT = 18  # byte offset of the track length: after MThd (14 bytes) and "MTrk"
@@ -365,7 +397,11 @@ class MidiRecorder(SegmentStatus):
                  write: Callable[[int, bytes, int], int] = os.pwrite,
                  sync_s: float = 5.0, retry_s: float = 5.0,
                  now: Callable[[], float] = time.monotonic,
-                 to_timeline: Callable[[int], int] | None = None) -> None:
+                 to_timeline: Callable[[int], int] | None = None,
+                 segment_s: float | None = None) -> None:
+        if segment_s is not None and not 0.0 < segment_s < float("inf"):
+            raise InputError(f"audio_out.segment_s: expected a number of seconds > 0, "
+                             f"got {segment_s}")
         self.sample_rate = sample_rate
         self.path = Path(path)
         self.error: str | None = None
@@ -407,6 +443,8 @@ class MidiRecorder(SegmentStatus):
         self._next_retry = 0.0
         self._failed_at = 0  # the played-stream frame where the failure began
         self._broken: tuple[Path, int, int] | None = None  # (path, origin, notes) of a failed one
+        self._segment_frames = max(1, round(segment_s * sample_rate)) if segment_s else 0
+        self._roll_at = self._segment_frames or _NEVER  # the next multiple of segment_s
         try:
             self._open_segment(0, {}, [], [], retry=False)
         except OSError as exc:
@@ -414,13 +452,15 @@ class MidiRecorder(SegmentStatus):
 
     # --------------------------------------------------------------- files
     def _open_segment(self, origin: int, programs: dict[int, int], sounding: list[Note],
-                      events: list[tuple[int, int, bytes]], *, retry: bool) -> None:
-        """Create the next segment and write its header, its opening state and ``events``.
+                      events: list[tuple[int, int, bytes]], *, retry: bool,
+                      created: tuple[Path, int] | None = None) -> None:
+        """Create the next segment (or take ``created``, made by :func:`create_segment`) and
+        write its header, its opening state and ``events``.
 
         Raises OSError (the file is then removed: nothing of the take is in it).
         """
-        path, fd = create_segment(self._template, self._room,
-                                  None if retry else self._start_time)
+        path, fd = created or create_segment(self._template, self._room,
+                                             None if retry else self._start_time)
         previous, self.path, self._fd = self.path, path, fd
         self._origin, self._origin_tick = origin, self._clock.ticks(origin)
         self._track_bytes = self._last_tick = self.notes_written = 0
@@ -456,6 +496,18 @@ class MidiRecorder(SegmentStatus):
         self._programs = dict(self._program_of)  # what the replayed events left named
         self._checked = (origin, self._position[1], dict(programs), list(sounding))
         self._since_check = list(events)
+        self._forget_tempi(origin)  # no segment to come starts before this one
+
+    def _forget_tempi(self, frame: int) -> None:
+        """Forget the tempo changes before the one in force at ``frame``: the ticks of
+        ``frame`` and every later frame stay exact (:meth:`TickClock.forget_before`)."""
+        self._clock.forget_before(frame)
+        tempi = self._tempi
+        keep = len(tempi) - 1
+        while keep > 0 and tempi[keep].frame > frame:
+            keep -= 1
+        if keep > 0:
+            del tempi[:keep]
 
     def _announce_segment(self, playhead: int) -> None:
         """``recording_opened`` for the current segment (``playhead``: the device's)."""
@@ -489,11 +541,13 @@ class MidiRecorder(SegmentStatus):
         if self._closed:
             return
         events: list[tuple[int, int, bytes]] = []
+        changed = False
         for change in tempi:
             frame = max(change.frame, self._last_frame)
             events.append((frame, -1, self._tempo_bytes(change)))
             self._clock.change(change)
             self._tempi.append(TempoChange(frame, change.bpm, change.meter))
+            changed = True
         for note in started:
             if note.out_start is None:
                 continue
@@ -513,6 +567,8 @@ class MidiRecorder(SegmentStatus):
         self._position = (here, playhead)
         now = self._now()
         if self._failed:
+            if changed:
+                self._forget_tempi(here)  # the retry's segment begins here or later
             if now >= self._next_retry:
                 self._retry(now)
             return
@@ -521,6 +577,54 @@ class MidiRecorder(SegmentStatus):
         if not self._failed and now - self._last_sync >= self._sync_s:
             self._last_sync = now
             self._sync_and_check()
+        if not self._failed and here >= self._roll_at:
+            size = self._segment_frames
+            self._roll_at = here - here % size + size
+            self._roll_segment()
+
+    def _roll_segment(self) -> None:
+        """Every ``segment_s``: end this segment where the last advance left it (the notes
+        sounding released there) and go on in a new one from there."""
+        here, playhead = self._position
+        try:
+            created = create_segment(self._template, self._room)
+        except OSError as exc:
+            text = describe_error(exc)
+            self._log("recording_not_rolled", path=str(self.path), media="midi", error=text)
+            log.warning("MIDI recording: no new segment can be created (%s); going on in %s",
+                        text, self.path)
+            return
+        old, old_origin, old_notes = self.path, self._origin, self.notes_written
+        self._emit(self._offs(self._sounding, here), tail=_END_OF_TRACK)
+        if self._failed or self._fd is None:  # that write failed: failed as any write is
+            with contextlib.suppress(OSError):
+                os.close(created[1])
+            with contextlib.suppress(OSError):
+                created[0].unlink()
+            return
+        error = None
+        try:
+            os.fsync(self._fd)  # a finished segment is whole on disk, even after a power cut
+        except OSError as exc:
+            error = describe_error(exc)
+        try:
+            os.close(self._fd)
+        except OSError as exc:
+            error = error or describe_error(exc)
+        self._fd = None
+        self._closed_event(old, here - old_origin, old_notes, error)
+        try:
+            self._open_segment(here, dict(self._program_of), list(self._sounding), [],
+                               retry=True, created=created)
+        except OSError as exc:
+            # The old segment is whole and said so: failed from here, retried as any failure.
+            self.path = created[0]
+            self._fail(exc, closed=True)
+            return
+        self._log("recording_rolled", path=str(self.path), media="midi", previous=str(old),
+                  reason="segment_s", error=None, lost_frames=0, lost_s=0.0)
+        if self.announced:
+            self._announce_segment(playhead)
 
     def _sync_and_check(self) -> None:
         """fsync, then roll if the file has no name left, else remember this point."""
@@ -664,14 +768,16 @@ class MidiRecorder(SegmentStatus):
                 raise
             self._fail(exc)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: BaseException, closed: bool = False) -> None:
+        """Fail the recording (retried every ``retry_s``); ``closed``: no segment is open
+        (the one before was closed and said so), so none is left to close later."""
         if self._failed:
             return
         self._failed = True
         self.error = describe_error(exc)
         self._failed_at = self._position[0]
         self._next_retry = self._now() + self._retry_s
-        if self._broken is None:
+        if self._broken is None and not closed:
             self._broken = (self.path, self._origin, self.notes_written)
         if self._fd is not None:
             with contextlib.suppress(OSError):
@@ -689,7 +795,7 @@ class MidiRecorder(SegmentStatus):
         if not self._failed and self._fd is not None:
             offs = self._offs(self._sounding, max(frames_out, self._last_frame))
             self._sounding = []
-            self._emit(offs, tail=_vlq(0) + b"\xff\x2f\x00")  # end of track
+            self._emit(offs, tail=_END_OF_TRACK)
         if self._fd is not None:
             try:
                 os.close(self._fd)
@@ -700,6 +806,8 @@ class MidiRecorder(SegmentStatus):
             path, origin, notes = self._broken
             self._closed_event(path, self._failed_at - origin, notes, self.error)
             return
+        if self._failed:
+            return  # failed opening a rolled segment: the one before it was closed already
         self._closed_event(self.path, frames_out - self._origin, self.notes_written,
                            self.error)
 

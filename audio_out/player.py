@@ -30,7 +30,8 @@ plays as it is); so does whatever plays when a lost sound card comes back
 recording holds it too: the take stays what the speakers played.
 
 Recordings (:class:`~audio_out.recorder.Recorder`,
-:class:`~audio_out.midi.MidiRecorder`) are new segments at every start; a
+:class:`~audio_out.midi.MidiRecorder`) are new segments at every start, and
+every ``segment_s`` of the played stream after it (both on the same multiples); a
 failed one stops itself, never the player, and tries again in a new segment
 every few seconds (:meth:`Player.recording_status`). Both say where each
 segment starts: the timeline sample of its first frame (read after the
@@ -192,12 +193,14 @@ class Player:
             self.recorder = Recorder(self.config.record, self.sample_rate,
                                      self.routing.played_channels, log_event=self._log,
                                      room=self.room_id, start=started,
-                                     to_timeline=self.resampler.to_source)
+                                     to_timeline=self.resampler.to_source,
+                                     segment_s=self.config.segment_s)
             self.recorder.start()
         if self.config.midi_file:
             self.midi_recorder = MidiRecorder(self.config.midi_file, self.sample_rate,
                                               self._log, room=self.room_id, start=started,
-                                              to_timeline=self.resampler.to_source)
+                                              to_timeline=self.resampler.to_source,
+                                              segment_s=self.config.segment_s)
         if self.config.midi_port:
             port = open_midi_port(self.config.midi_port)
             self.midi_out = MidiPortOut(port, self.heard_position)

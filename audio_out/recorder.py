@@ -23,6 +23,22 @@ A segment's names sort by start time only up to the ``-N`` suffix: the
 order of a room's segments is the order of their ``recording_opened`` events
 (and ``frame`` within one start), never the order of their names.
 
+**Rollover.** With ``segment_s`` (``[audio_out] segment_s``) a running
+recording goes on in a new segment at the first block stored at or past
+every multiple of ``segment_s`` of the played stream: a room that was never
+restarted wrote one file forever (~33 GB a day), which take retention
+(:mod:`installation.takes`) may never remove, as it is being written, until
+the disk was full. The callback only notes that block (one comparison a
+block); the writer writes the segment up to it, creates the next file, closes
+the old one, and writes on from that block, so no frame is lost or written
+twice: the segments joined are the played stream, and each new one's
+``recording_opened`` gives its ``frame`` and ``playhead`` as at any start
+(``recording_closed`` of the old one, ``recording_rolled`` with ``reason``
+``segment_s`` and no loss, then ``recording_opened``). The MIDI segment rolls
+on the same multiples (:class:`audio_out.midi.MidiRecorder`). Where the next
+file cannot be created the take goes on in the one it is in
+(``recording_not_rolled``), tried again at the next multiple.
+
 **Why WAV is the default, and why RF64.** ``.wav`` is written as RF64 with
 libsndfile's ``SFC_RF64_AUTO_DOWNGRADE``: while the take is under 4 GiB the
 header is a plain RIFF/WAVE one (with a JUNK chunk reserved for the 64-bit
@@ -98,6 +114,8 @@ MAX_SEGMENT_SUFFIX = 1000
 UNKNOWN_LENGTH = 1 << 62
 #: Frames read at a time once a block read failed (a killed FLAC's last decodable frames).
 _TAIL_FRAMES = 64
+#: A stream frame no recording reaches: "never roll".
+_NEVER = 1 << 62
 
 RecordingState = Literal["ok", "failed", "off"]
 #: libsndfile reports a failed write() as "System error : <strerror>": back to the errno.
@@ -299,7 +317,9 @@ class Recorder(SegmentStatus):
     the playhead given to :meth:`push` into the room timeline's samples for
     the ``recording_opened`` event. ``open_file`` is the soundfile seam (tests
     inject one that fails); ``now`` is the clock of the periodic fsync, link
-    check and retry (tests pass a fake one).
+    check and retry (tests pass a fake one). ``segment_s`` (None: never) rolls
+    the recording into a new segment every that many seconds of the played
+    stream (see the module docstring).
     """
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int,
@@ -308,12 +328,16 @@ class Recorder(SegmentStatus):
                  start: datetime | None = None, sync_s: float = 5.0, retry_s: float = 5.0,
                  to_timeline: Callable[[int], int] | None = None,
                  open_file: Callable[..., Any] | None = None,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic,
+                 segment_s: float | None = None) -> None:
         suffix = Path(path).suffix.lower()
         if suffix not in _FORMATS:
             raise InputError(
                 f"audio_out.record: expected a .wav or .flac path, got {str(path)!r}"
             )
+        if segment_s is not None and not 0.0 < segment_s < float("inf"):
+            raise InputError(f"audio_out.segment_s: expected a number of seconds > 0, "
+                             f"got {segment_s}")
         self.sample_rate = sample_rate
         self.channels = channels
         self._ring = np.zeros((max(1024, int(ring_s * sample_rate)), channels), np.float32)
@@ -324,6 +348,9 @@ class Recorder(SegmentStatus):
         self._cb_dropped = 0
         self._mark: _Mark | None = None  # the last stored block
         self._seg_start: _Mark | None = None  # the first block stored for the segment
+        self._segment_frames = max(1, round(segment_s * sample_rate)) if segment_s else 0
+        self._roll_at = self._segment_frames or _NEVER  # the next multiple of segment_s
+        self._roll_mark: _Mark | None = None  # the first block stored at or past it
         # --- writer (consumer) side, read by the callback ---
         self._read = 0  # ring frames written to a file
         self._failed = False  # one attribute load in the callback
@@ -333,6 +360,7 @@ class Recorder(SegmentStatus):
         # Block starts seen since the last link check, oldest first (each <= _read): where
         # a new segment may take over from a deleted one, from what the ring still holds.
         self._held: deque[_Mark] = deque(maxlen=4096)
+        self._rolled: _Mark | None = None  # the last roll mark taken
         self.frames_saved = 0
         self._drain_s = drain_s
         self._sync_s = sync_s
@@ -434,7 +462,11 @@ class Recorder(SegmentStatus):
         self._mark = mark
         if self._seg_start is None:
             self._seg_start = mark
-        self._written = w + n  # publish after the data and its mark are in place
+        if stream >= self._roll_at:  # the writer starts the next segment with this block
+            size = self._segment_frames
+            self._roll_at = stream - stream % size + size
+            self._roll_mark = mark
+        self._written = w + n  # publish after the data and its marks are in place
         self._in_push = False
 
     # -------------------------------------------------------- writer thread
@@ -465,9 +497,19 @@ class Recorder(SegmentStatus):
         seg = self._seg
         if seg is None or seg.file is None or seg.file.closed:
             return 0
+        roll = self._roll_mark  # read before _written, as the mark
         mark = self._mark  # read before _written: its block is inside what is drained
         w = self._written
         r = self._read
+        before = 0  # frames written to the segment that rolled
+        if roll is not None and roll is not self._rolled and roll[0] < w:
+            self._rolled = roll
+            # (before r: a mark from before a failure; at r in an empty segment: it starts there)
+            if roll[0] > r or (roll[0] == r and seg.frames):
+                rolled = self._roll_segment(seg, r, roll)
+                if rolled is None:
+                    return 0
+                before, seg, r = roll[0] - r, rolled, self._read
         n = self._write_ring(seg, r, w)
         if n < 0:
             return 0
@@ -486,7 +528,7 @@ class Recorder(SegmentStatus):
         if now - self._last_check >= self._sync_s:
             self._last_check = now
             self._check_links(seg)
-        return n
+        return before + n
 
     def _write_ring(self, seg: _Segment, r: int, w: int) -> int:
         """Write ring frames ``r..w`` to ``seg``; frames written, or -1 after a failure."""
@@ -507,6 +549,45 @@ class Recorder(SegmentStatus):
         seg.frames += n
         self.frames_saved += n
         return n
+
+    def _roll_segment(self, old: _Segment, r: int, roll: _Mark) -> _Segment | None:
+        """Every ``segment_s``: write ``old`` up to the block at ``roll``, close it and go on
+        in a new segment from that block (writer thread: the callback never waits for this).
+
+        Returns the segment to write on in: the new one, or ``old`` where no new one
+        can be created (tried again at the next roll); None when writing ``old``
+        failed (the recording is failed, as after any failed write).
+        """
+        if self._write_ring(old, r, roll[0]) < 0:
+            return None
+        if not old.announced:
+            self._announce(old)  # its first drain: opened before it is closed
+        try:
+            new = self._new_segment(retry=True)
+        except _FILE_ERRORS as exc:
+            text = describe_error(exc)
+            self._log("recording_not_rolled", path=str(old.path), media="audio", error=text)
+            log.warning("recording: no new segment can be created (%s); going on in %s",
+                        text, old.path)
+            return old
+        new.retry = False  # a segment from here on, written or failed like the first
+        try:
+            old.file.flush()  # fsync: a finished segment is whole on disk, even after a power cut
+        except _FILE_ERRORS as exc:
+            old.error = describe_error(exc)
+        error = old.close()  # the final header
+        if error is not None:
+            old.error = old.error or error
+        dropped = self.dropped_frames
+        self._closed_event(old, dropped)
+        new.dropped_at_open = dropped
+        new.start = self._seg_start = roll
+        self._seg = new
+        self._held.clear()  # a deletion of the new one salvages from its own start only
+        self._held.append(roll)
+        self._log("recording_rolled", path=str(new.path), media="audio", previous=str(old.path),
+                  reason="segment_s", error=None, lost_frames=0, lost_s=0.0)
+        return new
 
     def _check_links(self, seg: _Segment) -> None:
         """Roll a deleted segment; else forget the block starts before the last one."""

@@ -111,7 +111,8 @@ class DiskWatch:
         return self._latest
 
 
-def disk_problem(disk: Any, kept_free_bytes: object = 0) -> str | None:
+def disk_problem(disk: Any, kept_free_bytes: object = 0,
+                 removable_bytes: object = None) -> str | None:
     """The line ``art2mus status`` and the console say about the output folder's disk (a
     :meth:`DiskWatch.look`), or None while it has room.
 
@@ -119,6 +120,11 @@ def disk_problem(disk: Any, kept_free_bytes: object = 0) -> str | None:
     keep_free_gb``, :func:`installation.takes.kept_free_bytes`). It removes the oldest
     takes as the disk fills, so the pace is not said while at least half of that is free;
     under half, it has nothing left it may remove and the disk is said as without it.
+    ``removable_bytes``: what retention said at its last look it may still remove (the
+    finished takes, :meth:`installation.takes.TakeKeeper.snapshot`; None: not known). It
+    never removes a take being recorded: where the finished ones would not last
+    :data:`LOW_HOURS` at the pace (none left: the only take is the one being recorded,
+    which filled the disk in two weeks), the disk is said as without retention too.
     """
     if not isinstance(disk, dict):
         return None
@@ -132,12 +138,17 @@ def disk_problem(disk: Any, kept_free_bytes: object = 0) -> str | None:
         return (f"{where} has {free / 1e9:.2f} GB free: recordings stop when it is full (the "
                 f"music goes on); free some space or move installation.output_dir")
     kept = finite_number(kept_free_bytes) or 0.0
+    why = ""
     if kept > 0 and free >= kept / 2:
-        return None
+        spare = finite_number(removable_bytes)
+        if spare is None or not pace or (free + max(0.0, spare)) / pace >= LOW_HOURS * 3600:
+            return None
+        why = (f"; take retention has {max(0.0, spare) / 1e9:.1f} GB of finished takes left "
+               "to remove, and never removes one being recorded")
     if hours is not None and pace is not None and hours < LOW_HOURS:
         return (f"{where} fills in about {hours:.1f} h ({free / 1e9:.1f} GB free, "
-                f"{pace * 3600 / 1e9:.2f} GB an hour): recordings stop then (the music goes "
-                f"on); free some space or move installation.output_dir")
+                f"{pace * 3600 / 1e9:.2f} GB an hour{why}): recordings stop then (the music "
+                f"goes on); free some space or move installation.output_dir")
     return None
 
 
@@ -362,7 +373,8 @@ def problems(record: dict[str, Any], stale_after_s: float,
                            write_errors if isinstance(write_errors, dict) else None)
     takes = record.get("takes")
     kept = takes.get("keep_free_bytes", 0) if isinstance(takes, dict) else 0
-    if (disk := disk_problem(record.get("disk"), kept)) is not None:
+    removable = takes.get("removable_bytes") if isinstance(takes, dict) else None
+    if (disk := disk_problem(record.get("disk"), kept, removable)) is not None:
         found.append(disk)
     return found
 

@@ -10,6 +10,14 @@ output folder), and never one written within :data:`QUIET_S` (a take being
 recorded is written every few seconds). Both rules are off by default: nothing
 is removed unless the config says so. Each removal is an event
 (``take_removed``: file, bytes, why) and a line on the supervisor's console.
+
+A take being recorded is never removed, so retention works on the segments
+audio_out has finished: it rolls a running recording into a new segment every
+``[audio_out] segment_s`` (an hour by default). Where the takes being recorded
+are what fills the disk (a ``segment_s`` too long for it), the console's line
+names them, and :meth:`TakeKeeper.snapshot` says how much retention has left
+to remove (``removable_bytes``), so ``art2mus status`` says the disk filling
+once nothing finished is left (:func:`installation.status.disk_problem`).
 """
 
 from __future__ import annotations
@@ -115,6 +123,10 @@ class TakeKeeper:
         self.removed = 0
         self.removed_bytes = 0
         self._stuck_said = False
+        #: At the last look: bytes of finished takes a rule may still remove, and the takes
+        #: being recorded (None: not looked at yet).
+        self.removable_bytes: int | None = None
+        self.recording: list[Take] = []
 
     @classmethod
     def for_config(cls, config: InstallationConfig, log_event: Callable[..., None],
@@ -140,8 +152,9 @@ class TakeKeeper:
         if not self.active or now < self._next:
             return []
         self._next = now + EVERY_S
-        takes = [take for take in find_takes(self.templates)
-                 if now - take.modified >= QUIET_S]
+        found = find_takes(self.templates)
+        takes = [take for take in found if now - take.modified >= QUIET_S]
+        self.recording = [take for take in found if now - take.modified < QUIET_S]
         removed: list[Take] = []
         if self.keep_s > 0:
             for take in [t for t in takes if now - t.modified > self.keep_s]:
@@ -150,6 +163,7 @@ class TakeKeeper:
                     removed.append(take)
         if self.keep_free_bytes > 0:
             removed += self._make_room([t for t in takes if t not in removed])
+        self.removable_bytes = sum(take.bytes for take in takes if take not in removed)
         if removed:
             total = sum(take.bytes for take in removed)
             self._say(f"takes: removed the {len(removed)} oldest ({total / 1e9:.2f} GB), "
@@ -173,12 +187,23 @@ class TakeKeeper:
         stuck = free < self.keep_free_bytes and not any(
             t for t in takes if t not in removed)
         if stuck and not self._stuck_said:
-            # every take left is being recorded: the disk is filled by something else
+            # every take left is being recorded: they fill the disk, or something else does
             self._say(f"takes: the disk has {free / 1e9:.2f} GB free, under keep_free_gb = "
                       f"{self.keep_free_bytes / 1e9:g}, and no finished take is left to "
-                      "remove: other files fill it")
+                      f"remove: {self._filled_by(self.keep_free_bytes - free)}")
         self._stuck_said = stuck
         return removed
+
+    def _filled_by(self, short: int) -> str:
+        """What fills the disk when no finished take is left: the takes being recorded where
+        they hold the ``short`` bytes retention lacks, else other files."""
+        live = sorted(self.recording, key=lambda take: -take.bytes)
+        if not live or sum(take.bytes for take in live) < short:
+            return "other files fill it"
+        names = ", ".join(f"{take.path} ({take.bytes / 1e9:.1f} GB)" for take in live[:3])
+        return (f"the take being recorded fills it ({names}; never removed while it is "
+                "written): lower [audio_out] segment_s so a finished segment can go, or free "
+                "some space")
 
     def _remove(self, take: Take, why: str) -> bool:
         try:
@@ -194,10 +219,14 @@ class TakeKeeper:
         return True
 
     def snapshot(self) -> dict[str, Any]:
-        """What status.json says of the rule: its settings and what it removed so far."""
+        """What status.json says of the rule: its settings, what it removed so far, and at its
+        last look what it may still remove (``removable_bytes``: finished takes; None before
+        a look) and what it may not (``recording_bytes``: the takes being recorded)."""
         return {"keep_days": self.keep_s / 86400.0,
                 "keep_free_bytes": self.keep_free_bytes,
-                "removed": self.removed, "removed_bytes": self.removed_bytes}
+                "removed": self.removed, "removed_bytes": self.removed_bytes,
+                "removable_bytes": self.removable_bytes,
+                "recording_bytes": sum(take.bytes for take in self.recording)}
 
 
 __all__ = ["EVERY_S", "QUIET_S", "Take", "TakeKeeper", "find_takes", "kept_free_bytes"]

@@ -189,4 +189,5 @@ def test_the_supervisor_applies_the_rules_and_status_counts_what_went(tmp_path: 
     assert [name for name, _ in events if name.startswith("take")] == ["take_removed"]
     record = json.loads((out / "status.json").read_text())
     assert record["takes"] == {"keep_days": 7.0, "keep_free_bytes": 0, "removed": 1,
-                               "removed_bytes": 100}
+                               "removed_bytes": 100, "removable_bytes": 0,
+                               "recording_bytes": 0}
