@@ -20,6 +20,19 @@ blocks with :meth:`TimelineBuffer.read_into`. Between the two:
 - **Gaps**: a chunk that starts after ``buffered_until`` leaves a hole. The
   reader plays to the hole, then jumps over it (the playhead only ever moves
   over real material) with the same hold-and-crossfade as a resume.
+- **Too early**: a chunk that starts further ahead than the ring can hold
+  (``capacity`` frames past the first unplayed frame, or past the playhead
+  while the queue is dry) is refused whole (kind ``early``, counted in
+  ``early_chunks``, its frames in ``overflow_frames``), never jumped to: one
+  spoofed chunk at sample 2**52 made the playhead jump there for good, and
+  the engine refused every real clock of the room after it. Only the first
+  chunk of a start (nothing accepted yet) sets where playback begins, at any
+  distance: a restarted audio_out takes up the engine's timeline, which
+  counts samples since the engine started (~4e11 after 90 days at 48 kHz).
+- **Out of range**: a chunk that ends past ``max_sample`` (by default
+  :data:`ground.protocol.MAX_PLAYHEAD`, the largest playhead a clock may
+  report) is refused whole (kind ``out-of-range``, ``out_of_range_chunks``):
+  playing it would leave the playhead where no clock can say it.
 - **Starvation**: when the queue runs dry the reader plays the hold of its
   :class:`~audio_out.hold.HoldSynth` (a loop of the last second or so it
   played, decaying for ``hold_frames``, then fading to silence over
@@ -58,9 +71,10 @@ import numpy as np
 
 from audio_out.crossfade import equal_power_gains
 from audio_out.hold import HoldSynth
+from ground.protocol import MAX_PLAYHEAD
 
 State = Literal["starting", "playing", "holding", "silent"]
-SpliceKind = Literal["append", "replace", "gap", "late", "refused"]
+SpliceKind = Literal["append", "replace", "gap", "late", "refused", "early", "out-of-range"]
 
 #: A fence position beyond any timeline sample: "nothing is being written".
 _NO_FENCE = 1 << 62
@@ -115,6 +129,7 @@ class TimelineBuffer:
         hold_decay_db: float = 6.0,
         min_splice_frames: int = 64,
         loop_search_frames: int = 2400,
+        max_sample: int = MAX_PLAYHEAD,
     ) -> None:
         if channels < 1:
             raise ValueError(f"channels must be >= 1, got {channels}")
@@ -134,6 +149,8 @@ class TimelineBuffer:
                 f"{fade_frames}, {resume_frames}, {hold_frames}"
             )
         self.capacity_frames = int(capacity_frames)
+        #: A chunk ending past this timeline sample is refused (``out-of-range``).
+        self.max_sample = int(max_sample)
         self.channels = int(channels)
         self.block_frames = int(block_frames)
         self.max_block_frames = int(max_block_frames)
@@ -165,7 +182,9 @@ class TimelineBuffer:
         # --- counters (writer-owned / reader-owned, plain ints) ---
         self.late_frames = 0
         self.overflow_frames = 0
-        self.refused_chunks = 0
+        self.refused_chunks = 0  # would open one gap too many
+        self.early_chunks = 0  # started further ahead than the ring holds
+        self.out_of_range_chunks = 0  # ended past max_sample
         self.underflows = 0
         self.gaps = 0
         self.held_frames = 0
@@ -264,6 +283,9 @@ class TimelineBuffer:
     def _write(self, s: int, audio: np.ndarray, crossfade: int) -> SpliceResult:
         frames = audio.shape[0]
         chunk_end = s + frames
+        if chunk_end > self.max_sample:
+            self.out_of_range_chunks += 1
+            return SpliceResult("out-of-range", s, s, s, 0, 0, 0, 0)
         end0, _, base0, froms0, tos0 = self._layout
         # 1. Fence: nothing before the guessed first frame (or the gap it lands in) moves.
         s_guess = max(s, self._safe_start(self._playhead, end0))
@@ -285,8 +307,11 @@ class TimelineBuffer:
         late = min(s1, chunk_end) - s
         # The ring may hold `capacity` frames from the first unplayed material on
         # (a hole needs no storage); beyond that a write would alias unplayed audio.
+        # Dry, the playhead waits where the material ended, and the ring holds `capacity`
+        # from there: a chunk wholly beyond is too early, not a gap to jump to. Only a
+        # start's first chunk (nothing accepted yet) may set where playback begins.
         if end0 <= p:
-            first_unplayed = s1
+            first_unplayed = s1 if self._first_written < 0 else p
         elif pending and pending[0][0] == p:
             first_unplayed = pending[0][1]
         else:
@@ -294,6 +319,11 @@ class TimelineBuffer:
         end_w = min(chunk_end, first_unplayed + self.capacity_frames)
         overflow = chunk_end - max(end_w, s + late)
         self.late_frames += late
+        if s1 >= first_unplayed + self.capacity_frames:
+            self.early_chunks += 1
+            self.overflow_frames += overflow
+            self._layout = (end0, _NO_FENCE, base0, froms0, tos0)
+            return SpliceResult("early", s, s1, s1, 0, late, overflow, 0)
         if s1 >= end_w:
             self.overflow_frames += overflow
             self._layout = (end0, _NO_FENCE, base0, froms0, tos0)

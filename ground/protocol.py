@@ -66,9 +66,13 @@ ARRAY_DTYPES: dict[str, np.dtype] = {
 
 #: Largest sample position or count: exact in a float64, far from int64 overflow.
 MAX_SAMPLE = 2**53
-#: Largest playhead a clock may report (2,970 years at 48 kHz): half of MAX_SAMPLE, so
-#: the chunks the engine places after it stay within what every receiver accepts.
-MAX_PLAYHEAD = MAX_SAMPLE // 2
+#: Largest playhead a clock may report: 2**48, 186 years at 48 kHz (23 at 384 kHz), where
+#: 90 days at 192 kHz is 1.5e12 (2**40.5). It was 2**52, and a playhead exactly there was
+#: taken: with one bit left below 2**53 (where float64 stops holding every integer) the sums
+#: and products made from it (a lead added, a position in another rate, seconds in a
+#: float64) lost integer precision. 2**48 leaves 5 bits: any such sum, or a product by up to
+#: 32, is still exact, and the chunks placed after it stay far within MAX_SAMPLE.
+MAX_PLAYHEAD = 2**48
 #: Sample rates a receiver accepts, Hz.
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 384_000
 #: Longest room id or target (room ids are at most 64 characters by config).
