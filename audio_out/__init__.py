@@ -9,7 +9,7 @@ Flow::
                     --> ChannelMap --> speakers
                                   \\--> Recorder ring
     monitor thread --> PlaybackClock, events, PlayedNotes, MIDI port, MIDI segment
-    recorder thread --> WAV (RF64) / FLAC segment, one per start
+    recorder thread --> WAV (RF64) / FLAC segment, one per start and per segment_s
 
 Who owns what (the real-time rules of STYLE.md):
 
@@ -40,8 +40,9 @@ Who owns what (the real-time rules of STYLE.md):
 - **Monitor thread** (inside :class:`~audio_out.player.Player`) turns the
   published counters into events (``chunk_started``, ``underflow``, ``hold``,
   ``resume``), commits played notes and drives the MIDI port.
-- **Recorder thread** drains the recorder ring into this start's segment
-  file (:mod:`audio_out.recorder`: never overwritten, valid after SIGKILL; a
+- **Recorder thread** drains the recorder ring into the open segment file, a
+  new one at every start and every ``segment_s`` of played time
+  (:mod:`audio_out.recorder`: never overwritten, valid after SIGKILL; a
   write error fails the recording until a new segment takes writes again,
   never the callback, which only counts drops). The MIDI segment is written by
   the monitor thread.
