@@ -17,7 +17,11 @@ the new one's first downbeat is heard. The sender's own thread wakes at each
 beat's wall time, extrapolated from the last observation (at most
 :data:`MAX_EXTRAPOLATE_S` ahead, so a stalled playhead stops the beats), so a
 beat leaves within a few milliseconds of the playhead estimate passing it,
-whatever the engine loop is busy with. Chords between a transition's start
+whatever the engine loop is busy with. A playhead that stalls or jumps (a
+restarted room, a report hours ahead) resumes the beats at the beat in
+progress, found by arithmetic on the grid (:meth:`BeatOut._catch_up`): the
+sender never walks the beats in between, so the lock the engine loop shares
+with it in :meth:`BeatOut.observe` is held for microseconds. Chords between a transition's start
 and the new grid's first bar (the bridge) are not reported. A new piece's
 first downbeat takes the place of the old grid's boundary just before it
 (:data:`DOWNBEAT_TOLERANCE_S`): a change sends one ``/bar 1``, not the old
@@ -61,6 +65,16 @@ MAX_EXTRAPOLATE_S = 0.5
 GRIDS_KEPT = 8
 #: Longest the sender thread sleeps, so new observations are picked up.
 MAX_WAIT_S = 0.05
+#: How late a beat may be sent, seconds: after a stall or a jump of the playhead, older
+#: beats are skipped (only the beat in progress goes out).
+LATE_S = 0.1
+#: Most boundaries one room's turn of :meth:`BeatOut.pump` steps over, so the sender's lock
+#: is held for microseconds whatever the playhead does (a clock report from the LAN once put
+#: it 2**52 samples ahead, and the sender walked ten billion beats under the lock while the
+#: engine loop waited on it in :meth:`BeatOut.observe`, until the supervisor killed the
+#: engine as hung). A jump goes straight to the beat in progress (:meth:`BeatOut._catch_up`);
+#: this is the bound behind that.
+MAX_BOUNDARIES_PER_PUMP = 64
 #: How close before a new piece's first downbeat a boundary of the grid still playing is
 #: taken to be that downbeat (and not sent on its own). The composer puts a new piece's
 #: anchor on the old grid's bar line rounded to a whole sample, and a sync's phase moves it
@@ -275,10 +289,20 @@ class BeatOut:
                 position = self._position(state, now)
                 if state.next_beat is None:
                     state.next_beat = self._next_boundary(state, position - 1e-6)
-                while state.next_beat <= position:
+                late = LATE_S * self.sample_rate
+                if position - state.next_beat > late:
+                    state.next_beat = max(state.next_beat, self._catch_up(state, position))
+                for _ in range(MAX_BOUNDARIES_PER_PUMP):
+                    if state.next_beat > position:
+                        break
                     beat = state.last_beat = state.next_beat
-                    state.next_beat = self._next_boundary(state, beat)
-                    if state.next_beat <= position and position - beat > 0.1 * self.sample_rate:
+                    following = self._next_boundary(state, beat)
+                    if not following > beat:
+                        # far out on the timeline a float rounds the boundary onto the one
+                        # before: a step on, or the loop would stay on this beat
+                        following = beat + self._step(self._grid_at(state, beat))
+                    state.next_beat = following
+                    if following <= position and position - beat > late:
                         continue  # a stall or a jump: send only the beat playing now
                     due += self._messages(room, state, beat)
                 if state.advancing:
@@ -303,6 +327,15 @@ class BeatOut:
             log.warning("%s: sending again (%d messages failed so far)", type(self).__name__,
                         self.send_errors)
         return True
+
+    def _catch_up(self, state: _Room, position: float) -> float:
+        """Where the beats resume after a stall or a jump to ``position``: the beat in
+        progress if it began more than :data:`LATE_S` ago, else the first boundary within
+        that (those are still sent). Arithmetic on the grid, however far the jump."""
+        grid = self._grid_at(state, position)
+        in_progress = self._next_boundary(state, position - self._step(grid))
+        cut = position - LATE_S * self.sample_rate
+        return in_progress if in_progress <= cut else self._next_boundary(state, cut)
 
     def _grid_at(self, state: _Room, sample: float) -> BeatGrid:
         """The grid playing at ``sample``: the last whose first downbeat is not after it."""

@@ -51,7 +51,25 @@ room, which nudges its bars onto the new grid.
 instances whose reports alternate are two machines configured with the same
 room id: the room follows the first heard and refuses the other's reports
 (``duplicate_room``, :attr:`RoomSession.duplicate`), where taking both made
-every report of the one behind a restart and mangled both rooms' music.
+every report of the one behind a restart and mangled both rooms' music. A sender
+from before the field (instance 0) is told apart by its playhead sequence: each
+run of reports that continue one another is a timeline of its own
+(:meth:`RoomSession._timeline_of`), so two of them on one room id, or one beside
+a newer audio_out, are the same duplicate.
+
+**Whose playhead**: a report whose playhead runs further ahead than the
+timeline it belongs to allows (its last report extrapolated at real time, or
+what the engine sent, which audio_out jumps to over a gap; plus
+:data:`PLAYHEAD_SLACK_S`) is not followed at once: one report from the LAN with
+a playhead of 2**52 (the protocol's largest then) put the room's next chunk
+there, audio_out jumped to it and the engine refused every real clock after.
+Such a jump is followed only once :data:`JUMP_CONFIRM_REPORTS` reports, over
+:data:`CLOCK_JUMP_CONFIRM_S`, agree with each other as a real audio_out's would
+(its playhead moving at real time while it plays); each report refused is
+counted (:attr:`RoomSession.jumped_clocks`, and ``playhead-jump`` in
+:attr:`RoomSession.clock_drops`, which the engine exports as the
+``clock_refused`` drops). A playhead that goes back, or a new instance that
+starts behind, is a restart and still followed at once.
 """
 
 from __future__ import annotations
@@ -81,12 +99,15 @@ from ground.events import EventSink, null_sink
 from ground.params import SETTINGS, Parameter, live_value
 from ground.protocol import (
     DAY_S,
+    MAX_INSTANCE,
     PROTOCOL_VERSION,
     SYNC_KEYS,
     Array,
     ArtworkView,
     AudioChunk,
+    DropCounter,
     PlaybackClock,
+    ProtocolError,
 )
 
 Reason = Literal["start", "continue", "transition"]
@@ -155,6 +176,28 @@ DUPLICATE_SWITCHES = 4
 DUPLICATE_WINDOW_S = 10.0
 #: Instances a room remembers (their ids come from the network).
 INSTANCES_KEPT = 8
+#: How far a report's playhead may run past what its timeline allows, seconds: the
+#: timeline's last report extrapolated at real time to now, or the end of what the engine
+#: sent (audio_out jumps a gap onto it). The margin is CLOCK_STEP_S's, for the same
+#: reasons (a report applied has waited at most a report period, plus transport jitter);
+#: a playhead further ahead is a jump (:meth:`RoomSession._jumped`).
+PLAYHEAD_SLACK_S = CLOCK_STEP_S
+#: Reports agreeing with each other (over at least CLOCK_JUMP_CONFIRM_S) a playhead jump
+#: needs before the room follows it: a restarted audio_out, or one another engine fed,
+#: reports its new timeline 20 times a second; a forged report is one, or a burst that
+#: does not move as a playhead does.
+JUMP_CONFIRM_REPORTS = 3
+#: Timelines of senders from before the instance field (instance 0) get ids above any
+#: instance's, one per run of reports that continue one another.
+LEGACY_TIMELINES = MAX_INSTANCE + 1
+
+
+def instance_name(key: int) -> str:
+    """An audio_out instance as events name it: 8 hex digits (as audio_out logs its
+    ``clock_instance``), or for a sender without one, ``00000000/N``, its Nth timeline."""
+    if key < LEGACY_TIMELINES:
+        return f"{key:08x}"
+    return f"00000000/{key - LEGACY_TIMELINES + 1}"
 
 
 #: MIDI channels other than GM percussion (channel 10, index 9), in order.
@@ -194,6 +237,19 @@ class ChunkPlan:
     playhead: int
     state: Any
     condition: Any
+
+
+@dataclass
+class _JumpCandidate:
+    """Reports whose playhead jumped ahead of the room's timeline, while they agree with
+    each other: ``anchor`` the first of a run that plays, ``last`` the latest (playhead,
+    audio_out's wall time, playing)."""
+
+    instance: int
+    anchor: tuple[int, float]
+    last: tuple[int, float, bool]
+    since: float  # our clock, when the first came
+    reports: int = 1
 
 
 @dataclass
@@ -257,6 +313,15 @@ class RoomSession:
         self._duplicate_heard = -math.inf  # when the one not followed last spoke
         self._duplicate_said = -math.inf
         self.duplicate_clocks = 0  # reports refused from a second audio_out, counted
+        # each timeline's last report taken: id -> (playhead, when it left on our clock);
+        # instance-0 timelines' ids are handed out from LEGACY_TIMELINES on
+        self._timelines: dict[int, tuple[int, float]] = {}
+        self._legacy_timelines = 0
+        self._jump: _JumpCandidate | None = None  # reports jumping ahead, agreeing so far
+        self._jump_said = -math.inf
+        self.jumped_clocks = 0  # reports whose playhead jumped ahead, refused and counted
+        # every refused report by reason (the engine shares one and exports it)
+        self.clock_drops = DropCounter()
         self.generated_frames = 0
         self.generation_s = 0.0
         self._seconds_per_frame: float | None = None
@@ -277,6 +342,9 @@ class RoomSession:
         self._sync: tuple[float, int, float] | None = None  # downbeat wall time, beats, bpm
         self._dry_since: float | None = None  # our clock when audio_out ran dry short of ours
         self._sent: deque[tuple[float, int]] = deque(maxlen=SENT_KEPT)  # (our clock, queue end)
+        # the ends of the last chunks sent, a restart or not: material audio_out may hold
+        # (a restarted audio_out plays the chunks sent for the old timeline as it subscribed)
+        self._sent_ends: deque[int] = deque(maxlen=SENT_KEPT)
         self._lost_logged = False
         self.lost_resyncs = 0  # restarts because sent chunks never arrived
         self.non_finite_chunks = 0  # chunks whose NaN/inf samples were zeroed
@@ -511,7 +579,9 @@ class RoomSession:
         """Take audio_out's playback position; a new audio_out instance, or a playhead that
         went back, means it restarted.
 
-        A report dated implausibly far from the room's clock offset
+        A report whose playhead jumped further ahead than its timeline allows is refused
+        and counted (:attr:`jumped_clocks`, :meth:`_jumped`) until reports agree with the
+        jump. A report dated implausibly far from the room's clock offset
         (:data:`CLOCK_JUMP_S`) is refused and counted (:attr:`refused_clocks`)
         until reports have agreed with the new offset for
         :data:`CLOCK_JUMP_CONFIRM_S` (a clock stepped on audio_out's machine); one
@@ -520,18 +590,25 @@ class RoomSession:
         (:attr:`duplicate_clocks`, :meth:`_admit_instance`).
         """
         now = self._now()
-        admitted = self._admit_instance(clock.instance, now)
+        key = self._timeline_of(clock, now)
+        if self._jumped(key, clock, now):
+            return
+        if key == LEGACY_TIMELINES + self._legacy_timelines:
+            self._legacy_timelines += 1  # a new timeline of a sender without an instance
+        admitted = self._admit_instance(key, now)
         if admitted == "refused":
+            # (its timeline is kept, so its next report is told apart from the room's)
+            self._note_timeline(key, clock.playhead, now)
             return
         if self._clock_offset is not None and admitted != "chosen" \
                 and not self._believed_offset(now - clock.wall_time):
             return
         # a new instance is followed once its report is believed (one dated wrong is not)
-        new_instance = admitted in ("new", "chosen") and self._following != clock.instance
+        new_instance = admitted in ("new", "chosen") and self._following != key
         if admitted in ("new", "chosen"):
-            self._following = clock.instance
-            first_heard, last_heard, _ = self._instances[clock.instance]
-            self._instances[clock.instance] = (first_heard, last_heard, True)
+            self._following = key
+            first_heard, last_heard, _ = self._instances[key]
+            self._instances[key] = (first_heard, last_heard, True)
         restarted = self._clock is not None and (
             new_instance or clock.playhead < self._clock.playhead)
         if restarted:
@@ -553,6 +630,7 @@ class RoomSession:
             buffered_until=clock.buffered_until,
             dry=clock.state in ("holding", "silent"),
         )
+        self._note_timeline(key, clock.playhead, self._clock.received)
         # Dry while we think we sent beyond what it holds: chunks lost on the way (a PUB
         # socket drops silently at its high-water mark) if it lasts past LOST_AFTER_S.
         # Only what was sent before the report left counts: a report read late (it waited
@@ -584,11 +662,12 @@ class RoomSession:
         event once a minute; the :attr:`duplicate` status). Before that, only a new
         instance is followed at once: one followed before that speaks again while the
         one followed now is alive is refused (a report of it read late, or the second
-        audio_out). Instance 0 (a sender from before the field) is always ``same``: the
-        playhead alone tells its restarts.
+        audio_out). ``instance`` is the report's timeline (:meth:`_timeline_of`): for a
+        sender from before the field (instance 0), one per run of reports that continue
+        one another, so a second such sender on the room id, or one beside a newer
+        audio_out, is a duplicate too (it was always taken as the room's: 132 restarts
+        in 20 s beside a real audio_out).
         """
-        if instance == 0:
-            return "same"
         if self._duplicate_since is not None and now - self._duplicate_heard > DUPLICATE_WINDOW_S:
             self._end_duplicate(now)
         heard = self._instances.pop(instance, None)
@@ -612,6 +691,11 @@ class RoomSession:
                 self._duplicate_since = now
             elif heard is None or not heard[2]:
                 return "new"  # audio_out restarted (the old instance stops now): followed
+            elif instance >= LEGACY_TIMELINES:
+                # a sender without an instance back on a timeline followed before: a second
+                # one (counted as a switch), or a restarted one playing the chunks we sent
+                # for its old timeline as it subscribed: followed (no report is read late)
+                return "new"
             else:
                 return "refused"  # followed before: read late, or a second audio_out
         self._duplicate_heard = now
@@ -620,8 +704,113 @@ class RoomSession:
             self._say_duplicate(now, following=instance, refused=following)
             return "chosen"
         self.duplicate_clocks += 1
+        self.clock_drops.add(ProtocolError("duplicate-room",
+                                           f"a second audio_out {instance_name(instance)}"))
         self._say_duplicate(now, following=following, refused=instance)
         return "refused"
+
+    def _timeline_of(self, clock: PlaybackClock, now: float) -> int:
+        """Which sender's timeline ``clock`` belongs to: its audio_out instance, or for a
+        sender from before the field (instance 0) the timeline it continues (the one the
+        room follows first, then the most recently heard), else a new one.
+
+        A report continues a timeline when its playhead is neither behind that
+        timeline's last report (a playhead that went back is a restart: a new
+        timeline) nor further ahead than it allows (:meth:`_reach`, with only the
+        current stream's material: one sent before a restart would join two senders'
+        timelines).
+        """
+        if clock.instance:
+            return clock.instance
+        legacy = [key for key in self._timelines if key >= LEGACY_TIMELINES]
+        legacy.sort(key=lambda key: (key != self._following, -self._timelines[key][1]))
+        for key in legacy:
+            last, _ = self._timelines[key]
+            if last <= clock.playhead <= self._reach(key, now, lately=False):
+                return key
+        return LEGACY_TIMELINES + self._legacy_timelines  # (taken once one is no jump)
+
+    def _reach(self, key: int, now: float, lately: bool = True) -> float:
+        """The furthest timeline sample a report of ``key``'s timeline may show now: its
+        last report extrapolated at real time, or, for the timeline followed, the end of
+        what we sent (audio_out jumps a gap onto it); plus :data:`PLAYHEAD_SLACK_S`.
+        ``lately``: what we sent for the last :data:`SENT_KEPT` chunks, before a restart
+        too (a restarted audio_out plays what it is sent as it subscribes, which may be
+        the old timeline's), else the current stream's only."""
+        rate = self.generator.sample_rate
+        playhead, sent = self._timelines[key]
+        reach = float(playhead) + max(0.0, now - sent) * rate
+        if key == self._following:
+            sent_end = max(self._sent_ends, default=None) if lately else self.queue_end
+            if sent_end is not None:
+                reach = max(reach, sent_end)
+        return reach + PLAYHEAD_SLACK_S * rate
+
+    def _note_timeline(self, key: int, playhead: int, sent: float) -> None:
+        """Keep ``key``'s last report (sent at ``sent`` on our clock); only the timelines
+        of the instances remembered (:data:`INSTANCES_KEPT`) are kept."""
+        self._timelines[key] = (playhead, sent)
+        for old in [k for k in self._timelines if k not in self._instances]:
+            del self._timelines[old]
+
+    def _jumped(self, key: int, clock: PlaybackClock, now: float) -> bool:
+        """True when ``clock``'s playhead is further ahead than its timeline allows (its
+        own last report, or for a sender not heard yet the room's timeline; see
+        :meth:`_reach`): refused and counted, until :data:`JUMP_CONFIRM_REPORTS` reports
+        over :data:`CLOCK_JUMP_CONFIRM_S` agree with each other (:meth:`_agrees`), when
+        the jump is followed (``playhead_jump_followed``). A report that is no jump ends
+        a run of its sender's jumping ones. The room's first report is no jump.
+        """
+        judge = key if key in self._timelines else self._following
+        if judge is None or judge not in self._timelines:
+            return False
+        reach = self._reach(judge, now)
+        if clock.playhead <= reach:
+            if self._jump is not None and self._jump.instance == clock.instance:
+                self._jump = None  # the sender's playhead is back on its timeline
+            return False
+        report = (clock.playhead, clock.wall_time, clock.state == "playing")
+        jump = self._jump
+        if jump is not None and self._agrees(jump, clock):
+            if not (jump.last[2] and report[2]):
+                jump.anchor = report[:2]  # a run that plays starts here
+            jump.last = report
+            jump.reports += 1
+        else:
+            jump = self._jump = _JumpCandidate(clock.instance, report[:2], report, now)
+        if jump.reports >= JUMP_CONFIRM_REPORTS and now - jump.since >= CLOCK_JUMP_CONFIRM_S:
+            self._jump = None
+            self.log_event("playhead_jump_followed", playhead=clock.playhead,
+                           expected=round(reach), reports=jump.reports,
+                           instance=instance_name(key))
+            return False
+        self.jumped_clocks += 1
+        self.clock_drops.add(ProtocolError(
+            "playhead-jump", f"playhead {clock.playhead}, the timeline allows {reach:.0f}"))
+        if now - self._jump_said >= 60.0:  # a flood of them: once a minute
+            self._jump_said = now
+            self.log_event("clock_jump_refused", playhead=clock.playhead,
+                           expected=round(reach), refused=self.jumped_clocks,
+                           instance=instance_name(key))
+        return True
+
+    def _agrees(self, jump: _JumpCandidate, clock: PlaybackClock) -> bool:
+        """Whether ``clock`` goes on from the jumping reports before it as a real
+        audio_out's would: the same sender, sent after the last (within
+        :data:`CLOCK_JUMP_CONFIRM_S`), its playhead moving at real time while it plays
+        (from the first report of the run) and never back or faster while it holds."""
+        if clock.instance != jump.instance:
+            return False
+        last_playhead, last_sent, last_playing = jump.last
+        elapsed = clock.wall_time - last_sent
+        if not 0.0 < elapsed <= CLOCK_JUMP_CONFIRM_S:
+            return False
+        rate = self.generator.sample_rate
+        slack = PLAYHEAD_SLACK_S * rate
+        if last_playing and clock.state == "playing":
+            playhead, sent = jump.anchor
+            return abs(clock.playhead - (playhead + (clock.wall_time - sent) * rate)) <= slack
+        return last_playhead <= clock.playhead <= last_playhead + elapsed * rate + slack
 
     def _say_duplicate(self, now: float, following: int, refused: int) -> None:
         """The ``duplicate_room`` event, at most once a minute."""
@@ -629,17 +818,18 @@ class RoomSession:
             return
         self._duplicate_said = now
         assert self._duplicate_since is not None
+        followed, other = instance_name(following), instance_name(refused)
         self.log_event(
-            "duplicate_room", following=f"{following:08x}", refused=f"{refused:08x}",
+            "duplicate_room", following=followed, refused=other,
             refused_clocks=self.duplicate_clocks, since_s=round(now - self._duplicate_since, 3),
-            error=f"two audio_outs report as room {self.room!r} (instances {following:08x} "
-                  f"and {refused:08x}; each logs its clock_instance at start): following "
-                  f"{following:08x}, refusing the other's clocks. Give each room machine "
+            error=f"two audio_outs report as room {self.room!r} (instances {followed} "
+                  f"and {other}; each logs its clock_instance at start): following "
+                  f"{followed}, refusing the other's clocks. Give each room machine "
                   f"its own room id.")
 
     def _end_duplicate(self, now: float) -> None:
         assert self._duplicate_since is not None
-        self.log_event("duplicate_room_ended", following=f"{self._following or 0:08x}",
+        self.log_event("duplicate_room_ended", following=instance_name(self._following or 0),
                        refused_clocks=self.duplicate_clocks,
                        lasted_s=round(self._duplicate_heard - self._duplicate_since, 3))
         self._duplicate_since = None
@@ -659,8 +849,8 @@ class RoomSession:
             return None
         others = [k for k, (_, last, _) in self._instances.items()
                   if k != self._following and now - last <= DUPLICATE_WINDOW_S]
-        return {"following": f"{self._following or 0:08x}",
-                "refused": [f"{k:08x}" for k in others],
+        return {"following": instance_name(self._following or 0),
+                "refused": [instance_name(k) for k in others],
                 "refused_clocks": self.duplicate_clocks}
 
     def _believed_offset(self, offset: float) -> bool:
@@ -699,6 +889,7 @@ class RoomSession:
                            expected_s=round(expected, 3), max_jump_s=CLOCK_JUMP_S,
                            refused=self.refused_clocks + 1)
         self.refused_clocks += 1
+        self.clock_drops.add(ProtocolError("dated", f"delivery offset {offset:.3f} s"))
         return False
 
     def _rebase_offset(self, offset: float, previous: float) -> None:
@@ -889,6 +1080,7 @@ class RoomSession:
             self._dry_since, self._lost_logged = None, False
         self.queue_end = plan.start + frames
         self._sent.append((self._now(), self.queue_end))
+        self._sent_ends.append(self.queue_end)
         self.generated_frames += frames
         self.generation_s += spent * share
         # The wall time, not the share: it is how long new material takes to arrive.

@@ -217,7 +217,11 @@ def _configs(tmp_path: Path) -> tuple[Path, Path]:
         "rooms": [{"id": "a"}],
     }
     engine = freeze_config(config_from_dict(base), tmp_path / "engine.json")
-    rooms = dict(base, network=base["network"] | {"chunks": f"tcp://127.0.0.1:{PORT + 5}"})
+    # audio_out listens to the test's chunks, and reports its clock to nobody: the test is
+    # room "a"'s only audio_out the engine hears (two on one room id are a duplicate room,
+    # and the engine follows the first heard, not the test's clock)
+    rooms = dict(base, network=base["network"] | {"chunks": f"tcp://127.0.0.1:{PORT + 5}",
+                                                  "clock": f"tcp://127.0.0.1:{PORT + 4}"})
     return engine, freeze_config(config_from_dict(rooms), tmp_path / "rooms.json")
 
 

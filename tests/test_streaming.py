@@ -85,12 +85,14 @@ def test_start_then_contiguous_continuations_up_to_the_lead() -> None:
 
 
 def test_continuations_are_phase_continuous() -> None:
-    session, _, _ = _session()
+    session, _, clock = _session()
     session.on_view(_view("a", 0.3))
-    session.on_clock(_clock(0))
-    session.on_clock(_clock(48_000))
+    session.on_clock(_report(0, clock.now))
+    clock.now += 1.0  # (a playhead further ahead than time allows is not followed at once)
+    session.on_clock(_report(48_000, clock.now))
     chunks = _drain(session) + _drain(session)
-    session.on_clock(_clock(96_000))
+    clock.now += 1.0
+    session.on_clock(_report(96_000, clock.now))
     chunks += _drain(session)
     assert len(chunks) >= 3
     audio = np.concatenate([c.audio.to_numpy() for c in chunks])
@@ -148,10 +150,11 @@ def test_an_audio_out_restart_resets_the_stream() -> None:
 
 
 def test_falling_behind_the_playhead_resynchronises_with_a_crossfade() -> None:
-    session, _, _ = _session()
-    session.on_clock(_clock(0))
+    session, _, clock = _session()
+    session.on_clock(_report(0, clock.now))
     _drain(session)
-    session.on_clock(_clock(400_000))
+    clock.now += 8.5  # audio_out played on past what we sent (another engine fed it)
+    session.on_clock(_report(400_000, clock.now))
     chunk = session.next_chunk()
     assert chunk is not None and chunk.reason == "start" and chunk.crossfade > 0
 
@@ -376,8 +379,15 @@ def test_a_room_that_ran_dry_is_resumed_where_it_holds_not_restarted() -> None:
     assert session.playhead_estimate() == end  # no extrapolation while it holds
     resumed = session.next_chunk()
     assert resumed is not None and resumed.reason == "continue" and resumed.start_sample == end
-    # audio_out reports a playhead past what we sent (another engine fed it): start again
-    session.on_clock(_report(session.queue_end + RATE, clock.now))
+    # audio_out reports a playhead past what we sent (another engine fed it): one report
+    # is no proof (a forged one put rooms 2**52 samples ahead), reports that go on from it
+    # as a playhead does are, and the room starts again there
+    ahead = session.queue_end + RATE
+    session.on_clock(_report(ahead, clock.now))
+    assert session.next_reason() != "start" and session.jumped_clocks == 1
+    for k in range(1, 45):  # over 2 s at 20 Hz
+        clock.now += 0.05
+        session.on_clock(_report(ahead + k * RATE // 20, clock.now))
     assert session.next_reason() == "start"
 
 
