@@ -21,10 +21,25 @@ grid and playhead estimate, and it sends beats, bars, key and chords on OSC.
 
 No peer can block the loop: each turn reads at most :data:`FRAMES_PER_TURN`
 frames per socket (plus :data:`FRAMES_PER_ROOM` per room for views, and
-:data:`CLOCKS_PER_ROOM` for clocks, of which each room's newest is applied), and
-the chunks XPUB takes only subscriptions to a configured room
-(or ``""``, a tap on every room); anything else is counted as dropped
-(:class:`RoomSubscriptions`), so ``subscribed`` stays bounded.
+:data:`CLOCKS_PER_ROOM` for clocks, of which each room's newest is applied, and
+:data:`SUBSCRIPTIONS_PER_TURN` subscription frames).
+
+The chunks XPUB is in ZeroMQ's manual mode (``ZMQ_XPUB_MANUAL``): it sends to a
+subscriber only the topics the engine subscribes it to, and the engine takes only
+a configured room id (what audio_out subscribes to) or ``""`` (a tap on every
+room); anything else is counted as dropped (:class:`RoomSubscriptions`). ZeroMQ
+still files every topic a peer sends, taken or not, for as long as that peer is
+connected (libzmq 4.3.5 keeps a second trie for manual mode, to unsubscribe a
+peer that leaves), and nothing in it bounds how many: a peer sending 20,000 new
+topics a second grew the engine by 2.4 GB in a minute, and when it left, ZeroMQ
+walked them all in the loop's thread for five seconds. So the engine counts what
+it refused and its peers still hold, and past :data:`SUBSCRIPTION_FLOOD_TOPICS`
+topics or :data:`SUBSCRIPTION_FLOOD_BYTES` it closes the socket (ZeroMQ frees the
+topics in its reaper thread, not the loop's) and binds a new one
+(``subscription_flood``); the rooms' audio_outs reconnect and subscribe again
+within a reconnect interval (0.1 s), inside their lead. The peer flooding can do
+the same again: against a peer on the LAN, CurveZMQ (``[security] curve``) or a
+firewall is the remedy, this only bounds what it costs.
 """
 
 from __future__ import annotations
@@ -38,10 +53,10 @@ import statistics
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import zmq
@@ -64,7 +79,7 @@ from ground.protocol import (
     seconds_of_day,
 )
 from ground.shell import RoleShell
-from ground.transport import send
+from ground.transport import make_socket, send
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +102,16 @@ FRAMES_PER_ROOM = 4
 CLOCKS_PER_ROOM = 64
 #: Longest topic a subscription may carry: a room id (RoomConfig's pattern).
 MAX_TOPIC_BYTES = 64
+#: Subscription frames read from the chunks XPUB per turn (a few microseconds each): in
+#: manual mode ZeroMQ queues every one, a repeated topic too, until it is read.
+SUBSCRIPTIONS_PER_TURN = 1000
+#: Subscriptions the engine refused (no room) that its peers may hold on the chunks socket,
+#: and their topics' bytes, before the socket is made again: ZeroMQ keeps ~70 bytes per
+#: topic byte (200,000 topics of 48 bytes took 690 MB), so at most ~70 MB. A room's
+#: audio_out sends one subscription per connection; a machine configured with a room
+#: this engine does not serve, one per reconnect, released when it goes.
+SUBSCRIPTION_FLOOD_TOPICS = 4096
+SUBSCRIPTION_FLOOD_BYTES = 1 << 20
 #: Seconds a room may go without an audio_out subscribed to its chunks (health 0: nobody
 #: hears it), or without a PlaybackClock (health 0.5: the engine cannot follow its
 #: playhead), before its status says so. Twice the time a room takes an audio_out that
@@ -96,6 +121,15 @@ MAX_TOPIC_BYTES = 64
 LISTENER_GRACE_S = 10.0
 
 
+class Subscription(NamedTuple):
+    """A subscription frame the engine takes: its topic, whether it subscribes (else
+    unsubscribes), and whether it changed which rooms are listened to."""
+
+    topic: str
+    subscribe: bool
+    changed: bool
+
+
 class RoomSubscriptions:
     """Which rooms some audio_out listens to, from the chunks XPUB's subscription frames.
 
@@ -103,20 +137,34 @@ class RoomSubscriptions:
     configured room id or ``""`` (a tap on every room) is taken; every other
     frame is dropped and counted by reason, so ``topics`` never holds more
     than the rooms plus one.
+
+    In ZeroMQ's manual mode every peer's (un)subscription comes up, a topic
+    two peers share twice, and an unsubscription for each topic of a peer that
+    leaves: a room is listened to while its subscriptions outnumber its
+    unsubscriptions. (A peer that subscribes one topic twice is counted twice and
+    unsubscribed once when it goes: its room stays listened to, which costs a room
+    generated for nobody, never one silenced.) The subscriptions refused that peers
+    still hold (:attr:`held`, :attr:`held_bytes`) are counted the same way, for
+    :attr:`flooded`.
     """
 
     def __init__(self, rooms: list[str]) -> None:
         self.rooms = frozenset(rooms)
         self.topics: set[str] = set()
         self.dropped = DropCounter()
+        self._listeners: Counter[str] = Counter()  # subscriptions to each topic taken
+        self._refused: Counter[bytes] = Counter()  # subscriptions refused, still held
+        self.held = 0  # subscriptions refused that peers still hold
+        self.held_bytes = 0  # ... and their topics' bytes
 
-    def frame(self, frame: bytes) -> tuple[str, bool] | None:
-        """Apply one frame; ``(room, subscribed)`` when it changed ``topics``, else None."""
+    def frame(self, frame: bytes) -> Subscription | None:
+        """Apply one frame: the subscription taken, or None (dropped and counted)."""
         if not frame or frame[0] not in (0, 1):
             self.dropped.add(ProtocolError("bad-subscription", "expected flag byte 0 or 1"))
             return None
-        raw = frame[1:]
+        raw, subscribe = bytes(frame[1:]), frame[0] == 1
         if len(raw) > MAX_TOPIC_BYTES:
+            self._hold(raw, subscribe)
             self.dropped.add(ProtocolError(
                 "too-long", f"topic of {len(raw)} bytes, a room id has at most {MAX_TOPIC_BYTES}"))
             return None
@@ -125,17 +173,51 @@ class RoomSubscriptions:
         except UnicodeDecodeError:
             topic = None
         if topic is None or (topic and topic not in self.rooms):
-            self.dropped.add(ProtocolError("unknown-room", f"topic {bytes(raw)!r}"))
+            self._hold(raw, subscribe)
+            self.dropped.add(ProtocolError("unknown-room", f"topic {raw[:MAX_TOPIC_BYTES]!r}"))
             return None
-        if frame[0] == 1:
-            if topic in self.topics:
-                return None
+        if subscribe:
+            self._listeners[topic] += 1
+            changed = topic not in self.topics
             self.topics.add(topic)
-            return topic, True
-        if topic not in self.topics:
-            return None
-        self.topics.discard(topic)
-        return topic, False
+            return Subscription(topic, True, changed)
+        if self._listeners[topic] > 0:
+            self._listeners[topic] -= 1
+        changed = topic in self.topics and self._listeners[topic] == 0
+        if changed:
+            self.topics.discard(topic)
+        return Subscription(topic, False, changed)
+
+    def listeners(self, topic: str) -> int:
+        """Subscriptions to ``topic`` (a room, or ``""``) that peers hold now."""
+        return self._listeners[topic]
+
+    def _hold(self, raw: bytes, subscribe: bool) -> None:
+        """Count a refused topic ZeroMQ now holds (or, unsubscribed, no longer does)."""
+        if subscribe:
+            self._refused[raw] += 1
+            self.held += 1
+            self.held_bytes += len(raw)
+        elif self._refused[raw] > 0:  # (an unsubscription of nothing held changes nothing)
+            self._refused[raw] -= 1
+            if self._refused[raw] == 0:
+                del self._refused[raw]
+            self.held -= 1
+            self.held_bytes -= len(raw)
+
+    @property
+    def flooded(self) -> bool:
+        """True when peers hold more refused subscriptions than
+        :data:`SUBSCRIPTION_FLOOD_TOPICS` or :data:`SUBSCRIPTION_FLOOD_BYTES`."""
+        return (self.held > SUBSCRIPTION_FLOOD_TOPICS
+                or self.held_bytes > SUBSCRIPTION_FLOOD_BYTES)
+
+    def forget(self) -> None:
+        """Every peer has gone (the socket was made again): nothing listens, nothing held."""
+        self.topics.clear()
+        self._listeners.clear()
+        self._refused.clear()
+        self.held = self.held_bytes = 0
 
 
 def _said(error: BaseException) -> str:
@@ -237,6 +319,8 @@ class EngineServer:
                 # a missing port must not stop the music: said once, the engine plays on
                 log.warning("MIDI clock out unavailable: %s", error)
                 log_event("surface_unavailable", surface="MIDI clock out", error=str(error))
+        # clock reports the rooms refused, by reason (a jumped playhead, a second audio_out)
+        self.clock_drops = DropCounter()
         self.sessions = {room.id: self._new_session(room.id) for room in config.rooms}
         self.metrics = metrics or Metrics(0)
         self.state_path = state_path
@@ -255,8 +339,12 @@ class EngineServer:
         # XPUB: the engine learns which rooms' audio_out are subscribed, and
         # generates for a room only then (a PUB drops what it sends before the
         # subscription arrives: the first chunk after a restart would be lost).
-        self._chunks = self.shell.socket(zmq.XPUB, net.chunks, bind=True)
         self.subscriptions = RoomSubscriptions(list(self.sessions))
+        chunks = self._bind_chunks()
+        self._chunks: zmq.Socket | None = chunks
+        self._rebind_said = False  # a failed bind of a new chunks socket was said
+        self.chunks_remade = 0  # times the chunks socket was made again (subscription floods)
+        self._flood_said = -math.inf
         # For the status (our clock): since when no audio_out has listened to each room
         # (None while one does), and when each room's last PlaybackClock came.
         self._started = self._monotonic()
@@ -268,10 +356,11 @@ class EngineServer:
                         "clock": self.shell.inbox("clock", clocks),
                         "control": self.shell.control}
         self.shell.count("subscriptions", self.subscriptions.dropped)
+        self.shell.count("clock_refused", self.clock_drops)
         self._poller = zmq.Poller()
         for inbox in self.inboxes.values():
             self._poller.register(inbox.socket, zmq.POLLIN)
-        self._poller.register(self._chunks, zmq.POLLIN)
+        self._poller.register(chunks, zmq.POLLIN)
         self.unknown_room = 0
         self._next_stats = time.monotonic() + STATS_EVERY_S
         # For the console: how long recent generator calls took, and how many rooms each
@@ -296,7 +385,16 @@ class EngineServer:
                               self.log_event, clock=self._monotonic)
         session.min_change_interval_s = self.config.min_change_interval_s
         session.midi_channel_offset = config.midi_channel_offset
+        session.clock_drops = self.clock_drops  # one counter for the engine's metrics
         return session
+
+    def _bind_chunks(self) -> zmq.Socket:
+        """The chunks XPUB, bound, in manual mode (see the module docstring): a peer is
+        sent only the topics :meth:`_track_subscriptions` subscribes it to."""
+        net = self.config.network
+        return make_socket(self.shell.context, zmq.XPUB, net.chunks, bind=True,
+                           max_bytes=net.max_message_bytes, curve=self.shell.keys,
+                           xpub_manual=True)
 
     @property
     def subscribed(self) -> set[str]:
@@ -380,17 +478,74 @@ class EngineServer:
                 self._state_dirty = True
 
     def _track_subscriptions(self) -> None:
-        """Read the XPUB's (un)subscription frames, at most FRAMES_PER_TURN of them."""
-        for _ in range(FRAMES_PER_TURN):
+        """Read the XPUB's (un)subscription frames, at most SUBSCRIPTIONS_PER_TURN of them;
+        subscribe each peer to the rooms it asked for (manual mode: nothing else reaches
+        it); make the socket again when its peers hold too many topics refused."""
+        chunks = self._chunks
+        if chunks is None:
+            self._rebind_chunks()
+            return
+        for _ in range(SUBSCRIPTIONS_PER_TURN):
             try:
-                frame = self._chunks.recv(flags=zmq.NOBLOCK)
+                frame = chunks.recv(flags=zmq.NOBLOCK)
             except zmq.Again:
-                return
-            change = self.subscriptions.frame(frame)
-            if change is not None:
-                topic, subscribed = change
-                self.log_event("subscribed" if subscribed else "unsubscribed", topic=topic)
+                break
+            taken = self.subscriptions.frame(frame)
+            if taken is None:
+                continue
+            # at once, before the next recv: ZeroMQ applies it to the peer this came from
+            topic = taken.topic.encode("utf-8")
+            if taken.subscribe:
+                chunks.subscribe(topic)
+            else:
+                chunks.unsubscribe(topic)
+            if taken.changed:
+                self.log_event("subscribed" if taken.subscribe else "unsubscribed",
+                               topic=taken.topic)
                 self._note_listeners()
+        if self.subscriptions.flooded:
+            self._remake_chunks()
+
+    def _remake_chunks(self) -> None:
+        """Close the chunks socket, whose peers hold too many topics the engine refused (ZeroMQ
+        frees them in its reaper thread), and bind a new one; every peer reconnects."""
+        held = self.subscriptions
+        self.chunks_remade += 1
+        now = self._monotonic()
+        if now - self._flood_said >= 60.0:  # a flood goes on: said once a minute, counted
+            self._flood_said = now
+            self.log_event(
+                "subscription_flood", held=held.held, held_bytes=held.held_bytes,
+                dropped=held.dropped.total, remade=self.chunks_remade,
+                error=f"peers of {self.config.network.chunks} sent {held.held} "
+                      f"subscriptions to no room ({held.held_bytes} bytes of topics), more "
+                      f"than {SUBSCRIPTION_FLOOD_TOPICS} or {SUBSCRIPTION_FLOOD_BYTES} bytes: "
+                      f"the socket is made again (the rooms' audio_outs reconnect). A "
+                      f"program on the network floods it: turn [security] curve on, or "
+                      f"firewall the port")
+        assert self._chunks is not None
+        self._poller.unregister(self._chunks)
+        self._chunks.close(linger=0)
+        self._chunks = None
+        listened = sorted(self.subscriptions.topics)
+        self.subscriptions.forget()
+        for topic in listened:
+            self.log_event("unsubscribed", topic=topic)
+        self._note_listeners()
+        self._rebind_chunks()
+
+    def _rebind_chunks(self) -> None:
+        """Bind the chunks socket again (the old one's port may take a moment to be free:
+        tried again every turn, the failure said once)."""
+        try:
+            self._chunks = self._bind_chunks()
+        except (ConfigError, zmq.ZMQError) as error:
+            if not self._rebind_said:
+                self._rebind_said = True
+                self.log_event("chunks_rebind_failed", error=_said(error))
+            return
+        self._rebind_said = False
+        self._poller.register(self._chunks, zmq.POLLIN)
 
     def _note_listeners(self) -> None:
         """Mark since when each room has had no audio_out listening (after a change)."""
@@ -433,7 +588,7 @@ class EngineServer:
                 self._call_times.append(chunk.generation_s)
                 last_call_s = chunk.generation_s
             room = session.room
-            if not send(self._chunks, chunk):
+            if self._chunks is None or not send(self._chunks, chunk):
                 self.log_event("chunk_dropped", room=room, seq=chunk.seq)
             if self.metrics.enabled:
                 heard = session.playhead_estimate()
@@ -465,10 +620,11 @@ class EngineServer:
         length) where it has a bar grid and a playback clock, ``sync`` (tempo, beats
         per bar, last phase offset seen) while it follows a tempo sync, and
         ``lost_resyncs`` / ``non_finite_chunks`` / ``refused_views`` /
-        ``refused_clocks`` once any has
+        ``refused_clocks`` / ``jumped_clocks`` once any has
         happened, ``duplicate`` while two audio_outs report for one room
         (:attr:`~engine.streaming.RoomSession.duplicate`); ``write_errors``: files the
-        engine cannot write now (its state file).
+        engine cannot write now (its state file); ``chunks_remade``, once it has been,
+        the times the chunks socket was made again for a subscription flood.
         Per room also ``listening`` (an audio_out, or a tap on every room, is subscribed
         to its chunks), ``clock_age_s`` (seconds since its last PlaybackClock, None before
         the first) and ``health`` (:meth:`_room_health`: 0.0 when nobody has listened for
@@ -506,6 +662,8 @@ class EngineServer:
                 entry["refused_views"] = session.refused_views
             if session.refused_clocks:  # clock reports dated implausibly (CLOCK_JUMP_S)
                 entry["refused_clocks"] = session.refused_clocks
+            if session.jumped_clocks:  # clock reports whose playhead jumped implausibly
+                entry["jumped_clocks"] = session.jumped_clocks
             if session.duplicate:  # two audio_outs report for this room (one id twice)
                 entry["duplicate"] = session.duplicate
             downbeat = session.heard_downbeat()
@@ -526,7 +684,8 @@ class EngineServer:
                 "chunk_ms": round(1000.0 * statistics.median(times), 1) if times else None,
                 "batch": list(self._batches) if self.batching else [1],
                 "gpu_memory_mb": gpu_memory_mb(), "backend": backend,
-                "write_errors": self.write_failures.errors()}
+                "write_errors": self.write_failures.errors(),
+                **({"chunks_remade": self.chunks_remade} if self.chunks_remade else {})}
 
     # -- surviving a restart ---------------------------------------------------
 
@@ -684,6 +843,9 @@ class EngineServer:
     def close(self) -> None:
         """Close the sockets (idempotent)."""
         self.shell.close()
+        if self._chunks is not None:
+            self._chunks.close()
+            self._chunks = None
         for out in (self.beat_out, self.clock_out):
             if out is not None:
                 out.close()

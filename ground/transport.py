@@ -31,6 +31,23 @@ leave the machine are encrypted and authenticated; those, and any other
 link off the machine, have their failed handshakes said in the log
 (:func:`ground.security.watch_handshakes`).
 
+Every socket that binds drops a connection whose ZMTP (or CurveZMQ)
+handshake has not finished within :attr:`Liveness.handshake_s` (5 s; libzmq's
+own default is 30 s): a peer that opens connections and sends nothing, or half
+a greeting, holds a file descriptor of the engine only that long, so it must
+open thousands a second, not a few per minute, to run the engine out of them.
+And it refuses peers of ZMTP 1.0 and 2.0 (libzmq 2 and 3; every role speaks
+3.x): libzmq takes any first byte but 0xFF for a ZMTP 1.0 peer, whose
+"handshake" is over at once, and which has no heartbeat, so a connection that
+sent one byte and nothing more was held for ever (the auditor's 20,000 of them:
+every descriptor of the engine, 850 MB). libzmq refuses those versions where
+ZAP is enabled (CVE-2014-9721), so a socket in clear gets a ZAP domain
+(:data:`ZAP_DOMAIN`): where no ZAP handler runs, its NULL handshakes go on
+without one; where one does (CurveZMQ on other links), it lets NULL through.
+(Connections the kernel has queued but the process not yet accepted, once it
+is out of descriptors, are beyond this: ``LimitNOFILE`` and a per-address
+connection limit on the firewall are the remedy there.)
+
 A bind that fails (the port held by another engine or program, an address
 not of this machine) is a :class:`~ground.errors.ConfigError` naming the
 endpoint, never a raw ZeroMQ traceback.
@@ -62,6 +79,9 @@ if TYPE_CHECKING:
 #: byte and a topic (a room id, at most 64 characters), and the CurveZMQ
 #: handshake's INITIATE command (~270 bytes) passes the same limit.
 MAX_SUBSCRIPTION_BYTES = 1024
+#: The ZAP domain of a binding socket in clear: enables ZAP, under which libzmq refuses
+#: ZMTP 1.0 and 2.0 peers (see the module docstring).
+ZAP_DOMAIN = b"art2mus"
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,13 @@ class Liveness:
     switch) and tries again, rather than waiting out the kernel's SYN back-off
     (up to a minute between tries), so a link comes back within seconds of its
     peer.
+
+    ``handshake_s`` bounds, on a socket that binds, how long an accepted
+    connection may take to finish its handshake (``ZMQ_HANDSHAKE_IVL``; see the
+    module docstring): far longer than a handshake takes (two round trips, and a
+    CurveZMQ key check on the engine's authenticator thread: milliseconds on a
+    LAN, well under a second on Wi-Fi), far shorter than libzmq's 30 s; a
+    handshake cut short is tried again by the peer, as any dropped link is.
     """
 
     heartbeat_ivl_s: float = 1.0
@@ -97,6 +124,7 @@ class Liveness:
     keepalive_intvl_s: int = 1
     keepalive_cnt: int = 3
     connect_timeout_s: float = 3.0
+    handshake_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.001 <= self.heartbeat_ivl_s <= 3600:
@@ -114,6 +142,8 @@ class Liveness:
         if not 0 <= self.connect_timeout_s <= 3600:
             raise ValueError(f"connect_timeout_s: expected 0 (the kernel's) to 3600 s, got "
                              f"{self.connect_timeout_s}")
+        if not 0.001 <= self.handshake_s <= 3600:
+            raise ValueError(f"handshake_s: expected 0.001 to 3600 s, got {self.handshake_s}")
 
     def apply(self, socket: zmq.Socket) -> None:
         """Set these options on a ``tcp://`` socket (before it binds or connects)."""
@@ -135,7 +165,7 @@ def make_socket(
     context: zmq.Context, kind: int, endpoint: str, *, bind: bool,
     subscribe: list[str] | None = None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     hwm: int = 1000, curve: CurveKeys | None = None, immediate: bool = False,
-    liveness: Liveness = LIVENESS,
+    liveness: Liveness = LIVENESS, xpub_manual: bool = False,
 ) -> zmq.Socket:
     """A socket of ``kind`` bound or connected to ``endpoint``.
 
@@ -146,10 +176,17 @@ def make_socket(
     socket is a Curve server (clients checked against the authorized keys)
     and a connecting one a Curve client. ``immediate`` queues messages only
     on completed connections: while the peer is down a send fails instead of
-    queueing stale messages for the peer's next incarnation.
+    queueing stale messages for the peer's next incarnation. ``xpub_manual`` (an
+    XPUB) sets ``ZMQ_XPUB_MANUAL``: a peer is sent only the topics the owner
+    subscribes it to (``socket.subscribe(topic)`` right after receiving its
+    subscription frame, which ZeroMQ applies to the peer that sent it), so a
+    publisher decides which topics it serves.
 
     A ``tcp://`` socket gets ``liveness`` (heartbeats, keepalive; see
-    :class:`Liveness`); a secured one, and any on a link off the machine, has
+    :class:`Liveness`), and one that binds, whatever its transport, drops
+    connections whose handshake takes longer than ``liveness.handshake_s`` and
+    refuses ZMTP 1.0 and 2.0 peers (:data:`ZAP_DOMAIN`); a
+    secured one, and any on a link off the machine, has
     its failed handshakes watched (:func:`ground.security.watch_handshakes`).
     A failed bind is a :class:`~ground.errors.ConfigError` naming the endpoint.
     """
@@ -172,6 +209,17 @@ def make_socket(
         socket.setsockopt(zmq.RCVHWM, hwm)
         if immediate:
             socket.setsockopt(zmq.IMMEDIATE, 1)
+        if xpub_manual:
+            if kind != zmq.XPUB:
+                raise ValueError("make_socket: xpub_manual needs an XPUB socket")
+            socket.setsockopt(zmq.XPUB_MANUAL, 1)
+        if bind:
+            # a connection that never finishes its handshake (half a greeting, nothing)
+            # holds a descriptor only this long (libzmq: 30 s)
+            socket.setsockopt(zmq.HANDSHAKE_IVL, round(liveness.handshake_s * 1000))
+            if not secured:  # (a Curve server has ZAP already)
+                # a first byte but 0xFF would be a ZMTP 1.0 peer, held for ever: refused
+                socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
         if kind in (zmq.PUB, zmq.XPUB):
             socket.setsockopt(zmq.MAXMSGSIZE, min(max_bytes, MAX_SUBSCRIPTION_BYTES))
         else:

@@ -261,15 +261,20 @@ def test_a_state_file_from_before_the_tonic_was_renamed_still_loads(
 
 
 def test_subscriptions_take_only_configured_rooms_and_count_the_rest() -> None:
+    """The chunks XPUB is in manual mode: every peer's (un)subscription comes up, so a room
+    two peers listen to is listened to until both have gone; refused topics peers still
+    hold are counted (what ZeroMQ files for them)."""
     subscriptions = RoomSubscriptions(["a", "b"])
     frames = [b"\x01a", b"\x01a", b"\x01zz", b"\x01" + b"a" * 65, b"\x02junk", b"",
-              b"\x01\xff\xfe", b"\x01", b"\x00a", b"\x00b", b"\x01b", b"\x00zz"]
+              b"\x01\xff\xfe", b"\x01", b"\x00a", b"\x00b", b"\x01b", b"\x00zz", b"\x00a"]
     changes = [subscriptions.frame(frame) for frame in frames]
-    assert changes == [("a", True), None, None, None, None, None, None, ("", True),
-                       ("a", False), None, ("b", True), None]
+    assert changes == [("a", True, True), ("a", True, False), None, None, None, None, None,
+                       ("", True, True), ("a", False, False), ("b", False, False),
+                       ("b", True, True), None, ("a", False, True)]
     assert subscriptions.topics == {"", "b"}
     assert dict(subscriptions.dropped.by_reason) == {
         "unknown-room": 3, "too-long": 1, "bad-subscription": 2}
+    assert (subscriptions.held, subscriptions.held_bytes) == (2, 65 + 2)  # "a"*65, b"\xff\xfe"
 
 
 def _first_chunk(context: zmq.Context, server: EngineServer, clock: FakeClock) -> Any:
