@@ -33,23 +33,422 @@ Exported (labels in braces):
 - ``art2mus_write_errors_total{target}``: the supervisor's failed writes (status file,
   role logs, its event log, the run report): a full or failing disk
 
+- ``art2mus_metrics_connections_refused_total{reason}``: connections to this endpoint
+  closed unanswered (see below)
+
 With the port at 0 nothing is imported or opened and every method is a no-op,
 so the roles call them unconditionally.
+
+The endpoint (:class:`MetricsEndpoint`) is not prometheus_client's
+``start_http_server``, which gives every connection a thread of its own for as
+long as it stays open: a few hundred idle connections from the LAN (``[metrics]
+host = "0.0.0.0"``) took every file descriptor of the supervisor, which then
+could not restart a role and died. Here one thread serves every connection
+(a selector), at most :data:`ENDPOINT_MAX_CONNECTIONS` at once and
+:data:`ENDPOINT_MAX_PER_PEER` from one address (:class:`ConnectionBook` decides
+who gives way: a connection that has not sent its request yet, from the address
+holding the most such; a refused one is closed unread after
+:data:`ENDPOINT_REFUSED_LINGER_S`); one that sends no request head within
+:data:`ENDPOINT_HEAD_TIMEOUT_S`, or does not take its answer within
+:data:`ENDPOINT_ANSWER_TIMEOUT_S`, is closed. Connections closed unanswered are
+counted by reason in ``art2mus_metrics_connections_refused_total`` and said in
+the log at most once per :data:`ENDPOINT_SAY_EVERY_S`. One request per
+connection (``Connection: close``), which Prometheus's scraper handles.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import errno
+import functools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ground.config import MetricsConfig
 from ground.errors import DependencyError
+
+_log = logging.getLogger(__name__)
 
 #: Histogram buckets for chunk generation time (seconds): 1 ms .. 4 s.
 GENERATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 #: ``art2mus_level_dbfs`` while nothing is played (no reading, or digital silence).
 LEVEL_FLOOR_DBFS = -120.0
+
+
+#: Connections the metrics endpoint holds at once (a Prometheus server scrapes over one).
+ENDPOINT_MAX_CONNECTIONS = 16
+#: Connections one peer address may hold on the metrics endpoint.
+ENDPOINT_MAX_PER_PEER = 4
+#: Seconds a connection has to send its request head, from its start.
+ENDPOINT_HEAD_TIMEOUT_S = 5.0
+#: Seconds a connection has to take its whole answer, once its request is in.
+ENDPOINT_ANSWER_TIMEOUT_S = 10.0
+#: The longest request head read; a longer one is answered 431.
+ENDPOINT_MAX_HEAD_BYTES = 8192
+#: Seconds between two log lines about connections the endpoint closed unanswered.
+ENDPOINT_SAY_EVERY_S = 60.0
+#: Seconds the endpoint stops accepting when the process is out of file descriptors.
+ENDPOINT_ACCEPT_PAUSE_S = 0.5
+#: A refused connection is closed after this long, unread (at most ENDPOINT_MAX_LINGERING
+#: at once, past them at once): a client reopening a socket as soon as it is closed would
+#: otherwise make the endpoint accept and close as fast as it can.
+ENDPOINT_REFUSED_LINGER_S = 1.0
+ENDPOINT_MAX_LINGERING = 16
+
+
+@dataclass
+class _Booked:
+    peer: str
+    close: Callable[[], None]
+    waiting: bool = True  # no request head yet (or none since its last answer)
+
+
+@dataclass
+class ConnectionBook:
+    """The connections one server holds, by peer address, and who gives way when it is full.
+
+    A connection is *waiting* from its start until its request head is in
+    (:meth:`started`), and again between two requests on a kept-alive connection
+    (:meth:`waiting`); a waiting connection is one that may be idle on purpose. A
+    new connection (:meth:`admit`) is refused, or makes another give way (closed
+    at once, counted as ``evicted``), when:
+
+    - its peer holds ``max_per_peer``: that peer's own oldest waiting connection
+      gives way; with none waiting, the new one is refused (``per-peer``);
+    - ``max_waiting`` connections are waiting, or ``max_total`` are held: the
+      oldest waiting connection of the peer holding the most waiting ones gives
+      way, unless the new one's peer holds as many (then it is refused, ``full``).
+
+    So idle sockets from a few addresses, reopened as fast as they are cut, never
+    keep out another address (the technician's browser, the Prometheus server):
+    its connection takes the place of one of theirs, and a connection that has sent
+    its request is never closed for another. ``on_refused(reason)`` hears of every
+    connection closed unanswered (``per-peer``, ``full``, ``evicted``).
+    Thread-safe; ``close`` callables are called outside the lock.
+    """
+
+    max_per_peer: int
+    max_waiting: int
+    max_total: int | None = None
+    on_refused: Callable[[str], None] | None = None
+    refused: Counter[str] = field(default_factory=Counter)
+    _booked: dict[Hashable, _Booked] = field(default_factory=dict, repr=False)  # oldest first
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def admit(self, key: Hashable, peer: str, close: Callable[[], None]) -> bool:
+        """Book a new connection from ``peer`` (``close`` closes it, should it give way
+        later); False when it is refused (the caller closes it)."""
+        closing: list[Callable[[], None]] = []
+        reasons: list[str] = []
+        with self._lock:
+            refused = None
+            mine = [k for k, booked in self._booked.items() if booked.peer == peer]
+            if len(mine) >= self.max_per_peer:
+                victim = next((k for k in mine if self._booked[k].waiting), None)
+                if victim is None:
+                    refused = "per-peer"
+                else:
+                    closing.append(self._booked.pop(victim).close)
+                    reasons.append("evicted")
+            waiting = Counter(b.peer for b in self._booked.values() if b.waiting)
+            if refused is None and (
+                    sum(waiting.values()) >= self.max_waiting
+                    or (self.max_total is not None and len(self._booked) >= self.max_total)):
+                biggest = max(waiting, key=waiting.__getitem__, default=None)
+                if biggest is None or waiting[biggest] <= waiting[peer]:
+                    refused = "full"
+                else:
+                    victim = next(k for k, b in self._booked.items()
+                                  if b.peer == biggest and b.waiting)
+                    closing.append(self._booked.pop(victim).close)
+                    reasons.append("evicted")
+            if refused is None:
+                self._booked[key] = _Booked(peer, close)
+            else:
+                reasons.append(refused)
+            self.refused.update(reasons)
+        for close_one in closing:
+            close_one()
+        if self.on_refused is not None:
+            for reason in reasons:
+                self.on_refused(reason)
+        return refused is None
+
+    def started(self, key: Hashable) -> None:
+        """``key``'s request head is in: it is no longer waiting (never given way)."""
+        with self._lock:
+            booked = self._booked.get(key)
+            if booked is not None:
+                booked.waiting = False
+
+    def waiting(self, key: Hashable) -> None:
+        """``key`` answered its request and waits for another (a kept-alive connection)."""
+        with self._lock:
+            booked = self._booked.get(key)
+            if booked is not None:
+                booked.waiting = True
+
+    def release(self, key: Hashable) -> None:
+        """``key`` closed (a no-op for one that gave way)."""
+        with self._lock:
+            self._booked.pop(key, None)
+
+    def held(self, peer: str | None = None) -> int:
+        """Connections held (from ``peer`` only, when given)."""
+        with self._lock:
+            return sum(peer is None or b.peer == peer for b in self._booked.values())
+
+    def waiting_count(self) -> int:
+        """Connections held that have not sent a request (head) yet."""
+        with self._lock:
+            return sum(b.waiting for b in self._booked.values())
+
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    deadline: float
+    head: bytearray = field(default_factory=bytearray)
+    answer: memoryview | None = None  # what is left to send, once the request is in
+
+
+class MetricsEndpoint:
+    """Serves a WSGI app (prometheus_client's ``make_wsgi_app``) over HTTP from one thread,
+    with bounded connections (see the module docstring).
+
+    ``clock`` measures the timeouts (a test's fake may replace it). OSError when
+    ``host:port`` cannot be bound.
+    """
+
+    def __init__(self, app: Callable[..., Any], host: str, port: int,
+                 on_refused: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.clock = clock
+        self._on_refused = on_refused
+        self.book = ConnectionBook(ENDPOINT_MAX_PER_PEER, ENDPOINT_MAX_CONNECTIONS,
+                                   ENDPOINT_MAX_CONNECTIONS, self._refused)
+        self.answered = 0
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      flags=socket.AI_PASSIVE)[0]
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen(64)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._listener = listener
+        self.port = int(listener.getsockname()[1])
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._connections: dict[socket.socket, _Connection] = {}
+        self._lingering: deque[tuple[float, socket.socket]] = deque()  # refused, to close
+        self._accept_paused_until: float | None = None
+        self._closing = False
+        self._unsaid: Counter[str] = Counter()
+        self._said_at: float | None = None
+        self._thread = threading.Thread(target=self._serve, name="metrics-http", daemon=True)
+        self._thread.start()
+
+    # -- the loop ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while not self._closing:
+                for key, events in self._selector.select(self._next_timeout()):
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_r:
+                        self._wake_r.recv(64)
+                    elif events & selectors.EVENT_READ:
+                        self._read(key.fileobj)  # type: ignore[arg-type]
+                    else:
+                        self._write(key.fileobj)  # type: ignore[arg-type]
+                self._expire()
+        finally:
+            for sock in list(self._connections):
+                self._close(sock)
+            while self._lingering:
+                self._lingering.popleft()[1].close()
+
+    def _next_timeout(self) -> float:
+        deadlines = [c.deadline for c in self._connections.values()]
+        if self._lingering:
+            deadlines.append(self._lingering[0][0])
+        if self._accept_paused_until is not None:
+            deadlines.append(self._accept_paused_until)
+        if not deadlines:
+            return 1.0
+        return min(1.0, max(0.0, min(deadlines) - self.clock()))
+
+    def _accept(self) -> None:
+        for _ in range(64):  # a burst of connections never starves the others' answers
+            try:
+                sock, address = self._listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as error:
+                if error.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # the listener stays readable: accepting again at once would spin
+                    self._selector.unregister(self._listener)
+                    self._accept_paused_until = self.clock() + ENDPOINT_ACCEPT_PAUSE_S
+                    self._refused("no-descriptors")
+                    return
+                continue  # ECONNABORTED and the like: that one connection is gone
+            peer = str(address[0]) if isinstance(address, tuple) else ""
+            arrived = self.clock()  # its deadlines run from here
+            if not self.book.admit(sock, peer, functools.partial(self._close, sock)):
+                if len(self._lingering) < ENDPOINT_MAX_LINGERING:
+                    self._lingering.append((arrived + ENDPOINT_REFUSED_LINGER_S, sock))
+                else:
+                    sock.close()
+                continue
+            sock.setblocking(False)
+            self._connections[sock] = _Connection(sock, arrived + ENDPOINT_HEAD_TIMEOUT_S)
+            self._selector.register(sock, selectors.EVENT_READ)
+
+    def _read(self, sock: socket.socket) -> None:
+        connection = self._connections.get(sock)
+        if connection is None:
+            return
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(sock)
+            return
+        connection.head += data
+        end = connection.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(connection.head) > ENDPOINT_MAX_HEAD_BYTES:
+                self._answer(connection, "431 Request Header Fields Too Large", [], b"")
+            return
+        self.book.started(sock)
+        self._answer(connection, *self._respond(bytes(connection.head[:end])))
+
+    def _respond(self, head: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
+        """The status, headers and body for one request head."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return "400 Bad Request", [], b""
+        method, target, _ = parts
+        path, _, query = target.partition("?")
+        environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path,
+                                   "QUERY_STRING": query}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if colon:
+                environ["HTTP_" + name.strip().upper().replace("-", "_")] = value.strip()
+        answer: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: Any = None) -> Callable[[bytes], None]:
+            answer["status"], answer["headers"] = status, headers
+            return lambda _: None
+
+        try:
+            body = b"".join(self.app(environ, start_response))
+        except Exception as error:  # noqa: BLE001 - a failing collector must not stop it
+            _log.warning("metrics endpoint: the answer failed: %r", error)
+            return "500 Internal Server Error", [], b""
+        return answer["status"], answer["headers"], body
+
+    def _answer(self, connection: _Connection, status: str, headers: list[tuple[str, str]],
+                body: bytes) -> None:
+        head = [f"HTTP/1.1 {status}", *(f"{name}: {value}" for name, value in headers
+                                        if name.lower() not in ("content-length", "connection")),
+                f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        connection.answer = memoryview("\r\n".join(head).encode("latin-1") + body)
+        connection.deadline = self.clock() + ENDPOINT_ANSWER_TIMEOUT_S
+        self._selector.modify(connection.sock, selectors.EVENT_WRITE)
+        self._write(connection.sock)
+
+    def _write(self, sock: socket.socket) -> None:
+        connection = self._connections.get(sock)
+        if connection is None or connection.answer is None:
+            return
+        try:
+            sent = sock.send(connection.answer)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._close(sock)
+            return
+        connection.answer = connection.answer[sent:]
+        if not connection.answer:
+            self.answered += 1
+            self._close(sock)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        while self._lingering and now >= self._lingering[0][0]:
+            self._lingering.popleft()[1].close()
+        for sock, connection in list(self._connections.items()):
+            if now >= connection.deadline:
+                self._refused("timeout" if connection.answer is None else "slow-reader")
+                self._close(sock)
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            self._selector.register(self._listener, selectors.EVENT_READ)
+        self._say_due()
+
+    def _close(self, sock: socket.socket) -> None:
+        if self._connections.pop(sock, None) is not None:
+            self._selector.unregister(sock)
+        self.book.release(sock)
+        sock.close()
+
+    def _refused(self, reason: str) -> None:
+        """Count one connection closed unanswered; say the count at most once per
+        ENDPOINT_SAY_EVERY_S (the first at once)."""
+        if self._on_refused is not None:
+            self._on_refused(reason)
+        self._unsaid[reason] += 1
+        self._say_due()
+
+    def _say_due(self) -> None:
+        """Say what was closed unanswered since the last line, if ENDPOINT_SAY_EVERY_S has
+        passed since it (the loop calls it every turn: said even once the flood stops)."""
+        now = self.clock()
+        if self._unsaid and (self._said_at is None
+                             or now - self._said_at >= ENDPOINT_SAY_EVERY_S):
+            count, reasons = sum(self._unsaid.values()), ", ".join(
+                f"{name} {n}" for name, n in sorted(self._unsaid.items()))
+            since = "" if self._said_at is None else f" in {now - self._said_at:.0f} s"
+            _log.warning("metrics endpoint on port %d: closed %d connection(s) unanswered%s "
+                         "(%s); art2mus_metrics_connections_refused_total counts them",
+                         self.port, count, since, reasons)
+            self._unsaid.clear()
+            self._said_at = now
+
+    def close(self) -> None:
+        """Stop serving: every connection and the listener are closed."""
+        self._closing = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._thread.join(timeout=5.0)
+        self._selector.close()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 def metrics_port(metrics: MetricsConfig, role: str, room_index: int = 0) -> int:
@@ -72,7 +471,7 @@ class Metrics:
         self.port = port
         self.enabled = port > 0
         self._seen: dict[tuple[Any, ...], float] = {}
-        self._server: Any = None
+        self._server: MetricsEndpoint | None = None
         if not self.enabled:
             return
         try:
@@ -156,8 +555,14 @@ class Metrics:
                                         ["replica"], registry=r)
         self.replica_rooms = prom.Gauge("art2mus_replica_rooms", "Rooms a replica serves",
                                         ["replica"], registry=r)
+        self.endpoint_refused = prom.Counter(
+            "art2mus_metrics_connections_refused",
+            "Connections to this metrics endpoint closed unanswered (too many, idle, slow)",
+            ["reason"], registry=r)
         try:
-            self._server, _ = prom.start_http_server(port, addr=host, registry=r)
+            self._server = MetricsEndpoint(
+                prom.make_wsgi_app(r), host, port,
+                on_refused=lambda reason: self.endpoint_refused.labels(reason).inc())
         except OSError as exc:
             raise DependencyError(
                 f"metrics endpoint {host}:{port}: cannot listen ({exc})") from None
@@ -291,8 +696,7 @@ class Metrics:
     def close(self) -> None:
         """Stop the HTTP endpoint."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
             self._server = None
 
 

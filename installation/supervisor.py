@@ -13,8 +13,9 @@
   ``startup_grace_s`` for its first beat) is hung: it is SIGKILLed and
   restarted like a crashed one.
 - Live parameters (MIDI, OSC, the console, config reload, see :mod:`installation.control`)
-  leave through the control PUB socket, which only this loop touches; a role
-  that (re)starts is sent every value again on its first heartbeat.
+  leave through the control PUB socket, which only this loop touches, at most
+  every ``CONTROL_SEND_EVERY_S`` (a flood of changes is sent as the newest
+  values); a role that (re)starts is sent every value again on its first heartbeat.
 - A role that exits with a configuration, input or dependency error (exit
   code 2, 3 or 4, :mod:`ground.errors`) ``max_config_failures`` times in
   a row is not restarted again: it is ``failed`` (with the reason) in the
@@ -23,7 +24,9 @@
   on, since its finite roles wait for music only the engine makes.
 - Every exit, restart and hang is one human line on the console (stderr, so
   the journal under systemd): role, exit code or signal, the last error of
-  its log, and what happens next.
+  its log, and what happens next. So is a start that fails (no pipe, process
+  or thread to be had: the process out of file descriptors, say), which is
+  retried with the same backoff and never ends the supervisor.
 - Each role's stdout and stderr are drained by a thread into
   ``OUTPUT/logs/ROLE.log`` as JSON lines, rotated by size
   (:mod:`ground.jsonlog`).
@@ -56,8 +59,10 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -94,6 +99,11 @@ if TYPE_CHECKING:
     from installation.console.app import ConsoleServer
 
 _PR_SET_PDEATHSIG = 1
+#: The control PUB sends what is queued at most this often: a flood of knob changes
+#: (10,000 OSC values a second) reaches the roles as at most 50 sets a second of each
+#: parameter, its newest value each time (the hub replaces a queued set by a newer one),
+#: not as 10,000 re-plans and engine events a second.
+CONTROL_SEND_EVERY_S = 0.02
 #: Exit codes that mean "fix the config or the input": restarting will not help.
 GIVE_UP_CODES = {ConfigError.exit_code: "configuration error",
                  InputError.exit_code: "input error",
@@ -185,6 +195,17 @@ def _child_setup(nice: int | None, ionice: int | None,
     if ionice is not None and ioprio_set is not None and _LIBC is not None:
         _LIBC.syscall(ioprio_set, _IOPRIO_WHO_PROCESS, 0,
                       (_IOPRIO_CLASS_BE << _IOPRIO_CLASS_SHIFT) | ionice)
+
+
+def _descriptor_note(error: BaseException) -> str:
+    """What to say of a start refused for want of file descriptors ("" for another error)."""
+    if not isinstance(error, OSError) or error.errno not in (errno.EMFILE, errno.ENFILE):
+        return ""
+    if error.errno == errno.ENFILE:
+        return "the system's table of open files is full"
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # reading it takes no descriptor
+    return (f"the supervisor holds all {soft} file descriptors it may open: find what holds "
+            f"them in /proc/{os.getpid()}/fd; systemd's LimitNOFILE= raises the limit")
 
 
 def _exit_text(code: int) -> str:
@@ -319,6 +340,7 @@ class Supervisor:
         self.serve_console = serve_console if serve_console is not None else roles is None
         self._next_status = 0.0
         self._next_resend = time.monotonic() + config.control.resend_every_s
+        self._next_send = 0.0  # the control PUB's next turn (CONTROL_SEND_EVERY_S)
         self.sent_controls = 0
         self.systemd = SystemdNotify()
         self._next_notify = 0.0
@@ -362,11 +384,18 @@ class Supervisor:
         nice = sup.nice.get(role.kind) if role.kind else None  # type: ignore[call-overload]
         ionice = sup.ionice.get(role.kind) if role.kind else None  # type: ignore[call-overload]
         ioprio_set = (_IOPRIO_SYSCALLS.get(platform.machine()) or (None,))[0]
-        read_fd, write_fd = open_pipe()
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **{HEARTBEAT_FD_ENV: str(write_fd)})
         now = time.monotonic()
         role.started_at = now
         role.restart_at = None
+        # Every step that takes a file descriptor or a thread can fail when the process is
+        # out of them (EMFILE: idle connections to a port it serves ate them): a start
+        # that failed, retried with the backoff, never the end of the supervisor.
+        try:
+            read_fd, write_fd = open_pipe()
+        except OSError as error:
+            self._start_failed(role, now, error)
+            return
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{HEARTBEAT_FD_ENV: str(write_fd)})
         try:
             role.process = subprocess.Popen(
                 role.argv, stdout=output, stderr=output, env=env, pass_fds=(write_fd,),
@@ -374,26 +403,61 @@ class Supervisor:
             )
         except OSError as error:  # no memory, no file descriptors, a missing executable
             os.close(read_fd)
-            role.process = None
-            role.backoff_s = min(max(role.backoff_s * 2.0, sup.restart_backoff_s),
-                                 sup.restart_backoff_max_s)
-            role.restart_at = now + role.backoff_s
-            self.log_event("role_start_failed", role=role.name, error=str(error))
-            self.say(f"{role.name} could not be started: {error}; "
-                     f"retrying in {role.backoff_s:.1f} s")
+            self._start_failed(role, now, error)
             return
         finally:
             os.close(write_fd)  # the child holds it; EOF then means the child is gone
-        if log is not None:
-            assert role.process.stdout is not None and role.process.stderr is not None
-            role.pump = RoleOutputPump(role.process.stdout, role.process.stderr, log,
-                                       role.name, role.room)
-        role.heartbeat = HeartbeatReader(read_fd)
+        try:
+            if log is not None:
+                assert role.process.stdout is not None and role.process.stderr is not None
+                role.pump = RoleOutputPump(role.process.stdout, role.process.stderr, log,
+                                           role.name, role.room)
+            role.heartbeat = HeartbeatReader(read_fd)
+        except (OSError, RuntimeError) as error:  # RuntimeError: can't start new thread
+            # a role nobody drains or hears would block on a full pipe and look hung
+            self._abandon_start(role, read_fd)
+            self._start_failed(role, now, error)
+            return
         role.reported = False
         self.log_event("role_started", role=role.name, pid=role.process.pid,
                        restarts=role.restarts)
         if nice is not None and role.kind is not None:
             self._check_priority(role, nice)
+
+    def _start_failed(self, role: RoleProcess, now: float, error: BaseException) -> None:
+        """A start that failed (no pipe, no process, no thread): retried with the backoff,
+        said in one line, like a role that exited."""
+        sup = self.config.supervisor
+        role.process = None
+        role.backoff_s = min(max(role.backoff_s * 2.0, sup.restart_backoff_s),
+                             sup.restart_backoff_max_s)
+        role.restart_at = now + role.backoff_s
+        note = _descriptor_note(error)
+        self.log_event("role_start_failed", role=role.name, error=str(error),
+                       **({"open_files": note} if note else {}))
+        self.say(f"{role.name} could not be started: {error}"
+                 + (f" ({note})" if note else "") + f"; retrying in {role.backoff_s:.1f} s")
+
+    @staticmethod
+    def _abandon_start(role: RoleProcess, read_fd: int) -> None:
+        """Kill and reap a role started without its log pump or heartbeat reader."""
+        process, role.process = role.process, None
+        if process is not None:
+            process.kill()
+            process.wait()
+            if role.pump is None:  # a pump closes the streams it drains itself
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        stream.close()
+        role.pump = None
+        if role.heartbeat is not None:
+            role.heartbeat.close()
+            role.heartbeat = None
+        else:
+            try:
+                os.close(read_fd)
+            except OSError:
+                pass
 
     def _check_priority(self, role: RoleProcess, nice: int) -> None:
         """Say once per kind of role when the system refused the niceness asked for."""
@@ -521,6 +585,9 @@ class Supervisor:
         self._exited(role, code, now, hung_s=now - silent_since)
 
     def _send_controls(self, now: float) -> None:
+        if now < self._next_send:
+            return  # what is queued meanwhile waits (newer sets replacing older ones)
+        self._next_send = now + CONTROL_SEND_EVERY_S
         if now >= self._next_resend:
             self._next_resend = now + self.config.control.resend_every_s
             self.hub.replay()
@@ -608,12 +675,21 @@ class Supervisor:
                                      else "failed")
                     break
                 self._notify_systemd()
-                self.hub.wait(poll_s)  # wakes early when a knob moves
+                self._idle(poll_s)
         finally:
             self.systemd.send("STOPPING=1", "STATUS=stopping every role")
             self._stop_services()
             self.shutdown()
             self.systemd.close()
+
+    def _idle(self, poll_s: float) -> None:
+        """Wait for the next turn: ``poll_s``, less when a knob moves, but not before the
+        control PUB's next turn (a queued knob would otherwise wake the loop at once)."""
+        early_s = self._next_send - time.monotonic()
+        if early_s > 0:
+            time.sleep(min(early_s, poll_s))
+        else:
+            self.hub.wait(poll_s)  # wakes early when a knob moves
 
     def roles_up(self) -> bool:
         """True once every role has come up: sent its first heartbeat, or (a process that
@@ -727,6 +803,7 @@ class Supervisor:
     def shutdown(self) -> None:
         """Stop every role: Control shutdown, then SIGTERM, then SIGKILL; reap them all."""
         sup = self.config.supervisor
+        self.hub.flush_events(force=True)  # the last knob changes, still being coalesced
         message = Control(v=PROTOCOL_VERSION, room="*", target="*", command="shutdown")
         for _ in range(3):  # PUB drops messages to subscribers still connecting
             send(self._control, message)
