@@ -43,6 +43,22 @@ does not send its request in time is closed (:data:`HEAD_TIMEOUT_S`,
 :data:`REQUEST_TIMEOUT_S`); every answer carries
 :data:`~installation.console.auth.SECURITY_HEADERS`; see :mod:`.auth` for who
 may connect.
+
+Connections and requests (:class:`ConsoleLimits`): a connection that has not
+sent its request head yet is *waiting*; at most :data:`MAX_WAITING` wait at
+once, and :data:`MAX_PER_PEER` connections come from one address. When they
+are full, a new connection takes the place of the oldest waiting one of the
+address holding the most (:class:`ground.metrics.ConnectionBook`), or is
+refused when its own address holds as many (closed unread after
+:data:`REFUSED_LINGER_S`, so a client reopening as soon as it is cut does not
+spin): sockets held idle from a few addresses never keep another address out.
+Requests in hand (event streams included) are counted
+apart, :data:`MAX_CONNECTIONS` at once (503 past it), the last
+:data:`TRUSTED_RESERVE` of them kept for a loopback peer or a request carrying
+the token. Connections closed unanswered, 503s and the malformed requests
+uvicorn refuses are counted by reason and said in one line per 10 s
+(:class:`~installation.control.RefusalLog`: "console: refused 330 in 10 s
+(evicted 10, full 320)"), never one journal line each.
 """
 
 from __future__ import annotations
@@ -54,7 +70,6 @@ import math
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -75,6 +90,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ground.events import EventSink, null_sink
+from ground.metrics import ConnectionBook
 from ground.params import parameter, shown
 from installation.config import InstallationConfig, parse_listen
 from installation.console.auth import (
@@ -83,12 +99,13 @@ from installation.console.auth import (
     SECURITY_HEADERS,
     ConsoleAuth,
     LoginThrottle,
+    is_loopback_host,
     login_page,
 )
 from installation.console.editor import ConfigEditor, EditRefused
 from installation.console.previews import CatalogueShelves, NotInCatalogue
 from installation.console.state import TICK_S, ConsoleState, Rows, WriteErrors
-from installation.control import ControlHub
+from installation.control import ControlHub, RefusalLog
 
 log = logging.getLogger(__name__)
 
@@ -96,24 +113,46 @@ STATIC_DIR = Path(__file__).parent / "static"
 _CONTENT_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
                   ".html": "text/html; charset=utf-8", ".png": "image/png",
                   ".svg": "image/svg+xml", ".ico": "image/x-icon"}
-#: Open connections served at once (event streams included); more answer 503.
+#: Requests answered at once (event streams included); more answer 503. Counted from the
+#: request head on: a connection that sent none holds no slot. Why: uvicorn's
+#: ``limit_concurrency`` counts every open connection, so 64 idle sockets from 4
+#: addresses (16 each) made every request a 503, the technician's included.
 MAX_CONNECTIONS = 64
+#: The last of the MAX_CONNECTIONS slots, kept for requests from a loopback peer or
+#: carrying the token (header or login cookie): the login form and static files from the
+#: LAN cannot take them.
+TRUSTED_RESERVE = 16
+#: Connections waiting for their (next) request head, in all. Past it a new connection
+#: takes the place of the oldest waiting one of the address holding the most
+#: (:class:`ground.metrics.ConnectionBook`), or is closed when its own address holds as
+#: many: two addresses at MAX_PER_PEER fill it, and any other still gets in.
+MAX_WAITING = 32
 #: A connection must send a complete request head within HEAD_TIMEOUT_S of opening (or of
 #: its previous answer), and the whole request, body included, within REQUEST_TIMEOUT_S,
-#: or it is closed (:class:`TimedH11Protocol`). Why: uvicorn has no header-read timeout,
-#: and its ``limit_concurrency`` counts connections before any request is read, so 64
-#: sockets that sent nothing, or never finished their headers, made every request a 503,
-#: the technician's included, for as long as they stayed open. A browser sends its request
-#: head at once, and the largest body (``max_body_bytes``, 256 KiB by default) crosses a
-#: LAN in well under a second: only idle or deliberately slow sockets are cut, and the
-#: technician is back within HEAD_TIMEOUT_S of a flood of idle sockets.
+#: or it is closed (:class:`TimedH11Protocol`). Why: uvicorn has no header-read timeout. A
+#: browser sends its request head at once, and the largest body (``max_body_bytes``,
+#: 256 KiB by default) crosses a LAN in well under a second: only idle or deliberately
+#: slow sockets are cut.
 HEAD_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
-#: Connections one peer address may hold at once; more are closed as they open. A browser
-#: keeps at most six to a host (its event stream among them), a few browsers on one
-#: address (a proxy) fit; one address reopening idle sockets every HEAD_TIMEOUT_S could
-#: otherwise keep every MAX_CONNECTIONS slot and the technician's browser out.
+#: Connections one peer address may hold at once. A browser keeps at most six to a host
+#: (its event stream among them), a few browsers on one address (a proxy) fit; past it the
+#: address's own oldest waiting connection gives way, or the new one is closed.
 MAX_PER_PEER = 16
+#: A refused connection is closed after this long, unread, not at once (MAX_LINGERING at
+#: most; past them, at once): a client that reopens a socket as soon as it is closed
+#: (console_slowloris.py) otherwise made the console accept and close thousands a second,
+#: two thirds of a core; now each of its sockets comes back once a second.
+REFUSED_LINGER_S = 1.0
+MAX_LINGERING = 64
+#: What uvicorn logs (on "uvicorn.error") for each connection it refuses: counted as
+#: refusals of the console instead (None: dropped, the line before says it already).
+_UVICORN_REFUSALS = {
+    "Invalid HTTP request received.": "invalid-request",
+    "Exceeded concurrency limit.": "busy",
+    "Unsupported upgrade request.": "upgrade",
+}
+_UVICORN_SAID_WITH = ("No supported WebSocket library detected",)
 #: Longest a "show this work" may last, seconds.
 MAX_SHOW_S = 24 * 3600.0
 
@@ -222,13 +261,76 @@ def _with_security_headers(send: Send) -> Send:
     return sending
 
 
-class ConsoleGuard:
-    """ASGI middleware: authentication, Host and Origin checks, JSON-only API posts."""
+class ConsoleLimits:
+    """The console's connections (its :class:`TimedH11Protocol`) and requests in hand (its
+    :class:`ConsoleGuard`), with what they refused (module docstring).
 
-    def __init__(self, app: ASGIApp, auth: ConsoleAuth, throttle: LoginThrottle) -> None:
+    Lives in the server's event loop thread; ``refusals`` is thread-safe.
+    """
+
+    def __init__(self, log_event: EventSink = null_sink) -> None:
+        self.refusals = RefusalLog("console", log_event)
+        self.book = ConnectionBook(MAX_PER_PEER, MAX_WAITING, MAX_WAITING + MAX_CONNECTIONS,
+                                   on_refused=self.refuse)
+        self.in_hand = 0
+        self.lingering = 0  # refused connections not closed yet (REFUSED_LINGER_S)
+
+    def refuse(self, reason: str) -> None:
+        """Count one connection or request refused (said in the next summary)."""
+        self.refusals.refuse(reason)
+
+    def enter(self, trusted: bool) -> bool:
+        """Take a request slot; False (refused, counted ``busy``) when none is left for it."""
+        limit = MAX_CONNECTIONS if trusted else MAX_CONNECTIONS - TRUSTED_RESERVE
+        if self.in_hand >= limit:
+            self.refuse("busy")
+            return False
+        self.in_hand += 1
+        return True
+
+    def leave(self) -> None:
+        """Give a request slot back."""
+        self.in_hand -= 1
+
+
+class _UvicornRefusals(logging.Filter):
+    """Counts (in ``limits``) instead of logging the lines uvicorn writes per refused
+    connection: a flood of junk must not write the journal full."""
+
+    def __init__(self, limits: ConsoleLimits) -> None:
+        super().__init__()
+        self.limits = limits
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (dropped) for a per-connection refusal, counted; True for anything else."""
+        message = str(record.msg)
+        reason = _UVICORN_REFUSALS.get(message)
+        if reason is not None:
+            self.limits.refuse(reason)
+            return False
+        return not message.startswith(_UVICORN_SAID_WITH)
+
+
+def busy(trusted: bool) -> Response:
+    """503: every request slot open to this request is taken."""
+    whom = "" if trusted else (" (the last ones are kept for loopback and for requests "
+                               "with the token)")
+    response = error_response(503, f"the console is answering {MAX_CONNECTIONS} requests "
+                                   f"at once{whom}: try again in a moment")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+class ConsoleGuard:
+    """ASGI middleware: authentication, Host and Origin checks, JSON-only API posts, and the
+    request slots (:class:`ConsoleLimits`) of requests that passed them."""
+
+    def __init__(self, app: ASGIApp, auth: ConsoleAuth, throttle: LoginThrottle,
+                 limits: ConsoleLimits | None = None) -> None:
         self.app = app
         self.auth = auth
         self.throttle = throttle
+        self.limits = limits if limits is not None else ConsoleLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -248,13 +350,15 @@ class ConsoleGuard:
             await error_response(403, f"cross-origin request from {origin!r} refused")(
                 scope, receive, send)
             return
+        client = (scope.get("client") or ("?", 0))[0]
+        # loopback, or the token checked below (an open path is served without one)
+        trusted = is_loopback_host(str(client))
         if not path.startswith(OPEN_PREFIXES):
             cookie = ""
             for part in headers.get("cookie", "").split(";"):
                 name, _, value = part.strip().partition("=")
                 if name == COOKIE:
                     cookie = value
-            client = (scope.get("client") or ("?", 0))[0]
             offered = bool(headers.get("authorization") or cookie)
             # checked before the token: while it waits, a right guess must not show as a 200.
             # The check, the comparison and the failure's record below run with no await
@@ -272,12 +376,19 @@ class ConsoleGuard:
                                                           "'Authorization: Bearer TOKEN'"))
                 await response(scope, receive, send)
                 return
+            trusted = trusted or self.auth.required  # it carried the token
             if (method == "POST" and path.startswith("/api/")
                     and not headers.get("content-type", "").startswith("application/json")):
                 await error_response(415, "expected Content-Type: application/json")(
                     scope, receive, send)
                 return
-        await self.app(scope, receive, send)
+        if not self.limits.enter(trusted):
+            await busy(trusted)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.limits.leave()
 
 
 class Console:
@@ -305,6 +416,7 @@ class Console:
         host = parse_listen(config.console.listen)[0] if config.console.listen else "127.0.0.1"
         self.auth = ConsoleAuth.for_listen(host, token)
         self.throttle = LoginThrottle()  # shared by the login form and the token header
+        self.limits = ConsoleLimits(log_event)  # its connections' and requests'
         self.closing = asyncio.Event()
         self._page: str | None = None
         self._titles_read: set[str] = set()
@@ -354,7 +466,7 @@ class Console:
         ]
         routes = [Route(r.path, self._answering(r.endpoint), methods=r.methods) for r in routes]
         app = Starlette(routes=routes)
-        return ConsoleGuard(app, self.auth, self.throttle)
+        return ConsoleGuard(app, self.auth, self.throttle, self.limits)
 
     @staticmethod
     def _answering(endpoint: Callable[[Request], Awaitable[Response]]
@@ -382,6 +494,7 @@ class Console:
         while not self.closing.is_set():
             began = time.monotonic()
             self.state.tick()
+            self.limits.refusals.flush_due()  # the summary is said even once refusals stop
             try:
                 await asyncio.wait_for(self.closing.wait(),
                                        max(0.05, TICK_S - (time.monotonic() - began)))
@@ -635,61 +748,85 @@ class Console:
 
 
 class TimedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol that closes a connection not sending its request in time.
+    """uvicorn's h11 protocol that closes a connection not sending its request in time, and
+    books every connection in the server's :class:`ConsoleLimits`.
 
     uvicorn times out only an idle keep-alive connection, after an answer; one that
-    never sends a request head, or trickles it, stays open and holds one of the
-    MAX_CONNECTIONS slots. Here a timer runs from the connection's start and from
-    each answer's end: at HEAD_TIMEOUT_S a connection with no request head is
-    closed, and one whose body is still coming gets until REQUEST_TIMEOUT_S. A
-    request that has fully arrived is never cut (an event stream answers for hours).
-    A peer address holding MAX_PER_PEER connections has any more closed as they open
-    (:meth:`for_server` gives each server its own count).
+    never sends a request head, or trickles it, stays open. Here a timer runs from the
+    connection's start and from each answer's end: at HEAD_TIMEOUT_S a connection with
+    no request head is closed, and one whose body is still coming gets until
+    REQUEST_TIMEOUT_S. A request that has fully arrived is never cut (an event stream
+    answers for hours). A new connection is admitted by the limits' book (it may make
+    an idle one of another address give way, or be closed at once); it is *waiting*
+    until its request head is in and again after each answer.
     h11 rather than uvicorn's "auto" choice: the same parser (and this timer) whether
     or not httptools happens to be installed.
     """
 
     _request_timer: asyncio.TimerHandle | None = None
     _waiting_since = 0.0
-    _peer: str | None = None  # counted in peers while open
-    peers: Counter[str] = Counter()  # open connections per peer address (for_server's own)
+    _booked = False  # admitted by limits.book (released when the connection is lost)
+    _lingering = False  # refused, closed after REFUSED_LINGER_S
+    limits: ConsoleLimits = ConsoleLimits()  # for_server gives each server its own
 
     @classmethod
-    def for_server(cls) -> type[TimedH11Protocol]:
-        """This protocol with a count of connections per peer of its own (one per server:
-        uvicorn makes a protocol object per connection, from the class it is given)."""
-        return type("ConsoleH11Protocol", (cls,), {"peers": Counter()})
+    def for_server(cls, limits: ConsoleLimits) -> type[TimedH11Protocol]:
+        """This protocol booking its connections in ``limits`` (one per server: uvicorn
+        makes a protocol object per connection, from the class it is given)."""
+        return type("ConsoleH11Protocol", (cls,), {"limits": limits})
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Start serving the connection, and its first request's clock; close it at once
-        when its peer already holds MAX_PER_PEER."""
+        when the limits' book refuses it."""
         super().connection_made(transport)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
-        if self.peers[host] >= MAX_PER_PEER:
-            transport.close()
+        self.limits.refusals.accept()
+        if not self.limits.book.admit(self, host, transport.close):
+            if self.limits.lingering < MAX_LINGERING:  # see REFUSED_LINGER_S
+                self.limits.lingering += 1
+                self._lingering = True
+                self.transport.pause_reading()
+                self._request_timer = self.loop.call_later(REFUSED_LINGER_S, transport.close)
+            else:
+                transport.close()
             return
-        self._peer = host
-        self.peers[host] += 1
+        self._booked = True
         self._expect_request()
+
+    def data_received(self, data: bytes) -> None:
+        """Read as uvicorn does; a request head that came in ends the connection's wait."""
+        super().data_received(data)
+        self._note_waiting()
 
     def on_response_complete(self) -> None:
         """An answer went out: the next request's clock starts."""
         super().on_response_complete()
         if not self.transport.is_closing():
+            self._note_waiting()
             self._expect_request()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """The connection closed: no timer outlives it."""
+        """The connection closed: no timer outlives it, and its place in the book is free."""
         if self._request_timer is not None:
             self._request_timer.cancel()
             self._request_timer = None
-        if self._peer is not None:
-            self.peers[self._peer] -= 1
-            if self.peers[self._peer] <= 0:
-                del self.peers[self._peer]
-            self._peer = None
+        if self._booked:
+            self.limits.book.release(self)
+            self._booked = False
+        if self._lingering:
+            self.limits.lingering -= 1
+            self._lingering = False
         super().connection_lost(exc)
+
+    def _note_waiting(self) -> None:
+        if not self._booked:
+            return
+        cycle: Any = self.cycle  # None until the first request head
+        if cycle is not None and not cycle.response_complete:
+            self.limits.book.started(self)
+        else:
+            self.limits.book.waiting(self)
 
     def _expect_request(self) -> None:
         if self._request_timer is not None:
@@ -710,6 +847,7 @@ class TimedH11Protocol(H11Protocol):
                 self._request_timer = self.loop.call_later(left, self._check_request)
                 return
         # no head in HEAD_TIMEOUT_S, or no whole request in REQUEST_TIMEOUT_S
+        self.limits.refuse("timeout")
         self.transport.close()
 
 
@@ -727,12 +865,15 @@ class ConsoleServer:
         # X-Forwarded-For on connections from loopback, and the login throttle would count
         # guesses per address the guesser names. No proxy is trusted: the client is the peer.
         # ws "none": the console serves no WebSocket, and an upgrade stays a plain request.
+        # limit_concurrency off: it counts idle connections too (see MAX_CONNECTIONS);
+        # ConsoleLimits counts connections and requests instead.
         config = uvicorn.Config(console.app(), host=host, port=port, log_level="warning",
                                 lifespan="off", log_config=None, server_header=False,
                                 timeout_graceful_shutdown=2,
-                                limit_concurrency=MAX_CONNECTIONS,
                                 proxy_headers=False, forwarded_allow_ips=[],
-                                http=TimedH11Protocol.for_server(), ws="none")
+                                http=TimedH11Protocol.for_server(console.limits), ws="none")
+        self._uvicorn_refusals = _UvicornRefusals(console.limits)
+        logging.getLogger("uvicorn.error").addFilter(self._uvicorn_refusals)
         self._server = uvicorn.Server(config)
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -820,3 +961,5 @@ class ConsoleServer:
             self._server.force_exit = True
             self._thread.join(timeout=5.0)
         self._socket.close()
+        logging.getLogger("uvicorn.error").removeFilter(self._uvicorn_refusals)
+        self.console.limits.refusals.flush()  # what was refused since the last summary

@@ -28,11 +28,15 @@
   content-sniffed and no ``Referer`` goes to another site.
 - A connection must send a complete request soon after it opens or after its
   last answer (:data:`installation.console.app.HEAD_TIMEOUT_S`,
-  :data:`installation.console.app.REQUEST_TIMEOUT_S`), or it is closed: idle or
-  slow sockets cannot hold the server's connection slots
-  (:data:`installation.console.app.MAX_CONNECTIONS`) and lock the technician
-  out; and one peer address holds at most
-  :data:`installation.console.app.MAX_PER_PEER` of them at once.
+  :data:`installation.console.app.REQUEST_TIMEOUT_S`), or it is closed; one
+  peer address holds at most :data:`installation.console.app.MAX_PER_PEER`
+  connections, and connections that have sent no request yet at most
+  :data:`installation.console.app.MAX_WAITING` in all, a new one taking the
+  place of an idle one of the address holding the most: idle or slow sockets,
+  from one address or a few, cannot lock the technician out. Requests are
+  counted apart from connections (:data:`installation.console.app.MAX_CONNECTIONS`),
+  the last :data:`installation.console.app.TRUSTED_RESERVE` of them kept for a
+  loopback peer or a request carrying the token.
 """
 
 from __future__ import annotations
