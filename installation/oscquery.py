@@ -38,10 +38,16 @@ The namespace, built from :data:`ground.params.PARAMETERS` and
 The HTTP server is read-only and small on purpose: GET and HEAD only (any
 other method is 405), a request path of at most :data:`MAX_PATH_CHARS`
 characters (else 414), no file is ever served, at most
-:data:`MAX_CONNECTIONS` requests at once (more are dropped), a stalled client
-is cut after :data:`CLIENT_TIMEOUT_S` in all (a deadline for the whole request,
-reading and answering, not per read: a client trickling one byte at a time
-would otherwise hold its slot for ever), a path not starting with "/" is
+:data:`MAX_CONNECTIONS` connections at once and :data:`MAX_PER_PEER` from one
+address (:class:`ground.metrics.ConnectionBook`: past either, the oldest
+connection that has not sent its request head yet, of that address or of the
+address holding the most, is closed for the new one, else the new one is,
+unread, after :data:`REFUSED_LINGER_S`; a connection that sent its request
+is never closed for another), a request
+head must arrive within :data:`HEAD_TIMEOUT_S` and the answer be taken within
+:data:`CLIENT_TIMEOUT_S` in all (deadlines, not per read: a client trickling
+one byte at a time would otherwise hold its slot for ever; 16 such sockets,
+reopened as cut, refused every discovery), a path not starting with "/" is
 404; every error is a JSON object
 ``{"ERROR": "..."}``; nothing is logged per request. An unknown path is 404,
 an unknown attribute 400, an attribute the node lacks (``?VALUE`` on a
@@ -59,6 +65,7 @@ own threads answer queries until :meth:`OscQueryServer.close`.
 
 from __future__ import annotations
 
+import functools
 import io
 import ipaddress
 import json
@@ -68,6 +75,7 @@ import socket
 import socketserver
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -76,6 +84,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ground.events import EventSink
+from ground.metrics import ConnectionBook
 from ground.params import PARAMETERS, SETTINGS, Parameter
 from installation.config import OscConfig
 from installation.control import ControlHub
@@ -85,10 +94,18 @@ log = logging.getLogger(__name__)
 
 #: The longest request target (path and query) answered; longer ones get 414.
 MAX_PATH_CHARS = 1024
-#: Requests served at once; a connection beyond them is closed unanswered.
+#: Connections held at once; past it a waiting one gives way, or the new one is closed.
 MAX_CONNECTIONS = 16
+#: Connections one address may hold at once: a controller asks one question at a time.
+MAX_PER_PEER = 4
+#: Seconds a connection has to send its whole request head (a controller sends it at once).
+HEAD_TIMEOUT_S = 2.0
 #: Seconds a request may take in all, from waiting for its first line to the answer sent.
 CLIENT_TIMEOUT_S = 5.0
+#: A refused connection is closed after this long, unread (MAX_LINGERING at most, past
+#: them at once): a client reopening as soon as it is closed does not make us spin.
+REFUSED_LINGER_S = 1.0
+MAX_LINGERING = 32
 #: The OSCQuery attributes a node may be asked for (``?VALUE``); HOST_INFO is the root's.
 ATTRIBUTES = ("FULL_PATH", "CONTENTS", "TYPE", "ACCESS", "VALUE", "RANGE", "DESCRIPTION")
 #: What HOST_INFO says this server implements.
@@ -307,7 +324,8 @@ def namespace(config: OscConfig, hub: ControlHub, state: bool = True) -> Namespa
 
 
 class _QueryHTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with a bound on concurrent requests and no stderr tracebacks."""
+    """ThreadingHTTPServer with bounded connections (:class:`ConnectionBook`) and no stderr
+    tracebacks."""
 
     daemon_threads = True
     request_queue_size = 2 * MAX_CONNECTIONS  # socketserver's 5 makes a burst of clients wait
@@ -316,10 +334,15 @@ class _QueryHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock  # what the requests' deadlines are measured on
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.dropped = 0
+        self.book = ConnectionBook(MAX_PER_PEER, MAX_CONNECTIONS, MAX_CONNECTIONS)
         self.errors = 0
+        self._lingering: deque[tuple[float, Any]] = deque()  # refused: (close at, socket)
         super().__init__(address, _QueryHandler)
+
+    @property
+    def dropped(self) -> int:
+        """Connections closed unanswered: refused, or given way to a newer one."""
+        return sum(self.book.refused.values())
 
     def server_bind(self) -> None:
         # HTTPServer's own also looks up the host's FQDN, which can stall on a bad resolver
@@ -328,24 +351,48 @@ class _QueryHTTPServer(ThreadingHTTPServer):
             self.server_address[1])
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.dropped += 1
-            self.shutdown_request(request)
+        peer = str(client_address[0]) if isinstance(client_address, tuple) else ""
+        if not self.book.admit(request, peer, functools.partial(_give_way, request)):
+            if len(self._lingering) < MAX_LINGERING:
+                self._lingering.append((time.monotonic() + REFUSED_LINGER_S, request))
+            else:
+                self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self.book.release(request)
             raise
+
+    def service_actions(self) -> None:
+        """Close the refused connections whose REFUSED_LINGER_S is over (each turn of the
+        accept loop, at least every poll_interval)."""
+        now = time.monotonic()
+        while self._lingering and now >= self._lingering[0][0]:
+            self.shutdown_request(self._lingering.popleft()[1])
+
+    def server_close(self) -> None:
+        """Stop listening; the refused connections still lingering are closed too."""
+        super().server_close()
+        while self._lingering:
+            self.shutdown_request(self._lingering.popleft()[1])
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self.book.release(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         self.errors += 1  # a client gone mid-answer: nothing to log per request
+
+
+def _give_way(connection: socket.socket) -> None:
+    """End a waiting connection for a newer one: its handler's read sees the end at once."""
+    try:
+        connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already gone
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -370,7 +417,7 @@ class _DeadlineReader(io.RawIOBase):
         """Read what has arrived into ``buffer``, waiting at most until the deadline."""
         remaining = self._remaining()
         if remaining <= 0:
-            raise TimeoutError(f"the request took more than {CLIENT_TIMEOUT_S:g} s")
+            raise TimeoutError("the request took too long (HEAD_TIMEOUT_S, CLIENT_TIMEOUT_S)")
         self._connection.settimeout(remaining)
         return self._connection.recv_into(buffer)
 
@@ -378,8 +425,9 @@ class _DeadlineReader(io.RawIOBase):
 class _QueryHandler(BaseHTTPRequestHandler):
     """Answers GET and HEAD from the namespace; never touches the filesystem.
 
-    Each request has :data:`CLIENT_TIMEOUT_S` in all, from the moment it is
-    awaited, to arrive and be answered (HTTP/1.0: one request per connection).
+    Each request has :data:`HEAD_TIMEOUT_S`, from the moment it is awaited, to send
+    its head, and :data:`CLIENT_TIMEOUT_S` in all to be answered (HTTP/1.0: one
+    request per connection).
     """
 
     server: _QueryHTTPServer
@@ -387,6 +435,8 @@ class _QueryHandler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = CLIENT_TIMEOUT_S
     _deadline = 0.0  # server.clock() time by which the request in hand must be answered
+    _head_deadline = 0.0  # ... and by which its head must have come (until it has)
+    _head_in = False
 
     def log_message(self, format: str, *args: Any) -> None:
         """Nothing per request (the base writes every request to stderr)."""
@@ -398,18 +448,25 @@ class _QueryHandler(BaseHTTPRequestHandler):
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self._remaining))
 
     def handle_one_request(self) -> None:
-        """One request, within :data:`CLIENT_TIMEOUT_S` from now (the base closes the
-        connection on the TimeoutError of a read or a write past it)."""
-        self._deadline = self.server.clock() + CLIENT_TIMEOUT_S
+        """One request, its head within :data:`HEAD_TIMEOUT_S` and its answer within
+        :data:`CLIENT_TIMEOUT_S` from now (the base closes the connection on the
+        TimeoutError of a read or a write past them)."""
+        now = self.server.clock()
+        self._head_deadline, self._deadline = now + HEAD_TIMEOUT_S, now + CLIENT_TIMEOUT_S
+        self._head_in = False
         super().handle_one_request()
 
     def _remaining(self) -> float:
-        """Seconds left to the request in hand."""
-        return self._deadline - self.server.clock()
+        """Seconds left to the request in hand (to its head, until that has come)."""
+        deadline = self._deadline if self._head_in else min(self._head_deadline,
+                                                            self._deadline)
+        return deadline - self.server.clock()
 
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
+        self._head_in = True  # the request line and headers are read
+        self.server.book.started(self.request)
         if self.command not in ("GET", "HEAD"):
             self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
                         {"ERROR": f"method {self.command[:20]!r}: expected GET or HEAD"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import select
 import socket
 import sys
 import threading
@@ -19,6 +20,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from ground.errors import ConfigError
 from ground.events import null_sink
 from ground.params import ALIASES, PARAMETERS, SETTINGS
+from installation import oscquery
 from installation.config import ControlConfig, OscConfig, config_from_dict
 from installation.control import ControlHub
 from installation.osc import STATE_FIELDS, OscControlServer
@@ -26,6 +28,7 @@ from installation.oscquery import (
     EXTENSIONS,
     MAX_CONNECTIONS,
     MAX_PATH_CHARS,
+    MAX_PER_PEER,
     SERVICE_OSC,
     SERVICE_OSCJSON,
     STATE_NODES,
@@ -332,27 +335,25 @@ def test_the_server_logs_nothing_per_request(
     assert caplog.records == []
 
 
-def test_connections_beyond_the_limit_are_closed_unanswered(served: Served) -> None:
-    # MAX_CONNECTIONS clients that connect and say nothing hold every slot
+def test_idle_connections_beyond_the_limit_give_way_to_a_client_that_asks(
+        served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MAX_CONNECTIONS clients that connect and say nothing: one address keeps MAX_PER_PEER
+    # of them, its oldest closing as the newer come (unanswered), and a client that asks
+    # (from that address too) takes the place of one of them (tests/test_lan_surfaces_*:
+    # several addresses)
+    monkeypatch.setattr(oscquery, "HEAD_TIMEOUT_S", 120.0)  # held unless given way
+    monkeypatch.setattr(oscquery, "CLIENT_TIMEOUT_S", 120.0)
     idle = [socket.create_connection(("127.0.0.1", served.query.port), timeout=10)
             for _ in range(MAX_CONNECTIONS)]
     try:
-        with socket.create_connection(("127.0.0.1", served.query.port), timeout=10) as extra:
-            extra.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            assert extra.recv(4096) == b""  # closed without an answer
+        wait_until(lambda: sum(map(_ended, idle)) == MAX_CONNECTIONS - MAX_PER_PEER)
+        assert not any(map(_ended, idle[-MAX_PER_PEER:]))  # the oldest gave way
+        assert served.request("/?HOST_INFO")[0] == 200
     finally:
         for client in idle:
             client.close()
     server = served.query._server
-    assert server is not None and server.dropped == 1
-
-    def answered() -> bool:
-        try:
-            return served.request("/?HOST_INFO")[0] == 200
-        except (http.client.HTTPException, ConnectionError):  # dropped: slots still held
-            return False
-
-    wait_until(answered)  # the slots come back as the idle clients' handlers end
+    assert server is not None and server.dropped == MAX_CONNECTIONS - MAX_PER_PEER + 1
 
 
 def test_a_path_without_a_leading_slash_is_not_found(served: Served) -> None:
@@ -388,9 +389,19 @@ def _closed_by_server(client: socket.socket) -> bool:
         return True
 
 
-def test_a_client_trickling_its_request_is_cut_at_the_requests_deadline() -> None:
+def _ended(client: socket.socket) -> bool:
+    """Whether the server has closed ``client`` by now (its end is waiting to be read)."""
+    if not select.select([client], [], [], 0)[0]:
+        return False
+    try:
+        return client.recv(1, socket.MSG_PEEK) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_client_trickling_its_request_is_cut_at_the_heads_deadline() -> None:
     # a slowloris: one header byte now and then keeps each read short, never the request
-    from installation.oscquery import CLIENT_TIMEOUT_S
+    from installation.oscquery import HEAD_TIMEOUT_S
 
     clock = _FakeClock()
     config = OscConfig(listen=f"127.0.0.1:{_free_port(socket.SOCK_DGRAM)}")
@@ -400,9 +411,9 @@ def test_a_client_trickling_its_request_is_cut_at_the_requests_deadline() -> Non
         with socket.create_connection(("127.0.0.1", query.port), timeout=10) as slow:
             slow.sendall(b"GET / HTTP/1.1\r\nX-a: ")
             wait_until(lambda: clock.reads >= 2)  # its deadline is set, its reading began
-            clock.now = CLIENT_TIMEOUT_S / 2
+            clock.now = HEAD_TIMEOUT_S / 2
             slow.sendall(b"a")  # within the time: still read
-            clock.now = CLIENT_TIMEOUT_S + 0.001
+            clock.now = HEAD_TIMEOUT_S + 0.001
             slow.sendall(b"a")  # a byte in time for a per-read timeout, not for the request
             assert _closed_by_server(slow)
         # the slots are free again: a client that asks in time is answered
