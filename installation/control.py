@@ -31,16 +31,29 @@ is a step, so each one is stored, sent and heard.
 
 **Scenes**: :meth:`ControlHub.recall_scene` sets a named set of live
 parameters from ``[[control.scenes]]`` (MIDI program change recalls one).
+
+**A flood of changes** (a controller sending 10,000 valid values a second)
+must not flood the supervisor's event log: it rotated every 20 s, and the
+whole event history (restarts, hangs) was gone in two minutes, while the run
+report, which follows the logs and holds the last 30 s of their events, grew
+by some 200 MB. So ``control_set`` and ``scene_recalled`` events are written
+by an :class:`EventCoalescer`: the first change of a parameter (per room and
+source) at once, later ones at most once per :data:`EVENT_EVERY_S` with the
+last value and ``changes``, how many changes the event stands for. And a
+queued ``set`` that a newer one for the same role, room and parameter makes
+stale is replaced by it (a trigger's every step is kept): what waits for the
+supervisor's loop is bounded by the parameters, not by the rate they move.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ground.events import EventSink, null_sink
@@ -74,19 +87,105 @@ class ParameterChange:
 #: What :meth:`ControlHub.subscribe` takes.
 ParameterListener = Callable[[ParameterChange], None]
 
+#: Seconds between two events of one coalesced key (:class:`EventCoalescer`).
+EVENT_EVERY_S = 1.0
+
+
+@dataclass
+class _Said:
+    at: float  # clock() when this key's last event was written
+    unsaid: int = 0  # changes since, not written yet
+    fields: dict[str, Any] = field(default_factory=dict)  # the latest of them
+
+
+class EventCoalescer:
+    """Writes ``kind`` events at most once per ``every_s`` for each key.
+
+    The first :meth:`note` of a key (or the first after ``every_s`` of quiet) is
+    written at once. Later ones within ``every_s`` are counted; the next event of
+    the key, written once ``every_s`` has passed (at the next note of it or at
+    :meth:`flush_due`, which the supervisor's loop calls through
+    :meth:`ControlHub.pending`), carries the latest fields and ``changes``, how
+    many notes it stands for (present only when more than one). Memory: one
+    entry per key that moved in the last ``every_s``. Thread-safe; ``clock`` is
+    the test seam.
+    """
+
+    def __init__(self, log_event: EventSink, kind: str, every_s: float = EVENT_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log_event = log_event
+        self.kind = kind
+        self.every_s = every_s
+        self.clock = clock
+        self.noted = 0
+        self.written = 0
+        self._said: dict[Hashable, _Said] = {}
+        self._lock = threading.Lock()
+
+    def note(self, key: Hashable, **fields: Any) -> None:
+        """One more event of ``key``: written now, or counted into the key's next one."""
+        now = self.clock()
+        with self._lock:
+            self.noted += 1
+            said = self._said.get(key)
+            if said is None or (said.unsaid == 0 and now - said.at >= self.every_s):
+                self._said[key] = _Said(now)
+                due: list[tuple[dict[str, Any], int]] = [(fields, 1)]
+            else:
+                said.unsaid += 1
+                said.fields = fields
+                due = self._take(said, now) if now - said.at >= self.every_s else []
+        self._write(due)
+
+    def flush_due(self, force: bool = False) -> None:
+        """Write every key's counted notes whose ``every_s`` has passed (all of them with
+        ``force``: at shutdown); forget the keys quiet for that long."""
+        now = self.clock()
+        with self._lock:
+            due = []
+            for key, said in list(self._said.items()):
+                if now - said.at < self.every_s and not force:
+                    continue
+                if said.unsaid:
+                    due += self._take(said, now)
+                else:
+                    del self._said[key]
+        self._write(due)
+
+    @staticmethod
+    def _take(said: _Said, now: float) -> list[tuple[dict[str, Any], int]]:
+        taken = [(said.fields, said.unsaid)]
+        said.at, said.unsaid, said.fields = now, 0, {}
+        return taken
+
+    def _write(self, due: list[tuple[dict[str, Any], int]]) -> None:
+        for fields, count in due:
+            self.written += 1
+            self.log_event(self.kind, **fields, **({"changes": count} if count > 1 else {}))
+
 
 class ControlHub:
     """Current parameter values per room, and the Control messages that carry them."""
 
-    def __init__(self, config: InstallationConfig, log_event: EventSink = null_sink) -> None:
+    def __init__(self, config: InstallationConfig, log_event: EventSink = null_sink,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock`` paces the coalesced events (:class:`EventCoalescer`; a test's fake)."""
         self.config = config
         self.log_event = log_event
-        self._outbox: deque[Control] = deque()
+        # what the supervisor's loop sends next, oldest first; a set's key is its role, room
+        # and parameter (a newer one replaces it), any other message's a number of its own
+        self._outbox: dict[Hashable, Control] = {}
+        self._unique = itertools.count()
+        self._set_events = EventCoalescer(self._log, "control_set", clock=clock)
+        self._scene_events = EventCoalescer(self._log, "scene_recalled", clock=clock)
         self._wake = threading.Event()
         self._lock = threading.Lock()
         # (role, room, name) -> value; room "*" is every room
         self._values: dict[tuple[str, str, str], float] = {}
         self._listeners: list[ParameterListener] = []
+
+    def _log(self, kind: str, **fields: Any) -> None:
+        self.log_event(kind, **fields)  # whatever log_event is by then
 
     # -- setting ------------------------------------------------------------
 
@@ -118,8 +217,11 @@ class ControlHub:
             for stale in overridden:
                 del self._values[stale]
             self._values[key] = applied
-        self._queue(self._message(role, room, {name: applied}))
-        self.log_event("control_set", name=name, value=applied, room=room, source=source)
+        # a trigger's every set is a step: never replaced by the next
+        self._queue(self._message(role, room, {name: applied}),
+                    None if param.kind == "trigger" else ("set", role, room, name))
+        self._set_events.note((name, room, source), name=name, value=applied, room=room,
+                              source=source)
         self._notify(ParameterChange(room, name, applied, source, origin))
         return applied
 
@@ -145,8 +247,9 @@ class ControlHub:
         overrides = scene.overrides()
         for name, value in overrides.items():
             self.set(name, value, "*", source, origin)
-        self.log_event("scene_recalled", scene=scene.name, program=scene.program,
-                       parameters=count, overrides=overrides, source=source)
+        self._scene_events.note((scene.name, source), scene=scene.name,
+                                program=scene.program, parameters=count,
+                                overrides=overrides, source=source)
         return count + len(overrides)
 
     def scene(self, name_or_program: str | int) -> SceneConfig:
@@ -259,18 +362,32 @@ class ControlHub:
             self._queue(self._message(r, room, params))
         return len(grouped)
 
-    def _queue(self, message: Control) -> None:
+    def _queue(self, message: Control, key: Hashable | None = None) -> None:
+        """Queue ``message``; one with the ``key`` of a message still queued replaces it
+        (and goes last, where the newer one belongs)."""
         with self._lock:
-            self._outbox.append(message)
+            if key is None:
+                key = next(self._unique)
+            else:
+                self._outbox.pop(key, None)
+            self._outbox[key] = message
         self._wake.set()
 
     def pending(self) -> list[Control]:
-        """Take every queued message, oldest first (supervisor loop)."""
+        """Take every queued message, oldest first (supervisor loop); and write the
+        coalesced events that are due (:class:`EventCoalescer`)."""
         with self._lock:
-            messages = list(self._outbox)
+            messages = list(self._outbox.values())
             self._outbox.clear()
             self._wake.clear()
+        self.flush_events()
         return messages
+
+    def flush_events(self, force: bool = False) -> None:
+        """Write the coalesced ``control_set`` and ``scene_recalled`` events that are due
+        (every one with ``force``: when the installation stops)."""
+        self._set_events.flush_due(force)
+        self._scene_events.flush_due(force)
 
     def wait(self, timeout_s: float) -> None:
         """Block until something is queued or ``timeout_s`` passes (the supervisor's idle wait)."""

@@ -65,6 +65,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
@@ -73,7 +74,13 @@ from ground.errors import DependencyError
 from ground.events import EventSink
 from ground.params import ALIASES, PARAMETERS, RENAMED, live_value
 from installation.config import OscConfig
-from installation.control import ENGINE_SETTINGS, ControlHub, ParameterChange, RefusalLog
+from installation.control import (
+    ENGINE_SETTINGS,
+    SUMMARY_EVERY_S,
+    ControlHub,
+    ParameterChange,
+    RefusalLog,
+)
 from installation.status import room_summary
 
 log = logging.getLogger(__name__)
@@ -373,7 +380,11 @@ class OscParameterEcho:
     """Sends every parameter change the hub hears to each ``send`` target (a hub listener).
 
     Runs on the thread that made the change (UDP sends do not block); a
-    target that is the change's origin is skipped.
+    target that is the change's origin is skipped. A send that fails (a
+    target's network down) is counted in :attr:`failures` and said as an
+    ``osc_send_failed`` event at most once per :data:`SUMMARY_EVERY_S` with how
+    many failed since the last (``count``): a flood of changes to a dead target
+    is not one event each.
     """
 
     def __init__(self, config: OscConfig, hub: ControlHub, log_event: EventSink) -> None:
@@ -383,6 +394,10 @@ class OscParameterEcho:
         self.targets = [(udp_origin(*_split(a)), osc.udp_client.SimpleUDPClient(*_split(a)))
                         for a in config.send]
         self.sent = 0
+        self.failures = 0
+        self._unsaid = 0  # failures since the last osc_send_failed event
+        self._said_at: float | None = None
+        self._lock = threading.Lock()
         self._unsubscribe = hub.subscribe(self.on_change)
 
     @classmethod
@@ -413,7 +428,19 @@ class OscParameterEcho:
                 client.send_message(address, float(change.value))
                 self.sent += 1
             except OSError as error:  # a target's network is down: the next change retries
-                self.log_event("osc_send_failed", error=str(error), address=address)
+                self._failed(error, address)
+
+    def _failed(self, error: OSError, address: str) -> None:
+        """Count one failed send; say it unless said within SUMMARY_EVERY_S."""
+        now = time.monotonic()
+        with self._lock:
+            self.failures += 1
+            self._unsaid += 1
+            if self._said_at is not None and now - self._said_at < SUMMARY_EVERY_S:
+                return
+            count, self._unsaid, self._said_at = self._unsaid, 0, now
+        self.log_event("osc_send_failed", error=str(error), address=address, count=count,
+                       total=self.failures)
 
     def close(self) -> None:
         """Stop echoing."""
