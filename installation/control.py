@@ -202,10 +202,13 @@ class ControlHub:
         exception: every set is a step.
         """
         param = live_value(name)
-        name, role, applied = param.name, param.role, param.clamp(value)
         rooms = [r.id for r in self.config.rooms]
         if room != "*" and room not in rooms:
             raise ValueError(f"unknown room {room!r}; rooms are {rooms}")
+        # A lead past what the room's audio_out buffer holds has its far chunks dropped
+        # there as late, and the room runs dry: the range's 60 s is not every room's.
+        high = self.config.lead_s_limit(room) if param.name == "lead_s" else None
+        name, role, applied = param.name, param.role, param.clamp(value, high=high)
         with self._lock:
             # a global set overrides earlier per-room values of the same parameter
             overridden = ([k for k in self._values if k[0] == role and k[2] == name]

@@ -100,6 +100,17 @@ def test_the_hub_remembers_values_per_room_and_replays_them_in_order() -> None:
         hub.set("intensity", 0.1, "zz")
 
 
+def test_a_live_lead_is_clamped_to_what_the_rooms_audio_out_buffer_holds() -> None:
+    # The range's 60 s is not every room's: audio_out drops what lies past its buffer
+    # (30 s by default) as late, and a room fed a 45 s lead ran dry every 30 s.
+    hub = ControlHub(config_from_dict({"rooms": [
+        {"id": "a"}, {"id": "b", "audio_out": {"buffer_s": 8.0}}]}))
+    assert hub.set("lead_s", 60, "a") == pytest.approx(28.25)  # 30 - 0.5 - 0.25 - 1
+    assert hub.set("lead_s", 60, "b") == pytest.approx(6.25)
+    assert hub.set("lead_s", 60) == pytest.approx(6.25)  # every room: the least of them
+    assert hub.set("lead_s", 2.0, "b") == 2.0
+
+
 def test_listeners_hear_every_set_with_its_source_and_a_failing_one_refuses_nothing() -> None:
     events: list[tuple[str, dict[str, Any]]] = []
     hub = ControlHub(config_from_dict({"rooms": [{"id": "a"}]}),
