@@ -710,6 +710,27 @@ def test_a_cached_preview_is_served_only_for_the_same_image_and_art2mus_version(
     assert fx.client.get(url).content == b"RIFF the sunflowers' music"
 
 
+def test_a_render_keeps_only_the_newest_previews_of_its_work(tmp_path: Path) -> None:
+    # Every edited image, engine setting or upgrade made a preview under a new name, and
+    # none was ever removed: a room left for months kept them all (3.8 MB each).
+    from installation.console.previews import PREVIEWS_KEPT_PER_WORK, prune_previews
+
+    def preview(name: str, age_s: int) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"RIFF")
+        os.utime(path, (1_000_000 - age_s, 1_000_000 - age_s))
+        return path
+
+    old = [preview(f"SF-1-{i:016x}.wav", age_s=10 * (i + 1)) for i in range(5)]
+    newest = preview(f"SF-1-{99:016x}.wav", age_s=10_000)  # just rendered, whatever its time
+    others = [preview(f"SF-1-b-{1:016x}.wav", 5000), preview(f"SF-10-{1:016x}.wav", 5000),
+              preview(f"SF-1-{2:016x}.part.wav", 5000)]
+    removed = prune_previews(newest, PREVIEWS_KEPT_PER_WORK)
+    assert sorted(removed) == sorted(old[PREVIEWS_KEPT_PER_WORK - 1:])
+    assert newest.is_file() and all(p.is_file() for p in old[:PREVIEWS_KEPT_PER_WORK - 1])
+    assert all(p.is_file() for p in others)  # another work's, or a render in progress
+
+
 # -- a real server ------------------------------------------------------------
 
 

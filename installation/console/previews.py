@@ -51,6 +51,10 @@ RENDER_TIMEOUT_S = 120.0
 #: Thumbnails kept in memory (a few kB each).
 MAX_THUMBS = 1024
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+#: Previews kept per work: the newest few settings or images (the original image put back
+#: plays from its cache), the older ones removed after each render; a room left for months
+#: with its catalogue edited and art2mus upgraded kept every one (3.8 MB each).
+PREVIEWS_KEPT_PER_WORK = 3
 
 
 class NotInCatalogue(LookupError):
@@ -261,6 +265,28 @@ class CatalogueShelves:
                 return
             os.replace(partial, job.path)
             job.state = "ready"
+            prune_previews(job.path, PREVIEWS_KEPT_PER_WORK)
+
+
+def prune_previews(newest: Path, keep: int) -> list[Path]:
+    """Remove all but the ``keep`` newest previews of ``newest``'s work in its folder (the
+    files named ``ID-DIGEST.wav`` as :meth:`CatalogueShelves.preview_path` names them;
+    ``newest`` always stays); the paths removed."""
+    artwork, _, _ = newest.stem.rpartition("-")
+    mine = re.compile(re.escape(artwork) + r"-[0-9a-f]{16}\.wav")
+    try:
+        found = [p for p in newest.parent.iterdir() if mine.fullmatch(p.name) and p != newest]
+        found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return []  # a folder or a file gone meanwhile: nothing to tidy now
+    removed = []
+    for old in found[max(keep - 1, 0):]:
+        try:
+            old.unlink()
+        except OSError:
+            continue
+        removed.append(old)
+    return removed
 
 
 def _reference_key(folder: Path, file: str, artwork_id: str) -> str:
