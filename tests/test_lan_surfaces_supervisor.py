@@ -15,7 +15,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from ground.events import EventLog, read_events
 from installation import supervisor as supervisor_module
 from installation.config import config_from_dict
 from installation.supervisor import RoleProcess, Supervisor
+from tests.polling import wait_until
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
@@ -37,17 +37,6 @@ def _config(port: int) -> Any:
         "supervisor": {"restart_backoff_s": 0.1, "stop_timeout_s": 2.0},
         "rooms": [{"id": "a"}],
     })
-
-
-def _until(what: str, check: Callable[[], object], timeout_s: float = 30.0) -> object:
-    """Wait for a condition (an event), failing with ``what`` if it never comes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _alive(pid: int) -> bool:
@@ -101,10 +90,11 @@ def test_a_restart_out_of_descriptors_is_retried_and_the_supervisor_lives(
                             console=lines.append)
     stop, thread, died = _run(supervisor)
     try:
-        first = _until("both roles", lambda: victim.pid and bystander.pid and victim.pid)
+        first = wait_until(lambda: victim.pid and bystander.pid and victim.pid, 30.0, "both roles")
         other = bystander.pid
         os.kill(first, signal.SIGKILL)  # type: ignore[arg-type]  # a crash: the restart fails twice
-        _until("the victim back", lambda: died or (victim.pid not in (None, first)))
+        wait_until(lambda: died or (victim.pid not in (None, first)), 30.0,
+                   "the victim back")
         assert not died, f"the supervisor died of {died[0]!r}"
         assert thread.is_alive() and bystander.pid == other and _alive(other)  # type: ignore[arg-type]
     finally:
