@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import selectors
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from idle_sockets import IdleSockets
 from polling import wait_until
 from test_console_api import TOKEN, Fixture
 
@@ -40,55 +39,6 @@ def _serve(fx: Fixture) -> ConsoleServer:
     return ConsoleServer.start(fx.config, hub=fx.hub, rows=lambda: fx.rows,
                                log_event=fx.log_event, source_path=fx.path, output_dir=fx.out,
                                frozen_path=fx.frozen)
-
-
-class IdleFlood:
-    """``per`` sockets from each of ``sources`` that send half a request head and nothing
-    more, each reopened from its address as the server closes it (console_slowloris.py)."""
-
-    def __init__(self, address: tuple[str, int], sources: list[str], per: int) -> None:
-        self.address = address
-        self.selector = selectors.DefaultSelector()
-        self.reopened = 0
-        self._stop = threading.Event()
-        for source in sources:
-            for _ in range(per):
-                self._open(source)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _open(self, source: str) -> None:
-        sock = socket.create_connection(self.address, source_address=(source, 0))
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: x")  # never finished
-        sock.setblocking(False)
-        self.selector.register(sock, selectors.EVENT_READ, source)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self.selector.select(timeout=0.05):
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:  # closed by the server: open a fresh one from the same address
-                    self.selector.unregister(sock)
-                    sock.close()
-                    try:
-                        self._open(key.data)
-                        self.reopened += 1
-                    except OSError:
-                        pass
-
-    def __enter__(self) -> IdleFlood:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self.selector.close()
 
 
 @pytest.fixture
@@ -111,7 +61,8 @@ def test_idle_sockets_from_four_addresses_do_not_lock_the_technician_out(
     host, port = server.url[len("http://"):].rsplit(":", 1)
     headers = {"authorization": f"Bearer {TOKEN}"} if token else {}
     try:
-        with IdleFlood((host, int(port)), ATTACKERS, MAX_PER_PEER):
+        with IdleSockets((host, int(port)), ATTACKERS, MAX_PER_PEER,
+                         b"GET / HTTP/1.1\r\nHost: x"):
             statuses: Counter[int] = Counter()
             for _ in range(10):  # the technician polls, from 127.0.0.1, while the flood goes on
                 answer = httpx.get(server.url + "/api/state", headers=headers, timeout=10.0)

@@ -11,13 +11,12 @@ limits are under test, and a fake clock moves them where the timeout is.
 from __future__ import annotations
 
 import http.client
-import selectors
 import socket
-import threading
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+from idle_sockets import IdleSockets
 from polling import wait_until
 
 from ground.events import null_sink
@@ -37,66 +36,6 @@ def _start(clock: object = None) -> OscQueryServer:
     return OscQueryServer.start(OscConfig(listen=f"127.0.0.1:{osc_port}"), ControlHub(CONFIG),
                                 null_sink, osc_port=osc_port, port=0, advertise=False,
                                 **kwargs)  # type: ignore[arg-type]
-
-
-class SlowSockets:
-    """``per`` sockets from each of ``sources`` that sent "G" and then a byte each time the
-    test says so; each reopened from its address as the server closes it."""
-
-    def __init__(self, port: int, sources: list[str], per: int) -> None:
-        self.port = port
-        self.selector = selectors.DefaultSelector()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        for source in sources:
-            for _ in range(per):
-                self._open(source)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _open(self, source: str) -> None:
-        sock = socket.create_connection(("127.0.0.1", self.port), source_address=(source, 0))
-        sock.sendall(b"G")
-        sock.setblocking(False)
-        with self._lock:
-            self.selector.register(sock, selectors.EVENT_READ, source)
-
-    def trickle(self) -> None:
-        """One more byte on every socket (never a whole request line)."""
-        with self._lock:
-            socks = [key.fileobj for key in self.selector.get_map().values()]
-        for sock in socks:
-            try:
-                sock.send(b"E")  # type: ignore[union-attr]
-            except OSError:
-                pass  # closed by the server: reopened by the thread
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self.selector.select(timeout=0.05):
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                try:
-                    data = sock.recv(4096)
-                except OSError:
-                    data = b""
-                if not data:
-                    with self._lock:
-                        self.selector.unregister(sock)
-                    sock.close()
-                    try:
-                        self._open(key.data)
-                    except OSError:
-                        pass
-
-    def __enter__(self) -> SlowSockets:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self.selector.close()
 
 
 def _host_info(port: int) -> int | str:
@@ -127,7 +66,7 @@ def test_slow_sockets_do_not_refuse_discovery(sources: list[str]) -> None:
     assert server is not None
     try:
         per = MAX_CONNECTIONS // len(sources)
-        with SlowSockets(query.port, sources, per) as slow:
+        with IdleSockets(("127.0.0.1", query.port), sources, per, b"G") as slow:
             answers: Counter[int | str] = Counter()
             for _ in range(10):  # the controller asks again and again while they trickle
                 slow.trickle()
