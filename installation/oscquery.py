@@ -247,9 +247,12 @@ class Namespace:
         return out
 
 
-def _parameter_range(param: Parameter) -> dict[str, Any]:
+def _parameter_range(param: Parameter, high: float | None = None) -> dict[str, Any]:
+    """OSCQuery's RANGE of ``param``; ``high``: a tighter top where it applies (a room's
+    lead, :meth:`InstallationConfig.lead_s_limit`), as :meth:`Parameter.clamp` takes it."""
     if param.kind == "continuous":
-        return {"MIN": param.low, "MAX": param.high}
+        top = param.high if high is None else max(param.low, min(param.high, high))
+        return {"MIN": param.low, "MAX": top}
     low, high = int(param.low), int(param.high)
     if param.kind == "choice":
         return {"MIN": low, "MAX": high, "VALS": list(range(low, high + 1))}
@@ -280,7 +283,9 @@ def osc_methods(prefix: str, rooms: Iterable[str], hub: ControlHub,
     def parameter(param: Parameter, room: str, path: str, where: str) -> OscMethod:
         return OscMethod(path, "f" if param.kind == "continuous" else "i", ACCESS_READ_WRITE,
                          _parameter_description(param, where),
-                         lambda _: hub.current(param.name, room), _parameter_range(param))
+                         lambda _: hub.current(param.name, room),
+                         _parameter_range(param, hub.config.lead_s_limit(room)
+                                          if param.name == "lead_s" else None))
 
     def state_field(room: str, name: str) -> Callable[[Reading], object]:
         return lambda reading: reading.summary(room)[name]

@@ -143,7 +143,8 @@ def test_the_root_describes_every_address_osc_in_accepts_and_the_room_state(
     assert leaves["/art2mus/a/freeze"]["TYPE"] == "i"
     assert leaves["/art2mus/a/freeze"]["RANGE"] == [{"MIN": 0, "MAX": 1}]
     assert leaves["/art2mus/next_variation"]["TYPE"] == "i"
-    assert leaves["/art2mus/lead_s"]["RANGE"] == [{"MIN": 0.01, "MAX": 60.0}]
+    # a lead longer than the rooms' audio_out buffers hold (30 s) is clamped: not advertised
+    assert leaves["/art2mus/lead_s"]["RANGE"] == [{"MIN": 0.01, "MAX": 28.25}]
     assert leaves["/art2mus/a/artwork_id"] == {
         "FULL_PATH": "/art2mus/a/artwork_id", "TYPE": "s", "ACCESS": 1, "VALUE": ["art-1"],
         "DESCRIPTION": "the artwork on the wall ('' = an empty wall) (room a; read only)"}
