@@ -374,7 +374,10 @@ def test_ten_thousand_bad_frames_per_socket_are_all_counted_and_crash_nothing(
             except AssertionError:
                 continue
         assert later is not None, f"the engine sent no chunk after seq {first.seq}"
-        assert later.start_sample > first.start_sample
+        # (not necessarily later on the timeline: a playhead 5 s on at once is a jump the
+        # engine follows only once reports agree, and capture's view arriving meanwhile
+        # starts a transition at its estimate of now, before the queued material's end)
+        assert later.seq > first.seq and later.room == "a"
         assert _dropped_by_socket(METRICS + 1)["subscriptions"] == PER_SOCKET
         assert all(p.poll() is None for p in processes.values()), {
             name: p.returncode for name, p in processes.items()}
