@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -1034,14 +1035,10 @@ def _ids(recorder: Recorder) -> list[tuple[str | None, bool]]:
     return [(c["artwork_id"], c["catalogued"]) for c in recorder.of("artwork_change")]
 
 
-def test_a_work_in_view_added_to_the_catalogue_is_named_from_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The camera looks at a work the catalogue does not hold yet: an id of its own, its
-    # place looked at again LOOKS_AGAIN times, to no avail. Its photo is then added to the
-    # catalogue: the room took the update and went on with the id of its own for as long
-    # as the work stayed (its looks were spent). An update gives them again.
-    import shutil
-
+def _the_first_work_outside_the_catalogue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> tuple[Path, np.ndarray, Path]:
+    """The demo's first two works in ``tmp_path/works``, a wall with the first in view (the
+    quad finder sees it) and ``tmp_path/catalogue`` holding only the second."""
     works = tmp_path / "works"
     works.mkdir()
     _write_first_two_demo_works(works)
@@ -1050,6 +1047,16 @@ def test_a_work_in_view_added_to_the_catalogue_is_named_from_it(
     folder.mkdir()
     shutil.copy(works / "work-1.png", folder / "work-1.png")
     _quad_finder_sees(monkeypatch, picture)
+    return works, wall, folder
+
+
+def test_a_work_in_view_added_to_the_catalogue_is_named_from_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The camera looks at a work the catalogue does not hold yet: an id of its own, its
+    # place looked at again LOOKS_AGAIN times, to no avail. Its photo is then added to the
+    # catalogue: the room took the update and went on with the id of its own for as long
+    # as the work stayed (its looks were spent). An update gives them again.
+    works, wall, folder = _the_first_work_outside_the_catalogue(tmp_path, monkeypatch)
     loop, clock, recorder = _still_room(folder, wall, "room-n", search_every_s=1.0,
                                         watch_s=0.05)
     _drive(loop, clock, clock.t + 8.0)  # every look spent
@@ -1068,16 +1075,7 @@ def test_an_ignored_picture_added_to_the_catalogue_is_named_from_it(
     # A room that ignores pictures its catalogue does not name looks at one on the wall:
     # the quad finder's find there is passed over from then on. The technician adds its
     # photo to the catalogue: the catalogue's own search of the frame finds it.
-    import shutil
-
-    works = tmp_path / "works"
-    works.mkdir()
-    _write_first_two_demo_works(works)
-    wall, picture = _wall_with_the_first_work(works)
-    folder = tmp_path / "catalogue"
-    folder.mkdir()
-    shutil.copy(works / "work-1.png", folder / "work-1.png")
-    _quad_finder_sees(monkeypatch, picture)
+    works, wall, folder = _the_first_work_outside_the_catalogue(tmp_path, monkeypatch)
     loop, clock, recorder = _still_room(folder, wall, "room-i", uncatalogued="ignore",
                                         watch_s=0.05)
     _drive(loop, clock, clock.t + 4.0)
