@@ -10,10 +10,14 @@ them skip themselves (``pytest.importorskip``) where the diffusion extra is miss
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from ground.metrics import Metrics
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +61,18 @@ def estense_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.getbasetemp() / "estense-index"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+@pytest.fixture
+def metrics() -> Iterator[Metrics]:
+    """A role's metrics endpoint on a free loopback port (the monitoring and LAN tests')."""
+    import socket
+
+    from ground.metrics import Metrics as Endpoint
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    served = Endpoint(port)
+    yield served
+    served.close()

@@ -15,9 +15,7 @@ import select
 import socket
 import threading
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
 from polling import wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,19 +27,6 @@ from ground.metrics import (
     Metrics,
     MetricsEndpoint,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def metrics() -> Iterator[Metrics]:
-    served = Metrics(_free_port())
-    yield served
-    served.close()
 
 
 def _ended(sock: socket.socket) -> bool:

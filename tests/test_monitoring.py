@@ -13,7 +13,6 @@ import sys
 import threading
 import tomllib
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +36,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def metrics() -> Iterator[Metrics]:
-    """A role's metrics endpoint on a free loopback port."""
-    served = Metrics(_free_port())
-    yield served
-    served.close()
 
 
 def _scrape(metrics: Metrics) -> dict[str, list[Any]]:
